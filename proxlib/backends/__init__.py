@@ -1,0 +1,35 @@
+"""Backends: one module each, all exporting the kernels named in ``KERNELS``.
+
+Kernel contract (the public functions in ``proxlib`` do validation and
+canonicalisation; kernels do none):
+
+* Arrays are of the backend's own type (NumPy for ``numpy``/``numba``, CuPy for
+  ``cupy``), float32 or float64, C-contiguous.  Thresholds are already
+  multiplied by ``step`` and cast to the data's dtype.
+* Every kernel returns a NEW array of the input's dtype and shape and never
+  writes into its inputs.
+
+===================  ==========================================  =====================================
+kernel               arguments                                    computes (row r of W, threshold t_r)
+===================  ==========================================  =====================================
+owl(v, w)            v (n,), w (n,) non-increasing >= 0          prox of sum_i w_i |x|_[i]
+growl(W, w)          W (G, m), w (G,) non-increasing >= 0        prox of sum_i w_i ||x_[i]||_2 (rows)
+group_lasso(W, a)    W (G, m), a (G,) >= 0                       prox of sum_r a_r ||x_r||_2
+exclusive_lasso(W,b) W (G, m), b (G,) >= 0                       prox of sum_r b_r/2 ||x_r||_1^2
+group_exclusive(W,a,b)  as above                                 prox of sum_r a_r||x_r||_2 + b_r/2||x_r||_1^2
+weighted_l1(v, w)    v (n,), w (n,) or (1,) >= 0                 prox of sum_i w_i |x_i|
+weighted_l2sq(v, w)  v (n,), w (n,) or (1,) >= 0                 prox of sum_i w_i x_i^2
+lp(v, lam, p)        v (n,), Python floats lam >= 0, p in [0,1]  global prox of lam sum_i |x_i|^p
+===================  ==========================================  =====================================
+"""
+
+KERNELS = (
+    "owl",
+    "growl",
+    "group_lasso",
+    "exclusive_lasso",
+    "group_exclusive",
+    "weighted_l1",
+    "weighted_l2sq",
+    "lp",
+)

@@ -1,0 +1,79 @@
+r"""Row views of layer weight tensors, with exact inverses.
+
+Group operators act on rows.  These functions put the groups of a Linear
+weight ``(out, in)`` or a Conv weight ``(out, in, kh, kw)`` (any conv rank)
+into rows and back:
+
+=============  ====================================  ====================  ===============
+grouping       a row is                              Linear (out, in)      Conv (out, in, *k)
+=============  ====================================  ====================  ===============
+``"filter"``   one output neuron / filter            (out, in)             (out, in*prod(k))
+``"channel"``  one input neuron / input channel      (in, out)             (in, out*prod(k))
+               (GrOWL's rows)
+``"shape"``    a fibre across filters at one         (in, out)             (in*prod(k), out)
+               (in, kh, kw) position
+``"layer"``    the whole tensor                      (1, out*in)           (1, everything)
+=============  ====================================  ====================  ===============
+
+``to_rows`` returns a view whenever the memory layout allows (always for
+``"filter"`` and ``"layer"`` on C-contiguous input); otherwise a copy.
+``from_rows(to_rows(W, g), W.shape, g)`` equals ``W`` exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._dispatch import array_namespace
+
+__all__ = ["GROUPINGS", "to_rows", "from_rows"]
+
+GROUPINGS = ("filter", "channel", "shape", "layer")
+_ALIASES = {"output": "filter", "input": "channel", "row": "filter", "column": "channel"}
+
+
+def _check(grouping: str, shape) -> str:
+    if not isinstance(grouping, str):
+        raise TypeError(f"grouping must be a string, got {type(grouping).__name__}")
+    g = _ALIASES.get(grouping, grouping)
+    if g not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS + tuple(_ALIASES)}, got {grouping!r}")
+    if len(shape) < 2:
+        raise ValueError(f"a weight tensor needs at least 2 dimensions (out, in, ...), got shape {tuple(shape)}")
+    return g
+
+
+def to_rows(W, grouping: str):
+    """The rows of ``W`` under ``grouping`` (see the module table)."""
+    g = _check(grouping, W.shape)
+    xp = array_namespace(W)
+    out, cin = W.shape[0], W.shape[1]
+    if g == "filter":
+        return W.reshape(out, -1)
+    if g == "layer":
+        return W.reshape(1, -1)
+    if g == "channel":
+        return xp.moveaxis(W, 1, 0).reshape(cin, -1)
+    return W.reshape(out, -1).T  # shape: (in * prod(k), out)
+
+
+def from_rows(R, shape, grouping: str):
+    """Inverse of :func:`to_rows`: the tensor of ``shape`` whose rows are ``R``."""
+    shape = tuple(int(s) for s in shape)
+    g = _check(grouping, shape)
+    xp = array_namespace(R)
+    out, cin = shape[0], shape[1]
+    rest = math.prod(shape[2:])
+    expected = {
+        "filter": (out, cin * rest),
+        "layer": (1, out * cin * rest),
+        "channel": (cin, out * rest),
+        "shape": (cin * rest, out),
+    }[g]
+    if tuple(R.shape) != expected:
+        raise ValueError(f"rows of shape {tuple(R.shape)} do not fit {g!r} rows of a {shape} tensor {expected}")
+    if g in ("filter", "layer"):
+        return R.reshape(shape)
+    if g == "channel":
+        return xp.moveaxis(R.reshape((cin, out) + shape[2:]), 0, 1)
+    return R.T.reshape(shape)
