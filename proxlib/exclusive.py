@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from . import _validate as V
 from ._dispatch import array_namespace, backend_for
-from .group import group_thresholds
+from .group import group_layout
 from .group import prox_group_lasso
 
 __all__ = [
@@ -30,7 +30,7 @@ def _prepare(W, lam, step, groups, group_weights, check_finite):
     W = V.as_float_array(W, "W", check_finite=check_finite)
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
-    rows, c = group_thresholds(W, lam, step, groups, group_weights)
+    rows, c = group_layout(W, groups, group_weights)
     return W, lam, step, rows, c
 
 
@@ -55,7 +55,10 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, c
     --------
     >>> import numpy as np, proxlib
     >>> proxlib.prox_exclusive_lasso(np.array([[3.0, 1.0, -0.5]]), 0.5)
-    array([[ 1.66666667, -0.        , -0.        ]])
+    array([[ 2.,  0., -0.]])
+
+    (b = 0.5: j = 1 passes, 3 * 1.5 > 0.5 * 3; j = 2 fails, 1 * 2 = 0.5 * 4;
+    so k = 1 and tau = 0.5 * 3 / 1.5 = 1.)
     """
     W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
     xp = array_namespace(W)
@@ -94,7 +97,7 @@ def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=Non
     >>> import numpy as np, proxlib
     >>> x = proxlib.prox_group_exclusive(np.array([[3.0, 1.0, -0.5]]), 1.0, 0.5)
     >>> np.round(x, 6)
-    array([[ 1.80279 ,  0.      , -0.      ]])
+    array([[ 1.633474,  0.101502, -0.      ]])
     """
     mu = V.in_unit_interval(mu, "mu")
     W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
@@ -158,7 +161,7 @@ def prox_group_exclusive_sequential(
 
 
 def exclusive_lasso_value(X, lam, *, groups=None, group_weights=None) -> float:
-    rows, c = group_thresholds(X, lam, 1.0, groups, group_weights, name="x")
+    rows, c = group_layout(X, groups, group_weights, name="x")
     xp = array_namespace(X)
     l1 = xp.sum(xp.abs(rows.rows.astype(xp.float64)), axis=1)
     return float(lam / 2 * xp.sum(c * l1 * l1))
@@ -167,7 +170,7 @@ def exclusive_lasso_value(X, lam, *, groups=None, group_weights=None) -> float:
 def group_exclusive_value(X, lam, mu, *, groups=None, group_weights=None) -> float:
     from .backends._xp_kernels import row_norms
 
-    rows, c = group_thresholds(X, lam, 1.0, groups, group_weights, name="x")
+    rows, c = group_layout(X, groups, group_weights, name="x")
     xp = array_namespace(X)
     l1 = xp.sum(xp.abs(rows.rows.astype(xp.float64)), axis=1)
     l2 = row_norms(rows.rows, xp)

@@ -10,9 +10,9 @@ from ._rows import canonical_rows
 __all__ = ["prox_group_lasso"]
 
 
-def group_thresholds(W, lam, step, groups, group_weights, *, name="W"):
-    """Validate a group operator's inputs; return (W, rows, c) with c_g the
-    per-group weights (float64)."""
+def group_layout(W, groups, group_weights, *, name="W"):
+    """The canonical rows of a group operator's input and its per-group
+    weights c_g (float64)."""
     rows = canonical_rows(W, groups, name=name)
     c = _group_weights(rows, group_weights, like=W)
     return rows, c
@@ -60,7 +60,7 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check
     W = V.as_float_array(W, "W", check_finite=check_finite)
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
-    rows, c = group_thresholds(W, lam, step, groups, group_weights)
+    rows, c = group_layout(W, groups, group_weights)
     xp = array_namespace(W)
     a = xp.asarray(step * lam * c, dtype=W.dtype)
     return rows.restore(backend_for(W).group_lasso(rows.rows, a))
@@ -69,6 +69,6 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check
 def group_lasso_value(X, lam, *, groups=None, group_weights=None) -> float:
     from .backends._xp_kernels import row_norms
 
-    rows, c = group_thresholds(X, lam, 1.0, groups, group_weights, name="x")
+    rows, c = group_layout(X, groups, group_weights, name="x")
     xp = array_namespace(X)
     return float(lam * xp.sum(c * row_norms(rows.rows, xp)))

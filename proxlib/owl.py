@@ -76,8 +76,12 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
     Examples
     --------
     >>> import numpy as np, proxlib
-    >>> proxlib.prox_owl(np.array([3.0, -1.0, 2.0]), np.array([2.0, 1.0, 0.0]))
-    array([ 1.5, -1. ,  1.5])
+    >>> x = proxlib.prox_owl(np.array([3.0, -1.0, 2.0]), np.array([3.0, 0.5, 0.0]))
+    >>> np.round(x, 6)
+    array([ 0.833333, -0.833333,  0.833333])
+
+    (|v| sorted minus weights is [0, 1.5, 1]; pooling the violators gives one
+    block of mean 2.5 / 3: all three entries are tied.)
     """
     v = V.as_float_array(v, "v", check_finite=check_finite)
     step = V.positive(step, "step")
