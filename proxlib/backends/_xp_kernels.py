@@ -263,16 +263,17 @@ def lp(v, lam, p):
     if lam == 0:
         return v.copy()
     if p == 0:
-        return xp.where(av > math.sqrt(2.0 * lam), v64, 0.0).astype(v.dtype, copy=False) * 1
+        return xp.where(av > math.sqrt(2.0 * lam), v64, 0.0).astype(v.dtype, copy=False)
     if p == 1:
         return (xp.sign(v64) * xp.maximum(av - lam, 0.0)).astype(v.dtype, copy=False)
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
     beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
     keep = av > tau
-    x = av.copy()
+    # Entries that end at 0 iterate harmlessly from 2*beta (no 0**negative).
+    x = xp.where(keep, av, 2.0 * beta)
     if p in (0.5, 2.0 / 3.0):
         xc = _lp_closed_form(xp.where(keep, av, 1.0), lam, p, xp)
-        x = xp.where(keep & xp.isfinite(xc) & (xc > beta) & (xc <= av), xc, av)
+        x = xp.where(keep & xp.isfinite(xc) & (xc > beta) & (xc <= av), xc, x)
 
     def newton(x):
         # f'(x) = x - av + lam p x^(p-1), f''(x) = 1 - lam p (1-p) x^(p-2); with
