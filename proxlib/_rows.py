@@ -16,6 +16,7 @@ one non-negative weight per row.  Two inputs map to that layout:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -43,7 +44,8 @@ def canonical_rows(W, groups=None, *, name: str = "W") -> Rows:
     if W.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
     if groups is None:
-        R = W.reshape(1, -1) if W.ndim == 1 else W.reshape(W.shape[0], -1)
+        # explicit row length: reshape(0, -1) cannot infer it for zero rows
+        R = W.reshape(1, -1) if W.ndim == 1 else W.reshape(W.shape[0], math.prod(W.shape[1:]))
         R = xp.ascontiguousarray(R)
         shape = W.shape
         G, m = R.shape

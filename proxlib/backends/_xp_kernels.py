@@ -62,108 +62,155 @@ def _sorted_desc(A, xp):
     return xp.flip(xp.sort(A, axis=1), axis=1)
 
 
-def exclusive_threshold(Y, b, xp):
-    """Per-row threshold tau_r = b S_k / (1 + b k) of the exclusive-lasso prox.
+def exclusive_support(Y, beta, F, xp):
+    """Support of the exclusive-lasso prox with parameter ``beta`` (per row).
 
-    ``Y`` is |row| sorted in decreasing order (scaled), ``b`` the per-row
-    parameter.  k is the number of j with Y_j (1 + b j) > b S_j, S_j the sum of
-    the j largest; the final S_k is re-summed (pairwise) from the k entries.
+    ``Y`` is |row| sorted in decreasing order (scaled), ``F`` its shifted sums
+    (:func:`shifted_sums`).  Entry j is in the support iff Y_j > beta F_j; this is
+    Y_j (1 + beta j) > beta S_j rearranged so that no 1 + beta j or beta S_j is
+    rounded (with those, every entry failed once beta >= 2^53 and the prox
+    returned its input).  Y_j - beta F_j decreases in j, so the support is a
+    prefix, of k >= 1 entries whenever Y_1 > 0; F does not grow across tied
+    values, so ties never straddle it.  Returns k, Y_k and F_k.
     """
-    m = Y.shape[1]
-    j = xp.arange(1, m + 1, dtype=Y.dtype)
-    C = xp.cumsum(Y, axis=1)
-    cond = Y * (1.0 + b[:, None] * j) > b[:, None] * C
+    cond = Y > beta[:, None] * F
+    cond[:, 0] = Y[:, 0] > 0  # F_1 = 0 (and no inf * 0)
     k = xp.sum(cond, axis=1)
-    Sk = xp.sum(xp.where(j[None, :] <= k[:, None], Y, 0.0), axis=1)
-    return b * Sk / (1.0 + b * k), k
+    kk = xp.maximum(k, 1) - 1
+    rows = xp.arange(Y.shape[0])
+    return k, Y[rows, kk], F[rows, kk]
+
+
+def shifted_sums(Y, xp):
+    """F_j = sum_{i<=j} (Y_i - Y_j) for ``Y`` sorted decreasingly, per row.
+
+    Built by the recurrence F_j = F_{j-1} + (j - 1)(Y_{j-1} - Y_j): a cumulative
+    sum of non-negative terms whose differences are exact for nearby values, so F
+    is accurate where S_j - j Y_j would cancel.  Non-decreasing in j.
+    """
+    G, m = Y.shape
+    inc = xp.arange(1, m, dtype=Y.dtype) * (Y[:, :-1] - Y[:, 1:])
+    return xp.concatenate([xp.zeros((G, 1), dtype=Y.dtype), xp.cumsum(inc, axis=1)], axis=1)
+
+
+def exclusive_magnitudes(As, Y, F, beta, xp):
+    """|x| of the exclusive-lasso prox (parameter ``beta`` per row) of the scaled
+    magnitudes ``As`` (``Y`` their sorted copy, ``F`` its shifted sums).
+
+    With k, Y_k, F_k from :func:`exclusive_support` the threshold is
+    tau = beta S_k / (1 + beta k), S_k = k Y_k + F_k, and for the support
+    |w_i| - tau = (|w_i| - Y_k) + e,   e = (Y_k - beta F_k) / (1 + beta k) > 0:
+    no large quantity is subtracted from another, so the result is accurate
+    relative to itself also when beta is large (x -> |w|_(1) / (1 + beta)).
+    """
+    k, Yk, Fk = exclusive_support(Y, beta, F, xp)
+    e = (Yk - beta * Fk) / (1.0 + beta * k)
+    U = xp.where(As >= Yk[:, None], (As - Yk[:, None]) + e[:, None], 0.0)
+    return xp.where((beta == 0)[:, None], As, U)
 
 
 def exclusive_lasso(W, b):
-    """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold."""
+    """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold
+    (see :func:`exclusive_magnitudes`); b = inf gives 0."""
     xp = array_namespace(W)
     W64 = _upcast(W, xp)
     b = _upcast(b, xp)
     A = xp.abs(W64)
-    if A.shape[1] == 0:
+    if A.shape[1] == 0 or A.shape[0] == 0:
         return W.copy()
     s = row_scale(A, xp)
-    Y = _sorted_desc(A / s[:, None], xp)
-    tau, _ = exclusive_threshold(Y, b, xp)
-    X = xp.sign(W64) * xp.maximum(A - (tau * s)[:, None], 0.0)
+    As = A / s[:, None]
+    Y = _sorted_desc(As, xp)
+    finite = xp.isfinite(b)
+    with _errstate(xp):
+        U = exclusive_magnitudes(As, Y, shifted_sums(Y, xp), xp.where(finite, b, 0.0), xp)
+    U = xp.where(finite[:, None], U, 0.0)
+    X = xp.sign(W64) * U * s[:, None]
     return X.astype(W.dtype, copy=False)
 
 
-def _phi_direct(Y, theta, a, b, xp):
-    """phi(theta) = theta - b ||z||_1 (1 - a/||z||_2), z = (Y - theta)_+, per row."""
-    Z = xp.maximum(Y - theta[:, None], 0.0)
-    l1 = xp.sum(Z, axis=1)
-    l2 = xp.sqrt(xp.sum(Z * Z, axis=1))
-    shrink = xp.where(l2 > a, 1.0 - a / xp.where(l2 > 0, l2, 1.0), 0.0)
-    return theta - b * l1 * shrink
+def group_exclusive_shrink(Y, F, a, b, xp):
+    """The factor c in (0, 1) of x = c u(b c) on rows with ||Y|| > a > 0, b > 0.
 
+    u(beta) is the exclusive-lasso prox with parameter beta; c is the unique root
+    of g(c) = c - 1 + a / ||u(b c)||, which increases in c (||u(beta)|| decreases
+    in beta), with g(0) = a/||Y|| - 1 < 0 < g(1).  ``Y`` is sorted decreasingly,
+    ``F`` its shifted sums.
 
-def group_exclusive_threshold(Y, a, b, xp):
-    """Root theta of phi on rows with ||Y_r|| > a_r, b_r > 0 (``Y`` sorted desc).
-
-    phi is strictly increasing; phi(Y_0) >= 0 > phi(0).  Step 1 finds the support
-    size k by bisection over the breakpoints Y_j (phi evaluated exactly, O(m)).
-    Step 2 solves phi = 0 on [Y_k, Y_{k-1}], where with t = mean_k - theta,
-    ||z||_1 = k t and ||z||_2^2 = M2_k + k t^2 (M2_k the centred sum of squares,
-    computed directly), by Newton's method safeguarded by bisection, until the
-    bracket cannot shrink in floating point.
+    Step 1: entry j is in the support of u(b c) iff c < c_j = Y_j / (b F_j), and
+    c_j decreases in j, so the support size at the root is the number of j with
+    g(min(c_j, 1)) > 0: bisection over j, g evaluated directly (O(m) per row).
+    Step 2: on [c_{k+1}, c_k] the support is the top k entries; with
+    e = (Y_k - b c F_k) / (1 + b c k) and d_i = Y_i - Y_k (i <= k),
+    ||u||^2 = sum d_i^2 + 2 e F_k + k e^2 and
+    g'(c) = 1 + a b (F_k + k e) S_k / (||u||^3 (1 + b c k)^2) > 0 (all terms
+    positive, no cancellation).  Newton's method safeguarded by bisection runs
+    until the bracket cannot shrink in floating point.
     """
     G, m = Y.shape
     rows = xp.arange(G)
-    lo = xp.zeros(G, dtype=xp.int64)
-    hi = xp.full(G, m, dtype=xp.int64)
-    Ypad = xp.concatenate([Y, xp.zeros((G, 1), dtype=Y.dtype)], axis=1)
+    j = xp.arange(m)
+    cb = xp.minimum(Y / (b[:, None] * F), 1.0)  # c_j clipped to 1 (F_1 = 0 -> 1)
+    cb = xp.where(F > 0, cb, 1.0)
+    cb = xp.concatenate([cb, xp.zeros((G, 1), dtype=Y.dtype)], axis=1)  # c_{m+1} = 0
+
+    def g_direct(c):
+        beta = b * c
+        k, Yk, Fk = exclusive_support(Y, beta, F, xp)
+        e = (Yk - beta * Fk) / (1.0 + beta * k)
+        U = xp.where(j[None, :] < k[:, None], (Y - Yk[:, None]) + e[:, None], 0.0)
+        return c - 1.0 + a / xp.sqrt(xp.sum(U * U, axis=1))
+
+    lo = xp.ones(G, dtype=xp.int64)  # g(c_1 = 1) > 0
+    hi = xp.full(G, m + 1, dtype=xp.int64)  # g(c_{m+1} = 0) < 0
     for _ in range(max(1, math.ceil(math.log2(m + 1)) + 1)):
         active = hi - lo > 1
         if not bool(xp.any(active)):
             break
         mid = (lo + hi) // 2
-        neg = _phi_direct(Y, Ypad[rows, mid], a, b, xp) < 0
-        hi = xp.where(active & neg, mid, hi)
-        lo = xp.where(active & ~neg, mid, lo)
-    k = hi
+        pos = g_direct(cb[rows, mid - 1]) > 0
+        lo = xp.where(active & pos, mid, lo)
+        hi = xp.where(active & ~pos, mid, hi)
+    k = lo
     kf = k.astype(Y.dtype)
-    j = xp.arange(m)
-    in_support = j[None, :] < k[:, None]
-    mean = xp.sum(xp.where(in_support, Y, 0.0), axis=1) / kf
-    dev = xp.where(in_support, Y - mean[:, None], 0.0)
-    M2 = xp.sum(dev * dev, axis=1)
-    left = Ypad[rows, k]  # phi(left) < 0
-    right = Ypad[rows, k - 1]  # phi(right) >= 0
+    Yk = Y[rows, k - 1]
+    Fk = F[rows, k - 1]
+    Sk = Fk + kf * Yk
+    D = xp.where(j[None, :] < k[:, None], Y - Yk[:, None], 0.0)
+    D2 = xp.sum(D * D, axis=1)
+    left = cb[rows, k]  # g(left) <= 0
+    right = cb[rows, k - 1]  # g(right) > 0
 
-    def phi_and_slope(theta):
-        t = mean - theta
-        l2 = xp.sqrt(M2 + kf * t * t)
-        shrink = 1.0 - a / l2
-        phi = theta - b * kf * t * shrink
-        slope = 1.0 + b * (kf * shrink + a * kf * kf * t * t / (l2 * l2 * l2))
-        return phi, slope
+    def g_and_slope(c):
+        den = 1.0 + b * c * kf
+        e = (Yk - b * c * Fk) / den
+        N = xp.sqrt(D2 + 2.0 * e * Fk + kf * e * e)
+        g = c - 1.0 + a / N
+        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (N * N * N * den * den)
+        return g, slope
 
-    theta = 0.5 * (left + right)
+    c = 0.5 * (left + right)
     for _ in range(_MAX_ROOT_ITER):
-        phi, slope = phi_and_slope(theta)
-        neg = phi < 0
-        left = xp.where(neg, theta, left)
-        right = xp.where(neg, right, theta)
-        newton = theta - phi / slope
+        g, slope = g_and_slope(c)
+        neg = g < 0
+        left = xp.where(neg, c, left)
+        right = xp.where(neg, right, c)
+        newton = c - g / slope
         ok = (newton > left) & (newton < right)
         nxt = xp.where(ok, newton, 0.5 * (left + right))
-        done = (nxt == theta) | (phi == 0)
-        theta = xp.where(done, theta, nxt)
+        done = (nxt == c) | (g == 0)
+        c = xp.where(done, c, nxt)
         if bool(xp.all(done | ~((left < nxt) & (nxt < right)))):
             break
-    return theta
+    return c
 
 
 def group_exclusive(W, a, b):
     """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row.
 
-    x = 0 iff ||w|| <= a; else x = z (1 - a/||z||_2) with z = (|w| - theta)_+ sign(w)
-    and theta the unique root of theta = b ||z||_1 (1 - a/||z||_2).
+    x = 0 iff ||w|| <= a; else x = c u with u the exclusive-lasso prox of w with
+    parameter b c and c = 1 - a/||u||_2 in (0, 1] (:func:`group_exclusive_shrink`;
+    c = 1 - a/||w|| when b = 0 and c = 1 when a = 0).  b = inf gives 0.
     """
     xp = array_namespace(W)
     W64 = _upcast(W, xp)
@@ -175,25 +222,23 @@ def group_exclusive(W, a, b):
         return W.copy()
     s = row_scale(A, xp)
     As = A / s[:, None]
-    a_s = a / s
-    Y = _sorted_desc(As, xp)
-    nrm = xp.sqrt(xp.sum(Y * Y, axis=1))
-    nonzero = nrm > a_s
-    theta = xp.zeros(G, dtype=Y.dtype)
-    # a == 0: pure exclusive lasso, closed form.
-    excl_only = nonzero & (a_s == 0) & (b > 0)
-    tau, _ = exclusive_threshold(Y, b, xp)
-    theta = xp.where(excl_only, tau, theta)
-    general = nonzero & (a_s > 0) & (b > 0)
-    if bool(xp.any(general)):
-        idx = xp.nonzero(general)[0]
-        theta_g = group_exclusive_threshold(Y[idx], a_s[idx], b[idx], xp)
-        theta[idx] = theta_g
-    Z = xp.maximum(As - theta[:, None], 0.0)
-    l2 = xp.sqrt(xp.sum(Z * Z, axis=1))
-    shrink = xp.where(nonzero, 1.0 - a_s / xp.where(l2 > 0, l2, 1.0), 0.0)
-    shrink = xp.maximum(shrink, 0.0)
-    X = xp.sign(W64) * Z * (shrink * s)[:, None]
+    with _errstate(xp):
+        a_s = a / s  # may overflow to inf: then x = 0
+        Y = _sorted_desc(As, xp)
+        F = shifted_sums(Y, xp)
+        nrm = xp.sqrt(xp.sum(Y * Y, axis=1))
+        finite = xp.isfinite(b)
+        bf = xp.where(finite, b, 0.0)
+        nonzero = (nrm > a_s) & finite
+        c = xp.where(nonzero, 1.0, 0.0)
+        group_only = nonzero & (bf == 0)
+        c = xp.where(group_only, 1.0 - a_s / xp.where(group_only, nrm, 1.0), c)
+        general = nonzero & (a_s > 0) & (bf > 0)
+        if bool(xp.any(general)):
+            idx = xp.nonzero(general)[0]
+            c[idx] = group_exclusive_shrink(Y[idx], F[idx], a_s[idx], bf[idx], xp)
+        U = exclusive_magnitudes(As, Y, F, bf * c, xp)
+    X = xp.sign(W64) * U * (c * s)[:, None]
     return X.astype(W.dtype, copy=False)
 
 
