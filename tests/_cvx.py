@@ -1,0 +1,445 @@
+"""Reference solutions for the proxlib tests, written from the math, not from proxlib.
+
+Three independent references, in decreasing order of generality:
+
+1. ``objective`` / ``*_value``: the documented objectives evaluated in float64
+   with NumPy (sorting done here, not by proxlib);
+2. ``cvx_*``: the same problems solved by CVXPY with Clarabel;
+3. ``exact_*``: exact rational (``fractions``) or 60-digit (``decimal``)
+   solutions, for the piecewise-rational operators (OWL, exclusive lasso) and
+   the ones proxlib solves iteratively (group + exclusive, lp).
+
+plus the Hypothesis strategies that build problem instances.
+
+Why objectives first: Clarabel is only ~1e-6 accurate on these problems
+(measured: the group + exclusive prox differs from the exact answer by up to
+7e-6 while proxlib's objective is lower and its KKT residual 1e-16).  Every
+prox problem here is an unconstrained minimisation, so CVXPY's answer is a
+feasible point and the exact minimiser's objective can never exceed the
+objective at that point.  That comparison needs only the rounding error of
+evaluating the objective as its tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+import cvxpy as cp
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+# --------------------------------------------------------------------------- objectives
+
+
+def sorted_desc(a):
+    return np.sort(np.asarray(a, dtype=np.float64).ravel())[::-1]
+
+
+def owl_value(x, w):
+    """sum_i w_i |x|_[i]: the LARGEST weight pairs with the LARGEST magnitude."""
+    return float(np.dot(np.asarray(w, dtype=np.float64), sorted_desc(np.abs(x))))
+
+
+def row_norms(X):
+    """Row l2 norms in float64 via np.hypot.reduce (no overflow/underflow in squares)."""
+    X = np.asarray(X, dtype=np.float64)
+    X = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(1, -1)
+    if X.shape[1] == 0:
+        return np.zeros(X.shape[0])
+    return np.hypot.reduce(X, axis=1)
+
+
+def growl_value(X, w):
+    return float(np.dot(np.asarray(w, dtype=np.float64), sorted_desc(row_norms(X))))
+
+
+def group_value(X, c):
+    """sum_g c_g ||x_g||_2 over rows."""
+    return float(np.dot(np.asarray(c, dtype=np.float64), row_norms(X)))
+
+
+def exclusive_value(X, c):
+    """sum_g c_g / 2 ||x_g||_1^2 over rows."""
+    X = np.asarray(X, dtype=np.float64)
+    X = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(1, -1)
+    l1 = np.abs(X).sum(axis=1)
+    return float(np.dot(np.asarray(c, dtype=np.float64), 0.5 * l1 * l1))
+
+
+def group_exclusive_value(X, c, mu):
+    return (1.0 - mu) * group_value(X, c) + mu * exclusive_value(X, c)
+
+
+def weighted_l1_value(x, w):
+    return float(np.sum(np.asarray(w, dtype=np.float64) * np.abs(np.asarray(x, dtype=np.float64))))
+
+
+def weighted_l2sq_value(x, w):
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.sum(np.asarray(w, dtype=np.float64) * x * x))
+
+
+def lp_value(x, p):
+    """sum_i |x_i|^p with |0|^0 = 0 (p = 0 counts non-zeros)."""
+    a = np.abs(np.asarray(x, dtype=np.float64)).ravel()
+    if p == 0:
+        return float(np.count_nonzero(a))
+    return float(np.sum(a**p))
+
+
+def objective(x, v, step, omega_value):
+    """1/2 ||x - v||^2 + step * Omega(x) in float64."""
+    d = np.asarray(x, dtype=np.float64).ravel() - np.asarray(v, dtype=np.float64).ravel()
+    return 0.5 * float(np.dot(d, d)) + step * omega_value
+
+
+def objective_slack(v, step, omega_at_v, n):
+    """Rounding budget when comparing two objective values of one problem.
+
+    Both objectives are sums of at most ~2n non-negative terms, each bounded by
+    the objective at x = 0 or x = v (i.e. by 1/2||v||^2 + step Omega(v)); float64
+    summation of n terms errs by at most n eps times the sum of magnitudes, and
+    we allow a factor 8 for the products and the sort.
+    """
+    v = np.asarray(v, dtype=np.float64).ravel()
+    scale = 0.5 * float(np.dot(v, v)) + step * omega_at_v
+    return 8 * (n + 2) * EPS64 * (1.0 + scale)
+
+
+# --------------------------------------------------------------------------- CVXPY
+
+# Clarabel at 1e-10 (1e-12 makes it stop with "insufficient progress" on these
+# problems).  Its minimiser is still only ~1e-6 accurate in practice.
+_CLARABEL = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=400)
+
+# What the minimisers are compared with: Clarabel's measured worst case is 7e-6
+# on inputs of order 10; we allow 1e-4 relative to (1 + ||v||_inf), ten times
+# that, because Hypothesis finds degenerate inputs (ties, rows exactly at the
+# threshold) where interior-point solvers are least accurate.  The tight proof
+# of correctness is the objective comparison and the solver-free certificates.
+CVX_X_RTOL = 1e-4
+
+
+def solve(objective_expr, x_var):
+    prob = cp.Problem(cp.Minimize(objective_expr))
+    try:
+        prob.solve(solver=cp.CLARABEL, **_CLARABEL)
+    except cp.error.SolverError:
+        prob.solve(solver=cp.CLARABEL)  # default tolerances as a fallback
+    if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        prob.solve(solver=cp.CLARABEL)
+    assert prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), f"CVXPY failed: {prob.status}"
+    return np.asarray(x_var.value, dtype=np.float64)
+
+
+def owl_expr(x_abs, w):
+    """OWL as a telescoping sum: sum_i (w_i - w_{i+1}) sum_largest(|x|, i), w_{n+1} = 0.
+
+    Valid because w is non-increasing, so every coefficient is >= 0 and the sum
+    is convex (DCP); expanding sum_largest(|x|, i) = sum_{j<=i} |x|_[j] and
+    telescoping gives sum_j w_j |x|_[j].
+    """
+    w = np.asarray(w, dtype=np.float64)
+    n = w.shape[0]
+    diffs = w - np.append(w[1:], 0.0)
+    terms = [float(diffs[i]) * cp.sum_largest(x_abs, i + 1) for i in range(n) if diffs[i] != 0.0]
+    return cp.sum(cp.hstack(terms)) if terms else cp.Constant(0.0)
+
+
+def cvx_owl(v, w, step):
+    v = np.asarray(v, dtype=np.float64).ravel()
+    x = cp.Variable(v.shape[0])
+    return solve(0.5 * cp.sum_squares(x - v) + step * owl_expr(cp.abs(x), w), x)
+
+
+def cvx_growl(W, w, step):
+    W = np.asarray(W, dtype=np.float64)
+    X = cp.Variable(W.shape)
+    return solve(0.5 * cp.sum_squares(X - W) + step * owl_expr(cp.norm(X, 2, axis=1), w), X)
+
+
+def _group_terms(x, index_sets, a, b):
+    terms = []
+    for idx, ag, bg in zip(index_sets, a, b):
+        xg = x[np.asarray(idx)]
+        if ag:
+            terms.append(float(ag) * cp.norm(xg, 2))
+        if bg:
+            terms.append(float(bg) / 2 * cp.square(cp.norm(xg, 1)))
+    return cp.sum(cp.hstack(terms)) if terms else cp.Constant(0.0)
+
+
+def cvx_groups(v, index_sets, a, b):
+    """argmin 1/2||x - v||^2 + sum_g a_g ||x_g||_2 + b_g/2 ||x_g||_1^2 (thresholds include step)."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    x = cp.Variable(v.shape[0])
+    return solve(0.5 * cp.sum_squares(x - v) + _group_terms(x, index_sets, a, b), x)
+
+
+def row_index_sets(shape):
+    G = shape[0]
+    m = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    if len(shape) == 1:
+        return [np.arange(m)]
+    return [np.arange(g * m, (g + 1) * m) for g in range(G)]
+
+
+def cvx_weighted_l1(v, w, step):
+    v = np.asarray(v, dtype=np.float64).ravel()
+    x = cp.Variable(v.shape[0])
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), v.shape)
+    return solve(0.5 * cp.sum_squares(x - v) + step * cp.sum(cp.multiply(w, cp.abs(x))), x)
+
+
+def cvx_weighted_l2sq(v, w, step):
+    v = np.asarray(v, dtype=np.float64).ravel()
+    x = cp.Variable(v.shape[0])
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), v.shape)
+    return solve(0.5 * cp.sum_squares(x - v) + step * cp.sum(cp.multiply(w, cp.square(x))), x)
+
+
+# --------------------------------------------------------------------------- exact references
+
+PREC = 60  # decimal digits for the high-precision references
+
+
+def _frac(x):
+    return Fraction(float(x))
+
+
+def exact_owl(v, w):
+    """OWL prox (thresholds w already include step) in exact rational arithmetic.
+
+    Sort |v| decreasingly; the prox of the sorted magnitudes is the projection of
+    |v|_sorted - w onto the monotone non-negative cone: pool-adjacent-violators
+    for a non-increasing fit, then clip at 0 (Bogdan et al. 2015, Alg. 3).  Ties
+    in |v| are pooled explicitly so equal magnitudes get equal outputs.
+    """
+    v = np.asarray(v, dtype=np.float64).ravel()
+    n = v.shape[0]
+    order = sorted(range(n), key=lambda i: -abs(v[i]))
+    z = [abs(_frac(v[i])) - _frac(w[k]) for k, i in enumerate(order)]
+    blocks = []  # [sum, count]
+    for zi in z:
+        blocks.append([zi, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] <= blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    fit = []
+    for s, c in blocks:
+        fit += [max(s / c, Fraction(0))] * c
+    out = np.zeros(n)
+    for k, i in enumerate(order):
+        out[i] = math.copysign(float(fit[k]), v[i]) if fit[k] else 0.0
+    return out
+
+
+def exact_exclusive_row(row, b):
+    """Exclusive-lasso prox of one row, parameter b (includes step), exact rationals.
+
+    Derivation: on the support S (|S| = k) the optimality condition
+    x_i + b ||x||_1 sign(x_i) = w_i gives |x_i| = |w_i| - tau with
+    tau = b ||x||_1 = b (S_k - k tau), i.e. tau = b S_k / (1 + b k); an entry is in
+    the support iff |w_i| > tau.  We try k = 1..m and keep the k whose tau is
+    consistent (exactly the k largest magnitudes exceed tau).
+    """
+    row = np.asarray(row, dtype=np.float64).ravel()
+    if b == 0:
+        return row.copy()
+    a = sorted((abs(_frac(x)) for x in row), reverse=True)
+    B = _frac(b)
+    tau = None
+    S = Fraction(0)
+    for k in range(1, len(a) + 1):
+        S += a[k - 1]
+        t = B * S / (1 + B * k)
+        if a[k - 1] > t and (k == len(a) or a[k] <= t):
+            tau = t
+            break
+    if tau is None:  # all zeros
+        return np.zeros_like(row)
+    return np.array([math.copysign(float(max(abs(_frac(x)) - tau, 0)), x) if abs(_frac(x)) > tau else 0.0 for x in row])
+
+
+def _dec(x):
+    return Decimal(float(x))  # exact: every float is a finite decimal
+
+
+def exact_group_exclusive_row(row, lam, mu, step=1.0, c=1.0):
+    """Prox of a ||x||_2 + b/2 ||x||_1^2 on one row, to ~PREC digits, with
+    a = step lam c (1 - mu) and b = step lam c mu formed in decimal arithmetic.
+
+    Derivation (independent of proxlib's code): the optimality condition is
+    w - x = a g + b ||x||_1 s with g in d||x||_2, s in d||x||_1.  x = 0 iff some
+    s with |s_i| <= 1 has ||w - b*0*s|| <= a, i.e. iff ||w||_2 <= a.  Otherwise
+    x != 0, g = x/||x||, and with theta = b ||x||_1 the condition reads
+    |w_i| - theta = |x_i| (1 + a/||x||) on the support and |w_i| <= theta off it:
+    so |x| = z / (1 + a/||x||) with z = (|w| - theta)_+, hence
+    ||x|| = ||z|| - a and x = z (1 - a/||z||).  theta must satisfy
+    theta = b ||z||_1 (1 - a/||z||_2); the right side decreases in theta, so the
+    root is unique and we bisect it over [0, max|w|] with 60-digit decimals.
+    """
+    row = np.asarray(row, dtype=np.float64).ravel()
+    # When b ||w|| is large, |x| ~ |w| / (b ||w||) is resolved only if theta is
+    # known to that many more digits: raise the precision (and the bisection
+    # count) accordingly.
+    bw = float(step) * float(lam) * float(c) * float(mu) * float(np.abs(row).max(initial=0.0))
+    digits = PREC + (math.ceil(math.log10(bw)) if bw > 1 else 0)
+    with localcontext() as ctx:
+        ctx.prec = digits
+        W = [_dec(x) for x in row]
+        A = [abs(x) for x in W]
+        t = _dec(step) * _dec(lam) * _dec(c)
+        A_ = t * (1 - _dec(mu))
+        B_ = t * _dec(mu)
+        nrm = sum(x * x for x in A).sqrt()
+        if nrm <= A_:
+            return np.zeros_like(row)
+
+        def parts(theta):
+            Z = [max(x - theta, Decimal(0)) for x in A]
+            l1 = sum(Z)
+            l2 = sum(z * z for z in Z).sqrt()
+            return Z, l1, l2
+
+        def phi(theta):
+            Z, l1, l2 = parts(theta)
+            shrink = (1 - A_ / l2) if l2 > A_ else Decimal(0)
+            return theta - B_ * l1 * shrink
+
+        if B_ == 0:
+            theta = Decimal(0)
+        else:
+            lo, hi = Decimal(0), max(A)
+            for _ in range(int(3.4 * digits) + 20):  # 2^-3.4d < 10^-d: past the precision
+                mid = (lo + hi) / 2
+                if phi(mid) < 0:
+                    lo = mid
+                else:
+                    hi = mid
+            theta = (lo + hi) / 2
+        Z, l1, l2 = parts(theta)
+        shrink = 1 - A_ / l2
+        return np.array([float(z * shrink) if w >= 0 else -float(z * shrink) for z, w in zip(Z, W)])
+
+
+def exact_lp_scalar(v, lam, p):
+    """Global minimiser of 1/2 (x - v)^2 + lam |x|^p (|0|^0 = 0), to ~PREC digits.
+
+    The minimiser has the sign of v and |x| in [0, |v|].  For x > 0 the
+    stationarity condition h(x) = x + lam p x^(p-1) - |v| = 0 has at most two
+    roots; h is convex on x > 0 with its minimum at beta = (lam p (1-p))^(1/(2-p)),
+    so the larger root (a local minimum of the objective) lies in [beta, |v|],
+    where h increases: bisect it.  Then compare its objective with x = 0's and
+    return the better (0 at an exact tie).
+    """
+    v = float(v)
+    if lam == 0:
+        return v
+    with localcontext() as ctx:
+        ctx.prec = PREC
+        V = abs(_dec(v))
+        L = _dec(lam)
+        P = _dec(p)
+        if V == 0:
+            return 0.0
+        if p == 0:
+            # objective at x = v is lam; at 0 it is v^2/2
+            return v if V * V / 2 > L else 0.0
+        if p == 1:
+            return math.copysign(float(max(V - L, Decimal(0))), v) if V > L else 0.0
+
+        def h(x):
+            return x + L * P * x ** (P - 1) - V
+
+        beta = (L * P * (1 - P)) ** (1 / (2 - P))
+        if beta >= V or h(beta) > 0:
+            # h > 0 on (0, |v|]: the objective increases there, so 0 is the minimiser
+            return 0.0
+        lo, hi = beta, V
+        for _ in range(230):
+            mid = (lo + hi) / 2
+            if h(mid) < 0:
+                lo = mid
+            else:
+                hi = mid
+        x = (lo + hi) / 2
+        f_x = (x - V) ** 2 / 2 + L * x**P
+        f_0 = V * V / 2
+        if f_x < f_0:
+            return math.copysign(float(x), v)
+        return 0.0
+
+
+def exact_lp(v, lam, p):
+    return np.array([exact_lp_scalar(x, lam, p) for x in np.asarray(v, dtype=np.float64).ravel()]).reshape(np.shape(v))
+
+
+# --------------------------------------------------------------------------- strategies
+
+# A small pool of values mixed into every generated array so that Hypothesis
+# produces exact ties, zeros and sign-symmetric pairs often.
+_POOL = [0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0]
+
+
+def elements(lo=-10.0, hi=10.0):
+    return st.one_of(
+        st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False),
+        st.sampled_from(_POOL),
+    )
+
+
+def vectors(min_size=1, max_size=12, dtype=np.float64):
+    return st.integers(min_size, max_size).flatmap(lambda n: arrays(dtype, n, elements=elements()))
+
+
+def matrices(max_rows=4, max_cols=4, min_rows=1, min_cols=1, dtype=np.float64):
+    """(G, m) arrays; whole rows are sometimes zero or duplicated (tied norms)."""
+
+    @st.composite
+    def build(draw):
+        G = draw(st.integers(min_rows, max_rows))
+        m = draw(st.integers(min_cols, max_cols))
+        W = draw(arrays(dtype, (G, m), elements=elements()))
+        if G > 1 and draw(st.booleans()):
+            i, j = draw(st.integers(0, G - 1)), draw(st.integers(0, G - 1))
+            W[i] = draw(st.sampled_from([0.0, -1.0])) * W[j]  # zero row or tied norm
+        return W
+
+    return build()
+
+
+def nonincreasing_weights(n, hi=3.0):
+    """n non-negative, non-increasing weights; ties and zeros are common."""
+    w_el = st.one_of(st.floats(0.0, hi, allow_subnormal=False), st.sampled_from([0.0, 1.0, 0.5]))
+    return st.lists(w_el, min_size=n, max_size=n).map(lambda w: np.array(sorted(w, reverse=True), dtype=np.float64))
+
+
+steps = st.one_of(st.sampled_from([1.0, 0.5, 2.0]), st.floats(0.05, 5.0, allow_subnormal=False))
+lams = st.one_of(st.sampled_from([0.0, 1.0, 0.3]), st.floats(0.0, 3.0, allow_subnormal=False))
+mus = st.one_of(st.sampled_from([0.0, 1.0, 0.5]), st.floats(0.0, 1.0, allow_subnormal=False))
+ps = st.one_of(st.sampled_from([0.0, 0.5, 2.0 / 3.0, 1.0]), st.floats(0.0, 1.0, allow_subnormal=False))
+
+
+@st.composite
+def ragged_groups(draw, max_n=12, max_groups=4):
+    """(v, labels): labels are arbitrary non-negative integers (not contiguous, any order)."""
+    n = draw(st.integers(1, max_n))
+    v = draw(arrays(np.float64, n, elements=elements()))
+    label_pool = draw(st.lists(st.integers(0, 20), min_size=1, max_size=max_groups, unique=True))
+    labels = np.array(draw(st.lists(st.sampled_from(label_pool), min_size=n, max_size=n)), dtype=np.int64)
+    return v, labels
+
+
+def not_near(values, thresholds, rel=1e-9):
+    """Reject examples with |value| within rel of a threshold (discontinuities)."""
+    values = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    for t in np.atleast_1d(thresholds):
+        assume(not np.any(np.abs(values - t) <= rel * max(t, 1e-300)))

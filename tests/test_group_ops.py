@@ -1,0 +1,523 @@
+"""Group lasso, exclusive lasso and the exact group + exclusive prox (rows and ragged groups).
+
+Ground truth: 60-digit references derived from the optimality conditions
+(``_cvx.exact_*``), solver-free KKT certificates, and CVXPY (objective values;
+minimisers loosely).  All thresholds below include ``step``:
+a_g = step lam c_g (1 - mu), b_g = step lam c_g mu.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import _cvx as R
+import proxlib
+
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+EPS64 = np.finfo(np.float64).eps
+EPS32 = np.finfo(np.float32).eps
+
+
+def group_exclusive(W, lam, mu, step=1.0, **kw):
+    return proxlib.prox_group_exclusive(W, lam, mu, step, **kw)
+
+
+def group_lasso(W, lam, mu, step=1.0, **kw):  # mu ignored: same call shape as the others
+    return proxlib.prox_group_lasso(W, lam, step, **kw)
+
+
+def exclusive(W, lam, mu, step=1.0, **kw):
+    return proxlib.prox_exclusive_lasso(W, lam, step, **kw)
+
+
+# operator name -> (function, the mu it stands for or None to use the drawn mu)
+OPS = {"group_lasso": (group_lasso, 0.0), "exclusive": (exclusive, 1.0), "group_exclusive": (group_exclusive, None)}
+
+
+@st.composite
+def group_weight_args(draw, G):
+    kind = draw(st.sampled_from(["none", "sqrt", "array"]))
+    if kind == "none":
+        return None
+    if kind == "sqrt":
+        return "sqrt"
+    return draw(arrays(np.float64, G, elements=st.one_of(st.floats(0, 2, allow_subnormal=False), st.just(1.0))))
+
+
+def numeric_c(gw, sizes):
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if gw is None:
+        return np.ones_like(sizes)
+    if isinstance(gw, str):
+        return np.sqrt(sizes)
+    return np.asarray(gw, dtype=np.float64)
+
+
+@st.composite
+def row_problems(draw, max_rows=4, max_cols=3):
+    W = draw(R.matrices(max_rows, max_cols))
+    gw = draw(group_weight_args(W.shape[0]))
+    return W, draw(R.lams), draw(R.mus), draw(R.steps), gw
+
+
+def sets_value(x, sets, c, mu):
+    """sum_g c_g ((1 - mu) ||x_g||_2 + mu/2 ||x_g||_1^2) over index sets (float64)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    total = 0.0
+    for idx, cg in zip(sets, c):
+        xg = x[idx]
+        total += cg * ((1 - mu) * (np.hypot.reduce(xg) if xg.size else 0.0) + mu / 2 * np.abs(xg).sum() ** 2)
+    return float(total)
+
+
+def kkt_check(V, X, a, b, tol):
+    """Optimality of each row x of X for min 1/2||x - v||^2 + a||x||_2 + b/2||x||_1^2.
+
+    Subgradient condition v - x = a g + b ||x||_1 s with g in d||x||_2 and s in
+    d||x||_1:
+      * x = 0: iff some |s_i| <= 1 gives ||v|| <= a; with ||x||_1 = 0 that is ||v|| <= a;
+      * x != 0: g = x/||x||, so on the support v_i - x_i = a x_i/||x|| + b||x||_1 sign(x_i)
+        and off the support |v_i| <= b ||x||_1.
+    ``tol`` bounds the rounding of each residual.
+    """
+    for v, x, ag, bg in zip(V, X, a, b):
+        nx = np.hypot.reduce(x) if x.size else 0.0
+        if nx == 0:
+            assert np.hypot.reduce(v) <= ag + tol, ("zero row but ||v|| > a", np.hypot.reduce(v), ag)
+            continue
+        t = bg * np.abs(x).sum()
+        on = x != 0
+        assert np.all(np.sign(x[on]) == np.sign(v[on])), "prox flipped a sign"
+        res_on = v[on] - x[on] - ag * x[on] / nx - t * np.sign(x[on])
+        assert np.all(np.abs(res_on) <= tol), ("stationarity on the support", np.abs(res_on).max(), tol)
+        assert np.all(np.abs(v[~on]) <= t + tol), ("off-support entry above b ||x||_1", np.abs(v[~on]), t)
+
+
+def kkt_tol(V, a, b, m):
+    """Residuals are differences of quantities of size <= |v| + a + b ||v||_1, each
+    computed with O(m) roundings (norms, l1 sums, a root found to the last bit)."""
+    vmax = np.abs(V).max(initial=0.0)
+    return 16 * (m + 2) * EPS64 * (vmax + np.max(a, initial=0.0) + np.max(b, initial=0.0) * m * vmax)
+
+
+# --------------------------------------------------------------------- against CVXPY
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(row_problems())
+def test_rows_objective_not_above_cvxpy_and_minimiser_close(op, problem):
+    W, lam, mu, step, gw = problem
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    G, m = W.shape
+    c = numeric_c(gw, np.full(G, m))
+    X = fn(W, lam, mu, step, group_weights=gw)
+    sets = R.row_index_sets(W.shape)
+    x_cvx = R.cvx_groups(W, sets, step * lam * c * (1 - mu), step * lam * c * mu)
+    f = R.objective(X, W, step * lam, sets_value(X, sets, c, mu))
+    f_cvx = R.objective(x_cvx, W, step * lam, sets_value(x_cvx, sets, c, mu))
+    # CVXPY's point is feasible for this unconstrained problem: the exact
+    # minimiser cannot have a larger objective; we allow only evaluation rounding.
+    assert f <= f_cvx + R.objective_slack(W, step * lam, sets_value(W, sets, c, mu), W.size)
+    np.testing.assert_allclose(X.ravel(), x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(W).max()))
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(R.ragged_groups(), R.lams, R.mus, R.steps, st.sampled_from([None, "sqrt", "array"]), st.data())
+def test_ragged_objective_not_above_cvxpy(op, v, lam, mu, step, gw_kind, data):
+    v, labels = v
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    uniq = np.unique(labels)
+    sets = [np.nonzero(labels == g)[0] for g in uniq]
+    if gw_kind == "array":  # indexed by label
+        gw = data.draw(arrays(np.float64, int(labels.max()) + 1, elements=st.floats(0, 2, allow_subnormal=False)))
+        c = gw[uniq]
+    else:
+        gw = gw_kind
+        c = numeric_c(gw, [len(s) for s in sets])
+    x = fn(v, lam, mu, step, groups=labels, group_weights=gw)
+    assert x.shape == v.shape
+    x_cvx = R.cvx_groups(v, sets, step * lam * c * (1 - mu), step * lam * c * mu)
+    f = R.objective(x, v, step * lam, sets_value(x, sets, c, mu))
+    f_cvx = R.objective(x_cvx, v, step * lam, sets_value(x_cvx, sets, c, mu))
+    assert f <= f_cvx + R.objective_slack(v, step * lam, sets_value(v, sets, c, mu), v.size)
+    np.testing.assert_allclose(x, x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(v).max()))
+
+
+# --------------------------------------------------------------------- exact references
+
+
+@given(row_problems(max_rows=3, max_cols=8))
+def test_group_exclusive_equals_60_digit_reference(problem):
+    W, lam, mu, step, gw = problem
+    G, m = W.shape
+    c = numeric_c(gw, np.full(G, m))
+    X = proxlib.prox_group_exclusive(W, lam, mu, step, group_weights=gw)
+    ref = np.array([R.exact_group_exclusive_row(W[g], lam, mu, step, c[g]) for g in range(G)])
+    # proxlib forms a = step lam c (1 - mu), b = step lam c mu in float64 (a few
+    # roundings each) and the prox is 1-Lipschitz in v and in a (and in b up to
+    # the size of |v|), so the error is a few eps of the input's scale per entry
+    # summed over the row: 16 m eps max|v|.  This is also 1e-12 relative to x
+    # whenever ||x|| >= ~1e-3 max|v|.
+    tol = 16 * m * EPS64 * (np.abs(W).max() + step * lam * c.max())
+    np.testing.assert_allclose(X, ref, rtol=0, atol=tol)
+    assert np.all(X[ref == 0] == 0), "exact zeros of the prox must be exact zeros"
+
+
+@given(row_problems(max_rows=3, max_cols=8))
+def test_exclusive_equals_rational_reference(problem):
+    W, lam, _, step, gw = problem
+    G, m = W.shape
+    c = numeric_c(gw, np.full(G, m))
+    b = step * lam * c  # the same float64 products proxlib forms
+    X = proxlib.prox_exclusive_lasso(W, lam, step, group_weights=gw)
+    ref = np.array([R.exact_exclusive_row(W[g], b[g]) for g in range(G)])
+    # only proxlib's own arithmetic differs from the exact answer: sorting and a
+    # sum of m magnitudes, m eps of the largest magnitude
+    np.testing.assert_allclose(X, ref, rtol=0, atol=4 * m * EPS64 * np.abs(W).max())
+    assert np.all(X[ref == 0] == 0)
+
+
+@given(row_problems(max_rows=3, max_cols=8))
+def test_group_lasso_equals_60_digit_reference(problem):
+    W, lam, _, step, gw = problem
+    G, m = W.shape
+    c = numeric_c(gw, np.full(G, m))
+    X = proxlib.prox_group_lasso(W, lam, step, group_weights=gw)
+    ref = np.array([R.exact_group_exclusive_row(W[g], lam, 0.0, step, c[g]) for g in range(G)])
+    tol = 8 * m * EPS64 * (np.abs(W).max() + step * lam * c.max())  # see the group_exclusive test
+    np.testing.assert_allclose(X, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("b", [1e-8, 1e3, 1e8, 1e15, 1e16, 1e20, 1e100, 1e300])
+@given(R.matrices(3, 6))
+def test_exclusive_large_parameter(b, W):
+    # As b grows the exclusive prox tends to 0 but is not 0: the largest entries
+    # (k of them, tied) become |w|_(1) / (1 + b k).  This regime was wrong in an
+    # early version (x = w returned once b >= 2^53, NaN for b = inf); compare
+    # with the exact rational answer.  Relative accuracy is asked of the result
+    # itself, not of the input's scale.
+    X = proxlib.prox_exclusive_lasso(W, b)
+    ref = np.array([R.exact_exclusive_row(row, b) for row in W])
+    np.testing.assert_allclose(X, ref, rtol=16 * W.shape[1] * EPS64, atol=0)
+
+
+@pytest.mark.parametrize("mu", [1.0, 0.5, 1 - 1e-12])
+@pytest.mark.parametrize("step", [1e15, 1e16, 1e20, 1e300])
+@given(R.matrices(3, 6))
+def test_group_exclusive_large_parameter(mu, step, W):
+    X = proxlib.prox_group_exclusive(W, 1.0, mu, step)
+    ref = np.array([R.exact_group_exclusive_row(row, 1.0, mu, step) for row in W])
+    np.testing.assert_allclose(X, ref, rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------- certificates
+
+
+@given(st.integers(1, 10), st.integers(1, 12), st.data())
+def test_kkt_certificates(G, m, data):
+    W = data.draw(R.matrices(G, m, min_rows=G, min_cols=m))
+    lam, mu, step = data.draw(R.lams), data.draw(R.mus), data.draw(R.steps)
+    gw = data.draw(group_weight_args(G))
+    c = numeric_c(gw, np.full(G, m))
+    for fn, fixed_mu in OPS.values():
+        mu_ = fixed_mu if fixed_mu is not None else mu
+        X = fn(W, lam, mu_, step, group_weights=gw)
+        a, b = step * lam * c * (1 - mu_), step * lam * c * mu_
+        kkt_check(W, X, a, b, kkt_tol(W, a, b, m))
+
+
+@given(st.integers(1, 6), st.integers(1, 8), st.data())
+def test_group_lasso_dual_certificate(G, m, data):
+    # the group lasso is a norm: r = (v - x)/step has ||r_g|| <= lam c_g and
+    # <r_g, x_g> = lam c_g ||x_g|| for every group
+    W = data.draw(R.matrices(G, m, min_rows=G, min_cols=m))
+    lam, step = data.draw(R.lams), data.draw(R.steps)
+    X = proxlib.prox_group_lasso(W, lam, step)
+    Rm = (W - X) / step
+    tol = 8 * m * EPS64 * (np.abs(W).max() / step + lam)
+    assert np.all(R.row_norms(Rm) <= lam + tol)
+    np.testing.assert_allclose(np.sum(Rm * X, axis=1), lam * R.row_norms(X), rtol=0, atol=tol * (1 + np.abs(X).max()))
+
+
+# --------------------------------------------------------------------- reductions
+
+
+@given(row_problems(max_rows=4, max_cols=6))
+def test_mu_zero_is_group_lasso_and_mu_one_is_exclusive(problem):
+    W, lam, _, step, gw = problem
+    tol = 8 * W.shape[1] * EPS64 * (np.abs(W).max() + step * lam * 2 * W.shape[1])
+    np.testing.assert_allclose(
+        proxlib.prox_group_exclusive(W, lam, 0.0, step, group_weights=gw),
+        proxlib.prox_group_lasso(W, lam, step, group_weights=gw), rtol=0, atol=tol,
+    )
+    np.testing.assert_allclose(
+        proxlib.prox_group_exclusive(W, lam, 1.0, step, group_weights=gw),
+        proxlib.prox_exclusive_lasso(W, lam, step, group_weights=gw), rtol=0, atol=tol,
+    )
+
+
+@given(R.vectors(1, 12), R.lams, R.mus, R.steps)
+def test_one_column_closed_forms(v, lam, mu, step):
+    # One entry per group: ||x||_2 = ||x||_1 = |x|, so the problem is
+    # 1/2(x - v)^2 + a|x| + b/2 x^2 with solution sign(v)(|v| - a)_+/(1 + b).
+    W = v[:, None]
+    a, b = step * lam * (1 - mu), step * lam * mu
+    tol = 8 * EPS64 * (np.abs(v).max() + a)
+    soft = lambda t: np.sign(v) * np.maximum(np.abs(v) - t, 0)  # noqa: E731
+    np.testing.assert_allclose(proxlib.prox_group_exclusive(W, lam, mu, step)[:, 0], soft(a) / (1 + b), rtol=0, atol=tol)
+    np.testing.assert_allclose(proxlib.prox_group_lasso(W, lam, step)[:, 0], soft(step * lam), rtol=0, atol=tol)
+    np.testing.assert_allclose(
+        proxlib.prox_exclusive_lasso(W, lam, step)[:, 0], v / (1 + step * lam), rtol=4 * EPS64, atol=0
+    )
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(R.vectors(1, 12), R.lams, R.mus, R.steps)
+def test_1d_without_labels_is_one_group(op, v, lam, mu, step):
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    x = fn(v, lam, mu, step)
+    assert x.shape == v.shape
+    np.testing.assert_array_equal(x, fn(v[None, :], lam, mu, step)[0])
+
+
+@given(R.matrices(4, 4), st.floats(0.01, 3), R.mus)
+def test_huge_step_gives_zero(W, lam, mu):
+    # group lasso and group + exclusive with mu < 1: a = step lam (1 - mu) exceeds
+    # every row norm, so x = 0 exactly
+    mu = min(mu, 0.99)
+    np.testing.assert_array_equal(proxlib.prox_group_lasso(W, lam, 1e300), np.zeros_like(W))
+    np.testing.assert_array_equal(proxlib.prox_group_exclusive(W, lam, mu, 1e300), np.zeros_like(W))
+
+
+def test_hand_cases():
+    # exclusive lasso, row [3, 1, -0.5], b = 0.5: k = 1 (3 > 0.5*3/1.5 = 1 and
+    # 1 <= tau), tau = b S_1/(1 + b) = 1.5/1.5 = 1, so x = [2, 0, 0].
+    np.testing.assert_allclose(proxlib.prox_exclusive_lasso(np.array([[3.0, 1.0, -0.5]]), 0.5), [[2.0, 0, 0]], rtol=2 * EPS64)
+    # b = 1, row [2, 2]: both in the support, tau = 1*4/(1 + 2) = 4/3, x = [2/3, 2/3]
+    np.testing.assert_allclose(proxlib.prox_exclusive_lasso(np.array([2.0, 2.0]), 1.0), [2 / 3, 2 / 3], rtol=2 * EPS64)
+    # group lasso on [3, 4] with lam 1: (1 - 1/5)[3, 4] = [2.4, 3.2]; a row exactly
+    # at the threshold ([0.6, 0.8], norm 1) becomes 0
+    np.testing.assert_allclose(proxlib.prox_group_lasso(np.array([[3.0, 4.0], [0.6, 0.8]]), 1.0), [[2.4, 3.2], [0, 0]], rtol=2 * EPS64)
+    # group + exclusive, ||v|| exactly a: x = 0 (a = 2 * 0.5 = 1, v = [0.6, 0.8])
+    np.testing.assert_array_equal(proxlib.prox_group_exclusive(np.array([0.6, 0.8]), 2.0, 0.5), [0.0, 0.0])
+
+
+# --------------------------------------------------------------------- invariances
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(row_problems(max_rows=5, max_cols=5), st.randoms(use_true_random=False))
+def test_row_and_entry_permutation_and_signs(op, problem, rnd):
+    W, lam, mu, step, gw = problem
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    G, m = W.shape
+    X = fn(W, lam, mu, step)
+    rows = np.array(rnd.sample(range(G), G))
+    cols = np.array([rnd.sample(range(m), m) for _ in range(G)])  # a different permutation per row
+    signs = np.array([[rnd.choice([-1.0, 1.0]) for _ in range(m)] for _ in range(G)])
+    P = lambda A: np.take_along_axis((signs * A)[rows], cols, axis=1)  # noqa: E731
+    # rows are independent problems and each is symmetric in its entries; only
+    # the summation order inside norms changes: m eps of the scale
+    tol = 8 * m * EPS64 * (np.abs(W).max() + step * lam * (1 + m * np.abs(W).max()))
+    np.testing.assert_allclose(fn(P(W), lam, mu, step), P(X), rtol=0, atol=tol)
+    np.testing.assert_array_equal(fn(-W, lam, mu, step), -X)  # sign flips are exact
+
+
+@pytest.mark.parametrize("s", [2.0**-500, 2.0**500, 1e-150, 1e150, 3.0])
+@given(row_problems(max_rows=4, max_cols=6))
+def test_scaling(s, problem):
+    # With x = s y:  1/2||x - s v||^2 + a||x|| + b/2||x||_1^2
+    #             = s^2 (1/2||y - v||^2 + (a/s)||y|| + b/2 ||y||_1^2),
+    # so scaling v by s needs a scaled by s and b unchanged.
+    W, lam, mu, step, _ = problem
+    m = W.shape[1]
+    tol = 16 * m * EPS64 * s * (np.abs(W).max() * (1 + step * lam * m) + step * lam)
+    np.testing.assert_allclose(proxlib.prox_group_lasso(s * W, lam, s * step), s * proxlib.prox_group_lasso(W, lam, step), rtol=0, atol=tol)
+    np.testing.assert_allclose(proxlib.prox_exclusive_lasso(s * W, lam, step), s * proxlib.prox_exclusive_lasso(W, lam, step), rtol=0, atol=tol)
+    a, b = step * lam * (1 - mu), step * lam * mu
+    # express (s a, b) as (lam', mu') with step 1; one or two extra roundings,
+    # unless s a or b is below the rounding of lam' = s a + b (then (lam', mu')
+    # cannot represent the scaled problem and there is nothing to compare)
+    lam_s = s * a + b
+    mu_s = b / lam_s if lam_s > 0 else 0.0
+    representable = np.isclose(lam_s * (1 - mu_s), s * a, rtol=1e-12, atol=0) and np.isclose(lam_s * mu_s, b, rtol=1e-12, atol=0)
+    if lam_s > 0 and representable:
+        np.testing.assert_allclose(
+            proxlib.prox_group_exclusive(s * W, lam_s, mu_s), s * proxlib.prox_group_exclusive(W, lam, mu, step),
+            rtol=0, atol=tol,
+        )
+
+
+# --------------------------------------------------------------------- ragged groups
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(R.matrices(4, 4), R.lams, R.mus, R.steps, st.randoms(use_true_random=False))
+def test_shuffled_labels_equal_rows(op, W, lam, mu, step, rnd):
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    G, m = W.shape
+    labels = np.repeat(np.arange(G) * 7 + 3, m)  # non-contiguous label values
+    perm = np.array(rnd.sample(range(G * m), G * m))
+    v = W.ravel()[perm]
+    x = fn(v, lam, mu, step, groups=labels[perm])
+    X = fn(W, lam, mu, step)
+    # entries of a group arrive in another order: summation order changes only
+    tol = 8 * m * EPS64 * (np.abs(W).max() * (1 + step * lam * m) + step * lam)
+    np.testing.assert_allclose(x, X.ravel()[perm], rtol=0, atol=tol)
+    assert fn(v, lam, mu, step, groups=list(labels[perm])).shape == v.shape  # labels as a list
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(R.ragged_groups(max_n=20, max_groups=5), R.lams, R.mus, R.steps, st.sampled_from([None, "sqrt", "array"]))
+def test_ragged_equals_each_group_alone(op, vg, lam, mu, step, gw_kind):
+    v, labels = vg
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    gw = np.linspace(0.5, 1.5, labels.max() + 1) if gw_kind == "array" else gw_kind
+    x = fn(v, lam, mu, step, groups=labels, group_weights=gw)
+    for g in np.unique(labels):
+        idx = labels == g
+        cg = numeric_c(gw, [idx.sum()])[0] if gw_kind != "array" else gw[g]
+        # a group alone: a 1-D vector is one group, its weight folded into lam
+        ref = fn(v[idx], lam * cg, mu, step)
+        tol = 8 * idx.sum() * EPS64 * (np.abs(v).max() * (1 + step * lam * cg * idx.sum()) + step * lam * cg)
+        np.testing.assert_allclose(x[idx], ref, rtol=0, atol=tol)
+
+
+# --------------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("s", [1e-150, 1e150])
+@given(row_problems(max_rows=3, max_cols=5))
+def test_extreme_scales_against_reference(op, s, problem):
+    # The 60-digit reference solved at the extreme scale itself (not by scaling).
+    W, lam, mu, step, _ = problem
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    Ws = W * s
+    # keep a (a threshold on norms) at the data's scale, b scale-free
+    lam_s, mu_s = (s * step * lam * (1 - mu) + step * lam * mu), None
+    if lam_s == 0:
+        mu_s = mu
+    else:
+        mu_s = step * lam * mu / lam_s
+    X = fn(Ws, lam_s, mu_s)
+    ref = np.array([R.exact_group_exclusive_row(row, lam_s, mu_s) for row in Ws])
+    tol = 16 * W.shape[1] * EPS64 * (np.abs(Ws).max() + lam_s)
+    np.testing.assert_allclose(X, ref, rtol=0, atol=tol)
+    assert np.all(np.isfinite(X))
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(row_problems(max_rows=5, max_cols=6))
+def test_float32(op, problem):
+    W, lam, mu, step, gw = problem
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else mu
+    W32 = W.astype(np.float32)
+    X32 = fn(W32, lam, mu, step, group_weights=gw)
+    assert X32.dtype == np.float32 and X32.shape == W.shape
+    X64 = fn(W32.astype(np.float64), lam, mu, step, group_weights=gw)
+    # float32 data: a and b are rounded to float32 (relative eps32); the prox is
+    # 1-Lipschitz in a and moves by <= eps32 |v| for a relative eps32 change of b;
+    # plus the final rounding of x.  m for the sums over the row.
+    c = numeric_c(gw, np.full(W.shape[0], W.shape[1]))
+    tol = 4 * W.shape[1] * EPS32 * (np.abs(W32).max() + step * lam * c.max())
+    np.testing.assert_allclose(X32.astype(np.float64), X64, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", [(4, 6), (3, 2, 5), (2, 3, 2, 2)])
+def test_layouts_and_nd(op, shape):
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else 0.4
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=shape)
+    ref = fn(np.ascontiguousarray(A).reshape(shape[0], -1), 0.3, mu, 0.8).reshape(shape)
+    variants = {
+        "C": A,
+        "fortran": np.asfortranarray(A),
+        "strided": np.repeat(A, 2, axis=-1)[..., ::2],
+        "transposed": np.ascontiguousarray(A.T).T,
+        "negative-stride": np.flip(np.flip(A, 0).copy(), 0),
+    }
+    for name, B in variants.items():
+        np.testing.assert_array_equal(B, A)
+        np.testing.assert_array_equal(fn(B, 0.3, mu, 0.8), ref, err_msg=name)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_untouched_new_array_type_kept(op, dtype):
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else 0.5
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(3, 4)).astype(dtype)
+    W[1] = 0.0  # a zero row
+    W0 = W.copy()
+    for lam in (0.0, 0.4):
+        X = fn(W, lam, mu, 0.5)
+        assert type(X) is np.ndarray and X.dtype == dtype and X.shape == W.shape
+        assert not np.shares_memory(X, W)
+        np.testing.assert_array_equal(X[1], 0.0)
+    X = fn(W, 0.0, mu)  # lam = 0: the identity, still a new array
+    np.testing.assert_array_equal(X, W)
+    assert not np.shares_memory(X, W)
+    v, labels = W.ravel(), np.array([2, 0, 1] * 4)
+    x = fn(v, 0.4, mu, groups=labels, group_weights=np.ones(3))
+    assert x.dtype == dtype and not np.shares_memory(x, v)
+    np.testing.assert_array_equal(W, W0)
+    np.testing.assert_array_equal(labels, [2, 0, 1] * 4)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_degenerate_shapes(op):
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else 0.5
+    for shape in [(0, 3), (3, 0), (1, 1), (1, 5), (5, 1)]:
+        W = np.ones(shape)
+        X = fn(W, 0.1, mu)
+        assert X.shape == shape and X.dtype == W.dtype
+    assert fn(np.zeros(0), 0.1, mu, groups=np.zeros(0, dtype=int)).shape == (0,)
+
+
+@given(R.matrices(4, 4), R.lams, R.steps)
+def test_exclusive_ties_and_zero_rows(W, lam, step):
+    # equal magnitudes within a row get equal outputs; zero rows stay zero
+    X = proxlib.prox_exclusive_lasso(W, lam, step)
+    A, B = np.abs(W), np.abs(X)
+    for a, bb in zip(A, B):
+        tied = a[:, None] == a[None, :]
+        assert np.all((bb[:, None] == bb[None, :])[tied])
+    assert np.all(X[np.all(W == 0, axis=1)] == 0)
+    assume(True)
+
+
+@pytest.mark.parametrize("b", [1e3, 1e8, 1e15, 1e100])
+@given(R.matrices(3, 6), st.floats(0.0, 0.5))
+def test_group_exclusive_large_b_moderate_a(b, W, f):
+    # The general path (a > 0, b > 0) with b large: x ~ |w| / (1 + b k) is tiny
+    # and must still be accurate relative to itself.  An earlier kernel
+    # subtracted a threshold theta ~ |w|_(1) from |w| and lost log10(b) digits.
+    # a <= 0.5 ||u(b)|| keeps c = 1 - a/||u|| >= 1/2 (well conditioned).
+    G, m = W.shape
+    a = f * np.abs(W).max() / (1 + b * m)
+    lam = a + b
+    mu = b / lam
+    X = proxlib.prox_group_exclusive(W, lam, mu)
+    ref = np.array([R.exact_group_exclusive_row(row, lam, mu) for row in W])
+    # lam (1 - mu) and lam mu are one or two roundings from (a, b): relative
+    # 4 eps in x; sums over the row: m eps.
+    for x, r in zip(X, ref):
+        np.testing.assert_allclose(x, r, rtol=0, atol=16 * m * EPS64 * np.abs(r).max())

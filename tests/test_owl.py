@@ -1,0 +1,384 @@
+"""OWL and GrOWL proxes on the NumPy reference backend.
+
+Ground truth, from strongest to weakest: exact rational pool-adjacent-violators
+(``_cvx.exact_owl``), solver-free optimality certificates (dual norm <= 1 and
+<r, x> = Omega(x)), and CVXPY (objective values; minimisers loosely).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import _cvx as R
+import proxlib
+
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+EPS64 = np.finfo(np.float64).eps
+EPS32 = np.finfo(np.float32).eps
+
+
+@st.composite
+def owl_problems(draw, max_size=12):
+    v = draw(R.vectors(1, max_size))
+    w = draw(R.nonincreasing_weights(v.size))
+    return v, w, draw(R.steps)
+
+
+@st.composite
+def growl_problems(draw, max_rows=4, max_cols=3):
+    W = draw(R.matrices(max_rows, max_cols))
+    w = draw(R.nonincreasing_weights(W.shape[0]))
+    return W, w, draw(R.steps)
+
+
+def owl_dual_certificate(r_mags, x_mags, r_dot_x, w, omega_x, tol):
+    """Optimality of x for the prox of the OWL norm with weights w (step folded in r).
+
+    x = prox(v) iff r = (v - x)/step lies in the subdifferential of the OWL norm at
+    x, i.e. (the norm's subdifferential is {r : ||r||_* <= 1, <r, x> = Omega(x)})
+      * the dual norm of r is <= 1: for |r| sorted decreasingly, every partial sum
+        sum_{j<=k} |r|_[j] <= sum_{j<=k} w_j;
+      * <r, x> = Omega(x).
+    """
+    lhs = np.cumsum(R.sorted_desc(r_mags))
+    rhs = np.cumsum(np.asarray(w, dtype=np.float64))
+    assert np.all(lhs <= rhs + tol), f"dual norm > 1: max excess {np.max(lhs - rhs)} > tol {tol}"
+    assert abs(r_dot_x - omega_x) <= tol * (1 + np.max(np.abs(x_mags), initial=0.0)), (r_dot_x, omega_x)
+
+
+def certificate_tol(n, vmax, step, wmax, eps=EPS64):
+    """Bound on the rounding in r = (v - x)/step and its partial sums.
+
+    Each x_i comes out of a pooled mean of at most n terms of size <= vmax + step
+    wmax (error <= n eps (vmax + step wmax)), v - x adds 2 eps vmax, so each |r_i|
+    errs by <= (n + 2) eps (vmax/step + wmax); a partial sum of n of them by n
+    times that.  Factor 2 for the cumsum of w and the products.
+    """
+    return 2 * n * (n + 2) * eps * (vmax / step + wmax + 1e-300)
+
+
+# ----------------------------------------------------------------------------- OWL
+
+
+@given(owl_problems())
+def test_owl_objective_not_above_cvxpy_and_minimiser_close(problem):
+    v, w, step = problem
+    x = proxlib.prox_owl(v, w, step)
+    x_cvx = R.cvx_owl(v, w, step)
+    f = R.objective(x, v, step, R.owl_value(x, w))
+    f_cvx = R.objective(x_cvx, v, step, R.owl_value(x_cvx, w))
+    # CVXPY's point is feasible for this unconstrained problem, so the exact
+    # minimiser's objective cannot exceed its objective; only evaluation rounding
+    # is allowed for.
+    assert f <= f_cvx + R.objective_slack(v, step, R.owl_value(v, w), v.size)
+    np.testing.assert_allclose(x, x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(v).max()))
+
+
+@given(owl_problems(max_size=12))
+def test_owl_equals_exact_rational_pava(problem):
+    v, w, step = problem
+    x = proxlib.prox_owl(v, w, step)
+    # Same float64 thresholds as proxlib forms (w * step, one rounding); the
+    # reference then runs PAVA exactly in rationals.  proxlib's pooled means sum
+    # at most n terms: n eps relative to the largest |v| - threshold.
+    ref = R.exact_owl(v, w * step)
+    scale = np.abs(v).max() + step * w.max()
+    np.testing.assert_allclose(x, ref, rtol=0, atol=4 * v.size * EPS64 * scale)
+    assert np.all((ref == 0) <= (x == 0)), "entries that are exactly zero in the exact prox must be zero"
+
+
+@given(
+    st.integers(1, 60).flatmap(
+        lambda n: st.tuples(arrays(np.float64, n, elements=R.elements()), R.nonincreasing_weights(n), R.steps)
+    )
+)
+def test_owl_certificate(problem):
+    v, w, step = problem
+    x = proxlib.prox_owl(v, w, step)
+    r = (v - x) / step
+    tol = certificate_tol(v.size, np.abs(v).max(), step, w.max())
+    owl_dual_certificate(np.abs(r), np.abs(x), float(np.dot(r, x)), w, R.owl_value(x, w), tol)
+    # prox of a sign-invariant norm: never flips a sign, never grows a magnitude
+    assert np.all(x * v >= 0) and np.all(np.abs(x) <= np.abs(v))
+
+
+@given(owl_problems(max_size=20), st.randoms(use_true_random=False))
+def test_owl_permutation_and_sign_equivariance(problem, rnd):
+    v, w, step = problem
+    perm = np.array(rnd.sample(range(v.size), v.size))
+    signs = np.array([rnd.choice([-1.0, 1.0]) for _ in range(v.size)])
+    x = proxlib.prox_owl(v, w, step)
+    x_perm = proxlib.prox_owl(signs * v[perm], w, step)
+    # Sign flips are exact (only |v| enters); a permutation changes only how the
+    # sort orders tied magnitudes, and ties are pooled, so equality up to the
+    # rounding of a pooled mean (n eps of the input scale).
+    tol = 2 * v.size * EPS64 * (np.abs(v).max() + step * w.max())
+    np.testing.assert_allclose(x_perm, signs * x[perm], rtol=0, atol=tol)
+    np.testing.assert_array_equal(proxlib.prox_owl(-v, w, step), -x)
+
+
+@given(owl_problems(max_size=12))
+def test_owl_ties_get_equal_magnitudes(problem):
+    v, w, step = problem
+    x = proxlib.prox_owl(v, w, step)
+    a, b = np.abs(v)[:, None], np.abs(x)
+    tied = a == a.T
+    # the claim in prox_owl's docstring: equal magnitudes, equal outputs (exactly)
+    assert np.all(b[:, None] == b[None, :], where=tied)
+
+
+@pytest.mark.parametrize("s", [2.0**-500, 2.0**500, 1e-150, 1e150, 3.0])
+@given(owl_problems(max_size=12))
+def test_owl_scaling(s, problem):
+    # OWL is positively homogeneous of degree 1: prox_{s step Omega}(s v) = s prox_{step Omega}(v).
+    v, w, step = problem
+    x = proxlib.prox_owl(v, w, step)
+    xs = proxlib.prox_owl(s * v, w, s * step)
+    # powers of two scale exactly; other s add one rounding to v and to step,
+    # and the prox is 1-Lipschitz in v and in the thresholds.
+    tol = 4 * v.size * EPS64 * s * (np.abs(v).max() + step * w.sum())
+    np.testing.assert_allclose(xs, s * x, rtol=0, atol=tol)
+
+
+@given(R.vectors(1, 20), st.floats(0, 3), R.steps)
+def test_owl_constant_weights_is_weighted_l1(v, lam, step):
+    x = proxlib.prox_owl(v, proxlib.owl_weights_constant(v.size, lam), step)
+    ref = proxlib.prox_weighted_l1(v, lam, step)
+    # constant weights: every pooled block has the same |v| - lam, so the pooled
+    # mean is exact up to one rounding of the block sum
+    np.testing.assert_allclose(x, ref, rtol=0, atol=2 * v.size * EPS64 * (np.abs(v).max() + step * lam))
+
+
+def _project_l1_ball(v, radius):
+    """Euclidean projection onto {||x||_1 <= radius} (Duchi et al. 2008, sort-based)."""
+    a = np.abs(v)
+    if a.sum() <= radius:
+        return v.copy()
+    u = np.sort(a)[::-1]
+    css = np.cumsum(u)
+    k = np.nonzero(u * np.arange(1, a.size + 1) > css - radius)[0][-1]
+    theta = (css[k] - radius) / (k + 1)
+    return np.sign(v) * np.maximum(a - theta, 0)
+
+
+@given(R.vectors(1, 20), st.floats(0.01, 5), R.steps)
+def test_owl_spike_weights_is_linf_prox(v, lam, step):
+    # spike weights: Omega = lam ||x||_inf; Moreau: prox = v - P_{||.||_1 <= step lam}(v)
+    x = proxlib.prox_owl(v, proxlib.owl_weights_spike(v.size, lam), step)
+    ref = v - _project_l1_ball(v, step * lam)
+    np.testing.assert_allclose(x, ref, rtol=0, atol=4 * v.size * EPS64 * (np.abs(v).max() + step * lam))
+
+
+@given(R.vectors(1, 12), R.nonincreasing_weights(12))
+def test_owl_huge_step_gives_zero(v, w):
+    w = w[: v.size] + 0.1  # all weights > 0: the prox is 0 once step w_n >= ||v||_1
+    x = proxlib.prox_owl(v, w, 1e300)
+    np.testing.assert_array_equal(x, np.zeros_like(v))
+
+
+def test_owl_hand_cases():
+    # v = [1, 1], w = [1, 0]: sorted |v| - w = [0, 1] violates monotonicity, so
+    # PAVA pools it to [0.5, 0.5]; both entries become 0.5.
+    np.testing.assert_array_equal(proxlib.prox_owl(np.array([1.0, -1.0]), np.array([1.0, 0.0])), [0.5, -0.5])
+    # one entry: soft thresholding, 3 - 1 = 2
+    np.testing.assert_array_equal(proxlib.prox_owl(np.array([-3.0]), np.array([1.0])), [-2.0])
+    # all zeros stay zero; an empty vector is returned as an empty vector
+    np.testing.assert_array_equal(proxlib.prox_owl(np.zeros(4), np.ones(4)), np.zeros(4))
+    assert proxlib.prox_owl(np.zeros(0), np.zeros(0)).shape == (0,)
+
+
+@given(owl_problems(max_size=16))
+def test_owl_float32(problem):
+    v, w, step = problem
+    v32 = v.astype(np.float32)
+    x32 = proxlib.prox_owl(v32, w, step)  # float64 weights with float32 data
+    assert x32.dtype == np.float32
+    x64 = proxlib.prox_owl(v32.astype(np.float64), w, step)
+    # The thresholds are rounded to float32 (w, step and their product: 3 eps32
+    # relative) and the prox is 1-Lipschitz in the thresholds (projection onto
+    # the monotone cone), plus the final rounding of x to float32.
+    tol = 4 * EPS32 * (step * np.linalg.norm(w) + np.abs(v32).max())
+    np.testing.assert_allclose(x32.astype(np.float64), x64, rtol=0, atol=tol)
+
+
+def _layouts(A):
+    """The same values as A in other memory layouts (never C-contiguous copies)."""
+    out = {"fortran": np.asfortranarray(A)}
+    big = np.zeros((A.shape[0] * 2,) + A.shape[1:])
+    big[::2] = A
+    out["strided"] = big[::2]
+    out["transposed"] = np.ascontiguousarray(A.T).T
+    return out
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (3, 2, 4)])
+def test_owl_and_growl_memory_layouts(shape):
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=shape)
+    n = A.size
+    w = np.sort(rng.uniform(0, 1, n))[::-1]
+    wg = np.sort(rng.uniform(0, 2, shape[0]))[::-1]
+    x_ref = proxlib.prox_owl(np.ascontiguousarray(A), w, 0.7)
+    X_ref = proxlib.prox_growl(np.ascontiguousarray(A), wg, 0.7)
+    for name, B in _layouts(A).items():
+        assert not B.flags.c_contiguous or B.ndim == 1, name
+        np.testing.assert_array_equal(proxlib.prox_owl(B, w, 0.7), x_ref, err_msg=name)
+        np.testing.assert_array_equal(proxlib.prox_growl(B, wg, 0.7), X_ref, err_msg=name)
+
+
+def test_owl_nd_is_flat():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(2, 3, 4))
+    w = np.sort(rng.uniform(0, 1, A.size))[::-1]
+    np.testing.assert_array_equal(proxlib.prox_owl(A, w), proxlib.prox_owl(A.ravel(), w).reshape(A.shape))
+
+
+# ----------------------------------------------------------------------------- GrOWL
+
+
+@given(growl_problems())
+def test_growl_objective_not_above_cvxpy_and_minimiser_close(problem):
+    W, w, step = problem
+    X = proxlib.prox_growl(W, w, step)
+    X_cvx = R.cvx_growl(W, w, step)
+    f = R.objective(X, W, step, R.growl_value(X, w))
+    f_cvx = R.objective(X_cvx, W, step, R.growl_value(X_cvx, w))
+    # see test_owl_objective_not_above_cvxpy_and_minimiser_close
+    assert f <= f_cvx + R.objective_slack(W, step, R.growl_value(W, w), W.size)
+    np.testing.assert_allclose(X, X_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(W).max()))
+
+
+@given(st.integers(1, 12), st.integers(1, 5), st.data())
+def test_growl_certificate_and_structure(G, m, data):
+    W = data.draw(R.matrices(G, m, min_rows=G, min_cols=m))
+    w = data.draw(R.nonincreasing_weights(G))
+    step = data.draw(R.steps)
+    X = proxlib.prox_growl(W, w, step)
+    Rm = (W - X) / step
+    nv = R.row_norms(W)
+    tol = certificate_tol(G, nv.max(), step, w.max()) + 4 * m * EPS64 * nv.max() / step
+    owl_dual_certificate(R.row_norms(Rm), R.row_norms(X), float(np.sum(Rm * X)), w, R.growl_value(X, w), tol)
+    # each row is a non-negative multiple (<= 1) of the input row; zero rows stay zero
+    nx = R.row_norms(X)
+    np.testing.assert_allclose(X * nv[:, None], W * nx[:, None], rtol=0, atol=8 * m * EPS64 * nv.max() ** 2)
+    assert np.all(nx <= nv * (1 + 4 * EPS64))
+    assert np.all(X[nv == 0] == 0)
+    # tied row norms give tied output norms (the exact prox is symmetric in rows)
+    tied = nv[:, None] == nv[None, :]
+    np.testing.assert_allclose(
+        np.broadcast_to(nx[:, None], tied.shape)[tied], np.broadcast_to(nx[None, :], tied.shape)[tied],
+        rtol=4 * EPS64, atol=0,
+    )
+
+
+@given(growl_problems(max_rows=8, max_cols=4))
+def test_growl_is_owl_of_row_norms(problem):
+    # ||x_g|| = prox_owl(row norms)_g, rows keep their direction: checked against
+    # the exact rational OWL prox of the (float64) row norms.
+    W, w, step = problem
+    X = proxlib.prox_growl(W, w, step)
+    nv = R.row_norms(W)
+    ref = R.exact_owl(nv, w * step)
+    np.testing.assert_allclose(R.row_norms(X), ref, rtol=0, atol=8 * W.size * EPS64 * (nv.max() + step * w.max()))
+
+
+@given(owl_problems(max_size=12))
+def test_growl_one_column_is_owl(problem):
+    v, w, step = problem
+    X = proxlib.prox_growl(v[:, None], w, step)
+    # one column: row norm = |v_i| and the rescaling restores the sign
+    np.testing.assert_allclose(X[:, 0], proxlib.prox_owl(v, w, step), rtol=4 * EPS64, atol=0)
+
+
+@given(growl_problems(max_rows=6, max_cols=4), st.randoms(use_true_random=False))
+def test_growl_row_permutation_and_sign_equivariance(problem, rnd):
+    W, w, step = problem
+    G, m = W.shape
+    perm = np.array(rnd.sample(range(G), G))
+    signs = np.array([[rnd.choice([-1.0, 1.0]) for _ in range(m)] for _ in range(G)])
+    X = proxlib.prox_growl(W, w, step)
+    Xp = proxlib.prox_growl((signs * W)[perm], w, step)
+    tol = 2 * G * EPS64 * (R.row_norms(W).max() + step * w.max())
+    np.testing.assert_allclose(Xp, (signs * X)[perm], rtol=0, atol=tol)
+
+
+@given(growl_problems(max_rows=4, max_cols=3), st.integers(1, 4))
+def test_growl_nd_is_reshaped_rows(problem, k):
+    W, w, step = problem
+    G, m = W.shape
+    W3 = np.repeat(W[:, :, None], k, axis=2) / k  # (G, m, k)
+    X3 = proxlib.prox_growl(W3, w, step)
+    assert X3.shape == W3.shape
+    np.testing.assert_array_equal(X3, proxlib.prox_growl(W3.reshape(G, -1), w, step).reshape(W3.shape))
+    np.testing.assert_array_equal(proxlib.prox_growl(np.asfortranarray(W3), w, step), X3)
+
+
+@pytest.mark.parametrize("s", [2.0**-500, 2.0**500, 1e-150, 1e150])
+@given(growl_problems(max_rows=4, max_cols=4))
+def test_growl_extreme_scales(s, problem):
+    # squared norms of rows at 1e150 would overflow (1e300 * m) and at 1e-150
+    # underflow; the prox must still scale: prox(s W; s step) = s prox(W; step).
+    W, w, step = problem
+    X = proxlib.prox_growl(W, w, step)
+    Xs = proxlib.prox_growl(s * W, w, s * step)
+    tol = 8 * W.size * EPS64 * s * (np.abs(W).max() + step * w.sum())
+    np.testing.assert_allclose(Xs, s * X, rtol=0, atol=tol)
+
+
+def test_growl_hand_cases():
+    # rows [3, 4] (norm 5) and [0, 1] (norm 1), weights [1, 1]: each norm is soft
+    # thresholded by 1 -> 4 and 0, so row 0 becomes (4/5)[3, 4] = [2.4, 3.2].
+    X = proxlib.prox_growl(np.array([[3.0, 4.0], [0.0, 1.0]]), np.array([1.0, 1.0]))
+    np.testing.assert_allclose(X, [[2.4, 3.2], [0.0, 0.0]], rtol=2 * EPS64)
+    # a 1-D W is one row: GrOWL with one weight is the group lasso of that row
+    v = np.array([3.0, 4.0])
+    np.testing.assert_allclose(proxlib.prox_growl(v, np.array([1.0])), [2.4, 3.2], rtol=2 * EPS64)
+    # zero rows: no division by zero, they stay zero
+    Z = np.zeros((3, 2))
+    np.testing.assert_array_equal(proxlib.prox_growl(Z, np.ones(3)), Z)
+
+
+@given(growl_problems(max_rows=6, max_cols=3))
+def test_growl_float32(problem):
+    W, w, step = problem
+    W32 = W.astype(np.float32)
+    X32 = proxlib.prox_growl(W32, w, step)
+    assert X32.dtype == np.float32 and X32.shape == W.shape
+    X64 = proxlib.prox_growl(W32.astype(np.float64), w, step)
+    # as test_owl_float32, on the row norms; the rescaling of a row by the ratio
+    # of norms adds a few roundings of the row's own size
+    tol = 4 * EPS32 * (step * np.linalg.norm(w) + R.row_norms(W32).max())
+    np.testing.assert_allclose(X32.astype(np.float64), X64, rtol=0, atol=tol)
+
+
+@given(growl_problems(max_rows=4, max_cols=3))
+def test_growl_huge_step_gives_zero(problem):
+    W, w, _ = problem
+    X = proxlib.prox_growl(W, w + 0.1, 1e300)
+    np.testing.assert_array_equal(X, np.zeros_like(W))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_owl_growl_inputs_untouched_and_new_arrays(dtype):
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(3, 4)).astype(dtype)
+    w = np.sort(rng.uniform(0, 1, v.size))[::-1]
+    wg = np.array([0.5, 0.5, 0.0])
+    v0, w0, wg0 = v.copy(), w.copy(), wg.copy()
+    for fn, weights in ((proxlib.prox_owl, w), (proxlib.prox_growl, wg)):
+        for step in (1.0, 0.5):
+            x = fn(v, weights, step)
+            assert type(x) is np.ndarray and x.shape == v.shape and x.dtype == dtype
+            assert not np.shares_memory(x, v) and not np.shares_memory(x, weights)
+        # zero weights: the prox is the identity, still a new array
+        x = fn(v, np.zeros_like(weights))
+        np.testing.assert_array_equal(x, v)
+        assert not np.shares_memory(x, v)
+    np.testing.assert_array_equal(v, v0)
+    np.testing.assert_array_equal(w, w0)
+    np.testing.assert_array_equal(wg, wg0)
