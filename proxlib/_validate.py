@@ -139,3 +139,18 @@ def length(w, n: int, name: str, what: str) -> None:
 
 def _to_host(x):
     return x.get() if hasattr(x, "get") else x
+
+
+def times_step(w, step: float):
+    """``step * w`` in ``w``'s dtype, rounded once.
+
+    Formed in float64 and then cast: for float32 weights a step beyond float32's
+    range gives inf where w > 0 and 0 where w == 0 (casting the step first made
+    that 0 * inf = NaN).
+    """
+    if step == 1.0:
+        return w
+    if w.dtype == np.float64:
+        return w * step
+    with np.errstate(over="ignore"):
+        return (w.astype(np.float64) * step).astype(w.dtype)

@@ -35,7 +35,7 @@ def _elementwise_weights(weights, v, step):
         except ValueError:
             raise ValueError(f"weights of shape {w.shape} do not broadcast to v's shape {v.shape}") from None
         w = xp.ascontiguousarray(w).reshape(-1)
-    return w * w.dtype.type(step) if step != 1.0 else w
+    return V.times_step(w, step)
 
 
 def _flat(v):

@@ -87,7 +87,7 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
     step = V.positive(step, "step")
     flat = array_namespace(v).ascontiguousarray(v.reshape(-1))
     w = _owl_weights(weights, flat.shape[0], flat)
-    x = backend_for(v).owl(flat, w * w.dtype.type(step) if step != 1.0 else w)
+    x = backend_for(v).owl(flat, V.times_step(w, step))
     return x.reshape(v.shape)
 
 
@@ -131,7 +131,7 @@ def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
     step = V.positive(step, "step")
     rows = canonical_rows(W)
     w = _owl_weights(weights, rows.n_groups, rows.rows)
-    X = backend_for(W).growl(rows.rows, w * w.dtype.type(step) if step != 1.0 else w)
+    X = backend_for(W).growl(rows.rows, V.times_step(w, step))
     return rows.restore(X)
 
 

@@ -276,7 +276,10 @@ def _lp_closed_form(av, lam, p, xp):
             u = 2.0 * xp.sqrt(av / 3.0) * xp.cos(xp.arccos(arg) / 3.0)
             return u * u
         c = 2.0 * lam / 3.0
-        D = av**4 / 256.0 - c**3 / 27.0
+        # c * c * c, not c**3: a Python float power raises OverflowError for
+        # lam > ~1e102, a product gives inf (then NaN, and the caller starts
+        # Newton from av instead)
+        D = av**4 / 256.0 - c * c * c / 27.0
         sq = xp.sqrt(xp.maximum(D, 0.0))
         m_real = xp.cbrt(av * av / 16.0 + sq) + xp.cbrt(av * av / 16.0 - sq)
         arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
