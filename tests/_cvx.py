@@ -191,16 +191,20 @@ def row_index_sets(shape):
 
 
 def cvx_weighted_l1(v, w, step):
-    v = np.asarray(v, dtype=np.float64).ravel()
+    """v of any shape, w broadcastable to it; returns the flat minimiser."""
+    v = np.asarray(v, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), v.shape).ravel()
+    v = v.ravel()
     x = cp.Variable(v.shape[0])
-    w = np.broadcast_to(np.asarray(w, dtype=np.float64), v.shape)
     return solve(0.5 * cp.sum_squares(x - v) + step * cp.sum(cp.multiply(w, cp.abs(x))), x)
 
 
 def cvx_weighted_l2sq(v, w, step):
-    v = np.asarray(v, dtype=np.float64).ravel()
+    """v of any shape, w broadcastable to it; returns the flat minimiser."""
+    v = np.asarray(v, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(w, dtype=np.float64), v.shape).ravel()
+    v = v.ravel()
     x = cp.Variable(v.shape[0])
-    w = np.broadcast_to(np.asarray(w, dtype=np.float64), v.shape)
     return solve(0.5 * cp.sum_squares(x - v) + step * cp.sum(cp.multiply(w, cp.square(x))), x)
 
 

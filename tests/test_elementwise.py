@@ -1,0 +1,437 @@
+"""Weighted l1, weighted squared l2, lp (0 <= p <= 1) and the re-weighting rules.
+
+lp is non-convex for p < 1, so CVXPY cannot solve it; its ground truth is a
+60-digit global minimiser per entry (``_cvx.exact_lp``) and a dense-grid global
+search that needs no derivation at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import _cvx as R
+import proxlib
+
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+EPS64 = np.finfo(np.float64).eps
+EPS32 = np.finfo(np.float32).eps
+
+
+@st.composite
+def weighted_problems(draw, max_size=12):
+    """v of shape (n,) or (r, c), weights a scalar, v's shape or a broadcastable row."""
+    v = draw(st.one_of(R.vectors(1, max_size), R.matrices(3, 4)))
+    kind = draw(st.sampled_from(["scalar", "full", "row"]))
+    el = st.one_of(st.floats(0, 3, allow_subnormal=False), st.sampled_from([0.0, 1.0]))
+    if kind == "scalar":
+        w = draw(el)
+    elif kind == "full" or v.ndim == 1:
+        w = draw(arrays(np.float64, v.shape, elements=el))
+    else:
+        w = draw(arrays(np.float64, (1, v.shape[1]), elements=el))
+    return v, w, draw(R.steps)
+
+
+# --------------------------------------------------------------------------- weighted l1
+
+
+@given(weighted_problems())
+def test_weighted_l1_against_cvxpy(problem):
+    v, w, step = problem
+    x = proxlib.prox_weighted_l1(v, w, step)
+    x_cvx = R.cvx_weighted_l1(v, w, step).reshape(v.shape)
+    wb = np.broadcast_to(w, v.shape)
+    f = R.objective(x, v, step, R.weighted_l1_value(x, wb))
+    f_cvx = R.objective(x_cvx, v, step, R.weighted_l1_value(x_cvx, wb))
+    # CVXPY's point is feasible: only the evaluation rounding is allowed for
+    assert f <= f_cvx + R.objective_slack(v, step, R.weighted_l1_value(v, wb), v.size)
+    np.testing.assert_allclose(x, x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(v).max()))
+
+
+@given(weighted_problems(max_size=40))
+def test_weighted_l1_certificate(problem):
+    # r = (v - x)/step in the subdifferential of sum w_i|x_i|:
+    # r_i = w_i sign(x_i) where x_i != 0, |r_i| <= w_i where x_i = 0.
+    v, w, step = problem
+    x = proxlib.prox_weighted_l1(v, w, step)
+    wb = np.broadcast_to(w, v.shape)
+    r = (v - x) / step
+    tol = 4 * EPS64 * (np.abs(v) / step + wb)  # two roundings: |v| - step w and v - x
+    on = x != 0
+    np.testing.assert_array_less(np.abs(r - wb * np.sign(x))[on], tol[on] + 1e-300)
+    assert np.all(np.abs(r[~on]) <= wb[~on] + tol[~on])
+    assert np.all(x * v >= 0)
+
+
+@given(weighted_problems())
+def test_weighted_l1_closed_form_and_sign(problem):
+    v, w, step = problem
+    x = proxlib.prox_weighted_l1(v, w, step)
+    # the textbook soft threshold, computed here independently in float64
+    ref = np.sign(v) * np.maximum(np.abs(v) - step * np.broadcast_to(w, v.shape), 0)
+    np.testing.assert_allclose(x, ref, rtol=2 * EPS64, atol=0)
+    np.testing.assert_array_equal(proxlib.prox_weighted_l1(-v, w, step), -x)
+
+
+# --------------------------------------------------------------------------- weighted l2^2
+
+
+@given(weighted_problems())
+def test_weighted_l2sq_against_cvxpy_and_certificate(problem):
+    v, w, step = problem
+    x = proxlib.prox_weighted_l2sq(v, w, step)
+    wb = np.broadcast_to(w, v.shape)
+    # stationarity of 1/2 (x - v)^2 + step w x^2 (no 1/2 on the penalty): v - x = 2 step w x
+    np.testing.assert_allclose(v - x, 2 * step * wb * x, rtol=0, atol=4 * EPS64 * np.abs(v).max())
+    x_cvx = R.cvx_weighted_l2sq(v, w, step).reshape(v.shape)
+    f = R.objective(x, v, step, R.weighted_l2sq_value(x, wb))
+    f_cvx = R.objective(x_cvx, v, step, R.weighted_l2sq_value(x_cvx, wb))
+    assert f <= f_cvx + R.objective_slack(v, step, R.weighted_l2sq_value(v, wb), v.size)
+    np.testing.assert_allclose(x, x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(v).max()))
+
+
+def test_weighted_l2sq_hand_case():
+    # Omega = w x^2 without a 1/2: x = v / (1 + 2 step w); v = 3, w = 1, step = 1 -> 1
+    np.testing.assert_array_equal(proxlib.prox_weighted_l2sq(np.array([3.0, -6.0]), 1.0), [1.0, -2.0])
+    # weights broadcast over the rows of a matrix: row weights [0, 1] -> [v, v/3]
+    v = np.array([[3.0, 3.0], [6.0, 6.0]])
+    np.testing.assert_allclose(proxlib.prox_weighted_l2sq(v, np.array([[0.0], [1.0]])), [[3, 3], [2, 2]], rtol=2 * EPS64)
+
+
+@pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq])
+@given(weighted_problems())
+def test_weighted_float32(fn, problem):
+    v, w, step = problem
+    v32 = v.astype(np.float32)
+    x32 = fn(v32, w, step)  # float64 weights, float32 data
+    assert x32.dtype == np.float32 and x32.shape == v.shape
+    x64 = fn(v32.astype(np.float64), w, step)
+    # thresholds rounded to float32 (w, step, product: 3 eps32 relative), both
+    # maps are 1-Lipschitz in the threshold, plus the final rounding
+    tol = 4 * EPS32 * (np.abs(v32).max() + step * np.max(w))
+    np.testing.assert_allclose(x32.astype(np.float64), x64, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weighted_huge_step_and_overflowing_thresholds(dtype):
+    v = np.array([3.0, -1e10, 0.5, 0.0], dtype=dtype)
+    w = np.array([1.0, 2.0, 1.0, 0.5])
+    x = proxlib.prox_weighted_l1(v, w, 1e300)  # every threshold exceeds |v|
+    assert x.dtype == dtype
+    np.testing.assert_array_equal(x, 0.0)
+    # l2^2 never reaches 0 exactly: v / (1 + 2 step w), tiny in float64, 0 in float32
+    x = proxlib.prox_weighted_l2sq(v, w, 1e300)
+    assert x.dtype == dtype
+    np.testing.assert_allclose(x, (v.astype(np.float64) / (1 + 2 * (w * 1e300))).astype(dtype), rtol=4 * EPS64, atol=0)
+    # a zero weight with a step beyond float32's range: that entry is untouched
+    # (0 * step = 0; casting the step to float32 first made it 0 * inf = NaN)
+    w0 = np.array([1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(proxlib.prox_weighted_l1(v, w0, 1e300), np.array([0.0, -1e10, 0.0, 0.0], dtype=dtype))
+    x = proxlib.prox_weighted_l2sq(v, w0, 1e300)
+    assert x[1] == v[1] and np.all(np.isfinite(x))
+
+
+@pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq])
+@pytest.mark.parametrize("s", [2.0**-500, 2.0**500, 1e-150, 1e150])
+@given(weighted_problems())
+def test_weighted_extreme_scales(fn, s, problem):
+    v, w, step = problem
+    x = fn(v, w, step)
+    if fn is proxlib.prox_weighted_l1:  # degree 1: threshold scales with v
+        xs = fn(s * v, w, s * step)
+    else:  # degree 2: the weights are scale-free
+        xs = fn(s * v, w, step)
+    # one rounding of s*v (and of s*step) for non-powers of two
+    np.testing.assert_allclose(xs, s * x, rtol=0, atol=4 * EPS64 * s * (np.abs(v).max() + step * np.max(w)))
+
+
+# --------------------------------------------------------------------------- lp
+
+
+def lp_f(x, v, lam, p):
+    """1/2 (x - v)^2 + lam |x|^p elementwise, |0|^0 = 0."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x)
+    pen = (ax > 0).astype(float) if p == 0 else np.where(ax > 0, ax ** max(p, 1e-300), 0.0)
+    return 0.5 * (x - v) ** 2 + lam * pen
+
+
+@st.composite
+def lp_problems(draw, max_size=12):
+    v = draw(R.vectors(1, max_size))
+    lam = draw(st.one_of(st.floats(0.01, 3, allow_subnormal=False), st.sampled_from([0.0, 0.5, 1.0])))
+    return v, lam, draw(R.ps), draw(R.steps)
+
+
+def lp_reference(v, lam, p):
+    return R.exact_lp(v, lam, p)
+
+
+def lp_pow_rtol(L, p):
+    """Relative accuracy of proxlib's lp kernel for threshold L = step lam.
+
+    The kernel raises y = L p (1 - p) to the power 1/(2 - p) and x/beta to p - 2;
+    those exponents are rounded, and y^(e(1 + d)) = y^e exp(e d ln y): the
+    relative error grows like eps |ln y| (3e-15 at y ~ 1, 1e-13 at y ~ 1e-225).
+    A few eps for the rest of the Newton step.
+    """
+    y = L * p * (1 - p) if 0 < p < 1 and L > 0 else 1.0
+    return 2 * EPS64 * (8 + abs(math.log(max(y, 5e-324))))  # y may underflow to 0
+
+
+@given(lp_problems())
+def test_lp_equals_60_digit_global_minimiser(problem):
+    v, lam, p, step = problem
+    L = step * lam
+    if L > 0:
+        # at |v| = threshold the two candidates tie and the answer jumps; float
+        # rounding of the threshold may legitimately decide either way
+        R.not_near(v, proxlib.lp_threshold(L, p), rel=1e-9)
+    x = proxlib.prox_lp(v, lam, p, step)
+    ref = lp_reference(v, L, p)
+    # step*lam is formed in float64 (as proxlib does) and passed to the 60-digit
+    # solver; proxlib's Newton iteration stops at the last bit: a few eps of |v|
+    np.testing.assert_allclose(x, ref, rtol=0, atol=8 * EPS64 * np.abs(v).max())
+    np.testing.assert_array_equal(x == 0, ref == 0)
+
+
+@given(lp_problems(max_size=6))
+def test_lp_global_optimality_dense_grid(problem):
+    # No derivation: the objective at proxlib's answer is no larger than at 0,
+    # at v, and at 20001 grid points of [0, |v|] (where any minimiser lies).
+    v, lam, p, step = problem
+    L = step * lam
+    x = proxlib.prox_lp(v, lam, p, step)
+    for xi, vi in zip(x, v):
+        grid = np.sign(vi) * np.linspace(0, abs(vi), 20001)
+        f_grid = lp_f(grid, vi, L, p).min()
+        f_x = lp_f(xi, vi, L, p)
+        slack = 8 * EPS64 * (vi * vi + L * max(abs(vi), 1.0))
+        assert f_x <= f_grid + slack, (xi, vi, f_x, f_grid)
+        assert f_x <= lp_f(0.0, vi, L, p) + slack
+        assert xi * vi >= 0 and abs(xi) <= abs(vi)
+
+
+@given(lp_problems(max_size=30))
+def test_lp_stationarity_on_support(problem):
+    # for 0 < p < 1 and x != 0: x + L p |x|^(p-1) sign(x) = v, on the convex
+    # branch |x| >= beta = (L p (1 - p))^(1/(2 - p)) (a local minimum)
+    v, lam, p, step = problem
+    assume(0 < p < 1 and lam > 0)
+    L = step * lam
+    x = proxlib.prox_lp(v, lam, p, step)
+    on = x != 0
+    ax = np.abs(x[on])
+    resid = ax + L * p * ax ** (p - 1) - np.abs(v[on])
+    # the residual's terms are of size |v|, each with a few roundings; Newton
+    # stops when the iterate stops moving (last bit), where h' = 1 - (beta/x)^(2-p) >= 1 - p/2
+    np.testing.assert_allclose(resid, 0, atol=16 * EPS64 * np.abs(v).max())
+    beta = (L * p * (1 - p)) ** (1 / (2 - p))
+    assert np.all(ax >= beta * (1 - 1e-12))
+
+
+@given(lp_problems(max_size=20))
+def test_lp_monotone_in_magnitude(problem):
+    # the global prox of a separable penalty is monotone: larger |v|, larger |x|
+    v, lam, p, step = problem
+    x = proxlib.prox_lp(v, lam, p, step)
+    order = np.argsort(np.abs(v), kind="stable")
+    assert np.all(np.diff(np.abs(x)[order]) >= 0)
+    np.testing.assert_array_equal(proxlib.prox_lp(-v, lam, p, step), -x)
+
+
+@given(lp_problems())
+def test_lp_p1_is_soft_and_p0_is_hard_threshold(problem):
+    v, lam, _, step = problem
+    L = step * lam
+    np.testing.assert_array_equal(proxlib.prox_lp(v, lam, 1.0, step), proxlib.prox_weighted_l1(v, lam, step))
+    # p = 0: keep v where v^2/2 > L (objective L) beats 0 (objective v^2/2)
+    np.testing.assert_array_equal(proxlib.prox_lp(v, lam, 0.0, step), np.where(np.abs(v) > math.sqrt(2 * L), v, 0.0))
+
+
+def test_lp_hand_cases_and_tie_rule():
+    # p = 0, L = 2: threshold sqrt(4) = 2 exactly; |v| = 2 is a tie (2^2/2 = 2 = L):
+    # the documented rule returns 0.  2.5 is kept, 1.5 dropped.
+    np.testing.assert_array_equal(proxlib.prox_lp(np.array([2.0, -2.5, 1.5]), 2.0, 0.0), [0.0, -2.5, 0.0])
+    # p = 1 tie: |v| = L gives 0 (soft threshold)
+    np.testing.assert_array_equal(proxlib.prox_lp(np.array([1.0, -3.0]), 1.0, 1.0), [0.0, -2.0])
+    # lam = 0: the identity, a new array
+    v = np.array([1.0, -2.0])
+    x = proxlib.prox_lp(v, 0.0, 0.5)
+    np.testing.assert_array_equal(x, v)
+    assert not np.shares_memory(x, v)
+    # p = 1/2, L = 1, v = 3: x = u^2 with u^3 - 3u + 1/2 = 0 ... checked instead by
+    # stationarity: x + 0.5 / sqrt(x) = 3
+    x = proxlib.prox_lp(np.array([3.0]), 1.0, 0.5)[0]
+    assert abs(x + 0.5 / math.sqrt(x) - 3.0) <= 4 * EPS64 * 3
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 2.0 / 3.0, 0.9, 1.0])
+@given(lam=st.floats(0.01, 10))
+def test_lp_threshold_is_where_the_global_minimiser_jumps(p, lam):
+    # just above the threshold the 60-digit global minimiser is non-zero, just
+    # below it is zero: the formula is the exact switching point.
+    tau = proxlib.lp_threshold(lam, p)
+    assert R.exact_lp_scalar(tau * (1 + 1e-9), lam, p) != 0
+    assert R.exact_lp_scalar(tau * (1 - 1e-9), lam, p) == 0
+    # and proxlib switches at the same place
+    assert proxlib.prox_lp(np.array([tau * (1 + 1e-9)]), lam, p)[0] != 0
+    assert proxlib.prox_lp(np.array([tau * (1 - 1e-9)]), lam, p)[0] == 0
+
+
+@pytest.mark.parametrize("k", [-500, 500, -250, 250])
+@given(lp_problems())
+def test_lp_scaling(k, problem):
+    # x = s y: 1/2(x - s v)^2 + lam' |x|^p = s^2 (1/2 (y - v)^2 + lam' s^(p-2) |y|^p),
+    # so lam' = lam s^(2 - p) gives prox(s v) = s prox(v).  Powers of two make s v
+    # exact; lam s^(2-p) carries one rounding, which can flip entries sitting on
+    # the threshold, so those are excluded.
+    v, lam, p, step = problem
+    s = 2.0**k
+    L = step * lam
+    assume(L > 0)
+    R.not_near(v, proxlib.lp_threshold(L, p), rel=1e-9)
+    x = proxlib.prox_lp(v, L, p)
+    Ls = L * s ** (2 - p)
+    xs = proxlib.prox_lp(s * v, Ls, p)
+    rtol = lp_pow_rtol(L, p) + lp_pow_rtol(Ls, p)
+    np.testing.assert_allclose(xs, s * x, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("s", [1e-150, 1e150])
+@given(lp_problems(max_size=6))
+def test_lp_extreme_scales_against_reference(s, problem):
+    v, lam, p, step = problem
+    L = step * lam * s ** (2 - p)
+    vs = v * s
+    if L > 0:
+        R.not_near(vs, proxlib.lp_threshold(L, p), rel=1e-9)
+    x = proxlib.prox_lp(vs, L, p)
+    ref = R.exact_lp(vs, L, p)
+    np.testing.assert_allclose(x, ref, rtol=lp_pow_rtol(L, p), atol=0)
+    np.testing.assert_array_equal(x == 0, ref == 0)
+
+
+@given(lp_problems(max_size=16))
+def test_lp_float32(problem):
+    v, lam, p, step = problem
+    v32 = v.astype(np.float32)
+    L = step * lam
+    if L > 0:
+        R.not_near(v32, proxlib.lp_threshold(L, p), rel=1e-9)
+    x32 = proxlib.prox_lp(v32, lam, p, step)
+    assert x32.dtype == np.float32
+    x64 = proxlib.prox_lp(v32.astype(np.float64), lam, p, step)
+    # lam stays a float64 scalar and v32 is exact in float64: the float32 result
+    # is the float64 one rounded once
+    np.testing.assert_allclose(x32.astype(np.float64), x64, rtol=EPS32, atol=0)
+
+
+@given(lp_problems())
+def test_lp_huge_step_gives_zero(problem):
+    v, lam, p, _ = problem
+    assume(lam > 0)
+    np.testing.assert_array_equal(proxlib.prox_lp(v, lam, p, 1e300), 0.0)
+
+
+# --------------------------------------------------------------------------- shape, layout, copies
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda v: proxlib.prox_weighted_l1(v, 0.3, 0.7),
+        lambda v: proxlib.prox_weighted_l1(v, np.linspace(0, 1, v.shape[-1]), 0.7),
+        lambda v: proxlib.prox_weighted_l2sq(v, 0.3, 0.7),
+        lambda v: proxlib.prox_lp(v, 0.3, 0.5, 0.7),
+        lambda v: proxlib.prox_lp(v, 0.3, 0.3, 0.7),
+        lambda v: proxlib.prox_lp(v, 0.3, 0.0, 0.7),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layouts_copies_and_types(call, dtype):
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(3, 4, 5)).astype(dtype)
+    A0 = A.copy()
+    ref = call(np.ascontiguousarray(A))
+    assert type(ref) is np.ndarray and ref.dtype == dtype and ref.shape == A.shape
+    assert not np.shares_memory(ref, A)
+    big = np.zeros((3, 4, 10), dtype=dtype)
+    big[..., ::2] = A
+    for name, B in {
+        "fortran": np.asfortranarray(A),
+        "strided": big[..., ::2],
+        "transposed": np.ascontiguousarray(A.transpose(2, 1, 0)).transpose(2, 1, 0),
+        "negative-stride": np.flip(np.flip(A, 2).copy(), 2),
+    }.items():
+        x = call(B)
+        np.testing.assert_array_equal(x, ref, err_msg=name)
+        assert x.shape == A.shape and x.dtype == dtype and not np.shares_memory(x, B)
+    np.testing.assert_array_equal(A, A0)
+
+
+# --------------------------------------------------------------------------- re-weighting
+
+
+thetas = arrays(np.float64, st.integers(1, 10), elements=R.elements())
+taus = st.floats(1e-6, 2.0, allow_subnormal=False)
+
+
+@given(thetas, taus)
+def test_reweight_formulas(theta, tau):
+    r1 = proxlib.reweight_l1(theta, tau)
+    assert r1.subproblem == "l1"
+    np.testing.assert_allclose(r1.omega, np.abs(theta) + tau, rtol=EPS64)
+    np.testing.assert_allclose(r1.weights, 1 / (np.abs(theta) + tau), rtol=2 * EPS64)
+    r2 = proxlib.reweight_l2(theta, tau)
+    assert r2.subproblem == "l2sq"
+    np.testing.assert_allclose(r2.omega, np.sqrt(theta**2 + tau), rtol=2 * EPS64)
+    np.testing.assert_allclose(r2.weights, 1 / (theta**2 + tau), rtol=2 * EPS64)
+    for p in (0.0, 0.5, 1.0, 2.0):
+        rf = proxlib.reweight_focuss(theta, p, tau)
+        assert rf.subproblem == "l2sq"
+        np.testing.assert_allclose(rf.omega, np.abs(theta) ** (2 - p) + tau, rtol=4 * EPS64)
+        np.testing.assert_allclose(rf.weights, 1 / (np.abs(theta) ** (2 - p) + tau), rtol=4 * EPS64)
+    # p = 2: constant weights 1/(1 + tau), a ridge step
+    np.testing.assert_allclose(proxlib.reweight_focuss(theta, 2.0, tau).weights, 1 / (1 + tau), rtol=2 * EPS64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reweight_dtype_and_input(dtype):
+    theta = np.array([0.0, -1.5, 2.0], dtype=dtype)
+    theta0 = theta.copy()
+    for r in (proxlib.reweight_l1(theta, 0.1), proxlib.reweight_l2(theta, 0.1), proxlib.reweight_focuss(theta, 0.5, 0.1)):
+        assert r.omega.dtype == dtype and r.weights.dtype == dtype and r.omega.shape == theta.shape
+    np.testing.assert_array_equal(theta, theta0)
+
+
+@given(arrays(np.float64, st.integers(1, 8), elements=st.floats(-5, 5)), st.floats(0.05, 2), st.floats(0.01, 1))
+def test_reweighted_l1_and_l2_steps_are_majorize_minimize(v, lam, tau):
+    # F1(t) = 1/2||t - v||^2 + lam sum log(|t| + tau).  log is concave, so
+    # log(|t| + tau) <= log(|t0| + tau) + (|t| - |t0|)/(|t0| + tau): the weighted-l1
+    # prox with lam * weights minimises a majoriser that touches F1 at t0, hence
+    # F1 never increases along the iteration.  Same for F2 with log(t^2 + tau) and
+    # the weighted-l2^2 prox.  Wrong weights (e.g. omega instead of 1/omega)
+    # break the monotone decrease.
+    def F1(t):
+        return 0.5 * np.sum((t - v) ** 2) + lam * np.sum(np.log(np.abs(t) + tau))
+
+    def F2(t):
+        return 0.5 * np.sum((t - v) ** 2) + lam * np.sum(np.log(t * t + tau))
+
+    for F, rule, prox in ((F1, proxlib.reweight_l1, proxlib.prox_weighted_l1), (F2, proxlib.reweight_l2, proxlib.prox_weighted_l2sq)):
+        t = v.copy()
+        f_prev = F(t)
+        for _ in range(15):
+            rw = rule(t, tau)
+            t = prox(v, lam * rw.weights)
+            f = F(t)
+            assert f <= f_prev + 1e-12 * (1 + abs(f_prev)), (f, f_prev)  # rounding of the sums
+            f_prev = f
