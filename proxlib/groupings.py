@@ -48,13 +48,14 @@ def to_rows(W, grouping: str):
     g = _check(grouping, W.shape)
     xp = array_namespace(W)
     out, cin = W.shape[0], W.shape[1]
+    rest = math.prod(W.shape[2:])  # explicit lengths: reshape(0, -1) cannot infer them
     if g == "filter":
-        return W.reshape(out, -1)
+        return W.reshape(out, cin * rest)
     if g == "layer":
-        return W.reshape(1, -1)
+        return W.reshape(1, out * cin * rest)
     if g == "channel":
-        return xp.moveaxis(W, 1, 0).reshape(cin, -1)
-    return W.reshape(out, -1).T  # shape: (in * prod(k), out)
+        return xp.moveaxis(W, 1, 0).reshape(cin, out * rest)
+    return W.reshape(out, cin * rest).T  # shape: (in * prod(k), out)
 
 
 def from_rows(R, shape, grouping: str):
