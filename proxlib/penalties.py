@@ -25,6 +25,7 @@ from . import exclusive as _x
 from . import group as _g
 from . import owl as _o
 from ._dispatch import array_namespace
+from ._rows import canonical_rows
 
 __all__ = ["OWL", "GrOWL", "GroupLasso", "ExclusiveLasso", "GroupExclusive", "WeightedL1", "WeightedL2Sq", "Lp"]
 
@@ -56,6 +57,10 @@ class GrOWL:
 
     def value(self, x) -> float:
         x = _arr(x)
+        # one non-increasing weight per row, as prox_growl demands (a wrong-length
+        # array used to broadcast silently into a wrong value)
+        rows = canonical_rows(x)
+        _o._owl_weights(self.weights, rows.n_groups, rows.rows)
         return _o.growl_value(x, self.weights)
 
     def prox(self, v, step=1.0):
