@@ -206,8 +206,9 @@ def owl_weights_piecewise_linear(
     r"""Piecewise-linear decay used in the GrOWL experiments.
 
     With :math:`p = \lceil \mathrm{transition} \cdot n \rceil` (transition in
-    [0, 1]), the weights fall linearly from ``lambda1`` at i = 1 to
-    ``lambda2`` at i = p, then stay at ``lambda2``:
+    [0, 1]; the product is rounded to 9 decimals first, so that a fraction k/n
+    gives p = k despite floating-point rounding), the weights fall linearly
+    from ``lambda1`` at i = 1 to ``lambda2`` at i = p, then stay at ``lambda2``:
 
     .. math::
 
@@ -223,7 +224,9 @@ def owl_weights_piecewise_linear(
     t = V.in_unit_interval(transition, "transition")
     if l1 < l2:
         raise ValueError(f"lambda1 must be >= lambda2 for non-increasing weights, got {l1} < {l2}")
-    p = min(n, math.ceil(t * n))
+    # t * n rounded to 9 decimals before the ceiling: k/n * n is not always k in
+    # floating point (0.07 * 100 = 7.000000000000001 would give p = 8)
+    p = min(n, math.ceil(round(t * n, 9)))
     w = np.full(n, l2, dtype=np.float64)
     if p == 1:
         w[0] = l1
