@@ -1,0 +1,1071 @@
+"""Numba CPU backend: the kernels of ``KERNELS``, compiled, parallel over rows.
+
+Same contract as :mod:`proxlib.backends.numpy_ref` (new output array of the
+input's dtype and shape, inputs never written, thresholds already times
+``step``), and the same mathematics; the algorithms below are chosen so that
+the time is close to one pass over memory.  Compiled with ``cache=True`` (a
+new process loads the machine code from ``__pycache__``), no ``fastmath``
+(every floating-point operation is the one written here) and
+``error_model="numpy"`` (no Python division checks).
+
+Precision.  float32 data stays float32 in memory (scratch and output); every
+sum, threshold and root is computed in float64 and each output entry is rounded
+once to float32, as the reference does.  Sums are accumulated in four or eight
+independent partial sums (shorter dependency chains; LLVM does not vectorise
+floating-point reductions without fastmath).
+
+Overflow and underflow.  Rows are scaled exactly as in the reference, by the
+power of two ``s`` with ``max|row| / s`` in [1, 2), wherever squares or
+thresholds are formed on scaled values (exclusive and group+exclusive).  The
+row norm used by group lasso and GrOWL first sums the unscaled squares (one
+pass); only when that sum leaves [2^-600, inf) -- impossible for float32,
+which is accumulated in float64 -- is the row summed again scaled by ``s``.
+
+Algorithms (m = row length, G = rows, n = vector length):
+
+* ``group_lasso``: per row (prange), the norm (one read from memory) and the
+  scaled copy (the second read hits the cache).  O(G m), no scratch.
+* ``growl``: row norms (prange, one pass), the OWL prox of the G norms, then
+  the rescaled rows (second pass).  W is necessarily read twice: every row's
+  factor depends on all norms.  O(G m + G log G), O(G) scratch.
+* ``exclusive_lasso`` and ``group_exclusive``: per row (prange over chunks of
+  rows, each chunk with two float64 scratch rows), the support of the solution
+  is found WITHOUT SORTING, then the reference's cancellation-free formulas are
+  applied to it (|x| = ((|w| - Y_k) + e) c s on the support).  The threshold
+  is the root of an increasing function phi(t) whose sign at any t is computed
+  from F(t) = sum (y - t)_+ and Q(t) = sum (y - t)_+^2, sums of non-negative
+  terms (so the test stays exact for huge b, as the reference's shifted sums
+  do).  Each pass over the remaining candidates tests two points, a Newton step
+  from the lower end of the bracket and the secant root of the bracket, and
+  keeps only the candidates between the outcomes; if that fails to halve them,
+  a median-of-three pivot is tested instead (quickselect).  Then one pass
+  computes k, F_k, sum (y - Y_k)^2 exactly, and group+exclusive solves for its
+  factor c by the reference's safeguarded Newton iteration on the fixed
+  support.  Expected O(m) per row; the output row is written once.
+* ``owl``: |v| sorted by NumPy's (SIMD) sort -- no argsort; the
+  pool-adjacent-violators pass over the sorted magnitudes yields blocks (lowest
+  magnitude, value); each entry then finds its block by its magnitude (equal
+  magnitudes therefore get equal outputs), through a bucket table over the
+  magnitudes' bit patterns (monotone for non-negative floats) and a binary
+  search inside the bucket.  Scratch: the sorted magnitudes (n, v's dtype),
+  the block sums (n, float64), the block starts stored in the output array
+  before it is written, and a bucket table of at most n/8 int32.
+* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses the
+  reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
+  iteration, per entry.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+__all__ = [
+    "owl",
+    "growl",
+    "group_lasso",
+    "exclusive_lasso",
+    "group_exclusive",
+    "weighted_l1",
+    "weighted_l2sq",
+    "lp",
+]
+
+NAME = "numba"
+
+_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+_jit = nb.njit(**_OPTS)
+_pjit = nb.njit(parallel=True, **_OPTS)
+
+_MAX_ROOT_ITER = 200
+_TINY_SUMSQ = 2.0**-600  # below this an unscaled sum of squares may have lost terms to underflow
+_PAR_MIN = 1 << 15  # inputs with fewer entries run serially (a parallel launch costs ~10 us)
+
+
+def _parallel(W):
+    return W.size >= _PAR_MIN and W.shape[0] > 1
+
+
+# ------------------------------------------------------------------ row helpers
+
+
+@_jit
+def _sumsq(x):
+    """Sum of x_j^2 in float64 (eight partial sums), unscaled."""
+    m = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    j = 0
+    while j + 8 <= m:
+        a0 = np.float64(x[j])
+        a1 = np.float64(x[j + 1])
+        a2 = np.float64(x[j + 2])
+        a3 = np.float64(x[j + 3])
+        a4 = np.float64(x[j + 4])
+        a5 = np.float64(x[j + 5])
+        a6 = np.float64(x[j + 6])
+        a7 = np.float64(x[j + 7])
+        s0 += a0 * a0
+        s1 += a1 * a1
+        s2 += a2 * a2
+        s3 += a3 * a3
+        s4 += a4 * a4
+        s5 += a5 * a5
+        s6 += a6 * a6
+        s7 += a7 * a7
+        j += 8
+    while j < m:
+        a0 = np.float64(x[j])
+        s0 += a0 * a0
+        j += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@_jit
+def _absmax(x):
+    """max_j |x_j| as float64 (four partial maxima)."""
+    m = x.shape[0]
+    a0 = a1 = a2 = a3 = 0.0
+    j = 0
+    while j + 4 <= m:
+        a0 = max(a0, abs(np.float64(x[j])))
+        a1 = max(a1, abs(np.float64(x[j + 1])))
+        a2 = max(a2, abs(np.float64(x[j + 2])))
+        a3 = max(a3, abs(np.float64(x[j + 3])))
+        j += 4
+    while j < m:
+        a0 = max(a0, abs(np.float64(x[j])))
+        j += 1
+    return max(max(a0, a1), max(a2, a3))
+
+
+@_jit
+def _scale_factors(amax):
+    """(s, f1, f2): s = 2^(e-1) with amax/s in [1, 2) (1 for amax == 0), and
+    powers of two with (a * f1) * f2 == a / s exactly (f1 != 1 only when 1/s
+    would overflow, i.e. for subnormal amax)."""
+    if amax == 0.0:
+        return 1.0, 1.0, 1.0
+    _, e = math.frexp(amax)
+    s = math.ldexp(1.0, e - 1)
+    if e < -1000:
+        return s, math.ldexp(1.0, 600), math.ldexp(1.0, 1 - e - 600)
+    return s, 1.0, math.ldexp(1.0, 1 - e)
+
+
+@_jit
+def _sumsq_scaled(x, f1, f2):
+    m = x.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= m:
+        a0 = (abs(np.float64(x[j])) * f1) * f2
+        a1 = (abs(np.float64(x[j + 1])) * f1) * f2
+        a2 = (abs(np.float64(x[j + 2])) * f1) * f2
+        a3 = (abs(np.float64(x[j + 3])) * f1) * f2
+        s0 += a0 * a0
+        s1 += a1 * a1
+        s2 += a2 * a2
+        s3 += a3 * a3
+        j += 4
+    while j < m:
+        a0 = (abs(np.float64(x[j])) * f1) * f2
+        s0 += a0 * a0
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@_jit
+def _sum_scaled(x, f1, f2):
+    m = x.shape[0]
+    s0 = s1 = 0.0
+    j = 0
+    while j + 2 <= m:
+        s0 += (abs(np.float64(x[j])) * f1) * f2
+        s1 += (abs(np.float64(x[j + 1])) * f1) * f2
+        j += 2
+    if j < m:
+        s0 += (abs(np.float64(x[j])) * f1) * f2
+    return s0 + s1
+
+
+@_jit
+def _row_norm(x):
+    """Overflow- and underflow-safe l2 norm of a row, float64."""
+    q = _sumsq(x)
+    if q >= _TINY_SUMSQ and q < np.inf:
+        return math.sqrt(q)
+    amax = _absmax(x)
+    if amax == 0.0 or not amax < np.inf:
+        return amax
+    s, f1, f2 = _scale_factors(amax)
+    return math.sqrt(_sumsq_scaled(x, f1, f2)) * s
+
+
+@_jit
+def _scale_row(x, fac, out):
+    for j in range(x.shape[0]):
+        out[j] = x[j] * fac
+
+
+# ------------------------------------------------------------------ group lasso
+
+
+@_jit
+def _group_lasso_row(x, ar, o):
+    nrm = _row_norm(x)
+    fac = 1.0 - ar / nrm if nrm > ar else 0.0
+    _scale_row(x, fac, o)
+
+
+@_pjit
+def _group_lasso_par(W, a, out):
+    for r in prange(W.shape[0]):
+        _group_lasso_row(W[r], np.float64(a[r]), out[r])
+
+
+@_jit
+def _group_lasso_seq(W, a, out):
+    for r in range(W.shape[0]):
+        _group_lasso_row(W[r], np.float64(a[r]), out[r])
+
+
+def group_lasso(W, a):
+    """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy."""
+    out = np.empty_like(W)
+    if W.size:
+        (_group_lasso_par if _parallel(W) else _group_lasso_seq)(W, a, out)
+    return out
+
+
+# ------------------------------------------------------------------ GrOWL
+
+
+@_pjit
+def _row_norms_par(W, nrm):
+    for r in prange(W.shape[0]):
+        nrm[r] = _row_norm(W[r])
+
+
+@_jit
+def _row_norms_seq(W, nrm):
+    for r in range(W.shape[0]):
+        nrm[r] = _row_norm(W[r])
+
+
+@_pjit
+def _rescale_rows_par(W, nrm, new, out):
+    for r in prange(W.shape[0]):
+        _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
+
+
+@_jit
+def _rescale_rows_seq(W, nrm, new, out):
+    for r in range(W.shape[0]):
+        _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
+
+
+def growl(W, w):
+    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
+    out = np.empty_like(W)
+    G, m = W.shape
+    if G == 0 or m == 0:
+        return out
+    par = _parallel(W)
+    nrm = np.empty(G, dtype=np.float64)
+    (_row_norms_par if par else _row_norms_seq)(W, nrm)
+    new = owl(nrm, w.astype(np.float64, copy=False))
+    (_rescale_rows_par if par else _rescale_rows_seq)(W, nrm, new, out)
+    return out
+
+
+# ------------------------------------------------------------------ exclusive lasso
+#
+# Both exclusive operators are per row: find the support of the solution (the
+# entries above a threshold), then apply the reference's cancellation-free
+# formulas to it.  The support is found without sorting.  With scaled
+# magnitudes y, F(t) = sum_i (y_i - t)_+ and Q(t) = sum_i (y_i - t)_+^2 (sums of
+# non-negative terms, accurate), the threshold theta* is the root of the
+# increasing function
+#
+#     phi(t) = t - b F(t) (1 - a / sqrt(Q(t)))_+        (a = 0: exclusive lasso)
+#
+# (phi(p) > 0 at an entry p is the reference's test Y_j > b F_j, resp.
+# g(c_j) > 0).  Each pass over the candidates evaluates phi at two points, a
+# Newton step from the best lower point and the secant root of the bracket, so
+# the candidates between them are all that survive; when that fails to halve
+# them, the median of three candidates is tried instead.  Expected O(m).
+
+
+@_jit
+def _trial_pass(src, n, f1, f2, t1, t2, want_q, dst):
+    """One pass over n candidates, y = (|src_j|*f1)*f2: for t in (t1, t2) the
+    sums F(t), Q(t) (if want_q), the count k(t) = #{y >= t} and min{y >= t};
+    the candidates strictly between t1 and t2 are written (scaled, float64) to
+    dst.  Four-way unrolled so that the sums form independent chains."""
+    Fa = Fb = Ga = Gb = 0.0
+    Qa = Qb = Ra = Rb = 0.0
+    ma = mb = na = nb_ = np.inf
+    k1 = 0
+    k2 = 0
+    c = 0
+    j = 0
+    while j + 2 <= n:
+        y0 = (abs(np.float64(src[j])) * f1) * f2
+        y1 = (abs(np.float64(src[j + 1])) * f1) * f2
+        a0 = y0 - t1
+        a1 = y1 - t1
+        b0 = y0 - t2
+        b1 = y1 - t2
+        p0 = a0 if a0 > 0.0 else 0.0
+        p1 = a1 if a1 > 0.0 else 0.0
+        q0 = b0 if b0 > 0.0 else 0.0
+        q1 = b1 if b1 > 0.0 else 0.0
+        Fa += p0
+        Fb += p1
+        Ga += q0
+        Gb += q1
+        if want_q:
+            Qa += p0 * p0
+            Qb += p1 * p1
+            Ra += q0 * q0
+            Rb += q1 * q1
+        e0 = a0 >= 0.0
+        e1 = a1 >= 0.0
+        g0 = b0 >= 0.0
+        g1 = b1 >= 0.0
+        k1 += (1 if e0 else 0) + (1 if e1 else 0)
+        k2 += (1 if g0 else 0) + (1 if g1 else 0)
+        ma = min(ma, y0 if e0 else np.inf)
+        mb = min(mb, y1 if e1 else np.inf)
+        na = min(na, y0 if g0 else np.inf)
+        nb_ = min(nb_, y1 if g1 else np.inf)
+        dst[c] = y0
+        c += 1 if (a0 > 0.0) and (b0 < 0.0) else 0
+        dst[c] = y1
+        c += 1 if (a1 > 0.0) and (b1 < 0.0) else 0
+        j += 2
+    if j < n:
+        y0 = (abs(np.float64(src[j])) * f1) * f2
+        a0 = y0 - t1
+        b0 = y0 - t2
+        p0 = a0 if a0 > 0.0 else 0.0
+        q0 = b0 if b0 > 0.0 else 0.0
+        Fa += p0
+        Ga += q0
+        Qa += p0 * p0
+        Ra += q0 * q0
+        k1 += 1 if a0 >= 0.0 else 0
+        k2 += 1 if b0 >= 0.0 else 0
+        ma = min(ma, y0 if a0 >= 0.0 else np.inf)
+        na = min(na, y0 if b0 >= 0.0 else np.inf)
+        dst[c] = y0
+        c += 1 if (a0 > 0.0) and (b0 < 0.0) else 0
+    return Fa + Fb, Qa + Qb, k1, min(ma, mb), Ga + Gb, Ra + Rb, k2, min(na, nb_), c
+
+
+@_jit
+def _keep_between(src, n, f1, f2, lo, hi, dst):
+    """Write the candidates with lo < y < hi (scaled, float64) to dst."""
+    c = 0
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        dst[c] = y
+        c += 1 if (y > lo) and (y < hi) else 0
+    return c
+
+
+@_jit
+def _phi(t, F, Q, a, b):
+    """phi(t) = t - b F (1 - a/sqrt(Q))_+ (F, Q the sums at t)."""
+    if a == 0.0:
+        return t - b * F if F > 0.0 else t
+    n2 = math.sqrt(Q)
+    shrink = 1.0 - a / n2 if n2 > a else 0.0
+    return t - (b * F) * shrink
+
+
+@_jit
+def _newton_point(t, g, F, Q, k, a, b):
+    """Newton step t - phi(t)/phi'(t) (phi' = 1 + b (k shrink + a F^2/||z||^3))."""
+    if a == 0.0:
+        return t - g / (1.0 + b * k)
+    n2 = math.sqrt(Q)
+    if not n2 > a:
+        return t - g
+    slope = 1.0 + b * (k * (1.0 - a / n2) + a * F * F / (n2 * n2 * n2))
+    return t - g / slope
+
+
+@_jit
+def _step(src, n, f1, f2, t1, t2, a, b, st, dst):
+    """Test the points t1 <= t2 against phi in one pass over the candidates and
+    narrow the bracket; the surviving candidates go to dst.  ``st`` is the
+    search state (see _support).  Returns (new state, number of candidates)."""
+    lo, glo, klo, Flo, Qlo, hi, ghi, shi, ka, yk, Fa, Qa = st
+    F1, Q1, k1, mn1, F2, Q2, k2, mn2, c = _trial_pass(src, n, f1, f2, t1, t2, a > 0.0, dst)
+    if ka > 0:  # the known support's part of F(t), Q(t), t <= hi
+        d1 = hi - t1
+        d2 = hi - t2
+        F1 += Fa + ka * d1
+        Q1 += Qa + (2.0 * d1) * Fa + (ka * d1) * d1
+        F2 += Fa + ka * d2
+        Q2 += Qa + (2.0 * d2) * Fa + (ka * d2) * d2
+        k1 += ka
+        k2 += ka
+    new_lo = lo
+    new_hi = hi
+    if t2 < hi:
+        g2 = _phi(t2, F2, Q2, a, b)
+        if g2 >= 0.0:  # theta* <= t2: entries >= t2 are in
+            new_hi = t2
+            ghi = g2
+            ka = k2
+            yk = min(yk, mn2)
+            Fa = F2
+            Qa = Q2
+        else:
+            new_lo = t2
+            glo = g2
+            klo = k2
+            Flo = F2
+            Qlo = Q2
+    if t1 > lo and t1 < new_hi:
+        g1 = _phi(t1, F1, Q1, a, b)
+        if g1 >= 0.0:
+            new_hi = t1
+            ghi = g1
+            ka = k1
+            yk = min(yk, mn1)
+            Fa = F1
+            Qa = Q1
+        elif t1 > new_lo:
+            new_lo = t1
+            glo = g1
+            klo = k1
+            Flo = F1
+            Qlo = Q1
+    if not (new_lo == t1 and new_hi == t2):
+        c = _keep_between(src, n, f1, f2, new_lo, new_hi, dst)
+    if new_hi < np.inf:
+        shi = new_hi
+    return (new_lo, glo, klo, Flo, Qlo, new_hi, ghi, shi, ka, yk, Fa, Qa), c
+
+
+@_jit
+def _trial_points(st, a, b):
+    """Newton step from the lower point and secant root of the bracket, ordered
+    and clipped to it."""
+    lo, glo, klo, Flo, Qlo, hi, ghi, shi, ka, yk, Fa, Qa = st
+    tn = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
+    den = ghi - glo
+    ts = lo - glo * ((shi - lo) / den) if den > 0.0 else 0.5 * (lo + shi)
+    t1 = min(tn, ts)
+    t2 = max(tn, ts)
+    if not t1 > lo:
+        t1 = lo
+    if not t2 < shi:
+        t2 = shi
+    if t1 > t2:
+        t1 = t2 = 0.5 * (lo + shi)
+    return t1, t2
+
+
+@_jit
+def _support(x, f1, f2, ymax, F0, Q0, a, b, bufA, bufB):
+    """Smallest value Y_k of the support of one row's solution (scaled units).
+
+    F0 = sum y, Q0 = sum y^2 over the row; bufA, bufB: float64 scratch of the
+    row's length.  The state is a lower point lo (phi(lo) < 0: entries <= lo
+    are out) and an upper point hi (phi(hi) >= 0: entries >= hi are in; none
+    yet: inf), with the known support kept as its count ka, smallest value yk
+    and Fa = F(hi), Qa = Q(hi) over it, which give its part of F(t), Q(t) for
+    t <= hi as Fa + ka (hi - t) and Qa + 2 (hi - t) Fa + ka (hi - t)^2 (sums
+    of non-negative terms).  The secant starts from phi(ymax) = ymax.
+    """
+    m = x.shape[0]
+    st = (0.0, _phi(0.0, F0, Q0, a, b), m, F0, Q0, np.inf, ymax, ymax, 0, np.inf, 0.0, 0.0)
+    t1, t2 = _trial_points(st, a, b)
+    st, n = _step(x, m, f1, f2, t1, t2, a, b, st, bufA)
+    src = bufA
+    dst = bufB
+    seed = np.uint64(0x9E3779B97F4A7C15)
+    use_median = 2 * n > m
+    for _ in range(64 + 2 * m):
+        if n == 0:
+            break
+        if use_median:  # the estimates did not halve the candidates
+            seed ^= seed << np.uint64(13)
+            seed ^= seed >> np.uint64(7)
+            seed ^= seed << np.uint64(17)
+            u0 = src[np.int64(seed % np.uint64(n))]
+            u1 = src[np.int64((seed >> np.uint64(21)) % np.uint64(n))]
+            u2 = src[np.int64((seed >> np.uint64(42)) % np.uint64(n))]
+            if u0 > u1:
+                u0, u1 = u1, u0
+            if u1 > u2:
+                u1 = u2
+            t1 = u0 if u0 > u1 else u1
+            t2 = t1
+        else:
+            t1, t2 = _trial_points(st, a, b)
+        st, c = _step(src, n, 1.0, 1.0, t1, t2, a, b, st, dst)
+        use_median = 2 * c > n
+        n = c
+        src, dst = dst, src
+    return st[9]
+
+
+@_jit
+def _support_stats(x, f1, f2, Yk):
+    """Over the support {y >= Yk}: k, F_k = sum (y - Yk), D2 = sum (y - Yk)^2,
+    and L = the largest value below Yk (0 if none)."""
+    k = 0
+    F0 = F1 = 0.0
+    D0 = D1 = 0.0
+    L = 0.0
+    m = x.shape[0]
+    j = 0
+    while j + 2 <= m:
+        y0 = (abs(np.float64(x[j])) * f1) * f2
+        y1 = (abs(np.float64(x[j + 1])) * f1) * f2
+        in0 = y0 >= Yk
+        in1 = y1 >= Yk
+        k += in0 + in1
+        d0 = y0 - Yk if in0 else 0.0
+        d1 = y1 - Yk if in1 else 0.0
+        F0 += d0
+        F1 += d1
+        D0 += d0 * d0
+        D1 += d1 * d1
+        L = max(L, 0.0 if in0 else y0)
+        L = max(L, 0.0 if in1 else y1)
+        j += 2
+    if j < m:
+        y0 = (abs(np.float64(x[j])) * f1) * f2
+        in0 = y0 >= Yk
+        k += in0
+        d0 = y0 - Yk if in0 else 0.0
+        F0 += d0
+        D0 += d0 * d0
+        L = max(L, 0.0 if in0 else y0)
+    return k, F0 + F1, D0 + D1, L
+
+
+@_jit
+def _support_out(x, f1, f2, Yk, e, fac, o):
+    """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0."""
+    for j in range(x.shape[0]):
+        y = (abs(np.float64(x[j])) * f1) * f2
+        u = (y - Yk) + e
+        u = u if (y >= Yk) & (u > 0.0) else 0.0
+        o[j] = math.copysign(u * fac, x[j])
+
+
+@_jit
+def _copy_row(x, out):
+    for j in range(x.shape[0]):
+        out[j] = x[j]
+
+
+@_jit
+def _zero_row(x, out):
+    for j in range(x.shape[0]):
+        out[j] = x[j] * 0.0
+
+
+@_jit
+def _absmax_sum(x):
+    """(max_j |x_j|, sum_j |x_j|) in float64, one pass (four partial results)."""
+    m = x.shape[0]
+    a0 = a1 = a2 = a3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= m:
+        y0 = abs(np.float64(x[j]))
+        y1 = abs(np.float64(x[j + 1]))
+        y2 = abs(np.float64(x[j + 2]))
+        y3 = abs(np.float64(x[j + 3]))
+        a0 = max(a0, y0)
+        a1 = max(a1, y1)
+        a2 = max(a2, y2)
+        a3 = max(a3, y3)
+        s0 += y0
+        s1 += y1
+        s2 += y2
+        s3 += y3
+        j += 4
+    while j < m:
+        y0 = abs(np.float64(x[j]))
+        a0 = max(a0, y0)
+        s0 += y0
+        j += 1
+    return max(max(a0, a1), max(a2, a3)), (s0 + s1) + (s2 + s3)
+
+
+@_jit
+def _exclusive_row(x, br, o, bufA, bufB):
+    """Exclusive lasso on one row, as the reference's exclusive_magnitudes:
+    |x_i| = ((|w_i| - Y_k) + e) s on the support, e = (Y_k - b F_k)/(1 + b k)."""
+    amax, total = _absmax_sum(x)
+    if amax == 0.0 or br == 0.0:
+        _copy_row(x, o)
+        return
+    if not br < np.inf:
+        _zero_row(x, o)
+        return
+    s, f1, f2 = _scale_factors(amax)
+    F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
+    Yk = _support(x, f1, f2, (amax * f1) * f2, F0, 0.0, 0.0, br, bufA, bufB)
+    k, Fk, _, _ = _support_stats(x, f1, f2, Yk)
+    e = (Yk - br * Fk) / (1.0 + br * k)
+    _support_out(x, f1, f2, Yk, e, s, o)
+
+
+def _chunks(G):
+    return min(G, 64)
+
+
+@_pjit
+def _exclusive_par(W, b, out, nch):
+    G, m = W.shape
+    for ch in prange(nch):
+        buf = np.empty((2, m), dtype=np.float64)
+        for r in range(ch * G // nch, (ch + 1) * G // nch):
+            _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
+
+
+@_jit
+def _exclusive_seq(W, b, out):
+    G, m = W.shape
+    buf = np.empty((2, m), dtype=np.float64)
+    for r in range(G):
+        _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
+
+
+def exclusive_lasso(W, b):
+    """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold."""
+    out = np.empty_like(W)
+    if W.size:
+        if _parallel(W):
+            _exclusive_par(W, b, out, _chunks(W.shape[0]))
+        else:
+            _exclusive_seq(W, b, out)
+    return out
+
+
+# ------------------------------------------------------------------ group + exclusive
+
+
+@_jit
+def _group_exclusive_shrink(a, b, Yk, k, Fk, D2, L, FL):
+    """Root c of g(c) = c - 1 + a/||u(b c)|| on [c_{k+1}, c_k] (support fixed),
+    by Newton's method safeguarded by bisection until the bracket cannot shrink
+    (the reference's group_exclusive_shrink, step 2)."""
+    kf = np.float64(k)
+    Sk = Fk + kf * Yk
+    right = min(Yk / (b * Fk), 1.0) if Fk > 0.0 else 1.0
+    if L > 0.0:
+        left = min(L / (b * FL), 1.0) if FL > 0.0 else 1.0
+    else:
+        left = 0.0
+    c = 0.5 * (left + right)
+    for _ in range(_MAX_ROOT_ITER):
+        den = 1.0 + b * c * kf
+        e = (Yk - b * c * Fk) / den
+        N = math.sqrt(D2 + 2.0 * e * Fk + kf * e * e)
+        g = c - 1.0 + a / N
+        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (N * N * N * den * den)
+        if g < 0.0:
+            left = c
+        else:
+            right = c
+        newton = c - g / slope
+        if newton > left and newton < right:
+            nxt = newton
+        else:
+            nxt = 0.5 * (left + right)
+        if nxt == c or g == 0.0:
+            break
+        c = nxt
+        if not (left < nxt and nxt < right):
+            break
+    return c
+
+
+@_jit
+def _group_exclusive_row(x, ar, br, o, bufA, bufB):
+    """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
+    group_exclusive); 0 iff ||w|| <= a or b = inf."""
+    amax, total = _absmax_sum(x)
+    s, f1, f2 = _scale_factors(amax)
+    a_s = ar / s
+    Q0 = _sumsq_scaled(x, f1, f2) if amax > 0.0 else 0.0
+    nrm = math.sqrt(Q0)
+    if not (nrm > a_s and br < np.inf):
+        _zero_row(x, o)
+        return
+    if br == 0.0:
+        _scale_row(x, 1.0 - a_s / nrm, o)
+        return
+    F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
+    Yk = _support(x, f1, f2, (amax * f1) * f2, F0, Q0, a_s, br, bufA, bufB)
+    k, Fk, D2, L = _support_stats(x, f1, f2, Yk)
+    c = 1.0
+    if a_s > 0.0:
+        c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2, L, Fk + k * (Yk - L))
+    beta = br * c
+    e = (Yk - beta * Fk) / (1.0 + beta * k)
+    _support_out(x, f1, f2, Yk, e, c * s, o)
+
+
+@_pjit
+def _group_exclusive_par(W, a, b, out, nch):
+    G, m = W.shape
+    for ch in prange(nch):
+        buf = np.empty((2, m), dtype=np.float64)
+        for r in range(ch * G // nch, (ch + 1) * G // nch):
+            _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
+
+
+@_jit
+def _group_exclusive_seq(W, a, b, out):
+    G, m = W.shape
+    buf = np.empty((2, m), dtype=np.float64)
+    for r in range(G):
+        _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
+
+
+def group_exclusive(W, a, b):
+    """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row."""
+    out = np.empty_like(W)
+    if W.size:
+        if _parallel(W):
+            _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
+        else:
+            _group_exclusive_seq(W, a, b, out)
+    return out
+
+
+# ------------------------------------------------------------------ OWL
+
+
+@_pjit
+def _abs_into(v, out):
+    for i in prange(v.shape[0]):
+        out[i] = abs(v[i])
+
+
+@_jit
+def _owl_blocks(s, w, sums, starts):
+    """Pool-adjacent-violators on the sorted magnitudes; compact the positive blocks.
+
+    ``s``: |v| sorted ascending; position i pairs with weight w[n-1-i] (the
+    largest magnitude with the largest weight).  The fit is non-decreasing in
+    i; blocks are kept as (sum of z, start) on a stack in ``sums``/``starts``.
+    On return, the nb blocks with positive value are compacted in place:
+    s[c] = the block's smallest magnitude, sums[c] = its value.  Returns nb.
+    """
+    n = s.shape[0]
+    top = -1
+    for i in range(n):
+        sm = np.float64(s[i]) - np.float64(w[n - 1 - i])
+        st = i
+        cnt = 1.0
+        while top >= 0:
+            pst = starts[top]
+            pcnt = np.float64(st - pst)
+            psum = sums[top]
+            if psum * cnt >= sm * pcnt:  # mean(previous) >= mean(current): pool
+                sm += psum
+                cnt += pcnt
+                st = pst
+                top -= 1
+            else:
+                break
+        top += 1
+        sums[top] = sm
+        starts[top] = st
+    B = top + 1
+    # first block with a positive value (values are non-decreasing)
+    k0 = 0
+    while k0 < B:
+        end = starts[k0 + 1] if k0 + 1 < B else n
+        if sums[k0] / np.float64(end - starts[k0]) > 0.0:
+            break
+        k0 += 1
+    nb = B - k0
+    for c in range(nb):
+        k = k0 + c
+        end = starts[k + 1] if k + 1 < B else n
+        val = sums[k] / np.float64(end - starts[k])
+        s[c] = s[starts[k]]
+        sums[c] = val if val > 0.0 else 0.0
+    return nb
+
+
+@_jit
+def _owl_table(lbbits, nb, hi_key, K, P):
+    """Bucket table over magnitude bit patterns: P[t] = the last block whose
+    lowest magnitude is <= the start of bucket t.  Returns (shift, buckets)."""
+    lo = np.int64(lbbits[0])
+    span = np.int64(hi_key) - lo
+    shift = 0
+    while (span >> shift) >= K:
+        shift += 1
+    nbk = (span >> shift) + 1
+    k = 0
+    for t in range(nbk + 1):
+        start = lo + (np.int64(t) << shift)
+        while k + 1 < nb and np.int64(lbbits[k + 1]) <= start:
+            k += 1
+        P[t] = k
+    return shift, nbk
+
+
+@_jit
+def _owl_entry(x, key, lbbits, vals, P, shift, lo):
+    t = (key - lo) >> shift
+    klo = np.int64(P[t])
+    khi = np.int64(P[t + 1])
+    while khi > klo:  # last block in [klo, khi] with lowest magnitude <= key
+        mid = (klo + khi + 1) >> 1
+        if np.int64(lbbits[mid]) <= key:
+            klo = mid
+        else:
+            khi = mid - 1
+    val = vals[klo]
+    if x > 0:
+        return val
+    if x < 0:
+        return -val
+    return 0.0
+
+
+@_pjit
+def _owl_map_par(v, vbits, mask, lbbits, vals, P, shift, out):
+    lo = np.int64(lbbits[0])
+    for i in prange(v.shape[0]):
+        key = np.int64(vbits[i]) & mask
+        if key < lo:
+            out[i] = 0.0 * v[i]
+        else:
+            out[i] = _owl_entry(v[i], key, lbbits, vals, P, shift, lo)
+
+
+@_jit
+def _owl_map_seq(v, vbits, mask, lbbits, vals, P, shift, out):
+    lo = np.int64(lbbits[0])
+    for i in range(v.shape[0]):
+        key = np.int64(vbits[i]) & mask
+        if key < lo:
+            out[i] = 0.0 * v[i]
+        else:
+            out[i] = _owl_entry(v[i], key, lbbits, vals, P, shift, lo)
+
+
+@_jit
+def _zero_signed(v, out):
+    for i in range(v.shape[0]):
+        out[i] = 0.0 * v[i]
+
+
+def owl(v, w):
+    """OWL prox without argsort: sort |v|, PAVA to blocks, map entries to blocks by magnitude."""
+    n = v.shape[0]
+    out = np.empty_like(v)
+    if n == 0:
+        return out
+    if v.dtype == np.float64:
+        ibits, mask = np.int64, np.int64(0x7FFFFFFFFFFFFFFF)
+    else:
+        ibits, mask = np.int32, np.int64(0x7FFFFFFF)
+    s = np.empty_like(v)
+    if n >= _PAR_MIN:
+        _abs_into(v, s)
+    else:
+        np.abs(v, out=s)
+    s.sort()  # NumPy's SIMD sort of the magnitudes
+    hi_key = int(s.view(ibits)[n - 1])
+    sums = np.empty(n, dtype=np.float64)
+    starts = out.view(ibits) if n < 2**31 else np.empty(n, dtype=np.int64)
+    nb = _owl_blocks(s, w, sums, starts)
+    if nb == 0:
+        _zero_signed(v, out)
+        return out
+    lbbits = s.view(ibits)
+    K = max(1, nb // 8)
+    P = np.empty(K + 2, dtype=np.int32 if nb < 2**31 else np.int64)
+    shift, _ = _owl_table(lbbits, nb, hi_key, K, P)
+    mapper = _owl_map_par if n >= _PAR_MIN else _owl_map_seq
+    mapper(v, v.view(ibits), mask, lbbits, sums, P, shift, out)
+    return out
+
+
+# ------------------------------------------------------------------ elementwise
+
+
+@_jit
+def _wl1_one(x, t):
+    d = abs(np.float64(x)) - t
+    d = d if d > 0.0 else 0.0
+    return -d if x < 0 else d
+
+
+@_pjit
+def _weighted_l1_par(v, w, out):
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        t = np.float64(w[0])
+        for i in prange(n):
+            out[i] = _wl1_one(v[i], t)
+    else:
+        for i in prange(n):
+            out[i] = _wl1_one(v[i], np.float64(w[i]))
+
+
+@_jit
+def _weighted_l1_seq(v, w, out):
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        t = np.float64(w[0])
+        for i in range(n):
+            out[i] = _wl1_one(v[i], t)
+    else:
+        for i in range(n):
+            out[i] = _wl1_one(v[i], np.float64(w[i]))
+
+
+def weighted_l1(v, w):
+    out = np.empty_like(v)
+    (_weighted_l1_par if v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
+    return out
+
+
+@_pjit
+def _weighted_l2sq_par(v, w, out):
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        d = 1.0 + 2.0 * np.float64(w[0])
+        for i in prange(n):
+            out[i] = np.float64(v[i]) / d
+    else:
+        for i in prange(n):
+            out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
+
+
+@_jit
+def _weighted_l2sq_seq(v, w, out):
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        d = 1.0 + 2.0 * np.float64(w[0])
+        for i in range(n):
+            out[i] = np.float64(v[i]) / d
+    else:
+        for i in range(n):
+            out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
+
+
+def weighted_l2sq(v, w):
+    out = np.empty_like(v)
+    (_weighted_l2sq_par if v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
+    return out
+
+
+@_jit
+def _lp_closed(av, lam, p_code):
+    """Largest stationary point for p = 1/2 (p_code 1) or 2/3 (p_code 2); NaN
+    where rounding leaves the formula's domain (see _xp_kernels._lp_closed_form)."""
+    if p_code == 1:
+        arg = -(3.0 * lam / (4.0 * av)) * math.sqrt(3.0 / av)
+        if not (-1.0 <= arg <= 1.0):
+            return np.nan
+        u = 2.0 * math.sqrt(av / 3.0) * math.cos(math.acos(arg) / 3.0)
+        return u * u
+    c = 2.0 * lam / 3.0
+    D = av**4 / 256.0 - c**3 / 27.0
+    if D >= 0.0:
+        sq = math.sqrt(D)
+        mm = np.cbrt(av * av / 16.0 + sq) + np.cbrt(av * av / 16.0 - sq)
+    else:
+        arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else 0.0
+        if not (-1.0 <= arg <= 1.0):
+            return np.nan
+        mm = 2.0 * math.sqrt(c / 3.0) * math.cos(math.acos(arg) / 3.0)
+    if not mm > 0.0:
+        return np.nan
+    r = math.sqrt(2.0 * mm)
+    inner = 2.0 * av / r - 2.0 * mm
+    if not inner >= 0.0:
+        return np.nan
+    u = 0.5 * (r + math.sqrt(inner))
+    return u * u * u
+
+
+@_jit
+def _lp_one(x, lam, p, tau, beta, p_code):
+    av = abs(np.float64(x))
+    if not av > tau:
+        return 0.0
+    y = av
+    if p_code != 0:
+        xc = _lp_closed(av, lam, p_code)
+        if math.isfinite(xc) and xc > beta and xc <= av:
+            y = xc
+    # Newton on f'(y) = y - av + lam p y^(p-1) with r = (y/beta)^(p-2)
+    r = (y / beta) ** (p - 2.0)
+    y1 = y - (y - av + y * r / (1.0 - p)) / (1.0 - r)
+    y = y1 if y1 > beta else beta
+    for _ in range(_MAX_ROOT_ITER):
+        r = (y / beta) ** (p - 2.0)
+        nxt = y - (y - av + y * r / (1.0 - p)) / (1.0 - r)
+        if nxt < y and nxt > beta:
+            y = nxt
+        else:
+            break
+    return -y if x < 0 else y
+
+
+@_pjit
+def _lp_par(v, lam, p, tau, beta, p_code, out):
+    for i in prange(v.shape[0]):
+        out[i] = _lp_one(v[i], lam, p, tau, beta, p_code)
+
+
+@_jit
+def _lp_seq(v, lam, p, tau, beta, p_code, out):
+    for i in range(v.shape[0]):
+        out[i] = _lp_one(v[i], lam, p, tau, beta, p_code)
+
+
+@_pjit
+def _hard_par(v, thr, out):
+    for i in prange(v.shape[0]):
+        out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
+
+
+@_jit
+def _hard_seq(v, thr, out):
+    for i in range(v.shape[0]):
+        out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
+
+
+def lp(v, lam, p):
+    """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise."""
+    lam = float(lam)
+    p = float(p)
+    if lam == 0:
+        return v.copy()
+    out = np.empty_like(v)
+    if p == 0:
+        (_hard_par if v.shape[0] >= _PAR_MIN else _hard_seq)(v, math.sqrt(2.0 * lam), out)
+        return out
+    if p == 1:
+        return weighted_l1(v, np.full(1, lam, dtype=np.float64))
+    tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
+    beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+    p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
+    (_lp_par if v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
+    return out
