@@ -1,0 +1,146 @@
+"""CuPy backend: every kernel of ``KERNELS`` on the input's own GPU.
+
+Importing this module raises ImportError when CuPy is not installed, which is
+how ``proxlib._dispatch.available_backends()`` leaves it out.  The algorithms
+live in modules that import without CuPy and are tested on the CPU with NumPy:
+
+* ``owl``: ``_gpu_owl`` -- ``cupy.sort`` of the magnitudes, then a parallel
+  isotonic step (lower convex hull of the prefix sums by peeling and bridging,
+  O(log n) rounds), then a ``searchsorted`` that maps each entry to its block;
+* ``group_lasso``, ``growl``, ``weighted_l1``, ``weighted_l2sq``: ``_gpu_rows``
+  with the fused CUDA primitives defined below (one read of ``W`` for the row
+  norms, one read and one write for the result);
+* ``exclusive_lasso``, ``group_exclusive``, ``lp``: the namespace-generic
+  reference kernels of ``_xp_kernels`` run by CuPy (rows sorted on the device,
+  thresholds batched over rows with cumulative sums).
+
+Arrays never leave the device: there is no ``.get()``, ``asnumpy`` or NumPy
+call on device data anywhere on these paths.  What does cross is a few
+scalars: loop conditions (``bool(xp.any(...))``), the round counter of the
+isotonic step, and the output sizes that boolean compaction and ``nonzero``
+need; each is an 8-byte read and a stream synchronisation.  Results are
+allocated on the current device, which is the input's device when the caller
+runs under ``with x.device:`` (CuPy allocates on the current device); the
+public operators do that.
+
+``FUSED = False`` runs the namespace-generic reference kernels everywhere
+(the GPU tests compare both paths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from types import SimpleNamespace
+
+import cupy  # ImportError here marks the backend unavailable
+
+from . import _gpu_owl, _gpu_rows
+from . import _xp_kernels as _k
+
+__all__ = [
+    "owl",
+    "growl",
+    "group_lasso",
+    "exclusive_lasso",
+    "group_exclusive",
+    "weighted_l1",
+    "weighted_l2sq",
+    "lp",
+]
+
+NAME = "cupy"
+
+#: Use the fused CUDA primitives for the row and elementwise operators.
+FUSED = True
+
+
+@functools.cache
+def _cuda_prims() -> SimpleNamespace:
+    """The fused primitives of ``_gpu_rows`` as CuPy kernels (built on first use,
+    compiled by CuPy on first call and cached on disk).
+
+    Each mirrors the function of the same name in ``_gpu_rows.GENERIC``
+    operation for operation (products and differences formed in the same
+    precision, rounded once), so results agree with it to the last bit except
+    for the summation order of the row sums.
+    """
+    row_sumsq = cupy.ReductionKernel(
+        "T x", "float64 y", "(double)x * (double)x", "a + b", "y = a", "0", "proxlib_row_sumsq"
+    )
+    scale_rows = cupy.ElementwiseKernel("T w, float64 f", "T x", "x = (T)((double)w * f)", "proxlib_scale_rows")
+    soft_threshold = cupy.ElementwiseKernel(
+        "T v, T w", "T x", "T m = fabs(v) - w; x = m > (T)0 ? copysign(m, v) : (T)0", "proxlib_soft_threshold"
+    )
+    l2sq_shrink = cupy.ElementwiseKernel("T v, T w", "T x", "x = v / ((T)1 + (T)2 * w)", "proxlib_l2sq_shrink")
+    return SimpleNamespace(
+        row_sumsq=lambda W: row_sumsq(W, axis=1),
+        scale_rows=lambda W, f: scale_rows(W, f[:, None]),
+        soft_threshold=soft_threshold,
+        l2sq_shrink=l2sq_shrink,
+    )
+
+
+def _with_device(kernel):
+    """Run ``kernel`` with the data's device current, so that every allocation
+    lands next to the input, and bring array arguments (weights) to that
+    device (a device-to-device copy, and only if they live elsewhere)."""
+
+    @functools.wraps(kernel)
+    def run(x, *args):
+        device = getattr(x, "device", None)
+        # A NumPy stand-in (CPU tests) has no device context ("cpu" or none).
+        ctx = device if hasattr(device, "__enter__") else contextlib.nullcontext()
+        with ctx:
+            args = tuple(cupy.asarray(a) if hasattr(a, "shape") else a for a in args)
+            return kernel(x, *args)
+
+    return run
+
+
+@_with_device
+def owl(v, w):
+    return _gpu_owl.owl(v, w)
+
+
+@_with_device
+def growl(W, w):
+    if FUSED:
+        return _gpu_rows.growl(W, w, _gpu_owl.owl, _cuda_prims())
+    return _k.growl(W, w, _gpu_owl.owl)
+
+
+@_with_device
+def group_lasso(W, a):
+    if FUSED:
+        return _gpu_rows.group_lasso(W, a, _cuda_prims())
+    return _k.group_lasso(W, a)
+
+
+@_with_device
+def exclusive_lasso(W, b):
+    return _k.exclusive_lasso(W, b)
+
+
+@_with_device
+def group_exclusive(W, a, b):
+    return _k.group_exclusive(W, a, b)
+
+
+@_with_device
+def weighted_l1(v, w):
+    if FUSED:
+        return _gpu_rows.weighted_l1(v, w, _cuda_prims())
+    return _k.weighted_l1(v, w)
+
+
+@_with_device
+def weighted_l2sq(v, w):
+    if FUSED:
+        return _gpu_rows.weighted_l2sq(v, w, _cuda_prims())
+    return _k.weighted_l2sq(v, w)
+
+
+@_with_device
+def lp(v, lam, p):
+    return _k.lp(v, lam, p)
