@@ -70,7 +70,7 @@ def _cuda_prims() -> SimpleNamespace:
     )
     scale_rows = cupy.ElementwiseKernel("T w, float64 f", "T x", "x = (T)((double)w * f)", "proxlib_scale_rows")
     soft_threshold = cupy.ElementwiseKernel(
-        "T v, T w", "T x", "T m = fabs(v) - w; x = m > (T)0 ? copysign(m, v) : (T)0", "proxlib_soft_threshold"
+        "T v, T w", "T x", "T mag = fabs(v) - w; x = mag > (T)0 ? copysign(mag, v) : (T)0", "proxlib_soft_threshold"
     )
     l2sq_shrink = cupy.ElementwiseKernel("T v, T w", "T x", "x = v / ((T)1 + (T)2 * w)", "proxlib_l2sq_shrink")
     return SimpleNamespace(
