@@ -1,0 +1,173 @@
+r"""Compression metrics of weight tensors, per layer and in total.
+
+For a weight tensor with N entries, of which ``nnz`` are non-zero and ``U`` are
+distinct non-zero values (bitwise equality):
+
+* **sparsity** = (N - nnz) / N, the fraction of zero weights;
+* **zero rows**: rows (under a grouping, by default GrOWL's ``"channel"``: input
+  neurons / input channels) that are entirely zero;
+* **parameter sharing** = nnz / U (1 when no two non-zero weights are equal;
+  NaN when there is no non-zero weight);
+* **compression** = N / (U + [any zero]): the entries over the distinct values
+  that must be stored, zero counting as one value when present (1 for a dense
+  tensor of distinct values);
+* **FLOP fraction** = (kept filters x kept columns) / (out x in*prod(k)) of the
+  layer's matrix product ``W.reshape(out, -1)`` (im2col for a Conv), where a
+  filter (row) or column (an input neuron for a Linear, an (in, kh, kw)
+  position for a Conv) is kept when it has a non-zero entry.  This is the
+  structured saving of Wen et al. (SSL): removed neurons, channels and shapes.
+  Tied values and scattered zeros are not counted as FLOP savings.
+
+Totals sum counts over layers (values are shared within a layer only); the
+total FLOP fraction weights each layer by its dense FLOPs, measured with a
+forward pass when ``example_input`` is given (else by its number of weights,
+which is exact for Linear layers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+import proxlib
+
+from . import _bridge as B
+
+__all__ = ["LayerMetrics", "weight_metrics", "model_metrics", "prunable_layers", "format_metrics"]
+
+
+@dataclass(frozen=True)
+class LayerMetrics:
+    """Counts behind the metrics; the metrics are properties."""
+
+    n_weights: int
+    n_nonzero: int
+    n_unique_nonzero: int
+    n_zero_values: int  # 1 if the layer has a zero entry (a total: layers with zeros)
+    n_rows: int
+    zero_rows: int
+    dense_flops: float
+    kept_flops: float
+
+    @property
+    def sparsity(self) -> float:
+        return (self.n_weights - self.n_nonzero) / self.n_weights if self.n_weights else 0.0
+
+    @property
+    def sharing(self) -> float:
+        return self.n_nonzero / self.n_unique_nonzero if self.n_unique_nonzero else float("nan")
+
+    @property
+    def n_unique(self) -> int:
+        return self.n_unique_nonzero + self.n_zero_values
+
+    @property
+    def compression(self) -> float:
+        return self.n_weights / self.n_unique if self.n_unique else float("nan")
+
+    @property
+    def flop_fraction(self) -> float:
+        return self.kept_flops / self.dense_flops if self.dense_flops else 1.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(sparsity=self.sparsity, sharing=self.sharing, compression=self.compression, flop_fraction=self.flop_fraction)
+        return d
+
+
+def weight_metrics(W, grouping: str = "channel", *, dense_flops: float | None = None) -> LayerMetrics:
+    """:class:`LayerMetrics` of one weight tensor (torch tensor or NumPy array, >= 2-D).
+
+    ``dense_flops`` (default: the number of weights) scales the FLOP counts.
+
+    >>> import numpy as np
+    >>> W = np.array([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]])   # Linear (out=2, in=3)
+    >>> m = weight_metrics(W)
+    >>> m.sparsity, m.zero_rows, m.sharing, m.compression, m.flop_fraction
+    (0.3333333333333333, 1, 2.0, 2.0, 0.6666666666666666)
+    """
+    if isinstance(W, torch.Tensor):
+        W = B.working_tensor(W).cpu().numpy()
+    W = np.asarray(W)
+    if W.ndim < 2:
+        raise ValueError(f"weight_metrics needs a weight tensor with >= 2 dimensions, got shape {W.shape}")
+    flat = W.reshape(-1)
+    nz = flat[flat != 0]  # +0.0 and -0.0 are both zero
+    R = proxlib.to_rows(W, grouping)
+    M = W.reshape(W.shape[0], -1)
+    nzM = M != 0
+    kept = int(np.count_nonzero(nzM.any(axis=1))) * int(np.count_nonzero(nzM.any(axis=0)))
+    dense = float(flat.size) if dense_flops is None else float(dense_flops)
+    return LayerMetrics(
+        n_weights=int(flat.size),
+        n_nonzero=int(nz.size),
+        n_unique_nonzero=int(np.unique(nz).size),
+        n_zero_values=int(nz.size < flat.size),
+        n_rows=int(R.shape[0]),
+        zero_rows=int(np.count_nonzero(~np.any(R != 0, axis=1))),
+        dense_flops=dense,
+        kept_flops=dense * kept / M.size if M.size else dense,
+    )
+
+
+_LAYER_TYPES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def prunable_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The model's Linear and Conv layers by qualified name (in definition order)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, _LAYER_TYPES)}
+
+
+def _dense_flops(model, layers, example_input) -> dict[str, float]:
+    """Multiply-adds of each layer at full density: weights x output positions."""
+    positions: dict[str, float] = {}
+    handles = []
+    for n, m in layers.items():
+        def hook(mod, inp, out, n=n):
+            channels = out.shape[-1] if isinstance(mod, torch.nn.Linear) else out.shape[1]
+            positions[n] = out.numel() / channels / out.shape[0]
+        handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: positions.get(n, 1.0) * m.weight.numel() for n, m in layers.items()}
+
+
+def model_metrics(model: torch.nn.Module, layers=None, *, grouping: str = "channel", example_input=None) -> dict[str, LayerMetrics]:
+    """Per-layer :class:`LayerMetrics` of the effective weights (after any
+    parametrization or pruning mask) and a ``"total"`` entry.
+
+    ``layers``: a dict name -> module or a list of modules (default: every
+    Linear / Conv layer).  ``example_input``: a batch to measure each layer's
+    dense FLOPs for the total FLOP fraction.
+    """
+    if layers is None:
+        layers = prunable_layers(model)
+    elif not isinstance(layers, dict):
+        layers = {f"layer{i}": m for i, m in enumerate(layers)}
+    flops = _dense_flops(model, layers, example_input) if example_input is not None else None
+    out: dict[str, LayerMetrics] = {}
+    for n, m in layers.items():
+        out[n] = weight_metrics(m.weight, grouping, dense_flops=None if flops is None else flops[n])
+    vals = list(out.values())
+    out["total"] = LayerMetrics(**{f: sum(getattr(v, f) for v in vals) for f in LayerMetrics.__dataclass_fields__})
+    return out
+
+
+def format_metrics(metrics: dict[str, LayerMetrics]) -> str:
+    """A markdown table of :func:`model_metrics` output."""
+    lines = [
+        "| layer | weights | sparsity | zero rows | sharing | compression | FLOP fraction |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, m in metrics.items():
+        lines.append(
+            f"| {n} | {m.n_weights} | {100 * m.sparsity:.1f}% | {m.zero_rows}/{m.n_rows} | "
+            f"{m.sharing:.2f} | {m.compression:.1f}x | {100 * m.flop_fraction:.1f}% |"
+        )
+    return "\n".join(lines)

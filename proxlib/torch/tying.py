@@ -1,0 +1,210 @@
+r"""GrOWL's tying structure: find it after training, enforce it while retraining.
+
+Stage 1 of the GrOWL two-stage procedure (Zhang et al. 2018) trains with the
+GrOWL prox; rows of the first layer (input neurons) whose weights are strongly
+correlated end up with equal norms and nearly equal directions.  Stage 2 keeps
+only the non-zero rows and ties each cluster of similar rows to one shared row.
+
+Clusters are found among the non-zero rows with the similarity
+
+.. math:: s_{ij} = \frac{\langle w_i, w_j\rangle}{\max(\|w_i\|_2^2, \|w_j\|_2^2)}
+          \in [-1, 1]
+
+(1 only for equal rows; it also penalises a difference in norm, unlike the
+cosine), by scikit-learn's ``AffinityPropagation`` on the precomputed
+similarity with a fixed ``random_state``; ``preference`` (the diagonal) sets
+how similar rows must be to share an exemplar: higher gives more, smaller
+clusters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.utils import parametrize
+
+import proxlib
+
+from . import _bridge as B
+
+__all__ = ["Tying", "row_similarity", "find_tying", "TiedRows", "tie_rows"]
+
+
+def _rows64(W, grouping: str) -> np.ndarray:
+    if isinstance(W, torch.Tensor):
+        W = B.working_tensor(W).cpu().numpy()
+    return np.asarray(proxlib.to_rows(np.asarray(W), grouping), dtype=np.float64)
+
+
+def row_similarity(W, grouping: str = "channel") -> np.ndarray:
+    r"""Matrix of :math:`s_{ij} = \langle w_i, w_j\rangle / \max(\|w_i\|^2, \|w_j\|^2)`
+    over the rows of ``W`` (a tensor or array) under ``grouping``.
+
+    Zero rows have similarity 0 to every row (and 0 on the diagonal).
+
+    >>> import numpy as np
+    >>> row_similarity(np.array([[1.0, 2.0], [2.0, 4.0], [0.0, 0.0]]).T, "channel")
+    array([[1. , 0.5, 0. ],
+           [0.5, 1. , 0. ],
+           [0. , 0. , 0. ]])
+    """
+    return _similarity(_rows64(W, grouping))
+
+
+def _similarity(R: np.ndarray) -> np.ndarray:
+    n2 = np.einsum("ij,ij->i", R, R)
+    den = np.maximum.outer(n2, n2)
+    G = R @ R.T
+    return np.divide(G, den, out=np.zeros_like(G), where=den > 0)
+
+
+@dataclass
+class Tying:
+    """A tying structure over the rows of one weight tensor.
+
+    Attributes
+    ----------
+    labels : (G,) int64 array
+        Cluster of each row, 0..n_clusters-1; -1 for a zero (pruned) row.
+    similarity : (k, k) float64 array
+        :func:`row_similarity` among the k non-zero rows (in row order).
+    nonzero : (k,) int64 array
+        Indices of the non-zero rows.
+    converged : bool
+        Whether AffinityPropagation converged (if not, every non-zero row is
+        its own cluster).
+    """
+
+    labels: np.ndarray
+    similarity: np.ndarray
+    nonzero: np.ndarray
+    converged: bool
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
+
+    @property
+    def n_tied_rows(self) -> int:
+        """Non-zero rows that share their values with at least one other row."""
+        lab = self.labels[self.labels >= 0]
+        counts = np.bincount(lab) if lab.size else np.zeros(0, dtype=np.int64)
+        return int(counts[counts > 1].sum())
+
+    def order(self) -> np.ndarray:
+        """Indices into ``nonzero`` sorting the rows by cluster (for plots)."""
+        return np.argsort(self.labels[self.nonzero], kind="stable")
+
+
+def find_tying(
+    W,
+    *,
+    grouping: str = "channel",
+    preference: float = 0.8,
+    damping: float = 0.5,
+    max_iter: int = 2000,
+    convergence_iter: int = 50,
+    random_state: int = 0,
+) -> Tying:
+    r"""Cluster the non-zero rows of ``W`` by AffinityPropagation on :func:`row_similarity`.
+
+    Parameters
+    ----------
+    W : tensor or array, at least 2-D (Linear ``(out, in)``, Conv ``(out, in, *k)``)
+    grouping : str, default ``"channel"``
+        GrOWL's rows: the input neurons of a Linear, the input channels of a Conv.
+    preference : float, default 0.8
+        The diagonal of the similarity given to AffinityPropagation.  Similar
+        rows (s close to 1) join one cluster; with a preference near 1 only
+        near-identical rows do.
+    damping, max_iter, convergence_iter, random_state
+        Passed to ``sklearn.cluster.AffinityPropagation`` (``random_state`` fixed
+        for reproducibility).  A short ``convergence_iter`` with heavy damping
+        can stop on a worse clustering; the defaults avoid that on the tests'
+        small cases.
+
+    Returns
+    -------
+    :class:`Tying` (labels -1 for zero rows).  Exactly zero rows are the ones
+    the GrOWL prox removed.
+    """
+    from sklearn.cluster import AffinityPropagation
+    from sklearn.exceptions import ConvergenceWarning
+
+    R = _rows64(W, grouping)
+    nonzero = np.flatnonzero(np.any(R != 0, axis=1))
+    labels = np.full(R.shape[0], -1, dtype=np.int64)
+    S = _similarity(R[nonzero])
+    converged = True
+    if nonzero.size == 1:
+        labels[nonzero] = 0
+    elif nonzero.size > 1:
+        ap = AffinityPropagation(
+            affinity="precomputed",
+            preference=float(preference),
+            damping=damping,
+            max_iter=max_iter,
+            convergence_iter=convergence_iter,
+            random_state=random_state,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lab = ap.fit(S).labels_
+        if lab.min() < 0:  # AffinityPropagation did not converge
+            converged = False
+            warnings.warn("AffinityPropagation did not converge; leaving every row untied", RuntimeWarning, stacklevel=2)
+            lab = np.arange(nonzero.size)
+        # renumber clusters 0..k-1 in order of first appearance (deterministic)
+        _, first, inv = np.unique(lab, return_index=True, return_inverse=True)
+        rank = np.argsort(np.argsort(first))
+        labels[nonzero] = rank[inv]
+    return Tying(labels=labels, similarity=S, nonzero=nonzero, converged=converged)
+
+
+class TiedRows(torch.nn.Module):
+    r"""Parametrization that ties rows: row r of the weight (under ``grouping``)
+    becomes the mean of the rows in its cluster; rows labelled -1 become 0.
+
+    .. math:: \tilde w_r = \frac{1}{|C(r)|} \sum_{s \in C(r)} w_s, \qquad \tilde w_r = 0 \text{ if label}_r = -1
+
+    Every row of a cluster holds bit-identical values (one stored row per
+    cluster).  The labels are a buffer, so they are in the module's
+    ``state_dict``; a fresh ``TiedRows(n_rows)`` (all rows untied) can be
+    registered before ``load_state_dict`` to restore a checkpoint.
+    """
+
+    def __init__(self, labels, grouping: str = "channel"):
+        super().__init__()
+        if isinstance(labels, int):
+            labels = np.arange(labels)
+        lab = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if lab.ndim != 1:
+            raise ValueError(f"labels must be 1-D, got shape {tuple(lab.shape)}")
+        self.grouping = B.canonical_grouping(grouping)
+        self.register_buffer("labels", lab.clone())
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        R = B.rows(W, self.grouping)
+        if R.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"TiedRows has {self.labels.shape[0]} labels but the weight has {R.shape[0]} rows")
+        # slot 0 collects the pruned rows (label -1) and is multiplied by 0
+        idx = self.labels.to(R.device) + 1
+        k = int(idx.max()) + 1 if idx.numel() else 1
+        sums = R.new_zeros((k, R.shape[1])).index_add(0, idx, R)
+        scale = 1.0 / torch.bincount(idx, minlength=k).to(R.dtype).clamp_min(1)
+        scale[0] = 0
+        return B.from_rows((sums * scale[:, None])[idx], W.shape, self.grouping)
+
+
+def tie_rows(module: torch.nn.Module, tying, *, name: str = "weight", grouping: str = "channel") -> TiedRows:
+    """Register :class:`TiedRows` on ``module.<name>`` (labels from a :class:`Tying`
+    or an array); returns the parametrization.  Create a fresh optimizer after
+    this: the optimised leaf is now ``module.parametrizations.<name>.original``.
+    """
+    labels = tying.labels if isinstance(tying, Tying) else tying
+    p = TiedRows(labels, grouping)
+    parametrize.register_parametrization(module, name, p)
+    return p

