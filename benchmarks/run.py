@@ -173,14 +173,20 @@ def measure(fn, budget: float, min_runs: int, max_runs: int):
     """Warm-up (JIT compile, page faults), memory call, then timed repeats.
 
     The cyclic garbage collector is off meanwhile (as in ``timeit``); arrays are
-    freed by reference counting as soon as each call's output is dropped.
+    freed by reference counting as soon as each call's output is dropped.  A
+    memory call slower than SKIP_SECONDS is the only timing (tracemalloc costs
+    little next to array work of that length).
     """
     gc.collect(1)
     gc.disable()
     try:
         out = fn()  # warm-up; its output is the one checked for equality
+        t0 = time.perf_counter()
         extra, out2 = peak_extra_bytes(fn)
+        t_mem = time.perf_counter() - t0
         del out2
+        if t_mem > SKIP_SECONDS:
+            return out, extra, [t_mem]
         first, out3 = _timed(fn)
         del out3
         times = time_repeats(fn, first, budget, min_runs, max_runs)
@@ -259,8 +265,8 @@ def run_suite(quick: bool, budget: float, ops: set[str] | None, log) -> list[Res
                     r.note = f"unavailable: {exc}"
                     continue
                 except Exception as exc:  # a broken or incomplete backend / peer
-                    msg = str(exc).splitlines()[0][:160] if str(exc) else ""
-                    r.note = f"failed: {type(exc).__name__}: {msg}"
+                    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                    r.note = f"failed: {type(exc).__name__}: {' / '.join(lines[:3])[:300]}"
                     continue
                 if ref is None:
                     if c.name == "proxlib[numpy]":
@@ -289,7 +295,7 @@ def run_suite(quick: bool, budget: float, ops: set[str] | None, log) -> list[Res
                     notes.append(prep.note())
                 r.note = "; ".join(notes)
                 if r.runs == 1:
-                    r.note = (r.note + "; " if r.note else "") + "one call > 2 s: a single timed run"
+                    r.note = (r.note + "; " if r.note else "") + "one call > 2 s: a single timed run (over 10 s: the tracemalloc call)"
                 history[hkey] = (x.size, r.median_s)
                 timed.append(r)
             _, _, ftimes2 = measure(floor_fn, budget / 2, max(min_runs, 5), max_runs)
@@ -455,8 +461,9 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
             name = f"**{r.contender}**" if r.kind == "proxlib" else r.contender
             diff = "—" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e} ({r.tol:.0e})"
             tgt = f"<= {r.target:g}x" if r.target else ""
+            note = r.note.replace("|", "\\|")
             L.append(f"| {r.size} | {r.dtype} | {name} | {_fmt_time(r.median_s)} | {_fmt(r.ratio, '.2f')} | "
-                     f"{_fmt_mem(r)} | {diff} | {r.runs or '—'} | {tgt} | {r.status} | {r.note} |")
+                     f"{_fmt_mem(r)} | {diff} | {r.runs or '—'} | {tgt} | {r.status} | {note} |")
         L.append("")
     if unavailable:
         L.append("### Not run\n")
