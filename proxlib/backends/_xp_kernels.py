@@ -326,8 +326,11 @@ def lp(v, lam, p):
     def newton(x):
         # f'(x) = x - av + lam p x^(p-1), f''(x) = 1 - lam p (1-p) x^(p-2); with
         # r = (x/beta)^(p-2) (no overflow for x > beta): f' = x - av + x r/(1-p).
-        r = (x / beta) ** (p - 2.0)
-        return x - (x - av + x * r / (1.0 - p)) / (1.0 - r)
+        # beta underflows to 0 for tiny lam p (1 - p): then r = 0 and x = av,
+        # correct to rounding; no divide-by-zero warning for that valid input.
+        with _errstate(xp):
+            r = (x / beta) ** (p - 2.0)
+            return x - (x - av + x * r / (1.0 - p)) / (1.0 - r)
 
     # One free step lands at or right of the root (f' is convex and increasing
     # on x > beta); from there Newton decreases monotonically to the root.
