@@ -295,3 +295,43 @@ def test_inputs_not_modified_when_rejected():
         proxlib.prox_owl(v, w)
     np.testing.assert_array_equal(v, V3)
     np.testing.assert_array_equal(w, [0.1, 0.5, 0.9])
+
+
+# --------------------------------------------------------------------------- the contract on good input
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "reversed"])
+def test_every_operator_keeps_type_shape_dtype_and_inputs(name, dtype, layout):
+    # Every public operator, every memory layout: a new array of the input's type,
+    # shape and dtype (float32 stays float32 with float64 weights), the same
+    # values as for a C-contiguous copy, and no argument modified.
+    arg = array_arg(name)
+    fn, kw = OPERATORS[name]
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(4, 3, 2)).astype(dtype)
+    if name == "prox_owl":  # one non-increasing weight per entry
+        extra = {"weights": np.linspace(1.0, 0.0, base.size)}
+    elif name == "prox_growl":  # one per row
+        extra = {"weights": np.linspace(1.0, 0.0, base.shape[0])}
+    elif "weights" in kw:  # elementwise: weights of v's shape
+        extra = {"weights": np.linspace(1.0, 0.0, base.size).reshape(base.shape)}
+    else:
+        extra = {}
+    A = {
+        "C": base,
+        "F": np.asfortranarray(base),
+        "strided": np.repeat(base, 2, axis=1)[:, ::2],
+        "reversed": np.flip(np.flip(base, 2).copy(), 2),
+    }[layout]
+    np.testing.assert_array_equal(A, base)
+    snapshot = {k: np.array(v, copy=True) for k, v in extra.items()}
+    A0 = A.copy()
+    x = fn(**{**kw, **extra, arg: A})
+    assert type(x) is np.ndarray and x.shape == A.shape and x.dtype == dtype
+    assert not np.shares_memory(x, A)
+    np.testing.assert_array_equal(A, A0)
+    for k, v in extra.items():
+        np.testing.assert_array_equal(v, snapshot[k])
+    np.testing.assert_array_equal(x, fn(**{**kw, **extra, arg: np.ascontiguousarray(base)}))
