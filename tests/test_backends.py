@@ -1,0 +1,427 @@
+"""Every backend against the NumPy reference, through the public API; dispatch.
+
+* Every backend module named in ``proxlib._dispatch.BACKEND_MODULES`` defines
+  every kernel of ``proxlib.backends.KERNELS`` (imported when it can be, read
+  with ``ast`` otherwise, e.g. ``cupy_gpu`` on a machine without CuPy).
+* ONE test body, parametrised by public operator x backend x dtype, runs the
+  operator on Hypothesis inputs (ties, zeros, zero rows, one row, one column,
+  N-D and ragged groups, scales 1e-150 / 1e150) under ``use_backend(name)``
+  and compares with the same call on the ``numpy`` reference: the result's
+  type (and device), dtype and shape, its values (tolerance from the dtype),
+  and that no input was modified.  CuPy runs where a GPU is, else skips.
+* Larger inputs for the compiled backend, which take the parallel paths,
+  the OWL bucket table and many-row chunks that the small Hypothesis inputs
+  do not reach.
+* Dispatch: numba is the automatic choice for NumPy arrays when it imports;
+  ``PROXLIB_BACKEND`` and ``use_backend`` override it; unknown names and
+  ``cupy`` for NumPy arrays raise.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import math
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import proxlib
+from proxlib import _dispatch
+from proxlib.backends import KERNELS
+
+BACKEND_DIR = pathlib.Path(proxlib.__file__).parent / "backends"
+RTOL = {"float64": 1e-12, "float32": 1e-5}
+# One scale per input: the data are O(1) numbers times this (float32 cannot hold 1e+-150).
+SCALES = {"float64": (1.0, 1e-150, 1e150), "float32": (1.0, 1e-18, 1e18)}
+
+
+def _has_cupy_device() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _backend_param(name):
+    marks = []
+    if name == "cupy" and not _has_cupy_device():
+        marks.append(pytest.mark.skip(reason="needs CuPy and a GPU"))
+    elif name != "cupy" and name not in proxlib.available_backends():
+        marks.append(pytest.mark.skip(reason=f"backend {name!r} does not import here"))
+    return pytest.param(name, marks=marks)
+
+
+BACKENDS = [_backend_param(name) for name in _dispatch.BACKEND_MODULES]
+DTYPES = ["float64", "float32"]
+
+
+# ------------------------------------------------------------------ every kernel everywhere
+
+
+def _defined_names(module_name: str) -> set[str]:
+    """Names bound at the top level of a backend module: by importing it, or,
+    when its dependencies are missing, by reading its source."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        path = BACKEND_DIR / (module_name.rsplit(".", 1)[1] + ".py")
+        assert path.exists(), f"{module_name} has no source file {path}"
+        names = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        return names
+    return {name for name in dir(module) if callable(getattr(module, name))}
+
+
+@pytest.mark.parametrize("name", sorted(_dispatch.BACKEND_MODULES))
+def test_backend_module_defines_every_kernel(name):
+    missing = sorted(set(KERNELS) - _defined_names(_dispatch.BACKEND_MODULES[name]))
+    assert not missing, f"backend {name!r} lacks kernels {missing}"
+
+
+def test_the_kernel_list_is_what_the_reference_exports():
+    from proxlib.backends import numpy_ref
+
+    assert set(KERNELS) == set(numpy_ref.__all__)
+
+
+# ------------------------------------------------------------------ strategies
+
+
+@st.composite
+def data_arrays(draw, dtype, shape):
+    """O(1) values with ties and zeros (halves) or arbitrary floats, some rows
+    zeroed, times one scale."""
+    if draw(st.booleans()):
+        elements = st.integers(-6, 6).map(lambda k: k / 2)
+    else:
+        elements = st.floats(-10, 10, allow_nan=False, allow_subnormal=False, width=32)
+    A = draw(arrays(np.float64, shape, elements=elements))
+    if A.ndim >= 2 and draw(st.booleans()):
+        zero = draw(arrays(np.bool_, A.shape[0]))
+        A[zero] = 0.0
+    scale = draw(st.sampled_from(SCALES[dtype]))
+    return (A * scale).astype(dtype), scale
+
+
+def shapes(min_dims=1, max_dims=3):
+    return st.one_of(
+        st.tuples(st.integers(1, 5), st.integers(1, 6)),  # rows x columns, incl. one row / one column
+        st.lists(st.integers(1, 4), min_size=min_dims, max_size=max_dims).map(tuple),
+    )
+
+
+positive = st.sampled_from([1.0, 0.5, 3.0])  # step
+factor = st.one_of(st.just(0.0), st.floats(1e-3, 3.0), st.sampled_from([0.25, 1.0]))
+log_factor = st.one_of(st.just(0.0), st.floats(-4, 4).map(lambda e: 10.0**e))
+
+
+@dataclass
+class Case:
+    call: Callable[..., Any]  # call(xp, arrays...) -> result
+    arrays: tuple  # NumPy inputs (data first), moved to the backend's namespace
+    shape: tuple
+    dtype: str
+    scale: float
+
+
+def _nonincreasing(draw, n, hi):
+    w = draw(arrays(np.float64, n, elements=st.one_of(st.floats(0, 2), st.sampled_from([0.0, 0.5, 1.0]))))
+    return -np.sort(-w) * hi
+
+
+@st.composite
+def owl_cases(draw, dtype):
+    v, scale = draw(data_arrays(dtype, draw(shapes())))
+    w = _nonincreasing(draw, v.size, scale).astype(dtype)
+    step = draw(positive)
+    return Case(lambda xp, v, w: proxlib.prox_owl(v, w, step), (v, w), v.shape, dtype, scale)
+
+
+@st.composite
+def growl_cases(draw, dtype):
+    W, scale = draw(data_arrays(dtype, draw(shapes(2, 3))))
+    m = W.size // W.shape[0]
+    w = _nonincreasing(draw, W.shape[0], scale * math.sqrt(m)).astype(dtype)
+    step = draw(positive)
+    return Case(lambda xp, W, w: proxlib.prox_growl(W, w, step), (W, w), W.shape, dtype, scale)
+
+
+@st.composite
+def group_inputs(draw, dtype):
+    """(W, groups or None, group_weights, scale): dense rows, N-D, or ragged labels."""
+    if draw(st.booleans()):  # ragged: a vector with integer labels (any order)
+        n = draw(st.integers(1, 12))
+        v, scale = draw(data_arrays(dtype, (n,)))
+        labels = draw(arrays(np.int64, n, elements=st.integers(0, 3)))
+        n_labels = int(labels.max()) + 1
+        gw = draw(st.sampled_from([None, "sqrt", "array"]))
+        if gw == "array":
+            gw = draw(arrays(np.float64, n_labels, elements=st.floats(0, 2)))
+        return v, labels, gw, scale
+    W, scale = draw(data_arrays(dtype, draw(shapes())))
+    gw = draw(st.sampled_from([None, "sqrt", "array"]))
+    if gw == "array":
+        gw = draw(arrays(np.float64, W.shape[0] if W.ndim > 1 else 1, elements=st.floats(0, 2)))
+    return W, None, gw, scale
+
+
+def _group_call(fn, groups, gw, *args):
+    def call(xp, W):
+        g = None if groups is None else xp.asarray(groups)
+        c = xp.asarray(gw) if isinstance(gw, np.ndarray) else gw
+        return fn(W, *args, groups=g, group_weights=c)
+
+    return call
+
+
+@st.composite
+def group_lasso_cases(draw, dtype):
+    W, groups, gw, scale = draw(group_inputs(dtype))
+    lam = draw(factor) * scale * math.sqrt(W.size)
+    call = _group_call(proxlib.prox_group_lasso, groups, gw, lam, draw(positive))
+    return Case(call, (W,), W.shape, dtype, scale)
+
+
+@st.composite
+def exclusive_cases(draw, dtype):
+    W, groups, gw, scale = draw(group_inputs(dtype))
+    lam = draw(log_factor)  # the exclusive parameter is scale-free
+    call = _group_call(proxlib.prox_exclusive_lasso, groups, gw, lam, draw(positive))
+    return Case(call, (W,), W.shape, dtype, scale)
+
+
+@st.composite
+def group_exclusive_cases(draw, dtype):
+    W, groups, gw, scale = draw(group_inputs(dtype))
+    a = draw(factor) * scale * math.sqrt(W.size)  # lam (1 - mu): scales with the data
+    b = draw(log_factor)  # lam mu: scale-free
+    lam = a + b
+    mu = b / lam if lam > 0 else draw(st.floats(0, 1))
+    call = _group_call(proxlib.prox_group_exclusive, groups, gw, lam, min(mu, 1.0), draw(positive))
+    return Case(call, (W,), W.shape, dtype, scale)
+
+
+@st.composite
+def weighted_l1_cases(draw, dtype):
+    v, scale = draw(data_arrays(dtype, draw(shapes())))
+    step = draw(positive)
+    if draw(st.booleans()):  # one scalar weight
+        w_scalar = draw(factor) * scale
+        return Case(lambda xp, v: proxlib.prox_weighted_l1(v, w_scalar, step), (v,), v.shape, dtype, scale)
+    w = (draw(arrays(np.float64, v.shape, elements=st.floats(0, 2))) * scale).astype(dtype)
+    return Case(lambda xp, v, w: proxlib.prox_weighted_l1(v, w, step), (v, w), v.shape, dtype, scale)
+
+
+@st.composite
+def weighted_l2sq_cases(draw, dtype):
+    v, scale = draw(data_arrays(dtype, draw(shapes())))
+    w = draw(arrays(np.float64, v.shape, elements=st.floats(0, 4))).astype(dtype)  # scale-free
+    step = draw(positive)
+    return Case(lambda xp, v, w: proxlib.prox_weighted_l2sq(v, w, step), (v, w), v.shape, dtype, scale)
+
+
+@st.composite
+def lp_cases(draw, dtype):
+    v, scale = draw(data_arrays(dtype, draw(shapes())))
+    p = draw(st.sampled_from([0.0, 0.5, 2.0 / 3.0, 1.0, 0.3, 0.9]))
+    lam = draw(factor) * scale ** (2.0 - p)  # the threshold then scales with the data
+    step = draw(positive)
+    return Case(lambda xp, v: proxlib.prox_lp(v, lam, p, step), (v,), v.shape, dtype, scale)
+
+
+OPERATORS = {
+    "prox_owl": owl_cases,
+    "prox_growl": growl_cases,
+    "prox_group_lasso": group_lasso_cases,
+    "prox_exclusive_lasso": exclusive_cases,
+    "prox_group_exclusive": group_exclusive_cases,
+    "prox_weighted_l1": weighted_l1_cases,
+    "prox_weighted_l2sq": weighted_l2sq_cases,
+    "prox_lp": lp_cases,
+}
+
+
+def test_every_public_operator_is_covered():
+    public = {name for name in proxlib.__all__ if name.startswith("prox_")}
+    approximations = {"prox_exclusive_lasso_thesis", "prox_group_exclusive_sequential"}  # built on the others
+    assert public - approximations == set(OPERATORS)
+
+
+# ------------------------------------------------------------------ parity
+
+
+def _namespace(backend):
+    if backend == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def _to_numpy(x):
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def assert_matches_reference(got, ref, dtype, scale):
+    """|got - ref| <= rtol |ref| + rtol * scale: relative to the entry and to the
+    data's magnitude (entries that cancel to near zero carry the data's
+    rounding), plus a few subnormal units (their spacing is absolute)."""
+    rtol = RTOL[dtype]
+    atol = rtol * scale + 8 * float(np.finfo(dtype).smallest_subnormal)
+    np.testing.assert_allclose(
+        _to_numpy(got).astype(np.float64), np.asarray(ref, dtype=np.float64), rtol=rtol, atol=atol
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", sorted(OPERATORS))
+@given(data=st.data())
+def test_operator_on_backend_matches_numpy_reference(op, backend, dtype, data):
+    case = data.draw(OPERATORS[op](dtype), label="case")
+    with proxlib.use_backend("numpy"):
+        ref = case.call(np, *case.arrays)
+    xp = _namespace(backend)
+    inputs = tuple(xp.asarray(a) for a in case.arrays)
+    before = tuple(_to_numpy(a).copy() for a in inputs)
+    with proxlib.use_backend(backend):
+        got = case.call(xp, *inputs)
+    assert type(got) is type(inputs[0]), f"{backend} returned {type(got).__name__}"
+    if backend == "cupy":
+        assert got.device == inputs[0].device
+    assert got.dtype == np.dtype(dtype)
+    assert got.shape == case.shape
+    for a, b in zip(inputs, before):
+        np.testing.assert_array_equal(_to_numpy(a), b, err_msg="an input was modified")
+    assert not any(np.shares_memory(_to_numpy(got), _to_numpy(a)) for a in inputs) or backend == "cupy"
+    assert_matches_reference(got, ref, dtype, case.scale)
+
+
+# ------------------------------------------------------------------ larger inputs (compiled backends)
+
+LARGE = {
+    # rows x columns large enough for the parallel row kernels and several chunks of rows
+    "prox_group_lasso": lambda W, scale: proxlib.prox_group_lasso(W, 0.8 * scale * math.sqrt(W.shape[1])),
+    "prox_growl": lambda W, scale: proxlib.prox_growl(
+        W, np.linspace(1.5, 0.0, W.shape[0]).astype(W.dtype) * W.dtype.type(scale * math.sqrt(W.shape[1]))
+    ),
+    "prox_exclusive_lasso": lambda W, scale: proxlib.prox_exclusive_lasso(W, 1.0 / W.shape[1]),
+    "prox_exclusive_lasso_big_b": lambda W, scale: proxlib.prox_exclusive_lasso(W, 1e6),
+    "prox_group_exclusive": lambda W, scale: proxlib.prox_group_exclusive(
+        W, 0.3 * scale * math.sqrt(W.shape[1]) + 1.0 / W.shape[1], 1.0 / (0.3 * scale * W.shape[1] ** 1.5 + 1.0)
+    ),
+    # long vectors: the parallel elementwise kernels, OWL's table and parallel map
+    "prox_owl": lambda W, scale: proxlib.prox_owl(W, np.linspace(2.0, 0.0, W.size).astype(W.dtype) * W.dtype.type(scale)),
+    "prox_owl_sparse": lambda W, scale: proxlib.prox_owl(W, np.full(W.size, 1.5 * scale, dtype=W.dtype)),
+    "prox_weighted_l1": lambda W, scale: proxlib.prox_weighted_l1(W, 0.5 * scale),
+    "prox_weighted_l2sq": lambda W, scale: proxlib.prox_weighted_l2sq(W, np.abs(W) / W.dtype.type(scale)),
+    "prox_lp": lambda W, scale: proxlib.prox_lp(W, 0.3 * scale**1.5, 0.5),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["gaussian", "ties"])
+@pytest.mark.parametrize("op", sorted(LARGE))
+def test_large_inputs_on_numba_match_numpy_reference(op, kind, dtype):
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    rng = np.random.default_rng(sum(map(ord, op + kind + dtype)))
+    shape = (96, 700) if dtype == "float64" else (40, 1900)
+    W = rng.standard_normal(shape)
+    if kind == "ties":
+        W = np.round(W * 2) / 2  # many equal magnitudes and zeros
+        W[::7] = 0.0  # zero rows
+    scale = 1e150 if (kind == "ties" and dtype == "float64") else 1.0
+    W = (W * scale).astype(dtype)
+    W0 = W.copy()
+    with proxlib.use_backend("numpy"):
+        ref = LARGE[op](W, scale)
+    with proxlib.use_backend("numba"):
+        got = LARGE[op](W, scale)
+    np.testing.assert_array_equal(W, W0)
+    assert type(got) is np.ndarray and got.dtype == W.dtype and got.shape == W.shape
+    assert_matches_reference(got, ref, dtype, scale)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_owl_gives_equal_magnitudes_equal_outputs(backend):
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(50_000)
+    v = np.where(rng.random(base.size) < 0.5, base, np.round(base * 4) / 4)  # many ties
+    v *= rng.choice([-1.0, 1.0], v.size)
+    w = np.sort(rng.random(v.size))[::-1] * 0.2
+    xp = _namespace(backend)
+    with proxlib.use_backend(backend):
+        x = _to_numpy(proxlib.prox_owl(xp.asarray(v), xp.asarray(w)))
+    a = np.abs(v)
+    order = np.argsort(a, kind="stable")
+    same = a[order][1:] == a[order][:-1]
+    assert np.array_equal(np.abs(x)[order][1:][same], np.abs(x)[order][:-1][same])
+
+
+# ------------------------------------------------------------------ dispatch
+
+
+def test_numba_is_the_automatic_choice_for_numpy_arrays(monkeypatch):
+    monkeypatch.delenv("PROXLIB_BACKEND", raising=False)
+    expected = "numba" if "numba" in proxlib.available_backends() else "numpy"
+    assert _dispatch.backend_for(np.zeros(3)).NAME == expected
+
+
+def test_numpy_reference_is_the_fallback_when_numba_is_missing(monkeypatch):
+    monkeypatch.delenv("PROXLIB_BACKEND", raising=False)
+    monkeypatch.setitem(_dispatch._loaded, "numba", None)
+    assert _dispatch.backend_for(np.zeros(3)).NAME == "numpy"
+    np.testing.assert_array_equal(proxlib.prox_weighted_l1(np.array([2.0, -0.5]), 1.0), [1.0, -0.0])
+
+
+def test_environment_variable_picks_the_backend(monkeypatch):
+    monkeypatch.setenv("PROXLIB_BACKEND", "numpy")
+    assert _dispatch.backend_for(np.zeros(3)).NAME == "numpy"
+
+
+def test_use_backend_overrides_the_environment_and_restores(monkeypatch):
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    monkeypatch.setenv("PROXLIB_BACKEND", "numba")
+    with proxlib.use_backend("numpy"):
+        assert _dispatch.backend_for(np.zeros(3)).NAME == "numpy"
+        with proxlib.use_backend(None):  # None: back to the automatic (here: environment) choice
+            assert _dispatch.backend_for(np.zeros(3)).NAME == "numba"
+    assert _dispatch.backend_for(np.zeros(3)).NAME == "numba"
+
+
+def test_unknown_backend_names_raise(monkeypatch):
+    with pytest.raises(ValueError, match="unknown proxlib backend"):
+        with proxlib.use_backend("fortran"):
+            pass
+    monkeypatch.setenv("PROXLIB_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="unknown proxlib backend"):
+        proxlib.prox_weighted_l1(np.ones(3), 1.0)
+
+
+def test_cupy_backend_on_a_numpy_array_raises(monkeypatch):
+    monkeypatch.delenv("PROXLIB_BACKEND", raising=False)
+    with proxlib.use_backend("cupy"):
+        with pytest.raises(ValueError, match="cannot run on a NumPy array"):
+            proxlib.prox_weighted_l1(np.ones(3), 1.0)
+    monkeypatch.setenv("PROXLIB_BACKEND", "cupy")
+    with pytest.raises(ValueError, match="cannot run on a NumPy array"):
+        proxlib.prox_group_lasso(np.ones((2, 2)), 1.0)
