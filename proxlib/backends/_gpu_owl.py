@@ -127,21 +127,28 @@ def compensated_prefix(u, xp):
     H = xp.zeros(n + 1, dtype=xp.float64)
     xp.cumsum(u, out=H[1:])
     prev = H[:-1]
+    D = xp.zeros(n + 1, dtype=xp.float64)
+    e = D[1:]  # scratch until the last line; two temporaries besides H and D
     t = prev + u
     bp = t - prev
-    err = (prev - (t - bp)) + (u - bp)  # prev + u == t + err exactly
-    D = xp.zeros(n + 1, dtype=xp.float64)
-    xp.cumsum((t - H[1:]) + err, out=D[1:])
+    xp.subtract(t, bp, out=e)
+    xp.subtract(prev, e, out=e)
+    xp.subtract(u, bp, out=bp)
+    xp.add(e, bp, out=e)  # e = (prev - (t - bp)) + (u - bp): prev + u == t + e exactly
+    xp.subtract(t, H[1:], out=bp)
+    xp.add(bp, e, out=t)  # the step's error given H: (t - H_k) + e
+    xp.cumsum(t, out=e)
     return H, D
 
 
 def _edge_means(P, xp):
     """Slope of every edge of the chain (= mean of u over each block).
 
-    ``P`` holds one row (x, H, D) per vertex: position and compensated prefix sum.
+    ``P`` holds one column (x, H, D) per vertex: position and compensated
+    prefix sum.
     """
-    sums = (P[1:, 1] - P[:-1, 1]) + (P[1:, 2] - P[:-1, 2])
-    return sums / (P[1:, 0] - P[:-1, 0])
+    sums = (P[1, 1:] - P[1, :-1]) + (P[2, 1:] - P[2, :-1])
+    return sums / (P[0, 1:] - P[0, :-1])
 
 
 def _merge_keep(P, eg, reflex, pairwise, xp, stats=None):
@@ -152,7 +159,7 @@ def _merge_keep(P, eg, reflex, pairwise, xp, stats=None):
     the removal ranges of neighbouring junctions may then overlap, which is
     safe because each range is removed on its own merit).
     """
-    B = P.shape[0] - 1  # number of edges
+    B = P.shape[1] - 1  # number of edges
     J = xp.nonzero(reflex)[0] + 1  # reflex vertices = run boundaries
     bounds = xp.concatenate([xp.zeros(1, dtype=J.dtype), J, xp.full(1, B, dtype=J.dtype)])
     if pairwise:
@@ -172,25 +179,25 @@ def _merge_keep(P, eg, reflex, pairwise, xp, stats=None):
     steps = 2 * int(xp.max(xp.maximum(a, b))).bit_length()  # one scalar read
     if stats is not None:
         stats["bridge_steps"] = stats.setdefault("bridge_steps", 0) + steps
-    xM = P[M, 0]
+    xM = P[0, M]
     for _ in range(steps):
         uL = loL < hiL
         uR = loR < hiR
         i = (loL + hiL) // 2
         j = (loR + hiR) // 2
-        Pl = P[Ls + xp.where(uL, i, loL)]
-        Pr = P[M + xp.where(uR, j, loR)]
+        Pl = P[:, Ls + xp.where(uL, i, loL)]
+        Pr = P[:, M + xp.where(uR, j, loR)]
         eL = eg[Ls + i]
         eR = eg[xp.minimum(M + j, B - 1)]  # the clipped index is read only when unused
-        S = (Pr[:, 1] - Pl[:, 1]) + (Pr[:, 2] - Pl[:, 2])
-        mean = S / (Pr[:, 0] - Pl[:, 0])
+        S = (Pr[1] - Pl[1]) + (Pr[2] - Pl[2])
+        mean = S / (Pr[0] - Pl[0])
         condA = eL >= mean  # s* <= eL_i  ->  p <= i
         condB = eR <= mean  # s* >= eR_j  ->  q >= j + 1
         lt = eL < eR
         neither = ~(condA | condB)
         # Tangent lines through l_i (slope eL) and r_j (slope eR) cross at or
         # left of the junction  <=>  S <= eL * (x_m - x_li) + eR * (x_rj - x_m).
-        left_cross = S <= eL * (xM - Pl[:, 0]) + eR * (Pr[:, 0] - xM)
+        left_cross = S <= eL * (xM - Pl[0]) + eR * (Pr[0] - xM)
         both = uL & uR
         set_loL = (both & ((condB & ~condA & lt) | (neither & ~left_cross))) | (uL & ~uR & ~condA)
         set_hiR = (both & ((condA & ~condB & lt) | (neither & left_cross))) | (uR & ~uL & ~condB)
@@ -208,7 +215,14 @@ def _merge_keep(P, eg, reflex, pairwise, xp, stats=None):
     return xp.cumsum(first[: B + 1] - past[: B + 1]) == 0
 
 
-def isotonic_blocks(u, *, peel_density: int = PEEL_DENSITY, merge: str = "auto", stats: dict | None = None):
+def isotonic_blocks(
+    u,
+    *,
+    peel_density: int = PEEL_DENSITY,
+    merge: str = "auto",
+    stats: dict | None = None,
+    overwrite_input: bool = False,
+):
     """Blocks of the increasing isotonic regression of ``u`` (1-D).
 
     Returns ``(V, means)``: block k covers ``u[V[k]:V[k+1]]`` and its fitted
@@ -220,22 +234,32 @@ def isotonic_blocks(u, *, peel_density: int = PEEL_DENSITY, merge: str = "auto",
     the first round, a huge value always peels); ``merge`` is ``"auto"``
     (bridge every junction, but pairwise right after an all-junction round
     that did not halve the runs), ``"all"`` or ``"pairs"``.  ``stats``, if
-    given, receives round counts.
+    given, receives round counts.  ``overwrite_input`` lets a float64 ``u``
+    be scaled in place (saves one n-sized temporary).
     """
     xp = array_namespace(u)
     n = u.shape[0]
     if n == 0:
         return xp.zeros(1, dtype=xp.int64), xp.zeros(0, dtype=xp.float64)
-    u = u.astype(xp.float64, copy=False)
     s = _power_of_two_scale(u, xp)
-    us = u / s
-    H, D = compensated_prefix(us, xp)
+    if overwrite_input and u.dtype == xp.float64:
+        us = xp.divide(u, s, out=u)
+    else:
+        us = u.astype(xp.float64) / s
+    del u
     # First peel straight from u: interior point k is reflex iff u[k-1] >= u[k].
     keep = xp.ones(n + 1, dtype=bool)
     keep[1:n] = us[:-1] < us[1:]
+    H, D = compensated_prefix(us, xp)
+    del us
     V = xp.nonzero(keep)[0]
-    P = xp.stack([V.astype(xp.float64), H[V], D[V]], axis=1)
-    del H, D, keep, us, V
+    del keep
+    P = xp.empty((3, V.shape[0]), dtype=xp.float64)  # columns (x, H, D) per vertex
+    P[0] = V
+    xp.take(H, V, out=P[1])
+    del H
+    xp.take(D, V, out=P[2])
+    del D, V
     peels, merges, runs_before_all = 1, 0, None
     while True:
         eg = _edge_means(P, xp)
@@ -256,10 +280,10 @@ def isotonic_blocks(u, *, peel_density: int = PEEL_DENSITY, merge: str = "auto",
             runs_before_all = None if pairwise else runs
             keep = _merge_keep(P, eg, reflex, pairwise, xp, stats)
             merges += 1
-        P = P[keep]
+        P = P[:, keep]
     if stats is not None:
         stats.update(peels=peels, merges=merges, blocks=int(eg.shape[0]))
-    return P[:, 0].astype(xp.int64), eg * s
+    return P[0].astype(xp.int64), eg * s
 
 
 def isotonic_increasing(u, **kwargs):
@@ -285,16 +309,17 @@ def owl(v, w, **kwargs):
     n = v.shape[0]
     if n == 0:
         return v.copy()
-    a = xp.abs(v)
-    y = xp.flip(xp.sort(a))  # magnitudes, decreasing (a view: no second copy)
-    u = w.astype(xp.float64) - y.astype(xp.float64)
-    V, means = isotonic_blocks(u, **kwargs)
-    del u
+    y = xp.flip(xp.sort(xp.abs(v)))  # magnitudes, decreasing (a view: no second copy)
+    # u = w - y is handed over (no reference kept here) so that it can be
+    # scaled in place and freed early.
+    V, means = isotonic_blocks(
+        w.astype(xp.float64, copy=False) - y.astype(xp.float64, copy=False), overwrite_input=True, **kwargs
+    )
     value = xp.maximum(-means, 0.0).astype(v.dtype)  # per block, non-increasing
     # Equal magnitudes are always pooled (u is non-increasing across a tie), so
     # blocks are separated by strict gaps in |v|: block k holds the magnitudes
     # in [low_k, low_{k-1}) with low_k its smallest one, and the block of |v_i|
     # is the number of blocks whose smallest magnitude exceeds |v_i|.
     low = xp.ascontiguousarray(xp.flip(y[V[1:] - 1]))  # increasing
-    block = (low.shape[0] - xp.searchsorted(low, a, side="right")).astype(xp.int64)
+    block = (low.shape[0] - xp.searchsorted(low, xp.abs(v), side="right")).astype(xp.int64)
     return xp.sign(v) * value[block]
