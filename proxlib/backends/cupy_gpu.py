@@ -16,12 +16,12 @@ live in modules that import without CuPy and are tested on the CPU with NumPy:
 
 Arrays never leave the device: there is no ``.get()``, ``asnumpy`` or NumPy
 call on device data anywhere on these paths.  What does cross is a few
-scalars: loop conditions (``bool(xp.any(...))``), the round counter of the
-isotonic step, and the output sizes that boolean compaction and ``nonzero``
-need; each is an 8-byte read and a stream synchronisation.  Results are
-allocated on the current device, which is the input's device when the caller
-runs under ``with x.device:`` (CuPy allocates on the current device); the
-public operators do that.
+scalars: loop conditions (``bool(xp.any(...))``), the isotonic step's count
+of reflex vertices per round and longest run per merge, and the output sizes
+that boolean compaction and ``nonzero`` need; each is an 8-byte read and a
+stream synchronisation.  Every kernel runs with the input's device current
+(``_with_device``), so its scratch and result are allocated there, and array
+arguments that live on another device are copied over device to device.
 
 ``FUSED = False`` runs the namespace-generic reference kernels everywhere
 (the GPU tests compare both paths).
