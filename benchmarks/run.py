@@ -474,7 +474,8 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
     L.append("| contender | version | call (parameter mapping onto proxlib's problem) |")
     L.append("|---|---|---|")
     for c in contenders:
-        L.append(f"| {c.name} | {c.version() or proxlib.__version__} | `{c.mapping}` |")
+        mapping = c.mapping.replace("|", "\\|")
+        L.append(f"| {c.name} | {c.version() or proxlib.__version__} | `{mapping}` |")
     L.append("")
     L.append("CVXPY runs only at the small sizes (OWL n = 100, rows 64 x 64) and in float64: its OWL "
              "needs a `sum_largest` atom per weight, over a minute at n = 1000.  Its accuracy is "
@@ -491,7 +492,8 @@ def write_plot(path: Path, results: list[Result]) -> None:
     import matplotlib.pyplot as plt
 
     names_all = list(dict.fromkeys(r.contender for r in results if r.kind != "floor"))
-    color = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names_all)}
+    palette = [plt.cm.tab10(i) for i in range(10)] + ["black", "gold", "lime", "navy"]
+    color = {n: palette[i % len(palette)] for i, n in enumerate(names_all)}
     fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
     axes = axes.ravel()
     axes[-1].axis("off")
