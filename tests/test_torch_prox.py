@@ -134,6 +134,21 @@ def test_each_param_group_uses_its_own_lr():
     assert torch.allclose(a, torch.tensor(3.9, dtype=torch.float64)) and torch.allclose(b, torch.tensor(3.99, dtype=torch.float64))
 
 
+def test_attaching_twice_applies_the_prox_once_and_detach_removes_it():
+    p = torch.nn.Parameter(torch.full((2, 2), 5.0, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=0.5)
+    prox = pt.ProximalStep(opt)
+    prox.add(p, proxlib.WeightedL1(1.0))
+    prox.attach()
+    prox.attach()
+    p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.all(p == 4.5) and prox.n_steps == 1
+    prox.detach()
+    opt.step()
+    assert torch.all(p == 4.5)
+
+
 def test_zero_lr_or_strength_is_the_identity():
     p = torch.nn.Parameter(torch.randn(3, 3))
     opt = torch.optim.SGD([p], lr=0.0)

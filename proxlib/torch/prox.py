@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 
 import proxlib
+from proxlib._dispatch import array_namespace
 
 from . import _bridge as B
 
@@ -66,8 +67,12 @@ class _Lazy:
         return self._label
 
 
-def _weights(spec, n: int):
-    return spec(n) if callable(spec) else spec
+def _weights(spec, n: int, like):
+    """The weights for n rows, built once and kept on ``like``'s device (so a
+    CUDA tensor's prox does not copy them to the device at every step); their
+    dtype is left to the core, which forms step * weights in float64."""
+    w = spec(n) if callable(spec) else spec
+    return array_namespace(like).asarray(w)
 
 
 def _n_rows(V) -> int:
@@ -87,7 +92,7 @@ def growl(weights) -> _Lazy:
     >>> import proxlib, proxlib.torch as pt
     >>> pen = pt.growl(lambda G: proxlib.owl_weights_oscar(G, 1e-3, 1e-5))
     """
-    return _Lazy(lambda V: proxlib.GrOWL(_weights(weights, _n_rows(V))), f"growl({weights!r})")
+    return _Lazy(lambda V: proxlib.GrOWL(_weights(weights, _n_rows(V), V)), f"growl({weights!r})")
 
 
 def owl(weights) -> _Lazy:
@@ -96,7 +101,7 @@ def owl(weights) -> _Lazy:
 
     .. math:: \Omega(x) = \sum_{i=1}^{n} \lambda_i |x|_{[i]}
     """
-    return _Lazy(lambda V: proxlib.OWL(_weights(weights, int(V.size))), f"owl({weights!r})")
+    return _Lazy(lambda V: proxlib.OWL(_weights(weights, int(V.size), V)), f"owl({weights!r})")
 
 
 @dataclass(frozen=True)
@@ -274,13 +279,15 @@ class ProximalStep:
         opt = optimizer if optimizer is not None else self.optimizer
         if opt is None:
             raise ValueError("attach() needs an optimizer")
-        self.optimizer = opt
         for term in self.terms:
             self._lr_of(term.leaf, opt)  # every term's tensor must be optimised
+        self.detach()  # attaching twice would apply the prox twice per step
+        self.optimizer = opt
         self._handle = opt.register_step_post_hook(self._hook)
         return self._handle
 
     def detach(self) -> None:
+        """Remove the hook installed by :meth:`attach` (if any)."""
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
