@@ -47,9 +47,12 @@ Algorithms (m = row length, G = rows, n = vector length):
   magnitude, value); each entry then finds its block by its magnitude (equal
   magnitudes therefore get equal outputs), through a bucket table over the
   magnitudes' bit patterns (monotone for non-negative floats) and a binary
-  search inside the bucket.  Scratch: the sorted magnitudes (n, v's dtype),
+  search inside the bucket (float64 with at most n/2 blocks: blocks stored as
+  (magnitude, value) pairs, one cache line per lookup, and the table in the
+  sorted magnitudes' memory).  Scratch: the sorted magnitudes (n, v's dtype),
   the block sums (n, float64), the block starts stored in the output array
-  before it is written, and a bucket table of at most n/8 int32.
+  before it is written, and, when the pairs do not fit, a bucket table of at
+  most n/4 int32.
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses the
   reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
@@ -769,26 +772,37 @@ def _owl_blocks(s, w, sums, starts):
     s[c] = the block's smallest magnitude, sums[c] = its value.  Returns nb.
     """
     n = s.shape[0]
-    top = -1
-    for i in range(n):
-        sm = np.float64(s[i]) - np.float64(w[n - 1 - i])
-        st = i
-        cnt = 1.0
-        while top >= 0:
-            pst = starts[top]
-            pcnt = np.float64(st - pst)
-            psum = sums[top]
-            if psum * cnt >= sm * pcnt:  # mean(previous) >= mean(current): pool
-                sm += psum
-                cnt += pcnt
-                st = pst
-                top -= 1
+    sp = 0  # blocks below the top one, on the stack sums[:sp], starts[:sp]
+    tsum = np.float64(s[0]) - np.float64(w[n - 1])  # the top block, kept in registers
+    tst = 0
+    tcnt = 1.0
+    has_top = True
+    for i in range(1, n):
+        csum = np.float64(s[i]) - np.float64(w[n - 1 - i])
+        cst = i
+        ccnt = 1.0
+        while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
+            csum += tsum
+            ccnt += tcnt
+            cst = tst
+            if sp > 0:
+                sp -= 1
+                tsum = sums[sp]
+                tst = starts[sp]
+                tcnt = np.float64(cst - tst)
             else:
-                break
-        top += 1
-        sums[top] = sm
-        starts[top] = st
-    B = top + 1
+                has_top = False
+        if has_top:
+            sums[sp] = tsum
+            starts[sp] = tst
+            sp += 1
+        tsum = csum
+        tst = cst
+        tcnt = ccnt
+        has_top = True
+    sums[sp] = tsum
+    starts[sp] = tst
+    B = sp + 1
     # first block with a positive value (values are non-decreasing)
     k0 = 0
     while k0 < B:
@@ -807,8 +821,20 @@ def _owl_blocks(s, w, sums, starts):
 
 
 @_jit
-def _owl_table(lbbits, nb, hi_key, K, P):
-    """Bucket table over magnitude bit patterns: P[t] = the last block whose
+def _owl_pairs(s, sums, nb):
+    """Interleave the blocks in place: sums[2c] = lowest magnitude of block c,
+    sums[2c+1] = its value (needs 2 nb <= len(sums)), so that one cache line
+    holds both."""
+    for c in range(nb - 1, -1, -1):  # descending: sums[c] is read before 2c, 2c+1 are written
+        val = sums[c]
+        sums[2 * c] = np.float64(s[c])
+        sums[2 * c + 1] = val
+
+
+@_jit
+def _owl_table(lbbits, stride, nb, hi_key, K, P):
+    """Bucket table over magnitude bit patterns (monotone for magnitudes): with
+    block k's lowest magnitude at lbbits[stride*k], P[t] = the last block whose
     lowest magnitude is <= the start of bucket t.  Returns (shift, buckets)."""
     lo = np.int64(lbbits[0])
     span = np.int64(hi_key) - lo
@@ -819,51 +845,45 @@ def _owl_table(lbbits, nb, hi_key, K, P):
     k = 0
     for t in range(nbk + 1):
         start = lo + (np.int64(t) << shift)
-        while k + 1 < nb and np.int64(lbbits[k + 1]) <= start:
+        while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= start:
             k += 1
         P[t] = k
     return shift, nbk
 
 
 @_jit
-def _owl_entry(x, key, lbbits, vals, P, shift, lo):
-    t = (key - lo) >> shift
-    klo = np.int64(P[t])
-    khi = np.int64(P[t + 1])
-    while khi > klo:  # last block in [klo, khi] with lowest magnitude <= key
-        mid = (klo + khi + 1) >> 1
-        if np.int64(lbbits[mid]) <= key:
-            klo = mid
-        else:
-            khi = mid - 1
-    val = vals[klo]
-    if x > 0:
-        return val
-    if x < 0:
-        return -val
-    return 0.0
+def _owl_entry(x, key, lbbits, stride, vals, voff, P, shift, lo):
+    """Value of the entry x (magnitude bits ``key``): the last block whose lowest
+    magnitude is <= |x| (block k: lowest magnitude bits lbbits[stride*k], value
+    vals[stride*k + voff]), searched branch-free inside the key's bucket."""
+    ok = key >= lo
+    t = ((key - lo) if ok else 0) >> shift
+    k = np.int64(P[t])
+    ln = np.int64(P[t + 1]) - k + 1
+    while ln > 1:
+        half = ln >> 1
+        k = k + half if np.int64(lbbits[stride * (k + half)]) <= key else k
+        ln -= half
+    return math.copysign(vals[stride * k + voff] if ok else 0.0, x)
 
 
 @_pjit
-def _owl_map_par(v, vbits, mask, lbbits, vals, P, shift, out):
+def _owl_map_par(v, vbits, mask, lbbits, stride, vals, voff, P, shift, out):
     lo = np.int64(lbbits[0])
-    for i in prange(v.shape[0]):
-        key = np.int64(vbits[i]) & mask
-        if key < lo:
-            out[i] = 0.0 * v[i]
-        else:
-            out[i] = _owl_entry(v[i], key, lbbits, vals, P, shift, lo)
+    n = v.shape[0]
+    nch = 64
+    for c in prange(nch):
+        for i in range(c * n // nch, (c + 1) * n // nch):
+            key = np.int64(vbits[i]) & mask
+            out[i] = _owl_entry(v[i], key, lbbits, stride, vals, voff, P, shift, lo)
 
 
 @_jit
-def _owl_map_seq(v, vbits, mask, lbbits, vals, P, shift, out):
+def _owl_map_seq(v, vbits, mask, lbbits, stride, vals, voff, P, shift, out):
     lo = np.int64(lbbits[0])
     for i in range(v.shape[0]):
         key = np.int64(vbits[i]) & mask
-        if key < lo:
-            out[i] = 0.0 * v[i]
-        else:
-            out[i] = _owl_entry(v[i], key, lbbits, vals, P, shift, lo)
+        out[i] = _owl_entry(v[i], key, lbbits, stride, vals, voff, P, shift, lo)
 
 
 @_jit
@@ -895,12 +915,19 @@ def owl(v, w):
     if nb == 0:
         _zero_signed(v, out)
         return out
-    lbbits = s.view(ibits)
-    K = max(1, nb // 8)
-    P = np.empty(K + 2, dtype=np.int32 if nb < 2**31 else np.int64)
-    shift, _ = _owl_table(lbbits, nb, hi_key, K, P)
+    if v.dtype == np.float64 and 2 * nb <= n:
+        # blocks as (lowest magnitude, value) pairs in ``sums``; s is free for the table
+        _owl_pairs(s, sums, nb)
+        lbbits, stride, vals, voff = sums.view(np.int64), 2, sums, 1
+        K = nb  # about one block per bucket
+        P = s.view(np.int32)[: K + 2]
+    else:
+        lbbits, stride, vals, voff = s.view(ibits), 1, sums, 0
+        K = max(1, nb // 2)
+        P = np.empty(K + 2, dtype=np.int32 if nb < 2**31 else np.int64)
+    shift, _ = _owl_table(lbbits, stride, nb, hi_key, K, P)
     mapper = _owl_map_par if n >= _PAR_MIN else _owl_map_seq
-    mapper(v, v.view(ibits), mask, lbbits, sums, P, shift, out)
+    mapper(v, v.view(ibits), mask, lbbits, stride, vals, voff, P, shift, out)
     return out
 
 
