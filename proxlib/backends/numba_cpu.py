@@ -45,14 +45,16 @@ Algorithms (m = row length, G = rows, n = vector length):
 * ``owl``: |v| sorted by NumPy's (SIMD) sort -- no argsort; the
   pool-adjacent-violators pass over the sorted magnitudes yields blocks (lowest
   magnitude, value); each entry then finds its block by its magnitude (equal
-  magnitudes therefore get equal outputs), through a bucket table over the
-  magnitudes' bit patterns (monotone for non-negative floats) and a binary
-  search inside the bucket (float64 with at most n/2 blocks: blocks stored as
-  (magnitude, value) pairs, one cache line per lookup, and the table in the
-  sorted magnitudes' memory).  Scratch: the sorted magnitudes (n, v's dtype),
-  the block sums (n, float64), the block starts stored in the output array
-  before it is written, and, when the pairs do not fit, a bucket table of at
-  most n/4 int32.
+  magnitudes therefore get equal outputs), through a two-level table over the
+  magnitudes' bit patterns (monotone for non-negative floats): by binade, then
+  2^b equal buckets per binade with about one block start each, and a short
+  branch-free step (mispredicted branches would flush the other lookups in
+  flight; the lookups are memory-latency bound).  Blocks are stored as
+  (magnitude, value) pairs (one cache line per lookup) when they fit in the
+  block-sum array.  Scratch: the sorted magnitudes (n, v's dtype), the block
+  sums (n, float64), the block starts in the output array before it is
+  written, the bucket table (<= 2 x blocks int32) in the sorted magnitudes'
+  memory when the pairs free it, else allocated, and 16 bytes per binade.
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses the
   reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
@@ -832,58 +834,84 @@ def _owl_pairs(s, sums, nb):
 
 
 @_jit
-def _owl_table(lbbits, stride, nb, hi_key, K, P):
-    """Bucket table over magnitude bit patterns (monotone for magnitudes): with
-    block k's lowest magnitude at lbbits[stride*k], P[t] = the last block whose
-    lowest magnitude is <= the start of bucket t.  Returns (shift, buckets)."""
-    lo = np.int64(lbbits[0])
-    span = np.int64(hi_key) - lo
-    shift = 0
-    while (span >> shift) >= K:
-        shift += 1
-    nbk = (span >> shift) + 1
-    k = 0
-    for t in range(nbk + 1):
-        start = lo + (np.int64(t) << shift)
-        while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= start:
-            k += 1
-        P[t] = k
-    return shift, nbk
+def _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits):
+    """Plan a two-level table over magnitude bit patterns (monotone for
+    magnitudes): level 1 by binade (exponent field, ``mb`` mantissa bits
+    below it), level 2 splits binade e into 2^nbits[e] equal buckets, enough
+    for about one block start per bucket wherever the blocks are.  Fills
+    base[e] (first bucket of binade e) and nbits[e]; returns the bucket count."""
+    e_lo = lo_key >> mb
+    e_hi = hi_key >> mb
+    for e in range(e_lo, e_hi + 1):
+        base[e] = 0
+    for k in range(nb):
+        base[np.int64(lbbits[stride * k]) >> mb] += 1
+    total = 0
+    for e in range(e_lo, e_hi + 1):
+        c = base[e]
+        nbit = 0
+        while (np.int64(1) << nbit) < c and nbit < mb:
+            nbit += 1
+        nbits[e] = nbit
+        base[e] = total
+        total += np.int64(1) << nbit
+    return total
 
 
 @_jit
-def _owl_entry(x, key, lbbits, stride, vals, voff, P, shift, lo):
+def _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P):
+    """P[t] = the last block whose lowest magnitude is <= the start of bucket t."""
+    k = 0
+    for e in range(lo_key >> mb, (hi_key >> mb) + 1):
+        nbit = nbits[e]
+        sh = mb - nbit
+        for u in range(np.int64(1) << nbit):
+            start = (e << mb) | (np.int64(u) << sh)
+            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= start:
+                k += 1
+            P[base[e] + u] = k
+
+
+@_jit
+def _owl_entry(x, key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff):
     """Value of the entry x (magnitude bits ``key``): the last block whose lowest
-    magnitude is <= |x| (block k: lowest magnitude bits lbbits[stride*k], value
-    vals[stride*k + voff]), searched branch-free inside the key's bucket."""
+    magnitude (bits lbbits[stride*k]) is <= |x|, value vals[stride*k + voff].
+    The table gives the block at the start of the key's bucket; two branch-free
+    steps cover buckets with up to two more block starts, a loop (rarely
+    entered, so rarely mispredicted) the rest."""
     ok = key >= lo
-    t = ((key - lo) if ok else 0) >> shift
+    kk = key if ok else lo
+    e = kk >> mb
+    t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
     k = np.int64(P[t])
-    ln = np.int64(P[t + 1]) - k + 1
-    while ln > 1:
-        half = ln >> 1
-        k = k + half if np.int64(lbbits[stride * (k + half)]) <= key else k
-        ln -= half
+    k1 = k + 1 if k + 1 < nb else k
+    k = k1 if np.int64(lbbits[stride * k1]) <= key else k
+    k1 = k + 1 if k + 1 < nb else k
+    k = k1 if np.int64(lbbits[stride * k1]) <= key else k
+    while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
+        k += 1
     return math.copysign(vals[stride * k + voff] if ok else 0.0, x)
 
 
 @_pjit
-def _owl_map_par(v, vbits, mask, lbbits, stride, vals, voff, P, shift, out):
+def _owl_map_par(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
     lo = np.int64(lbbits[0])
+    mmask = (np.int64(1) << mb) - 1
     n = v.shape[0]
     nch = 64
     for c in prange(nch):
         for i in range(c * n // nch, (c + 1) * n // nch):
             key = np.int64(vbits[i]) & mask
-            out[i] = _owl_entry(v[i], key, lbbits, stride, vals, voff, P, shift, lo)
+            out[i] = _owl_entry(v[i], key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff)
 
 
 @_jit
-def _owl_map_seq(v, vbits, mask, lbbits, stride, vals, voff, P, shift, out):
+def _owl_map_seq(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
     lo = np.int64(lbbits[0])
+    mmask = (np.int64(1) << mb) - 1
     for i in range(v.shape[0]):
         key = np.int64(vbits[i]) & mask
-        out[i] = _owl_entry(v[i], key, lbbits, stride, vals, voff, P, shift, lo)
+        out[i] = _owl_entry(v[i], key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff)
 
 
 @_jit
@@ -916,18 +944,25 @@ def owl(v, w):
         _zero_signed(v, out)
         return out
     if v.dtype == np.float64 and 2 * nb <= n:
-        # blocks as (lowest magnitude, value) pairs in ``sums``; s is free for the table
+        # blocks as (lowest magnitude, value) pairs in ``sums``: one cache line per lookup
         _owl_pairs(s, sums, nb)
         lbbits, stride, vals, voff = sums.view(np.int64), 2, sums, 1
-        K = nb  # about one block per bucket
-        P = s.view(np.int32)[: K + 2]
+        spare = s.view(np.int32)  # the sorted magnitudes are no longer needed
     else:
         lbbits, stride, vals, voff = s.view(ibits), 1, sums, 0
-        K = max(1, nb // 2)
-        P = np.empty(K + 2, dtype=np.int32 if nb < 2**31 else np.int64)
-    shift, _ = _owl_table(lbbits, stride, nb, hi_key, K, P)
+        spare = None
+    mb, nbin = (52, 2048) if v.dtype == np.float64 else (23, 256)  # mantissa bits, binades
+    lo_key = int(lbbits[0])
+    base = np.empty(nbin, dtype=np.int64)
+    nbits = np.empty_like(base)
+    total = _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits)
+    if spare is not None and total <= spare.shape[0] and total < 2**31:
+        P = spare[:total]
+    else:
+        P = np.empty(total, dtype=np.int32 if nb < 2**31 else np.int64)
+    _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P)
     mapper = _owl_map_par if n >= _PAR_MIN else _owl_map_seq
-    mapper(v, v.view(ibits), mask, lbbits, stride, vals, voff, P, shift, out)
+    mapper(v, v.view(ibits), mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out)
     return out
 
 
