@@ -35,10 +35,12 @@ Algorithms (m = row length, G = rows, n = vector length):
   is the root of an increasing function phi(t) whose sign at any t is computed
   from F(t) = sum (y - t)_+ and Q(t) = sum (y - t)_+^2, sums of non-negative
   terms (so the test stays exact for huge b, as the reference's shifted sums
-  do).  Each pass over the remaining candidates tests two points, a Newton step
-  from the lower end of the bracket and the secant root of the bracket, and
-  keeps only the candidates between the outcomes; if that fails to halve them,
-  a median-of-three pivot is tested instead (quickselect).  Then one pass
+  do).  Each pass over the remaining candidates tests two points and keeps
+  only the candidates between the outcomes: first the boundary of the same
+  problem on a 128-entry sample of the row, widened by two standard
+  deviations; then a Newton step from the lower end of the bracket and the
+  secant root of the bracket; if that fails to halve them, a median-of-three
+  pivot (quickselect).  Then one pass
   computes k, F_k, sum (y - Y_k)^2 exactly, and group+exclusive solves for its
   factor c by the reference's safeguarded Newton iteration on the fixed
   support.  Expected O(m) per row; the output row is written once.
@@ -479,6 +481,45 @@ def _trial_points(st, a, b):
 
 
 @_jit
+def _sample_points(x, f1, f2, a, b, buf):
+    """First two test points from a sample of the row: the support boundary of
+    the problem on s <= 128 evenly spaced entries (each standing for m/s
+    entries), widened on both sides by about two standard deviations of the
+    sampled support size.  Only the speed depends on it: the points are tested
+    exactly like any other."""
+    m = x.shape[0]
+    s = min(m, 128)
+    for i in range(s):
+        buf[i] = (abs(np.float64(x[(i * m) // s])) * f1) * f2
+    Ys = buf[:s]
+    Ys.sort()  # ascending; Ys[s - j] is the j-th largest
+    r = m / s
+    S = 0.0
+    SS = 0.0
+    ks = 0
+    for j in range(1, s + 1):
+        y = Ys[s - j]
+        S += y
+        SS += y * y
+        F = r * (S - j * y)
+        Q = r * max(SS - 2.0 * y * S + j * y * y, 0.0)
+        if _phi(y, F, Q, a, b) > 0.0:
+            ks = j
+        else:
+            break
+    if s == m:
+        c = 0
+    else:
+        p = ks / s
+        c = 1 + np.int64(2.0 * math.sqrt(s * p * (1.0 - p)))
+    j2 = max(ks - c, 1)
+    j1 = ks + 1 + c
+    t2 = Ys[s - j2]
+    t1 = Ys[s - j1] if j1 <= s else 0.0
+    return t1, t2
+
+
+@_jit
 def _support(x, f1, f2, ymax, F0, Q0, a, b, bufA, bufB):
     """Smallest value Y_k of the support of one row's solution (scaled units).
 
@@ -492,7 +533,7 @@ def _support(x, f1, f2, ymax, F0, Q0, a, b, bufA, bufB):
     """
     m = x.shape[0]
     st = (0.0, _phi(0.0, F0, Q0, a, b), m, F0, Q0, np.inf, ymax, ymax, 0, np.inf, 0.0, 0.0)
-    t1, t2 = _trial_points(st, a, b)
+    t1, t2 = _sample_points(x, f1, f2, a, b, bufB)
     st, n = _step(x, m, f1, f2, t1, t2, a, b, st, bufA)
     src = bufA
     dst = bufB
@@ -524,39 +565,54 @@ def _support(x, f1, f2, ymax, F0, Q0, a, b, bufA, bufB):
 
 
 @_jit
-def _support_stats(x, f1, f2, Yk):
-    """Over the support {y >= Yk}: k, F_k = sum (y - Yk), D2 = sum (y - Yk)^2,
-    and L = the largest value below Yk (0 if none)."""
-    k = 0
-    F0 = F1 = 0.0
-    D0 = D1 = 0.0
-    L = 0.0
+def _support_stats(x, f1, f2, Yk, want_more):
+    """Over the support {y >= Yk}: k and F_k = sum (y - Yk); if want_more also
+    D2 = sum (y - Yk)^2 and L = the largest value below Yk (0 if none).
+    Four independent chains per quantity (this pass is compute bound)."""
     m = x.shape[0]
+    k = 0
+    F0 = F1 = F2 = F3 = 0.0
+    D0 = D1 = D2 = D3 = 0.0
+    L0 = L1 = L2 = L3 = 0.0
     j = 0
-    while j + 2 <= m:
+    while j + 4 <= m:
         y0 = (abs(np.float64(x[j])) * f1) * f2
         y1 = (abs(np.float64(x[j + 1])) * f1) * f2
-        in0 = y0 >= Yk
-        in1 = y1 >= Yk
-        k += in0 + in1
-        d0 = y0 - Yk if in0 else 0.0
-        d1 = y1 - Yk if in1 else 0.0
-        F0 += d0
-        F1 += d1
-        D0 += d0 * d0
-        D1 += d1 * d1
-        L = max(L, 0.0 if in0 else y0)
-        L = max(L, 0.0 if in1 else y1)
-        j += 2
-    if j < m:
+        y2 = (abs(np.float64(x[j + 2])) * f1) * f2
+        y3 = (abs(np.float64(x[j + 3])) * f1) * f2
+        d0 = y0 - Yk
+        d1 = y1 - Yk
+        d2 = y2 - Yk
+        d3 = y3 - Yk
+        k += (1 if d0 >= 0.0 else 0) + (1 if d1 >= 0.0 else 0) + (1 if d2 >= 0.0 else 0) + (1 if d3 >= 0.0 else 0)
+        p0 = d0 if d0 > 0.0 else 0.0
+        p1 = d1 if d1 > 0.0 else 0.0
+        p2 = d2 if d2 > 0.0 else 0.0
+        p3 = d3 if d3 > 0.0 else 0.0
+        F0 += p0
+        F1 += p1
+        F2 += p2
+        F3 += p3
+        if want_more:
+            D0 += p0 * p0
+            D1 += p1 * p1
+            D2 += p2 * p2
+            D3 += p3 * p3
+            L0 = max(L0, y0 if d0 < 0.0 else 0.0)
+            L1 = max(L1, y1 if d1 < 0.0 else 0.0)
+            L2 = max(L2, y2 if d2 < 0.0 else 0.0)
+            L3 = max(L3, y3 if d3 < 0.0 else 0.0)
+        j += 4
+    while j < m:
         y0 = (abs(np.float64(x[j])) * f1) * f2
-        in0 = y0 >= Yk
-        k += in0
-        d0 = y0 - Yk if in0 else 0.0
-        F0 += d0
-        D0 += d0 * d0
-        L = max(L, 0.0 if in0 else y0)
-    return k, F0 + F1, D0 + D1, L
+        d0 = y0 - Yk
+        k += 1 if d0 >= 0.0 else 0
+        p0 = d0 if d0 > 0.0 else 0.0
+        F0 += p0
+        D0 += p0 * p0
+        L0 = max(L0, y0 if d0 < 0.0 else 0.0)
+        j += 1
+    return k, (F0 + F1) + (F2 + F3), (D0 + D1) + (D2 + D3), max(max(L0, L1), max(L2, L3))
 
 
 @_jit
@@ -624,7 +680,7 @@ def _exclusive_row(x, br, o, bufA, bufB):
     s, f1, f2 = _scale_factors(amax)
     F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
     Yk = _support(x, f1, f2, (amax * f1) * f2, F0, 0.0, 0.0, br, bufA, bufB)
-    k, Fk, _, _ = _support_stats(x, f1, f2, Yk)
+    k, Fk, _, _ = _support_stats(x, f1, f2, Yk, False)
     e = (Yk - br * Fk) / (1.0 + br * k)
     _support_out(x, f1, f2, Yk, e, s, o)
 
@@ -717,7 +773,7 @@ def _group_exclusive_row(x, ar, br, o, bufA, bufB):
         return
     F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
     Yk = _support(x, f1, f2, (amax * f1) * f2, F0, Q0, a_s, br, bufA, bufB)
-    k, Fk, D2, L = _support_stats(x, f1, f2, Yk)
+    k, Fk, D2, L = _support_stats(x, f1, f2, Yk, True)
     c = 1.0
     if a_s > 0.0:
         c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2, L, Fk + k * (Yk - L))
