@@ -115,6 +115,7 @@ def two_stage(
     grouping: str = "channel",
     preference: float = 0.8,
     random_state: int = 0,
+    tying_options: dict | None = None,
     generator: torch.Generator | None = None,
     test: tuple | None = None,
     progress=None,
@@ -134,8 +135,9 @@ def two_stage(
         Adds the stage-1 prox terms (none: plain training).
     epochs, retrain_epochs, batch_size
         Stage lengths.
-    grouping, preference, random_state
-        Passed to :func:`~proxlib.torch.find_tying` for each layer.
+    grouping, preference, random_state, tying_options
+        Passed to :func:`~proxlib.torch.find_tying` for each layer
+        (``tying_options``: its other keywords, e.g. ``max_iter``).
     test : (X_test, y_test), optional
         For the accuracies.
 
@@ -156,7 +158,8 @@ def two_stage(
     acc1 = evaluate(model, *test) if test is not None else float("nan")
     m1 = model_metrics(model, layers, grouping=grouping)
     trained = {n: l.weight.detach().clone() for n, l in layers.items()}
-    tying = {n: find_tying(l.weight, grouping=grouping, preference=preference, random_state=random_state) for n, l in layers.items()}
+    kw = dict(grouping=grouping, preference=preference, random_state=random_state, **(tying_options or {}))
+    tying = {n: find_tying(l.weight, **kw) for n, l in layers.items()}
     for n, l in layers.items():
         tie_rows(l, tying[n], grouping=grouping)
     opt2 = make_optimizer(model.parameters())  # optimizer state reset
