@@ -216,6 +216,23 @@ def test_greedy_reweighting_keeps_q_after_the_first():
     assert int(lin.parametrizations.weight[0].n_reweights) == 2
 
 
+def test_noise_reweighting_perturbs_q_around_the_rescaled_value():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(50, 40)
+    theta0 = lin.weight.detach().clone()
+    pt.affine_scaling(lin)
+    pt.reweight(lin, rule="l2", tau=1e-2, init="noise", sigma=0.1, generator=torch.Generator().manual_seed(0))
+    omega = lin.parametrizations.weight[0].omega
+    v = lin.parametrizations.weight.original.detach() - theta0 / omega  # Eq. 11: q = theta / omega + v
+    assert float(v.std()) == pytest.approx(0.1, rel=0.05) and abs(float(v.mean())) < 0.01
+    with pytest.raises(ValueError, match="init"):
+        pt.reweight(lin, init="random")
+    with pytest.raises(ValueError, match="rule"):
+        pt.reweight(lin, rule="l0")
+    with pytest.raises(ValueError, match="AffineScaling"):
+        pt.reweight(torch.nn.Linear(2, 2))
+
+
 def test_affine_scaling_state_survives_a_checkpoint_round_trip():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 4))

@@ -57,7 +57,7 @@ class _Lazy:
         self._cache: dict[tuple, Any] = {}
 
     def resolve(self, V):
-        key = tuple(V.shape)
+        key = (type(V).__module__, tuple(V.shape))  # NumPy and CuPy get their own copy
         pen = self._cache.get(key)
         if pen is None:
             pen = self._cache[key] = self._build(V)

@@ -61,11 +61,11 @@ def fit(
             loss = loss_fn(model(X[idx]), y[idx])
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * idx.numel()
+            total = total + loss.detach() * idx.numel()  # stays on the device: no sync per step
             count += idx.numel()
             if progress is not None:
                 progress.update(1)
-        losses.append(total / max(count, 1))
+        losses.append(float(total) / max(count, 1))
     return losses
 
 
