@@ -30,7 +30,6 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

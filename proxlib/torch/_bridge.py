@@ -4,8 +4,11 @@
 * CUDA tensors: ``cupy.from_dlpack(t.detach())`` shares the device buffer; the
   CuPy work is queued on torch's current stream of the tensor's device (an
   ``ExternalStream``), so no synchronisation and no host round trip happen.
-* Results come back with ``torch.from_numpy`` / ``torch.from_dlpack`` (again no
-  copy) and are written into the parameter's own storage with ``copy_``.
+* proxlib's operators return a new array (the core has no ``out=``), which is
+  written into the parameter's own storage: ``np.copyto`` into the tensor's
+  NumPy view on the CPU (then the autograd version counter is bumped, as
+  ``copy_`` would), ``param.copy_(torch.from_dlpack(result))`` on CUDA (a
+  device-to-device copy).  That write is the one copy the bridge adds.
 
 Half-precision parameters (float16 / bfloat16) are the one exception: the core
 computes in float32 or float64 only, so they are upcast to float32 (a copy)
