@@ -37,8 +37,18 @@ def owl(v, w):
         return v.copy()
     a = np.abs(v.astype(np.float64, copy=False))
     order = np.argsort(-a, kind="stable")
-    z = a[order] - w.astype(np.float64, copy=False)
+    a_sorted = a[order]
+    z = a_sorted - w.astype(np.float64, copy=False)
     fit = isotonic_regression(z, increasing=False).x
+    # Equal magnitudes have equal outputs in exact arithmetic, but scipy pools
+    # equal neighbours into blocks whose means can differ in the last bit (e.g.
+    # 12 copies of one value came back as two different values).  Give every
+    # run of tied magnitudes the value of its first entry.
+    if n > 1:
+        starts = np.empty(n, dtype=bool)
+        starts[0] = True
+        np.not_equal(a_sorted[1:], a_sorted[:-1], out=starts[1:])
+        fit = fit[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]
     np.maximum(fit, 0.0, out=fit)
     out = np.empty(n, dtype=np.float64)
     out[order] = fit
