@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -93,7 +93,7 @@ def kkt_check(V, X, a, b, tol):
         t = bg * np.abs(x).sum()
         on = x != 0
         assert np.all(np.sign(x[on]) == np.sign(v[on])), "prox flipped a sign"
-        res_on = v[on] - x[on] - ag * x[on] / nx - t * np.sign(x[on])
+        res_on = v[on] - x[on] - ag * (x[on] / nx) - t * np.sign(x[on])  # a*x would underflow at 1e-308
         assert np.all(np.abs(res_on) <= tol), ("stationarity on the support", np.abs(res_on).max(), tol)
         assert np.all(np.abs(v[~on]) <= t + tol), ("off-support entry above b ||x||_1", np.abs(v[~on]), t)
 
@@ -102,7 +102,9 @@ def kkt_tol(V, a, b, m):
     """Residuals are differences of quantities of size <= |v| + a + b ||v||_1, each
     computed with O(m) roundings (norms, l1 sums, a root found to the last bit)."""
     vmax = np.abs(V).max(initial=0.0)
-    return 16 * (m + 2) * EPS64 * (vmax + np.max(a, initial=0.0) + np.max(b, initial=0.0) * m * vmax)
+    # + a few subnormal units: below 2.2e-308 the spacing of floats is absolute
+    tiny = 64 * np.finfo(np.float64).smallest_subnormal
+    return 16 * (m + 2) * EPS64 * (vmax + np.max(a, initial=0.0) + np.max(b, initial=0.0) * m * vmax) + tiny
 
 
 # --------------------------------------------------------------------- against CVXPY
@@ -154,6 +156,8 @@ def test_ragged_objective_not_above_cvxpy(op, v, lam, mu, step, gw_kind, data):
 
 
 @given(row_problems(max_rows=3, max_cols=8))
+# found by the long run (a reference bug: theta ~ 1e-277 needs relative bisection)
+@example(problem=(np.array([[1.0, 2.19297955e-277], [2.19297955e-277, 2.19297955e-277]]), 1.0, 0.5, 1.0, np.array([2.19297955e-277, 0.0])))
 def test_group_exclusive_equals_60_digit_reference(problem):
     W, lam, mu, step, gw = problem
     G, m = W.shape
@@ -231,6 +235,16 @@ def test_kkt_certificates(G, m, data):
         X = fn(W, lam, mu_, step, group_weights=gw)
         a, b = step * lam * c * (1 - mu_), step * lam * c * mu_
         kkt_check(W, X, a, b, kkt_tol(W, a, b, m))
+
+
+def test_kkt_at_the_smallest_normal():
+    # found by the long run (a test bug: a*x underflowed in the residual)
+    tiny = np.finfo(np.float64).tiny
+    W = np.array([[tiny, tiny], [tiny, -3 * tiny]])
+    for fn, mu in ((group_lasso, 0.0), (exclusive, 1.0), (group_exclusive, 0.5)):
+        X = fn(W, tiny, mu)
+        a, b = np.full(2, tiny * (1 - mu)), np.full(2, tiny * mu)
+        kkt_check(W, X, a, b, kkt_tol(W, a, b, 2))
 
 
 @given(st.integers(1, 6), st.integers(1, 8), st.data())
