@@ -7,6 +7,7 @@ needed to read a scalar.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._dispatch import array_namespace
+from .backends import NonFiniteInput
 
 __all__: list[str] = []
 
@@ -71,6 +73,16 @@ def check_all_finite(x, name: str) -> None:
     hi = float(x.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or Inf")
+
+
+@contextlib.contextmanager
+def fused_finite_check(name: str):
+    """Turn a kernel's fused :class:`NonFiniteInput` into a ValueError naming
+    the argument (kernels do not know the public names)."""
+    try:
+        yield
+    except NonFiniteInput:
+        raise ValueError(f"{name} contains NaN or Inf") from None
 
 
 def real_scalar(value: Any, name: str) -> float:

@@ -428,3 +428,41 @@ def test_cupy_backend_on_a_numpy_array_raises(monkeypatch):
     monkeypatch.setenv("PROXLIB_BACKEND", "cupy")
     with pytest.raises(ValueError, match="cannot run on a NumPy array"):
         proxlib.prox_group_lasso(np.ones((2, 2)), 1.0)
+
+
+# ------------------------------------------------------- fused finiteness check
+
+FUSED_CHECK_OPS = {
+    "group_lasso": lambda W, **kw: proxlib.prox_group_lasso(W, 0.1, **kw),
+    "growl": lambda W, **kw: proxlib.prox_growl(W, np.full(W.shape[0], 0.1), **kw),
+}
+
+
+@pytest.mark.parametrize("op", sorted(FUSED_CHECK_OPS))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (1, 5), (4, 7), (64, 600)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_row_kernels_detect_nonfinite_input_from_their_row_norms(op, backend, dtype, shape, bad):
+    """group lasso and GrOWL check finiteness inside the kernel (a row norm is
+    finite iff its entries are).  Every position must be caught, including a
+    NaN alone in a one-column row (once reported as a zero row); with
+    check_finite=False the non-finite value propagates to the output instead."""
+    xp = _namespace(backend)
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal(shape).astype(dtype)
+    positions = {(0, 0), (shape[0] - 1, shape[1] - 1), (shape[0] // 2, shape[1] // 2)}
+    fn = FUSED_CHECK_OPS[op]
+    with proxlib.use_backend(backend):
+        for pos in positions:
+            Y = W.copy()
+            Y[pos] = bad
+            Yx = xp.asarray(Y)
+            with pytest.raises(ValueError, match="W contains NaN or Inf"):
+                fn(Yx)
+            with np.errstate(all="ignore"):
+                out = _to_numpy(fn(Yx, check_finite=False))
+            assert not np.isfinite(out).all()
+        big = W.copy()
+        big[0, 0] = np.finfo(dtype).max  # finite, however large: accepted
+        assert np.isfinite(_to_numpy(fn(xp.asarray(big)))).all()

@@ -21,7 +21,22 @@ weighted_l1(v, w)    v (n,), w (n,) or (1,) >= 0                 prox of sum_i w
 weighted_l2sq(v, w)  v (n,), w (n,) or (1,) >= 0                 prox of sum_i w_i x_i^2
 lp(v, lam, p)        v (n,), Python floats lam >= 0, p in [0,1]  global prox of lam sum_i |x_i|^p
 ===================  ==========================================  =====================================
+
+Fused input check: ``group_lasso`` and ``growl`` take ``check_finite=False``;
+when true they raise :class:`NonFiniteInput` if W holds NaN or Inf, detected
+from the row norms they compute anyway (a row's norm is finite iff its entries
+are), so the public functions need no separate pass over W.
 """
+
+
+class NonFiniteInput(ValueError):
+    """A kernel called with ``check_finite=True`` found NaN or Inf in its input."""
+
+
+def check_row_norms(nrm, xp) -> None:
+    """Raise :class:`NonFiniteInput` unless every row norm is finite."""
+    if not bool(xp.all(xp.isfinite(nrm))):
+        raise NonFiniteInput("input contains NaN or Inf")
 
 KERNELS = (
     "owl",

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 
 from .._dispatch import array_namespace
 from . import _xp_kernels as _k
+from . import check_row_norms
 
 __all__ = ["GENERIC", "row_norms", "group_lasso", "growl", "weighted_l1", "weighted_l2sq"]
 
@@ -73,20 +74,24 @@ def row_norms(W, prims):
     return nrm
 
 
-def group_lasso(W, a, prims):
+def group_lasso(W, a, prims, check_finite=False):
     """x_r = (1 - a_r/||w_r||)_+ w_r."""
     xp = array_namespace(W)
     a = a.astype(xp.float64, copy=False)
     nrm = row_norms(W, prims)
+    if check_finite:
+        check_row_norms(nrm, xp)
     keep = nrm > a
     factor = xp.where(keep, 1.0 - a / xp.where(keep, nrm, 1.0), 0.0)
     return prims.scale_rows(W, factor)
 
 
-def growl(W, w, owl, prims):
+def growl(W, w, owl, prims, check_finite=False):
     """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
     xp = array_namespace(W)
     nrm = row_norms(W, prims)
+    if check_finite:
+        check_row_norms(nrm, xp)
     new = owl(nrm, w.astype(xp.float64, copy=False))
     pos = nrm > 0
     factor = xp.where(pos, new / xp.where(pos, nrm, 1.0), 0.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 from .._dispatch import array_namespace
+from . import check_row_norms
 
 _MAX_ROOT_ITER = 200
 
@@ -47,12 +48,14 @@ def row_norms(W, xp):
     return xp.sqrt(xp.sum(B * B, axis=1)) * s
 
 
-def group_lasso(W, a):
+def group_lasso(W, a, check_finite=False):
     """x_r = (1 - a_r/||w_r||)_+ w_r."""
     xp = array_namespace(W)
     W64 = _upcast(W, xp)
     a = _upcast(a, xp)
     nrm = row_norms(W64, xp)
+    if check_finite:
+        check_row_norms(nrm, xp)
     keep = nrm > a
     factor = xp.where(keep, 1.0 - a / xp.where(keep, nrm, 1.0), 0.0)
     return (W64 * factor[:, None]).astype(W.dtype, copy=False)
@@ -242,11 +245,13 @@ def group_exclusive(W, a, b):
     return X.astype(W.dtype, copy=False)
 
 
-def growl(W, w, owl):
+def growl(W, w, owl, check_finite=False):
     """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
     xp = array_namespace(W)
     W64 = _upcast(W, xp)
     nrm = row_norms(W64, xp)
+    if check_finite:
+        check_row_norms(nrm, xp)
     new = owl(nrm, _upcast(w, xp))
     pos = nrm > 0
     factor = xp.where(pos, new / xp.where(pos, nrm, 1.0), 0.0)

@@ -87,13 +87,13 @@ def _with_device(kernel):
     device (a device-to-device copy, and only if they live elsewhere)."""
 
     @functools.wraps(kernel)
-    def run(x, *args):
+    def run(x, *args, **kwargs):
         device = getattr(x, "device", None)
         # A NumPy stand-in (CPU tests) has no device context ("cpu" or none).
         ctx = device if hasattr(device, "__enter__") else contextlib.nullcontext()
         with ctx:
             args = tuple(cupy.asarray(a) if hasattr(a, "shape") else a for a in args)
-            return kernel(x, *args)
+            return kernel(x, *args, **kwargs)
 
     return run
 
@@ -104,17 +104,17 @@ def owl(v, w):
 
 
 @_with_device
-def growl(W, w):
+def growl(W, w, check_finite=False):
     if FUSED:
-        return _gpu_rows.growl(W, w, _gpu_owl.owl, _cuda_prims())
-    return _k.growl(W, w, _gpu_owl.owl)
+        return _gpu_rows.growl(W, w, _gpu_owl.owl, _cuda_prims(), check_finite)
+    return _k.growl(W, w, _gpu_owl.owl, check_finite)
 
 
 @_with_device
-def group_lasso(W, a):
+def group_lasso(W, a, check_finite=False):
     if FUSED:
-        return _gpu_rows.group_lasso(W, a, _cuda_prims())
-    return _k.group_lasso(W, a)
+        return _gpu_rows.group_lasso(W, a, _cuda_prims(), check_finite)
+    return _k.group_lasso(W, a, check_finite)
 
 
 @_with_device

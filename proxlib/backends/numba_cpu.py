@@ -70,6 +70,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import check_row_norms
+
 __all__ = [
     "owl",
     "growl",
@@ -204,6 +206,8 @@ def _row_norm(x):
     q = _sumsq(x)
     if q >= _TINY_SUMSQ and q < np.inf:
         return math.sqrt(q)
+    if q != q:  # a NaN entry (max() below would skip it and report a zero row)
+        return q
     amax = _absmax(x)
     if amax == 0.0 or not amax < np.inf:
         return amax
@@ -225,25 +229,31 @@ def _group_lasso_row(x, ar, o):
     nrm = _row_norm(x)
     fac = 1.0 - ar / nrm if nrm > ar else 0.0
     _scale_row(x, fac, o)
+    return nrm
 
 
 @_pjit
-def _group_lasso_par(W, a, out):
+def _group_lasso_par(W, a, out, nrm):
     for r in prange(W.shape[0]):
-        _group_lasso_row(W[r], np.float64(a[r]), out[r])
+        nrm[r] = _group_lasso_row(W[r], np.float64(a[r]), out[r])
 
 
 @_jit
-def _group_lasso_seq(W, a, out):
+def _group_lasso_seq(W, a, out, nrm):
     for r in range(W.shape[0]):
-        _group_lasso_row(W[r], np.float64(a[r]), out[r])
+        nrm[r] = _group_lasso_row(W[r], np.float64(a[r]), out[r])
 
 
-def group_lasso(W, a):
-    """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy."""
+def group_lasso(W, a, check_finite=False):
+    """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy.
+
+    The row norms (O(G) scratch) also give the fused input check."""
     out = np.empty_like(W)
     if W.size:
-        (_group_lasso_par if _parallel(W) else _group_lasso_seq)(W, a, out)
+        nrm = np.empty(W.shape[0], dtype=np.float64)
+        (_group_lasso_par if _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
+        if check_finite:
+            check_row_norms(nrm, np)
     return out
 
 
@@ -274,7 +284,7 @@ def _rescale_rows_seq(W, nrm, new, out):
         _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
 
 
-def growl(W, w):
+def growl(W, w, check_finite=False):
     """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
     out = np.empty_like(W)
     G, m = W.shape
@@ -283,6 +293,8 @@ def growl(W, w):
     par = _parallel(W)
     nrm = np.empty(G, dtype=np.float64)
     (_row_norms_par if par else _row_norms_seq)(W, nrm)
+    if check_finite:
+        check_row_norms(nrm, np)
     new = owl(nrm, w.astype(np.float64, copy=False))
     (_rescale_rows_par if par else _rescale_rows_seq)(W, nrm, new, out)
     return out

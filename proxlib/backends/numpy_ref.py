@@ -56,8 +56,8 @@ def owl(v, w):
     return out.astype(v.dtype, copy=False)
 
 
-def growl(W, w):
-    return _k.growl(W, w, owl)
+def growl(W, w, check_finite=False):
+    return _k.growl(W, w, owl, check_finite)
 
 
 group_lasso = _k.group_lasso
