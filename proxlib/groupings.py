@@ -32,21 +32,35 @@ GROUPINGS = ("filter", "channel", "shape", "layer")
 _ALIASES = {"output": "filter", "input": "channel", "row": "filter", "column": "channel"}
 
 
-def _check(grouping: str, shape) -> str:
+def canonical_grouping(grouping: str) -> str:
+    """The grouping's canonical name (aliases resolved); raises on unknown names."""
     if not isinstance(grouping, str):
         raise TypeError(f"grouping must be a string, got {type(grouping).__name__}")
     g = _ALIASES.get(grouping, grouping)
     if g not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS + tuple(_ALIASES)}, got {grouping!r}")
+    return g
+
+
+def _check(grouping: str, shape) -> str:
+    g = canonical_grouping(grouping)
     if len(shape) < 2:
         raise ValueError(f"a weight tensor needs at least 2 dimensions (out, in, ...), got shape {tuple(shape)}")
     return g
 
 
+def _moveaxis(x, source: int, destination: int):
+    # torch tensors (proxlib.torch) spell it movedim; NumPy and CuPy moveaxis.
+    if hasattr(x, "movedim"):
+        return x.movedim(source, destination)
+    return array_namespace(x).moveaxis(x, source, destination)
+
+
 def to_rows(W, grouping: str):
-    """The rows of ``W`` under ``grouping`` (see the module table)."""
+    """The rows of ``W`` under ``grouping`` (see the module table).
+
+    ``W`` may be a NumPy, CuPy or torch array (a view when the layout allows)."""
     g = _check(grouping, W.shape)
-    xp = array_namespace(W)
     out, cin = W.shape[0], W.shape[1]
     rest = math.prod(W.shape[2:])  # explicit lengths: reshape(0, -1) cannot infer them
     if g == "filter":
@@ -54,7 +68,7 @@ def to_rows(W, grouping: str):
     if g == "layer":
         return W.reshape(1, out * cin * rest)
     if g == "channel":
-        return xp.moveaxis(W, 1, 0).reshape(cin, out * rest)
+        return _moveaxis(W, 1, 0).reshape(cin, out * rest)
     return W.reshape(out, cin * rest).T  # shape: (in * prod(k), out)
 
 
@@ -62,7 +76,6 @@ def from_rows(R, shape, grouping: str):
     """Inverse of :func:`to_rows`: the tensor of ``shape`` whose rows are ``R``."""
     shape = tuple(int(s) for s in shape)
     g = _check(grouping, shape)
-    xp = array_namespace(R)
     out, cin = shape[0], shape[1]
     rest = math.prod(shape[2:])
     expected = {
@@ -76,5 +89,5 @@ def from_rows(R, shape, grouping: str):
     if g in ("filter", "layer"):
         return R.reshape(shape)
     if g == "channel":
-        return xp.moveaxis(R.reshape((cin, out) + shape[2:]), 0, 1)
+        return _moveaxis(R.reshape((cin, out) + shape[2:]), 0, 1)
     return R.T.reshape(shape)

@@ -35,19 +35,11 @@ from types import SimpleNamespace
 
 import cupy  # ImportError here marks the backend unavailable
 
+from . import KERNELS
 from . import _gpu_owl, _gpu_rows
 from . import _xp_kernels as _k
 
-__all__ = [
-    "owl",
-    "growl",
-    "group_lasso",
-    "exclusive_lasso",
-    "group_exclusive",
-    "weighted_l1",
-    "weighted_l2sq",
-    "lp",
-]
+__all__ = list(KERNELS)  # the same kernel names in every backend
 
 NAME = "cupy"
 

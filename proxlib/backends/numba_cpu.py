@@ -70,18 +70,10 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import KERNELS
 from . import check_row_norms
 
-__all__ = [
-    "owl",
-    "growl",
-    "group_lasso",
-    "exclusive_lasso",
-    "group_exclusive",
-    "weighted_l1",
-    "weighted_l2sq",
-    "lp",
-]
+__all__ = list(KERNELS)  # the same kernel names in every backend
 
 NAME = "numba"
 

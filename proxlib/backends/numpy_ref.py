@@ -9,18 +9,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import isotonic_regression
 
+from . import KERNELS
 from . import _xp_kernels as _k
 
-__all__ = [
-    "owl",
-    "growl",
-    "group_lasso",
-    "exclusive_lasso",
-    "group_exclusive",
-    "weighted_l1",
-    "weighted_l2sq",
-    "lp",
-]
+__all__ = list(KERNELS)  # the same kernel names in every backend
 
 NAME = "numpy"
 

@@ -22,17 +22,16 @@ used by the tying parametrization).
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from ..groupings import GROUPINGS
-
-# The aliases documented in proxlib.groupings; tests check these views against
-# proxlib.to_rows / from_rows for every grouping, so a drift is caught.
-_ALIASES = {"output": "filter", "input": "channel", "row": "filter", "column": "channel"}
+# Row views: proxlib.groupings handles torch tensors too (movedim for
+# moveaxis), so NumPy, CuPy and torch share one implementation.
+from ..groupings import canonical_grouping  # noqa: F401
+from ..groupings import from_rows  # noqa: F401
+from ..groupings import to_rows as rows  # noqa: F401
 _NATIVE = (torch.float32, torch.float64)
 
 
@@ -145,51 +144,3 @@ def write_(dest: torch.Tensor, a) -> None:
     with torch.no_grad():
         dest.copy_(as_tensor(a))
 
-
-# ------------------------------------------------------- row views for tensors
-
-
-def canonical_grouping(grouping: str) -> str:
-    if not isinstance(grouping, str):
-        raise TypeError(f"grouping must be a string, got {type(grouping).__name__}")
-    g = _ALIASES.get(grouping, grouping)
-    if g not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {GROUPINGS + tuple(_ALIASES)}, got {grouping!r}")
-    return g
-
-
-def rows(t: torch.Tensor, grouping: str) -> torch.Tensor:
-    """``proxlib.to_rows`` for a torch tensor (differentiable, a view when possible)."""
-    g = canonical_grouping(grouping)
-    if t.ndim < 2:
-        raise ValueError(f"a weight tensor needs at least 2 dimensions (out, in, ...), got shape {tuple(t.shape)}")
-    out, cin = t.shape[0], t.shape[1]
-    rest = math.prod(t.shape[2:])  # explicit lengths: reshape(0, -1) cannot infer them
-    if g == "filter":
-        return t.reshape(out, cin * rest)
-    if g == "layer":
-        return t.reshape(1, out * cin * rest)
-    if g == "channel":
-        return t.movedim(1, 0).reshape(cin, out * rest)
-    return t.reshape(out, cin * rest).T
-
-
-def from_rows(R: torch.Tensor, shape, grouping: str) -> torch.Tensor:
-    """``proxlib.from_rows`` for a torch tensor (differentiable)."""
-    g = canonical_grouping(grouping)
-    shape = tuple(int(s) for s in shape)
-    out, cin = shape[0], shape[1]
-    rest = math.prod(shape[2:])
-    expected = {
-        "filter": (out, cin * rest),
-        "layer": (1, out * cin * rest),
-        "channel": (cin, out * rest),
-        "shape": (cin * rest, out),
-    }[g]
-    if tuple(R.shape) != expected:
-        raise ValueError(f"rows of shape {tuple(R.shape)} do not fit {g!r} rows of a {shape} tensor {expected}")
-    if g in ("filter", "layer"):
-        return R.reshape(shape)
-    if g == "channel":
-        return R.reshape((cin, out) + shape[2:]).movedim(0, 1)
-    return R.T.reshape(shape)
