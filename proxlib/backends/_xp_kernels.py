@@ -329,13 +329,16 @@ def lp(v, lam, p):
         x = xp.where(keep & xp.isfinite(xc) & (xc > beta) & (xc <= av), xc, x)
 
     def newton(x):
-        # f'(x) = x - av + lam p x^(p-1), f''(x) = 1 - lam p (1-p) x^(p-2); with
-        # r = (x/beta)^(p-2) (no overflow for x > beta): f' = x - av + x r/(1-p).
-        # beta underflows to 0 for tiny lam p (1 - p): then r = 0 and x = av,
-        # correct to rounding; no divide-by-zero warning for that valid input.
+        # f'(x) = x - av + q, f''(x) = 1 - (1 - p) q / x with q = lam p x^(p-1),
+        # formed as lam p (x^p / x): the exponent p is the caller's exact float, so
+        # q is accurate to a few eps at any scale.  (Powers with the rounded
+        # exponents 1/(2-p) or p-2 of numbers far from 1 lose eps |ln y| relative:
+        # 1e-11 at 1e300 scales with p near 1.)  x^p <= max(x, 1): no overflow;
+        # q <= |v| - x + f'(x) on the iterates.  Entries that end at 0 may give
+        # NaN here; they are masked out by ``keep``.
         with _errstate(xp):
-            r = (x / beta) ** (p - 2.0)
-            return x - (x - av + x * r / (1.0 - p)) / (1.0 - r)
+            q = (lam * p) * (x**p / x)
+            return x - (x - av + q) / (1.0 - (1.0 - p) * (q / x))
 
     # One free step lands at or right of the root (f' is convex and increasing
     # on x > beta); from there Newton decreases monotonically to the root.
