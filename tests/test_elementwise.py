@@ -174,16 +174,30 @@ def lp_reference(v, lam, p):
     return R.exact_lp(v, lam, p)
 
 
-def lp_pow_rtol(L, p):
-    """Relative accuracy of proxlib's lp kernel for threshold L = step lam.
+def lp_rtol(x_ref, v, p):
+    """Per-entry relative accuracy of an lp prox value x (x_ref the exact one).
 
-    The kernel raises y = L p (1 - p) to the power 1/(2 - p) and x/beta to p - 2;
-    those exponents are rounded, and y^(e(1 + d)) = y^e exp(e d ln y): the
-    relative error grows like eps |ln y| (3e-15 at y ~ 1, 1e-13 at y ~ 1e-225).
-    A few eps for the rest of the Newton step.
+    First-order perturbation of the stationarity condition x + q = |v|,
+    q = L p x^(p-1): a relative error d in L (the rounding of a product such as
+    step * lam, or a few eps in evaluating q) moves x by
+    d * A * x with A = (|v| - x) / (x (1 - r)), r = (1 - p)(|v| - x)/x (< 1 on the
+    branch the prox takes; 1 - r >= 1 - p/2).  A grows like 1/(1 - p) near the
+    threshold for p near 1.  Allow 8 eps (2 + A).
     """
-    y = L * p * (1 - p) if 0 < p < 1 and L > 0 else 1.0
-    return 2 * EPS64 * (8 + abs(math.log(max(y, 5e-324))))  # y may underflow to 0
+    x = np.abs(np.asarray(x_ref, dtype=np.float64))
+    av = np.abs(np.asarray(v, dtype=np.float64))
+    with np.errstate(all="ignore"):
+        gap = np.where(x > 0, (av - x) / np.where(x > 0, x, 1.0), 0.0)
+        r = (1 - p) * gap
+        A = np.where(x > 0, gap / (1 - r), 0.0)
+    return 8 * EPS64 * (2 + A)
+
+
+def assert_lp_close(x, ref, v, p):
+    np.testing.assert_array_equal(x == 0, ref == 0)
+    err = np.abs(np.asarray(x, dtype=np.float64) - ref)
+    bound = lp_rtol(ref, v, p) * np.abs(ref)
+    assert np.all(err <= bound), (err / np.where(ref != 0, np.abs(ref), 1.0), lp_rtol(ref, v, p))
 
 
 @given(lp_problems())
@@ -198,8 +212,9 @@ def test_lp_equals_60_digit_global_minimiser(problem):
     ref = lp_reference(v, L, p)
     # step*lam is formed in float64 (as proxlib does) and passed to the 60-digit
     # solver; proxlib's Newton iteration stops at the last bit: a few eps of |v|
-    np.testing.assert_allclose(x, ref, rtol=0, atol=8 * EPS64 * np.abs(v).max())
-    np.testing.assert_array_equal(x == 0, ref == 0)
+    # step * lam is formed in float64 here as in proxlib and passed to the 60-digit
+    # solver, so only proxlib's own arithmetic differs
+    assert_lp_close(x, ref, v, p)
 
 
 @given(lp_problems(max_size=6))
@@ -234,7 +249,7 @@ def test_lp_stationarity_on_support(problem):
     # stops when the iterate stops moving (last bit), where h' = 1 - (beta/x)^(2-p) >= 1 - p/2
     np.testing.assert_allclose(resid, 0, atol=16 * EPS64 * np.abs(v).max())
     beta = (L * p * (1 - p)) ** (1 / (2 - p))
-    assert np.all(ax >= beta * (1 - 1e-12))
+    assert np.all(ax >= beta * (1 - 64 * EPS64 * (1 + abs(math.log(max(L, 1e-300))))))  # beta: a pow with a rounded exponent
 
 
 @given(lp_problems(max_size=20))
@@ -299,10 +314,14 @@ def test_lp_scaling(k, problem):
     assume(L > 0)
     R.not_near(v, proxlib.lp_threshold(L, p), rel=1e-9)
     x = proxlib.prox_lp(v, L, p)
-    Ls = L * s ** (2 - p)
-    xs = proxlib.prox_lp(s * v, Ls, p)
-    rtol = lp_pow_rtol(L, p) + lp_pow_rtol(Ls, p)
-    np.testing.assert_allclose(xs, s * x, rtol=rtol, atol=0)
+    xs = proxlib.prox_lp(s * v, L * s ** (2 - p), p)
+    # Both calls carry their own error (lp_rtol each), and the scaled problem is
+    # not exactly the scaled one: s ** (2 - p) is a power with a rounded exponent,
+    # relative error up to eps |ln s|, which moves x by A times that.
+    np.testing.assert_array_equal(xs == 0, x == 0)
+    A = (lp_rtol(x, v, p) / (8 * EPS64)) - 2
+    bound = (2 * lp_rtol(x, v, p) + A * EPS64 * (1 + abs(k) * math.log(2))) * np.abs(s * x)
+    assert np.all(np.abs(xs - s * x) <= bound)
 
 
 @pytest.mark.parametrize("s", [1e-150, 1e150])
@@ -315,8 +334,7 @@ def test_lp_extreme_scales_against_reference(s, problem):
         R.not_near(vs, proxlib.lp_threshold(L, p), rel=1e-9)
     x = proxlib.prox_lp(vs, L, p)
     ref = R.exact_lp(vs, L, p)
-    np.testing.assert_allclose(x, ref, rtol=lp_pow_rtol(L, p), atol=0)
-    np.testing.assert_array_equal(x == 0, ref == 0)
+    assert_lp_close(x, ref, vs, p)
 
 
 @given(lp_problems(max_size=16))
@@ -433,5 +451,5 @@ def test_reweighted_l1_and_l2_steps_are_majorize_minimize(v, lam, tau):
             rw = rule(t, tau)
             t = prox(v, lam * rw.weights)
             f = F(t)
-            assert f <= f_prev + 1e-12 * (1 + abs(f_prev)), (f, f_prev)  # rounding of the sums
+            assert f <= f_prev + 16 * v.size * EPS64 * (1 + abs(f_prev)), (f, f_prev)  # rounding of the sums
             f_prev = f
