@@ -50,9 +50,7 @@ def test_weighted_l1_against_cvxpy(problem):
     wb = np.broadcast_to(w, v.shape)
     f = R.objective(x, v, step, R.weighted_l1_value(x, wb))
     f_cvx = R.objective(x_cvx, v, step, R.weighted_l1_value(x_cvx, wb))
-    # CVXPY's point is feasible: only the evaluation rounding is allowed for
-    assert f <= f_cvx + R.objective_slack(v, step, R.weighted_l1_value(v, wb), v.size)
-    np.testing.assert_allclose(x, x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(v).max()))
+    R.assert_agrees_with_cvxpy(x, x_cvx, f, f_cvx, R.objective_slack(v, step, R.weighted_l1_value(v, wb), v.size))
 
 
 @given(weighted_problems(max_size=40))
@@ -93,8 +91,7 @@ def test_weighted_l2sq_against_cvxpy_and_certificate(problem):
     x_cvx = R.cvx_weighted_l2sq(v, w, step).reshape(v.shape)
     f = R.objective(x, v, step, R.weighted_l2sq_value(x, wb))
     f_cvx = R.objective(x_cvx, v, step, R.weighted_l2sq_value(x_cvx, wb))
-    assert f <= f_cvx + R.objective_slack(v, step, R.weighted_l2sq_value(v, wb), v.size)
-    np.testing.assert_allclose(x, x_cvx, rtol=0, atol=R.CVX_X_RTOL * (1 + np.abs(v).max()))
+    R.assert_agrees_with_cvxpy(x, x_cvx, f, f_cvx, R.objective_slack(v, step, R.weighted_l2sq_value(v, wb), v.size))
 
 
 def test_weighted_l2sq_hand_case():
