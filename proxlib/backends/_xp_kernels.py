@@ -321,7 +321,10 @@ def lp(v, lam, p):
         return (xp.sign(v64) * xp.maximum(av - lam, 0.0)).astype(v.dtype, copy=False)
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
     beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
-    keep = av > tau
+    # Candidates for a non-zero result.  tau is a power with a rounded exponent
+    # (off by up to ~eps |ln(lam)|), so it only pre-selects, with a margin; the
+    # decision between x* and 0 compares their objectives at the end.
+    keep = av > tau * (1.0 - 1e-9)
     # Entries that end at 0 iterate harmlessly from 2*beta (no 0**negative).
     x = xp.where(keep, av, 2.0 * beta)
     if p in (0.5, 2.0 / 3.0):
@@ -349,5 +352,11 @@ def lp(v, lam, p):
         if not bool(xp.any(moved)):
             break
         x = xp.where(moved, nxt, x)
+    # x* wins iff f(x*) < f(0), i.e. (f(x*) - f(0))/x* = x*/2 - |v| + lam x*^p/x* < 0
+    # (divided by x* so nothing overflows at 1e300 scales; the exponent is the
+    # caller's p, not a rounded 1/(2-p)).  At an exact tie 0 is returned, as
+    # documented: |v| = 6, lam = 8, p = 1/2 gives 2 - 6 + 8 * 2/4 = 0 exactly.
+    with _errstate(xp):
+        keep = keep & (0.5 * x - av + lam * (x**p / x) < 0.0)
     out = xp.where(keep, xp.sign(v64) * x, 0.0)
     return out.astype(v.dtype, copy=False)
