@@ -274,6 +274,20 @@ def test_lp_hand_cases_and_tie_rule():
     np.testing.assert_array_equal(proxlib.prox_lp(np.array([2.0, -2.5, 1.5]), 2.0, 0.0), [0.0, -2.5, 0.0])
     # p = 1 tie: |v| = L gives 0 (soft threshold)
     np.testing.assert_array_equal(proxlib.prox_lp(np.array([1.0, -3.0]), 1.0, 1.0), [0.0, -2.0])
+    # An exact tie for 0 < p < 1, where tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)):
+    # p = 1/2, lam = 8: tau = 1.5 * 8^(2/3) = 6, x* = 2(1-p)/(2-p) * 6 = 4 and
+    # f(4) = 2 + 8*2 = 18 = f(0) = 36/2.  The rule returns 0 at the tie (an earlier
+    # kernel compared with a rounded tau = 5.999999999999999 and returned 4), and
+    # x* one float above it.
+    np.testing.assert_array_equal(proxlib.prox_lp(np.array([6.0, -6.0]), 8.0, 0.5), [0.0, 0.0])
+    above = proxlib.prox_lp(np.array([np.nextafter(6.0, 7.0)]), 8.0, 0.5)[0]
+    assert abs(above - 4.0) <= 1e-7  # x* moves like sqrt(|v| - tau) off the tie
+    # p = 2/3, lam = 24, |v| = 16 would tie for the real 2/3, but the float p is
+    # slightly below 2/3 and then x* = 8 wins by 1e-15 in the objective: the
+    # 60-digit answer for the float inputs is non-zero, and so is proxlib's.
+    ref = R.exact_lp_scalar(16.0, 24.0, 2.0 / 3.0)
+    assert ref != 0
+    assert proxlib.prox_lp(np.array([16.0]), 24.0, 2.0 / 3.0)[0] == pytest.approx(ref, rel=16 * EPS64)
     # lam = 0: the identity, a new array
     v = np.array([1.0, -2.0])
     x = proxlib.prox_lp(v, 0.0, 0.5)
