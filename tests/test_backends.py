@@ -466,3 +466,17 @@ def test_row_kernels_detect_nonfinite_input_from_their_row_norms(op, backend, dt
         big = W.copy()
         big[0, 0] = np.finfo(dtype).max  # finite, however large: accepted
         assert np.isfinite(_to_numpy(fn(xp.asarray(big)))).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lp_exact_tie_rule_on_every_backend(backend):
+    """p = 1/2, lam = 8: tau = 1.5 * 8^(2/3) = 6 and x* = 4 with f(4) = 2 + 8*2 =
+    18 = f(0): an exact tie, where the documented rule returns 0 (a kernel that
+    compared |v| with the rounded tau = 5.999999999999999 returned 4).  One float
+    above the tie, x* wins."""
+    xp = _namespace(backend)
+    with proxlib.use_backend(backend):
+        tie = _to_numpy(proxlib.prox_lp(xp.asarray([6.0, -6.0]), 8.0, 0.5))
+        above = _to_numpy(proxlib.prox_lp(xp.asarray([np.nextafter(6.0, 7.0)]), 8.0, 0.5))
+    np.testing.assert_array_equal(tie, [0.0, 0.0])
+    assert abs(above[0] - 4.0) <= 1e-7  # x* moves like sqrt(|v| - tau) off the tie

@@ -1128,25 +1128,33 @@ def _lp_closed(av, lam, p_code):
 
 @_jit
 def _lp_one(x, lam, p, tau, beta, p_code):
+    # The reference's algorithm (proxlib/backends/_xp_kernels.lp), per entry.
     av = abs(np.float64(x))
-    if not av > tau:
+    # tau (a power with a rounded exponent) only pre-selects, with a margin; the
+    # choice between x* and 0 compares their objectives below.
+    if not av > tau * (1.0 - 1e-9):
         return 0.0
     y = av
     if p_code != 0:
         xc = _lp_closed(av, lam, p_code)
         if math.isfinite(xc) and xc > beta and xc <= av:
             y = xc
-    # Newton on f'(y) = y - av + lam p y^(p-1) with r = (y/beta)^(p-2)
-    r = (y / beta) ** (p - 2.0)
-    y1 = y - (y - av + y * r / (1.0 - p)) / (1.0 - r)
+    # Newton on f'(y) = y - av + q, f''(y) = 1 - (1 - p) q / y, q = lam p y^p / y
+    # (the caller's exact exponent p: accurate at any scale, no overflow).
+    q = (lam * p) * (y**p / y)
+    y1 = y - (y - av + q) / (1.0 - (1.0 - p) * (q / y))
     y = y1 if y1 > beta else beta
     for _ in range(_MAX_ROOT_ITER):
-        r = (y / beta) ** (p - 2.0)
-        nxt = y - (y - av + y * r / (1.0 - p)) / (1.0 - r)
+        q = (lam * p) * (y**p / y)
+        nxt = y - (y - av + q) / (1.0 - (1.0 - p) * (q / y))
         if nxt < y and nxt > beta:
             y = nxt
         else:
             break
+    # x* wins iff f(x*) < f(0): (f(x*) - f(0))/x* = x*/2 - |v| + lam x*^p / x* < 0;
+    # at an exact tie 0 is returned, as documented.
+    if not (0.5 * y - av + lam * (y**p / y) < 0.0):
+        return 0.0
     return -y if x < 0 else y
 
 
