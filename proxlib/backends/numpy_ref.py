@@ -31,16 +31,25 @@ def owl(v, w):
     order = np.argsort(-a, kind="stable")
     a_sorted = a[order]
     z = a_sorted - w.astype(np.float64, copy=False)
-    fit = isotonic_regression(z, increasing=False).x
+    res = isotonic_regression(z, increasing=False)
+    fit = res.x
+    # A block's value is the mean of its z, so it lies in [min z, max z] over the
+    # block; the rounded mean can leave that range (three copies of 0.05 average
+    # to 0.05000000000000001, so the prox with zero weights grew |v|).  Clamp.
+    starts = res.blocks[:-1]
+    lo = np.minimum.reduceat(z, starts)
+    hi = np.maximum.reduceat(z, starts)
+    sizes = np.diff(res.blocks)
+    fit = np.clip(fit, np.repeat(lo, sizes), np.repeat(hi, sizes))
     # Equal magnitudes have equal outputs in exact arithmetic, but scipy pools
     # equal neighbours into blocks whose means can differ in the last bit (e.g.
     # 12 copies of one value came back as two different values).  Give every
     # run of tied magnitudes the value of its first entry.
     if n > 1:
-        starts = np.empty(n, dtype=bool)
-        starts[0] = True
-        np.not_equal(a_sorted[1:], a_sorted[:-1], out=starts[1:])
-        fit = fit[np.maximum.accumulate(np.where(starts, np.arange(n), 0))]
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(a_sorted[1:], a_sorted[:-1], out=first[1:])
+        fit = fit[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
     np.maximum(fit, 0.0, out=fit)
     out = np.empty(n, dtype=np.float64)
     out[order] = fit
