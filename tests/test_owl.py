@@ -77,6 +77,7 @@ def test_owl_objective_not_above_cvxpy_and_minimiser_close(problem):
 
 
 @given(owl_problems(max_size=12))
+@example(problem=(np.array([1.0, 5.0, 3.66676101e-175]), np.array([3.0, 1.40129846e-45, 0.0]), 2.0))
 def test_owl_equals_exact_rational_pava(problem):
     v, w, step = problem
     x = proxlib.prox_owl(v, w, step)
@@ -85,8 +86,11 @@ def test_owl_equals_exact_rational_pava(problem):
     # at most n terms: n eps relative to the largest |v| - threshold.
     ref = R.exact_owl(v, w * step)
     scale = np.abs(v).max() + step * w.max()
+    # (No exact-zero pattern check: z = |v| - step w is rounded, so an entry the
+    # exact prox zeroes can come out as a tiny positive pooled mean, e.g.
+    # v = [1, 5, 3.7e-175], w = [3, 1.4e-45, 0], step 2 gives 1.2e-175 for all
+    # three: within the tolerance above.)
     np.testing.assert_allclose(x, ref, rtol=0, atol=4 * v.size * EPS64 * scale)
-    assert np.all((ref == 0) <= (x == 0)), "entries that are exactly zero in the exact prox must be zero"
 
 
 @given(
@@ -94,6 +98,8 @@ def test_owl_equals_exact_rational_pava(problem):
         lambda n: st.tuples(arrays(np.float64, n, elements=R.elements()), R.nonincreasing_weights(n), R.steps)
     )
 )
+# found by the long run: scipy's pooled mean of equal values came out 1 ulp above them
+@example(problem=(np.full(3, 0.05), np.zeros(3), 1.0))
 def test_owl_certificate(problem):
     v, w, step = problem
     x = proxlib.prox_owl(v, w, step)
