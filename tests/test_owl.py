@@ -20,6 +20,9 @@ pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 EPS64 = np.finfo(np.float64).eps
 EPS32 = np.finfo(np.float32).eps
+# below float32's normal range the spacing is absolute, 1.4e-45: a few of those
+# (found by the long run with data ~1e-42)
+TINY32 = 4 * float(np.finfo(np.float32).smallest_subnormal)
 
 
 @st.composite
@@ -200,6 +203,7 @@ def test_owl_hand_cases():
 
 
 @given(owl_problems(max_size=16))
+@example(problem=(np.array([2.10741609e-42]), np.array([2.10741609e-42]), 1.0))  # float32 subnormals
 def test_owl_float32(problem):
     v, w, step = problem
     v32 = v.astype(np.float32)
@@ -209,7 +213,7 @@ def test_owl_float32(problem):
     # The thresholds are rounded to float32 (w, step and their product: 3 eps32
     # relative) and the prox is 1-Lipschitz in the thresholds (projection onto
     # the monotone cone), plus the final rounding of x to float32.
-    tol = 4 * EPS32 * (step * np.linalg.norm(w) + np.abs(v32).max())
+    tol = 4 * EPS32 * (step * np.linalg.norm(w) + np.abs(v32).max()) + TINY32  # + subnormal spacing
     np.testing.assert_allclose(x32.astype(np.float64), x64, rtol=0, atol=tol)
 
 
@@ -350,6 +354,7 @@ def test_growl_hand_cases():
 
 
 @given(growl_problems(max_rows=6, max_cols=3))
+@example(problem=(np.array([[1.71707562e-43]]), np.array([1.71707562e-43]), 1.0))  # float32 subnormals
 def test_growl_float32(problem):
     W, w, step = problem
     W32 = W.astype(np.float32)
@@ -358,7 +363,7 @@ def test_growl_float32(problem):
     X64 = proxlib.prox_growl(W32.astype(np.float64), w, step)
     # as test_owl_float32, on the row norms; the rescaling of a row by the ratio
     # of norms adds a few roundings of the row's own size
-    tol = 4 * EPS32 * (step * np.linalg.norm(w) + R.row_norms(W32).max())
+    tol = 4 * EPS32 * (step * np.linalg.norm(w) + R.row_norms(W32).max()) + TINY32  # + subnormal spacing
     np.testing.assert_allclose(X32.astype(np.float64), X64, rtol=0, atol=tol)
 
 
