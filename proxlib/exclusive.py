@@ -12,12 +12,20 @@ reproducing its experiments:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import _registry as R
 from . import _validate as V
-from ._dispatch import array_namespace, backend_for
-from .group import group_layout
+from ._dispatch import array_namespace
+from .backends import _xp_kernels as _k
 from .group import prox_group_lasso
 
 __all__ = [
+    "ExclusiveLasso",
+    "GroupExclusive",
     "prox_exclusive_lasso",
     "prox_group_exclusive",
     "prox_exclusive_lasso_thesis",
@@ -26,12 +34,61 @@ __all__ = [
 ]
 
 
-def _prepare(W, lam, step, groups, group_weights, check_finite):
-    W = V.as_float_array(W, "W", check_finite=check_finite)
-    lam = V.nonnegative(lam, "lam")
-    step = V.positive(step, "step")
-    rows, c = group_layout(W, groups, group_weights)
-    return W, lam, step, rows, c
+@dataclass(frozen=True)
+class ExclusiveLasso(R.Penalty):
+    r"""Omega(W) = lam/2 sum_g c_g ||w_g||_1^2; see :func:`prox_exclusive_lasso`."""
+
+    lam: float
+    groups: Any = None
+    group_weights: Any = None
+
+    kernel: ClassVar[str] = "exclusive_lasso"
+    layout: ClassVar[str] = "rows"
+    arg: ClassVar[str] = "W"
+
+    def __post_init__(self):
+        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
+
+    def thresholds(self, layout):
+        return (self.lam * layout.c,)
+
+    def value(self, x) -> float:
+        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        l1 = _l1(layout.data)
+        return float(self.lam / 2 * array_namespace(l1).sum(layout.c * l1 * l1))
+
+
+@dataclass(frozen=True)
+class GroupExclusive(R.Penalty):
+    r"""Omega(W) = lam sum_g c_g ((1 - mu) ||w_g||_2 + mu/2 ||w_g||_1^2), 0 <= mu <= 1;
+    see :func:`prox_group_exclusive`."""
+
+    lam: float
+    mu: float
+    groups: Any = None
+    group_weights: Any = None
+
+    kernel: ClassVar[str] = "group_exclusive"
+    layout: ClassVar[str] = "rows"
+    arg: ClassVar[str] = "W"
+
+    def __post_init__(self):
+        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
+
+    def thresholds(self, layout):
+        return (self.lam * (1.0 - self.mu) * layout.c, self.lam * self.mu * layout.c)
+
+    def value(self, x) -> float:
+        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        xp = array_namespace(layout.data)
+        l1 = _l1(layout.data)
+        l2 = _k.row_norms(layout.data, xp)
+        return float(self.lam * xp.sum(layout.c * ((1 - self.mu) * l2 + self.mu / 2 * l1 * l1)))
+
+
+def _l1(rows):
+    xp = array_namespace(rows)
+    return xp.sum(xp.abs(_k.upcast(rows, xp)), axis=1)
 
 
 def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -60,10 +117,7 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, c
     (b = 0.5: j = 1 passes, 3 * 1.5 > 0.5 * 3; j = 2 fails, 1 * 2 = 0.5 * 4;
     so k = 1 and tau = 0.5 * 3 / 1.5 = 1.)
     """
-    W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
-    xp = array_namespace(W)
-    b = xp.asarray(step * lam * c, dtype=W.dtype)
-    return rows.restore(backend_for(W).exclusive_lasso(rows.rows, b))
+    return ExclusiveLasso(lam, groups, group_weights).prox(W, step, check_finite=check_finite)
 
 
 def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -99,12 +153,11 @@ def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=Non
     >>> np.round(x, 6)
     array([[ 1.633474,  0.101502, -0.      ]])
     """
-    mu = V.in_unit_interval(mu, "mu")
-    W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
-    xp = array_namespace(W)
-    a = xp.asarray(step * lam * (1.0 - mu) * c, dtype=W.dtype)
-    b = xp.asarray(step * lam * mu * c, dtype=W.dtype)
-    return rows.restore(backend_for(W).group_exclusive(rows.rows, a, b))
+    return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, check_finite=check_finite)
+
+
+R.register("exclusive_lasso", ExclusiveLasso, prox_exclusive_lasso)
+R.register("group_exclusive", GroupExclusive, prox_group_exclusive)
 
 
 def prox_exclusive_lasso_thesis(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -119,13 +172,17 @@ def prox_exclusive_lasso_thesis(W, lam, step=1.0, *, groups=None, group_weights=
     shrinks less.  The two agree only where the result is zero.  Provided to
     reproduce the thesis; use :func:`prox_exclusive_lasso` otherwise.
     """
-    W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
+    pen = ExclusiveLasso(lam, groups, group_weights)
+    out_dtype = V.result_dtype(W)
+    W = V.as_float_array(W, "W", check_finite=check_finite)
+    step = V.positive(step, "step")
+    layout = R.layout_of(pen, W)
     xp = array_namespace(W)
-    R = rows.rows
-    l1 = xp.sum(xp.abs(R), axis=1, dtype=xp.float64)
-    tau = xp.asarray(step * lam * c * l1, dtype=W.dtype)
-    X = xp.sign(R) * xp.maximum(xp.abs(R) - tau[:, None], 0)
-    return rows.restore(X.astype(W.dtype, copy=False))
+    Rw = layout.data
+    tau = (step * pen.lam) * layout.c * _l1(Rw)
+    X = xp.sign(Rw) * xp.maximum(xp.abs(_k.upcast(Rw, xp)) - tau[:, None], 0.0)
+    X = layout.restore(xp.astype(X, W.dtype))
+    return X if out_dtype is None else xp.astype(X, out_dtype)
 
 
 def prox_group_exclusive_sequential(
@@ -151,30 +208,15 @@ def prox_group_exclusive_sequential(
     mu = V.in_unit_interval(mu, "mu")
     if exclusive_step not in ("thesis", "exact"):
         raise ValueError(f"exclusive_step must be 'thesis' or 'exact', got {exclusive_step!r}")
+    out_dtype = V.result_dtype(W)
     W = V.as_float_array(W, "W", check_finite=check_finite)
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
     kw = dict(groups=groups, group_weights=group_weights, check_finite=False)
     G = prox_group_lasso(W, lam * (1.0 - mu), step, **kw)
     excl = prox_exclusive_lasso_thesis if exclusive_step == "thesis" else prox_exclusive_lasso
-    return excl(G, lam * mu, step, **kw)
-
-
-def exclusive_lasso_value(X, lam, *, groups=None, group_weights=None) -> float:
-    rows, c = group_layout(X, groups, group_weights, name="x")
-    xp = array_namespace(X)
-    l1 = xp.sum(xp.abs(rows.rows.astype(xp.float64)), axis=1)
-    return float(lam / 2 * xp.sum(c * l1 * l1))
-
-
-def group_exclusive_value(X, lam, mu, *, groups=None, group_weights=None) -> float:
-    from .backends._xp_kernels import row_norms
-
-    rows, c = group_layout(X, groups, group_weights, name="x")
-    xp = array_namespace(X)
-    l1 = xp.sum(xp.abs(rows.rows.astype(xp.float64)), axis=1)
-    l2 = row_norms(rows.rows, xp)
-    return float(lam * xp.sum(c * ((1 - mu) * l2 + mu / 2 * l1 * l1)))
+    X = excl(G, lam * mu, step, **kw)
+    return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
 
 
 def mu_schedule(n_layers: int, m: float = 0.0) -> list[float]:
@@ -188,8 +230,9 @@ def mu_schedule(n_layers: int, m: float = 0.0) -> list[float]:
     A single layer gets mu = m.  Requires 0 <= m <= 1/2 so that mu is in [0, 1]
     and non-decreasing.
     """
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
         raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    n_layers = int(n_layers)
     m = V.real_scalar(m, "m")
     if not 0.0 <= m <= 0.5:
         raise ValueError(f"m must lie in [0, 1/2], got {m}")

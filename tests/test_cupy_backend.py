@@ -7,7 +7,7 @@ here with NumPy:
   prox against the NumPy reference, on Hypothesis inputs with ties, zeros,
   constant vectors and scales from 1e-300 to 1e300, under every round policy;
   adversarial inputs bound the number of rounds by O(log n);
-* ``_gpu_rows``: the single-pass row operators with the generic primitives,
+* ``_stages``: the single-pass row operators with the generic primitives,
   including the rows whose unscaled sum of squares would under- or overflow;
 * ``cupy_gpu`` itself, imported with NumPy standing in for CuPy, so that its
   wiring runs too; a static check that no host transfer is written anywhere
@@ -36,7 +36,7 @@ from scipy.optimize import isotonic_regression
 
 import proxlib
 from proxlib import _dispatch
-from proxlib.backends import KERNELS, _gpu_owl, _gpu_rows, numpy_ref
+from proxlib.backends import KERNELS, _gpu_owl, _stages, numpy_ref
 
 BACKENDS = pathlib.Path(proxlib.__file__).parent / "backends"
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -241,16 +241,16 @@ def row_problems(draw):
 @given(problem=row_problems())
 def test_single_pass_row_operators_match_reference(problem):
     W, a, w = problem
-    prims = _gpu_rows.GENERIC
+    prims = _stages.GENERIC
     ref_norms = np.asarray(
         [math.hypot(*r) if r.size else 0.0 for r in W.astype(np.float64)]
     )  # hypot: exact up to rounding at any scale
-    nrm = _gpu_rows.row_norms(W, prims)
+    nrm = _stages.row_norms(W, prims)
     np.testing.assert_allclose(nrm, ref_norms, rtol=1e-14, atol=0)
     row_scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True, initial=0.0)
     for got, ref, scale in [
-        (_gpu_rows.group_lasso(W, a, prims), numpy_ref.group_lasso(W, a), row_scale),  # rows independent
-        (_gpu_rows.growl(W, w, _gpu_owl.owl, prims), numpy_ref.growl(W, w), _scale(W, w)),  # rows coupled
+        (_stages.group_lasso(W, a, prims), numpy_ref.group_lasso(W, a), row_scale),  # rows independent
+        (_stages.growl(W, w, _gpu_owl.owl, prims), numpy_ref.growl(W, w), _scale(W, w)),  # rows coupled
     ]:
         assert got.dtype == W.dtype and got.shape == W.shape
         tol = TOL[W.dtype.type]
@@ -284,7 +284,7 @@ def test_cupy_module_defines_every_kernel():
         assert sorted(ast.literal_eval(value)) == sorted(KERNELS)
 
 
-_GPU_PATH = ["cupy_gpu.py", "_gpu_owl.py", "_gpu_rows.py", "_xp_kernels.py"]
+_GPU_PATH = ["cupy_gpu.py", "_gpu_owl.py", "_stages.py", "_xp_kernels.py"]
 
 
 @pytest.mark.parametrize("module", _GPU_PATH)
@@ -348,7 +348,7 @@ def _kernel_cases(dtype):
 def test_cupy_module_runs_every_kernel_with_numpy_standing_in(cupy_gpu_on_numpy, monkeypatch, dtype, fused):
     mod = cupy_gpu_on_numpy
     monkeypatch.setattr(mod, "FUSED", fused)
-    monkeypatch.setattr(mod, "_cuda_prims", lambda: _gpu_rows.GENERIC)  # CUDA kernels need a GPU
+    monkeypatch.setattr(mod, "_cuda_prims", lambda: _stages.GENERIC)  # CUDA kernels need a GPU
     for name, args in _kernel_cases(dtype).items():
         got = getattr(mod, name)(*args)
         ref = getattr(numpy_ref, name)(*args)

@@ -251,16 +251,17 @@ def test_value_returns_float_and_accepts_dtypes(dtype):
             pen.lam = 1.0  # type: ignore[misc]
 
 
-def test_penalty_hyperparameters_validated():
-    x = np.ones((2, 2))
-    for pen, name in (
-        (proxlib.GroupLasso(-1.0), "lam"),
-        (proxlib.ExclusiveLasso(np.nan), "lam"),
-        (proxlib.GroupExclusive(1.0, 1.5), "mu"),
-        (proxlib.Lp(1.0, -0.5), "p"),
-        (proxlib.Lp(True, 0.5), "lam"),
+def test_penalty_hyperparameters_validated_when_made():
+    """Bad parameters fail when the penalty is made (before any data is seen),
+    with a message naming the parameter; so do the public functions."""
+    for make, name in (
+        (lambda: proxlib.GroupLasso(-1.0), "lam"),
+        (lambda: proxlib.ExclusiveLasso(np.nan), "lam"),
+        (lambda: proxlib.GroupExclusive(1.0, 1.5), "mu"),
+        (lambda: proxlib.Lp(1.0, -0.5), "p"),
+        (lambda: proxlib.Lp(True, 0.5), "lam"),
     ):
         with pytest.raises((ValueError, TypeError), match=rf"\b{name}\b"):
-            pen.value(x)
-        with pytest.raises((ValueError, TypeError), match=rf"\b{name}\b"):
-            pen.prox(x)
+            make()
+    with pytest.raises(ValueError, match=r"\blam\b"):
+        proxlib.prox_group_lasso(np.ones((2, 2)), -1.0)

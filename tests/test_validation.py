@@ -68,7 +68,7 @@ BAD_ARRAYS = [
     ("bool", lambda a: a > 0, TypeError),
     ("object", lambda a: a.astype(object), TypeError),
     ("string", lambda a: a.astype(str), TypeError),
-    ("float16", lambda a: a.astype(np.float16), TypeError),
+    ("longdouble", lambda a: a.astype(np.longdouble), TypeError),
 ]
 
 
@@ -94,6 +94,16 @@ def test_object_list_and_bool_scalar_input(name):
         call(name, **{arg: [1.0, None, 2.0]})
     with pytest.raises(TypeError, match=rf"\b{arg}\b"):
         call(name, **{arg: True})
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_float16_input_is_computed_in_float32_and_returned_in_float16(name):
+    arg = array_arg(name)
+    good = OPERATORS[name][1][arg]
+    half = good.astype(np.float16)
+    x = call(name, **{arg: half})
+    assert x.dtype == np.float16 and x.shape == good.shape
+    np.testing.assert_array_equal(x, call(name, **{arg: half.astype(np.float32)}).astype(np.float16))
 
 
 @pytest.mark.parametrize("name", OPERATORS)

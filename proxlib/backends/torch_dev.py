@@ -1,0 +1,159 @@
+"""torch backend: every kernel of ``KERNELS`` with torch operations, on the tensor's device.
+
+The same code runs on CPU, CUDA and any other torch device, so the tests on
+CPU tensors exercise exactly what runs on a GPU.  No NumPy, Numba or CuPy is
+involved except where a step is better done otherwise on a device, named here:
+
+* **row operators** (``group_lasso``, ``growl``, ``weighted_l1``,
+  ``weighted_l2sq``): the staged operators of :mod:`._stages` (row statistics,
+  one scalar per row, a row map) over the torch primitives below: the row
+  sums of squares accumulated in float64, the map as one multiplication into
+  the output (or, with ``out=``, into a given tensor such as the parameter
+  itself).  float32 data are multiplied by the float32-rounded factor: the
+  result is within 2 units in the last place of the exact one (the
+  reference, which rounds once from float64: 1).  Host synchronisation: none
+  for float32; for float64 one scalar read decides whether a row's unscaled
+  sum of squares under- or overflowed (then that row is recomputed scaled).
+  ``check_finite=True`` adds one scalar read.
+* **exclusive lasso, group+exclusive, lp**: the array-API reference kernels of
+  :mod:`._xp_kernels` run by torch (they sort each row; the group+exclusive
+  root and lp's Newton steps read one scalar per iteration).  On a CPU tensor
+  the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's CPU
+  sort is several times slower); elsewhere ``torch.sort``.
+* **OWL** (and GrOWL's OWL over the row norms): the isotonic regression at its
+  core is sequential (pool-adjacent-violators).  On a CPU tensor it runs on
+  the tensor's memory with SciPy's PAVA (the NumPy reference, single-threaded,
+  so it never competes with torch's threads); on an accelerator the parallel
+  isotonic regression of :mod:`._gpu_owl` runs on the device.
+
+Every kernel runs under ``torch.no_grad()``: results do not require grad.  It
+accepts any strides and an optional ``out=`` tensor of the data's shape and
+dtype that receives the result (this is how :class:`proxlib.torch.ProximalStep`
+writes into a parameter without a copy).  Threads: torch's own intra-op pool
+only; no Numba, so nothing competes with a training loop for the cores.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from . import KERNELS
+from . import _stages
+from . import _xp_kernels as _k
+from . import numpy_ref
+
+__all__ = list(KERNELS)  # the same kernel names in every backend
+
+NAME = "torch"
+
+
+# ------------------------------------------------------------------ primitives
+
+
+def _row_sumsq(W):
+    return torch.sum(torch.square(W.to(torch.float64)), dim=1)
+
+
+def _scale_rows(W, f, out=None):
+    return torch.mul(W, f.to(W.dtype)[:, None], out=out)
+
+
+def _soft_threshold(v, w, out=None):
+    # v - clamp(v, -w, w) = sign(v) (|v| - w)_+, rounded once, for w >= 0
+    return torch.sub(v, torch.clamp(v, min=-w, max=w), out=out)
+
+
+def _l2sq_shrink(v, w, out=None):
+    return torch.div(v, 1 + 2 * w, out=out)
+
+
+PRIMITIVES = SimpleNamespace(
+    row_sumsq=_row_sumsq,
+    scale_rows=_scale_rows,
+    soft_threshold=_soft_threshold,
+    l2sq_shrink=_l2sq_shrink,
+)
+
+#: The primitives in use: ``PRIMITIVES`` (default) or ``_stages.GENERIC``
+#: (the array-API reference primitives; tests switch to compare both).
+prims = PRIMITIVES
+
+
+def _sort_desc(A, xp):
+    """Rows sorted decreasingly: NumPy's sort on a CPU tensor's memory, else torch.sort."""
+    if A.device.type == "cpu":
+        return torch.from_numpy(np.sort(A.numpy(), axis=1)).flip(1)
+    return torch.sort(A, dim=1, descending=True).values
+
+
+def _owl_vector(v, w):
+    """OWL prox of a 1-D tensor (``w`` already times the step, same dtype/device)."""
+    if v.device.type == "cpu":
+        return torch.from_numpy(numpy_ref.owl(v.numpy(), w.numpy()))
+    from . import _gpu_owl
+
+    return _gpu_owl.owl(v, w)
+
+
+# ------------------------------------------------------------------ kernels
+
+
+def _kernel(fn):
+    """Run under no_grad on detached tensors; write into ``out`` when given."""
+
+    @functools.wraps(fn)
+    def run(x, *args, out=None, **kwargs):
+        with torch.no_grad():
+            x = x.detach()
+            args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+            X = fn(x, *args, out=out, **kwargs)
+            if out is not None and X is not out:
+                out.copy_(X)
+                return out
+            return X
+
+    return run
+
+
+@_kernel
+def owl(v, w, out=None):
+    return _owl_vector(v, w)
+
+
+@_kernel
+def growl(W, w, check_finite=False, out=None):
+    return _stages.growl(W, w, _owl_vector, prims, check_finite, out=out)
+
+
+@_kernel
+def group_lasso(W, a, check_finite=False, out=None):
+    return _stages.group_lasso(W, a, prims, check_finite, out=out)
+
+
+@_kernel
+def exclusive_lasso(W, b, out=None):
+    return _k.exclusive_lasso(W, b, sort=_sort_desc)
+
+
+@_kernel
+def group_exclusive(W, a, b, out=None):
+    return _k.group_exclusive(W, a, b, sort=_sort_desc)
+
+
+@_kernel
+def weighted_l1(v, w, out=None):
+    return _stages.weighted_l1(v, w, prims, out=out)
+
+
+@_kernel
+def weighted_l2sq(v, w, out=None):
+    return _stages.weighted_l2sq(v, w, prims, out=out)
+
+
+@_kernel
+def lp(v, lam, p, out=None):
+    return _k.lp(v, lam, p)
