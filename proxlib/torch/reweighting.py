@@ -109,8 +109,7 @@ def reweight(
     q = module.parametrizations[name].original
     with torch.no_grad():
         theta = B.working_tensor(q * scaling.omega)
-        with B.device_context(theta):
-            omega = B.as_tensor(_omega(B.as_array(theta), rule, tau, p))
+        omega = _omega(theta, rule, tau, p)
         first = int(scaling.n_reweights) == 0
         if init != "greedy" or first:
             new_q = theta / omega
