@@ -89,7 +89,7 @@ def weight_metrics(W, grouping: str = "channel", *, dense_flops: float | None = 
     (0.3333333333333333, 1, 2.0, 2.0, 0.6666666666666666)
     """
     if isinstance(W, torch.Tensor):
-        W = B.working_tensor(W).cpu().numpy()
+        W = B.gathered(W).cpu().numpy()
     W = np.asarray(W)
     if W.ndim < 2:
         raise ValueError(f"weight_metrics needs a weight tensor with >= 2 dimensions, got shape {W.shape}")
