@@ -525,3 +525,13 @@ def test_example_quick_mode_runs():
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("| total |") == 2
+
+
+def test_readme_compaction_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Compaction") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert tuple(ns["small"][0].layer.weight.shape) == (4, 10)
+    assert torch.equal(ns["rebuilt"].eval()(ns["X"]), ns["small"](ns["X"]))

@@ -51,11 +51,15 @@ residual additions, concatenations and flattens) is Torch-Pruning's
 function here runs).  Its groups are checked before use: a group that reaches
 the model's output, passes through a layer other than Linear / ungrouped
 Conv / BatchNorm (LayerNorm, grouped or transposed convs, embeddings, a
-module called twice, unwrapped parameters ...) or whose index mapping is
-not one-to-one is left untouched.  The removal itself slices the weights
+module called twice, unwrapped parameters ...), meets a tensor the graph does
+not track (``x + conv(x)`` with ``x`` the model's input, a product with a
+buffer) or whose index mapping is not one-to-one is left untouched (listed in
+the result's ``compaction_notes``).  The removal itself slices the weights
 directly (one pass over the original indices), since the folding and the
 ties need the original column of every kept input.  At least one channel of
-every group is kept (PyTorch has no zero-channel convolution).
+every group is kept (PyTorch has no zero-channel convolution).  The equality
+is that of eval mode (BatchNorm on its running statistics), in which the
+compact model is returned.
 
 Saving: the compact model is made of the original's modules with smaller
 tensors (and, in front of reduced layers, ``nn.Sequential(inputs=ClusteredInputs,
