@@ -54,7 +54,9 @@ Conv / BatchNorm (LayerNorm, grouped or transposed convs, embeddings, a
 module called twice, unwrapped parameters ...), meets a tensor the graph does
 not track (``x + conv(x)`` with ``x`` the model's input, a product with a
 buffer) or whose index mapping is not one-to-one is left untouched (listed in
-the result's ``compaction_notes``).  The removal itself slices the weights
+the result's ``compaction_notes``).  The last check matters: Torch-Pruning
+1.6 merges unrelated layers into one group with wrong indices when, e.g., a
+flatten and a spatial mean of the same tensor are concatenated.  The removal itself slices the weights
 directly (one pass over the original indices), since the folding and the
 ties need the original column of every kept input.  At least one channel of
 every group is kept (PyTorch has no zero-channel convolution).  The equality
@@ -333,6 +335,8 @@ def _trace(model, args):
                 output_transform=lambda out: (outputs.append(out), out)[1],
                 verbose=False,
             )
+    except Exception as e:
+        raise CompactionError(f"Torch-Pruning could not trace the model: {type(e).__name__}: {e}") from e
     finally:
         for p, f in flags:
             p.requires_grad_(f)
@@ -460,6 +464,8 @@ def _constant(m, x: torch.Tensor, cols) -> torch.Tensor | None:
         X = x.reshape(-1, x.shape[-1])[:, cols]
         v = X[0]
         return v if torch.equal(X, v.expand_as(X)) else None
+    if x.ndim != m.weight.ndim:  # an unbatched Conv input
+        return None
     X = x[:, cols].transpose(0, 1).reshape(len(cols), -1)
     v = X[:, 0]
     return v if torch.equal(X, v[:, None].expand_as(X)) else None
@@ -529,7 +535,7 @@ def _input_reduction(m, orig_cols: torch.Tensor, labels: np.ndarray | None):
         col = W[:, j]
         if lab[j] < 0 or not bool((col != 0).any()):
             continue
-        key = (int(lab[j]), col.cpu().numpy().tobytes())
+        key = (int(lab[j]), col.to(torch.float64).cpu().numpy().tobytes())  # exact for every float dtype
         if key not in key_of:
             key_of[key] = len(reps)
             reps.append(j)
