@@ -12,16 +12,22 @@ with ``proxlib.torch.compact`` and prints what was removed and what it saves:
    GrOWL on the input neurons, then zero inputs pruned and similar inputs tied:
    the first layer keeps one column per cluster and sums its inputs first.
 
-Run ``python examples/compaction.py`` (about 30 s on two cores) or with
-``--quick`` (a few seconds, for the test suite).  Needs ``pip install
-"proxlib[compact,demo]"``.
+Run ``python examples/compaction.py`` (about 25 s of CPU time on one thread,
+the default: these networks are small and one thread is the steadiest on a
+shared machine) or with ``--quick`` (a few seconds, for the test suite).
+Needs ``pip install "proxlib[compact,demo]"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import time
+
+# numba's OpenMP threads spin after each parallel prox and starve torch's (a
+# LeNet step became ~15x slower); its workqueue layer does not spin
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 import torch
 import torch.nn as nn
@@ -69,8 +75,7 @@ def _finish(title, net, Xte, yte, repeats, batch):
     print(f"\n## {title}: compacted in {time.perf_counter() - t:.1f} s; test accuracy {acc0:.4f} -> {acc1:.4f}\n")
     print(pt.format_metrics(pt.model_metrics(net, example_input=Xte[:batch])))
     print()
-    # one thread: steady timings on a shared machine
-    print(pt.compaction_report(net, small, Xte[:batch], repeats=repeats, threads=1))
+    print(pt.compaction_report(net, small, Xte[:batch], repeats=repeats))
     # the checkpoint: the compact state_dict plus the spec that rebuilds its skeleton
     buf = io.BytesIO()
     torch.save({"spec": small.compaction_spec, "state_dict": small.state_dict()}, buf)
@@ -97,10 +102,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run (a few seconds)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     quick = args.quick
     n_train, n_test = (600, 300) if quick else (3000, 1000)
     ssl_epochs, growl_epochs, retrain_epochs = (1, 1, 1) if quick else (3, 8, 2)
