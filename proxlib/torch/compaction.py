@@ -312,13 +312,17 @@ class _Plan:
     notes: list = field(default_factory=list)  # groups left untouched, and why
 
 
-class _Opaque:
-    """Torch-Pruning pruner that marks a module as opaque (groups through it are left alone)."""
+def _torch_pruning():
+    try:
+        import torch_pruning
+    except ImportError as e:
+        raise ImportError('compaction needs Torch-Pruning: pip install "proxlib[compact]" (or torch-pruning)') from e
+    return torch_pruning
 
 
 def _trace(model, args):
     """Torch-Pruning's dependency graph of ``model`` and its output tensors."""
-    import torch_pruning as tp
+    tp = _torch_pruning()
 
     outputs = []
     dg = tp.DependencyGraph()
@@ -357,7 +361,7 @@ def _capture_inputs(model, layers, args):
 
 
 def _plan(model: torch.nn.Module, args: tuple) -> _Plan:
-    import torch_pruning as tp
+    tp = _torch_pruning()
 
     T = tp.ops.OPTYPE
     dg, out_fns = _trace(model, args)
@@ -632,7 +636,7 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
         ref = _forward(model, args)
     except Exception as e:
         raise ValueError(f"model cannot run on example_inputs: {type(e).__name__}: {e}") from e
-    import torch_pruning  # noqa: F401  (a clear ImportError before any work)
+    _torch_pruning()  # a clear ImportError before any work
 
     work = _copy(model)
     ties = _bake(work)

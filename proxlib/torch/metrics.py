@@ -206,10 +206,10 @@ def _removable(model, layers: dict, example_input, removable: bool | None):
         return None
     if example_input is None:
         raise ValueError("removable=True needs example_input (the dependency graph is traced on it)")
-    try:
-        import torch_pruning  # noqa: F401
+    from .compaction import CompactionError, _torch_pruning, removable_counts
 
-        from .compaction import CompactionError, removable_counts
+    try:
+        _torch_pruning()
     except ImportError:
         if removable:
             raise
