@@ -25,8 +25,9 @@ import io
 import os
 import time
 
-# numba's OpenMP threads spin after each parallel prox and starve torch's (a
-# LeNet step became ~15x slower); its workqueue layer does not spin
+# when a prox runs on proxlib's numba backend, numba's OpenMP threads spin
+# between calls and starve torch's (a LeNet step became ~15x slower); numba's
+# workqueue threading layer does not spin
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 import torch

@@ -361,104 +361,113 @@ def _capture_inputs(model, layers, args):
 
 
 def _plan(model: torch.nn.Module, args: tuple) -> _Plan:
-    tp = _torch_pruning()
-
-    T = tp.ops.OPTYPE
+    """What to remove and fold: every coupled group of Torch-Pruning's graph, checked."""
     dg, out_fns = _trace(model, args)
     plan = _Plan()
     layers = [m for m in model.modules() if isinstance(m, _LAYERS) and m in dg.module2node]
     inputs = _capture_inputs(model, layers, args)
     plan.traced = [m for m in layers if _is_plain_layer(m) and len(inputs[m]) == 1]
     names = {m: n for n, m in model.named_modules()}
-
     for group in dg.get_all_groups():
         root = group[0].dep.target.module
         label = names.get(root, type(root).__name__)
-        producers, consumers, norms = [], [], []
-        reason = None
-        for it in group:
-            node, m = it.dep.target, it.dep.target.module
-            reads = False  # a layer reading the channel: its own output does not matter
-            if node.type in (T.CONV, T.LINEAR) and m is not None and isinstance(m, _LAYERS):
-                if dg.is_out_channel_pruning_fn(it.dep.handler):
-                    producers.append((m, it))
-                else:
-                    reads = True
-                    consumers.append((m, it))
-                    plan.covered.add(m)
-                if not _is_plain_layer(m) or len(inputs.get(m, ())) != 1:
-                    reason = f"{names.get(m, m)} is a grouped/transposed conv or is called more than once"
-            elif node.type == T.BN:
-                norms.append((m, it))
-            elif node.type not in (T.ELEMENTWISE, T.CONCAT, T.RESHAPE):
-                reason = reason or f"it passes through {T(node.type).name} ({node.name})"
-            elif node.type != T.RESHAPE and any(f is None for f, _ in getattr(node.grad_fn, "next_functions", ())):
-                # e.g. x + conv(x) with x the model's input, or a product with a buffer:
-                # the other operand keeps its channels, so none can be removed here
-                reason = reason or f"it meets a tensor from outside the graph (an input or a buffer) at {node.name}"
-            if node.type == T.OUTPUT or (node.grad_fn in out_fns and not reads):
-                reason = "it reaches the model's output"
-        if reason is None and not consumers:
-            reason = "no Linear/Conv reads it"
-        maps = {}
+        items, reason = _classify(dg, group, inputs, out_fns, names)
+        plan.covered.update(m for m, _ in items["in"])
+        maps = None
         if reason is None:
-            for kind, items in (("out", producers), ("in", consumers), ("bn", norms)):
-                for m, it in items:
-                    by_root: dict[int, list[int]] = {}
-                    owner: dict[int, int] = {}
-                    for i, r in zip(it.idxs, it.root_idxs):
-                        i, r = int(i), int(r)
-                        if owner.setdefault(i, r) != r:
-                            reason = f"Torch-Pruning maps {names.get(m, m)}'s index {i} to two channels"
-                        by_root.setdefault(r, []).append(i)
-                    if kind != "in" and any(len(v) != 1 for v in by_root.values()):
-                        reason = f"Torch-Pruning maps one channel to several outputs of {names.get(m, m)}"
-                    maps[(kind, m)] = by_root
+            maps, reason = _index_maps(items, names)
         if reason is not None:
             plan.notes.append(f"group of {label}: left as is, {reason}")
             continue
-
-        roots = sorted({int(r) for _, it in producers for r in it.root_idxs})
-        removable, folds = [], {}
-        for r in roots:
-            in_dead, foldable, contrib = True, True, {}
-            for m, _ in consumers:
-                cols = maps[("in", m)].get(r, [])
-                W = m.weight.detach()
-                if bool((W[:, cols] != 0).any()):
-                    in_dead = False
-            if not in_dead:
-                out_dead = all(
-                    r in maps[("out", m)] and not bool((m.weight.detach()[maps[("out", m)][r][0]] != 0).any()) for m, _ in producers
-                )
-                if not out_dead:
-                    continue
-                for m, _ in consumers:
-                    cols = maps[("in", m)].get(r, [])
-                    kappa = _constant(m, inputs[m][0], cols)
-                    if kappa is None or (isinstance(m, _CONVS) and _zero_padded(m) and bool((kappa != 0).any())):
-                        foldable = False
-                        break
-                    W = m.weight.detach().to(torch.float64)
-                    cols_t = torch.as_tensor(cols, device=W.device)
-                    Wc = W.index_select(1, cols_t)
-                    if isinstance(m, _CONVS):
-                        Wc = Wc.flatten(2).sum(2)
-                    contrib[m] = Wc @ kappa.to(device=W.device, dtype=torch.float64)
-                if not foldable:
-                    continue
-            removable.append(r)
-            folds[r] = contrib
+        roots = sorted({int(r) for _, it in items["out"] for r in it.root_idxs})
+        removable, folds = _removable_channels(roots, items, maps, inputs)
         if removable and len(removable) == len(roots):
             removable = removable[1:]  # keep one channel: no zero-channel layers
             plan.notes.append(f"group of {label}: every channel is removable; one is kept")
+        targets = {"out": plan.out_remove, "in": plan.in_remove, "bn": plan.bn_remove}
         for r in removable:
             for (kind, m), by_root in maps.items():
-                target = {"out": plan.out_remove, "in": plan.in_remove, "bn": plan.bn_remove}[kind]
-                target.setdefault(m, set()).update(by_root.get(r, []))
+                targets[kind].setdefault(m, set()).update(by_root.get(r, []))
             for m, d in folds[r].items():
                 plan.fold[m] = plan.fold.get(m, 0) + d
     return plan
+
+
+def _classify(dg, group, inputs, out_fns, names):
+    """The group's producers ("out"), readers ("in") and BatchNorms ("bn"), and a
+    reason to leave the group alone (None if there is none)."""
+    T = _torch_pruning().ops.OPTYPE
+    items: dict[str, list] = {"out": [], "in": [], "bn": []}
+    reason = None
+    for it in group:
+        node, m = it.dep.target, it.dep.target.module
+        reads = False  # a layer reading the channel: its own output does not matter
+        if node.type in (T.CONV, T.LINEAR) and isinstance(m, _LAYERS):
+            reads = not dg.is_out_channel_pruning_fn(it.dep.handler)
+            items["in" if reads else "out"].append((m, it))
+            if not _is_plain_layer(m) or len(inputs.get(m, ())) != 1:
+                reason = f"{names.get(m, m)} is a grouped/transposed conv or is called more than once"
+        elif node.type == T.BN:
+            items["bn"].append((m, it))
+        elif node.type not in (T.ELEMENTWISE, T.CONCAT, T.RESHAPE):
+            reason = reason or f"it passes through {T(node.type).name} ({node.name})"
+        elif node.type != T.RESHAPE and any(f is None for f, _ in getattr(node.grad_fn, "next_functions", ())):
+            # e.g. x + conv(x) with x the model's input, or a product with a buffer:
+            # the other operand keeps its channels, so none can be removed here
+            reason = reason or f"it meets a tensor from outside the graph (an input or a buffer) at {node.name}"
+        if node.type == T.OUTPUT or (node.grad_fn in out_fns and not reads):
+            reason = "it reaches the model's output"
+    if reason is None and not items["in"]:
+        reason = "no Linear/Conv reads it"
+    return items, reason
+
+
+def _index_maps(items, names):
+    """(kind, module) -> {group channel: [indices in the module]}, checked one-to-one
+    (a reader may take several columns per channel, after a flatten)."""
+    maps = {}
+    for kind, pairs in items.items():
+        for m, it in pairs:
+            by_root: dict[int, list[int]] = {}
+            owner: dict[int, int] = {}
+            for i, r in zip(it.idxs, it.root_idxs):
+                i, r = int(i), int(r)
+                if owner.setdefault(i, r) != r:
+                    return None, f"Torch-Pruning maps {names.get(m, m)}'s index {i} to two channels"
+                by_root.setdefault(r, []).append(i)
+            if kind != "in" and any(len(v) != 1 for v in by_root.values()):
+                return None, f"Torch-Pruning maps one channel to several outputs of {names.get(m, m)}"
+            maps[(kind, m)] = by_root
+    return maps, None
+
+
+def _removable_channels(roots, items, maps, inputs):
+    """The group channels that can go, and for each the float64 bias increments
+    ``W[:, cols] @ kappa`` of its readers (empty for an unused channel)."""
+    removable, folds = [], {}
+    for r in roots:
+        reads = [(m, maps[("in", m)].get(r, [])) for m, _ in items["in"]]
+        reads = [(m, cols) for m, cols in reads if cols]
+        if all(not bool((m.weight.detach()[:, cols] != 0).any()) for m, cols in reads):
+            removable.append(r)  # unused: no reader has a non-zero column for it
+            folds[r] = {}
+            continue
+        rows = [(m, maps[("out", m)].get(r)) for m, _ in items["out"]]
+        if not all(row is not None and not bool((m.weight.detach()[row[0]] != 0).any()) for m, row in rows):
+            continue  # some producer writes it
+        contrib = {}
+        for m, cols in reads:
+            kappa = _constant(m, inputs[m][0], cols)
+            if kappa is None or (isinstance(m, _CONVS) and _zero_padded(m) and bool((kappa != 0).any())):
+                break
+            Wc = m.weight.detach().to(torch.float64).index_select(1, torch.as_tensor(cols, device=m.weight.device))
+            if isinstance(m, _CONVS):
+                Wc = Wc.flatten(2).sum(2)
+            contrib[m] = Wc @ kappa.to(device=Wc.device, dtype=torch.float64)
+        else:
+            removable.append(r)
+            folds[r] = contrib
+    return removable, folds
 
 
 def _constant(m, x: torch.Tensor, cols) -> torch.Tensor | None:
