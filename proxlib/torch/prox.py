@@ -234,6 +234,26 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping)
 
 
+def _zero_groups(plan: _Plan, leaf: torch.Tensor) -> torch.Tensor:
+    """Boolean mask in the leaf's shape of the entries of its exactly-zero groups.
+
+    Groups: single entries for the flat penalties (elementwise, OWL); otherwise
+    the rows the penalty sees (``grouping`` rows, or ``W.reshape(W.shape[0], -1)``;
+    a 1-D tensor is one group)."""
+    x = leaf.detach()
+    if isinstance(plan.pen, R.Penalty) and plan.pen.layout == "flat":
+        return x == 0
+    if plan.grouping is not None:
+        Rw = B.rows(x, plan.grouping)
+        z = (Rw == 0).all(dim=1)
+        full = z[:, None].expand(Rw.shape).to(x.dtype)
+        return B.from_rows(full, tuple(x.shape), plan.grouping) != 0
+    if x.ndim <= 1:
+        return (x == 0).all().expand(x.shape).clone()
+    z = (x.reshape(x.shape[0], -1) == 0).all(dim=1)
+    return z.reshape((-1,) + (1,) * (x.ndim - 1)).expand(x.shape).clone()
+
+
 # kernels whose torch implementation writes the result with one map into out=
 _IN_PLACE = {"group_lasso", "growl", "weighted_l1", "weighted_l2sq"}
 
@@ -369,6 +389,30 @@ class ProximalStep:
         Raise if a tensor holds NaN or Inf before its prox (one scalar read
         per term; with False non-finite values propagate into the result, as
         they do through the optimizer's own update).
+    keep_zero : bool, default False
+        Keep every group that a prox has set exactly to zero at zero from then
+        on, with its optimizer state cleared (see :meth:`frozen`).  A term's
+        groups are the rows it penalises (``grouping`` rows for the group,
+        GrOWL, exclusive and group+exclusive penalties; the rows
+        ``W.reshape(W.shape[0], -1)`` without a grouping) and single entries
+        for the elementwise penalties and OWL.  Exactly:
+
+        * after every proximal step, each group of the term that is exactly
+          zero (every entry ``== 0``) joins the term's frozen set, for good;
+        * after every optimizer step (when attached; before the prox of that
+          step, if one is due), at the start of :meth:`step` and after every
+          proximal step, every frozen entry of the tensor is set to 0 and so is the same entry of
+          every optimizer state tensor of the tensor's shape
+          (``momentum_buffer`` of SGD, ``exp_avg`` / ``exp_avg_sq`` /
+          ``max_exp_avg_sq`` of Adam and AdamW, ...; scalar state such as
+          ``step`` is left alone).
+
+        So a zeroed input neuron cannot regrow through momentum or a
+        gradient step, and the model is evaluated with it at exactly zero
+        after every step.  This is the permanent mask of the original GrOWL
+        code (rows with norm at most float32 eps masked after each epoch),
+        with exact zeros instead of a norm threshold.  The frozen sets are
+        in :meth:`state_dict`.  Not supported on sharded (DTensor) tensors.
 
     Examples
     --------
@@ -395,6 +439,7 @@ class ProximalStep:
         model: torch.nn.Module | None = None,
         every: int = 1,
         check_finite: bool = False,
+        keep_zero: bool = False,
     ):
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -406,6 +451,8 @@ class ProximalStep:
         self.model = model
         self.every = every
         self.check_finite = bool(check_finite)
+        self.keep_zero = bool(keep_zero)
+        self._frozen: dict[str, torch.Tensor] = {}  # label -> bool mask in the leaf's shape (keep_zero)
         self.terms: list[ProxTerm] = []
         self.n_steps = 0  # proximal steps taken
         self.n_optimizer_steps = 0  # optimizer steps seen by the hook
@@ -440,6 +487,8 @@ class ProximalStep:
             )
         if self.optimizer is not None:
             self._group_of(term.leaf, self.optimizer)
+        if self.keep_zero and B.is_sharded(term.leaf):
+            raise NotImplementedError("keep_zero=True is not supported on sharded (DTensor) parameters")
         self.terms.append(term)
         return term
 
@@ -489,6 +538,8 @@ class ProximalStep:
             lr = V.real_scalar(lr, "lr")
             if lr < 0:
                 raise ValueError(f"lr must be >= 0, got {lr}")
+        if self.keep_zero:
+            self._enforce_frozen(opt)
         self._apply_all(opt, lr, 1)
 
     def _apply_all(self, opt, lr: float | None, factor: int) -> None:
@@ -498,11 +549,49 @@ class ProximalStep:
                 continue
             term_lr = lr if lr is not None else self._lr_of(term, leaf, opt)
             term.apply(term_lr * factor, check_finite=self.check_finite)
+            if self.keep_zero:
+                self._freeze(term, leaf)
+        if self.keep_zero:
+            self._enforce_frozen(opt)  # the state of the groups frozen just now
         self.n_steps += 1
+
+    # -- keep_zero: frozen groups
+    def _freeze(self, term: ProxTerm, leaf: torch.Tensor) -> None:
+        """Add the term's groups that are exactly zero now to its frozen set."""
+        with torch.no_grad():
+            zero = _zero_groups(term.plan(leaf), leaf)
+        old = self._frozen.get(term.label)
+        self._frozen[term.label] = zero if old is None or old.shape != zero.shape else old | zero
+
+    def _enforce_frozen(self, optimizer) -> None:
+        """Frozen entries (and their optimizer state) back to exactly 0."""
+        if not self._frozen:
+            return
+        state = getattr(optimizer, "state", {}) if optimizer is not None else {}
+        with torch.no_grad():
+            for term in self.terms:
+                mask = self._frozen.get(term.label)
+                if mask is None:
+                    continue
+                leaf = term.leaf
+                if mask.shape != leaf.shape or mask.device != leaf.device:
+                    continue  # the leaf was replaced (e.g. re-parametrised): the old mask does not apply
+                leaf.masked_fill_(mask, 0)
+                for v in state.get(leaf, {}).values():
+                    if isinstance(v, torch.Tensor) and v.shape == leaf.shape:
+                        v.masked_fill_(mask, 0)
+
+    def frozen(self) -> dict[str, torch.Tensor]:
+        """The frozen entries of each term (``keep_zero=True``), keyed by label:
+        boolean masks in the shape of the term's tensor (copies).  Empty
+        before the first proximal step or without ``keep_zero``."""
+        return {k: v.clone() for k, v in self._frozen.items()}
 
     @torch.compiler.disable
     def _hook(self, optimizer, args, kwargs) -> None:
         self.n_optimizer_steps += 1
+        if self.keep_zero:
+            self._enforce_frozen(optimizer)
         if self.n_optimizer_steps % self.every == 0:
             self._apply_all(optimizer, None, self.every)
 
@@ -539,13 +628,17 @@ class ProximalStep:
 
     # -- checkpointing
     def state_dict(self) -> dict:
-        """The mutable state: each term's strength (keyed by its label) and the step counters."""
-        return {
+        """The mutable state: each term's strength (keyed by its label), the step
+        counters and, with ``keep_zero``, the frozen masks (``"frozen"``)."""
+        state = {
             "n_steps": self.n_steps,
             "n_optimizer_steps": self.n_optimizer_steps,
             "every": self.every,
             "strengths": {t.label: t.strength for t in self.terms},
         }
+        if self.keep_zero:
+            state["frozen"] = self.frozen()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; the terms must be the same (by label), in any order."""
@@ -561,6 +654,18 @@ class ProximalStep:
         self.n_steps = int(state["n_steps"])
         self.n_optimizer_steps = int(state.get("n_optimizer_steps", 0))
         self.every = int(state.get("every", self.every))
+        frozen = state.get("frozen")
+        if frozen is not None:
+            unknown = sorted(set(frozen) - have)
+            if unknown:
+                raise ValueError(f"state has frozen masks for unknown terms {unknown}")
+            self._frozen = {}
+            for t in self.terms:
+                if t.label in frozen:
+                    m = torch.as_tensor(frozen[t.label], dtype=torch.bool, device=t.leaf.device)
+                    if m.shape != t.leaf.shape:
+                        raise ValueError(f"frozen mask of {t.label!r} has shape {tuple(m.shape)}, the tensor {tuple(t.leaf.shape)}")
+                    self._frozen[t.label] = m.clone()
 
     def __repr__(self) -> str:
         body = ", ".join(f"{t.label}: {t.strength:g}" for t in self.terms)

@@ -1,15 +1,23 @@
-r"""The seeds' training procedures end to end, on in-memory classification data.
+r"""The seeds' training procedures end to end.
 
+* :func:`fit` / :func:`evaluate` -- minibatch training and accuracy on
+  in-memory tensors ``(X, y)`` or any iterable of ``(inputs, targets)``
+  batches (a ``torch.utils.data.DataLoader``), with a loss function and an
+  optional learning-rate scheduler.
 * :func:`two_stage` / :func:`growl_two_stage` -- the GrOWL poster's procedure:
   (1) train with proximal steps (GrOWL on the input neurons, or any other
-  terms), (2) find the tying structure of the chosen layers
-  (:func:`~proxlib.torch.find_tying`), (3) retrain with zero rows pruned and
+  terms), optionally after warm-up epochs without them, with the prox applied
+  every N optimizer steps or once per epoch (step ``lr * N * strength``) and,
+  with ``keep_zero``, every row it zeroes kept at zero with its optimizer
+  state cleared; (2) find the tying structure of the chosen layers
+  (:func:`~proxlib.torch.find_tying`); (3) retrain with zero rows pruned and
   each cluster of rows tied (:class:`~proxlib.torch.TiedRows`) and a fresh
   optimizer (state reset).  The retraining stage has no penalty; the
   optimizer's own ``weight_decay`` still applies if ``make_optimizer`` sets it.
 * :func:`affine_scaling_prune` -- Fedorov & Rao: train in ``q`` with
-  ``theta = q * omega``, ``omega`` re-weighted every K steps, then magnitude
-  pruning and retraining with the mask fixed.
+  ``theta = q * omega``, ``omega`` re-weighted every K steps (all layers, or
+  one layer at a time), then magnitude pruning (per layer or global, one
+  amount or one per layer) and retraining with the mask fixed.
 
 SSL and the combined group + exclusive penalty are prox terms only
 (:func:`~proxlib.torch.add_ssl`, :func:`~proxlib.torch.add_group_exclusive`),
@@ -18,6 +26,7 @@ trained with :func:`fit` and an attached :class:`~proxlib.torch.ProximalStep`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,64 +38,164 @@ from .prox import ProximalStep, growl
 from .reweighting import AffineScalingSchedule, affine_scaling, magnitude_prune
 from .tying import Tying, find_tying, tie_rows
 
-__all__ = ["fit", "evaluate", "TwoStageResult", "two_stage", "growl_two_stage", "AffineScalingResult", "affine_scaling_prune"]
+__all__ = [
+    "fit",
+    "evaluate",
+    "steps_per_epoch",
+    "TwoStageResult",
+    "two_stage",
+    "growl_two_stage",
+    "AffineScalingResult",
+    "affine_scaling_prune",
+]
+
+
+# ------------------------------------------------------------------ data sources
+
+
+class _TensorBatches:
+    """Shuffled minibatches of in-memory tensors, one pass per ``iter()``."""
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, generator, shuffle: bool = True):
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}")
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.X, self.y, self.batch_size, self.generator, self.shuffle = X, y, int(batch_size), generator, shuffle
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.X.shape[0], self.batch_size)
+
+    def __iter__(self):
+        n = self.X.shape[0]
+        idx_all = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for i in range(0, n, self.batch_size):
+            idx = idx_all[i : i + self.batch_size]
+            yield self.X[idx], self.y[idx]
+
+
+def _source(data, y, batch_size: int, generator, *, shuffle: bool = True, what: str = "data"):
+    """``(X, y)`` tensors, a tuple of them, or an iterable of batches -> a re-iterable of batches."""
+    if isinstance(data, torch.Tensor):
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{what}: with a tensor of inputs, y must be a tensor of targets, got {type(y).__name__}")
+        return _TensorBatches(data, y, batch_size, generator, shuffle)
+    if y is not None:
+        raise TypeError(f"{what}: y is only used with a tensor of inputs (a DataLoader yields its own targets)")
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return _TensorBatches(data[0], data[1], batch_size, generator, shuffle)
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
+        if iter(data) is data:
+            raise TypeError(f"{what}: an iterator is consumed after one epoch; pass a DataLoader or another re-iterable")
+        return data
+    raise TypeError(f"{what} must be a tensor of inputs (with y), a tuple (X, y) or a DataLoader, got {type(data).__name__}")
+
+
+def _n_batches(batches) -> int:
+    try:
+        return int(len(batches))
+    except TypeError as e:
+        raise TypeError("the prox once per epoch needs the number of batches per epoch: pass a DataLoader with a length") from e
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Number of minibatches of ``batch_size`` in ``n`` samples (the last one may be smaller)."""
+    return -(-int(n) // int(batch_size))
+
+
+# ------------------------------------------------------------------ fit / evaluate
 
 
 def fit(
     model: torch.nn.Module,
-    X: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
+    X,
+    y=None,
+    optimizer: torch.optim.Optimizer | None = None,
     *,
     epochs: int = 1,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
     loss_fn: Callable = F.cross_entropy,
+    scheduler=None,
+    scheduler_interval: str = "epoch",
     progress=None,
 ) -> list[float]:
-    """Minibatch training for ``epochs`` (shuffled by ``generator``); returns the
-    mean loss of each epoch.  Hooks registered on ``optimizer`` (a
-    :class:`~proxlib.torch.ProximalStep`, a schedule) run after every step;
-    ``progress`` (e.g. a ``tqdm`` bar) is advanced by one per step.
+    """Minibatch training; returns the mean loss of each epoch.
+
+    Call as ``fit(model, X, y, optimizer)`` (tensors: shuffled by ``generator``
+    into batches of ``batch_size``) or ``fit(model, loader, optimizer)`` (any
+    re-iterable of ``(inputs, targets)`` batches, e.g. a
+    ``torch.utils.data.DataLoader``; ``batch_size`` and ``generator`` are
+    then the loader's business).  Each step minimises ``loss_fn(model(inputs),
+    targets)``.  Hooks registered on ``optimizer`` (a
+    :class:`~proxlib.torch.ProximalStep`, a schedule) run after every step.
+    ``scheduler`` (a ``torch.optim.lr_scheduler`` object) is stepped after
+    every epoch (``scheduler_interval="epoch"``) or every optimizer step
+    (``"step"``).  ``progress`` (e.g. a ``tqdm`` bar) is advanced by one per
+    step.
     """
+    if isinstance(y, torch.optim.Optimizer) and optimizer is None:
+        y, optimizer = None, y
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    if isinstance(epochs, bool) or int(epochs) < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    batches = _source(X, y, batch_size, generator)
     model.train()
-    n = X.shape[0]
     losses = []
     for _ in range(int(epochs)):
-        perm = torch.randperm(n, generator=generator)
         total, count = 0.0, 0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
+        for inputs, targets in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(X[idx]), y[idx])
+            loss = loss_fn(model(inputs), targets)
             loss.backward()
             optimizer.step()
-            total = total + loss.detach() * idx.numel()  # stays on the device: no sync per step
-            count += idx.numel()
+            n = int(targets.shape[0]) if isinstance(targets, torch.Tensor) and targets.ndim else 1
+            total = total + loss.detach() * n  # stays on the device: no sync per step
+            count += n
+            if scheduler is not None and scheduler_interval == "step":
+                scheduler.step()
             if progress is not None:
                 progress.update(1)
+        if scheduler is not None and scheduler_interval == "epoch":
+            scheduler.step()
         losses.append(float(total) / max(count, 1))
     return losses
 
 
-def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
-    """Classification accuracy of ``model`` on ``(X, y)``."""
+def evaluate(model: torch.nn.Module, X, y=None, *, batch_size: int = 1024) -> float:
+    """Classification accuracy (argmax of the outputs) of ``model`` on tensors
+    ``(X, y)`` or on a DataLoader of ``(inputs, targets)`` batches.  The model
+    is evaluated in eval mode and left in training mode."""
+    batches = _source(X, y, batch_size, None, shuffle=False, what="evaluate")
     model.eval()
-    correct = 0
+    correct = total = 0
     with torch.no_grad():
-        for i in range(0, X.shape[0], batch_size):
-            correct += int((model(X[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        for inputs, targets in batches:
+            correct += int((model(inputs).argmax(1) == targets).sum())
+            total += int(targets.shape[0])
     model.train()
-    return correct / max(X.shape[0], 1)
+    return correct / max(total, 1)
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-int(n) // int(batch_size))
+def _accuracy(model, test) -> float:
+    if test is None:
+        return float("nan")
+    return evaluate(model, *test) if isinstance(test, tuple) else evaluate(model, test)
+
+
+# ------------------------------------------------------------------ two stages
 
 
 @dataclass
 class TwoStageResult:
-    """What :func:`two_stage` measured.  Accuracies are on ``test`` (NaN without it)."""
+    """What :func:`two_stage` measured.  Accuracies are on ``test`` (NaN without it).
+
+    ``prox_every``: the optimizer steps between two proximal steps in stage 1;
+    ``frozen_entries``: per prox term (by label), the weights kept at zero by
+    ``keep_zero`` at the end of stage 1 (``None`` without it)."""
 
     tying: dict[str, Tying]
     accuracy_trained: float
@@ -95,17 +204,27 @@ class TwoStageResult:
     metrics: dict[str, LayerMetrics]
     losses: list[float] = field(default_factory=list)
     weights_trained: dict[str, torch.Tensor] = field(default_factory=dict)
+    prox_every: int = 1
+    frozen_entries: dict[str, int] | None = None
 
 
 def _named(layers) -> dict:
     return dict(layers) if isinstance(layers, dict) else {f"layer{i}": m for i, m in enumerate(layers)}
 
 
+def _resolve_every(every, batches) -> int:
+    if every == "epoch":
+        return max(_n_batches(batches), 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"prox_every must be an integer >= 1 or 'epoch', got {every!r}")
+    return every
+
+
 def two_stage(
     model: torch.nn.Module,
     layers,
-    X: torch.Tensor,
-    y: torch.Tensor,
+    X,
+    y=None,
     *,
     make_optimizer: Callable,
     configure: Callable[[ProximalStep], object] | None = None,
@@ -113,12 +232,17 @@ def two_stage(
     retrain_epochs: int,
     batch_size: int = 64,
     grouping: str = "channel",
-    preference: float = 0.8,
+    preference: float = 0.6,
     random_state: int = 0,
     tying_options: dict | None = None,
     generator: torch.Generator | None = None,
-    test: tuple | None = None,
+    test=None,
     progress=None,
+    prox_every: int | str = 1,
+    keep_zero: bool = False,
+    warmup_epochs: int = 0,
+    loss_fn: Callable = F.cross_entropy,
+    make_scheduler: Callable | None = None,
 ) -> TwoStageResult:
     """Train (with the prox terms ``configure(prox)`` adds), tie, retrain.
 
@@ -127,18 +251,33 @@ def two_stage(
     model, layers
         The network and the layers whose rows are tied (dict name -> module or list).
     X, y
-        Training data (tensors on the model's device).
+        Training data: tensors (on the model's device), or a DataLoader of
+        ``(inputs, targets)`` batches as ``X`` (``y`` omitted).
     make_optimizer : params -> Optimizer
         Called once per stage, so the retraining stage starts with fresh
         optimizer state.
     configure : ProximalStep -> any, optional
         Adds the stage-1 prox terms (none: plain training).
     epochs, retrain_epochs, batch_size
-        Stage lengths.
+        Stage lengths (``epochs`` includes the warm-up epochs); the batch size
+        of tensor data.
+    warmup_epochs : int, default 0
+        The first ``warmup_epochs`` of stage 1 run without the prox terms.
+    prox_every : int or ``"epoch"``, default 1
+        Apply the prox terms once every N optimizer steps with step
+        ``lr * N * strength`` (``"epoch"``: N = batches per epoch, as the
+        original GrOWL code does); see :class:`~proxlib.torch.ProximalStep`.
+    keep_zero : bool, default False
+        Rows that a prox sets to zero stay zero, their optimizer state
+        cleared (``ProximalStep(keep_zero=True)``).
     grouping, preference, random_state, tying_options
         Passed to :func:`~proxlib.torch.find_tying` for each layer
-        (``tying_options``: its other keywords, e.g. ``max_iter``).
-    test : (X_test, y_test), optional
+        (``tying_options``: its other keywords, e.g. ``max_iter``).  The
+        default preference 0.6 is the original code's.
+    loss_fn : (outputs, targets) -> loss, default cross entropy
+    make_scheduler : optimizer -> LR scheduler, optional
+        Called once per stage with that stage's optimizer; stepped every epoch.
+    test : (X_test, y_test) or a DataLoader, optional
         For the accuracies.
 
     Returns
@@ -147,15 +286,22 @@ def two_stage(
     the cluster labels of every tied layer).
     """
     layers = _named(layers)
+    if isinstance(warmup_epochs, bool) or not 0 <= int(warmup_epochs) <= int(epochs):
+        raise ValueError(f"warmup_epochs must be an integer in [0, epochs={epochs}], got {warmup_epochs!r}")
+    batches = _source(X, y, batch_size, generator)
+    every = _resolve_every(prox_every, batches)
     opt = make_optimizer(model.parameters())
-    prox = ProximalStep(opt)
+    sched = make_scheduler(opt) if make_scheduler is not None else None
+    losses = fit(model, batches, opt, epochs=int(warmup_epochs), loss_fn=loss_fn, scheduler=sched, progress=progress)
+    prox = ProximalStep(opt, every=every, keep_zero=keep_zero)
     if configure is not None:
         configure(prox)
     handle = prox.attach() if prox.terms else None
-    losses = fit(model, X, y, opt, epochs=epochs, batch_size=batch_size, generator=generator, progress=progress)
+    losses += fit(model, batches, opt, epochs=int(epochs) - int(warmup_epochs), loss_fn=loss_fn, scheduler=sched, progress=progress)
     if handle is not None:
         handle.remove()
-    acc1 = evaluate(model, *test) if test is not None else float("nan")
+    frozen = {k: int(v.sum()) for k, v in prox.frozen().items()} if keep_zero else None
+    acc1 = _accuracy(model, test)
     m1 = model_metrics(model, layers, grouping=grouping)
     trained = {n: l.weight.detach().clone() for n, l in layers.items()}
     kw = dict(grouping=grouping, preference=preference, random_state=random_state, **(tying_options or {}))
@@ -163,12 +309,13 @@ def two_stage(
     for n, l in layers.items():
         tie_rows(l, tying[n], grouping=grouping)
     opt2 = make_optimizer(model.parameters())  # optimizer state reset
-    losses += fit(model, X, y, opt2, epochs=retrain_epochs, batch_size=batch_size, generator=generator, progress=progress)
-    acc2 = evaluate(model, *test) if test is not None else float("nan")
-    return TwoStageResult(tying, acc1, acc2, m1, model_metrics(model, layers, grouping=grouping), losses, trained)
+    sched2 = make_scheduler(opt2) if make_scheduler is not None else None
+    losses += fit(model, batches, opt2, epochs=retrain_epochs, loss_fn=loss_fn, scheduler=sched2, progress=progress)
+    acc2 = _accuracy(model, test)
+    return TwoStageResult(tying, acc1, acc2, m1, model_metrics(model, layers, grouping=grouping), losses, trained, every, frozen)
 
 
-def growl_two_stage(model: torch.nn.Module, layers, X, y, *, weights, strength: float = 1.0, grouping: str = "channel", **kw) -> TwoStageResult:
+def growl_two_stage(model: torch.nn.Module, layers, X, y=None, *, weights, strength: float = 1.0, grouping: str = "channel", **kw) -> TwoStageResult:
     """:func:`two_stage` with the GrOWL prox on ``grouping`` rows of each layer.
 
     ``weights``: an array or a lambda builder ``n_rows -> weights`` (see
@@ -184,58 +331,92 @@ def growl_two_stage(model: torch.nn.Module, layers, X, y, *, weights, strength: 
     return two_stage(model, layers, X, y, configure=configure, grouping=grouping, **kw)
 
 
+# ------------------------------------------------------------------ affine scaling
+
+
 @dataclass
 class AffineScalingResult:
+    """What :func:`affine_scaling_prune` measured (accuracies on ``test``, NaN without it):
+    after re-weighted training, right after pruning, after retraining."""
+
     accuracy_reweighted: float
     accuracy_pruned: float
     accuracy: float
     metrics: dict[str, LayerMetrics]
     masks: list[torch.Tensor]
+    n_reweights: int = 0
 
 
 def affine_scaling_prune(
     model: torch.nn.Module,
     layers,
-    X: torch.Tensor,
-    y: torch.Tensor,
+    X,
+    y=None,
     *,
     make_optimizer: Callable,
     rule: str = "l1",
-    tau: float = 1e-4,
+    tau: float | Callable[[int], float] = 1e-4,
     p: float = 0.5,
-    every: int = 100,
+    every: int | str = 100,
     init: str = "greedy",
     sigma: float = 0.0,
+    guard: bool = True,
+    cycle: bool = False,
     epochs: int,
-    amount: float | None = None,
+    amount=None,
     threshold: float | None = None,
+    scope: str = "layer",
     retrain_epochs: int,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
-    test: tuple | None = None,
+    test=None,
     progress=None,
+    loss_fn: Callable = F.cross_entropy,
+    make_scheduler: Callable | None = None,
+    on_reweight: Callable | None = None,
 ) -> AffineScalingResult:
     """Fedorov & Rao's procedure on ``layers``: AST training, pruning, retraining.
 
     1. :func:`~proxlib.torch.affine_scaling` on each layer; train ``epochs`` with
-       ``omega`` recomputed every ``every`` optimizer steps by ``rule``
-       (``"l1"``, ``"l2"``, ``"focuss"`` with ``p``; ``tau``; ``init`` and
-       ``sigma`` as in :func:`~proxlib.torch.reweight`).
-    2. :func:`~proxlib.torch.magnitude_prune` with ``amount`` or ``threshold``.
+       ``omega`` recomputed every ``every`` optimizer steps (``"epoch"``: once
+       per epoch) by ``rule`` (``"l1"``, ``"l2"``, ``"focuss"`` with ``p``;
+       ``tau`` a number or a function of the re-weighting index for
+       annealing; ``init``, ``sigma`` and ``guard`` as in
+       :func:`~proxlib.torch.reweight`), for every layer at once or, with
+       ``cycle=True``, for one layer per re-weighting in turn (the paper's
+       greedy runs).  ``on_reweight(schedule)`` is called after each.
+    2. :func:`~proxlib.torch.magnitude_prune` with ``amount`` (one fraction,
+       or one per layer as a list or a dict keyed like ``layers``; ``scope``
+       ``"layer"`` or ``"global"``) or ``threshold``.
     3. Retrain ``retrain_epochs`` with a fresh optimizer; pruned weights stay 0.
+
+    ``X, y``: tensors, or a DataLoader as ``X``; ``test``: ``(X, y)`` or a
+    DataLoader; ``make_scheduler(optimizer)``: a scheduler per stage.
     """
     layers = _named(layers)
+    batches = _source(X, y, batch_size, generator)
+    every = _resolve_every(every, batches)
+    if isinstance(amount, dict):
+        missing = sorted(set(layers) - set(amount))
+        if missing:
+            raise ValueError(f"amount has no fraction for layer(s) {missing}")
+        amount = [amount[n] for n in layers]
     for l in layers.values():
         affine_scaling(l)
     opt = make_optimizer(model.parameters())
-    sched = AffineScalingSchedule(list(layers.values()), every=every, rule=rule, tau=tau, p=p, init=init, sigma=sigma, generator=generator)
+    sched = AffineScalingSchedule(
+        list(layers.values()), every=every, rule=rule, tau=tau, p=p, init=init, sigma=sigma, guard=guard,
+        generator=generator, cycle=cycle, on_reweight=on_reweight,
+    )
     handle = sched.attach(opt)
-    fit(model, X, y, opt, epochs=epochs, batch_size=batch_size, generator=generator, progress=progress)
+    lr_sched = make_scheduler(opt) if make_scheduler is not None else None
+    fit(model, batches, opt, epochs=epochs, loss_fn=loss_fn, scheduler=lr_sched, progress=progress)
     handle.remove()
-    acc0 = evaluate(model, *test) if test is not None else float("nan")
-    masks = magnitude_prune(list(layers.values()), amount=amount, threshold=threshold)
-    acc1 = evaluate(model, *test) if test is not None else float("nan")
+    acc0 = _accuracy(model, test)
+    masks = magnitude_prune(list(layers.values()), amount=amount, threshold=threshold, scope=scope)
+    acc1 = _accuracy(model, test)
     opt2 = make_optimizer(model.parameters())
-    fit(model, X, y, opt2, epochs=retrain_epochs, batch_size=batch_size, generator=generator, progress=progress)
-    acc2 = evaluate(model, *test) if test is not None else float("nan")
-    return AffineScalingResult(acc0, acc1, acc2, model_metrics(model, layers), masks)
+    lr_sched2 = make_scheduler(opt2) if make_scheduler is not None else None
+    fit(model, batches, opt2, epochs=retrain_epochs, loss_fn=loss_fn, scheduler=lr_sched2, progress=progress)
+    acc2 = _accuracy(model, test)
+    return AffineScalingResult(acc0, acc1, acc2, model_metrics(model, layers), masks, sched.n_reweights)

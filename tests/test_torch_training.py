@@ -1,0 +1,333 @@
+"""The training procedures' options: keep_zero, every N steps / per epoch, warm-up,
+DataLoaders, loss functions, schedulers, pruning amounts, the re-weighting guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import proxlib  # noqa: E402
+import proxlib.torch as pt  # noqa: E402
+
+
+def _toy(n=256, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    y = (X[:, 0] - X[:, 1] > 0).long()
+    return X, y
+
+
+def _mlp(d=8, h=16, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
+
+
+# ------------------------------------------------------------------ keep_zero
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: torch.optim.SGD(ps, lr=0.2, momentum=0.9),
+    lambda ps: torch.optim.Adam(ps, lr=0.05),
+    lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1, amsgrad=True),
+], ids=["sgd-momentum", "adam", "adamw-amsgrad"])
+def test_keep_zero_rows_stay_zero_and_their_optimizer_state_is_cleared(make_opt):
+    X, y = _toy()
+    X[:, 4:] = 0  # four unused inputs: their rows only shrink
+    net = _mlp()
+    opt = make_opt(net.parameters())
+    prox = pt.ProximalStep(opt, model=net, keep_zero=True)
+    prox.add(net[0], proxlib.GroupLasso(1.0), grouping="channel", strength=1.0)
+    prox.attach()
+    seen = None
+    for step in range(40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X[:64]), y[:64]).backward()
+        opt.step()
+        mask = prox.frozen().get("0.weight:GroupLasso[channel]")
+        W = net[0].weight.detach()
+        if mask is None:
+            continue
+        # frozen entries are whole input rows (columns of the Linear weight), exactly zero
+        assert torch.equal(mask, mask[:1].expand_as(mask))
+        assert torch.all(W[mask] == 0)
+        for v in opt.state[net[0].weight].values():
+            if isinstance(v, torch.Tensor) and v.shape == W.shape:
+                assert torch.all(v[mask] == 0)
+        if seen is not None:
+            assert torch.all(mask[seen])  # once frozen, always frozen
+        seen = mask
+    assert seen is not None and bool(seen[0, 4:].all()) and not bool(seen[0].all())  # the unused inputs frozen, not every input
+
+
+def test_without_keep_zero_a_zeroed_row_regrows_through_momentum():
+    # the behaviour keep_zero exists to prevent: momentum moves a row the prox zeroed
+    for keep in (False, True):
+        lin = torch.nn.Linear(3, 2, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor([[1.0, 0.12, 2.0], [1.0, 0.12, 2.0]]))
+        opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+        prox = pt.ProximalStep(opt, keep_zero=keep)
+        prox.add(lin, proxlib.GroupLasso(1.0), grouping="channel", strength=1.0)  # threshold 0.1 per step
+        prox.attach()
+        x = torch.tensor([[0.0, 1.0, 0.0]])
+        for i in range(3):
+            opt.zero_grad()
+            # step 0 pushes input 1 down to 0.02 (then zeroed by the prox) and loads the momentum; no gradient after
+            (lin(x).sum() * (1.0 if i == 0 else 0.0)).backward()
+            opt.step()
+            if i == 0:
+                assert torch.all(lin.weight.detach()[:, 1] == 0)
+        col = lin.weight.detach()[:, 1]
+        if keep:
+            assert torch.all(col == 0)
+        else:
+            assert torch.all(col < 0)  # momentum carried it through zero
+
+
+def test_keep_zero_elementwise_and_state_dict_round_trip():
+    lin = torch.nn.Linear(6, 4)
+    opt = torch.optim.SGD(lin.parameters(), lr=1.0, momentum=0.9)
+    prox = pt.ProximalStep(opt, keep_zero=True, every=2)
+    prox.add(lin, proxlib.WeightedL1(1.0), strength=0.2, label="l1")
+    prox.attach()
+    for _ in range(4):
+        opt.zero_grad()
+        lin(torch.randn(5, 6)).pow(2).mean().backward()
+        opt.step()
+    assert prox.n_steps == 2
+    m = prox.frozen()["l1"]
+    assert m.shape == lin.weight.shape and m.any()
+    assert torch.all(lin.weight.detach()[m] == 0)
+    state = prox.state_dict()
+    fresh = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=1.0), keep_zero=True)
+    fresh.add(lin, proxlib.WeightedL1(1.0), strength=0.2, label="l1")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.frozen()["l1"], m)
+    bad = dict(state, frozen={"l1": torch.zeros(3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="shape"):
+        fresh.load_state_dict(bad)
+
+
+def test_keep_zero_step_without_hook_enforces_too():
+    lin = torch.nn.Linear(4, 3, bias=False)
+    prox = pt.ProximalStep(keep_zero=True)
+    prox.add(lin, proxlib.GroupLasso(1.0), grouping="channel", strength=1.0)
+    with torch.no_grad():
+        lin.weight[:, 2] = 0.01
+    prox.step(lr=1.0)
+    assert torch.all(prox.frozen()[next(iter(prox.frozen()))][:, 2])
+    with torch.no_grad():
+        lin.weight[:, 2] = 5.0  # something wrote into a frozen row
+    prox.step(lr=1e-9)
+    assert torch.all(lin.weight[:, 2] == 0)
+
+
+# ------------------------------------------------------------------ fit, DataLoader, scheduler
+
+
+def test_fit_accepts_a_dataloader_loss_and_scheduler():
+    X, y = _toy()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    seen = []
+    loss_fn = lambda out, t: (seen.append(out.shape[0]), torch.nn.functional.cross_entropy(out, t))[1]  # noqa: E731
+    losses = pt.fit(net, loader, opt, epochs=3, loss_fn=loss_fn, scheduler=sched)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert sum(seen) == 3 * 256 and len(seen) == 3 * 8
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.4 * 0.5**3)
+    assert pt.evaluate(net, loader) == pytest.approx(pt.evaluate(net, X, y))
+    # per-step scheduling
+    opt2 = torch.optim.SGD(net.parameters(), lr=1.0)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.9)
+    pt.fit(net, X, y, opt2, epochs=1, batch_size=64, scheduler=sched2, scheduler_interval="step")
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.9**4)
+
+
+def test_fit_rejects_bad_data():
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X, y = _toy()
+    with pytest.raises(TypeError, match="y"):
+        pt.fit(net, X, None, opt)
+    with pytest.raises(TypeError, match="iterator"):
+        pt.fit(net, iter([(X, y)]), opt)
+    with pytest.raises(ValueError, match="same number"):
+        pt.fit(net, X, y[:10], opt)
+    with pytest.raises(TypeError, match="optimizer"):
+        pt.fit(net, X, y, "sgd")
+
+
+class _Counter:
+    """A ProximalStep stand-in penalty that records the steps it is given."""
+
+    def __init__(self):
+        self.steps = []
+
+    def prox(self, v, step=1.0):
+        self.steps.append(step)
+        return v
+
+    def value(self, x):
+        return 0.0
+
+
+def test_two_stage_warmup_prox_every_epoch_and_dataloader():
+    X, y = _toy(n=200)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=50, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    net = _mlp()
+    pen = _Counter()
+    made = []
+
+    def make_optimizer(ps):
+        made.append(torch.optim.SGD(ps, lr=0.1))
+        return made[-1]
+
+    scheds = []
+
+    def make_scheduler(opt):
+        scheds.append(torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
+        return scheds[-1]
+
+    r = pt.two_stage(net, {"fc1": net[0]}, loader, make_optimizer=make_optimizer,
+                     configure=lambda prox: prox.add(net[0], pen, strength=2.0), epochs=5, warmup_epochs=2,
+                     retrain_epochs=1, prox_every="epoch", keep_zero=True, make_scheduler=make_scheduler, test=loader)
+    assert r.prox_every == 4  # batches per epoch
+    # 3 prox epochs, one prox each, step = lr (halved each epoch, warm-up included) * 4 * strength
+    assert pen.steps == pytest.approx([0.1 * 0.5**e * 4 * 2.0 for e in (2, 3, 4)])
+    assert len(made) == 2 and len(scheds) == 2
+    assert r.frozen_entries == {"Linear.weight:_Counter": 0}
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        pt.two_stage(net, {}, loader, make_optimizer=make_optimizer, epochs=1, warmup_epochs=2, retrain_epochs=0)
+
+
+def test_two_stage_keep_zero_prunes_more_permanently():
+    # the same run with and without keep_zero: the frozen rows are zero at the end of stage 1
+    X, y = _toy(n=256, d=12)
+    out = {}
+    for keep in (False, True):
+        net = _mlp(d=12)
+        r = pt.growl_two_stage(net, {"fc1": net[0]}, X, y, weights=lambda G: proxlib.owl_weights_stairwise(G, 0.3, 0.02, G // 2),
+                               make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), epochs=8, retrain_epochs=1,
+                               batch_size=32, keep_zero=keep, prox_every=4, generator=torch.Generator().manual_seed(1))
+        out[keep] = r
+    frozen = out[True].frozen_entries["fc1.growl"]
+    assert frozen == out[True].metrics_trained["fc1"].zero_rows * 16 > 0
+    assert out[False].frozen_entries is None
+
+
+# ------------------------------------------------------------------ pruning amounts
+
+
+def test_magnitude_prune_per_layer_list_and_global():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(10, 10), torch.nn.Linear(10, 4)
+    with torch.no_grad():
+        b.weight.copy_(10 + torch.rand(4, 10))  # b's weights are all larger than a's
+    masks = pt.magnitude_prune([a, b], amount=[0.5, 0.25])
+    assert [int((m == 0).sum()) for m in masks] == [50, 10]
+    a2, b2 = torch.nn.Linear(10, 10), torch.nn.Linear(10, 4)
+    with torch.no_grad():
+        a2.weight.copy_(a.weight_orig)
+        b2.weight.copy_(b.weight_orig)
+    masks = pt.magnitude_prune([a2, b2], amount=0.5, scope="global")
+    assert [int((m == 0).sum()) for m in masks] == [70, 0]  # 70 of 140 weights, all from the small layer
+    with pytest.raises(ValueError, match="one amount"):
+        pt.magnitude_prune([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)], amount=[0.1, 0.2], scope="global")
+    with pytest.raises(ValueError, match="2 modules"):
+        pt.magnitude_prune([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)], amount=[0.1])
+    with pytest.raises(ValueError, match="scope"):
+        pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=0.1, scope="net")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=np.float32(1.5))
+
+
+def test_affine_scaling_prune_per_layer_amounts_cycle_and_dataloader():
+    X, y = _toy(n=200, d=10)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=40, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    net = _mlp(d=10)
+    seen = []
+    r = pt.affine_scaling_prune(net, {"a": net[0], "b": net[2]}, loader, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.3),
+                                rule="focuss", tau=1e-3, every="epoch", cycle=True, epochs=4, amount={"a": 0.8, "b": 0.5},
+                                retrain_epochs=1, test=loader, on_reweight=lambda s: seen.append(s.n_reweights))
+    assert r.n_reweights == 4 and seen == [1, 2, 3, 4]
+    assert r.metrics["a"].sparsity == pytest.approx(0.8, abs=0.01) and r.metrics["b"].sparsity == pytest.approx(0.5, abs=0.04)
+
+
+# ------------------------------------------------------------------ the re-weighting guard
+
+
+def _grown(guard: bool, n_reweights: int = 30):
+    """Greedy l1 re-weighting with a trained q of 1.3 (|q| > 1): theta grows by ~1.3 per re-weighting unguarded."""
+    lin = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.fill_(0.2)
+    pt.affine_scaling(lin)
+    pt.reweight(lin, rule="l1", tau=1e-3, guard=guard)  # first: rescale, q = theta / omega
+    q = lin.parametrizations.weight.original
+    held = 0
+    for _ in range(n_reweights):
+        with torch.no_grad():
+            q.mul_(1.3)  # what training did to q between re-weightings
+        held += pt.reweight(lin, rule="l1", tau=1e-3, guard=guard)
+    return lin.weight.detach(), held
+
+
+def test_guard_keeps_greedy_reweighting_from_growing_weights():
+    W, held = _grown(guard=False)
+    assert float(W.abs().max()) > 1e3  # the blow-up: 0.2 * ~1.3^30
+    W, held = _grown(guard=True)
+    # each re-weighting held every entry back: theta only moves through training (here x1.3 on q once)
+    assert held == 30 * 12
+    assert float(W.abs().max()) <= 0.2 * 1.3 + 1e-6
+
+
+def test_guard_lets_weights_shrink_and_matches_greedy_otherwise():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 5), torch.nn.Linear(6, 5)
+    b.load_state_dict(a.state_dict())
+    for lin in (a, b):
+        pt.affine_scaling(lin)
+        pt.reweight(lin, rule="focuss", p=0.5, tau=1e-4)
+        with torch.no_grad():
+            lin.parametrizations.weight.original.mul_(0.5)  # |q| shrank: greedy shrinks theta
+    theta = a.weight.detach().clone()
+    assert pt.reweight(a, rule="focuss", p=0.5, tau=1e-4, guard=True) == 0
+    pt.reweight(b, rule="focuss", p=0.5, tau=1e-4, guard=False)
+    assert torch.equal(a.weight, b.weight)
+    assert torch.all(a.weight.detach().abs() <= theta.abs())
+
+
+def test_reweight_raises_on_non_finite():
+    lin = torch.nn.Linear(3, 2)
+    pt.affine_scaling(lin)
+    with torch.no_grad():
+        lin.parametrizations.weight.original[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        pt.reweight(lin, rule="l2", tau=1e-3)
+    assert int(lin.parametrizations.weight[0].n_reweights) == 0  # nothing changed
+
+
+def test_schedule_cycle_and_tau_annealing():
+    layers = [torch.nn.Linear(3, 3) for _ in range(3)]
+    for l in layers:
+        pt.affine_scaling(l)
+    taus = []
+    sched = pt.AffineScalingSchedule(layers, every=1, rule="l2", tau=lambda t: taus.append(t) or 0.1 * 0.5**t, cycle=True)
+    for _ in range(4):
+        sched.step()
+    assert [int(l.parametrizations.weight[0].n_reweights) for l in layers] == [2, 1, 1]
+    assert taus == [0, 1, 2, 3]
+    # omega of the 4th re-weighting (layer 0 again) used tau = 0.1 / 8
+    th = layers[0].weight.detach()
+    omega = layers[0].parametrizations.weight[0].omega
+    assert omega.shape == th.shape
+    with pytest.raises(TypeError, match="unknown"):
+        pt.AffineScalingSchedule(layers, every=1, rul="l1")
+    assert sched.state_dict()["n_reweights"] == 4
