@@ -1,4 +1,5 @@
-"""``python -m proxlib.demo --quick`` end to end, and torch stays optional."""
+"""``python -m proxlib.demo --quick`` and the seed experiments' quick runs end to end,
+and torch stays optional."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _env():
@@ -21,6 +24,11 @@ def _env():
     return env
 
 
+def _needs_demo_extra():
+    for mod in ("sklearn", "matplotlib", "torch_pruning"):
+        pytest.importorskip(mod)
+
+
 def test_import_proxlib_does_not_import_torch():
     code = "import sys, proxlib; import proxlib.groupings, proxlib.penalties; print(sorted(m for m in ('torch', 'cupy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, check=True)
@@ -28,18 +36,130 @@ def test_import_proxlib_does_not_import_torch():
 
 
 def test_demo_quick_runs_end_to_end(tmp_path):
-    pytest.importorskip("sklearn")
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("tqdm")
-    cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path), "--threads", "1"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+    _needs_demo_extra()
+    cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("baseline", "weight decay", "group-Lasso", "GrOWL"):
         assert f"| {name} |" in out.stdout
-    assert "parameter sharing" in out.stdout and "compression" in out.stdout
-    png = tmp_path / "tying.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "parameter sharing" in out.stdout and "poster: sparsity" in out.stdout
+    assert "The poster's pattern" in out.stdout
+    assert "compacted (proxlib.torch.compact)" in out.stdout and "| total |" in out.stdout
+    assert (tmp_path / "tying.png").read_bytes()[:8] == PNG
     res = json.loads((tmp_path / "results.json").read_text())
-    assert set(res["results"]) >= {"baseline", "weight decay", "group-Lasso", "GrOWL"}
-    for r in res["results"].values():
-        assert 0.0 <= r["sparsity"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0 and r["compression"] >= 1.0
+    r = res["results"]
+    assert set(r) == {"baseline", "weight decay", "group-Lasso", "group-Lasso+l2", "GrOWL", "GrOWL+l2"}
+    for v in r.values():
+        assert 0.0 <= v["sparsity"] <= 1.0 and 0.0 <= v["accuracy"] <= 1.0 and v["compression"] >= 1.0
+        assert len(v["labels"]) == 784
+    # the quick run already shows the regularisers at work: zero rows and tied rows
+    for name in ("group-Lasso", "GrOWL"):
+        assert r[name]["sparsity"] > 0.3 and r[name]["tied_rows"] > 0
+    assert r["baseline"]["sparsity"] == 0.0 and r["baseline"]["tied_rows"] == 0
+    labels = np.array(r["GrOWL"]["labels"])
+    assert r["GrOWL"]["zero_rows"] == int((labels < 0).sum())
+    assert set(res["pattern"]) >= {"GrOWL sparsity >= 80%", "GrOWL accuracy within 2 points of the baseline"}
+    comp = res["compaction"]
+    assert comp["network"] == "GrOWL" and comp["accuracy"] == pytest.approx(r["GrOWL"]["accuracy"], abs=1e-9)
+    assert comp["report"]["total"]["params"][1] < comp["report"]["total"]["params"][0]
+    assert (tmp_path / "GrOWL_compact.pt").stat().st_size == comp["checkpoint_bytes"]
+
+
+def test_demo_cli_lists_every_option():
+    from proxlib.torch.demo import DemoConfig, build_parser
+
+    text = build_parser().format_help()
+    for f in DemoConfig.__dataclass_fields__:
+        if f in ("regularisers", "extra", "compact_batch", "keep_zero"):
+            continue
+        assert "--" + f.replace("_", "-") in text, f
+    assert "--no-keep-zero" in text and "--regularisers" in text and "(default:" in text
+
+
+def test_pattern_check_reads_the_table():
+    from proxlib.torch.demo import check_pattern
+
+    row = dict(sparsity=0.82, sharing=1.6, compression=9.0, accuracy=0.936)
+    res = {"baseline": dict(row, sparsity=0.0, accuracy=0.95), "group-Lasso": row,
+           "GrOWL": dict(row, sharing=2.1, compression=12.0, accuracy=0.935)}
+    p = check_pattern(res)
+    assert all(v[2] for v in p.values())
+    res["GrOWL"]["accuracy"] = 0.92  # 3 points below the baseline
+    res["GrOWL"]["sharing"] = 1.9  # < 1.25 x 1.6
+    p = check_pattern(res)
+    assert not p["GrOWL accuracy within 2 points of the baseline"][2]
+    assert not p["GrOWL sharing >= 1.25 x group-Lasso's"][2]
+
+
+# ------------------------------------------------------------------ the seed experiments
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _run(name, tmp_path, capsys, *extra):
+    _needs_demo_extra()
+    from proxlib.experiments.__main__ import main
+
+    assert main([name, "--quick", "--out", str(tmp_path / name), "--cache", str(tmp_path / "cache"), *extra]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / name / "results.json").read_text())
+    assert (tmp_path / name / f"{name}.png").read_bytes()[:8] == PNG
+    assert "compacted (proxlib.torch.compact)" in out
+    assert res["compaction"]["report"]["total"]["params"][0] > 0
+    return out, res
+
+
+def test_ssl_experiment_quick(tmp_path, capsys, one_thread):
+    out, res = _run("ssl", tmp_path, capsys)
+    assert "Table 1: penalising unimportant filters and channels" in out and "paper 2 | 0.8% | 5—19" in out
+    assert "Table 2: learning filter shapes" in out and "paper 5 | 1.0% | 7—14" in out
+    ref = res["results"]["reference"]["layers"]
+    assert (ref["conv1"]["filters"], ref["conv2"]["filters"], ref["conv2"]["channels"]) == (20, 50, 20)
+    assert ref["conv1"]["flop"] == 1.0 and ref["conv2"]["filter_size"] == 500
+    for run in ("3", "5"):
+        L = res["results"][run]["layers"]
+        for layer in ("conv1", "conv2"):
+            d = L[layer]
+            # the compacted layer keeps exactly the non-zero filters (or fewer: coupled removals)
+            assert d["filters"] <= d["nonzero_filters"] <= ref[layer]["filters"]
+            assert 0.0 <= d["flop"] <= 1.0 and d["filter_size"] <= d["dense_filter_size"]
+    assert res["results"]["3"]["layers"]["conv2"]["filters"] < 50  # the strong quick strengths remove filters
+    # the reference was cached: a second run loads it
+    from proxlib.experiments.__main__ import main
+
+    main(["ssl", "--quick", "--out", str(tmp_path / "ssl2"), "--cache", str(tmp_path / "cache"), "--runs", "3"])
+    assert "loaded from" in capsys.readouterr().out
+
+
+def test_ast_experiment_quick(tmp_path, capsys, one_thread):
+    from proxlib.experiments.ast_reweighting import LAYERS, PAPER
+
+    out, res = _run("ast", tmp_path, capsys)
+    assert "Table 1: pruning LeNet-5" in out and "| test error % | 0.86 |" in out
+    r = res["results"]
+    for rule in ("l1", "focuss"):
+        for i, layer in enumerate(LAYERS):
+            # AST and the LWC control are pruned to the paper's per-layer density for that rule
+            for key in (rule, f"LWC@{rule}"):
+                assert r[key]["nonzero"][layer] == pytest.approx(PAPER[rule][i] / 100, abs=2e-3)
+        assert r[rule]["n_reweights"] == 4
+        assert len(r[rule]["kurtosis_trace"]) == 4
+        assert np.isfinite(r[rule]["max_abs_weight"])
+
+
+def test_cges_experiment_quick(tmp_path, capsys, one_thread):
+    out, res = _run("cges", tmp_path, capsys)
+    assert "CGES + iterative pruning | 10% | - | 99.16%" in out
+    methods = [r["method"] for r in res["runs"]]
+    assert methods == ["L2", "L1", "CGES", "CGES (sequential)"]
+    for r in res["runs"]:
+        assert 0 < r["params"] <= 1 and 0 < r["flop"] <= 1
+    # the exact prox minimises the prox objective: the sequential approximation never does better
+    for g in res["prox_gap"]:
+        assert g["objective_sequential"] >= g["objective_exact"] * (1 - 1e-12)
+    assert [round(g["mu"], 6) for g in res["prox_gap"]] == [0.0, round(1 / 3, 6), round(2 / 3, 6), 1.0]

@@ -76,15 +76,12 @@ def main(argv=None) -> int:
     if args.quick:
         args.n_train, args.n_test, args.ref_epochs, args.iterations, args.retrain_epochs, args.repeats = 300, 200, 1, 4, 1, 2
         args.rules = ["l1", "focuss"]
-    C.finish_args(args, NAME)
-    t_start = time.perf_counter()
-    load0 = C.load_average()
-    split = C.load_split(args.n_train, args.n_test, args.seed)
-    make = lambda: C.CaffeLeNet(split.side)  # noqa: E731
-    print(f"data: {split.source}: {split.Xtr.shape[0]} training / {split.Xte.shape[0]} test digits; torch threads {torch.get_num_threads()}")
+    split, t_start, load0 = C.start(args, NAME)
+    make = lambda: C.caffe_lenet(split.side)  # noqa: E731
     ref, ref_s, _ = C.train_baseline(make, split, epochs=args.ref_epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                                      batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache or None, tag="caffe-lenet")
     ref_err = 1 - pt.evaluate(ref, *split.test)
+    print(f"reference error {100 * ref_err:.2f}%")
     results = {"reference": {"nonzero": C.nonzero_fraction(C.layers_of(ref)), "error": ref_err,
                              "kurtosis": {n: kurtosis(m.weight) for n, m in C.layers_of(ref).items()}}}
     make_opt = lambda ps: torch.optim.SGD(ps, lr=args.lr, momentum=args.momentum)  # noqa: E731
@@ -154,10 +151,7 @@ def main(argv=None) -> int:
 
 
 def _figure(results, rules, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = C.pyplot()
 
     fig, axes = plt.subplots(1, len(rules) + 1, figsize=(3.2 * (len(rules) + 1), 3.0), squeeze=False)
     for ax, rule in zip(axes[0], rules):
@@ -177,9 +171,7 @@ def _figure(results, rules, path):
     ax.set_xticklabels(rules, fontsize=8)
     ax.set_ylabel("test error %")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    C.save_figure(fig, path)
 
 
 if __name__ == "__main__":  # pragma: no cover

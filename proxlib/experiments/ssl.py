@@ -48,12 +48,12 @@ PAPER_T2 = [
     ("5", "1.0%", "7—14", "1—1", "1.4%—2.8%", "5.19×—10.82×"),
 ]
 
-# run -> (groupings, strength per grouping)
+# run -> (groupings, strength per grouping, multiplier per layer)
 RUNS = {
-    "2": (("filter", "channel"), {"filter": 0.06, "channel": 0.06}),
-    "3": (("filter", "channel"), {"filter": 0.12, "channel": 0.12}),
-    "4": (("shape", "channel"), {"shape": 0.03, "channel": 0.03}),
-    "5": (("shape", "channel"), {"shape": 0.06, "channel": 0.06}),
+    "2": (("filter", "channel"), {"filter": 0.24, "channel": 0.24}, {"conv1": 1.0, "conv2": 1.0}),
+    "3": (("filter", "channel"), {"filter": 0.48, "channel": 0.48}, {"conv1": 1.0, "conv2": 1.0}),
+    "4": (("shape", "channel"), {"shape": 0.06, "channel": 0.06}, {"conv1": 4.0, "conv2": 1.0}),
+    "5": (("shape", "channel"), {"shape": 0.12, "channel": 0.12}, {"conv1": 4.0, "conv2": 1.0}),
 }
 CONVS = ("conv1", "conv2")
 
@@ -103,29 +103,26 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every SSL strength")
     args = p.parse_args(argv)
     if args.quick:
-        args.n_train, args.n_test, args.ref_epochs, args.ssl_epochs, args.retrain_epochs, args.repeats = 300, 200, 1, 1, 1, 2
+        args.n_train, args.n_test, args.ref_epochs, args.ssl_epochs, args.retrain_epochs, args.repeats = 500, 200, 2, 2, 1, 2
         args.runs = ["3", "5"]
-        args.scale *= 4
-    C.finish_args(args, NAME)
-    t_start = time.perf_counter()
-    load0 = C.load_average()
-    split = C.load_split(args.n_train, args.n_test, args.seed)
-    make = lambda: C.CaffeLeNet(split.side)  # noqa: E731
-    print(f"data: {split.source}: {split.Xtr.shape[0]} training / {split.Xte.shape[0]} test digits; torch threads {torch.get_num_threads()}")
+        args.lr, args.scale = 5 * args.lr, 2 * args.scale  # 16 steps per stage: a larger step, strong enough to remove groups
+    split, t_start, load0 = C.start(args, NAME)
+    make = lambda: C.caffe_lenet(split.side)  # noqa: E731
     ref, ref_s, _ = C.train_baseline(make, split, epochs=args.ref_epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                                      batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache or None, tag="caffe-lenet")
     example = split.Xte[:256]
     ref_err = 1 - pt.evaluate(ref, *split.test)
+    print(f"reference error {100 * ref_err:.2f}%")
     ref_small = pt.compact(ref, example)
     results = {"reference": {"error": ref_err, **measure(ref, ref_small, example, args.repeats)}}
     nets = {}
     for run in args.runs:
-        groupings, lam = RUNS[run]
+        groupings, lam, per_layer = RUNS[run]
         lam = {g: v * args.scale for g, v in lam.items()}
         net = C.clone(ref)
         opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
         prox = pt.ProximalStep(opt, model=net, keep_zero=True)
-        terms = pt.add_ssl(prox, {n: getattr(net, n) for n in CONVS}, lam, groupings)
+        terms = [t for n in CONVS for t in pt.add_ssl(prox, {n: getattr(net, n)}, {g: v * per_layer[n] for g, v in lam.items()}, groupings)]
         prox.attach()
         t0 = time.perf_counter()
         loader = split.loader(args.batch_size, args.seed + 10 + int(run))
@@ -137,9 +134,9 @@ def main(argv=None) -> int:
         sec = time.perf_counter() - t0
         err = 1 - pt.evaluate(net, *split.test)
         small = pt.compact(net, example)
-        results[run] = {"error": err, "error_before_retraining": err_ssl, "strengths": lam, "seconds": sec, **measure(net, small, example, args.repeats)}
+        results[run] = {"error": err, "error_before_retraining": err_ssl, "strengths": lam, "layer_multipliers": per_layer, "seconds": sec, **measure(net, small, example, args.repeats)}
         nets[run] = (net, small)
-        print(f"SSL #{run} ({'+'.join(groupings)}, lambda {lam}): {sec:.0f} s, error {100 * err_ssl:.2f}% -> {100 * err:.2f}% after retraining")
+        print(f"SSL #{run} ({'+'.join(groupings)}, lambda {lam}, per layer x {per_layer}): {sec:.0f} s, error {100 * err_ssl:.2f}% -> {100 * err:.2f}% after retraining")
 
     def row(label, r, shapes):
         L = r["layers"]
@@ -172,10 +169,7 @@ def main(argv=None) -> int:
 
 
 def _figure(results, nets, ref, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = C.pyplot()
 
     runs = [("reference", ref)] + [(f"#{k}", v[0]) for k, v in nets.items()]
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(2.4 * (len(runs) + 1), 2.8), squeeze=False)
@@ -205,9 +199,7 @@ def _figure(results, nets, ref, path):
     ax.set_xticklabels([k if k == "reference" else f"#{k}" for k in labels], fontsize=7)
     ax.set_ylabel("measured speed-up")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    C.save_figure(fig, path)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Digits", "mnist_5k_path", "load_digits"]
+__all__ = ["Digits", "mnist_5k_path", "load_digits", "split_digits"]
 
 
 @dataclass
@@ -57,3 +57,23 @@ def load_digits(prefer: str = "mnist") -> Digits:
 
     d = sk_digits()
     return Digits(X=(d.data / 16.0).astype(np.float32), y=d.target.astype(np.int64), side=8, source="scikit-learn 8x8 digits")
+
+
+def split_digits(digits: Digits, n_train: int, n_test: int, seed: int = 0, *, images: bool = False):
+    """A shuffled train / test split as torch tensors ``(X_train, y_train, X_test, y_test)``.
+
+    ``seed`` fixes the permutation; ``n_train`` is capped at ``n - 1`` and ``n_test`` at
+    what is left.  ``images=True`` shapes the inputs ``(N, 1, side, side)`` for
+    convolutional networks (else ``(N, side * side)``).
+    """
+    import torch
+
+    n = digits.X.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    n_train = min(int(n_train), n - 1)
+    n_test = min(int(n_test), n - n_train)
+    X, y = torch.from_numpy(digits.X), torch.from_numpy(digits.y)
+    if images:
+        X = X.reshape(-1, 1, digits.side, digits.side)
+    tr, te = perm[:n_train], perm[n_train : n_train + n_test]
+    return X[tr], y[tr], X[te], y[te]

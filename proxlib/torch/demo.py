@@ -46,7 +46,7 @@ import torch
 
 import proxlib
 
-from .data import load_digits
+from .data import load_digits, split_digits
 from .prox import growl
 from .training import evaluate, fit, two_stage
 
@@ -93,16 +93,6 @@ class DemoConfig:
     compact_batch: int = 256
     compact_repeats: int = 20
     extra: dict = field(default_factory=dict)
-
-
-def _split(digits, n_train: int, n_test: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(digits.X.shape[0], generator=g)
-    n_train = min(n_train, digits.X.shape[0] - 1)
-    n_test = min(n_test, digits.X.shape[0] - n_train)
-    tr, te = perm[:n_train], perm[n_train : n_train + n_test]
-    X, y = torch.from_numpy(digits.X), torch.from_numpy(digits.y)
-    return X[tr], y[tr], X[te], y[te]
 
 
 def _mlp(d: int, hidden: int) -> torch.nn.Sequential:
@@ -203,7 +193,7 @@ def _pair_correlation(C: np.ndarray, live: np.ndarray, labels: np.ndarray) -> tu
 def run(cfg: DemoConfig, *, log=print) -> dict:
     """Train every regulariser of ``cfg``; returns the results (also what is printed)."""
     digits = load_digits()
-    data = _split(digits, cfg.n_train, cfg.n_test, cfg.seed)
+    data = split_digits(digits, cfg.n_train, cfg.n_test, cfg.seed)
     Xtr = data[0]
     log(f"data: {digits.source}: {Xtr.shape[0]} training / {data[2].shape[0]} test digits, {Xtr.shape[1]} pixels")
     log(f"training {len(cfg.regularisers)} networks ({cfg.epochs} + {cfg.retrain_epochs} epochs each), "
