@@ -96,9 +96,18 @@ def assert_prox_close(penalty: Penalty, v, x, step=1.0, *, rtol: float | None = 
     ------
     AssertionError
         With the residual and its tolerance, the worst block (index, v, x and
-        the reference there) and the largest differences from the reference.
+        the reference there) and the largest differences from the reference;
+        or naming the first NaN / Inf entry of ``x``.
     """
     v, x = _same_library(v, x)
+    xh = _host(x).reshape(-1) if hasattr(x, "shape") else np.asarray(x, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(xh))
+    if bad.size:
+        idx = tuple(int(i) for i in np.unravel_index(bad[0], tuple(x.shape)))
+        raise AssertionError(
+            f"{err_msg + chr(10) if err_msg else ''}x holds {bad.size} NaN or Inf entries (first at {idx}: {xh[bad[0]]!r}) "
+            f"for {_describe(penalty)}, step = {step!r}"
+        )
     cert = _C.certify(penalty, v, x, step)
     tol = cert.tolerance if rtol is None else float(rtol)
     if cert.residual <= tol:
