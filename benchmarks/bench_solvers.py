@@ -165,7 +165,7 @@ def problems(quick: bool):
 def best_time(make, X, y, pen, target, repeats):
     """Fastest run among a tol sweep whose measured relative gap is <= target."""
     best = None
-    for tol in (target * 10.0 ** -k for k in range(0, 5)):
+    for tol in (target * 10.0 ** -k for k in range(0, 4)):
         t, coef = _time(make(tol), repeats)
         gap = relative_gap(X, y, pen, coef)
         if gap <= target and (best is None or t < best[0]):

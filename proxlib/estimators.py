@@ -154,7 +154,7 @@ class OWLRegression(_ProxRegressor):
         return P.OWL(_alpha(self.alpha) * _weights(self.weights, n_features))
 
 
-class GrOWLRegression(_ProxRegressor):
+class GrOWLRegression(OWLRegression):
     r"""Multi-task least squares with GrOWL over the features:
     ``alpha sum_i w_i ||beta_[i]||_2``, ``beta_[i]`` the feature (row of the
     (n_features, n_targets) coefficients) with the i-th largest norm.
@@ -166,13 +166,6 @@ class GrOWLRegression(_ProxRegressor):
     """
 
     _multi_output = True
-
-    def __init__(self, alpha=1.0, weights=None, fit_intercept=True, tol=1e-8, max_iter=10_000):
-        self.alpha = alpha
-        self.weights = weights
-        self.fit_intercept = fit_intercept
-        self.tol = tol
-        self.max_iter = max_iter
 
     def _penalty(self, n_features):
         return P.GrOWL(_alpha(self.alpha) * _weights(self.weights, n_features))

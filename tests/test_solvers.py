@@ -13,9 +13,11 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given
 
 import proxlib
 from proxlib.solvers import LeastSquares, Logistic, SmoothLoss, prox_grad
+from proxlib.testing import prox_problems
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_diabetes, make_classification, make_regression  # noqa: E402
@@ -275,3 +277,16 @@ def test_estimator_parameter_errors(diabetes):
         ExclusiveLassoRegression(groups=[0, 1]).fit(X, y)
     with pytest.warns(sklearn.exceptions.ConvergenceWarning):
         OWLRegression(alpha=0.01, tol=1e-16, max_iter=3).fit(X, y)
+
+
+@given(prox_problems())
+def test_planned_prox_equals_the_public_prox(problem):
+    # the solver's prox with validation hoisted out of the loop computes the
+    # same arithmetic as penalty.prox, bit for bit (ragged groups included)
+    from proxlib.solvers import _ProxPlan
+
+    pen, v, step = problem
+    plan = _ProxPlan(pen, v)
+    for s in (step, 2.5 * step):
+        np.testing.assert_array_equal(plan(v, s), pen.prox(v, s))
+        assert plan(v, s).dtype == v.dtype
