@@ -278,7 +278,9 @@ class SolverResult:
     (None without one); ``residual``: the optimality residual at ``x``
     (computed at each check where no gap is available, and at the end);
     ``criterion``: ``"gap"`` or ``"residual"``, what was compared with
-    ``tol``; ``converged``; ``n_iter``; ``lipschitz``: the final constant;
+    ``tol`` at the last check (the residual also where the gap was asked for
+    but the dual norm of ``A^T theta`` is infinite: a zero weight on a
+    direction the gradient does not vanish on); ``converged``; ``n_iter``; ``lipschitz``: the final constant;
     ``history``: ``(iteration, certificate)`` at each check.
     """
 
@@ -424,12 +426,14 @@ def prox_grad(
                 zx = loss.linear(x)
                 zy = zx if y is x else loss.linear(y)
             gap, res, crit = _certificate(loss, penalty, x, zx, L, use_gap, f0, xp)
+            kind = "residual" if gap is None else "gap"
             history.append((it, crit))
             if crit <= tol:
                 converged = True
                 break
     if not history or history[-1][0] != it:
         gap, res, _ = _certificate(loss, penalty, x, loss.linear(x) if linear else None, L, use_gap, f0, xp)
+        kind = "residual" if gap is None else "gap"
     if use_gap and not math.isfinite(res):
         res = _residual(loss, penalty, x, zx if linear else None, L, xp)
     obj = None
@@ -442,7 +446,7 @@ def prox_grad(
         objective=obj,
         gap=gap,
         residual=res,
-        criterion="gap" if use_gap else "residual",
+        criterion=kind,
         converged=converged,
         n_iter=it,
         lipschitz=L,

@@ -290,3 +290,16 @@ def test_planned_prox_equals_the_public_prox(problem):
     for s in (step, 2.5 * step):
         np.testing.assert_array_equal(plan(v, s), pen.prox(v, s))
         assert plan(v, s).dtype == v.dtype
+
+
+def test_unpenalised_feature_falls_back_to_the_residual(diabetes):
+    # a zero weight makes the dual norm infinite wherever the gradient does not
+    # vanish exactly on that feature: the solver certifies with the residual
+    X, y = diabetes
+    w = np.full(X.shape[1], 0.5)
+    w[2] = 0.0
+    res = prox_grad(LeastSquares(X, y), proxlib.WeightedL1(w), tol=1e-13, max_iter=100_000)
+    assert res.converged and res.criterion == "residual" and res.gap is None
+    g = X.T @ (X @ res.x - y) / len(y)
+    assert abs(g[2]) <= 1e-9 * np.abs(X.T @ y).max() / len(y)  # stationary in the free direction
+    assert res.x[2] != 0
