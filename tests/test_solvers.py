@@ -99,6 +99,7 @@ def _skglm():
     return pytest.importorskip("skglm")
 
 
+@pytest.mark.slow  # skglm compiles its solver (numba) on first use: a minute on a loaded 2-core machine
 def test_slope_matches_skglm(regression):
     _skglm()
     from skglm import GeneralizedLinearEstimator
@@ -122,6 +123,7 @@ def test_slope_matches_skglm(regression):
     np.testing.assert_allclose(est.coef_, ref, rtol=0, atol=AGREE)
 
 
+@pytest.mark.slow  # as above
 def test_group_lasso_matches_skglm(diabetes, regression):
     # one test for both datasets: skglm compiles its solver (numba) once per process
     _skglm()
