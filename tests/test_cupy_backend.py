@@ -160,7 +160,7 @@ def test_compensated_prefix_sums_are_accurate_per_block():
     rng = np.random.default_rng(7)
     n = 20000
     u = 1e12 + 1e4 * rng.standard_normal(n)  # prefix sums up to 2e16, blocks from 1e12
-    H, D = _gpu_owl.compensated_prefix(u, np)
+    H, D = _gpu_owl.compensated_prefix(u)
     bound = 4 * np.finfo(float).eps
     naive_worst = 0.0
     for _ in range(300):
