@@ -110,6 +110,13 @@ Accuracy
   leaves the range of its entries (three copies of 0.05 stay 0.05; with zero
   weights the prox returns v exactly, 1e308 included) and one-entry blocks are
   exact.
+* What the prefix sums cannot resolve: two neighbouring block means that
+  differ by less than about n eps^2 max|P| / (block length) can be pooled
+  (e.g. zero weights and |v| = [0.05, 0.05, 0.05, 1e-178, 0]: the 1e-178 entry
+  pools with the 0 and comes out 0).  The value error is then below about
+  n^2 eps^2 max(|v|, w), far under the rounding of the other entries; a
+  sequential PAVA (the NumPy and Numba backends) sums each block locally and
+  has no such floor.
 
 Cost (n entries, r rounds, of which r_m merges; r <= 1 + log(n+1)/log(8/7) +
 2 log2(n) + 2 in the worst case, 2 to 10 on OWL inputs)
@@ -199,7 +206,7 @@ def _scale_exponent(uh, n, xp, dev):
     """Device int: k with max|uh| * 2^k in [2^(T-1), 2^T), T = 1019 - bit_length(n), |k| <= 1022."""
     amax = xp.max(xp.abs(uh))
     _, e = xp.frexp(amax)  # amax = m 2^e, m in [1/2, 1); frexp(0) = (0, 0)
-    return xp.clip(e * -1 + (1019 - n.bit_length()), -1022, 1022)
+    return xp.clip((1019 - n.bit_length()) - e, -1022, 1022)
 
 
 def _pow2(k, xp, dev):
@@ -322,14 +329,13 @@ def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
         mean = S / (Pr[0] - Pl[0])
         condA = eL >= mean  # s* <= eL_i  ->  p <= i
         condB = eR <= mean  # s* >= eR_j  ->  q >= j + 1
-        lt = eL < eR
-        neither = ~(condA | condB)
-        # Tangent lines through l_i (slope eL) and r_j (slope eR) cross at or
-        # left of the junction  <=>  S <= eL * (x_m - x_li) + eR * (x_rj - x_m).
+        lt = eL < eR  # with condB (condA): the left (right) range shrinks too
+        # Neither: the tangent lines through l_i (slope eL) and r_j (slope eR)
+        # cross at or left of the junction  <=>  S <= eL (x_m - x_li) + eR (x_rj - x_m).
         left_cross = S <= eL * (xM - Pl[0]) + eR * (Pr[0] - xM)
-        both = uL & uR
-        set_loL = (both & ((condB & ~condA & lt) | (neither & ~left_cross))) | (uL & ~uR & ~condA)
-        set_hiR = (both & ((condA & ~condB & lt) | (neither & left_cross))) | (uR & ~uL & ~condB)
+        # Resolved ranges (uL or uR false) take the point-to-chain search.
+        set_loL = uL & ~condA & (~uR | xp.where(condB, lt, ~left_cross))
+        set_hiR = uR & ~condB & (~uL | xp.where(condA, lt, left_cross))
         hiL = xp.where(uL & condA, i, hiL)
         loL = xp.where(set_loL, i + 1, loL)
         loR = xp.where(uR & condB, j + 1, loR)
@@ -362,7 +368,7 @@ def _hull(uh, ul, *, peel_density, merge, bridge, stats):
         peel_density = 0 if use_triton else PEEL_DENSITY
     k = _scale_exponent(uh, n, xp, dev)
     s = _pow2(k, xp, dev)
-    inv = _pow2(k * -1, xp, dev)
+    inv = 1.0 / s  # exact: 2^-k is a normal number
     uh *= s
     # First peel straight from u: interior point k is reflex iff u[k-1] >= u[k],
     # decided on the exact u = uh + ul (TwoSum pairs compare lexicographically).

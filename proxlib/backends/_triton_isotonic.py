@@ -10,7 +10,7 @@ each pair in registers (one lane per pair) until every lane of the program is
 resolved, then marks the range it deletes.
 
 The kernel does, operation for operation and in the same float64 arithmetic, what
-``_gpu_owl._bridge_ranges_array`` does (floating-point contraction into FMAs is
+``_gpu_owl._bridge_cuts_array`` does (floating-point contraction into FMAs is
 switched off with ``enable_fp_fusion=False``), so both paths delete the same
 vertices; the tests check that on Hypothesis inputs.
 
@@ -51,7 +51,7 @@ INTERPRET_BLOCK = 2**16
 launches = 0
 
 
-def _bridge_search(P, stride, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK: tl.constexpr):
+def _bridge_search(P0, P1, P2, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK: tl.constexpr):
     """Bridge the run pairs ``pid*BLOCK ..``; see the module doc."""
     pid = tl.program_id(0).to(tl.int64)
     k = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
@@ -69,7 +69,7 @@ def _bridge_search(P, stride, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK:
     hiL = tl.where(live, M - Ls - 1, 0)
     loR = loL + 1
     hiR = tl.where(live, Re - M, 1)
-    xM = tl.load(P + M, mask=live, other=0.0)
+    xM = tl.load(P0 + M, mask=live, other=0.0)
     it = 0
     todo = tl.reduce(((loL < hiL) | (loR < hiR)).to(tl.int32), 0, tl.standard._elementwise_max)
     while (todo > 0) & (it < max_iter):
@@ -79,12 +79,12 @@ def _bridge_search(P, stride, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK:
         j = (loR + hiR) // 2
         il = Ls + tl.where(uL, i, loL)
         ir = M + tl.where(uR, j, loR)
-        Pl0 = tl.load(P + il, mask=live, other=0.0)
-        Pl1 = tl.load(P + stride + il, mask=live, other=0.0)
-        Pl2 = tl.load(P + 2 * stride + il, mask=live, other=0.0)
-        Pr0 = tl.load(P + ir, mask=live, other=1.0)
-        Pr1 = tl.load(P + stride + ir, mask=live, other=0.0)
-        Pr2 = tl.load(P + 2 * stride + ir, mask=live, other=0.0)
+        Pl0 = tl.load(P0 + il, mask=live, other=0.0)
+        Pl1 = tl.load(P1 + il, mask=live, other=0.0)
+        Pl2 = tl.load(P2 + il, mask=live, other=0.0)
+        Pr0 = tl.load(P0 + ir, mask=live, other=1.0)
+        Pr1 = tl.load(P1 + ir, mask=live, other=0.0)
+        Pr2 = tl.load(P2 + ir, mask=live, other=0.0)
         eL = tl.load(eg + Ls + i, mask=live, other=0.0)
         eR = tl.load(eg + tl.minimum(M + j, B - 1), mask=live, other=0.0)
         S = (Pr1 - Pl1) + (Pr2 - Pl2)
@@ -92,13 +92,9 @@ def _bridge_search(P, stride, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK:
         condA = eL >= mean
         condB = eR <= mean
         lt = eL < eR
-        neither = (condA == 0) & (condB == 0)
         left_cross = S <= eL * (xM - Pl0) + eR * (Pr0 - xM)
-        both = uL & uR
-        set_loL = (both & ((condB & (condA == 0) & lt) | (neither & (left_cross == 0)))) | (
-            uL & (uR == 0) & (condA == 0)
-        )
-        set_hiR = (both & ((condA & (condB == 0) & lt) | (neither & left_cross))) | (uR & (uL == 0) & (condB == 0))
+        set_loL = uL & ~condA & (~uR | tl.where(condB, lt, ~left_cross))
+        set_hiR = uR & ~condB & (~uL | tl.where(condA, lt, left_cross))
         hiL = tl.where(uL & condA, i, hiL)
         loL = tl.where(set_loL, i + 1, loL)
         loR = tl.where(uR & condB, j + 1, loR)
@@ -110,7 +106,9 @@ def _bridge_search(P, stride, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK:
     tl.store(cut + (B + 2) + M + loR, one, mask=live)
 
 
-_NO_SPECIALIZE = ["stride", "R", "B", "K", "max_iter"]
+# Sizes change every call: one compiled variant for all of them.
+_NO_SPECIALIZE = ["R", "B", "K", "max_iter"]
+_NO_ALIGN = ["P1", "P2"]  # rows of one array: their alignment varies
 
 
 @functools.cache
@@ -119,8 +117,10 @@ def kernel(interpret: bool):
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
 
-        return InterpretedFunction(_bridge_search, do_not_specialize=_NO_SPECIALIZE)
-    return triton.jit(_bridge_search, do_not_specialize=_NO_SPECIALIZE)
+        return InterpretedFunction(
+            _bridge_search, do_not_specialize=_NO_SPECIALIZE, do_not_specialize_on_alignment=_NO_ALIGN
+        )
+    return triton.jit(_bridge_search, do_not_specialize=_NO_SPECIALIZE, do_not_specialize_on_alignment=_NO_ALIGN)
 
 
 def merge_cuts(P, eg, J, pairwise: bool):
@@ -133,18 +133,18 @@ def merge_cuts(P, eg, J, pairwise: bool):
     global launches
     import torch
 
+    if P.stride(1) != 1:
+        P = P.contiguous()
     B = eg.shape[0]
     R = J.shape[0]
     K = (R + 1) // 2 if pairwise else R
-    if P.stride(1) != 1:
-        P = P.contiguous()
     cut = torch.zeros((2, B + 2), dtype=torch.int32, device=P.device)
     interpret = P.device.type != "cuda" or triton.knobs.runtime.interpret
-    block = INTERPRET_BLOCK if interpret else BLOCK
+    block = min(INTERPRET_BLOCK, triton.next_power_of_2(K)) if interpret else BLOCK
     grid = (triton.cdiv(K, block),)
     # Each step halves one of the two ranges (sizes < B): at most 2 bit_length(B) steps.
     max_iter = 2 * B.bit_length() + 2
-    args = (P, P.stride(0), eg, J, R, B, K, 2 if pairwise else 1, cut, max_iter)
+    args = (P[0], P[1], P[2], eg, J, R, B, K, 2 if pairwise else 1, cut, max_iter)
     launches += 1
     if interpret:
         kernel(True)[grid](*args, BLOCK=block)
