@@ -267,7 +267,8 @@ def _indices(mask, count, xp, dev):
     if array_api_compat.is_torch_array(mask):
         import torch
 
-        return torch.nonzero_static(mask, size=count)[:, 0]
+        if hasattr(torch, "nonzero_static"):  # one operation, no synchronisation
+            return torch.nonzero_static(mask, size=count)[:, 0]
     idx = xp.empty(mask.shape[0] + 1, dtype=xp.int64, device=dev)
     c = xp.cumulative_sum(xp.astype(mask, xp.int64))
     idx[xp.where(mask, c - 1, count)] = xp.arange(mask.shape[0], dtype=xp.int64, device=dev)
