@@ -118,31 +118,41 @@ Accuracy
   sequential PAVA (the NumPy and Numba backends) sums each block locally and
   has no such floor.
 
-Cost (n entries, r rounds, of which r_m merges; r <= 1 + log(n+1)/log(8/7) +
-2 log2(n) + 2 in the worst case, 2 to 10 on OWL inputs)
-----------------------------------------------------------------------------
+Cost (n entries, r rounds, of which r_m merges)
+-----------------------------------------------
+Rounds: with the Triton bridge (default peel_density 0, merges only) runs
+halve at least every second merge, so r <= 2 ceil(log2 n) + 2 (final check
+included); 2 to 13 on OWL and adversarial inputs at n = 1e3..1e6.  With array
+merges (peel_density 8) peels may add up to log(n+1)/log(8/7) rounds.
+
 * Work: one sort of n keys; O(n) elementwise work before the rounds; round k
-  costs O(|V_k|) (``|V|`` shrinks geometrically under peels), a merge round
-  also O(K log L) for its K pairs and longest run L.  Worst case O(n log n).
-* Kernel launches (array operations; counted in ``tests/test_device_owl.py``
-  with torch's dispatcher on CPU tensors): about 45 outside the rounds, about
-  25 per peel round and 35 per merge round on the Triton path, of which one is
-  the Triton kernel: O(r) = O(log n), not O(log^2 n).  The array fallback adds
-  about 40 per bridge step, ``2 bit_length(L)`` steps per merge round.
+  costs O(|V_k|) (``|V|`` shrinks geometrically), a merge round also
+  O(K log L) for its K pairs and longest run L.  Worst case O(n log n).
+* Kernel launches, counted in ``tests/test_device_owl.py`` with torch's
+  dispatcher on the path a CUDA tensor takes: at most 75 before the first
+  scalar read (sort, TwoSum, scaling, first peel, compensated prefix sums,
+  first chain, first edge slopes), at most 30 per round (edge slopes, reflex
+  test, then a peel, or a merge with ONE Triton kernel, and the compaction;
+  24 and 26 measured), at most 30 after the rounds (clamp, searchsorted,
+  gather): 105 + 30 (r - 1) = O(log n) in all; 67 to 301 measured at
+  n = 1e3..1e6.  The array fallback's merge rounds add about 52 operations
+  per bridge step, ``2 bit_length(L)`` steps each, O(log^2 n) in all (1,180
+  to 4,937 on the same inputs at n = 1e3..1e4).
 * Host synchronisations: exactly one scalar read per round (``int(...)`` of one
   device int64 that packs the round's number of reflex vertices and the chain
-  length), so r of them per call, r = O(log n); nothing else waits for the
-  device: sizes that boolean compaction or ``nonzero`` would need are computed
-  on the device (the chain is compacted by a stable partition into an array of
-  the previous length, and the host learns the new length with the next
-  round's read).  The array fallback adds one read per merge round (its step
-  count), and off torch ``nonzero`` of the R reflex vertices is replaced by a
-  scatter, so CuPy also reads nothing else.
-* Scratch (float64 unless said): the sorted magnitudes (input dtype), ``uh``,
-  ``ul``, ``H``, ``D`` and two temporaries of n + 1 during the prefix sums
-  (plus float64 copies of w and y for float32 input); the first chain's
-  indices (int64) and the chain ``P`` (3 x (n + 1)); then O(|V|) per round.
-  Peak about 8 n float64 words besides the output.
+  length), so r per call, O(log n); nothing else waits for the device: sizes
+  that boolean compaction or ``nonzero`` would need are never used -- the
+  chain is compacted by a stable partition into an array of the previous
+  length, and the host learns the new length with the next round's read;
+  the reflex indices are ``torch.nonzero_static`` of the count just read (a
+  scatter off torch).  The array fallback adds one read per merge round (its
+  step count).
+* Scratch: peak about 11 n 8-byte words besides the output for OWL (float64;
+  10 n for float32), 8 n for ``isotonic_blocks`` (tracemalloc on NumPy at
+  n = 1e6): while the prefix sums are formed, ``uh``, ``ul``, ``H``, ``D`` and
+  three temporaries (float64, n + 1 each) with the sorted magnitudes; then
+  the first chain (3 x (n + 1)) and its compaction; then arrays of the block
+  count, which on OWL inputs is close to n.
 """
 
 from __future__ import annotations
@@ -249,8 +259,11 @@ def _stable_partition(keep, iota, xp):
     others behind them (also in order), and the number kept (a device scalar).
     ``iota`` is ``arange(len(keep))``."""
     c = xp.cumulative_sum(xp.astype(keep, xp.int64))
-    m_dev = c[-1]
-    return xp.where(keep, c - 1, (iota - c) + m_dev), m_dev
+    m_dev = c[-1] + 0  # its own 0-d array: c changes below
+    d = iota - c
+    d += m_dev  # a dropped entry goes to m + (number dropped before it)
+    c -= 1  # a kept one to (number kept before it)
+    return xp.where(keep, c, d), m_dev
 
 
 def _compact(P, keep, iota, xp, dev):
@@ -350,14 +363,18 @@ def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
     return cut
 
 
-def _hull(uh, ul, *, peel_density, merge, bridge, stats):
+def _hull(parts, *, peel_density, merge, bridge, stats):
     """Vertices and slopes of the lower hull of the prefix sums of ``uh + ul``.
 
-    ``uh`` (float64, length n >= 1) and ``ul`` (float64 or None) are owned by
-    the callee: scaled in place and released.  Returns ``(V, eg, inv)``: hull
-    vertices (int64, V[0] = 0, V[-1] = n), edge slopes in scaled units, and the
-    0-d float64 factor that unscales them (exact power of two).
+    ``parts = [uh, ul]``: ``uh`` float64 of length n >= 1, ``ul`` float64 or
+    None.  The list is emptied: the arrays become this function's own (scaled
+    in place, freed after the prefix sums; a caller's argument would stay
+    referenced for the whole call).  Returns ``(V, eg, inv)``: hull vertices
+    (int64, V[0] = 0, V[-1] = n), edge slopes in scaled units, and the 0-d
+    float64 factor that unscales them (exact power of two).
     """
+    uh, ul = parts
+    parts.clear()
     xp, dev = _ns(uh)
     n = uh.shape[0]
     use_triton = _use_triton(uh, bridge)
@@ -388,8 +405,12 @@ def _hull(uh, ul, *, peel_density, merge, bridge, stats):
     V[pos] = iota
     del pos
     # Columns (x, H, D) per vertex; kept vertices first, the others behind them.
-    P = xp.stack([xp.astype(V, xp.float64), H[V], D[V]])
-    del H, D, V
+    P = xp.empty((3, n + 1), dtype=xp.float64, device=dev)
+    P[0] = V
+    P[1] = H[V]
+    del H
+    P[2] = D[V]
+    del D, V
     peels, merges, runs_before_all = 1, 0, None
     while True:
         cap = P.shape[1]
@@ -421,7 +442,10 @@ def _hull(uh, ul, *, peel_density, merge, bridge, stats):
                 cut = _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats)
             keep = xp.cumulative_sum(cut[0, : B + 1] - cut[1, : B + 1]) == 0
             merges += 1
+            del J, cut
+        del eg, reflex  # scratch of the previous length, not needed by the compaction
         P, m_dev = _compact(P, keep, iota[:m], xp, dev)
+        del keep
     P, eg = P[:, :m], eg[: m - 1]
     if stats is not None:
         stats.update(peels=peels, merges=merges, rounds=peels + merges, blocks=m - 1)
@@ -468,14 +492,13 @@ def isotonic_blocks(
     if n == 0:
         return xp.zeros(1, dtype=xp.int64, device=dev), xp.zeros(0, dtype=xp.float64, device=dev)
     if overwrite_input and u.dtype == xp.float64:
-        V, eg, inv = _hull(u, None, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
+        V, eg, inv = _hull([u, None], peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
         # u now holds u * 2^k exactly; undo that on the block ends only
         first = u[V[:-1]] * inv
         last = u[V[1:] - 1] * inv
     else:
-        uh = xp.astype(u, xp.float64, copy=True)
-        V, eg, inv = _hull(uh, None, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
-        del uh
+        parts = [xp.astype(u, xp.float64, copy=True), None]
+        V, eg, inv = _hull(parts, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
         first = xp.astype(u[V[:-1]], xp.float64)
         last = xp.astype(u[V[1:] - 1], xp.float64)
     return V, _clamped_means(eg, inv, first, last, xp)
@@ -506,9 +529,10 @@ def owl(v, w, *, peel_density: int | None = None, merge: str = "auto", bridge: s
     if n == 0:
         return xp.asarray(v, copy=True)
     y = xp.sort(xp.abs(v), descending=True, stable=False)  # magnitudes, decreasing
-    uh, ul = _two_diff(xp.astype(w, xp.float64, copy=False), xp.astype(y, xp.float64, copy=False))
-    V, eg, inv = _hull(uh, ul, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
-    del uh, ul
+    # u = w - y exactly as uh + ul, handed over in a list that _hull empties,
+    # so that they are scaled in place and freed after the prefix sums.
+    parts = list(_two_diff(xp.astype(w, xp.float64, copy=False), xp.astype(y, xp.float64, copy=False)))
+    V, eg, inv = _hull(parts, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
     first, last = V[:-1], V[1:] - 1
     y_last = y[last]
     u_first = xp.astype(w[first], xp.float64) - xp.astype(y[first], xp.float64)
