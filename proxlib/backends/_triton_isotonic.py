@@ -129,8 +129,8 @@ def _interpreting_everything() -> bool:
     """TRITON_INTERPRET=1: every Triton kernel runs in the interpreter."""
     knobs = getattr(triton, "knobs", None)  # Triton >= 3.4
     if knobs is not None:
-        return bool(knobs.runtime.interpret)
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        return knobs.runtime.interpret is True
+    return os.getenv("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def merge_cuts(P, eg, J, pairwise: bool):
