@@ -122,17 +122,20 @@ def _scale(*arrays_):
 def _check_against_exact(x, v, w):
     """``x`` is the exact prox rounded, up to the float64 pipeline's error.
 
-    float32 input is computed in float64 and rounded once: within one float32
-    ulp of the exact value, plus ~n^2 float64 ulps of the problem's scale (the
-    rounding of block means and their comparisons), plus one subnormal spacing.
-    float64: a few ulps of the value plus the same n^2 eps scale term.  Zero
-    patterns agree wherever the exact value is above that bound.
+    Block sums are accurate to a few ulps of the sum (compensated prefix sums),
+    so block means are within a few ulps of exact; a block the rounding pools
+    or splits differently has means within that error of its neighbours, so
+    values move by at most a few float64 ulps of the problem's scale: the
+    bound is 4 ulps of the value in the input's dtype (float32 is computed in
+    float64 and rounded once) plus 16 float64 ulps of the scale plus one
+    subnormal spacing.  Zero patterns agree wherever the exact value is above
+    that bound.
     """
     dtype = v.dtype.type
     exact = R.exact_owl(v, w)  # rational arithmetic, correctly rounded to float64
     n = v.size
     scale = _scale(v, w)
-    tol = 4 * EPS[dtype] * np.abs(exact) + 4 * n * n * EPS[np.float64] * scale + TINY[dtype]
+    tol = 4 * EPS[dtype] * np.abs(exact) + 16 * EPS[np.float64] * scale + TINY[dtype]
     err = np.abs(x.astype(np.float64) - exact)
     assert np.all(err <= tol), (x, exact, err, tol)
     clear = np.abs(exact) > tol
@@ -359,7 +362,7 @@ def rounding_decides_support(draw):
 def test_owl_support_is_exact_where_rounding_of_differences_decides(path, problem):
     v, w = problem
     x = _owl(path, v, w)
-    exact = R.exact_owl(v, w)
+    exact = R.exact_owl(v, w).astype(v.dtype)  # the exact prox, rounded to the input's dtype
     np.testing.assert_array_equal(x != 0, exact != 0)
     _check_against_exact(x, v, w)
 
@@ -398,13 +401,14 @@ def test_owl_with_zero_weights_returns_v_exactly(path, dtype, v, scale):
 
 @pytest.mark.parametrize("path", PATHS)
 @given(
-    v=arrays(np.float64, st.integers(1, 30), elements=_elements()),
+    v=arrays(np.float64, st.integers(1, 30), elements=_moderate_elements()),
     c=st.sampled_from([0.0, 0.5, 1.0, 0.1, 3.0]),
     scale=st.sampled_from([1e-300, 1.0, 1e300]),
 )
 def test_owl_with_constant_weights_is_soft_thresholding_exactly(path, v, c, scale):
     """Constant weights: every block is a run of tied magnitudes, whose value is
-    the correctly rounded |v| - c (the clamp makes it exact)."""
+    the correctly rounded |v| - c (the clamp makes it exact).  Same dynamic
+    range as the zero-weights test."""
     v = v * scale
     w = np.full_like(v, c * scale)
     x = _owl(path, v, w)
