@@ -478,7 +478,8 @@ def isotonic_blocks(
 
     Round policy (the result does not depend on it; tests vary it): peel when
     at least ``1/peel_density`` of the vertices are reflex (0 never peels after
-    the first round, a huge value always peels); ``merge`` is ``"auto"``
+    the first round, a huge value always peels; None: 0 with the Triton
+    bridge, ``PEEL_DENSITY`` with array code); ``merge`` is ``"auto"``
     (bridge every junction, but pairwise right after an all-junction round
     that did not halve the runs), ``"all"`` or ``"pairs"``.  ``bridge``:
     ``"auto"`` (the Triton kernel for CUDA torch tensors when Triton imports,
