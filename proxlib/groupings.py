@@ -52,6 +52,9 @@ def _check(grouping: str, shape) -> str:
 
 
 def _moveaxis(x, source: int, destination: int):
+    # torch spells it movedim (called directly: TiedRows' forward stays traceable by torch.compile)
+    if hasattr(x, "movedim"):
+        return x.movedim(source, destination)
     return array_namespace(x).moveaxis(x, source, destination)
 
 

@@ -188,11 +188,26 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     kf = xp.astype(k, Y.dtype)
     Yk = Y[rows, k - 1]
     Fk = F[rows, k - 1]
-    Sk = Fk + kf * Yk
     D = xp.where(j[None, :] < k[:, None], Y - Yk[:, None], 0.0)
     D2 = xp.sum(D * D, axis=1)
-    left = cb[rows, k]  # g(left) <= 0
-    right = cb[rows, k - 1]  # g(right) > 0
+    return group_exclusive_factor(Yk, Fk, D2, kf, cb[rows, k], cb[rows, k - 1], a, b, xp)
+
+
+def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
+    """Step 2 of :func:`group_exclusive_shrink`: the root c in [left, right] of
+    g(c) = c - 1 + a / ||u(b c)|| once the support of u is known to be its top
+    k entries, from four statistics of that support per row: its smallest
+    (scaled) magnitude Y_k, F_k = sum_i (Y_i - Y_k), D2 = sum_i (Y_i - Y_k)^2
+    and k (float).  ``left``/``right`` bracket the root (g(left) <= 0 < g(right)).
+
+    With e = (Y_k - b c F_k) / (1 + b c k): ||u||^2 = D2 + 2 e F_k + k e^2 and
+    g'(c) = 1 + a b (F_k + k e) S_k / (||u||^3 (1 + b c k)^2) > 0, S_k = F_k + k Y_k
+    (no cancellation).  Newton's method safeguarded by bisection runs until the
+    bracket cannot shrink in floating point (one scalar read per step).  The
+    statistics are sums and extrema over the support, so a row split across
+    devices needs only their all-reduced values (see ``proxlib.torch.sharded``).
+    """
+    Sk = Fk + kf * Yk
 
     def g_and_slope(c):
         den = 1.0 + b * c * kf
