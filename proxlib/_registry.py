@@ -72,6 +72,28 @@ class Penalty:
     def value(self, x) -> float:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
+    # ------------------------------------------------ certificates (proxlib.certificates)
+    def optimality_residual(self, v, x, step=1.0) -> float:
+        """Scale-free distance of ``x`` from ``self.prox(v, step)``, without the prox
+        (:func:`proxlib.optimality_residual`)."""
+        from . import certificates
+
+        return certificates.optimality_residual(self, v, x, step)
+
+    def subdifferential_distance(self, v, x, step=1.0) -> float:
+        """Largest violation of ``(v - x)/step in dOmega(x)``, in units of ``v``
+        (:func:`proxlib.certificates.subdifferential_distance`)."""
+        from . import certificates
+
+        return certificates.subdifferential_distance(self, v, x, step)
+
+    def dual_norm(self, r) -> float:
+        """The dual norm of ``r`` (OWL, GrOWL, group lasso, weighted l1; TypeError
+        for the others): :func:`proxlib.certificates.dual_norm`."""
+        from . import certificates
+
+        return certificates.dual_norm(self, r)
+
     # ---------------------------------------------------------------- declared per operator
     def thresholds(self, layout: Layout) -> tuple:
         raise NotImplementedError  # pragma: no cover
