@@ -201,6 +201,8 @@ def like(a, ref, name: str):
                     f"{type(ref).__module__.split('.')[0]} array; pass {name} as a NumPy array or "
                     "an array of the input's library"
                 )
+    if array_kind(ref) == "torch" and isinstance(a, np.ndarray) and any(st < 0 for st in a.strides):
+        a = np.ascontiguousarray(a)  # torch cannot view negative strides (np.sort(w)[::-1])
     return xp.asarray(a, dtype=ref.dtype, device=device(ref))
 
 
