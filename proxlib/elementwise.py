@@ -5,6 +5,7 @@ steps are weighted l1 / weighted l2^2 subproblems.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,6 +71,7 @@ class WeightedL2Sq(_Elementwise):
 
     weights: Any
     kernel: ClassVar[str] = "weighted_l2sq"
+    degrees: ClassVar[tuple] = (2,)  # scale-free: v / (1 + 2 step w)
 
     def value(self, x) -> float:
         x, w, xp = _value_args(self, x)
@@ -93,6 +95,7 @@ class Lp(R.Penalty):
     kernel: ClassVar[str] = "lp"
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
+    degrees: ClassVar[tuple] = ("p",)
 
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), p=V.in_unit_interval(self.p, "p"))
@@ -154,13 +157,26 @@ def lp_threshold(lam: float, p: float) -> float:
         \tau = \frac{2 - p}{2(1 - p)}\,\big(2\lambda(1 - p)\big)^{1/(2-p)}
         \quad (0 \le p < 1), \qquad \tau = \lambda \quad (p = 1).
 
-    p = 0 gives sqrt(2 lam) (hard thresholding).
+    p = 0 gives sqrt(2 lam) (hard thresholding, correctly rounded).  Formed
+    without intermediate overflow or underflow over the whole float64 range of
+    lam, to a few units in the last place (the exponent 1/(2 - p) is used as
+    an exact rational).
+
+    Raises
+    ------
+    ValueError
+        If tau exceeds the largest float64 (it never does for p = 0 or 1).
     """
     lam = V.nonnegative(lam, "lam")
     p = V.in_unit_interval(p, "p")
-    if p == 1:
+    if p == 1 or lam == 0:
         return lam
-    return (2 - p) / (2 * (1 - p)) * (2 * lam * (1 - p)) ** (1 / (2 - p))
+    if p == 0:
+        return _k.hard_threshold(lam)
+    tau = _k.lp_constants(lam, p)[0]
+    if tau == math.inf:
+        raise ValueError(f"the lp threshold for lam = {lam!r}, p = {p!r} exceeds the largest float64")
+    return tau
 
 
 def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from fractions import Fraction
 
 from .._dispatch import array_namespace, device
 
@@ -50,12 +51,26 @@ def row_scale(A, xp):
     return xp.where(amax > 0, s, xp.ones_like(amax))
 
 
-def row_norms(W, xp):
-    """Overflow- and underflow-safe l2 norm of each row of ``W`` (float64)."""
+def scaled_row_norms(W, xp):
+    """The l2 norm of each row of ``W`` as ``nrm * s`` (both float64): ``s``
+    the row's power of two (:func:`row_scale`), ``nrm`` in [1, 2 sqrt(m)) for a
+    non-zero row (0 for a zero row, NaN or inf where the row is).
+
+    Nothing over- or underflows, also where the norm itself exceeds the largest
+    float64 (a row of four 1e308's has norm 2e308); ratios such as a / ||w||
+    are then formed as (a / s) / nrm."""
     A = xp.abs(upcast(W, xp))
     s = row_scale(A, xp)
     B = A / s[:, None]
-    return xp.sqrt(xp.sum(B * B, axis=1)) * s
+    return xp.sqrt(xp.sum(B * B, axis=1)), s
+
+
+def row_norms(W, xp):
+    """Overflow- and underflow-safe l2 norm of each row of ``W`` (float64;
+    inf only where the norm exceeds the largest float64)."""
+    nrm, s = scaled_row_norms(W, xp)
+    with errstate(W):
+        return nrm * s
 
 
 def sort_desc(A, xp):
@@ -298,6 +313,50 @@ def _lp_closed_form(av, lam, p, xp):
         return u * u * u
 
 
+def _pow_scaled(m: float, e: int, r: Fraction) -> tuple[float, int]:
+    """``(m 2^e)^r`` as ``(mantissa, exponent)`` for m in (0, 1], an integer e
+    and a rational r > 0, without overflow: m^r is a float power of a number
+    near 1, and e r splits exactly into an integer and a fraction in [0, 1)."""
+    q = e * r
+    qi = math.floor(q)
+    return m ** float(r) * 2.0 ** float(q - qi), qi
+
+
+def _ldexp(m: float, e: int) -> float:
+    try:
+        return math.ldexp(m, e)
+    except OverflowError:
+        return math.inf
+
+
+def lp_constants(lam: float, p: float) -> tuple[float, float]:
+    """``(tau, beta)`` of the lp prox with ``lam`` > 0 (already times step), 0 < p < 1:
+
+    tau = (2 - p) / (2 (1 - p)) (2 lam (1 - p))^(1/(2-p)), the magnitude up to
+    which the prox is 0, and beta = (lam p (1 - p))^(1/(2-p)), where the
+    stationarity equation's derivative vanishes.  Formed from the mantissa and
+    exponent of lam with the exponent 1/(2 - p) as an exact rational: no
+    intermediate overflows or underflows (2 lam does for lam > 2^1023), and the
+    relative error is a few units in the last place instead of
+    eps |ln lam| / (2 - p) for a float power with a rounded exponent.  inf
+    where tau exceeds the largest float64.
+    """
+    r = 1 / (2 - Fraction(p))
+    ml, el = math.frexp(lam)
+    mt, et = math.frexp(ml * (1.0 - p))  # 2 lam (1 - p) = mt 2^(el + et + 1)
+    a, ea = _pow_scaled(mt, el + et + 1, r)
+    tau = _ldexp(a * ((2.0 - p) / (2.0 * (1.0 - p))), ea)
+    mp, ep = math.frexp(p * (1.0 - p))
+    mb, eb = math.frexp(ml * mp)  # lam p (1 - p) = mb 2^(el + ep + eb)
+    b, eb2 = _pow_scaled(mb, el + ep + eb, r)
+    return tau, _ldexp(b, eb2)
+
+
+def hard_threshold(lam: float) -> float:
+    """sqrt(2 lam) correctly rounded, also where 2 lam overflows (lp with p = 0)."""
+    return math.sqrt(2.0 * lam) if lam <= 2.0**1022 else 2.0 * math.sqrt(lam / 2.0)
+
+
 def lp(v, lam, p):
     """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise.
 
@@ -310,11 +369,10 @@ def lp(v, lam, p):
     if lam == 0:
         return xp.asarray(v, copy=True)
     if p == 0:
-        return xp.astype(xp.where(av > math.sqrt(2.0 * lam), v64, 0.0), v.dtype, copy=False)
+        return xp.astype(xp.where(av > hard_threshold(lam), v64, 0.0), v.dtype, copy=False)
     if p == 1:
         return xp.astype(xp.sign(v64) * xp.maximum(av - lam, 0.0), v.dtype, copy=False)
-    tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
-    beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+    tau, beta = lp_constants(lam, p)
     # Candidates for a non-zero result.  tau is a power with a rounded exponent
     # (off by up to ~eps |ln(lam)|), so it only pre-selects, with a margin; the
     # decision between x* and 0 compares their objectives at the end.
