@@ -28,17 +28,20 @@ float32) the problem is transformed exactly instead:
   at most N * max|v| < sigma * max float64).  Entries below 2^-1022 * sigma
   lose their last j bits (an absolute error of at most sigma * 2^-1075).
 * **degree 2** (scale-free parameters: the exclusive lasso's b, weighted
-  l2^2's w): for b >= 2^60 the prox is saturated, only the largest entries of
-  a group survive, as w / (1 + b k), so ``prox_b(v) = 2^-E prox_{b 2^-E}(v)``
-  to a relative 2^-60; each row (entry) with b > 2^900 is solved with
-  b 2^-E <= 2^900 and its result multiplied by 2^-E.
+  l2^2's w, the l1^2 part of group+exclusive): once b is huge the prox is
+  saturated and inversely proportional to b -- the exclusive lasso keeps only
+  the largest entries of a group, as w / (1 + b k); weighted l2^2 gives
+  v / (1 + 2 w); group+exclusive gives x = (gamma / b) u(gamma) with
+  ||u(gamma)|| = a / (1 - gamma / b) and gamma <= ||w|| / a * sqrt(m) <= 2^200
+  (there a >= b 2^-53, as 1 - mu >= 2^-53 unless mu = 1, when a = 0 and it is
+  the exclusive lasso).  So ``prox_b(v) = 2^-E prox_{b 2^-E}(v)`` to a relative
+  2^-600 for b 2^-E >= 2^899: each row (entry) with b > 2^900 is solved with
+  b 2^-E in [2^899, 2^900] and its result multiplied by 2^-E.
 * **lp** (degree p): ``prox_lam(v) = sigma prox_{lam sigma^(p-2)}(v / sigma)``
   with sigma = 2^k chosen so that lam sigma^(p-2) is about 1; entries that
   would overflow ``v / sigma`` are far above the threshold and returned as
-  they are (their shrinkage is below 2^-1023 relative), entries that underflow
+  they are (their shrinkage is below 2^-1020 relative), entries that underflow
   are far below it and become 0.
-* group+exclusive with its scale-free b beyond 2^900 raises ValueError (there
-  the root solve no longer separates the two scales).
 """
 
 from __future__ import annotations
@@ -97,6 +100,52 @@ def products(terms_) -> tuple:
 
 
 # ------------------------------------------------------------ extended products
+
+
+def _pow_scaled(m: float, e: int, r: Fraction) -> tuple[float, int]:
+    """``(m 2^e)^r`` as ``(mantissa, exponent)`` for m in (0, 1], an integer e
+    and a rational r > 0, without overflow: m^r is a float power of a number
+    near 1, and e r splits exactly into an integer and a fraction in [0, 1)."""
+    q = e * r
+    qi = math.floor(q)
+    return m ** float(r) * 2.0 ** float(q - qi), qi
+
+
+def _ldexp(m: float, e: int) -> float:
+    try:
+        return math.ldexp(m, e)
+    except OverflowError:
+        return math.inf
+
+
+def lp_constants(lam: float, p: float) -> tuple[float, float]:
+    """``(tau, beta)`` of the lp prox with ``lam`` > 0 (already times step), 0 < p < 1:
+
+    tau = (2 - p) / (2 (1 - p)) (2 lam (1 - p))^(1/(2-p)), the magnitude up to
+    which the prox is 0, and beta = (lam p (1 - p))^(1/(2-p)), where the
+    stationarity equation's derivative vanishes.  Formed from the mantissa and
+    exponent of lam with the exponent 1/(2 - p) as an exact rational: no
+    intermediate overflows or underflows (2 lam does for lam > 2^1023), and the
+    relative error is a few units in the last place instead of
+    eps |ln lam| / (2 - p) for a float power with a rounded exponent.  inf
+    where tau exceeds the largest float64.
+    """
+    r = 1 / (2 - Fraction(p))
+    ml, el = math.frexp(lam)
+    mt, et = math.frexp(ml * (1.0 - p))  # 2 lam (1 - p) = mt 2^(el + et + 1)
+    a, ea = _pow_scaled(mt, el + et + 1, r)
+    tau = _ldexp(a * ((2.0 - p) / (2.0 * (1.0 - p))), ea)
+    mp, ep = math.frexp(p * (1.0 - p))
+    mb, eb = math.frexp(ml * mp)  # lam p (1 - p) = mb 2^(el + ep + eb)
+    b, eb2 = _pow_scaled(mb, el + ep + eb, r)
+    return tau, _ldexp(b, eb2)
+
+
+def hard_threshold(lam: float) -> float:
+    """sqrt(2 lam) correctly rounded, also where 2 lam overflows (lp with p = 0)."""
+    return math.sqrt(2.0 * lam) if lam <= 2.0**1022 else 2.0 * math.sqrt(lam / 2.0)
+
+
 
 
 def product(factors) -> tuple[float, int]:
@@ -200,65 +249,25 @@ def _solve64(pen, ts, me, logs, data, kernel, run):
         return _solve_lp(pen, ts, me, data, kernel, run)
     if all(_fits(t, lg, "float64") for t, lg in zip(ts, logs)):
         return run(kernel, data, tuple(formed(t, m, e, data) for t, (m, e) in zip(ts, me)))
-    big2 = [t.degree == 2 and not _fits(t, lg, "float64") for t, lg in zip(ts, logs)]
-    if any(big2) and all(t.degree == 2 or lg == -math.inf for t, lg in zip(ts, logs)):
-        return _saturated(ts, me, data, kernel, run)  # (group+exclusive with mu = 1 is the exclusive lasso)
-    X = _rescaled_degree1(ts, me, logs, data, kernel, run)
-    if any(big2):
-        _check_clamped_rows_are_zero(pen, ts, me, big2, X)
-    return X
-
-
-def _rescaled_degree1(ts, me, logs, data, kernel, run):
-    """Degree-1 thresholds beyond float64: data and thresholds over sigma = 2^j
-    (j = 0 when none overflows).  Scale-free thresholds beyond 2^900 are
-    clamped there (see :func:`_check_clamped_rows_are_zero`)."""
     xp = array_namespace(data)
+    # degree 1 beyond float64: data and those thresholds over sigma = 2^j
     over = any(t.degree == 1 and lg >= 1024 for t, lg in zip(ts, logs))
     j = max(1, math.ceil(math.log2(max(size(data), 1)))) + 1 if over else 0
-    thr = []
-    for t, (m, e) in zip(ts, me):
-        a = formed(t, m, e - j if t.degree == 1 else e, data)
-        top = _FMAX["float64"] if t.degree == 1 else _DEGREE2_LIMIT["float64"]
-        thr.append(min(a, top) if isinstance(a, float) else xp.minimum(a, top))
+    thr, shift = [], 0
+    for t, (m, e), lg in zip(ts, me, logs):
+        if t.degree == 2 and not _fits(t, lg, "float64"):
+            # saturated: row r (entry i) with b_r 2^-E_r <= 2^900, result times 2^-E_r
+            a = xp.asarray(t.array, dtype=xp.float64, device=device(data))
+            _, ea = xp.frexp(a)
+            shift = xp.where(a > 0, xp.maximum(xp.astype(ea, xp.int64) + e - 900, 0), 0)
+            thr.append(mul_pow2(a, e - shift, m))
+            if data.ndim == 2:
+                shift = shift[:, None]
+        else:
+            a = formed(t, m, e - j if t.degree == 1 else e, data)
+            thr.append(min(a, _FMAX["float64"]) if isinstance(a, float) else xp.minimum(a, _FMAX["float64"]))
     X = run(kernel, mul_pow2(data, -j) if j else data, tuple(thr))
-    return mul_pow2(X, j) if j else X
-
-
-def _check_clamped_rows_are_zero(pen, ts, me, big2, X):
-    """A penalty with a scale-free threshold b and a degree-1 one a (group +
-    exclusive) zeroes a row iff ||w|| <= a, whatever b: clamping b changes
-    nothing on such rows.  A non-zero row whose b was clamped raises."""
-    xp = array_namespace(X)
-    for t, (m, e), big in zip(ts, me, big2):
-        if not big:
-            continue
-        clamped = formed(t, m, e, X) > _DEGREE2_LIMIT["float64"]
-        rows = xp.reshape(X, (X.shape[0], -1)) if X.ndim and X.shape[0] == clamped.shape[0] else xp.reshape(X, (1, -1))
-        if bool(xp.any(clamped & xp.any(rows != 0, axis=1))):
-            raise ValueError(
-                f"the scale-free threshold of {type(pen).__name__} (step * lam * mu * group_weights) "
-                "exceeds 2^900 on a group that is not zeroed; proxlib solves this penalty for values "
-                "up to 2^900 only there (use a smaller step or lam)"
-            )
-
-
-def _saturated(ts, me, data, kernel, run):
-    """Scale-free thresholds beyond 2^900 (any degree-1 ones are all 0): row r
-    (entry i) solved with b 2^-E_r <= 2^900, its result times 2^-E_r."""
-    xp = array_namespace(data)
-    shift = None
-    thr = []
-    for t, (m, e) in zip(ts, me):
-        if t.degree != 2:
-            thr.append(formed(t, m, e, data))  # zeros
-            continue
-        a = xp.asarray(t.array, dtype=xp.float64, device=device(data))
-        _, ea = xp.frexp(a)
-        shift = xp.where(a > 0, xp.maximum(xp.astype(ea, xp.int64) + e - 900, 0), 0)
-        thr.append(mul_pow2(a, e - shift, m))
-    X = run(kernel, data, tuple(thr))
-    return mul_pow2(X, -(shift[:, None] if data.ndim == 2 else shift))
+    return mul_pow2(X, j - shift) if (j or not isinstance(shift, int)) else X
 
 
 def _solve_lp(pen, ts, me, data, kernel, run):

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from . import _range
 from . import _registry as R
 from . import _validate as V
 from ._dispatch import array_namespace, size
@@ -172,8 +173,8 @@ def lp_threshold(lam: float, p: float) -> float:
     if p == 1 or lam == 0:
         return lam
     if p == 0:
-        return _k.hard_threshold(lam)
-    tau = _k.lp_constants(lam, p)[0]
+        return _range.hard_threshold(lam)
+    tau = _range.lp_constants(lam, p)[0]
     if tau == math.inf:
         raise ValueError(f"the lp threshold for lam = {lam!r}, p = {p!r} exceeds the largest float64")
     return tau

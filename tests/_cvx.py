@@ -306,6 +306,8 @@ def exact_exclusive_row(row, b):
 
 
 def _dec(x):
+    if isinstance(x, Decimal):  # parameters beyond float64 (tests of the float range)
+        return x
     return Decimal(float(x))  # exact: every float is a finite decimal
 
 
@@ -337,8 +339,8 @@ def _group_exclusive_row_decimal(row, lam, mu, step=1.0, c=1.0):
     # When b ||w|| is large, |x| ~ |w| / (b ||w||) is resolved only if theta is
     # known to that many more digits: raise the precision (and the bisection
     # count) accordingly.
-    bw = float(step) * float(lam) * float(c) * float(mu) * float(np.abs(row).max(initial=0.0))
-    digits = PREC + (math.ceil(math.log10(bw)) if bw > 1 else 0)
+    bw = _dec(step) * _dec(lam) * _dec(c) * _dec(mu) * _dec(np.abs(row).max(initial=0.0))
+    digits = PREC + (math.ceil(bw.log10()) if bw > 1 else 0)
     with localcontext() as ctx:
         ctx.prec = digits
         W = [_dec(x) for x in row]

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from fractions import Fraction
 
 from .._dispatch import array_namespace, device
+from .._range import hard_threshold, lp_constants
 
 _MAX_ROOT_ITER = 200
 
@@ -214,10 +214,22 @@ def group_exclusive_shrink(Y, F, a, b, xp):
         e = (Yk - b * c * Fk) / den
         N = xp.sqrt(D2 + 2.0 * e * Fk + kf * e * e)
         g = c - 1.0 + a / N
-        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (N * N * N * den * den)
+        Nd = N * den  # (N den)^2 N, not N^3 den^2: den reaches b, N about 1/b
+        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (Nd * Nd * N)
         return g, slope
 
-    c = 0.5 * (left + right)
+    def middle(left, right):
+        # geometric while the bracket spans more than a factor 4: the root is
+        # about a / (b ||w||) (relative to the row's scale), 1e-270 for b = 2^900,
+        # which halving [0, 1] would take ~900 steps to reach
+        wide = right > 4.0 * left
+        return xp.where(wide, xp.sqrt(left) * xp.sqrt(right), 0.5 * (left + right))
+
+    # c >= 2^-1022: the root is at least about 1 / (2 m b), far above that for
+    # the b <= 2^900 that proxlib passes (larger b are solved by saturation,
+    # see proxlib._range)
+    left = xp.maximum(left, 2.0**-1022)
+    c = middle(left, right)
     for _ in range(_MAX_ROOT_ITER):
         g, slope = g_and_slope(c)
         neg = g < 0
@@ -225,7 +237,7 @@ def group_exclusive_shrink(Y, F, a, b, xp):
         right = xp.where(neg, right, c)
         newton = c - g / slope
         ok = (newton > left) & (newton < right)
-        nxt = xp.where(ok, newton, 0.5 * (left + right))
+        nxt = xp.where(ok, newton, middle(left, right))
         done = (nxt == c) | (g == 0)
         c = xp.where(done, c, nxt)
         if bool(xp.all(done | ~((left < nxt) & (nxt < right)))):
@@ -311,50 +323,6 @@ def _lp_closed_form(av, lam, p, xp):
         r = xp.sqrt(2.0 * mm)
         u = 0.5 * (r + xp.sqrt(2.0 * av / r - 2.0 * mm))
         return u * u * u
-
-
-def _pow_scaled(m: float, e: int, r: Fraction) -> tuple[float, int]:
-    """``(m 2^e)^r`` as ``(mantissa, exponent)`` for m in (0, 1], an integer e
-    and a rational r > 0, without overflow: m^r is a float power of a number
-    near 1, and e r splits exactly into an integer and a fraction in [0, 1)."""
-    q = e * r
-    qi = math.floor(q)
-    return m ** float(r) * 2.0 ** float(q - qi), qi
-
-
-def _ldexp(m: float, e: int) -> float:
-    try:
-        return math.ldexp(m, e)
-    except OverflowError:
-        return math.inf
-
-
-def lp_constants(lam: float, p: float) -> tuple[float, float]:
-    """``(tau, beta)`` of the lp prox with ``lam`` > 0 (already times step), 0 < p < 1:
-
-    tau = (2 - p) / (2 (1 - p)) (2 lam (1 - p))^(1/(2-p)), the magnitude up to
-    which the prox is 0, and beta = (lam p (1 - p))^(1/(2-p)), where the
-    stationarity equation's derivative vanishes.  Formed from the mantissa and
-    exponent of lam with the exponent 1/(2 - p) as an exact rational: no
-    intermediate overflows or underflows (2 lam does for lam > 2^1023), and the
-    relative error is a few units in the last place instead of
-    eps |ln lam| / (2 - p) for a float power with a rounded exponent.  inf
-    where tau exceeds the largest float64.
-    """
-    r = 1 / (2 - Fraction(p))
-    ml, el = math.frexp(lam)
-    mt, et = math.frexp(ml * (1.0 - p))  # 2 lam (1 - p) = mt 2^(el + et + 1)
-    a, ea = _pow_scaled(mt, el + et + 1, r)
-    tau = _ldexp(a * ((2.0 - p) / (2.0 * (1.0 - p))), ea)
-    mp, ep = math.frexp(p * (1.0 - p))
-    mb, eb = math.frexp(ml * mp)  # lam p (1 - p) = mb 2^(el + ep + eb)
-    b, eb2 = _pow_scaled(mb, el + ep + eb, r)
-    return tau, _ldexp(b, eb2)
-
-
-def hard_threshold(lam: float) -> float:
-    """sqrt(2 lam) correctly rounded, also where 2 lam overflows (lp with p = 0)."""
-    return math.sqrt(2.0 * lam) if lam <= 2.0**1022 else 2.0 * math.sqrt(lam / 2.0)
 
 
 def lp(v, lam, p):
