@@ -149,7 +149,8 @@ def exclusive_lasso(W, b, sort=sort_desc):
     with errstate(W):
         U = exclusive_magnitudes(As, Y, shifted_sums(Y, xp), xp.where(finite, b, 0.0), xp)
     U = xp.where(finite[:, None], U, 0.0)
-    X = xp.sign(W64) * U * s[:, None]
+    # b = 0: the row itself (its scaled copy may have lost entries below 2^-1074 s)
+    X = xp.where((b == 0)[:, None], W64, xp.sign(W64) * U * s[:, None])
     return xp.astype(X, W.dtype, copy=False)
 
 
@@ -275,7 +276,9 @@ def group_exclusive(W, a, b, sort=sort_desc):
             idx = xp.nonzero(general)[0]
             c[idx] = group_exclusive_shrink(Y[idx, :], F[idx, :], a_s[idx], bf[idx], xp)
         U = exclusive_magnitudes(As, Y, F, bf * c, xp)
-    X = xp.sign(W64) * U * (c * s)[:, None]
+    # rows without the exclusive part are the group lasso's c w, formed from w
+    # itself (its scaled copy may have lost entries below 2^-1074 s)
+    X = xp.where((bf == 0)[:, None], W64 * c[:, None], xp.sign(W64) * U * (c * s)[:, None])
     return xp.astype(X, W.dtype, copy=False)
 
 
