@@ -246,14 +246,15 @@ def _theta_tau(theta, tau):
     return theta, tau, array_namespace(theta)
 
 
-def _representable(a, what: str, theta):
+def _representable(a, what: str, theta, tau_value):
     """``a`` if every entry is finite; else a ValueError saying which quantity
     of the rule overflows ``theta``'s dtype (the exact value is not representable)."""
     xp = array_namespace(a)
     if size(a) and not bool(xp.all(xp.isfinite(a))):
         raise ValueError(
-            f"{what} overflows {V.dtype_name(theta.dtype)} for this theta and tau "
-            f"(max |theta| = {float(xp.max(xp.abs(theta)))}); use a larger tau, smaller weights or float64"
+            f"{what} is not representable in {V.dtype_name(theta.dtype)} for this theta and tau "
+            f"(max |theta| = {float(xp.max(xp.abs(theta)))}, tau = {tau_value!r}): its exact value exceeds "
+            "the largest finite number of the dtype"
         )
     return a
 
@@ -270,10 +271,10 @@ def reweight_l1(theta, tau) -> Reweighting:
     or |theta| near the largest float).
     """
     theta, tau, xp = _theta_tau(theta, tau)
-    omega64 = xp.abs(_k.upcast(theta, xp)) + tau
     with _k.errstate(theta):
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta| + tau", theta)
-        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta| + tau)", theta)
+        omega64 = xp.abs(_k.upcast(theta, xp)) + tau
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta| + tau", theta, tau)
+        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta| + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l1")
 
 
@@ -293,8 +294,8 @@ def reweight_l2(theta, tau) -> Reweighting:
     omega64 = xp.hypot(_k.upcast(theta, xp), xp.asarray(tau**0.5, dtype=xp.float64, device=_device(theta)))
     with _k.errstate(theta):
         inv = 1.0 / omega64
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta)
-        weights = _representable(xp.astype(inv * inv, theta.dtype), "1/(theta^2 + tau)", theta)
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta, tau)
+        weights = _representable(xp.astype(inv * inv, theta.dtype), "1/(theta^2 + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")
 
 
@@ -313,6 +314,6 @@ def reweight_focuss(theta, p, tau) -> Reweighting:
         raise ValueError(f"p must lie in [0, 2], got {p}")
     with _k.errstate(theta):
         omega64 = xp.abs(_k.upcast(theta, xp)) ** (2.0 - p) + tau
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta|^(2-p) + tau", theta)
-        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta|^(2-p) + tau)", theta)
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta|^(2-p) + tau", theta, tau)
+        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta|^(2-p) + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")
