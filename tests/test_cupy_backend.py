@@ -444,7 +444,7 @@ def test_gpu_owl_matches_numpy_reference_on_hypothesis_inputs(problem):
     assert isinstance(x, cp.ndarray) and x.dtype == v.dtype and x.shape == v.shape
     with proxlib.use_backend("numpy"):
         ref = proxlib.prox_owl(v, w)
-    _close(cp.asnumpy(x), ref, _scale(v, w), dtype)
+    _close(cp.asnumpy(x), ref, _scale(v, w), v.dtype)
 
 
 @pytest.mark.parametrize("n", [10**6, 10**7])
