@@ -93,11 +93,23 @@ def fake_cupy_without_a_driver(monkeypatch):
 
     fake = types.ModuleType("cupy")
     fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver))
+    import proxlib.backends as pkg
+
+    name = "proxlib.backends.cupy_gpu"
+    saved_module = sys.modules.pop(name, None)
+    saved_attr = pkg.__dict__.pop("cupy_gpu", None)
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.delitem(sys.modules, "proxlib.backends.cupy_gpu", raising=False)
     monkeypatch.setattr(_dispatch, "_loaded", {k: v for k, v in _dispatch._loaded.items() if k != "cupy"})
     monkeypatch.setattr(_dispatch, "_why_unavailable", dict(_dispatch._why_unavailable))
-    yield fake
+    try:
+        yield fake
+    finally:  # forget the module imported against the fake
+        sys.modules.pop(name, None)
+        pkg.__dict__.pop("cupy_gpu", None)
+        if saved_module is not None:
+            sys.modules[name] = saved_module
+        if saved_attr is not None:
+            pkg.cupy_gpu = saved_attr
 
 
 def test_cupy_without_a_driver_is_not_available(fake_cupy_without_a_driver):
