@@ -27,9 +27,11 @@ parity is tested elsewhere.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import re
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -102,3 +104,29 @@ def numpy_backend():
     """Run the enclosed tests on proxlib's NumPy reference backend."""
     with proxlib.use_backend("numpy"):
         yield "numpy"
+
+
+@pytest.fixture
+def cupy_gpu_against(monkeypatch):
+    """``load(module)``: ``proxlib.backends.cupy_gpu`` imported afresh with
+    ``module`` standing in for ``cupy`` (NumPy, or a fake without a driver);
+    the real import state is restored afterwards."""
+    import proxlib.backends as pkg
+
+    name = "proxlib.backends.cupy_gpu"
+    saved_module = sys.modules.pop(name, None)
+    saved_attr = pkg.__dict__.pop("cupy_gpu", None)
+
+    def load(module):
+        monkeypatch.setitem(sys.modules, "cupy", module)
+        return importlib.import_module(name)
+
+    try:
+        yield load
+    finally:
+        sys.modules.pop(name, None)
+        pkg.__dict__.pop("cupy_gpu", None)
+        if saved_module is not None:
+            sys.modules[name] = saved_module
+        if saved_attr is not None:
+            pkg.cupy_gpu = saved_attr

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import sys
 import types
 
 import numpy as np
@@ -81,7 +80,7 @@ def test_the_meta_device_catches_a_forgotten_device_argument(meta_is_current):
 
 
 @pytest.fixture
-def fake_cupy_without_a_driver(monkeypatch):
+def fake_cupy_without_a_driver(monkeypatch, cupy_gpu_against):
     """A ``cupy`` that imports but whose runtime finds no driver, as on a
     machine with ``cupy-cuda12x`` installed and no GPU."""
 
@@ -93,23 +92,10 @@ def fake_cupy_without_a_driver(monkeypatch):
 
     fake = types.ModuleType("cupy")
     fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver))
-    import proxlib.backends as pkg
-
-    name = "proxlib.backends.cupy_gpu"
-    saved_module = sys.modules.pop(name, None)
-    saved_attr = pkg.__dict__.pop("cupy_gpu", None)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
+    cupy_gpu_against(fake)  # the backend module imports; the driver check is what fails
     monkeypatch.setattr(_dispatch, "_loaded", {k: v for k, v in _dispatch._loaded.items() if k != "cupy"})
     monkeypatch.setattr(_dispatch, "_why_unavailable", dict(_dispatch._why_unavailable))
-    try:
-        yield fake
-    finally:  # forget the module imported against the fake
-        sys.modules.pop(name, None)
-        pkg.__dict__.pop("cupy_gpu", None)
-        if saved_module is not None:
-            sys.modules[name] = saved_module
-        if saved_attr is not None:
-            pkg.cupy_gpu = saved_attr
+    return fake
 
 
 def test_cupy_without_a_driver_is_not_available(fake_cupy_without_a_driver):

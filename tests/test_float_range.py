@@ -96,32 +96,6 @@ def exact_group_lasso(W, A):
     return out
 
 
-def _pava_desc(z):
-    """Non-increasing isotonic fit of z (exact Fractions or Decimals), clipped at 0."""
-    blocks = []
-    for zi in z:
-        blocks.append([zi, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] <= blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    fit = []
-    for s, c in blocks:
-        fit += [max(s / c, 0 * s)] * c
-    return fit
-
-
-def exact_owl(v, T):
-    """OWL prox with exact thresholds T (Fractions, non-increasing)."""
-    v = np.asarray(v, dtype=np.float64).ravel()
-    order = sorted(range(v.size), key=lambda i: -abs(v[i]))
-    fit = _pava_desc([abs(Fraction(float(v[i]))) - T[k] for k, i in enumerate(order)])
-    out = np.zeros(v.size)
-    for k, i in enumerate(order):
-        out[i] = math.copysign(float(fit[k]), v[i])
-    return out
-
-
 def exact_growl(W, T):
     """GrOWL prox with exact thresholds T (Fractions), in 80-digit decimals."""
     W = np.atleast_2d(np.asarray(W, dtype=np.float64))
@@ -129,7 +103,7 @@ def exact_growl(W, T):
         rows = [[Decimal(float(x)) for x in row] for row in W]
         norms = [sum(x * x for x in row).sqrt() for row in rows]
         order = sorted(range(len(rows)), key=lambda r: -norms[r])
-        fit = _pava_desc([norms[r] - Decimal(T[k].numerator) / Decimal(T[k].denominator) for k, r in enumerate(order)])
+        fit = R.pava_nonincreasing_clipped([norms[r] - Decimal(T[k].numerator) / Decimal(T[k].denominator) for k, r in enumerate(order)])
         out = np.zeros_like(W)
         for k, r in enumerate(order):
             if norms[r] > 0:
@@ -187,7 +161,7 @@ def test_owl_thresholds_beyond_float64(backend):
     v = np.array([1.5e308, -1.5e308, 1.5e308])
     w = np.array([1e308, 0.0, 0.0])
     got = on(backend, proxlib.prox_owl, v, w, step=2.0)
-    close(got, exact_owl(v, [frac(x, 2.0) for x in w]), scale=1.5e308, dtype=np.float64)
+    close(got, R.exact_owl(v, [frac(x, 2.0) for x in w]), scale=1.5e308, dtype=np.float64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
