@@ -92,11 +92,7 @@ def terms(pen, layout) -> tuple:
 def products(terms_) -> tuple:
     """The thresholds of ``terms_`` before the step, as plain float64 arrays
     (or floats): ``prod(scalars) * array``, inf where that overflows."""
-    out = []
-    for t in terms_:
-        m, e = product(t.scalars)
-        out.append(formed(t, m, e, t.array) if t.array is not None else formed(t, m, e, None))
-    return tuple(out)
+    return tuple(formed(t, *product(t.scalars), t.array) for t in terms_)
 
 
 # ------------------------------------------------------------ extended products
