@@ -285,17 +285,24 @@ def reweight_l2(theta, tau) -> Reweighting:
     :math:`\omega = \sqrt{\theta^2 + \tau}` and weighted-l2^2 weights
     :math:`1/(\theta^2 + \tau) = 1/\omega^2`.
 
-    omega is computed as ``hypot(theta, sqrt(tau))`` in float64 (no overflow
-    of theta^2 at any finite theta) and the weights as ``(1/omega)^2``; both
-    are rounded once to theta's dtype (a weight below the dtype's range rounds
-    to 0, the correctly rounded value).
+    Both are formed in float64 from s = theta^2 + tau (three roundings: the
+    weights 1/s to 1.5 units in the last place, omega = sqrt(s) to 1) and
+    rounded once to theta's dtype; where s overflows (|theta| near 1e154 and
+    beyond) from omega = hypot(theta, sqrt(tau)) and (1/omega)^2 instead, which
+    cannot overflow (a weight below the dtype's range rounds to 0, the
+    correctly rounded value; omega beyond it raises ValueError).
     """
     theta, tau, xp = _theta_tau(theta, tau)
-    omega64 = xp.hypot(_k.upcast(theta, xp), xp.asarray(tau**0.5, dtype=xp.float64, device=_device(theta)))
+    t64 = _k.upcast(theta, xp)
     with _k.errstate(theta):
-        inv = 1.0 / omega64
+        s = t64 * t64 + tau
+        finite = xp.isfinite(s)
+        big = xp.hypot(t64, xp.asarray(tau**0.5, dtype=xp.float64, device=_device(theta)))
+        omega64 = xp.where(finite, xp.sqrt(s), big)
+        inv = 1.0 / big
+        weights64 = xp.where(finite, 1.0 / s, inv * inv)
         omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta, tau)
-        weights = _representable(xp.astype(inv * inv, theta.dtype), "1/(theta^2 + tau)", theta, tau)
+        weights = _representable(xp.astype(weights64, theta.dtype), "1/(theta^2 + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")
 
 
