@@ -15,8 +15,10 @@ Hypothesis profiles, chosen with the environment variable HYPOTHESIS_PROFILE:
 
   A test is a solver test when its code, or a helper of its own module that it
   calls, names ``cvx``, ``exact_``, ``Decimal`` or ``decimal`` (the references
-  of ``_cvx``); everything else is a property test.  The classification of
-  every test is printed with ``-v`` in the long profile's header.
+  of ``_cvx``); everything else is a property test.  A test whose examples
+  are expensive for another reason (every operator at once, dozens of
+  parametrisations) says so with ``@pytest.mark.long_examples(n)``; a test's
+  own ``@settings`` always wins.
 * ``dev``: a handful of examples, for iterating on a test.
 
 The ``numpy_backend`` fixture pins proxlib's dispatch to the NumPy reference
@@ -77,6 +79,10 @@ def uses_a_solver(fn, module) -> bool:
     return False
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long_examples(n): the test's example budget in the long Hypothesis profile")
+
+
 def pytest_collection_modifyitems(config, items):
     """In the long profile, give each Hypothesis test its example budget."""
     if PROFILE != "long":
@@ -89,7 +95,13 @@ def pytest_collection_modifyitems(config, items):
         seen.add(id(fn))
         if getattr(fn, "_hypothesis_internal_settings_applied", False):
             continue  # a test's own @settings wins
-        budget = SOLVER_EXAMPLES if uses_a_solver(fn.hypothesis.inner_test, item.module) else PROPERTY_EXAMPLES
+        marker = item.get_closest_marker("long_examples")
+        if marker is not None:
+            budget = int(marker.args[0])
+        elif uses_a_solver(fn.hypothesis.inner_test, item.module):
+            budget = SOLVER_EXAMPLES
+        else:
+            budget = PROPERTY_EXAMPLES
         settings(max_examples=budget)(fn)  # @settings applied over @given, in place
 
 

@@ -358,6 +358,7 @@ def scaled_problems(draw, op, dtype):
     return W, c, step0, lam0, k, (k1, k2, k3)
 
 
+@pytest.mark.long_examples(100)  # x 72 parametrisations
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("op", sorted(_OPS))

@@ -172,8 +172,8 @@ def test_mu_schedule(L, m):
     assert mus[0] == m and mus[-1] == pytest.approx(1 - m, abs=4 * EPS64)
     assert all(0 <= u <= 1 for u in mus)
     assert all(b >= a for a, b in zip(mus, mus[1:]))
-    for u in mus:  # every entry is a valid mu for the operators
-        proxlib.prox_group_exclusive(np.ones((1, 2)), 1.0, u)
+    for u in mus:  # every entry is a valid mu for the operators (their check, without a prox each)
+        proxlib.GroupExclusive(1.0, u)
 
 
 def test_mu_schedule_hand_and_validation():
