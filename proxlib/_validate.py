@@ -174,7 +174,10 @@ def in_unit_interval(value: Any, name: str) -> float:
 
 
 def count(n: Any, name: str = "n") -> int:
-    """A non-negative Python int from a Python or NumPy integer."""
+    """A non-negative Python int from a Python or NumPy integer or a 0-d
+    integer array or tensor."""
+    if _is_array(n) and n.ndim == 0 and dtype_kind(n.dtype) in "iu":
+        n = int(n)
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
     if n < 0:

@@ -24,7 +24,6 @@ import ast
 import importlib
 import math
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -147,23 +146,9 @@ def test_no_host_transfer_is_written_on_the_cupy_path(module):
 
 
 @pytest.fixture
-def cupy_gpu_on_numpy(monkeypatch):
+def cupy_gpu_on_numpy(cupy_gpu_against):
     """``proxlib.backends.cupy_gpu`` imported with NumPy standing in for CuPy."""
-    import proxlib.backends as pkg
-
-    name = "proxlib.backends.cupy_gpu"
-    saved_module = sys.modules.pop(name, None)
-    saved_attr = pkg.__dict__.pop("cupy_gpu", None)
-    monkeypatch.setitem(sys.modules, "cupy", np)
-    try:
-        yield importlib.import_module(name)
-    finally:
-        sys.modules.pop(name, None)
-        pkg.__dict__.pop("cupy_gpu", None)
-        if saved_module is not None:
-            sys.modules[name] = saved_module
-        if saved_attr is not None:
-            pkg.cupy_gpu = saved_attr
+    return cupy_gpu_against(np)
 
 
 def _kernel_cases(dtype):
