@@ -592,20 +592,15 @@ def main(argv=None) -> int:
             ran += 1
         else:
             why.append(f"CuPy section: {reason}")
-    if "torch" in wanted:
+    for name, section in (("torch", torch_owl_section), ("rows", torch_rows_section)):
+        if name not in wanted:
+            continue
         torch, reason = _torch_cuda_or_why()
         if torch is not None and (reason is None or args.dry_run):
-            lines += torch_owl_section(args, torch, dry=reason is not None)
+            lines += section(args, torch, dry=reason is not None)
             ran += 1
         else:
-            why.append(f"torch section: {reason}")
-    if "rows" in wanted:
-        torch, reason = _torch_cuda_or_why()
-        if torch is not None and (reason is None or args.dry_run):
-            lines += torch_rows_section(args, torch, dry=reason is not None)
-            ran += 1
-        else:
-            why.append(f"rows section: {reason}")
+            why.append(f"{name} section: {reason}")
     if not ran:
         print("bench_gpu.py found no GPU to run on (--dry-run runs on CPU tensors):", *why, sep="\n  ", file=sys.stderr)
         return 2

@@ -19,8 +19,10 @@ for sm_90 with Triton's own compiler:
 * the torch backend's group lasso and GrOWL on the CUDA code path
   (``torch_dev.ROW_STATS = "triton"``, CPU tensors through the interpreter):
   one or two kernel launches, no host read and no synchronising operation
-  (GrOWL: none outside the OWL of the norms), float32 and float64, with and
-  without ``out=``; results equal the NumPy reference to the parity tolerance;
+  (counted as test_device_owl counts them; on CUDA GrOWL's OWL of the norms
+  adds the isotonic step's reads, one per round), float32 and float64, with
+  and without ``out=``; results equal the NumPy reference to the parity
+  tolerance;
 * ``benchmarks/bench_gpu.py --dry-run`` runs the rows section on CPU tensors.
 """
 
@@ -30,6 +32,7 @@ import ast
 import importlib.util
 import math
 import pathlib
+import runpy
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from types import SimpleNamespace
@@ -48,7 +51,7 @@ if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed", allow_module_level=True)
 
 from test_backends import assert_matches_reference  # noqa: E402  (the parity tolerance)
-from test_device_owl import _SYNC_OPS  # noqa: E402  (aten ops that wait for a CUDA device)
+from test_device_owl import _Recorder  # noqa: E402  (host reads and synchronising aten ops)
 
 from proxlib.backends import _triton_rows as tr  # noqa: E402
 from proxlib.backends import torch_dev  # noqa: E402
@@ -295,71 +298,21 @@ def test_kernel_compiles_for_sm90_with_vector_loads_along_the_unit_stride(layout
 # ------------------------------------------------------------------ the torch backend's CUDA path
 
 
-class _HostReads:
-    """Scalar reads and synchronising aten ops (CPU tensors standing for CUDA
-    ones), paused inside Triton's interpreter (its own tensor work) and inside
-    the OWL of GrOWL's norms (whose reads ``_gpu_owl`` documents)."""
+def _pause_in_owl(monkeypatch, rec):
+    """Record nothing inside GrOWL's OWL of the norms (on CPU NumPy's, on CUDA
+    ``_gpu_owl``'s, whose reads its own tests count); returns its call log."""
+    real, calls = torch_dev._owl_vector, []
 
-    def __init__(self, monkeypatch):
-        from torch.utils._python_dispatch import TorchDispatchMode
+    def owl(v, w):
+        calls.append(1)
+        rec.paused = True
+        try:
+            return real(v, w)
+        finally:
+            rec.paused = False
 
-        rec = self
-        self.reads, self.sync_ops, self.paused, self.owl_calls = 0, [], 0, 0
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                kwargs = kwargs or {}
-                if not rec.paused:
-                    rec._see(func, args, kwargs)
-                return func(*args, **kwargs)
-
-        self.mode = Mode()
-
-        def paused(fn):
-            def call(*a, **kw):
-                rec.paused += 1
-                try:
-                    return fn(*a, **kw)
-                finally:
-                    rec.paused -= 1
-
-            return call
-
-        class Launcher:
-            def __init__(self, k):
-                self.k = k
-
-            def __getitem__(self, grid):
-                return paused(self.k[grid])
-
-        real_kernel, real_owl = tr.kernel, torch_dev._owl_vector
-
-        def owl(v, w):
-            rec.owl_calls += 1
-            return paused(real_owl)(v, w)
-
-        monkeypatch.setattr(tr, "kernel", lambda interpret: Launcher(real_kernel(interpret)))
-        monkeypatch.setattr(torch_dev, "_owl_vector", owl)
-
-    def _see(self, func, args, kwargs):
-        name = func.overloadpacket.__name__
-        if name == "_local_scalar_dense":  # int()/bool()/float()/.item() of a tensor
-            self.reads += 1
-        if name in _SYNC_OPS:
-            self.sync_ops.append(str(func))
-        if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
-            idx = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            if any(t is not None and t.dtype == torch.bool for t in idx):  # boolean mask: nonzero inside
-                self.sync_ops.append(str(func))
-        if name in ("_to_copy", "copy_") and kwargs.get("device") not in (None, args[0].device):
-            self.sync_ops.append(str(func))
-
-    def __enter__(self):
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.mode.__exit__(*exc)
+    monkeypatch.setattr(torch_dev, "_owl_vector", owl)
+    return calls
 
 
 @st.composite
@@ -401,10 +354,11 @@ def _check_cuda_path(monkeypatch, op, W, layout, thr, use_out):
     t = torch.from_numpy(thr)
     out = {None: None, "new": torch.empty_like(V), "self": V}[use_out]
     before = tr.launches
-    with _HostReads(monkeypatch) as rec:
+    with _Recorder(monkeypatch) as rec:
+        owl_calls = _pause_in_owl(monkeypatch, rec)
         X = getattr(torch_dev, op)(V, t, out=out)
     assert rec.reads == 0 and rec.sync_ops == [], (rec.reads, rec.sync_ops)
-    assert rec.owl_calls == (op == "growl")
+    assert owl_calls == ([1] if op == "growl" else [])
     assert tr.launches - before in ((0,) if W.size == 0 else (1, 2))
     ref = getattr(numpy_ref, op)(W, thr)
     assert X.dtype == V.dtype and X.shape == V.shape and not X.requires_grad
@@ -424,7 +378,7 @@ def test_torch_rows_cuda_path_check_finite(monkeypatch, dtype):
     monkeypatch.setattr(torch_dev, "ROW_STATS", "triton")
     W = torch.randn(6, 5, dtype=dtype).T  # (5, 6) transposed view
     a = torch.full((5,), 0.5, dtype=dtype)
-    with _HostReads(monkeypatch) as rec:
+    with _Recorder(monkeypatch) as rec:
         torch_dev.group_lasso(W, a, check_finite=True)
     assert rec.reads == 1 and rec.sync_ops == []
     W = W.clone()
@@ -461,13 +415,12 @@ def test_the_kernel_module_reads_nothing_back():
 
 
 def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys):
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_gpu_rows_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    """The rows section runs on CPU tensors (Triton interpreted, 64x48): every
+    operator, layout, dtype and row-statistics path, agreeing with NumPy."""
+    main = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"))["main"]
     threads = torch.get_num_threads()
     try:
-        rc = bench.main(["--dry-run", "--sections", "rows", "--repeat", "1"])
+        rc = main(["--dry-run", "--sections", "rows", "--repeat", "1"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
