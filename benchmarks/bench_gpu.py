@@ -5,6 +5,7 @@ device floors measured in the same run.
     python benchmarks/bench_gpu.py --quick                   # OWL n <= 1e6, fewer repeats (< 1 min)
     python benchmarks/bench_gpu.py --out benchmarks/RESULTS_GPU.md
     python benchmarks/bench_gpu.py --dry-run                 # no GPU: CPU tensors, tiny sizes (tests the script)
+    python benchmarks/bench_gpu.py --sections rows           # torch row operators at 4096x4096 only
 
 Sections (each runs where it can; without CuPy and CUDA torch it says so and
 exits with status 2, except with ``--dry-run``):
@@ -45,6 +46,15 @@ Row operators run twice, with the fused CUDA primitives (``cupy_gpu.FUSED``) and
 with the namespace-generic reference kernels.  Public operators are called with
 ``check_finite=False`` (validation adds two reductions over the input) and
 once with the default for OWL and group lasso, to show that cost.
+
+The rows section (torch, needs torch with CUDA; ``--dry-run`` runs it on a
+64x48 matrix of CPU tensors with Triton interpreted): the torch backend's
+group lasso, GrOWL, exclusive lasso and group+exclusive at ``--rows-shape``
+(4096x4096), C-contiguous rows and the transposed view ("channel"), float32 and
+float64, the group lasso and GrOWL with their row norms from the Triton kernel
+(``_triton_rows``) and from torch operations; achieved bandwidth = 3 x nbytes(W)
+/ time against a device-to-device copy of W timed in the same run (issue
+targets: >= 50% and >= 70% of it); see ``torch_rows_section``.
 
 A second table breaks OWL down: sort, the isotonic step alone (with its round
 counts: peels, merges, bridge steps) and the final mapping.  The torch section
@@ -324,8 +334,11 @@ def torch_timer(torch, device, repeat: int, warmup: int = 1):
     return measure
 
 
-def count_calls(torch, fn) -> tuple[int, int, int]:
-    """(aten operations that launch work, Triton kernels, host scalar reads) of one fn()."""
+def count_calls(torch, fn, triton_module=None) -> tuple[int, int, int]:
+    """(aten operations that launch work, Triton kernels, host scalar reads) of one fn().
+
+    Triton kernels: launches counted by ``triton_module`` (default: the
+    isotonic step's, ``_triton_isotonic``)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from proxlib.backends import _gpu_owl
@@ -341,7 +354,7 @@ def count_calls(torch, fn) -> tuple[int, int, int]:
                 counts["launch"] += 1
             return func(*args, **(kwargs or {}))
 
-    ti = _gpu_owl._triton_module()
+    ti = _gpu_owl._triton_module() if triton_module is None else triton_module
     before = ti.launches if ti is not None else 0
     with Count():
         fn()
@@ -435,6 +448,122 @@ def torch_owl_section(args, torch, dry: bool) -> list[str]:
     return lines + [""]
 
 
+# ------------------------------------------------------------- torch rows
+
+
+def _rows_module():
+    """``_triton_rows`` if Triton imports, else None."""
+    try:
+        from proxlib.backends import _triton_rows
+    except ImportError:
+        return None
+    return _triton_rows
+
+
+def torch_rows_section(args, torch, dry: bool) -> list[str]:
+    """The torch backend's row operators on CUDA tensors (CPU tensors with ``--dry-run``); markdown lines.
+
+    ``torch_dev.group_lasso`` / ``growl`` / ``exclusive_lasso`` /
+    ``group_exclusive`` -- the kernels ``proxlib.prox_*`` and
+    ``proxlib.torch.ProximalStep`` call -- on a (G, m) matrix in two layouts:
+    ``rows`` (C-contiguous rows: the "filter" grouping) and ``channel`` (the
+    transposed view of a row-major (m, G) matrix: rows are its columns, as
+    the "channel" and "shape" groupings give), float32 and float64.  The
+    group lasso and GrOWL run with their row norms from the Triton kernel
+    (``ROW_STATS="triton"``, the default on CUDA) and from torch operations
+    (``"torch"``).  Bytes that must move: 3 x nbytes(W) (one read for the row
+    statistics, one read and one write for the row map; the same structure
+    for the exclusive operators).  Peak: a device-to-device copy of W
+    (``copy_``, 2 x nbytes) timed in the same run.
+    """
+    from proxlib.backends import numpy_ref, torch_dev
+
+    device = torch.device("cpu" if dry else "cuda")
+    if dry:
+        torch.set_num_threads(1)  # a check, not a timing: stay off the other cores
+    G, m = (64, 48) if dry else (int(t) for t in args.rows_shape.lower().split("x"))
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    repeat = args.repeat or (2 if dry else 5 if args.quick else 20)
+    timer = torch_timer(torch, device, repeat)
+    tr = _rows_module()
+    stats_paths = (["triton"] if tr is not None else []) + ["torch"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    s = float(np.sqrt(m))  # about the norm of a row of N(0, 1) entries
+    saved = torch_dev.ROW_STATS
+    rows, copies = [], []
+    try:
+        for dtype in dtypes:
+            dt = str(dtype).removeprefix("torch.")
+            W = torch.randn((G, m), generator=gen, device=device, dtype=torch.float64).to(dtype)
+            dst = torch.empty_like(W)
+            t_copy = timer(lambda: dst.copy_(W))
+            copies.append((dt, t_copy, 2 * W.nbytes / t_copy))
+            del dst
+            layouts = {"rows": W, "channel": W.T.contiguous().T}  # same values, rows along memory columns
+            a = torch.linspace(0.5, 1.5, G, device=device, dtype=dtype) * s  # about half the rows zeroed
+            w = torch.linspace(1.5, 0.0, G, device=device, dtype=dtype) * s  # non-increasing
+            b = torch.full((G,), 1.0 / m, device=device, dtype=dtype)
+            ops = {
+                "group_lasso": (torch_dev.group_lasso, (a,), numpy_ref.group_lasso, stats_paths),
+                "growl": (torch_dev.growl, (w,), numpy_ref.growl, stats_paths),
+                "exclusive_lasso": (torch_dev.exclusive_lasso, (b,), numpy_ref.exclusive_lasso, ["torch"]),
+                "group_exclusive": (torch_dev.group_exclusive, (a, b), numpy_ref.group_exclusive, ["torch"]),
+            }
+            host = W.cpu().numpy() if W.numel() <= args.check_max else None
+            for layout, V in layouts.items():
+                for name, (fn, thr, ref_fn, paths) in ops.items():
+                    ref = ref_fn(host, *(t.cpu().numpy() for t in thr)) if host is not None else None
+                    for path in paths:
+                        torch_dev.ROW_STATS = path
+                        call = lambda: fn(V, *thr)  # noqa: E731
+                        out = call()  # also compiles the kernels
+                        t = timer(call)
+                        launches, kernels, reads = count_calls(torch, call, tr)
+                        diff = None
+                        if ref is not None:
+                            diff = float(np.max(np.abs(out.cpu().numpy().astype(np.float64) - ref), initial=0.0))
+                        rows.append((name, layout, dt, path, t, t_copy, 2 * V.nbytes / t_copy, 3 * V.nbytes,
+                                     launches, kernels, reads, diff))  # fmt: skip
+                        del out
+            del W, layouts, V
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        torch_dev.ROW_STATS = saved
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        where = f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    else:
+        where = "CPU tensors (--dry-run: Triton interpreted, times meaningless)"
+    lines = [
+        "## Row operators on torch tensors (`torch_dev`)",
+        "",
+        f"{where}; torch {torch.__version__}; W of shape {G}x{m}. Median time over {repeat} calls. "
+        "Row stats: the row norms of the group lasso and GrOWL from the Triton kernel (`_triton_rows`, one read of W) "
+        "or from torch operations (a float64 copy of W); the exclusive operators sort rows. "
+        "Moved: 3 x nbytes(W) (statistics read, map read + write). Peak: a device-to-device copy of W in this run "
+        "(issue targets: >= 50% and >= 70% of it). Launches: aten operations that launch work plus row-statistics "
+        "Triton kernels (also shown alone; --dry-run: plus the interpreter's own tensor operations); host reads: "
+        "scalar reads (GrOWL's OWL of the norms reads one per round).",
+        "",
+    ]
+    lines += [f"Copy floor, {dt}: {fmt_ms(t)} ms, {bw / 1e9:.0f} GB/s." for dt, t, bw in copies]
+    lines += [
+        "",
+        "| operator | layout | dtype | row stats | time (ms) | copy (ms) | moved (MB) | GB/s | % of copy bw "
+        "| launches | Triton kernels | host reads | max abs diff vs NumPy |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, layout, dt, path, t, t_copy, copy_bw, moved, launches, kernels, reads, diff in rows:
+        bw = moved / t
+        lines.append(
+            f"| {name} | {layout} | {dt} | {path} | {fmt_ms(t)} | {fmt_ms(t_copy)} | {moved / 1e6:.1f} | {bw / 1e9:.0f} "
+            f"| {100 * bw / copy_bw:.0f}% | {launches + kernels} | {kernels} | {reads} "
+            f"| {'-' if diff is None else f'{diff:.1e}'} |"
+        )
+    return lines + [""]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
@@ -445,7 +574,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--check-max", type=float, default=1e7, help="compare with NumPy up to this many entries")
     ap.add_argument("--array-max", type=float, default=1e8, help="torch OWL: array bridge up to this n")
-    ap.add_argument("--sections", default="cupy,torch", help="comma list of cupy, torch")
+    ap.add_argument("--sections", default="cupy,torch,rows", help="comma list of cupy, torch (OWL), rows (torch)")
+    ap.add_argument("--rows-shape", default="4096x4096", help="rows section: GxM of W")
     ap.add_argument("--note", default="", help="a line printed on top of the report")
     args = ap.parse_args(argv)
     wanted = set(args.sections.split(","))
@@ -462,13 +592,15 @@ def main(argv=None) -> int:
             ran += 1
         else:
             why.append(f"CuPy section: {reason}")
-    if "torch" in wanted:
+    for name, section in (("torch", torch_owl_section), ("rows", torch_rows_section)):
+        if name not in wanted:
+            continue
         torch, reason = _torch_cuda_or_why()
         if torch is not None and (reason is None or args.dry_run):
-            lines += torch_owl_section(args, torch, dry=reason is not None)
+            lines += section(args, torch, dry=reason is not None)
             ran += 1
         else:
-            why.append(f"torch section: {reason}")
+            why.append(f"{name} section: {reason}")
     if not ran:
         print("bench_gpu.py found no GPU to run on (--dry-run runs on CPU tensors):", *why, sep="\n  ", file=sys.stderr)
         return 2
