@@ -9,12 +9,17 @@ involved except where a step is better done otherwise on a device, named here:
   one scalar per row, a row map) over the torch primitives below: the row
   sums of squares accumulated in float64, the map as one multiplication into
   the output (or, with ``out=``, into a given tensor such as the parameter
-  itself).  float32 data are multiplied by the float32-rounded factor: the
-  result is within 2 units in the last place of the exact one (the
-  reference, which rounds once from float64: 1).  Host synchronisation: none
-  for float32; for float64 one scalar read decides whether a row's unscaled
-  sum of squares under- or overflowed (then that row is recomputed scaled).
-  ``check_finite=True`` adds one scalar read.
+  itself).  On CUDA tensors, when Triton imports, the row norms are one
+  Triton kernel (:mod:`._triton_rows`: one read of the data, float64
+  accumulators, overflow- and underflow-safe for float64 data too); elsewhere
+  torch operations over a float64 copy.  float32 data are multiplied by the
+  float32-rounded factor: the result is within 2 units in the last place of
+  the exact one (the reference, which rounds once from float64: 1).  Host
+  synchronisation: none with the Triton kernel (group lasso; GrOWL adds the
+  reads of its OWL over the norms) and none for float32 with torch
+  operations; there, for float64, one scalar read decides whether a row's
+  unscaled sum of squares under- or overflowed (then that row is recomputed
+  scaled).  ``check_finite=True`` adds one scalar read.
 * **exclusive lasso, group+exclusive, lp**: the array-API reference kernels of
   :mod:`._xp_kernels` run by torch (they sort each row; the group+exclusive
   root and lp's Newton steps read one scalar per iteration).  On a CPU tensor
@@ -41,7 +46,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from . import KERNELS
+from . import KERNELS, check_row_norms
 from . import _stages
 from . import _xp_kernels as _k
 from . import numpy_ref
@@ -54,8 +59,41 @@ NAME = "torch"
 # ------------------------------------------------------------------ primitives
 
 
+#: Who computes the row statistics: ``"auto"``: the Triton kernel of
+#: :mod:`._triton_rows` for CUDA tensors when Triton imports, torch operations
+#: otherwise; ``"triton"``: the kernel for any tensor (off CUDA in Triton's
+#: interpreter: how the tests run the CUDA path on CPU tensors); ``"torch"``.
+ROW_STATS = "auto"
+
+
+def _triton_rows(W):
+    """:mod:`._triton_rows` if it computes ``W``'s row statistics (``ROW_STATS``), else None."""
+    if ROW_STATS == "torch" or (ROW_STATS == "auto" and W.device.type != "cuda"):
+        return None
+    try:
+        from . import _triton_rows as tr
+    except ImportError:
+        if ROW_STATS == "triton":
+            raise
+        return None
+    return tr
+
+
 def _row_sumsq(W):
+    tr = _triton_rows(W)
+    if tr is not None:  # one read of W (torch would cast it to a float64 copy first)
+        return tr.row_sumsq(W)
     return torch.sum(torch.square(W.to(torch.float64)), dim=1)
+
+
+def _row_norms(W):
+    """Overflow- and underflow-safe row norms (float64).  Triton: one read of
+    ``W``, no host read for either dtype; torch: ``_stages.row_norms`` (for
+    float64 data one scalar read)."""
+    tr = _triton_rows(W)
+    if tr is not None:
+        return tr.row_norms(W)
+    return _stages.row_norms(W, PRIMITIVES)
 
 
 def _scale_rows(W, f, out=None):
@@ -73,6 +111,7 @@ def _l2sq_shrink(v, w, out=None):
 
 PRIMITIVES = SimpleNamespace(
     row_sumsq=_row_sumsq,
+    row_norms=_row_norms,
     scale_rows=_scale_rows,
     soft_threshold=_soft_threshold,
     l2sq_shrink=_l2sq_shrink,
@@ -124,14 +163,25 @@ def owl(v, w, out=None):
     return _owl_vector(v, w)
 
 
+def _rows_op(W, factor, check_finite, out):
+    """``_stages.group_lasso`` / ``growl`` with the norms of a ``row_norms``
+    primitive when ``prims`` has one (``_stages.row_norms`` would read a
+    scalar for float64 data)."""
+    own = getattr(prims, "row_norms", None)
+    nrm = own(W) if own is not None else _stages.row_norms(W, prims)
+    if check_finite:
+        check_row_norms(nrm, torch)
+    return prims.scale_rows(W, factor(nrm), out=out)
+
+
 @_kernel
 def growl(W, w, check_finite=False, out=None):
-    return _stages.growl(W, w, _owl_vector, prims, check_finite, out=out)
+    return _rows_op(W, lambda nrm: _stages.growl_factor(nrm, w, _owl_vector), check_finite, out)
 
 
 @_kernel
 def group_lasso(W, a, check_finite=False, out=None):
-    return _stages.group_lasso(W, a, prims, check_finite, out=out)
+    return _rows_op(W, lambda nrm: _stages.group_lasso_factor(nrm, a), check_finite, out)
 
 
 @_kernel
