@@ -129,11 +129,22 @@ def test_ssl_experiment_quick(tmp_path, capsys, one_thread):
             assert d["filters"] <= d["nonzero_filters"] <= ref[layer]["filters"]
             assert 0.0 <= d["flop"] <= 1.0 and d["filter_size"] <= d["dense_filter_size"]
     assert res["results"]["3"]["layers"]["conv2"]["filters"] < 50  # the strong quick strengths remove filters
-    # the reference was cached: a second run loads it
-    from proxlib.experiments.__main__ import main
 
-    main(["ssl", "--quick", "--out", str(tmp_path / "ssl2"), "--cache", str(tmp_path / "cache"), "--runs", "3"])
-    assert "loaded from" in capsys.readouterr().out
+
+def test_reference_network_is_cached(tmp_path):
+    from proxlib.experiments import common as C
+
+    split = C.load_split(64, 32, 0)
+    make = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(split.side**2, 10))  # noqa: E731
+    kw = dict(epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=32, seed=0, cache_dir=str(tmp_path), tag="t")
+    logs = []
+    a, _, cached_a = C.train_baseline(make, split, log=logs.append, **kw)
+    b, _, cached_b = C.train_baseline(make, split, log=logs.append, **kw)
+    assert (cached_a, cached_b) == (False, True) and "loaded from" in logs[1]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # another training option is another reference
+    _, _, cached_c = C.train_baseline(make, split, log=logs.append, **dict(kw, lr=0.2))
+    assert not cached_c
 
 
 def test_ast_experiment_quick(tmp_path, capsys, one_thread):
