@@ -61,8 +61,7 @@ def kurtosis(w: torch.Tensor) -> float:
 def main(argv=None) -> int:
     p = C.base_parser("python -m proxlib.experiments ast", __doc__.split("\n\n")[0], {"lr": 0.01, "batch_size": 64})
     a = p.add_argument
-    a("--ref-epochs", type=int, default=12, help="epochs of the reference LeNet (shared with the SSL experiment's cache)")
-    a("--weight-decay", type=float, default=5e-4, help="weight decay of the reference (Caffe's LeNet solver)")
+    C.add_reference_options(p)
     a("--epochs-per-iteration", type=int, default=1, help="epochs between two re-weightings (the paper: 1000)")
     a("--iterations", type=int, default=8, help="re-weighting iterations (one layer each, in turn)")
     a("--retrain-epochs", type=int, default=4, help="retraining epochs after pruning (AST and LWC alike)")

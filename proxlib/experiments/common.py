@@ -228,7 +228,7 @@ def base_parser(prog: str, description: str, defaults: dict) -> argparse.Argumen
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--quick", action="store_true", help="a tiny run for the tests (seconds)")
-    a("--out", default=None, help=f"output folder (default {DEFAULT_ROOT}/<experiment>)")
+    a("--out", default=None, help=f"output folder (None: {DEFAULT_ROOT}/<experiment>)")
     a("--cache", default=os.path.join(DEFAULT_ROOT, "cache"), help="folder for trained reference networks ('' disables)")
     a("--n-train", type=int, default=defaults.get("n_train", 4000), help="training digits")
     a("--n-test", type=int, default=defaults.get("n_test", 1000), help="held-out digits")
@@ -239,6 +239,13 @@ def base_parser(prog: str, description: str, defaults: dict) -> argparse.Argumen
     a("--momentum", type=float, default=0.9, help="SGD momentum")
     a("--repeats", type=int, default=20, help="timed repeats for latencies (median)")
     return p
+
+
+def add_reference_options(p: argparse.ArgumentParser) -> None:
+    """The options of the reference Caffe LeNet that SSL and AST share (through the cache:
+    the same defaults give the same trained network)."""
+    p.add_argument("--ref-epochs", type=int, default=12, help="epochs of the reference LeNet (shared by the SSL and AST experiments' cache)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay of the reference (Caffe's LeNet solver)")
 
 
 def finish_args(args, name: str) -> None:

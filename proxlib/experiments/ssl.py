@@ -95,8 +95,7 @@ def _dash(a, b, fmt="{}"):
 
 def main(argv=None) -> int:
     p = C.base_parser("python -m proxlib.experiments ssl", __doc__.split("\n\n")[0], {"lr": 0.01, "batch_size": 64})
-    p.add_argument("--ref-epochs", type=int, default=12, help="epochs of the reference LeNet")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay of the reference (Caffe's LeNet solver)")
+    C.add_reference_options(p)
     p.add_argument("--ssl-epochs", type=int, default=8, help="SSL epochs (from the reference)")
     p.add_argument("--retrain-epochs", type=int, default=3, help="retraining epochs with the zero groups frozen")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="which of the slides' rows to run")
