@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     a("--weight-decay", type=float, default=5e-4, help="l2 strength of the L2 reference")
     a("--m", type=float, default=0.0, help="lowest exclusivity of the per-layer mu_l = m + (1 - 2m) l / (L - 1)")
     a("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="regularisers in the sweep")
-    a("--scales", nargs="+", type=float, default=[0.25, 1.0, 4.0], help="strengths: these multiples of each method's base strength")
+    a("--scales", nargs="+", type=float, default=[1.0, 4.0, 8.0, 16.0, 64.0], help="strengths: these multiples of each method's base strength")
     args = p.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.epochs, args.repeats, args.scales = 300, 200, 1, 2, [4.0]
