@@ -62,6 +62,9 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     comp = res["compaction"]
     assert comp["network"] == "GrOWL" and comp["accuracy"] == pytest.approx(r["GrOWL"]["accuracy"], abs=1e-9)
     assert comp["report"]["total"]["params"][1] < comp["report"]["total"]["params"][0]
+    # the compacted first layer has one input per cluster of kept rows (weights + bias of 100 hidden units)
+    first = comp["report"]["layers"][0]
+    assert first["params"] == [785 * 100, (r["GrOWL"]["clusters"] + 1) * 100]
     assert (tmp_path / "GrOWL_compact.pt").stat().st_size == comp["checkpoint_bytes"]
 
 
