@@ -116,7 +116,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         pt.magnitude_prune(list(lwc_layers.values()), amount=[amounts[n] for n in LAYERS])
         err_pruned = 1 - pt.evaluate(lwc, *split.test)
-        pt.fit(lwc, loader, make_opt(lwc.parameters()), epochs=args.retrain_epochs)
+        # its own batches (a fixed seed): the control does not depend on how long AST trained
+        pt.fit(lwc, split.loader(args.batch_size, args.seed + 30), make_opt(lwc.parameters()), epochs=args.retrain_epochs)
         results[f"LWC@{rule}"] = {"nonzero": C.nonzero_fraction(lwc_layers), "error": 1 - pt.evaluate(lwc, *split.test),
                                   "error_pruned": err_pruned, "seconds": time.perf_counter() - t0}
         print(f"{RULE_NAMES[rule]}: {sec:.0f} s; error after re-weighting {100 * (1 - r.accuracy_reweighted):.2f}%, pruned "
