@@ -163,8 +163,13 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     ``F`` its shifted sums.
 
     Step 1: entry j is in the support of u(b c) iff c < c_j = Y_j / (b F_j), and
-    c_j decreases in j, so the support size at the root is the number of j with
-    g(min(c_j, 1)) > 0: bisection over j, g evaluated directly (O(m) per row).
+    c_j decreases in j, so the support size at the root is the last j with
+    g(min(c_j, 1)) > 0.  At c = c_j the support is the top j - 1 entries and
+    u_i = Y_i - Y_j (e = 0), so g(c_j) = c_j - 1 + a / sqrt(D2_j) with
+    D2_j = sum_{i<=j} (Y_i - Y_j)^2, for every j at once by the recurrence
+    D2_{j+1} = D2_j + d_j (2 F_j + j d_j), d_j = Y_j - Y_{j+1} >= 0: a
+    cumulative sum of non-negative terms (no cancellation), O(m) per row and
+    no host read.  Where c_j >= 1, g(1) = a / ||u(b)|| > 0.
     Step 2: on [c_{k+1}, c_k] the support is the top k entries; with
     e = (Y_k - b c F_k) / (1 + b c k) and d_i = Y_i - Y_k (i <= k),
     ||u||^2 = sum d_i^2 + 2 e F_k + k e^2 and
@@ -172,8 +177,7 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     positive, no cancellation).  Newton's method safeguarded by bisection runs
     until the bracket cannot shrink in floating point.
 
-    Host synchronisation: one scalar read per bisection step (at most
-    log2(m) + 2) and per Newton step.
+    Host synchronisation: one scalar read per Newton step.
     """
     G, m = Y.shape
     dev = device(Y)
@@ -181,26 +185,13 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     j = xp.arange(m, device=dev)
     cb = xp.minimum(Y / (b[:, None] * F), 1.0)  # c_j clipped to 1 (F_1 = 0 -> 1)
     cb = xp.where(F > 0, cb, 1.0)
+    d = Y[:, :-1] - Y[:, 1:]
+    D2j = xp.cumulative_sum(d * (2.0 * F[:, :-1] + xp.astype(j[1:], Y.dtype) * d), axis=1, include_initial=True)
+    with errstate(Y):
+        gj = cb - 1.0 + a[:, None] / xp.sqrt(D2j)  # a / 0 = inf: u(b c_j) = 0
+    positive = (gj > 0) | (cb >= 1.0)
+    k = xp.max(xp.where(positive, j[None, :] + 1, 1), axis=1)  # g(c_1 = 1) > 0
     cb = xp.concat([cb, xp.zeros((G, 1), dtype=Y.dtype, device=dev)], axis=1)  # c_{m+1} = 0
-
-    def g_direct(c):
-        beta = b * c
-        k, Yk, Fk = exclusive_support(Y, beta, F, xp)
-        e = (Yk - beta * Fk) / (1.0 + beta * xp.astype(k, Y.dtype))
-        U = xp.where(j[None, :] < k[:, None], (Y - Yk[:, None]) + e[:, None], 0.0)
-        return c - 1.0 + a / xp.sqrt(xp.sum(U * U, axis=1))
-
-    lo = xp.ones(G, dtype=xp.int64, device=dev)  # g(c_1 = 1) > 0
-    hi = xp.full(G, m + 1, dtype=xp.int64, device=dev)  # g(c_{m+1} = 0) < 0
-    for _ in range(max(1, math.ceil(math.log2(m + 1)) + 1)):
-        active = hi - lo > 1
-        if not bool(xp.any(active)):
-            break
-        mid = (lo + hi) // 2
-        pos = g_direct(cb[rows, mid - 1]) > 0
-        lo = xp.where(active & pos, mid, lo)
-        hi = xp.where(active & ~pos, mid, hi)
-    k = lo
     kf = xp.astype(k, Y.dtype)
     Yk = Y[rows, k - 1]
     Fk = F[rows, k - 1]
