@@ -243,11 +243,14 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
         left = xp.where(neg, c, left)
         right = xp.where(neg, right, c)
         newton = c - g / slope
+        # converged: the Newton correction is below half a unit of c (the
+        # slope is >= 1, so |g| < ulp(c)); bisecting from there (as a test of
+        # nxt == c did) walked ~40 steps back down to the same c
+        converged = (newton == c) | (g == 0)
         ok = (newton > left) & (newton < right)
         nxt = xp.where(ok, newton, middle(left, right))
-        done = (nxt == c) | (g == 0)
-        c = xp.where(done, c, nxt)
-        if bool(xp.all(done | ~((left < nxt) & (nxt < right)))):
+        c = xp.where(converged, c, nxt)
+        if bool(xp.all(converged | ~((left < nxt) & (nxt < right)))):
             break
     return c
 
