@@ -58,6 +58,7 @@ class WeightedL1(_Elementwise):
 
     weights: Any
     kernel: ClassVar[str] = "weighted_l1"
+    metric_kernel: ClassVar[str] = "weighted_l1_metric"
 
     def value(self, x) -> float:
         x, w, xp = _value_args(self, x)
@@ -70,6 +71,7 @@ class WeightedL2Sq(_Elementwise):
 
     weights: Any
     kernel: ClassVar[str] = "weighted_l2sq"
+    metric_kernel: ClassVar[str] = "weighted_l2sq_metric"
 
     def value(self, x) -> float:
         x, w, xp = _value_args(self, x)
@@ -91,6 +93,7 @@ class Lp(R.Penalty):
     p: float
 
     kernel: ClassVar[str] = "lp"
+    metric_kernel: ClassVar[str] = "lp_metric"
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
 
@@ -112,7 +115,7 @@ class Lp(R.Penalty):
         return float(self.lam * xp.sum(a**self.p))
 
 
-def prox_weighted_l1(v, weights, step=1.0, *, check_finite: bool = True):
+def prox_weighted_l1(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Proximal operator of the weighted l1 norm (soft thresholding).
 
     .. math::
@@ -121,15 +124,20 @@ def prox_weighted_l1(v, weights, step=1.0, *, check_finite: bool = True):
         \;=\; \mathrm{sign}(v)\,(|v| - \mathrm{step\,weights})_+
 
     ``weights`` (>= 0) is a scalar or an array broadcastable to ``v``'s shape.
+    ``metric=d`` (> 0, broadcastable to ``v``'s shape) solves
+    :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step} \sum_i \mathrm{weights}_i |x_i|
+    = \mathrm{sign}(v)(|v| - \mathrm{step\,weights}/d)_+`.
 
     >>> import numpy as np, proxlib
     >>> proxlib.prox_weighted_l1(np.array([3.0, -0.5, 1.0]), np.array([1.0, 1.0, 0.0]))
     array([ 2., -0.,  1.])
+    >>> proxlib.prox_weighted_l1(np.array([3.0, 3.0]), 1.0, metric=np.array([1.0, 2.0]))
+    array([2. , 2.5])
     """
-    return WeightedL1(weights).prox(v, step, check_finite=check_finite)
+    return WeightedL1(weights).prox(v, step, metric=metric, check_finite=check_finite)
 
 
-def prox_weighted_l2sq(v, weights, step=1.0, *, check_finite: bool = True):
+def prox_weighted_l2sq(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Proximal operator of the weighted squared l2 norm (no 1/2 factor).
 
     .. math::
@@ -138,12 +146,15 @@ def prox_weighted_l2sq(v, weights, step=1.0, *, check_finite: bool = True):
         \;=\; \frac{v}{1 + 2\,\mathrm{step\,weights}}
 
     ``weights`` (>= 0) is a scalar or an array broadcastable to ``v``'s shape.
+    ``metric=d`` (> 0, broadcastable to ``v``'s shape) solves
+    :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step} \sum_i \mathrm{weights}_i x_i^2
+    = v / (1 + 2\,\mathrm{step\,weights}/d)`.
 
     >>> import numpy as np, proxlib
     >>> proxlib.prox_weighted_l2sq(np.array([3.0, -1.0]), 1.0)
     array([ 1.        , -0.33333333])
     """
-    return WeightedL2Sq(weights).prox(v, step, check_finite=check_finite)
+    return WeightedL2Sq(weights).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 def lp_threshold(lam: float, p: float) -> float:
@@ -163,7 +174,7 @@ def lp_threshold(lam: float, p: float) -> float:
     return (2 - p) / (2 * (1 - p)) * (2 * lam * (1 - p)) ** (1 / (2 - p))
 
 
-def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):
+def prox_lp(v, lam, p, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Global proximal operator of the lp quasi-norm penalty, 0 <= p <= 1.
 
     .. math::
@@ -185,11 +196,16 @@ def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):
     (:math:`\beta^{2-p} = \lambda p (1-p)`), where it decreases monotonically to
     the root; it stops when the iterate no longer decreases (last bit).
 
+    ``metric=d`` (> 0, broadcastable to ``v``'s shape) solves
+    :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step\,lam}\sum_i |x_i|^p`:
+    separable, entry i is the global prox above with
+    :math:`\lambda_i = \mathrm{step\,lam} / d_i` (same algorithm, same tie rule).
+
     >>> import numpy as np, proxlib
     >>> proxlib.prox_lp(np.array([3.0, 0.5, -2.0]), 1.0, 0.0)
     array([ 3.,  0., -2.])
     """
-    return Lp(lam, p).prox(v, step, check_finite=check_finite)
+    return Lp(lam, p).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 R.register("weighted_l1", WeightedL1, prox_weighted_l1)
