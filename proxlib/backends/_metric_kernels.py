@@ -202,10 +202,11 @@ def _group_lasso_s(V, Dn, a, xp):
 
     def g_and_slope(s):
         with errstate(s):
-            w = V / (s[:, None] + mu)
-            nw = xp.sqrt(xp.sum(w * w, axis=1))
-            slope = xp.sum(w * w / (s[:, None] + mu), axis=1) / (nw * nw * nw)
-            return 1.0 / nw - 1.0, slope
+            r = 1.0 / (s[:, None] + mu)
+            w2 = V * r
+            w2 = w2 * w2
+            nw = xp.sqrt(xp.sum(w2, axis=1))
+            return 1.0 / nw - 1.0, xp.sum(w2 * r, axis=1) / (nw * nw * nw)
 
     return _root(g_and_slope, lo, hi, xp, c=lo), mu
 
