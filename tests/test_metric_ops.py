@@ -37,6 +37,7 @@ import _metric_ref as M
 import proxlib
 from proxlib.backends import _metric_kernels as MK
 from proxlib.backends import numpy_ref
+from test_group_ops import group_weight_args, numeric_c  # the Euclidean tests' strategies
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
@@ -56,15 +57,6 @@ def row_prox(op, W, lam, mu, step=1.0, **kw):
 
 def op_mu(op, mu):
     return {"group_lasso": 0.0, "exclusive": 1.0}.get(op, mu)
-
-
-def numeric_c(gw, sizes):
-    sizes = np.asarray(sizes, dtype=np.float64)
-    if gw is None:
-        return np.ones_like(sizes)
-    if isinstance(gw, str):
-        return np.sqrt(sizes)
-    return np.asarray(gw, dtype=np.float64)
 
 
 def thresholds(lam, mu, step, c):
@@ -109,16 +101,6 @@ def rows_close(X, REF, W, D, a, b=None, eps=EPS64, tiny=TINY64):
 
 
 # ------------------------------------------------------------------ strategies
-
-
-@st.composite
-def group_weight_args(draw, G):
-    kind = draw(st.sampled_from(["none", "sqrt", "array"]))
-    if kind == "none":
-        return None
-    if kind == "sqrt":
-        return "sqrt"
-    return draw(arrays(np.float64, G, elements=st.one_of(st.floats(0, 2, allow_subnormal=False), st.just(1.0))))
 
 
 @st.composite
@@ -733,7 +715,8 @@ def test_torch_kernels_take_out():
     out = torch.empty_like(W)
     res = torch_dev.group_lasso_metric(W, D, a, out=out)
     assert res is out
-    np.testing.assert_array_equal(out.numpy(), MK.group_lasso_metric(W.numpy(), D.numpy(), a.numpy()))
+    np.testing.assert_array_equal(out.numpy(), torch_dev.group_lasso_metric(W, D, a).numpy())
+    assert not torch_dev.group_lasso_metric(W.requires_grad_(), D, a).requires_grad  # under no_grad
 
 
 def test_metric_kernels_stay_on_the_device():

@@ -42,17 +42,11 @@ Kernels (``W``, ``D`` of shape (G, m); ``v``, ``d`` flat; thresholds as in
 from __future__ import annotations
 
 from .._dispatch import array_namespace, device
+from . import KERNELS
 from . import _xp_kernels as _k
 from ._xp_kernels import errstate, row_scale, upcast
 
-__all__ = [
-    "weighted_l1_metric",
-    "weighted_l2sq_metric",
-    "lp_metric",
-    "group_lasso_metric",
-    "exclusive_lasso_metric",
-    "group_exclusive_metric",
-]
+__all__ = [name for name in KERNELS if name.endswith("_metric")]
 
 _MAX_ROOT_ITER = 300
 _EPS = 2.0**-52
@@ -229,83 +223,105 @@ def group_lasso_metric(W, D, a):
     of a monotone scalar equation (:func:`_group_lasso_s`), found by Newton's
     method safeguarded by bisection to the last bit.  a = 0 gives w; a = inf
     gives 0.  Host synchronisation: one scalar read per Newton step and one to
-    find the rows that need a root.
+    find the rows that need a root.  (The a > 0, b = 0 case of
+    :func:`group_exclusive_metric`.)
     """
     xp = array_namespace(W)
-    G, m = W.shape
-    if G == 0 or m == 0:
-        return xp.asarray(W, copy=True)
-    a = upcast(a, xp)
-    sign, V, sv, Dn, sd = _scaled_rows(W, D, xp)
-    with errstate(W):
-        a_s = (a / sv) / sd  # inf where it overflows: then x = 0
-        Z = Dn * V
-        nz = xp.sqrt(xp.sum(Z * Z, axis=1))
-    U = xp.where((nz > a_s)[:, None], V, 0.0)  # a = 0 rows keep V (x = w)
-    general = (nz > a_s) & (a_s > 0)
-    if bool(xp.any(general)):
-        idx = xp.nonzero(general)[0]
-        U[idx, :] = _group_lasso_rows(V[idx, :], Dn[idx, :], a_s[idx], xp)
-    X = sign * U * sv[:, None]
-    return xp.astype(X, W.dtype, copy=False)
+    return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)))
 
 
 # ------------------------------------------------------------------ exclusive lasso
 
 
-def _sorted_by(Z, arrays, xp):
-    """Z sorted decreasingly along rows, and the arrays permuted alike."""
-    order = xp.argsort(Z, axis=1, descending=True, stable=True)
-    return xp.take_along_axis(Z, order, axis=1), [xp.take_along_axis(A, order, axis=1) for A in arrays]
+_SPLIT = 134217729.0  # 2^27 + 1 (Dekker)
 
 
-def metric_shifted_sums(Y, H, xp):
-    """F_j = sum_{i<=j} (Y_i - Y_j) / e_i for ``Y`` sorted decreasingly and
-    ``H`` the cumulative sums of 1/e in the same order (per row).
+def two_product(a, b, xp):
+    """(p, q) with p = fl(a b) and p + q = a b exactly (Dekker's TwoProduct,
+    no fused multiply-add), for float64 arrays with |a|, |b| < 2^995 (here the
+    scaled rows: below 4) and products clear of the subnormal range."""
 
-    By the recurrence F_j = F_{j-1} + (Y_{j-1} - Y_j) H_{j-1}: a cumulative sum
+    def split(x):
+        c = _SPLIT * x
+        hi = c - (c - x)
+        return hi, x - hi
+
+    p = a * b
+    ah, al = split(a)
+    bh, bl = split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _sorted_magnitudes(V, Dn, xp):
+    """z = Dn V as exact pairs (Z, Zlo) and the rows sorted by z decreasingly:
+    (Z, Zlo, Y, Ylo, Ds) with Y + Ylo the sorted z and Ds the metric alike.
+
+    Why the pairs: x_i = (z_i - theta)_+ / e_i is a difference of numbers close
+    to z when b is large (x ~ z / (b H)); a rounded product z would carry an
+    error eps z into x, i.e. eps z / x relative.  With z exact the differences
+    z_i - z_j are formed to eps relative, as the Euclidean kernel forms
+    |w_i| - |w_j| (exactly)."""
+    Z, Zlo = two_product(Dn, V, xp)
+    first = xp.argsort(Zlo, axis=1, descending=True, stable=True)  # ties of Z broken by Zlo
+    second = xp.argsort(xp.take_along_axis(Z, first, axis=1), axis=1, descending=True, stable=True)
+    order = xp.take_along_axis(first, second, axis=1)
+    Y, Ylo, Ds = (xp.take_along_axis(A, order, axis=1) for A in (Z, Zlo, Dn))
+    return Z, Zlo, Y, Ylo, Ds
+
+
+def metric_shifted_sums(Y, Ylo, H, xp):
+    """F_j = sum_{i<=j} (z_i - z_j) / e_i for z = ``Y + Ylo`` sorted decreasingly
+    and ``H`` the cumulative sums of 1/e in the same order (per row).
+
+    By the recurrence F_j = F_{j-1} + (z_{j-1} - z_j) H_{j-1}: a cumulative sum
     of non-negative terms (the metric form of :func:`._xp_kernels.shifted_sums`,
-    whose e_i = 1 gives H_{j-1} = j - 1), accurate where S_j - Y_j H_j would
-    cancel.  Non-decreasing in j; a zero difference contributes 0 even where
-    H is infinite.
+    whose e_i = 1 gives H_{j-1} = j - 1), accurate where S_j - z_j H_j would
+    cancel; each difference is formed from the exact pairs.  Non-decreasing in
+    j; a zero difference contributes 0 even where H is infinite.
     """
-    diff = Y[:, :-1] - Y[:, 1:]
+    diff = (Y[:, :-1] - Y[:, 1:]) + (Ylo[:, :-1] - Ylo[:, 1:])
     with errstate(Y):
         inc = xp.where(diff > 0, diff * H[:, :-1], 0.0)
     return xp.cumulative_sum(inc, axis=1, include_initial=True)
 
 
-def _exclusive_parts(Y, E, beta, xp):
+def _exclusive_parts(Y, Ylo, E, beta, xp):
     """Support and threshold of the exclusive equation with weights 1/E.
 
-    For magnitudes z (``Y``: sorted decreasingly) and e_i > 0 (``E``, same
-    order), |x_i| = (z_i - theta)_+ / e_i with theta = beta ||x||_1: the root
-    of theta = beta sum_i (z_i - theta)_+ / e_i, whose right side decreases
-    (piecewise linearly) in theta.  On the support {top k},
+    For magnitudes z (``Y + Ylo``: sorted decreasingly) and e_i > 0 (``E``,
+    same order), |x_i| = (z_i - theta)_+ / e_i with theta = beta ||x||_1: the
+    root of theta = beta sum_i (z_i - theta)_+ / e_i, whose right side
+    decreases (piecewise linearly) in theta.  On the support {top k},
     theta = beta S_k / (1 + beta H_k) with S_k = sum_{i<=k} z_i/e_i and
     H_k = sum_{i<=k} 1/e_i; entry j is in the support iff z_j > beta F_j
     (:func:`metric_shifted_sums`), a prefix condition exactly as in the
     Euclidean kernel (:func:`._xp_kernels.exclusive_support`).  Returns
-    (Y_k, e, H_k) with e = (Y_k - beta F_k)/(1 + beta H_k) = Y_k - theta > 0,
-    so that z_i - theta = (z_i - Y_k) + e on the support, without cancellation.
+    (Y_k, Ylo_k, e, H_k) with e = (z_k - beta F_k)/(1 + beta H_k) = z_k - theta > 0,
+    so that z_i - theta = ((Y_i - Y_k) + (Ylo_i - Ylo_k)) + e, without cancellation
+    (:func:`_above_threshold`).
     """
+    rows = xp.arange(Y.shape[0], device=device(Y))
     with errstate(Y):
         H = xp.cumulative_sum(1.0 / E, axis=1)
-        F = metric_shifted_sums(Y, H, xp)
+        F = metric_shifted_sums(Y, Ylo, H, xp)
         k, Yk, Fk = _k.exclusive_support(Y, beta, F, xp)
         kk = xp.maximum(k, 1) - 1
-        Hk = H[xp.arange(Y.shape[0], device=device(Y)), kk]
-        e = (Yk - beta * Fk) / (1.0 + beta * Hk)
-    return Yk, e, Hk
+        Hk, Ylok = H[rows, kk], Ylo[rows, kk]
+        e = ((Yk - beta * Fk) + Ylok) / (1.0 + beta * Hk)
+    return Yk, Ylok, e, Hk
+
+
+def _above_threshold(Z, Zlo, Yk, Ylok, e, xp):
+    """(z_i - theta)_+ from the exact pairs z = Z + Zlo and theta = z_k - e."""
+    with errstate(Z):
+        return xp.maximum(((Z - Yk[:, None]) + (Zlo - Ylok[:, None])) + e[:, None], 0.0)
 
 
 def _exclusive_rows(V, Dn, b_s, xp):
     """|x| (scaled) of the exclusive-lasso metric prox, rows with 0 < b_s < inf."""
-    Z = Dn * V
-    Y, (Ds,) = _sorted_by(Z, [Dn], xp)
-    Yk, e, _ = _exclusive_parts(Y, Ds, b_s, xp)
-    with errstate(V):
-        return xp.where(Z >= Yk[:, None], ((Z - Yk[:, None]) + e[:, None]) / Dn, 0.0)
+    Z, Zlo, Y, Ylo, Ds = _sorted_magnitudes(V, Dn, xp)
+    Yk, Ylok, e, _ = _exclusive_parts(Y, Ylo, Ds, b_s, xp)
+    return _above_threshold(Z, Zlo, Yk, Ylok, e, xp) / Dn
 
 
 def exclusive_lasso_metric(W, D, b):
@@ -320,23 +336,10 @@ def exclusive_lasso_metric(W, D, b):
     gives the support (a prefix) and b L = b S_k / (1 + b H_k) exactly, with
     S_k = sum_{i<=k} |w_i| and H_k = sum_{i<=k} 1/D_i (:func:`_exclusive_parts`).
     O(m log m) per row; no iteration.  b = 0 gives w, b = inf gives 0.
+    (The a = 0 case of :func:`group_exclusive_metric`.)
     """
     xp = array_namespace(W)
-    G, m = W.shape
-    if G == 0 or m == 0:
-        return xp.asarray(W, copy=True)
-    b = upcast(b, xp)
-    sign, V, sv, Dn, sd = _scaled_rows(W, D, xp)
-    with errstate(W):
-        b_s = b / sd
-    finite = xp.isfinite(b_s)
-    U = xp.where(finite[:, None], V, 0.0)
-    general = finite & (b_s > 0)
-    if bool(xp.any(general)):
-        idx = xp.nonzero(general)[0]
-        U[idx, :] = _exclusive_rows(V[idx, :], Dn[idx, :], b_s[idx], xp)
-    X = sign * U * sv[:, None]
-    return xp.astype(X, W.dtype, copy=False)
+    return group_exclusive_metric(W, D, xp.zeros_like(upcast(b, xp)), b)
 
 
 # ------------------------------------------------------------------ group + exclusive
@@ -362,8 +365,7 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp):
     positive terms, so x is accurate relative to itself also when b is huge.
     """
     G = V.shape[0]
-    Z = Dn * V
-    Y, (Ds,) = _sorted_by(Z, [Dn], xp)
+    Z, Zlo, Y, Ylo, Ds = _sorted_magnitudes(V, Dn, xp)
     with errstate(V):
         nv = xp.sqrt(xp.sum(V * V, axis=1))
         nz = xp.sqrt(xp.sum(Z * Z, axis=1))
@@ -373,9 +375,8 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp):
     def x_sorted(s):
         t = a_s / s
         E = Ds + t[:, None]
-        Yk, e, Hk = _exclusive_parts(Y, E, b_s, xp)
-        Xs = xp.where(Y >= Yk[:, None], ((Y - Yk[:, None]) + e[:, None]) / E, 0.0)
-        return Xs, E, t, Hk
+        Yk, Ylok, e, Hk = _exclusive_parts(Y, Ylo, E, b_s, xp)
+        return _above_threshold(Y, Ylo, Yk, Ylok, e, xp) / E, E, t, Hk
 
     def g_and_slope(s):
         with errstate(s):
@@ -388,9 +389,8 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp):
     s = _root(g_and_slope, lo, hi, xp, c=hi)
     with errstate(V):
         t = a_s / s
-        E = Dn + t[:, None]
-        Yk, e, _ = _exclusive_parts(Y, Ds + t[:, None], b_s, xp)
-        return xp.where(Z >= Yk[:, None], ((Z - Yk[:, None]) + e[:, None]) / E, 0.0)
+        Yk, Ylok, e, _ = _exclusive_parts(Y, Ylo, Ds + t[:, None], b_s, xp)
+        return _above_threshold(Z, Zlo, Yk, Ylok, e, xp) / (Dn + t[:, None])
 
 
 def group_exclusive_metric(W, D, a, b):

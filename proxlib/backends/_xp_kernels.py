@@ -290,7 +290,7 @@ def _lp_closed_form(av, lam, p, xp):
         D = av**4 / 256.0 - c * c * c / 27.0
         sq = xp.sqrt(xp.maximum(D, 0.0))
         m_real = _cbrt(av * av / 16.0 + sq, xp) + _cbrt(av * av / 16.0 - sq, xp)
-        if isinstance(c, float):
+        if not hasattr(c, "shape"):  # one lam (a Python float)
             arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
             m_trig = 2.0 * math.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
         else:  # per-entry lam (lp_solve): c = 0 gives NaN here, unused since then D >= 0
