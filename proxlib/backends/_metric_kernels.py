@@ -321,7 +321,11 @@ def _exclusive_rows(V, Dn, b_s, xp):
     """|x| (scaled) of the exclusive-lasso metric prox, rows with 0 < b_s < inf."""
     Z, Zlo, Y, Ylo, Ds = _sorted_magnitudes(V, Dn, xp)
     Yk, Ylok, e, _ = _exclusive_parts(Y, Ylo, Ds, b_s, xp)
-    return _above_threshold(Z, Zlo, Yk, Ylok, e, xp) / Dn
+    r = _above_threshold(Z, Zlo, Yk, Ylok, e, xp)
+    # Dn underflows to 0 only for a metric spanning more than 2^1074 in a row;
+    # there z = 0 < theta and the limit is x = 0
+    with errstate(V):
+        return xp.where(Dn > 0, r / Dn, 0.0)
 
 
 def exclusive_lasso_metric(W, D, b):
