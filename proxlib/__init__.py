@@ -37,6 +37,7 @@ from .owl import (
     prox_owl,
 )
 from ._registry import OPERATORS
+from .certificates import optimality_residual, residual_tolerance
 from .penalties import OWL, ExclusiveLasso, GroupExclusive, GroupLasso, GrOWL, Lp, Penalty, WeightedL1, WeightedL2Sq
 
 __version__ = "0.1.0"
@@ -82,6 +83,9 @@ __all__ = [
     "reweight_focuss",
     "mu_schedule",
     "lp_threshold",
+    # certificates (proxlib.certificates; solvers: proxlib.solvers, helpers: proxlib.testing)
+    "optimality_residual",
+    "residual_tolerance",
     # backends
     "use_backend",
     "available_backends",

@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+from . import _range
 from . import _validate as V
 from ._dispatch import array_kind, array_namespace, backend_for, device
 from ._rows import Rows, canonical_rows
@@ -77,6 +78,28 @@ class Penalty:
     def value(self, x) -> float:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
+    # ------------------------------------------------ certificates (proxlib.certificates)
+    def optimality_residual(self, v, x, step=1.0) -> float:
+        """Scale-free distance of ``x`` from ``self.prox(v, step)``, without the prox
+        (:func:`proxlib.optimality_residual`)."""
+        from . import certificates
+
+        return certificates.optimality_residual(self, v, x, step)
+
+    def subdifferential_distance(self, v, x, step=1.0) -> float:
+        """Largest violation of ``(v - x)/step in dOmega(x)``, in units of ``v``
+        (:func:`proxlib.certificates.subdifferential_distance`)."""
+        from . import certificates
+
+        return certificates.subdifferential_distance(self, v, x, step)
+
+    def dual_norm(self, r) -> float:
+        """The dual norm of ``r`` (OWL, GrOWL, group lasso, weighted l1; TypeError
+        for the others): :func:`proxlib.certificates.dual_norm`."""
+        from . import certificates
+
+        return certificates.dual_norm(self, r)
+
     # ---------------------------------------------------------------- declared per operator
     def thresholds(self, layout: Layout) -> tuple:
         raise NotImplementedError  # pragma: no cover
@@ -89,6 +112,9 @@ class Penalty:
     # the kernel of the prox in a diagonal metric (KERNELS); None: exact only
     # for a constant metric (OWL, GrOWL), see apply_metric
     metric_kernel: ClassVar[str | None] = None
+    # homogeneity of each threshold in the data: 1 (scales like the data),
+    # 2 (scale-free), "p" (lp); see proxlib._range
+    degrees: ClassVar[tuple] = (1,)
 
 
 @dataclass(frozen=True)
@@ -165,14 +191,17 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
     step = V.positive(step, "step")
     layout = layout_of(pen, x)
-    thr = scaled_thresholds(pen.thresholds(layout), step, x)
     kernel = getattr(backend_for(x), pen.kernel)
-    if pen.fused_finite_check:
-        with V.fused_finite_check(pen.arg):
-            X = kernel(layout.data, *thr, *pen.fixed(), check_finite=check_finite)
-    else:
-        X = kernel(layout.data, *thr, *pen.fixed())
-    X = layout.restore(X)
+
+    def run(kernel, data, thr):
+        if pen.fused_finite_check:
+            with V.fused_finite_check(pen.arg):
+                return kernel(data, *thr, *pen.fixed(), check_finite=check_finite)
+        return kernel(data, *thr, *pen.fixed())
+
+    # thresholds formed without spurious overflow; exact transformations where
+    # one lies beyond what the kernels take (see proxlib._range)
+    X = layout.restore(_range.solve(pen, layout, step, kernel, run))
     if out_dtype is not None:
         X = array_namespace(X).astype(X, out_dtype)
     return X

@@ -174,7 +174,10 @@ def in_unit_interval(value: Any, name: str) -> float:
 
 
 def count(n: Any, name: str = "n") -> int:
-    """A non-negative Python int from a Python or NumPy integer."""
+    """A non-negative Python int from a Python or NumPy integer or a 0-d
+    integer array or tensor."""
+    if _is_array(n) and n.ndim == 0 and dtype_kind(n.dtype) in "iu":
+        n = int(n)
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
     if n < 0:
@@ -201,6 +204,8 @@ def like(a, ref, name: str):
                     f"{type(ref).__module__.split('.')[0]} array; pass {name} as a NumPy array or "
                     "an array of the input's library"
                 )
+    if array_kind(ref) == "torch" and isinstance(a, np.ndarray) and any(st < 0 for st in a.strides):
+        a = np.ascontiguousarray(a)  # torch cannot view negative strides (np.sort(w)[::-1])
     return xp.asarray(a, dtype=ref.dtype, device=device(ref))
 
 

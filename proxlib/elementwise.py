@@ -5,9 +5,11 @@ steps are weighted l1 / weighted l2^2 subproblems.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from . import _range
 from . import _registry as R
 from . import _validate as V
 from ._dispatch import array_namespace, size
@@ -72,6 +74,7 @@ class WeightedL2Sq(_Elementwise):
     weights: Any
     kernel: ClassVar[str] = "weighted_l2sq"
     metric_kernel: ClassVar[str] = "weighted_l2sq_metric"
+    degrees: ClassVar[tuple] = (2,)  # scale-free: v / (1 + 2 step w)
 
     def value(self, x) -> float:
         x, w, xp = _value_args(self, x)
@@ -96,6 +99,7 @@ class Lp(R.Penalty):
     metric_kernel: ClassVar[str] = "lp_metric"
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
+    degrees: ClassVar[tuple] = ("p",)
 
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), p=V.in_unit_interval(self.p, "p"))
@@ -165,13 +169,26 @@ def lp_threshold(lam: float, p: float) -> float:
         \tau = \frac{2 - p}{2(1 - p)}\,\big(2\lambda(1 - p)\big)^{1/(2-p)}
         \quad (0 \le p < 1), \qquad \tau = \lambda \quad (p = 1).
 
-    p = 0 gives sqrt(2 lam) (hard thresholding).
+    p = 0 gives sqrt(2 lam) (hard thresholding, correctly rounded).  Formed
+    without intermediate overflow or underflow over the whole float64 range of
+    lam, to a few units in the last place (the exponent 1/(2 - p) is used as
+    an exact rational).
+
+    Raises
+    ------
+    ValueError
+        If tau exceeds the largest float64 (it never does for p = 0 or 1).
     """
     lam = V.nonnegative(lam, "lam")
     p = V.in_unit_interval(p, "p")
-    if p == 1:
+    if p == 1 or lam == 0:
         return lam
-    return (2 - p) / (2 * (1 - p)) * (2 * lam * (1 - p)) ** (1 / (2 - p))
+    if p == 0:
+        return _range.hard_threshold(lam)
+    tau = _range.lp_constants(lam, p)[0]
+    if tau == math.inf:
+        raise ValueError(f"the lp threshold for lam = {lam!r}, p = {p!r} exceeds the largest float64")
+    return tau
 
 
 def prox_lp(v, lam, p, step=1.0, *, metric=None, check_finite: bool = True):
@@ -245,14 +262,15 @@ def _theta_tau(theta, tau):
     return theta, tau, array_namespace(theta)
 
 
-def _representable(a, what: str, theta):
+def _representable(a, what: str, theta, tau_value):
     """``a`` if every entry is finite; else a ValueError saying which quantity
     of the rule overflows ``theta``'s dtype (the exact value is not representable)."""
     xp = array_namespace(a)
     if size(a) and not bool(xp.all(xp.isfinite(a))):
         raise ValueError(
-            f"{what} overflows {V.dtype_name(theta.dtype)} for this theta and tau "
-            f"(max |theta| = {float(xp.max(xp.abs(theta)))}); use a larger tau, smaller weights or float64"
+            f"{what} is not representable in {V.dtype_name(theta.dtype)} for this theta and tau "
+            f"(max |theta| = {float(xp.max(xp.abs(theta)))}, tau = {tau_value!r}): its exact value exceeds "
+            "the largest finite number of the dtype"
         )
     return a
 
@@ -269,10 +287,10 @@ def reweight_l1(theta, tau) -> Reweighting:
     or |theta| near the largest float).
     """
     theta, tau, xp = _theta_tau(theta, tau)
-    omega64 = xp.abs(_k.upcast(theta, xp)) + tau
     with _k.errstate(theta):
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta| + tau", theta)
-        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta| + tau)", theta)
+        omega64 = xp.abs(_k.upcast(theta, xp)) + tau
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta| + tau", theta, tau)
+        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta| + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l1")
 
 
@@ -283,17 +301,24 @@ def reweight_l2(theta, tau) -> Reweighting:
     :math:`\omega = \sqrt{\theta^2 + \tau}` and weighted-l2^2 weights
     :math:`1/(\theta^2 + \tau) = 1/\omega^2`.
 
-    omega is computed as ``hypot(theta, sqrt(tau))`` in float64 (no overflow
-    of theta^2 at any finite theta) and the weights as ``(1/omega)^2``; both
-    are rounded once to theta's dtype (a weight below the dtype's range rounds
-    to 0, the correctly rounded value).
+    Both are formed in float64 from s = theta^2 + tau (three roundings: the
+    weights 1/s to 1.5 units in the last place, omega = sqrt(s) to 1) and
+    rounded once to theta's dtype; where s overflows (|theta| near 1e154 and
+    beyond) from omega = hypot(theta, sqrt(tau)) and (1/omega)^2 instead, which
+    cannot overflow (a weight below the dtype's range rounds to 0, the
+    correctly rounded value; omega beyond it raises ValueError).
     """
     theta, tau, xp = _theta_tau(theta, tau)
-    omega64 = xp.hypot(_k.upcast(theta, xp), xp.asarray(tau**0.5, dtype=xp.float64, device=_device(theta)))
+    t64 = _k.upcast(theta, xp)
     with _k.errstate(theta):
-        inv = 1.0 / omega64
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta)
-        weights = _representable(xp.astype(inv * inv, theta.dtype), "1/(theta^2 + tau)", theta)
+        s = t64 * t64 + tau
+        finite = xp.isfinite(s)
+        big = xp.hypot(t64, xp.asarray(tau**0.5, dtype=xp.float64, device=_device(theta)))
+        omega64 = xp.where(finite, xp.sqrt(s), big)
+        inv = 1.0 / big
+        weights64 = xp.where(finite, 1.0 / s, inv * inv)
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta, tau)
+        weights = _representable(xp.astype(weights64, theta.dtype), "1/(theta^2 + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")
 
 
@@ -312,6 +337,6 @@ def reweight_focuss(theta, p, tau) -> Reweighting:
         raise ValueError(f"p must lie in [0, 2], got {p}")
     with _k.errstate(theta):
         omega64 = xp.abs(_k.upcast(theta, xp)) ** (2.0 - p) + tau
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta|^(2-p) + tau", theta)
-        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta|^(2-p) + tau)", theta)
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta|^(2-p) + tau", theta, tau)
+        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta|^(2-p) + tau)", theta, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")

@@ -17,11 +17,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _range
 from . import _registry as R
 from . import _validate as V
 from ._dispatch import array_namespace
 from .backends import _xp_kernels as _k
-from .group import prox_group_lasso
+from .group import GroupLasso
 
 __all__ = [
     "ExclusiveLasso",
@@ -50,8 +51,13 @@ class ExclusiveLasso(R.Penalty):
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
 
+    degrees: ClassVar[tuple] = (2,)
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold((self.lam,), layout.c, 2),)
+
     def thresholds(self, layout):
-        return (self.lam * layout.c,)
+        return _range.products(self.threshold_terms(layout))
 
     def value(self, x) -> float:
         layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
@@ -77,8 +83,16 @@ class GroupExclusive(R.Penalty):
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
 
+    degrees: ClassVar[tuple] = (1, 2)
+
+    def threshold_terms(self, layout):
+        return (
+            _range.Threshold((self.lam, 1.0 - self.mu), layout.c, 1),
+            _range.Threshold((self.lam, self.mu), layout.c, 2),
+        )
+
     def thresholds(self, layout):
-        return (self.lam * (1.0 - self.mu) * layout.c, self.lam * self.mu * layout.c)
+        return _range.products(self.threshold_terms(layout))
 
     def value(self, x) -> float:
         layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
@@ -191,18 +205,64 @@ def prox_exclusive_lasso_thesis(W, lam, step=1.0, *, groups=None, group_weights=
     (:func:`prox_exclusive_lasso`) uses b S_k / (1 + b k) < b ||w||_1 and so
     shrinks less.  The two agree only where the result is zero.  Provided to
     reproduce the thesis; use :func:`prox_exclusive_lasso` otherwise.
+
+    The threshold is formed over the whole float range: ||w_g||_1 as s_g times
+    the l1 norm of the row divided by its power of two s_g (no overflow at
+    1e308), and step, lam, c_g multiplied without a spurious overflow (a group
+    with c_g = 0 is returned unchanged whatever step * lam).
     """
-    pen = ExclusiveLasso(lam, groups, group_weights)
+    return _thesis(W, (V.nonnegative(lam, "lam"),), step, groups, group_weights, check_finite)
+
+
+def _thesis(W, scalars, step, groups, group_weights, check_finite):
+    """The thesis step with threshold step * prod(scalars) * c_g * ||w_g||_1."""
+    pen = ExclusiveLasso(0.0, groups, group_weights)
     out_dtype = V.result_dtype(W)
     W = V.as_float_array(W, "W", check_finite=check_finite)
     step = V.positive(step, "step")
     layout = R.layout_of(pen, W)
     xp = array_namespace(W)
-    Rw = layout.data
-    tau = (step * pen.lam) * layout.c * _l1(Rw)
-    X = xp.sign(Rw) * xp.maximum(xp.abs(_k.upcast(Rw, xp)) - tau[:, None], 0.0)
+    W64 = _k.upcast(layout.data, xp)
+    A = xp.abs(W64)
+    s = _k.row_scale(A, xp)
+    l1_s = xp.sum(A / s[:, None], axis=1)  # ||w_g||_1 / s_g <= 2 m: no overflow
+    m, e = _range.product((step,) + tuple(scalars))
+    # tau_g / s_g, with a zero factor giving 0 (never 0 * inf); inf where it overflows
+    tau_s = _range.formed(_range.Threshold((), layout.c * l1_s), m, e, W64)
+    with _k.errstate(W64):
+        tau = tau_s * s  # s_g > 0: inf stays inf, and |w| - inf gives 0
+        X = xp.sign(W64) * xp.maximum(A - tau[:, None], 0.0)
     X = layout.restore(xp.astype(X, W.dtype))
     return X if out_dtype is None else xp.astype(X, out_dtype)
+
+
+@dataclass(frozen=True)
+class _ExclusiveTimes(ExclusiveLasso):
+    """The exclusive lasso with lam * factor kept as two factors (no rounding
+    of their product into the subnormals)."""
+
+    factor: float = 1.0
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold(_factors(self.lam, self.factor), layout.c, 2),)
+
+
+@dataclass(frozen=True)
+class _GroupTimes(GroupLasso):
+    """The group lasso with lam * factor kept as two factors."""
+
+    factor: float = 1.0
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold(_factors(self.lam, self.factor), layout.c, 1),)
+
+
+def _factors(lam: float, factor: float) -> tuple:
+    """(lam * factor,) where that product is a normal float or 0 (so the
+    result is bit for bit the composition of the public functions), else the
+    two factors apart."""
+    prod = lam * factor
+    return (prod,) if prod == 0 or prod >= 2.0**-1022 and prod != float("inf") else (lam, factor)
 
 
 def prox_group_exclusive_sequential(
@@ -232,10 +292,11 @@ def prox_group_exclusive_sequential(
     W = V.as_float_array(W, "W", check_finite=check_finite)
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
-    kw = dict(groups=groups, group_weights=group_weights, check_finite=False)
-    G = prox_group_lasso(W, lam * (1.0 - mu), step, **kw)
-    excl = prox_exclusive_lasso_thesis if exclusive_step == "thesis" else prox_exclusive_lasso
-    X = excl(G, lam * mu, step, **kw)
+    G = _GroupTimes(lam, groups, group_weights, factor=1.0 - mu).prox(W, step, check_finite=False)
+    if exclusive_step == "thesis":
+        X = _thesis(G, _factors(lam, mu), step, groups, group_weights, False)
+    else:
+        X = _ExclusiveTimes(lam, groups, group_weights, factor=mu).prox(G, step, check_finite=False)
     return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
 
 

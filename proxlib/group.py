@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from . import _range
 from . import _registry as R
 from . import _validate as V
 from ._dispatch import array_namespace
@@ -31,8 +32,11 @@ class GroupLasso(R.Penalty):
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
 
+    def threshold_terms(self, layout):
+        return (_range.Threshold((self.lam,), layout.c, 1),)
+
     def thresholds(self, layout):
-        return (self.lam * layout.c,)
+        return _range.products(self.threshold_terms(layout))
 
     def value(self, x) -> float:
         layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")

@@ -18,6 +18,7 @@ import numpy as np
 from . import _registry as R
 from . import _validate as V
 from ._dispatch import array_namespace, size
+from ._dispatch import device as _device
 from ._rows import canonical_rows
 from .backends import _xp_kernels as _k
 
@@ -198,26 +199,75 @@ R.register("growl", GrOWL, prox_growl)
 
 
 # --------------------------------------------------------------- weight builders
+#
+# Every builder forms its weights in float64 (NumPy) and then ``_finish``es
+# them: a ValueError where a weight is not representable in float64 or in the
+# requested dtype (the exact weight would be rounded to inf), else a NumPy
+# array of ``dtype`` (default float64) or, with ``like=``, an array of like's
+# library, device and dtype (a torch tensor on like's GPU, say).  Scalars may
+# be Python or NumPy numbers or one-element arrays or tensors.
 
 
-def owl_weights_constant(n: int, lam: float, *, dtype=np.float64) -> np.ndarray:
+def _finish(w, dtype, like, what: str):
+    """float64 weights ``w`` as the builder's result (see above)."""
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"{what} overflow float64 (the largest weight exceeds {np.finfo(np.float64).max:.4g})")
+    if like is None:
+        with np.errstate(over="ignore"):  # checked below
+            out = w.astype(np.float64 if dtype is None else dtype)
+    else:
+        if not V._is_array(like) or V.dtype_kind(like.dtype) != "f":
+            raise TypeError(f"like must be a floating array or tensor, got {type(like).__name__}")
+        ref = like
+        if dtype is not None:
+            xp = array_namespace(like)
+            ref = xp.empty(0, dtype=_dtype_of(xp, dtype), device=_device(like))
+        out = V.like(w, ref, "weights")
+    xp = array_namespace(out)
+    if size(out) and not bool(xp.all(xp.isfinite(out))):
+        raise ValueError(f"{what} overflow {V.dtype_name(out.dtype)} (the largest weight is {float(np.max(w)):.4g})")
+    return out
+
+
+def _dtype_of(xp, dtype):
+    """``dtype`` (a NumPy dtype, a name, or a dtype of xp's library) in xp's library."""
+    name = V.dtype_name(dtype) if not isinstance(dtype, (str, type)) else np.dtype(dtype).name
+    return getattr(xp, name)
+
+
+def owl_weights_constant(n: int, lam: float, *, dtype=None, like=None):
     r"""Constant weights :math:`\lambda_i = \mathrm{lam}`: OWL becomes the lasso
-    and GrOWL the group lasso."""
+    and GrOWL the group lasso.  (``dtype``, ``like``: see the builders' notes in
+    :func:`owl_weights_oscar`.)"""
     n = V.count(n)
     lam = V.nonnegative(lam, "lam")
-    return np.full(n, lam, dtype=dtype)
+    return _finish(np.full(n, lam, dtype=np.float64), dtype, like, "the weights")
 
 
-def owl_weights_oscar(n: int, lam1: float, lam2: float, *, dtype=np.float64) -> np.ndarray:
+def owl_weights_oscar(n: int, lam1: float, lam2: float, *, dtype=None, like=None):
     r"""OSCAR / linear weights :math:`\lambda_i = \lambda_1 + \lambda_2 (n - i)`,
-    i = 1..n (Bondell & Reich 2008; Zeng & Figueiredo 2014)."""
+    i = 1..n (Bondell & Reich 2008; Zeng & Figueiredo 2014).
+
+    Notes on every builder: the weights are formed in float64 and returned as a
+    NumPy array of ``dtype`` (default float64), or, given ``like`` (an array
+    or tensor of any library), as an array of like's library, device and dtype
+    (``dtype`` overrides the dtype).  Scalars may be 0-d arrays or tensors.
+    A weight that is not representable in the result's dtype raises
+    ValueError (e.g. lam2 (n - 1) beyond the largest float).
+
+    >>> import proxlib
+    >>> proxlib.owl_weights_oscar(4, 1.0, 0.5)
+    array([2.5, 2. , 1.5, 1. ])
+    """
     n = V.count(n)
     lam1 = V.nonnegative(lam1, "lam1")
     lam2 = V.nonnegative(lam2, "lam2")
-    return (lam1 + lam2 * np.arange(n - 1, -1, -1, dtype=np.float64)).astype(dtype)
+    with np.errstate(over="ignore"):
+        w = lam1 + lam2 * np.arange(n - 1, -1, -1, dtype=np.float64)
+    return _finish(w, dtype, like, "the OSCAR weights lam1 + lam2 (n - i)")
 
 
-def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dtype=np.float64) -> np.ndarray:
+def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dtype=None, like=None):
     r"""Stairwise weights of the GrOWL poster (Zhang et al. 2018):
 
     .. math::
@@ -226,7 +276,8 @@ def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dty
         \lambda_i = \Lambda_1 \ (i > p).
 
     ``Lambda1`` sets the sparsifying strength, ``Lambda2`` the tying strength
-    among the ``p`` largest rows.
+    among the ``p`` largest rows.  (``dtype``, ``like``: see
+    :func:`owl_weights_oscar`.)
     """
     n = V.count(n)
     p = V.count(p, "p")
@@ -235,12 +286,12 @@ def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dty
     L1 = V.nonnegative(Lambda1, "Lambda1")
     L2 = V.nonnegative(Lambda2, "Lambda2")
     i = np.arange(1, n + 1, dtype=np.float64)
-    return np.where(i <= p, L1 + (p - i + 1) * L2, L1).astype(dtype)
+    with np.errstate(over="ignore"):
+        w = np.where(i <= p, L1 + (p - i + 1) * L2, L1)
+    return _finish(w, dtype, like, "the stairwise weights Lambda1 + (p - i + 1) Lambda2")
 
 
-def owl_weights_piecewise_linear(
-    n: int, lambda1: float, lambda2: float, transition: float, *, dtype=np.float64
-) -> np.ndarray:
+def owl_weights_piecewise_linear(n: int, lambda1: float, lambda2: float, transition: float, *, dtype=None, like=None):
     r"""Piecewise-linear decay used in the GrOWL experiments.
 
     With :math:`p = \lceil \mathrm{transition} \cdot n \rceil` (transition in
@@ -254,7 +305,9 @@ def owl_weights_piecewise_linear(
         \ (i \le p), \qquad \lambda_i = \lambda_2 \ (i > p),
 
     (for p = 1 the first weight is ``lambda1``; for p = 0 all are ``lambda2``).
-    Requires lambda1 >= lambda2 >= 0.
+    Requires lambda1 >= lambda2 >= 0.  Formed as lambda2 + (lambda1 - lambda2)
+    times a fraction in [0, 1]: nothing overflows.  (``dtype``, ``like``: see
+    :func:`owl_weights_oscar`.)
     """
     n = V.count(n)
     l1 = V.nonnegative(lambda1, "lambda1")
@@ -270,16 +323,17 @@ def owl_weights_piecewise_linear(
         w[0] = l1
     elif p > 1:
         i = np.arange(1, p + 1, dtype=np.float64)
-        w[:p] = l2 + (l1 - l2) * (p - i) / (p - 1)
-    return w.astype(dtype)
+        w[:p] = l2 + (l1 - l2) * ((p - i) / (p - 1))
+    return _finish(w, dtype, like, "the piecewise-linear weights")
 
 
-def owl_weights_spike(n: int, lam: float, *, dtype=np.float64) -> np.ndarray:
+def owl_weights_spike(n: int, lam: float, *, dtype=None, like=None):
     r"""Spike weights :math:`\lambda_1 = \mathrm{lam}`, :math:`\lambda_{i>1} = 0`:
-    OWL becomes ``lam * ||x||_inf`` (GrOWL: the largest row norm)."""
+    OWL becomes ``lam * ||x||_inf`` (GrOWL: the largest row norm).  (``dtype``,
+    ``like``: see :func:`owl_weights_oscar`.)"""
     n = V.count(n)
     lam = V.nonnegative(lam, "lam")
-    w = np.zeros(n, dtype=dtype)
+    w = np.zeros(n, dtype=np.float64)
     if n:
         w[0] = lam
-    return w
+    return _finish(w, dtype, like, "the spike weights")

@@ -496,3 +496,15 @@ def test_lp_exact_tie_rule_on_every_backend(backend):
         above = _to_numpy(proxlib.prox_lp(xp.asarray([np.nextafter(6.0, 7.0)]), 8.0, 0.5))
     np.testing.assert_array_equal(tie, [0.0, 0.0])
     assert abs(above[0] - 4.0) <= 1e-7  # x* moves like sqrt(|v| - tau) off the tie
+
+
+def test_numpy_weights_with_negative_strides_on_torch_tensors():
+    """Weights such as np.sort(w)[::-1] (negative strides) work with torch input."""
+    torch = pytest.importorskip("torch")
+    w = np.sort(np.random.default_rng(0).random(6))[::-1]
+    v = np.random.default_rng(1).standard_normal(6)
+    with proxlib.use_backend("numpy"):
+        ref = proxlib.prox_owl(v, w)
+    np.testing.assert_allclose(proxlib.prox_owl(torch.as_tensor(v), w).numpy(), ref, rtol=1e-15)
+    G = np.random.default_rng(2).standard_normal((6, 3))
+    np.testing.assert_allclose(proxlib.prox_growl(torch.as_tensor(G), w).numpy(), proxlib.prox_growl(G, w), rtol=1e-12)

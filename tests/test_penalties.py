@@ -187,6 +187,7 @@ def penalty_cases(v, data):
     ]
 
 
+@pytest.mark.long_examples(100)  # every penalty, 12 perturbations each, per example
 @given(st.one_of(R.vectors(1, 10), R.matrices(3, 3)), R.steps, st.data(), st.randoms(use_true_random=False))
 def test_prox_matches_function_and_minimises_value(v, step, data, rnd):
     rng = np.random.default_rng(rnd.getrandbits(64))
@@ -206,6 +207,7 @@ def test_prox_matches_function_and_minimises_value(v, step, data, rnd):
         assert fx <= F(np.zeros_like(v)) + slack and fx <= F(v) + slack
 
 
+@pytest.mark.long_examples(100)  # up to 6! pairings per example
 @given(R.vectors(2, 10), st.data(), st.randoms(use_true_random=False))
 def test_owl_value_is_the_largest_pairing(v, data, rnd):
     # Rearrangement inequality: with non-increasing w, sum_i w_i |x|_[i] (largest

@@ -93,59 +93,98 @@ GENERIC = SimpleNamespace(
 
 
 def norms_from_sumsq(ssq, W):
-    """Row norms from row sums of squares (float64), recomputing with the
-    scaled reference norm the rows of float64 ``W`` whose unscaled sum may have
-    lost terms to underflow or overflowed."""
+    """Row norms from row sums of squares (float64) as ``(nrm, s)``, the norm
+    of row r being ``nrm[r] * s[r]`` with ``s[r]`` a power of two.
+
+    ``s`` is 1 except on the rows of float64 ``W`` whose unscaled sum may have
+    lost terms to underflow or overflowed: those are recomputed with the scaled
+    reference norm (:func:`._xp_kernels.scaled_row_norms`), which keeps the
+    norm's scale apart, so that a norm beyond the largest float64 (a row of
+    four 1e308's) stays exact.  ``nrm`` is finite iff the row is."""
     xp = array_namespace(ssq)
     nrm = xp.sqrt(ssq)
-    if W.dtype != xp.float64:  # float32 squares are exact in float64
-        return nrm
+    s = xp.ones_like(nrm)
+    if W.dtype != xp.float64:  # float32 squares are exact in float64 and cannot overflow it
+        return nrm, s
     unsafe = ~((ssq >= _SAFE_LO) & (ssq <= _SAFE_HI))
     if bool(xp.any(unsafe)):  # one scalar read; rows with zero, tiny or huge entries
         idx = xp.nonzero(unsafe)[0]
-        nrm[idx] = _k.row_norms(W[idx, :], xp)
-    return nrm
+        nrm[idx], s[idx] = _k.scaled_row_norms(W[idx, :], xp)
+    return nrm, s
 
 
-def row_norms(W, prims):
-    """l2 norm of each row (float64), overflow- and underflow-safe."""
+def scaled_row_norms(W, prims):
+    """``(nrm, s)``: the l2 norm of row r is ``nrm[r] * s[r]`` (float64, see
+    :func:`norms_from_sumsq`), overflow- and underflow-safe."""
     return norms_from_sumsq(prims.row_sumsq(W), W)
 
 
-def group_lasso_factor(nrm, a):
-    """f_r = (1 - a_r / ||w_r||)_+: the group lasso's solve stage (float64).
+def row_norms(W, prims):
+    """l2 norm of each row (float64; inf only where it exceeds the largest float64)."""
+    nrm, s = scaled_row_norms(W, prims)
+    with _k.errstate(nrm):
+        return nrm * s
 
-    A NaN norm gives a NaN factor and an infinite one 1 (non-finite input
-    propagates to the output rather than being zeroed)."""
+
+def group_lasso_factor(nrm, a, s=None):
+    """f_r = (1 - a_r / ||w_r||)_+: the group lasso's solve stage (float64),
+    with ||w_r|| = nrm_r * s_r (``s`` defaults to 1).
+
+    The ratio is formed as (a_r / s_r) / nrm_r: no overflow where the norm
+    exceeds the largest float64, and an a_r / s_r that overflows (the row is
+    zeroed: nrm_r < 2 sqrt(m)) or underflows (f_r = 1 to within 2^-1074) is
+    harmless.  A NaN norm gives a NaN factor and an infinite one 1
+    (non-finite input propagates to the output rather than being zeroed)."""
     xp = array_namespace(nrm)
     a = _k.upcast(a, xp)
+    if s is not None:
+        with _k.errstate(nrm):
+            a = a / s
     zero = nrm <= a
     return xp.where(zero, 0.0, 1.0 - a / xp.where(zero, 1.0, nrm))
 
 
-def growl_factor(nrm, w, owl):
+def growl_factor(nrm, w, owl, s=None):
     """f_r = m_r / ||w_r|| with m = OWL prox of the norms (weights ``w``):
-    GrOWL's solve stage (float64; zero rows get 0)."""
+    GrOWL's solve stage (float64; zero rows get 0).  ||w_r|| = nrm_r * s_r.
+
+    The OWL prox couples all rows, so it runs on one common scale: the norms
+    and the weights are divided by the power of two 2^k that brings the
+    largest norm below 2^1020 (k = 0, no scaling, unless some norm exceeds
+    that); the OWL prox is positively homogeneous, m(n / 2^k, w / 2^k) =
+    m(n, w) / 2^k, and the factor is a ratio of the two scaled numbers."""
     xp = array_namespace(nrm)
-    new = owl(nrm, _k.upcast(w, xp))
+    w = _k.upcast(w, xp)
+    if s is not None:
+        with _k.errstate(nrm):
+            big = bool(xp.any(nrm * s > 2.0**1020))  # one scalar read
+        if big:
+            _, e_nrm = xp.frexp(nrm)
+            _, e_s = xp.frexp(s)
+            k = max(int(xp.max(e_nrm + e_s - 1)) - 1020, 0)
+            nrm = xp.ldexp(nrm, e_s - 1 - k)  # nrm * s / 2^k (rounding only below 2^-1022)
+            w = xp.ldexp(w, xp.full(w.shape, -k, dtype=e_s.dtype, device=_k.device(w)))
+        else:
+            nrm = nrm * s
+    new = owl(nrm, w)
     pos = nrm > 0
     return xp.where(pos, new / xp.where(pos, nrm, 1.0), 0.0)
 
 
 def group_lasso(W, a, prims, check_finite=False, out=None):
     """x_r = (1 - a_r/||w_r||)_+ w_r."""
-    nrm = row_norms(W, prims)
+    nrm, s = scaled_row_norms(W, prims)
     if check_finite:
         check_row_norms(nrm, array_namespace(nrm))
-    return prims.scale_rows(W, group_lasso_factor(nrm, a), out=out)
+    return prims.scale_rows(W, group_lasso_factor(nrm, a, s), out=out)
 
 
 def growl(W, w, owl, prims, check_finite=False, out=None):
     """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
-    nrm = row_norms(W, prims)
+    nrm, s = scaled_row_norms(W, prims)
     if check_finite:
         check_row_norms(nrm, array_namespace(nrm))
-    return prims.scale_rows(W, growl_factor(nrm, w, owl), out=out)
+    return prims.scale_rows(W, growl_factor(nrm, w, owl, s), out=out)
 
 
 def weighted_l1(v, w, prims, out=None):

@@ -24,6 +24,7 @@ import contextlib
 import math
 
 from .._dispatch import array_namespace, device
+from .._range import hard_threshold, lp_constants
 
 _MAX_ROOT_ITER = 200
 
@@ -50,12 +51,26 @@ def row_scale(A, xp):
     return xp.where(amax > 0, s, xp.ones_like(amax))
 
 
-def row_norms(W, xp):
-    """Overflow- and underflow-safe l2 norm of each row of ``W`` (float64)."""
+def scaled_row_norms(W, xp):
+    """The l2 norm of each row of ``W`` as ``nrm * s`` (both float64): ``s``
+    the row's power of two (:func:`row_scale`), ``nrm`` in [1, 2 sqrt(m)) for a
+    non-zero row (0 for a zero row, NaN or inf where the row is).
+
+    Nothing over- or underflows, also where the norm itself exceeds the largest
+    float64 (a row of four 1e308's has norm 2e308); ratios such as a / ||w||
+    are then formed as (a / s) / nrm."""
     A = xp.abs(upcast(W, xp))
     s = row_scale(A, xp)
     B = A / s[:, None]
-    return xp.sqrt(xp.sum(B * B, axis=1)) * s
+    return xp.sqrt(xp.sum(B * B, axis=1)), s
+
+
+def row_norms(W, xp):
+    """Overflow- and underflow-safe l2 norm of each row of ``W`` (float64;
+    inf only where the norm exceeds the largest float64)."""
+    nrm, s = scaled_row_norms(W, xp)
+    with errstate(W):
+        return nrm * s
 
 
 def sort_desc(A, xp):
@@ -134,7 +149,8 @@ def exclusive_lasso(W, b, sort=sort_desc):
     with errstate(W):
         U = exclusive_magnitudes(As, Y, shifted_sums(Y, xp), xp.where(finite, b, 0.0), xp)
     U = xp.where(finite[:, None], U, 0.0)
-    X = xp.sign(W64) * U * s[:, None]
+    # b = 0: the row itself (its scaled copy may have lost entries below 2^-1074 s)
+    X = xp.where((b == 0)[:, None], W64, xp.sign(W64) * U * s[:, None])
     return xp.astype(X, W.dtype, copy=False)
 
 
@@ -188,21 +204,48 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     kf = xp.astype(k, Y.dtype)
     Yk = Y[rows, k - 1]
     Fk = F[rows, k - 1]
-    Sk = Fk + kf * Yk
     D = xp.where(j[None, :] < k[:, None], Y - Yk[:, None], 0.0)
     D2 = xp.sum(D * D, axis=1)
-    left = cb[rows, k]  # g(left) <= 0
-    right = cb[rows, k - 1]  # g(right) > 0
+    return group_exclusive_factor(Yk, Fk, D2, kf, cb[rows, k], cb[rows, k - 1], a, b, xp)
+
+
+def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
+    """Step 2 of :func:`group_exclusive_shrink`: the root c in [left, right] of
+    g(c) = c - 1 + a / ||u(b c)|| once the support of u is known to be its top
+    k entries, from four statistics of that support per row: its smallest
+    (scaled) magnitude Y_k, F_k = sum_i (Y_i - Y_k), D2 = sum_i (Y_i - Y_k)^2
+    and k (float).  ``left``/``right`` bracket the root (g(left) <= 0 < g(right)).
+
+    With e = (Y_k - b c F_k) / (1 + b c k): ||u||^2 = D2 + 2 e F_k + k e^2 and
+    g'(c) = 1 + a b (F_k + k e) S_k / (||u||^3 (1 + b c k)^2) > 0, S_k = F_k + k Y_k
+    (no cancellation).  Newton's method safeguarded by bisection runs until the
+    bracket cannot shrink in floating point (one scalar read per step).  The
+    statistics are sums and extrema over the support, so a row split across
+    devices needs only their all-reduced values (see ``proxlib.torch.sharded``).
+    """
+    Sk = Fk + kf * Yk
 
     def g_and_slope(c):
         den = 1.0 + b * c * kf
         e = (Yk - b * c * Fk) / den
         N = xp.sqrt(D2 + 2.0 * e * Fk + kf * e * e)
         g = c - 1.0 + a / N
-        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (N * N * N * den * den)
+        Nd = N * den  # (N den)^2 N, not N^3 den^2: den reaches b, N about 1/b
+        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (Nd * Nd * N)
         return g, slope
 
-    c = 0.5 * (left + right)
+    def middle(left, right):
+        # geometric while the bracket spans more than a factor 4: the root is
+        # about a / (b ||w||) (relative to the row's scale), 1e-270 for b = 2^900,
+        # which halving [0, 1] would take ~900 steps to reach
+        wide = right > 4.0 * left
+        return xp.where(wide, xp.sqrt(left) * xp.sqrt(right), 0.5 * (left + right))
+
+    # c >= 2^-1022: the root is at least about 1 / (2 m b), far above that for
+    # the b <= 2^900 that proxlib passes (larger b are solved by saturation,
+    # see proxlib._range)
+    left = xp.maximum(left, 2.0**-1022)
+    c = middle(left, right)
     for _ in range(_MAX_ROOT_ITER):
         g, slope = g_and_slope(c)
         neg = g < 0
@@ -210,7 +253,7 @@ def group_exclusive_shrink(Y, F, a, b, xp):
         right = xp.where(neg, right, c)
         newton = c - g / slope
         ok = (newton > left) & (newton < right)
-        nxt = xp.where(ok, newton, 0.5 * (left + right))
+        nxt = xp.where(ok, newton, middle(left, right))
         done = (nxt == c) | (g == 0)
         c = xp.where(done, c, nxt)
         if bool(xp.all(done | ~((left < nxt) & (nxt < right)))):
@@ -248,7 +291,9 @@ def group_exclusive(W, a, b, sort=sort_desc):
             idx = xp.nonzero(general)[0]
             c[idx] = group_exclusive_shrink(Y[idx, :], F[idx, :], a_s[idx], bf[idx], xp)
         U = exclusive_magnitudes(As, Y, F, bf * c, xp)
-    X = xp.sign(W64) * U * (c * s)[:, None]
+    # rows without the exclusive part are the group lasso's c w, formed from w
+    # itself (its scaled copy may have lost entries below 2^-1074 s)
+    X = xp.where((bf == 0)[:, None], W64 * c[:, None], xp.sign(W64) * U * (c * s)[:, None])
     return xp.astype(X, W.dtype, copy=False)
 
 
@@ -314,11 +359,10 @@ def lp(v, lam, p):
     if lam == 0:
         return xp.asarray(v, copy=True)
     if p == 0:
-        return xp.astype(xp.where(av > math.sqrt(2.0 * lam), v64, 0.0), v.dtype, copy=False)
+        return xp.astype(xp.where(av > hard_threshold(lam), v64, 0.0), v.dtype, copy=False)
     if p == 1:
         return xp.astype(xp.sign(v64) * xp.maximum(av - lam, 0.0), v.dtype, copy=False)
-    tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
-    beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+    tau, beta = lp_constants(lam, p)
     return xp.astype(lp_solve(v64, av, lam, p, tau, beta, xp), v.dtype, copy=False)
 
 

@@ -68,3 +68,27 @@ def working_tensor(t: torch.Tensor) -> torch.Tensor:
     if t.dtype in (torch.float16, torch.bfloat16):
         return t.to(torch.float32)
     raise TypeError(f"proxlib's proximal steps need a floating-point tensor, got {t.dtype}")
+
+
+def is_sharded(t) -> bool:
+    """Whether ``t`` is a ``DTensor`` (FSDP2, tensor parallel), without importing DTensor."""
+    return type(t).__name__ == "DTensor" and hasattr(t, "placements")
+
+
+def gathered(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached in the core's dtypes, the full tensor of a ``DTensor``
+    (one all-gather: for procedures that inspect whole weights, not per step)."""
+    if is_sharded(t):
+        t = t.full_tensor()
+    return working_tensor(t)
+
+
+def refuse_sharded(module: torch.nn.Module, name: str, what: str) -> None:
+    """Raise a clear error when ``module.<name>`` is sharded and ``what`` cannot handle it."""
+    t = getattr(module, name, None)
+    if is_sharded(t):
+        raise NotImplementedError(
+            f"{what} on a sharded parameter ({type(module).__name__}.{name} is a DTensor, "
+            f"e.g. under FSDP2's fully_shard) is not supported: it registers a parametrization "
+            f"on the module; apply it before sharding, or on a gathered copy of the model"
+        )

@@ -172,6 +172,27 @@ class _Plan:
     restore: Callable[[torch.Tensor], torch.Tensor]
     inplace: bool
     fused_check: bool
+    grouping: str | None = None
+
+    def run(self, leaf: torch.Tensor, step: float, check_finite: bool) -> None:
+        """``leaf <- prox_{step * pen}(leaf)`` (under no_grad)."""
+        if self.kernel is None:  # a penalty object outside the registry
+            leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
+            return
+        data = self.data(leaf if self.inplace else B.working_tensor(leaf))
+        thr = R.scaled_thresholds(self.base, step, data)
+        kw = {"check_finite": check_finite} if self.fused_check else {}
+        if check_finite and not self.fused_check:
+            V.check_all_finite(data, "the parameter")
+        if self.inplace:
+            self.kernel(data, *thr, *self.fixed, out=data, **kw)
+            torch.autograd.graph.increment_version(leaf)
+        else:
+            leaf.copy_(self.restore(self.kernel(data, *thr, *self.fixed, **kw)))
+
+    def value(self, leaf: torch.Tensor) -> float:
+        x = B.working_tensor(leaf)
+        return float(self.pen.value(x if self.grouping is None else B.rows(x, self.grouping)))
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -179,16 +200,16 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
-    key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device)
+    key = _plan_key(leaf)
     x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
     native = x.dtype == leaf.dtype
     grouping = term.grouping
     view = x if grouping is None else B.rows(x, grouping)
-    pen = term.penalty.resolve(view) if isinstance(term.penalty, _Lazy) else term.penalty
+    pen = term._resolve(view)
     if not isinstance(pen, R.Penalty):
         if not (hasattr(pen, "prox") and hasattr(pen, "value")):
             raise TypeError(f"penalty builder returned {pen!r}, which has no prox(v, step) and value(x)")
-        return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False)
+        return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping)
     layout = R.layout_of(pen, view, contiguous=False)
     base = pen.thresholds(layout)  # checks the weights against the rows, once
     if pen.layout == "flat":
@@ -210,7 +231,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
         probe = data(leaf.detach())
     inplace = native and pen.kernel in _IN_PLACE and _shares_memory(probe, leaf)
-    return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check)
+    return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping)
 
 
 # kernels whose torch implementation writes the result with one map into out=
@@ -282,13 +303,21 @@ class ProxTerm:
     def leaf(self) -> torch.Tensor:
         return B.resolve_leaf(self.target, self.name)
 
-    def plan(self, leaf: torch.Tensor | None = None) -> _Plan:
+    def plan(self, leaf: torch.Tensor | None = None):
         """The term made ready for its current leaf (rebuilt when the leaf changes)."""
         leaf = self.leaf if leaf is None else leaf
-        key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device)
+        key = _plan_key(leaf)
         if self._plan is None or self._plan.key != key:
-            self._plan = _build_plan(self, leaf)
+            if B.is_sharded(leaf):
+                from . import sharded  # torch.distributed's DTensor, loaded only when needed
+
+                self._plan = sharded.build_plan(self, leaf, self._resolve)
+            else:
+                self._plan = _build_plan(self, leaf)
         return self._plan
+
+    def _resolve(self, view):
+        return self.penalty.resolve(view) if isinstance(self.penalty, _Lazy) else self.penalty
 
     def apply(self, lr: float, *, check_finite: bool = False) -> None:
         """Replace the leaf by its prox with step ``lr * strength``, in place."""
@@ -298,21 +327,7 @@ class ProxTerm:
         leaf = self.leaf
         plan = self.plan(leaf)
         with torch.no_grad():
-            if plan.kernel is None:  # a penalty object outside the registry
-                x = B.working_tensor(leaf)
-                X = plan.restore(plan.pen.prox(plan.data(x), step))
-                leaf.copy_(X)
-                return
-            data = plan.data(leaf if plan.inplace else B.working_tensor(leaf))
-            thr = R.scaled_thresholds(plan.base, step, data)
-            kw = {"check_finite": check_finite} if plan.fused_check else {}
-            if check_finite and not plan.fused_check:
-                V.check_all_finite(data, "the parameter")
-            if plan.inplace:
-                plan.kernel(data, *thr, *plan.fixed, out=data, **kw)
-                torch.autograd.graph.increment_version(leaf)
-            else:
-                leaf.copy_(plan.restore(plan.kernel(data, *thr, *plan.fixed, **kw)))
+            plan.run(leaf, step, check_finite)
 
     def value(self) -> float:
         """``strength * Omega(leaf)`` (float64), for logging."""
@@ -321,7 +336,12 @@ class ProxTerm:
         leaf = self.leaf
         plan = self.plan(leaf)
         with torch.no_grad():
-            return self.strength * float(plan.pen.value(B.rows(B.working_tensor(leaf), self.grouping) if self.grouping else B.working_tensor(leaf)))
+            return self.strength * plan.value(leaf)
+
+
+def _plan_key(leaf) -> tuple:
+    key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device)
+    return key + (tuple(leaf.placements),) if B.is_sharded(leaf) else key
 
 
 # ------------------------------------------------------------------ the hook

@@ -69,6 +69,7 @@ def _scaling(module: torch.nn.Module, name: str) -> AffineScaling:
 
 def affine_scaling(module: torch.nn.Module, name: str = "weight") -> AffineScaling:
     """Register :class:`AffineScaling` (omega = 1, so q = theta) on ``module.<name>``."""
+    B.refuse_sharded(module, name, "affine_scaling")
     w = getattr(module, name)
     p = AffineScaling(w.shape, dtype=w.dtype, device=w.device)
     parametrize.register_parametrization(module, name, p)
@@ -189,6 +190,7 @@ def magnitude_prune(modules, *, amount: float | None = None, threshold: float | 
         raise ValueError("give exactly one of amount= or threshold=")
     masks = []
     for m in modules:
+        B.refuse_sharded(m, name, "magnitude_prune")
         if parametrize.is_parametrized(m, name):
             remove_affine_scaling(m, name)
         with torch.no_grad():

@@ -35,7 +35,7 @@ __all__ = ["Tying", "row_similarity", "find_tying", "TiedRows", "tie_rows"]
 
 def _rows64(W, grouping: str) -> np.ndarray:
     if isinstance(W, torch.Tensor):
-        W = B.working_tensor(W).cpu().numpy()
+        W = B.gathered(W).cpu().numpy()
     R = np.asarray(proxlib.to_rows(np.asarray(W), grouping), dtype=np.float64)
     if not np.isfinite(R).all():
         raise ValueError("W contains NaN or Inf; its rows cannot be clustered")
@@ -231,6 +231,7 @@ def tie_rows(module: torch.nn.Module, tying, *, name: str = "weight", grouping: 
     or an array); returns the parametrization.  Create a fresh optimizer after
     this: the optimised leaf is now ``module.parametrizations.<name>.original``.
     """
+    B.refuse_sharded(module, name, "tie_rows")
     labels = tying.labels if isinstance(tying, Tying) else tying
     p = TiedRows(labels, grouping)
     parametrize.register_parametrization(module, name, p)
