@@ -92,8 +92,14 @@ def adam_metric(optimizer: torch.optim.Optimizer, param: torch.Tensor, *, assume
         raise TypeError(f"param must be a tensor, got {type(param).__name__}")
     if torch.is_complex(param):
         raise TypeError("adam_metric: complex parameters are not supported")
-    group = _group_of(optimizer, param)
-    state = optimizer.state.get(param, {})
+    return denominator(_group_of(optimizer, param), optimizer.state.get(param, {}))
+
+
+def denominator(group: dict, state: dict) -> torch.Tensor:
+    """:func:`adam_metric` from the parameter's ``group`` and ``state`` (no
+    checks of the optimizer or the parameter: for callers that made them
+    once, such as ``ProximalStep(metric="adam")``); ValueError when the state
+    has no second moment yet."""
     amsgrad = bool(group.get("amsgrad", False))
     key = "max_exp_avg_sq" if amsgrad else "exp_avg_sq"
     if key not in state or "step" not in state:
