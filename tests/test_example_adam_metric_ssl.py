@@ -1,4 +1,6 @@
-"""examples/adam_metric_ssl.py: its metric hook, and a --quick run end to end."""
+"""examples/adam_metric_ssl.py: its proximal steps (ProximalStep with and without
+metric="adam") against the operators computed from the optimizer's state, and a
+--quick run end to end."""
 
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def test_hook_is_the_prox_computed_from_the_optimizer_state(example, metric):
     a, b = example.LeNet5(), example.LeNet5()
     b.load_state_dict(a.state_dict())
     opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=3e-3), torch.optim.Adam(b.parameters(), lr=3e-3)
-    example.SSLMetricHook(opt_a, example.ssl_terms(a), 0.05 if metric else 5.0, metric=metric)
+    example.ssl_prox(opt_a, a, 0.05 if metric else 5.0, metric=metric)
     X, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
     for _ in range(3):
         b.load_state_dict(a.state_dict())  # the same iterate before each step

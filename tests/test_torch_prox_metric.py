@@ -338,3 +338,28 @@ dist.destroy_process_group()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "refused: proximal steps in an optimizer's metric are not supported on sharded (DTensor) parameters" in out.stdout
+
+
+def test_readme_metric_snippet_runs():
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Proximal steps in a diagonal metric") :]
+    start = section.index("```python") + len("```python")
+    code = section[start : section.index("```", start)]
+    model = torch.nn.Module()
+    model.conv2 = torch.nn.Conv2d(3, 4, 3)
+    ns = {"torch": torch, "pt": pt, "proxlib": proxlib, "model": model}
+    exec(compile(code, "README.md", "exec"), ns)
+    opt, prox = ns["opt"], ns["prox"]
+    seen = []
+    opt.register_step_post_hook(lambda *a: seen.append(model.conv2.weight.detach().clone()))
+    prox.attach()  # again, after the snapshot hook (attach replaces the first)
+    model.conv2(torch.randn(2, 3, 5, 5)).square().sum().backward()
+    opt.step()
+    expected = proxlib.from_rows(
+        proxlib.prox_group_lasso(proxlib.to_rows(seen[0], "filter"), 1.0, 1e-3 * 1e-2, metric=proxlib.to_rows(adam_metric(opt, model.conv2.weight), "filter")),
+        (4, 3, 3, 3),
+        "filter",
+    )
+    assert prox.n_steps == 1 and torch.equal(model.conv2.weight, expected)
