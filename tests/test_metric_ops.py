@@ -65,6 +65,12 @@ def thresholds(lam, mu, step, c):
     return step * (lam * (1.0 - mu) * c), step * (lam * mu * c)
 
 
+def row_thresholds(shape, lam, mu, step, gw):
+    """:func:`thresholds` of the rows of a (G, m) matrix under ``group_weights=gw``."""
+    G, m = shape
+    return thresholds(lam, mu, step, numeric_c(gw, np.full(G, m)))
+
+
 def sets_value(x, sets, a, b):
     """sum_g a_g ||x_g||_2 + b_g/2 ||x_g||_1^2 (thresholds include the step)."""
     x = np.asarray(x, dtype=np.float64).ravel()
@@ -119,8 +125,7 @@ def metric_row_problems(draw, max_rows=4, max_cols=4, lo_exp=-3.0, hi_exp=3.0):
 def test_rows_against_cvxpy(numpy_backend, op, problem):
     W, D, lam, mu, step, gw = problem
     mu = op_mu(op, mu)
-    G, m = W.shape
-    a, b = thresholds(lam, mu, step, numeric_c(gw, np.full(G, m)))
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
     X = row_prox(op, W, lam, mu, step, group_weights=gw, metric=D)
     assert X.shape == W.shape and X.dtype == W.dtype
     sets = C.row_index_sets(W.shape)
@@ -209,8 +214,8 @@ def test_exclusive_equals_rational_reference(numpy_backend, problem):
 def test_group_ops_equal_60_digit_reference(numpy_backend, op, problem):
     W, D, lam, mu, step, gw = problem
     mu = op_mu(op, mu)
-    G, m = W.shape
-    a, b = thresholds(lam, mu, step, numeric_c(gw, np.full(G, m)))
+    G = W.shape[0]
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
     X = row_prox(op, W, lam, mu, step, group_weights=gw, metric=D)
     ref = np.array(
         [
@@ -536,8 +541,8 @@ def test_float32(numpy_backend, op, problem):
     # float32 data and metric: the kernels compute in float64 and round once;
     # the Euclidean reduction (constant metric) rounds the thresholds to
     # float32: eps32 relative in the thresholds, eps32 in x
-    G, m = W.shape
-    a, b = thresholds(lam, mu, step, numeric_c(gw, np.full(G, m)))
+    G = W.shape[0]
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
     if op not in ROW_OPS:
         a, b = np.full(G, step * lam), np.zeros(G)
     rows_close(X32, X64, W32, D32, a, b, eps=EPS32, tiny=TINY32)
