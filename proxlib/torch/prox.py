@@ -34,12 +34,13 @@ torch kernel on the parameter itself, in place for the row-norm and
 elementwise penalties (the result is written into the parameter's storage:
 ``data_ptr`` unchanged, the autograd version counter bumped as ``copy_``
 does) and through one copy back otherwise (exclusive, group+exclusive, lp,
-OWL, groupings whose rows are not a view of the tensor, half precision).  The
-computation is torch operations on the parameter's device (CPU, CUDA, ...):
-no NumPy, Numba or CuPy, so it never competes with torch's threads; see
-:mod:`proxlib.backends.torch_dev` for what runs where.  The hook is excluded
-from ``torch.compile`` tracing (``torch.compiler.disable``): a compiled
-``optimizer.step`` runs it eagerly after a graph break.
+OWL, groupings whose rows are not a view of the tensor, half precision, any
+prox in a metric).  The computation is torch operations on the parameter's
+device (CPU, CUDA, ...): no NumPy, Numba or CuPy, so it never competes with
+torch's threads; see :mod:`proxlib.backends.torch_dev` for what runs where.
+The hook is excluded from ``torch.compile`` tracing
+(``torch.compiler.disable``): a compiled ``optimizer.step`` runs it eagerly
+after a graph break.
 
 For parametrised (``torch.nn.utils.parametrize``) or pruned
 (``torch.nn.utils.prune``) weights it acts on the leaf the optimizer updates
