@@ -389,7 +389,10 @@ class ProxTerm:
         leaf = self.leaf
         plan = self.plan(leaf)
         with torch.no_grad():
-            plan.run(leaf, step, check_finite, metric if self.metric else None)
+            if self.metric:
+                plan.run(leaf, step, check_finite, metric)
+            else:  # (also a sharded plan, which takes no metric)
+                plan.run(leaf, step, check_finite)
 
     def value(self) -> float:
         """``strength * Omega(leaf)`` (float64), for logging."""
