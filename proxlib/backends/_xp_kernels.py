@@ -333,8 +333,12 @@ def _lp_closed_form(av, lam, p, xp):
         D = av**4 / 256.0 - c * c * c / 27.0
         sq = xp.sqrt(xp.maximum(D, 0.0))
         m_real = _cbrt(av * av / 16.0 + sq, xp) + _cbrt(av * av / 16.0 - sq, xp)
-        arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
-        m_trig = 2.0 * math.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
+        if not hasattr(c, "shape"):  # one lam (a Python float)
+            arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
+            m_trig = 2.0 * math.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
+        else:  # per-entry lam (lp_solve): c = 0 gives NaN here, unused since then D >= 0
+            arg = (3.0 * av * av / (16.0 * c)) * xp.sqrt(3.0 / c)
+            m_trig = 2.0 * xp.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
         mm = xp.where(D >= 0, m_real, m_trig)
         r = xp.sqrt(2.0 * mm)
         u = 0.5 * (r + xp.sqrt(2.0 * av / r - 2.0 * mm))
@@ -357,6 +361,16 @@ def lp(v, lam, p):
     if p == 1:
         return xp.astype(xp.sign(v64) * xp.maximum(av - lam, 0.0), v.dtype, copy=False)
     tau, beta = lp_constants(lam, p)
+    return xp.astype(lp_solve(v64, av, lam, p, tau, beta, xp), v.dtype, copy=False)
+
+
+def lp_solve(v64, av, lam, p, tau, beta, xp):
+    """The global minimiser of 1/2 (x - v)^2 + lam |x|^p for 0 < p < 1, in
+    float64 (``v64`` the data in float64, ``av`` = |v64|), given the threshold
+    ``tau`` and the convex branch's start ``beta`` (see :func:`lp`).  ``lam``,
+    ``tau`` and ``beta`` are Python floats or float64 arrays of ``v64``'s shape
+    (one lam per entry: the prox in a diagonal metric,
+    :func:`proxlib.backends._metric_kernels.lp_metric`)."""
     # Candidates for a non-zero result.  tau is a power with a rounded exponent
     # (off by up to ~eps |ln(lam)|), so it only pre-selects, with a margin; the
     # decision between x* and 0 compares their objectives at the end.
@@ -396,5 +410,4 @@ def lp(v, lam, p):
     # documented: |v| = 6, lam = 8, p = 1/2 gives 2 - 6 + 8 * 2/4 = 0 exactly.
     with errstate(x):
         keep = keep & (0.5 * x - av + lam * (x**p / x) < 0.0)
-    out = xp.where(keep, xp.sign(v64) * x, 0.0)
-    return xp.astype(out, v.dtype, copy=False)
+    return xp.where(keep, xp.sign(v64) * x, 0.0)
