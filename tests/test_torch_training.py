@@ -27,18 +27,20 @@ def _mlp(d=8, h=16, seed=0):
 # ------------------------------------------------------------------ keep_zero
 
 
-@pytest.mark.parametrize("make_opt", [
-    lambda ps: torch.optim.SGD(ps, lr=0.2, momentum=0.9),
-    lambda ps: torch.optim.Adam(ps, lr=0.05),
-    lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1, amsgrad=True),
-], ids=["sgd-momentum", "adam", "adamw-amsgrad"])
-def test_keep_zero_rows_stay_zero_and_their_optimizer_state_is_cleared(make_opt):
+@pytest.mark.parametrize("make_opt, metric", [
+    (lambda ps: torch.optim.SGD(ps, lr=0.2, momentum=0.9), None),
+    (lambda ps: torch.optim.Adam(ps, lr=0.05), None),
+    (lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1, amsgrad=True), None),
+    (lambda ps: torch.optim.Adam(ps, lr=0.05), "adam"),  # the prox in Adam's metric, then the frozen rows
+], ids=["sgd-momentum", "adam", "adamw-amsgrad", "adam-metric"])
+def test_keep_zero_rows_stay_zero_and_their_optimizer_state_is_cleared(make_opt, metric):
     X, y = _toy()
     X[:, 4:] = 0  # four unused inputs: their rows only shrink
     net = _mlp()
     opt = make_opt(net.parameters())
-    prox = pt.ProximalStep(opt, model=net, keep_zero=True)
-    prox.add(net[0], proxlib.GroupLasso(1.0), grouping="channel", strength=1.0)
+    prox = pt.ProximalStep(opt, model=net, keep_zero=True, metric=metric)
+    # in Adam's metric the step is lr * strength / d, d ~ |gradient|: a much smaller strength
+    prox.add(net[0], proxlib.GroupLasso(1.0), grouping="channel", strength=1.0 if metric is None else 1e-3)
     prox.attach()
     seen = None
     for step in range(40):
