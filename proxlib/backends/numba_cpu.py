@@ -65,10 +65,14 @@ Algorithms (m = row length, G = rows, n = vector length):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba as nb
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from . import KERNELS
 from . import check_row_norms
@@ -77,9 +81,39 @@ __all__ = list(KERNELS)  # the same kernel names in every backend
 
 NAME = "numba"
 
-_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+def _cache_probe():  # pragma: no cover - decorated, never called
+    return 0
+
+
+def _caching_available() -> bool:
+    """Whether numba can cache the compiled kernels of this file.
+
+    numba looks for a writable ``__pycache__`` beside this file, then
+    ``NUMBA_CACHE_DIR``, then the user's cache directory; a read-only install
+    run by a user without a writable home has none, and ``cache=True`` then
+    raises at decoration time ("no locator available").  Without one, the
+    kernels are compiled in each process on first use (one warning here).
+    """
+    try:
+        nb.njit(cache=True)(_cache_probe)
+    except Exception as exc:  # RuntimeError from numba's cache locator, or an OSError
+        warnings.warn(
+            f"proxlib: numba cannot cache compiled kernels here ({exc}); they are "
+            "compiled in each process on first use instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+_OPTS = dict(cache=_caching_available(), nogil=True, error_model="numpy")
 _jit = nb.njit(**_OPTS)
 _pjit = nb.njit(parallel=True, **_OPTS)
+# reductions that may be reassociated (so that LLVM vectorises them); no other
+# fast-math flag: every rounding stays IEEE, only the order of a sum changes
+_rjit = nb.njit(fastmath={"reassoc"}, **_OPTS)
 
 _MAX_ROOT_ITER = 200
 _TINY_SUMSQ = 2.0**-600  # below this an unscaled sum of squares may have lost terms to underflow
@@ -194,17 +228,24 @@ def _sum_scaled(x, f1, f2):
 
 @_jit
 def _row_norm(x):
-    """Overflow- and underflow-safe l2 norm of a row, float64."""
+    """The l2 norm of a row as (q, s): norm = q s with s a power of two, without
+    overflow or underflow (float64).
+
+    s = 1 when the plain sum of squares is in [2^-600, inf) (one pass);
+    otherwise the row is summed again scaled by s with max|x|/s in [1, 2), so
+    q is in [1, 2 sqrt(m)).  q is finite iff every entry is (a finite row whose
+    norm exceeds the largest float, e.g. four entries of 1e308, has a finite
+    q); a NaN entry gives q = NaN (max() would skip it)."""
     q = _sumsq(x)
     if q >= _TINY_SUMSQ and q < np.inf:
-        return math.sqrt(q)
-    if q != q:  # a NaN entry (max() below would skip it and report a zero row)
-        return q
+        return math.sqrt(q), 1.0
+    if q != q:
+        return q, 1.0
     amax = _absmax(x)
     if amax == 0.0 or not amax < np.inf:
-        return amax
+        return amax, 1.0
     s, f1, f2 = _scale_factors(amax)
-    return math.sqrt(_sumsq_scaled(x, f1, f2)) * s
+    return math.sqrt(_sumsq_scaled(x, f1, f2)), s
 
 
 @_jit
@@ -218,10 +259,14 @@ def _scale_row(x, fac, out):
 
 @_jit
 def _group_lasso_row(x, ar, o):
-    nrm = _row_norm(x)
-    fac = 1.0 - ar / nrm if nrm > ar else 0.0
+    """x (1 - a/||x||)_+ with ||x|| = q s: compared and divided as a/s against q
+    (a/s may overflow to inf: then the row is 0, as it should; it may underflow:
+    then the factor is 1 - a/||x|| rounded, as it should)."""
+    q, s = _row_norm(x)
+    a_s = ar / s
+    fac = 1.0 - a_s / q if q > a_s else 0.0
     _scale_row(x, fac, o)
-    return nrm
+    return q
 
 
 @_pjit
@@ -236,14 +281,15 @@ def _group_lasso_seq(W, a, out, nrm):
         nrm[r] = _group_lasso_row(W[r], np.float64(a[r]), out[r])
 
 
-def group_lasso(W, a, check_finite=False):
+def group_lasso(W, a, check_finite=False, *, parallel=True):
     """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy.
 
-    The row norms (O(G) scratch) also give the fused input check."""
+    The scaled row norms q_r (O(G) scratch, finite iff the row is) also give
+    the fused input check."""
     out = np.empty_like(W)
     if W.size:
         nrm = np.empty(W.shape[0], dtype=np.float64)
-        (_group_lasso_par if _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
+        (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
         if check_finite:
             check_row_norms(nrm, np)
     return out
@@ -253,42 +299,63 @@ def group_lasso(W, a, check_finite=False):
 
 
 @_pjit
-def _row_norms_par(W, nrm):
+def _row_norms_par(W, q, s):
     for r in prange(W.shape[0]):
-        nrm[r] = _row_norm(W[r])
+        q[r], s[r] = _row_norm(W[r])
 
 
 @_jit
-def _row_norms_seq(W, nrm):
+def _row_norms_seq(W, q, s):
     for r in range(W.shape[0]):
-        nrm[r] = _row_norm(W[r])
+        q[r], s[r] = _row_norm(W[r])
+
+
+@_jit
+def _growl_norms(q, s, w, nS, wS):
+    """Norms and weights divided by S = max s_r, a power of two (exact unless a
+    norm or weight is 2^1074 times smaller than the largest norm's scale):
+    OWL is positively homogeneous, prox_w(n) = S prox_{w/S}(n/S)."""
+    S = 1.0
+    for r in range(q.shape[0]):
+        S = max(S, s[r])
+    for r in range(q.shape[0]):
+        nS[r] = q[r] * (s[r] / S)
+        wS[r] = np.float64(w[r]) / S
+    return S
 
 
 @_pjit
-def _rescale_rows_par(W, nrm, new, out):
+def _rescale_rows_par(W, nS, new, out):
     for r in prange(W.shape[0]):
-        _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
+        _scale_row(W[r], new[r] / nS[r] if nS[r] > 0.0 else 0.0, out[r])
 
 
 @_jit
-def _rescale_rows_seq(W, nrm, new, out):
+def _rescale_rows_seq(W, nS, new, out):
     for r in range(W.shape[0]):
-        _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
+        _scale_row(W[r], new[r] / nS[r] if nS[r] > 0.0 else 0.0, out[r])
 
 
-def growl(W, w, check_finite=False):
-    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
+def growl(W, w, check_finite=False, *, parallel=True):
+    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r.
+
+    The norms (and weights) are taken at the scale S of the largest row, so a
+    finite W never gives an infinite norm."""
     out = np.empty_like(W)
     G, m = W.shape
     if G == 0 or m == 0:
         return out
-    par = _parallel(W)
-    nrm = np.empty(G, dtype=np.float64)
-    (_row_norms_par if par else _row_norms_seq)(W, nrm)
+    par = parallel and _parallel(W)
+    q = np.empty(G, dtype=np.float64)
+    s = np.empty(G, dtype=np.float64)
+    (_row_norms_par if par else _row_norms_seq)(W, q, s)
     if check_finite:
-        check_row_norms(nrm, np)
-    new = owl(nrm, w.astype(np.float64, copy=False))
-    (_rescale_rows_par if par else _rescale_rows_seq)(W, nrm, new, out)
+        check_row_norms(q, np)
+    nS = np.empty(G, dtype=np.float64)
+    wS = np.empty(G, dtype=np.float64)
+    _growl_norms(q, s, w, nS, wS)
+    new = owl(nS, wS, parallel=parallel)
+    (_rescale_rows_par if par else _rescale_rows_seq)(W, nS, new, out)
     return out
 
 
@@ -710,11 +777,11 @@ def _exclusive_seq(W, b, out):
         _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
 
 
-def exclusive_lasso(W, b):
+def exclusive_lasso(W, b, *, parallel=True):
     """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold."""
     out = np.empty_like(W)
     if W.size:
-        if _parallel(W):
+        if parallel and _parallel(W):
             _exclusive_par(W, b, out, _chunks(W.shape[0]))
         else:
             _exclusive_seq(W, b, out)
@@ -803,44 +870,293 @@ def _group_exclusive_seq(W, a, b, out):
         _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
 
 
-def group_exclusive(W, a, b):
+def group_exclusive(W, a, b, *, parallel=True):
     """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row."""
     out = np.empty_like(W)
     if W.size:
-        if _parallel(W):
+        if parallel and _parallel(W):
             _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
         else:
             _group_exclusive_seq(W, a, b, out)
     return out
 
 
-# ------------------------------------------------------------------ OWL
+# ------------------------------------------------------------------ exact arithmetic
 
 
-@_pjit
-def _abs_into(v, out):
-    for i in prange(v.shape[0]):
-        out[i] = abs(v[i])
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (LLVM's fma: the hardware instruction, or an
+    exact software fallback)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = llvm_ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
 
 
 @_jit
-def _owl_blocks(s, w, sums, starts):
-    """Pool-adjacent-violators on the sorted magnitudes; compact the positive blocks.
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum)."""
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
 
-    ``s``: |v| sorted ascending; position i pairs with weight w[n-1-i] (the
-    largest magnitude with the largest weight).  The fit is non-decreasing in
-    i; blocks are kept as (sum of z, start) on a stack in ``sums``/``starts``.
-    On return, the nb blocks with positive value are compacted in place:
-    s[c] = the block's smallest magnitude, sums[c] = its value.  Returns nb.
-    """
+
+_EXP_LEN = 128  # expansion buffer; compressed expansions of doubles have < 45 terms
+
+
+@_jit
+def _exp_grow(e, ne, x):
+    """e[:ne] (non-overlapping, increasing magnitude, no zeros) += x, exactly
+    (Shewchuk's Grow-Expansion with zero elimination).  Returns the new length."""
+    if x == 0.0:
+        return ne
+    q = x
+    k = 0
+    for i in range(ne):
+        q, h = _two_sum(q, e[i])
+        if h != 0.0:
+            e[k] = h
+            k += 1
+    if q != 0.0:
+        e[k] = q
+        k += 1
+    return k
+
+
+@_jit
+def _exp_compress(e, ne):
+    """Shewchuk's Compress: the same value in a non-adjacent expansion (so at most
+    about 40 terms for doubles).  In place; returns the new length."""
+    if ne <= 1:
+        return ne
+    q = e[ne - 1]
+    bottom = ne - 1
+    for i in range(ne - 2, -1, -1):
+        s = q + e[i]
+        t = e[i] - (s - q)
+        if t != 0.0:
+            e[bottom] = s
+            bottom -= 1
+            q = t
+        else:
+            q = s
+    e[bottom] = q
+    top = 0
+    for i in range(bottom + 1, ne):
+        s = e[i] + q
+        t = q - (s - e[i])
+        if t != 0.0:
+            e[top] = t
+            top += 1
+        q = s
+    e[top] = q
+    return top + 1 if q != 0.0 else top
+
+
+@_jit
+def _exp_add(e, ne, x):
+    ne = _exp_grow(e, ne, x)
+    if ne > _EXP_LEN - 8:
+        ne = _exp_compress(e, ne)
+    return ne
+
+
+@_jit
+def _exp_approx(e, ne):
+    """The expansion's value rounded (summed from the smallest term up: relative
+    error a few eps)."""
+    t = 0.0
+    for i in range(ne):
+        t += e[i]
+    return t
+
+
+# ------------------------------------------------------------------ OWL
+#
+# Positions: s = |v| sorted ascending; descending position i (the i-th largest
+# magnitude, 0-based) is ascending position n-1-i and pairs with w[i].
+# z_i = s[n-1-i] - w[i], formed as zh + zl by TwoSum (never rounded), times the
+# power of two ``sc`` (1 unless n^2 max|z| could overflow).
+
+_U = 2.0**-53  # unit roundoff
+_TINY = 2.0**-1074  # the absolute error of a product by sc that underflows
+_OWL_CHUNK = 4096
+
+
+@_jit
+def _owl_scale(s, w):
+    """A power of two sc with n^2 max(|v|, w) sc < 2^1021: block sums and their
+    products by counts in the PAVA never overflow (1 whenever that already holds)."""
     n = s.shape[0]
-    sp = 0  # blocks below the top one, on the stack sums[:sp], starts[:sp]
-    tsum = np.float64(s[0]) - np.float64(w[n - 1])  # the top block, kept in registers
-    tst = 0
+    zmax = max(np.float64(s[n - 1]), np.float64(w[0]))
+    if zmax == 0.0:
+        return 1.0
+    _, ez = math.frexp(zmax)  # zmax < 2^ez
+    _, en = math.frexp(np.float64(n) + 1.0)  # n + 1 < 2^en
+    k = ez + 2 * en + 2 - 1021
+    return math.ldexp(1.0, -k) if k > 0 else 1.0
+
+
+@_jit
+def _owl_z(s, w, i, sc):
+    """(zh, zl) of descending position i, scaled: zh + zl = (s[n-1-i] - w[i]) sc
+    (exact unless the product by sc < 1 underflows)."""
+    n = s.shape[0]
+    zh, zl = _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
+    return zh * sc, zl * sc
+
+
+@_rjit
+def _owl_chunk_sums(s, w, sc, c0, c1, A, Up, Ab):
+    """Per chunk of descending positions: sum of zh, of max(zh, 0), of |zh|
+    (scaled; any summation order: these sums carry an error bound)."""
+    n = s.shape[0]
+    for c in range(c0, c1):
+        lo = c * _OWL_CHUNK
+        hi = min(n, lo + _OWL_CHUNK)
+        a = 0.0
+        u = 0.0
+        b = 0.0
+        for i in range(lo, hi):
+            z = (np.float64(s[n - 1 - i]) - np.float64(w[i])) * sc
+            a += z
+            u += z if z > 0.0 else 0.0
+            b += abs(z)
+        A[c] = a
+        Up[c] = u
+        Ab[c] = b
+
+
+@_pjit
+def _owl_chunk_sums_par(s, w, sc, A, Up, Ab):
+    nc = A.shape[0]
+    nt = min(nc, 64)
+    for t in prange(nt):
+        _owl_chunk_sums(s, w, sc, t * nc // nt, (t + 1) * nc // nt, A, Up, Ab)
+
+
+@_jit
+def _owl_support_window(A, Up, Ab, n):
+    """[lo, hi] (indices l of prefix sums P_l, l = 0..n) that surely contains the
+    first maximiser of P, from the chunk sums; and a bound on sum |z|.
+
+    Every computed partial sum of at most n scaled terms is within
+    delta = (n + 2) eps/2 C (1 + 2 (n + 2) eps) + (n + 1) 2^-1074 of the exact
+    one (C = sum |zh|, recursive or any-order summation; zl is below eps/2 |zh|
+    and the product by sc underflows by at most 2^-1075).  With B_c the sums up
+    to chunk c's start, max P >= max_c B_c - delta, and within chunk c
+    P <= B_c + (sum of positive terms of chunk c) + 2 delta: chunks whose bound
+    stays below the first are out."""
+    nc = A.shape[0]
+    C = 0.0
+    for c in range(nc):
+        C += Ab[c]
+    C *= 1.0 + 4.0 * (n + 2) * _U
+    delta = (n + 2) * _U * C * (1.0 + 4.0 * (n + 2) * _U) + (n + 1) * _TINY
+    best = 0.0
+    B = 0.0
+    for c in range(nc):
+        B += A[c]
+        best = max(best, B)
+    low = best - delta
+    first = -1
+    last = -1
+    B = 0.0
+    for c in range(nc):
+        if B + Up[c] + 2.0 * delta >= low:
+            if first < 0:
+                first = c
+            last = c
+        B += A[c]
+    if first < 0:  # only l = n can be the maximiser
+        return n, n, C
+    return first * _OWL_CHUNK, min(n, (last + 1) * _OWL_CHUNK), C
+
+
+@_jit
+def _owl_support_exact(s, w, sc, lo, hi, C, e):
+    """The first maximiser of P_l over l in [lo, hi] (exact, given that the
+    global first maximiser lies there).
+
+    Compensated prefix sums (TwoSum of the running sum, errors and the zl
+    summed apart) relative to P_lo are within
+    T = 4 m (m + 2) (eps/2)^2 C + 4 (m + 1) 2^-1074 (m = hi - lo) of the exact
+    ones, including the rounding of the comparisons; a streaming window keeps
+    every l whose sum can still be the maximum.  That window is decided by exact
+    expansion sums (Shewchuk), which also settle exact ties (the FIRST
+    maximiser wins)."""
+    m = hi - lo
+    T = 4.0 * m * (m + 2.0) * _U * _U * C + 4.0 * (m + 1.0) * _TINY
+    S = 0.0
+    c = 0.0
+    Sm = 0.0
+    cm = 0.0
+    ws = lo
+    we = lo
+    for l in range(lo + 1, hi + 1):
+        zh, zl = _owl_z(s, w, l - 1, sc)
+        S, q = _two_sum(S, zh)
+        c += q + zl
+        d = (S - Sm) + (c - cm)
+        if d > 0.0:
+            if d > 2.0 * T:
+                ws = l
+            Sm = S
+            cm = c
+        if d >= -2.0 * T:
+            we = l
+    best = ws
+    ne = 0
+    for l in range(ws + 1, we + 1):
+        zh, zl = _owl_z(s, w, l - 1, sc)
+        ne = _exp_add(e, ne, zh)
+        ne = _exp_add(e, ne, zl)
+        if ne > 0 and e[ne - 1] > 0.0:  # P_l > P_best
+            best = l
+            ne = 0
+    return best
+
+
+def _owl_support(s, w, sc, parallel):
+    """k*: the support of the OWL prox is the k* largest magnitudes, where k* is
+    the first index maximising the exact prefix sums P_l = z_0 + ... + z_{l-1}
+    (l = 0..n).  (Isotonic regression's min-max formula: the non-increasing fit
+    at l is positive iff max_{j > l} P_j > max_{j <= l} P_j.)"""
+    n = s.shape[0]
+    nc = (n + _OWL_CHUNK - 1) // _OWL_CHUNK
+    A = np.empty(nc)
+    Up = np.empty(nc)
+    Ab = np.empty(nc)
+    if parallel and nc > 1:
+        _owl_chunk_sums_par(s, w, sc, A, Up, Ab)
+    else:
+        _owl_chunk_sums(s, w, sc, 0, nc, A, Up, Ab)
+    lo, hi, C = _owl_support_window(A, Up, Ab, n)
+    if lo == hi:
+        return lo
+    return _owl_support_exact(s, w, sc, lo, hi, C, np.empty(_EXP_LEN))
+
+
+@_jit
+def _owl_pava(s, w, j0, sc, sums, starts):
+    """Pool-adjacent-violators over ascending positions j0..n-1 (the support),
+    z_j = (s[j] - w[n-1-j]) sc rounded; the fit is non-decreasing in j.  Blocks
+    are kept as (sum, start) on a stack in sums/starts, the top block in
+    registers.  Returns the number of blocks (their sums are only a guide: the
+    values are recomputed exactly by _owl_values)."""
+    n = s.shape[0]
+    sp = 0
+    tsum = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
+    tst = j0
     tcnt = 1.0
     has_top = True
-    for i in range(1, n):
-        csum = np.float64(s[i]) - np.float64(w[n - 1 - i])
+    for i in range(j0 + 1, n):
+        csum = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
         cst = i
         ccnt = 1.0
         while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
@@ -864,22 +1180,79 @@ def _owl_blocks(s, w, sums, starts):
         has_top = True
     sums[sp] = tsum
     starts[sp] = tst
-    B = sp + 1
-    # first block with a positive value (values are non-decreasing)
-    k0 = 0
-    while k0 < B:
-        end = starts[k0 + 1] if k0 + 1 < B else n
-        if sums[k0] / np.float64(end - starts[k0]) > 0.0:
-            break
-        k0 += 1
-    nb = B - k0
-    for c in range(nb):
-        k = k0 + c
-        end = starts[k + 1] if k + 1 < B else n
-        val = sums[k] / np.float64(end - starts[k])
-        s[c] = s[starts[k]]
-        sums[c] = val if val > 0.0 else 0.0
-    return nb
+    return sp + 1
+
+
+@_jit
+def _owl_block_value(s, w, sc, st, en):
+    """Mean of the exact z over ascending positions st..en-1, faithfully rounded
+    (compensated sum, then the exact remainder of the division by an fma), kept
+    within [min, max] of the block's rounded z; unscaled."""
+    n = s.shape[0]
+    S = 0.0
+    c = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for j in range(st, en):
+        zh, zl = _owl_z(s, w, n - 1 - j, sc)
+        S, q = _two_sum(S, zh)
+        c += q + zl
+        lo = min(lo, zh)
+        hi = max(hi, zh)
+    cnt = np.float64(en - st)
+    m = S / cnt
+    m += (_fma(-m, cnt, S) + c) / cnt
+    m = min(max(m, lo), hi)
+    return m / sc
+
+
+@_jit
+def _owl_values(s, w, sc, starts, b0, b1, nb, vals):
+    """vals[b] = exact mean of block b (b0 <= b < b1), blocks from _owl_pava."""
+    n = s.shape[0]
+    for b in range(b0, b1):
+        en = starts[b + 1] if b + 1 < nb else n
+        vals[b] = _owl_block_value(s, w, sc, starts[b], en)
+
+
+@_pjit
+def _owl_values_par(s, w, sc, starts, nb, vals):
+    nt = min(nb, 64)
+    for t in prange(nt):
+        _owl_values(s, w, sc, starts, t * nb // nt, (t + 1) * nb // nt, nb, vals)
+
+
+@_jit
+def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e):
+    """The exact fit is positive on the support.  Where rounding left the lowest
+    blocks <= 0 (only within rounding of 0), pool them and give them their exact
+    mean (expansion sum): a suffix average of the descending z, hence >= the
+    exact fit at the support's end > 0; capped by the next block's value."""
+    if vals[0] > 0.0:
+        return
+    n = s.shape[0]
+    b1 = 0
+    while b1 + 1 < nb and not vals[b1 + 1] > 0.0:
+        b1 += 1
+    en = starts[b1 + 1] if b1 + 1 < nb else n
+    ne = 0
+    for j in range(starts[0], en):
+        zh, zl = _owl_z(s, w, n - 1 - j, sc)
+        ne = _exp_add(e, ne, zh)
+        ne = _exp_add(e, ne, zl)
+    ne = _exp_compress(e, ne)
+    mean = _exp_approx(e, ne) / np.float64(en - starts[0]) / sc
+    if b1 + 1 < nb:
+        mean = min(mean, vals[b1 + 1])
+    for b in range(b1 + 1):
+        vals[b] = mean
+
+
+@_jit
+def _owl_compact_starts(s, starts, nb):
+    """s[b] = lowest magnitude of block b (in place: starts[b] >= b)."""
+    for b in range(nb):
+        s[b] = s[starts[b]]
 
 
 @_jit
@@ -891,6 +1264,13 @@ def _owl_pairs(s, sums, nb):
         val = sums[c]
         sums[2 * c] = np.float64(s[c])
         sums[2 * c + 1] = val
+
+
+
+@_pjit
+def _abs_into(v, out):
+    for i in prange(v.shape[0]):
+        out[i] = abs(v[i])
 
 
 @_jit
@@ -980,50 +1360,69 @@ def _zero_signed(v, out):
         out[i] = 0.0 * v[i]
 
 
-def owl(v, w):
-    """OWL prox without argsort: sort |v|, PAVA to blocks, map entries to blocks by magnitude."""
+def _owl_zero(v, out):
+    _zero_signed(v, out)
+    return out
+
+
+def owl(v, w, *, parallel=True):
+    """OWL prox of v with thresholds w (already times step): exact zero pattern,
+    faithful values (see the module docstring for the algorithm and its cost)."""
     n = v.shape[0]
     out = np.empty_like(v)
     if n == 0:
         return out
+    if not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
+        return _owl_zero(v, out)
+    par = parallel and n >= _PAR_MIN
     if v.dtype == np.float64:
         ibits, mask = np.int64, np.int64(0x7FFFFFFFFFFFFFFF)
+        mb, nbin = 52, 2048  # mantissa bits, binades
     else:
         ibits, mask = np.int32, np.int64(0x7FFFFFFF)
+        mb, nbin = 23, 256
     s = np.empty_like(v)
-    if n >= _PAR_MIN:
+    if par:
         _abs_into(v, s)
     else:
         np.abs(v, out=s)
     s.sort()  # NumPy's SIMD sort of the magnitudes
     hi_key = int(s.view(ibits)[n - 1])
-    sums = np.empty(n, dtype=np.float64)
-    starts = out.view(ibits) if n < 2**31 else np.empty(n, dtype=np.int64)
-    nb = _owl_blocks(s, w, sums, starts)
-    if nb == 0:
-        _zero_signed(v, out)
-        return out
-    if v.dtype == np.float64 and 2 * nb <= n:
+    sc = _owl_scale(s, w)
+    k = _owl_support(s, w, sc, par)
+    if k == 0:
+        return _owl_zero(v, out)
+    j0 = n - k
+    sums = np.empty(k, dtype=np.float64)
+    starts = out.view(np.int32)[:k] if n < 2**31 else np.empty(k, dtype=np.int64)
+    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    if par and nb > 1:
+        _owl_values_par(s, w, sc, starts, nb, sums)
+    else:
+        _owl_values(s, w, sc, starts, 0, nb, nb, sums)
+    _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty(_EXP_LEN))
+    _owl_compact_starts(s, starts, nb)
+    if v.dtype == np.float64 and 2 * nb <= k:
         # blocks as (lowest magnitude, value) pairs in ``sums``: one cache line per lookup
         _owl_pairs(s, sums, nb)
         lbbits, stride, vals, voff = sums.view(np.int64), 2, sums, 1
         spare = s.view(np.int32)  # the sorted magnitudes are no longer needed
     else:
         lbbits, stride, vals, voff = s.view(ibits), 1, sums, 0
-        spare = None
-    mb, nbin = (52, 2048) if v.dtype == np.float64 else (23, 256)  # mantissa bits, binades
+        spare = s[nb:].view(np.int32)  # past the blocks' lowest magnitudes
     lo_key = int(lbbits[0])
     base = np.empty(nbin, dtype=np.int64)
     nbits = np.empty_like(base)
     total = _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits)
-    if spare is not None and total <= spare.shape[0] and total < 2**31:
+    if total <= spare.shape[0]:
         P = spare[:total]
     else:
-        P = np.empty(total, dtype=np.int32 if nb < 2**31 else np.int64)
+        P = np.empty(total, dtype=np.int32)
     _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P)
-    mapper = _owl_map_par if n >= _PAR_MIN else _owl_map_seq
+    mapper = _owl_map_par if par else _owl_map_seq
     mapper(v, v.view(ibits), mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out)
     return out
+
 
 
 # ------------------------------------------------------------------ elementwise
@@ -1060,9 +1459,9 @@ def _weighted_l1_seq(v, w, out):
             out[i] = _wl1_one(v[i], np.float64(w[i]))
 
 
-def weighted_l1(v, w):
+def weighted_l1(v, w, *, parallel=True):
     out = np.empty_like(v)
-    (_weighted_l1_par if v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
+    (_weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
     return out
 
 
@@ -1090,9 +1489,9 @@ def _weighted_l2sq_seq(v, w, out):
             out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
 
 
-def weighted_l2sq(v, w):
+def weighted_l2sq(v, w, *, parallel=True):
     out = np.empty_like(v)
-    (_weighted_l2sq_par if v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
+    (_weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
     return out
 
 
@@ -1182,7 +1581,7 @@ def _hard_seq(v, thr, out):
         out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
 
 
-def lp(v, lam, p):
+def lp(v, lam, p, *, parallel=True):
     """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise."""
     lam = float(lam)
     p = float(p)
@@ -1190,12 +1589,12 @@ def lp(v, lam, p):
         return v.copy()
     out = np.empty_like(v)
     if p == 0:
-        (_hard_par if v.shape[0] >= _PAR_MIN else _hard_seq)(v, math.sqrt(2.0 * lam), out)
+        (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, math.sqrt(2.0 * lam), out)
         return out
     if p == 1:
-        return weighted_l1(v, np.full(1, lam, dtype=np.float64))
+        return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel)
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
     beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
-    (_lp_par if v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
+    (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
     return out
