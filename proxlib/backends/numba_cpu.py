@@ -312,12 +312,18 @@ def _row_norms_seq(W, q, s):
 
 @_jit
 def _growl_norms(q, s, w, nS, wS):
-    """Norms and weights divided by S = max s_r, a power of two (exact unless a
-    norm or weight is 2^1074 times smaller than the largest norm's scale):
-    OWL is positively homogeneous, prox_w(n) = S prox_{w/S}(n/S)."""
-    S = 1.0
+    """Norms and weights divided by S, the smallest power of two >= 1 with every
+    norm q_r s_r / S finite (S = 1 unless a finite row's norm exceeds the
+    largest float; then only norms and weights 2^1000 times below the largest
+    lose bits).  OWL is positively homogeneous: prox_w(n) = S prox_{w/S}(n/S)."""
+    emax = -2000
     for r in range(q.shape[0]):
-        S = max(S, s[r])
+        if q[r] > 0.0 and q[r] < np.inf:
+            _, eq = math.frexp(q[r])
+            _, es = math.frexp(s[r])  # s = 2^(es - 1)
+            emax = max(emax, eq + es - 1)  # norm < 2^(eq + es - 1)
+    k = emax - 1023 if emax > 1023 else 0
+    S = math.ldexp(1.0, k)
     for r in range(q.shape[0]):
         nS[r] = q[r] * (s[r] / S)
         wS[r] = np.float64(w[r]) / S
@@ -737,6 +743,26 @@ def _absmax_sum(x):
     return max(max(a0, a1), max(a2, a3)), (s0 + s1) + (s2 + s3)
 
 
+# With magnitudes scaled into [1, 2), an entry below the largest adds at least
+# 2^-53 to F_k, so for b >= 2^54 the test Y_k > b F_k admits only the entries
+# equal to the largest magnitude.
+_HUGE_B = 2.0**54
+
+
+@_jit
+def _exclusive_row_huge_b(x, amax, br, o):
+    """b >= 2^54: the k entries with |x| = max|x| become max|x| / (1 + b k), the
+    rest 0 (1 + b k may overflow: then (max|x| / k) / b, as b k >= 2^1024 makes
+    the 1 irrelevant)."""
+    k = 0
+    for j in range(x.shape[0]):
+        k += 1 if abs(np.float64(x[j])) == amax else 0
+    den = 1.0 + br * k
+    val = amax / den if den < np.inf else (amax / k) / br
+    for j in range(x.shape[0]):
+        o[j] = math.copysign(val, x[j]) if abs(np.float64(x[j])) == amax else x[j] * 0.0
+
+
 @_jit
 def _exclusive_row(x, br, o, bufA, bufB):
     """Exclusive lasso on one row, as the reference's exclusive_magnitudes:
@@ -747,6 +773,9 @@ def _exclusive_row(x, br, o, bufA, bufB):
         return
     if not br < np.inf:
         _zero_row(x, o)
+        return
+    if br >= _HUGE_B:
+        _exclusive_row_huge_b(x, amax, br, o)
         return
     s, f1, f2 = _scale_factors(amax)
     F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
@@ -976,6 +1005,43 @@ def _exp_approx(e, ne):
     return t
 
 
+# Exact sums of terms that may be huge (sums of n of them would overflow) and
+# subnormal (scaling them down would underflow): terms >= 2^-900 in magnitude are
+# summed times sc (a power of two <= 1 that keeps the big sums finite), smaller
+# ones unscaled; e[0] holds the big part, e[1] the small one, ne their lengths.
+_SPLIT = 2.0**-900
+
+
+@_jit
+def _exp2_add(e, ne, x, sc):
+    if sc == 1.0 or abs(x) < _SPLIT:
+        ne[1] = _exp_add(e[1], ne[1], x)
+    else:
+        ne[0] = _exp_add(e[0], ne[0], x * sc)
+
+
+@_jit
+def _exp2_value(e, ne, sc, tmp):
+    """(sign, rounded value) of big/sc + small, exactly decided.  The small part
+    is below n 2^-900 in magnitude: when the big part/sc exceeds 2^-700 it
+    decides alone; otherwise big/sc is formed exactly (no overflow) and merged."""
+    nb = ne[0]
+    ns = ne[1]
+    if nb > 0 and abs(e[0, nb - 1]) > 2.0**-700 * sc:
+        top = e[0, nb - 1]
+        return (1.0 if top > 0.0 else -1.0), _exp_approx(e[0], nb) / sc
+    nt = 0
+    for i in range(ns):
+        tmp[i] = e[1, i]
+    nt = ns
+    for i in range(nb):
+        nt = _exp_add(tmp, nt, e[0, i] / sc)
+    if nt == 0:
+        return 0.0, 0.0
+    nt = _exp_compress(tmp, nt)
+    return (1.0 if tmp[nt - 1] > 0.0 else -1.0), _exp_approx(tmp, nt)
+
+
 # ------------------------------------------------------------------ OWL
 #
 # Positions: s = |v| sorted ascending; descending position i (the i-th largest
@@ -1009,6 +1075,13 @@ def _owl_z(s, w, i, sc):
     n = s.shape[0]
     zh, zl = _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
     return zh * sc, zl * sc
+
+
+@_jit
+def _owl_z_exact(s, w, i):
+    """(zh, zl) of descending position i, unscaled: zh + zl = s[n-1-i] - w[i]."""
+    n = s.shape[0]
+    return _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
 
 
 @_rjit
@@ -1079,7 +1152,7 @@ def _owl_support_window(A, Up, Ab, n):
 
 
 @_jit
-def _owl_support_exact(s, w, sc, lo, hi, C, e):
+def _owl_support_exact(s, w, sc, lo, hi, C, e, tmp):
     """The first maximiser of P_l over l in [lo, hi] (exact, given that the
     global first maximiser lies there).
 
@@ -1111,14 +1184,16 @@ def _owl_support_exact(s, w, sc, lo, hi, C, e):
         if d >= -2.0 * T:
             we = l
     best = ws
-    ne = 0
+    ne = np.zeros(2, dtype=np.int64)
     for l in range(ws + 1, we + 1):
-        zh, zl = _owl_z(s, w, l - 1, sc)
-        ne = _exp_add(e, ne, zh)
-        ne = _exp_add(e, ne, zl)
-        if ne > 0 and e[ne - 1] > 0.0:  # P_l > P_best
+        zh, zl = _owl_z_exact(s, w, l - 1)
+        _exp2_add(e, ne, zh, sc)
+        _exp2_add(e, ne, zl, sc)
+        sign, _ = _exp2_value(e, ne, sc, tmp)
+        if sign > 0.0:  # P_l > P_best
             best = l
-            ne = 0
+            ne[0] = 0
+            ne[1] = 0
     return best
 
 
@@ -1139,7 +1214,7 @@ def _owl_support(s, w, sc, parallel):
     lo, hi, C = _owl_support_window(A, Up, Ab, n)
     if lo == hi:
         return lo
-    return _owl_support_exact(s, w, sc, lo, hi, C, np.empty(_EXP_LEN))
+    return _owl_support_exact(s, w, sc, lo, hi, C, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
 
 
 @_jit
@@ -1199,6 +1274,10 @@ def _owl_block_value(s, w, sc, st, en):
         c += q + zl
         lo = min(lo, zh)
         hi = max(hi, zh)
+    if sc != 1.0 and max(abs(lo), abs(hi)) < _SPLIT * sc:
+        # a block of terms below 2^-900: its sums cannot overflow unscaled, and
+        # scaled they may have underflowed
+        return _owl_block_value(s, w, 1.0, st, en)
     cnt = np.float64(en - st)
     m = S / cnt
     m += (_fma(-m, cnt, S) + c) / cnt
@@ -1223,7 +1302,33 @@ def _owl_values_par(s, w, sc, starts, nb, vals):
 
 
 @_jit
-def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e):
+def _owl_monotone(s, w, sc, starts, nb, vals):
+    """Pool adjacent blocks whose exact values decrease (ascending order).
+
+    The first PAVA pooled on rounded z, so near ties (within rounding of the
+    block sums) its blocks can be under-pooled, and their exact values then
+    decrease, e.g. z = 0.5 + 0.5 + (1.7e38 - 1) - 1.7e38 has an exact mean 0
+    where the rounded sums said 1/4.  A second pool-adjacent-violators pass
+    over the blocks, each merge re-evaluated exactly, restores a
+    non-decreasing fit; normally it only reads the values.  Compacts starts
+    and vals in place; returns the new number of blocks."""
+    n = s.shape[0]
+    top = -1
+    for b in range(nb):
+        en = starts[b + 1] if b + 1 < nb else n  # the top block always ends here
+        st = starts[b]
+        val = vals[b]
+        top += 1
+        starts[top] = st
+        vals[top] = val
+        while top > 0 and vals[top - 1] > vals[top]:
+            top -= 1
+            vals[top] = _owl_block_value(s, w, sc, starts[top], en)
+    return top + 1
+
+
+@_jit
+def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e, tmp):
     """The exact fit is positive on the support.  Where rounding left the lowest
     blocks <= 0 (only within rounding of 0), pool them and give them their exact
     mean (expansion sum): a suffix average of the descending z, hence >= the
@@ -1235,13 +1340,13 @@ def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e):
     while b1 + 1 < nb and not vals[b1 + 1] > 0.0:
         b1 += 1
     en = starts[b1 + 1] if b1 + 1 < nb else n
-    ne = 0
+    ne = np.zeros(2, dtype=np.int64)
     for j in range(starts[0], en):
-        zh, zl = _owl_z(s, w, n - 1 - j, sc)
-        ne = _exp_add(e, ne, zh)
-        ne = _exp_add(e, ne, zl)
-    ne = _exp_compress(e, ne)
-    mean = _exp_approx(e, ne) / np.float64(en - starts[0]) / sc
+        zh, zl = _owl_z_exact(s, w, n - 1 - j)
+        _exp2_add(e, ne, zh, sc)
+        _exp2_add(e, ne, zl, sc)
+    _, total = _exp2_value(e, ne, sc, tmp)
+    mean = total / np.float64(en - starts[0])
     if b1 + 1 < nb:
         mean = min(mean, vals[b1 + 1])
     for b in range(b1 + 1):
@@ -1400,7 +1505,8 @@ def owl(v, w, *, parallel=True):
         _owl_values_par(s, w, sc, starts, nb, sums)
     else:
         _owl_values(s, w, sc, starts, 0, nb, nb, sums)
-    _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty(_EXP_LEN))
+    nb = _owl_monotone(s, w, sc, starts, nb, sums)
+    _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
     _owl_compact_starts(s, starts, nb)
     if v.dtype == np.float64 and 2 * nb <= k:
         # blocks as (lowest magnitude, value) pairs in ``sums``: one cache line per lookup
@@ -1465,28 +1571,37 @@ def weighted_l1(v, w, *, parallel=True):
     return out
 
 
+@_jit
+def _wl2_one(x, t):
+    """x / (1 + 2 t); when 1 + 2 t overflows (t > max/2), (x/2) / (1/2 + t)."""
+    d = 1.0 + 2.0 * t
+    if d < np.inf:
+        return np.float64(x) / d
+    return (0.5 * np.float64(x)) / (0.5 + t)
+
+
 @_pjit
 def _weighted_l2sq_par(v, w, out):
     n = v.shape[0]
     if w.shape[0] == 1:
-        d = 1.0 + 2.0 * np.float64(w[0])
+        t = np.float64(w[0])
         for i in prange(n):
-            out[i] = np.float64(v[i]) / d
+            out[i] = _wl2_one(v[i], t)
     else:
         for i in prange(n):
-            out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
+            out[i] = _wl2_one(v[i], np.float64(w[i]))
 
 
 @_jit
 def _weighted_l2sq_seq(v, w, out):
     n = v.shape[0]
     if w.shape[0] == 1:
-        d = 1.0 + 2.0 * np.float64(w[0])
+        t = np.float64(w[0])
         for i in range(n):
-            out[i] = np.float64(v[i]) / d
+            out[i] = _wl2_one(v[i], t)
     else:
         for i in range(n):
-            out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
+            out[i] = _wl2_one(v[i], np.float64(w[i]))
 
 
 def weighted_l2sq(v, w, *, parallel=True):
@@ -1589,12 +1704,19 @@ def lp(v, lam, p, *, parallel=True):
         return v.copy()
     out = np.empty_like(v)
     if p == 0:
-        (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, math.sqrt(2.0 * lam), out)
+        # keep v iff v^2/2 > lam; 2 lam overflows for lam > max/2 (the threshold
+        # sqrt(2) sqrt(lam) ~ 1.9e154 is not large at all)
+        thr = math.sqrt(2.0 * lam) if 2.0 * lam < np.inf else math.sqrt(2.0) * math.sqrt(lam)
+        (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
         return out
     if p == 1:
         return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel)
-    tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
-    beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+    # tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)), without overflowing 2 lam (1-p)
+    e = 1.0 / (2.0 - p)
+    t2 = 2.0 * lam * (1.0 - p)
+    base = t2**e if t2 < np.inf else (2.0 * (1.0 - p)) ** e * lam**e
+    tau = (2.0 - p) / (2.0 * (1.0 - p)) * base
+    beta = (lam * p * (1.0 - p)) ** e
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
     (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
     return out
