@@ -369,96 +369,22 @@ def growl(W, w, check_finite=False, *, parallel=True):
 #
 # Both exclusive operators are per row: find the support of the solution (the
 # entries above a threshold), then apply the reference's cancellation-free
-# formulas to it.  The support is found without sorting.  With scaled
-# magnitudes y, F(t) = sum_i (y_i - t)_+ and Q(t) = sum_i (y_i - t)_+^2 (sums of
-# non-negative terms, accurate), the threshold theta* is the root of the
-# increasing function
+# formulas to it.  The support is found without sorting.  With magnitudes y
+# (scaled only where a row's sum leaves a safe range), F(t) = sum_i (y_i - t)_+
+# and Q(t) = sum_i (y_i - t)_+^2 (sums of non-negative terms, accurate in any
+# order), the threshold theta* is the root of the increasing function
 #
 #     phi(t) = t - b F(t) (1 - a / sqrt(Q(t)))_+        (a = 0: exclusive lasso)
 #
 # (phi(p) > 0 at an entry p is the reference's test Y_j > b F_j, resp.
-# g(c_j) > 0).  Each pass over the candidates evaluates phi at two points, a
-# Newton step from the best lower point and the secant root of the bracket, so
-# the candidates between them are all that survive; when that fails to halve
-# them, the median of three candidates is tried instead.  Expected O(m).
-
-
-@_jit
-def _trial_pass(src, n, f1, f2, t1, t2, want_q, dst):
-    """One pass over n candidates, y = (|src_j|*f1)*f2: for t in (t1, t2) the
-    sums F(t), Q(t) (if want_q), the count k(t) = #{y >= t} and min{y >= t};
-    the candidates strictly between t1 and t2 are written (scaled, float64) to
-    dst.  Four-way unrolled so that the sums form independent chains."""
-    Fa = Fb = Ga = Gb = 0.0
-    Qa = Qb = Ra = Rb = 0.0
-    ma = mb = na = nb_ = np.inf
-    k1 = 0
-    k2 = 0
-    c = 0
-    j = 0
-    while j + 2 <= n:
-        y0 = (abs(np.float64(src[j])) * f1) * f2
-        y1 = (abs(np.float64(src[j + 1])) * f1) * f2
-        a0 = y0 - t1
-        a1 = y1 - t1
-        b0 = y0 - t2
-        b1 = y1 - t2
-        p0 = a0 if a0 > 0.0 else 0.0
-        p1 = a1 if a1 > 0.0 else 0.0
-        q0 = b0 if b0 > 0.0 else 0.0
-        q1 = b1 if b1 > 0.0 else 0.0
-        Fa += p0
-        Fb += p1
-        Ga += q0
-        Gb += q1
-        if want_q:
-            Qa += p0 * p0
-            Qb += p1 * p1
-            Ra += q0 * q0
-            Rb += q1 * q1
-        e0 = a0 >= 0.0
-        e1 = a1 >= 0.0
-        g0 = b0 >= 0.0
-        g1 = b1 >= 0.0
-        k1 += (1 if e0 else 0) + (1 if e1 else 0)
-        k2 += (1 if g0 else 0) + (1 if g1 else 0)
-        ma = min(ma, y0 if e0 else np.inf)
-        mb = min(mb, y1 if e1 else np.inf)
-        na = min(na, y0 if g0 else np.inf)
-        nb_ = min(nb_, y1 if g1 else np.inf)
-        dst[c] = y0
-        c += 1 if (a0 > 0.0) and (b0 < 0.0) else 0
-        dst[c] = y1
-        c += 1 if (a1 > 0.0) and (b1 < 0.0) else 0
-        j += 2
-    if j < n:
-        y0 = (abs(np.float64(src[j])) * f1) * f2
-        a0 = y0 - t1
-        b0 = y0 - t2
-        p0 = a0 if a0 > 0.0 else 0.0
-        q0 = b0 if b0 > 0.0 else 0.0
-        Fa += p0
-        Ga += q0
-        Qa += p0 * p0
-        Ra += q0 * q0
-        k1 += 1 if a0 >= 0.0 else 0
-        k2 += 1 if b0 >= 0.0 else 0
-        ma = min(ma, y0 if a0 >= 0.0 else np.inf)
-        na = min(na, y0 if b0 >= 0.0 else np.inf)
-        dst[c] = y0
-        c += 1 if (a0 > 0.0) and (b0 < 0.0) else 0
-    return Fa + Fb, Qa + Qb, k1, min(ma, mb), Ga + Gb, Ra + Rb, k2, min(na, nb_), c
-
-
-@_jit
-def _keep_between(src, n, f1, f2, lo, hi, dst):
-    """Write the candidates with lo < y < hi (scaled, float64) to dst."""
-    c = 0
-    for j in range(n):
-        y = (abs(np.float64(src[j])) * f1) * f2
-        dst[c] = y
-        c += 1 if (y > lo) and (y < hi) else 0
-    return c
+# g(c_j) > 0).  For a = 0, phi is concave and piecewise linear and Newton's
+# method from the left ends on its last piece (_ex_newton); for a > 0 a
+# bracket is narrowed by Newton, secant or bisection points (_gx_theta).  Each
+# evaluation is one reassociated (SIMD) pass over the candidates; once fewer
+# than a quarter of the row remain they are compacted into a scratch row.  Cost
+# per row: one pass over memory for the sum, a handful of passes over the
+# row in cache, one for the support's statistics and one writing the output.
+# Rows are independent: prange over chunks of rows, one scratch row each.
 
 
 @_jit
@@ -484,215 +410,6 @@ def _newton_point(t, g, F, Q, k, a, b):
 
 
 @_jit
-def _step(src, n, f1, f2, t1, t2, a, b, st, dst):
-    """Test the points t1 <= t2 against phi in one pass over the candidates and
-    narrow the bracket; the surviving candidates go to dst.  ``st`` is the
-    search state (see _support).  Returns (new state, number of candidates)."""
-    lo, glo, klo, Flo, Qlo, hi, ghi, shi, ka, yk, Fa, Qa = st
-    F1, Q1, k1, mn1, F2, Q2, k2, mn2, c = _trial_pass(src, n, f1, f2, t1, t2, a > 0.0, dst)
-    if ka > 0:  # the known support's part of F(t), Q(t), t <= hi
-        d1 = hi - t1
-        d2 = hi - t2
-        F1 += Fa + ka * d1
-        Q1 += Qa + (2.0 * d1) * Fa + (ka * d1) * d1
-        F2 += Fa + ka * d2
-        Q2 += Qa + (2.0 * d2) * Fa + (ka * d2) * d2
-        k1 += ka
-        k2 += ka
-    new_lo = lo
-    new_hi = hi
-    if t2 < hi:
-        g2 = _phi(t2, F2, Q2, a, b)
-        if g2 >= 0.0:  # theta* <= t2: entries >= t2 are in
-            new_hi = t2
-            ghi = g2
-            ka = k2
-            yk = min(yk, mn2)
-            Fa = F2
-            Qa = Q2
-        else:
-            new_lo = t2
-            glo = g2
-            klo = k2
-            Flo = F2
-            Qlo = Q2
-    if t1 > lo and t1 < new_hi:
-        g1 = _phi(t1, F1, Q1, a, b)
-        if g1 >= 0.0:
-            new_hi = t1
-            ghi = g1
-            ka = k1
-            yk = min(yk, mn1)
-            Fa = F1
-            Qa = Q1
-        elif t1 > new_lo:
-            new_lo = t1
-            glo = g1
-            klo = k1
-            Flo = F1
-            Qlo = Q1
-    if not (new_lo == t1 and new_hi == t2):
-        c = _keep_between(src, n, f1, f2, new_lo, new_hi, dst)
-    if new_hi < np.inf:
-        shi = new_hi
-    return (new_lo, glo, klo, Flo, Qlo, new_hi, ghi, shi, ka, yk, Fa, Qa), c
-
-
-@_jit
-def _trial_points(st, a, b):
-    """Newton step from the lower point and secant root of the bracket, ordered
-    and clipped to it."""
-    lo, glo, klo, Flo, Qlo, hi, ghi, shi, ka, yk, Fa, Qa = st
-    tn = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
-    den = ghi - glo
-    ts = lo - glo * ((shi - lo) / den) if den > 0.0 else 0.5 * (lo + shi)
-    t1 = min(tn, ts)
-    t2 = max(tn, ts)
-    if not t1 > lo:
-        t1 = lo
-    if not t2 < shi:
-        t2 = shi
-    if t1 > t2:
-        t1 = t2 = 0.5 * (lo + shi)
-    return t1, t2
-
-
-@_jit
-def _sample_points(x, f1, f2, a, b, buf):
-    """First two test points from a sample of the row: the support boundary of
-    the problem on s <= 128 evenly spaced entries (each standing for m/s
-    entries), widened on both sides by about two standard deviations of the
-    sampled support size.  Only the speed depends on it: the points are tested
-    exactly like any other."""
-    m = x.shape[0]
-    s = min(m, 128)
-    for i in range(s):
-        buf[i] = (abs(np.float64(x[(i * m) // s])) * f1) * f2
-    Ys = buf[:s]
-    Ys.sort()  # ascending; Ys[s - j] is the j-th largest
-    r = m / s
-    S = 0.0
-    SS = 0.0
-    ks = 0
-    for j in range(1, s + 1):
-        y = Ys[s - j]
-        S += y
-        SS += y * y
-        F = r * (S - j * y)
-        Q = r * max(SS - 2.0 * y * S + j * y * y, 0.0)
-        if _phi(y, F, Q, a, b) > 0.0:
-            ks = j
-        else:
-            break
-    if s == m:
-        c = 0
-    else:
-        p = ks / s
-        c = 1 + np.int64(2.0 * math.sqrt(s * p * (1.0 - p)))
-    j2 = max(ks - c, 1)
-    j1 = ks + 1 + c
-    t2 = Ys[s - j2]
-    t1 = Ys[s - j1] if j1 <= s else 0.0
-    return t1, t2
-
-
-@_jit
-def _support(x, f1, f2, ymax, F0, Q0, a, b, bufA, bufB):
-    """Smallest value Y_k of the support of one row's solution (scaled units).
-
-    F0 = sum y, Q0 = sum y^2 over the row; bufA, bufB: float64 scratch of the
-    row's length.  The state is a lower point lo (phi(lo) < 0: entries <= lo
-    are out) and an upper point hi (phi(hi) >= 0: entries >= hi are in; none
-    yet: inf), with the known support kept as its count ka, smallest value yk
-    and Fa = F(hi), Qa = Q(hi) over it, which give its part of F(t), Q(t) for
-    t <= hi as Fa + ka (hi - t) and Qa + 2 (hi - t) Fa + ka (hi - t)^2 (sums
-    of non-negative terms).  The secant starts from phi(ymax) = ymax.
-    """
-    m = x.shape[0]
-    st = (0.0, _phi(0.0, F0, Q0, a, b), m, F0, Q0, np.inf, ymax, ymax, 0, np.inf, 0.0, 0.0)
-    t1, t2 = _sample_points(x, f1, f2, a, b, bufB)
-    st, n = _step(x, m, f1, f2, t1, t2, a, b, st, bufA)
-    src = bufA
-    dst = bufB
-    seed = np.uint64(0x9E3779B97F4A7C15)
-    use_median = 2 * n > m
-    for _ in range(64 + 2 * m):
-        if n == 0:
-            break
-        if use_median:  # the estimates did not halve the candidates
-            seed ^= seed << np.uint64(13)
-            seed ^= seed >> np.uint64(7)
-            seed ^= seed << np.uint64(17)
-            u0 = src[np.int64(seed % np.uint64(n))]
-            u1 = src[np.int64((seed >> np.uint64(21)) % np.uint64(n))]
-            u2 = src[np.int64((seed >> np.uint64(42)) % np.uint64(n))]
-            if u0 > u1:
-                u0, u1 = u1, u0
-            if u1 > u2:
-                u1 = u2
-            t1 = u0 if u0 > u1 else u1
-            t2 = t1
-        else:
-            t1, t2 = _trial_points(st, a, b)
-        st, c = _step(src, n, 1.0, 1.0, t1, t2, a, b, st, dst)
-        use_median = 2 * c > n
-        n = c
-        src, dst = dst, src
-    return st[9]
-
-
-@_jit
-def _support_stats(x, f1, f2, Yk, want_more):
-    """Over the support {y >= Yk}: k and F_k = sum (y - Yk); if want_more also
-    D2 = sum (y - Yk)^2 and L = the largest value below Yk (0 if none).
-    Four independent chains per quantity (this pass is compute bound)."""
-    m = x.shape[0]
-    k = 0
-    F0 = F1 = F2 = F3 = 0.0
-    D0 = D1 = D2 = D3 = 0.0
-    L0 = L1 = L2 = L3 = 0.0
-    j = 0
-    while j + 4 <= m:
-        y0 = (abs(np.float64(x[j])) * f1) * f2
-        y1 = (abs(np.float64(x[j + 1])) * f1) * f2
-        y2 = (abs(np.float64(x[j + 2])) * f1) * f2
-        y3 = (abs(np.float64(x[j + 3])) * f1) * f2
-        d0 = y0 - Yk
-        d1 = y1 - Yk
-        d2 = y2 - Yk
-        d3 = y3 - Yk
-        k += (1 if d0 >= 0.0 else 0) + (1 if d1 >= 0.0 else 0) + (1 if d2 >= 0.0 else 0) + (1 if d3 >= 0.0 else 0)
-        p0 = d0 if d0 > 0.0 else 0.0
-        p1 = d1 if d1 > 0.0 else 0.0
-        p2 = d2 if d2 > 0.0 else 0.0
-        p3 = d3 if d3 > 0.0 else 0.0
-        F0 += p0
-        F1 += p1
-        F2 += p2
-        F3 += p3
-        if want_more:
-            D0 += p0 * p0
-            D1 += p1 * p1
-            D2 += p2 * p2
-            D3 += p3 * p3
-            L0 = max(L0, y0 if d0 < 0.0 else 0.0)
-            L1 = max(L1, y1 if d1 < 0.0 else 0.0)
-            L2 = max(L2, y2 if d2 < 0.0 else 0.0)
-            L3 = max(L3, y3 if d3 < 0.0 else 0.0)
-        j += 4
-    while j < m:
-        y0 = (abs(np.float64(x[j])) * f1) * f2
-        d0 = y0 - Yk
-        k += 1 if d0 >= 0.0 else 0
-        p0 = d0 if d0 > 0.0 else 0.0
-        F0 += p0
-        D0 += p0 * p0
-        L0 = max(L0, y0 if d0 < 0.0 else 0.0)
-        j += 1
-    return k, (F0 + F1) + (F2 + F3), (D0 + D1) + (D2 + D3), max(max(L0, L1), max(L2, L3))
-
-
-@_jit
 def _support_out(x, f1, f2, Yk, e, fac, o):
     """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0."""
     for j in range(x.shape[0]):
@@ -714,38 +431,6 @@ def _zero_row(x, out):
         out[j] = x[j] * 0.0
 
 
-@_jit
-def _absmax_sum(x):
-    """(max_j |x_j|, sum_j |x_j|) in float64, one pass (four partial results)."""
-    m = x.shape[0]
-    a0 = a1 = a2 = a3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    j = 0
-    while j + 4 <= m:
-        y0 = abs(np.float64(x[j]))
-        y1 = abs(np.float64(x[j + 1]))
-        y2 = abs(np.float64(x[j + 2]))
-        y3 = abs(np.float64(x[j + 3]))
-        a0 = max(a0, y0)
-        a1 = max(a1, y1)
-        a2 = max(a2, y2)
-        a3 = max(a3, y3)
-        s0 += y0
-        s1 += y1
-        s2 += y2
-        s3 += y3
-        j += 4
-    while j < m:
-        y0 = abs(np.float64(x[j]))
-        a0 = max(a0, y0)
-        s0 += y0
-        j += 1
-    return max(max(a0, a1), max(a2, a3)), (s0 + s1) + (s2 + s3)
-
-
-# With magnitudes scaled into [1, 2), an entry below the largest adds at least
-# 2^-53 to F_k, so for b >= 2^54 the test Y_k > b F_k admits only the entries
-# equal to the largest magnitude.
 _HUGE_B = 2.0**54
 
 
@@ -763,24 +448,149 @@ def _exclusive_row_huge_b(x, amax, br, o):
         o[j] = math.copysign(val, x[j]) if abs(np.float64(x[j])) == amax else x[j] * 0.0
 
 
+@_rjit
+def _abs_sum(x):
+    """sum |x_j| in float64 (vectorised: reassociated)."""
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += abs(np.float64(x[j]))
+    return s
+
+
+@_rjit
+def _ex_sums(src, n, f1, f2, t, strict):
+    """F(t) = sum (y - t)_+ and k(t) = #{y > t} (#{y >= t} if not strict) over
+    y = (|src_j| f1) f2, j < n; sums of non-negative terms (vectorised)."""
+    F = 0.0
+    k = 0
+    if strict:
+        for j in range(n):
+            d = (abs(np.float64(src[j])) * f1) * f2 - t
+            F += d if d > 0.0 else 0.0
+            k += 1 if d > 0.0 else 0
+    else:
+        for j in range(n):
+            d = (abs(np.float64(src[j])) * f1) * f2 - t
+            F += d if d > 0.0 else 0.0
+            k += 1 if d >= 0.0 else 0
+    return F, k
+
+
 @_jit
-def _exclusive_row(x, br, o, bufA, bufB):
+def _ex_filter(src, n, f1, f2, t, dst):
+    """Keep the y > t of src[:n] (scaled) in dst (may be src): F(t), k(t)."""
+    F = 0.0
+    c = 0
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        dst[c] = y
+        d = y - t
+        F += d if d > 0.0 else 0.0
+        c += 1 if d > 0.0 else 0
+    return F, c
+
+
+@_jit
+def _ex_around(src, n, f1, f2, t):
+    """(min{y > t}, max{y <= t}) over y = (|src_j| f1) f2, j < n (inf, 0 if none)."""
+    lo = np.inf
+    hi = 0.0
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        if y > t:
+            lo = min(lo, y)
+        else:
+            hi = max(hi, y)
+    return lo, hi
+
+
+@_jit
+def _ex_newton(x, f1, f2, b, total, buf):
+    """The exclusive-lasso threshold: Newton's method from the left on the
+    increasing, concave, piecewise-linear phi(t) = t - b F(t), F(t) =
+    sum (y - t)_+.  Each step t + (b F - t)/(1 + b k) is the formula
+    tau = b S/(1 + b k) on the current candidates {y > t} (Michelot's
+    algorithm); it never passes the root and stops on the last linear piece,
+    after a handful of passes (5 on Gaussian rows with b = 1/m, 10 with a
+    one-entry support).  The first step uses the row sum.  Passes are
+    vectorised over the row while many candidates remain; once fewer than a
+    quarter do, they are compacted into buf (float64, scaled) and the passes
+    run over them.  Returns (t, n, in_buf): the candidates y > t are in the
+    row (n = m) or in buf[:n]."""
+    m = x.shape[0]
+    t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
+    F, k = _ex_sums(x, m, f1, f2, t, True)
+    n = m
+    in_buf = False
+    for _ in range(m + 4):
+        tn = t + (b * F - t) / (1.0 + b * k)
+        if not tn > t:
+            break
+        t = tn
+        if not in_buf and 4 * k < m:
+            F, n = _ex_filter(x, m, f1, f2, t, buf)
+            k = n
+            in_buf = True
+        elif in_buf and 2 * k < n:
+            F, n = _ex_filter(buf, n, 1.0, 1.0, t, buf)
+            k = n
+        elif in_buf:
+            F, k = _ex_sums(buf, n, 1.0, 1.0, t, True)
+        else:
+            F, k = _ex_sums(x, m, f1, f2, t, True)
+    return t, n, in_buf
+
+
+@_jit
+def _ex_support(src, n, f1, f2, t, b):
+    """Y_k, k, F_k of the support {y >= Y_k}, Y_k = min{y > t}, checked with the
+    reference's cancellation-free tests (exclusive_support): Y_k is in iff
+    Y_k > b F_k with F_k = sum (y - Y_k) over the support, and the largest
+    entry L below it is out iff L <= b (F_k + k (Y_k - L)); the boundary moves
+    by one value while either fails (only ever at rounding-level ties).
+    src[:n] holds every candidate above the last lower point of the search."""
+    Yk, L = _ex_around(src, n, f1, f2, t)
+    for _ in range(n + 2):
+        Fk, k = _ex_sums(src, n, f1, f2, Yk, False)
+        if k > 1 and not Yk > b * Fk:  # Y_k fails its own test: it is out
+            Yk, _ = _ex_around(src, n, f1, f2, Yk)
+            L = _ex_around(src, n, f1, f2, Yk)[1]
+            continue
+        if L > 0.0 and L > b * (Fk + k * (Yk - L)):  # L passes: it is in
+            Yk = L
+            L = _ex_around(src, n, f1, f2, np.nextafter(L, -np.inf))[1] if L > 0.0 else 0.0
+            continue
+        return Yk, k, Fk
+    return Yk, k, Fk
+
+
+@_jit
+def _exclusive_row(x, br, o, buf):
     """Exclusive lasso on one row, as the reference's exclusive_magnitudes:
-    |x_i| = ((|w_i| - Y_k) + e) s on the support, e = (Y_k - b F_k)/(1 + b k)."""
-    amax, total = _absmax_sum(x)
-    if amax == 0.0 or br == 0.0:
+    |x_i| = ((|w_i| - Y_k) + e) s on the support, e = (Y_k - b F_k)/(1 + b k).
+    float32 rows and float64 rows whose sum lies in [m 2^-500, 2^500] are used
+    unscaled (no product can over- or underflow there; scaling by a power of
+    two would change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
+    m = x.shape[0]
+    total = _abs_sum(x)
+    if total == 0.0 or br == 0.0:
         _copy_row(x, o)
         return
     if not br < np.inf:
         _zero_row(x, o)
         return
     if br >= _HUGE_B:
-        _exclusive_row_huge_b(x, amax, br, o)
+        _exclusive_row_huge_b(x, _absmax(x), br, o)
         return
-    s, f1, f2 = _scale_factors(amax)
-    F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    Yk = _support(x, f1, f2, (amax * f1) * f2, F0, 0.0, 0.0, br, bufA, bufB)
-    k, Fk, _, _ = _support_stats(x, f1, f2, Yk, False)
+    s = f1 = f2 = 1.0
+    if not (total <= 2.0**500 and total >= m * 2.0**-500):
+        s, f1, f2 = _scale_factors(_absmax(x))
+        total = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
+    t, n, in_buf = _ex_newton(x, f1, f2, br, total, buf)
+    if in_buf:
+        Yk, k, Fk = _ex_support(buf, n, 1.0, 1.0, t, br)
+    else:
+        Yk, k, Fk = _ex_support(x, m, f1, f2, t, br)
     e = (Yk - br * Fk) / (1.0 + br * k)
     _support_out(x, f1, f2, Yk, e, s, o)
 
@@ -793,17 +603,17 @@ def _chunks(G):
 def _exclusive_par(W, b, out, nch):
     G, m = W.shape
     for ch in prange(nch):
-        buf = np.empty((2, m), dtype=np.float64)
+        buf = np.empty(m, dtype=np.float64)
         for r in range(ch * G // nch, (ch + 1) * G // nch):
-            _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
+            _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
 
 
 @_jit
 def _exclusive_seq(W, b, out):
     G, m = W.shape
-    buf = np.empty((2, m), dtype=np.float64)
+    buf = np.empty(m, dtype=np.float64)
     for r in range(G):
-        _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
+        _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
 
 
 def exclusive_lasso(W, b, *, parallel=True):
@@ -856,14 +666,104 @@ def _group_exclusive_shrink(a, b, Yk, k, Fk, D2, L, FL):
     return c
 
 
+@_rjit
+def _gx_sums(src, n, f1, f2, t, strict):
+    """F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2 and k(t) = #{y > t}
+    (#{y >= t} if not strict) over y = (|src_j| f1) f2, j < n (vectorised)."""
+    F = 0.0
+    Q = 0.0
+    k = 0
+    for j in range(n):
+        d = (abs(np.float64(src[j])) * f1) * f2 - t
+        p = d if d > 0.0 else 0.0
+        F += p
+        Q += p * p
+        if strict:
+            k += 1 if d > 0.0 else 0
+        else:
+            k += 1 if d >= 0.0 else 0
+    return F, Q, k
+
+
 @_jit
-def _group_exclusive_row(x, ar, br, o, bufA, bufB):
+def _gx_filter(src, n, f1, f2, t, dst):
+    """Keep the y > t of src[:n] (scaled) in dst (may be src): F(t), Q(t), k(t)."""
+    F = 0.0
+    Q = 0.0
+    c = 0
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        dst[c] = y
+        d = y - t
+        p = d if d > 0.0 else 0.0
+        F += p
+        Q += p * p
+        c += 1 if d > 0.0 else 0
+    return F, Q, c
+
+
+@_jit
+def _gx_theta(x, f1, f2, a, b, F0, Q0, buf):
+    """The group+exclusive threshold's support: theta* is the root of the
+    increasing phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ (phi(0) < 0 as
+    ||w|| > a; phi(t) = t > 0 above the largest entry).  A bracket [lo, hi]
+    is narrowed by Newton steps from lo (phi' as in _newton_point), else the
+    secant of the bracket, else its midpoint, each evaluated by one
+    vectorised pass over the candidates y > lo (compacted into buf once fewer
+    than a quarter remain), until no entry lies in (lo, hi]: the support
+    {y > theta*} is then {y > lo}.  Returns (lo, n, in_buf) with the
+    candidates y > lo in the row (n = m) or in buf[:n]."""
+    m = x.shape[0]
+    lo = 0.0
+    Flo, Qlo = F0, Q0
+    klo = m  # an upper bound on #{y > 0}: only its use as a slope matters
+    glo = _phi(0.0, F0, Q0, a, b)
+    hi = np.inf
+    ghi = np.inf
+    khi = 0
+    n = m
+    in_buf = False
+    for _ in range(200 + 2 * m):
+        t = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
+        if not (t > lo and t < hi):
+            if hi < np.inf and ghi > glo:
+                t = lo - glo * ((hi - lo) / (ghi - glo))  # secant
+            if not (t > lo and t < hi):
+                t = 0.5 * (lo + hi) if hi < np.inf else 2.0 * lo + 1.0
+        if not (t > lo and t < hi):  # no float strictly inside the bracket
+            break
+        if in_buf:
+            F, Q, k = _gx_sums(buf, n, 1.0, 1.0, t, True)
+        else:
+            F, Q, k = _gx_sums(x, m, f1, f2, t, True)
+        g = _phi(t, F, Q, a, b)
+        if g < 0.0:
+            lo, glo, Flo, Qlo, klo = t, g, F, Q, k
+        else:
+            hi, ghi, khi = t, g, k
+        if klo == khi:  # no entry in (lo, hi]
+            break
+        if not in_buf and 4 * klo < m:
+            _, _, n = _gx_filter(x, m, f1, f2, lo, buf)
+            in_buf = True
+        elif in_buf and 2 * klo < n:
+            _, _, n = _gx_filter(buf, n, 1.0, 1.0, lo, buf)
+    return lo, n, in_buf
+
+
+@_jit
+def _group_exclusive_row(x, ar, br, o, buf):
     """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
-    group_exclusive); 0 iff ||w|| <= a or b = inf."""
-    amax, total = _absmax_sum(x)
-    s, f1, f2 = _scale_factors(amax)
+    group_exclusive); 0 iff ||w|| <= a or b = inf.  Unscaled (s = 1) when the
+    row sum lies in [m 2^-400, 2^400] (no square over- or underflows to
+    matter there), as for the exclusive lasso."""
+    m = x.shape[0]
+    total = _abs_sum(x)
+    s = f1 = f2 = 1.0
+    if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
+        s, f1, f2 = _scale_factors(_absmax(x))
     a_s = ar / s
-    Q0 = _sumsq_scaled(x, f1, f2) if amax > 0.0 else 0.0
+    Q0 = _sumsq_scaled(x, f1, f2) if total > 0.0 else 0.0
     nrm = math.sqrt(Q0)
     if not (nrm > a_s and br < np.inf):
         _zero_row(x, o)
@@ -871,12 +771,20 @@ def _group_exclusive_row(x, ar, br, o, bufA, bufB):
     if br == 0.0:
         _scale_row(x, 1.0 - a_s / nrm, o)
         return
+    if a_s == 0.0:  # the exclusive lasso
+        _exclusive_row(x, br, o, buf)
+        return
     F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    Yk = _support(x, f1, f2, (amax * f1) * f2, F0, Q0, a_s, br, bufA, bufB)
-    k, Fk, D2, L = _support_stats(x, f1, f2, Yk, True)
-    c = 1.0
-    if a_s > 0.0:
-        c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2, L, Fk + k * (Yk - L))
+    lo, n, in_buf = _gx_theta(x, f1, f2, a_s, br, F0, Q0, buf)
+    if in_buf:
+        Yk, L = _ex_around(buf, n, 1.0, 1.0, lo)
+        Fk, D2, k = _gx_sums(buf, n, 1.0, 1.0, Yk, False)
+    else:
+        Yk, L = _ex_around(x, m, f1, f2, lo)
+        Fk, D2, k = _gx_sums(x, m, f1, f2, Yk, False)
+    # (an L missing from buf lies below the last lower point: 0 only widens
+    # the shrink's bracket, whose formula is exact on the fixed support)
+    c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2, L, Fk + k * (Yk - L))
     beta = br * c
     e = (Yk - beta * Fk) / (1.0 + beta * k)
     _support_out(x, f1, f2, Yk, e, c * s, o)
@@ -886,17 +794,17 @@ def _group_exclusive_row(x, ar, br, o, bufA, bufB):
 def _group_exclusive_par(W, a, b, out, nch):
     G, m = W.shape
     for ch in prange(nch):
-        buf = np.empty((2, m), dtype=np.float64)
+        buf = np.empty(m, dtype=np.float64)
         for r in range(ch * G // nch, (ch + 1) * G // nch):
-            _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
+            _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
 
 
 @_jit
 def _group_exclusive_seq(W, a, b, out):
     G, m = W.shape
-    buf = np.empty((2, m), dtype=np.float64)
+    buf = np.empty(m, dtype=np.float64)
     for r in range(G):
-        _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
+        _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
 
 
 def group_exclusive(W, a, b, *, parallel=True):
@@ -1371,7 +1279,6 @@ def _owl_pairs(s, sums, nb):
         sums[2 * c + 1] = val
 
 
-
 @_pjit
 def _abs_into(v, out):
     for i in prange(v.shape[0]):
@@ -1528,7 +1435,6 @@ def owl(v, w, *, parallel=True):
     mapper = _owl_map_par if par else _owl_map_seq
     mapper(v, v.view(ibits), mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out)
     return out
-
 
 
 # ------------------------------------------------------------------ elementwise
