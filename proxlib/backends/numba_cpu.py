@@ -3,23 +3,51 @@
 Same contract as :mod:`proxlib.backends.numpy_ref` (new output array of the
 input's dtype and shape, inputs never written, thresholds already times
 ``step``), and the same mathematics; the algorithms below are chosen so that
-the time is close to one pass over memory.  Compiled with ``cache=True`` (a
-new process loads the machine code from ``__pycache__``), no ``fastmath``
-(every floating-point operation is the one written here) and
-``error_model="numpy"`` (no Python division checks).
+the time is close to one pass over memory.  ``error_model="numpy"`` (no
+Python division checks); no ``fastmath`` except ``reassoc`` on pure sums of
+non-negative terms (``_rjit``): reassociation lets LLVM vectorise them and
+keeps their error bound (any summation order errs by at most (m - 1) eps
+times the sum), every other flag (no NaNs, contraction, approximate
+division, ...) stays off.
+
+Every kernel takes ``parallel=True``; ``parallel=False`` runs only serial
+compiled code and never starts numba's thread pool (for a thread that must
+not spawn one, e.g. inside a training loop's worker).  Both give the same
+result, bit for bit.  Small inputs (< 2^15 entries) always run serially.
+Nothing here reads an environment variable (numba's own ones apply to
+numba).
+
+Caching: compiled with ``cache=True`` (a new process loads the machine code)
+when numba can write a cache: a ``__pycache__`` beside this file, or
+NUMBA_CACHE_DIR, or the user's cache directory.  A read-only install run by
+a user without any of those (a container's non-root user with a read-only
+home) gets one RuntimeWarning at import, and the kernels are compiled in each
+process on first use instead (``cache=True`` would raise "no locator
+available" at import).
 
 Precision.  float32 data stays float32 in memory (scratch and output); every
-sum, threshold and root is computed in float64 and each output entry is rounded
-once to float32, as the reference does.  Sums are accumulated in four or eight
-independent partial sums (shorter dependency chains; LLVM does not vectorise
-floating-point reductions without fastmath).
+sum, threshold and root is computed in float64 and each output entry is
+rounded once to float32, as the reference does.
 
-Overflow and underflow.  Rows are scaled exactly as in the reference, by the
-power of two ``s`` with ``max|row| / s`` in [1, 2), wherever squares or
-thresholds are formed on scaled values (exclusive and group+exclusive).  The
-row norm used by group lasso and GrOWL first sums the unscaled squares (one
-pass); only when that sum leaves [2^-600, inf) -- impossible for float32,
-which is accumulated in float64 -- is the row summed again scaled by ``s``.
+Overflow and underflow: every kernel is correct over the whole finite range
+of its dtype (inputs and thresholds from the smallest subnormal to the largest
+float; thresholds may be +inf where step * lam overflowed: the affected rows
+or entries become 0, and rows whose threshold is 0 stay unchanged).  Scaling
+is by powers of two (exact):
+
+* row norms (group lasso, GrOWL) are (q, s), norm = q s, s = 1 when the
+  plain sum of squares lies in [2^-600, inf) (one pass), else the row is
+  summed again at max|row|/s in [1, 2); a finite row whose norm exceeds the
+  largest float (4 x 1e308) is therefore not reported as NaN/Inf, and GrOWL
+  takes the norms at the smallest scale that makes them all finite;
+* the exclusive operators use a row unscaled when its sum lies in
+  [m 2^-500, 2^500] (float32 always), else scaled to max|row|/s in [1, 2);
+  b >= 2^54 has a closed form (only the entries equal to max|w| survive, as
+  max|w|/(1 + b k));
+* OWL sums at a scale 2^-k only when n^2 max(|v|, w) >= 2^1021; its exact
+  stages then keep subnormal terms unscaled;
+* weighted l2^2 divides by (1/2 + w) when 1 + 2w overflows; lp forms its
+  threshold without overflowing 2 lam.
 
 Algorithms (m = row length, G = rows, n = vector length):
 
@@ -28,37 +56,55 @@ Algorithms (m = row length, G = rows, n = vector length):
 * ``growl``: row norms (prange, one pass), the OWL prox of the G norms, then
   the rescaled rows (second pass).  W is necessarily read twice: every row's
   factor depends on all norms.  O(G m + G log G), O(G) scratch.
-* ``exclusive_lasso`` and ``group_exclusive``: per row (prange over chunks of
-  rows, each chunk with two float64 scratch rows), the support of the solution
-  is found WITHOUT SORTING, then the reference's cancellation-free formulas are
-  applied to it (|x| = ((|w| - Y_k) + e) c s on the support).  The threshold
-  is the root of an increasing function phi(t) whose sign at any t is computed
-  from F(t) = sum (y - t)_+ and Q(t) = sum (y - t)_+^2, sums of non-negative
-  terms (so the test stays exact for huge b, as the reference's shifted sums
-  do).  Each pass over the remaining candidates tests two points and keeps
-  only the candidates between the outcomes: first the boundary of the same
-  problem on a 128-entry sample of the row, widened by two standard
-  deviations; then a Newton step from the lower end of the bracket and the
-  secant root of the bracket; if that fails to halve them, a median-of-three
-  pivot (quickselect).  Then one pass
-  computes k, F_k, sum (y - Y_k)^2 exactly, and group+exclusive solves for its
-  factor c by the reference's safeguarded Newton iteration on the fixed
-  support.  Expected O(m) per row; the output row is written once.
-* ``owl``: |v| sorted by NumPy's (SIMD) sort -- no argsort; the
-  pool-adjacent-violators pass over the sorted magnitudes yields blocks (lowest
-  magnitude, value); each entry then finds its block by its magnitude (equal
-  magnitudes therefore get equal outputs), through a two-level table over the
-  magnitudes' bit patterns (monotone for non-negative floats): by binade, then
-  2^b equal buckets per binade with about one block start each, and a short
-  branch-free step (mispredicted branches would flush the other lookups in
-  flight; the lookups are memory-latency bound).  Blocks are stored as
-  (magnitude, value) pairs (one cache line per lookup) when they fit in the
-  block-sum array.  Scratch: the sorted magnitudes (n, v's dtype), the block
-  sums (n, float64), the block starts in the output array before it is
-  written, the bucket table (<= 2 x blocks int32) in the sorted magnitudes'
-  memory when the pairs free it, else allocated, and 16 bytes per binade.
-* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses the
-  reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
+* ``exclusive_lasso``: per row (prange over chunks of rows, one float64
+  scratch row per chunk), no sorting: one pass summing |w| (vectorised), then
+  Newton's method from the left on the concave piecewise-linear
+  phi(t) = t - b F(t), F(t) = sum (y - t)_+ (Michelot's tau = b S/(1 + b k)
+  on the current candidates; it never passes the root and stops on its last
+  piece: about 5 passes on Gaussian rows with b = 1/m, 10 for one-entry
+  supports), each pass vectorised over the candidates, which are compacted
+  into the scratch row once fewer than a quarter remain.  The support is then
+  checked with the reference's cancellation-free tests (Y_k > b F_k,
+  F_k = sum over the support of (y - Y_k)) and the output row written once
+  as ((|w| - Y_k) + e) s, e = (Y_k - b F_k)/(1 + b k).  Expected O(m) per
+  row: one read from memory, a few passes in cache, one write.
+* ``group_exclusive``: the same, with phi(t) = t - b F(t)(1 - a/sqrt(Q(t)))_+,
+  Q(t) = sum (y - t)_+^2, located by a bracket narrowed by Newton, secant or
+  bisection points until no entry lies inside it; then the reference's
+  safeguarded Newton iteration for the factor c on the fixed support (to the
+  last bit) and one output pass.
+* ``owl``: the zero pattern is EXACT, the values faithful:
+  (1) |v| sorted by NumPy's (SIMD) sort, no argsort;
+  (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
+  support is the k* largest magnitudes with k* the first index maximising the
+  exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
+  (vectorised, prange) with a rigorous error bound discard the chunks that
+  cannot hold the maximum; compensated prefix sums over the rest (a chunk or
+  two) leave a window of candidates that exact expansion sums (Shewchuk)
+  decide.  O(n) vectorised + O(chunk) + O(window);
+  (3) pool-adjacent-violators over the support only (O(k), serial);
+  (4) each block's value recomputed as the faithfully rounded mean of the
+  exact z (compensated sum and an fma remainder; a single entry is its z
+  rounded once), then a second pool-adjacent-violators pass over the blocks
+  on these values (rounded z can under-pool near ties), and where rounding
+  left the lowest blocks <= 0 their exact mean (positive) from expansions.
+  O(k) (prange);
+  (5) each entry finds its block by its magnitude (equal magnitudes get equal
+  outputs) through a two-level table over the magnitudes' bit patterns
+  (monotone for non-negative floats): by binade, then 2^b equal buckets per
+  binade with about one block start each, and a short branch-free step; the
+  lookups (two dependent cache misses each) run in batches of 32 with
+  software prefetches so that their misses overlap.  O(n) (prange).
+  Scratch: the sorted magnitudes (n, v's dtype), the block sums (k float64),
+  the block starts in the output array before it is written, the bucket table
+  (<= 2 x blocks int32) in the sorted magnitudes' memory when the blocks fit
+  as (magnitude, value) pairs in the block-sum array, else allocated: at most
+  2 input-sized arrays for float64 when the pairs fit, otherwise up to 3 (and
+  3 for float32, whose block sums are float64).
+  Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
+  one compiled call instead: argsort, the same steps (2)-(4), a scatter.
+* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
+  the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
 """
 
@@ -835,6 +881,25 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Hint the cache to load arr[idx] (LLVM's prefetch; no effect on results)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = llvm_ir.IntType(8).as_pointer()
+        i32 = llvm_ir.IntType(32)
+        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @_jit
 def _two_sum(a, b):
     """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum)."""
@@ -1198,8 +1263,12 @@ def _owl_values(s, w, sc, starts, b0, b1, nb, vals):
     """vals[b] = exact mean of block b (b0 <= b < b1), blocks from _owl_pava."""
     n = s.shape[0]
     for b in range(b0, b1):
+        st = starts[b]
         en = starts[b + 1] if b + 1 < nb else n
-        vals[b] = _owl_block_value(s, w, sc, starts[b], en)
+        if en - st == 1:  # a single entry: its z rounded once (the exact mean, correctly rounded)
+            vals[b] = np.float64(s[st]) - np.float64(w[n - 1 - st])
+        else:
+            vals[b] = _owl_block_value(s, w, sc, st, en)
 
 
 @_pjit
@@ -1324,52 +1393,111 @@ def _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P):
             P[base[e] + u] = k
 
 
+_OWL_BATCH = 32  # lookups in flight: each needs two dependent cache misses
+
+
 @_jit
-def _owl_entry(x, key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff):
-    """Value of the entry x (magnitude bits ``key``): the last block whose lowest
-    magnitude (bits lbbits[stride*k]) is <= |x|, value vals[stride*k + voff].
-    The table gives the block at the start of the key's bucket; two branch-free
-    steps cover buckets with up to two more block starts, a loop (rarely
-    entered, so rarely mispredicted) the rest."""
-    ok = key >= lo
-    kk = key if ok else lo
-    e = kk >> mb
-    t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
-    k = np.int64(P[t])
-    k1 = k + 1 if k + 1 < nb else k
-    k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-    k1 = k + 1 if k + 1 < nb else k
-    k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-    while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
-        k += 1
-    return math.copysign(vals[stride * k + voff] if ok else 0.0, x)
+def _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, i0, i1, tb):
+    """out[i] for i0 <= i < i1, in batches: first every entry's bucket (its
+    table slot prefetched), then every slot's block (the block's line
+    prefetched), then the values (_owl_entry's steps, now on cached lines).
+    The loads are the same as one entry at a time; only their order differs,
+    so that the misses of a batch overlap."""
+    lo = np.int64(lbbits[0])
+    mmask = (np.int64(1) << mb) - 1
+    B = tb.shape[0]
+    for s0 in range(i0, i1, B):
+        s1 = min(i1, s0 + B)
+        for i in range(s0, s1):
+            key = np.int64(vbits[i]) & mask
+            kk = key if key >= lo else lo
+            e = kk >> mb
+            t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
+            tb[i - s0] = t
+            _prefetch(P, t)
+        for i in range(s0, s1):
+            k = np.int64(P[tb[i - s0]])
+            tb[i - s0] = k
+            _prefetch(lbbits, stride * k)
+            if stride == 1:
+                _prefetch(vals, k)
+        for i in range(s0, s1):
+            key = np.int64(vbits[i]) & mask
+            k = tb[i - s0]
+            k1 = k + 1 if k + 1 < nb else k
+            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
+            k1 = k + 1 if k + 1 < nb else k
+            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
+            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
+                k += 1
+            out[i] = math.copysign(vals[stride * k + voff] if key >= lo else 0.0, v[i])
 
 
 @_pjit
 def _owl_map_par(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    lo = np.int64(lbbits[0])
-    mmask = (np.int64(1) << mb) - 1
     n = v.shape[0]
     nch = 64
     for c in prange(nch):
-        for i in range(c * n // nch, (c + 1) * n // nch):
-            key = np.int64(vbits[i]) & mask
-            out[i] = _owl_entry(v[i], key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff)
+        tb = np.empty(_OWL_BATCH, dtype=np.int64)
+        _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out,
+                       c * n // nch, (c + 1) * n // nch, tb)
 
 
 @_jit
 def _owl_map_seq(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    lo = np.int64(lbbits[0])
-    mmask = (np.int64(1) << mb) - 1
-    for i in range(v.shape[0]):
-        key = np.int64(vbits[i]) & mask
-        out[i] = _owl_entry(v[i], key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff)
+    tb = np.empty(_OWL_BATCH, dtype=np.int64)
+    _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, 0, v.shape[0], tb)
 
 
 @_jit
 def _zero_signed(v, out):
     for i in range(v.shape[0]):
         out[i] = 0.0 * v[i]
+
+
+_OWL_SMALL = 2048  # below this, one compiled call with an argsort (no Python-level steps)
+
+
+@_jit
+def _owl_small(v, w, out):
+    """The whole OWL prox in one compiled call, for short vectors (GrOWL's row
+    norms, per-layer calls): argsort of |v| (numba's quicksort), the same exact
+    support, PAVA and block values as the long path, then a scatter (no bucket
+    table).  Tied magnitudes get equal values after _owl_monotone whatever
+    order the argsort left them in.  O(n log n), 5 n-sized scratch arrays."""
+    n = v.shape[0]
+    a = np.empty(n, dtype=v.dtype)
+    for i in range(n):
+        a[i] = abs(v[i])
+    order = np.argsort(a)
+    s = a[order]
+    sc = _owl_scale(s, w)
+    nc = (n + _OWL_CHUNK - 1) // _OWL_CHUNK
+    A = np.empty(nc)
+    Up = np.empty(nc)
+    Ab = np.empty(nc)
+    _owl_chunk_sums(s, w, sc, 0, nc, A, Up, Ab)
+    lo, hi, C = _owl_support_window(A, Up, Ab, n)
+    e = np.empty((2, _EXP_LEN))
+    tmp = np.empty(2 * _EXP_LEN)
+    k = lo if lo == hi else _owl_support_exact(s, w, sc, lo, hi, C, e, tmp)
+    j0 = n - k
+    for j in range(j0):
+        out[order[j]] = 0.0 * v[order[j]]
+    if k == 0:
+        return
+    sums = np.empty(k)
+    starts = np.empty(k, dtype=np.int64)
+    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    _owl_values(s, w, sc, starts, 0, nb, nb, sums)
+    nb = _owl_monotone(s, w, sc, starts, nb, sums)
+    _owl_fix_low_blocks(s, w, sc, starts, nb, sums, e, tmp)
+    for b in range(nb):
+        en = starts[b + 1] if b + 1 < nb else n
+        val = sums[b]
+        for j in range(starts[b], en):
+            i = order[j]
+            out[i] = math.copysign(val, v[i])
 
 
 def _owl_zero(v, out):
@@ -1386,6 +1514,9 @@ def owl(v, w, *, parallel=True):
         return out
     if not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
         return _owl_zero(v, out)
+    if n <= _OWL_SMALL:
+        _owl_small(v, w, out)
+        return out
     par = parallel and n >= _PAR_MIN
     if v.dtype == np.float64:
         ibits, mask = np.int64, np.int64(0x7FFFFFFFFFFFFFFF)
