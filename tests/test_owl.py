@@ -9,6 +9,7 @@ on each CPU backend (the ``backend`` fixture); CVXPY checks the reference only.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -99,10 +100,11 @@ def test_owl_objective_not_above_cvxpy_and_minimiser_close(problem):
 def exact_owl_fractions(v, w):
     """The exact OWL prox magnitudes as Fractions, in v's order (w already
     includes step): the rational pool-adjacent-violators of ``_cvx.exact_owl``,
-    kept unrounded so that the zero pattern can be compared exactly."""
-    v = np.asarray(v, dtype=np.float64).ravel()
-    order = sorted(range(v.size), key=lambda i: -abs(v[i]))
-    z = [abs(Fraction(float(v[i]))) - Fraction(float(w[k])) for k, i in enumerate(order)]
+    kept unrounded so that the zero pattern can be compared exactly.  v may hold
+    floats or exact numbers (Decimal, Fraction); only |v| enters."""
+    mags = [abs(Fraction(x if isinstance(x, (Decimal, Fraction)) else float(x))) for x in np.ravel(v)]
+    order = sorted(range(len(mags)), key=lambda i: -mags[i])
+    z = [mags[i] - Fraction(float(w[k])) for k, i in enumerate(order)]
     blocks = []  # [sum, count]
     for zi in z:
         blocks.append([zi, 1])
@@ -111,7 +113,7 @@ def exact_owl_fractions(v, w):
             blocks[-1][0] += s
             blocks[-1][1] += c
     fit = [max(s / c, Fraction(0)) for s, c in blocks for _ in range(c)]
-    out = [Fraction(0)] * v.size
+    out = [Fraction(0)] * len(mags)
     for k, i in enumerate(order):
         out[i] = fit[k]
     return out

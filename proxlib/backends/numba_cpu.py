@@ -523,20 +523,6 @@ def _ex_sums(src, n, f1, f2, t, strict):
 
 
 @_jit
-def _ex_filter(src, n, f1, f2, t, dst):
-    """Keep the y > t of src[:n] (scaled) in dst (may be src): F(t), k(t)."""
-    F = 0.0
-    c = 0
-    for j in range(n):
-        y = (abs(np.float64(src[j])) * f1) * f2
-        dst[c] = y
-        d = y - t
-        F += d if d > 0.0 else 0.0
-        c += 1 if d > 0.0 else 0
-    return F, c
-
-
-@_jit
 def _ex_around(src, n, f1, f2, t):
     """(min{y > t}, max{y <= t}) over y = (|src_j| f1) f2, j < n (inf, 0 if none)."""
     lo = np.inf
@@ -574,11 +560,11 @@ def _ex_newton(x, f1, f2, b, total, buf):
             break
         t = tn
         if not in_buf and 4 * k < m:
-            F, n = _ex_filter(x, m, f1, f2, t, buf)
+            F, _, n = _gx_filter(x, m, f1, f2, t, buf)
             k = n
             in_buf = True
         elif in_buf and 2 * k < n:
-            F, n = _ex_filter(buf, n, 1.0, 1.0, t, buf)
+            F, _, n = _gx_filter(buf, n, 1.0, 1.0, t, buf)
             k = n
         elif in_buf:
             F, k = _ex_sums(buf, n, 1.0, 1.0, t, True)
