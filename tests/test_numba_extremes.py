@@ -295,6 +295,21 @@ def test_group_exclusive_whole_range(dtype, data):
     assert_close(got, exact_group_exclusive(W.astype(np.float64), a, b), dtype, scale, W.shape[1])
 
 
+def test_group_exclusive_rows_whose_cubes_overflow():
+    # rows used unscaled (sum below 2^400) with ||w||^3 and a F^2 above the
+    # float range: Newton's slope a F^2/||z||^3 was inf/inf = NaN, the search
+    # fell back to secants from 0 and stopped with the whole row as support
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((3, 200)) * np.array([[4e106], [1e110], [3e115]])
+    nrm = np.array([float(sum(Fraction(float(x)) ** 2 for x in row) ** 0.5) for row in W])
+    a = nrm * np.array([0.33, 0.06, 0.8])
+    b = np.array([2.55, 0.01, 40.0])
+    got = NB.group_exclusive(W, a, b)
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    assert_close(got, exact_group_exclusive(W, a, b), np.float64, scale, W.shape[1])
+    assert_close(NB.group_exclusive(W, a, b, parallel=False), exact_group_exclusive(W, a, b), np.float64, scale, W.shape[1])
+
+
 def test_group_exclusive_zero_weight_row_with_overflowed_step():
     # a = b = [0, inf]: the first row unchanged, the second 0
     W = np.array([[3.0, -4.0, 1e-300], [1e300, 2.0, 5e-324]])

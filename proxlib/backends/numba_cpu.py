@@ -439,30 +439,38 @@ def _phi(t, F, Q, a, b):
     if a == 0.0:
         return t - b * F if F > 0.0 else t
     n2 = math.sqrt(Q)
-    shrink = 1.0 - a / n2 if n2 > a else 0.0
-    return t - (b * F) * shrink
+    if not n2 > a:  # shrink 0 (b F may be inf: no inf * 0)
+        return t
+    return t - (b * F) * (1.0 - a / n2)
 
 
 @_jit
 def _newton_point(t, g, F, Q, k, a, b):
-    """Newton step t - phi(t)/phi'(t) (phi' = 1 + b (k shrink + a F^2/||z||^3))."""
+    """Newton step t - phi(t)/phi'(t) (phi' = 1 + b (k shrink + a F^2/||z||^3),
+    the last term as (a/||z||) (F/||z||)^2: F^2 and ||z||^3 overflow long
+    before the ratio, which is at most a k/||z||)."""
     if a == 0.0:
         return t - g / (1.0 + b * k)
     n2 = math.sqrt(Q)
     if not n2 > a:
         return t - g
-    slope = 1.0 + b * (k * (1.0 - a / n2) + a * F * F / (n2 * n2 * n2))
+    r = F / n2
+    slope = 1.0 + b * (k * (1.0 - a / n2) + (a / n2) * (r * r))
     return t - g / slope
 
 
 @_jit
-def _support_out(x, f1, f2, Yk, e, fac, o):
-    """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0."""
+def _support_out(x, f1, f2, Yk, e, fac, o, strict=False):
+    """o_j = sign(x_j) ((y_j - Yk) + e)_+ fac on y_j >= Yk (y_j > Yk if strict),
+    else sign(x_j) 0."""
     for j in range(x.shape[0]):
-        y = (abs(np.float64(x[j])) * f1) * f2
+        xj = x[j]
+        y = (abs(np.float64(xj)) * f1) * f2
         u = (y - Yk) + e
-        u = u if (y >= Yk) & (u > 0.0) else 0.0
-        o[j] = math.copysign(u * fac, x[j])
+        keep = y > Yk if strict else y >= Yk
+        u = u if keep else 0.0
+        u = u if u > 0.0 else 0.0
+        o[j] = math.copysign(u * fac, xj)
 
 
 @_jit
@@ -523,32 +531,19 @@ def _ex_sums(src, n, f1, f2, t, strict):
 
 
 @_jit
-def _ex_around(src, n, f1, f2, t):
-    """(min{y > t}, max{y <= t}) over y = (|src_j| f1) f2, j < n (inf, 0 if none)."""
-    lo = np.inf
-    hi = 0.0
-    for j in range(n):
-        y = (abs(np.float64(src[j])) * f1) * f2
-        if y > t:
-            lo = min(lo, y)
-        else:
-            hi = max(hi, y)
-    return lo, hi
-
-
-@_jit
 def _ex_newton(x, f1, f2, b, total, buf):
     """The exclusive-lasso threshold: Newton's method from the left on the
     increasing, concave, piecewise-linear phi(t) = t - b F(t), F(t) =
     sum (y - t)_+.  Each step t + (b F - t)/(1 + b k) is the formula
     tau = b S/(1 + b k) on the current candidates {y > t} (Michelot's
-    algorithm); it never passes the root and stops on the last linear piece,
-    after a handful of passes (5 on Gaussian rows with b = 1/m, 10 with a
-    one-entry support).  The first step uses the row sum.  Passes are
-    vectorised over the row while many candidates remain; once fewer than a
-    quarter do, they are compacted into buf (float64, scaled) and the passes
-    run over them.  Returns (t, n, in_buf): the candidates y > t are in the
-    row (n = m) or in buf[:n]."""
+    algorithm); it never passes the root.  A step after which the number of
+    candidates is unchanged stayed on one linear piece, so it landed on the
+    root: stop there (iterating further only creeps by ulps).  About 5 passes
+    on Gaussian rows with b = 1/m, 10 for one-entry supports; the first step
+    uses the row sum.  Passes are vectorised over the row while many
+    candidates remain; once fewer than a quarter do, they are compacted into
+    buf (float64, scaled) and the passes run over them.  Returns (t, F(t),
+    k(t)) at the last point evaluated."""
     m = x.shape[0]
     t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
     F, k = _ex_sums(x, m, f1, f2, t, True)
@@ -558,6 +553,7 @@ def _ex_newton(x, f1, f2, b, total, buf):
         tn = t + (b * F - t) / (1.0 + b * k)
         if not tn > t:
             break
+        kprev = k
         t = tn
         if not in_buf and 4 * k < m:
             F, _, n = _gx_filter(x, m, f1, f2, t, buf)
@@ -570,39 +566,24 @@ def _ex_newton(x, f1, f2, b, total, buf):
             F, k = _ex_sums(buf, n, 1.0, 1.0, t, True)
         else:
             F, k = _ex_sums(x, m, f1, f2, t, True)
-    return t, n, in_buf
-
-
-@_jit
-def _ex_support(src, n, f1, f2, t, b):
-    """Y_k, k, F_k of the support {y >= Y_k}, Y_k = min{y > t}, checked with the
-    reference's cancellation-free tests (exclusive_support): Y_k is in iff
-    Y_k > b F_k with F_k = sum (y - Y_k) over the support, and the largest
-    entry L below it is out iff L <= b (F_k + k (Y_k - L)); the boundary moves
-    by one value while either fails (only ever at rounding-level ties).
-    src[:n] holds every candidate above the last lower point of the search."""
-    Yk, L = _ex_around(src, n, f1, f2, t)
-    for _ in range(n + 2):
-        Fk, k = _ex_sums(src, n, f1, f2, Yk, False)
-        if k > 1 and not Yk > b * Fk:  # Y_k fails its own test: it is out
-            Yk, _ = _ex_around(src, n, f1, f2, Yk)
-            L = _ex_around(src, n, f1, f2, Yk)[1]
-            continue
-        if L > 0.0 and L > b * (Fk + k * (Yk - L)):  # L passes: it is in
-            Yk = L
-            L = _ex_around(src, n, f1, f2, np.nextafter(L, -np.inf))[1] if L > 0.0 else 0.0
-            continue
-        return Yk, k, Fk
-    return Yk, k, Fk
+        if k == kprev:
+            break
+    return t, F, k
 
 
 @_jit
 def _exclusive_row(x, br, o, buf):
-    """Exclusive lasso on one row, as the reference's exclusive_magnitudes:
-    |x_i| = ((|w_i| - Y_k) + e) s on the support, e = (Y_k - b F_k)/(1 + b k).
-    float32 rows and float64 rows whose sum lies in [m 2^-500, 2^500] are used
-    unscaled (no product can over- or underflow there; scaling by a power of
-    two would change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
+    """Exclusive lasso on one row: with t the last Newton point (its support
+    {y > t} is the solution's), F = F(t) and k = k(t) from the same pass,
+    |x_i| = ((|w_i| - t) + e) s on the support, e = (t - b F)/(1 + b k).
+    This is the reference's cancellation-free exclusive_magnitudes with the
+    reference point t in place of Y_k (any point between the support's
+    smallest entry and the next one gives the same algebra:
+    tau = b (k t + F)/(1 + b k), so |w_i| - tau = (|w_i| - t) + e): no large
+    quantity is subtracted from another, also for large b.  float32 rows and
+    float64 rows whose sum lies in [m 2^-500, 2^500] are used unscaled (no
+    product can over- or underflow there; scaling by a power of two would
+    change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
     m = x.shape[0]
     total = _abs_sum(x)
     if total == 0.0 or br == 0.0:
@@ -618,13 +599,9 @@ def _exclusive_row(x, br, o, buf):
     if not (total <= 2.0**500 and total >= m * 2.0**-500):
         s, f1, f2 = _scale_factors(_absmax(x))
         total = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    t, n, in_buf = _ex_newton(x, f1, f2, br, total, buf)
-    if in_buf:
-        Yk, k, Fk = _ex_support(buf, n, 1.0, 1.0, t, br)
-    else:
-        Yk, k, Fk = _ex_support(x, m, f1, f2, t, br)
-    e = (Yk - br * Fk) / (1.0 + br * k)
-    _support_out(x, f1, f2, Yk, e, s, o)
+    t, F, k = _ex_newton(x, f1, f2, br, total, buf)
+    e = (t - br * F) / (1.0 + br * k)
+    _support_out(x, f1, f2, t, e, s, o, True)
 
 
 def _chunks(G):
@@ -663,24 +640,29 @@ def exclusive_lasso(W, b, *, parallel=True):
 
 
 @_jit
-def _group_exclusive_shrink(a, b, Yk, k, Fk, D2, L, FL):
-    """Root c of g(c) = c - 1 + a/||u(b c)|| on [c_{k+1}, c_k] (support fixed),
-    by Newton's method safeguarded by bisection until the bracket cannot shrink
-    (the reference's group_exclusive_shrink, step 2)."""
+def _group_exclusive_shrink(a, b, r, k, F, D2):
+    """Root c of g(c) = c - 1 + a/||u(b c)|| with the support S of u fixed (the
+    reference's group_exclusive_shrink, step 2), by Newton's method
+    safeguarded by bisection until the bracket cannot shrink.
+
+    With a reference point r below every entry of S (k entries), F = sum_S
+    (y - r), D2 = sum_S (y - r)^2, S_r = F + k r: u(beta) = (y - r) + e,
+    e = (r - beta F)/(1 + beta k), ||u||^2 = D2 + 2 e F + k e^2 and
+    g'(c) = 1 + a b (F + k e) S_r / (||u||^3 (1 + b c k)^2).  This fixed-support
+    g is increasing on all of [0, 1] (its threshold b c S_r/(1 + b c k) stays
+    below the mean of S, so ||u|| decreases) and equals the true g at its root,
+    so [0, 1] brackets the root without the support's breakpoints."""
     kf = np.float64(k)
-    Sk = Fk + kf * Yk
-    right = min(Yk / (b * Fk), 1.0) if Fk > 0.0 else 1.0
-    if L > 0.0:
-        left = min(L / (b * FL), 1.0) if FL > 0.0 else 1.0
-    else:
-        left = 0.0
-    c = 0.5 * (left + right)
+    Sr = F + kf * r
+    left = 0.0
+    right = 1.0
+    c = 0.5
     for _ in range(_MAX_ROOT_ITER):
         den = 1.0 + b * c * kf
-        e = (Yk - b * c * Fk) / den
-        N = math.sqrt(D2 + 2.0 * e * Fk + kf * e * e)
+        e = (r - b * c * F) / den
+        N = math.sqrt(D2 + 2.0 * e * F + kf * e * e)
         g = c - 1.0 + a / N
-        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (N * N * N * den * den)
+        slope = 1.0 + (a / N) * ((F + kf * e) / N) * ((b / den) * (Sr / N)) / den  # no N^3 overflow
         if g < 0.0:
             left = c
         else:
@@ -735,33 +717,50 @@ def _gx_filter(src, n, f1, f2, t, dst):
 
 
 @_jit
-def _gx_theta(x, f1, f2, a, b, F0, Q0, buf):
+def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
     """The group+exclusive threshold's support: theta* is the root of the
     increasing phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ (phi(0) < 0 as
-    ||w|| > a; phi(t) = t > 0 above the largest entry).  A bracket [lo, hi]
-    is narrowed by Newton steps from lo (phi' as in _newton_point), else the
-    secant of the bracket, else its midpoint, each evaluated by one
-    vectorised pass over the candidates y > lo (compacted into buf once fewer
-    than a quarter remain), until no entry lies in (lo, hi]: the support
-    {y > theta*} is then {y > lo}.  Returns (lo, n, in_buf) with the
-    candidates y > lo in the row (n = m) or in buf[:n]."""
+    ||w|| > a; phi(t) = t > 0 from the largest entry on, so the row sum F0
+    is an upper point).  A bracket [lo, hi] is narrowed by Newton steps from
+    lo (phi' as in _newton_point), else the secant of the bracket, else its
+    midpoint, each evaluated by one vectorised pass over the candidates
+    y > lo (compacted into buf once fewer than a quarter remain), until no
+    entry lies in (lo, hi]: the support {y > theta*} is then {y > lo}.  After
+    two upper points in a row (lo stuck: a secant's one-sided, linear
+    convergence) the midpoint is taken, so the bracket halves at least every
+    third pass and the search is finite.  Returns lo and F, Q, k of the
+    support at lo."""
     m = x.shape[0]
     lo = 0.0
-    Flo, Qlo = F0, Q0
-    klo = m  # an upper bound on #{y > 0}: only its use as a slope matters
+    Flo, Qlo, klo = F0, Q0, k0
     glo = _phi(0.0, F0, Q0, a, b)
-    hi = np.inf
-    ghi = np.inf
+    hi = ghi = F0
     khi = 0
     n = m
     in_buf = False
-    for _ in range(200 + 2 * m):
-        t = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
+    same = False  # the last lower point stayed on the piece of the one before
+    nhi = 0  # upper points in a row
+    # at most m pieces, each ended within a few Newton steps, and a bracket
+    # halved every third pass otherwise (2^11 binades of 53 bits): a bound
+    # that only guards against an unforeseen loop
+    for _ in range(7000 + 4 * m):
+        if klo == khi:  # no entry in (lo, hi]
+            break
+        if nhi >= 2:
+            t = 0.5 * (lo + hi)
+            nhi = 0
+        else:
+            t = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
+        if same:
+            # Newton from the left on one smooth piece converges quadratically
+            # but never reaches an upper point on that piece, which is what ends
+            # the search: overshoot by the step (the bracket keeps this safe)
+            t = lo + 2.0 * (t - lo)
         if not (t > lo and t < hi):
-            if hi < np.inf and ghi > glo:
+            if ghi > glo:
                 t = lo - glo * ((hi - lo) / (ghi - glo))  # secant
             if not (t > lo and t < hi):
-                t = 0.5 * (lo + hi) if hi < np.inf else 2.0 * lo + 1.0
+                t = 0.5 * (lo + hi)
         if not (t > lo and t < hi):  # no float strictly inside the bracket
             break
         if in_buf:
@@ -770,32 +769,37 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, buf):
             F, Q, k = _gx_sums(x, m, f1, f2, t, True)
         g = _phi(t, F, Q, a, b)
         if g < 0.0:
+            same = k == klo
+            nhi = 0
             lo, glo, Flo, Qlo, klo = t, g, F, Q, k
         else:
+            same = False
+            nhi += 1
             hi, ghi, khi = t, g, k
-        if klo == khi:  # no entry in (lo, hi]
-            break
         if not in_buf and 4 * klo < m:
             _, _, n = _gx_filter(x, m, f1, f2, lo, buf)
             in_buf = True
         elif in_buf and 2 * klo < n:
             _, _, n = _gx_filter(buf, n, 1.0, 1.0, lo, buf)
-    return lo, n, in_buf
+    return lo, Flo, Qlo, klo
 
 
 @_jit
 def _group_exclusive_row(x, ar, br, o, buf):
     """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
-    group_exclusive); 0 iff ||w|| <= a or b = inf.  Unscaled (s = 1) when the
-    row sum lies in [m 2^-400, 2^400] (no square over- or underflows to
-    matter there), as for the exclusive lasso."""
+    group_exclusive); 0 iff ||w|| <= a or b = inf.  With lo the lower point
+    of the threshold search (the support is {y > lo}) and F, Q, k its sums
+    there, |x_i| = c ((|w_i| - lo) + e) s, e = (lo - b c F)/(1 + b c k): the
+    reference's cancellation-free formula with lo as the reference point (see
+    _exclusive_row).  Unscaled (s = 1) when the row sum lies in
+    [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
     m = x.shape[0]
     total = _abs_sum(x)
     s = f1 = f2 = 1.0
     if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
         s, f1, f2 = _scale_factors(_absmax(x))
     a_s = ar / s
-    Q0 = _sumsq_scaled(x, f1, f2) if total > 0.0 else 0.0
+    F0, Q0, k0 = _gx_sums(x, m, f1, f2, 0.0, True)
     nrm = math.sqrt(Q0)
     if not (nrm > a_s and br < np.inf):
         _zero_row(x, o)
@@ -806,20 +810,11 @@ def _group_exclusive_row(x, ar, br, o, buf):
     if a_s == 0.0:  # the exclusive lasso
         _exclusive_row(x, br, o, buf)
         return
-    F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    lo, n, in_buf = _gx_theta(x, f1, f2, a_s, br, F0, Q0, buf)
-    if in_buf:
-        Yk, L = _ex_around(buf, n, 1.0, 1.0, lo)
-        Fk, D2, k = _gx_sums(buf, n, 1.0, 1.0, Yk, False)
-    else:
-        Yk, L = _ex_around(x, m, f1, f2, lo)
-        Fk, D2, k = _gx_sums(x, m, f1, f2, Yk, False)
-    # (an L missing from buf lies below the last lower point: 0 only widens
-    # the shrink's bracket, whose formula is exact on the fixed support)
-    c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2, L, Fk + k * (Yk - L))
+    lo, F, Q, k = _gx_theta(x, f1, f2, a_s, br, F0, Q0, k0, buf)
+    c = _group_exclusive_shrink(a_s, br, lo, k, F, Q)
     beta = br * c
-    e = (Yk - beta * Fk) / (1.0 + beta * k)
-    _support_out(x, f1, f2, Yk, e, c * s, o)
+    e = (lo - beta * F) / (1.0 + beta * k)
+    _support_out(x, f1, f2, lo, e, c * s, o, True)
 
 
 @_pjit
