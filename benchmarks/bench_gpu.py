@@ -1,12 +1,33 @@
-"""GPU benchmarks of proxlib's CuPy backend against device floors measured in the same run.
+"""GPU benchmarks: proxlib's CuPy backend and the OWL prox on CUDA torch tensors, against
+device floors measured in the same run.
 
     python benchmarks/bench_gpu.py                           # OWL n = 1e6, 1e7, 1e8; rows 4096x4096, 512x4608
     python benchmarks/bench_gpu.py --quick                   # OWL n <= 1e6, fewer repeats (< 1 min)
     python benchmarks/bench_gpu.py --out benchmarks/RESULTS_GPU.md
+    python benchmarks/bench_gpu.py --dry-run                 # no GPU: CPU tensors, tiny sizes (tests the script)
+    python benchmarks/bench_gpu.py --sections rows           # torch row operators at 4096x4096 only
 
-Needs CuPy and a CUDA device (it says so and exits with status 2 otherwise).
+Sections (each runs where it can; without CuPy and CUDA torch it says so and
+exits with status 2, except with ``--dry-run``):
 
-Floors, measured in the same process right before the operator:
+* **CuPy** (needs CuPy and a CUDA device): every operator through the public
+  API on CuPy arrays;
+* **torch OWL** (needs torch with CUDA): ``proxlib.backends._gpu_owl.owl`` --
+  the kernel the torch backend calls -- on CUDA tensors, float32 and float64,
+  with the isotonic step's merge rounds as one Triton kernel each
+  (``bridge="triton"``, the default on CUDA) and, for comparison, as the
+  array-code loop (``bridge="array"``, sizes up to ``--array-max``).  Floor:
+  ``torch.sort(v)`` of the same tensor (the issue's target: OWL at n = 1e8
+  within 2x of it).  Also reported: the sort of |v| that OWL does, the
+  isotonic step alone, kernel launches per call (aten operations dispatched,
+  counted once with torch's dispatcher, plus Triton kernels), host reads
+  (scalar reads = rounds), peak extra device memory, and the max abs
+  difference from the NumPy reference (n <= --check-max).
+  ``--dry-run`` runs this section on CPU tensors at n = 1e3, 1e4 with the
+  Triton kernel in Triton's interpreter: a check of the script and of the
+  launch/read counts, not a timing.
+
+Floors of the CuPy section, measured in the same process right before the operator:
 
 * OWL: ``cupy.sort(v)`` of an array of the same size and dtype (the issue's target:
   OWL at n = 1e8 within 2x of it);
@@ -26,9 +47,20 @@ with the namespace-generic reference kernels.  Public operators are called with
 ``check_finite=False`` (validation adds two reductions over the input) and
 once with the default for OWL and group lasso, to show that cost.
 
+The rows section (torch, needs torch with CUDA; ``--dry-run`` runs it on a
+64x48 matrix of CPU tensors with Triton interpreted): the torch backend's
+group lasso, GrOWL, exclusive lasso and group+exclusive at ``--rows-shape``
+(4096x4096), C-contiguous rows and the transposed view ("channel"), float32 and
+float64, the group lasso and GrOWL with their row norms from the Triton kernel
+(``_triton_rows``) and from torch operations; achieved bandwidth = 3 x nbytes(W)
+/ time against a device-to-device copy of W timed in the same run (issue
+targets: >= 50% and >= 70% of it); see ``torch_rows_section``.
+
 A second table breaks OWL down: sort, the isotonic step alone (with its round
-counts: peels, merges, bridge steps) and the final mapping.
+counts: peels, merges, bridge steps) and the final mapping.  The torch section
+has its own table (above).
 """
+
 
 from __future__ import annotations
 
@@ -44,16 +76,27 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def _need_gpu():
+def _cupy_or_why():
+    """(cupy, None) with a usable device, else (None, the reason)."""
     try:
         import cupy
 
         if cupy.cuda.runtime.getDeviceCount() < 1:
             raise RuntimeError("no CUDA device")
     except Exception as exc:  # noqa: BLE001 - any failure means: no GPU here
-        print(f"bench_gpu.py needs CuPy and a CUDA device ({type(exc).__name__}: {exc})", file=sys.stderr)
-        sys.exit(2)
-    return cupy
+        return None, f"{type(exc).__name__}: {exc}"
+    return cupy, None
+
+
+def _torch_cuda_or_why():
+    """(torch, None) with CUDA available, else (torch or None, the reason)."""
+    try:
+        import torch
+    except ImportError as exc:
+        return None, f"ImportError: {exc}"
+    if not torch.cuda.is_available():
+        return torch, "torch.cuda.is_available() is False"
+    return torch, None
 
 
 # ------------------------------------------------------------------- helpers
@@ -152,18 +195,8 @@ def reference_diff(proxlib, cp, call, args_dev):
     return float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)), initial=0.0))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    ap.add_argument("--out", type=Path, help="also write the markdown here")
-    ap.add_argument("--owl-sizes", default=None, help="comma list, e.g. 1e6,1e7,1e8")
-    ap.add_argument("--dtypes", default="float64,float32")
-    ap.add_argument("--repeat", type=int, default=None)
-    ap.add_argument("--check-max", type=float, default=1e7, help="compare with NumPy up to this many entries")
-    ap.add_argument("--note", default="", help="a line printed on top of the report")
-    args = ap.parse_args(argv)
-
-    cp = _need_gpu()
+def cupy_section(args, cp) -> list[str]:
+    """The CuPy backend's operators (module doc); markdown lines."""
     import proxlib
     from proxlib.backends import _gpu_owl, cupy_gpu
 
@@ -227,11 +260,8 @@ def main(argv=None) -> int:
             cp.get_default_memory_pool().free_all_blocks()
 
     peak_bw = info["peak_bandwidth"]
-    lines = []
-    if args.note:
-        lines += [args.note, ""]
-    lines += [
-        f"# proxlib GPU benchmarks ({_dt.date.today().isoformat()})",
+    lines = [
+        "## CuPy backend",
         "",
         f"Device: {info['name']}, {info['sms']} SMs, {info['memory_GiB']:.0f} GiB; "
         + (f"theoretical memory bandwidth {peak_bw / 1e9:.0f} GB/s; " if peak_bw else "")
@@ -271,6 +301,310 @@ def main(argv=None) -> int:
             f"| {size} | {dt} | {fmt_ms(t)} | {fmt_ms(t_sort)} | {fmt_ms(t_abs_sort)} | {fmt_ms(t_iso)} "
             f"| {st.get('peels')} / {st.get('merges')} / {st.get('bridge_steps', 0)} |"
         )
+    return lines
+
+
+# ------------------------------------------------------------- torch OWL
+
+
+def torch_timer(torch, device, repeat: int, warmup: int = 1):
+    """median seconds of fn() over ``repeat`` calls: CUDA events on the current
+    stream (host-side gaps such as the isotonic step's scalar reads included),
+    or perf_counter on the CPU (``--dry-run``)."""
+    import time
+
+    def measure(fn):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeat):
+            if device.type == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                b.synchronize()
+                times.append(a.elapsed_time(b) * 1e-3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    return measure
+
+
+def count_calls(torch, fn, triton_module=None) -> tuple[int, int, int]:
+    """(aten operations that launch work, Triton kernels, host scalar reads) of one fn().
+
+    Triton kernels: launches counted by ``triton_module`` (default: the
+    isotonic step's, ``_triton_isotonic``)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from proxlib.backends import _gpu_owl
+
+    counts = {"launch": 0, "read": 0}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name == "_local_scalar_dense":
+                counts["read"] += 1
+            elif not func.is_view and name not in ("empty", "empty_strided", "detach"):
+                counts["launch"] += 1
+            return func(*args, **(kwargs or {}))
+
+    ti = _gpu_owl._triton_module() if triton_module is None else triton_module
+    before = ti.launches if ti is not None else 0
+    with Count():
+        fn()
+    triton_calls = (ti.launches if ti is not None else 0) - before
+    return counts["launch"], triton_calls, counts["read"]
+
+
+def torch_owl_section(args, torch, dry: bool) -> list[str]:
+    """``_gpu_owl.owl`` on CUDA tensors (CPU tensors with ``--dry-run``); markdown lines."""
+    from proxlib.backends import _gpu_owl, numpy_ref
+
+    device = torch.device("cpu" if dry else "cuda")
+    if dry:
+        torch.set_num_threads(1)  # a check, not a timing: stay off the other cores
+    default_sizes = "1e3,1e4" if dry else ("1e5,1e6" if args.quick else "1e6,1e7,1e8")
+    sizes = [int(float(t)) for t in (args.owl_sizes or default_sizes).split(",")]
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    repeat = args.repeat or (2 if dry else 5 if args.quick else 20)
+    timer = torch_timer(torch, device, repeat)
+    bridges = ["triton", "array"] if _gpu_owl._triton_module() is not None else ["array"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    rows = []
+    for dtype in dtypes:
+        for n in sizes:
+            v = torch.randn(n, generator=gen, device=device, dtype=torch.float64).to(dtype)
+            i = torch.arange(1, n + 1, device=device, dtype=torch.float64)
+            w = (0.1 * torch.sqrt(2.0 * torch.log(2.0 * n / i))).to(dtype)  # BH-type, non-increasing
+            del i
+            t_sort = timer(lambda: torch.sort(v))
+            t_abs_sort = timer(lambda: torch.sort(torch.abs(v), descending=True))
+            y = torch.sort(torch.abs(v), descending=True).values
+            u = w.to(torch.float64) - y.to(torch.float64)
+            del y
+            ref = numpy_ref.owl(v.cpu().numpy(), w.cpu().numpy()) if n <= args.check_max else None
+            for bridge in bridges:
+                if bridge == "array" and n > args.array_max:
+                    continue
+                call = lambda: _gpu_owl.owl(v, w, bridge=bridge)  # noqa: E731
+                stats: dict = {}
+                out = _gpu_owl.owl(v, w, bridge=bridge, stats=stats)  # also compiles the kernel
+                t = timer(call)
+                t_iso = timer(lambda: _gpu_owl.isotonic_blocks(u, bridge=bridge))  # includes its float64 copy of u
+                launches, kernels, reads = count_calls(torch, call)
+                extra = None
+                if device.type == "cuda":
+                    del out
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
+                    out = call()
+                    torch.cuda.synchronize()
+                    extra = (torch.cuda.max_memory_allocated() - base - out.nbytes) / v.nbytes
+                diff = None
+                if ref is not None:
+                    diff = float(np.max(np.abs(out.cpu().numpy().astype(np.float64) - ref.astype(np.float64)), initial=0.0))
+                rows.append((n, str(dtype).removeprefix("torch."), bridge, t, t_sort, t_abs_sort, t_iso, launches,
+                             kernels, reads, stats, extra, diff))  # fmt: skip
+                del out
+            del v, w, u
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        where = f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    else:
+        where = "CPU tensors (--dry-run: Triton interpreted, times meaningless)"
+    try:
+        import triton
+
+        tri = f"Triton {triton.__version__}"
+    except ImportError:
+        tri = "no Triton (array bridge only)"
+    lines = [
+        "## OWL on torch tensors (`_gpu_owl.owl`)",
+        "",
+        f"{where}; torch {torch.__version__}, {tri}. Median time over {repeat} calls; floor `torch.sort(v)` "
+        "(values and indices, as torch always returns). Launches: aten operations that launch work, counted with "
+        "torch's dispatcher, plus Triton kernels; host reads: scalar reads (one per round). Extra memory: peak "
+        "allocation of one call minus its output, in units of the input's size.",
+        "",
+        "| n | dtype | bridge | owl (ms) | torch.sort(v) (ms) | ratio | sort(abs(v)) (ms) | isotonic step (ms) "
+        "| launches | Triton kernels | host reads | peels / merges | extra mem (x input) | max abs diff vs NumPy |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for n, dt, bridge, t, t_sort, t_abs, t_iso, launches, kernels, reads, st, extra, diff in rows:
+        lines.append(
+            f"| {n:.0e} | {dt} | {bridge} | {fmt_ms(t)} | {fmt_ms(t_sort)} | {t / t_sort:.2f} | {fmt_ms(t_abs)} "
+            f"| {fmt_ms(t_iso)} | {launches} | {kernels} | {reads} | {st.get('peels')} / {st.get('merges')} "
+            f"| {'-' if extra is None else f'{extra:.2f}'} | {'-' if diff is None else f'{diff:.1e}'} |"
+        )
+    return lines + [""]
+
+
+# ------------------------------------------------------------- torch rows
+
+
+def _rows_module():
+    """``_triton_rows`` if Triton imports, else None."""
+    try:
+        from proxlib.backends import _triton_rows
+    except ImportError:
+        return None
+    return _triton_rows
+
+
+def torch_rows_section(args, torch, dry: bool) -> list[str]:
+    """The torch backend's row operators on CUDA tensors (CPU tensors with ``--dry-run``); markdown lines.
+
+    ``torch_dev.group_lasso`` / ``growl`` / ``exclusive_lasso`` /
+    ``group_exclusive`` -- the kernels ``proxlib.prox_*`` and
+    ``proxlib.torch.ProximalStep`` call -- on a (G, m) matrix in two layouts:
+    ``rows`` (C-contiguous rows: the "filter" grouping) and ``channel`` (the
+    transposed view of a row-major (m, G) matrix: rows are its columns, as
+    the "channel" and "shape" groupings give), float32 and float64.  The
+    group lasso and GrOWL run with their row norms from the Triton kernel
+    (``ROW_STATS="triton"``, the default on CUDA) and from torch operations
+    (``"torch"``).  Bytes that must move: 3 x nbytes(W) (one read for the row
+    statistics, one read and one write for the row map; the same structure
+    for the exclusive operators).  Peak: a device-to-device copy of W
+    (``copy_``, 2 x nbytes) timed in the same run.
+    """
+    from proxlib.backends import numpy_ref, torch_dev
+
+    device = torch.device("cpu" if dry else "cuda")
+    if dry:
+        torch.set_num_threads(1)  # a check, not a timing: stay off the other cores
+    G, m = (64, 48) if dry else (int(t) for t in args.rows_shape.lower().split("x"))
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    repeat = args.repeat or (2 if dry else 5 if args.quick else 20)
+    timer = torch_timer(torch, device, repeat)
+    tr = _rows_module()
+    stats_paths = (["triton"] if tr is not None else []) + ["torch"]
+    gen = torch.Generator(device=device).manual_seed(0)
+    s = float(np.sqrt(m))  # about the norm of a row of N(0, 1) entries
+    saved = torch_dev.ROW_STATS
+    rows, copies = [], []
+    try:
+        for dtype in dtypes:
+            dt = str(dtype).removeprefix("torch.")
+            W = torch.randn((G, m), generator=gen, device=device, dtype=torch.float64).to(dtype)
+            dst = torch.empty_like(W)
+            t_copy = timer(lambda: dst.copy_(W))
+            copies.append((dt, t_copy, 2 * W.nbytes / t_copy))
+            del dst
+            layouts = {"rows": W, "channel": W.T.contiguous().T}  # same values, rows along memory columns
+            a = torch.linspace(0.5, 1.5, G, device=device, dtype=dtype) * s  # about half the rows zeroed
+            w = torch.linspace(1.5, 0.0, G, device=device, dtype=dtype) * s  # non-increasing
+            b = torch.full((G,), 1.0 / m, device=device, dtype=dtype)
+            ops = {
+                "group_lasso": (torch_dev.group_lasso, (a,), numpy_ref.group_lasso, stats_paths),
+                "growl": (torch_dev.growl, (w,), numpy_ref.growl, stats_paths),
+                "exclusive_lasso": (torch_dev.exclusive_lasso, (b,), numpy_ref.exclusive_lasso, ["torch"]),
+                "group_exclusive": (torch_dev.group_exclusive, (a, b), numpy_ref.group_exclusive, ["torch"]),
+            }
+            host = W.cpu().numpy() if W.numel() <= args.check_max else None
+            for layout, V in layouts.items():
+                for name, (fn, thr, ref_fn, paths) in ops.items():
+                    ref = ref_fn(host, *(t.cpu().numpy() for t in thr)) if host is not None else None
+                    for path in paths:
+                        torch_dev.ROW_STATS = path
+                        call = lambda: fn(V, *thr)  # noqa: E731
+                        out = call()  # also compiles the kernels
+                        t = timer(call)
+                        launches, kernels, reads = count_calls(torch, call, tr)
+                        diff = None
+                        if ref is not None:
+                            diff = float(np.max(np.abs(out.cpu().numpy().astype(np.float64) - ref), initial=0.0))
+                        rows.append((name, layout, dt, path, t, t_copy, 2 * V.nbytes / t_copy, 3 * V.nbytes,
+                                     launches, kernels, reads, diff))  # fmt: skip
+                        del out
+            del W, layouts, V
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        torch_dev.ROW_STATS = saved
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        where = f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    else:
+        where = "CPU tensors (--dry-run: Triton interpreted, times meaningless)"
+    lines = [
+        "## Row operators on torch tensors (`torch_dev`)",
+        "",
+        f"{where}; torch {torch.__version__}; W of shape {G}x{m}. Median time over {repeat} calls. "
+        "Row stats: the row norms of the group lasso and GrOWL from the Triton kernel (`_triton_rows`, one read of W) "
+        "or from torch operations (a float64 copy of W); the exclusive operators sort rows. "
+        "Moved: 3 x nbytes(W) (statistics read, map read + write). Peak: a device-to-device copy of W in this run "
+        "(issue targets: >= 50% and >= 70% of it). Launches: aten operations that launch work plus row-statistics "
+        "Triton kernels (also shown alone; --dry-run: plus the interpreter's own tensor operations); host reads: "
+        "scalar reads (GrOWL's OWL of the norms reads one per round).",
+        "",
+    ]
+    lines += [f"Copy floor, {dt}: {fmt_ms(t)} ms, {bw / 1e9:.0f} GB/s." for dt, t, bw in copies]
+    lines += [
+        "",
+        "| operator | layout | dtype | row stats | time (ms) | copy (ms) | moved (MB) | GB/s | % of copy bw "
+        "| launches | Triton kernels | host reads | max abs diff vs NumPy |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, layout, dt, path, t, t_copy, copy_bw, moved, launches, kernels, reads, diff in rows:
+        bw = moved / t
+        lines.append(
+            f"| {name} | {layout} | {dt} | {path} | {fmt_ms(t)} | {fmt_ms(t_copy)} | {moved / 1e6:.1f} | {bw / 1e9:.0f} "
+            f"| {100 * bw / copy_bw:.0f}% | {launches + kernels} | {kernels} | {reads} "
+            f"| {'-' if diff is None else f'{diff:.1e}'} |"
+        )
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    ap.add_argument("--dry-run", action="store_true", help="no GPU needed: the torch section on CPU tensors, tiny sizes")
+    ap.add_argument("--out", type=Path, help="also write the markdown here")
+    ap.add_argument("--owl-sizes", default=None, help="comma list, e.g. 1e6,1e7,1e8")
+    ap.add_argument("--dtypes", default="float64,float32")
+    ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--check-max", type=float, default=1e7, help="compare with NumPy up to this many entries")
+    ap.add_argument("--array-max", type=float, default=1e8, help="torch OWL: array bridge up to this n")
+    ap.add_argument("--sections", default="cupy,torch,rows", help="comma list of cupy, torch (OWL), rows (torch)")
+    ap.add_argument("--rows-shape", default="4096x4096", help="rows section: GxM of W")
+    ap.add_argument("--note", default="", help="a line printed on top of the report")
+    args = ap.parse_args(argv)
+    wanted = set(args.sections.split(","))
+
+    lines = []
+    if args.note:
+        lines += [args.note, ""]
+    lines += [f"# proxlib GPU benchmarks ({_dt.date.today().isoformat()})", ""]
+    ran, why = 0, []
+    if "cupy" in wanted and not args.dry_run:
+        cp, reason = _cupy_or_why()
+        if cp is not None:
+            lines += cupy_section(args, cp)
+            ran += 1
+        else:
+            why.append(f"CuPy section: {reason}")
+    for name, section in (("torch", torch_owl_section), ("rows", torch_rows_section)):
+        if name not in wanted:
+            continue
+        torch, reason = _torch_cuda_or_why()
+        if torch is not None and (reason is None or args.dry_run):
+            lines += section(args, torch, dry=reason is not None)
+            ran += 1
+        else:
+            why.append(f"{name} section: {reason}")
+    if not ran:
+        print("bench_gpu.py found no GPU to run on (--dry-run runs on CPU tensors):", *why, sep="\n  ", file=sys.stderr)
+        return 2
+    lines += [f"Skipped: {w}" for w in why]
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

@@ -1,23 +1,31 @@
 """Cost of proxlib.torch's proximal step relative to one training step.
 
-    python benchmarks/bench_overhead.py [--threads 2] [--repeats 50] [--json out.json]
+    python benchmarks/bench_overhead.py                      # CPU table, then GPU if CUDA is there
+    python benchmarks/bench_overhead.py --out benchmarks/OVERHEAD.md
+    python benchmarks/bench_overhead.py --quick              # a smoke run (seconds)
+    python benchmarks/bench_overhead.py --fsdp               # + the 2-process FSDP2 rows
 
-CPU: the demo's 784-300-10 MLP (batch 64, 256 and 1024), one prox term on the first
-layer (as in the demo) or on both layers.  A "training step" is zero_grad +
-forward + cross-entropy + backward + SGD(momentum) step; the prox step is
-``ProximalStep.step()`` (read lr, zero-copy view, exact prox, write back in
-place).  The "core" column times the same proxlib operator called directly on
-a NumPy copy of the rows, so adapter = prox - core is what the torch bridge
-adds (row views, the write back).
+Nothing is set in the environment (no OMP_WAIT_POLICY, no NUMBA_NUM_THREADS):
+this is what a user's own training script gets.  torch uses its default
+thread count.
 
-GPU (only when CUDA and CuPy are available, skipped otherwise): a ResNet-18
-sized convnet (11.2 M parameters, CIFAR-sized 32x32 input, batch 128) with a
-prox on every conv weight.  Target: prox <= 5% of a training step.
+CPU: an MLP 784-300-10 and a LeNet-5 (conv 6@5x5, pool, conv 16@5x5, pool,
+120, 84, 10 on 28x28 inputs) at batch 64 and 256, with one penalty on every
+weight layer: group lasso and GrOWL over input neurons/channels, weighted l1,
+exclusive and group+exclusive over ``"shape"`` groups.  A *training step* is
+zero_grad + forward + cross-entropy + backward + SGD(momentum) step; the
+*prox step* is ``ProximalStep.step()`` (all terms).  Each is the median of
+``--repeats`` timings after warm-up, and the share is prox / train.  Targets
+(issue 7): <= 5% for group lasso, GrOWL and weighted l1 at batch 64; <= 20%
+for exclusive and group+exclusive.  The table is measured twice: on an
+otherwise idle machine, and with a second process busy on one core.
 
-Prints a markdown table; median of ``--repeats`` timings after warm-up.
-``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` (as in ``python -m proxlib.demo``):
-spinning OpenMP threads of torch otherwise compete with the prox kernels' own
-threads; set it to ``ACTIVE`` in the environment to measure that case.
+GPU (CUDA only): a ResNet-18 for 32x32 inputs (11.2 M parameters, batch 128)
+with a prox on every conv weight; target <= 5% of a training step.
+
+FSDP2 (``--fsdp``): the MLP sharded over 2 gloo processes on the CPU vs one
+process, per penalty: the prox share of the step and the bytes each rank
+communicates per prox step (counted by the sharded plans).
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +48,7 @@ import proxlib.torch as pt
 
 
 def _median_ms(fn, repeats: int, sync=None) -> float:
-    for _ in range(3):
+    for _ in range(5):
         fn()
     if sync:
         sync()
@@ -53,53 +63,60 @@ def _median_ms(fn, repeats: int, sync=None) -> float:
 
 
 def _stair(G):
-    return proxlib.owl_weights_stairwise(G, 0.1, 1e-4, G // 2)
+    return proxlib.owl_weights_stairwise(G, 1e-3, 1e-5, G // 2)
 
 
+# name -> (penalty builder, grouping): one term of it on every weight layer
 PENALTIES = {
-    "group lasso (channel)": (lambda: proxlib.GroupLasso(0.1), "channel", lambda R, s: proxlib.prox_group_lasso(R, 0.1, s)),
-    "GrOWL stairwise (channel)": (lambda: pt.growl(_stair), "channel", lambda R, s: proxlib.prox_growl(R, _stair(R.shape[0]), s)),
-    "group+exclusive mu=0.5 (shape)": (
-        lambda: proxlib.GroupExclusive(0.1, 0.5),
-        "shape",
-        lambda R, s: proxlib.prox_group_exclusive(R, 0.1, 0.5, s),
-    ),
-    "weighted l1": (lambda: proxlib.WeightedL1(0.1), None, lambda R, s: proxlib.prox_weighted_l1(R, 0.1, s)),
+    "group lasso (channel)": (lambda: proxlib.GroupLasso(1e-3), "channel"),
+    "GrOWL (channel)": (lambda: pt.growl(_stair), "channel"),
+    "weighted l1": (lambda: proxlib.WeightedL1(1e-4), None),
+    "exclusive (shape)": (lambda: proxlib.ExclusiveLasso(1e-3), "shape"),
+    "group+exclusive (shape)": (lambda: proxlib.GroupExclusive(1e-3, 0.5), "shape"),
 }
+TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "exclusive (shape)": 20, "group+exclusive (shape)": 20}
 
 
-def bench_cpu(repeats: int) -> list[dict]:
+def mlp():
+    return torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10))
+
+
+def lenet5():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(16 * 4 * 4, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(), torch.nn.Linear(84, 10),
+    )
+
+
+MODELS = {"MLP 784-300-10": (mlp, (784,)), "LeNet-5": (lenet5, (1, 28, 28))}
+
+
+def _weights(net):
+    return [m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+
+
+def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
     rows = []
-    for batch in (64, 256, 1024):
-        torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10))
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-        X, y = torch.rand(batch, 784), torch.randint(0, 10, (batch,))
+    for model_name, (make, shape) in MODELS.items():
+        for batch in batches:
+            torch.manual_seed(0)
+            net = make()
+            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+            X, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
 
-        def train_step():
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(X), y).backward()
-            opt.step()
+            def train_step():
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(X), y).backward()
+                opt.step()
 
-        t_train = _median_ms(train_step, repeats)
-        for name, (make, grouping, core) in PENALTIES.items():
-            for where in ("fc1", "fc1+fc2"):
-                layers = [net[0]] if where == "fc1" else [net[0], net[2]]
-                prox = pt.ProximalStep(opt)
-                for layer in layers:
-                    prox.add(layer, make(), grouping=grouping)
+            t_train = _median_ms(train_step, repeats)
+            for name, (pen, grouping) in PENALTIES.items():
+                prox = pt.ProximalStep(opt, model=net)
+                for layer in _weights(net):
+                    prox.add(layer, pen(), grouping=grouping)
                 t_prox = _median_ms(prox.step, repeats)
-                arrays = [l.weight.detach().numpy().copy() for l in layers]
-
-                def core_only():
-                    for A in arrays:
-                        R = A if grouping is None else proxlib.to_rows(A, grouping)
-                        core(R, 1e-3)
-
-                t_core = _median_ms(core_only, repeats)
-                rows.append(
-                    dict(device="cpu", model="MLP 784-300-10", batch=batch, penalty=name, on=where, train_ms=t_train, prox_ms=t_prox, core_ms=t_core)
-                )
+                rows.append(dict(device="cpu", model=model_name, batch=batch, penalty=name, train_ms=t_train, prox_ms=t_prox))
     return rows
 
 
@@ -132,15 +149,9 @@ def resnet18(num_classes=10) -> torch.nn.Module:
 
 
 def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[dict]:
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            print("GPU: skipped (no CUDA device)")
-            return []
-        try:
-            import cupy  # noqa: F401
-        except ImportError:
-            print("GPU: skipped (CuPy is not installed)")
-            return []
+    if device == "cuda" and not torch.cuda.is_available():
+        print("GPU: skipped (no CUDA device)", file=sys.stderr)
+        return []
     dev = torch.device(device)
     torch.manual_seed(0)
     net = resnet18().to(dev)
@@ -157,52 +168,155 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[d
     t_train = _median_ms(train_step, repeats, sync)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     rows = []
-    for name in ("group lasso (channel)", "GrOWL stairwise (channel)", "group+exclusive mu=0.5 (shape)"):
-        make, grouping, _ = PENALTIES[name]
-        prox = pt.ProximalStep(opt)
+    for name, (pen, grouping) in PENALTIES.items():
+        prox = pt.ProximalStep(opt, model=net)
         for c in convs:
-            prox.add(c, make(), grouping=grouping)
+            prox.add(c, pen(), grouping=grouping)
         t_prox = _median_ms(prox.step, repeats, sync)
-        rows.append(dict(device=dev_name, model="ResNet-18 (32x32)", batch=batch, penalty=name, on=f"all {len(convs)} convs", train_ms=t_train, prox_ms=t_prox, core_ms=float("nan")))
+        rows.append(dict(device=dev_name, model="ResNet-18 (32x32)", batch=batch, penalty=name, train_ms=t_train, prox_ms=t_prox))
     return rows
 
 
+# ------------------------------------------------------------------ FSDP2 (2 gloo processes)
+
+
+def _fsdp_worker(rank, world, init_file, out, repeats):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rows = []
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        for name, (pen, grouping) in PENALTIES.items():
+            torch.manual_seed(0)
+            net = mlp()
+            for layer in _weights(net):
+                fully_shard(layer, mesh=mesh)
+            fully_shard(net, mesh=mesh)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+            X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+
+            def train_step():
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(X), y).backward()
+                opt.step()
+
+            prox = pt.ProximalStep(opt, model=net)
+            for layer in _weights(net):
+                prox.add(layer, pen(), grouping=grouping)
+            t_train = _median_ms(train_step, repeats)
+            prox.step()
+            before = sum(t._plan.comm.bytes for t in prox.terms)
+            t_prox = _median_ms(prox.step, repeats)
+            n = repeats + 5
+            per_step = (sum(t._plan.comm.bytes for t in prox.terms) - before) / n
+            rows.append(dict(device="cpu, FSDP2 x2 (gloo)", model="MLP 784-300-10", batch=64, penalty=name, train_ms=t_train, prox_ms=t_prox, bytes=per_step))
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(rows, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def bench_fsdp(repeats: int) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    d = tempfile.mkdtemp()
+    out = os.path.join(d, "fsdp.json")
+    mp.spawn(_fsdp_worker, args=(2, os.path.join(d, "init"), out, repeats), nprocs=2, join=True)
+    with open(out) as f:
+        return json.load(f)
+
+
+# ------------------------------------------------------------------ report
+
+
 def table(rows: list[dict]) -> str:
-    out = [
-        "| device | model | batch | penalty | on | train step (ms) | prox step (ms) | core prox (ms) | adapter (ms) | prox / train |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|---:|",
-    ]
+    with_bytes = any("bytes" in r for r in rows)
+    head = "| device | model | batch | penalty (every layer) | train step (ms) | prox step (ms) | prox / train | target |"
+    sep = "|---|---|---:|---|---:|---:|---:|---:|"
+    if with_bytes:
+        head += " bytes / rank / prox step |"
+        sep += "---:|"
+    out = [head, sep]
     for r in rows:
-        adapter = r["prox_ms"] - r["core_ms"]
-        out.append(
-            f"| {r['device']} | {r['model']} | {r['batch']} | {r['penalty']} | {r['on']} | {r['train_ms']:.2f} | "
-            f"{r['prox_ms']:.2f} | {r['core_ms']:.2f} | {adapter:.2f} | {100 * r['prox_ms'] / r['train_ms']:.0f}% |"
-        )
+        share = 100 * r["prox_ms"] / r["train_ms"]
+        target = TARGETS.get(r["penalty"]) if r["batch"] == 64 or "ResNet" in r["model"] else None
+        if "ResNet" in r["model"]:
+            target = 5
+        mark = "" if target is None else (f"<= {target}% (met)" if share <= target else f"<= {target}% (missed)")
+        line = f"| {r['device']} | {r['model']} | {r['batch']} | {r['penalty']} | {r['train_ms']:.3f} | {r['prox_ms']:.3f} | {share:.1f}% | {mark} |"
+        if with_bytes:
+            line += f" {r['bytes']:.0f} |" if "bytes" in r else " |"
+        out.append(line)
     return "\n".join(out)
+
+
+def _loadavg() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--json", default=None)
+    p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--quick", action="store_true", help="few repeats, batch 64 only, no busy-core pass")
+    p.add_argument("--fsdp", action="store_true", help="also the 2-process FSDP2 rows")
     p.add_argument("--no-gpu", action="store_true")
-    p.add_argument("--resnet-on-cpu", action="store_true", help="also time the ResNet-18 case on the CPU (slow; checks the script)")
+    p.add_argument("--out", default=None, help="write a markdown report here")
+    p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    print(
-        f"torch {torch.__version__}, proxlib {proxlib.__version__}, backends {proxlib.available_backends()}, "
-        f"{a.threads} CPU thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    repeats = 5 if a.quick else a.repeats
+    batches = (64,) if a.quick else (64, 256)
+    header = (
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), proxlib {proxlib.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, NUMBA_NUM_THREADS={os.environ.get('NUMBA_NUM_THREADS')}; "
+        f"load average before: {_loadavg()}"
     )
-    rows = bench_cpu(a.repeats)
+    print(header)
+    sections = []
+    rows = bench_cpu(repeats, batches)
+    sections.append(("CPU, otherwise idle machine", rows))
+    print(table(rows), flush=True)
+    if not a.quick:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(1.0)
+            rows_busy = bench_cpu(repeats, batches)
+        finally:
+            busy.kill()
+        sections.append(("CPU, a second process busy on one core", rows_busy))
+        print(table(rows_busy), flush=True)
+    all_rows = [r for _, rs in sections for r in rs]
     if not a.no_gpu:
-        rows += bench_resnet(a.repeats, "cuda")
-    if a.resnet_on_cpu:
-        rows += bench_resnet(max(2, a.repeats // 10), "cpu", batch=32)
-    print(table(rows))
+        gpu = bench_resnet(repeats, "cuda")
+        if gpu:
+            sections.append(("GPU", gpu))
+            print(table(gpu))
+            all_rows += gpu
+    if a.fsdp:
+        single = [r for r in rows if r["model"] == "MLP 784-300-10" and r["batch"] == 64]
+        fsdp = bench_fsdp(max(5, repeats // 4))
+        sections.append(("FSDP2: one process (above) vs two gloo processes on the CPU", single + fsdp))
+        print(table(single + fsdp))
+        all_rows += fsdp
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("# Proximal step vs training step\n\n")
+            f.write(f"`python benchmarks/bench_overhead.py{' --fsdp' if a.fsdp else ''}` on {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
+            f.write(header + f"; load average after: {_loadavg()}\n\n")
+            for title, rs in sections:
+                f.write(f"## {title}\n\n{table(rs)}\n\n")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump(all_rows, f, indent=2)
     return 0
 
 

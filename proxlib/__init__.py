@@ -1,8 +1,10 @@
 """proxlib: exact proximal operators for structured sparsity in deep learning.
 
 Every ``prox_*`` returns ``argmin_x 1/2 ||x - v||^2 + step * Omega(x)`` as a new
-array of the input's type (NumPy or CuPy), shape and floating dtype; inputs are
-never modified.  ``import proxlib`` imports neither numba, cupy nor torch.
+array of the input's library (NumPy, CuPy or torch), device, shape and floating
+dtype; inputs are never modified.  :data:`OPERATORS` lists every operator
+(penalty class, public function, kernel).  ``import proxlib`` imports neither
+numba, cupy nor torch.
 """
 
 from ._dispatch import available_backends, use_backend
@@ -34,7 +36,9 @@ from .owl import (
     prox_growl,
     prox_owl,
 )
-from .penalties import OWL, ExclusiveLasso, GroupExclusive, GroupLasso, GrOWL, Lp, WeightedL1, WeightedL2Sq
+from ._registry import OPERATORS
+from .certificates import optimality_residual, residual_tolerance
+from .penalties import OWL, ExclusiveLasso, GroupExclusive, GroupLasso, GrOWL, Lp, Penalty, WeightedL1, WeightedL2Sq
 
 __version__ = "0.1.0"
 
@@ -51,7 +55,9 @@ __all__ = [
     # the seeds' approximations, for reproduction
     "prox_exclusive_lasso_thesis",
     "prox_group_exclusive_sequential",
-    # penalty objects
+    # penalty objects and the registry of operators
+    "OPERATORS",
+    "Penalty",
     "OWL",
     "GrOWL",
     "GroupLasso",
@@ -77,6 +83,9 @@ __all__ = [
     "reweight_focuss",
     "mu_schedule",
     "lp_threshold",
+    # certificates (proxlib.certificates; solvers: proxlib.solvers, helpers: proxlib.testing)
+    "optimality_residual",
+    "residual_tolerance",
     # backends
     "use_backend",
     "available_backends",

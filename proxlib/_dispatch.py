@@ -1,15 +1,28 @@
 """The one place where an input array picks a backend.
 
-* CuPy arrays run on the ``cupy`` backend, on the array's own device.
-* NumPy arrays run on ``numba`` when numba is importable, else on ``numpy``
-  (the reference).
-* ``use_backend(name)`` (a context manager) or the environment variable
-  ``PROXLIB_BACKEND`` overrides the choice, for tests and benchmarks.  An
-  override that names a backend the input cannot run on (``cupy`` for a NumPy
-  array, ``numba``/``numpy`` for a CuPy array) raises instead of falling back.
+* torch tensors run on the ``torch`` backend (torch operations on the tensor's
+  own device: CPU, CUDA or any other; no NumPy, Numba or CuPy involved);
+* CuPy arrays run on the ``cupy`` backend, on the array's own device;
+* NumPy arrays (and lists, scalars) run on ``numba`` when numba loads, else on
+  ``numpy`` (the reference).
+
+``use_backend(name)`` (a context manager) or the environment variable
+``PROXLIB_BACKEND`` overrides the choice, for tests and benchmarks.  An
+override that names a backend the input cannot run on (``cupy`` or ``torch``
+for a NumPy array, ``numba``/``numpy`` for a CuPy array or a tensor) raises
+instead of falling back.
+
+A backend whose module fails to load for *any* reason (a missing dependency,
+a broken installation, no GPU driver) is unavailable; the reason is kept and
+reported when that backend is requested explicitly.
 
 Every backend module exports the same kernel names, listed in ``KERNELS``.
 Kernels take canonical inputs (see ``proxlib/backends/__init__.py``).
+
+Array code that is not a compiled kernel is written once against the Python
+array API standard: :func:`array_namespace` returns ``array_api_compat``'s
+namespace for NumPy, CuPy or torch, so the same function runs on all three
+(SciPy's array-API layer does the same).
 """
 
 from __future__ import annotations
@@ -17,54 +30,110 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import importlib.util
+import math
 import os
+import sys
 from types import ModuleType
 from typing import Iterator
 
-import numpy as np
-
-__all__ = ["use_backend", "available_backends", "array_namespace", "backend_for"]
+__all__ = ["use_backend", "available_backends", "array_namespace", "backend_for", "device", "size"]
 
 BACKEND_MODULES = {
     "numpy": "proxlib.backends.numpy_ref",
     "numba": "proxlib.backends.numba_cpu",
     "cupy": "proxlib.backends.cupy_gpu",
+    "torch": "proxlib.backends.torch_dev",
 }
+# Which array library each backend runs on.
+_ARRAY_KIND = {"numpy": "numpy", "numba": "numpy", "cupy": "cupy", "torch": "torch"}
 
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("proxlib_backend", default=None)
 _loaded: dict[str, ModuleType | None] = {}
+_why_unavailable: dict[str, str] = {}
 
 
-def _is_cupy_array(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
+def array_kind(x) -> str:
+    """``"torch"``, ``"cupy"`` or ``"numpy"`` (anything else, lists included),
+    decided from the type's module alone: nothing is imported."""
+    root = type(x).__module__.split(".")[0]
+    if root == "torch":
+        return "torch"
+    if root == "cupy":
+        return "cupy"
+    return "numpy"
+
+
+def is_torch(x) -> bool:
+    return array_kind(x) == "torch"
 
 
 def array_namespace(x) -> ModuleType:
-    """``numpy`` or ``cupy``: the module whose functions operate on ``x``.
+    """The array-API namespace of ``x``: ``array_api_compat``'s ``numpy``,
+    ``cupy`` or ``torch`` module (NumPy for lists and scalars).
 
-    NumPy and CuPy share one API, so kernels written against the returned
-    module run unchanged on either (array_api_compat would add a dependency the
-    core does not need for two namespaces that already agree).
+    One code path then runs on every array library (``xp.sort(A, axis=1,
+    descending=True)``, ``xp.astype(x, xp.float64)``, ...).  Only the module of
+    the array's own library is imported.
     """
-    if _is_cupy_array(x):
+    kind = array_kind(x)
+    if kind == "torch":
+        import array_api_compat.torch as xp
+    elif kind == "cupy":
+        import array_api_compat.cupy as xp
+    else:
+        import array_api_compat.numpy as xp
+    return xp
+
+
+def device(x):
+    """The device of array ``x`` (``"cpu"`` for NumPy), for allocating next to it."""
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def size(x) -> int:
+    """Number of elements (``x.size`` is a method on torch tensors)."""
+    return math.prod(x.shape)
+
+
+def _device_count_ok(module_name: str) -> None:
+    if module_name == "cupy":
         import cupy
 
-        return cupy
-    return np
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("CuPy imports but sees no GPU")
 
 
 def _load(name: str) -> ModuleType | None:
     if name not in _loaded:
         try:
-            _loaded[name] = importlib.import_module(BACKEND_MODULES[name])
-        except ImportError:
+            module = importlib.import_module(BACKEND_MODULES[name])
+            _device_count_ok(name)
+        except Exception as exc:  # any failure makes the backend unavailable, never the library
             _loaded[name] = None
+            _why_unavailable[name] = f"{type(exc).__name__}: {exc}"
+        else:
+            _loaded[name] = module
     return _loaded[name]
 
 
 def available_backends() -> list[str]:
-    """Names of the backends whose modules import on this machine."""
-    return [name for name in BACKEND_MODULES if _load(name) is not None]
+    """Names of the backends that can run on this machine.
+
+    ``torch`` is listed when torch is installed (it is not imported for this);
+    ``cupy`` only when CuPy imports and sees a GPU.
+    """
+    names = []
+    for name in BACKEND_MODULES:
+        if name == "torch" and "torch" not in sys.modules:
+            if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("array_api_compat") is not None:
+                names.append(name)
+            continue
+        if _load(name) is not None:
+            names.append(name)
+    return names
 
 
 def _requested() -> str | None:
@@ -74,24 +143,27 @@ def _requested() -> str | None:
     return name
 
 
+def _module(name: str) -> ModuleType:
+    module = _load(name)
+    if module is None:
+        raise ImportError(f"proxlib backend {name!r} is unavailable here ({_why_unavailable.get(name, 'not loaded')})")
+    return module
+
+
+_WHERE = {"numpy": "a NumPy array", "cupy": "a CuPy array", "torch": "a torch tensor"}
+
+
 def backend_for(x) -> ModuleType:
     """The backend module that will run a kernel on array ``x``."""
+    kind = array_kind(x)
     requested = _requested()
-    on_gpu = _is_cupy_array(x)
     if requested is not None:
-        if (requested == "cupy") != on_gpu:
-            where = "a CuPy array" if on_gpu else "a NumPy array"
-            raise ValueError(f"backend {requested!r} cannot run on {where}")
-        module = _load(requested)
-        if module is None:
-            raise ImportError(f"backend {requested!r} was requested but its dependencies are not installed")
-        return module
-    if on_gpu:
-        module = _load("cupy")
-        if module is None:
-            raise ImportError("a CuPy array was given but proxlib's cupy backend failed to import")
-        return module
-    return _load("numba") or _load("numpy")  # type: ignore[return-value]
+        if _ARRAY_KIND[requested] != kind:
+            raise ValueError(f"backend {requested!r} cannot run on {_WHERE[kind]}")
+        return _module(requested)
+    if kind == "numpy":
+        return _load("numba") or _module("numpy")
+    return _module(kind)
 
 
 @contextlib.contextmanager

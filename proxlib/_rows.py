@@ -1,7 +1,7 @@
-"""Canonical row layout for the group operators.
+"""Canonical row layout for the group operators (NumPy, CuPy and torch alike).
 
-A group operator sees a 2-D C-contiguous array whose ROWS are the groups, plus
-one non-negative weight per row.  Two inputs map to that layout:
+A group operator sees a 2-D array whose ROWS are the groups, plus one
+non-negative weight per row.  Two inputs map to that layout:
 
 * dense: ``W`` of any rank >= 1 is ``W.reshape(W.shape[0], -1)`` (C order,
   whatever W's memory order); a 1-D ``W`` is one row;
@@ -9,7 +9,8 @@ one non-negative weight per row.  Two inputs map to that layout:
   label (a stable sort) into a zero-padded ``(n_groups, max_group_size)``
   array.  Padding zeros change none of the operators (they add nothing to any
   norm and never enter an exclusive-lasso support).  Cost: O(n log n) and
-  ``n_groups * max_group_size`` scratch.
+  ``n_groups * max_group_size`` scratch; the layout is built on the input's
+  device (two scalar reads: the number of groups and the largest group).
 
 ``restore`` maps the kernel's rows back to the input's shape.
 """
@@ -23,12 +24,14 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _validate as V
-from ._dispatch import array_namespace
+from ._dispatch import array_kind, array_namespace, device
+
+__all__: list[str] = []
 
 
 @dataclass
 class Rows:
-    rows: Any  # (G, m) C-contiguous, the input's dtype
+    rows: Any  # (G, m), the input's dtype (C-contiguous for NumPy and CuPy)
     sizes: Any  # (G,) float64: number of entries of each group
     labels: Any  # (G,) the group labels (row indices for dense input)
     restore: Callable[[Any], Any]
@@ -39,20 +42,22 @@ class Rows:
         return int(self.rows.shape[0])
 
 
-def canonical_rows(W, groups=None, *, name: str = "W") -> Rows:
+def canonical_rows(W, groups=None, *, name: str = "W", contiguous: bool = True) -> Rows:
     xp = array_namespace(W)
     if W.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
     if groups is None:
         # explicit row length: reshape(0, -1) cannot infer it for zero rows
         R = W.reshape(1, -1) if W.ndim == 1 else W.reshape(W.shape[0], math.prod(W.shape[1:]))
-        R = xp.ascontiguousarray(R)
-        shape = W.shape
+        if contiguous and array_kind(W) != "torch":
+            R = xp.ascontiguousarray(R)  # torch kernels take any strides
+        shape = tuple(W.shape)
         G, m = R.shape
+        dev = device(W)
         return Rows(
             rows=R,
-            sizes=xp.full(G, float(m)),
-            labels=xp.arange(G),
+            sizes=xp.full(G, float(m), dtype=xp.float64, device=dev),
+            labels=xp.arange(G, device=dev),
             restore=lambda X: X.reshape(shape),
         )
     return _ragged_rows(W, groups, name, xp)
@@ -60,60 +65,71 @@ def canonical_rows(W, groups=None, *, name: str = "W") -> Rows:
 
 def _ragged_rows(v, groups, name, xp) -> Rows:
     if v.ndim != 1:
-        raise ValueError(f"groups= labels need a 1-D {name}, got shape {v.shape}")
-    labels = groups if hasattr(groups, "dtype") else np.asarray(groups)
-    if str(labels.dtype) == "bool" or np.dtype(str(labels.dtype)).kind not in "iu":
-        raise TypeError(f"groups must hold integer labels, got dtype {labels.dtype}")
-    labels = xp.asarray(labels)
-    if labels.shape != v.shape:
-        raise ValueError(f"groups must have the shape of {name} {v.shape}, got {labels.shape}")
+        raise ValueError(f"groups= labels need a 1-D {name}, got shape {tuple(v.shape)}")
+    labels = groups if V._is_array(groups) else np.asarray(groups)
+    if V.dtype_kind(labels.dtype) not in "iu":
+        raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")
+    dev = device(v)
+    labels = V.like(labels, v, "groups") if array_kind(labels) != array_kind(v) else labels
+    labels = xp.asarray(labels, dtype=xp.int64, device=dev)
+    if tuple(labels.shape) != tuple(v.shape):
+        raise ValueError(f"groups must have the shape of {name} {tuple(v.shape)}, got {tuple(labels.shape)}")
     n = v.shape[0]
-    if n and int(labels.min()) < 0:
-        raise ValueError(f"groups labels must be >= 0, got {int(labels.min())}")
-    order = xp.argsort(labels, kind="stable")
+    if n and int(xp.min(labels)) < 0:
+        raise ValueError(f"groups labels must be >= 0, got {int(xp.min(labels))}")
+    order = xp.argsort(labels, stable=True)
     sorted_labels = labels[order]
-    uniq, start, counts = xp.unique(sorted_labels, return_index=True, return_counts=True)
-    G = int(uniq.shape[0])
-    L = int(counts.max()) if G else 0
-    gi = xp.repeat(xp.arange(G), counts)
-    pos = xp.arange(n) - start[gi]
-    R = xp.zeros((G, L), dtype=v.dtype)
+    # group index of each sorted entry, and each group's first position, from
+    # the label changes (no repeat with device counts: CuPy 13 rejects those)
+    new = xp.ones(n, dtype=xp.int64, device=dev)
+    if n:
+        new[1:] = xp.astype(sorted_labels[1:] != sorted_labels[:-1], xp.int64)
+    gi = xp.cumulative_sum(new) - 1 if n else new
+    start = xp.nonzero(new)[0]
+    G = int(start.shape[0])
+    counts = xp.concat([start[1:], xp.asarray([n], dtype=start.dtype, device=dev)]) - start if G else start
+    L = int(xp.max(counts)) if G else 0
+    pos = xp.arange(n, device=dev) - start[gi]
+    R = xp.zeros((G, L), dtype=v.dtype, device=dev)
     R[gi, pos] = v[order]
+    uniq = sorted_labels[start]
 
     def restore(X):
-        out = xp.empty(n, dtype=X.dtype)
+        out = xp.empty(n, dtype=X.dtype, device=dev)
         out[order] = X[gi, pos]
         return out
 
-    return Rows(rows=R, sizes=counts.astype(xp.float64), labels=uniq, restore=restore, ragged=True)
+    return Rows(rows=R, sizes=xp.astype(counts, xp.float64), labels=uniq, restore=restore, ragged=True)
 
 
 def group_weights(rows: Rows, group_weights, *, name: str = "group_weights", like):
-    """Per-row weights c_g (float64, >= 0) for ``rows``.
+    """Per-row weights c_g (float64, >= 0, on ``like``'s device) for ``rows``.
 
     ``None``: all ones.  ``"sqrt"``: sqrt of each group's size (number of
     entries, as in the group lasso of Yuan & Lin).  An array: one weight per
     row for dense input; for ragged input, indexed by label (length > max label).
     """
     xp = array_namespace(like)
+    dev = device(like)
     G = rows.n_groups
     if group_weights is None:
-        return xp.ones(G, dtype=xp.float64)
+        return xp.ones(G, dtype=xp.float64, device=dev)
     if isinstance(group_weights, str):
         if group_weights != "sqrt":
             raise ValueError(f"{name} must be None, 'sqrt' or an array, got {group_weights!r}")
         return xp.sqrt(rows.sizes)
     c = V.as_float_array(group_weights, name)
-    c = xp.asarray(c, dtype=xp.float64)
+    cxp = array_namespace(c)
     if c.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {c.shape}")
-    if c.size and float(c.min()) < 0:
-        raise ValueError(f"{name} must be >= 0, got a minimum of {float(c.min())}")
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(c.shape)}")
+    if c.shape[0] and float(cxp.min(c)) < 0:
+        raise ValueError(f"{name} must be >= 0, got a minimum of {float(cxp.min(c))}")
+    c = V.like(c, xp.zeros(0, dtype=xp.float64, device=dev), name)
     if not rows.ragged:
         if c.shape[0] != G:
             raise ValueError(f"{name} needs one entry per row ({G}), got {c.shape[0]}")
         return c
-    need = int(rows.labels.max()) + 1 if G else 0
+    need = int(xp.max(rows.labels)) + 1 if G else 0
     if c.shape[0] < need:
         raise ValueError(f"{name} is indexed by label and needs length > max label ({need}), got {c.shape[0]}")
     return c[rows.labels]

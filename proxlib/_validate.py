@@ -1,8 +1,8 @@
-"""Input checks shared by every public operator.
+"""Input checks shared by every public operator, for NumPy, CuPy and torch inputs.
 
 One checker per rule.  Every message names the offending argument and, where it
-helps, the bad value.  Checks never modify or copy their inputs beyond what is
-needed to read a scalar.
+helps, the bad value.  Checks never modify their inputs and copy them only to
+change a dtype (integers to float64, half precision to float32).
 """
 
 from __future__ import annotations
@@ -14,63 +14,109 @@ from typing import Any
 
 import numpy as np
 
-from ._dispatch import array_namespace
+from ._dispatch import array_kind, array_namespace, device, size
 from .backends import NonFiniteInput
 
 __all__: list[str] = []
 
-_FLOAT_DTYPES = ("float32", "float64")
+_FLOAT_NAMES = ("float32", "float64")
+_HALF_NAMES = ("float16", "bfloat16")
 
 
 def _is_array(x: Any) -> bool:
     return hasattr(x, "dtype") and hasattr(x, "shape") and hasattr(x, "ndim")
 
 
-def as_float_array(x: Any, name: str, *, check_finite: bool = True):
-    """Return ``x`` as a float32/float64 array of its own namespace (no copy if
-    it already is one).
+def dtype_name(dtype) -> str:
+    """``"float32"``, ``"int64"``, ``"bool"``, ... for NumPy, CuPy and torch dtypes."""
+    return str(dtype).removeprefix("torch.")
 
-    Integer arrays are promoted to float64 (as NumPy's own ufuncs do).  Boolean,
-    complex, object, string and half-precision arrays raise TypeError.
+
+def dtype_kind(dtype) -> str:
+    """NumPy's one-letter kind (``"f"``, ``"i"``, ``"u"``, ``"b"``, ``"c"``, ...)
+    of a NumPy, CuPy or torch dtype."""
+    if hasattr(dtype, "is_floating_point"):  # torch.dtype, without importing torch
+        if dtype_name(dtype) == "bool":
+            return "b"
+        if dtype.is_complex:
+            return "c"
+        return "f" if dtype.is_floating_point else "i"
+    if str(dtype) == "object":
+        return "O"
+    return np.dtype(str(dtype)).kind
+
+
+def _reject_matrix_and_masked(x, name: str) -> None:
+    if isinstance(x, np.matrix):
+        raise TypeError(f"{name} is a numpy.matrix; pass a numpy.ndarray (np.asarray({name}))")
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array; proxlib would silently drop its mask. "
+            f"Pass {name}.filled(value) or the unmasked entries explicitly"
+        )
+
+
+def as_float_array(x: Any, name: str, *, check_finite: bool = True):
+    """``x`` as a float32/float64 array of its own library (no copy if it already is one).
+
+    Integer arrays become float64 (as NumPy's ufuncs do); half-precision arrays
+    (float16, torch's bfloat16) become float32, the precision they are computed
+    in (:func:`result_dtype` says what to cast the result back to).  Boolean,
+    complex, object, string and other float widths raise TypeError; masked
+    arrays and ``numpy.matrix`` raise TypeError rather than losing their mask
+    or their 2-D semantics.
     """
     if not _is_array(x):
         if isinstance(x, (bool, np.bool_)):
             raise TypeError(f"{name} must be a real floating array, got a boolean")
         try:
             x = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic inputs
+        except Exception as exc:
             raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    _reject_matrix_and_masked(x, name)
     xp = array_namespace(x)
-    kind = np.dtype(str(x.dtype)).kind if str(x.dtype) != "object" else "O"
-    dtype_name = str(x.dtype)
+    kind = dtype_kind(x.dtype)
+    dname = dtype_name(x.dtype)
     if kind == "b":
         raise TypeError(f"{name} must be a real floating array, got dtype bool")
     if kind == "c":
-        raise TypeError(f"{name} must be real, got complex dtype {dtype_name}")
-    if kind in "OUSV":
-        raise TypeError(f"{name} must be a real floating array, got dtype {dtype_name}")
+        raise TypeError(f"{name} must be real, got complex dtype {dname}")
+    if kind in "OUSVMm":
+        raise TypeError(f"{name} must be a real floating array, got dtype {dname}")
     if kind in "iu":
-        x = x.astype(xp.float64)
-    elif dtype_name not in _FLOAT_DTYPES:
+        x = xp.astype(x, xp.float64)
+    elif dname in _HALF_NAMES:
+        x = xp.astype(x, xp.float32)
+    elif dname not in _FLOAT_NAMES:
         raise TypeError(
-            f"{name} has dtype {dtype_name}; proxlib computes in float32 or float64 "
-            f"(cast explicitly, e.g. {name}.astype(float32))"
+            f"{name} has dtype {dname}; proxlib computes in float32 or float64 "
+            f"(float16 and bfloat16 in float32); cast it explicitly"
         )
     if check_finite:
         check_all_finite(x, name)
     return x
 
 
+def result_dtype(x):
+    """The dtype a result for input ``x`` is returned in: half precision stays
+    half precision (computed in float32), integers become float64, float32 and
+    float64 stay as they are.  ``None`` when no cast is needed after computing."""
+    if _is_array(x) and dtype_name(x.dtype) in _HALF_NAMES:
+        return x.dtype
+    return None
+
+
 def check_all_finite(x, name: str) -> None:
     """Raise ValueError if ``x`` holds NaN or +-Inf.
 
-    Uses two reductions (min and max propagate NaN) so no temporary of x's size
-    is allocated.
+    Two reductions (min and max propagate NaN), so no temporary of x's size;
+    one host synchronisation on a GPU.
     """
-    if x.size == 0:
+    if size(x) == 0:
         return
-    lo = float(x.min())
-    hi = float(x.max())
+    xp = array_namespace(x)
+    lo = float(xp.min(x))
+    hi = float(xp.max(x))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or Inf")
 
@@ -86,14 +132,15 @@ def fused_finite_check(name: str):
 
 
 def real_scalar(value: Any, name: str) -> float:
-    """A finite real Python float from a Python/NumPy scalar or 0-d array."""
+    """A finite real Python float from a Python/NumPy scalar or a one-element
+    array or tensor of any library."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got a boolean")
     if _is_array(value):
-        if value.ndim != 0 and value.size != 1:
-            raise ValueError(f"{name} must be a scalar, got an array of shape {value.shape}")
-        if np.dtype(str(value.dtype)).kind not in "iuf":
-            raise TypeError(f"{name} must be a real number, got dtype {value.dtype}")
+        if value.ndim != 0 and size(value) != 1:
+            raise ValueError(f"{name} must be a scalar, got an array of shape {tuple(value.shape)}")
+        if dtype_kind(value.dtype) not in "iuf":
+            raise TypeError(f"{name} must be a real number, got dtype {dtype_name(value.dtype)}")
         value = float(value.reshape(()))
     elif isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got complex {value!r}")
@@ -126,31 +173,66 @@ def in_unit_interval(value: Any, name: str) -> float:
     return v
 
 
-def nonnegative_array(w: Any, name: str, *, like):
-    """``w`` as an array of ``like``'s namespace and dtype; finite and >= 0."""
-    xp = array_namespace(like)
+def count(n: Any, name: str = "n") -> int:
+    """A non-negative Python int from a Python or NumPy integer or a 0-d
+    integer array or tensor."""
+    if _is_array(n) and n.ndim == 0 and dtype_kind(n.dtype) in "iu":
+        n = int(n)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return int(n)
+
+
+def like(a, ref, name: str):
+    """Array ``a`` (any library: NumPy weights for a torch input, say) as an
+    array of ``ref``'s library, dtype and device.
+
+    A tensor or CuPy array on another device is copied device to device; a
+    CUDA tensor (or CuPy array) given for a CPU input is refused rather than
+    silently copied to the host.
+    """
+    xp = array_namespace(ref)
+    if array_kind(a) != array_kind(ref):
+        if array_kind(a) != "numpy":
+            if array_kind(ref) == "numpy" and str(getattr(a, "device", "cpu")) == "cpu":
+                a = np.asarray(a.detach() if hasattr(a, "detach") else a)
+            else:
+                raise TypeError(
+                    f"{name} is a {type(a).__module__.split('.')[0]} array but the input is a "
+                    f"{type(ref).__module__.split('.')[0]} array; pass {name} as a NumPy array or "
+                    "an array of the input's library"
+                )
+    if array_kind(ref) == "torch" and isinstance(a, np.ndarray) and any(st < 0 for st in a.strides):
+        a = np.ascontiguousarray(a)  # torch cannot view negative strides (np.sort(w)[::-1])
+    return xp.asarray(a, dtype=ref.dtype, device=device(ref))
+
+
+def nonnegative_array(w: Any, name: str, *, like_array):
+    """``w`` as an array of ``like_array``'s library, dtype and device; finite and >= 0."""
     w = as_float_array(w, name)
-    if w.size and float(w.min()) < 0:
-        raise ValueError(f"{name} must be >= 0, got a minimum of {float(w.min())}")
-    return xp.asarray(w, dtype=like.dtype)
+    xp = array_namespace(w)
+    if size(w) and float(xp.min(w)) < 0:
+        raise ValueError(f"{name} must be >= 0, got a minimum of {float(xp.min(w))}")
+    return like(w, like_array, name)
 
 
 def nonincreasing(w, name: str) -> None:
-    if w.size > 1 and bool((w[1:] > w[:-1]).any()):
-        i = int(np.argmax(np.asarray(_to_host(w[1:] > w[:-1]))))
-        raise ValueError(
-            f"{name} must be non-increasing, but {name}[{i + 1}] = {float(w[i + 1])} > "
-            f"{name}[{i}] = {float(w[i])}"
-        )
+    if size(w) > 1:
+        xp = array_namespace(w)
+        up = xp.nonzero(w[1:] > w[:-1])[0]
+        if up.shape[0]:
+            i = int(up[0])
+            raise ValueError(
+                f"{name} must be non-increasing, but {name}[{i + 1}] = {float(w[i + 1])} > "
+                f"{name}[{i}] = {float(w[i])}"
+            )
 
 
 def length(w, n: int, name: str, what: str) -> None:
     if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"{name} must be 1-D with one entry per {what} ({n}), got shape {w.shape}")
-
-
-def _to_host(x):
-    return x.get() if hasattr(x, "get") else x
+        raise ValueError(f"{name} must be 1-D with one entry per {what} ({n}), got shape {tuple(w.shape)}")
 
 
 def times_step(w, step: float):
@@ -162,7 +244,12 @@ def times_step(w, step: float):
     """
     if step == 1.0:
         return w
-    if w.dtype == np.float64:
+    xp = array_namespace(w)
+    if w.dtype == xp.float64:
         return w * step
-    with np.errstate(over="ignore"):
-        return (w.astype(np.float64) * step).astype(w.dtype)
+    with _errstate_over():
+        return xp.astype(xp.astype(w, xp.float64) * step, w.dtype)
+
+
+def _errstate_over():
+    return np.errstate(over="ignore")

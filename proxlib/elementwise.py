@@ -5,13 +5,21 @@ steps are weighted l1 / weighted l2^2 subproblems.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from . import _range
+from . import _registry as R
 from . import _validate as V
-from ._dispatch import array_namespace, backend_for
+from ._dispatch import array_namespace, size
+from ._dispatch import device as _device
+from .backends import _xp_kernels as _k
 
 __all__ = [
+    "WeightedL1",
+    "WeightedL2Sq",
+    "Lp",
     "prox_weighted_l1",
     "prox_weighted_l2sq",
     "prox_lp",
@@ -23,23 +31,89 @@ __all__ = [
 ]
 
 
-def _elementwise_weights(weights, v, step):
-    """Weights broadcast to v's shape, scaled by step, flattened: (n,) or (1,)."""
-    xp = array_namespace(v)
-    w = V.nonnegative_array(weights, "weights", like=v)
-    if w.ndim == 0 or w.size == 1:
-        w = w.reshape(1)
-    else:
-        try:
-            w = xp.broadcast_to(w, v.shape)
-        except ValueError:
-            raise ValueError(f"weights of shape {w.shape} do not broadcast to v's shape {v.shape}") from None
-        w = xp.ascontiguousarray(w).reshape(-1)
-    return V.times_step(w, step)
+def _broadcast_weights(weights, layout, shape, name="weights"):
+    """float64 weights on the input's device: one scalar as a (1,) array, else
+    broadcast to the input's ``shape`` and flattened like the data."""
+    w = R.param_array(weights, layout.data, name)
+    if w.ndim == 0 or size(w) == 1:
+        return w.reshape(1)
+    xp = array_namespace(w)
+    try:
+        w = xp.broadcast_to(w, tuple(shape))
+    except (ValueError, RuntimeError):
+        raise ValueError(f"{name} of shape {tuple(w.shape)} do not broadcast to the input's shape {tuple(shape)}") from None
+    return xp.reshape(w, (-1,))
 
 
-def _flat(v):
-    return array_namespace(v).ascontiguousarray(v.reshape(-1))
+class _Elementwise(R.Penalty):
+    layout: ClassVar[str] = "flat"
+    arg: ClassVar[str] = "v"
+
+    def thresholds(self, layout):
+        return (_broadcast_weights(self.weights, layout, layout.shape),)
+
+
+@dataclass(frozen=True)
+class WeightedL1(_Elementwise):
+    r"""Omega(x) = sum_i weights_i |x_i|; ``weights`` >= 0 a scalar or an array
+    broadcastable to x's shape.  See :func:`prox_weighted_l1`."""
+
+    weights: Any
+    kernel: ClassVar[str] = "weighted_l1"
+
+    def value(self, x) -> float:
+        x, w, xp = _value_args(self, x)
+        return float(xp.sum(w * xp.abs(x)))
+
+
+@dataclass(frozen=True)
+class WeightedL2Sq(_Elementwise):
+    r"""Omega(x) = sum_i weights_i x_i^2 (no 1/2); see :func:`prox_weighted_l2sq`."""
+
+    weights: Any
+    kernel: ClassVar[str] = "weighted_l2sq"
+    degrees: ClassVar[tuple] = (2,)  # scale-free: v / (1 + 2 step w)
+
+    def value(self, x) -> float:
+        x, w, xp = _value_args(self, x)
+        return float(xp.sum(w * x * x))
+
+
+def _value_args(pen, x):
+    x = V.as_float_array(x, "x")
+    layout = R.layout_of(pen, x)
+    xp = array_namespace(x)
+    return _k.upcast(layout.data, xp), pen.thresholds(layout)[0], xp
+
+
+@dataclass(frozen=True)
+class Lp(R.Penalty):
+    r"""Omega(x) = lam sum_i |x_i|^p, 0 <= p <= 1, with |0|^0 = 0; see :func:`prox_lp`."""
+
+    lam: float
+    p: float
+
+    kernel: ClassVar[str] = "lp"
+    layout: ClassVar[str] = "flat"
+    arg: ClassVar[str] = "v"
+    degrees: ClassVar[tuple] = ("p",)
+
+    def __post_init__(self):
+        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), p=V.in_unit_interval(self.p, "p"))
+
+    def thresholds(self, layout):
+        return (self.lam,)
+
+    def fixed(self):
+        return (self.p,)
+
+    def value(self, x) -> float:
+        x = V.as_float_array(x, "x")
+        xp = array_namespace(x)
+        a = xp.abs(_k.upcast(x, xp))
+        if self.p == 0:
+            return float(self.lam * xp.count_nonzero(a))
+        return float(self.lam * xp.sum(a**self.p))
 
 
 def prox_weighted_l1(v, weights, step=1.0, *, check_finite: bool = True):
@@ -56,10 +130,7 @@ def prox_weighted_l1(v, weights, step=1.0, *, check_finite: bool = True):
     >>> proxlib.prox_weighted_l1(np.array([3.0, -0.5, 1.0]), np.array([1.0, 1.0, 0.0]))
     array([ 2., -0.,  1.])
     """
-    v = V.as_float_array(v, "v", check_finite=check_finite)
-    step = V.positive(step, "step")
-    w = _elementwise_weights(weights, v, step)
-    return backend_for(v).weighted_l1(_flat(v), w).reshape(v.shape)
+    return WeightedL1(weights).prox(v, step, check_finite=check_finite)
 
 
 def prox_weighted_l2sq(v, weights, step=1.0, *, check_finite: bool = True):
@@ -76,10 +147,7 @@ def prox_weighted_l2sq(v, weights, step=1.0, *, check_finite: bool = True):
     >>> proxlib.prox_weighted_l2sq(np.array([3.0, -1.0]), 1.0)
     array([ 1.        , -0.33333333])
     """
-    v = V.as_float_array(v, "v", check_finite=check_finite)
-    step = V.positive(step, "step")
-    w = _elementwise_weights(weights, v, step)
-    return backend_for(v).weighted_l2sq(_flat(v), w).reshape(v.shape)
+    return WeightedL2Sq(weights).prox(v, step, check_finite=check_finite)
 
 
 def lp_threshold(lam: float, p: float) -> float:
@@ -90,13 +158,26 @@ def lp_threshold(lam: float, p: float) -> float:
         \tau = \frac{2 - p}{2(1 - p)}\,\big(2\lambda(1 - p)\big)^{1/(2-p)}
         \quad (0 \le p < 1), \qquad \tau = \lambda \quad (p = 1).
 
-    p = 0 gives sqrt(2 lam) (hard thresholding).
+    p = 0 gives sqrt(2 lam) (hard thresholding, correctly rounded).  Formed
+    without intermediate overflow or underflow over the whole float64 range of
+    lam, to a few units in the last place (the exponent 1/(2 - p) is used as
+    an exact rational).
+
+    Raises
+    ------
+    ValueError
+        If tau exceeds the largest float64 (it never does for p = 0 or 1).
     """
     lam = V.nonnegative(lam, "lam")
     p = V.in_unit_interval(p, "p")
-    if p == 1:
+    if p == 1 or lam == 0:
         return lam
-    return (2 - p) / (2 * (1 - p)) * (2 * lam * (1 - p)) ** (1 / (2 - p))
+    if p == 0:
+        return _range.hard_threshold(lam)
+    tau = _range.lp_constants(lam, p)[0]
+    if tau == math.inf:
+        raise ValueError(f"the lp threshold for lam = {lam!r}, p = {p!r} exceeds the largest float64")
+    return tau
 
 
 def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):
@@ -125,30 +206,12 @@ def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):
     >>> proxlib.prox_lp(np.array([3.0, 0.5, -2.0]), 1.0, 0.0)
     array([ 3.,  0., -2.])
     """
-    v = V.as_float_array(v, "v", check_finite=check_finite)
-    lam = V.nonnegative(lam, "lam")
-    p = V.in_unit_interval(p, "p")
-    step = V.positive(step, "step")
-    return backend_for(v).lp(_flat(v), step * lam, p).reshape(v.shape)
+    return Lp(lam, p).prox(v, step, check_finite=check_finite)
 
 
-def weighted_l1_value(x, weights) -> float:
-    xp = array_namespace(x)
-    return float(xp.sum(xp.asarray(weights, dtype=xp.float64) * xp.abs(x.astype(xp.float64))))
-
-
-def weighted_l2sq_value(x, weights) -> float:
-    xp = array_namespace(x)
-    x = x.astype(xp.float64)
-    return float(xp.sum(xp.asarray(weights, dtype=xp.float64) * x * x))
-
-
-def lp_value(x, lam, p) -> float:
-    xp = array_namespace(x)
-    a = xp.abs(x.astype(xp.float64))
-    if p == 0:
-        return float(lam * xp.count_nonzero(a))
-    return float(lam * xp.sum(a**p))
+R.register("weighted_l1", WeightedL1, prox_weighted_l1)
+R.register("weighted_l2sq", WeightedL2Sq, prox_weighted_l2sq)
+R.register("lp", Lp, prox_lp)
 
 
 # ------------------------------------------------------------- re-weighting rules
@@ -180,7 +243,20 @@ class Reweighting:
 def _theta_tau(theta, tau):
     theta = V.as_float_array(theta, "theta")
     tau = V.positive(tau, "tau")
-    return theta, tau
+    return theta, tau, array_namespace(theta)
+
+
+def _representable(a, what: str, theta, tau_value):
+    """``a`` if every entry is finite; else a ValueError saying which quantity
+    of the rule overflows ``theta``'s dtype (the exact value is not representable)."""
+    xp = array_namespace(a)
+    if size(a) and not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(
+            f"{what} is not representable in {V.dtype_name(theta.dtype)} for this theta and tau "
+            f"(max |theta| = {float(xp.max(xp.abs(theta)))}, tau = {tau_value!r}): its exact value exceeds "
+            "the largest finite number of the dtype"
+        )
+    return a
 
 
 def reweight_l1(theta, tau) -> Reweighting:
@@ -189,11 +265,17 @@ def reweight_l1(theta, tau) -> Reweighting:
     From :math:`g(\theta) = \log(|\theta| + \tau)`:
     :math:`\omega = |\theta| + \tau` and weighted-l1 weights
     :math:`1/(|\theta| + \tau) = 1/\omega`.
+
+    Both are formed in float64 and rounded once to theta's dtype; a ValueError
+    says so when they are not representable in it (tau below float32's range,
+    or |theta| near the largest float).
     """
-    theta, tau = _theta_tau(theta, tau)
-    xp = array_namespace(theta)
-    omega = xp.abs(theta) + theta.dtype.type(tau)
-    return Reweighting(omega=omega, weights=1 / omega, subproblem="l1")
+    theta, tau, xp = _theta_tau(theta, tau)
+    with _k.errstate(theta):
+        omega64 = xp.abs(_k.upcast(theta, xp)) + tau
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta| + tau", theta, tau)
+        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta| + tau)", theta, tau)
+    return Reweighting(omega=omega, weights=weights, subproblem="l1")
 
 
 def reweight_l2(theta, tau) -> Reweighting:
@@ -202,11 +284,26 @@ def reweight_l2(theta, tau) -> Reweighting:
     From :math:`g(\theta) = \log(\theta^2 + \tau)`:
     :math:`\omega = \sqrt{\theta^2 + \tau}` and weighted-l2^2 weights
     :math:`1/(\theta^2 + \tau) = 1/\omega^2`.
+
+    Both are formed in float64 from s = theta^2 + tau (three roundings: the
+    weights 1/s to 1.5 units in the last place, omega = sqrt(s) to 1) and
+    rounded once to theta's dtype; where s overflows (|theta| near 1e154 and
+    beyond) from omega = hypot(theta, sqrt(tau)) and (1/omega)^2 instead, which
+    cannot overflow (a weight below the dtype's range rounds to 0, the
+    correctly rounded value; omega beyond it raises ValueError).
     """
-    theta, tau = _theta_tau(theta, tau)
-    xp = array_namespace(theta)
-    sq = theta * theta + theta.dtype.type(tau)
-    return Reweighting(omega=xp.sqrt(sq), weights=1 / sq, subproblem="l2sq")
+    theta, tau, xp = _theta_tau(theta, tau)
+    t64 = _k.upcast(theta, xp)
+    with _k.errstate(theta):
+        s = t64 * t64 + tau
+        finite = xp.isfinite(s)
+        big = xp.hypot(t64, xp.asarray(tau**0.5, dtype=xp.float64, device=_device(theta)))
+        omega64 = xp.where(finite, xp.sqrt(s), big)
+        inv = 1.0 / big
+        weights64 = xp.where(finite, 1.0 / s, inv * inv)
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta, tau)
+        weights = _representable(xp.astype(weights64, theta.dtype), "1/(theta^2 + tau)", theta, tau)
+    return Reweighting(omega=omega, weights=weights, subproblem="l2sq")
 
 
 def reweight_focuss(theta, p, tau) -> Reweighting:
@@ -215,11 +312,15 @@ def reweight_focuss(theta, p, tau) -> Reweighting:
     :math:`\omega = |\theta|^{2-p} + \tau` and weighted-l2^2 weights
     :math:`1/(|\theta|^{2-p} + \tau) = 1/\omega` (the re-weighted minimum-norm
     step of FOCUSS).  p = 2 gives constant weights (ridge); p -> 0 approaches l0.
+    Formed in float64 and rounded once; a ValueError says so when omega or the
+    weights are not representable in theta's dtype.
     """
-    theta, tau = _theta_tau(theta, tau)
+    theta, tau, xp = _theta_tau(theta, tau)
     p = V.real_scalar(p, "p")
     if not 0 <= p <= 2:
         raise ValueError(f"p must lie in [0, 2], got {p}")
-    xp = array_namespace(theta)
-    omega = xp.abs(theta) ** theta.dtype.type(2 - p) + theta.dtype.type(tau)
-    return Reweighting(omega=omega, weights=1 / omega, subproblem="l2sq")
+    with _k.errstate(theta):
+        omega64 = xp.abs(_k.upcast(theta, xp)) ** (2.0 - p) + tau
+        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta|^(2-p) + tau", theta, tau)
+        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta|^(2-p) + tau)", theta, tau)
+    return Reweighting(omega=omega, weights=weights, subproblem="l2sq")

@@ -12,12 +12,21 @@ reproducing its experiments:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import _range
+from . import _registry as R
 from . import _validate as V
-from ._dispatch import array_namespace, backend_for
-from .group import group_layout
-from .group import prox_group_lasso
+from ._dispatch import array_namespace
+from .backends import _xp_kernels as _k
+from .group import GroupLasso
 
 __all__ = [
+    "ExclusiveLasso",
+    "GroupExclusive",
     "prox_exclusive_lasso",
     "prox_group_exclusive",
     "prox_exclusive_lasso_thesis",
@@ -26,12 +35,74 @@ __all__ = [
 ]
 
 
-def _prepare(W, lam, step, groups, group_weights, check_finite):
-    W = V.as_float_array(W, "W", check_finite=check_finite)
-    lam = V.nonnegative(lam, "lam")
-    step = V.positive(step, "step")
-    rows, c = group_layout(W, groups, group_weights)
-    return W, lam, step, rows, c
+@dataclass(frozen=True)
+class ExclusiveLasso(R.Penalty):
+    r"""Omega(W) = lam/2 sum_g c_g ||w_g||_1^2; see :func:`prox_exclusive_lasso`."""
+
+    lam: float
+    groups: Any = None
+    group_weights: Any = None
+
+    kernel: ClassVar[str] = "exclusive_lasso"
+    layout: ClassVar[str] = "rows"
+    arg: ClassVar[str] = "W"
+
+    def __post_init__(self):
+        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
+
+    degrees: ClassVar[tuple] = (2,)
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold((self.lam,), layout.c, 2),)
+
+    def thresholds(self, layout):
+        return _range.products(self.threshold_terms(layout))
+
+    def value(self, x) -> float:
+        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        l1 = _l1(layout.data)
+        return float(self.lam / 2 * array_namespace(l1).sum(layout.c * l1 * l1))
+
+
+@dataclass(frozen=True)
+class GroupExclusive(R.Penalty):
+    r"""Omega(W) = lam sum_g c_g ((1 - mu) ||w_g||_2 + mu/2 ||w_g||_1^2), 0 <= mu <= 1;
+    see :func:`prox_group_exclusive`."""
+
+    lam: float
+    mu: float
+    groups: Any = None
+    group_weights: Any = None
+
+    kernel: ClassVar[str] = "group_exclusive"
+    layout: ClassVar[str] = "rows"
+    arg: ClassVar[str] = "W"
+
+    def __post_init__(self):
+        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
+
+    degrees: ClassVar[tuple] = (1, 2)
+
+    def threshold_terms(self, layout):
+        return (
+            _range.Threshold((self.lam, 1.0 - self.mu), layout.c, 1),
+            _range.Threshold((self.lam, self.mu), layout.c, 2),
+        )
+
+    def thresholds(self, layout):
+        return _range.products(self.threshold_terms(layout))
+
+    def value(self, x) -> float:
+        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        xp = array_namespace(layout.data)
+        l1 = _l1(layout.data)
+        l2 = _k.row_norms(layout.data, xp)
+        return float(self.lam * xp.sum(layout.c * ((1 - self.mu) * l2 + self.mu / 2 * l1 * l1)))
+
+
+def _l1(rows):
+    xp = array_namespace(rows)
+    return xp.sum(xp.abs(_k.upcast(rows, xp)), axis=1)
 
 
 def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -60,10 +131,7 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, c
     (b = 0.5: j = 1 passes, 3 * 1.5 > 0.5 * 3; j = 2 fails, 1 * 2 = 0.5 * 4;
     so k = 1 and tau = 0.5 * 3 / 1.5 = 1.)
     """
-    W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
-    xp = array_namespace(W)
-    b = xp.asarray(step * lam * c, dtype=W.dtype)
-    return rows.restore(backend_for(W).exclusive_lasso(rows.rows, b))
+    return ExclusiveLasso(lam, groups, group_weights).prox(W, step, check_finite=check_finite)
 
 
 def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -99,12 +167,11 @@ def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=Non
     >>> np.round(x, 6)
     array([[ 1.633474,  0.101502, -0.      ]])
     """
-    mu = V.in_unit_interval(mu, "mu")
-    W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
-    xp = array_namespace(W)
-    a = xp.asarray(step * lam * (1.0 - mu) * c, dtype=W.dtype)
-    b = xp.asarray(step * lam * mu * c, dtype=W.dtype)
-    return rows.restore(backend_for(W).group_exclusive(rows.rows, a, b))
+    return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, check_finite=check_finite)
+
+
+R.register("exclusive_lasso", ExclusiveLasso, prox_exclusive_lasso)
+R.register("group_exclusive", GroupExclusive, prox_group_exclusive)
 
 
 def prox_exclusive_lasso_thesis(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -118,14 +185,64 @@ def prox_exclusive_lasso_thesis(W, lam, step=1.0, *, groups=None, group_weights=
     (:func:`prox_exclusive_lasso`) uses b S_k / (1 + b k) < b ||w||_1 and so
     shrinks less.  The two agree only where the result is zero.  Provided to
     reproduce the thesis; use :func:`prox_exclusive_lasso` otherwise.
+
+    The threshold is formed over the whole float range: ||w_g||_1 as s_g times
+    the l1 norm of the row divided by its power of two s_g (no overflow at
+    1e308), and step, lam, c_g multiplied without a spurious overflow (a group
+    with c_g = 0 is returned unchanged whatever step * lam).
     """
-    W, lam, step, rows, c = _prepare(W, lam, step, groups, group_weights, check_finite)
+    return _thesis(W, (V.nonnegative(lam, "lam"),), step, groups, group_weights, check_finite)
+
+
+def _thesis(W, scalars, step, groups, group_weights, check_finite):
+    """The thesis step with threshold step * prod(scalars) * c_g * ||w_g||_1."""
+    pen = ExclusiveLasso(0.0, groups, group_weights)
+    out_dtype = V.result_dtype(W)
+    W = V.as_float_array(W, "W", check_finite=check_finite)
+    step = V.positive(step, "step")
+    layout = R.layout_of(pen, W)
     xp = array_namespace(W)
-    R = rows.rows
-    l1 = xp.sum(xp.abs(R), axis=1, dtype=xp.float64)
-    tau = xp.asarray(step * lam * c * l1, dtype=W.dtype)
-    X = xp.sign(R) * xp.maximum(xp.abs(R) - tau[:, None], 0)
-    return rows.restore(X.astype(W.dtype, copy=False))
+    W64 = _k.upcast(layout.data, xp)
+    A = xp.abs(W64)
+    s = _k.row_scale(A, xp)
+    l1_s = xp.sum(A / s[:, None], axis=1)  # ||w_g||_1 / s_g <= 2 m: no overflow
+    m, e = _range.product((step,) + tuple(scalars))
+    # tau_g / s_g, with a zero factor giving 0 (never 0 * inf); inf where it overflows
+    tau_s = _range.formed(_range.Threshold((), layout.c * l1_s), m, e, W64)
+    with _k.errstate(W64):
+        tau = tau_s * s  # s_g > 0: inf stays inf, and |w| - inf gives 0
+        X = xp.sign(W64) * xp.maximum(A - tau[:, None], 0.0)
+    X = layout.restore(xp.astype(X, W.dtype))
+    return X if out_dtype is None else xp.astype(X, out_dtype)
+
+
+@dataclass(frozen=True)
+class _ExclusiveTimes(ExclusiveLasso):
+    """The exclusive lasso with lam * factor kept as two factors (no rounding
+    of their product into the subnormals)."""
+
+    factor: float = 1.0
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold(_factors(self.lam, self.factor), layout.c, 2),)
+
+
+@dataclass(frozen=True)
+class _GroupTimes(GroupLasso):
+    """The group lasso with lam * factor kept as two factors."""
+
+    factor: float = 1.0
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold(_factors(self.lam, self.factor), layout.c, 1),)
+
+
+def _factors(lam: float, factor: float) -> tuple:
+    """(lam * factor,) where that product is a normal float or 0 (so the
+    result is bit for bit the composition of the public functions), else the
+    two factors apart."""
+    prod = lam * factor
+    return (prod,) if prod == 0 or prod >= 2.0**-1022 and prod != float("inf") else (lam, factor)
 
 
 def prox_group_exclusive_sequential(
@@ -151,30 +268,16 @@ def prox_group_exclusive_sequential(
     mu = V.in_unit_interval(mu, "mu")
     if exclusive_step not in ("thesis", "exact"):
         raise ValueError(f"exclusive_step must be 'thesis' or 'exact', got {exclusive_step!r}")
+    out_dtype = V.result_dtype(W)
     W = V.as_float_array(W, "W", check_finite=check_finite)
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
-    kw = dict(groups=groups, group_weights=group_weights, check_finite=False)
-    G = prox_group_lasso(W, lam * (1.0 - mu), step, **kw)
-    excl = prox_exclusive_lasso_thesis if exclusive_step == "thesis" else prox_exclusive_lasso
-    return excl(G, lam * mu, step, **kw)
-
-
-def exclusive_lasso_value(X, lam, *, groups=None, group_weights=None) -> float:
-    rows, c = group_layout(X, groups, group_weights, name="x")
-    xp = array_namespace(X)
-    l1 = xp.sum(xp.abs(rows.rows.astype(xp.float64)), axis=1)
-    return float(lam / 2 * xp.sum(c * l1 * l1))
-
-
-def group_exclusive_value(X, lam, mu, *, groups=None, group_weights=None) -> float:
-    from .backends._xp_kernels import row_norms
-
-    rows, c = group_layout(X, groups, group_weights, name="x")
-    xp = array_namespace(X)
-    l1 = xp.sum(xp.abs(rows.rows.astype(xp.float64)), axis=1)
-    l2 = row_norms(rows.rows, xp)
-    return float(lam * xp.sum(c * ((1 - mu) * l2 + mu / 2 * l1 * l1)))
+    G = _GroupTimes(lam, groups, group_weights, factor=1.0 - mu).prox(W, step, check_finite=False)
+    if exclusive_step == "thesis":
+        X = _thesis(G, _factors(lam, mu), step, groups, group_weights, False)
+    else:
+        X = _ExclusiveTimes(lam, groups, group_weights, factor=mu).prox(G, step, check_finite=False)
+    return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
 
 
 def mu_schedule(n_layers: int, m: float = 0.0) -> list[float]:
@@ -188,8 +291,9 @@ def mu_schedule(n_layers: int, m: float = 0.0) -> list[float]:
     A single layer gets mu = m.  Requires 0 <= m <= 1/2 so that mu is in [0, 1]
     and non-decreasing.
     """
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
         raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    n_layers = int(n_layers)
     m = V.real_scalar(m, "m")
     if not 0.0 <= m <= 0.5:
         raise ValueError(f"m must lie in [0, 1/2], got {m}")

@@ -2,20 +2,45 @@ r"""Group lasso over the rows of a weight tensor (or over labelled groups)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from . import _range
+from . import _registry as R
 from . import _validate as V
-from ._dispatch import array_namespace, backend_for
-from ._rows import group_weights as _group_weights
-from ._rows import canonical_rows
+from ._dispatch import array_namespace
+from .backends import _xp_kernels as _k
 
-__all__ = ["prox_group_lasso"]
+__all__ = ["GroupLasso", "prox_group_lasso"]
 
 
-def group_layout(W, groups, group_weights, *, name="W"):
-    """The canonical rows of a group operator's input and its per-group
-    weights c_g (float64)."""
-    rows = canonical_rows(W, groups, name=name)
-    c = _group_weights(rows, group_weights, like=W)
-    return rows, c
+@dataclass(frozen=True)
+class GroupLasso(R.Penalty):
+    r"""Omega(W) = lam sum_g c_g ||w_g||_2 over the rows (or ``groups`` labels);
+    see :func:`prox_group_lasso` for ``groups`` and ``group_weights``."""
+
+    lam: float
+    groups: Any = None
+    group_weights: Any = None
+
+    kernel: ClassVar[str] = "group_lasso"
+    layout: ClassVar[str] = "rows"
+    arg: ClassVar[str] = "W"
+    fused_finite_check: ClassVar[bool] = True
+
+    def __post_init__(self):
+        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
+
+    def threshold_terms(self, layout):
+        return (_range.Threshold((self.lam,), layout.c, 1),)
+
+    def thresholds(self, layout):
+        return _range.products(self.threshold_terms(layout))
+
+    def value(self, x) -> float:
+        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        xp = array_namespace(layout.data)
+        return float(self.lam * xp.sum(layout.c * _k.row_norms(layout.data, xp)))
 
 
 def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
@@ -33,20 +58,22 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check
     size; an array with one entry per row, or indexed by label).
 
     The solution is :math:`x_g = (1 - \mathrm{step\,lam}\,c_g / \|w_g\|_2)_+ w_g`
-    (block soft thresholding); row norms are computed without overflow.
+    (block soft thresholding), in three stages: the row norms (computed without
+    overflow), one factor per row, the rows scaled.
 
     Parameters
     ----------
-    W : array, float32 or float64
+    W : array (NumPy, CuPy or torch), float32 or float64 (half precision in float32)
     lam : float >= 0
     step : float > 0, default 1.0
     groups : integer array of W's shape (1-D W only), optional
     group_weights : None, "sqrt" or array of non-negative floats
     check_finite : bool, default True
+        NaN/Inf are detected from the row norms (no extra pass over W).
 
     Returns
     -------
-    A new array of ``W``'s type, shape and dtype.
+    A new array of ``W``'s library, device, shape and dtype.
 
     Examples
     --------
@@ -57,21 +84,7 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check
     >>> proxlib.prox_group_lasso(np.array([3.0, 0.3, 4.0, 0.4]), 1.0, groups=[0, 1, 0, 1])
     array([2.4, 0. , 3.2, 0. ])
     """
-    # NaN/Inf are detected from the row norms inside the kernel (no extra pass).
-    W = V.as_float_array(W, "W", check_finite=False)
-    lam = V.nonnegative(lam, "lam")
-    step = V.positive(step, "step")
-    rows, c = group_layout(W, groups, group_weights)
-    xp = array_namespace(W)
-    a = xp.asarray(step * lam * c, dtype=W.dtype)
-    with V.fused_finite_check("W"):
-        X = backend_for(W).group_lasso(rows.rows, a, check_finite=check_finite)
-    return rows.restore(X)
+    return GroupLasso(lam, groups, group_weights).prox(W, step, check_finite=check_finite)
 
 
-def group_lasso_value(X, lam, *, groups=None, group_weights=None) -> float:
-    from .backends._xp_kernels import row_norms
-
-    rows, c = group_layout(X, groups, group_weights, name="x")
-    xp = array_namespace(X)
-    return float(lam * xp.sum(c * row_norms(rows.rows, xp)))
+R.register("group_lasso", GroupLasso, prox_group_lasso)

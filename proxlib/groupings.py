@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ._dispatch import array_namespace
 
 __all__ = ["GROUPINGS", "to_rows", "from_rows"]
@@ -50,16 +52,32 @@ def _check(grouping: str, shape) -> str:
 
 
 def _moveaxis(x, source: int, destination: int):
-    # torch tensors (proxlib.torch) spell it movedim; NumPy and CuPy moveaxis.
+    # torch spells it movedim (called directly: TiedRows' forward stays traceable by torch.compile)
     if hasattr(x, "movedim"):
         return x.movedim(source, destination)
     return array_namespace(x).moveaxis(x, source, destination)
+
+
+def _array(W, name: str):
+    if not (hasattr(W, "shape") and hasattr(W, "reshape") and hasattr(W, "ndim")):
+        raise TypeError(f"{name} must be a NumPy, CuPy or torch array, got {type(W).__name__}")
+    return W
+
+
+def _shape(shape) -> tuple:
+    if isinstance(shape, (int, np.integer)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"shape must be a tuple of ints (the weight tensor's shape), got {shape!r}")
+    out = tuple(shape)
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in out):
+        raise TypeError(f"shape must be a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(s) for s in out)
 
 
 def to_rows(W, grouping: str):
     """The rows of ``W`` under ``grouping`` (see the module table).
 
     ``W`` may be a NumPy, CuPy or torch array (a view when the layout allows)."""
+    W = _array(W, "W")
     g = _check(grouping, W.shape)
     out, cin = W.shape[0], W.shape[1]
     rest = math.prod(W.shape[2:])  # explicit lengths: reshape(0, -1) cannot infer them
@@ -74,7 +92,8 @@ def to_rows(W, grouping: str):
 
 def from_rows(R, shape, grouping: str):
     """Inverse of :func:`to_rows`: the tensor of ``shape`` whose rows are ``R``."""
-    shape = tuple(int(s) for s in shape)
+    R = _array(R, "R")
+    shape = _shape(shape)
     g = _check(grouping, shape)
     out, cin = shape[0], shape[1]
     rest = math.prod(shape[2:])

@@ -10,14 +10,21 @@ the literature; each docstring gives its formula with 1-based index i.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _registry as R
 from . import _validate as V
-from ._dispatch import array_namespace, backend_for
+from ._dispatch import array_namespace, size
+from ._dispatch import device as _device
 from ._rows import canonical_rows
+from .backends import _xp_kernels as _k
 
 __all__ = [
+    "OWL",
+    "GrOWL",
     "prox_owl",
     "prox_growl",
     "owl_weights_constant",
@@ -28,11 +35,56 @@ __all__ = [
 ]
 
 
-def _owl_weights(weights, n: int, like, name: str = "weights"):
-    w = V.nonnegative_array(weights, name, like=like)
-    V.length(w, n, name, "element" if like.ndim <= 1 else "row")
-    V.nonincreasing(w, name)
+def _checked_weights(weights, n: int, like, what: str):
+    w = R.param_array(weights, like, "weights")
+    V.length(w, n, "weights", what)
+    V.nonincreasing(w, "weights")
     return w
+
+
+@dataclass(frozen=True)
+class OWL(R.Penalty):
+    r"""Omega(x) = sum_i weights_i |x|_[i] (sorted magnitudes, largest first);
+    ``weights`` non-increasing and >= 0, one per entry.  See :func:`prox_owl`."""
+
+    weights: Any
+
+    kernel: ClassVar[str] = "owl"
+    layout: ClassVar[str] = "flat"
+    arg: ClassVar[str] = "v"
+
+    def thresholds(self, layout):
+        return (_checked_weights(self.weights, layout.data.shape[0], layout.data, "element"),)
+
+    def value(self, x) -> float:
+        x = V.as_float_array(x, "x")
+        xp = array_namespace(x)
+        w = _checked_weights(self.weights, size(x), x, "element")
+        a = xp.sort(xp.abs(_k.upcast(x, xp).reshape(-1)), descending=True)
+        return float(xp.sum(w * a))
+
+
+@dataclass(frozen=True)
+class GrOWL(R.Penalty):
+    r"""Omega(W) = sum_i weights_i ||w_[i]||_2 (rows sorted by norm, largest first);
+    ``weights`` non-increasing and >= 0, one per row.  See :func:`prox_growl`."""
+
+    weights: Any
+
+    kernel: ClassVar[str] = "growl"
+    layout: ClassVar[str] = "rows"
+    arg: ClassVar[str] = "W"
+    fused_finite_check: ClassVar[bool] = True
+
+    def thresholds(self, layout):
+        return (_checked_weights(self.weights, layout.rows.n_groups, layout.data, "row"),)
+
+    def value(self, x) -> float:
+        x = V.as_float_array(x, "x")
+        xp = array_namespace(x)
+        rows = canonical_rows(x)
+        w = _checked_weights(self.weights, rows.n_groups, x, "row")
+        return float(xp.sum(w * xp.sort(_k.row_norms(rows.rows, xp), descending=True)))
 
 
 def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
@@ -48,23 +100,24 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
 
     Parameters
     ----------
-    v : array (NumPy or CuPy), any shape, float32 or float64
+    v : array (NumPy, CuPy or torch), any shape, float32 or float64
+        (float16/bfloat16 are computed in float32 and returned in their dtype)
     weights : array of shape (v.size,)
-        Non-increasing and non-negative.  Cast to ``v``'s dtype.
+        Non-increasing and non-negative; a NumPy array or an array of v's library.
     step : float > 0, default 1.0
     check_finite : bool, default True
         Reject NaN/Inf in ``v`` (two reductions, no temporary).
 
     Returns
     -------
-    A new array of ``v``'s type, shape and dtype.
+    A new array of ``v``'s library, device, shape and dtype.
 
     Raises
     ------
     ValueError
         Wrong length, negative or increasing weights, step <= 0, non-finite input.
     TypeError
-        Complex, boolean, object or half-precision arrays.
+        Complex, boolean, object or string arrays.
 
     Notes
     -----
@@ -72,6 +125,9 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
     isotonic regression (pool-adjacent-violators) to ``|v|_sorted - step *
     weights``, clip at 0, undo the sort and restore signs.  O(n log n).  Equal
     magnitudes receive equal outputs, whatever order the sort breaks the tie in.
+    On a torch CPU tensor the sequential pool-adjacent-violators pass runs on
+    the tensor's memory (SciPy); on an accelerator a parallel isotonic
+    regression runs on the device (see ``proxlib.backends.torch_dev``).
 
     Examples
     --------
@@ -83,12 +139,7 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
     (|v| sorted minus weights is [0, 1.5, 1]; pooling the violators gives one
     block of mean 2.5 / 3: all three entries are tied.)
     """
-    v = V.as_float_array(v, "v", check_finite=check_finite)
-    step = V.positive(step, "step")
-    flat = array_namespace(v).ascontiguousarray(v.reshape(-1))
-    w = _owl_weights(weights, flat.shape[0], flat)
-    x = backend_for(v).owl(flat, V.times_step(w, step))
-    return x.reshape(v.shape)
+    return OWL(weights).prox(v, step, check_finite=check_finite)
 
 
 def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
@@ -105,19 +156,20 @@ def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
 
     Parameters
     ----------
-    W : array, float32 or float64
+    W : array (NumPy, CuPy or torch), float32 or float64 (half precision in float32)
     weights : array of shape (G,), non-increasing, non-negative
     step : float > 0
 
     Returns
     -------
-    A new array of ``W``'s type, shape and dtype.
+    A new array of ``W``'s library, device, shape and dtype.
 
     Notes
     -----
-    With n_r = ||w_r||_2 (computed without overflow) and m = prox_owl(n,
-    step*weights), row r becomes (m_r / n_r) w_r; zero rows stay zero.  Rows
-    whose norms are tied get the same norm: this is how GrOWL ties rows.
+    Stages: the row norms n_r = ||w_r||_2 (computed without overflow), the OWL
+    prox m = prox_owl(n, step*weights) of those G numbers, then row r becomes
+    (m_r / n_r) w_r; zero rows stay zero.  Rows whose norms are tied get the
+    same norm: this is how GrOWL ties rows.
 
     Examples
     --------
@@ -127,61 +179,83 @@ def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
     array([[2.4, 3.2],
            [0. , 0. ]])
     """
-    # NaN/Inf are detected from the row norms inside the kernel (no extra pass).
-    W = V.as_float_array(W, "W", check_finite=False)
-    step = V.positive(step, "step")
-    rows = canonical_rows(W)
-    w = _owl_weights(weights, rows.n_groups, rows.rows)
-    with V.fused_finite_check("W"):
-        X = backend_for(W).growl(rows.rows, V.times_step(w, step), check_finite=check_finite)
-    return rows.restore(X)
+    return GrOWL(weights).prox(W, step, check_finite=check_finite)
 
 
-def owl_value(x, weights) -> float:
-    """sum_i weights_i |x|_[i]: the largest weight pairs with the largest magnitude."""
-    xp = array_namespace(x)
-    a = xp.sort(xp.abs(xp.asarray(x, dtype=xp.float64).reshape(-1)))[::-1]
-    return float(xp.sum(xp.asarray(weights, dtype=xp.float64) * a))
-
-
-def growl_value(X, weights) -> float:
-    """sum_i weights_i ||x_[i]||_2 over the rows sorted by decreasing norm."""
-    from .backends._xp_kernels import row_norms
-
-    xp = array_namespace(X)
-    nrm = row_norms(canonical_rows(X).rows, xp)
-    return float(xp.sum(xp.asarray(weights, dtype=xp.float64) * xp.sort(nrm)[::-1]))
+R.register("owl", OWL, prox_owl)
+R.register("growl", GrOWL, prox_growl)
 
 
 # --------------------------------------------------------------- weight builders
+#
+# Every builder forms its weights in float64 (NumPy) and then ``_finish``es
+# them: a ValueError where a weight is not representable in float64 or in the
+# requested dtype (the exact weight would be rounded to inf), else a NumPy
+# array of ``dtype`` (default float64) or, with ``like=``, an array of like's
+# library, device and dtype (a torch tensor on like's GPU, say).  Scalars may
+# be Python or NumPy numbers or one-element arrays or tensors.
 
 
-def _count(n, name="n") -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"{name} must be >= 0, got {n}")
-    return int(n)
+def _finish(w, dtype, like, what: str):
+    """float64 weights ``w`` as the builder's result (see above)."""
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"{what} overflow float64 (the largest weight exceeds {np.finfo(np.float64).max:.4g})")
+    if like is None:
+        with np.errstate(over="ignore"):  # checked below
+            out = w.astype(np.float64 if dtype is None else dtype)
+    else:
+        if not V._is_array(like) or V.dtype_kind(like.dtype) != "f":
+            raise TypeError(f"like must be a floating array or tensor, got {type(like).__name__}")
+        ref = like
+        if dtype is not None:
+            xp = array_namespace(like)
+            ref = xp.empty(0, dtype=_dtype_of(xp, dtype), device=_device(like))
+        out = V.like(w, ref, "weights")
+    xp = array_namespace(out)
+    if size(out) and not bool(xp.all(xp.isfinite(out))):
+        raise ValueError(f"{what} overflow {V.dtype_name(out.dtype)} (the largest weight is {float(np.max(w)):.4g})")
+    return out
 
 
-def owl_weights_constant(n: int, lam: float, *, dtype=np.float64) -> np.ndarray:
+def _dtype_of(xp, dtype):
+    """``dtype`` (a NumPy dtype, a name, or a dtype of xp's library) in xp's library."""
+    name = V.dtype_name(dtype) if not isinstance(dtype, (str, type)) else np.dtype(dtype).name
+    return getattr(xp, name)
+
+
+def owl_weights_constant(n: int, lam: float, *, dtype=None, like=None):
     r"""Constant weights :math:`\lambda_i = \mathrm{lam}`: OWL becomes the lasso
-    and GrOWL the group lasso."""
-    n = _count(n)
+    and GrOWL the group lasso.  (``dtype``, ``like``: see the builders' notes in
+    :func:`owl_weights_oscar`.)"""
+    n = V.count(n)
     lam = V.nonnegative(lam, "lam")
-    return np.full(n, lam, dtype=dtype)
+    return _finish(np.full(n, lam, dtype=np.float64), dtype, like, "the weights")
 
 
-def owl_weights_oscar(n: int, lam1: float, lam2: float, *, dtype=np.float64) -> np.ndarray:
+def owl_weights_oscar(n: int, lam1: float, lam2: float, *, dtype=None, like=None):
     r"""OSCAR / linear weights :math:`\lambda_i = \lambda_1 + \lambda_2 (n - i)`,
-    i = 1..n (Bondell & Reich 2008; Zeng & Figueiredo 2014)."""
-    n = _count(n)
+    i = 1..n (Bondell & Reich 2008; Zeng & Figueiredo 2014).
+
+    Notes on every builder: the weights are formed in float64 and returned as a
+    NumPy array of ``dtype`` (default float64), or, given ``like`` (an array
+    or tensor of any library), as an array of like's library, device and dtype
+    (``dtype`` overrides the dtype).  Scalars may be 0-d arrays or tensors.
+    A weight that is not representable in the result's dtype raises
+    ValueError (e.g. lam2 (n - 1) beyond the largest float).
+
+    >>> import proxlib
+    >>> proxlib.owl_weights_oscar(4, 1.0, 0.5)
+    array([2.5, 2. , 1.5, 1. ])
+    """
+    n = V.count(n)
     lam1 = V.nonnegative(lam1, "lam1")
     lam2 = V.nonnegative(lam2, "lam2")
-    return (lam1 + lam2 * np.arange(n - 1, -1, -1, dtype=np.float64)).astype(dtype)
+    with np.errstate(over="ignore"):
+        w = lam1 + lam2 * np.arange(n - 1, -1, -1, dtype=np.float64)
+    return _finish(w, dtype, like, "the OSCAR weights lam1 + lam2 (n - i)")
 
 
-def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dtype=np.float64) -> np.ndarray:
+def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dtype=None, like=None):
     r"""Stairwise weights of the GrOWL poster (Zhang et al. 2018):
 
     .. math::
@@ -190,21 +264,22 @@ def owl_weights_stairwise(n: int, Lambda1: float, Lambda2: float, p: int, *, dty
         \lambda_i = \Lambda_1 \ (i > p).
 
     ``Lambda1`` sets the sparsifying strength, ``Lambda2`` the tying strength
-    among the ``p`` largest rows.
+    among the ``p`` largest rows.  (``dtype``, ``like``: see
+    :func:`owl_weights_oscar`.)
     """
-    n = _count(n)
-    p = _count(p, "p")
+    n = V.count(n)
+    p = V.count(p, "p")
     if p > n:
         raise ValueError(f"p must be <= n ({n}), got {p}")
     L1 = V.nonnegative(Lambda1, "Lambda1")
     L2 = V.nonnegative(Lambda2, "Lambda2")
     i = np.arange(1, n + 1, dtype=np.float64)
-    return np.where(i <= p, L1 + (p - i + 1) * L2, L1).astype(dtype)
+    with np.errstate(over="ignore"):
+        w = np.where(i <= p, L1 + (p - i + 1) * L2, L1)
+    return _finish(w, dtype, like, "the stairwise weights Lambda1 + (p - i + 1) Lambda2")
 
 
-def owl_weights_piecewise_linear(
-    n: int, lambda1: float, lambda2: float, transition: float, *, dtype=np.float64
-) -> np.ndarray:
+def owl_weights_piecewise_linear(n: int, lambda1: float, lambda2: float, transition: float, *, dtype=None, like=None):
     r"""Piecewise-linear decay used in the GrOWL experiments.
 
     With :math:`p = \lceil \mathrm{transition} \cdot n \rceil` (transition in
@@ -218,9 +293,11 @@ def owl_weights_piecewise_linear(
         \ (i \le p), \qquad \lambda_i = \lambda_2 \ (i > p),
 
     (for p = 1 the first weight is ``lambda1``; for p = 0 all are ``lambda2``).
-    Requires lambda1 >= lambda2 >= 0.
+    Requires lambda1 >= lambda2 >= 0.  Formed as lambda2 + (lambda1 - lambda2)
+    times a fraction in [0, 1]: nothing overflows.  (``dtype``, ``like``: see
+    :func:`owl_weights_oscar`.)
     """
-    n = _count(n)
+    n = V.count(n)
     l1 = V.nonnegative(lambda1, "lambda1")
     l2 = V.nonnegative(lambda2, "lambda2")
     t = V.in_unit_interval(transition, "transition")
@@ -234,16 +311,17 @@ def owl_weights_piecewise_linear(
         w[0] = l1
     elif p > 1:
         i = np.arange(1, p + 1, dtype=np.float64)
-        w[:p] = l2 + (l1 - l2) * (p - i) / (p - 1)
-    return w.astype(dtype)
+        w[:p] = l2 + (l1 - l2) * ((p - i) / (p - 1))
+    return _finish(w, dtype, like, "the piecewise-linear weights")
 
 
-def owl_weights_spike(n: int, lam: float, *, dtype=np.float64) -> np.ndarray:
+def owl_weights_spike(n: int, lam: float, *, dtype=None, like=None):
     r"""Spike weights :math:`\lambda_1 = \mathrm{lam}`, :math:`\lambda_{i>1} = 0`:
-    OWL becomes ``lam * ||x||_inf`` (GrOWL: the largest row norm)."""
-    n = _count(n)
+    OWL becomes ``lam * ||x||_inf`` (GrOWL: the largest row norm).  (``dtype``,
+    ``like``: see :func:`owl_weights_oscar`.)"""
+    n = V.count(n)
     lam = V.nonnegative(lam, "lam")
-    w = np.zeros(n, dtype=dtype)
+    w = np.zeros(n, dtype=np.float64)
     if n:
         w[0] = lam
-    return w
+    return _finish(w, dtype, like, "the spike weights")

@@ -249,6 +249,22 @@ def _frac(x):
     return Fraction(float(x))
 
 
+def pava_nonincreasing_clipped(z):
+    """The non-increasing isotonic fit of z (exact Fractions or Decimals) by
+    pool-adjacent-violators, clipped at 0."""
+    blocks = []  # [sum, count]
+    for zi in z:
+        blocks.append([zi, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] <= blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    fit = []
+    for s, c in blocks:
+        fit += [max(s / c, 0 * s)] * c
+    return fit
+
+
 def exact_owl(v, w):
     """OWL prox (thresholds w already include step) in exact rational arithmetic.
 
@@ -260,17 +276,8 @@ def exact_owl(v, w):
     v = np.asarray(v, dtype=np.float64).ravel()
     n = v.shape[0]
     order = sorted(range(n), key=lambda i: -abs(v[i]))
-    z = [abs(_frac(v[i])) - _frac(w[k]) for k, i in enumerate(order)]
-    blocks = []  # [sum, count]
-    for zi in z:
-        blocks.append([zi, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] <= blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    fit = []
-    for s, c in blocks:
-        fit += [max(s / c, Fraction(0))] * c
+    w = [x if isinstance(x, Fraction) else _frac(x) for x in w]  # Fractions: thresholds beyond float64
+    fit = pava_nonincreasing_clipped([abs(_frac(v[i])) - w[k] for k, i in enumerate(order)])
     out = np.zeros(n)
     for k, i in enumerate(order):
         out[i] = math.copysign(float(fit[k]), v[i]) if fit[k] else 0.0
@@ -306,6 +313,8 @@ def exact_exclusive_row(row, b):
 
 
 def _dec(x):
+    if isinstance(x, Decimal):  # parameters beyond float64 (tests of the float range)
+        return x
     return Decimal(float(x))  # exact: every float is a finite decimal
 
 
@@ -337,8 +346,8 @@ def _group_exclusive_row_decimal(row, lam, mu, step=1.0, c=1.0):
     # When b ||w|| is large, |x| ~ |w| / (b ||w||) is resolved only if theta is
     # known to that many more digits: raise the precision (and the bisection
     # count) accordingly.
-    bw = float(step) * float(lam) * float(c) * float(mu) * float(np.abs(row).max(initial=0.0))
-    digits = PREC + (math.ceil(math.log10(bw)) if bw > 1 else 0)
+    bw = _dec(step) * _dec(lam) * _dec(c) * _dec(mu) * _dec(np.abs(row).max(initial=0.0))
+    digits = PREC + (math.ceil(bw.log10()) if bw > 1 else 0)
     with localcontext() as ctx:
         ctx.prec = digits
         W = [_dec(x) for x in row]

@@ -268,15 +268,29 @@ def test_every_public_operator_is_covered():
 # ------------------------------------------------------------------ parity
 
 
+class _Torch:
+    """Stands for a namespace whose ``asarray`` makes CPU torch tensors."""
+
+    @staticmethod
+    def asarray(a):
+        import torch
+
+        return torch.as_tensor(np.array(a, copy=True))
+
+
 def _namespace(backend):
     if backend == "cupy":
         import cupy
 
         return cupy
+    if backend == "torch":
+        return _Torch
     return np
 
 
 def _to_numpy(x):
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
 
@@ -307,13 +321,15 @@ def test_operator_on_backend_matches_numpy_reference(op, backend, dtype, data):
     with proxlib.use_backend(backend):
         got = case.call(xp, *inputs)
     assert type(got) is type(inputs[0]), f"{backend} returned {type(got).__name__}"
-    if backend == "cupy":
+    if backend in ("cupy", "torch"):
         assert got.device == inputs[0].device
-    assert got.dtype == np.dtype(dtype)
+    assert str(got.dtype).removeprefix("torch.") == dtype
     assert got.shape == case.shape
     for a, b in zip(inputs, before):
         np.testing.assert_array_equal(_to_numpy(a), b, err_msg="an input was modified")
     assert not any(np.shares_memory(_to_numpy(got), _to_numpy(a)) for a in inputs) or backend == "cupy"
+    if backend == "torch":
+        assert not got.requires_grad
     assert_matches_reference(got, ref, dtype, case.scale)
 
 
@@ -480,3 +496,15 @@ def test_lp_exact_tie_rule_on_every_backend(backend):
         above = _to_numpy(proxlib.prox_lp(xp.asarray([np.nextafter(6.0, 7.0)]), 8.0, 0.5))
     np.testing.assert_array_equal(tie, [0.0, 0.0])
     assert abs(above[0] - 4.0) <= 1e-7  # x* moves like sqrt(|v| - tau) off the tie
+
+
+def test_numpy_weights_with_negative_strides_on_torch_tensors():
+    """Weights such as np.sort(w)[::-1] (negative strides) work with torch input."""
+    torch = pytest.importorskip("torch")
+    w = np.sort(np.random.default_rng(0).random(6))[::-1]
+    v = np.random.default_rng(1).standard_normal(6)
+    with proxlib.use_backend("numpy"):
+        ref = proxlib.prox_owl(v, w)
+    np.testing.assert_allclose(proxlib.prox_owl(torch.as_tensor(v), w).numpy(), ref, rtol=1e-15)
+    G = np.random.default_rng(2).standard_normal((6, 3))
+    np.testing.assert_allclose(proxlib.prox_growl(torch.as_tensor(G), w).numpy(), proxlib.prox_growl(G, w), rtol=1e-12)

@@ -3,11 +3,10 @@
 CI has no GPU, so the GPU logic is written as array-namespace code and tested
 here with NumPy:
 
-* ``_gpu_owl``: the parallel isotonic step against SciPy's PAVA and the OWL
-  prox against the NumPy reference, on Hypothesis inputs with ties, zeros,
-  constant vectors and scales from 1e-300 to 1e300, under every round policy;
-  adversarial inputs bound the number of rounds by O(log n);
-* ``_gpu_rows``: the single-pass row operators with the generic primitives,
+* ``_gpu_owl`` (the OWL prox and isotonic step, shared with torch tensors):
+  ``tests/test_device_owl.py``, on NumPy arrays, CPU torch tensors and the
+  interpreted Triton kernel;
+* ``_stages``: the single-pass row operators with the generic primitives,
   including the rows whose unscaled sum of squares would under- or overflow;
 * ``cupy_gpu`` itself, imported with NumPy standing in for CuPy, so that its
   wiring runs too; a static check that no host transfer is written anywhere
@@ -25,62 +24,28 @@ import ast
 import importlib
 import math
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.optimize import isotonic_regression
 
 import proxlib
 from proxlib import _dispatch
-from proxlib.backends import KERNELS, _gpu_owl, _gpu_rows, numpy_ref
+from proxlib.backends import KERNELS, _gpu_owl, _stages, numpy_ref
+from test_device_owl import owl_problems  # OWL inputs shared with the device-OWL tests
 
 BACKENDS = pathlib.Path(proxlib.__file__).parent / "backends"
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
-POLICIES = [
-    {},  # default: peel when dense, bridge every junction, pairwise fallback
-    {"peel_density": 0, "merge": "pairs"},  # merges only, provably halving
-    {"peel_density": 0, "merge": "all"},
-    {"peel_density": 10**9},  # peels only: pool-adjacent-violators in parallel
-]
 
 # ------------------------------------------------------------------ strategies
 
 _POOL = [0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 3.0]
-_SCALES64 = [1e-300, 1e-150, 1e-20, 1.0, 1e20, 1e150, 1e300]
-_SCALES32 = [1e-20, 1e-3, 1.0, 1e3, 1e20]
 
 
 def _elements():
     return st.one_of(st.sampled_from(_POOL), st.floats(-10.0, 10.0, allow_nan=False, allow_subnormal=False))
-
-
-@st.composite
-def owl_problems(draw, max_size=40):
-    dtype = draw(st.sampled_from([np.float64, np.float32]))
-    n = draw(st.integers(1, max_size))
-    v = draw(arrays(np.float64, n, elements=_elements()))
-    if draw(st.integers(0, 5)) == 0:
-        v = np.full(n, draw(st.sampled_from([0.0, 1.0, -2.5])))  # all equal
-    w_el = st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(0.0, 3.0, allow_subnormal=False))
-    w = np.array(sorted(draw(st.lists(w_el, min_size=n, max_size=n)), reverse=True))
-    scale = draw(st.sampled_from(_SCALES64 if dtype == np.float64 else _SCALES32))
-    return (v * scale).astype(dtype), (w * scale).astype(dtype)
-
-
-@st.composite
-def isotonic_inputs(draw, max_size=60):
-    n = draw(st.integers(0, max_size))
-    u = draw(arrays(np.float64, n, elements=_elements()))
-    kind = draw(st.integers(0, 3))
-    if kind == 1:
-        u = np.sort(u)[::-1].copy()  # decreasing: everything pools
-    elif kind == 2:
-        u = np.cumsum(u)  # long monotone runs with occasional violators
-    return u * draw(st.sampled_from(_SCALES64))
 
 
 def _close(got, ref, scale, dtype):
@@ -92,130 +57,6 @@ def _close(got, ref, scale, dtype):
 
 def _scale(*arrays_):
     return max([float(np.max(np.abs(a.astype(np.float64)), initial=0.0)) for a in arrays_] + [1e-300])
-
-
-# ------------------------------------------------------- isotonic step (NumPy)
-
-
-@pytest.mark.parametrize("policy", POLICIES, ids=["auto", "pairs", "all", "peel"])
-@given(u=isotonic_inputs())
-def test_isotonic_matches_scipy_pava(u, policy):
-    got = _gpu_owl.isotonic_increasing(u, **policy)
-    ref = isotonic_regression(u).x if u.size else np.zeros(0)
-    assert got.shape == u.shape and got.dtype == np.float64
-    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * _scale(u))
-
-
-@given(u=isotonic_inputs())
-def test_isotonic_blocks_are_a_partition_with_increasing_means(u):
-    V, means = _gpu_owl.isotonic_blocks(u)
-    assert V[0] == 0 and V[-1] == u.size and np.all(np.diff(V) > 0)
-    assert means.shape == (V.size - 1,)
-    assert np.all(np.diff(means) > -1e-12 * _scale(u))
-    # each block's value is its mean, to a few ulps of the block's own scale
-    # plus n eps^2 of the largest prefix sum (the compensated sums' guarantee)
-    floor = u.size**2 * np.finfo(float).eps ** 2 * 10 * _scale(u)
-    for k in range(means.size):
-        block = u[V[k] : V[k + 1]]
-        assert abs(means[k] - math.fsum(block) / block.size) <= 1e-13 * _scale(block) + floor
-
-
-def _adversarial(n, rng):
-    k = np.arange(n, dtype=np.float64)
-    nested = np.zeros(n)
-    step = 1
-    while step < n:  # violators at every scale: a merge tree of depth log2(n)
-        nested -= (np.arange(n) // step) % 2 * step
-        step *= 2
-    return {
-        "chain_then_drop": np.concatenate([k[:-1], [-1e9]]),  # one violator, O(n) peels
-        "jump_then_chain": np.concatenate([[1e9], k[:-1]]),
-        "decreasing": -k,
-        "increasing": k.copy(),
-        "sawtooth": (k % 37) - 0.9 * (k // 37),
-        "nested": nested,
-        "walk": np.cumsum(rng.standard_normal(n)),
-        "noise": rng.standard_normal(n),
-        "ties": np.repeat(rng.standard_normal(n // 8 + 1), 8)[:n],
-    }
-
-
-@pytest.mark.parametrize("n", [1000, 20000])
-def test_isotonic_rounds_are_logarithmic_on_adversarial_inputs(n):
-    rng = np.random.default_rng(n)
-    log2n = math.ceil(math.log2(n))
-    for name, u in _adversarial(n, rng).items():
-        for policy in POLICIES[:3]:  # the peel-only policy is the unbounded one
-            stats: dict = {}
-            got = _gpu_owl.isotonic_increasing(u, stats=stats, **policy)
-            np.testing.assert_allclose(got, isotonic_regression(u).x, rtol=1e-12, atol=1e-12 * _scale(u))
-            # runs at least halve every merge round (every other round in "all"
-            # mode); peels shrink the vertex list by 1/8 each
-            assert stats["merges"] <= 2 * log2n + 2, (name, policy, stats)
-            assert stats["peels"] <= 1 + math.log(n + 1) / math.log(8 / 7), (name, policy, stats)
-            assert stats.get("bridge_steps", 0) <= stats["merges"] * 2 * (log2n + 1), (name, policy, stats)
-
-
-def test_compensated_prefix_sums_are_accurate_per_block():
-    rng = np.random.default_rng(7)
-    n = 20000
-    u = 1e12 + 1e4 * rng.standard_normal(n)  # prefix sums up to 2e16, blocks from 1e12
-    H, D = _gpu_owl.compensated_prefix(u, np)
-    bound = 4 * np.finfo(float).eps
-    naive_worst = 0.0
-    for _ in range(300):
-        i = int(rng.integers(0, n - 20))
-        j = i + int(rng.integers(1, 20))
-        exact = math.fsum(u[i:j])
-        got = (H[j] - H[i]) + (D[j] - D[i])
-        assert abs(got - exact) <= bound * abs(exact), (i, j, got, exact)
-        naive_worst = max(naive_worst, abs((H[j] - H[i]) - exact) / abs(exact))
-    assert naive_worst > 100 * bound  # plain prefix differences would not do
-
-
-# ---------------------------------------------------------------- OWL (NumPy)
-
-
-@pytest.mark.parametrize("policy", POLICIES, ids=["auto", "pairs", "all", "peel"])
-@given(problem=owl_problems())
-def test_owl_matches_numpy_reference(problem, policy):
-    v, w = problem
-    x = _gpu_owl.owl(v, w, **policy)
-    assert type(x) is np.ndarray and x.dtype == v.dtype and x.shape == v.shape
-    _close(x, numpy_ref.owl(v, w), _scale(v, w), v.dtype)
-    a = np.abs(v)
-    for t in np.unique(a):  # equal magnitudes get equal outputs
-        assert np.unique(np.abs(x[a == t])).size == 1
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("weights", ["oscar", "bh", "stair", "constant", "spike"])
-def test_owl_matches_numpy_reference_large(weights, dtype):
-    rng = np.random.default_rng(3)
-    n = 100_000
-    v = rng.standard_normal(n) * rng.choice([1.0, 10.0], n)
-    v[rng.integers(0, n, 500)] = 0.0
-    v[:1000] = np.round(v[:1000], 1)  # many ties
-    i = np.arange(1, n + 1)
-    w = {
-        "oscar": 0.1 + 2.0 * (n - i) / n,
-        "bh": 0.1 * np.sqrt(2 * np.log(2 * n / i)),
-        "stair": np.where(i <= n // 10, 1.0 + (n // 10 - i) * 1e-4, 0.5),
-        "constant": np.full(n, 0.7),
-        "spike": np.where(i == 1, 50.0, 0.0),
-    }[weights]
-    v, w = v.astype(dtype), w.astype(dtype)
-    x = _gpu_owl.owl(v, w)
-    assert x.dtype == dtype
-    _close(x, numpy_ref.owl(v, w), _scale(v, w), dtype)
-
-
-def test_owl_empty_and_single():
-    for dtype in (np.float32, np.float64):
-        x = _gpu_owl.owl(np.zeros(0, dtype), np.zeros(0, dtype))
-        assert x.shape == (0,) and x.dtype == dtype
-        x = _gpu_owl.owl(np.array([-3.0], dtype), np.array([1.0], dtype))
-        assert x.dtype == dtype and x.tolist() == [-2.0]
 
 
 # ---------------------------------------------------- row operators (NumPy)
@@ -241,16 +82,16 @@ def row_problems(draw):
 @given(problem=row_problems())
 def test_single_pass_row_operators_match_reference(problem):
     W, a, w = problem
-    prims = _gpu_rows.GENERIC
+    prims = _stages.GENERIC
     ref_norms = np.asarray(
         [math.hypot(*r) if r.size else 0.0 for r in W.astype(np.float64)]
     )  # hypot: exact up to rounding at any scale
-    nrm = _gpu_rows.row_norms(W, prims)
+    nrm = _stages.row_norms(W, prims)
     np.testing.assert_allclose(nrm, ref_norms, rtol=1e-14, atol=0)
     row_scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True, initial=0.0)
     for got, ref, scale in [
-        (_gpu_rows.group_lasso(W, a, prims), numpy_ref.group_lasso(W, a), row_scale),  # rows independent
-        (_gpu_rows.growl(W, w, _gpu_owl.owl, prims), numpy_ref.growl(W, w), _scale(W, w)),  # rows coupled
+        (_stages.group_lasso(W, a, prims), numpy_ref.group_lasso(W, a), row_scale),  # rows independent
+        (_stages.growl(W, w, _gpu_owl.owl, prims), numpy_ref.growl(W, w), _scale(W, w)),  # rows coupled
     ]:
         assert got.dtype == W.dtype and got.shape == W.shape
         tol = TOL[W.dtype.type]
@@ -284,7 +125,7 @@ def test_cupy_module_defines_every_kernel():
         assert sorted(ast.literal_eval(value)) == sorted(KERNELS)
 
 
-_GPU_PATH = ["cupy_gpu.py", "_gpu_owl.py", "_gpu_rows.py", "_xp_kernels.py"]
+_GPU_PATH = ["cupy_gpu.py", "_gpu_owl.py", "_triton_isotonic.py", "_stages.py", "_xp_kernels.py"]
 
 
 @pytest.mark.parametrize("module", _GPU_PATH)
@@ -305,23 +146,9 @@ def test_no_host_transfer_is_written_on_the_cupy_path(module):
 
 
 @pytest.fixture
-def cupy_gpu_on_numpy(monkeypatch):
+def cupy_gpu_on_numpy(cupy_gpu_against):
     """``proxlib.backends.cupy_gpu`` imported with NumPy standing in for CuPy."""
-    import proxlib.backends as pkg
-
-    name = "proxlib.backends.cupy_gpu"
-    saved_module = sys.modules.pop(name, None)
-    saved_attr = pkg.__dict__.pop("cupy_gpu", None)
-    monkeypatch.setitem(sys.modules, "cupy", np)
-    try:
-        yield importlib.import_module(name)
-    finally:
-        sys.modules.pop(name, None)
-        pkg.__dict__.pop("cupy_gpu", None)
-        if saved_module is not None:
-            sys.modules[name] = saved_module
-        if saved_attr is not None:
-            pkg.cupy_gpu = saved_attr
+    return cupy_gpu_against(np)
 
 
 def _kernel_cases(dtype):
@@ -348,7 +175,7 @@ def _kernel_cases(dtype):
 def test_cupy_module_runs_every_kernel_with_numpy_standing_in(cupy_gpu_on_numpy, monkeypatch, dtype, fused):
     mod = cupy_gpu_on_numpy
     monkeypatch.setattr(mod, "FUSED", fused)
-    monkeypatch.setattr(mod, "_cuda_prims", lambda: _gpu_rows.GENERIC)  # CUDA kernels need a GPU
+    monkeypatch.setattr(mod, "_cuda_prims", lambda: _stages.GENERIC)  # CUDA kernels need a GPU
     for name, args in _kernel_cases(dtype).items():
         got = getattr(mod, name)(*args)
         ref = getattr(numpy_ref, name)(*args)
@@ -444,7 +271,7 @@ def test_gpu_owl_matches_numpy_reference_on_hypothesis_inputs(problem):
     assert isinstance(x, cp.ndarray) and x.dtype == v.dtype and x.shape == v.shape
     with proxlib.use_backend("numpy"):
         ref = proxlib.prox_owl(v, w)
-    _close(cp.asnumpy(x), ref, _scale(v, w), dtype)
+    _close(cp.asnumpy(x), ref, _scale(v, w), v.dtype)
 
 
 @pytest.mark.parametrize("n", [10**6, 10**7])

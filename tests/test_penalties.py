@@ -187,6 +187,7 @@ def penalty_cases(v, data):
     ]
 
 
+@pytest.mark.long_examples(100)  # every penalty, 12 perturbations each, per example
 @given(st.one_of(R.vectors(1, 10), R.matrices(3, 3)), R.steps, st.data(), st.randoms(use_true_random=False))
 def test_prox_matches_function_and_minimises_value(v, step, data, rnd):
     rng = np.random.default_rng(rnd.getrandbits(64))
@@ -206,6 +207,7 @@ def test_prox_matches_function_and_minimises_value(v, step, data, rnd):
         assert fx <= F(np.zeros_like(v)) + slack and fx <= F(v) + slack
 
 
+@pytest.mark.long_examples(100)  # up to 6! pairings per example
 @given(R.vectors(2, 10), st.data(), st.randoms(use_true_random=False))
 def test_owl_value_is_the_largest_pairing(v, data, rnd):
     # Rearrangement inequality: with non-increasing w, sum_i w_i |x|_[i] (largest
@@ -251,16 +253,17 @@ def test_value_returns_float_and_accepts_dtypes(dtype):
             pen.lam = 1.0  # type: ignore[misc]
 
 
-def test_penalty_hyperparameters_validated():
-    x = np.ones((2, 2))
-    for pen, name in (
-        (proxlib.GroupLasso(-1.0), "lam"),
-        (proxlib.ExclusiveLasso(np.nan), "lam"),
-        (proxlib.GroupExclusive(1.0, 1.5), "mu"),
-        (proxlib.Lp(1.0, -0.5), "p"),
-        (proxlib.Lp(True, 0.5), "lam"),
+def test_penalty_hyperparameters_validated_when_made():
+    """Bad parameters fail when the penalty is made (before any data is seen),
+    with a message naming the parameter; so do the public functions."""
+    for make, name in (
+        (lambda: proxlib.GroupLasso(-1.0), "lam"),
+        (lambda: proxlib.ExclusiveLasso(np.nan), "lam"),
+        (lambda: proxlib.GroupExclusive(1.0, 1.5), "mu"),
+        (lambda: proxlib.Lp(1.0, -0.5), "p"),
+        (lambda: proxlib.Lp(True, 0.5), "lam"),
     ):
         with pytest.raises((ValueError, TypeError), match=rf"\b{name}\b"):
-            pen.value(x)
-        with pytest.raises((ValueError, TypeError), match=rf"\b{name}\b"):
-            pen.prox(x)
+            make()
+    with pytest.raises(ValueError, match=r"\blam\b"):
+        proxlib.prox_group_lasso(np.ones((2, 2)), -1.0)

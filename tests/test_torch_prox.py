@@ -1,9 +1,17 @@
-"""proxlib.torch.ProximalStep: exactly proxlib's prox, in place, at lr * strength."""
+"""proxlib.torch.ProximalStep: exactly proxlib's prox (its torch kernels), in place, at lr * strength.
+
+The hook computes with torch operations on the parameter (proxlib's torch
+backend): the result equals the public ``prox_*`` function on the same tensor
+bit for bit, and the NumPy reference to the parity tolerance of the dtype.
+Configuration errors surface at ``add``/``attach``; ``torch.compile`` of the
+model and of ``optimizer.step`` with the hook attached both run."""
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -38,10 +46,13 @@ CASES = {
 }
 
 
-def _expected(W: np.ndarray, fn, grouping, step):
+def _expected(W, fn, grouping, step):
     if grouping is None:
         return fn(W, step)
     return proxlib.from_rows(fn(proxlib.to_rows(W, grouping), step), W.shape, grouping)
+
+
+RTOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
 def _conv_pair(dtype=torch.float32):
@@ -61,6 +72,9 @@ def _sgd_step(module, opt, x):
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_hook_applies_exactly_proxlibs_prox(case, dtype):
+    """Three SGD steps with the hook equal three SGD steps each followed by the
+    public function on the torch tensor (bit for bit), and agree with the
+    NumPy reference to the dtype's tolerance."""
     pen, fn, grouping = CASES[case]
     a, b = _conv_pair(dtype)
     lr, strength = 0.3, 0.4
@@ -74,15 +88,20 @@ def test_hook_applies_exactly_proxlibs_prox(case, dtype):
     for _ in range(3):
         _sgd_step(a, opt_a, x)
         _sgd_step(b, opt_b, x)
-        expected = _expected(b.weight.detach().numpy().copy(), fn, grouping, lr * strength)
+        W = b.weight.detach().clone()
+        expected = _expected(W, fn, grouping, lr * strength)
+        with proxlib.use_backend("numpy"):
+            reference = _expected(W.numpy(), fn, grouping, lr * strength)
+        assert type(expected) is torch.Tensor and expected.dtype == dtype
         with torch.no_grad():
-            b.weight.copy_(torch.from_numpy(expected))
-        np.testing.assert_array_equal(a.weight.detach().numpy(), expected)
+            b.weight.copy_(expected)
+        assert torch.equal(a.weight.detach(), expected)
+        np.testing.assert_allclose(a.weight.detach().numpy(), reference, rtol=RTOL[dtype], atol=RTOL[dtype] * float(W.abs().max()))
     assert a.weight.dtype == dtype
     assert a.weight.data_ptr() == ptr
     assert prox.n_steps == 3
     # bias untouched by the prox: identical to the reference's
-    np.testing.assert_array_equal(a.bias.detach().numpy(), b.bias.detach().numpy())
+    assert torch.equal(a.bias.detach(), b.bias.detach())
 
 
 def test_prox_is_in_place_and_keeps_autograd_bookkeeping():
@@ -172,12 +191,12 @@ def test_parametrized_weight_writes_to_the_leaf():
     prox = pt.ProximalStep(opt)
     prox.add(lin, proxlib.GroupLasso(0.3), grouping="channel")
     ptr = leaf.data_ptr()
-    ref = leaf.detach().numpy().copy()
+    ref = leaf.detach().clone()
     prox.step()
     expected = proxlib.from_rows(proxlib.prox_group_lasso(proxlib.to_rows(ref, "channel"), 0.3, 0.5), ref.shape, "channel")
-    np.testing.assert_array_equal(leaf.detach().numpy(), expected)
+    assert torch.equal(leaf.detach(), expected)
     assert leaf.data_ptr() == ptr
-    np.testing.assert_array_equal(lin.weight.detach().numpy(), 2 * expected)
+    assert torch.equal(lin.weight.detach(), 2 * expected)
 
 
 def test_pruned_weight_writes_to_weight_orig_and_follows_later_pruning():
@@ -188,9 +207,9 @@ def test_pruned_weight_writes_to_weight_orig_and_follows_later_pruning():
     prox.add(lin, proxlib.WeightedL1(0.1))  # added before pruning: the module is re-resolved
     torch.nn.utils.prune.l1_unstructured(lin, "weight", amount=0.5)
     assert pt.ProxTerm(lin, proxlib.WeightedL1(0.1)).leaf is lin.weight_orig
-    ref = lin.weight_orig.detach().numpy().copy()
+    ref = lin.weight_orig.detach().clone()
     prox.step()
-    np.testing.assert_array_equal(lin.weight_orig.detach().numpy(), proxlib.prox_weighted_l1(ref, 0.1, 0.5))
+    assert torch.equal(lin.weight_orig.detach(), proxlib.prox_weighted_l1(ref, 0.1, 0.5))
     lin(torch.zeros(1, 6))  # prune recomputes module.weight = weight_orig * mask in a forward pre-hook
     np.testing.assert_array_equal(lin.weight.detach().numpy(), (lin.weight_orig * lin.weight_mask).detach().numpy())
 
@@ -206,7 +225,11 @@ def test_value_is_strength_times_penalty_and_values_are_labelled():
     v0 = 2.0 * proxlib.GroupLasso(0.5).value(proxlib.to_rows(W0, "channel"))
     v1 = 0.5 * proxlib.GrOWL(_growl_weights(5)).value(proxlib.to_rows(W1, "channel"))
     assert prox.value() == pytest.approx(v0 + v1, rel=1e-6)
-    assert list(prox.values()) == ["Linear.weight", "Linear.weight#1"]
+    assert list(prox.values()) == ["Linear.weight:GroupLasso[channel]", "Linear.weight:GrOWL[channel]"]
+    named = pt.ProximalStep(opt, model=net)
+    named.add(net[0], proxlib.GroupLasso(0.5), grouping="channel", strength=2.0)
+    named.add(net[1], pt.growl(_growl_weights), grouping="channel", strength=0.5)
+    assert list(named.values()) == ["0.weight:GroupLasso[channel]", "1.weight:GrOWL[channel]"]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -216,10 +239,11 @@ def test_half_precision_params_are_computed_in_float32_and_keep_their_dtype(dtyp
     opt = torch.optim.SGD([p], lr=0.5)
     prox = pt.ProximalStep(opt)
     prox.add(p, proxlib.GroupLasso(0.4), grouping="filter")
-    ref = proxlib.prox_group_lasso(p.detach().float().numpy(), 0.4, 0.5)
+    ref = proxlib.prox_group_lasso(p.detach().float(), 0.4, 0.5)
+    assert torch.equal(proxlib.prox_group_lasso(p.detach(), 0.4, 0.5), ref.to(dtype))  # the public function too
     prox.step()
     assert p.dtype == dtype
-    assert torch.equal(p.detach(), torch.from_numpy(ref).to(dtype))
+    assert torch.equal(p.detach(), ref.to(dtype))
 
 
 def test_state_dict_round_trip():
@@ -234,11 +258,41 @@ def test_state_dict_round_trip():
     fresh.add(lin, proxlib.GroupLasso(1.0), strength=1.0)
     fresh.load_state_dict(state)
     assert fresh.n_steps == 1 and fresh.terms[0].strength == 0.125
-    with pytest.raises(ValueError, match="terms"):
+    with pytest.raises(ValueError, match="different terms"):
         pt.ProximalStep(opt).load_state_dict(state)
 
 
-def test_bad_configurations_are_rejected():
+def test_state_dict_keys_terms_by_parameter_name_not_position():
+    """Re-adding the terms in another order cannot swap their strengths."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net)
+    prox.add(net[0], proxlib.GroupLasso(1.0), grouping="channel", strength=0.1)
+    prox.add(net[1], proxlib.GroupLasso(1.0), grouping="channel", strength=0.7)
+    state = prox.state_dict()
+    assert state["strengths"] == {"0.weight:GroupLasso[channel]": 0.1, "1.weight:GroupLasso[channel]": 0.7}
+    again = pt.ProximalStep(opt, model=net)
+    again.add(net[1], proxlib.GroupLasso(1.0), grouping="channel", strength=5.0)
+    again.add(net[0], proxlib.GroupLasso(1.0), grouping="channel", strength=5.0)
+    again.load_state_dict(state)
+    assert [t.strength for t in again.terms] == [0.7, 0.1]
+    fewer = pt.ProximalStep(opt, model=net)
+    fewer.add(net[0], proxlib.GroupLasso(1.0), grouping="channel")
+    with pytest.raises(ValueError, match=r"unknown in state \['1.weight"):
+        fewer.load_state_dict(state)
+    more = pt.ProximalStep(opt, model=net)
+    more.add(net[0], proxlib.GroupLasso(1.0), grouping="channel")
+    more.add(net[1], proxlib.GroupLasso(1.0), grouping="channel")
+    more.add(net[1], proxlib.WeightedL1(1.0), name="bias")
+    with pytest.raises(ValueError, match=r"missing from state \['1.bias"):
+        more.load_state_dict(state)
+    with pytest.raises(ValueError, match="label"):
+        more.add(net[1], proxlib.WeightedL1(2.0), name="bias")  # the same label twice
+    with pytest.raises(ValueError, match="not a parameter of the model"):
+        more.add(torch.nn.Parameter(torch.zeros(2, 2)), proxlib.WeightedL1(1.0))
+
+
+def test_bad_configurations_are_rejected_at_add():
     lin = torch.nn.Linear(3, 2)
     other = torch.nn.Parameter(torch.zeros(2, 2))
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
@@ -247,19 +301,154 @@ def test_bad_configurations_are_rejected():
         prox.add(lin, object())
     with pytest.raises(ValueError, match="grouping"):
         prox.add(lin, proxlib.GroupLasso(1.0), grouping="rows")
-    with pytest.raises(ValueError, match="strength"):
-        prox.add(lin, proxlib.GroupLasso(1.0), strength=-1)
+    with pytest.raises(ValueError, match="grouping 'channel' needs"):
+        prox.add(lin, proxlib.GroupLasso(1.0), grouping="channel", name="bias")  # a 1-D bias
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="strength"):
+            prox.add(lin, proxlib.GroupLasso(1.0), strength=bad)
+    for bad in ("1", None, True):
+        with pytest.raises(TypeError, match="strength"):
+            prox.add(lin, proxlib.GroupLasso(1.0), strength=bad)
     with pytest.raises(TypeError, match="no tensor"):
         prox.add(lin, proxlib.GroupLasso(1.0), name="nope")
-    prox.add(other, proxlib.GroupLasso(1.0))
+    with pytest.raises(TypeError, match="target"):
+        prox.add("weight", proxlib.GroupLasso(1.0))
+    with pytest.raises(TypeError, match="target"):
+        prox.add(3.0, proxlib.GroupLasso(1.0))
+    with pytest.raises(ValueError, match="weights"):  # one weight per row: 3 input neurons, not 2
+        prox.add(lin, proxlib.GrOWL(np.array([1.0, 0.5])), grouping="channel")
+    with pytest.raises(ValueError, match="weights"):
+        prox.add(lin, pt.growl(lambda G: np.ones(G + 1)), grouping="channel")
     with pytest.raises(ValueError, match="not in the optimizer"):
-        prox.step()
+        prox.add(other, proxlib.GroupLasso(1.0))
+    assert prox.terms == []  # nothing half-added
+    late = pt.ProximalStep()
+    late.add(other, proxlib.GroupLasso(1.0))
     with pytest.raises(ValueError, match="not in the optimizer"):
-        prox.attach()
+        late.attach(opt)
+    with pytest.raises(ValueError, match="not in the optimizer"):
+        late.step(opt)
     with pytest.raises(ValueError, match="optimizer"):
         pt.ProximalStep().step()
+    good = pt.ProximalStep(opt)
+    good.add(lin, proxlib.GroupLasso(1.0))
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="lr"):
+            good.step(lr=bad)
+    with pytest.raises(ValueError, match="every"):
+        pt.ProximalStep(opt, every=0)
+    with pytest.raises(TypeError, match="optimizer"):
+        pt.ProximalStep(lin)
     with pytest.raises(TypeError, match="floating"):
         _bridge.working_tensor(torch.zeros(2, dtype=torch.int64))
+
+
+def test_frozen_parameters_are_skipped():
+    lin = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+    prox = pt.ProximalStep(opt)
+    prox.add(lin, proxlib.GroupLasso(10.0))
+    lin.weight.requires_grad_(False)
+    before = lin.weight.detach().clone()
+    prox.step()
+    assert torch.equal(lin.weight, before)
+    lin.weight.requires_grad_(True)
+    prox.step()
+    assert torch.count_nonzero(lin.weight) == 0
+
+
+def test_every_n_steps_uses_lr_times_n():
+    """With zero gradients, a prox every 3 optimizer steps at step 3 * lr * strength."""
+    p = torch.nn.Parameter(torch.full((2, 3), 5.0, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=0.1)
+    prox = pt.ProximalStep(opt, every=3)
+    prox.add(p, proxlib.WeightedL1(1.0), strength=2.0)
+    prox.attach()
+    for k in range(1, 7):
+        p.grad = torch.zeros_like(p)
+        opt.step()
+        expected = 5.0 - 0.6 * (k // 3)
+        assert torch.allclose(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-15), k
+    assert prox.n_steps == 2 and prox.n_optimizer_steps == 6
+
+
+def test_a_step_does_no_validation_or_layout_work(monkeypatch):
+    """Everything is checked and built at add(); a step only scales the
+    thresholds and calls the kernel (the parameter's own storage)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    prox.add(net[0], proxlib.GroupLasso(0.5), grouping="channel")
+    prox.add(net[1], pt.growl(_growl_weights), grouping="channel")
+    prox.add(net[1], proxlib.GroupExclusive(0.5, 0.5), grouping="filter")
+    prox.add(net[0], proxlib.WeightedL1(0.1), name="bias")
+
+    def forbidden(*a, **k):
+        raise AssertionError("validation or layout work inside a step")
+
+    for name in ("as_float_array", "nonnegative_array", "nonincreasing", "check_all_finite"):
+        monkeypatch.setattr(proxlib._validate, name, forbidden)
+    monkeypatch.setattr(proxlib._registry, "layout_of", forbidden)
+    prox.step()
+    prox.step()
+
+
+def test_the_torch_path_never_loads_numba_or_numpy_kernels(tmp_path):
+    """A training loop with every kind of term loads neither numba nor the
+    NumPy reference backend: nothing competes with torch's threads."""
+    code = (
+        "import sys, torch, proxlib, proxlib.torch as pt\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))\n"
+        "opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+        "prox = pt.ProximalStep(opt, model=net)\n"
+        "prox.add(net[0], proxlib.GroupLasso(0.1), grouping='channel')\n"
+        "prox.add(net[2], pt.growl(lambda G: proxlib.owl_weights_oscar(G, 0.1, 0.01)), grouping='channel')\n"
+        "prox.add(net[2], proxlib.GroupExclusive(0.1, 0.5), grouping='filter', label='ge')\n"
+        "prox.add(net[0], proxlib.ExclusiveLasso(0.1), grouping='shape', label='ex')\n"
+        "prox.add(net[0], proxlib.Lp(0.01, 0.5), name='bias')\n"
+        "prox.add(net[2], proxlib.WeightedL1(0.01), name='bias')\n"
+        "prox.attach()\n"
+        "for _ in range(3):\n"
+        "    opt.zero_grad(); net(torch.randn(4, 8)).sum().backward(); opt.step()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('numba') or m.endswith('numba_cpu')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_compiled_model_and_compiled_optimizer_step_with_the_hook():
+    """torch.compile(model) and torch.compile(optimizer.step) with the hook
+    attached run (the hook is a graph break) and give the eager result."""
+    torch.manual_seed(0)
+
+    def make():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        opt = torch.optim.SGD(net.parameters(), lr=0.2, momentum=0.9)
+        prox = pt.ProximalStep(opt, model=net)
+        prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
+        prox.add(net[2], pt.growl(_growl_weights), grouping="channel")
+        prox.attach()
+        return net, opt, prox
+
+    X = torch.randn(16, 10, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(4))
+    results = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        net, opt, prox = make()
+        model = torch.compile(net, backend="aot_eager") if compiled else net
+        step = torch.compile(opt.step, backend="aot_eager") if compiled else opt.step
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X), y).backward()
+            step()
+        assert prox.n_steps == 3
+        results.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (4, 3, 2, 2), (2, 3, 2), (0, 3, 2, 2)])
@@ -270,6 +459,17 @@ def test_torch_row_views_match_proxlibs(shape, grouping):
     np.testing.assert_array_equal(R.numpy(), proxlib.to_rows(W, grouping))
     back = _bridge.from_rows(R, shape, grouping)
     np.testing.assert_array_equal(back.numpy(), W)
+
+
+def test_tied_rows_compile_without_a_graph_break():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 4)
+    pt.tie_rows(lin, np.array([0, 1, 0, -1, 2, 1]))
+    x = torch.randn(3, 6)
+    explanation = torch._dynamo.explain(lin)(x)
+    assert explanation.graph_break_count == 0
+    compiled = torch.compile(lin, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), lin(x))
 
 
 def test_examples_in_docstrings_run():

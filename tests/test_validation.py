@@ -68,7 +68,7 @@ BAD_ARRAYS = [
     ("bool", lambda a: a > 0, TypeError),
     ("object", lambda a: a.astype(object), TypeError),
     ("string", lambda a: a.astype(str), TypeError),
-    ("float16", lambda a: a.astype(np.float16), TypeError),
+    ("longdouble", lambda a: a.astype(np.longdouble), TypeError),
 ]
 
 
@@ -94,6 +94,16 @@ def test_object_list_and_bool_scalar_input(name):
         call(name, **{arg: [1.0, None, 2.0]})
     with pytest.raises(TypeError, match=rf"\b{arg}\b"):
         call(name, **{arg: True})
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_float16_input_is_computed_in_float32_and_returned_in_float16(name):
+    arg = array_arg(name)
+    good = OPERATORS[name][1][arg]
+    half = good.astype(np.float16)
+    x = call(name, **{arg: half})
+    assert x.dtype == np.float16 and x.shape == good.shape
+    np.testing.assert_array_equal(x, call(name, **{arg: half.astype(np.float32)}).astype(np.float16))
 
 
 @pytest.mark.parametrize("name", OPERATORS)
@@ -335,3 +345,53 @@ def test_every_operator_keeps_type_shape_dtype_and_inputs(name, dtype, layout):
     for k, v in extra.items():
         np.testing.assert_array_equal(v, snapshot[k])
     np.testing.assert_array_equal(x, fn(**{**kw, **extra, arg: np.ascontiguousarray(base)}))
+
+
+# ---------------------------------------------------- the smaller defects of issue 11
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_numpy_matrix_and_masked_arrays_are_refused_not_mangled():
+    M = np.matrix([[3.0, -0.5], [1.0, 2.0]])
+    masked = np.ma.masked_array([3.0, -0.5, 1.0], mask=[False, True, False])
+    for call in (
+        lambda x: proxlib.prox_weighted_l1(x, 1.0),
+        lambda x: proxlib.prox_lp(x, 1.0, 0.5),
+        lambda x: proxlib.prox_group_lasso(x, 1.0),
+        lambda x: proxlib.prox_owl(x, np.ones(x.size)),
+    ):
+        with pytest.raises(TypeError, match=r"numpy\.matrix"):
+            call(M)
+        with pytest.raises(TypeError, match="masked array"):
+            call(masked)
+    with pytest.raises(TypeError, match=r"weights is a masked array"):
+        proxlib.prox_weighted_l1(np.ones(3), masked)
+    with pytest.raises(TypeError, match=r"theta is a masked array"):
+        proxlib.reweight_l1(masked, 0.1)
+    # the backends too (a Numba TypingError before): every backend refuses alike
+    for name in proxlib.available_backends():
+        if name in ("numpy", "numba"):
+            with proxlib.use_backend(name), pytest.raises(TypeError, match=r"numpy\.matrix"):
+                proxlib.prox_weighted_l2sq(M, 1.0)
+
+
+def test_mu_schedule_takes_numpy_integers():
+    assert proxlib.mu_schedule(np.int64(3)) == [0.0, 0.5, 1.0]
+    assert proxlib.mu_schedule(np.int32(1), np.float64(0.25)) == [0.25]
+    with pytest.raises(ValueError, match="n_layers"):
+        proxlib.mu_schedule(np.int64(0))
+    with pytest.raises(ValueError, match="n_layers"):
+        proxlib.mu_schedule(3.0)
+
+
+def test_rows_helpers_name_the_bad_argument():
+    with pytest.raises(TypeError, match=r"\bW\b"):
+        proxlib.to_rows([[1.0, 2.0], [3.0, 4.0]], "filter")  # a list: AttributeError before
+    R = np.ones((3, 4))
+    with pytest.raises(TypeError, match=r"\bshape\b"):
+        proxlib.from_rows(R, 12, "filter")  # an int for the shape: "not iterable" before
+    with pytest.raises(TypeError, match=r"\bshape\b"):
+        proxlib.from_rows(R, (3, 4.0), "filter")
+    with pytest.raises(TypeError, match=r"\bR\b"):
+        proxlib.from_rows(R.tolist(), (3, 4), "filter")
+    np.testing.assert_array_equal(proxlib.from_rows(R, (3, 4), "filter"), R)

@@ -172,8 +172,8 @@ def test_mu_schedule(L, m):
     assert mus[0] == m and mus[-1] == pytest.approx(1 - m, abs=4 * EPS64)
     assert all(0 <= u <= 1 for u in mus)
     assert all(b >= a for a, b in zip(mus, mus[1:]))
-    for u in mus:  # every entry is a valid mu for the operators
-        proxlib.prox_group_exclusive(np.ones((1, 2)), 1.0, u)
+    for u in mus:  # every entry is a valid mu for the operators (their check, without a prox each)
+        proxlib.GroupExclusive(1.0, u)
 
 
 def test_mu_schedule_hand_and_validation():
@@ -186,3 +186,69 @@ def test_mu_schedule_hand_and_validation():
     for m in (-0.1, 0.6, np.nan):
         with pytest.raises(ValueError, match=r"\bm\b"):
             proxlib.mu_schedule(3, m)
+
+
+# ------------------------------------------------ the float range, torch scalars and like=
+
+_BUILDERS = {
+    "constant": lambda *a, **k: proxlib.owl_weights_constant(5, *a[:1], **k),
+    "oscar": lambda *a, **k: proxlib.owl_weights_oscar(5, *a[:2], **k),
+    "stairwise": lambda *a, **k: proxlib.owl_weights_stairwise(5, *a[:2], 3, **k),
+    "piecewise_linear": lambda *a, **k: proxlib.owl_weights_piecewise_linear(5, *a[:2], 0.6, **k),
+    "spike": lambda *a, **k: proxlib.owl_weights_spike(5, *a[:1], **k),
+}
+
+
+def test_builders_refuse_weights_beyond_float64():
+    # lam1 + lam2 (n - i) = 5e308: overflowed to inf before; not representable
+    with pytest.raises(ValueError, match="overflow float64"):
+        proxlib.owl_weights_oscar(3, 1e308, 1e308)
+    with pytest.raises(ValueError, match="overflow float64"):
+        proxlib.owl_weights_oscar(10**6, 0.0, 1e303)
+    with pytest.raises(ValueError, match="overflow float64"):
+        proxlib.owl_weights_stairwise(4, 1e308, 1e308, 3)
+    # representable ones are exact at the top of the range
+    np.testing.assert_array_equal(proxlib.owl_weights_oscar(2, 1e308, 5e307), [1.5e308, 1e308])
+    big = np.finfo(np.float64).max
+    w = proxlib.owl_weights_piecewise_linear(5, big, big / 4, 1.0)  # (l1 - l2)(p - i) overflowed
+    np.testing.assert_allclose(w, big / 4 + (big - big / 4) * np.array([1, 0.75, 0.5, 0.25, 0]), rtol=2 * EPS64)
+    assert_valid_owl_weights(w, 5)
+    np.testing.assert_array_equal(proxlib.owl_weights_constant(2, 5e-324), [5e-324, 5e-324])
+
+
+@pytest.mark.parametrize("name", sorted(_BUILDERS))
+def test_builders_refuse_weights_beyond_the_requested_dtype(name):
+    with pytest.raises(ValueError, match="overflow float32"):
+        _BUILDERS[name](1e39, 1e38, dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(_BUILDERS))
+def test_builders_accept_torch_scalars_and_return_like_arrays(name):
+    torch = pytest.importorskip("torch")
+    build = _BUILDERS[name]
+    ref = build(1.5, 0.25)
+    assert type(ref) is np.ndarray and ref.dtype == np.float64
+    # scalars as 0-d tensors (and n as a 0-d integer tensor)
+    np.testing.assert_array_equal(build(torch.tensor(1.5), torch.tensor(0.25, dtype=torch.float64)), ref)
+    np.testing.assert_array_equal(proxlib.owl_weights_oscar(torch.tensor(5), 1.5, 0.25), proxlib.owl_weights_oscar(5, 1.5, 0.25))
+    # like=: like's library, device and dtype
+    for like in (torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.zeros((), dtype=torch.bfloat16)):
+        w = build(1.5, 0.25, like=like)
+        assert isinstance(w, torch.Tensor) and w.dtype == like.dtype and w.device == like.device
+        np.testing.assert_array_equal(w.double().numpy(), torch.as_tensor(ref).to(like.dtype).double().numpy())
+        assert bool(torch.all(w[1:] <= w[:-1]))  # rounding keeps them non-increasing
+    w = build(1.5, 0.25, like=torch.zeros(1), dtype=torch.float64)  # dtype overrides like's
+    assert isinstance(w, torch.Tensor) and w.dtype == torch.float64
+    w = build(1.5, 0.25, like=np.zeros(1, dtype=np.float32))
+    assert type(w) is np.ndarray and w.dtype == np.float32
+    with pytest.raises(ValueError, match="overflow float32"):
+        build(1e39, 1e38, like=torch.zeros(1))
+    with pytest.raises(TypeError, match="like"):
+        build(1.5, 0.25, like=torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(TypeError, match="like"):
+        build(1.5, 0.25, like=[0.0])
+    # and they are accepted by the operators on tensors
+    v = torch.linspace(-2, 2, 5)
+    with proxlib.use_backend(None):  # the module pins NumPy arrays to the reference
+        x = proxlib.prox_owl(v, build(1.5, 0.25, like=v))
+    assert isinstance(x, torch.Tensor) and x.dtype == v.dtype

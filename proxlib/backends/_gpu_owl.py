@@ -1,19 +1,29 @@
-r"""OWL prox and isotonic regression as data-parallel array code (NumPy or CuPy).
+r"""OWL prox and isotonic regression as data-parallel array code, for any array namespace.
 
-Everything here is written once against the NumPy API; ``xp`` is the input's
-own module, so with CuPy input every step runs on the input's device and no
-array is copied to the host.  The only device-to-host traffic is a handful of
-scalars per round (loop termination, and the sizes that boolean compaction and
-``nonzero`` need to allocate their outputs); each is one implicit stream
-synchronisation and 8 bytes.
+One code path for NumPy arrays, CuPy arrays and torch tensors on any device:
+``xp = array_api_compat.array_namespace(x)`` and every allocation passes
+``device=array_api_compat.device(x)``, so every step runs where the input lives
+and no array is ever copied to the host.  On CUDA torch tensors, with Triton
+installed, each merge round's bridge search is one Triton kernel
+(``_triton_isotonic``); everywhere else it is the vectorised loop of
+``_bridge_cuts_array`` (the two compute the same thing, operation for operation).
+
+Entry points: ``owl(v, w)`` (the kernel contract of ``proxlib.backends``: v
+1-D float32/float64, w non-increasing >= 0 of the same length, dtype and device,
+already multiplied by the step; returns a new array of v's dtype, v and w are
+never written), ``isotonic_blocks(u)`` and ``isotonic_increasing(u)``.
 
 OWL
 ---
-``owl(v, w)``: sort ``|v|`` (one ``xp.sort``, no argsort), solve the isotonic
-step on ``u = w - |v|_sorted-desc`` (below), and give each entry the value of
-the block that holds its magnitude: ties in ``|v|`` always share a block, so a
-``searchsorted`` of ``|v_i|`` into the blocks' smallest magnitudes finds it.
-No permutation is ever materialised.
+``owl(v, w)``: sort ``|v|`` decreasingly (one sort, no argsort), take the
+*exact* differences ``u = w - |v|_sorted`` as unevaluated sums ``uh + ul``
+(TwoSum; ``w - y`` of two non-negative floats cannot overflow), solve the
+increasing isotonic regression of u (below), clamp each block's mean into the
+range of its end entries, and give each entry the value ``max(-mean, 0)`` of the
+block that holds its magnitude: ties in ``|v|`` always share a block, so a
+``searchsorted`` of ``|v_i|`` into the blocks' smallest magnitudes finds it,
+and tied magnitudes get identical outputs by construction.  No permutation is
+ever materialised.
 
 Isotonic regression as a convex hull
 ------------------------------------
@@ -21,7 +31,7 @@ The increasing isotonic regression of ``u`` (length n) is the slope sequence of
 the greatest convex minorant of the cumulative-sum diagram ``P_k = u_1 + ... +
 u_k``, k = 0..n: the lower convex hull of the n + 1 points ``(k, P_k)``.  A
 *block* of pooled entries is a hull edge, its mean the edge's slope.  The
-algorithm keeps a list ``V`` of surviving vertices (initially all points) and
+algorithm keeps a chain ``V`` of surviving vertices (initially all points) and
 only ever deletes points that cannot be strict hull vertices:
 
 * a vertex is *reflex* when the edge into it is at least as steep as the edge
@@ -29,38 +39,25 @@ only ever deletes points that cannot be strict hull vertices:
   with ties pooled so that the surviving chains are strictly convex);
 * **peel**: delete every reflex vertex at once.  Each lies on or above the chord
   of its neighbours, so none is a strict hull vertex.  This is PAVA's pooling of
-  all adjacent violators in parallel; it is cheap (a few elementwise passes)
-  and removes most vertices on noisy data, but a single violator can need O(n)
-  peels to propagate;
+  all adjacent violators in parallel; the first peel compares the exact ``u``
+  (``uh`` then ``ul``), so ties in ``|v|`` are pooled whatever the rounding;
 * **merge**: the reflex vertices split ``V`` into maximal convex *runs*; two
   neighbouring runs are replaced by the lower hull of their union, which keeps
   a prefix of the left run and a suffix of the right one, joined by the
-  *bridge* (their common tangent).  All bridges of a round are found at once
-  by a two-sided binary search (below) in O(log |left| + log |right|)
-  vectorised steps.  A round bridges either *every* junction (each deleted
-  range lies above the hull of two runs, hence above the hull of everything,
-  so overlapping ranges are harmless; the number of runs never grows and
-  usually collapses) or *pairs* of runs (0 with 1, 2 with 3, ...: every merged
-  pair is convex, so the number of runs at least halves).  The default bridges
-  every junction and falls back to pairs for one round whenever a round
-  failed to halve the runs, so runs halve at least every second round.
+  *bridge* (their common tangent), found by a two-sided binary search (below).
+  A round bridges either *every* junction (each deleted range lies above the
+  hull of two runs, hence above the hull of everything, so overlapping ranges
+  are harmless; the number of runs never grows and usually collapses) or
+  *pairs* of runs (0 with 1, 2 with 3, ...: every merged pair is convex, so the
+  number of runs at least halves).  The default bridges every junction and
+  falls back to pairs for one round whenever a round failed to halve the runs,
+  so runs halve at least every second round.
 
 A round peels when reflex vertices are dense (at least ``1/peel_density`` of
 the vertices, so a peel shrinks ``V`` by a constant factor) and merges
 otherwise.  Rounds stop when no vertex is reflex: the chain is then convex and
 contains every strict hull vertex, i.e. it *is* the lower hull, and its edge
 slopes are the isotonic fit.
-
-Cost: peels take O(n) work in total (geometric shrinking) and merges O(|V|)
-work each plus the bridge steps over the pairs; there are O(log n) merge rounds
-(runs halve every second round; a peel adds at most one run).  Worst case
-O(n log n) work and O(log^2 n) vectorised steps.  Measured on OWL inputs
-(|v| Gaussian, BH/OSCAR/stairwise weights, n = 1e3..1e7): one to three peels
-and zero to seven merges with 20 to 230 bridge steps in all; every step is a
-few dozen small array operations, so on a GPU the merge rounds are bound by
-kernel-launch latency, not by memory traffic.  Scratch: the sorted
-magnitudes, ``u``, the prefix sums and their compensation (n + 1 each) until
-the first peel, then a (|V|, 3) array of the surviving vertices.
 
 Bridge search
 -------------
@@ -82,66 +79,216 @@ takes the middle edge i of the left range and j of the right range; with
 
 Once one side is resolved, the other is a point-to-chain tangent search with
 the same tests.  Every step halves at least one range, so ``ceil(log2 a) +
-ceil(log2 b)`` steps suffice; the search runs for all pairs at once with a
-fixed step count (one scalar read per round for the longest run).
+ceil(log2 b)`` steps suffice.  The Triton kernel runs each program's pairs
+until all are resolved; the array fallback runs all pairs for a common step
+count (one extra scalar read per merge round for the longest run).
 
 Accuracy
 --------
-``u`` is scaled by a power of two (exact) so that sums can neither overflow nor
-underflow.  Prefix sums are compensated: ``H = cumsum(u)`` in any order, then
-each step's exact rounding error ``delta_k = H_{k-1} + u_k - H_k`` (TwoSum) is
-summed into ``D``; ``P = H + D`` to about n eps^2 of the largest prefix sum,
-so every block sum ``(H_j - H_i) + (D_j - D_i)`` is accurate to a few ulps *of
-the block sum* plus that (1e-24 of max|P| at n = 1e8), where plain prefix
-differences would err by eps max|P|.  Block means are therefore about as
-accurate as a sequential PAVA's, whatever n is.
+* ``u = w - y`` is exact as ``uh + ul`` (TwoSum).  ``uh`` and ``ul`` are then
+  scaled by one power of two (exact) that puts ``max|uh|`` in
+  ``[2^(T-1), 2^T)``, ``T = 1019 - bit_length(n)``, as high as possible without
+  any prefix sum, slope or tangent-test product overflowing; the scale factor is
+  computed on the device (``frexp``/``ldexp``), not read by the host.  (Entries
+  below ``max|u| * 2^-(2090 - bit_length(n))`` cannot all be represented after
+  such a scaling; no pair of finite doubles is that far apart unless
+  ``max|u| > 2^T`` and the small one is subnormal.)
+* Prefix sums are compensated: ``H = cumsum(uh)`` in any order (a GPU scan is
+  not sequential), then each step's exact rounding error ``(H_{k-1} + uh_k) -
+  H_k`` (TwoSum) plus ``ul_k`` is summed into ``D``; ``P = H + D`` to about
+  n eps^2 of the largest prefix sum.  Every block sum ``(H_j - H_i) + (D_j -
+  D_i)`` is accurate to a few ulps *of the block sum* plus that bound
+  (1e-24 of max|P| at n = 1e8), where plain prefix differences would err by eps
+  max|P|.  In particular a block's sign (which decides the support: an OWL
+  block is zero iff its sum of ``|v| - w`` is <= 0) is exact whenever the
+  block sum exceeds that bound, and the rounding of ``|v| - w`` never decides
+  it: ``v = [1, 5, 3.7e-175]``, ``w = [6, 2.8e-45, 0]`` gives zeros, as exact
+  arithmetic does.
+* A block ``[i, j)`` of the exact fit satisfies ``u_i >= mean >= u_{j-1}``
+  (otherwise it would split), so each computed mean is clamped into
+  ``[min, max]`` of the rounded ``u_i``, ``u_{j-1}``: a pooled value never
+  leaves the range of its entries (three copies of 0.05 stay 0.05; with zero
+  weights the prox returns v exactly, 1e308 included) and one-entry blocks are
+  exact.
+* What the prefix sums cannot resolve: two neighbouring block means that
+  differ by less than about n eps^2 max|P| / (block length) can be pooled
+  (e.g. zero weights and |v| = [0.05, 0.05, 0.05, 1e-178, 0]: the 1e-178 entry
+  pools with the 0 and comes out 0).  The value error is then below about
+  n^2 eps^2 max(|v|, w), far under the rounding of the other entries; a
+  sequential PAVA (the NumPy and Numba backends) sums each block locally and
+  has no such floor.
+
+Cost (n entries, r rounds, of which r_m merges)
+-----------------------------------------------
+Rounds: with the Triton bridge (default peel_density 0, merges only) runs
+halve at least every second merge, so r <= 2 ceil(log2 n) + 2 (final check
+included); 2 to 13 on OWL and adversarial inputs at n = 1e3..1e6.  With array
+merges (peel_density 8) peels may add up to log(n+1)/log(8/7) rounds.
+
+* Work: one sort of n keys; O(n) elementwise work before the rounds; round k
+  costs O(|V_k|) (``|V|`` shrinks geometrically), a merge round also
+  O(K log L) for its K pairs and longest run L.  Worst case O(n log n).
+* Kernel launches, counted in ``tests/test_device_owl.py`` with torch's
+  dispatcher on the path a CUDA tensor takes: at most 75 before the first
+  scalar read (sort, TwoSum, scaling, first peel, compensated prefix sums,
+  first chain, first edge slopes), at most 30 per round (edge slopes, reflex
+  test, then a peel, or a merge with ONE Triton kernel, and the compaction;
+  24 and 26 measured), at most 30 after the rounds (clamp, searchsorted,
+  gather): 105 + 30 (r - 1) = O(log n) in all; 67 to 301 measured at
+  n = 1e3..1e6.  The array fallback's merge rounds add about 52 operations
+  per bridge step, ``2 bit_length(L)`` steps each, O(log^2 n) in all (1,180
+  to 4,937 on the same inputs at n = 1e3..1e4).
+* Host synchronisations: exactly one scalar read per round (``int(...)`` of one
+  device int64 that packs the round's number of reflex vertices and the chain
+  length), so r per call, O(log n); nothing else waits for the device: sizes
+  that boolean compaction or ``nonzero`` would need are never used -- the
+  chain is compacted by a stable partition into an array of the previous
+  length, and the host learns the new length with the next round's read;
+  the reflex indices are ``torch.nonzero_static`` of the count just read (a
+  scatter off torch).  The array fallback adds one read per merge round (its
+  step count).
+* Scratch: peak about 11 n 8-byte words besides the output for OWL (float64;
+  10 n for float32), 8 n for ``isotonic_blocks`` (tracemalloc on NumPy at
+  n = 1e6): while the prefix sums are formed, ``uh``, ``ul``, ``H``, ``D`` and
+  three temporaries (float64, n + 1 each) with the sorted magnitudes; then
+  the first chain (3 x (n + 1)) and its compaction; then arrays of the block
+  count, which on OWL inputs is close to n.
 """
 
 from __future__ import annotations
 
-from .._dispatch import array_namespace
+import functools
 
-__all__ = ["owl", "isotonic_increasing", "isotonic_blocks"]
+import array_api_compat
+
+__all__ = ["owl", "isotonic_increasing", "isotonic_blocks", "compensated_prefix"]
 
 # Peel when at least 1/PEEL_DENSITY of the vertices are reflex.
 PEEL_DENSITY = 8
+# Packs (number of reflex vertices, chain length) into one int64 per round.
+_PACK = 2**32
 
 
-def _power_of_two_scale(u, xp):
-    """A power of two s with max|u|/s in [1, 2) (1 if u == 0), as a 0-d device array."""
-    amax = xp.max(xp.abs(u))
-    _, e = xp.frexp(amax)
-    s = xp.ldexp(xp.ones_like(amax), e - 1)
-    return xp.where(amax > 0, s, xp.ones_like(amax))
+def _ns(x):
+    return array_api_compat.array_namespace(x), array_api_compat.device(x)
 
 
-def compensated_prefix(u, xp):
-    """(H, D), each of length n + 1, with H + D = the exact prefix sums of ``u``
+@functools.cache
+def _triton_module():
+    """``_triton_isotonic`` if Triton imports, else None."""
+    try:
+        from . import _triton_isotonic
+    except ImportError:
+        return None
+    return _triton_isotonic
+
+
+def _use_triton(x, bridge: str) -> bool:
+    if bridge == "array":
+        return False
+    if bridge == "triton":
+        if not array_api_compat.is_torch_array(x):
+            raise ValueError(f"bridge='triton' needs a torch tensor, got {type(x).__name__}")
+        if _triton_module() is None:
+            raise ImportError("bridge='triton' needs triton")
+        return True
+    if bridge != "auto":
+        raise ValueError(f"bridge must be 'auto', 'triton' or 'array', got {bridge!r}")
+    return array_api_compat.is_torch_array(x) and x.device.type == "cuda" and _triton_module() is not None
+
+
+def _two_diff(a, b):
+    """(s, e) with s = fl(a - b) and s + e = a - b exactly (Knuth's TwoSum).
+
+    Never writes into ``a`` or ``b``; two temporaries of their size.
+    """
+    s = a - b
+    t = s - a  # the rounded part of s that came from -b
+    e = s - t
+    e -= a
+    e *= -1.0  # a - (s - t)
+    t += b  # -((-b) - t)
+    e -= t
+    return s, e
+
+
+def _scale_exponent(uh, n, xp, dev):
+    """Device int: k with max|uh| * 2^k in [2^(T-1), 2^T), T = 1019 - bit_length(n), |k| <= 1022."""
+    amax = xp.max(xp.abs(uh))
+    _, e = xp.frexp(amax)  # amax = m 2^e, m in [1/2, 1); frexp(0) = (0, 0)
+    return xp.clip((1019 - n.bit_length()) - e, -1022, 1022)
+
+
+def _pow2(k, xp, dev):
+    """2^k as a 0-d float64 device array (exact for |k| <= 1022)."""
+    return xp.ldexp(xp.ones((), dtype=xp.float64, device=dev), k)
+
+
+def compensated_prefix(u, low=None):
+    """(H, D), float64 of length n + 1, with H + D the exact prefix sums of ``u + low``
     to about n eps^2 max|H|.
 
-    ``H = [0, cumsum(u)]`` may be summed in any order (CuPy's scan is not
+    ``H = [0, cumsum(u)]`` may be summed in any order (a GPU scan is not
     sequential); TwoSum gives the exact error of each step *given* H, and those
-    errors, being tiny, are summed without significant loss.
+    errors plus ``low`` (the low parts of an unevaluated sum), being tiny, are
+    summed without significant loss.  ``u`` (float64) and ``low`` are not written.
     """
-    n = u.shape[0]
-    H = xp.zeros(n + 1, dtype=xp.float64)
-    xp.cumsum(u, out=H[1:])
+    xp, _ = _ns(u)
+    H = xp.cumulative_sum(u, include_initial=True)
     prev = H[:-1]
-    D = xp.zeros(n + 1, dtype=xp.float64)
-    e = D[1:]  # scratch until the last line; two temporaries besides H and D
     t = prev + u
     bp = t - prev
-    xp.subtract(t, bp, out=e)
-    xp.subtract(prev, e, out=e)
-    xp.subtract(u, bp, out=bp)
-    xp.add(e, bp, out=e)  # e = (prev - (t - bp)) + (u - bp): prev + u == t + e exactly
-    xp.subtract(t, H[1:], out=bp)
-    xp.add(bp, e, out=t)  # the step's error given H: (t - H_k) + e
-    xp.cumsum(t, out=e)
+    e = t - bp
+    e -= prev
+    e *= -1.0  # prev - (t - bp)
+    bp *= -1.0
+    bp += u  # u - bp
+    e += bp  # prev + u == t + e exactly
+    del bp
+    t -= H[1:]
+    t += e  # the step's error given H: (t - H_k) + e
+    del e
+    if low is not None:
+        t += low
+    D = xp.cumulative_sum(t, include_initial=True)
     return H, D
 
 
-def _edge_means(P, xp):
+def _stable_partition(keep, iota, xp):
+    """Destinations that move the kept entries, in order, to the front and the
+    others behind them (also in order), and the number kept (a device scalar).
+    ``iota`` is ``arange(len(keep))``."""
+    c = xp.cumulative_sum(xp.astype(keep, xp.int64))
+    m_dev = c[-1] + 0  # its own 0-d array: c changes below
+    d = iota - c
+    d += m_dev  # a dropped entry goes to m + (number dropped before it)
+    c -= 1  # a kept one to (number kept before it)
+    return xp.where(keep, c, d), m_dev
+
+
+def _compact(P, keep, iota, xp, dev):
+    """The chain's columns with ``keep`` first (a permutation of them, same
+    length, so no size crosses to the host) and the number kept (device)."""
+    pos, m_dev = _stable_partition(keep, iota, xp)
+    out = xp.empty(P.shape, dtype=P.dtype, device=dev)
+    out[:, pos] = P
+    return out, m_dev
+
+
+def _indices(mask, count, xp, dev):
+    """The indices of the ``count`` true entries of ``mask`` (count known on the host)."""
+    if array_api_compat.is_torch_array(mask):
+        import torch
+
+        if hasattr(torch, "nonzero_static"):  # one operation, no synchronisation
+            return torch.nonzero_static(mask, size=count)[:, 0]
+    idx = xp.empty(mask.shape[0] + 1, dtype=xp.int64, device=dev)
+    c = xp.cumulative_sum(xp.astype(mask, xp.int64))
+    idx[xp.where(mask, c - 1, count)] = xp.arange(mask.shape[0], dtype=xp.int64, device=dev)
+    return idx[:count]
+
+
+def _edge_means(P):
     """Slope of every edge of the chain (= mean of u over each block).
 
     ``P`` holds one column (x, H, D) per vertex: position and compensated
@@ -151,17 +298,20 @@ def _edge_means(P, xp):
     return sums / (P[0, 1:] - P[0, :-1])
 
 
-def _merge_keep(P, eg, reflex, pairwise, xp, stats=None):
-    """Keep-mask of the vertices after one merge round (see the module doc).
+def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
+    """The int32 (2, B + 2) cut array of one merge round, in array code (module doc).
 
-    ``pairwise``: bridge runs (0, 1), (2, 3), ... (at least halves the number
-    of runs); otherwise bridge every junction at once (usually far fewer rounds;
-    the removal ranges of neighbouring junctions may then overlap, which is
-    safe because each range is removed on its own merit).
+    ``cut[0]`` marks the first deleted vertex of each bridged pair, ``cut[1]``
+    one past its last.  ``pairwise``: bridge runs (0, 1), (2, 3), ... (at least
+    halves the number of runs); otherwise bridge every junction at once
+    (usually far fewer rounds; the removal ranges of neighbouring junctions may
+    then overlap, which is safe because each range is removed on its own merit).
+    ``_triton_isotonic`` is the same search as one kernel.
     """
-    B = P.shape[1] - 1  # number of edges
-    J = xp.nonzero(reflex)[0] + 1  # reflex vertices = run boundaries
-    bounds = xp.concatenate([xp.zeros(1, dtype=J.dtype), J, xp.full(1, B, dtype=J.dtype)])
+    B = eg.shape[0]  # number of edges
+    bounds = xp.concat(
+        [xp.zeros(1, dtype=xp.int64, device=dev), J + 1, xp.full(1, B, dtype=xp.int64, device=dev)]
+    )
     if pairwise:
         k = (bounds.shape[0] - 1) // 2
         Ls, M, Re = bounds[0 : 2 * k : 2], bounds[1 : 2 * k : 2], bounds[2 : 2 * k + 1 : 2]
@@ -193,133 +343,207 @@ def _merge_keep(P, eg, reflex, pairwise, xp, stats=None):
         mean = S / (Pr[0] - Pl[0])
         condA = eL >= mean  # s* <= eL_i  ->  p <= i
         condB = eR <= mean  # s* >= eR_j  ->  q >= j + 1
-        lt = eL < eR
-        neither = ~(condA | condB)
-        # Tangent lines through l_i (slope eL) and r_j (slope eR) cross at or
-        # left of the junction  <=>  S <= eL * (x_m - x_li) + eR * (x_rj - x_m).
+        lt = eL < eR  # with condB (condA): the left (right) range shrinks too
+        # Neither: the tangent lines through l_i (slope eL) and r_j (slope eR)
+        # cross at or left of the junction  <=>  S <= eL (x_m - x_li) + eR (x_rj - x_m).
         left_cross = S <= eL * (xM - Pl[0]) + eR * (Pr[0] - xM)
-        both = uL & uR
-        set_loL = (both & ((condB & ~condA & lt) | (neither & ~left_cross))) | (uL & ~uR & ~condA)
-        set_hiR = (both & ((condA & ~condB & lt) | (neither & left_cross))) | (uR & ~uL & ~condB)
+        # Resolved ranges (uL or uR false) take the point-to-chain search.
+        set_loL = uL & ~condA & (~uR | xp.where(condB, lt, ~left_cross))
+        set_hiR = uR & ~condB & (~uL | xp.where(condA, lt, left_cross))
         hiL = xp.where(uL & condA, i, hiL)
         loL = xp.where(set_loL, i + 1, loL)
         loR = xp.where(uR & condB, j + 1, loR)
         hiR = xp.where(set_hiR, j, hiR)
     # Delete the vertices strictly between l_p and r_q: the half-open ranges
     # [Ls+p+1, M+q).  Starts are distinct, and so are ends, but a start may
-    # equal another junction's end, hence two scatter arrays.
-    first = xp.zeros(B + 2, dtype=xp.int32)
-    first[Ls + loL + 1] = 1
-    past = xp.zeros(B + 2, dtype=xp.int32)
-    past[M + loR] = 1
-    return xp.cumsum(first[: B + 1] - past[: B + 1]) == 0
+    # equal another junction's end, hence two rows.
+    cut = xp.zeros((2, B + 2), dtype=xp.int32, device=dev)
+    cut[0, Ls + loL + 1] = 1
+    cut[1, M + loR] = 1
+    return cut
 
 
-def isotonic_blocks(
-    u,
-    *,
-    peel_density: int = PEEL_DENSITY,
-    merge: str = "auto",
-    stats: dict | None = None,
-    overwrite_input: bool = False,
-):
-    """Blocks of the increasing isotonic regression of ``u`` (1-D).
+def _hull(parts, *, peel_density, merge, bridge, stats):
+    """Vertices and slopes of the lower hull of the prefix sums of ``uh + ul``.
 
-    Returns ``(V, means)``: block k covers ``u[V[k]:V[k+1]]`` and its fitted
-    value is ``means[k]`` (float64); ``V[0] = 0``, ``V[-1] = n``, and
-    ``means`` is strictly increasing up to rounding.
-
-    Round policy (the result does not depend on it; tests vary it): peel when
-    at least ``1/peel_density`` of the vertices are reflex (0 never peels after
-    the first round, a huge value always peels); ``merge`` is ``"auto"``
-    (bridge every junction, but pairwise right after an all-junction round
-    that did not halve the runs), ``"all"`` or ``"pairs"``.  ``stats``, if
-    given, receives round counts.  ``overwrite_input`` lets a float64 ``u``
-    be scaled in place (saves one n-sized temporary).
+    ``parts = [uh, ul]``: ``uh`` float64 of length n >= 1, ``ul`` float64 or
+    None.  The list is emptied: the arrays become this function's own (scaled
+    in place, freed after the prefix sums; a caller's argument would stay
+    referenced for the whole call).  Returns ``(V, eg, inv)``: hull vertices
+    (int64, V[0] = 0, V[-1] = n), edge slopes in scaled units, and the 0-d
+    float64 factor that unscales them (exact power of two).
     """
-    xp = array_namespace(u)
-    n = u.shape[0]
-    if n == 0:
-        return xp.zeros(1, dtype=xp.int64), xp.zeros(0, dtype=xp.float64)
-    s = _power_of_two_scale(u, xp)
-    if overwrite_input and u.dtype == xp.float64:
-        us = xp.divide(u, s, out=u)
+    uh, ul = parts
+    parts.clear()
+    xp, dev = _ns(uh)
+    n = uh.shape[0]
+    use_triton = _use_triton(uh, bridge)
+    if peel_density is None:
+        # A merge round bridging every junction deletes at least what a peel
+        # would; with one kernel per merge it costs about as many launches, and
+        # merges alone bound the rounds by 2 log2(n) + 2.  Array-code merges
+        # cost ~40 operations per bridge step, so there peels pay off.
+        peel_density = 0 if use_triton else PEEL_DENSITY
+    k = _scale_exponent(uh, n, xp, dev)
+    s = _pow2(k, xp, dev)
+    inv = 1.0 / s  # exact: 2^-k is a normal number
+    uh *= s
+    # First peel straight from u: interior point k is reflex iff u[k-1] >= u[k],
+    # decided on the exact u = uh + ul (TwoSum pairs compare lexicographically).
+    keep = xp.ones(n + 1, dtype=xp.bool, device=dev)
+    if ul is None:
+        keep[1:n] = uh[:-1] < uh[1:]
     else:
-        us = u.astype(xp.float64) / s
-    del u
-    # First peel straight from u: interior point k is reflex iff u[k-1] >= u[k].
-    keep = xp.ones(n + 1, dtype=bool)
-    keep[1:n] = us[:-1] < us[1:]
-    H, D = compensated_prefix(us, xp)
-    del us
-    V = xp.nonzero(keep)[0]
+        ul *= s
+        keep[1:n] = (uh[:-1] < uh[1:]) | ((uh[:-1] == uh[1:]) & (ul[:-1] < ul[1:]))
+    H, D = compensated_prefix(uh, ul)
+    del uh, ul
+    iota = xp.arange(n + 1, dtype=xp.int64, device=dev)  # sliced, never recomputed
+    pos, m_dev = _stable_partition(keep, iota, xp)
     del keep
-    P = xp.empty((3, V.shape[0]), dtype=xp.float64)  # columns (x, H, D) per vertex
+    V = xp.empty(n + 1, dtype=xp.int64, device=dev)
+    V[pos] = iota
+    del pos
+    # Columns (x, H, D) per vertex; kept vertices first, the others behind them.
+    P = xp.empty((3, n + 1), dtype=xp.float64, device=dev)
     P[0] = V
-    xp.take(H, V, out=P[1])
+    P[1] = H[V]
     del H
-    xp.take(D, V, out=P[2])
+    P[2] = D[V]
     del D, V
     peels, merges, runs_before_all = 1, 0, None
     while True:
-        eg = _edge_means(P, xp)
-        reflex = eg[:-1] >= eg[1:]  # interior vertices 1..B-1
-        n_reflex = int(xp.count_nonzero(reflex))  # one scalar read per round
-        if n_reflex == 0:
+        cap = P.shape[1]
+        eg = _edge_means(P)
+        reflex = eg[:-1] >= eg[1:]  # interior vertices 1..cap-2
+        reflex = reflex & (iota[2:cap] < m_dev)  # vertex r + 1 is interior iff r + 2 < m
+        packed = xp.sum(xp.astype(reflex, xp.int64)) * _PACK + m_dev
+        packed = int(packed)  # THE scalar read of the round
+        R, m = divmod(packed, _PACK)
+        if R == 0:
             break
-        if n_reflex * peel_density >= eg.shape[0]:
-            keep = xp.concatenate([xp.ones(1, dtype=bool), ~reflex, xp.ones(1, dtype=bool)])
+        P, eg, reflex = P[:, :m], eg[: m - 1], reflex[: m - 2]
+        B = m - 1  # edges
+        if R * peel_density >= B:
+            keep = xp.concat([xp.ones(1, dtype=xp.bool, device=dev), ~reflex, xp.ones(1, dtype=xp.bool, device=dev)])
             peels += 1
             runs_before_all = None
         else:
-            runs = n_reflex + 1
+            runs = R + 1
             if merge == "auto":
                 pairwise = runs_before_all is not None and 2 * runs > runs_before_all
             else:
                 pairwise = merge == "pairs"
             runs_before_all = None if pairwise else runs
-            keep = _merge_keep(P, eg, reflex, pairwise, xp, stats)
+            J = _indices(reflex, R, xp, dev)
+            if use_triton:
+                cut = _triton_module().merge_cuts(P, eg, J, pairwise)
+            else:
+                cut = _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats)
+            keep = xp.cumulative_sum(cut[0, : B + 1] - cut[1, : B + 1]) == 0
             merges += 1
-        P = P[:, keep]
+            del J, cut
+        del eg, reflex  # scratch of the previous length, not needed by the compaction
+        P, m_dev = _compact(P, keep, iota[:m], xp, dev)
+        del keep
+    P, eg = P[:, :m], eg[: m - 1]
     if stats is not None:
-        stats.update(peels=peels, merges=merges, blocks=int(eg.shape[0]))
-    return P[0].astype(xp.int64), eg * s
+        stats.update(peels=peels, merges=merges, rounds=peels + merges, blocks=m - 1)
+    return xp.astype(P[0], xp.int64), eg, inv
+
+
+def _clamped_means(eg, inv, u_first, u_last, xp):
+    """Block means unscaled and clamped into [min, max] of the block's end entries."""
+    means = eg * inv
+    lo = xp.minimum(u_first, u_last)
+    hi = xp.maximum(u_first, u_last)
+    return xp.minimum(xp.maximum(means, lo), hi)
+
+
+def isotonic_blocks(
+    u,
+    *,
+    peel_density: int | None = None,
+    merge: str = "auto",
+    bridge: str = "auto",
+    stats: dict | None = None,
+    overwrite_input: bool = False,
+):
+    """Blocks of the increasing isotonic regression of ``u`` (1-D, float32/float64).
+
+    Returns ``(V, means)`` in u's namespace and on its device: block k covers
+    ``u[V[k]:V[k+1]]`` and its fitted value is ``means[k]`` (float64); ``V[0] =
+    0``, ``V[-1] = n``, and ``means`` is strictly increasing up to rounding;
+    each mean lies between the block's first and last entries.
+
+    Round policy (the result does not depend on it; tests vary it): peel when
+    at least ``1/peel_density`` of the vertices are reflex (0 never peels after
+    the first round, a huge value always peels; None: 0 with the Triton
+    bridge, ``PEEL_DENSITY`` with array code); ``merge`` is ``"auto"``
+    (bridge every junction, but pairwise right after an all-junction round
+    that did not halve the runs), ``"all"`` or ``"pairs"``.  ``bridge``:
+    ``"auto"`` (the Triton kernel for CUDA torch tensors when Triton imports,
+    else array code), ``"triton"`` (forced; interpreted off CUDA) or
+    ``"array"``.  ``stats``, if given, receives round counts.
+    ``overwrite_input`` lets a float64 ``u`` be used as scratch (saves one
+    n-sized copy; u's contents are then undefined).
+    """
+    xp, dev = _ns(u)
+    n = u.shape[0]
+    if n == 0:
+        return xp.zeros(1, dtype=xp.int64, device=dev), xp.zeros(0, dtype=xp.float64, device=dev)
+    if overwrite_input and u.dtype == xp.float64:
+        V, eg, inv = _hull([u, None], peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
+        # u now holds u * 2^k exactly; undo that on the block ends only
+        first = u[V[:-1]] * inv
+        last = u[V[1:] - 1] * inv
+    else:
+        parts = [xp.astype(u, xp.float64, copy=True), None]
+        V, eg, inv = _hull(parts, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
+        first = xp.astype(u[V[:-1]], xp.float64)
+        last = xp.astype(u[V[1:] - 1], xp.float64)
+    return V, _clamped_means(eg, inv, first, last, xp)
 
 
 def isotonic_increasing(u, **kwargs):
     """The increasing isotonic regression of ``u`` as a full-length float64 array."""
-    xp = array_namespace(u)
+    xp, dev = _ns(u)
     n = u.shape[0]
     V, means = isotonic_blocks(u, **kwargs)
     if n == 0:
-        return xp.zeros(0, dtype=xp.float64)
-    start = xp.zeros(n, dtype=xp.int64)
+        return xp.zeros(0, dtype=xp.float64, device=dev)
+    start = xp.zeros(n, dtype=xp.int64, device=dev)
     start[V[1:-1]] = 1
-    return means[xp.cumsum(start)]
+    return means[xp.cumulative_sum(start)]
 
 
-def owl(v, w, **kwargs):
+def owl(v, w, *, peel_density: int | None = None, merge: str = "auto", bridge: str = "auto", stats=None):
     """OWL prox of a 1-D ``v`` with non-increasing ``w`` >= 0 (kernel contract).
 
     x = sign(v) * max(fit, 0), where fit is the non-increasing isotonic
     regression of |v|_sorted-desc - w, i.e. minus the increasing one of
-    w - |v|_sorted-desc.
+    u = w - |v|_sorted-desc.  Returns a new array of v's type, dtype and device;
+    neither input is written.  Policy keywords as in ``isotonic_blocks``.
     """
-    xp = array_namespace(v)
+    xp, dev = _ns(v)
     n = v.shape[0]
     if n == 0:
-        return v.copy()
-    y = xp.flip(xp.sort(xp.abs(v)))  # magnitudes, decreasing (a view: no second copy)
-    # u = w - y is handed over (no reference kept here) so that it can be
-    # scaled in place and freed early.
-    V, means = isotonic_blocks(
-        w.astype(xp.float64, copy=False) - y.astype(xp.float64, copy=False), overwrite_input=True, **kwargs
-    )
-    value = xp.maximum(-means, 0.0).astype(v.dtype)  # per block, non-increasing
+        return xp.asarray(v, copy=True)
+    y = xp.sort(xp.abs(v), descending=True, stable=False)  # magnitudes, decreasing
+    # u = w - y exactly as uh + ul, handed over in a list that _hull empties,
+    # so that they are scaled in place and freed after the prefix sums.
+    parts = list(_two_diff(xp.astype(w, xp.float64, copy=False), xp.astype(y, xp.float64, copy=False)))
+    V, eg, inv = _hull(parts, peel_density=peel_density, merge=merge, bridge=bridge, stats=stats)
+    first, last = V[:-1], V[1:] - 1
+    y_last = y[last]
+    u_first = xp.astype(w[first], xp.float64) - xp.astype(y[first], xp.float64)
+    u_last = xp.astype(w[last], xp.float64) - xp.astype(y_last, xp.float64)
+    means = _clamped_means(eg, inv, u_first, u_last, xp)
+    value = xp.astype(xp.where(means < 0.0, -means, 0.0), v.dtype)  # per block, non-increasing
     # Equal magnitudes are always pooled (u is non-increasing across a tie), so
     # blocks are separated by strict gaps in |v|: block k holds the magnitudes
     # in [low_k, low_{k-1}) with low_k its smallest one, and the block of |v_i|
     # is the number of blocks whose smallest magnitude exceeds |v_i|.
-    low = xp.ascontiguousarray(xp.flip(y[V[1:] - 1]))  # increasing
-    block = (low.shape[0] - xp.searchsorted(low, xp.abs(v), side="right")).astype(xp.int64)
-    return xp.sign(v) * value[block]
+    low = xp.flip(y_last)  # increasing
+    block = low.shape[0] - xp.searchsorted(low, xp.abs(v), side="right")
+    return xp.copysign(value[block], v)

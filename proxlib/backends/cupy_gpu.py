@@ -7,9 +7,9 @@ live in modules that import without CuPy and are tested on the CPU with NumPy:
 * ``owl``: ``_gpu_owl`` -- ``cupy.sort`` of the magnitudes, then a parallel
   isotonic step (lower convex hull of the prefix sums by peeling and bridging,
   O(log n) rounds), then a ``searchsorted`` that maps each entry to its block;
-* ``group_lasso``, ``growl``, ``weighted_l1``, ``weighted_l2sq``: ``_gpu_rows``
-  with the fused CUDA primitives defined below (one read of ``W`` for the row
-  norms, one read and one write for the result);
+* ``group_lasso``, ``growl``, ``weighted_l1``, ``weighted_l2sq``: the staged
+  operators of ``_stages`` with the fused CUDA primitives defined below (one
+  read of ``W`` for the row norms, one read and one write for the result);
 * ``exclusive_lasso``, ``group_exclusive``, ``lp``: the namespace-generic
   reference kernels of ``_xp_kernels`` run by CuPy (rows sorted on the device,
   thresholds batched over rows with cumulative sums).
@@ -23,8 +23,8 @@ stream synchronisation.  Every kernel runs with the input's device current
 (``_with_device``), so its scratch and result are allocated there, and array
 arguments that live on another device are copied over device to device.
 
-``FUSED = False`` runs the namespace-generic reference kernels everywhere
-(the GPU tests compare both paths).
+``FUSED = False`` runs the array-API generic primitives everywhere (the GPU
+tests compare both paths).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import cupy  # ImportError here marks the backend unavailable
 
 from . import KERNELS
-from . import _gpu_owl, _gpu_rows
+from . import _gpu_owl, _stages
 from . import _xp_kernels as _k
 
 __all__ = list(KERNELS)  # the same kernel names in every backend
@@ -49,10 +49,10 @@ FUSED = True
 
 @functools.cache
 def _cuda_prims() -> SimpleNamespace:
-    """The fused primitives of ``_gpu_rows`` as CuPy kernels (built on first use,
+    """The primitives of ``_stages`` as fused CuPy kernels (built on first use,
     compiled by CuPy on first call and cached on disk).
 
-    Each mirrors the function of the same name in ``_gpu_rows.GENERIC``
+    Each mirrors the function of the same name in ``_stages.GENERIC``
     operation for operation (products and differences formed in the same
     precision, rounded once), so results agree with it to the last bit except
     for the summation order of the row sums.
@@ -67,10 +67,14 @@ def _cuda_prims() -> SimpleNamespace:
     l2sq_shrink = cupy.ElementwiseKernel("T v, T w", "T x", "x = v / ((T)1 + (T)2 * w)", "proxlib_l2sq_shrink")
     return SimpleNamespace(
         row_sumsq=lambda W: row_sumsq(W, axis=1),
-        scale_rows=lambda W, f: scale_rows(W, f[:, None]),
-        soft_threshold=soft_threshold,
-        l2sq_shrink=l2sq_shrink,
+        scale_rows=lambda W, f, out=None: scale_rows(W, f[:, None], out),
+        soft_threshold=lambda v, w, out=None: soft_threshold(v, w, out),
+        l2sq_shrink=lambda v, w, out=None: l2sq_shrink(v, w, out),
     )
+
+
+def _prims() -> SimpleNamespace:
+    return _cuda_prims() if FUSED else _stages.GENERIC
 
 
 def _with_device(kernel):
@@ -97,16 +101,12 @@ def owl(v, w):
 
 @_with_device
 def growl(W, w, check_finite=False):
-    if FUSED:
-        return _gpu_rows.growl(W, w, _gpu_owl.owl, _cuda_prims(), check_finite)
-    return _k.growl(W, w, _gpu_owl.owl, check_finite)
+    return _stages.growl(W, w, _gpu_owl.owl, _prims(), check_finite)
 
 
 @_with_device
 def group_lasso(W, a, check_finite=False):
-    if FUSED:
-        return _gpu_rows.group_lasso(W, a, _cuda_prims(), check_finite)
-    return _k.group_lasso(W, a, check_finite)
+    return _stages.group_lasso(W, a, _prims(), check_finite)
 
 
 @_with_device
@@ -121,16 +121,12 @@ def group_exclusive(W, a, b):
 
 @_with_device
 def weighted_l1(v, w):
-    if FUSED:
-        return _gpu_rows.weighted_l1(v, w, _cuda_prims())
-    return _k.weighted_l1(v, w)
+    return _stages.weighted_l1(v, w, _prims())
 
 
 @_with_device
 def weighted_l2sq(v, w):
-    if FUSED:
-        return _gpu_rows.weighted_l2sq(v, w, _cuda_prims())
-    return _k.weighted_l2sq(v, w)
+    return _stages.weighted_l2sq(v, w, _prims())
 
 
 @_with_device

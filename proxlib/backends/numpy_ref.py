@@ -1,7 +1,9 @@
 """NumPy reference backend: the definition every other backend is tested against.
 
 OWL uses ``scipy.optimize.isotonic_regression`` (pool-adjacent-violators);
-the row operators are the namespace-generic kernels of ``_xp_kernels``.
+the other operators are the array-API kernels shared with the CuPy and torch
+backends: ``_stages`` with its generic primitives (group lasso, GrOWL, the
+elementwise maps) and ``_xp_kernels`` (exclusive, group+exclusive, lp).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 
 from . import KERNELS
+from . import _stages
 from . import _xp_kernels as _k
 
 __all__ = list(KERNELS)  # the same kernel names in every backend
@@ -180,12 +183,21 @@ def _owl_fit_positive(zh, zl, sc):
 
 
 def growl(W, w, check_finite=False):
-    return _k.growl(W, w, owl, check_finite)
+    return _stages.growl(W, w, owl, _stages.GENERIC, check_finite)
 
 
-group_lasso = _k.group_lasso
+def group_lasso(W, a, check_finite=False):
+    return _stages.group_lasso(W, a, _stages.GENERIC, check_finite)
+
+
+def weighted_l1(v, w):
+    return _stages.weighted_l1(v, w, _stages.GENERIC)
+
+
+def weighted_l2sq(v, w):
+    return _stages.weighted_l2sq(v, w, _stages.GENERIC)
+
+
 exclusive_lasso = _k.exclusive_lasso
 group_exclusive = _k.group_exclusive
-weighted_l1 = _k.weighted_l1
-weighted_l2sq = _k.weighted_l2sq
 lp = _k.lp

@@ -16,6 +16,9 @@ Seed procedures
     :func:`affine_scaling_prune`.
 Metrics
     :func:`weight_metrics`, :func:`model_metrics`, :func:`format_metrics`.
+Compaction (needs ``torch-pruning``: ``pip install "proxlib[compact]"``)
+    :func:`compact`, :func:`rebuild_compact`, :func:`compaction_report`,
+    :class:`ClusteredInputs`, :class:`CompactionReport`, :class:`CompactionError`.
 Training helpers
     :func:`fit`, :func:`evaluate`; bundled digits: :func:`load_digits`.
 
@@ -35,6 +38,16 @@ Example: proximal SGD with GrOWL on the input neurons of the first layer.
 True
 """
 
+from .compaction import (
+    ClusteredInputs,
+    CompactionError,
+    CompactionReport,
+    LayerCost,
+    compact,
+    compaction_report,
+    rebuild_compact,
+    removable_counts,
+)
 from .data import load_digits
 from .metrics import LayerMetrics, format_metrics, model_metrics, prunable_layers, weight_metrics
 from .prox import GroupExclusiveSequential, ProximalStep, ProxTerm, growl, owl
@@ -90,4 +103,13 @@ __all__ = [
     "fit",
     "evaluate",
     "load_digits",
+    # compaction
+    "compact",
+    "rebuild_compact",
+    "removable_counts",
+    "compaction_report",
+    "CompactionReport",
+    "LayerCost",
+    "ClusteredInputs",
+    "CompactionError",
 ]

@@ -22,11 +22,26 @@ Totals sum counts over layers (values are shared within a layer only); the
 total FLOP fraction weights each layer by its dense FLOPs, measured with a
 forward pass when ``example_input`` is given (else by its number of weights,
 which is exact for Linear layers).
+
+**Removable across layers** (:func:`model_metrics` with ``example_input``,
+when Torch-Pruning is installed): what :func:`proxlib.torch.compact` removes,
+given how layers are coupled -- a zero filter counts only if its channel can
+go from every layer that produces and reads it, a zero input column only if
+every producer of that channel can drop it, biases included:
+
+* ``removable_out``: output neurons / filters of the layer removed;
+* ``removable_in``: input neurons / channels removed, or merged by tied rows
+  (the layer's stored columns go from ``in`` to ``in - removable_in``);
+* ``removable_params``: weight and bias entries removed (a bias that
+  compaction adds to a bias-free layer to absorb constants counts negative).
+
+They are ``None`` when not computed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -50,6 +65,10 @@ class LayerMetrics:
     zero_rows: int
     dense_flops: float
     kept_flops: float
+    n_bias: int = 0  # bias entries of the layer (0 from weight_metrics)
+    removable_out: int | None = None  # across layers, see the module docstring
+    removable_in: int | None = None
+    removable_params: int | None = None
 
     @property
     def sparsity(self) -> float:
@@ -89,7 +108,7 @@ def weight_metrics(W, grouping: str = "channel", *, dense_flops: float | None = 
     (0.3333333333333333, 1, 2.0, 2.0, 0.6666666666666666)
     """
     if isinstance(W, torch.Tensor):
-        W = B.working_tensor(W).cpu().numpy()
+        W = B.gathered(W).cpu().numpy()
     W = np.asarray(W)
     if W.ndim < 2:
         raise ValueError(f"weight_metrics needs a weight tensor with >= 2 dimensions, got shape {W.shape}")
@@ -120,8 +139,10 @@ def prunable_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, _LAYER_TYPES)}
 
 
-def _dense_flops(model, layers, example_input) -> dict[str, float]:
-    """Multiply-adds of each layer at full density: weights x output positions."""
+def _dense_flops(model, layers, args: tuple) -> dict[str, float]:
+    """Multiply-adds per sample of each layer at full density: weights x output
+    positions, from one forward pass on ``args`` (eval mode, under ``no_grad``;
+    every module's train/eval flag is restored afterwards)."""
     positions: dict[str, float] = {}
     handles = []
     for n, m in layers.items():
@@ -129,45 +150,95 @@ def _dense_flops(model, layers, example_input) -> dict[str, float]:
             channels = out.shape[-1] if isinstance(mod, torch.nn.Linear) else out.shape[1]
             positions[n] = out.numel() / channels / out.shape[0]
         handles.append(m.register_forward_hook(hook))
+    flags = [(m, m.training) for m in model.modules()]
     try:
+        model.eval()
         with torch.no_grad():
-            model(example_input)
+            model(*args)
     finally:
         for h in handles:
             h.remove()
+        for m, t in flags:
+            m.training = t
     return {n: positions.get(n, 1.0) * m.weight.numel() for n, m in layers.items()}
 
 
-def model_metrics(model: torch.nn.Module, layers=None, *, grouping: str = "channel", example_input=None) -> dict[str, LayerMetrics]:
+def model_metrics(
+    model: torch.nn.Module, layers=None, *, grouping: str = "channel", example_input=None, removable: bool | None = None
+) -> dict[str, LayerMetrics]:
     """Per-layer :class:`LayerMetrics` of the effective weights (after any
     parametrization or pruning mask) and a ``"total"`` entry.
 
     ``layers``: a dict name -> module or a list of modules (default: every
     Linear / Conv layer).  ``example_input``: a batch to measure each layer's
-    dense FLOPs for the total FLOP fraction.
+    dense FLOPs for the total FLOP fraction, and to count what is removable
+    across layers (``removable_*`` fields, see the module docstring).
+    ``removable``: ``None`` counts it when ``example_input`` is given and
+    Torch-Pruning is installed (else leaves ``None``); ``True`` requires it
+    (raising if it cannot be counted); ``False`` skips it.
     """
     if layers is None:
         layers = prunable_layers(model)
     elif not isinstance(layers, dict):
         layers = {f"layer{i}": m for i, m in enumerate(layers)}
-    flops = _dense_flops(model, layers, example_input) if example_input is not None else None
+    flops = _dense_flops(model, layers, (example_input,)) if example_input is not None else None
+    rem = _removable(model, layers, example_input, removable)
     out: dict[str, LayerMetrics] = {}
     for n, m in layers.items():
-        out[n] = weight_metrics(m.weight, grouping, dense_flops=None if flops is None else flops[n])
+        lm = weight_metrics(m.weight, grouping, dense_flops=None if flops is None else flops[n])
+        bias = getattr(m, "bias", None)
+        extra = {"n_bias": int(bias.numel()) if isinstance(bias, torch.Tensor) else 0}
+        if rem is not None and n in rem:
+            extra.update(zip(("removable_out", "removable_in", "removable_params"), rem[n]))
+        out[n] = replace(lm, **extra)
     vals = list(out.values())
-    out["total"] = LayerMetrics(**{f: sum(getattr(v, f) for v in vals) for f in LayerMetrics.__dataclass_fields__})
+    out["total"] = LayerMetrics(**{f.name: _sum_or_none([getattr(v, f.name) for v in vals]) for f in fields(LayerMetrics)})
     return out
 
 
+def _sum_or_none(values):
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _removable(model, layers: dict, example_input, removable: bool | None):
+    """name -> (removable_out, removable_in, removable_params) of ``layers``, or None."""
+    if removable is False or (removable is None and example_input is None):
+        return None
+    if example_input is None:
+        raise ValueError("removable=True needs example_input (the dependency graph is traced on it)")
+    from .compaction import CompactionError, _torch_pruning, removable_counts
+
+    try:
+        _torch_pruning()
+    except ImportError:
+        if removable:
+            raise
+        return None
+    try:
+        counts = removable_counts(model, example_input)
+    except CompactionError as e:
+        if removable:
+            raise
+        warnings.warn(f"removable counts not computed: {e}", RuntimeWarning, stacklevel=3)
+        return None
+    names = {id(m): n for n, m in model.named_modules()}
+    return {n: counts[names[id(m)]] for n, m in layers.items() if names.get(id(m)) in counts}
+
+
 def format_metrics(metrics: dict[str, LayerMetrics]) -> str:
-    """A markdown table of :func:`model_metrics` output."""
+    """A markdown table of :func:`model_metrics` output (with a "removable"
+    column, out / in / params, when those counts are known)."""
+    rem = any(m.removable_params is not None for m in metrics.values())
     lines = [
-        "| layer | weights | sparsity | zero rows | sharing | compression | FLOP fraction |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| layer | weights | sparsity | zero rows | sharing | compression | FLOP fraction |" + (" removable out/in/params |" if rem else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if rem else ""),
     ]
     for n, m in metrics.items():
+        cell = ""
+        if rem:
+            cell = " - |" if m.removable_params is None else f" {m.removable_out}/{m.removable_in}/{m.removable_params} |"
         lines.append(
             f"| {n} | {m.n_weights} | {100 * m.sparsity:.1f}% | {m.zero_rows}/{m.n_rows} | "
-            f"{m.sharing:.2f} | {m.compression:.1f}x | {100 * m.flop_fraction:.1f}% |"
+            f"{m.sharing:.2f} | {m.compression:.1f}x | {100 * m.flop_fraction:.1f}% |" + cell
         )
     return "\n".join(lines)

@@ -7,21 +7,35 @@ After the optimizer has taken its step ``w <- w - lr * g(w)`` on the smooth loss
 
     w \leftarrow \operatorname{prox}_{\mathrm{step}\,\Omega}(w)
       = \arg\min_x \tfrac12 \|x - w\|_F^2 + \mathrm{step}\;\Omega(x),
-    \qquad \mathrm{step} = \mathrm{lr} \times \mathrm{strength},
+    \qquad \mathrm{step} = \mathrm{lr} \times \mathrm{strength} \times \mathrm{every},
 
 where ``lr`` is the *current* learning rate of the parameter group that holds
-``w`` (so learning-rate schedulers change the step) and ``Omega`` is one of
+``w`` (so learning-rate schedulers change the step), ``every`` the number of
+optimizer steps between two proximal steps (1 by default) and ``Omega`` one of
 proxlib's penalties evaluated on the rows of ``w`` under a grouping (see
 :func:`proxlib.to_rows`).  With plain SGD this is exactly proximal SGD for
 ``loss + strength * Omega``; with momentum or adaptive optimizers it is the
 usual heuristic (the prox uses the group's lr, not a per-coordinate step).
 
-The prox is computed by proxlib's exact operators on a zero-copy view of the
-parameter (NumPy for CPU tensors, CuPy through DLPack for CUDA tensors) and
-written back into the parameter's own storage (``data_ptr`` unchanged) under
-``torch.no_grad``.  For parametrised (``torch.nn.utils.parametrize``) or pruned
+How it runs.  Everything that does not change between steps is checked and
+built once, when a term is added (the grouping against the tensor's shape,
+the penalty's weights against the number of rows, the thresholds on the
+tensor's device): a step then forms ``step * thresholds`` and calls proxlib's
+torch kernel on the parameter itself, in place for the row-norm and
+elementwise penalties (the result is written into the parameter's storage:
+``data_ptr`` unchanged, the autograd version counter bumped as ``copy_``
+does) and through one copy back otherwise (exclusive, group+exclusive, lp,
+OWL, groupings whose rows are not a view of the tensor, half precision).  The
+computation is torch operations on the parameter's device (CPU, CUDA, ...):
+no NumPy, Numba or CuPy, so it never competes with torch's threads; see
+:mod:`proxlib.backends.torch_dev` for what runs where.  The hook is excluded
+from ``torch.compile`` tracing (``torch.compiler.disable``): a compiled
+``optimizer.step`` runs it eagerly after a graph break.
+
+For parametrised (``torch.nn.utils.parametrize``) or pruned
 (``torch.nn.utils.prune``) weights it acts on the leaf the optimizer updates
-(``parametrizations.weight.original`` / ``weight_orig``).
+(``parametrizations.weight.original`` / ``weight_orig``); a term follows the
+module, so a weight parametrised after ``add`` is picked up at the next step.
 
 Several terms on one tensor are applied in the order they were added, each
 exactly.  Their composition is the prox of the sum only in special cases
@@ -32,13 +46,17 @@ approximation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 import proxlib
-from proxlib._dispatch import array_namespace
+from proxlib import _registry as R
+from proxlib import _validate as V
+from proxlib.backends import torch_dev
 
 from . import _bridge as B
 
@@ -49,35 +67,29 @@ __all__ = ["ProxTerm", "ProximalStep", "growl", "owl", "GroupExclusiveSequential
 
 
 class _Lazy:
-    """A penalty whose parameters depend on the size of the tensor (built once per size)."""
+    """A penalty whose parameters depend on the size of the tensor.
 
-    def __init__(self, build: Callable[[Any], Any], label: str):
+    ``kind`` names it in term labels (stable across processes, unlike a repr)."""
+
+    def __init__(self, build: Callable[[Any], Any], label: str, kind: str):
         self._build = build
         self._label = label
-        self._cache: dict[tuple, Any] = {}
+        self.kind = kind
 
-    def resolve(self, V):
-        key = (type(V).__module__, tuple(V.shape))  # NumPy and CuPy get their own copy
-        pen = self._cache.get(key)
-        if pen is None:
-            pen = self._cache[key] = self._build(V)
-        return pen
+    def resolve(self, view):
+        return self._build(view)
 
     def __repr__(self) -> str:
         return self._label
 
 
-def _weights(spec, n: int, like):
-    """The weights for n rows, built once and kept on ``like``'s device (so a
-    CUDA tensor's prox does not copy them to the device at every step); their
-    dtype is left to the core, which forms step * weights in float64."""
-    w = spec(n) if callable(spec) else spec
-    return array_namespace(like).asarray(w)
-
-
-def _n_rows(V) -> int:
+def _n_rows(view) -> int:
     """Rows as the core's group operators see them (a 1-D tensor is one row)."""
-    return int(V.shape[0]) if V.ndim > 1 else 1
+    return int(view.shape[0]) if view.ndim > 1 else 1
+
+
+def _built(spec, n: int):
+    return spec(n) if callable(spec) else spec
 
 
 def growl(weights) -> _Lazy:
@@ -92,7 +104,7 @@ def growl(weights) -> _Lazy:
     >>> import proxlib, proxlib.torch as pt
     >>> pen = pt.growl(lambda G: proxlib.owl_weights_oscar(G, 1e-3, 1e-5))
     """
-    return _Lazy(lambda V: proxlib.GrOWL(_weights(weights, _n_rows(V), V)), f"growl({weights!r})")
+    return _Lazy(lambda V_: proxlib.GrOWL(_built(weights, _n_rows(V_))), f"growl({weights!r})", "GrOWL")
 
 
 def owl(weights) -> _Lazy:
@@ -101,7 +113,7 @@ def owl(weights) -> _Lazy:
 
     .. math:: \Omega(x) = \sum_{i=1}^{n} \lambda_i |x|_{[i]}
     """
-    return _Lazy(lambda V: proxlib.OWL(_weights(weights, int(V.size), V)), f"owl({weights!r})")
+    return _Lazy(lambda V_: proxlib.OWL(_built(weights, math.prod(V_.shape))), f"owl({weights!r})", "OWL")
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,115 @@ class GroupExclusiveSequential:
         return proxlib.prox_group_exclusive_sequential(v, self.lam, self.mu, step, exclusive_step=self.exclusive_step)
 
 
+def _check_strength(strength) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"strength must be a real number >= 0, got {type(strength).__name__}")
+    s = float(strength)
+    if not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+    return s
+
+
+# ------------------------------------------------------------------ a compiled term
+
+
+@dataclass
+class _Plan:
+    """A term made ready for one leaf tensor: everything but the step.
+
+    ``pen``: the resolved penalty; ``kernel``: the torch kernel (None for a
+    penalty outside the registry, which is called through its ``prox``);
+    ``base``: the thresholds before the step (float64, on the leaf's device);
+    ``inplace``: whether the kernel can write straight into ``data()``, a view
+    of the leaf of its dtype."""
+
+    key: tuple
+    pen: Any
+    kernel: Callable | None
+    base: tuple
+    fixed: tuple
+    data: Callable[[torch.Tensor], torch.Tensor]
+    restore: Callable[[torch.Tensor], torch.Tensor]
+    inplace: bool
+    fused_check: bool
+    grouping: str | None = None
+
+    def run(self, leaf: torch.Tensor, step: float, check_finite: bool) -> None:
+        """``leaf <- prox_{step * pen}(leaf)`` (under no_grad)."""
+        if self.kernel is None:  # a penalty object outside the registry
+            leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
+            return
+        data = self.data(leaf if self.inplace else B.working_tensor(leaf))
+        thr = R.scaled_thresholds(self.base, step, data)
+        kw = {"check_finite": check_finite} if self.fused_check else {}
+        if check_finite and not self.fused_check:
+            V.check_all_finite(data, "the parameter")
+        if self.inplace:
+            self.kernel(data, *thr, *self.fixed, out=data, **kw)
+            torch.autograd.graph.increment_version(leaf)
+        else:
+            leaf.copy_(self.restore(self.kernel(data, *thr, *self.fixed, **kw)))
+
+    def value(self, leaf: torch.Tensor) -> float:
+        x = B.working_tensor(leaf)
+        return float(self.pen.value(x if self.grouping is None else B.rows(x, self.grouping)))
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
+    key = _plan_key(leaf)
+    x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
+    native = x.dtype == leaf.dtype
+    grouping = term.grouping
+    view = x if grouping is None else B.rows(x, grouping)
+    pen = term._resolve(view)
+    if not isinstance(pen, R.Penalty):
+        if not (hasattr(pen, "prox") and hasattr(pen, "value")):
+            raise TypeError(f"penalty builder returned {pen!r}, which has no prox(v, step) and value(x)")
+        return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping)
+    layout = R.layout_of(pen, view, contiguous=False)
+    base = pen.thresholds(layout)  # checks the weights against the rows, once
+    if pen.layout == "flat":
+        # elementwise maps act on the tensor as it is (thresholds in its shape); OWL needs a vector
+        if pen.kernel in ("weighted_l1", "weighted_l2sq"):
+            base = tuple(t.reshape(view.shape) if t.shape[0] > 1 else t for t in base)
+            data = _view_of(grouping)
+            restore = _restore_of(grouping, leaf.shape)
+            probe = data(leaf.detach())
+        else:
+            data = lambda t, g=grouping: _view_of(g)(t).reshape(-1)  # noqa: E731
+            restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
+            probe = data(leaf.detach())
+    else:
+        if pen.groups is not None:
+            raise ValueError("groups= labels are not supported on a training term; use a grouping instead")
+        rows_shape = tuple(layout.data.shape)
+        data = lambda t, g=grouping, rs=rows_shape: _view_of(g)(t).reshape(rs)  # noqa: E731
+        restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
+        probe = data(leaf.detach())
+    inplace = native and pen.kernel in _IN_PLACE and _shares_memory(probe, leaf)
+    return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping)
+
+
+# kernels whose torch implementation writes the result with one map into out=
+_IN_PLACE = {"group_lasso", "growl", "weighted_l1", "weighted_l2sq"}
+
+
+def _view_of(grouping):
+    if grouping is None:
+        return lambda t: t
+    return lambda t: B.rows(t, grouping)
+
+
+def _restore_of(grouping, shape):
+    if grouping is None:
+        return lambda X: X.reshape(shape)
+    return lambda X: B.from_rows(X, shape, grouping)
+
+
 # ------------------------------------------------------------------------ terms
 
 
@@ -138,12 +259,17 @@ class ProxTerm:
 
     ``target`` is a tensor or a module (``name`` picks its tensor; the leaf is
     re-resolved at every step, so pruning or parametrising the module later is
-    followed).  ``penalty`` is any object with ``prox(v, step)`` and
-    ``value(x)`` (proxlib's penalty classes), or :func:`growl` / :func:`owl`
-    whose weights are built from the tensor's size, or any callable
-    ``n_rows -> penalty``.  ``grouping`` is ``None`` (the tensor as it is: group
-    penalties then take ``W.reshape(W.shape[0], -1)``'s rows, the filters) or
-    one of :data:`proxlib.GROUPINGS`.
+    followed).  ``penalty`` is one of proxlib's penalties (``proxlib.GroupLasso``
+    ...), or :func:`growl` / :func:`owl` whose weights are built from the
+    tensor's size, or any callable ``n_rows -> penalty``, or any object with
+    ``prox(v, step)`` and ``value(x)`` (called as it is, at every step).
+    ``grouping`` is ``None`` (the tensor as it is: group penalties then take
+    ``W.reshape(W.shape[0], -1)``'s rows, the filters) or one of
+    :data:`proxlib.GROUPINGS`.
+
+    Everything is checked here, before any optimizer step: the target, the
+    grouping against the tensor's shape, the penalty's weights against its
+    rows, the strength.
     """
 
     target: Any
@@ -152,56 +278,70 @@ class ProxTerm:
     strength: float = 1.0
     name: str = "weight"
     label: str = ""
+    _plan: _Plan | None = field(default=None, init=False, repr=False)
+    _group: tuple | None = field(default=None, init=False, repr=False)  # (optimizer, leaf, param group)
 
     def __post_init__(self):
+        leaf = B.resolve_leaf(self.target, self.name)  # a bad target fails here
         if self.grouping is not None:
             self.grouping = B.canonical_grouping(self.grouping)
-        s = float(self.strength)
-        if not s >= 0:
-            raise ValueError(f"strength must be >= 0, got {self.strength!r}")
-        self.strength = s
+            if leaf.ndim < 2:
+                raise ValueError(
+                    f"grouping {self.grouping!r} needs a weight tensor with at least 2 dimensions "
+                    f"(out, in, ...); {self.name!r} has shape {tuple(leaf.shape)}"
+                )
+        self.strength = _check_strength(self.strength)
         pen = self.penalty
         if not isinstance(pen, _Lazy):
             if callable(pen) and not hasattr(pen, "prox"):
-                self.penalty = _Lazy(lambda V, f=pen: f(_n_rows(V)), repr(pen))
+                self.penalty = _Lazy(lambda view, f=pen: f(_n_rows(view)), repr(pen), "builder")
             elif not (hasattr(pen, "prox") and hasattr(pen, "value")):
                 raise TypeError(f"penalty must have prox(v, step) and value(x) or be a builder, got {pen!r}")
-        B.resolve_leaf(self.target, self.name)  # fail early on a bad target
+        self.plan(leaf)  # weights, thresholds and layout checked now
 
     @property
     def leaf(self) -> torch.Tensor:
         return B.resolve_leaf(self.target, self.name)
 
-    def _view(self, A):
-        return A if self.grouping is None else proxlib.to_rows(A, self.grouping)
+    def plan(self, leaf: torch.Tensor | None = None):
+        """The term made ready for its current leaf (rebuilt when the leaf changes)."""
+        leaf = self.leaf if leaf is None else leaf
+        key = _plan_key(leaf)
+        if self._plan is None or self._plan.key != key:
+            if B.is_sharded(leaf):
+                from . import sharded  # torch.distributed's DTensor, loaded only when needed
 
-    def _penalty_for(self, V):
-        return self.penalty.resolve(V) if isinstance(self.penalty, _Lazy) else self.penalty
+                self._plan = sharded.build_plan(self, leaf, self._resolve)
+            else:
+                self._plan = _build_plan(self, leaf)
+        return self._plan
 
-    def apply(self, lr: float) -> None:
+    def _resolve(self, view):
+        return self.penalty.resolve(view) if isinstance(self.penalty, _Lazy) else self.penalty
+
+    def apply(self, lr: float, *, check_finite: bool = False) -> None:
         """Replace the leaf by its prox with step ``lr * strength``, in place."""
         step = float(lr) * self.strength
         if step <= 0:
             return
         leaf = self.leaf
+        plan = self.plan(leaf)
         with torch.no_grad():
-            x = B.working_tensor(leaf)
-            with B.device_context(x):
-                A = B.as_array(x)
-                V = self._view(A)
-                X = self._penalty_for(V).prox(V, step)
-                out = X if self.grouping is None else proxlib.from_rows(X, A.shape, self.grouping)
-                B.write_(leaf, out)
+            plan.run(leaf, step, check_finite)
 
     def value(self) -> float:
         """``strength * Omega(leaf)`` (float64), for logging."""
         if self.strength == 0:
             return 0.0
+        leaf = self.leaf
+        plan = self.plan(leaf)
         with torch.no_grad():
-            x = B.working_tensor(self.leaf)
-            with B.device_context(x):
-                V = self._view(B.as_array(x))
-                return self.strength * float(self._penalty_for(V).value(V))
+            return self.strength * plan.value(leaf)
+
+
+def _plan_key(leaf) -> tuple:
+    key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device)
+    return key + (tuple(leaf.placements),) if B.is_sharded(leaf) else key
 
 
 # ------------------------------------------------------------------ the hook
@@ -215,6 +355,20 @@ class ProximalStep:
     optimizer : torch.optim.Optimizer, optional
         Where each tensor's current ``lr`` is read from (the parameter group
         holding the leaf).  Needed unless ``lr=`` is given to :meth:`step`.
+    model : torch.nn.Module, optional
+        The model the tensors belong to: terms are then named (in
+        :meth:`state_dict`, :meth:`values`) by the parameter's name in it, so
+        a checkpoint maps back to the right terms whatever order they are
+        added in.  Without it, terms are named by module class and tensor
+        name, numbered in the order they were added.
+    every : int, default 1
+        Apply the prox once every ``every`` optimizer steps, with step
+        ``lr * strength * every`` (the original GrOWL code proxes once per
+        epoch this way).
+    check_finite : bool, default False
+        Raise if a tensor holds NaN or Inf before its prox (one scalar read
+        per term; with False non-finite values propagate into the result, as
+        they do through the optimizer's own update).
 
     Examples
     --------
@@ -222,66 +376,148 @@ class ProximalStep:
     >>> _ = torch.manual_seed(0)
     >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    >>> prox = pt.ProximalStep(opt)
+    >>> prox = pt.ProximalStep(opt, model=model)
     >>> _ = prox.add(model[0], proxlib.GroupLasso(lam=1.0), grouping="channel", strength=0.5)
     >>> handle = prox.attach()           # runs after every opt.step()
     >>> loss = model(torch.randn(16, 8)).pow(2).mean()
     >>> loss.backward(); opt.step()      # SGD step, then the group-lasso prox (step 0.05)
+    >>> list(prox.values())
+    ['0.weight:GroupLasso[channel]']
     >>> prox.value() > 0                 # 0.5 * sum of input-neuron norms, for logging
     True
     >>> handle.remove()
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+        every: int = 1,
+        check_finite: bool = False,
+    ):
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an integer >= 1, got {every!r}")
         self.optimizer = optimizer
+        self.model = model
+        self.every = every
+        self.check_finite = bool(check_finite)
         self.terms: list[ProxTerm] = []
-        self.n_steps = 0
+        self.n_steps = 0  # proximal steps taken
+        self.n_optimizer_steps = 0  # optimizer steps seen by the hook
         self._handle = None
 
-    def add(self, target, penalty, *, grouping: str | None = None, strength: float = 1.0, name: str = "weight", label: str = "") -> ProxTerm:
-        """Add ``strength * penalty`` on ``target`` (a tensor, or ``module.<name>``); see :class:`ProxTerm`."""
-        term = ProxTerm(target, penalty, grouping, strength, name, label or self._label(target, name))
+    # -- configuring
+    def add(
+        self,
+        target,
+        penalty,
+        *,
+        grouping: str | None = None,
+        strength: float = 1.0,
+        name: str = "weight",
+        label: str = "",
+    ) -> ProxTerm:
+        """Add ``strength * penalty`` on ``target`` (a tensor, or ``module.<name>``); see :class:`ProxTerm`.
+
+        Raises (before any optimizer step) on a target that is not a module or
+        tensor, a grouping that does not fit the tensor, weights of the wrong
+        length, a strength that is not a finite number >= 0, a tensor that is
+        not in the optimizer (when one was given), or a label already used.
+        """
+        if isinstance(target, str):
+            raise TypeError(f"target must be a torch.nn.Module or a tensor, got the string {target!r}")
+        term = ProxTerm(target, penalty, grouping, strength, name, "")
+        term.label = label or self._default_label(term)
+        if any(t.label == term.label for t in self.terms):
+            raise ValueError(
+                f"a term labelled {term.label!r} exists already; pass label= to tell them apart"
+                + ("" if self.model is not None else " (or model= to ProximalStep)")
+            )
+        if self.optimizer is not None:
+            self._group_of(term.leaf, self.optimizer)
         self.terms.append(term)
         return term
 
-    @staticmethod
-    def _label(target, name) -> str:
-        if isinstance(target, torch.nn.Module):
-            return f"{type(target).__name__}.{name}"
-        return f"tensor{tuple(target.shape)}"
+    def _default_label(self, term: ProxTerm) -> str:
+        leaf = term.leaf
+        pname = None
+        if self.model is not None:
+            pname = next((n for n, p in self.model.named_parameters() if p is leaf), None)
+            if pname is None:
+                raise ValueError(f"the tensor of {term.name!r} is not a parameter of the model given to ProximalStep")
+        if pname is None:
+            t = term.target
+            pname = f"{type(t).__name__}.{term.name}" if isinstance(t, torch.nn.Module) else f"tensor{tuple(t.shape)}"
+        pen = term.penalty
+        pen_name = pen.kind if isinstance(pen, _Lazy) else type(pen).__name__
+        base = f"{pname}:{pen_name}" + (f"[{term.grouping}]" if term.grouping else "")
+        if self.model is None:
+            k = sum(1 for t in self.terms if t.label.split("#")[0] == base)
+            return base if k == 0 else f"{base}#{k}"
+        return base
 
     # -- running
-    def _lr_of(self, leaf: torch.Tensor, optimizer) -> float:
+    @staticmethod
+    def _group_of(leaf: torch.Tensor, optimizer) -> dict:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p is leaf:
-                    lr = group["lr"]
-                    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+                    return group
         raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
 
+    def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
+        cached = term._group
+        if cached is None or cached[0] is not optimizer or cached[1] is not leaf:
+            cached = term._group = (optimizer, leaf, self._group_of(leaf, optimizer))
+        lr = cached[2]["lr"]
+        return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
     def step(self, optimizer: torch.optim.Optimizer | None = None, *, lr: float | None = None) -> None:
-        """Apply every term once, now: step = lr (of the tensor's group, or ``lr``) * strength."""
+        """Apply every term once, now: step = lr (of the tensor's group, or ``lr``) * strength.
+
+        Terms on tensors with ``requires_grad=False`` are skipped (the
+        optimizer skips them too)."""
         opt = optimizer if optimizer is not None else self.optimizer
         if lr is None and opt is None:
             raise ValueError("step() needs an optimizer (to read each group's lr) or an explicit lr")
+        if lr is not None:
+            lr = V.real_scalar(lr, "lr")
+            if lr < 0:
+                raise ValueError(f"lr must be >= 0, got {lr}")
+        self._apply_all(opt, lr, 1)
+
+    def _apply_all(self, opt, lr: float | None, factor: int) -> None:
         for term in self.terms:
-            term.apply(lr if lr is not None else self._lr_of(term.leaf, opt))
+            leaf = term.leaf
+            if not leaf.requires_grad:
+                continue
+            term_lr = lr if lr is not None else self._lr_of(term, leaf, opt)
+            term.apply(term_lr * factor, check_finite=self.check_finite)
         self.n_steps += 1
 
+    @torch.compiler.disable
     def _hook(self, optimizer, args, kwargs) -> None:
-        self.step(optimizer)
+        self.n_optimizer_steps += 1
+        if self.n_optimizer_steps % self.every == 0:
+            self._apply_all(optimizer, None, self.every)
 
     def attach(self, optimizer: torch.optim.Optimizer | None = None):
-        """Run :meth:`step` after every ``optimizer.step()`` (``register_step_post_hook``).
+        """Run the proximal step after every ``optimizer.step()`` (``register_step_post_hook``).
 
-        Returns the hook handle (``handle.remove()`` detaches it).
+        Returns the hook handle (``handle.remove()`` detaches it).  Attaching
+        again replaces the previous hook (the prox is never applied twice).
         """
         opt = optimizer if optimizer is not None else self.optimizer
         if opt is None:
             raise ValueError("attach() needs an optimizer")
         for term in self.terms:
-            self._lr_of(term.leaf, opt)  # every term's tensor must be optimised
-        self.detach()  # attaching twice would apply the prox twice per step
+            self._group_of(term.leaf, opt)  # every term's tensor must be optimised
+        self.detach()
         self.optimizer = opt
         self._handle = opt.register_step_post_hook(self._hook)
         return self._handle
@@ -298,26 +534,34 @@ class ProximalStep:
         return float(sum(t.value() for t in self.terms))
 
     def values(self) -> dict[str, float]:
-        """Each term's ``strength * Omega``, keyed by its label (made unique)."""
-        out: dict[str, float] = {}
-        for i, t in enumerate(self.terms):
-            key = t.label if t.label not in out else f"{t.label}#{i}"
-            out[key] = t.value()
-        return out
+        """Each term's ``strength * Omega``, keyed by its label."""
+        return {t.label: t.value() for t in self.terms}
 
     # -- checkpointing
     def state_dict(self) -> dict:
-        """The mutable state: each term's strength and the number of steps taken."""
-        return {"n_steps": self.n_steps, "strengths": [t.strength for t in self.terms]}
+        """The mutable state: each term's strength (keyed by its label) and the step counters."""
+        return {
+            "n_steps": self.n_steps,
+            "n_optimizer_steps": self.n_optimizer_steps,
+            "every": self.every,
+            "strengths": {t.label: t.strength for t in self.terms},
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        strengths = list(state["strengths"])
-        if len(strengths) != len(self.terms):
-            raise ValueError(f"state has {len(strengths)} terms, this ProximalStep has {len(self.terms)}")
-        for t, s in zip(self.terms, strengths):
-            t.strength = float(s)
+        """Restore :meth:`state_dict`; the terms must be the same (by label), in any order."""
+        strengths = state["strengths"]
+        if not isinstance(strengths, dict):
+            raise ValueError("state has no per-term strengths keyed by label (saved by an older proxlib?)")
+        have = {t.label for t in self.terms}
+        unknown, missing = sorted(set(strengths) - have), sorted(have - set(strengths))
+        if unknown or missing:
+            raise ValueError(f"state and ProximalStep have different terms: unknown in state {unknown}, missing from state {missing}")
+        for t in self.terms:
+            t.strength = _check_strength(strengths[t.label])
         self.n_steps = int(state["n_steps"])
+        self.n_optimizer_steps = int(state.get("n_optimizer_steps", 0))
+        self.every = int(state.get("every", self.every))
 
     def __repr__(self) -> str:
-        body = ", ".join(f"{t.label}: {t.strength:g}*{t.penalty!r}[{t.grouping}]" for t in self.terms)
+        body = ", ".join(f"{t.label}: {t.strength:g}" for t in self.terms)
         return f"ProximalStep({body})"

@@ -69,6 +69,7 @@ def _scaling(module: torch.nn.Module, name: str) -> AffineScaling:
 
 def affine_scaling(module: torch.nn.Module, name: str = "weight") -> AffineScaling:
     """Register :class:`AffineScaling` (omega = 1, so q = theta) on ``module.<name>``."""
+    B.refuse_sharded(module, name, "affine_scaling")
     w = getattr(module, name)
     p = AffineScaling(w.shape, dtype=w.dtype, device=w.device)
     parametrize.register_parametrization(module, name, p)
@@ -109,8 +110,7 @@ def reweight(
     q = module.parametrizations[name].original
     with torch.no_grad():
         theta = B.working_tensor(q * scaling.omega)
-        with B.device_context(theta):
-            omega = B.as_tensor(_omega(B.as_array(theta), rule, tau, p))
+        omega = _omega(theta, rule, tau, p)
         first = int(scaling.n_reweights) == 0
         if init != "greedy" or first:
             new_q = theta / omega
@@ -190,6 +190,7 @@ def magnitude_prune(modules, *, amount: float | None = None, threshold: float | 
         raise ValueError("give exactly one of amount= or threshold=")
     masks = []
     for m in modules:
+        B.refuse_sharded(m, name, "magnitude_prune")
         if parametrize.is_parametrized(m, name):
             remove_affine_scaling(m, name)
         with torch.no_grad():

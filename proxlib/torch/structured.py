@@ -50,6 +50,9 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     4
     """
     strengths = lam if isinstance(lam, dict) else {g: lam for g in groupings}
+    missing = [g for g in groupings if g not in strengths]
+    if missing:
+        raise ValueError(f"lam has no strength for grouping(s) {missing}; give one per grouping in {tuple(groupings)}")
     terms = []
     for name, layer in _named(layers).items():
         for g in groupings:

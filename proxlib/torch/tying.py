@@ -35,8 +35,11 @@ __all__ = ["Tying", "row_similarity", "find_tying", "TiedRows", "tie_rows"]
 
 def _rows64(W, grouping: str) -> np.ndarray:
     if isinstance(W, torch.Tensor):
-        W = B.working_tensor(W).cpu().numpy()
-    return np.asarray(proxlib.to_rows(np.asarray(W), grouping), dtype=np.float64)
+        W = B.gathered(W).cpu().numpy()
+    R = np.asarray(proxlib.to_rows(np.asarray(W), grouping), dtype=np.float64)
+    if not np.isfinite(R).all():
+        raise ValueError("W contains NaN or Inf; its rows cannot be clustered")
+    return R
 
 
 def row_similarity(W, grouping: str = "channel") -> np.ndarray:
@@ -164,6 +167,20 @@ def find_tying(
     return Tying(labels=labels, similarity=S, nonzero=nonzero, converged=converged)
 
 
+def _check_labels(labels) -> torch.Tensor:
+    if isinstance(labels, torch.Tensor):
+        lab = labels.detach().cpu()
+    else:
+        lab = torch.as_tensor(np.asarray(labels))
+    if lab.dtype.is_floating_point or lab.dtype.is_complex or lab.dtype == torch.bool:
+        raise TypeError(f"labels must be integers (cluster of each row, -1 for a pruned row), got dtype {lab.dtype}")
+    if lab.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {tuple(lab.shape)}")
+    if lab.numel() and int(lab.min()) < -1:
+        raise ValueError(f"labels must be >= -1 (-1 marks a pruned row), got {int(lab.min())}")
+    return lab.to(torch.int64)
+
+
 class TiedRows(torch.nn.Module):
     r"""Parametrization that ties rows: row r of the weight (under ``grouping``)
     becomes the mean of the rows in its cluster; rows labelled -1 become 0.
@@ -173,28 +190,38 @@ class TiedRows(torch.nn.Module):
     Every row of a cluster holds bit-identical values (one stored row per
     cluster).  The labels are a buffer, so they are in the module's
     ``state_dict``; a fresh ``TiedRows(n_rows)`` (all rows untied) can be
-    registered before ``load_state_dict`` to restore a checkpoint.
+    registered before ``load_state_dict`` to restore a checkpoint.  The number
+    of clusters is kept as a Python int (updated when labels are loaded), so
+    ``torch.compile`` traces the forward without a graph break.
     """
 
     def __init__(self, labels, grouping: str = "channel"):
         super().__init__()
-        if isinstance(labels, int):
-            labels = np.arange(labels)
-        lab = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-        if lab.ndim != 1:
-            raise ValueError(f"labels must be 1-D, got shape {tuple(lab.shape)}")
+        if isinstance(labels, (int, np.integer)) and not isinstance(labels, bool):
+            labels = np.arange(int(labels))
         self.grouping = B.canonical_grouping(grouping)
-        self.register_buffer("labels", lab.clone())
+        self.register_buffer("labels", _check_labels(labels).clone())
+        self._update_slots()
+
+    def _update_slots(self) -> None:
+        # slot 0 collects the pruned rows (label -1) and is multiplied by 0
+        self.n_slots = int(self.labels.max()) + 2 if self.labels.numel() else 1
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "labels"
+        if key in state_dict:
+            _check_labels(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._update_slots()
 
     def forward(self, W: torch.Tensor) -> torch.Tensor:
         R = B.rows(W, self.grouping)
         if R.shape[0] != self.labels.shape[0]:
             raise ValueError(f"TiedRows has {self.labels.shape[0]} labels but the weight has {R.shape[0]} rows")
-        # slot 0 collects the pruned rows (label -1) and is multiplied by 0
-        idx = self.labels.to(R.device) + 1
-        k = int(idx.max()) + 1 if idx.numel() else 1
-        sums = R.new_zeros((k, R.shape[1])).index_add(0, idx, R)
-        scale = 1.0 / torch.bincount(idx, minlength=k).to(R.dtype).clamp_min(1)
+        idx = self.labels + 1
+        sums = R.new_zeros((self.n_slots, R.shape[1])).index_add(0, idx, R)
+        counts = R.new_zeros(self.n_slots).index_add(0, idx, R.new_ones(idx.shape[0]))
+        scale = torch.where(counts > 0, 1.0 / counts.clamp_min(1), 0.0)
         scale[0] = 0
         return B.from_rows((sums * scale[:, None])[idx], W.shape, self.grouping)
 
@@ -204,6 +231,7 @@ def tie_rows(module: torch.nn.Module, tying, *, name: str = "weight", grouping: 
     or an array); returns the parametrization.  Create a fresh optimizer after
     this: the optimised leaf is now ``module.parametrizations.<name>.original``.
     """
+    B.refuse_sharded(module, name, "tie_rows")
     labels = tying.labels if isinstance(tying, Tying) else tying
     p = TiedRows(labels, grouping)
     parametrize.register_parametrization(module, name, p)

@@ -1,0 +1,291 @@
+r"""Thresholds over the whole float range: forming ``step * lam * c`` without
+spurious overflow, and solving exactly when a threshold lies beyond the range
+a kernel can take.
+
+A penalty's thresholds are products ``step * s_1 * ... * s_k * t`` of
+non-negative Python floats (``step``, ``lam``, ``mu``, ...) and a float64
+array ``t`` (group or elementwise weights).  Each factor may be anything from
+the smallest subnormal to the largest finite float64, so the product can
+leave float64 (1e308 * 1e308) although every input is finite.  Products are
+formed from mantissas and exponents (``math.frexp``): the mantissas' product is
+rounded, the power of two is applied exactly, so nothing overflows or
+underflows on the way, and the rounding is that of forming the product once
+(a few units in the last place).
+
+The kernels take thresholds in the data's dtype.  Where one does not fit
+(it overflows, or a scale-free one exceeds 2^900 for float64 data, 2^100 for
+float32) the problem is transformed exactly instead:
+
+* **float32 data**: the problem is solved in float64 (the data are widened
+  exactly, the thresholds formed in float64) and the result rounded once to
+  float32 -- the reference computes in float64 anyway.
+* **degree 1** (the threshold scales like the data: group lasso, OWL, GrOWL,
+  weighted l1, the l2 part of group+exclusive): ``prox_{t Omega}(v) =
+  sigma prox_{(t/sigma) Omega}(v / sigma)`` for sigma = 2^j, j = ceil(log2 N)
+  + 1 with N the number of entries; a threshold that still overflows is
+  clamped to the largest float64, where the result is already saturated
+  (a row is zero once ``a >= ||w||``, an OWL prox once ``w_1 >= ||v||_1``, both
+  at most N * max|v| < sigma * max float64).  Entries below 2^-1022 * sigma
+  lose their last j bits (an absolute error of at most sigma * 2^-1075).
+* **degree 2** (scale-free parameters: the exclusive lasso's b, weighted
+  l2^2's w, the l1^2 part of group+exclusive): once b is huge the prox is
+  saturated and inversely proportional to b -- the exclusive lasso keeps only
+  the largest entries of a group, as w / (1 + b k); weighted l2^2 gives
+  v / (1 + 2 w); group+exclusive gives x = (gamma / b) u(gamma) with
+  ||u(gamma)|| = a / (1 - gamma / b) and gamma <= ||w|| / a * sqrt(m) <= 2^200
+  (there a >= b 2^-53, as 1 - mu >= 2^-53 unless mu = 1, when a = 0 and it is
+  the exclusive lasso).  So ``prox_b(v) = 2^-E prox_{b 2^-E}(v)`` to a relative
+  2^-600 for b 2^-E >= 2^899: each row (entry) with b > 2^900 is solved with
+  b 2^-E in [2^899, 2^900] and its result multiplied by 2^-E.
+* **lp** (degree p): ``prox_lam(v) = sigma prox_{lam sigma^(p-2)}(v / sigma)``
+  with sigma = 2^k chosen so that lam sigma^(p-2) is about 1; entries that
+  would overflow ``v / sigma`` are far above the threshold and returned as
+  they are (their shrinkage is below 2^-1020 relative), entries that underflow
+  are far below it and become 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from . import _validate as V
+from ._dispatch import array_namespace, device, size
+
+__all__: list[str] = []
+
+# A scale-free (degree-2) threshold above this is solved by saturation; the
+# kernels then never see one large enough to push 1 + b k or b F towards
+# overflow, or w / (1 + b k) into the subnormals.
+_DEGREE2_LIMIT = {"float64": 2.0**900, "float32": 2.0**100}
+_FMAX = {"float64": 1.7976931348623157e308, "float32": 3.4028234663852886e38}
+# lam (already times step) of lp inside this range goes to the kernel as it is
+_LP_LO, _LP_HI = 2.0**-1000, 2.0**1000
+
+
+@dataclass
+class Threshold:
+    """``step * prod(scalars) * array`` (``array`` None: a Python float
+    threshold), of homogeneity ``degree`` in the data (1, 2, or "p" for lp)."""
+
+    scalars: tuple
+    array: Any
+    degree: Any = 1
+
+
+def terms(pen, layout) -> tuple:
+    """The penalty's thresholds as :class:`Threshold` terms: its own
+    ``threshold_terms`` where it declares them, else its ``thresholds`` with
+    its ``degrees`` (default 1)."""
+    own = getattr(pen, "threshold_terms", None)
+    if own is not None:
+        return own(layout)
+    base = pen.thresholds(layout)
+    degrees = getattr(pen, "degrees", (1,) * len(base))
+    return tuple(
+        Threshold((t,), None, d) if isinstance(t, float) else Threshold((), t, d) for t, d in zip(base, degrees)
+    )
+
+
+def products(terms_) -> tuple:
+    """The thresholds of ``terms_`` before the step, as plain float64 arrays
+    (or floats): ``prod(scalars) * array``, inf where that overflows."""
+    return tuple(formed(t, *product(t.scalars), t.array) for t in terms_)
+
+
+# ------------------------------------------------------------ extended products
+
+
+def _pow_scaled(m: float, e: int, r: Fraction) -> tuple[float, int]:
+    """``(m 2^e)^r`` as ``(mantissa, exponent)`` for m in (0, 1], an integer e
+    and a rational r > 0, without overflow: m^r is a float power of a number
+    near 1, and e r splits exactly into an integer and a fraction in [0, 1)."""
+    q = e * r
+    qi = math.floor(q)
+    return m ** float(r) * 2.0 ** float(q - qi), qi
+
+
+def _ldexp(m: float, e: int) -> float:
+    try:
+        return math.ldexp(m, e)
+    except OverflowError:
+        return math.inf
+
+
+def lp_constants(lam: float, p: float) -> tuple[float, float]:
+    """``(tau, beta)`` of the lp prox with ``lam`` > 0 (already times step), 0 < p < 1:
+
+    tau = (2 - p) / (2 (1 - p)) (2 lam (1 - p))^(1/(2-p)), the magnitude up to
+    which the prox is 0, and beta = (lam p (1 - p))^(1/(2-p)), where the
+    stationarity equation's derivative vanishes.  Formed from the mantissa and
+    exponent of lam with the exponent 1/(2 - p) as an exact rational: no
+    intermediate overflows or underflows (2 lam does for lam > 2^1023), and the
+    relative error is a few units in the last place instead of
+    eps |ln lam| / (2 - p) for a float power with a rounded exponent.  inf
+    where tau exceeds the largest float64.
+    """
+    r = 1 / (2 - Fraction(p))
+    ml, el = math.frexp(lam)
+    mt, et = math.frexp(ml * (1.0 - p))  # 2 lam (1 - p) = mt 2^(el + et + 1)
+    a, ea = _pow_scaled(mt, el + et + 1, r)
+    tau = _ldexp(a * ((2.0 - p) / (2.0 * (1.0 - p))), ea)
+    mp, ep = math.frexp(p * (1.0 - p))
+    mb, eb = math.frexp(ml * mp)  # lam p (1 - p) = mb 2^(el + ep + eb)
+    b, eb2 = _pow_scaled(mb, el + ep + eb, r)
+    return tau, _ldexp(b, eb2)
+
+
+def hard_threshold(lam: float) -> float:
+    """sqrt(2 lam) correctly rounded, also where 2 lam overflows (lp with p = 0)."""
+    return math.sqrt(2.0 * lam) if lam <= 2.0**1022 else 2.0 * math.sqrt(lam / 2.0)
+
+
+
+
+def product(factors) -> tuple[float, int]:
+    """``prod(factors)`` (floats >= 0) as ``(m, e)``, m in [0.5, 1) or 0, exactly
+    ``m * 2^e`` up to the rounding of the mantissas' product."""
+    m, e = 1.0, 0
+    for f in factors:
+        fm, fe = math.frexp(f)
+        m, e2 = math.frexp(m * fm)
+        e += fe + e2
+    return (m, e) if m else (0.0, 0)
+
+
+def mul_pow2(a, e, m: float = 1.0):
+    """``a * m * 2^e`` for a float array ``a``, a float ``m`` in [0.5, 1] and an
+    integer ``e`` (a Python int or an integer array broadcastable to ``a``):
+    one rounding (of the mantissas' product); the power of two is applied
+    exactly, so nothing over- or underflows before the result does."""
+    xp = array_namespace(a)
+    with V._errstate_over():
+        ma, ea = xp.frexp(a)
+        if not isinstance(e, int):
+            e = xp.astype(e, ea.dtype)
+        return xp.ldexp(ma * m if m != 1.0 else ma, ea + e)
+
+
+def _log2_max(t: Threshold, m: float, e: int) -> float:
+    """log2 of the largest threshold of ``t`` (from the mantissa/exponent of
+    its scalar part): -inf when all are 0.  One scalar read for an array."""
+    if m == 0:
+        return -math.inf
+    if t.array is None:
+        top = 1.0
+    elif size(t.array) == 0:
+        return -math.inf
+    else:
+        top = float(array_namespace(t.array).max(t.array))
+    if top == 0:
+        return -math.inf
+    return math.log2(m) + math.log2(top) + e
+
+
+def formed(t: Threshold, m: float, e: int, like):
+    """The threshold's float64 values on ``like``'s device (a Python float for
+    a scalar threshold; inf where it overflows)."""
+    try:
+        scalar = math.ldexp(m, e)
+    except OverflowError:
+        scalar = math.inf
+    if t.array is None:
+        return scalar
+    xp = array_namespace(like)
+    a = xp.asarray(t.array, dtype=xp.float64, device=device(like))
+    if scalar == 0 or (2.0**-1022 <= scalar < math.inf):
+        with V._errstate_over():
+            return a * scalar  # one rounding, as step * w always was
+    return mul_pow2(a, e, m)
+
+
+def _in_dtype(a, like):
+    if isinstance(a, float):
+        return a
+    xp = array_namespace(like)
+    with V._errstate_over():
+        return xp.astype(a, like.dtype, copy=False)
+
+
+# ------------------------------------------------------------------- solving
+
+
+def solve(pen, layout, step: float, kernel, run):
+    """The kernel's result on ``layout.data`` (the input's dtype) for the
+    penalty ``pen`` at ``step``; ``run(kernel, data, thresholds)`` calls the
+    kernel.  See the module docstring for what happens out of range."""
+    data = layout.data
+    ts = terms(pen, layout)
+    me = [product((step,) + tuple(t.scalars)) for t in ts]
+    dname = V.dtype_name(data.dtype)
+    logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
+    if all(_fits(t, lg, dname) for t, lg in zip(ts, logs)):
+        thr = tuple(_in_dtype(formed(t, m, e, data), data) for t, (m, e) in zip(ts, me))
+        return run(kernel, data, thr)
+    xp = array_namespace(data)
+    if dname != "float64":  # solve in float64, round once
+        data64 = xp.astype(data, xp.float64)
+        return xp.astype(_solve64(pen, ts, me, logs, data64, kernel, run), data.dtype)
+    return _solve64(pen, ts, me, logs, data, kernel, run)
+
+
+def _fits(t: Threshold, log2max: float, dname: str) -> bool:
+    """Whether the kernels take this threshold as it is."""
+    if t.degree == "p":  # lp's lam: kept in the normal range of float64
+        return log2max == -math.inf or abs(log2max) <= 1000
+    if t.degree == 2:
+        return log2max <= math.log2(_DEGREE2_LIMIT[dname])
+    return log2max < 128 if dname == "float32" else log2max < 1024
+
+
+def _solve64(pen, ts, me, logs, data, kernel, run):
+    if any(t.degree == "p" for t in ts):
+        return _solve_lp(pen, ts, me, data, kernel, run)
+    if all(_fits(t, lg, "float64") for t, lg in zip(ts, logs)):
+        return run(kernel, data, tuple(formed(t, m, e, data) for t, (m, e) in zip(ts, me)))
+    xp = array_namespace(data)
+    # degree 1 beyond float64: data and those thresholds over sigma = 2^j
+    over = any(t.degree == 1 and lg >= 1024 for t, lg in zip(ts, logs))
+    j = max(1, math.ceil(math.log2(max(size(data), 1)))) + 1 if over else 0
+    thr, shift = [], 0
+    for t, (m, e), lg in zip(ts, me, logs):
+        if t.degree == 2 and not _fits(t, lg, "float64"):
+            # saturated: row r (entry i) with b_r 2^-E_r <= 2^900, result times 2^-E_r
+            a = xp.asarray(t.array, dtype=xp.float64, device=device(data))
+            _, ea = xp.frexp(a)
+            shift = xp.where(a > 0, xp.maximum(xp.astype(ea, xp.int64) + e - 900, 0), 0)
+            thr.append(mul_pow2(a, e - shift, m))
+            if data.ndim == 2:
+                shift = shift[:, None]
+        else:
+            a = formed(t, m, e - j if t.degree == 1 else e, data)
+            thr.append(min(a, _FMAX["float64"]) if isinstance(a, float) else xp.minimum(a, _FMAX["float64"]))
+    X = run(kernel, mul_pow2(data, -j) if j else data, tuple(thr))
+    return mul_pow2(X, j - shift) if (j or not isinstance(shift, int)) else X
+
+
+def _solve_lp(pen, ts, me, data, kernel, run):
+    """lp with lam (times step) outside [2^-1000, 2^1000]: the problem at scale
+    sigma = 2^k with lam sigma^(p-2) in [0.5, 2)."""
+    ((t,), ((m, e),)) = (ts, me)
+    p = pen.fixed()[0]
+    lam = formed(t, m, e, data)
+    if m == 0 or (_LP_LO <= lam <= _LP_HI):
+        return run(kernel, data, (lam,))
+    xp = array_namespace(data)
+    # lam sigma^(p-2) = m 2^(e - k (2 - p)) with k about e / (2 - p).  2 - p is a
+    # dyadic rational, so e - k (2 - p) splits exactly into an integer and a
+    # fraction in [0, 1), and only 2^fraction is rounded.
+    k = round(e / (2 - p))
+    q = Fraction(e) - Fraction(k) * (2 - Fraction(p))
+    qi = math.floor(q)
+    lam_s = math.ldexp(m * 2.0 ** float(q - qi), qi)
+    if k >= 0:  # lam huge: v / sigma only shrinks (what underflows is far below the threshold)
+        return mul_pow2(run(kernel, mul_pow2(data, -k), (lam_s,)), k)
+    # lam tiny: v / sigma grows; entries that would overflow are far above the
+    # threshold (their shrinkage is below 2^-1020 relative) and stay as they are
+    big = xp.abs(data) >= math.ldexp(1.0, 1020 + k)
+    X = mul_pow2(run(kernel, mul_pow2(xp.where(big, 0.0, data), -k), (lam_s,)), k)
+    return xp.where(big, data, X)

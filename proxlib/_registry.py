@@ -1,0 +1,211 @@
+r"""The operators, each declared once, and the one code path that applies them.
+
+Every operator is a :class:`Penalty` subclass (a frozen dataclass of its
+parameters) in its family module (``owl.py``, ``group.py``, ``exclusive.py``,
+``elementwise.py``), registered in :data:`OPERATORS` with its public
+``prox_*`` function.  A penalty declares
+
+* ``kernel``: the backend kernel that solves its prox (every backend exports
+  the names in :data:`proxlib.backends.KERNELS`);
+* ``layout``: how an input becomes the kernel's canonical array --
+  ``"flat"`` (all entries as one vector: the separable penalties and OWL) or
+  ``"rows"`` (the groups as rows: see :mod:`proxlib._rows`);
+* ``thresholds(layout)``: its parameters as float64 arrays on the input's
+  device, *before* the step (they are linear in the step: the kernel gets
+  ``step * t`` rounded once to the data's dtype), plus ``fixed`` parameters
+  that the step does not scale (lp's exponent);
+* ``value(x)``: Omega(x) in float64.
+
+:func:`apply` is then the whole of every public ``prox_*`` function:
+validate, lay out, form the thresholds, dispatch to the input's backend,
+restore the shape and dtype.  The public functions, the penalty objects, the
+torch training step (:mod:`proxlib.torch`), the tests and the benchmarks all
+enumerate :data:`OPERATORS`, so adding an operator means one class, one
+function and one kernel per backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from . import _range
+from . import _validate as V
+from ._dispatch import array_kind, array_namespace, backend_for, device
+from ._rows import Rows, canonical_rows
+from ._rows import group_weights as _group_weights
+
+__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "layout_of", "scaled_thresholds"]
+
+
+@dataclass
+class Layout:
+    """An input in its kernel's canonical form.
+
+    ``data``: the flat vector or the (G, m) rows; ``shape``: the input's
+    shape; ``rows``: the row layout
+    (``None`` for flat); ``c``: per-group weights (float64, rows only);
+    ``restore``: maps a kernel result back to the input's shape."""
+
+    data: Any
+    restore: Callable[[Any], Any]
+    shape: tuple
+    rows: Rows | None = None
+    c: Any = None
+
+
+class Penalty:
+    """Base of the penalty objects: ``prox(v, step)`` and ``value(x)``.
+
+    Subclasses are frozen dataclasses whose fields are the parameters, checked
+    when the object is made (the messages name the parameter)."""
+
+    kernel: ClassVar[str]
+    layout: ClassVar[str]  # "flat" or "rows"
+    arg: ClassVar[str] = "v"  # the data argument's name in messages
+    fused_finite_check: ClassVar[bool] = False  # the kernel checks NaN/Inf itself
+
+    def prox(self, v, step=1.0, *, check_finite: bool = True):
+        """``argmin_x 1/2 ||x - v||^2 + step * Omega(x)`` (see the matching ``prox_*`` function)."""
+        return apply(self, v, step, check_finite=check_finite)
+
+    def value(self, x) -> float:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    # ------------------------------------------------ certificates (proxlib.certificates)
+    def optimality_residual(self, v, x, step=1.0) -> float:
+        """Scale-free distance of ``x`` from ``self.prox(v, step)``, without the prox
+        (:func:`proxlib.optimality_residual`)."""
+        from . import certificates
+
+        return certificates.optimality_residual(self, v, x, step)
+
+    def subdifferential_distance(self, v, x, step=1.0) -> float:
+        """Largest violation of ``(v - x)/step in dOmega(x)``, in units of ``v``
+        (:func:`proxlib.certificates.subdifferential_distance`)."""
+        from . import certificates
+
+        return certificates.subdifferential_distance(self, v, x, step)
+
+    def dual_norm(self, r) -> float:
+        """The dual norm of ``r`` (OWL, GrOWL, group lasso, weighted l1; TypeError
+        for the others): :func:`proxlib.certificates.dual_norm`."""
+        from . import certificates
+
+        return certificates.dual_norm(self, r)
+
+    # ---------------------------------------------------------------- declared per operator
+    def thresholds(self, layout: Layout) -> tuple:
+        raise NotImplementedError  # pragma: no cover
+
+    def fixed(self) -> tuple:
+        return ()
+
+    groups: ClassVar[Any] = None
+    group_weights: ClassVar[Any] = None
+    # homogeneity of each threshold in the data: 1 (scales like the data),
+    # 2 (scale-free), "p" (lp); see proxlib._range
+    degrees: ClassVar[tuple] = (1,)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A registry entry: the penalty class, its public function, its kernel."""
+
+    name: str
+    penalty: type
+    function: Callable
+
+    @property
+    def kernel(self) -> str:
+        return self.penalty.kernel
+
+    @property
+    def layout(self) -> str:
+        return self.penalty.layout
+
+
+OPERATORS: dict[str, Operator] = {}
+
+
+def register(name: str, penalty: type, function: Callable) -> None:
+    OPERATORS[name] = Operator(name, penalty, function)
+
+
+def frozen_set(obj, **values) -> None:
+    """Normalise fields of a frozen dataclass in ``__post_init__``."""
+    for k, v in values.items():
+        object.__setattr__(obj, k, v)
+
+
+def layout_of(pen: Penalty, x, *, contiguous: bool = True, name: str | None = None) -> Layout:
+    """``x`` (already a float32/float64 array) in ``pen``'s kernel layout
+    (``name``: the argument named in messages, default the penalty's)."""
+    if pen.layout == "flat":
+        shape = tuple(x.shape)
+        flat = x.reshape(-1)
+        if contiguous:
+            flat = _contiguous(flat)
+        return Layout(data=flat, restore=lambda X: X.reshape(shape), shape=shape)
+    rows = canonical_rows(x, pen.groups, name=name or pen.arg, contiguous=contiguous)
+    c = _group_weights(rows, pen.group_weights, like=x)
+    return Layout(data=rows.rows, restore=rows.restore, shape=tuple(x.shape), rows=rows, c=c)
+
+
+def _contiguous(a):
+    # NumPy and CuPy kernels take C-contiguous arrays; torch kernels any strides
+    return a if array_kind(a) == "torch" else array_namespace(a).ascontiguousarray(a)
+
+
+def scaled_thresholds(base: tuple, step: float, like) -> tuple:
+    """``step * t`` for every threshold, rounded once to ``like``'s dtype
+    (float arrays) or left a Python float (scalars)."""
+    out = []
+    for t in base:
+        if isinstance(t, float):
+            out.append(t * step)
+        else:
+            out.append(V.times_step(t, step) if t.dtype == like.dtype else _cast_scaled(t, step, like))
+    return tuple(out)
+
+
+def _cast_scaled(t, step, like):
+    xp = array_namespace(t)
+    with V._errstate_over():
+        return xp.astype(t * step, like.dtype)
+
+
+def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
+    """The prox of ``step * pen`` at ``v``: a new array of ``v``'s library,
+    device, shape and dtype (half precision is computed in float32)."""
+    out_dtype = V.result_dtype(v)
+    x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
+    step = V.positive(step, "step")
+    layout = layout_of(pen, x)
+    kernel = getattr(backend_for(x), pen.kernel)
+
+    def run(kernel, data, thr):
+        if pen.fused_finite_check:
+            with V.fused_finite_check(pen.arg):
+                return kernel(data, *thr, *pen.fixed(), check_finite=check_finite)
+        return kernel(data, *thr, *pen.fixed())
+
+    # thresholds formed without spurious overflow; exact transformations where
+    # one lies beyond what the kernels take (see proxlib._range)
+    X = layout.restore(_range.solve(pen, layout, step, kernel, run))
+    if out_dtype is not None:
+        X = array_namespace(X).astype(X, out_dtype)
+    return X
+
+
+def param_array(a, like, name: str):
+    """Parameter array ``a`` (weights: a list, a NumPy array or an array of
+    ``like``'s library) checked finite and >= 0, as float64 on ``like``'s
+    library and device."""
+    xp = array_namespace(like)
+    return V.nonnegative_array(a, name, like_array=xp.zeros(0, dtype=xp.float64, device=device(like)))
+
+
+def replace(pen: Penalty, **changes) -> Penalty:
+    return dataclasses.replace(pen, **changes)

@@ -1,0 +1,275 @@
+"""Optimality certificates (proxlib.certificates): every operator has one, it is at the
+rounding level at proxlib's output on every backend, it grows with a perturbation, it
+flags a wrong prox, and the dual norms match their definition.
+
+The certificates never call a prox, so these tests check the kernels against the
+optimality conditions, independently of the CVXPY and exact references.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import proxlib
+from proxlib import certificates as C
+from proxlib.testing import float_arrays, nonincreasing_weights, operator_names, prox_problems, steps
+
+BACKENDS = ["numpy", "numba", "torch"]
+
+
+def _backend(name):
+    marks = []
+    if name not in proxlib.available_backends():
+        marks.append(pytest.mark.skip(reason=f"backend {name!r} does not import here"))
+    return pytest.param(name, marks=marks)
+
+
+def _on(backend, a):
+    if backend == "torch":
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(a))
+    return a
+
+
+def _prox(backend, pen, v, step):
+    with proxlib.use_backend(backend):
+        return pen.prox(_on(backend, v), step)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_every_operator_has_a_certificate():
+    missing = [name for name in proxlib.OPERATORS if name not in C.CERTIFICATES]
+    assert not missing, f"operators without a certificate: {missing}"
+    assert set(C.DUAL_NORMS) == {"owl", "growl", "group_lasso", "weighted_l1"}
+    assert set(C.DUAL_NORMS) <= set(proxlib.OPERATORS)
+    # the strategies of proxlib.testing cover every operator too
+    assert operator_names() == list(proxlib.OPERATORS)
+
+
+def test_penalty_methods_delegate():
+    pen = proxlib.GroupLasso(1.0)
+    W = np.array([[3.0, 4.0], [0.3, 0.4]])
+    X = pen.prox(W)
+    assert pen.optimality_residual(W, X) == C.optimality_residual(pen, W, X) <= C.residual_tolerance(pen, W)
+    Y = X + np.array([[0.0, 0.1], [0.0, 0.0]])
+    assert pen.subdifferential_distance(W, Y) == pytest.approx(C.certify(pen, W, Y).distance)
+    assert pen.dual_norm(np.array([[3.0, 4.0], [0.0, 1.0]])) == 5.0
+    with pytest.raises(TypeError, match="not a norm"):
+        proxlib.ExclusiveLasso(1.0).dual_norm(W)
+    assert not C.has_dual_norm(proxlib.Lp(1.0, 0.5)) and C.has_dual_norm(proxlib.OWL([1.0]))
+
+
+# ----------------------------------------------------------------------------- at the prox
+
+
+@pytest.mark.parametrize("backend", [_backend(b) for b in BACKENDS])
+@pytest.mark.parametrize("name", list(proxlib.OPERATORS))
+@given(data=st.data())
+def test_residual_at_rounding_level_at_proxlib_output(backend, name, data):
+    pen, v, step = data.draw(prox_problems(name))
+    x = _prox(backend, pen, v, step)
+    cert = C.certify(pen, _on(backend, v), x, step)
+    assert cert.residual <= cert.tolerance, (cert.residual, cert.tolerance, cert.worst)
+    assert cert.tolerance == C.residual_tolerance(pen, v, step)
+
+
+def test_tolerance_is_documented_formula():
+    v = np.ones((3, 5))
+    eps = np.finfo(np.float64).eps
+    assert C.residual_tolerance(proxlib.WeightedL1(0.0), v) == pytest.approx(16 * 2 * eps + 64 * 5e-324)
+    assert C.residual_tolerance(proxlib.GroupLasso(1.0), v) == pytest.approx(16 * 6 * eps + 64 * 5e-324 / (np.sqrt(5) + 1))
+    assert C.residual_tolerance(proxlib.OWL(np.ones(15)), v.astype(np.float32)) == pytest.approx(
+        16 * 16 * np.finfo(np.float32).eps + 64 * 2.0**-149 / 2
+    )
+
+
+def test_lp_tie_both_minimisers_pass():
+    # |v| = 6, L = 8, p = 1/2: f(0) = f(4) = 18 (x + 4/sqrt(x) = 6 at x = 4)
+    pen, v = proxlib.Lp(8.0, 0.5), np.array([6.0, -6.0])
+    assert pen.prox(v).tolist() == [0.0, 0.0]
+    assert C.optimality_residual(pen, v, np.array([0.0, 0.0])) == 0.0
+    assert C.optimality_residual(pen, v, np.array([4.0, -4.0])) == 0.0
+    # the local maximum (the smaller stationary point) fails the comparison with 0
+    small = 4.0 * (1.0 - 0.0)  # x + 4/sqrt(x) = 6 has its other root at x = (sqrt(5) - 1)^2 ... computed:
+    r = np.roots([1.0, 0.0, -6.0, 4.0])  # y^3 - 6 y + 4 = 0, y = sqrt(x)
+    small = float(min(y * y for y in r.real if y > 0))
+    assert abs(small + 4.0 / math.sqrt(small) - 6.0) < 1e-12
+    assert C.optimality_residual(pen, np.array([6.0]), np.array([small])) > 0.05
+
+
+# ----------------------------------------------------------------------------- away from it
+
+
+CONVEX_BLOCK_SEPARABLE = ["group_lasso", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq"]
+
+
+@pytest.mark.parametrize("name", CONVEX_BLOCK_SEPARABLE)
+@given(data=st.data(), t=st.sampled_from([1e-9, 1e-6, 1e-3, 1.0]))
+def test_residual_bounds_the_distance(name, data, t):
+    # convex and separable over blocks: residual * scale >= max_B ||x_B - prox(v)_B||,
+    # so a move of t * scale in any entry gives a residual >= t (firm non-expansiveness)
+    pen, v, step = data.draw(prox_problems(name, np.float64, max_size=10))
+    x = pen.prox(v, step)
+    cert = C.certify(pen, v, x, step)
+    d = data.draw(float_arrays(v.shape, np.float64, extreme=False))
+    if not np.any(d) or cert.scale == 0:
+        return
+    d = d / np.abs(d).max()
+    assert C.optimality_residual(pen, v, x + t * cert.scale * d, step) >= t * (1 - 1e-9) - cert.tolerance
+
+
+@pytest.mark.parametrize("name", list(proxlib.OPERATORS))
+@given(data=st.data())
+def test_residual_grows_with_a_perturbation(name, data):
+    # x + t d for growing t, d on the support of x (a move off the support makes
+    # the residual jump at once: the subdifferential of |.| and ||.|| jumps at 0)
+    pen, v, step = data.draw(prox_problems(name, np.float64, max_size=10))
+    x = pen.prox(v, step)
+    cert = C.certify(pen, v, x, step)
+    d = np.where(x != 0, data.draw(float_arrays(v.shape, np.float64, extreme=False)), 0.0)
+    if not np.any(d) or cert.scale == 0:
+        return
+    d = d / np.abs(d).max() * cert.scale
+    # small enough moves to keep every sign and stay near x (lp: on its branch)
+    ts = [t for t in (1e-9, 1e-7, 1e-5, 1e-3) if np.all(np.abs(t * d) <= 0.5 * np.abs(x))]
+    res = [C.optimality_residual(pen, v, x + t * d, step) for t in ts]
+    assert all(b >= a - 2 * cert.tolerance for a, b in zip(res, res[1:])), res
+    big = [r for t, r in zip(ts, res) if t * np.abs(d).max() > 1e6 * cert.tolerance * cert.scale]
+    assert all(r > cert.tolerance for r in big), (res, cert.tolerance)
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.data())
+@example(G=1, m=3, data=None)
+def test_thesis_exclusive_step_is_flagged(G, m, data):
+    if data is None:
+        W, lam, step = np.array([[3.0, 1.0, -0.5]]), 0.5, 1.0
+    else:
+        W = data.draw(float_arrays((G, m), np.float64, extreme=False))
+        lam, step = data.draw(st.floats(0.05, 3.0)), data.draw(steps())
+    pen = proxlib.ExclusiveLasso(lam)
+    exact = pen.prox(W, step)
+    thesis = proxlib.prox_exclusive_lasso_thesis(W, lam, step)
+    cert = C.certify(pen, W, thesis, step)
+    # the thesis' step thresholds by b ||w||_1 instead of b S_k / (1 + b k): it
+    # differs exactly where a row keeps non-zeros, and the certificate sees it
+    # (the distance to the prox is at most the row's violation: convex penalty)
+    far = np.abs(thesis - exact).max() > 1e-9 * cert.scale
+    assert (cert.residual > 1e3 * cert.tolerance) == far
+    # (+ the rounding of proxlib's own prox, which stands in for the exact one)
+    gaps = np.sqrt(((thesis - exact) ** 2).sum(axis=1))
+    assert np.all(gaps <= cert.violation * (1 + 1e-12) + cert.tolerance * cert.scale)
+
+
+@given(prox_problems("group_exclusive", np.float64))
+def test_sequential_group_exclusive_is_flagged(problem):
+    pen, W, step = problem
+    seq = proxlib.prox_group_exclusive_sequential(W, pen.lam, pen.mu, step, groups=pen.groups, group_weights=pen.group_weights)
+    exact = pen.prox(W, step)
+    cert = C.certify(pen, W, seq, step)
+    far = np.abs(seq - exact).max() > 1e-9 * cert.scale
+    if far:
+        assert cert.residual > 1e3 * cert.tolerance
+    # the distance bound of the convex block-separable certificate (+ the
+    # rounding of proxlib's own prox, which stands in for the exact one)
+    bound = math.sqrt(float(np.sum(np.asarray(cert.violation) ** 2))) * (1 + 1e-9)
+    assert np.linalg.norm(seq - exact) <= bound + math.sqrt(W.shape[0]) * cert.tolerance * cert.scale
+
+
+# ----------------------------------------------------------------------------- scale-free
+
+
+@pytest.mark.parametrize("name", ["owl", "growl", "group_lasso", "weighted_l1"])
+@given(data=st.data(), k=st.integers(-40, 40))
+def test_scale_free_for_norms(name, data, k):
+    pen, v, step = data.draw(prox_problems(name, np.float64, ragged=False))
+    x = pen.prox(v, step) * 1.001  # any point: the residual is homogeneous of degree 0
+    s = 2.0**k  # powers of two scale exactly
+    assert C.optimality_residual(pen, s * v, s * x, s * step) == C.optimality_residual(pen, v, x, step)
+
+
+# ----------------------------------------------------------------------------- dual norms
+
+
+@given(st.integers(1, 8).flatmap(lambda n: st.tuples(float_arrays((n,), extreme=False), nonincreasing_weights(n))), st.data())
+def test_owl_dual_norm_is_the_dual_of_owl(problem, data):
+    r, w = problem
+    w = w + 0.1  # a norm (no zero weight)
+    pen = proxlib.OWL(w)
+    dn = pen.dual_norm(r)
+    # <r, x> <= dn * Omega(x) for every x ...
+    for _ in range(5):
+        x = data.draw(float_arrays(r.shape, extreme=False))
+        assert float(r @ x) <= dn * pen.value(x) * (1 + 1e-12) + 1e-12
+    # ... with equality at an extreme point of the unit ball: sign(r) on the top k of |r|
+    order = np.argsort(-np.abs(r), kind="stable")
+    best = max(
+        float(r @ np.where(np.isin(np.arange(r.size), order[:k]), np.sign(r), 0.0)) / pen.value(np.where(np.isin(np.arange(r.size), order[:k]), 1.0, 0.0))
+        for k in range(1, r.size + 1)
+    )
+    assert best == pytest.approx(dn, rel=1e-12, abs=1e-300)
+
+
+@given(st.integers(1, 5), st.integers(1, 4), st.data())
+def test_group_and_growl_dual_norms(G, m, data):
+    R_ = data.draw(float_arrays((G, m), extreme=False))
+    lam = data.draw(st.floats(0.1, 3.0))
+    c = data.draw(st.lists(st.floats(0.1, 2.0), min_size=G, max_size=G))
+    nr = np.linalg.norm(R_, axis=1)
+    assert proxlib.GroupLasso(lam, group_weights=np.array(c)).dual_norm(R_) == pytest.approx(np.max(nr / (lam * np.array(c))), rel=1e-14)
+    w = np.sort(np.array(c))[::-1]
+    growl = proxlib.GrOWL(w).dual_norm(R_)
+    assert growl == pytest.approx(proxlib.OWL(w).dual_norm(nr), rel=1e-14)
+    wl1 = np.array(c)
+    v = R_[:, 0]
+    assert proxlib.WeightedL1(wl1).dual_norm(v) == pytest.approx(np.max(np.abs(v) / wl1), rel=1e-15)
+    # zero weight: an unpenalised direction (0/0 = 0, c/0 = inf)
+    assert proxlib.WeightedL1(np.array([1.0, 0.0])).dual_norm(np.array([2.0, 0.0])) == 2.0
+    assert proxlib.WeightedL1(np.array([1.0, 0.0])).dual_norm(np.array([2.0, 1.0])) == math.inf
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_bad_inputs():
+    pen = proxlib.OWL([1.0, 0.5])
+    v = np.array([1.0, 2.0])
+    with pytest.raises(ValueError, match="x must have v's shape"):
+        C.optimality_residual(pen, v, np.zeros(3))
+    with pytest.raises(ValueError, match="step"):
+        C.optimality_residual(pen, v, v, step=0.0)
+    with pytest.raises(TypeError, match="penalty"):
+        C.optimality_residual("owl", v, v)
+    with pytest.raises(TypeError, match="x must be"):
+        C.optimality_residual(pen, v, np.array(["a", "b"]))
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="one library"):
+        C.optimality_residual(pen, v, torch.zeros(2, dtype=torch.float64))
+    # inputs are not modified
+    x = np.array([0.5, 1.0])
+    vc, xc = v.copy(), x.copy()
+    C.certify(pen, v, x)
+    assert np.array_equal(v, vc) and np.array_equal(x, xc)
+
+
+def test_empty_and_zero():
+    pen = proxlib.GroupLasso(1.0)
+    assert C.optimality_residual(pen, np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+    assert C.optimality_residual(proxlib.WeightedL2Sq(1.0), np.zeros(3), np.zeros(3)) == 0.0
+    assert C.optimality_residual(proxlib.WeightedL2Sq(1.0), np.zeros(3), np.ones(3)) == math.inf
+
+
+def test_torch_result_stays_on_device_until_the_scalar():
+    torch = pytest.importorskip("torch")
+    pen = proxlib.GrOWL(np.array([2.0, 1.0, 0.5]))
+    W = torch.randn(3, 4, dtype=torch.float64)
+    cert = C.certify(pen, W, pen.prox(W))
+    assert isinstance(cert.violation, torch.Tensor) and cert.violation.device == W.device
+    assert cert.ok

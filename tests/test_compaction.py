@@ -1,0 +1,569 @@
+"""Physical compaction (proxlib.torch.compact): hand-made zero groups and ties on
+an MLP, a LeNet-5, a small residual net and a concatenating net; exact removal
+counts, hand-checked parameter counts and folded biases, equal outputs, the
+checkpoint round trip, the original left untouched, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_pruning")
+
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.utils import prune  # noqa: E402
+
+import proxlib  # noqa: E402
+import proxlib.torch as pt  # noqa: E402
+from proxlib.torch import compaction as C  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is faster and steady on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------- models
+
+
+def _mlp():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    with torch.no_grad():
+        net[0].weight[:, [2, 7]] = 0  # inputs 2 and 7 unused: a feature selection
+        net[0].weight[3] = 0  # hidden 3 is the constant relu(0.7) = 0.7: folded into layer 2
+        net[0].bias[3] = 0.7
+        net[2].weight[:, 5] = 0  # hidden 5 unused by the only layer reading it
+        net[2].weight[1] = 0  # a dead ReLU unit: constant 0
+        net[2].bias[1] = -0.3
+    return net
+
+
+class LeNet5(nn.Module):
+    """conv-BN-ReLU-pool twice, then three Linear layers (28 x 28 input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6)
+        self.conv2, self.bn2 = nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(x)))
+
+
+def _randomise_bn(bn, g):
+    with torch.no_grad():
+        n = bn.num_features
+        bn.running_mean.copy_(torch.randn(n, generator=g))
+        bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        bn.weight.copy_(torch.randn(n, generator=g))
+        bn.bias.copy_(torch.randn(n, generator=g))
+
+
+def _lenet():
+    torch.manual_seed(1)
+    net = LeNet5()
+    g = torch.Generator().manual_seed(1)
+    _randomise_bn(net.bn1, g)
+    _randomise_bn(net.bn2, g)
+    with torch.no_grad():
+        net.conv1.weight[[0, 4]] = 0  # zero filters: constants through BN/ReLU/pool, folded into conv2 (no padding)
+        net.conv2.weight[3] = 0  # zero filter: 25 constant columns of fc1 after the flatten
+        net.fc1.weight[:, 175:200] = 0  # channel 7 unused by fc1: conv2's (non-zero) filter 7 goes
+        net.fc1.weight[10:15] = 0  # five zero output neurons, folded into fc2
+    return net
+
+
+class TinyResNet(nn.Module):
+    """stem conv-BN-ReLU, one residual block (conv-BN-ReLU-conv-BN + skip), mean pool, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.a, self.bna = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b, self.bnb = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        s = F.relu(self.bn0(self.stem(x)))
+        h = self.bnb(self.b(F.relu(self.bna(self.a(s)))))
+        s = F.relu(s + h)
+        return self.fc(s.mean((2, 3)))
+
+
+def _resnet():
+    torch.manual_seed(2)
+    net = TinyResNet()
+    g = torch.Generator().manual_seed(2)
+    for bn in (net.bn0, net.bna, net.bnb):
+        _randomise_bn(bn, g)
+    with torch.no_grad():
+        # stream channel 2: zero in both producers (stem, b); relu(bn0(0)) = 0 feeds the padded conv a,
+        # relu(0 + bnb(0)) = 0.5 reaches fc through the mean
+        net.stem.weight[2] = 0
+        net.b.weight[2] = 0
+        net.bn0.running_mean[2], net.bn0.bias[2] = 0.0, -1.0
+        net.bnb.running_mean[2], net.bnb.bias[2] = 0.0, 0.5
+        # stream channel 5: a zero stem filter, but b still writes channel 5: kept
+        net.stem.weight[5] = 0
+        # inner channels: a's filter 1 gives relu(bna(0)) = 0.25 > 0 into the zero-padded conv b: kept;
+        # a's filter 6 gives a dead ReLU (0): removed
+        net.a.weight[[1, 6]] = 0
+        net.bna.running_mean[1], net.bna.bias[1] = 0.0, 0.25
+        net.bna.running_mean[6], net.bna.bias[6] = 0.0, -2.0
+    return net
+
+
+class CatNet(nn.Module):
+    """two branches concatenated along the channels, a conv over both, flatten, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 5, 1)
+        self.c = nn.Conv2d(8, 4, 3)
+        self.fc = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        z = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], 1)
+        return self.fc(F.relu(self.c(z)).flatten(1))
+
+
+def _catnet():
+    torch.manual_seed(3)
+    net = CatNet()
+    with torch.no_grad():
+        net.b.weight[1] = 0  # constant relu(bias) at concat channel 3 + 1 = 4, folded into c (no padding)
+        net.c.weight[:, 0] = 0  # concat channel 0 (a's filter 0) unused
+        net.c.weight[2] = 0  # constant channel after relu + flatten: 16 columns of fc
+    return net
+
+
+MODELS = {
+    "mlp": (_mlp, lambda: torch.randn(32, 10, generator=torch.Generator().manual_seed(10))),
+    "lenet": (_lenet, lambda: torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(11))),
+    "resnet": (_resnet, lambda: torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(12))),
+    "cat": (_catnet, lambda: torch.randn(8, 2, 6, 6, generator=torch.Generator().manual_seed(13))),
+}
+
+# hand-derived shapes of every changed layer: name -> weight shape (inputs as stored)
+EXPECTED = {
+    "mlp": {"0": (6, 8), "2": (5, 6), "4": (3, 5)},
+    "lenet": {"conv1": (4, 1, 5, 5), "bn1": (4,), "conv2": (14, 4, 5, 5), "bn2": (14,), "fc1": (115, 350), "fc2": (84, 115), "fc3": (10, 84)},
+    "resnet": {"stem": (7, 3, 3, 3), "bn0": (7,), "a": (7, 7, 3, 3), "bna": (7,), "b": (7, 7, 3, 3), "bnb": (7,), "fc": (4, 7)},
+    "cat": {"a": (2, 2, 3, 3), "b": (4, 2, 1, 1), "c": (3, 6, 3, 3), "fc": (2, 48)},
+}
+# hand-counted parameters after compaction
+EXPECTED_PARAMS = {
+    "mlp": (6 * 8 + 6) + (5 * 6 + 5) + (3 * 5 + 3),  # 107
+    "lenet": (4 * 25 + 4) + 8 + (14 * 4 * 25 + 14) + 28 + (115 * 350 + 115) + (84 * 115 + 84) + (10 * 84 + 10),
+    "resnet": 7 * 27 + 14 + 7 * 7 * 9 + 14 + 7 * 7 * 9 + 14 + (4 * 7 + 4),
+    "cat": (2 * 18 + 2) + (4 * 2 + 4) + (3 * 6 * 9 + 3) + (2 * 48 + 2),
+}
+
+
+def _layer(model, name):
+    m = model.get_submodule(name)
+    return m.layer if isinstance(m, nn.Sequential) and "layer" in m._modules else m
+
+
+def _n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _snapshot(model, X):
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return sd, [m.training for m in model.modules()], C._forward(model, (X,))
+
+
+def _assert_untouched(model, snap, X):
+    sd, flags, out = snap
+    now = model.state_dict()
+    assert set(now) == set(sd)
+    for k, v in sd.items():
+        assert torch.equal(now[k], v), k
+    assert [m.training for m in model.modules()] == flags
+    assert torch.equal(C._forward(model, (X,)), out)  # still runs, same function
+
+
+def _close(a, b, rtol=1e-5):
+    assert a.shape == b.shape
+    assert float((a - b).abs().max()) <= rtol * float(b.abs().max())
+
+
+# ----------------------------------------------------------------- shapes, counts, outputs
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_compact_removes_exactly_the_hand_made_structures(kind):
+    make, data = MODELS[kind]
+    net, X = make(), data()
+    net.train()  # compact works in eval mode and restores the flags
+    snap = _snapshot(net, X)
+    small = pt.compact(net, X)
+    _assert_untouched(net, snap, X)
+    for name, shape in EXPECTED[kind].items():
+        assert tuple(_layer(small, name).weight.shape) == shape, name
+    assert _n_params(small) == EXPECTED_PARAMS[kind]
+    net.eval()
+    with torch.no_grad():
+        ref = net(X)
+        _close(small(X), ref)
+        X2 = torch.randn(X.shape, generator=torch.Generator().manual_seed(99))  # unseen inputs too
+        _close(small(X2), net(X2))
+
+
+def test_mlp_feature_selection_and_folded_biases_by_hand():
+    net, X = _mlp(), MODELS["mlp"][1]()
+    small = pt.compact(net, X)
+    sel = small[0].inputs
+    assert isinstance(sel, pt.ClusteredInputs) and sel.labels is None
+    assert sel.index.tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
+    W0, b0, W2, b2, b4 = net[0].weight.detach(), net[0].bias.detach(), net[2].weight.detach(), net[2].bias.detach(), net[4].bias.detach()
+    rows0 = [0, 1, 2, 4, 6, 7]  # hidden 3 (constant) and 5 (unused) removed
+    assert torch.equal(small[0].layer.weight, W0[rows0][:, sel.index])
+    assert torch.equal(small[0].layer.bias, b0[rows0])
+    rows2 = [0, 2, 3, 4, 5]
+    kappa = F.relu(torch.tensor(0.7))  # hidden 3's constant output
+    assert torch.equal(small[2].bias, (b2.double() + W2[:, 3].double() * kappa.double()).float()[rows2])
+    assert torch.equal(small[2].weight, W2[rows2][:, rows0])
+    assert torch.equal(small[4].bias, b4)  # the dead unit's constant is 0
+    counts = pt.removable_counts(net, X)
+    assert counts == {"0": (2, 2, 88 - 54), "2": (1, 2, 54 - 35), "4": (0, 1, 21 - 18)}
+
+
+def test_lenet_fold_through_bn_relu_pool_and_flatten():
+    net, X = _lenet(), MODELS["lenet"][1]()
+    small = pt.compact(net, X)
+    net.eval()
+    with torch.no_grad():
+        h = net.pool(F.relu(net.bn1(net.conv1(X))))
+        z = net.pool(F.relu(net.bn2(net.conv2(h))))
+    kappa3 = z[0, 3, 0, 0]  # conv2's zero filter 3: a constant map
+    assert torch.all(z[:, 3] == kappa3)
+    # conv1's zero filters also fold into conv2's bias; fc1's bias gets 25 columns x kappa3
+    W = net.fc1.weight.detach().double()
+    expect = net.fc1.bias.detach().double() + W[:, 75:100] @ torch.full((25,), float(kappa3), dtype=torch.float64)
+    keep = [i for i in range(120) if not 10 <= i < 15]
+    torch.testing.assert_close(small.fc1.bias, expect.float()[keep], rtol=0, atol=0)
+    kept_channels = [c for c in range(16) if c not in (3, 7)]
+    assert torch.equal(small.bn2.running_mean, net.bn2.running_mean[kept_channels])
+
+
+def test_residual_coupling_keeps_channels_one_branch_still_writes():
+    net, X = _resnet(), MODELS["resnet"][1]()
+    counts = pt.removable_counts(net, X)
+    # the stem has two zero filters (2 and 5), but only channel 2 is zero in every producer
+    assert pt.weight_metrics(net.stem.weight, "filter").zero_rows == 2
+    assert counts["stem"][0] == 1 and counts["b"][0] == 1
+    # a: filter 6 (dead ReLU) removed, filter 1 (constant 0.25 into a zero-padded conv) kept;
+    # a reads the stream, which lost channel 2
+    assert counts["a"][:2] == (1, 1)
+    assert counts["b"][1] == 1 and counts["fc"][:2] == (0, 1)
+
+
+def test_concat_maps_each_branch_to_its_slice():
+    net, X = _catnet(), MODELS["cat"][1]()
+    small = pt.compact(net, X)
+    W = net.c.weight.detach()
+    kept_in = [1, 2, 3, 5, 6, 7]  # a's channels 1, 2 then b's 0, 2, 3, 4 (3 + index)
+    assert torch.equal(small.c.weight, W[[0, 1, 3]][:, kept_in])
+    # b's filter 1: relu(bias) at concat channel 4, folded into c's bias (no padding)
+    kappa = F.relu(net.b.bias.detach()[1])
+    expect = net.c.bias.detach().double() + W[:, 4].double().sum((1, 2)) * kappa.double()
+    assert torch.equal(small.c.bias, expect.float()[[0, 1, 3]])
+
+
+# ----------------------------------------------------------------- ties and parametrizations
+
+
+def _tied_mlp():
+    """GrOWL's stage 2 by hand: both layers' input neurons tied, two pruned rows."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3))
+    pt.tie_rows(net[0], np.array([0, 0, 1, -1, 2, 1, 3, -1, 0, 4]))
+    pt.tie_rows(net[2], np.array([0, 1, 0, -1, 2, 2, 1, 3]))
+    return net, torch.randn(32, 10, generator=torch.Generator().manual_seed(14))
+
+
+def test_growl_ties_become_one_column_per_cluster_with_summed_inputs():
+    net, X = _tied_mlp()
+    snap = _snapshot(net, X)
+    small = pt.compact(net, X)
+    _assert_untouched(net, snap, X)
+    assert C.parametrize.is_parametrized(net[0])  # the original keeps its TiedRows
+    first, second = small[0], small[2]
+    assert first.inputs.index.tolist() == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert first.inputs.labels.tolist() == [0, 0, 1, 2, 1, 3, 0, 4]
+    # layer 2's input 3 is a pruned row (label -1): hidden neuron 3 goes from layer 0 too
+    assert tuple(first.layer.weight.shape) == (7, 5)
+    assert second.inputs.index.tolist() == [0, 1, 2, 3, 4, 5, 6]  # hidden 0, 1, 2, 4, 5, 6, 7
+    assert second.inputs.labels.tolist() == [0, 1, 0, 2, 2, 1, 3]
+    assert tuple(second.layer.weight.shape) == (3, 4)
+    W = net[0].weight.detach()
+    assert torch.equal(first.layer.weight, W[[0, 1, 2, 4, 5, 6, 7]][:, [0, 2, 4, 6, 9]])
+    assert _n_params(small) == (7 * 5 + 7) + (3 * 4 + 3)
+    with torch.no_grad():
+        _close(small(X), net.eval()(X))
+    counts = pt.removable_counts(net, X)
+    assert counts["0"] == (1, 10 - 5, 88 - 42) and counts["2"] == (0, 8 - 4, 27 - 15)
+
+
+def test_conv_input_channel_ties():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(96, 3))
+    pt.tie_rows(net[2], np.array([0, 1, 0, 1]))
+    X = torch.randn(4, 1, 6, 6, generator=torch.Generator().manual_seed(15))
+    small = pt.compact(net, X)
+    red = small[2].inputs
+    assert red.dim == 1 and red.labels.tolist() == [0, 1, 0, 1] and red.n_clusters == 2
+    assert tuple(small[2].layer.weight.shape) == (6, 2, 3, 3)
+    with torch.no_grad():
+        _close(small(X), net.eval()(X))
+
+
+def test_affine_scaling_and_prune_masks_are_read_through_the_effective_weight():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    pt.affine_scaling(net[0])
+    with torch.no_grad():
+        net[0].parametrizations.weight[0].omega[1] = 0  # theta = q * omega: row 1 is zero, q is not
+    mask = torch.ones(2, 5)
+    mask[:, 3] = 0  # column 3 masked, weight_orig keeps its values
+    prune.custom_from_mask(net[2], "weight", mask)
+    X = torch.randn(16, 6, generator=torch.Generator().manual_seed(16))
+    snap = _snapshot(net, X)
+    small = pt.compact(net, X)
+    _assert_untouched(net, snap, X)
+    assert hasattr(net[2], "weight_mask")
+    assert tuple(small[0].weight.shape) == (3, 6) and tuple(small[2].weight.shape) == (2, 3)
+    with torch.no_grad():
+        _close(small(X), net.eval()(X))
+
+
+def test_groups_that_cannot_be_removed_are_left_and_noted():
+    # x + conv(x) with x the model's input: conv's channels are pinned by the input
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return self.c2(x + self.c1(x)).mean((2, 3))
+
+    torch.manual_seed(7)
+    net = Skip()
+    with torch.no_grad():
+        net.c2.weight[:, 0] = 0  # unused by c2, but x's channel 0 still flows into the sum
+    X = torch.randn(4, 3, 5, 5)
+    small = pt.compact(net, X)
+    assert tuple(small.c1.weight.shape) == (3, 3, 1, 1)
+    assert any("outside the graph" in n for n in small.compaction_notes)
+
+
+def test_a_wrong_torch_pruning_mapping_is_caught_and_left_alone():
+    # Torch-Pruning 1.6 merges a, b and c into one group with wrong indices when a
+    # flatten and a spatial mean are concatenated; the mapping check refuses it
+    class CatMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 2, 1)
+            self.c, self.fc = nn.Conv2d(5, 4, 3), nn.Linear(4 * 4 * 4 + 5, 2)
+
+        def forward(self, x):
+            z = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], 1)
+            return self.fc(torch.cat([self.c(z).flatten(1), z.mean((2, 3))], 1))
+
+    torch.manual_seed(9)
+    net = CatMean()
+    with torch.no_grad():
+        net.b.weight[1] = 0
+        net.c.weight[:, 0] = 0
+    X = torch.randn(8, 2, 6, 6, generator=torch.Generator().manual_seed(18))
+    small = pt.compact(net, X)
+    assert any("Torch-Pruning maps" in n for n in small.compaction_notes)
+    with torch.no_grad():
+        _close(small(X), net.eval()(X))
+
+
+def test_compacting_a_compact_model_changes_nothing():
+    net, X = _tied_mlp()
+    small = pt.compact(net, X)
+    again = pt.compact(small, X)
+    assert [tuple(p.shape) for p in again.parameters()] == [tuple(p.shape) for p in small.parameters()]
+    assert again.compaction_spec["modules"] == {} and again.compaction_spec["inputs"] == {}
+
+
+def test_every_channel_zero_keeps_one():
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.zero_()
+    X = torch.randn(8, 4, generator=torch.Generator().manual_seed(17))
+    small = pt.compact(net, X)
+    assert tuple(small[2].weight.shape) == (2, 1)
+    with torch.no_grad():
+        _close(small(X), net.eval()(X))
+
+
+# ----------------------------------------------------------------- saving
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_checkpoint_round_trip_through_a_fresh_instance(kind):
+    make, data = MODELS[kind]
+    net, X = make(), data()
+    small = pt.compact(net, X)
+    buf = io.BytesIO()
+    torch.save({"spec": small.compaction_spec, "state_dict": small.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf)  # weights_only: the spec is plain data
+    fresh = {"mlp": lambda: nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3)),
+             "lenet": LeNet5, "resnet": TinyResNet, "cat": CatNet}[kind]()
+    rebuilt = pt.rebuild_compact(fresh, ckpt["spec"])
+    rebuilt.load_state_dict(ckpt["state_dict"])  # strict: same keys and shapes
+    rebuilt.eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(X), small(X))
+
+
+def test_tied_checkpoint_is_smaller_than_the_dense_one_in_proportion():
+    net, X = _lenet(), MODELS["lenet"][1]()
+    # fc1's first 50 inputs (channels 0 and 1) tied in pairs
+    pt.tie_rows(net.fc1, np.concatenate([np.arange(50) // 2, 25 + np.arange(350)]))
+    small = pt.compact(net, X)
+    assert tuple(small.fc1.layer.weight.shape) == (115, 325)
+    assert small.fc1.inputs.labels is not None and small.fc1.inputs.n_clusters == 325
+    dense, compact_bytes = C._saved_bytes(net), C._saved_bytes(small)
+    t0, t1 = C._tensor_bytes(net, ""), C._tensor_bytes(small, "")
+    # the stored tensors: 4 bytes per parameter and running statistic, 8 per index, label and counter
+    n_stats = 2 * (4 + 14)
+    assert t1 == 4 * (_n_params(small) + n_stats) + 8 * (2 * 350 + 2)
+    assert compact_bytes < dense
+    # the file is the tensors plus a per-entry overhead comparable to the dense checkpoint's
+    extra_entries = len(small.state_dict()) - len(net.state_dict())
+    assert compact_bytes - t1 <= dense - t0 + 256 * max(extra_entries, 0) + 512
+    assert compact_bytes <= dense * t1 / t0 + 4096
+
+
+# ----------------------------------------------------------------- metrics and report
+
+
+def test_model_metrics_gains_removable_counts_and_keeps_the_rest():
+    net, X = _lenet(), MODELS["lenet"][1]()
+    plain = pt.model_metrics(net, example_input=X, removable=False)
+    m = pt.model_metrics(net, example_input=X)
+    for name in plain:
+        for f in ("n_weights", "n_nonzero", "zero_rows", "dense_flops", "kept_flops"):
+            assert getattr(m[name], f) == getattr(plain[name], f)
+        assert plain[name].removable_params is None
+    assert (m["conv1"].removable_out, m["conv1"].removable_in, m["conv1"].removable_params) == (2, 0, 2 * 25 + 2)
+    assert (m["conv2"].removable_out, m["conv2"].removable_in) == (2, 2)
+    assert m["conv2"].removable_params == 16 * 6 * 25 + 16 - (14 * 4 * 25 + 14)
+    assert (m["fc1"].removable_out, m["fc1"].removable_in) == (5, 50)
+    assert m["fc1"].n_bias == 120
+    assert m["total"].removable_out == 2 + 2 + 5
+    assert m["total"].removable_params == sum(m[n].removable_params for n in ("conv1", "conv2", "fc1", "fc2", "fc3"))
+    assert "removable" in pt.format_metrics(m) and "removable" not in pt.format_metrics(plain)
+    assert pt.model_metrics(net)["total"].removable_out is None  # no example input: not counted
+
+
+def test_compaction_report_counts_by_hand():
+    net, X = _mlp(), MODELS["mlp"][1]()
+    small = pt.compact(net, X)
+    rep = pt.compaction_report(net, small, X, repeats=2)
+    rows = {r.name: r for r in rep.layers}
+    assert [r.name for r in rep.layers] == ["0", "2", "4"]
+    assert rows["0"].params == (88, 54) and rows["2"].params == (54, 35) and rows["4"].params == (21, 18)
+    assert rows["0"].macs == (80, 48) and rows["2"].macs == (48, 30) and rows["4"].macs == (18, 15)
+    assert rep.total.params == (163, 107) and rep.total.macs == (146, 93)
+    assert rep.total.bytes == (C._saved_bytes(net), C._saved_bytes(small))
+    assert rows["0"].bytes == (88 * 4, 54 * 4 + 8 * 8)  # + the int64 selection index
+    assert all(r.latency_ms[0] > 0 and r.latency_ms[1] > 0 for r in rep.layers + [rep.total])
+    text = str(rep)
+    assert "| total |" in text and "163 -> 107" in text
+
+
+def test_report_counts_cluster_sums_as_adds():
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    pt.tie_rows(net[0], np.array([0, 0, 1, 1, 2, -1]))
+    X = torch.randn(8, 6)
+    small = pt.compact(net, X)
+    rep = pt.compaction_report(net, small, X, repeats=1)
+    assert rep.layers[0].macs == (24, 4 * 3 + 5)  # 3 stored columns x 4 outputs + 5 summed inputs
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_bad_input_errors():
+    net, X = _mlp(), MODELS["mlp"][1]()
+    with pytest.raises(TypeError, match="model"):
+        pt.compact("net", X)
+    with pytest.raises(TypeError, match="example_inputs"):
+        pt.compact(net, [1.0, 2.0])
+    with pytest.raises(TypeError, match="example_inputs"):
+        pt.compact(net, ())
+    with pytest.raises(ValueError, match="example_inputs"):
+        pt.compact(net, torch.randn(4, 7))
+    with pytest.raises(ValueError, match="spec"):
+        pt.rebuild_compact(net, {"modules": {}})
+    with pytest.raises(ValueError, match="repeats"):
+        pt.compaction_report(net, net, X, repeats=0)
+    with pytest.raises(ValueError, match="labels"):
+        pt.ClusteredInputs(-1, torch.tensor([0, 1]), torch.tensor([0, -1]))
+    with pytest.raises(ValueError, match="example_input"):
+        pt.model_metrics(net, removable=True)
+
+
+def test_outputs_that_differ_raise(monkeypatch):
+    net, X = _mlp(), MODELS["mlp"][1]()
+    real = C._constant
+
+    def wrong(m, x, cols):
+        v = real(m, x, cols)
+        return None if v is None else v + 1.0  # a wrong constant is folded
+
+    monkeypatch.setattr(C, "_constant", wrong)
+    with pytest.raises(pt.CompactionError, match="differs"):
+        pt.compact(net, X)
+
+
+# ----------------------------------------------------------------- the example
+
+
+def test_example_quick_mode_runs(capsys):
+    # in-process (torch is already imported): examples/ is not a package
+    spec = importlib.util.spec_from_file_location("proxlib_compaction_example", ROOT / "examples" / "compaction.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--quick", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert out.count("| total |") == 4  # the metrics table and the report, for each network
+    assert out.count("outputs identical") == 2
+
+
+def test_readme_compaction_snippet_runs():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Compaction") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert tuple(ns["small"][0].layer.weight.shape) == (4, 10)
+    assert torch.equal(ns["rebuilt"].eval()(ns["X"]), ns["small"](ns["X"]))
