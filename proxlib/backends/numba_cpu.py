@@ -460,17 +460,13 @@ def _newton_point(t, g, F, Q, k, a, b):
 
 
 @_jit
-def _support_out(x, f1, f2, Yk, e, fac, o, strict=False):
-    """o_j = sign(x_j) ((y_j - Yk) + e)_+ fac on y_j >= Yk (y_j > Yk if strict),
-    else sign(x_j) 0."""
+def _support_out(x, f1, f2, Yk, e, fac, o):
+    """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0."""
     for j in range(x.shape[0]):
-        xj = x[j]
-        y = (abs(np.float64(xj)) * f1) * f2
+        y = (abs(np.float64(x[j])) * f1) * f2
         u = (y - Yk) + e
-        keep = y > Yk if strict else y >= Yk
-        u = u if keep else 0.0
-        u = u if u > 0.0 else 0.0
-        o[j] = math.copysign(u * fac, xj)
+        u = u if (y >= Yk) & (u > 0.0) else 0.0
+        o[j] = math.copysign(u * fac, x[j])
 
 
 @_jit
@@ -542,8 +538,8 @@ def _ex_newton(x, f1, f2, b, total, buf):
     on Gaussian rows with b = 1/m, 10 for one-entry supports; the first step
     uses the row sum.  Passes are vectorised over the row while many
     candidates remain; once fewer than a quarter do, they are compacted into
-    buf (float64, scaled) and the passes run over them.  Returns (t, F(t),
-    k(t)) at the last point evaluated."""
+    buf (float64, scaled) and the passes run over them.  Returns (t, n,
+    in_buf): the candidates y > t are in the row (n = m) or in buf[:n]."""
     m = x.shape[0]
     t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
     F, k = _ex_sums(x, m, f1, f2, t, True)
@@ -568,19 +564,57 @@ def _ex_newton(x, f1, f2, b, total, buf):
             F, k = _ex_sums(x, m, f1, f2, t, True)
         if k == kprev:
             break
-    return t, F, k
+    return t, n, in_buf
+
+
+@_jit
+def _support_stats(src, n, f1, f2, t):
+    """(Y_k, F_k, D2_k, k) of the support {y > t} = {y >= Y_k} over
+    y = (|src_j| f1) f2, j < n: Y_k = min{y > t} (inf if none),
+    F_k = sum (y - Y_k), D2_k = sum (y - Y_k)^2 (non-negative terms)."""
+    Yk = np.inf
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        if y > t and y < Yk:
+            Yk = y
+    F, D2, k = _gx_sums(src, n, f1, f2, Yk, False)
+    return Yk, F, D2, k
+
+
+@_jit
+def _scaled_abs_copy(x, f1, f2):
+    """(|x_j| f1) f2 in a new float64 row (exact: powers of two).  For a row
+    of subnormals (f1 != 1, f1 f2 > 2^1024): inside a reassociated pass
+    (_ex_sums, _gx_sums) LLVM may fold (|x| f1) f2 into |x| (f1 f2) = inf, so
+    such rows are scaled here, once, and the passes read the copy."""
+    y = np.empty(x.shape[0], dtype=np.float64)
+    for j in range(x.shape[0]):
+        y[j] = (abs(np.float64(x[j])) * f1) * f2
+    return y
+
+
+@_jit
+def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, o, buf):
+    """_exclusive_row once scaled: the passes read y = (|src| g1) g2, the
+    output is formed from y = (|x| f1) f2 (the same values)."""
+    t, n, in_buf = _ex_newton(src, g1, g2, br, total, buf)
+    if in_buf:
+        Yk, Fk, _, k = _support_stats(buf, n, 1.0, 1.0, t)
+    else:
+        Yk, Fk, _, k = _support_stats(src, n, g1, g2, t)
+    e = (Yk - br * Fk) / (1.0 + br * k)
+    _support_out(x, f1, f2, Yk, e, s, o)
 
 
 @_jit
 def _exclusive_row(x, br, o, buf):
     """Exclusive lasso on one row: with t the last Newton point (its support
-    {y > t} is the solution's), F = F(t) and k = k(t) from the same pass,
-    |x_i| = ((|w_i| - t) + e) s on the support, e = (t - b F)/(1 + b k).
-    This is the reference's cancellation-free exclusive_magnitudes with the
-    reference point t in place of Y_k (any point between the support's
-    smallest entry and the next one gives the same algebra:
-    tau = b (k t + F)/(1 + b k), so |w_i| - tau = (|w_i| - t) + e): no large
-    quantity is subtracted from another, also for large b.  float32 rows and
+    {y > t} is the solution's) and Y_k, F_k, k that support's statistics
+    (_support_stats), |x_i| = ((|w_i| - Y_k) + e) s on the support,
+    e = (Y_k - b F_k)/(1 + b k) = Y_k - tau >= 0: the reference's
+    cancellation-free exclusive_magnitudes (two non-negative terms; a
+    reference point t below Y_k would make e = t - tau negative and cancel
+    against |w_i| - t).  float32 rows and
     float64 rows whose sum lies in [m 2^-500, 2^500] are used unscaled (no
     product can over- or underflow there; scaling by a power of two would
     change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
@@ -599,9 +633,10 @@ def _exclusive_row(x, br, o, buf):
     if not (total <= 2.0**500 and total >= m * 2.0**-500):
         s, f1, f2 = _scale_factors(_absmax(x))
         total = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    t, F, k = _ex_newton(x, f1, f2, br, total, buf)
-    e = (t - br * F) / (1.0 + br * k)
-    _support_out(x, f1, f2, t, e, s, o, True)
+    if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
+        _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, o, buf)
+    else:
+        _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf)
 
 
 def _chunks(G):
@@ -640,6 +675,15 @@ def exclusive_lasso(W, b, *, parallel=True):
 
 
 @_jit
+def _geometric_middle(left, right):
+    """sqrt(left right) while right > 4 left (left floored at the smallest
+    subnormal), else (left + right)/2."""
+    if right > 4.0 * left:
+        return math.sqrt(max(left, 5e-324)) * math.sqrt(right)
+    return 0.5 * (left + right)
+
+
+@_jit
 def _group_exclusive_shrink(a, b, r, k, F, D2):
     """Root c of g(c) = c - 1 + a/||u(b c)|| with the support S of u fixed (the
     reference's group_exclusive_shrink, step 2), by Newton's method
@@ -651,12 +695,20 @@ def _group_exclusive_shrink(a, b, r, k, F, D2):
     g'(c) = 1 + a b (F + k e) S_r / (||u||^3 (1 + b c k)^2).  This fixed-support
     g is increasing on all of [0, 1] (its threshold b c S_r/(1 + b c k) stays
     below the mean of S, so ||u|| decreases) and equals the true g at its root,
-    so [0, 1] brackets the root without the support's breakpoints."""
+    so [0, 1] brackets the root without the support's breakpoints.
+
+    The root is about a/(b ||w||) (scaled), 2^-900 for the largest b that
+    proxlib passes (larger ones are solved by saturation, proxlib._range):
+    while the bracket spans more than a factor 4 its geometric middle is
+    taken (halving [0, 1] would take ~900 steps to get there), from a floor
+    of the smallest subnormal when the left end is 0.  It stops once the
+    Newton correction is below half a unit of c (the slope is >= 1, so
+    |g| < ulp(c)), as the reference's group_exclusive_factor does."""
     kf = np.float64(k)
     Sr = F + kf * r
     left = 0.0
     right = 1.0
-    c = 0.5
+    c = _geometric_middle(left, right)
     for _ in range(_MAX_ROOT_ITER):
         den = 1.0 + b * c * kf
         e = (r - b * c * F) / den
@@ -667,16 +719,20 @@ def _group_exclusive_shrink(a, b, r, k, F, D2):
             left = c
         else:
             right = c
-        newton = c - g / slope
+        if g == 0.0:
+            break
+        # far left of the root (c << 1/b) the slope overflows: then a
+        # correction g/inf = 0 is no convergence, take the middle
+        newton = c - g / slope if slope < np.inf else left
+        if newton == c:
+            break
         if newton > left and newton < right:
             nxt = newton
         else:
-            nxt = 0.5 * (left + right)
-        if nxt == c or g == 0.0:
-            break
-        c = nxt
+            nxt = _geometric_middle(left, right)
         if not (left < nxt and nxt < right):
             break
+        c = nxt
     return c
 
 
@@ -728,8 +784,8 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
     entry lies in (lo, hi]: the support {y > theta*} is then {y > lo}.  After
     two upper points in a row (lo stuck: a secant's one-sided, linear
     convergence) the midpoint is taken, so the bracket halves at least every
-    third pass and the search is finite.  Returns lo and F, Q, k of the
-    support at lo."""
+    third pass and the search is finite.  Returns (lo, n, in_buf): the
+    candidates y > lo are in the row (n = m) or in buf[:n]."""
     m = x.shape[0]
     lo = 0.0
     Flo, Qlo, klo = F0, Q0, k0
@@ -781,25 +837,15 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
             in_buf = True
         elif in_buf and 2 * klo < n:
             _, _, n = _gx_filter(buf, n, 1.0, 1.0, lo, buf)
-    return lo, Flo, Qlo, klo
+    return lo, n, in_buf
 
 
 @_jit
-def _group_exclusive_row(x, ar, br, o, buf):
-    """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
-    group_exclusive); 0 iff ||w|| <= a or b = inf.  With lo the lower point
-    of the threshold search (the support is {y > lo}) and F, Q, k its sums
-    there, |x_i| = c ((|w_i| - lo) + e) s, e = (lo - b c F)/(1 + b c k): the
-    reference's cancellation-free formula with lo as the reference point (see
-    _exclusive_row).  Unscaled (s = 1) when the row sum lies in
-    [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
+def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf):
+    """_group_exclusive_row once scaled: the passes read y = (|src| g1) g2,
+    the output is formed from y = (|x| f1) f2 (the same values)."""
     m = x.shape[0]
-    total = _abs_sum(x)
-    s = f1 = f2 = 1.0
-    if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
-        s, f1, f2 = _scale_factors(_absmax(x))
-    a_s = ar / s
-    F0, Q0, k0 = _gx_sums(x, m, f1, f2, 0.0, True)
+    F0, Q0, k0 = _gx_sums(src, m, g1, g2, 0.0, True)
     nrm = math.sqrt(Q0)
     if not (nrm > a_s and br < np.inf):
         _zero_row(x, o)
@@ -810,11 +856,36 @@ def _group_exclusive_row(x, ar, br, o, buf):
     if a_s == 0.0:  # the exclusive lasso
         _exclusive_row(x, br, o, buf)
         return
-    lo, F, Q, k = _gx_theta(x, f1, f2, a_s, br, F0, Q0, k0, buf)
-    c = _group_exclusive_shrink(a_s, br, lo, k, F, Q)
+    lo, n, in_buf = _gx_theta(src, g1, g2, a_s, br, F0, Q0, k0, buf)
+    if in_buf:
+        Yk, Fk, D2, k = _support_stats(buf, n, 1.0, 1.0, lo)
+    else:
+        Yk, Fk, D2, k = _support_stats(src, n, g1, g2, lo)
+    c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2)
     beta = br * c
-    e = (lo - beta * F) / (1.0 + beta * k)
-    _support_out(x, f1, f2, lo, e, c * s, o, True)
+    e = (Yk - beta * Fk) / (1.0 + beta * k)
+    _support_out(x, f1, f2, Yk, e, c * s, o)
+
+
+@_jit
+def _group_exclusive_row(x, ar, br, o, buf):
+    """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
+    group_exclusive); 0 iff ||w|| <= a or b = inf.  With lo the lower point
+    of the threshold search (the support is {y > lo}) and Y_k, F_k, D2_k, k
+    that support's statistics (_support_stats), |x_i| = c ((|w_i| - Y_k) + e)
+    s, e = (Y_k - b c F_k)/(1 + b c k): the reference's cancellation-free
+    formula (see _exclusive_row).  Unscaled (s = 1) when the row sum lies in
+    [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
+    m = x.shape[0]
+    total = _abs_sum(x)
+    s = f1 = f2 = 1.0
+    if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
+        s, f1, f2 = _scale_factors(_absmax(x))
+    a_s = ar / s
+    if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
+        _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf)
+    else:
+        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf)
 
 
 @_pjit
