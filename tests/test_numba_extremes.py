@@ -155,50 +155,13 @@ def exact_exclusive(W, b):
 
 
 def exact_group_exclusive(W, a, b):
-    """a ||x||_2 + b/2 ||x||_1^2 per row: x = 0 iff ||w|| <= a (exact squares), else
-    z (1 - a/||z||) with z = (|w| - theta)_+ and theta the root of
-    theta = b ||z||_1 (1 - a/||z||_2) (derivation in _cvx), bisected in decimals
-    with as many extra digits as b max|w| has."""
+    """a ||x||_2 + b/2 ||x||_1^2 per row (_cvx.exact_group_exclusive_ab: x = 0
+    iff ||w|| <= a on exact squares, else z (1 - a/||z||), z = (|w| - theta)_+
+    with theta bisected in decimals); 0 where a or b is infinite."""
     out = np.zeros(W.shape)
     for r in range(W.shape[0]):
-        row = W[r]
-        if not (np.isfinite(a[r]) and np.isfinite(b[r])):
-            continue
-        if not sum(Fraction(float(x)) ** 2 for x in row) > Fraction(float(a[r])) ** 2:
-            continue
-        bw = Fraction(float(b[r])) * Fraction(float(np.abs(row).max()))
-        digits = PREC + (len(str(int(bw))) if bw > 1 else 0)
-        with localcontext() as ctx:
-            ctx.prec = digits
-            A = [abs(D(x)) for x in row]
-            Aa, Bb = D(a[r]), D(b[r])
-
-            def parts(th):
-                Z = [max(x - th, Decimal(0)) for x in A]
-                return Z, sum(Z), sum(z * z for z in Z).sqrt()
-
-            def phi(th):
-                _, l1, l2 = parts(th)
-                return th - Bb * l1 * ((1 - Aa / l2) if l2 > Aa else Decimal(0))
-
-            th = Decimal(0)
-            if Bb > 0:
-                lo, hi = Decimal(0), max(A)
-                for _ in range(8000):  # bracket within a factor 2, then bisect relatively
-                    if phi(hi / 2) < 0:
-                        lo = hi / 2
-                        break
-                    hi = hi / 2
-                for _ in range(int(3.4 * digits) + 20):
-                    mid = (lo + hi) / 2
-                    if phi(mid) < 0:
-                        lo = mid
-                    else:
-                        hi = mid
-                th = (lo + hi) / 2
-            Z, _, l2 = parts(th)
-            shrink = 1 - Aa / l2
-            out[r] = [math.copysign(float(z * shrink), x) for z, x in zip(Z, row)]
+        if np.isfinite(a[r]) and np.isfinite(b[r]):
+            out[r] = R.exact_group_exclusive_ab(W[r], float(a[r]), float(b[r]))
     return out
 
 

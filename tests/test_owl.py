@@ -105,14 +105,7 @@ def exact_owl_fractions(v, w):
     mags = [abs(Fraction(x if isinstance(x, (Decimal, Fraction)) else float(x))) for x in np.ravel(v)]
     order = sorted(range(len(mags)), key=lambda i: -mags[i])
     z = [mags[i] - Fraction(float(w[k])) for k, i in enumerate(order)]
-    blocks = []  # [sum, count]
-    for zi in z:
-        blocks.append([zi, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] <= blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
-    fit = [max(s / c, Fraction(0)) for s, c in blocks for _ in range(c)]
+    fit = R.pava_nonincreasing_clipped(z)
     out = [Fraction(0)] * len(mags)
     for k, i in enumerate(order):
         out[i] = fit[k]

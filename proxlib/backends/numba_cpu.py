@@ -508,21 +508,15 @@ def _abs_sum(x):
 
 
 @_rjit
-def _ex_sums(src, n, f1, f2, t, strict):
-    """F(t) = sum (y - t)_+ and k(t) = #{y > t} (#{y >= t} if not strict) over
-    y = (|src_j| f1) f2, j < n; sums of non-negative terms (vectorised)."""
+def _ex_sums(src, n, f1, f2, t):
+    """F(t) = sum (y - t)_+ and k(t) = #{y > t} over y = (|src_j| f1) f2,
+    j < n; sums of non-negative terms (vectorised)."""
     F = 0.0
     k = 0
-    if strict:
-        for j in range(n):
-            d = (abs(np.float64(src[j])) * f1) * f2 - t
-            F += d if d > 0.0 else 0.0
-            k += 1 if d > 0.0 else 0
-    else:
-        for j in range(n):
-            d = (abs(np.float64(src[j])) * f1) * f2 - t
-            F += d if d > 0.0 else 0.0
-            k += 1 if d >= 0.0 else 0
+    for j in range(n):
+        d = (abs(np.float64(src[j])) * f1) * f2 - t
+        F += d if d > 0.0 else 0.0
+        k += 1 if d > 0.0 else 0
     return F, k
 
 
@@ -542,7 +536,7 @@ def _ex_newton(x, f1, f2, b, total, buf):
     in_buf): the candidates y > t are in the row (n = m) or in buf[:n]."""
     m = x.shape[0]
     t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
-    F, k = _ex_sums(x, m, f1, f2, t, True)
+    F, k = _ex_sums(x, m, f1, f2, t)
     n = m
     in_buf = False
     for _ in range(m + 4):
@@ -559,9 +553,9 @@ def _ex_newton(x, f1, f2, b, total, buf):
             F, _, n = _gx_filter(buf, n, 1.0, 1.0, t, buf)
             k = n
         elif in_buf:
-            F, k = _ex_sums(buf, n, 1.0, 1.0, t, True)
+            F, k = _ex_sums(buf, n, 1.0, 1.0, t)
         else:
-            F, k = _ex_sums(x, m, f1, f2, t, True)
+            F, k = _ex_sums(x, m, f1, f2, t)
         if k == kprev:
             break
     return t, n, in_buf
