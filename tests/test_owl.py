@@ -282,6 +282,7 @@ def test_owl_hand_cases():
 
 @given(owl_problems(max_size=16))
 @example(problem=(np.array([2.10741609e-42]), np.array([2.10741609e-42]), 1.0))  # float32 subnormals
+@example(problem=(np.array([3.0, 3.0, 3.0, 3.0]), np.array([2.63879243, 0.0, 0.0, 0.0]), 3.5))  # step * w rounded once
 def test_owl_float32(problem):
     v, w, step = problem
     v32 = v.astype(np.float32)
@@ -301,11 +302,11 @@ def test_owl_float32(problem):
     # 2^-149 leaves room for the product step * w rounded in the subnormal range.
     tol = 4 * EPS32 * (step * np.linalg.norm(w) + np.abs(v32).max()) + TINY32
     np.testing.assert_allclose(x32.astype(np.float64), x64, rtol=0, atol=tol)
-    # The float32 problem itself: thresholds rounded as proxlib forms them (w cast
-    # to float32, times step in float64, cast again); x32 is its exact prox
-    # computed in float64 (n eps64 of the scale) and rounded once to float32
-    # (eps32/2 relative, or 2^-150 absolute below the normal range).
-    t32 = (w.astype(np.float32).astype(np.float64) * step).astype(np.float32).astype(np.float64)
+    # The float32 problem itself: thresholds rounded as proxlib forms them
+    # (step * w in float64, rounded once to float32: proxlib._range); x32 is its
+    # exact prox computed in float64 (n eps64 of the scale) and rounded once to
+    # float32 (eps32/2 relative, or 2^-150 absolute below the normal range).
+    t32 = (w.astype(np.float64) * step).astype(np.float32).astype(np.float64)
     v64 = v32.astype(np.float64)
     exact = R.exact_owl(v64, t32)
     atol = 4 * v.size * EPS64 * (np.abs(v64).max() + t32.max()) + TINY32 / 4

@@ -683,9 +683,10 @@ def _group_exclusive_shrink(a, b, r, k, F, D2):
     reference's group_exclusive_shrink, step 2), by Newton's method
     safeguarded by bisection until the bracket cannot shrink.
 
-    With a reference point r below every entry of S (k entries), F = sum_S
-    (y - r), D2 = sum_S (y - r)^2, S_r = F + k r: u(beta) = (y - r) + e,
-    e = (r - beta F)/(1 + beta k), ||u||^2 = D2 + 2 e F + k e^2 and
+    With r = Y_k the smallest entry of S (k entries), F = sum_S (y - r),
+    D2 = sum_S (y - r)^2, S_r = F + k r: u(beta) = (y - r) + e,
+    e = (r - beta F)/(1 + beta k) (= r - tau(beta) >= 0 where r is in the
+    support: no cancellation), ||u||^2 = D2 + 2 e F + k e^2 and
     g'(c) = 1 + a b (F + k e) S_r / (||u||^3 (1 + b c k)^2).  This fixed-support
     g is increasing on all of [0, 1] (its threshold b c S_r/(1 + b c k) stays
     below the mean of S, so ||u|| decreases) and equals the true g at its root,
