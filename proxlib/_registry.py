@@ -27,6 +27,7 @@ function and one kernel per backend.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -36,7 +37,7 @@ from ._dispatch import array_kind, array_namespace, backend_for, device
 from ._rows import Rows, canonical_rows
 from ._rows import group_weights as _group_weights
 
-__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "layout_of", "scaled_thresholds"]
+__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout", "scaled_thresholds"]
 
 
 @dataclass
@@ -66,8 +67,12 @@ class Penalty:
     arg: ClassVar[str] = "v"  # the data argument's name in messages
     fused_finite_check: ClassVar[bool] = False  # the kernel checks NaN/Inf itself
 
-    def prox(self, v, step=1.0, *, check_finite: bool = True):
-        """``argmin_x 1/2 ||x - v||^2 + step * Omega(x)`` (see the matching ``prox_*`` function)."""
+    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
+        """``argmin_x 1/2 ||x - v||^2 + step * Omega(x)`` (see the matching ``prox_*`` function);
+        with ``metric=d``, ``argmin_x 1/2 sum_i d_i (x_i - v_i)^2 + step * Omega(x)``
+        (:func:`apply_metric`)."""
+        if metric is not None:
+            return apply_metric(self, v, step, metric, check_finite=check_finite)
         return apply(self, v, step, check_finite=check_finite)
 
     def value(self, x) -> float:  # pragma: no cover - every subclass defines it
@@ -104,6 +109,9 @@ class Penalty:
 
     groups: ClassVar[Any] = None
     group_weights: ClassVar[Any] = None
+    # the kernel of the prox in a diagonal metric (KERNELS); None: exact only
+    # for a constant metric (OWL, GrOWL), see apply_metric
+    metric_kernel: ClassVar[str | None] = None
     # homogeneity of each threshold in the data: 1 (scales like the data),
     # 2 (scale-free), "p" (lp); see proxlib._range
     degrees: ClassVar[tuple] = (1,)
@@ -209,3 +217,86 @@ def param_array(a, like, name: str):
 
 def replace(pen: Penalty, **changes) -> Penalty:
     return dataclasses.replace(pen, **changes)
+
+
+# ---------------------------------------------------------------- diagonal metric
+
+
+def metric_array(metric, x):
+    """The metric ``d`` for data ``x``: float64 on ``x``'s library and device,
+    broadcast to ``x``'s shape, checked finite and > 0; with its minimum and
+    maximum (Python floats; two reductions, as for the data's finite check)."""
+    d = V.as_float_array(metric, "metric", check_finite=False)
+    xp = array_namespace(x)
+    d = V.like(d, xp.zeros(0, dtype=xp.float64, device=device(x)), "metric")
+    if tuple(d.shape) != tuple(x.shape):
+        try:
+            d = xp.broadcast_to(d, tuple(x.shape))
+        except (ValueError, RuntimeError):
+            raise ValueError(f"metric of shape {tuple(d.shape)} does not broadcast to the input's shape {tuple(x.shape)}") from None
+    if math.prod(d.shape) == 0:
+        return d, 1.0, 1.0
+    lo, hi = float(xp.min(d)), float(xp.max(d))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("metric contains NaN or Inf")
+    if not lo > 0:
+        raise ValueError(f"metric must be > 0 everywhere, got a minimum of {lo}")
+    return d, lo, hi
+
+
+def metric_layout(pen: Penalty, d, layout: Layout):
+    """The metric ``d`` (of the data's shape) in the kernel layout of ``layout``.
+
+    Ragged groups pad their rows with zeros; the metric gets 1 there (any
+    d > 0 would do: padded entries are 0 and stay 0)."""
+    if pen.layout == "flat":
+        return _contiguous(d.reshape(-1))
+    rows = canonical_rows(d, pen.groups, name="metric").rows
+    if layout.rows is not None and layout.rows.ragged:
+        xp = array_namespace(d)
+        real = canonical_rows(xp.ones_like(d), pen.groups, name="metric").rows
+        rows = xp.where(real > 0, rows, 1.0)
+    return rows
+
+
+def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
+    r"""The prox of ``step * pen`` at ``v`` in the diagonal metric ``d = metric``:
+
+    .. math:: \arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step}\,\Omega(x),
+
+    ``d`` finite and > 0, of ``v``'s shape (or broadcastable to it; NumPy or
+    ``v``'s library), always checked (two reductions).
+
+    * ``d`` constant (every entry equal to delta): the Euclidean prox with
+      step ``step / delta`` (:func:`apply`), for every operator;
+    * otherwise the operator's metric kernel (``pen.metric_kernel``, exact:
+      see :mod:`proxlib.backends._metric_kernels`) on the data and ``d`` in the
+      same layout, thresholds ``step * t`` in float64;
+    * OWL and GrOWL have no metric kernel: their prox in a non-constant
+      diagonal metric is not an isotonic regression on sorted magnitudes (the
+      order of the solution is not that of ``d * |v|`` or ``|v|``), so proxlib
+      has no exact finite algorithm for it and raises ValueError.
+    """
+    out_dtype = V.result_dtype(v)
+    x = V.as_float_array(v, pen.arg, check_finite=check_finite)
+    step = V.positive(step, "step")
+    d, lo, hi = metric_array(metric, x)
+    if lo == hi:
+        with V._errstate_over():
+            step_d = step / lo
+        if 0 < step_d < math.inf:
+            X = apply(pen, x, step_d, check_finite=False)
+            return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
+    if pen.metric_kernel is None:
+        reason = "the metric is not constant" if lo != hi else f"step / metric = {step} / {lo} is not a positive finite float"
+        raise ValueError(
+            f"{type(pen).__name__} has an exact prox in a diagonal metric only when the metric is constant "
+            f"(it is then the Euclidean prox with step / metric); here {reason} (metric in [{lo}, {hi}])"
+        )
+    layout = layout_of(pen, x)
+    D = metric_layout(pen, d, layout)
+    thr = scaled_thresholds(pen.thresholds(layout), step, D)  # float64: rounded once
+    X = layout.restore(getattr(backend_for(x), pen.metric_kernel)(layout.data, D, *thr, *pen.fixed()))
+    if out_dtype is not None:
+        X = array_namespace(X).astype(X, out_dtype)
+    return X

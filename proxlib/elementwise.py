@@ -60,6 +60,7 @@ class WeightedL1(_Elementwise):
 
     weights: Any
     kernel: ClassVar[str] = "weighted_l1"
+    metric_kernel: ClassVar[str] = "weighted_l1_metric"
 
     def value(self, x) -> float:
         x, w, xp = _value_args(self, x)
@@ -72,6 +73,7 @@ class WeightedL2Sq(_Elementwise):
 
     weights: Any
     kernel: ClassVar[str] = "weighted_l2sq"
+    metric_kernel: ClassVar[str] = "weighted_l2sq_metric"
     degrees: ClassVar[tuple] = (2,)  # scale-free: v / (1 + 2 step w)
 
     def value(self, x) -> float:
@@ -94,6 +96,7 @@ class Lp(R.Penalty):
     p: float
 
     kernel: ClassVar[str] = "lp"
+    metric_kernel: ClassVar[str] = "lp_metric"
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
     degrees: ClassVar[tuple] = ("p",)
@@ -116,7 +119,7 @@ class Lp(R.Penalty):
         return float(self.lam * xp.sum(a**self.p))
 
 
-def prox_weighted_l1(v, weights, step=1.0, *, check_finite: bool = True):
+def prox_weighted_l1(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Proximal operator of the weighted l1 norm (soft thresholding).
 
     .. math::
@@ -125,15 +128,20 @@ def prox_weighted_l1(v, weights, step=1.0, *, check_finite: bool = True):
         \;=\; \mathrm{sign}(v)\,(|v| - \mathrm{step\,weights})_+
 
     ``weights`` (>= 0) is a scalar or an array broadcastable to ``v``'s shape.
+    ``metric=d`` (> 0, broadcastable to ``v``'s shape) solves
+    :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step} \sum_i \mathrm{weights}_i |x_i|
+    = \mathrm{sign}(v)(|v| - \mathrm{step\,weights}/d)_+`.
 
     >>> import numpy as np, proxlib
     >>> proxlib.prox_weighted_l1(np.array([3.0, -0.5, 1.0]), np.array([1.0, 1.0, 0.0]))
     array([ 2., -0.,  1.])
+    >>> proxlib.prox_weighted_l1(np.array([3.0, 3.0]), 1.0, metric=np.array([1.0, 2.0]))
+    array([2. , 2.5])
     """
-    return WeightedL1(weights).prox(v, step, check_finite=check_finite)
+    return WeightedL1(weights).prox(v, step, metric=metric, check_finite=check_finite)
 
 
-def prox_weighted_l2sq(v, weights, step=1.0, *, check_finite: bool = True):
+def prox_weighted_l2sq(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Proximal operator of the weighted squared l2 norm (no 1/2 factor).
 
     .. math::
@@ -142,12 +150,15 @@ def prox_weighted_l2sq(v, weights, step=1.0, *, check_finite: bool = True):
         \;=\; \frac{v}{1 + 2\,\mathrm{step\,weights}}
 
     ``weights`` (>= 0) is a scalar or an array broadcastable to ``v``'s shape.
+    ``metric=d`` (> 0, broadcastable to ``v``'s shape) solves
+    :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step} \sum_i \mathrm{weights}_i x_i^2
+    = v / (1 + 2\,\mathrm{step\,weights}/d)`.
 
     >>> import numpy as np, proxlib
     >>> proxlib.prox_weighted_l2sq(np.array([3.0, -1.0]), 1.0)
     array([ 1.        , -0.33333333])
     """
-    return WeightedL2Sq(weights).prox(v, step, check_finite=check_finite)
+    return WeightedL2Sq(weights).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 def lp_threshold(lam: float, p: float) -> float:
@@ -180,7 +191,7 @@ def lp_threshold(lam: float, p: float) -> float:
     return tau
 
 
-def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):
+def prox_lp(v, lam, p, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Global proximal operator of the lp quasi-norm penalty, 0 <= p <= 1.
 
     .. math::
@@ -202,11 +213,16 @@ def prox_lp(v, lam, p, step=1.0, *, check_finite: bool = True):
     (:math:`\beta^{2-p} = \lambda p (1-p)`), where it decreases monotonically to
     the root; it stops when the iterate no longer decreases (last bit).
 
+    ``metric=d`` (> 0, broadcastable to ``v``'s shape) solves
+    :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step\,lam}\sum_i |x_i|^p`:
+    separable, entry i is the global prox above with
+    :math:`\lambda_i = \mathrm{step\,lam} / d_i` (same algorithm, same tie rule).
+
     >>> import numpy as np, proxlib
     >>> proxlib.prox_lp(np.array([3.0, 0.5, -2.0]), 1.0, 0.0)
     array([ 3.,  0., -2.])
     """
-    return Lp(lam, p).prox(v, step, check_finite=check_finite)
+    return Lp(lam, p).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 R.register("weighted_l1", WeightedL1, prox_weighted_l1)

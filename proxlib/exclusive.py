@@ -44,6 +44,7 @@ class ExclusiveLasso(R.Penalty):
     group_weights: Any = None
 
     kernel: ClassVar[str] = "exclusive_lasso"
+    metric_kernel: ClassVar[str] = "exclusive_lasso_metric"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
 
@@ -75,6 +76,7 @@ class GroupExclusive(R.Penalty):
     group_weights: Any = None
 
     kernel: ClassVar[str] = "group_exclusive"
+    metric_kernel: ClassVar[str] = "group_exclusive_metric"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
 
@@ -105,7 +107,7 @@ def _l1(rows):
     return xp.sum(xp.abs(_k.upcast(rows, xp)), axis=1)
 
 
-def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
+def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metric=None, check_finite: bool = True):
     r"""Proximal operator of the exclusive lasso (squared l1 norm of each group).
 
     .. math::
@@ -130,11 +132,21 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, c
 
     (b = 0.5: j = 1 passes, 3 * 1.5 > 0.5 * 3; j = 2 fails, 1 * 2 = 0.5 * 4;
     so k = 1 and tau = 0.5 * 3 / 1.5 = 1.)
+
+    ``metric=d`` (> 0, of W's shape or broadcastable to it) solves
+    :math:`\arg\min_X \tfrac12 \sum_i d_i (x_i - w_i)^2 + \mathrm{step}\,\frac{\mathrm{lam}}{2} \sum_g c_g \|x_g\|_1^2`:
+    per group :math:`|x_i| = (d_i |w_i| - b L)_+ / d_i` with :math:`L = \|x_g\|_1`
+    the root of a monotone piecewise-linear equation, exact by its breakpoints
+    (sort by d |w|: :math:`b L = b S_k / (1 + b H_k)`, :math:`S_k = \sum_{j \le k} |w|_{(j)}`,
+    :math:`H_k = \sum_{j \le k} 1/d_{(j)}`).  A constant metric gives the
+    Euclidean prox with step / d.
     """
-    return ExclusiveLasso(lam, groups, group_weights).prox(W, step, check_finite=check_finite)
+    return ExclusiveLasso(lam, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
 
 
-def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
+def prox_group_exclusive(
+    W, lam, mu, step=1.0, *, groups=None, group_weights=None, metric=None, check_finite: bool = True
+):
     r"""Exact proximal operator of the combined group + exclusive lasso.
 
     .. math::
@@ -160,6 +172,14 @@ def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=Non
     This is not the composition of the two proxes in either order; see
     :func:`prox_group_exclusive_sequential` for the thesis' composition.
 
+    ``metric=d`` (> 0, of W's shape or broadcastable to it) solves
+    :math:`\arg\min_X \tfrac12 \sum_i d_i (x_i - w_i)^2 + \ldots` with the
+    same penalty: x_g = 0 iff :math:`\|d_g w_g\|_2 \le a`; otherwise, with
+    :math:`t = a / \|x_g\|_2`, :math:`|x_i| = (d_i |w_i| - b \|x_g\|_1)_+ / (d_i + t)`:
+    for each t an exclusive equation solved exactly by its breakpoints, and
+    one monotone equation in :math:`\|x_g\|_2` solved to the last bit
+    (nested monotone roots; ``proxlib.backends._metric_kernels``).
+
     Examples
     --------
     >>> import numpy as np, proxlib
@@ -167,7 +187,7 @@ def prox_group_exclusive(W, lam, mu, step=1.0, *, groups=None, group_weights=Non
     >>> np.round(x, 6)
     array([[ 1.633474,  0.101502, -0.      ]])
     """
-    return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, check_finite=check_finite)
+    return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 R.register("exclusive_lasso", ExclusiveLasso, prox_exclusive_lasso)

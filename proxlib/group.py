@@ -24,6 +24,7 @@ class GroupLasso(R.Penalty):
     group_weights: Any = None
 
     kernel: ClassVar[str] = "group_lasso"
+    metric_kernel: ClassVar[str] = "group_lasso_metric"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
     fused_finite_check: ClassVar[bool] = True
@@ -43,7 +44,7 @@ class GroupLasso(R.Penalty):
         return float(self.lam * xp.sum(layout.c * _k.row_norms(layout.data, xp)))
 
 
-def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check_finite: bool = True):
+def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metric=None, check_finite: bool = True):
     r"""Proximal operator of the group lasso (sum of l2 norms of groups).
 
     .. math::
@@ -68,6 +69,15 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check
     step : float > 0, default 1.0
     groups : integer array of W's shape (1-D W only), optional
     group_weights : None, "sqrt" or array of non-negative floats
+    metric : array > 0 of W's shape (or broadcastable to it), optional
+        Solve :math:`\arg\min_X \tfrac12 \sum_i d_i (x_i - w_i)^2 + \mathrm{step\,lam} \sum_g c_g \|x_g\|_2`
+        with ``d = metric`` (the proximal step of a method preconditioned by
+        diag(d), e.g. Adam).  A group is 0 iff
+        :math:`\|d_g w_g\|_2 \le \mathrm{step\,lam}\,c_g`; otherwise
+        :math:`x_i = d_i w_i / (d_i + \mathrm{step\,lam}\,c_g / s)` with
+        :math:`s = \|x_g\|_2` the root of one monotone scalar equation, solved
+        to the last bit (``proxlib.backends._metric_kernels``).  A constant
+        metric gives the Euclidean prox with step / d.
     check_finite : bool, default True
         NaN/Inf are detected from the row norms (no extra pass over W).
 
@@ -84,7 +94,7 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, check
     >>> proxlib.prox_group_lasso(np.array([3.0, 0.3, 4.0, 0.4]), 1.0, groups=[0, 1, 0, 1])
     array([2.4, 0. , 3.2, 0. ])
     """
-    return GroupLasso(lam, groups, group_weights).prox(W, step, check_finite=check_finite)
+    return GroupLasso(lam, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 R.register("group_lasso", GroupLasso, prox_group_lasso)

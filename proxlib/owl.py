@@ -87,7 +87,7 @@ class GrOWL(R.Penalty):
         return float(xp.sum(w * xp.sort(_k.row_norms(rows.rows, xp), descending=True)))
 
 
-def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
+def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Proximal operator of the ordered weighted l1 (OWL) norm.
 
     .. math::
@@ -105,6 +105,13 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
     weights : array of shape (v.size,)
         Non-increasing and non-negative; a NumPy array or an array of v's library.
     step : float > 0, default 1.0
+    metric : array > 0 of v's shape (or broadcastable to it), optional
+        The prox in the diagonal metric ``d = metric``,
+        :math:`\arg\min_x \tfrac12 \sum_i d_i (x_i - v_i)^2 + \mathrm{step} \sum_i \mathrm{weights}_i |x|_{[i]}`,
+        is computed exactly only for a constant ``d`` (every entry equal):
+        it is then the Euclidean prox with step / d.  Otherwise ValueError:
+        the order of the solution's magnitudes is not known in advance, so
+        there is no finite pool-adjacent-violators solution to offer.
     check_finite : bool, default True
         Reject NaN/Inf in ``v`` (two reductions, no temporary).
 
@@ -139,10 +146,10 @@ def prox_owl(v, weights, step=1.0, *, check_finite: bool = True):
     (|v| sorted minus weights is [0, 1.5, 1]; pooling the violators gives one
     block of mean 2.5 / 3: all three entries are tied.)
     """
-    return OWL(weights).prox(v, step, check_finite=check_finite)
+    return OWL(weights).prox(v, step, metric=metric, check_finite=check_finite)
 
 
-def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
+def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
     r"""Proximal operator of the group OWL (GrOWL) norm over the rows of ``W``.
 
     .. math::
@@ -159,6 +166,11 @@ def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
     W : array (NumPy, CuPy or torch), float32 or float64 (half precision in float32)
     weights : array of shape (G,), non-increasing, non-negative
     step : float > 0
+    metric : array > 0 of W's shape (or broadcastable to it), optional
+        Exact only for a constant ``d`` (as :func:`prox_owl`: the Euclidean
+        prox with step / d); ValueError otherwise.  A metric constant within
+        each row but different across rows is not enough: the row norms then
+        need the OWL prox in a diagonal metric.
 
     Returns
     -------
@@ -179,7 +191,7 @@ def prox_growl(W, weights, step=1.0, *, check_finite: bool = True):
     array([[2.4, 3.2],
            [0. , 0. ]])
     """
-    return GrOWL(weights).prox(W, step, check_finite=check_finite)
+    return GrOWL(weights).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 R.register("owl", OWL, prox_owl)

@@ -22,6 +22,13 @@ weighted_l2sq(v, w)  v (n,), w (n,) or (1,) >= 0                 prox of sum_i w
 lp(v, lam, p)        v (n,), Python floats lam >= 0, p in [0,1]  global prox of lam sum_i |x_i|^p
 ===================  ==========================================  =====================================
 
+Diagonal metric (``D``/``d`` > 0 of the data's shape and layout, float32 or
+float64; see :mod:`._metric_kernels`): ``<kernel>_metric(v, d, *thresholds)``
+computes ``argmin_x 1/2 sum_i d_i (x_i - v_i)^2 + Omega(x)`` for
+``weighted_l1``, ``weighted_l2sq``, ``lp``, ``group_lasso``,
+``exclusive_lasso`` and ``group_exclusive`` (OWL and GrOWL have none: exact
+only for a constant metric, handled before dispatch).
+
 Fused input check: ``group_lasso`` and ``growl`` take ``check_finite=False``;
 when true they raise :class:`NonFiniteInput` if W holds NaN or Inf, detected
 from the row norms they compute anyway (a row's norm is finite iff its entries
@@ -47,4 +54,11 @@ KERNELS = (
     "weighted_l1",
     "weighted_l2sq",
     "lp",
+    # the prox in a diagonal metric (proxlib.backends._metric_kernels)
+    "weighted_l1_metric",
+    "weighted_l2sq_metric",
+    "lp_metric",
+    "group_lasso_metric",
+    "exclusive_lasso_metric",
+    "group_exclusive_metric",
 )

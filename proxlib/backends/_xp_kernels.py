@@ -27,6 +27,7 @@ from .._dispatch import array_namespace, device
 from .._range import hard_threshold, lp_constants
 
 _MAX_ROOT_ITER = 200
+_ROOT_CHECK = 4  # root iterations between host reads of the convergence test
 
 
 def errstate(x):
@@ -177,7 +178,7 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     positive, no cancellation).  Newton's method safeguarded by bisection runs
     until the bracket cannot shrink in floating point.
 
-    Host synchronisation: one scalar read per Newton step.
+    Host synchronisation: one scalar read per 4 Newton steps (typically one).
     """
     G, m = Y.shape
     dev = device(Y)
@@ -210,7 +211,7 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     With e = (Y_k - b c F_k) / (1 + b c k): ||u||^2 = D2 + 2 e F_k + k e^2 and
     g'(c) = 1 + a b (F_k + k e) S_k / (||u||^3 (1 + b c k)^2) > 0, S_k = F_k + k Y_k
     (no cancellation).  Newton's method safeguarded by bisection runs until the
-    bracket cannot shrink in floating point (one scalar read per step).  The
+    bracket cannot shrink in floating point (one scalar read every 4 steps).  The
     statistics are sums and extrema over the support, so a row split across
     devices needs only their all-reduced values (see ``proxlib.torch.sharded``).
     """
@@ -237,7 +238,7 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     # see proxlib._range)
     left = xp.maximum(left, 2.0**-1022)
     c = middle(left, right)
-    for _ in range(_MAX_ROOT_ITER):
+    for it in range(_MAX_ROOT_ITER):
         g, slope = g_and_slope(c)
         neg = g < 0
         left = xp.where(neg, c, left)
@@ -250,7 +251,10 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
         ok = (newton > left) & (newton < right)
         nxt = xp.where(ok, newton, middle(left, right))
         c = xp.where(converged, c, nxt)
-        if bool(xp.all(converged | ~((left < nxt) & (nxt < right)))):
+        # a converged row stays put and a stuck bracket holds two adjacent
+        # floats, so extra steps change nothing: read the host only every
+        # _ROOT_CHECK steps (about once per call)
+        if it % _ROOT_CHECK == _ROOT_CHECK - 1 and bool(xp.all(converged | ~((left < nxt) & (nxt < right)))):
             break
     return c
 
@@ -329,8 +333,12 @@ def _lp_closed_form(av, lam, p, xp):
         D = av**4 / 256.0 - c * c * c / 27.0
         sq = xp.sqrt(xp.maximum(D, 0.0))
         m_real = _cbrt(av * av / 16.0 + sq, xp) + _cbrt(av * av / 16.0 - sq, xp)
-        arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
-        m_trig = 2.0 * math.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
+        if not hasattr(c, "shape"):  # one lam (a Python float)
+            arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
+            m_trig = 2.0 * math.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
+        else:  # per-entry lam (lp_solve): c = 0 gives NaN here, unused since then D >= 0
+            arg = (3.0 * av * av / (16.0 * c)) * xp.sqrt(3.0 / c)
+            m_trig = 2.0 * xp.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
         mm = xp.where(D >= 0, m_real, m_trig)
         r = xp.sqrt(2.0 * mm)
         u = 0.5 * (r + xp.sqrt(2.0 * av / r - 2.0 * mm))
@@ -340,8 +348,8 @@ def _lp_closed_form(av, lam, p, xp):
 def lp(v, lam, p):
     """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise.
 
-    Host synchronisation: one scalar read per Newton step (the loop stops when
-    no iterate moves; typically under ten steps).
+    Host synchronisation: one scalar read per 4 Newton steps (the loop stops
+    when no iterate moves; typically under ten steps).
     """
     xp = array_namespace(v)
     v64 = upcast(v, xp)
@@ -353,6 +361,16 @@ def lp(v, lam, p):
     if p == 1:
         return xp.astype(xp.sign(v64) * xp.maximum(av - lam, 0.0), v.dtype, copy=False)
     tau, beta = lp_constants(lam, p)
+    return xp.astype(lp_solve(v64, av, lam, p, tau, beta, xp), v.dtype, copy=False)
+
+
+def lp_solve(v64, av, lam, p, tau, beta, xp):
+    """The global minimiser of 1/2 (x - v)^2 + lam |x|^p for 0 < p < 1, in
+    float64 (``v64`` the data in float64, ``av`` = |v64|), given the threshold
+    ``tau`` and the convex branch's start ``beta`` (see :func:`lp`).  ``lam``,
+    ``tau`` and ``beta`` are Python floats or float64 arrays of ``v64``'s shape
+    (one lam per entry: the prox in a diagonal metric,
+    :func:`proxlib.backends._metric_kernels.lp_metric`)."""
     # Candidates for a non-zero result.  tau is a power with a rounded exponent
     # (off by up to ~eps |ln(lam)|), so it only pre-selects, with a margin; the
     # decision between x* and 0 compares their objectives at the end.
@@ -378,10 +396,12 @@ def lp(v, lam, p):
     # One free step lands at or right of the root (f' is convex and increasing
     # on x > beta); from there Newton decreases monotonically to the root.
     x = xp.where(keep, xp.maximum(newton(x), beta), x)
-    for _ in range(_MAX_ROOT_ITER):
+    for it in range(_MAX_ROOT_ITER):
         nxt = xp.where(keep, newton(x), x)
         moved = keep & (nxt < x) & (nxt > beta)
-        if not bool(xp.any(moved)):
+        # an entry that did not move never moves again: extra steps change
+        # nothing, so the host reads the test only every _ROOT_CHECK steps
+        if it % _ROOT_CHECK == _ROOT_CHECK - 1 and not bool(xp.any(moved)):
             break
         x = xp.where(moved, nxt, x)
     # x* wins iff f(x*) < f(0), i.e. (f(x*) - f(0))/x* = x*/2 - |v| + lam x*^p/x* < 0
@@ -390,5 +410,4 @@ def lp(v, lam, p):
     # documented: |v| = 6, lam = 8, p = 1/2 gives 2 - 6 + 8 * 2/4 = 0 exactly.
     with errstate(x):
         keep = keep & (0.5 * x - av + lam * (x**p / x) < 0.0)
-    out = xp.where(keep, xp.sign(v64) * x, 0.0)
-    return xp.astype(out, v.dtype, copy=False)
+    return xp.where(keep, xp.sign(v64) * x, 0.0)

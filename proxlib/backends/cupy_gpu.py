@@ -132,3 +132,14 @@ def weighted_l2sq(v, w):
 @_with_device
 def lp(v, lam, p):
     return _k.lp(v, lam, p)
+
+
+# the prox in a diagonal metric: the array-API kernels, on the data's device
+from . import _metric_kernels as _mk  # noqa: E402
+
+weighted_l1_metric = _with_device(_mk.weighted_l1_metric)
+weighted_l2sq_metric = _with_device(_mk.weighted_l2sq_metric)
+lp_metric = _with_device(_mk.lp_metric)
+group_lasso_metric = _with_device(_mk.group_lasso_metric)
+exclusive_lasso_metric = _with_device(_mk.exclusive_lasso_metric)
+group_exclusive_metric = _with_device(_mk.group_exclusive_metric)

@@ -1804,3 +1804,14 @@ def lp(v, lam, p, *, parallel=True):
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
     (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
     return out
+
+
+# the prox in a diagonal metric: the NumPy reference kernels (array API)
+from ._metric_kernels import (  # noqa: E402
+    exclusive_lasso_metric,
+    group_exclusive_metric,
+    group_lasso_metric,
+    lp_metric,
+    weighted_l1_metric,
+    weighted_l2sq_metric,
+)

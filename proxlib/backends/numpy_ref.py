@@ -201,3 +201,13 @@ def weighted_l2sq(v, w):
 exclusive_lasso = _k.exclusive_lasso
 group_exclusive = _k.group_exclusive
 lp = _k.lp
+
+# the prox in a diagonal metric: the array-API kernels
+from ._metric_kernels import (  # noqa: E402
+    exclusive_lasso_metric,
+    group_exclusive_metric,
+    group_lasso_metric,
+    lp_metric,
+    weighted_l1_metric,
+    weighted_l2sq_metric,
+)

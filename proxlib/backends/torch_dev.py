@@ -207,3 +207,24 @@ def weighted_l2sq(v, w, out=None):
 @_kernel
 def lp(v, lam, p, out=None):
     return _k.lp(v, lam, p)
+
+
+# ------------------------------------------------------------------ diagonal metric
+# the array-API kernels of _metric_kernels run by torch (out= receives the result)
+from . import _metric_kernels as _mk  # noqa: E402
+
+
+def _no_out(fn):
+    @functools.wraps(fn)
+    def run(x, *args, out=None):
+        return fn(x, *args)
+
+    return run
+
+
+weighted_l1_metric = _kernel(_no_out(_mk.weighted_l1_metric))
+weighted_l2sq_metric = _kernel(_no_out(_mk.weighted_l2sq_metric))
+lp_metric = _kernel(_no_out(_mk.lp_metric))
+group_lasso_metric = _kernel(_no_out(_mk.group_lasso_metric))
+exclusive_lasso_metric = _kernel(_no_out(_mk.exclusive_lasso_metric))
+group_exclusive_metric = _kernel(_no_out(_mk.group_exclusive_metric))

@@ -16,6 +16,15 @@ proxlib's penalties evaluated on the rows of ``w`` under a grouping (see
 :func:`proxlib.to_rows`).  With plain SGD this is exactly proximal SGD for
 ``loss + strength * Omega``; with momentum or adaptive optimizers it is the
 usual heuristic (the prox uses the group's lr, not a per-coordinate step).
+With Adam or AdamW, ``ProximalStep(optimizer, metric="adam")`` takes instead
+the prox in the optimizer's own diagonal metric ``d = sqrt(v_hat) + eps``
+(:mod:`proxlib.torch.adaptive`),
+
+.. math::
+
+    w \leftarrow \arg\min_x \tfrac12 \sum_i d_i (x_i - w_i)^2 + \mathrm{step}\;\Omega(x),
+
+the proximal step consistent with Adam's preconditioned gradient step.
 
 How it runs.  Everything that does not change between steps is checked and
 built once, when a term is added (the grouping against the tensor's shape,
@@ -25,12 +34,13 @@ torch kernel on the parameter itself, in place for the row-norm and
 elementwise penalties (the result is written into the parameter's storage:
 ``data_ptr`` unchanged, the autograd version counter bumped as ``copy_``
 does) and through one copy back otherwise (exclusive, group+exclusive, lp,
-OWL, groupings whose rows are not a view of the tensor, half precision).  The
-computation is torch operations on the parameter's device (CPU, CUDA, ...):
-no NumPy, Numba or CuPy, so it never competes with torch's threads; see
-:mod:`proxlib.backends.torch_dev` for what runs where.  The hook is excluded
-from ``torch.compile`` tracing (``torch.compiler.disable``): a compiled
-``optimizer.step`` runs it eagerly after a graph break.
+OWL, groupings whose rows are not a view of the tensor, half precision, any
+prox in a metric).  The computation is torch operations on the parameter's
+device (CPU, CUDA, ...): no NumPy, Numba or CuPy, so it never competes with
+torch's threads; see :mod:`proxlib.backends.torch_dev` for what runs where.
+The hook is excluded from ``torch.compile`` tracing
+(``torch.compiler.disable``): a compiled ``optimizer.step`` runs it eagerly
+after a graph break.
 
 For parametrised (``torch.nn.utils.parametrize``) or pruned
 (``torch.nn.utils.prune``) weights it acts on the leaf the optimizer updates
@@ -59,6 +69,7 @@ from proxlib import _validate as V
 from proxlib.backends import torch_dev
 
 from . import _bridge as B
+from . import adaptive
 
 __all__ = ["ProxTerm", "ProximalStep", "growl", "owl", "GroupExclusiveSequential"]
 
@@ -161,7 +172,9 @@ class _Plan:
     penalty outside the registry, which is called through its ``prox``);
     ``base``: the thresholds before the step (float64, on the leaf's device);
     ``inplace``: whether the kernel can write straight into ``data()``, a view
-    of the leaf of its dtype."""
+    of the leaf of its dtype; ``metric``: ``kernel`` is the penalty's kernel
+    in a diagonal metric (``kernel(data, D, *thresholds, *fixed)``, ``D`` the
+    metric in the data's layout, float64), and :meth:`run` takes the metric."""
 
     key: tuple
     pen: Any
@@ -173,9 +186,25 @@ class _Plan:
     inplace: bool
     fused_check: bool
     grouping: str | None = None
+    metric: bool = False
 
-    def run(self, leaf: torch.Tensor, step: float, check_finite: bool) -> None:
-        """``leaf <- prox_{step * pen}(leaf)`` (under no_grad)."""
+    def run(self, leaf: torch.Tensor, step: float, check_finite: bool, d: torch.Tensor | None = None) -> None:
+        """``leaf <- prox_{step * pen}(leaf)`` (under no_grad); for a metric
+        plan, in the metric ``d`` (a tensor of the leaf's shape, > 0)."""
+        if self.metric:
+            # as proxlib._registry.apply_metric after its checks: the same
+            # layout of data and metric, the same float64 thresholds, the
+            # metric kernel for every d (constant ones included)
+            data = self.data(B.working_tensor(leaf))
+            D = self.data(d.detach()).to(torch.float64)
+            if check_finite:
+                V.check_all_finite(data, "the parameter")
+                V.check_all_finite(D, "the metric")
+                if not bool((D > 0).all()):
+                    raise ValueError("the metric must be > 0 everywhere")
+            thr = R.scaled_thresholds(self.base, step, D)
+            leaf.copy_(self.restore(self.kernel(data, D, *thr, *self.fixed)))
+            return
         if self.kernel is None:  # a penalty object outside the registry
             leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
             return
@@ -206,6 +235,8 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     grouping = term.grouping
     view = x if grouping is None else B.rows(x, grouping)
     pen = term._resolve(view)
+    if term.metric:
+        _check_metric_penalty(pen)
     if not isinstance(pen, R.Penalty):
         if not (hasattr(pen, "prox") and hasattr(pen, "value")):
             raise TypeError(f"penalty builder returned {pen!r}, which has no prox(v, step) and value(x)")
@@ -230,8 +261,25 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         data = lambda t, g=grouping, rs=rows_shape: _view_of(g)(t).reshape(rs)  # noqa: E731
         restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
         probe = data(leaf.detach())
+    if term.metric:
+        return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), base, pen.fixed(), data, restore, False, False, grouping, True)
     inplace = native and pen.kernel in _IN_PLACE and _shares_memory(probe, leaf)
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping)
+
+
+def _check_metric_penalty(pen) -> None:
+    """Refuse (at add()) a penalty without an exact prox in a non-constant diagonal metric."""
+    if not isinstance(pen, R.Penalty):
+        raise TypeError(
+            f"a proximal step in an optimizer's metric needs one of proxlib's penalties; {pen!r} has only a "
+            "Euclidean prox(v, step) (add it to a ProximalStep without metric=)"
+        )
+    if pen.metric_kernel is None:
+        raise ValueError(
+            f"{type(pen).__name__} has an exact prox in a diagonal metric only when the metric is constant, "
+            "and an adaptive optimizer's metric is not: proxlib has no exact finite algorithm for it. "
+            "Use a ProximalStep without metric= for this term (the Euclidean prox with step lr * strength)"
+        )
 
 
 # kernels whose torch implementation writes the result with one map into out=
@@ -267,6 +315,10 @@ class ProxTerm:
     ``W.reshape(W.shape[0], -1)``'s rows, the filters) or one of
     :data:`proxlib.GROUPINGS`.
 
+    ``metric=True`` makes the term take its prox in a diagonal metric given
+    to :meth:`apply` (the penalty must have an exact one: not OWL or GrOWL,
+    not an object outside proxlib's registry, not on a sharded tensor).
+
     Everything is checked here, before any optimizer step: the target, the
     grouping against the tensor's shape, the penalty's weights against its
     rows, the strength.
@@ -278,6 +330,7 @@ class ProxTerm:
     strength: float = 1.0
     name: str = "weight"
     label: str = ""
+    metric: bool = False
     _plan: _Plan | None = field(default=None, init=False, repr=False)
     _group: tuple | None = field(default=None, init=False, repr=False)  # (optimizer, leaf, param group)
 
@@ -309,6 +362,11 @@ class ProxTerm:
         key = _plan_key(leaf)
         if self._plan is None or self._plan.key != key:
             if B.is_sharded(leaf):
+                if self.metric:
+                    raise ValueError(
+                        "proximal steps in an optimizer's metric are not supported on sharded (DTensor) parameters "
+                        f"(shape {tuple(leaf.shape)}, placements {tuple(leaf.placements)}); use a ProximalStep without metric="
+                    )
                 from . import sharded  # torch.distributed's DTensor, loaded only when needed
 
                 self._plan = sharded.build_plan(self, leaf, self._resolve)
@@ -319,15 +377,22 @@ class ProxTerm:
     def _resolve(self, view):
         return self.penalty.resolve(view) if isinstance(self.penalty, _Lazy) else self.penalty
 
-    def apply(self, lr: float, *, check_finite: bool = False) -> None:
-        """Replace the leaf by its prox with step ``lr * strength``, in place."""
+    def apply(self, lr: float, *, check_finite: bool = False, metric: torch.Tensor | None = None) -> None:
+        """Replace the leaf by its prox with step ``lr * strength``, in place;
+        for a metric term, in the diagonal metric ``metric`` (a tensor of the
+        leaf's shape, finite and > 0: checked only with ``check_finite``)."""
         step = float(lr) * self.strength
         if step <= 0:
             return
+        if self.metric and metric is None:
+            raise ValueError("this term takes its prox in a metric: apply() needs metric=")
         leaf = self.leaf
         plan = self.plan(leaf)
         with torch.no_grad():
-            plan.run(leaf, step, check_finite)
+            if self.metric:
+                plan.run(leaf, step, check_finite, metric)
+            else:  # (also a sharded plan, which takes no metric)
+                plan.run(leaf, step, check_finite)
 
     def value(self) -> float:
         """``strength * Omega(leaf)`` (float64), for logging."""
@@ -368,7 +433,28 @@ class ProximalStep:
     check_finite : bool, default False
         Raise if a tensor holds NaN or Inf before its prox (one scalar read
         per term; with False non-finite values propagate into the result, as
-        they do through the optimizer's own update).
+        they do through the optimizer's own update).  With a metric, also
+        the metric (NaN, Inf, or not > 0).
+    metric : None, "adam" or callable, default None
+        ``None``: the Euclidean prox with step ``lr * strength``.
+        ``"adam"``: the prox in Adam's diagonal metric,
+        ``argmin_x 1/2 sum_i d_i (x_i - w_i)^2 + lr * strength * Omega(x)``
+        with ``d = sqrt(v_hat) + eps`` read from the optimizer's state
+        after its step (``exp_avg_sq``, or ``max_exp_avg_sq`` with amsgrad,
+        the step count for the bias correction, ``betas`` and ``eps`` of the
+        parameter's group: :func:`proxlib.torch.adaptive.adam_metric`, bit
+        for bit the denominator of Adam's update); ``optimizer`` must be a
+        ``torch.optim.Adam`` or ``AdamW`` (or a subclass) with ``eps > 0``.
+        A callable ``metric(optimizer, param) -> d`` gives any other
+        diagonal metric (a tensor of ``param``'s shape, finite and > 0), e.g.
+        ``lambda opt, p: adam_metric(opt, p, assume_adam=True)`` for an
+        optimizer with Adam's state and denominator.  With a metric every
+        term's penalty needs an exact prox in a non-constant diagonal metric
+        (not OWL, GrOWL or penalty objects outside proxlib; ValueError or
+        TypeError at :meth:`add`), tensors may not be sharded (DTensor), and
+        the prox is the penalty's metric kernel for every ``d``: with a
+        constant ``d = delta`` it equals the Euclidean step with strength
+        ``strength / delta`` up to rounding.
 
     Examples
     --------
@@ -395,6 +481,7 @@ class ProximalStep:
         model: torch.nn.Module | None = None,
         every: int = 1,
         check_finite: bool = False,
+        metric: str | Callable | None = None,
     ):
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -402,6 +489,13 @@ class ProximalStep:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        if metric is not None and not callable(metric) and metric != "adam":
+            raise ValueError(f"metric must be None, 'adam' or a callable (optimizer, param) -> d, got {metric!r}")
+        if metric == "adam":
+            if optimizer is None:
+                raise ValueError("metric='adam' reads the optimizer's state: pass the Adam or AdamW optimizer")
+            _check_adam(optimizer)
+        self.metric = metric
         self.optimizer = optimizer
         self.model = model
         self.every = every
@@ -431,7 +525,7 @@ class ProximalStep:
         """
         if isinstance(target, str):
             raise TypeError(f"target must be a torch.nn.Module or a tensor, got the string {target!r}")
-        term = ProxTerm(target, penalty, grouping, strength, name, "")
+        term = ProxTerm(target, penalty, grouping, strength, name, "", self.metric is not None)
         term.label = label or self._default_label(term)
         if any(t.label == term.label for t in self.terms):
             raise ValueError(
@@ -439,7 +533,9 @@ class ProximalStep:
                 + ("" if self.model is not None else " (or model= to ProximalStep)")
             )
         if self.optimizer is not None:
-            self._group_of(term.leaf, self.optimizer)
+            group = self._group_of(term.leaf, self.optimizer)
+            if self.metric == "adam":
+                _check_adam_group(group)
         self.terms.append(term)
         return term
 
@@ -470,12 +566,31 @@ class ProximalStep:
                     return group
         raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
 
-    def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
+    def _param_group(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> dict:
         cached = term._group
         if cached is None or cached[0] is not optimizer or cached[1] is not leaf:
             cached = term._group = (optimizer, leaf, self._group_of(leaf, optimizer))
-        lr = cached[2]["lr"]
+        return cached[2]
+
+    def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
+        lr = self._param_group(term, leaf, optimizer)["lr"]
         return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
+    def _metric_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> torch.Tensor:
+        """The metric for ``leaf`` now (Adam's: from its state after the step)."""
+        if self.metric == "adam":
+            try:
+                return adaptive.denominator(self._param_group(term, leaf, optimizer), optimizer.state.get(leaf, {}))
+            except ValueError:
+                raise ValueError(
+                    f"term {term.label!r}: the optimizer has no Adam state for its tensor yet (no step taken on it, "
+                    "or it had no gradient): metric='adam' needs the second moment of the step just taken"
+                ) from None
+        d = self.metric(optimizer, leaf)
+        if not isinstance(d, torch.Tensor) or tuple(d.shape) != tuple(leaf.shape):
+            got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
+            raise ValueError(f"term {term.label!r}: metric(optimizer, param) must return a tensor of shape {tuple(leaf.shape)}, got {got}")
+        return d
 
     def step(self, optimizer: torch.optim.Optimizer | None = None, *, lr: float | None = None) -> None:
         """Apply every term once, now: step = lr (of the tensor's group, or ``lr``) * strength.
@@ -485,6 +600,11 @@ class ProximalStep:
         opt = optimizer if optimizer is not None else self.optimizer
         if lr is None and opt is None:
             raise ValueError("step() needs an optimizer (to read each group's lr) or an explicit lr")
+        if self.metric is not None:
+            if opt is None:
+                raise ValueError("step() with a metric needs an optimizer (its state gives the metric)")
+            if self.metric == "adam" and opt is not self.optimizer:
+                _check_adam(opt)
         if lr is not None:
             lr = V.real_scalar(lr, "lr")
             if lr < 0:
@@ -492,12 +612,18 @@ class ProximalStep:
         self._apply_all(opt, lr, 1)
 
     def _apply_all(self, opt, lr: float | None, factor: int) -> None:
+        metrics = {}  # one metric per tensor, shared by its terms (the prox leaves the state alone)
         for term in self.terms:
             leaf = term.leaf
             if not leaf.requires_grad:
                 continue
             term_lr = lr if lr is not None else self._lr_of(term, leaf, opt)
-            term.apply(term_lr * factor, check_finite=self.check_finite)
+            d = None
+            if self.metric is not None and term_lr * term.strength > 0:
+                d = metrics.get(id(leaf))
+                if d is None:
+                    d = metrics[id(leaf)] = self._metric_of(term, leaf, opt)
+            term.apply(term_lr * factor, check_finite=self.check_finite, metric=d)
         self.n_steps += 1
 
     @torch.compiler.disable
@@ -515,8 +641,12 @@ class ProximalStep:
         opt = optimizer if optimizer is not None else self.optimizer
         if opt is None:
             raise ValueError("attach() needs an optimizer")
+        if self.metric == "adam":
+            _check_adam(opt)
         for term in self.terms:
-            self._group_of(term.leaf, opt)  # every term's tensor must be optimised
+            group = self._group_of(term.leaf, opt)  # every term's tensor must be optimised
+            if self.metric == "adam":
+                _check_adam_group(group)
         self.detach()
         self.optimizer = opt
         self._handle = opt.register_step_post_hook(self._hook)
@@ -565,3 +695,20 @@ class ProximalStep:
     def __repr__(self) -> str:
         body = ", ".join(f"{t.label}: {t.strength:g}" for t in self.terms)
         return f"ProximalStep({body})"
+
+
+def _check_adam(optimizer) -> None:
+    if not isinstance(optimizer, torch.optim.Adam):  # AdamW is a subclass
+        raise TypeError(
+            f"metric='adam' needs a torch.optim.Adam or AdamW optimizer, got {type(optimizer).__name__} "
+            "(for an optimizer with Adam's state and denominator pass "
+            "metric=lambda opt, p: proxlib.torch.adaptive.adam_metric(opt, p, assume_adam=True))"
+        )
+    for group in optimizer.param_groups:
+        _check_adam_group(group)
+
+
+def _check_adam_group(group: dict) -> None:
+    eps = group.get("eps")
+    if not (isinstance(eps, (numbers.Real, torch.Tensor)) and float(eps) > 0):
+        raise ValueError(f"metric='adam' needs eps > 0 in every parameter group (d = sqrt(v_hat) + eps must be > 0), got eps={eps!r}")

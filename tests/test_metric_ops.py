@@ -1,0 +1,769 @@
+"""The prox in a diagonal metric: argmin_x 1/2 sum_i d_i (x_i - v_i)^2 + step Omega(x).
+
+Ground truth (``_metric_ref``): CVXPY with the weighted quadratic (compared
+through strong convexity in the d-norm), exact rationals (exclusive lasso),
+60-digit decimals (group lasso, group + exclusive, lp), solver-free KKT
+certificates.  Reductions: a constant metric is the Euclidean prox with step
+/ d (bit for bit through the public functions, to rounding through the
+kernels); mu = 0 and mu = 1.  Invariances: d and step scaled together, signs,
+permutations.  Edge cases, bad input, and parity of the numpy, numba and torch
+(CPU) backends.
+
+Tolerances.  The prox in the metric d is 1-Lipschitz in the d-norm
+||r||_d = sqrt(sum d_i r_i^2) (it is the Euclidean prox after the change of
+variables y = sqrt(d) x), so errors are measured in that norm, per row,
+against the row's natural scale: ||v||_d (every |x_i| <= |v_i|, and the
+algorithms perturb quantities bounded by |v| relatively) plus
+min(a, ||d v||) / sqrt(min d) (near the group threshold the root s = ||x|| is
+known to eps (s + a/d), as s = ||v|| - a is in the Euclidean case); the
+factor is 16 (m + 2) eps, m the row length (sums over the row, a root found
+to the last bit), plus the subnormal spacing.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import _cvx as C
+import _metric_ref as M
+import proxlib
+from proxlib.backends import _metric_kernels as MK
+from proxlib.backends import numpy_ref
+from test_group_ops import group_weight_args, numeric_c  # the Euclidean tests' strategies
+
+EPS64 = float(np.finfo(np.float64).eps)
+EPS32 = float(np.finfo(np.float32).eps)
+TINY64 = 64 * float(np.finfo(np.float64).smallest_subnormal)
+TINY32 = 4 * float(np.finfo(np.float32).smallest_subnormal)
+
+ROW_OPS = ("group_lasso", "exclusive", "group_exclusive")
+
+
+def row_prox(op, W, lam, mu, step=1.0, **kw):
+    if op == "group_lasso":
+        return proxlib.prox_group_lasso(W, lam, step, **kw)
+    if op == "exclusive":
+        return proxlib.prox_exclusive_lasso(W, lam, step, **kw)
+    return proxlib.prox_group_exclusive(W, lam, mu, step, **kw)
+
+
+def op_mu(op, mu):
+    return {"group_lasso": 0.0, "exclusive": 1.0}.get(op, mu)
+
+
+def thresholds(lam, mu, step, c):
+    """(a, b) as proxlib forms them: step * (lam (1 - mu) c) and step * (lam mu c) in float64."""
+    c = np.asarray(c, dtype=np.float64)
+    return step * (lam * (1.0 - mu) * c), step * (lam * mu * c)
+
+
+def row_thresholds(shape, lam, mu, step, gw):
+    """:func:`thresholds` of the rows of a (G, m) matrix under ``group_weights=gw``."""
+    G, m = shape
+    return thresholds(lam, mu, step, numeric_c(gw, np.full(G, m)))
+
+
+def sets_value(x, sets, a, b):
+    """sum_g a_g ||x_g||_2 + b_g/2 ||x_g||_1^2 (thresholds include the step)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    total = 0.0
+    for idx, ag, bg in zip(sets, a, b):
+        xg = x[idx]
+        total += ag * (np.hypot.reduce(xg) if xg.size else 0.0) + bg / 2 * np.abs(xg).sum() ** 2
+    return float(total)
+
+
+def row_tol(v, d, a, m, eps=EPS64, tiny=TINY64):
+    """16 (m + 2) eps times the row's natural scale in the d-norm (module docstring)."""
+    v = np.asarray(v, dtype=np.float64).ravel()
+    d = np.asarray(d, dtype=np.float64).ravel()
+    if v.size == 0:
+        return 0.0
+    dv = np.abs(d * v) if np.all(np.isfinite(d * v)) else None
+    reach = min(a, M.d_norm(dv, np.ones_like(d)) if dv is not None else math.inf) / math.sqrt(d.min())
+    return 16 * (m + 2) * eps * (M.d_norm(v, d) + reach) + tiny * math.sqrt(d.max()) * math.sqrt(m)
+
+
+def rows_close(X, REF, W, D, a, b=None, eps=EPS64, tiny=TINY64):
+    """Per row: ||X_g - REF_g||_d <= row_tol(W_g, D_g, a_g).  (The exclusive
+    threshold theta = b ||x||_1 never exceeds the support's smallest d|v|, so
+    its rounding moves x by at most eps ||v||_d: b needs no term of its own.)"""
+    X, REF, W, D = (np.asarray(A, dtype=np.float64) for A in (X, REF, W, D))
+    G = W.shape[0] if W.ndim > 1 else 1
+    X, REF, W, D = (A.reshape(G, -1) for A in (X, REF, W, D))
+    m = W.shape[1]
+    for g in range(G):
+        err = M.d_norm(X[g] - REF[g], D[g])
+        tol = row_tol(W[g], D[g], a[g], m, eps, tiny)
+        assert err <= tol, ("row", g, "error", err, "tolerance", tol, X[g], REF[g])
+
+
+# ------------------------------------------------------------------ strategies
+
+
+@st.composite
+def metric_row_problems(draw, max_rows=4, max_cols=4, lo_exp=-3.0, hi_exp=3.0):
+    W = draw(C.matrices(max_rows, max_cols))
+    D = draw(M.metrics(W.shape, lo_exp, hi_exp))
+    gw = draw(group_weight_args(W.shape[0]))
+    return W, D, draw(C.lams), draw(C.mus), draw(C.steps), gw
+
+
+# ------------------------------------------------------------------ against CVXPY
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
+@given(metric_row_problems())
+def test_rows_against_cvxpy(numpy_backend, op, problem):
+    W, D, lam, mu, step, gw = problem
+    mu = op_mu(op, mu)
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
+    X = row_prox(op, W, lam, mu, step, group_weights=gw, metric=D)
+    assert X.shape == W.shape and X.dtype == W.dtype
+    sets = C.row_index_sets(W.shape)
+    x_cvx = M.cvx_metric_groups(W, D, sets, a, b)
+    f = M.metric_objective(X, W, D, sets_value(X, sets, a, b))
+    f_cvx = M.metric_objective(x_cvx, W, D, sets_value(x_cvx, sets, a, b))
+    M.assert_agrees_with_cvxpy_metric(X, x_cvx, D, f, f_cvx, M.metric_slack(W, D, sets_value(W, sets, a, b), W.size))
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
+@given(C.ragged_groups(), C.lams, C.mus, C.steps, st.sampled_from([None, "sqrt", "array"]), st.data())
+def test_ragged_against_cvxpy(numpy_backend, op, vg, lam, mu, step, gw_kind, data):
+    v, labels = vg
+    mu = op_mu(op, mu)
+    d = data.draw(M.metrics(v.shape))
+    uniq = np.unique(labels)
+    sets = [np.nonzero(labels == g)[0] for g in uniq]
+    if gw_kind == "array":
+        gw = data.draw(arrays(np.float64, int(labels.max()) + 1, elements=st.floats(0, 2, allow_subnormal=False)))
+        c = gw[uniq]
+    else:
+        gw = gw_kind
+        c = numeric_c(gw, [len(s) for s in sets])
+    a, b = thresholds(lam, mu, step, c)
+    x = row_prox(op, v, lam, mu, step, groups=labels, group_weights=gw, metric=d)
+    assert x.shape == v.shape
+    x_cvx = M.cvx_metric_groups(v, d, sets, a, b)
+    f = M.metric_objective(x, v, d, sets_value(x, sets, a, b))
+    f_cvx = M.metric_objective(x_cvx, v, d, sets_value(x_cvx, sets, a, b))
+    M.assert_agrees_with_cvxpy_metric(x, x_cvx, d, f, f_cvx, M.metric_slack(v, d, sets_value(v, sets, a, b), v.size))
+
+
+@pytest.mark.parametrize("op", ["weighted_l1", "weighted_l2sq"])
+@given(st.data())
+def test_separable_against_cvxpy(numpy_backend, op, data):
+    v = data.draw(C.vectors(1, 10))
+    d = data.draw(M.metrics(v.shape))
+    w = data.draw(st.one_of(st.floats(0, 3), arrays(np.float64, v.shape, elements=st.floats(0, 3))))
+    step = data.draw(C.steps)
+    if op == "weighted_l1":
+        x = proxlib.prox_weighted_l1(v, w, step, metric=d)
+        x_cvx = M.cvx_metric_weighted_l1(v, d, step * np.asarray(w))
+        omega = lambda z: C.weighted_l1_value(z, step * np.broadcast_to(w, v.shape))  # noqa: E731
+    else:
+        x = proxlib.prox_weighted_l2sq(v, w, step, metric=d)
+        x_cvx = M.cvx_metric_weighted_l2sq(v, d, step * np.asarray(w))
+        omega = lambda z: C.weighted_l2sq_value(z, step * np.broadcast_to(w, v.shape))  # noqa: E731
+    f, f_cvx = M.metric_objective(x, v, d, omega(x)), M.metric_objective(x_cvx, v, d, omega(x_cvx))
+    M.assert_agrees_with_cvxpy_metric(x, x_cvx, d, f, f_cvx, M.metric_slack(v, d, omega(v), v.size))
+
+
+@given(st.data())
+def test_owl_and_growl_constant_metric_against_cvxpy(numpy_backend, data):
+    # the only metrics OWL and GrOWL take: constant ones (then step / d)
+    W = data.draw(C.matrices(3, 3))
+    delta = data.draw(M.metric_elements())
+    D = np.full(W.shape, delta)
+    step = data.draw(C.steps)
+    w = data.draw(C.nonincreasing_weights(W.size))
+    x = proxlib.prox_owl(W.ravel(), w, step, metric=D.ravel())
+    x_cvx = M.cvx_metric_owl(W.ravel(), D.ravel(), step * w)
+    f, f_cvx = (M.metric_objective(z, W, D, C.owl_value(z, step * w)) for z in (x, x_cvx))
+    M.assert_agrees_with_cvxpy_metric(x, x_cvx, D, f, f_cvx, M.metric_slack(W, D, C.owl_value(W, step * w), W.size))
+    wg = data.draw(C.nonincreasing_weights(W.shape[0]))
+    X = proxlib.prox_growl(W, wg, step, metric=D)
+    X_cvx = M.cvx_metric_growl(W, D, step * wg)
+    f, f_cvx = (M.metric_objective(z, W, D, C.growl_value(z, step * wg)) for z in (X, X_cvx))
+    M.assert_agrees_with_cvxpy_metric(X, X_cvx, D, f, f_cvx, M.metric_slack(W, D, C.growl_value(W, step * wg), W.size))
+
+
+# ------------------------------------------------------------------ exact references
+
+
+@given(metric_row_problems(max_rows=3, max_cols=8))
+def test_exclusive_equals_rational_reference(numpy_backend, problem):
+    W, D, lam, _, step, gw = problem
+    G, m = W.shape
+    _, b = thresholds(lam, 1.0, step, numeric_c(gw, np.full(G, m)))
+    X = proxlib.prox_exclusive_lasso(W, lam, step, group_weights=gw, metric=D)
+    ref = np.array([M.exact_exclusive_metric_row(W[g], D[g], b[g]) for g in range(G)])
+    rows_close(X, ref, W, D, np.zeros(G), b)
+
+
+@pytest.mark.parametrize("op", ["group_lasso", "group_exclusive"])
+@given(metric_row_problems(max_rows=3, max_cols=6))
+def test_group_ops_equal_60_digit_reference(numpy_backend, op, problem):
+    W, D, lam, mu, step, gw = problem
+    mu = op_mu(op, mu)
+    G = W.shape[0]
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
+    X = row_prox(op, W, lam, mu, step, group_weights=gw, metric=D)
+    ref = np.array(
+        [
+            M.exact_exclusive_metric_row(W[g], D[g], b[g]) if a[g] == 0 else M.exact_group_exclusive_metric_row(W[g], D[g], a[g], b[g])
+            for g in range(G)
+        ]
+    )
+    rows_close(X, ref, W, D, a, b)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 2.0 / 3.0, 0.3, 0.9, 1.0])
+@given(C.vectors(1, 6), st.floats(0.0, 3.0), C.steps, st.data())
+def test_lp_equals_reference(numpy_backend, p, v, lam, step, data):
+    d = data.draw(M.metrics(v.shape))
+    x = proxlib.prox_lp(v, lam, p, step, metric=d)
+    lam_i = (step * lam) / d  # the per-entry parameters proxlib forms (float64)
+    for i in range(v.size):
+        # away from the discontinuity at the threshold, where 0 and x* tie
+        C.not_near(v[i], proxlib.lp_threshold(lam_i[i], p), rel=1e-7)
+    ref = v if lam == 0 else np.array([C.exact_lp_scalar(v[i], lam_i[i], p) for i in range(v.size)])
+    # per entry, x* solves x + lam_i p x^(p-1) = |v_i| on the branch x >= beta,
+    # where a relative perturbation of lam_i or of the evaluation moves x by at
+    # most 2 |v_i| times it (test_elementwise.lp_rtol): 32 eps |v_i|
+    np.testing.assert_array_equal(x == 0, ref == 0)
+    assert np.all(np.abs(x - ref) <= 32 * EPS64 * np.abs(v)), (x, ref)
+
+
+# ------------------------------------------------------------------ certificates
+
+
+def kkt_metric(V, X, Dm, a, b, tol):
+    """Optimality of each row x of min 1/2 sum d (x - v)^2 + a ||x||_2 + b/2 ||x||_1^2:
+    r = d (v - x) must equal a x/||x|| + b ||x||_1 sign(x) on the support, with
+    |d_i v_i| <= b ||x||_1 off it; x = 0 iff ||d v|| <= a.  Residuals in units of
+    the row's d-weighted magnitudes."""
+    for v, x, d, ag, bg, t in zip(V, X, Dm, a, b, tol):
+        nx = np.hypot.reduce(x) if x.size else 0.0
+        if nx == 0:
+            assert np.hypot.reduce(d * v) <= ag + t, ("zero row but ||d v|| > a", np.hypot.reduce(d * v), ag)
+            continue
+        L = np.abs(x).sum()
+        on = x != 0
+        assert np.all(np.sign(x[on]) == np.sign(v[on])), "the prox flipped a sign"
+        res = d[on] * (v[on] - x[on]) - ag * (x[on] / nx) - bg * L * np.sign(x[on])
+        assert np.all(np.abs(res) <= t), ("stationarity on the support", np.abs(res).max(), t)
+        assert np.all(np.abs(d[~on] * v[~on]) <= bg * L + t), "off-support entry above b ||x||_1"
+
+
+def kkt_tol(W, D, a):
+    """Residuals are differences of terms of size <= max d|v| (d (v - x), and
+    b ||x||_1 = theta <= the support's smallest d|v|) and a (where x != 0,
+    a < ||d v||), each formed with O(m) roundings."""
+    dv = np.abs(D * W)
+    m = W.shape[1]
+    return 16 * (m + 2) * EPS64 * (dv.max(axis=1) + np.minimum(a, np.hypot.reduce(dv, axis=1))) + TINY64
+
+
+@given(st.integers(1, 6), st.integers(1, 10), st.data())
+def test_kkt_certificates(numpy_backend, G, m, data):
+    W = data.draw(C.matrices(G, m, min_rows=G, min_cols=m))
+    D = data.draw(M.metrics(W.shape))
+    lam, mu, step = data.draw(C.lams), data.draw(C.mus), data.draw(C.steps)
+    for op in ROW_OPS:
+        mu_ = op_mu(op, mu)
+        a, b = thresholds(lam, mu_, step, np.ones(G))
+        X = row_prox(op, W, lam, mu_, step, metric=D)
+        kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
+
+
+@given(C.vectors(1, 12), st.data())
+def test_separable_certificates(numpy_backend, v, data):
+    d = data.draw(M.metrics(v.shape))
+    w = data.draw(arrays(np.float64, v.shape, elements=st.floats(0, 3)))
+    x = proxlib.prox_weighted_l1(v, w, metric=d)
+    r = d * (v - x)  # must lie in w * d|x|
+    tol = 8 * EPS64 * (np.abs(d * v) + w)
+    on = x != 0
+    np.testing.assert_array_less(np.abs(r[on] - w[on] * np.sign(x[on])), tol[on] + TINY64)
+    assert np.all(np.abs(r[~on]) <= w[~on] + tol[~on])
+    y = proxlib.prox_weighted_l2sq(v, w, metric=d)
+    np.testing.assert_allclose(d * (v - y), 2 * w * y, rtol=0, atol=8 * EPS64 * np.abs(d * v).max() + TINY64)
+
+
+# ------------------------------------------------------------------ reductions
+
+
+def _flat(a):
+    return a.reshape(-1) if hasattr(a, "shape") else a
+
+
+def _all_calls(v2d, rng):
+    """(name, call(v, step, metric=...)) for every operator on the 2-D array v2d."""
+    G, m = v2d.shape
+    w_owl = np.sort(rng.uniform(0, 1, v2d.size))[::-1]
+    w_growl = np.sort(rng.uniform(0, 1, G))[::-1]
+    return {
+        "owl": lambda v, s, **k: proxlib.prox_owl(v.ravel(), w_owl, s, **({"metric": _flat(k["metric"])} if "metric" in k else {})),
+        "growl": lambda v, s, **k: proxlib.prox_growl(v, w_growl, s, **k),
+        "group_lasso": lambda v, s, **k: proxlib.prox_group_lasso(v, 0.7, s, **k),
+        "exclusive": lambda v, s, **k: proxlib.prox_exclusive_lasso(v, 0.7, s, **k),
+        "group_exclusive": lambda v, s, **k: proxlib.prox_group_exclusive(v, 0.7, 0.4, s, **k),
+        "weighted_l1": lambda v, s, **k: proxlib.prox_weighted_l1(v, 0.3, s, **k),
+        "weighted_l2sq": lambda v, s, **k: proxlib.prox_weighted_l2sq(v, 0.3, s, **k),
+        "lp": lambda v, s, **k: proxlib.prox_lp(v, 0.3, 0.5, s, **k),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("delta", [1.0, 0.5, 3.0, 1e-3])
+def test_constant_metric_is_the_euclidean_prox_bit_for_bit(delta, dtype):
+    # the documented reduction: a constant metric delta runs the Euclidean
+    # operator with step / delta, so the bits are those of that call (and
+    # metric = ones is no metric at all); every operator, on every backend
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(4, 6)).astype(dtype)
+    for name, call in _all_calls(W, rng).items():
+        ref = call(W, 0.8 / delta)
+        for D in (np.full(W.shape, delta), np.full(W.shape, delta, dtype=np.float32 if delta != 1e-3 else np.float64)):
+            np.testing.assert_array_equal(call(W, 0.8, metric=D), ref, err_msg=name)
+        if delta == 1.0:
+            np.testing.assert_array_equal(call(W, 0.8, metric=np.ones(W.shape)), call(W, 0.8), err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["group_lasso", "exclusive", "group_exclusive"])
+@given(C.matrices(4, 6), st.sampled_from([1.0, 0.5, 3.0, 1e-3, 7e2]), C.lams, C.mus, C.steps)
+def test_metric_kernels_with_a_constant_metric_are_the_euclidean_kernels(op, W, delta, lam, mu, step):
+    # the metric kernels themselves (which apply_metric bypasses for constant
+    # metrics) against the Euclidean kernels with thresholds / delta: the same
+    # problem, solved by other formulas, so equal to rounding
+    mu = op_mu(op, mu)
+    G, m = W.shape
+    a, b = thresholds(lam, mu, step, np.ones(G))
+    D = np.full(W.shape, delta)
+    if op == "group_lasso":
+        X, ref = MK.group_lasso_metric(W, D, a), numpy_ref.group_lasso(W, a / delta)
+    elif op == "exclusive":
+        X, ref = MK.exclusive_lasso_metric(W, D, b), numpy_ref.exclusive_lasso(W, b / delta)
+    else:
+        X, ref = MK.group_exclusive_metric(W, D, a, b), numpy_ref.group_exclusive(W, a / delta, b / delta)
+    rows_close(X, ref, W, D, a, b)
+
+
+@given(C.vectors(1, 12), st.sampled_from([1.0, 0.5, 3.0, 1e-3]), st.floats(0, 3), st.sampled_from([0.0, 0.5, 0.3, 1.0]))
+def test_separable_kernels_with_a_constant_metric(v, delta, w, p):
+    d = np.full(v.shape, delta)
+    wv = np.full(1, w)
+    tol = 4 * EPS64 * (np.abs(v).max() + w / delta)
+    np.testing.assert_allclose(MK.weighted_l1_metric(v, d, wv), numpy_ref.weighted_l1(v, wv / delta), rtol=0, atol=tol)
+    np.testing.assert_allclose(MK.weighted_l2sq_metric(v, d, wv), numpy_ref.weighted_l2sq(v, wv / delta), rtol=4 * EPS64, atol=0)
+    C.not_near(v, proxlib.lp_threshold(w / delta, p), rel=1e-7)
+    np.testing.assert_allclose(MK.lp_metric(v, d, w, p), numpy_ref.lp(v, w / delta, p), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
+@given(C.matrices(4, 5), st.data(), C.lams, C.mus, C.steps)
+def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, lam, mu, step):
+    # d constant along each row (not across rows): each row is the Euclidean
+    # prox of its own row with step / d_r (the metric kernel computes it)
+    mu = op_mu(op, mu)
+    dr = data.draw(arrays(np.float64, W.shape[0], elements=M.metric_elements()))
+    D = np.repeat(dr[:, None], W.shape[1], axis=1)
+    X = row_prox(op, W, lam, mu, step, metric=D)
+    ref = np.array([row_prox(op, W[g], lam, mu, step / dr[g]) for g in range(W.shape[0])])
+    a, b = thresholds(lam, mu, step, np.ones(W.shape[0]))
+    rows_close(X, ref, W, D, a, b)
+
+
+@given(metric_row_problems(max_rows=4, max_cols=6))
+def test_mu_zero_and_one_are_the_group_and_exclusive_metric_prox(numpy_backend, problem):
+    W, D, lam, _, step, gw = problem
+    kw = dict(group_weights=gw, metric=D)
+    # the same code path, so the same bits
+    np.testing.assert_array_equal(proxlib.prox_group_exclusive(W, lam, 0.0, step, **kw), proxlib.prox_group_lasso(W, lam, step, **kw))
+    np.testing.assert_array_equal(proxlib.prox_group_exclusive(W, lam, 1.0, step, **kw), proxlib.prox_exclusive_lasso(W, lam, step, **kw))
+
+
+@given(C.vectors(1, 12), st.data(), C.lams, C.mus, C.steps)
+def test_one_entry_per_group_closed_form(numpy_backend, v, data, lam, mu, step):
+    # one entry per group: 1/2 d (x - v)^2 + a|x| + b/2 x^2 -> x = sign(v)(d|v| - a)_+ / (d + b)
+    d = data.draw(M.metrics(v.shape))
+    W, D = v[:, None], d[:, None]
+    a, b = thresholds(lam, mu, step, 1.0)
+    ref = np.sign(v) * np.maximum(d * np.abs(v) - a, 0.0) / (d + b)
+    X = proxlib.prox_group_exclusive(W, lam, mu, step, metric=D)[:, 0]
+    assert np.all(np.abs(X - ref) <= 16 * EPS64 * (np.abs(v) + a / d) + TINY64), (X, ref)
+
+
+# ------------------------------------------------------------------ invariances
+
+
+@pytest.mark.parametrize("c", [2.0**-20, 4.0, 2.0**30])
+@given(metric_row_problems(max_rows=3, max_cols=5))
+def test_scaling_metric_and_step_together_power_of_two_is_exact(numpy_backend, c, problem):
+    # argmin 1/2 sum c d (x - v)^2 + c step Omega = argmin 1/2 sum d (x - v)^2 + step Omega;
+    # with c a power of two every product and quotient is scaled exactly
+    W, D, lam, mu, step, gw = problem
+    assume(D.min() * c > 1e-300 and np.all(np.isfinite(D * c)))
+    for op in ROW_OPS:
+        np.testing.assert_array_equal(
+            row_prox(op, W, lam, mu, c * step, group_weights=gw, metric=c * D), row_prox(op, W, lam, mu, step, group_weights=gw, metric=D)
+        )
+    v = W.ravel()
+    np.testing.assert_array_equal(proxlib.prox_weighted_l1(v, 0.4, c * step, metric=c * D.ravel()), proxlib.prox_weighted_l1(v, 0.4, step, metric=D.ravel()))
+    np.testing.assert_array_equal(proxlib.prox_lp(v, lam, 0.5, c * step, metric=c * D.ravel()), proxlib.prox_lp(v, lam, 0.5, step, metric=D.ravel()))
+
+
+@pytest.mark.parametrize("c", [3.0, 0.1, 1e5])
+@given(metric_row_problems(max_rows=3, max_cols=5))
+def test_scaling_metric_and_step_together(numpy_backend, c, problem):
+    W, D, lam, mu, step, gw = problem
+    G, m = W.shape
+    for op in ROW_OPS:
+        mu_ = op_mu(op, mu)
+        a, b = thresholds(lam, mu_, step, numeric_c(gw, np.full(G, m)))
+        X = row_prox(op, W, lam, mu_, c * step, group_weights=gw, metric=c * D)
+        rows_close(X, row_prox(op, W, lam, mu_, step, group_weights=gw, metric=D), W, D, a, b)
+
+
+@given(metric_row_problems(max_rows=4, max_cols=5), st.randoms(use_true_random=False))
+def test_signs_and_permutations(numpy_backend, problem, rnd):
+    W, D, lam, mu, step, _ = problem
+    G, m = W.shape
+    rows = np.array(rnd.sample(range(G), G))
+    cols = np.array([rnd.sample(range(m), m) for _ in range(G)])
+    signs = np.array([[rnd.choice([-1.0, 1.0]) for _ in range(m)] for _ in range(G)])
+    P = lambda A, s=signs: np.take_along_axis((s * A)[rows], cols, axis=1)  # noqa: E731
+    ones = np.ones_like(signs)
+    for op in ROW_OPS:
+        mu_ = op_mu(op, mu)
+        a, b = thresholds(lam, mu_, step, np.ones(G))
+        X = row_prox(op, W, lam, mu_, step, metric=D)
+        np.testing.assert_array_equal(row_prox(op, -W, lam, mu_, step, metric=D), -X)  # sign flips are exact
+        # the metric permuted with the data; summation order changes only
+        rows_close(row_prox(op, P(W), lam, mu_, step, metric=P(D, ones)), P(X), P(W), P(D, ones), a[rows], b[rows])
+
+
+# ------------------------------------------------------------------ edge cases
+
+
+@pytest.mark.parametrize("sv, sd", [(1e-150, 1e150), (1e150, 1e-150), (1e150, 1e150), (1e-150, 1e-150), (1.0, 1e150), (1e-150, 1.0)])
+@given(metric_row_problems(max_rows=3, max_cols=5))
+def test_extreme_scales_against_reference(numpy_backend, sv, sd, problem):
+    # data at 1e+-150, metric at 1e+-150: the references solved at that scale
+    W, D, lam, mu, step, _ = problem
+    Ws, Ds = W * sv, D * sd
+    G, m = W.shape
+    for op in ROW_OPS:
+        mu_ = op_mu(op, mu)
+        a0, b0 = thresholds(lam, mu_, step, np.ones(G))
+        # a scales like |d v| (sv sd), b like d (sd): a problem of the same shape
+        a, b = a0 * (sv * sd), b0 * sd
+        lam_s = a[0] + b[0]
+        if lam_s == 0 or not math.isfinite(lam_s):
+            continue
+        mu_s = b[0] / lam_s
+        if op == "group_lasso":
+            X = proxlib.prox_group_lasso(Ws, a[0], metric=Ds)
+            a, b = np.full(G, a[0]), np.zeros(G)
+        elif op == "exclusive":
+            X = proxlib.prox_exclusive_lasso(Ws, b[0], metric=Ds)
+            a, b = np.zeros(G), np.full(G, b[0])
+        else:
+            X = proxlib.prox_group_exclusive(Ws, lam_s, mu_s, metric=Ds)
+            a, b = thresholds(lam_s, mu_s, 1.0, np.ones(G))
+        ref = np.array(
+            [M.exact_exclusive_metric_row(Ws[g], Ds[g], b[g]) if a[g] == 0 else M.exact_group_exclusive_metric_row(Ws[g], Ds[g], a[g], b[g]) for g in range(G)]
+        )
+        assert np.all(np.isfinite(X))
+        rows_close(X, ref, Ws, Ds, a, b, tiny=TINY64 / math.sqrt(sd))
+
+
+@pytest.mark.parametrize("b", [1e3, 1e8, 1e15])
+@given(C.matrices(3, 5), st.data(), st.floats(0.0, 0.5))
+def test_large_b_relative_accuracy(numpy_backend, b, W, data, f):
+    # x ~ d|v| / (d (1 + b H)) is tiny; the cancellation-free formulas keep it
+    # accurate relative to itself (a <= f times the result's scale keeps the
+    # group factor well conditioned)
+    D = data.draw(M.metrics(W.shape, -1.0, 1.0))
+    a = f * np.abs(D * W).max() / (1 + b * np.sum(1 / D, axis=1).max())
+    for lam, mu in ((b, 1.0), (a + b, b / (a + b))):
+        X = proxlib.prox_group_exclusive(W, lam, mu, metric=D)
+        aa, bb = thresholds(lam, mu, 1.0, np.ones(W.shape[0]))
+        for g in range(W.shape[0]):
+            ref = M.exact_exclusive_metric_row(W[g], D[g], bb[g]) if mu == 1.0 else M.exact_group_exclusive_metric_row(W[g], D[g], aa[g], bb[g])
+            np.testing.assert_allclose(X[g], ref, rtol=0, atol=64 * W.shape[1] * EPS64 * np.abs(ref).max())
+
+
+@given(metric_row_problems(max_rows=4, max_cols=5), st.sampled_from(["row", "entry"]))
+def test_ties_and_zeros(numpy_backend, problem, where):
+    W, D, lam, mu, step, _ = problem
+    W, D = np.vstack([W, np.zeros_like(W[:1])]), np.vstack([D, D[:1]])  # a zero row last
+    if where == "row" and W.shape[0] > 2:
+        W[1], D[1] = W[0], D[0]
+    elif W.shape[1] > 1:
+        W[:, 1], D[:, 1] = -W[:, 0], D[:, 0]
+    for op in ROW_OPS:
+        X = row_prox(op, W, lam, op_mu(op, mu), step, metric=D)
+        assert np.all(X[-1] == 0), "a zero row must stay zero"
+        if where == "row" and W.shape[0] > 2:
+            np.testing.assert_array_equal(X[1], X[0])
+        elif W.shape[1] > 1:
+            np.testing.assert_array_equal(X[:, 1], -X[:, 0])
+
+
+@pytest.mark.parametrize("op", ROW_OPS + ("lp", "weighted_l1", "weighted_l2sq"))
+@given(metric_row_problems(max_rows=4, max_cols=5))
+def test_float32(numpy_backend, op, problem):
+    W, D, lam, mu, step, gw = problem
+    mu = op_mu(op, mu)
+    W32, D32 = W.astype(np.float32), D.astype(np.float32)
+    if op in ROW_OPS:
+        call = lambda A, Dm: row_prox(op, A, lam, mu, step, group_weights=gw, metric=Dm)  # noqa: E731
+    elif op == "lp":
+        call = lambda A, Dm: proxlib.prox_lp(A, lam, 0.5, step, metric=Dm)  # noqa: E731
+        C.not_near(W32.astype(np.float64), [proxlib.lp_threshold(step * lam / dd, 0.5) for dd in np.unique(D32)], rel=1e-5)
+    elif op == "weighted_l1":
+        call = lambda A, Dm: proxlib.prox_weighted_l1(A, lam, step, metric=Dm)  # noqa: E731
+    else:
+        call = lambda A, Dm: proxlib.prox_weighted_l2sq(A, lam, step, metric=Dm)  # noqa: E731
+    X32 = call(W32, D32)
+    assert X32.dtype == np.float32 and X32.shape == W.shape
+    X64 = call(W32.astype(np.float64), D32.astype(np.float64))
+    # float32 data and metric: the kernels compute in float64 and round once;
+    # the Euclidean reduction (constant metric) rounds the thresholds to
+    # float32: eps32 relative in the thresholds, eps32 in x
+    G = W.shape[0]
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
+    if op not in ROW_OPS:
+        a, b = np.full(G, step * lam), np.zeros(G)
+    rows_close(X32, X64, W32, D32, a, b, eps=EPS32, tiny=TINY32)
+
+
+def test_metric_spanning_the_float_range(numpy_backend):
+    # d from 1e-300 to 1e300 in one row (the scaled metric underflows to 0 for
+    # the smallest entries): finite results that satisfy the optimality conditions
+    W = np.array([[1.0, -2.0, 3.0, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    D = np.array([[1e300, 1e-300, 1.0, 1e-30], [1e-300, 1e300, 1e-300, 2.0]])
+    for op in ROW_OPS:
+        for lam in (1e-3, 1.0, 1e300):
+            mu = op_mu(op, 0.5)
+            X = row_prox(op, W, lam, mu, metric=D)
+            assert np.all(np.isfinite(X)), (op, lam, X)
+            assert np.all(np.abs(X) <= np.abs(W))
+            a, b = thresholds(lam, mu, 1.0, np.ones(2))
+            kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
+def test_degenerate_shapes(numpy_backend, op):
+    for shape in [(0, 3), (3, 0), (1, 1), (1, 5), (5, 1)]:
+        W = np.ones(shape)
+        D = np.linspace(1, 2, W.size).reshape(shape)
+        X = row_prox(op, W, 0.1, 0.5, metric=D)
+        assert X.shape == shape and X.dtype == W.dtype
+    assert row_prox(op, np.zeros(0), 0.1, 0.5, groups=np.zeros(0, dtype=int), metric=np.zeros(0)).shape == (0,)
+
+
+def test_hand_cases():
+    # group lasso, one row [3, 4] with d = [1, 4], a = 1: ||d v|| = ||[3, 16]|| > 1.
+    # x_i = d_i v_i s / (d_i s + 1): s solves (3/(s + 1))^2 + (16/(4 s + 1))^2 = 1.
+    x = proxlib.prox_group_lasso(np.array([[3.0, 4.0]]), 1.0, metric=np.array([[1.0, 4.0]]))[0]
+    s = np.hypot(*x)
+    np.testing.assert_allclose((3 / (s + 1)) ** 2 + (16 / (4 * s + 1)) ** 2, 1.0, rtol=4 * EPS64)
+    np.testing.assert_allclose(x, [3 * s / (s + 1), 16 * s / (4 * s + 1)], rtol=4 * EPS64)
+    # zero iff ||d v|| <= a: v = [1.5, 4], d = [2, 1] has d v = [3, 4], ||d v|| = 5
+    v, d = np.array([1.5, 4.0]), np.array([2.0, 1.0])
+    np.testing.assert_array_equal(proxlib.prox_group_lasso(v, 5.0, metric=d), [0.0, 0.0])
+    assert np.all(proxlib.prox_group_lasso(v, 5.0 * (1 - 2.0**-50), metric=d) > 0)
+    # exclusive, [3, 1] with d = [1, 2], b = 1: z = d|v| = [3, 2].  k = 1: L = 3/(1 + 1) = 1.5,
+    # but z_2 = 2 > b L = 1.5, so k = 2: L = 4/(1 + 1 + 1/2) = 1.6; x = |v| - L/d = [1.4, 0.2]
+    np.testing.assert_allclose(proxlib.prox_exclusive_lasso(np.array([3.0, 1.0]), 1.0, metric=np.array([1.0, 2.0])), [1.4, 0.2], rtol=4 * EPS64)
+    # weighted l1: thresholds w/d
+    np.testing.assert_array_equal(proxlib.prox_weighted_l1(np.array([3.0, 3.0]), 1.0, metric=np.array([1.0, 2.0])), [2.0, 2.5])
+    # lp, p = 0: hard threshold sqrt(2 lam / d): |v| = 1.5 survives d = 1 (sqrt 2 = 1.41) but not d = 0.5 (2)
+    np.testing.assert_array_equal(proxlib.prox_lp(np.array([1.5, 1.5]), 1.0, 0.0, metric=np.array([1.0, 0.5])), [1.5, 0.0])
+
+
+# ------------------------------------------------------------------ bad input
+
+
+BAD_METRICS = [
+    (np.array([[1.0, 0.0], [1.0, 1.0]]), ValueError, "> 0"),
+    (np.array([[1.0, -2.0], [1.0, 1.0]]), ValueError, "> 0"),
+    (np.array([[1.0, np.nan], [1.0, 1.0]]), ValueError, "NaN or Inf"),
+    (np.array([[1.0, np.inf], [1.0, 1.0]]), ValueError, "NaN or Inf"),
+    (np.ones((3, 2)), ValueError, "broadcast"),
+    (np.ones(3), ValueError, "broadcast"),
+    (np.ones((2, 2), dtype=bool), TypeError, "bool"),
+    (np.ones((2, 2), dtype=complex), TypeError, "complex"),
+    ("abc", TypeError, "metric"),
+]
+
+
+@pytest.mark.parametrize("bad, exc, match", BAD_METRICS)
+def test_bad_metric_raises(bad, exc, match):
+    W = np.array([[1.0, -2.0], [0.5, 3.0]])
+    rng = np.random.default_rng(0)
+    for name, call in _all_calls(W, rng).items():
+        if name == "owl" and getattr(bad, "shape", None) not in (None, (2, 2)):
+            continue  # (the OWL call flattens the metric)
+        with pytest.raises(exc, match=match):
+            call(W, 1.0, metric=bad)
+
+
+def test_metric_errors_name_the_argument_and_inputs_untouched():
+    W = np.array([[1.0, -2.0], [0.5, 3.0]])
+    D = np.array([[1.0, 2.0], [0.5, 3.0]])
+    W0, D0 = W.copy(), D.copy()
+    with pytest.raises(ValueError, match="metric"):
+        proxlib.prox_group_lasso(W, 1.0, metric=-D)
+    X = proxlib.prox_group_exclusive(W, 1.0, 0.5, metric=D)
+    assert not np.shares_memory(X, W) and not np.shares_memory(X, D)
+    np.testing.assert_array_equal(W, W0)
+    np.testing.assert_array_equal(D, D0)
+    # broadcasting: a metric per row (G, 1) is one d per row
+    np.testing.assert_array_equal(
+        proxlib.prox_group_lasso(W, 1.0, metric=np.array([[1.0], [2.0]])),
+        proxlib.prox_group_lasso(W, 1.0, metric=np.array([[1.0, 1.0], [2.0, 2.0]])),
+    )
+
+
+def test_owl_and_growl_refuse_a_non_constant_metric():
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(3, 4))
+    with pytest.raises(ValueError, match="only when the metric is constant"):
+        proxlib.prox_owl(W.ravel(), np.ones(12), metric=np.linspace(1, 2, 12))
+    # constant within each row is not enough for GrOWL
+    with pytest.raises(ValueError, match="only when the metric is constant"):
+        proxlib.prox_growl(W, np.ones(3), metric=np.array([[1.0], [2.0], [3.0]]))
+    with pytest.raises(ValueError, match="only when the metric is constant"):
+        proxlib.OWL(np.ones(12)).prox(W.ravel(), 1.0, metric=np.linspace(1, 2, 12))
+    # a constant metric whose step / d leaves the float range is refused too
+    with pytest.raises(ValueError, match="positive finite"):
+        proxlib.prox_owl(W.ravel(), np.ones(12), 1e300, metric=np.full(12, 1e-300))
+
+
+# ------------------------------------------------------------------ backends
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(b not in proxlib.available_backends(), reason=f"{b} unavailable")) for b in ("numpy", "numba", "torch")]
+
+
+def _parity_cases(rng, dtype):
+    W = rng.normal(size=(5, 7)) * rng.choice([1.0, 1e-3, 1e3], size=(5, 1))
+    W[2] = 0.0
+    W[3, :3] = W[3, 3:6]  # ties
+    D = np.exp(rng.normal(size=W.shape) * 2)
+    D[3, :3] = D[3, 3:6]
+    v, labels = W.ravel(), np.arange(W.size) % 4
+    cases = {
+        "group_lasso": (lambda A, Dm: proxlib.prox_group_lasso(A, 0.6, 0.7, metric=Dm), W, D),
+        "group_lasso_ragged": (lambda A, Dm: proxlib.prox_group_lasso(A, 0.6, 0.7, groups=labels, metric=Dm), v, D.ravel()),
+        "exclusive": (lambda A, Dm: proxlib.prox_exclusive_lasso(A, 0.6, 0.7, metric=Dm), W, D),
+        "group_exclusive": (lambda A, Dm: proxlib.prox_group_exclusive(A, 0.6, 0.3, 0.7, metric=Dm), W, D),
+        "group_exclusive_ragged": (lambda A, Dm: proxlib.prox_group_exclusive(A, 0.6, 0.3, groups=labels, group_weights="sqrt", metric=Dm), v, D.ravel()),
+        "weighted_l1": (lambda A, Dm: proxlib.prox_weighted_l1(A, 0.4, 0.7, metric=Dm), W, D),
+        "weighted_l2sq": (lambda A, Dm: proxlib.prox_weighted_l2sq(A, 0.4, 0.7, metric=Dm), W, D),
+        "lp": (lambda A, Dm: proxlib.prox_lp(A, 0.4, 0.5, 0.7, metric=Dm), W, D),
+        "lp_p0": (lambda A, Dm: proxlib.prox_lp(A, 0.4, 0.0, 0.7, metric=Dm), W, D),
+        "owl_constant": (lambda A, Dm: proxlib.prox_owl(A.reshape(-1), np.linspace(1, 0, math.prod(A.shape)), 0.7, metric=0 * Dm.reshape(-1) + 2.0), W, D),
+        "growl_constant": (lambda A, Dm: proxlib.prox_growl(A, np.linspace(1, 0, A.shape[0]), 0.7, metric=0 * Dm + 2.0), W, D),
+    }
+    return {k: (f, A.astype(dtype), Dm.astype(dtype)) for k, (f, A, Dm) in cases.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_backend_parity(backend, dtype):
+    rng = np.random.default_rng(11)
+    cases = _parity_cases(rng, np.dtype(dtype))
+    eps = EPS64 if dtype == "float64" else EPS32
+    for name, (call, A, Dm) in cases.items():
+        with proxlib.use_backend("numpy"):
+            ref = call(A, Dm)
+        A0, D0 = A.copy(), Dm.copy()
+        if backend == "torch":
+            torch = _torch()
+            At, Dt = torch.from_numpy(A.copy()), torch.from_numpy(Dm.copy())
+            with proxlib.use_backend("torch"):
+                X = call(At, Dt)
+            assert isinstance(X, torch.Tensor) and X.device.type == "cpu", name
+            assert str(X.dtype) == f"torch.{dtype}" and tuple(X.shape) == ref.shape, name
+            np.testing.assert_array_equal(At.numpy(), A0)
+            X = X.numpy()
+        else:
+            with proxlib.use_backend(backend):
+                X = call(A, Dm)
+            assert type(X) is np.ndarray and X.dtype == A.dtype and X.shape == ref.shape, name
+        np.testing.assert_array_equal(A, A0)
+        np.testing.assert_array_equal(Dm, D0)
+        # same algorithm, other libraries' rounding (sums, sqrt): 16 m eps of the row scale in the d-norm
+        G = A.shape[0] if A.ndim > 1 else 1
+        rows_close(X.reshape(A.shape), ref.reshape(A.shape), A, Dm, np.full(G, 0.42 * 2), np.full(G, 0.42 * 2 * max(A.shape)), eps=eps, tiny=TINY32 if dtype == "float32" else TINY64)
+
+
+@proxlib.use_backend(None)  # automatic dispatch (the module's other tests pin numpy)
+def test_torch_metric_tensor_for_numpy_input_and_numpy_metric_for_tensor():
+    torch = _torch()
+    rng = np.random.default_rng(2)
+    W, D = rng.normal(size=(3, 4)), np.exp(rng.normal(size=(3, 4)))
+    ref = proxlib.prox_group_exclusive(W, 0.5, 0.5, metric=D)
+    np.testing.assert_allclose(proxlib.prox_group_exclusive(W, 0.5, 0.5, metric=torch.from_numpy(D)), ref, rtol=0, atol=0)
+    X = proxlib.prox_group_exclusive(torch.from_numpy(W), 0.5, 0.5, metric=D)
+    assert isinstance(X, torch.Tensor)
+    np.testing.assert_allclose(X.numpy(), ref, rtol=1e-13, atol=1e-15)
+    # half precision is computed in float32 and returned in its dtype
+    Xh = proxlib.prox_group_lasso(torch.from_numpy(W).half(), 0.5, metric=torch.from_numpy(D).half())
+    assert Xh.dtype == torch.float16
+
+
+def test_torch_kernels_take_out():
+    torch = _torch()
+    from proxlib.backends import torch_dev
+
+    rng = np.random.default_rng(3)
+    W, D = torch.from_numpy(rng.normal(size=(3, 4))), torch.from_numpy(np.exp(rng.normal(size=(3, 4))))
+    a = torch.full((3,), 0.5, dtype=torch.float64)
+    out = torch.empty_like(W)
+    res = torch_dev.group_lasso_metric(W, D, a, out=out)
+    assert res is out
+    np.testing.assert_array_equal(out.numpy(), torch_dev.group_lasso_metric(W, D, a).numpy())
+    assert not torch_dev.group_lasso_metric(W.requires_grad_(), D, a).requires_grad  # under no_grad
+
+
+def test_metric_kernels_stay_on_the_device():
+    # like the other modules on the CuPy path: no NumPy import, no host copies
+    path = pathlib.Path(MK.__file__)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            assert not any(a.name.split(".")[0] == "numpy" for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            assert (node.module or "").split(".")[0] != "numpy"
+        if isinstance(node, ast.Attribute):  # the rules of test_cupy_backend's _GPU_PATH check, and .numpy()/.cpu()
+            assert node.attr not in {"get", "asnumpy", "tolist", "item", "tobytes", "__array__", "numpy", "cpu"}, node.attr
+        if isinstance(node, ast.Name):
+            assert node.id not in {"np", "numpy", "float"}, (node.id, node.lineno)
+
+
+def test_every_metric_kernel_is_registered():
+    from proxlib.backends import KERNELS
+
+    for op in proxlib.OPERATORS.values():
+        mk = op.penalty.metric_kernel
+        if op.name in ("owl", "growl"):
+            assert mk is None
+        else:
+            assert mk == op.kernel + "_metric" and mk in KERNELS

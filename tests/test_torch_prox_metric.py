@@ -1,0 +1,365 @@
+"""ProximalStep(optimizer, metric="adam"): the prox in Adam's diagonal metric after every step.
+
+The hook's result is compared bit for bit with the public operator called
+with ``metric=adam_metric(optimizer, w)`` on the post-step weights of an
+identical model trained without the hook (so the comparison covers the
+state it reads: second moment, step count, betas, eps, lr).  A constant
+metric gives the Euclidean ProximalStep with strength / metric (to rounding),
+and every configuration that has no exact metric prox is refused at add().
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import proxlib  # noqa: E402
+import proxlib.torch as pt  # noqa: E402
+from proxlib.torch.adaptive import adam_metric  # noqa: E402
+
+# (penalty, grouping, strength): every operator with a metric kernel, row and
+# flat layouts; strengths that zero some but not all groups/entries in 3 Adam steps
+CASES = {
+    "group-lasso/channel": (proxlib.GroupLasso(0.7), "channel", 0.5),
+    "group-lasso/filter": (proxlib.GroupLasso(0.7), "filter", 0.4),
+    "exclusive/filter": (proxlib.ExclusiveLasso(0.9), "filter", 0.1),
+    "group-exclusive/shape": (proxlib.GroupExclusive(0.8, 0.3), "shape", 0.1),
+    "weighted-l1": (proxlib.WeightedL1(0.4), None, 0.1),
+    "weighted-l1/array": (lambda G: proxlib.WeightedL1(np.linspace(0.1, 0.9, 6 * 3 * 3 * 3).reshape(6, 3, 3, 3)), None, 0.1),
+    "weighted-l2sq/array": (lambda G: proxlib.WeightedL2Sq(np.linspace(0.1, 2.0, 6 * 3 * 3 * 3).reshape(6, 3, 3, 3)), None, 0.1),
+    "lp-half": (proxlib.Lp(0.05, 0.5), None, 0.1),
+    "lp-0.3/channel": (proxlib.Lp(0.05, 0.3), "channel", 0.1),
+}
+
+OPTIMIZERS = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.8, 0.9)),
+    "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.03, weight_decay=0.1),
+    "adam-amsgrad": lambda ps: torch.optim.Adam(ps, lr=0.05, amsgrad=True, weight_decay=0.01),
+    "adam-foreach": lambda ps: torch.optim.Adam(ps, lr=0.05, foreach=True),
+}
+
+
+def _net(dtype):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 4)).to(dtype)
+
+
+def _batch(dtype, k):
+    g = torch.Generator().manual_seed(10 + k)
+    return torch.randn(8, 3, 6, 6, generator=g, dtype=dtype), torch.randint(0, 4, (8,), generator=g)
+
+
+def _loss_step(net, opt, dtype, k):
+    X, y = _batch(dtype, k)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(net(X), y).backward()
+    opt.step()
+
+
+def _resolved(penalty, w, grouping):
+    rows = w if grouping is None else proxlib.to_rows(w, grouping)
+    n = rows.shape[0] if rows.ndim > 1 else 1
+    return penalty(n) if callable(penalty) and not hasattr(penalty, "prox") else penalty
+
+
+def _direct(penalty, w, d, step, grouping):
+    """The public operator in the metric d on the post-step weights."""
+    pen = _resolved(penalty, w, grouping)
+    if grouping is None:
+        return pen.prox(w, step, metric=d)
+    X = pen.prox(proxlib.to_rows(w, grouping), step, metric=proxlib.to_rows(d, grouping))
+    return proxlib.from_rows(X, tuple(w.shape), grouping)
+
+
+def _snapshot(opt, w):
+    """A step post-hook, registered before the prox's: the weights after the
+    optimizer's update, before the prox."""
+    seen = []
+    opt.register_step_post_hook(lambda *a: seen.append(w.detach().clone()))
+    return seen
+
+
+# every operator with Adam in float64 and float32; the other optimizers in float64 on three
+HOOK_CASES = [(c, "adam", dt) for c in CASES for dt in ("float64", "float32")] + [
+    (c, o, "float64") for o in OPTIMIZERS if o != "adam" for c in ("group-lasso/channel", "group-exclusive/shape", "lp-half")
+]
+
+
+@pytest.mark.parametrize("case, opt_name, dtype_name", HOOK_CASES)
+def test_hook_is_the_metric_prox_of_the_post_step_weights(case, opt_name, dtype_name):
+    dtype = getattr(torch, dtype_name)
+    penalty, grouping, strength = CASES[case]
+    net = _net(dtype)
+    ref = copy.deepcopy(net)
+    opt = OPTIMIZERS[opt_name](net.parameters())
+    ropt = OPTIMIZERS[opt_name](ref.parameters())
+    w = net[0].weight
+    seen = _snapshot(opt, w)
+    prox = pt.ProximalStep(opt, model=net, metric="adam")
+    prox.add(net[0], penalty, grouping=grouping, strength=strength)
+    prox.attach()
+    for k in range(3):
+        _loss_step(net, opt, dtype, k)
+        d = adam_metric(opt, w)
+        expected = _direct(penalty, seen[-1], d, opt.param_groups[0]["lr"] * strength, grouping)
+        assert torch.equal(w, expected), f"step {k}: max diff {(w - expected).abs().max().item()}"
+        # the same trajectory as a model without the hook that takes the direct prox
+        _loss_step(ref, ropt, dtype, k)
+        with torch.no_grad():
+            ref[0].weight.copy_(_direct(penalty, ref[0].weight.detach(), adam_metric(ropt, ref[0].weight), opt.param_groups[0]["lr"] * strength, grouping))
+        assert torch.equal(w, ref[0].weight)
+        assert torch.equal(net[3].weight, ref[3].weight)  # no prox there: the same Adam steps
+    assert prox.n_steps == 3
+    # a non-trivial metric, and a prox that changed the weights (zeroing some, not all)
+    assert float(d.max() / d.min()) > 2
+    assert not torch.equal(w, seen[-1])
+    if opt_name == "adam" and "l2sq" not in case:
+        assert 0 < int((w == 0).sum()) < w.numel()
+
+
+def test_compiled_optimizer_step_with_the_metric_hook():
+    """torch.compile(optimizer.step) with the metric hook attached: the hook
+    is a graph break, and its result is the metric prox (d read from the
+    compiled optimizer's state) of the weights the compiled step produced."""
+    torch._dynamo.reset()
+    net = _net(torch.float64)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    w = net[0].weight
+    seen = _snapshot(opt, w)
+    prox = pt.ProximalStep(opt, metric="adam")
+    prox.add(net[0], proxlib.GroupLasso(0.7), grouping="channel", strength=0.5)
+    prox.attach()
+    step = torch.compile(opt.step, backend="aot_eager")
+    for k in range(3):
+        X, y = _batch(torch.float64, k)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        step()
+        expected = _direct(proxlib.GroupLasso(0.7), seen[-1], adam_metric(opt, w), 0.05 * 0.5, "channel")
+        assert torch.equal(w, expected)
+    assert prox.n_steps == 3 and len(seen) == 3
+    assert int((w == 0).sum()) > 0
+
+
+def test_the_metric_changes_the_result():
+    """The comparison above can fail: the Euclidean step differs from the metric step."""
+    results = []
+    for metric in (None, "adam"):
+        net = _net(torch.float64)
+        opt = torch.optim.Adam(net.parameters(), lr=0.05)
+        prox = pt.ProximalStep(opt, metric=metric)
+        prox.add(net[0], proxlib.GroupLasso(0.7), grouping="channel", strength=0.01)
+        prox.attach()
+        _loss_step(net, opt, torch.float64, 0)
+        results.append(net[0].weight.detach().clone())
+    assert not torch.allclose(results[0], results[1], rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("case", ["group-lasso/channel", "exclusive/filter", "group-exclusive/shape", "weighted-l1/array", "weighted-l2sq/array", "lp-half"])
+def test_constant_metric_with_sgd_is_the_euclidean_step(case):
+    """SGD has no metric (d = 1); a constant metric delta with strength
+    s * delta is the Euclidean step with strength s (the metric kernels
+    against the Euclidean kernels: same math, other roundings)."""
+    penalty, grouping, _ = CASES[case]
+    strength = 1.5 if case == "group-lasso/channel" else 0.3  # some groups/entries zero, not all, with SGD
+    for delta in (1.0, 4.0):
+        out = []
+        for metric in (lambda opt, p, c=delta: torch.full_like(p, c), None):
+            net = _net(torch.float64)
+            opt = torch.optim.SGD(net.parameters(), lr=0.3, momentum=0.9)
+            prox = pt.ProximalStep(opt, metric=metric)
+            prox.add(net[0], penalty, grouping=grouping, strength=strength * delta if metric else strength)
+            prox.attach()
+            for k in range(3):
+                _loss_step(net, opt, torch.float64, k)
+            out.append(net[0].weight.detach().clone())
+        assert (out[0] == 0).sum() == (out[1] == 0).sum()
+        if "l2sq" not in case:
+            assert 0 < int((out[0] == 0).sum()) < out[0].numel()
+        torch.testing.assert_close(out[0], out[1], rtol=1e-13, atol=1e-15)
+
+
+def test_every_and_explicit_lr():
+    """every=k: step lr * strength * k in the metric at that step; step(lr=) likewise."""
+    net = _net(torch.float64)
+    ref = copy.deepcopy(net)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    ropt = torch.optim.Adam(ref.parameters(), lr=0.05)
+    prox = pt.ProximalStep(opt, every=2, metric="adam")
+    prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter", strength=0.5)
+    prox.attach()
+    for k in range(4):
+        _loss_step(net, opt, torch.float64, k)
+        _loss_step(ref, ropt, torch.float64, k)
+        if k % 2 == 1:
+            w = ref[0].weight
+            with torch.no_grad():
+                w.copy_(_direct(proxlib.GroupLasso(0.5), w.detach(), adam_metric(ropt, w), 0.05 * 0.5 * 2, "filter"))
+        assert torch.equal(net[0].weight, ref[0].weight)
+    assert prox.n_steps == 2
+    prox.detach()
+    prox.step(lr=0.2)
+    w = ref[0].weight
+    with torch.no_grad():
+        w.copy_(_direct(proxlib.GroupLasso(0.5), w.detach(), adam_metric(ropt, w), 0.2 * 0.5, "filter"))
+    assert torch.equal(net[0].weight, w)
+
+
+def test_half_precision_parameter():
+    """bfloat16 weights: the prox in float32 of the upcast weight and metric, rounded once."""
+    net = _net(torch.float32).to(torch.bfloat16)
+    ref = copy.deepcopy(net)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05, eps=1e-3)
+    ropt = torch.optim.Adam(ref.parameters(), lr=0.05, eps=1e-3)
+    prox = pt.ProximalStep(opt, metric="adam")
+    prox.add(net[0], proxlib.GroupLasso(0.7), grouping="channel")
+    prox.attach()
+    _loss_step(net, opt, torch.bfloat16, 0)
+    _loss_step(ref, ropt, torch.bfloat16, 0)
+    w = ref[0].weight
+    X = _direct(proxlib.GroupLasso(0.7), w.detach().float(), adam_metric(ropt, w), 0.05, "channel")
+    assert torch.equal(net[0].weight, X.to(torch.bfloat16))
+
+
+# ------------------------------------------------------------------ errors
+
+
+def _adam_setup(**kw):
+    net = _net(torch.float64)
+    return net, torch.optim.Adam(net.parameters(), lr=0.05, **kw)
+
+
+def test_metric_adam_needs_adam():
+    net = _net(torch.float64)
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="metric='adam' needs a torch.optim.Adam or AdamW optimizer, got SGD"):
+        pt.ProximalStep(sgd, metric="adam")
+    for other in (torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax):
+        with pytest.raises(TypeError, match=other.__name__):
+            pt.ProximalStep(other(net.parameters()), metric="adam")
+    with pytest.raises(ValueError, match="pass the Adam or AdamW optimizer"):
+        pt.ProximalStep(metric="adam")
+    _, adam = _adam_setup()
+    prox = pt.ProximalStep(adam, metric="adam")
+    with pytest.raises(TypeError, match="got SGD"):
+        prox.attach(sgd)
+    with pytest.raises(TypeError, match="got SGD"):
+        prox.step(sgd)
+
+
+def test_bad_metric_argument():
+    _, adam = _adam_setup()
+    for bad in ("Adam", "euclidean", 1.0, True):
+        with pytest.raises(ValueError, match="metric must be None, 'adam' or a callable"):
+            pt.ProximalStep(adam, metric=bad)
+
+
+def test_eps_must_be_positive():
+    with pytest.raises(ValueError, match="eps > 0"):
+        pt.ProximalStep(_adam_setup(eps=0.0)[1], metric="adam")
+    net, adam = _adam_setup()
+    prox = pt.ProximalStep(adam, metric="adam")
+    adam.param_groups[0]["eps"] = 0.0
+    with pytest.raises(ValueError, match="eps > 0"):
+        prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter")
+
+
+@pytest.mark.parametrize(
+    "penalty, exc, match",
+    [
+        (pt.growl(lambda G: proxlib.owl_weights_oscar(G, 0.3, 0.1)), ValueError, "GrOWL has an exact prox in a diagonal metric only when the metric is constant"),
+        (pt.owl(lambda n: proxlib.owl_weights_oscar(n, 0.3, 0.1)), ValueError, "OWL has an exact prox in a diagonal metric only when"),
+        (pt.GroupExclusiveSequential(0.8, 0.3), TypeError, "needs one of proxlib's penalties"),
+    ],
+)
+def test_penalties_without_an_exact_metric_prox_are_refused_at_add(penalty, exc, match):
+    net, adam = _adam_setup()
+    prox = pt.ProximalStep(adam, metric="adam")
+    with pytest.raises(exc, match=match):
+        prox.add(net[0], penalty, grouping="channel")
+    assert prox.terms == []
+    pt.ProximalStep(adam).add(net[0], penalty, grouping="channel")  # Euclidean: accepted
+
+
+def test_no_state_yet_and_bad_callable_output():
+    net, adam = _adam_setup()
+    prox = pt.ProximalStep(adam, metric="adam")
+    prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter", label="conv")
+    with pytest.raises(ValueError, match="'conv': the optimizer has no Adam state for its tensor yet"):
+        prox.step()
+    for bad, match in ((lambda o, p: torch.ones(3), r"shape \(6, 3, 3, 3\), got \(3,\)"), (lambda o, p: 1.0, "got float")):
+        prox = pt.ProximalStep(adam, metric=bad)
+        prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter")
+        with pytest.raises(ValueError, match=match):
+            prox.step()
+    prox = pt.ProximalStep(metric=lambda o, p: torch.ones_like(p))
+    prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter")
+    with pytest.raises(ValueError, match="needs an optimizer"):
+        prox.step(lr=0.1)
+
+
+def test_check_finite_checks_the_metric():
+    net, adam = _adam_setup()
+    w0 = net[0].weight.detach().clone()
+    for value, match in ((float("nan"), "the metric"), (0.0, "metric must be > 0"), (-1.0, "metric must be > 0")):
+        prox = pt.ProximalStep(adam, metric=lambda o, p, v=value: torch.full_like(p, v), check_finite=True)
+        prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter")
+        with pytest.raises(ValueError, match=match):
+            prox.step()
+        assert torch.equal(net[0].weight, w0)
+
+
+def test_sharded_parameters_are_refused():
+    """A DTensor parameter (one-process gloo mesh) with metric='adam': ValueError at add()."""
+    code = r"""
+import os, sys, tempfile, torch, torch.distributed as dist
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+import proxlib, proxlib.torch as pt
+f = tempfile.NamedTemporaryFile(delete=False); f.close(); os.unlink(f.name)
+dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1)
+mesh = init_device_mesh("cpu", (1,))
+w = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3, dtype=torch.float64), mesh, [Shard(0)]))
+opt = torch.optim.Adam([w], lr=0.1)
+try:
+    pt.ProximalStep(opt, metric="adam").add(w, proxlib.GroupLasso(0.5))
+except ValueError as e:
+    print("refused:", e)
+pt.ProximalStep(opt).add(w, proxlib.GroupLasso(0.5))  # Euclidean: accepted
+dist.destroy_process_group()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "refused: proximal steps in an optimizer's metric are not supported on sharded (DTensor) parameters" in out.stdout
+
+
+def test_readme_metric_snippet_runs():
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Proximal steps in a diagonal metric") :]
+    start = section.index("```python") + len("```python")
+    code = section[start : section.index("```", start)]
+    model = torch.nn.Module()
+    model.conv2 = torch.nn.Conv2d(3, 4, 3)
+    ns = {"torch": torch, "pt": pt, "proxlib": proxlib, "model": model}
+    exec(compile(code, "README.md", "exec"), ns)
+    opt, prox = ns["opt"], ns["prox"]
+    seen = []
+    opt.register_step_post_hook(lambda *a: seen.append(model.conv2.weight.detach().clone()))
+    prox.attach()  # again, after the snapshot hook (attach replaces the first)
+    model.conv2(torch.randn(2, 3, 5, 5)).square().sum().backward()
+    opt.step()
+    expected = proxlib.from_rows(
+        proxlib.prox_group_lasso(proxlib.to_rows(seen[0], "filter"), 1.0, 1e-3 * 1e-2, metric=proxlib.to_rows(adam_metric(opt, model.conv2.weight), "filter")),
+        (4, 3, 3, 3),
+        "filter",
+    )
+    assert prox.n_steps == 1 and torch.equal(model.conv2.weight, expected)
