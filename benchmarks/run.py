@@ -46,15 +46,51 @@ from peers import _proxlib_call as proxlib_call  # noqa: E402
 
 FLOORS = {"owl": "np.sort(v)"} | {op: "np.abs(W)" for op in OPERATORS if op != "owl"}
 
-# Issue 3's CPU targets: (operator, size, dtype) -> max ratio to the floor (medians).
-TARGETS = {
-    ("owl", "n=1e6", "float64"): 1.5,
-    ("owl", "n=1e7", "float64"): 2.0,
-    ("group_lasso", "4096x4096", "float64"): 1.1,
-    ("growl", "4096x4096", "float64"): 1.1,
-    ("exclusive_lasso", "4096x4096", "float64"): 3.0,
-    ("exclusive_lasso", "512x4608", "float64"): 3.0,
-}
+# CPU targets (issues 3 and 13): (operator, size, dtype) -> max ratio to the floor
+# (medians), in float64 and float32.
+TARGETS = {}
+for _dtype in ("float64", "float32"):
+    TARGETS |= {
+        ("owl", "n=1e6", _dtype): 1.5,
+        ("owl", "n=1e7", _dtype): 2.0,
+        ("group_lasso", "4096x4096", _dtype): 1.1,
+        ("growl", "4096x4096", _dtype): 1.1,
+    }
+    for _size in ("4096x4096", "512x4608", "784x300"):
+        TARGETS[("exclusive_lasso", _size, _dtype)] = 3.0
+        TARGETS[("group_exclusive", _size, _dtype)] = 3.0
+
+# Targets against a peer instead of a floor: (operator, size, dtype) -> (peer, max
+# ratio of proxlib's median to the peer's).  Issue 13: OWL's per-call overhead at
+# n = 100 no worse than skglm's, compared kernel to kernel (skglm's prox_vec
+# validates nothing; proxlib's public function adds its input checks).
+PEER_TARGETS = {("owl", "n=1e2", dt): ("skglm SLOPE.prox_vec", 1.0) for dt in ("float64", "float32")}
+
+
+def kernel_contender() -> Contender:
+    """proxlib's Numba OWL kernel called directly (thresholds step * w formed
+    untimed): the per-call cost without the public function's input checks."""
+
+    def prepare(case: Case):
+        from peers import Prepared
+
+        if "numba" not in proxlib.available_backends():
+            raise Unavailable("numba does not import on this machine")
+        from proxlib.backends import numba_cpu
+
+        t = (case.weights.astype(np.float64) * case.step).astype(case.x.dtype)
+        v = np.ascontiguousarray(case.x)
+        return Prepared(lambda: numba_cpu.owl(v, t))
+
+    return Contender(name="proxlib[numba kernel]", kind="proxlib", ops=("owl",),
+                     mapping="proxlib.backends.numba_cpu.owl(v, step * weights)  (no input checks)",
+                     prepare=prepare)
+
+
+def contenders_all() -> list[Contender]:
+    out = all_contenders(("numpy", "numba"))
+    return out[:3] + [kernel_contender()] + out[3:]
+
 
 SKIP_SECONDS = 10.0  # skip a contender at a size where one call is predicted to exceed this
 PREDICT_FROM = 0.2  # ... predicted linearly from a smaller size that took at least this long
@@ -104,7 +140,7 @@ def sizes(quick: bool):
         rows = [((16, 16), True), ((256, 256), False), ((64, 576), False)]
     else:
         owl = [(100, True)] + [(10**k, False) for k in range(3, 8)]
-        rows = [((64, 64), True), ((512, 4608), False), ((4096, 4096), False)]
+        rows = [((64, 64), True), ((784, 300), False), ((512, 4608), False), ((4096, 4096), False)]
     out = []
     for op in OPERATORS:
         for shape, small in (owl if op == "owl" else rows):
@@ -226,7 +262,7 @@ def verify_tracemalloc_sees_numba() -> str:
 
 
 def run_suite(quick: bool, budget: float, ops: set[str] | None, log) -> list[Result]:
-    contenders = all_contenders(("numpy", "numba"))
+    contenders = contenders_all()
     results: list[Result] = []
     history: dict[tuple[str, str, str], tuple[int, float]] = {}  # (contender, op, dtype) -> (size, seconds)
     min_runs, max_runs = (3, 5) if quick else (3, 25)
@@ -310,6 +346,11 @@ def run_suite(quick: bool, budget: float, ops: set[str] | None, log) -> list[Res
                 if r.kind == "proxlib" and key in TARGETS:
                     r.target = TARGETS[key]
                     r.status = "met" if r.ratio <= r.target else "missed"
+                if r.kind == "proxlib" and key in PEER_TARGETS:
+                    peer, lim = PEER_TARGETS[key]
+                    pr = next((q for q in timed if q.contender == peer), None)
+                    if pr is not None:
+                        r.status = ("met" if r.median_s <= lim * pr.median_s else "missed") + f" ({r.median_s / pr.median_s:.2f}x {peer})"
                 log(f"    {r.contender:34s} {r.median_s * 1e3:10.3f} ms  x{r.ratio:7.2f}  mem {r.extra_mem:5.2f}  "
                     f"diff {r.max_abs_diff:.1e}")
             for r in results:
@@ -411,7 +452,7 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
     L.append(f"| load average (1/5/15 min) | start {load[0]}; end {load[1]} |")
     L.append(f"| tracemalloc sees Numba allocations | {numba_mem} |")
     L.append("")
-    L.append("## Targets (float64 medians, ratio to the floor measured in the same run)\n")
+    L.append("## Targets (medians, ratio to the floor measured in the same run)\n")
     mine_names = list(dict.fromkeys(r.contender for r in results if r.kind == "proxlib" and r.ratio is not None))
     L.append("| operator | size | target | " + " | ".join(mine_names) + " | best peer | status |")
     L.append("|---|---|---|" + "---|" * len(mine_names) + "---|---|")
@@ -428,7 +469,18 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
         status = f"met by {', '.join(met)}" if met else ("missed" if mine else "—")
         cells = [f"{mine[n].ratio:.2f}x" if n in mine else "—" for n in mine_names]
         best_peer = f"{p.contender} {p.ratio:.2f}x" if p else "none"
-        L.append(f"| {op} | {size} | <= {lim:g}x | " + " | ".join(cells) + f" | {best_peer} | {status} |")
+        L.append(f"| {op} ({dtype}) | {size} | <= {lim:g}x | " + " | ".join(cells) + f" | {best_peer} | {status} |")
+    for (op, size, dtype), (peer, lim) in PEER_TARGETS.items():
+        rows = [r for r in results if (r.op, r.size, r.dtype) == (op, size, dtype) and r.ratio is not None]
+        pr = next((r for r in rows if r.contender == peer), None)
+        mine = {r.contender: r for r in rows if r.kind == "proxlib"}
+        if pr is None or not mine:
+            continue
+        n_targets += 1
+        met = [n for n, r in mine.items() if r.median_s <= lim * pr.median_s]
+        status = f"met by {', '.join(met)}" if met else "missed"
+        cells = [f"{mine[n].median_s / pr.median_s:.2f}x peer" if n in mine else "—" for n in mine_names]
+        L.append(f"| {op} ({dtype}) | {size} | <= {lim:g}x {peer} | " + " | ".join(cells) + f" | {peer} {pr.ratio:.2f}x floor | {status} |")
     if not n_targets:
         L.append("| (no target size in this run) |")
     L.append("")
@@ -563,7 +615,7 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - t_start
     write_plot(plot, results)
     cmd = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
-    write_markdown(out, results, machine, all_contenders(("numpy", "numba")), args.quick, cmd, args.note,
+    write_markdown(out, results, machine, contenders_all(), args.quick, cmd, args.note,
                    (load0, load1), numba_mem, plot if plot.parent == out.parent else None, elapsed)
     js.write_text(json.dumps({"machine": machine, "quick": args.quick, "results": [asdict(r) for r in results]}, indent=1))
     print(f"wrote {out}, {plot}, {js} in {elapsed:.0f} s", flush=True)

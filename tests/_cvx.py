@@ -329,12 +329,30 @@ def exact_group_exclusive_row(row, lam, mu, step=1.0, c=1.0):
 
 def _group_exclusive_row_decimal(row, lam, mu, step=1.0, c=1.0):
     """Prox of a ||x||_2 + b/2 ||x||_1^2 on one row, to ~PREC digits, with
-    a = step lam c (1 - mu) and b = step lam c mu formed in decimal arithmetic.
+    a = step lam c (1 - mu) and b = step lam c mu formed in decimal arithmetic
+    (at the precision :func:`exact_group_exclusive_ab` works in)."""
+    bmax = _dec(step) * _dec(lam) * _dec(c) * _dec(mu) * _dec(np.abs(np.asarray(row, dtype=np.float64)).max(initial=0.0))
+    with localcontext() as ctx:
+        ctx.prec = _group_exclusive_digits(bmax)
+        t = _dec(step) * _dec(lam) * _dec(c)
+        a, b = t * (1 - _dec(mu)), t * _dec(mu)
+    return exact_group_exclusive_ab(row, a, b)
+
+
+def _group_exclusive_digits(bmax):
+    """When b ||w|| is large, |x| ~ |w| / (b ||w||) is resolved only if theta is
+    known to that many more digits: the precision (and bisection count)."""
+    return PREC + (math.ceil(bmax.log10()) if bmax > 1 else 0)
+
+
+def exact_group_exclusive_ab(row, a, b):
+    """Prox of a ||x||_2 + b/2 ||x||_1^2 on one row (a, b >= 0 finite: floats or
+    Decimals, taken exactly), to ~PREC digits.
 
     Derivation (independent of proxlib's code): the optimality condition is
     w - x = a g + b ||x||_1 s with g in d||x||_2, s in d||x||_1.  At x = 0 the
     second term vanishes and d||x||_2 is the unit ball, so x = 0 iff
-    ||w||_2 <= a.  Otherwise
+    ||w||_2 <= a (decided on exact squares).  Otherwise
     x != 0, g = x/||x||, and with theta = b ||x||_1 the condition reads
     |w_i| - theta = |x_i| (1 + a/||x||) on the support and |w_i| <= theta off it:
     so |x| = z / (1 + a/||x||) with z = (|w| - theta)_+, hence
@@ -343,21 +361,13 @@ def _group_exclusive_row_decimal(row, lam, mu, step=1.0, c=1.0):
     root is unique and we bisect it over [0, max|w|] with 60-digit decimals.
     """
     row = np.asarray(row, dtype=np.float64).ravel()
-    # When b ||w|| is large, |x| ~ |w| / (b ||w||) is resolved only if theta is
-    # known to that many more digits: raise the precision (and the bisection
-    # count) accordingly.
-    bw = _dec(step) * _dec(lam) * _dec(c) * _dec(mu) * _dec(np.abs(row).max(initial=0.0))
-    digits = PREC + (math.ceil(bw.log10()) if bw > 1 else 0)
+    A_, B_ = _dec(a), _dec(b)
+    if not sum(_frac(x) ** 2 for x in row) > Fraction(A_) ** 2:
+        return np.zeros_like(row)
+    digits = _group_exclusive_digits(B_ * _dec(np.abs(row).max(initial=0.0)))
     with localcontext() as ctx:
         ctx.prec = digits
-        W = [_dec(x) for x in row]
-        A = [abs(x) for x in W]
-        t = _dec(step) * _dec(lam) * _dec(c)
-        A_ = t * (1 - _dec(mu))
-        B_ = t * _dec(mu)
-        nrm = sum(x * x for x in A).sqrt()
-        if nrm <= A_:
-            return np.zeros_like(row)
+        A = [abs(_dec(x)) for x in row]
 
         def parts(theta):
             Z = [max(x - theta, Decimal(0)) for x in A]
@@ -374,10 +384,11 @@ def _group_exclusive_row_decimal(row, lam, mu, step=1.0, c=1.0):
             theta = Decimal(0)
         else:
             # phi(0) < 0 <= phi(max|w|).  Bracket the root within a factor 2 first
-            # (theta may be ~1e-277 while max|w| ~ 1: plain bisection from 0 would
-            # only resolve it absolutely), then bisect to relative precision.
+            # (theta may be ~1e-277 while max|w| ~ 1, or subnormal next to
+            # 1e308: plain bisection from 0 would only resolve it absolutely),
+            # then bisect to relative precision.
             lo, hi = Decimal(0), max(A)
-            for _ in range(4000):
+            for _ in range(8000):
                 if phi(hi / 2) < 0:
                     lo = hi / 2
                     break
@@ -391,7 +402,7 @@ def _group_exclusive_row_decimal(row, lam, mu, step=1.0, c=1.0):
             theta = (lo + hi) / 2
         Z, l1, l2 = parts(theta)
         shrink = 1 - A_ / l2
-        return np.array([float(z * shrink) if w >= 0 else -float(z * shrink) for z, w in zip(Z, W)])
+        return np.array([math.copysign(float(z * shrink), w) for z, w in zip(Z, row)])
 
 
 def exact_lp_scalar(v, lam, p):

@@ -129,15 +129,8 @@ def dec(*factors):
 # ------------------------------------------------- the cases that found the bugs
 
 
-def _numba_pending(request, backend, what):
-    """Known numba defects (numba_cpu.py is another branch's): reported, not hidden."""
-    if backend == "numba":
-        request.applymarker(pytest.mark.xfail(reason=f"numba kernel: {what}", strict=False))
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_group_lasso_row_norm_beyond_float64_is_not_rejected(backend, request):
-    _numba_pending(request, backend, "its row norm overflows to inf (rejected as NaN/Inf)")
+def test_group_lasso_row_norm_beyond_float64_is_not_rejected(backend):
     # ||w|| = 2e308: "W contains NaN or Inf" before; exact: W (1 - 1 / 2e308)
     W = np.full((1, 4), 1e308)
     np.testing.assert_array_equal(on(backend, proxlib.prox_group_lasso, W, 1.0), W)
@@ -232,8 +225,7 @@ def test_exclusive_lasso_with_a_threshold_beyond_float64(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mu", [0.25, 0.5, 1 - 2.0**-30])
-def test_group_exclusive_with_huge_scale_free_parameter(backend, mu, request):
-    _numba_pending(request, backend, "its root c ~ 1/b is not reached for b >= 1e100 (results off by 2x)")
+def test_group_exclusive_with_huge_scale_free_parameter(backend, mu):
     # b = step lam mu from 1e100 to beyond float64; the root c ~ 1/b was out of
     # reach of the bisection (results off by a factor 2 for b >= 1e100)
     W = np.array([[1.5e308, 1.5e308, -1.5e308, 1.5e308], [3e300, 1e300, -2e300, 0.0], [1.5, 1.5, 1.5, 1.5]])

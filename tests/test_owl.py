@@ -1,11 +1,16 @@
-"""OWL and GrOWL proxes on the NumPy reference backend.
+"""OWL and GrOWL proxes, on the NumPy reference and on the Numba backend.
 
 Ground truth, from strongest to weakest: exact rational pool-adjacent-violators
-(``_cvx.exact_owl``), solver-free optimality certificates (dual norm <= 1 and
-<r, x> = Omega(x)), and CVXPY (objective values; minimisers loosely).
+(``_cvx.exact_owl``; the zero pattern is compared EXACTLY), solver-free
+optimality certificates (dual norm <= 1 and <r, x> = Omega(x)), and CVXPY
+(objective values; minimisers loosely).  Every test except the CVXPY ones runs
+on each CPU backend (the ``backend`` fixture); CVXPY checks the reference only.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -16,7 +21,19 @@ from hypothesis.extra.numpy import arrays
 import _cvx as R
 import proxlib
 
-pytestmark = pytest.mark.usefixtures("numpy_backend")
+BACKENDS = ["numpy"] + (["numba"] if "numba" in proxlib.available_backends() else [])
+
+
+@pytest.fixture(params=BACKENDS, scope="module", autouse=True)
+def backend(request):
+    """Run each test on each CPU backend (module scope: Hypothesis re-runs the
+    body many times within one fixture instance, and the override is all it
+    holds)."""
+    with proxlib.use_backend(request.param):
+        yield request.param
+
+
+only_reference = pytest.mark.parametrize("backend", ["numpy"], indirect=True)  # CVXPY: the reference only
 
 EPS64 = np.finfo(np.float64).eps
 EPS32 = np.finfo(np.float32).eps
@@ -68,6 +85,7 @@ def certificate_tol(n, vmax, step, wmax, eps=EPS64):
 # ----------------------------------------------------------------------------- OWL
 
 
+@only_reference
 @given(owl_problems())
 def test_owl_objective_not_above_cvxpy_and_minimiser_close(problem):
     v, w, step = problem
@@ -79,7 +97,36 @@ def test_owl_objective_not_above_cvxpy_and_minimiser_close(problem):
     R.assert_agrees_with_cvxpy(x, x_cvx, f, f_cvx, R.objective_slack(v, step, R.owl_value(v, w), v.size))
 
 
+def exact_owl_fractions(v, w):
+    """The exact OWL prox magnitudes as Fractions, in v's order (w already
+    includes step): the rational pool-adjacent-violators of ``_cvx.exact_owl``,
+    kept unrounded so that the zero pattern can be compared exactly.  v may hold
+    floats or exact numbers (Decimal, Fraction); only |v| enters."""
+    mags = [abs(Fraction(x if isinstance(x, (Decimal, Fraction)) else float(x))) for x in np.ravel(v)]
+    order = sorted(range(len(mags)), key=lambda i: -mags[i])
+    z = [mags[i] - Fraction(float(w[k])) for k, i in enumerate(order)]
+    fit = R.pava_nonincreasing_clipped(z)
+    out = [Fraction(0)] * len(mags)
+    for k, i in enumerate(order):
+        out[i] = fit[k]
+    return out
+
+
+def assert_exact_zero_pattern(x, v, w, tiny=Fraction(2) ** -1074):
+    """x_i == 0 exactly where the exact prox is 0, and x_i != 0 where it is not
+    (except a positive exact value below ``tiny``, the smallest subnormal of
+    x's dtype, which may round to 0)."""
+    exact = exact_owl_fractions(v, w)
+    for i, (xi, ei) in enumerate(zip(np.ravel(x), exact)):
+        if ei == 0:
+            assert xi == 0, f"entry {i}: exact prox 0, got {xi!r}"
+        elif ei >= tiny:
+            assert xi != 0, f"entry {i}: exact prox {float(ei)!r}, got 0"
+
+
 @given(owl_problems(max_size=12))
+# the rounding of |v| - w decided the support: 1 - 2.8e-45 rounds to 1 and the
+# three entries came out 1.2e-175 instead of exactly 0
 @example(problem=(np.array([1.0, 5.0, 3.66676101e-175]), np.array([3.0, 1.40129846e-45, 0.0]), 2.0))
 def test_owl_equals_exact_rational_pava(problem):
     v, w, step = problem
@@ -89,11 +136,41 @@ def test_owl_equals_exact_rational_pava(problem):
     # at most n terms: n eps relative to the largest |v| - threshold.
     ref = R.exact_owl(v, w * step)
     scale = np.abs(v).max() + step * w.max()
-    # (No exact-zero pattern check: z = |v| - step w is rounded, so an entry the
-    # exact prox zeroes can come out as a tiny positive pooled mean, e.g.
-    # v = [1, 5, 3.7e-175], w = [3, 1.4e-45, 0], step 2 gives 1.2e-175 for all
-    # three: within the tolerance above.)
     np.testing.assert_allclose(x, ref, rtol=0, atol=4 * v.size * EPS64 * scale)
+    # The zero pattern is decided by exact sums (TwoSum for |v| - w, exact
+    # prefix sums for the support): it must be exactly the rational one.
+    assert_exact_zero_pattern(x, v, w * step)
+
+
+# magnitudes and weights that make |v| - w cancel below double (and double-double)
+# precision: 1 - 2^-60 against 1, 2^-120 against 2^-60, ...
+_CANCELLING = [0.0, 1.0, 2.0, 3.0, 1.0 + 2.0**-52, 1.0 - 2.0**-53, 2.0**-60, 3 * 2.0**-61, 2.0**-120, 1e-300, 2.0**-1000, 2.0**-1074]
+
+
+@st.composite
+def cancelling_owl_problems(draw, max_size=10):
+    n = draw(st.integers(1, max_size))
+    v = draw(arrays(np.float64, n, elements=st.sampled_from(_CANCELLING + [-x for x in _CANCELLING])))
+    w = draw(st.lists(st.sampled_from(_CANCELLING), min_size=n, max_size=n))
+    return v, np.array(sorted(w, reverse=True))
+
+
+@given(cancelling_owl_problems())
+@example(problem=(np.array([1.0, 5.0, 3.7e-175]), np.array([6.0, 2.8e-45, 0.0])))  # the issue's case: all 0
+@example(problem=(np.array([1.0, 2.0**-60, 2.0**-120]), np.array([2.0**-60 + 2.0**-120 + 1.0, 0.0, 0.0])))
+def test_owl_zero_pattern_is_exact_under_cancellation(problem):
+    """Sums that cancel far below the working precision decide the support."""
+    v, w = problem
+    x = proxlib.prox_owl(v, w)
+    np.testing.assert_allclose(x, R.exact_owl(v, w), rtol=0, atol=4 * v.size * EPS64 * (np.abs(v).max() + w.max()))
+    assert_exact_zero_pattern(x, v, w)
+
+
+def test_owl_issue_case_is_exactly_zero():
+    # v = [1, 5, 3.7e-175], step w = [6, 2.8e-45, 0]: sorted |v| - w = [-1, 1 - 2.8e-45,
+    # 3.7e-175] pools to one block of mean (-2.8e-45 + 3.7e-175)/3 < 0: all zero.
+    x = proxlib.prox_owl(np.array([1.0, 5.0, 3.7e-175]), np.array([6.0, 2.8e-45, 0.0]))
+    assert np.array_equal(x, np.zeros(3)) and not np.signbit(x).any()
 
 
 @given(
@@ -101,7 +178,8 @@ def test_owl_equals_exact_rational_pava(problem):
         lambda n: st.tuples(arrays(np.float64, n, elements=R.elements()), R.nonincreasing_weights(n), R.steps)
     )
 )
-# found by the long run: scipy's pooled mean of equal values came out 1 ulp above them
+# found by the long run: a pooled block's rounded mean left [min, max] of the
+# block (three copies of 0.05 averaged to 0.05000000000000001, growing |v|)
 @example(problem=(np.full(3, 0.05), np.zeros(3), 1.0))
 def test_owl_certificate(problem):
     v, w, step = problem
@@ -204,6 +282,7 @@ def test_owl_hand_cases():
 
 @given(owl_problems(max_size=16))
 @example(problem=(np.array([2.10741609e-42]), np.array([2.10741609e-42]), 1.0))  # float32 subnormals
+@example(problem=(np.array([3.0, 3.0, 3.0, 3.0]), np.array([2.63879243, 0.0, 0.0, 0.0]), 3.5))  # step * w rounded once
 def test_owl_float32(problem):
     v, w, step = problem
     v32 = v.astype(np.float32)
@@ -213,8 +292,26 @@ def test_owl_float32(problem):
     # The thresholds are rounded to float32 (w, step and their product: 3 eps32
     # relative) and the prox is 1-Lipschitz in the thresholds (projection onto
     # the monotone cone), plus the final rounding of x to float32.
-    tol = 4 * EPS32 * (step * np.linalg.norm(w) + np.abs(v32).max()) + TINY32  # + subnormal spacing
+    #
+    # Below float32's normal range (1.2e-38) the spacing is absolute, 2^-149, and
+    # relative terms no longer bound the two roundings: with v = w = 2.1e-42 the
+    # thresholds round to w32 = v32 (x32 = 0 exactly, as the float32 problem
+    # demands) while x64 = v32 - w = 1.4e-46, a tenth of a float32 subnormal.
+    # Casting a threshold errs by <= 2^-150 and rounding x by <= 2^-150, and the
+    # prox is 1-Lipschitz in the thresholds: <= 2^-149 absolute.  TINY32 = 4 *
+    # 2^-149 leaves room for the product step * w rounded in the subnormal range.
+    tol = 4 * EPS32 * (step * np.linalg.norm(w) + np.abs(v32).max()) + TINY32
     np.testing.assert_allclose(x32.astype(np.float64), x64, rtol=0, atol=tol)
+    # The float32 problem itself: thresholds rounded as proxlib forms them
+    # (step * w in float64, rounded once to float32: proxlib._range); x32 is its
+    # exact prox computed in float64 (n eps64 of the scale) and rounded once to
+    # float32 (eps32/2 relative, or 2^-150 absolute below the normal range).
+    t32 = (w.astype(np.float64) * step).astype(np.float32).astype(np.float64)
+    v64 = v32.astype(np.float64)
+    exact = R.exact_owl(v64, t32)
+    atol = 4 * v.size * EPS64 * (np.abs(v64).max() + t32.max()) + TINY32 / 4
+    np.testing.assert_allclose(x32.astype(np.float64), exact, rtol=EPS32, atol=atol)
+    assert_exact_zero_pattern(x32, v64, t32, tiny=Fraction(2) ** -149)
 
 
 def _layouts(A):
@@ -252,6 +349,7 @@ def test_owl_nd_is_flat():
 # ----------------------------------------------------------------------------- GrOWL
 
 
+@only_reference
 @given(growl_problems())
 def test_growl_objective_not_above_cvxpy_and_minimiser_close(problem):
     W, w, step = problem

@@ -3,23 +3,51 @@
 Same contract as :mod:`proxlib.backends.numpy_ref` (new output array of the
 input's dtype and shape, inputs never written, thresholds already times
 ``step``), and the same mathematics; the algorithms below are chosen so that
-the time is close to one pass over memory.  Compiled with ``cache=True`` (a
-new process loads the machine code from ``__pycache__``), no ``fastmath``
-(every floating-point operation is the one written here) and
-``error_model="numpy"`` (no Python division checks).
+the time is close to one pass over memory.  ``error_model="numpy"`` (no
+Python division checks); no ``fastmath`` except ``reassoc`` on pure sums of
+non-negative terms (``_rjit``): reassociation lets LLVM vectorise them and
+keeps their error bound (any summation order errs by at most (m - 1) eps
+times the sum), every other flag (no NaNs, contraction, approximate
+division, ...) stays off.
+
+Every kernel takes ``parallel=True``; ``parallel=False`` runs only serial
+compiled code and never starts numba's thread pool (for a thread that must
+not spawn one, e.g. inside a training loop's worker).  Both give the same
+result, bit for bit.  Small inputs (< 2^15 entries) always run serially.
+Nothing here reads an environment variable (numba's own ones apply to
+numba).
+
+Caching: compiled with ``cache=True`` (a new process loads the machine code)
+when numba can write a cache: a ``__pycache__`` beside this file, or
+NUMBA_CACHE_DIR, or the user's cache directory.  A read-only install run by
+a user without any of those (a container's non-root user with a read-only
+home) gets one RuntimeWarning at import, and the kernels are compiled in each
+process on first use instead (``cache=True`` would raise "no locator
+available" at import).
 
 Precision.  float32 data stays float32 in memory (scratch and output); every
-sum, threshold and root is computed in float64 and each output entry is rounded
-once to float32, as the reference does.  Sums are accumulated in four or eight
-independent partial sums (shorter dependency chains; LLVM does not vectorise
-floating-point reductions without fastmath).
+sum, threshold and root is computed in float64 and each output entry is
+rounded once to float32, as the reference does.
 
-Overflow and underflow.  Rows are scaled exactly as in the reference, by the
-power of two ``s`` with ``max|row| / s`` in [1, 2), wherever squares or
-thresholds are formed on scaled values (exclusive and group+exclusive).  The
-row norm used by group lasso and GrOWL first sums the unscaled squares (one
-pass); only when that sum leaves [2^-600, inf) -- impossible for float32,
-which is accumulated in float64 -- is the row summed again scaled by ``s``.
+Overflow and underflow: every kernel is correct over the whole finite range
+of its dtype (inputs and thresholds from the smallest subnormal to the largest
+float; thresholds may be +inf where step * lam overflowed: the affected rows
+or entries become 0, and rows whose threshold is 0 stay unchanged).  Scaling
+is by powers of two (exact):
+
+* row norms (group lasso, GrOWL) are (q, s), norm = q s, s = 1 when the
+  plain sum of squares lies in [2^-600, inf) (one pass), else the row is
+  summed again at max|row|/s in [1, 2); a finite row whose norm exceeds the
+  largest float (4 x 1e308) is therefore not reported as NaN/Inf, and GrOWL
+  takes the norms at the smallest scale that makes them all finite;
+* the exclusive operators use a row unscaled when its sum lies in
+  [m 2^-500, 2^500] (float32 always), else scaled to max|row|/s in [1, 2);
+  b >= 2^54 has a closed form (only the entries equal to max|w| survive, as
+  max|w|/(1 + b k));
+* OWL sums at a scale 2^-k only when n^2 max(|v|, w) >= 2^1021; its exact
+  stages then keep subnormal terms unscaled;
+* weighted l2^2 divides by (1/2 + w) when 1 + 2w overflows; lp forms its
+  threshold without overflowing 2 lam.
 
 Algorithms (m = row length, G = rows, n = vector length):
 
@@ -28,47 +56,69 @@ Algorithms (m = row length, G = rows, n = vector length):
 * ``growl``: row norms (prange, one pass), the OWL prox of the G norms, then
   the rescaled rows (second pass).  W is necessarily read twice: every row's
   factor depends on all norms.  O(G m + G log G), O(G) scratch.
-* ``exclusive_lasso`` and ``group_exclusive``: per row (prange over chunks of
-  rows, each chunk with two float64 scratch rows), the support of the solution
-  is found WITHOUT SORTING, then the reference's cancellation-free formulas are
-  applied to it (|x| = ((|w| - Y_k) + e) c s on the support).  The threshold
-  is the root of an increasing function phi(t) whose sign at any t is computed
-  from F(t) = sum (y - t)_+ and Q(t) = sum (y - t)_+^2, sums of non-negative
-  terms (so the test stays exact for huge b, as the reference's shifted sums
-  do).  Each pass over the remaining candidates tests two points and keeps
-  only the candidates between the outcomes: first the boundary of the same
-  problem on a 128-entry sample of the row, widened by two standard
-  deviations; then a Newton step from the lower end of the bracket and the
-  secant root of the bracket; if that fails to halve them, a median-of-three
-  pivot (quickselect).  Then one pass
-  computes k, F_k, sum (y - Y_k)^2 exactly, and group+exclusive solves for its
-  factor c by the reference's safeguarded Newton iteration on the fixed
-  support.  Expected O(m) per row; the output row is written once.
-* ``owl``: |v| sorted by NumPy's (SIMD) sort -- no argsort; the
-  pool-adjacent-violators pass over the sorted magnitudes yields blocks (lowest
-  magnitude, value); each entry then finds its block by its magnitude (equal
-  magnitudes therefore get equal outputs), through a two-level table over the
-  magnitudes' bit patterns (monotone for non-negative floats): by binade, then
-  2^b equal buckets per binade with about one block start each, and a short
-  branch-free step (mispredicted branches would flush the other lookups in
-  flight; the lookups are memory-latency bound).  Blocks are stored as
-  (magnitude, value) pairs (one cache line per lookup) when they fit in the
-  block-sum array.  Scratch: the sorted magnitudes (n, v's dtype), the block
-  sums (n, float64), the block starts in the output array before it is
-  written, the bucket table (<= 2 x blocks int32) in the sorted magnitudes'
-  memory when the pairs free it, else allocated, and 16 bytes per binade.
-* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses the
-  reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
+* ``exclusive_lasso``: per row (prange over chunks of rows, one float64
+  scratch row per chunk), no sorting: one pass summing |w| (vectorised), then
+  Newton's method from the left on the concave piecewise-linear
+  phi(t) = t - b F(t), F(t) = sum (y - t)_+ (Michelot's tau = b S/(1 + b k)
+  on the current candidates; it never passes the root and stops on its last
+  piece: about 5 passes on Gaussian rows with b = 1/m, 10 for one-entry
+  supports), each pass vectorised over the candidates, which are compacted
+  into the scratch row once fewer than a quarter remain.  The support is then
+  checked with the reference's cancellation-free tests (Y_k > b F_k,
+  F_k = sum over the support of (y - Y_k)) and the output row written once
+  as ((|w| - Y_k) + e) s, e = (Y_k - b F_k)/(1 + b k).  Expected O(m) per
+  row: one read from memory, a few passes in cache, one write.
+* ``group_exclusive``: the same, with phi(t) = t - b F(t)(1 - a/sqrt(Q(t)))_+,
+  Q(t) = sum (y - t)_+^2, located by a bracket narrowed by Newton, secant or
+  bisection points until no entry lies inside it; then the reference's
+  safeguarded Newton iteration for the factor c on the fixed support (to the
+  last bit) and one output pass.
+* ``owl``: the zero pattern is EXACT, the values faithful:
+  (1) |v| sorted by NumPy's (SIMD) sort, no argsort;
+  (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
+  support is the k* largest magnitudes with k* the first index maximising the
+  exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
+  (vectorised, prange) with a rigorous error bound discard the chunks that
+  cannot hold the maximum; compensated prefix sums over the rest (a chunk or
+  two) leave a window of candidates that exact expansion sums (Shewchuk)
+  decide.  O(n) vectorised + O(chunk) + O(window);
+  (3) pool-adjacent-violators over the support only (O(k), serial);
+  (4) each block's value recomputed as the faithfully rounded mean of the
+  exact z (compensated sum and an fma remainder; a single entry is its z
+  rounded once), then a second pool-adjacent-violators pass over the blocks
+  on these values (rounded z can under-pool near ties), and where rounding
+  left the lowest blocks <= 0 their exact mean (positive) from expansions.
+  O(k) (prange);
+  (5) each entry finds its block by its magnitude (equal magnitudes get equal
+  outputs) through a two-level table over the magnitudes' bit patterns
+  (monotone for non-negative floats): by binade, then 2^b equal buckets per
+  binade with about one block start each, and a short branch-free step; the
+  lookups (two dependent cache misses each) run in batches of 32 with
+  software prefetches so that their misses overlap.  O(n) (prange).
+  Scratch: the sorted magnitudes (n, v's dtype), the block sums (k float64),
+  the block starts in the output array before it is written, the bucket table
+  (<= 2 x blocks int32) in the sorted magnitudes' memory when the blocks fit
+  as (magnitude, value) pairs in the block-sum array, else allocated: at most
+  2 input-sized arrays for float64 when the pairs fit, otherwise up to 3 (and
+  3 for float32, whose block sums are float64).
+  Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
+  one compiled call instead: argsort, the same steps (2)-(4), a scatter.
+* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
+  the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba as nb
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from . import KERNELS
 from . import check_row_norms
@@ -77,9 +127,39 @@ __all__ = list(KERNELS)  # the same kernel names in every backend
 
 NAME = "numba"
 
-_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+def _cache_probe():  # pragma: no cover - decorated, never called
+    return 0
+
+
+def _caching_available() -> bool:
+    """Whether numba can cache the compiled kernels of this file.
+
+    numba looks for a writable ``__pycache__`` beside this file, then
+    ``NUMBA_CACHE_DIR``, then the user's cache directory; a read-only install
+    run by a user without a writable home has none, and ``cache=True`` then
+    raises at decoration time ("no locator available").  Without one, the
+    kernels are compiled in each process on first use (one warning here).
+    """
+    try:
+        nb.njit(cache=True)(_cache_probe)
+    except Exception as exc:  # RuntimeError from numba's cache locator, or an OSError
+        warnings.warn(
+            f"proxlib: numba cannot cache compiled kernels here ({exc}); they are "
+            "compiled in each process on first use instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+_OPTS = dict(cache=_caching_available(), nogil=True, error_model="numpy")
 _jit = nb.njit(**_OPTS)
 _pjit = nb.njit(parallel=True, **_OPTS)
+# reductions that may be reassociated (so that LLVM vectorises them); no other
+# fast-math flag: every rounding stays IEEE, only the order of a sum changes
+_rjit = nb.njit(fastmath={"reassoc"}, **_OPTS)
 
 _MAX_ROOT_ITER = 200
 _TINY_SUMSQ = 2.0**-600  # below this an unscaled sum of squares may have lost terms to underflow
@@ -194,17 +274,24 @@ def _sum_scaled(x, f1, f2):
 
 @_jit
 def _row_norm(x):
-    """Overflow- and underflow-safe l2 norm of a row, float64."""
+    """The l2 norm of a row as (q, s): norm = q s with s a power of two, without
+    overflow or underflow (float64).
+
+    s = 1 when the plain sum of squares is in [2^-600, inf) (one pass);
+    otherwise the row is summed again scaled by s with max|x|/s in [1, 2), so
+    q is in [1, 2 sqrt(m)).  q is finite iff every entry is (a finite row whose
+    norm exceeds the largest float, e.g. four entries of 1e308, has a finite
+    q); a NaN entry gives q = NaN (max() would skip it)."""
     q = _sumsq(x)
     if q >= _TINY_SUMSQ and q < np.inf:
-        return math.sqrt(q)
-    if q != q:  # a NaN entry (max() below would skip it and report a zero row)
-        return q
+        return math.sqrt(q), 1.0
+    if q != q:
+        return q, 1.0
     amax = _absmax(x)
     if amax == 0.0 or not amax < np.inf:
-        return amax
+        return amax, 1.0
     s, f1, f2 = _scale_factors(amax)
-    return math.sqrt(_sumsq_scaled(x, f1, f2)) * s
+    return math.sqrt(_sumsq_scaled(x, f1, f2)), s
 
 
 @_jit
@@ -218,10 +305,14 @@ def _scale_row(x, fac, out):
 
 @_jit
 def _group_lasso_row(x, ar, o):
-    nrm = _row_norm(x)
-    fac = 1.0 - ar / nrm if nrm > ar else 0.0
+    """x (1 - a/||x||)_+ with ||x|| = q s: compared and divided as a/s against q
+    (a/s may overflow to inf: then the row is 0, as it should; it may underflow:
+    then the factor is 1 - a/||x|| rounded, as it should)."""
+    q, s = _row_norm(x)
+    a_s = ar / s
+    fac = 1.0 - a_s / q if q > a_s else 0.0
     _scale_row(x, fac, o)
-    return nrm
+    return q
 
 
 @_pjit
@@ -236,14 +327,15 @@ def _group_lasso_seq(W, a, out, nrm):
         nrm[r] = _group_lasso_row(W[r], np.float64(a[r]), out[r])
 
 
-def group_lasso(W, a, check_finite=False):
+def group_lasso(W, a, check_finite=False, *, parallel=True):
     """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy.
 
-    The row norms (O(G) scratch) also give the fused input check."""
+    The scaled row norms q_r (O(G) scratch, finite iff the row is) also give
+    the fused input check."""
     out = np.empty_like(W)
     if W.size:
         nrm = np.empty(W.shape[0], dtype=np.float64)
-        (_group_lasso_par if _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
+        (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
         if check_finite:
             check_row_norms(nrm, np)
     return out
@@ -253,42 +345,69 @@ def group_lasso(W, a, check_finite=False):
 
 
 @_pjit
-def _row_norms_par(W, nrm):
+def _row_norms_par(W, q, s):
     for r in prange(W.shape[0]):
-        nrm[r] = _row_norm(W[r])
+        q[r], s[r] = _row_norm(W[r])
 
 
 @_jit
-def _row_norms_seq(W, nrm):
+def _row_norms_seq(W, q, s):
     for r in range(W.shape[0]):
-        nrm[r] = _row_norm(W[r])
+        q[r], s[r] = _row_norm(W[r])
+
+
+@_jit
+def _growl_norms(q, s, w, nS, wS):
+    """Norms and weights divided by S, the smallest power of two >= 1 with every
+    norm q_r s_r / S finite (S = 1 unless a finite row's norm exceeds the
+    largest float; then only norms and weights 2^1000 times below the largest
+    lose bits).  OWL is positively homogeneous: prox_w(n) = S prox_{w/S}(n/S)."""
+    emax = -2000
+    for r in range(q.shape[0]):
+        if q[r] > 0.0 and q[r] < np.inf:
+            _, eq = math.frexp(q[r])
+            _, es = math.frexp(s[r])  # s = 2^(es - 1)
+            emax = max(emax, eq + es - 1)  # norm < 2^(eq + es - 1)
+    k = emax - 1023 if emax > 1023 else 0
+    S = math.ldexp(1.0, k)
+    for r in range(q.shape[0]):
+        nS[r] = q[r] * (s[r] / S)
+        wS[r] = np.float64(w[r]) / S
+    return S
 
 
 @_pjit
-def _rescale_rows_par(W, nrm, new, out):
+def _rescale_rows_par(W, nS, new, out):
     for r in prange(W.shape[0]):
-        _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
+        _scale_row(W[r], new[r] / nS[r] if nS[r] > 0.0 else 0.0, out[r])
 
 
 @_jit
-def _rescale_rows_seq(W, nrm, new, out):
+def _rescale_rows_seq(W, nS, new, out):
     for r in range(W.shape[0]):
-        _scale_row(W[r], new[r] / nrm[r] if nrm[r] > 0.0 else 0.0, out[r])
+        _scale_row(W[r], new[r] / nS[r] if nS[r] > 0.0 else 0.0, out[r])
 
 
-def growl(W, w, check_finite=False):
-    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r."""
+def growl(W, w, check_finite=False, *, parallel=True):
+    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r.
+
+    The norms (and weights) are taken at the scale S of the largest row, so a
+    finite W never gives an infinite norm."""
     out = np.empty_like(W)
     G, m = W.shape
     if G == 0 or m == 0:
         return out
-    par = _parallel(W)
-    nrm = np.empty(G, dtype=np.float64)
-    (_row_norms_par if par else _row_norms_seq)(W, nrm)
+    par = parallel and _parallel(W)
+    q = np.empty(G, dtype=np.float64)
+    s = np.empty(G, dtype=np.float64)
+    (_row_norms_par if par else _row_norms_seq)(W, q, s)
     if check_finite:
-        check_row_norms(nrm, np)
-    new = owl(nrm, w.astype(np.float64, copy=False))
-    (_rescale_rows_par if par else _rescale_rows_seq)(W, nrm, new, out)
+        check_row_norms(q, np)
+    nS = np.empty(G, dtype=np.float64)
+    wS = np.empty(G, dtype=np.float64)
+    _growl_norms(q, s, w, nS, wS)
+    new = owl(nS, wS, parallel=parallel)
+    (_rescale_rows_par if par else _rescale_rows_seq)(W, nS, new, out)
     return out
 
 
@@ -296,96 +415,22 @@ def growl(W, w, check_finite=False):
 #
 # Both exclusive operators are per row: find the support of the solution (the
 # entries above a threshold), then apply the reference's cancellation-free
-# formulas to it.  The support is found without sorting.  With scaled
-# magnitudes y, F(t) = sum_i (y_i - t)_+ and Q(t) = sum_i (y_i - t)_+^2 (sums of
-# non-negative terms, accurate), the threshold theta* is the root of the
-# increasing function
+# formulas to it.  The support is found without sorting.  With magnitudes y
+# (scaled only where a row's sum leaves a safe range), F(t) = sum_i (y_i - t)_+
+# and Q(t) = sum_i (y_i - t)_+^2 (sums of non-negative terms, accurate in any
+# order), the threshold theta* is the root of the increasing function
 #
 #     phi(t) = t - b F(t) (1 - a / sqrt(Q(t)))_+        (a = 0: exclusive lasso)
 #
 # (phi(p) > 0 at an entry p is the reference's test Y_j > b F_j, resp.
-# g(c_j) > 0).  Each pass over the candidates evaluates phi at two points, a
-# Newton step from the best lower point and the secant root of the bracket, so
-# the candidates between them are all that survive; when that fails to halve
-# them, the median of three candidates is tried instead.  Expected O(m).
-
-
-@_jit
-def _trial_pass(src, n, f1, f2, t1, t2, want_q, dst):
-    """One pass over n candidates, y = (|src_j|*f1)*f2: for t in (t1, t2) the
-    sums F(t), Q(t) (if want_q), the count k(t) = #{y >= t} and min{y >= t};
-    the candidates strictly between t1 and t2 are written (scaled, float64) to
-    dst.  Four-way unrolled so that the sums form independent chains."""
-    Fa = Fb = Ga = Gb = 0.0
-    Qa = Qb = Ra = Rb = 0.0
-    ma = mb = na = nb_ = np.inf
-    k1 = 0
-    k2 = 0
-    c = 0
-    j = 0
-    while j + 2 <= n:
-        y0 = (abs(np.float64(src[j])) * f1) * f2
-        y1 = (abs(np.float64(src[j + 1])) * f1) * f2
-        a0 = y0 - t1
-        a1 = y1 - t1
-        b0 = y0 - t2
-        b1 = y1 - t2
-        p0 = a0 if a0 > 0.0 else 0.0
-        p1 = a1 if a1 > 0.0 else 0.0
-        q0 = b0 if b0 > 0.0 else 0.0
-        q1 = b1 if b1 > 0.0 else 0.0
-        Fa += p0
-        Fb += p1
-        Ga += q0
-        Gb += q1
-        if want_q:
-            Qa += p0 * p0
-            Qb += p1 * p1
-            Ra += q0 * q0
-            Rb += q1 * q1
-        e0 = a0 >= 0.0
-        e1 = a1 >= 0.0
-        g0 = b0 >= 0.0
-        g1 = b1 >= 0.0
-        k1 += (1 if e0 else 0) + (1 if e1 else 0)
-        k2 += (1 if g0 else 0) + (1 if g1 else 0)
-        ma = min(ma, y0 if e0 else np.inf)
-        mb = min(mb, y1 if e1 else np.inf)
-        na = min(na, y0 if g0 else np.inf)
-        nb_ = min(nb_, y1 if g1 else np.inf)
-        dst[c] = y0
-        c += 1 if (a0 > 0.0) and (b0 < 0.0) else 0
-        dst[c] = y1
-        c += 1 if (a1 > 0.0) and (b1 < 0.0) else 0
-        j += 2
-    if j < n:
-        y0 = (abs(np.float64(src[j])) * f1) * f2
-        a0 = y0 - t1
-        b0 = y0 - t2
-        p0 = a0 if a0 > 0.0 else 0.0
-        q0 = b0 if b0 > 0.0 else 0.0
-        Fa += p0
-        Ga += q0
-        Qa += p0 * p0
-        Ra += q0 * q0
-        k1 += 1 if a0 >= 0.0 else 0
-        k2 += 1 if b0 >= 0.0 else 0
-        ma = min(ma, y0 if a0 >= 0.0 else np.inf)
-        na = min(na, y0 if b0 >= 0.0 else np.inf)
-        dst[c] = y0
-        c += 1 if (a0 > 0.0) and (b0 < 0.0) else 0
-    return Fa + Fb, Qa + Qb, k1, min(ma, mb), Ga + Gb, Ra + Rb, k2, min(na, nb_), c
-
-
-@_jit
-def _keep_between(src, n, f1, f2, lo, hi, dst):
-    """Write the candidates with lo < y < hi (scaled, float64) to dst."""
-    c = 0
-    for j in range(n):
-        y = (abs(np.float64(src[j])) * f1) * f2
-        dst[c] = y
-        c += 1 if (y > lo) and (y < hi) else 0
-    return c
+# g(c_j) > 0).  For a = 0, phi is concave and piecewise linear and Newton's
+# method from the left ends on its last piece (_ex_newton); for a > 0 a
+# bracket is narrowed by Newton, secant or bisection points (_gx_theta).  Each
+# evaluation is one reassociated (SIMD) pass over the candidates; once fewer
+# than a quarter of the row remain they are compacted into a scratch row.  Cost
+# per row: one pass over memory for the sum, a handful of passes over the
+# row in cache, one for the support's statistics and one writing the output.
+# Rows are independent: prange over chunks of rows, one scratch row each.
 
 
 @_jit
@@ -394,229 +439,24 @@ def _phi(t, F, Q, a, b):
     if a == 0.0:
         return t - b * F if F > 0.0 else t
     n2 = math.sqrt(Q)
-    shrink = 1.0 - a / n2 if n2 > a else 0.0
-    return t - (b * F) * shrink
+    if not n2 > a:  # shrink 0 (b F may be inf: no inf * 0)
+        return t
+    return t - (b * F) * (1.0 - a / n2)
 
 
 @_jit
 def _newton_point(t, g, F, Q, k, a, b):
-    """Newton step t - phi(t)/phi'(t) (phi' = 1 + b (k shrink + a F^2/||z||^3))."""
+    """Newton step t - phi(t)/phi'(t) (phi' = 1 + b (k shrink + a F^2/||z||^3),
+    the last term as (a/||z||) (F/||z||)^2: F^2 and ||z||^3 overflow long
+    before the ratio, which is at most a k/||z||)."""
     if a == 0.0:
         return t - g / (1.0 + b * k)
     n2 = math.sqrt(Q)
     if not n2 > a:
         return t - g
-    slope = 1.0 + b * (k * (1.0 - a / n2) + a * F * F / (n2 * n2 * n2))
+    r = F / n2
+    slope = 1.0 + b * (k * (1.0 - a / n2) + (a / n2) * (r * r))
     return t - g / slope
-
-
-@_jit
-def _step(src, n, f1, f2, t1, t2, a, b, st, dst):
-    """Test the points t1 <= t2 against phi in one pass over the candidates and
-    narrow the bracket; the surviving candidates go to dst.  ``st`` is the
-    search state (see _support).  Returns (new state, number of candidates)."""
-    lo, glo, klo, Flo, Qlo, hi, ghi, shi, ka, yk, Fa, Qa = st
-    F1, Q1, k1, mn1, F2, Q2, k2, mn2, c = _trial_pass(src, n, f1, f2, t1, t2, a > 0.0, dst)
-    if ka > 0:  # the known support's part of F(t), Q(t), t <= hi
-        d1 = hi - t1
-        d2 = hi - t2
-        F1 += Fa + ka * d1
-        Q1 += Qa + (2.0 * d1) * Fa + (ka * d1) * d1
-        F2 += Fa + ka * d2
-        Q2 += Qa + (2.0 * d2) * Fa + (ka * d2) * d2
-        k1 += ka
-        k2 += ka
-    new_lo = lo
-    new_hi = hi
-    if t2 < hi:
-        g2 = _phi(t2, F2, Q2, a, b)
-        if g2 >= 0.0:  # theta* <= t2: entries >= t2 are in
-            new_hi = t2
-            ghi = g2
-            ka = k2
-            yk = min(yk, mn2)
-            Fa = F2
-            Qa = Q2
-        else:
-            new_lo = t2
-            glo = g2
-            klo = k2
-            Flo = F2
-            Qlo = Q2
-    if t1 > lo and t1 < new_hi:
-        g1 = _phi(t1, F1, Q1, a, b)
-        if g1 >= 0.0:
-            new_hi = t1
-            ghi = g1
-            ka = k1
-            yk = min(yk, mn1)
-            Fa = F1
-            Qa = Q1
-        elif t1 > new_lo:
-            new_lo = t1
-            glo = g1
-            klo = k1
-            Flo = F1
-            Qlo = Q1
-    if not (new_lo == t1 and new_hi == t2):
-        c = _keep_between(src, n, f1, f2, new_lo, new_hi, dst)
-    if new_hi < np.inf:
-        shi = new_hi
-    return (new_lo, glo, klo, Flo, Qlo, new_hi, ghi, shi, ka, yk, Fa, Qa), c
-
-
-@_jit
-def _trial_points(st, a, b):
-    """Newton step from the lower point and secant root of the bracket, ordered
-    and clipped to it."""
-    lo, glo, klo, Flo, Qlo, hi, ghi, shi, ka, yk, Fa, Qa = st
-    tn = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
-    den = ghi - glo
-    ts = lo - glo * ((shi - lo) / den) if den > 0.0 else 0.5 * (lo + shi)
-    t1 = min(tn, ts)
-    t2 = max(tn, ts)
-    if not t1 > lo:
-        t1 = lo
-    if not t2 < shi:
-        t2 = shi
-    if t1 > t2:
-        t1 = t2 = 0.5 * (lo + shi)
-    return t1, t2
-
-
-@_jit
-def _sample_points(x, f1, f2, a, b, buf):
-    """First two test points from a sample of the row: the support boundary of
-    the problem on s <= 128 evenly spaced entries (each standing for m/s
-    entries), widened on both sides by about two standard deviations of the
-    sampled support size.  Only the speed depends on it: the points are tested
-    exactly like any other."""
-    m = x.shape[0]
-    s = min(m, 128)
-    for i in range(s):
-        buf[i] = (abs(np.float64(x[(i * m) // s])) * f1) * f2
-    Ys = buf[:s]
-    Ys.sort()  # ascending; Ys[s - j] is the j-th largest
-    r = m / s
-    S = 0.0
-    SS = 0.0
-    ks = 0
-    for j in range(1, s + 1):
-        y = Ys[s - j]
-        S += y
-        SS += y * y
-        F = r * (S - j * y)
-        Q = r * max(SS - 2.0 * y * S + j * y * y, 0.0)
-        if _phi(y, F, Q, a, b) > 0.0:
-            ks = j
-        else:
-            break
-    if s == m:
-        c = 0
-    else:
-        p = ks / s
-        c = 1 + np.int64(2.0 * math.sqrt(s * p * (1.0 - p)))
-    j2 = max(ks - c, 1)
-    j1 = ks + 1 + c
-    t2 = Ys[s - j2]
-    t1 = Ys[s - j1] if j1 <= s else 0.0
-    return t1, t2
-
-
-@_jit
-def _support(x, f1, f2, ymax, F0, Q0, a, b, bufA, bufB):
-    """Smallest value Y_k of the support of one row's solution (scaled units).
-
-    F0 = sum y, Q0 = sum y^2 over the row; bufA, bufB: float64 scratch of the
-    row's length.  The state is a lower point lo (phi(lo) < 0: entries <= lo
-    are out) and an upper point hi (phi(hi) >= 0: entries >= hi are in; none
-    yet: inf), with the known support kept as its count ka, smallest value yk
-    and Fa = F(hi), Qa = Q(hi) over it, which give its part of F(t), Q(t) for
-    t <= hi as Fa + ka (hi - t) and Qa + 2 (hi - t) Fa + ka (hi - t)^2 (sums
-    of non-negative terms).  The secant starts from phi(ymax) = ymax.
-    """
-    m = x.shape[0]
-    st = (0.0, _phi(0.0, F0, Q0, a, b), m, F0, Q0, np.inf, ymax, ymax, 0, np.inf, 0.0, 0.0)
-    t1, t2 = _sample_points(x, f1, f2, a, b, bufB)
-    st, n = _step(x, m, f1, f2, t1, t2, a, b, st, bufA)
-    src = bufA
-    dst = bufB
-    seed = np.uint64(0x9E3779B97F4A7C15)
-    use_median = 2 * n > m
-    for _ in range(64 + 2 * m):
-        if n == 0:
-            break
-        if use_median:  # the estimates did not halve the candidates
-            seed ^= seed << np.uint64(13)
-            seed ^= seed >> np.uint64(7)
-            seed ^= seed << np.uint64(17)
-            u0 = src[np.int64(seed % np.uint64(n))]
-            u1 = src[np.int64((seed >> np.uint64(21)) % np.uint64(n))]
-            u2 = src[np.int64((seed >> np.uint64(42)) % np.uint64(n))]
-            if u0 > u1:
-                u0, u1 = u1, u0
-            if u1 > u2:
-                u1 = u2
-            t1 = u0 if u0 > u1 else u1
-            t2 = t1
-        else:
-            t1, t2 = _trial_points(st, a, b)
-        st, c = _step(src, n, 1.0, 1.0, t1, t2, a, b, st, dst)
-        use_median = 2 * c > n
-        n = c
-        src, dst = dst, src
-    return st[9]
-
-
-@_jit
-def _support_stats(x, f1, f2, Yk, want_more):
-    """Over the support {y >= Yk}: k and F_k = sum (y - Yk); if want_more also
-    D2 = sum (y - Yk)^2 and L = the largest value below Yk (0 if none).
-    Four independent chains per quantity (this pass is compute bound)."""
-    m = x.shape[0]
-    k = 0
-    F0 = F1 = F2 = F3 = 0.0
-    D0 = D1 = D2 = D3 = 0.0
-    L0 = L1 = L2 = L3 = 0.0
-    j = 0
-    while j + 4 <= m:
-        y0 = (abs(np.float64(x[j])) * f1) * f2
-        y1 = (abs(np.float64(x[j + 1])) * f1) * f2
-        y2 = (abs(np.float64(x[j + 2])) * f1) * f2
-        y3 = (abs(np.float64(x[j + 3])) * f1) * f2
-        d0 = y0 - Yk
-        d1 = y1 - Yk
-        d2 = y2 - Yk
-        d3 = y3 - Yk
-        k += (1 if d0 >= 0.0 else 0) + (1 if d1 >= 0.0 else 0) + (1 if d2 >= 0.0 else 0) + (1 if d3 >= 0.0 else 0)
-        p0 = d0 if d0 > 0.0 else 0.0
-        p1 = d1 if d1 > 0.0 else 0.0
-        p2 = d2 if d2 > 0.0 else 0.0
-        p3 = d3 if d3 > 0.0 else 0.0
-        F0 += p0
-        F1 += p1
-        F2 += p2
-        F3 += p3
-        if want_more:
-            D0 += p0 * p0
-            D1 += p1 * p1
-            D2 += p2 * p2
-            D3 += p3 * p3
-            L0 = max(L0, y0 if d0 < 0.0 else 0.0)
-            L1 = max(L1, y1 if d1 < 0.0 else 0.0)
-            L2 = max(L2, y2 if d2 < 0.0 else 0.0)
-            L3 = max(L3, y3 if d3 < 0.0 else 0.0)
-        j += 4
-    while j < m:
-        y0 = (abs(np.float64(x[j])) * f1) * f2
-        d0 = y0 - Yk
-        k += 1 if d0 >= 0.0 else 0
-        p0 = d0 if d0 > 0.0 else 0.0
-        F0 += p0
-        D0 += p0 * p0
-        L0 = max(L0, y0 if d0 < 0.0 else 0.0)
-        j += 1
-    return k, (F0 + F1) + (F2 + F3), (D0 + D1) + (D2 + D3), max(max(L0, L1), max(L2, L3))
 
 
 @_jit
@@ -641,52 +481,156 @@ def _zero_row(x, out):
         out[j] = x[j] * 0.0
 
 
+_HUGE_B = 2.0**54
+
+
 @_jit
-def _absmax_sum(x):
-    """(max_j |x_j|, sum_j |x_j|) in float64, one pass (four partial results)."""
+def _exclusive_row_huge_b(x, amax, br, o):
+    """b >= 2^54: the k entries with |x| = max|x| become max|x| / (1 + b k), the
+    rest 0 (1 + b k may overflow: then (max|x| / k) / b, as b k >= 2^1024 makes
+    the 1 irrelevant)."""
+    k = 0
+    for j in range(x.shape[0]):
+        k += 1 if abs(np.float64(x[j])) == amax else 0
+    den = 1.0 + br * k
+    val = amax / den if den < np.inf else (amax / k) / br
+    for j in range(x.shape[0]):
+        o[j] = math.copysign(val, x[j]) if abs(np.float64(x[j])) == amax else x[j] * 0.0
+
+
+@_rjit
+def _abs_sum(x):
+    """sum |x_j| in float64 (vectorised: reassociated)."""
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += abs(np.float64(x[j]))
+    return s
+
+
+@_rjit
+def _ex_sums(src, n, f1, f2, t):
+    """F(t) = sum (y - t)_+ and k(t) = #{y > t} over y = (|src_j| f1) f2,
+    j < n; sums of non-negative terms (vectorised)."""
+    F = 0.0
+    k = 0
+    for j in range(n):
+        d = (abs(np.float64(src[j])) * f1) * f2 - t
+        F += d if d > 0.0 else 0.0
+        k += 1 if d > 0.0 else 0
+    return F, k
+
+
+@_jit
+def _ex_newton(x, f1, f2, b, total, buf):
+    """The exclusive-lasso threshold: Newton's method from the left on the
+    increasing, concave, piecewise-linear phi(t) = t - b F(t), F(t) =
+    sum (y - t)_+.  Each step t + (b F - t)/(1 + b k) is the formula
+    tau = b S/(1 + b k) on the current candidates {y > t} (Michelot's
+    algorithm); it never passes the root.  A step after which the number of
+    candidates is unchanged stayed on one linear piece, so it landed on the
+    root: stop there (iterating further only creeps by ulps).  About 5 passes
+    on Gaussian rows with b = 1/m, 10 for one-entry supports; the first step
+    uses the row sum.  Passes are vectorised over the row while many
+    candidates remain; once fewer than a quarter do, they are compacted into
+    buf (float64, scaled) and the passes run over them.  Returns (t, n,
+    in_buf): the candidates y > t are in the row (n = m) or in buf[:n]."""
     m = x.shape[0]
-    a0 = a1 = a2 = a3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    j = 0
-    while j + 4 <= m:
-        y0 = abs(np.float64(x[j]))
-        y1 = abs(np.float64(x[j + 1]))
-        y2 = abs(np.float64(x[j + 2]))
-        y3 = abs(np.float64(x[j + 3]))
-        a0 = max(a0, y0)
-        a1 = max(a1, y1)
-        a2 = max(a2, y2)
-        a3 = max(a3, y3)
-        s0 += y0
-        s1 += y1
-        s2 += y2
-        s3 += y3
-        j += 4
-    while j < m:
-        y0 = abs(np.float64(x[j]))
-        a0 = max(a0, y0)
-        s0 += y0
-        j += 1
-    return max(max(a0, a1), max(a2, a3)), (s0 + s1) + (s2 + s3)
+    t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
+    F, k = _ex_sums(x, m, f1, f2, t)
+    n = m
+    in_buf = False
+    for _ in range(m + 4):
+        tn = t + (b * F - t) / (1.0 + b * k)
+        if not tn > t:
+            break
+        kprev = k
+        t = tn
+        if not in_buf and 4 * k < m:
+            F, _, n = _gx_filter(x, m, f1, f2, t, buf)
+            k = n
+            in_buf = True
+        elif in_buf and 2 * k < n:
+            F, _, n = _gx_filter(buf, n, 1.0, 1.0, t, buf)
+            k = n
+        elif in_buf:
+            F, k = _ex_sums(buf, n, 1.0, 1.0, t)
+        else:
+            F, k = _ex_sums(x, m, f1, f2, t)
+        if k == kprev:
+            break
+    return t, n, in_buf
 
 
 @_jit
-def _exclusive_row(x, br, o, bufA, bufB):
-    """Exclusive lasso on one row, as the reference's exclusive_magnitudes:
-    |x_i| = ((|w_i| - Y_k) + e) s on the support, e = (Y_k - b F_k)/(1 + b k)."""
-    amax, total = _absmax_sum(x)
-    if amax == 0.0 or br == 0.0:
+def _support_stats(src, n, f1, f2, t):
+    """(Y_k, F_k, D2_k, k) of the support {y > t} = {y >= Y_k} over
+    y = (|src_j| f1) f2, j < n: Y_k = min{y > t} (inf if none),
+    F_k = sum (y - Y_k), D2_k = sum (y - Y_k)^2 (non-negative terms)."""
+    Yk = np.inf
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        if y > t and y < Yk:
+            Yk = y
+    F, D2, k = _gx_sums(src, n, f1, f2, Yk, False)
+    return Yk, F, D2, k
+
+
+@_jit
+def _scaled_abs_copy(x, f1, f2):
+    """(|x_j| f1) f2 in a new float64 row (exact: powers of two).  For a row
+    of subnormals (f1 != 1, f1 f2 > 2^1024): inside a reassociated pass
+    (_ex_sums, _gx_sums) LLVM may fold (|x| f1) f2 into |x| (f1 f2) = inf, so
+    such rows are scaled here, once, and the passes read the copy."""
+    y = np.empty(x.shape[0], dtype=np.float64)
+    for j in range(x.shape[0]):
+        y[j] = (abs(np.float64(x[j])) * f1) * f2
+    return y
+
+
+@_jit
+def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, o, buf):
+    """_exclusive_row once scaled: the passes read y = (|src| g1) g2, the
+    output is formed from y = (|x| f1) f2 (the same values)."""
+    t, n, in_buf = _ex_newton(src, g1, g2, br, total, buf)
+    if in_buf:
+        Yk, Fk, _, k = _support_stats(buf, n, 1.0, 1.0, t)
+    else:
+        Yk, Fk, _, k = _support_stats(src, n, g1, g2, t)
+    e = (Yk - br * Fk) / (1.0 + br * k)
+    _support_out(x, f1, f2, Yk, e, s, o)
+
+
+@_jit
+def _exclusive_row(x, br, o, buf):
+    """Exclusive lasso on one row: with t the last Newton point (its support
+    {y > t} is the solution's) and Y_k, F_k, k that support's statistics
+    (_support_stats), |x_i| = ((|w_i| - Y_k) + e) s on the support,
+    e = (Y_k - b F_k)/(1 + b k) = Y_k - tau >= 0: the reference's
+    cancellation-free exclusive_magnitudes (two non-negative terms; a
+    reference point t below Y_k would make e = t - tau negative and cancel
+    against |w_i| - t).  float32 rows and
+    float64 rows whose sum lies in [m 2^-500, 2^500] are used unscaled (no
+    product can over- or underflow there; scaling by a power of two would
+    change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
+    m = x.shape[0]
+    total = _abs_sum(x)
+    if total == 0.0 or br == 0.0:
         _copy_row(x, o)
         return
     if not br < np.inf:
         _zero_row(x, o)
         return
-    s, f1, f2 = _scale_factors(amax)
-    F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    Yk = _support(x, f1, f2, (amax * f1) * f2, F0, 0.0, 0.0, br, bufA, bufB)
-    k, Fk, _, _ = _support_stats(x, f1, f2, Yk, False)
-    e = (Yk - br * Fk) / (1.0 + br * k)
-    _support_out(x, f1, f2, Yk, e, s, o)
+    if br >= _HUGE_B:
+        _exclusive_row_huge_b(x, _absmax(x), br, o)
+        return
+    s = f1 = f2 = 1.0
+    if not (total <= 2.0**500 and total >= m * 2.0**-500):
+        s, f1, f2 = _scale_factors(_absmax(x))
+        total = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
+    if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
+        _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, o, buf)
+    else:
+        _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf)
 
 
 def _chunks(G):
@@ -697,24 +641,24 @@ def _chunks(G):
 def _exclusive_par(W, b, out, nch):
     G, m = W.shape
     for ch in prange(nch):
-        buf = np.empty((2, m), dtype=np.float64)
+        buf = np.empty(m, dtype=np.float64)
         for r in range(ch * G // nch, (ch + 1) * G // nch):
-            _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
+            _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
 
 
 @_jit
 def _exclusive_seq(W, b, out):
     G, m = W.shape
-    buf = np.empty((2, m), dtype=np.float64)
+    buf = np.empty(m, dtype=np.float64)
     for r in range(G):
-        _exclusive_row(W[r], np.float64(b[r]), out[r], buf[0], buf[1])
+        _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
 
 
-def exclusive_lasso(W, b):
+def exclusive_lasso(W, b, *, parallel=True):
     """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold."""
     out = np.empty_like(W)
     if W.size:
-        if _parallel(W):
+        if parallel and _parallel(W):
             _exclusive_par(W, b, out, _chunks(W.shape[0]))
         else:
             _exclusive_seq(W, b, out)
@@ -725,49 +669,178 @@ def exclusive_lasso(W, b):
 
 
 @_jit
-def _group_exclusive_shrink(a, b, Yk, k, Fk, D2, L, FL):
-    """Root c of g(c) = c - 1 + a/||u(b c)|| on [c_{k+1}, c_k] (support fixed),
-    by Newton's method safeguarded by bisection until the bracket cannot shrink
-    (the reference's group_exclusive_shrink, step 2)."""
+def _geometric_middle(left, right):
+    """sqrt(left right) while right > 4 left (left floored at the smallest
+    subnormal), else (left + right)/2."""
+    if right > 4.0 * left:
+        return math.sqrt(max(left, 5e-324)) * math.sqrt(right)
+    return 0.5 * (left + right)
+
+
+@_jit
+def _group_exclusive_shrink(a, b, r, k, F, D2):
+    """Root c of g(c) = c - 1 + a/||u(b c)|| with the support S of u fixed (the
+    reference's group_exclusive_shrink, step 2), by Newton's method
+    safeguarded by bisection until the bracket cannot shrink.
+
+    With r = Y_k the smallest entry of S (k entries), F = sum_S (y - r),
+    D2 = sum_S (y - r)^2, S_r = F + k r: u(beta) = (y - r) + e,
+    e = (r - beta F)/(1 + beta k) (= r - tau(beta) >= 0 where r is in the
+    support: no cancellation), ||u||^2 = D2 + 2 e F + k e^2 and
+    g'(c) = 1 + a b (F + k e) S_r / (||u||^3 (1 + b c k)^2).  This fixed-support
+    g is increasing on all of [0, 1] (its threshold b c S_r/(1 + b c k) stays
+    below the mean of S, so ||u|| decreases) and equals the true g at its root,
+    so [0, 1] brackets the root without the support's breakpoints.
+
+    The root is about a/(b ||w||) (scaled), 2^-900 for the largest b that
+    proxlib passes (larger ones are solved by saturation, proxlib._range):
+    while the bracket spans more than a factor 4 its geometric middle is
+    taken (halving [0, 1] would take ~900 steps to get there), from a floor
+    of the smallest subnormal when the left end is 0.  It stops once the
+    Newton correction is below half a unit of c (the slope is >= 1, so
+    |g| < ulp(c)), as the reference's group_exclusive_factor does."""
     kf = np.float64(k)
-    Sk = Fk + kf * Yk
-    right = min(Yk / (b * Fk), 1.0) if Fk > 0.0 else 1.0
-    if L > 0.0:
-        left = min(L / (b * FL), 1.0) if FL > 0.0 else 1.0
-    else:
-        left = 0.0
-    c = 0.5 * (left + right)
+    Sr = F + kf * r
+    left = 0.0
+    right = 1.0
+    c = _geometric_middle(left, right)
     for _ in range(_MAX_ROOT_ITER):
         den = 1.0 + b * c * kf
-        e = (Yk - b * c * Fk) / den
-        N = math.sqrt(D2 + 2.0 * e * Fk + kf * e * e)
+        e = (r - b * c * F) / den
+        N = math.sqrt(D2 + 2.0 * e * F + kf * e * e)
         g = c - 1.0 + a / N
-        slope = 1.0 + a * b * (Fk + kf * e) * Sk / (N * N * N * den * den)
+        slope = 1.0 + (a / N) * ((F + kf * e) / N) * ((b / den) * (Sr / N)) / den  # no N^3 overflow
         if g < 0.0:
             left = c
         else:
             right = c
-        newton = c - g / slope
+        if g == 0.0:
+            break
+        # far left of the root (c << 1/b) the slope overflows: then a
+        # correction g/inf = 0 is no convergence, take the middle
+        newton = c - g / slope if slope < np.inf else left
+        if newton == c:
+            break
         if newton > left and newton < right:
             nxt = newton
         else:
-            nxt = 0.5 * (left + right)
-        if nxt == c or g == 0.0:
-            break
-        c = nxt
+            nxt = _geometric_middle(left, right)
         if not (left < nxt and nxt < right):
             break
+        c = nxt
     return c
 
 
+@_rjit
+def _gx_sums(src, n, f1, f2, t, strict):
+    """F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2 and k(t) = #{y > t}
+    (#{y >= t} if not strict) over y = (|src_j| f1) f2, j < n (vectorised)."""
+    F = 0.0
+    Q = 0.0
+    k = 0
+    for j in range(n):
+        d = (abs(np.float64(src[j])) * f1) * f2 - t
+        p = d if d > 0.0 else 0.0
+        F += p
+        Q += p * p
+        if strict:
+            k += 1 if d > 0.0 else 0
+        else:
+            k += 1 if d >= 0.0 else 0
+    return F, Q, k
+
+
 @_jit
-def _group_exclusive_row(x, ar, br, o, bufA, bufB):
-    """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
-    group_exclusive); 0 iff ||w|| <= a or b = inf."""
-    amax, total = _absmax_sum(x)
-    s, f1, f2 = _scale_factors(amax)
-    a_s = ar / s
-    Q0 = _sumsq_scaled(x, f1, f2) if amax > 0.0 else 0.0
+def _gx_filter(src, n, f1, f2, t, dst):
+    """Keep the y > t of src[:n] (scaled) in dst (may be src): F(t), Q(t), k(t)."""
+    F = 0.0
+    Q = 0.0
+    c = 0
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        dst[c] = y
+        d = y - t
+        p = d if d > 0.0 else 0.0
+        F += p
+        Q += p * p
+        c += 1 if d > 0.0 else 0
+    return F, Q, c
+
+
+@_jit
+def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
+    """The group+exclusive threshold's support: theta* is the root of the
+    increasing phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ (phi(0) < 0 as
+    ||w|| > a; phi(t) = t > 0 from the largest entry on, so the row sum F0
+    is an upper point).  A bracket [lo, hi] is narrowed by Newton steps from
+    lo (phi' as in _newton_point), else the secant of the bracket, else its
+    midpoint, each evaluated by one vectorised pass over the candidates
+    y > lo (compacted into buf once fewer than a quarter remain), until no
+    entry lies in (lo, hi]: the support {y > theta*} is then {y > lo}.  After
+    two upper points in a row (lo stuck: a secant's one-sided, linear
+    convergence) the midpoint is taken, so the bracket halves at least every
+    third pass and the search is finite.  Returns (lo, n, in_buf): the
+    candidates y > lo are in the row (n = m) or in buf[:n]."""
+    m = x.shape[0]
+    lo = 0.0
+    Flo, Qlo, klo = F0, Q0, k0
+    glo = _phi(0.0, F0, Q0, a, b)
+    hi = ghi = F0
+    khi = 0
+    n = m
+    in_buf = False
+    same = False  # the last lower point stayed on the piece of the one before
+    nhi = 0  # upper points in a row
+    # at most m pieces, each ended within a few Newton steps, and a bracket
+    # halved every third pass otherwise (2^11 binades of 53 bits): a bound
+    # that only guards against an unforeseen loop
+    for _ in range(7000 + 4 * m):
+        if klo == khi:  # no entry in (lo, hi]
+            break
+        if nhi >= 2:
+            t = 0.5 * (lo + hi)
+            nhi = 0
+        else:
+            t = _newton_point(lo, glo, Flo, Qlo, klo, a, b)
+        if same:
+            # Newton from the left on one smooth piece converges quadratically
+            # but never reaches an upper point on that piece, which is what ends
+            # the search: overshoot by the step (the bracket keeps this safe)
+            t = lo + 2.0 * (t - lo)
+        if not (t > lo and t < hi):
+            if ghi > glo:
+                t = lo - glo * ((hi - lo) / (ghi - glo))  # secant
+            if not (t > lo and t < hi):
+                t = 0.5 * (lo + hi)
+        if not (t > lo and t < hi):  # no float strictly inside the bracket
+            break
+        if in_buf:
+            F, Q, k = _gx_sums(buf, n, 1.0, 1.0, t, True)
+        else:
+            F, Q, k = _gx_sums(x, m, f1, f2, t, True)
+        g = _phi(t, F, Q, a, b)
+        if g < 0.0:
+            same = k == klo
+            nhi = 0
+            lo, glo, Flo, Qlo, klo = t, g, F, Q, k
+        else:
+            same = False
+            nhi += 1
+            hi, ghi, khi = t, g, k
+        if not in_buf and 4 * klo < m:
+            _, _, n = _gx_filter(x, m, f1, f2, lo, buf)
+            in_buf = True
+        elif in_buf and 2 * klo < n:
+            _, _, n = _gx_filter(buf, n, 1.0, 1.0, lo, buf)
+    return lo, n, in_buf
+
+
+@_jit
+def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf):
+    """_group_exclusive_row once scaled: the passes read y = (|src| g1) g2,
+    the output is formed from y = (|x| f1) f2 (the same values)."""
+    m = x.shape[0]
+    F0, Q0, k0 = _gx_sums(src, m, g1, g2, 0.0, True)
     nrm = math.sqrt(Q0)
     if not (nrm > a_s and br < np.inf):
         _zero_row(x, o)
@@ -775,72 +848,410 @@ def _group_exclusive_row(x, ar, br, o, bufA, bufB):
     if br == 0.0:
         _scale_row(x, 1.0 - a_s / nrm, o)
         return
-    F0 = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
-    Yk = _support(x, f1, f2, (amax * f1) * f2, F0, Q0, a_s, br, bufA, bufB)
-    k, Fk, D2, L = _support_stats(x, f1, f2, Yk, True)
-    c = 1.0
-    if a_s > 0.0:
-        c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2, L, Fk + k * (Yk - L))
+    if a_s == 0.0:  # the exclusive lasso
+        _exclusive_row(x, br, o, buf)
+        return
+    lo, n, in_buf = _gx_theta(src, g1, g2, a_s, br, F0, Q0, k0, buf)
+    if in_buf:
+        Yk, Fk, D2, k = _support_stats(buf, n, 1.0, 1.0, lo)
+    else:
+        Yk, Fk, D2, k = _support_stats(src, n, g1, g2, lo)
+    c = _group_exclusive_shrink(a_s, br, Yk, k, Fk, D2)
     beta = br * c
     e = (Yk - beta * Fk) / (1.0 + beta * k)
     _support_out(x, f1, f2, Yk, e, c * s, o)
+
+
+@_jit
+def _group_exclusive_row(x, ar, br, o, buf):
+    """x = c u(b c) s: u the exclusive prox (scaled), c in (0, 1] (reference's
+    group_exclusive); 0 iff ||w|| <= a or b = inf.  With lo the lower point
+    of the threshold search (the support is {y > lo}) and Y_k, F_k, D2_k, k
+    that support's statistics (_support_stats), |x_i| = c ((|w_i| - Y_k) + e)
+    s, e = (Y_k - b c F_k)/(1 + b c k): the reference's cancellation-free
+    formula (see _exclusive_row).  Unscaled (s = 1) when the row sum lies in
+    [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
+    m = x.shape[0]
+    total = _abs_sum(x)
+    s = f1 = f2 = 1.0
+    if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
+        s, f1, f2 = _scale_factors(_absmax(x))
+    a_s = ar / s
+    if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
+        _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf)
+    else:
+        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf)
 
 
 @_pjit
 def _group_exclusive_par(W, a, b, out, nch):
     G, m = W.shape
     for ch in prange(nch):
-        buf = np.empty((2, m), dtype=np.float64)
+        buf = np.empty(m, dtype=np.float64)
         for r in range(ch * G // nch, (ch + 1) * G // nch):
-            _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
+            _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
 
 
 @_jit
 def _group_exclusive_seq(W, a, b, out):
     G, m = W.shape
-    buf = np.empty((2, m), dtype=np.float64)
+    buf = np.empty(m, dtype=np.float64)
     for r in range(G):
-        _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf[0], buf[1])
+        _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
 
 
-def group_exclusive(W, a, b):
+def group_exclusive(W, a, b, *, parallel=True):
     """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row."""
     out = np.empty_like(W)
     if W.size:
-        if _parallel(W):
+        if parallel and _parallel(W):
             _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
         else:
             _group_exclusive_seq(W, a, b, out)
     return out
 
 
-# ------------------------------------------------------------------ OWL
+# ------------------------------------------------------------------ exact arithmetic
 
 
-@_pjit
-def _abs_into(v, out):
-    for i in prange(v.shape[0]):
-        out[i] = abs(v[i])
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c with one rounding (LLVM's fma: the hardware instruction, or an
+    exact software fallback)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = llvm_ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(d, [d, d, d]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Hint the cache to load arr[idx] (LLVM's prefetch; no effect on results)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = llvm_ir.IntType(8).as_pointer()
+        i32 = llvm_ir.IntType(32)
+        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @_jit
-def _owl_blocks(s, w, sums, starts):
-    """Pool-adjacent-violators on the sorted magnitudes; compact the positive blocks.
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum)."""
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
 
-    ``s``: |v| sorted ascending; position i pairs with weight w[n-1-i] (the
-    largest magnitude with the largest weight).  The fit is non-decreasing in
-    i; blocks are kept as (sum of z, start) on a stack in ``sums``/``starts``.
-    On return, the nb blocks with positive value are compacted in place:
-    s[c] = the block's smallest magnitude, sums[c] = its value.  Returns nb.
-    """
+
+_EXP_LEN = 128  # expansion buffer; compressed expansions of doubles have < 45 terms
+
+
+@_jit
+def _exp_grow(e, ne, x):
+    """e[:ne] (non-overlapping, increasing magnitude, no zeros) += x, exactly
+    (Shewchuk's Grow-Expansion with zero elimination).  Returns the new length."""
+    if x == 0.0:
+        return ne
+    q = x
+    k = 0
+    for i in range(ne):
+        q, h = _two_sum(q, e[i])
+        if h != 0.0:
+            e[k] = h
+            k += 1
+    if q != 0.0:
+        e[k] = q
+        k += 1
+    return k
+
+
+@_jit
+def _exp_compress(e, ne):
+    """Shewchuk's Compress: the same value in a non-adjacent expansion (so at most
+    about 40 terms for doubles).  In place; returns the new length."""
+    if ne <= 1:
+        return ne
+    q = e[ne - 1]
+    bottom = ne - 1
+    for i in range(ne - 2, -1, -1):
+        s = q + e[i]
+        t = e[i] - (s - q)
+        if t != 0.0:
+            e[bottom] = s
+            bottom -= 1
+            q = t
+        else:
+            q = s
+    e[bottom] = q
+    top = 0
+    for i in range(bottom + 1, ne):
+        s = e[i] + q
+        t = q - (s - e[i])
+        if t != 0.0:
+            e[top] = t
+            top += 1
+        q = s
+    e[top] = q
+    return top + 1 if q != 0.0 else top
+
+
+@_jit
+def _exp_add(e, ne, x):
+    ne = _exp_grow(e, ne, x)
+    if ne > _EXP_LEN - 8:
+        ne = _exp_compress(e, ne)
+    return ne
+
+
+@_jit
+def _exp_approx(e, ne):
+    """The expansion's value rounded (summed from the smallest term up: relative
+    error a few eps)."""
+    t = 0.0
+    for i in range(ne):
+        t += e[i]
+    return t
+
+
+# Exact sums of terms that may be huge (sums of n of them would overflow) and
+# subnormal (scaling them down would underflow): terms >= 2^-900 in magnitude are
+# summed times sc (a power of two <= 1 that keeps the big sums finite), smaller
+# ones unscaled; e[0] holds the big part, e[1] the small one, ne their lengths.
+_SPLIT = 2.0**-900
+
+
+@_jit
+def _exp2_add(e, ne, x, sc):
+    if sc == 1.0 or abs(x) < _SPLIT:
+        ne[1] = _exp_add(e[1], ne[1], x)
+    else:
+        ne[0] = _exp_add(e[0], ne[0], x * sc)
+
+
+@_jit
+def _exp2_value(e, ne, sc, tmp):
+    """(sign, rounded value) of big/sc + small, exactly decided.  The small part
+    is below n 2^-900 in magnitude: when the big part/sc exceeds 2^-700 it
+    decides alone; otherwise big/sc is formed exactly (no overflow) and merged."""
+    nb = ne[0]
+    ns = ne[1]
+    if nb > 0 and abs(e[0, nb - 1]) > 2.0**-700 * sc:
+        top = e[0, nb - 1]
+        return (1.0 if top > 0.0 else -1.0), _exp_approx(e[0], nb) / sc
+    nt = 0
+    for i in range(ns):
+        tmp[i] = e[1, i]
+    nt = ns
+    for i in range(nb):
+        nt = _exp_add(tmp, nt, e[0, i] / sc)
+    if nt == 0:
+        return 0.0, 0.0
+    nt = _exp_compress(tmp, nt)
+    return (1.0 if tmp[nt - 1] > 0.0 else -1.0), _exp_approx(tmp, nt)
+
+
+# ------------------------------------------------------------------ OWL
+#
+# Positions: s = |v| sorted ascending; descending position i (the i-th largest
+# magnitude, 0-based) is ascending position n-1-i and pairs with w[i].
+# z_i = s[n-1-i] - w[i], formed as zh + zl by TwoSum (never rounded), times the
+# power of two ``sc`` (1 unless n^2 max|z| could overflow).
+
+_U = 2.0**-53  # unit roundoff
+_TINY = 2.0**-1074  # the absolute error of a product by sc that underflows
+_OWL_CHUNK = 4096
+
+
+@_jit
+def _owl_scale(s, w):
+    """A power of two sc with n^2 max(|v|, w) sc < 2^1021: block sums and their
+    products by counts in the PAVA never overflow (1 whenever that already holds)."""
     n = s.shape[0]
-    sp = 0  # blocks below the top one, on the stack sums[:sp], starts[:sp]
-    tsum = np.float64(s[0]) - np.float64(w[n - 1])  # the top block, kept in registers
-    tst = 0
+    zmax = max(np.float64(s[n - 1]), np.float64(w[0]))
+    if zmax == 0.0:
+        return 1.0
+    _, ez = math.frexp(zmax)  # zmax < 2^ez
+    _, en = math.frexp(np.float64(n) + 1.0)  # n + 1 < 2^en
+    k = ez + 2 * en + 2 - 1021
+    return math.ldexp(1.0, -k) if k > 0 else 1.0
+
+
+@_jit
+def _owl_z(s, w, i, sc):
+    """(zh, zl) of descending position i, scaled: zh + zl = (s[n-1-i] - w[i]) sc
+    (exact unless the product by sc < 1 underflows)."""
+    n = s.shape[0]
+    zh, zl = _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
+    return zh * sc, zl * sc
+
+
+@_jit
+def _owl_z_exact(s, w, i):
+    """(zh, zl) of descending position i, unscaled: zh + zl = s[n-1-i] - w[i]."""
+    n = s.shape[0]
+    return _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
+
+
+@_rjit
+def _owl_chunk_sums(s, w, sc, c0, c1, A, Up, Ab):
+    """Per chunk of descending positions: sum of zh, of max(zh, 0), of |zh|
+    (scaled; any summation order: these sums carry an error bound)."""
+    n = s.shape[0]
+    for c in range(c0, c1):
+        lo = c * _OWL_CHUNK
+        hi = min(n, lo + _OWL_CHUNK)
+        a = 0.0
+        u = 0.0
+        b = 0.0
+        for i in range(lo, hi):
+            z = (np.float64(s[n - 1 - i]) - np.float64(w[i])) * sc
+            a += z
+            u += z if z > 0.0 else 0.0
+            b += abs(z)
+        A[c] = a
+        Up[c] = u
+        Ab[c] = b
+
+
+@_pjit
+def _owl_chunk_sums_par(s, w, sc, A, Up, Ab):
+    nc = A.shape[0]
+    nt = min(nc, 64)
+    for t in prange(nt):
+        _owl_chunk_sums(s, w, sc, t * nc // nt, (t + 1) * nc // nt, A, Up, Ab)
+
+
+@_jit
+def _owl_support_window(A, Up, Ab, n):
+    """[lo, hi] (indices l of prefix sums P_l, l = 0..n) that surely contains the
+    first maximiser of P, from the chunk sums; and a bound on sum |z|.
+
+    Every computed partial sum of at most n scaled terms is within
+    delta = (n + 2) eps/2 C (1 + 2 (n + 2) eps) + (n + 1) 2^-1074 of the exact
+    one (C = sum |zh|, recursive or any-order summation; zl is below eps/2 |zh|
+    and the product by sc underflows by at most 2^-1075).  With B_c the sums up
+    to chunk c's start, max P >= max_c B_c - delta, and within chunk c
+    P <= B_c + (sum of positive terms of chunk c) + 2 delta: chunks whose bound
+    stays below the first are out."""
+    nc = A.shape[0]
+    C = 0.0
+    for c in range(nc):
+        C += Ab[c]
+    C *= 1.0 + 4.0 * (n + 2) * _U
+    delta = (n + 2) * _U * C * (1.0 + 4.0 * (n + 2) * _U) + (n + 1) * _TINY
+    best = 0.0
+    B = 0.0
+    for c in range(nc):
+        B += A[c]
+        best = max(best, B)
+    low = best - delta
+    first = -1
+    last = -1
+    B = 0.0
+    for c in range(nc):
+        if B + Up[c] + 2.0 * delta >= low:
+            if first < 0:
+                first = c
+            last = c
+        B += A[c]
+    if first < 0:  # only l = n can be the maximiser
+        return n, n, C
+    return first * _OWL_CHUNK, min(n, (last + 1) * _OWL_CHUNK), C
+
+
+@_jit
+def _owl_support_exact(s, w, sc, lo, hi, C, e, tmp):
+    """The first maximiser of P_l over l in [lo, hi] (exact, given that the
+    global first maximiser lies there).
+
+    Compensated prefix sums (TwoSum of the running sum, errors and the zl
+    summed apart) relative to P_lo are within
+    T = 4 m (m + 2) (eps/2)^2 C + 4 (m + 1) 2^-1074 (m = hi - lo) of the exact
+    ones, including the rounding of the comparisons; a streaming window keeps
+    every l whose sum can still be the maximum.  That window is decided by exact
+    expansion sums (Shewchuk), which also settle exact ties (the FIRST
+    maximiser wins)."""
+    m = hi - lo
+    T = 4.0 * m * (m + 2.0) * _U * _U * C + 4.0 * (m + 1.0) * _TINY
+    S = 0.0
+    c = 0.0
+    Sm = 0.0
+    cm = 0.0
+    ws = lo
+    we = lo
+    for l in range(lo + 1, hi + 1):
+        zh, zl = _owl_z(s, w, l - 1, sc)
+        S, q = _two_sum(S, zh)
+        c += q + zl
+        d = (S - Sm) + (c - cm)
+        if d > 0.0:
+            if d > 2.0 * T:
+                ws = l
+            Sm = S
+            cm = c
+        if d >= -2.0 * T:
+            we = l
+    best = ws
+    ne = np.zeros(2, dtype=np.int64)
+    for l in range(ws + 1, we + 1):
+        zh, zl = _owl_z_exact(s, w, l - 1)
+        _exp2_add(e, ne, zh, sc)
+        _exp2_add(e, ne, zl, sc)
+        sign, _ = _exp2_value(e, ne, sc, tmp)
+        if sign > 0.0:  # P_l > P_best
+            best = l
+            ne[0] = 0
+            ne[1] = 0
+    return best
+
+
+def _owl_support(s, w, sc, parallel):
+    """k*: the support of the OWL prox is the k* largest magnitudes, where k* is
+    the first index maximising the exact prefix sums P_l = z_0 + ... + z_{l-1}
+    (l = 0..n).  (Isotonic regression's min-max formula: the non-increasing fit
+    at l is positive iff max_{j > l} P_j > max_{j <= l} P_j.)"""
+    n = s.shape[0]
+    nc = (n + _OWL_CHUNK - 1) // _OWL_CHUNK
+    A = np.empty(nc)
+    Up = np.empty(nc)
+    Ab = np.empty(nc)
+    if parallel and nc > 1:
+        _owl_chunk_sums_par(s, w, sc, A, Up, Ab)
+    else:
+        _owl_chunk_sums(s, w, sc, 0, nc, A, Up, Ab)
+    lo, hi, C = _owl_support_window(A, Up, Ab, n)
+    if lo == hi:
+        return lo
+    return _owl_support_exact(s, w, sc, lo, hi, C, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
+
+
+@_jit
+def _owl_pava(s, w, j0, sc, sums, starts):
+    """Pool-adjacent-violators over ascending positions j0..n-1 (the support),
+    z_j = (s[j] - w[n-1-j]) sc rounded; the fit is non-decreasing in j.  Blocks
+    are kept as (sum, start) on a stack in sums/starts, the top block in
+    registers.  Returns the number of blocks (their sums are only a guide: the
+    values are recomputed exactly by _owl_values)."""
+    n = s.shape[0]
+    sp = 0
+    tsum = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
+    tst = j0
     tcnt = 1.0
     has_top = True
-    for i in range(1, n):
-        csum = np.float64(s[i]) - np.float64(w[n - 1 - i])
+    for i in range(j0 + 1, n):
+        csum = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
         cst = i
         ccnt = 1.0
         while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
@@ -864,22 +1275,113 @@ def _owl_blocks(s, w, sums, starts):
         has_top = True
     sums[sp] = tsum
     starts[sp] = tst
-    B = sp + 1
-    # first block with a positive value (values are non-decreasing)
-    k0 = 0
-    while k0 < B:
-        end = starts[k0 + 1] if k0 + 1 < B else n
-        if sums[k0] / np.float64(end - starts[k0]) > 0.0:
-            break
-        k0 += 1
-    nb = B - k0
-    for c in range(nb):
-        k = k0 + c
-        end = starts[k + 1] if k + 1 < B else n
-        val = sums[k] / np.float64(end - starts[k])
-        s[c] = s[starts[k]]
-        sums[c] = val if val > 0.0 else 0.0
-    return nb
+    return sp + 1
+
+
+@_jit
+def _owl_block_value(s, w, sc, st, en):
+    """Mean of the exact z over ascending positions st..en-1, faithfully rounded
+    (compensated sum, then the exact remainder of the division by an fma), kept
+    within [min, max] of the block's rounded z; unscaled."""
+    n = s.shape[0]
+    S = 0.0
+    c = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for j in range(st, en):
+        zh, zl = _owl_z(s, w, n - 1 - j, sc)
+        S, q = _two_sum(S, zh)
+        c += q + zl
+        lo = min(lo, zh)
+        hi = max(hi, zh)
+    if sc != 1.0 and max(abs(lo), abs(hi)) < _SPLIT * sc:
+        # a block of terms below 2^-900: its sums cannot overflow unscaled, and
+        # scaled they may have underflowed
+        return _owl_block_value(s, w, 1.0, st, en)
+    cnt = np.float64(en - st)
+    m = S / cnt
+    m += (_fma(-m, cnt, S) + c) / cnt
+    m = min(max(m, lo), hi)
+    return m / sc
+
+
+@_jit
+def _owl_values(s, w, sc, starts, b0, b1, nb, vals):
+    """vals[b] = exact mean of block b (b0 <= b < b1), blocks from _owl_pava."""
+    n = s.shape[0]
+    for b in range(b0, b1):
+        st = starts[b]
+        en = starts[b + 1] if b + 1 < nb else n
+        if en - st == 1:  # a single entry: its z rounded once (the exact mean, correctly rounded)
+            vals[b] = np.float64(s[st]) - np.float64(w[n - 1 - st])
+        else:
+            vals[b] = _owl_block_value(s, w, sc, st, en)
+
+
+@_pjit
+def _owl_values_par(s, w, sc, starts, nb, vals):
+    nt = min(nb, 64)
+    for t in prange(nt):
+        _owl_values(s, w, sc, starts, t * nb // nt, (t + 1) * nb // nt, nb, vals)
+
+
+@_jit
+def _owl_monotone(s, w, sc, starts, nb, vals):
+    """Pool adjacent blocks whose exact values decrease (ascending order).
+
+    The first PAVA pooled on rounded z, so near ties (within rounding of the
+    block sums) its blocks can be under-pooled, and their exact values then
+    decrease, e.g. z = 0.5 + 0.5 + (1.7e38 - 1) - 1.7e38 has an exact mean 0
+    where the rounded sums said 1/4.  A second pool-adjacent-violators pass
+    over the blocks, each merge re-evaluated exactly, restores a
+    non-decreasing fit; normally it only reads the values.  Compacts starts
+    and vals in place; returns the new number of blocks."""
+    n = s.shape[0]
+    top = -1
+    for b in range(nb):
+        en = starts[b + 1] if b + 1 < nb else n  # the top block always ends here
+        st = starts[b]
+        val = vals[b]
+        top += 1
+        starts[top] = st
+        vals[top] = val
+        while top > 0 and vals[top - 1] > vals[top]:
+            top -= 1
+            vals[top] = _owl_block_value(s, w, sc, starts[top], en)
+    return top + 1
+
+
+@_jit
+def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e, tmp):
+    """The exact fit is positive on the support.  Where rounding left the lowest
+    blocks <= 0 (only within rounding of 0), pool them and give them their exact
+    mean (expansion sum): a suffix average of the descending z, hence >= the
+    exact fit at the support's end > 0; capped by the next block's value."""
+    if vals[0] > 0.0:
+        return
+    n = s.shape[0]
+    b1 = 0
+    while b1 + 1 < nb and not vals[b1 + 1] > 0.0:
+        b1 += 1
+    en = starts[b1 + 1] if b1 + 1 < nb else n
+    ne = np.zeros(2, dtype=np.int64)
+    for j in range(starts[0], en):
+        zh, zl = _owl_z_exact(s, w, n - 1 - j)
+        _exp2_add(e, ne, zh, sc)
+        _exp2_add(e, ne, zl, sc)
+    _, total = _exp2_value(e, ne, sc, tmp)
+    mean = total / np.float64(en - starts[0])
+    if b1 + 1 < nb:
+        mean = min(mean, vals[b1 + 1])
+    for b in range(b1 + 1):
+        vals[b] = mean
+
+
+@_jit
+def _owl_compact_starts(s, starts, nb):
+    """s[b] = lowest magnitude of block b (in place: starts[b] >= b)."""
+    for b in range(nb):
+        s[b] = s[starts[b]]
 
 
 @_jit
@@ -891,6 +1393,12 @@ def _owl_pairs(s, sums, nb):
         val = sums[c]
         sums[2 * c] = np.float64(s[c])
         sums[2 * c + 1] = val
+
+
+@_pjit
+def _abs_into(v, out):
+    for i in prange(v.shape[0]):
+        out[i] = abs(v[i])
 
 
 @_jit
@@ -932,46 +1440,60 @@ def _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P):
             P[base[e] + u] = k
 
 
+_OWL_BATCH = 32  # lookups in flight: each needs two dependent cache misses
+
+
 @_jit
-def _owl_entry(x, key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff):
-    """Value of the entry x (magnitude bits ``key``): the last block whose lowest
-    magnitude (bits lbbits[stride*k]) is <= |x|, value vals[stride*k + voff].
-    The table gives the block at the start of the key's bucket; two branch-free
-    steps cover buckets with up to two more block starts, a loop (rarely
-    entered, so rarely mispredicted) the rest."""
-    ok = key >= lo
-    kk = key if ok else lo
-    e = kk >> mb
-    t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
-    k = np.int64(P[t])
-    k1 = k + 1 if k + 1 < nb else k
-    k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-    k1 = k + 1 if k + 1 < nb else k
-    k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-    while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
-        k += 1
-    return math.copysign(vals[stride * k + voff] if ok else 0.0, x)
+def _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, i0, i1, tb):
+    """out[i] for i0 <= i < i1, in batches: first every entry's bucket (its
+    table slot prefetched), then every slot's block (the block's line
+    prefetched), then the values (_owl_entry's steps, now on cached lines).
+    The loads are the same as one entry at a time; only their order differs,
+    so that the misses of a batch overlap."""
+    lo = np.int64(lbbits[0])
+    mmask = (np.int64(1) << mb) - 1
+    B = tb.shape[0]
+    for s0 in range(i0, i1, B):
+        s1 = min(i1, s0 + B)
+        for i in range(s0, s1):
+            key = np.int64(vbits[i]) & mask
+            kk = key if key >= lo else lo
+            e = kk >> mb
+            t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
+            tb[i - s0] = t
+            _prefetch(P, t)
+        for i in range(s0, s1):
+            k = np.int64(P[tb[i - s0]])
+            tb[i - s0] = k
+            _prefetch(lbbits, stride * k)
+            if stride == 1:
+                _prefetch(vals, k)
+        for i in range(s0, s1):
+            key = np.int64(vbits[i]) & mask
+            k = tb[i - s0]
+            k1 = k + 1 if k + 1 < nb else k
+            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
+            k1 = k + 1 if k + 1 < nb else k
+            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
+            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
+                k += 1
+            out[i] = math.copysign(vals[stride * k + voff] if key >= lo else 0.0, v[i])
 
 
 @_pjit
 def _owl_map_par(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    lo = np.int64(lbbits[0])
-    mmask = (np.int64(1) << mb) - 1
     n = v.shape[0]
     nch = 64
     for c in prange(nch):
-        for i in range(c * n // nch, (c + 1) * n // nch):
-            key = np.int64(vbits[i]) & mask
-            out[i] = _owl_entry(v[i], key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff)
+        tb = np.empty(_OWL_BATCH, dtype=np.int64)
+        _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out,
+                       c * n // nch, (c + 1) * n // nch, tb)
 
 
 @_jit
 def _owl_map_seq(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    lo = np.int64(lbbits[0])
-    mmask = (np.int64(1) << mb) - 1
-    for i in range(v.shape[0]):
-        key = np.int64(vbits[i]) & mask
-        out[i] = _owl_entry(v[i], key, lo, mb, mmask, base, nbits, P, lbbits, stride, nb, vals, voff)
+    tb = np.empty(_OWL_BATCH, dtype=np.int64)
+    _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, 0, v.shape[0], tb)
 
 
 @_jit
@@ -980,48 +1502,115 @@ def _zero_signed(v, out):
         out[i] = 0.0 * v[i]
 
 
-def owl(v, w):
-    """OWL prox without argsort: sort |v|, PAVA to blocks, map entries to blocks by magnitude."""
+_OWL_SMALL = 2048  # below this, one compiled call with an argsort (no Python-level steps)
+
+
+@_jit
+def _owl_small(v, w, out):
+    """The whole OWL prox in one compiled call, for short vectors (GrOWL's row
+    norms, per-layer calls): argsort of |v| (numba's quicksort), the same exact
+    support, PAVA and block values as the long path, then a scatter (no bucket
+    table).  Tied magnitudes get equal values after _owl_monotone whatever
+    order the argsort left them in.  O(n log n), 5 n-sized scratch arrays."""
+    n = v.shape[0]
+    a = np.empty(n, dtype=v.dtype)
+    for i in range(n):
+        a[i] = abs(v[i])
+    order = np.argsort(a)
+    s = a[order]
+    sc = _owl_scale(s, w)
+    nc = (n + _OWL_CHUNK - 1) // _OWL_CHUNK
+    A = np.empty(nc)
+    Up = np.empty(nc)
+    Ab = np.empty(nc)
+    _owl_chunk_sums(s, w, sc, 0, nc, A, Up, Ab)
+    lo, hi, C = _owl_support_window(A, Up, Ab, n)
+    e = np.empty((2, _EXP_LEN))
+    tmp = np.empty(2 * _EXP_LEN)
+    k = lo if lo == hi else _owl_support_exact(s, w, sc, lo, hi, C, e, tmp)
+    j0 = n - k
+    for j in range(j0):
+        out[order[j]] = 0.0 * v[order[j]]
+    if k == 0:
+        return
+    sums = np.empty(k)
+    starts = np.empty(k, dtype=np.int64)
+    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    _owl_values(s, w, sc, starts, 0, nb, nb, sums)
+    nb = _owl_monotone(s, w, sc, starts, nb, sums)
+    _owl_fix_low_blocks(s, w, sc, starts, nb, sums, e, tmp)
+    for b in range(nb):
+        en = starts[b + 1] if b + 1 < nb else n
+        val = sums[b]
+        for j in range(starts[b], en):
+            i = order[j]
+            out[i] = math.copysign(val, v[i])
+
+
+def _owl_zero(v, out):
+    _zero_signed(v, out)
+    return out
+
+
+def owl(v, w, *, parallel=True):
+    """OWL prox of v with thresholds w (already times step): exact zero pattern,
+    faithful values (see the module docstring for the algorithm and its cost)."""
     n = v.shape[0]
     out = np.empty_like(v)
     if n == 0:
         return out
+    if not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
+        return _owl_zero(v, out)
+    if n <= _OWL_SMALL:
+        _owl_small(v, w, out)
+        return out
+    par = parallel and n >= _PAR_MIN
     if v.dtype == np.float64:
         ibits, mask = np.int64, np.int64(0x7FFFFFFFFFFFFFFF)
+        mb, nbin = 52, 2048  # mantissa bits, binades
     else:
         ibits, mask = np.int32, np.int64(0x7FFFFFFF)
+        mb, nbin = 23, 256
     s = np.empty_like(v)
-    if n >= _PAR_MIN:
+    if par:
         _abs_into(v, s)
     else:
         np.abs(v, out=s)
     s.sort()  # NumPy's SIMD sort of the magnitudes
     hi_key = int(s.view(ibits)[n - 1])
-    sums = np.empty(n, dtype=np.float64)
-    starts = out.view(ibits) if n < 2**31 else np.empty(n, dtype=np.int64)
-    nb = _owl_blocks(s, w, sums, starts)
-    if nb == 0:
-        _zero_signed(v, out)
-        return out
-    if v.dtype == np.float64 and 2 * nb <= n:
+    sc = _owl_scale(s, w)
+    k = _owl_support(s, w, sc, par)
+    if k == 0:
+        return _owl_zero(v, out)
+    j0 = n - k
+    sums = np.empty(k, dtype=np.float64)
+    starts = out.view(np.int32)[:k] if n < 2**31 else np.empty(k, dtype=np.int64)
+    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    if par and nb > 1:
+        _owl_values_par(s, w, sc, starts, nb, sums)
+    else:
+        _owl_values(s, w, sc, starts, 0, nb, nb, sums)
+    nb = _owl_monotone(s, w, sc, starts, nb, sums)
+    _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
+    _owl_compact_starts(s, starts, nb)
+    if v.dtype == np.float64 and 2 * nb <= k:
         # blocks as (lowest magnitude, value) pairs in ``sums``: one cache line per lookup
         _owl_pairs(s, sums, nb)
         lbbits, stride, vals, voff = sums.view(np.int64), 2, sums, 1
         spare = s.view(np.int32)  # the sorted magnitudes are no longer needed
     else:
         lbbits, stride, vals, voff = s.view(ibits), 1, sums, 0
-        spare = None
-    mb, nbin = (52, 2048) if v.dtype == np.float64 else (23, 256)  # mantissa bits, binades
+        spare = s[nb:].view(np.int32)  # past the blocks' lowest magnitudes
     lo_key = int(lbbits[0])
     base = np.empty(nbin, dtype=np.int64)
     nbits = np.empty_like(base)
     total = _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits)
-    if spare is not None and total <= spare.shape[0] and total < 2**31:
+    if total <= spare.shape[0]:
         P = spare[:total]
     else:
-        P = np.empty(total, dtype=np.int32 if nb < 2**31 else np.int64)
+        P = np.empty(total, dtype=np.int32)
     _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P)
-    mapper = _owl_map_par if n >= _PAR_MIN else _owl_map_seq
+    mapper = _owl_map_par if par else _owl_map_seq
     mapper(v, v.view(ibits), mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out)
     return out
 
@@ -1060,39 +1649,48 @@ def _weighted_l1_seq(v, w, out):
             out[i] = _wl1_one(v[i], np.float64(w[i]))
 
 
-def weighted_l1(v, w):
+def weighted_l1(v, w, *, parallel=True):
     out = np.empty_like(v)
-    (_weighted_l1_par if v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
+    (_weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
     return out
+
+
+@_jit
+def _wl2_one(x, t):
+    """x / (1 + 2 t); when 1 + 2 t overflows (t > max/2), (x/2) / (1/2 + t)."""
+    d = 1.0 + 2.0 * t
+    if d < np.inf:
+        return np.float64(x) / d
+    return (0.5 * np.float64(x)) / (0.5 + t)
 
 
 @_pjit
 def _weighted_l2sq_par(v, w, out):
     n = v.shape[0]
     if w.shape[0] == 1:
-        d = 1.0 + 2.0 * np.float64(w[0])
+        t = np.float64(w[0])
         for i in prange(n):
-            out[i] = np.float64(v[i]) / d
+            out[i] = _wl2_one(v[i], t)
     else:
         for i in prange(n):
-            out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
+            out[i] = _wl2_one(v[i], np.float64(w[i]))
 
 
 @_jit
 def _weighted_l2sq_seq(v, w, out):
     n = v.shape[0]
     if w.shape[0] == 1:
-        d = 1.0 + 2.0 * np.float64(w[0])
+        t = np.float64(w[0])
         for i in range(n):
-            out[i] = np.float64(v[i]) / d
+            out[i] = _wl2_one(v[i], t)
     else:
         for i in range(n):
-            out[i] = np.float64(v[i]) / (1.0 + 2.0 * np.float64(w[i]))
+            out[i] = _wl2_one(v[i], np.float64(w[i]))
 
 
-def weighted_l2sq(v, w):
+def weighted_l2sq(v, w, *, parallel=True):
     out = np.empty_like(v)
-    (_weighted_l2sq_par if v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
+    (_weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
     return out
 
 
@@ -1182,7 +1780,7 @@ def _hard_seq(v, thr, out):
         out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
 
 
-def lp(v, lam, p):
+def lp(v, lam, p, *, parallel=True):
     """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise."""
     lam = float(lam)
     p = float(p)
@@ -1190,14 +1788,21 @@ def lp(v, lam, p):
         return v.copy()
     out = np.empty_like(v)
     if p == 0:
-        (_hard_par if v.shape[0] >= _PAR_MIN else _hard_seq)(v, math.sqrt(2.0 * lam), out)
+        # keep v iff v^2/2 > lam; 2 lam overflows for lam > max/2 (the threshold
+        # sqrt(2) sqrt(lam) ~ 1.9e154 is not large at all)
+        thr = math.sqrt(2.0 * lam) if 2.0 * lam < np.inf else math.sqrt(2.0) * math.sqrt(lam)
+        (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
         return out
     if p == 1:
-        return weighted_l1(v, np.full(1, lam, dtype=np.float64))
-    tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * lam * (1.0 - p)) ** (1.0 / (2.0 - p))
-    beta = (lam * p * (1.0 - p)) ** (1.0 / (2.0 - p))
+        return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel)
+    # tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)), without overflowing 2 lam (1-p)
+    e = 1.0 / (2.0 - p)
+    t2 = 2.0 * lam * (1.0 - p)
+    base = t2**e if t2 < np.inf else (2.0 * (1.0 - p)) ** e * lam**e
+    tau = (2.0 - p) / (2.0 * (1.0 - p)) * base
+    beta = (lam * p * (1.0 - p)) ** e
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
-    (_lp_par if v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
+    (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
     return out
 
 

@@ -8,6 +8,9 @@ elementwise maps) and ``_xp_kernels`` (exclusive, group+exclusive, lp).
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 from scipy.optimize import isotonic_regression
 
@@ -21,21 +24,139 @@ NAME = "numpy"
 
 
 def owl(v, w):
-    """OWL prox: sort |v| (decreasing), PAVA on |v|_sorted - w, clip at 0, unsort.
+    """OWL prox of the sorted magnitudes, with the exact zero pattern.
 
-    The clipped non-increasing isotonic fit of |v|_sorted - w is the projection
-    onto the monotone non-negative cone, which is the OWL prox of the sorted
-    magnitudes (Bogdan et al. 2015; Zeng & Figueiredo 2014).
+    With a = |v| sorted decreasingly and thresholds w (already times step),
+    the prox of the sorted magnitudes is the non-increasing isotonic fit of
+    z = a - w clipped at 0 (the projection onto the monotone non-negative
+    cone; Bogdan et al. 2015, Zeng & Figueiredo 2014); it is unsorted and the
+    signs of v are restored.
+
+    The zero pattern is decided EXACTLY (z and the sums that decide it are
+    never rounded):
+
+    * z_i = a_i - w_i is kept as the unevaluated sum zh_i + zl_i of TwoSum
+      (error-free: 1 - 2.8e-45 is not rounded to 1);
+    * the support of the fit is the prefix 1..k* with k* the FIRST index at
+      which the exact prefix sums P_l = z_1 + ... + z_l (P_0 = 0) attain
+      their maximum (the min-max formula of isotonic regression: the fit at
+      l is positive iff max_{j >= l} P_j > max_{j < l} P_j).  Float prefix
+      sums with a rigorous error bound leave a window of candidates (shrunk
+      by recomputing the sums relative to the window's start), which exact
+      rational sums then decide;
+    * on the support the fit is the isotonic fit of z_1..z_k* alone (its
+      blocks end at k*) computed by ``scipy.optimize.isotonic_regression``
+      (pool-adjacent-violators; values accurate to k* eps max|z|).  The exact
+      fit there is positive; where rounding gave a value <= 0 (only within
+      that rounding of 0) the trailing blocks are pooled and given their exact
+      mean, which is positive: every suffix average of z_1..z_k* is at least
+      the exact fit at k* > 0.
+
+    Thresholds may be +inf (step * w overflowed): then the prox is 0.  Sums are
+    formed at the scale 2^-k (exact) when n max|z| could overflow.
+    Cost: a stable argsort O(n log n), PAVA O(n), the window O(n) per
+    shrinking round (usually one or two) plus rational sums over the final
+    window (usually a few entries).
     """
     n = v.shape[0]
     if n == 0:
         return v.copy()
     a = np.abs(v.astype(np.float64, copy=False))
+    w = w.astype(np.float64, copy=False)
+    out = np.zeros(n, dtype=np.float64)
+    if not w[0] < np.inf:  # w is non-increasing: an infinite weight forces x = 0
+        return (out * np.sign(v)).astype(v.dtype, copy=False)
     order = np.argsort(-a, kind="stable")
     a_sorted = a[order]
-    z = a_sorted - w.astype(np.float64, copy=False)
+    if not np.isfinite(a_sorted).all():  # unchecked NaN/Inf input: propagate it
+        out[order] = np.maximum(isotonic_regression(a_sorted - w, increasing=False).x, 0.0)
+        return (out * np.sign(v)).astype(v.dtype, copy=False)
+    zh, zl = _two_sum(a_sorted, -w)  # z = zh + zl exactly
+    # scale so that no sum of n terms can overflow (a power of two: exact,
+    # except that terms below 2^(k - 1074) lose bits; see _owl_support)
+    zmax = max(float(a_sorted[0]), float(w[0]))
+    k2 = max(0, math.frexp(zmax)[1] + math.ceil(math.log2(n + 1)) + 1 - 1023)
+    sc = math.ldexp(1.0, -k2)
+    k = _owl_support(zh, zl, sc)
+    if k > 0:
+        fit = _owl_fit_positive(zh[:k], zl[:k], sc)
+        # Equal magnitudes have equal outputs in exact arithmetic (tied
+        # magnitudes are always pooled, and never split by the support), but
+        # scipy can pool equal neighbours into blocks whose means differ in
+        # the last bit.  Give every run of tied magnitudes its first value.
+        if k > 1:
+            first = np.empty(k, dtype=bool)
+            first[0] = True
+            np.not_equal(a_sorted[1:k], a_sorted[: k - 1], out=first[1:])
+            fit = fit[np.maximum.accumulate(np.where(first, np.arange(k), 0))]
+        out[order[:k]] = fit
+    out *= np.sign(v)
+    return out.astype(v.dtype, copy=False)
+
+
+def _two_sum(x, y):
+    """s + e == x + y exactly, s = fl(x + y) (Knuth's TwoSum, elementwise)."""
+    s = x + y
+    bp = s - x
+    e = (x - (s - bp)) + (y - bp)
+    return s, e
+
+
+_U = 2.0**-53
+
+
+def _owl_support(zh, zl, sc):
+    """k* = the first index l in 0..n at which P_l = sum_{i<=l} (zh_i + zl_i) is
+    maximal (exact).
+
+    A window [lo, hi] of indices that surely contains k* is narrowed with float
+    sums of sc * zh relative to P_lo: |float - exact| <= (j + 2) eps C_j with
+    C_j the float sum of |sc zh| (recursive summation, |zl| <= eps |zh|/2),
+    plus 2^-1074 per term for the terms that underflowed when scaled; only
+    indices whose upper bound reaches the largest lower bound stay.  When the
+    window stops shrinking, its P_l - P_lo are summed exactly (rationals) over
+    the non-zero terms.
+    """
+    n = zh.shape[0]
+    lo, hi = 0, n
+    zs = zh * sc
+    while True:
+        seg = zs[lo:hi]
+        m = seg.shape[0]
+        d = np.zeros(m + 1)
+        np.cumsum(seg, out=d[1:])
+        c = np.zeros(m + 1)
+        np.cumsum(np.abs(seg), out=c[1:])
+        j = np.arange(m + 1, dtype=np.float64)
+        bound = (j + 2.0) * (2.0 * _U) * c * (1.0 + 4.0 * _U * (m + 2)) + (j + 1.0) * 2.0**-1074
+        low = d - bound
+        top = low.max()
+        cand = np.nonzero(d + bound >= top)[0]
+        new_lo, new_hi = lo + int(cand[0]), lo + int(cand[-1])
+        if (new_lo, new_hi) == (lo, hi) or new_lo == new_hi:
+            lo, hi = new_lo, new_hi
+            break
+        lo, hi = new_lo, new_hi
+    if lo == hi:
+        return lo
+    best = lo
+    diff = Fraction(0)  # P_l - P_best, exactly
+    terms = np.nonzero((zh[lo:hi] != 0) | (zl[lo:hi] != 0))[0]
+    for t in terms:
+        i = lo + int(t)  # z_i enters P_l for l >= i + 1
+        diff += Fraction(float(zh[i])) + Fraction(float(zl[i]))
+        if diff > 0:
+            best, diff = i + 1, Fraction(0)
+    return best
+
+
+def _owl_fit_positive(zh, zl, sc):
+    """The non-increasing isotonic fit of z = zh + zl (the support's prefix),
+    computed at the scale sc, each block clamped into [min z, max z] of the
+    block, and the trailing blocks that rounding left <= 0 replaced by their
+    exact mean (unscaled result)."""
+    z = zh * sc
     res = isotonic_regression(z, increasing=False)
-    fit = res.x
     # A block's value is the mean of its z, so it lies in [min z, max z] over the
     # block; the rounded mean can leave that range (three copies of 0.05 average
     # to 0.05000000000000001, so the prox with zero weights grew |v|).  Clamp.
@@ -43,21 +164,22 @@ def owl(v, w):
     lo = np.minimum.reduceat(z, starts)
     hi = np.maximum.reduceat(z, starts)
     sizes = np.diff(res.blocks)
-    fit = np.clip(fit, np.repeat(lo, sizes), np.repeat(hi, sizes))
-    # Equal magnitudes have equal outputs in exact arithmetic, but scipy pools
-    # equal neighbours into blocks whose means can differ in the last bit (e.g.
-    # 12 copies of one value came back as two different values).  Give every
-    # run of tied magnitudes the value of its first entry.
-    if n > 1:
-        first = np.empty(n, dtype=bool)
-        first[0] = True
-        np.not_equal(a_sorted[1:], a_sorted[:-1], out=first[1:])
-        fit = fit[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
-    np.maximum(fit, 0.0, out=fit)
-    out = np.empty(n, dtype=np.float64)
-    out[order] = fit
-    out *= np.sign(v)
-    return out.astype(v.dtype, copy=False)
+    fit = np.clip(res.x, np.repeat(lo, sizes), np.repeat(hi, sizes)) / sc
+    k = fit.shape[0]
+    if not fit[k - 1] > 0.0:
+        # The exact fit is positive: pool the trailing blocks with fit <= 0 and
+        # give them their exact mean (a suffix average: > 0), capped by the fit
+        # before them (the fit is non-increasing).
+        j0 = int(np.searchsorted(-fit, 0.0, side="left"))  # first index with fit <= 0 (a block start)
+        total = Fraction(0)
+        for x in np.concatenate([zh[j0:k], zl[j0:k]]):
+            if x:
+                total += Fraction(float(x))
+        mean = float(total / (k - j0))
+        if j0 > 0:
+            mean = min(mean, float(fit[j0 - 1]))
+        fit[j0:] = mean
+    return fit
 
 
 def growl(W, w, check_finite=False):

@@ -1,0 +1,603 @@
+"""The Numba kernels over the whole float range, their serial variants, and
+read-only installs.
+
+* Every Numba kernel against an EXACT or 60-digit reference written here from
+  the math (rationals, ``decimal``), on inputs and thresholds drawn from the
+  whole range of the dtype: 0, the smallest subnormal, the smallest normal,
+  1, max/4, max/2, max (and inf thresholds where the kernel contract allows
+  them), float32 and float64.  Independent of both backends: at these scales
+  the NumPy reference itself overflows in places (noted per test).
+* OWL on both CPU backends: the zero pattern is decided exactly by both, so it
+  must be identical, also on long vectors (the parallel paths) built so that
+  |v| - w cancels.
+* The long-run cases of the OWL defects as explicit parity examples (the
+  parity test of test_backends.py draws from ``st.data()``, which cannot take
+  an ``@example``).
+* ``parallel=False`` gives the same result bit for bit and never starts
+  numba's thread pool; the backend reads no environment variable.
+* A read-only install (package directory and home not writable, no usable
+  NUMBA_CACHE_DIR), run as an unprivileged user: import and every kernel work,
+  with one warning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import _cvx as R
+import proxlib
+from test_owl import exact_owl_fractions
+
+pytestmark = pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="numba does not import here")
+
+if "numba" in proxlib.available_backends():
+    from proxlib.backends import numba_cpu as NB
+from proxlib.backends import numpy_ref as REF
+
+DTYPES = [np.float64, np.float32]
+EPS = {np.float64: 2.0**-52, np.float32: 2.0**-23}
+PREC = 80  # decimal digits of the 60-digit-class references
+
+
+def _finfo(dtype):
+    f = np.finfo(dtype)
+    return float(f.smallest_subnormal), float(f.tiny), float(f.max)
+
+
+def special_values(dtype):
+    sub, tiny, big = _finfo(dtype)
+    return [0.0, sub, 3 * sub, tiny, 1e-30, 0.5, 1.0, 3.0, big / 4, big / 2, big]
+
+
+def magnitudes(dtype):
+    """Non-negative floats of the dtype from the whole range."""
+    sub, _, big = _finfo(dtype)
+    return st.one_of(
+        st.sampled_from(special_values(dtype)),
+        st.floats(0.0, big, width=64 if dtype == np.float64 else 32, allow_subnormal=True),
+    )
+
+
+def signed(dtype):
+    return st.tuples(magnitudes(dtype), st.booleans()).map(lambda t: -t[0] if t[1] else t[0])
+
+
+@st.composite
+def rows(draw, dtype, max_rows=3, max_cols=4):
+    G = draw(st.integers(1, max_rows))
+    m = draw(st.integers(1, max_cols))
+    return draw(arrays(dtype, (G, m), elements=signed(dtype)))
+
+
+def thresholds(draw, dtype, n, allow_inf=True):
+    el = magnitudes(dtype)
+    if allow_inf:
+        el = st.one_of(el, st.just(np.inf))
+    return draw(arrays(dtype, n, elements=el))
+
+
+def tolerance(dtype, exact, scale, m):
+    """|got - exact| allowed: m eps of the row's scale (sums over the row), two
+    eps of the entry, and two units of the smallest subnormal (absolute spacing)."""
+    sub, _, _ = _finfo(dtype)
+    assert np.all(np.isfinite(scale)), "a tolerance must not be vacuous"
+    return 8 * m * EPS[dtype] * scale + 2 * EPS[dtype] * np.abs(exact) + 2 * sub
+
+
+def assert_close(got, exact, dtype, scale, m):
+    got = np.asarray(got, dtype=np.float64)
+    assert got.dtype == np.float64 and not np.isnan(got).any(), got
+    err = np.abs(got - exact)
+    tol = tolerance(dtype, exact, scale, m)
+    assert np.all(err <= tol), (got, exact, err.max())
+
+
+def D(x):
+    return Decimal(float(x))
+
+
+# ------------------------------------------------------------------ exact references
+
+
+def exact_group_lasso(W, a):
+    """x_r = w_r (1 - a_r/||w_r||)_+: the test ||w|| > a on exact squares, the
+    factor in 80-digit decimals."""
+    out = np.zeros(W.shape)
+    with localcontext() as ctx:
+        ctx.prec = PREC
+        for r in range(W.shape[0]):
+            if not np.isfinite(a[r]):
+                continue
+            if sum(Fraction(float(x)) ** 2 for x in W[r]) > Fraction(float(a[r])) ** 2:
+                fac = 1 - D(a[r]) / sum(D(x) * D(x) for x in W[r]).sqrt()
+                out[r] = [float(D(x) * fac) for x in W[r]]
+    return out
+
+
+def exact_growl(W, w):
+    """Row norms in 80-digit decimals, their OWL prox in rationals, rows rescaled."""
+    out = np.zeros(W.shape)
+    with localcontext() as ctx:
+        ctx.prec = PREC
+        nrm = [sum(D(x) * D(x) for x in row).sqrt() for row in W]
+        new = exact_owl_fractions(nrm, w)
+        for r in range(W.shape[0]):
+            if nrm[r] > 0:
+                fac = Decimal(new[r].numerator) / Decimal(new[r].denominator) / nrm[r]
+                out[r] = [float(D(x) * fac) for x in W[r]]
+    return out
+
+
+def exact_exclusive(W, b):
+    """Per row, tau = b S_k / (1 + b k) for the consistent k, in rationals."""
+    out = np.zeros(W.shape)
+    for r in range(W.shape[0]):
+        if b[r] == 0:
+            out[r] = W[r]
+        elif np.isfinite(b[r]):
+            out[r] = R.exact_exclusive_row(W[r], Fraction(float(b[r])))
+    return out
+
+
+def exact_group_exclusive(W, a, b):
+    """a ||x||_2 + b/2 ||x||_1^2 per row (_cvx.exact_group_exclusive_ab: x = 0
+    iff ||w|| <= a on exact squares, else z (1 - a/||z||), z = (|w| - theta)_+
+    with theta bisected in decimals); 0 where a or b is infinite."""
+    out = np.zeros(W.shape)
+    for r in range(W.shape[0]):
+        if np.isfinite(a[r]) and np.isfinite(b[r]):
+            out[r] = R.exact_group_exclusive_ab(W[r], float(a[r]), float(b[r]))
+    return out
+
+
+def exact_weighted_l1(v, w):
+    return np.array([math.copysign(float(max(abs(Fraction(float(x))) - Fraction(float(t)), 0)), x) for x, t in zip(v, w)])
+
+
+def exact_weighted_l2sq(v, w):
+    return np.array([float(Fraction(float(x)) / (1 + 2 * Fraction(float(t)))) for x, t in zip(v, w)])
+
+
+# ------------------------------------------------------------------ kernels over the whole range
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_group_lasso_whole_range(dtype, data):
+    W = data.draw(rows(dtype))
+    a = thresholds(data.draw, dtype, W.shape[0])
+    got = NB.group_lasso(W, a, check_finite=True)  # a finite W never trips the fused check
+    assert got.dtype == dtype
+    scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True)
+    assert_close(got, exact_group_lasso(W.astype(np.float64), a), dtype, scale, W.shape[1])
+
+
+def test_group_lasso_issue_cases():
+    # ||[1e308] * 4|| = 2e308 is not a float, the row is: it used to be rejected as
+    # "NaN or Inf" (numba and the reference).  x = W (1 - 1/2e308) = W.
+    W = np.full((1, 4), 1e308)
+    with proxlib.use_backend("numba"):
+        np.testing.assert_array_equal(proxlib.prox_group_lasso(W, 1.0), W)
+    # a = [0, inf] (step * lam overflowed on a group of weight 0 and of weight 1):
+    # the first row is unchanged, the second 0
+    W = np.array([[3.0, -4.0], [1e300, 2.0]])
+    a = np.array([0.0, np.inf])
+    np.testing.assert_array_equal(NB.group_lasso(W, a), [[3.0, -4.0], [0.0, 0.0]])
+    # ||w|| = 2.54e308 > a = max/4: factor 0.823...
+    W = np.array([[-1.7976931348623157e308, -1.0, 1.7976931348623157e308, -0.0]])
+    a = np.array([4.4942328371557893e307])
+    assert_close(NB.group_lasso(W, a), exact_group_lasso(W, a), np.float64, np.abs(W).max(), 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_growl_whole_range(dtype, data):
+    W = data.draw(rows(dtype, max_rows=4))
+    w = np.sort(thresholds(data.draw, dtype, W.shape[0], allow_inf=False))[::-1].copy()
+    got = NB.growl(W, w, check_finite=True)
+    assert got.dtype == dtype
+    # OWL of the row norms: an error of G m eps of the largest norm moves every row
+    scale = max(np.abs(W.astype(np.float64)).max(), w.astype(np.float64).max())  # (|W| + w)/2, no overflow
+    assert_close(got, exact_growl(W.astype(np.float64), w), dtype, scale, 2 * W.size)
+
+
+def test_growl_issue_cases():
+    # row norms 2e308 (tied): one block of mean ((2e308 - 1e308) + 2e308)/2 = 1.5e308
+    W = np.full((2, 4), 1e308)
+    np.testing.assert_allclose(NB.growl(W, np.array([1e308, 0.0])), np.full((2, 4), 7.5e307), rtol=4 * EPS[np.float64])
+    # a tiny row next to a huge one keeps its own scale (it was zeroed)
+    W = np.array([[1.7976931348623157e308, 1.0], [1e-30, 5e-324]])
+    got = NB.growl(W, np.array([1.0, 0.0]))
+    assert got[1, 0] == 1e-30 and got[1, 1] == 5e-324
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_exclusive_lasso_whole_range(dtype, data):
+    W = data.draw(rows(dtype))
+    b = thresholds(data.draw, dtype, W.shape[0])
+    got = NB.exclusive_lasso(W, b)
+    assert got.dtype == dtype
+    scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True)
+    assert_close(got, exact_exclusive(W.astype(np.float64), b), dtype, scale, W.shape[1])
+
+
+def test_exclusive_lasso_huge_b():
+    # b = max: tau = b S_2 / (1 + 2b) with both top entries at max: x = max/(1 + 2b)
+    # = 0.5 for them (1 + 2b overflows; the reference returns 0 there)
+    W = np.array([[-0.0, -2.2250738585072014e-308, -1.7976931348623157e308, 1.5e-323, 1.7976931348623157e308]])
+    got = NB.exclusive_lasso(W, np.array([1.7976931348623157e308]))
+    np.testing.assert_array_equal(got, [[0.0, 0.0, -0.5, 0.0, 0.5]])
+    np.testing.assert_array_equal(NB.exclusive_lasso(W, np.array([0.0])), W)  # b = 0: unchanged, subnormals too
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_group_exclusive_whole_range(dtype, data):
+    W = data.draw(rows(dtype, max_rows=2, max_cols=3))
+    a = thresholds(data.draw, dtype, W.shape[0])
+    b = thresholds(data.draw, dtype, W.shape[0])
+    got = NB.group_exclusive(W, a, b)
+    assert got.dtype == dtype
+    scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True)
+    assert_close(got, exact_group_exclusive(W.astype(np.float64), a, b), dtype, scale, W.shape[1])
+
+
+def test_group_exclusive_rows_whose_cubes_overflow():
+    # rows used unscaled (sum below 2^400) with ||w||^3 and a F^2 above the
+    # float range: Newton's slope a F^2/||z||^3 was inf/inf = NaN, the search
+    # fell back to secants from 0 and stopped with the whole row as support
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((3, 200)) * np.array([[4e106], [1e110], [3e115]])
+    nrm = np.array([float(sum(Fraction(float(x)) ** 2 for x in row) ** 0.5) for row in W])
+    a = nrm * np.array([0.33, 0.06, 0.8])
+    b = np.array([2.55, 0.01, 40.0])
+    got = NB.group_exclusive(W, a, b)
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    assert_close(got, exact_group_exclusive(W, a, b), np.float64, scale, W.shape[1])
+    assert_close(NB.group_exclusive(W, a, b, parallel=False), exact_group_exclusive(W, a, b), np.float64, scale, W.shape[1])
+
+
+def test_group_exclusive_zero_weight_row_with_overflowed_step():
+    # a = b = [0, inf]: the first row unchanged, the second 0
+    W = np.array([[3.0, -4.0, 1e-300], [1e300, 2.0, 5e-324]])
+    t = np.array([0.0, np.inf])
+    np.testing.assert_array_equal(NB.group_exclusive(W, t, t), [[3.0, -4.0, 1e-300], [0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(NB.exclusive_lasso(W, t), [[3.0, -4.0, 1e-300], [0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_weighted_l1_and_l2sq_whole_range(dtype, data):
+    v = data.draw(arrays(dtype, st.integers(1, 8), elements=signed(dtype)))
+    w = thresholds(data.draw, dtype, v.size, allow_inf=False)
+    v64 = v.astype(np.float64)
+    assert_close(NB.weighted_l1(v, w), exact_weighted_l1(v64, w), dtype, 0.0, 1)
+    # v / (1 + 2 w), one rounding in float64 and one to the dtype
+    assert_close(NB.weighted_l2sq(v, w), exact_weighted_l2sq(v64, w), dtype, 0.0, 1)
+
+
+def test_weighted_l2sq_where_one_plus_2w_overflows():
+    v = np.array([-4.4942328371557893e307, 1.7976931348623157e308])
+    w = np.array([8.988465674311579e307, 1.7976931348623157e308])
+    np.testing.assert_array_equal(NB.weighted_l2sq(v, w), [-0.25, 0.5])  # 1 + 2w = inf gave -0, 0
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 2.0 / 3.0, 0.3, 0.9, 1.0])
+@given(v=st.lists(signed(np.float64), min_size=1, max_size=4), lam=magnitudes(np.float64))
+def test_lp_whole_range(p, v, lam):
+    v = np.array(v)
+    assume(lam > 0)
+    if p not in (0.0, 1.0):
+        # |v| next to the threshold decides between two far-apart answers by the
+        # objectives' last bits; the 60-digit reference and float64 may differ there
+        tau = (2 - p) / (2 * (1 - p)) * math.exp(math.log(2 * (1 - p)) / (2 - p) + math.log(lam) / (2 - p))
+        R.not_near(v, tau, rel=1e-6)
+    else:
+        R.not_near(v, math.sqrt(2.0) * math.sqrt(lam) if p == 0.0 else lam, rel=1e-12)
+    got = NB.lp(v, lam, p)
+    exact = np.array([R.exact_lp_scalar(x, lam, p) for x in v])
+    # Newton to the last bit: a few eps of |v| (first-order: x* is well conditioned
+    # away from the threshold)
+    np.testing.assert_allclose(got, exact, rtol=64 * EPS[np.float64], atol=2 * _finfo(np.float64)[0])
+
+
+def test_lp_issue_cases():
+    # p = 0: v^2/2 > lam keeps v; 2 lam overflowed to inf and zeroed everything
+    v = np.array([1e200, -1e200, 1e100])
+    np.testing.assert_array_equal(NB.lp(v, 1e308, 0.0), [1e200, -1e200, 0.0])
+    with proxlib.use_backend("numba"):
+        np.testing.assert_array_equal(proxlib.prox_lp(v, 1e308, 0.0), [1e200, -1e200, 0.0])
+    # p = 0.3: tau's 2 lam (1 - p) overflowed to inf and zeroed v = 1e200, whose
+    # objective lam v^0.3 = 1.7e368 is far below v^2/2 = 5e399
+    np.testing.assert_allclose(NB.lp(np.array([1e200]), 1.7e308, 0.3), [R.exact_lp_scalar(1e200, 1.7e308, 0.3)], rtol=4 * EPS[np.float64])
+
+
+# ------------------------------------------------------------------ OWL
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_owl_whole_range_against_rationals(dtype, data):
+    v = data.draw(arrays(dtype, st.integers(1, 8), elements=signed(dtype)))
+    w = np.sort(thresholds(data.draw, dtype, v.size, allow_inf=False))[::-1].copy()
+    v64, w64 = v.astype(np.float64), w.astype(np.float64)
+    exact = R.exact_owl(v64, w64)
+    scale = max(np.abs(v64).max(), w64.max())  # (max|v| + max w)/2 without overflowing
+    for name, kernel in (("numba", NB.owl), ("numpy", REF.owl)):
+        x = kernel(v, w)
+        assert x.dtype == dtype, name
+        assert_close(x, exact, dtype, scale, 2 * v.size)
+        # zero pattern exact (an exact value below the dtype's smallest subnormal may round to 0)
+        sub = _finfo(dtype)[0]
+        assert np.all((x == 0) <= (np.abs(exact) < sub)), (name, x, exact)
+        assert np.all((x != 0) <= (exact != 0)), (name, x, exact)
+
+
+def test_owl_issue_cases():
+    for backend in ("numba", "numpy"):
+        with proxlib.use_backend(backend):
+            # sums of 1e308 overflowed: numba gave inf
+            np.testing.assert_array_equal(proxlib.prox_owl(np.full(3, 1e308), np.zeros(3)), np.full(3, 1e308))
+            # z = [0.7e308, 1.7e308, 1.6e308] pools to one block of mean 4e308/3
+            x = proxlib.prox_owl(np.array([1.7e308, 1.7e308, 1.6e308]), np.array([1e308, 0.0, 0.0]))
+            mean = float((2 * Fraction(1.7e308) + Fraction(1.6e308) - Fraction(1e308)) / 3)
+            np.testing.assert_allclose(x, np.full(3, mean), rtol=4 * EPS[np.float64])
+            # an infinite threshold (step * w overflowed) gives 0
+            np.testing.assert_array_equal(proxlib.prox_owl(np.array([1.0, -2.0]), np.array([1e300, 0.0]), 1e10), [0.0, -0.0])
+
+
+# the long runs' OWL failures, as parity examples: (v, step * w)
+OWL_EXAMPLES = [
+    (np.array([1.0, 5.0, 3.66676101e-175]), np.array([6.0, 2.80259692e-45, 0.0])),  # support decided by rounding
+    (np.full(3, 0.05), np.zeros(3)),  # a pooled mean left [min, max] of its block
+    (np.array([2.10741609e-42]), np.array([2.10741609e-42])),  # float32 subnormals
+    (np.full(12, 5.436249914654229), np.zeros(12)),  # ties split by scipy's pooling
+    (np.array([0.8401534358238483] * 4 + [-0.8401534358238483] * 4), np.zeros(8)),
+    # rounded z under-pooled: 0.5 + 0.5 + (1.7e38 - 1) - 1.7e38 has the exact mean 0
+    (np.array([-1.1754944e-38, -1.0, 1e-30, 1.7014117e38, 1.7014117e38, 1.0]),
+     np.array([3.4028235e38, 1.0, 0.5, 0.5, 1e-30, 0.0])),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(OWL_EXAMPLES)))
+def test_owl_examples_numba_matches_reference(case, dtype):
+    v, w = OWL_EXAMPLES[case]
+    v, w = v.astype(dtype), w.astype(dtype)
+    x = NB.owl(v, w)
+    ref = REF.owl(v, w)
+    exact = R.exact_owl(v.astype(np.float64), w.astype(np.float64))
+    scale = max(np.abs(v.astype(np.float64)).max(), w.astype(np.float64).max())
+    assert x.dtype == ref.dtype == dtype
+    np.testing.assert_array_equal(x == 0, ref == 0)
+    assert_close(x, exact, dtype, scale, 2 * v.size)
+    assert_close(ref, exact, dtype, scale, 2 * v.size)
+    assert np.all(np.abs(x) <= np.abs(v)) and np.all(x * v >= 0)
+
+
+def _cancelling_owl(rng, n, dtype):
+    """|v| with many ties, zeros and scales, and weights equal to the sorted
+    magnitudes up to a few units in the last place: z = |v| - w is 0 or tiny and
+    of either sign everywhere, so the support is decided by cancelling sums."""
+    v = rng.standard_normal(n)
+    v = np.where(rng.random(n) < 0.3, np.round(v * 4) / 4, v)
+    v[rng.random(n) < 0.1] = 0.0
+    v = v.astype(dtype)
+    a = np.sort(np.abs(v))[::-1]
+    w = a.astype(np.float64) * (1 + rng.integers(-3, 4, n) * float(EPS[dtype])) + rng.choice([0.0, 1e-30], n)
+    w = np.maximum(np.sort(w)[::-1], 0).astype(dtype)
+    w = np.maximum.accumulate(w[::-1])[::-1].copy()  # non-increasing after the cast
+    return v, w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["cancelling", "gaussian", "sparse"])
+def test_owl_long_vectors_same_exact_pattern_on_both_backends(kind, dtype):
+    """n = 40000 >= the parallel threshold: the chunked support search, the
+    parallel block values and the bucket map.  Both backends decide the support
+    exactly, so their zero patterns must be identical; values agree to the
+    rounding of the block means (n eps of the scale)."""
+    rng = np.random.default_rng(sum(map(ord, kind + np.dtype(dtype).name)))
+    n = 40_000
+    if kind == "cancelling":
+        v, w = _cancelling_owl(rng, n, dtype)
+    else:
+        v = rng.standard_normal(n).astype(dtype)
+        w = np.linspace(2.0 if kind == "sparse" else 1.0, 0.0, n).astype(dtype)
+    x = NB.owl(v, w)
+    ref = REF.owl(v, w)
+    np.testing.assert_array_equal(x == 0, ref == 0)
+    scale = float(np.abs(v).max()) + float(w.max())
+    np.testing.assert_allclose(x.astype(np.float64), ref.astype(np.float64), rtol=0,
+                               atol=4 * n * float(np.finfo(np.float64).eps) * scale + 2 * float(EPS[dtype]) * scale)
+    assert np.all(np.abs(x) <= np.abs(v)) and np.all(x * v >= 0)
+    np.testing.assert_array_equal(NB.owl(v, w, parallel=False), x)  # the serial variant, bit for bit
+
+
+# ------------------------------------------------------------------ serial variants, no environment
+
+
+def _large_calls(dtype):
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((64, 600)).astype(dtype)
+    v = W.ravel()
+    t = np.full(64, 0.5, dtype=dtype)
+    wv = np.linspace(1, 0, v.size).astype(dtype)
+    return {
+        "owl": lambda **kw: NB.owl(v, wv, **kw),
+        "growl": lambda **kw: NB.growl(W, np.linspace(3, 0, 64).astype(dtype), **kw),
+        "group_lasso": lambda **kw: NB.group_lasso(W, t * 20, **kw),
+        "exclusive_lasso": lambda **kw: NB.exclusive_lasso(W, t / 100, **kw),
+        "group_exclusive": lambda **kw: NB.group_exclusive(W, t * 10, t / 100, **kw),
+        "weighted_l1": lambda **kw: NB.weighted_l1(v, wv, **kw),
+        "weighted_l2sq": lambda **kw: NB.weighted_l2sq(v, wv, **kw),
+        "lp": lambda **kw: NB.lp(v, 0.3, 0.5, **kw),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_variants_equal_parallel_ones(dtype):
+    calls = _large_calls(dtype)
+    from proxlib.backends import KERNELS, _metric_kernels
+
+    # the metric kernels are the array-API reference's, re-exported (no variants)
+    reexported = {k for k in KERNELS if getattr(NB, k) is getattr(_metric_kernels, k, None)}
+    assert set(calls) == set(KERNELS) - reexported
+    for name, call in calls.items():
+        np.testing.assert_array_equal(call(parallel=False), call(), err_msg=name)
+
+
+def test_serial_variants_never_start_numba_threads():
+    """parallel=False is for callers that must not spawn numba's thread pool
+    (a thread of a training loop): numba reports no threading layer until a
+    parallel kernel has run."""
+    code = textwrap.dedent(
+        """
+        import numba, numpy as np
+        import proxlib.backends.numba_cpu as NB
+        W = np.random.default_rng(0).standard_normal((64, 600))
+        v, t, w = W.ravel(), np.full(64, 0.5), np.linspace(1, 0, W.size)
+        NB.owl(v, w, parallel=False); NB.growl(W, np.linspace(3, 0, 64), parallel=False)
+        NB.group_lasso(W, t * 20, parallel=False); NB.exclusive_lasso(W, t / 100, parallel=False)
+        NB.group_exclusive(W, t * 10, t / 100, parallel=False); NB.weighted_l1(v, w, parallel=False)
+        NB.weighted_l2sq(v, w, parallel=False); NB.lp(v, 0.3, 0.5, parallel=False)
+        try:
+            print("started", numba.threading_layer())
+        except ValueError:
+            print("not started")
+        NB.group_lasso(W, t * 20)
+        print("started", numba.threading_layer())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(pathlib.Path(proxlib.__file__).parents[1])})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0] == "not started" and lines[1].startswith("started"), out.stdout
+
+
+def test_backend_reads_no_environment_variable():
+    import ast
+
+    tree = ast.parse(pathlib.Path(NB.__file__).read_text())
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not used & {"environ", "environb", "getenv", "getenvb", "putenv"}
+
+
+# ------------------------------------------------------------------ read-only install
+
+
+def _unprivileged_prefix():
+    """A command prefix that runs a program without the right to write files it
+    does not own: nothing when already unprivileged; as root, the user nobody
+    (setpriv or runuser), else root without capabilities (file permissions then
+    apply by their owner bits).  None where neither is possible."""
+    if os.geteuid() != 0:
+        return []
+    probe = [sys.executable, "-c", "import numba"]
+    candidates = []
+    if shutil.which("setpriv"):
+        candidates.append(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+    if shutil.which("runuser"):
+        candidates.append(["runuser", "-u", "nobody", "--"])
+    if shutil.which("setpriv"):
+        candidates.append(["setpriv", "--bounding-set=-all", "--inh-caps=-all"])
+    for prefix in candidates:
+        try:
+            if subprocess.run(prefix + probe, capture_output=True, timeout=120).returncode == 0:
+                return prefix
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return None
+
+
+_READ_ONLY_CALLS = {
+    # compiling a kernel without a cache takes seconds: the default run compiles two
+    "few": """
+        with proxlib.use_backend("numba"):
+            x = proxlib.prox_weighted_l1(v, 1.0)
+            G = proxlib.prox_group_lasso(W, 1.0)
+        ok = abs(x[0] - 2.0) == 0 and abs(G[0, 0] - 2.4) < 1e-15
+    """,
+    "all": """
+        with proxlib.use_backend("numba"):
+            x = proxlib.prox_owl(v, np.array([3.0, 0.5, 0.0]))
+            G = proxlib.prox_group_lasso(W, 1.0)
+            NB.growl(W, np.array([1.0, 0.5])); NB.exclusive_lasso(W, np.array([0.5, 0.5]))
+            NB.group_exclusive(W, np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+            NB.weighted_l1(v, v * 0 + 1); NB.weighted_l2sq(v, v * 0 + 1); NB.lp(v, 0.5, 0.5)
+        ok = abs(x[0] - 2.5 / 3) < 1e-15 and abs(G[0, 0] - 2.4) < 1e-15
+    """,
+}
+
+
+@pytest.mark.parametrize("calls", ["few", pytest.param("all", marks=pytest.mark.slow)])
+def test_read_only_install_imports_and_runs_with_one_warning(calls):
+    """Package directory and home read-only, NUMBA_CACHE_DIR unwritable, run by
+    an unprivileged user: numba has no cache locator, and ``cache=True`` used to
+    raise at import ("cannot cache function '_sumsq': no locator available"),
+    which broke every operator on NumPy arrays.  Now: one warning, no caching,
+    correct results, no file written."""
+    prefix = _unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("cannot run a process without write access here (no setpriv/runuser that works)")
+    root = pathlib.Path(tempfile.mkdtemp(prefix="proxlib-ro-"))
+    try:
+        os.chmod(root, 0o755)
+        pkg = root / "site"
+        shutil.copytree(pathlib.Path(proxlib.__file__).parent, pkg / "proxlib",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+        home = root / "home"
+        home.mkdir()
+        for path in [home, *pkg.rglob("*"), pkg]:
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+        code = textwrap.dedent(
+            """
+            import warnings
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                import numpy as np
+                import proxlib
+                assert "numba" in proxlib.available_backends(), proxlib.available_backends()
+                from proxlib.backends import numba_cpu as NB
+                W = np.array([[3.0, -4.0], [0.3, 0.4]])
+                v = np.array([3.0, -1.0, 2.0])
+            """
+        ) + textwrap.indent(textwrap.dedent(_READ_ONLY_CALLS[calls]), "    ") + textwrap.dedent(
+            """
+            assert ok
+            mine = [w for w in caught if "cannot cache" in str(w.message)]
+            print(len(mine), NB._OPTS["cache"])
+            """
+        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+               "XDG_CACHE_HOME": str(home / ".cache"), "NUMBA_CACHE_DIR": str(home / "numba-cache"),
+               "PYTHONPATH": str(pkg), "PYTHONDONTWRITEBYTECODE": "1"}
+        out = subprocess.run(prefix + [sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, cwd=str(root), timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.split() == ["1", "False"], (out.stdout, out.stderr[-2000:])
+        assert not list(pkg.rglob("*.nbi")) and not list(home.rglob("*")), "a cache file was written"
+    finally:
+        for path in [root, *root.rglob("*")]:
+            if path.is_dir():
+                os.chmod(path, 0o755)
+        shutil.rmtree(root, ignore_errors=True)
