@@ -19,6 +19,10 @@ zero_grad + forward + cross-entropy + backward + SGD(momentum) step; the
 (issue 7): <= 5% for group lasso, GrOWL and weighted l1 at batch 64; <= 20%
 for exclusive and group+exclusive.  The table is measured twice: on an
 otherwise idle machine, and with a second process busy on one core.
+Two peers in the same run: the prox step with ``torch_dev.CPU_KERNELS =
+"torch"`` (the torch operations, the code that runs on GPUs) instead of the
+default route of CPU tensors (Numba's serial kernels), and a floor: one read
+and write of every penalised weight (``torch._foreach_mul_(weights, 1.0)``).
 
 GPU (CUDA only): a ResNet-18 for 32x32 inputs (11.2 M parameters, batch 128)
 with a prox on every conv weight; target <= 5% of a training step.
@@ -45,6 +49,7 @@ import torch.nn.functional as F
 
 import proxlib
 import proxlib.torch as pt
+from proxlib.backends import torch_dev
 
 
 def _median_ms(fn, repeats: int, sync=None) -> float:
@@ -111,12 +116,28 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
                 opt.step()
 
             t_train = _median_ms(train_step, repeats)
+            params = [layer.weight for layer in _weights(net)]
+
+            def floor():  # one read and write of every penalised weight
+                with torch.no_grad():
+                    torch._foreach_mul_(params, 1.0)
+
+            t_floor = _median_ms(floor, repeats)
             for name, (pen, grouping) in PENALTIES.items():
                 prox = pt.ProximalStep(opt, model=net)
                 for layer in _weights(net):
                     prox.add(layer, pen(), grouping=grouping)
-                t_prox = _median_ms(prox.step, repeats)
-                rows.append(dict(device="cpu", model=model_name, batch=batch, penalty=name, train_ms=t_train, prox_ms=t_prox))
+                t_route = {}
+                for route in ("auto", "torch"):
+                    torch_dev.CPU_KERNELS = route
+                    t_route[route] = _median_ms(prox.step, repeats)
+                torch_dev.CPU_KERNELS = "auto"
+                rows.append(
+                    dict(
+                        device="cpu", model=model_name, batch=batch, penalty=name, train_ms=t_train,
+                        prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
+                    )
+                )
     return rows
 
 
@@ -237,8 +258,12 @@ def bench_fsdp(repeats: int) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     with_bytes = any("bytes" in r for r in rows)
+    with_routes = any("prox_torch_ms" in r for r in rows)
     head = "| device | model | batch | penalty (every layer) | train step (ms) | prox step (ms) | prox / train | target |"
     sep = "|---|---|---:|---|---:|---:|---:|---:|"
+    if with_routes:
+        head += " torch ops: prox (ms) | floor (ms) |"
+        sep += "---:|---:|"
     if with_bytes:
         head += " bytes / rank / prox step |"
         sep += "---:|"
@@ -250,6 +275,8 @@ def table(rows: list[dict]) -> str:
             target = 5
         mark = "" if target is None else (f"<= {target}% (met)" if share <= target else f"<= {target}% (missed)")
         line = f"| {r['device']} | {r['model']} | {r['batch']} | {r['penalty']} | {r['train_ms']:.3f} | {r['prox_ms']:.3f} | {share:.1f}% | {mark} |"
+        if with_routes:
+            line += f" {r['prox_torch_ms']:.3f} | {r['floor_ms']:.3f} |" if "prox_torch_ms" in r else " | |"
         if with_bytes:
             line += f" {r['bytes']:.0f} |" if "bytes" in r else " |"
         out.append(line)

@@ -53,6 +53,17 @@ settings.register_profile("long", max_examples=PROPERTY_EXAMPLES, derandomize=Fa
 settings.register_profile("dev", max_examples=5, derandomize=True, **_common)
 settings.load_profile(PROFILE)
 
+# torch CPU tensors: the tests run the torch operations, the code that every
+# other torch device runs (by default proxlib sends float32/float64 CPU tensors
+# to Numba's serial kernels instead; that route has its own tests:
+# "torch+numba" in test_backends.py's parity test, and test_torch_prox.py).
+try:
+    from proxlib.backends import torch_dev
+except ImportError:  # no torch
+    pass
+else:
+    torch_dev.CPU_KERNELS = "torch"
+
 _SOLVER = re.compile(r"cvx|exact_|[Dd]ecimal")
 
 

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import math
 import pathlib
@@ -61,6 +62,15 @@ def _backend_param(name):
 
 
 BACKENDS = [_backend_param(name) for name in _dispatch.BACKEND_MODULES]
+#: torch CPU tensors through Numba's serial kernels (``torch_dev.CPU_KERNELS``,
+#: the default route of CPU tensors; "torch" in BACKENDS runs the torch
+#: operations that every other device runs, see conftest.py)
+TORCH_ON_NUMBA = pytest.param(
+    "torch+numba",
+    marks=pytest.mark.skipif(
+        not {"torch", "numba"} <= set(proxlib.available_backends()), reason="needs torch and numba"
+    ),
+)
 DTYPES = ["float64", "float32"]
 
 
@@ -283,9 +293,27 @@ def _namespace(backend):
         import cupy
 
         return cupy
-    if backend == "torch":
+    if backend.startswith("torch"):
         return _Torch
     return np
+
+
+@contextlib.contextmanager
+def _using(backend):
+    """``proxlib.use_backend(backend)``; "torch+numba": torch with its CPU
+    tensors on Numba's serial kernels."""
+    if backend != "torch+numba":
+        with proxlib.use_backend(backend):
+            yield
+        return
+    from proxlib.backends import torch_dev
+
+    saved, torch_dev.CPU_KERNELS = torch_dev.CPU_KERNELS, "numba"
+    try:
+        with proxlib.use_backend("torch"):
+            yield
+    finally:
+        torch_dev.CPU_KERNELS = saved
 
 
 def _to_numpy(x):
@@ -308,7 +336,7 @@ def assert_matches_reference(got, ref, dtype, scale):
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the public API forming step * lam
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference's lp at lam = inf
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [*BACKENDS, TORCH_ON_NUMBA])
 @pytest.mark.parametrize("op", sorted(OPERATORS))
 @given(data=st.data())
 def test_operator_on_backend_matches_numpy_reference(op, backend, dtype, data):
@@ -318,17 +346,17 @@ def test_operator_on_backend_matches_numpy_reference(op, backend, dtype, data):
     xp = _namespace(backend)
     inputs = tuple(xp.asarray(a) for a in case.arrays)
     before = tuple(_to_numpy(a).copy() for a in inputs)
-    with proxlib.use_backend(backend):
+    with _using(backend):
         got = case.call(xp, *inputs)
     assert type(got) is type(inputs[0]), f"{backend} returned {type(got).__name__}"
-    if backend in ("cupy", "torch"):
+    if backend != "numpy" and backend != "numba":
         assert got.device == inputs[0].device
     assert str(got.dtype).removeprefix("torch.") == dtype
     assert got.shape == case.shape
     for a, b in zip(inputs, before):
         np.testing.assert_array_equal(_to_numpy(a), b, err_msg="an input was modified")
     assert not any(np.shares_memory(_to_numpy(got), _to_numpy(a)) for a in inputs) or backend == "cupy"
-    if backend == "torch":
+    if backend.startswith("torch"):
         assert not got.requires_grad
     assert_matches_reference(got, ref, dtype, case.scale)
 

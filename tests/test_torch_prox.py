@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 import proxlib  # noqa: E402
 import proxlib.torch as pt  # noqa: E402
+from proxlib.backends import torch_dev  # noqa: E402
 from proxlib.torch import _bridge  # noqa: E402
 
 
@@ -69,12 +70,21 @@ def _sgd_step(module, opt, x):
     opt.step()
 
 
+CPU_KERNELS = [
+    "torch",
+    pytest.param("numba", marks=pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")),
+]
+
+
+@pytest.mark.parametrize("cpu_kernels", CPU_KERNELS)
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_hook_applies_exactly_proxlibs_prox(case, dtype):
+def test_hook_applies_exactly_proxlibs_prox(case, dtype, cpu_kernels, monkeypatch):
     """Three SGD steps with the hook equal three SGD steps each followed by the
     public function on the torch tensor (bit for bit), and agree with the
-    NumPy reference to the dtype's tolerance."""
+    NumPy reference to the dtype's tolerance; on both routes of CPU tensors
+    (torch operations, Numba's serial kernels: ``torch_dev.CPU_KERNELS``)."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", cpu_kernels)
     pen, fn, grouping = CASES[case]
     a, b = _conv_pair(dtype)
     lr, strength = 0.3, 0.4
@@ -394,28 +404,50 @@ def test_a_step_does_no_validation_or_layout_work(monkeypatch):
     prox.step()
 
 
-def test_the_torch_path_never_loads_numba_or_numpy_kernels(tmp_path):
-    """A training loop with every kind of term loads neither numba nor the
-    NumPy reference backend: nothing competes with torch's threads."""
-    code = (
-        "import sys, torch, proxlib, proxlib.torch as pt\n"
-        "net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))\n"
-        "opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
-        "prox = pt.ProximalStep(opt, model=net)\n"
-        "prox.add(net[0], proxlib.GroupLasso(0.1), grouping='channel')\n"
-        "prox.add(net[2], pt.growl(lambda G: proxlib.owl_weights_oscar(G, 0.1, 0.01)), grouping='channel')\n"
-        "prox.add(net[2], proxlib.GroupExclusive(0.1, 0.5), grouping='filter', label='ge')\n"
-        "prox.add(net[0], proxlib.ExclusiveLasso(0.1), grouping='shape', label='ex')\n"
-        "prox.add(net[0], proxlib.Lp(0.01, 0.5), name='bias')\n"
-        "prox.add(net[2], proxlib.WeightedL1(0.01), name='bias')\n"
-        "prox.attach()\n"
-        "for _ in range(3):\n"
-        "    opt.zero_grad(); net(torch.randn(4, 8)).sum().backward(); opt.step()\n"
-        "print(sorted(m for m in sys.modules if m.startswith('numba') or m.endswith('numba_cpu')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+_EVERY_KIND_OF_TERM = (
+    "import sys, torch, proxlib, proxlib.torch as pt\n"
+    "from proxlib.backends import torch_dev\n"
+    "torch_dev.CPU_KERNELS = sys.argv[1]\n"
+    "net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))\n"
+    "opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+    "prox = pt.ProximalStep(opt, model=net)\n"
+    "prox.add(net[0], proxlib.GroupLasso(0.1), grouping='channel')\n"
+    "prox.add(net[2], pt.growl(lambda G: proxlib.owl_weights_oscar(G, 0.1, 0.01)), grouping='channel')\n"
+    "prox.add(net[2], proxlib.GroupExclusive(0.1, 0.5), grouping='filter', label='ge')\n"
+    "prox.add(net[0], proxlib.ExclusiveLasso(0.1), grouping='shape', label='ex')\n"
+    "prox.add(net[0], proxlib.Lp(0.01, 0.5), name='bias')\n"
+    "prox.add(net[2], proxlib.WeightedL1(0.01), name='bias')\n"
+    "prox.attach()\n"
+    "for _ in range(3):\n"
+    "    opt.zero_grad(); net(torch.randn(4, 8)).sum().backward(); opt.step()\n"
+)
+
+
+def test_the_torch_operations_path_never_loads_numba():
+    """With ``CPU_KERNELS = "torch"`` (the code every other device runs) a
+    training loop with every kind of term loads no numba at all."""
+    code = _EVERY_KIND_OF_TERM + "print(sorted(m for m in sys.modules if m.startswith('numba') or m.endswith('numba_cpu')))\n"
+    out = subprocess.run([sys.executable, "-c", code, "torch"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_default_cpu_path_starts_no_numba_threads():
+    """By default CPU tensors go to Numba's serial kernels: a training loop
+    with every kind of term runs them and never starts Numba's thread pool
+    (nothing competes with torch's threads, no environment variable needed)."""
+    pytest.importorskip("numba")
+    code = _EVERY_KIND_OF_TERM + (
+        "import numba\n"
+        "assert 'proxlib.backends.numba_cpu' in sys.modules\n"
+        "try:\n"
+        "    print(numba.threading_layer())\n"
+        "except ValueError as e:\n"
+        "    print('no pool:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, "auto"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "no pool: Threading layer is not initialized."
 
 
 def test_compiled_model_and_compiled_optimizer_step_with_the_hook():

@@ -115,7 +115,11 @@ def norms_from_sumsq(ssq, W):
 
 def scaled_row_norms(W, prims):
     """``(nrm, s)``: the l2 norm of row r is ``nrm[r] * s[r]`` (float64, see
-    :func:`norms_from_sumsq`), overflow- and underflow-safe."""
+    :func:`norms_from_sumsq`), overflow- and underflow-safe; the primitive
+    ``prims.scaled_row_norms`` where a backend has one (a fused kernel)."""
+    own = getattr(prims, "scaled_row_norms", None)
+    if own is not None:
+        return own(W)
     return norms_from_sumsq(prims.row_sumsq(W), W)
 
 
@@ -184,7 +188,9 @@ def growl(W, w, owl, prims, check_finite=False, out=None):
     nrm, s = scaled_row_norms(W, prims)
     if check_finite:
         check_row_norms(nrm, array_namespace(nrm))
-    return prims.scale_rows(W, growl_factor(nrm, w, owl, s), out=out)
+    xp = array_namespace(nrm)
+    wide = W.dtype == xp.float64  # float32 data: s = 1 and norms far below 2^1020 (no read)
+    return prims.scale_rows(W, growl_factor(nrm, w, owl, s if wide else None), out=out)
 
 
 def weighted_l1(v, w, prims, out=None):

@@ -1,8 +1,12 @@
 """torch backend: every kernel of ``KERNELS`` with torch operations, on the tensor's device.
 
 The same code runs on CPU, CUDA and any other torch device, so the tests on
-CPU tensors exercise exactly what runs on a GPU.  No NumPy, Numba or CuPy is
-involved except where a step is better done otherwise on a device, named here:
+CPU tensors (``CPU_KERNELS = "torch"``) exercise exactly what runs on a GPU.
+By default float32/float64 CPU tensors go instead to Numba's *serial* kernels
+on the tensor's memory when Numba imports (``CPU_KERNELS``: faster on CPU,
+and without a thread pool of their own).  In the torch operations no NumPy,
+Numba or CuPy is involved except where a step is better done otherwise on a
+device, named here:
 
 * **row operators** (``group_lasso``, ``growl``, ``weighted_l1``,
   ``weighted_l2sq``): the staged operators of :mod:`._stages` (row statistics,
@@ -15,11 +19,12 @@ involved except where a step is better done otherwise on a device, named here:
   torch operations over a float64 copy.  float32 data are multiplied by the
   float32-rounded factor: the result is within 2 units in the last place of
   the exact one (the reference, which rounds once from float64: 1).  Host
-  synchronisation: none with the Triton kernel (group lasso; GrOWL adds the
-  reads of its OWL over the norms) and none for float32 with torch
-  operations; there, for float64, one scalar read decides whether a row's
-  unscaled sum of squares under- or overflowed (then that row is recomputed
-  scaled).  ``check_finite=True`` adds one scalar read.
+  synchronisation (group lasso; GrOWL adds the reads of its OWL over the
+  norms): none for float32 data; for float64 data one scalar read decides
+  whether a row's norm needs its scale kept apart (Triton: a norm beyond the
+  largest float64; torch operations: an unscaled sum of squares that under-
+  or overflowed), and those rows are recomputed scaled.
+  ``check_finite=True`` adds one scalar read.
 * **exclusive lasso, group+exclusive, lp**: the array-API reference kernels of
   :mod:`._xp_kernels` run by torch (they sort each row; the group+exclusive
   root and lp's Newton steps read one scalar per iteration).  On a CPU tensor
@@ -35,7 +40,8 @@ Every kernel runs under ``torch.no_grad()``: results do not require grad.  It
 accepts any strides and an optional ``out=`` tensor of the data's shape and
 dtype that receives the result (this is how :class:`proxlib.torch.ProximalStep`
 writes into a parameter without a copy).  Threads: torch's own intra-op pool
-only; no Numba, so nothing competes with a training loop for the cores.
+only (Numba's serial kernels start none), so nothing competes with a training
+loop for the cores.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from . import KERNELS, check_row_norms
+from .._dispatch import array_namespace
+from . import KERNELS
 from . import _stages
 from . import _xp_kernels as _k
 from . import numpy_ref
@@ -86,14 +93,23 @@ def _row_sumsq(W):
     return torch.sum(torch.square(W.to(torch.float64)), dim=1)
 
 
-def _row_norms(W):
-    """Overflow- and underflow-safe row norms (float64).  Triton: one read of
-    ``W``, no host read for either dtype; torch: ``_stages.row_norms`` (for
-    float64 data one scalar read)."""
+def _scaled_row_norms(W):
+    """``(nrm, s)`` as :func:`._stages.scaled_row_norms` (row r's norm is
+    ``nrm[r] * s[r]``).  Triton: its overflow- and underflow-safe norms, one
+    read of ``W``; a float64 row whose norm exceeds the largest float64 (rows
+    of entries near 1e308) is recomputed scaled, which costs one scalar read
+    for float64 data (none for float32, whose norms fit float64)."""
     tr = _triton_rows(W)
-    if tr is not None:
-        return tr.row_norms(W)
-    return _stages.row_norms(W, PRIMITIVES)
+    if tr is None:
+        return _stages.norms_from_sumsq(_row_sumsq(W), W)
+    nrm = tr.row_norms(W)
+    s = torch.ones_like(nrm)
+    if W.dtype == torch.float64:
+        beyond = torch.isinf(nrm)
+        if bool(beyond.any()):
+            idx = torch.nonzero(beyond)[:, 0]
+            nrm[idx], s[idx] = _k.scaled_row_norms(W[idx, :], array_namespace(W))
+    return nrm, s
 
 
 def _scale_rows(W, f, out=None):
@@ -111,7 +127,7 @@ def _l2sq_shrink(v, w, out=None):
 
 PRIMITIVES = SimpleNamespace(
     row_sumsq=_row_sumsq,
-    row_norms=_row_norms,
+    scaled_row_norms=_scaled_row_norms,
     scale_rows=_scale_rows,
     soft_threshold=_soft_threshold,
     l2sq_shrink=_l2sq_shrink,
@@ -141,15 +157,81 @@ def _owl_vector(v, w):
 # ------------------------------------------------------------------ kernels
 
 
+#: Who runs the kernels on CPU tensors of float32/float64:
+#:
+#: * ``"auto"`` (default): Numba's serial kernels (``parallel=False``: no
+#:   thread pool, so nothing competes with torch's intra-op threads) on the
+#:   tensor's memory when Numba imports, the torch operations otherwise;
+#: * ``"torch"``: the torch operations, the code path every other device runs
+#:   (the tests run it on CPU tensors this way);
+#: * ``"numba"``: Numba's serial kernels, an error when Numba does not import.
+#:
+#: Why Numba on CPU: these kernels are single passes over the data with
+#: float64 accumulators in registers, and the row-sorting operators sort each
+#: row on its own, where torch operations materialise a float64 copy, a sorted
+#: copy and the intermediate arrays of every step, and read one scalar per
+#: iteration of the group+exclusive root search.  Results agree with the
+#: torch operations to the accuracy both are tested to (the exact operator
+#: rounded; see ``tests/test_backends.py``).
+CPU_KERNELS = "auto"
+
+
+@functools.cache
+def _numba_cpu():
+    """:mod:`.numba_cpu`, or None when it does not import."""
+    try:
+        from . import numba_cpu
+    except Exception:  # noqa: BLE001 - numba missing or broken: the torch operations run
+        return None
+    return numba_cpu
+
+
+def _cpu_kernel(name: str, x):
+    """The serial Numba kernel ``name`` when it runs ``x`` (``CPU_KERNELS``), else None."""
+    if CPU_KERNELS not in ("auto", "torch", "numba"):
+        raise ValueError(f"torch_dev.CPU_KERNELS must be 'auto', 'torch' or 'numba', got {CPU_KERNELS!r}")
+    if CPU_KERNELS == "torch" or name not in KERNELS or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None  # (the diagonal-metric kernels are array-API code on every backend)
+    nb = _numba_cpu()
+    if nb is None:
+        if CPU_KERNELS == "numba":
+            raise RuntimeError("torch_dev.CPU_KERNELS = 'numba' but numba does not import")
+        return None
+    return getattr(nb, name)
+
+
+_ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
+
+
+def _on_numba(kernel, x, args, kwargs):
+    """``kernel`` (serial) on NumPy views of the CPU tensors (copied only
+    where not C-contiguous, as the Numba kernels require); a new tensor.
+    Elementwise kernels take vectors there: tensors of any shape are
+    flattened (weights of one entry or one per entry) and the result
+    reshaped."""
+    flat = kernel.__name__ in _ELEMENTWISE
+    arrays = [
+        np.ascontiguousarray((a.reshape(-1) if flat else a).numpy()) if isinstance(a, torch.Tensor) else a
+        for a in (x, *args)
+    ]
+    X = torch.from_numpy(kernel(*arrays, parallel=False, **kwargs))
+    return X.reshape(x.shape) if flat else X
+
+
 def _kernel(fn):
-    """Run under no_grad on detached tensors; write into ``out`` when given."""
+    """Run under no_grad on detached tensors (on CPU, through ``CPU_KERNELS``);
+    write into ``out`` when given."""
 
     @functools.wraps(fn)
     def run(x, *args, out=None, **kwargs):
         with torch.no_grad():
             x = x.detach()
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-            X = fn(x, *args, out=out, **kwargs)
+            cpu = _cpu_kernel(fn.__name__, x)
+            if cpu is not None:
+                X = _on_numba(cpu, x, args, kwargs)
+            else:
+                X = fn(x, *args, out=out, **kwargs)
             if out is not None and X is not out:
                 out.copy_(X)
                 return out
@@ -163,25 +245,14 @@ def owl(v, w, out=None):
     return _owl_vector(v, w)
 
 
-def _rows_op(W, factor, check_finite, out):
-    """``_stages.group_lasso`` / ``growl`` with the norms of a ``row_norms``
-    primitive when ``prims`` has one (``_stages.row_norms`` would read a
-    scalar for float64 data)."""
-    own = getattr(prims, "row_norms", None)
-    nrm = own(W) if own is not None else _stages.row_norms(W, prims)
-    if check_finite:
-        check_row_norms(nrm, torch)
-    return prims.scale_rows(W, factor(nrm), out=out)
-
-
 @_kernel
 def growl(W, w, check_finite=False, out=None):
-    return _rows_op(W, lambda nrm: _stages.growl_factor(nrm, w, _owl_vector), check_finite, out)
+    return _stages.growl(W, w, _owl_vector, prims, check_finite, out=out)
 
 
 @_kernel
 def group_lasso(W, a, check_finite=False, out=None):
-    return _rows_op(W, lambda nrm: _stages.group_lasso_factor(nrm, a), check_finite, out)
+    return _stages.group_lasso(W, a, prims, check_finite, out=out)
 
 
 @_kernel
