@@ -536,3 +536,50 @@ def test_numpy_weights_with_negative_strides_on_torch_tensors():
     np.testing.assert_allclose(proxlib.prox_owl(torch.as_tensor(v), w).numpy(), ref, rtol=1e-15)
     G = np.random.default_rng(2).standard_normal((6, 3))
     np.testing.assert_allclose(proxlib.prox_growl(torch.as_tensor(G), w).numpy(), proxlib.prox_growl(G, w), rtol=1e-12)
+
+
+def test_every_torch_kernel_runs_on_both_cpu_routes():
+    """Every kernel of ``KERNELS`` (the diagonal-metric ones included) runs on
+    CPU tensors through both routes of ``torch_dev.CPU_KERNELS`` and they
+    agree; only the kernels with a serial Numba variant leave torch."""
+    torch = pytest.importorskip("torch")
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    from proxlib.backends import KERNELS, numba_cpu, torch_dev
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    D = torch.rand(5, 7, generator=g, dtype=torch.float64) + 0.5
+    w = torch.sort(torch.rand(5, generator=g, dtype=torch.float64), descending=True).values
+    t = torch.full((5,), 0.7, dtype=torch.float64)
+    b = torch.full((5,), 0.3, dtype=torch.float64)
+    v, d = W.reshape(-1), D.reshape(-1)
+    calls = {
+        "owl": (v, torch.linspace(1.0, 0.0, 35, dtype=torch.float64)),
+        "growl": (W, w),
+        "group_lasso": (W, t),
+        "exclusive_lasso": (W, b),
+        "group_exclusive": (W, t, b),
+        "weighted_l1": (v, torch.full((1,), 0.4, dtype=torch.float64)),
+        "weighted_l2sq": (v, torch.full((1,), 0.4, dtype=torch.float64)),
+        "lp": (v, 0.3, 0.5),
+        "weighted_l1_metric": (v, d, torch.full((1,), 0.4, dtype=torch.float64)),
+        "weighted_l2sq_metric": (v, d, torch.full((1,), 0.4, dtype=torch.float64)),
+        "lp_metric": (v, d, 0.3, 0.5),
+        "group_lasso_metric": (W, D, t),
+        "exclusive_lasso_metric": (W, D, b),
+        "group_exclusive_metric": (W, D, t, b),
+    }
+    assert set(calls) == set(KERNELS)
+    for name, args in calls.items():
+        got = {}
+        for route in ("torch", "numba"):
+            saved, torch_dev.CPU_KERNELS = torch_dev.CPU_KERNELS, route
+            try:
+                got[route] = getattr(torch_dev, name)(*args)
+            finally:
+                torch_dev.CPU_KERNELS = saved
+        assert type(got["numba"]) is torch.Tensor and got["numba"].shape == args[0].shape, name
+        torch.testing.assert_close(got["numba"], got["torch"], rtol=1e-12, atol=1e-15, msg=name)
+        serial = "parallel" in __import__("inspect").signature(getattr(numba_cpu, name)).parameters
+        assert (name in torch_dev._SERIAL_ON_NUMBA) == serial, name

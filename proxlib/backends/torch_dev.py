@@ -176,6 +176,11 @@ def _owl_vector(v, w):
 CPU_KERNELS = "auto"
 
 
+#: the kernels with a serial Numba variant (``parallel=False``); the
+#: diagonal-metric kernels are array-API code on every backend
+_SERIAL_ON_NUMBA = ("owl", "growl", "group_lasso", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq", "lp")
+
+
 @functools.cache
 def _numba_cpu():
     """:mod:`.numba_cpu`, or None when it does not import."""
@@ -190,8 +195,8 @@ def _cpu_kernel(name: str, x):
     """The serial Numba kernel ``name`` when it runs ``x`` (``CPU_KERNELS``), else None."""
     if CPU_KERNELS not in ("auto", "torch", "numba"):
         raise ValueError(f"torch_dev.CPU_KERNELS must be 'auto', 'torch' or 'numba', got {CPU_KERNELS!r}")
-    if CPU_KERNELS == "torch" or name not in KERNELS or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return None  # (the diagonal-metric kernels are array-API code on every backend)
+    if CPU_KERNELS == "torch" or name not in _SERIAL_ON_NUMBA or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
     nb = _numba_cpu()
     if nb is None:
         if CPU_KERNELS == "numba":
