@@ -398,9 +398,20 @@ def test_one_entry_per_group_closed_form(numpy_backend, v, data, lam, mu, step):
     d = data.draw(M.metrics(v.shape))
     W, D = v[:, None], d[:, None]
     a, b = thresholds(lam, mu, step, 1.0)
-    ref = np.sign(v) * np.maximum(d * np.abs(v) - a, 0.0) / (d + b)
+    # formed without the product d |v| (subnormal for |v| ~ 2^-1022, d < 1: the
+    # reference itself lost bits there; found by the long profile)
+    ref = np.sign(v) * np.maximum(np.abs(v) - a / d, 0.0) / (1.0 + b / d)
     X = proxlib.prox_group_exclusive(W, lam, mu, step, metric=D)[:, 0]
     assert np.all(np.abs(X - ref) <= 16 * EPS64 * (np.abs(v) + a / d) + TINY64), (X, ref)
+
+
+def test_one_entry_per_group_at_the_smallest_normal(numpy_backend):
+    """The long profile's case: |v| = 2^-1022, d = 0.001, lam = 0: x = v exactly."""
+    v = np.array([0.0, 0.0, 2.0**-1022])
+    D = np.array([1.0, 1.0, 0.001])[:, None]
+    for lam, mu in ((0.0, 0.0), (0.0, 0.5)):
+        X = proxlib.prox_group_exclusive(v[:, None], lam, mu, 1.0, metric=D)[:, 0]
+        np.testing.assert_array_equal(X, v)
 
 
 # ------------------------------------------------------------------ invariances
