@@ -176,9 +176,9 @@ def _owl_vector(v, w):
 CPU_KERNELS = "auto"
 
 
-#: the kernels with a serial Numba variant (``parallel=False``); the
-#: diagonal-metric kernels are array-API code on every backend
-_SERIAL_ON_NUMBA = ("owl", "growl", "group_lasso", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq", "lp")
+#: the kernels with a serial Numba variant (``parallel=False``): all but the
+#: diagonal-metric ones, which are array-API code on every backend
+_SERIAL_ON_NUMBA = tuple(name for name in KERNELS if not name.endswith("_metric"))
 
 
 @functools.cache
@@ -208,13 +208,12 @@ def _cpu_kernel(name: str, x):
 _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
 
 
-def _on_numba(kernel, x, args, kwargs):
+def _on_numba(kernel, flat, x, args, kwargs):
     """``kernel`` (serial) on NumPy views of the CPU tensors (copied only
     where not C-contiguous, as the Numba kernels require); a new tensor.
-    Elementwise kernels take vectors there: tensors of any shape are
-    flattened (weights of one entry or one per entry) and the result
+    Elementwise kernels (``flat``) take vectors there: tensors of any shape
+    are flattened (weights of one entry or one per entry) and the result
     reshaped."""
-    flat = kernel.__name__ in _ELEMENTWISE
     arrays = [
         np.ascontiguousarray((a.reshape(-1) if flat else a).numpy()) if isinstance(a, torch.Tensor) else a
         for a in (x, *args)
@@ -234,7 +233,7 @@ def _kernel(fn):
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
             cpu = _cpu_kernel(fn.__name__, x)
             if cpu is not None:
-                X = _on_numba(cpu, x, args, kwargs)
+                X = _on_numba(cpu, fn.__name__ in _ELEMENTWISE, x, args, kwargs)
             else:
                 X = fn(x, *args, out=out, **kwargs)
             if out is not None and X is not out:
