@@ -170,6 +170,16 @@ def _parallel(W):
     return W.size >= _PAR_MIN and W.shape[0] > 1
 
 
+def _result(v, out):
+    """``out`` (an array of v's shape and dtype; may be v itself), or a new one."""
+    if out is None:
+        return np.empty_like(v)
+    if out.shape != v.shape or out.dtype != v.dtype:
+        raise ValueError(f"out must have the input's shape {v.shape} and dtype {v.dtype}, got {out.shape} {out.dtype}")
+    return out
+
+
+
 # ------------------------------------------------------------------ row helpers
 
 
@@ -296,23 +306,119 @@ def _row_norm(x):
 
 @_jit
 def _scale_row(x, fac, out):
-    for j in range(x.shape[0]):
-        out[j] = x[j] * fac
+    """out = x fac; in place (out is x) through one array, which LLVM
+    vectorises (see _map_entries)."""
+    if x.ctypes.data == out.ctypes.data:
+        for j in range(out.shape[0]):
+            out[j] = out[j] * fac
+    else:
+        for j in range(x.shape[0]):
+            out[j] = x[j] * fac
+
+
+# -- groups that are the columns of a C-contiguous matrix (a rows view W that
+# is F-contiguous: the "channel" and "shape" groupings of a Linear weight):
+# statistics and maps run over the memory in order, one accumulator per column,
+# instead of a strided pass per group
+
+
+def _as_columns(W, out) -> bool:
+    """Whether the rows of W (and of out) are the columns of C-contiguous
+    matrices W.T, out.T (F-contiguous, more than one group and entry)."""
+    return (
+        W.ndim == 2 and W.shape[0] > 1 and W.shape[1] > 1
+        and W.flags.f_contiguous and out.flags.f_contiguous
+    )
+
+
+@_rjit
+def _col_sumsq(A, ss):
+    """ss_g = sum_i A[i, g]^2 in float64, unscaled (a vectorised update per row of A)."""
+    for g in range(A.shape[1]):
+        ss[g] = 0.0
+    for i in range(A.shape[0]):
+        row = A[i]
+        for g in range(A.shape[1]):
+            v = np.float64(row[g])
+            ss[g] += v * v
+
+
+@_jit
+def _col_norms(A, q, s):
+    """(q_g, s_g) of _row_norm for every column g of A: the plain sums of
+    squares in one pass; a column whose sum leaves [2^-600, inf) is summed
+    again, scaled, on its own (as _row_norm does)."""
+    _col_sumsq(A, q)
+    for g in range(A.shape[1]):
+        if q[g] >= _TINY_SUMSQ and q[g] < np.inf:
+            q[g] = math.sqrt(q[g])
+            s[g] = 1.0
+        else:
+            q[g], s[g] = _row_norm(A[:, g])
+
+
+@_jit
+def _scale_cols(A, fac, out):
+    """out[i, g] = A[i, g] fac_g (in place when out is A)."""
+    if A.ctypes.data == out.ctypes.data:
+        for i in range(out.shape[0]):
+            row = out[i]
+            for g in range(out.shape[1]):
+                row[g] = row[g] * fac[g]
+    else:
+        for i in range(A.shape[0]):
+            row = A[i]
+            orow = out[i]
+            for g in range(A.shape[1]):
+                orow[g] = row[g] * fac[g]
+
+
+_TILE = 32
+
+
+@_jit
+def _transpose_into(A, B):
+    """B = A.T (both C-contiguous), in square tiles that stay in cache."""
+    m, n = A.shape
+    for i0 in range(0, m, _TILE):
+        i1 = min(i0 + _TILE, m)
+        for j0 in range(0, n, _TILE):
+            j1 = min(j0 + _TILE, n)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    B[j, i] = A[i, j]
 
 
 # ------------------------------------------------------------------ group lasso
 
 
 @_jit
-def _group_lasso_row(x, ar, o):
-    """x (1 - a/||x||)_+ with ||x|| = q s: compared and divided as a/s against q
+def _group_lasso_factor(q, s, ar):
+    """(1 - a/||x||)_+ with ||x|| = q s: compared and divided as a/s against q
     (a/s may overflow to inf: then the row is 0, as it should; it may underflow:
     then the factor is 1 - a/||x|| rounded, as it should)."""
-    q, s = _row_norm(x)
     a_s = ar / s
-    fac = 1.0 - a_s / q if q > a_s else 0.0
-    _scale_row(x, fac, o)
+    return 1.0 - a_s / q if q > a_s else 0.0
+
+
+@_jit
+def _group_lasso_row(x, ar, o):
+    """x (1 - a/||x||)_+ (_group_lasso_factor)."""
+    q, s = _row_norm(x)
+    _scale_row(x, _group_lasso_factor(q, s, ar), o)
     return q
+
+
+@_jit
+def _group_lasso_cols(A, a, out, nrm):
+    """_group_lasso_row on every column of A (out may be A)."""
+    G = A.shape[1]
+    s = np.empty(G, dtype=np.float64)
+    fac = np.empty(G, dtype=np.float64)
+    _col_norms(A, nrm, s)
+    for g in range(G):
+        fac[g] = _group_lasso_factor(nrm[g], s[g], np.float64(a[g]))
+    _scale_cols(A, fac, out)
 
 
 @_pjit
@@ -327,15 +433,21 @@ def _group_lasso_seq(W, a, out, nrm):
         nrm[r] = _group_lasso_row(W[r], np.float64(a[r]), out[r])
 
 
-def group_lasso(W, a, check_finite=False, *, parallel=True):
-    """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy.
+def group_lasso(W, a, check_finite=False, *, parallel=True, out=None):
+    """x_r = (1 - a_r/||w_r||)_+ w_r: per row, the norm then the scaled copy
+    (``out``, which may be ``W``, or a new array).  Rows that are the columns
+    of a C-contiguous matrix (W F-contiguous) are read in memory order, all
+    groups at once (serial).
 
     The scaled row norms q_r (O(G) scratch, finite iff the row is) also give
     the fused input check."""
-    out = np.empty_like(W)
+    out = _result(W, out)
     if W.size:
         nrm = np.empty(W.shape[0], dtype=np.float64)
-        (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
+        if _as_columns(W, out):
+            _group_lasso_cols(W.T, a, out.T, nrm)
+        else:
+            (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
         if check_finite:
             check_row_norms(nrm, np)
     return out
@@ -376,6 +488,14 @@ def _growl_norms(q, s, w, nS, wS):
     return S
 
 
+@_jit
+def _rescale_factors(nS, new):
+    fac = np.empty(nS.shape[0], dtype=np.float64)
+    for r in range(nS.shape[0]):
+        fac[r] = new[r] / nS[r] if nS[r] > 0.0 else 0.0
+    return fac
+
+
 @_pjit
 def _rescale_rows_par(W, nS, new, out):
     for r in prange(W.shape[0]):
@@ -388,26 +508,35 @@ def _rescale_rows_seq(W, nS, new, out):
         _scale_row(W[r], new[r] / nS[r] if nS[r] > 0.0 else 0.0, out[r])
 
 
-def growl(W, w, check_finite=False, *, parallel=True):
-    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r.
+def growl(W, w, check_finite=False, *, parallel=True, out=None):
+    """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r
+    (into ``out``, which may be ``W``, or a new array; F-contiguous rows are
+    read as columns, as in :func:`group_lasso`).
 
     The norms (and weights) are taken at the scale S of the largest row, so a
     finite W never gives an infinite norm."""
-    out = np.empty_like(W)
+    out = _result(W, out)
     G, m = W.shape
     if G == 0 or m == 0:
         return out
-    par = parallel and _parallel(W)
+    cols = _as_columns(W, out)
+    par = parallel and _parallel(W) and not cols
     q = np.empty(G, dtype=np.float64)
     s = np.empty(G, dtype=np.float64)
-    (_row_norms_par if par else _row_norms_seq)(W, q, s)
+    if cols:
+        _col_norms(W.T, q, s)
+    else:
+        (_row_norms_par if par else _row_norms_seq)(W, q, s)
     if check_finite:
         check_row_norms(q, np)
     nS = np.empty(G, dtype=np.float64)
     wS = np.empty(G, dtype=np.float64)
     _growl_norms(q, s, w, nS, wS)
     new = owl(nS, wS, parallel=parallel)
-    (_rescale_rows_par if par else _rescale_rows_seq)(W, nS, new, out)
+    if cols:
+        _scale_cols(W.T, _rescale_factors(nS, new), out.T)
+    else:
+        (_rescale_rows_par if par else _rescale_rows_seq)(W, nS, new, out)
     return out
 
 
@@ -460,13 +589,23 @@ def _newton_point(t, g, F, Q, k, a, b):
 
 
 @_jit
+def _support_one(xj, f1, f2, Yk, e, fac):
+    y = (abs(np.float64(xj)) * f1) * f2
+    u = (y - Yk) + e
+    u = u if (y >= Yk) & (u > 0.0) else 0.0
+    return math.copysign(u * fac, np.float64(xj))
+
+
+@_jit
 def _support_out(x, f1, f2, Yk, e, fac, o):
-    """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0."""
-    for j in range(x.shape[0]):
-        y = (abs(np.float64(x[j])) * f1) * f2
-        u = (y - Yk) + e
-        u = u if (y >= Yk) & (u > 0.0) else 0.0
-        o[j] = math.copysign(u * fac, x[j])
+    """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0
+    (o may be x: then one array, see _map_entries)."""
+    if x.ctypes.data == o.ctypes.data:
+        for j in range(o.shape[0]):
+            o[j] = _support_one(o[j], f1, f2, Yk, e, fac)
+    else:
+        for j in range(x.shape[0]):
+            o[j] = _support_one(x[j], f1, f2, Yk, e, fac)
 
 
 @_jit
@@ -654,10 +793,24 @@ def _exclusive_seq(W, b, out):
         _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
 
 
-def exclusive_lasso(W, b, *, parallel=True):
-    """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold."""
-    out = np.empty_like(W)
+def _rows_in_order(kernel_seq, W, out, *thresholds):
+    """``kernel_seq`` on F-contiguous rows: transposed in tiles into a
+    C-contiguous scratch, solved there in place, transposed back into out
+    (two cache-friendly copies instead of strided row passes)."""
+    R = np.empty(W.shape, dtype=W.dtype)
+    _transpose_into(W.T, R)
+    kernel_seq(R, *thresholds, R)
+    _transpose_into(R, out.T)
+    return out
+
+
+def exclusive_lasso(W, b, *, parallel=True, out=None):
+    """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold
+    (into ``out``, which may be ``W``, or a new array)."""
+    out = _result(W, out)
     if W.size:
+        if _as_columns(W, out):
+            return _rows_in_order(_exclusive_seq, W, out, b)
         if parallel and _parallel(W):
             _exclusive_par(W, b, out, _chunks(W.shape[0]))
         else:
@@ -900,10 +1053,13 @@ def _group_exclusive_seq(W, a, b, out):
         _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
 
 
-def group_exclusive(W, a, b, *, parallel=True):
-    """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row."""
-    out = np.empty_like(W)
+def group_exclusive(W, a, b, *, parallel=True, out=None):
+    """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row (into ``out``,
+    which may be ``W``, or a new array)."""
+    out = _result(W, out)
     if W.size:
+        if _as_columns(W, out):
+            return _rows_in_order(_group_exclusive_seq, W, out, a, b)
         if parallel and _parallel(W):
             _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
         else:
@@ -1619,44 +1775,71 @@ def owl(v, w, *, parallel=True):
 
 
 @_jit
-def _wl1_one(x, t):
-    d = abs(np.float64(x)) - t
-    d = d if d > 0.0 else 0.0
-    return -d if x < 0 else d
+def _zero_of(a):
+    """0 of a's dtype."""
+    return np.zeros(1, dtype=a.dtype)[0]
+
+
+@_jit
+def _wl1_one(x, t, z):
+    """sign(x) (|x| - t)_+ in the common type of x and t (z = 0 of x's
+    dtype): the reference's arithmetic, one rounding."""
+    d = abs(x) - t
+    return math.copysign(d if d > z else z, x)
 
 
 @_pjit
 def _weighted_l1_par(v, w, out):
     n = v.shape[0]
+    z = _zero_of(v)
     if w.shape[0] == 1:
-        t = np.float64(w[0])
+        t = w[0]
         for i in prange(n):
-            out[i] = _wl1_one(v[i], t)
+            out[i] = _wl1_one(v[i], t, z)
     else:
         for i in prange(n):
-            out[i] = _wl1_one(v[i], np.float64(w[i]))
+            out[i] = _wl1_one(v[i], w[i], z)
 
 
 @_jit
-def _weighted_l1_seq(v, w, out):
+def _map_entries(f, v, w, out):
+    """out_i = f(v_i, w_i, 0), w of one entry broadcast, 0 of v's dtype; serial.  In place
+    (out is v) the loop reads and writes one array, which LLVM vectorises: with
+    two arguments that alias, its runtime overlap check fails and the scalar
+    loop runs, several times slower."""
     n = v.shape[0]
-    if w.shape[0] == 1:
-        t = np.float64(w[0])
+    one = w.shape[0] == 1
+    z = _zero_of(v)
+    t = w[0] if one else w.dtype.type(0)
+    if v.ctypes.data == out.ctypes.data:
+        if one:
+            for i in range(n):
+                out[i] = f(out[i], t, z)
+        else:
+            for i in range(n):
+                out[i] = f(out[i], w[i], z)
+    elif one:
         for i in range(n):
-            out[i] = _wl1_one(v[i], t)
+            out[i] = f(v[i], t, z)
     else:
         for i in range(n):
-            out[i] = _wl1_one(v[i], np.float64(w[i]))
+            out[i] = f(v[i], w[i], z)
 
 
-def weighted_l1(v, w, *, parallel=True):
-    out = np.empty_like(v)
-    (_weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
+def weighted_l1(v, w, *, parallel=True, out=None):
+    """sign(v) (|v| - w)_+, computed in the common type of v and w and rounded
+    once (float32 lanes throughout when both are float32, as proxlib's
+    thresholds for float32 data are)."""
+    out = _result(v, out)
+    if parallel and v.shape[0] >= _PAR_MIN:
+        _weighted_l1_par(v, w, out)
+    else:
+        _map_entries(_wl1_one, v, w, out)
     return out
 
 
 @_jit
-def _wl2_one(x, t):
+def _wl2_one(x, t, z):
     """x / (1 + 2 t); when 1 + 2 t overflows (t > max/2), (x/2) / (1/2 + t)."""
     d = 1.0 + 2.0 * t
     if d < np.inf:
@@ -1670,27 +1853,18 @@ def _weighted_l2sq_par(v, w, out):
     if w.shape[0] == 1:
         t = np.float64(w[0])
         for i in prange(n):
-            out[i] = _wl2_one(v[i], t)
+            out[i] = _wl2_one(v[i], t, 0.0)
     else:
         for i in prange(n):
-            out[i] = _wl2_one(v[i], np.float64(w[i]))
+            out[i] = _wl2_one(v[i], np.float64(w[i]), 0.0)
 
 
-@_jit
-def _weighted_l2sq_seq(v, w, out):
-    n = v.shape[0]
-    if w.shape[0] == 1:
-        t = np.float64(w[0])
-        for i in range(n):
-            out[i] = _wl2_one(v[i], t)
+def weighted_l2sq(v, w, *, parallel=True, out=None):
+    out = _result(v, out)
+    if parallel and v.shape[0] >= _PAR_MIN:
+        _weighted_l2sq_par(v, w, out)
     else:
-        for i in range(n):
-            out[i] = _wl2_one(v[i], np.float64(w[i]))
-
-
-def weighted_l2sq(v, w, *, parallel=True):
-    out = np.empty_like(v)
-    (_weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
+        _map_entries(_wl2_one, v, w, out)
     return out
 
 
@@ -1780,13 +1954,14 @@ def _hard_seq(v, thr, out):
         out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
 
 
-def lp(v, lam, p, *, parallel=True):
+def lp(v, lam, p, *, parallel=True, out=None):
     """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise."""
     lam = float(lam)
     p = float(p)
+    out = _result(v, out)
     if lam == 0:
-        return v.copy()
-    out = np.empty_like(v)
+        out[...] = v
+        return out
     if p == 0:
         # keep v iff v^2/2 > lam; 2 lam overflows for lam > max/2 (the threshold
         # sqrt(2) sqrt(lam) ~ 1.9e154 is not large at all)
@@ -1794,7 +1969,7 @@ def lp(v, lam, p, *, parallel=True):
         (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
         return out
     if p == 1:
-        return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel)
+        return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel, out=out)
     # tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)), without overflowing 2 lam (1-p)
     e = 1.0 / (2.0 - p)
     t2 = 2.0 * lam * (1.0 - p)
