@@ -601,3 +601,101 @@ def test_read_only_install_imports_and_runs_with_one_warning(calls):
             if path.is_dir():
                 os.chmod(path, 0o755)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ layouts and out=
+# The training step runs the kernels in place on a parameter's memory, whose
+# rows are often its columns ("channel" and "shape" groupings of a Linear
+# weight: an F-contiguous rows view).  Those paths (column sums of squares,
+# tiled transposes, one-array in-place loops) against the same exact
+# references, and in place == into a new array, bit for bit.
+
+
+def _row_cases(dtype, data):
+    W = data.draw(rows(dtype, max_rows=5, max_cols=5).filter(lambda W: W.shape[0] > 1 and W.shape[1] > 1))
+    G = W.shape[0]
+    w = np.sort(thresholds(data.draw, dtype, G, allow_inf=False))[::-1].copy()
+    a = thresholds(data.draw, dtype, G)
+    b = thresholds(data.draw, dtype, G)
+    W64 = W.astype(np.float64)
+    return W, {
+        "group_lasso": ((a,), exact_group_lasso(W64, a), 1),
+        "growl": ((w,), exact_growl(W64, w), 2 * W.size),
+        "exclusive_lasso": ((b,), exact_exclusive(W64, b), 1),
+        "group_exclusive": ((a, b), exact_group_exclusive(W64, a, b), 1),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_row_kernels_on_columns_and_in_place(dtype, data):
+    W, cases = _row_cases(dtype, data)
+    for name, (args, exact, m_factor) in cases.items():
+        kernel = getattr(NB, name)
+        if name == "growl":
+            scale = max(np.abs(W.astype(np.float64)).max(), args[0].astype(np.float64).max())
+        else:
+            scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True)
+        m = W.shape[1] * m_factor
+        for order in ("C", "F"):
+            X = np.array(W, order=order)
+            new = kernel(X, *args, parallel=False)
+            assert new.dtype == dtype
+            assert_close(new, exact, dtype, scale, m)
+            into = np.empty_like(X)  # the same memory order as X
+            assert kernel(X, *args, parallel=False, out=into) is into
+            np.testing.assert_array_equal(into, new)
+            kernel(X, *args, parallel=False, out=X)  # in place
+            np.testing.assert_array_equal(X, new, err_msg=f"{name} in place, order {order}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernels_on_columns_of_a_large_layer(dtype):
+    # the 784 x 300 layer of the overhead benchmark, its "channel" rows view
+    # (F-contiguous), including columns whose plain sum of squares underflows
+    # (float64: summed again, scaled) and a zero column
+    rng = np.random.default_rng(3)
+    base = (rng.standard_normal((300, 784)) / 28).astype(dtype)
+    if dtype == np.float64:
+        base[:, 5] *= 1e-200
+        base[:, 6] = 0.0
+    W = base.T
+    G = W.shape[0]
+    a = np.full(G, 0.05, dtype)
+    if dtype == np.float64:
+        a[5] *= 1e-200  # the tiny column keeps entries
+    thr = {"group_lasso": (a,), "growl": (np.linspace(0.1, 0.0, G).astype(dtype),),
+           "exclusive_lasso": (np.full(G, 1e-3, dtype),), "group_exclusive": (a * 0.4, np.full(G, 1e-3, dtype))}
+    for name, args in thr.items():
+        kernel = getattr(NB, name)
+        ref = getattr(REF, name)(np.ascontiguousarray(W), *args)
+        X = base.copy().T
+        kernel(X, *args, parallel=False, out=X)
+        scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True) if name != "growl" else np.abs(W).max()
+        assert_close(X, ref.astype(np.float64), dtype, scale, W.shape[1] * (2 * G if name == "growl" else 1))
+        if dtype == np.float64:
+            assert np.all(X[6] == 0), name
+            if name != "growl":  # (GrOWL's largest weights zero the tiny column)
+                assert np.any(X[5] != 0), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_elementwise_kernels_in_place(dtype, data):
+    v = data.draw(arrays(dtype, st.integers(1, 40), elements=signed(dtype)))
+    for w in (thresholds(data.draw, dtype, v.size, allow_inf=False), thresholds(data.draw, dtype, 1, allow_inf=False)):
+        for name in ("weighted_l1", "weighted_l2sq"):
+            kernel = getattr(NB, name)
+            new = kernel(v, w, parallel=False)
+            X = v.copy()
+            assert kernel(X, w, parallel=False, out=X) is X
+            np.testing.assert_array_equal(X, new, err_msg=name)
+            np.testing.assert_array_equal(kernel(v, w, parallel=True), new, err_msg=name)
+
+
+def test_out_must_match():
+    W = np.ones((3, 4))
+    with pytest.raises(ValueError, match="out must have"):
+        NB.group_lasso(W, np.ones(3), out=np.empty((4, 3)))
+    with pytest.raises(ValueError, match="out must have"):
+        NB.weighted_l1(W.reshape(-1), np.ones(1), out=np.empty(12, np.float32))
