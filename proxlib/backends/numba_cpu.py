@@ -307,7 +307,7 @@ def _row_norm(x):
 @_jit
 def _scale_row(x, fac, out):
     """out = x fac; in place (out is x) through one array, which LLVM
-    vectorises (see _map_entries)."""
+    vectorises (see _weighted_l1_seq)."""
     if x.ctypes.data == out.ctypes.data:
         for j in range(out.shape[0]):
             out[j] = out[j] * fac
@@ -599,7 +599,7 @@ def _support_one(xj, f1, f2, Yk, e, fac):
 @_jit
 def _support_out(x, f1, f2, Yk, e, fac, o):
     """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0
-    (o may be x: then one array, see _map_entries)."""
+    (o may be x: then one array, see _weighted_l1_seq)."""
     if x.ctypes.data == o.ctypes.data:
         for j in range(o.shape[0]):
             o[j] = _support_one(o[j], f1, f2, Yk, e, fac)
@@ -1801,46 +1801,67 @@ def _weighted_l1_par(v, w, out):
             out[i] = _wl1_one(v[i], w[i], z)
 
 
-@_jit
-def _map_entries(f, v, w, out):
-    """out_i = f(v_i, w_i, 0), w of one entry broadcast, 0 of v's dtype; serial.  In place
-    (out is v) the loop reads and writes one array, which LLVM vectorises: with
-    two arguments that alias, its runtime overlap check fails and the scalar
-    loop runs, several times slower."""
-    n = v.shape[0]
-    one = w.shape[0] == 1
-    z = _zero_of(v)
-    t = w[0] if one else w.dtype.type(0)
-    if v.ctypes.data == out.ctypes.data:
-        if one:
-            for i in range(n):
-                out[i] = f(out[i], t, z)
-        else:
-            for i in range(n):
-                out[i] = f(out[i], w[i], z)
-    elif one:
-        for i in range(n):
-            out[i] = f(v[i], t, z)
-    else:
-        for i in range(n):
-            out[i] = f(v[i], w[i], z)
-
-
 def weighted_l1(v, w, *, parallel=True, out=None):
     """sign(v) (|v| - w)_+, computed in the common type of v and w and rounded
     once (float32 lanes throughout when both are float32, as proxlib's
     thresholds for float32 data are)."""
     out = _result(v, out)
-    if parallel and v.shape[0] >= _PAR_MIN:
-        _weighted_l1_par(v, w, out)
-    else:
-        _map_entries(_wl1_one, v, w, out)
+    (_weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
     return out
+
+
+# The serial maps, written out per map (a jitted function passed as an argument
+# makes its caller uncacheable).  In place (out is v) each loop reads and
+# writes one array, which LLVM vectorises: with two arguments that alias, its
+# runtime overlap check fails and the scalar loop runs, several times slower.
+
+
+@_jit
+def _weighted_l1_seq(v, w, out):
+    """out_i = _wl1_one(v_i, w_i) (w of one entry broadcast); out may be v."""
+    n = v.shape[0]
+    z = _zero_of(v)
+    if w.shape[0] == 1:
+        t = w[0]
+        if v.ctypes.data == out.ctypes.data:
+            for i in range(n):
+                out[i] = _wl1_one(out[i], t, z)
+        else:
+            for i in range(n):
+                out[i] = _wl1_one(v[i], t, z)
+    elif v.ctypes.data == out.ctypes.data:
+        for i in range(n):
+            out[i] = _wl1_one(out[i], w[i], z)
+    else:
+        for i in range(n):
+            out[i] = _wl1_one(v[i], w[i], z)
+
+
+@_jit
+def _weighted_l2sq_seq(v, w, out):
+    """out_i = _wl2_one(v_i, w_i) (w of one entry broadcast); out may be v."""
+    n = v.shape[0]
+    z = _zero_of(v)
+    if w.shape[0] == 1:
+        t = w[0]
+        if v.ctypes.data == out.ctypes.data:
+            for i in range(n):
+                out[i] = _wl2_one(out[i], t, z)
+        else:
+            for i in range(n):
+                out[i] = _wl2_one(v[i], t, z)
+    elif v.ctypes.data == out.ctypes.data:
+        for i in range(n):
+            out[i] = _wl2_one(out[i], w[i], z)
+    else:
+        for i in range(n):
+            out[i] = _wl2_one(v[i], w[i], z)
 
 
 @_jit
 def _wl2_one(x, t, z):
-    """x / (1 + 2 t); when 1 + 2 t overflows (t > max/2), (x/2) / (1/2 + t)."""
+    """x / (1 + 2 t); when 1 + 2 t overflows (t > max/2), (x/2) / (1/2 + t)
+    (float64 arithmetic; z unused)."""
     d = 1.0 + 2.0 * t
     if d < np.inf:
         return np.float64(x) / d
@@ -1861,10 +1882,7 @@ def _weighted_l2sq_par(v, w, out):
 
 def weighted_l2sq(v, w, *, parallel=True, out=None):
     out = _result(v, out)
-    if parallel and v.shape[0] >= _PAR_MIN:
-        _weighted_l2sq_par(v, w, out)
-    else:
-        _map_entries(_wl2_one, v, w, out)
+    (_weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
     return out
 
 

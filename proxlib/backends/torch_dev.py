@@ -207,16 +207,96 @@ def _cpu_kernel(name: str, x):
 
 _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
 
+#: kernels that the in-place runner (:func:`numba_in_place`) takes: Numba's
+#: serial kernels with ``out=`` (OWL is a sort and a scatter: no gain in place)
+_IN_PLACE_ON_NUMBA = ("group_lasso", "growl", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq", "lp")
+
+
+def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple):
+    """A prepared in-place run of Numba's serial kernel ``name`` on ``view``,
+    or None where it does not apply.
+
+    ``view`` is the data as the kernel reads it (rows, or the tensor for an
+    elementwise kernel) and a view of a CPU parameter's memory, float32 or
+    float64; ``base`` the thresholds before the step (float64 tensors in the
+    kernel's layout, or Python floats), ``fixed`` the kernel's other
+    arguments.  The returned ``run(step, check_finite)`` overwrites ``view``
+    with the prox of ``step * penalty``: the thresholds ``step * base`` are
+    rounded once to the data's dtype (as :func:`proxlib._registry.scaled_thresholds`
+    does), and the kernel writes through a NumPy view of the same memory,
+    with no copy: rows that are C-contiguous are processed as rows, rows that
+    are the columns of a C-contiguous matrix (the ``"channel"`` and
+    ``"shape"`` groupings of a Linear weight) column-wise (see
+    :mod:`.numba_cpu`).  ``check_finite`` goes to the kernels that check
+    their input themselves (group lasso, GrOWL), the others are checked by
+    the caller.  The caller bumps the parameter's version counter (the write
+    bypasses autograd's).  None when: Numba does not import, the kernel has
+    no in-place variant, the device or dtype is another, the view is neither
+    C- nor F-contiguous (e.g. the ``"channel"`` rows of a convolution, which
+    are a permutation), or per-entry elementwise thresholds do not follow the
+    view's memory order, or ``CPU_KERNELS`` is ``"torch"`` (callers rebuild
+    when it changes)."""
+    if CPU_KERNELS == "torch" or name not in _IN_PLACE_ON_NUMBA or view.device.type != "cpu" or view.dtype not in (torch.float32, torch.float64):
+        return None
+    nb = _numba_cpu()
+    if nb is None:
+        return None
+    if name in _ELEMENTWISE:
+        if not view.is_contiguous() or any(isinstance(t, torch.Tensor) and t.numel() > 1 and t.shape != view.shape for t in base):
+            return None
+        arr = view.detach().reshape(-1).numpy()
+        base = tuple(t.reshape(-1) if isinstance(t, torch.Tensor) else t for t in base)
+    else:
+        if view.ndim != 2:
+            return None
+        arr = view.detach().numpy()
+        if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            return None
+    dtype = arr.dtype
+    kernel = getattr(nb, name)
+    base = tuple(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else float(t) for t in base)
+    top = max((float(np.max(t, initial=0.0)) if isinstance(t, np.ndarray) else abs(t) for t in base), default=0.0)
+    big = float(np.finfo(dtype).max)
+    fused = name in ("group_lasso", "growl")
+
+    def scaled(step):
+        out = []
+        for t in base:
+            if not isinstance(t, np.ndarray):
+                out.append(t * step)
+            elif t.dtype == dtype:
+                out.append(t * step if step != 1.0 else t)
+            elif step * top <= big:
+                out.append((t * step).astype(dtype))
+            else:  # a threshold beyond the dtype's range: inf, as _registry rounds it
+                with np.errstate(over="ignore"):
+                    out.append((t * step).astype(dtype))
+        return out
+
+    def run(step: float, check_finite: bool = False) -> None:
+        kw = {"check_finite": check_finite} if fused else {}
+        kernel(arr, *scaled(step), *fixed, parallel=False, out=arr, **kw)
+
+    return run
+
+
+
+def _contiguous_either(a):
+    """``a``, or a C-contiguous copy when it is neither C- nor F-contiguous
+    (the row kernels read F-contiguous rows as columns: see numba_cpu)."""
+    return a if a.flags.c_contiguous or a.flags.f_contiguous else np.ascontiguousarray(a)
+
 
 def _on_numba(kernel, flat, x, args, kwargs):
     """``kernel`` (serial) on NumPy views of the CPU tensors (copied only
-    where not C-contiguous, as the Numba kernels require); a new tensor.
-    Elementwise kernels (``flat``) take vectors there: tensors of any shape
-    are flattened (weights of one entry or one per entry) and the result
-    reshaped."""
-    arrays = [
+    where the Numba kernels require it); a new tensor.  Elementwise kernels
+    (``flat``) take vectors there: tensors of any shape are flattened
+    (weights of one entry or one per entry) and the result reshaped."""
+    data = (x.reshape(-1) if flat else x).numpy()
+    data = np.ascontiguousarray(data) if data.ndim == 1 else _contiguous_either(data)
+    arrays = [data] + [
         np.ascontiguousarray((a.reshape(-1) if flat else a).numpy()) if isinstance(a, torch.Tensor) else a
-        for a in (x, *args)
+        for a in args
     ]
     X = torch.from_numpy(kernel(*arrays, parallel=False, **kwargs))
     return X.reshape(x.shape) if flat else X

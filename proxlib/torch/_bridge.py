@@ -40,6 +40,12 @@ def resolve_leaf(target, name: str = "weight") -> torch.Tensor:
     """
     if isinstance(target, torch.Tensor):
         return target
+    p = getattr(target, "_parameters", {}).get(name) if isinstance(name, str) else None
+    if p is not None:
+        # a registered parameter under its own name: neither parametrised nor
+        # pruned (both move it to another name), so it is the leaf (the
+        # common case, answered without the lookups below)
+        return p
     if not isinstance(target, torch.nn.Module):
         raise TypeError(f"target must be a torch.nn.Module or a tensor, got {type(target).__name__}")
     if not isinstance(name, str):

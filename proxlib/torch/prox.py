@@ -187,6 +187,7 @@ class _Plan:
     fused_check: bool
     grouping: str | None = None
     metric: bool = False
+    on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
 
     def run(self, leaf: torch.Tensor, step: float, check_finite: bool, d: torch.Tensor | None = None) -> None:
         """``leaf <- prox_{step * pen}(leaf)`` (under no_grad); for a metric
@@ -208,6 +209,9 @@ class _Plan:
         if self.kernel is None:  # a penalty object outside the registry
             leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
             return
+        if self.on_numba is not None:
+            self.run_on_numba(leaf, step, check_finite)
+            return
         data = self.data(leaf if self.inplace else B.working_tensor(leaf))
         thr = R.scaled_thresholds(self.base, step, data)
         kw = {"check_finite": check_finite} if self.fused_check else {}
@@ -218,6 +222,14 @@ class _Plan:
             torch.autograd.graph.increment_version(leaf)
         else:
             leaf.copy_(self.restore(self.kernel(data, *thr, *self.fixed, **kw)))
+
+    def run_on_numba(self, leaf: torch.Tensor, step: float, check_finite: bool) -> None:
+        """:meth:`run` through ``on_numba``: the serial Numba kernel writes
+        into the leaf's memory (no autograd involved, its version bumped)."""
+        if check_finite and not self.fused_check:
+            V.check_all_finite(leaf.detach(), "the parameter")
+        self.on_numba(step, check_finite)
+        torch.autograd.graph.increment_version(leaf)
 
     def value(self, leaf: torch.Tensor) -> float:
         x = B.working_tensor(leaf)
@@ -263,8 +275,10 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         probe = data(leaf.detach())
     if term.metric:
         return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), base, pen.fixed(), data, restore, False, False, grouping, True)
-    inplace = native and pen.kernel in _IN_PLACE and _shares_memory(probe, leaf)
-    return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping)
+    shares = native and _shares_memory(probe, leaf)
+    inplace = shares and pen.kernel in _IN_PLACE
+    on_numba = torch_dev.numba_in_place(pen.kernel, probe, base, pen.fixed()) if shares else None
+    return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping, False, on_numba)
 
 
 def _zero_groups(plan: _Plan, leaf: torch.Tensor) -> torch.Tensor:
@@ -397,7 +411,7 @@ class ProxTerm:
     def _resolve(self, view):
         return self.penalty.resolve(view) if isinstance(self.penalty, _Lazy) else self.penalty
 
-    def apply(self, lr: float, *, check_finite: bool = False, metric: torch.Tensor | None = None) -> None:
+    def apply(self, lr: float, *, check_finite: bool = False, metric: torch.Tensor | None = None, _leaf=None) -> None:
         """Replace the leaf by its prox with step ``lr * strength``, in place;
         for a metric term, in the diagonal metric ``metric`` (a tensor of the
         leaf's shape, finite and > 0: checked only with ``check_finite``)."""
@@ -406,8 +420,11 @@ class ProxTerm:
             return
         if self.metric and metric is None:
             raise ValueError("this term takes its prox in a metric: apply() needs metric=")
-        leaf = self.leaf
+        leaf = self.leaf if _leaf is None else _leaf  # (ProximalStep passes the leaf it resolved)
         plan = self.plan(leaf)
+        if plan.on_numba is not None:  # (no autograd involved: no no_grad context to enter)
+            plan.run_on_numba(leaf, step, check_finite)
+            return
         with torch.no_grad():
             if self.metric:
                 plan.run(leaf, step, check_finite, metric)
@@ -425,8 +442,13 @@ class ProxTerm:
 
 
 def _plan_key(leaf) -> tuple:
-    key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device)
-    return key + (tuple(leaf.placements),) if B.is_sharded(leaf) else key
+    """What a plan depends on: the leaf, its shape, dtype and device, the CPU
+    route (``torch_dev.CPU_KERNELS``) and, unsharded, its memory (a plan may
+    hold a view of it: ``param.data = ...`` rebuilds)."""
+    key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)
+    if B.is_sharded(leaf):
+        return key + (tuple(leaf.placements),)
+    return key + (leaf.data_ptr(),)
 
 
 # ------------------------------------------------------------------ the hook
@@ -674,7 +696,7 @@ class ProximalStep:
                 d = metrics.get(id(leaf))
                 if d is None:
                     d = metrics[id(leaf)] = self._metric_of(term, leaf, opt)
-            term.apply(term_lr * factor, check_finite=self.check_finite, metric=d)
+            term.apply(term_lr * factor, check_finite=self.check_finite, metric=d, _leaf=leaf)
             if self.keep_zero:
                 self._freeze(term, leaf)
         if self.keep_zero:

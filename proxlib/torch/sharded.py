@@ -79,6 +79,7 @@ from proxlib.backends import _xp_kernels as _k
 from proxlib.backends import torch_dev
 
 from . import _bridge as B
+from .prox import _plan_key  # (prox imports this module only when a tensor is sharded)
 
 __all__ = ["row_dims", "ShardedPlan", "build_plan"]
 
@@ -322,6 +323,7 @@ class ShardedPlan:
         self.run_local(leaf.to_local(), step, check_finite)
 
     grouping: str | None = None
+    on_numba: None = None  # (the local shard's kernels run inside run_local)
 
     def value(self, leaf: DTensor) -> float:
         """Omega of the full tensor (gathered once: for logging)."""
@@ -333,7 +335,7 @@ class ShardedPlan:
 def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
     """Check and compile ``term`` for the sharded ``leaf`` (thresholds of the
     full tensor, each rank's part of them, the collectives)."""
-    key = (id(leaf), tuple(leaf.shape), leaf.dtype, leaf.device, tuple(leaf.placements))  # as prox._plan_key
+    key = _plan_key(leaf)
     if leaf.dtype not in (torch.float32, torch.float64):
         raise NotImplementedError(f"sharded proximal steps need float32 or float64 parameters, got {leaf.dtype}")
     grouping = term.grouping
