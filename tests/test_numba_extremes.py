@@ -699,3 +699,33 @@ def test_out_must_match():
         NB.group_lasso(W, np.ones(3), out=np.empty((4, 3)))
     with pytest.raises(ValueError, match="out must have"):
         NB.weighted_l1(W.reshape(-1), np.ones(1), out=np.empty(12, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_large", [0, 5, 40])
+def test_exclusive_operators_on_columns_fast_and_searched(dtype, n_large):
+    # columns of a 300 x 64 base: small thresholds (support = every nonzero
+    # entry: the three-pass column path), large ones on n_large columns (a
+    # real search: gathered into rows; with 40 of 64 the whole matrix goes
+    # through the transposed path), exact zeros, a column of zeros and a
+    # column of one nonzero entry
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((300, 64)).astype(dtype)
+    base[rng.random(base.shape) < 0.3] = 0.0
+    base[:, 3] = 0.0
+    base[:, 4] = 0.0
+    base[7, 4] = -2.5
+    W = base.T  # F-contiguous rows of length 300
+    G = W.shape[0]
+    b = np.full(G, 1e-5, dtype)
+    a = np.full(G, 1e-3, dtype)
+    large = rng.choice(G, n_large, replace=False)
+    b[large] = 0.05
+    a[large] = 2.0
+    for name, args in (("exclusive_lasso", (b,)), ("group_exclusive", (a, b))):
+        ref = getattr(REF, name)(np.ascontiguousarray(W), *args)
+        X = base.copy().T
+        getattr(NB, name)(X, *args, parallel=False, out=X)
+        scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True)
+        assert_close(X, ref.astype(np.float64), dtype, np.maximum(scale, np.finfo(dtype).tiny), W.shape[1])
+        np.testing.assert_array_equal(X == 0, ref == 0, err_msg=name)  # the same supports

@@ -638,12 +638,25 @@ def _exclusive_row_huge_b(x, amax, br, o):
 
 
 @_rjit
-def _abs_sum(x):
-    """sum |x_j| in float64 (vectorised: reassociated)."""
+def _abs_sum_min(x):
+    """(sum |x_j|, min{|x_j| > 0} (inf if none)) in float64, one vectorised
+    pass (the minimum through the bits, see _min_above)."""
     s = 0.0
+    mb = np.int64(_INF_BITS)
     for j in range(x.shape[0]):
-        s += abs(np.float64(x[j]))
-    return s
+        y = abs(np.float64(x[j]))
+        s += y
+        mb = min(mb, _bits(y) if y > 0.0 else np.int64(_INF_BITS))
+    return s, _from_bits(mb)
+
+
+@_jit
+def _scaled_min(ymin, f1, f2):
+    """The least nonzero magnitude the passes read, (ymin f1) f2 (rounding is
+    monotone, so the minimum of the scaled values is the scaled minimum), or
+    0 when unknown: a scaled copy is read (f1 != 1) or it underflows to 0
+    (then scaled entries may vanish); 0 turns the fast path off."""
+    return (ymin * f1) * f2 if f1 == 1.0 and ymin < np.inf else 0.0
 
 
 @_rjit
@@ -700,16 +713,50 @@ def _ex_newton(x, f1, f2, b, total, buf):
     return t, n, in_buf
 
 
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE bits of a float64 as an int64 (ordered as the float for x >= 0)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _from_bits(typingctx, b):
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.DoubleType())
+
+    return sig, codegen
+
+
+_INF_BITS = 0x7FF0000000000000
+
+
+@_jit
+def _min_above(src, n, f1, f2, t):
+    """min{y > t} over y = (|src_j| f1) f2 >= 0, j < n (inf if none), as the
+    minimum of the values' bits: an integer reduction, which LLVM vectorises
+    (a float minimum it does not, without fast-math flags that would also
+    drop NaN and signed-zero semantics elsewhere)."""
+    m = np.int64(_INF_BITS)
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        c = _bits(y) if y > t else np.int64(_INF_BITS)
+        m = min(m, c)
+    return _from_bits(m)
+
+
 @_jit
 def _support_stats(src, n, f1, f2, t):
     """(Y_k, F_k, D2_k, k) of the support {y > t} = {y >= Y_k} over
     y = (|src_j| f1) f2, j < n: Y_k = min{y > t} (inf if none),
     F_k = sum (y - Y_k), D2_k = sum (y - Y_k)^2 (non-negative terms)."""
-    Yk = np.inf
-    for j in range(n):
-        y = (abs(np.float64(src[j])) * f1) * f2
-        if y > t and y < Yk:
-            Yk = y
+    Yk = _min_above(src, n, f1, f2, t)
     F, D2, k = _gx_sums(src, n, f1, f2, Yk, False)
     return Yk, F, D2, k
 
@@ -727,9 +774,21 @@ def _scaled_abs_copy(x, f1, f2):
 
 
 @_jit
-def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, o, buf):
+def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, o, buf, ymin):
     """_exclusive_row once scaled: the passes read y = (|src| g1) g2, the
-    output is formed from y = (|x| f1) f2 (the same values)."""
+    output is formed from y = (|x| f1) f2 (the same values).
+
+    First, when ymin = min{y > 0} is known (> 0): if phi(ymin) = ymin - b F(ymin)
+    > 0, the threshold lies below every nonzero entry, so the support is all
+    of them and its statistics at Y_k = ymin are those of this one pass: the
+    output follows with no search (the common case of a training step, whose
+    thresholds are small against the weights).  Otherwise the search."""
+    m = x.shape[0]
+    if ymin > 0.0:
+        Fk, _, k = _gx_sums(src, m, g1, g2, ymin, False)
+        if ymin - br * Fk > 0.0:
+            _support_out(x, f1, f2, ymin, (ymin - br * Fk) / (1.0 + br * k), s, o)
+            return
     t, n, in_buf = _ex_newton(src, g1, g2, br, total, buf)
     if in_buf:
         Yk, Fk, _, k = _support_stats(buf, n, 1.0, 1.0, t)
@@ -752,7 +811,7 @@ def _exclusive_row(x, br, o, buf):
     product can over- or underflow there; scaling by a power of two would
     change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
     m = x.shape[0]
-    total = _abs_sum(x)
+    total, ymin = _abs_sum_min(x)
     if total == 0.0 or br == 0.0:
         _copy_row(x, o)
         return
@@ -767,9 +826,9 @@ def _exclusive_row(x, br, o, buf):
         s, f1, f2 = _scale_factors(_absmax(x))
         total = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
     if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
-        _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, o, buf)
+        _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, o, buf, 0.0)
     else:
-        _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf)
+        _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf, _scaled_min(ymin, f1, f2))
 
 
 def _chunks(G):
@@ -793,6 +852,130 @@ def _exclusive_seq(W, b, out):
         _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
 
 
+@_rjit
+def _col_pass1(A, S, Q, mb):
+    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64) and the
+    bits of min{|A_ig| > 0} (see _min_above); one pass in memory order."""
+    for g in range(A.shape[1]):
+        S[g] = 0.0
+        Q[g] = 0.0
+        mb[g] = np.int64(_INF_BITS)
+    for i in range(A.shape[0]):
+        row = A[i]
+        for g in range(A.shape[1]):
+            y = abs(np.float64(row[g]))
+            S[g] += y
+            Q[g] += y * y
+            mb[g] = min(mb[g], _bits(y) if y > 0.0 else np.int64(_INF_BITS))
+
+
+@_rjit
+def _col_support_sums(A, Y, F, D2, k):
+    """Per column g: F_g = sum (y - Y_g)_+, D2_g = sum (y - Y_g)_+^2 and
+    k_g = #{y >= Y_g} over y = |A_ig| (as _gx_sums, not strict)."""
+    for g in range(A.shape[1]):
+        F[g] = 0.0
+        D2[g] = 0.0
+        k[g] = 0
+    for i in range(A.shape[0]):
+        row = A[i]
+        for g in range(A.shape[1]):
+            d = abs(np.float64(row[g])) - Y[g]
+            p = d if d > 0.0 else 0.0
+            F[g] += p
+            D2[g] += p * p
+            k[g] += 1 if d >= 0.0 else 0
+
+
+@_jit
+def _col_support_out(A, Y, e, fac, out):
+    """out_ig = sign(A_ig) ((|A_ig| - Y_g) + e_g) fac_g on |A_ig| >= Y_g, else
+    sign(A_ig) 0 (_support_one per column; in place when out is A)."""
+    if A.ctypes.data == out.ctypes.data:
+        for i in range(out.shape[0]):
+            row = out[i]
+            for g in range(out.shape[1]):
+                row[g] = _support_one(row[g], 1.0, 1.0, Y[g], e[g], fac[g])
+    else:
+        for i in range(A.shape[0]):
+            row = A[i]
+            orow = out[i]
+            for g in range(A.shape[1]):
+                orow[g] = _support_one(row[g], 1.0, 1.0, Y[g], e[g], fac[g])
+
+
+@_jit
+def _exclusive_cols(A, a, b, out, gx):
+    """The exclusive lasso (gx False) or group+exclusive (gx True) on every
+    column of A, in memory order, for the columns where the support is every
+    nonzero entry (the fast path of _exclusive_core, _group_exclusive_core:
+    unscaled sums, phi(min{y > 0}) > 0; b in (0, 2^54) resp. (0, inf),
+    ||w|| > a > 0): three passes over A.  The other columns are gathered into
+    rows and solved by the row kernel.  Returns False, having written
+    nothing, when more than a quarter of the columns need that (the caller
+    then transposes the whole matrix)."""
+    P, G = A.shape
+    S = np.empty(G, dtype=np.float64)
+    Q = np.empty(G, dtype=np.float64)
+    mb = np.empty(G, dtype=np.int64)
+    _col_pass1(A, S, Q, mb)
+    Y = np.empty(G, dtype=np.float64)
+    lim = 2.0**400 if gx else 2.0**500
+    for g in range(G):
+        ymin = _from_bits(mb[g])
+        br = np.float64(b[g])
+        ok = S[g] > 0.0 and S[g] <= lim and S[g] >= P / lim and ymin < np.inf and br > 0.0
+        if gx:
+            ok = ok and br < np.inf and np.float64(a[g]) > 0.0 and math.sqrt(Q[g]) > np.float64(a[g])
+        else:
+            ok = ok and br < _HUGE_B
+        Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel
+    F = np.empty(G, dtype=np.float64)
+    D2 = np.empty(G, dtype=np.float64)
+    k = np.empty(G, dtype=np.int64)
+    _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+    e = np.empty(G, dtype=np.float64)
+    fac = np.ones(G, dtype=np.float64)
+    nslow = 0
+    for g in range(G):
+        br = np.float64(b[g])
+        ag = np.float64(a[g]) if gx else 0.0
+        if Y[g] > 0.0 and _phi(Y[g], F[g], D2[g], ag, br) > 0.0:
+            if gx:
+                c = _group_exclusive_shrink(ag, br, Y[g], k[g], F[g], D2[g])
+                beta = br * c
+                fac[g] = c
+            else:
+                beta = br
+            e[g] = (Y[g] - beta * F[g]) / (1.0 + beta * k[g])
+        else:
+            Y[g] = np.inf  # written as sign 0 below, then overwritten
+            e[g] = 0.0
+            nslow += 1
+    if 4 * nslow > G:
+        return False
+    slow = np.empty((nslow, P), dtype=A.dtype)
+    buf = np.empty(P, dtype=np.float64)
+    r = 0
+    for g in range(G):
+        if Y[g] == np.inf:
+            for i in range(P):
+                slow[r, i] = A[i, g]
+            if gx:
+                _group_exclusive_row(slow[r], np.float64(a[g]), np.float64(b[g]), slow[r], buf)
+            else:
+                _exclusive_row(slow[r], np.float64(b[g]), slow[r], buf)
+            r += 1
+    _col_support_out(A, Y, e, fac, out)
+    r = 0
+    for g in range(G):
+        if Y[g] == np.inf:
+            for i in range(P):
+                out[i, g] = slow[r, i]
+            r += 1
+    return True
+
+
 def _rows_in_order(kernel_seq, W, out, *thresholds):
     """``kernel_seq`` on F-contiguous rows: transposed in tiles into a
     C-contiguous scratch, solved there in place, transposed back into out
@@ -810,6 +993,8 @@ def exclusive_lasso(W, b, *, parallel=True, out=None):
     out = _result(W, out)
     if W.size:
         if _as_columns(W, out):
+            if _exclusive_cols(W.T, b, b, out.T, False):
+                return out
             return _rows_in_order(_exclusive_seq, W, out, b)
         if parallel and _parallel(W):
             _exclusive_par(W, b, out, _chunks(W.shape[0]))
@@ -828,6 +1013,20 @@ def _geometric_middle(left, right):
     if right > 4.0 * left:
         return math.sqrt(max(left, 5e-324)) * math.sqrt(right)
     return 0.5 * (left + right)
+
+
+@_jit
+def _shrink_start(a, b, r, k, F, D2):
+    """Where _group_exclusive_shrink starts: c1 = 1 - a/||u(b)||, one
+    fixed-point step from c = 1 (g(c) = c - 1 + a/||u(b c)||), which is the
+    root to first order when b is small against 1/||w|| (the case of a
+    training step: then Newton ends in a step or two); the bracket's
+    geometric middle when c1 is not inside (0, 1)."""
+    kf = np.float64(k)
+    e = (r - b * F) / (1.0 + b * kf)
+    N = math.sqrt(D2 + 2.0 * e * F + kf * e * e)
+    c = 1.0 - a / N
+    return c if c > 0.0 and c < 1.0 else _geometric_middle(0.0, 1.0)
 
 
 @_jit
@@ -856,7 +1055,7 @@ def _group_exclusive_shrink(a, b, r, k, F, D2):
     Sr = F + kf * r
     left = 0.0
     right = 1.0
-    c = _geometric_middle(left, right)
+    c = _shrink_start(a, b, r, k, F, D2)
     for _ in range(_MAX_ROOT_ITER):
         den = 1.0 + b * c * kf
         e = (r - b * c * F) / den
@@ -891,14 +1090,19 @@ def _gx_sums(src, n, f1, f2, t, strict):
     F = 0.0
     Q = 0.0
     k = 0
-    for j in range(n):
-        d = (abs(np.float64(src[j])) * f1) * f2 - t
-        p = d if d > 0.0 else 0.0
-        F += p
-        Q += p * p
-        if strict:
+    if strict:  # (two loops: a test inside one keeps LLVM from vectorising it)
+        for j in range(n):
+            d = (abs(np.float64(src[j])) * f1) * f2 - t
+            p = d if d > 0.0 else 0.0
+            F += p
+            Q += p * p
             k += 1 if d > 0.0 else 0
-        else:
+    else:
+        for j in range(n):
+            d = (abs(np.float64(src[j])) * f1) * f2 - t
+            p = d if d > 0.0 else 0.0
+            F += p
+            Q += p * p
             k += 1 if d >= 0.0 else 0
     return F, Q, k
 
@@ -989,9 +1193,11 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
 
 
 @_jit
-def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf):
+def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf, ymin):
     """_group_exclusive_row once scaled: the passes read y = (|src| g1) g2,
-    the output is formed from y = (|x| f1) f2 (the same values)."""
+    the output is formed from y = (|x| f1) f2 (the same values).  With
+    ymin = min{y > 0} known (> 0), phi(ymin) > 0 says the support is every
+    nonzero entry, as in _exclusive_core: then no search."""
     m = x.shape[0]
     F0, Q0, k0 = _gx_sums(src, m, g1, g2, 0.0, True)
     nrm = math.sqrt(Q0)
@@ -1004,6 +1210,13 @@ def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf):
     if a_s == 0.0:  # the exclusive lasso
         _exclusive_row(x, br, o, buf)
         return
+    if ymin > 0.0:
+        Fk, D2, k = _gx_sums(src, m, g1, g2, ymin, False)
+        if _phi(ymin, Fk, D2, a_s, br) > 0.0:
+            c = _group_exclusive_shrink(a_s, br, ymin, k, Fk, D2)
+            beta = br * c
+            _support_out(x, f1, f2, ymin, (ymin - beta * Fk) / (1.0 + beta * k), c * s, o)
+            return
     lo, n, in_buf = _gx_theta(src, g1, g2, a_s, br, F0, Q0, k0, buf)
     if in_buf:
         Yk, Fk, D2, k = _support_stats(buf, n, 1.0, 1.0, lo)
@@ -1025,15 +1238,15 @@ def _group_exclusive_row(x, ar, br, o, buf):
     formula (see _exclusive_row).  Unscaled (s = 1) when the row sum lies in
     [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
     m = x.shape[0]
-    total = _abs_sum(x)
+    total, ymin = _abs_sum_min(x)
     s = f1 = f2 = 1.0
     if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
         s, f1, f2 = _scale_factors(_absmax(x))
     a_s = ar / s
     if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
-        _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf)
+        _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf, 0.0)
     else:
-        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf)
+        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf, _scaled_min(ymin, f1, f2))
 
 
 @_pjit
@@ -1059,6 +1272,8 @@ def group_exclusive(W, a, b, *, parallel=True, out=None):
     out = _result(W, out)
     if W.size:
         if _as_columns(W, out):
+            if _exclusive_cols(W.T, a, b, out.T, True):
+                return out
             return _rows_in_order(_group_exclusive_seq, W, out, a, b)
         if parallel and _parallel(W):
             _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
