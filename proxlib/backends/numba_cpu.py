@@ -2,7 +2,13 @@
 
 Same contract as :mod:`proxlib.backends.numpy_ref` (new output array of the
 input's dtype and shape, inputs never written, thresholds already times
-``step``), and the same mathematics; the algorithms below are chosen so that
+``step``), and the same mathematics; the row and elementwise kernels also
+take ``out=``, an array of the input's shape and dtype that receives the
+result and may be the input itself (in place: how a training step writes
+into a parameter's memory).  Rows may be C- or F-contiguous: F-contiguous
+rows (the ``"channel"`` and ``"shape"`` rows of a Linear weight) are the
+columns of a C-contiguous matrix and are processed column-wise, in memory
+order (below); the algorithms below are chosen so that
 the time is close to one pass over memory.  ``error_model="numpy"`` (no
 Python division checks); no ``fastmath`` except ``reassoc`` on pure sums of
 non-negative terms (``_rjit``): reassociation lets LLVM vectorise them and
@@ -27,7 +33,8 @@ available" at import).
 
 Precision.  float32 data stays float32 in memory (scratch and output); every
 sum, threshold and root is computed in float64 and each output entry is
-rounded once to float32, as the reference does.
+rounded once to float32, as the reference does (weighted l1's |v| - w is one
+operation in the data's precision, as in the reference: correctly rounded).
 
 Overflow and underflow: every kernel is correct over the whole finite range
 of its dtype (inputs and thresholds from the smallest subnormal to the largest
@@ -53,9 +60,13 @@ Algorithms (m = row length, G = rows, n = vector length):
 
 * ``group_lasso``: per row (prange), the norm (one read from memory) and the
   scaled copy (the second read hits the cache).  O(G m), no scratch.
+  Columns: one pass of sums of squares into G float64 accumulators (a
+  column whose plain sum leaves [2^-600, inf) is summed again scaled, on its
+  own), then one scaling pass.
 * ``growl``: row norms (prange, one pass), the OWL prox of the G norms, then
   the rescaled rows (second pass).  W is necessarily read twice: every row's
-  factor depends on all norms.  O(G m + G log G), O(G) scratch.
+  factor depends on all norms.  O(G m + G log G), O(G) scratch.  Columns:
+  as group lasso.
 * ``exclusive_lasso``: per row (prange over chunks of rows, one float64
   scratch row per chunk), no sorting: one pass summing |w| (vectorised), then
   Newton's method from the left on the concave piecewise-linear
@@ -67,12 +78,22 @@ Algorithms (m = row length, G = rows, n = vector length):
   checked with the reference's cancellation-free tests (Y_k > b F_k,
   F_k = sum over the support of (y - Y_k)) and the output row written once
   as ((|w| - Y_k) + e) s, e = (Y_k - b F_k)/(1 + b k).  Expected O(m) per
-  row: one read from memory, a few passes in cache, one write.
+  row: one read from memory, a few passes in cache, one write.  Before the
+  search: the first pass also gives Y = min{|w| > 0} (the minimum of the
+  values' bits: an integer reduction, vectorised), and if phi(Y) > 0 the
+  support is every nonzero entry, so one pass of its statistics and the
+  output pass finish the row (a training step's small thresholds: three
+  passes in all).  Columns: these three passes in memory order over all
+  columns at once; the columns that need the search (or scaling, or a
+  special b) are gathered into rows and solved as above, and when they are
+  more than a quarter of the columns the whole matrix is transposed in tiles
+  and solved row-wise.
 * ``group_exclusive``: the same, with phi(t) = t - b F(t)(1 - a/sqrt(Q(t)))_+,
   Q(t) = sum (y - t)_+^2, located by a bracket narrowed by Newton, secant or
   bisection points until no entry lies inside it; then the reference's
   safeguarded Newton iteration for the factor c on the fixed support (to the
-  last bit) and one output pass.
+  last bit, from one fixed-point step off c = 1) and one output pass; the
+  same first check (phi(Y) > 0: no search) and column-wise passes.
 * ``owl``: the zero pattern is EXACT, the values faithful:
   (1) |v| sorted by NumPy's (SIMD) sort, no argsort;
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the

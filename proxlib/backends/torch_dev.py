@@ -4,7 +4,8 @@ The same code runs on CPU, CUDA and any other torch device, so the tests on
 CPU tensors (``CPU_KERNELS = "torch"``) exercise exactly what runs on a GPU.
 By default float32/float64 CPU tensors go instead to Numba's *serial* kernels
 on the tensor's memory when Numba imports (``CPU_KERNELS``: faster on CPU,
-and without a thread pool of their own).  In the torch operations no NumPy,
+and without a thread pool of their own); a training step's term runs them in
+place on the parameter (:func:`numba_in_place`).  In the torch operations no NumPy,
 Numba or CuPy is involved except where a step is better done otherwise on a
 device, named here:
 

@@ -35,9 +35,16 @@ elementwise penalties (the result is written into the parameter's storage:
 ``data_ptr`` unchanged, the autograd version counter bumped as ``copy_``
 does) and through one copy back otherwise (exclusive, group+exclusive, lp,
 OWL, groupings whose rows are not a view of the tensor, half precision, any
-prox in a metric).  The computation is torch operations on the parameter's
-device (CPU, CUDA, ...): no NumPy, Numba or CuPy, so it never competes with
-torch's threads; see :mod:`proxlib.backends.torch_dev` for what runs where.
+prox in a metric).  On CUDA and other devices the computation is torch
+operations on the parameter's device.  On CPU (float32/float64, the default
+``torch_dev.CPU_KERNELS = "auto"``) a term whose rows are a C- or
+F-contiguous view of the parameter (every grouping of a Linear weight,
+``"filter"``, ``"shape"`` and ``"layer"`` of a convolution, the elementwise
+penalties) runs Numba's *serial* kernel in place on the parameter's memory,
+prepared once per plan (:func:`proxlib.backends.torch_dev.numba_in_place`):
+no copy, no thread pool of its own, so it never competes with torch's
+threads; the other CPU terms go through the same kernels with a copy.  See
+:mod:`proxlib.backends.torch_dev` for what runs where.
 The hook is excluded from ``torch.compile`` tracing
 (``torch.compiler.disable``): a compiled ``optimizer.step`` runs it eagerly
 after a graph break.
