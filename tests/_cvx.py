@@ -401,7 +401,9 @@ def exact_group_exclusive_ab(row, a, b):
                     hi = mid
             theta = (lo + hi) / 2
         Z, l1, l2 = parts(theta)
-        shrink = 1 - A_ / l2
+        # (a = 0: no group shrink; l2 may be 0 there when theta resolves to
+        # max|w| at this precision, e.g. one subnormal entry and a huge b)
+        shrink = 1 - A_ / l2 if A_ else Decimal(1)
         return np.array([math.copysign(float(z * shrink), w) for z, w in zip(Z, row)])
 
 

@@ -729,3 +729,22 @@ def test_exclusive_operators_on_columns_fast_and_searched(dtype, n_large):
         scale = np.abs(W.astype(np.float64)).max(axis=1, keepdims=True)
         assert_close(X, ref.astype(np.float64), dtype, np.maximum(scale, np.finfo(dtype).tiny), W.shape[1])
         np.testing.assert_array_equal(X == 0, ref == 0, err_msg=name)  # the same supports
+
+
+@given(data=st.data())
+def test_search_free_pretest_never_refuses_a_full_support(data):
+    # _support_may_be_all only skips the search-free pass where phi(min) <= 0
+    # for certain: on rows whose solution keeps every nonzero entry it must
+    # say True (otherwise the fast path would silently never run)
+    m = data.draw(st.integers(1, 60))
+    W = data.draw(arrays(np.float64, m, elements=st.floats(-1e3, 1e3, allow_subnormal=False)))
+    assume(np.any(W != 0))
+    b = data.draw(st.floats(1e-12, 1.0))
+    a = data.draw(st.sampled_from([0.0, 1e-9, 1e-3, 0.1]))
+    y = np.abs(W)
+    S, ymin, nnz = NB._abs_sum_min(W)
+    assert S == y.sum() or abs(S - y.sum()) <= m * 2.0**-52 * y.sum()
+    assert ymin == y[y > 0].min() and nnz == np.count_nonzero(W)
+    ref = REF.group_exclusive(W[None, :], np.array([a]), np.array([b]))[0] if a else REF.exclusive_lasso(W[None, :], np.array([b]))[0]
+    if np.count_nonzero(ref) == nnz:
+        assert NB._support_may_be_all(ymin, S, nnz, m, a, b)

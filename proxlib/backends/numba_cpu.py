@@ -660,15 +660,30 @@ def _exclusive_row_huge_b(x, amax, br, o):
 
 @_rjit
 def _abs_sum_min(x):
-    """(sum |x_j|, min{|x_j| > 0} (inf if none)) in float64, one vectorised
-    pass (the minimum through the bits, see _min_above)."""
+    """(sum |x_j|, min{|x_j| > 0} (inf if none), #{x_j != 0}) in float64, one
+    vectorised pass (the minimum through the bits, see _min_above)."""
     s = 0.0
     mb = np.int64(_INF_BITS)
+    nnz = 0
     for j in range(x.shape[0]):
         y = abs(np.float64(x[j]))
         s += y
         mb = min(mb, _bits(y) if y > 0.0 else np.int64(_INF_BITS))
-    return s, _from_bits(mb)
+        nnz += 1 if y > 0.0 else 0
+    return s, _from_bits(mb), nnz
+
+
+@_jit
+def _support_may_be_all(ymin, S, nnz, m, a, b):
+    """False only where phi(ymin) <= 0 for certain (then the search runs
+    without the fast path's pass), from the first pass alone: with S the row
+    sum (error below m eps S) and nnz its nonzero entries, F(ymin) = S - nnz
+    ymin >= F_lo, and sqrt(Q(ymin)) >= F/sqrt(nnz) (Cauchy-Schwarz) gives
+    phi(ymin) <= ymin - b (F_lo - a sqrt(nnz))_+ (a = 0: the exclusive
+    lasso).  Unscaled rows only (the caller's condition)."""
+    F_lo = S * (1.0 - (m + 8) * 2.0**-52) - nnz * ymin * (1.0 + 2.0**-52)
+    bound = F_lo - a * math.sqrt(np.float64(nnz)) * (1.0 + 2.0**-50)
+    return not (bound > 0.0 and ymin < (b * bound) * (1.0 - 2.0**-50))
 
 
 @_jit
@@ -832,7 +847,7 @@ def _exclusive_row(x, br, o, buf):
     product can over- or underflow there; scaling by a power of two would
     change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
     m = x.shape[0]
-    total, ymin = _abs_sum_min(x)
+    total, ymin, nnz = _abs_sum_min(x)
     if total == 0.0 or br == 0.0:
         _copy_row(x, o)
         return
@@ -849,6 +864,8 @@ def _exclusive_row(x, br, o, buf):
     if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
         _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, o, buf, 0.0)
     else:
+        if s == 1.0 and not _support_may_be_all(ymin, total, nnz, m, 0.0, br):
+            ymin = 0.0  # (no fast path)
         _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf, _scaled_min(ymin, f1, f2))
 
 
@@ -1259,7 +1276,7 @@ def _group_exclusive_row(x, ar, br, o, buf):
     formula (see _exclusive_row).  Unscaled (s = 1) when the row sum lies in
     [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
     m = x.shape[0]
-    total, ymin = _abs_sum_min(x)
+    total, ymin, nnz = _abs_sum_min(x)
     s = f1 = f2 = 1.0
     if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
         s, f1, f2 = _scale_factors(_absmax(x))
@@ -1267,6 +1284,8 @@ def _group_exclusive_row(x, ar, br, o, buf):
     if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
         _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf, 0.0)
     else:
+        if s == 1.0 and not _support_may_be_all(ymin, total, nnz, m, a_s, br):
+            ymin = 0.0  # (no fast path)
         _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf, _scaled_min(ymin, f1, f2))
 
 
