@@ -1377,123 +1377,153 @@ def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e, tmp):
         vals[b] = mean
 
 
-@_jit
-def _owl_compact_starts(s, starts, nb):
-    """s[b] = lowest magnitude of block b (in place: starts[b] >= b)."""
-    for b in range(nb):
-        s[b] = s[starts[b]]
+# The long path: one sort of packed 64-bit keys gives both the sorted magnitudes
+# and the permutation.  A key is (magnitude bits >> t) << (ib + 1) | i << 1 | sign
+# (ib = bits of an index, i < 2^ib; the magnitude's bit pattern is monotone in
+# the magnitude, so the unsigned keys sort by magnitude, ties by index).
+# float32: t = 0 (31 + ib + 1 <= 64 bits): the key order IS the order of the
+# magnitudes.  float64: t = ib low bits of the magnitude are dropped, so runs of
+# equal truncated keys are then put in order of the full magnitudes (read back
+# from v: they are short unless magnitudes agree to 63 - ib bits).
 
 
 @_jit
-def _owl_pairs(s, sums, nb):
-    """Interleave the blocks in place: sums[2c] = lowest magnitude of block c,
-    sums[2c+1] = its value (needs 2 nb <= len(sums)), so that one cache line
-    holds both."""
-    for c in range(nb - 1, -1, -1):  # descending: sums[c] is read before 2c, 2c+1 are written
-        val = sums[c]
-        sums[2 * c] = np.float64(s[c])
-        sums[2 * c + 1] = val
+def _owl_keys(vbits, mask, t, ib, keys, i0, i1):
+    """keys[i] for i0 <= i < i1 (as int64 bit patterns of the unsigned keys)."""
+    for i in range(i0, i1):
+        b = np.int64(vbits[i])
+        keys[i] = (((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)  # int32 bits sign-extend
 
 
 @_pjit
-def _abs_into(v, out):
-    for i in prange(v.shape[0]):
-        out[i] = abs(v[i])
+def _owl_keys_par(vbits, mask, t, ib, keys):
+    n = keys.shape[0]
+    for c in prange(64):
+        _owl_keys(vbits, mask, t, ib, keys, c * n // 64, (c + 1) * n // 64)
 
 
 @_jit
-def _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits):
-    """Plan a two-level table over magnitude bit patterns (monotone for
-    magnitudes): level 1 by binade (exponent field, ``mb`` mantissa bits
-    below it), level 2 splits binade e into 2^nbits[e] equal buckets, enough
-    for about one block start per bucket wherever the blocks are.  Fills
-    base[e] (first bucket of binade e) and nbits[e]; returns the bucket count."""
-    e_lo = lo_key >> mb
-    e_hi = hi_key >> mb
-    for e in range(e_lo, e_hi + 1):
-        base[e] = 0
-    for k in range(nb):
-        base[np.int64(lbbits[stride * k]) >> mb] += 1
-    total = 0
-    for e in range(e_lo, e_hi + 1):
-        c = base[e]
-        nbit = 0
-        while (np.int64(1) << nbit) < c and nbit < mb:
-            nbit += 1
-        nbits[e] = nbit
-        base[e] = total
-        total += np.int64(1) << nbit
-    return total
-
-
-@_jit
-def _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P):
-    """P[t] = the last block whose lowest magnitude is <= the start of bucket t."""
-    k = 0
-    for e in range(lo_key >> mb, (hi_key >> mb) + 1):
-        nbit = nbits[e]
-        sh = mb - nbit
-        for u in range(np.int64(1) << nbit):
-            start = (e << mb) | (np.int64(u) << sh)
-            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= start:
-                k += 1
-            P[base[e] + u] = k
-
-
-_OWL_BATCH = 32  # lookups in flight: each needs two dependent cache misses
-
-
-@_jit
-def _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, i0, i1, tb):
-    """out[i] for i0 <= i < i1, in batches: first every entry's bucket (its
-    table slot prefetched), then every slot's block (the block's line
-    prefetched), then the values (_owl_entry's steps, now on cached lines).
-    The loads are the same as one entry at a time; only their order differs,
-    so that the misses of a batch overlap."""
-    lo = np.int64(lbbits[0])
-    mmask = (np.int64(1) << mb) - 1
-    B = tb.shape[0]
-    for s0 in range(i0, i1, B):
-        s1 = min(i1, s0 + B)
-        for i in range(s0, s1):
-            key = np.int64(vbits[i]) & mask
-            kk = key if key >= lo else lo
-            e = kk >> mb
-            t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
-            tb[i - s0] = t
-            _prefetch(P, t)
-        for i in range(s0, s1):
-            k = np.int64(P[tb[i - s0]])
-            tb[i - s0] = k
-            _prefetch(lbbits, stride * k)
-            if stride == 1:
-                _prefetch(vals, k)
-        for i in range(s0, s1):
-            key = np.int64(vbits[i]) & mask
-            k = tb[i - s0]
-            k1 = k + 1 if k + 1 < nb else k
-            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-            k1 = k + 1 if k + 1 < nb else k
-            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
-                k += 1
-            out[i] = math.copysign(vals[stride * k + voff] if key >= lo else 0.0, v[i])
+def _owl_unpack(vbits, mask, t, ib, keys, sbits, j0, j1):
+    """sbits[j] = bit pattern of the j-th smallest magnitude (up to the order
+    within runs of equal truncated keys when t > 0): from the key when t = 0,
+    else read from v at the key's index."""
+    if t == 0:
+        for j in range(j0, j1):
+            sbits[j] = (keys[j] >> (ib + 1)) & mask
+    else:
+        m = (np.int64(1) << ib) - 1
+        for j in range(j0, j1):  # unsigned indices: no wraparound tests in the random reads
+            sbits[j] = np.int64(vbits[np.uint64((keys[j] >> 1) & m)]) & mask
 
 
 @_pjit
-def _owl_map_par(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    n = v.shape[0]
-    nch = 64
-    for c in prange(nch):
-        tb = np.empty(_OWL_BATCH, dtype=np.int64)
-        _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out,
-                       c * n // nch, (c + 1) * n // nch, tb)
+def _owl_unpack_par(vbits, mask, t, ib, keys, sbits):
+    n = keys.shape[0]
+    for c in prange(64):
+        _owl_unpack(vbits, mask, t, ib, keys, sbits, c * n // 64, (c + 1) * n // 64)
+
+
+_OWL_RUN_INSERT = 32  # longer runs of equal truncated keys are argsorted
 
 
 @_jit
-def _owl_map_seq(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    tb = np.empty(_OWL_BATCH, dtype=np.int64)
-    _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, 0, v.shape[0], tb)
+def _owl_sort_run(s, keys, a, e):
+    """Sort s[a:e] (and keys[a:e] with it) by magnitude: insertion sort for
+    short runs, numba's merge argsort otherwise."""
+    if e - a <= _OWL_RUN_INSERT:
+        for j in range(a + 1, e):
+            x = s[j]
+            kx = keys[j]
+            b = j - 1
+            while b >= a and s[b] > x:
+                s[b + 1] = s[b]
+                keys[b + 1] = keys[b]
+                b -= 1
+            s[b + 1] = x
+            keys[b + 1] = kx
+    else:
+        order = np.argsort(s[a:e], kind="mergesort")
+        ss = s[a:e].copy()
+        kk = keys[a:e].copy()
+        for j in range(e - a):
+            s[a + j] = ss[order[j]]
+            keys[a + j] = kk[order[j]]
+
+
+@_jit
+def _owl_order_runs(s, keys, ib, j0, j1):
+    """Sort s (with its keys) by magnitude within each run of equal truncated
+    keys that starts in [j0, j1) (runs are rare: 2 entries every ~100 at
+    n = 1e7 Gaussian; long only where magnitudes agree to 63 - ib bits)."""
+    n = s.shape[0]
+    sh = ib + 1
+    j = max(j0, 1)
+    while j < j1:
+        if (keys[j] >> sh) != (keys[j - 1] >> sh):
+            j += 1
+            continue
+        a = j - 1  # a run [a, e)
+        top = keys[a] >> sh
+        e = j + 1
+        while e < n and (keys[e] >> sh) == top:
+            e += 1
+        if a >= j0:  # else it started in the previous range, which sorts it
+            _owl_sort_run(s, keys, a, e)
+        j = e + 1
+
+
+@_pjit
+def _owl_order_runs_par(s, keys, ib):
+    n = s.shape[0]
+    for c in prange(64):
+        _owl_order_runs(s, keys, ib, c * n // 64, (c + 1) * n // 64)
+
+
+@_jit
+def _owl_compact_index(keys, ib, idx):
+    """idx[j] = the key's low ib + 1 bits (index << 1 | sign) as int32, written
+    over the keys' own memory (idx[j] lies in key j // 2, already read)."""
+    m = (np.int64(1) << (ib + 1)) - 1
+    for j in range(keys.shape[0]):
+        idx[j] = keys[j] & m
+
+
+@_jit
+def _owl_scatter(idx, ib, starts, nb, vals, j0, out, p0, p1):
+    """out[i] = +-vals[block of its sorted position] (the sign of v[i], kept
+    in the key), +-0 below the support j0; for sorted positions p0 <= p < p1."""
+    m = (np.int64(1) << (ib + 1)) - 1
+    p = p0
+    while p < min(p1, j0):
+        k = np.int64(idx[p]) & m
+        out[np.uint64(k >> 1)] = -0.0 if k & 1 else 0.0
+        p += 1
+    if p >= p1:
+        return
+    lo = 0  # the last block starting at or before p
+    hi = nb - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if starts[mid] <= p:
+            lo = mid
+        else:
+            hi = mid - 1
+    b = lo
+    while p < p1:
+        en = min(p1, starts[b + 1] if b + 1 < nb else out.shape[0])
+        val = vals[b]
+        for q in range(p, en):
+            k = np.int64(idx[q]) & m
+            out[np.uint64(k >> 1)] = -val if k & 1 else val  # unsigned: no wraparound test
+        p = en
+        b += 1
+
+
+@_pjit
+def _owl_scatter_par(idx, ib, starts, nb, vals, j0, out):
+    n = out.shape[0]
+    for c in prange(64):
+        _owl_scatter(idx, ib, starts, nb, vals, j0, out, c * n // 64, (c + 1) * n // 64)
 
 
 @_jit
@@ -1566,25 +1596,40 @@ def owl(v, w, *, parallel=True):
         return out
     par = parallel and n >= _PAR_MIN
     if v.dtype == np.float64:
-        ibits, mask = np.int64, np.int64(0x7FFFFFFFFFFFFFFF)
-        mb, nbin = 52, 2048  # mantissa bits, binades
+        ibits, mask, magbits = np.int64, np.int64(0x7FFFFFFFFFFFFFFF), 63
     else:
-        ibits, mask = np.int32, np.int64(0x7FFFFFFF)
-        mb, nbin = 23, 256
-    s = np.empty_like(v)
+        ibits, mask, magbits = np.int32, np.int64(0x7FFFFFFF), 31
+    ib = (n - 1).bit_length()  # index bits
+    t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
+    vbits = v.view(ibits)
+    keys = np.empty(n, dtype=np.int64)
     if par:
-        _abs_into(v, s)
+        _owl_keys_par(vbits, mask, t, ib, keys)
     else:
-        np.abs(v, out=s)
-    s.sort()  # NumPy's SIMD sort of the magnitudes
-    hi_key = int(s.view(ibits)[n - 1])
+        _owl_keys(vbits, mask, t, ib, keys, 0, n)
+    keys.view(np.uint64).sort()  # NumPy's (SIMD) sort of the unsigned keys
+    s = out  # the sorted magnitudes live in the output until the scatter
+    if par:
+        _owl_unpack_par(vbits, mask, t, ib, keys, s.view(ibits))
+        if t > 0:
+            _owl_order_runs_par(s, keys, ib)
+    else:
+        _owl_unpack(vbits, mask, t, ib, keys, s.view(ibits), 0, n)
+        if t > 0:
+            _owl_order_runs(s, keys, ib, 0, n)
     sc = _owl_scale(s, w)
     k = _owl_support(s, w, sc, par)
     if k == 0:
         return _owl_zero(v, out)
     j0 = n - k
+    if ib + 1 <= 31:  # index << 1 | sign as int32 in the keys' first half, block starts in the second
+        idx = keys.view(np.int32)[:n]
+        _owl_compact_index(keys, ib, idx)
+        starts = keys.view(np.int32)[n:n + k]
+    else:
+        idx = keys
+        starts = np.empty(k, dtype=np.int64)
     sums = np.empty(k, dtype=np.float64)
-    starts = out.view(np.int32)[:k] if n < 2**31 else np.empty(k, dtype=np.int64)
     nb = _owl_pava(s, w, j0, sc, sums, starts)
     if par and nb > 1:
         _owl_values_par(s, w, sc, starts, nb, sums)
@@ -1592,26 +1637,11 @@ def owl(v, w, *, parallel=True):
         _owl_values(s, w, sc, starts, 0, nb, nb, sums)
     nb = _owl_monotone(s, w, sc, starts, nb, sums)
     _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
-    _owl_compact_starts(s, starts, nb)
-    if v.dtype == np.float64 and 2 * nb <= k:
-        # blocks as (lowest magnitude, value) pairs in ``sums``: one cache line per lookup
-        _owl_pairs(s, sums, nb)
-        lbbits, stride, vals, voff = sums.view(np.int64), 2, sums, 1
-        spare = s.view(np.int32)  # the sorted magnitudes are no longer needed
+    # s is no longer needed: the output is written over it
+    if par:
+        _owl_scatter_par(idx, ib, starts, nb, sums, j0, out)
     else:
-        lbbits, stride, vals, voff = s.view(ibits), 1, sums, 0
-        spare = s[nb:].view(np.int32)  # past the blocks' lowest magnitudes
-    lo_key = int(lbbits[0])
-    base = np.empty(nbin, dtype=np.int64)
-    nbits = np.empty_like(base)
-    total = _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits)
-    if total <= spare.shape[0]:
-        P = spare[:total]
-    else:
-        P = np.empty(total, dtype=np.int32)
-    _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P)
-    mapper = _owl_map_par if par else _owl_map_seq
-    mapper(v, v.view(ibits), mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out)
+        _owl_scatter(idx, ib, starts, nb, sums, j0, out, 0, n)
     return out
 
 
