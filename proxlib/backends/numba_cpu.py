@@ -111,6 +111,7 @@ Algorithms (m = row length, G = rows, n = vector length):
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numba as nb
@@ -1403,6 +1404,74 @@ def _owl_keys_par(vbits, mask, t, ib, keys):
 
 
 @_jit
+def _owl_merge_split(L, R, p):
+    """How many of the first p outputs of merging L and R (sorted, all keys
+    distinct) come from L (merge path: a binary search)."""
+    lo = max(0, p - R.shape[0])
+    hi = min(p, L.shape[0])
+    while lo < hi:
+        i = (lo + hi) // 2
+        if L[i] < R[p - i - 1]:
+            lo = i + 1
+        else:
+            hi = i
+    return lo
+
+
+@_jit
+def _owl_merge_range(L, R, D, p0, p1):
+    """D[p0:p1] = the outputs p0..p1-1 of merging L and R."""
+    i = _owl_merge_split(L, R, p0)
+    j = p0 - i
+    nl = L.shape[0]
+    nr = R.shape[0]
+    for p in range(p0, p1):
+        if j >= nr or (i < nl and L[i] < R[j]):
+            D[p] = L[i]
+            i += 1
+        else:
+            D[p] = R[j]
+            j += 1
+
+
+@_pjit
+def _owl_merge_par(L, R, D):
+    n = D.shape[0]
+    for c in prange(16):
+        _owl_merge_range(L, R, D, c * n // 16, (c + 1) * n // 16)
+
+
+@_pjit
+def _owl_copy_par(src, dst):
+    for i in prange(src.shape[0]):
+        dst[i] = src[i]
+
+
+_OWL_SPLIT_SORT = 1 << 18  # parallel calls on at least this many entries sort two halves at once
+
+
+def _owl_sort_keys(keys, out, par):
+    """Sort the keys (as unsigned).  Parallel calls on long vectors sort the two
+    halves at once (NumPy's sort releases the GIL: one half in a helper
+    thread) and merge them in parallel into the output's memory (float64) or
+    a temporary (float32), then copy back.  The keys are distinct (they hold
+    the index), so the sorted order is the same either way."""
+    u = keys.view(np.uint64)
+    n = u.shape[0]
+    if not (par and n >= _OWL_SPLIT_SORT):
+        u.sort()
+        return
+    h = n // 2
+    th = threading.Thread(target=u[h:].sort)
+    th.start()
+    u[:h].sort()
+    th.join()
+    D = out.view(np.uint64) if out.dtype.itemsize == 8 else np.empty(n, dtype=np.uint64)
+    _owl_merge_par(u[:h], u[h:], D)
+    _owl_copy_par(D, u)
+
+
+@_jit
 def _owl_unpack(vbits, mask, t, ib, keys, sbits, j0, j1):
     """sbits[j] = bit pattern of the j-th smallest magnitude (up to the order
     within runs of equal truncated keys when t > 0): from the key when t = 0,
@@ -1607,7 +1676,7 @@ def owl(v, w, *, parallel=True):
         _owl_keys_par(vbits, mask, t, ib, keys)
     else:
         _owl_keys(vbits, mask, t, ib, keys, 0, n)
-    keys.view(np.uint64).sort()  # NumPy's (SIMD) sort of the unsigned keys
+    _owl_sort_keys(keys, out, par)  # NumPy's (SIMD) sort of the unsigned keys
     s = out  # the sorted magnitudes live in the output until the scatter
     if par:
         _owl_unpack_par(vbits, mask, t, ib, keys, s.view(ibits))
