@@ -74,7 +74,14 @@ Algorithms (m = row length, G = rows, n = vector length):
   safeguarded Newton iteration for the factor c on the fixed support (to the
   last bit) and one output pass.
 * ``owl``: the zero pattern is EXACT, the values faithful:
-  (1) |v| sorted by NumPy's (SIMD) sort, no argsort;
+  (1) one NumPy (SIMD) sort of packed 64-bit keys, magnitude bits << (ib + 1)
+  | index << 1 | sign (ib = index bits; a non-negative float's bit pattern is
+  monotone in its value), gives the sorted magnitudes and the permutation at
+  once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
+  lowest, and the rare runs of equal truncated keys are put in order of the
+  full magnitudes, read back from v (insertion sort; numba's argsort for long
+  runs).  Parallel calls on >= 2^18 entries sort the two halves at once
+  (NumPy releases the GIL) and merge them in parallel (merge path);
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
   support is the k* largest magnitudes with k* the first index maximising the
   exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
@@ -89,18 +96,16 @@ Algorithms (m = row length, G = rows, n = vector length):
   on these values (rounded z can under-pool near ties), and where rounding
   left the lowest blocks <= 0 their exact mean (positive) from expansions.
   O(k) (prange);
-  (5) each entry finds its block by its magnitude (equal magnitudes get equal
-  outputs) through a two-level table over the magnitudes' bit patterns
-  (monotone for non-negative floats): by binade, then 2^b equal buckets per
-  binade with about one block start each, and a short branch-free step; the
-  lookups (two dependent cache misses each) run in batches of 32 with
-  software prefetches so that their misses overlap.  O(n) (prange).
-  Scratch: the sorted magnitudes (n, v's dtype), the block sums (k float64),
-  the block starts in the output array before it is written, the bucket table
-  (<= 2 x blocks int32) in the sorted magnitudes' memory when the blocks fit
-  as (magnitude, value) pairs in the block-sum array, else allocated: at most
-  2 input-sized arrays for float64 when the pairs fit, otherwise up to 3 (and
-  3 for float32, whose block sums are float64).
+  (5) the output by one scatter over the sorted positions (prange): entry
+  i gets its block's value with its own sign, +-0 off the support.  Tied
+  magnitudes get equal values (_owl_monotone pools them).
+  Memory: the keys (one int64 per entry), the sorted magnitudes in the output
+  array until the scatter overwrites them, the index and the block starts
+  (int32) packed into the keys' memory once sorted, the block sums (k
+  float64): 2 input-sized scratch arrays for float64, up to 4 for float32
+  (keys and block sums are 8 bytes an entry); a parallel float32 sort of
+  >= 2^18 entries adds a transient merge buffer (2 more, freed before the
+  block sums are allocated).
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
   one compiled call instead: argsort, the same steps (2)-(4), a scatter.
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
@@ -929,25 +934,6 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Hint the cache to load arr[idx] (LLVM's prefetch; no effect on results)."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = llvm_ir.IntType(8).as_pointer()
-        i32 = llvm_ir.IntType(32)
-        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @_jit
 def _two_sum(a, b):
     """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum)."""
@@ -1335,8 +1321,12 @@ def _owl_monotone(s, w, sc, starts, nb, vals):
     decrease, e.g. z = 0.5 + 0.5 + (1.7e38 - 1) - 1.7e38 has an exact mean 0
     where the rounded sums said 1/4.  A second pool-adjacent-violators pass
     over the blocks, each merge re-evaluated exactly, restores a
-    non-decreasing fit; normally it only reads the values.  Compacts starts
-    and vals in place; returns the new number of blocks."""
+    non-decreasing fit; normally it only reads the values.  It also pools
+    blocks that split a run of equal magnitudes (their exact fit is equal:
+    equal magnitudes give non-increasing z, which isotonic regression pools),
+    so that tied magnitudes get bitwise equal outputs whatever order the sort
+    left them in.  Compacts starts and vals in place; returns the new number
+    of blocks."""
     n = s.shape[0]
     top = -1
     for b in range(nb):
@@ -1346,7 +1336,7 @@ def _owl_monotone(s, w, sc, starts, nb, vals):
         top += 1
         starts[top] = st
         vals[top] = val
-        while top > 0 and vals[top - 1] > vals[top]:
+        while top > 0 and (vals[top - 1] > vals[top] or s[starts[top] - 1] == s[starts[top]]):
             top -= 1
             vals[top] = _owl_block_value(s, w, sc, starts[top], en)
     return top + 1
