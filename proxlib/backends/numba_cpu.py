@@ -89,7 +89,9 @@ Algorithms (m = row length, G = rows, n = vector length):
   cannot hold the maximum; compensated prefix sums over the rest (a chunk or
   two) leave a window of candidates that exact expansion sums (Shewchuk)
   decide.  O(n) vectorised + O(chunk) + O(window);
-  (3) pool-adjacent-violators over the support only (O(k), serial);
+  (3) pool-adjacent-violators over the support only (O(k); on >= 2^16
+  entries the two halves apart, in parallel when allowed, then their blocks
+  pooled as units: the same blocks either way);
   (4) each block's value recomputed as the faithfully rounded mean of the
   exact z (compensated sum and an fma remainder; a single entry is its z
   rounded once), then a second pool-adjacent-violators pass over the blocks
@@ -1225,19 +1227,20 @@ def _owl_support(s, w, sc, parallel):
 
 
 @_jit
-def _owl_pava(s, w, j0, sc, sums, starts):
-    """Pool-adjacent-violators over ascending positions j0..n-1 (the support),
-    z_j = (s[j] - w[n-1-j]) sc rounded; the fit is non-decreasing in j.  Blocks
-    are kept as (sum, start) on a stack in sums/starts, the top block in
-    registers.  Returns the number of blocks (their sums are only a guide: the
-    values are recomputed exactly by _owl_values)."""
+def _owl_pava(s, w, j0, j1, sc, sums, starts):
+    """Pool-adjacent-violators over ascending positions j0..j1-1 (the support,
+    or part of it), z_j = (s[j] - w[n-1-j]) sc rounded; the fit is
+    non-decreasing in j.  Blocks are kept as (sum, start) on a stack in
+    sums/starts, the top block in registers.  Returns the number of blocks
+    (their sums are only a guide: the values are recomputed exactly by
+    _owl_values)."""
     n = s.shape[0]
     sp = 0
     tsum = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
     tst = j0
     tcnt = 1.0
     has_top = True
-    for i in range(j0 + 1, n):
+    for i in range(j0 + 1, j1):
         csum = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
         cst = i
         ccnt = 1.0
@@ -1263,6 +1266,79 @@ def _owl_pava(s, w, j0, sc, sums, starts):
     sums[sp] = tsum
     starts[sp] = tst
     return sp + 1
+
+
+@_jit
+def _owl_pava_merge(sums, starts, nl, off, nr, n):
+    """Pool-adjacent-violators continued from the nl blocks in sums/starts[:nl]
+    (a PAVA of the support's first part) over the nr blocks at
+    sums/starts[off:off + nr] (a PAVA of the rest, ending at n) taken as
+    units: pooling already pooled blocks is what PAVA does, and the exact
+    isotonic fit of the whole pools every block of the parts' fits.  The
+    stack grows into the second part's slots only after reading them
+    (nl <= off).  Returns the number of blocks."""
+    sp = nl - 1
+    tsum = sums[sp]
+    tst = starts[sp]
+    tcnt = np.float64(starts[off] - tst)
+    has_top = True
+    for r in range(nr):
+        csum = sums[off + r]
+        cst = starts[off + r]
+        ccnt = np.float64((starts[off + r + 1] if r + 1 < nr else n) - cst)
+        while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
+            csum += tsum
+            ccnt += tcnt
+            cst = tst
+            if sp > 0:
+                sp -= 1
+                tsum = sums[sp]
+                tst = starts[sp]
+                tcnt = np.float64(cst - tst)
+            else:
+                has_top = False
+        if has_top:
+            sums[sp] = tsum
+            starts[sp] = tst
+            sp += 1
+        tsum = csum
+        tst = cst
+        tcnt = ccnt
+        has_top = True
+    sums[sp] = tsum
+    starts[sp] = tst
+    return sp + 1
+
+
+@_pjit
+def _owl_pava_halves_par(s, w, j0, h, sc, sums, starts, nbs):
+    n = s.shape[0]
+    for c in prange(2):
+        if c == 0:
+            nbs[0] = _owl_pava(s, w, j0, h, sc, sums, starts)
+        else:
+            nbs[1] = _owl_pava(s, w, h, n, sc, sums[h - j0:], starts[h - j0:])
+
+
+_OWL_SPLIT_PAVA = 1 << 16  # supports of at least this many entries: two PAVAs and a merge
+
+
+def _owl_pava_split(s, w, j0, sc, sums, starts, par):
+    """PAVA over the support j0..n-1: on long supports the two halves apart
+    (at once when parallel) and then their blocks merged; the same blocks
+    whether parallel or not."""
+    n = s.shape[0]
+    k = n - j0
+    if k < _OWL_SPLIT_PAVA:
+        return _owl_pava(s, w, j0, n, sc, sums, starts)
+    h = j0 + k // 2
+    nbs = np.zeros(2, dtype=np.int64)
+    if par:
+        _owl_pava_halves_par(s, w, j0, h, sc, sums, starts, nbs)
+    else:
+        nbs[0] = _owl_pava(s, w, j0, h, sc, sums, starts)
+        nbs[1] = _owl_pava(s, w, h, n, sc, sums[h - j0:], starts[h - j0:])
+    return _owl_pava_merge(sums, starts, int(nbs[0]), h - j0, int(nbs[1]), n)
 
 
 @_jit
@@ -1624,7 +1700,7 @@ def _owl_small(v, w, out):
         return
     sums = np.empty(k)
     starts = np.empty(k, dtype=np.int64)
-    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    nb = _owl_pava(s, w, j0, n, sc, sums, starts)
     _owl_values(s, w, sc, starts, 0, nb, nb, sums)
     nb = _owl_monotone(s, w, sc, starts, nb, sums)
     _owl_fix_low_blocks(s, w, sc, starts, nb, sums, e, tmp)
@@ -1689,7 +1765,7 @@ def owl(v, w, *, parallel=True):
         idx = keys
         starts = np.empty(k, dtype=np.int64)
     sums = np.empty(k, dtype=np.float64)
-    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    nb = _owl_pava_split(s, w, j0, sc, sums, starts, par)
     if par and nb > 1:
         _owl_values_par(s, w, sc, starts, nb, sums)
     else:
