@@ -1674,9 +1674,10 @@ _OWL_SMALL = 2048  # below this, one compiled call with an argsort (no Python-le
 def _owl_small(v, w, out):
     """The whole OWL prox in one compiled call, for short vectors (GrOWL's row
     norms, per-layer calls): argsort of |v| (numba's quicksort), the same exact
-    support, PAVA and block values as the long path, then a scatter (no bucket
-    table).  Tied magnitudes get equal values after _owl_monotone whatever
-    order the argsort left them in.  O(n log n), 5 n-sized scratch arrays."""
+    support, PAVA and block values as the long path, then the same kind of
+    scatter (numba's argsort in place of the key sort).  Tied magnitudes get
+    equal values after _owl_monotone whatever order the argsort left them in.
+    O(n log n), 5 n-sized scratch arrays."""
     n = v.shape[0]
     a = np.empty(n, dtype=v.dtype)
     for i in range(n):
