@@ -1462,13 +1462,6 @@ def _owl_keys(vbits, mask, t, ib, keys, i0, i1):
         keys[i] = (((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)  # int32 bits sign-extend
 
 
-@_pjit
-def _owl_keys_par(vbits, mask, t, ib, keys):
-    n = keys.shape[0]
-    for c in prange(64):
-        _owl_keys(vbits, mask, t, ib, keys, c * n // 64, (c + 1) * n // 64)
-
-
 @_jit
 def _owl_merge_split(L, R, p):
     """How many of the first p outputs of merging L and R (sorted, all keys
@@ -1507,12 +1500,6 @@ def _owl_merge_par(L, R, D):
         _owl_merge_range(L, R, D, c * n // 16, (c + 1) * n // 16)
 
 
-@_pjit
-def _owl_copy_par(src, dst):
-    for i in prange(src.shape[0]):
-        dst[i] = src[i]
-
-
 _OWL_SPLIT_SORT = 1 << 18  # parallel calls on at least this many entries sort two halves at once
 
 
@@ -1534,7 +1521,7 @@ def _owl_sort_keys(keys, out, par):
     th.join()
     D = out.view(np.uint64) if out.dtype.itemsize == 8 else np.empty(n, dtype=np.uint64)
     _owl_merge_par(u[:h], u[h:], D)
-    _owl_copy_par(D, u)
+    u[:] = D
 
 
 @_jit
@@ -1605,13 +1592,6 @@ def _owl_order_runs(s, keys, ib, j0, j1):
         if a >= j0:  # else it started in the previous range, which sorts it
             _owl_sort_run(s, keys, a, e)
         j = e + 1
-
-
-@_pjit
-def _owl_order_runs_par(s, keys, ib):
-    n = s.shape[0]
-    for c in prange(64):
-        _owl_order_runs(s, keys, ib, c * n // 64, (c + 1) * n // 64)
 
 
 @_jit
@@ -1739,20 +1719,17 @@ def owl(v, w, *, parallel=True):
     t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
     vbits = v.view(ibits)
     keys = np.empty(n, dtype=np.int64)
-    if par:
-        _owl_keys_par(vbits, mask, t, ib, keys)
-    else:
-        _owl_keys(vbits, mask, t, ib, keys, 0, n)
+    # serial (one pass, vectorised): each parallel region costs a wake-up of
+    # the pool, a scheduler slice when the machine is shared
+    _owl_keys(vbits, mask, t, ib, keys, 0, n)
     _owl_sort_keys(keys, out, par)  # NumPy's (SIMD) sort of the unsigned keys
     s = out  # the sorted magnitudes live in the output until the scatter
-    if par:
+    if par:  # parallel: the float64 reads from v are random (cache misses overlap)
         _owl_unpack_par(vbits, mask, t, ib, keys, s.view(ibits))
-        if t > 0:
-            _owl_order_runs_par(s, keys, ib)
     else:
         _owl_unpack(vbits, mask, t, ib, keys, s.view(ibits), 0, n)
-        if t > 0:
-            _owl_order_runs(s, keys, ib, 0, n)
+    if t > 0:
+        _owl_order_runs(s, keys, ib, 0, n)
     sc = _owl_scale(s, w)
     k = _owl_support(s, w, sc, par)
     if k == 0:
