@@ -1276,7 +1276,9 @@ def _owl_pava_merge(sums, starts, nl, off, nr, n):
     units: pooling already pooled blocks is what PAVA does, and the exact
     isotonic fit of the whole pools every block of the parts' fits.  The
     stack grows into the second part's slots only after reading them
-    (nl <= off).  Returns the number of blocks."""
+    (nl <= off).  Returns the number of blocks.  The pooling step repeats
+    _owl_pava's: a shared helper returning the new stack state (even with
+    inline="always") made _owl_pava 2x slower (11 -> 21 ms at n = 1e6)."""
     sp = nl - 1
     tsum = sums[sp]
     tst = starts[sp]
