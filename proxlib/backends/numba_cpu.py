@@ -95,7 +95,14 @@ Algorithms (m = row length, G = rows, n = vector length):
   last bit, from one fixed-point step off c = 1) and one output pass; the
   same first check (phi(Y) > 0: no search) and column-wise passes.
 * ``owl``: the zero pattern is EXACT, the values faithful:
-  (1) |v| sorted by NumPy's (SIMD) sort, no argsort;
+  (1) one NumPy (SIMD) sort of packed 64-bit keys, magnitude bits << (ib + 1)
+  | index << 1 | sign (ib = index bits; a non-negative float's bit pattern is
+  monotone in its value), gives the sorted magnitudes and the permutation at
+  once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
+  lowest, and the rare runs of equal truncated keys are put in order of the
+  full magnitudes, read back from v (insertion sort; numba's argsort for long
+  runs).  Parallel calls on >= 2^18 entries sort the two halves at once
+  (NumPy releases the GIL) and merge them in parallel (merge path);
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
   support is the k* largest magnitudes with k* the first index maximising the
   exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
@@ -103,25 +110,25 @@ Algorithms (m = row length, G = rows, n = vector length):
   cannot hold the maximum; compensated prefix sums over the rest (a chunk or
   two) leave a window of candidates that exact expansion sums (Shewchuk)
   decide.  O(n) vectorised + O(chunk) + O(window);
-  (3) pool-adjacent-violators over the support only (O(k), serial);
+  (3) pool-adjacent-violators over the support only (O(k); on >= 2^16
+  entries the two halves apart, in parallel when allowed, then their blocks
+  pooled as units: the same blocks either way);
   (4) each block's value recomputed as the faithfully rounded mean of the
   exact z (compensated sum and an fma remainder; a single entry is its z
   rounded once), then a second pool-adjacent-violators pass over the blocks
   on these values (rounded z can under-pool near ties), and where rounding
   left the lowest blocks <= 0 their exact mean (positive) from expansions.
   O(k) (prange);
-  (5) each entry finds its block by its magnitude (equal magnitudes get equal
-  outputs) through a two-level table over the magnitudes' bit patterns
-  (monotone for non-negative floats): by binade, then 2^b equal buckets per
-  binade with about one block start each, and a short branch-free step; the
-  lookups (two dependent cache misses each) run in batches of 32 with
-  software prefetches so that their misses overlap.  O(n) (prange).
-  Scratch: the sorted magnitudes (n, v's dtype), the block sums (k float64),
-  the block starts in the output array before it is written, the bucket table
-  (<= 2 x blocks int32) in the sorted magnitudes' memory when the blocks fit
-  as (magnitude, value) pairs in the block-sum array, else allocated: at most
-  2 input-sized arrays for float64 when the pairs fit, otherwise up to 3 (and
-  3 for float32, whose block sums are float64).
+  (5) the output by one scatter over the sorted positions (prange): entry
+  i gets its block's value with its own sign, +-0 off the support.  Tied
+  magnitudes get equal values (_owl_monotone pools them).
+  Memory: the keys (one int64 per entry), the sorted magnitudes in the output
+  array until the scatter overwrites them, the index and the block starts
+  (int32) packed into the keys' memory once sorted, the block sums (k
+  float64): 2 input-sized scratch arrays for float64, up to 4 for float32
+  (keys and block sums are 8 bytes an entry); a parallel float32 sort of
+  >= 2^18 entries adds a transient merge buffer (2 more, freed before the
+  block sums are allocated).
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
   one compiled call instead: argsort, the same steps (2)-(4), a scatter.
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
@@ -132,6 +139,7 @@ Algorithms (m = row length, G = rows, n = vector length):
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numba as nb
@@ -1339,25 +1347,6 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Hint the cache to load arr[idx] (LLVM's prefetch; no effect on results)."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = llvm_ir.IntType(8).as_pointer()
-        i32 = llvm_ir.IntType(32)
-        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @_jit
 def _two_sum(a, b):
     """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum)."""
@@ -1649,19 +1638,20 @@ def _owl_support(s, w, sc, parallel):
 
 
 @_jit
-def _owl_pava(s, w, j0, sc, sums, starts):
-    """Pool-adjacent-violators over ascending positions j0..n-1 (the support),
-    z_j = (s[j] - w[n-1-j]) sc rounded; the fit is non-decreasing in j.  Blocks
-    are kept as (sum, start) on a stack in sums/starts, the top block in
-    registers.  Returns the number of blocks (their sums are only a guide: the
-    values are recomputed exactly by _owl_values)."""
+def _owl_pava(s, w, j0, j1, sc, sums, starts):
+    """Pool-adjacent-violators over ascending positions j0..j1-1 (the support,
+    or part of it), z_j = (s[j] - w[n-1-j]) sc rounded; the fit is
+    non-decreasing in j.  Blocks are kept as (sum, start) on a stack in
+    sums/starts, the top block in registers.  Returns the number of blocks
+    (their sums are only a guide: the values are recomputed exactly by
+    _owl_values)."""
     n = s.shape[0]
     sp = 0
     tsum = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
     tst = j0
     tcnt = 1.0
     has_top = True
-    for i in range(j0 + 1, n):
+    for i in range(j0 + 1, j1):
         csum = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
         cst = i
         ccnt = 1.0
@@ -1687,6 +1677,81 @@ def _owl_pava(s, w, j0, sc, sums, starts):
     sums[sp] = tsum
     starts[sp] = tst
     return sp + 1
+
+
+@_jit
+def _owl_pava_merge(sums, starts, nl, off, nr, n):
+    """Pool-adjacent-violators continued from the nl blocks in sums/starts[:nl]
+    (a PAVA of the support's first part) over the nr blocks at
+    sums/starts[off:off + nr] (a PAVA of the rest, ending at n) taken as
+    units: pooling already pooled blocks is what PAVA does, and the exact
+    isotonic fit of the whole pools every block of the parts' fits.  The
+    stack grows into the second part's slots only after reading them
+    (nl <= off).  Returns the number of blocks.  The pooling step repeats
+    _owl_pava's: a shared helper returning the new stack state (even with
+    inline="always") made _owl_pava 2x slower (11 -> 21 ms at n = 1e6)."""
+    sp = nl - 1
+    tsum = sums[sp]
+    tst = starts[sp]
+    tcnt = np.float64(starts[off] - tst)
+    has_top = True
+    for r in range(nr):
+        csum = sums[off + r]
+        cst = starts[off + r]
+        ccnt = np.float64((starts[off + r + 1] if r + 1 < nr else n) - cst)
+        while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
+            csum += tsum
+            ccnt += tcnt
+            cst = tst
+            if sp > 0:
+                sp -= 1
+                tsum = sums[sp]
+                tst = starts[sp]
+                tcnt = np.float64(cst - tst)
+            else:
+                has_top = False
+        if has_top:
+            sums[sp] = tsum
+            starts[sp] = tst
+            sp += 1
+        tsum = csum
+        tst = cst
+        tcnt = ccnt
+        has_top = True
+    sums[sp] = tsum
+    starts[sp] = tst
+    return sp + 1
+
+
+@_pjit
+def _owl_pava_halves_par(s, w, j0, h, sc, sums, starts, nbs):
+    n = s.shape[0]
+    for c in prange(2):
+        if c == 0:
+            nbs[0] = _owl_pava(s, w, j0, h, sc, sums, starts)
+        else:
+            nbs[1] = _owl_pava(s, w, h, n, sc, sums[h - j0:], starts[h - j0:])
+
+
+_OWL_SPLIT_PAVA = 1 << 16  # supports of at least this many entries: two PAVAs and a merge
+
+
+def _owl_pava_split(s, w, j0, sc, sums, starts, par):
+    """PAVA over the support j0..n-1: on long supports the two halves apart
+    (at once when parallel) and then their blocks merged; the same blocks
+    whether parallel or not."""
+    n = s.shape[0]
+    k = n - j0
+    if k < _OWL_SPLIT_PAVA:
+        return _owl_pava(s, w, j0, n, sc, sums, starts)
+    h = j0 + k // 2
+    nbs = np.zeros(2, dtype=np.int64)
+    if par:
+        _owl_pava_halves_par(s, w, j0, h, sc, sums, starts, nbs)
+    else:
+        nbs[0] = _owl_pava(s, w, j0, h, sc, sums, starts)
+        nbs[1] = _owl_pava(s, w, h, n, sc, sums[h - j0:], starts[h - j0:])
+    return _owl_pava_merge(sums, starts, int(nbs[0]), h - j0, int(nbs[1]), n)
 
 
 @_jit
@@ -1745,8 +1810,12 @@ def _owl_monotone(s, w, sc, starts, nb, vals):
     decrease, e.g. z = 0.5 + 0.5 + (1.7e38 - 1) - 1.7e38 has an exact mean 0
     where the rounded sums said 1/4.  A second pool-adjacent-violators pass
     over the blocks, each merge re-evaluated exactly, restores a
-    non-decreasing fit; normally it only reads the values.  Compacts starts
-    and vals in place; returns the new number of blocks."""
+    non-decreasing fit; normally it only reads the values.  It also pools
+    blocks that split a run of equal magnitudes (their exact fit is equal:
+    equal magnitudes give non-increasing z, which isotonic regression pools),
+    so that tied magnitudes get bitwise equal outputs whatever order the sort
+    left them in.  Compacts starts and vals in place; returns the new number
+    of blocks."""
     n = s.shape[0]
     top = -1
     for b in range(nb):
@@ -1756,7 +1825,7 @@ def _owl_monotone(s, w, sc, starts, nb, vals):
         top += 1
         starts[top] = st
         vals[top] = val
-        while top > 0 and vals[top - 1] > vals[top]:
+        while top > 0 and (vals[top - 1] > vals[top] or s[starts[top] - 1] == s[starts[top]]):
             top -= 1
             vals[top] = _owl_block_value(s, w, sc, starts[top], en)
     return top + 1
@@ -1788,123 +1857,201 @@ def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e, tmp):
         vals[b] = mean
 
 
-@_jit
-def _owl_compact_starts(s, starts, nb):
-    """s[b] = lowest magnitude of block b (in place: starts[b] >= b)."""
-    for b in range(nb):
-        s[b] = s[starts[b]]
+# The long path: one sort of packed 64-bit keys gives both the sorted magnitudes
+# and the permutation.  A key is (magnitude bits >> t) << (ib + 1) | i << 1 | sign
+# (ib = bits of an index, i < 2^ib; the magnitude's bit pattern is monotone in
+# the magnitude, so the unsigned keys sort by magnitude, ties by index).
+# float32: t = 0 (31 + ib + 1 <= 64 bits): the key order IS the order of the
+# magnitudes.  float64: t = ib low bits of the magnitude are dropped, so runs of
+# equal truncated keys are then put in order of the full magnitudes (read back
+# from v: they are short unless magnitudes agree to 63 - ib bits).
 
 
 @_jit
-def _owl_pairs(s, sums, nb):
-    """Interleave the blocks in place: sums[2c] = lowest magnitude of block c,
-    sums[2c+1] = its value (needs 2 nb <= len(sums)), so that one cache line
-    holds both."""
-    for c in range(nb - 1, -1, -1):  # descending: sums[c] is read before 2c, 2c+1 are written
-        val = sums[c]
-        sums[2 * c] = np.float64(s[c])
-        sums[2 * c + 1] = val
+def _owl_keys(vbits, mask, t, ib, keys, i0, i1):
+    """keys[i] for i0 <= i < i1 (as int64 bit patterns of the unsigned keys)."""
+    for i in range(i0, i1):
+        b = np.int64(vbits[i])
+        keys[i] = (((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)  # int32 bits sign-extend
+
+
+@_jit
+def _owl_merge_split(L, R, p):
+    """How many of the first p outputs of merging L and R (sorted, all keys
+    distinct) come from L (merge path: a binary search)."""
+    lo = max(0, p - R.shape[0])
+    hi = min(p, L.shape[0])
+    while lo < hi:
+        i = (lo + hi) // 2
+        if L[i] < R[p - i - 1]:
+            lo = i + 1
+        else:
+            hi = i
+    return lo
+
+
+@_jit
+def _owl_merge_range(L, R, D, p0, p1):
+    """D[p0:p1] = the outputs p0..p1-1 of merging L and R."""
+    i = _owl_merge_split(L, R, p0)
+    j = p0 - i
+    nl = L.shape[0]
+    nr = R.shape[0]
+    for p in range(p0, p1):
+        if j >= nr or (i < nl and L[i] < R[j]):
+            D[p] = L[i]
+            i += 1
+        else:
+            D[p] = R[j]
+            j += 1
 
 
 @_pjit
-def _abs_into(v, out):
-    for i in prange(v.shape[0]):
-        out[i] = abs(v[i])
+def _owl_merge_par(L, R, D):
+    n = D.shape[0]
+    for c in prange(16):
+        _owl_merge_range(L, R, D, c * n // 16, (c + 1) * n // 16)
+
+
+_OWL_SPLIT_SORT = 1 << 18  # parallel calls on at least this many entries sort two halves at once
+
+
+def _owl_sort_keys(keys, out, par):
+    """Sort the keys (as unsigned).  Parallel calls on long vectors sort the two
+    halves at once (NumPy's sort releases the GIL: one half in a helper
+    thread) and merge them in parallel into the output's memory (float64) or
+    a temporary (float32), then copy back.  The keys are distinct (they hold
+    the index), so the sorted order is the same either way."""
+    u = keys.view(np.uint64)
+    n = u.shape[0]
+    if not (par and n >= _OWL_SPLIT_SORT):
+        u.sort()
+        return
+    h = n // 2
+    th = threading.Thread(target=u[h:].sort)
+    th.start()
+    u[:h].sort()
+    th.join()
+    D = out.view(np.uint64) if out.dtype.itemsize == 8 else np.empty(n, dtype=np.uint64)
+    _owl_merge_par(u[:h], u[h:], D)
+    u[:] = D
 
 
 @_jit
-def _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits):
-    """Plan a two-level table over magnitude bit patterns (monotone for
-    magnitudes): level 1 by binade (exponent field, ``mb`` mantissa bits
-    below it), level 2 splits binade e into 2^nbits[e] equal buckets, enough
-    for about one block start per bucket wherever the blocks are.  Fills
-    base[e] (first bucket of binade e) and nbits[e]; returns the bucket count."""
-    e_lo = lo_key >> mb
-    e_hi = hi_key >> mb
-    for e in range(e_lo, e_hi + 1):
-        base[e] = 0
-    for k in range(nb):
-        base[np.int64(lbbits[stride * k]) >> mb] += 1
-    total = 0
-    for e in range(e_lo, e_hi + 1):
-        c = base[e]
-        nbit = 0
-        while (np.int64(1) << nbit) < c and nbit < mb:
-            nbit += 1
-        nbits[e] = nbit
-        base[e] = total
-        total += np.int64(1) << nbit
-    return total
-
-
-@_jit
-def _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P):
-    """P[t] = the last block whose lowest magnitude is <= the start of bucket t."""
-    k = 0
-    for e in range(lo_key >> mb, (hi_key >> mb) + 1):
-        nbit = nbits[e]
-        sh = mb - nbit
-        for u in range(np.int64(1) << nbit):
-            start = (e << mb) | (np.int64(u) << sh)
-            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= start:
-                k += 1
-            P[base[e] + u] = k
-
-
-_OWL_BATCH = 32  # lookups in flight: each needs two dependent cache misses
-
-
-@_jit
-def _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, i0, i1, tb):
-    """out[i] for i0 <= i < i1, in batches: first every entry's bucket (its
-    table slot prefetched), then every slot's block (the block's line
-    prefetched), then the values (_owl_entry's steps, now on cached lines).
-    The loads are the same as one entry at a time; only their order differs,
-    so that the misses of a batch overlap."""
-    lo = np.int64(lbbits[0])
-    mmask = (np.int64(1) << mb) - 1
-    B = tb.shape[0]
-    for s0 in range(i0, i1, B):
-        s1 = min(i1, s0 + B)
-        for i in range(s0, s1):
-            key = np.int64(vbits[i]) & mask
-            kk = key if key >= lo else lo
-            e = kk >> mb
-            t = base[e] + ((kk & mmask) >> (mb - nbits[e]))
-            tb[i - s0] = t
-            _prefetch(P, t)
-        for i in range(s0, s1):
-            k = np.int64(P[tb[i - s0]])
-            tb[i - s0] = k
-            _prefetch(lbbits, stride * k)
-            if stride == 1:
-                _prefetch(vals, k)
-        for i in range(s0, s1):
-            key = np.int64(vbits[i]) & mask
-            k = tb[i - s0]
-            k1 = k + 1 if k + 1 < nb else k
-            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-            k1 = k + 1 if k + 1 < nb else k
-            k = k1 if np.int64(lbbits[stride * k1]) <= key else k
-            while k + 1 < nb and np.int64(lbbits[stride * (k + 1)]) <= key:
-                k += 1
-            out[i] = math.copysign(vals[stride * k + voff] if key >= lo else 0.0, v[i])
+def _owl_unpack(vbits, mask, t, ib, keys, sbits, j0, j1):
+    """sbits[j] = bit pattern of the j-th smallest magnitude (up to the order
+    within runs of equal truncated keys when t > 0): from the key when t = 0,
+    else read from v at the key's index."""
+    if t == 0:
+        for j in range(j0, j1):
+            sbits[j] = (keys[j] >> (ib + 1)) & mask
+    else:
+        m = (np.int64(1) << ib) - 1
+        for j in range(j0, j1):  # unsigned indices: no wraparound tests in the random reads
+            sbits[j] = np.int64(vbits[np.uint64((keys[j] >> 1) & m)]) & mask
 
 
 @_pjit
-def _owl_map_par(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    n = v.shape[0]
-    nch = 64
-    for c in prange(nch):
-        tb = np.empty(_OWL_BATCH, dtype=np.int64)
-        _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out,
-                       c * n // nch, (c + 1) * n // nch, tb)
+def _owl_unpack_par(vbits, mask, t, ib, keys, sbits):
+    n = keys.shape[0]
+    for c in prange(64):
+        _owl_unpack(vbits, mask, t, ib, keys, sbits, c * n // 64, (c + 1) * n // 64)
+
+
+_OWL_RUN_INSERT = 32  # longer runs of equal truncated keys are argsorted
 
 
 @_jit
-def _owl_map_seq(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out):
-    tb = np.empty(_OWL_BATCH, dtype=np.int64)
-    _owl_map_range(v, vbits, mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out, 0, v.shape[0], tb)
+def _owl_sort_run(s, keys, a, e):
+    """Sort s[a:e] (and keys[a:e] with it) by magnitude: insertion sort for
+    short runs, numba's merge argsort otherwise."""
+    if e - a <= _OWL_RUN_INSERT:
+        for j in range(a + 1, e):
+            x = s[j]
+            kx = keys[j]
+            b = j - 1
+            while b >= a and s[b] > x:
+                s[b + 1] = s[b]
+                keys[b + 1] = keys[b]
+                b -= 1
+            s[b + 1] = x
+            keys[b + 1] = kx
+    else:
+        order = np.argsort(s[a:e], kind="mergesort")
+        ss = s[a:e].copy()
+        kk = keys[a:e].copy()
+        for j in range(e - a):
+            s[a + j] = ss[order[j]]
+            keys[a + j] = kk[order[j]]
+
+
+@_jit
+def _owl_order_runs(s, keys, ib, j0, j1):
+    """Sort s (with its keys) by magnitude within each run of equal truncated
+    keys that starts in [j0, j1) (runs are rare: 2 entries every ~100 at
+    n = 1e7 Gaussian; long only where magnitudes agree to 63 - ib bits)."""
+    n = s.shape[0]
+    sh = ib + 1
+    j = max(j0, 1)
+    while j < j1:
+        if (keys[j] >> sh) != (keys[j - 1] >> sh):
+            j += 1
+            continue
+        a = j - 1  # a run [a, e)
+        top = keys[a] >> sh
+        e = j + 1
+        while e < n and (keys[e] >> sh) == top:
+            e += 1
+        if a >= j0:  # else it started in the previous range, which sorts it
+            _owl_sort_run(s, keys, a, e)
+        j = e + 1
+
+
+@_jit
+def _owl_compact_index(keys, ib, idx):
+    """idx[j] = the key's low ib + 1 bits (index << 1 | sign) as int32, written
+    over the keys' own memory (idx[j] lies in key j // 2, already read)."""
+    m = (np.int64(1) << (ib + 1)) - 1
+    for j in range(keys.shape[0]):
+        idx[j] = keys[j] & m
+
+
+@_jit
+def _owl_scatter(idx, ib, starts, nb, vals, j0, out, p0, p1):
+    """out[i] = +-vals[block of its sorted position] (the sign of v[i], kept
+    in the key), +-0 below the support j0; for sorted positions p0 <= p < p1."""
+    m = (np.int64(1) << (ib + 1)) - 1
+    p = p0
+    while p < min(p1, j0):
+        k = np.int64(idx[p]) & m
+        out[np.uint64(k >> 1)] = -0.0 if k & 1 else 0.0
+        p += 1
+    if p >= p1:
+        return
+    lo = 0  # the last block starting at or before p
+    hi = nb - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if starts[mid] <= p:
+            lo = mid
+        else:
+            hi = mid - 1
+    b = lo
+    while p < p1:
+        en = min(p1, starts[b + 1] if b + 1 < nb else out.shape[0])
+        val = vals[b]
+        for q in range(p, en):
+            k = np.int64(idx[q]) & m
+            out[np.uint64(k >> 1)] = -val if k & 1 else val  # unsigned: no wraparound test
+        p = en
+        b += 1
+
+
+@_pjit
+def _owl_scatter_par(idx, ib, starts, nb, vals, j0, out):
+    n = out.shape[0]
+    for c in prange(64):
+        _owl_scatter(idx, ib, starts, nb, vals, j0, out, c * n // 64, (c + 1) * n // 64)
 
 
 @_jit
@@ -1920,9 +2067,10 @@ _OWL_SMALL = 2048  # below this, one compiled call with an argsort (no Python-le
 def _owl_small(v, w, out):
     """The whole OWL prox in one compiled call, for short vectors (GrOWL's row
     norms, per-layer calls): argsort of |v| (numba's quicksort), the same exact
-    support, PAVA and block values as the long path, then a scatter (no bucket
-    table).  Tied magnitudes get equal values after _owl_monotone whatever
-    order the argsort left them in.  O(n log n), 5 n-sized scratch arrays."""
+    support, PAVA and block values as the long path, then the same kind of
+    scatter (numba's argsort in place of the key sort).  Tied magnitudes get
+    equal values after _owl_monotone whatever order the argsort left them in.
+    O(n log n), 5 n-sized scratch arrays."""
     n = v.shape[0]
     a = np.empty(n, dtype=v.dtype)
     for i in range(n):
@@ -1946,7 +2094,7 @@ def _owl_small(v, w, out):
         return
     sums = np.empty(k)
     starts = np.empty(k, dtype=np.int64)
-    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    nb = _owl_pava(s, w, j0, n, sc, sums, starts)
     _owl_values(s, w, sc, starts, 0, nb, nb, sums)
     nb = _owl_monotone(s, w, sc, starts, nb, sums)
     _owl_fix_low_blocks(s, w, sc, starts, nb, sums, e, tmp)
@@ -1977,52 +2125,49 @@ def owl(v, w, *, parallel=True):
         return out
     par = parallel and n >= _PAR_MIN
     if v.dtype == np.float64:
-        ibits, mask = np.int64, np.int64(0x7FFFFFFFFFFFFFFF)
-        mb, nbin = 52, 2048  # mantissa bits, binades
+        ibits, mask, magbits = np.int64, np.int64(0x7FFFFFFFFFFFFFFF), 63
     else:
-        ibits, mask = np.int32, np.int64(0x7FFFFFFF)
-        mb, nbin = 23, 256
-    s = np.empty_like(v)
-    if par:
-        _abs_into(v, s)
+        ibits, mask, magbits = np.int32, np.int64(0x7FFFFFFF), 31
+    ib = (n - 1).bit_length()  # index bits
+    t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
+    vbits = v.view(ibits)
+    keys = np.empty(n, dtype=np.int64)
+    # serial (one pass, vectorised): each parallel region costs a wake-up of
+    # the pool, a scheduler slice when the machine is shared
+    _owl_keys(vbits, mask, t, ib, keys, 0, n)
+    _owl_sort_keys(keys, out, par)  # NumPy's (SIMD) sort of the unsigned keys
+    s = out  # the sorted magnitudes live in the output until the scatter
+    if par:  # parallel: the float64 reads from v are random (cache misses overlap)
+        _owl_unpack_par(vbits, mask, t, ib, keys, s.view(ibits))
     else:
-        np.abs(v, out=s)
-    s.sort()  # NumPy's SIMD sort of the magnitudes
-    hi_key = int(s.view(ibits)[n - 1])
+        _owl_unpack(vbits, mask, t, ib, keys, s.view(ibits), 0, n)
+    if t > 0:
+        _owl_order_runs(s, keys, ib, 0, n)
     sc = _owl_scale(s, w)
     k = _owl_support(s, w, sc, par)
     if k == 0:
         return _owl_zero(v, out)
     j0 = n - k
+    if ib + 1 <= 31:  # index << 1 | sign as int32 in the keys' first half, block starts in the second
+        idx = keys.view(np.int32)[:n]
+        _owl_compact_index(keys, ib, idx)
+        starts = keys.view(np.int32)[n:n + k]
+    else:
+        idx = keys
+        starts = np.empty(k, dtype=np.int64)
     sums = np.empty(k, dtype=np.float64)
-    starts = out.view(np.int32)[:k] if n < 2**31 else np.empty(k, dtype=np.int64)
-    nb = _owl_pava(s, w, j0, sc, sums, starts)
+    nb = _owl_pava_split(s, w, j0, sc, sums, starts, par)
     if par and nb > 1:
         _owl_values_par(s, w, sc, starts, nb, sums)
     else:
         _owl_values(s, w, sc, starts, 0, nb, nb, sums)
     nb = _owl_monotone(s, w, sc, starts, nb, sums)
     _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
-    _owl_compact_starts(s, starts, nb)
-    if v.dtype == np.float64 and 2 * nb <= k:
-        # blocks as (lowest magnitude, value) pairs in ``sums``: one cache line per lookup
-        _owl_pairs(s, sums, nb)
-        lbbits, stride, vals, voff = sums.view(np.int64), 2, sums, 1
-        spare = s.view(np.int32)  # the sorted magnitudes are no longer needed
+    # s is no longer needed: the output is written over it
+    if par:
+        _owl_scatter_par(idx, ib, starts, nb, sums, j0, out)
     else:
-        lbbits, stride, vals, voff = s.view(ibits), 1, sums, 0
-        spare = s[nb:].view(np.int32)  # past the blocks' lowest magnitudes
-    lo_key = int(lbbits[0])
-    base = np.empty(nbin, dtype=np.int64)
-    nbits = np.empty_like(base)
-    total = _owl_radix_plan(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits)
-    if total <= spare.shape[0]:
-        P = spare[:total]
-    else:
-        P = np.empty(total, dtype=np.int32)
-    _owl_radix_fill(lbbits, stride, nb, lo_key, hi_key, mb, base, nbits, P)
-    mapper = _owl_map_par if par else _owl_map_seq
-    mapper(v, v.view(ibits), mask, mb, base, nbits, P, lbbits, stride, nb, vals, voff, out)
+        _owl_scatter(idx, ib, starts, nb, sums, j0, out, 0, n)
     return out
 
 

@@ -1,0 +1,69 @@
+"""The Numba OWL kernel's long-vector path past its size thresholds.
+
+n = 300_000 entries: the key sort split in two halves and merged (parallel
+calls on >= 2^18 entries), the PAVA split in two halves and merged (supports
+>= 2^16 entries, serial and parallel), and, for float64, keys that drop
+ib = 19 low magnitude bits, so magnitudes that agree to 44 bits form one long
+run of equal keys that must be re-sorted by the full magnitudes (the argsort
+branch).  Checked against the NumPy reference (same exact zero pattern,
+values to the rounding of block means), the serial variant bit for bit, and
+bitwise equal outputs for equal magnitudes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import proxlib
+from test_numba_extremes import _cancelling_owl
+
+pytestmark = pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="numba does not import here")
+
+if "numba" in proxlib.available_backends():
+    from proxlib.backends import numba_cpu as NB
+from proxlib.backends import numpy_ref as REF
+
+N = 300_000
+
+
+def _case(kind, dtype, rng):
+    if kind == "cancelling":  # ties, zeros, z = |v| - w tiny of either sign
+        return _cancelling_owl(rng, N, dtype)
+    if kind == "near_ties":  # |v| agree to ~40 bits: one long run of equal truncated float64 keys
+        v = 1.0 + rng.standard_normal(N) * 1e-12
+        v *= rng.choice([-1.0, 1.0], N)
+        w = np.linspace(2e-12, 0.0, N)
+    elif kind == "ties":  # few distinct magnitudes: every block boundary near a tie
+        v = rng.integers(-6, 7, N) / 4.0
+        w = np.linspace(1.0, 0.0, N)
+    else:
+        v = rng.standard_normal(N)
+        w = np.linspace(1.0, 0.0, N)
+    return v.astype(dtype), w.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["gaussian", "cancelling", "near_ties", "ties"])
+def test_owl_past_the_split_thresholds(kind, dtype):
+    assert N >= NB._OWL_SPLIT_SORT and N >= NB._OWL_SPLIT_PAVA
+    rng = np.random.default_rng(sum(map(ord, kind + np.dtype(dtype).name)))
+    v, w = _case(kind, dtype, rng)
+    v0, w0 = v.copy(), w.copy()
+    x = NB.owl(v, w, parallel=True)
+    np.testing.assert_array_equal(v, v0)  # inputs untouched
+    np.testing.assert_array_equal(w, w0)
+    assert x.dtype == v.dtype and x.shape == v.shape
+    ref = REF.owl(v, w)
+    np.testing.assert_array_equal(x == 0, ref == 0)  # the exact zero pattern
+    scale = float(np.abs(v).max()) + float(w.max())
+    np.testing.assert_allclose(x.astype(np.float64), ref.astype(np.float64), rtol=0,
+                               atol=4 * N * float(np.finfo(np.float64).eps) * scale
+                               + 2 * float(np.finfo(dtype).eps) * scale)
+    np.testing.assert_array_equal(np.signbit(x), np.signbit(v))  # sign kept, -0.0 included
+    np.testing.assert_array_equal(NB.owl(v, w, parallel=False), x)  # the serial variant, bit for bit
+    # equal magnitudes, bitwise equal outputs (whatever order the sort left them in)
+    a = np.abs(v)
+    order = np.argsort(a, kind="stable")
+    same = a[order][1:] == a[order][:-1]
+    np.testing.assert_array_equal(np.abs(x[order])[1:][same], np.abs(x[order])[:-1][same])
