@@ -10,7 +10,7 @@
   type (and device), dtype and shape, its values (tolerance from the dtype),
   and that no input was modified.  CuPy runs where a GPU is, else skips.
 * Larger inputs for the compiled backend, which take the parallel paths,
-  the OWL bucket table and many-row chunks that the small Hypothesis inputs
+  the OWL key sort and scatter and many-row chunks that the small Hypothesis inputs
   do not reach.
 * Dispatch: numba is the automatic choice for NumPy arrays when it imports;
   ``PROXLIB_BACKEND`` and ``use_backend`` override it; unknown names and

@@ -410,7 +410,7 @@ def _cancelling_owl(rng, n, dtype):
 @pytest.mark.parametrize("kind", ["cancelling", "gaussian", "sparse"])
 def test_owl_long_vectors_same_exact_pattern_on_both_backends(kind, dtype):
     """n = 40000 >= the parallel threshold: the chunked support search, the
-    parallel block values and the bucket map.  Both backends decide the support
+    parallel block values and the scatter back to input order.  Both backends decide the support
     exactly, so their zero patterns must be identical; values agree to the
     rounding of the block means (n eps of the scale)."""
     rng = np.random.default_rng(sum(map(ord, kind + np.dtype(dtype).name)))
