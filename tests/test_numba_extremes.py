@@ -748,3 +748,16 @@ def test_search_free_pretest_never_refuses_a_full_support(data):
     ref = REF.group_exclusive(W[None, :], np.array([a]), np.array([b]))[0] if a else REF.exclusive_lasso(W[None, :], np.array([b]))[0]
     if np.count_nonzero(ref) == nnz:
         assert NB._support_may_be_all(ymin, S, nnz, m, a, b)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("name", ["group_lasso", "growl"])
+def test_fused_check_raises_before_writing_in_place(name, order):
+    # the fused NaN/Inf check of the row-norm kernels comes from the norms,
+    # before the output pass: in place, a rejected input is left as it was
+    W = np.array(np.arange(24.0).reshape(4, 6), order=order)
+    W[2, 3] = np.nan
+    before = W.copy()
+    with pytest.raises(ValueError):
+        getattr(NB, name)(W, np.linspace(1.0, 0.0, 4), check_finite=True, parallel=False, out=W)
+    np.testing.assert_array_equal(W, before)

@@ -439,12 +439,18 @@ def _group_lasso_row(x, ar, o):
 
 
 @_jit
-def _group_lasso_cols(A, a, out, nrm):
-    """_group_lasso_row on every column of A (out may be A)."""
+def _group_lasso_cols(A, a, out, nrm, check_finite):
+    """_group_lasso_row on every column of A (out may be A); with
+    check_finite and a non-finite norm, nothing is written (the caller
+    raises)."""
     G = A.shape[1]
     s = np.empty(G, dtype=np.float64)
     fac = np.empty(G, dtype=np.float64)
     _col_norms(A, nrm, s)
+    if check_finite:
+        for g in range(G):
+            if not nrm[g] < np.inf:
+                return
     for g in range(G):
         fac[g] = _group_lasso_factor(nrm[g], s[g], np.float64(a[g]))
     _scale_cols(A, fac, out)
@@ -474,8 +480,12 @@ def group_lasso(W, a, check_finite=False, *, parallel=True, out=None):
     if W.size:
         nrm = np.empty(W.shape[0], dtype=np.float64)
         if _as_columns(W, out):
-            _group_lasso_cols(W.T, a, out.T, nrm)
+            _group_lasso_cols(W.T, a, out.T, nrm, check_finite)
         else:
+            if check_finite and np.shares_memory(W, out):  # in place: check before writing
+                s = np.empty_like(nrm)
+                (_row_norms_par if parallel and _parallel(W) else _row_norms_seq)(W, nrm, s)
+                check_row_norms(nrm, np)
             (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
         if check_finite:
             check_row_norms(nrm, np)
@@ -537,6 +547,35 @@ def _rescale_rows_seq(W, nS, new, out):
         _scale_row(W[r], new[r] / nS[r] if nS[r] > 0.0 else 0.0, out[r])
 
 
+@_jit
+def _growl_seq(A, w, out, cols, check_finite):
+    """growl serially in one compiled call (GrOWL's G <= _OWL_SMALL norms, a
+    finite largest weight): groups the rows of the C-contiguous A (cols
+    False) or its columns (cols True).  Returns the scaled norms q; with
+    check_finite and a non-finite q nothing is written (the caller raises)."""
+    G = A.shape[1] if cols else A.shape[0]
+    q = np.empty(G, dtype=np.float64)
+    s = np.empty(G, dtype=np.float64)
+    if cols:
+        _col_norms(A, q, s)
+    else:
+        _row_norms_seq(A, q, s)
+    if check_finite:
+        for r in range(G):
+            if not q[r] < np.inf:
+                return q
+    nS = np.empty(G, dtype=np.float64)
+    wS = np.empty(G, dtype=np.float64)
+    _growl_norms(q, s, w, nS, wS)
+    new = np.empty(G, dtype=np.float64)
+    _owl_small(nS, wS, new)
+    if cols:
+        _scale_cols(A, _rescale_factors(nS, new), out)
+    else:
+        _rescale_rows_seq(A, nS, new, out)
+    return q
+
+
 def growl(W, w, check_finite=False, *, parallel=True, out=None):
     """Rows rescaled to the OWL prox of their norms: x_r = (m_r / ||w_r||) w_r
     (into ``out``, which may be ``W``, or a new array; F-contiguous rows are
@@ -550,6 +589,11 @@ def growl(W, w, check_finite=False, *, parallel=True, out=None):
         return out
     cols = _as_columns(W, out)
     par = parallel and _parallel(W) and not cols
+    if not par and G <= _OWL_SMALL and w[0] < np.inf and (cols or (W.flags.c_contiguous and out.flags.c_contiguous)):
+        q = _growl_seq(W.T if cols else W, w, out.T if cols else out, cols, check_finite)
+        if check_finite:
+            check_row_norms(q, np)
+        return out
     q = np.empty(G, dtype=np.float64)
     s = np.empty(G, dtype=np.float64)
     if cols:
