@@ -516,6 +516,8 @@ def _growl_norms(q, s, w, nS, wS):
     emax = -2000
     for r in range(q.shape[0]):
         if q[r] > 0.0 and q[r] < np.inf:
+            if s[r] == 1.0 and q[r] < 2.0**1000:
+                continue  # norm < 2^1000: cannot make emax exceed 1023 (no libm call)
             _, eq = math.frexp(q[r])
             _, es = math.frexp(s[r])  # s = 2^(es - 1)
             emax = max(emax, eq + es - 1)  # norm < 2^(eq + es - 1)
@@ -943,20 +945,29 @@ def _exclusive_seq(W, b, out):
 
 
 @_rjit
-def _col_pass1(A, S, Q, mb):
-    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64) and the
-    bits of min{|A_ig| > 0} (see _min_above); one pass in memory order."""
+def _col_pass1(A, S, Q, mb, squares):
+    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64; only
+    with ``squares``) and the bits of min{|A_ig| > 0} (see _min_above); one
+    pass in memory order."""
     for g in range(A.shape[1]):
         S[g] = 0.0
         Q[g] = 0.0
         mb[g] = np.int64(_INF_BITS)
-    for i in range(A.shape[0]):
-        row = A[i]
-        for g in range(A.shape[1]):
-            y = abs(np.float64(row[g]))
-            S[g] += y
-            Q[g] += y * y
-            mb[g] = min(mb[g], _bits(y) if y > 0.0 else np.int64(_INF_BITS))
+    if squares:  # (two loops: a test inside one keeps LLVM from vectorising it)
+        for i in range(A.shape[0]):
+            row = A[i]
+            for g in range(A.shape[1]):
+                y = abs(np.float64(row[g]))
+                S[g] += y
+                Q[g] += y * y
+                mb[g] = min(mb[g], _bits(y) if y > 0.0 else np.int64(_INF_BITS))
+    else:
+        for i in range(A.shape[0]):
+            row = A[i]
+            for g in range(A.shape[1]):
+                y = abs(np.float64(row[g]))
+                S[g] += y
+                mb[g] = min(mb[g], _bits(y) if y > 0.0 else np.int64(_INF_BITS))
 
 
 @_rjit
@@ -1008,7 +1019,7 @@ def _exclusive_cols(A, a, b, out, gx):
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
     mb = np.empty(G, dtype=np.int64)
-    _col_pass1(A, S, Q, mb)
+    _col_pass1(A, S, Q, mb, gx)  # (the exclusive lasso needs no ||w||)
     Y = np.empty(G, dtype=np.float64)
     lim = 2.0**400 if gx else 2.0**500
     for g in range(G):
