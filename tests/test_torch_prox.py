@@ -509,3 +509,35 @@ def test_examples_in_docstrings_run():
         mod = importlib.import_module(f"proxlib.torch.{name}" if name != "__init__" else "proxlib.torch")
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
         assert res.failed == 0, f"{mod.__name__}: {res.failed} failing example(s)"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("step", [0.0, 1e-3, 1.0, 7.5, 1e30, 1e300])
+def test_in_place_thresholds_round_as_the_registry(dtype, step):
+    """The in-place CPU route scales and rounds the thresholds itself (no
+    namespace lookup or error-state context per step): bit for bit what
+    proxlib._registry.scaled_thresholds gives, overflow to inf included, with
+    the same warnings."""
+    import warnings
+
+    from proxlib import _registry
+
+    rng = np.random.default_rng(5)
+    base = (rng.uniform(0.0, 3.0, 40) * 10.0 ** rng.integers(-300, 300, 40).astype(np.float64), 0.25, np.zeros(3))
+    like = np.ones(4, dtype)
+    with warnings.catch_warnings(record=True) as warned_want:
+        warnings.simplefilter("always")
+        want = _registry.scaled_thresholds(base, step, like)
+    with warnings.catch_warnings(record=True) as warned_got:
+        warnings.simplefilter("always")
+        got = torch_dev._scaled_like(base, step, np.dtype(dtype), torch_dev._max_step(base, np.dtype(dtype)))
+    # the same warnings: none from the rounding to float32, the float64
+    # product's own overflow warning where the registry's has it too
+    assert [str(w.message) for w in warned_got] == [str(w.message) for w in warned_want]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if isinstance(w, float):
+            assert g == w and isinstance(g, float)
+        else:
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)

@@ -210,10 +210,39 @@ _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
 
 #: kernels that the in-place runner (:func:`numba_in_place`) takes: Numba's
 #: serial kernels with ``out=`` (OWL is a sort and a scatter: no gain in place)
-_IN_PLACE_ON_NUMBA = ("group_lasso", "growl", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq", "lp")
+_IN_PLACE_ON_NUMBA = tuple(name for name in _SERIAL_ON_NUMBA if name != "owl")
 
 
-def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple):
+def _scaled_like(base: tuple, step: float, dtype, max_step: float) -> list:
+    """``step * t`` for every threshold of ``base`` (NumPy float64 arrays or
+    floats), arrays rounded once to ``dtype``: what
+    :func:`proxlib._registry.scaled_thresholds` gives for data of that dtype
+    (tested to agree bit for bit), without its per-call namespace lookup and
+    error-state context: ``max_step`` (:func:`_max_step`) is the step up to
+    which no product leaves the dtype's range; only beyond it is the
+    overflow warning of the rounding silenced."""
+    out = []
+    for t in base:
+        if not isinstance(t, np.ndarray):
+            out.append(t * step)
+        elif t.dtype == dtype:
+            out.append(t * step if step != 1.0 else t)
+        elif step <= max_step:
+            out.append((t * step).astype(dtype))
+        else:  # a threshold beyond the dtype's range: inf, as _registry rounds it
+            with np.errstate(over="ignore"):
+                out.append((t * step).astype(dtype))
+    return out
+
+
+def _max_step(base: tuple, dtype) -> float:
+    """The largest step for which ``step * t`` stays in ``dtype``'s range for
+    every threshold array of ``base`` (inf when they are all 0)."""
+    top = max((float(np.max(t, initial=0.0)) for t in base if isinstance(t, np.ndarray)), default=0.0)
+    return float(np.finfo(dtype).max) / top if top > 0 else np.inf
+
+
+def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fused_check: bool):
     """A prepared in-place run of Numba's serial kernel ``name`` on ``view``,
     or None where it does not apply.
 
@@ -221,16 +250,16 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple):
     elementwise kernel) and a view of a CPU parameter's memory, float32 or
     float64; ``base`` the thresholds before the step (float64 tensors in the
     kernel's layout, or Python floats), ``fixed`` the kernel's other
-    arguments.  The returned ``run(step, check_finite)`` overwrites ``view``
-    with the prox of ``step * penalty``: the thresholds ``step * base`` are
-    rounded once to the data's dtype (as :func:`proxlib._registry.scaled_thresholds`
-    does), and the kernel writes through a NumPy view of the same memory,
+    arguments, ``fused_check`` the penalty's ``fused_finite_check``.  The
+    returned ``run(step, check_finite)`` overwrites ``view`` with the prox
+    of ``step * penalty``: the thresholds ``step * base`` are rounded once to
+    the data's dtype (:func:`_scaled_like`), and the kernel writes through a NumPy view of the same memory,
     with no copy: rows that are C-contiguous are processed as rows, rows that
     are the columns of a C-contiguous matrix (the ``"channel"`` and
     ``"shape"`` groupings of a Linear weight) column-wise (see
     :mod:`.numba_cpu`).  ``check_finite`` goes to the kernels that check
-    their input themselves (group lasso, GrOWL), the others are checked by
-    the caller.  The caller bumps the parameter's version counter (the write
+    their input themselves (``fused_check``: group lasso, GrOWL); the others
+    are checked by the caller.  The caller bumps the parameter's version counter (the write
     bypasses autograd's).  None when: Numba does not import, the kernel has
     no in-place variant, the device or dtype is another, the view is neither
     C- nor F-contiguous (e.g. the ``"channel"`` rows of a convolution, which
@@ -256,27 +285,11 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple):
     dtype = arr.dtype
     kernel = getattr(nb, name)
     base = tuple(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else float(t) for t in base)
-    top = max((float(np.max(t, initial=0.0)) if isinstance(t, np.ndarray) else abs(t) for t in base), default=0.0)
-    big = float(np.finfo(dtype).max)
-    fused = name in ("group_lasso", "growl")
-
-    def scaled(step):
-        out = []
-        for t in base:
-            if not isinstance(t, np.ndarray):
-                out.append(t * step)
-            elif t.dtype == dtype:
-                out.append(t * step if step != 1.0 else t)
-            elif step * top <= big:
-                out.append((t * step).astype(dtype))
-            else:  # a threshold beyond the dtype's range: inf, as _registry rounds it
-                with np.errstate(over="ignore"):
-                    out.append((t * step).astype(dtype))
-        return out
+    max_step = _max_step(base, dtype)
 
     def run(step: float, check_finite: bool = False) -> None:
-        kw = {"check_finite": check_finite} if fused else {}
-        kernel(arr, *scaled(step), *fixed, parallel=False, out=arr, **kw)
+        kw = {"check_finite": check_finite} if fused_check else {}
+        kernel(arr, *_scaled_like(base, step, dtype, max_step), *fixed, parallel=False, out=arr, **kw)
 
     return run
 

@@ -216,9 +216,6 @@ class _Plan:
         if self.kernel is None:  # a penalty object outside the registry
             leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
             return
-        if self.on_numba is not None:
-            self.run_on_numba(leaf, step, check_finite)
-            return
         data = self.data(leaf if self.inplace else B.working_tensor(leaf))
         thr = R.scaled_thresholds(self.base, step, data)
         kw = {"check_finite": check_finite} if self.fused_check else {}
@@ -231,8 +228,9 @@ class _Plan:
             leaf.copy_(self.restore(self.kernel(data, *thr, *self.fixed, **kw)))
 
     def run_on_numba(self, leaf: torch.Tensor, step: float, check_finite: bool) -> None:
-        """:meth:`run` through ``on_numba``: the serial Numba kernel writes
-        into the leaf's memory (no autograd involved, its version bumped)."""
+        """What :meth:`run` does, through ``on_numba`` (the caller's choice
+        when the plan has one): the serial Numba kernel writes into the
+        leaf's memory (no autograd involved, its version bumped)."""
         if check_finite and not self.fused_check:
             V.check_all_finite(leaf.detach(), "the parameter")
         self.on_numba(step, check_finite)
@@ -284,7 +282,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), base, pen.fixed(), data, restore, False, False, grouping, True)
     shares = native and _shares_memory(probe, leaf)
     inplace = shares and pen.kernel in _IN_PLACE
-    on_numba = torch_dev.numba_in_place(pen.kernel, probe, base, pen.fixed()) if shares else None
+    on_numba = torch_dev.numba_in_place(pen.kernel, probe, base, pen.fixed(), pen.fused_finite_check) if shares else None
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping, False, on_numba)
 
 
