@@ -294,7 +294,6 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
     return run
 
 
-
 def _contiguous_either(a):
     """``a``, or a C-contiguous copy when it is neither C- nor F-contiguous
     (the row kernels read F-contiguous rows as columns: see numba_cpu)."""
