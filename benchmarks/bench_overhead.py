@@ -239,6 +239,13 @@ def _fsdp_worker(rank, world, init_file, out, repeats):
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(rows, f)
+        # gloo's process group joins its threads in its destructor holding the
+        # GIL, and can deadlock with a thread still releasing a collective's
+        # tensors: after a barrier, leave without running destructors (as
+        # tests/_procs.end_rank does)
+        dist.barrier()
+        sys.stdout.flush()
+        os._exit(0)
     finally:
         dist.destroy_process_group()
 

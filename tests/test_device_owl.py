@@ -33,6 +33,7 @@ import sys
 from fractions import Fraction
 
 import _cvx as R
+import _procs
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -736,8 +737,6 @@ def test_bench_gpu_dry_run_runs_the_torch_owl_section_on_cpu(capsys):
 
 
 def test_importing_proxlib_does_not_import_torch_or_triton():
-    import subprocess
-
     code = "import sys, proxlib.backends._gpu_owl; print('torch' in sys.modules, 'triton' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = _procs.python(code, timeout=300, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -26,7 +26,6 @@ import math
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -40,6 +39,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import _cvx as R
+import _procs
 import proxlib
 from test_owl import exact_owl_fractions
 
@@ -485,8 +485,7 @@ def test_serial_variants_never_start_numba_threads():
         print("started", numba.threading_layer())
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(pathlib.Path(proxlib.__file__).parents[1])})
+    out = _procs.python(code, timeout=600, env={**os.environ, "PYTHONPATH": str(pathlib.Path(proxlib.__file__).parents[1])})
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")
     assert lines[0] == "not started" and lines[1].startswith("started"), out.stdout
@@ -522,9 +521,9 @@ def _unprivileged_prefix():
         candidates.append(["setpriv", "--bounding-set=-all", "--inh-caps=-all"])
     for prefix in candidates:
         try:
-            if subprocess.run(prefix + probe, capture_output=True, timeout=120).returncode == 0:
+            if _procs.run(prefix + probe, timeout=120).returncode == 0:
                 return prefix
-        except (OSError, subprocess.SubprocessError):
+        except OSError:  # no such program
             continue
     return None
 
@@ -591,8 +590,7 @@ def test_read_only_install_imports_and_runs_with_one_warning(calls):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
                "XDG_CACHE_HOME": str(home / ".cache"), "NUMBA_CACHE_DIR": str(home / "numba-cache"),
                "PYTHONPATH": str(pkg), "PYTHONDONTWRITEBYTECODE": "1"}
-        out = subprocess.run(prefix + [sys.executable, "-c", code], capture_output=True, text=True,
-                             env=env, cwd=str(root), timeout=900)
+        out = _procs.run(prefix + [sys.executable, "-c", code], env=env, cwd=str(root), timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.split() == ["1", "False"], (out.stdout, out.stderr[-2000:])
         assert not list(pkg.rglob("*.nbi")) and not list(home.rglob("*")), "a cache file was written"

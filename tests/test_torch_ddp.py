@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+import _procs
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -24,7 +25,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import proxlib
     import proxlib.torch as pt
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=_procs.COLLECTIVE_TIMEOUT)
     try:
         torch.manual_seed(0)  # same initial model on every rank
         net = torch.nn.Sequential(torch.nn.Linear(20, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4))
@@ -50,15 +52,14 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             zero_rows = int(pt.weight_metrics(net[0].weight).zero_rows)
             with open(os.path.join(out_dir, "result.txt"), "w") as f:
                 f.write(f"{int(same)} {zero_rows} {prox.n_steps}")
+        _procs.end_rank()
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="file:// init with gloo is POSIX-only here")
 def test_prox_keeps_ddp_ranks_bit_identical(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    _procs.spawn(_worker, (2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, timeout=300)
     same, zero_rows, n_steps = map(int, (tmp_path / "result.txt").read_text().split())
     assert same == 1
     assert n_steps == STEPS

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
+import _procs
 import numpy as np
 import pytest
 
@@ -31,14 +31,14 @@ def _needs_demo_extra():
 
 def test_import_proxlib_does_not_import_torch():
     code = "import sys, proxlib; import proxlib.groupings, proxlib.penalties; print(sorted(m for m in ('torch', 'cupy') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT, check=True)
+    out = _procs.python(code, timeout=300, env=_env(), cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_demo_quick_runs_end_to_end(tmp_path):
     _needs_demo_extra()
     cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+    out = _procs.run(cmd, env=_env(), cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("baseline", "weight decay", "group-Lasso", "GrOWL"):
         assert f"| {name} |" in out.stdout

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 
+import _procs
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -98,7 +99,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
     import proxlib.torch as pt
 
     dtype = getattr(torch, dtype_name)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=_procs.COLLECTIVE_TIMEOUT)
     mesh = init_device_mesh("cpu", (world,))
     report = {}
     try:
@@ -165,14 +167,13 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
         if rank == 0:
             with open(os.path.join(out_dir, f"report_{dtype_name}.json"), "w") as f:
                 json.dump(report, f)
+        _procs.end_rank()
     finally:
         dist.destroy_process_group()
 
 
 def _run(tmp_path, dtype_name):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), dtype_name), nprocs=2, join=True)
+    _procs.spawn(_worker, (2, str(tmp_path / "init"), str(tmp_path), dtype_name), nprocs=2, timeout=600)
     return json.loads((tmp_path / f"report_{dtype_name}.json").read_text())
 
 
@@ -213,7 +214,8 @@ def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
     import proxlib
     import proxlib.torch as pt
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=_procs.COLLECTIVE_TIMEOUT)
     mesh = init_device_mesh("cpu", (world,))
     result = {}
     try:
@@ -266,15 +268,14 @@ def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
         if rank == 0:
             with open(os.path.join(out_dir, "checkpoint.json"), "w") as f:
                 json.dump(result, f)
+        _procs.end_rank()
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="file:// init with gloo is POSIX-only here")
 def test_fsdp2_checkpoint_round_trip_and_seed_procedures(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_checkpoint_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    _procs.spawn(_checkpoint_worker, (2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, timeout=600)
     result = json.loads((tmp_path / "checkpoint.json").read_text())
     assert result["same_after_resume"] is True
     assert result["strengths"] == [0.7, 0.7]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import subprocess
 import sys
 
+import _procs
 import numpy as np
 import pytest
 
@@ -427,7 +427,7 @@ def test_the_torch_operations_path_never_loads_numba():
     """With ``CPU_KERNELS = "torch"`` (the code every other device runs) a
     training loop with every kind of term loads no numba at all."""
     code = _EVERY_KIND_OF_TERM + "print(sorted(m for m in sys.modules if m.startswith('numba') or m.endswith('numba_cpu')))\n"
-    out = subprocess.run([sys.executable, "-c", code, "torch"], capture_output=True, text=True, timeout=120)
+    out = _procs.python(code, "torch", timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -445,7 +445,7 @@ def test_the_default_cpu_path_starts_no_numba_threads():
         "except ValueError as e:\n"
         "    print('no pool:', e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, "auto"], capture_output=True, text=True, timeout=300)
+    out = _procs.python(code, "auto", timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "no pool: Threading layer is not initialized."
 

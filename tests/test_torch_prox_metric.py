@@ -11,9 +11,9 @@ and every configuration that has no exact metric prox is refused at add().
 from __future__ import annotations
 
 import copy
-import subprocess
 import sys
 
+import _procs
 import numpy as np
 import pytest
 
@@ -318,13 +318,14 @@ def test_check_finite_checks_the_metric():
 def test_sharded_parameters_are_refused():
     """A DTensor parameter (one-process gloo mesh) with metric='adam': ValueError at add()."""
     code = r"""
-import os, sys, tempfile, torch, torch.distributed as dist
+import datetime, os, sys, tempfile, torch, torch.distributed as dist
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 import proxlib, proxlib.torch as pt
 f = tempfile.NamedTemporaryFile(delete=False); f.close(); os.unlink(f.name)
-dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1)
+dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1,
+                        timeout=datetime.timedelta(seconds=60))
 mesh = init_device_mesh("cpu", (1,))
 w = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3, dtype=torch.float64), mesh, [Shard(0)]))
 opt = torch.optim.Adam([w], lr=0.1)
@@ -335,7 +336,7 @@ except ValueError as e:
 pt.ProximalStep(opt).add(w, proxlib.GroupLasso(0.5))  # Euclidean: accepted
 dist.destroy_process_group()
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = _procs.python(code, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "refused: proximal steps in an optimizer's metric are not supported on sharded (DTensor) parameters" in out.stdout
 
