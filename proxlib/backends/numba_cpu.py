@@ -1022,17 +1022,19 @@ def _exclusive_seq(W, b, out):
 
 
 @_rjit
-def _col_pass1(A, S, Q, mb, squares):
-    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64; only
-    with ``squares``) and mb_g = the bits of min{|A_ig| > 0}
+def _col_pass1(A, S, Q, mb):
+    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64; Q may
+    be None: numba then compiles a variant without it, the branch pruned
+    by type) and mb_g = the bits of min{|A_ig| > 0}
     (_magnitude_bits, so mb has A's width; inf's bits when none); one pass
     in memory order, four rows of A per update."""
     P, G = A.shape
     inf = _inf_magnitude_bits(A[0, 0])
     for g in range(G):
         S[g] = 0.0
-        Q[g] = 0.0
         mb[g] = inf
+        if Q is not None:
+            Q[g] = 0.0
     i = 0
     while i + 4 <= P:
         r0, r1, r2, r3 = A[i], A[i + 1], A[i + 2], A[i + 3]
@@ -1040,7 +1042,7 @@ def _col_pass1(A, S, Q, mb, squares):
             y0, y1 = abs(np.float64(r0[g])), abs(np.float64(r1[g]))
             y2, y3 = abs(np.float64(r2[g])), abs(np.float64(r3[g]))
             S[g] += (y0 + y1) + (y2 + y3)
-            if squares:  # (loop-invariant: LLVM unswitches it)
+            if Q is not None:
                 Q[g] += (y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3)
             b0, b1 = _magnitude_bits(r0[g]), _magnitude_bits(r1[g])
             b2, b3 = _magnitude_bits(r2[g]), _magnitude_bits(r3[g])
@@ -1053,7 +1055,7 @@ def _col_pass1(A, S, Q, mb, squares):
         for g in range(G):
             y = abs(np.float64(row[g]))
             S[g] += y
-            if squares:
+            if Q is not None:
                 Q[g] += y * y
             b = _magnitude_bits(row[g])
             mb[g] = min(mb[g], b if b > 0 else inf)
@@ -1061,14 +1063,15 @@ def _col_pass1(A, S, Q, mb, squares):
 
 @_rjit
 def _col_support_sums(A, Y, F, D2, k):
-    """Per column g: F_g = sum (y - Y_g)_+, D2_g = sum (y - Y_g)_+^2 and
-    k_g = #{y >= Y_g} over y = |A_ig| (as _gx_sums, not strict); four rows
-    of A per update."""
+    """Per column g: F_g = sum (y - Y_g)_+, D2_g = sum (y - Y_g)_+^2 (D2 may
+    be None, as Q in _col_pass1) and k_g = #{y >= Y_g} over y = |A_ig| (as
+    _gx_sums, not strict); four rows of A per update."""
     P, G = A.shape
     for g in range(G):
         F[g] = 0.0
-        D2[g] = 0.0
         k[g] = 0
+        if D2 is not None:
+            D2[g] = 0.0
     i = 0
     while i + 4 <= P:
         r0, r1, r2, r3 = A[i], A[i + 1], A[i + 2], A[i + 3]
@@ -1079,7 +1082,8 @@ def _col_support_sums(A, Y, F, D2, k):
             p0, p1 = (d0 if d0 > 0.0 else 0.0), (d1 if d1 > 0.0 else 0.0)
             p2, p3 = (d2 if d2 > 0.0 else 0.0), (d3 if d3 > 0.0 else 0.0)
             F[g] += (p0 + p1) + (p2 + p3)
-            D2[g] += (p0 * p0 + p1 * p1) + (p2 * p2 + p3 * p3)
+            if D2 is not None:
+                D2[g] += (p0 * p0 + p1 * p1) + (p2 * p2 + p3 * p3)
             k[g] += ((1 if d0 >= 0.0 else 0) + (1 if d1 >= 0.0 else 0)) + ((1 if d2 >= 0.0 else 0) + (1 if d3 >= 0.0 else 0))
         i += 4
     for i in range(i, P):
@@ -1088,7 +1092,8 @@ def _col_support_sums(A, Y, F, D2, k):
             d = abs(np.float64(row[g])) - Y[g]
             p = d if d > 0.0 else 0.0
             F[g] += p
-            D2[g] += p * p
+            if D2 is not None:
+                D2[g] += p * p
             k[g] += 1 if d >= 0.0 else 0
 
 
@@ -1135,7 +1140,10 @@ def _exclusive_cols(A, a, b, out, gx):
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
-    _col_pass1(A, S, Q, mb, gx)  # (the exclusive lasso needs no ||w||)
+    if gx:
+        _col_pass1(A, S, Q, mb)
+    else:  # (the exclusive lasso needs no ||w||)
+        _col_pass1(A, S, None, mb)
     Y = np.empty(G, dtype=np.float64)
     lim = 2.0**400 if gx else 2.0**500
     for g in range(G):
@@ -1150,7 +1158,11 @@ def _exclusive_cols(A, a, b, out, gx):
     F = np.empty(G, dtype=np.float64)
     D2 = np.empty(G, dtype=np.float64)
     k = np.empty(G, dtype=np.int64)
-    _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+    if gx:
+        _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+    else:  # (phi of the exclusive lasso reads no D2)
+        _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
+        D2[:] = 0.0
     e = np.empty(G, dtype=np.float64)
     fac = np.ones(G, dtype=np.float64)
     nslow = 0
