@@ -647,6 +647,81 @@ def test_row_kernels_on_columns_and_in_place(dtype, data):
             np.testing.assert_array_equal(X, new, err_msg=f"{name} in place, order {order}")
 
 
+@st.composite
+def _float32_columns(draw):
+    """float32 columns (P x G) whose nonzero magnitudes span a drawn number of
+    binades anywhere in the float32 range (subnormals included), with zeros."""
+    P = draw(st.integers(1, 40))
+    G = draw(st.integers(1, 6))
+    A = np.zeros((P, G), dtype=np.float32)
+    for g in range(G):
+        span = draw(st.integers(0, 60))
+        e0 = draw(st.integers(-149, 127 - span - 8))
+        for i in range(P):
+            if draw(st.integers(0, 4)) == 0:
+                continue
+            m = draw(st.integers(1, 2**24 - 1))
+            e = draw(st.integers(e0, e0 + span))
+            A[i, g] = np.float32(math.ldexp(m, e - 23)) * draw(st.sampled_from([1, -1]))
+    return A
+
+
+@given(A=_float32_columns())
+def test_exclusive_support_sums_from_the_first_pass_are_the_second_pass_bit_for_bit(A):
+    """float32 columns: where _support_sums_from_pass1 says its sums are exact,
+    they equal _col_support_sums's bit for bit (so skipping that pass changes
+    no result); where the exponent span is too wide it declines."""
+    P, G = A.shape
+    S = np.empty(G)
+    mb = np.empty(G, dtype=np.int32)
+    xb = np.empty(G, dtype=np.int32)
+    nz = np.empty(G, dtype=np.int64)
+    NB._col_pass1(A, S, None, mb, xb, nz)
+    mags = np.abs(A.astype(np.float64))
+    limit = 29 - math.ceil(math.log2(P))  # the widest exponent span of exact float64 sums
+    for g in range(G):
+        nonzero = mags[:, g][mags[:, g] > 0]
+        assert nz[g] == nonzero.size and xb[g] == np.abs(A[:, g]).view(np.int32).max()
+        exact_sum = math.fsum(nonzero)
+        if nonzero.size:
+            assert mb[g] == np.float32(nonzero.min()).view(np.int32)
+            if max(int(xb[g]) >> 23, 1) - max(int(mb[g]) >> 23, 1) <= limit:
+                assert S[g] == exact_sum
+        assert abs(S[g] - exact_sum) <= P * 2.0**-52 * exact_sum  # (gamma_{P-1} with margin)
+    Y = np.where(mb < 0x7F800000, mb.view(np.float32).astype(np.float64), -1.0)  # -1: no nonzero entry
+    F1, k1 = np.full(G, np.nan), np.full(G, -1, dtype=np.int64)
+    F2, k2 = np.empty(G), np.empty(G, dtype=np.int64)
+    exact = NB._support_sums_from_pass1(S, Y, mb, xb, nz, P, F1, k1)
+    NB._col_support_sums(A, np.maximum(Y, 0.0), F2, None, k2)
+    spans = [max(int(x) >> 23, 1) - max(int(m) >> 23, 1) for x, m, y in zip(xb, mb, Y) if y > 0]
+    assert exact == all(s <= limit for s in spans)
+    if exact:
+        np.testing.assert_array_equal(F1, F2)
+        np.testing.assert_array_equal(k1, k2)
+        for g in range(G):  # and both are the exact sums
+            assert F1[g] == math.fsum(np.maximum(mags[:, g] - max(Y[g], 0.0), 0.0))
+
+
+def test_exclusive_float32_columns_take_the_one_pass_sums_on_a_layer():
+    """The 300 x 784 layer of the overhead benchmark, 'shape' rows: the
+    exponent span of every column allows the shortcut, and the prox equals
+    the one computed on the same data as C-contiguous rows (the row kernel,
+    which always makes its passes) to float32 rounding."""
+    rng = np.random.default_rng(5)
+    W = np.asfortranarray((rng.standard_normal((784, 300)) / 28).astype(np.float32))
+    A = W.T
+    P, G = A.shape
+    S, mb, xb, nz = np.empty(G), np.empty(G, np.int32), np.empty(G, np.int32), np.empty(G, np.int64)
+    NB._col_pass1(A, S, None, mb, xb, nz)
+    Y = mb.view(np.float32).astype(np.float64)
+    assert NB._support_sums_from_pass1(S, Y, mb, xb, nz, P, np.empty(G), np.empty(G, np.int64))
+    b = np.full(G, 1e-5)
+    cols = NB.exclusive_lasso(W, b, parallel=False)
+    rows = NB.exclusive_lasso(np.ascontiguousarray(W), b, parallel=False)
+    np.testing.assert_allclose(cols, rows, rtol=2**-23, atol=0)
+    assert np.count_nonzero(cols) < cols.size  # the prox did act
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_row_kernels_on_columns_of_a_large_layer(dtype):
     # the 784 x 300 layer of the overhead benchmark, its "channel" rows view

@@ -892,6 +892,17 @@ def _inf_magnitude_bits(typingctx, x):
 
 
 @intrinsic
+def _is_float32(typingctx, x):
+    """Whether x is a float32 (a constant of the compiled variant)."""
+    sig = types.boolean(x)
+
+    def codegen(context, builder, signature, args):
+        return llvm_ir.Constant(llvm_ir.IntType(1), int(x == types.float32))
+
+    return sig, codegen
+
+
+@intrinsic
 def _magnitude_of_bits(typingctx, b):
     """The float64 value of bits from _magnitude_bits (exact: float32 widens)."""
     sig = types.float64(b)
@@ -1022,12 +1033,13 @@ def _exclusive_seq(W, b, out):
 
 
 @_rjit
-def _col_pass1(A, S, Q, mb):
-    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64; Q may
-    be None: numba then compiles a variant without it, the branch pruned
-    by type) and mb_g = the bits of min{|A_ig| > 0}
-    (_magnitude_bits, so mb has A's width; inf's bits when none); one pass
-    in memory order, four rows of A per update."""
+def _col_pass1(A, S, Q, mb, xb, nz):
+    """Per column g of A: S_g = sum |A_ig|, Q_g = sum A_ig^2 (float64), mb_g
+    and xb_g the bits of min{|A_ig| > 0} and of max |A_ig|
+    (_magnitude_bits, so they have A's width; inf's bits and 0 when every
+    entry is 0) and nz_g = #{A_ig != 0}.  Q, xb and nz may be None: numba
+    then compiles a variant without them (the branches pruned by type).
+    One pass in memory order, four rows of A per update."""
     P, G = A.shape
     inf = _inf_magnitude_bits(A[0, 0])
     for g in range(G):
@@ -1035,6 +1047,10 @@ def _col_pass1(A, S, Q, mb):
         mb[g] = inf
         if Q is not None:
             Q[g] = 0.0
+        if xb is not None:
+            xb[g] = 0
+        if nz is not None:
+            nz[g] = 0
     i = 0
     while i + 4 <= P:
         r0, r1, r2, r3 = A[i], A[i + 1], A[i + 2], A[i + 3]
@@ -1049,6 +1065,10 @@ def _col_pass1(A, S, Q, mb):
             m01 = min(b0 if b0 > 0 else inf, b1 if b1 > 0 else inf)
             m23 = min(b2 if b2 > 0 else inf, b3 if b3 > 0 else inf)
             mb[g] = min(mb[g], min(m01, m23))
+            if xb is not None:
+                xb[g] = max(xb[g], max(max(b0, b1), max(b2, b3)))
+            if nz is not None:
+                nz[g] += ((1 if b0 > 0 else 0) + (1 if b1 > 0 else 0)) + ((1 if b2 > 0 else 0) + (1 if b3 > 0 else 0))
         i += 4
     for i in range(i, P):
         row = A[i]
@@ -1059,6 +1079,10 @@ def _col_pass1(A, S, Q, mb):
                 Q[g] += y * y
             b = _magnitude_bits(row[g])
             mb[g] = min(mb[g], b if b > 0 else inf)
+            if xb is not None:
+                xb[g] = max(xb[g], b)
+            if nz is not None:
+                nz[g] += 1 if b > 0 else 0
 
 
 @_rjit
@@ -1127,6 +1151,41 @@ def _col_support_out(A, Y, e, fac, out):
 
 
 @_jit
+def _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k):
+    """The exclusive lasso's support sums on float32 columns without a
+    second pass, where they are exact: F_g = S_g - k_g Y_g and k_g = nz_g
+    for the columns of the fast path (Y_g = the least nonzero magnitude),
+    F_g = S_g and k_g = P for the others (Y_g <= 0: every entry, as
+    _col_support_sums gives them with Y_g floored at 0).  Returns False,
+    having changed nothing that matters, if some fast column is not exact.
+
+    Exact: every nonzero |y| of a column is a float32 multiple of
+    u = ulp(Y_g) (a larger float has a coarser ulp) below 2^(E_max + 1), so
+    y - Y_g, every partial sum of either sum (non-negative terms: each at
+    most P max|y|) and k_g Y_g are multiples of u below 2^53 u as long as
+    E_max - E_min + 24 + ceil(log2 P) <= 53 (E: the binary exponents of the
+    column's largest and least nonzero magnitude, subnormals counted as
+    -126).  Then S_g, k_g Y_g and S_g - k_g Y_g are exact in float64 and
+    equal the exact sum of (y - Y_g)_+, which is what _col_support_sums
+    computes (also exactly, under the same condition): the same bits."""
+    span = 29 - int(math.ceil(math.log2(max(P, 1))))
+    for g in range(S.shape[0]):
+        if Y[g] > 0.0:
+            emax = max(np.int64(xb[g]) >> 23, 1)
+            emin = max(np.int64(mb[g]) >> 23, 1)
+            if emax - emin > span:
+                return False
+    for g in range(S.shape[0]):
+        if Y[g] > 0.0:
+            k[g] = nz[g]
+            F[g] = S[g] - np.float64(nz[g]) * Y[g]
+        else:
+            k[g] = P
+            F[g] = S[g]
+    return True
+
+
+@_jit
 def _exclusive_cols(A, a, b, out, gx):
     """The exclusive lasso (gx False) or group+exclusive (gx True) on every
     column of A, in memory order, for the columns where the support is every
@@ -1140,10 +1199,15 @@ def _exclusive_cols(A, a, b, out, gx):
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
+    xb = np.zeros(G, dtype=mb.dtype)
+    nz = np.zeros(G, dtype=np.int64)
+    sums_exact = not gx and _is_float32(A[0, 0])
     if gx:
-        _col_pass1(A, S, Q, mb)
-    else:  # (the exclusive lasso needs no ||w||)
-        _col_pass1(A, S, None, mb)
+        _col_pass1(A, S, Q, mb, None, None)
+    elif sums_exact:  # (the exclusive lasso needs no ||w||)
+        _col_pass1(A, S, None, mb, xb, nz)
+    else:
+        _col_pass1(A, S, None, mb, None, None)
     Y = np.empty(G, dtype=np.float64)
     lim = 2.0**400 if gx else 2.0**500
     for g in range(G):
@@ -1158,10 +1222,13 @@ def _exclusive_cols(A, a, b, out, gx):
     F = np.empty(G, dtype=np.float64)
     D2 = np.empty(G, dtype=np.float64)
     k = np.empty(G, dtype=np.int64)
+    if sums_exact:
+        sums_exact = _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)
     if gx:
         _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
     else:  # (phi of the exclusive lasso reads no D2)
-        _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
+        if not sums_exact:
+            _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
         D2[:] = 0.0
     e = np.empty(G, dtype=np.float64)
     fac = np.ones(G, dtype=np.float64)
