@@ -45,17 +45,16 @@ def run(cmd: list[str], *, timeout: float, env: dict | None = None, cwd=None, ch
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            out.seek(0)
-            err.seek(0)
-            pytest.fail(f"timed out after {timeout:.0f} s: {cmd[:3]}...\nstdout:\n{out.read()[-3000:]}\n"
-                        f"stderr:\n{err.read()[-3000:]}")
+            rc = None
         finally:
-            if proc.poll() is None:  # an exception while waiting (KeyboardInterrupt, pytest-timeout)
+            if proc.poll() is None:  # past the deadline, or an exception while waiting (pytest-timeout)
                 _kill_group(proc)
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(cmd, rc, out.read(), err.read())
+    if rc is None:
+        pytest.fail(f"timed out after {timeout:.0f} s: {cmd[:3]}...\nstdout:\n{result.stdout[-3000:]}\n"
+                    f"stderr:\n{result.stderr[-3000:]}")
     if check and rc != 0:
         raise AssertionError(f"{cmd[:3]}... exited with {rc}:\n{result.stderr[-3000:]}")
     return result

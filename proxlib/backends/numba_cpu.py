@@ -1215,16 +1215,12 @@ def _exclusive_cols(A, a, b, out, gx):
     if 4 * certain > G:
         return False
     F = np.empty(G, dtype=np.float64)
-    D2 = np.empty(G, dtype=np.float64)
+    D2 = np.zeros(G, dtype=np.float64)  # (phi of the exclusive lasso reads no D2: it stays 0)
     k = np.empty(G, dtype=np.int64)
-    if sums_exact:
-        sums_exact = _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)
     if gx:
         _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
-    else:  # (phi of the exclusive lasso reads no D2)
-        if not sums_exact:
-            _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
-        D2[:] = 0.0
+    elif not (sums_exact and _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)):
+        _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
     e = np.empty(G, dtype=np.float64)
     fac = np.ones(G, dtype=np.float64)
     nslow = 0
