@@ -53,15 +53,18 @@ _loaded: dict[str, ModuleType | None] = {}
 _why_unavailable: dict[str, str] = {}
 
 
+_KIND_OF_TYPE: dict[type, str] = {}  # a type's kind, decided once per type
+
+
 def array_kind(x) -> str:
     """``"torch"``, ``"cupy"`` or ``"numpy"`` (anything else, lists included),
     decided from the type's module alone: nothing is imported."""
-    root = type(x).__module__.split(".")[0]
-    if root == "torch":
-        return "torch"
-    if root == "cupy":
-        return "cupy"
-    return "numpy"
+    t = type(x)
+    kind = _KIND_OF_TYPE.get(t)
+    if kind is None:
+        root = t.__module__.split(".")[0]
+        kind = _KIND_OF_TYPE[t] = root if root in ("torch", "cupy") else "numpy"
+    return kind
 
 
 def is_torch(x) -> bool:
@@ -77,17 +80,19 @@ def array_namespace(x) -> ModuleType:
     the array's own library is imported.
     """
     kind = array_kind(x)
-    if kind == "torch":
-        import array_api_compat.torch as xp
-    elif kind == "cupy":
-        import array_api_compat.cupy as xp
-    else:
-        import array_api_compat.numpy as xp
+    xp = _NAMESPACE.get(kind)
+    if xp is None:
+        xp = _NAMESPACE[kind] = importlib.import_module(f"array_api_compat.{kind}")
     return xp
+
+
+_NAMESPACE: dict[str, ModuleType] = {}
 
 
 def device(x):
     """The device of array ``x`` (``"cpu"`` for NumPy), for allocating next to it."""
+    if array_kind(x) == "numpy" and hasattr(x, "dtype"):
+        return "cpu"
     import array_api_compat
 
     return array_api_compat.device(x)

@@ -52,7 +52,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import _validate as V
-from ._dispatch import array_namespace, device, size
+from ._dispatch import array_kind, array_namespace, device, size
 
 __all__: list[str] = []
 
@@ -73,6 +73,7 @@ class Threshold:
     scalars: tuple
     array: Any
     degree: Any = 1
+    top: float | None = None  # the array's largest entry, where the caller knows it
 
 
 def terms(pen, layout) -> tuple:
@@ -177,6 +178,8 @@ def _log2_max(t: Threshold, m: float, e: int) -> float:
         top = 1.0
     elif size(t.array) == 0:
         return -math.inf
+    elif t.top is not None:
+        top = t.top
     else:
         top = float(array_namespace(t.array).max(t.array))
     if top == 0:
@@ -184,25 +187,34 @@ def _log2_max(t: Threshold, m: float, e: int) -> float:
     return math.log2(m) + math.log2(top) + e
 
 
-def formed(t: Threshold, m: float, e: int, like):
+def formed(t: Threshold, m: float, e: int, like, *, no_overflow: bool = False):
     """The threshold's float64 values on ``like``'s device (a Python float for
-    a scalar threshold; inf where it overflows)."""
+    a scalar threshold; inf where it overflows).  ``no_overflow``: the caller
+    has checked that no value exceeds 2^1023 (then no floating-point state is
+    changed: that costs microseconds per call)."""
     try:
         scalar = math.ldexp(m, e)
     except OverflowError:
         scalar = math.inf
     if t.array is None:
         return scalar
-    xp = array_namespace(like)
-    a = xp.asarray(t.array, dtype=xp.float64, device=device(like))
+    a = t.array
+    if (V.dtype_name(a.dtype) != "float64" or array_kind(a) != array_kind(like)
+            or (array_kind(like) != "numpy" and device(a) != device(like))):
+        xp = array_namespace(like)
+        a = xp.asarray(a, dtype=xp.float64, device=device(like))
+    if scalar == 1.0:
+        return a  # exact as it is (no kernel writes to its thresholds)
     if scalar == 0 or (2.0**-1022 <= scalar < math.inf):
+        if no_overflow:
+            return a * scalar
         with V._errstate_over():
             return a * scalar  # one rounding, as step * w always was
     return mul_pow2(a, e, m)
 
 
 def _in_dtype(a, like):
-    if isinstance(a, float):
+    if isinstance(a, float) or a.dtype == like.dtype:
         return a
     xp = array_namespace(like)
     with V._errstate_over():
@@ -222,7 +234,8 @@ def solve(pen, layout, step: float, kernel, run):
     dname = V.dtype_name(data.dtype)
     logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
     if all(_fits(t, lg, dname) for t, lg in zip(ts, logs)):
-        thr = tuple(_in_dtype(formed(t, m, e, data), data) for t, (m, e) in zip(ts, me))
+        safe = all(lg < 1023 for lg in logs)
+        thr = tuple(_in_dtype(formed(t, m, e, data, no_overflow=safe), data) for t, (m, e) in zip(ts, me))
         return run(kernel, data, thr)
     xp = array_namespace(data)
     if dname != "float64":  # solve in float64, round once

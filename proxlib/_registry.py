@@ -163,7 +163,9 @@ def layout_of(pen: Penalty, x, *, contiguous: bool = True, name: str | None = No
 
 def _contiguous(a):
     # NumPy and CuPy kernels take C-contiguous arrays; torch kernels any strides
-    return a if array_kind(a) == "torch" else array_namespace(a).ascontiguousarray(a)
+    if array_kind(a) == "torch" or a.flags.c_contiguous:
+        return a
+    return array_namespace(a).ascontiguousarray(a)
 
 
 def scaled_thresholds(base: tuple, step: float, like) -> tuple:

@@ -10,14 +10,15 @@ the literature; each docstring gives its formula with 1-based index i.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _range
 from . import _registry as R
 from . import _validate as V
-from ._dispatch import array_namespace, size
+from ._dispatch import array_kind, array_namespace, size
 from ._dispatch import device as _device
 from ._rows import canonical_rows
 from .backends import _xp_kernels as _k
@@ -35,55 +36,105 @@ __all__ = [
 ]
 
 
-def _checked_weights(weights, n: int, like, what: str):
-    w = R.param_array(weights, like, "weights")
-    V.length(w, n, "weights", what)
+def _weight_vector(weights, copy: bool):
+    """``weights`` checked once, when a penalty is made: a 1-D float64 array of
+    its own library and device, finite, >= 0 and non-increasing (a copy unless
+    ``copy`` is False), and its largest entry (the first) as a Python float."""
+    w = V.as_float_array(weights, "weights")
+    if w.ndim != 1:
+        raise ValueError(f"weights must be 1-D, got shape {tuple(w.shape)}")
+    xp = array_namespace(w)
+    w = xp.astype(w, xp.float64, copy=copy)
+    if size(w) == 0:
+        return w, 0.0
     V.nonincreasing(w, "weights")
+    lo = float(w[-1])  # the smallest, as they do not increase
+    if lo < 0:
+        raise ValueError(f"weights must be >= 0, got a minimum of {lo}")
+    return w, float(w[0])
+
+
+def _weights_for(pen, n: int, like, what: str):
+    """``pen``'s weights checked against ``n`` entries (rows) and given as
+    float64 on ``like``'s library and device (a copy only where they differ)."""
+    w = pen.weights
+    V.length(w, n, "weights", what)
+    if array_kind(w) != array_kind(like) or (array_kind(like) != "numpy" and _device(w) != _device(like)):
+        xp = array_namespace(like)
+        w = V.like(w, xp.zeros(0, dtype=xp.float64, device=_device(like)), "weights")
     return w
 
 
+class _SortedWeights(R.Penalty):
+    """Shared by OWL and GrOWL: ``weights`` checked and (by default) copied when
+    the object is made, so a prox call re-checks only their length, and the
+    caller may change the array it passed without effect on the penalty.
+    ``copy=False`` keeps the caller's array (the ``prox_*`` functions, which use
+    the object once)."""
+
+    what: ClassVar[str]  # what a weight is per: "element" or "row"
+
+    def __post_init__(self, copy: bool):
+        w, top = _weight_vector(self.weights, copy)
+        R.frozen_set(self, weights=w, _top=top)
+
+    def _n(self, layout) -> int:
+        return layout.rows.n_groups if layout.rows is not None else layout.data.shape[0]
+
+    def threshold_terms(self, layout):
+        w = _weights_for(self, self._n(layout), layout.data, self.what)
+        return (_range.Threshold((), w, 1, top=self._top),)
+
+    def thresholds(self, layout):
+        return (_weights_for(self, self._n(layout), layout.data, self.what),)
+
+
 @dataclass(frozen=True)
-class OWL(R.Penalty):
+class OWL(_SortedWeights):
     r"""Omega(x) = sum_i weights_i |x|_[i] (sorted magnitudes, largest first);
-    ``weights`` non-increasing and >= 0, one per entry.  See :func:`prox_owl`."""
+    ``weights`` non-increasing and >= 0, one per entry.  See :func:`prox_owl`.
+
+    The weights are checked (and copied, unless ``copy=False``) when the
+    object is made."""
 
     weights: Any
+    copy: InitVar[bool] = True
 
     kernel: ClassVar[str] = "owl"
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
-
-    def thresholds(self, layout):
-        return (_checked_weights(self.weights, layout.data.shape[0], layout.data, "element"),)
+    what: ClassVar[str] = "element"
 
     def value(self, x) -> float:
         x = V.as_float_array(x, "x")
         xp = array_namespace(x)
-        w = _checked_weights(self.weights, size(x), x, "element")
+        w = _weights_for(self, size(x), x, "element")
         a = xp.sort(xp.abs(_k.upcast(x, xp).reshape(-1)), descending=True)
         return float(xp.sum(w * a))
 
 
 @dataclass(frozen=True)
-class GrOWL(R.Penalty):
+class GrOWL(_SortedWeights):
     r"""Omega(W) = sum_i weights_i ||w_[i]||_2 (rows sorted by norm, largest first);
-    ``weights`` non-increasing and >= 0, one per row.  See :func:`prox_growl`."""
+    ``weights`` non-increasing and >= 0, one per row.  See :func:`prox_growl`.
+
+    The weights are checked (and copied, unless ``copy=False``) when the
+    object is made."""
 
     weights: Any
+    copy: InitVar[bool] = True
 
     kernel: ClassVar[str] = "growl"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
+    what: ClassVar[str] = "row"
     fused_finite_check: ClassVar[bool] = True
-
-    def thresholds(self, layout):
-        return (_checked_weights(self.weights, layout.rows.n_groups, layout.data, "row"),)
 
     def value(self, x) -> float:
         x = V.as_float_array(x, "x")
         xp = array_namespace(x)
         rows = canonical_rows(x)
-        w = _checked_weights(self.weights, rows.n_groups, x, "row")
+        w = _weights_for(self, rows.n_groups, x, "row")
         return float(xp.sum(w * xp.sort(_k.row_norms(rows.rows, xp), descending=True)))
 
 
@@ -146,7 +197,7 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     (|v| sorted minus weights is [0, 1.5, 1]; pooling the violators gives one
     block of mean 2.5 / 3: all three entries are tied.)
     """
-    return OWL(weights).prox(v, step, metric=metric, check_finite=check_finite)
+    return OWL(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
@@ -191,7 +242,7 @@ def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
     array([[2.4, 3.2],
            [0. , 0. ]])
     """
-    return GrOWL(weights).prox(W, step, metric=metric, check_finite=check_finite)
+    return GrOWL(weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 R.register("owl", OWL, prox_owl)
