@@ -62,8 +62,10 @@ for _dtype in ("float64", "float32"):
 
 # Targets against a peer instead of a floor: (operator, size, dtype) -> (peer, max
 # ratio of proxlib's median to the peer's).  Issue 13: OWL's per-call overhead at
-# n = 100 no worse than skglm's, compared kernel to kernel (skglm's prox_vec
-# validates nothing; proxlib's public function adds its input checks).
+# n = 100 no worse than skglm's.  skglm's prox_vec validates nothing; the rows
+# show proxlib's public function (its input and weight checks on every call),
+# the penalty object made once (checks of the input per call: the like-for-like
+# of skglm's SLOPE object) and the kernel alone.
 PEER_TARGETS = {("owl", "n=1e2", dt): ("skglm SLOPE.prox_vec", 1.0) for dt in ("float64", "float32")}
 
 
@@ -87,9 +89,28 @@ def kernel_contender() -> Contender:
                      prepare=prepare)
 
 
+def penalty_object_contender() -> Contender:
+    """proxlib's OWL penalty object, made once (its weights checked and copied
+    then), called as a solver calls it: ``pen.prox(v, step)`` with the input
+    checks on.  The like-for-like of skglm's ``SLOPE(alphas).prox_vec``."""
+
+    def prepare(case: Case):
+        from peers import Prepared
+
+        if "numba" not in proxlib.available_backends():
+            raise Unavailable("numba does not import on this machine")
+        pen = proxlib.OWL(case.weights)
+        v, s = case.x, case.step
+        return Prepared(lambda: pen.prox(v, s))
+
+    return Contender(name="proxlib[numba, OWL(w).prox]", kind="proxlib", ops=("owl",),
+                     mapping="pen = proxlib.OWL(weights) once; pen.prox(v, step) per call (input checks on)",
+                     prepare=prepare)
+
+
 def contenders_all() -> list[Contender]:
     out = all_contenders(("numpy", "numba"))
-    return out[:3] + [kernel_contender()] + out[3:]
+    return out[:3] + [penalty_object_contender(), kernel_contender()] + out[3:]
 
 
 SKIP_SECONDS = 10.0  # skip a contender at a size where one call is predicted to exceed this

@@ -804,6 +804,131 @@ def test_exclusive_operators_on_columns_fast_and_searched(dtype, n_large):
         np.testing.assert_array_equal(X == 0, ref == 0, err_msg=name)  # the same supports
 
 
+@st.composite
+def _training_columns(draw, dtype):
+    """Columns (P x G) as a training step leaves them: entries of a common
+    scale (within 9 binades), on some columns also tiny magnitudes revived
+    from zero (what the prox zeroed and the gradient step moved), exact
+    zeros; b per column from a training step's (tiny) to large (most
+    entries off the support, several search rounds)."""
+    P = draw(st.integers(2, 40))
+    G = draw(st.integers(1, 8))
+    A = np.zeros((P, G), dtype=dtype)
+    tiny_exp = st.integers(-60 if dtype == np.float64 else -40, -20)
+    for g in range(G):
+        revived = draw(st.booleans())
+        for i in range(P):
+            kind = draw(st.integers(0, 3))
+            if kind == 0 or (kind == 1 and not revived):
+                continue
+            if kind == 1:
+                e, m = draw(tiny_exp), draw(st.integers(1, 2**20))
+            else:
+                e, m = draw(st.integers(-6, 2)), draw(st.integers(2**19, 2**20))
+            A[i, g] = dtype(math.ldexp(m, e - 20)) * draw(st.sampled_from([1, -1]))
+    b = [math.ldexp(draw(st.floats(1.0, 2.0)), draw(st.sampled_from([-30, -12, -6, -4, -2, 0, 2]))) for _ in range(G)]
+    return A, np.array(b).astype(dtype)
+
+
+def _phi_exact(y, t, a, b):
+    """phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ for magnitudes y (Fractions):
+    exact for a = 0, else in 80-digit decimals (the square root)."""
+    d = [v - t for v in y if v > t]
+    F = sum(d, Fraction(0))
+    if a == 0:
+        return t - b * F
+    Q = sum((x * x for x in d), Fraction(0))
+    with localcontext() as ctx:
+        ctx.prec = PREC
+        if Q == 0:
+            return Decimal(t.numerator) / Decimal(t.denominator)
+        shrink = max(Decimal(0), 1 - Decimal(float(a)) / (Decimal(Q.numerator) / Decimal(Q.denominator)).sqrt())
+        return (Decimal(t.numerator) / Decimal(t.denominator)
+                - Decimal((b * F).numerator) / Decimal((b * F).denominator) * shrink)
+
+
+@pytest.mark.parametrize("name", ["exclusive_lasso", "group_exclusive"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
+    """Columns whose least magnitude lies below tau (a training step's
+    revived entries): _tau_below is a lower bound (phi <= 0 there, from the
+    nonzero entries and again from the entries above any lower bound), and
+    the column path (candidate = the least magnitude above it, checked by
+    phi, up to four rounds) gives the exact prox with the exact support."""
+    A, b = data.draw(_training_columns(dtype))
+    P, G = A.shape
+    W64 = A.T.astype(np.float64)
+    gx = name == "group_exclusive"
+    norms = np.sqrt((W64 ** 2).sum(axis=1))
+    a = (norms * np.array([data.draw(st.sampled_from([0.0, 1e-6, 1e-3, 0.1, 0.5])) for _ in range(G)])).astype(dtype) if gx else np.zeros(G, dtype)
+    for g in range(G):
+        y = [abs(Fraction(float(x))) for x in W64[g]]
+        ag, bg = float(a[g]), Fraction(float(b[g]))
+        t_prev = Fraction(0)
+        for _ in range(3):  # the first bound, then bounds from the entries above the last one
+            above = [v for v in y if v > t_prev]
+            if not above:
+                break
+            S = float(sum(above))  # (a rounded sum: the bound allows P eps of error)
+            t = NB._tau_below(S, len(above), P, ag, float(b[g]))
+            assert t >= 0 and _phi_exact(y, Fraction(t), ag, bg) <= 0
+            if not Fraction(t) > t_prev:
+                break
+            t_prev = Fraction(t)
+    if dtype == np.float32 and not gx:
+        # the search's support sums from its own sums (the float32 shortcut)
+        # are those of the support-sums pass, bit for bit, in every round
+        S, mb, xb, nz = np.empty(G), np.empty(G, np.int32), np.empty(G, np.int32), np.empty(G, np.int64)
+        NB._col_pass1(A, S, None, mb, xb, nz)
+        Y0 = np.where(mb < 0x7F800000, mb.view(np.float32).astype(np.float64), -1.0)
+        T0 = np.array([NB._tau_below(S[g], nz[g], P, 0.0, float(b[g])) if Y0[g] > 0 else np.inf for g in range(G)])
+        T0 = np.where(Y0 > T0, np.inf, T0)
+        results = []
+        for shortcut in (xb, None):
+            Y, T, F, k = Y0.copy(), T0.copy(), np.empty(G), np.empty(G, np.int64)
+            NB._exclusive_col_search(A, b, b, Y, T, F, None, k, S, nz, mb, shortcut)
+            results.append((Y, F, k))
+        for got, want in zip(*results):
+            np.testing.assert_array_equal(got[Y0 > 0], want[Y0 > 0])
+    if gx:
+        exact = exact_group_exclusive(W64, a.astype(np.float64), b.astype(np.float64))
+        X = NB.group_exclusive(np.asfortranarray(A.T), a, b, parallel=False)
+    else:
+        exact = exact_exclusive(W64, b)
+        X = NB.exclusive_lasso(np.asfortranarray(A.T), b, parallel=False)
+    assert_close(X, exact, dtype, np.abs(W64).max(axis=1, keepdims=True), P)
+    np.testing.assert_array_equal(X == 0, exact == 0)
+
+
+def test_exclusive_columns_in_the_training_state_stay_columns():
+    """A layer after training steps: the prox zeroed entries, the gradient
+    step revived them tiny, so on most columns the least magnitude is below
+    tau (the fast path's test fails for certain).  The column path still
+    solves it (candidates above lower bounds of tau, no transposed fallback):
+    the exact prox, the row kernel's support."""
+    rng = np.random.default_rng(7)
+    base = (rng.standard_normal((300, 64)) / 20).astype(np.float32)
+    dead = rng.random(base.shape) < 0.3
+    base[dead] = (rng.standard_normal(dead.sum()) * 1e-7).astype(np.float32)
+    A = base  # P = 300 x G = 64 columns
+    G = A.shape[1]
+    b = np.full(G, 1e-3)
+    S, mb, nz = np.empty(G), np.empty(G, np.int32), np.empty(G, np.int64)
+    NB._col_pass1(A, S, None, mb, None, nz)
+    ymin = mb.view(np.float32).astype(np.float64)
+    certain = [not NB._support_may_be_all(ymin[g], S[g], nz[g], 300, 0.0, b[g]) for g in range(G)]
+    assert sum(certain) > G // 2  # the old column path gave up here
+    out = np.empty_like(A)
+    assert NB._exclusive_cols(A, b, b, out, False)
+    exact = exact_exclusive(A.T.astype(np.float64), b).T
+    assert_close(out, exact, np.float32, np.abs(A.astype(np.float64)).max(axis=0), A.shape[0])
+    np.testing.assert_array_equal(out == 0, exact == 0)
+    rows = NB.exclusive_lasso(np.ascontiguousarray(A.T), b.astype(np.float32), parallel=False).T
+    np.testing.assert_array_equal(out == 0, rows == 0)
+    assert np.count_nonzero(out) < np.count_nonzero(A)
+
+
 @given(data=st.data())
 def test_search_free_pretest_never_refuses_a_full_support(data):
     # _support_may_be_all only skips the search-free pass where phi(min) <= 0

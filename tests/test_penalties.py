@@ -75,6 +75,35 @@ def test_owl_growl_value_validates_weights():
             proxlib.GrOWL(np.array(bad)).value(X)
 
 
+def test_owl_growl_check_and_copy_their_weights_when_made():
+    # the weights are checked once, at construction (a prox call then only
+    # checks their length), and copied: changing the caller's array later
+    # cannot make them increasing or negative behind the check
+    for bad, msg in (([0.0, 1.0], "non-increasing"), ([1.0, -1.0], ">= 0"), ([np.inf, 1.0], "NaN or Inf"),
+                     ([[1.0, 0.5]], "1-D")):
+        for cls in (proxlib.OWL, proxlib.GrOWL):
+            with pytest.raises(ValueError, match=msg):
+                cls(np.array(bad))
+    w = np.array([3.0, 2.0, 1.0])
+    pen = proxlib.OWL(w)
+    v = np.array([4.0, -1.0, 2.5])
+    before = pen.prox(v)
+    w[:] = [0.0, 5.0, 9.0]  # increasing: refused had it been passed
+    np.testing.assert_array_equal(pen.prox(v), before)
+    assert pen.weights.dtype == np.float64 and not np.shares_memory(pen.weights, w)
+    # the one-shot functions use the caller's array without a copy, and the
+    # same checks
+    w32 = np.array([3.0, 2.0, 1.0], dtype=np.float32)
+    assert proxlib.OWL(w32, copy=False).weights.dtype == np.float64
+    w64 = np.array([3.0, 2.0, 1.0])
+    assert proxlib.OWL(w64, copy=False).weights is w64
+    np.testing.assert_array_equal(proxlib.prox_owl(v, w64), before)
+    with pytest.raises(ValueError, match="non-increasing"):
+        proxlib.prox_owl(v, np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="one entry per element"):
+        pen.prox(np.ones(4))
+
+
 # --------------------------------------------------------------------------- group values
 
 

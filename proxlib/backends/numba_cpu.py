@@ -83,17 +83,28 @@ Algorithms (m = row length, G = rows, n = vector length):
   values' bits: an integer reduction, vectorised), and if phi(Y) > 0 the
   support is every nonzero entry, so one pass of its statistics and the
   output pass finish the row (a training step's small thresholds: three
-  passes in all).  Columns: these three passes in memory order over all
-  columns at once; the columns that need the search (or scaling, or a
-  special b) are gathered into rows and solved as above, and when they are
-  more than a quarter of the columns the whole matrix is transposed in tiles
-  and solved row-wise.
+  passes in all).  Columns (F-contiguous rows: a Linear weight's "shape"
+  rows): passes in memory order over all columns at once.  The first gives
+  each column's sum, nonzero count and least nonzero magnitude, hence a
+  lower bound tau_0 = b (S - a sqrt(n))/(1 + b n) <= tau (_tau_below); a
+  column whose least magnitude is not above it (in training: entries the
+  prox zeroed and the gradient step revived as tiny magnitudes) takes the
+  least magnitude above tau_0 as its candidate Y, and phi(Y) > 0 on its
+  support sums proves the support {y >= Y} (else a higher bound from the
+  entries above tau_0, up to four rounds: _exclusive_col_search).  float32
+  exclusive lasso: the support sums come exactly from the same pass's sums
+  (F = S - k Y, _support_sums_from_pass1), so a training step takes three
+  passes (first, candidates, output), as the fast path does.  Columns still
+  undecided (or scaled, or with a special b) are gathered into rows and
+  solved as above; when they are more than a quarter of the columns, the
+  whole matrix is copied into rows and solved row-wise.
 * ``group_exclusive``: the same, with phi(t) = t - b F(t)(1 - a/sqrt(Q(t)))_+,
   Q(t) = sum (y - t)_+^2, located by a bracket narrowed by Newton, secant or
   bisection points until no entry lies inside it; then the reference's
   safeguarded Newton iteration for the factor c on the fixed support (to the
   last bit, from one fixed-point step off c = 1) and one output pass; the
-  same first check (phi(Y) > 0: no search) and column-wise passes.
+  same first check (phi(Y) > 0: no search) and column-wise passes (the
+  candidate search included; the support sums always from their own pass).
 * ``owl``: the zero pattern is EXACT, the values faithful:
   (1) one NumPy (SIMD) sort of packed 64-bit keys, magnitude bits << (ib + 1)
   | index << 1 | sign (ib = index bits; a non-negative float's bit pattern is
@@ -1105,6 +1116,132 @@ def _col_support_sums(A, Y, F, D2, k):
             k[g] += 1 if d >= 0.0 else 0
 
 
+@_rjit
+def _col_above(A, T, mb, S, n):
+    """Per column g, over the magnitudes y = |A_ig| > T_g: mb_g the bits of
+    their minimum (_magnitude_bits: A's width; inf's bits where there is
+    none, e.g. for T_g = inf), S_g their sum (float64, non-negative terms)
+    and n_g their number.  One pass in memory order, four rows of A per
+    update (the minimum an integer one, vectorised as in _col_pass1)."""
+    P, G = A.shape
+    inf = _inf_magnitude_bits(A[0, 0])
+    for g in range(G):
+        mb[g] = inf
+        S[g] = 0.0
+        n[g] = 0
+    i = 0
+    while i + 4 <= P:
+        r0, r1, r2, r3 = A[i], A[i + 1], A[i + 2], A[i + 3]
+        for g in range(G):
+            t = T[g]
+            y0, y1 = abs(np.float64(r0[g])), abs(np.float64(r1[g]))
+            y2, y3 = abs(np.float64(r2[g])), abs(np.float64(r3[g]))
+            a0, a1, a2, a3 = y0 > t, y1 > t, y2 > t, y3 > t
+            b0 = _magnitude_bits(r0[g]) if a0 else inf
+            b1 = _magnitude_bits(r1[g]) if a1 else inf
+            b2 = _magnitude_bits(r2[g]) if a2 else inf
+            b3 = _magnitude_bits(r3[g]) if a3 else inf
+            mb[g] = min(mb[g], min(min(b0, b1), min(b2, b3)))
+            S[g] += ((y0 if a0 else 0.0) + (y1 if a1 else 0.0)) + ((y2 if a2 else 0.0) + (y3 if a3 else 0.0))
+            n[g] += ((1 if a0 else 0) + (1 if a1 else 0)) + ((1 if a2 else 0) + (1 if a3 else 0))
+        i += 4
+    for i in range(i, P):
+        row = A[i]
+        for g in range(G):
+            y = abs(np.float64(row[g]))
+            above = y > T[g]
+            mb[g] = min(mb[g], _magnitude_bits(row[g]) if above else inf)
+            S[g] += y if above else 0.0
+            n[g] += 1 if above else 0
+
+
+_COL_SEARCH_ROUNDS = 4  # candidate rounds of the column search before the row kernel takes a column
+
+
+@_jit
+def _tau_below(S, n, P, a, b):
+    """A lower bound of tau, the root of phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+
+    (a = 0: the exclusive lasso), from the sum S of the n magnitudes of a
+    column (of P entries) that may be on the support (all above some t' <=
+    tau; the sum's error below P eps S).
+
+    F(t) >= S - n t (each (y - t)_+ >= y - t) and sqrt(Q(t)) >= F(t)/sqrt(n)
+    (Cauchy-Schwarz), so phi(t) <= t - b (S - n t - a sqrt(n))_+, which
+    vanishes at tau_0 = b (S - a sqrt(n))/(1 + b n); phi increases, so
+    tau_0 <= tau (for a = 0 and n the nonzero entries: Michelot's first
+    step).  Formed from a lowered S and a raised a sqrt(n), then lowered by
+    8 units for the three operations; 0 where the difference is not
+    positive or tau_0 is near the subnormals (a rounded-up subnormal could
+    exceed it)."""
+    S_lo = S * (1.0 - (P + 8) * 2.0**-52)
+    d = S_lo - a * math.sqrt(np.float64(n)) * (1.0 + 2.0**-50) if a > 0.0 else S_lo
+    if not d > 0.0:
+        return 0.0
+    t = ((b * d) / (1.0 + b * np.float64(n))) * (1.0 - 8 * 2.0**-52)
+    return t if t >= 2.0**-1000 else 0.0
+
+
+@_jit
+def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
+    """The support of the exclusive lasso (D2 None) or group+exclusive on
+    the columns g with T_g < inf, a lower bound of their tau (_tau_below;
+    Y_g the least nonzero magnitude, T_g = inf on the columns left as they
+    are).
+
+    Every magnitude <= T_g <= tau is off the support, so the least magnitude
+    above T_g, Y_g, is the support's least entry if phi(Y_g) > 0 (the fast
+    path's test, on the support sums at Y_g), and the support is then
+    {y >= Y_g}.  If not, the magnitudes above T_g give a higher lower bound
+    (_tau_below over them) and the next candidate, for up to
+    _COL_SEARCH_ROUNDS rounds of two passes (one for the candidates and the
+    sums above T, _col_above; one for the support sums at the candidates,
+    _col_support_sums, which leaves F, D2, k right for every column).  A
+    column still undecided keeps a Y_g with phi(Y_g) <= 0 and goes to the
+    row kernel (the caller's test).  In training, the prox zeroes entries
+    and the gradient step revives them as tiny magnitudes below tau: one
+    round skips them.
+
+    float32 exclusive lasso (xb given: the first pass's largest magnitudes;
+    S1, nz1, mb1 its sums, nonzero counts and least magnitudes): the support
+    sums come from the sums above T_g (F = S - n Y: {y > T_g} = {y >= Y_g}),
+    or from the first pass for the other columns, where they are exact
+    (_support_sums_from_pass1, whose proof holds for any Y_g = the least of
+    the entries summed): then that round makes one pass."""
+    P, G = A.shape
+    mb = np.full(G, _inf_magnitude_bits(A[0, 0]))
+    S = np.empty(G, dtype=np.float64)
+    n = np.empty(G, dtype=np.int64)
+    # each column's sum, count and least magnitude of the entries >= Y_g, for
+    # the float32 shortcut: the first pass's, then those of the round that
+    # last set Y_g (a column decided in an earlier round keeps them)
+    S_y, n_y, mb_y = S1.copy(), nz1.copy(), mb1.copy()
+    for rnd in range(_COL_SEARCH_ROUNDS):
+        _col_above(A, T, mb, S, n)
+        for g in range(G):
+            if T[g] < np.inf:
+                y = _magnitude_of_bits(mb[g])
+                Y[g] = y if y < np.inf else -1.0
+                S_y[g], n_y[g], mb_y[g] = S[g], n[g], mb[g]
+        if xb is None or not _support_sums_from_pass1(S_y, Y, mb_y, xb, n_y, P, F, k):
+            _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+        again = False
+        for g in range(G):
+            if T[g] < np.inf:
+                ag = np.float64(a[g]) if D2 is not None else 0.0
+                br = np.float64(b[g])
+                if Y[g] > 0.0 and _phi(Y[g], F[g], D2[g] if D2 is not None else 0.0, ag, br) > 0.0:
+                    T[g] = np.inf  # decided
+                    continue
+                t = _tau_below(S[g], n[g], P, ag, br) if n[g] > 0 else 0.0
+                if rnd + 1 < _COL_SEARCH_ROUNDS and t > T[g]:
+                    T[g] = t
+                    again = True
+                else:
+                    T[g] = np.inf  # (no progress: the row kernel)
+        if not again:
+            return
+
+
 @_jit
 def _col_support_out(A, Y, e, fac, out):
     """out_ig = sign(A_ig) ((|A_ig| - Y_g) + e_g) fac_g on |A_ig| >= Y_g, else
@@ -1172,13 +1309,15 @@ def _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k):
 @_jit
 def _exclusive_cols(A, a, b, out, gx):
     """The exclusive lasso (gx False) or group+exclusive (gx True) on every
-    column of A, in memory order, for the columns where the support is every
-    nonzero entry (the fast path of _exclusive_core, _group_exclusive_core:
-    unscaled sums, phi(min{y > 0}) > 0; b in (0, 2^54) resp. (0, inf),
-    ||w|| > a > 0): three passes over A.  The other columns are gathered into
-    rows and solved by the row kernel.  Returns False, having written
-    nothing, when more than a quarter of the columns need that (the caller
-    then transposes the whole matrix)."""
+    column of A, in memory order, for the columns with unscaled sums and
+    b in (0, 2^54) resp. (0, inf), ||w|| > a > 0: where the support is every
+    nonzero entry (phi(min{y > 0}) > 0, the fast path of _exclusive_core,
+    _group_exclusive_core) or the entries above a candidate found by
+    _exclusive_col_search; three or four passes over A (one more per extra
+    search round).  The other columns are gathered into rows and solved by
+    the row kernel.  Returns False, having written nothing, when more than a
+    quarter of the columns need that (the caller then solves the whole
+    matrix as rows)."""
     P, G = A.shape
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
@@ -1203,21 +1342,27 @@ def _exclusive_cols(A, a, b, out, gx):
         else:
             ok = ok and br < _HUGE_B
         Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel
-    # Columns that certainly need the search (_support_may_be_all's rigorous
-    # test, from this pass alone): when they are more than a quarter, give up
-    # before the second pass (in training, once the prox has zeroed entries
-    # and the gradient step revived them, tiny magnitudes make most columns so)
-    certain = 0
+    # The columns whose least magnitude is not above a lower bound of tau
+    # take the candidate search (_exclusive_col_search)
+    T = np.full(G, np.inf)
+    searched = False
     for g in range(G):
-        if not (Y[g] > 0.0 and _support_may_be_all(Y[g], S[g], nz[g], P, np.float64(a[g]) if gx else 0.0,
-                                                   np.float64(b[g]))):
-            certain += 1
-    if 4 * certain > G:
-        return False
+        if Y[g] > 0.0:
+            t0 = _tau_below(S[g], nz[g], P, np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
+            if not Y[g] > t0:
+                T[g] = t0
+                searched = True
     F = np.empty(G, dtype=np.float64)
     D2 = np.zeros(G, dtype=np.float64)  # (phi of the exclusive lasso reads no D2: it stays 0)
     k = np.empty(G, dtype=np.int64)
-    if gx:
+    if searched:
+        if gx:
+            _exclusive_col_search(A, a, b, Y, T, F, D2, k, S, nz, mb, None)
+        elif sums_exact:
+            _exclusive_col_search(A, a, b, Y, T, F, None, k, S, nz, mb, xb)
+        else:
+            _exclusive_col_search(A, a, b, Y, T, F, None, k, S, nz, mb, None)
+    elif gx:
         _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
     elif not (sums_exact and _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)):
         _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
