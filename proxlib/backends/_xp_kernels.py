@@ -133,6 +133,24 @@ def _scaled_magnitudes(W, xp):
     return W64, A / s[:, None], s
 
 
+def tau_below(S, n, P, a, b, xp):
+    """Per row, a lower bound of tau, the root of phi(t) = t - b F(t)
+    (1 - a/sqrt(Q(t)))_+ (F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2; a = 0:
+    the exclusive lasso), from the sum ``S`` of the ``n`` magnitudes that may
+    be on the support (all of them above some t' <= tau; rows of ``P``
+    entries, the sums' error below P eps S): tau_0 = b (S - a sqrt(n))/(1 + b n),
+    formed from a lowered S and a raised a sqrt(n) and lowered for its three
+    operations; 0 where S - a sqrt(n) is not positive or tau_0 < 2^-1000.
+
+    The same bound, with the proof, as ``numba_cpu._tau_below`` (one column
+    at a time there); float64 arrays (or ``P`` a number)."""
+    S_lo = S * (1.0 - (P + 8) * 2.0**-52)
+    d = S_lo - a * xp.sqrt(n) * (1.0 + 2.0**-50)
+    ok = d > 0.0
+    t = ((b * xp.where(ok, d, 0.0)) / (1.0 + b * n)) * (1.0 - 8 * 2.0**-52)
+    return xp.where(ok & (t >= 2.0**-1000), t, 0.0)
+
+
 def exclusive_lasso(W, b, sort=sort_desc):
     """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold
     (see :func:`exclusive_magnitudes`); b = inf gives 0.

@@ -25,11 +25,15 @@ group lasso           nothing                     all-reduce of 8 G_loc bytes (f
                                                   sum of squares: overflow-safe)
 GrOWL                 all-gather of the G row     the all-reduce above, then the all-gather
                       norms (8 G bytes)
-exclusive,            nothing                     one all-reduce of the row maxima, then
-group+exclusive                                   rounds of one all-reduce of 4 statistics
-                                                  per row (32 G_loc bytes) until the
-                                                  support is known (typically 5-15 rounds;
-                                                  at most ~64 per row), then one of 4 more
+exclusive,            nothing                     one all-reduce of 4 statistics per row
+group+exclusive                                   (32 G_loc bytes: norms, sums, counts), one
+                                                  of the row maxima, two for a candidate
+                                                  support (a minimum, then 2 sums), which
+                                                  decides the rows of a training step; other
+                                                  rows: rounds of one all-reduce of 4
+                                                  statistics until the support is known
+                                                  (typically 5-15; at most ~64 per row);
+                                                  then one of 4 more
 weighted l1 / l2^2,   nothing                     nothing (elementwise)
 lp
 OWL (all entries)     all-gather of the whole     the same: OWL couples every entry; the
@@ -56,7 +60,10 @@ of the increasing function
 
 (a = 0: the exclusive lasso), found by Newton's method safeguarded by
 bisection on sums over the row (all-reduced) until no entry lies strictly
-inside the bracket, which fixes the support.  Then the four support statistics
+inside the bracket, which fixes the support.  It starts from a lower bound
+tau_0 of the root (from the row's sum and nonzero count), and first tries the
+least y above tau_0 as the support's least entry (h > 0 there decides it):
+in a training step that settles every row in two all-reduces.  Then the four support statistics
 of :func:`proxlib.backends._xp_kernels.group_exclusive_factor` (all-reduced)
 give c to the last bit exactly as on one device, and the row map is local.
 """
@@ -209,11 +216,35 @@ def _bit_midpoint(lo, hi):
     return ((lo.view(torch.int64) + hi.view(torch.int64)) // 2).view(torch.float64)
 
 
-def _support_split(Y, a, b, comm: _Comm):
+def _candidate_split(Y, a, b, t0, active, comm: _Comm):
+    """Rows whose support is decided by one candidate (two all-reduces): every
+    y <= t0 <= tau is off the support (``t0``: a lower bound of tau,
+    :func:`proxlib.backends._xp_kernels.tau_below`), so the least y above t0,
+    Y_c, is the support's least entry where h(Y_c) > 0 on the sums at Y_c
+    (the single-device column kernels' test), and the support is then
+    {y > t0}.  In training (the prox zeroed entries, the gradient step
+    revived them tiny, thresholds small) t0 is within a hair of tau and this
+    decides every row: two all-reduces instead of a search's rounds."""
+    inf = torch.full((Y.shape[0],), float("inf"), dtype=Y.dtype, device=Y.device)
+    Yc = torch.where(Y > t0[:, None], Y, float("inf")).amin(dim=1) if Y.shape[1] else inf
+    comm.all_reduce(Yc, dist.ReduceOp.MIN)
+    Yc0 = torch.where(torch.isfinite(Yc), Yc, 0.0)
+    D = torch.clamp(Y - Yc0[:, None], min=0.0)
+    F, Q = comm.all_reduce(torch.stack([D.sum(1), (D * D).sum(1)]))
+    nrm = torch.sqrt(Q)
+    pos = nrm > a
+    shrink = torch.where(pos, 1.0 - a / torch.where(pos, nrm, 1.0), 0.0)
+    return active & torch.isfinite(Yc) & (Yc - b * F * shrink > 0)
+
+
+def _support_split(Y, a, b, comm: _Comm, t0=None):
     """The support threshold of x on rows split across ranks (see the module
     doc): returns t with support {y > t}.  ``Y``: scaled magnitudes (G, m_loc),
     float64; ``a``, ``b`` the scaled thresholds of each row (rows with a zero
     solution have a = 0 and b = 0 here: their support is all of y > 0).
+    ``t0``: a lower bound of each row's threshold (None: 0); rows whose
+    candidate above it decides the support (:func:`_candidate_split`) take
+    no search, the others search from it (h(t0) <= 0: a left end).
 
     Per round one all-reduce of (||z||_1, ||z||_2^2, |supp z|, #y inside the
     bracket) at the current theta; Newton's step on h if it stays inside the
@@ -224,12 +255,18 @@ def _support_split(Y, a, b, comm: _Comm):
     G = Y.shape[0]
     ymax = Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(G)
     comm.all_reduce(ymax, dist.ReduceOp.MAX)
-    lo = torch.zeros(G, dtype=Y.dtype, device=Y.device)
+    active = (b > 0) & (ymax > 0)  # b = 0: theta = 0, the support is y > 0
+    lo = torch.zeros(G, dtype=Y.dtype, device=Y.device) if t0 is None else torch.where(active, t0, 0.0)
     hi = ymax.clone()
     theta = lo.clone()
-    t_out = lo.clone()
-    active = (b > 0) & (ymax > 0)  # b = 0: theta = 0, the support is y > 0
+    t_out = torch.zeros_like(lo)
+    if t0 is not None and bool(active.any()):
+        decided = _candidate_split(Y, a, b, lo, active, comm)
+        t_out = torch.where(decided, lo, t_out)
+        active = active & ~decided
     for _ in range(_MAX_SUPPORT_ROUNDS):
+        if not bool(active.any()):
+            break
         Z = torch.clamp(Y - theta[:, None], min=0.0)
         inside = (Y > lo[:, None]) & (Y < hi[:, None])
         stats = torch.stack([Z.sum(1), (Z * Z).sum(1), (Z > 0).sum(1).to(Y.dtype), inside.sum(1).to(Y.dtype)])
@@ -269,9 +306,14 @@ def _group_exclusive_split(Rw, a, b, comm: _Comm):
     b = b.to(torch.float64)
     finite = torch.isfinite(b)
     bf = torch.where(finite, b, 0.0)
-    nrm = torch.sqrt(comm.all_reduce((Y * Y).sum(1)))
+    # one all-reduce: the row norms, and the sums and counts of a lower bound of tau
+    sq, S, n, m = comm.all_reduce(torch.stack([(Y * Y).sum(1), Y.sum(1), (Y > 0).sum(1).to(Y.dtype),
+                                                Y.new_full((Y.shape[0],), float(Y.shape[1]))]))
+    nrm = torch.sqrt(sq)
     nonzero = (nrm > a_s) & finite
-    t = _support_split(Y, torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0), comm)
+    a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
+    t0 = _k.tau_below(S, n, m, a_eff, b_eff, array_namespace(Y))
+    t = _support_split(Y, a_eff, b_eff, comm, t0)
     sup = Y > t[:, None]
     m_loc = Y.shape[1]
     inf = torch.full((Y.shape[0],), float("inf"), dtype=Y.dtype, device=Y.device)

@@ -1,0 +1,146 @@
+"""The split-row solver of proxlib.torch.sharded in one process.
+
+Rows split across ranks (FSDP2's ``Shard(0)`` under the ``"shape"``
+grouping) find the exclusive operators' support from all-reduced sums.  Here
+two "ranks" are two threads, each holding a column slice of every row, and
+the communicator all-reduces their tensors through a barrier: the same
+function, the same collectives and their order, without processes.  The
+results are checked against exact references on rows as a training step
+leaves them (revived tiny entries, where the candidate above the lower bound
+decides the support) and on rows that need the search.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():  # pragma: no cover
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+import _cvx as R  # noqa: E402
+from proxlib.torch import sharded  # noqa: E402
+
+_OPS = {"sum": torch.add, "min": torch.minimum, "max": torch.maximum}
+
+
+class _ThreadComm:
+    """All-reduce between threads: each rank contributes its tensor, all
+    receive the reduction (in rank order: the same bits on every rank)."""
+
+    def __init__(self, rank: int, shared: dict):
+        self.rank, self.shared = rank, shared
+        self.rounds = 0
+
+    def all_reduce(self, t, op=dist.ReduceOp.SUM):
+        name = {dist.ReduceOp.SUM: "sum", dist.ReduceOp.MIN: "min", dist.ReduceOp.MAX: "max"}[op]
+        box, barrier = self.shared["box"], self.shared["barrier"]
+        box[self.rank] = t.clone()
+        barrier.wait()
+        out = box[0]
+        for r in range(1, len(box)):
+            out = _OPS[name](out, box[r])
+        barrier.wait()  # every rank has read before the next round writes
+        t.copy_(out)
+        self.rounds += 1
+        return t
+
+
+def _split_solve(W: np.ndarray, a: np.ndarray, b: np.ndarray, cut: int):
+    """``_group_exclusive_split`` on W's rows split at column ``cut`` between
+    two threads; the assembled result and the number of all-reduces."""
+    shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
+    parts, comms, errors = [None, None], [_ThreadComm(0, shared), _ThreadComm(1, shared)], []
+
+    def rank(r):
+        try:
+            local = torch.from_numpy(np.ascontiguousarray(W[:, :cut] if r == 0 else W[:, cut:]))
+            parts[r] = sharded._group_exclusive_split(local, torch.from_numpy(a), torch.from_numpy(b), comms[r]).numpy()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    if errors:
+        raise errors[0]
+    assert comms[0].rounds == comms[1].rounds
+    return np.concatenate(parts, axis=1), comms[0].rounds
+
+
+@st.composite
+def _rows(draw):
+    """float64 rows of a common scale; on some rows also tiny magnitudes (a
+    training step's revived entries) and zeros; b from a training step's to
+    large, a from 0 (the exclusive lasso) to half the row norm."""
+    G = draw(st.integers(1, 5))
+    m = draw(st.integers(2, 24))
+    W = np.zeros((G, m))
+    for r in range(G):
+        revived = draw(st.booleans())
+        for i in range(m):
+            kind = draw(st.integers(0, 3))
+            if kind == 0 or (kind == 1 and not revived):
+                continue
+            e = draw(st.integers(-60, -20)) if kind == 1 else draw(st.integers(-6, 2))
+            W[r, i] = math.ldexp(draw(st.floats(0.5, 1.0)), e) * draw(st.sampled_from([1, -1]))
+    b = np.array([math.ldexp(draw(st.floats(1.0, 2.0)), draw(st.sampled_from([-30, -12, -6, -2, 0, 2]))) for _ in range(G)])
+    frac = np.array([draw(st.sampled_from([0.0, 0.0, 1e-6, 1e-2, 0.5])) for _ in range(G)])
+    a = frac * np.sqrt((W**2).sum(axis=1))
+    cut = draw(st.integers(1, m - 1))
+    return W, a, b, cut
+
+
+def _exact(W, a, b):
+    out = np.zeros_like(W)
+    for r in range(W.shape[0]):
+        if a[r] == 0:
+            out[r] = R.exact_exclusive_row(W[r], Fraction(float(b[r])))
+        else:
+            out[r] = R.exact_group_exclusive_ab(W[r], float(a[r]), float(b[r]))
+    return out
+
+
+@given(case=_rows())
+def test_split_rows_give_the_exact_prox(case):
+    W, a, b, cut = case
+    X, _ = _split_solve(W, a, b, cut)
+    exact = _exact(W, a, b)
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    assert np.all(np.abs(X - exact) <= 16 * W.shape[1] * 2.0**-52 * scale + 2 * 2.0**-52 * np.abs(exact))
+    np.testing.assert_array_equal(X == 0, exact == 0)
+
+
+def test_training_state_takes_the_candidate_not_the_search(monkeypatch):
+    """Rows as a training step leaves them: the candidate decides every row,
+    so the collectives are the row scale, the first statistics, the maxima,
+    the candidate's two, the support's two extremes and its statistics (8);
+    the search from 0 (the candidate switched off) takes more rounds."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((8, 300)) / 20
+    dead = rng.random(W.shape) < 0.3
+    W[dead] = rng.standard_normal(dead.sum()) * 1e-7
+    b = np.full(8, 1e-6)
+    for a in (np.zeros(8), 0.5 * np.sqrt((W**2).sum(axis=1))):
+        X, rounds = _split_solve(W, a, b, 150)
+        exact = _exact(W, a, b)
+        assert np.all(np.abs(X - exact) <= 16 * 300 * 2.0**-52 * np.abs(W).max(axis=1, keepdims=True))
+        np.testing.assert_array_equal(X == 0, exact == 0)
+        assert rounds == 8, rounds
+    search = sharded._support_split
+    monkeypatch.setattr(sharded, "_support_split", lambda Y, a, b, comm, t0=None: search(Y, a, b, comm))
+    for a in (np.zeros(8), 0.5 * np.sqrt((W**2).sum(axis=1))):
+        X, rounds = _split_solve(W, a, b, 150)
+        np.testing.assert_array_equal(X == 0, _exact(W, a, b) == 0)
+        assert rounds > 8, rounds
