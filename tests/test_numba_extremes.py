@@ -959,3 +959,40 @@ def test_fused_check_raises_before_writing_in_place(name, order):
     with pytest.raises(ValueError):
         getattr(NB, name)(W, np.linspace(1.0, 0.0, 4), check_finite=True, parallel=False, out=W)
     np.testing.assert_array_equal(W, before)
+
+
+# ------------------------------------------------------------------ a convolution's channel rows
+# W.reshape(O, C, K) of a C-contiguous convolution weight: row c = W[:, c, :]
+# (no 2-D view gives these rows).  The *_channels kernels read them in memory
+# order, in place, with the row kernels' arithmetic in their order.
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_channel_row_kernels_are_the_row_kernels_bit_for_bit(dtype, data):
+    O, C, K = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5)), data.draw(st.integers(1, 11))
+    W3 = data.draw(arrays(dtype, (O, C, K), elements=signed(dtype)))
+    rows = np.ascontiguousarray(np.moveaxis(W3, 1, 0).reshape(C, -1))  # row c = W3[:, c, :] in order
+
+    def as_rows(X3):
+        return np.moveaxis(X3, 1, 0).reshape(C, -1)
+
+    a = thresholds(data.draw, dtype, C)
+    w = np.sort(thresholds(data.draw, dtype, C, allow_inf=False))[::-1].copy()
+    for name, args in (("group_lasso", (a,)), ("growl", (w,))):
+        want = getattr(NB, name)(rows, *args, parallel=False)
+        got = getattr(NB, name + "_channels")(W3, *args)
+        np.testing.assert_array_equal(as_rows(got), want, err_msg=name)
+        X3 = W3.copy()
+        assert getattr(NB, name + "_channels")(X3, *args, out=X3) is X3  # in place
+        np.testing.assert_array_equal(X3, got, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["group_lasso", "growl"])
+def test_channel_row_kernels_check_before_writing_in_place(name):
+    W3 = np.arange(60.0).reshape(3, 4, 5)
+    W3[1, 2, 3] = np.inf
+    before = W3.copy()
+    with pytest.raises(ValueError):
+        getattr(NB, name + "_channels")(W3, np.linspace(1.0, 0.0, 4), check_finite=True, out=W3)
+    np.testing.assert_array_equal(W3, before)

@@ -541,3 +541,26 @@ def test_in_place_thresholds_round_as_the_registry(dtype, step):
         else:
             assert g.dtype == w.dtype
             np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_convolution_channel_rows_run_in_place_on_numba(dtype, monkeypatch):
+    """A convolution's "channel" rows (no 2-D view of the weight gives them)
+    run Numba's channel-row kernels on the parameter itself: no copy, and
+    bit for bit the public function on the rows."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 8, 3).to(dtype)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    prox.add(conv, pt.growl(_growl_weights), grouping="channel", label="growl")
+    prox.add(conv, proxlib.GroupLasso(0.3), grouping="channel", label="gl")
+    assert all(term.plan(conv.weight).on_numba is not None for term in prox.terms)
+    W = conv.weight.detach().clone()
+    expected = _expected(W, lambda R, s: proxlib.prox_growl(R, _growl_weights(R.shape[0]), s), "channel", 0.1)
+    expected = _expected(expected, lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1)
+    ptr = conv.weight.data_ptr()
+    prox.step()
+    assert conv.weight.data_ptr() == ptr
+    assert torch.equal(conv.weight.detach(), expected)

@@ -66,7 +66,10 @@ Algorithms (m = row length, G = rows, n = vector length):
 * ``growl``: row norms (prange, one pass), the OWL prox of the G norms, then
   the rescaled rows (second pass).  W is necessarily read twice: every row's
   factor depends on all norms.  O(G m + G log G), O(G) scratch.  Columns:
-  as group lasso.
+  as group lasso.  Both also take a convolution weight's "channel" rows,
+  W.reshape(O, C, K)[:, c, :] (``group_lasso_channels``, ``growl_channels``:
+  serial passes in memory order on that array, the sums of squares in the
+  row kernels' order, so the results are theirs bit for bit).
 * ``exclusive_lasso``: per row (prange over chunks of rows, one float64
   scratch row per chunk), no sorting: one pass summing |w| (vectorised), then
   Newton's method from the left on the concave piecewise-linear
@@ -443,6 +446,74 @@ def _scale_cols(A, fac, out):
                 orow[g] = row[g] * fac[g]
 
 
+# The "channel" rows of a convolution weight (O, C, ...) C-contiguous: row c
+# is W[:, c] -- O blocks of K contiguous entries, C K apart.  Viewed as
+# A3 = W.reshape(O, C, K), the passes below run in memory order over all
+# rows at once (as the column passes do for a Linear weight), on the
+# parameter's own memory.
+
+
+@_jit
+def _mid_sumsq(A3, q):
+    """q_c = _sumsq(row c) for every row c = A3[:, c, :] (entry j = o K + k),
+    bit for bit, in one pass in memory order: _sumsq's eight partial sums
+    (lane j mod 8 below the last multiple of 8, lane 0 after it), each fed
+    in increasing j as there, and combined as there.  (Scalar: the lanes of
+    a block of K change with o; the same results as the row kernels matter
+    more than SIMD here.)"""
+    O, C, K = A3.shape
+    m = O * K
+    m8 = m - m % 8
+    acc = np.zeros((C, 8), dtype=np.float64)
+    for o in range(O):
+        j0 = o * K
+        for c in range(C):
+            x = A3[o, c]
+            lanes = acc[c]
+            for k in range(K):
+                a = np.float64(x[k])
+                j = j0 + k
+                lanes[(j & 7) if j < m8 else 0] += a * a
+    for c in range(C):
+        a = acc[c]
+        q[c] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+
+
+@_jit
+def _mid_norms(A3, q, s):
+    """(q_c, s_c) of _row_norm for every row c = A3[:, c, :], bit for bit:
+    the plain sums of squares in one pass in memory order (_mid_sumsq); a
+    row whose sum leaves [2^-600, inf) is summed again, scaled, from a copy
+    of it (as _col_norms does)."""
+    C = A3.shape[1]
+    _mid_sumsq(A3, q)
+    for c in range(C):
+        if q[c] >= _TINY_SUMSQ and q[c] < np.inf:
+            q[c] = math.sqrt(q[c])
+            s[c] = 1.0
+        else:
+            q[c], s[c] = _row_norm(A3[:, c, :].copy().reshape(-1))
+
+
+@_jit
+def _scale_mid(A3, fac, out3):
+    """out3[o, c, k] = A3[o, c, k] fac_c (in place when out3 is A3: then one
+    array per loop, see _weighted_l1_seq)."""
+    O, C, K = A3.shape
+    same = A3.ctypes.data == out3.ctypes.data
+    for o in range(O):
+        for c in range(C):
+            f = fac[c]
+            y = out3[o, c]
+            if same:
+                for k in range(K):
+                    y[k] = y[k] * f
+            else:
+                x = A3[o, c]
+                for k in range(K):
+                    y[k] = x[k] * f
+
+
 # ------------------------------------------------------------------ group lasso
 
 
@@ -512,6 +583,38 @@ def group_lasso(W, a, check_finite=False, *, parallel=True, out=None):
                 (_row_norms_par if parallel and _parallel(W) else _row_norms_seq)(W, nrm, s)
                 check_row_norms(nrm, np)
             (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
+        if check_finite:
+            check_row_norms(nrm, np)
+    return out
+
+
+@_jit
+def _group_lasso_mid(A3, a, out3, nrm, check_finite):
+    """_group_lasso_row on every row A3[:, c, :] (out3 may be A3); with
+    check_finite and a non-finite norm, nothing is written."""
+    C = A3.shape[1]
+    s = np.empty(C, dtype=np.float64)
+    fac = np.empty(C, dtype=np.float64)
+    _mid_norms(A3, nrm, s)
+    if check_finite:
+        for c in range(C):
+            if not nrm[c] < np.inf:
+                return
+    for c in range(C):
+        fac[c] = _group_lasso_factor(nrm[c], s[c], np.float64(a[c]))
+    _scale_mid(A3, fac, out3)
+
+
+def group_lasso_channels(W3, a, check_finite=False, *, out=None):
+    """group_lasso on the rows W3[:, c, :] of a C-contiguous 3-D array (a
+    convolution weight's "channel" rows, W.reshape(O, C, -1)): two passes in
+    memory order, serial, into ``out`` (which may be ``W3``) or a new array.
+    The row kernels' arithmetic in their order: bit for bit their results on
+    the rows copied out."""
+    out = _result(W3, out)
+    if W3.size:
+        nrm = np.empty(W3.shape[1], dtype=np.float64)
+        _group_lasso_mid(W3, a, out, nrm, check_finite)
         if check_finite:
             check_row_norms(nrm, np)
     return out
@@ -591,16 +694,70 @@ def _growl_seq(A, w, out, cols, check_finite):
         for r in range(G):
             if not q[r] < np.inf:
                 return q
-    nS = np.empty(G, dtype=np.float64)
-    wS = np.empty(G, dtype=np.float64)
-    _growl_norms(q, s, w, nS, wS)
-    new = np.empty(G, dtype=np.float64)
-    _owl_small(nS, wS, new)
+    nS, new = _growl_small_norms(q, s, w)
     if cols:
         _scale_cols(A, _rescale_factors(nS, new), out)
     else:
         _rescale_rows_seq(A, nS, new, out)
     return q
+
+
+@_jit
+def _growl_small_norms(q, s, w):
+    """(nS, new): the norms q s at the scale S of _growl_norms and their OWL
+    prox (G <= _OWL_SMALL, one compiled call)."""
+    G = q.shape[0]
+    nS = np.empty(G, dtype=np.float64)
+    wS = np.empty(G, dtype=np.float64)
+    _growl_norms(q, s, w, nS, wS)
+    new = np.empty(G, dtype=np.float64)
+    _owl_small(nS, wS, new)
+    return nS, new
+
+
+@_jit
+def _growl_mid(A3, w, out3, check_finite):
+    """GrOWL on the rows A3[:, c, :] serially in one compiled call (C <=
+    _OWL_SMALL rows, a finite largest weight), as _growl_seq.  Returns the
+    scaled norms q; with check_finite and a non-finite q nothing is
+    written."""
+    C = A3.shape[1]
+    q = np.empty(C, dtype=np.float64)
+    s = np.empty(C, dtype=np.float64)
+    _mid_norms(A3, q, s)
+    if check_finite:
+        for c in range(C):
+            if not q[c] < np.inf:
+                return q
+    nS, new = _growl_small_norms(q, s, w)
+    _scale_mid(A3, _rescale_factors(nS, new), out3)
+    return q
+
+
+def growl_channels(W3, w, check_finite=False, *, out=None):
+    """growl on the rows W3[:, c, :] of a C-contiguous 3-D array (see
+    :func:`group_lasso_channels`): the norms in one pass, the OWL of the C
+    norms, the rescaling pass; into ``out`` (which may be ``W3``) or a new
+    array."""
+    out = _result(W3, out)
+    C = W3.shape[1]
+    if W3.size == 0:
+        return out
+    if C <= _OWL_SMALL and w[0] < np.inf:
+        q = _growl_mid(W3, w, out, check_finite)
+        if check_finite:
+            check_row_norms(q, np)
+        return out
+    q = np.empty(C, dtype=np.float64)
+    s = np.empty(C, dtype=np.float64)
+    _mid_norms(W3, q, s)
+    if check_finite:
+        check_row_norms(q, np)
+    nS = np.empty(C, dtype=np.float64)
+    wS = np.empty(C, dtype=np.float64)
+    _growl_norms(q, s, w, nS, wS)
+    _scale_mid(W3, _rescale_factors(nS, owl(nS, wS, parallel=False)), out)
+    return out
 
 
 def growl(W, w, check_finite=False, *, parallel=True, out=None):

@@ -263,7 +263,8 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
     bypasses autograd's).  None when: Numba does not import, the kernel has
     no in-place variant, the device or dtype is another, the view is neither
     C- nor F-contiguous (e.g. the ``"channel"`` rows of a convolution, which
-    are a permutation), or per-entry elementwise thresholds do not follow the
+    are a permutation: :func:`numba_in_place_channels` takes those for the
+    group lasso and GrOWL), or per-entry elementwise thresholds do not follow the
     view's memory order, or ``CPU_KERNELS`` is ``"torch"`` (callers rebuild
     when it changes)."""
     if CPU_KERNELS == "torch" or name not in _IN_PLACE_ON_NUMBA or view.device.type != "cpu" or view.dtype not in (torch.float32, torch.float64):
@@ -282,14 +283,40 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
         arr = view.detach().numpy()
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             return None
+    return _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, **kw),
+                         arr, base, fused_check)
+
+
+def numba_in_place_channels(name: str, leaf: torch.Tensor, base: tuple, fused_check: bool):
+    """:func:`numba_in_place` for the ``"channel"`` rows of a convolution
+    weight (``leaf`` of >= 3 dimensions, C-contiguous: row c is
+    ``leaf[:, c]``, a permutation of its memory that no 2-D view gives): the
+    group lasso and GrOWL kernels of Numba that read those rows in memory
+    order (``numba_cpu.group_lasso_channels``, ``growl_channels``) write into
+    the parameter, where the generic route copied the rows out and back.
+    None where that does not apply (as for :func:`numba_in_place`)."""
+    if (CPU_KERNELS == "torch" or name not in ("group_lasso", "growl") or leaf.device.type != "cpu"
+            or leaf.dtype not in (torch.float32, torch.float64) or leaf.ndim < 3 or not leaf.is_contiguous()):
+        return None
+    nb = _numba_cpu()
+    if nb is None:
+        return None
+    arr = leaf.detach().numpy().reshape(leaf.shape[0], leaf.shape[1], -1)  # a view (C-contiguous)
+    kernel = getattr(nb, name + "_channels")
+    return _run_in_place(lambda a, thr, **kw: kernel(a, *thr, out=a, **kw), arr, base, fused_check)
+
+
+def _run_in_place(call, arr, base: tuple, fused_check: bool):
+    """The prepared ``run(step, check_finite)`` of the in-place runners:
+    ``call(arr, thresholds, **kw)`` with the thresholds ``step * base``
+    rounded once to the data's dtype (:func:`_scaled_like`)."""
     dtype = arr.dtype
-    kernel = getattr(nb, name)
     base = tuple(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else float(t) for t in base)
     max_step = _max_step(base, dtype)
 
     def run(step: float, check_finite: bool = False) -> None:
         kw = {"check_finite": check_finite} if fused_check else {}
-        kernel(arr, *_scaled_like(base, step, dtype, max_step), *fixed, parallel=False, out=arr, **kw)
+        call(arr, _scaled_like(base, step, dtype, max_step), **kw)
 
     return run
 

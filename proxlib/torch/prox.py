@@ -283,6 +283,9 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     shares = native and _shares_memory(probe, leaf)
     inplace = shares and pen.kernel in _IN_PLACE
     on_numba = torch_dev.numba_in_place(pen.kernel, probe, base, pen.fixed(), pen.fused_finite_check) if shares else None
+    if on_numba is None and native and grouping == "channel" and leaf.ndim >= 3:
+        # a convolution's channel rows: no 2-D view, but Numba reads them in place
+        on_numba = torch_dev.numba_in_place_channels(pen.kernel, leaf.detach(), base, pen.fused_finite_check)
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping, False, on_numba)
 
 
