@@ -539,17 +539,29 @@ def _group_lasso_cols(A, a, out, nrm, check_finite):
     """_group_lasso_row on every column of A (out may be A); with
     check_finite and a non-finite norm, nothing is written (the caller
     raises)."""
-    G = A.shape[1]
-    s = np.empty(G, dtype=np.float64)
-    fac = np.empty(G, dtype=np.float64)
+    s = np.empty(A.shape[1], dtype=np.float64)
     _col_norms(A, nrm, s)
+    if _norms_finite(nrm, check_finite):
+        _scale_cols(A, _group_lasso_factors(nrm, s, a), out)
+
+
+@_jit
+def _norms_finite(q, check_finite):
+    """False when check_finite and a norm is not finite (then the caller
+    writes nothing and raises)."""
     if check_finite:
-        for g in range(G):
-            if not nrm[g] < np.inf:
-                return
-    for g in range(G):
-        fac[g] = _group_lasso_factor(nrm[g], s[g], np.float64(a[g]))
-    _scale_cols(A, fac, out)
+        for r in range(q.shape[0]):
+            if not q[r] < np.inf:
+                return False
+    return True
+
+
+@_jit
+def _group_lasso_factors(q, s, a):
+    fac = np.empty(q.shape[0], dtype=np.float64)
+    for r in range(q.shape[0]):
+        fac[r] = _group_lasso_factor(q[r], s[r], np.float64(a[r]))
+    return fac
 
 
 @_pjit
@@ -592,17 +604,10 @@ def group_lasso(W, a, check_finite=False, *, parallel=True, out=None):
 def _group_lasso_mid(A3, a, out3, nrm, check_finite):
     """_group_lasso_row on every row A3[:, c, :] (out3 may be A3); with
     check_finite and a non-finite norm, nothing is written."""
-    C = A3.shape[1]
-    s = np.empty(C, dtype=np.float64)
-    fac = np.empty(C, dtype=np.float64)
+    s = np.empty(A3.shape[1], dtype=np.float64)
     _mid_norms(A3, nrm, s)
-    if check_finite:
-        for c in range(C):
-            if not nrm[c] < np.inf:
-                return
-    for c in range(C):
-        fac[c] = _group_lasso_factor(nrm[c], s[c], np.float64(a[c]))
-    _scale_mid(A3, fac, out3)
+    if _norms_finite(nrm, check_finite):
+        _scale_mid(A3, _group_lasso_factors(nrm, s, a), out3)
 
 
 def group_lasso_channels(W3, a, check_finite=False, *, out=None):
@@ -690,10 +695,8 @@ def _growl_seq(A, w, out, cols, check_finite):
         _col_norms(A, q, s)
     else:
         _row_norms_seq(A, q, s)
-    if check_finite:
-        for r in range(G):
-            if not q[r] < np.inf:
-                return q
+    if not _norms_finite(q, check_finite):
+        return q
     nS, new = _growl_small_norms(q, s, w)
     if cols:
         _scale_cols(A, _rescale_factors(nS, new), out)
@@ -721,16 +724,12 @@ def _growl_mid(A3, w, out3, check_finite):
     _OWL_SMALL rows, a finite largest weight), as _growl_seq.  Returns the
     scaled norms q; with check_finite and a non-finite q nothing is
     written."""
-    C = A3.shape[1]
-    q = np.empty(C, dtype=np.float64)
-    s = np.empty(C, dtype=np.float64)
+    q = np.empty(A3.shape[1], dtype=np.float64)
+    s = np.empty(A3.shape[1], dtype=np.float64)
     _mid_norms(A3, q, s)
-    if check_finite:
-        for c in range(C):
-            if not q[c] < np.inf:
-                return q
-    nS, new = _growl_small_norms(q, s, w)
-    _scale_mid(A3, _rescale_factors(nS, new), out3)
+    if _norms_finite(q, check_finite):
+        nS, new = _growl_small_norms(q, s, w)
+        _scale_mid(A3, _rescale_factors(nS, new), out3)
     return q
 
 
