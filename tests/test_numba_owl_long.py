@@ -1,7 +1,7 @@
 """The Numba OWL kernel's long-vector path past its size thresholds.
 
-n = 300_000 entries: the key sort split in two halves and merged (parallel
-calls on >= 2^18 entries), the PAVA split in two halves and merged (supports
+n = 300_000 entries: the keys partitioned around a sampled median and the
+two parts sorted at once (parallel calls on >= 2^18 entries), the PAVA split in two halves and merged (supports
 >= 2^16 entries, serial and parallel), and, for float64, keys that drop
 ib = 19 low magnitude bits, so magnitudes that agree to 44 bits form one long
 run of equal keys that must be re-sorted by the full magnitudes (the argsort
@@ -67,3 +67,39 @@ def test_owl_past_the_split_thresholds(kind, dtype):
     order = np.argsort(a, kind="stable")
     same = a[order][1:] == a[order][:-1]
     np.testing.assert_array_equal(np.abs(x[order])[1:][same], np.abs(x[order])[:-1][same])
+
+
+def _adversarial_vectors(dtype):
+    """Inputs whose sampled median is a poor pivot: every magnitude equal,
+    all zeros (signed), two values, already sorted, reversed, inf and
+    subnormals among the magnitudes."""
+    rng = np.random.default_rng(7)
+    f = np.finfo(dtype)
+    two = rng.choice([-1.5, 2.0], N)
+    ramp = np.linspace(0.0, 3.0, N)
+    odd = rng.standard_normal(N)
+    odd[::5] = np.inf
+    odd[1::7] = float(f.smallest_subnormal) * 3
+    odd[2::11] = -0.0
+    return {
+        "equal": np.full(N, -0.75), "zeros": np.where(rng.random(N) < 0.5, 0.0, -0.0),
+        "two": two, "sorted": ramp, "reversed": ramp[::-1].copy(), "odd": odd,
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_partitioned_key_sort_equals_one_sort(dtype):
+    """The parallel path's partition + two sorts give exactly the serial
+    path's single sort, also where the pivot splits the keys unevenly (or not
+    at all)."""
+    assert N >= NB._OWL_SPLIT_SORT
+    ibits, mask, magbits = ((np.int64, np.int64(0x7FFFFFFFFFFFFFFF), 63) if dtype == np.float64
+                            else (np.int32, np.int64(0x7FFFFFFF), 31))
+    ib = (N - 1).bit_length()
+    t = max(0, magbits + ib + 1 - 64)
+    for name, v in _adversarial_vectors(dtype).items():
+        vb = v.astype(dtype).view(ibits)
+        par = NB._owl_sorted_keys(vb, mask, t, ib, True)
+        ser = NB._owl_sorted_keys(vb, mask, t, ib, False)
+        np.testing.assert_array_equal(par, ser, err_msg=name)
+        assert np.all(par.view(np.uint64)[1:] > par.view(np.uint64)[:-1]), name  # distinct, increasing

@@ -115,8 +115,9 @@ Algorithms (m = row length, G = rows, n = vector length):
   once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
   lowest, and the rare runs of equal truncated keys are put in order of the
   full magnitudes, read back from v (insertion sort; numba's argsort for long
-  runs).  Parallel calls on >= 2^18 entries sort the two halves at once
-  (NumPy releases the GIL) and merge them in parallel (merge path);
+  runs).  Parallel calls on >= 2^18 entries partition the keys around a
+  sampled median as they form them and sort the two parts at once (NumPy
+  releases the GIL): no merge;
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
   support is the k* largest magnitudes with k* the first index maximising the
   exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
@@ -2419,65 +2420,70 @@ def _owl_keys(vbits, mask, t, ib, keys, i0, i1):
 
 
 @_jit
-def _owl_merge_split(L, R, p):
-    """How many of the first p outputs of merging L and R (sorted, all keys
-    distinct) come from L (merge path: a binary search)."""
-    lo = max(0, p - R.shape[0])
-    hi = min(p, L.shape[0])
-    while lo < hi:
-        i = (lo + hi) // 2
-        if L[i] < R[p - i - 1]:
-            lo = i + 1
-        else:
-            hi = i
+def _owl_keys_split(vbits, mask, t, ib, keys, pivot):
+    """The keys of _owl_keys, those whose truncated magnitude bits are below
+    ``pivot`` packed from the front of ``keys`` and the others from the back
+    (in no particular order: each part is sorted next); returns how many are
+    below.  Every key of the first part is below every key of the second, so
+    sorting the two parts apart sorts the whole."""
+    n = keys.shape[0]
+    lo = 0
+    hi = n  # keys[lo:hi] is free
+    for i in range(n):
+        b = np.int64(vbits[i])
+        mg = (b & mask) >> t
+        key = (mg << (ib + 1)) | (i << 1) | ((b >> 63) & 1)
+        # branch-free (the test is a coin flip): the key goes to both ends of
+        # the free slots, and the end it does not belong to stays free
+        keys[lo] = key
+        keys[hi - 1] = key
+        below = np.int64(mg < pivot)
+        lo += below
+        hi -= 1 - below
     return lo
 
 
-@_jit
-def _owl_merge_range(L, R, D, p0, p1):
-    """D[p0:p1] = the outputs p0..p1-1 of merging L and R."""
-    i = _owl_merge_split(L, R, p0)
-    j = p0 - i
-    nl = L.shape[0]
-    nr = R.shape[0]
-    for p in range(p0, p1):
-        if j >= nr or (i < nl and L[i] < R[j]):
-            D[p] = L[i]
-            i += 1
-        else:
-            D[p] = R[j]
-            j += 1
+_OWL_SPLIT_SORT = 1 << 18  # parallel calls on at least this many entries sort two parts at once
+_OWL_PIVOT_SAMPLE = 1023
 
 
-@_pjit
-def _owl_merge_par(L, R, D):
-    n = D.shape[0]
-    for c in prange(16):
-        _owl_merge_range(L, R, D, c * n // 16, (c + 1) * n // 16)
+def _owl_pivot(vbits, mask, t):
+    """The median of the truncated magnitude bits of 1023 entries spread over
+    v (one more when that median is the sample's least value, so that a run
+    of equal least magnitudes, e.g. zeros, goes to the first part): splits v
+    into two parts of about n/2 each unless many magnitudes are equal (then
+    the parts are uneven: slower, never wrong)."""
+    n = vbits.shape[0]
+    pos = (np.arange(_OWL_PIVOT_SAMPLE, dtype=np.int64) * (n - 1)) // (_OWL_PIVOT_SAMPLE - 1)
+    mags = (vbits[pos].astype(np.int64) & mask) >> t
+    mid = _OWL_PIVOT_SAMPLE // 2
+    mags.partition(mid)
+    pivot = int(mags[mid])
+    return pivot + 1 if pivot == int(mags[:mid + 1].min()) else pivot
 
 
-_OWL_SPLIT_SORT = 1 << 18  # parallel calls on at least this many entries sort two halves at once
-
-
-def _owl_sort_keys(keys, out, par):
-    """Sort the keys (as unsigned).  Parallel calls on long vectors sort the two
-    halves at once (NumPy's sort releases the GIL: one half in a helper
-    thread) and merge them in parallel into the output's memory (float64) or
-    a temporary (float32), then copy back.  The keys are distinct (they hold
-    the index), so the sorted order is the same either way."""
+def _owl_sorted_keys(vbits, mask, t, ib, par):
+    """The packed keys of v, sorted as unsigned integers by NumPy's (SIMD)
+    sort.  Parallel calls on >= 2^18 entries partition the keys around a
+    sampled median as they are formed and sort the two parts at once (NumPy's
+    sort releases the GIL: one part in a helper thread): no merge, no extra
+    pass.  The keys are distinct (they hold the index), so the sorted order is
+    the same either way."""
+    n = vbits.shape[0]
+    keys = np.empty(n, dtype=np.int64)
     u = keys.view(np.uint64)
-    n = u.shape[0]
     if not (par and n >= _OWL_SPLIT_SORT):
+        # serial (one pass, vectorised): each parallel region costs a wake-up
+        # of the pool, a scheduler slice when the machine is shared
+        _owl_keys(vbits, mask, t, ib, keys, 0, n)
         u.sort()
-        return
-    h = n // 2
-    th = threading.Thread(target=u[h:].sort)
+        return keys
+    nlo = _owl_keys_split(vbits, mask, t, ib, keys, _owl_pivot(vbits, mask, t))
+    th = threading.Thread(target=u[nlo:].sort)
     th.start()
-    u[:h].sort()
+    u[:nlo].sort()
     th.join()
-    D = out.view(np.uint64) if out.dtype.itemsize == 8 else np.empty(n, dtype=np.uint64)
-    _owl_merge_par(u[:h], u[h:], D)
-    u[:] = D
+    return keys
 
 
 @_jit
@@ -2674,11 +2680,7 @@ def owl(v, w, *, parallel=True):
     ib = (n - 1).bit_length()  # index bits
     t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
     vbits = v.view(ibits)
-    keys = np.empty(n, dtype=np.int64)
-    # serial (one pass, vectorised): each parallel region costs a wake-up of
-    # the pool, a scheduler slice when the machine is shared
-    _owl_keys(vbits, mask, t, ib, keys, 0, n)
-    _owl_sort_keys(keys, out, par)  # NumPy's (SIMD) sort of the unsigned keys
+    keys = _owl_sorted_keys(vbits, mask, t, ib, par)
     s = out  # the sorted magnitudes live in the output until the scatter
     if par:  # parallel: the float64 reads from v are random (cache misses overlap)
         _owl_unpack_par(vbits, mask, t, ib, keys, s.view(ibits))
