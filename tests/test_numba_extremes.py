@@ -901,6 +901,93 @@ def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
     np.testing.assert_array_equal(X == 0, exact == 0)
 
 
+def _hint_values(draw, y, tau):
+    """Hints for one column: none, fractions of an approximate threshold
+    (good, a hair above it, far off), the column's own magnitudes (a tie
+    with the hint: "above" is strict), and what must count as no hint."""
+    pick = draw(st.integers(0, 4))
+    if pick == 0 or tau <= 0:
+        return draw(st.sampled_from([0.0, -1.0, math.nan, math.inf, 1e-300, 1e300]))
+    if pick == 1:
+        return tau * draw(st.sampled_from([0.5, 0.9, 1.0 - 2.0**-8, 1.0, 1.0 + 2.0**-20, 1.5]))
+    if pick == 2 and len(y):
+        return float(draw(st.sampled_from(sorted(set(y)))))
+    return draw(st.floats(0.0, 2 * tau + 1e-300, allow_nan=False))
+
+
+@pytest.mark.parametrize("name", ["exclusive_lasso", "group_exclusive"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_exclusive_columns_hints_never_change_the_prox(dtype, name, data):
+    """The column passes with per-column hints (a training step's guess of
+    each threshold, kept between steps): whatever the hints (good, wrong,
+    ties with an entry, NaN, negative, inf), the prox is the one without
+    them, bit for bit in float32 (every sum exact), with the same support
+    and within the exact reference's tolerance in float64 (a column the
+    hint decides may be one the row kernel takes without it: another
+    summation order); and the hints left behind are lower bounds of each
+    column's threshold (phi <= 0 there, exactly), > 0 where the column path
+    decided the column, ready for the next call."""
+    A, b = data.draw(_training_columns(dtype))
+    P, G = A.shape
+    W = np.asfortranarray(A.T)  # rows of the kernel = columns of A
+    W64 = A.T.astype(np.float64)
+    gx = name == "group_exclusive"
+    norms = np.sqrt((W64 ** 2).sum(axis=1))
+    a = (norms * np.array([data.draw(st.sampled_from([0.0, 1e-3, 0.1])) for _ in range(G)])).astype(dtype) if gx else None
+    args = (a, b) if gx else (b,)
+    plain = getattr(NB, name)(W, *args, parallel=False)
+    taus = np.abs(W64) - np.abs(plain.astype(np.float64))  # tau_g, roughly, on the support
+    H = np.empty(G)
+    for g in range(G):
+        sup = plain[g] != 0
+        tau = float(taus[g][sup].max()) if sup.any() and not gx else float(np.abs(W64[g]).max()) / 2
+        H[g] = _hint_values(data.draw, np.abs(W64[g]), tau)
+    hinted = getattr(NB, name)(W, *args, parallel=False, hint=H)
+    np.testing.assert_array_equal(hinted == 0, plain == 0)
+    if dtype == np.float32:
+        np.testing.assert_array_equal(np.ascontiguousarray(hinted).view(np.uint32), np.ascontiguousarray(plain).view(np.uint32))
+    else:
+        exact = exact_group_exclusive(W64, a.astype(np.float64), b.astype(np.float64)) if gx else exact_exclusive(W64, b)
+        assert_close(hinted, exact, dtype, np.abs(W64).max(axis=1, keepdims=True), P)
+    if not NB._as_columns(W, W):  # (one column, or one entry: the row kernel, which takes no hint)
+        return
+    assert np.all(H >= 0) and np.all(np.isfinite(H))
+    for g in range(G):
+        if H[g] > 0:
+            y = [abs(Fraction(float(x))) for x in W64[g]]
+            assert _phi_exact(y, Fraction(H[g]), float(a[g]) if gx else 0.0, Fraction(float(b[g]))) <= 0
+
+
+def test_exclusive_columns_hints_decide_a_training_layer_and_stay_good():
+    """A layer in the training state solved twice with the hints of the
+    first call: the second call's hints prove themselves on every column
+    (the candidate pass is skipped) and the prox is the same."""
+    rng = np.random.default_rng(11)
+    base = (rng.standard_normal((300, 96)) / 20).astype(np.float32)
+    dead = rng.random(base.shape) < 0.3
+    base[dead] = (rng.standard_normal(dead.sum()) * 1e-7).astype(np.float32)
+    W = np.asfortranarray(base.T)
+    b = np.full(96, 1e-3, dtype=np.float32)
+    H = np.zeros(96)
+    first = NB.exclusive_lasso(W, b, parallel=False, hint=H)
+    assert np.all(H > 0)  # every column decided by the column path
+    S, mb, nz = np.empty(96), np.empty(96, np.int32), np.empty(96, np.int64)
+    NB._col_pass1(base, S, None, mb, None, nz, H)
+    proved = [0 < H[g] <= NB._tau_below(S[g], nz[g], 300, 0.0, float(b[g])) for g in range(96)]
+    assert all(proved)
+    again = NB.exclusive_lasso(W, b, parallel=False, hint=H)
+    np.testing.assert_array_equal(again, first)
+
+
+def test_exclusive_hint_must_fit():
+    W = np.asfortranarray(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="hint"):
+        NB.exclusive_lasso(W, np.ones(4), hint=np.zeros(3))
+    with pytest.raises(ValueError, match="hint"):
+        NB.group_exclusive(W, np.ones(4), np.ones(4), hint=np.zeros(4, dtype=np.float32))
+
+
 def test_exclusive_columns_in_the_training_state_stay_columns():
     """A layer after training steps: the prox zeroed entries, the gradient
     step revived them tiny, so on most columns the least magnitude is below

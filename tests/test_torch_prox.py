@@ -564,3 +564,42 @@ def test_convolution_channel_rows_run_in_place_on_numba(dtype, monkeypatch):
     prox.step()
     assert conv.weight.data_ptr() == ptr
     assert torch.equal(conv.weight.detach(), expected)
+
+
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
+@pytest.mark.parametrize("penalty", ["exclusive", "group-exclusive"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exclusive_columns_keep_threshold_hints_between_steps(penalty, dtype, monkeypatch):
+    """A Linear weight's "shape" rows (its columns) on Numba's in-place route
+    keep each row's threshold guess between steps (numba_cpu._exclusive_cols'
+    hints): after the first step they are set on every row, and every step
+    still equals the public function (no hints) on the weights before it:
+    bit for bit in float32, to the dtype's tolerance with the same zeros in
+    float64."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 40).to(dtype)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.05, momentum=0.9)
+    pen, fn = ((proxlib.ExclusiveLasso(0.05), lambda R, s: proxlib.prox_exclusive_lasso(R, 0.05, s)) if penalty == "exclusive"
+               else (proxlib.GroupExclusive(0.05, 0.5), lambda R, s: proxlib.prox_group_exclusive(R, 0.05, 0.5, s)))
+    prox = pt.ProximalStep(opt)
+    prox.add(lin, pen, grouping="shape")
+    run = prox.terms[0].plan(lin.weight).on_numba
+    assert run is not None and run.hint.shape == (48,) and not run.hint.any()
+    x = torch.randn(16, 48, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    for step in range(6):
+        opt.zero_grad()
+        lin(x).pow(2).mean().backward()
+        opt.step()
+        W = lin.weight.detach().numpy().copy()
+        with proxlib.use_backend("numba"):
+            want = proxlib.from_rows(fn(proxlib.to_rows(W, "shape"), 0.05), W.shape, "shape")
+        prox.step()
+        got = lin.weight.detach().numpy()
+        np.testing.assert_array_equal(got == 0, want == 0)
+        if dtype == torch.float32:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * float(np.abs(W).max()))
+        assert (got == 0).any()  # the prox zeroes entries: the revived ones are what the hints skip
+    assert (run.hint > 0).sum() >= 40

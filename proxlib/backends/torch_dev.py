@@ -208,6 +208,9 @@ def _cpu_kernel(name: str, x):
 
 _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
 
+#: kernels that take a per-row threshold hint kept between a term's steps
+_HINTED = ("exclusive_lasso", "group_exclusive")
+
 #: kernels that the in-place runner (:func:`numba_in_place`) takes: Numba's
 #: serial kernels with ``out=`` (OWL is a sort and a scatter: no gain in place)
 _IN_PLACE_ON_NUMBA = tuple(name for name in _SERIAL_ON_NUMBA if name != "owl")
@@ -283,6 +286,14 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
         arr = view.detach().numpy()
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             return None
+    if name in _HINTED and arr.ndim == 2 and arr.flags.f_contiguous:
+        # rows that are columns: the kernel keeps each row's threshold guess
+        # for the next step here (numba_cpu._check_hint; never changes a result)
+        hint = np.zeros(arr.shape[0])
+        run = _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, hint=hint, **kw),
+                            arr, base, fused_check)
+        run.hint = hint  # (for inspection)
+        return run
     return _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, **kw),
                          arr, base, fused_check)
 
