@@ -60,7 +60,7 @@ Everything is computed in float64 on the arrays' own library and device
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _registry as R
@@ -110,6 +110,9 @@ class Certificate:
     tolerance: float
     blocks: str
     labels: Any = None
+    # distance / scale as computed on inputs brought up from below 2^-960
+    # (see certify): the same ratio, without the subnormal rounding of either
+    normalized_residual: float | None = field(default=None, repr=False)
 
     @property
     def distance(self) -> float:
@@ -121,10 +124,9 @@ class Certificate:
     @property
     def residual(self) -> float:
         """``distance / scale`` (0 when both are 0, inf for a violation at scale 0)."""
-        d = self.distance
-        if d == 0.0:
-            return 0.0
-        return d / self.scale if self.scale > 0 else math.inf
+        if self.normalized_residual is not None:
+            return self.normalized_residual
+        return _ratio(self.distance, self.scale)
 
     @property
     def worst(self) -> int:
@@ -156,14 +158,48 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     n = size(V64)
     if n == 0:
         return Certificate(xp.zeros(0, dtype=xp.float64), 0.0, 0.0, "rows" if lv.rows is not None else "entries")
+    sigma = _normalizer(penalty, V64, X64, thr, step, xp)
     with _k.errstate(V64):
-        viol, scale = CERTIFICATES[name](penalty, V64, X64, thr, step, xp)
+        viol, scale = CERTIFICATES[name](penalty, V64 * sigma, X64 * sigma, thr, step * sigma, xp)
         viol = xp.where(xp.isnan(viol), xp.inf, viol)
     scale = float(scale)
+    rel = None
+    if sigma != 1.0:
+        rel = _ratio(float(_max(viol, xp)), scale)
+        viol, scale = viol / sigma, scale / sigma
     tol = _tolerance(name, tuple(V64.shape), eps, scale, _tiny(v, x))
     if lv.rows is not None:
-        return Certificate(viol, scale, tol, "rows", lv.rows.labels)
-    return Certificate(viol, scale, tol, "entries")
+        return Certificate(viol, scale, tol, "rows", lv.rows.labels, rel)
+    return Certificate(viol, scale, tol, "entries", None, rel)
+
+
+_TINY_DATA = 2.0**-960  # below this, differences of entries may be subnormal
+
+
+def _normalizer(penalty, V, X, thr, step, xp) -> float:
+    """A power of two sigma >= 1 that brings data whose largest magnitude is
+    below 2^-960 up to [0.5, 1) (to >= 2^-51 from the subnormals; 1 otherwise), for the penalties whose
+    conditions are homogeneous of degree 1 in (v, x, step) (norms: OWL,
+    GrOWL, group lasso, weighted l1), where no step * threshold * sigma
+    would pass 2^1000.  Scaling up by a power of two is exact, so the
+    conditions are those of the same problem, evaluated with no subnormal
+    intermediate (the difference of two tiny entries, a norm of them) losing
+    relative precision: the residual is then scale-free to the last bit."""
+    if any(d != 1 for d in getattr(penalty, "degrees", (1,))):
+        return 1.0
+    m = max(float(_max(xp.abs(V), xp)), float(_max(xp.abs(X), xp)))
+    if not 0.0 < m < _TINY_DATA:
+        return 1.0
+    sigma = math.ldexp(1.0, min(1023, -math.frexp(m)[1]))  # (m sigma >= 2^-51 from any subnormal m)
+    top = max((float(_max(t, xp)) if not isinstance(t, float) else t for t in thr), default=0.0)
+    return sigma if step * top * sigma < 2.0**1000 else 1.0
+
+
+def _ratio(distance: float, scale: float) -> float:
+    """distance / scale (0 when both are 0, inf for a violation at scale 0)."""
+    if distance == 0.0:
+        return 0.0
+    return distance / scale if scale > 0 else math.inf
 
 
 def optimality_residual(penalty: R.Penalty, v, x, step=1.0) -> float:

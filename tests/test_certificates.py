@@ -197,6 +197,29 @@ def test_scale_free_for_norms(name, data, k):
     assert C.optimality_residual(pen, s * v, s * x, s * step) == C.optimality_residual(pen, v, x, step)
 
 
+@pytest.mark.parametrize("name", ["group_lasso", "weighted_l1", "owl", "growl"])
+def test_scale_free_for_entries_near_the_subnormals(name):
+    """Entries at the smallest normal magnitudes: v - x is subnormal, with
+    fewer significant bits after each halving, so the conditions computed
+    as they are drift in the last digits (long-profile Hypothesis example,
+    group lasso at 2^-1022).  certify brings such data up by an exact power
+    of two: the residual is the same at every scale, the distance is in
+    units of v."""
+    v = np.full((1, 4), 2.0**-1022) * np.array([1.0, -1.0, 1.5, 0.75])
+    x = v * (1 + 2.0**-10)  # exact, and exact at every scale below
+    w = np.zeros(v.size if name == "owl" else 1)
+    pen = {"group_lasso": proxlib.GroupLasso(0.0), "weighted_l1": proxlib.WeightedL1(0.0),
+           "owl": proxlib.OWL(w), "growl": proxlib.GrOWL(w)}[name]
+    ref = C.optimality_residual(pen, v, x, 1.0)
+    assert ref > 0
+    for k in range(1, 30):
+        s = 2.0**-k
+        assert np.array_equal((s * x) / s, x) and np.array_equal((s * v) / s, v)
+        assert C.optimality_residual(pen, s * v, s * x, s) == ref
+    cert = C.certify(pen, v, x, 1.0)
+    assert cert.distance == pytest.approx(cert.residual * cert.scale, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- dual norms
 
 
