@@ -603,3 +603,31 @@ def test_exclusive_columns_keep_threshold_hints_between_steps(penalty, dtype, mo
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * float(np.abs(W).max()))
         assert (got == 0).any()  # the prox zeroes entries: the revived ones are what the hints skip
     assert (run.hint > 0).sum() >= 40
+
+
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
+@pytest.mark.parametrize("case", ["group-lasso/channel", "weighted-l1", "exclusive/filter"])
+def test_numba_route_follows_a_changing_learning_rate(case, monkeypatch):
+    """The in-place runner forms the thresholds again only when the step
+    changes (a constant lr reuses them): with the lr changed between steps
+    (a schedule), every step still equals the public function at lr *
+    strength, bit for bit."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
+    pen, fn, grouping = CASES[case]
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 9)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.3)
+    prox = pt.ProximalStep(opt)
+    prox.add(lin, pen, grouping=grouping, strength=0.5)
+    assert prox.terms[0].plan(lin.weight).on_numba is not None
+    x = torch.randn(4, 12, generator=torch.Generator().manual_seed(2))
+    for lr in (0.3, 0.3, 0.05, 0.05, 0.3):
+        opt.param_groups[0]["lr"] = lr
+        opt.zero_grad()
+        lin(x).pow(2).mean().backward()
+        opt.step()
+        W = lin.weight.detach().clone()
+        with proxlib.use_backend("numba"):
+            want = _expected(W.numpy(), fn, grouping, lr * 0.5)
+        prox.step()
+        np.testing.assert_array_equal(lin.weight.detach().numpy(), want)
