@@ -265,6 +265,26 @@ def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
             except NotImplementedError as e:
                 refused.append(name if "sharded" in str(e) and name in str(e) else f"{name}: {e}")
         result["refused"] = refused
+        # check_finite: a NaN in one rank's shard makes every rank raise, for a
+        # kernel that checks its input itself (group lasso) and one that does
+        # not (the exclusive lasso, whose rows are split across the ranks):
+        # no rank is left waiting in a collective
+        raised = []
+        for pen, grouping in ((proxlib.ExclusiveLasso(0.5), "shape"), (proxlib.GroupLasso(0.5), "filter")):
+            probe = pt.ProximalStep(opt, model=net, check_finite=True)
+            probe.add(net[0], pen, grouping=grouping)
+            with torch.no_grad():
+                if rank == 0:
+                    net[0].weight.to_local()[0, 0] = float("nan")
+            code = 0
+            try:
+                probe.step()
+            except ValueError as e:
+                code = 1 if "NaN" in str(e) else 2
+            flags = [torch.zeros(1) for _ in range(world)]
+            dist.all_gather(flags, torch.tensor([float(code)]))
+            raised.append([int(f.item()) for f in flags])
+        result["check_finite_raised"] = raised
         if rank == 0:
             with open(os.path.join(out_dir, "checkpoint.json"), "w") as f:
                 json.dump(result, f)
@@ -282,3 +302,4 @@ def test_fsdp2_checkpoint_round_trip_and_seed_procedures(tmp_path):
     assert result["tying_rows"] == 12 and result["metrics_rows"] == 12
     assert result["model_metrics"] == 12 * 9 + 9 * 5
     assert result["refused"] == ["tie_rows", "affine_scaling", "magnitude_prune"]
+    assert result["check_finite_raised"] == [[1, 1], [1, 1]]  # every rank, both kernels

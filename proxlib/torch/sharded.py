@@ -140,6 +140,19 @@ class _Comm:
             self.bytes += t.numel() * t.element_size()
         return t
 
+    def check_finite(self, local: torch.Tensor) -> None:
+        """Raise ValueError on every rank of the mesh if any rank's shard holds
+        NaN or Inf (one all-reduce of a flag per mesh dimension): a check on
+        each rank's own shard alone would leave the ranks without a bad entry
+        waiting in the prox's collectives for the rank that raised."""
+        bad = torch.zeros(1, dtype=torch.float64, device=local.device)
+        if local.numel() and not bool(torch.isfinite(local).all()):
+            bad += 1
+        for i in range(self.mesh.ndim):
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=self.mesh.get_group(i))
+        if bad.item() > 0:
+            raise ValueError("the parameter contains NaN or Inf (on some rank's shard)")
+
     def local_rows_of(self, full_rows: torch.Tensor) -> torch.Tensor:
         """This rank's part of a per-row tensor of the full tensor's G rows."""
         if not self.partitioned:
@@ -362,7 +375,10 @@ class ShardedPlan:
     run_local: Callable[[torch.Tensor, float, bool], None]
 
     def run(self, leaf: DTensor, step: float, check_finite: bool) -> None:
-        self.run_local(leaf.to_local(), step, check_finite)
+        local = leaf.to_local()
+        if check_finite:
+            self.comm.check_finite(local)
+        self.run_local(local, step, False)
 
     grouping: str | None = None
     on_numba: None = None  # (the local shard's kernels run inside run_local)
