@@ -1462,20 +1462,25 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     matrix as rows).
 
     ``H`` (optional, float64, one per column, read and overwritten): hints,
-    e.g. a fraction of each column's threshold at the previous call (0: none).
-    The first pass also sums the magnitudes above H_g; where that proves
-    phi(H_g) <= 0 (H_g <= _tau_below of those sums: then every y <= H_g is
-    off the support), the least magnitude above H_g is the column's
-    candidate, tested as the others (phi(Y) > 0 on its support sums).  In
-    training the thresholds move little between steps, so this decides the
-    columns whose entries the prox zeroed and the gradient step revived
-    without the candidate pass of the search: float32 exclusive lasso two
-    passes (first, output), the others three.  A hint that proves nothing
-    or whose candidate fails costs no pass: float32 exclusive lasso, the
-    column joins the search (from the higher bound of its sums above H_g);
-    otherwise the row kernel takes it.  The result is the same, bit for bit,
-    whatever the hints.  On return H_g = _HINT_FRACTION tau_g for the
-    columns solved here, 0 for the others."""
+    a guess of each column's threshold tau_g (0, NaN, < 0, inf: none).  The
+    first pass then sums the magnitudes above H_g instead of above 0; where
+    that proves phi(H_g) <= 0 (H_g <= _tau_below of those sums: every
+    y <= H_g is off the support), the least magnitude above H_g is the
+    column's candidate, tested as the others (phi(Y) > 0 on its support
+    sums).  A hint that proves nothing is dropped and the first pass runs
+    again (one more pass).  A candidate that fails joins the search, from
+    the higher bound of its sums above H_g, when the search runs anyway,
+    when the support sums cost no pass (float32 exclusive lasso), or when
+    more than 1/16 of the columns fail; else the row kernel takes it.  In
+    training the thresholds move little between steps: with the hints of
+    the previous step every column is decided without the search's
+    candidate pass (two passes for the float32 exclusive lasso, first and
+    output; three for the others).  The support never depends on the hints,
+    the values only through which route (column passes or row kernel) a
+    column takes: float32 the same bits (every sum exact), float64 within
+    the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
+    columns solved here; a column the row kernel took keeps its hint.
+    """
     P, G = A.shape
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
@@ -1632,7 +1637,9 @@ def _check_hint(hint, W):
     writeable) that a caller keeps between calls on the same tensor, e.g. a
     training step's; the kernel reads it as a guess of each row's threshold
     and leaves in it the guess for the next call.  It never changes the
-    result, only how many passes finding it takes."""
+    support, only how many passes finding it takes (and, in float64, the
+    last bits of a column it moves between the column passes and the row
+    kernel: see _exclusive_cols)."""
     if hint is None:
         return None
     if not (isinstance(hint, np.ndarray) and hint.dtype == np.float64 and hint.shape == (W.shape[0],)
