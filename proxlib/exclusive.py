@@ -47,6 +47,7 @@ class ExclusiveLasso(R.Penalty):
     metric_kernel: ClassVar[str] = "exclusive_lasso_metric"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
+    fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
@@ -79,6 +80,7 @@ class GroupExclusive(R.Penalty):
     metric_kernel: ClassVar[str] = "group_exclusive_metric"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
+    fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
     def __post_init__(self):
         R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
@@ -140,6 +142,10 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, m
     (sort by d |w|: :math:`b L = b S_k / (1 + b H_k)`, :math:`S_k = \sum_{j \le k} |w|_{(j)}`,
     :math:`H_k = \sum_{j \le k} 1/d_{(j)}`).  A constant metric gives the
     Euclidean prox with step / d.
+
+    ``check_finite`` (default True): ValueError if ``W`` holds NaN or Inf,
+    read off the row sums the kernels form anyway (no pass of its own; with
+    ``metric=``, two reductions); False lets such rows through as they are.
     """
     return ExclusiveLasso(lam, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
 
@@ -186,6 +192,10 @@ def prox_group_exclusive(
     >>> x = proxlib.prox_group_exclusive(np.array([[3.0, 1.0, -0.5]]), 1.0, 0.5)
     >>> np.round(x, 6)
     array([[ 1.633474,  0.101502, -0.      ]])
+
+    ``check_finite`` (default True): ValueError if ``W`` holds NaN or Inf,
+    read off the row sums and norms the kernels form anyway (no pass of its
+    own; with ``metric=``, two reductions).
     """
     return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
 

@@ -479,6 +479,8 @@ def test_cupy_backend_on_a_numpy_array_raises(monkeypatch):
 FUSED_CHECK_OPS = {
     "group_lasso": lambda W, **kw: proxlib.prox_group_lasso(W, 0.1, **kw),
     "growl": lambda W, **kw: proxlib.prox_growl(W, np.full(W.shape[0], 0.1), **kw),
+    "exclusive_lasso": lambda W, **kw: proxlib.prox_exclusive_lasso(W, 0.1, **kw),
+    "group_exclusive": lambda W, **kw: proxlib.prox_group_exclusive(W, 0.1, 0.5, **kw),
 }
 
 
@@ -489,9 +491,12 @@ FUSED_CHECK_OPS = {
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_row_kernels_detect_nonfinite_input_from_their_row_norms(op, backend, dtype, shape, bad):
     """group lasso and GrOWL check finiteness inside the kernel (a row norm is
-    finite iff its entries are).  Every position must be caught, including a
+    finite iff its entries are), the exclusive operators from the row sums
+    their first pass forms (a non-finite sum is then told apart from an
+    overflow of finite entries).  Every position must be caught, including a
     NaN alone in a one-column row (once reported as a zero row); with
-    check_finite=False the non-finite value propagates to the output instead."""
+    check_finite=False the non-finite value propagates to the output instead;
+    finite entries, however large, and rows whose sums overflow pass."""
     xp = _namespace(backend)
     rng = np.random.default_rng(0)
     W = rng.standard_normal(shape).astype(dtype)
@@ -509,6 +514,8 @@ def test_row_kernels_detect_nonfinite_input_from_their_row_norms(op, backend, dt
             assert not np.isfinite(out).all()
         big = W.copy()
         big[0, 0] = np.finfo(dtype).max  # finite, however large: accepted
+        assert np.isfinite(_to_numpy(fn(xp.asarray(big)))).all()
+        big[-1, :] = np.finfo(dtype).max  # a row whose sum (and square sum) overflows
         assert np.isfinite(_to_numpy(fn(xp.asarray(big)))).all()
 
 

@@ -1083,3 +1083,35 @@ def test_channel_row_kernels_check_before_writing_in_place(name):
     with pytest.raises(ValueError):
         getattr(NB, name + "_channels")(W3, np.linspace(1.0, 0.0, 4), check_finite=True, out=W3)
     np.testing.assert_array_equal(W3, before)
+
+
+@pytest.mark.parametrize("name", ["exclusive_lasso", "group_exclusive"])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("n_bad", [1, 9])
+def test_exclusive_fused_check_on_every_route(name, order, n_bad):
+    """The exclusive operators' fused check (from the row sums of their first
+    pass) on rows (C) and on rows that are columns (F: the column passes, a
+    few bad columns to the row kernel, many to the whole-matrix fallback):
+    NonFiniteInput; in place, raised before anything is written; with
+    check_finite=False the bad rows come back as they are."""
+    from proxlib.backends import NonFiniteInput
+
+    rng = np.random.default_rng(5)
+    W = np.asarray(rng.standard_normal((24, 40)), order=order)
+    bad_rows = rng.choice(24, n_bad, replace=False)
+    W[bad_rows, rng.integers(0, 40, n_bad)] = np.nan
+    W[bad_rows[0], 0] = np.inf
+    args = (np.full(24, 0.05), np.full(24, 0.02)) if name == "group_exclusive" else (np.full(24, 0.02),)
+    kernel = getattr(NB, name)
+    with pytest.raises(NonFiniteInput):
+        kernel(W, *args, check_finite=True)
+    X = W.copy(order="K")
+    with pytest.raises(NonFiniteInput):
+        kernel(X, *args, check_finite=True, out=X)
+    np.testing.assert_array_equal(X, W)  # nothing written
+    Y = kernel(W, *args)  # unchecked: the bad rows pass through, the others are solved
+    np.testing.assert_array_equal(Y[bad_rows], W[bad_rows])
+    good = np.setdiff1d(np.arange(24), bad_rows)
+    # (more than a quarter of the columns to the row kernel: the whole matrix as rows)
+    route = "C" if order == "F" and 4 * n_bad > 24 else order
+    np.testing.assert_array_equal(Y[good], kernel(np.asarray(W[good], order=route), *(t[good] for t in args)))

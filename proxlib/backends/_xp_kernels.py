@@ -25,6 +25,7 @@ import math
 
 from .._dispatch import array_namespace, device
 from .._range import hard_threshold, lp_constants
+from . import check_row_norms
 
 _MAX_ROOT_ITER = 200
 _ROOT_CHECK = 4  # root iterations between host reads of the convergence test
@@ -151,12 +152,15 @@ def tau_below(S, n, P, a, b, xp):
     return xp.where(ok & (t >= 2.0**-1000), t, 0.0)
 
 
-def exclusive_lasso(W, b, sort=sort_desc):
+def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold
     (see :func:`exclusive_magnitudes`); b = inf gives 0.
 
     ``sort(A, xp)`` sorts rows decreasingly (a backend may pass a faster one).
-    No host synchronisation.
+    No host synchronisation, except with ``check_finite``: then
+    :class:`~proxlib.backends.NonFiniteInput` where W holds NaN or Inf,
+    read off the last shifted sum of each row (NaN or Inf exactly where the
+    row is: the magnitudes are scaled, so no finite row overflows).
     """
     xp = array_namespace(W)
     if W.shape[1] == 0 or W.shape[0] == 0:
@@ -166,7 +170,10 @@ def exclusive_lasso(W, b, sort=sort_desc):
     Y = sort(As, xp)
     finite = xp.isfinite(b)
     with errstate(W):
-        U = exclusive_magnitudes(As, Y, shifted_sums(Y, xp), xp.where(finite, b, 0.0), xp)
+        F = shifted_sums(Y, xp)
+        if check_finite:
+            check_row_norms(F[:, -1] + Y[:, 0], xp)
+        U = exclusive_magnitudes(As, Y, F, xp.where(finite, b, 0.0), xp)
     U = xp.where(finite[:, None], U, 0.0)
     # b = 0: the row itself (its scaled copy may have lost entries below 2^-1074 s)
     X = xp.where((b == 0)[:, None], W64, xp.sign(W64) * U * s[:, None])
@@ -277,12 +284,13 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     return c
 
 
-def group_exclusive(W, a, b, sort=sort_desc):
+def group_exclusive(W, a, b, sort=sort_desc, check_finite=False):
     """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row.
 
     x = 0 iff ||w|| <= a; else x = c u with u the exclusive-lasso prox of w with
     parameter b c and c = 1 - a/||u||_2 in (0, 1] (:func:`group_exclusive_shrink`;
     c = 1 - a/||w|| when b = 0 and c = 1 when a = 0).  b = inf gives 0.
+    ``check_finite``: as :func:`exclusive_lasso`'s, from the row norms.
     """
     xp = array_namespace(W)
     G, m = W.shape
@@ -296,6 +304,8 @@ def group_exclusive(W, a, b, sort=sort_desc):
         Y = sort(As, xp)
         F = shifted_sums(Y, xp)
         nrm = xp.sqrt(xp.sum(Y * Y, axis=1))
+        if check_finite:  # (the scaled norm is finite exactly where the row is)
+            check_row_norms(nrm, xp)
         finite = xp.isfinite(b)
         bf = xp.where(finite, b, 0.0)
         nonzero = (nrm > a_s) & finite

@@ -110,13 +110,13 @@ def group_lasso(W, a, check_finite=False):
 
 
 @_with_device
-def exclusive_lasso(W, b):
-    return _k.exclusive_lasso(W, b)
+def exclusive_lasso(W, b, check_finite=False):
+    return _k.exclusive_lasso(W, b, check_finite=check_finite)
 
 
 @_with_device
-def group_exclusive(W, a, b):
-    return _k.group_exclusive(W, a, b)
+def group_exclusive(W, a, b, check_finite=False):
+    return _k.group_exclusive(W, a, b, check_finite=check_finite)
 
 
 @_with_device

@@ -171,7 +171,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from . import KERNELS
-from . import check_row_norms
+from . import NonFiniteInput, check_row_norms
 
 __all__ = list(KERNELS)  # the same kernel names in every backend
 
@@ -916,6 +916,19 @@ def _abs_sum_min(x):
 
 
 @_jit
+def _row_finite(x, total):
+    """Whether row x holds no NaN or Inf, given total = sum |x_j| from the
+    first pass: yes when the sum is finite, else (NaN, Inf, or an overflow of
+    finite entries) a pass decides."""
+    if total < np.inf:
+        return True
+    for j in range(x.shape[0]):
+        if not abs(np.float64(x[j])) < np.inf:
+            return False
+    return True
+
+
+@_jit
 def _support_may_be_all(ymin, S, nnz, m, a, b):
     """False only where phi(ymin) <= 0 for certain (then the search runs
     without the fast path's pass), from the first pass alone: with S the row
@@ -1145,18 +1158,23 @@ def _exclusive_row(x, br, o, buf):
     against |w_i| - t).  float32 rows and
     float64 rows whose sum lies in [m 2^-500, 2^500] are used unscaled (no
     product can over- or underflow there; scaling by a power of two would
-    change no rounding); others are scaled by s, max|x|/s in [1, 2)."""
+    change no rounding); others are scaled by s, max|x|/s in [1, 2).
+    Returns whether the row holds no NaN or Inf (_row_finite); one that
+    does is copied as it is."""
     m = x.shape[0]
     total, ymin, nnz = _abs_sum_min(x)
+    if not _row_finite(x, total):  # nothing to solve: NaN and Inf pass through
+        _copy_row(x, o)
+        return False
     if total == 0.0 or br == 0.0:
         _copy_row(x, o)
-        return
+        return True
     if not br < np.inf:
         _zero_row(x, o)
-        return
+        return True
     if br >= _HUGE_B:
         _exclusive_row_huge_b(x, _absmax(x), br, o)
-        return
+        return True
     s = f1 = f2 = 1.0
     if not (total <= 2.0**500 and total >= m * 2.0**-500):
         s, f1, f2 = _scale_factors(_absmax(x))
@@ -1167,6 +1185,7 @@ def _exclusive_row(x, br, o, buf):
         if s == 1.0 and not _support_may_be_all(ymin, total, nnz, m, 0.0, br):
             ymin = 0.0  # (no fast path)
         _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf, _scaled_min(ymin, f1, f2))
+    return True
 
 
 def _chunks(G):
@@ -1175,19 +1194,25 @@ def _chunks(G):
 
 @_pjit
 def _exclusive_par(W, b, out, nch):
+    """_exclusive_row on every row; whether every row was finite."""
     G, m = W.shape
+    ok = np.ones(nch, dtype=np.bool_)
     for ch in prange(nch):
         buf = np.empty(m, dtype=np.float64)
         for r in range(ch * G // nch, (ch + 1) * G // nch):
-            _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
+            if not _exclusive_row(W[r], np.float64(b[r]), out[r], buf):
+                ok[ch] = False
+    return ok.all()
 
 
 @_jit
 def _exclusive_seq(W, b, out):
     G, m = W.shape
     buf = np.empty(m, dtype=np.float64)
+    ok = True
     for r in range(G):
-        _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
+        ok &= _exclusive_row(W[r], np.float64(b[r]), out[r], buf)
+    return ok
 
 
 @_rjit
@@ -1457,9 +1482,9 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     _group_exclusive_core) or the entries above a candidate found by
     _exclusive_col_search; three or four passes over A (one more per extra
     search round).  The other columns are gathered into rows and solved by
-    the row kernel.  Returns False, having written nothing, when more than a
+    the row kernel.  Returns 0, having written nothing, when more than a
     quarter of the columns need that (the caller then solves the whole
-    matrix as rows).
+    matrix as rows); else 1, or 2 where a column held NaN or Inf.
 
     ``H`` (optional, float64, one per column, read and overwritten): hints,
     a guess of each column's threshold tau_g (0, NaN, < 0, inf: none).  The
@@ -1604,22 +1629,23 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             e[g] = 0.0
             nslow += 1
     if 4 * nslow > G:
-        return False
+        return 0
     if H is not None:  # the next call's hints (a column the row kernel takes keeps its own)
         for g in range(G):
             if 0.0 < Y[g] < np.inf:
                 H[g] = _HINT_FRACTION * (Y[g] - e[g])
     slow = np.empty((nslow, P), dtype=A.dtype)
     buf = np.empty(P, dtype=np.float64)
+    finite = True  # (a column with NaN or Inf has a non-finite sum: the row kernel takes it)
     r = 0
     for g in range(G):
         if Y[g] == np.inf:
             for i in range(P):
                 slow[r, i] = A[i, g]
             if gx:
-                _group_exclusive_row(slow[r], np.float64(a[g]), np.float64(b[g]), slow[r], buf)
+                finite &= _group_exclusive_row(slow[r], np.float64(a[g]), np.float64(b[g]), slow[r], buf)
             else:
-                _exclusive_row(slow[r], np.float64(b[g]), slow[r], buf)
+                finite &= _exclusive_row(slow[r], np.float64(b[g]), slow[r], buf)
             r += 1
     _col_support_out(A, Y, e, fac, out)
     r = 0
@@ -1628,7 +1654,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             for i in range(P):
                 out[i, g] = slow[r, i]
             r += 1
-    return True
+    return 1 if finite else 2
 
 
 def _check_hint(hint, W):
@@ -1652,29 +1678,44 @@ def _rows_in_order(kernel_seq, W, out, *thresholds):
     """``kernel_seq`` on F-contiguous rows: copied into a C-contiguous
     scratch, solved there in place, copied back into out (two layout-changing
     copies by NumPy, 0.13 and 0.19 ms at 784 x 300 float32 against 0.24 and
-    0.28 ms for a tiled Numba transpose, instead of strided row passes)."""
+    0.28 ms for a tiled Numba transpose, instead of strided row passes).
+    Returns the kernel's flag: whether every row was finite."""
     R = np.empty(W.shape, dtype=W.dtype)
     R[...] = W
-    kernel_seq(R, *thresholds, R)
+    finite = kernel_seq(R, *thresholds, R)
     out[...] = R
-    return out
+    return finite
 
 
-def exclusive_lasso(W, b, *, parallel=True, out=None, hint=None):
+def exclusive_lasso(W, b, check_finite=False, *, parallel=True, out=None, hint=None):
     """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold
     (into ``out``, which may be ``W``, or a new array).  ``hint``: see
-    :func:`_check_hint` (used where the rows are columns)."""
+    :func:`_check_hint` (used where the rows are columns).  check_finite:
+    :class:`NonFiniteInput` if W holds NaN or Inf, from the first pass's row
+    sums (no pass of its own; in place, a check before writing)."""
     out = _result(W, out)
     if W.size:
+        check_finite = _check_first(W, out, check_finite)
         if _as_columns(W, out):
-            if _exclusive_cols(W.T, b, b, out.T, False, _check_hint(hint, W)):
-                return out
-            return _rows_in_order(_exclusive_seq, W, out, b)
-        if parallel and _parallel(W):
-            _exclusive_par(W, b, out, _chunks(W.shape[0]))
+            code = _exclusive_cols(W.T, b, b, out.T, False, _check_hint(hint, W))
+            finite = code == 1 if code else _rows_in_order(_exclusive_seq, W, out, b)
+        elif parallel and _parallel(W):
+            finite = _exclusive_par(W, b, out, _chunks(W.shape[0]))
         else:
-            _exclusive_seq(W, b, out)
+            finite = _exclusive_seq(W, b, out)
+        if check_finite and not finite:
+            raise NonFiniteInput("input contains NaN or Inf")
     return out
+
+
+def _check_first(W, out, check_finite) -> bool:
+    """The fused check of the exclusive operators writing in place: W is
+    checked before anything is written (raises), and the kernel need not."""
+    if check_finite and np.shares_memory(W, out):
+        if not np.isfinite(W.sum()) and not np.all(np.isfinite(W)):
+            raise NonFiniteInput("input contains NaN or Inf")
+        return False
+    return check_finite
 
 
 # ------------------------------------------------------------------ group + exclusive
@@ -1910,9 +1951,13 @@ def _group_exclusive_row(x, ar, br, o, buf):
     that support's statistics (_support_stats), |x_i| = c ((|w_i| - Y_k) + e)
     s, e = (Y_k - b c F_k)/(1 + b c k): the reference's cancellation-free
     formula (see _exclusive_row).  Unscaled (s = 1) when the row sum lies in
-    [m 2^-400, 2^400] (no square over- or underflows to matter there)."""
+    [m 2^-400, 2^400] (no square over- or underflows to matter there).
+    Returns whether the row holds no NaN or Inf (one that does is copied)."""
     m = x.shape[0]
     total, ymin, nnz = _abs_sum_min(x)
+    if not _row_finite(x, total):  # nothing to solve: NaN and Inf pass through
+        _copy_row(x, o)
+        return False
     s = f1 = f2 = 1.0
     if total > 0.0 and not (total <= 2.0**400 and total >= m * 2.0**-400):
         s, f1, f2 = _scale_factors(_absmax(x))
@@ -1923,39 +1968,49 @@ def _group_exclusive_row(x, ar, br, o, buf):
         if s == 1.0 and not _support_may_be_all(ymin, total, nnz, m, a_s, br):
             ymin = 0.0  # (no fast path)
         _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf, _scaled_min(ymin, f1, f2))
+    return True
 
 
 @_pjit
 def _group_exclusive_par(W, a, b, out, nch):
+    """_group_exclusive_row on every row; whether every row was finite."""
     G, m = W.shape
+    ok = np.ones(nch, dtype=np.bool_)
     for ch in prange(nch):
         buf = np.empty(m, dtype=np.float64)
         for r in range(ch * G // nch, (ch + 1) * G // nch):
-            _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
+            if not _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf):
+                ok[ch] = False
+    return ok.all()
 
 
 @_jit
 def _group_exclusive_seq(W, a, b, out):
     G, m = W.shape
     buf = np.empty(m, dtype=np.float64)
+    ok = True
     for r in range(G):
-        _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
+        ok &= _group_exclusive_row(W[r], np.float64(a[r]), np.float64(b[r]), out[r], buf)
+    return ok
 
 
-def group_exclusive(W, a, b, *, parallel=True, out=None, hint=None):
+def group_exclusive(W, a, b, check_finite=False, *, parallel=True, out=None, hint=None):
     """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row (into ``out``,
     which may be ``W``, or a new array).  ``hint``: see :func:`_check_hint`
-    (used where the rows are columns)."""
+    (used where the rows are columns); check_finite as
+    :func:`exclusive_lasso`'s."""
     out = _result(W, out)
     if W.size:
+        check_finite = _check_first(W, out, check_finite)
         if _as_columns(W, out):
-            if _exclusive_cols(W.T, a, b, out.T, True, _check_hint(hint, W)):
-                return out
-            return _rows_in_order(_group_exclusive_seq, W, out, a, b)
-        if parallel and _parallel(W):
-            _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
+            code = _exclusive_cols(W.T, a, b, out.T, True, _check_hint(hint, W))
+            finite = code == 1 if code else _rows_in_order(_group_exclusive_seq, W, out, a, b)
+        elif parallel and _parallel(W):
+            finite = _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
         else:
-            _group_exclusive_seq(W, a, b, out)
+            finite = _group_exclusive_seq(W, a, b, out)
+        if check_finite and not finite:
+            raise NonFiniteInput("input contains NaN or Inf")
     return out
 
 

@@ -399,13 +399,13 @@ def group_lasso(W, a, check_finite=False, out=None):
 
 
 @_kernel
-def exclusive_lasso(W, b, out=None):
-    return _k.exclusive_lasso(W, b, sort=_sort_desc)
+def exclusive_lasso(W, b, check_finite=False, out=None):
+    return _k.exclusive_lasso(W, b, sort=_sort_desc, check_finite=check_finite)
 
 
 @_kernel
-def group_exclusive(W, a, b, out=None):
-    return _k.group_exclusive(W, a, b, sort=_sort_desc)
+def group_exclusive(W, a, b, check_finite=False, out=None):
+    return _k.group_exclusive(W, a, b, sort=_sort_desc, check_finite=check_finite)
 
 
 @_kernel
