@@ -587,13 +587,14 @@ def test_exclusive_columns_keep_threshold_hints_between_steps(penalty, dtype, mo
     run = prox.terms[0].plan(lin.weight).on_numba
     assert run is not None and run.hint.shape == (48,) and not run.hint.any()
     x = torch.randn(16, 48, dtype=dtype, generator=torch.Generator().manual_seed(3))
-    for step in range(6):
+    for step, lr in enumerate([0.05, 0.05, 0.05, 0.04, 0.03, 0.05, 0.05]):  # (a schedule: hints scaled with the step)
+        opt.param_groups[0]["lr"] = lr
         opt.zero_grad()
         lin(x).pow(2).mean().backward()
         opt.step()
         W = lin.weight.detach().numpy().copy()
         with proxlib.use_backend("numba"):
-            want = proxlib.from_rows(fn(proxlib.to_rows(W, "shape"), 0.05), W.shape, "shape")
+            want = proxlib.from_rows(fn(proxlib.to_rows(W, "shape"), lr), W.shape, "shape")
         prox.step()
         got = lin.weight.detach().numpy()
         np.testing.assert_array_equal(got == 0, want == 0)

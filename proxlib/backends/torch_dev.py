@@ -291,7 +291,7 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
         # for the next step here (numba_cpu._check_hint; never changes a result)
         hint = np.zeros(arr.shape[0])
         run = _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, hint=hint, **kw),
-                            arr, base, fused_check)
+                            arr, base, fused_check, hint)
         run.hint = hint  # (for inspection)
         return run
     return _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, **kw),
@@ -317,14 +317,17 @@ def numba_in_place_channels(name: str, leaf: torch.Tensor, base: tuple, fused_ch
     return _run_in_place(lambda a, thr, **kw: kernel(a, *thr, out=a, **kw), arr, base, fused_check)
 
 
-def _run_in_place(call, arr, base: tuple, fused_check: bool):
+def _run_in_place(call, arr, base: tuple, fused_check: bool, hint=None):
     """The prepared ``run(step, check_finite)`` of the in-place runners:
     ``call(arr, thresholds, **kw)`` with the thresholds ``step * base``
     rounded once to the data's dtype (:func:`_scaled_like`), formed again
     only when the step changes (no kernel writes to its thresholds): with a
     constant learning rate a step runs no NumPy operation, whose first one
     after a training step costs 40-60 us on a cold cache (measured on the
-    benchmark's MLP), as much as a small layer's whole prox."""
+    benchmark's MLP), as much as a small layer's whole prox.  ``hint``: the
+    exclusive operators' threshold hints, scaled with the step when it
+    changes (a threshold is about proportional to the step: a learning-rate
+    schedule keeps them provable)."""
     dtype = arr.dtype
     base = tuple(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else float(t) for t in base)
     max_step = _max_step(base, dtype)
@@ -333,6 +336,8 @@ def _run_in_place(call, arr, base: tuple, fused_check: bool):
     def run(step: float, check_finite: bool = False) -> None:
         if step != last[0]:
             last[1] = _scaled_like(base, step, dtype, max_step)
+            if hint is not None and last[0] is not None:
+                hint[...] *= step / last[0]
             last[0] = step
         kw = {"check_finite": check_finite} if fused_check else {}
         call(arr, last[1], **kw)
