@@ -197,6 +197,33 @@ def test_scale_free_for_norms(name, data, k):
     assert C.optimality_residual(pen, s * v, s * x, s * step) == C.optimality_residual(pen, v, x, step)
 
 
+@pytest.mark.parametrize("name", ["owl", "growl"])
+def test_sorted_l1_certificate_sees_a_near_tie_left_unpooled(name):
+    """Two magnitudes 1/16 apart at 2^20 with weights (1, 0) and step 1/16:
+    the prox pools them (both 2^20 - 1/32); sorted soft thresholding without
+    the pooling step leaves them 1/16 apart, 1/32 from the prox.  The
+    complementarity of a boundary is the lesser of shifting r and closing
+    the gap, so that point fails (weighting by the relative gap 6e-8 let it
+    pass, long-profile example of test_owl_without_pooling_fails), and the
+    prox itself passes."""
+    v = np.array([2.0**20, 2.0**20])
+    w = np.array([1.0, 0.0])
+    step = 1.0 / 16
+    bad = np.array([2.0**20 - step, 2.0**20])  # the larger weight to the first of the tie
+    if name == "growl":
+        v, bad = v[:, None] * np.array([[0.6, 0.8]]), bad[:, None] * np.array([[0.6, 0.8]])
+        pen = proxlib.GrOWL(w)
+    else:
+        pen = proxlib.OWL(w)
+    x = pen.prox(v, step)
+    gap = np.abs(x - bad) if name == "owl" else np.linalg.norm(x - bad, axis=1)  # per entry / per row
+    assert gap.max() >= step / 2 * 0.99
+    cert = C.certify(pen, v, bad, step)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert cert.distance >= step / 2  # at least the gap it should have closed, in units of v
+    assert C.certify(pen, v, x, step).ok
+
+
 @pytest.mark.parametrize("name", ["group_lasso", "weighted_l1", "owl", "growl"])
 def test_scale_free_for_entries_near_the_subnormals(name):
     """Entries at the smallest normal magnitudes: v - x is subnormal, with
