@@ -224,12 +224,14 @@ def _in_dtype(a, like):
 # ------------------------------------------------------------------- solving
 
 
-def solve(pen, layout, step: float, kernel, run):
+def solve(pen, layout, step: float, kernel, run, ts=None):
     """The kernel's result on ``layout.data`` (the input's dtype) for the
     penalty ``pen`` at ``step``; ``run(kernel, data, thresholds)`` calls the
-    kernel.  See the module docstring for what happens out of range."""
+    kernel.  See the module docstring for what happens out of range.
+    ``ts``: the penalty's :func:`terms` for this layout, where the caller
+    keeps them (``layout`` need then only have ``data``)."""
     data = layout.data
-    ts = terms(pen, layout)
+    ts = terms(pen, layout) if ts is None else ts
     me = [product((step,) + tuple(t.scalars)) for t in ts]
     dname = V.dtype_name(data.dtype)
     logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]

@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import _range
 from . import _registry as R
 from . import _validate as V
 from . import certificates as _C
@@ -219,6 +220,13 @@ class SmoothLoss:
 # ----------------------------------------------------------------------------- the prox, planned once
 
 
+@dataclass
+class _Data:
+    """What :func:`proxlib._range.solve` reads of a layout, given the terms."""
+
+    data: Any
+
+
 class _ProxPlan:
     """``penalty.prox(v, step)`` for many ``v`` of one shape, dtype and device.
 
@@ -226,15 +234,16 @@ class _ProxPlan:
     at every call (for a 10-entry lasso that is 90% of its time); here that is
     done once: the thresholds before the step, the kernel, and the map to the
     kernel's layout (a reshape, or for ragged ``groups=`` a precomputed
-    gather).  Each call then scales the thresholds by the step (one rounding,
-    as :func:`proxlib._registry.apply` does) and runs the kernel: the same
-    arithmetic as the public function.
+    gather).  Each call then forms the thresholds at the step and runs the
+    kernel through :func:`proxlib._range.solve`, as
+    :func:`proxlib._registry.apply` does: the same arithmetic as the public
+    function, bit for bit.
     """
 
     def __init__(self, penalty: Penalty, like):
         self.pen = penalty
         lay = R.layout_of(penalty, like)  # checks the shape against the parameters
-        self.thr = penalty.thresholds(lay)
+        self.terms = _range.terms(penalty, lay)
         self.fixed = penalty.fixed()
         self.kernel = getattr(backend_for(like), penalty.kernel)
         self.kw = {"check_finite": False} if penalty.fused_finite_check else {}
@@ -262,8 +271,13 @@ class _ProxPlan:
             data = xp.where(self.mask, v[self.gather], 0.0)
         if array_kind(data) != "torch":
             data = xp.ascontiguousarray(data)
-        thr = R.scaled_thresholds(self.thr, step, data)
-        return self.restore(self.kernel(data, *thr, *self.fixed, **self.kw))
+        # the thresholds formed as the public function forms them (step times
+        # the penalty's scalars first, then its array; out of range, the same
+        # exact transformations): the same bits
+        return self.restore(_range.solve(self.pen, _Data(data), step, self.kernel, self._run, self.terms))
+
+    def _run(self, kernel, data, thr):
+        return kernel(data, *thr, *self.fixed, **self.kw)
 
 
 # ----------------------------------------------------------------------------- the solver
