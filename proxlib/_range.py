@@ -236,14 +236,30 @@ def solve(pen, layout, step: float, kernel, run, ts=None):
     dname = V.dtype_name(data.dtype)
     logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
     if all(_fits(t, lg, dname) for t, lg in zip(ts, logs)):
-        safe = all(lg < 1023 for lg in logs)
-        thr = tuple(_in_dtype(formed(t, m, e, data, no_overflow=safe), data) for t, (m, e) in zip(ts, me))
-        return run(kernel, data, thr)
+        return run(kernel, data, _formed_in_dtype(ts, me, logs, data))
     xp = array_namespace(data)
     if dname != "float64":  # solve in float64, round once
         data64 = xp.astype(data, xp.float64)
         return xp.astype(_solve64(pen, ts, me, logs, data64, kernel, run), data.dtype)
     return _solve64(pen, ts, me, logs, data, kernel, run)
+
+
+def _formed_in_dtype(ts, me, logs, data) -> tuple:
+    safe = all(lg < 1023 for lg in logs)
+    return tuple(_in_dtype(formed(t, m, e, data, no_overflow=safe), data) for t, (m, e) in zip(ts, me))
+
+
+def thresholds_in_range(ts, step: float, data):
+    """The thresholds :func:`solve` passes to the kernel at ``step`` when
+    every one is in the kernels' range (the same values, bit for bit), or
+    None when :func:`solve` would transform the problem: for a caller that
+    keeps them while the step does not change."""
+    me = [product((step,) + tuple(t.scalars)) for t in ts]
+    dname = V.dtype_name(data.dtype)
+    logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
+    if all(_fits(t, lg, dname) for t, lg in zip(ts, logs)):
+        return _formed_in_dtype(ts, me, logs, data)
+    return None
 
 
 def _fits(t: Threshold, log2max: float, dname: str) -> bool:

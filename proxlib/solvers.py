@@ -244,6 +244,7 @@ class _ProxPlan:
         self.pen = penalty
         lay = R.layout_of(penalty, like)  # checks the shape against the parameters
         self.terms = _range.terms(penalty, lay)
+        self._step, self._thr = None, None  # the last step and its thresholds
         self.fixed = penalty.fixed()
         self.kernel = getattr(backend_for(like), penalty.kernel)
         self.kw = {"check_finite": False} if penalty.fused_finite_check else {}
@@ -273,8 +274,13 @@ class _ProxPlan:
             data = xp.ascontiguousarray(data)
         # the thresholds formed as the public function forms them (step times
         # the penalty's scalars first, then its array; out of range, the same
-        # exact transformations): the same bits
-        return self.restore(_range.solve(self.pen, _Data(data), step, self.kernel, self._run, self.terms))
+        # exact transformations): the same bits; kept while the step is the same
+        if step != self._step:
+            self._thr = _range.thresholds_in_range(self.terms, step, data)
+            self._step = step
+        if self._thr is None:
+            return self.restore(_range.solve(self.pen, _Data(data), step, self.kernel, self._run, self.terms))
+        return self.restore(self._run(self.kernel, data, self._thr))
 
     def _run(self, kernel, data, thr):
         return kernel(data, *thr, *self.fixed, **self.kw)
