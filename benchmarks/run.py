@@ -507,7 +507,8 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
     L.append("")
     L.append("Ratios are to the floor of the same operator, size and dtype.  proxlib is timed as a "
              "user calls it (`check_finite=True`: group lasso and GrOWL test the row norms they "
-             "compute anyway; the other operators add two reductions over the input) and, on "
+             "compute anyway, the exclusive operators their row sums; the other operators add a "
+             "reduction over the input) and, on "
              "Numba, also with `check_finite=False`, which is the like-for-like comparison with "
              "the peers (none of them checks its input).  np.sort and np.abs run on one core; "
              "proxlib's Numba kernels may use all cores.\n")
