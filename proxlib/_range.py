@@ -232,16 +232,24 @@ def solve(pen, layout, step: float, kernel, run, ts=None):
     keeps them (``layout`` need then only have ``data``)."""
     data = layout.data
     ts = terms(pen, layout) if ts is None else ts
-    me = [product((step,) + tuple(t.scalars)) for t in ts]
-    dname = V.dtype_name(data.dtype)
-    logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
-    if all(_fits(t, lg, dname) for t, lg in zip(ts, logs)):
+    me, logs, fits = _at_step(ts, step, data)
+    if fits:
         return run(kernel, data, _formed_in_dtype(ts, me, logs, data))
     xp = array_namespace(data)
-    if dname != "float64":  # solve in float64, round once
+    if V.dtype_name(data.dtype) != "float64":  # solve in float64, round once
         data64 = xp.astype(data, xp.float64)
         return xp.astype(_solve64(pen, ts, me, logs, data64, kernel, run), data.dtype)
     return _solve64(pen, ts, me, logs, data, kernel, run)
+
+
+def _at_step(ts, step: float, data):
+    """Each term's scalar part at ``step`` as (mantissa, exponent), the log2
+    of its largest threshold, and whether every one is in the kernels' range
+    for ``data``'s dtype."""
+    me = [product((step,) + tuple(t.scalars)) for t in ts]
+    logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
+    dname = V.dtype_name(data.dtype)
+    return me, logs, all(_fits(t, lg, dname) for t, lg in zip(ts, logs))
 
 
 def _formed_in_dtype(ts, me, logs, data) -> tuple:
@@ -254,12 +262,8 @@ def thresholds_in_range(ts, step: float, data):
     every one is in the kernels' range (the same values, bit for bit), or
     None when :func:`solve` would transform the problem: for a caller that
     keeps them while the step does not change."""
-    me = [product((step,) + tuple(t.scalars)) for t in ts]
-    dname = V.dtype_name(data.dtype)
-    logs = [_log2_max(t, m, e) for t, (m, e) in zip(ts, me)]
-    if all(_fits(t, lg, dname) for t, lg in zip(ts, logs)):
-        return _formed_in_dtype(ts, me, logs, data)
-    return None
+    me, logs, fits = _at_step(ts, step, data)
+    return _formed_in_dtype(ts, me, logs, data) if fits else None
 
 
 def _fits(t: Threshold, log2max: float, dname: str) -> bool:

@@ -1693,16 +1693,25 @@ def exclusive_lasso(W, b, check_finite=False, *, parallel=True, out=None, hint=N
     :func:`_check_hint` (used where the rows are columns).  check_finite:
     :class:`NonFiniteInput` if W holds NaN or Inf, from the first pass's row
     sums (no pass of its own; in place, a check before writing)."""
+    return _exclusive_operator(W, b, b, False, check_finite, parallel, out, hint)
+
+
+def _exclusive_operator(W, a, b, gx, check_finite, parallel, out, hint):
+    """exclusive_lasso (gx False: ``a`` is not read) or group_exclusive (gx
+    True) by route: the column passes where the rows are columns (the whole
+    matrix as rows when they give up), else the row kernels; then the fused
+    check's verdict."""
     out = _result(W, out)
     if W.size:
         check_finite = _check_first(W, out, check_finite)
+        seq, par, thr = (_group_exclusive_seq, _group_exclusive_par, (a, b)) if gx else (_exclusive_seq, _exclusive_par, (b,))
         if _as_columns(W, out):
-            code = _exclusive_cols(W.T, b, b, out.T, False, _check_hint(hint, W))
-            finite = code == 1 if code else _rows_in_order(_exclusive_seq, W, out, b)
+            code = _exclusive_cols(W.T, a, b, out.T, gx, _check_hint(hint, W))
+            finite = code == 1 if code else _rows_in_order(seq, W, out, *thr)
         elif parallel and _parallel(W):
-            finite = _exclusive_par(W, b, out, _chunks(W.shape[0]))
+            finite = par(W, *thr, out, _chunks(W.shape[0]))
         else:
-            finite = _exclusive_seq(W, b, out)
+            finite = seq(W, *thr, out)
         if check_finite and not finite:
             raise NonFiniteInput("input contains NaN or Inf")
     return out
@@ -1999,19 +2008,7 @@ def group_exclusive(W, a, b, check_finite=False, *, parallel=True, out=None, hin
     which may be ``W``, or a new array).  ``hint``: see :func:`_check_hint`
     (used where the rows are columns); check_finite as
     :func:`exclusive_lasso`'s."""
-    out = _result(W, out)
-    if W.size:
-        check_finite = _check_first(W, out, check_finite)
-        if _as_columns(W, out):
-            code = _exclusive_cols(W.T, a, b, out.T, True, _check_hint(hint, W))
-            finite = code == 1 if code else _rows_in_order(_group_exclusive_seq, W, out, a, b)
-        elif parallel and _parallel(W):
-            finite = _group_exclusive_par(W, a, b, out, _chunks(W.shape[0]))
-        else:
-            finite = _group_exclusive_seq(W, a, b, out)
-        if check_finite and not finite:
-            raise NonFiniteInput("input contains NaN or Inf")
-    return out
+    return _exclusive_operator(W, a, b, True, check_finite, parallel, out, hint)
 
 
 # ------------------------------------------------------------------ exact arithmetic

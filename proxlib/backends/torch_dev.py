@@ -286,16 +286,16 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
         arr = view.detach().numpy()
         if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
             return None
+    hint = None
     if name in _HINTED and arr.ndim == 2 and arr.flags.f_contiguous:
         # rows that are columns: the kernel keeps each row's threshold guess
-        # for the next step here (numba_cpu._check_hint; never changes a result)
+        # for the next step here (numba_cpu._check_hint; never changes the support)
         hint = np.zeros(arr.shape[0])
-        run = _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, hint=hint, **kw),
-                            arr, base, fused_check, hint)
-        run.hint = hint  # (for inspection)
-        return run
-    return _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, **kw),
-                         arr, base, fused_check)
+    extra = {} if hint is None else {"hint": hint}
+    run = _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, **extra, **kw),
+                        arr, base, fused_check, hint)
+    run.hint = hint  # (for inspection)
+    return run
 
 
 def numba_in_place_channels(name: str, leaf: torch.Tensor, base: tuple, fused_check: bool):
