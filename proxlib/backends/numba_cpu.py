@@ -593,18 +593,35 @@ def group_lasso(W, a, check_finite=False, *, parallel=True, out=None):
     the fused input check."""
     out = _result(W, out)
     if W.size:
-        nrm = np.empty(W.shape[0], dtype=np.float64)
-        if _as_columns(W, out):
-            _group_lasso_cols(W.T, a, out.T, nrm, check_finite)
-        else:
-            if check_finite and np.shares_memory(W, out):  # in place: check before writing
-                s = np.empty_like(nrm)
-                (_row_norms_par if parallel and _parallel(W) else _row_norms_seq)(W, nrm, s)
+        _group_lasso_route(W, out, parallel)((a,), check_finite)
+    return out
+
+
+def _group_lasso_route(W, out, parallel, hint=None):
+    """group_lasso's call for W -> out (W.size > 0) with its route and
+    scratch chosen now: ``run((a,), check_finite)`` (see :func:`serial_in_place`)."""
+    nrm = np.empty(W.shape[0], dtype=np.float64)
+    if _as_columns(W, out):
+        A, O = W.T, out.T
+
+        def run(thr, check_finite):
+            _group_lasso_cols(A, thr[0], O, nrm, check_finite)
+            if check_finite:
                 check_row_norms(nrm, np)
-            (_group_lasso_par if parallel and _parallel(W) else _group_lasso_seq)(W, a, out, nrm)
+
+        return run
+    par = parallel and _parallel(W)
+    kernel, norms = (_group_lasso_par, _row_norms_par) if par else (_group_lasso_seq, _row_norms_seq)
+
+    def run(thr, check_finite):
+        if check_finite and np.shares_memory(W, out):  # in place: check before writing
+            norms(W, nrm, np.empty_like(nrm))
+            check_row_norms(nrm, np)
+        kernel(W, thr[0], out, nrm)
         if check_finite:
             check_row_norms(nrm, np)
-    return out
+
+    return run
 
 
 @_jit
@@ -774,33 +791,45 @@ def growl(W, w, check_finite=False, *, parallel=True, out=None):
     The norms (and weights) are taken at the scale S of the largest row, so a
     finite W never gives an infinite norm."""
     out = _result(W, out)
-    G, m = W.shape
-    if G == 0 or m == 0:
-        return out
+    if W.size:
+        _growl_route(W, out, parallel)((w,), check_finite)
+    return out
+
+
+def _growl_route(W, out, parallel, hint=None):
+    """growl's call for W -> out (W.size > 0) with its route chosen now:
+    ``run((w,), check_finite)`` (see :func:`serial_in_place`)."""
+    G = W.shape[0]
     cols = _as_columns(W, out)
     par = parallel and _parallel(W) and not cols
-    if not par and G <= _OWL_SMALL and w[0] < np.inf and (cols or (W.flags.c_contiguous and out.flags.c_contiguous)):
-        q = _growl_seq(W.T if cols else W, w, out.T if cols else out, cols, check_finite)
+    A, O = (W.T, out.T) if cols else (W, out)
+    small = not par and G <= _OWL_SMALL and (cols or (W.flags.c_contiguous and out.flags.c_contiguous))
+
+    def run(thr, check_finite):
+        w = thr[0]
+        if small and w[0] < np.inf:
+            q = _growl_seq(A, w, O, cols, check_finite)
+            if check_finite:
+                check_row_norms(q, np)
+            return
+        q = np.empty(G, dtype=np.float64)
+        s = np.empty(G, dtype=np.float64)
+        if cols:
+            _col_norms(A, q, s)
+        else:
+            (_row_norms_par if par else _row_norms_seq)(W, q, s)
         if check_finite:
             check_row_norms(q, np)
-        return out
-    q = np.empty(G, dtype=np.float64)
-    s = np.empty(G, dtype=np.float64)
-    if cols:
-        _col_norms(W.T, q, s)
-    else:
-        (_row_norms_par if par else _row_norms_seq)(W, q, s)
-    if check_finite:
-        check_row_norms(q, np)
-    nS = np.empty(G, dtype=np.float64)
-    wS = np.empty(G, dtype=np.float64)
-    _growl_norms(q, s, w, nS, wS)
-    new = owl(nS, wS, parallel=parallel)
-    if cols:
-        _scale_cols(W.T, _rescale_factors(nS, new), out.T)
-    else:
-        (_rescale_rows_par if par else _rescale_rows_seq)(W, nS, new, out)
-    return out
+        nS = np.empty(G, dtype=np.float64)
+        wS = np.empty(G, dtype=np.float64)
+        _growl_norms(q, s, w, nS, wS)
+        new = owl(nS, wS, parallel=parallel)
+        if cols:
+            _scale_cols(A, _rescale_factors(nS, new), O)
+        else:
+            (_rescale_rows_par if par else _rescale_rows_seq)(W, nS, new, out)
+
+    return run
 
 
 # ------------------------------------------------------------------ exclusive lasso
@@ -1698,23 +1727,38 @@ def exclusive_lasso(W, b, check_finite=False, *, parallel=True, out=None, hint=N
 
 def _exclusive_operator(W, a, b, gx, check_finite, parallel, out, hint):
     """exclusive_lasso (gx False: ``a`` is not read) or group_exclusive (gx
-    True) by route: the column passes where the rows are columns (the whole
-    matrix as rows when they give up), else the row kernels; then the fused
-    check's verdict."""
+    True) into ``out`` (or a new array)."""
     out = _result(W, out)
     if W.size:
+        _exclusive_route(W, out, parallel, hint, gx)((a, b) if gx else (b,), check_finite)
+    return out
+
+
+def _exclusive_route(W, out, parallel, hint=None, gx=False):
+    """The call of an exclusive operator for W -> out (W.size > 0) by route,
+    chosen now: the column passes where the rows are columns (the whole
+    matrix as rows when they give up), else the row kernels; then the fused
+    check's verdict.  ``run((b,), check_finite)`` (exclusive lasso) or
+    ``run((a, b), check_finite)`` (gx); see :func:`serial_in_place`."""
+    seq, par = (_group_exclusive_seq, _group_exclusive_par) if gx else (_exclusive_seq, _exclusive_par)
+    cols = _as_columns(W, out)
+    hint = _check_hint(hint, W) if cols else None
+    A, O = (W.T, out.T) if cols else (W, out)
+    par = par if not cols and parallel and _parallel(W) else None
+
+    def run(thr, check_finite):
         check_finite = _check_first(W, out, check_finite)
-        seq, par, thr = (_group_exclusive_seq, _group_exclusive_par, (a, b)) if gx else (_exclusive_seq, _exclusive_par, (b,))
-        if _as_columns(W, out):
-            code = _exclusive_cols(W.T, a, b, out.T, gx, _check_hint(hint, W))
+        if cols:
+            code = _exclusive_cols(A, thr[0], thr[-1], O, gx, hint)
             finite = code == 1 if code else _rows_in_order(seq, W, out, *thr)
-        elif parallel and _parallel(W):
+        elif par is not None:
             finite = par(W, *thr, out, _chunks(W.shape[0]))
         else:
             finite = seq(W, *thr, out)
         if check_finite and not finite:
             raise NonFiniteInput("input contains NaN or Inf")
-    return out
+
+    return run
 
 
 def _check_first(W, out, check_finite) -> bool:
@@ -2892,6 +2936,11 @@ def weighted_l1(v, w, *, parallel=True, out=None):
     return out
 
 
+def _weighted_l1_route(v, out, parallel, hint=None):
+    kernel = _weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq
+    return lambda thr, check_finite: kernel(v, thr[0], out)
+
+
 # The serial maps, written out per map (a jitted function passed as an argument
 # makes its caller uncacheable).  In place (out is v) each loop reads and
 # writes one array, which LLVM vectorises: with two arguments that alias, its
@@ -2966,6 +3015,11 @@ def weighted_l2sq(v, w, *, parallel=True, out=None):
     out = _result(v, out)
     (_weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
     return out
+
+
+def _weighted_l2sq_route(v, out, parallel, hint=None):
+    kernel = _weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq
+    return lambda thr, check_finite: kernel(v, thr[0], out)
 
 
 @_jit
@@ -3079,6 +3133,37 @@ def lp(v, lam, p, *, parallel=True, out=None):
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
     (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
     return out
+
+
+# ------------------------------------------------------------------ prepared in-place calls
+
+_ROUTES = {
+    "group_lasso": _group_lasso_route,
+    "growl": _growl_route,
+    "exclusive_lasso": _exclusive_route,
+    "group_exclusive": lambda W, out, parallel, hint=None: _exclusive_route(W, out, parallel, hint, True),
+    "weighted_l1": _weighted_l1_route,
+    "weighted_l2sq": _weighted_l2sq_route,
+}
+
+
+def serial_in_place(name: str, W, fixed: tuple = (), hint=None):
+    """Kernel ``name`` prepared to overwrite ``W`` serially, again and again:
+    ``run(thresholds, check_finite)`` does what ``name(W, *thresholds,
+    *fixed, [check_finite,] parallel=False, out=W)`` does (the same kernels,
+    bit for bit), with the route (rows or columns) and the scratch chosen
+    once: for a caller that keeps W (a training step's parameter), where the
+    public function's checks and choices cost as much as a small layer's
+    kernel after a training step has flushed the caches.  ``hint``: the
+    exclusive operators' (:func:`_check_hint`).  ``check_finite`` is
+    ignored by the elementwise kernels, which do not check their input."""
+    route = _ROUTES.get(name)
+    if route is not None and W.size:
+        return route(W, W, False, hint)
+    kernel = globals()[name]
+    if name in ("group_lasso_channels", "growl_channels"):
+        return lambda thr, check_finite: kernel(W, *thr, check_finite, out=W)
+    return lambda thr, check_finite: kernel(W, *thr, *fixed, parallel=False, out=W)
 
 
 # the prox in a diagonal metric: the NumPy reference kernels (array API)
