@@ -76,6 +76,14 @@ class Threshold:
     top: float | None = None  # the array's largest entry, where the caller knows it
 
 
+@dataclass
+class Data:
+    """What :func:`solve` reads of a layout when the caller keeps the terms:
+    the data alone."""
+
+    data: Any
+
+
 def terms(pen, layout) -> tuple:
     """The penalty's thresholds as :class:`Threshold` terms: its own
     ``threshold_terms`` where it declares them, else its ``thresholds`` with

@@ -220,13 +220,6 @@ class SmoothLoss:
 # ----------------------------------------------------------------------------- the prox, planned once
 
 
-@dataclass
-class _Data:
-    """What :func:`proxlib._range.solve` reads of a layout, given the terms."""
-
-    data: Any
-
-
 class _ProxPlan:
     """``penalty.prox(v, step)`` for many ``v`` of one shape, dtype and device.
 
@@ -279,7 +272,7 @@ class _ProxPlan:
             self._thr = _range.thresholds_in_range(self.terms, step, data)
             self._step = step
         if self._thr is None:
-            return self.restore(_range.solve(self.pen, _Data(data), step, self.kernel, self._run, self.terms))
+            return self.restore(_range.solve(self.pen, _range.Data(data), step, self.kernel, self._run, self.terms))
         return self.restore(self._run(self.kernel, data, self._thr))
 
     def _run(self, kernel, data, thr):

@@ -68,6 +68,11 @@ def _cases():
     cases.append(("owl", lambda p, n: p.add(n[0], pt.owl(lambda k: proxlib.owl_weights_oscar(k, 0.05, 0.002)))))
     cases.append(("group_lasso/bias", lambda p, n: p.add(n[0], proxlib.GroupLasso(0.5), name="bias")))
     cases.append(("several", lambda p, n: (p.add(n[0], proxlib.GroupLasso(0.3), grouping="channel"), p.add(n[2], pt.growl(stair), grouping="filter"))))
+    # thresholds beyond the kernels' range (step * lam beyond float64 for the
+    # exclusive lasso's scale-free b: a saturated, tiny but nonzero prox):
+    # solved by the public function's exact transformation on every rank
+    cases.append(("beyond_range/exclusive", lambda p, n: p.add(n[0], proxlib.ExclusiveLasso(1e300), grouping="channel", strength=1e12)))
+    cases.append(("beyond_range/group_exclusive", lambda p, n: p.add(n[0], proxlib.GroupExclusive(1e300, 0.5), grouping="filter", strength=1e12)))
     return cases
 
 
@@ -87,7 +92,7 @@ def _make_opt(params, name):
 
 
 # float32 runs a subset (every operator once, both ways of sharding rows)
-FLOAT32_CASES = {"group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
+FLOAT32_CASES = {"beyond_range/exclusive", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str) -> None:
@@ -188,6 +193,11 @@ def test_fsdp2_prox_equals_the_single_process_prox(tmp_path, dtype_name, rtol):
     # the penalties did act: structure appeared where the strengths call for it
     for key in ("mlp/group_lasso/channel/sgd", "mlp/exclusive/shape/sgd", "mlp/group_exclusive/channel/sgd", "conv/owl/sgd"):
         assert report[key]["zeros"] > 0, key
+    # ... and the saturated exclusive prox keeps each row's largest entry (inf
+    # thresholds zeroed them all): the MLP's 9 x 12 weight, 12 "channel" rows
+    # (in float32 the saturated values, about 1e-300, round to 0)
+    if dtype_name == "float64":
+        assert 0 < report["mlp/beyond_range/exclusive/sgd"]["zeros"] <= 9 * 12 - 12
     # communication per step: O(rows) statistics for the row penalties, never the weight
     for key, v in report.items():
         per_step = v["bytes"] / STEPS

@@ -53,6 +53,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from .. import _range
 from .._dispatch import array_namespace
 from . import KERNELS
 from . import _stages
@@ -216,70 +217,41 @@ _HINTED = ("exclusive_lasso", "group_exclusive")
 _IN_PLACE_ON_NUMBA = tuple(name for name in _SERIAL_ON_NUMBA if name != "owl")
 
 
-def _scaled_like(base: tuple, step: float, dtype, max_step: float) -> list:
-    """``step * t`` for every threshold of ``base`` (NumPy float64 arrays or
-    floats), arrays rounded once to ``dtype``: what
-    :func:`proxlib._registry.scaled_thresholds` gives for data of that dtype
-    (tested to agree bit for bit), without its per-call namespace lookup and
-    error-state context: ``max_step`` (:func:`_max_step`) is the step up to
-    which no product leaves the dtype's range; only beyond it is the
-    overflow warning of the rounding silenced."""
-    out = []
-    for t in base:
-        if not isinstance(t, np.ndarray):
-            out.append(t * step)
-        elif t.dtype == dtype:
-            out.append(t * step if step != 1.0 else t)
-        elif step <= max_step:
-            out.append((t * step).astype(dtype))
-        else:  # a threshold beyond the dtype's range: inf, as _registry rounds it
-            with np.errstate(over="ignore"):
-                out.append((t * step).astype(dtype))
-    return out
-
-
-def _max_step(base: tuple, dtype) -> float:
-    """The largest step for which ``step * t`` stays in ``dtype``'s range for
-    every threshold array of ``base`` (inf when they are all 0)."""
-    top = max((float(np.max(t, initial=0.0)) for t in base if isinstance(t, np.ndarray)), default=0.0)
-    return float(np.finfo(dtype).max) / top if top > 0 else np.inf
-
-
-def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fused_check: bool):
-    """A prepared in-place run of Numba's serial kernel ``name`` on ``view``,
-    or None where it does not apply.
+def numba_in_place(pen, view: torch.Tensor, terms: tuple):
+    """A prepared in-place run of Numba's serial kernel for the registry
+    penalty ``pen`` on ``view``, or None where it does not apply.
 
     ``view`` is the data as the kernel reads it (rows, or the tensor for an
     elementwise kernel) and a view of a CPU parameter's memory, float32 or
-    float64; ``base`` the thresholds before the step (float64 tensors in the
-    kernel's layout, or Python floats), ``fixed`` the kernel's other
-    arguments, ``fused_check`` the penalty's ``fused_finite_check``.  The
-    returned ``run(step, check_finite)`` overwrites ``view`` with the prox
-    of ``step * penalty``: the thresholds ``step * base`` are rounded once to
-    the data's dtype (:func:`_scaled_like`), and the kernel writes through a NumPy view of the same memory,
-    with no copy: rows that are C-contiguous are processed as rows, rows that
-    are the columns of a C-contiguous matrix (the ``"channel"`` and
-    ``"shape"`` groupings of a Linear weight) column-wise (see
-    :mod:`.numba_cpu`).  ``check_finite`` goes to the kernels that check
-    their input themselves (``fused_check``: group lasso, GrOWL); the others
-    are checked by the caller.  The caller bumps the parameter's version counter (the write
-    bypasses autograd's).  None when: Numba does not import, the kernel has
-    no in-place variant, the device or dtype is another, the view is neither
-    C- nor F-contiguous (e.g. the ``"channel"`` rows of a convolution, which
-    are a permutation: :func:`numba_in_place_channels` takes those for the
-    group lasso and GrOWL), or per-entry elementwise thresholds do not follow the
-    view's memory order, or ``CPU_KERNELS`` is ``"torch"`` (callers rebuild
-    when it changes)."""
+    float64; ``terms`` the penalty's thresholds (:func:`proxlib._range.terms`,
+    arrays in the kernel's layout).  The returned ``run(step, check_finite)``
+    overwrites ``view`` with the prox of ``step * pen``: the thresholds are
+    formed as the public function forms them (:func:`_run_in_place`), and the
+    kernel (:func:`numba_cpu.serial_in_place`) writes through a NumPy view of
+    the same memory, with no copy: rows that are C-contiguous are processed
+    as rows, rows that are the columns of a C-contiguous matrix (the
+    ``"channel"`` and ``"shape"`` groupings of a Linear weight) column-wise
+    (see :mod:`.numba_cpu`).  ``check_finite`` goes to the kernels that check
+    their input themselves (``pen.fused_finite_check``); the others are
+    checked by the caller.  The caller bumps the parameter's version counter
+    (the write bypasses autograd's).  None when: Numba does not import, the
+    kernel has no in-place variant, the device or dtype is another, the view
+    is neither C- nor F-contiguous (e.g. the ``"channel"`` rows of a
+    convolution, which are a permutation: :func:`numba_in_place_channels`
+    takes those for the group lasso and GrOWL), or per-entry elementwise
+    thresholds do not follow the view's memory order, or ``CPU_KERNELS`` is
+    ``"torch"`` (callers rebuild when it changes)."""
+    name = pen.kernel
     if CPU_KERNELS == "torch" or name not in _IN_PLACE_ON_NUMBA or view.device.type != "cpu" or view.dtype not in (torch.float32, torch.float64):
         return None
     nb = _numba_cpu()
     if nb is None:
         return None
     if name in _ELEMENTWISE:
-        if not view.is_contiguous() or any(isinstance(t, torch.Tensor) and t.numel() > 1 and t.shape != view.shape for t in base):
+        if not view.is_contiguous() or any(t.array is not None and t.array.numel() > 1 and t.array.shape != view.shape for t in terms):
             return None
         arr = view.detach().reshape(-1).numpy()
-        base = tuple(t.reshape(-1) if isinstance(t, torch.Tensor) else t for t in base)
+        terms = tuple(_range.Threshold(t.scalars, t.array.reshape(-1), t.degree, t.top) if t.array is not None else t for t in terms)
     else:
         if view.ndim != 2:
             return None
@@ -291,14 +263,12 @@ def numba_in_place(name: str, view: torch.Tensor, base: tuple, fixed: tuple, fus
         # rows that are columns: the kernel keeps each row's threshold guess
         # for the next step here (numba_cpu._check_hint; never changes the support)
         hint = np.zeros(arr.shape[0])
-    extra = {} if hint is None else {"hint": hint}
-    run = _run_in_place(lambda arr, thr, **kw: getattr(nb, name)(arr, *thr, *fixed, parallel=False, out=arr, **extra, **kw),
-                        arr, base, fused_check, hint)
+    run = _run_in_place(pen, name, arr, terms, hint)
     run.hint = hint  # (for inspection)
     return run
 
 
-def numba_in_place_channels(name: str, leaf: torch.Tensor, base: tuple, fused_check: bool):
+def numba_in_place_channels(pen, leaf: torch.Tensor, terms: tuple):
     """:func:`numba_in_place` for the ``"channel"`` rows of a convolution
     weight (``leaf`` of >= 3 dimensions, C-contiguous: row c is
     ``leaf[:, c]``, a permutation of its memory that no 2-D view gives): the
@@ -306,43 +276,59 @@ def numba_in_place_channels(name: str, leaf: torch.Tensor, base: tuple, fused_ch
     order (``numba_cpu.group_lasso_channels``, ``growl_channels``) write into
     the parameter, where the generic route copied the rows out and back.
     None where that does not apply (as for :func:`numba_in_place`)."""
+    name = pen.kernel
     if (CPU_KERNELS == "torch" or name not in ("group_lasso", "growl") or leaf.device.type != "cpu"
             or leaf.dtype not in (torch.float32, torch.float64) or leaf.ndim < 3 or not leaf.is_contiguous()):
         return None
-    nb = _numba_cpu()
-    if nb is None:
+    if _numba_cpu() is None:
         return None
     arr = leaf.detach().numpy().reshape(leaf.shape[0], leaf.shape[1], -1)  # a view (C-contiguous)
-    kernel = getattr(nb, name + "_channels")
-    return _run_in_place(lambda a, thr, **kw: kernel(a, *thr, out=a, **kw), arr, base, fused_check)
+    return _run_in_place(pen, name + "_channels", arr, terms)
 
 
-def _run_in_place(call, arr, base: tuple, fused_check: bool, hint=None):
+def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
     """The prepared ``run(step, check_finite)`` of the in-place runners:
-    ``call(arr, thresholds, **kw)`` with the thresholds ``step * base``
-    rounded once to the data's dtype (:func:`_scaled_like`), formed again
-    only when the step changes (no kernel writes to its thresholds): with a
-    constant learning rate a step runs no NumPy operation, whose first one
-    after a training step costs 40-60 us on a cold cache (measured on the
-    benchmark's MLP), as much as a small layer's whole prox.  ``hint``: the
-    exclusive operators' threshold hints, scaled with the step when it
-    changes (a threshold is about proportional to the step: a learning-rate
-    schedule keeps them provable)."""
-    dtype = arr.dtype
-    base = tuple(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else float(t) for t in base)
-    max_step = _max_step(base, dtype)
-    last = [None, ()]  # the last step and its thresholds
+    Numba's ``kernel_name`` on ``arr`` (:func:`numba_cpu.serial_in_place`)
+    at the thresholds the public function passes its kernel at ``step``
+    (:func:`proxlib._range.thresholds_in_range`: the same bits), formed
+    again only when the step changes (no kernel writes to its thresholds):
+    with a constant learning rate a step runs no NumPy operation, whose
+    first one after a training step costs 40-60 us on a cold cache
+    (measured on the benchmark's MLP), as much as a small layer's whole
+    prox.  A step whose thresholds are beyond the kernels' range is solved
+    as the public function solves it (:func:`proxlib._range.solve`'s exact
+    transformations, on a copy) and written back.  ``hint``: the exclusive
+    operators' threshold hints, scaled with the step when it changes (a
+    threshold is about proportional to the step: a learning-rate schedule
+    keeps them provable)."""
+    nb = _numba_cpu()
+    call = nb.serial_in_place(kernel_name, arr, pen.fixed(), hint)
+    terms = tuple(_range.Threshold(t.scalars, t.array.detach().cpu().numpy(), t.degree, t.top)
+                  if isinstance(t.array, torch.Tensor) else t for t in terms)
+    fused = pen.fused_finite_check
+    last = [None, None]  # the last step and its thresholds (None: out of range)
 
     def run(step: float, check_finite: bool = False) -> None:
         if step != last[0]:
-            last[1] = _scaled_like(base, step, dtype, max_step)
+            last[1] = _range.thresholds_in_range(terms, step, arr)
             if hint is not None and last[0] is not None:
                 hint[...] *= step / last[0]
             last[0] = step
-        kw = {"check_finite": check_finite} if fused_check else {}
-        call(arr, last[1], **kw)
+        if last[1] is not None:
+            call(last[1], check_finite and fused)
+        else:
+            arr[...] = _range.solve(pen, _range.Data(arr), step, kernel_name,
+                                    lambda name, data, thr: _serial(nb, name, data, thr, pen, check_finite), terms)
 
     return run
+
+
+def _serial(nb, name, data, thr, pen, check_finite):
+    """Numba's public kernel ``name`` on ``data`` (a new array), serial."""
+    kw = {"check_finite": check_finite} if pen.fused_finite_check else {}
+    if name.endswith("_channels"):
+        return getattr(nb, name)(data, *thr, **kw)
+    return getattr(nb, name)(data, *thr, *pen.fixed(), parallel=False, **kw)
 
 
 def _contiguous_either(a):

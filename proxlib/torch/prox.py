@@ -29,8 +29,10 @@ the proximal step consistent with Adam's preconditioned gradient step.
 How it runs.  Everything that does not change between steps is checked and
 built once, when a term is added (the grouping against the tensor's shape,
 the penalty's weights against the number of rows, the thresholds on the
-tensor's device): a step then forms ``step * thresholds`` and calls proxlib's
-torch kernel on the parameter itself, in place for the row-norm and
+tensor's device): a step then forms the thresholds at its step as the public
+function does (the same bits, and beyond the kernels' range the same exact
+transformations: :mod:`proxlib._range`; kept while the step does not change)
+and calls proxlib's torch kernel on the parameter itself, in place for the row-norm and
 elementwise penalties (the result is written into the parameter's storage:
 ``data_ptr`` unchanged, the autograd version counter bumped as ``copy_``
 does) and through one copy back otherwise (exclusive, group+exclusive, lp,
@@ -71,6 +73,7 @@ from typing import Any, Callable
 import torch
 
 import proxlib
+from proxlib import _range
 from proxlib import _registry as R
 from proxlib import _validate as V
 from proxlib.backends import torch_dev
@@ -177,16 +180,17 @@ class _Plan:
 
     ``pen``: the resolved penalty; ``kernel``: the torch kernel (None for a
     penalty outside the registry, which is called through its ``prox``);
-    ``base``: the thresholds before the step (float64, on the leaf's device);
-    ``inplace``: whether the kernel can write straight into ``data()``, a view
-    of the leaf of its dtype; ``metric``: ``kernel`` is the penalty's kernel
-    in a diagonal metric (``kernel(data, D, *thresholds, *fixed)``, ``D`` the
+    ``terms``: its thresholds before the step (:func:`proxlib._range.terms`,
+    float64 on the leaf's device, in the kernel's layout); ``inplace``:
+    whether the kernel can write straight into ``data()``, a view of the
+    leaf of its dtype; ``metric``: ``kernel`` is the penalty's kernel in a
+    diagonal metric (``kernel(data, D, *thresholds, *fixed)``, ``D`` the
     metric in the data's layout, float64), and :meth:`run` takes the metric."""
 
     key: tuple
     pen: Any
     kernel: Callable | None
-    base: tuple
+    terms: tuple
     fixed: tuple
     data: Callable[[torch.Tensor], torch.Tensor]
     restore: Callable[[torch.Tensor], torch.Tensor]
@@ -195,6 +199,8 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
+    _at: list = field(default_factory=lambda: [None, None])  # the last step and its thresholds
+    _base: tuple | None = None  # (metric plans) the thresholds before the step
 
     def run(self, leaf: torch.Tensor, step: float, check_finite: bool, d: torch.Tensor | None = None) -> None:
         """``leaf <- prox_{step * pen}(leaf)`` (under no_grad); for a metric
@@ -210,18 +216,25 @@ class _Plan:
                 V.check_all_finite(D, "the metric")
                 if not bool((D > 0).all()):
                     raise ValueError("the metric must be > 0 everywhere")
-            thr = R.scaled_thresholds(self.base, step, D)
+            if self._base is None:  # the float64 thresholds before the step, as apply_metric forms them
+                self._base = _range.products(self.terms)
+            thr = R.scaled_thresholds(self._base, step, D)
             leaf.copy_(self.restore(self.kernel(data, D, *thr, *self.fixed)))
             return
         if self.kernel is None:  # a penalty object outside the registry
             leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
             return
         data = self.data(leaf if self.inplace else B.working_tensor(leaf))
-        thr = R.scaled_thresholds(self.base, step, data)
         kw = {"check_finite": check_finite} if self.fused_check else {}
         if check_finite and not self.fused_check:
             V.check_all_finite(data, "the parameter")
-        if self.inplace:
+        if step != self._at[0]:  # the public function's thresholds (proxlib._range), kept while the step is the same
+            self._at[:] = step, _range.thresholds_in_range(self.terms, step, data)
+        thr = self._at[1]
+        if thr is None:  # beyond the kernels' range: the public function's exact transformations, on a copy
+            X = _range.solve(self.pen, _range.Data(data), step, self.kernel, lambda k, x, t: k(x, *t, *self.fixed, **kw), self.terms)
+            leaf.copy_(self.restore(X))
+        elif self.inplace:
             self.kernel(data, *thr, *self.fixed, out=data, **kw)
             torch.autograd.graph.increment_version(leaf)
         else:
@@ -259,11 +272,12 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
             raise TypeError(f"penalty builder returned {pen!r}, which has no prox(v, step) and value(x)")
         return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping)
     layout = R.layout_of(pen, view, contiguous=False)
-    base = pen.thresholds(layout)  # checks the weights against the rows, once
+    terms = _range.terms(pen, layout)  # checks the weights against the rows, once
     if pen.layout == "flat":
         # elementwise maps act on the tensor as it is (thresholds in its shape); OWL needs a vector
         if pen.kernel in ("weighted_l1", "weighted_l2sq"):
-            base = tuple(t.reshape(view.shape) if t.shape[0] > 1 else t for t in base)
+            terms = tuple(_range.Threshold(t.scalars, t.array.reshape(view.shape), t.degree, t.top)
+                          if t.array is not None and t.array.shape[0] > 1 else t for t in terms)
             data = _view_of(grouping)
             restore = _restore_of(grouping, leaf.shape)
             probe = data(leaf.detach())
@@ -279,14 +293,14 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
         probe = data(leaf.detach())
     if term.metric:
-        return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), base, pen.fixed(), data, restore, False, False, grouping, True)
+        return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True)
     shares = native and _shares_memory(probe, leaf)
     inplace = shares and pen.kernel in _IN_PLACE
-    on_numba = torch_dev.numba_in_place(pen.kernel, probe, base, pen.fixed(), pen.fused_finite_check) if shares else None
+    on_numba = torch_dev.numba_in_place(pen, probe, terms) if shares else None
     if on_numba is None and native and grouping == "channel" and leaf.ndim >= 3:
         # a convolution's channel rows: no 2-D view, but Numba reads them in place
-        on_numba = torch_dev.numba_in_place_channels(pen.kernel, leaf.detach(), base, pen.fused_finite_check)
-    return _Plan(key, pen, getattr(torch_dev, pen.kernel), base, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping, False, on_numba)
+        on_numba = torch_dev.numba_in_place_channels(pen, leaf.detach(), terms)
+    return _Plan(key, pen, getattr(torch_dev, pen.kernel), terms, pen.fixed(), data, restore, inplace, pen.fused_finite_check, grouping, False, on_numba)
 
 
 def _zero_groups(plan: _Plan, leaf: torch.Tensor) -> torch.Tensor:

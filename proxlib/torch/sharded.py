@@ -79,6 +79,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import proxlib
+from proxlib import _range
 from proxlib import _registry as R
 from proxlib._dispatch import array_namespace
 from proxlib.backends import _stages
@@ -407,53 +408,87 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
     if getattr(pen, "groups", None) is not None:
         raise NotImplementedError("groups= labels are not supported on sharded parameters; use a grouping")
     layout = R.layout_of(pen, view, contiguous=False)
-    base = pen.thresholds(layout)
+    terms = _range.terms(pen, layout)  # (checks the weights against the rows)
     fixed = pen.fixed()
     kernel = getattr(torch_dev, pen.kernel)
 
     def local_view(local):
         return local if grouping is None else B.rows(local, grouping)
 
+    def gathered_rows(local):
+        """The full tensor's rows (or vector), gathered from every rank."""
+        leaf_full = DTensor.from_local(local, comm.mesh, comm.placements, run_check=False, shape=torch.Size(full_shape), stride=_contiguous_stride(full_shape)).full_tensor()
+        comm.bytes += leaf_full.numel() * leaf_full.element_size()
+        return leaf_full if grouping is None else B.rows(leaf_full, grouping)
+
+    def write_full(local, rows_full):
+        full = rows_full if grouping is None else B.from_rows(rows_full, full_shape, grouping)
+        local.copy_(comm.local_of(full))
+
+    def solve_full(local, step):
+        """Thresholds beyond the kernels' range (every rank sees the same full
+        thresholds, so all take this branch): the public function's exact
+        transformation (proxlib._range.solve) on the gathered tensor."""
+        rows = gathered_rows(local)
+        data = rows.reshape(layout.data.shape)
+        X = _range.solve(pen, _range.Data(data), step, kernel, lambda k, x, t: k(x, *t, *fixed), terms)
+        write_full(local, X.reshape(rows.shape))
+
+    at = [None, None]  # the last step and this rank's thresholds at it (None: out of range)
+
+    def thresholds_at(step, like, localize):
+        """The thresholds the public function forms at ``step`` (the same
+        bits: proxlib._range), this rank's part (``localize``); kept while
+        the step is the same."""
+        if step != at[0]:
+            full = _range.thresholds_in_range(terms, step, like)
+            at[:] = step, (None if full is None else localize(full))
+        return at[1]
+
     if pen.layout == "flat" and pen.kernel == "owl":
         def run_local(local, step, check_finite):  # noqa: ANN001 - OWL couples every entry: gather once
-            leaf_full = DTensor.from_local(local, comm.mesh, comm.placements, run_check=False, shape=torch.Size(full_shape), stride=_contiguous_stride(full_shape)).full_tensor()
-            comm.bytes += leaf_full.numel() * leaf_full.element_size()
-            v = (leaf_full if grouping is None else B.rows(leaf_full, grouping)).reshape(-1)
-            x = kernel(v, *R.scaled_thresholds(base, step, v))
-            full = x.reshape(view.shape) if grouping is None else B.from_rows(x.reshape(view.shape), full_shape, grouping)
-            local.copy_(comm.local_of(full))
+            v = gathered_rows(local).reshape(-1)
+            thr = thresholds_at(step, v, lambda full: full)
+            if thr is None:
+                return solve_full(local, step)
+            write_full(local, kernel(v, *thr).reshape(view.shape))
 
     elif pen.layout == "flat":
-        # elementwise: each rank's part of the thresholds, in the local shard's shape
-        local_base = []
-        for t in base:
-            if isinstance(t, float) or t.shape[0] == 1:
-                local_base.append(t)
-            else:
-                tv = t.reshape(view.shape)
-                full_t = tv if grouping is None else B.from_rows(tv, full_shape, grouping)
-                local_base.append(local_view(comm.local_of(full_t.contiguous())))
-        local_base = tuple(local_base)
+        def localize(full):
+            """Each rank's part of elementwise thresholds, in the local shard's shape."""
+            out = []
+            for t in full:
+                if isinstance(t, float) or t.shape[0] == 1:
+                    out.append(t)
+                else:
+                    tv = t.reshape(view.shape)
+                    full_t = tv if grouping is None else B.from_rows(tv, full_shape, grouping)
+                    out.append(local_view(comm.local_of(full_t.contiguous())).reshape(-1))
+            return tuple(out)
 
         def run_local(local, step, check_finite):
             V_ = local_view(local)
-            thr = R.scaled_thresholds(local_base, step, V_)
-            X = kernel(V_.reshape(-1), *(t if isinstance(t, float) or t.numel() == 1 else t.reshape(-1) for t in thr), *fixed)
+            thr = thresholds_at(step, V_, localize)
+            if thr is None:
+                return solve_full(local, step)
+            X = kernel(V_.reshape(-1), *thr, *fixed)
             _write_rows(local, V_, X, grouping, V_.shape)
 
     else:
-        G_loc_base = tuple(comm.local_rows_of(t) for t in base)  # per-row thresholds of this rank's rows
         kind = pen.kernel
         kw_fused = pen.fused_finite_check
+
+        def localize(full):
+            # per-row thresholds of this rank's rows; GrOWL's weights are over all rows' norms
+            return full if kind == "growl" else tuple(comm.local_rows_of(t) for t in full)
 
         def run_local(local, step, check_finite):
             V_ = local_view(local)
             G_loc = V_.shape[0] if V_.ndim > 1 else 1
             Rw = V_.reshape(G_loc, math.prod(V_.shape) // G_loc if G_loc else math.prod(V_.shape[1:]))
-            if kind == "growl":  # the full weight vector: the row norms are gathered
-                thr = R.scaled_thresholds(base, step, Rw)
-            else:
-                thr = R.scaled_thresholds(G_loc_base, step, Rw)
+            thr = thresholds_at(step, Rw, localize)
+            if thr is None:
+                return solve_full(local, step)
             if not comm.split and kind != "growl":
                 X = kernel(Rw, *thr, *fixed, **({"check_finite": check_finite} if kw_fused else {}))
             elif kind in ("group_lasso", "growl"):
