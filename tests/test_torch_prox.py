@@ -114,6 +114,42 @@ def test_hook_applies_exactly_proxlibs_prox(case, dtype, cpu_kernels, monkeypatc
     assert torch.equal(a.bias.detach(), b.bias.detach())
 
 
+@pytest.mark.parametrize("route", ["auto", "torch"])
+def test_steps_follow_data_replaced_in_the_same_memory(route, monkeypatch):
+    """``param.data = ...`` with a view of the same memory (the same data_ptr)
+    but other strides or shape rebuilds the term's plan: a transposed square
+    weight, then its first rows.  Each step equals the public function on
+    the tensor as it is then, and bumps the version counter (several terms,
+    two tensors, the direct path of ProximalStep.step included)."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="filter", label="a")
+    prox.add(net[0], proxlib.WeightedL1(0.05), label="b")
+    prox.add(net[1], proxlib.GroupLasso(0.2), grouping="channel", label="c")
+
+    def expected(W0, W1):
+        W0 = _expected(W0, lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "filter", 0.1)
+        W0 = proxlib.prox_weighted_l1(W0, 0.05, 0.1)
+        return W0, _expected(W1, lambda R, s: proxlib.prox_group_lasso(R, 0.2, s), "channel", 0.1)
+
+    w0, w1 = net[0].weight, net[1].weight
+    with torch.no_grad():
+        w0.mul_(3.0)
+    for change in (None, "transpose", "rows"):
+        if change == "transpose":
+            w0.data = w0.data.t()  # same memory, other strides
+        elif change == "rows":
+            w0.data = w0.data.t()[:5]  # same memory and strides, other shape
+        want = expected(w0.detach().clone(), w1.detach().clone())
+        versions = w0._version, w1._version
+        prox.step()
+        assert torch.equal(w0.detach(), want[0]) and torch.equal(w1.detach(), want[1]), change
+        assert w0._version > versions[0] and w1._version > versions[1]
+
+
 def test_prox_is_in_place_and_keeps_autograd_bookkeeping():
     lin = torch.nn.Linear(10, 6)
     opt = torch.optim.SGD(lin.parameters(), lr=1.0)

@@ -384,6 +384,10 @@ class ShardedPlan:
     grouping: str | None = None
     on_numba: None = None  # (the local shard's kernels run inside run_local)
 
+    def holds(self, leaf) -> bool:
+        """(No in-place Numba run to take directly: see :meth:`proxlib.torch.prox._Plan.holds`.)"""
+        return False
+
     def value(self, leaf: DTensor) -> float:
         """Omega of the full tensor (gathered once: for logging)."""
         full = B.working_tensor(leaf.full_tensor())
