@@ -753,6 +753,43 @@ def test_row_kernels_on_columns_of_a_large_layer(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["columns", "channels"])
+def test_norms_read_across_memory_take_zero_rows_without_a_second_look(dtype, layout):
+    """The norms of rows read across memory (a Linear weight's columns, a
+    convolution's channels): rows whose plain sum of squares leaves
+    [2^-600, inf) get _row_norm's (q, s) exactly, zero rows (0, 1) without
+    being read again; with many of them (more than 4: float64 finds the zero
+    ones by one l1 pass) tiny rows whose squares all underflow (sum 0, not
+    zero) are not taken for zero rows, nor huge or NaN ones."""
+    rng = np.random.default_rng(11)
+    G = 40
+    A = rng.standard_normal((30, G)).astype(dtype)
+    special = {0: 0.0, 1: -0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: np.nan}
+    if dtype == np.float64:
+        special.update({7: 1e-170, 8: 1e-300, 9: 1e200, 10: 5e-324})
+    for g, v in special.items():
+        A[:, g] = v if v != 1e-170 else 0.0
+        if v == 1e-170:
+            A[4, g] = -1e-170  # one tiny entry: its square underflows
+    data = A if layout == "columns" else A.reshape(6, 5, G).transpose(0, 2, 1).copy()  # (O, C, K): channel c = data[:, c, :]
+    q, s = np.empty(G), np.empty(G)
+    (NB._col_norms if layout == "columns" else NB._mid_norms)(data, q, s)
+    for g in range(G):
+        row = data[:, g] if layout == "columns" else data[:, g, :].reshape(-1)
+        want_q, want_s = NB._row_norm(np.ascontiguousarray(row))
+        plain = float(np.sum(np.square(row.astype(np.float64))))
+        if g in special or not (2.0**-600 <= plain < np.inf):
+            if np.isnan(want_q):
+                assert np.isnan(q[g]), g
+            else:
+                assert (q[g], s[g]) == (want_q, want_s), (g, q[g], want_q, s[g], want_s)
+            if g in (7, 8, 10) and dtype == np.float64:
+                assert q[g] > 0, g  # tiny, not zero
+        else:
+            assert s[g] == 1.0 and abs(q[g] - want_q) <= 4 * 2.0**-52 * want_q, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_elementwise_kernels_in_place(dtype, data):
     v = data.draw(arrays(dtype, st.integers(1, 40), elements=signed(dtype)))
