@@ -1017,6 +1017,47 @@ def test_exclusive_columns_hints_decide_a_training_layer_and_stay_good():
     np.testing.assert_array_equal(again, first)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gx", [False, True])
+def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
+    """Zero columns (signed zeros included), a third of a layer's: the column
+    passes write them (their prox is 0) instead of giving them to the row
+    kernel, so they do not count against the quarter above which the whole
+    matrix goes to the row kernels (_exclusive_cols returns 1, not 0); with
+    hints (training: the columns stay zero), their hints are kept and the
+    others still prove themselves.  The prox equals the row kernels' on a
+    C-contiguous copy: float32 bit for bit, float64 within their rounding
+    (at the row's scale) with the same zeros."""
+    rng = np.random.default_rng(12)
+    P, G = 200, 60
+    base = (rng.standard_normal((P, G)) / 20).astype(dtype)
+    zero = rng.random(G) < 1 / 3
+    zero[:3] = True
+    base[:, zero] = 0.0
+    base[::2, 1] = -0.0
+    a = np.full(G, 2e-3, dtype)
+    b = np.full(G, 1e-3, dtype)
+    thr = (a, b) if gx else (b,)
+    kernel = NB.group_exclusive if gx else NB.exclusive_lasso
+    rows = np.ascontiguousarray(base.T)
+    want = kernel(rows, *thr, parallel=False)
+    assert 4 * zero.sum() > G
+    out = np.empty_like(base)
+    assert NB._exclusive_cols(base, a, b, out, gx, None) == 1
+    H = np.zeros(G)
+    for call in range(3):
+        W = np.asfortranarray(base.T)
+        got = kernel(W, *thr, parallel=False, hint=H)
+        for X in (out.T, got):
+            np.testing.assert_array_equal(X == 0, want == 0)
+            if dtype == np.float32:
+                np.testing.assert_array_equal(X, want)
+            else:  # (the row kernel's rounding, at each row's scale)
+                assert_close(X, want, dtype, np.abs(rows).max(axis=1, keepdims=True), P)
+        np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(rows[zero]))
+        assert np.all(H[~zero] > 0), call
+
+
 def test_exclusive_hint_must_fit():
     W = np.asfortranarray(np.ones((4, 3)))
     with pytest.raises(ValueError, match="hint"):

@@ -1602,13 +1602,14 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
                 H[g] = 0.0
     for attempt in range(2):
-        # the first pass, over the magnitudes above the hints (H_g = 0: all)
+        # the first pass, over the magnitudes above the hints (H_g = 0: all);
+        # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel, and
+        # their hints prove nothing but stay: the group lasso part zeroes
+        # columns, and in training they stay zero)
         if gx:
-            _col_pass1(A, S, Q, mb, None, nz, H)
-        elif sums_exact:  # (the exclusive lasso needs no ||w||)
+            _col_pass1(A, S, Q, mb, xb, nz, H)
+        else:  # (the exclusive lasso needs no ||w||)
             _col_pass1(A, S, None, mb, xb, nz, H)
-        else:
-            _col_pass1(A, S, None, mb, None, nz, H)
         lim = 2.0**400 if gx else 2.0**500
         for g in range(G):
             ymin = _magnitude_of_bits(mb[g])
@@ -1629,7 +1630,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         # dropped, and the pass runs again over the whole column
         dropped = False
         for g in range(G):
-            if H[g] > 0.0:
+            if H[g] > 0.0 and xb[g] != 0:
                 ag = np.float64(a[g]) if gx else 0.0
                 if Y[g] > 0.0 and H[g] <= _tau_below(S[g], nz[g], P, ag, np.float64(b[g])):
                     from_hint[g] = True
@@ -1698,7 +1699,10 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     for g in range(G):
         br = np.float64(b[g])
         ag = np.float64(a[g]) if gx else 0.0
-        if Y[g] > 0.0 and _phi(Y[g], F[g], D2[g], ag, br) > 0.0:
+        if xb[g] == 0:  # a zero column: written as sign 0 below (its own signed zeros), as the row kernel copies it
+            Y[g] = np.inf
+            e[g] = 0.0
+        elif Y[g] > 0.0 and _phi(Y[g], F[g], D2[g], ag, br) > 0.0:
             if gx:
                 c = _group_exclusive_shrink(ag, br, Y[g], k[g], F[g], D2[g])
                 beta = br * c
@@ -1721,7 +1725,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     finite = True  # (a column with NaN or Inf has a non-finite sum: the row kernel takes it)
     r = 0
     for g in range(G):
-        if Y[g] == np.inf:
+        if Y[g] == np.inf and xb[g] != 0:
             for i in range(P):
                 slow[r, i] = A[i, g]
             if gx:
@@ -1732,7 +1736,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     _col_support_out(A, Y, e, fac, out)
     r = 0
     for g in range(G):
-        if Y[g] == np.inf:
+        if Y[g] == np.inf and xb[g] != 0:
             for i in range(P):
                 out[i, g] = slow[r, i]
             r += 1
