@@ -1024,7 +1024,7 @@ def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
     passes write them (their prox is 0) instead of giving them to the row
     kernel, so they do not count against the quarter above which the whole
     matrix goes to the row kernels (_exclusive_cols returns 1, not 0); with
-    hints (training: the columns stay zero), their hints are kept and the
+    hints (training: the columns stay zero), theirs are cleared and the
     others still prove themselves.  The prox equals the row kernels' on a
     C-contiguous copy: float32 bit for bit, float64 within their rounding
     (at the row's scale) with the same zeros."""
@@ -1055,7 +1055,7 @@ def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
             else:  # (the row kernel's rounding, at each row's scale)
                 assert_close(X, want, dtype, np.abs(rows).max(axis=1, keepdims=True), P)
         np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(rows[zero]))
-        assert np.all(H[~zero] > 0), call
+        assert np.all(H[~zero] > 0) and np.all(H[zero] == 0), call  # (a zero column has no threshold to guess)
 
 
 def test_exclusive_hint_must_fit():

@@ -1586,7 +1586,8 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     the values only through which route (column passes or row kernel) a
     column takes: float32 the same bits (every sum exact), float64 within
     the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
-    columns solved here; a column the row kernel took keeps its hint.
+    columns solved here, 0 for the zero columns; a column the row kernel
+    took keeps its hint.
     """
     P, G = A.shape
     S = np.empty(G, dtype=np.float64)
@@ -1603,8 +1604,9 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
                 H[g] = 0.0
     for attempt in range(2):
         # the first pass, over the magnitudes above the hints (H_g = 0: all);
-        # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel, and
-        # their hints prove nothing but stay: the group lasso part zeroes
+        # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel; a
+        # hint there proves nothing but costs no pass again: it is cleared, as
+        # the sums above it are those above 0.  The group lasso part zeroes
         # columns, and in training they stay zero)
         if gx:
             _col_pass1(A, S, Q, mb, xb, nz, H)
@@ -1630,7 +1632,9 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         # dropped, and the pass runs again over the whole column
         dropped = False
         for g in range(G):
-            if H[g] > 0.0 and xb[g] != 0:
+            if H[g] > 0.0 and xb[g] == 0:
+                H[g] = 0.0  # a zero column: no threshold to guess (its sums above 0 are those above H_g: no pass again)
+            elif H[g] > 0.0:
                 ag = np.float64(a[g]) if gx else 0.0
                 if Y[g] > 0.0 and H[g] <= _tau_below(S[g], nz[g], P, ag, np.float64(b[g])):
                     from_hint[g] = True
