@@ -274,6 +274,29 @@ def thresholds_in_range(ts, step: float, data):
     return _formed_in_dtype(ts, me, logs, data) if fits else None
 
 
+class AtStep:
+    """:func:`thresholds_in_range` of ``terms``, formed again only when the
+    step changes (no kernel writes to its thresholds): for a caller that
+    solves the same problem shape at step after step (a training step, a
+    solver's iterations).  ``localize`` (optional) maps the thresholds once
+    formed, e.g. to one rank's part.  ``step`` is the last step asked for."""
+
+    def __init__(self, terms_: tuple, localize=None):
+        self.terms = terms_
+        self.localize = localize
+        self.step = None
+        self.thresholds = None
+
+    def __call__(self, step: float, like):
+        """The thresholds at ``step`` for data like ``like`` (its dtype and
+        device), or None where :func:`solve` would transform the problem."""
+        if step != self.step:
+            thr = thresholds_in_range(self.terms, step, like)
+            self.thresholds = thr if thr is None or self.localize is None else self.localize(thr)
+            self.step = step
+        return self.thresholds
+
+
 def _fits(t: Threshold, log2max: float, dname: str) -> bool:
     """Whether the kernels take this threshold as it is."""
     if t.degree == "p":  # lp's lam: kept in the normal range of float64

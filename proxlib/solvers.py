@@ -237,7 +237,7 @@ class _ProxPlan:
         self.pen = penalty
         lay = R.layout_of(penalty, like)  # checks the shape against the parameters
         self.terms = _range.terms(penalty, lay)
-        self._step, self._thr = None, None  # the last step and its thresholds
+        self.thresholds = _range.AtStep(self.terms)
         self.fixed = penalty.fixed()
         self.kernel = getattr(backend_for(like), penalty.kernel)
         self.kw = {"check_finite": False} if penalty.fused_finite_check else {}
@@ -268,12 +268,10 @@ class _ProxPlan:
         # the thresholds formed as the public function forms them (step times
         # the penalty's scalars first, then its array; out of range, the same
         # exact transformations): the same bits; kept while the step is the same
-        if step != self._step:
-            self._thr = _range.thresholds_in_range(self.terms, step, data)
-            self._step = step
-        if self._thr is None:
+        thr = self.thresholds(step, data)
+        if thr is None:
             return self.restore(_range.solve(self.pen, _range.Data(data), step, self.kernel, self._run, self.terms))
-        return self.restore(self._run(self.kernel, data, self._thr))
+        return self.restore(self._run(self.kernel, data, thr))
 
     def _run(self, kernel, data, thr):
         return kernel(data, *thr, *self.fixed, **self.kw)

@@ -306,29 +306,26 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
     terms = tuple(_range.Threshold(t.scalars, t.array.detach().cpu().numpy(), t.degree, t.top)
                   if isinstance(t.array, torch.Tensor) else t for t in terms)
     fused = pen.fused_finite_check
-    last = [None, None]  # the last step and its thresholds (None: out of range)
+    thresholds = _range.AtStep(terms)
 
     def run(step: float, check_finite: bool = False) -> None:
-        if step != last[0]:
-            last[1] = _range.thresholds_in_range(terms, step, arr)
-            if hint is not None and last[0] is not None:
-                hint[...] *= step / last[0]
-            last[0] = step
-        if last[1] is not None:
-            call(last[1], check_finite and fused)
-        else:
+        last = thresholds.step
+        thr = thresholds(step, arr)
+        if hint is not None and last is not None and step != last:
+            hint[...] *= step / last
+        if thr is not None:
+            call(thr, check_finite and fused)
+        else:  # (_range.solve's data: a transformed copy, or arr itself, overwritten in place then)
             arr[...] = _range.solve(pen, _range.Data(arr), step, kernel_name,
-                                    lambda name, data, thr: _serial(nb, name, data, thr, pen, check_finite), terms)
+                                    lambda name, data, t: _overwritten(nb.serial_in_place(name, data, pen.fixed()), data, t, check_finite and fused), terms)
 
     return run
 
 
-def _serial(nb, name, data, thr, pen, check_finite):
-    """Numba's public kernel ``name`` on ``data`` (a new array), serial."""
-    kw = {"check_finite": check_finite} if pen.fused_finite_check else {}
-    if name.endswith("_channels"):
-        return getattr(nb, name)(data, *thr, **kw)
-    return getattr(nb, name)(data, *thr, *pen.fixed(), parallel=False, **kw)
+def _overwritten(call, data, thr, check_finite: bool):
+    """``data`` after ``call(thr, check_finite)`` (a serial_in_place call on it)."""
+    call(thr, check_finite)
+    return data
 
 
 def _contiguous_either(a):

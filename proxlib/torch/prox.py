@@ -199,9 +199,11 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
-    _at: list = field(default_factory=lambda: [None, None])  # the last step and its thresholds
     _base: tuple | None = None  # (metric plans) the thresholds before the step
     held: tuple | None = None  # (on_numba plans) the leaf, its data_ptr, shape, strides, dtype; the CPU route
+
+    def __post_init__(self):
+        self.thresholds = _range.AtStep(self.terms)  # the public function's, kept while the step is the same
 
     def holds(self, leaf: torch.Tensor) -> bool:
         """Whether :meth:`run_on_numba` still writes ``leaf``: the same
@@ -238,9 +240,7 @@ class _Plan:
         kw = {"check_finite": check_finite} if self.fused_check else {}
         if check_finite and not self.fused_check:
             V.check_all_finite(data, "the parameter")
-        if step != self._at[0]:  # the public function's thresholds (proxlib._range), kept while the step is the same
-            self._at[:] = step, _range.thresholds_in_range(self.terms, step, data)
-        thr = self._at[1]
+        thr = self.thresholds(step, data)
         if thr is None:  # beyond the kernels' range: the public function's exact transformations, on a copy
             X = _range.solve(self.pen, _range.Data(data), step, self.kernel, lambda k, x, t: k(x, *t, *self.fixed, **kw), self.terms)
             leaf.copy_(self.restore(X))

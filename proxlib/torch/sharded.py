@@ -438,21 +438,14 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
         X = _range.solve(pen, _range.Data(data), step, kernel, lambda k, x, t: k(x, *t, *fixed), terms)
         write_full(local, X.reshape(rows.shape))
 
-    at = [None, None]  # the last step and this rank's thresholds at it (None: out of range)
-
-    def thresholds_at(step, like, localize):
-        """The thresholds the public function forms at ``step`` (the same
-        bits: proxlib._range), this rank's part (``localize``); kept while
-        the step is the same."""
-        if step != at[0]:
-            full = _range.thresholds_in_range(terms, step, like)
-            at[:] = step, (None if full is None else localize(full))
-        return at[1]
-
+    # the thresholds the public function forms at a step (the same bits:
+    # proxlib._range), this rank's part of them; kept while the step is the same
     if pen.layout == "flat" and pen.kernel == "owl":
+        thresholds_at = _range.AtStep(terms)  # (the full vector's)
+
         def run_local(local, step, check_finite):  # noqa: ANN001 - OWL couples every entry: gather once
             v = gathered_rows(local).reshape(-1)
-            thr = thresholds_at(step, v, lambda full: full)
+            thr = thresholds_at(step, v)
             if thr is None:
                 return solve_full(local, step)
             write_full(local, kernel(v, *thr).reshape(view.shape))
@@ -470,9 +463,11 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
                     out.append(local_view(comm.local_of(full_t.contiguous())).reshape(-1))
             return tuple(out)
 
+        thresholds_at = _range.AtStep(terms, localize)
+
         def run_local(local, step, check_finite):
             V_ = local_view(local)
-            thr = thresholds_at(step, V_, localize)
+            thr = thresholds_at(step, V_)
             if thr is None:
                 return solve_full(local, step)
             X = kernel(V_.reshape(-1), *thr, *fixed)
@@ -486,11 +481,13 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
             # per-row thresholds of this rank's rows; GrOWL's weights are over all rows' norms
             return full if kind == "growl" else tuple(comm.local_rows_of(t) for t in full)
 
+        thresholds_at = _range.AtStep(terms, localize)
+
         def run_local(local, step, check_finite):
             V_ = local_view(local)
             G_loc = V_.shape[0] if V_.ndim > 1 else 1
             Rw = V_.reshape(G_loc, math.prod(V_.shape) // G_loc if G_loc else math.prod(V_.shape[1:]))
-            thr = thresholds_at(step, Rw, localize)
+            thr = thresholds_at(step, Rw)
             if thr is None:
                 return solve_full(local, step)
             if not comm.split and kind != "growl":
