@@ -491,3 +491,90 @@ def test_owl_growl_inputs_untouched_and_new_arrays(dtype):
     np.testing.assert_array_equal(v, v0)
     np.testing.assert_array_equal(w, w0)
     np.testing.assert_array_equal(wg, wg0)
+
+
+# ------------------------------------------------------- the one-call lane
+#
+# prox_owl and OWL(w).prox solve short NumPy vectors in one compiled call that
+# checks and solves (proxlib.owl._owl_in_one_call).  It must give the general
+# path's result bit for bit, and leave every error to that path.
+
+
+def _general_owl(v, w, step, check_finite):
+    from proxlib import _registry
+
+    return _registry.apply(proxlib.OWL(w, copy=False), v, step, check_finite=check_finite)
+
+
+def _outcome(fn):
+    try:
+        x = fn()
+    except (ValueError, TypeError) as exc:
+        return type(exc), str(exc)
+    return x.dtype, x.shape, x.tobytes()  # bits: signed zeros and NaN payloads count
+
+
+@st.composite
+def lane_problems(draw):
+    """Valid and invalid calls near every edge the lane tests."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n = draw(st.one_of(st.integers(1, 24), st.sampled_from([2047, 2048, 2049])))
+    v = draw(arrays(np.float64, n, elements=R.elements())).astype(dtype) if n <= 24 else \
+        np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(n).astype(dtype)
+    w = np.array(sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=n, max_size=n)), reverse=True))
+    flaw = draw(st.sampled_from(["none", "none", "none", "nan_v", "inf_v", "nan_w", "inf_w", "negative_w",
+                                 "rising_w", "short_w", "float32_w", "shape_v"]))
+    i = draw(st.integers(0, n - 1))
+    if flaw == "nan_v":
+        v[i] = np.nan
+    elif flaw == "inf_v":
+        v[i] = -np.inf
+    elif flaw == "nan_w":
+        w[i] = np.nan
+    elif flaw == "inf_w":
+        w[0] = np.inf
+    elif flaw == "negative_w":
+        w[-1] = -draw(st.sampled_from([1e-300, 0.5]))
+    elif flaw == "rising_w" and n > 1:
+        w[i if i < n - 1 else 0] = -1.0 if i else w[1]
+        w[-1], w[0] = w[0] + 1.0, w[-1]
+    elif flaw == "short_w":
+        w = w[1:]
+    elif flaw == "float32_w":
+        w = w.astype(np.float32)
+    elif flaw == "shape_v" and n % 2 == 0:
+        v = v.reshape(2, n // 2)
+    step = draw(st.one_of(
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**1000, 2.0**1001, 1e300, 2.0**-100,
+                         np.float64(0.7), 0.0, -1.0]),
+        st.floats(1e-300, 1e300)))
+    return v, w, step, draw(st.booleans())
+
+
+@given(lane_problems())
+def test_owl_one_call_lane_equals_the_general_path(problem):
+    v, w, step, check_finite = problem
+    expected = _outcome(lambda: _general_owl(v, w, step, check_finite))
+    assert _outcome(lambda: proxlib.prox_owl(v, w, step, check_finite=check_finite)) == expected
+    try:
+        pen = proxlib.OWL(w)
+    except ValueError:
+        return
+    assert _outcome(lambda: pen.prox(v, step, check_finite=check_finite)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 100, 2048])
+def test_owl_one_call_lane_takes_the_common_call(backend, dtype, n):
+    """The lane answers the common call on Numba (so the test above compares
+    two paths), and no other backend."""
+    from proxlib import owl
+
+    rng = np.random.default_rng(n)
+    v = rng.standard_normal(n).astype(dtype)
+    w = np.sort(rng.uniform(0, 1, n))[::-1].copy()
+    x = owl._owl_in_one_call(v, w, 0.5, True)
+    assert (x is not None) == (backend == "numba")
+    if x is not None:
+        assert x.tobytes() == _general_owl(v, w, 0.5, True).tobytes()
+    assert owl._owl_in_one_call(np.zeros(n + 2048, dtype), np.zeros(n + 2048), 1.0, True) is None

@@ -2897,6 +2897,48 @@ def _owl_small(v, w, out):
             out[i] = math.copysign(val, v[i])
 
 
+@_jit
+def _owl_small_checked(v, w, step, check_finite, out):
+    """``_owl_small(v, step * w)`` when every check of the public function
+    passes and the thresholds are well inside the kernels' range; False
+    (nothing computed) otherwise.  Checks: one weight per entry, weights
+    non-increasing, finite and >= 0 (a NaN fails the comparisons), ``v``
+    finite (if asked), ``step * w[0]`` at most 2^100 (float32 v) or 2^1000
+    (float64): in range with a margin of 2^24 (the general path's test,
+    proxlib._range._fits: log2 of the largest threshold below 128 resp.
+    1024).  The thresholds are ``step * w`` formed in float64 and rounded once
+    to v's dtype, as ``proxlib._range`` forms them in range."""
+    n = v.shape[0]
+    top = 2.0**100 if _is_float32(v[0]) else 2.0**1000
+    if w.shape[0] != n or not (0.0 <= w[0] and w[0] * step <= top):
+        return False
+    for i in range(1, n):
+        if not w[i] <= w[i - 1]:
+            return False
+    if not w[n - 1] >= 0.0:
+        return False
+    if check_finite:
+        for i in range(n):
+            if not np.isfinite(v[i]):
+                return False
+    thr = np.empty_like(v)
+    for i in range(n):
+        thr[i] = w[i] * step
+    _owl_small(v, thr, out)
+    return True
+
+
+def owl_small_checked(v, w, step: float, check_finite: bool):
+    """The public OWL prox of a C-contiguous float32/float64 ``v`` of 1 to
+    2048 entries (any shape, one flat vector) with float32/float64 weights
+    ``w`` (1-D, C-contiguous) and a normal float ``step``, in one compiled
+    call: the general path's result bit for bit (the same kernel on the same
+    thresholds), or None where that path must decide (an error to report, a
+    threshold near the end of the range)."""
+    out = np.empty_like(v)
+    return out if _owl_small_checked(v.reshape(-1), w, step, check_finite, out.reshape(-1)) else None
+
+
 def _owl_zero(v, out):
     _zero_signed(v, out)
     return out
