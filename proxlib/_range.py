@@ -37,6 +37,13 @@ float32) the problem is transformed exactly instead:
   the exclusive lasso).  So ``prox_b(v) = 2^-E prox_{b 2^-E}(v)`` to a relative
   2^-600 for b 2^-E >= 2^899: each row (entry) with b > 2^900 is solved with
   b 2^-E in [2^899, 2^900] and its result multiplied by 2^-E.
+* **in a diagonal metric** (:func:`metric_at_step`): argmin 1/2 sum d (x - v)^2
+  + step Omega(x) is the same problem divided by 2^E, d / 2^E and thresholds
+  / 2^E, for every degree; thresholds that reach 2^1023 are brought to about
+  2^1000 so.  ValueError where d / 2^E would leave the normal range.  What
+  the division cannot change is a degree-2 threshold's ratio to the metric
+  (b / d): where that exceeds float64, the metric kernels give 0 for results
+  below max(d |v|) / d_i 2^-1024.
 * **lp** (degree p): ``prox_lam(v) = sigma prox_{lam sigma^(p-2)}(v / sigma)``
   with sigma = 2^k chosen so that lam sigma^(p-2) is about 1; entries that
   would overflow ``v / sigma`` are far above the threshold and returned as
@@ -295,6 +302,50 @@ class AtStep:
             self.thresholds = thr if thr is None or self.localize is None else self.localize(thr)
             self.step = step
         return self.thresholds
+
+
+# ------------------------------------------------------- in a diagonal metric
+#
+# argmin_x 1/2 sum_i d_i (x_i - v_i)^2 + step Omega(x) is unchanged when the
+# whole objective is divided by c > 0: d -> d / c, step -> step / c, whatever
+# the degree of each threshold (every term of the objective is linear in d or
+# in its threshold).  With c = 2^E that division is exact (unless d / c leaves
+# the normal range), so thresholds beyond float64 are brought back into it.
+
+_METRIC_LOG2_TOP = 1000  # after the division, the largest threshold is about 2^1000
+
+
+def metric_at_step(ts, step: float, like) -> tuple[tuple, int]:
+    """The thresholds the metric kernels take at ``step``, and E: ``step * t``
+    for each term, formed as :func:`solve` forms them (the mantissas' product
+    rounded once, then times the array: float64 on ``like``'s device), with
+    E = 0 where every one is below 2^1023; else ``step * t * 2^-E`` (formed
+    without overflow) with E >= 1 bringing the largest to about 2^1000: the
+    objective divided by 2^E, whose metric is :func:`metric_divided`'s.
+    Thresholds far below the largest may then lose bits below 2^-1022 (their
+    effect on the solution is below the largest one's by 2^-2000)."""
+    me, logs, _ = _at_step(ts, step, like)
+    top = max(logs, default=-math.inf)
+    E = 0 if top < 1023 else math.ceil(top) - _METRIC_LOG2_TOP
+    return tuple(formed(t, m, e - E, like, no_overflow=True) for t, (m, e) in zip(ts, me)), E
+
+
+def metric_divided(D, E: int, d_min: float | None = None):
+    """The metric ``D`` of the objective divided by 2^E: ``D * 2^-E`` (exact),
+    ``D`` itself for E = 0.  ``d_min``: D's least entry (None: read from D).
+    ValueError where D * 2^-E would leave the normal range: thresholds beyond
+    2^1023 and metric entries below 2^(E - 1022) together span more than
+    float64 holds."""
+    if E == 0:
+        return D
+    if d_min is None:
+        d_min = float(array_namespace(D).min(D))
+    if d_min * 2.0**-E < 2.0**-1022:
+        raise ValueError(
+            f"the metric's least entry {d_min!r} and step * the thresholds (beyond 2^1023: the problem is solved "
+            f"divided by 2^{E}) together span more than float64 can hold; rescale the problem"
+        )
+    return mul_pow2(D, -E)
 
 
 def _fits(t: Threshold, log2max: float, dname: str) -> bool:

@@ -37,7 +37,7 @@ from ._dispatch import array_kind, array_namespace, backend_for, device
 from ._rows import Rows, canonical_rows
 from ._rows import group_weights as _group_weights
 
-__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout", "scaled_thresholds"]
+__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
 
 
 @dataclass
@@ -168,24 +168,6 @@ def _contiguous(a):
     return array_namespace(a).ascontiguousarray(a)
 
 
-def scaled_thresholds(base: tuple, step: float, like) -> tuple:
-    """``step * t`` for every threshold, rounded once to ``like``'s dtype
-    (float arrays) or left a Python float (scalars)."""
-    out = []
-    for t in base:
-        if isinstance(t, float):
-            out.append(t * step)
-        else:
-            out.append(V.times_step(t, step) if t.dtype == like.dtype else _cast_scaled(t, step, like))
-    return tuple(out)
-
-
-def _cast_scaled(t, step, like):
-    xp = array_namespace(t)
-    with V._errstate_over():
-        return xp.astype(t * step, like.dtype)
-
-
 def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     """The prox of ``step * pen`` at ``v``: a new array of ``v``'s library,
     device, shape and dtype (half precision is computed in float32)."""
@@ -273,7 +255,9 @@ def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
       step ``step / delta`` (:func:`apply`), for every operator;
     * otherwise the operator's metric kernel (``pen.metric_kernel``, exact:
       see :mod:`proxlib.backends._metric_kernels`) on the data and ``d`` in the
-      same layout, thresholds ``step * t`` in float64;
+      same layout, thresholds ``step * t`` in float64, formed as :func:`apply`
+      forms them (beyond 2^1023: the objective divided by a power of two,
+      :func:`proxlib._range.metric_at_step`);
     * OWL and GrOWL have no metric kernel: their prox in a non-constant
       diagonal metric is not an isotonic regression on sorted magnitudes (the
       order of the solution is not that of ``d * |v|`` or ``|v|``), so proxlib
@@ -297,7 +281,8 @@ def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
         )
     layout = layout_of(pen, x)
     D = metric_layout(pen, d, layout)
-    thr = scaled_thresholds(pen.thresholds(layout), step, D)  # float64: rounded once
+    thr, E = _range.metric_at_step(_range.terms(pen, layout), step, D)
+    D = _range.metric_divided(D, E, lo)
     X = layout.restore(getattr(backend_for(x), pen.metric_kernel)(layout.data, D, *thr, *pen.fixed()))
     if out_dtype is not None:
         X = array_namespace(X).astype(X, out_dtype)

@@ -271,21 +271,5 @@ def length(w, n: int, name: str, what: str) -> None:
         raise ValueError(f"{name} must be 1-D with one entry per {what} ({n}), got shape {tuple(w.shape)}")
 
 
-def times_step(w, step: float):
-    """``step * w`` in ``w``'s dtype, rounded once.
-
-    Formed in float64 and then cast: for float32 weights a step beyond float32's
-    range gives inf where w > 0 and 0 where w == 0 (casting the step first made
-    that 0 * inf = NaN).
-    """
-    if step == 1.0:
-        return w
-    xp = array_namespace(w)
-    if w.dtype == xp.float64:
-        return w * step
-    with _errstate_over():
-        return xp.astype(xp.astype(w, xp.float64) * step, w.dtype)
-
-
 def _errstate_over():
     return np.errstate(over="ignore")

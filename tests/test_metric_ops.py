@@ -433,6 +433,43 @@ def test_scaling_metric_and_step_together_power_of_two_is_exact(numpy_backend, c
     np.testing.assert_array_equal(proxlib.prox_lp(v, lam, 0.5, c * step, metric=c * D.ravel()), proxlib.prox_lp(v, lam, 0.5, step, metric=D.ravel()))
 
 
+@pytest.mark.parametrize("k, s", [(1100, 200), (1700, 750)])
+@given(metric_row_problems(max_rows=3, max_cols=5))
+def test_thresholds_beyond_float64_divide_the_objective_exactly(numpy_backend, k, s, problem):
+    # with metric 2^k d and thresholds 2^k step t beyond float64 (the step and
+    # lam each take half of 2^k), the prox is solved as the same problem
+    # divided by a power of two: that of metric d and thresholds step t.  The
+    # data are 2^s larger and the metric 2^s smaller than usual, so that
+    # 2^k d stays finite while the prox is far from 0 (degree-1 thresholds)
+    # and, for the exclusive lasso, saturated: only each row's largest
+    # entries survive, tiny but not 0 (where inf thresholds gave 0)
+    W, D, lam, mu, step, gw = problem
+    W, D = W * 2.0**s, D * 2.0**-s
+    h = 2.0 ** (k // 2)
+    for op in ROW_OPS:
+        expected = row_prox(op, W, lam, mu, step, group_weights=gw, metric=D)
+        big = row_prox(op, W, lam * h, mu, step * h, group_weights=gw, metric=D * h * h)
+        np.testing.assert_array_equal(np.signbit(big), np.signbit(expected))
+        np.testing.assert_array_equal(big, expected)
+        if op == "exclusive" and lam > 0 and np.any(W):
+            assert np.count_nonzero(expected) >= np.count_nonzero(np.any(W, axis=1))
+    v = W.ravel()
+    for prox, args in ((proxlib.prox_weighted_l1, (0.4,)), (proxlib.prox_lp, (lam, 0.5)), (proxlib.prox_weighted_l2sq, (0.4,))):
+        expected = prox(v, *args, step, metric=D.ravel())
+        np.testing.assert_array_equal(prox(v, args[0] * h, *args[1:], step * h, metric=D.ravel() * h * h), expected)
+
+
+def test_thresholds_and_metric_beyond_float64_together_raise():
+    # thresholds 2^1100 against a metric entry of 2^-1000: dividing by 2^E
+    # would take the metric below the normal range
+    W = np.array([[1.0, -2.0], [3.0, 0.5]])
+    D = np.array([[2.0**-1000, 1.0], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="metric's least entry"):
+        proxlib.prox_exclusive_lasso(W, 2.0**550, 2.0**550, metric=D)
+    # in range the same metric is fine
+    assert np.all(np.isfinite(proxlib.prox_exclusive_lasso(W, 2.0**500, 2.0**500, metric=D)))
+
+
 @pytest.mark.parametrize("c", [3.0, 0.1, 1e5])
 @given(metric_row_problems(max_rows=3, max_cols=5))
 def test_scaling_metric_and_step_together(numpy_backend, c, problem):

@@ -185,6 +185,32 @@ def test_constant_metric_with_sgd_is_the_euclidean_step(case):
         torch.testing.assert_close(out[0], out[1], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("penalty, grouping", [
+    (proxlib.ExclusiveLasso(1e10), "filter"), (proxlib.GroupExclusive(1e10, 0.3), "shape"),
+    (proxlib.GroupLasso(1e10), "channel"), (proxlib.Lp(1e10, 0.5), None),
+])
+def test_thresholds_beyond_float64_in_the_metric(penalty, grouping):
+    """lr * strength * lam beyond float64 (1e310): the step solves the problem
+    divided by a power of two, as the public function does, bit for bit.
+    The saturated exclusive lasso keeps each filter's largest entries, tiny
+    (about 1e-301) but not zero: inf thresholds gave zeros."""
+    net = _net(torch.float64)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    w = net[0].weight
+    d = torch.linspace(0.5e10, 2e10, w.numel(), dtype=torch.float64).reshape(w.shape)  # b / d about 1e300
+    seen = _snapshot(opt, w)
+    prox = pt.ProximalStep(opt, metric=lambda o, p: d)
+    strength = 1e303  # lr * strength * lam = 1e310
+    prox.add(net[0], penalty, grouping=grouping, strength=strength)
+    prox.attach()
+    for k in range(2):
+        _loss_step(net, opt, torch.float64, k)
+        expected = _direct(penalty, seen[-1], d, 1e-3 * strength, grouping)
+        assert torch.equal(w, expected)
+        if k == 0 and isinstance(penalty, proxlib.ExclusiveLasso):  # (a filter of these may get no gradient after)
+            assert int((w != 0).sum()) >= w.shape[0] and float(w.detach().abs().max()) < 1e-290
+
+
 def test_every_and_explicit_lr():
     """every=k: step lr * strength * k in the metric at that step; step(lr=) likewise."""
     net = _net(torch.float64)

@@ -199,7 +199,7 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
-    _base: tuple | None = None  # (metric plans) the thresholds before the step
+    _metric_at: tuple | None = None  # (metric plans) (step, thresholds, E): _range.metric_at_step at that step
     held: tuple | None = None  # (on_numba plans) the leaf, its data_ptr, shape, strides, dtype; the CPU route
 
     def __post_init__(self):
@@ -228,9 +228,10 @@ class _Plan:
                 V.check_all_finite(D, "the metric")
                 if not bool((D > 0).all()):
                     raise ValueError("the metric must be > 0 everywhere")
-            if self._base is None:  # the float64 thresholds before the step, as apply_metric forms them
-                self._base = _range.products(self.terms)
-            thr = R.scaled_thresholds(self._base, step, D)
+            if self._metric_at is None or self._metric_at[0] != step:  # formed again when the step changes
+                self._metric_at = (step, *_range.metric_at_step(self.terms, step, D))
+            _, thr, E = self._metric_at
+            D = _range.metric_divided(D, E)
             leaf.copy_(self.restore(self.kernel(data, D, *thr, *self.fixed)))
             return
         if self.kernel is None:  # a penalty object outside the registry
