@@ -88,9 +88,11 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
     in (:func:`result_dtype` says what to cast the result back to).  Boolean,
     complex, object, string and other float widths raise TypeError; masked
     arrays and ``numpy.matrix`` raise TypeError rather than losing their mask
-    or their 2-D semantics.
+    or their 2-D semantics.  NumPy arrays of non-native byte order (read from
+    a big-endian file, say) are copied to native order: the compiled kernels
+    take native floats only, and results come back in native order.
     """
-    if type(x) is np.ndarray and x.dtype.char in "fd":  # the common case: nothing to convert
+    if type(x) is np.ndarray and x.dtype.char in "fd" and x.dtype.isnative:  # the common case: nothing to convert
         if check_finite:
             check_all_finite(x, name)
         return x
@@ -102,6 +104,8 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
         except Exception as exc:
             raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
     _reject_matrix_and_masked(x, name)
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
     xp = array_namespace(x)
     kind = dtype_kind(x.dtype)
     dname = dtype_name(x.dtype)

@@ -226,6 +226,7 @@ def _owl_in_one_call(v, weights, step, check_finite):
     own; thresholds near the end of the range; other arrays or steps)."""
     if not (type(v) is np.ndarray and type(weights) is np.ndarray
             and v.dtype.char in "fd" and weights.dtype.char in "fd" and weights.ndim == 1
+            and v.dtype.isnative and weights.dtype.isnative
             and 0 < v.size <= _ONE_CALL_MAX and v.flags.c_contiguous and weights.flags.c_contiguous
             and (type(step) is int or isinstance(step, float)) and 2.0**-1022 <= step <= 2.0**1000):
         return None

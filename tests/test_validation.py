@@ -115,6 +115,23 @@ def test_integer_input_is_promoted_to_float64(name):
     np.testing.assert_array_equal(x, call(name, **{arg: np.round(good)}))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", OPERATORS)
+def test_non_native_byte_order_is_read_as_native(name, dtype):
+    # arrays read from a big-endian file: the same result, in native order
+    # (the compiled kernels take native floats only: a TypingError before)
+    fn, kw = OPERATORS[name]
+    native = {k: (v.astype(dtype) if k == array_arg(name) else v) for k, v in kw.items()}
+    swapped = {k: (v.astype(v.dtype.newbyteorder("S")) if isinstance(v, np.ndarray) else v) for k, v in native.items()}
+    assert not swapped[array_arg(name)].dtype.isnative
+    x = fn(**swapped)
+    assert x.dtype == dtype and x.dtype.isnative
+    np.testing.assert_array_equal(x, fn(**native))
+    if "metric" in fn.__code__.co_varnames and name != "prox_owl" and name != "prox_growl":
+        d = np.linspace(0.5, 2.0, native[array_arg(name)].size).reshape(native[array_arg(name)].shape)
+        np.testing.assert_array_equal(fn(**swapped, metric=d.astype(d.dtype.newbyteorder("S"))), fn(**native, metric=d))
+
+
 # --------------------------------------------------------------------------- scalars
 
 
