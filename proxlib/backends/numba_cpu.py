@@ -152,6 +152,9 @@ Algorithms (m = row length, G = rows, n = vector length):
   block sums are allocated).
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
   one compiled call instead: argsort, the same steps (2)-(4), a scatter.
+  The public ``prox_owl`` / ``OWL.prox`` on such a NumPy vector checks its
+  arguments inside that call too (``owl_small_checked``: no Python layers;
+  anything unusual goes to the general path, which reports it).
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
   the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
