@@ -52,8 +52,11 @@ floating point it is a few units of the data's precision times the number of
 terms summed by the conditions (``N``: 1 for the elementwise penalties, the
 row length for the group penalties, the vector length for OWL, rows + row
 length for GrOWL).  :func:`residual_tolerance` returns
-``16 (N + 1) eps + (subnormal spacing) / scale``, the bound used by proxlib's
-own tests; ``eps`` is that of the less precise of ``v`` and ``x``.
+``16 (N + 1) eps + (64 + g) (subnormal spacing) / scale``, the bound used by
+proxlib's own tests; ``eps`` is that of the less precise of ``v`` and ``x``,
+and ``g`` (0 for the norms) what rounding the result to the subnormal grid
+costs where the conditions amplify it (``(1 + b N) sqrt(N) / 2`` for the
+exclusive conditions, whose entries are coupled through ``b ||x||_1``).
 
 Everything is computed in float64 on the arrays' own library and device
 (NumPy, CuPy, torch on any device); only the final scalars leave it.
@@ -169,7 +172,7 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     if sigma != 1.0:
         rel = _ratio(float(_max(viol, xp)), scale)
         viol, scale = viol / sigma, scale / sigma
-    tol = _tolerance(name, tuple(V64.shape), eps, scale, _tiny(v, x))
+    tol = _tolerance(name, tuple(V64.shape), eps, scale, _tiny(v, x), _subnormal_gain(name, tuple(V64.shape), thr, step, xp))
     if lv.rows is not None:
         return Certificate(viol, scale, tol, "rows", lv.rows.labels, rel)
     return Certificate(viol, scale, tol, "entries", None, rel)
@@ -244,10 +247,14 @@ def subdifferential_distance(penalty: R.Penalty, v, x, step=1.0) -> float:
 def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
     """The rounding level of :func:`optimality_residual` at a floating-point prox of ``v``.
 
-    ``16 (N + 1) eps + 64 * (smallest subnormal) / scale`` with ``eps`` the
-    machine epsilon of ``dtype`` (default: ``v``'s dtype; pass the result's
-    dtype if it is less precise) and ``N`` the number of terms summed by the
-    penalty's conditions (module docstring).  A residual above it means that
+    ``16 (N + 1) eps + (64 + g) * (smallest subnormal) / scale`` with ``eps``
+    the machine epsilon of ``dtype`` (default: ``v``'s dtype; pass the
+    result's dtype if it is less precise), ``N`` the number of terms summed
+    by the penalty's conditions (module docstring) and ``g`` what rounding
+    the result to the subnormal grid costs where the conditions amplify it:
+    ``(1 + b N) sqrt(N) / 2`` for the exclusive lasso and group+exclusive
+    (b = step * the l1^2 threshold; the entries of a row are coupled through
+    ``b ||x||_1``), ``(1 + 2 step w) / 2`` for weighted l2^2, 0 otherwise.  A residual above it means that
     ``x`` is not the prox to the precision the arithmetic allows.
     """
     name = _name_of(penalty)
@@ -261,7 +268,8 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
         return 0.0
     thr = penalty.thresholds(lv)
     _, scale = CERTIFICATES[name](penalty, V64, V64, thr, step, xp)
-    return _tolerance(name, tuple(V64.shape), eps, float(scale), _tiny_of_eps(eps))
+    gain = _subnormal_gain(name, tuple(V64.shape), thr, step, xp)
+    return _tolerance(name, tuple(V64.shape), eps, float(scale), _tiny_of_eps(eps), gain)
 
 
 def has_dual_norm(penalty: R.Penalty) -> bool:
@@ -351,9 +359,29 @@ def _terms(name: str, shape: tuple) -> int:
     return 1
 
 
-def _tolerance(name, shape, eps, scale, tiny) -> float:
+def _tolerance(name, shape, eps, scale, tiny, gain=0.0) -> float:
     tol = 16 * (_terms(name, shape) + 1) * eps
-    return tol + (64 * tiny / scale if scale > 0 else 0.0)
+    return tol + ((64 + gain) * tiny / scale if scale > 0 else 0.0)
+
+
+def _subnormal_gain(name, shape, thr, step, xp) -> float:
+    """The violation that rounding x to the subnormal grid (half a spacing
+    per entry, absolute: no normalizer lifts the degree-2 penalties out of
+    the subnormals) can cause where the conditions amplify it, in spacings:
+    the exclusive conditions v_i - x_i - b ||x||_1 sign(x_i) couple the N
+    entries of a row, each moves by up to (1 + b N) / 2, their row norm by
+    sqrt(N) times that; weighted l2^2's v - x - 2 s w x by (1 + 2 s w) / 2.
+    0 for the other conditions (unit slope in each entry, or lifted by the
+    normalizer: the 64 spacings of the tolerance cover them)."""
+    def top(t):
+        return t if isinstance(t, float) else float(_max(t, xp))
+
+    if name in ("exclusive_lasso", "group_exclusive"):
+        N = _terms(name, shape)
+        return 0.5 * (1.0 + N * step * top(thr[-1])) * math.sqrt(N)
+    if name == "weighted_l2sq":
+        return 0.5 * (1.0 + 2.0 * step * top(thr[0]))
+    return 0.0
 
 
 def _max(a, xp):

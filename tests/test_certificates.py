@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import assume, example, given
@@ -89,6 +91,28 @@ def test_tolerance_is_documented_formula():
     assert C.residual_tolerance(proxlib.OWL(np.ones(15)), v.astype(np.float32)) == pytest.approx(
         16 * 16 * np.finfo(np.float32).eps + 64 * 2.0**-149 / 2
     )
+
+
+def test_tolerance_counts_the_exclusive_coupling_of_subnormal_rounding():
+    # found by the long profile: nine equal float32 subnormals, b = 3 sqrt(10);
+    # the result y / (1 + 9 b) = 8.505e-42 is correctly rounded (checked in
+    # rational arithmetic), and its rounding on the subnormal grid moves
+    # each exclusive condition by (1 + b N) half-spacings: the residual
+    # (7.4e-5) exceeded the tolerance that counted 64 spacings (6.2e-5)
+    v = np.array([7.34684e-40] * 9 + [0.0], dtype=np.float32)
+    pen, step = proxlib.ExclusiveLasso(1.0, np.zeros(10, dtype=int), "sqrt"), 3.0
+    x = pen.prox(v, step)
+    b = Fraction(float(np.float32(step * np.sqrt(10.0))))
+    assert x[0] == np.float32(float(Fraction(float(v[0])) / (1 + 9 * b)))
+    cert = C.certify(pen, v, x, step)
+    assert cert.residual <= cert.tolerance
+    N, spacing = 10, 2.0**-149
+    gain = 0.5 * (1 + N * step * np.sqrt(10.0)) * np.sqrt(N)
+    assert cert.tolerance == pytest.approx(16 * 11 * np.finfo(np.float32).eps + (64 + gain) * spacing / cert.scale)
+    # still sharp: one entry 1% off (60 spacings) fails
+    x1 = x.copy()
+    x1[0] *= np.float32(1.01)
+    assert not C.certify(pen, v, x1, step).ok
 
 
 def test_lp_tie_both_minimisers_pass():

@@ -101,8 +101,10 @@ def matrices(draw, max_rows=7, max_cols=40):
 
 
 def laid_out(W, layout):
-    """A torch view holding ``W``'s values with the given memory layout."""
-    t = torch.from_numpy(np.ascontiguousarray(W))
+    """A torch view holding ``W``'s values with the given memory layout, never
+    sharing ``W``'s memory (a kernel writing into it in place must leave the
+    reference's input alone: "t" of a single column is no copy otherwise)."""
+    t = torch.from_numpy(np.array(W, order="C"))
     G, M = t.shape
     if layout == "c":
         return t.clone()
@@ -341,6 +343,8 @@ def row_problems(draw):
                   np.array([1.0, 1.0, 1e-41], np.float32), "self"))  # fmt: skip
 @example(problem=("growl", np.array([[1e300, 1e300], [1e-300, 0.0], [2.0, 1.0]]), "c",
                   np.array([1e299, 5e-301, 0.0]), None))  # fmt: skip
+@example(problem=("group_lasso", np.array([[1e-40], [0.0]], np.float32), "t",
+                  np.array([3e-41, 0.0], np.float32), "self"))  # fmt: skip  (written in place into W itself before)
 def test_torch_rows_on_the_cuda_path_match_numpy_without_host_reads(problem):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch_dev, "ROW_STATS", "triton")
