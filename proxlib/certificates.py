@@ -254,8 +254,9 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
     the result to the subnormal grid costs where the conditions amplify it:
     ``(1 + b N) sqrt(N) / 2`` for the exclusive lasso and group+exclusive
     (b = step * the l1^2 threshold; the entries of a row are coupled through
-    ``b ||x||_1``), ``(1 + 2 step w) / 2`` for weighted l2^2, 0 otherwise.  A residual above it means that
-    ``x`` is not the prox to the precision the arithmetic allows.
+    ``b ||x||_1``), ``(1 + 2 step w) / 2`` for weighted l2^2, 0 otherwise.
+    A residual above it means that ``x`` is not the prox to the precision
+    the arithmetic allows.
     """
     name = _name_of(penalty)
     v = V.as_float_array(v, "v")

@@ -213,12 +213,9 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     return OWL(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
 
 
-_ONE_CALL_MAX = 2048  # the backends' short-vector route (numba_cpu._OWL_SMALL)
-
-
 def _owl_in_one_call(v, weights, step, check_finite):
-    """The common short call (NumPy float arrays, 1 to 2048 entries, a plain
-    step, a backend that offers it: Numba's ``owl_small_checked``) in one
+    """The common short call (NumPy float arrays, a plain step, a backend
+    that offers it: Numba's ``owl_small_checked``, 1 to 2048 entries) in one
     compiled call that checks and solves, instead of the general path's
     Python layers (tens of microseconds, the whole cost at n = 100).  The
     result is the general path's, bit for bit; None wherever the general path
@@ -227,7 +224,7 @@ def _owl_in_one_call(v, weights, step, check_finite):
     if not (type(v) is np.ndarray and type(weights) is np.ndarray
             and v.dtype.char in "fd" and weights.dtype.char in "fd" and weights.ndim == 1
             and v.dtype.isnative and weights.dtype.isnative
-            and 0 < v.size <= _ONE_CALL_MAX and v.flags.c_contiguous and weights.flags.c_contiguous
+            and v.flags.c_contiguous and weights.flags.c_contiguous
             and (type(step) is int or isinstance(step, float)) and 2.0**-1022 <= step <= 2.0**1000):
         return None
     run = getattr(R.backend_for(v), "owl_small_checked", None)

@@ -2937,7 +2937,9 @@ def owl_small_checked(v, w, step: float, check_finite: bool):
     ``w`` (1-D, C-contiguous) and a normal float ``step``, in one compiled
     call: the general path's result bit for bit (the same kernel on the same
     thresholds), or None where that path must decide (an error to report, a
-    threshold near the end of the range)."""
+    threshold near the end of the range; other sizes)."""
+    if not 0 < v.size <= _OWL_SMALL:
+        return None
     out = np.empty_like(v)
     return out if _owl_small_checked(v.reshape(-1), w, step, check_finite, out.reshape(-1)) else None
 
