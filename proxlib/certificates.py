@@ -185,8 +185,10 @@ def _normalizer(penalty, V, X, thr, step, xp) -> float:
     """A power of two sigma >= 1 that brings data whose largest magnitude is
     below 2^-960 up to [0.5, 1) (to >= 2^-51 from the subnormals; 1 otherwise), for the penalties whose
     conditions are homogeneous of degree 1 in (v, x, step) (norms: OWL,
-    GrOWL, group lasso, weighted l1), where no step * threshold * sigma
-    would pass 2^1000.  Scaling up by a power of two is exact, so the
+    GrOWL, group lasso, weighted l1), where neither step * sigma nor step *
+    threshold * sigma would pass 2^1000 (sigma is lowered for a large step:
+    step * sigma alone overflowed for zero thresholds, e.g. step 2 and data
+    near 2^-1023, and gave inf * 0).  Scaling up by a power of two is exact, so the
     conditions are those of the same problem, evaluated with no subnormal
     intermediate (the difference of two tiny entries, a norm of them) losing
     relative precision: the residual is then scale-free to the last bit."""
@@ -195,7 +197,11 @@ def _normalizer(penalty, V, X, thr, step, xp) -> float:
     m = max(float(_max(xp.abs(V), xp)), float(_max(xp.abs(X), xp)))
     if not 0.0 < m < _TINY_DATA:
         return 1.0
-    sigma = math.ldexp(1.0, min(1023, -math.frexp(m)[1]))  # (m sigma >= 2^-51 from any subnormal m)
+    # m sigma >= 2^-51 from any subnormal m; step sigma < 2^999
+    k = min(1023, -math.frexp(m)[1], 999 - math.frexp(step)[1])
+    if k <= 0:
+        return 1.0
+    sigma = math.ldexp(1.0, k)
     top = max((float(_max(t, xp)) if not isinstance(t, float) else t for t in thr), default=0.0)
     return sigma if step * top * sigma < 2.0**1000 else 1.0
 
@@ -524,8 +530,15 @@ def _cert_lp(pen, V, X, thr, s, xp):
     scale = _max(aV, xp)
     on = X != 0
     safe = xp.where(on, aX, 1.0)
-    # L |x|^(p-1) formed as L (|x|^p / |x|): p is the caller's exact float
-    q = L * (safe**p / safe)  # L |x|^(p-1) (p = 0: L / |x|)
+    # L |x|^(p-1) formed as L (|x|^p / |x|): p is the caller's exact float;
+    # 0 for L = 0 (|x|^(p-1) overflows for subnormal x: 0 * inf was NaN), and
+    # L / |x| for p = 0 (finite wherever the value is)
+    if L == 0.0:
+        q = 0.0 * aX
+    elif p == 0.0:
+        q = L / safe
+    else:
+        q = L * (safe**p / safe)
     stationarity = xp.abs(X - V + (p * q) * xp.sign(X))
     above_zero = xp.maximum(0.5 * aX - xp.sign(X) * V + q, 0.0)  # (f(x) - f(0)) / |x| <= 0
     off = xp.maximum(aV - _lp_threshold(L, p), 0.0)

@@ -115,6 +115,26 @@ def test_tolerance_counts_the_exclusive_coupling_of_subnormal_rounding():
     assert not C.certify(pen, v, x1, step).ok
 
 
+@pytest.mark.parametrize("backend", [_backend(b) for b in BACKENDS])
+def test_certificates_at_subnormal_data_with_zero_thresholds(backend):
+    # found by the long profile: the normalizer's sigma = 2^1023 times step 2
+    # overflowed (inf * 0 thresholds = NaN), and lp's |x|^(p-1) overflowed at
+    # a subnormal x with L = 0; the prox is the identity in both
+    for pen, v, step in ((proxlib.WeightedL1(0.0), np.array([9.76877987e-309]), 2.0),
+                         (proxlib.Lp(0.0, 0.0), np.array([2.79633086e-309, 0.0]), 1.0),
+                         (proxlib.Lp(0.0, 0.001), np.array([-2.79633086e-309, 0.0]), 1.0),
+                         (proxlib.GroupLasso(0.0), np.array([[5e-324, -1e-310]]), 4.0)):
+        x = _prox(backend, pen, v, step)
+        cert = C.certify(pen, _on(backend, v), x, step)
+        assert cert.residual == 0.0 and cert.tolerance == C.residual_tolerance(pen, v, step)
+    # and still sharp there: an x off by a subnormal spacing fails with a nonzero weight
+    v = np.array([9.76877987e-309, 4e-310])
+    pen = proxlib.WeightedL1(1e-310)
+    x = proxlib.prox_weighted_l1(v, 1e-310, 2.0)
+    assert C.certify(pen, v, x, 2.0).ok
+    assert not C.certify(pen, v, x + np.array([1e-311, 0.0]), 2.0).ok
+
+
 def test_lp_tie_both_minimisers_pass():
     # |v| = 6, L = 8, p = 1/2: f(0) = f(4) = 18 (x + 4/sqrt(x) = 6 at x = 4)
     pen, v = proxlib.Lp(8.0, 0.5), np.array([6.0, -6.0])
