@@ -282,15 +282,17 @@ def thresholds_in_range(ts, step: float, data):
 
 
 class AtStep:
-    """:func:`thresholds_in_range` of ``terms``, formed again only when the
+    """:func:`thresholds_in_range` of ``terms`` (or another ``form(terms,
+    step, like)``, e.g. :func:`metric_at_step`), formed again only when the
     step changes (no kernel writes to its thresholds): for a caller that
     solves the same problem shape at step after step (a training step, a
     solver's iterations).  ``localize`` (optional) maps the thresholds once
     formed, e.g. to one rank's part.  ``step`` is the last step asked for."""
 
-    def __init__(self, terms_: tuple, localize=None):
+    def __init__(self, terms_: tuple, localize=None, form=None):
         self.terms = terms_
         self.localize = localize
+        self.form = thresholds_in_range if form is None else form
         self.step = None
         self.thresholds = None
 
@@ -298,7 +300,7 @@ class AtStep:
         """The thresholds at ``step`` for data like ``like`` (its dtype and
         device), or None where :func:`solve` would transform the problem."""
         if step != self.step:
-            thr = thresholds_in_range(self.terms, step, like)
+            thr = self.form(self.terms, step, like)
             self.thresholds = thr if thr is None or self.localize is None else self.localize(thr)
             self.step = step
         return self.thresholds

@@ -199,11 +199,11 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
-    _metric_at: tuple | None = None  # (metric plans) (step, thresholds, E): _range.metric_at_step at that step
     held: tuple | None = None  # (on_numba plans) the leaf, its data_ptr, shape, strides, dtype; the CPU route
 
     def __post_init__(self):
         self.thresholds = _range.AtStep(self.terms)  # the public function's, kept while the step is the same
+        self.metric_thresholds = _range.AtStep(self.terms, form=_range.metric_at_step)  # (metric plans) apply_metric's
 
     def holds(self, leaf: torch.Tensor) -> bool:
         """Whether :meth:`run_on_numba` still writes ``leaf``: the same
@@ -228,9 +228,7 @@ class _Plan:
                 V.check_all_finite(D, "the metric")
                 if not bool((D > 0).all()):
                     raise ValueError("the metric must be > 0 everywhere")
-            if self._metric_at is None or self._metric_at[0] != step:  # formed again when the step changes
-                self._metric_at = (step, *_range.metric_at_step(self.terms, step, D))
-            _, thr, E = self._metric_at
+            thr, E = self.metric_thresholds(step, D)
             D = _range.metric_divided(D, E)
             leaf.copy_(self.restore(self.kernel(data, D, *thr, *self.fixed)))
             return
