@@ -1060,8 +1060,10 @@ def _ex_newton(x, f1, f2, b, total, buf):
     on Gaussian rows with b = 1/m, 10 for one-entry supports; the first step
     uses the row sum.  Passes are vectorised over the row while many
     candidates remain; once fewer than a quarter do, they are compacted into
-    buf (float64, scaled) and the passes run over them.  Returns (t, n,
-    in_buf): the candidates y > t are in the row (n = m) or in buf[:n]."""
+    buf (float64, scaled; _compact_above) and the passes run over them.
+    Returns (t, n, in_buf): the candidates y > t are among the row's (n = m)
+    or among buf[:n] (compacted at an earlier, lower point: a superset, which
+    is all that _support_stats needs)."""
     m = x.shape[0]
     t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
     F, k = _ex_sums(x, m, f1, f2, t)
@@ -1073,19 +1075,17 @@ def _ex_newton(x, f1, f2, b, total, buf):
             break
         kprev = k
         t = tn
-        if not in_buf and 4 * k < m:
-            F, _, n = _gx_filter(x, m, f1, f2, t, buf)
-            k = n
-            in_buf = True
-        elif in_buf and 2 * k < n:
-            F, _, n = _gx_filter(buf, n, 1.0, 1.0, t, buf)
-            k = n
-        elif in_buf:
+        if in_buf:
             F, k = _ex_sums(buf, n, 1.0, 1.0, t)
         else:
             F, k = _ex_sums(x, m, f1, f2, t)
         if k == kprev:
             break
+        if not in_buf and 4 * k < m:
+            n = _compact_above(x, m, f1, f2, t, buf)
+            in_buf = True
+        elif in_buf and 2 * k < n:
+            n = _compact_above(buf, n, 1.0, 1.0, t, buf)
     return t, n, in_buf
 
 
@@ -1940,20 +1940,18 @@ def _gx_sums(src, n, f1, f2, t, strict):
 
 
 @_jit
-def _gx_filter(src, n, f1, f2, t, dst):
-    """Keep the y > t of src[:n] (scaled) in dst (may be src): F(t), Q(t), k(t)."""
-    F = 0.0
-    Q = 0.0
+def _compact_above(src, n, f1, f2, t, dst):
+    """Keep the y = (|src_j| f1) f2 > t of src[:n] in dst[:c], in order (dst
+    may be src: entry j is read before dst[c <= j] is written); returns c.
+    Branch-free (every y is stored, the count advances by y > t): with a
+    test deciding the store, about half the entries of a row near its
+    threshold cost a mispredicted branch (3-9 ns an entry against ~1)."""
     c = 0
     for j in range(n):
         y = (abs(np.float64(src[j])) * f1) * f2
         dst[c] = y
-        d = y - t
-        p = d if d > 0.0 else 0.0
-        F += p
-        Q += p * p
-        c += 1 if d > 0.0 else 0
-    return F, Q, c
+        c += np.int64(y > t)
+    return c
 
 
 @_jit
@@ -2017,10 +2015,10 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
             nhi += 1
             hi, ghi, khi = t, g, k
         if not in_buf and 4 * klo < m:
-            _, _, n = _gx_filter(x, m, f1, f2, lo, buf)
+            n = _compact_above(x, m, f1, f2, lo, buf)
             in_buf = True
         elif in_buf and 2 * klo < n:
-            _, _, n = _gx_filter(buf, n, 1.0, 1.0, lo, buf)
+            n = _compact_above(buf, n, 1.0, 1.0, lo, buf)
     return lo, n, in_buf
 
 
