@@ -1099,15 +1099,20 @@ def test_search_free_pretest_never_refuses_a_full_support(data):
     # _support_may_be_all only skips the search-free pass where phi(min) <= 0
     # for certain: on rows whose solution keeps every nonzero entry it must
     # say True (otherwise the fast path would silently never run)
+    # (and the first pass's statistics are right: sums, the least nonzero
+    # magnitude through the bits of either width, the count)
     m = data.draw(st.integers(1, 60))
-    W = data.draw(arrays(np.float64, m, elements=st.floats(-1e3, 1e3, allow_subnormal=False)))
+    width = data.draw(st.sampled_from([32, 64]))
+    W = data.draw(arrays(f"float{width}", m, elements=st.floats(-1e3, 1e3, allow_subnormal=False, width=width)))
     assume(np.any(W != 0))
     b = data.draw(st.floats(1e-12, 1.0))
     a = data.draw(st.sampled_from([0.0, 1e-9, 1e-3, 0.1]))
-    y = np.abs(W)
-    S, ymin, nnz = NB._abs_sum_min(W)
+    y = np.abs(W.astype(np.float64))
+    S, Q, ymin, nnz = NB._abs_sum_min(W)
     assert S == y.sum() or abs(S - y.sum()) <= m * 2.0**-52 * y.sum()
+    assert Q == (y * y).sum() or abs(Q - (y * y).sum()) <= (m + 1) * 2.0**-52 * (y * y).sum()
     assert ymin == y[y > 0].min() and nnz == np.count_nonzero(W)
+    W = W.astype(np.float64)
     ref = REF.group_exclusive(W[None, :], np.array([a]), np.array([b]))[0] if a else REF.exclusive_lasso(W[None, :], np.array([b]))[0]
     if np.count_nonzero(ref) == nnz:
         assert NB._support_may_be_all(ymin, S, nnz, m, a, b)

@@ -987,17 +987,23 @@ def _exclusive_row_huge_b(x, amax, br, o):
 
 @_rjit
 def _abs_sum_min(x):
-    """(sum |x_j|, min{|x_j| > 0} (inf if none), #{x_j != 0}) in float64, one
-    vectorised pass (the minimum through the bits, see _min_above)."""
+    """(sum |x_j|, sum x_j^2, min{|x_j| > 0} (inf if none), #{x_j != 0}) in
+    float64 (unscaled: the caller uses the squares only where they cannot
+    overflow), one vectorised pass; the minimum through the magnitudes' bits
+    in x's own width (see _magnitude_bits)."""
     s = 0.0
-    mb = np.int64(_INF_BITS)
+    q = 0.0
+    inf = _inf_magnitude_bits(x)
+    mb = inf
     nnz = 0
     for j in range(x.shape[0]):
         y = abs(np.float64(x[j]))
+        b = _magnitude_bits(x[j])
         s += y
-        mb = min(mb, _bits(y) if y > 0.0 else np.int64(_INF_BITS))
-        nnz += 1 if y > 0.0 else 0
-    return s, _from_bits(mb), nnz
+        q += y * y
+        mb = min(mb, b if b > 0 else inf)
+        nnz += 1 if b > 0 else 0
+    return s, q, _magnitude_of_bits(mb), nnz
 
 
 @_jit
@@ -1135,8 +1141,9 @@ def _magnitude_bits(typingctx, x):
 
 @intrinsic
 def _inf_magnitude_bits(typingctx, x):
-    """_magnitude_bits(inf) in x's width (x only gives the type)."""
-    ity = _int_like(x)
+    """_magnitude_bits(inf) in x's width (x, a float or an array of them,
+    only gives the type)."""
+    ity = _int_like(getattr(x, "dtype", x))
     sig = ity(x)
 
     def codegen(context, builder, signature, args):
@@ -1247,7 +1254,7 @@ def _exclusive_row(x, br, o, buf):
     Returns whether the row holds no NaN or Inf (_row_finite); one that
     does is copied as it is."""
     m = x.shape[0]
-    total, ymin, nnz = _abs_sum_min(x)
+    total, _, ymin, nnz = _abs_sum_min(x)
     if not _row_finite(x, total):  # nothing to solve: NaN and Inf pass through
         _copy_row(x, o)
         return False
@@ -2023,13 +2030,16 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
 
 
 @_jit
-def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf, ymin):
+def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf, ymin, F0, Q0, k0):
     """_group_exclusive_row once scaled: the passes read y = (|src| g1) g2,
-    the output is formed from y = (|x| f1) f2 (the same values).  With
-    ymin = min{y > 0} known (> 0), phi(ymin) > 0 says the support is every
-    nonzero entry, as in _exclusive_core: then no search."""
+    the output is formed from y = (|x| f1) f2 (the same values).  F0, Q0, k0
+    are sum y, sum y^2 and #{y > 0} (the first pass's, for an unscaled row),
+    or Q0 < 0: then a pass forms them.  With ymin = min{y > 0} known (> 0),
+    phi(ymin) > 0 says the support is every nonzero entry, as in
+    _exclusive_core: then no search."""
     m = x.shape[0]
-    F0, Q0, k0 = _gx_sums(src, m, g1, g2, 0.0, True)
+    if Q0 < 0.0:
+        F0, Q0, k0 = _gx_sums(src, m, g1, g2, 0.0, True)
     nrm = math.sqrt(Q0)
     if not (nrm > a_s and br < np.inf):
         _zero_row(x, o)
@@ -2069,7 +2079,7 @@ def _group_exclusive_row(x, ar, br, o, buf):
     [m 2^-400, 2^400] (no square over- or underflows to matter there).
     Returns whether the row holds no NaN or Inf (one that does is copied)."""
     m = x.shape[0]
-    total, ymin, nnz = _abs_sum_min(x)
+    total, sq, ymin, nnz = _abs_sum_min(x)
     if not _row_finite(x, total):  # nothing to solve: NaN and Inf pass through
         _copy_row(x, o)
         return False
@@ -2078,11 +2088,13 @@ def _group_exclusive_row(x, ar, br, o, buf):
         s, f1, f2 = _scale_factors(_absmax(x))
     a_s = ar / s
     if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
-        _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf, 0.0)
-    else:
-        if s == 1.0 and not _support_may_be_all(ymin, total, nnz, m, a_s, br):
+        _group_exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, a_s, br, o, buf, 0.0, 0.0, -1.0, 0)
+    elif s != 1.0:
+        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf, _scaled_min(ymin, f1, f2), 0.0, -1.0, 0)
+    else:  # unscaled: the first pass's sums are F(0), Q(0), k(0)
+        if not _support_may_be_all(ymin, total, nnz, m, a_s, br):
             ymin = 0.0  # (no fast path)
-        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf, _scaled_min(ymin, f1, f2))
+        _group_exclusive_core(x, x, f1, f2, f1, f2, s, a_s, br, o, buf, _scaled_min(ymin, f1, f2), total, sq, nnz)
     return True
 
 
