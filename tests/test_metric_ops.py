@@ -28,7 +28,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -383,7 +383,14 @@ def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, l
     rows_close(X, ref, W, D, a, b)
 
 
+# (found by the long profile: the reference's group+exclusive kernel summed the
+# norm over the sorted magnitudes, one ulp off the group lasso's)
+_W_MU0 = np.zeros((4, 6))
+_W_MU0[3, :3] = [8.692897420209256, 4.429668482291537, 5.8032724194181675]
+
+
 @given(metric_row_problems(max_rows=4, max_cols=6))
+@example(problem=(_W_MU0, np.ones((4, 6)), 0.3, 0.0, 2.0, "sqrt"))
 def test_mu_zero_and_one_are_the_group_and_exclusive_metric_prox(numpy_backend, problem):
     W, D, lam, _, step, gw = problem
     kw = dict(group_weights=gw, metric=D)

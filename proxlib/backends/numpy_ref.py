@@ -199,7 +199,18 @@ def weighted_l2sq(v, w):
 
 
 exclusive_lasso = _k.exclusive_lasso
-group_exclusive = _k.group_exclusive
+
+
+def group_exclusive(W, a, b, check_finite=False):
+    """The exact group+exclusive kernel; where every b_r is 0 (mu = 0) it is
+    the group lasso, and it is then computed as :func:`group_lasso` is (the
+    same stages, so the same bits: the kernel's own norm, summed over the
+    sorted scaled magnitudes, can differ from the stages' in the last bit)."""
+    if not np.any(np.asarray(b)):
+        return group_lasso(W, a, check_finite)
+    return _k.group_exclusive(W, a, b, check_finite=check_finite)
+
+
 lp = _k.lp
 
 # the prox in a diagonal metric: the array-API kernels
