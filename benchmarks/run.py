@@ -56,7 +56,7 @@ for _dtype in ("float64", "float32"):
         ("group_lasso", "4096x4096", _dtype): 1.1,
         ("growl", "4096x4096", _dtype): 1.1,
     }
-    for _size in ("4096x4096", "512x4608", "784x300"):
+    for _size in ("4096x4096", "512x4608", "784x300", "784x300 b=10/m"):
         TARGETS[("exclusive_lasso", _size, _dtype)] = 3.0
         TARGETS[("group_exclusive", _size, _dtype)] = 3.0
 
@@ -136,10 +136,11 @@ def make_case(op: str, shape, dtype: str, small: bool) -> Case:
         v = rng.standard_normal(n).astype(dtype)
         w = np.linspace(2.0, 0.0, n).astype(dtype)  # step * w in [0, 1]
         return Case(op, _size_label(n), v, step, weights=w, small=small)
-    G, m = shape
+    G, m, *sparser = shape  # (G, m, k): the exclusive operators' b = k/m (default 1/m)
+    k = sparser[0] if sparser else 1
     scale = rng.uniform(0.5, 1.5, size=(G, 1))  # row norms ~ scale * sqrt(m)
     W = (rng.standard_normal((G, m)) * scale).astype(dtype)
-    label = f"{G}x{m}"
+    label = f"{G}x{m}" + (f" b={k}/m" if k != 1 else "")
     r = math.sqrt(m)
     if op == "growl":
         w = (r * np.linspace(1.0, 0.0, G)).astype(dtype)  # step * w in [0, sqrt(m)/2]
@@ -147,9 +148,9 @@ def make_case(op: str, shape, dtype: str, small: bool) -> Case:
     if op == "group_lasso":
         return Case(op, label, W, step, lam=r / step, small=small)  # zeroes rows with scale < 1
     if op == "exclusive_lasso":
-        return Case(op, label, W, step, lam=1.0 / (m * step), small=small)  # b = 1/m
+        return Case(op, label, W, step, lam=k / (m * step), small=small)  # b = k/m: supports of ~66% (k = 1), ~24% (k = 10)
     if op == "group_exclusive":
-        a, b = 0.3 * r, 1.0 / m  # a = step lam (1-mu), b = step lam mu
+        a, b = 0.3 * r, k / m  # a = step lam (1-mu), b = step lam mu: supports of ~76% (k = 1), ~44% (k = 10)
         return Case(op, label, W, step, lam=(a + b) / step, mu=b / (a + b), small=small)
     raise ValueError(op)
 
@@ -162,9 +163,13 @@ def sizes(quick: bool):
     else:
         owl = [(100, True)] + [(10**k, False) for k in range(3, 8)]
         rows = [((64, 64), True), ((784, 300), False), ((512, 4608), False), ((4096, 4096), False)]
+    # the exclusive operators also with sparser supports (b ten times larger),
+    # as in training once the penalty has done its work
+    sparser = [] if quick else [((784, 300, 10), False)]
     out = []
     for op in OPERATORS:
-        for shape, small in (owl if op == "owl" else rows):
+        more = sparser if op in ("exclusive_lasso", "group_exclusive") else []
+        for shape, small in (owl if op == "owl" else rows + more):
             out.append((op, shape, small))
     return out
 

@@ -904,7 +904,8 @@ def _growl_route(W, out, parallel, hint=None):
 # method from the left ends on its last piece (_ex_newton); for a > 0 a
 # bracket is narrowed by Newton, secant or bisection points (_gx_theta).  Each
 # evaluation is one reassociated (SIMD) pass over the candidates; once fewer
-# than a quarter of the row remain they are compacted into a scratch row.  Cost
+# than a quarter of the row remain they are compacted into a scratch row
+# (branch-free, _compact_above).  Cost
 # per row: one pass over memory for the sum, a handful of passes over the
 # row in cache, one for the support's statistics and one writing the output.
 # Rows are independent: prange over chunks of rows, one scratch row each.
