@@ -202,7 +202,7 @@ def _normalizer(penalty, V, X, thr, step, xp) -> float:
     if k <= 0:
         return 1.0
     sigma = math.ldexp(1.0, k)
-    top = max((float(_max(t, xp)) if not isinstance(t, float) else t for t in thr), default=0.0)
+    top = max((_top(t, xp) for t in thr), default=0.0)
     return sigma if step * top * sigma < 2.0**1000 else 1.0
 
 
@@ -380,15 +380,17 @@ def _subnormal_gain(name, shape, thr, step, xp) -> float:
     sqrt(N) times that; weighted l2^2's v - x - 2 s w x by (1 + 2 s w) / 2.
     0 for the other conditions (unit slope in each entry, or lifted by the
     normalizer: the 64 spacings of the tolerance cover them)."""
-    def top(t):
-        return t if isinstance(t, float) else float(_max(t, xp))
-
     if name in ("exclusive_lasso", "group_exclusive"):
         N = _terms(name, shape)
-        return 0.5 * (1.0 + N * step * top(thr[-1])) * math.sqrt(N)
+        return 0.5 * (1.0 + N * step * _top(thr[-1], xp)) * math.sqrt(N)
     if name == "weighted_l2sq":
-        return 0.5 * (1.0 + 2.0 * step * top(thr[0]))
+        return 0.5 * (1.0 + 2.0 * step * _top(thr[0], xp))
     return 0.0
+
+
+def _top(t, xp) -> float:
+    """The largest of a threshold (a float, or an array of them)."""
+    return t if isinstance(t, float) else float(_max(t, xp))
 
 
 def _max(a, xp):
