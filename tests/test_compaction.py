@@ -461,6 +461,29 @@ def test_tied_checkpoint_is_smaller_than_the_dense_one_in_proportion():
     assert compact_bytes <= dense * t1 / t0 + 4096
 
 
+def test_tied_layer_with_nothing_to_remove_keeps_a_plain_layout():
+    # TiedRows computes a Linear's weight as the transpose of its tied columns:
+    # baked as it is, the compact layer kept that layout (strides (1, out)), and
+    # the checkpoint reloaded into a fresh Linear (contiguous) gave other
+    # outputs in the last bits (matmul rounds by layout)
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10))
+    pt.tie_rows(net[0], np.arange(784))  # every input its own cluster: nothing tied or pruned
+    X = torch.rand(128, 784, generator=torch.Generator().manual_seed(16))
+    small = pt.compact(net, X)
+    assert not net[0].weight.is_contiguous()  # the parametrized original: the case above
+    assert all(p.is_contiguous() for p in small.parameters())
+    buf = io.BytesIO()
+    torch.save({"spec": small.compaction_spec, "state_dict": small.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf)
+    rebuilt = pt.rebuild_compact(nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10)), ckpt["spec"])
+    rebuilt.load_state_dict(ckpt["state_dict"])
+    rebuilt.eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(X), small.eval()(X))
+
+
 # ----------------------------------------------------------------- metrics and report
 
 

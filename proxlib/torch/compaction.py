@@ -276,6 +276,12 @@ def _bake(model: torch.nn.Module) -> dict:
                         if isinstance(p, TiedRows) and B.canonical_grouping(getattr(p, "grouping", "channel")) == channel:
                             ties[m] = p.labels.detach().cpu().numpy().astype(np.int64)
                 parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+                value = getattr(m, name)
+                if isinstance(value, torch.nn.Parameter) and not value.is_contiguous():
+                    # TiedRows gives a Linear the transpose of its tied columns:
+                    # a plain layer holds the plain layout (a checkpoint reloads
+                    # into contiguous parameters, and matmul rounds by layout)
+                    setattr(m, name, _param(value, value))
         for hook in list(m._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(m, hook._tensor_name)
