@@ -442,6 +442,9 @@ def test_scaling_metric_and_step_together_power_of_two_is_exact(numpy_backend, c
 
 @pytest.mark.parametrize("k, s", [(1100, 200), (1700, 750)])
 @given(metric_row_problems(max_rows=3, max_cols=5))
+# found by the long run: the group threshold was divided by the data's scale
+# (2^750) and then by the metric's (2^-740), through a subnormal in between
+@example(problem=(np.ones((3, 4)), np.array([[1.0] * 4, [1.0] * 4, [1.0, 1.0, 1.0, 10.0]]), 1.4383236392184504e-100, 0.5, 1.0, None))
 def test_thresholds_beyond_float64_divide_the_objective_exactly(numpy_backend, k, s, problem):
     # with metric 2^k d and thresholds 2^k step t beyond float64 (the step and
     # lam each take half of 2^k), the prox is solved as the same problem

@@ -131,6 +131,21 @@ def _scaled_rows(W, D, xp):
     return xp.sign(W64), A / sv[:, None], sv, D64 / sd[:, None], sd
 
 
+def _divided_by_both(a, sv, sd, xp):
+    """a / (sv sd) rounded once, for powers of two sv, sd > 0.
+
+    One division by the product where the product is a (finite, non-zero)
+    float64: exact up to the result's own rounding.  Where it is not, sv and
+    sd are both large or both small, so each division moves a the same way
+    and ``(a / sv) / sd`` passes through values between a and the result.
+    Dividing by sv and then by sd always would underflow in between where
+    they pull apart (data near 2^750 with a metric near 2^-740: a / sv
+    subnormal), and the threshold, hence the prox, would change with an
+    exact rescaling of the problem."""
+    p = sv * sd
+    return xp.where(xp.isfinite(p) & (p > 0), a / p, (a / sv) / sd)
+
+
 def _root(g_and_slope, left, right, xp, c=None):
     """The root of an increasing function on each row's bracket [left, right]
     (g(left) <= 0 <= g(right)), by Newton's method safeguarded by bisection,
@@ -422,7 +437,7 @@ def group_exclusive_metric(W, D, a, b):
     b = upcast(b, xp)
     sign, V, sv, Dn, sd = _scaled_rows(W, D, xp)
     with errstate(W):
-        a_s = (a / sv) / sd
+        a_s = _divided_by_both(a, sv, sd, xp)
         b_s = b / sd
         Z = Dn * V
         nz = xp.sqrt(xp.sum(Z * Z, axis=1))
