@@ -406,6 +406,10 @@ def test_owl_with_zero_weights_returns_v_exactly(path, dtype, v, scale):
     c=st.sampled_from([0.0, 0.5, 1.0, 0.1, 3.0]),
     scale=st.sampled_from([1e-300, 1.0, 1e300]),
 )
+# found by the long run: magnitudes one ulp apart; the tied pair's block mean,
+# rounded an ulp high, pooled them with the larger one (before the clamp of
+# the edge means)
+@example(v=np.array([10.0, np.nextafter(10.0, 0), np.nextafter(10.0, 0)]), c=0.5, scale=1e-300)
 def test_owl_with_constant_weights_is_soft_thresholding_exactly(path, v, c, scale):
     """Constant weights: every block is a run of tied magnitudes, whose value is
     the correctly rounded |v| - c (the clamp makes it exact).  Same dynamic
@@ -414,6 +418,38 @@ def test_owl_with_constant_weights_is_soft_thresholding_exactly(path, v, c, scal
     w = np.full_like(v, c * scale)
     x = _owl(path, v, w)
     np.testing.assert_array_equal(x, np.sign(v) * np.maximum(np.abs(v) - w, 0.0))
+
+
+@st.composite
+def near_ties(draw):
+    """Magnitudes a few ulps apart (runs of ties among them) with random signs,
+    and a constant weight: the inputs whose pooling a rounded block mean can
+    get wrong by an ulp."""
+    n = draw(st.integers(2, 40))
+    base = draw(st.floats(0.5, 20.0)) * draw(st.sampled_from([1.0, 1e-300, 1e300, 1e-100]))
+    steps = draw(arrays(np.int64, n, elements=st.integers(-3, 3)))
+    v = np.array([base] * n)
+    for i, k in enumerate(steps):
+        for _ in range(abs(int(k))):
+            v[i] = np.nextafter(v[i], np.inf if k > 0 else 0.0)
+    v *= draw(arrays(np.float64, n, elements=st.sampled_from([-1.0, 1.0])))
+    c = draw(st.sampled_from([0.0, 0.1, 0.3, 1 / 3, 0.5, 0.7, 7.0])) * base / 10
+    return v, c
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("path", PATHS)
+@given(problem=near_ties())
+def test_owl_near_ties_with_zero_or_constant_weights_are_exact(path, policy, problem):
+    """Zero weights return v and constant weights the correctly rounded
+    |v| - c, whatever the policy, where magnitudes lie an ulp or a few apart
+    (module doc of _gpu_owl, *Accuracy*: the clamped edge means and the flat
+    junctions).  Before them, about one such input in ten came out changed in
+    the last bit."""
+    v, c = problem
+    np.testing.assert_array_equal(_owl(path, v, np.zeros_like(v), **policy), v)
+    ref = np.sign(v) * np.maximum(np.abs(v) - c, 0.0)
+    np.testing.assert_array_equal(_owl(path, v, np.full_like(v, c), **policy), ref)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -618,9 +654,9 @@ class _Recorder:
 # PROLOGUE includes the first round's slopes and reflex test (up to its read),
 # PER_ROUND runs from one read to the next.  Hence
 #   launches <= PROLOGUE + EPILOGUE + PER_ROUND (rounds - 1)
-#            <= 105 + 30 (2 ceil(log2 n) + 1) = a + b ceil(log2 n), a = 135, b = 60,
+#            <= 115 + 30 (2 ceil(log2 n) + 1) = a + b ceil(log2 n), a = 145, b = 60,
 # and host reads = rounds <= 2 ceil(log2 n) + 2.
-PROLOGUE, EPILOGUE, PER_ROUND = 75, 30, 30
+PROLOGUE, EPILOGUE, PER_ROUND = 85, 30, 30
 
 
 def _owl_case(name, n, rng, dtype=np.float64):
@@ -672,7 +708,7 @@ def test_launches_and_host_syncs_per_call_are_logarithmic(monkeypatch, n, cases)
         assert rec.events.count("triton") == stats["merges"], msg  # one kernel per merge round
         assert seg[0] <= PROLOGUE and seg[-1] <= EPILOGUE, msg
         assert max(seg[1:-1], default=0) <= PER_ROUND, msg
-        assert rec.launches <= PROLOGUE + EPILOGUE + PER_ROUND * (2 * log2n + 1), msg  # 135 + 60 log2n
+        assert rec.launches <= PROLOGUE + EPILOGUE + PER_ROUND * (2 * log2n + 1), msg  # 145 + 60 log2n
 
 
 @needs_torch

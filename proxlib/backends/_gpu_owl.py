@@ -104,19 +104,35 @@ Accuracy
   block sum exceeds that bound, and the rounding of ``|v| - w`` never decides
   it: ``v = [1, 5, 3.7e-175]``, ``w = [6, 2.8e-45, 0]`` gives zeros, as exact
   arithmetic does.
-* A block ``[i, j)`` of the exact fit satisfies ``u_i >= mean >= u_{j-1}``
-  (otherwise it would split), so each computed mean is clamped into
-  ``[min, max]`` of the rounded ``u_i``, ``u_{j-1}``: a pooled value never
-  leaves the range of its entries (three copies of 0.05 stay 0.05; with zero
-  weights the prox returns v exactly, 1e308 included) and one-entry blocks are
-  exact.
-* What the prefix sums cannot resolve: two neighbouring block means that
-  differ by less than about n eps^2 max|P| / (block length) can be pooled
-  (e.g. zero weights and |v| = [0.05, 0.05, 0.05, 1e-178, 0]: the 1e-178 entry
-  pools with the 0 and comes out 0).  The value error is then below about
-  n^2 eps^2 max(|v|, w), far under the rounding of the other entries; a
-  sequential PAVA (the NumPy and Numba backends) sums each block locally and
-  has no such floor.
+* Every point strictly between two neighbouring vertices of the chain lies on
+  or above their chord: a peel deletes points above the chord of their
+  neighbours, a merge points above the bridge, and the chain only ever moves
+  down.  So the mean of every edge ``[i, j)`` lies between its end entries
+  ``u_i`` and ``u_{j-1}``, and every computed edge mean (the decisions'
+  ``eg`` as well as the final values) is clamped into ``[min, max]`` of the
+  rounded ``u_i``, ``u_{j-1}`` (the chain carries them as rows 3 and 4 of
+  ``P``).  A rounded block sum divided by the block's length can miss a tied
+  run's value by an ulp (three copies of 0.1 sum to 0.30000000000000004);
+  unclamped, that made a tied run look steeper than a neighbour one ulp
+  higher, which was then pooled with it (zero weights gave v back changed in
+  the last bit for about one input in ten with near-tied magnitudes).
+  Clamped, a tied run's mean and a one-entry block's are exact.
+* A flat junction (equal edge slopes on both sides) joins two convex runs
+  into a convex chain: a merge deletes only the junction, with no search
+  (the search's chord means are not clamped: a chord may pass below points).
+* Hence zero weights return v exactly (1e308 included): after the first peel
+  every edge is a tied run whose clamped mean is exact and strictly above
+  the previous one, so no round runs.  Constant weights give the correctly
+  rounded ``|v| - c``: the tied runs' clamped means are the rounded ``u``,
+  non-decreasing; where two of them round alike the junction is flat, and
+  deleting it pools entries whose values round alike.  (Checked on 9,350
+  vectors of magnitudes a few ulps apart: every policy, NumPy and torch
+  arrays, Triton's interpreter; before, 7-15% of them came out changed.)
+* In general, two neighbouring block means that differ by about an ulp of
+  the means may still be pooled (block sums are accurate to a few ulps, plus
+  about n eps^2 max|P| for the compensated prefix sums); the value error is
+  then of that order.  The NumPy and Numba backends' sequential PAVA
+  compares rounded block sums too.
 
 Cost (n entries, r rounds, of which r_m merges)
 -----------------------------------------------
@@ -129,13 +145,13 @@ merges (peel_density 8) peels may add up to log(n+1)/log(8/7) rounds.
   costs O(|V_k|) (``|V|`` shrinks geometrically), a merge round also
   O(K log L) for its K pairs and longest run L.  Worst case O(n log n).
 * Kernel launches, counted in ``tests/test_device_owl.py`` with torch's
-  dispatcher on the path a CUDA tensor takes: at most 75 before the first
+  dispatcher on the path a CUDA tensor takes: at most 85 before the first
   scalar read (sort, TwoSum, scaling, first peel, compensated prefix sums,
-  first chain, first edge slopes), at most 30 per round (edge slopes, reflex
-  test, then a peel, or a merge with ONE Triton kernel, and the compaction;
-  24 and 26 measured), at most 30 after the rounds (clamp, searchsorted,
-  gather): 105 + 30 (r - 1) = O(log n) in all; 67 to 301 measured at
-  n = 1e3..1e6.  The array fallback's merge rounds add about 52 operations
+  first chain and its clamp rows, first edge slopes), at most 30 per round
+  (clamped edge slopes, reflex test, then a peel, or a merge with ONE Triton
+  kernel, and the compaction; 28 and 30 measured), at most 30 after the
+  rounds (clamp, searchsorted, gather): 115 + 30 (r - 1) = O(log n) in all;
+  78 to 378 measured at n = 1e3..1e6.  The array fallback's merge rounds add about 52 operations
   per bridge step, ``2 bit_length(L)`` steps each, O(log^2 n) in all (1,180
   to 4,937 on the same inputs at n = 1e3..1e4).
 * Host synchronisations: exactly one scalar read per round (``int(...)`` of one
@@ -289,13 +305,17 @@ def _indices(mask, count, xp, dev):
 
 
 def _edge_means(P):
-    """Slope of every edge of the chain (= mean of u over each block).
+    """Slope of every edge of the chain (= mean of u over each block), clamped
+    into the range of the edge's end entries (module doc, *Accuracy*).
 
-    ``P`` holds one column (x, H, D) per vertex: position and compensated
-    prefix sum.
+    ``P`` holds one column (x, H, D, u_x, u_{x-1}) per vertex: position,
+    compensated prefix sum, and the rounded u just after and just before it.
     """
+    xp, _ = _ns(P)
     sums = (P[1, 1:] - P[1, :-1]) + (P[2, 1:] - P[2, :-1])
-    return sums / (P[0, 1:] - P[0, :-1])
+    means = sums / (P[0, 1:] - P[0, :-1])
+    first, last = P[3, :-1], P[4, 1:]
+    return xp.minimum(xp.maximum(means, xp.minimum(first, last)), xp.maximum(first, last))
 
 
 def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
@@ -320,11 +340,15 @@ def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
     a = M - Ls  # edges in the left run
     b = Re - M  # edges in the right run
     # p in [0, a-1] and q in [1, b]: the junction itself is always deleted
-    # (it is reflex), which also guarantees progress under rounding.
-    loL = xp.zeros_like(a)
+    # (it is reflex), which also guarantees progress under rounding.  A flat
+    # junction (equal slopes on both sides) joins two convex runs into a
+    # convex chain: only the junction goes, p = a-1 and q = 1, with no search
+    # (whose chord means, rounded, could pool across neighbouring values).
+    flat = eg[M - 1] == eg[M]
+    loL = xp.where(flat, a - 1, 0)
     hiL = a - 1
     loR = xp.ones_like(b)
-    hiR = b
+    hiR = xp.where(flat, 1, b)
     # Ranges of sizes a-1 and b-1: each step halves one of them.
     steps = 2 * int(xp.max(xp.maximum(a, b))).bit_length()  # one scalar read
     if stats is not None:
@@ -397,20 +421,27 @@ def _hull(parts, *, peel_density, merge, bridge, stats):
         ul *= s
         keep[1:n] = (uh[:-1] < uh[1:]) | ((uh[:-1] == uh[1:]) & (ul[:-1] < ul[1:]))
     H, D = compensated_prefix(uh, ul)
-    del uh, ul
+    del ul
     iota = xp.arange(n + 1, dtype=xp.int64, device=dev)  # sliced, never recomputed
     pos, m_dev = _stable_partition(keep, iota, xp)
     del keep
     V = xp.empty(n + 1, dtype=xp.int64, device=dev)
     V[pos] = iota
     del pos
-    # Columns (x, H, D) per vertex; kept vertices first, the others behind them.
-    P = xp.empty((3, n + 1), dtype=xp.float64, device=dev)
+    # Columns (x, H, D, u_x, u_{x-1}) per vertex (u rounded, scaled; the
+    # edge means' clamp, _edge_means); kept vertices first, the others behind.
+    P = xp.empty((5, n + 1), dtype=xp.float64, device=dev)
     P[0] = V
     P[1] = H[V]
     del H
     P[2] = D[V]
-    del D, V
+    del D
+    zero = xp.zeros(1, dtype=xp.float64, device=dev)
+    padded = xp.concat([zero, uh, zero])  # padded[x + 1] = u_x
+    del uh
+    P[3] = padded[V + 1]
+    P[4] = padded[V]
+    del padded, V
     peels, merges, runs_before_all = 1, 0, None
     while True:
         cap = P.shape[1]

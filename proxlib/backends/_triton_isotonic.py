@@ -16,8 +16,9 @@ vertices; the tests check that on Hypothesis inputs.
 
 Inputs of one launch (all on the tensor's device, nothing read by the host):
 
-* ``P``: the vertex chain, a (3, m) float64 view with unit column stride (rows:
-  position x, compensated prefix sum H, its correction D);
+* ``P``: the vertex chain, a (5, m) float64 array with unit column stride (rows
+  read here: position x, compensated prefix sum H, its correction D; rows 3
+  and 4 serve the edge slopes' clamp);
 * ``eg``: the m - 1 edge slopes;
 * ``J``: the R reflex vertices' edge indices (run boundaries are ``J + 1``);
 * ``cut``: an int32 (2, m + 1) array of zeros; the kernel sets ``cut[0, s] = 1``
@@ -70,6 +71,10 @@ def _bridge_search(P0, P1, P2, eg, J, R, B, K, pair_stride, cut, max_iter, BLOCK
     hiL = tl.where(live, M - Ls - 1, 0)
     loR = loL + 1
     hiR = tl.where(live, Re - M, 1)
+    # a flat junction: only the junction is deleted, no search
+    flat = live & (tl.load(eg + M - 1, mask=live, other=0.0) == tl.load(eg + M, mask=live, other=1.0))
+    loL = tl.where(flat, hiL, loL)
+    hiR = tl.where(flat, loR, hiR)
     xM = tl.load(P0 + M, mask=live, other=0.0)
     it = 0
     todo = tl.reduce(((loL < hiL) | (loR < hiR)).to(tl.int32), 0, tl.standard._elementwise_max)
@@ -136,7 +141,7 @@ def _interpreting_everything() -> bool:
 def merge_cuts(P, eg, J, pairwise: bool):
     """The int32 (2, m + 1) ``cut`` array of one merge round (module doc); one launch.
 
-    ``P``: (3, m) float64 chain, ``eg`` its m - 1 edge slopes, ``J`` the R >= 1
+    ``P``: (5, m) float64 chain, ``eg`` its m - 1 edge slopes, ``J`` the R >= 1
     reflex edge indices (int64); ``pairwise``: bridge runs (0, 1), (2, 3), ...
     instead of every junction.
     """
