@@ -524,3 +524,21 @@ def not_near(values, thresholds, rel=1e-9):
     values = np.abs(np.asarray(values, dtype=np.float64)).ravel()
     for t in np.atleast_1d(thresholds):
         assume(not np.any(np.abs(values - t) <= rel * max(t, 1e-300)))
+
+
+@st.composite
+def near_ties(draw):
+    """(v, c): magnitudes a few ulps apart (runs of ties among them) with random
+    signs, and a constant weight c: the inputs whose pooling a rounded block
+    mean can get wrong by an ulp (OWL with zero or constant weights must give
+    v and the correctly rounded |v| - c)."""
+    n = draw(st.integers(2, 40))
+    base = draw(st.floats(0.5, 20.0)) * draw(st.sampled_from([1.0, 1e-300, 1e300, 1e-100]))
+    steps = draw(arrays(np.int64, n, elements=st.integers(-3, 3)))
+    v = np.array([base] * n)
+    for i, k in enumerate(steps):
+        for _ in range(abs(int(k))):
+            v[i] = np.nextafter(v[i], np.inf if k > 0 else 0.0)
+    v *= draw(arrays(np.float64, n, elements=st.sampled_from([-1.0, 1.0])))
+    c = draw(st.sampled_from([0.0, 0.1, 0.3, 1 / 3, 0.5, 0.7, 7.0])) * base / 10
+    return v, c

@@ -420,26 +420,9 @@ def test_owl_with_constant_weights_is_soft_thresholding_exactly(path, v, c, scal
     np.testing.assert_array_equal(x, np.sign(v) * np.maximum(np.abs(v) - w, 0.0))
 
 
-@st.composite
-def near_ties(draw):
-    """Magnitudes a few ulps apart (runs of ties among them) with random signs,
-    and a constant weight: the inputs whose pooling a rounded block mean can
-    get wrong by an ulp."""
-    n = draw(st.integers(2, 40))
-    base = draw(st.floats(0.5, 20.0)) * draw(st.sampled_from([1.0, 1e-300, 1e300, 1e-100]))
-    steps = draw(arrays(np.int64, n, elements=st.integers(-3, 3)))
-    v = np.array([base] * n)
-    for i, k in enumerate(steps):
-        for _ in range(abs(int(k))):
-            v[i] = np.nextafter(v[i], np.inf if k > 0 else 0.0)
-    v *= draw(arrays(np.float64, n, elements=st.sampled_from([-1.0, 1.0])))
-    c = draw(st.sampled_from([0.0, 0.1, 0.3, 1 / 3, 0.5, 0.7, 7.0])) * base / 10
-    return v, c
-
-
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("path", PATHS)
-@given(problem=near_ties())
+@given(problem=R.near_ties())
 def test_owl_near_ties_with_zero_or_constant_weights_are_exact(path, policy, problem):
     """Zero weights return v and constant weights the correctly rounded
     |v| - c, whatever the policy, where magnitudes lie an ulp or a few apart

@@ -2438,87 +2438,95 @@ def _owl_support(s, w, sc, parallel):
 
 
 @_jit
-def _owl_pava(s, w, j0, j1, sc, sums, starts):
+def _owl_pava(s, w, j0, j1, sc, means, starts):
     """Pool-adjacent-violators over ascending positions j0..j1-1 (the support,
     or part of it), z_j = (s[j] - w[n-1-j]) sc rounded; the fit is
-    non-decreasing in j.  Blocks are kept as (sum, start) on a stack in
-    sums/starts, the top block in registers.  Returns the number of blocks
-    (their sums are only a guide: the values are recomputed exactly by
-    _owl_values)."""
+    non-decreasing in j.  Blocks are kept as (mean, start) on a stack in
+    means/starts, the top block in registers; a block pools with the one
+    below while the latter's mean is >= its own.  A pooled block's mean, its
+    rounded sum over its length, is clamped between the two means it pools
+    (the exact one lies there), so that a run of tied z keeps the exact value
+    z: unclamped, three copies of z summed to 3z plus an ulp, above a next z
+    an ulp higher, and the two were pooled (zero weights then changed v by up
+    to 2 ulps for near-tied magnitudes).  Returns the number of blocks (their
+    means are only a guide: the values are recomputed exactly by
+    _owl_values, and _owl_monotone pools what rounding left apart)."""
     n = s.shape[0]
     sp = 0
-    tsum = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
+    tmean = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
+    tsum = tmean
     tst = j0
-    tcnt = 1.0
     has_top = True
     for i in range(j0 + 1, j1):
-        csum = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
+        cmean = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
+        csum = cmean
         cst = i
-        ccnt = 1.0
-        while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
+        while has_top and tmean >= cmean:  # mean(top) >= mean(current): pool
             csum += tsum
-            ccnt += tcnt
             cst = tst
+            cmean = min(max(csum / np.float64(i + 1 - cst), cmean), tmean)
             if sp > 0:
                 sp -= 1
-                tsum = sums[sp]
+                tmean = means[sp]
                 tst = starts[sp]
-                tcnt = np.float64(cst - tst)
+                tsum = tmean * np.float64(cst - tst)
             else:
                 has_top = False
         if has_top:
-            sums[sp] = tsum
+            means[sp] = tmean
             starts[sp] = tst
             sp += 1
+        tmean = cmean
         tsum = csum
         tst = cst
-        tcnt = ccnt
         has_top = True
-    sums[sp] = tsum
+    means[sp] = tmean
     starts[sp] = tst
     return sp + 1
 
 
 @_jit
-def _owl_pava_merge(sums, starts, nl, off, nr, n):
-    """Pool-adjacent-violators continued from the nl blocks in sums/starts[:nl]
-    (a PAVA of the support's first part) over the nr blocks at
-    sums/starts[off:off + nr] (a PAVA of the rest, ending at n) taken as
-    units: pooling already pooled blocks is what PAVA does, and the exact
-    isotonic fit of the whole pools every block of the parts' fits.  The
-    stack grows into the second part's slots only after reading them
-    (nl <= off).  Returns the number of blocks.  The pooling step repeats
-    _owl_pava's: a shared helper returning the new stack state (even with
-    inline="always") made _owl_pava 2x slower (11 -> 21 ms at n = 1e6)."""
+def _owl_pava_merge(means, starts, nl, off, nr, n):
+    """Pool-adjacent-violators continued from the nl blocks in
+    means/starts[:nl] (a PAVA of the support's first part) over the nr blocks
+    at means/starts[off:off + nr] (a PAVA of the rest, ending at n) taken as
+    units, with _owl_pava's decisions and clamp: pooling already pooled
+    blocks is what PAVA does, and the exact isotonic fit of the whole pools
+    every block of the parts' fits.  The stack grows into the second part's
+    slots only after reading them (nl <= off).  Returns the number of blocks.
+    The pooling step repeats _owl_pava's: a shared helper returning the new
+    stack state (even with inline="always") made _owl_pava 2x slower (11 ->
+    21 ms at n = 1e6)."""
     sp = nl - 1
-    tsum = sums[sp]
+    tmean = means[sp]
     tst = starts[sp]
-    tcnt = np.float64(starts[off] - tst)
+    tsum = tmean * np.float64(starts[off] - tst)
     has_top = True
     for r in range(nr):
-        csum = sums[off + r]
+        cmean = means[off + r]
         cst = starts[off + r]
-        ccnt = np.float64((starts[off + r + 1] if r + 1 < nr else n) - cst)
-        while has_top and tsum * ccnt >= csum * tcnt:  # mean(top) >= mean(current): pool
+        en = starts[off + r + 1] if r + 1 < nr else n
+        csum = cmean * np.float64(en - cst)
+        while has_top and tmean >= cmean:  # mean(top) >= mean(current): pool
             csum += tsum
-            ccnt += tcnt
             cst = tst
+            cmean = min(max(csum / np.float64(en - cst), cmean), tmean)
             if sp > 0:
                 sp -= 1
-                tsum = sums[sp]
+                tmean = means[sp]
                 tst = starts[sp]
-                tcnt = np.float64(cst - tst)
+                tsum = tmean * np.float64(cst - tst)
             else:
                 has_top = False
         if has_top:
-            sums[sp] = tsum
+            means[sp] = tmean
             starts[sp] = tst
             sp += 1
+        tmean = cmean
         tsum = csum
         tst = cst
-        tcnt = ccnt
         has_top = True
-    sums[sp] = tsum
+    means[sp] = tmean
     starts[sp] = tst
     return sp + 1
 

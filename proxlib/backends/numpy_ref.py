@@ -46,7 +46,11 @@ def owl(v, w):
       rational sums then decide;
     * on the support the fit is the isotonic fit of z_1..z_k* alone (its
       blocks end at k*) computed by ``scipy.optimize.isotonic_regression``
-      (pool-adjacent-violators; values accurate to k* eps max|z|).  The exact
+      (pool-adjacent-violators; values accurate to k* eps max|z|), each run
+      of equal rounded z handed to it as one point weighted by the run's
+      length, so that a run's value is exact and never pooled with a
+      neighbour an ulp away (zero weights return v, constant weights the
+      correctly rounded |v| - c).  The exact
       fit there is positive; where rounding gave a value <= 0 (only within
       that rounding of 0) the trailing blocks are pooled and given their exact
       mean, which is positive: every suffix average of z_1..z_k* is at least
@@ -156,16 +160,23 @@ def _owl_fit_positive(zh, zl, sc):
     block, and the trailing blocks that rounding left <= 0 replaced by their
     exact mean (unscaled result)."""
     z = zh * sc
-    res = isotonic_regression(z, increasing=False)
+    k = z.shape[0]
+    # Runs of equal z go to the PAVA as one point weighted by its length: its
+    # value is then z exactly.  As single points, a run's pooled mean came out
+    # an ulp off (three copies of z summed to 3z plus an ulp) and was pooled
+    # with a neighbour an ulp away (zero weights changed v by up to 2 ulps for
+    # near-tied magnitudes); the exact fit pools a run of equal entries
+    # anyway, so it is the same problem.
+    runs = np.flatnonzero(np.concatenate([[True], z[1:] != z[:-1]]))
+    res = isotonic_regression(z[runs], weights=np.diff(np.append(runs, k)).astype(np.float64), increasing=False)
     # A block's value is the mean of its z, so it lies in [min z, max z] over the
     # block; the rounded mean can leave that range (three copies of 0.05 average
     # to 0.05000000000000001, so the prox with zero weights grew |v|).  Clamp.
-    starts = res.blocks[:-1]
+    starts = runs[res.blocks[:-1]]
     lo = np.minimum.reduceat(z, starts)
     hi = np.maximum.reduceat(z, starts)
-    sizes = np.diff(res.blocks)
-    fit = np.clip(res.x, np.repeat(lo, sizes), np.repeat(hi, sizes)) / sc
-    k = fit.shape[0]
+    sizes = np.diff(np.append(starts, k))
+    fit = np.clip(np.repeat(res.x[res.blocks[:-1]], sizes), np.repeat(lo, sizes), np.repeat(hi, sizes)) / sc
     if not fit[k - 1] > 0.0:
         # The exact fit is positive: pool the trailing blocks with fit <= 0 and
         # give them their exact mean (a suffix average: > 0), capped by the fit
