@@ -131,9 +131,11 @@ Algorithms (m = row length, G = rows, n = vector length):
   cannot hold the maximum; compensated prefix sums over the rest (a chunk or
   two) leave a window of candidates that exact expansion sums (Shewchuk)
   decide.  O(n) vectorised + O(chunk) + O(window);
-  (3) pool-adjacent-violators over the support only (O(k); on >= 2^16
-  entries the two halves apart, in parallel when allowed, then their blocks
-  pooled as units: the same blocks either way);
+  (3) pool-adjacent-violators over the support only, on the rounded z, each
+  pooled block's mean clamped between the two means it pools (so a run of
+  tied z keeps its exact value and never pools with a neighbour an ulp
+  away) (O(k); on >= 2^16 entries the two halves apart, in parallel when
+  allowed, then their blocks pooled as units: the same blocks either way);
   (4) each block's value recomputed as the faithfully rounded mean of the
   exact z (compensated sum and an fma remainder; a single entry is its z
   rounded once), then a second pool-adjacent-violators pass over the blocks
@@ -145,11 +147,11 @@ Algorithms (m = row length, G = rows, n = vector length):
   magnitudes get equal values (_owl_monotone pools them).
   Memory: the keys (one int64 per entry), the sorted magnitudes in the output
   array until the scatter overwrites them, the index and the block starts
-  (int32) packed into the keys' memory once sorted, the block sums (k
+  (int32) packed into the keys' memory once sorted, the block means (k
   float64): 2 input-sized scratch arrays for float64, up to 4 for float32
   (keys and block sums are 8 bytes an entry); a parallel float32 sort of
   >= 2^18 entries adds a transient merge buffer (2 more, freed before the
-  block sums are allocated).
+  block means are allocated).
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
   one compiled call instead: argsort, the same steps (2)-(4), a scatter.
   The public ``prox_owl`` / ``OWL.prox`` on such a NumPy vector checks its
