@@ -117,6 +117,11 @@ def group_weights(rows: Rows, group_weights, *, name: str = "group_weights", lik
     if isinstance(group_weights, str):
         if group_weights != "sqrt":
             raise ValueError(f"{name} must be None, 'sqrt' or an array, got {group_weights!r}")
+        if not rows.ragged:
+            # one size: its square root correctly rounded on every backend
+            # (torch's float64 sqrt on CPU gives 1.414213562373095 for 2, an
+            # ulp low, and the thresholds would differ from NumPy's)
+            return xp.full(G, math.sqrt(rows.rows.shape[1]), dtype=xp.float64, device=dev)
         return xp.sqrt(rows.sizes)
     c = V.as_float_array(group_weights, name)
     cxp = array_namespace(c)

@@ -18,6 +18,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import proxlib
+from proxlib import _registry
 from proxlib import certificates as C
 from proxlib.testing import float_arrays, nonincreasing_weights, operator_names, prox_problems, steps
 
@@ -80,7 +81,22 @@ def test_residual_at_rounding_level_at_proxlib_output(backend, name, data):
     x = _prox(backend, pen, v, step)
     cert = C.certify(pen, _on(backend, v), x, step)
     assert cert.residual <= cert.tolerance, (cert.residual, cert.tolerance, cert.worst)
-    assert cert.tolerance == C.residual_tolerance(pen, v, step)
+    assert cert.tolerance == C.residual_tolerance(pen, _on(backend, v), step)
+
+
+def test_sqrt_group_weights_agree_across_backends():
+    # found by the long run: torch's float64 sqrt of 2 is an ulp below the
+    # correctly rounded one, so "sqrt" group weights, hence the thresholds and
+    # the certificate's tolerance, differed from NumPy's in the last bit
+    pen = proxlib.GroupLasso(9.441578211753893e-148, None, "sqrt")
+    v = np.zeros((1, 2), dtype=np.float32)
+    ref = pen.thresholds(_registry.layout_of(pen, v, contiguous=False))[0]
+    for backend in BACKENDS:
+        if backend not in proxlib.available_backends():
+            continue
+        got = pen.thresholds(_registry.layout_of(pen, _on(backend, v), contiguous=False))[0]
+        assert np.asarray(got).tolist() == ref.tolist(), backend
+        assert C.residual_tolerance(pen, _on(backend, v)) == C.residual_tolerance(pen, v), backend
 
 
 def test_tolerance_is_documented_formula():
