@@ -149,7 +149,7 @@ Algorithms (m = row length, G = rows, n = vector length):
   array until the scatter overwrites them, the index and the block starts
   (int32) packed into the keys' memory once sorted, the block means (k
   float64): 2 input-sized scratch arrays for float64, up to 4 for float32
-  (keys and block sums are 8 bytes an entry); a parallel float32 sort of
+  (keys and block means are 8 bytes an entry); a parallel float32 sort of
   >= 2^18 entries adds a transient merge buffer (2 more, freed before the
   block means are allocated).
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
