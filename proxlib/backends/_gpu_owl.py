@@ -151,9 +151,9 @@ merges (peel_density 8) peels may add up to log(n+1)/log(8/7) rounds.
   (clamped edge slopes, reflex test, then a peel, or a merge with ONE Triton
   kernel, and the compaction; 28 and 30 measured), at most 30 after the
   rounds (clamp, searchsorted, gather): 115 + 30 (r - 1) = O(log n) in all;
-  78 to 378 measured at n = 1e3..1e6.  The array fallback's merge rounds add about 52 operations
-  per bridge step, ``2 bit_length(L)`` steps each, O(log^2 n) in all (1,180
-  to 4,937 on the same inputs at n = 1e3..1e4).
+  78 to 378 measured at n = 1e3..1e6.  The array fallback's merge rounds add
+  about 52 operations per bridge step, ``2 bit_length(L)`` steps each,
+  O(log^2 n) in all (1,180 to 4,937 on the same inputs at n = 1e3..1e4).
 * Host synchronisations: exactly one scalar read per round (``int(...)`` of one
   device int64 that packs the round's number of reflex vertices and the chain
   length), so r per call, O(log n); nothing else waits for the device: sizes
