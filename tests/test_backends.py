@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import _cvx as R
+import _device
 import proxlib
 from proxlib import _dispatch
 from proxlib.backends import KERNELS
@@ -280,13 +281,10 @@ def test_every_public_operator_is_covered():
 
 
 class _Torch:
-    """Stands for a namespace whose ``asarray`` makes CPU torch tensors."""
+    """Stands for a namespace whose ``asarray`` makes torch tensors on the
+    tests' device (CPU, or ``PROXLIB_TEST_DEVICE``: see ``_device.py``)."""
 
-    @staticmethod
-    def asarray(a):
-        import torch
-
-        return torch.as_tensor(np.array(a, copy=True))
+    asarray = staticmethod(_device.tensor)
 
 
 def _namespace(backend):
@@ -319,7 +317,7 @@ def _using(backend):
 
 def _to_numpy(x):
     if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
+        return _device.to_numpy(x)
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
 

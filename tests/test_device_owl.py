@@ -33,6 +33,7 @@ import sys
 from fractions import Fraction
 
 import _cvx as R
+import _device
 import _procs
 import numpy as np
 import pytest
@@ -84,11 +85,13 @@ def _one_torch_thread():
 
 
 def _to(kind, a):
-    return torch.from_numpy(np.array(a)) if kind == "torch" else np.array(a)
+    """``a`` on the path's array library: a copy, a torch tensor on the tests'
+    device (CPU, or ``PROXLIB_TEST_DEVICE``: see ``_device.py``)."""
+    return _device.tensor(a) if kind == "torch" else np.array(a)
 
 
 def _back(x):
-    return x.numpy() if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
+    return _device.to_numpy(x) if torch is not None and isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _owl(path, v, w, **policy):
