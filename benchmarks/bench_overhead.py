@@ -326,9 +326,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="few repeats, batch 64 only, no busy-core pass")
     p.add_argument("--fsdp", action="store_true", help="also the 2-process FSDP2 rows")
     p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--gpu-only", action="store_true", help="the ResNet-18 section alone (no CPU tables)")
+    p.add_argument("--resnet-device", default="cuda", help="device of the ResNet-18 section (cpu: a dry run of it)")
+    p.add_argument("--resnet-batch", type=int, default=128)
     p.add_argument("--out", default=None, help="write a markdown report here")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    if a.gpu_only and (a.no_gpu or a.fsdp):
+        p.error("--gpu-only runs the ResNet-18 section alone: not with --no-gpu or --fsdp")
     repeats = 5 if a.quick else a.repeats
     batches = (64,) if a.quick else (64, 256)
     header = (
@@ -339,10 +344,11 @@ def main(argv=None) -> int:
     )
     print(header)
     sections = []
-    rows = bench_cpu(repeats, batches)
-    sections.append(("CPU, otherwise idle machine", rows))
-    print(table(rows), flush=True)
-    if not a.quick:
+    rows = [] if a.gpu_only else bench_cpu(repeats, batches)
+    if rows:
+        sections.append(("CPU, otherwise idle machine", rows))
+        print(table(rows), flush=True)
+    if not (a.quick or a.gpu_only):
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             time.sleep(1.0)
@@ -353,9 +359,9 @@ def main(argv=None) -> int:
         print(table(rows_busy), flush=True)
     all_rows = [r for _, rs in sections for r in rs]
     if not a.no_gpu:
-        gpu = bench_resnet(repeats, "cuda")
+        gpu = bench_resnet(repeats, a.resnet_device, a.resnet_batch)
         if gpu:
-            sections.append(("GPU", gpu))
+            sections.append(("GPU" if a.resnet_device == "cuda" else f"ResNet-18 on {a.resnet_device}", gpu))
             print(table(gpu))
             all_rows += gpu
     if a.fsdp:
@@ -367,7 +373,7 @@ def main(argv=None) -> int:
     if a.out:
         with open(a.out, "w") as f:
             f.write("# Proximal step vs training step\n\n")
-            f.write(f"`python benchmarks/bench_overhead.py{' --fsdp' if a.fsdp else ''}` on {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
+            f.write(f"`python benchmarks/bench_overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {time.strftime('%Y-%m-%d %H:%M')}.\n\n")
             f.write(header + f"; load average after: {_loadavg()}\n\n")
             for title, rs in sections:
                 f.write(f"## {title}\n\n{table(rs)}\n\n")

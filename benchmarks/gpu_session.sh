@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The GPU checks and benchmarks of issues 7 and 13, as one prepared run for a
+# lent GPU machine: at most 9 minutes of its time (each stage has a time
+# limit, 540 s in all; give run() a timeout_s of 580).
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       -d .whl "array-api-compat>=1.9"          # here, once: the image lacks it
+#   device run: bash benchmarks/gpu_session.sh   (carry .whl; logs and reports in $OUT)
+#
+#   bash benchmarks/gpu_session.sh --dry-run     # no GPU: every stage on the CPU, tiny
+#                                                # sizes (checks this script, ~2 min)
+#
+# Stages:
+#   0 env       the GPU, the versions, proxlib's backends
+#   1 step      ProximalStep (five kinds of terms) on a CUDA MLP against the
+#               same step on the CPU (float32, within 1e-5; the parameters
+#               keep their memory)
+#   2 tests     the same test bodies on CUDA tensors (PROXLIB_TEST_DEVICE=cuda,
+#               see tests/_device.py): backend parity of every operator on
+#               torch (the row operators through their Triton kernels), the
+#               OWL device paths with the Triton merge kernel compiled, CuPy,
+#               NVRTC
+#   3 overhead  benchmarks/bench_overhead.py --gpu-only: prox share of a
+#               ResNet-18 training step on CUDA
+#   4 bench     benchmarks/bench_gpu.py: OWL n = 1e6, 1e7, 1e8 against
+#               torch.sort / cupy.sort, the row operators at 4096x4096 against
+#               a device copy (bandwidth), CuPy's operators
+# Exit status: the number of stages that failed (0: all passed).
+set -u
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+PY=${PYTHON:-python3}
+OUT=${OUT:-gpu_session_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ls .whl/*.whl >/dev/null 2>&1; then  # wheels carried for what the image lacks
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/proxlib_site .whl/*.whl || exit 100
+    export PYTHONPATH="$PYTHONPATH:/tmp/proxlib_site"
+fi
+SUMMARY=()
+FAILED=0
+stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, keep the tail
+    local name=$1 limit=$2 start=$SECONDS rc
+    shift 2
+    echo "=== $name (limit ${limit}s)"
+    timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    rc=$?
+    tail -n 25 "$OUT/$name.log"
+    [ "$rc" -ne 0 ] && FAILED=$((FAILED + 1))
+    SUMMARY+=("$name rc=$rc $((SECONDS - start))s $(grep -E '(passed|failed|error).* in ' "$OUT/$name.log" | tail -n 1)")
+}
+
+if [ "$DRY" = 1 ]; then
+    DEVICE=cpu  # (CI runs these tests on the CPU in full: a sample shows the stage works)
+    TESTS=(tests/test_backends.py tests/test_device_owl.py -k
+           "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties)")
+    WORKERS=0
+    BENCH=(--dry-run)
+    OVERHEAD=(--resnet-device cpu --resnet-batch 4 --repeats 1)
+    export HYPOTHESIS_PROFILE=dev
+else
+    DEVICE=cuda
+    # (not test_triton_rows.py nor the bench_gpu dry runs: they run the row
+    # kernel in Triton's interpreter on CPU tensors, which CI does, and the
+    # image's Triton 3.6 interpreter cannot (loop bounds that are tensors);
+    # on the GPU the parity tests run the compiled row kernels)
+    TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_cupy_backend.py tests/test_nvrtc.py
+           -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc")
+    WORKERS=8
+    BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
+    OVERHEAD=(--repeats 30)
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+fi
+
+stage 0_env 30 $PY -c "
+import platform, numpy, scipy, torch, proxlib
+print('python', platform.python_version(), '| numpy', numpy.__version__, '| scipy', scipy.__version__, '| torch', torch.__version__)
+print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '-')
+for m in ('triton', 'cupy', 'numba'):
+    try:
+        print(m, __import__(m).__version__)
+    except Exception as e:
+        print(m, 'unavailable:', type(e).__name__, e)
+print('proxlib backends', proxlib.available_backends())
+"
+
+stage 1_step 60 $PY - "$DEVICE" <<'EOF'
+import copy, sys, torch, proxlib, proxlib.torch as pt
+dev = sys.argv[1]
+def terms(p, net):
+    p.add(net[0], proxlib.GroupLasso(0.5), grouping="channel")
+    p.add(net[2], pt.growl(lambda G: proxlib.owl_weights_stairwise(G, 0.05, 0.01, G // 2)), grouping="channel")
+    p.add(net[2], proxlib.ExclusiveLasso(0.5), grouping="shape", label="ex")
+    p.add(net[4], proxlib.GroupExclusive(0.5, 0.5), grouping="filter")
+    p.add(net[4], proxlib.WeightedL1(1e-3), label="l1")
+torch.manual_seed(0)
+L = torch.nn.Linear
+net = torch.nn.Sequential(L(256, 512), torch.nn.ReLU(), L(512, 512), torch.nn.ReLU(), L(512, 10)).to(dev)
+opt = torch.optim.SGD(net.parameters(), lr=0.05)
+cpu = copy.deepcopy(net).cpu()
+prox, pc = pt.ProximalStep(opt), pt.ProximalStep(torch.optim.SGD(cpu.parameters(), lr=0.05))
+terms(prox, net); terms(pc, cpu)
+ptrs = [q.data_ptr() for q in net.parameters()]
+prox.step()
+pc.step()  # the CPU's default route (Numba's serial kernels), tested against the NumPy reference in CI
+err = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(net.parameters(), cpu.parameters()))
+same = ptrs == [q.data_ptr() for q in net.parameters()]
+print(f"ProximalStep on {dev} against the same step on the CPU: max |diff| {err:.1e}; parameters kept their memory: {same}")
+sys.exit(0 if err <= 1e-5 and same else 1)
+EOF
+
+stage 2_tests 170 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
+    --junitxml="$OUT/tests.xml" -o addopts="" "${TESTS[@]}"
+
+stage 3_overhead 90 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
+stage 4_bench 190 $PY benchmarks/bench_gpu.py "${BENCH[@]}" --out "$OUT/RESULTS_GPU.md"
+
+echo "=== SUMMARY (${SECONDS}s; logs and reports in $OUT)"
+printf '%s\n' "${SUMMARY[@]}"
+exit "$FAILED"
