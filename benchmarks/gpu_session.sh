@@ -13,8 +13,9 @@
 # Stages:
 #   0 env       the GPU, the versions, proxlib's backends
 #   1 step      ProximalStep (five kinds of terms) on a CUDA MLP against the
-#               same step on the CPU (float32, within 1e-5; the parameters
-#               keep their memory)
+#               same step on the CPU's default route (float32, within 1e-5;
+#               the parameters keep their memory); the dry run: CPU tensors
+#               through the torch operations against that route
 #   2 tests     the same test bodies on CUDA tensors (PROXLIB_TEST_DEVICE=cuda,
 #               see tests/_device.py): backend parity of every operator on
 #               torch (the row operators through their Triton kernels), the
@@ -87,6 +88,7 @@ print('proxlib backends', proxlib.available_backends())
 
 stage 1_step 60 $PY - "$DEVICE" <<'EOF'
 import copy, sys, torch, proxlib, proxlib.torch as pt
+from proxlib.backends import torch_dev
 dev = sys.argv[1]
 def terms(p, net):
     p.add(net[0], proxlib.GroupLasso(0.5), grouping="channel")
@@ -102,7 +104,9 @@ cpu = copy.deepcopy(net).cpu()
 prox, pc = pt.ProximalStep(opt), pt.ProximalStep(torch.optim.SGD(cpu.parameters(), lr=0.05))
 terms(prox, net); terms(pc, cpu)
 ptrs = [q.data_ptr() for q in net.parameters()]
+torch_dev.CPU_KERNELS = "torch"  # (the dry run: CPU tensors through the torch operations that CUDA runs)
 prox.step()
+torch_dev.CPU_KERNELS = "auto"
 pc.step()  # the CPU's default route (Numba's serial kernels), tested against the NumPy reference in CI
 err = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(net.parameters(), cpu.parameters()))
 same = ptrs == [q.data_ptr() for q in net.parameters()]
