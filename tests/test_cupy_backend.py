@@ -24,6 +24,7 @@ import ast
 import importlib
 import math
 import pathlib
+import types
 
 import numpy as np
 import pytest
@@ -181,6 +182,76 @@ def test_cupy_module_runs_every_kernel_with_numpy_standing_in(cupy_gpu_on_numpy,
         ref = getattr(numpy_ref, name)(*args)
         assert type(got) is np.ndarray and got.dtype == args[0].dtype and got.shape == args[0].shape, name
         _close(got, ref, _scale(args[0]), dtype)
+
+
+class _CupyKernelsOnNumpy(types.ModuleType):
+    """NumPy standing in for CuPy, with ``ElementwiseKernel`` and
+    ``ReductionKernel`` that take their arguments as CuPy's do: the inputs,
+    then optionally the outputs, positionally (a None among them is CuPy's
+    ``TypeError: Unsupported type NoneType``), ``axis=`` for a reduction.  The
+    kernels are known by name and computed with NumPy as their CUDA source
+    reads (the sources themselves are compiled in test_nvrtc.py)."""
+
+    _MAPS = {
+        "proxlib_scale_rows": lambda w, f: (w.astype(np.float64) * f).astype(w.dtype),
+        "proxlib_soft_threshold": lambda v, w: np.where(np.abs(v) - w > 0, np.copysign(np.abs(v) - w, v), 0).astype(v.dtype),
+        "proxlib_l2sq_shrink": lambda v, w: (v / (v.dtype.type(1) + v.dtype.type(2) * w)).astype(v.dtype),
+    }
+
+    def __init__(self):
+        super().__init__("cupy")
+        self.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+        self.calls = []
+
+    def ElementwiseKernel(self, in_params, out_params, operation, name):  # noqa: N802 - CuPy's name
+        n_in = len(in_params.split(","))
+        fn = self._MAPS[name]
+
+        def call(*args):
+            if any(a is None for a in args):
+                raise TypeError("Unsupported type <class 'NoneType'>")
+            assert len(args) in (n_in, n_in + 1), (name, len(args))
+            self.calls.append((name, len(args) - n_in))
+            res = fn(*args[:n_in])
+            if len(args) == n_in:
+                return res
+            args[n_in][...] = np.broadcast_to(res, args[n_in].shape)
+            return args[n_in]
+
+        return call
+
+    def ReductionKernel(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name):  # noqa: N802
+        assert name == "proxlib_row_sumsq"
+
+        def call(x, axis):
+            self.calls.append((name, 0))
+            return np.sum(np.square(x.astype(np.float64)), axis=axis)
+
+        return call
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_primitives_are_called_as_cupy_calls_its_kernels(cupy_gpu_against, dtype):
+    # The fused path's wiring, which "NumPy standing in" above replaces by the
+    # generic primitives: on the first GPU run it passed out=None to CuPy.
+    fake = _CupyKernelsOnNumpy()
+    mod = cupy_gpu_against(fake)
+    mod._cuda_prims.cache_clear()
+    try:
+        for name, args in _kernel_cases(dtype).items():
+            if name not in ("group_lasso", "growl", "weighted_l1", "weighted_l2sq"):
+                continue  # the staged operators: the ones on the fused primitives
+            got = getattr(mod, name)(*args)
+            _close(got, getattr(numpy_ref, name)(*args), _scale(args[0]), dtype)
+        prims = mod._cuda_prims()
+        W, f = _kernel_cases(dtype)["growl"][0], np.linspace(0.0, 1.0, 7)
+        into = np.empty_like(W)
+        assert prims.scale_rows(W, f, out=into) is into
+        np.testing.assert_array_equal(into, prims.scale_rows(W, f))
+        assert {n for n, _ in fake.calls} == {"proxlib_row_sumsq", "proxlib_scale_rows", "proxlib_soft_threshold", "proxlib_l2sq_shrink"}
+        assert {k for n, k in fake.calls if n == "proxlib_scale_rows"} == {0, 1}  # with and without an output
+    finally:
+        mod._cuda_prims.cache_clear()
 
 
 def test_cupy_backend_is_unavailable_without_cupy():

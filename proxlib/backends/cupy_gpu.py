@@ -67,10 +67,18 @@ def _cuda_prims() -> SimpleNamespace:
     l2sq_shrink = cupy.ElementwiseKernel("T v, T w", "T x", "x = v / ((T)1 + (T)2 * w)", "proxlib_l2sq_shrink")
     return SimpleNamespace(
         row_sumsq=lambda W: row_sumsq(W, axis=1),
-        scale_rows=lambda W, f, out=None: scale_rows(W, f[:, None], out),
-        soft_threshold=lambda v, w, out=None: soft_threshold(v, w, out),
-        l2sq_shrink=lambda v, w, out=None: l2sq_shrink(v, w, out),
+        scale_rows=lambda W, f, out=None: _elementwise(scale_rows, W, f[:, None], out=out),
+        soft_threshold=lambda v, w, out=None: _elementwise(soft_threshold, v, w, out=out),
+        l2sq_shrink=lambda v, w, out=None: _elementwise(l2sq_shrink, v, w, out=out),
     )
+
+
+def _elementwise(kernel, *inputs, out=None):
+    """``kernel(*inputs)`` into a new array, or into ``out``: a CuPy
+    ElementwiseKernel takes its outputs as further positional arguments and
+    rejects a None among them (``TypeError: Unsupported type NoneType``, the
+    first call on a GPU)."""
+    return kernel(*inputs) if out is None else kernel(*inputs, out)
 
 
 def _prims() -> SimpleNamespace:
