@@ -154,10 +154,10 @@ def assert_agrees_with_cvxpy(x, x_cvx, f, f_cvx, slack):
     assert dist <= bound, ("farther from CVXPY's point than its suboptimality allows", dist, bound)
 
 
-_ATTEMPTS = (
-    (cp.CLARABEL, _CLARABEL),
-    (cp.CLARABEL, {}),  # default tolerances
-    (cp.SCS, dict(eps_abs=1e-10, eps_rel=1e-10, max_iters=200_000)),
+_ATTEMPTS = (  # (CVXPY's solver names: cp.CLARABEL, cp.SCS; literal here, CVXPY is imported at first use)
+    ("CLARABEL", _CLARABEL),
+    ("CLARABEL", {}),  # default tolerances
+    ("SCS", dict(eps_abs=1e-10, eps_rel=1e-10, max_iters=200_000)),
 )
 
 
