@@ -68,6 +68,7 @@ import argparse
 import datetime as _dt
 import platform
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -584,12 +585,26 @@ def main(argv=None) -> int:
     if args.note:
         lines += [args.note, ""]
     lines += [f"# proxlib GPU benchmarks ({_dt.date.today().isoformat()})", ""]
-    ran, why = 0, []
+    ran, why, failed = 0, [], []
+
+    def run_section(name, section, *a, **kw):
+        """One section's lines, printed as they come; a section that raises
+        is reported (traceback on stderr) and the others still run."""
+        nonlocal ran
+        try:
+            out = section(*a, **kw)
+        except Exception:  # noqa: BLE001 - a benchmark run reports every section it can
+            traceback.print_exc()
+            failed.append(name)
+            return [f"**{name} section failed**: {traceback.format_exc(limit=1).splitlines()[-1]}", ""]
+        ran += 1
+        print("\n".join(out), flush=True)
+        return out
+
     if "cupy" in wanted and not args.dry_run:
         cp, reason = _cupy_or_why()
         if cp is not None:
-            lines += cupy_section(args, cp)
-            ran += 1
+            lines += run_section("CuPy", cupy_section, args, cp)
         else:
             why.append(f"CuPy section: {reason}")
     for name, section in (("torch", torch_owl_section), ("rows", torch_rows_section)):
@@ -597,20 +612,18 @@ def main(argv=None) -> int:
             continue
         torch, reason = _torch_cuda_or_why()
         if torch is not None and (reason is None or args.dry_run):
-            lines += section(args, torch, dry=reason is not None)
-            ran += 1
+            lines += run_section(name, section, args, torch, dry=reason is not None)
         else:
             why.append(f"{name} section: {reason}")
-    if not ran:
+    if not ran and not failed:
         print("bench_gpu.py found no GPU to run on (--dry-run runs on CPU tensors):", *why, sep="\n  ", file=sys.stderr)
         return 2
     lines += [f"Skipped: {w}" for w in why]
     report = "\n".join(lines) + "\n"
-    print(report)
     if args.out:
         args.out.write_text(report)
         print(f"written to {args.out}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
