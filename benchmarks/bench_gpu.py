@@ -601,13 +601,7 @@ def main(argv=None) -> int:
         print("\n".join(out), flush=True)
         return out
 
-    if "cupy" in wanted and not args.dry_run:
-        cp, reason = _cupy_or_why()
-        if cp is not None:
-            lines += run_section("CuPy", cupy_section, args, cp)
-        else:
-            why.append(f"CuPy section: {reason}")
-    for name, section in (("torch", torch_owl_section), ("rows", torch_rows_section)):
+    for name, section in (("torch", torch_owl_section), ("rows", torch_rows_section)):  # the torch path first
         if name not in wanted:
             continue
         torch, reason = _torch_cuda_or_why()
@@ -615,6 +609,12 @@ def main(argv=None) -> int:
             lines += run_section(name, section, args, torch, dry=reason is not None)
         else:
             why.append(f"{name} section: {reason}")
+    if "cupy" in wanted and not args.dry_run:
+        cp, reason = _cupy_or_why()
+        if cp is not None:
+            lines += run_section("CuPy", cupy_section, args, cp)
+        else:
+            why.append(f"CuPy section: {reason}")
     if not ran and not failed:
         print("bench_gpu.py found no GPU to run on (--dry-run runs on CPU tensors):", *why, sep="\n  ", file=sys.stderr)
         return 2

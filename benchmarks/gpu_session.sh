@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks of issues 7 and 13, as one prepared run for a
-# lent GPU machine: at most 9 minutes of its time (each stage has a time
-# limit, 540 s in all; give run() a timeout_s of 580).
+# lent GPU machine: at most 9.5 minutes of its time (each stage has a time
+# limit, 550 s in all; give run() a timeout_s of 590).
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       -d .whl "array-api-compat>=1.9"          # here, once: the image lacks it
@@ -23,9 +23,11 @@
 #               NVRTC
 #   3 overhead  benchmarks/bench_overhead.py --gpu-only: prox share of a
 #               ResNet-18 training step on CUDA
-#   4 bench     benchmarks/bench_gpu.py: OWL n = 1e6, 1e7, 1e8 against
-#               torch.sort / cupy.sort, the row operators at 4096x4096 against
-#               a device copy (bandwidth), CuPy's operators
+#   4 profile   where a ResNet-18 prox step's time goes (torch.profiler):
+#               launches, synchronisations, operations per layer
+#   5 bench     benchmarks/bench_gpu.py: OWL n = 1e6, 1e7, 1e8 against
+#               torch.sort, the row operators at 4096x4096 against a device
+#               copy (bandwidth), then CuPy's operators
 # Exit status: the number of stages that failed (0: all passed).
 set -u
 DRY=0
@@ -74,7 +76,7 @@ else
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 fi
 
-stage 0_env 30 $PY -c "
+stage 0_env 20 $PY -c "
 import platform, numpy, scipy, torch, proxlib
 print('python', platform.python_version(), '| numpy', numpy.__version__, '| scipy', scipy.__version__, '| torch', torch.__version__)
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '-')
@@ -86,7 +88,7 @@ for m in ('triton', 'cupy', 'numba'):
 print('proxlib backends', proxlib.available_backends())
 "
 
-stage 1_step 60 $PY - "$DEVICE" <<'EOF'
+stage 1_step 90 $PY - "$DEVICE" <<'EOF'
 import copy, sys, torch, proxlib, proxlib.torch as pt
 from proxlib.backends import torch_dev
 dev = sys.argv[1]
@@ -114,11 +116,48 @@ print(f"ProximalStep on {dev} against the same step on the CPU: max |diff| {err:
 sys.exit(0 if err <= 1e-5 and same else 1)
 EOF
 
-stage 2_tests 170 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
-    --junitxml="$OUT/tests.xml" -o addopts="" "${TESTS[@]}"
+stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
+    -o addopts="" "${TESTS[@]}"
 
-stage 3_overhead 90 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
-stage 4_bench 190 $PY benchmarks/bench_gpu.py "${BENCH[@]}" --out "$OUT/RESULTS_GPU.md"
+stage 3_overhead 60 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
+stage 4_profile 50 $PY - "$DEVICE" <<'EOF'
+# where a ResNet-18 prox step's time goes, per penalty: launches, host
+# synchronisations, operations per layer, and the operations that take the
+# most host time (launch-bound or not)
+import sys, torch
+from torch.profiler import ProfilerActivity, profile
+sys.path.insert(0, "benchmarks")
+import proxlib.torch as pt
+from bench_overhead import PENALTIES, resnet18
+from proxlib.backends import torch_dev
+dev = sys.argv[1]
+if dev == "cpu":
+    torch_dev.CPU_KERNELS = "torch"  # (the dry run: the torch operations that CUDA runs)
+torch.manual_seed(0)
+net = resnet18().to(dev)
+opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+for name, (pen, grouping) in PENALTIES.items():
+    prox = pt.ProximalStep(opt, model=net)
+    for c in convs:
+        prox.add(c, pen(), grouping=grouping)
+    for _ in range(3):
+        prox.step()
+    with profile(activities=acts) as prof:
+        prox.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+    ev = prof.key_averages()
+    count = lambda *names: sum(e.count for e in ev if e.key in names)  # noqa: E731
+    aten = sum(e.count for e in ev if e.key.startswith("aten::"))
+    print(f"## {name}: {len(convs)} layers; launches {count('cudaLaunchKernel', 'cuLaunchKernel', 'cuLaunchKernelEx')}, "
+          f"synchronisations {count('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaMemcpyAsync')} (memcpy included), "
+          f"aten operations {aten} ({aten / len(convs):.0f} a layer)")
+    print(ev.table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=40))
+EOF
+
+stage 5_bench 180 $PY benchmarks/bench_gpu.py "${BENCH[@]}" --out "$OUT/RESULTS_GPU.md"
 
 echo "=== SUMMARY (${SECONDS}s; logs and reports in $OUT)"
 printf '%s\n' "${SUMMARY[@]}"

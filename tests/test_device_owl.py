@@ -734,6 +734,48 @@ def test_the_only_host_reads_are_the_documented_ones(module):
 
 
 @needs_torch
+def test_short_owl_vectors_on_an_accelerator_are_solved_on_the_host(monkeypatch):
+    # The torch backend's route for an OWL vector (OWL itself, GrOWL's row
+    # norms): the host for CPU tensors and for device vectors of up to
+    # OWL_ON_HOST_MAX entries, the device's isotonic regression beyond.
+    from types import SimpleNamespace
+
+    from proxlib.backends import torch_dev
+
+    calls = []
+    monkeypatch.setattr(torch_dev, "_owl_on_host", lambda v, w: calls.append(("host", v.shape[0])))
+    monkeypatch.setattr(_gpu_owl, "owl", lambda v, w: calls.append(("device", v.shape[0])))
+    cuda = lambda n: SimpleNamespace(device=torch.device("cuda", 0), shape=(n,))  # noqa: E731 - routing only
+    big = torch_dev.OWL_ON_HOST_MAX + 1
+    for v in (cuda(1), cuda(big - 1), cuda(big), torch.zeros(big)):
+        torch_dev._owl_vector(v, None)
+    assert calls == [("host", 1), ("host", big - 1), ("device", big), ("host", big)]
+
+
+@needs_torch
+@pytest.mark.parametrize("route", ["auto", "torch"])
+@given(problem=owl_problems())
+def test_owl_on_the_host_matches_the_reference(route, problem):
+    # What runs for those short device vectors, run here on CPU tensors (the
+    # copies to and from the host are then no-ops): Numba's serial kernel
+    # ("auto") or the NumPy reference ("torch").
+    from proxlib.backends import torch_dev
+
+    v, w = problem
+    saved, torch_dev.CPU_KERNELS = torch_dev.CPU_KERNELS, route
+    try:
+        got = torch_dev._owl_on_host(torch.from_numpy(v), torch.from_numpy(w))
+    finally:
+        torch_dev.CPU_KERNELS = saved
+    ref = numpy_ref.owl(v, w)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.from_numpy(v).dtype
+    tol = TOL[v.dtype.type]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=tol, atol=tol * _scale(v, w))
+    if route == "torch":
+        np.testing.assert_array_equal(got.numpy(), ref)  # the reference itself
+
+
+@needs_torch
 def test_bench_gpu_dry_run_runs_the_torch_owl_section_on_cpu(capsys):
     """benchmarks/bench_gpu.py runs on a GPU machine later; here its torch
     section runs on CPU tensors (Triton interpreted) so that the script works."""

@@ -36,8 +36,8 @@ def test_gpu_session_dry_run_passes_every_stage(tmp_path):
     summary = run.stdout[run.stdout.index("=== SUMMARY"):] if "=== SUMMARY" in run.stdout else run.stdout[-3000:]
     assert run.returncode == 0, summary + run.stderr[-2000:]
     stages = re.findall(r"^(\d_\w+) rc=(\d+)", summary, flags=re.M)
-    assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "3_overhead", "4_bench"], summary
+    assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "3_overhead", "4_profile", "5_bench"], summary
     assert all(rc == "0" for _, rc in stages), summary
     assert re.search(r"2_tests rc=0 \d+s \d+ passed", summary), summary  # tests ran, none failed
-    for report in ("RESULTS_GPU.md", "OVERHEAD_GPU.md", "tests.xml"):
+    for report in ("RESULTS_GPU.md", "OVERHEAD_GPU.md", "4_profile.log"):
         assert (tmp_path / report).stat().st_size > 0, report

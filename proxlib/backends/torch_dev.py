@@ -34,8 +34,12 @@ device, named here:
 * **OWL** (and GrOWL's OWL over the row norms): the isotonic regression at its
   core is sequential (pool-adjacent-violators).  On a CPU tensor it runs on
   the tensor's memory with SciPy's PAVA (the NumPy reference, single-threaded,
-  so it never competes with torch's threads); on an accelerator the parallel
-  isotonic regression of :mod:`._gpu_owl` runs on the device.
+  so it never competes with torch's threads; Numba's serial kernel under
+  ``CPU_KERNELS = "auto"``).  On an accelerator, a vector of up to
+  ``OWL_ON_HOST_MAX`` entries (GrOWL's row norms) is copied to the host,
+  solved there the same way and copied back (one synchronisation); a longer
+  one runs on the device, the parallel isotonic regression of
+  :mod:`._gpu_owl`.
 
 Every kernel runs under ``torch.no_grad()``: results do not require grad.  It
 accepts any strides and an optional ``out=`` tensor of the data's shape and
@@ -147,10 +151,34 @@ def _sort_desc(A, xp):
     return torch.sort(A, dim=1, descending=True).values
 
 
+#: OWL vectors of at most this many entries on an accelerator are solved on
+#: the host (:func:`_owl_on_host`): GrOWL's vector of row norms (one entry per
+#: row) always is.  Measured on the first GPU run (H200, ResNet-18's 20
+#: convolutions of 64-512 channels): the device's isotonic regression, O(log
+#: n) rounds of launches and a scalar read each, took 1.8 ms a layer; the host
+#: (Numba's serial kernel) takes 20-130 us at 512-4096 entries (two small
+#: copies and one synchronisation included).
+OWL_ON_HOST_MAX = 4096
+
+
+def _owl_on_host(v, w):
+    """OWL prox of the 1-D tensor ``v`` (thresholds ``w``, on v's device) by
+    the host: Numba's serial kernel when it imports and ``CPU_KERNELS``
+    allows it, else SciPy's pool-adjacent-violators (the NumPy reference);
+    on CPU tensors no copy, elsewhere a copy to the host and back (one
+    synchronisation)."""
+    host_v, host_w = (np.ascontiguousarray(t.detach().cpu().numpy()) for t in (v, w))
+    nb = None if CPU_KERNELS == "torch" else _numba_cpu()
+    x = nb.owl(host_v, host_w, parallel=False) if nb is not None else numpy_ref.owl(host_v, host_w)
+    return torch.from_numpy(x).to(v.device)
+
+
 def _owl_vector(v, w):
-    """OWL prox of a 1-D tensor (``w`` already times the step, same dtype/device)."""
-    if v.device.type == "cpu":
-        return torch.from_numpy(numpy_ref.owl(v.numpy(), w.numpy()))
+    """OWL prox of a 1-D tensor (``w`` already times the step, same dtype/device):
+    on the host for CPU tensors and short vectors (``OWL_ON_HOST_MAX``), else
+    the parallel isotonic regression of :mod:`._gpu_owl` on the device."""
+    if v.device.type == "cpu" or v.shape[0] <= OWL_ON_HOST_MAX:
+        return _owl_on_host(v, w)
     from . import _gpu_owl
 
     return _gpu_owl.owl(v, w)
