@@ -175,7 +175,7 @@ def row_cases(proxlib, cp, G, m):
     """name -> call(W) through the public API (check_finite=False)."""
     s = float(np.sqrt(m))
     i = np.arange(G)
-    growl_w = cp.asarray(s * (0.5 + (G - i) / G))
+    growl_w = s * (0.5 + (G - i) / G)  # NumPy weights: accepted with CuPy and NumPy inputs (the reference call)
     return {
         "group_lasso": lambda W: proxlib.prox_group_lasso(W, s, check_finite=False),
         "growl": lambda W: proxlib.prox_growl(W, growl_w.astype(W.dtype), check_finite=False),

@@ -25,6 +25,13 @@ arguments that live on another device are copied over device to device.
 
 ``FUSED = False`` runs the array-API generic primitives everywhere (the GPU
 tests compare both paths).
+
+float32 subnormals: CuPy compiles every kernel, its own and these, with
+``-ftz=true`` and a caller cannot turn that off (cupy/cupy#9576), so in
+float32 a subnormal input reads as 0 and a subnormal result comes out as 0
+(an absolute error below 2^-126, the smallest normal float32).  float64 keeps
+subnormals; so do torch tensors on CUDA, in both dtypes (the torch backend,
+measured on an H200: the same tests pass there without this allowance).
 """
 
 from __future__ import annotations
