@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks of issues 7 and 13, as one prepared run for a
 # lent GPU machine: at most 9.5 minutes of its time (each stage has a time
-# limit, 550 s in all; give run() a timeout_s of 590).
+# limit, 550 s in all; give run() a timeout_s of 590).  On an H200 on
+# 2026-11-30 a full run took 296 s, the machine's start 0.5-3 min more.
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       -d .whl "array-api-compat>=1.9"          # here, once: the image lacks it
