@@ -49,10 +49,13 @@ def _elements():
     return st.one_of(st.sampled_from(_POOL), st.floats(-10.0, 10.0, allow_nan=False, allow_subnormal=False))
 
 
-def _close(got, ref, scale, dtype):
+def _close(got, ref, scale, dtype, flushed=0.0):
+    """Within the dtype's tolerance of ``ref`` (relative, and to ``scale``),
+    plus ``flushed``: an absolute allowance for subnormals that the arithmetic
+    flushed to zero (:func:`_close_on_cupy`)."""
     tol = TOL[np.dtype(dtype).type]
     np.testing.assert_allclose(
-        np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64), rtol=tol, atol=tol * scale
+        np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64), rtol=tol, atol=tol * scale + flushed
     )
 
 
@@ -67,11 +70,7 @@ def _close_on_cupy(got, ref, scale, dtype):
     """:func:`_close` for results of CuPy's arithmetic: a float32 entry may
     also differ from the reference by a flushed subnormal (below the smallest
     normal float32); float64 as ``_close``."""
-    tol = TOL[np.dtype(dtype).type]
-    np.testing.assert_allclose(
-        np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64), rtol=tol,
-        atol=tol * scale + _CUPY_FLUSH[np.dtype(dtype).type],
-    )
+    _close(got, ref, scale, dtype, flushed=_CUPY_FLUSH[np.dtype(dtype).type])
 
 
 def _scale(*arrays_):
