@@ -169,16 +169,30 @@ def _owl_on_host(v, w):
     on CPU tensors no copy, elsewhere a copy to the host and back (one
     synchronisation)."""
     host_v, host_w = (np.ascontiguousarray(t.detach().cpu().numpy()) for t in (v, w))
+    return torch.from_numpy(host_owl(host_v, host_w)).to(v.device)
+
+
+def host_owl(v, w):
+    """OWL prox of the contiguous NumPy vector ``v`` (thresholds ``w``, the
+    same dtype) on the host, as :func:`_owl_on_host` solves it: Numba's
+    serial kernel when it imports and ``CPU_KERNELS`` allows it, else
+    SciPy's pool-adjacent-violators (the NumPy reference)."""
     nb = None if CPU_KERNELS == "torch" else _numba_cpu()
-    x = nb.owl(host_v, host_w, parallel=False) if nb is not None else numpy_ref.owl(host_v, host_w)
-    return torch.from_numpy(x).to(v.device)
+    return nb.owl(v, w, parallel=False) if nb is not None else numpy_ref.owl(v, w)
+
+
+def solved_on_host(n: int, device: torch.device) -> bool:
+    """Whether an OWL vector of ``n`` entries on ``device`` is solved by the
+    host (:func:`_owl_on_host`): always on the CPU, up to
+    ``OWL_ON_HOST_MAX`` entries elsewhere."""
+    return device.type == "cpu" or n <= OWL_ON_HOST_MAX
 
 
 def _owl_vector(v, w):
     """OWL prox of a 1-D tensor (``w`` already times the step, same dtype/device):
     on the host for CPU tensors and short vectors (``OWL_ON_HOST_MAX``), else
     the parallel isotonic regression of :mod:`._gpu_owl` on the device."""
-    if v.device.type == "cpu" or v.shape[0] <= OWL_ON_HOST_MAX:
+    if solved_on_host(v.shape[0], v.device):
         return _owl_on_host(v, w)
     from . import _gpu_owl
 
@@ -220,6 +234,12 @@ def _numba_cpu():
     except Exception:  # noqa: BLE001 - numba missing or broken: the torch operations run
         return None
     return numba_cpu
+
+
+def runs_torch_ops(name: str, x) -> bool:
+    """Whether the kernel ``name`` computes ``x`` with the torch operations
+    (not Numba's serial kernels on a CPU tensor: ``CPU_KERNELS``)."""
+    return _cpu_kernel(name, x) is None
 
 
 def _cpu_kernel(name: str, x):

@@ -66,6 +66,28 @@ def resolve_leaf(target, name: str = "weight") -> torch.Tensor:
     return p
 
 
+def row_dims(grouping: str | None, ndim: int) -> tuple[int, ...]:
+    """The dimensions of a weight tensor that index the rows of ``grouping``
+    (``None``: ``W.reshape(W.shape[0], -1)``'s rows, i.e. ``"filter"``; a 1-D
+    tensor is one row)."""
+    if ndim < 2 or grouping == "layer":
+        return ()
+    if grouping in (None, "filter"):
+        return (0,)
+    if grouping == "channel":
+        return (1,)
+    return tuple(range(1, ndim))  # "shape"
+
+
+def broadcast_shape(grouping: str | None, shape) -> tuple[int, ...]:
+    """The shape that one number per row of ``grouping`` takes to broadcast
+    over a tensor of ``shape``: its row dimensions (:func:`row_dims`) kept,
+    the others 1 (row r of :func:`rows` is the flat index of the kept
+    dimensions, in order)."""
+    rdims = row_dims(grouping, len(shape))
+    return tuple(n if d in rdims else 1 for d, n in enumerate(shape))
+
+
 def working_tensor(t: torch.Tensor) -> torch.Tensor:
     """``t`` detached; float16/bfloat16 upcast to float32 (the core's dtypes)."""
     t = t.detach()

@@ -78,6 +78,7 @@ from proxlib import _registry as R
 from proxlib import _validate as V
 from proxlib.backends import torch_dev
 
+from . import _batched
 from . import _bridge as B
 from . import adaptive
 
@@ -200,6 +201,8 @@ class _Plan:
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
     held: tuple | None = None  # (on_numba plans) the leaf, its data_ptr, shape, strides, dtype; the CPU route
+    batched: bool = False  # runs in a step's batch of row terms (proxlib.torch._batched)
+    batch_memo: dict = field(default_factory=dict, repr=False)  # (batched plans) _batched's per-plan constants
 
     def __post_init__(self):
         self.thresholds = _range.AtStep(self.terms)  # the public function's, kept while the step is the same
@@ -316,7 +319,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         on_numba = torch_dev.numba_in_place_channels(pen, leaf.detach(), terms)
     held = None if on_numba is None else (leaf, leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, torch_dev.CPU_KERNELS)
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), terms, pen.fixed(), data, restore, inplace, pen.fused_finite_check,
-                 grouping, False, on_numba, held=held)
+                 grouping, False, on_numba, held=held, batched=on_numba is None and _batched.batched(pen, False, x))
 
 
 def _zero_groups(plan: _Plan, leaf: torch.Tensor) -> torch.Tensor:
@@ -612,6 +615,7 @@ class ProximalStep:
         self.n_steps = 0  # proximal steps taken
         self.n_optimizer_steps = 0  # optimizer steps seen by the hook
         self._handle = None
+        self._batch_cache: dict = {}  # (proxlib.torch._batched) what depends only on the thresholds
 
     # -- configuring
     def add(
@@ -755,6 +759,7 @@ class ProximalStep:
         on the way (resolving the plan's key, the term's apply) cost several
         microseconds, together as much as a small layer's kernel."""
         written = []
+        batch = _Batches(self.check_finite, self._batch_cache)
         try:
             for term in self.terms:
                 leaf = term.leaf
@@ -766,8 +771,14 @@ class ProximalStep:
                 if step > 0 and plan is not None and plan.holds(leaf):
                     plan.write_on_numba(leaf, step, self.check_finite)
                     written.append(leaf)
-                else:
-                    term.apply(term_lr, check_finite=self.check_finite, _leaf=leaf)
+                    continue
+                if step > 0:
+                    plan = term.plan(leaf)
+                    if getattr(plan, "batched", False) and batch.add(plan, leaf, step):  # (not a sharded plan)
+                        continue
+                batch.before(leaf)
+                term.apply(term_lr, check_finite=self.check_finite, _leaf=leaf)
+            batch.flush()
         finally:
             if written:
                 torch.autograd.graph.increment_version(written)
@@ -891,6 +902,45 @@ class ProximalStep:
     def __repr__(self) -> str:
         body = ", ".join(f"{t.label}: {t.strength:g}" for t in self.terms)
         return f"ProximalStep({body})"
+
+
+class _Batches:
+    """A step's pending batches of row terms (:mod:`._batched`), one per
+    kind of penalty, run in the terms' order per tensor: a term on a tensor
+    that a pending batch holds runs that batch first."""
+
+    def __init__(self, check_finite: bool, cache: dict):
+        self.check_finite = check_finite
+        self.cache = cache
+        self.pending: dict[str, list] = {}  # kind -> members
+        self.leaves: dict[int, str] = {}  # id(leaf) -> the kind of the batch holding it
+
+    def add(self, plan: _Plan, leaf: torch.Tensor, step: float) -> bool:
+        """Queue the term; False where it runs on its own now (see :func:`._batched.prepare`)."""
+        self.before(leaf)
+        member = _batched.prepare(plan, leaf, step)
+        if member is None:
+            return False
+        kind = plan.pen.kernel
+        self.pending.setdefault(kind, []).append(member)
+        self.leaves[id(leaf)] = kind
+        return True
+
+    def before(self, leaf: torch.Tensor) -> None:
+        """Run the batch that holds ``leaf``, if one does."""
+        kind = self.leaves.get(id(leaf))
+        if kind is not None:
+            self._run(kind)
+
+    def flush(self) -> None:
+        for kind in list(self.pending):
+            self._run(kind)
+
+    def _run(self, kind: str) -> None:
+        members = self.pending.pop(kind)
+        for m in members:
+            del self.leaves[id(m.leaf)]
+        _batched.run(members, self.check_finite, self.cache)
 
 
 def _check_adam(optimizer) -> None:

@@ -89,22 +89,9 @@ from proxlib.backends import torch_dev
 from . import _bridge as B
 from .prox import _plan_key  # (prox imports this module only when a tensor is sharded)
 
-__all__ = ["row_dims", "ShardedPlan", "build_plan"]
+__all__ = ["ShardedPlan", "build_plan"]
 
 _MAX_SUPPORT_ROUNDS = 200
-
-
-def row_dims(grouping: str | None, ndim: int) -> tuple[int, ...]:
-    """The dimensions of a weight tensor that index the rows of ``grouping``
-    (``None``: ``W.reshape(W.shape[0], -1)``'s rows, i.e. ``"filter"``; a 1-D
-    tensor is one row)."""
-    if ndim < 2 or grouping == "layer":
-        return ()
-    if grouping in (None, "filter"):
-        return (0,)
-    if grouping == "channel":
-        return (1,)
-    return tuple(range(1, ndim))  # "shape"
 
 
 class _Comm:
@@ -114,7 +101,7 @@ class _Comm:
         self.mesh = leaf.device_mesh
         self.placements = tuple(leaf.placements)
         self.shape = tuple(leaf.shape)
-        rdims = row_dims(grouping, len(self.shape))
+        rdims = B.row_dims(grouping, len(self.shape))
         self.rdims = rdims
         self.row_shape = tuple(self.shape[d] for d in rdims)
         for i, p in enumerate(self.placements):

@@ -1,0 +1,200 @@
+r"""The group-lasso and GrOWL terms of one proximal step, run as one batch.
+
+On a GPU a training step's prox is launch-bound: each term of a ResNet's
+twenty convolutions costs a dozen small launches and as many host-side
+operator calls, against a few microseconds of device work (see
+``benchmarks/PROFILE_GPU.md``).  Both penalties are the stages of
+:mod:`proxlib.backends._stages`, and only the first and the last touch the
+tensor:
+
+1. **statistics**, per tensor: the row norms ``(nrm, s)`` of its rows
+   (:func:`._stages.scaled_row_norms` with the torch primitives: one
+   reduction);
+2. **solve**, per batch: the factor of every row of every tensor at once --
+   the group lasso's ``(1 - a_r / ||w_r||)_+`` on the concatenated norms and
+   thresholds (a handful of launches for the whole step, whatever the number
+   of tensors), GrOWL's ``m_r / ||w_r||`` with ``m`` the OWL prox of each
+   tensor's norms, solved on the host for every tensor after one copy of all
+   the norms (one synchronisation per step instead of one per tensor);
+3. **map**, per tensor: each row times its factor, written into the
+   parameter (one multiplication; through a copy back where the rows are not
+   a view of the parameter, as for a single term).
+
+Every number is the one the public function computes for the same tensor:
+the same statistics on the same rows, the same elementwise solve (IEEE
+division and multiplication are correctly rounded, on the host as on the
+device), the same host OWL, the same map.  So a step equals, bit for bit,
+the terms applied one after another (``tests/test_torch_batched.py``).
+
+Used by :class:`proxlib.torch.ProximalStep` for terms on the torch route
+(every device but the CPU's Numba kernels); terms on one tensor keep their
+order (a term waits for the batch holding its tensor to run first).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from proxlib.backends import _stages
+from proxlib.backends import check_row_norms
+from proxlib.backends import torch_dev
+
+from . import _bridge as B
+
+#: the kernels whose terms are batched
+KINDS = ("group_lasso", "growl")
+
+
+class Member:
+    """One term's share of a batch: its plan and leaf, the thresholds at its
+    step, its rows' norms ``(nrm, s)``; ``data``, the rows its kernel reads,
+    is kept only where the map needs them (see :func:`_write`)."""
+
+    __slots__ = ("plan", "leaf", "data", "thr", "nrm", "s", "device", "dtype", "wide")
+
+    def __init__(self, plan, leaf, data, thr):
+        self.plan, self.leaf, self.data, self.thr = plan, leaf, data, thr
+        self.device, self.dtype = data.device, data.dtype
+        self.wide = data.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
+
+
+def batched(pen, metric: bool, x: torch.Tensor) -> bool:
+    """Whether a plan of the registry penalty ``pen`` on data like ``x`` (the
+    working tensor: its dtype and device) joins a step's batch: the group
+    lasso or GrOWL, without a metric, computed by torch operations (not
+    Numba's kernels on a CPU tensor: ``torch_dev.CPU_KERNELS``)."""
+    return pen.kernel in KINDS and not metric and torch_dev.runs_torch_ops(pen.kernel, x)
+
+
+def prepare(plan, leaf: torch.Tensor, step: float):
+    """The :class:`Member` of ``plan`` on ``leaf`` at ``step`` with its
+    statistics computed, or None where the term runs on its own (thresholds
+    beyond the kernels' range: the public function's exact
+    transformations).  Rows that are a copy of the parameter (a
+    convolution's ``"channel"`` rows) are let go once reduced: a step holds
+    one such copy at a time, as the terms one by one do."""
+    data = plan.data(leaf.detach() if plan.inplace else B.working_tensor(leaf))
+    thr = plan.thresholds(step, data)
+    if thr is None:
+        return None
+    m = Member(plan, leaf, data, thr)
+    m.nrm, m.s = _stages.scaled_row_norms(data, torch_dev.prims)
+    if not plan.inplace and leaf.dtype == data.dtype:
+        m.data = None  # the map broadcasts over the leaf itself
+    return m
+
+
+def run(members: list, check_finite: bool, cache: dict) -> None:
+    """Apply every member's prox (all of one kind of :data:`KINDS`, their
+    statistics computed by :func:`prepare`), under no_grad.  ``cache``
+    keeps what depends only on the thresholds between steps (the caller's,
+    one per :class:`proxlib.torch.ProximalStep`)."""
+    with torch.no_grad():
+        if check_finite:  # before any write: nothing changes when it raises
+            for m in members:
+                check_row_norms(m.nrm, torch)
+        for device in {m.device for m in members}:
+            on = [m for m in members if m.device == device]
+            kind = on[0].plan.pen.kernel
+            f = _group_lasso_factors(on, cache) if kind == "group_lasso" else _growl_factors(on)
+            sizes = [m.nrm.shape[0] for m in on]
+            # the kernels multiply by the factor in the data's dtype: cast once per dtype
+            parts = {dt: torch.split(f.to(dt), sizes) for dt in {m.dtype for m in on}}
+            for i, m in enumerate(on):
+                _write(m, parts[m.dtype][i])
+
+
+def _group_lasso_factors(members: list, cache: dict) -> torch.Tensor:
+    """The factors (1 - a_r / ||w_r||)_+ of every member's rows, concatenated:
+    one solve over the concatenated norms and thresholds
+    (:func:`._stages.group_lasso_factor`, elementwise)."""
+    if len(members) == 1:
+        m = members[0]
+        return _stages.group_lasso_factor(m.nrm, m.thr[0], m.s)
+    nrm = torch.cat([m.nrm for m in members])
+    # s = 1 for float32 rows (the public function divides a by those ones: the same bits)
+    s = torch.cat([m.s for m in members]) if any(m.wide for m in members) else None
+    return _stages.group_lasso_factor(nrm, _thresholds(members, cache), s)
+
+
+def _thresholds(members: list, cache: dict) -> torch.Tensor:
+    """The members' group-lasso thresholds a_r, float64, concatenated: formed
+    again only when a member's thresholds change (a new step, a new plan)."""
+    key = ("group_lasso", members[0].device)
+    thr = [m.thr for m in members]
+    hit = cache.get(key)
+    if hit is None or len(hit[0]) != len(thr) or any(x is not y for x, y in zip(hit[0], thr)):
+        a = torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), m.nrm.shape) for m in members])
+        hit = cache[key] = (thr, a)  # (holding the thresholds: their ids stay theirs)
+    return hit[1]
+
+
+def _growl_factors(members: list) -> torch.Tensor:
+    """The GrOWL factors of every member's rows, concatenated
+    (:func:`._stages.growl_factor`, with the host OWL of
+    :func:`torch_dev.host_owl`): all solved on the host after one copy of
+    every member's norms, and copied back at once.  Members on an
+    accelerator with more than ``torch_dev.OWL_ON_HOST_MAX`` rows, which the
+    public function solves on the device, are solved as it solves them."""
+    device = members[0].device
+    host = [torch_dev.solved_on_host(m.nrm.shape[0], device) for m in members]
+    on_host = [m for m, h in zip(members, host) if h]
+    f_host = None
+    if on_host:
+        sizes = np.cumsum([m.nrm.shape[0] for m in on_host])[:-1]
+        nrm = np.split(torch.cat([m.nrm for m in on_host]).cpu().numpy(), sizes)
+        s = [None] * len(on_host)
+        if any(m.wide for m in on_host):
+            s = np.split(torch.cat([m.s for m in on_host]).cpu().numpy(), sizes)
+        f = np.concatenate([
+            _stages.growl_factor(n, _host_weights(m), torch_dev.host_owl, si if m.wide else None)
+            for m, n, si in zip(on_host, nrm, s)
+        ])
+        f_host = torch.from_numpy(f).to(device)
+        if all(host):
+            return f_host
+    parts, offset = [], 0
+    for m, h in zip(members, host):
+        if h:
+            parts.append(f_host[offset:offset + m.nrm.shape[0]])
+            offset += m.nrm.shape[0]
+        else:
+            parts.append(_stages.growl_factor(m.nrm, m.thr[0], torch_dev._owl_vector, m.s if m.wide else None))
+    return torch.cat(parts)
+
+
+def _host_weights(m: Member) -> np.ndarray:
+    """The member's OWL weights as the public function hands them to the host
+    OWL: float64, contiguous (kept with the thresholds they come from)."""
+    w = m.thr[0]
+    cached = m.plan.batch_memo.get("host_weights")
+    if cached is None or cached[0] is not w:
+        cached = m.plan.batch_memo["host_weights"] = (w, np.ascontiguousarray(w.detach().to(torch.float64).cpu().numpy()))
+    return cached[1]
+
+
+def _write(m: Member, f: torch.Tensor) -> None:
+    """The map stage: each row of the member's leaf times its factor, as
+    :meth:`proxlib.torch.prox._Plan.run` writes it: in place on rows that
+    are a view of the leaf; on rows that were a copy, the factors broadcast
+    over the leaf itself (:func:`._bridge.broadcast_shape`: the same
+    products, in place, with no copy back); half precision through its
+    float32 rows and one copy back."""
+    plan = m.plan
+    if plan.inplace:
+        torch_dev.prims.scale_rows(m.data, f, out=m.data)
+        torch.autograd.graph.increment_version(m.leaf)
+    elif m.data is None:
+        m.leaf.mul_(f.reshape(_broadcast_shape(plan, m.leaf)))
+    else:
+        m.leaf.copy_(plan.restore(torch_dev.prims.scale_rows(m.data, f)))
+
+
+def _broadcast_shape(plan, leaf: torch.Tensor) -> tuple:
+    """:func:`._bridge.broadcast_shape` of the plan's grouping on ``leaf``
+    (kept on the plan, which is rebuilt when the leaf's shape changes)."""
+    shape = plan.batch_memo.get("broadcast_shape")
+    if shape is None:
+        shape = plan.batch_memo["broadcast_shape"] = B.broadcast_shape(plan.grouping, leaf.shape)
+    return shape
