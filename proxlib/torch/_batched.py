@@ -45,6 +45,9 @@ from . import _bridge as B
 #: the kernels whose terms are batched
 KINDS = ("group_lasso", "growl")
 
+#: ``False`` runs every term on its own (for comparisons: tests, benchmarks)
+ENABLED = True
+
 
 class Member:
     """One term's share of a batch: its plan and leaf, the thresholds at its

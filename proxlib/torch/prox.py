@@ -917,6 +917,8 @@ class _Batches:
 
     def add(self, plan: _Plan, leaf: torch.Tensor, step: float) -> bool:
         """Queue the term; False where it runs on its own now (see :func:`._batched.prepare`)."""
+        if not _batched.ENABLED:
+            return False
         self.before(leaf)
         member = _batched.prepare(plan, leaf, step)
         if member is None:

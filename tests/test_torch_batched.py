@@ -1,0 +1,276 @@
+"""proxlib.torch._batched: a step's group-lasso and GrOWL terms run as one batch.
+
+The batch must change nothing but the number of operations: every parameter
+after a step equals, bit for bit, the terms applied one by one
+(``_batched.ENABLED = False``) and the public functions applied in the terms'
+order; its per-tensor operations are counted.  Runs on :data:`_device.DEVICE`
+(CPU tensors through the torch operations in CI; CUDA with
+``PROXLIB_TEST_DEVICE=cuda``)."""
+
+from __future__ import annotations
+
+import collections
+
+import _device
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import proxlib  # noqa: E402
+import proxlib.torch as pt  # noqa: E402
+from proxlib.backends import torch_dev  # noqa: E402
+from proxlib.torch import _batched  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+
+def _oscar(G):
+    return proxlib.owl_weights_oscar(G, 0.05, 0.02)
+
+
+def _net(dtype, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.Conv2d(6, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 5),
+    ).to(device=_device.DEVICE, dtype=dtype)
+
+
+# (module index, penalty, the public function of (rows, step), grouping, label): row terms of
+# every grouping (rows that are views of the parameter, and a convolution's "channel" rows,
+# which are not), with other terms on the same tensors between them, so the batch must keep
+# each tensor's order
+def _terms():
+    gl = lambda lam: (proxlib.GroupLasso(lam), lambda R, s: proxlib.prox_group_lasso(R, lam, s))  # noqa: E731
+    growl = (pt.growl(_oscar), lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s))
+    wl1 = (proxlib.WeightedL1(0.02), lambda R, s: proxlib.prox_weighted_l1(R, 0.02, s))
+    ex = (proxlib.ExclusiveLasso(0.3), lambda R, s: proxlib.prox_exclusive_lasso(R, 0.3, s))
+    return [
+        (0, *gl(0.4), "channel", "a"),
+        (0, *growl, "filter", "b"),
+        (2, *gl(0.3), "channel", "c"),
+        (2, *wl1, None, "d"),
+        (2, *growl, "channel", "e"),
+        (2, *gl(0.5), "shape", "f"),
+        (4, *growl, "channel", "g"),
+        (4, *ex, "filter", "h"),
+        (4, *gl(0.2), "filter", "i"),
+        (0, *gl(0.1), "layer", "j"),
+        (4, *gl(0.05), None, "k"),
+    ]
+
+
+def _expected(W, fn, grouping, step):
+    if grouping is None:
+        return fn(W, step) if W.ndim == 1 or fn is None else fn(W.reshape(W.shape[0], -1), step).reshape(W.shape)
+    return proxlib.from_rows(fn(proxlib.to_rows(W, grouping), step), W.shape, grouping)
+
+
+def _train(dtype, batched: bool, lrs, monkeypatch, terms=None):
+    """Parameters after SGD steps at the learning rates ``lrs``, each followed
+    by the prox of every term; and the public functions' result for each."""
+    monkeypatch.setattr(_batched, "ENABLED", batched)
+    net = _net(dtype)
+    opt = torch.optim.SGD(net.parameters(), lr=lrs[0])
+    prox = pt.ProximalStep(opt, model=net)
+    terms = _terms() if terms is None else terms
+    for i, pen, _, grouping, label in terms:
+        prox.add(net[i], pen, grouping=grouping, label=label, strength=0.7)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).to(device=_device.DEVICE, dtype=dtype)
+    expected = []
+    for lr in lrs:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+        want = {i: net[i].weight.detach().clone() for i in (0, 2, 4)}
+        for i, _, fn, grouping, _ in terms:
+            W = want[i]
+            step = lr * 0.7
+            if W.dtype in (torch.float16, torch.bfloat16):  # the working float32 copy, rounded back
+                want[i] = _expected(W.float(), fn, grouping, step).to(W.dtype)
+            else:
+                want[i] = _expected(W, fn, grouping, step)
+        prox.step()
+        expected.append(want)
+    return net, prox, expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_a_batched_step_equals_the_terms_one_by_one_and_the_public_functions(dtype, monkeypatch):
+    """Three steps (the learning rate changing at each: new thresholds) with
+    eleven terms on three tensors: the batched step equals the terms one by
+    one and the public functions in the terms' order, bit for bit."""
+    lrs = [0.5, 0.5, 0.25]
+    net_b, prox_b, expected = _train(dtype, True, lrs, monkeypatch)
+    net_u, _, _ = _train(dtype, False, lrs, monkeypatch)
+    for pb, pu in zip(net_b.parameters(), net_u.parameters()):
+        assert torch.equal(pb, pu)
+    for i in (0, 2, 4):  # the last step against the public functions
+        assert torch.equal(net_b[i].weight.detach(), expected[-1][i])
+    # every group-lasso and GrOWL term was in the batch (half precision through its float32 rows)
+    assert [t.plan().batched for t in prox_b.terms] == [True] * 3 + [False] + [True] * 3 + [False] + [True] * 3
+
+
+def test_each_step_equals_the_public_functions_in_the_terms_order(monkeypatch):
+    """The batched step against the public functions, step by step (float32
+    and then the model in float64 mid-training: the plans are rebuilt)."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    terms = _terms()
+    net = _net(torch.float32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.4)
+    prox = pt.ProximalStep(opt, model=net)
+    for i, pen, _, grouping, label in terms:
+        prox.add(net[i], pen, grouping=grouping, label=label)
+    for k in range(4):
+        if k == 2:
+            net.to(torch.float64)
+        x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(k)).to(device=_device.DEVICE, dtype=net[0].weight.dtype)
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+        want = {i: net[i].weight.detach().clone() for i in (0, 2, 4)}
+        for i, _, fn, grouping, _ in terms:
+            want[i] = _expected(want[i], fn, grouping, 0.4)
+        ptrs = [net[i].weight.data_ptr() for i in (0, 2, 4)]
+        prox.step()
+        for i in (0, 2, 4):
+            assert torch.equal(net[i].weight.detach(), want[i]), (k, i)
+        assert [net[i].weight.data_ptr() for i in (0, 2, 4)] == ptrs  # written in place
+    assert net[0].weight.dtype == torch.float64
+
+
+def test_float64_rows_that_need_their_scale_kept_apart(monkeypatch):
+    """float64 rows whose plain sum of squares under- or overflows (entries
+    near 1e-200 and 1e200, zero rows) take the scaled norms in the batch as
+    in the public function: the same bits."""
+    torch.manual_seed(3)
+    shapes = [(5, 4, 3, 3), (6, 5), (4, 6, 3, 3)]
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(s, dtype=torch.float64, generator=torch.Generator().manual_seed(j)).to(_device.DEVICE))
+                  for j, s in enumerate(shapes)]
+        with torch.no_grad():
+            params[0][1] *= 1e-200
+            params[0][:, 2] *= 1e200
+            params[1][3] = 0.0
+            params[2][:, 1] *= 1e-170
+            params[2][0] *= 1e150
+        opt = torch.optim.SGD(params, lr=1.0)
+        prox = pt.ProximalStep(opt)
+        prox.add(params[0], proxlib.GroupLasso(1e-3), grouping="channel")
+        prox.add(params[1], pt.growl(_oscar), grouping="filter")
+        prox.add(params[2], pt.growl(lambda G: proxlib.owl_weights_oscar(G, 1e-180, 1e-181)), grouping="channel")
+        prox.add(params[2], proxlib.GroupLasso(1e-190), grouping="filter", label="x")
+        before = [p.detach().clone() for p in params]
+        prox.step()
+        results[enabled] = [p.detach().clone() for p in params]
+    for a, b in zip(results[True], results[False]):
+        assert torch.equal(a, b)
+    want = _expected(before[0], lambda R, s: proxlib.prox_group_lasso(R, 1e-3, s), "channel", 1.0)
+    assert torch.equal(results[True][0], want)
+    assert not torch.equal(results[True][0], before[0])
+
+
+def test_growl_members_solved_on_the_device_and_on_the_host(monkeypatch):
+    """On an accelerator GrOWL's OWL of more than ``OWL_ON_HOST_MAX`` norms
+    runs on the device; a batch mixes both kinds of members.  Here the route
+    sends every other size to the device path (:mod:`._gpu_owl`, on CPU
+    tensors), for the public function and the batch alike: the same bits."""
+    monkeypatch.setattr(torch_dev, "solved_on_host", lambda n, device: n % 2 == 0)
+    torch.manual_seed(1)
+    shapes = [(6, 4, 3, 3), (5, 7), (4, 5, 3, 3), (9, 5)]  # channel rows: 4, 7, 5, 5
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(j)).to(_device.DEVICE)) for j, s in enumerate(shapes)]
+        opt = torch.optim.SGD(params, lr=0.5)
+        prox = pt.ProximalStep(opt)
+        for p in params:
+            prox.add(p, pt.growl(_oscar), grouping="channel")
+        before = [p.detach().clone() for p in params]
+        prox.step()
+        results[enabled] = [p.detach().clone() for p in params]
+    for a, b, W in zip(results[True], results[False], before):
+        assert torch.equal(a, b)
+        assert torch.equal(a, _expected(W, lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s), "channel", 0.5))
+
+
+def test_check_finite_raises_before_any_write(monkeypatch):
+    """A non-finite entry in one tensor of a batch: ``check_finite=True``
+    raises before any tensor of the batch is written."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    net = _net(torch.float32)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    prox = pt.ProximalStep(opt, model=net, check_finite=True)
+    prox.add(net[0], proxlib.GroupLasso(0.5), grouping="channel")
+    prox.add(net[2], pt.growl(_oscar), grouping="filter")
+    prox.add(net[4], proxlib.GroupLasso(0.5), grouping="filter")
+    with torch.no_grad():
+        net[4].weight[2, 3] = float("nan")
+    before = [net[i].weight.detach().clone() for i in (0, 2, 4)]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        prox.step()
+    for i, W in zip((0, 2, 4), before):
+        torch.testing.assert_close(net[i].weight.detach(), W, rtol=0, atol=0, equal_nan=True)
+
+
+# ---------------------------------------------------------------- operation counts
+
+# operations that make no new data (no kernel launch on a device)
+_VIEWS = {
+    "aten.view.default", "aten.detach.default", "aten.permute.default", "aten.expand.default", "aten._unsafe_view.default",
+    "aten.unsqueeze.default", "aten.split_with_sizes.default", "aten.alias.default", "aten.slice.Tensor", "aten.t.default",
+    "aten.transpose.int", "aten.split.Tensor", "aten.reshape.default",
+}
+
+
+class _Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_per_step(n_layers: int, pen, grouping: str, dtype) -> int:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(6, 6, 3) for _ in range(n_layers)]).to(device=_device.DEVICE, dtype=dtype)
+    prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.1))
+    for layer in net:
+        prox.add(layer, pen, grouping=grouping)
+    prox.step()
+    prox.step()
+    with _Count() as c:
+        prox.step()
+    return sum(k for op, k in c.ops.items() if op not in _VIEWS)
+
+
+@pytest.mark.skipif(torch_dev.ROW_STATS == "auto" and _device.DEVICE == "cuda", reason="counts the torch operations' statistics (Triton's are one launch)")
+@pytest.mark.parametrize(
+    ("pen", "grouping", "dtype", "per_layer"),
+    [
+        # statistics: the float64 copy, square, sum, sqrt, ones (+ float64: the range check's
+        # ge, le, and, not, any, and its read); "channel" rows of a convolution: + their copy;
+        # the map: one multiplication
+        (proxlib.GroupLasso(0.1), "filter", torch.float32, 6),
+        (proxlib.GroupLasso(0.1), "channel", torch.float32, 7),
+        (proxlib.GroupLasso(0.1), "filter", torch.float64, 11),
+        (pt.growl(_oscar), "filter", torch.float32, 6),
+        (pt.growl(_oscar), "channel", torch.float32, 7),
+    ],
+)
+def test_a_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, dtype, per_layer, monkeypatch):
+    """The operations that make new data (a kernel launch each on a device)
+    in a step over n convolutions: ``per_layer`` for each (the statistics
+    and the map), and the solve once for all of them (a fixed number).
+    One by one, each tensor also paid for its own solve: 15-25 operations."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    four, eight = (_ops_per_step(n, pen, grouping, dtype) for n in (4, 8))
+    assert (eight - four) == 4 * per_layer
+    fixed = four - 4 * per_layer
+    assert 0 < fixed <= 10
+    monkeypatch.setattr(_batched, "ENABLED", False)
+    assert _ops_per_step(4, pen, grouping, dtype) >= 4 * (per_layer + 8)
