@@ -29,7 +29,12 @@ and write of every penalised weight (``torch._foreach_mul_(weights, 1.0)``),
 also timed right after a training step.
 
 GPU (CUDA only): a ResNet-18 for 32x32 inputs (11.2 M parameters, batch 128)
-with a prox on every conv weight; target <= 5% of a training step.
+with a prox on every conv weight; target <= 5% of a training step; for the
+group lasso and GrOWL also the terms one by one (their batch switched off).
+
+Host cost (CPU; ``--host-only`` alone): the prox step on the torch route over
+ResNet-18's 20 convolutions at 1/16 of their widths, batched and one by one,
+with the torch operations of each (see :func:`bench_host`).
 
 FSDP2 (``--fsdp``): the MLP sharded over 2 gloo processes on the CPU vs one
 process, per penalty: the prox share of the step and the bytes each rank
@@ -181,15 +186,88 @@ class _Block(torch.nn.Module):
         return F.relu(out + (x if self.sc is None else self.sc(x)))
 
 
-def resnet18(num_classes=10) -> torch.nn.Module:
-    """ResNet-18 for 32x32 inputs (11.2 M parameters)."""
-    layers = [torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(64), torch.nn.ReLU()]
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+def resnet18(num_classes=10, width: int = 64) -> torch.nn.Module:
+    """ResNet-18 for 32x32 inputs (11.2 M parameters; ``width`` the first
+    stage's channels, 64, doubled at each of the three others)."""
+    layers = [torch.nn.Conv2d(3, width, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(width), torch.nn.ReLU()]
+    cin = width
+    for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
         layers += [_Block(cin, cout, stride), _Block(cout, cout, 1)]
         cin = cout
-    layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(512, num_classes)]
+    layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8 * width, num_classes)]
     return torch.nn.Sequential(*layers)
+
+
+# ------------------------------------------------------------------ host cost of the torch route
+
+HOST_NOTE = (
+    "On a GPU a prox step is launch-bound (`PROFILE_GPU.md`): its cost is the host's work per tensor, which this "
+    "section measures on the CPU with the arithmetic made negligible. *Batched*: the group-lasso and GrOWL terms of "
+    "a step run as one batch (`proxlib/torch/_batched.py`: statistics per tensor, one solve for all, one map per "
+    "tensor); *one by one*: `_batched.ENABLED = False`. The other penalties are not batched (both columns run the "
+    "same code). Operations: every torch operation of one step; launching: those that make new data."
+)
+
+
+def bench_host(repeats: int, width: int = 4) -> list[dict]:
+    """The host's cost of a prox step on the torch route (the code every
+    device but the CPU's Numba kernels runs): ResNet-18's 20 convolutions at
+    ``width`` channels (4: 1/16 of the real widths, so that the arithmetic is
+    negligible and what is timed is the per-tensor work of the host, which
+    on a GPU is what bounds the step), on CPU tensors with
+    ``torch_dev.CPU_KERNELS = "torch"``, the group-lasso and GrOWL terms
+    batched (the default) against one by one (``_batched.ENABLED = False``),
+    timed in alternation; and each one's torch operations per step
+    (launching: those that make new data, a kernel launch each on a GPU)."""
+    from proxlib.torch import _batched
+    from proxlib.torch._opcount import OperationCount
+
+    torch.manual_seed(0)
+    net = resnet18(width=width)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    rows = []
+    route = torch_dev.CPU_KERNELS
+    torch_dev.CPU_KERNELS = "torch"
+    try:
+        for name, (pen, grouping) in PENALTIES.items():
+            prox = pt.ProximalStep(opt, model=net)
+            for c in convs:
+                prox.add(c, pen(), grouping=grouping)
+            row = dict(penalty=name, layers=len(convs), width=width)
+            times = {True: [], False: []}
+            for enabled in (True, False):
+                _batched.ENABLED = enabled
+                prox.step()
+                with OperationCount() as c:
+                    prox.step()
+                row[f"ops_{enabled}"], row[f"launching_{enabled}"] = c.total, c.launching
+            for _ in range(repeats):
+                for enabled in (True, False):
+                    _batched.ENABLED = enabled
+                    t0 = time.perf_counter()
+                    prox.step()
+                    times[enabled].append(time.perf_counter() - t0)
+            row["batched_ms"] = 1e3 * statistics.median(times[True])
+            row["single_ms"] = 1e3 * statistics.median(times[False])
+            rows.append(row)
+    finally:
+        _batched.ENABLED = True
+        torch_dev.CPU_KERNELS = route
+    return rows
+
+
+def host_table(rows: list[dict]) -> str:
+    out = [
+        "| penalty (every conv) | convs | step, batched (ms) | step, one by one (ms) | ratio | ops / step, batched (launching) | one by one (launching) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['penalty']} | {r['layers']} | {r['batched_ms']:.2f} | {r['single_ms']:.2f} | {r['single_ms'] / r['batched_ms']:.2f}x "
+            f"| {r['ops_True']} ({r['launching_True']}) | {r['ops_False']} ({r['launching_False']}) |"
+        )
+    return "\n".join(out)
 
 
 def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[dict]:
@@ -217,7 +295,16 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[d
         for c in convs:
             prox.add(c, pen(), grouping=grouping)
         t_prox = _median_ms(prox.step, repeats, sync)
-        rows.append(dict(device=dev_name, model="ResNet-18 (32x32)", batch=batch, penalty=name, train_ms=t_train, prox_ms=t_prox))
+        row = dict(device=dev_name, model="ResNet-18 (32x32)", batch=batch, penalty=name, train_ms=t_train, prox_ms=t_prox)
+        if any(t.plan().batched for t in prox.terms):  # the same terms one by one (proxlib.torch._batched)
+            from proxlib.torch import _batched
+
+            _batched.ENABLED = False
+            try:
+                row["single_ms"] = _median_ms(prox.step, repeats, sync)
+            finally:
+                _batched.ENABLED = True
+        rows.append(row)
     return rows
 
 
@@ -289,6 +376,7 @@ def bench_fsdp(repeats: int) -> list[dict]:
 def table(rows: list[dict]) -> str:
     with_bytes = any("bytes" in r for r in rows)
     with_routes = any("prox_torch_ms" in r for r in rows)
+    with_single = any("single_ms" in r for r in rows)
     head = "| device | model | batch | penalty (every layer) | train step (ms) | prox step (ms) | prox / train | target |"
     sep = "|---|---|---:|---|---:|---:|---:|---:|"
     if with_routes:
@@ -296,6 +384,9 @@ def table(rows: list[dict]) -> str:
         sep += "---:|---:|"
     if with_bytes:
         head += " bytes / rank / prox step |"
+        sep += "---:|"
+    if with_single:
+        head += " prox step, terms one by one (ms) |"
         sep += "---:|"
     out = [head, sep]
     for r in rows:
@@ -309,6 +400,8 @@ def table(rows: list[dict]) -> str:
             line += f" {r['prox_torch_ms']:.3f} | {r['floor_ms']:.3f} |" if "prox_torch_ms" in r else " | |"
         if with_bytes:
             line += f" {r['bytes']:.0f} |" if "bytes" in r else " |"
+        if with_single:
+            line += f" {r['single_ms']:.3f} |" if "single_ms" in r else " |"
         out.append(line)
     return "\n".join(out)
 
@@ -327,6 +420,7 @@ def main(argv=None) -> int:
     p.add_argument("--fsdp", action="store_true", help="also the 2-process FSDP2 rows")
     p.add_argument("--no-gpu", action="store_true")
     p.add_argument("--gpu-only", action="store_true", help="the ResNet-18 section alone (no CPU tables)")
+    p.add_argument("--host-only", action="store_true", help="the host-cost section alone (torch route, CPU)")
     p.add_argument("--resnet-device", default="cuda", help="device of the ResNet-18 section (cpu: a dry run of it)")
     p.add_argument("--resnet-batch", type=int, default=128)
     p.add_argument("--out", default=None, help="write a markdown report here")
@@ -344,6 +438,15 @@ def main(argv=None) -> int:
     )
     print(header)
     sections = []
+    host = [] if a.gpu_only else bench_host(max(5, repeats // 2))
+    if host:
+        host_section = ("Host cost of the torch route (CPU tensors, ResNet-18's 20 convolutions at 1/16 width)", host_table(host))
+        print(host_section[1], flush=True)
+    if a.host_only:
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(f"## {host_section[0]}\n\n`python benchmarks/bench_overhead.py --host-only` on {time.strftime('%Y-%m-%d %H:%M')}; {header}; load after: {_loadavg()}\n\n{host_section[1]}\n")
+        return 0
     rows = [] if a.gpu_only else bench_cpu(repeats, batches)
     if rows:
         sections.append(("CPU, otherwise idle machine", rows))
@@ -377,6 +480,8 @@ def main(argv=None) -> int:
             f.write(header + f"; load average after: {_loadavg()}\n\n")
             for title, rs in sections:
                 f.write(f"## {title}\n\n{table(rs)}\n\n")
+            if host:
+                f.write(f"## {host_section[0]}\n\n{HOST_NOTE}\n\n{host_section[1]}\n\n")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(all_rows, f, indent=2)
