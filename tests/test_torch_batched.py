@@ -10,6 +10,7 @@ order; its per-tensor operations are counted.  Runs on :data:`_device.DEVICE`
 from __future__ import annotations
 
 import _device
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -41,6 +42,8 @@ def _terms():
     growl = (pt.growl(_oscar), lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s))
     wl1 = (proxlib.WeightedL1(0.02), lambda R, s: proxlib.prox_weighted_l1(R, 0.02, s))
     ex = (proxlib.ExclusiveLasso(0.3), lambda R, s: proxlib.prox_exclusive_lasso(R, 0.3, s))
+    w = np.random.default_rng(0).uniform(0.0, 0.05, size=(5, 128))  # one threshold per entry of the Linear weight
+    wl1_entries = (proxlib.WeightedL1(w), lambda R, s: proxlib.prox_weighted_l1(R, _like(w, R), s))
     return [
         (0, *gl(0.4), "channel", "a"),
         (0, *growl, "filter", "b"),
@@ -53,7 +56,13 @@ def _terms():
         (4, *gl(0.2), "filter", "i"),
         (0, *gl(0.1), "layer", "j"),
         (4, *gl(0.05), None, "k"),
+        (4, *wl1_entries, None, "l"),
     ]
+
+
+def _like(a, x):
+    """The NumPy array ``a`` as ``x`` holds data (a tensor on x's device, or NumPy)."""
+    return torch.as_tensor(a).to(x.device) if isinstance(x, torch.Tensor) else a
 
 
 def _expected(W, fn, grouping, step):
@@ -105,8 +114,10 @@ def test_a_batched_step_equals_the_terms_one_by_one_and_the_public_functions(dty
         assert torch.equal(pb, pu)
     for i in (0, 2, 4):  # the last step against the public functions
         assert torch.equal(net_b[i].weight.detach(), expected[-1][i])
-    # every group-lasso and GrOWL term was in the batch (half precision through its float32 rows)
-    assert [t.plan().batched for t in prox_b.terms] == [True] * 3 + [False] + [True] * 3 + [False] + [True] * 3
+    # every group-lasso, GrOWL and weighted-l1 term was in the batch (half precision: the row terms
+    # through their float32 rows; weighted l1 only in place, on float32/float64)
+    wl1 = dtype != torch.bfloat16
+    assert [t.plan().batched for t in prox_b.terms] == [True] * 3 + [wl1] + [True] * 3 + [False] + [True] * 3 + [wl1]
 
 
 def test_each_step_equals_the_public_functions_in_the_terms_order(monkeypatch):
@@ -254,3 +265,50 @@ def test_a_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, 
     assert 0 < fixed <= 10
     monkeypatch.setattr(_batched, "ENABLED", False)
     assert _ops_per_step(4, pen, grouping, dtype) >= 4 * (per_layer + 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weighted_l1_batch_keeps_every_bit(dtype, monkeypatch):
+    """Weighted l1 terms (one threshold, and one per entry) on tensors with
+    NaN, +-0, +-inf and extreme entries, at steps that change (a new host
+    threshold each time: :func:`_batched._host_threshold`) and one beyond the
+    kernels' range (that term then runs on its own): every bit, NaNs
+    included, as the terms one by one."""
+    big = float(torch.finfo(dtype).max)
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        rng = np.random.default_rng(5)  # the same tensors and weights in both runs
+        params = []
+        for j, shape in enumerate([(7, 3), (4, 2, 3, 3), (11,)]):
+            x = torch.as_tensor(rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, size=shape), dtype=dtype)
+            flat = x.view(-1)
+            flat[:4] = torch.tensor([float("nan"), 0.0, -0.0, float("inf")], dtype=dtype)
+            flat[4] = -big
+            params.append(torch.nn.Parameter(x.to(_device.DEVICE)))
+        prox = pt.ProximalStep(None)
+        prox.add(params[0], proxlib.WeightedL1(0.3))
+        prox.add(params[1], proxlib.WeightedL1(rng.uniform(0, 2, size=(4, 2, 3, 3))))
+        prox.add(params[2], proxlib.WeightedL1(1e-3))
+        prox.add(params[0], proxlib.WeightedL1(1e-200 if dtype == torch.float64 else 1e-40), label="tiny")
+        out = []
+        for lr in (1.0, 0.5, 1e300, 0.25):
+            prox.step(lr=lr)
+            out.append([p.detach().cpu().clone() for p in params])
+        results[enabled] = out
+    for step_b, step_u in zip(results[True], results[False]):
+        for a, b in zip(step_b, step_u):
+            assert torch.equal(a.view(torch.int64 if dtype == torch.float64 else torch.int32),
+                               b.view(torch.int64 if dtype == torch.float64 else torch.int32))
+
+
+@pytest.mark.skipif(_device.DEVICE == "cuda", reason="on CUDA the multi-tensor operations are counted the same; kept to CPU for speed")
+def test_weighted_l1_batch_is_three_operations_for_any_number_of_tensors(monkeypatch):
+    """A step of weighted l1 terms with one threshold each: three operations
+    that make new data whatever the number of tensors (each a multi-tensor
+    operation: a few launches on a GPU); one by one, three per tensor."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    counts = [_ops_per_step(n, proxlib.WeightedL1(0.01), None, torch.float32) for n in (4, 8)]
+    assert counts == [3, 3]
+    monkeypatch.setattr(_batched, "ENABLED", False)
+    assert _ops_per_step(4, proxlib.WeightedL1(0.01), None, torch.float32) == 12

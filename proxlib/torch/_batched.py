@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from proxlib import _range
 from proxlib.backends import _stages
 from proxlib.backends import check_row_norms
 from proxlib.backends import torch_dev
@@ -43,7 +44,7 @@ from proxlib.backends import torch_dev
 from . import _bridge as B
 
 #: the kernels whose terms are batched
-KINDS = ("group_lasso", "growl")
+KINDS = ("group_lasso", "growl", "weighted_l1")
 
 #: ``False`` runs every term on its own (for comparisons: tests, benchmarks)
 ENABLED = True
@@ -54,20 +55,22 @@ class Member:
     step, its rows' norms ``(nrm, s)``; ``data``, the rows its kernel reads,
     is kept only where the map needs them (see :func:`_write`)."""
 
-    __slots__ = ("plan", "leaf", "data", "thr", "nrm", "s", "device", "dtype", "wide")
+    __slots__ = ("plan", "leaf", "data", "thr", "step", "nrm", "s", "device", "dtype", "wide")
 
-    def __init__(self, plan, leaf, data, thr):
-        self.plan, self.leaf, self.data, self.thr = plan, leaf, data, thr
+    def __init__(self, plan, leaf, data, thr, step):
+        self.plan, self.leaf, self.data, self.thr, self.step = plan, leaf, data, thr, step
         self.device, self.dtype = data.device, data.dtype
         self.wide = data.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
 
 
-def batched(pen, metric: bool, x: torch.Tensor) -> bool:
+def batched(pen, metric: bool, x: torch.Tensor, inplace: bool) -> bool:
     """Whether a plan of the registry penalty ``pen`` on data like ``x`` (the
     working tensor: its dtype and device) joins a step's batch: the group
-    lasso or GrOWL, without a metric, computed by torch operations (not
-    Numba's kernels on a CPU tensor: ``torch_dev.CPU_KERNELS``)."""
-    return pen.kernel in KINDS and not metric and torch_dev.runs_torch_ops(pen.kernel, x)
+    lasso, GrOWL or weighted l1 (this one written in place: ``inplace``),
+    without a metric, computed by torch operations (not Numba's kernels on
+    a CPU tensor: ``torch_dev.CPU_KERNELS``)."""
+    return (pen.kernel in KINDS and not metric and torch_dev.runs_torch_ops(pen.kernel, x)
+            and (inplace or pen.kernel != "weighted_l1"))
 
 
 def prepare(plan, leaf: torch.Tensor, step: float):
@@ -81,7 +84,9 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     thr = plan.thresholds(step, data)
     if thr is None:
         return None
-    m = Member(plan, leaf, data, thr)
+    m = Member(plan, leaf, data, thr, step)
+    if plan.pen.kernel == "weighted_l1":
+        return m  # no statistics
     m.nrm, m.s = _stages.scaled_row_norms(data, torch_dev.prims)
     if not plan.inplace and leaf.dtype == data.dtype:
         m.data = None  # the map broadcasts over the leaf itself
@@ -97,9 +102,11 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
         if check_finite:  # before any write: nothing changes when it raises
             for m in members:
                 check_row_norms(m.nrm, torch)
+        kind = members[0].plan.pen.kernel
+        if kind == "weighted_l1":
+            return _soft_threshold(members)
         for device in {m.device for m in members}:
             on = [m for m in members if m.device == device]
-            kind = on[0].plan.pen.kernel
             f = _group_lasso_factors(on, cache) if kind == "group_lasso" else _growl_factors(on)
             sizes = [m.nrm.shape[0] for m in on]
             # the kernels multiply by the factor in the data's dtype: cast once per dtype
@@ -165,6 +172,58 @@ def _growl_factors(members: list) -> torch.Tensor:
         else:
             parts.append(_stages.growl_factor(m.nrm, m.thr[0], torch_dev._owl_vector, m.s if m.wide else None))
     return torch.cat(parts)
+
+
+def _soft_threshold(members: list) -> None:
+    """The weighted l1 prox of every member in place, v - clamp(v, -w, w) (the
+    public kernel's formula, :func:`torch_dev._soft_threshold`), by three
+    multi-tensor operations per device and dtype (``torch._foreach_*``: a few
+    launches for all the tensors on a GPU) for the members with one
+    threshold (read on the host without a synchronisation:
+    :func:`_host_threshold`), and three more for those with one threshold per
+    entry."""
+    groups: dict = {}
+    for m in members:
+        scalar = m.thr[0].numel() == 1
+        groups.setdefault((m.device, m.dtype, scalar), []).append(m)
+    for (_, _, scalar), on in groups.items():
+        vs = [m.data for m in on]
+        if scalar:
+            hi = [_host_threshold(m) for m in on]
+            lo = [-w for w in hi]
+        else:
+            hi = [m.thr[0] for m in on]
+            lo = [_negated(m) for m in on]
+        clamped = torch._foreach_clamp_min(vs, lo)
+        torch._foreach_clamp_max_(clamped, hi)
+        torch._foreach_sub_(vs, clamped)  # (in place on views of the leaves: their version counters move)
+
+
+def _host_threshold(m: Member) -> float:
+    """The member's single threshold as a Python float, formed on the host as
+    the device formed it (:func:`proxlib._range.thresholds_in_range` on the
+    penalty's terms kept on the host: the same IEEE operations, the same
+    bits), so that reading it never waits for the device; kept while the
+    thresholds are the same."""
+    memo = m.plan.batch_memo
+    cached = memo.get("threshold")
+    if cached is None or cached[0] is not m.thr:
+        if "host_terms" not in memo:  # (copied once per plan; on the CPU, the terms themselves)
+            memo["host_terms"] = tuple(
+                _range.Threshold(t.scalars, t.array.detach().cpu() if isinstance(t.array, torch.Tensor) else t.array, t.degree, t.top)
+                for t in m.plan.terms
+            )
+        w = float(_range.thresholds_in_range(memo["host_terms"], m.step, torch.empty(0, dtype=m.dtype))[0].reshape(()))
+        cached = memo["threshold"] = (m.thr, w)
+    return cached[1]
+
+
+def _negated(m: Member) -> torch.Tensor:
+    """-w of the member's thresholds (one per entry), kept while they are the same."""
+    cached = m.plan.batch_memo.get("negated")
+    if cached is None or cached[0] is not m.thr:
+        cached = m.plan.batch_memo["negated"] = (m.thr, torch.neg(m.thr[0]))
+    return cached[1]
 
 
 def _host_weights(m: Member) -> np.ndarray:

@@ -319,7 +319,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         on_numba = torch_dev.numba_in_place_channels(pen, leaf.detach(), terms)
     held = None if on_numba is None else (leaf, leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, torch_dev.CPU_KERNELS)
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), terms, pen.fixed(), data, restore, inplace, pen.fused_finite_check,
-                 grouping, False, on_numba, held=held, batched=on_numba is None and _batched.batched(pen, False, x))
+                 grouping, False, on_numba, held=held, batched=on_numba is None and _batched.batched(pen, False, x, inplace))
 
 
 def _zero_groups(plan: _Plan, leaf: torch.Tensor) -> torch.Tensor:
