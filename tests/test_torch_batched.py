@@ -312,3 +312,20 @@ def test_weighted_l1_batch_is_three_operations_for_any_number_of_tensors(monkeyp
     assert counts == [3, 3]
     monkeypatch.setattr(_batched, "ENABLED", False)
     assert _ops_per_step(4, proxlib.WeightedL1(0.01), None, torch.float32) == 12
+
+
+def test_check_finite_on_weighted_l1_terms(monkeypatch):
+    """Weighted-l1 terms check their tensors as the public path does (they
+    compute no norms): NaN in one tensor raises before any is written."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    params = [torch.nn.Parameter(torch.randn(4, 3).to(_device.DEVICE)) for _ in range(3)]
+    with torch.no_grad():
+        params[1][2, 1] = float("inf")
+    prox = pt.ProximalStep(None, check_finite=True)
+    for p in params:
+        prox.add(p, proxlib.WeightedL1(0.5))
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match="the parameter"):
+        prox.step(lr=1.0)
+    for p, W in zip(params, before):
+        assert torch.equal(p.detach(), W)

@@ -1,4 +1,4 @@
-r"""The group-lasso and GrOWL terms of one proximal step, run as one batch.
+r"""The group-lasso, GrOWL and weighted-l1 terms of one proximal step, run as batches.
 
 On a GPU a training step's prox is launch-bound: each term of a ResNet's
 twenty convolutions costs a dozen small launches and as many host-side
@@ -17,13 +17,20 @@ tensor:
    tensor's norms, solved on the host for every tensor after one copy of all
    the norms (one synchronisation per step instead of one per tensor);
 3. **map**, per tensor: each row times its factor, written into the
-   parameter (one multiplication; through a copy back where the rows are not
-   a view of the parameter, as for a single term).
+   parameter (one multiplication, in place: the factors broadcast over the
+   parameter where its rows are not a view of it, such as a convolution's
+   ``"channel"`` rows).
+
+The weighted l1 is a map alone, ``v - clamp(v, -w, w)``: its terms run as
+three multi-tensor operations (``torch._foreach_*``) per device and dtype,
+whatever the number of tensors.
 
 Every number is the one the public function computes for the same tensor:
 the same statistics on the same rows, the same elementwise solve (IEEE
 division and multiplication are correctly rounded, on the host as on the
-device), the same host OWL, the same map.  So a step equals, bit for bit,
+device), the same host OWL, the same map, the same thresholds (a weighted
+l1's single threshold formed on the host from host copies of its terms, so
+that reading it never waits for the device).  So a step equals, bit for bit,
 the terms applied one after another (``tests/test_torch_batched.py``).
 
 Used by :class:`proxlib.torch.ProximalStep` for terms on the torch route
@@ -37,6 +44,7 @@ import numpy as np
 import torch
 
 from proxlib import _range
+from proxlib import _validate as V
 from proxlib.backends import _stages
 from proxlib.backends import check_row_norms
 from proxlib.backends import torch_dev
@@ -88,8 +96,8 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     if plan.pen.kernel == "weighted_l1":
         return m  # no statistics
     m.nrm, m.s = _stages.scaled_row_norms(data, torch_dev.prims)
-    if not plan.inplace and leaf.dtype == data.dtype:
-        m.data = None  # the map broadcasts over the leaf itself
+    if not plan.inplace:
+        m.data = None  # a copy (or a float32 copy of half precision): not held until the map
     return m
 
 
@@ -101,7 +109,10 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
     with torch.no_grad():
         if check_finite:  # before any write: nothing changes when it raises
             for m in members:
-                check_row_norms(m.nrm, torch)
+                if m.plan.fused_check:  # the row kernels check the norms they compute, as here
+                    check_row_norms(m.nrm, torch)
+                else:
+                    V.check_all_finite(m.data, "the parameter")
         kind = members[0].plan.pen.kernel
         if kind == "weighted_l1":
             return _soft_threshold(members)
@@ -242,15 +253,17 @@ def _write(m: Member, f: torch.Tensor) -> None:
     are a view of the leaf; on rows that were a copy, the factors broadcast
     over the leaf itself (:func:`._bridge.broadcast_shape`: the same
     products, in place, with no copy back); half precision through its
-    float32 rows and one copy back."""
+    float32 rows, formed again here (so that a step never holds more than
+    one such copy), and one copy back."""
     plan = m.plan
     if plan.inplace:
         torch_dev.prims.scale_rows(m.data, f, out=m.data)
         torch.autograd.graph.increment_version(m.leaf)
-    elif m.data is None:
+    elif m.leaf.dtype == m.dtype:
         m.leaf.mul_(f.reshape(_broadcast_shape(plan, m.leaf)))
     else:
-        m.leaf.copy_(plan.restore(torch_dev.prims.scale_rows(m.data, f)))
+        rows = plan.data(B.working_tensor(m.leaf))
+        m.leaf.copy_(plan.restore(torch_dev.prims.scale_rows(rows, f)))
 
 
 def _broadcast_shape(plan, leaf: torch.Tensor) -> tuple:
