@@ -9,6 +9,8 @@ order; its per-tensor operations are counted.  Runs on :data:`_device.DEVICE`
 
 from __future__ import annotations
 
+import collections
+
 import _device
 import numpy as np
 import pytest
@@ -114,10 +116,10 @@ def test_a_batched_step_equals_the_terms_one_by_one_and_the_public_functions(dty
         assert torch.equal(pb, pu)
     for i in (0, 2, 4):  # the last step against the public functions
         assert torch.equal(net_b[i].weight.detach(), expected[-1][i])
-    # every group-lasso, GrOWL and weighted-l1 term was in the batch (half precision: the row terms
-    # through their float32 rows; weighted l1 only in place, on float32/float64)
+    # every term was in a batch (half precision: the row terms through their float32 rows;
+    # weighted l1 only in place, on float32/float64)
     wl1 = dtype != torch.bfloat16
-    assert [t.plan().batched for t in prox_b.terms] == [True] * 3 + [wl1] + [True] * 3 + [False] + [True] * 3 + [wl1]
+    assert [t.plan().batched for t in prox_b.terms] == [True] * 3 + [wl1] + [True] * 7 + [wl1]
 
 
 def test_each_step_equals_the_public_functions_in_the_terms_order(monkeypatch):
@@ -329,3 +331,97 @@ def test_check_finite_on_weighted_l1_terms(monkeypatch):
         prox.step(lr=1.0)
     for p, W in zip(params, before):
         assert torch.equal(p.detach(), W)
+
+
+def _close_or_equal(a, b, dtype):
+    """Bit for bit on the CPU; on another device within the parity tolerance
+    (a stack's row reductions may be blocked differently there)."""
+    if a.device.type == "cpu":
+        assert torch.equal(a, b)
+    else:
+        tol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stack_max", [1 << 22, 40])
+def test_row_wise_terms_are_stacked_and_solved_once(dtype, stack_max, monkeypatch):
+    """Exclusive and group+exclusive terms on tensors whose rows share a
+    length are stacked and solved by one call of the kernel (``STACK_MAX``
+    small: several stacks); per-row thresholds, zero rows and the rows of
+    every grouping.  Each tensor equals its public function's result, and
+    the terms one by one."""
+    monkeypatch.setattr(_batched, "STACK_MAX", stack_max)
+    # rows: group+exclusive on "channel" rows of length 6 (three tensors), exclusive on "filter" rows of
+    # length 5 and 18, and on the "shape" rows of length 5 of a sixth tensor
+    shapes = [(6, 5), (4, 5), (6, 5, 1, 1), (5, 2, 3, 3), (3, 4, 1, 2), (5, 2, 1, 1)]
+    calls = collections.Counter()
+    for name in ("exclusive_lasso", "group_exclusive"):
+        kernel = getattr(torch_dev, name)
+        monkeypatch.setattr(torch_dev, name, lambda *a, _k=kernel, _n=name, **kw: calls.update([_n]) or _k(*a, **kw))
+
+    def terms(i, shape):
+        if i % 2:  # per-row weights: one per filter
+            c = np.linspace(0.1, 2.0, shape[0])
+            return (proxlib.ExclusiveLasso(0.8, group_weights=c),
+                    lambda R, s, c=c: proxlib.prox_exclusive_lasso(R, 0.8, s, group_weights=_like(c, R)), "filter")
+        c = np.linspace(2.0, 0.2, shape[1])  # one per input channel
+        return (proxlib.GroupExclusive(0.6, 0.3, group_weights=c),
+                lambda R, s, c=c: proxlib.prox_group_exclusive(R, 0.6, 0.3, s, group_weights=_like(c, R)), "channel")
+
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(sh, generator=torch.Generator().manual_seed(j), dtype=dtype).to(_device.DEVICE))
+                  for j, sh in enumerate(shapes)]
+        with torch.no_grad():
+            params[1][2] = 0.0
+            params[3][:, 1] = 0.0
+        prox = pt.ProximalStep(None)
+        specs = [terms(i, sh) for i, sh in enumerate(shapes[:5])]
+        for p, (pen, _, grouping) in zip(params, specs):
+            prox.add(p, pen, grouping=grouping)
+        prox.add(params[5], proxlib.ExclusiveLasso(0.2), grouping="shape", label="shape")
+        before = [p.detach().clone() for p in params]
+        calls.clear()
+        prox.step(lr=0.5)
+        results[enabled] = [p.detach().clone() for p in params]
+        if enabled:
+            assert all(t.plan().batched for t in prox.terms)
+            # one call per stack: the three group+exclusive tensors (30, 30, 24 entries; with STACK_MAX = 40
+            # each alone), the exclusive rows of length 5 (two tensors: 20 + 10 entries), of length 18
+            assert calls == {"group_exclusive": 1 if stack_max > 100 else 3, "exclusive_lasso": 2}
+            want = [_expected(W, fn, g, 0.5) for W, (_, fn, g) in zip(before, specs)]
+            want.append(_expected(before[5], lambda R, s: proxlib.prox_exclusive_lasso(R, 0.2, s), "shape", 0.5))
+            for got, w in zip(results[True], want):
+                _close_or_equal(got, w, dtype)
+    for a, b in zip(results[True], results[False]):
+        _close_or_equal(a, b, dtype)
+
+
+def test_row_wise_check_finite_raises_before_any_write(monkeypatch):
+    """``check_finite=True``: an Inf in one tensor of a stack raises before
+    any tensor of the stack is written."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    params = [torch.nn.Parameter(torch.randn(4, 6).to(_device.DEVICE)) for _ in range(3)]
+    with torch.no_grad():
+        params[2][1, 1] = float("-inf")
+    prox = pt.ProximalStep(None, check_finite=True)
+    for p in params:
+        prox.add(p, proxlib.GroupExclusive(0.1, 0.4), grouping="filter")
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        prox.step(lr=1.0)
+    for p, W in zip(params, before):
+        assert torch.equal(p.detach(), W)
+
+
+@pytest.mark.skipif(_device.DEVICE == "cuda", reason="counts the CPU's operations (its sort is NumPy's)")
+def test_row_wise_stacks_cost_two_operations_per_tensor(monkeypatch):
+    """Exclusive terms on n tensors with rows of one length: the kernel's
+    operations once, plus the stacking and the copy back per tensor."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    four, eight = (_ops_per_step(n, proxlib.ExclusiveLasso(0.1), "filter", torch.float32) for n in (4, 8))
+    assert eight - four == 4 * 1  # the copy back; the stack is one cat whatever n
+    monkeypatch.setattr(_batched, "ENABLED", False)
+    assert _ops_per_step(4, proxlib.ExclusiveLasso(0.1), "filter", torch.float32) > 4 * 40

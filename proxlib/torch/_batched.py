@@ -1,4 +1,4 @@
-r"""The group-lasso, GrOWL and weighted-l1 terms of one proximal step, run as batches.
+r"""The terms of one proximal step run as batches: group lasso, GrOWL, weighted l1, the exclusive penalties.
 
 On a GPU a training step's prox is launch-bound: each term of a ResNet's
 twenty convolutions costs a dozen small launches and as many host-side
@@ -23,7 +23,11 @@ tensor:
 
 The weighted l1 is a map alone, ``v - clamp(v, -w, w)``: its terms run as
 three multi-tensor operations (``torch._foreach_*``) per device and dtype,
-whatever the number of tensors.
+whatever the number of tensors.  The exclusive lasso and group+exclusive
+are row-wise (a row's result depends on that row alone): the rows of their
+terms that share a length are stacked and solved by one call of the
+kernel, so its sort, its sums and (group+exclusive) its root search with a
+scalar read per round run once for all those tensors.
 
 Every number is the one the public function computes for the same tensor:
 the same statistics on the same rows, the same elementwise solve (IEEE
@@ -51,8 +55,17 @@ from proxlib.backends import torch_dev
 
 from . import _bridge as B
 
+#: the row-wise kernels (each row's result depends on that row alone): their
+#: terms' rows are stacked and solved by one call of the kernel
+ROW_WISE = ("exclusive_lasso", "group_exclusive")
+
 #: the kernels whose terms are batched
-KINDS = ("group_lasso", "growl", "weighted_l1")
+KINDS = ("group_lasso", "growl", "weighted_l1") + ROW_WISE
+
+#: a stack of row-wise terms holds at most this many entries, or one term's
+#: (the kernels make several float64 copies of what they solve: a stack may
+#: not cost more memory than the largest term alone, or than this)
+STACK_MAX = 1 << 22
 
 #: ``False`` runs every term on its own (for comparisons: tests, benchmarks)
 ENABLED = True
@@ -93,8 +106,8 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     if thr is None:
         return None
     m = Member(plan, leaf, data, thr, step)
-    if plan.pen.kernel == "weighted_l1":
-        return m  # no statistics
+    if plan.pen.kernel == "weighted_l1" or plan.pen.kernel in ROW_WISE:
+        return m  # no statistics (row-wise: the rows are stacked when the batch runs)
     m.nrm, m.s = _stages.scaled_row_norms(data, torch_dev.prims)
     if not plan.inplace:
         m.data = None  # a copy (or a float32 copy of half precision): not held until the map
@@ -107,13 +120,15 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
     keeps what depends only on the thresholds between steps (the caller's,
     one per :class:`proxlib.torch.ProximalStep`)."""
     with torch.no_grad():
+        kind = members[0].plan.pen.kernel
+        if kind in ROW_WISE:  # (the kernel checks the stacked rows before any write)
+            return _row_wise(members, check_finite)
         if check_finite:  # before any write: nothing changes when it raises
             for m in members:
                 if m.plan.fused_check:  # the row kernels check the norms they compute, as here
                     check_row_norms(m.nrm, torch)
                 else:
                     V.check_all_finite(m.data, "the parameter")
-        kind = members[0].plan.pen.kernel
         if kind == "weighted_l1":
             return _soft_threshold(members)
         for device in {m.device for m in members}:
@@ -183,6 +198,54 @@ def _growl_factors(members: list) -> torch.Tensor:
         else:
             parts.append(_stages.growl_factor(m.nrm, m.thr[0], torch_dev._owl_vector, m.s if m.wide else None))
     return torch.cat(parts)
+
+
+def _row_wise(members: list, check_finite: bool) -> None:
+    """The row-wise kernel (exclusive lasso, group+exclusive) once per stack:
+    the members' rows of one device, dtype and length stacked in one matrix
+    with their per-row thresholds, solved by the public kernel, and each
+    member's rows written back as :meth:`proxlib.torch.prox._Plan.run`
+    writes them.  A row's result depends on that row alone, so it is the
+    same row solved with its tensor's other rows, whatever the stack holds:
+    on the CPU the same bits (``tests/test_torch_batched.py``); on a GPU
+    a reduction over the rows may be blocked differently for another number
+    of rows (rounding).  With ``check_finite`` the kernel checks the whole
+    stack before anything is written.  Stacks hold at most
+    ``max(STACK_MAX, the largest member)`` entries."""
+    buckets: dict = {}
+    for m in members:
+        # (a threshold that is a Python float, not a tensor, would not stack: such a member solves alone)
+        alone = not all(isinstance(t, torch.Tensor) for t in m.thr)
+        buckets.setdefault((m.device, m.dtype, m.data.shape[1], m.plan.fixed, id(m) if alone else None), []).append(m)
+    for on in buckets.values():
+        cap = max(STACK_MAX, max(m.data.numel() for m in on))
+        stack, size = [], 0
+        for m in on:
+            if stack and size + m.data.numel() > cap:
+                _solve_stack(stack, check_finite)
+                stack, size = [], 0
+            stack.append(m)
+            size += m.data.numel()
+        _solve_stack(stack, check_finite)
+
+
+def _solve_stack(members: list, check_finite: bool) -> None:
+    """One call of the row-wise kernel on the members' stacked rows (one
+    member: on its rows as they are), each member's rows written back."""
+    plan = members[0].plan
+    kw = {"check_finite": check_finite} if plan.fused_check else {}
+    if check_finite and not plan.fused_check:
+        for m in members:
+            V.check_all_finite(m.data, "the parameter")
+    if len(members) == 1:
+        m = members[0]
+        parts = [plan.kernel(m.data, *m.thr, *plan.fixed, **kw)]
+    else:
+        rows = [m.data.shape[0] for m in members]
+        thr = [torch.cat([torch.broadcast_to(m.thr[j], (m.data.shape[0],)) for m in members]) for j in range(len(plan.terms))]
+        parts = torch.split(plan.kernel(torch.cat([m.data for m in members]), *thr, *plan.fixed, **kw), rows)
+    for m, X in zip(members, parts):
+        m.leaf.copy_(m.plan.restore(X))
 
 
 def _soft_threshold(members: list) -> None:
