@@ -464,3 +464,42 @@ def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys):
                 assert reads == (0 if r[2] == "float32" else 1)
         else:
             assert triton_launches == 0
+
+
+# ------------------------------------------------ a training step's batches on the CUDA path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_step_on_the_cuda_path(monkeypatch, dtype):
+    """``ProximalStep``'s batches (``proxlib.torch._batched``) with the row
+    statistics of the CUDA path (the Triton kernel, in the interpreter): the
+    same bits as the terms one by one; float32 group lasso and weighted l1
+    read nothing on the host and make no synchronising call, with one Triton
+    launch per group-lasso tensor (float64: one read per tensor, for norms
+    beyond the largest float64)."""
+    import proxlib.torch as pt
+    from proxlib.torch import _batched
+
+    monkeypatch.setattr(torch_dev, "ROW_STATS", "triton")
+    shapes = [(6, 4, 3, 3), (5, 6, 3, 3), (7, 5)]
+
+    def run(enabled):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(s, dtype=dtype, generator=torch.Generator().manual_seed(j))) for j, s in enumerate(shapes)]
+        prox = pt.ProximalStep(None)
+        for p in params:
+            prox.add(p, proxlib.GroupLasso(0.3), grouping="channel")
+            prox.add(p, proxlib.WeightedL1(0.01), label=f"l1{tuple(p.shape)}")
+        prox.step(lr=1.0)  # (the thresholds formed: a step at a new learning rate reads them once)
+        before = tr.launches
+        with _Recorder(monkeypatch) as rec:
+            prox.step(lr=1.0)
+        return [p.detach().clone() for p in params], rec, tr.launches - before
+
+    got, rec, launches = run(True)
+    want, _, _ = run(False)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert rec.sync_ops == []
+    assert rec.reads == (0 if dtype == torch.float32 else len(shapes))
+    assert launches == len(shapes)

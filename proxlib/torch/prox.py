@@ -765,7 +765,10 @@ class ProximalStep:
         the version counters of those parameters are bumped together at the
         end: after a training step the caches are cold, and each Python call
         on the way (resolving the plan's key, the term's apply) cost several
-        microseconds, together as much as a small layer's kernel."""
+        microseconds, together as much as a small layer's kernel.  Terms on
+        the torch route whose plan is ``batched`` join the step's batches
+        (:class:`_Batches`), run when a later term needs their tensor, or at
+        the end (the metric and ``keep_zero`` steps run every term alone)."""
         written = []
         batch = _Batches(self.check_finite, self._batch_cache)
         try:
@@ -777,6 +780,7 @@ class ProximalStep:
                 plan = term._plan
                 step = float(term_lr) * term.strength
                 if step > 0 and plan is not None and plan.holds(leaf):
+                    batch.before(leaf)  # (a batched term on the same tensor comes first)
                     plan.write_on_numba(leaf, step, self.check_finite)
                     written.append(leaf)
                     continue
