@@ -202,10 +202,12 @@ def resnet18(num_classes=10, width: int = 64) -> torch.nn.Module:
 
 HOST_NOTE = (
     "On a GPU a prox step is launch-bound (`PROFILE_GPU.md`): its cost is the host's work per tensor, which this "
-    "section measures on the CPU with the arithmetic made negligible. *Batched*: the group-lasso and GrOWL terms of "
-    "a step run as one batch (`proxlib/torch/_batched.py`: statistics per tensor, one solve for all, one map per "
-    "tensor); *one by one*: `_batched.ENABLED = False`. The other penalties are not batched (both columns run the "
-    "same code). Operations: every torch operation of one step; launching: those that make new data."
+    "section measures on the CPU with the arithmetic made negligible. *Batched*: the step's terms run as batches "
+    "(`proxlib/torch/_batched.py`: group lasso and GrOWL as statistics per tensor, one solve for all, one map per "
+    "tensor; weighted l1 as three multi-tensor operations; the exclusive penalties' rows stacked by length, one "
+    "kernel call per stack); *one by one*: `_batched.ENABLED = False`. Operations: every torch operation of one "
+    "step; launching: those that make new data (a kernel launch each on a GPU; the CPU's row sort is NumPy's, "
+    "not counted)."
 )
 
 
