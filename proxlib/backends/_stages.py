@@ -94,18 +94,21 @@ GENERIC = SimpleNamespace(
 
 def norms_from_sumsq(ssq, W):
     """Row norms from row sums of squares (float64) as ``(nrm, s)``, the norm
-    of row r being ``nrm[r] * s[r]`` with ``s[r]`` a power of two.
+    of row r being ``nrm[r] * s[r]`` with ``s[r]`` a power of two, or
+    ``s = None``: every ``s[r]`` is 1.
 
-    ``s`` is 1 except on the rows of float64 ``W`` whose unscaled sum may have
-    lost terms to underflow or overflowed: those are recomputed with the scaled
-    reference norm (:func:`._xp_kernels.scaled_row_norms`), which keeps the
-    norm's scale apart, so that a norm beyond the largest float64 (a row of
-    four 1e308's) stays exact.  ``nrm`` is finite iff the row is."""
+    ``s`` is None for data other than float64 (float32 squares are exact in
+    float64 and cannot overflow it), and 1 except on the rows of float64 ``W``
+    whose unscaled sum may have lost terms to underflow or overflowed: those
+    are recomputed with the scaled reference norm
+    (:func:`._xp_kernels.scaled_row_norms`), which keeps the norm's scale
+    apart, so that a norm beyond the largest float64 (a row of four 1e308's)
+    stays exact.  ``nrm`` is finite iff the row is."""
     xp = array_namespace(ssq)
     nrm = xp.sqrt(ssq)
+    if W.dtype != xp.float64:
+        return nrm, None
     s = xp.ones_like(nrm)
-    if W.dtype != xp.float64:  # float32 squares are exact in float64 and cannot overflow it
-        return nrm, s
     unsafe = ~((ssq >= _SAFE_LO) & (ssq <= _SAFE_HI))
     if bool(xp.any(unsafe)):  # one scalar read; rows with zero, tiny or huge entries
         idx = xp.nonzero(unsafe)[0]
@@ -115,7 +118,7 @@ def norms_from_sumsq(ssq, W):
 
 def scaled_row_norms(W, prims):
     """``(nrm, s)``: the l2 norm of row r is ``nrm[r] * s[r]`` (float64, see
-    :func:`norms_from_sumsq`), overflow- and underflow-safe; the primitive
+    :func:`norms_from_sumsq`; ``s`` None: 1), overflow- and underflow-safe; the primitive
     ``prims.scaled_row_norms`` where a backend has one (a fused kernel)."""
     own = getattr(prims, "scaled_row_norms", None)
     if own is not None:
@@ -126,6 +129,8 @@ def scaled_row_norms(W, prims):
 def row_norms(W, prims):
     """l2 norm of each row (float64; inf only where it exceeds the largest float64)."""
     nrm, s = scaled_row_norms(W, prims)
+    if s is None:
+        return nrm
     with _k.errstate(nrm):
         return nrm * s
 

@@ -101,7 +101,7 @@ def _row_sumsq(W):
 
 def _scaled_row_norms(W):
     """``(nrm, s)`` as :func:`._stages.scaled_row_norms` (row r's norm is
-    ``nrm[r] * s[r]``).  Triton: its overflow- and underflow-safe norms, one
+    ``nrm[r] * s[r]``; ``s`` None for float32 data: 1).  Triton: its overflow- and underflow-safe norms, one
     read of ``W``; a float64 row whose norm exceeds the largest float64 (rows
     of entries near 1e308) is recomputed scaled, which costs one scalar read
     for float64 data (none for float32, whose norms fit float64)."""
@@ -109,12 +109,13 @@ def _scaled_row_norms(W):
     if tr is None:
         return _stages.norms_from_sumsq(_row_sumsq(W), W)
     nrm = tr.row_norms(W)
+    if W.dtype != torch.float64:
+        return nrm, None  # (s = 1)
     s = torch.ones_like(nrm)
-    if W.dtype == torch.float64:
-        beyond = torch.isinf(nrm)
-        if bool(beyond.any()):
-            idx = torch.nonzero(beyond)[:, 0]
-            nrm[idx], s[idx] = _k.scaled_row_norms(W[idx, :], array_namespace(W))
+    beyond = torch.isinf(nrm)
+    if bool(beyond.any()):
+        idx = torch.nonzero(beyond)[:, 0]
+        nrm[idx], s[idx] = _k.scaled_row_norms(W[idx, :], array_namespace(W))
     return nrm, s
 
 

@@ -149,8 +149,8 @@ def _group_lasso_factors(members: list, cache: dict) -> torch.Tensor:
         m = members[0]
         return _stages.group_lasso_factor(m.nrm, m.thr[0], m.s)
     nrm = torch.cat([m.nrm for m in members])
-    # s = 1 for float32 rows (the public function divides a by those ones: the same bits)
-    s = torch.cat([m.s for m in members]) if any(m.wide for m in members) else None
+    # s: float64 rows only (1 elsewhere: a / 1, the same bits as no division)
+    s = torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in members]) if any(m.wide for m in members) else None
     return _stages.group_lasso_factor(nrm, _thresholds(members, cache), s)
 
 
@@ -182,7 +182,7 @@ def _growl_factors(members: list) -> torch.Tensor:
         nrm = np.split(torch.cat([m.nrm for m in on_host]).cpu().numpy(), sizes)
         s = [None] * len(on_host)
         if any(m.wide for m in on_host):
-            s = np.split(torch.cat([m.s for m in on_host]).cpu().numpy(), sizes)
+            s = np.split(torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in on_host]).cpu().numpy(), sizes)
         f = np.concatenate([
             _stages.growl_factor(n, _host_weights(m), torch_dev.host_owl, si if m.wide else None)
             for m, n, si in zip(on_host, nrm, s)
