@@ -316,23 +316,6 @@ def test_weighted_l1_batch_is_three_operations_for_any_number_of_tensors(monkeyp
     assert _ops_per_step(4, proxlib.WeightedL1(0.01), None, torch.float32) == 12
 
 
-def test_check_finite_on_weighted_l1_terms(monkeypatch):
-    """Weighted-l1 terms check their tensors as the public path does (they
-    compute no norms): NaN in one tensor raises before any is written."""
-    monkeypatch.setattr(_batched, "ENABLED", True)
-    params = [torch.nn.Parameter(torch.randn(4, 3).to(_device.DEVICE)) for _ in range(3)]
-    with torch.no_grad():
-        params[1][2, 1] = float("inf")
-    prox = pt.ProximalStep(None, check_finite=True)
-    for p in params:
-        prox.add(p, proxlib.WeightedL1(0.5))
-    before = [p.detach().clone() for p in params]
-    with pytest.raises(ValueError, match="the parameter"):
-        prox.step(lr=1.0)
-    for p, W in zip(params, before):
-        assert torch.equal(p.detach(), W)
-
-
 def _close_or_equal(a, b, dtype):
     """Bit for bit on the CPU; on another device within the parity tolerance
     (a stack's row reductions may be blocked differently there)."""
@@ -399,18 +382,26 @@ def test_row_wise_terms_are_stacked_and_solved_once(dtype, stack_max, monkeypatc
         _close_or_equal(a, b, dtype)
 
 
-def test_row_wise_check_finite_raises_before_any_write(monkeypatch):
-    """``check_finite=True``: an Inf in one tensor of a stack raises before
-    any tensor of the stack is written."""
+@pytest.mark.parametrize(
+    ("pen", "grouping", "message"),
+    [
+        (proxlib.WeightedL1(0.5), None, "the parameter"),  # checked as the public path checks (no norms)
+        (proxlib.GroupExclusive(0.1, 0.4), "filter", "NaN or Inf"),  # the kernel checks the whole stack
+        (proxlib.ExclusiveLasso(0.3), "channel", "NaN or Inf"),
+    ],
+)
+def test_check_finite_raises_before_any_write_weighted_l1_and_row_wise(pen, grouping, message, monkeypatch):
+    """``check_finite=True``: an Inf in one of three tensors of a weighted-l1
+    batch or an exclusive stack raises before any of them is written."""
     monkeypatch.setattr(_batched, "ENABLED", True)
     params = [torch.nn.Parameter(torch.randn(4, 6).to(_device.DEVICE)) for _ in range(3)]
     with torch.no_grad():
-        params[2][1, 1] = float("-inf")
+        params[1][2, 1] = float("-inf")
     prox = pt.ProximalStep(None, check_finite=True)
     for p in params:
-        prox.add(p, proxlib.GroupExclusive(0.1, 0.4), grouping="filter")
+        prox.add(p, pen, grouping=grouping)
     before = [p.detach().clone() for p in params]
-    with pytest.raises(ValueError, match="NaN or Inf"):
+    with pytest.raises(ValueError, match=message):
         prox.step(lr=1.0)
     for p, W in zip(params, before):
         assert torch.equal(p.detach(), W)
