@@ -365,21 +365,24 @@ def test_row_wise_terms_are_stacked_and_solved_once(dtype, stack_max, monkeypatc
         for p, (pen, _, grouping) in zip(params, specs):
             prox.add(p, pen, grouping=grouping)
         prox.add(params[5], proxlib.ExclusiveLasso(0.2), grouping="shape", label="shape")
-        before = [p.detach().clone() for p in params]
-        calls.clear()
-        prox.step(lr=0.5)
-        results[enabled] = [p.detach().clone() for p in params]
-        if enabled:
-            assert all(t.plan().batched for t in prox.terms)
-            # one call per stack: the three group+exclusive tensors (30, 30, 24 entries; with STACK_MAX = 40
-            # each alone), the exclusive rows of length 5 (two tensors: 20 + 10 entries), of length 18
-            assert calls == {"group_exclusive": 1 if stack_max > 100 else 3, "exclusive_lasso": 2}
-            want = [_expected(W, fn, g, 0.5) for W, (_, fn, g) in zip(before, specs)]
-            want.append(_expected(before[5], lambda R, s: proxlib.prox_exclusive_lasso(R, 0.2, s), "shape", 0.5))
-            for got, w in zip(results[True], want):
-                _close_or_equal(got, w, dtype)
-    for a, b in zip(results[True], results[False]):
-        _close_or_equal(a, b, dtype)
+        results[enabled] = []
+        for lr in (0.5, 0.25):  # (the second step forms the rows that are a copy as their stack is solved)
+            before = [p.detach().clone() for p in params]
+            calls.clear()
+            prox.step(lr=lr)
+            results[enabled].append([p.detach().clone() for p in params])
+            if enabled:
+                assert all(t.plan().batched for t in prox.terms)
+                # one call per stack: the three group+exclusive tensors (30, 30, 24 entries; with STACK_MAX = 40
+                # each alone), the exclusive rows of length 5 (two tensors: 20 + 10 entries), of length 18
+                assert calls == {"group_exclusive": 1 if stack_max > 100 else 3, "exclusive_lasso": 2}
+                want = [_expected(W, fn, g, lr) for W, (_, fn, g) in zip(before, specs)]
+                want.append(_expected(before[5], lambda R, s: proxlib.prox_exclusive_lasso(R, 0.2, s), "shape", lr))
+                for got, w in zip(results[True][-1], want):
+                    _close_or_equal(got, w, dtype)
+    for step_b, step_u in zip(results[True], results[False]):
+        for a, b in zip(step_b, step_u):
+            _close_or_equal(a, b, dtype)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,8 @@ order (a term waits for the batch holding its tensor to run first).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -78,10 +80,10 @@ class Member:
 
     __slots__ = ("plan", "leaf", "data", "thr", "step", "nrm", "s", "device", "dtype", "wide")
 
-    def __init__(self, plan, leaf, data, thr, step):
+    def __init__(self, plan, leaf, data, thr, step, like):
         self.plan, self.leaf, self.data, self.thr, self.step = plan, leaf, data, thr, step
-        self.device, self.dtype = data.device, data.dtype
-        self.wide = data.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
+        self.device, self.dtype = like.device, like.dtype  # (the data's)
+        self.wide = like.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
 
 
 def batched(pen, metric: bool, x: torch.Tensor, inplace: bool) -> bool:
@@ -100,14 +102,24 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     beyond the kernels' range: the public function's exact
     transformations).  Rows that are a copy of the parameter (a
     convolution's ``"channel"`` rows) are let go once reduced: a step holds
-    one such copy at a time, as the terms one by one do."""
+    one such copy at a time, as the terms one by one do; the row-wise
+    kernels' rows that are a copy are formed when their stack is solved."""
+    kind = plan.pen.kernel
+    if kind in ROW_WISE and plan.batch_memo.get("rows_are_a_copy"):
+        like = torch.empty(0, dtype=B.working_dtype(leaf.dtype), device=leaf.device)  # (the thresholds' dtype and device)
+        thr = plan.thresholds(step, like)
+        return None if thr is None else Member(plan, leaf, None, thr, step, like)
     data = plan.data(leaf.detach() if plan.inplace else B.working_tensor(leaf))
     thr = plan.thresholds(step, data)
     if thr is None:
         return None
-    m = Member(plan, leaf, data, thr, step)
-    if plan.pen.kernel == "weighted_l1" or plan.pen.kernel in ROW_WISE:
-        return m  # no statistics (row-wise: the rows are stacked when the batch runs)
+    m = Member(plan, leaf, data, thr, step, data)
+    if kind in ROW_WISE:
+        if not B.shares_memory(data, leaf):
+            plan.batch_memo["rows_are_a_copy"] = True  # (from the next step on: formed when solved)
+        return m
+    if kind == "weighted_l1":
+        return m  # no statistics
     m.nrm, m.s = _stages.scaled_row_norms(data, torch_dev.prims)
     if not plan.inplace:
         m.data = None  # a copy (or a float32 copy of half precision): not held until the map
@@ -216,16 +228,18 @@ def _row_wise(members: list, check_finite: bool) -> None:
     for m in members:
         # (a threshold that is a Python float, not a tensor, would not stack: such a member solves alone)
         alone = not all(isinstance(t, torch.Tensor) for t in m.thr)
-        buckets.setdefault((m.device, m.dtype, m.data.shape[1], m.plan.fixed, id(m) if alone else None), []).append(m)
+        rows, length = m.plan.rows_shape
+        buckets.setdefault((m.device, m.dtype, length, m.plan.fixed, id(m) if alone else None), []).append(m)
     for on in buckets.values():
-        cap = max(STACK_MAX, max(m.data.numel() for m in on))
+        cap = max(STACK_MAX, max(math.prod(m.plan.rows_shape) for m in on))
         stack, size = [], 0
         for m in on:
-            if stack and size + m.data.numel() > cap:
+            n = math.prod(m.plan.rows_shape)
+            if stack and size + n > cap:
                 _solve_stack(stack, check_finite)
                 stack, size = [], 0
             stack.append(m)
-            size += m.data.numel()
+            size += n
         _solve_stack(stack, check_finite)
 
 
@@ -234,16 +248,17 @@ def _solve_stack(members: list, check_finite: bool) -> None:
     member: on its rows as they are), each member's rows written back."""
     plan = members[0].plan
     kw = {"check_finite": check_finite} if plan.fused_check else {}
+    data = [m.data if m.data is not None else m.plan.data(B.working_tensor(m.leaf)) for m in members]
     if check_finite and not plan.fused_check:
-        for m in members:
-            V.check_all_finite(m.data, "the parameter")
+        for d in data:
+            V.check_all_finite(d, "the parameter")
     if len(members) == 1:
         m = members[0]
-        parts = [plan.kernel(m.data, *m.thr, *plan.fixed, **kw)]
+        parts = [plan.kernel(data[0], *m.thr, *plan.fixed, **kw)]
     else:
-        rows = [m.data.shape[0] for m in members]
-        thr = [torch.cat([torch.broadcast_to(m.thr[j], (m.data.shape[0],)) for m in members]) for j in range(len(plan.terms))]
-        parts = torch.split(plan.kernel(torch.cat([m.data for m in members]), *thr, *plan.fixed, **kw), rows)
+        rows = [d.shape[0] for d in data]
+        thr = [torch.cat([torch.broadcast_to(m.thr[j], (G,)) for m, G in zip(members, rows)]) for j in range(len(plan.terms))]
+        parts = torch.split(plan.kernel(torch.cat(data), *thr, *plan.fixed, **kw), rows)
     for m, X in zip(members, parts):
         m.leaf.copy_(m.plan.restore(X))
 

@@ -211,6 +211,7 @@ class _Plan:
     held: tuple | None = None  # (on_numba plans) the leaf, its data_ptr, shape, strides, dtype; the CPU route
     batched: bool = False  # runs in a step's batch of row terms (proxlib.torch._batched)
     batch_memo: dict = field(default_factory=dict, repr=False)  # (batched plans) _batched's per-plan constants
+    rows_shape: tuple | None = None  # (row penalties) the shape of the rows data() gives
 
     def __post_init__(self):
         self.thresholds = _range.AtStep(self.terms)  # the public function's, kept while the step is the same
@@ -279,10 +280,6 @@ class _Plan:
         return float(self.pen.value(x if self.grouping is None else B.rows(x, self.grouping)))
 
 
-def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
-
 def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     key = _plan_key(leaf)
     x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
@@ -319,7 +316,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         probe = data(leaf.detach())
     if term.metric:
         return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True)
-    shares = native and _shares_memory(probe, leaf)
+    shares = native and B.shares_memory(probe, leaf)
     inplace = shares and pen.kernel in _IN_PLACE
     on_numba = torch_dev.numba_in_place(pen, probe, terms) if shares else None
     if on_numba is None and native and grouping == "channel" and leaf.ndim >= 3:
@@ -327,7 +324,8 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         on_numba = torch_dev.numba_in_place_channels(pen, leaf.detach(), terms)
     held = None if on_numba is None else (leaf, leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, torch_dev.CPU_KERNELS)
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), terms, pen.fixed(), data, restore, inplace, pen.fused_finite_check,
-                 grouping, False, on_numba, held=held, batched=on_numba is None and _batched.batched(pen, False, x, inplace))
+                 grouping, False, on_numba, held=held, batched=on_numba is None and _batched.batched(pen, False, x, inplace),
+                 rows_shape=tuple(probe.shape) if pen.layout != "flat" else None)
 
 
 def _zero_groups(plan: _Plan, leaf: torch.Tensor) -> torch.Tensor:
