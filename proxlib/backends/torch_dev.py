@@ -101,10 +101,11 @@ def _row_sumsq(W):
 
 def _scaled_row_norms(W):
     """``(nrm, s)`` as :func:`._stages.scaled_row_norms` (row r's norm is
-    ``nrm[r] * s[r]``; ``s`` None for float32 data: 1).  Triton: its overflow- and underflow-safe norms, one
-    read of ``W``; a float64 row whose norm exceeds the largest float64 (rows
-    of entries near 1e308) is recomputed scaled, which costs one scalar read
-    for float64 data (none for float32, whose norms fit float64)."""
+    ``nrm[r] * s[r]``; ``s`` None for float32 data: 1).  Triton: its
+    overflow- and underflow-safe norms, one read of ``W``; a float64 row
+    whose norm exceeds the largest float64 (rows of entries near 1e308) is
+    recomputed scaled, which costs one scalar read for float64 data (none
+    for float32, whose norms fit float64)."""
     tr = _triton_rows(W)
     if tr is None:
         return _stages.norms_from_sumsq(_row_sumsq(W), W)

@@ -53,7 +53,7 @@ for all the tensors' rows, GrOWL's OWL on the host after one copy of all
 the norms, weighted l1 as multi-tensor operations, the exclusive
 penalties' rows stacked by length and solved by one kernel call): on the
 CPU the same bits as term by term, with a few operations per tensor
-instead of 15-350 (on a GPU, each one a launch).  See
+instead of 15-380 (on a GPU, each one a launch).  See
 :mod:`proxlib.backends.torch_dev` for what runs where.
 The hook is excluded from ``torch.compile`` tracing
 (``torch.compiler.disable``): a compiled ``optimizer.step`` runs it eagerly
