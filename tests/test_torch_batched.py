@@ -14,6 +14,8 @@ import collections
 import _device
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -419,3 +421,85 @@ def test_row_wise_stacks_cost_two_operations_per_tensor(monkeypatch):
     assert eight - four == 4 * 1  # the copy back; the stack is one cat whatever n
     monkeypatch.setattr(_batched, "ENABLED", False)
     assert _ops_per_step(4, proxlib.ExclusiveLasso(0.1), "filter", torch.float32) > 4 * 40
+
+
+# ---------------------------------------------------------------- property: any mix of terms
+
+_SHAPES = [(3, 4), (4, 3), (5, 4), (2, 3, 2, 2), (3, 2, 3, 3), (4, 3, 1, 1), (6,)]
+_GROUPINGS = [None, "filter", "channel", "shape", "layer"]
+
+
+@st.composite
+def _steps(draw):
+    """Tensors (shapes, scales, zero rows) and terms of every batched kind on
+    them in any order and grouping, steps, a dtype."""
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    n = draw(st.integers(1, 4))
+    shapes = [draw(st.sampled_from(_SHAPES)) for _ in range(n)]
+    scales = [10.0 ** draw(st.integers(-20, 20)) for _ in range(n)]
+    zero_rows = [draw(st.booleans()) for _ in range(n)]
+    terms = []
+    for _ in range(draw(st.integers(1, 6))):
+        i = draw(st.integers(0, n - 1))
+        kind = draw(st.sampled_from(["group_lasso", "growl", "weighted_l1", "weighted_l1_entries", "exclusive", "group_exclusive"]))
+        grouping = None if len(shapes[i]) < 2 or kind.startswith("weighted") else draw(st.sampled_from(_GROUPINGS))
+        lam = 10.0 ** draw(st.integers(-3, 1))
+        terms.append((i, kind, grouping, lam))
+    lrs = draw(st.lists(st.sampled_from([1.0, 0.5, 0.3, 1e-3]), min_size=1, max_size=3))
+    return dtype, shapes, scales, zero_rows, terms, lrs, draw(st.integers(0, 2**16))
+
+
+def _penalty(kind, lam, shape):
+    if kind == "group_lasso":
+        return proxlib.GroupLasso(lam)
+    if kind == "growl":
+        return pt.growl(lambda G, lam=lam: proxlib.owl_weights_oscar(G, lam, lam / 4))
+    if kind == "weighted_l1":
+        return proxlib.WeightedL1(lam)
+    if kind == "weighted_l1_entries":
+        return proxlib.WeightedL1(np.random.default_rng(1).uniform(0, lam, size=shape))
+    if kind == "exclusive":
+        return proxlib.ExclusiveLasso(lam)
+    return proxlib.GroupExclusive(lam, 0.5)
+
+
+@given(problem=_steps())
+@example(problem=(  # a convolution's "channel" rows (a copy: the broadcast map, rows formed at the stack's solve)
+    torch.float32, [(3, 2, 3, 3), (2, 3, 2, 2)], [1.0, 1e-3], [False, True],
+    [(0, "group_lasso", "channel", 0.1), (1, "growl", "channel", 0.1), (0, "group_exclusive", "channel", 0.1),
+     (1, "exclusive", "channel", 0.1), (0, "weighted_l1", None, 0.01), (1, "group_lasso", "channel", 1e-3)],
+    [1.0, 0.5], 3))
+def test_any_mix_of_terms_batched_equals_one_by_one(problem):
+    """Hypothesis: tensors of several shapes and scales (zero rows included),
+    terms of every batched kind on them in any order and grouping (several on
+    one tensor), one to three steps: the batched steps equal the terms one by
+    one, bit for bit (on another device, the row-wise stacks to the parity
+    tolerance)."""
+    dtype, shapes, scales, zero_rows, terms, lrs, seed = problem
+    results = {}
+    for enabled in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_batched, "ENABLED", enabled)
+            results[enabled] = _run_steps(dtype, shapes, scales, zero_rows, terms, lrs, seed)
+    for step_b, step_u in zip(results[True], results[False]):
+        for a, b in zip(step_b, step_u):
+            _close_or_equal(a, b, dtype)
+
+
+def _run_steps(dtype, shapes, scales, zero_rows, terms, lrs, seed):
+    """The parameters after each step (a fresh ProximalStep on fresh tensors)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for shape, scale, zero in zip(shapes, scales, zero_rows):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+        if zero and len(shape) > 1:
+            x[0] = 0.0
+        params.append(torch.nn.Parameter(x.to(device=_device.DEVICE, dtype=dtype)))
+    prox = pt.ProximalStep(None)
+    for k, (i, kind, grouping, lam) in enumerate(terms):
+        prox.add(params[i], _penalty(kind, lam, shapes[i]), grouping=grouping, label=str(k))
+    out = []
+    for lr in lrs:
+        prox.step(lr=lr)
+        out.append([p.detach().clone() for p in params])
+    return out
