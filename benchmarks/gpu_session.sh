@@ -58,8 +58,8 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, keep the 
 if [ "$DRY" = 1 ]; then
     LIMIT_SCALE=5  # the limits are the GPU run's; a loaded 2-core CPU (CI) takes longer
     DEVICE=cpu  # (CI runs these tests on the CPU in full: a sample shows the stage works)
-    TESTS=(tests/test_backends.py tests/test_device_owl.py -k
-           "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties)")
+    TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_torch_batched.py -k
+           "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties) or any_mix")
     WORKERS=0
     BENCH=(--dry-run)
     OVERHEAD=(--resnet-device cpu --resnet-batch 4 --repeats 1)
@@ -72,7 +72,8 @@ else
     # image's Triton 3.6 interpreter cannot (loop bounds that are tensors);
     # on the GPU the parity tests run the compiled row kernels)
     TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_cupy_backend.py tests/test_nvrtc.py
-           -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc")
+           tests/test_torch_batched.py
+           -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched")
     WORKERS=8
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
