@@ -804,3 +804,37 @@ def test_importing_proxlib_does_not_import_torch_or_triton():
     code = "import sys, proxlib.backends._gpu_owl; print('torch' in sys.modules, 'triton' in sys.modules)"
     out = _procs.python(code, timeout=300, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# ------------------------------------- the exclusive kernels' host synchronisations
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_search(monkeypatch, dtype):
+    """The torch exclusive-lasso kernel, with the device's sort (``torch.sort``,
+    as on CUDA; the CPU's is NumPy's), reads nothing on the host and makes no
+    synchronising call (no boolean-mask assignment, no Python number copied
+    to the device: ``_xp_kernels.signed_like`` and ``clip``); group+exclusive
+    only in its root search (one read and one ``nonzero`` for the rows that
+    need it, one read per four Newton steps).  Both agree with the NumPy
+    reference."""
+    from proxlib.backends import torch_dev
+
+    monkeypatch.setattr(torch_dev, "_sort_desc", lambda A, xp: torch.sort(A, dim=1, descending=True).values)
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((7, 9)).astype(dtype)
+    W[2] = 0.0
+    W[4, :3] = -0.0
+    b = rng.uniform(0.1, 2.0, 7).astype(dtype)
+    a = rng.uniform(0.0, 1.0, 7).astype(dtype)
+    Wt, bt, at = (_device.tensor(x) for x in (W, b, a))
+    with _Recorder(monkeypatch) as rec:
+        X = torch_dev.exclusive_lasso(Wt, bt)
+    assert rec.reads == 0 and rec.sync_ops == [], (rec.reads, rec.sync_ops)
+    tol = 4 * np.finfo(dtype).eps * np.abs(W).max()
+    np.testing.assert_allclose(_device.to_numpy(X), numpy_ref.exclusive_lasso(W, b), rtol=0, atol=tol)
+    with _Recorder(monkeypatch) as rec:
+        X = torch_dev.group_exclusive(Wt, at, bt)
+    assert rec.reads >= 1 and all("nonzero" in op for op in rec.sync_ops), rec.sync_ops
+    np.testing.assert_allclose(_device.to_numpy(X), numpy_ref.group_exclusive(W, a, b), rtol=0, atol=tol)

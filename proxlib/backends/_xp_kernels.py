@@ -75,6 +75,16 @@ def row_norms(W, xp):
         return nrm * s
 
 
+def signed_like(W, V, xp):
+    """``sign(W) * V`` for ``V >= 0`` (or NaN), the same bits, with no host
+    synchronisation on any device: NaN where ``W`` is NaN, +V where ``W`` is
+    +-0 or positive, -V where it is negative.  (``xp.sign`` of array-api-compat's
+    torch mends torch.sign's NaN with a boolean-mask assignment, which waits
+    for a GPU; ``maximum`` and ``minimum`` with a Python number copy it to the
+    device first: the exclusive kernels use ``clip`` instead.)"""
+    return xp.where(W < 0, -V, xp.where(W >= 0, V, W))
+
+
 def sort_desc(A, xp):
     """Each row of ``A`` sorted in decreasing order (the default sort primitive)."""
     return xp.sort(A, axis=1, descending=True)
@@ -94,7 +104,7 @@ def exclusive_support(Y, beta, F, xp):
     cond = Y > beta[:, None] * F
     cond[:, 0] = Y[:, 0] > 0  # F_1 = 0 (and no inf * 0)
     k = xp.sum(cond, axis=1)
-    kk = xp.maximum(k, 1) - 1
+    kk = xp.clip(k, min=1) - 1  # (not maximum(k, 1): array-api-compat copies the 1 to the device)
     rows = xp.arange(Y.shape[0], device=device(Y))
     return k, Y[rows, kk], F[rows, kk]
 
@@ -176,7 +186,7 @@ def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
         U = exclusive_magnitudes(As, Y, F, xp.where(finite, b, 0.0), xp)
     U = xp.where(finite[:, None], U, 0.0)
     # b = 0: the row itself (its scaled copy may have lost entries below 2^-1074 s)
-    X = xp.where((b == 0)[:, None], W64, xp.sign(W64) * U * s[:, None])
+    X = xp.where((b == 0)[:, None], W64, signed_like(W64, U * s[:, None], xp))
     return xp.astype(X, W.dtype, copy=False)
 
 
@@ -209,7 +219,7 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     dev = device(Y)
     rows = xp.arange(G, device=dev)
     j = xp.arange(m, device=dev)
-    cb = xp.minimum(Y / (b[:, None] * F), 1.0)  # c_j clipped to 1 (F_1 = 0 -> 1)
+    cb = xp.clip(Y / (b[:, None] * F), max=1.0)  # c_j clipped to 1 (F_1 = 0 -> 1)
     cb = xp.where(F > 0, cb, 1.0)
     d = Y[:, :-1] - Y[:, 1:]
     D2j = xp.cumulative_sum(d * (2.0 * F[:, :-1] + xp.astype(j[1:], Y.dtype) * d), axis=1, include_initial=True)
@@ -261,7 +271,7 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     # c >= 2^-1022: the root is at least about 1 / (2 m b), far above that for
     # the b <= 2^900 that proxlib passes (larger b are solved by saturation,
     # see proxlib._range)
-    left = xp.maximum(left, 2.0**-1022)
+    left = xp.clip(left, min=2.0**-1022)
     c = middle(left, right)
     for it in range(_MAX_ROOT_ITER):
         g, slope = g_and_slope(c)
@@ -319,7 +329,7 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False):
         U = exclusive_magnitudes(As, Y, F, bf * c, xp)
     # rows without the exclusive part are the group lasso's c w, formed from w
     # itself (its scaled copy may have lost entries below 2^-1074 s)
-    X = xp.where((bf == 0)[:, None], W64 * c[:, None], xp.sign(W64) * U * (c * s)[:, None])
+    X = xp.where((bf == 0)[:, None], W64 * c[:, None], signed_like(W64, U * (c * s)[:, None], xp))
     return xp.astype(X, W.dtype, copy=False)
 
 
