@@ -88,10 +88,10 @@ class Member:
 
 def batched(pen, metric: bool, x: torch.Tensor, inplace: bool) -> bool:
     """Whether a plan of the registry penalty ``pen`` on data like ``x`` (the
-    working tensor: its dtype and device) joins a step's batch: the group
-    lasso, GrOWL or weighted l1 (this one written in place: ``inplace``),
-    without a metric, computed by torch operations (not Numba's kernels on
-    a CPU tensor: ``torch_dev.CPU_KERNELS``)."""
+    working tensor: its dtype and device) joins a step's batch: one of
+    :data:`KINDS` (weighted l1 only written in place: ``inplace``), without
+    a metric, computed by torch operations (not Numba's kernels on a CPU
+    tensor: ``torch_dev.CPU_KERNELS``)."""
     return (pen.kernel in KINDS and not metric and torch_dev.runs_torch_ops(pen.kernel, x)
             and (inplace or pen.kernel != "weighted_l1"))
 
@@ -105,8 +105,8 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     one such copy at a time, as the terms one by one do; the row-wise
     kernels' rows that are a copy are formed when their stack is solved."""
     kind = plan.pen.kernel
-    if kind in ROW_WISE and plan.batch_memo.get("rows_are_a_copy"):
-        like = torch.empty(0, dtype=B.working_dtype(leaf.dtype), device=leaf.device)  # (the thresholds' dtype and device)
+    like = plan.batch_memo.get("copied_rows_like")  # (row-wise plans whose rows are a copy)
+    if like is not None:
         thr = plan.thresholds(step, like)
         return None if thr is None else Member(plan, leaf, None, thr, step, like)
     data = plan.data(leaf.detach() if plan.inplace else B.working_tensor(leaf))
@@ -115,8 +115,9 @@ def prepare(plan, leaf: torch.Tensor, step: float):
         return None
     m = Member(plan, leaf, data, thr, step, data)
     if kind in ROW_WISE:
-        if not B.shares_memory(data, leaf):
-            plan.batch_memo["rows_are_a_copy"] = True  # (from the next step on: formed when solved)
+        if not B.shares_memory(data, leaf):  # from the next step on, formed when solved; this empty
+            # tensor stands for them where only their dtype and device count (the thresholds)
+            plan.batch_memo["copied_rows_like"] = data.new_empty(0)
         return m
     if kind == "weighted_l1":
         return m  # no statistics

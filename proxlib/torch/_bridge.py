@@ -88,11 +88,6 @@ def broadcast_shape(grouping: str | None, shape) -> tuple[int, ...]:
     return tuple(n if d in rdims else 1 for d, n in enumerate(shape))
 
 
-def working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype :func:`working_tensor` gives a tensor of ``dtype``."""
-    return dtype if dtype in _NATIVE else torch.float32
-
-
 def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a`` and ``b`` are views of one storage."""
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
