@@ -6,8 +6,9 @@ Triton kernels run in Triton's interpreter).  On a GPU machine,
 ``PROXLIB_TEST_DEVICE=cuda`` runs the same test bodies on CUDA tensors: the
 Triton kernels compiled for the device, the device's own rounding of the
 torch operations.  ``benchmarks/gpu_session.sh`` does so.  Used by the
-backend parity tests (``test_backends.py``, backend ``torch``) and the OWL
-device paths (``test_device_owl.py``, paths ``torch-*``).
+backend parity tests (``test_backends.py``, backend ``torch``), the device
+paths of OWL and the exclusive kernels (``test_device_owl.py``) and the
+batched training step (``test_torch_batched.py``).
 """
 
 from __future__ import annotations

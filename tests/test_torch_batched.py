@@ -24,6 +24,7 @@ import proxlib.torch as pt  # noqa: E402
 from proxlib.backends import torch_dev  # noqa: E402
 from proxlib.torch import _batched  # noqa: E402
 from proxlib.torch._opcount import OperationCount  # noqa: E402
+from test_torch_prox import _expected  # noqa: E402  (the public function on a grouping's rows)
 
 
 def _oscar(G):
@@ -67,12 +68,6 @@ def _terms():
 def _like(a, x):
     """The NumPy array ``a`` as ``x`` holds data (a tensor on x's device, or NumPy)."""
     return torch.as_tensor(a).to(x.device) if isinstance(x, torch.Tensor) else a
-
-
-def _expected(W, fn, grouping, step):
-    if grouping is None:
-        return fn(W, step) if W.ndim == 1 or fn is None else fn(W.reshape(W.shape[0], -1), step).reshape(W.shape)
-    return proxlib.from_rows(fn(proxlib.to_rows(W, grouping), step), W.shape, grouping)
 
 
 def _train(dtype, batched: bool, lrs, monkeypatch, terms=None):

@@ -162,9 +162,16 @@ def _group_lasso_factors(members: list, cache: dict) -> torch.Tensor:
         m = members[0]
         return _stages.group_lasso_factor(m.nrm, m.thr[0], m.s)
     nrm = torch.cat([m.nrm for m in members])
-    # s: float64 rows only (1 elsewhere: a / 1, the same bits as no division)
-    s = torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in members]) if any(m.wide for m in members) else None
-    return _stages.group_lasso_factor(nrm, _thresholds(members, cache), s)
+    return _stages.group_lasso_factor(nrm, _thresholds(members, cache), _scales(members))
+
+
+def _scales(members: list):
+    """The members' norm scales s (:func:`._stages.scaled_row_norms`),
+    concatenated, or None where no member has float64 rows (s is 1 for the
+    others: a / 1, the same bits as no division)."""
+    if not any(m.wide for m in members):
+        return None
+    return torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in members])
 
 
 def _thresholds(members: list, cache: dict) -> torch.Tensor:
@@ -193,9 +200,8 @@ def _growl_factors(members: list) -> torch.Tensor:
     if on_host:
         sizes = np.cumsum([m.nrm.shape[0] for m in on_host])[:-1]
         nrm = np.split(torch.cat([m.nrm for m in on_host]).cpu().numpy(), sizes)
-        s = [None] * len(on_host)
-        if any(m.wide for m in on_host):
-            s = np.split(torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in on_host]).cpu().numpy(), sizes)
+        s = _scales(on_host)
+        s = [None] * len(on_host) if s is None else np.split(s.cpu().numpy(), sizes)
         f = np.concatenate([
             _stages.growl_factor(n, _host_weights(m), torch_dev.host_owl, si if m.wide else None)
             for m, n, si in zip(on_host, nrm, s)
