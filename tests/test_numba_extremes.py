@@ -702,6 +702,53 @@ def test_exclusive_support_sums_from_the_first_pass_are_the_second_pass_bit_for_
             assert F1[g] == math.fsum(np.maximum(mags[:, g] - max(Y[g], 0.0), 0.0))
 
 
+@given(A=_float32_columns(), data=st.data())
+def test_exclusive_row_search_pass_gives_the_support_and_its_exact_sums(A, data):
+    """The exclusive row kernel's search pass at a point t (_ex_sums) gives
+    k = #{y > t} and Y = min{y > t} exactly, which is what lets the search
+    stop without a pass at its last step; on float32 rows, where
+    _float32_sums_exact accepts the pass's sum S of those y, S is exact and
+    S - k Y equals the support sums' own pass (_gx_sums at Y, which the row
+    kernel then skips) bit for bit.  Rows whose magnitudes span up to 60
+    binades anywhere in the float32 range."""
+    for x in A.T.copy():
+        mags = np.abs(x.astype(np.float64))
+        t = data.draw(st.sampled_from([0.0, *sorted(set(mags.tolist()))]))
+        F, k, Y, S = NB._ex_sums(x, x.size, 1.0, 1.0, t)
+        above = mags[mags > t]
+        assert k == above.size
+        assert Y == (above.min() if above.size else np.inf)
+        exact_F = math.fsum(above - t)
+        assert abs(F - exact_F) <= x.size * 2.0**-52 * exact_F
+        if not above.size:
+            assert not NB._float32_sums_exact(x, S, Y)
+            continue
+        F2, _, k2 = NB._gx_sums(x, x.size, 1.0, 1.0, Y, False)
+        assert k2 == k
+        if NB._float32_sums_exact(x, S, Y):
+            assert Fraction(S) == sum(map(Fraction, above.tolist()))
+            assert S - k * Y == F2 == math.fsum(above - Y)
+            assert Fraction(F2) == sum(Fraction(y) - Fraction(Y) for y in above.tolist())
+        else:
+            assert math.fsum(above) >= 2.0**29 * Y * (1 - 2.0**-40)
+    assert not NB._float32_sums_exact(mags, 1.0, 1.0)  # never for float64 rows
+
+
+@pytest.mark.parametrize("e, exact", [(28, True), (30, False)])
+def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
+    """1 + 2^-23 and 2^e (1 + 2^-23): their sum needs e + 24 bits, so float64
+    holds it for e = 28 (accepted, and S - k Y is the pass's sum) and not
+    for e = 30 (declined: S is rounded)."""
+    small, large = 1.0 + 2.0**-23, 2.0**e * (1.0 + 2.0**-23)
+    x = np.array([-large, 0.0, small], dtype=np.float32)
+    F, k, Y, S = NB._ex_sums(x, 3, 1.0, 1.0, 0.0)
+    assert (k, Y) == (2, small)
+    assert (Fraction(S) == Fraction(small) + Fraction(large)) == exact
+    assert NB._float32_sums_exact(x, S, Y) == exact
+    if exact:
+        assert S - k * Y == NB._gx_sums(x, 3, 1.0, 1.0, Y, False)[0] == large - small
+
+
 def test_exclusive_float32_columns_take_the_one_pass_sums_on_a_layer():
     """The 300 x 784 layer of the overhead benchmark, 'shape' rows: the
     exponent span of every column allows the shortcut, and the prox equals

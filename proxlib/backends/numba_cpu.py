@@ -1046,56 +1046,82 @@ def _scaled_min(ymin, f1, f2):
 
 @_rjit
 def _ex_sums(src, n, f1, f2, t):
-    """F(t) = sum (y - t)_+ and k(t) = #{y > t} over y = (|src_j| f1) f2,
-    j < n; sums of non-negative terms (vectorised)."""
+    """F(t) = sum (y - t)_+, k(t) = #{y > t}, min{y > t} (inf if none) and,
+    for float32 src, S(t) = sum of the y > t (else 0), over
+    y = (|src_j| f1) f2, j < n, in one vectorised pass: sums of
+    non-negative terms, and the minimum through the values' bits (an integer
+    reduction, as in _min_above)."""
     F = 0.0
+    S = 0.0
     k = 0
+    mb = np.int64(_INF_BITS)
+    f32 = _is_float32(src[0])
     for j in range(n):
-        d = (abs(np.float64(src[j])) * f1) * f2 - t
+        y = (abs(np.float64(src[j])) * f1) * f2
+        d = y - t
         F += d if d > 0.0 else 0.0
         k += 1 if d > 0.0 else 0
-    return F, k
+        mb = min(mb, _bits(y) if d > 0.0 else np.int64(_INF_BITS))
+        if f32:
+            S += y if d > 0.0 else 0.0
+    return F, k, _from_bits(mb), S
+
+
+@_jit
+def _float32_sums_exact(x, S, Y):
+    """Whether S, a float64 sum (in any order) of float32 magnitudes >= Y of
+    row x, is exact, and with it S - k Y = sum (y - Y) over its k terms,
+    bit for bit what a pass summing the differences (_gx_sums) gives.
+    Every term, and k Y, is a multiple of u = ulp_32(Y) >= Y 2^-24, so every
+    partial sum (and S - k Y >= 0) is exact while below 2^53 u; S < 2^29 Y
+    bounds them (a computed sum of non-negative terms reaches 2^53 u, a
+    float, if the exact one does).  Always False for float64 rows."""
+    return _is_float32(x[0]) and Y > 0.0 and Y < np.inf and S < 2.0**29 * Y
 
 
 @_jit
 def _ex_newton(x, f1, f2, b, total, buf):
-    """The exclusive-lasso threshold: Newton's method from the left on the
+    """The exclusive-lasso support: Newton's method from the left on the
     increasing, concave, piecewise-linear phi(t) = t - b F(t), F(t) =
-    sum (y - t)_+.  Each step t + (b F - t)/(1 + b k) is the formula
+    sum (y - t)_+.  Each step t' = t + (b F - t)/(1 + b k) is the formula
     tau = b S/(1 + b k) on the current candidates {y > t} (Michelot's
-    algorithm); it never passes the root.  A step after which the number of
-    candidates is unchanged stayed on one linear piece, so it landed on the
-    root: stop there (iterating further only creeps by ulps).  About 5 passes
-    on Gaussian rows with b = 1/m, 10 for one-entry supports; the first step
-    uses the row sum.  Passes are vectorised over the row while many
-    candidates remain; once fewer than a quarter do, they are compacted into
-    buf (float64, scaled; _compact_above) and the passes run over them.
-    Returns (t, n, in_buf): the candidates y > t are among the row's (n = m)
-    or among buf[:n] (compacted at an earlier, lower point: a superset, which
-    is all that _support_stats needs)."""
+    algorithm); it never passes the root.  The pass at t also gives
+    mu = min{y > t}: if mu > t', no entry lies in (t, t'], so the step
+    stayed on t's linear piece and landed on the root, and the support is
+    {y > t} = {y >= mu}.  The search stops there, without the pass at t'
+    (which would only find k unchanged: the same stop, one pass later).
+    The first point is b total/(1 + b m) (slope 1 + b m >= phi'(0): left
+    of the root).  About 2-3 passes on Gaussian rows with b = 1/m (4 with
+    b = 10/m), more for one-entry supports.  Passes are vectorised over the
+    row while many candidates remain; once fewer than a quarter do, they
+    are compacted into buf (float64, scaled; _compact_above) and the passes
+    run over them.
+
+    Returns (Y_k, k, S, n, in_buf): Y_k = mu at the last point, the
+    support's least entry (inf if none), k its size and S its sum (float32
+    x read in place, else 0: _ex_sums); the support is among the row's
+    entries (n = m) or among buf[:n] (compacted at an earlier, lower point:
+    a superset)."""
     m = x.shape[0]
-    t = (b * total) / (1.0 + b * m)  # slope 1 + b m >= phi'(0): a step that stays left of the root
-    F, k = _ex_sums(x, m, f1, f2, t)
+    t = (b * total) / (1.0 + b * m)
+    F, k, mu, S = _ex_sums(x, m, f1, f2, t)
     n = m
     in_buf = False
     for _ in range(m + 4):
         tn = t + (b * F - t) / (1.0 + b * k)
-        if not tn > t:
+        if not (tn > t and tn >= mu):
             break
-        kprev = k
         t = tn
         if in_buf:
-            F, k = _ex_sums(buf, n, 1.0, 1.0, t)
+            F, k, mu, S = _ex_sums(buf, n, 1.0, 1.0, t)
         else:
-            F, k = _ex_sums(x, m, f1, f2, t)
-        if k == kprev:
-            break
+            F, k, mu, S = _ex_sums(x, m, f1, f2, t)
         if not in_buf and 4 * k < m:
             n = _compact_above(x, m, f1, f2, t, buf)
             in_buf = True
         elif in_buf and 2 * k < n:
             n = _compact_above(buf, n, 1.0, 1.0, t, buf)
-    return t, n, in_buf
+    return mu, k, S, n, in_buf
 
 
 @intrinsic
@@ -1218,35 +1244,45 @@ def _scaled_abs_copy(x, f1, f2):
 
 
 @_jit
-def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, o, buf, ymin):
+def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
     """_exclusive_row once scaled: the passes read y = (|src| g1) g2, the
-    output is formed from y = (|x| f1) f2 (the same values).
+    output is formed from y = (|x| f1) f2 (the same values); total and nnz
+    the sum and count of the y > 0.
 
     First, when ymin = min{y > 0} is known (> 0): if phi(ymin) = ymin - b F(ymin)
     > 0, the threshold lies below every nonzero entry, so the support is all
-    of them and its statistics at Y_k = ymin are those of this one pass: the
-    output follows with no search (the common case of a training step, whose
-    thresholds are small against the weights).  Otherwise the search."""
+    of them, with the statistics at Y_k = ymin that decided it: the output
+    follows with no search (the common case of a training step, whose
+    thresholds are small against the weights).  Otherwise the search
+    (_ex_newton), then the support's statistics F_k = sum (y - Y_k)_+ and
+    k = #{y >= Y_k}.  Each of the two costs a pass, except on float32 rows
+    whose sums are exact (_float32_sums_exact): then F_k = S - k Y_k from
+    the first pass (S = total) or the search's last (the same bits)."""
     m = x.shape[0]
     if ymin > 0.0:
-        Fk, _, k = _gx_sums(src, m, g1, g2, ymin, False)
+        if _float32_sums_exact(src, total, ymin):
+            Fk, k = total - nnz * ymin, nnz
+        else:
+            Fk, _, k = _gx_sums(src, m, g1, g2, ymin, False)
         if ymin - br * Fk > 0.0:
             _support_out(x, f1, f2, ymin, (ymin - br * Fk) / (1.0 + br * k), s, o)
             return
-    t, n, in_buf = _ex_newton(src, g1, g2, br, total, buf)
-    if in_buf:
-        Yk, Fk, _, k = _support_stats(buf, n, 1.0, 1.0, t)
+    Yk, k, S, n, in_buf = _ex_newton(src, g1, g2, br, total, buf)
+    if not in_buf and _float32_sums_exact(src, S, Yk):
+        Fk = S - k * Yk
+    elif in_buf:
+        Fk, _, k = _gx_sums(buf, n, 1.0, 1.0, Yk, False)
     else:
-        Yk, Fk, _, k = _support_stats(src, n, g1, g2, t)
+        Fk, _, k = _gx_sums(src, n, g1, g2, Yk, False)
     e = (Yk - br * Fk) / (1.0 + br * k)
     _support_out(x, f1, f2, Yk, e, s, o)
 
 
 @_jit
 def _exclusive_row(x, br, o, buf):
-    """Exclusive lasso on one row: with t the last Newton point (its support
-    {y > t} is the solution's) and Y_k, F_k, k that support's statistics
-    (_support_stats), |x_i| = ((|w_i| - Y_k) + e) s on the support,
+    """Exclusive lasso on one row: with Y_k the support's least entry
+    (_ex_newton: the support is {y >= Y_k}) and F_k, k its statistics,
+    |x_i| = ((|w_i| - Y_k) + e) s on the support,
     e = (Y_k - b F_k)/(1 + b k) = Y_k - tau >= 0: the reference's
     cancellation-free exclusive_magnitudes (two non-negative terms; a
     reference point t below Y_k would make e = t - tau negative and cancel
@@ -1254,6 +1290,10 @@ def _exclusive_row(x, br, o, buf):
     float64 rows whose sum lies in [m 2^-500, 2^500] are used unscaled (no
     product can over- or underflow there; scaling by a power of two would
     change no rounding); others are scaled by s, max|x|/s in [1, 2).
+    Passes over the row: the first (sum, count and least nonzero
+    magnitude); where the support is every nonzero entry, its sums and the
+    output; else about 2-3 of Newton's, the support's sums, the output
+    (float32 rows: no pass for the support's sums, see _exclusive_core).
     Returns whether the row holds no NaN or Inf (_row_finite); one that
     does is copied as it is."""
     m = x.shape[0]
@@ -1275,11 +1315,11 @@ def _exclusive_row(x, br, o, buf):
         s, f1, f2 = _scale_factors(_absmax(x))
         total = (total * f1) * f2 if total < np.inf else _sum_scaled(x, f1, f2)
     if f1 != 1.0:  # the passes read a scaled copy (see _scaled_abs_copy)
-        _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, o, buf, 0.0)
+        _exclusive_core(x, _scaled_abs_copy(x, f1, f2), 1.0, 1.0, f1, f2, s, br, total, nnz, o, buf, 0.0)
     else:
-        if s == 1.0 and not _support_may_be_all(ymin, total, nnz, m, 0.0, br):
-            ymin = 0.0  # (no fast path)
-        _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, o, buf, _scaled_min(ymin, f1, f2))
+        if s == 1.0 and not _float32_sums_exact(x, total, ymin) and not _support_may_be_all(ymin, total, nnz, m, 0.0, br):
+            ymin = 0.0  # (no fast path: its test would cost a pass)
+        _exclusive_core(x, x, f1, f2, f1, f2, s, br, total, nnz, o, buf, _scaled_min(ymin, f1, f2))
     return True
 
 
