@@ -816,9 +816,9 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
     as on CUDA; the CPU's is NumPy's), reads nothing on the host and makes no
     synchronising call (no boolean-mask assignment, no Python number copied
     to the device: ``_xp_kernels.signed_like`` and ``clip``); group+exclusive
-    only in its root search (one read and one ``nonzero`` for the rows that
-    need it, one read per four Newton steps).  Both agree with the NumPy
-    reference."""
+    only in its root search: one read per four Newton steps, and on a CPU
+    tensor one read and one ``nonzero`` that gather the rows that need it.
+    Both agree with the NumPy reference."""
     from proxlib.backends import torch_dev
 
     monkeypatch.setattr(torch_dev, "_sort_desc", lambda A, xp: torch.sort(A, dim=1, descending=True).values)
@@ -838,3 +838,12 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
         X = torch_dev.group_exclusive(Wt, at, bt)
     assert rec.reads >= 1 and all("nonzero" in op for op in rec.sync_ops), rec.sync_ops
     np.testing.assert_allclose(_device.to_numpy(X), numpy_ref.group_exclusive(W, a, b), rtol=0, atol=tol)
+    # an accelerator's route: every row searched, no nonzero; the reads are
+    # the search's convergence tests alone, one per four Newton steps (as many
+    # as the gathered rows' search made); the same bits
+    gathered_reads = rec.reads
+    monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
+    with _Recorder(monkeypatch) as rec:
+        Y = torch_dev.group_exclusive(Wt, at, bt)
+    assert rec.sync_ops == [] and 1 <= rec.reads <= gathered_reads - 1, (rec.reads, rec.sync_ops)
+    assert torch.equal(Y, X)

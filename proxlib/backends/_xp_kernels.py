@@ -294,13 +294,33 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     return c
 
 
-def group_exclusive(W, a, b, sort=sort_desc, check_finite=False):
+def _shrink_every_row(Y, F, a, b, general, xp):
+    """:func:`group_exclusive_shrink` on every row, the rows not ``general``
+    replaced by a stand-in whose root exists and is found in a step: Y =
+    (1, 0, ..., 0) (shifted sums F_j = j - 1), a = 1/2, b = 1, where
+    g(c) = 3c/2 - 1/2 (root 1/3)."""
+    m = Y.shape[1]
+    j = xp.arange(m, dtype=Y.dtype, device=device(Y))
+    keep = general[:, None]
+    Ys = xp.where(keep, Y, xp.astype(j == 0, Y.dtype)[None, :])
+    Fs = xp.where(keep, F, j[None, :])
+    return group_exclusive_shrink(Ys, Fs, xp.where(general, a, 0.5), xp.where(general, b, 1.0), xp)
+
+
+def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
     """Exact prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on each row.
 
     x = 0 iff ||w|| <= a; else x = c u with u the exclusive-lasso prox of w with
     parameter b c and c = 1 - a/||u||_2 in (0, 1] (:func:`group_exclusive_shrink`;
     c = 1 - a/||w|| when b = 0 and c = 1 when a = 0).  b = inf gives 0.
     ``check_finite``: as :func:`exclusive_lasso`'s, from the row norms.
+
+    ``gather``: the rows that need the root search (||w|| > a > 0, b > 0)
+    are found by a host read and ``nonzero`` and searched alone (the least
+    work: the host's choice); ``False`` (a device's): every row is searched,
+    the others on a stand-in row, and the host reads only the search's
+    convergence (:func:`group_exclusive_factor`).  The same result, bit for
+    bit: the search is row by row, and a converged row stays put.
     """
     xp = array_namespace(W)
     G, m = W.shape
@@ -323,7 +343,9 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False):
         group_only = nonzero & (bf == 0)
         c = xp.where(group_only, 1.0 - a_s / xp.where(group_only, nrm, 1.0), c)
         general = nonzero & (a_s > 0) & (bf > 0)
-        if bool(xp.any(general)):
+        if not gather:
+            c = xp.where(general, _shrink_every_row(Y, F, a_s, bf, general, xp), c)
+        elif bool(xp.any(general)):
             idx = xp.nonzero(general)[0]
             c[idx] = group_exclusive_shrink(Y[idx, :], F[idx, :], a_s[idx], bf[idx], xp)
         U = exclusive_magnitudes(As, Y, F, bf * c, xp)

@@ -131,7 +131,7 @@ def exclusive_lasso(W, b, check_finite=False):
 
 @_with_device
 def group_exclusive(W, a, b, check_finite=False):
-    return _k.group_exclusive(W, a, b, check_finite=check_finite)
+    return _k.group_exclusive(W, a, b, check_finite=check_finite, gather=False)
 
 
 @_with_device

@@ -27,10 +27,13 @@ device, named here:
   or overflowed), and those rows are recomputed scaled.
   ``check_finite=True`` adds one scalar read.
 * **exclusive lasso, group+exclusive, lp**: the array-API reference kernels of
-  :mod:`._xp_kernels` run by torch (they sort each row; the group+exclusive
-  root and lp's Newton steps read one scalar per iteration).  On a CPU tensor
-  the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's CPU
-  sort is several times slower); elsewhere ``torch.sort``.
+  :mod:`._xp_kernels` run by torch (they sort each row).  Host reads: none for
+  the exclusive lasso; the group+exclusive root search and lp's Newton steps
+  read one scalar per four steps, and on a CPU tensor group+exclusive also
+  gathers the rows that need the search (one read and a ``nonzero``; an
+  accelerator searches every row instead, :func:`_gathers_rows`).  On a CPU
+  tensor the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's
+  CPU sort is several times slower); elsewhere ``torch.sort``.
 * **OWL** (and GrOWL's OWL over the row norms): the isotonic regression at its
   core is sequential (pool-adjacent-violators).  On a CPU tensor it runs on
   the tensor's memory with SciPy's PAVA (the NumPy reference, single-threaded,
@@ -444,7 +447,14 @@ def exclusive_lasso(W, b, check_finite=False, out=None):
 
 @_kernel
 def group_exclusive(W, a, b, check_finite=False, out=None):
-    return _k.group_exclusive(W, a, b, sort=_sort_desc, check_finite=check_finite)
+    return _k.group_exclusive(W, a, b, sort=_sort_desc, check_finite=check_finite, gather=_gathers_rows(W))
+
+
+def _gathers_rows(W) -> bool:
+    """Whether group+exclusive gathers the rows of its root search (a host
+    read and ``nonzero``: the least work, for a CPU tensor) or searches every
+    row with no read but the search's own (an accelerator's tensor)."""
+    return W.device.type == "cpu"
 
 
 @_kernel
