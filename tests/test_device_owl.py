@@ -847,3 +847,25 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
         Y = torch_dev.group_exclusive(Wt, at, bt)
     assert rec.sync_ops == [] and 1 <= rec.reads <= gathered_reads - 1, (rec.reads, rec.sync_ops)
     assert torch.equal(Y, X)
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("p", [1.0, 2.0 / 3.0, 0.3])
+def test_lp_kernel_on_the_device_path_synchronises_only_in_its_newton_loop(monkeypatch, p):
+    """The torch lp kernel makes no synchronising call (no ``sign`` of
+    array-api-compat, whose NaN mend is a boolean-mask assignment, and no
+    ``maximum`` with a Python number, copied to the device first:
+    ``signed_like`` and ``clip``); its only host reads are the Newton loop's
+    convergence tests (none for p = 1, soft thresholding).  It agrees with
+    the NumPy reference."""
+    from proxlib.backends import torch_dev
+
+    rng = np.random.default_rng(4)
+    v = rng.standard_normal(40) * 3.0
+    v[:3] = (0.0, -0.0, np.nan)
+    vt = _device.tensor(v)
+    with _Recorder(monkeypatch) as rec:
+        x = torch_dev.lp(vt, 0.7, p)
+    assert rec.sync_ops == [], rec.sync_ops
+    assert (rec.reads == 0) if p == 1.0 else (1 <= rec.reads <= 3), rec.reads
+    np.testing.assert_array_equal(_device.to_numpy(x), numpy_ref.lp(v, 0.7, p))

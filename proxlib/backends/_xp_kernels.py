@@ -370,7 +370,7 @@ def _cbrt(x, xp):
     cbrt = getattr(xp, "cbrt", None)
     if cbrt is not None:
         return cbrt(x)
-    return xp.sign(x) * xp.abs(x) ** (1.0 / 3.0)  # a starting point only: Newton refines it
+    return signed_like(x, xp.abs(x) ** (1.0 / 3.0), xp)  # a starting point only: Newton refines it
 
 
 def _lp_closed_form(av, lam, p, xp):
@@ -391,7 +391,7 @@ def _lp_closed_form(av, lam, p, xp):
         # lam > ~1e102, a product gives inf (then NaN, and the caller starts
         # Newton from av instead)
         D = av**4 / 256.0 - c * c * c / 27.0
-        sq = xp.sqrt(xp.maximum(D, 0.0))
+        sq = xp.sqrt(xp.clip(D, min=0.0))
         m_real = _cbrt(av * av / 16.0 + sq, xp) + _cbrt(av * av / 16.0 - sq, xp)
         if not hasattr(c, "shape"):  # one lam (a Python float)
             arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
@@ -419,7 +419,7 @@ def lp(v, lam, p):
     if p == 0:
         return xp.astype(xp.where(av > hard_threshold(lam), v64, 0.0), v.dtype, copy=False)
     if p == 1:
-        return xp.astype(xp.sign(v64) * xp.maximum(av - lam, 0.0), v.dtype, copy=False)
+        return xp.astype(signed_like(v64, xp.clip(av - lam, min=0.0), xp), v.dtype, copy=False)
     tau, beta = lp_constants(lam, p)
     return xp.astype(lp_solve(v64, av, lam, p, tau, beta, xp), v.dtype, copy=False)
 
@@ -455,7 +455,7 @@ def lp_solve(v64, av, lam, p, tau, beta, xp):
 
     # One free step lands at or right of the root (f' is convex and increasing
     # on x > beta); from there Newton decreases monotonically to the root.
-    x = xp.where(keep, xp.maximum(newton(x), beta), x)
+    x = xp.where(keep, xp.clip(newton(x), min=beta), x)
     for it in range(_MAX_ROOT_ITER):
         nxt = xp.where(keep, newton(x), x)
         moved = keep & (nxt < x) & (nxt > beta)
@@ -470,4 +470,4 @@ def lp_solve(v64, av, lam, p, tau, beta, xp):
     # documented: |v| = 6, lam = 8, p = 1/2 gives 2 - 6 + 8 * 2/4 = 0 exactly.
     with errstate(x):
         keep = keep & (0.5 * x - av + lam * (x**p / x) < 0.0)
-    return xp.where(keep, xp.sign(v64) * x, 0.0)
+    return xp.where(keep, signed_like(v64, x, xp), 0.0)
