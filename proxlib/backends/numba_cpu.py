@@ -1093,7 +1093,7 @@ def _ex_newton(x, f1, f2, b, total, buf):
     {y > t} = {y >= mu}.  The search stops there, without the pass at t'
     (which would only find k unchanged: the same stop, one pass later).
     The first point is b total/(1 + b m) (slope 1 + b m >= phi'(0): left
-    of the root).  About 2-3 passes on Gaussian rows with b = 1/m (4 with
+    of the root).  About 2-3 passes on Gaussian rows with b = 1/m (3-4 with
     b = 10/m), more for one-entry supports.  Passes are vectorised over the
     row while many candidates remain; once fewer than a quarter do, they
     are compacted into buf (float64, scaled; _compact_above) and the passes
