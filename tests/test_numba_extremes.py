@@ -391,6 +391,59 @@ def test_owl_examples_numba_matches_reference(case, dtype):
     assert np.all(np.abs(x) <= np.abs(v)) and np.all(x * v >= 0)
 
 
+def _owl_block_verdicts(s, w, starts):
+    """(serial verdict, parallel verdict, whether _owl_monotone changes
+    nothing) for the blocks at ``starts`` over sorted magnitudes s."""
+    nb = starts.size
+    sc = NB._owl_scale(s, w)
+    vals = np.empty(nb)
+    ordered = NB._owl_values(s, w, sc, starts, 0, nb, nb, vals)
+    vals_par = np.empty(nb)
+    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, vals_par)
+    np.testing.assert_array_equal(vals_par, vals)
+    pooled_starts, pooled_vals = starts.copy(), vals.copy()
+    nb2 = NB._owl_monotone(s, w, sc, pooled_starts, nb, pooled_vals)
+    return ordered, ordered_par, nb2 == nb and np.array_equal(pooled_vals, vals)
+
+
+@given(st.data())
+def test_owl_block_values_tell_whether_the_blocks_need_pooling_again(data):
+    """_owl_values (serial, and in up to 64 ranges at once) returns whether
+    its blocks are in order, and the long path skips _owl_monotone when they
+    are: the verdict must be True exactly when _owl_monotone would change
+    nothing.  Blocks drawn at random over sorted magnitudes with ties (some
+    split by a block boundary) and non-increasing (or equal) weights, so that
+    both verdicts occur, including where two ranges meet."""
+    n = data.draw(st.integers(1, 300))
+    pool = data.draw(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=8))
+    s = np.sort(np.array(data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))))
+    if data.draw(st.booleans()):
+        w = np.sort(np.array(data.draw(st.lists(st.floats(0.0, 10.0), min_size=n, max_size=n))))[::-1].copy()
+    else:
+        w = np.full(n, data.draw(st.floats(0.0, 10.0)))
+    j0 = data.draw(st.integers(0, n - 1))
+    inner = data.draw(st.sets(st.integers(j0 + 1, n - 1), max_size=n - j0 - 1)) if j0 + 1 < n else set()
+    ordered, ordered_par, unchanged = _owl_block_verdicts(s, w, np.array(sorted({j0, *inner}), dtype=np.int64))
+    assert ordered == ordered_par == unchanged
+
+
+@pytest.mark.parametrize("starts, in_order", [
+    ([0, 2], False),  # values 2.5 <= 5, but the tie 5 | 5 is split
+    ([0, 1], True),  # 0 <= 5, ties together
+    ([1, 2], False),  # equal values 5, 5, the tie split
+])
+def test_owl_block_verdicts_on_a_split_tie(starts, in_order):
+    s = np.array([0.0, 5.0, 5.0])
+    assert _owl_block_verdicts(s, np.zeros(3), np.array(starts, dtype=np.int64)) == (in_order,) * 3
+
+
+def test_owl_block_verdicts_on_a_decrease():
+    # z = s - w (ascending positions pair with w reversed): [1 - 0, 2 - 1.5] = [1, 0.5]
+    s = np.array([1.0, 2.0])
+    assert _owl_block_verdicts(s, np.array([1.5, 0.0]), np.array([0, 1], dtype=np.int64)) == (False,) * 3
+    assert _owl_block_verdicts(s, np.array([0.5, 0.0]), np.array([0, 1], dtype=np.int64)) == (True,) * 3
+
+
 def _cancelling_owl(rng, n, dtype):
     """|v| with many ties, zeros and scales, and weights equal to the sorted
     magnitudes up to a few units in the last place: z = |v| - w is 0 or tiny and
