@@ -850,6 +850,74 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
 
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")
+@pytest.mark.parametrize("op", ["group_lasso", "exclusive_lasso", "group_exclusive"])
+def test_metric_row_kernels_on_the_device_path_synchronise_only_to_read(monkeypatch, op):
+    """The torch kernels of the prox in a diagonal metric (Adam's), on an
+    accelerator's route (``_gathers_rows`` False): no synchronising call
+    (no ``nonzero``, no boolean-mask assignment, no Python number copied to
+    the device), and host reads only where documented: one to learn which
+    cases occur, then one per four steps of each root search (the exclusive
+    lasso has none).  Fewer reads than the CPU's gathered route, and the same
+    bits.  Rows of every kind in one call: zero rows, rows left as they are
+    (a = b = 0), rows set to 0, a group-lasso-only row."""
+    from proxlib.backends import torch_dev
+
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((8, 30))
+    D = np.exp(rng.uniform(-2.0, 2.0, W.shape))
+    W[2] = 0.0
+    a = rng.uniform(0.2, 2.0, 8)
+    b = rng.uniform(0.01, 0.1, 8)
+    a[3], b[3] = 0.0, 0.0  # a row left as it is
+    a[4] = 1e3  # a row set to 0
+    b[5] = 0.0  # group lasso alone
+    args = {"group_lasso": (a,), "exclusive_lasso": (b,), "group_exclusive": (a, b)}[op]
+    kernel = getattr(torch_dev, op + "_metric")
+    Wt, Dt, *rest = (torch.from_numpy(x) for x in (W, D, *args))
+    with _Recorder(monkeypatch) as rec:
+        X = kernel(Wt, Dt, *rest)
+    gathered_reads = rec.reads
+    monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
+    with _Recorder(monkeypatch) as rec:
+        Y = kernel(Wt, Dt, *rest)
+    assert rec.sync_ops == [], rec.sync_ops
+    if op == "exclusive_lasso":
+        assert rec.reads == 1, rec.reads
+    else:
+        assert 2 <= rec.reads < gathered_reads, (rec.reads, gathered_reads)
+    assert torch.equal(Y, X)
+    ref = getattr(numpy_ref, op + "_metric")(W, D, *args)
+    np.testing.assert_allclose(Y.numpy(), ref, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
+def test_separable_metric_kernels_on_the_device_path_never_synchronise(monkeypatch):
+    """weighted l1 and l2^2 in a diagonal metric, and lp for p in {0, 1}: no
+    host read and no synchronising call (soft thresholding by
+    ``signed_like`` and ``clip``, not ``sign`` and ``maximum``); the NumPy
+    reference's bits."""
+    from proxlib.backends import torch_dev
+
+    rng = np.random.default_rng(6)
+    v = rng.standard_normal(50) * 3.0
+    v[:4] = (0.0, -0.0, np.nan, np.inf)
+    d = np.exp(rng.uniform(-2.0, 2.0, 50))
+    w = np.array([0.7])
+    vt, dt, wt = (torch.from_numpy(x) for x in (v, d, w))
+    calls = (("weighted_l1_metric", (wt,), (w,)), ("weighted_l2sq_metric", (wt,), (w,)),
+             ("lp_metric", (0.7, 0.0), (0.7, 0.0)), ("lp_metric", (0.7, 1.0), (0.7, 1.0)))  # fmt: skip
+    for name, targs, nargs in calls:
+        with _Recorder(monkeypatch) as rec:
+            x = getattr(torch_dev, name)(vt, dt, *targs)
+        assert rec.reads == 0 and rec.sync_ops == [], (name, rec.reads, rec.sync_ops)
+        ref = getattr(numpy_ref, name)(v, d, *nargs)
+        if name == "lp_metric":  # torch forms lam / d (a Python number over a tensor) as lam * (1 / d)
+            np.testing.assert_allclose(x.numpy(), ref, rtol=4 * np.finfo(np.float64).eps, atol=0, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x.numpy(), ref, err_msg=name)
+
+
+@pytest.mark.skipif(torch is None, reason="torch not installed")
 @pytest.mark.parametrize("p", [1.0, 2.0 / 3.0, 0.3])
 def test_lp_kernel_on_the_device_path_synchronises_only_in_its_newton_loop(monkeypatch, p):
     """The torch lp kernel makes no synchronising call (no ``sign`` of

@@ -383,6 +383,66 @@ def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, l
     rows_close(X, ref, W, D, a, b)
 
 
+_ROW_KINDS = ["general", "a=0", "b=0", "b=inf", "zero row", "a>=norm", "a=b=0"]
+
+
+def _rows_of_every_kind(W, D, kinds, scale):
+    """Thresholds (a, b) for W (and W changed in place) that make row r of
+    the kind kinds[r]: the group+exclusive metric kernel's cases, its zero
+    rows and its unchanged rows in one call."""
+    G, m = W.shape
+    nz = np.sqrt(((D * W) ** 2).sum(axis=1))
+    a = 0.5 * nz / scale
+    b = np.full(G, scale / m)
+    for r, kind in enumerate(kinds[:G]):
+        if kind in ("a=0", "a=b=0"):
+            a[r] = 0.0
+        if kind in ("b=0", "a=b=0"):
+            b[r] = 0.0
+        if kind == "b=inf":
+            b[r] = np.inf
+        elif kind == "zero row":
+            W[r] = 0.0
+        elif kind == "a>=norm":
+            a[r] = 2.0 * nz[r]
+    return a, b
+
+
+@given(C.matrices(7, 6), st.data(), st.lists(st.sampled_from(_ROW_KINDS), min_size=7, max_size=7), st.floats(1e-3, 1e3))
+def test_metric_rows_searched_in_place_are_the_gathered_rows_bit_for_bit(W, data, kinds, scale):
+    """A device's route (``gather=False``: each case that occurs solved on
+    every row, the other rows on a stand-in; one host read to know the cases,
+    the root searches checked every four steps) gives the gathered route's
+    result bit for bit, with every kind of row in one call; on NumPy and on
+    torch, for the three row kernels."""
+    D = data.draw(M.metrics(W.shape))
+    a, b = _rows_of_every_kind(W, D, kinds, scale)
+    calls = (
+        lambda W, D, a, b, **kw: MK.group_exclusive_metric(W, D, a, b, **kw),
+        lambda W, D, a, b, **kw: MK.group_lasso_metric(W, D, a, **kw),
+        lambda W, D, a, b, **kw: MK.exclusive_lasso_metric(W, D, b, **kw),
+    )
+    torch = pytest.importorskip("torch")
+    for call in calls:
+        gathered = call(W, D, a, b)
+        np.testing.assert_array_equal(call(W, D, a, b, gather=False), gathered)
+        args = [torch.from_numpy(x) for x in (W, D, a, b)]
+        np.testing.assert_array_equal(call(*args, gather=False).numpy(), call(*args).numpy())
+
+
+@given(C.matrices(6, 6), st.data(), st.lists(st.sampled_from(_ROW_KINDS), min_size=6, max_size=6), st.floats(1e-3, 1e3))
+def test_each_metric_row_is_solved_as_if_alone(W, data, kinds, scale):
+    """A row's result does not depend on the other rows of the call: each
+    row's root search stops at its own last step (:func:`MK._root`), however
+    long the slowest row's search runs."""
+    D = data.draw(M.metrics(W.shape))
+    a, b = _rows_of_every_kind(W, D, kinds, scale)
+    X = MK.group_exclusive_metric(W, D, a, b)
+    for r in range(W.shape[0]):
+        one = slice(r, r + 1)
+        np.testing.assert_array_equal(MK.group_exclusive_metric(W[one], D[one], a[one], b[one])[0], X[r])
+
+
 # (found by the long profile: the reference's group+exclusive kernel summed the
 # norm over the sorted magnitudes, one ulp off the group lasso's)
 _W_MU0 = np.zeros((4, 6))

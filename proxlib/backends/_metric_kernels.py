@@ -44,7 +44,7 @@ from __future__ import annotations
 from .._dispatch import array_namespace, device
 from . import KERNELS
 from . import _xp_kernels as _k
-from ._xp_kernels import errstate, row_scale, upcast
+from ._xp_kernels import errstate, row_scale, signed_like, upcast
 
 __all__ = [name for name in KERNELS if name.endswith("_metric")]
 
@@ -122,13 +122,14 @@ def lp_metric(v, d, lam, p):
 
 
 def _scaled_rows(W, D, xp):
-    """(sign, V, sv, Dn, sd): |W| / sv and D / sd per row (powers of two), float64."""
+    """(W64, V, sv, Dn, sd): W in float64, and |W| / sv and D / sd per row
+    (powers of two), float64."""
     W64 = upcast(W, xp)
     A = xp.abs(W64)
     sv = row_scale(A, xp)
     D64 = upcast(D, xp)
     sd = row_scale(D64, xp)
-    return xp.sign(W64), A / sv[:, None], sv, D64 / sd[:, None], sd
+    return W64, A / sv[:, None], sv, D64 / sd[:, None], sd
 
 
 def _divided_by_both(a, sv, sd, xp):
@@ -146,7 +147,7 @@ def _divided_by_both(a, sv, sd, xp):
     return xp.where(xp.isfinite(p) & (p > 0), a / p, (a / sv) / sd)
 
 
-def _root(g_and_slope, left, right, xp, c=None):
+def _root(g_and_slope, left, right, xp, c=None, check_every=1):
     """The root of an increasing function on each row's bracket [left, right]
     (g(left) <= 0 <= g(right)), by Newton's method safeguarded by bisection,
     until the bracket cannot shrink in floating point or g = 0.
@@ -154,11 +155,18 @@ def _root(g_and_slope, left, right, xp, c=None):
     ``g_and_slope(c)`` returns (g(c), g'(c)) per row.  Bisection is geometric
     while right > 4 left > 0, and divides ``right`` by 2^64 while left = 0, so
     a root anywhere in (0, 4] is bracketed within a factor 2 in at most ~30
-    steps; then Newton converges.  One scalar read per iteration.
+    steps; then Newton converges.  A row stops at the step where its next
+    point repeats its point, g = 0, or leaves the open bracket (then that
+    point is its result), and stays there: each row's result is what it
+    would be alone, whatever the other rows and however often the host
+    checks.  One scalar read every ``check_every`` iterations (1: the host's
+    choice, no iteration wasted; a device's: 4, see
+    :func:`group_exclusive_metric`).
     """
     if c is None:
         c = 0.5 * (left + right)
-    for _ in range(_MAX_ROOT_ITER):
+    stopped = xp.zeros(c.shape, dtype=xp.bool, device=device(c))
+    for it in range(_MAX_ROOT_ITER):
         g, slope = g_and_slope(c)
         neg = g < 0
         left = xp.where(neg, c, left)
@@ -169,13 +177,14 @@ def _root(g_and_slope, left, right, xp, c=None):
         half = xp.where(
             left > 0,
             xp.where(right > 4.0 * left, geo, 0.5 * (left + right)),
-            xp.maximum(right * _DROP, _TINY),
+            xp.clip(right * _DROP, min=_TINY),
         )
         ok = (newton > left) & (newton < right)
         nxt = xp.where(ok, newton, half)
         done = (nxt == c) | (g == 0)
-        c = xp.where(done, c, nxt)
-        if bool(xp.all(done | ~((left < nxt) & (nxt < right)))):
+        c = xp.where(done | stopped, c, nxt)
+        stopped = stopped | done | ~((left < nxt) & (nxt < right))
+        if it % check_every == check_every - 1 and bool(xp.all(stopped)):
             break
     return c
 
@@ -183,7 +192,7 @@ def _root(g_and_slope, left, right, xp, c=None):
 # ------------------------------------------------------------------ group lasso
 
 
-def _group_lasso_s(V, Dn, a, xp):
+def _group_lasso_s(V, Dn, a, xp, check_every=1):
     """s = ||x||_2 (scaled) of the group-lasso prox in the metric Dn, per row
     with ||Dn V|| > a > 0.
 
@@ -205,7 +214,7 @@ def _group_lasso_s(V, Dn, a, xp):
         nz = xp.sqrt(xp.sum(Z * Z, axis=1))
         dmin = xp.min(Dn, axis=1)
         dmax = xp.max(Dn, axis=1)
-        lo = xp.maximum(xp.maximum(nv - xp.max(mu, axis=1), (nz - a) / dmax), 0.0) * (1.0 - 8 * _EPS)
+        lo = xp.clip(xp.maximum(nv - xp.max(mu, axis=1), (nz - a) / dmax), min=0.0) * (1.0 - 8 * _EPS)
         hi = xp.minimum(nv - xp.min(mu, axis=1), (nz - a) / dmin) * (1.0 + 8 * _EPS)
         hi = xp.minimum(hi, nv)
 
@@ -217,18 +226,18 @@ def _group_lasso_s(V, Dn, a, xp):
             nw = xp.sqrt(xp.sum(w2, axis=1))
             return 1.0 / nw - 1.0, xp.sum(w2 * r, axis=1) / (nw * nw * nw)
 
-    return _root(g_and_slope, lo, hi, xp, c=lo), mu
+    return _root(g_and_slope, lo, hi, xp, c=lo, check_every=check_every), mu
 
 
-def _group_lasso_rows(V, Dn, a_s, xp):
+def _group_lasso_rows(V, Dn, a_s, b_s, xp, check_every=1):
     """|x| (scaled) of the group-lasso metric prox on rows with a_s > 0 and
-    ||Dn V|| > a_s (see :func:`_group_lasso_s`)."""
-    s, mu = _group_lasso_s(V, Dn, a_s, xp)
+    ||Dn V|| > a_s (see :func:`_group_lasso_s`; ``b_s`` is not used)."""
+    s, mu = _group_lasso_s(V, Dn, a_s, xp, check_every)
     with errstate(V):
         return V * (s[:, None] / (s[:, None] + mu))
 
 
-def group_lasso_metric(W, D, a):
+def group_lasso_metric(W, D, a, gather=True):
     r"""Exact prox of a_r ||x_r||_2 per row in the metric D:
 
     .. math:: x_r = \arg\min_x \tfrac12 \sum_i D_{ri} (x_i - w_{ri})^2 + a_r \|x\|_2 .
@@ -237,12 +246,11 @@ def group_lasso_metric(W, D, a):
     Otherwise x_i = D_i w_i / (D_i + a/s) with s = ||x_r||_2 the unique root
     of a monotone scalar equation (:func:`_group_lasso_s`), found by Newton's
     method safeguarded by bisection to the last bit.  a = 0 gives w; a = inf
-    gives 0.  Host synchronisation: one scalar read per Newton step and one to
-    find the rows that need a root.  (The a > 0, b = 0 case of
-    :func:`group_exclusive_metric`.)
+    gives 0.  (The a > 0, b = 0 case of :func:`group_exclusive_metric`, whose
+    ``gather`` says where the host is synchronised.)
     """
     xp = array_namespace(W)
-    return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)))
+    return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)), gather)
 
 
 # ------------------------------------------------------------------ exclusive lasso
@@ -320,7 +328,7 @@ def _exclusive_parts(Y, Ylo, E, beta, xp):
         H = xp.cumulative_sum(1.0 / E, axis=1)
         F = metric_shifted_sums(Y, Ylo, H, xp)
         k, Yk, Fk = _k.exclusive_support(Y, beta, F, xp)
-        kk = xp.maximum(k, 1) - 1
+        kk = xp.clip(k, min=1) - 1
         Hk, Ylok = H[rows, kk], Ylo[rows, kk]
         e = ((Yk - beta * Fk) + Ylok) / (1.0 + beta * Hk)
     return Yk, Ylok, e, Hk
@@ -329,11 +337,12 @@ def _exclusive_parts(Y, Ylo, E, beta, xp):
 def _above_threshold(Z, Zlo, Yk, Ylok, e, xp):
     """(z_i - theta)_+ from the exact pairs z = Z + Zlo and theta = z_k - e."""
     with errstate(Z):
-        return xp.maximum(((Z - Yk[:, None]) + (Zlo - Ylok[:, None])) + e[:, None], 0.0)
+        return xp.clip(((Z - Yk[:, None]) + (Zlo - Ylok[:, None])) + e[:, None], min=0.0)
 
 
-def _exclusive_rows(V, Dn, b_s, xp):
-    """|x| (scaled) of the exclusive-lasso metric prox, rows with 0 < b_s < inf."""
+def _exclusive_rows(V, Dn, a_s, b_s, xp, check_every=1):
+    """|x| (scaled) of the exclusive-lasso metric prox, rows with 0 < b_s < inf
+    (``a_s`` and ``check_every`` are not used: no iteration)."""
     Z, Zlo, Y, Ylo, Ds = _sorted_magnitudes(V, Dn, xp)
     Yk, Ylok, e, _ = _exclusive_parts(Y, Ylo, Ds, b_s, xp)
     r = _above_threshold(Z, Zlo, Yk, Ylok, e, xp)
@@ -343,7 +352,7 @@ def _exclusive_rows(V, Dn, b_s, xp):
         return xp.where(Dn > 0, r / Dn, 0.0)
 
 
-def exclusive_lasso_metric(W, D, b):
+def exclusive_lasso_metric(W, D, b, gather=True):
     r"""Exact prox of b_r/2 ||x_r||_1^2 per row in the metric D:
 
     .. math:: x_r = \arg\min_x \tfrac12 \sum_i D_{ri} (x_i - w_{ri})^2 + \tfrac{b_r}{2} \|x\|_1^2 .
@@ -358,13 +367,13 @@ def exclusive_lasso_metric(W, D, b):
     (The a = 0 case of :func:`group_exclusive_metric`.)
     """
     xp = array_namespace(W)
-    return group_exclusive_metric(W, D, xp.zeros_like(upcast(b, xp)), b)
+    return group_exclusive_metric(W, D, xp.zeros_like(upcast(b, xp)), b, gather)
 
 
 # ------------------------------------------------------------------ group + exclusive
 
 
-def _group_exclusive_rows(V, Dn, a_s, b_s, xp):
+def _group_exclusive_rows(V, Dn, a_s, b_s, xp, check_every=1):
     r"""|x| (scaled) of the group+exclusive metric prox on rows with
     ||Dn V|| > a_s > 0 and 0 < b_s < inf.
 
@@ -405,14 +414,14 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp):
             num = xp.sum(Xs * Xs * Ds / E, axis=1) + t * b_s * P * P / (1.0 + b_s * Hk)
             return s / nx - 1.0, num / (nx * nx * nx)
 
-    s = _root(g_and_slope, lo, hi, xp, c=hi)
+    s = _root(g_and_slope, lo, hi, xp, c=hi, check_every=check_every)
     with errstate(V):
         t = a_s / s
         Yk, Ylok, e, _ = _exclusive_parts(Y, Ylo, Ds + t[:, None], b_s, xp)
         return _above_threshold(Z, Zlo, Yk, Ylok, e, xp) / (Dn + t[:, None])
 
 
-def group_exclusive_metric(W, D, a, b):
+def group_exclusive_metric(W, D, a, b, gather=True):
     r"""Exact prox of a_r ||x_r||_2 + b_r/2 ||x_r||_1^2 per row in the metric D:
 
     .. math::
@@ -426,8 +435,16 @@ def group_exclusive_metric(W, D, a, b):
     s = ||x||_2 is monotone (:func:`_group_exclusive_rows`), solved to the
     last bit.  b = 0 is :func:`group_lasso_metric` and a = 0
     :func:`exclusive_lasso_metric` (the same code, so the same bits).
-    b = inf gives 0.  Host synchronisation: one scalar read per root step
-    and a few to sort the rows into cases.
+    b = inf gives 0.
+
+    Host synchronisation.  ``gather`` (the host's choice: the least work):
+    the rows of each case (group lasso, exclusive, both) are found by a
+    read and ``nonzero`` and solved alone; the root search reads one scalar
+    per step.  ``gather=False`` (a device's): one read says which cases
+    occur, and each that does is solved on every row, the others on a
+    stand-in row (1, 0, ..., 0) in the metric 1 with a = 1/2, b = 1;
+    the root search reads one scalar per four steps.  The same bits either
+    way: every row's search is its own (:func:`_root`).
     """
     xp = array_namespace(W)
     G, m = W.shape
@@ -435,7 +452,7 @@ def group_exclusive_metric(W, D, a, b):
         return xp.asarray(W, copy=True)
     a = upcast(a, xp)
     b = upcast(b, xp)
-    sign, V, sv, Dn, sd = _scaled_rows(W, D, xp)
+    W64, V, sv, Dn, sd = _scaled_rows(W, D, xp)
     with errstate(W):
         a_s = _divided_by_both(a, sv, sd, xp)
         b_s = b / sd
@@ -444,14 +461,26 @@ def group_exclusive_metric(W, D, a, b):
     nonzero = (nz > a_s) & xp.isfinite(b_s)
     U = xp.where(nonzero[:, None], V, 0.0)  # a = b = 0 rows keep V
     cases = (
-        (nonzero & (a_s > 0) & (b_s == 0), lambda i: _group_lasso_rows(V[i, :], Dn[i, :], a_s[i], xp)),
-        (nonzero & (a_s == 0) & (b_s > 0), lambda i: _exclusive_rows(V[i, :], Dn[i, :], b_s[i], xp)),
-        (nonzero & (a_s > 0) & (b_s > 0), lambda i: _group_exclusive_rows(V[i, :], Dn[i, :], a_s[i], b_s[i], xp)),
+        (nonzero & (a_s > 0) & (b_s == 0), _group_lasso_rows),
+        (nonzero & (a_s == 0) & (b_s > 0), _exclusive_rows),
+        (nonzero & (a_s > 0) & (b_s > 0), _group_exclusive_rows),
     )
-    for rows, solve in cases:
-        if bool(xp.any(rows)):
-            idx = xp.nonzero(rows)[0]
-            U[idx, :] = solve(idx)
-    X = sign * U * sv[:, None]
+    if gather:
+        for rows, solve in cases:
+            if bool(xp.any(rows)):
+                idx = xp.nonzero(rows)[0]
+                U[idx, :] = solve(V[idx, :], Dn[idx, :], a_s[idx], b_s[idx], xp)
+    else:
+        occur = int(sum(xp.astype(xp.any(rows), xp.int64) << k for k, (rows, _) in enumerate(cases)))
+        stand_in = xp.astype(xp.arange(m, device=device(V)) == 0, V.dtype)[None, :]
+        for k, (rows, solve) in enumerate(cases):
+            if occur >> k & 1:
+                r = rows[:, None]
+                Xr = solve(xp.where(r, V, stand_in), xp.where(r, Dn, 1.0), xp.where(rows, a_s, 0.5),
+                           xp.where(rows, b_s, 1.0), xp, _k._ROOT_CHECK)
+                U = xp.where(r, Xr, U)
+    # the host multiplies by sign(w) (one pass); a device uses signed_like (the
+    # same bits: array-api-compat's torch sign mends NaN by a masked
+    # assignment, which waits for the device)
+    X = xp.sign(W64) * (U * sv[:, None]) if gather else signed_like(W64, U * sv[:, None], xp)
     return xp.astype(X, W.dtype, copy=False)
-

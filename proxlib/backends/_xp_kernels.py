@@ -358,7 +358,7 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
 def weighted_l1(v, w):
     """sign(v) (|v| - w)_+ (soft thresholding)."""
     xp = array_namespace(v)
-    return xp.sign(v) * xp.maximum(xp.abs(v) - w, 0.0)
+    return signed_like(v, xp.clip(xp.abs(v) - w, min=0.0), xp)
 
 
 def weighted_l2sq(v, w):

@@ -451,9 +451,10 @@ def group_exclusive(W, a, b, check_finite=False, out=None):
 
 
 def _gathers_rows(W) -> bool:
-    """Whether group+exclusive gathers the rows of its root search (a host
-    read and ``nonzero``: the least work, for a CPU tensor) or searches every
-    row with no read but the search's own (an accelerator's tensor)."""
+    """Whether group+exclusive (and the metric row kernels) gather the rows
+    of their root searches (a host read and ``nonzero``: the least work, for
+    a CPU tensor) or search every row with no read but the search's own
+    (an accelerator's tensor)."""
     return W.device.type == "cpu"
 
 
@@ -488,6 +489,18 @@ def _no_out(fn):
 weighted_l1_metric = _kernel(_no_out(_mk.weighted_l1_metric))
 weighted_l2sq_metric = _kernel(_no_out(_mk.weighted_l2sq_metric))
 lp_metric = _kernel(_no_out(_mk.lp_metric))
-group_lasso_metric = _kernel(_no_out(_mk.group_lasso_metric))
-exclusive_lasso_metric = _kernel(_no_out(_mk.exclusive_lasso_metric))
-group_exclusive_metric = _kernel(_no_out(_mk.group_exclusive_metric))
+
+
+def _rows_no_out(fn):
+    """A row kernel of _metric_kernels, gathering rows where _gathers_rows says."""
+
+    @functools.wraps(fn)
+    def run(W, *args, out=None):
+        return fn(W, *args, gather=_gathers_rows(W))
+
+    return run
+
+
+group_lasso_metric = _kernel(_rows_no_out(_mk.group_lasso_metric))
+exclusive_lasso_metric = _kernel(_rows_no_out(_mk.exclusive_lasso_metric))
+group_exclusive_metric = _kernel(_rows_no_out(_mk.group_exclusive_metric))
