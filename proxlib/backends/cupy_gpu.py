@@ -12,7 +12,10 @@ live in modules that import without CuPy and are tested on the CPU with NumPy:
   read of ``W`` for the row norms, one read and one write for the result);
 * ``exclusive_lasso``, ``group_exclusive``, ``lp``: the namespace-generic
   reference kernels of ``_xp_kernels`` run by CuPy (rows sorted on the device,
-  thresholds batched over rows with cumulative sums).
+  thresholds batched over rows with cumulative sums);
+* the ``*_metric`` kernels (the prox in a diagonal metric): ``_metric_kernels``
+  run by CuPy, the row kernels with ``gather=False`` (every row of a case
+  that occurs is solved, the others on a stand-in: no ``nonzero``).
 
 Arrays never leave the device: there is no ``.get()``, ``asnumpy`` or NumPy
 call on device data anywhere on these paths.  What does cross is a few

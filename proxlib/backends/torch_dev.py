@@ -34,6 +34,13 @@ device, named here:
   accelerator searches every row instead, :func:`_gathers_rows`).  On a CPU
   tensor the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's
   CPU sort is several times slower); elsewhere ``torch.sort``.
+* **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
+  :mod:`._metric_kernels`.  Host reads: none for the separable ones but lp's
+  Newton steps (one per four); the row kernels (group lasso, exclusive,
+  group+exclusive) on an accelerator read once which of their cases occur,
+  then one scalar per four steps of each root search, with no ``nonzero``;
+  on a CPU tensor they gather each case's rows (a read and a ``nonzero`` per
+  case) and read one scalar per root step (:func:`_gathers_rows`).
 * **OWL** (and GrOWL's OWL over the row norms): the isotonic regression at its
   core is sequential (pool-adjacent-violators).  On a CPU tensor it runs on
   the tensor's memory with SciPy's PAVA (the NumPy reference, single-threaded,
