@@ -100,7 +100,7 @@ def lp_metric(v, d, lam, p):
     v64 = upcast(v, xp)
     av = xp.abs(v64)
     with errstate(v):
-        li = lam / upcast(d, xp)  # inf where it overflows: x_i = 0
+        li = _k.quotient(lam, upcast(d, xp), xp)  # inf where it overflows: x_i = 0
         if p == 0:
             X = xp.where(av > _sqrt2x(li, xp), v64, 0.0)
         elif p == 1:
