@@ -418,6 +418,67 @@ def test_row_wise_stacks_cost_two_operations_per_tensor(monkeypatch):
     assert _ops_per_step(4, proxlib.ExclusiveLasso(0.1), "filter", torch.float32) > 4 * 40
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("stack_max", [1 << 22, 50])
+def test_lp_terms_are_concatenated_and_solved_once(dtype, stack_max, monkeypatch):
+    """lp terms on tensors of several shapes (p = 1/2, 2/3 and 0.3 in one
+    step; p = 0 and 1 and lam = 0 on their own; ``STACK_MAX`` small: several
+    stacks) over entries with +-0, +-inf, NaN, huge and tiny magnitudes, at
+    steps that change (one beyond the kernels' range: those terms then run
+    on their own): every bit, NaNs included, as the terms one by one; the
+    first step also as the public function."""
+    monkeypatch.setattr(_batched, "STACK_MAX", stack_max)
+    shapes = [(7, 3), (4, 2, 3, 3), (11,), (5, 5), (3, 4)]
+    terms = [(0, 0.3, 0.5), (1, 0.05, 0.5), (2, 1.0, 2.0 / 3.0), (3, 0.2, 0.3), (0, 0.01, 2.0 / 3.0),
+             (4, 0.1, 0.0), (4, 0.1, 1.0), (3, 0.0, 0.5), (1, 0.002, 0.3)]  # fmt: skip
+    # (a later term on a tensor is weak: it keeps what the earlier ones decided)
+    big = float(torch.finfo(dtype).max)
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        rng = np.random.default_rng(8)  # the same tensors in both runs
+        params = []
+        for shape in shapes:
+            x = torch.as_tensor(rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 3, size=shape), dtype=torch.float64)
+            flat = x.view(-1)
+            flat[:5] = torch.tensor([float("nan"), 0.0, -0.0, float("inf"), -big])
+            params.append(torch.nn.Parameter(x.to(device=_device.DEVICE, dtype=dtype)))
+        first = [p.detach().clone() for p in params]
+        prox = pt.ProximalStep(None)
+        for k, (i, lam, p) in enumerate(terms):
+            prox.add(params[i], proxlib.Lp(lam, p), label=str(k))
+        out = []
+        for lr in (1.0, 0.5, 1e300, 0.25):
+            prox.step(lr=lr)
+            out.append([q.detach().cpu().clone() for q in params])
+        results[enabled] = out
+        assert [t.plan().batched for t in prox.terms] == [True] * len(terms)
+    for step_b, step_u in zip(results[True], results[False]):
+        for a, b in zip(step_b, step_u):
+            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+            assert torch.equal(torch.signbit(a), torch.signbit(b))
+    want = first
+    for i, lam, p in terms:  # the first step (lr = 1) by the public function, in the terms' order
+        w = want[i].float() if dtype == torch.bfloat16 else want[i]
+        want[i] = proxlib.prox_lp(w, lam, p, 1.0, check_finite=False).to(dtype)
+    for a, b in zip(results[True][0], want):
+        b = b.cpu()
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+@pytest.mark.skipif(_device.DEVICE == "cuda", reason="counts the CPU's operations (kept to CPU for speed)")
+def test_lp_batch_costs_a_few_operations_per_tensor_and_one_loop(monkeypatch):
+    """lp terms (p = 1/2) on n tensors: the Newton loop's operations once,
+    plus six per tensor (its float64 copy, its lam, tau and beta filled
+    over its entries, the rounding to its dtype, the copy back); one by one,
+    every tensor paid for a whole loop."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    four, eight = (_ops_per_step(n, proxlib.Lp(0.01, 0.5), None, torch.float32) for n in (4, 8))
+    assert eight - four == 4 * 6
+    monkeypatch.setattr(_batched, "ENABLED", False)
+    assert _ops_per_step(4, proxlib.Lp(0.01, 0.5), None, torch.float32) > 4 * 40
+
+
 # ---------------------------------------------------------------- property: any mix of terms
 
 _SHAPES = [(3, 4), (4, 3), (5, 4), (2, 3, 2, 2), (3, 2, 3, 3), (4, 3, 1, 1), (6,)]
@@ -436,8 +497,9 @@ def _steps(draw):
     terms = []
     for _ in range(draw(st.integers(1, 6))):
         i = draw(st.integers(0, n - 1))
-        kind = draw(st.sampled_from(["group_lasso", "growl", "weighted_l1", "weighted_l1_entries", "exclusive", "group_exclusive"]))
-        grouping = None if len(shapes[i]) < 2 or kind.startswith("weighted") else draw(st.sampled_from(_GROUPINGS))
+        kind = draw(st.sampled_from(["group_lasso", "growl", "weighted_l1", "weighted_l1_entries", "exclusive", "group_exclusive",
+                                     "lp 1/2", "lp 2/3", "lp 0.3"]))  # fmt: skip
+        grouping = None if len(shapes[i]) < 2 or kind.startswith(("weighted", "lp")) else draw(st.sampled_from(_GROUPINGS))
         lam = 10.0 ** draw(st.integers(-3, 1))
         terms.append((i, kind, grouping, lam))
     lrs = draw(st.lists(st.sampled_from([1.0, 0.5, 0.3, 1e-3]), min_size=1, max_size=3))
@@ -455,6 +517,8 @@ def _penalty(kind, lam, shape):
         return proxlib.WeightedL1(np.random.default_rng(1).uniform(0, lam, size=shape))
     if kind == "exclusive":
         return proxlib.ExclusiveLasso(lam)
+    if kind.startswith("lp"):
+        return proxlib.Lp(lam, {"lp 1/2": 0.5, "lp 2/3": 2.0 / 3.0, "lp 0.3": 0.3}[kind])
     return proxlib.GroupExclusive(lam, 0.5)
 
 

@@ -1,4 +1,4 @@
-r"""The terms of one proximal step run as batches: group lasso, GrOWL, weighted l1, the exclusive penalties.
+r"""The terms of one proximal step run as batches: group lasso, GrOWL, weighted l1, the exclusive penalties, lp.
 
 On a GPU a training step's prox is launch-bound: each term of a ResNet's
 twenty convolutions costs a dozen small launches and as many host-side
@@ -27,7 +27,11 @@ whatever the number of tensors.  The exclusive lasso and group+exclusive
 are row-wise (a row's result depends on that row alone): the rows of their
 terms that share a length are stacked and solved by one call of the
 kernel, so its sort, its sums and (group+exclusive) its root search with a
-scalar read per round run once for all those tensors.
+scalar read per round run once for all those tensors.  The lp terms with
+0 < p < 1 (a Newton loop with a scalar read per four steps) that share p
+have their entries concatenated, with their thresholds spread over their
+entries, and solved by one loop (:func:`._xp_kernels.lp_solve`, whose
+entries never interact: one that stops moving stays put).
 
 Every number is the one the public function computes for the same tensor:
 the same statistics on the same rows, the same elementwise solve (IEEE
@@ -51,7 +55,9 @@ import torch
 
 from proxlib import _range
 from proxlib import _validate as V
+from proxlib._dispatch import array_namespace
 from proxlib.backends import _stages
+from proxlib.backends import _xp_kernels as _k
 from proxlib.backends import check_row_norms
 from proxlib.backends import torch_dev
 
@@ -61,8 +67,12 @@ from . import _bridge as B
 #: terms' rows are stacked and solved by one call of the kernel
 ROW_WISE = ("exclusive_lasso", "group_exclusive")
 
+#: the elementwise kernels whose terms' entries are concatenated and solved
+#: by one call (see :func:`_lp`)
+CONCATENATED = ("lp",)
+
 #: the kernels whose terms are batched
-KINDS = ("group_lasso", "growl", "weighted_l1") + ROW_WISE
+KINDS = ("group_lasso", "growl", "weighted_l1") + ROW_WISE + CONCATENATED
 
 #: a stack of row-wise terms holds at most this many entries, or one term's
 #: (the kernels make several float64 copies of what they solve: a stack may
@@ -119,7 +129,7 @@ def prepare(plan, leaf: torch.Tensor, step: float):
             # tensor stands for them where only their dtype and device count (the thresholds)
             plan.batch_memo["copied_rows_like"] = data.new_empty(0)
         return m
-    if kind == "weighted_l1":
+    if kind == "weighted_l1" or kind in CONCATENATED:
         return m  # no statistics
     m.nrm, m.s = _stages.scaled_row_norms(data, torch_dev.prims)
     if not plan.inplace:
@@ -136,6 +146,8 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
         kind = members[0].plan.pen.kernel
         if kind in ROW_WISE:  # (the kernel checks the stacked rows before any write)
             return _row_wise(members, check_finite)
+        if kind == "lp":
+            return _lp(members, check_finite)
         if check_finite:  # before any write: nothing changes when it raises
             for m in members:
                 if m.plan.fused_check:  # the row kernels check the norms they compute, as here
@@ -268,6 +280,61 @@ def _solve_stack(members: list, check_finite: bool) -> None:
         parts = torch.split(plan.kernel(torch.cat(data), *thr, *plan.fixed, **kw), rows)
     for m, X in zip(members, parts):
         m.leaf.copy_(m.plan.restore(X))
+
+
+def _lp(members: list, check_finite: bool) -> None:
+    """The lp terms: those with 0 < p < 1 and lam > 0 that share a device and
+    p are concatenated (float64 entries, as the kernel reads them) in stacks
+    of at most ``max(STACK_MAX, the largest member)`` entries, each member's
+    lam and the kernel's constants (tau, beta) of it spread over its entries,
+    and solved by one Newton loop (:func:`._xp_kernels.lp_solve`; a single
+    member calls the kernel, which makes the same operations); each
+    member's part is rounded to its dtype and written back as
+    :meth:`proxlib.torch.prox._Plan.run` writes it.  Every operation on an
+    entry is the one the kernel makes with that member's lam alone (an
+    elementwise array of equal thresholds in place of the number, and the
+    loop's extra steps leave a stopped entry where it is), so the result is
+    the terms' one by one, bit for bit.  p = 0 or 1 (closed forms) and
+    lam = 0 run on their own.  With ``check_finite`` every member is
+    checked before anything is written."""
+    if check_finite:
+        for m in members:
+            V.check_all_finite(m.data, "the parameter")
+    buckets: dict = {}
+    for m in members:
+        lam, p = m.thr[0], m.plan.fixed[0]
+        alone = not (isinstance(lam, float) and lam > 0 and 0 < p < 1)
+        buckets.setdefault((m.device, p, id(m) if alone else None), []).append(m)
+    for (device, p, alone), on in buckets.items():
+        if alone is not None or len(on) == 1:
+            m = on[0]
+            m.leaf.copy_(m.plan.restore(m.plan.kernel(m.data, *m.thr, *m.plan.fixed)))
+            continue
+        cap = max(STACK_MAX, max(m.data.numel() for m in on))
+        stack, size = [], 0
+        for m in on:
+            if stack and size + m.data.numel() > cap:
+                _lp_stack(stack, p)
+                stack, size = [], 0
+            stack.append(m)
+            size += m.data.numel()
+        _lp_stack(stack, p)
+
+
+def _lp_stack(members: list, p: float) -> None:
+    """One Newton loop over the members' concatenated entries (see :func:`_lp`)."""
+    device = members[0].device
+    sizes = [m.data.numel() for m in members]
+    v64 = torch.cat([m.data.reshape(-1).to(torch.float64) for m in members])
+
+    def spread(values):
+        return torch.cat([torch.full((n,), c, dtype=torch.float64, device=device) for n, c in zip(sizes, values)])
+
+    lam = [m.thr[0] for m in members]
+    tau, beta = zip(*(_range.lp_constants(a, p) for a in lam))
+    X = _k.lp_solve(v64, torch.abs(v64), spread(lam), p, spread(tau), spread(beta), array_namespace(v64))
+    for m, part in zip(members, torch.split(X, sizes)):
+        m.leaf.copy_(m.plan.restore(part.to(m.dtype)))
 
 
 def _soft_threshold(members: list) -> None:
