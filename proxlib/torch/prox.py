@@ -47,11 +47,12 @@ prepared once per plan (:func:`proxlib.backends.torch_dev.numba_in_place`):
 no copy, no thread pool of its own, so it never competes with torch's
 threads; the other CPU terms go through the same kernels with a copy.
 Elsewhere (the torch operations) a step's group-lasso, GrOWL, weighted-l1,
-exclusive and group+exclusive terms run as batches
+exclusive, group+exclusive and lp terms run as batches
 (:mod:`proxlib.torch._batched`: the row statistics per tensor, one solve
 for all the tensors' rows, GrOWL's OWL on the host after one copy of all
 the norms, weighted l1 as multi-tensor operations, the exclusive
-penalties' rows stacked by length and solved by one kernel call): on the
+penalties' rows stacked by length and solved by one kernel call, lp's
+entries concatenated by p and solved by one Newton loop): on the
 CPU the same bits as term by term, with a few operations per tensor
 instead of 15-380 (on a GPU, each one a launch).  See
 :mod:`proxlib.backends.torch_dev` for what runs where.
