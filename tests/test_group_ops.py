@@ -551,11 +551,32 @@ def test_group_exclusive_large_b_moderate_a(b, W, f):
         np.testing.assert_allclose(x, r, rtol=0, atol=16 * m * EPS64 * np.abs(r).max())
 
 
-@given(
-    R.matrices(6, 7),
-    st.lists(st.sampled_from(["general", "a=0", "b=0", "b=inf", "zero row", "a>=norm"]), min_size=6, max_size=6),
-    st.floats(1e-3, 1e3),
-)
+ROW_KINDS = ["general", "a=0", "b=0", "b=inf", "zero row", "a>=norm", "a=b=0"]
+
+
+def rows_of_every_kind(W, nrm, kinds, scale):
+    """Thresholds (a, b) for W (and W changed in place) that make row r of
+    the kind kinds[r] (:data:`ROW_KINDS`): the group+exclusive kernels'
+    cases, their zero rows and their unchanged rows in one call.  ``nrm``:
+    the row norms that decide x = 0 (||w||, or ||D w|| in a metric D)."""
+    G, m = W.shape
+    a = 0.5 * nrm / scale
+    b = np.full(G, scale / m)
+    for r, kind in enumerate(kinds[:G]):
+        if kind in ("a=0", "a=b=0"):
+            a[r] = 0.0
+        if kind in ("b=0", "a=b=0"):
+            b[r] = 0.0
+        if kind == "b=inf":
+            b[r] = np.inf
+        elif kind == "zero row":
+            W[r] = 0.0
+        elif kind == "a>=norm":
+            a[r] = 2.0 * nrm[r]
+    return a, b
+
+
+@given(R.matrices(6, 7), st.lists(st.sampled_from(ROW_KINDS), min_size=6, max_size=6), st.floats(1e-3, 1e3))
 def test_group_exclusive_searching_every_row_is_gathering_them_bit_for_bit(W, kinds, scale):
     """An accelerator's route (``gather=False``: every row through the root
     search, those that need none on a stand-in, no host read to find them)
@@ -563,21 +584,7 @@ def test_group_exclusive_searching_every_row_is_gathering_them_bit_for_bit(W, ki
     in one call; on NumPy and on torch."""
     from proxlib.backends import _xp_kernels as K
 
-    G = W.shape[0]
-    nrm = np.sqrt((W * W).sum(axis=1))
-    a = 0.5 * nrm / scale
-    b = np.full(G, scale / W.shape[1])
-    for r, kind in enumerate(kinds[:G]):
-        if kind == "a=0":
-            a[r] = 0.0
-        elif kind == "b=0":
-            b[r] = 0.0
-        elif kind == "b=inf":
-            b[r] = np.inf
-        elif kind == "zero row":
-            W[r] = 0.0
-        elif kind == "a>=norm":
-            a[r] = 2.0 * nrm[r]
+    a, b = rows_of_every_kind(W, np.sqrt((W * W).sum(axis=1)), kinds, scale)
     gathered = K.group_exclusive(W, a, b)
     np.testing.assert_array_equal(K.group_exclusive(W, a, b, gather=False), gathered)
     torch = pytest.importorskip("torch")

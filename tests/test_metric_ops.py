@@ -37,7 +37,7 @@ import _metric_ref as M
 import proxlib
 from proxlib.backends import _metric_kernels as MK
 from proxlib.backends import numpy_ref
-from test_group_ops import group_weight_args, numeric_c  # the Euclidean tests' strategies
+from test_group_ops import ROW_KINDS, group_weight_args, numeric_c, rows_of_every_kind  # the Euclidean tests' strategies
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
@@ -383,32 +383,7 @@ def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, l
     rows_close(X, ref, W, D, a, b)
 
 
-_ROW_KINDS = ["general", "a=0", "b=0", "b=inf", "zero row", "a>=norm", "a=b=0"]
-
-
-def _rows_of_every_kind(W, D, kinds, scale):
-    """Thresholds (a, b) for W (and W changed in place) that make row r of
-    the kind kinds[r]: the group+exclusive metric kernel's cases, its zero
-    rows and its unchanged rows in one call."""
-    G, m = W.shape
-    nz = np.sqrt(((D * W) ** 2).sum(axis=1))
-    a = 0.5 * nz / scale
-    b = np.full(G, scale / m)
-    for r, kind in enumerate(kinds[:G]):
-        if kind in ("a=0", "a=b=0"):
-            a[r] = 0.0
-        if kind in ("b=0", "a=b=0"):
-            b[r] = 0.0
-        if kind == "b=inf":
-            b[r] = np.inf
-        elif kind == "zero row":
-            W[r] = 0.0
-        elif kind == "a>=norm":
-            a[r] = 2.0 * nz[r]
-    return a, b
-
-
-@given(C.matrices(7, 6), st.data(), st.lists(st.sampled_from(_ROW_KINDS), min_size=7, max_size=7), st.floats(1e-3, 1e3))
+@given(C.matrices(7, 6), st.data(), st.lists(st.sampled_from(ROW_KINDS), min_size=7, max_size=7), st.floats(1e-3, 1e3))
 def test_metric_rows_searched_in_place_are_the_gathered_rows_bit_for_bit(W, data, kinds, scale):
     """A device's route (``gather=False``: each case that occurs solved on
     every row, the other rows on a stand-in; one host read to know the cases,
@@ -416,7 +391,7 @@ def test_metric_rows_searched_in_place_are_the_gathered_rows_bit_for_bit(W, data
     result bit for bit, with every kind of row in one call; on NumPy and on
     torch, for the three row kernels."""
     D = data.draw(M.metrics(W.shape))
-    a, b = _rows_of_every_kind(W, D, kinds, scale)
+    a, b = rows_of_every_kind(W, np.sqrt(((D * W) ** 2).sum(axis=1)), kinds, scale)
     calls = (
         lambda W, D, a, b, **kw: MK.group_exclusive_metric(W, D, a, b, **kw),
         lambda W, D, a, b, **kw: MK.group_lasso_metric(W, D, a, **kw),
@@ -430,13 +405,13 @@ def test_metric_rows_searched_in_place_are_the_gathered_rows_bit_for_bit(W, data
         np.testing.assert_array_equal(call(*args, gather=False).numpy(), call(*args).numpy())
 
 
-@given(C.matrices(6, 6), st.data(), st.lists(st.sampled_from(_ROW_KINDS), min_size=6, max_size=6), st.floats(1e-3, 1e3))
+@given(C.matrices(6, 6), st.data(), st.lists(st.sampled_from(ROW_KINDS), min_size=6, max_size=6), st.floats(1e-3, 1e3))
 def test_each_metric_row_is_solved_as_if_alone(W, data, kinds, scale):
     """A row's result does not depend on the other rows of the call: each
     row's root search stops at its own last step (:func:`MK._root`), however
     long the slowest row's search runs."""
     D = data.draw(M.metrics(W.shape))
-    a, b = _rows_of_every_kind(W, D, kinds, scale)
+    a, b = rows_of_every_kind(W, np.sqrt(((D * W) ** 2).sum(axis=1)), kinds, scale)
     X = MK.group_exclusive_metric(W, D, a, b)
     for r in range(W.shape[0]):
         one = slice(r, r + 1)
