@@ -43,7 +43,12 @@ float32) the problem is transformed exactly instead:
   2^1000 so.  ValueError where d / 2^E would leave the normal range.  What
   the division cannot change is a degree-2 threshold's ratio to the metric
   (b / d): where that exceeds float64, the metric kernels give 0 for results
-  below max(d |v|) / d_i 2^-1024.
+  below max(d |v|) / d_i 2^-1024.  At the other end a threshold below 2^-1022
+  is rounded as the product is (to a subnormal or 0), also where b / d is in
+  range (b = 2^-1191 in the metric 2^-750 is solved with b = 0; multiplying
+  the objective by 2^-E would keep it, but E would then depend on the
+  metric, which changes at every step).  The error is below 2^-1074 times
+  the row's l1 norm, divided by the metric.
 * **lp** (degree p): ``prox_lam(v) = sigma prox_{lam sigma^(p-2)}(v / sigma)``
   with sigma = 2^k chosen so that lam sigma^(p-2) is about 1; entries that
   would overflow ``v / sigma`` are far above the threshold and returned as
