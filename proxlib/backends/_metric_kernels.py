@@ -471,6 +471,7 @@ def group_exclusive_metric(W, D, a, b, gather=True):
                 idx = xp.nonzero(rows)[0]
                 U[idx, :] = solve(V[idx, :], Dn[idx, :], a_s[idx], b_s[idx], xp)
     else:
+        # one read for the three cases: bit k of ``occur`` says whether case k has rows
         occur = int(sum(xp.astype(xp.any(rows), xp.int64) << k for k, (rows, _) in enumerate(cases)))
         stand_in = xp.astype(xp.arange(m, device=device(V)) == 0, V.dtype)[None, :]
         for k, (rows, solve) in enumerate(cases):
