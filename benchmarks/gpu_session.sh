@@ -13,7 +13,7 @@
 #
 # Stages:
 #   0 env       the GPU, the versions, proxlib's backends
-#   1 step      ProximalStep (five kinds of terms) on a CUDA MLP against the
+#   1 step      ProximalStep (six kinds of terms) on a CUDA MLP against the
 #               same step on the CPU's default route (float32, within 1e-5;
 #               the parameters keep their memory); the dry run: CPU tensors
 #               through the torch operations against that route
@@ -102,6 +102,8 @@ def terms(p, net):
     p.add(net[2], proxlib.ExclusiveLasso(0.5), grouping="shape", label="ex")
     p.add(net[4], proxlib.GroupExclusive(0.5, 0.5), grouping="filter")
     p.add(net[4], proxlib.WeightedL1(1e-3), label="l1")
+    p.add(net[0], proxlib.Lp(1e-4, 0.5), label="lp0")  # (two lp terms of one p: one Newton loop)
+    p.add(net[4], proxlib.Lp(1e-4, 0.5), label="lp4")
 torch.manual_seed(0)
 L = torch.nn.Linear
 net = torch.nn.Sequential(L(256, 512), torch.nn.ReLU(), L(512, 512), torch.nn.ReLU(), L(512, 10)).to(dev)
