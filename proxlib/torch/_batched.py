@@ -250,16 +250,23 @@ def _row_wise(members: list, check_finite: bool) -> None:
         rows, length = m.plan.rows_shape
         buckets.setdefault((m.device, m.dtype, length, m.plan.fixed, id(m) if alone else None), []).append(m)
     for on in buckets.values():
-        cap = max(STACK_MAX, max(math.prod(m.plan.rows_shape) for m in on))
-        stack, size = [], 0
-        for m in on:
-            n = math.prod(m.plan.rows_shape)
-            if stack and size + n > cap:
-                _solve_stack(stack, check_finite)
-                stack, size = [], 0
-            stack.append(m)
-            size += n
-        _solve_stack(stack, check_finite)
+        for stack in _stacks(on, lambda m: math.prod(m.plan.rows_shape)):
+            _solve_stack(stack, check_finite)
+
+
+def _stacks(members: list, size):
+    """The members, in their order, in consecutive stacks of at most
+    ``max(STACK_MAX, the largest member)`` entries (``size(m)``: a member's)."""
+    cap = max(STACK_MAX, max(size(m) for m in members))
+    stack, total = [], 0
+    for m in members:
+        n = size(m)
+        if stack and total + n > cap:
+            yield stack
+            stack, total = [], 0
+        stack.append(m)
+        total += n
+    yield stack
 
 
 def _solve_stack(members: list, check_finite: bool) -> None:
@@ -310,15 +317,8 @@ def _lp(members: list, check_finite: bool) -> None:
             m = on[0]
             m.leaf.copy_(m.plan.restore(m.plan.kernel(m.data, *m.thr, *m.plan.fixed)))
             continue
-        cap = max(STACK_MAX, max(m.data.numel() for m in on))
-        stack, size = [], 0
-        for m in on:
-            if stack and size + m.data.numel() > cap:
-                _lp_stack(stack, p)
-                stack, size = [], 0
-            stack.append(m)
-            size += m.data.numel()
-        _lp_stack(stack, p)
+        for stack in _stacks(on, lambda m: m.data.numel()):
+            _lp_stack(stack, p)
 
 
 def _lp_stack(members: list, p: float) -> None:
