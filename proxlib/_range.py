@@ -345,14 +345,19 @@ def metric_divided(D, E: int, d_min: float | None = None):
     float64 holds."""
     if E == 0:
         return D
-    if d_min is None:
-        d_min = float(array_namespace(D).min(D))
-    if d_min * 2.0**-E < 2.0**-1022:
+    check_metric_divided(float(array_namespace(D).min(D)) if d_min is None else d_min, E)
+    return mul_pow2(D, -E)
+
+
+def check_metric_divided(d_min: float, E: int) -> None:
+    """:func:`metric_divided`'s check alone, on the metric's least entry: for
+    a caller that checks before it divides (a training step's batch checks
+    every term before anything is written)."""
+    if E != 0 and d_min * 2.0**-E < 2.0**-1022:
         raise ValueError(
             f"the metric's least entry {d_min!r} and step * the thresholds (beyond 2^1023: the problem is solved "
             f"divided by 2^{E}) together span more than float64 can hold; rescale the problem"
         )
-    return mul_pow2(D, -E)
 
 
 def _fits(t: Threshold, log2max: float, dname: str) -> bool:

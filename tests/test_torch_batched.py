@@ -562,3 +562,227 @@ def _run_steps(dtype, shapes, scales, zero_rows, terms, lrs, seed):
         prox.step(lr=lr)
         out.append([p.detach().clone() for p in params])
     return out
+
+
+# ---------------------------------------------------------------- in a diagonal metric
+
+_METRIC_KERNELS = _batched.METRIC_ROW_WISE + _batched.METRIC_SEPARABLE
+
+
+def _metric_step(params, metrics, terms, lrs, check_finite=False):
+    """``ProximalStep(metric=...)`` over ``terms`` ((param index, penalty,
+    grouping)) with the metric ``metrics[i]`` for parameter i; the
+    parameters after each step at the learning rates ``lrs``."""
+    by_id = {id(p): d for p, d in zip(params, metrics)}
+    prox = pt.ProximalStep(torch.optim.SGD(params, lr=1.0), metric=lambda opt, p: by_id[id(p)], check_finite=check_finite)
+    for k, (i, pen, grouping) in enumerate(terms):
+        prox.add(params[i], pen, grouping=grouping, label=str(k))
+    out = []
+    for lr in lrs:
+        prox.step(lr=lr)
+        out.append([p.detach().clone() for p in params])
+    return prox, out
+
+
+def _metric_problem(dtype, seed=0):
+    """Parameters of several shapes and scales (a zero row), metrics > 0
+    spanning two decades, and terms of every metric kernel: row terms whose
+    rows share a length across tensors, separable ones with one threshold
+    and one per entry, lp with p = 1/2 on two tensors, p = 1 and lam = 0,
+    and a last term on a tensor already in a pending batch."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(6, 5), (4, 5), (6, 5, 1, 1), (5, 2, 3, 3), (3, 4, 1, 2), (3, 2, 1, 1), (6, 5, 1, 1),
+              (7,), (4, 4), (3, 3), (5,), (2, 3), (4, 2)]  # fmt: skip
+    params = []
+    for j, shape in enumerate(shapes):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 10.0 ** (j % 5 - 2)
+        params.append(torch.nn.Parameter(x.to(device=_device.DEVICE, dtype=dtype)))
+    with torch.no_grad():
+        params[1][2] = 0.0
+    work = torch.float32 if dtype == torch.bfloat16 else dtype
+    metrics = [(0.1 * 100.0 ** torch.rand(s, generator=gen, dtype=torch.float64)).to(device=_device.DEVICE, dtype=work) for s in shapes]
+    rng = np.random.default_rng(seed)
+    terms = [
+        (0, proxlib.GroupLasso(0.3), "filter"),  # rows of length 5 (with the next)
+        (1, proxlib.GroupLasso(0.2), "filter"),
+        (2, proxlib.GroupLasso(0.4), "channel"),  # rows of length 6
+        (3, proxlib.ExclusiveLasso(0.8, group_weights=np.linspace(0.1, 2.0, 5)), "filter"),  # length 18
+        (4, proxlib.ExclusiveLasso(0.2), "shape"),  # length 3 (with the next)
+        (5, proxlib.ExclusiveLasso(0.5), "shape"),
+        (6, proxlib.GroupExclusive(0.6, 0.3), "channel"),
+        (7, proxlib.WeightedL1(0.05), None),
+        (8, proxlib.WeightedL1(rng.uniform(0, 0.3, size=(4, 4))), None),
+        (9, proxlib.Lp(0.1, 0.5), None),
+        (10, proxlib.Lp(0.05, 0.5), None),
+        (11, proxlib.Lp(0.05, 1.0), None),
+        (8, proxlib.Lp(0.0, 0.5), None),  # lam = 0: on its own (after the weighted l1 batch holding its tensor)
+        (12, proxlib.WeightedL2Sq(rng.uniform(0, 2, size=(4, 2))), None),
+        (0, proxlib.WeightedL1(0.01), None),  # its tensor is in the pending group-lasso batch: that batch runs first
+    ]
+    return params, metrics, terms
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("stack_max", [1 << 22, 25])
+@pytest.mark.parametrize("gather", [True, False])
+def test_metric_terms_are_stacked_and_solved_once(dtype, stack_max, gather, monkeypatch):
+    """``ProximalStep(metric=...)``: terms of every metric kernel, batched:
+    the row terms whose rows share a length stacked and solved by one call
+    of the kernel, the separable ones concatenated (``STACK_MAX`` small:
+    several stacks; the row kernels' host route, which gathers the rows of
+    each case, and the device route, which does not).  Every step equals
+    the terms one by one, bit for bit."""
+    monkeypatch.setattr(_batched, "STACK_MAX", stack_max)
+    monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: gather)
+    calls = collections.Counter()
+    for name in _METRIC_KERNELS:
+        kernel = getattr(torch_dev, name)
+        monkeypatch.setattr(torch_dev, name, lambda *a, _k=kernel, _n=name, **kw: calls.update([_n]) or _k(*a, **kw))
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params, metrics, terms = _metric_problem(dtype)
+        calls.clear()
+        prox, results[enabled] = _metric_step(params, metrics, terms, [0.5, 0.25, 0.25])
+        if enabled:
+            assert all(t.plan().batched for t in prox.terms)
+            per_step = {k: v // 3 for k, v in calls.items()}
+            # one call per stack: rows of length 5 (two tensors), 6; 18, 3 (two tensors); lp: the p = 1/2
+            # stack, p = 1 and lam = 0 alone; weighted l1: the first two tensors, then (after the lam = 0
+            # term ran their batch) the last term's
+            want = {"group_lasso_metric": 2, "exclusive_lasso_metric": 2, "group_exclusive_metric": 1,
+                    "weighted_l1_metric": 2, "lp_metric": 3, "weighted_l2sq_metric": 1}
+            if stack_max < 100:  # 30 + 20 entries of length-5 rows, 24 + 6 of length 3: two stacks each
+                want.update(group_lasso_metric=3, exclusive_lasso_metric=3)
+            assert per_step == want
+        else:
+            assert sum(calls.values()) == 3 * len(terms)
+    for step_b, step_u in zip(results[True], results[False]):
+        for a, b in zip(step_b, step_u):
+            _close_or_equal(a, b, dtype)
+    assert not all(torch.equal(a, b) for a, b in zip(results[True][0], _metric_problem(dtype)[0]))  # the steps did something
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("parameter", "the parameter"), ("metric-inf", "the metric"), ("metric-zero", "must be > 0")],
+)
+def test_metric_batch_raises_before_any_write(where, message, monkeypatch):
+    """``check_finite=True``: an Inf in one of three tensors of a metric
+    batch, or in its metric, or a zero in its metric, raises before any of
+    them is written."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(4, 6, generator=gen).to(_device.DEVICE)) for _ in range(3)]
+    metrics = [torch.rand(4, 6, generator=gen).to(_device.DEVICE) + 0.5 for _ in range(3)]
+    target = params[2] if where == "parameter" else metrics[2]
+    with torch.no_grad():
+        target[1, 3] = 0.0 if where == "metric-zero" else float("inf")
+    before = [p.detach().clone() for p in params]
+    terms = [(0, proxlib.GroupLasso(0.3), "filter"), (1, proxlib.WeightedL1(0.2), None), (2, proxlib.GroupLasso(0.3), "filter")]
+    with pytest.raises(ValueError, match=message):
+        _metric_step(params, metrics, terms, [1.0], check_finite=True)
+    for p, W in zip(params, before):
+        assert torch.equal(p.detach(), W)
+
+
+def _metric_ops_per_step(n_layers: int, pen, grouping) -> int:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Conv2d(6, 6, 3) for _ in range(n_layers)]).to(_device.DEVICE)
+    params = [layer.weight for layer in net]
+    metrics = [torch.rand(p.shape, generator=torch.Generator().manual_seed(i)).to(_device.DEVICE) + 0.1 for i, p in enumerate(params)]
+    by_id = {id(p): d for p, d in zip(params, metrics)}
+    prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.1), metric=lambda opt, p: by_id[id(p)])
+    for layer in net:
+        prox.add(layer, pen, grouping=grouping)
+    prox.step()
+    with OperationCount() as c:
+        prox.step()
+    return c.launching
+
+
+@pytest.mark.skipif(_device.DEVICE == "cuda", reason="counts the operations of the device route on CPU tensors (kept to CPU for speed)")
+@pytest.mark.parametrize(
+    ("pen", "grouping", "per_layer"),
+    [
+        # the float64 copy of its metric's rows, the copy back (the rows of "filter" are views; the
+        # stack is one cat of the rows and one of the metrics whatever n)
+        (proxlib.GroupLasso(0.1), "filter", 2),
+        (proxlib.GroupExclusive(0.1, 0.2), "filter", 2),
+        (proxlib.ExclusiveLasso(0.3), "filter", 2),
+        # + the float64 copy of its metric: the separable kernels' layout is the tensor's
+        (proxlib.WeightedL1(0.01), None, 2),
+        (proxlib.Lp(0.01, 0.5), None, 2),
+    ],
+)
+def test_a_metric_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, per_layer, monkeypatch):
+    """Metric terms on n convolutions whose rows share a length, on the
+    device route (no gathering of rows): ``per_layer`` operations that make
+    new data for each tensor, the kernel's (root searches, sorts, Newton
+    loops) once for all; one by one, every tensor paid for a whole solve."""
+    monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
+    monkeypatch.setattr(_batched, "ENABLED", True)
+    four, eight = (_metric_ops_per_step(n, pen, grouping) for n in (4, 8))
+    assert eight - four == 4 * per_layer
+    monkeypatch.setattr(_batched, "ENABLED", False)
+    assert _metric_ops_per_step(8, pen, grouping) > eight + 4 * 10
+
+
+def _metric_penalty(kind, lam, shape):
+    if kind == "weighted_l2sq":
+        return proxlib.WeightedL2Sq(lam)
+    if kind == "lp 0":
+        return proxlib.Lp(lam, 0.0)
+    if kind == "lp 1":
+        return proxlib.Lp(lam, 1.0)
+    return _penalty(kind, lam, shape)
+
+
+@st.composite
+def _metric_steps(draw):
+    """Tensors (shapes, scales, zero rows), metrics (a scale per tensor, and
+    a spread of up to ten decades over its entries), and terms of every
+    metric kernel on them in any order and grouping; steps; a dtype."""
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    n = draw(st.integers(1, 4))
+    shapes = [draw(st.sampled_from(_SHAPES)) for _ in range(n)]
+    scales = [10.0 ** draw(st.integers(-20, 20)) for _ in range(n)]
+    zero_rows = [draw(st.booleans()) for _ in range(n)]
+    metric_scales = [(10.0 ** draw(st.integers(-10, 10)), draw(st.integers(0, 10))) for _ in range(n)]
+    terms = []
+    for _ in range(draw(st.integers(1, 6))):
+        i = draw(st.integers(0, n - 1))
+        kind = draw(st.sampled_from(["group_lasso", "exclusive", "group_exclusive", "weighted_l1", "weighted_l1_entries",
+                                     "weighted_l2sq", "lp 1/2", "lp 0.3", "lp 0", "lp 1"]))  # fmt: skip
+        separable = kind.startswith(("weighted", "lp"))
+        grouping = None if len(shapes[i]) < 2 or separable else draw(st.sampled_from(_GROUPINGS))
+        terms.append((i, kind, grouping, 10.0 ** draw(st.integers(-3, 1))))
+    lrs = draw(st.lists(st.sampled_from([1.0, 0.5, 1e-3]), min_size=1, max_size=2))
+    return dtype, shapes, scales, zero_rows, metric_scales, terms, lrs, draw(st.integers(0, 2**16))
+
+
+@given(problem=_metric_steps())
+def test_any_mix_of_metric_terms_batched_equals_one_by_one(problem):
+    """Hypothesis: metric terms of every kind on tensors of several shapes
+    and scales, in metrics of any scale and spread, several on one tensor,
+    one or two steps: the batched steps equal the terms one by one, bit for
+    bit (on another device, the row-wise stacks to the parity tolerance)."""
+    dtype, shapes, scales, zero_rows, metric_scales, terms, lrs, seed = problem
+    results = {}
+    for enabled in (True, False):
+        gen = torch.Generator().manual_seed(seed)
+        params, metrics = [], []
+        for shape, scale, zero, (dscale, spread) in zip(shapes, scales, zero_rows, metric_scales):
+            x = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+            if zero and len(shape) > 1:
+                x[0] = 0.0
+            params.append(torch.nn.Parameter(x.to(device=_device.DEVICE, dtype=dtype)))
+            d = dscale * 10.0 ** (spread * torch.rand(shape, generator=gen, dtype=torch.float64))
+            metrics.append(d.to(device=_device.DEVICE, dtype=dtype))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_batched, "ENABLED", enabled)
+            specs = [(i, _metric_penalty(kind, lam, shapes[i]), grouping) for i, kind, grouping, lam in terms]
+            results[enabled] = _metric_step(params, metrics, specs, lrs)[1]
+    for step_b, step_u in zip(results[True], results[False]):
+        for a, b in zip(step_b, step_u):
+            _close_or_equal(a, b, dtype)

@@ -92,10 +92,12 @@ def lp_metric(v, d, lam, p):
     :func:`._xp_kernels.lp` with one lam per entry; ties at the threshold go
     to 0 as there).  p = 0: hard thresholding at sqrt(2 lam_i); p = 1: soft
     thresholding at lam_i.  Host synchronisation: one scalar read per Newton
-    step.
+    step.  ``lam`` may also be an array of v's shape (one lam > 0 per entry:
+    a batch of terms' entries concatenated), with the same operations on
+    each entry.
     """
     xp = array_namespace(v)
-    if lam == 0:
+    if not hasattr(lam, "shape") and lam == 0:
         return xp.asarray(v, copy=True)
     v64 = upcast(v, xp)
     av = xp.abs(v64)

@@ -1,4 +1,4 @@
-r"""The terms of one proximal step run as batches: group lasso, GrOWL, weighted l1, the exclusive penalties, lp.
+r"""The terms of one proximal step run as batches: group lasso, GrOWL, weighted l1, the exclusive penalties, lp; and every term in a diagonal metric.
 
 On a GPU a training step's prox is launch-bound: each term of a ResNet's
 twenty convolutions costs a dozen small launches and as many host-side
@@ -32,6 +32,18 @@ scalar read per round run once for all those tensors.  The lp terms with
 have their entries concatenated, with their thresholds spread over their
 entries, and solved by one loop (:func:`._xp_kernels.lp_solve`, whose
 entries never interact: one that stops moving stays put).
+
+In a diagonal metric (``ProximalStep(metric=...)``, e.g. Adam's) every
+kernel is a torch computation with one or more host reads per call (a root
+search per row for the group penalties, a sort for the exclusive ones, a
+Newton loop for lp), so the per-tensor cost is a whole solve: the row
+kernels' terms are stacked as the exclusive ones are (rows of one length,
+with their metrics and per-row thresholds; each row's root search stops
+at its own last step, so a row's result does not depend on its stack), and
+the separable kernels' terms (weighted l1, weighted squared l2, lp) are
+concatenated, their thresholds spread over their entries.  Each term is
+checked when it joins the batch (:func:`prepare_metric`), so a failed
+check writes nothing.
 
 Every number is the one the public function computes for the same tensor:
 the same statistics on the same rows, the same elementwise solve (IEEE
@@ -74,6 +86,12 @@ CONCATENATED = ("lp",)
 #: the kernels whose terms are batched
 KINDS = ("group_lasso", "growl", "weighted_l1") + ROW_WISE + CONCATENATED
 
+#: the kernels in a diagonal metric (``ProximalStep(metric=...)``) whose
+#: terms are batched: the row-wise ones stacked by row length (see
+#: :func:`_metric_rows`), the separable ones concatenated (:func:`_metric_entries`)
+METRIC_ROW_WISE = ("group_lasso_metric", "exclusive_lasso_metric", "group_exclusive_metric")
+METRIC_SEPARABLE = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")
+
 #: a stack of row-wise terms holds at most this many entries, or one term's
 #: (the kernels make several float64 copies of what they solve: a stack may
 #: not cost more memory than the largest term alone, or than this)
@@ -88,21 +106,31 @@ class Member:
     step, its rows' norms ``(nrm, s)``; ``data``, the rows its kernel reads,
     is kept only where the map needs them (see :func:`_write`)."""
 
-    __slots__ = ("plan", "leaf", "data", "thr", "step", "nrm", "s", "device", "dtype", "wide")
+    __slots__ = ("plan", "leaf", "data", "thr", "step", "nrm", "s", "device", "dtype", "wide", "d", "E", "d_min")
 
     def __init__(self, plan, leaf, data, thr, step, like):
         self.plan, self.leaf, self.data, self.thr, self.step = plan, leaf, data, thr, step
         self.device, self.dtype = like.device, like.dtype  # (the data's)
         self.wide = like.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
+        self.d = self.E = self.d_min = None  # (metric members) the metric, 2^E dividing the objective, d's least entry
+
+
+def kind_of(plan) -> str:
+    """The kernel a plan's batch is named by: its penalty's kernel, or its
+    kernel in a diagonal metric."""
+    return plan.pen.metric_kernel if plan.metric else plan.pen.kernel
 
 
 def batched(pen, metric: bool, x: torch.Tensor, inplace: bool) -> bool:
     """Whether a plan of the registry penalty ``pen`` on data like ``x`` (the
     working tensor: its dtype and device) joins a step's batch: one of
-    :data:`KINDS` (weighted l1 only written in place: ``inplace``), without
-    a metric, computed by torch operations (not Numba's kernels on a CPU
-    tensor: ``torch_dev.CPU_KERNELS``)."""
-    return (pen.kernel in KINDS and not metric and torch_dev.runs_torch_ops(pen.kernel, x)
+    :data:`KINDS` (weighted l1 only written in place: ``inplace``) computed
+    by torch operations (not Numba's kernels on a CPU tensor:
+    ``torch_dev.CPU_KERNELS``); in a diagonal metric (``metric``), one of
+    :data:`METRIC_ROW_WISE` or :data:`METRIC_SEPARABLE`."""
+    if metric:  # (the metric kernels are torch operations on every device)
+        return pen.metric_kernel in METRIC_ROW_WISE + METRIC_SEPARABLE
+    return (pen.kernel in KINDS and torch_dev.runs_torch_ops(pen.kernel, x)
             and (inplace or pen.kernel != "weighted_l1"))
 
 
@@ -137,13 +165,45 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     return m
 
 
+def prepare_metric(plan, leaf: torch.Tensor, step: float, d: torch.Tensor, check_finite: bool) -> Member:
+    """The :class:`Member` of the metric plan ``plan`` on ``leaf`` at
+    ``step`` in the metric ``d`` (a tensor of the leaf's shape), checked as
+    :meth:`proxlib.torch.prox._Plan.run` checks it (with ``check_finite``:
+    the parameter and the metric finite, the metric > 0; the division of
+    the objective by 2^E in range), now: before anything of the step's
+    batches is written.  Nothing is copied: the rows and the metric in
+    the kernel's layout are formed when the member's stack is solved."""
+    if check_finite:  # (the values plan.run checks, in the leaf's layout: the same verdicts)
+        V.check_all_finite(leaf.detach(), "the parameter")
+        V.check_all_finite(d, "the metric")
+        if not bool((d > 0).all()):
+            raise ValueError("the metric must be > 0 everywhere")
+    memo = plan.batch_memo
+    if "like" not in memo:  # the working dtype (half precision: float32) and float64, on the leaf's device
+        dtype = leaf.dtype if leaf.dtype in (torch.float32, torch.float64) else torch.float32
+        memo["like"] = (leaf.new_empty(0, dtype=dtype), leaf.new_empty(0, dtype=torch.float64))
+    like, like64 = memo["like"]
+    thr, E = plan.metric_thresholds(step, like64)  # (as plan.run forms them from the float64 metric)
+    m = Member(plan, leaf, None, thr, step, like)
+    m.d, m.E = d.detach(), E
+    if E != 0:
+        m.d_min = float(d.min())
+        _range.check_metric_divided(m.d_min, E)
+    return m
+
+
 def run(members: list, check_finite: bool, cache: dict) -> None:
     """Apply every member's prox (all of one kind of :data:`KINDS`, their
-    statistics computed by :func:`prepare`), under no_grad.  ``cache``
-    keeps what depends only on the thresholds between steps (the caller's,
-    one per :class:`proxlib.torch.ProximalStep`)."""
+    statistics computed by :func:`prepare`; or of :data:`METRIC_ROW_WISE`
+    or :data:`METRIC_SEPARABLE`, from :func:`prepare_metric`), under
+    no_grad.  ``cache`` keeps what depends only on the thresholds between
+    steps (the caller's, one per :class:`proxlib.torch.ProximalStep`)."""
     with torch.no_grad():
-        kind = members[0].plan.pen.kernel
+        kind = kind_of(members[0].plan)
+        if kind in METRIC_ROW_WISE:
+            return _metric_rows(members, cache)
+        if kind in METRIC_SEPARABLE:
+            return _metric_entries(members, cache)
         if kind in ROW_WISE:  # (the kernel checks the stacked rows before any write)
             return _row_wise(members, check_finite)
         if kind == "lp":
@@ -335,6 +395,84 @@ def _lp_stack(members: list, p: float) -> None:
     X = _k.lp_solve(v64, torch.abs(v64), spread(lam), p, spread(tau), spread(beta), array_namespace(v64))
     for m, part in zip(members, torch.split(X, sizes)):
         m.leaf.copy_(m.plan.restore(part.to(m.dtype)))
+
+
+def _metric_rows(members: list, cache: dict) -> None:
+    """The row-wise kernels in a diagonal metric (group lasso, exclusive,
+    group+exclusive): as :func:`_row_wise`, the members' rows of one
+    device, dtype and length stacked, with their metrics and per-row
+    thresholds, and solved by one call of the kernel per stack.  Each
+    row's result depends on that row alone, its root search included
+    (:func:`proxlib.backends._metric_kernels._root` stops each row at its
+    own last step), so on the CPU it is the same bits as the terms one by
+    one; on a GPU a reduction over the rows may be blocked differently for
+    another number of rows (rounding)."""
+    buckets: dict = {}
+    for m in members:
+        rows, length = m.plan.rows_shape
+        buckets.setdefault((m.device, m.dtype, length, m.plan.fixed), []).append(m)
+    for on in buckets.values():
+        for stack in _stacks(on, lambda m: math.prod(m.plan.rows_shape)):
+            _solve_metric_stack(stack, cache, lambda x, m: x.shape[0], lambda x: x)
+
+
+def _metric_entries(members: list, cache: dict) -> None:
+    """The separable kernels in a diagonal metric (weighted l1, weighted
+    squared l2, lp): the entries of the members of one device, dtype and
+    fixed parameter (lp's p) concatenated, with their metrics and their
+    thresholds spread over their entries, and solved by one call per stack
+    (every operation is elementwise: the terms' bits one by one).  An lp
+    term with lam = 0 (the identity) runs on its own."""
+    buckets: dict = {}
+    for m in members:
+        alone = m.plan.pen.metric_kernel == "lp_metric" and not (isinstance(m.thr[0], float) and m.thr[0] > 0)
+        buckets.setdefault((m.device, m.dtype, m.plan.fixed, id(m) if alone else None), []).append(m)
+    for on in buckets.values():
+        for stack in _stacks(on, lambda m: m.leaf.numel()):
+            _solve_metric_stack(stack, cache, lambda x, m: x.numel(), lambda x: x.reshape(-1))
+
+
+def _solve_metric_stack(members: list, cache: dict, count, flat) -> None:
+    """One call of the metric kernel on the members' data and metrics in its
+    layout (:meth:`proxlib.torch.prox._Plan.run`'s: rows, or the tensor as
+    it is), ``flat``-tened and concatenated, with each threshold spread
+    over the member's ``count(data, member)`` rows or entries; each
+    member's part written back as ``_Plan.run`` writes it.  One member:
+    ``_Plan.run``'s call on its own data."""
+    plan = members[0].plan
+    data = [m.plan.data(B.working_tensor(m.leaf)) for m in members]
+    D = [_range.metric_divided(m.plan.data(m.d).to(torch.float64), m.E, m.d_min) for m in members]
+    if len(members) == 1:
+        parts = [plan.kernel(data[0], D[0], *members[0].thr, *plan.fixed)]
+    else:
+        sizes = [count(x, m) for x, m in zip(data, members)]
+        X = plan.kernel(torch.cat([flat(x) for x in data]), torch.cat([flat(x) for x in D]),
+                        *_spread_thresholds(members, sizes, cache), *plan.fixed)
+        parts = [part.reshape(x.shape) for part, x in zip(torch.split(X, sizes), data)]
+    for m, X in zip(members, parts):
+        m.leaf.copy_(m.plan.restore(X))
+
+
+def _spread_thresholds(members: list, sizes: list, cache: dict) -> list:
+    """Each of the members' thresholds spread over their ``sizes`` (rows, or
+    entries) and concatenated, float64 (a number filled in, an array of one
+    value broadcast, an array of the member's layout flattened: the same
+    value for every row or entry as the kernel would broadcast); formed
+    again only when a member's thresholds change."""
+    key = ("spread", tuple(id(m.plan) for m in members))
+    thr = [m.thr for m in members]
+    hit = cache.get(key)
+    if hit is None or any(x is not y for x, y in zip(hit[0], thr)):
+        like = members[0].d
+
+        def spread(t, n):
+            if isinstance(t, torch.Tensor):
+                return torch.broadcast_to(t.reshape(-1), (n,))
+            return torch.full((n,), t, dtype=torch.float64, device=like.device)
+
+        spreads = [torch.cat([spread(m.thr[j], n) for m, n in zip(members, sizes)]) for j in range(len(thr[0]))]
+        hit = cache[key] = (thr, spreads)  # (holding the thresholds: their ids stay theirs)
+    return hit[1]
 
 
 def _soft_threshold(members: list) -> None:

@@ -54,7 +54,10 @@ the norms, weighted l1 as multi-tensor operations, the exclusive
 penalties' rows stacked by length and solved by one kernel call, lp's
 entries concatenated by p and solved by one Newton loop): on the
 CPU the same bits as term by term, with a few operations per tensor
-instead of 15-380 (on a GPU, each one a launch).  See
+instead of 15-380 (on a GPU, each one a launch).  So do the terms of a
+step in a metric (every device: the metric kernels are torch operations),
+whose root searches, sorts and Newton loops run once per stack of rows of
+one length or of separable entries instead of once per tensor.  See
 :mod:`proxlib.backends.torch_dev` for what runs where.
 The hook is excluded from ``torch.compile`` tracing
 (``torch.compiler.disable``): a compiled ``optimizer.step`` runs it eagerly
@@ -316,7 +319,8 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
         probe = data(leaf.detach())
     if term.metric:
-        return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True)
+        return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True,
+                     batched=_batched.batched(pen, True, x, False), rows_shape=tuple(probe.shape) if pen.layout != "flat" else None)
     shares = native and B.shares_memory(probe, leaf)
     inplace = shares and pen.kernel in _IN_PLACE
     on_numba = torch_dev.numba_in_place(pen, probe, terms) if shares else None
@@ -740,6 +744,8 @@ class ProximalStep:
             self.n_steps += 1
             return
         metrics = {}  # one metric per tensor, shared by its terms (the prox leaves the state alone)
+        # metric terms join the step's batches (keep_zero freezes each term's zero groups as it runs: one by one)
+        batch = None if self.keep_zero else _Batches(self.check_finite, self._batch_cache)
         for term in self.terms:
             leaf = term.leaf
             if not leaf.requires_grad:
@@ -750,9 +756,15 @@ class ProximalStep:
                 d = metrics.get(id(leaf))
                 if d is None:
                     d = metrics[id(leaf)] = self._metric_of(term, leaf, opt)
+            if batch is not None:
+                if d is not None and batch.add_metric(term.plan(leaf), leaf, float(term_lr * factor) * term.strength, d):
+                    continue
+                batch.before(leaf)
             term.apply(term_lr * factor, check_finite=self.check_finite, metric=d, _leaf=leaf)
             if self.keep_zero:
                 self._freeze(term, leaf)
+        if batch is not None:
+            batch.flush()
         if self.keep_zero:
             self._enforce_frozen(opt)  # the state of the groups frozen just now
         self.n_steps += 1
@@ -767,7 +779,8 @@ class ProximalStep:
         microseconds, together as much as a small layer's kernel.  Terms on
         the torch route whose plan is ``batched`` join the step's batches
         (:class:`_Batches`), run when a later term needs their tensor, or at
-        the end (the metric and ``keep_zero`` steps run every term alone)."""
+        the end (the metric steps batch their terms in :meth:`_apply_all`; the
+        ``keep_zero`` steps run every term alone)."""
         written = []
         batch = _Batches(self.check_finite, self._batch_cache)
         try:
@@ -934,10 +947,22 @@ class _Batches:
         member = _batched.prepare(plan, leaf, step)
         if member is None:
             return False
-        kind = plan.pen.kernel
+        self._queue(member, leaf)
+        return True
+
+    def add_metric(self, plan: _Plan, leaf: torch.Tensor, step: float, d: torch.Tensor) -> bool:
+        """Queue the metric term (checked now: :func:`._batched.prepare_metric`);
+        False where it runs on its own now."""
+        if not (_batched.ENABLED and plan.batched):
+            return False
+        self.before(leaf)
+        self._queue(_batched.prepare_metric(plan, leaf, step, d, self.check_finite), leaf)
+        return True
+
+    def _queue(self, member, leaf: torch.Tensor) -> None:
+        kind = _batched.kind_of(member.plan)
         self.pending.setdefault(kind, []).append(member)
         self.leaves[id(leaf)] = kind
-        return True
 
     def before(self, leaf: torch.Tensor) -> None:
         """Run the batch that holds ``leaf``, if one does."""
