@@ -207,7 +207,12 @@ HOST_NOTE = (
     "tensor; weighted l1 as three multi-tensor operations; the exclusive penalties' rows stacked by length, one "
     "kernel call per stack); *one by one*: `_batched.ENABLED = False`. Operations: every torch operation of one "
     "step; launching: those that make new data (a kernel launch each on a GPU; the CPU's row sort is NumPy's, "
-    "not counted)."
+    "not counted). Group+exclusive and the metric row kernels run their device route (`torch_dev._gathers_rows` "
+    "False: no gathering of rows, one read per four root-search steps). *In Adam's metric*: "
+    "`ProximalStep(Adam, metric=\"adam\")`, "
+    "batched: the row kernels' rows stacked by length (7 lengths among the 20 convolutions' \"channel\" rows, "
+    "4 among their \"shape\" rows), the weighted l1's entries concatenated; the metric (Adam's denominator) "
+    "is formed per tensor in both."
 )
 
 
@@ -217,23 +222,29 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
     ``width`` channels (4: 1/16 of the real widths, so that the arithmetic is
     negligible and what is timed is the per-tensor work of the host, which
     on a GPU is what bounds the step), on CPU tensors with
-    ``torch_dev.CPU_KERNELS = "torch"``, the group-lasso and GrOWL terms
-    batched (the default) against one by one (``_batched.ENABLED = False``),
-    timed in alternation; and each one's torch operations per step
-    (launching: those that make new data, a kernel launch each on a GPU)."""
+    ``torch_dev.CPU_KERNELS = "torch"``, each penalty's terms batched (the
+    default) against one by one (``_batched.ENABLED = False``), timed in
+    alternation, also in Adam's metric (the metric row kernels on their
+    device route); and each one's torch operations per step (launching:
+    those that make new data, a kernel launch each on a GPU)."""
     from proxlib.torch import _batched
     from proxlib.torch._opcount import OperationCount
 
     torch.manual_seed(0)
     net = resnet18(width=width)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(2, 3, 32, 32)).square().mean().backward()
+    opt.step()  # (Adam's state: the metric of the metric rows)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     rows = []
-    route = torch_dev.CPU_KERNELS
+    route, gathers = torch_dev.CPU_KERNELS, torch_dev._gathers_rows
     torch_dev.CPU_KERNELS = "torch"
+    torch_dev._gathers_rows = lambda W: False  # the metric row kernels' device route
+    cases = [(name, pen, grouping, None) for name, (pen, grouping) in PENALTIES.items()]
+    cases += [(f"{name}, Adam's metric", pen, grouping, "adam") for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
     try:
-        for name, (pen, grouping) in PENALTIES.items():
-            prox = pt.ProximalStep(opt, model=net)
+        for name, pen, grouping, metric in cases:
+            prox = pt.ProximalStep(opt, model=net, metric=metric)
             for c in convs:
                 prox.add(c, pen(), grouping=grouping)
             row = dict(penalty=name, layers=len(convs), width=width)
@@ -255,7 +266,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
             rows.append(row)
     finally:
         _batched.ENABLED = True
-        torch_dev.CPU_KERNELS = route
+        torch_dev.CPU_KERNELS, torch_dev._gathers_rows = route, gathers
     return rows
 
 
@@ -292,12 +303,24 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[d
     t_train = _median_ms(train_step, repeats, sync)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     rows = []
-    for name, (pen, grouping) in PENALTIES.items():
-        prox = pt.ProximalStep(opt, model=net)
+    cases = [(name, pen, grouping, None) for name, (pen, grouping) in PENALTIES.items()]
+    # the prox in Adam's metric, after an Adam step (no exact metric prox for GrOWL)
+    cases += [(f"{name}, Adam's metric", pen, grouping, "adam") for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
+    adam = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def adam_step():
+        adam.zero_grad(set_to_none=True)
+        F.cross_entropy(net(X), y).backward()
+        adam.step()
+
+    t_adam = _median_ms(adam_step, repeats, sync)
+    for name, pen, grouping, metric in cases:
+        prox = pt.ProximalStep(adam if metric else opt, model=net, metric=metric)
         for c in convs:
             prox.add(c, pen(), grouping=grouping)
         t_prox = _median_ms(prox.step, repeats, sync)
-        row = dict(device=dev_name, model="ResNet-18 (32x32)", batch=batch, penalty=name, train_ms=t_train, prox_ms=t_prox)
+        row = dict(device=dev_name, model="ResNet-18 (32x32)" + (", Adam" if metric else ""), batch=batch, penalty=name,
+                   train_ms=t_adam if metric else t_train, prox_ms=t_prox)
         if any(t.plan().batched for t in prox.terms):  # the same terms one by one (proxlib.torch._batched)
             from proxlib.torch import _batched
 

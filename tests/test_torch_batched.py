@@ -629,10 +629,11 @@ def test_metric_terms_are_stacked_and_solved_once(dtype, stack_max, gather, monk
     """``ProximalStep(metric=...)``: terms of every metric kernel, batched:
     the row terms whose rows share a length stacked and solved by one call
     of the kernel, the separable ones concatenated (``STACK_MAX`` small:
-    several stacks; the row kernels' host route, which gathers the rows of
-    each case, and the device route, which does not).  Every step equals
-    the terms one by one, bit for bit."""
+    several stacks, a tensor beyond it alone; the row kernels' host route,
+    which gathers the rows of each case, and the device route, which does
+    not).  Every step equals the terms one by one, bit for bit."""
     monkeypatch.setattr(_batched, "STACK_MAX", stack_max)
+    monkeypatch.setattr(_batched, "METRIC_STACK_MAX_CPU", stack_max)
     monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: gather)
     calls = collections.Counter()
     for name in _METRIC_KERNELS:
