@@ -214,20 +214,22 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
 
 
 def _owl_in_one_call(v, weights, step, check_finite):
-    """The common short call (NumPy float arrays, a plain step, a backend
-    that offers it: Numba's ``owl_small_checked``, 1 to 2048 entries) in one
-    compiled call that checks and solves, instead of the general path's
-    Python layers (tens of microseconds, the whole cost at n = 100).  The
-    result is the general path's, bit for bit; None wherever the general path
-    must decide (any failed check, so the errors and their messages are its
-    own; thresholds near the end of the range; other arrays or steps)."""
+    """The common call (NumPy float arrays, a plain step, a backend that
+    offers it: Numba's ``owl_checked``) checked and its thresholds formed in
+    one compiled pass, instead of the general path's Python layers (tens of
+    microseconds, the whole cost at n = 100) and float64 temporaries (three
+    passes, a fifth of the call at n = 1e6 in float32); up to 2048 entries
+    the whole call is one compiled call.  The result is the general path's,
+    bit for bit; None wherever the general path must decide (any failed
+    check, so the errors and their messages are its own; thresholds near
+    the end of the range; other arrays or steps)."""
     if not (type(v) is np.ndarray and type(weights) is np.ndarray
             and v.dtype.char in "fd" and weights.dtype.char in "fd" and weights.ndim == 1
             and v.dtype.isnative and weights.dtype.isnative
             and v.flags.c_contiguous and weights.flags.c_contiguous
             and (type(step) is int or isinstance(step, float)) and 2.0**-1022 <= step <= 2.0**1000):
         return None
-    run = getattr(R.backend_for(v), "owl_small_checked", None)
+    run = getattr(R.backend_for(v), "owl_checked", None)
     return None if run is None else run(v, weights, float(step), check_finite)
 
 

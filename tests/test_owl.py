@@ -504,9 +504,10 @@ def test_owl_growl_inputs_untouched_and_new_arrays(dtype):
 
 # ------------------------------------------------------- the one-call lane
 #
-# prox_owl and OWL(w).prox solve short NumPy vectors in one compiled call that
-# checks and solves (proxlib.owl._owl_in_one_call).  It must give the general
-# path's result bit for bit, and leave every error to that path.
+# prox_owl and OWL(w).prox check NumPy vectors and form their thresholds in
+# one compiled pass, and solve short ones in that same call
+# (proxlib.owl._owl_in_one_call).  It must give the general path's result bit
+# for bit, and leave every error to that path.
 
 
 def _general_owl(v, w, step, check_finite):
@@ -527,10 +528,14 @@ def _outcome(fn):
 def lane_problems(draw):
     """Valid and invalid calls near every edge the lane tests."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    n = draw(st.one_of(st.integers(1, 24), st.sampled_from([2047, 2048, 2049])))
-    v = draw(arrays(np.float64, n, elements=R.elements())).astype(dtype) if n <= 24 else \
-        np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(n).astype(dtype)
-    w = np.array(sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=n, max_size=n)), reverse=True))
+    n = draw(st.one_of(st.integers(1, 24), st.sampled_from([2047, 2048, 2049, 5000, 70001])))
+    if n <= 24:
+        v = draw(arrays(np.float64, n, elements=R.elements())).astype(dtype)
+        w = np.array(sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=n, max_size=n)), reverse=True))
+    else:  # (long: random vectors, weights with ties)
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        v = rng.standard_normal(n).astype(dtype)
+        w = np.sort(np.round(rng.uniform(0.0, 3.0, n), 2))[::-1].copy()
     flaw = draw(st.sampled_from(["none", "none", "none", "nan_v", "inf_v", "nan_w", "inf_w", "negative_w",
                                  "rising_w", "short_w", "float32_w", "shape_v"]))
     i = draw(st.integers(0, n - 1))
@@ -573,17 +578,18 @@ def test_owl_one_call_lane_equals_the_general_path(problem):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 100, 2048])
+@pytest.mark.parametrize("n", [1, 100, 2048, 2049, 300_000])
 def test_owl_one_call_lane_takes_the_common_call(backend, dtype, n):
-    """The lane answers the common call on Numba (so the test above compares
-    two paths), and no other backend."""
+    """The lane answers the common call on Numba, short vectors (one compiled
+    call) and long ones (the checks and thresholds in one compiled pass),
+    so the test above compares two paths; and no other backend."""
     from proxlib import owl
 
     rng = np.random.default_rng(n)
     v = rng.standard_normal(n).astype(dtype)
     w = np.sort(rng.uniform(0, 1, n))[::-1].copy()
-    x = owl._owl_in_one_call(v, w, 0.5, True)
-    assert (x is not None) == (backend == "numba")
-    if x is not None:
-        assert x.tobytes() == _general_owl(v, w, 0.5, True).tobytes()
-    assert owl._owl_in_one_call(np.zeros(n + 2048, dtype), np.zeros(n + 2048), 1.0, True) is None
+    for weights in (w, w.astype(dtype)):
+        x = owl._owl_in_one_call(v, weights, 0.5, True)
+        assert (x is not None) == (backend == "numba")
+        if x is not None:
+            assert x.tobytes() == _general_owl(v, weights, 0.5, True).tobytes()
