@@ -211,9 +211,9 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
     with torch.no_grad():
         kind = kind_of(members[0].plan)
         if kind in METRIC_ROW_WISE:
-            return _metric_rows(members, cache)
+            return _metric_rows(members)
         if kind in METRIC_SEPARABLE:
-            return _metric_entries(members, cache)
+            return _metric_entries(members)
         if kind in ROW_WISE:  # (the kernel checks the stacked rows before any write)
             return _row_wise(members, check_finite)
         if kind == "lp":
@@ -408,7 +408,7 @@ def _lp_stack(members: list, p: float) -> None:
         m.leaf.copy_(m.plan.restore(part.to(m.dtype)))
 
 
-def _metric_rows(members: list, cache: dict) -> None:
+def _metric_rows(members: list) -> None:
     """The row-wise kernels in a diagonal metric (group lasso, exclusive,
     group+exclusive): as :func:`_row_wise`, the members' rows of one
     device, dtype and length stacked, with their metrics and per-row
@@ -424,10 +424,10 @@ def _metric_rows(members: list, cache: dict) -> None:
         buckets.setdefault((m.device, m.dtype, length, m.plan.fixed), []).append(m)
     for on in buckets.values():
         for stack in _stacks(on, lambda m: math.prod(m.plan.rows_shape), _metric_stack_max(on[0])):
-            _solve_metric_stack(stack, cache, lambda x, m: x.shape[0], lambda x: x)
+            _solve_metric_stack(stack, lambda x, m: x.shape[0], lambda x: x)
 
 
-def _metric_entries(members: list, cache: dict) -> None:
+def _metric_entries(members: list) -> None:
     """The separable kernels in a diagonal metric (weighted l1, weighted
     squared l2, lp): the entries of the members of one device, dtype and
     fixed parameter (lp's p) concatenated, with their metrics and their
@@ -440,7 +440,7 @@ def _metric_entries(members: list, cache: dict) -> None:
         buckets.setdefault((m.device, m.dtype, m.plan.fixed, id(m) if alone else None), []).append(m)
     for on in buckets.values():
         for stack in _stacks(on, lambda m: m.leaf.numel(), _metric_stack_max(on[0])):
-            _solve_metric_stack(stack, cache, lambda x, m: x.numel(), lambda x: x.reshape(-1))
+            _solve_metric_stack(stack, lambda x, m: x.numel(), lambda x: x.reshape(-1))
 
 
 def _metric_stack_max(m: Member) -> int:
@@ -448,7 +448,7 @@ def _metric_stack_max(m: Member) -> int:
     return METRIC_STACK_MAX_CPU if m.device.type == "cpu" else STACK_MAX
 
 
-def _solve_metric_stack(members: list, cache: dict, count, flat) -> None:
+def _solve_metric_stack(members: list, count, flat) -> None:
     """One call of the metric kernel on the members' data and metrics in its
     layout (:meth:`proxlib.torch.prox._Plan.run`'s: rows, or the tensor as
     it is), ``flat``-tened and concatenated, with each threshold spread
@@ -463,32 +463,38 @@ def _solve_metric_stack(members: list, cache: dict, count, flat) -> None:
     else:
         sizes = [count(x, m) for x, m in zip(data, members)]
         X = plan.kernel(torch.cat([flat(x) for x in data]), torch.cat([flat(x) for x in D]),
-                        *_spread_thresholds(members, sizes, cache), *plan.fixed)
+                        *_spread_thresholds(members, sizes), *plan.fixed)
         parts = [part.reshape(x.shape) for part, x in zip(torch.split(X, sizes), data)]
     for m, X in zip(members, parts):
         m.leaf.copy_(m.plan.restore(X))
 
 
-def _spread_thresholds(members: list, sizes: list, cache: dict) -> list:
+def _spread_thresholds(members: list, sizes: list) -> list:
     """Each of the members' thresholds spread over their ``sizes`` (rows, or
-    entries) and concatenated, float64 (a number filled in, an array of one
-    value broadcast, an array of the member's layout flattened: the same
-    value for every row or entry as the kernel would broadcast); formed
-    again only when a member's thresholds change."""
-    key = ("spread", tuple(id(m.plan) for m in members))
-    thr = [m.thr for m in members]
-    hit = cache.get(key)
-    if hit is None or any(x is not y for x, y in zip(hit[0], thr)):
-        like = members[0].d
+    entries) and concatenated, float64: the same value for every row or
+    entry as the kernel would broadcast (an array of one value broadcast, an
+    array of the member's layout flattened, a number as a one-entry array:
+    :func:`_threshold_array`).  Formed at each step (no copy of the
+    thresholds outlives the step: a model's worth of float64 for a weighted
+    l1 with one threshold per entry)."""
+    return [torch.cat([torch.broadcast_to(_threshold_array(m, j), (n,)) for m, n in zip(members, sizes)])
+            for j in range(len(members[0].thr))]
 
-        def spread(t, n):
-            if isinstance(t, torch.Tensor):
-                return torch.broadcast_to(t.reshape(-1), (n,))
-            return torch.full((n,), t, dtype=torch.float64, device=like.device)
 
-        spreads = [torch.cat([spread(m.thr[j], n) for m, n in zip(members, sizes)]) for j in range(len(thr[0]))]
-        hit = cache[key] = (thr, spreads)  # (holding the thresholds: their ids stay theirs)
-    return hit[1]
+def _threshold_array(m: Member, j: int) -> torch.Tensor:
+    """The member's j-th threshold as a flat float64 array on its device: an
+    array as it is, a number filled into one entry (on the device, no host
+    transfer; kept while the thresholds are the same)."""
+    t = m.thr[j]
+    if isinstance(t, torch.Tensor):
+        return t.reshape(-1)
+    memo = m.plan.batch_memo
+    hit = memo.get("threshold_arrays")
+    if hit is None or hit[0] is not m.thr:
+        hit = memo["threshold_arrays"] = (m.thr, {})
+    if j not in hit[1]:
+        hit[1][j] = torch.full((1,), t, dtype=torch.float64, device=m.device)
+    return hit[1][j]
 
 
 def _soft_threshold(members: list) -> None:
