@@ -362,7 +362,7 @@ def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
         Pl = P[:, Ls + xp.where(uL, i, loL)]
         Pr = P[:, M + xp.where(uR, j, loR)]
         eL = eg[Ls + i]
-        eR = eg[xp.minimum(M + j, B - 1)]  # the clipped index is read only when unused
+        eR = eg[xp.clip(M + j, max=B - 1)]  # the clipped index is read only when unused (clip: a number bound, no tensor made of it)
         S = (Pr[1] - Pl[1]) + (Pr[2] - Pl[2])
         mean = S / (Pr[0] - Pl[0])
         condA = eL >= mean  # s* <= eL_i  ->  p <= i
@@ -382,8 +382,9 @@ def _bridge_cuts_array(P, eg, J, pairwise, xp, dev, stats=None):
     # [Ls+p+1, M+q).  Starts are distinct, and so are ends, but a start may
     # equal another junction's end, hence two rows.
     cut = xp.zeros((2, B + 2), dtype=xp.int32, device=dev)
-    cut[0, Ls + loL + 1] = 1
-    cut[1, M + loR] = 1
+    one = xp.ones(1, dtype=xp.int32, device=dev)  # (assigning a Python 1 first copies it to the device: torch waits for that copy)
+    cut[0, Ls + loL + 1] = one
+    cut[1, M + loR] = one
     return cut
 
 
