@@ -390,3 +390,35 @@ def test_readme_metric_snippet_runs():
         "filter",
     )
     assert prox.n_steps == 1 and torch.equal(model.conv2.weight, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_adam_metric_is_formed_without_a_host_read(dtype):
+    """Fused (and capturable) Adam keep the step count on the parameter's
+    device: the metric is formed there (no ``item()``, which on a GPU waits
+    for the device, once per tensor and step) with a float64 bias correction
+    and a square root, as the fused step forms it: the default formula's
+    value to a unit in the last place."""
+    from proxlib.torch import adaptive
+    from proxlib.torch._opcount import OperationCount
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(300, dtype=dtype))
+    q = torch.nn.Parameter(p.detach().clone())
+    plain = torch.optim.Adam([p], lr=1e-3, betas=(0.9, 0.999))
+    fused = torch.optim.Adam([q], lr=1e-3, betas=(0.9, 0.999), fused=True)
+    eps = float(torch.finfo(dtype).eps)
+    for _ in range(150):
+        g = torch.randn(300, dtype=dtype)
+        p.grad, q.grad = g.clone(), g.clone()
+        plain.step()
+        fused.step()
+        state = {"exp_avg_sq": plain.state[p]["exp_avg_sq"], "step": fused.state[q]["step"]}  # the same moments
+        with OperationCount() as count:
+            d = adaptive.denominator(fused.param_groups[0], state)
+        assert "aten._local_scalar_dense.default" not in count.ops
+        want = adam_metric(plain, p)
+        torch.testing.assert_close(d, want, rtol=2 * eps, atol=0)
+    with OperationCount() as count:
+        adam_metric(plain, p)
+    assert count.ops["aten._local_scalar_dense.default"] == 1  # (the default Adam's step count: on the host already)

@@ -54,7 +54,11 @@ def adam_metric(optimizer: torch.optim.Optimizer, param: torch.Tensor, *, assume
     ``w_before - lr * m_hat / d`` reproduces ``optimizer.step()`` bit for bit
     on CPU (``m_hat = exp_avg / (1 - beta1^t)``; see the tests).  The
     ``capturable`` and ``fused`` implementations form the same quantity with
-    other roundings (a few units in the last place).
+    other roundings (a few units in the last place); they keep ``t`` on the
+    parameter's device, so for them the bias correction is formed there, in
+    float64 with a square root as theirs (Python's ``** 0.5`` above is the C
+    library's pow, which can differ from it in the last bit), and no value
+    is read back to the host.
 
     AdamW's decoupled weight decay (``w <- w (1 - lr wd)`` before the update)
     and Adam's coupled one (``wd w`` added to the gradient, hence to the
@@ -107,9 +111,17 @@ def denominator(group: dict, state: dict) -> torch.Tensor:
     _, beta2 = group["betas"]
     eps = group["eps"]
     step = state["step"]
-    step = step.item() if isinstance(step, torch.Tensor) else step  # as torch.optim.adam's _get_value
     if isinstance(beta2, torch.Tensor) and beta2.dim() != 0:
         beta2 = beta2.squeeze()  # as torch.optim.optimizer._to_scalar
+    if isinstance(step, torch.Tensor) and (group.get("fused") or group.get("capturable")):
+        # fused and capturable Adam keep the step count on the parameter's
+        # device: the same formula in float64 tensor operations there, so
+        # that no read waits for the device (on the CPU the same bits:
+        # torch's pow and sqrt are the C library's, as Python's float pow)
+        with torch.no_grad():
+            bias_correction2_sqrt = torch.sqrt(1 - beta2 ** step.to(torch.float64))
+            return (state[key].sqrt() / bias_correction2_sqrt).add_(eps)
+    step = step.item() if isinstance(step, torch.Tensor) else step  # as torch.optim.adam's _get_value
     # torch.optim.adam._single_tensor_adam (and _multi_tensor_adam, capturable=False):
     #   bias_correction2 = 1 - beta2 ** step
     #   bias_correction2_sqrt = bias_correction2 ** 0.5
