@@ -354,8 +354,7 @@ def _solve_stack(members: list, check_finite: bool) -> None:
         parts = [plan.kernel(data[0], *m.thr, *plan.fixed, **kw)]
     else:
         rows = [d.shape[0] for d in data]
-        thr = [torch.cat([torch.broadcast_to(m.thr[j], (G,)) for m, G in zip(members, rows)]) for j in range(len(plan.terms))]
-        parts = torch.split(plan.kernel(torch.cat(data), *thr, *plan.fixed, **kw), rows)
+        parts = torch.split(plan.kernel(torch.cat(data), *_spread_thresholds(members, rows), *plan.fixed, **kw), rows)
     for m, X in zip(members, parts):
         m.leaf.copy_(m.plan.restore(X))
 
