@@ -787,3 +787,31 @@ def test_any_mix_of_metric_terms_batched_equals_one_by_one(problem):
     for step_b, step_u in zip(results[True], results[False]):
         for a, b in zip(step_b, step_u):
             _close_or_equal(a, b, dtype)
+
+
+@pytest.mark.skipif(_device.DEVICE == "cuda", reason="counts the operations of the device route on CPU tensors (kept to CPU for speed)")
+def test_adam_metric_step_forms_the_metrics_together(monkeypatch):
+    """``metric="adam"``: the tensors' metrics (Adam's denominators) are
+    formed by three multi-tensor operations for all of them, so a weighted-l1
+    step in Adam's metric costs three operations per tensor: the two with a
+    given metric (its float64 copy, the copy back) and the read of its step
+    count (a CPU tensor in torch's default Adam: no device work)."""
+    monkeypatch.setattr(_batched, "ENABLED", True)
+
+    def launching(n_layers):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(*[torch.nn.Conv2d(6, 6, 3) for _ in range(n_layers)]).to(_device.DEVICE)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        net(torch.randn(2, 6, 2 * n_layers + 2, 2 * n_layers + 2, device=_device.DEVICE)).sum().backward()
+        opt.step()
+        prox = pt.ProximalStep(opt, model=net, metric="adam")
+        for layer in net:
+            prox.add(layer, proxlib.WeightedL1(0.01))
+        prox.step()
+        with OperationCount() as c:
+            prox.step()
+        return c.launching, c.ops["aten._foreach_sqrt.default"]
+
+    (four, sqrt4), (eight, sqrt8) = launching(4), launching(8)
+    assert eight - four == 4 * 3
+    assert sqrt4 == sqrt8 == 1

@@ -104,6 +104,40 @@ def denominator(group: dict, state: dict) -> torch.Tensor:
     checks of the optimizer or the parameter: for callers that made them
     once, such as ``ProximalStep(metric="adam")``); ValueError when the state
     has no second moment yet."""
+    moment, bias_correction2_sqrt, eps = _denominator_terms(group, state)
+    with torch.no_grad():
+        return (moment.sqrt() / bias_correction2_sqrt).add_(eps)
+
+
+def denominators(entries: list) -> list:
+    """:func:`denominator` of each ``(group, state)`` of ``entries``, the same
+    values, with the tensors that share a bias correction, eps, device and
+    dtype formed together by three multi-tensor operations
+    (``torch._foreach_*``: a few launches on a GPU for all of them instead of
+    three per tensor; on the CPU the same operations tensor by tensor)."""
+    out: list = [None] * len(entries)
+    together: dict = {}
+    for i, (group, state) in enumerate(entries):
+        moment, b, eps = _denominator_terms(group, state)
+        if isinstance(b, float) and isinstance(eps, float):
+            together.setdefault((b, eps, moment.device, moment.dtype), []).append((i, moment))
+        else:
+            with torch.no_grad():
+                out[i] = (moment.sqrt() / b).add_(eps)
+    with torch.no_grad():
+        for (b, eps, _, _), members in together.items():
+            d = torch._foreach_sqrt([moment for _, moment in members])
+            torch._foreach_div_(d, b)
+            torch._foreach_add_(d, eps)
+            for (i, _), di in zip(members, d):
+                out[i] = di
+    return out
+
+
+def _denominator_terms(group: dict, state: dict) -> tuple:
+    """(s, sqrt(1 - beta2^t), eps) of :func:`adam_metric`'s formula, as
+    torch's Adam forms them: the bias correction a Python float where the
+    step count is on the host, a float64 tensor on its device otherwise."""
     amsgrad = bool(group.get("amsgrad", False))
     key = "max_exp_avg_sq" if amsgrad else "exp_avg_sq"
     if key not in state or "step" not in state:
@@ -116,17 +150,13 @@ def denominator(group: dict, state: dict) -> torch.Tensor:
     if isinstance(step, torch.Tensor) and (group.get("fused") or group.get("capturable")):
         # fused and capturable Adam keep the step count on the parameter's
         # device: the same formula in float64 tensor operations there, so
-        # that no read waits for the device (on the CPU the same bits:
-        # torch's pow and sqrt are the C library's, as Python's float pow)
+        # that no read waits for the device (with a square root, as theirs)
         with torch.no_grad():
-            bias_correction2_sqrt = torch.sqrt(1 - beta2 ** step.to(torch.float64))
-            return (state[key].sqrt() / bias_correction2_sqrt).add_(eps)
+            return state[key], torch.sqrt(1 - beta2 ** step.to(torch.float64)), eps
     step = step.item() if isinstance(step, torch.Tensor) else step  # as torch.optim.adam's _get_value
     # torch.optim.adam._single_tensor_adam (and _multi_tensor_adam, capturable=False):
     #   bias_correction2 = 1 - beta2 ** step
     #   bias_correction2_sqrt = bias_correction2 ** 0.5
     #   denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
     bias_correction2 = 1 - beta2**step
-    bias_correction2_sqrt = bias_correction2**0.5
-    with torch.no_grad():
-        return (state[key].sqrt() / bias_correction2_sqrt).add_(eps)
+    return state[key], bias_correction2**0.5, eps

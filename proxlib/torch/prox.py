@@ -701,6 +701,27 @@ class ProximalStep:
         lr = self._param_group(term, leaf, optimizer)["lr"]
         return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
+    def _adam_metrics(self, optimizer, lr: float | None) -> dict:
+        """Adam's metric of every tensor a term of this step takes its prox on
+        (id(leaf) -> d), formed together (:func:`.adaptive.denominators`: a
+        few multi-tensor operations, not three per tensor); a tensor without
+        Adam's state yet raises as :meth:`_metric_of` does, naming its term."""
+        firsts, entries = {}, []
+        for term in self.terms:
+            leaf = term.leaf
+            if not leaf.requires_grad or id(leaf) in firsts:
+                continue
+            if (lr if lr is not None else self._lr_of(term, leaf, optimizer)) * term.strength > 0:
+                firsts[id(leaf)] = (term, leaf)
+                entries.append((self._param_group(term, leaf, optimizer), optimizer.state.get(leaf, {})))
+        try:
+            ds = adaptive.denominators(entries)
+        except ValueError:
+            for term, leaf in firsts.values():
+                self._metric_of(term, leaf, optimizer)  # (raises for the first tensor without a state)
+            raise
+        return dict(zip(firsts, ds))
+
     def _metric_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> torch.Tensor:
         """The metric for ``leaf`` now (Adam's: from its state after the step)."""
         if self.metric == "adam":
@@ -743,7 +764,8 @@ class ProximalStep:
             self._apply_plain(opt, lr, factor)
             self.n_steps += 1
             return
-        metrics = {}  # one metric per tensor, shared by its terms (the prox leaves the state alone)
+        # one metric per tensor, shared by its terms (the prox leaves the state alone)
+        metrics = self._adam_metrics(opt, lr) if self.metric == "adam" else {}
         # metric terms join the step's batches (keep_zero freezes each term's zero groups as it runs: one by one)
         batch = None if self.keep_zero else _Batches(self.check_finite, self._batch_cache)
         for term in self.terms:
