@@ -103,10 +103,11 @@ def denominator(group: dict, state: dict) -> torch.Tensor:
     """:func:`adam_metric` from the parameter's ``group`` and ``state`` (no
     checks of the optimizer or the parameter: for callers that made them
     once, such as ``ProximalStep(metric="adam")``); ValueError when the state
-    has no second moment yet."""
-    moment, bias_correction2_sqrt, eps = _denominator_terms(group, state)
-    with torch.no_grad():
-        return (moment.sqrt() / bias_correction2_sqrt).add_(eps)
+    has no second moment yet.  (:func:`denominators` of the one tensor: the
+    same operations on every device as for many, whose division by the bias
+    correction is torch's multi-tensor one, as in its default ``foreach``
+    Adam on a GPU.)"""
+    return denominators([(group, state)])[0]
 
 
 def denominators(entries: list) -> list:
