@@ -119,7 +119,24 @@ pc.step()  # the CPU's default route (Numba's serial kernels), tested against th
 err = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(net.parameters(), cpu.parameters()))
 same = ptrs == [q.data_ptr() for q in net.parameters()]
 print(f"ProximalStep on {dev} against the same step on the CPU: max |diff| {err:.1e}; parameters kept their memory: {same}")
-sys.exit(0 if err <= 1e-5 and same else 1)
+# the prox in a given diagonal metric, batched (rows stacked by length, entries concatenated), against the CPU
+gen = torch.Generator().manual_seed(1)
+Ws = [torch.randn(s, generator=gen) for s in [(64, 32), (48, 32), (16, 8, 3, 3), (16, 4, 3, 3), (100,)]]
+Ds = [0.1 * 100.0 ** torch.rand(w.shape, generator=gen) for w in Ws]
+def metric_step(device):
+    ps = [torch.nn.Parameter(w.clone().to(device)) for w in Ws]
+    dd = {id(p): d.to(device) for p, d in zip(ps, Ds)}
+    pm = pt.ProximalStep(torch.optim.SGD(ps, lr=1.0), metric=lambda o, p: dd[id(p)])
+    pm.add(ps[0], proxlib.GroupLasso(0.3), grouping="filter"); pm.add(ps[1], proxlib.GroupLasso(0.2), grouping="filter")
+    pm.add(ps[2], proxlib.GroupExclusive(0.2, 0.3), grouping="shape"); pm.add(ps[3], proxlib.GroupExclusive(0.3, 0.2), grouping="shape")
+    pm.add(ps[0], proxlib.WeightedL1(0.01), label="l1"); pm.add(ps[4], proxlib.Lp(0.05, 0.5))
+    pm.step(lr=0.5)
+    return [p.detach().double().cpu() for p in ps]
+torch_dev.CPU_KERNELS = "torch"
+errm = max(float((a - b).abs().max()) for a, b in zip(metric_step(dev), metric_step("cpu")))
+torch_dev.CPU_KERNELS = "auto"
+print(f"ProximalStep in a metric on {dev} against the CPU: max |diff| {errm:.1e}")
+sys.exit(0 if err <= 1e-5 and same and errm <= 1e-5 else 1)
 EOF
 
 stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
