@@ -486,7 +486,7 @@ def _threshold_array(m: Member, j: int) -> torch.Tensor:
     transfer; kept while the thresholds are the same)."""
     t = m.thr[j]
     if isinstance(t, torch.Tensor):
-        return t.reshape(-1)
+        return t if t.ndim == 1 else t.reshape(-1)  # (a view costs the host a dispatch: none where it is flat)
     memo = m.plan.batch_memo
     hit = memo.get("threshold_arrays")
     if hit is None or hit[0] is not m.thr:
