@@ -102,9 +102,11 @@ STACK_MAX = 1 << 22
 #: passes over its float64 working arrays, which stay in the caches for
 #: stacks of up to about a megabyte of them; one by one, each tensor's
 #: passes run while it is there.  Measured on 8 tensors of n entries (group
-#: lasso, weighted l1, lp, group+exclusive in a metric): batched over one by
-#: one 0.2-0.6 for n <= 2^14, 1.0-2.3 for n = 2^16.  (On an accelerator a
-#: stack holds up to STACK_MAX: a launch costs more than such a pass.)
+#: lasso, weighted l1, lp, group+exclusive in a metric), batched over one by
+#: one: 0.2-0.6 at n = 2^10 and 0.7-0.9 at n = 2^14 (stacks of 2^16), but
+#: 1.0-2.4 in stacks of 2^17 (two tensors of 2^16; alone under this cap:
+#: 1.0).  (On an accelerator a stack holds up to STACK_MAX: a launch costs
+#: more than such a pass.)
 METRIC_STACK_MAX_CPU = 1 << 16
 
 #: ``False`` runs every term on its own (for comparisons: tests, benchmarks)
