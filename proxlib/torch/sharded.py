@@ -25,15 +25,17 @@ group lasso           nothing                     all-reduce of 8 G_loc bytes (f
                                                   sum of squares: overflow-safe)
 GrOWL                 all-gather of the G row     the all-reduce above, then the all-gather
                       norms (8 G bytes)
-exclusive,            nothing                     one all-reduce of 4 statistics per row
-group+exclusive                                   (32 G_loc bytes: norms, sums, counts), one
-                                                  of the row maxima, two for a candidate
-                                                  support (a minimum, then 2 sums), which
-                                                  decides the rows of a training step; other
-                                                  rows: rounds of one all-reduce of 4
-                                                  statistics until the support is known
-                                                  (typically 5-15; at most ~64 per row);
-                                                  then one of 4 more
+exclusive,            nothing                     one all-reduce of the row maxima (8 G_loc
+group+exclusive                                   bytes; they scale the rows), one of 4
+                                                  statistics per row (32 G_loc bytes: norms,
+                                                  sums, counts), two for a candidate support
+                                                  (a minimum, then 2 sums), which decides
+                                                  the rows of a training step; other rows:
+                                                  rounds of one all-reduce of 4 statistics
+                                                  until the support is known (typically
+                                                  5-15; at most ~64 per row); then one of
+                                                  the support's 2 extremes and one of 3
+                                                  statistics: 6 in a training step
 weighted l1 / l2^2,   nothing                     nothing (elementwise)
 lp
 OWL (all entries)     all-gather of the whole     the same: OWL couples every entry; the
@@ -206,9 +208,16 @@ def _row_norms_split(R_, comm: _Comm) -> torch.Tensor:
 
 def _row_scale_split(A, comm: _Comm) -> torch.Tensor:
     """The reference's power-of-two row scale from the global row maxima."""
+    return _row_scale_and_max_split(A, comm)[0]
+
+
+def _row_scale_and_max_split(A, comm: _Comm) -> tuple:
+    """(s, amax): the reference's power-of-two row scale and the global row
+    maxima it comes from (one all-reduce); amax / s is the scaled rows'
+    maximum, exactly (a power of two; it lies in [1, 2), or is 0)."""
     amax = A.to(torch.float64).amax(dim=1) if A.shape[1] else A.new_zeros(A.shape[0], dtype=torch.float64)
     comm.all_reduce(amax, dist.ReduceOp.MAX)
-    return _k.row_scale(amax[:, None], array_namespace(amax))
+    return _k.row_scale(amax[:, None], array_namespace(amax)), amax
 
 
 def _bit_midpoint(lo, hi):
@@ -238,7 +247,7 @@ def _candidate_split(Y, a, b, t0, active, comm: _Comm):
     return active & torch.isfinite(Yc) & (Yc - b * F * shrink > 0)
 
 
-def _support_split(Y, a, b, comm: _Comm, t0=None):
+def _support_split(Y, a, b, comm: _Comm, t0=None, ymax=None):
     """The support threshold of x on rows split across ranks (see the module
     doc): returns t with support {y > t}.  ``Y``: scaled magnitudes (G, m_loc),
     float64; ``a``, ``b`` the scaled thresholds of each row (rows with a zero
@@ -246,6 +255,8 @@ def _support_split(Y, a, b, comm: _Comm, t0=None):
     ``t0``: a lower bound of each row's threshold (None: 0); rows whose
     candidate above it decides the support (:func:`_candidate_split`) take
     no search, the others search from it (h(t0) <= 0: a left end).
+    ``ymax``: the rows' global maxima of ``Y`` where the caller has them
+    (None: one all-reduce).
 
     Per round one all-reduce of (||z||_1, ||z||_2^2, |supp z|, #y inside the
     bracket) at the current theta; Newton's step on h if it stays inside the
@@ -254,8 +265,9 @@ def _support_split(Y, a, b, comm: _Comm, t0=None):
     or when Newton's iterate stops moving (the support is {y > theta}).
     """
     G = Y.shape[0]
-    ymax = Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(G)
-    comm.all_reduce(ymax, dist.ReduceOp.MAX)
+    if ymax is None:
+        ymax = Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(G)
+        comm.all_reduce(ymax, dist.ReduceOp.MAX)
     active = (b > 0) & (ymax > 0)  # b = 0: theta = 0, the support is y > 0
     lo = torch.zeros(G, dtype=Y.dtype, device=Y.device) if t0 is None else torch.where(active, t0, 0.0)
     hi = ymax.clone()
@@ -301,7 +313,7 @@ def _group_exclusive_split(Rw, a, b, comm: _Comm):
     """Prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on rows split across ranks
     (a = 0: the exclusive lasso), computed in float64, rounded once."""
     W64 = Rw.to(torch.float64)
-    s = _row_scale_split(W64.abs(), comm)
+    s, amax = _row_scale_and_max_split(W64.abs(), comm)
     Y = W64.abs() / s[:, None]
     a_s = a.to(torch.float64) / s
     b = b.to(torch.float64)
@@ -314,14 +326,15 @@ def _group_exclusive_split(Rw, a, b, comm: _Comm):
     nonzero = (nrm > a_s) & finite
     a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, array_namespace(Y))
-    t = _support_split(Y, a_eff, b_eff, comm, t0)
+    t = _support_split(Y, a_eff, b_eff, comm, t0, ymax=amax / s)
     sup = Y > t[:, None]
     m_loc = Y.shape[1]
     inf = torch.full((Y.shape[0],), float("inf"), dtype=Y.dtype, device=Y.device)
     Yk = torch.where(sup, Y, float("inf")).amin(dim=1) if m_loc else inf
     below = torch.where(sup, 0.0, Y).amax(dim=1) if m_loc else torch.zeros_like(inf)
-    comm.all_reduce(Yk, dist.ReduceOp.MIN)
-    comm.all_reduce(below, dist.ReduceOp.MAX)
+    # the support's least entry and the largest outside it: one all-reduce (min Yk = -max -Yk, exactly)
+    extremes = comm.all_reduce(torch.stack([-Yk, below]), dist.ReduceOp.MAX)
+    Yk, below = -extremes[0], extremes[1]
     Yk = torch.where(torch.isfinite(Yk), Yk, 0.0)
     D = torch.where(sup, Y - Yk[:, None], 0.0)
     stats = comm.all_reduce(torch.stack([D.sum(1), (D * D).sum(1), sup.sum(1).to(Y.dtype)]))
