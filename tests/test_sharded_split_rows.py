@@ -145,3 +145,59 @@ def test_training_state_takes_the_candidate_not_the_search(monkeypatch):
         X, rounds = _split_solve(W, a, b, 150)
         np.testing.assert_array_equal(X == 0, _exact(W, a, b) == 0)
         assert rounds > 6, rounds
+
+
+def _split_solve_together(cases):
+    """``_group_exclusive_split_blocks`` on several tensors' rows (``cases``:
+    (W, a, b, cut) each), split between two threads; the results and the
+    number of all-reduces."""
+    shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
+    parts, comms, errors = [None, None], [_ThreadComm(0, shared), _ThreadComm(1, shared)], []
+
+    def rank(r):
+        try:
+            locals_ = [torch.from_numpy(np.ascontiguousarray(W[:, :cut] if r == 0 else W[:, cut:])) for W, _, _, cut in cases]
+            parts[r] = [X.numpy() for X in sharded._group_exclusive_split_blocks(
+                locals_, [torch.from_numpy(a) for _, a, _, _ in cases], [torch.from_numpy(b) for _, _, b, _ in cases], comms[r])]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    if errors:
+        raise errors[0]
+    assert comms[0].rounds == comms[1].rounds
+    return [np.concatenate([p0, p1], axis=1) for p0, p1 in zip(*parts)], comms[0].rounds
+
+
+@given(first=_rows(), second=_rows(), third=_rows())
+def test_several_tensors_solved_together_give_their_own_bits(first, second, third):
+    """Three tensors' split rows (other row counts, lengths and cuts) in one
+    set of collectives: each tensor's result is the one it has alone, bit
+    for bit, and the collectives are those of one tensor (at most the
+    largest number of rounds any of them needs alone)."""
+    together, rounds = _split_solve_together([first, second, third])
+    alone = [_split_solve(W, a, b, cut) for W, a, b, cut in (first, second, third)]
+    for X, (Y, _) in zip(together, alone):
+        np.testing.assert_array_equal(X, Y)
+    assert rounds <= max(r for _, r in alone)
+
+
+def test_a_training_step_of_several_tensors_takes_six_all_reduces():
+    """Rows as a training step leaves them in two tensors of other shapes:
+    the candidate decides every row of both, in the 6 all-reduces of one."""
+    rng = np.random.default_rng(4)
+    cases = []
+    for G, m in ((8, 300), (5, 120)):
+        W = rng.standard_normal((G, m)) / 20
+        dead = rng.random(W.shape) < 0.3
+        W[dead] = rng.standard_normal(dead.sum()) * 1e-7
+        cases.append((W, np.zeros(G), np.full(G, 1e-6), m // 2))
+    Xs, rounds = _split_solve_together(cases)
+    assert rounds == 6
+    for X, (W, a, b, _) in zip(Xs, cases):
+        np.testing.assert_array_equal(X == 0, _exact(W, a, b) == 0)

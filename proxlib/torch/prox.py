@@ -820,7 +820,7 @@ class ProximalStep:
                     continue
                 if step > 0:
                     plan = term.plan(leaf)
-                    if getattr(plan, "batched", False) and batch.add(plan, leaf, step):  # (not a sharded plan)
+                    if getattr(plan, "batched", False) and batch.add(plan, leaf, step):
                         continue
                 batch.before(leaf)
                 term.apply(term_lr, check_finite=self.check_finite, _leaf=leaf)
@@ -966,7 +966,10 @@ class _Batches:
         if not _batched.ENABLED:
             return False
         self.before(leaf)
-        member = _batched.prepare(plan, leaf, step)
+        if getattr(plan, "split_rows", None) is not None:  # a sharded term on split rows (proxlib.torch.sharded)
+            member = plan.member(leaf, step, self.check_finite)
+        else:
+            member = _batched.prepare(plan, leaf, step)
         if member is None:
             return False
         self._queue(member, leaf)
@@ -982,7 +985,7 @@ class _Batches:
         return True
 
     def _queue(self, member, leaf: torch.Tensor) -> None:
-        kind = _batched.kind_of(member.plan)
+        kind = getattr(member, "kind", None) or _batched.kind_of(member.plan)
         self.pending.setdefault(kind, []).append(member)
         self.leaves[id(leaf)] = kind
 
@@ -1000,7 +1003,10 @@ class _Batches:
         members = self.pending.pop(kind)
         for m in members:
             del self.leaves[id(m.leaf)]
-        _batched.run(members, self.check_finite, self.cache)
+        if kind == "split_rows":  # (sharded terms: their plan's collectives)
+            members[0].plan.run_together(members)
+        else:
+            _batched.run(members, self.check_finite, self.cache)
 
 
 def _check_adam(optimizer) -> None:
