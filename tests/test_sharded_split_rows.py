@@ -201,3 +201,40 @@ def test_a_training_step_of_several_tensors_takes_six_all_reduces():
     assert rounds == 6
     for X, (W, a, b, _) in zip(Xs, cases):
         np.testing.assert_array_equal(X == 0, _exact(W, a, b) == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_norms_of_several_tensors_in_one_set_of_collectives(dtype):
+    """The group lasso's row norms of three tensors' split rows together:
+    each tensor's norms are the ones it has alone, bit for bit, in the
+    collectives of one (one all-reduce for float32, two for float64)."""
+    rng = np.random.default_rng(6)
+    blocks = [rng.standard_normal((G, m)) * 10.0 ** rng.integers(-100, 100, size=(G, 1)) for G, m in ((4, 9), (7, 3), (1, 12))]
+    shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
+    comms = [_ThreadComm(0, shared), _ThreadComm(1, shared)]
+    out, errors = [None, None], []
+
+    def rank(r):
+        try:
+            local = [torch.from_numpy(np.ascontiguousarray(W[:, : W.shape[1] // 2] if r == 0 else W[:, W.shape[1] // 2:])).to(dtype)
+                     for W in blocks]
+            together = sharded._row_norms_split_blocks(local, comms[r])
+            calls = comms[r].rounds
+            alone = [sharded._row_norms_split(R_, comms[r]) for R_ in local]
+            out[r] = (together, alone, calls)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    if errors:
+        raise errors[0]
+    together, alone, calls = out[0]
+    assert calls == (1 if dtype == torch.float32 else 2)
+    for a, b, W in zip(together, alone, blocks):
+        assert torch.equal(a, b)
+        np.testing.assert_allclose(a.numpy(), np.linalg.norm(W.astype(np.float32 if dtype == torch.float32 else np.float64).astype(np.float64), axis=1), rtol=1e-15)

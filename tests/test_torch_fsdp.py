@@ -68,7 +68,9 @@ def _cases():
     cases.append(("owl", lambda p, n: p.add(n[0], pt.owl(lambda k: proxlib.owl_weights_oscar(k, 0.05, 0.002)))))
     cases.append(("group_lasso/bias", lambda p, n: p.add(n[0], proxlib.GroupLasso(0.5), name="bias")))
     cases.append(("several", lambda p, n: (p.add(n[0], proxlib.GroupLasso(0.3), grouping="channel"), p.add(n[2], pt.growl(stair), grouping="filter"))))
-    # exclusive terms on two tensors' split rows: one set of collectives for both (sharded.run_split_rows)
+    # terms on two tensors' split rows: one set of collectives for both (sharded.run_split_rows)
+    cases.append(("group_lasso/two_tensors", lambda p, n: (p.add(n[0], proxlib.GroupLasso(0.3), grouping="channel"),
+                                                            p.add(n[2], proxlib.GroupLasso(0.2), grouping="channel"))))
     cases.append(("exclusive/two_tensors", lambda p, n: (p.add(n[0], proxlib.ExclusiveLasso(2.0), grouping="shape"),
                                                           p.add(n[2], proxlib.GroupExclusive(1.0, 0.6), grouping="shape"))))
     # thresholds beyond the kernels' range (step * lam beyond float64 for the
@@ -95,7 +97,7 @@ def _make_opt(params, name):
 
 
 # float32 runs a subset (every operator once, both ways of sharding rows)
-FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
+FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "group_lasso/two_tensors", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str) -> None:
@@ -149,7 +151,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
                         worst = max(worst, diff / max(scale, 1e-300))
                         zeros += int((full == 0).sum())
                     comm_bytes = sum(t._plan.comm.bytes for t in prox.terms)
-                    rows = max(len(t._plan.comm.row_shape) and int(torch.tensor(t._plan.comm.row_shape).prod()) or 1 for t in prox.terms)
+                    rows = sum(len(t._plan.comm.row_shape) and int(torch.tensor(t._plan.comm.row_shape).prod()) or 1 for t in prox.terms)  # (all the terms)
                     weight_bytes = max(t.leaf.numel() * t.leaf.element_size() for t in prox.terms)
                     report[key] = {"rel": worst, "zeros": zeros, "bytes": comm_bytes, "rows": rows, "weight_bytes": weight_bytes, "steps": prox.n_steps}
         # a Replicate()d parameter stays bit-identical across ranks

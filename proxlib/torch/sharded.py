@@ -22,7 +22,8 @@ penalty               partitioned rows            split rows
 ====================  ==========================  ==========================================
 group lasso           nothing                     all-reduce of 8 G_loc bytes (float32 data);
                                                   2 x that for float64 (max, then the scaled
-                                                  sum of squares: overflow-safe)
+                                                  sum of squares: overflow-safe); one for all
+                                                  of a step's terms on the same ranks
 GrOWL                 all-gather of the G row     the all-reduce above, then the all-gather
                       norms (8 G bytes)
 exclusive,            nothing                     one all-reduce of the row maxima (8 G_loc
@@ -202,11 +203,21 @@ def _local_shape(shape, mesh, placements) -> tuple[int, ...]:
 def _row_norms_split(R_, comm: _Comm) -> torch.Tensor:
     """Norms of rows split across ranks (float64): one all-reduce for float32
     data (float32 squares are exact in float64); max then scaled sum for float64."""
-    if R_.dtype != torch.float64:
-        return torch.sqrt(comm.all_reduce(torch_dev.PRIMITIVES.row_sumsq(R_)))
-    s = _row_scale_split(R_.abs(), comm)
-    B2 = R_ / s[:, None]
-    return torch.sqrt(comm.all_reduce(torch.sum(B2 * B2, dim=1))) * s
+    return _row_norms_split_blocks([R_], comm)[0]
+
+
+def _row_norms_split_blocks(Rs: list, comm: _Comm) -> list:
+    """:func:`_row_norms_split` of several tensors' rows of one dtype, split
+    across the same ranks, in one set of collectives (each row's norm the
+    one it has alone)."""
+    sizes = [R_.shape[0] for R_ in Rs]
+    if Rs[0].dtype != torch.float64:
+        return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([torch_dev.PRIMITIVES.row_sumsq(R_) for R_ in Rs]))), sizes))
+    amax = torch.cat([R_.abs().amax(dim=1) if R_.shape[1] else R_.new_zeros(R_.shape[0]) for R_ in Rs])
+    comm.all_reduce(amax, dist.ReduceOp.MAX)
+    s = _k.row_scale(amax[:, None], array_namespace(amax))
+    B2 = [R_ / sc for R_, sc in zip(Rs, torch.split(s[:, None], sizes))]
+    return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([torch.sum(b * b, dim=1) for b in B2]))) * s, sizes))
 
 
 def _row_scale_split(A, comm: _Comm) -> torch.Tensor:
@@ -553,14 +564,16 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
             return (torch.zeros_like(thr[0]), thr[0]) if kind == "exclusive_lasso" else (thr[0], thr[1])
 
         def split_rows(local, step):
-            """(rows, a, b, write) of this rank's split rows at ``step`` for a
-            step's batch (:func:`run_split_rows`), or None where the
-            thresholds are beyond the kernels' range (run_local then solves)."""
+            """(rows, thresholds, write) of this rank's split rows at ``step``
+            for a step's batch (:func:`run_split_rows`; the exclusive
+            penalties' thresholds as (a, b)), or None where the thresholds
+            are beyond the kernels' range (run_local then solves)."""
             V_, Rw = local_rows(local)
             thr = thresholds_at(step, Rw)
             if thr is None:
                 return None
-            return (Rw, *exclusive_thresholds(thr), lambda X: _write_rows(local, Rw, X, grouping, V_.shape))
+            thr = thr if kind == "group_lasso" else exclusive_thresholds(thr)
+            return Rw, thr, lambda X: _write_rows(local, Rw, X, grouping, V_.shape)
 
         def run_local(local, step, check_finite):
             V_, Rw = local_rows(local)
@@ -584,7 +597,7 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
                 raise NotImplementedError(f"no sharded path for {kind!r}")
             _write_rows(local, Rw, X, grouping, V_.shape)
 
-        if comm.split and kind in ("exclusive_lasso", "group_exclusive"):
+        if comm.split and kind in ("group_lasso", "exclusive_lasso", "group_exclusive"):
             return ShardedPlan(key, pen, comm, run_local, grouping, split_rows=split_rows)
 
     return ShardedPlan(key, pen, comm, run_local, grouping)
@@ -597,26 +610,34 @@ class _SplitMember:
     plan: ShardedPlan
     leaf: Any
     rows: torch.Tensor
-    a: torch.Tensor
-    b: torch.Tensor
+    thresholds: tuple
     write: Callable
     kind: str = "split_rows"
 
 
 def run_split_rows(members: list) -> None:
-    """The exclusive and group+exclusive terms of a step whose rows are split
-    across the same ranks, solved together: one set of collectives
-    (:func:`_group_exclusive_split_blocks`, 6 all-reduces in a training
-    step) for all of them instead of one per tensor; each tensor's result
-    is the one it has alone."""
+    """The group-lasso, exclusive and group+exclusive terms of a step whose
+    rows are split across the same ranks, solved together: one set of
+    collectives for all of them instead of one per tensor (the group lasso's
+    row norms: :func:`_row_norms_split_blocks`, one all-reduce for float32
+    data; the exclusive penalties': :func:`_group_exclusive_split_blocks`,
+    6 all-reduces in a training step); each tensor's result is the one it
+    has alone."""
     buckets: dict = {}
     for m in members:
-        buckets.setdefault((tuple(id(g) for g in m.plan.comm.split_groups), m.rows.device), []).append(m)
+        family = "group_lasso" if m.plan.pen.kernel == "group_lasso" else "exclusive"
+        key = (tuple(id(g) for g in m.plan.comm.split_groups), m.rows.device, family, m.rows.dtype if family == "group_lasso" else None)
+        buckets.setdefault(key, []).append(m)
     with torch.no_grad():
-        for on in buckets.values():
-            Xs = _group_exclusive_split_blocks([m.rows for m in on], [m.a for m in on], [m.b for m in on], on[0].plan.comm)
-            for m, X in zip(on, Xs):
-                m.write(X)
+        for (_, _, family, _), on in buckets.items():
+            comm = on[0].plan.comm
+            if family == "group_lasso":
+                for m, nrm in zip(on, _row_norms_split_blocks([m.rows for m in on], comm)):
+                    m.write(torch_dev.PRIMITIVES.scale_rows(m.rows, _stages.group_lasso_factor(nrm, m.thresholds[0]), out=m.rows))
+            else:
+                Xs = _group_exclusive_split_blocks([m.rows for m in on], *zip(*(m.thresholds for m in on)), comm)
+                for m, X in zip(on, Xs):
+                    m.write(X)
 
 
 def _write_rows(local, Rw, X, grouping, view_shape) -> None:
