@@ -54,16 +54,15 @@ class _ThreadComm:
         return t
 
 
-def _split_solve(W: np.ndarray, a: np.ndarray, b: np.ndarray, cut: int):
-    """``_group_exclusive_split`` on W's rows split at column ``cut`` between
-    two threads; the assembled result and the number of all-reduces."""
+def _on_two_ranks(work):
+    """``work(rank, comm)`` on two threads joined by :class:`_ThreadComm`; each
+    rank's result and the number of all-reduces (the same on both)."""
     shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
-    parts, comms, errors = [None, None], [_ThreadComm(0, shared), _ThreadComm(1, shared)], []
+    out, comms, errors = [None, None], [_ThreadComm(0, shared), _ThreadComm(1, shared)], []
 
     def rank(r):
         try:
-            local = torch.from_numpy(np.ascontiguousarray(W[:, :cut] if r == 0 else W[:, cut:]))
-            parts[r] = sharded._group_exclusive_split(local, torch.from_numpy(a), torch.from_numpy(b), comms[r]).numpy()
+            out[r] = work(r, comms[r])
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
             shared["barrier"].abort()
@@ -76,7 +75,20 @@ def _split_solve(W: np.ndarray, a: np.ndarray, b: np.ndarray, cut: int):
     if errors:
         raise errors[0]
     assert comms[0].rounds == comms[1].rounds
-    return np.concatenate(parts, axis=1), comms[0].rounds
+    return out, comms[0].rounds
+
+
+def _part(W: np.ndarray, cut: int, r: int) -> torch.Tensor:
+    """Rank r's columns of W (split at ``cut``)."""
+    return torch.from_numpy(np.ascontiguousarray(W[:, :cut] if r == 0 else W[:, cut:]))
+
+
+def _split_solve(W: np.ndarray, a: np.ndarray, b: np.ndarray, cut: int):
+    """``_group_exclusive_split`` on W's rows split at column ``cut`` between
+    two threads; the assembled result and the number of all-reduces."""
+    parts, rounds = _on_two_ranks(
+        lambda r, comm: sharded._group_exclusive_split(_part(W, cut, r), torch.from_numpy(a), torch.from_numpy(b), comm).numpy())
+    return np.concatenate(parts, axis=1), rounds
 
 
 @st.composite
@@ -151,27 +163,13 @@ def _split_solve_together(cases):
     """``_group_exclusive_split_blocks`` on several tensors' rows (``cases``:
     (W, a, b, cut) each), split between two threads; the results and the
     number of all-reduces."""
-    shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
-    parts, comms, errors = [None, None], [_ThreadComm(0, shared), _ThreadComm(1, shared)], []
+    def work(r, comm):
+        Xs = sharded._group_exclusive_split_blocks([_part(W, cut, r) for W, _, _, cut in cases], [torch.from_numpy(a) for _, a, _, _ in cases],
+                                                   [torch.from_numpy(b) for _, _, b, _ in cases], comm)
+        return [X.numpy() for X in Xs]
 
-    def rank(r):
-        try:
-            locals_ = [torch.from_numpy(np.ascontiguousarray(W[:, :cut] if r == 0 else W[:, cut:])) for W, _, _, cut in cases]
-            parts[r] = [X.numpy() for X in sharded._group_exclusive_split_blocks(
-                locals_, [torch.from_numpy(a) for _, a, _, _ in cases], [torch.from_numpy(b) for _, _, b, _ in cases], comms[r])]
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-            shared["barrier"].abort()
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    if errors:
-        raise errors[0]
-    assert comms[0].rounds == comms[1].rounds
-    return [np.concatenate([p0, p1], axis=1) for p0, p1 in zip(*parts)], comms[0].rounds
+    parts, rounds = _on_two_ranks(work)
+    return [np.concatenate([p0, p1], axis=1) for p0, p1 in zip(*parts)], rounds
 
 
 @given(first=_rows(), second=_rows(), third=_rows())
@@ -210,29 +208,14 @@ def test_row_norms_of_several_tensors_in_one_set_of_collectives(dtype):
     collectives of one (one all-reduce for float32, two for float64)."""
     rng = np.random.default_rng(6)
     blocks = [rng.standard_normal((G, m)) * 10.0 ** rng.integers(-100, 100, size=(G, 1)) for G, m in ((4, 9), (7, 3), (1, 12))]
-    shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
-    comms = [_ThreadComm(0, shared), _ThreadComm(1, shared)]
-    out, errors = [None, None], []
 
-    def rank(r):
-        try:
-            local = [torch.from_numpy(np.ascontiguousarray(W[:, : W.shape[1] // 2] if r == 0 else W[:, W.shape[1] // 2:])).to(dtype)
-                     for W in blocks]
-            together = sharded._row_norms_split_blocks(local, comms[r])
-            calls = comms[r].rounds
-            alone = [sharded._row_norms_split(R_, comms[r]) for R_ in local]
-            out[r] = (together, alone, calls)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-            shared["barrier"].abort()
+    def work(r, comm):
+        local = [_part(W, W.shape[1] // 2, r).to(dtype) for W in blocks]
+        together = sharded._row_norms_split_blocks(local, comm)
+        calls = comm.rounds
+        return together, [sharded._row_norms_split(R_, comm) for R_ in local], calls
 
-    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    if errors:
-        raise errors[0]
+    out, _ = _on_two_ranks(work)
     together, alone, calls = out[0]
     assert calls == (1 if dtype == torch.float32 else 2)
     for a, b, W in zip(together, alone, blocks):
