@@ -213,18 +213,19 @@ def _row_norms_split_blocks(Rs: list, comm: _Comm) -> list:
     sizes = [R_.shape[0] for R_ in Rs]
     if Rs[0].dtype != torch.float64:
         return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([torch_dev.PRIMITIVES.row_sumsq(R_) for R_ in Rs]))), sizes))
-    amax = torch.cat([R_.abs().amax(dim=1) if R_.shape[1] else R_.new_zeros(R_.shape[0]) for R_ in Rs])
-    comm.all_reduce(amax, dist.ReduceOp.MAX)
-    s = _k.row_scale(amax[:, None], array_namespace(amax))
+    s, _ = _row_scale_split([R_.abs() for R_ in Rs], comm)
     B2 = [R_ / sc for R_, sc in zip(Rs, torch.split(s[:, None], sizes))]
     return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([torch.sum(b * b, dim=1) for b in B2]))) * s, sizes))
 
 
-def _row_scale_split(A, comm: _Comm) -> torch.Tensor:
-    """The reference's power-of-two row scale from the global row maxima."""
-    amax = A.to(torch.float64).amax(dim=1) if A.shape[1] else A.new_zeros(A.shape[0], dtype=torch.float64)
+def _row_scale_split(As: list, comm: _Comm) -> tuple:
+    """(s, amax): the reference's power-of-two scale of rows split across
+    ranks (blocks of their magnitudes ``As``, float64; the vectors over all
+    the blocks' rows) and the global row maxima it comes from (one
+    all-reduce)."""
+    amax = torch.cat([A.amax(dim=1) if A.shape[1] else A.new_zeros(A.shape[0]) for A in As])
     comm.all_reduce(amax, dist.ReduceOp.MAX)
-    return _k.row_scale(amax[:, None], array_namespace(amax))
+    return _k.row_scale(amax[:, None], array_namespace(amax)), amax
 
 
 def _bit_midpoint(lo, hi):
@@ -359,10 +360,9 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
     in one set of collectives: the same numbers as one by one (every
     statistic is per row; the vectors of all the rows are concatenated)."""
     W64 = [Rw.to(torch.float64) for Rw in Rws]
-    amax = torch.cat([W.abs().amax(dim=1) if W.shape[1] else W.new_zeros(W.shape[0]) for W in W64])
-    comm.all_reduce(amax, dist.ReduceOp.MAX)
-    s = _k.row_scale(amax[:, None], array_namespace(amax))  # (the reference's power-of-two row scale)
-    Ys = _Blocks(_Blocks([W.abs() for W in W64]).map(lambda A, sc: A / sc, s))
+    A = _Blocks([W.abs() for W in W64])
+    s, amax = _row_scale_split(A.blocks, comm)
+    Ys = _Blocks(A.map(lambda Ai, sc: Ai / sc, s))
     a_s = torch.cat([a.to(torch.float64) for a in as_]) / s
     b = torch.cat([x.to(torch.float64) for x in bs])
     finite = torch.isfinite(b)
