@@ -179,11 +179,11 @@ def prepare(plan, leaf: torch.Tensor, step: float):
 
 def prepare_metric(plan, leaf: torch.Tensor, step: float, d: torch.Tensor, check_finite: bool) -> Member:
     """The :class:`Member` of the metric plan ``plan`` on ``leaf`` at
-    ``step`` in the metric ``d`` (a tensor of the leaf's shape), checked as
-    :meth:`proxlib.torch.prox._Plan.run` checks it (with ``check_finite``:
-    the parameter and the metric finite, the metric > 0; the division of
-    the objective by 2^E in range), now: before anything of the step's
-    batches is written.  Nothing is copied: the rows and the metric in
+    ``step`` in the metric ``d`` (a tensor of the leaf's shape), checked
+    now (with ``check_finite``: the parameter and the metric finite, the
+    metric > 0; the division of the objective by 2^E in range): before
+    anything of the step's batches is written.  (A metric term run alone,
+    :meth:`proxlib.torch.prox._Plan.run`, is a batch of this one member.)  Nothing is copied: the rows and the metric in
     the kernel's layout are formed when the member's stack is solved."""
     if check_finite:  # (the values plan.run checks, in the leaf's layout: the same verdicts)
         V.check_all_finite(leaf.detach(), "the parameter")
@@ -195,7 +195,7 @@ def prepare_metric(plan, leaf: torch.Tensor, step: float, d: torch.Tensor, check
         dtype = leaf.dtype if leaf.dtype in (torch.float32, torch.float64) else torch.float32
         memo["like"] = (leaf.new_empty(0, dtype=dtype), leaf.new_empty(0, dtype=torch.float64))
     like, like64 = memo["like"]
-    thr, E = plan.metric_thresholds(step, like64)  # (as plan.run forms them from the float64 metric)
+    thr, E = plan.metric_thresholds(step, like64)  # (apply_metric's, on the float64 metric's device)
     m = Member(plan, leaf, None, thr, step, like)
     m.d, m.E = d.detach(), E
     if E != 0:

@@ -234,19 +234,11 @@ class _Plan:
         """``leaf <- prox_{step * pen}(leaf)`` (under no_grad); for a metric
         plan, in the metric ``d`` (a tensor of the leaf's shape, > 0)."""
         if self.metric:
-            # as proxlib._registry.apply_metric after its checks: the same
-            # layout of data and metric, the same float64 thresholds, the
-            # metric kernel for every d (constant ones included)
-            data = self.data(B.working_tensor(leaf))
-            D = self.data(d.detach()).to(torch.float64)
-            if check_finite:
-                V.check_all_finite(data, "the parameter")
-                V.check_all_finite(D, "the metric")
-                if not bool((D > 0).all()):
-                    raise ValueError("the metric must be > 0 everywhere")
-            thr, E = self.metric_thresholds(step, D)
-            D = _range.metric_divided(D, E)
-            leaf.copy_(self.restore(self.kernel(data, D, *thr, *self.fixed)))
+            # a step's batch of this one term (proxlib.torch._batched: as
+            # proxlib._registry.apply_metric after its checks, the same layout
+            # of data and metric, the same float64 thresholds, the metric
+            # kernel for every d, constant ones included)
+            _batched.run([_batched.prepare_metric(self, leaf, step, d, check_finite)], check_finite, {})
             return
         if self.kernel is None:  # a penalty object outside the registry
             leaf.copy_(self.restore(self.pen.prox(self.data(B.working_tensor(leaf)), step)))
