@@ -150,6 +150,89 @@ def test_steps_follow_data_replaced_in_the_same_memory(route, monkeypatch):
         assert w0._version > versions[0] and w1._version > versions[1]
 
 
+def test_prepared_steps_follow_every_change(monkeypatch):
+    """A plain step whose terms all ran their Numba plans is kept and rerun
+    with one check per term (ProximalStep._run_prepared).  Whatever changes
+    between steps, each step still applies every term exactly once, at the
+    current lr and strength, on the tensor the module holds then: the lr of
+    a group changed (a scheduler), a strength changed, a term added, a
+    module's parameter replaced (the middle term: the first runs kept, the
+    rest on the general path), a tensor no longer requiring a gradient, a
+    step of lr 0.  Equal to the public functions, bit for bit; and the kept
+    step does run (all terms) where nothing changed."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.Linear(8, 6), torch.nn.Linear(6, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net)
+    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
+    prox.add(net[1], proxlib.WeightedL1(0.05))
+    prox.add(net[2], proxlib.ExclusiveLasso(0.4), grouping="shape")
+    ran = []
+    run_prepared = prox._run_prepared
+
+    def spy(*args):
+        ran.append(run_prepared(*args))
+        return ran[-1]
+
+    monkeypatch.setattr(prox, "_run_prepared", spy)
+
+    def expected(term, W, step):
+        pen = term.penalty
+        if isinstance(pen, proxlib.GroupLasso):
+            return _expected(W, lambda R, s: proxlib.prox_group_lasso(R, pen.lam, s), term.grouping, step)
+        if isinstance(pen, proxlib.WeightedL1):
+            return proxlib.prox_weighted_l1(W, pen.weights, step)
+        return _expected(W, lambda R, s: proxlib.prox_exclusive_lasso(R, pen.lam, s), term.grouping, step)
+
+    def check_step(lr=None):
+        want = {}  # id(leaf) -> (leaf, its expected value): the terms in order
+        for term in prox.terms:
+            leaf = term.leaf
+            W = want.get(id(leaf), (leaf, leaf.detach().clone()))[1]
+            step = (lr if lr is not None else opt.param_groups[0]["lr"]) * term.strength
+            if leaf.requires_grad and step > 0:
+                W = expected(term, W, step)
+            want[id(leaf)] = (leaf, W)
+        versions = {key: leaf._version for key, (leaf, _) in want.items()}
+        prox.step(lr=lr)
+        for key, (leaf, W) in want.items():
+            assert torch.equal(leaf.detach(), W), tuple(leaf.shape)
+            if leaf.requires_grad and (lr is None or lr > 0):
+                assert leaf._version > versions[key]  # written through Numba: the counter bumped
+
+    check_step()  # the general path, which keeps the step
+    assert ran == [] and prox._prepared is not None
+    check_step()
+    assert ran == [3]
+    opt.param_groups[0]["lr"] = 0.05  # a scheduler's change
+    check_step()
+    prox.terms[1].strength = 3.0
+    check_step()
+    assert ran == [3, 3, 3]
+    check_step(lr=0.0)  # every term skipped, the kept step kept
+    assert ran[-1] == 3 and prox._prepared is not None
+    old = net[1].weight
+    old_values = old.detach().clone()
+    net[1].weight = torch.nn.Parameter(old.detach() * 2.0)  # the middle term's tensor replaced
+    check_step(lr=0.07)
+    assert ran[-1] == 1 and prox._prepared is None  # the first term kept, then the general loop
+    assert torch.equal(old.detach(), old_values)  # the replaced tensor is left alone
+    check_step(lr=0.07)  # the general path, which keeps the step again (the new tensor)
+    check_step(lr=0.07)
+    assert ran[-2:] == [1, 3]
+    net[2].weight.requires_grad_(False)
+    check_step(lr=0.07)
+    assert ran[-1] == 2 and prox._prepared is None  # a skipped term: the general path from now on
+    net[2].weight.requires_grad_(True)
+    check_step(lr=0.07)
+    prox.add(net[2], proxlib.WeightedL1(0.01), label="added")
+    check_step(lr=0.07)
+    assert ran[-1] == 0  # the terms changed: the general path, which keeps the four
+    check_step(lr=0.07)
+    assert ran[-1] == 4
+
+
 def test_prox_is_in_place_and_keeps_autograd_bookkeeping():
     lin = torch.nn.Linear(10, 6)
     opt = torch.optim.SGD(lin.parameters(), lr=1.0)

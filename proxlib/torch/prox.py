@@ -619,6 +619,7 @@ class ProximalStep:
         self.n_optimizer_steps = 0  # optimizer steps seen by the hook
         self._handle = None
         self._batch_cache: dict = {}  # (proxlib.torch._batched) what depends only on the thresholds
+        self._prepared = None  # (optimizer, entries): a plain step's terms on Numba, see _run_prepared
 
     # -- configuring
     def add(
@@ -677,11 +678,10 @@ class ProximalStep:
     # -- running
     @staticmethod
     def _group_of(leaf: torch.Tensor, optimizer) -> dict:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p is leaf:
-                    return group
-        raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
+        group = _find_group(leaf, optimizer)
+        if group is None:
+            raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
+        return group
 
     def _param_group(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> dict:
         cached = term._group
@@ -690,8 +690,7 @@ class ProximalStep:
         return cached[2]
 
     def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
-        lr = self._param_group(term, leaf, optimizer)["lr"]
-        return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+        return _float_lr(self._param_group(term, leaf, optimizer)["lr"])
 
     def _adam_metrics(self, optimizer, lr: float | None) -> dict:
         """Adam's metric of every tensor a term of this step takes its prox on
@@ -790,17 +789,24 @@ class ProximalStep:
         the version counters of those parameters are bumped together at the
         end: after a training step the caches are cold, and each Python call
         on the way (resolving the plan's key, the term's apply) cost several
-        microseconds, together as much as a small layer's kernel.  Terms on
-        the torch route whose plan is ``batched`` join the step's batches
+        microseconds, together as much as a small layer's kernel.  When every
+        term ran so, the step is kept (:meth:`_prepare`) and the next one runs
+        it with one check per term (:meth:`_run_prepared`).  Terms on the torch
+        route whose plan is ``batched`` join the step's batches
         (:class:`_Batches`), run when a later term needs their tensor, or at
         the end (the metric steps batch their terms in :meth:`_apply_all`; the
         ``keep_zero`` steps run every term alone)."""
         written = []
-        batch = _Batches(self.check_finite, self._batch_cache)
         try:
-            for term in self.terms:
+            start = 0 if self._prepared is None else self._run_prepared(opt, lr, factor, written)
+            if start == len(self.terms):
+                return
+            batch = _Batches(self.check_finite, self._batch_cache)
+            held = start == 0  # every term so far ran its Numba plan
+            for term in self.terms[start:]:
                 leaf = term.leaf
                 if not leaf.requires_grad:
+                    held = False
                     continue
                 term_lr = (lr if lr is not None else self._lr_of(term, leaf, opt)) * factor
                 plan = term._plan
@@ -810,6 +816,7 @@ class ProximalStep:
                     plan.write_on_numba(leaf, step, self.check_finite)
                     written.append(leaf)
                     continue
+                held = False
                 if step > 0:
                     plan = term.plan(leaf)
                     if getattr(plan, "batched", False) and batch.add(plan, leaf, step):
@@ -817,9 +824,64 @@ class ProximalStep:
                 batch.before(leaf)
                 term.apply(term_lr, check_finite=self.check_finite, _leaf=leaf)
             batch.flush()
+            if held:
+                self._prepare(opt)
         finally:
             if written:
                 torch.autograd.graph.increment_version(written)
+
+    def _prepare(self, opt) -> None:
+        """Keep this step's terms for :meth:`_run_prepared` (called after a
+        plain step in which every term ran its Numba plan): per term its
+        plan, the module's parameter dict that must still hold the leaf
+        (None for a tensor target) and the optimizer's group of the leaf
+        (its lr).  A term whose leaf is found otherwise (parametrised or
+        pruned modules) keeps the step on the general path."""
+        entries = []
+        for term in self.terms:
+            plan = term._plan
+            leaf = plan.held[0]
+            params = None
+            if not isinstance(term.target, torch.Tensor):
+                params = getattr(term.target, "_parameters", None)
+                if params is None or params.get(term.name) is not leaf:
+                    return
+            group = None if opt is None else _find_group(leaf, opt)  # (None: the general path reads, and raises)
+            entries.append((term, params, plan, group))
+        self._prepared = (opt, tuple(entries))
+
+    def _run_prepared(self, opt, lr: float | None, factor: int, written: list) -> int:
+        """The kept step (:meth:`_prepare`): each term's Numba plan on its
+        leaf, as the general loop of :meth:`_apply_plain` runs it (the same
+        lr, step and write), after one check per term that nothing it was
+        built from changed: the same term at the same place in ``terms``, its
+        plan, the module still holding the leaf, the leaf still requiring a
+        gradient and its memory the plan's (:meth:`_Plan.holds`).  At the
+        first term that fails (or a step that is not a number), the kept step
+        is dropped and the index returned: the general loop takes over from
+        there (nothing after it has run).  Steps <= 0 skip their term, as
+        :meth:`ProxTerm.apply` does.  Returns ``len(entries)`` when all ran."""
+        prepared_opt, entries = self._prepared
+        terms = self.terms
+        if prepared_opt is not opt or len(terms) != len(entries):
+            self._prepared = None
+            return 0
+        check_finite = self.check_finite
+        for i, (term, params, plan, group) in enumerate(entries):
+            leaf = plan.held[0]
+            if (terms[i] is not term or term._plan is not plan or (params is not None and params.get(term.name) is not leaf)
+                    or not leaf.requires_grad or not plan.holds(leaf) or (lr is None and group is None)):
+                self._prepared = None
+                return i
+            term_lr = (lr if lr is not None else _float_lr(group["lr"])) * factor
+            step = float(term_lr) * term.strength
+            if step > 0:
+                plan.write_on_numba(leaf, step, check_finite)
+                written.append(leaf)
+            elif not step <= 0:  # NaN: the general path's handling
+                self._prepared = None
+                return i
+        return len(entries)
 
     # -- keep_zero: frozen groups
     def _freeze(self, term: ProxTerm, leaf: torch.Tensor) -> None:
@@ -999,6 +1061,20 @@ class _Batches:
             members[0].plan.run_together(members)
         else:
             _batched.run(members, self.check_finite, self.cache)
+
+
+def _find_group(leaf: torch.Tensor, optimizer) -> dict | None:
+    """The optimizer's parameter group holding ``leaf`` (None if none does)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p is leaf:
+                return group
+    return None
+
+
+def _float_lr(lr) -> float:
+    """A parameter group's ``lr`` (a number or a tensor) as a float."""
+    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
 
 def _check_adam(optimizer) -> None:
