@@ -557,6 +557,34 @@ def test_row_kernels_detect_nonfinite_input_from_their_row_norms(op, backend, dt
         assert np.isfinite(_to_numpy(fn(xp.asarray(big)))).all()
 
 
+@pytest.mark.parametrize("op", ["weighted_l1", "weighted_l2sq"])
+@pytest.mark.parametrize("backend", [*BACKENDS, TORCH_ON_NUMBA])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [5, 70_000])  # (Numba's parallel kernels from 2^15 entries)
+def test_elementwise_maps_pass_nonfinite_input_through(op, backend, dtype, n):
+    """With check_finite=False a NaN stays NaN and +-inf stays +-inf (as
+    through the optimizer's own update), with scalar and per-entry
+    thresholds, on every backend: Numba's soft threshold once turned NaN
+    into 0 (``(|x| - t) > 0`` is False for NaN), hiding a diverged
+    parameter.  The finite entries are those of the finite input."""
+    xp = _namespace(backend)
+    rng = np.random.default_rng(n)
+    v = rng.standard_normal(n).astype(dtype)
+    bad = [0, n // 2, n - 1]
+    v[bad] = [np.nan, np.inf, -np.inf]
+    fn = getattr(proxlib, "prox_" + op)
+    for w in (0.3, rng.uniform(0.0, 1.0, n)):
+        with _using(backend):
+            out = _to_numpy(fn(xp.asarray(v), w, 0.5, check_finite=False))
+            finite = v.copy()
+            finite[bad] = 1.0
+            want = _to_numpy(fn(xp.asarray(finite), w, 0.5))
+        assert np.isnan(out[0]) and out[n // 2] == np.inf and out[n - 1] == -np.inf
+        rest = np.ones(n, dtype=bool)
+        rest[bad] = False
+        np.testing.assert_array_equal(out[rest], want[rest])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lp_exact_tie_rule_on_every_backend(backend):
     """p = 1/2, lam = 8: tau = 1.5 * 8^(2/3) = 6 and x* = 4 with f(4) = 2 + 8*2 =

@@ -3176,9 +3176,10 @@ def _zero_of(a):
 @_jit
 def _wl1_one(x, t, z):
     """sign(x) (|x| - t)_+ in the common type of x and t (z = 0 of x's
-    dtype): the reference's arithmetic, one rounding."""
+    dtype): the reference's arithmetic, one rounding.  A NaN stays NaN (as
+    in the reference and the torch kernels; ``d > z`` would have made it 0)."""
     d = abs(x) - t
-    return math.copysign(d if d > z else z, x)
+    return math.copysign(z if d <= z else d, x)
 
 
 @_pjit
