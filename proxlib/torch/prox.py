@@ -846,7 +846,11 @@ class ProximalStep:
                 params = getattr(term.target, "_parameters", None)
                 if params is None or params.get(term.name) is not leaf:
                     return
-            group = None if opt is None else _find_group(leaf, opt)  # (None: the general path reads, and raises)
+            cached = term._group  # (the general loop's lookup, when it read the lr)
+            if cached is not None and cached[0] is opt and cached[1] is leaf:
+                group = cached[2]
+            else:  # (None: the general path reads the lr, and raises)
+                group = None if opt is None else _find_group(leaf, opt)
             entries.append((term, params, plan, group))
         self._prepared = (opt, tuple(entries))
 
