@@ -3423,7 +3423,10 @@ def serial_in_place(name: str, W, fixed: tuple = (), hint=None):
     once: for a caller that keeps W (a training step's parameter), where the
     public function's checks and choices cost as much as a small layer's
     kernel after a training step has flushed the caches.  ``hint``: the
-    exclusive operators' (:func:`_check_hint`).  ``check_finite`` is
+    exclusive operators' (:func:`_check_hint`).  GrOWL's runners keep the
+    sorted order of the row norms from call to call (:func:`_owl_small`'s
+    ``order``: sorted again by insertion, O(n + moves), where the argsort
+    was O(n log n) with unpredictable branches).  ``check_finite`` is
     ignored by the elementwise kernels, which do not check their input."""
     route = _ROUTES.get(name)
     if route is not None and W.size:
