@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import math
 import sys
 
 import _procs
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -231,6 +234,23 @@ def test_prepared_steps_follow_every_change(monkeypatch):
     assert ran[-1] == 0  # the terms changed: the general path, which keeps the four
     check_step(lr=0.07)
     assert ran[-1] == 4
+
+
+@given(st.lists(st.integers(0, 4), min_size=2, max_size=4), st.sampled_from([None, "filter", "channel", "shape", "layer"]))
+def test_rows_view_is_the_generic_rows(shape, grouping):
+    """A plan's rows (prox._rows_view, its lengths settled once) are the
+    generic ``rows(t, grouping).reshape(rows_shape)``: the same values,
+    strides, and view-or-copy, for any shape (zero lengths included)."""
+    from proxlib.torch import prox as P
+
+    shape = tuple(shape)
+    t = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
+    v = P._view_of(grouping)(t)
+    rows_shape = (shape[0], math.prod(shape[1:])) if grouping is None else tuple(v.shape)
+    want = v.reshape(rows_shape)
+    got = P._rows_view(grouping, shape, rows_shape)(t)
+    assert got.shape == want.shape and torch.equal(got, want) and got.stride() == want.stride()
+    assert (got.data_ptr() == t.data_ptr()) == (want.data_ptr() == t.data_ptr())
 
 
 def test_prox_is_in_place_and_keeps_autograd_bookkeeping():
