@@ -212,7 +212,7 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
-    held: tuple | None = None  # (on_numba plans) the leaf, its data_ptr, shape, strides, dtype; the CPU route
+    held: tuple | None = None  # the leaf, its data_ptr, shape, strides, dtype, device; the CPU route (see holds)
     batched: bool = False  # runs in a step's batch of row terms (proxlib.torch._batched)
     batch_memo: dict = field(default_factory=dict, repr=False)  # (batched plans) _batched's per-plan constants
     rows_shape: tuple | None = None  # (row penalties) the shape of the rows data() gives
@@ -222,13 +222,15 @@ class _Plan:
         self.metric_thresholds = _range.AtStep(self.terms, form=_range.metric_at_step)  # (metric plans) apply_metric's
 
     def holds(self, leaf: torch.Tensor) -> bool:
-        """Whether :meth:`run_on_numba` still writes ``leaf``: the same
-        tensor object with the same memory, shape, strides and dtype, and the
-        CPU route unchanged.  What comparing :func:`_plan_key` decides for a
-        plan on the CPU, in fewer calls: a step runs it for every term."""
+        """Whether the plan was built for ``leaf`` as it is now (and so
+        :meth:`run_on_numba`, where the plan has it, still writes it): the
+        same tensor object with the same memory, shape, strides, dtype and
+        device, and the CPU route unchanged.  What comparing
+        :func:`_plan_key` decides, in fewer calls: a step asks it for every
+        term."""
         h = self.held
         return (h is not None and leaf is h[0] and leaf.data_ptr() == h[1] and leaf.shape == h[2]
-                and leaf.stride() == h[3] and leaf.dtype is h[4] and torch_dev.CPU_KERNELS == h[5])
+                and leaf.stride() == h[3] and leaf.dtype is h[4] and leaf.device == h[5] and torch_dev.CPU_KERNELS == h[6])
 
     def run(self, leaf: torch.Tensor, step: float, check_finite: bool, d: torch.Tensor | None = None) -> None:
         """``leaf <- prox_{step * pen}(leaf)`` (under no_grad); for a metric
@@ -278,6 +280,7 @@ class _Plan:
 
 def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     key = _plan_key(leaf)
+    held = (leaf, leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)  # (_Plan.holds)
     x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
     native = x.dtype == leaf.dtype
     grouping = term.grouping
@@ -288,7 +291,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     if not isinstance(pen, R.Penalty):
         if not (hasattr(pen, "prox") and hasattr(pen, "value")):
             raise TypeError(f"penalty builder returned {pen!r}, which has no prox(v, step) and value(x)")
-        return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping)
+        return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping, held=held)
     layout = R.layout_of(pen, view, contiguous=False)
     terms = _range.terms(pen, layout)  # checks the weights against the rows, once
     if pen.layout == "flat":
@@ -312,14 +315,13 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         probe = data(leaf.detach())
     if term.metric:
         return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True,
-                     batched=_batched.batched(pen, True, x, False), rows_shape=tuple(probe.shape) if pen.layout != "flat" else None)
+                     held=held, batched=_batched.batched(pen, True, x, False), rows_shape=tuple(probe.shape) if pen.layout != "flat" else None)
     shares = native and B.shares_memory(probe, leaf)
     inplace = shares and pen.kernel in _IN_PLACE
     on_numba = torch_dev.numba_in_place(pen, probe, terms) if shares else None
     if on_numba is None and native and grouping == "channel" and leaf.ndim >= 3:
         # a convolution's channel rows: no 2-D view, but Numba reads them in place
         on_numba = torch_dev.numba_in_place_channels(pen, leaf.detach(), terms)
-    held = None if on_numba is None else (leaf, leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, torch_dev.CPU_KERNELS)
     return _Plan(key, pen, getattr(torch_dev, pen.kernel), terms, pen.fixed(), data, restore, inplace, pen.fused_finite_check,
                  grouping, False, on_numba, held=held, batched=on_numba is None and _batched.batched(pen, False, x, inplace),
                  rows_shape=tuple(probe.shape) if pen.layout != "flat" else None)
@@ -453,6 +455,8 @@ class ProxTerm:
     def plan(self, leaf: torch.Tensor | None = None):
         """The term made ready for its current leaf (rebuilt when the leaf changes)."""
         leaf = self.leaf if leaf is None else leaf
+        if self._plan is not None and self._plan.holds(leaf):  # (the key's comparison, in fewer calls)
+            return self._plan
         key = _plan_key(leaf)
         if self._plan is None or self._plan.key != key:
             if B.is_sharded(leaf):
@@ -827,7 +831,7 @@ class ProximalStep:
                 term_lr = (lr if lr is not None else self._lr_of(term, leaf, opt)) * factor
                 plan = term._plan
                 step = float(term_lr) * term.strength
-                if step > 0 and plan is not None and plan.holds(leaf):
+                if step > 0 and plan is not None and plan.on_numba is not None and plan.holds(leaf):
                     batch.before(leaf)  # (a batched term on the same tensor comes first)
                     plan.write_on_numba(leaf, step, self.check_finite)
                     written.append(leaf)

@@ -456,7 +456,9 @@ class ShardedPlan:
         run_split_rows(members)
 
     def holds(self, leaf) -> bool:
-        """(No in-place Numba run to take directly: see :meth:`proxlib.torch.prox._Plan.holds`.)"""
+        """False: a sharded plan is found by comparing keys (its placements
+        among them; see :meth:`proxlib.torch.prox._Plan.holds`), and has no
+        in-place Numba run to take directly."""
         return False
 
     def value(self, leaf: DTensor) -> float:
