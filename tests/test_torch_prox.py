@@ -240,7 +240,8 @@ def test_prepared_steps_follow_every_change(monkeypatch):
 def test_rows_view_is_the_generic_rows(shape, grouping):
     """A plan's rows (prox._rows_view, its lengths settled once) are the
     generic ``rows(t, grouping).reshape(rows_shape)``: the same values,
-    strides, and view-or-copy, for any shape (zero lengths included)."""
+    strides, and view-or-copy, for any shape (zero lengths included); and
+    its way back (prox._rows_restore) is the generic from_rows."""
     from proxlib.torch import prox as P
 
     shape = tuple(shape)
@@ -251,6 +252,12 @@ def test_rows_view_is_the_generic_rows(shape, grouping):
     got = P._rows_view(grouping, shape, rows_shape)(t)
     assert got.shape == want.shape and torch.equal(got, want) and got.stride() == want.stride()
     assert (got.data_ptr() == t.data_ptr()) == (want.data_ptr() == t.data_ptr())
+    # and back (the row-wise kernels' results): the generic from_rows, and t itself
+    X = got.clone() * 2.0
+    back = P._rows_restore(grouping, shape, tuple(v.shape))(X)
+    generic = P._restore_of(grouping, shape)(X.reshape(v.shape))
+    assert back.shape == generic.shape == shape and torch.equal(back, generic) and back.stride() == generic.stride()
+    assert torch.equal(P._rows_restore(grouping, shape, tuple(v.shape))(got), t)
 
 
 def test_prox_is_in_place_and_keeps_autograd_bookkeeping():

@@ -311,7 +311,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
             raise ValueError("groups= labels are not supported on a training term; use a grouping instead")
         rows_shape = tuple(layout.data.shape)
         data = _rows_view(grouping, tuple(leaf.shape), rows_shape)
-        restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
+        restore = _rows_restore(grouping, tuple(leaf.shape), tuple(view.shape))
         probe = data(leaf.detach())
     if term.metric:
         return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True,
@@ -386,6 +386,20 @@ def _rows_view(grouping, shape: tuple, rows_shape: tuple):
         return lambda t: t.movedim(1, 0).reshape(rows_shape)
     out, m = shape[0], math.prod(shape[1:])  # "shape": the filters' columns
     return lambda t: t.reshape(out, m).T.reshape(rows_shape)
+
+
+def _rows_restore(grouping, shape: tuple, view_shape: tuple):
+    """The inverse of :func:`_rows_view`: ``X -> B.from_rows(X.reshape(view_shape),
+    shape, grouping)`` (``view_shape``: ``B.rows``' shape; grouping None:
+    the tensor's), its checks and lengths settled once, as there (the
+    row-wise kernels' results are written back through it at every
+    step)."""
+    if grouping is None or grouping in ("filter", "layer"):
+        return lambda X: X.reshape(shape)
+    if grouping == "channel":
+        rows_first = (shape[1], shape[0]) + tuple(shape[2:])
+        return lambda X: X.reshape(rows_first).movedim(0, 1)
+    return lambda X: X.reshape(view_shape).T.reshape(shape)  # "shape"
 
 
 def _restore_of(grouping, shape):
