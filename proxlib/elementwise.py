@@ -218,6 +218,10 @@ def prox_lp(v, lam, p, step=1.0, *, metric=None, check_finite: bool = True):
     separable, entry i is the global prox above with
     :math:`\lambda_i = \mathrm{step\,lam} / d_i` (same algorithm, same tie rule).
 
+    With ``check_finite=False``, NaN and +-inf entries of ``v`` are returned
+    as they are (on every backend), as the other elementwise maps return
+    them.
+
     >>> import numpy as np, proxlib
     >>> proxlib.prox_lp(np.array([3.0, 0.5, -2.0]), 1.0, 0.0)
     array([ 3.,  0., -2.])

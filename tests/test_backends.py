@@ -557,32 +557,49 @@ def test_row_kernels_detect_nonfinite_input_from_their_row_norms(op, backend, dt
         assert np.isfinite(_to_numpy(fn(xp.asarray(big)))).all()
 
 
-@pytest.mark.parametrize("op", ["weighted_l1", "weighted_l2sq"])
+# name -> (prox(v, per-entry weight w or None, **kw): the public function, thresholds that may be per entry)
+ELEMENTWISE_MAPS = {
+    "weighted_l1": lambda v, w, **kw: proxlib.prox_weighted_l1(v, 0.3 if w is None else w, 0.5, **kw),
+    "weighted_l2sq": lambda v, w, **kw: proxlib.prox_weighted_l2sq(v, 0.3 if w is None else w, 0.5, **kw),
+    "lp p=0": lambda v, w, **kw: proxlib.prox_lp(v, 0.3, 0.0, 0.5, **kw),
+    "lp p=1/2": lambda v, w, **kw: proxlib.prox_lp(v, 0.3, 0.5, 0.5, **kw),
+    "lp p=0.3": lambda v, w, **kw: proxlib.prox_lp(v, 0.3, 0.3, 0.5, **kw),
+    "lp p=1": lambda v, w, **kw: proxlib.prox_lp(v, 0.3, 1.0, 0.5, **kw),
+}
+
+
+@pytest.mark.parametrize("op", sorted(ELEMENTWISE_MAPS))
 @pytest.mark.parametrize("backend", [*BACKENDS, TORCH_ON_NUMBA])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [5, 70_000])  # (Numba's parallel kernels from 2^15 entries)
 def test_elementwise_maps_pass_nonfinite_input_through(op, backend, dtype, n):
     """With check_finite=False a NaN stays NaN and +-inf stays +-inf (as
     through the optimizer's own update), with scalar and per-entry
-    thresholds, on every backend: Numba's soft threshold once turned NaN
-    into 0 (``(|x| - t) > 0`` is False for NaN), hiding a diverged
-    parameter.  The finite entries are those of the finite input."""
+    thresholds, Euclidean and in a diagonal metric, on every backend:
+    Numba's soft threshold and every backend's lp once turned NaN into 0
+    (``|x| > t`` is False for NaN), hiding a diverged parameter, and lp
+    turned +-inf into 0 (NumPy) or 0.178 (Numba).  The finite entries are
+    those of the finite input."""
     xp = _namespace(backend)
     rng = np.random.default_rng(n)
     v = rng.standard_normal(n).astype(dtype)
     bad = [0, n // 2, n - 1]
     v[bad] = [np.nan, np.inf, -np.inf]
-    fn = getattr(proxlib, "prox_" + op)
-    for w in (0.3, rng.uniform(0.0, 1.0, n)):
-        with _using(backend):
-            out = _to_numpy(fn(xp.asarray(v), w, 0.5, check_finite=False))
-            finite = v.copy()
-            finite[bad] = 1.0
-            want = _to_numpy(fn(xp.asarray(finite), w, 0.5))
-        assert np.isnan(out[0]) and out[n // 2] == np.inf and out[n - 1] == -np.inf
-        rest = np.ones(n, dtype=bool)
-        rest[bad] = False
-        np.testing.assert_array_equal(out[rest], want[rest])
+    finite = v.copy()
+    finite[bad] = 1.0
+    rest = np.ones(n, dtype=bool)
+    rest[bad] = False
+    fn = ELEMENTWISE_MAPS[op]
+    weights = [None] + ([rng.uniform(0.0, 1.0, n)] if op.startswith("weighted") else [])
+    metrics = [None, rng.uniform(0.5, 2.0, n).astype(dtype)]
+    for w in weights:
+        for d in metrics:
+            kw = {} if d is None else {"metric": xp.asarray(d)}
+            with _using(backend), np.errstate(all="ignore"):
+                out = _to_numpy(fn(xp.asarray(v), w, check_finite=False, **kw))
+                want = _to_numpy(fn(xp.asarray(finite), w, **kw))
+            assert np.isnan(out[0]) and out[n // 2] == np.inf and out[n - 1] == -np.inf, (w is None, d is None)
+            np.testing.assert_array_equal(out[rest], want[rest])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -41,6 +41,8 @@ Kernels (``W``, ``D`` of shape (G, m); ``v``, ``d`` flat; thresholds as in
 
 from __future__ import annotations
 
+import math
+
 from .._dispatch import array_namespace, device
 from . import KERNELS
 from . import _xp_kernels as _k
@@ -117,6 +119,7 @@ def lp_metric(v, d, lam, p):
             tau = ((2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r) * lr
             beta = (p * (1.0 - p)) ** r * lr
             X = _k.lp_solve(v64, av, li, p, tau, beta, xp)
+        X = xp.where(av < math.inf, X, v64)  # NaN and +-inf pass through (as in _xp_kernels.lp)
     return xp.astype(X, v.dtype, copy=False)
 
 

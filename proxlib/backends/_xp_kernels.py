@@ -427,8 +427,8 @@ def lp(v, lam, p):
     av = xp.abs(v64)
     if lam == 0:
         return xp.asarray(v, copy=True)
-    if p == 0:
-        return xp.astype(xp.where(av > hard_threshold(lam), v64, 0.0), v.dtype, copy=False)
+    if p == 0:  # (av <= threshold: 0; NaN and +-inf pass through)
+        return xp.astype(xp.where(av <= hard_threshold(lam), 0.0, v64), v.dtype, copy=False)
     if p == 1:
         return xp.astype(signed_like(v64, xp.clip(av - lam, min=0.0), xp), v.dtype, copy=False)
     tau, beta = lp_constants(lam, p)
@@ -481,4 +481,6 @@ def lp_solve(v64, av, lam, p, tau, beta, xp):
     # documented: |v| = 6, lam = 8, p = 1/2 gives 2 - 6 + 8 * 2/4 = 0 exactly.
     with errstate(x):
         keep = keep & (0.5 * x - av + lam * (x**p / x) < 0.0)
-    return xp.where(keep, signed_like(v64, x, xp), 0.0)
+    # NaN and +-inf pass through (unchecked input: as through the maps of the
+    # other penalties; the comparisons above would have made them 0)
+    return xp.where(av < math.inf, xp.where(keep, signed_like(v64, x, xp), 0.0), v64)

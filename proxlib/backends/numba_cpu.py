@@ -3324,6 +3324,8 @@ def _lp_closed(av, lam, p_code):
 def _lp_one(x, lam, p, tau, beta, p_code):
     # The reference's algorithm (proxlib/backends/_xp_kernels.lp), per entry.
     av = abs(np.float64(x))
+    if not av < np.inf:  # NaN and +-inf pass through, as in the reference
+        return np.float64(x)
     # tau (a power with a rounded exponent) only pre-selects, with a margin; the
     # choice between x* and 0 compares their objectives below.
     if not av > tau * (1.0 - 1e-9):
@@ -3366,14 +3368,14 @@ def _lp_seq(v, lam, p, tau, beta, p_code, out):
 
 @_pjit
 def _hard_par(v, thr, out):
-    for i in prange(v.shape[0]):
-        out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
+    for i in prange(v.shape[0]):  # (<=: NaN passes through, as in the reference)
+        out[i] = 0.0 if abs(np.float64(v[i])) <= thr else v[i]
 
 
 @_jit
 def _hard_seq(v, thr, out):
     for i in range(v.shape[0]):
-        out[i] = v[i] if abs(np.float64(v[i])) > thr else 0.0
+        out[i] = 0.0 if abs(np.float64(v[i])) <= thr else v[i]
 
 
 def lp(v, lam, p, *, parallel=True, out=None):
