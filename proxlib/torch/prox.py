@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -212,7 +213,7 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
-    held: tuple | None = None  # the leaf, its data_ptr, shape, strides, dtype, device; the CPU route (see holds)
+    held: tuple | None = None  # a weak reference to the leaf (a plan keeps no replaced tensor alive), its data_ptr, shape, strides, dtype, device; the CPU route (see holds)
     batched: bool = False  # runs in a step's batch of row terms (proxlib.torch._batched)
     batch_memo: dict = field(default_factory=dict, repr=False)  # (batched plans) _batched's per-plan constants
     rows_shape: tuple | None = None  # (row penalties) the shape of the rows data() gives
@@ -229,7 +230,7 @@ class _Plan:
         :func:`_plan_key` decides, in fewer calls: a step asks it for every
         term."""
         h = self.held
-        return (h is not None and leaf is h[0] and leaf.data_ptr() == h[1] and leaf.shape == h[2]
+        return (h is not None and leaf is h[0]() and leaf.data_ptr() == h[1] and leaf.shape == h[2]
                 and leaf.stride() == h[3] and leaf.dtype is h[4] and leaf.device == h[5] and torch_dev.CPU_KERNELS == h[6])
 
     def run(self, leaf: torch.Tensor, step: float, check_finite: bool, d: torch.Tensor | None = None) -> None:
@@ -280,7 +281,7 @@ class _Plan:
 
 def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     key = _plan_key(leaf)
-    held = (leaf, leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)  # (_Plan.holds)
+    held = (weakref.ref(leaf), leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)  # (_Plan.holds)
     x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
     native = x.dtype == leaf.dtype
     grouping = term.grouping
@@ -874,7 +875,7 @@ class ProximalStep:
         entries = []
         for term in self.terms:
             plan = term._plan
-            leaf = plan.held[0]
+            leaf = plan.held[0]()  # (alive: just written)
             params = None
             if not isinstance(term.target, torch.Tensor):
                 params = getattr(term.target, "_parameters", None)
@@ -906,8 +907,8 @@ class ProximalStep:
             return 0
         check_finite = self.check_finite
         for i, (term, params, plan, group) in enumerate(entries):
-            leaf = plan.held[0]
-            if (terms[i] is not term or term._plan is not plan or (params is not None and params.get(term.name) is not leaf)
+            leaf = plan.held[0]()
+            if (leaf is None or terms[i] is not term or term._plan is not plan or (params is not None and params.get(term.name) is not leaf)
                     or not leaf.requires_grad or not plan.holds(leaf) or (lr is None and group is None)):
                 self._prepared = None
                 return i
