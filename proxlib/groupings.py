@@ -78,16 +78,7 @@ def to_rows(W, grouping: str):
 
     ``W`` may be a NumPy, CuPy or torch array (a view when the layout allows)."""
     W = _array(W, "W")
-    g = _check(grouping, W.shape)
-    out, cin = W.shape[0], W.shape[1]
-    rest = math.prod(W.shape[2:])  # explicit lengths: reshape(0, -1) cannot infer them
-    if g == "filter":
-        return W.reshape(out, cin * rest)
-    if g == "layer":
-        return W.reshape(1, out * cin * rest)
-    if g == "channel":
-        return _moveaxis(W, 1, 0).reshape(cin, out * rest)
-    return W.reshape(out, cin * rest).T  # shape: (in * prod(k), out)
+    return _maps(tuple(W.shape), grouping)[0](W)
 
 
 def from_rows(R, shape, grouping: str):
@@ -105,8 +96,30 @@ def from_rows(R, shape, grouping: str):
     }[g]
     if tuple(R.shape) != expected:
         raise ValueError(f"rows of shape {tuple(R.shape)} do not fit {g!r} rows of a {shape} tensor {expected}")
-    if g in ("filter", "layer"):
-        return R.reshape(shape)
+    return _maps(shape, g)[1](R)
+
+
+def row_maps(shape, grouping: str):
+    """``(to, back)`` for arrays of ``shape``: ``to(W)`` is ``to_rows(W,
+    grouping)`` and ``back(R)`` is ``from_rows(R, shape, grouping)``, with
+    the grouping and shape checked and the lengths computed once, here (for
+    a caller that maps the same shape again and again, such as a training
+    step's parameter: the checks cost as much as the views).  ``back`` does
+    not check ``R``'s shape."""
+    return _maps(_shape(shape), grouping)
+
+
+def _maps(shape: tuple, grouping: str):
+    """:func:`row_maps` of a tuple ``shape`` (its entries not checked: they
+    may be a traced tensor's sizes)."""
+    g = _check(grouping, shape)
+    out, cin = shape[0], shape[1]
+    rest = math.prod(shape[2:])  # explicit lengths: reshape(0, -1) cannot infer them
+    if g == "filter":
+        return (lambda W: W.reshape(out, cin * rest)), (lambda R: R.reshape(shape))
+    if g == "layer":
+        return (lambda W: W.reshape(1, out * cin * rest)), (lambda R: R.reshape(shape))
     if g == "channel":
-        return _moveaxis(R.reshape((cin, out) + shape[2:]), 0, 1)
-    return R.T.reshape(shape)
+        rows_first = (cin, out) + shape[2:]
+        return (lambda W: _moveaxis(W, 1, 0).reshape(cin, out * rest)), (lambda R: _moveaxis(R.reshape(rows_first), 0, 1))
+    return (lambda W: W.reshape(out, cin * rest).T), (lambda R: R.T.reshape(shape))  # shape: (in * prod(k), out)

@@ -237,27 +237,28 @@ def test_prepared_steps_follow_every_change(monkeypatch):
 
 
 @given(st.lists(st.integers(0, 4), min_size=2, max_size=4), st.sampled_from([None, "filter", "channel", "shape", "layer"]))
-def test_rows_view_is_the_generic_rows(shape, grouping):
-    """A plan's rows (prox._rows_view, its lengths settled once) are the
-    generic ``rows(t, grouping).reshape(rows_shape)``: the same values,
-    strides, and view-or-copy, for any shape (zero lengths included); and
-    its way back (prox._rows_restore) is the generic from_rows."""
+def test_plan_row_maps_are_the_generic_rows(shape, grouping):
+    """A plan's rows and their way back (prox._row_maps, the grouping's
+    lengths settled once by groupings.row_maps) are the generic
+    ``rows(t, grouping).reshape(rows_shape)`` and ``from_rows``: the same
+    values, strides, and view-or-copy, for any shape (zero lengths
+    included); and the way back gives the tensor again."""
     from proxlib.torch import prox as P
 
     shape = tuple(shape)
     t = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
     v = P._view_of(grouping)(t)
     rows_shape = (shape[0], math.prod(shape[1:])) if grouping is None else tuple(v.shape)
+    data, restore = P._row_maps(grouping, shape, rows_shape)
     want = v.reshape(rows_shape)
-    got = P._rows_view(grouping, shape, rows_shape)(t)
+    got = data(t)
     assert got.shape == want.shape and torch.equal(got, want) and got.stride() == want.stride()
     assert (got.data_ptr() == t.data_ptr()) == (want.data_ptr() == t.data_ptr())
-    # and back (the row-wise kernels' results): the generic from_rows, and t itself
-    X = got.clone() * 2.0
-    back = P._rows_restore(grouping, shape, tuple(v.shape))(X)
+    X = got.clone() * 2.0  # (the row-wise kernels' results)
+    back = restore(X)
     generic = P._restore_of(grouping, shape)(X.reshape(v.shape))
     assert back.shape == generic.shape == shape and torch.equal(back, generic) and back.stride() == generic.stride()
-    assert torch.equal(P._rows_restore(grouping, shape, tuple(v.shape))(got), t)
+    assert torch.equal(restore(got), t)
 
 
 def test_prox_is_in_place_and_keeps_autograd_bookkeeping():

@@ -90,6 +90,7 @@ from proxlib import _range
 from proxlib import _registry as R
 from proxlib import _validate as V
 from proxlib.backends import torch_dev
+from proxlib.groupings import row_maps
 
 from . import _batched
 from . import _bridge as B
@@ -311,8 +312,7 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         if pen.groups is not None:
             raise ValueError("groups= labels are not supported on a training term; use a grouping instead")
         rows_shape = tuple(layout.data.shape)
-        data = _rows_view(grouping, tuple(leaf.shape), rows_shape)
-        restore = _rows_restore(grouping, tuple(leaf.shape), tuple(view.shape))
+        data, restore = _row_maps(grouping, tuple(leaf.shape), rows_shape)
         probe = data(leaf.detach())
     if term.metric:
         return _Plan(key, pen, getattr(torch_dev, pen.metric_kernel), terms, pen.fixed(), data, restore, False, False, grouping, True,
@@ -373,34 +373,18 @@ def _view_of(grouping):
     return lambda t: B.rows(t, grouping)
 
 
-def _rows_view(grouping, shape: tuple, rows_shape: tuple):
-    """``t -> B.rows(t, grouping).reshape(rows_shape)`` for tensors of
-    ``shape`` (a plan's leaf: rebuilt when its shape changes), with the
-    checks and the lengths of :func:`proxlib.groupings.to_rows` settled
-    once: a step on the torch route forms each tensor's rows, and the
-    generic call cost 8-9 us of the host's time per tensor (on a GPU the
-    host's time is the step's).  The same views, and the same copy where
-    the rows are not a view (``"channel"`` rows of a convolution)."""
-    if grouping is None or grouping in ("filter", "layer"):
-        return lambda t: t.reshape(rows_shape)
-    if grouping == "channel":
-        return lambda t: t.movedim(1, 0).reshape(rows_shape)
-    out, m = shape[0], math.prod(shape[1:])  # "shape": the filters' columns
-    return lambda t: t.reshape(out, m).T.reshape(rows_shape)
-
-
-def _rows_restore(grouping, shape: tuple, view_shape: tuple):
-    """The inverse of :func:`_rows_view`: ``X -> B.from_rows(X.reshape(view_shape),
-    shape, grouping)`` (``view_shape``: ``B.rows``' shape; grouping None:
-    the tensor's), its checks and lengths settled once, as there (the
-    row-wise kernels' results are written back through it at every
-    step)."""
-    if grouping is None or grouping in ("filter", "layer"):
-        return lambda X: X.reshape(shape)
-    if grouping == "channel":
-        rows_first = (shape[1], shape[0]) + tuple(shape[2:])
-        return lambda X: X.reshape(rows_first).movedim(0, 1)
-    return lambda X: X.reshape(view_shape).T.reshape(shape)  # "shape"
+def _row_maps(grouping, shape: tuple, rows_shape: tuple):
+    """``(data, restore)`` of a row penalty's plan on a leaf of ``shape``:
+    its rows in the kernel's layout (``rows_shape``) and the way back, with
+    the grouping's checks and lengths settled once
+    (:func:`proxlib.groupings.row_maps`: a step on the torch route forms each
+    tensor's rows, and the generic call cost 8-9 us of the host's time per
+    tensor; on a GPU the host's time is the step's).  ``None``: the tensor's
+    own rows, ``W.reshape(W.shape[0], -1)`` (a vector: one row)."""
+    if grouping is None:
+        return (lambda t: t.reshape(rows_shape)), (lambda X: X.reshape(shape))
+    to, back = row_maps(shape, grouping)
+    return (lambda t: to(t).reshape(rows_shape)), back
 
 
 def _restore_of(grouping, shape):
@@ -718,10 +702,15 @@ class ProximalStep:
             raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
         return group
 
-    def _param_group(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> dict:
+    def _param_group(self, term: ProxTerm, leaf: torch.Tensor, optimizer, *, required: bool = True) -> dict | None:
+        """The optimizer's group holding ``leaf`` (kept on the term); a
+        ValueError where none does, or None unless ``required``."""
         cached = term._group
         if cached is None or cached[0] is not optimizer or cached[1] is not leaf:
-            cached = term._group = (optimizer, leaf, self._group_of(leaf, optimizer))
+            group = self._group_of(leaf, optimizer) if required else _find_group(leaf, optimizer)
+            if group is None:
+                return None
+            cached = term._group = (optimizer, leaf, group)
         return cached[2]
 
     def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
@@ -881,11 +870,8 @@ class ProximalStep:
                 params = getattr(term.target, "_parameters", None)
                 if params is None or params.get(term.name) is not leaf:
                     return
-            cached = term._group  # (the general loop's lookup, when it read the lr)
-            if cached is not None and cached[0] is opt and cached[1] is leaf:
-                group = cached[2]
-            else:  # (None: the general path reads the lr, and raises)
-                group = None if opt is None else _find_group(leaf, opt)
+            # (None: the general path reads the lr, and raises)
+            group = None if opt is None else self._param_group(term, leaf, opt, required=False)
             entries.append((term, params, plan, group))
         self._prepared = (opt, tuple(entries))
 
