@@ -141,8 +141,28 @@ def available_backends() -> list[str]:
     return names
 
 
+def _environment_backend() -> str | None:
+    """``PROXLIB_BACKEND``, read at every call (a test or a script may set it
+    at run time).  ``os.environ.get`` of an absent name raises and catches a
+    KeyError inside the mapping: 0.85 us, a tenth of a whole OWL prox at
+    n = 100.  The environment's own dict (CPython's ``os.environ._data``,
+    the same one that ``os.environ[...] = ...`` updates) answers in 30 ns;
+    ``os.environ.get`` stays the fallback where it is not there."""
+    data = getattr(os.environ, "_data", None)
+    if type(data) is not dict or _ENV_KEY is None:
+        return os.environ.get("PROXLIB_BACKEND")
+    raw = data.get(_ENV_KEY)
+    return None if raw is None else os.environ.decodevalue(raw)
+
+
+try:
+    _ENV_KEY = os.environ.encodekey("PROXLIB_BACKEND")
+except AttributeError:  # (an os.environ without CPython's encoding helpers)
+    _ENV_KEY = None
+
+
 def _requested() -> str | None:
-    name = _override.get() or os.environ.get("PROXLIB_BACKEND") or None
+    name = _override.get() or _environment_backend() or None
     if name is not None and name not in BACKEND_MODULES:
         raise ValueError(f"unknown proxlib backend {name!r}; choose from {sorted(BACKEND_MODULES)}")
     return name

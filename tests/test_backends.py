@@ -482,6 +482,17 @@ def test_environment_variable_picks_the_backend(monkeypatch):
     assert _dispatch.backend_for(np.zeros(3)).NAME == "numpy"
 
 
+def test_environment_variable_is_read_at_every_call_by_either_lookup(monkeypatch):
+    # the fast lookup (the environment's own dict) and the fallback
+    # (os.environ.get) see the same settings, made after import
+    for key in (_dispatch._ENV_KEY, None):
+        monkeypatch.setattr(_dispatch, "_ENV_KEY", key)
+        monkeypatch.setenv("PROXLIB_BACKEND", "numpy")
+        assert _dispatch.backend_for(np.zeros(3)).NAME == "numpy"
+        monkeypatch.delenv("PROXLIB_BACKEND")
+        assert _dispatch._requested() is None
+
+
 def test_use_backend_overrides_the_environment_and_restores(monkeypatch):
     if "numba" not in proxlib.available_backends():
         pytest.skip("numba does not import here")

@@ -3092,10 +3092,10 @@ def owl_checked(v, w, step: float, check_finite: bool):
     entries the whole prox is that one call."""
     if v.size == 0:
         return None
-    flat = v.reshape(-1)
+    flat = v if v.ndim == 1 else v.reshape(-1)
     if v.size <= _OWL_SMALL:
         out = np.empty_like(v)
-        return out if _owl_small_checked(flat, w, step, check_finite, out.reshape(-1)) else None
+        return out if _owl_small_checked(flat, w, step, check_finite, out if v.ndim == 1 else out.reshape(-1)) else None
     thr = np.empty_like(flat)
     if not _owl_checked_thresholds(flat, w, step, check_finite, thr):
         return None
