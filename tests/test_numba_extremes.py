@@ -1298,3 +1298,28 @@ def test_exclusive_fused_check_on_every_route(name, order, n_bad):
     # (more than a quarter of the columns to the row kernel: the whole matrix as rows)
     route = "C" if order == "F" and 4 * n_bad > 24 else order
     np.testing.assert_array_equal(Y[good], kernel(np.asarray(W[good], order=route), *(t[good] for t in args)))
+
+
+_positive = st.floats(min_value=2.0**-1074, max_value=2.0**1000, allow_nan=False, allow_infinity=False)
+
+
+@given(
+    st.lists(st.tuples(_positive, _positive, _positive, st.integers(1, 5000), _positive, _positive, st.floats(0.0, 1.0)),
+             min_size=1, max_size=40),
+    st.data(),
+)
+def test_group_exclusive_shrinks_of_many_columns_are_the_scalar_shrinks_bit_for_bit(cols, data):
+    """_group_exclusive_shrinks (every column's Newton steps taken a round at
+    a time) gives each column the bits of _group_exclusive_shrink on it,
+    over the whole float range (the slope overflows, brackets that cannot
+    shrink, roots near 0 found by geometric middles), D2 zero or not, and
+    for the columns it is given only (the others keep their entries)."""
+    a, b, r, k, F, D2, zero_d2 = (np.array(c) for c in zip(*cols))
+    D2 = np.where(zero_d2 < 0.2, 0.0, D2)
+    G = len(cols)
+    chosen = np.array(sorted(data.draw(st.sets(st.integers(0, G - 1)), label="columns")), dtype=np.int64)
+    c = np.full(G, -1.0)
+    NB._group_exclusive_shrinks(a, b, r, k.astype(np.int64), F, D2, chosen, c)
+    for g in range(G):
+        want = NB._group_exclusive_shrink(a[g], b[g], r[g], int(k[g]), F[g], D2[g]) if g in chosen else -1.0
+        assert np.float64(c[g]).view(np.int64) == np.float64(want).view(np.int64), (g, c[g], want)
