@@ -30,14 +30,16 @@ exclusive,            nothing                     one all-reduce of the row maxi
 group+exclusive                                   bytes; they scale the rows), one of 4
                                                   statistics per row (32 G_loc bytes: norms,
                                                   sums, counts), two for a candidate support
-                                                  (a minimum, then 2 sums), which decides
-                                                  the rows of a training step; other rows:
-                                                  rounds of one all-reduce of 4 statistics
-                                                  until the support is known (typically
-                                                  5-15; at most ~64 per row); then one of
-                                                  the support's 2 extremes and one of 3
-                                                  statistics: 6 in a training step, for
-                                                  all of a step's terms on rows split over
+                                                  (its least entry with the largest entry
+                                                  outside it, then 2 sums and a count),
+                                                  which decides the rows of a training step
+                                                  and gives their support's numbers: 4 in a
+                                                  training step.  Other rows: rounds of one
+                                                  all-reduce of 4 statistics until the
+                                                  support is known (typically 5-15; at most
+                                                  ~64 per row), then one of the support's 2
+                                                  extremes and one of its 3 statistics.
+                                                  All of a step's terms on rows split over
                                                   the same ranks together (one set of
                                                   collectives, rows concatenated)
 weighted l1 / l2^2,   nothing                     nothing (elementwise)
@@ -69,7 +71,8 @@ bisection on sums over the row (all-reduced) until no entry lies strictly
 inside the bracket, which fixes the support.  It starts from a lower bound
 tau_0 of the root (from the row's sum and nonzero count), and first tries the
 least y above tau_0 as the support's least entry (h > 0 there decides it):
-in a training step that settles every row in two all-reduces.  Then the four support statistics
+in a training step that settles every row in two all-reduces, whose sums
+are then the support's.  Then the four support statistics
 of :func:`proxlib.backends._xp_kernels.group_exclusive_factor` (all-reduced)
 give c to the last bit exactly as on one device, and the row map is local.
 """
@@ -263,6 +266,13 @@ def _amin_rows(Y, low):
     return torch.where(Y > low, Y, float("inf")).amin(dim=1)
 
 
+def _amax_outside(Y, t):
+    """Per row, the largest entry of Y at or below ``t`` (a column), 0 if none."""
+    if not Y.shape[1]:
+        return Y.new_zeros(Y.shape[0])
+    return torch.where(Y > t, 0.0, Y).amax(dim=1)
+
+
 def _candidate_split(Ys: _Blocks, a, b, t0, active, comm: _Comm):
     """Rows whose support is decided by one candidate (two all-reduces): every
     y <= t0 <= tau is off the support (``t0``: a lower bound of tau,
@@ -271,16 +281,28 @@ def _candidate_split(Ys: _Blocks, a, b, t0, active, comm: _Comm):
     (the single-device column kernels' test), and the support is then
     {y > t0}.  In training (the prox zeroed entries, the gradient step
     revived them tiny, thresholds small) t0 is within a hair of tau and this
-    decides every row: two all-reduces instead of a search's rounds."""
-    Yc = torch.cat(Ys.map(lambda Y, t: _amin_rows(Y, t), t0))
-    comm.all_reduce(Yc, dist.ReduceOp.MIN)
+    decides every row: two all-reduces instead of a search's rounds.
+
+    Returns (decided, support): ``support`` = (Y_c, the largest y <= t0 (0
+    if none), and over {y > t0} the sums of y - Y_c, of its squares and the
+    count), the numbers :func:`_group_exclusive_split_blocks` takes from
+    the support {y > t0} of a decided row, formed by the same operations on
+    the same entries: the same bits, with no all-reduce of their own.  The
+    first all-reduce carries -Y_c and the largest y <= t0 together (a
+    maximum: min Y_c = -max -Y_c exactly)."""
+    Yc = torch.cat(Ys.map(_amin_rows, t0))
+    below = torch.cat(Ys.map(_amax_outside, t0))
+    extremes = comm.all_reduce(torch.stack([-Yc, below]), dist.ReduceOp.MAX)
+    Yc, below = -extremes[0], extremes[1]
     Yc0 = torch.where(torch.isfinite(Yc), Yc, 0.0)
-    D = Ys.map(lambda Y, c: torch.clamp(Y - c, min=0.0), Yc0)
-    F, Q = comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D])]))
+    # over {y > t0} = {y >= Y_c}: y - Y_c (>= 0), as _group_exclusive_split_blocks forms it on a support
+    D = Ys.map(lambda Y, t, c: torch.where(Y > t, Y - c, 0.0), t0, Yc0)
+    count = torch.cat(Ys.map(lambda Y, t: (Y > t).sum(1).to(Y.dtype), t0))
+    F, Q, K = comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D]), count]))
     nrm = torch.sqrt(Q)
     pos = nrm > a
     shrink = torch.where(pos, 1.0 - a / torch.where(pos, nrm, 1.0), 0.0)
-    return active & torch.isfinite(Yc) & (Yc - b * F * shrink > 0)
+    return active & torch.isfinite(Yc) & (Yc - b * F * shrink > 0), (Yc0, below, F, Q, K)
 
 
 def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
@@ -292,7 +314,10 @@ def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
     (None: 0); rows whose candidate above it decides the support
     (:func:`_candidate_split`) take no search, the others search from it
     (h(t0) <= 0: a left end).  ``ymax``: the rows' global maxima of ``Y``
-    where the caller has them (None: one all-reduce).
+    where the caller has them (None: one all-reduce).  Returns (t, support):
+    ``support`` is the candidate's numbers (:func:`_candidate_split`) when
+    the candidate decided every row that would search (then they are the
+    numbers of every row's support {y > t}), else None.
 
     Per round one all-reduce of (||z||_1, ||z||_2^2, |supp z|, #y inside the
     bracket) at the current theta; Newton's step on h if it stays inside the
@@ -308,10 +333,14 @@ def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
     hi = ymax.clone()
     theta = lo.clone()
     t_out = torch.zeros_like(lo)
+    support = None
     if t0 is not None and bool(active.any()):
-        decided = _candidate_split(Ys, a, b, lo, active, comm)
+        # (its numbers are at lo: t0 on the rows that search, 0, as t_out, on the others)
+        decided, support = _candidate_split(Ys, a, b, lo, active, comm)
         t_out = torch.where(decided, lo, t_out)
         active = active & ~decided
+        if not bool(active.any()):
+            return t_out, support
     for _ in range(_MAX_SUPPORT_ROUNDS):
         if not bool(active.any()):
             break
@@ -345,7 +374,7 @@ def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
         theta = torch.where(active, torch.where(inside_newton, newton, _bit_midpoint(lo, hi)), theta)
     else:  # pragma: no cover - Newton or a bit-pattern bisection each round
         raise RuntimeError("the sharded support search did not converge")
-    return t_out
+    return t_out, None
 
 
 def _group_exclusive_split(Rw, a, b, comm: _Comm):
@@ -376,18 +405,20 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
     nonzero = (nrm > a_s) & finite
     a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, array_namespace(S))
-    t = _support_split(Ys, a_eff, b_eff, comm, t0, ymax=amax / s)  # (max |w| / s: the scaled rows' maxima, exactly)
+    t, support = _support_split(Ys, a_eff, b_eff, comm, t0, ymax=amax / s)  # (max |w| / s: the scaled rows' maxima, exactly)
     sups = Ys.map(lambda Y, tc: Y > tc, t)
-    Yk = torch.cat([_amin_rows(Y, tc) for Y, tc in zip(Ys.blocks, torch.split(t[:, None], Ys.sizes))])
-    below = torch.cat([torch.where(sup, 0.0, Y).amax(dim=1) if Y.shape[1] else Y.new_zeros(Y.shape[0])
-                       for Y, sup in zip(Ys.blocks, sups)])
-    # the support's least entry and the largest outside it: one all-reduce (min Yk = -max -Yk, exactly)
-    extremes = comm.all_reduce(torch.stack([-Yk, below]), dist.ReduceOp.MAX)
-    Yk, below = -extremes[0], extremes[1]
-    Yk = torch.where(torch.isfinite(Yk), Yk, 0.0)
-    D = [torch.where(sup, Y - yk, 0.0) for Y, sup, yk in zip(Ys.blocks, sups, torch.split(Yk[:, None], Ys.sizes))]
-    Fk, D2, kf = comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D]),
-                                              torch.cat([sup.sum(1).to(Yk.dtype) for sup in sups])]))
+    if support is not None:  # (a training step: the candidate's numbers are the support's)
+        Yk, below, Fk, D2, kf = support
+    else:
+        Yk = torch.cat(Ys.map(_amin_rows, t))
+        below = torch.cat(Ys.map(_amax_outside, t))
+        # the support's least entry and the largest outside it: one all-reduce (min Yk = -max -Yk, exactly)
+        extremes = comm.all_reduce(torch.stack([-Yk, below]), dist.ReduceOp.MAX)
+        Yk, below = -extremes[0], extremes[1]
+        Yk = torch.where(torch.isfinite(Yk), Yk, 0.0)
+        D = [torch.where(sup, Y - yk, 0.0) for Y, sup, yk in zip(Ys.blocks, sups, torch.split(Yk[:, None], Ys.sizes))]
+        Fk, D2, kf = comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D]),
+                                                  torch.cat([sup.sum(1).to(Yk.dtype) for sup in sups])]))
     c = nonzero.to(Yk.dtype)
     group_only = nonzero & (bf == 0)
     c = torch.where(group_only, 1.0 - a_s / torch.where(group_only, nrm, 1.0), c)
@@ -623,7 +654,7 @@ def run_split_rows(members: list) -> None:
     collectives for all of them instead of one per tensor (the group lasso's
     row norms: :func:`_row_norms_split_blocks`, one all-reduce for float32
     data; the exclusive penalties': :func:`_group_exclusive_split_blocks`,
-    6 all-reduces in a training step); each tensor's result is the one it
+    4 all-reduces in a training step); each tensor's result is the one it
     has alone."""
     buckets: dict = {}
     for m in members:
