@@ -259,18 +259,38 @@ class _Blocks:
         return [fn(Y, *(p[i][:, None] for p in parts)) for i, Y in enumerate(self.blocks)]
 
 
-def _amin_rows(Y, low):
-    """Per row, the least entry of Y above ``low`` (a column), inf if none."""
+def _least_inside(Y, inside):
+    """Per row, the least entry of Y where ``inside`` (a mask of Y's shape), inf if none."""
     if not Y.shape[1]:
         return torch.full((Y.shape[0],), float("inf"), dtype=Y.dtype, device=Y.device)
-    return torch.where(Y > low, Y, float("inf")).amin(dim=1)
+    return torch.where(inside, Y, float("inf")).amin(dim=1)
 
 
-def _amax_outside(Y, t):
-    """Per row, the largest entry of Y at or below ``t`` (a column), 0 if none."""
+def _largest_outside(Y, inside):
+    """Per row, the largest entry of Y where not ``inside``, 0 if none."""
     if not Y.shape[1]:
         return Y.new_zeros(Y.shape[0])
-    return torch.where(Y > t, 0.0, Y).amax(dim=1)
+    return torch.where(inside, 0.0, Y).amax(dim=1)
+
+
+def _support_numbers(Ys: _Blocks, sups: list, Yk, comm: _Comm):
+    """Over each row's support ({y > t}: ``sups``, a mask per block) and
+    with Y_k its least entry (all-reduced; 0 where there is none): the sums
+    of y - Y_k and of its squares, and the count (one all-reduce)."""
+    D = [torch.where(sup, Y - yk, 0.0) for Y, sup, yk in zip(Ys.blocks, sups, torch.split(Yk[:, None], Ys.sizes))]
+    return comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D]),
+                                        torch.cat([sup.sum(1).to(Yk.dtype) for sup in sups])]))
+
+
+def _support_extremes(Ys: _Blocks, sups: list, comm: _Comm):
+    """(Y_k, the largest y outside): each row's least entry of its support
+    (0 where there is none) and its largest entry outside it (0 if none),
+    in one all-reduce (min Y_k = -max -Y_k, exactly)."""
+    Yk = torch.cat([_least_inside(Y, sup) for Y, sup in zip(Ys.blocks, sups)])
+    below = torch.cat([_largest_outside(Y, sup) for Y, sup in zip(Ys.blocks, sups)])
+    extremes = comm.all_reduce(torch.stack([-Yk, below]), dist.ReduceOp.MAX)
+    Yk, below = -extremes[0], extremes[1]
+    return torch.where(torch.isfinite(Yk), Yk, 0.0), below
 
 
 def _candidate_split(Ys: _Blocks, a, b, t0, active, comm: _Comm):
@@ -290,19 +310,13 @@ def _candidate_split(Ys: _Blocks, a, b, t0, active, comm: _Comm):
     the same entries: the same bits, with no all-reduce of their own.  The
     first all-reduce carries -Y_c and the largest y <= t0 together (a
     maximum: min Y_c = -max -Y_c exactly)."""
-    Yc = torch.cat(Ys.map(_amin_rows, t0))
-    below = torch.cat(Ys.map(_amax_outside, t0))
-    extremes = comm.all_reduce(torch.stack([-Yc, below]), dist.ReduceOp.MAX)
-    Yc, below = -extremes[0], extremes[1]
-    Yc0 = torch.where(torch.isfinite(Yc), Yc, 0.0)
-    # over {y > t0} = {y >= Y_c}: y - Y_c (>= 0), as _group_exclusive_split_blocks forms it on a support
-    D = Ys.map(lambda Y, t, c: torch.where(Y > t, Y - c, 0.0), t0, Yc0)
-    count = torch.cat(Ys.map(lambda Y, t: (Y > t).sum(1).to(Y.dtype), t0))
-    F, Q, K = comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D]), count]))
+    above = Ys.map(lambda Y, t: Y > t, t0)
+    Yc, below = _support_extremes(Ys, above, comm)  # (Y_c = 0 where no y > t0)
+    F, Q, K = _support_numbers(Ys, above, Yc, comm)  # over {y > t0} = {y >= Y_c}
     nrm = torch.sqrt(Q)
     pos = nrm > a
     shrink = torch.where(pos, 1.0 - a / torch.where(pos, nrm, 1.0), 0.0)
-    return active & torch.isfinite(Yc) & (Yc - b * F * shrink > 0), (Yc0, below, F, Q, K)
+    return active & (Yc > 0) & (Yc - b * F * shrink > 0), (above, Yc, below, F, Q, K)
 
 
 def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
@@ -406,19 +420,12 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
     a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, array_namespace(S))
     t, support = _support_split(Ys, a_eff, b_eff, comm, t0, ymax=amax / s)  # (max |w| / s: the scaled rows' maxima, exactly)
-    sups = Ys.map(lambda Y, tc: Y > tc, t)
     if support is not None:  # (a training step: the candidate's numbers are the support's)
-        Yk, below, Fk, D2, kf = support
+        sups, Yk, below, Fk, D2, kf = support
     else:
-        Yk = torch.cat(Ys.map(_amin_rows, t))
-        below = torch.cat(Ys.map(_amax_outside, t))
-        # the support's least entry and the largest outside it: one all-reduce (min Yk = -max -Yk, exactly)
-        extremes = comm.all_reduce(torch.stack([-Yk, below]), dist.ReduceOp.MAX)
-        Yk, below = -extremes[0], extremes[1]
-        Yk = torch.where(torch.isfinite(Yk), Yk, 0.0)
-        D = [torch.where(sup, Y - yk, 0.0) for Y, sup, yk in zip(Ys.blocks, sups, torch.split(Yk[:, None], Ys.sizes))]
-        Fk, D2, kf = comm.all_reduce(torch.stack([torch.cat([d.sum(1) for d in D]), torch.cat([(d * d).sum(1) for d in D]),
-                                                  torch.cat([sup.sum(1).to(Yk.dtype) for sup in sups])]))
+        sups = Ys.map(lambda Y, tc: Y > tc, t)
+        Yk, below = _support_extremes(Ys, sups, comm)
+        Fk, D2, kf = _support_numbers(Ys, sups, Yk, comm)
     c = nonzero.to(Yk.dtype)
     group_only = nonzero & (bf == 0)
     c = torch.where(group_only, 1.0 - a_s / torch.where(group_only, nrm, 1.0), c)
