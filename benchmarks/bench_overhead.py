@@ -239,7 +239,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
     opt.step()  # (Adam's state: the metric of the metric rows)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     rows = []
-    route, gathers, host_owl = torch_dev.CPU_KERNELS, torch_dev._gathers_rows, torch_dev.host_owl
+    route, gathers, host_numba = torch_dev.CPU_KERNELS, torch_dev._gathers_rows, torch_dev._host_numba
     torch_dev.CPU_KERNELS = "torch"
     torch_dev._gathers_rows = lambda W: False  # the metric row kernels' device route
     nb = torch_dev._numba_cpu()
@@ -247,7 +247,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
         # GrOWL's OWL of the row norms runs on the host; on a GPU machine
         # (CPU_KERNELS "auto") that is Numba's kernel, which CPU_KERNELS =
         # "torch" would have replaced by the NumPy reference (2.5x the step)
-        torch_dev.host_owl = lambda v, w: nb.owl(v, w, parallel=False)
+        torch_dev._host_numba = lambda: nb
     cases = [(name, pen, grouping, None) for name, (pen, grouping) in PENALTIES.items()]
     cases += [(f"{name}, Adam's metric", pen, grouping, "adam") for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
     try:
@@ -274,7 +274,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
             rows.append(row)
     finally:
         _batched.ENABLED = True
-        torch_dev.CPU_KERNELS, torch_dev._gathers_rows, torch_dev.host_owl = route, gathers, host_owl
+        torch_dev.CPU_KERNELS, torch_dev._gathers_rows, torch_dev._host_numba = route, gathers, host_numba
     return rows
 
 

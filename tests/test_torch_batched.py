@@ -815,3 +815,76 @@ def test_adam_metric_step_forms_the_metrics_together(monkeypatch):
     (four, sqrt4), (eight, sqrt8) = launching(4), launching(8)
     assert eight - four == 4 * 3
     assert sqrt4 == sqrt8 == 1
+
+
+_norms = st.one_of(st.just(0.0), st.floats(2.0**-1074, 2.0**1000), st.sampled_from([1.0, 2.5, 0.25]))
+
+
+@given(
+    st.lists(st.tuples(st.lists(_norms, min_size=0, max_size=12), st.booleans(), st.booleans()), min_size=1, max_size=6),
+    st.integers(-40, 40),
+)
+def test_host_growl_factors_of_a_batch_are_each_tensors_bit_for_bit(segments, log_step):
+    """GrOWL's factors of several tensors' row norms in one Numba call
+    (:func:`torch_dev.host_growl_factors`, as a GPU step forms them on the
+    host) equal each tensor's own solve stage with the host OWL
+    (``_stages.growl_factor`` with Numba's ``owl``), bit for bit: zero and
+    tied norms, norms over the float range, scales s (float64 rows, powers of
+    two; 1 for the float32 members) or none, an infinite first weight."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    from proxlib.backends import _stages
+
+    nrm = np.array([x for seg, _, _ in segments for x in seg], dtype=np.float64)
+    starts = np.cumsum([0] + [len(seg) for seg, _, _ in segments])
+    wide = any(w for _, w, _ in segments)
+    rng = np.random.default_rng(len(nrm))
+    s = np.concatenate([2.0 ** rng.integers(-30, 30, len(seg)) if w else np.ones(len(seg)) for seg, w, _ in segments]) if wide else None
+    w = np.concatenate([
+        np.full(len(seg), np.inf) if inf_w and len(seg) else np.sort(rng.random(len(seg)))[::-1] * 2.0**log_step
+        for seg, _, inf_w in segments
+    ])
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(torch_dev, "_host_numba", lambda: nb)  # (as on a GPU machine; the suite sets CPU_KERNELS "torch")
+        got = torch_dev.host_growl_factors(nrm, s, w, starts)
+    if s is not None and np.any(nrm * s > 2.0**1020):
+        assert got is None  # (the stage rescales: solved tensor by tensor)
+        return
+    assert got is not None
+    owl = lambda v, t: nb.owl(v, t, parallel=False)  # noqa: E731
+    want = np.concatenate([np.zeros(0)] + [
+        _stages.growl_factor(nrm[a:b], w[a:b], owl, s[a:b] if wide and segments[i][1] else None)
+        for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))
+    ])
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_growl_batch_with_the_host_owl_on_numba(dtype, monkeypatch):
+    """A GPU step's host OWL is Numba's: there the batch solves every
+    member's norms in one call (:func:`torch_dev.host_growl_factors`), and
+    the step equals the terms one by one (each through ``host_owl``) and the
+    public functions, bit for bit; the one call is made once per step."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    monkeypatch.setattr(torch_dev, "_host_numba", lambda: nb)
+    calls = []
+    one_call = nb.growl_segments
+    monkeypatch.setattr(nb, "growl_segments", lambda *a: calls.append(len(a[3]) - 1) or one_call(*a))
+    shapes = [(6, 4, 3, 3), (5, 7), (4, 5, 3, 3), (9, 5), (3, 1, 3, 3)]
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(j), dtype=dtype).to(_device.DEVICE))
+                  for j, s in enumerate(shapes)]
+        opt = torch.optim.SGD(params, lr=0.5)
+        prox = pt.ProximalStep(opt)
+        for p in params:
+            prox.add(p, pt.growl(_oscar), grouping="channel")
+        before = [p.detach().clone() for p in params]
+        for _ in range(2):
+            prox.step()
+        results[enabled] = [p.detach().clone() for p in params]
+    assert calls == [5, 5]  # (the batch: one call per step for the five tensors; one by one: none)
+    for a, b, W in zip(results[True], results[False], before):
+        assert torch.equal(a, b)
+        once = _expected(W, lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s), "channel", 0.5)
+        assert torch.equal(a, _expected(once, lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s), "channel", 0.5))

@@ -3149,6 +3149,51 @@ def owl_checked(v, w, step: float, check_finite: bool):
     return owl(flat, thr).reshape(v.shape)
 
 
+@_jit
+def _growl_segments(nrm, s, w, starts, f):
+    """GrOWL's solve stage (:func:`proxlib.backends._stages.growl_factor`
+    with this module's OWL, the same bits) for every segment
+    [starts[i], starts[i + 1]) of the row norms ``nrm`` (float64; ``s``
+    their scales, float64, or None: 1) with the OWL weights ``w`` (float64),
+    into ``f``: f_r = m_r / (nrm_r s_r) with m the OWL prox of the segment's
+    nrm s (0 where that is not > 0); a segment whose first weight is
+    infinite gets m = 0.  One compiled call for a batch of tensors' row
+    norms, each segment at most _OWL_SMALL entries (_owl_small, as
+    :func:`owl` solves them), instead of a call and NumPy's steps per
+    tensor.  Returns False, having written nothing, where some nrm s
+    exceeds 2^1020 (the stage then rescales by a power of two: the caller
+    takes it)."""
+    if s is not None:
+        for j in range(nrm.shape[0]):
+            if nrm[j] * s[j] > 2.0**1020:
+                return False
+    for i in range(starts.shape[0] - 1):
+        a, b = starts[i], starts[i + 1]
+        if b == a:
+            continue
+        v = nrm[a:b].copy()
+        if s is not None:
+            for j in range(b - a):
+                v[j] = v[j] * s[a + j]
+        new = np.empty(b - a)
+        if w[a] < np.inf:
+            _owl_small(v, w[a:b], new, None)
+        else:  # (owl: an infinite weight forces 0)
+            _zero_signed(v, new)
+        for j in range(b - a):
+            f[a + j] = new[j] / v[j] if v[j] > 0.0 else 0.0
+    return True
+
+
+def growl_segments(nrm, s, w, starts):
+    """:func:`_growl_segments` into a new array, or None where it declines
+    (a segment longer than _OWL_SMALL, or norms beyond 2^1020)."""
+    if np.any(np.diff(starts) > _OWL_SMALL):
+        return None
+    f = np.empty_like(nrm)
+    return f if _growl_segments(nrm, s, w, starts, f) else None
+
+
 def _owl_zero(v, out):
     _zero_signed(v, out)
     return out

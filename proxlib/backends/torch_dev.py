@@ -189,8 +189,27 @@ def host_owl(v, w):
     same dtype) on the host, as :func:`_owl_on_host` solves it: Numba's
     serial kernel when it imports and ``CPU_KERNELS`` allows it, else
     SciPy's pool-adjacent-violators (the NumPy reference)."""
-    nb = None if CPU_KERNELS == "torch" else _numba_cpu()
+    nb = _host_numba()
     return nb.owl(v, w, parallel=False) if nb is not None else numpy_ref.owl(v, w)
+
+
+def _host_numba():
+    """:mod:`.numba_cpu` where the host's OWL runs on it (:func:`host_owl`,
+    :func:`host_growl_factors`), else None (``CPU_KERNELS = "torch"`` or
+    Numba missing: the NumPy reference)."""
+    return None if CPU_KERNELS == "torch" else _numba_cpu()
+
+
+def host_growl_factors(nrm, s, w, starts):
+    """GrOWL's factors of several tensors' row norms at once on the host
+    (``nrm``, ``s`` or None, ``w``: float64 NumPy vectors, the tensors'
+    segments [starts[i], starts[i + 1])): each segment's
+    :func:`._stages.growl_factor` with :func:`host_owl`, the same bits, in
+    one Numba call (:func:`.numba_cpu.growl_segments`); None where
+    :func:`host_owl` would not use Numba or the call declines (the caller
+    then solves segment by segment)."""
+    nb = _host_numba()
+    return None if nb is None else nb.growl_segments(nrm, s, w, starts)
 
 
 def solved_on_host(n: int, device: torch.device) -> bool:

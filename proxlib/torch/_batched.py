@@ -282,14 +282,17 @@ def _growl_factors(members: list) -> torch.Tensor:
     on_host = [m for m, h in zip(members, host) if h]
     f_host = None
     if on_host:
-        sizes = np.cumsum([m.nrm.shape[0] for m in on_host])[:-1]
-        nrm = np.split(torch.cat([m.nrm for m in on_host]).cpu().numpy(), sizes)
+        starts = np.cumsum([0] + [m.nrm.shape[0] for m in on_host])
+        nrm = torch.cat([m.nrm for m in on_host]).cpu().numpy()
         s = _scales(on_host)
-        s = [None] * len(on_host) if s is None else np.split(s.cpu().numpy(), sizes)
-        f = np.concatenate([
-            _stages.growl_factor(n, _host_weights(m), torch_dev.host_owl, si if m.wide else None)
-            for m, n, si in zip(on_host, nrm, s)
-        ])
+        s = None if s is None else s.cpu().numpy()
+        w = [_host_weights(m) for m in on_host]
+        f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts)  # (one call: the same bits)
+        if f is None:
+            f = np.concatenate([
+                _stages.growl_factor(nrm[a:b], wm, torch_dev.host_owl, s[a:b] if m.wide else None)
+                for m, wm, a, b in zip(on_host, w, starts[:-1], starts[1:])
+            ])
         f_host = torch.from_numpy(f).to(device)
         if all(host):
             return f_host
