@@ -843,19 +843,25 @@ def test_host_growl_factors_of_a_batch_are_each_tensors_bit_for_bit(segments, lo
         np.full(len(seg), np.inf) if inf_w and len(seg) else np.sort(rng.random(len(seg)))[::-1] * 2.0**log_step
         for seg, _, inf_w in segments
     ])
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(torch_dev, "_host_numba", lambda: nb)  # (as on a GPU machine; the suite sets CPU_KERNELS "torch")
-        got = torch_dev.host_growl_factors(nrm, s, w, starts)
-    if s is not None and np.any(nrm * s > 2.0**1020):
-        assert got is None  # (the stage rescales: solved tensor by tensor)
-        return
-    assert got is not None
     owl = lambda v, t: nb.owl(v, t, parallel=False)  # noqa: E731
-    want = np.concatenate([np.zeros(0)] + [
-        _stages.growl_factor(nrm[a:b], w[a:b], owl, s[a:b] if wide and segments[i][1] else None)
-        for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))
-    ])
-    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    orders = np.full(len(nrm), -1, dtype=np.int64)
+    for call in range(3):  # without kept orders, then with them (the second call sorts from the first's)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(torch_dev, "_host_numba", lambda: nb)  # (as on a GPU machine; the suite sets CPU_KERNELS "torch")
+            got = torch_dev.host_growl_factors(nrm, s, w, starts, None if call == 0 else orders)
+        if s is not None and np.any(nrm * s > 2.0**1020):
+            assert got is None  # (the stage rescales: solved tensor by tensor)
+            return
+        assert got is not None
+        want = np.concatenate([np.zeros(0)] + [
+            _stages.growl_factor(nrm[a:b], w[a:b], owl, s[a:b] if wide and segments[i][1] else None)
+            for i, (a, b) in enumerate(zip(starts[:-1], starts[1:]))
+        ])
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+        for a, b in zip(starts[:-1], starts[1:]):  # each segment's kept order: a permutation of its norms
+            assert b == a or orders[a] < 0 or sorted(orders[a:b]) == list(range(b - a))
+        if call == 1:  # each segment's norms reversed: the kept orders then far from sorted
+            nrm = np.concatenate([np.zeros(0)] + [nrm[a:b][::-1] for a, b in zip(starts[:-1], starts[1:])])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

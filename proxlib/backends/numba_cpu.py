@@ -3150,7 +3150,7 @@ def owl_checked(v, w, step: float, check_finite: bool):
 
 
 @_jit
-def _growl_segments(nrm, s, w, starts, f):
+def _growl_segments(nrm, s, w, starts, f, orders=None):
     """GrOWL's solve stage (:func:`proxlib.backends._stages.growl_factor`
     with this module's OWL, the same bits) for every segment
     [starts[i], starts[i + 1]) of the row norms ``nrm`` (float64; ``s``
@@ -3160,9 +3160,11 @@ def _growl_segments(nrm, s, w, starts, f):
     infinite gets m = 0.  One compiled call for a batch of tensors' row
     norms, each segment at most _OWL_SMALL entries (_owl_small, as
     :func:`owl` solves them), instead of a call and NumPy's steps per
-    tensor.  Returns False, having written nothing, where some nrm s
-    exceeds 2^1020 (the stage then rescales by a power of two: the caller
-    takes it)."""
+    tensor.  ``orders`` (optional, int64, one entry per norm, kept by the
+    caller between calls on the same tensors): each segment's _owl_small
+    kept order (the result does not depend on it).  Returns False, having
+    written nothing, where some nrm s exceeds 2^1020 (the stage then
+    rescales by a power of two: the caller takes it)."""
     if s is not None:
         for j in range(nrm.shape[0]):
             if nrm[j] * s[j] > 2.0**1020:
@@ -3176,22 +3178,24 @@ def _growl_segments(nrm, s, w, starts, f):
             for j in range(b - a):
                 v[j] = v[j] * s[a + j]
         new = np.empty(b - a)
-        if w[a] < np.inf:
-            _owl_small(v, w[a:b], new, None)
-        else:  # (owl: an infinite weight forces 0)
+        if not w[a] < np.inf:  # (owl: an infinite weight forces 0)
             _zero_signed(v, new)
+        elif orders is None:
+            _owl_small(v, w[a:b], new, None)
+        else:
+            _owl_small(v, w[a:b], new, orders[a:b])
         for j in range(b - a):
             f[a + j] = new[j] / v[j] if v[j] > 0.0 else 0.0
     return True
 
 
-def growl_segments(nrm, s, w, starts):
+def growl_segments(nrm, s, w, starts, orders=None):
     """:func:`_growl_segments` into a new array, or None where it declines
     (a segment longer than _OWL_SMALL, or norms beyond 2^1020)."""
     if np.any(np.diff(starts) > _OWL_SMALL):
         return None
     f = np.empty_like(nrm)
-    return f if _growl_segments(nrm, s, w, starts, f) else None
+    return f if _growl_segments(nrm, s, w, starts, f, orders) else None
 
 
 def _owl_zero(v, out):

@@ -200,16 +200,17 @@ def _host_numba():
     return None if CPU_KERNELS == "torch" else _numba_cpu()
 
 
-def host_growl_factors(nrm, s, w, starts):
+def host_growl_factors(nrm, s, w, starts, orders=None):
     """GrOWL's factors of several tensors' row norms at once on the host
     (``nrm``, ``s`` or None, ``w``: float64 NumPy vectors, the tensors'
     segments [starts[i], starts[i + 1])): each segment's
     :func:`._stages.growl_factor` with :func:`host_owl`, the same bits, in
-    one Numba call (:func:`.numba_cpu.growl_segments`); None where
-    :func:`host_owl` would not use Numba or the call declines (the caller
-    then solves segment by segment)."""
+    one Numba call (:func:`.numba_cpu.growl_segments`; ``orders``: the
+    sorted orders it keeps from call to call); None where :func:`host_owl`
+    would not use Numba or the call declines (the caller then solves
+    segment by segment)."""
     nb = _host_numba()
-    return None if nb is None else nb.growl_segments(nrm, s, w, starts)
+    return None if nb is None else nb.growl_segments(nrm, s, w, starts, orders)
 
 
 def solved_on_host(n: int, device: torch.device) -> bool:

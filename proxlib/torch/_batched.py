@@ -209,7 +209,8 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
     statistics computed by :func:`prepare`; or of :data:`METRIC_ROW_WISE`
     or :data:`METRIC_SEPARABLE`, from :func:`prepare_metric`), under
     no_grad.  ``cache`` keeps what depends only on the thresholds between
-    steps (the caller's, one per :class:`proxlib.torch.ProximalStep`)."""
+    steps, and GrOWL's sorted orders of the norms (the caller's, one per
+    :class:`proxlib.torch.ProximalStep`)."""
     with torch.no_grad():
         kind = kind_of(members[0].plan)
         if kind in METRIC_ROW_WISE:
@@ -230,7 +231,7 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
             return _soft_threshold(members)
         for device in {m.device for m in members}:
             on = [m for m in members if m.device == device]
-            f = _group_lasso_factors(on, cache) if kind == "group_lasso" else _growl_factors(on)
+            f = _group_lasso_factors(on, cache) if kind == "group_lasso" else _growl_factors(on, cache)
             sizes = [m.nrm.shape[0] for m in on]
             # the kernels multiply by the factor in the data's dtype: cast once per dtype
             parts = {dt: torch.split(f.to(dt), sizes) for dt in {m.dtype for m in on}}
@@ -258,6 +259,18 @@ def _scales(members: list):
     return torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in members])
 
 
+def _kept_orders(members: list, n: int, cache: dict) -> np.ndarray:
+    """The host OWL's sorted orders of the members' norms (int64, ``n`` in
+    all), kept from step to step while the members' plans are the same
+    (each segment starts at -1: none yet)."""
+    key = ("growl_orders", members[0].device)
+    plans = tuple(m.plan for m in members)
+    hit = cache.get(key)
+    if hit is None or len(hit[0]) != len(plans) or any(x is not y for x, y in zip(hit[0], plans)) or hit[1].shape[0] != n:
+        hit = cache[key] = (plans, np.full(n, -1, dtype=np.int64))
+    return hit[1]
+
+
 def _thresholds(members: list, cache: dict) -> torch.Tensor:
     """The members' group-lasso thresholds a_r, float64, concatenated: formed
     again only when a member's thresholds change (a new step, a new plan)."""
@@ -270,13 +283,15 @@ def _thresholds(members: list, cache: dict) -> torch.Tensor:
     return hit[1]
 
 
-def _growl_factors(members: list) -> torch.Tensor:
+def _growl_factors(members: list, cache: dict) -> torch.Tensor:
     """The GrOWL factors of every member's rows, concatenated
     (:func:`._stages.growl_factor`, with the host OWL of
     :func:`torch_dev.host_owl`): all solved on the host after one copy of
-    every member's norms, and copied back at once.  Members on an
-    accelerator with more than ``torch_dev.OWL_ON_HOST_MAX`` rows, which the
-    public function solves on the device, are solved as it solves them."""
+    every member's norms, in one call (:func:`torch_dev.host_growl_factors`,
+    which keeps the sorted order of each member's norms from step to step in
+    ``cache``), and copied back at once.  Members on an accelerator with
+    more than ``torch_dev.OWL_ON_HOST_MAX`` rows, which the public function
+    solves on the device, are solved as it solves them."""
     device = members[0].device
     host = [torch_dev.solved_on_host(m.nrm.shape[0], device) for m in members]
     on_host = [m for m, h in zip(members, host) if h]
@@ -287,7 +302,7 @@ def _growl_factors(members: list) -> torch.Tensor:
         s = _scales(on_host)
         s = None if s is None else s.cpu().numpy()
         w = [_host_weights(m) for m in on_host]
-        f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts)  # (one call: the same bits)
+        f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts, _kept_orders(on_host, starts[-1], cache))
         if f is None:
             f = np.concatenate([
                 _stages.growl_factor(nrm[a:b], wm, torch_dev.host_owl, s[a:b] if m.wide else None)
