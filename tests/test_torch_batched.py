@@ -226,6 +226,11 @@ def test_check_finite_raises_before_any_write(monkeypatch):
 # ---------------------------------------------------------------- operation counts
 
 def _ops_per_step(n_layers: int, pen, grouping: str, dtype) -> int:
+    return _op_counts(n_layers, pen, grouping, dtype)[0]
+
+
+def _op_counts(n_layers: int, pen, grouping: str, dtype) -> tuple:
+    """(launching, all) torch operations of a step over ``n_layers`` convolutions."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(*[torch.nn.Conv2d(6, 6, 3) for _ in range(n_layers)]).to(device=_device.DEVICE, dtype=dtype)
     prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.1))
@@ -235,31 +240,34 @@ def _ops_per_step(n_layers: int, pen, grouping: str, dtype) -> int:
     prox.step()
     with OperationCount() as c:
         prox.step()
-    return c.launching
+    return c.launching, c.total
 
 
 @pytest.mark.skipif(torch_dev.ROW_STATS == "auto" and _device.DEVICE == "cuda", reason="counts the torch operations' statistics (Triton's are one launch)")
 @pytest.mark.parametrize(
-    ("pen", "grouping", "dtype", "per_layer"),
+    ("pen", "grouping", "dtype", "per_layer", "views"),
     [
         # statistics: the float64 copy, square, sum, sqrt (+ float64: the scales s = 1 and the
         # range check's ge, le, and, not, any, and its read); "channel" rows of a convolution:
-        # + their copy; the map: one multiplication
-        (proxlib.GroupLasso(0.1), "filter", torch.float32, 5),
-        (proxlib.GroupLasso(0.1), "channel", torch.float32, 6),
-        (proxlib.GroupLasso(0.1), "filter", torch.float64, 11),
-        (pt.growl(_oscar), "filter", torch.float32, 5),
-        (pt.growl(_oscar), "channel", torch.float32, 6),
+        # + their copy; the map: one multiplication.  Views (no launch; the host's time):
+        # the rows, the factors' part and column; "channel": + the rows' permutation
+        (proxlib.GroupLasso(0.1), "filter", torch.float32, 5, 3),
+        (proxlib.GroupLasso(0.1), "channel", torch.float32, 6, 4),
+        (proxlib.GroupLasso(0.1), "filter", torch.float64, 11, 3),
+        (pt.growl(_oscar), "filter", torch.float32, 5, 3),
+        (pt.growl(_oscar), "channel", torch.float32, 6, 4),
     ],
 )
-def test_a_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, dtype, per_layer, monkeypatch):
+def test_a_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, dtype, per_layer, views, monkeypatch):
     """The operations that make new data (a kernel launch each on a device)
     in a step over n convolutions: ``per_layer`` for each (the statistics
-    and the map), and the solve once for all of them (a fixed number).
-    One by one, each tensor also paid for its own solve: 15-25 operations."""
+    and the map), and the solve once for all of them (a fixed number); and
+    ``views`` views per tensor.  One by one, each tensor also paid for its
+    own solve: 15-25 operations."""
     monkeypatch.setattr(_batched, "ENABLED", True)
-    four, eight = (_ops_per_step(n, pen, grouping, dtype) for n in (4, 8))
+    (four, four_all), (eight, eight_all) = (_op_counts(n, pen, grouping, dtype) for n in (4, 8))
     assert (eight - four) == 4 * per_layer
+    assert (eight_all - eight) - (four_all - four) == 4 * views
     fixed = four - 4 * per_layer
     assert 0 < fixed <= 10
     monkeypatch.setattr(_batched, "ENABLED", False)

@@ -384,6 +384,8 @@ def _row_maps(grouping, shape: tuple, rows_shape: tuple):
     if grouping is None:
         return (lambda t: t.reshape(rows_shape)), (lambda X: X.reshape(shape))
     to, back = row_maps(shape, grouping)
+    if tuple(to(torch.empty(shape, device="meta")).shape) == tuple(rows_shape):
+        return to, back  # (no reshape to the shape the rows have: on the torch route, one operation per tensor and step)
     return (lambda t: to(t).reshape(rows_shape)), back
 
 
