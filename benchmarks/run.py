@@ -9,7 +9,9 @@ backend that imports, the peers of ``peers.py``, CVXPY at small sizes) and a
 FLOOR measured in the same run: ``np.sort(v)`` for OWL, one memory pass
 ``np.abs(W)`` for the row operators.  Reported per contender: the median of
 ``time.perf_counter`` over repeats (after a warm-up call, so JIT compilation is
-excluded), the ratio to the floor, the peak extra memory of one call (traced by
+excluded; calls shorter than BLOCK_SECONDS are timed in blocks of consecutive
+calls, one repeat being a block's mean, so that microsecond calls are not
+timings of the timer and of one cache miss), the ratio to the floor, the peak extra memory of one call (traced by
 tracemalloc, minus the output, in units of the input's size), and the max abs
 difference from proxlib's NumPy reference on the same input.  A contender whose
 output disagrees with the reference is excluded from the timings, with a note.
@@ -218,15 +220,28 @@ def peak_extra_bytes(fn) -> tuple[int, object]:
     return peak - base - _nbytes(out), out
 
 
+BLOCK_SECONDS = 2e-4  # calls shorter than this are timed in blocks of about this length
+
+
 def time_repeats(fn, first: float, budget: float, min_runs: int, max_runs: int) -> list[float]:
-    """``first`` is one timed call already made; add repeats within ``budget`` seconds."""
+    """``first`` is one timed call already made; add repeats within ``budget``
+    seconds.  A call shorter than BLOCK_SECONDS is repeated in blocks of
+    about that length, each repeat being its block's time per call (every
+    contender of a case alike: the floor, proxlib, the peers)."""
     times = [first]
     if first > 2.0:  # one slow call: keep the single timing rather than blow the budget
         return times
-    want = int(min(max_runs, max(min_runs, budget / max(first, 1e-9))))
+    block = max(1, int(BLOCK_SECONDS / max(first, 1e-9)))
+    want = int(min(max_runs, max(min_runs, budget / (block * max(first, 1e-9)))))
     for _ in range(want - 1):
-        t, out = _timed(fn)
-        del out
+        if block == 1:
+            t, out = _timed(fn)
+            del out
+        else:
+            t0 = time.perf_counter()
+            for _ in range(block):
+                fn()
+            t = (time.perf_counter() - t0) / block
         times.append(t)
     return times
 
