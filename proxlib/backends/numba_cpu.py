@@ -1997,10 +1997,12 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
     left = np.zeros(m)
     right = np.ones(m)
     cc = np.empty(m)
+    Sr = np.empty(m)  # (S_r = F + k r, as _group_exclusive_shrink forms it once)
     live = np.empty(m, dtype=np.int64)
     for j in range(m):
         g = cols[j]
         cc[j] = _shrink_start(np.float64(a[g]), np.float64(b[g]), r[g], k[g], F[g], D2[g])
+        Sr[j] = F[g] + np.float64(k[g]) * r[g]
         live[j] = j
     n_live = m
     for _ in range(_MAX_ROOT_ITER):
@@ -2010,9 +2012,8 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
         for q in range(n_live):
             j = live[q]
             g = cols[j]
-            kf = np.float64(k[g])
             cc[j], left[j], right[j], done = _shrink_step(
-                np.float64(a[g]), np.float64(b[g]), r[g], kf, F[g], D2[g], F[g] + kf * r[g], cc[j], left[j], right[j]
+                np.float64(a[g]), np.float64(b[g]), r[g], np.float64(k[g]), F[g], D2[g], Sr[j], cc[j], left[j], right[j]
             )
             if not done:
                 live[n_next] = j
