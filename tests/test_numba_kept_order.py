@@ -44,6 +44,38 @@ def _seeded_sorts(draw):
     return a, order
 
 
+@given(
+    st.sampled_from([np.float64, np.float32]),
+    st.integers(1, 2048),
+    st.sampled_from(["normal", "few values", "ulps apart", "whole range"]),
+    st.integers(0, 3),
+    st.integers(0, 2**32 - 1),
+)
+def test_argsort_magnitudes_sorts_with_a_permutation(dtype, n, kind, nans, seed):
+    """_argsort_magnitudes (_owl_small's sort: packed keys; float64 keys
+    drop low bits, and runs of equal keys are then sorted by the magnitudes)
+    gives a permutation that sorts the magnitudes, NaN last: magnitudes
+    that agree in all but their last bits (runs of equal keys), ties, zeros,
+    subnormals and the whole range."""
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        a = np.abs(rng.standard_normal(n))
+    elif kind == "few values":
+        a = rng.integers(0, 4, n).astype(np.float64)
+    elif kind == "ulps apart":
+        a = 1.5 + rng.integers(0, 64, n) * float(np.finfo(dtype).eps)
+    else:
+        a = np.abs(rng.standard_normal(n)) * 2.0 ** rng.integers(-1074 if dtype == np.float64 else -149, 1000 if dtype == np.float64 else 127, n)
+    a = a.astype(dtype)
+    a[rng.integers(0, n, min(nans, n))] = np.nan
+    perm = NB._argsort_magnitudes(a)
+    assert sorted(perm.tolist()) == list(range(n))
+    s = a[perm]
+    k = int(np.sum(~np.isnan(a)))
+    assert not np.isnan(s[:k]).any() and np.isnan(s[k:]).all()
+    assert np.all(s[1:k] >= s[: k - 1])
+
+
 @given(_seeded_sorts())
 def test_sort_seeded_sorts_or_gives_up_with_a_permutation(problem):
     a, order = problem

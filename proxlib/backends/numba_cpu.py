@@ -3035,11 +3035,52 @@ def _sort_seeded(a, order):
 
 
 @_jit
+def _argsort_magnitudes(a):
+    """A permutation that sorts the magnitudes ``a`` (>= 0; NaN last)
+    ascending, by one sort of int64 keys (magnitude bits, index): numba's
+    sort of integers, 1.3-1.8x faster than its argsort of floats at 100-2000
+    entries (1.24 vs 1.57 us at 100, 48.7 vs 82.8 us at 2000).  float32: the
+    key holds all 31 magnitude bits, so the keys' order is the magnitudes'.
+    float64: the key drops the magnitude's ib low bits (ib = the index's
+    bits), and each run of equal truncated keys (magnitudes that agree to
+    63 - ib bits) is then sorted by the magnitudes themselves, by insertion.
+    Ties may come in any order (the OWL kernels give tied magnitudes equal
+    values whatever their order)."""
+    n = a.shape[0]
+    ib = 1
+    while (1 << ib) < n:
+        ib += 1
+    t = 0 if _is_float32(a[0]) else ib
+    keys = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        keys[i] = ((np.int64(_magnitude_bits(a[i])) >> t) << ib) | i
+    keys.sort()
+    low = (np.int64(1) << ib) - 1
+    perm = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        perm[j] = keys[j] & low
+    if t > 0:
+        for j in range(1, n):
+            top = keys[j] >> ib
+            if top != keys[j - 1] >> ib:
+                continue
+            k = perm[j]
+            x = a[k]
+            q = j - 1
+            while q >= 0 and keys[q] >> ib == top and a[perm[q]] > x:  # (within the run)
+                perm[q + 1] = perm[q]
+                q -= 1
+            perm[q + 1] = k
+    return perm
+
+
+@_jit
 def _owl_small(v, w, out, order=None):
     """The whole OWL prox in one compiled call, for short vectors (GrOWL's row
-    norms, per-layer calls): argsort of |v| (numba's quicksort), the same exact
-    support, PAVA and block values as the long path, then the same kind of
-    scatter (numba's argsort in place of the key sort).  Tied magnitudes get
+    norms, per-layer calls): the permutation sorting |v|
+    (:func:`_argsort_magnitudes`, a sort of packed keys within the call, in
+    place of the long path's NumPy sort), the same exact support, PAVA and
+    block values as the long path, then the same kind of scatter.  Tied magnitudes get
     equal values after _owl_monotone whatever order the argsort left them in,
     so the result does not depend on how ties are ordered.  ``order``
     (optional, int64, n): a permutation kept between calls (order[0] < 0:
@@ -3051,10 +3092,10 @@ def _owl_small(v, w, out, order=None):
     for i in range(n):
         a[i] = abs(v[i])
     if order is None or order.shape[0] != n:
-        perm = np.argsort(a)
+        perm = _argsort_magnitudes(a)
     else:
         if not (order[0] >= 0 and _sort_seeded(a, order)):
-            order[:] = np.argsort(a)
+            order[:] = _argsort_magnitudes(a)
         perm = order
     s = a[perm]
     sc = _owl_scale(s, w)
