@@ -326,6 +326,14 @@ def test_lp_issue_cases():
     # p = 0.3: tau's 2 lam (1 - p) overflowed to inf and zeroed v = 1e200, whose
     # objective lam v^0.3 = 1.7e368 is far below v^2/2 = 5e399
     np.testing.assert_allclose(NB.lp(np.array([1e200]), 1.7e308, 0.3), [R.exact_lp_scalar(1e200, 1.7e308, 0.3)], rtol=4 * EPS[np.float64])
+    # a subnormal lam: Newton's lam p x^(p-1) formed as (lam p) x^(p-1) rounded lam p
+    # = 1.35e-323 to 1.5e-323 (11%), and x was 3e-14 relative off (found by the long
+    # profile); every backend runs the reference's formula
+    v, lam = np.array([7.43708112964288e-283, -7.43708112964288e-283]), 1.5e-323
+    exact = R.exact_lp_scalar(float(v[0]), lam, 0.9)
+    np.testing.assert_allclose(NB.lp(v, lam, 0.9), [exact, -exact], rtol=4 * EPS[np.float64])
+    with proxlib.use_backend("numpy"):
+        np.testing.assert_allclose(proxlib.prox_lp(v, lam, 0.9), [exact, -exact], rtol=4 * EPS[np.float64])
 
 
 # ------------------------------------------------------------------ OWL

@@ -3473,13 +3473,14 @@ def _lp_one(x, lam, p, tau, beta, p_code):
         xc = _lp_closed(av, lam, p_code)
         if math.isfinite(xc) and xc > beta and xc <= av:
             y = xc
-    # Newton on f'(y) = y - av + q, f''(y) = 1 - (1 - p) q / y, q = lam p y^p / y
-    # (the caller's exact exponent p: accurate at any scale, no overflow).
-    q = (lam * p) * (y**p / y)
+    # Newton on f'(y) = y - av + q, f''(y) = 1 - (1 - p) q / y, q = lam (p (y^p / y))
+    # (the caller's exact exponent p: accurate at any scale, no overflow; lam p
+    # is not formed first: subnormal for a subnormal lam, see the reference).
+    q = lam * (p * (y**p / y))
     y1 = y - (y - av + q) / (1.0 - (1.0 - p) * (q / y))
     y = y1 if y1 > beta else beta
     for _ in range(_MAX_ROOT_ITER):
-        q = (lam * p) * (y**p / y)
+        q = lam * (p * (y**p / y))
         nxt = y - (y - av + q) / (1.0 - (1.0 - p) * (q / y))
         if nxt < y and nxt > beta:
             y = nxt
