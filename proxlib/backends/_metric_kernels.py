@@ -118,8 +118,8 @@ def lp_metric(v, d, lam, p):
             lr = li**r
             tau = ((2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r) * lr
             beta = (p * (1.0 - p)) ** r * lr
-            X = _k.lp_solve(v64, av, li, p, tau, beta, xp)
-        X = xp.where(av < math.inf, X, v64)  # NaN and +-inf pass through (as in _xp_kernels.lp)
+            return xp.astype(_k.lp_solve(v64, av, li, p, tau, beta, xp), v.dtype, copy=False)  # (it passes NaN and +-inf through)
+        X = xp.where(av < math.inf, X, v64)  # NaN and +-inf pass through, as lp_solve passes them
     return xp.astype(X, v.dtype, copy=False)
 
 
