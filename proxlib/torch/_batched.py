@@ -259,28 +259,29 @@ def _scales(members: list):
     return torch.cat([m.s if m.s is not None else torch.ones_like(m.nrm) for m in members])
 
 
+def _kept(cache: dict, key, objects: tuple, make):
+    """``cache[key]``'s value while ``objects`` are the very objects it was
+    made from (held with it: their ids stay theirs), else ``make()``'s,
+    kept."""
+    hit = cache.get(key)
+    if hit is None or len(hit[0]) != len(objects) or any(x is not y for x, y in zip(hit[0], objects)):
+        hit = cache[key] = (objects, make())
+    return hit[1]
+
+
 def _kept_orders(members: list, n: int, cache: dict) -> np.ndarray:
     """The host OWL's sorted orders of the members' norms (int64, ``n`` in
-    all), kept from step to step while the members' plans are the same
-    (each segment starts at -1: none yet)."""
-    key = ("growl_orders", members[0].device)
-    plans = tuple(m.plan for m in members)
-    hit = cache.get(key)
-    if hit is None or len(hit[0]) != len(plans) or any(x is not y for x, y in zip(hit[0], plans)) or hit[1].shape[0] != n:
-        hit = cache[key] = (plans, np.full(n, -1, dtype=np.int64))
-    return hit[1]
+    all: the same plans have the same rows), kept from step to step while
+    the members' plans are the same (each segment starts at -1: none yet)."""
+    return _kept(cache, ("growl_orders", members[0].device), tuple(m.plan for m in members),
+                 lambda: np.full(n, -1, dtype=np.int64))
 
 
 def _thresholds(members: list, cache: dict) -> torch.Tensor:
     """The members' group-lasso thresholds a_r, float64, concatenated: formed
     again only when a member's thresholds change (a new step, a new plan)."""
-    key = ("group_lasso", members[0].device)
-    thr = [m.thr for m in members]
-    hit = cache.get(key)
-    if hit is None or len(hit[0]) != len(thr) or any(x is not y for x, y in zip(hit[0], thr)):
-        a = torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), m.nrm.shape) for m in members])
-        hit = cache[key] = (thr, a)  # (holding the thresholds: their ids stay theirs)
-    return hit[1]
+    return _kept(cache, ("group_lasso", members[0].device), tuple(m.thr for m in members),
+                 lambda: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), m.nrm.shape) for m in members]))
 
 
 def _growl_factors(members: list, cache: dict) -> torch.Tensor:
