@@ -784,7 +784,7 @@ def test_exclusive_row_search_pass_gives_the_support_and_its_exact_sums(A, data)
         if not above.size:
             assert not NB._float32_sums_exact(x, S, Y)
             continue
-        F2, _, k2 = NB._gx_sums(x, x.size, 1.0, 1.0, Y, False)
+        F2, _, k2 = NB._gx_sums(x, x.size, 1.0, 1.0, Y)
         assert k2 == k
         if NB._float32_sums_exact(x, S, Y):
             assert Fraction(S) == sum(map(Fraction, above.tolist()))
@@ -807,7 +807,7 @@ def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
     assert (Fraction(S) == Fraction(small) + Fraction(large)) == exact
     assert NB._float32_sums_exact(x, S, Y) == exact
     if exact:
-        assert S - k * Y == NB._gx_sums(x, 3, 1.0, 1.0, Y, False)[0] == large - small
+        assert S - k * Y == NB._gx_sums(x, 3, 1.0, 1.0, Y)[0] == large - small
 
 
 def test_exclusive_float32_columns_take_the_one_pass_sums_on_a_layer():
@@ -1331,3 +1331,54 @@ def test_group_exclusive_shrinks_of_many_columns_are_the_scalar_shrinks_bit_for_
     for g in range(G):
         want = NB._group_exclusive_shrink(a[g], b[g], r[g], int(k[g]), F[g], D2[g]) if g in chosen else -1.0
         assert np.float64(c[g]).view(np.int64) == np.float64(want).view(np.int64), (g, c[g], want)
+
+
+def _exact_phi_positive(y, t_exact, a, b):
+    """Whether phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ > 0 exactly (F, Q
+    over the y > t, in rationals; the square root compared squared)."""
+    t = Fraction(t_exact)
+    d = [Fraction(v) - t for v in y if Fraction(v) > t]
+    F = sum(d, Fraction(0))
+    Q = sum((x * x for x in d), Fraction(0))
+    a, b = Fraction(a), Fraction(b)
+    if a > 0 and Q <= a * a:
+        return t > 0
+    bF = b * F
+    if a == 0 or bF <= t:
+        return t - bF > 0
+    return (bF - t) ** 2 * Q < (bF * a) ** 2  # b F (1 - a/sqrt(Q)) < t
+
+
+@given(
+    st.lists(st.floats(min_value=2.0**-60, max_value=2.0**60), min_size=1, max_size=30),
+    st.integers(0, 40), st.floats(0.0, 1.0), st.floats(2.0**-20, 2.0**20),
+    st.sampled_from([0.0, 2.0**-52, -(2.0**-52), 2.0**-45, -(2.0**-45), 2.0**-40, -(2.0**-40), 1e-9, -1e-9, 0.5]),
+    st.sampled_from(["entry", "below entry", "between", "zero"]),
+)
+def test_gx_root_below_is_a_certificate(y, pick, a_frac, b_any, tilt, where):
+    """_gx_root_below (the group+exclusive search's early end) says yes
+    only where phi(mu) > 0 holds exactly, mu = min{y > t}, from the pass's
+    sums at t (_gx_pass; its minimum is _min_above's); rows
+    with ties, and b chosen so that phi(mu) lies within a relative tilt of
+    0 (both signs), where the bound's margins decide."""
+    y = np.array(y)
+    ys = np.unique(y)
+    j = pick % len(ys)
+    t = {"entry": ys[j], "below entry": ys[j] * (1 - 2.0**-40), "between": (ys[j] + ys[j + 1]) / 2 if j + 1 < len(ys) else ys[j] / 2,
+         "zero": 0.0}[where]
+    F, Q, k, mu = NB._gx_pass(y, y.shape[0], 1.0, 1.0, t)
+    assert k == np.count_nonzero(y > t)
+    assert mu == NB._min_above(y, y.shape[0], 1.0, 1.0, t)
+    if not mu < np.inf:
+        return
+    # a as a fraction of ||y - mu|| over the candidates, b putting phi(mu) near 0
+    dm = np.maximum(y[y > t] - mu, 0.0)
+    Fm, Qm = float(dm.sum()), float(np.sqrt((dm * dm).sum()))
+    a = a_frac * Qm
+    shrink = 1.0 - a / Qm if Qm > 0 else 0.0
+    b = mu / (Fm * shrink) * (1.0 + tilt) if Fm * shrink > 0 else b_any
+    if not (np.isfinite(b) and b > 0):
+        b = b_any
+    for a_ in (0.0, a):
+        if NB._gx_root_below(mu, t, F, Q, k, a_, b, y.shape[0]):
+            assert _exact_phi_positive(y, mu, a_, b), (mu, t, a_, b)

@@ -1237,7 +1237,7 @@ def _support_stats(src, n, f1, f2, t):
     y = (|src_j| f1) f2, j < n: Y_k = min{y > t} (inf if none),
     F_k = sum (y - Y_k), D2_k = sum (y - Y_k)^2 (non-negative terms)."""
     Yk = _min_above(src, n, f1, f2, t)
-    F, D2, k = _gx_sums(src, n, f1, f2, Yk, False)
+    F, D2, k = _gx_sums(src, n, f1, f2, Yk)
     return Yk, F, D2, k
 
 
@@ -1273,7 +1273,7 @@ def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
         if _float32_sums_exact(src, total, ymin):
             Fk, k = total - nnz * ymin, nnz
         else:
-            Fk, _, k = _gx_sums(src, m, g1, g2, ymin, False)
+            Fk, _, k = _gx_sums(src, m, g1, g2, ymin)
         if ymin - br * Fk > 0.0:
             _support_out(x, f1, f2, ymin, (ymin - br * Fk) / (1.0 + br * k), s, o)
             return
@@ -1281,9 +1281,9 @@ def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
     if not in_buf and _float32_sums_exact(src, S, Yk):
         Fk = S - k * Yk
     elif in_buf:
-        Fk, _, k = _gx_sums(buf, n, 1.0, 1.0, Yk, False)
+        Fk, _, k = _gx_sums(buf, n, 1.0, 1.0, Yk)
     else:
-        Fk, _, k = _gx_sums(src, n, g1, g2, Yk, False)
+        Fk, _, k = _gx_sums(src, n, g1, g2, Yk)
     e = (Yk - br * Fk) / (1.0 + br * k)
     _support_out(x, f1, f2, Yk, e, s, o)
 
@@ -2024,27 +2024,82 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
 
 
 @_rjit
-def _gx_sums(src, n, f1, f2, t, strict):
-    """F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2 and k(t) = #{y > t}
-    (#{y >= t} if not strict) over y = (|src_j| f1) f2, j < n (vectorised)."""
+def _gx_sums(src, n, f1, f2, t):
+    """F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2 and k = #{y >= t} over
+    y = (|src_j| f1) f2, j < n (vectorised): a support's statistics at its
+    least entry t."""
     F = 0.0
     Q = 0.0
     k = 0
-    if strict:  # (two loops: a test inside one keeps LLVM from vectorising it)
-        for j in range(n):
-            d = (abs(np.float64(src[j])) * f1) * f2 - t
-            p = d if d > 0.0 else 0.0
-            F += p
-            Q += p * p
-            k += 1 if d > 0.0 else 0
-    else:
-        for j in range(n):
-            d = (abs(np.float64(src[j])) * f1) * f2 - t
-            p = d if d > 0.0 else 0.0
-            F += p
-            Q += p * p
-            k += 1 if d >= 0.0 else 0
+    for j in range(n):
+        d = (abs(np.float64(src[j])) * f1) * f2 - t
+        p = d if d > 0.0 else 0.0
+        F += p
+        Q += p * p
+        k += 1 if d >= 0.0 else 0
     return F, Q, k
+
+
+@_rjit
+def _gx_pass(src, n, f1, f2, t):
+    """The search's pass at t: F(t), Q(t) as _gx_sums, k(t) = #{y > t} and
+    min{y > t} (inf if none; through the values' bits, as in _min_above:
+    the same value), in one vectorised pass."""
+    F = 0.0
+    Q = 0.0
+    k = 0
+    mb = np.int64(_INF_BITS)
+    for j in range(n):
+        y = (abs(np.float64(src[j])) * f1) * f2
+        d = y - t
+        p = d if d > 0.0 else 0.0
+        F += p
+        Q += p * p
+        k += 1 if d > 0.0 else 0
+        mb = min(mb, _bits(y) if d > 0.0 else np.int64(_INF_BITS))
+    return F, Q, k, _from_bits(mb)
+
+
+@_jit
+def _gx_root_below(mu, t, F, Q, k, a, b, m):
+    """Whether phi(mu) > 0 for certain, from the sums F, Q, k of a pass over
+    at most m entries at a lower point t < mu, where mu = min{y > t} (so
+    that {y > t} are also the candidates at mu): then the root theta* of
+    the increasing phi lies in (t, mu), no entry lies in (t, theta*], and
+    the support is {y > t} with no pass at a point above the root.
+
+    On (t, mu] the candidates do not change, so with d = mu - t,
+    F(mu) = F(t) - k d and Q(mu) = Q(t) - d (2 F(t) - k d) <= Q(t) - d F(t)
+    (as F(t) >= k d).  The computed sums are within gamma = (m + 8) 2^-52
+    of the exact ones (non-negative terms, each rounded once); every
+    rounding below is pushed the safe way (factors 1 -+ 2^-50), so
+    phi(mu) >= mu - b F_up (1 - a/sqrt(Q_up))_+ = mu - X holds for the
+    computed bound.  The test asks mu - X > max(2^-40, 4 gamma) (mu + X):
+    far above the rounding of a computed phi at any point t' >= mu
+    (phi(t') >= phi(mu) + t' - mu, phi' >= 1), so that every later point
+    of the search at or above mu would have been an upper one: the support
+    is the one the search finds without the test (the same bits)."""
+    if not (mu < np.inf and k > 0):
+        return False
+    gam = (m + 8) * 2.0**-52
+    lo = 1.0 - 2.0**-50
+    up = 1.0 + 2.0**-50
+    d = ((mu - t) * lo) * lo  # <= mu - t
+    F_up = F * (1.0 + gam) - (k * d) * lo
+    if not F_up > 0.0:
+        return True  # F(mu) = 0: phi(mu) = mu > 0
+    F_up *= up
+    shrink = 1.0
+    if a > 0.0:
+        Q_up = Q * (1.0 + gam) - (d * (F * (1.0 - gam))) * lo
+        if not Q_up > 0.0:
+            return True  # Q(mu) = 0 <= a^2: phi(mu) = mu > 0
+        shrink = 1.0 - (a / math.sqrt(Q_up * up)) * lo
+        if not shrink > 0.0:
+            return True  # ||u(mu)|| <= a: phi(mu) = mu > 0
+        shrink *= up
+    X = ((b * F_up) * up) * shrink * up
+    return mu - X > max(2.0**-40, 4.0 * gam) * (mu + X)
 
 
 @_jit
@@ -2063,7 +2118,7 @@ def _compact_above(src, n, f1, f2, t, dst):
 
 
 @_jit
-def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
+def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf, ymin):
     """The group+exclusive threshold's support: theta* is the root of the
     increasing phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ (phi(0) < 0 as
     ||w|| > a; phi(t) = t > 0 from the largest entry on, so the row sum F0
@@ -2074,11 +2129,19 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
     entry lies in (lo, hi]: the support {y > theta*} is then {y > lo}.  After
     two upper points in a row (lo stuck: a secant's one-sided, linear
     convergence) the midpoint is taken, so the bracket halves at least every
-    third pass and the search is finite.  Returns (lo, n, in_buf): the
-    candidates y > lo are in the row (n = m) or in buf[:n]."""
+    third pass and the search is finite.  Each pass also gives the least
+    candidate mu = min{y > t}: after a lower point whose mu is surely above
+    the root (_gx_root_below) the search ends there, without the passes
+    that would only confirm it (2 fewer on most rows: the second Newton
+    point is usually on the root's piece already), and mu is the support's
+    least entry, which the caller's statistics need (one pass fewer).
+    ``ymin``: min{y > 0} when known, else 0.  Returns (lo, n, in_buf, mu):
+    the candidates y > lo are in the row (n = m) or in buf[:n], mu = their
+    least (0 where unknown: lo = 0 and ymin unknown)."""
     m = x.shape[0]
     lo = 0.0
     Flo, Qlo, klo = F0, Q0, k0
+    mulo = ymin if ymin > 0.0 else 0.0
     glo = _phi(0.0, F0, Q0, a, b)
     hi = ghi = F0
     khi = 0
@@ -2110,14 +2173,14 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
         if not (t > lo and t < hi):  # no float strictly inside the bracket
             break
         if in_buf:
-            F, Q, k = _gx_sums(buf, n, 1.0, 1.0, t, True)
+            F, Q, k, mu = _gx_pass(buf, n, 1.0, 1.0, t)
         else:
-            F, Q, k = _gx_sums(x, m, f1, f2, t, True)
+            F, Q, k, mu = _gx_pass(x, m, f1, f2, t)
         g = _phi(t, F, Q, a, b)
         if g < 0.0:
             same = k == klo
             nhi = 0
-            lo, glo, Flo, Qlo, klo = t, g, F, Q, k
+            lo, glo, Flo, Qlo, klo, mulo = t, g, F, Q, k, mu
         else:
             same = False
             nhi += 1
@@ -2127,7 +2190,9 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf):
             in_buf = True
         elif in_buf and 2 * klo < n:
             n = _compact_above(buf, n, 1.0, 1.0, lo, buf)
-    return lo, n, in_buf
+        if g < 0.0 and _gx_root_below(mu, t, F, Q, k, a, b, m):
+            break
+    return lo, n, in_buf, mulo
 
 
 @_jit
@@ -2140,7 +2205,7 @@ def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf, ymin, F0, 
     _exclusive_core: then no search."""
     m = x.shape[0]
     if Q0 < 0.0:
-        F0, Q0, k0 = _gx_sums(src, m, g1, g2, 0.0, True)
+        F0, Q0, k0, _ = _gx_pass(src, m, g1, g2, 0.0)
     nrm = math.sqrt(Q0)
     if not (nrm > a_s and br < np.inf):
         _zero_row(x, o)
@@ -2152,14 +2217,19 @@ def _group_exclusive_core(x, src, g1, g2, f1, f2, s, a_s, br, o, buf, ymin, F0, 
         _exclusive_row(x, br, o, buf)
         return
     if ymin > 0.0:
-        Fk, D2, k = _gx_sums(src, m, g1, g2, ymin, False)
+        Fk, D2, k = _gx_sums(src, m, g1, g2, ymin)
         if _phi(ymin, Fk, D2, a_s, br) > 0.0:
             c = _group_exclusive_shrink(a_s, br, ymin, k, Fk, D2)
             beta = br * c
             _support_out(x, f1, f2, ymin, (ymin - beta * Fk) / (1.0 + beta * k), c * s, o)
             return
-    lo, n, in_buf = _gx_theta(src, g1, g2, a_s, br, F0, Q0, k0, buf)
-    if in_buf:
+    lo, n, in_buf, Yk = _gx_theta(src, g1, g2, a_s, br, F0, Q0, k0, buf, ymin)
+    if Yk > 0.0:  # the support's least entry, found by the search (the same bits)
+        if in_buf:
+            Fk, D2, k = _gx_sums(buf, n, 1.0, 1.0, Yk)
+        else:
+            Fk, D2, k = _gx_sums(src, n, g1, g2, Yk)
+    elif in_buf:
         Yk, Fk, D2, k = _support_stats(buf, n, 1.0, 1.0, lo)
     else:
         Yk, Fk, D2, k = _support_stats(src, n, g1, g2, lo)
