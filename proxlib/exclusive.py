@@ -195,7 +195,8 @@ def prox_group_exclusive(
 
     ``check_finite`` (default True): ValueError if ``W`` holds NaN or Inf,
     read off the row sums and norms the kernels form anyway (no pass of its
-    own; with ``metric=``, two reductions).
+    own; with ``metric=``, two reductions); False lets such rows through as
+    they are.
     """
     return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
 

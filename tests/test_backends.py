@@ -684,3 +684,43 @@ def test_every_torch_kernel_runs_on_both_cpu_routes():
         torch.testing.assert_close(got["numba"], got["torch"], rtol=1e-12, atol=1e-15, msg=name)
         serial = "parallel" in __import__("inspect").signature(getattr(numba_cpu, name)).parameters
         assert (name in torch_dev._SERIAL_ON_NUMBA) == serial, name
+
+
+@pytest.mark.parametrize("name", ["exclusive", "group_exclusive"])
+@pytest.mark.parametrize("metric", [False, True])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_unchecked_rows_holding_nan_or_inf_pass_through_on_every_backend(name, metric, order):
+    """check_finite=False: a row holding NaN or +-Inf comes back as it is
+    (its finite entries too) on every backend and route, with or without a
+    metric and a finite or infinite b; the other rows are solved as alone."""
+    rng = np.random.default_rng(3)
+    W = np.asarray(rng.standard_normal((6, 5)), order=order)
+    W[0, 1], W[2, 0], W[3, 4], W[5, 2] = np.inf, np.nan, -np.inf, np.nan
+    W[5, 3] = np.inf
+    bad = [0, 2, 3, 5]
+    kw = dict(check_finite=False, metric=np.full(W.shape, 2.0) if metric else None)
+    fn = (lambda X, **k: proxlib.prox_exclusive_lasso(X, 0.7, **k)) if name == "exclusive" else (
+        lambda X, **k: proxlib.prox_group_exclusive(X, 0.7, 0.4, **k))
+    good = np.setdiff1d(np.arange(6), bad)
+    results = {}
+    for backend in proxlib.available_backends():
+        if backend == "cupy":
+            continue
+        if backend == "torch":
+            import torch
+
+            from proxlib.backends import torch_dev
+
+            for route in ("torch", "auto"):
+                saved, torch_dev.CPU_KERNELS = torch_dev.CPU_KERNELS, route
+                try:
+                    results[f"torch {route}"] = fn(torch.from_numpy(W.copy(order=order)), **kw).numpy()
+                finally:
+                    torch_dev.CPU_KERNELS = saved
+        else:
+            with proxlib.use_backend(backend):
+                results[backend] = fn(W, **kw)
+    for where, X in results.items():
+        np.testing.assert_array_equal(X[bad], W[bad], err_msg=where)
+        alone = fn(np.ascontiguousarray(W[good]), **kw) if not metric else fn(np.ascontiguousarray(W[good]), check_finite=False, metric=np.full((len(good), 5), 2.0))
+        np.testing.assert_allclose(X[good], alone, rtol=1e-12, atol=0, err_msg=where)

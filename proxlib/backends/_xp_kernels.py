@@ -175,7 +175,8 @@ def tau_below(S, n, P, a, b, xp):
 
 def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     """x_r = sign(w_r) (|w_r| - tau_r)_+ with the exact exclusive threshold
-    (see :func:`exclusive_magnitudes`); b = inf gives 0.
+    (see :func:`exclusive_magnitudes`); b = inf gives 0.  A row holding NaN
+    or Inf is returned as it is (nothing to solve; as every backend does).
 
     ``sort(A, xp)`` sorts rows decreasingly (a backend may pass a faster one).
     No host synchronisation, except with ``check_finite``: then
@@ -192,12 +193,14 @@ def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     finite = xp.isfinite(b)
     with errstate(W):
         F = shifted_sums(Y, xp)
+        total = F[:, -1] + Y[:, 0]  # NaN or Inf exactly where the row is
         if check_finite:
-            check_row_norms(F[:, -1] + Y[:, 0], xp)
+            check_row_norms(total, xp)
         U = exclusive_magnitudes(As, Y, F, xp.where(finite, b, 0.0), xp)
     U = xp.where(finite[:, None], U, 0.0)
-    # b = 0: the row itself (its scaled copy may have lost entries below 2^-1074 s)
-    X = xp.where((b == 0)[:, None], W64, signed_like(W64, U * s[:, None], xp))
+    # b = 0 or a row holding NaN or Inf: the row itself (its scaled copy may
+    # have lost entries below 2^-1074 s)
+    X = xp.where(((b == 0) | ~xp.isfinite(total))[:, None], W64, signed_like(W64, U * s[:, None], xp))
     return xp.astype(X, W.dtype, copy=False)
 
 
@@ -324,7 +327,9 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
     x = 0 iff ||w|| <= a; else x = c u with u the exclusive-lasso prox of w with
     parameter b c and c = 1 - a/||u||_2 in (0, 1] (:func:`group_exclusive_shrink`;
     c = 1 - a/||w|| when b = 0 and c = 1 when a = 0).  b = inf gives 0.
-    ``check_finite``: as :func:`exclusive_lasso`'s, from the row norms.
+    A row holding NaN or Inf is returned as it is (as by
+    :func:`exclusive_lasso`).  ``check_finite``: as
+    :func:`exclusive_lasso`'s, from the row norms.
 
     ``gather``: the rows that need the root search (||w|| > a > 0, b > 0)
     are found by a host read and ``nonzero`` and searched alone (the least
@@ -360,9 +365,11 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
             idx = xp.nonzero(general)[0]
             c[idx] = group_exclusive_shrink(Y[idx, :], F[idx, :], a_s[idx], bf[idx], xp)
         U = exclusive_magnitudes(As, Y, F, bf * c, xp)
-    # rows without the exclusive part are the group lasso's c w, formed from w
-    # itself (its scaled copy may have lost entries below 2^-1074 s)
-    X = xp.where((bf == 0)[:, None], W64 * c[:, None], signed_like(W64, U * (c * s)[:, None], xp))
+        # rows without the exclusive part are the group lasso's c w, formed from w
+        # itself (its scaled copy may have lost entries below 2^-1074 s); rows
+        # holding NaN or Inf, w itself
+        X = xp.where((bf == 0)[:, None], W64 * c[:, None], signed_like(W64, U * (c * s)[:, None], xp))
+        X = xp.where(xp.isfinite(nrm)[:, None], X, W64)
     return xp.astype(X, W.dtype, copy=False)
 
 
