@@ -913,13 +913,18 @@ def _growl_route(W, out, parallel, hint=None):
 # g(c_j) > 0).  For a = 0, phi is concave and piecewise linear and Newton's
 # method from the left ends on its last piece (_ex_newton); for a > 0 a
 # bracket is narrowed by Newton, secant or bisection points (_gx_theta).  Each
-# evaluation is one reassociated (SIMD) pass over the candidates; once fewer
+# evaluation is one reassociated (SIMD) pass over the candidates, which also
+# gives their least entry mu: a lower point t whose mu lies surely above the
+# root (a phi(mu) > 0 read off the sums at t, _gx_root_below; for a = 0 the
+# next Newton point not passing mu) ends the search with the support
+# {y > t} = {y >= mu}.  Once fewer
 # than a quarter of the row remain they are compacted into a scratch row
 # (branch-free, _compact_above).  Cost
 # per row: one pass over memory for the sum, a handful of passes over the
-# row in cache (2-3 of Newton's for the exclusive lasso on Gaussian rows, b =
-# 1/m), one for the support's statistics (none for a float32 exclusive row
-# whose sums are exact, _float32_sums_exact) and one writing the output.
+# row in cache (on Gaussian rows: 2-3 of Newton's for the exclusive lasso,
+# b = 1/m; 2-3 for group+exclusive), one for the support's statistics (none
+# for a float32 exclusive row whose sums are exact, _float32_sums_exact)
+# and one writing the output.
 # Rows are independent: prange over chunks of rows, one scratch row each.
 
 
