@@ -14,7 +14,11 @@ instead of falling back.
 
 A backend whose module fails to load for *any* reason (a missing dependency,
 a broken installation, no GPU driver) is unavailable; the reason is kept and
-reported when that backend is requested explicitly.
+reported when that backend is requested explicitly.  The one exception is
+a failure that comes from torch's compiler (Dynamo, Inductor) or happens
+while it traces: it is not remembered, and the next call tries again.
+Backends are imported with torch.compile's frame evaluation off, so a first
+call made inside a compiled function imports them as an eager call would.
 
 Every backend module exports the same kernel names, listed in ``KERNELS``.
 Kernels take canonical inputs (see ``proxlib/backends/__init__.py``).
@@ -114,14 +118,72 @@ def _device_count_ok(module_name: str) -> None:
 def _load(name: str) -> ModuleType | None:
     if name not in _loaded:
         try:
-            module = importlib.import_module(BACKEND_MODULES[name])
-            _device_count_ok(name)
+            module = _import(name)
         except Exception as exc:  # any failure makes the backend unavailable, never the library
-            _loaded[name] = None
             _why_unavailable[name] = f"{type(exc).__name__}: {exc}"
+            if _from_compiler(exc):
+                return None  # torch.compile's failure, not the backend's: tried again at the next call
+            _loaded[name] = None
         else:
             _loaded[name] = module
     return _loaded[name]
+
+
+def _import(name: str) -> ModuleType:
+    """Import backend ``name``, outside torch.compile's tracing
+    (:func:`outside_compile`): a first call made inside a compiled function
+    (traced, or run eagerly after a graph break, when Dynamo still compiles
+    every new frame) imports the backend as a plain call would, instead of
+    Dynamo tracing the module bodies of SciPy's and Numba's imports (which
+    it cannot)."""
+    return outside_compile(_import_now)(name)
+
+
+def _import_now(name: str) -> ModuleType:
+    module = importlib.import_module(BACKEND_MODULES[name])
+    _device_count_ok(name)
+    return module
+
+
+def _from_compiler(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) comes from
+    torch's compiler (Dynamo, Inductor), or was raised while it traces."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor", "torch.compiler")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return compiling()
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing the calling code (False where torch
+    is not imported: nothing is imported for this)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch.compiler.is_compiling())
+    except Exception:  # a torch without torch.compiler
+        return False
+
+
+_OUTSIDE: dict = {}  # fn -> fn under torch.compiler.disable
+
+
+def outside_compile(fn):
+    """``fn`` to be run with torch.compile's frame evaluation off
+    (``torch.compiler.disable(fn)``, made once per function): a compiled
+    function calling it breaks its graph there and runs ``fn`` eagerly.
+    ``fn`` itself where torch is not imported (or has no ``torch.compiler``)."""
+    wrapped = _OUTSIDE.get(fn)
+    if wrapped is None:
+        disable = getattr(getattr(sys.modules.get("torch"), "compiler", None), "disable", None)
+        if disable is None:
+            return fn
+        wrapped = _OUTSIDE[fn] = disable(fn)
+    return wrapped
 
 
 def available_backends() -> list[str]:

@@ -33,7 +33,7 @@ from typing import Any, Callable, ClassVar
 
 from . import _range
 from . import _validate as V
-from ._dispatch import array_kind, array_namespace, backend_for, device
+from ._dispatch import array_kind, array_namespace, backend_for, compiling, device, outside_compile
 from ._rows import Rows, canonical_rows
 from ._rows import group_weights as _group_weights
 
@@ -170,7 +170,13 @@ def _contiguous(a):
 
 def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     """The prox of ``step * pen`` at ``v``: a new array of ``v``'s library,
-    device, shape and dtype (half precision is computed in float32)."""
+    device, shape and dtype (half precision is computed in float32).
+
+    Inside a function that torch.compile traces, the whole prox runs eagerly
+    after a graph break (its kernels are Numba, SciPy and data-dependent
+    loops, which Dynamo cannot trace)."""
+    if array_kind(v) == "torch" and compiling():
+        return outside_compile(apply)(pen, v, step, check_finite=check_finite)
     out_dtype = V.result_dtype(v)
     x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
     step = V.positive(step, "step")
@@ -262,7 +268,11 @@ def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
       diagonal metric is not an isotonic regression on sorted magnitudes (the
       order of the solution is not that of ``d * |v|`` or ``|v|``), so proxlib
       has no exact finite algorithm for it and raises ValueError.
+
+    Under torch.compile it runs eagerly after a graph break, as :func:`apply`.
     """
+    if array_kind(v) == "torch" and compiling():
+        return outside_compile(apply_metric)(pen, v, step, metric, check_finite=check_finite)
     out_dtype = V.result_dtype(v)
     x = V.as_float_array(v, pen.arg, check_finite=check_finite)
     step = V.positive(step, "step")
