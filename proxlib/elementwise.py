@@ -115,7 +115,7 @@ class Lp(R.Penalty):
         xp = array_namespace(x)
         a = xp.abs(_k.upcast(x, xp))
         if self.p == 0:
-            return float(self.lam * xp.count_nonzero(a))
+            return self.lam * int(xp.count_nonzero(a))  # a Python int: float64 on every backend
         return float(self.lam * xp.sum(a**self.p))
 
 

@@ -79,3 +79,19 @@ def test_a_backend_failure_from_torchs_compiler_is_not_remembered(monkeypatch):
     assert _dispatch._load("numba") is None
     assert calls.count("numba") == 1
     assert "not installed" in _dispatch._why_unavailable["numba"]
+
+
+# ------------------------------------------------------------ 2. value() in float64
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_lp_value_at_p0_is_float64_on_every_backend(library, dtype):
+    """Lp(lam, 0).value counts non-zeros times lam in float64 (torch's
+    count_nonzero gives an int64 tensor, which times a float was float32)."""
+    x = np.ones(11, dtype=dtype)
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        x = torch.from_numpy(x)
+    assert proxlib.Lp(0.7, 0).value(x) == 0.7 * 11
+    assert type(proxlib.Lp(0.7, 0).value(x)) is float
