@@ -129,6 +129,26 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
     return x
 
 
+def float_dtype_name(dtype, name: str = "dtype") -> str:
+    """``"float16"``, ``"bfloat16"``, ``"float32"`` or ``"float64"`` for a
+    floating dtype given as a NumPy, CuPy or torch dtype, a NumPy scalar type
+    (``np.float32``), Python's ``float`` (float64) or a name; TypeError naming
+    ``name`` for anything else (``None`` included)."""
+    if isinstance(dtype, str) and dtype in _HALF_NAMES + _FLOAT_NAMES:
+        return dtype
+    dname = None
+    if hasattr(dtype, "is_floating_point"):  # a torch dtype, without importing torch
+        dname = dtype_name(dtype)
+    elif dtype is not None:
+        try:
+            dname = np.dtype(dtype).name
+        except TypeError:
+            pass
+    if dname not in _HALF_NAMES + _FLOAT_NAMES:
+        raise TypeError(f"{name} must be a floating dtype (float16, bfloat16, float32 or float64), got {dtype!r}")
+    return dname
+
+
 def result_dtype(x):
     """The dtype a result for input ``x`` is returned in: half precision stays
     half precision (computed in float32), integers become float64, float32 and

@@ -53,8 +53,10 @@ terms summed by the conditions (``N``: 1 for the elementwise penalties, the
 row length for the group penalties, the vector length for OWL, rows + row
 length for GrOWL).  :func:`residual_tolerance` returns
 ``16 (N + 1) eps + (64 + g) (subnormal spacing) / scale``, the bound used by
-proxlib's own tests; ``eps`` is that of the less precise of ``v`` and ``x``,
-and ``g`` (0 for the norms) what rounding the result to the subnormal grid
+proxlib's own tests; ``eps`` and the subnormal spacing are those of the less
+precise of ``v``'s and ``x``'s dtypes (float16 and bfloat16 at their own
+precision, 2^-10 and 2^-7: proxlib computes in float32 but rounds the
+result to the input's half precision), and ``g`` (0 for the norms) what rounding the result to the subnormal grid
 costs where the conditions amplify it (``(1 + b N) sqrt(N) / 2`` for the
 exclusive conditions, whose entries are coupled through ``b ||x||_1``).
 
@@ -153,8 +155,9 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     object (:data:`proxlib.OPERATORS`).
     """
     name = _name_of(penalty)
+    (eps_v, tiny_v), (eps_x, tiny_x) = _precision(_stored_dtype(v)), _precision(_stored_dtype(x))
+    eps, tiny = max(eps_v, eps_x), max(tiny_v, tiny_x)
     v, x, step = _inputs(v, x, step)
-    eps = max(_eps(v), _eps(x))
     lv = R.layout_of(penalty, v, contiguous=False)
     lx = R.layout_of(penalty, x, contiguous=False, name="x")
     thr = penalty.thresholds(lv)
@@ -172,7 +175,7 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     if sigma != 1.0:
         rel = _ratio(float(_max(viol, xp)), scale)
         viol, scale = viol / sigma, scale / sigma
-    tol = _tolerance(name, tuple(V64.shape), eps, scale, _tiny(v, x), _subnormal_gain(name, tuple(V64.shape), thr, step, xp))
+    tol = _tolerance(name, tuple(V64.shape), eps, scale, tiny, _subnormal_gain(name, tuple(V64.shape), thr, step, xp))
     if lv.rows is not None:
         return Certificate(viol, scale, tol, "rows", lv.rows.labels, rel)
     return Certificate(viol, scale, tol, "entries", None, rel)
@@ -254,8 +257,11 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
     """The rounding level of :func:`optimality_residual` at a floating-point prox of ``v``.
 
     ``16 (N + 1) eps + (64 + g) * (smallest subnormal) / scale`` with ``eps``
-    the machine epsilon of ``dtype`` (default: ``v``'s dtype; pass the
-    result's dtype if it is less precise), ``N`` the number of terms summed
+    and the smallest subnormal those of ``dtype`` (default: ``v``'s dtype,
+    float16 and bfloat16 included, in which proxlib returns their prox; pass
+    the result's dtype if it is less precise): a NumPy, CuPy or torch dtype,
+    a NumPy scalar type such as ``np.float32``, ``float`` (float64) or a
+    name (TypeError for a dtype that is not floating), ``N`` the number of terms summed
     by the penalty's conditions (module docstring) and ``g`` what rounding
     the result to the subnormal grid costs where the conditions amplify it:
     ``(1 + b N) sqrt(N) / 2`` for the exclusive lasso and group+exclusive
@@ -265,18 +271,18 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
     the arithmetic allows.
     """
     name = _name_of(penalty)
+    eps, tiny = _precision(_stored_dtype(v) if dtype is None else V.float_dtype_name(dtype))
     v = V.as_float_array(v, "v")
     step = V.positive(step, "step")
     lv = R.layout_of(penalty, v, contiguous=False)
     xp = array_namespace(v)
-    eps = _eps(v) if dtype is None else _eps_of_dtype(dtype)
     V64 = _k.upcast(lv.data, xp)
     if size(V64) == 0:
         return 0.0
     thr = penalty.thresholds(lv)
     _, scale = CERTIFICATES[name](penalty, V64, V64, thr, step, xp)
     gain = _subnormal_gain(name, tuple(V64.shape), thr, step, xp)
-    return _tolerance(name, tuple(V64.shape), eps, float(scale), _tiny_of_eps(eps), gain)
+    return _tolerance(name, tuple(V64.shape), eps, float(scale), tiny, gain)
 
 
 def has_dual_norm(penalty: R.Penalty) -> bool:
@@ -338,21 +344,29 @@ def _inputs(v, x, step):
     return v, x, V.positive(step, "step")
 
 
-def _eps_of_dtype(dtype) -> float:
-    return 2.0**-23 if V.dtype_name(dtype) in ("float32", "float16", "bfloat16") else 2.0**-52
+# dtype name -> (machine epsilon, spacing of the subnormals)
+_PRECISION = {
+    "float64": (2.0**-52, 2.0**-1074),
+    "float32": (2.0**-23, 2.0**-149),
+    "float16": (2.0**-10, 2.0**-24),
+    "bfloat16": (2.0**-7, 2.0**-133),
+}
 
 
-def _eps(a) -> float:
-    return _eps_of_dtype(a.dtype)
+def _precision(dtype_name: str) -> tuple[float, float]:
+    return _PRECISION[dtype_name]
 
 
-def _tiny_of_eps(eps) -> float:
-    # absolute spacing of the subnormals of that precision
-    return 2.0**-149 if eps > 2.0**-30 else 2.0**-1074
-
-
-def _tiny(v, x) -> float:
-    return max(_tiny_of_eps(_eps(v)), _tiny_of_eps(_eps(x)))
+def _stored_dtype(a) -> str:
+    """The name of the float dtype that ``a``'s entries are stored in: its own
+    for float arrays (half precision included), float64 for anything that
+    :func:`proxlib._validate.as_float_array` makes float64 (integers, lists);
+    other inputs are refused later, by that function."""
+    if V._is_array(a) and V.dtype_kind(a.dtype) == "f":
+        dname = V.dtype_name(a.dtype)
+        if dname in _PRECISION:
+            return dname
+    return "float64"
 
 
 def _terms(name: str, shape: tuple) -> int:

@@ -95,3 +95,58 @@ def test_lp_value_at_p0_is_float64_on_every_backend(library, dtype):
         x = torch.from_numpy(x)
     assert proxlib.Lp(0.7, 0).value(x) == 0.7 * 11
     assert type(proxlib.Lp(0.7, 0).value(x)) is float
+
+
+# ------------------------------------------------------------ 3. certificates in half precision
+
+
+def _penalties_for(shape):
+    G, m = shape
+    return {
+        "owl": proxlib.OWL(np.linspace(1.0, 0.1, G * m)),
+        "growl": proxlib.GrOWL(np.linspace(1.0, 0.1, G)),
+        "group_lasso": proxlib.GroupLasso(0.5),
+        "exclusive_lasso": proxlib.ExclusiveLasso(0.1),
+        "group_exclusive": proxlib.GroupExclusive(0.3, 0.5),
+        "weighted_l1": proxlib.WeightedL1(0.3),
+        "weighted_l2sq": proxlib.WeightedL2Sq(0.3),
+        "lp": proxlib.Lp(0.3, 0.5),
+    }
+
+
+@pytest.mark.parametrize("half", ["numpy-float16", "torch-float16", "torch-bfloat16"])
+@pytest.mark.parametrize("name", sorted(proxlib.OPERATORS))
+def test_proxlibs_half_precision_prox_passes_its_certificate(name, half):
+    """A half-precision prox is rounded to its dtype: its certificate's
+    tolerance (and residual_tolerance's default) is that dtype's, not
+    float32's, and proxlib's own result passes it."""
+    library, dtype = half.split("-")
+    rng = np.random.default_rng(7)
+    pen = _penalties_for((6, 8))[name]
+    for scale in (1e-3, 1.0, 100.0):
+        v = rng.standard_normal((6, 8)) * scale
+        if library == "torch":
+            torch = pytest.importorskip("torch")
+            v = torch.tensor(v, dtype=getattr(torch, dtype))
+        else:
+            v = v.astype(dtype)
+        x = pen.prox(v, 0.7)
+        cert = proxlib.certificates.certify(pen, v, x, 0.7)
+        assert cert.tolerance == proxlib.certificates.residual_tolerance(pen, v, 0.7)
+        assert cert.ok, (scale, cert.residual, cert.tolerance)
+
+
+def test_residual_tolerance_takes_every_spelling_of_a_float_dtype():
+    torch = pytest.importorskip("torch")
+    tol = proxlib.certificates.residual_tolerance
+    pen, v = proxlib.WeightedL1(1.0), np.ones(3)
+    eps32 = tol(pen, v.astype(np.float32))
+    for dtype in (np.float32, np.dtype("float32"), "float32", torch.float32):
+        assert tol(pen, v, dtype=dtype) == eps32
+    for dtype in (np.float64, float, "float64", torch.float64):
+        assert tol(pen, v, dtype=dtype) == tol(pen, v)
+    assert tol(pen, v, dtype=np.float16) == tol(pen, v.astype(np.float16)) == 16 * 2 * 2.0**-10 + 64 * 2.0**-24 / 2
+    assert tol(pen, v, dtype=torch.bfloat16) == 16 * 2 * 2.0**-7 + 64 * 2.0**-133 / 2
+    for bad in (np.int32, "int64", object, torch.int32):
+        with pytest.raises(TypeError, match="dtype"):
+            tol(pen, v, dtype=bad)
