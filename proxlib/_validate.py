@@ -70,6 +70,16 @@ def _dtype_kind(dtype) -> str:
     return np.dtype(str(dtype)).kind
 
 
+def detached(x):
+    """``x`` without autograd history: a torch tensor that requires grad (an
+    ``nn.Parameter``, say) as ``x.detach()`` (a view of the same memory, no
+    copy); anything else as it is.  Results are never part of a graph, and
+    reading a scalar from them warns nothing."""
+    if getattr(x, "requires_grad", False) and array_kind(x) == "torch":
+        return x.detach()
+    return x
+
+
 def _reject_matrix_and_masked(x, name: str) -> None:
     if isinstance(x, np.matrix):
         raise TypeError(f"{name} is a numpy.matrix; pass a numpy.ndarray (np.asarray({name}))")
@@ -90,7 +100,8 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
     arrays and ``numpy.matrix`` raise TypeError rather than losing their mask
     or their 2-D semantics.  NumPy arrays of non-native byte order (read from
     a big-endian file, say) are copied to native order: the compiled kernels
-    take native floats only, and results come back in native order.
+    take native floats only, and results come back in native order.  A torch
+    tensor that requires grad is detached (:func:`detached`).
     """
     if type(x) is np.ndarray and x.dtype.char in "fd" and x.dtype.isnative:  # the common case: nothing to convert
         if check_finite:
@@ -103,6 +114,7 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
             x = np.asarray(x)
         except Exception as exc:
             raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    x = detached(x)
     _reject_matrix_and_masked(x, name)
     if isinstance(x, np.ndarray) and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
@@ -201,7 +213,7 @@ def real_scalar(value: Any, name: str) -> float:
             raise ValueError(f"{name} must be a scalar, got an array of shape {tuple(value.shape)}")
         if dtype_kind(value.dtype) not in "iuf":
             raise TypeError(f"{name} must be a real number, got dtype {dtype_name(value.dtype)}")
-        value = float(value.reshape(()))
+        value = float(detached(value).reshape(()))
     elif isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got complex {value!r}")
     elif not isinstance(value, numbers.Real):
@@ -254,10 +266,11 @@ def like(a, ref, name: str):
     silently copied to the host.
     """
     xp = array_namespace(ref)
+    a = detached(a)
     if array_kind(a) != array_kind(ref):
         if array_kind(a) != "numpy":
             if array_kind(ref) == "numpy" and str(getattr(a, "device", "cpu")) == "cpu":
-                a = np.asarray(a.detach() if hasattr(a, "detach") else a)
+                a = np.asarray(a)
             else:
                 raise TypeError(
                     f"{name} is a {type(a).__module__.split('.')[0]} array but the input is a "

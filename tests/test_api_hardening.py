@@ -150,3 +150,53 @@ def test_residual_tolerance_takes_every_spelling_of_a_float_dtype():
     for bad in (np.int32, "int64", object, torch.int32):
         with pytest.raises(TypeError, match="dtype"):
             tol(pen, v, dtype=bad)
+
+
+# ------------------------------------------------------------ 4. tensors that require grad
+
+
+def _every_public_call(P, torch):
+    """(label, call) for every public function of P (4 x 5), results of any kind."""
+    g = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)  # a scalar that requires grad
+    owl_w = torch.linspace(1.0, 0.1, 20, dtype=torch.float64, requires_grad=True)
+    pens = _penalties_for((4, 5))
+    calls = [
+        ("prox_owl", lambda: proxlib.prox_owl(P, owl_w)),
+        ("prox_growl", lambda: proxlib.prox_growl(P, owl_w[:4])),
+        ("prox_group_lasso", lambda: proxlib.prox_group_lasso(P, g, g)),
+        ("prox_exclusive_lasso", lambda: proxlib.prox_exclusive_lasso(P, 0.5)),
+        ("prox_group_exclusive", lambda: proxlib.prox_group_exclusive(P, 0.5, 0.5)),
+        ("prox_weighted_l1", lambda: proxlib.prox_weighted_l1(P, P.abs(), metric=P.abs() + 1)),
+        ("prox_weighted_l2sq", lambda: proxlib.prox_weighted_l2sq(P, g)),
+        ("prox_lp", lambda: proxlib.prox_lp(P, 0.3, 0.5)),
+        ("prox_exclusive_lasso_thesis", lambda: proxlib.prox_exclusive_lasso_thesis(P, 0.5)),
+        ("prox_group_exclusive_sequential", lambda: proxlib.prox_group_exclusive_sequential(P, 0.5, 0.5)),
+        ("reweight_l1", lambda: proxlib.reweight_l1(P, 0.1).weights),
+        ("reweight_l2", lambda: proxlib.reweight_l2(P, 0.1).omega),
+        ("reweight_focuss", lambda: proxlib.reweight_focuss(P, 0.5, 0.1).weights),
+        ("OWL.weights", lambda: proxlib.OWL(owl_w).weights),
+        ("GrOWL.weights", lambda: proxlib.GrOWL(owl_w[:4]).weights),
+    ]
+    calls += [(f"{name}.value", lambda pen=pen: pen.value(P)) for name, pen in pens.items() if name not in ("owl", "growl")]
+    calls += [(f"{name}.certify", lambda pen=pen: proxlib.certificates.certify(pen, P, P, 0.5).violation)
+              for name, pen in pens.items() if name not in ("owl", "growl")]
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_tensors_that_require_grad_give_detached_results_and_no_warning(dtype):
+    """An nn.Parameter (or any tensor that requires grad) is read without
+    autograd: no UserWarning from a scalar read, every result detached
+    (requires_grad False, no grad_fn), the input unchanged."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    P = torch.nn.Parameter(torch.randn(4, 5, generator=torch.Generator().manual_seed(3), dtype=getattr(torch, dtype)))
+    before = P.detach().clone()
+    for label, call in _every_public_call(P, torch):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = call()
+        if isinstance(out, torch.Tensor):
+            assert not out.requires_grad and out.grad_fn is None, label
+    assert torch.equal(P.detach(), before) and P.requires_grad
