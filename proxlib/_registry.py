@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+import numpy as np
+
 from . import _range
 from . import _validate as V
 from ._dispatch import array_kind, array_namespace, backend_for, compiling, device, outside_compile
@@ -60,7 +62,28 @@ class Penalty:
     """Base of the penalty objects: ``prox(v, step)`` and ``value(x)``.
 
     Subclasses are frozen dataclasses whose fields are the parameters, checked
-    when the object is made (the messages name the parameter)."""
+    when the object is made (the messages name the parameter).
+
+    Penalties compare by value: two are equal when they are of the same class
+    and their parameters (as stored: the checked, normalised values) are
+    equal, an array parameter being equal to an array of the same library,
+    device and shape with equal entries (whatever their dtypes), and to
+    nothing else (a Python float 0.5 is not the 0-d array 0.5).  So a
+    pickled and unpickled penalty equals the original.  The hash is that of
+    the class, the scalar parameters and the arrays' shapes (not their
+    entries: hashing reads no array, on any device), consistent with
+    equality.  An array parameter is a snapshot only where the penalty
+    copies it (OWL and GrOWL, by default): changing an array a penalty
+    holds changes its equality (and is not supported while it is a dict key).
+    """
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_same_parameter(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
+
+    def __hash__(self):
+        return hash((type(self),) + tuple(_parameter_key(getattr(self, f.name)) for f in dataclasses.fields(self)))
 
     kernel: ClassVar[str]
     layout: ClassVar[str]  # "flat" or "rows"
@@ -138,13 +161,64 @@ OPERATORS: dict[str, Operator] = {}
 
 
 def register(name: str, penalty: type, function: Callable) -> None:
+    """Enter ``penalty`` (a frozen dataclass) and its public function in
+    :data:`OPERATORS`, with :class:`Penalty`'s equality and hash in place of
+    the dataclass's (which compare arrays with ``==``: "truth value
+    ambiguous", and cannot hash them)."""
+    penalty.__eq__ = Penalty.__eq__
+    penalty.__hash__ = Penalty.__hash__
     OPERATORS[name] = Operator(name, penalty, function)
 
 
+def _same_parameter(a, b) -> bool:
+    """Parameter equality (see :class:`Penalty`)."""
+    if not (V._is_array(a) or V._is_array(b)):
+        return type(a) is type(b) and bool(a == b)
+    if not (V._is_array(a) and V._is_array(b)) or array_kind(a) != array_kind(b):
+        return False
+    if str(device(a)) != str(device(b)) or tuple(a.shape) != tuple(b.shape):
+        return False
+    return bool(array_namespace(a).all(a == b))
+
+
+def _parameter_key(a):
+    """What a parameter adds to a penalty's hash: an array's library and
+    shape, an unhashable value's type, any other value itself."""
+    if V._is_array(a):
+        return (array_kind(a), tuple(a.shape))
+    try:
+        hash(a)
+    except TypeError:
+        return type(a).__name__
+    return a
+
+
 def frozen_set(obj, **values) -> None:
-    """Normalise fields of a frozen dataclass in ``__post_init__``."""
+    """Normalise fields of a frozen dataclass in ``__post_init__`` (every
+    penalty's ``__post_init__`` calls it), and check a row penalty's
+    ``group_weights`` (:func:`check_group_weights`): every parameter is
+    checked when the object is made."""
     for k, v in values.items():
         object.__setattr__(obj, k, v)
+    if "group_weights" in (f.name for f in dataclasses.fields(obj)):
+        check_group_weights(obj.group_weights)
+
+
+def check_group_weights(group_weights, name: str = "group_weights") -> None:
+    """The checks that :func:`proxlib._rows.group_weights` makes at every
+    prox (None, ``"sqrt"``, or a 1-D array finite and >= 0; the same
+    messages), made by that function itself on as many rows as there are
+    weights, so a penalty's ``group_weights`` is checked when it is made.
+    Their number against the data's rows or labels is checked at the prox."""
+    if group_weights is None or isinstance(group_weights, str):
+        n, like = 0, None
+    else:
+        c = group_weights if V._is_array(group_weights) else np.asarray(group_weights, dtype=object)
+        n = c.shape[0] if c.ndim == 1 else 0
+        like = group_weights if V._is_array(group_weights) else None
+    ref = np.zeros(0) if like is None else like
+    rows = Rows(rows=np.zeros((n, 0)), sizes=np.zeros(n), labels=np.arange(n), restore=lambda X: X)
+    _group_weights(rows, group_weights, name=name, like=ref)
 
 
 def layout_of(pen: Penalty, x, *, contiguous: bool = True, name: str | None = None) -> Layout:
@@ -198,11 +272,11 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
 
 
 def param_array(a, like, name: str):
-    """Parameter array ``a`` (weights: a list, a NumPy array or an array of
-    ``like``'s library) checked finite and >= 0, as float64 on ``like``'s
-    library and device."""
+    """Parameter ``a`` (a Python float, or an array already checked when the
+    penalty was made: a NumPy array or an array of ``like``'s library) as
+    float64 on ``like``'s library and device (no copy where it is one)."""
     xp = array_namespace(like)
-    return V.nonnegative_array(a, name, like_array=xp.zeros(0, dtype=xp.float64, device=device(like)))
+    return V.like(a, xp.zeros(0, dtype=xp.float64, device=device(like)), name)
 
 
 def replace(pen: Penalty, **changes) -> Penalty:

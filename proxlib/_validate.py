@@ -282,13 +282,20 @@ def like(a, ref, name: str):
     return xp.asarray(a, dtype=ref.dtype, device=device(ref))
 
 
-def nonnegative_array(w: Any, name: str, *, like_array):
-    """``w`` as an array of ``like_array``'s library, dtype and device; finite and >= 0."""
+def nonnegative_float64(w: Any, name: str):
+    """``w`` (a scalar, a list, an array of any library) as a float64 array of
+    its own library and device (NumPy for scalars and lists), checked finite
+    and >= 0."""
     w = as_float_array(w, name)
     xp = array_namespace(w)
     if size(w) and float(xp.min(w)) < 0:
         raise ValueError(f"{name} must be >= 0, got a minimum of {float(xp.min(w))}")
-    return like(w, like_array, name)
+    return xp.astype(w, xp.float64, copy=False)
+
+
+def nonnegative_array(w: Any, name: str, *, like_array):
+    """``w`` as an array of ``like_array``'s library, dtype and device; finite and >= 0."""
+    return like(nonnegative_float64(w, name), like_array, name)
 
 
 def nonincreasing(w, name: str) -> None:

@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from . import _range
 from . import _registry as R
 from . import _validate as V
@@ -31,9 +33,21 @@ __all__ = [
 ]
 
 
+def _checked_weights(weights):
+    """``weights`` checked when a penalty is made (finite, >= 0; the
+    messages the prox functions give): a real scalar (Python or NumPy) as a
+    Python float, anything else as a float64 array of its own library and
+    device (NumPy for lists)."""
+    w = V.nonnegative_float64(weights, "weights")
+    if w.ndim == 0 and (not V._is_array(weights) or isinstance(weights, np.generic)):
+        return float(w)
+    return w
+
+
 def _broadcast_weights(weights, layout, shape, name="weights"):
-    """float64 weights on the input's device: one scalar as a (1,) array, else
-    broadcast to the input's ``shape`` and flattened like the data."""
+    """The (checked) weights as float64 on the input's library and device:
+    one scalar as a (1,) array, else broadcast to the input's ``shape`` and
+    flattened like the data."""
     w = R.param_array(weights, layout.data, name)
     if w.ndim == 0 or size(w) == 1:
         return w.reshape(1)
@@ -48,6 +62,9 @@ def _broadcast_weights(weights, layout, shape, name="weights"):
 class _Elementwise(R.Penalty):
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
+
+    def __post_init__(self):
+        R.frozen_set(self, weights=_checked_weights(self.weights))
 
     def thresholds(self, layout):
         return (_broadcast_weights(self.weights, layout, layout.shape),)

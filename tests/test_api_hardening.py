@@ -200,3 +200,75 @@ def test_tensors_that_require_grad_give_detached_results_and_no_warning(dtype):
         if isinstance(out, torch.Tensor):
             assert not out.requires_grad and out.grad_fn is None, label
     assert torch.equal(P.detach(), before) and P.requires_grad
+
+
+# ------------------------------------------------------------ 5. penalties checked when made, compared by value
+
+
+BAD_PARAMETERS = [
+    (lambda: proxlib.WeightedL1(-1.0), lambda: proxlib.prox_weighted_l1(np.ones(3), -1.0), ValueError, "weights must be >= 0"),
+    (lambda: proxlib.WeightedL1(float("nan")), lambda: proxlib.prox_weighted_l1(np.ones(3), float("nan")), ValueError, "weights contains NaN"),
+    (lambda: proxlib.WeightedL1("abc"), lambda: proxlib.prox_weighted_l1(np.ones(3), "abc"), TypeError, "weights must be a real"),
+    (lambda: proxlib.WeightedL1(np.array([1.0, -2.0])), lambda: proxlib.prox_weighted_l1(np.ones(2), np.array([1.0, -2.0])), ValueError, "weights must be >= 0"),
+    (lambda: proxlib.WeightedL2Sq(-1.0), lambda: proxlib.prox_weighted_l2sq(np.ones(3), -1.0), ValueError, "weights must be >= 0"),
+    (lambda: proxlib.GroupLasso(0.5, group_weights="foo"), lambda: proxlib.prox_group_lasso(np.ones((3, 2)), 0.5, group_weights="foo"),
+     ValueError, "group_weights must be None, 'sqrt' or an array"),
+    (lambda: proxlib.GroupLasso(0.5, group_weights=-np.ones(3)), lambda: proxlib.prox_group_lasso(np.ones((3, 2)), 0.5, group_weights=-np.ones(3)),
+     ValueError, "group_weights must be >= 0"),
+    (lambda: proxlib.ExclusiveLasso(0.5, group_weights=np.ones((3, 1))), lambda: proxlib.prox_exclusive_lasso(np.ones((3, 2)), 0.5, group_weights=np.ones((3, 1))),
+     ValueError, "group_weights must be 1-D"),
+    (lambda: proxlib.GroupExclusive(0.5, 0.5, group_weights=[1.0, np.inf]), lambda: proxlib.prox_group_exclusive(np.ones((2, 2)), 0.5, 0.5, group_weights=[1.0, np.inf]),
+     ValueError, "group_weights contains NaN"),
+]
+
+
+@pytest.mark.parametrize("make, prox, error, message", BAD_PARAMETERS)
+def test_penalties_check_their_parameters_when_made_with_the_prox_functions_messages(make, prox, error, message):
+    with pytest.raises(error, match=message) as made:
+        make()
+    with pytest.raises(error) as proxed:
+        prox()
+    assert str(made.value) == str(proxed.value)
+
+
+def test_elementwise_weights_are_kept_checked_and_in_float64():
+    assert proxlib.WeightedL1(1).weights == 1.0 and type(proxlib.WeightedL1(np.float32(0.5)).weights) is float
+    w = proxlib.WeightedL1([1, 2]).weights
+    assert isinstance(w, np.ndarray) and w.dtype == np.float64
+    np.testing.assert_array_equal(proxlib.WeightedL1([1, 2]).prox(np.array([3.0, 3.0])), [2.0, 1.0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda w: proxlib.OWL(w),
+    lambda w: proxlib.GrOWL(w),
+    lambda w: proxlib.WeightedL1(w),
+    lambda w: proxlib.WeightedL2Sq(w),
+    lambda w: proxlib.GroupLasso(0.5, group_weights=w),
+    lambda w: proxlib.ExclusiveLasso(0.5, group_weights=w),
+    lambda w: proxlib.GroupExclusive(0.5, 0.25, group_weights=w),
+    lambda w: proxlib.GroupLasso(0.5, groups=np.round(w * 2).astype(np.int64)),
+])
+def test_penalties_holding_arrays_compare_and_hash_by_value(make):
+    import pickle
+
+    w = np.array([2.0, 1.0, 0.5])
+    pen = make(w)
+    again = pickle.loads(pickle.dumps(pen))
+    assert pen == again and not pen != again
+    assert hash(pen) == hash(again) and {pen: 1}[again] == 1
+    assert pen == make(w.copy())
+    assert pen != make(np.array([2.0, 1.0, 0.25]))
+    assert pen != make(w[:2])
+    assert pen != "not a penalty" and pen != proxlib.Lp(0.5, 0.5)
+
+
+def test_penalty_equality_compares_library_and_class():
+    torch = pytest.importorskip("torch")
+    w = np.array([2.0, 1.0])
+    assert proxlib.OWL(w) != proxlib.OWL(torch.tensor(w))
+    assert proxlib.OWL(torch.tensor(w)) == proxlib.OWL(torch.tensor(w))
+    assert proxlib.WeightedL1(0.5) != proxlib.WeightedL2Sq(0.5)
+    assert proxlib.WeightedL1(0.5) != proxlib.WeightedL1(np.array(0.5))
+    assert proxlib.Lp(1, 0.5) == proxlib.Lp(1.0, 0.5) and hash(proxlib.Lp(1, 0.5)) == hash(proxlib.Lp(1.0, 0.5))
+    assert proxlib.GroupLasso(0.5) != proxlib.GroupLasso(0.5, group_weights="sqrt")
+
