@@ -278,18 +278,25 @@ class Reweighting:
 
 
 def _theta_tau(theta, tau):
+    """theta as a float array (half precision as float32), tau checked, the
+    namespace, and the dtype the rule's results are rounded to: theta's own
+    (float16 and bfloat16 included; float64 for integers and lists)."""
+    dtype = V.result_dtype(theta)
     theta = V.as_float_array(theta, "theta")
     tau = V.positive(tau, "tau")
-    return theta, tau, array_namespace(theta)
+    return theta, tau, array_namespace(theta), dtype or theta.dtype
 
 
-def _representable(a, what: str, theta, tau_value):
-    """``a`` if every entry is finite; else a ValueError saying which quantity
-    of the rule overflows ``theta``'s dtype (the exact value is not representable)."""
-    xp = array_namespace(a)
+def _rounded(a64, what: str, theta, dtype, tau_value):
+    """float64 ``a64`` rounded once to ``dtype`` (theta's own dtype, half
+    precision included); a ValueError saying which quantity of the rule
+    overflows that dtype where an entry does (the exact value is not
+    representable)."""
+    xp = array_namespace(a64)
+    a = xp.astype(a64, dtype)
     if size(a) and not bool(xp.all(xp.isfinite(a))):
         raise ValueError(
-            f"{what} is not representable in {V.dtype_name(theta.dtype)} for this theta and tau "
+            f"{what} is not representable in {V.dtype_name(dtype)} for this theta and tau "
             f"(max |theta| = {float(xp.max(xp.abs(theta)))}, tau = {tau_value!r}): its exact value exceeds "
             "the largest finite number of the dtype"
         )
@@ -307,11 +314,11 @@ def reweight_l1(theta, tau) -> Reweighting:
     says so when they are not representable in it (tau below float32's range,
     or |theta| near the largest float).
     """
-    theta, tau, xp = _theta_tau(theta, tau)
+    theta, tau, xp, dtype = _theta_tau(theta, tau)
     with _k.errstate(theta):
         omega64 = xp.abs(_k.upcast(theta, xp)) + tau
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta| + tau", theta, tau)
-        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta| + tau)", theta, tau)
+        omega = _rounded(omega64, "omega = |theta| + tau", theta, dtype, tau)
+        weights = _rounded(1.0 / omega64, "1/(|theta| + tau)", theta, dtype, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l1")
 
 
@@ -329,7 +336,7 @@ def reweight_l2(theta, tau) -> Reweighting:
     cannot overflow (a weight below the dtype's range rounds to 0, the
     correctly rounded value; omega beyond it raises ValueError).
     """
-    theta, tau, xp = _theta_tau(theta, tau)
+    theta, tau, xp, dtype = _theta_tau(theta, tau)
     t64 = _k.upcast(theta, xp)
     with _k.errstate(theta):
         s = t64 * t64 + tau
@@ -338,8 +345,8 @@ def reweight_l2(theta, tau) -> Reweighting:
         omega64 = xp.where(finite, xp.sqrt(s), big)
         inv = 1.0 / big
         weights64 = xp.where(finite, 1.0 / s, inv * inv)
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = sqrt(theta^2 + tau)", theta, tau)
-        weights = _representable(xp.astype(weights64, theta.dtype), "1/(theta^2 + tau)", theta, tau)
+        omega = _rounded(omega64, "omega = sqrt(theta^2 + tau)", theta, dtype, tau)
+        weights = _rounded(weights64, "1/(theta^2 + tau)", theta, dtype, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")
 
 
@@ -352,12 +359,12 @@ def reweight_focuss(theta, p, tau) -> Reweighting:
     Formed in float64 and rounded once; a ValueError says so when omega or the
     weights are not representable in theta's dtype.
     """
-    theta, tau, xp = _theta_tau(theta, tau)
+    theta, tau, xp, dtype = _theta_tau(theta, tau)
     p = V.real_scalar(p, "p")
     if not 0 <= p <= 2:
         raise ValueError(f"p must lie in [0, 2], got {p}")
     with _k.errstate(theta):
         omega64 = xp.abs(_k.upcast(theta, xp)) ** (2.0 - p) + tau
-        omega = _representable(xp.astype(omega64, theta.dtype), "omega = |theta|^(2-p) + tau", theta, tau)
-        weights = _representable(xp.astype(1.0 / omega64, theta.dtype), "1/(|theta|^(2-p) + tau)", theta, tau)
+        omega = _rounded(omega64, "omega = |theta|^(2-p) + tau", theta, dtype, tau)
+        weights = _rounded(1.0 / omega64, "1/(|theta|^(2-p) + tau)", theta, dtype, tau)
     return Reweighting(omega=omega, weights=weights, subproblem="l2sq")

@@ -272,3 +272,34 @@ def test_penalty_equality_compares_library_and_class():
     assert proxlib.Lp(1, 0.5) == proxlib.Lp(1.0, 0.5) and hash(proxlib.Lp(1, 0.5)) == hash(proxlib.Lp(1.0, 0.5))
     assert proxlib.GroupLasso(0.5) != proxlib.GroupLasso(0.5, group_weights="sqrt")
 
+
+# ------------------------------------------------------------ 6. re-weighting in half precision
+
+
+@pytest.mark.parametrize("rule", ["l1", "l2", "focuss"])
+@pytest.mark.parametrize("half", ["numpy-float16", "torch-float16", "torch-bfloat16"])
+def test_reweighting_rounds_once_to_thetas_half_precision_dtype(rule, half):
+    """omega and the weights come back in theta's own dtype (float16 and
+    bfloat16 included), each the float64 value rounded once to it."""
+    library, dtype = half.split("-")
+    theta64 = np.array([0.0, 0.3, -1.7, 12.5, 1e-3])
+    call = {"l1": lambda t: proxlib.reweight_l1(t, 0.01), "l2": lambda t: proxlib.reweight_l2(t, 0.01),
+            "focuss": lambda t: proxlib.reweight_focuss(t, 0.5, 0.01)}[rule]
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        theta = torch.tensor(theta64, dtype=getattr(torch, dtype))
+        exact = call(theta.to(torch.float64))
+        expected = {k: getattr(exact, k).to(theta.dtype) for k in ("omega", "weights")}
+    else:
+        theta = theta64.astype(dtype)
+        exact = call(theta.astype(np.float64))
+        expected = {k: getattr(exact, k).astype(dtype) for k in ("omega", "weights")}
+    got = call(theta)
+    for k in ("omega", "weights"):
+        assert getattr(got, k).dtype == theta.dtype, k
+        assert (getattr(got, k) == expected[k]).all(), k
+
+
+def test_reweighting_names_the_half_precision_dtype_it_overflows():
+    with pytest.raises(ValueError, match="not representable in float16"):
+        proxlib.reweight_l1(np.array([0.0], dtype=np.float16), 1e-6)  # 1/tau > 65504
