@@ -303,3 +303,44 @@ def test_reweighting_rounds_once_to_thetas_half_precision_dtype(rule, half):
 def test_reweighting_names_the_half_precision_dtype_it_overflows():
     with pytest.raises(ValueError, match="not representable in float16"):
         proxlib.reweight_l1(np.array([0.0], dtype=np.float16), 1e-6)  # 1/tau > 65504
+
+
+# ------------------------------------------------------------ 7. lp_threshold and prox_lp
+
+
+def test_lp_threshold_documents_its_exact_relation_to_prox_lp():
+    """lp_threshold is the exact threshold to a few ulps; prox_lp decides by
+    comparing objectives, so at |v| = tau itself it may be non-zero: the
+    docstrings say so instead of "below which the lp prox is 0"."""
+    doc = proxlib.lp_threshold.__doc__
+    assert "below which the lp prox is 0" not in doc
+    assert "tau * (1 - 1e-9)" in doc and "may be either" in doc
+    assert "lp_threshold` for the exact" in proxlib.prox_lp.__doc__.replace("\n    ", " ")
+    lam, p = 1357.38, 2 / 3
+    tau = proxlib.lp_threshold(lam, p)
+    assert proxlib.prox_lp(np.array([tau]), lam, p)[0] != 0  # the documented example
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+def test_prox_lp_thresholds_as_documented(backend):
+    """0 for |v| <= lp_threshold * (1 - 1e-9), non-zero from lp_threshold *
+    (1 + 1e-9) (p at most 1 - 1e-6); for p = 0 and p = 1 exactly at
+    lp_threshold (0 at tau, non-zero one ulp above)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    wrap = lambda a: a  # noqa: E731
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        wrap = torch.from_numpy
+    rng = np.random.default_rng(11)
+    with proxlib.use_backend(backend):
+        for _ in range(300):
+            lam = float(10.0 ** rng.uniform(-200, 200))
+            p = float(rng.choice([0.0, 1.0, 0.5, 2 / 3, rng.uniform(0.0, 1.0 - 1e-6)]))
+            tau = proxlib.lp_threshold(lam, p)
+            if p in (0.0, 1.0):
+                v = np.array([tau, np.nextafter(tau, np.inf)])
+            else:
+                v = np.array([tau * (1 - 1e-9), tau * (1 + 1e-9)])
+            x = np.asarray(proxlib.prox_lp(wrap(v), lam, p))
+            assert x[0] == 0 and x[1] != 0, (lam, p, tau, x)
