@@ -244,7 +244,8 @@ def _contiguous(a):
 
 def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     """The prox of ``step * pen`` at ``v``: a new array of ``v``'s library,
-    device, shape and dtype (half precision is computed in float32).
+    device, shape and dtype (half precision is computed in float32, integers
+    give float64).
 
     Inside a function that torch.compile traces, the whole prox runs eagerly
     after a graph break (its kernels are Numba, SciPy and data-dependent

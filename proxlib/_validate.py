@@ -80,6 +80,18 @@ def detached(x):
     return x
 
 
+def _reject_sparse_and_meta(x, name: str) -> None:
+    """TypeError naming ``name`` for a torch tensor that is not a dense
+    (strided) tensor with data: sparse layouts (COO, CSR, ...) and meta
+    tensors (no data)."""
+    if array_kind(x) != "torch":
+        return
+    if str(x.layout) != "torch.strided":
+        raise TypeError(f"{name} is a torch tensor of layout {x.layout}; pass a dense tensor ({name}.to_dense())")
+    if x.is_meta:
+        raise TypeError(f"{name} is a meta tensor (it has no data); pass a tensor on a real device")
+
+
 def _reject_matrix_and_masked(x, name: str) -> None:
     if isinstance(x, np.matrix):
         raise TypeError(f"{name} is a numpy.matrix; pass a numpy.ndarray (np.asarray({name}))")
@@ -116,6 +128,7 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
             raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
     x = detached(x)
     _reject_matrix_and_masked(x, name)
+    _reject_sparse_and_meta(x, name)
     if isinstance(x, np.ndarray) and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     xp = array_namespace(x)
@@ -141,6 +154,11 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
     return x
 
 
+def is_torch_dtype(dtype) -> bool:
+    """Whether ``dtype`` is a ``torch.dtype`` (torch is not imported for this)."""
+    return type(dtype).__module__ == "torch" and hasattr(dtype, "is_floating_point")
+
+
 def float_dtype_name(dtype, name: str = "dtype") -> str:
     """``"float16"``, ``"bfloat16"``, ``"float32"`` or ``"float64"`` for a
     floating dtype given as a NumPy, CuPy or torch dtype, a NumPy scalar type
@@ -149,7 +167,7 @@ def float_dtype_name(dtype, name: str = "dtype") -> str:
     if isinstance(dtype, str) and dtype in _HALF_NAMES + _FLOAT_NAMES:
         return dtype
     dname = None
-    if hasattr(dtype, "is_floating_point"):  # a torch dtype, without importing torch
+    if is_torch_dtype(dtype):
         dname = dtype_name(dtype)
     elif dtype is not None:
         try:
@@ -262,14 +280,20 @@ def like(a, ref, name: str):
     array of ``ref``'s library, dtype and device.
 
     A tensor or CuPy array on another device is copied device to device; a
-    CUDA tensor (or CuPy array) given for a CPU input is refused rather than
-    silently copied to the host.
+    CUDA tensor (or CuPy array, or a tensor on any device but the CPU) given
+    for a CPU input, NumPy or torch, is refused rather than silently copied
+    to the host.
     """
     xp = array_namespace(ref)
     a = detached(a)
+    if array_kind(a) != "numpy" and _on_host(ref) and not _on_host(a):
+        raise TypeError(
+            f"{name} is on device {device(a)} but the input is on the CPU; pass {name} on the input's "
+            "device (proxlib does not copy it to the host)"
+        )
     if array_kind(a) != array_kind(ref):
         if array_kind(a) != "numpy":
-            if array_kind(ref) == "numpy" and str(getattr(a, "device", "cpu")) == "cpu":
+            if array_kind(ref) == "numpy":
                 a = np.asarray(a)
             else:
                 raise TypeError(
@@ -280,6 +304,10 @@ def like(a, ref, name: str):
     if array_kind(ref) == "torch" and isinstance(a, np.ndarray) and any(st < 0 for st in a.strides):
         a = np.ascontiguousarray(a)  # torch cannot view negative strides (np.sort(w)[::-1])
     return xp.asarray(a, dtype=ref.dtype, device=device(ref))
+
+
+def _on_host(x) -> bool:
+    return str(device(x)) == "cpu"
 
 
 def nonnegative_float64(w: Any, name: str):

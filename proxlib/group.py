@@ -83,7 +83,8 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metri
 
     Returns
     -------
-    A new array of ``W``'s library, device, shape and dtype.
+    A new array of ``W``'s library, device, shape and dtype (float64 for
+    integer input).
 
     Examples
     --------

@@ -9,6 +9,7 @@ the literature; each docstring gives its formula with 1-based index i.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
@@ -142,7 +143,7 @@ class GrOWL(_SortedWeights):
     def value(self, x) -> float:
         x = V.as_float_array(x, "x")
         xp = array_namespace(x)
-        rows = canonical_rows(x)
+        rows = canonical_rows(x, name="x")
         w = _weights_for(self, rows.n_groups, x, "row")
         return float(xp.sum(w * xp.sort(_k.row_norms(rows.rows, xp), descending=True)))
 
@@ -177,7 +178,8 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
 
     Returns
     -------
-    A new array of ``v``'s library, device, shape and dtype.
+    A new array of ``v``'s library, device, shape and dtype (float64 for
+    integer input).
 
     Raises
     ------
@@ -258,7 +260,8 @@ def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
 
     Returns
     -------
-    A new array of ``W``'s library, device, shape and dtype.
+    A new array of ``W``'s library, device, shape and dtype (float64 for
+    integer input).
 
     Notes
     -----
@@ -296,6 +299,10 @@ def _finish(w, dtype, like, what: str):
     """float64 weights ``w`` as the builder's result (see above)."""
     if not np.all(np.isfinite(w)):
         raise ValueError(f"{what} overflow float64 (the largest weight exceeds {np.finfo(np.float64).max:.4g})")
+    if dtype is not None:
+        V.float_dtype_name(dtype)  # a floating dtype, or TypeError
+    if like is None and dtype is not None and V.is_torch_dtype(dtype):
+        like = importlib.import_module("torch").empty(0, dtype=dtype)  # a CPU tensor of that dtype
     if like is None:
         with np.errstate(over="ignore"):  # checked below
             out = w.astype(np.float64 if dtype is None else dtype)
@@ -314,9 +321,9 @@ def _finish(w, dtype, like, what: str):
 
 
 def _dtype_of(xp, dtype):
-    """``dtype`` (a NumPy dtype, a name, or a dtype of xp's library) in xp's library."""
-    name = V.dtype_name(dtype) if not isinstance(dtype, (str, type)) else np.dtype(dtype).name
-    return getattr(xp, name)
+    """``dtype`` (a NumPy or torch dtype, a NumPy scalar type, ``float``, a
+    name) in xp's library."""
+    return getattr(xp, V.float_dtype_name(dtype))
 
 
 def owl_weights_constant(n: int, lam: float, *, dtype=None, like=None):
@@ -333,9 +340,12 @@ def owl_weights_oscar(n: int, lam1: float, lam2: float, *, dtype=None, like=None
     i = 1..n (Bondell & Reich 2008; Zeng & Figueiredo 2014).
 
     Notes on every builder: the weights are formed in float64 and returned as a
-    NumPy array of ``dtype`` (default float64), or, given ``like`` (an array
-    or tensor of any library), as an array of like's library, device and dtype
-    (``dtype`` overrides the dtype).  Scalars may be 0-d arrays or tensors.
+    NumPy array of ``dtype`` (default float64; a torch dtype gives a CPU
+    torch tensor), or, given ``like`` (an array or tensor of any library),
+    as an array of like's library, device and dtype (``dtype`` overrides the
+    dtype).  ``dtype`` is a floating dtype (NumPy, torch, a NumPy scalar type
+    such as ``np.float32``, ``float`` or a name; TypeError otherwise).
+    Scalars may be 0-d arrays or tensors.
     A weight that is not representable in the result's dtype raises
     ValueError (e.g. lam2 (n - 1) beyond the largest float).
 

@@ -344,3 +344,78 @@ def test_prox_lp_thresholds_as_documented(backend):
                 v = np.array([tau * (1 - 1e-9), tau * (1 + 1e-9)])
             x = np.asarray(proxlib.prox_lp(wrap(v), lam, p))
             assert x[0] == 0 and x[1] != 0, (lam, p, tau, x)
+
+
+# ------------------------------------------------------------ 8. messages and dtypes
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support")
+@pytest.mark.parametrize("kind", ["sparse_coo", "sparse_csr", "meta"])
+def test_sparse_and_meta_tensors_raise_a_type_error_naming_the_argument(kind):
+    torch = pytest.importorskip("torch")
+    dense = torch.randn(4, 5, dtype=torch.float64)
+    bad = {"sparse_coo": lambda: dense.to_sparse(), "sparse_csr": lambda: dense.to_sparse_csr(),
+           "meta": lambda: torch.empty(4, 5, dtype=torch.float64, device="meta")}[kind]()
+    with pytest.raises(TypeError, match=r"^W is a "):
+        proxlib.prox_group_lasso(bad, 0.5)
+    with pytest.raises(TypeError, match=r"^v is a "):
+        proxlib.prox_weighted_l1(bad, 0.5)
+    with pytest.raises(TypeError, match=r"^weights is a "):
+        proxlib.prox_weighted_l1(dense, bad)
+    with pytest.raises(TypeError, match=r"^x is a "):
+        proxlib.GroupLasso(0.5).value(bad)
+
+
+@pytest.mark.parametrize("name", ["growl", "group_lasso", "exclusive_lasso", "group_exclusive"])
+def test_row_penalties_value_names_its_argument_x(name):
+    with pytest.raises(ValueError, match=r"^x must have at least one dimension"):
+        _penalties_for((1, 1))[name].value(np.array(1.0))
+
+
+@pytest.mark.parametrize("builder", [
+    lambda dtype: proxlib.owl_weights_constant(3, 0.5, dtype=dtype),
+    lambda dtype: proxlib.owl_weights_oscar(3, 0.5, 0.25, dtype=dtype),
+    lambda dtype: proxlib.owl_weights_stairwise(3, 0.5, 0.25, 2, dtype=dtype),
+    lambda dtype: proxlib.owl_weights_piecewise_linear(3, 1.0, 0.25, 0.5, dtype=dtype),
+    lambda dtype: proxlib.owl_weights_spike(3, 0.5, dtype=dtype),
+])
+def test_weight_builders_take_torch_dtypes_and_refuse_non_float_dtypes(builder):
+    torch = pytest.importorskip("torch")
+    ref = builder(None)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        w = builder(dtype)
+        assert isinstance(w, torch.Tensor) and w.dtype == dtype and w.device.type == "cpu"
+        assert torch.equal(w, torch.from_numpy(ref).to(dtype))
+    assert builder(float).dtype == np.float64 and builder(np.float32).dtype == np.float32
+    for bad in (np.int32, torch.int64, "int8", object):
+        with pytest.raises(TypeError, match="dtype"):
+            builder(bad)
+
+
+def test_integer_tensors_give_float64_as_documented():
+    torch = pytest.importorskip("torch")
+    readme = (ROOT / "README.md").read_text()
+    assert "integer tensors give float64" in " ".join(readme.split())
+    X = proxlib.prox_group_lasso(torch.tensor([[3, 4], [0, 1]]), 1.0)
+    assert X.dtype == torch.float64
+    np.testing.assert_allclose(X.numpy(), [[2.4, 3.2], [0.0, 0.0]])
+
+
+def test_like_refuses_a_device_tensor_for_a_cpu_input(monkeypatch):
+    """A tensor on another device than the CPU (CUDA; meta here, and CUDA
+    through a mocked device check) given for a CPU tensor is refused, not
+    copied to the host; CPU weights for any input are taken."""
+    torch = pytest.importorskip("torch")
+    from proxlib import _validate
+
+    cpu = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="^weights is on device meta but the input is on the CPU"):
+        _validate.like(torch.ones(3, device="meta"), cpu, "weights")
+    on_gpu = torch.ones(3)
+    real_device = _validate.device
+    monkeypatch.setattr(_validate, "device", lambda x: "cuda:0" if x is on_gpu else real_device(x))
+    with pytest.raises(TypeError, match="^metric is on device cuda:0"):
+        _validate.like(on_gpu, cpu, "metric")
+    with pytest.raises(TypeError, match="^metric is on device cuda:0"):
+        _validate.like(on_gpu, np.zeros(3), "metric")
+    assert torch.equal(_validate.like(torch.ones(3), cpu, "weights"), torch.ones(3, dtype=torch.float64))
