@@ -800,3 +800,42 @@ def test_numba_route_follows_a_changing_learning_rate(case, monkeypatch):
             want = _expected(W.numpy(), fn, grouping, lr * 0.5)
         prox.step()
         np.testing.assert_array_equal(lin.weight.detach().numpy(), want)
+
+
+# ------------------------------------------------------------ regressions
+
+
+@pytest.mark.parametrize("keep_zero", [False, True], ids=["plain", "keep-zero"])
+@pytest.mark.parametrize("how", ["hook", "step"])
+@pytest.mark.parametrize("cpu_kernels", CPU_KERNELS)
+def test_prox_uses_the_lr_of_a_reloaded_optimizer(cpu_kernels, how, keep_zero, monkeypatch):
+    """``optimizer.load_state_dict`` replaces ``param_groups`` (a new list of
+    new dicts): the next proximal step uses the reloaded lr, on the kept
+    Numba step (ProximalStep._run_prepared), the general path and the
+    keep_zero path, attached or through step().  Zero gradients: the SGD
+    step leaves the weight as it is, so the step is the prox alone (lr 0:
+    the identity)."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", cpu_kernels)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5, bias=False).double()
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, keep_zero=keep_zero)
+    prox.add(lin, proxlib.GroupLasso(0.5))
+    if how == "hook":
+        prox.attach()
+
+    def one_step():
+        lin.weight.grad = torch.zeros_like(lin.weight)
+        opt.step()
+        if how == "step":
+            prox.step()
+
+    for _ in range(2):  # (the second runs the kept step on the Numba route)
+        one_step()
+    for lr in (0.0, 0.03, 0.0):
+        state = opt.state_dict()
+        state["param_groups"][0]["lr"] = lr
+        opt.load_state_dict(state)
+        want = proxlib.prox_group_lasso(lin.weight.detach().clone(), 0.5, lr) if lr > 0 else lin.weight.detach().clone()
+        one_step()
+        assert torch.equal(lin.weight.detach(), want), lr

@@ -429,7 +429,7 @@ class ProxTerm:
     label: str = ""
     metric: bool = False
     _plan: _Plan | None = field(default=None, init=False, repr=False)
-    _group: tuple | None = field(default=None, init=False, repr=False)  # (optimizer, leaf, param group)
+    _group: tuple | None = field(default=None, init=False, repr=False)  # (optimizer, leaf, its group's slot: _group_slot)
 
     def __post_init__(self):
         leaf = B.resolve_leaf(self.target, self.name)  # a bad target fails here
@@ -640,7 +640,7 @@ class ProximalStep:
         self.n_optimizer_steps = 0  # optimizer steps seen by the hook
         self._handle = None
         self._batch_cache: dict = {}  # (proxlib.torch._batched) what depends only on the thresholds
-        self._prepared = None  # (optimizer, entries): a plain step's terms on Numba, see _run_prepared
+        self._prepared = None  # (optimizer, its groups, entries): a plain step's terms on Numba, see _run_prepared
 
     # -- configuring
     def add(
@@ -699,21 +699,26 @@ class ProximalStep:
     # -- running
     @staticmethod
     def _group_of(leaf: torch.Tensor, optimizer) -> dict:
-        group = _find_group(leaf, optimizer)
-        if group is None:
-            raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
-        return group
+        return _required(_group_slot(leaf, optimizer), leaf)[2]
+
+    def _param_slot(self, term: ProxTerm, leaf: torch.Tensor, optimizer, *, required: bool = True) -> tuple | None:
+        """Where the optimizer's group holding ``leaf`` is (:func:`_group_slot`),
+        kept on the term while it is current (:func:`_slot_current`: looked
+        up again after ``optimizer.load_state_dict``, which replaces the
+        groups); a ValueError where no group holds it, or None unless
+        ``required``."""
+        cached = term._group
+        if cached is None or cached[0] is not optimizer or cached[1] is not leaf or not _slot_current(cached[2], optimizer):
+            slot = _group_slot(leaf, optimizer)
+            if slot is None:
+                return _required(slot, leaf) if required else None
+            cached = term._group = (optimizer, leaf, slot)
+        return cached[2]
 
     def _param_group(self, term: ProxTerm, leaf: torch.Tensor, optimizer, *, required: bool = True) -> dict | None:
-        """The optimizer's group holding ``leaf`` (kept on the term); a
-        ValueError where none does, or None unless ``required``."""
-        cached = term._group
-        if cached is None or cached[0] is not optimizer or cached[1] is not leaf:
-            group = self._group_of(leaf, optimizer) if required else _find_group(leaf, optimizer)
-            if group is None:
-                return None
-            cached = term._group = (optimizer, leaf, group)
-        return cached[2]
+        """The optimizer's group holding ``leaf`` now (:meth:`_param_slot`)."""
+        slot = self._param_slot(term, leaf, optimizer, required=required)
+        return None if slot is None else slot[2]
 
     def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
         return _float_lr(self._param_group(term, leaf, optimizer)["lr"])
@@ -858,11 +863,12 @@ class ProximalStep:
 
     def _prepare(self, opt) -> None:
         """Keep this step's terms for :meth:`_run_prepared` (called after a
-        plain step in which every term ran its Numba plan): per term its
-        plan, the module's parameter dict that must still hold the leaf
-        (None for a tensor target) and the optimizer's group of the leaf
-        (its lr).  A term whose leaf is found otherwise (parametrised or
-        pruned modules) keeps the step on the general path."""
+        plain step in which every term ran its Numba plan): the optimizer's
+        groups as they are (:func:`_groups_now`) and per term its plan, the
+        module's parameter dict that must still hold the leaf (None for a
+        tensor target) and the optimizer's group of the leaf (its lr).  A
+        term whose leaf is found otherwise (parametrised or pruned modules)
+        keeps the step on the general path."""
         entries = []
         for term in self.terms:
             plan = term._plan
@@ -875,22 +881,26 @@ class ProximalStep:
             # (None: the general path reads the lr, and raises)
             group = None if opt is None else self._param_group(term, leaf, opt, required=False)
             entries.append((term, params, plan, group))
-        self._prepared = (opt, tuple(entries))
+        self._prepared = (opt, None if opt is None else _groups_now(opt), tuple(entries))
 
     def _run_prepared(self, opt, lr: float | None, factor: int, written: list) -> int:
         """The kept step (:meth:`_prepare`): each term's Numba plan on its
         leaf, as the general loop of :meth:`_apply_plain` runs it (the same
-        lr, step and write), after one check per term that nothing it was
-        built from changed: the same term at the same place in ``terms``, its
-        plan, the module still holding the leaf, the leaf still requiring a
-        gradient and its memory the plan's (:meth:`_Plan.holds`).  At the
+        lr, step and write), after one check per step that, when the lr is
+        the groups', the optimizer's groups are those it was kept with
+        (:func:`_same_groups`: ``optimizer.load_state_dict`` replaces them, and
+        the lr is read from the group holding the tensor now), and one check
+        per term that nothing it was built from changed: the same term at the
+        same place in ``terms``, its plan, the module still holding the leaf,
+        the leaf still requiring a gradient and its memory the plan's
+        (:meth:`_Plan.holds`).  At the
         first term that fails (or a step that is not a number), the kept step
         is dropped and the index returned: the general loop takes over from
         there (nothing after it has run).  Steps <= 0 skip their term, as
         :meth:`ProxTerm.apply` does.  Returns ``len(entries)`` when all ran."""
-        prepared_opt, entries = self._prepared
+        prepared_opt, groups, entries = self._prepared
         terms = self.terms
-        if prepared_opt is not opt or len(terms) != len(entries):
+        if prepared_opt is not opt or len(terms) != len(entries) or (lr is None and (groups is None or not _same_groups(opt, groups))):
             self._prepared = None
             return 0
         check_finite = self.check_finite
@@ -1090,13 +1100,53 @@ class _Batches:
             _batched.run(members, self.check_finite, self.cache)
 
 
-def _find_group(leaf: torch.Tensor, optimizer) -> dict | None:
-    """The optimizer's parameter group holding ``leaf`` (None if none does)."""
-    for group in optimizer.param_groups:
+def _group_slot(leaf: torch.Tensor, optimizer) -> tuple | None:
+    """Where the optimizer's parameter group holding ``leaf`` is now:
+    ``(optimizer.param_groups, index, group)`` (None if no group holds it)."""
+    groups = optimizer.param_groups
+    for i, group in enumerate(groups):
         for p in group["params"]:
             if p is leaf:
-                return group
+                return groups, i, group
     return None
+
+
+def _slot_current(slot: tuple, optimizer) -> bool:
+    """Whether ``slot`` (:func:`_group_slot`) is still the optimizer's: the
+    same ``param_groups`` list with the same group dict at the same index
+    (three identity checks, not a search).  ``optimizer.load_state_dict``
+    replaces the list and its dicts, so a slot found before it is not; a
+    tensor moved in place from one group's ``params`` to another's is not
+    seen (the groups' lists are not searched at every step)."""
+    groups, i, group = slot
+    return optimizer.param_groups is groups and i < len(groups) and groups[i] is group
+
+
+def _groups_now(optimizer) -> tuple:
+    """The optimizer's ``param_groups`` list and its group dicts as they are
+    now (for :func:`_same_groups`)."""
+    groups = optimizer.param_groups
+    return groups, tuple(groups)
+
+
+def _same_groups(optimizer, kept: tuple) -> bool:
+    """Whether the optimizer's ``param_groups`` are still ``kept``
+    (:func:`_groups_now`): the same list holding the same dicts (identity
+    checks, one per group)."""
+    groups, dicts = kept
+    if optimizer.param_groups is not groups or len(groups) != len(dicts):
+        return False
+    for g, d in zip(groups, dicts):
+        if g is not d:
+            return False
+    return True
+
+
+def _required(slot: tuple | None, leaf: torch.Tensor) -> tuple:
+    """``slot``; a ValueError where no group holds ``leaf`` (``slot`` None)."""
+    if slot is None:
+        raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
+    return slot
 
 
 def _float_lr(lr) -> float:
