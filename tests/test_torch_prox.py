@@ -839,3 +839,16 @@ def test_prox_uses_the_lr_of_a_reloaded_optimizer(cpu_kernels, how, keep_zero, m
         want = proxlib.prox_group_lasso(lin.weight.detach().clone(), 0.5, lr) if lr > 0 else lin.weight.detach().clone()
         one_step()
         assert torch.equal(lin.weight.detach(), want), lr
+
+
+def test_a_strength_tensor_must_hold_one_number():
+    """A strength tensor of several entries raises a ValueError naming
+    ``strength`` (not torch's "only one element tensors ..."); one of one
+    entry is its number."""
+    lin = torch.nn.Linear(6, 5)
+    prox = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="strength"):
+        prox.add(lin, proxlib.GroupLasso(1.0), strength=torch.tensor([1.0, 2.0]))
+    assert prox.terms == []
+    prox.add(lin, proxlib.GroupLasso(1.0), strength=torch.tensor(0.5))
+    assert prox.terms[0].strength == 0.5

@@ -177,13 +177,11 @@ class GroupExclusiveSequential:
         return proxlib.prox_group_exclusive_sequential(v, self.lam, self.mu, step, exclusive_step=self.exclusive_step)
 
 
-def _check_strength(strength) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (numbers.Real, torch.Tensor)):
-        raise TypeError(f"strength must be a real number >= 0, got {type(strength).__name__}")
-    s = float(strength)
-    if not (math.isfinite(s) and s >= 0):
-        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
-    return s
+def _check_strength(strength, name: str = "strength") -> float:
+    """``strength`` as a float: a finite real number >= 0 (a Python or NumPy
+    number, or a one-element array or tensor); a TypeError or ValueError
+    naming ``name`` otherwise."""
+    return V.nonnegative(strength, name)
 
 
 # ------------------------------------------------------------------ a compiled term
@@ -657,8 +655,10 @@ class ProximalStep:
 
         Raises (before any optimizer step) on a target that is not a module or
         tensor, a grouping that does not fit the tensor, weights of the wrong
-        length, a strength that is not a finite number >= 0, a tensor that is
-        not in the optimizer (when one was given), or a label already used.
+        length, a strength that is not a finite number >= 0 (a TypeError or
+        ValueError naming ``strength``; a tensor of one entry is its number),
+        a tensor that is not in the optimizer (when one was given), or a
+        label already used.
         """
         if isinstance(target, str):
             raise TypeError(f"target must be a torch.nn.Module or a tensor, got the string {target!r}")
