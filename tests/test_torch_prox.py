@@ -11,6 +11,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import math
+import re
 import sys
 
 import _procs
@@ -852,3 +853,36 @@ def test_a_strength_tensor_must_hold_one_number():
     assert prox.terms == []
     prox.add(lin, proxlib.GroupLasso(1.0), strength=torch.tensor(0.5))
     assert prox.terms[0].strength == 0.5
+
+
+def test_load_state_dict_checks_everything_before_changing_anything():
+    """A state with a bad entry (``every`` < 1 as the constructor refuses
+    it, a strength of a later term not >= 0, a negative counter, a frozen
+    mask of the wrong shape) raises naming it and leaves the ProximalStep as
+    it was; the optimizer's steps go on with the old state."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net, every=2, keep_zero=True)
+    prox.add(net[0], proxlib.GroupLasso(1.0), strength=0.5)
+    prox.add(net[1], proxlib.GroupLasso(1.0), strength=0.25)
+    prox.attach()
+    good = prox.state_dict()
+    first, second = good["strengths"]
+    bad_states = {
+        "every": [dict(good, every=0), dict(good, every=-3), dict(good, every=1.5), dict(good, every=True)],
+        "n_steps": [dict(good, n_steps=-1), dict(good, n_steps=1.5)],
+        "n_optimizer_steps": [dict(good, n_optimizer_steps=-2)],
+        second: [dict(good, strengths={first: 2.0, second: bad}) for bad in (float("nan"), -1.0, "x", torch.tensor([1.0, 2.0]))],
+        "frozen mask": [dict(good, frozen={first: torch.zeros(2, 2, dtype=torch.bool)})],
+    }
+    for what, states in bad_states.items():
+        for bad in states:
+            with pytest.raises((ValueError, TypeError), match=re.escape(what)):
+                prox.load_state_dict(bad)
+            now = prox.state_dict()
+            assert now["strengths"] == good["strengths"] and now["every"] == 2 and now["n_steps"] == good["n_steps"], what
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(5, 4)).sum().backward()
+        opt.step()
+    assert prox.n_optimizer_steps == 3 and prox.n_steps == 1

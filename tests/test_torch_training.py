@@ -249,6 +249,24 @@ def test_magnitude_prune_per_layer_list_and_global():
         pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=np.float32(1.5))
 
 
+def test_schedule_load_state_dict_checks_every_first():
+    """AffineScalingSchedule.load_state_dict refuses ``every`` < 1 (as the
+    constructor does) and bad counters, before changing anything."""
+    lin = torch.nn.Linear(3, 2)
+    pt.affine_scaling(lin)
+    sched = pt.AffineScalingSchedule([lin], every=2)
+    sched.step()
+    good = sched.state_dict()
+    for key, bad in (("every", 0), ("every", -1), ("every", 2.5), ("every", True), ("n_steps", -1), ("n_held", 1.5)):
+        with pytest.raises((ValueError, TypeError), match=key):
+            sched.load_state_dict(dict(good, **{key: bad}))
+        assert sched.state_dict() == good
+    with pytest.raises(ValueError, match="every"):
+        pt.AffineScalingSchedule([lin], every=0)
+    sched.load_state_dict(dict(good, every=3, n_steps=2))
+    assert sched.step() and not sched.step()  # the 3rd step re-weights, the 4th not
+
+
 def test_affine_scaling_prune_per_layer_amounts_cycle_and_dataloader():
     X, y = _toy(n=200, d=10)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=40, shuffle=True,

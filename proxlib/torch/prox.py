@@ -184,6 +184,15 @@ def _check_strength(strength, name: str = "strength") -> float:
     return V.nonnegative(strength, name)
 
 
+def _check_count(value, name: str) -> int:
+    """``value`` as an int: an integer (not a bool) >= 1; a ValueError
+    naming ``name`` otherwise (``every`` of :class:`ProximalStep` and of
+    :class:`proxlib.torch.AffineScalingSchedule`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 # ------------------------------------------------------------------ a compiled term
 
 
@@ -618,8 +627,7 @@ class ProximalStep:
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        every = _check_count(every, "every")
         if metric is not None and not callable(metric) and metric != "adam":
             raise ValueError(f"metric must be None, 'adam' or a callable (optimizer, param) -> d, got {metric!r}")
         if metric == "adam":
@@ -1010,7 +1018,13 @@ class ProximalStep:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; the terms must be the same (by label), in any order."""
+        """Restore :meth:`state_dict`; the terms must be the same (by label), in any order.
+
+        Everything in ``state`` is checked before anything is changed (a
+        ValueError or TypeError naming the entry; the ProximalStep is then
+        left as it was): each strength a finite number >= 0, the counters
+        integers >= 0, ``every`` an integer >= 1 (as the constructor's), the
+        frozen masks of known terms in their tensors' shapes."""
         strengths = state["strengths"]
         if not isinstance(strengths, dict):
             raise ValueError("state has no per-term strengths keyed by label (saved by an older proxlib?)")
@@ -1018,23 +1032,33 @@ class ProximalStep:
         unknown, missing = sorted(set(strengths) - have), sorted(have - set(strengths))
         if unknown or missing:
             raise ValueError(f"state and ProximalStep have different terms: unknown in state {unknown}, missing from state {missing}")
-        for t in self.terms:
-            t.strength = _check_strength(strengths[t.label])
-        self.n_steps = int(state["n_steps"])
-        self.n_optimizer_steps = int(state.get("n_optimizer_steps", 0))
-        self.every = int(state.get("every", self.every))
+        new_strengths = [_check_strength(strengths[t.label], f"strengths[{t.label!r}]") for t in self.terms]
+        n_steps = V.count(state["n_steps"], "n_steps")
+        n_optimizer_steps = V.count(state.get("n_optimizer_steps", 0), "n_optimizer_steps")
+        every = _check_count(state.get("every", self.every), "every")
         frozen = state.get("frozen")
-        if frozen is not None:
-            unknown = sorted(set(frozen) - have)
-            if unknown:
-                raise ValueError(f"state has frozen masks for unknown terms {unknown}")
-            self._frozen = {}
-            for t in self.terms:
-                if t.label in frozen:
-                    m = torch.as_tensor(frozen[t.label], dtype=torch.bool, device=t.leaf.device)
-                    if m.shape != t.leaf.shape:
-                        raise ValueError(f"frozen mask of {t.label!r} has shape {tuple(m.shape)}, the tensor {tuple(t.leaf.shape)}")
-                    self._frozen[t.label] = m.clone()
+        masks = None if frozen is None else self._frozen_masks(frozen, have)
+        for t, strength in zip(self.terms, new_strengths):
+            t.strength = strength
+        self.n_steps, self.n_optimizer_steps, self.every = n_steps, n_optimizer_steps, every
+        if masks is not None:
+            self._frozen = masks
+
+    def _frozen_masks(self, frozen: dict, have: set) -> dict[str, torch.Tensor]:
+        """The frozen masks of a state (label -> mask) as :attr:`_frozen`
+        holds them: boolean copies on each term's device, checked against
+        the terms (``have``: their labels) and their tensors' shapes."""
+        unknown = sorted(set(frozen) - have)
+        if unknown:
+            raise ValueError(f"state has frozen masks for unknown terms {unknown}")
+        masks = {}
+        for t in self.terms:
+            if t.label in frozen:
+                m = torch.as_tensor(frozen[t.label], dtype=torch.bool, device=t.leaf.device)
+                if m.shape != t.leaf.shape:
+                    raise ValueError(f"frozen mask of {t.label!r} has shape {tuple(m.shape)}, the tensor {tuple(t.leaf.shape)}")
+                masks[t.label] = m.clone()
+        return masks
 
     def __repr__(self) -> str:
         body = ", ".join(f"{t.label}: {t.strength:g}" for t in self.terms)

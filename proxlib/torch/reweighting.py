@@ -48,8 +48,10 @@ import torch
 from torch.nn.utils import parametrize, prune
 
 import proxlib
+from proxlib import _validate as V
 
 from . import _bridge as B
+from .prox import _check_count
 
 __all__ = ["AffineScaling", "affine_scaling", "reweight", "AffineScalingSchedule", "magnitude_prune", "remove_affine_scaling"]
 
@@ -163,7 +165,8 @@ def reweight(
 class AffineScalingSchedule:
     """Re-weight ``modules`` every ``every`` optimizer steps (attach as a step post hook).
 
-    ``rule_kw`` go to :func:`reweight` (``rule``, ``tau``, ``p``, ``init``,
+    ``every`` is an integer >= 1 (ValueError otherwise, also from
+    :meth:`load_state_dict`); ``rule_kw`` go to :func:`reweight` (``rule``, ``tau``, ``p``, ``init``,
     ``sigma``, ``generator``, ``guard``); ``tau`` may also be a function of
     the re-weighting index ``t = 0, 1, ...`` (annealing, as the paper does for
     re-weighted l2).  With ``cycle=True`` each re-weighting updates one module,
@@ -188,13 +191,12 @@ class AffineScalingSchedule:
     """
 
     def __init__(self, modules, *, every: int, name: str = "weight", cycle: bool = False, on_reweight=None, **rule_kw):
-        if isinstance(every, bool) or int(every) < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
+        every = _check_count(every, "every")
         unknown = sorted(set(rule_kw) - {"rule", "tau", "p", "init", "sigma", "generator", "guard"})
         if unknown:
             raise TypeError(f"unknown re-weighting option(s) {unknown}")
         self.modules = list(modules)
-        self.every = int(every)
+        self.every = every
         self.name = name
         self.cycle = bool(cycle)
         self.on_reweight = on_reweight
@@ -232,10 +234,15 @@ class AffineScalingSchedule:
         return {"n_steps": self.n_steps, "every": self.every, "n_reweights": self.n_reweights, "n_held": self.n_held}
 
     def load_state_dict(self, state: dict) -> None:
-        self.n_steps = int(state["n_steps"])
-        self.every = int(state["every"])
-        self.n_reweights = int(state.get("n_reweights", 0))
-        self.n_held = int(state.get("n_held", 0))
+        """Restore :meth:`state_dict`.  Every entry is checked before any is
+        set (a ValueError or TypeError naming it; the schedule is then left
+        as it was): ``every`` an integer >= 1 (as the constructor's), the
+        counters integers >= 0."""
+        n_steps = V.count(state["n_steps"], "n_steps")
+        every = _check_count(state["every"], "every")
+        n_reweights = V.count(state.get("n_reweights", 0), "n_reweights")
+        n_held = V.count(state.get("n_held", 0), "n_held")
+        self.n_steps, self.every, self.n_reweights, self.n_held = n_steps, every, n_reweights, n_held
 
 
 def remove_affine_scaling(module: torch.nn.Module, name: str = "weight") -> None:
