@@ -886,3 +886,18 @@ def test_load_state_dict_checks_everything_before_changing_anything():
         net(torch.randn(5, 4)).sum().backward()
         opt.step()
     assert prox.n_optimizer_steps == 3 and prox.n_steps == 1
+
+
+def test_penalty_classes_are_rejected_at_add():
+    """A penalty class (``GroupLasso`` for ``GroupLasso(lam)``), also from a
+    builder, is refused at add() (TypeError naming ``penalty``), before any
+    optimizer step; nothing is half-added."""
+    lin = torch.nn.Linear(6, 5)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    for cls in (proxlib.GroupLasso, proxlib.WeightedL1, pt.GroupExclusiveSequential, torch.nn.Linear):
+        with pytest.raises(TypeError, match="penalty"):
+            prox.add(lin, cls)
+    with pytest.raises(TypeError, match="penalty"):
+        prox.add(lin, lambda n: proxlib.GroupLasso)  # a builder returning a class
+    assert prox.terms == []

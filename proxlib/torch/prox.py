@@ -193,6 +193,12 @@ def _check_count(value, name: str) -> int:
     return int(value)
 
 
+def _is_prox_object(pen) -> bool:
+    """Whether ``pen`` is a penalty object (an instance with ``prox`` and
+    ``value``; a class, whose methods are unbound, is not)."""
+    return not isinstance(pen, type) and hasattr(pen, "prox") and hasattr(pen, "value")
+
+
 # ------------------------------------------------------------------ a compiled term
 
 
@@ -298,8 +304,8 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     if term.metric:
         _check_metric_penalty(pen)
     if not isinstance(pen, R.Penalty):
-        if not (hasattr(pen, "prox") and hasattr(pen, "value")):
-            raise TypeError(f"penalty builder returned {pen!r}, which has no prox(v, step) and value(x)")
+        if not _is_prox_object(pen):
+            raise TypeError(f"penalty builder returned {pen!r}, which is not a penalty object with prox(v, step) and value(x)")
         return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping, held=held)
     layout = R.layout_of(pen, view, contiguous=False)
     terms = _range.terms(pen, layout)  # checks the weights against the rows, once
@@ -425,7 +431,8 @@ class ProxTerm:
 
     Everything is checked here, before any optimizer step: the target, the
     grouping against the tensor's shape, the penalty's weights against its
-    rows, the strength.
+    rows, the strength.  A penalty *class* (``proxlib.GroupLasso`` without
+    its arguments) is refused (TypeError naming ``penalty``).
     """
 
     target: Any
@@ -449,10 +456,15 @@ class ProxTerm:
                 )
         self.strength = _check_strength(self.strength)
         pen = self.penalty
+        if isinstance(pen, type):
+            raise TypeError(
+                f"penalty must be a penalty object, got the class {pen.__name__} "
+                f"(give its arguments: {pen.__name__}(...))"
+            )
         if not isinstance(pen, _Lazy):
             if callable(pen) and not hasattr(pen, "prox"):
                 self.penalty = _Lazy(lambda view, f=pen: f(_n_rows(view)), repr(pen), "builder")
-            elif not (hasattr(pen, "prox") and hasattr(pen, "value")):
+            elif not _is_prox_object(pen):
                 raise TypeError(f"penalty must have prox(v, step) and value(x) or be a builder, got {pen!r}")
         self.plan(leaf)  # weights, thresholds and layout checked now
 
@@ -662,8 +674,10 @@ class ProximalStep:
         """Add ``strength * penalty`` on ``target`` (a tensor, or ``module.<name>``); see :class:`ProxTerm`.
 
         Raises (before any optimizer step) on a target that is not a module or
-        tensor, a grouping that does not fit the tensor, weights of the wrong
-        length, a strength that is not a finite number >= 0 (a TypeError or
+        tensor, a penalty that is not a penalty object or builder (a class:
+        ``GroupLasso`` for ``GroupLasso(lam)``; TypeError naming ``penalty``),
+        a grouping that does not fit the tensor, weights of the wrong length,
+        a strength that is not a finite number >= 0 (a TypeError or
         ValueError naming ``strength``; a tensor of one entry is its number),
         a tensor that is not in the optimizer (when one was given), or a
         label already used.
