@@ -901,3 +901,23 @@ def test_penalty_classes_are_rejected_at_add():
     with pytest.raises(TypeError, match="penalty"):
         prox.add(lin, lambda n: proxlib.GroupLasso)  # a builder returning a class
     assert prox.terms == []
+
+
+def test_a_terms_plan_fields_are_read_only():
+    """``penalty``, ``grouping``, ``target``, ``name`` and ``metric`` are what
+    a term's plan is built from: assigning one raises AttributeError (the
+    term keeps its penalty); ``strength`` may change and is honoured."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    term = prox.add(lin, proxlib.GroupLasso(0.5), grouping="channel")
+    for attr, value in (("penalty", proxlib.GroupLasso(5.0)), ("grouping", "filter"), ("target", torch.nn.Linear(6, 5)),
+                        ("name", "bias"), ("metric", True)):
+        with pytest.raises(AttributeError, match=f"ProxTerm.{attr} is read-only"):
+            setattr(term, attr, value)
+    assert term.penalty == proxlib.GroupLasso(0.5) and term.grouping == "channel"
+    term.strength = 2.0
+    W = lin.weight.detach().clone()
+    prox.step()
+    assert torch.equal(lin.weight.detach(), _expected(W, lambda R, s: proxlib.prox_group_lasso(R, 0.5, s), "channel", 0.2))

@@ -433,6 +433,12 @@ class ProxTerm:
     grouping against the tensor's shape, the penalty's weights against its
     rows, the strength.  A penalty *class* (``proxlib.GroupLasso`` without
     its arguments) is refused (TypeError naming ``penalty``).
+
+    ``strength`` (and ``label``) may be changed afterwards: the next step
+    uses the new strength.  ``target``, ``penalty``, ``grouping``, ``name``
+    and ``metric`` are read-only once the term is made (assigning one raises
+    AttributeError): the term's plan is built from them; add a new term
+    instead.
     """
 
     target: Any
@@ -444,6 +450,14 @@ class ProxTerm:
     metric: bool = False
     _plan: _Plan | None = field(default=None, init=False, repr=False)
     _group: tuple | None = field(default=None, init=False, repr=False)  # (optimizer, leaf, its group's slot: _group_slot)
+
+    def __setattr__(self, attr: str, value) -> None:
+        if attr in _READ_ONLY and self.__dict__.get("_made", False):
+            raise AttributeError(
+                f"ProxTerm.{attr} is read-only once the term is made (its plan is built from it); "
+                "add a new term instead (only strength and label may change)"
+            )
+        object.__setattr__(self, attr, value)
 
     def __post_init__(self):
         leaf = B.resolve_leaf(self.target, self.name)  # a bad target fails here
@@ -467,6 +481,7 @@ class ProxTerm:
             elif not _is_prox_object(pen):
                 raise TypeError(f"penalty must have prox(v, step) and value(x) or be a builder, got {pen!r}")
         self.plan(leaf)  # weights, thresholds and layout checked now
+        self._made = True
 
     @property
     def leaf(self) -> torch.Tensor:
@@ -523,6 +538,10 @@ class ProxTerm:
         plan = self.plan(leaf)
         with torch.no_grad():
             return self.strength * plan.value(leaf)
+
+
+# ProxTerm's fields its plan is built from (read-only once it is made)
+_READ_ONLY = frozenset({"target", "penalty", "grouping", "name", "metric"})
 
 
 def _plan_key(leaf) -> tuple:
