@@ -921,3 +921,23 @@ def test_a_terms_plan_fields_are_read_only():
     W = lin.weight.detach().clone()
     prox.step()
     assert torch.equal(lin.weight.detach(), _expected(W, lambda R, s: proxlib.prox_group_lasso(R, 0.5, s), "channel", 0.2))
+
+
+def test_meta_tensors_raise_naming_the_term_in_step_and_value():
+    """A term on a tensor on the meta device (deferred initialisation) is
+    added (its shape is checked), but a step or value() raises a ValueError
+    naming the term, the same in both; after materialising the module the
+    term runs."""
+    lin = torch.nn.Linear(6, 5, device="meta")
+    prox = pt.ProximalStep()
+    prox.add(lin, proxlib.GroupLasso(0.5), grouping="channel", label="fc")
+    for call in (lambda: prox.step(lr=0.1), prox.value, prox.values):
+        with pytest.raises(ValueError, match=r"term 'fc'.*'weight'.*meta device"):
+            call()
+    lin.to_empty(device="cpu")
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(5, 6))
+    W = lin.weight.detach().clone()
+    prox.step(lr=0.1)
+    assert torch.equal(lin.weight.detach(), _expected(W, lambda R, s: proxlib.prox_group_lasso(R, 0.5, s), "channel", 0.1))
+    assert prox.value() > 0

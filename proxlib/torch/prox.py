@@ -431,14 +431,20 @@ class ProxTerm:
 
     Everything is checked here, before any optimizer step: the target, the
     grouping against the tensor's shape, the penalty's weights against its
-    rows, the strength.  A penalty *class* (``proxlib.GroupLasso`` without
-    its arguments) is refused (TypeError naming ``penalty``).
+    rows (a tensor on the meta device too: its shape is known), the
+    strength.  A penalty *class* (``proxlib.GroupLasso`` without its
+    arguments) is refused (TypeError naming ``penalty``).
 
     ``strength`` (and ``label``) may be changed afterwards: the next step
     uses the new strength.  ``target``, ``penalty``, ``grouping``, ``name``
     and ``metric`` are read-only once the term is made (assigning one raises
     AttributeError): the term's plan is built from them; add a new term
     instead.
+
+    A step or :meth:`value` on a tensor on the meta device (not
+    materialised yet) raises a ValueError naming the term; the term follows
+    the module, so materialising it (``module.to_empty(device=...)``, then
+    loading the weights) before the first step is enough.
     """
 
     target: Any
@@ -480,7 +486,7 @@ class ProxTerm:
                 self.penalty = _Lazy(lambda view, f=pen: f(_n_rows(view)), repr(pen), "builder")
             elif not _is_prox_object(pen):
                 raise TypeError(f"penalty must have prox(v, step) and value(x) or be a builder, got {pen!r}")
-        self.plan(leaf)  # weights, thresholds and layout checked now
+        self._ready(leaf)  # weights, thresholds and layout checked now (also on the meta device)
         self._made = True
 
     @property
@@ -488,8 +494,21 @@ class ProxTerm:
         return B.resolve_leaf(self.target, self.name)
 
     def plan(self, leaf: torch.Tensor | None = None):
-        """The term made ready for its current leaf (rebuilt when the leaf changes)."""
+        """The term made ready for its current leaf (rebuilt when the leaf
+        changes); a ValueError naming the term if the leaf is on the meta
+        device (a step or a value needs its entries)."""
         leaf = self.leaf if leaf is None else leaf
+        if leaf.is_meta:
+            raise ValueError(
+                f"term {self._name()!r}: its tensor {self.name!r} (shape {tuple(leaf.shape)}) is on the meta device, "
+                "not materialised: materialise the module (e.g. module.to_empty(device=...), then load its weights) "
+                "before a proximal step or value()"
+            )
+        return self._ready(leaf)
+
+    def _ready(self, leaf: torch.Tensor):
+        """:meth:`plan` without the meta check (:meth:`__post_init__` checks
+        a meta tensor's shape and weights too)."""
         if self._plan is not None and self._plan.holds(leaf):  # (the key's comparison, in fewer calls)
             return self._plan
         key = _plan_key(leaf)
@@ -506,6 +525,10 @@ class ProxTerm:
             else:
                 self._plan = _build_plan(self, leaf)
         return self._plan
+
+    def _name(self) -> str:
+        """The term's label, or ``<target class>.<name>`` before it has one."""
+        return self.label or f"{type(self.target).__name__}.{self.name}"
 
     def _resolve(self, view):
         return self.penalty.resolve(view) if isinstance(self.penalty, _Lazy) else self.penalty
