@@ -941,3 +941,35 @@ def test_meta_tensors_raise_naming_the_term_in_step_and_value():
     prox.step(lr=0.1)
     assert torch.equal(lin.weight.detach(), _expected(W, lambda R, s: proxlib.prox_group_lasso(R, 0.5, s), "channel", 0.1))
     assert prox.value() > 0
+
+
+@pytest.mark.parametrize("penalty", [proxlib.GroupLasso(0.5), pt.growl(_growl_weights), proxlib.ExclusiveLasso(0.5),
+                                     proxlib.Lp(0.1, 0.5), proxlib.WeightedL1(0.1), pt.GroupExclusiveSequential(0.3, 0.2)],
+                         ids=["group-lasso", "growl", "exclusive", "lp", "weighted-l1", "sequential"])
+@pytest.mark.parametrize("cpu_kernels", CPU_KERNELS)
+def test_check_finite_errors_name_the_term(penalty, cpu_kernels, monkeypatch):
+    """With check_finite, a NaN or Inf raises a ValueError (of the type the
+    check raises) whose message names the term of the tensor that holds it,
+    on every route and in a metric; nothing is named where the tensors are
+    finite."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", cpu_kernels)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net, check_finite=True)
+    prox.add(net[0], proxlib.GroupLasso(0.1), grouping="channel")
+    prox.add(net[1], penalty, grouping="channel")
+    with torch.no_grad():
+        net[1].weight[2, 3] = float("inf")
+    label = prox.terms[1].label
+    assert label.startswith("1.weight:")
+    with pytest.raises(ValueError, match=rf"^term {re.escape(repr(label))}: .*NaN or Inf"):
+        prox.step()
+    metric = pt.ProximalStep(opt, model=net, check_finite=True, metric=lambda o, p: torch.full_like(p, float("nan")) if p is net[1].weight else torch.ones_like(p))
+    metric.add(net[0], proxlib.GroupLasso(0.1), grouping="channel")
+    metric.add(net[1], proxlib.WeightedL1(0.1), name="bias")
+    metric.add(net[1], proxlib.GroupLasso(0.1), grouping="channel")
+    with torch.no_grad():
+        net[1].weight[2, 3] = 1.0
+    with pytest.raises(ValueError, match=r"^term '1.weight:GroupLasso\[channel\]': the metric contains NaN or Inf"):
+        metric.step()

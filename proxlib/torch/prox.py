@@ -603,7 +603,8 @@ class ProximalStep:
         Raise if a tensor holds NaN or Inf before its prox (one scalar read
         per term; with False non-finite values propagate into the result, as
         they do through the optimizer's own update).  With a metric, also
-        the metric (NaN, Inf, or not > 0).
+        the metric (NaN, Inf, or not > 0).  The error (a ValueError) names
+        the term (``term '<label>': ...``).
     metric : None, "adam" or callable, default None
         ``None``: the Euclidean prox with step ``lr * strength``.
         ``"adam"``: the prox in Adam's diagonal metric,
@@ -846,12 +847,48 @@ class ProximalStep:
         self._apply_all(opt, lr, 1)
 
     def _apply_all(self, opt, lr: float | None, factor: int) -> None:
-        if self.metric is None and not self.keep_zero:
-            self._apply_plain(opt, lr, factor)
-            self.n_steps += 1
-            return
+        """One proximal step of every term (lr ``lr``, or each group's, times
+        ``factor``).  With ``check_finite``, its error for a NaN or Inf names
+        the term (:meth:`_named_non_finite`)."""
+        metrics = {}  # (metric steps) id(leaf) -> the metric of the step
+        try:
+            if self.metric is None and not self.keep_zero:
+                self._apply_plain(opt, lr, factor)
+            else:
+                self._apply_general(opt, lr, factor, metrics)
+        except ValueError as e:
+            named = self._named_non_finite(e, metrics) if self.check_finite else None
+            if named is None:
+                raise
+            raise named from e
+        self.n_steps += 1
+
+    def _named_non_finite(self, e: ValueError, metrics: dict) -> ValueError | None:
+        """The error ``e`` of a step with ``check_finite`` (its message about
+        NaN or Inf, or a metric not > 0) again, of the same type, its message
+        prefixed by ``term '<label>': `` of the first term, in the terms'
+        order, whose tensor holds NaN or Inf or whose metric in ``metrics``
+        is not finite and > 0 (a sharded tensor: this rank's shard).  None
+        where ``e`` is about something else or no term's values are bad
+        (another rank's shard).  Only on the way out of a failed step: a
+        step that passes pays nothing."""
+        if not any(m in str(e) for m in ("NaN or Inf", "must be > 0")):
+            return None
+        for term in self.terms:
+            leaf = term.leaf
+            if leaf.is_meta:
+                continue
+            d = metrics.get(id(leaf))
+            if not _all_finite(leaf) or (d is not None and not (_all_finite(d) and bool((d > 0).all()))):
+                return type(e)(f"term {term.label!r}: {e}")
+        return None
+
+    def _apply_general(self, opt, lr: float | None, factor: int, metrics: dict) -> None:
+        """The terms' proximal steps in a metric, or with ``keep_zero`` (the
+        metrics formed are left in ``metrics``)."""
         # one metric per tensor, shared by its terms (the prox leaves the state alone)
-        metrics = self._adam_metrics(opt, lr) if self.metric == "adam" else {}
+        if self.metric == "adam":
+            metrics.update(self._adam_metrics(opt, lr))
         # metric terms join the step's batches (keep_zero freezes each term's zero groups as it runs: one by one)
         batch = None if self.keep_zero else _Batches(self.check_finite, self._batch_cache)
         for term in self.terms:
@@ -875,7 +912,6 @@ class ProximalStep:
             batch.flush()
         if self.keep_zero:
             self._enforce_frozen(opt)  # the state of the groups frozen just now
-        self.n_steps += 1
 
     def _apply_plain(self, opt, lr: float | None, factor: int) -> None:
         """The terms' proximal steps without a metric or frozen groups.  A term
@@ -1227,6 +1263,12 @@ def _required(slot: tuple | None, leaf: torch.Tensor) -> tuple:
     if slot is None:
         raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
     return slot
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` (a sharded tensor: this rank's shard) holds no NaN or Inf."""
+    t = t.to_local() if B.is_sharded(t) else t
+    return bool(torch.isfinite(t.detach()).all())
 
 
 def _float_lr(lr) -> float:
