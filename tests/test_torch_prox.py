@@ -973,3 +973,17 @@ def test_check_finite_errors_name_the_term(penalty, cpu_kernels, monkeypatch):
         net[1].weight[2, 3] = 1.0
     with pytest.raises(ValueError, match=r"^term '1.weight:GroupLasso\[channel\]': the metric contains NaN or Inf"):
         metric.step()
+
+
+def test_step_of_several_optimizer_steps():
+    """``step(steps=r)`` is the proximal step for r optimizer steps, step
+    lr * strength * r (as the hook's ``every``); ``steps`` an integer >= 1."""
+    p = torch.nn.Parameter(torch.full((2, 3), 5.0, dtype=torch.float64))
+    prox = pt.ProximalStep(torch.optim.SGD([p], lr=0.1))
+    prox.add(p, proxlib.WeightedL1(1.0), strength=2.0)
+    prox.step(steps=3)
+    assert torch.allclose(p.detach(), torch.tensor(5.0 - 0.6, dtype=torch.float64), rtol=0, atol=1e-15)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="steps"):
+            prox.step(steps=bad)
+    assert prox.n_steps == 1

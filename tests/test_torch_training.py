@@ -223,6 +223,41 @@ def test_two_stage_keep_zero_prunes_more_permanently():
     assert out[False].frozen_entries is None
 
 
+def test_two_stage_ends_stage_one_with_a_proximal_step():
+    """Where prox_every = N does not divide stage 1's optimizer steps, the r
+    steps after the last proximal step get theirs (step lr * r * strength,
+    the lr of the last epoch: before the scheduler's step), right after the
+    last optimizer step, so the tying sees the prox's zero rows: 8 of the 9
+    noise inputs here (none without that last step: the last SGD steps move
+    every zeroed column off zero)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(256, 3, generator=g)
+    X = torch.cat([base, 0.05 * torch.randn(256, 9, generator=g)], 1)  # inputs 3..11: noise
+    y = (base @ torch.tensor([1.0, -1.0, 0.5]) > 0).long()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    r = pt.two_stage(net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                     configure=lambda prox: prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel"),
+                     epochs=3, retrain_epochs=0, batch_size=32, prox_every=5, generator=torch.Generator().manual_seed(1))
+    zero_columns = int((r.weights_trained["fc1"].abs().sum(0) == 0).sum())
+    assert zero_columns == r.metrics_trained["fc1"].zero_rows == int((r.tying["fc1"].labels < 0).sum()) == 8
+    # the steps: 24 optimizer steps (8 per epoch), a prox after steps 5, 10, 15, 20 and the last 4
+    pen = _Counter()
+    made = []
+
+    def make_optimizer(ps):
+        made.append(torch.optim.SGD(ps, lr=0.1))
+        return made[-1]
+
+    net = _mlp()
+    pt.two_stage(net, {"fc1": net[0]}, *_toy(n=256), make_optimizer=make_optimizer, epochs=4, warmup_epochs=1,
+                 configure=lambda prox: prox.add(net[0], pen, strength=2.0), retrain_epochs=0, batch_size=32,
+                 prox_every=5, make_scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
+    lrs = [0.05, 0.025, 0.025, 0.0125, 0.0125]  # the epoch of each prox (after the warm-up: lr halved once)
+    assert pen.steps == pytest.approx([lr * n * 2.0 for lr, n in zip(lrs, (5, 5, 5, 5, 4))])
+    assert made[0].param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)  # the scheduler stepped after every epoch
+
+
 # ------------------------------------------------------------------ pruning amounts
 
 

@@ -187,7 +187,8 @@ def _check_strength(strength, name: str = "strength") -> float:
 def _check_count(value, name: str) -> int:
     """``value`` as an int: an integer (not a bool) >= 1; a ValueError
     naming ``name`` otherwise (``every`` of :class:`ProximalStep` and of
-    :class:`proxlib.torch.AffineScalingSchedule`)."""
+    :class:`proxlib.torch.AffineScalingSchedule`, ``steps`` of
+    :meth:`ProximalStep.step`)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
@@ -825,11 +826,17 @@ class ProximalStep:
             raise ValueError(f"term {term.label!r}: metric(optimizer, param) must return a tensor of shape {tuple(leaf.shape)}, got {got}")
         return d
 
-    def step(self, optimizer: torch.optim.Optimizer | None = None, *, lr: float | None = None) -> None:
-        """Apply every term once, now: step = lr (of the tensor's group, or ``lr``) * strength.
+    def step(self, optimizer: torch.optim.Optimizer | None = None, *, lr: float | None = None, steps: int = 1) -> None:
+        """Apply every term once, now: step = lr (of the tensor's group, or ``lr``) * strength * ``steps``.
 
-        Terms on tensors with ``requires_grad=False`` are skipped (the
-        optimizer skips them too)."""
+        ``steps`` (an integer >= 1) is the number of optimizer steps the
+        proximal step stands for, as ``every`` for the attached hook: e.g.
+        ``steps=n_optimizer_steps % every`` after the last optimizer step of
+        a training whose length ``every`` does not divide, so that it ends
+        with a proximal step for the steps since the last one
+        (:func:`proxlib.torch.two_stage` does).  Terms on tensors with
+        ``requires_grad=False`` are skipped (the optimizer skips them too)."""
+        steps = _check_count(steps, "steps")
         opt = optimizer if optimizer is not None else self.optimizer
         if lr is None and opt is None:
             raise ValueError("step() needs an optimizer (to read each group's lr) or an explicit lr")
@@ -844,7 +851,7 @@ class ProximalStep:
                 raise ValueError(f"lr must be >= 0, got {lr}")
         if self.keep_zero:
             self._enforce_frozen(opt)
-        self._apply_all(opt, lr, 1)
+        self._apply_all(opt, lr, steps)
 
     def _apply_all(self, opt, lr: float | None, factor: int) -> None:
         """One proximal step of every term (lr ``lr``, or each group's, times

@@ -267,6 +267,11 @@ def two_stage(
         Apply the prox terms once every N optimizer steps with step
         ``lr * N * strength`` (``"epoch"``: N = batches per epoch, as the
         original GrOWL code does); see :class:`~proxlib.torch.ProximalStep`.
+        Stage 1 always ends with a proximal step: where N does not divide
+        its number of optimizer steps (after the warm-up), the r < N steps
+        after the last one get theirs right after the last optimizer step
+        (step ``lr * r * strength``, before the scheduler's step of that
+        epoch), so the tying sees the prox's result (its zero rows).
     keep_zero : bool, default False
         Rows that a prox sets to zero stay zero, their optimizer state
         cleared (``ProximalStep(keep_zero=True)``).
@@ -296,10 +301,7 @@ def two_stage(
     prox = ProximalStep(opt, every=every, keep_zero=keep_zero)
     if configure is not None:
         configure(prox)
-    handle = prox.attach() if prox.terms else None
-    losses += fit(model, batches, opt, epochs=int(epochs) - int(warmup_epochs), loss_fn=loss_fn, scheduler=sched, progress=progress)
-    if handle is not None:
-        handle.remove()
+    losses += _fit_with_prox(model, batches, opt, prox, int(epochs) - int(warmup_epochs), loss_fn, sched, progress)
     frozen = {k: int(v.sum()) for k, v in prox.frozen().items()} if keep_zero else None
     acc1 = _accuracy(model, test)
     m1 = model_metrics(model, layers, grouping=grouping)
@@ -313,6 +315,30 @@ def two_stage(
     losses += fit(model, batches, opt2, epochs=retrain_epochs, loss_fn=loss_fn, scheduler=sched2, progress=progress)
     acc2 = _accuracy(model, test)
     return TwoStageResult(tying, acc1, acc2, m1, model_metrics(model, layers, grouping=grouping), losses, trained, every, frozen)
+
+
+def _fit_with_prox(model, batches, opt, prox: ProximalStep, epochs: int, loss_fn, scheduler, progress) -> list[float]:
+    """:func:`fit` for ``epochs`` with ``prox`` attached (if it has terms),
+    ending with a proximal step: where ``prox.every`` does not divide the
+    number of optimizer steps, the last epoch is followed by
+    ``prox.step(steps=r)`` for its r steps since the last proximal step,
+    then by the scheduler's step of that epoch (as :func:`fit` would have
+    stepped it, so the step's lr is the epoch's).  Returns the epochs'
+    losses; the hook is removed."""
+    if not prox.terms or epochs <= 0:
+        return fit(model, batches, opt, epochs=epochs, loss_fn=loss_fn, scheduler=scheduler, progress=progress)
+    handle = prox.attach()
+    try:
+        losses = fit(model, batches, opt, epochs=epochs - 1, loss_fn=loss_fn, scheduler=scheduler, progress=progress)
+        losses += fit(model, batches, opt, epochs=1, loss_fn=loss_fn, progress=progress)
+    finally:
+        handle.remove()
+    tail = prox.n_optimizer_steps % prox.every
+    if tail:
+        prox.step(steps=tail)
+    if scheduler is not None:
+        scheduler.step()
+    return losses
 
 
 def growl_two_stage(model: torch.nn.Module, layers, X, y=None, *, weights, strength: float = 1.0, grouping: str = "channel", **kw) -> TwoStageResult:
