@@ -284,6 +284,26 @@ def test_magnitude_prune_per_layer_list_and_global():
         pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=np.float32(1.5))
 
 
+def test_magnitude_prune_checks_threshold_and_parametrizations_first():
+    """``threshold`` must be a finite number >= 0 (NaN pruned every weight);
+    a module whose weight has a parametrization other than AffineScaling
+    (TiedRows) is refused naming it, not as "no AffineScaling", and before
+    any module is changed (the AffineScaling of the first one not baked)."""
+    for bad in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ValueError, match="threshold"):
+            pt.magnitude_prune([torch.nn.Linear(3, 2)], threshold=bad)
+    with pytest.raises(TypeError, match="threshold"):
+        pt.magnitude_prune([torch.nn.Linear(3, 2)], threshold="0.1")
+    scaled, tied = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    pt.affine_scaling(scaled)
+    pt.tie_rows(tied, np.array([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match=r"Linear.weight has the parametrization\(s\) \['TiedRows'\]"):
+        pt.magnitude_prune([scaled, tied], threshold=0.1)
+    assert torch.nn.utils.parametrize.is_parametrized(scaled, "weight") and not hasattr(scaled, "weight_mask")
+    masks = pt.magnitude_prune([scaled], threshold=0.0)  # |w| <= 0 pruned: the exact zeros only
+    assert bool(masks[0].all())
+
+
 def test_schedule_load_state_dict_checks_every_first():
     """AffineScalingSchedule.load_state_dict refuses ``every`` < 1 (as the
     constructor does) and bad counters, before changing anything."""

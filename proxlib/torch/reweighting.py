@@ -264,17 +264,23 @@ def magnitude_prune(
       of its own smallest weights; with ``scope="global"`` one number
       prunes the ``round(amount * total)`` smallest weights over all
       modules together (one threshold; ties broken by position);
-    * ``threshold``: weights with ``|w| <= threshold`` are pruned (``scope``
-      ignored).
+    * ``threshold``: a finite number >= 0; weights with ``|w| <= threshold``
+      are pruned (``scope`` ignored).
 
-    An :class:`AffineScaling` parametrization is baked in first.  Uses
-    ``torch.nn.utils.prune.custom_from_mask``: the mask is the buffer
-    ``<name>_mask`` (in ``state_dict``), the optimised leaf ``<name>_orig``.
-    Returns the masks.
+    An :class:`AffineScaling` parametrization is baked in first; a module
+    whose ``<name>`` has any other parametrization (e.g.
+    :class:`~proxlib.torch.TiedRows`) is refused (ValueError naming it and
+    the parametrization: ``torch.nn.utils.prune`` cannot mask a
+    parametrised tensor).  Everything is checked before any module is
+    changed.  Uses ``torch.nn.utils.prune.custom_from_mask``: the mask is
+    the buffer ``<name>_mask`` (in ``state_dict``), the optimised leaf
+    ``<name>_orig``.  Returns the masks.
     """
     modules = list(modules)
     if (amount is None) == (threshold is None):
         raise ValueError("give exactly one of amount= or threshold=")
+    if threshold is not None:
+        threshold = V.nonnegative(threshold, "threshold")
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     amounts = None
@@ -289,12 +295,14 @@ def magnitude_prune(
             raise ValueError("scope='global' takes one amount for all modules, got several")
     for m in modules:
         B.refuse_sharded(m, name, "magnitude_prune")
+        _check_only_affine_scaling(m, name)
+    for m in modules:
         if parametrize.is_parametrized(m, name):
             remove_affine_scaling(m, name)
     weights = [getattr(m, name).detach() for m in modules]
     with torch.no_grad():
         if threshold is not None:
-            masks = [w.abs() > float(threshold) for w in weights]
+            masks = [w.abs() > threshold for w in weights]
         elif scope == "global":
             flat = torch.cat([w.abs().reshape(-1).to(torch.float64) for w in weights])
             keep = _keep_largest(flat, float(amounts[0]))
@@ -306,6 +314,20 @@ def magnitude_prune(
         prune.custom_from_mask(m, name, mask.to(w.dtype))
         out.append(getattr(m, name + "_mask"))
     return out
+
+
+def _check_only_affine_scaling(module: torch.nn.Module, name: str) -> None:
+    """A ValueError naming the module and the parametrizations if
+    ``module.<name>`` has any parametrization but :class:`AffineScaling`."""
+    if not parametrize.is_parametrized(module, name):
+        return
+    others = [type(p).__name__ for p in module.parametrizations[name] if not isinstance(p, AffineScaling)]
+    if others:
+        raise ValueError(
+            f"magnitude_prune: {type(module).__name__}.{name} has the parametrization(s) {others}, which "
+            "torch.nn.utils.prune cannot mask (only an AffineScaling is baked in first); remove them first "
+            "(torch.nn.utils.parametrize.remove_parametrizations)"
+        )
 
 
 def _keep_largest(a: torch.Tensor, amount: float) -> torch.Tensor:
