@@ -334,6 +334,18 @@ def test_lp_issue_cases():
     np.testing.assert_allclose(NB.lp(v, lam, 0.9), [exact, -exact], rtol=4 * EPS[np.float64])
     with proxlib.use_backend("numpy"):
         np.testing.assert_allclose(proxlib.prox_lp(v, lam, 0.9), [exact, -exact], rtol=4 * EPS[np.float64])
+    # p = 0 with 2 lam beyond the range: the threshold sqrt(2 lam) correctly rounded
+    # (as lp_threshold and the reference form it), not sqrt(2) sqrt(lam), two roundings
+    # an ulp off for about half of such lam; v one ulp either side of it and at it
+    for lam in (1.0000000000000002 * 2.0**1022, 1.1 * 2.0**1022, 1.37 * 2.0**1023, 1.9 * 2.0**1023):
+        tau = proxlib.lp_threshold(lam, 0.0)
+        assert tau == 2.0 * math.sqrt(lam / 2.0)
+        v = np.array([tau, -tau, np.nextafter(tau, np.inf), np.nextafter(tau, 0.0)])
+        want = np.where(np.abs(v) <= tau, 0.0, v)
+        np.testing.assert_array_equal(NB.lp(v, lam, 0.0), want)
+        for backend in ("numpy", "numba"):
+            with proxlib.use_backend(backend):
+                np.testing.assert_array_equal(proxlib.prox_lp(v, lam, 0.0), want)
 
 
 # ------------------------------------------------------------------ OWL

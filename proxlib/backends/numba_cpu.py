@@ -3597,9 +3597,10 @@ def lp(v, lam, p, *, parallel=True, out=None):
         out[...] = v
         return out
     if p == 0:
-        # keep v iff v^2/2 > lam; 2 lam overflows for lam > max/2 (the threshold
-        # sqrt(2) sqrt(lam) ~ 1.9e154 is not large at all)
-        thr = math.sqrt(2.0 * lam) if 2.0 * lam < np.inf else math.sqrt(2.0) * math.sqrt(lam)
+        # keep v iff v^2/2 > lam, at sqrt(2 lam) correctly rounded as
+        # proxlib._range.hard_threshold forms it (where 2 lam overflows,
+        # 2 sqrt(lam/2): powers of two, exact; sqrt(2) sqrt(lam) was two roundings)
+        thr = math.sqrt(2.0 * lam) if lam <= 2.0**1022 else 2.0 * math.sqrt(lam / 2.0)
         (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
         return out
     if p == 1:
