@@ -321,11 +321,6 @@ def nonnegative_float64(w: Any, name: str):
     return xp.astype(w, xp.float64, copy=False)
 
 
-def nonnegative_array(w: Any, name: str, *, like_array):
-    """``w`` as an array of ``like_array``'s library, dtype and device; finite and >= 0."""
-    return like(nonnegative_float64(w, name), like_array, name)
-
-
 def nonincreasing(w, name: str) -> None:
     if size(w) > 1:
         rises = w[1:] > w[:-1]

@@ -545,7 +545,7 @@ def test_a_step_does_no_validation_or_layout_work(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("validation or layout work inside a step")
 
-    for name in ("as_float_array", "nonnegative_array", "nonincreasing", "check_all_finite"):
+    for name in ("as_float_array", "nonnegative_float64", "nonincreasing", "check_all_finite"):
         monkeypatch.setattr(proxlib._validate, name, forbidden)
     monkeypatch.setattr(proxlib._registry, "layout_of", forbidden)
     prox.step()
