@@ -210,7 +210,9 @@ def check_group_weights(group_weights, name: str = "group_weights") -> None:
     messages), made by that function itself on as many rows as there are
     weights, so a penalty's ``group_weights`` is checked when it is made.
     Their number against the data's rows or labels is checked at the prox."""
-    if group_weights is None or isinstance(group_weights, str):
+    if group_weights is None:
+        return  # (all ones: nothing to check; the common case, at every public call)
+    if isinstance(group_weights, str):
         n, like = 0, None
     else:
         c = group_weights if V._is_array(group_weights) else np.asarray(group_weights, dtype=object)
