@@ -398,8 +398,13 @@ def _row_maps(grouping, shape: tuple, rows_shape: tuple):
     if grouping is None:
         return (lambda t: t.reshape(rows_shape)), (lambda X: X.reshape(shape))
     to, back = row_maps(shape, grouping)
-    if tuple(to(torch.empty(shape, device="meta")).shape) == tuple(rows_shape):
-        return to, back  # (no reshape to the shape the rows have: on the torch route, one operation per tensor and step)
+    rows = to(torch.empty(shape, device="meta"))
+    reshaped = rows.reshape(rows_shape)
+    if rows.shape == reshaped.shape and rows.stride() == reshaped.stride():
+        # no reshape where it would give the same view (on the torch route, one
+        # operation per tensor and step); a reshape to the same shape may still
+        # restride a dimension of length 1, which the plan's rows then keep too
+        return to, back
     return (lambda t: to(t).reshape(rows_shape)), back
 
 
