@@ -180,6 +180,7 @@ from numba import prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .._range import hard_threshold
 from . import KERNELS
 from . import NonFiniteInput, check_row_norms
 
@@ -3597,10 +3598,9 @@ def lp(v, lam, p, *, parallel=True, out=None):
         out[...] = v
         return out
     if p == 0:
-        # keep v iff v^2/2 > lam, at sqrt(2 lam) correctly rounded as
-        # proxlib._range.hard_threshold forms it (where 2 lam overflows,
-        # 2 sqrt(lam/2): powers of two, exact; sqrt(2) sqrt(lam) was two roundings)
-        thr = math.sqrt(2.0 * lam) if lam <= 2.0**1022 else 2.0 * math.sqrt(lam / 2.0)
+        # keep v iff v^2/2 > lam, at sqrt(2 lam) correctly rounded, as the
+        # reference thresholds (also where 2 lam overflows)
+        thr = hard_threshold(lam)
         (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
         return out
     if p == 1:
