@@ -275,6 +275,14 @@ def count(n: Any, name: str = "n") -> int:
     return int(n)
 
 
+def positive_count(n: Any, name: str) -> int:
+    """``n`` as a Python int: an integer (Python or NumPy, not a bool) >= 1;
+    a ValueError naming ``name`` otherwise (a step count such as ``every``)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
 def like(a, ref, name: str):
     """Array ``a`` (any library: NumPy weights for a torch input, say) as an
     array of ``ref``'s library, dtype and device.

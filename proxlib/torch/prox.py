@@ -184,16 +184,6 @@ def _check_strength(strength, name: str = "strength") -> float:
     return V.nonnegative(strength, name)
 
 
-def _check_count(value, name: str) -> int:
-    """``value`` as an int: an integer (not a bool) >= 1; a ValueError
-    naming ``name`` otherwise (``every`` of :class:`ProximalStep` and of
-    :class:`proxlib.torch.AffineScalingSchedule`, ``steps`` of
-    :meth:`ProximalStep.step`)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def _is_prox_object(pen) -> bool:
     """Whether ``pen`` is a penalty object (an instance with ``prox`` and
     ``value``; a class, whose methods are unbound, is not)."""
@@ -688,7 +678,7 @@ class ProximalStep:
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        every = _check_count(every, "every")
+        every = V.positive_count(every, "every")
         if metric is not None and not callable(metric) and metric != "adam":
             raise ValueError(f"metric must be None, 'adam' or a callable (optimizer, param) -> d, got {metric!r}")
         if metric == "adam":
@@ -841,7 +831,7 @@ class ProximalStep:
         with a proximal step for the steps since the last one
         (:func:`proxlib.torch.two_stage` does).  Terms on tensors with
         ``requires_grad=False`` are skipped (the optimizer skips them too)."""
-        steps = _check_count(steps, "steps")
+        steps = V.positive_count(steps, "steps")
         opt = optimizer if optimizer is not None else self.optimizer
         if lr is None and opt is None:
             raise ValueError("step() needs an optimizer (to read each group's lr) or an explicit lr")
@@ -1139,7 +1129,7 @@ class ProximalStep:
         new_strengths = [_check_strength(strengths[t.label], f"strengths[{t.label!r}]") for t in self.terms]
         n_steps = V.count(state["n_steps"], "n_steps")
         n_optimizer_steps = V.count(state.get("n_optimizer_steps", 0), "n_optimizer_steps")
-        every = _check_count(state.get("every", self.every), "every")
+        every = V.positive_count(state.get("every", self.every), "every")
         frozen = state.get("frozen")
         masks = None if frozen is None else self._frozen_masks(frozen, have)
         for t, strength in zip(self.terms, new_strengths):

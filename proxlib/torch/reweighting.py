@@ -51,7 +51,6 @@ import proxlib
 from proxlib import _validate as V
 
 from . import _bridge as B
-from .prox import _check_count
 
 __all__ = ["AffineScaling", "affine_scaling", "reweight", "AffineScalingSchedule", "magnitude_prune", "remove_affine_scaling"]
 
@@ -191,7 +190,7 @@ class AffineScalingSchedule:
     """
 
     def __init__(self, modules, *, every: int, name: str = "weight", cycle: bool = False, on_reweight=None, **rule_kw):
-        every = _check_count(every, "every")
+        every = V.positive_count(every, "every")
         unknown = sorted(set(rule_kw) - {"rule", "tau", "p", "init", "sigma", "generator", "guard"})
         if unknown:
             raise TypeError(f"unknown re-weighting option(s) {unknown}")
@@ -239,7 +238,7 @@ class AffineScalingSchedule:
         as it was): ``every`` an integer >= 1 (as the constructor's), the
         counters integers >= 0."""
         n_steps = V.count(state["n_steps"], "n_steps")
-        every = _check_count(state["every"], "every")
+        every = V.positive_count(state["every"], "every")
         n_reweights = V.count(state.get("n_reweights", 0), "n_reweights")
         n_held = V.count(state.get("n_held", 0), "n_held")
         self.n_steps, self.every, self.n_reweights, self.n_held = n_steps, every, n_reweights, n_held
