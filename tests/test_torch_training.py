@@ -409,3 +409,45 @@ def test_schedule_cycle_and_tau_annealing():
     with pytest.raises(TypeError, match="unknown"):
         pt.AffineScalingSchedule(layers, every=1, rul="l1")
     assert sched.state_dict()["n_reweights"] == 4
+
+
+@pytest.mark.parametrize("kw, err, name", [
+    (dict(epochs=2.7), TypeError, "epochs"),  # was 2 epochs, silently
+    (dict(epochs="2"), TypeError, "epochs"),
+    (dict(epochs=-1), ValueError, "epochs"),
+    (dict(batch_size=3.9), ValueError, "batch_size"),  # was batches of 3, silently
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=True), ValueError, "batch_size"),
+])
+def test_fit_counts_are_integers(kw, err, name):
+    X, y = _toy(n=16, d=4)
+    net = torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(err, match=name):
+        pt.fit(net, X, y, opt, **{"epochs": 1, **kw})
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # refused before training
+
+
+def test_fit_and_two_stage_take_numpy_integers():
+    X, y = _toy(n=16, d=4)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    assert len(pt.fit(net, X, y, opt, epochs=np.int64(2), batch_size=np.int32(8))) == 2
+    r = pt.two_stage(net, {"fc": net[0]}, X, y, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                     epochs=np.int64(2), warmup_epochs=np.int64(1), retrain_epochs=np.int64(1),
+                     batch_size=np.int64(8), prox_every=np.int64(2))
+    assert r.prox_every == 2 and len(r.losses) == 3
+    for bad, err in ((dict(prox_every=1.5), ValueError), (dict(retrain_epochs=0.5), TypeError)):
+        with pytest.raises(err, match=next(iter(bad))):
+            pt.two_stage(net, {"fc": net[0]}, X, y, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                         **{"epochs": 1, "retrain_epochs": 0, **bad})
+
+
+def test_affine_scaling_prune_checks_its_counts_before_changing_the_model():
+    X, y = _toy(n=16, d=4)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    with pytest.raises(TypeError, match="retrain_epochs"):
+        pt.affine_scaling_prune(net, {"fc": net[0]}, X, y, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                                epochs=1, retrain_epochs=1.5, amount=0.5)
+    assert not torch.nn.utils.parametrize.is_parametrized(net[0])

@@ -33,6 +33,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import _validate
 from .metrics import LayerMetrics, model_metrics
 from .prox import ProximalStep, growl
 from .reweighting import AffineScalingSchedule, affine_scaling, magnitude_prune
@@ -59,9 +60,8 @@ class _TensorBatches:
     def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, generator, shuffle: bool = True):
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}")
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.X, self.y, self.batch_size, self.generator, self.shuffle = X, y, int(batch_size), generator, shuffle
+        batch_size = _validate.positive_count(batch_size, "batch_size")
+        self.X, self.y, self.batch_size, self.generator, self.shuffle = X, y, batch_size, generator, shuffle
 
     def __len__(self) -> int:
         return steps_per_epoch(self.X.shape[0], self.batch_size)
@@ -140,12 +140,11 @@ def fit(
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-    if isinstance(epochs, bool) or int(epochs) < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    epochs = _validate.count(epochs, "epochs")
     batches = _source(X, y, batch_size, generator)
     model.train()
     losses = []
-    for _ in range(int(epochs)):
+    for _ in range(epochs):
         total, count = 0.0, 0
         for inputs, targets in batches:
             optimizer.zero_grad(set_to_none=True)
@@ -215,9 +214,9 @@ def _named(layers) -> dict:
 def _resolve_every(every, batches) -> int:
     if every == "epoch":
         return max(_n_batches(batches), 1)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    if isinstance(every, str):
         raise ValueError(f"prox_every must be an integer >= 1 or 'epoch', got {every!r}")
-    return every
+    return _validate.positive_count(every, "prox_every")
 
 
 def two_stage(
@@ -291,17 +290,19 @@ def two_stage(
     the cluster labels of every tied layer).
     """
     layers = _named(layers)
-    if isinstance(warmup_epochs, bool) or not 0 <= int(warmup_epochs) <= int(epochs):
+    epochs, retrain_epochs = _validate.count(epochs, "epochs"), _validate.count(retrain_epochs, "retrain_epochs")
+    warmup_epochs = _validate.count(warmup_epochs, "warmup_epochs")
+    if warmup_epochs > epochs:
         raise ValueError(f"warmup_epochs must be an integer in [0, epochs={epochs}], got {warmup_epochs!r}")
     batches = _source(X, y, batch_size, generator)
     every = _resolve_every(prox_every, batches)
     opt = make_optimizer(model.parameters())
     sched = make_scheduler(opt) if make_scheduler is not None else None
-    losses = fit(model, batches, opt, epochs=int(warmup_epochs), loss_fn=loss_fn, scheduler=sched, progress=progress)
+    losses = fit(model, batches, opt, epochs=warmup_epochs, loss_fn=loss_fn, scheduler=sched, progress=progress)
     prox = ProximalStep(opt, every=every, keep_zero=keep_zero)
     if configure is not None:
         configure(prox)
-    losses += _fit_with_prox(model, batches, opt, prox, int(epochs) - int(warmup_epochs), loss_fn, sched, progress)
+    losses += _fit_with_prox(model, batches, opt, prox, epochs - warmup_epochs, loss_fn, sched, progress)
     frozen = {k: int(v.sum()) for k, v in prox.frozen().items()} if keep_zero else None
     acc1 = _accuracy(model, test)
     m1 = model_metrics(model, layers, grouping=grouping)
@@ -420,6 +421,7 @@ def affine_scaling_prune(
     DataLoader; ``make_scheduler(optimizer)``: a scheduler per stage.
     """
     layers = _named(layers)
+    epochs, retrain_epochs = _validate.count(epochs, "epochs"), _validate.count(retrain_epochs, "retrain_epochs")
     batches = _source(X, y, batch_size, generator)
     every = _resolve_every(every, batches)
     if isinstance(amount, dict):
