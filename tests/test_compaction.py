@@ -402,6 +402,43 @@ def test_a_wrong_torch_pruning_mapping_is_caught_and_left_alone():
         _close(small(X), net.eval()(X))
 
 
+class _Mixing(nn.Module):
+    """Linear, an operation across the hidden channels, Linear."""
+
+    def __init__(self, mix):
+        super().__init__()
+        self.a, self.b, self.mix = nn.Linear(4, 4), nn.Linear(4, 2), mix
+
+    def forward(self, x):
+        return self.b(self.mix(self.a(x)))
+
+
+MIXES = {
+    "amax": lambda z: z - z.amax(-1, keepdim=True),
+    "softmax": lambda z: torch.softmax(z, -1),
+    "flip": lambda z: z.flip(-1),
+}
+
+
+@pytest.mark.parametrize("mix", list(MIXES))
+def test_a_channel_mixed_into_the_others_is_kept(mix):
+    # Torch-Pruning takes these operations for elementwise ones: hidden channel 3,
+    # unread by b, still changes every channel b reads (through the maximum even
+    # though it is never the largest on X: removing it passed the output check)
+    torch.manual_seed(21)
+    net = _Mixing(MIXES[mix])
+    with torch.no_grad():
+        net.b.weight[:, 3] = 0
+        net.a.bias[3] = -30.0
+    X = torch.randn(64, 4, generator=torch.Generator().manual_seed(22))
+    small = pt.compact(net, X)
+    assert tuple(small.a.weight.shape) == (4, 4) and tuple(small.b.weight.shape) == (2, 4)
+    assert any("mixes its channels" in n for n in small.compaction_notes)
+    X2 = 20 * torch.randn(64, 4, generator=torch.Generator().manual_seed(23))  # channel 3 now wins the maximum
+    with torch.no_grad():
+        _close(small(X2), net.eval()(X2))
+
+
 def test_compacting_a_compact_model_changes_nothing():
     net, X = _tied_mlp()
     small = pt.compact(net, X)

@@ -56,7 +56,14 @@ not track (``x + conv(x)`` with ``x`` the model's input, a product with a
 buffer) or whose index mapping is not one-to-one is left untouched (listed in
 the result's ``compaction_notes``).  The last check matters: Torch-Pruning
 1.6 merges unrelated layers into one group with wrong indices when, e.g., a
-flatten and a spatial mean of the same tensor are concatenated.  The removal itself slices the weights
+flatten and a spatial mean of the same tensor are concatenated.  Torch-Pruning
+also takes every operation it does not know for an elementwise one, so
+before removing a group's channels they are set to NaN at their producers
+in a forward pass on ``example_inputs``: a group is left untouched when the
+NaN reaches any other column of its readers or an output of the model (a
+softmax, a mean or maximum over the channels, a flip or an index on the
+way), since removing such a channel would change the other channels even
+where the check on ``example_inputs`` cannot see it.  The removal itself slices the weights
 directly (one pass over the original indices), since the folding and the
 ties need the original column of every kept input.  At least one channel of
 every group is kept (PyTorch has no zero-channel convolution).  The equality
@@ -374,6 +381,7 @@ def _plan(model: torch.nn.Module, args: tuple) -> _Plan:
     inputs = _capture_inputs(model, layers, args)
     plan.traced = [m for m in layers if _is_plain_layer(m) and len(inputs[m]) == 1]
     names = {m: n for n, m in model.named_modules()}
+    base = None  # where the model's outputs are NaN (for _mixes), computed once when needed
     for group in dg.get_all_groups():
         root = group[0].dep.target.module
         label = names.get(root, type(root).__name__)
@@ -390,6 +398,13 @@ def _plan(model: torch.nn.Module, args: tuple) -> _Plan:
         if removable and len(removable) == len(roots):
             removable = removable[1:]  # keep one channel: no zero-channel layers
             plan.notes.append(f"group of {label}: every channel is removable; one is kept")
+        if removable:
+            if base is None:
+                base = [torch.isnan(o) if isinstance(o, torch.Tensor) and o.is_floating_point() else None for o in _leaves(_forward(model, args))]
+            reason = _mixes(model, args, items, maps, removable, names, base)
+            if reason is not None:
+                plan.notes.append(f"group of {label}: left as is, {reason}")
+                continue
         targets = {"out": plan.out_remove, "in": plan.in_remove, "bn": plan.bn_remove}
         for r in removable:
             for (kind, m), by_root in maps.items():
@@ -474,6 +489,67 @@ def _removable_channels(roots, items, maps, inputs):
             removable.append(r)
             folds[r] = contrib
     return removable, folds
+
+
+def _channel_dim(m, x: torch.Tensor) -> int:
+    """The channel dimension of a Linear/Conv ``m``'s input or output ``x``."""
+    if isinstance(m, torch.nn.Linear):
+        return x.ndim - 1
+    return 1 if x.ndim == m.weight.ndim else 0  # an unbatched Conv tensor has no batch dimension
+
+
+def _mixes(model, args, items, maps, removable, names, base) -> str | None:
+    """Why the group's ``removable`` channels cannot go (None when they can).
+
+    Torch-Pruning takes every operation it does not know (a softmax, a mean
+    or a maximum over the channels, a flip, an index) for an elementwise one,
+    so a channel that it couples only to its own readers' columns may still
+    change the other channels on the way.  Each removable channel is set to
+    NaN at its producers' outputs: it may then reach only its own columns of
+    the group's readers (whose inputs are set back to 0 there, so the NaN
+    goes no further), and no output of the model.
+    """
+    nan_out = set()
+    bad: list[str] = []
+    handles = []
+    rm = set(removable)
+
+    def produce(mod, inp, out, rows):
+        return out.index_fill(_channel_dim(mod, out), torch.as_tensor(rows, device=out.device), float("nan"))
+
+    def read(mod, a, cols):
+        x = a[0]
+        isnan = torch.isnan(x)
+        d = _channel_dim(mod, x)
+        other = torch.ones(x.shape[d], dtype=torch.bool)
+        other[cols] = False
+        if bool(isnan.index_select(d, other.nonzero().flatten().to(x.device)).any()):
+            bad.append(names.get(mod, type(mod).__name__))
+        return (x.masked_fill(isnan, 0),) + tuple(a[1:])
+
+    try:
+        for m, _ in items["out"]:
+            rows = sorted(i for r in rm for i in maps[("out", m)].get(r, []))
+            if rows:
+                handles.append(m.register_forward_hook(lambda mod, i, o, rows=rows: produce(mod, i, o, rows)))
+        for m, _ in items["in"]:
+            cols = sorted(i for r in rm for i in maps[("in", m)].get(r, []))
+            handles.append(m.register_forward_pre_hook(lambda mod, a, cols=cols: read(mod, a, cols)))
+        try:
+            out = _leaves(_forward(model, args))
+        except Exception as e:  # noqa: BLE001 (the probe is a check; any failure keeps the group)
+            return f"a NaN probe of its removable channels failed ({type(e).__name__}: {e})"
+    finally:
+        for h in handles:
+            h.remove()
+    if bad:
+        return f"an operation mixes its channels on the way to {sorted(set(bad))} (a channel set to NaN reaches other columns)"
+    for i, (o, b) in enumerate(zip(out, base)):
+        if b is not None and isinstance(o, torch.Tensor) and bool((torch.isnan(o) & ~b).any()):
+            nan_out.add(i)
+    if nan_out:
+        return f"its channels reach the model's output {sorted(nan_out)} other than through a Linear/Conv"
+    return None
 
 
 def _constant(m, x: torch.Tensor, cols) -> torch.Tensor | None:
