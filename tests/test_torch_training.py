@@ -304,6 +304,20 @@ def test_magnitude_prune_checks_threshold_and_parametrizations_first():
     assert bool(masks[0].all())
 
 
+def test_magnitude_prune_checks_every_module_has_the_tensor_first():
+    """A module without ``<name>`` (a ReLU in the list, a bias-free layer's
+    ``bias``) is refused naming it before any module is changed: it raised
+    an AttributeError after the first module's AffineScaling was baked."""
+    for bad, name in ((torch.nn.ReLU(), "weight"), (torch.nn.Linear(4, 3, bias=False), "bias")):
+        scaled = torch.nn.Linear(4, 3)
+        pt.affine_scaling(scaled, name)
+        with pytest.raises(TypeError, match=f"has no tensor named '{name}'"):
+            pt.magnitude_prune([scaled, bad], amount=0.5, name=name)
+        assert torch.nn.utils.parametrize.is_parametrized(scaled, name) and not hasattr(scaled, f"{name}_mask")
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        pt.magnitude_prune([torch.nn.Linear(4, 3).weight], amount=0.5)
+
+
 def test_schedule_load_state_dict_checks_every_first():
     """AffineScalingSchedule.load_state_dict refuses ``every`` < 1 (as the
     constructor does) and bad counters, before changing anything."""

@@ -293,6 +293,10 @@ def magnitude_prune(
         if scope == "global" and len(set(map(float, amounts))) > 1:
             raise ValueError("scope='global' takes one amount for all modules, got several")
     for m in modules:
+        if not isinstance(m, torch.nn.Module):
+            raise TypeError(f"magnitude_prune: modules must be torch.nn.Module objects, got {type(m).__name__}")
+        if not isinstance(getattr(m, name, None), torch.Tensor):
+            raise TypeError(f"magnitude_prune: {type(m).__name__} has no tensor named {name!r}")
         B.refuse_sharded(m, name, "magnitude_prune")
         _check_only_affine_scaling(m, name)
     for m in modules:
