@@ -406,6 +406,25 @@ def test_reweight_raises_on_non_finite():
     assert int(lin.parametrizations.weight[0].n_reweights) == 0  # nothing changed
 
 
+def test_reweighting_options_are_checked_before_training():
+    """AffineScalingSchedule checks the re-weighting options when it is built
+    (a bad ``rule`` raised only at the first re-weighting, ``every`` steps
+    into training); ``reweight`` refuses a negative or NaN ``sigma`` (the
+    noise was silently skipped) before changing anything."""
+    lin = torch.nn.Linear(3, 2)
+    pt.affine_scaling(lin)
+    for kw, match in (({"rule": "l3"}, "rule"), ({"init": "greed"}, "init"), ({"tau": 0.0}, "tau"),
+                      ({"rule": "focuss", "p": 3.0}, "p"), ({"init": "noise", "sigma": -0.1}, "sigma")):
+        with pytest.raises(ValueError, match=match):
+            pt.AffineScalingSchedule([lin], every=5, **kw)
+    pt.AffineScalingSchedule([lin], every=5, rule="l1", p=None, tau=lambda t: 1e-3)  # p unused by l1; tau a schedule
+    q = lin.parametrizations.weight.original.detach().clone()
+    for sigma in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="sigma"):
+            pt.reweight(lin, init="noise", sigma=sigma)
+    assert torch.equal(lin.parametrizations.weight.original, q) and int(lin.parametrizations.weight[0].n_reweights) == 0
+
+
 def test_schedule_cycle_and_tau_annealing():
     layers = [torch.nn.Linear(3, 3) for _ in range(3)]
     for l in layers:

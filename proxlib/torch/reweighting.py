@@ -119,7 +119,7 @@ def reweight(
 
     ``rule`` is ``"l1"``, ``"l2"`` or ``"focuss"`` (with exponent ``p``, 0 <= p <= 2),
     ``tau`` > 0 their stabiliser; ``init`` is ``"greedy"``, ``"rescale"`` or
-    ``"noise"`` (with ``sigma``) as in the module docstring.  Both ``omega`` and
+    ``"noise"`` (with ``sigma`` >= 0) as in the module docstring.  Both ``omega`` and
     ``q`` are updated in place (their storage is kept).  With ``guard`` (the
     default) a greedy re-weighting never increases any ``|theta|`` (see the
     module docstring).  Returns the number of entries the guard held back
@@ -128,8 +128,7 @@ def reweight(
     Raises ``FloatingPointError`` (naming the layer) if the weights, the new
     ``omega`` or the new ``q`` are not finite.
     """
-    if init not in ("greedy", "rescale", "noise"):
-        raise ValueError(f"init must be 'greedy', 'rescale' or 'noise', got {init!r}")
+    _check_options(rule=rule, tau=tau, p=p, init=init, sigma=sigma)
     scaling = _scaling(module, name)
     q = module.parametrizations[name].original
     held = 0
@@ -161,12 +160,29 @@ def reweight(
     return held
 
 
+def _check_options(*, rule="l1", tau=1e-4, p=0.5, init="greedy", sigma=0.0, **_) -> None:
+    """The checks of :func:`reweight`'s options (ValueError / TypeError naming
+    them), made before anything is computed; ``tau`` may be a function (a
+    schedule's annealing), checked when it is called."""
+    if rule not in _RULES:
+        raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
+    if init not in ("greedy", "rescale", "noise"):
+        raise ValueError(f"init must be 'greedy', 'rescale' or 'noise', got {init!r}")
+    if not callable(tau):
+        V.positive(tau, "tau")
+    if rule == "focuss" and not 0 <= V.real_scalar(p, "p") <= 2:
+        raise ValueError(f"p must lie in [0, 2], got {p}")
+    V.nonnegative(sigma, "sigma")
+
+
 class AffineScalingSchedule:
     """Re-weight ``modules`` every ``every`` optimizer steps (attach as a step post hook).
 
     ``every`` is an integer >= 1 (ValueError otherwise, also from
     :meth:`load_state_dict`); ``rule_kw`` go to :func:`reweight` (``rule``, ``tau``, ``p``, ``init``,
-    ``sigma``, ``generator``, ``guard``); ``tau`` may also be a function of
+    ``sigma``, ``generator``, ``guard``), checked here as :func:`reweight`
+    checks them (not only at the first re-weighting, ``every`` steps into
+    training); ``tau`` may also be a function of
     the re-weighting index ``t = 0, 1, ...`` (annealing, as the paper does for
     re-weighted l2).  With ``cycle=True`` each re-weighting updates one module,
     in turn (the paper's greedy runs update one layer per iteration);
@@ -194,6 +210,7 @@ class AffineScalingSchedule:
         unknown = sorted(set(rule_kw) - {"rule", "tau", "p", "init", "sigma", "generator", "guard"})
         if unknown:
             raise TypeError(f"unknown re-weighting option(s) {unknown}")
+        _check_options(**rule_kw)
         self.modules = list(modules)
         self.every = every
         self.name = name
