@@ -282,6 +282,8 @@ def test_magnitude_prune_per_layer_list_and_global():
         pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=0.1, scope="net")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=np.float32(1.5))
+    # no modules: no masks, in either scope (global raised torch.cat's "expected a non-empty list")
+    assert pt.magnitude_prune([], amount=0.5) == [] and pt.magnitude_prune([], amount=0.5, scope="global") == []
 
 
 def test_magnitude_prune_checks_threshold_and_parametrizations_first():

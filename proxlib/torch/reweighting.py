@@ -323,11 +323,11 @@ def magnitude_prune(
     with torch.no_grad():
         if threshold is not None:
             masks = [w.abs() > threshold for w in weights]
-        elif scope == "global":
+        elif scope == "global" and weights:
             flat = torch.cat([w.abs().reshape(-1).to(torch.float64) for w in weights])
             keep = _keep_largest(flat, float(amounts[0]))
             masks = [k.reshape(w.shape) for k, w in zip(torch.split(keep, [w.numel() for w in weights]), weights)]
-        else:
+        else:  # per layer (or global over no modules: no masks)
             masks = [_keep_largest(w.abs().reshape(-1), float(a)).reshape(w.shape) for w, a in zip(weights, amounts)]
     out = []
     for m, w, mask in zip(modules, weights, masks):
