@@ -443,6 +443,8 @@ def test_schedule_cycle_and_tau_annealing():
     assert omega.shape == th.shape
     with pytest.raises(TypeError, match="unknown"):
         pt.AffineScalingSchedule(layers, every=1, rul="l1")
+    with pytest.raises(ValueError, match="at least one module"):  # was a ZeroDivisionError at the first re-weighting
+        pt.AffineScalingSchedule([], every=1, cycle=True)
     assert sched.state_dict()["n_reweights"] == 4
 
 

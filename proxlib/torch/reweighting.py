@@ -212,6 +212,8 @@ class AffineScalingSchedule:
             raise TypeError(f"unknown re-weighting option(s) {unknown}")
         _check_options(**rule_kw)
         self.modules = list(modules)
+        if cycle and not self.modules:
+            raise ValueError("AffineScalingSchedule(cycle=True) needs at least one module to re-weight in turn")
         self.every = every
         self.name = name
         self.cycle = bool(cycle)
