@@ -95,6 +95,19 @@ def test_row_similarity_is_the_posters():
     np.testing.assert_allclose(S, S.T)
 
 
+def test_row_similarity_and_tying_do_not_depend_on_the_weights_scale():
+    """s_ij is scale-free: float64 weights of 1e200 gave NaN (squared norms
+    overflowed; find_tying then failed in scikit-learn with "Input X contains
+    NaN") and weights of 1e-200 gave 0 (they underflowed), where the values
+    are those of the unscaled weights, bit for bit."""
+    W = _tying_weight().to(torch.float64)
+    S = pt.row_similarity(W)
+    lab = pt.find_tying(W, preference=0.8).labels
+    for scale in (1e200, 1e-200, 2.0**-1000):
+        np.testing.assert_array_equal(pt.row_similarity(W * scale), S)
+        np.testing.assert_array_equal(pt.find_tying(W * scale, preference=0.8).labels, lab)
+
+
 def test_find_tying_clusters_identical_rows_and_drops_zero_rows():
     ty = pt.find_tying(_tying_weight(), preference=0.8, random_state=0)
     lab = ty.labels

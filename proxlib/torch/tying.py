@@ -58,6 +58,13 @@ def row_similarity(W, grouping: str = "channel") -> np.ndarray:
 
 
 def _similarity(R: np.ndarray) -> np.ndarray:
+    # s_ij does not change when every row is scaled by one number: a power of
+    # two bringing the largest entry into [0.5, 1) is exact (the same values bit
+    # for bit) and keeps the squared norms of float64 rows beyond 1e154 from
+    # overflowing (NaN) and those below 1e-162 from vanishing (0)
+    big = float(np.abs(R).max()) if R.size else 0.0
+    if big > 0:
+        R = np.ldexp(R, -np.frexp(big)[1])
     n2 = np.einsum("ij,ij->i", R, R)
     den = np.maximum.outer(n2, n2)
     G = R @ R.T
