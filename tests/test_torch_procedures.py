@@ -72,6 +72,21 @@ def test_model_metrics_total_and_dense_flops_from_a_forward_pass():
     assert "| total |" in pt.format_metrics(m)
 
 
+def test_dense_flops_per_sample_of_an_unbatched_input():
+    """One unbatched sample has the FLOPs of a batch of one: the first
+    dimension of an unbatched output was taken for the batch (a Linear's
+    dense FLOPs divided by its outputs, a Conv's channels read off a spatial
+    dimension)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    for net, X in ((conv, torch.randn(3, 9, 9)), (mlp, torch.randn(6))):
+        one = pt.model_metrics(net, example_input=X, removable=False)
+        batch = pt.model_metrics(net, example_input=X[None], removable=False)
+        assert {k: v.dense_flops for k, v in one.items()} == {k: v.dense_flops for k, v in batch.items()}
+    assert one["0"].dense_flops == 48 and one["2"].dense_flops == 24
+
+
 # ----------------------------------------------------------------- tying
 
 
