@@ -338,6 +338,25 @@ def test_conv_input_channel_ties():
         _close(small(X), net.eval()(X))
 
 
+def test_unbatched_conv_inputs_are_selected_and_summed_along_their_channels():
+    # an unbatched Conv input (C, H, W) has its channels at dim 0: ClusteredInputs(dim=1)
+    # selected rows of the image and compact raised CompactionError
+    torch.manual_seed(25)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Conv2d(6, 2, 3))
+    with torch.no_grad():
+        net[0].weight[:, 1] = 0  # input channel 1 unused: a selection
+    pt.tie_rows(net[2], np.array([0, 1, 0, 1]))  # a sum of channels 0 + 2 and 1 + 3
+    X = torch.randn(3, 9, 9, generator=torch.Generator().manual_seed(26))
+    small = pt.compact(net, X)
+    assert small[0].inputs.dim == 0 and small[2].inputs.dim == 0 and small.compaction_spec["inputs"]["2"]["dim"] == 0
+    assert tuple(small[0].layer.weight.shape) == (4, 2, 3, 3) and tuple(small[2].layer.weight.shape) == (6, 2, 3, 3)
+    X2 = torch.randn(3, 9, 9, generator=torch.Generator().manual_seed(27))
+    with torch.no_grad():
+        _close(small(X2), net.eval()(X2))
+    rep = pt.compaction_report(net, small, X, repeats=1)
+    assert rep.layers[1].macs == (6 * 4 * 9 * 25, 6 * 2 * 9 * 25 + 4 * 49)  # 4 summed inputs at 7 x 7 positions
+
+
 def test_affine_scaling_and_prune_masks_are_read_through_the_effective_weight():
     torch.manual_seed(6)
     net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))

@@ -134,7 +134,8 @@ class ClusteredInputs(torch.nn.Module):
 
     With ``labels=None`` it is the selection :math:`y_j = x_{\mathrm{index}_j}`
     (``index_select``).  ``dim`` is -1 in front of a Linear (input neurons), 1
-    in front of a Conv (input channels).  ``index`` and ``labels`` are
+    in front of a Conv (input channels; 0 when :func:`compact` traced it on
+    an unbatched input).  ``index`` and ``labels`` are
     buffers (in ``state_dict``).
 
     >>> import torch
@@ -299,8 +300,12 @@ def _is_plain_layer(m) -> bool:
     return isinstance(m, torch.nn.Linear) or (isinstance(m, _CONVS) and m.groups == 1 and not m.transposed)
 
 
-def _in_dim(m) -> int:
-    return -1 if isinstance(m, torch.nn.Linear) else 1
+def _in_dim(m, ndim: int | None = None) -> int:
+    """The dimension of ``m``'s input that holds its input channels, for an
+    input of ``ndim`` dimensions (0 for an unbatched Conv input)."""
+    if isinstance(m, torch.nn.Linear):
+        return -1
+    return 0 if ndim == m.weight.ndim - 1 else 1
 
 
 def _zero_padded(conv) -> bool:
@@ -322,6 +327,7 @@ class _Plan:
     fold: dict = field(default_factory=dict)  # Conv/Linear -> float64 bias increment (out,)
     covered: set = field(default_factory=set)  # layers whose inputs some group covers
     traced: list = field(default_factory=list)  # plain layers seen by the graph, in model order
+    in_dims: dict = field(default_factory=dict)  # traced layer -> channel dimension of its input
     notes: list = field(default_factory=list)  # groups left untouched, and why
 
 
@@ -380,6 +386,7 @@ def _plan(model: torch.nn.Module, args: tuple) -> _Plan:
     layers = [m for m in model.modules() if isinstance(m, _LAYERS) and m in dg.module2node]
     inputs = _capture_inputs(model, layers, args)
     plan.traced = [m for m in layers if _is_plain_layer(m) and len(inputs[m]) == 1]
+    plan.in_dims = {m: _in_dim(m, inputs[m][0].ndim) for m in plan.traced}
     names = {m: n for n, m in model.named_modules()}
     base = None  # where the model's outputs are NaN (for _mixes), computed once when needed
     for group in dg.get_all_groups():
@@ -643,7 +650,7 @@ def _input_reduction(m, orig_cols: torch.Tensor, labels: np.ndarray | None):
     return index, (None if len(reps) == len(index) else cl), reps
 
 
-def _reduce_inputs(model, m, name: str, index, cl, reps):
+def _reduce_inputs(model, m, name: str, index, cl, reps, dim: int):
     """Wrap ``m`` as ``Sequential(inputs=ClusteredInputs, layer=m)`` with one column per cluster."""
     W = m.weight.detach()
     m.weight = _param(W.index_select(1, torch.as_tensor(reps, device=W.device)), m.weight)
@@ -652,7 +659,7 @@ def _reduce_inputs(model, m, name: str, index, cl, reps):
     else:
         m.in_channels = len(reps)
     dev = W.device
-    red = ClusteredInputs(_in_dim(m), torch.tensor(index, device=dev), None if cl is None else torch.tensor(cl, device=dev), len(reps))
+    red = ClusteredInputs(dim, torch.tensor(index, device=dev), None if cl is None else torch.tensor(cl, device=dev), len(reps))
     wrapper = torch.nn.Sequential(OrderedDict(inputs=red, layer=m))
     return _replace(model, name, wrapper)
 
@@ -749,7 +756,7 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
             reductions[names[m]] = (m, r)
     out = work
     for name, (m, (index, cl, reps)) in reductions.items():
-        out = _reduce_inputs(out, m, name, index, cl, reps)
+        out = _reduce_inputs(out, m, name, index, cl, reps, plan.in_dims[m])
 
     spec = {"format": _SPEC_FORMAT, "modules": {}, "inputs": {}}
     for m, name in names.items():
@@ -757,7 +764,7 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
         if now != before[name]:
             spec["modules"][name] = now
     for name, (m, (index, cl, reps)) in reductions.items():
-        spec["inputs"][name] = {"dim": _in_dim(m), "n_inputs": len(index), "n_clusters": len(reps), "summed": cl is not None}
+        spec["inputs"][name] = {"dim": plan.in_dims[m], "n_inputs": len(index), "n_clusters": len(reps), "summed": cl is not None}
     out.compaction_spec = spec
     out.compaction_notes = list(plan.notes)
     out.eval()
@@ -900,7 +907,8 @@ def _macs(model, args) -> dict:
     for n, m in reds:
         def hook(mod, inp, o, n=n):
             x = inp[0]
-            positions[n] = x.numel() / x.shape[mod.dim] / x.shape[0] if x.ndim > 1 else 1.0
+            batched = x.ndim > 1 and mod.dim % x.ndim != 0  # an unbatched Conv input has its channels at dim 0
+            positions[n] = x.numel() / x.shape[mod.dim] / (x.shape[0] if batched else 1)
         handles.append(m.register_forward_hook(hook))
     try:
         _forward(model, args)
