@@ -458,6 +458,21 @@ def test_a_channel_mixed_into_the_others_is_kept(mix):
         _close(small(X2), net.eval()(X2))
 
 
+def test_compact_under_inference_mode_is_the_same_and_trainable():
+    # the graph is autograd's: under torch.inference_mode nothing was traced, so only
+    # the feature selection was done ("no Linear/Conv reads it"), with inference tensors
+    make, data = MODELS["mlp"]
+    net, X = make(), data()
+    ref = pt.compact(net, X)
+    with torch.inference_mode():
+        small = pt.compact(net, X.clone())  # an inference tensor as example_inputs too
+    assert [tuple(p.shape) for p in small.parameters()] == [tuple(p.shape) for p in ref.parameters()]
+    assert not any(p.is_inference() for p in small.parameters())
+    small.train()
+    small(X).sum().backward()  # fine-tuning the compact model works
+    assert all(p.grad is not None for p in small.parameters())
+
+
 def test_compacting_a_compact_model_changes_nothing():
     net, X = _tied_mlp()
     small = pt.compact(net, X)

@@ -730,6 +730,15 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
     """
     _check_model(model)
     args = _as_args(example_inputs)
+    # the dependency graph is autograd's, and the compact model is for further
+    # training too: under torch.inference_mode nothing was traced (nothing
+    # removed, "no Linear/Conv reads it") and its tensors were inference tensors
+    with torch.inference_mode(False):
+        args = tuple(a.clone() if a.is_inference() else a for a in args)
+        return _compact(model, args, rtol)
+
+
+def _compact(model: torch.nn.Module, args: tuple, rtol: float | None) -> torch.nn.Module:
     try:
         ref = _forward(model, args)
     except Exception as e:
