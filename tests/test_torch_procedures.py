@@ -356,6 +356,24 @@ def test_ssl_zeroes_whole_filters_channels_and_layers():
     assert m.zero_rows == 3 and m.flop_fraction == pytest.approx(1 / 4)
 
 
+def test_ssl_and_group_exclusive_add_all_their_terms_or_none():
+    """A bad strength, grouping or layer half-way raised after the first
+    terms were added: they stayed on ``prox`` and the corrected call failed
+    on its own labels ("a term labelled 'layer0.filter' exists already")."""
+    conv, lin = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(36, 10)
+    prox = pt.ProximalStep(torch.optim.SGD([*conv.parameters(), *lin.parameters()], lr=0.1))
+    with pytest.raises(ValueError, match="strength"):
+        pt.add_ssl(prox, [conv, lin], {"filter": 1e-3, "channel": -1.0}, ("filter", "channel"))
+    with pytest.raises(ValueError, match="grouping"):
+        pt.add_ssl(prox, [conv, lin], 1e-3, ("filter", "channels"))
+    with pytest.raises(ValueError, match="not in the optimizer"):
+        pt.add_group_exclusive(prox, [conv, torch.nn.Linear(3, 3)], 1e-3)
+    assert prox.terms == []
+    terms = pt.add_ssl(prox, [conv, lin], 1e-3, ("filter", "channel"))
+    terms += pt.add_group_exclusive(prox, [conv, lin], 1e-3)
+    assert [t.label for t in prox.terms] == [t.label for t in terms] and len(terms) == 6
+
+
 @pytest.mark.parametrize("method", ["exact", "sequential"])
 def test_group_exclusive_uses_the_per_layer_mu_schedule(method):
     torch.manual_seed(0)

@@ -25,6 +25,22 @@ from .prox import GroupExclusiveSequential, ProximalStep, ProxTerm
 __all__ = ["add_ssl", "add_group_exclusive"]
 
 
+class _all_or_none:
+    """Adds the terms of one call or none: on an error the terms added so far
+    are taken off ``prox`` again (a corrected call then does not meet its own
+    labels)."""
+
+    def __init__(self, prox: ProximalStep):
+        self.prox = prox
+
+    def __enter__(self):
+        self.n = len(self.prox.terms)
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            del self.prox.terms[self.n :]
+
+
 def _named(layers) -> dict:
     if isinstance(layers, dict):
         return dict(layers)
@@ -40,7 +56,8 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     (``"layer"`` is best last: group lassos over nested groups compose exactly
     from the finest to the coarsest).  ``group_weights`` is passed to
     :class:`proxlib.GroupLasso` (``"sqrt"`` weights each group by the square
-    root of its size).
+    root of its size).  On an error (a bad grouping or strength) no term
+    is added.
 
     >>> import torch, proxlib.torch as pt
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
@@ -54,10 +71,11 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     if missing:
         raise ValueError(f"lam has no strength for grouping(s) {missing}; give one per grouping in {tuple(groupings)}")
     terms = []
-    for name, layer in _named(layers).items():
-        for g in groupings:
-            pen = proxlib.GroupLasso(lam=1.0, group_weights=group_weights)
-            terms.append(prox.add(layer, pen, grouping=g, strength=float(strengths[g]), label=f"{name}.{g}"))
+    with _all_or_none(prox):
+        for name, layer in _named(layers).items():
+            for g in groupings:
+                pen = proxlib.GroupLasso(lam=1.0, group_weights=group_weights)
+                terms.append(prox.add(layer, pen, grouping=g, strength=float(strengths[g]), label=f"{name}.{g}"))
     return terms
 
 
@@ -69,14 +87,15 @@ def add_group_exclusive(prox: ProximalStep, layers, lam: float, *, m: float = 0.
     Linear the input neurons; for a Conv one (in, kh, kw) position across
     filters).  ``method="exact"`` uses :class:`proxlib.GroupExclusive`;
     ``"sequential"`` the thesis' Algorithm 1 (group prox then Eq. 8), for
-    comparison.
+    comparison.  On an error no term is added.
     """
     if method not in ("exact", "sequential"):
         raise ValueError(f"method must be 'exact' or 'sequential', got {method!r}")
     named = _named(layers)
     mus = proxlib.mu_schedule(len(named), m)
     terms = []
-    for (name, layer), mu in zip(named.items(), mus):
-        pen = proxlib.GroupExclusive(lam=1.0, mu=mu) if method == "exact" else GroupExclusiveSequential(lam=1.0, mu=mu)
-        terms.append(prox.add(layer, pen, grouping=grouping, strength=float(lam), label=f"{name}.mu={mu:.2f}"))
+    with _all_or_none(prox):
+        for (name, layer), mu in zip(named.items(), mus):
+            pen = proxlib.GroupExclusive(lam=1.0, mu=mu) if method == "exact" else GroupExclusiveSequential(lam=1.0, mu=mu)
+            terms.append(prox.add(layer, pen, grouping=grouping, strength=float(lam), label=f"{name}.mu={mu:.2f}"))
     return terms
