@@ -427,6 +427,31 @@ def test_reweighting_options_are_checked_before_training():
     assert torch.equal(lin.parametrizations.weight.original, q) and int(lin.parametrizations.weight[0].n_reweights) == 0
 
 
+def test_affine_scaling_must_come_before_tied_rows():
+    """AffineScaling after TiedRows: reweight formed theta from the untied leaf,
+    so its first (rescaling) re-weighting moved the weights by 0.13 and the tied
+    rows came apart.  Registering it second is refused; the other order keeps
+    the ties through re-weighting."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    pt.tie_rows(lin, [0, 0, 1, -1])
+    with pytest.raises(ValueError, match=r"has the parametrization\(s\) \['TiedRows'\] already"):
+        pt.affine_scaling(lin)
+    torch.nn.utils.parametrize.register_parametrization(lin, "weight", pt.AffineScaling((3, 4)))  # by hand
+    with pytest.raises(ValueError, match="AffineScaling comes after"):
+        pt.reweight(lin)
+    with pytest.raises(ValueError, match="AffineScaling comes after"):
+        pt.AffineScalingSchedule([lin], every=1)
+    lin = torch.nn.Linear(4, 3)
+    pt.affine_scaling(lin)
+    pt.tie_rows(lin, [0, 0, 1, -1])
+    W0 = lin.weight.detach().clone()
+    pt.reweight(lin, tau=1e-3)  # the first re-weighting rescales: theta unchanged
+    W = lin.weight.detach()
+    torch.testing.assert_close(W, W0)
+    assert torch.equal(W[:, 0], W[:, 1]) and bool((W[:, 3] == 0).all())
+
+
 def test_schedule_cycle_and_tau_annealing():
     layers = [torch.nn.Linear(3, 3) for _ in range(3)]
     for l in layers:

@@ -78,15 +78,33 @@ class AffineScaling(torch.nn.Module):
 
 def _scaling(module: torch.nn.Module, name: str) -> AffineScaling:
     if parametrize.is_parametrized(module, name):
-        for p in module.parametrizations[name]:
+        chain = list(module.parametrizations[name])
+        for i, p in enumerate(chain):
             if isinstance(p, AffineScaling):
+                if i:  # reweight forms theta = q * omega from the leaf q
+                    raise ValueError(
+                        f"{type(module).__name__}.{name}: the AffineScaling comes after "
+                        f"{[type(c).__name__ for c in chain[:i]]}; re-weighting needs it first "
+                        "(call affine_scaling before tie_rows or any other parametrization)"
+                    )
                 return p
     raise ValueError(f"{type(module).__name__}.{name} has no AffineScaling parametrization (call affine_scaling first)")
 
 
 def affine_scaling(module: torch.nn.Module, name: str = "weight") -> AffineScaling:
-    """Register :class:`AffineScaling` (omega = 1, so q = theta) on ``module.<name>``."""
+    """Register :class:`AffineScaling` (omega = 1, so q = theta) on ``module.<name>``.
+
+    It must be the tensor's first parametrization (ValueError otherwise):
+    :func:`reweight` forms theta = q * omega from the leaf q.  Others (e.g.
+    :func:`~proxlib.torch.tie_rows`) may be registered after it."""
     B.refuse_sharded(module, name, "affine_scaling")
+    if parametrize.is_parametrized(module, name):
+        others = [type(p).__name__ for p in module.parametrizations[name]]
+        raise ValueError(
+            f"affine_scaling: {type(module).__name__}.{name} has the parametrization(s) {others} already; "
+            "register AffineScaling first (re-weighting forms theta = q * omega from the leaf q, which a "
+            "parametrization before it would change), e.g. before tie_rows"
+        )
     w = getattr(module, name)
     p = AffineScaling(w.shape, dtype=w.dtype, device=w.device)
     parametrize.register_parametrization(module, name, p)
