@@ -452,6 +452,28 @@ def test_affine_scaling_must_come_before_tied_rows():
     assert torch.equal(W[:, 0], W[:, 1]) and bool((W[:, 3] == 0).all())
 
 
+def test_remove_affine_scaling_keeps_the_ties_after_it():
+    """remove_affine_scaling removed every parametrization of the weight: the
+    TiedRows after the AffineScaling went too, and retraining untied the rows."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    pt.affine_scaling(lin)
+    pt.reweight(lin, tau=1e-3)
+    pt.tie_rows(lin, [0, 0, 1, -1])
+    q = lin.parametrizations.weight.original
+    W0 = lin.weight.detach().clone()
+    pt.remove_affine_scaling(lin)
+    assert [type(p).__name__ for p in lin.parametrizations.weight] == ["TiedRows"]
+    assert lin.parametrizations.weight.original is q and torch.equal(lin.weight, W0)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        lin(torch.randn(8, 4)).pow(2).sum().backward()
+        opt.step()
+    W = lin.weight.detach()
+    assert torch.equal(W[:, 0], W[:, 1]) and bool((W[:, 3] == 0).all())
+
+
 def test_schedule_cycle_and_tau_annealing():
     layers = [torch.nn.Linear(3, 3) for _ in range(3)]
     for l in layers:

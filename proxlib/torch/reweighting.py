@@ -282,9 +282,24 @@ class AffineScalingSchedule:
 
 
 def remove_affine_scaling(module: torch.nn.Module, name: str = "weight") -> None:
-    """Bake theta = q * omega into a plain parameter again."""
-    _scaling(module, name)
-    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    """Bake theta = q * omega into a plain parameter again.
+
+    Parametrizations registered after the AffineScaling (e.g. a
+    :class:`~proxlib.torch.TiedRows`) stay, on the leaf that now holds theta
+    (the same Parameter object as q, so an optimizer keeps it)."""
+    scaling = _scaling(module, name)
+    rest = list(module.parametrizations[name])[1:]
+    if not rest:
+        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        return
+    leaf = module.parametrizations[name].original
+    with torch.no_grad():
+        theta = leaf * scaling.omega
+    parametrize.remove_parametrizations(module, name, leave_parametrized=False)  # the leaf q back in place
+    with torch.no_grad():
+        leaf.copy_(theta)
+    for p in rest:
+        parametrize.register_parametrization(module, name, p)
 
 
 def magnitude_prune(
