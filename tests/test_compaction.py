@@ -376,6 +376,27 @@ def test_affine_scaling_and_prune_masks_are_read_through_the_effective_weight():
         _close(small(X), net.eval()(X))
 
 
+def test_a_spectral_norm_in_training_mode_is_baked_at_its_eval_value():
+    # baking the copy in training mode ran one more power iteration of the spectral
+    # norm, so its weight was not the one of the eval-mode outputs (CompactionError)
+    torch.manual_seed(24)
+    last = nn.Linear(8, 3)
+    with torch.no_grad():  # singular values 1, 0.95, 0.5: the power iteration converges slowly
+        U, _, Vh = torch.linalg.svd(torch.randn(3, 8), full_matrices=False)
+        last.weight.copy_(U @ torch.diag(torch.tensor([1.0, 0.95, 0.5])) @ Vh)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), torch.nn.utils.parametrizations.spectral_norm(last))
+    with torch.no_grad():
+        net[0].weight[2] = 0
+    net.train()
+    X = torch.randn(16, 6, generator=torch.Generator().manual_seed(25))
+    snap = _snapshot(net, X)
+    small = pt.compact(net, X)
+    _assert_untouched(net, snap, X)
+    assert tuple(small[2].weight.shape) == (3, 7)
+    with torch.no_grad():
+        _close(small(X), net.eval()(X))
+
+
 def test_groups_that_cannot_be_removed_are_left_and_noted():
     # x + conv(x) with x the model's input: conv's channels are pinned by the input
     class Skip(nn.Module):

@@ -268,7 +268,14 @@ def _copy(model: torch.nn.Module) -> torch.nn.Module:
 def _bake(model: torch.nn.Module) -> dict:
     """Replace parametrized and pruned tensors by plain parameters holding their
     effective values (in place, on a copy); return the channel tie labels of each
-    module with a :class:`TiedRows` on its weight."""
+    module with a :class:`TiedRows` on its weight.  The values are those of
+    eval mode, which the compaction reproduces (a spectral_norm computed in
+    training mode would take one more power iteration)."""
+    with _eval_mode(model):
+        return _bake_eval(model)
+
+
+def _bake_eval(model: torch.nn.Module) -> dict:
     ties = {}
     channel = B.canonical_grouping("channel")
     for m in list(model.modules()):
