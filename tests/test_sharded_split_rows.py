@@ -251,3 +251,20 @@ def test_row_norms_of_several_tensors_in_one_set_of_collectives(dtype):
     for a, b, W in zip(together, alone, blocks):
         assert torch.equal(a, b)
         np.testing.assert_allclose(a.numpy(), np.linalg.norm(W.astype(np.float32 if dtype == torch.float32 else np.float64).astype(np.float64), axis=1), rtol=1e-15)
+
+
+@pytest.mark.parametrize("exclusive_only", [True, False])
+def test_rows_holding_nan_or_inf_are_returned_as_they_are(exclusive_only):
+    """A split row holding NaN or Inf comes back as it is, as from the
+    single-device kernels (it zeroed the row, Inf included); the finite rows
+    beside it are solved as usual."""
+    from proxlib.backends import torch_dev
+
+    W = np.array([[0.5, -1.0, 0.25, 2.0], [1.0, np.inf, -0.5, 0.3], [0.2, -0.4, np.nan, -0.7], [-np.inf, 0.1, 0.2, 0.3]])
+    b = np.full(4, 0.5)
+    a = np.zeros(4) if exclusive_only else np.full(4, 0.1)
+    X, _ = _split_solve(W, a, b, 2)
+    Wt, bt = torch.from_numpy(W), torch.from_numpy(b)
+    single = (torch_dev.exclusive_lasso(Wt, bt) if exclusive_only else torch_dev.group_exclusive(Wt, torch.from_numpy(a), bt)).numpy()
+    np.testing.assert_array_equal(X[1:], W[1:])
+    np.testing.assert_array_equal(X, single)

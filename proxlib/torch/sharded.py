@@ -393,7 +393,8 @@ def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
 
 def _group_exclusive_split(Rw, a, b, comm: _Comm):
     """Prox of a_r ||x||_2 + b_r/2 ||x||_1^2 on rows split across ranks
-    (a = 0: the exclusive lasso), computed in float64, rounded once."""
+    (a = 0: the exclusive lasso), computed in float64, rounded once.  A row
+    holding NaN or Inf is returned as it is (as by the single-device kernels)."""
     return _group_exclusive_split_blocks([Rw], [a], [b], comm)[0]
 
 
@@ -416,7 +417,11 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
         Ys.rowwise(lambda Y: Y.new_full((Y.shape[0],), float(Y.shape[1]))),
     ]))
     nrm = torch.sqrt(sq)
-    nonzero = (nrm > a_s) & finite
+    # NaN or Inf exactly where a row holds one (the rows are scaled: a finite
+    # row's sum of squares cannot overflow); such a row is returned as it is,
+    # as by the single-device kernels, and takes no part in the search
+    row_finite = torch.isfinite(nrm)
+    nonzero = (nrm > a_s) & finite & row_finite
     a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, array_namespace(S))
     t, support = _support_split(Ys, a_eff, b_eff, comm, t0, ymax=amax / s)  # (max |w| / s: the scaled rows' maxima, exactly)
@@ -445,12 +450,12 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
     beta = bf * c
     e = (Yk - beta * Fk) / (1.0 + beta * kf)
     out = []
-    for W, Rw, Y, sup, yk, ek, zero_beta, cs in zip(
-        W64, Rws, Ys.blocks, sups, *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s))
+    for W, Rw, Y, sup, yk, ek, zero_beta, cs, fin in zip(
+        W64, Rws, Ys.blocks, sups, *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s, row_finite))
     ):
         U = torch.where(sup, (Y - yk) + ek, 0.0)
         U = torch.where(zero_beta, Y, U)
-        out.append((torch.sign(W) * U * cs).to(Rw.dtype))
+        out.append(torch.where(fin, torch.sign(W) * U * cs, W).to(Rw.dtype))
     return out
 
 
