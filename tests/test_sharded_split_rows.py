@@ -268,3 +268,21 @@ def test_rows_holding_nan_or_inf_are_returned_as_they_are(exclusive_only):
     single = (torch_dev.exclusive_lasso(Wt, bt) if exclusive_only else torch_dev.group_exclusive(Wt, torch.from_numpy(a), bt)).numpy()
     np.testing.assert_array_equal(X[1:], W[1:])
     np.testing.assert_array_equal(X, single)
+
+
+def test_rows_without_the_exclusive_part_keep_their_tiny_entries():
+    """Rows with b = 0 (group_weights 0 on a row of the exclusive lasso,
+    GroupExclusive(lam, 0)) are c w formed from w itself, as on one device:
+    through the row's scaled copy an entry below 2^-1074 times the row's
+    power of two became 0 (1e-30 beside 1e300), an identity prox (a = b = 0)
+    then changed its input."""
+    from proxlib.backends import torch_dev
+
+    W = np.array([[1e300, 1e-30, -1e-310, 3.0], [2.0, 1e-300, 5e-324, -1.0], [0.5, -0.25, 0.0, 1.0]])
+    b = np.array([0.0, 0.0, 0.5])
+    for a in (np.zeros(3), np.array([1e299, 0.5, 0.1])):
+        X, _ = _split_solve(W, a, b, 2)
+        single = torch_dev.group_exclusive(torch.from_numpy(W), torch.from_numpy(a), torch.from_numpy(b)).numpy()
+        np.testing.assert_array_equal(X, single)
+        if not a.any():
+            np.testing.assert_array_equal(X[:2], W[:2])  # b = 0, a = 0: the identity

@@ -450,12 +450,16 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
     beta = bf * c
     e = (Yk - beta * Fk) / (1.0 + beta * kf)
     out = []
-    for W, Rw, Y, sup, yk, ek, zero_beta, cs, fin in zip(
-        W64, Rws, Ys.blocks, sups, *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s, row_finite))
+    for W, Rw, Y, sup, yk, ek, zero_beta, cs, cw, group_part, fin in zip(
+        W64, Rws, Ys.blocks, sups,
+        *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s, c, bf == 0, row_finite)),
     ):
         U = torch.where(sup, (Y - yk) + ek, 0.0)
         U = torch.where(zero_beta, Y, U)
-        out.append(torch.where(fin, torch.sign(W) * U * cs, W).to(Rw.dtype))
+        # rows without the exclusive part (b = 0) are c w, formed from w itself as
+        # on one device (the scaled copy may have lost entries below 2^-1074 s)
+        X = torch.where(group_part, W * cw, torch.sign(W) * U * cs)
+        out.append(torch.where(fin, X, W).to(Rw.dtype))
     return out
 
 
