@@ -280,6 +280,13 @@ def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
             except NotImplementedError as e:
                 refused.append(name if "sharded" in str(e) and name in str(e) else f"{name}: {e}")
         result["refused"] = refused
+        # a penalty builder returning something that is not a penalty: the
+        # TypeError an unsharded tensor gets, not "outside proxlib's registry"
+        try:
+            pt.ProximalStep().add(net[0], lambda G: 3, grouping="channel")
+            result["bad_builder"] = "no error"
+        except Exception as e:  # noqa: BLE001 - its type is the point
+            result["bad_builder"] = f"{type(e).__name__}: {e}"
         # check_finite: a NaN in one rank's shard makes every rank raise, for a
         # kernel that checks its input itself (group lasso) and one that does
         # not (the exclusive lasso, whose rows are split across the ranks):
@@ -317,4 +324,5 @@ def test_fsdp2_checkpoint_round_trip_and_seed_procedures(tmp_path):
     assert result["tying_rows"] == 12 and result["metrics_rows"] == 12
     assert result["model_metrics"] == 12 * 9 + 9 * 5
     assert result["refused"] == ["tie_rows", "affine_scaling", "magnitude_prune"]
+    assert result["bad_builder"].startswith("TypeError: penalty builder returned 3, which is not a penalty object"), result["bad_builder"]
     assert result["check_finite_raised"] == [[1, 1], [1, 1]]  # every rank, both kernels

@@ -96,7 +96,7 @@ from proxlib.backends import _xp_kernels as _k
 from proxlib.backends import torch_dev
 
 from . import _bridge as B
-from .prox import _plan_key  # (prox imports this module only when a tensor is sharded)
+from .prox import _is_prox_object, _plan_key  # (prox imports this module only when a tensor is sharded)
 
 __all__ = ["ShardedPlan", "build_plan"]
 
@@ -527,6 +527,8 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
     stand_in = torch.zeros((), dtype=leaf.dtype, device=leaf.to_local().device).expand(full_shape)
     view = stand_in if grouping is None else B.rows(stand_in, grouping)
     pen = resolve_penalty(view)
+    if not isinstance(pen, R.Penalty) and not _is_prox_object(pen):  # (a builder's result: as on an unsharded tensor)
+        raise TypeError(f"penalty builder returned {pen!r}, which is not a penalty object with prox(v, step) and value(x)")
     if not isinstance(pen, R.Penalty):
         raise NotImplementedError(f"a penalty outside proxlib's registry ({pen!r}) cannot run on a sharded parameter")
     if getattr(pen, "groups", None) is not None:
