@@ -254,6 +254,31 @@ def test_lp_equals_reference(numpy_backend, p, v, lam, step, data):
     assert np.all(np.abs(x - ref) <= 32 * EPS64 * np.abs(v)), (x, ref)
 
 
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 0.9])
+@proxlib.use_backend(None)  # automatic dispatch (the module's other tests pin numpy)
+def test_lp_per_entry_parameter_beyond_float64(lib, p):
+    # lam_i = step lam / d_i may overflow or underflow while the threshold,
+    # of order lam_i^(1/(2-p)), is an ordinary float: v = 1e200 with
+    # lam_i = 1e310 (p = 0: threshold 1.4e155) must be kept, v = 1e-250 with
+    # lam_i = 7e-341 (threshold 1e-170) zeroed.  The quotient gave inf (x = 0)
+    # and 0 (x = v).  Each entry is the Euclidean prox at step / d_i, which
+    # proxlib solves exactly at any lam (proxlib._range).
+    v = np.array([1e200, -1e-250, 3e-200, -2e250, 1.0, 5e-300, 7e280])
+    d = np.array([1e-250, 1e300, 1e250, 1e-200, 1.0, 1e300, 1e-300])
+    lam, step = 1e60, 0.7
+    lam_small = 1e-40
+    for lam_ in (lam, lam_small):
+        ref = np.array([proxlib.prox_lp(v[i:i + 1], lam_, p, step / d[i])[0] for i in range(v.size)])
+        if lib == "torch":
+            torch = _torch()
+            x = proxlib.prox_lp(torch.from_numpy(v), lam_, p, step, metric=torch.from_numpy(d)).numpy()
+        else:
+            x = proxlib.prox_lp(v, lam_, p, step, metric=d)
+        np.testing.assert_array_equal(x == 0, ref == 0, err_msg=f"lam={lam_}: {x} vs {ref}")
+        assert np.all(np.abs(x - ref) <= 32 * EPS64 * np.abs(v)), (lam_, x, ref)
+
+
 # ------------------------------------------------------------------ certificates
 
 

@@ -85,6 +85,44 @@ def _sqrt2x(t, xp):
     return xp.where(t <= 2.0**1022, xp.sqrt(2.0 * t), 2.0 * xp.sqrt(0.5 * t))
 
 
+def _times_pow2(a, e, xp):
+    """``a * 2^e`` for a float64 array ``a`` and an integer-valued float64
+    array ``e``: the power of two applied to the mantissa, so nothing over- or
+    underflows before the result does (``ldexp`` of a torch tensor multiplies
+    by ``2.0**e``, which is 0 for e < -1074)."""
+    ma, ea = xp.frexp(a)
+    return xp.ldexp(ma, ea + xp.astype(e, ea.dtype))
+
+
+def _lp_at_scale(li, lam, d64, p, xp):
+    """(lam_s, k): per entry, lam_i = lam / d_i as ``lam_s 2^(k (2 - p))``
+    with ``2^k`` the scale of the entry's problem (the scaling of
+    :func:`proxlib._range._solve_lp`, one k per entry).
+
+    lp is homogeneous: prox_{lam}(v) = 2^k prox_{lam 2^(k (p - 2))}(v 2^-k).
+    Where lam / d_i lies in [2^-1000, 2^1000] (``li``, the rounded quotient)
+    k = 0 and lam_s = li, the same bits; elsewhere -- also where the quotient
+    overflows to inf or underflows to 0, while the threshold, of order
+    lam_i^(1/(2-p)), is a float like any other -- k is about log2(lam_i) /
+    (2 - p), and lam_s = (m_lam / m_d) 2^q with q = e_lam - e_d - k (2 - p)
+    in [-1, 1] formed exactly (k (2 - p) as an exact pair), so lam_s is
+    rounded a few times near 1 instead of over- or underflowing."""
+    lam64 = upcast(lam, xp) if hasattr(lam, "shape") else xp.full_like(d64, lam)
+    ml, el = xp.frexp(lam64)
+    md, ed = xp.frexp(d64)
+    E = xp.astype(el, xp.float64) - xp.astype(ed, xp.float64)
+    out = ~((li >= _LP_LO) & (li <= _LP_HI)) & (lam64 > 0)  # (a zero lam: x = v, as it is)
+    k = xp.where(out, xp.round(E / (2.0 - p)), 0.0)
+    hi, lo = two_product(k, xp.full_like(k, 2.0 - p), xp)
+    q = (E - hi) - lo  # E - hi is exact (both near each other, hi a multiple of 2^-41)
+    qi = xp.floor(q)
+    lam_s = _times_pow2((ml / md) * 2.0 ** (q - qi), qi, xp)
+    return xp.where(out, lam_s, li), k
+
+
+_LP_LO, _LP_HI = 2.0**-1000, 2.0**1000  # as proxlib._range's: lam that lp's kernel takes as it is
+
+
 def lp_metric(v, d, lam, p):
     r"""argmin 1/2 sum_i d_i (x_i - v_i)^2 + lam sum_i |x_i|^p, 0 <= p <= 1.
 
@@ -93,10 +131,17 @@ def lp_metric(v, d, lam, p):
     lam_i = lam / d_i (:func:`._xp_kernels.lp_solve`, the algorithm of
     :func:`._xp_kernels.lp` with one lam per entry; ties at the threshold go
     to 0 as there).  p = 0: hard thresholding at sqrt(2 lam_i); p = 1: soft
-    thresholding at lam_i.  Host synchronisation: one scalar read per Newton
-    step.  ``lam`` may also be an array of v's shape (one lam > 0 per entry:
-    a batch of terms' entries concatenated), with the same operations on
-    each entry.
+    thresholding at lam_i.  For p < 1 an entry whose lam_i lies outside
+    [2^-1000, 2^1000] (or over- or underflows) is solved at the scale 2^k
+    that brings it near 1 (:func:`_lp_at_scale`, as the Euclidean operator
+    does for such a lam): its threshold ~ lam_i^(1/(2-p)) is in range where
+    lam_i is not (v = 1e200 with lam_i = 1e310 and p = 0 keeps v: the
+    threshold is 1.4e155).  Entries that would overflow at that scale are far
+    above the threshold and returned as they are, entries that underflow are
+    far below it and become 0.  Host synchronisation: one scalar read per
+    Newton step.  ``lam`` may also be an array of v's shape (one lam > 0 per
+    entry: a batch of terms' entries concatenated), with the same operations
+    on each entry.
     """
     xp = array_namespace(v)
     if not hasattr(lam, "shape") and lam == 0:
@@ -104,22 +149,31 @@ def lp_metric(v, d, lam, p):
     v64 = upcast(v, xp)
     av = xp.abs(v64)
     with errstate(v):
-        li = _k.quotient(lam, upcast(d, xp), xp)  # inf where it overflows: x_i = 0
-        if p == 0:
-            X = xp.where(av > _sqrt2x(li, xp), v64, 0.0)
-        elif p == 1:
+        d64 = upcast(d, xp)
+        li = _k.quotient(lam, d64, xp)  # inf where it overflows: x_i = 0 (p = 1)
+        if p == 1:
             X = _k.weighted_l1(v64, li)
-        else:
-            # tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)) and
-            # beta = (lam p (1-p))^(1/(2-p)), with lam^(1/(2-p)) apart so that
-            # nothing overflows (lam^r <= lam for lam >= 1); tau only
-            # pre-selects (with a margin) and beta bounds the convex branch
-            r = 1.0 / (2.0 - p)
-            lr = li**r
-            tau = ((2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r) * lr
-            beta = (p * (1.0 - p)) ** r * lr
-            return xp.astype(_k.lp_solve(v64, av, li, p, tau, beta, xp), v.dtype, copy=False)  # (it passes NaN and +-inf through)
-        X = xp.where(av < math.inf, X, v64)  # NaN and +-inf pass through, as lp_solve passes them
+            X = xp.where(av < math.inf, X, v64)  # NaN and +-inf pass through, as lp_solve passes them
+            return xp.astype(X, v.dtype, copy=False)
+        li, k = _lp_at_scale(li, lam, d64, p, xp)
+        # entries far above the threshold, which would overflow at their scale, stay as they are
+        big = av >= _times_pow2(xp.full_like(k, 2.0**1020), k, xp)
+        vs = _times_pow2(xp.where(big, 0.0, v64), -k, xp)
+        avs = xp.abs(vs)
+        if p == 0:
+            X = xp.where(avs > _sqrt2x(li, xp), v64, 0.0)
+            X = xp.where(big | ~(av < math.inf), v64, X)  # NaN and +-inf pass through
+            return xp.astype(X, v.dtype, copy=False)
+        # tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)) and
+        # beta = (lam p (1-p))^(1/(2-p)), with lam^(1/(2-p)) apart so that
+        # nothing overflows (lam^r <= lam for lam >= 1); tau only
+        # pre-selects (with a margin) and beta bounds the convex branch
+        r = 1.0 / (2.0 - p)
+        lr = li**r
+        tau = ((2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r) * lr
+        beta = (p * (1.0 - p)) ** r * lr
+        Xs = _k.lp_solve(vs, avs, li, p, tau, beta, xp)  # (it passes NaN and +-inf through)
+        X = xp.where(big | ~(av < math.inf), v64, _times_pow2(Xs, k, xp))
     return xp.astype(X, v.dtype, copy=False)
 
 
