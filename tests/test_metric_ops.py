@@ -483,6 +483,33 @@ def test_one_entry_per_group_closed_form(numpy_backend, v, data, lam, mu, step):
     assert np.all(np.abs(X - ref) <= 16 * EPS64 * (np.abs(v) + a / d) + TINY64), (X, ref)
 
 
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("scale", [1.0, 1e100, 1e200])
+@proxlib.use_backend(None)  # automatic dispatch (the module's other tests pin numpy)
+def test_group_exclusive_tiny_solution_relative_to_itself(lib, scale):
+    # b / d huge: x ~ (d|v| - a) / (d + b) lies far below |v| (82.7 against
+    # 1e202 at b / d = 1e200), where its squares underflow; the norms of the
+    # outer root search gave 0, so g = s / ||x|| - 1 = inf, and every such
+    # group came out 0 although ||d v|| > a.  The support here is the first
+    # entry alone (d_i |v_i| <= b x_1 for the others): the closed form
+    # x_1 = (d_1 v_1 - a) / (d_1 + b), to a few eps of itself.
+    v = np.array([[1.0243405e2, -6.1221552e1, 3.1319702e2, -4.0741495e2]]) * scale
+    d = np.array([[9.26420547e44, 2.04608685e39, 1.78555870e42, 2.21866803e37]]) / scale
+    lam, mu = 1.3702133901097786e45, 0.8351832046922797
+    a, b = thresholds(lam, mu, 1.0, 1.0)
+    x1 = (d[:, 0] * v[:, 0] - a) / (d[:, 0] + b)
+    if lib == "torch":
+        torch = _torch()
+        X = proxlib.prox_group_exclusive(torch.from_numpy(v), lam, mu, metric=torch.from_numpy(d)).numpy()
+    else:
+        X = proxlib.prox_group_exclusive(v, lam, mu, metric=d)
+    np.testing.assert_allclose(X[:, 0], x1, rtol=64 * EPS64, atol=0)
+    assert np.all(X[:, 1:] == 0)
+    # one entry per group (m = 1) likewise
+    X1 = proxlib.prox_group_exclusive(v[:, :1], lam, mu, metric=d[:, :1]) if lib == "numpy" else X[:, :1]
+    np.testing.assert_allclose(X1[:, 0], x1, rtol=64 * EPS64, atol=0)
+
+
 def test_one_entry_per_group_at_the_smallest_normal(numpy_backend):
     """The long profile's case: |v| = 2^-1022, d = 0.001, lam = 0: x = v exactly."""
     v = np.array([0.0, 0.0, 2.0**-1022])

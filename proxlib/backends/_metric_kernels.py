@@ -481,12 +481,19 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp, check_every=1):
         return _above_threshold(Y, Ylo, Yk, Ylok, e, xp) / E, E, t, Hk
 
     def g_and_slope(s):
+        # x is formed relative to itself, and may lie far below the row's
+        # scale (x ~ z / (b H): 1e-201 at b / d = 1e200), where its squares
+        # underflow: so the sums are formed of x / r, r the power of two of
+        # max x per row (the same bits where nothing underflows), and the
+        # product t b P^2 as (t P)(b P), t and b both being huge there
         with errstate(s):
             Xs, E, t, Hk = x_sorted(s)
-            nx = xp.sqrt(xp.sum(Xs * Xs, axis=1))
-            P = xp.sum(Xs / E, axis=1)
-            num = xp.sum(Xs * Xs * Ds / E, axis=1) + t * b_s * P * P / (1.0 + b_s * Hk)
-            return s / nx - 1.0, num / (nx * nx * nx)
+            r = row_scale(Xs, xp)[:, None]
+            Xr = Xs / r
+            nr = xp.sqrt(xp.sum(Xr * Xr, axis=1))
+            P = xp.sum(Xr / E, axis=1)
+            num = xp.sum(Xr * Xr * Ds / E, axis=1) + (t * P) * (b_s * P) / (1.0 + b_s * Hk)
+            return s / (nr * r[:, 0]) - 1.0, num / (r[:, 0] * (nr * nr * nr))
 
     s = _root(g_and_slope, lo, hi, xp, c=hi, check_every=check_every)
     with errstate(V):
