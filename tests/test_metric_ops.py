@@ -799,6 +799,40 @@ def test_metric_errors_name_the_argument_and_inputs_untouched():
     )
 
 
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@proxlib.use_backend(None)  # automatic dispatch (the module's other tests pin numpy)
+def test_unchecked_non_finite_rows_pass_through_in_a_metric(lib, dtype):
+    # the documented check_finite=False ("lets such rows through as they
+    # are"), as without a metric: a row with NaN came out [0, nan, 0] and one
+    # with inf all NaN or shrunk around a NaN; the other rows are unchanged
+    W = np.array([[1.0, np.nan, 0.5], [3.0, 0.1, -0.2], [1.0, np.inf, 0.5], [-np.inf, 2.0, 3.0]], dtype=dtype)
+    D = np.array([[1.0, 2.0, 3.0], [0.5, 4.0, 1.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]], dtype=dtype)
+    calls = {
+        "exclusive": lambda A, **k: proxlib.prox_exclusive_lasso(A, 0.5, **k),
+        "group_exclusive": lambda A, **k: proxlib.prox_group_exclusive(A, 0.5, 0.5, **k),
+        "group_lasso": lambda A, **k: proxlib.prox_group_lasso(A, 0.5, **k),
+        "group_exclusive_ragged": lambda A, **k: proxlib.prox_group_exclusive(
+            A.reshape(-1), 0.5, 0.5, groups=np.array([0, 0, 1, 1, 1, 2, 3, 3, 3, 4, 4, 5]), **{**k, "metric": k["metric"].reshape(-1)}
+        ).reshape(A.shape),
+    }
+    for name, call in calls.items():
+        if lib == "torch":
+            torch = _torch()
+            X = call(torch.from_numpy(W.copy()), metric=torch.from_numpy(D), check_finite=False).numpy()
+        else:
+            X = call(W.copy(), metric=D, check_finite=False)
+        if name == "group_exclusive_ragged":
+            # groups 0, 3 and 4 hold a NaN or inf; 1, 2 and 5 are finite
+            bad = np.array([[1, 1, 0], [0, 0, 0], [1, 1, 1], [1, 1, 0]], dtype=bool)
+            np.testing.assert_array_equal(X[bad], W[bad], err_msg=name)
+            assert np.all(np.isfinite(X[~bad])), name
+            continue
+        np.testing.assert_array_equal(X[[0, 2, 3]], W[[0, 2, 3]], err_msg=name)
+        with proxlib.use_backend("numpy"):
+            np.testing.assert_array_equal(X[1:2], call(W[1:2], metric=D[1:2]), err_msg=name)
+
+
 def test_owl_and_growl_refuse_a_non_constant_metric():
     rng = np.random.default_rng(1)
     W = rng.normal(size=(3, 4))

@@ -516,7 +516,7 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     s = ||x||_2 is monotone (:func:`_group_exclusive_rows`), solved to the
     last bit.  b = 0 is :func:`group_lasso_metric` and a = 0
     :func:`exclusive_lasso_metric` (the same code, so the same bits).
-    b = inf gives 0.
+    b = inf gives 0.  A row holding NaN or +-inf is returned as it is.
 
     Host synchronisation.  ``gather`` (the host's choice: the least work):
     the rows of each case (group lasso, exclusive, both) are found by a
@@ -539,7 +539,11 @@ def group_exclusive_metric(W, D, a, b, gather=True):
         b_s = b / sd
         Z = Dn * V
         nz = xp.sqrt(xp.sum(Z * Z, axis=1))
-    nonzero = (nz > a_s) & xp.isfinite(b_s)
+    # a row holding NaN or +-inf (input not checked: check_finite=False) is
+    # returned as it is, as the Euclidean kernels return it; its nz is not
+    # finite (every other row's is below 4 sqrt(m))
+    finite = xp.isfinite(nz)
+    nonzero = (nz > a_s) & xp.isfinite(b_s) & finite
     U = xp.where(nonzero[:, None], V, 0.0)  # a = b = 0 rows keep V
     cases = (
         (nonzero & (a_s > 0) & (b_s == 0), _group_lasso_rows),
@@ -565,4 +569,5 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     # same bits: array-api-compat's torch sign mends NaN by a masked
     # assignment, which waits for the device)
     X = xp.sign(W64) * (U * sv[:, None]) if gather else signed_like(W64, U * sv[:, None], xp)
+    X = xp.where(finite[:, None], X, W64)
     return xp.astype(X, W.dtype, copy=False)
