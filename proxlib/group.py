@@ -79,7 +79,9 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metri
         to the last bit (``proxlib.backends._metric_kernels``).  A constant
         metric gives the Euclidean prox with step / d.
     check_finite : bool, default True
-        NaN/Inf are detected from the row norms (no extra pass over W).
+        ValueError if ``W`` holds NaN or Inf, detected from the row norms (no
+        extra pass over W); False lets such rows through as they are (their
+        norm is not finite: the factor is 1), on every backend.
 
     Returns
     -------

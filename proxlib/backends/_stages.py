@@ -142,15 +142,17 @@ def group_lasso_factor(nrm, a, s=None):
     The ratio is formed as (a_r / s_r) / nrm_r: no overflow where the norm
     exceeds the largest float64, and an a_r / s_r that overflows (the row is
     zeroed: nrm_r < 2 sqrt(m)) or underflows (f_r = 1 to within 2^-1074) is
-    harmless.  A NaN norm gives a NaN factor and an infinite one 1
-    (non-finite input propagates to the output rather than being zeroed)."""
+    harmless.  A norm that is not finite (an unchecked row holding NaN or
+    Inf) gives the factor 1: the row comes back as it is, as an unchecked
+    row holding NaN or Inf does from every row penalty (rather than zeroed,
+    or made all NaN)."""
     xp = array_namespace(nrm)
     a = _k.upcast(a, xp)
     if s is not None:
         with _k.errstate(nrm):
             a = a / s
-    zero = nrm <= a
-    return xp.where(zero, 0.0, 1.0 - a / xp.where(zero, 1.0, nrm))
+    with _k.errstate(nrm):  # (a / 0 on the rows that are zeroed anyway)
+        return xp.where(nrm > a, 1.0 - a / nrm, xp.isnan(nrm))  # NaN norm: 1
 
 
 def growl_factor(nrm, w, owl, s=None):

@@ -592,9 +592,13 @@ def _scale_mid(A3, fac, out3):
 def _group_lasso_factor(q, s, ar):
     """(1 - a/||x||)_+ with ||x|| = q s: compared and divided as a/s against q
     (a/s may overflow to inf: then the row is 0, as it should; it may underflow:
-    then the factor is 1 - a/||x|| rounded, as it should)."""
+    then the factor is 1 - a/||x|| rounded, as it should).  A norm that is not
+    finite (an unchecked row holding NaN or Inf) gives 1, the row as it is,
+    as in the reference's stages (_stages.group_lasso_factor)."""
     a_s = ar / s
-    return 1.0 - a_s / q if q > a_s else 0.0
+    if q > a_s:
+        return 1.0 - a_s / q  # (1 for an infinite norm)
+    return 1.0 if q != q else 0.0
 
 
 @_jit
