@@ -376,6 +376,7 @@ def prox_grad(
             if tuple(x.shape) != loss.shape:
                 raise ValueError(f"x0 must have shape {loss.shape}, got {tuple(x.shape)}")
             x = V.like(x, loss.A, "x0") if array_kind(x) != array_kind(loss.A) else xp.astype(x, loss.A.dtype)
+            xp = loss.xp  # x0 is now of A's library
         x = xp.asarray(x, copy=True)
 
     can_search = line_search and (linear or loss._value is not None)

@@ -158,6 +158,22 @@ def test_torch_tensors_give_the_numpy_solution(diabetes):
     np.testing.assert_allclose(res.x.numpy(), ref.x, rtol=0, atol=AGREE)
 
 
+def test_x0_of_another_library_than_A(diabetes):
+    # x0 is converted to A's library: a NumPy x0 with torch A (and the reverse)
+    # once went back to x0's library and failed in A @ x
+    torch = pytest.importorskip("torch")
+    X, y = diabetes
+    pen = proxlib.WeightedL1(1.0)
+    ref = prox_grad(LeastSquares(X, y), pen, tol=1e-12).x
+    start = np.full(X.shape[1], 0.5)
+    res = prox_grad(LeastSquares(torch.from_numpy(X), torch.from_numpy(y)), pen, x0=start, tol=1e-12)
+    assert isinstance(res.x, torch.Tensor) and res.x.dtype == torch.float64
+    np.testing.assert_allclose(res.x.numpy(), ref, rtol=0, atol=AGREE * np.abs(ref).max())
+    res = prox_grad(LeastSquares(X, y), pen, x0=torch.from_numpy(start), tol=1e-12)
+    assert isinstance(res.x, np.ndarray) and res.x.dtype == np.float64
+    np.testing.assert_allclose(res.x, ref, rtol=0, atol=AGREE * np.abs(ref).max())
+
+
 def test_callable_gradient_stops_on_the_residual(diabetes):
     X, y = diabetes
     n = len(y)
