@@ -70,7 +70,10 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
     if V.dtype_kind(labels.dtype) not in "iu":
         raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")
     dev = device(v)
-    labels = V.like(labels, v, "groups") if array_kind(labels) != array_kind(v) else labels
+    if array_kind(labels) != array_kind(v):
+        # to v's library and device as int64: through v's dtype (float32
+        # for a half-precision v) labels above 2^24 were rounded, groups merged
+        labels = V.like(labels, xp.zeros(0, dtype=xp.int64, device=dev), "groups")
     labels = xp.asarray(labels, dtype=xp.int64, device=dev)
     if tuple(labels.shape) != tuple(v.shape):
         raise ValueError(f"groups must have the shape of {name} {tuple(v.shape)}, got {tuple(labels.shape)}")

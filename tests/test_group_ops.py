@@ -406,6 +406,26 @@ def test_shuffled_labels_equal_rows(op, W, lam, mu, step, rnd):
     assert fn(v, lam, mu, step, groups=list(labels[perm])).shape == v.shape  # labels as a list
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("op", OPS)
+def test_numpy_labels_of_a_torch_input_keep_every_group(op, dtype):
+    # NumPy labels given with a torch input were converted through the dtype it
+    # is computed in: float32 (float16's too) rounded 2^24 + 1 to 2^24 and the
+    # two groups became one
+    torch = pytest.importorskip("torch")
+    fn, fixed_mu = OPS[op]
+    mu = fixed_mu if fixed_mu is not None else 0.5
+    big = 2**24
+    labels = np.array([big, big + 1, 3, 3])
+    v = torch.tensor([1.0, 1.0, 2.0, -1.0], dtype=getattr(torch, dtype))
+    with proxlib.use_backend("torch"):
+        x = fn(v, 0.5, mu, 1.0, groups=labels)
+        ref = fn(v, 0.5, mu, 1.0, groups=torch.from_numpy(labels))  # labels of v's library
+        alone = fn(v[:1], 0.5, mu, 1.0)  # each of the two entries is a group of its own
+    assert torch.equal(x, ref)
+    assert torch.equal(x[:2], torch.cat([alone, alone]))
+
+
 @pytest.mark.parametrize("op", OPS)
 @given(R.ragged_groups(max_n=20, max_groups=5), R.lams, R.mus, R.steps, st.sampled_from([None, "sqrt", "array"]))
 def test_ragged_equals_each_group_alone(op, vg, lam, mu, step, gw_kind):
