@@ -249,9 +249,10 @@ class _ProxPlan:
         if lay.rows is not None and lay.rows.ragged:
             # entry index + 1 in the kernel's padded layout (0 = padding)
             n = like.shape[0]
-            pos = canonical_rows(xp.arange(1, n + 1, dtype=like.dtype, device=device(like)), penalty.groups).rows
+            # (integers: in like's float32, positions above 2^24 were rounded)
+            pos = canonical_rows(xp.arange(1, n + 1, dtype=xp.int64, device=device(like)), penalty.groups).rows
             self.mask = pos > 0
-            self.gather = xp.astype(xp.where(self.mask, pos - 1, 0), xp.int64)
+            self.gather = xp.where(self.mask, pos - 1, 0)
         elif lay.rows is not None:
             self.rows_shape = tuple(lay.data.shape)
 

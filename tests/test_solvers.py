@@ -313,6 +313,23 @@ def test_planned_prox_equals_the_public_prox(problem):
         assert plan(v, s).dtype == v.dtype
 
 
+def test_planned_ragged_positions_are_exact_integers():
+    # the plan's map from entries to the padded rows was built from an arange
+    # in x's float dtype: above 2^24 entries (float32) positions were rounded,
+    # gathering the wrong entries or indexing past the end.  float16 rounds
+    # from 2^11 on, which keeps the check small.
+    torch = pytest.importorskip("torch")
+    from proxlib.solvers import _ProxPlan
+
+    n = 2**11 + 3
+    groups = np.zeros(n, dtype=np.int64)
+    groups[-2:] = 1
+    plan = _ProxPlan(proxlib.GroupLasso(0.3, groups=groups), torch.zeros(n, dtype=torch.float16))
+    assert plan.gather[0, : n - 2].tolist() == list(range(n - 2))
+    assert plan.gather[1, :2].tolist() == [n - 2, n - 1]
+    assert int(plan.mask.sum()) == n
+
+
 def test_unpenalised_feature_falls_back_to_the_residual(diabetes):
     # a zero weight makes the dual norm infinite wherever the gradient does not
     # vanish exactly on that feature: the solver certifies with the residual
