@@ -433,6 +433,12 @@ def prox_grad(
             t = t_next
         x, zx = x_new, (z_new if linear else None)
         if it % check_every == 0 or it == max_iter:
+            if not math.isfinite(_sqnorm(x, xp)):
+                raise FloatingPointError(
+                    f"the iterates are not finite at iteration {it}: the step 1/lipschitz = {1.0 / L:.3g} is too "
+                    "large for the gradient (give a larger lipschitz, or keep line_search=True), or the "
+                    "gradient is not finite"
+                )
             if linear:
                 # no drift from the incremental products: refresh both (refreshing
                 # one alone makes the momentum amplify the other's rounding)

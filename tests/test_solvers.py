@@ -244,6 +244,13 @@ def test_bad_arguments(diabetes):
         SmoothLoss(lambda w: w)
     with pytest.raises(ValueError, match="x0 must have shape"):
         prox_grad(LeastSquares(X, y), proxlib.WeightedL1(1.0), x0=np.zeros(3))
+    # a step past 2/L without the line search: the iterates overflow; the error
+    # says so (it was "r contains NaN or Inf", from the dual norm, naming no argument)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's overflow warnings on the way
+        for crit in ("gap", "residual"):
+            with pytest.raises(FloatingPointError, match="not finite at iteration .*lipschitz"):
+                prox_grad(LeastSquares(X, y), proxlib.WeightedL1(1.0), line_search=False, lipschitz=1e-3, criterion=crit)
     Xc = X.copy()
     prox_grad(LeastSquares(Xc, y), proxlib.WeightedL1(1.0), max_iter=5)
     assert np.array_equal(Xc, X)  # inputs untouched
