@@ -58,15 +58,39 @@ def _host(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
+def _numpy_in_own_precision(a) -> np.ndarray:
+    """``a`` on the host as NumPy, in its own floating dtype (bfloat16, which
+    NumPy lacks, as float32; other dtypes as NumPy keeps them)."""
+    if array_kind(a) == "torch":
+        a = a.detach().cpu()
+        return (a.float() if a.dtype == _torch_bfloat16() else a).numpy()
+    if array_kind(a) == "cupy":
+        return a.get()
+    return np.asarray(a)
+
+
+def _torch_bfloat16():
+    import torch
+
+    return torch.bfloat16
+
+
 def _same_library(v, x):
-    """``v`` and ``x`` as arrays of one library (NumPy when they differ)."""
+    """``v`` and ``x`` as arrays of one library (NumPy, each in its own
+    precision, when they differ)."""
     if not hasattr(v, "shape"):
         v = np.asarray(v)
     if not hasattr(x, "shape"):
         x = np.asarray(x)
     if array_kind(v) != array_kind(x):
-        return _host(v), _host(x)
+        return _numpy_in_own_precision(v), _numpy_in_own_precision(x)
     return v, x
+
+
+def _less_precise(*arrays) -> str:
+    """The name of the least precise floating dtype the arrays are stored in."""
+    names = [_C._stored_dtype(a) for a in arrays]
+    return max(names, key=lambda n: _C._precision(n)[0])
 
 
 def assert_prox_close(penalty: Penalty, v, x, step=1.0, *, rtol: float | None = None, err_msg: str = "") -> None:
@@ -84,7 +108,7 @@ def assert_prox_close(penalty: Penalty, v, x, step=1.0, *, rtol: float | None = 
     ----------
     penalty : a proxlib penalty object, e.g. ``proxlib.OWL(weights)``
     v, x : arrays of one shape (NumPy, CuPy or torch; mixed libraries are
-        compared on the host)
+        compared on the host, each in its own precision)
     step : float > 0
     rtol : float, optional
         Scale-free tolerance; default :func:`proxlib.residual_tolerance` for
@@ -99,6 +123,9 @@ def assert_prox_close(penalty: Penalty, v, x, step=1.0, *, rtol: float | None = 
         the reference there) and the largest differences from the reference;
         or naming the first NaN / Inf entry of ``x``.
     """
+    # the tolerance's precision from the arrays as given (on the host a
+    # bfloat16 tensor is float32)
+    given = _less_precise(v, x)
     v, x = _same_library(v, x)
     xh = _host(x).reshape(-1) if hasattr(x, "shape") else np.asarray(x, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(xh))
@@ -109,7 +136,12 @@ def assert_prox_close(penalty: Penalty, v, x, step=1.0, *, rtol: float | None = 
             f"for {_describe(penalty)}, step = {step!r}"
         )
     cert = _C.certify(penalty, v, x, step)
-    tol = cert.tolerance if rtol is None else float(rtol)
+    if rtol is not None:
+        tol = float(rtol)
+    elif given != _less_precise(v, x):
+        tol = _C.residual_tolerance(penalty, v, step, dtype=given)
+    else:
+        tol = cert.tolerance
     if cert.residual <= tol:
         return
     ref = penalty.prox(v, step) if array_kind(v) != "numpy" else _reference_prox(penalty, v, step)

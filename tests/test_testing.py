@@ -85,6 +85,28 @@ def test_mixed_libraries_are_compared_on_the_host():
         assert_prox_close(pen, torch.from_numpy(W), W)
 
 
+@pytest.mark.parametrize("name", ["group_lasso", "exclusive_lasso", "owl", "lp"])
+def test_mixed_libraries_keep_the_less_precise_dtype(name):
+    # a float32 torch result checked against NumPy data was brought to the host
+    # in float64, so its tolerance was float64's and proxlib's own float32 prox
+    # failed (residual 1.8e-8 > tolerance 2.1e-14 for the group lasso)
+    torch = pytest.importorskip("torch")
+    v = np.random.default_rng(0).standard_normal((6, 5))
+    pen = {
+        "group_lasso": proxlib.GroupLasso(0.3),
+        "exclusive_lasso": proxlib.ExclusiveLasso(0.4),
+        "owl": proxlib.OWL(np.linspace(1.0, 0.1, 30)),
+        "lp": proxlib.Lp(0.3, 0.5),
+    }[name]
+    for dtype in (torch.float32, torch.bfloat16):
+        x = pen.prox(torch.from_numpy(v).to(dtype))
+        for data in (v, v.astype(np.float32), v.tolist()):
+            assert_prox_close(pen, data, x)
+    x = pen.prox(torch.from_numpy(v).float())
+    with pytest.raises(AssertionError):  # still at float32's precision, not less
+        assert_prox_close(pen, v, x + 1e-2)
+
+
 # ----------------------------------------------------------------------------- wrong proxes fail
 
 
