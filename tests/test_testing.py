@@ -76,6 +76,20 @@ def test_accepts_a_tiny_nonzero_where_the_prox_is_zero():
     assert_prox_close(pen, v, x)
 
 
+@pytest.mark.parametrize("dtype,k", [(np.float32, -20), (np.float64, -60)])  # prox_problems' smallest scales
+@pytest.mark.parametrize("pen", [proxlib.WeightedL1(1.0), proxlib.GroupLasso(1.0)], ids=repr)
+def test_comparison_with_the_reference_is_at_the_data_scale(pen, dtype, k):
+    # data far below the thresholds: the prox is 0.  The comparison with the
+    # reference allowed tolerance * (max|v| + step * threshold), so x = v and
+    # x = v / 2 passed (prox_problems draws such scales)
+    v = (np.array([3.0, -1.0, 0.5, 2.0]) * 2.0**k).astype(dtype)
+    assert not np.any(pen.prox(v))
+    assert_prox_close(pen, v, pen.prox(v))
+    for wrong in (v.copy(), v / 2):
+        with pytest.raises(AssertionError, match="tolerance \\* max\\|v\\|"):
+            assert_prox_close(pen, v, wrong)
+
+
 def test_mixed_libraries_are_compared_on_the_host():
     torch = pytest.importorskip("torch")
     pen = proxlib.GrOWL(np.array([1.0, 0.5]))
