@@ -26,9 +26,13 @@ rows / groups for the group penalties):
   (rows) ordered by ``|x|`` decreasingly, ``Omega(x) - <r, x> = sum_K (a_K -
   a_{K+1}) D_K`` with ``a_K`` the sorted magnitudes and ``D_K = W_K - sum_{j<=K}
   q_j`` (``q_j = r_j sign(x_j)``, for GrOWL the component of ``r_j`` along
-  ``x_j``), so each boundary contributes ``min((a_K - a_{K+1}) / s, |D_K|)``
+  ``x_j``), so each boundary contributes ``min(c (a_K - a_{K+1}) / s, |D_K|)``
   (in units of ``v`` after the factor ``s`` below: the lesser of shifting
-  ``r`` to make ``D_K`` vanish and closing the gap to tie the two sides):
+  ``r`` to make ``D_K`` vanish and closing the gap to tie the two sides,
+  the gap weighed against the data's scale: ``c = scale / max|v|`` (GrOWL:
+  the largest row norm), so that the residual's part is the gap divided by
+  ``max|v|``, which the prox's magnitudes never exceed; against ``scale``,
+  which adds ``s w_1``, ``x = v`` passed where the weights dwarf the data):
   zero inside a block of tied magnitudes, continuous in ``x`` (a tie split
   by one ulp contributes at most one ulp).  GrOWL adds the component of
   each row of ``r`` orthogonal to its ``x`` row.  All three are multiplied
@@ -430,7 +434,7 @@ def _unit_rows(X, nX, xp):
 # block, scale).  When X is V (residual_tolerance) only the scale is used.
 
 
-def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp):
+def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp, vmax):
     """The OWL conditions on magnitudes (entries for OWL, rows for GrOWL), per element.
 
     ``mag_r``: |r_j| (row norms of r); ``q``: r_j sign(x_j) (the component of
@@ -439,7 +443,9 @@ def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp):
     per element, the excess of the partial sum of the sorted |r| ending at
     its sorted position over W_k, and the complementarity
     min((a_K - a_{K+1})/s, |D_K|) at its position in the |x| order (module
-    docstring); units of r.
+    docstring); units of r.  ``vmax``: the largest of the magnitudes of
+    ``v``: a gap is closed at the cost ``(a_K - a_{K+1}) / vmax`` relative
+    to the data.
     """
     n = mag_r.shape[0]
     W = xp.cumulative_sum(w)
@@ -455,7 +461,14 @@ def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp):
     # whichever is less.  (Weighting |D_K| by the relative gap instead let a
     # near-tie through: two magnitudes 1/16 apart at 2^20 that the prox pools
     # scored 4e-15 with the prox 1/32 away, long-profile example.)
-    comp = xp.minimum((a - a_next) / s, xp.abs(W - xp.cumulative_sum(q[px])))
+    # The gap is measured against the data's scale vmax (the prox's
+    # magnitudes never exceed it), |D_K| against the certificate's: with
+    # both against the scale, which adds s * w_1, x = v passed wherever the
+    # thresholds dwarf the data (the prox is 0 there).
+    # (scale / s formed as vmax / s + w_1: finite where s w_1 overflows)
+    per_s = vmax / s + _max(w, xp)
+    gap = xp.where(vmax > 0, (a - a_next) / xp.where(vmax > 0, vmax, 1.0) * per_s, (a - a_next) / s)
+    comp = xp.minimum(gap, xp.abs(W - xp.cumulative_sum(q[px])))
     out = xp.zeros(n, dtype=xp.float64, device=device(mag_r))
     out[pr] = excess
     by_x = xp.zeros(n, dtype=xp.float64, device=device(mag_r))
@@ -465,22 +478,24 @@ def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp):
 
 def _cert_owl(pen, V, X, thr, s, xp):
     w = thr[0]
-    scale = _max(xp.abs(V), xp) + s * _max(w, xp)
+    vmax = _max(xp.abs(V), xp)
+    scale = vmax + s * _max(w, xp)
     Rr = (V - X) / s
     q = xp.where(X != 0, Rr * xp.sign(X), xp.abs(Rr))
-    return s * _sorted_l1_conditions(xp.abs(Rr), q, xp.abs(X), w, s, xp), scale
+    return s * _sorted_l1_conditions(xp.abs(Rr), q, xp.abs(X), w, s, xp, vmax), scale
 
 
 def _cert_growl(pen, V, X, thr, s, xp):
     w = thr[0]
-    scale = _max(_k.row_norms(V, xp), xp) + s * _max(w, xp)
+    vmax = _max(_k.row_norms(V, xp), xp)
+    scale = vmax + s * _max(w, xp)
     Rr = (V - X) / s
     nR, nX = _k.row_norms(Rr, xp), _k.row_norms(X, xp)
     U = _unit_rows(X, nX, xp)
     along = xp.sum(Rr * U, axis=1)
     ortho = xp.where(nX > 0, _k.row_norms(Rr - along[:, None] * U, xp), 0.0)
     q = xp.where(nX > 0, along, nR)
-    return s * xp.maximum(_sorted_l1_conditions(nR, q, nX, w, s, xp), ortho), scale
+    return s * xp.maximum(_sorted_l1_conditions(nR, q, nX, w, s, xp, vmax), ortho), scale
 
 
 def _cert_group_lasso(pen, V, X, thr, s, xp):

@@ -284,6 +284,27 @@ def test_sorted_l1_certificate_sees_a_near_tie_left_unpooled(name):
     assert C.certify(pen, v, x, step).ok
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["owl", "growl"])
+def test_sorted_l1_certificate_rejects_x_in_the_box_where_thresholds_dwarf_the_data(name, dtype):
+    """Weights 1e6 times the data: the prox is 0.  A boundary's gap was
+    closed at its cost in units of v, divided by the scale max|v| + s w_1,
+    so x = v scored |v| / (s w_1) = 2e-6: below float32's tolerance, and in
+    float64 from weights 1e14 times the data on.  The gap is now measured
+    against max|v| (the prox's magnitudes never exceed it)."""
+    v = np.array([3.0, -1.0, 0.5, 2.0], dtype=dtype)
+    for lam, step in ((1e6, 1.0), (1e100, 1.0), (1e300, 1e300)):  # the last: step * w overflows
+        w = np.full(4, lam)
+        if name == "growl":
+            V, pen = v[:, None] * np.array([[0.6, 0.8]], dtype=dtype), proxlib.GrOWL(w)
+        else:
+            V, pen = v, proxlib.OWL(w)
+        x = pen.prox(V, step)
+        assert not np.any(x) and C.certify(pen, V, x, step).ok
+        for wrong in (V.copy(), V / 2, np.where(V == V.max(), V, 0)):
+            assert not C.certify(pen, V, wrong, step).ok
+
+
 @pytest.mark.parametrize("name", ["group_lasso", "weighted_l1", "owl", "growl"])
 def test_scale_free_for_entries_near_the_subnormals(name):
     """Entries at the smallest normal magnitudes: v - x is subnormal, with
