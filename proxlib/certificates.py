@@ -179,7 +179,7 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     if sigma != 1.0:
         rel = _ratio(float(_max(viol, xp)), scale)
         viol, scale = viol / sigma, scale / sigma
-    tol = _tolerance(name, tuple(V64.shape), eps, scale, tiny, _subnormal_gain(name, tuple(V64.shape), thr, step, xp))
+    tol = _tolerance(name, tuple(V64.shape), eps, scale, _subnormal_slack(name, tuple(V64.shape), thr, step, xp, tiny))
     if lv.rows is not None:
         return Certificate(viol, scale, tol, "rows", lv.rows.labels, rel)
     return Certificate(viol, scale, tol, "entries", None, rel)
@@ -217,6 +217,8 @@ def _ratio(distance: float, scale: float) -> float:
     """distance / scale (0 when both are 0, inf for a violation at scale 0)."""
     if distance == 0.0:
         return 0.0
+    if math.isinf(distance):  # also at an infinite scale (a threshold beyond float64)
+        return math.inf
     return distance / scale if scale > 0 else math.inf
 
 
@@ -285,8 +287,8 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
         return 0.0
     thr = penalty.thresholds(lv)
     _, scale = CERTIFICATES[name](penalty, V64, V64, thr, step, xp)
-    gain = _subnormal_gain(name, tuple(V64.shape), thr, step, xp)
-    return _tolerance(name, tuple(V64.shape), eps, float(scale), tiny, gain)
+    slack = _subnormal_slack(name, tuple(V64.shape), thr, step, xp, tiny)
+    return _tolerance(name, tuple(V64.shape), eps, float(scale), slack)
 
 
 def has_dual_norm(penalty: R.Penalty) -> bool:
@@ -384,26 +386,29 @@ def _terms(name: str, shape: tuple) -> int:
     return 1
 
 
-def _tolerance(name, shape, eps, scale, tiny, gain=0.0) -> float:
+def _tolerance(name, shape, eps, scale, slack) -> float:
     tol = 16 * (_terms(name, shape) + 1) * eps
-    return tol + ((64 + gain) * tiny / scale if scale > 0 else 0.0)
+    return tol + (slack / scale if scale > 0 else 0.0)
 
 
-def _subnormal_gain(name, shape, thr, step, xp) -> float:
-    """The violation that rounding x to the subnormal grid (half a spacing
+def _subnormal_slack(name, shape, thr, step, xp, tiny) -> float:
+    """``(64 + g) * tiny``, in units of v: 64 subnormal spacings and ``g``, the
+    violation that rounding x to the subnormal grid (half a spacing
     per entry, absolute: no normalizer lifts the degree-2 penalties out of
     the subnormals) can cause where the conditions amplify it, in spacings:
     the exclusive conditions v_i - x_i - b ||x||_1 sign(x_i) couple the N
     entries of a row, each moves by up to (1 + b N) / 2, their row norm by
     sqrt(N) times that; weighted l2^2's v - x - 2 s w x by (1 + 2 s w) / 2.
-    0 for the other conditions (unit slope in each entry, or lifted by the
-    normalizer: the 64 spacings of the tolerance cover them)."""
+    g = 0 for the other conditions (unit slope in each entry, or lifted by the
+    normalizer: the 64 spacings of the tolerance cover them).  Formed as
+    (step * tiny) * threshold: finite where step * threshold overflows
+    (the tolerance was inf or NaN there)."""
     if name in ("exclusive_lasso", "group_exclusive"):
         N = _terms(name, shape)
-        return 0.5 * (1.0 + N * step * _top(thr[-1], xp)) * math.sqrt(N)
+        return 64 * tiny + 0.5 * math.sqrt(N) * (tiny + N * (step * tiny) * _top(thr[-1], xp))
     if name == "weighted_l2sq":
-        return 0.5 * (1.0 + 2.0 * step * _top(thr[0], xp))
-    return 0.0
+        return 64 * tiny + 0.5 * (tiny + 2.0 * (step * tiny) * _top(thr[0], xp))
+    return 64 * tiny
 
 
 def _top(t, xp) -> float:
@@ -512,10 +517,16 @@ def _exclusive_part(U, X, t, xp):
     return xp.where(X != 0, U - T * xp.sign(X), xp.maximum(xp.abs(U) - T, 0.0))
 
 
+def _coupling(b, X, xp):
+    """b ||x_g||_1 per row, 0 for a zero row also where b overflowed to inf."""
+    l1 = xp.sum(xp.abs(X), axis=1)
+    return xp.where(l1 > 0, b * l1, 0.0)
+
+
 def _cert_exclusive_lasso(pen, V, X, thr, s, xp):
     b = s * thr[0]
     scale = _max(_k.row_norms(V, xp), xp)
-    t = b * xp.sum(xp.abs(X), axis=1)
+    t = _coupling(b, X, xp)
     return _k.row_norms(_exclusive_part(V - X, X, t, xp), xp), scale
 
 
@@ -523,7 +534,7 @@ def _cert_group_exclusive(pen, V, X, thr, s, xp):
     a, b = s * thr[0], s * thr[1]
     nV, nX = _k.row_norms(V, xp), _k.row_norms(X, xp)
     scale = _max(nV, xp) + _max(a, xp)
-    t = b * xp.sum(xp.abs(X), axis=1)
+    t = _coupling(b, X, xp)
     U = V - X - a[:, None] * _unit_rows(X, nX, xp)
     on = _k.row_norms(_exclusive_part(U, X, t, xp), xp)
     return xp.where(nX > 0, on, xp.maximum(nV - a, 0.0)), scale
@@ -538,7 +549,8 @@ def _cert_weighted_l1(pen, V, X, thr, s, xp):
 
 def _cert_weighted_l2sq(pen, V, X, thr, s, xp):
     w = thr[0]
-    return xp.abs(V - X - (2.0 * s) * w * X), _max(xp.abs(V), xp)
+    # 0 where x is 0, also where 2 s w overflowed to inf (inf * 0 was NaN)
+    return xp.abs(V - X - xp.where(X != 0, ((2.0 * s) * w) * X, 0.0)), _max(xp.abs(V), xp)
 
 
 def _lp_threshold(L: float, p: float) -> float:

@@ -305,6 +305,24 @@ def test_sorted_l1_certificate_rejects_x_in_the_box_where_thresholds_dwarf_the_d
             assert not C.certify(pen, V, wrong, step).ok
 
 
+@pytest.mark.parametrize("backend", [_backend(b) for b in BACKENDS])
+@pytest.mark.parametrize(
+    "pen", [proxlib.ExclusiveLasso(1e300), proxlib.GroupExclusive(1e300, 0.5), proxlib.WeightedL2Sq(1e300)], ids=repr
+)
+def test_certificates_where_step_times_threshold_overflows(pen, backend):
+    """step * threshold = 1e600 leaves float64 (the prox solves it exactly,
+    proxlib._range: here 0).  The certificate formed inf * 0: the exclusive
+    lasso's and weighted l2^2's tolerances were inf (any x passed, x = v
+    included), group+exclusive's NaN (its own answer failed)."""
+    v, step = np.array([[3.0, -1.0, 0.5, 0.0]]), 1e300
+    x = _prox(backend, pen, v, step)
+    assert not np.any(np.asarray(x))
+    assert C.certify(pen, _on(backend, v), x, step).ok
+    for wrong in (v.copy(), v / 2):
+        cert = C.certify(pen, _on(backend, v), _on(backend, wrong), step)
+        assert math.isfinite(cert.tolerance) and not cert.ok
+
+
 @pytest.mark.parametrize("name", ["group_lasso", "weighted_l1", "owl", "growl"])
 def test_scale_free_for_entries_near_the_subnormals(name):
     """Entries at the smallest normal magnitudes: v - x is subnormal, with
