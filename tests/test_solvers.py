@@ -174,6 +174,21 @@ def test_x0_of_another_library_than_A(diabetes):
     np.testing.assert_allclose(res.x, ref, rtol=0, atol=AGREE * np.abs(ref).max())
 
 
+def test_default_lipschitz_when_ones_is_an_eigenvector():
+    # the power iteration started from the all-ones vector, an eigenvector of
+    # A^T A here (eigenvalues 2 and 0.02): it returned 0.01 for the constant 1,
+    # and without the line search the iterates diverged
+    A, b = np.array([[1.0, -1.0], [0.1, 0.1]]), np.array([1.0, 2.0])
+    loss = LeastSquares(A, b)
+    true = np.linalg.norm(A, 2) ** 2 / 2
+    assert 0.99 * true <= loss.lipschitz() <= true * (1 + 1e-12)
+    pen = proxlib.WeightedL1(0.01)
+    ref = prox_grad(loss, pen, tol=1e-14).x
+    res = prox_grad(loss, pen, line_search=False, tol=1e-14)
+    assert res.converged
+    np.testing.assert_allclose(res.x, ref, rtol=0, atol=1e-9)
+
+
 def test_callable_gradient_stops_on_the_residual(diabetes):
     X, y = diabetes
     n = len(y)
