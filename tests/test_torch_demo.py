@@ -117,6 +117,18 @@ def _run(name, tmp_path, capsys, *extra):
     return out, res
 
 
+def test_ast_help_does_not_say_no_guard_is_the_default(capsys):
+    # --no-guard stores False in guard; the help formatter appended guard's
+    # default, "(default: True)", to --no-guard's line
+    from proxlib.experiments.ast_reweighting import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    line = text[text.rindex("--no-guard") + len("--no-guard"):]  # its help, the last option listed
+    assert "(default: True)" not in line and "guarded (guard=True)" in line
+
+
 def test_ssl_experiment_quick(tmp_path, capsys, one_thread):
     out, res = _run("ssl", tmp_path, capsys)
     assert "Table 1: penalising unimportant filters and channels" in out and "paper 2 | 0.8% | 5—19" in out

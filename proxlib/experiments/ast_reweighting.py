@@ -70,7 +70,9 @@ def main(argv=None) -> int:
     a("--tau-l2", type=float, default=1e-4, help="initial tau of re-weighted l2 (halved at every re-weighting)")
     a("--tau-focuss", type=float, default=1e-4, help="tau of FOCUSS")
     a("--p", type=float, default=0.5, help="FOCUSS exponent")
-    a("--no-guard", dest="guard", action="store_false", help="the unguarded greedy rule (weights may grow without bound)")
+    # %(default)s in the help: the formatter's own "(default: True)" read as --no-guard being on
+    a("--no-guard", dest="guard", action="store_false",
+      help="the unguarded greedy rule (weights may grow without bound); without it the rule is guarded (guard=%(default)s)")
     args = p.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.ref_epochs, args.iterations, args.retrain_epochs, args.repeats = 300, 200, 1, 4, 1, 2
