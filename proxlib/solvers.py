@@ -362,7 +362,7 @@ def prox_grad(
     if not isinstance(penalty, Penalty):
         raise TypeError(f"penalty must be a proxlib penalty object, got {type(penalty).__name__}")
     max_iter = V.count(max_iter, "max_iter")
-    check_every = max(1, V.count(check_every, "check_every"))
+    check_every = V.positive_count(check_every, "check_every")
     tol = V.nonnegative(tol, "tol")
     use_gap = getattr(loss, "has_dual", False) and _C.has_dual_norm(penalty)
     if criterion == "gap" and not use_gap:

@@ -259,6 +259,8 @@ def test_bad_arguments(diabetes):
         SmoothLoss(lambda w: w)
     with pytest.raises(ValueError, match="x0 must have shape"):
         prox_grad(LeastSquares(X, y), proxlib.WeightedL1(1.0), x0=np.zeros(3))
+    with pytest.raises(ValueError, match="check_every must be an integer >= 1"):  # was taken as 1, silently
+        prox_grad(LeastSquares(X, y), proxlib.WeightedL1(1.0), check_every=0)
     # a step past 2/L without the line search: the iterates overflow; the error
     # says so (it was "r contains NaN or Inf", from the dual norm, naming no argument)
     with warnings.catch_warnings():

@@ -117,6 +117,15 @@ def _run(name, tmp_path, capsys, *extra):
     return out, res
 
 
+def test_an_unknown_experiment_is_named(capsys):
+    from proxlib.experiments.__main__ import main
+
+    assert main(["sls"]) == 2
+    out = capsys.readouterr()
+    assert "unknown experiment 'sls'" in out.err and "experiments: ssl" in out.out
+    assert main(["--help"]) == 0 and "unknown" not in capsys.readouterr().err
+
+
 def test_ast_help_does_not_say_no_guard_is_the_default(capsys):
     # --no-guard stores False in guard; the help formatter appended guard's
     # default, "(default: True)", to --no-guard's line

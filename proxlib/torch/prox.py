@@ -550,7 +550,9 @@ class ProxTerm:
                 plan.run(leaf, step, check_finite)
 
     def value(self) -> float:
-        """``strength * Omega(leaf)`` (float64), for logging."""
+        """``strength * Omega(leaf)`` (float64), for logging.  On a sharded
+        tensor (FSDP2, DTensor) it gathers the whole tensor: a collective,
+        which every rank of its mesh must call."""
         if self.strength == 0:
             return 0.0
         leaf = self.leaf
@@ -1090,11 +1092,17 @@ class ProximalStep:
 
     # -- logging
     def value(self) -> float:
-        """Total penalty ``sum_terms strength * Omega(tensor)`` at the current weights."""
+        """Total penalty ``sum_terms strength * Omega(tensor)`` at the current weights.
+
+        With sharded tensors (FSDP2, DTensor) this is a collective: every
+        rank calls it, e.g. ``v = prox.value()`` on all ranks, then
+        ``if rank == 0: log(v)`` (called on one rank only, it waits for the
+        others, and the run fails at its next collective)."""
         return float(sum(t.value() for t in self.terms))
 
     def values(self) -> dict[str, float]:
-        """Each term's ``strength * Omega``, keyed by its label."""
+        """Each term's ``strength * Omega``, keyed by its label (a collective
+        with sharded tensors, as :meth:`value`)."""
         return {t.label: t.value() for t in self.terms}
 
     # -- checkpointing
