@@ -201,6 +201,13 @@ def test_cupy_module_runs_every_kernel_with_numpy_standing_in(cupy_gpu_on_numpy,
         _close(got, ref, _scale(args[0]), dtype)
 
 
+def _stand_in_soft_threshold(v, w):
+    # the CUDA source, line for line: T mag = fabs(v) - w; T c = mag < 0 ? 0 : mag; x = v < 0 ? -c : (v >= 0 ? c : v)
+    mag = np.abs(v) - w
+    c = np.where(mag < 0, v.dtype.type(0), mag)
+    return np.where(v < 0, -c, np.where(v >= 0, c, v)).astype(v.dtype)
+
+
 class _CupyKernelsOnNumpy(types.ModuleType):
     """NumPy standing in for CuPy, with ``ElementwiseKernel`` and
     ``ReductionKernel`` that take their arguments as CuPy's do: the inputs,
@@ -211,7 +218,7 @@ class _CupyKernelsOnNumpy(types.ModuleType):
 
     _MAPS = {
         "proxlib_scale_rows": lambda w, f: (w.astype(np.float64) * f).astype(w.dtype),
-        "proxlib_soft_threshold": lambda v, w: np.where(np.abs(v) - w > 0, np.copysign(np.abs(v) - w, v), 0).astype(v.dtype),
+        "proxlib_soft_threshold": lambda v, w: _stand_in_soft_threshold(v, w),
         "proxlib_l2sq_shrink": lambda v, w: (v / (v.dtype.type(1) + v.dtype.type(2) * w)).astype(v.dtype),
     }
 
@@ -269,6 +276,96 @@ def test_fused_primitives_are_called_as_cupy_calls_its_kernels(cupy_gpu_against,
         assert {k for n, k in fake.calls if n == "proxlib_scale_rows"} == {0, 1}  # with and without an output
     finally:
         mod._cuda_prims.cache_clear()
+
+
+# The fused elementwise sources compiled for the host: CuPy compiles them for
+# the GPU only, and the NumPy stand-in above restates them by hand, so a
+# difference between a source and the generic primitive it replaces (NaN,
+# the sign of zero) would only show on a GPU.  float32 subnormals aside
+# (CuPy's -ftz=true, module doc of cupy_gpu), the host's IEEE arithmetic is
+# the device's for these operations.
+_HOST_PRIMITIVES = {  # kernel name -> (generic primitive, per-row second argument)
+    "proxlib_scale_rows": (_stages.GENERIC.scale_rows, True),
+    "proxlib_soft_threshold": (_stages.GENERIC.soft_threshold, False),
+    "proxlib_l2sq_shrink": (_stages.GENERIC.l2sq_shrink, False),
+}
+
+
+def _host_elementwise(tmp_path, in_params, out_params, operation, name):
+    """The ElementwiseKernel source as a host function per dtype (T = float, double),
+    compiled by the system C++ compiler; ``call(dtype, *inputs)`` (equal shapes)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from test_nvrtc import _params
+
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    ins, outs = _params(in_params), _params(out_params)
+    assert not any(raw for raw, _, _ in ins + outs) and len(outs) == 1, name
+    ctypes_of = {"float64": "double", "float32": "float"}
+    src = ["#include <cmath>", "using std::fabs; using std::copysign; using std::sqrt;"]
+    for T, suffix in (("float", "f32"), ("double", "f64")):
+        def c(t, T=T):
+            return T if t not in ctypes_of else ctypes_of[t]
+        sig = [f"const {c(t)}* _in_{v}" for _, t, v in ins] + [f"{c(outs[0][1])}* _out", "long long n"]
+        reads = " ".join(f"const {c(t)} {v} = _in_{v}[i];" for _, t, v in ins)
+        src.append(f'extern "C" void {name}_{suffix}({", ".join(sig)}) {{ typedef {T} T;\n'
+                   f"  for (long long i = 0; i < n; ++i) {{ {reads} {c(outs[0][1])} {outs[0][2]}; {operation}; _out[i] = {outs[0][2]}; }}\n}}")  # fmt: skip
+    cpp, lib = tmp_path / f"{name}.cpp", tmp_path / f"{name}.so"
+    cpp.write_text("\n".join(src) + "\n")
+    subprocess.run([cxx, "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", "-o", str(lib), str(cpp)], check=True)
+    dll = ctypes.CDLL(str(lib))
+
+    def call(dtype, *inputs):
+        suffix = "f32" if dtype == np.float32 else "f64"
+        arrs = [np.ascontiguousarray(a, dtype=dtype if t not in ctypes_of else np.dtype(t)) for a, (_, t, _) in zip(inputs, ins)]
+        out = np.empty(arrs[0].shape, dtype=dtype)
+        getattr(dll, f"{name}_{suffix}")(*(a.ctypes.data_as(ctypes.c_void_p) for a in arrs + [out]), ctypes.c_longlong(out.size))
+        return out
+
+    return call
+
+
+def _same_bits(got, want, msg):
+    """Equal values, NaN where NaN (any payload), and the same sign of zero."""
+    assert got.dtype == want.dtype, msg
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=msg)
+    np.testing.assert_array_equal(got[~nan], want[~nan], err_msg=msg)
+    np.testing.assert_array_equal(np.signbit(got[~nan]), np.signbit(want[~nan]), err_msg=msg)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_elementwise_sources_give_the_generic_primitives_bits(tmp_path, dtype):
+    """Each ElementwiseKernel of cupy_gpu, compiled for the host, against the
+    generic primitive it stands for on every pair of special values: NaN
+    (kept, as on every other backend: prox_lp's doc), +-inf, +-0, ties
+    |v| = w, huge and tiny numbers.  (The soft threshold's source mapped NaN
+    to 0 and wrote +0 where the primitive writes -0.)"""
+    from test_nvrtc import cupy_kernels
+
+    found = {args[-1]: args for module, kind, args, _ in cupy_kernels() if module == "cupy_gpu.py" and kind == "ElementwiseKernel"}
+    assert set(found) == set(_HOST_PRIMITIVES)
+    big = float(np.finfo(dtype).max)
+    vals = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 1e-30, -1e30, big, -big], dtype=dtype)
+    thr = np.array([0.0, 0.5, 1.0, 3.0, 1e-30, 1e30, big, np.inf], dtype=dtype)
+    v = np.repeat(vals, thr.size).reshape(vals.size, thr.size)
+    w = np.tile(thr, (vals.size, 1))
+    for name, (primitive, per_row) in _HOST_PRIMITIVES.items():
+        host = _host_elementwise(tmp_path, *found[name])
+        with np.errstate(all="ignore"):
+            if per_row:  # scale_rows(W, f): row r of W times the float64 factor f_r
+                f = np.array([0.0, 0.5, 1.0, 2.0, 1e-300, 1e300, np.inf, np.nan], dtype=np.float64)
+                W = np.tile(vals, (f.size, 1))
+                want = primitive(W, f)
+                got = host(dtype, W, np.broadcast_to(f[:, None], W.shape))
+            else:
+                want = primitive(v, w)
+                got = host(dtype, v, w)
+        _same_bits(got, want, name)
 
 
 def test_cupy_backend_is_unavailable_without_cupy():

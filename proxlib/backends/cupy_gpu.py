@@ -71,8 +71,11 @@ def _cuda_prims() -> SimpleNamespace:
         "T x", "float64 y", "(double)x * (double)x", "a + b", "y = a", "0", "proxlib_row_sumsq"
     )
     scale_rows = cupy.ElementwiseKernel("T w, float64 f", "T x", "x = (T)((double)w * f)", "proxlib_scale_rows")
+    # sign(v) (|v| - w)_+ as _xp_kernels.weighted_l1 forms it (clip, then
+    # signed_like): NaN stays NaN, a negative v thresholded to zero gives -0
     soft_threshold = cupy.ElementwiseKernel(
-        "T v, T w", "T x", "T mag = fabs(v) - w; x = mag > (T)0 ? copysign(mag, v) : (T)0", "proxlib_soft_threshold"
+        "T v, T w", "T x", "T mag = fabs(v) - w; T c = mag < (T)0 ? (T)0 : mag; x = v < (T)0 ? -c : (v >= (T)0 ? c : v)",
+        "proxlib_soft_threshold",
     )
     l2sq_shrink = cupy.ElementwiseKernel("T v, T w", "T x", "x = v / ((T)1 + (T)2 * w)", "proxlib_l2sq_shrink")
     return SimpleNamespace(
