@@ -813,17 +813,24 @@ def test_importing_proxlib_does_not_import_torch_or_triton():
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_search(monkeypatch, dtype):
+@pytest.mark.parametrize("default", ["host", "accelerator"])
+def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_search(monkeypatch, dtype, default):
     """The torch exclusive-lasso kernel, with the device's sort (``torch.sort``,
     as on CUDA; the CPU's is NumPy's), reads nothing on the host and makes no
     synchronising call (no boolean-mask assignment, no Python number copied
     to the device: ``_xp_kernels.signed_like`` and ``clip``); group+exclusive
     only in its root search: one read per four Newton steps, and on a CPU
     tensor one read and one ``nonzero`` that gather the rows that need it.
-    Both agree with the NumPy reference."""
+    Both agree with the NumPy reference.  Each route is chosen here, not
+    left to the tensor's device: a CUDA tensor (``PROXLIB_TEST_DEVICE=cuda``)
+    takes the accelerator's by default, which ``default="accelerator"``
+    gives CPU tensors too (the first GPU run would otherwise have compared
+    that route with itself)."""
     from proxlib.backends import torch_dev
 
     monkeypatch.setattr(torch_dev, "_sort_desc", lambda A, xp: torch.sort(A, dim=1, descending=True).values)
+    if default == "accelerator":  # a CUDA tensor's default route (torch_dev._gathers_rows)
+        monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
     rng = np.random.default_rng(3)
     W = rng.standard_normal((7, 9)).astype(dtype)
     W[2] = 0.0
@@ -836,6 +843,7 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
     assert rec.reads == 0 and rec.sync_ops == [], (rec.reads, rec.sync_ops)
     tol = 4 * np.finfo(dtype).eps * np.abs(W).max()
     np.testing.assert_allclose(_device.to_numpy(X), numpy_ref.exclusive_lasso(W, b), rtol=0, atol=tol)
+    monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: True)  # the host's route, on any device
     with _Recorder(monkeypatch) as rec:
         X = torch_dev.group_exclusive(Wt, at, bt)
     assert rec.reads >= 1 and all("nonzero" in op for op in rec.sync_ops), rec.sync_ops
