@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks of issues 7 and 13, as one prepared run for a
 # lent GPU machine: at most 9.5 minutes of its time (each stage has a time
-# limit, 550 s in all; give run() a timeout_s of 590).  On an H200 on
-# 2026-11-30 a full run took 296 s, the machine's start 0.5-3 min more.
+# limit, 550 s in all, and the whole script a budget of 570 s that cuts the
+# stage running when it ends and skips the later ones, so the summary is
+# printed before run()'s timeout_s of 590; GPU_SESSION_BUDGET overrides it).
+# On an H200 on 2026-11-30 a full run took 296 s, the machine's start
+# 0.5-3 min more.
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       -d .whl "array-api-compat>=1.9"          # here, once: the image lacks it
@@ -39,14 +42,22 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ls .whl/*.whl >/dev/null 2>&1; then  # wheels carried for what the image lacks
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/proxlib_site .whl/*.whl || exit 100
+    timeout 60 $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/proxlib_site .whl/*.whl || exit 100
     export PYTHONPATH="$PYTHONPATH:/tmp/proxlib_site"
 fi
 SUMMARY=()
 FAILED=0
 stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, keep the tail
     local name=$1 limit=$(($2 * LIMIT_SCALE)) start=$SECONDS rc
+    local left=$((BUDGET - SECONDS - 15))  # (15 s: timeout's 10 s grace, then the summary)
     shift 2
+    if [ "$left" -lt 5 ]; then  # the budget is spent: the stage is not started
+        echo "=== $name skipped (the ${BUDGET}s budget is spent)"
+        FAILED=$((FAILED + 1))
+        SUMMARY+=("$name rc=124 0s skipped: the ${BUDGET}s budget was spent")
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
     echo "=== $name (limit ${limit}s)"
     timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
     rc=$?
@@ -77,8 +88,10 @@ else
     WORKERS=8
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+    timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
 fi
+# seconds for the whole script (the dry run's scaled as its limits)
+BUDGET=${GPU_SESSION_BUDGET:-$((570 * LIMIT_SCALE))}
 
 stage 0_env 20 $PY -c "
 import platform, numpy, scipy, torch, proxlib
@@ -182,6 +195,6 @@ EOF
 
 stage 5_bench 180 $PY benchmarks/bench_gpu.py "${BENCH[@]}" --out "$OUT/RESULTS_GPU.md"
 
-echo "=== SUMMARY (${SECONDS}s; logs and reports in $OUT)"
+echo "=== SUMMARY (${SECONDS}s of a ${BUDGET}s budget; logs and reports in $OUT)"
 printf '%s\n' "${SUMMARY[@]}"
 exit "$FAILED"
