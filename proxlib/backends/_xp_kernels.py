@@ -96,6 +96,18 @@ def quotient(num, den, xp):
     return xp.full_like(den, num) / den
 
 
+def divided(x, d, xp):
+    """``x / d`` correctly rounded for an array or number ``x`` and a Python
+    number ``d``, the same bits on every device: torch on CUDA computes a
+    tensor divided by a number as ``tensor * (1 / d)`` (two roundings), the
+    CPU and NumPy divide; an array of ``d`` is divided by on every device.
+    For code whose number and array forms must agree bit for bit (lp's lam,
+    a number for one term, an array for a batch of them)."""
+    if not hasattr(x, "shape"):
+        return x / d
+    return x / xp.full_like(x, d)
+
+
 def sort_desc(A, xp):
     """Each row of ``A`` sorted in decreasing order (the default sort primitive)."""
     return xp.sort(A, axis=1, descending=True)
@@ -404,19 +416,22 @@ def _lp_closed_form(av, lam, p, xp):
             arg = -quotient(3.0 * lam, 4.0 * av, xp) * xp.sqrt(quotient(3.0, av, xp))
             u = 2.0 * xp.sqrt(av / 3.0) * xp.cos(xp.acos(arg) / 3.0)
             return u * u
-        c = 2.0 * lam / 3.0
+        # (lam is a number for one term, an array for a batch of terms: every
+        # division by a number that involves it is ``divided``, so both forms
+        # round alike on every device, CUDA's torch included)
+        c = divided(2.0 * lam, 3.0, xp)
         # c * c * c, not c**3: a Python float power raises OverflowError for
         # lam > ~1e102, a product gives inf (then NaN, and the caller starts
         # Newton from av instead)
-        D = av**4 / 256.0 - c * c * c / 27.0
+        D = av**4 / 256.0 - divided(c * c * c, 27.0, xp)
         sq = xp.sqrt(xp.clip(D, min=0.0))
         m_real = _cbrt(av * av / 16.0 + sq, xp) + _cbrt(av * av / 16.0 - sq, xp)
         if not hasattr(c, "shape"):  # one lam (a Python float)
-            arg = (3.0 * av * av / (16.0 * c)) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
+            arg = divided(3.0 * av * av, 16.0 * c, xp) * math.sqrt(3.0 / c) if c > 0 else av * 0.0
             m_trig = 2.0 * math.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
         else:  # per-entry lam (lp_solve): c = 0 gives NaN here, unused since then D >= 0
             arg = (3.0 * av * av / (16.0 * c)) * xp.sqrt(quotient(3.0, c, xp))
-            m_trig = 2.0 * xp.sqrt(c / 3.0) * xp.cos(xp.acos(arg) / 3.0)
+            m_trig = 2.0 * xp.sqrt(divided(c, 3.0, xp)) * xp.cos(xp.acos(arg) / 3.0)
         mm = xp.where(D >= 0, m_real, m_trig)
         r = xp.sqrt(2.0 * mm)
         u = 0.5 * (r + xp.sqrt(2.0 * av / r - 2.0 * mm))
