@@ -948,7 +948,12 @@ def test_lp_kernel_on_the_device_path_synchronises_only_in_its_newton_loop(monke
     ``maximum`` with a Python number, copied to the device first:
     ``signed_like`` and ``clip``); its only host reads are the Newton loop's
     convergence tests (none for p = 1, soft thresholding).  It agrees with
-    the NumPy reference."""
+    the NumPy reference: bit for bit on CPU tensors (the same operations on
+    the same libm); on a GPU (``PROXLIB_TEST_DEVICE=cuda``) to the parity
+    tolerance, since CUDA's pow, acos and cos may differ from the host's in
+    the last bit and it divides by a number as a multiplication by its
+    reciprocal (one ulp off in pow, acos or cos moved 1-5 of these 40
+    results by an ulp on CPU tensors)."""
     from proxlib.backends import torch_dev
 
     rng = np.random.default_rng(4)
@@ -959,4 +964,9 @@ def test_lp_kernel_on_the_device_path_synchronises_only_in_its_newton_loop(monke
         x = torch_dev.lp(vt, 0.7, p)
     assert rec.sync_ops == [], rec.sync_ops
     assert (rec.reads == 0) if p == 1.0 else (1 <= rec.reads <= 3), rec.reads
-    np.testing.assert_array_equal(_device.to_numpy(x), numpy_ref.lp(v, 0.7, p))
+    got, want = _device.to_numpy(x), numpy_ref.lp(v, 0.7, p)
+    if vt.device.type == "cpu":
+        np.testing.assert_array_equal(got, want)
+    else:
+        tol = TOL[np.float64]
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.nanmax(np.abs(v)))
