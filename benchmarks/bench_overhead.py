@@ -291,13 +291,13 @@ def host_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[dict]:
+def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: int = 64) -> list[dict]:
     if device == "cuda" and not torch.cuda.is_available():
         print("GPU: skipped (no CUDA device)", file=sys.stderr)
         return []
     dev = torch.device(device)
     torch.manual_seed(0)
-    net = resnet18().to(dev)
+    net = resnet18(width=width).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     X, y = torch.randn(batch, 3, 32, 32, device=dev), torch.randint(0, 10, (batch,), device=dev)
     sync = torch.cuda.synchronize if device == "cuda" else None
@@ -329,7 +329,8 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128) -> list[d
         # (a step in a metric is tens of times longer: fewer timings, the median of them still)
         timed = (lambda f, r=max(1, repeats // 3): _median_ms(f, r, sync, warmup=1)) if metric else (lambda f: _median_ms(f, repeats, sync))
         t_prox = timed(prox.step)
-        row = dict(device=dev_name, model="ResNet-18 (32x32)" + (", Adam" if metric else ""), batch=batch, penalty=name,
+        model = "ResNet-18 (32x32)" + ("" if width == 64 else f", width {width}") + (", Adam" if metric else "")
+        row = dict(device=dev_name, model=model, batch=batch, penalty=name,
                    train_ms=t_adam if metric else t_train, prox_ms=t_prox)
         if any(t.plan().batched for t in prox.terms):  # the same terms one by one (proxlib.torch._batched)
             from proxlib.torch import _batched
@@ -458,6 +459,7 @@ def main(argv=None) -> int:
     p.add_argument("--host-only", action="store_true", help="the host-cost section alone (torch route, CPU)")
     p.add_argument("--resnet-device", default="cuda", help="device of the ResNet-18 section (cpu: a dry run of it)")
     p.add_argument("--resnet-batch", type=int, default=128)
+    p.add_argument("--resnet-width", type=int, default=64, help="ResNet-18's first-stage channels (a dry run: fewer)")
     p.add_argument("--out", default=None, help="write a markdown report here")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
@@ -497,7 +499,7 @@ def main(argv=None) -> int:
         print(table(rows_busy), flush=True)
     all_rows = [r for _, rs in sections for r in rs]
     if not a.no_gpu:
-        gpu = bench_resnet(repeats, a.resnet_device, a.resnet_batch)
+        gpu = bench_resnet(repeats, a.resnet_device, a.resnet_batch, a.resnet_width)
         if gpu:
             sections.append(("GPU" if a.resnet_device == "cuda" else f"ResNet-18 on {a.resnet_device}", gpu))
             print(table(gpu))
