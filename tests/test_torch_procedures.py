@@ -44,6 +44,10 @@ def test_weight_metrics_dense_distinct_and_all_zero():
     assert z.sparsity == 1.0 and np.isnan(z.sharing) and z.compression == 6.0 and z.flop_fraction == 0.0
     # -0.0 is zero
     assert pt.weight_metrics(torch.tensor([[-0.0, 1.0]])).n_nonzero == 1
+    # integer and bool tensors (a pruning mask) as their NumPy arrays are taken
+    # (the torch ones raised "proximal steps need a floating-point tensor")
+    for A in (torch.arange(12).reshape(3, 4), torch.arange(12).reshape(3, 4) % 3 == 0):
+        assert pt.weight_metrics(A) == pt.weight_metrics(A.numpy())
 
 
 def test_conv_flop_fraction_counts_filters_and_shape_columns():

@@ -107,8 +107,8 @@ def weight_metrics(W, grouping: str = "channel", *, dense_flops: float | None = 
     >>> m.sparsity, m.zero_rows, m.sharing, m.compression, m.flop_fraction
     (0.3333333333333333, 1, 2.0, 2.0, 0.6666666666666666)
     """
-    if isinstance(W, torch.Tensor):
-        W = B.gathered(W).cpu().numpy()
+    if isinstance(W, torch.Tensor):  # (integer or bool tensors, e.g. masks, as NumPy's are taken)
+        W = (B.gathered(W) if W.is_floating_point() else W.detach()).cpu().numpy()
     W = np.asarray(W)
     if W.ndim < 2:
         raise ValueError(f"weight_metrics needs a weight tensor with >= 2 dimensions, got shape {W.shape}")
