@@ -365,3 +365,16 @@ def test_unpenalised_feature_falls_back_to_the_residual(diabetes):
     g = X.T @ (X @ res.x - y) / len(y)
     assert abs(g[2]) <= 1e-9 * np.abs(X.T @ y).max() / len(y)  # stationary in the free direction
     assert res.x[2] != 0
+
+
+def test_readme_solver_snippet_runs(diabetes):
+    """The README's prox_grad example, given its X, y and weights."""
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    anchor = text.index("from proxlib.solvers import LeastSquares, prox_grad")
+    code = text[anchor : text.index("```", anchor)]
+    X, y = diabetes
+    ns = {"proxlib": proxlib, "X": X, "y": y, "weights": proxlib.owl_weights_oscar(X.shape[1], 0.1, 0.01)}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["res"].converged and ns["res"].criterion == "gap"

@@ -987,3 +987,17 @@ def test_step_of_several_optimizer_steps():
         with pytest.raises(ValueError, match="steps"):
             prox.step(steps=bad)
     assert prox.n_steps == 1
+
+
+def test_readme_torch_snippet_runs():
+    """The README's first example (torch tensors in, a ProximalStep attached)
+    runs as written: one prox after the one optimizer step."""
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## With PyTorch") :]
+    start = section.index("```python") + len("```python")
+    ns: dict = {}
+    exec(compile(section[start : section.index("```", start)], "README.md", "exec"), ns)
+    assert isinstance(ns["X"], torch.Tensor) and tuple(ns["X"].shape) == (784, 300)
+    assert ns["prox"].n_steps == 1 and len(ns["prox"].terms) == 2
