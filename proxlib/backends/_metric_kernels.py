@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 
 from .._dispatch import array_namespace, device
+from .._range import mul_pow2
 from . import KERNELS
 from . import _xp_kernels as _k
 from ._xp_kernels import errstate, row_scale, signed_like, upcast
@@ -85,15 +86,6 @@ def _sqrt2x(t, xp):
     return xp.where(t <= 2.0**1022, xp.sqrt(2.0 * t), 2.0 * xp.sqrt(0.5 * t))
 
 
-def _times_pow2(a, e, xp):
-    """``a * 2^e`` for a float64 array ``a`` and an integer-valued float64
-    array ``e``: the power of two applied to the mantissa, so nothing over- or
-    underflows before the result does (``ldexp`` of a torch tensor multiplies
-    by ``2.0**e``, which is 0 for e < -1074)."""
-    ma, ea = xp.frexp(a)
-    return xp.ldexp(ma, ea + xp.astype(e, ea.dtype))
-
-
 def _lp_at_scale(li, lam, d64, p, xp):
     """(lam_s, k): per entry, lam_i = lam / d_i as ``lam_s 2^(k (2 - p))``
     with ``2^k`` the scale of the entry's problem (the scaling of
@@ -116,7 +108,7 @@ def _lp_at_scale(li, lam, d64, p, xp):
     hi, lo = two_product(k, xp.full_like(k, 2.0 - p), xp)
     q = (E - hi) - lo  # E - hi is exact (both near each other, hi a multiple of 2^-41)
     qi = xp.floor(q)
-    lam_s = _times_pow2((ml / md) * 2.0 ** (q - qi), qi, xp)
+    lam_s = mul_pow2((ml / md) * 2.0 ** (q - qi), qi)
     return xp.where(out, lam_s, li), k
 
 
@@ -157,8 +149,8 @@ def lp_metric(v, d, lam, p):
             return xp.astype(X, v.dtype, copy=False)
         li, k = _lp_at_scale(li, lam, d64, p, xp)
         # entries far above the threshold, which would overflow at their scale, stay as they are
-        big = av >= _times_pow2(xp.full_like(k, 2.0**1020), k, xp)
-        vs = _times_pow2(xp.where(big, 0.0, v64), -k, xp)
+        big = av >= mul_pow2(xp.full_like(k, 2.0**1020), k)
+        vs = mul_pow2(xp.where(big, 0.0, v64), -k)
         avs = xp.abs(vs)
         if p == 0:
             X = xp.where(avs > _sqrt2x(li, xp), v64, 0.0)
@@ -173,7 +165,7 @@ def lp_metric(v, d, lam, p):
         tau = ((2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r) * lr
         beta = (p * (1.0 - p)) ** r * lr
         Xs = _k.lp_solve(vs, avs, li, p, tau, beta, xp)  # (it passes NaN and +-inf through)
-        X = xp.where(big | ~(av < math.inf), v64, _times_pow2(Xs, k, xp))
+        X = xp.where(big | ~(av < math.inf), v64, mul_pow2(Xs, k))
     return xp.astype(X, v.dtype, copy=False)
 
 
