@@ -506,10 +506,9 @@ def _removable_channels(roots, items, maps, inputs):
 
 
 def _channel_dim(m, x: torch.Tensor) -> int:
-    """The channel dimension of a Linear/Conv ``m``'s input or output ``x``."""
-    if isinstance(m, torch.nn.Linear):
-        return x.ndim - 1
-    return 1 if x.ndim == m.weight.ndim else 0  # an unbatched Conv tensor has no batch dimension
+    """The channel dimension of a Linear/Conv ``m``'s input or output ``x``
+    (:func:`_in_dim`, counted from the front)."""
+    return _in_dim(m, x.ndim) % x.ndim
 
 
 def _mixes(model, args, items, maps, removable, names, base) -> str | None:
