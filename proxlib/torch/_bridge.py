@@ -93,6 +93,16 @@ def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
+def channel_dim(layer: torch.nn.Module, ndim: int) -> int:
+    """The dimension holding the channels of a Linear/Conv ``layer``'s input
+    or output of ``ndim`` dimensions, counted from the front: a Linear's
+    last; a Conv's 1, or 0 for an unbatched tensor (one dimension less than
+    the weight: no batch dimension)."""
+    if isinstance(layer, torch.nn.Linear):
+        return ndim - 1
+    return 0 if ndim == layer.weight.ndim - 1 else 1
+
+
 def working_tensor(t: torch.Tensor) -> torch.Tensor:
     """``t`` detached; float16/bfloat16 upcast to float32 (the core's dtypes)."""
     t = t.detach()

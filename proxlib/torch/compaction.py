@@ -307,12 +307,11 @@ def _is_plain_layer(m) -> bool:
     return isinstance(m, torch.nn.Linear) or (isinstance(m, _CONVS) and m.groups == 1 and not m.transposed)
 
 
-def _in_dim(m, ndim: int | None = None) -> int:
+def _in_dim(m, ndim: int) -> int:
     """The dimension of ``m``'s input that holds its input channels, for an
-    input of ``ndim`` dimensions (0 for an unbatched Conv input)."""
-    if isinstance(m, torch.nn.Linear):
-        return -1
-    return 0 if ndim == m.weight.ndim - 1 else 1
+    input of ``ndim`` dimensions (:func:`._bridge.channel_dim`; -1 for a
+    Linear, as ClusteredInputs and the compaction spec take it)."""
+    return -1 if isinstance(m, torch.nn.Linear) else B.channel_dim(m, ndim)
 
 
 def _zero_padded(conv) -> bool:
@@ -505,11 +504,6 @@ def _removable_channels(roots, items, maps, inputs):
     return removable, folds
 
 
-def _channel_dim(m, x: torch.Tensor) -> int:
-    """The channel dimension of a Linear/Conv ``m``'s input or output ``x``
-    (:func:`_in_dim`, counted from the front)."""
-    return _in_dim(m, x.ndim) % x.ndim
-
 
 def _mixes(model, args, items, maps, removable, names, base) -> str | None:
     """Why the group's ``removable`` channels cannot go (None when they can).
@@ -528,12 +522,12 @@ def _mixes(model, args, items, maps, removable, names, base) -> str | None:
     rm = set(removable)
 
     def produce(mod, inp, out, rows):
-        return out.index_fill(_channel_dim(mod, out), torch.as_tensor(rows, device=out.device), float("nan"))
+        return out.index_fill(B.channel_dim(mod, out.ndim), torch.as_tensor(rows, device=out.device), float("nan"))
 
     def read(mod, a, cols):
         x = a[0]
         isnan = torch.isnan(x)
-        d = _channel_dim(mod, x)
+        d = B.channel_dim(mod, x.ndim)
         other = torch.ones(x.shape[d], dtype=torch.bool)
         other[cols] = False
         if bool(isnan.index_select(d, other.nonzero().flatten().to(x.device)).any()):

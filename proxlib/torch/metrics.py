@@ -147,12 +147,8 @@ def _dense_flops(model, layers, args: tuple) -> dict[str, float]:
     handles = []
     for n, m in layers.items():
         def hook(mod, inp, out, n=n):
-            if isinstance(mod, torch.nn.Linear):
-                batched, channels = out.ndim > 1, out.shape[-1]
-            else:  # an unbatched Conv output (C, *spatial) has one dimension less than the weight
-                batched = out.ndim == mod.weight.ndim
-                channels = out.shape[1 if batched else 0]
-            positions[n] = out.numel() / channels / (out.shape[0] if batched else 1)
+            d = B.channel_dim(mod, out.ndim)  # 0: an unbatched output (no batch dimension)
+            positions[n] = out.numel() / out.shape[d] / (out.shape[0] if d > 0 else 1)
         handles.append(m.register_forward_hook(hook))
     flags = [(m, m.training) for m in model.modules()]
     try:
