@@ -51,28 +51,21 @@ __all__ = [
 
 
 def _host(a) -> np.ndarray:
-    if array_kind(a) == "torch":
-        return a.detach().cpu().double().numpy()
-    if array_kind(a) == "cupy":
-        return a.get().astype(np.float64)
-    return np.asarray(a, dtype=np.float64)
+    """``a`` on the host as float64 NumPy (exact: every float dtype widens)."""
+    return np.asarray(_numpy_in_own_precision(a), dtype=np.float64)
 
 
 def _numpy_in_own_precision(a) -> np.ndarray:
     """``a`` on the host as NumPy, in its own floating dtype (bfloat16, which
     NumPy lacks, as float32; other dtypes as NumPy keeps them)."""
     if array_kind(a) == "torch":
+        import torch  # (loaded already: a is a tensor)
+
         a = a.detach().cpu()
-        return (a.float() if a.dtype == _torch_bfloat16() else a).numpy()
+        return (a.float() if a.dtype == torch.bfloat16 else a).numpy()
     if array_kind(a) == "cupy":
         return a.get()
     return np.asarray(a)
-
-
-def _torch_bfloat16():
-    import torch
-
-    return torch.bfloat16
 
 
 def _same_library(v, x):
