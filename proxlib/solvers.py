@@ -313,12 +313,17 @@ class SolverResult:
     history: list = field(default_factory=list)
 
 
+#: prox_grad's default tolerance by the data's precision (half precision is
+#: solved in float32)
+DEFAULT_TOL = {"float64": 1e-10, "float32": 1e-5}
+
+
 def prox_grad(
     loss,
     penalty: Penalty,
     x0=None,
     *,
-    tol: float = 1e-10,
+    tol: float | None = None,
     max_iter: int = 10_000,
     lipschitz: float | None = None,
     line_search: bool = True,
@@ -334,9 +339,12 @@ def prox_grad(
     penalty : a proxlib penalty object (its parameters carry the strength)
     x0 : array, optional
         Starting point (default zeros of the loss's shape, on ``A``'s device).
-    tol : float
+    tol : float, optional
         Stop when the relative duality gap ``gap / F(0)`` (criterion "gap") or
-        the optimality residual (criterion "residual") is <= tol.
+        the optimality residual (criterion "residual") is <= tol.  Default:
+        1e-10 for float64 data, 1e-5 for float32 (half precision is solved
+        in float32): a float32 iterate's certificates are themselves rounded,
+        and level off between about 1e-8 and 2e-6.
     max_iter : int
     lipschitz : float, optional
         Initial Lipschitz constant of grad f (default: power iteration for a
@@ -363,7 +371,8 @@ def prox_grad(
         raise TypeError(f"penalty must be a proxlib penalty object, got {type(penalty).__name__}")
     max_iter = V.count(max_iter, "max_iter")
     check_every = V.positive_count(check_every, "check_every")
-    tol = V.nonnegative(tol, "tol")
+    if tol is not None:
+        tol = V.nonnegative(tol, "tol")
     use_gap = getattr(loss, "has_dual", False) and _C.has_dual_norm(penalty)
     if criterion == "gap" and not use_gap:
         raise ValueError("criterion='gap' needs a matrix loss and a penalty with a dual norm")
@@ -387,6 +396,12 @@ def prox_grad(
         x = xp.asarray(x, copy=True)
 
     can_search = line_search and (linear or loss._value is not None)
+    # the line search's allowance for rounding: its excess is a difference of
+    # loss values of size |f(y)|, each rounded in x's precision
+    eps = float(xp.finfo(x.dtype).eps)
+    slack = 8.0 * eps
+    if tol is None:
+        tol = DEFAULT_TOL["float64"] if eps < 1e-15 else DEFAULT_TOL["float32"]
     prox = _ProxPlan(penalty, x)
     L = _initial_lipschitz(loss, x, xp, lipschitz)
     f0 = loss.value_at_zero() if use_gap else None
@@ -419,8 +434,7 @@ def prox_grad(
                 ex = loss.excess(zy, z_new, zd, fy)
             else:
                 ex = loss.value(x_new) - fy - _dot(g, d, xp)
-            # rounding slack: the excess is a difference of values of size |f(y)|
-            if ex <= 0.5 * L * dd + 8 * 2.2e-16 * abs(fy) or dd == 0.0:
+            if ex <= 0.5 * L * dd + slack * abs(fy) or dd == 0.0:
                 break
             L *= 2.0
             if not math.isfinite(L):  # pragma: no cover - a gradient that is not Lipschitz

@@ -174,6 +174,34 @@ def test_x0_of_another_library_than_A(diabetes):
     np.testing.assert_allclose(res.x, ref, rtol=0, atol=AGREE * np.abs(ref).max())
 
 
+def _float32_problems():
+    rng = np.random.default_rng(0)
+    for n, p in ((60, 30), (150, 80)):
+        A = rng.standard_normal((n, p))
+        yield LeastSquares, A, rng.standard_normal(n)
+        yield Logistic, A, np.where(rng.random(n) > 0.5, 1.0, -1.0)
+
+
+@pytest.mark.parametrize("pen", [proxlib.WeightedL1(0.02), proxlib.GroupLasso(0.02), proxlib.ExclusiveLasso(0.02)],
+                         ids=lambda p: type(p).__name__)
+def test_float32_line_search_and_default_tol(pen):
+    # The line search allowed float64 rounding (8 * 2.2e-16 |f(y)|) for the
+    # excess of float32 loss values, so rounding alone doubled the constant
+    # (logistic: 0.6 grew to 4e4-1e6) and the steps shrank until the run
+    # stalled; and the default tol (1e-10) is below a float32 certificate's
+    # own rounding, so float32 runs went to max_iter.  Now the allowance is
+    # float32's and the default tol 1e-5 there: float32 runs take the float64
+    # run's constant, converge in about its iterations, and agree with it.
+    for make, A, b in _float32_problems():
+        ref = prox_grad(make(A, b), pen)
+        res = prox_grad(make(A.astype(np.float32), b.astype(np.float32)), pen, max_iter=2_000)
+        assert res.x.dtype == np.float32
+        assert res.converged and res.history[-1][1] <= proxlib.solvers.DEFAULT_TOL["float32"]
+        assert res.n_iter <= max(50, ref.n_iter)
+        assert res.lipschitz < 1.5 * ref.lipschitz  # (no doubling beyond the float64 run's)
+        np.testing.assert_allclose(res.x, ref.x, rtol=0, atol=1e-3 * max(1.0, np.abs(ref.x).max()))
+
+
 def test_default_lipschitz_when_ones_is_an_eigenvector():
     # the power iteration started from the all-ones vector, an eigenvector of
     # A^T A here (eigenvalues 2 and 0.02): it returned 0.01 for the constant 1,
