@@ -1001,3 +1001,43 @@ def test_readme_torch_snippet_runs():
     exec(compile(section[start : section.index("```", start)], "README.md", "exec"), ns)
     assert isinstance(ns["X"], torch.Tensor) and tuple(ns["X"].shape) == (784, 300)
     assert ns["prox"].n_steps == 1 and len(ns["prox"].terms) == 2
+
+
+@pytest.mark.parametrize("cpu_kernels", CPU_KERNELS)
+@pytest.mark.parametrize("penalty", [proxlib.GroupLasso(0.5), proxlib.ExclusiveLasso(0.5), proxlib.WeightedL1(0.5), proxlib.Lp(0.5, 0.5)],
+                         ids=["group-lasso", "exclusive", "weighted-l1", "lp"])
+@pytest.mark.parametrize("lr", [math.nan, math.inf])
+@pytest.mark.parametrize("keep_zero", [False, True], ids=["plain", "keep-zero"])
+def test_a_non_finite_learning_rate_raises_and_leaves_the_weights(lr, penalty, keep_zero, cpu_kernels, monkeypatch):
+    """A group's lr that is NaN or Inf (a scheduler gone wrong) makes the
+    step lr * strength not finite: the step raises a ValueError naming the
+    term, as ``step(lr=nan)`` and the public function refuse such a step,
+    and leaves the weights as they were (it wrote NaN, or set the whole
+    tensor to zero, hiding the NaN the optimizer's own step made); also on
+    the kept step (two steps before) and in a metric."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", cpu_kernels)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(6, 5)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, keep_zero=keep_zero)
+    prox.add(lin, penalty, grouping="channel" if penalty.layout != "flat" else None)
+    prox.step()
+    prox.step()
+    opt.param_groups[0]["lr"] = lr
+    W = lin.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"^term 'Linear.weight:\w+(\[channel\])?': the proximal step .* is not finite"):
+        prox.step()
+    assert torch.equal(lin.weight.detach(), W)
+    opt.param_groups[0]["lr"] = 1e300  # lr * strength overflows
+    prox.terms[0].strength = 1e10
+    with pytest.raises(ValueError, match="not finite"):
+        prox.step()
+    assert torch.equal(lin.weight.detach(), W)
+    sgd = torch.optim.SGD(lin.parameters(), lr=0.1)
+    sgd.param_groups[0]["lr"] = lr
+    metric = pt.ProximalStep(sgd, metric=lambda o, p: torch.ones_like(p))
+    metric.add(lin, penalty)
+    with pytest.raises(ValueError, match="not finite"):
+        metric.step()
+    assert torch.equal(lin.weight.detach(), W)
+

@@ -532,8 +532,13 @@ class ProxTerm:
     def apply(self, lr: float, *, check_finite: bool = False, metric: torch.Tensor | None = None, _leaf=None) -> None:
         """Replace the leaf by its prox with step ``lr * strength``, in place;
         for a metric term, in the diagonal metric ``metric`` (a tensor of the
-        leaf's shape, finite and > 0: checked only with ``check_finite``)."""
+        leaf's shape, finite and > 0: checked only with ``check_finite``).
+        A step <= 0 leaves the leaf as it is; one that is NaN or Inf (a
+        learning rate that is, or a product that overflows) raises a
+        ValueError naming the term, before anything is written."""
         step = float(lr) * self.strength
+        if not step < math.inf:  # NaN or Inf (the public function refuses such a step too)
+            raise _non_finite_step(self._name(), lr, self.strength)
         if step <= 0:
             return
         if self.metric and metric is None:
@@ -563,6 +568,16 @@ class ProxTerm:
 
 # ProxTerm's fields its plan is built from (read-only once it is made)
 _READ_ONLY = frozenset({"target", "penalty", "grouping", "name", "metric"})
+
+
+def _non_finite_step(name: str, lr, strength) -> ValueError:
+    """The error of a term whose step ``lr * strength`` is NaN or Inf (a
+    learning rate that is, e.g. from a scheduler, or a product that
+    overflows): the prox at such a step would write NaN or zero the tensor."""
+    return ValueError(
+        f"term {name!r}: the proximal step lr * strength = {float(lr)!r} * {strength!r} is not finite "
+        "(the learning rate of the tensor's parameter group, times every, must be a finite number)"
+    )
 
 
 def _plan_key(leaf) -> tuple:
@@ -906,7 +921,8 @@ class ProximalStep:
                 if d is None:
                     d = metrics[id(leaf)] = self._metric_of(term, leaf, opt)
             if batch is not None:
-                if d is not None and batch.add_metric(term.plan(leaf), leaf, float(term_lr * factor) * term.strength, d):
+                step = float(term_lr * factor) * term.strength
+                if d is not None and step < math.inf and batch.add_metric(term.plan(leaf), leaf, step, d):  # (NaN, Inf: apply raises)
                     continue
                 batch.before(leaf)
             term.apply(term_lr * factor, check_finite=self.check_finite, metric=d, _leaf=leaf)
@@ -946,13 +962,13 @@ class ProximalStep:
                 term_lr = (lr if lr is not None else self._lr_of(term, leaf, opt)) * factor
                 plan = term._plan
                 step = float(term_lr) * term.strength
-                if step > 0 and plan is not None and plan.on_numba is not None and plan.holds(leaf):
+                if 0 < step < math.inf and plan is not None and plan.on_numba is not None and plan.holds(leaf):
                     batch.before(leaf)  # (a batched term on the same tensor comes first)
                     plan.write_on_numba(leaf, step, self.check_finite)
                     written.append(leaf)
                     continue
                 held = False
-                if step > 0:
+                if 0 < step < math.inf:  # (NaN, Inf: apply raises)
                     plan = term.plan(leaf)
                     if getattr(plan, "batched", False) and batch.add(plan, leaf, step):
                         continue
@@ -1016,10 +1032,10 @@ class ProximalStep:
                 return i
             term_lr = (lr if lr is not None else _float_lr(group["lr"])) * factor
             step = float(term_lr) * term.strength
-            if step > 0:
+            if 0 < step < math.inf:
                 plan.write_on_numba(leaf, step, check_finite)
                 written.append(leaf)
-            elif not step <= 0:  # NaN: the general path's handling
+            elif not step <= 0:  # NaN or Inf: the general path raises (ProxTerm.apply)
                 self._prepared = None
                 return i
         return len(entries)
