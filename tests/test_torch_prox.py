@@ -1041,3 +1041,19 @@ def test_a_non_finite_learning_rate_raises_and_leaves_the_weights(lr, penalty, k
         metric.step()
     assert torch.equal(lin.weight.detach(), W)
 
+
+def test_a_strength_changed_after_add_is_checked():
+    """``term.strength = s`` takes the checks of ``add``'s strength (a
+    finite number >= 0; a one-entry tensor is its number): a NaN strength
+    set all the weights to zero at the next step, a negative one skipped
+    the term silently, a string failed only at the step."""
+    lin = torch.nn.Linear(6, 5)
+    prox = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=0.1))
+    term = prox.add(lin, proxlib.GroupLasso(1.0))
+    for bad, err in ((math.nan, ValueError), (math.inf, ValueError), (-1.0, ValueError), ("0.5", TypeError), (torch.tensor([1.0, 2.0]), ValueError)):
+        with pytest.raises(err, match="strength"):
+            term.strength = bad
+        assert term.strength == 1.0
+    term.strength = torch.tensor(0.25)
+    assert type(term.strength) is float and term.strength == 0.25
+    assert prox.state_dict()["strengths"] == {"Linear.weight:GroupLasso": 0.25}

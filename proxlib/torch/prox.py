@@ -432,7 +432,7 @@ class ProxTerm:
     arguments) is refused (TypeError naming ``penalty``).
 
     ``strength`` (and ``label``) may be changed afterwards: the next step
-    uses the new strength.  ``target``, ``penalty``, ``grouping``, ``name``
+    uses the new strength (checked when assigned, as here).  ``target``, ``penalty``, ``grouping``, ``name``
     and ``metric`` are read-only once the term is made (assigning one raises
     AttributeError): the term's plan is built from them; add a new term
     instead.
@@ -454,11 +454,14 @@ class ProxTerm:
     _group: tuple | None = field(default=None, init=False, repr=False)  # (optimizer, leaf, its group's slot: _group_slot)
 
     def __setattr__(self, attr: str, value) -> None:
-        if attr in _READ_ONLY and self.__dict__.get("_made", False):
-            raise AttributeError(
-                f"ProxTerm.{attr} is read-only once the term is made (its plan is built from it); "
-                "add a new term instead (only strength and label may change)"
-            )
+        if self.__dict__.get("_made", False):
+            if attr in _READ_ONLY:
+                raise AttributeError(
+                    f"ProxTerm.{attr} is read-only once the term is made (its plan is built from it); "
+                    "add a new term instead (only strength and label may change)"
+                )
+            if attr == "strength":  # the checks of the constructor's strength
+                value = _check_strength(value)
         object.__setattr__(self, attr, value)
 
     def __post_init__(self):
