@@ -1057,3 +1057,39 @@ def test_a_strength_changed_after_add_is_checked():
     term.strength = torch.tensor(0.25)
     assert type(term.strength) is float and term.strength == 0.25
     assert prox.state_dict()["strengths"] == {"Linear.weight:GroupLasso": 0.25}
+
+
+def test_a_label_changed_after_add_stays_unique_and_keeps_its_frozen_groups():
+    """``term.label`` may change, but two terms of a ProximalStep may not
+    share one: a duplicate label raises a ValueError at the assignment (it
+    used to pass, then the state_dict kept one strength for the two terms,
+    and with ``keep_zero`` one term's frozen mask zeroed the other's tensor).
+    A renamed term keeps its frozen groups (they were keyed by the old
+    label and dropped)."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6)
+    with torch.no_grad():
+        a.weight[0] = 1e-3  # zeroed and frozen by the first step
+    opt = torch.optim.SGD([*a.parameters(), *b.parameters()], lr=0.1)
+    prox = pt.ProximalStep(opt, keep_zero=True)
+    prox.add(a, proxlib.GroupLasso(0.5), label="A")
+    tb = prox.add(b, proxlib.WeightedL1(1e-6), label="B")
+    with pytest.raises(ValueError, match="'A'"):
+        tb.label = "A"
+    assert tb.label == "B"
+    with pytest.raises(TypeError, match="label"):
+        tb.label = 3
+    with pytest.raises(TypeError, match="label"):
+        prox.add(a, proxlib.WeightedL1(0.1), label=3)
+    tb.label = "B"  # (its own label again)
+    Wb = b.weight.detach().clone()
+    prox.step()
+    assert torch.all(a.weight.detach()[0] == 0) and bool(prox.frozen()["A"][0].all())
+    assert torch.equal(b.weight.detach() != 0, Wb != 0)
+    prox.terms[0].label = "A2"
+    assert set(prox.frozen()) == {"A2", "B"} and bool(prox.frozen()["A2"][0].all())
+    assert set(prox.state_dict()["strengths"]) == {"A2", "B"}
+    with torch.no_grad():
+        a.weight[0] = 1.0
+    prox.step()  # the frozen row is set back to zero first
+    assert torch.all(a.weight.detach()[0] == 0)

@@ -432,7 +432,9 @@ class ProxTerm:
     arguments) is refused (TypeError naming ``penalty``).
 
     ``strength`` (and ``label``) may be changed afterwards: the next step
-    uses the new strength (checked when assigned, as here).  ``target``, ``penalty``, ``grouping``, ``name``
+    uses the new strength (checked when assigned, as here); a new label
+    must be a str that no other term of the term's :class:`ProximalStep`
+    has (its frozen groups follow it).  ``target``, ``penalty``, ``grouping``, ``name``
     and ``metric`` are read-only once the term is made (assigning one raises
     AttributeError): the term's plan is built from them; add a new term
     instead.
@@ -462,7 +464,27 @@ class ProxTerm:
                 )
             if attr == "strength":  # the checks of the constructor's strength
                 value = _check_strength(value)
+            elif attr == "label":
+                self._relabel(value)
         object.__setattr__(self, attr, value)
+
+    def _relabel(self, label) -> None:
+        """Check a new ``label`` of the made term: a str and, once the term
+        is in a :class:`ProximalStep` (``_owner``), no other term's label
+        there (labels key its state_dict, values and frozen masks); its
+        frozen mask, if any, moves to the new label."""
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a str, got {type(label).__name__}")
+        owner = self.__dict__.get("_owner")
+        step = None if owner is None else owner()
+        if step is None or label == self.label or not any(t is self for t in step.terms):  # (no longer, or a copy's)
+            return
+        if any(t is not self and t.label == label for t in step.terms):
+            raise ValueError(f"a term labelled {label!r} exists already in this ProximalStep (labels name the terms in "
+                             "state_dict(), values() and the frozen masks)")
+        mask = step._frozen.pop(self.label, None)
+        if mask is not None:
+            step._frozen[label] = mask
 
     def __post_init__(self):
         leaf = B.resolve_leaf(self.target, self.name)  # a bad target fails here
@@ -757,6 +779,7 @@ class ProximalStep:
         if self.keep_zero and B.is_sharded(term.leaf):
             raise NotImplementedError("keep_zero=True is not supported on sharded (DTensor) parameters")
         self.terms.append(term)
+        object.__setattr__(term, "_owner", weakref.ref(self))  # (a label changed later is checked against the others: ProxTerm._relabel)
         return term
 
     def _default_label(self, term: ProxTerm) -> str:
