@@ -1093,3 +1093,24 @@ def test_a_label_changed_after_add_stays_unique_and_keeps_its_frozen_groups():
         a.weight[0] = 1.0
     prox.step()  # the frozen row is set back to zero first
     assert torch.all(a.weight.detach()[0] == 0)
+
+
+def test_a_parameter_replaced_after_add_raises_naming_the_term():
+    """A term's parameter replaced by another tensor that the optimizer does
+    not hold (``load_state_dict(assign=True)``) makes the hook raise a
+    ValueError naming the term (it said only "a tensor of shape (5, 6) with
+    a prox term"), as add() and attach() name it."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 5))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net)
+    prox.add(net[0], proxlib.GroupLasso(0.5), grouping="channel")
+    prox.add(net[1], proxlib.GroupLasso(0.5))
+    prox.attach()
+    prox.step()
+    net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()}, assign=True)
+    net(torch.randn(3, 6)).sum().backward()
+    with pytest.raises(ValueError, match=r"^term '0.weight:GroupLasso\[channel\]': its tensor \(shape \(5, 6\)\) is not in the optimizer"):
+        opt.step()
+    with pytest.raises(ValueError, match=r"^term '0.weight:GroupLasso\[channel\]'.* not in the optimizer"):
+        prox.attach()

@@ -773,7 +773,7 @@ class ProximalStep:
                 + ("" if self.model is not None else " (or model= to ProximalStep)")
             )
         if self.optimizer is not None:
-            group = self._group_of(term.leaf, self.optimizer)
+            group = self._group_of(term.leaf, self.optimizer, term.label)
             if self.metric == "adam":
                 _check_adam_group(group)
         if self.keep_zero and B.is_sharded(term.leaf):
@@ -802,8 +802,8 @@ class ProximalStep:
 
     # -- running
     @staticmethod
-    def _group_of(leaf: torch.Tensor, optimizer) -> dict:
-        return _required(_group_slot(leaf, optimizer), leaf)[2]
+    def _group_of(leaf: torch.Tensor, optimizer, label: str) -> dict:
+        return _required(_group_slot(leaf, optimizer), leaf, label)[2]
 
     def _param_slot(self, term: ProxTerm, leaf: torch.Tensor, optimizer, *, required: bool = True) -> tuple | None:
         """Where the optimizer's group holding ``leaf`` is (:func:`_group_slot`),
@@ -815,7 +815,7 @@ class ProximalStep:
         if cached is None or cached[0] is not optimizer or cached[1] is not leaf or not _slot_current(cached[2], optimizer):
             slot = _group_slot(leaf, optimizer)
             if slot is None:
-                return _required(slot, leaf) if required else None
+                return _required(slot, leaf, term.label) if required else None
             cached = term._group = (optimizer, leaf, slot)
         return cached[2]
 
@@ -1118,7 +1118,7 @@ class ProximalStep:
         if self.metric == "adam":
             _check_adam(opt)
         for term in self.terms:
-            group = self._group_of(term.leaf, opt)  # every term's tensor must be optimised
+            group = self._group_of(term.leaf, opt, term.label)  # every term's tensor must be optimised
             if self.metric == "adam":
                 _check_adam_group(group)
         self.detach()
@@ -1310,10 +1310,15 @@ def _same_groups(optimizer, kept: tuple) -> bool:
     return True
 
 
-def _required(slot: tuple | None, leaf: torch.Tensor) -> tuple:
-    """``slot``; a ValueError where no group holds ``leaf`` (``slot`` None)."""
+def _required(slot: tuple | None, leaf: torch.Tensor, label: str) -> tuple:
+    """``slot``; a ValueError naming the term (``label``) where no group holds
+    ``leaf`` (``slot`` None)."""
     if slot is None:
-        raise ValueError(f"a tensor of shape {tuple(leaf.shape)} with a prox term is not in the optimizer's param_groups")
+        raise ValueError(
+            f"term {label!r}: its tensor (shape {tuple(leaf.shape)}) is not in the optimizer's param_groups "
+            "(a parameter replaced after add(), e.g. by load_state_dict(assign=True), is another tensor: "
+            "give the optimizer the new one)"
+        )
     return slot
 
 
