@@ -1114,3 +1114,41 @@ def test_a_parameter_replaced_after_add_raises_naming_the_term():
         opt.step()
     with pytest.raises(ValueError, match=r"^term '0.weight:GroupLasso\[channel\]'.* not in the optimizer"):
         prox.attach()
+
+
+@pytest.mark.parametrize("cpu_kernels", CPU_KERNELS)
+def test_an_optimizer_without_lr_is_refused_at_attach(cpu_kernels, monkeypatch):
+    """The hook reads each term's lr from its tensor's parameter group: an
+    optimizer whose groups have no ``lr`` is refused by attach() (and by
+    add() once attached) with a ValueError naming the term, where the first
+    optimizer step failed with a bare KeyError 'lr'; a step() without lr=
+    raises the same error, also after kept steps; step(lr=) runs."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", cpu_kernels)
+
+    class NoLR(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {"scale": 0.1})
+
+        def step(self, closure=None):
+            pass
+
+    lin = torch.nn.Linear(6, 5)
+    opt = NoLR(lin.parameters())
+    prox = pt.ProximalStep(opt)
+    prox.add(lin, proxlib.GroupLasso(0.5))
+    with pytest.raises(ValueError, match=r"^term 'Linear.weight:GroupLasso': the NoLR parameter group .* has no 'lr'"):
+        prox.attach()
+    assert prox._handle is None
+    for _ in range(2):
+        prox.step(lr=0.1)  # (kept steps on the Numba route)
+    with pytest.raises(ValueError, match="has no 'lr'"):
+        prox.step()
+    assert prox.n_steps == 2
+    sgd = torch.optim.SGD(lin.parameters(), lr=0.1)
+    attached = pt.ProximalStep(sgd)
+    attached.add(lin, proxlib.GroupLasso(0.5))
+    attached.attach()
+    sgd.param_groups[0].pop("lr")
+    with pytest.raises(ValueError, match="has no 'lr'"):
+        attached.add(lin, proxlib.WeightedL1(0.5))
+    assert len(attached.terms) == 1

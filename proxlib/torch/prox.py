@@ -774,6 +774,8 @@ class ProximalStep:
             )
         if self.optimizer is not None:
             group = self._group_of(term.leaf, self.optimizer, term.label)
+            if self._handle is not None and "lr" not in group:  # (attached: the hook reads its lr from the group)
+                raise _no_lr(term.label, self.optimizer)
             if self.metric == "adam":
                 _check_adam_group(group)
         if self.keep_zero and B.is_sharded(term.leaf):
@@ -825,7 +827,10 @@ class ProximalStep:
         return None if slot is None else slot[2]
 
     def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
-        return _float_lr(self._param_group(term, leaf, optimizer)["lr"])
+        group = self._param_group(term, leaf, optimizer)
+        if "lr" not in group:
+            raise _no_lr(term.label, optimizer)
+        return _float_lr(group["lr"])
 
     def _adam_metrics(self, optimizer, lr: float | None) -> dict:
         """Adam's metric of every tensor a term of this step takes its prox on
@@ -1056,7 +1061,11 @@ class ProximalStep:
                     or not leaf.requires_grad or not plan.holds(leaf) or (lr is None and group is None)):
                 self._prepared = None
                 return i
-            term_lr = (lr if lr is not None else _float_lr(group["lr"])) * factor
+            group_lr = None if lr is not None else group.get("lr")
+            if lr is None and group_lr is None:  # (no lr in the group: the general path raises, naming the term)
+                self._prepared = None
+                return i
+            term_lr = (lr if lr is not None else _float_lr(group_lr)) * factor
             step = float(term_lr) * term.strength
             if 0 < step < math.inf:
                 plan.write_on_numba(leaf, step, check_finite)
@@ -1111,6 +1120,10 @@ class ProximalStep:
 
         Returns the hook handle (``handle.remove()`` detaches it).  Attaching
         again replaces the previous hook (the prox is never applied twice).
+        Raises a ValueError naming the term where a term's tensor is not in
+        the optimizer or its parameter group has no ``lr`` (the hook's step
+        is each group's lr times the strength; without one, call
+        :meth:`step` with ``lr=``).
         """
         opt = optimizer if optimizer is not None else self.optimizer
         if opt is None:
@@ -1119,6 +1132,8 @@ class ProximalStep:
             _check_adam(opt)
         for term in self.terms:
             group = self._group_of(term.leaf, opt, term.label)  # every term's tensor must be optimised
+            if "lr" not in group:  # (the hook reads each term's lr from its group)
+                raise _no_lr(term.label, opt)
             if self.metric == "adam":
                 _check_adam_group(group)
         self.detach()
@@ -1320,6 +1335,15 @@ def _required(slot: tuple | None, leaf: torch.Tensor, label: str) -> tuple:
             "give the optimizer the new one)"
         )
     return slot
+
+
+def _no_lr(label: str, optimizer) -> ValueError:
+    """The error of a term whose tensor's parameter group has no ``lr``."""
+    return ValueError(
+        f"term {label!r}: the {type(optimizer).__name__} parameter group holding its tensor has no 'lr', "
+        "which gives the proximal step lr * strength: call step(lr=...) instead of attach(), "
+        "or give the group an 'lr'"
+    )
 
 
 def _all_finite(t: torch.Tensor) -> bool:
