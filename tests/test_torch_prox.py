@@ -1152,3 +1152,41 @@ def test_an_optimizer_without_lr_is_refused_at_attach(cpu_kernels, monkeypatch):
     with pytest.raises(ValueError, match="has no 'lr'"):
         attached.add(lin, proxlib.WeightedL1(0.5))
     assert len(attached.terms) == 1
+
+
+@pytest.mark.parametrize("make_opt", [lambda ps: torch.optim.Adam(ps, lr=0.1, fused=True), lambda ps: torch.optim.SGD(ps, lr=0.1, fused=True),
+                                      lambda ps: torch.optim.Adam(ps, lr=0.1)], ids=["adam-fused", "sgd-fused", "adam"])
+def test_a_step_skipped_by_the_grad_scaler_takes_no_proximal_step(make_opt):
+    """torch.amp.GradScaler skips the optimizer step on inf gradients: for a
+    fused optimizer it still calls step() (with ``optimizer.found_inf``
+    set, the kernel skipping the update), and the hook ran the prox and
+    counted the step; now nothing moves and ``every`` keeps its count.
+    The next, finite step is the optimizer's step then the prox."""
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+
+    def two_steps(attached: bool):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(6, 5)
+        opt = make_opt(lin.parameters())
+        prox = pt.ProximalStep(opt)
+        prox.add(lin, proxlib.GroupLasso(0.5))
+        if attached:
+            prox.attach()
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+        for skipped in (True, False):
+            opt.zero_grad()
+            scaler.scale(lin(x).pow(2).mean()).backward()
+            if skipped:
+                lin.weight.grad[0, 0] = math.inf
+                W = lin.weight.detach().clone()
+            scaler.step(opt)
+            scaler.update()
+            if skipped:
+                assert torch.equal(lin.weight.detach(), W)
+                assert prox.n_steps == 0 and prox.n_optimizer_steps == 0
+        return lin, prox
+
+    lin, prox = two_steps(True)
+    assert prox.n_steps == 1 and prox.n_optimizer_steps == 1
+    plain, _ = two_steps(False)
+    assert torch.equal(lin.weight.detach(), proxlib.prox_group_lasso(plain.weight.detach(), 0.5, 0.1))

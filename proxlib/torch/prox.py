@@ -1109,6 +1109,11 @@ class ProximalStep:
 
     @torch.compiler.disable
     def _hook(self, optimizer, args, kwargs) -> None:
+        found_inf = getattr(optimizer, "found_inf", None)
+        if found_inf is not None and bool(found_inf):
+            # a step that torch.amp.GradScaler skipped (inf or NaN gradients) on an optimizer
+            # that skips it itself (fused=True: step() runs, with found_inf set): none taken
+            return
         self.n_optimizer_steps += 1
         if self.keep_zero:
             self._enforce_frozen(optimizer)
@@ -1124,6 +1129,13 @@ class ProximalStep:
         the optimizer or its parameter group has no ``lr`` (the hook's step
         is each group's lr times the strength; without one, call
         :meth:`step` with ``lr=``).
+
+        An optimizer step that ``torch.amp.GradScaler`` skips (inf or NaN
+        gradients) is not an optimizer step here: no proximal step, not
+        counted for ``every``.  GradScaler does not call ``step()`` of most
+        optimizers then; a fused one (``fused=True``) it calls with
+        ``optimizer.found_inf`` set, and the hook reads that flag (one
+        scalar read, only while it is set).
         """
         opt = optimizer if optimizer is not None else self.optimizer
         if opt is None:
