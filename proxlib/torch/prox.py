@@ -1134,8 +1134,10 @@ class ProximalStep:
         gradients) is not an optimizer step here: no proximal step, not
         counted for ``every``.  GradScaler does not call ``step()`` of most
         optimizers then; a fused one (``fused=True``) it calls with
-        ``optimizer.found_inf`` set, and the hook reads that flag (one
-        scalar read, only while it is set).
+        ``optimizer.found_inf`` set, and the hook reads that flag: one
+        scalar read per such step, which for CUDA tensors waits for the
+        device (GradScaler itself reads its flag on the host at every step
+        of the other optimizers).
         """
         opt = optimizer if optimizer is not None else self.optimizer
         if opt is None:
