@@ -113,7 +113,8 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
     or their 2-D semantics.  NumPy arrays of non-native byte order (read from
     a big-endian file, say) are copied to native order: the compiled kernels
     take native floats only, and results come back in native order.  A torch
-    tensor that requires grad is detached (:func:`detached`).
+    tensor that requires grad is detached (:func:`detached`); one with torch's
+    negative bit set (a lazy negation) is resolved into a copy.
     """
     if type(x) is np.ndarray and x.dtype.char in "fd" and x.dtype.isnative:  # the common case: nothing to convert
         if check_finite:
@@ -129,6 +130,10 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
     x = detached(x)
     _reject_matrix_and_masked(x, name)
     _reject_sparse_and_meta(x, name)
+    if array_kind(x) == "torch" and x.is_neg():
+        # torch's lazy negation (``z.conj().imag``, say): the memory holds -x,
+        # and the kernels that read memory (NumPy's, Numba's) cannot take it
+        x = x.resolve_neg()
     if isinstance(x, np.ndarray) and not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     xp = array_namespace(x)

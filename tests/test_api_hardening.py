@@ -419,3 +419,49 @@ def test_like_refuses_a_device_tensor_for_a_cpu_input(monkeypatch):
     with pytest.raises(TypeError, match="^metric is on device cuda:0"):
         _validate.like(on_gpu, np.zeros(3), "metric")
     assert torch.equal(_validate.like(torch.ones(3), cpu, "weights"), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("route", ["torch", "numba"])
+def test_tensors_with_the_negative_bit_are_read_as_their_values(route, monkeypatch):
+    """A float64 CPU tensor with torch's negative bit set (a lazy negation:
+    ``z.conj().imag`` of a complex ``z``) is a valid real tensor.  As data,
+    weights, group weights or metric it gives the result of the same values
+    without the bit (Numba's route used to fail in ``Tensor.numpy()``:
+    "Can't call numpy() on Tensor that has negative bit set"), and is left
+    as it was."""
+    torch = pytest.importorskip("torch")
+    if route == "numba" and "numba" not in proxlib.available_backends():
+        pytest.skip("no numba")
+    from proxlib.backends import torch_dev
+
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+
+    def lazily_negated(t):
+        out = torch.complex(torch.zeros_like(t), -t).conj().imag
+        assert out.is_neg() and torch.equal(out, t)
+        return out
+
+    v = torch.tensor([[3.0, -1.0, 2.0], [0.5, 0.0, -4.0]], dtype=torch.float64)
+    w = torch.tensor([0.9, 0.7, 0.5, 0.3, 0.2, 0.1], dtype=torch.float64)
+    d = torch.tensor([[1.0, 2.0, 0.5], [1.5, 1.0, 3.0]], dtype=torch.float64)
+    calls = [
+        lambda v, w, d: proxlib.prox_owl(v, w),
+        lambda v, w, d: proxlib.prox_owl(v.resolve_neg().numpy(), w),  # NumPy data, tensor weights
+        lambda v, w, d: proxlib.prox_growl(v, w[:2]),
+        lambda v, w, d: proxlib.prox_group_lasso(v, 0.5, group_weights=w[:2], metric=d),
+        lambda v, w, d: proxlib.prox_exclusive_lasso(v, 0.5, group_weights=w[:2]),
+        lambda v, w, d: proxlib.prox_group_exclusive(v, 0.5, 0.5),
+        lambda v, w, d: proxlib.prox_weighted_l1(v, w.reshape(2, 3)),
+        lambda v, w, d: proxlib.prox_weighted_l2sq(v, 0.5, metric=d),
+        lambda v, w, d: proxlib.prox_lp(v, 0.5, 0.5),
+        lambda v, w, d: proxlib.prox_group_exclusive_sequential(v, 0.5, 0.5),
+    ]
+    vn, wn, dn = lazily_negated(v), lazily_negated(w), lazily_negated(d)
+    for call in calls:
+        expected = call(v, w, d)
+        for args in ((vn, w, d), (v, wn, d), (v, w, dn)):
+            got = call(*args)
+            assert type(got) is type(expected) and got.dtype == expected.dtype
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    assert vn.is_neg() and torch.equal(vn, v) and wn.is_neg() and dn.is_neg()
+    assert proxlib.GroupLasso(0.5).value(vn) == proxlib.GroupLasso(0.5).value(v)
