@@ -241,7 +241,10 @@ def real_scalar(value: Any, name: str) -> float:
         raise TypeError(f"{name} must be a real number, got complex {value!r}")
     elif not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # a Python int (or Fraction) beyond float64: not finite as a float
+        raise ValueError(f"{name} must be finite, got a number beyond the largest float64 ({type(value).__name__})") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value

@@ -147,6 +147,8 @@ BAD_SCALARS = [
     (None, TypeError),
     (np.array([1.0, 2.0]), ValueError),
     (np.array(1.0 + 0j), TypeError),
+    (10**400, ValueError),  # a Python int beyond float64 (was an OverflowError that named nothing)
+    (-(10**400), ValueError),
 ]
 SCALAR_ARGS = [(name, s) for name in OPERATORS for s in ("step", "lam", "mu", "p") if s in OPERATORS[name][1]]
 
