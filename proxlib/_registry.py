@@ -212,6 +212,7 @@ def check_group_weights(group_weights, name: str = "group_weights") -> None:
     Their number against the data's rows or labels is checked at the prox."""
     if group_weights is None:
         return  # (all ones: nothing to check; the common case, at every public call)
+    V._reject_nested(group_weights, name)
     if isinstance(group_weights, str):
         n, like = 0, None
     else:

@@ -66,6 +66,7 @@ def canonical_rows(W, groups=None, *, name: str = "W", contiguous: bool = True) 
 def _ragged_rows(v, groups, name, xp) -> Rows:
     if v.ndim != 1:
         raise ValueError(f"groups= labels need a 1-D {name}, got shape {tuple(v.shape)}")
+    V._reject_nested(groups, "groups")
     labels = groups if V._is_array(groups) else np.asarray(groups)
     if V.dtype_kind(labels.dtype) not in "iu":
         raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")

@@ -24,7 +24,10 @@ _HALF_NAMES = ("float16", "bfloat16")
 
 
 def _is_array(x: Any) -> bool:
-    return hasattr(x, "dtype") and hasattr(x, "shape") and hasattr(x, "ndim")
+    try:
+        return hasattr(x, "dtype") and hasattr(x, "shape") and hasattr(x, "ndim")
+    except RuntimeError:  # a nested torch tensor's shape raises (see _reject_nested)
+        return False
 
 
 # dtype -> (name, kind): formatting a dtype costs microseconds, a dict lookup
@@ -92,6 +95,13 @@ def _reject_sparse_and_meta(x, name: str) -> None:
         raise TypeError(f"{name} is a meta tensor (it has no data); pass a tensor on a real device")
 
 
+def _reject_nested(x, name: str) -> None:
+    """TypeError naming ``name`` for a nested torch tensor (rows of different
+    lengths; asking for its ``shape`` raises torch's internal RuntimeError)."""
+    if getattr(x, "is_nested", False) is True:
+        raise TypeError(f"{name} is a nested torch tensor; pass a dense tensor (or one call per component)")
+
+
 def _reject_matrix_and_masked(x, name: str) -> None:
     if isinstance(x, np.matrix):
         raise TypeError(f"{name} is a numpy.matrix; pass a numpy.ndarray (np.asarray({name}))")
@@ -120,6 +130,7 @@ def as_float_array(x: Any, name: str, *, check_finite: bool = True):
         if check_finite:
             check_all_finite(x, name)
         return x
+    _reject_nested(x, name)
     if not _is_array(x):
         if isinstance(x, (bool, np.bool_)):
             raise TypeError(f"{name} must be a real floating array, got a boolean")
@@ -231,7 +242,9 @@ def real_scalar(value: Any, name: str) -> float:
         return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got a boolean")
+    _reject_nested(value, name)
     if _is_array(value):
+        _reject_sparse_and_meta(value, name)
         if value.ndim != 0 and size(value) != 1:
             raise ValueError(f"{name} must be a scalar, got an array of shape {tuple(value.shape)}")
         if dtype_kind(value.dtype) not in "iuf":

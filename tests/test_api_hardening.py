@@ -366,6 +366,34 @@ def test_sparse_and_meta_tensors_raise_a_type_error_naming_the_argument(kind):
         proxlib.GroupLasso(0.5).value(bad)
 
 
+@pytest.mark.parametrize("layout", ["strided", "jagged"])
+def test_nested_tensors_and_meta_scalars_raise_a_type_error_naming_the_argument(layout):
+    """Nested tensors (as data, weights, group weights, metric, labels or a
+    scalar) and a scalar parameter given as a meta tensor are refused with a
+    TypeError naming the argument; a strided nested tensor used to raise
+    torch's "Internal error: NestedTensorImpl doesn't support sizes" (from
+    asking for its shape), a meta step "Tensor.item() cannot be called on
+    meta tensors"."""
+    torch = pytest.importorskip("torch")
+    nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=getattr(torch, layout))
+    v = torch.randn(5, dtype=torch.float64)
+    calls = {
+        "v": lambda: proxlib.prox_weighted_l1(nested, 0.5),
+        "W": lambda: proxlib.prox_group_lasso(nested, 0.5),
+        "weights": lambda: proxlib.prox_owl(v, nested),
+        "group_weights": lambda: proxlib.prox_group_lasso(v, 0.5, group_weights=nested),
+        "metric": lambda: proxlib.prox_group_lasso(v, 0.5, metric=nested),
+        "groups": lambda: proxlib.prox_group_lasso(v, 0.5, groups=nested),
+        "lam": lambda: proxlib.prox_group_lasso(v, nested),
+        "x": lambda: proxlib.GroupLasso(0.5).value(nested),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"^{name} is a "):
+            call()
+    with pytest.raises(TypeError, match=r"^step is a meta tensor"):
+        proxlib.prox_group_lasso(v, 0.5, torch.tensor(0.5, device="meta"))
+
+
 @pytest.mark.parametrize("name", ["growl", "group_lasso", "exclusive_lasso", "group_exclusive"])
 def test_row_penalties_value_names_its_argument_x(name):
     with pytest.raises(ValueError, match=r"^x must have at least one dimension"):
