@@ -70,6 +70,7 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
     labels = groups if V._is_array(groups) else np.asarray(groups)
     if V.dtype_kind(labels.dtype) not in "iu":
         raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")
+    wraps = V.dtype_name(labels.dtype) == "uint64"  # labels >= 2^63 become negative int64
     dev = device(v)
     if array_kind(labels) != array_kind(v):
         # to v's library and device as int64: through v's dtype (float32
@@ -80,6 +81,8 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
         raise ValueError(f"groups must have the shape of {name} {tuple(v.shape)}, got {tuple(labels.shape)}")
     n = v.shape[0]
     if n and int(xp.min(labels)) < 0:
+        if wraps:
+            raise ValueError("groups labels must be < 2**63 (they are taken as int64); a uint64 label is larger")
         raise ValueError(f"groups labels must be >= 0, got {int(xp.min(labels))}")
     order = xp.argsort(labels, stable=True)
     sorted_labels = labels[order]

@@ -258,6 +258,10 @@ def test_groups_labels(name):
             pytest.fail(f"accepted {case}")
     with pytest.raises(ValueError, match=r"\bgroups\b"):  # labels need a 1-D W
         call(name, groups=np.zeros(W23.shape, dtype=int))
+    # uint64 labels beyond int64 (they wrapped: "labels must be >= 0, got -9223372036854775808")
+    with pytest.raises(ValueError, match=r"^groups labels must be < 2\*\*63"):
+        call(name, W=V3, groups=np.array([0, 2**63, 1], dtype=np.uint64))
+    call(name, W=V3, groups=np.array([0, 2**63 - 1, 1], dtype=np.uint64))
 
 
 @pytest.mark.parametrize("name", GROUP_OPS)
