@@ -36,7 +36,7 @@ import numpy as np
 from . import _range
 from . import _validate as V
 from ._dispatch import array_kind, array_namespace, backend_for, compiling, device, outside_compile
-from ._rows import Rows, canonical_rows
+from ._rows import Rows, canonical_rows, ragged_parts
 from ._rows import group_weights as _group_weights
 
 __all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
@@ -258,6 +258,10 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     out_dtype = V.result_dtype(v)
     x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
     step = V.positive(step, "step")
+    split = ragged_parts(x, pen.groups, name=pen.arg) if pen.groups is not None else None
+    if split is not None:  # groups of very different sizes: solved by size class
+        X = in_parts(pen, x, split, lambda sub, idx: apply(sub, x[idx], step, check_finite=check_finite))
+        return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
     layout = layout_of(pen, x)
     kernel = getattr(backend_for(x), pen.kernel)
 
@@ -273,6 +277,29 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     if out_dtype is not None:
         X = array_namespace(X).astype(X, out_dtype)
     return X
+
+
+def in_parts(pen: Penalty, x, split, solve):
+    """The result for ragged ``x`` assembled from ``solve(sub, idx)`` on each
+    part ``idx`` of ``split`` (:func:`proxlib._rows.ragged_parts`), ``sub``
+    being ``pen`` on that part's labels (``group_weights`` unchanged: by
+    label, or ``"sqrt"`` of the same group sizes)."""
+    labels, parts = split
+    xp = array_namespace(x)
+    out = xp.empty_like(x)
+    for idx in parts:
+        out[idx] = solve(replace(pen, groups=labels[idx]), idx)
+    return out
+
+
+def value_in_parts(pen: Penalty, x):
+    """``pen.value(x)`` summed over the parts of a ragged ``x`` whose groups'
+    sizes differ widely (:func:`proxlib._rows.ragged_parts`); None otherwise."""
+    split = ragged_parts(x, pen.groups, name="x") if pen.groups is not None else None
+    if split is None:
+        return None
+    labels, parts = split
+    return math.fsum(replace(pen, groups=labels[idx]).value(x[idx]) for idx in parts)
 
 
 def param_array(a, like, name: str):
@@ -355,6 +382,10 @@ def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
     x = V.as_float_array(v, pen.arg, check_finite=check_finite)
     step = V.positive(step, "step")
     d, lo, hi = metric_array(metric, x)
+    split = ragged_parts(x, pen.groups, name=pen.arg) if pen.groups is not None else None
+    if split is not None:  # groups of very different sizes: solved by size class
+        X = in_parts(pen, x, split, lambda sub, idx: apply_metric(sub, x[idx], step, d[idx], check_finite=False))
+        return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
     if lo == hi:
         with V._errstate_over():
             step_d = step / lo

@@ -63,7 +63,9 @@ def canonical_rows(W, groups=None, *, name: str = "W", contiguous: bool = True) 
     return _ragged_rows(W, groups, name, xp)
 
 
-def _ragged_rows(v, groups, name, xp) -> Rows:
+def _checked_labels(v, groups, name, xp):
+    """``groups`` checked against the 1-D ``v`` (integer labels >= 0 of
+    ``v``'s shape), as int64 on ``v``'s library and device."""
     if v.ndim != 1:
         raise ValueError(f"groups= labels need a 1-D {name}, got shape {tuple(v.shape)}")
     V._reject_nested(groups, "groups")
@@ -84,6 +86,14 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
         if wraps:
             raise ValueError("groups labels must be < 2**63 (they are taken as int64); a uint64 label is larger")
         raise ValueError(f"groups labels must be >= 0, got {int(xp.min(labels))}")
+    return labels
+
+
+def _group_sizes(labels, xp):
+    """For int64 ``labels``: the stable order that sorts them, each sorted
+    entry's group index, each group's first sorted position and size."""
+    n = labels.shape[0]
+    dev = device(labels)
     order = xp.argsort(labels, stable=True)
     sorted_labels = labels[order]
     # group index of each sorted entry, and each group's first position, from
@@ -95,6 +105,57 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
     start = xp.nonzero(new)[0]
     G = int(start.shape[0])
     counts = xp.concat([start[1:], xp.asarray([n], dtype=start.dtype, device=dev)]) - start if G else start
+    return order, sorted_labels, gi, start, counts
+
+
+#: a ragged layout is split by group size (:func:`ragged_parts`) when its
+#: padded array would hold more than ``2 n + PADDED_SLACK`` entries
+PADDED_SLACK = 1 << 16
+
+
+def ragged_parts(v, groups, *, name: str = "W"):
+    """``None`` when the padded ``(n_groups, max_group_size)`` layout of
+    :func:`canonical_rows` costs at most ``2 n + PADDED_SLACK`` entries;
+    otherwise ``(labels, parts)``: the checked int64 labels and index arrays
+    (into ``v``) that split the entries into whole groups whose sizes lie
+    within a factor 2 of each other (sizes in [2^k, 2^(k+1))).  Each part
+    padded alone holds at most twice its entries: one group of n/2 entries
+    and n/2 singletons padded together held n^2/4 (gigabytes for n = 10^5),
+    as parts about n.  The groups are independent, so the prox (and Omega)
+    of the whole is that of the parts."""
+    n = v.shape[0] if v.ndim == 1 else 0
+    if n * n <= 2 * n + PADDED_SLACK:
+        return None  # (G * L <= n^2: never split; the labels are checked by canonical_rows)
+    xp = array_namespace(v)
+    labels = _checked_labels(v, groups, name, xp)
+    order, _, gi, _, counts = _group_sizes(labels, xp)
+    G = int(counts.shape[0])
+    if G == 0 or G * int(xp.max(counts)) <= 2 * n + PADDED_SLACK:
+        return None
+    # size class of each group (floor(log2(size)), exact for integers < 2^53), then of each sorted entry
+    size_class = xp.astype(xp.floor(xp.log2(xp.astype(counts, xp.float64))), xp.int64)
+    entry_class = size_class[gi]
+    parts = []
+    for k in sorted({int(c) for c in np.asarray(_host(size_class))}):
+        parts.append(order[entry_class == k])
+    return labels, parts
+
+
+def _host(a):
+    """A small array's values on the host (for a Python loop over them)."""
+    if array_kind(a) == "torch":
+        return a.cpu().numpy()
+    if array_kind(a) == "cupy":
+        return a.get()
+    return a
+
+
+def _ragged_rows(v, groups, name, xp) -> Rows:
+    labels = _checked_labels(v, groups, name, xp)
+    n = v.shape[0]
+    dev = device(v)
+    order, sorted_labels, gi, start, counts = _group_sizes(labels, xp)
+    G = int(start.shape[0])
     L = int(xp.max(counts)) if G else 0
     pos = xp.arange(n, device=dev) - start[gi]
     R = xp.zeros((G, L), dtype=v.dtype, device=dev)

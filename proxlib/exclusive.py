@@ -61,7 +61,11 @@ class ExclusiveLasso(R.Penalty):
         return _range.products(self.threshold_terms(layout))
 
     def value(self, x) -> float:
-        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        x = V.as_float_array(x, "x")
+        split = R.value_in_parts(self, x)
+        if split is not None:
+            return split
+        layout = R.layout_of(self, x, name="x")
         l1 = _l1(layout.data)
         return float(self.lam / 2 * array_namespace(l1).sum(layout.c * l1 * l1))
 
@@ -97,7 +101,11 @@ class GroupExclusive(R.Penalty):
         return _range.products(self.threshold_terms(layout))
 
     def value(self, x) -> float:
-        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        x = V.as_float_array(x, "x")
+        split = R.value_in_parts(self, x)
+        if split is not None:
+            return split
+        layout = R.layout_of(self, x, name="x")
         xp = array_namespace(layout.data)
         l1 = _l1(layout.data)
         l2 = _k.row_norms(layout.data, xp)

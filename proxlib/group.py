@@ -39,7 +39,11 @@ class GroupLasso(R.Penalty):
         return _range.products(self.threshold_terms(layout))
 
     def value(self, x) -> float:
-        layout = R.layout_of(self, V.as_float_array(x, "x"), name="x")
+        x = V.as_float_array(x, "x")
+        split = R.value_in_parts(self, x)
+        if split is not None:
+            return split
+        layout = R.layout_of(self, x, name="x")
         xp = array_namespace(layout.data)
         return float(self.lam * xp.sum(layout.c * _k.row_norms(layout.data, xp)))
 

@@ -610,3 +610,50 @@ def test_group_exclusive_searching_every_row_is_gathering_them_bit_for_bit(W, ki
     torch = pytest.importorskip("torch")
     Wt, at, bt = (torch.from_numpy(x) for x in (W, a, b))
     np.testing.assert_array_equal(K.group_exclusive(Wt, at, bt, gather=False).numpy(), K.group_exclusive(Wt, at, bt).numpy())
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_ragged_groups_of_very_different_sizes_are_not_padded_to_the_largest(op):
+    """One group of n/2 entries and n/2 singletons: padded together they
+    held n^2/4 entries (18 MB here for 24 KB of data; gigabytes at n = 10^5,
+    then a MemoryError or the OOM killer).  Solved by size class, the prox,
+    its metric variant and Omega use memory of the data's order, and equal the
+    padded layout's results to rounding (each group alone, as before)."""
+    import tracemalloc
+
+    from proxlib import _rows
+
+    fn, mu = OPS[op]
+    rng = np.random.default_rng(0)
+    n = 3000
+    groups = np.concatenate([np.zeros(n // 2, dtype=np.int64), 3 * np.arange(1, n // 2 + 1)])
+    perm = rng.permutation(n)
+    v, groups = rng.standard_normal(n)[perm], groups[perm]
+    gw = rng.random(int(groups.max()) + 1) * 2
+    d = rng.random(n) + 0.5
+    lam, mu = 0.05, 0.3 if mu is None else mu
+    pen = {"group_lasso": proxlib.GroupLasso(lam, groups, gw), "exclusive": proxlib.ExclusiveLasso(lam, groups, gw),
+           "group_exclusive": proxlib.GroupExclusive(lam, mu, groups, gw)}[op]
+    small = np.arange(4)  # (the first calls import modules: not under tracemalloc)
+    fn(v[:4], lam, mu, 0.7, groups=small, group_weights=gw, metric=d[:4])
+    pen.value(fn(v, lam, mu, 0.7, groups=groups, group_weights=gw))
+    tracemalloc.start()
+    try:
+        x = fn(v, lam, mu, 0.7, groups=groups, group_weights=gw)
+        xd = fn(v, lam, mu, 0.7, groups=groups, group_weights=gw, metric=d)
+        value = pen.value(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * v.nbytes, peak
+    padded = _rows.PADDED_SLACK
+    _rows.PADDED_SLACK = 10**12  # (never split: the padded layout)
+    try:
+        # (to rounding: a row's norm sums in an order that depends on the padded length)
+        tol = 16 * EPS64 * np.abs(v).max()
+        np.testing.assert_allclose(x, fn(v, lam, mu, 0.7, groups=groups, group_weights=gw), rtol=0, atol=tol)
+        np.testing.assert_allclose(xd, fn(v, lam, mu, 0.7, groups=groups, group_weights=gw, metric=d), rtol=0, atol=tol)
+        assert value == pytest.approx(pen.value(x), rel=1e-14)
+    finally:
+        _rows.PADDED_SLACK = padded
+    assert x.dtype == np.float64 and x.shape == v.shape
