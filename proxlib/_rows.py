@@ -128,9 +128,14 @@ def ragged_parts(v, groups, *, name: str = "W"):
         return None  # (G * L <= n^2: never split; the labels are checked by canonical_rows)
     xp = array_namespace(v)
     labels = _checked_labels(v, groups, name, xp)
+    if int(xp.max(labels)) < 4 * n + PADDED_SLACK:
+        # the common case, decided without a sort: a count per label
+        by_label = _bincount(labels)
+        if int(xp.count_nonzero(by_label)) * int(xp.max(by_label)) <= 2 * n + PADDED_SLACK:
+            return None
     order, _, gi, _, counts = _group_sizes(labels, xp)
     G = int(counts.shape[0])
-    if G == 0 or G * int(xp.max(counts)) <= 2 * n + PADDED_SLACK:
+    if G * int(xp.max(counts)) <= 2 * n + PADDED_SLACK:
         return None
     # size class of each group (floor(log2(size)), exact for integers < 2^53), then of each sorted entry
     size_class = xp.astype(xp.floor(xp.log2(xp.astype(counts, xp.float64))), xp.int64)
@@ -139,6 +144,21 @@ def ragged_parts(v, groups, *, name: str = "W"):
     for k in sorted({int(c) for c in np.asarray(_host(size_class))}):
         parts.append(order[entry_class == k])
     return labels, parts
+
+
+def _bincount(labels):
+    """The number of entries of each label 0..max (int64 labels >= 0), on
+    their device (NumPy's, CuPy's and torch's bincount; not in the array API)."""
+    kind = array_kind(labels)
+    if kind == "torch":
+        import torch
+
+        return torch.bincount(labels)
+    if kind == "cupy":
+        import cupy
+
+        return cupy.bincount(labels)
+    return np.bincount(labels)
 
 
 def _host(a):
