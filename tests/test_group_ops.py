@@ -618,7 +618,8 @@ def test_ragged_groups_of_very_different_sizes_are_not_padded_to_the_largest(op)
     held n^2/4 entries (18 MB here for 24 KB of data; gigabytes at n = 10^5,
     then a MemoryError or the OOM killer).  Solved by size class, the prox,
     its metric variant and Omega use memory of the data's order, and equal the
-    padded layout's results to rounding (each group alone, as before)."""
+    padded layout's results to rounding (each group alone, as before); so
+    does the thesis' sequential step (whose exclusive step is Eq. 8's)."""
     import tracemalloc
 
     from proxlib import _rows
@@ -637,11 +638,13 @@ def test_ragged_groups_of_very_different_sizes_are_not_padded_to_the_largest(op)
     small = np.arange(4)  # (the first calls import modules: not under tracemalloc)
     fn(v[:4], lam, mu, 0.7, groups=small, group_weights=gw, metric=d[:4])
     pen.value(fn(v, lam, mu, 0.7, groups=groups, group_weights=gw))
+    proxlib.prox_group_exclusive_sequential(v[:4], lam, mu, 0.7, groups=small, group_weights=gw)
     tracemalloc.start()
     try:
         x = fn(v, lam, mu, 0.7, groups=groups, group_weights=gw)
         xd = fn(v, lam, mu, 0.7, groups=groups, group_weights=gw, metric=d)
         value = pen.value(x)
+        thesis = proxlib.prox_group_exclusive_sequential(v, lam, mu, 0.7, groups=groups, group_weights=gw)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -654,6 +657,9 @@ def test_ragged_groups_of_very_different_sizes_are_not_padded_to_the_largest(op)
         np.testing.assert_allclose(x, fn(v, lam, mu, 0.7, groups=groups, group_weights=gw), rtol=0, atol=tol)
         np.testing.assert_allclose(xd, fn(v, lam, mu, 0.7, groups=groups, group_weights=gw, metric=d), rtol=0, atol=tol)
         assert value == pytest.approx(pen.value(x), rel=1e-14)
+        np.testing.assert_allclose(
+            thesis, proxlib.prox_group_exclusive_sequential(v, lam, mu, 0.7, groups=groups, group_weights=gw), rtol=0, atol=tol
+        )
     finally:
         _rows.PADDED_SLACK = padded
     assert x.dtype == np.float64 and x.shape == v.shape
