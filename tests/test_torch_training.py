@@ -535,3 +535,47 @@ def test_affine_scaling_prune_checks_its_counts_before_changing_the_model():
         pt.affine_scaling_prune(net, {"fc": net[0]}, X, y, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
                                 epochs=1, retrain_epochs=1.5, amount=0.5)
     assert not torch.nn.utils.parametrize.is_parametrized(net[0])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(amount=1.5), "amount"),
+    (dict(amount=None), "amount= or threshold="),
+    (dict(amount=0.5, threshold=0.1), "amount= or threshold="),
+    (dict(threshold=-1.0), "threshold"),
+    (dict(amount=0.5, scope="layers"), "scope"),
+    (dict(amount=[0.5]), "fractions"),
+    (dict(amount=0.5, rule="l3"), "rule"),
+    (dict(amount=0.5, p=3.0, rule="focuss"), "p must"),
+    (dict(amount=0.5, test=(torch.zeros(4, 8),)), "test"),
+])
+def test_affine_scaling_prune_checks_its_options_before_training(bad, match):
+    # the pruning options were checked by magnitude_prune after the whole
+    # re-weighted training, and a bad rule left the layers re-parametrised
+    X, y = _toy(n=64)
+    net = _mlp()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    steps = []
+
+    class Progress:
+        def update(self, n):
+            steps.append(n)
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        pt.affine_scaling_prune(net, {"a": net[0], "b": net[2]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                                epochs=2, retrain_epochs=1, batch_size=16, every=2, progress=Progress(), **bad)
+    assert steps == []
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in net)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_affine_scaling_prune_leaves_no_layer_reparametrised_when_one_is_refused():
+    X, y = _toy(n=64)
+    net = _mlp()
+    w0 = net[0].weight
+    before = w0.detach().clone()
+    pt.affine_scaling(net[2])  # the second layer has one already: refused
+    with pytest.raises(ValueError, match="AffineScaling"):
+        pt.affine_scaling_prune(net, {"a": net[0], "b": net[2]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                                epochs=1, retrain_epochs=0, amount=0.5)
+    assert not torch.nn.utils.parametrize.is_parametrized(net[0])
+    assert net[0].weight is w0 and torch.equal(w0.detach(), before)

@@ -328,22 +328,7 @@ def magnitude_prune(
     ``<name>_orig``.  Returns the masks.
     """
     modules = list(modules)
-    if (amount is None) == (threshold is None):
-        raise ValueError("give exactly one of amount= or threshold=")
-    if threshold is not None:
-        threshold = V.nonnegative(threshold, "threshold")
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    amounts = None
-    if amount is not None:
-        amounts = list(amount) if isinstance(amount, (list, tuple)) else [amount] * len(modules)
-        if len(amounts) != len(modules):
-            raise ValueError(f"amount has {len(amounts)} fractions for {len(modules)} modules")
-        for a in amounts:
-            if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0.0 <= float(a) <= 1.0:
-                raise ValueError(f"amount must lie in [0, 1], got {a!r}")
-        if scope == "global" and len(set(map(float, amounts))) > 1:
-            raise ValueError("scope='global' takes one amount for all modules, got several")
+    amounts, threshold = _check_prune_options(len(modules), amount, threshold, scope)
     for m in modules:
         if not isinstance(m, torch.nn.Module):
             raise TypeError(f"magnitude_prune: modules must be torch.nn.Module objects, got {type(m).__name__}")
@@ -369,6 +354,30 @@ def magnitude_prune(
         prune.custom_from_mask(m, name, mask.to(w.dtype))
         out.append(getattr(m, name + "_mask"))
     return out
+
+
+def _check_prune_options(n_modules: int, amount, threshold, scope: str) -> tuple:
+    """The checks of :func:`magnitude_prune`'s ``amount``, ``threshold`` and
+    ``scope`` for ``n_modules`` modules (ValueError naming them), made before
+    anything is changed; returns (one amount per module or None, the
+    threshold as a float or None)."""
+    if (amount is None) == (threshold is None):
+        raise ValueError("give exactly one of amount= or threshold=")
+    if threshold is not None:
+        threshold = V.nonnegative(threshold, "threshold")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    amounts = None
+    if amount is not None:
+        amounts = list(amount) if isinstance(amount, (list, tuple)) else [amount] * n_modules
+        if len(amounts) != n_modules:
+            raise ValueError(f"amount has {len(amounts)} fractions for {n_modules} modules")
+        for a in amounts:
+            if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0.0 <= float(a) <= 1.0:
+                raise ValueError(f"amount must lie in [0, 1], got {a!r}")
+        if scope == "global" and len(set(map(float, amounts))) > 1:
+            raise ValueError("scope='global' takes one amount for all modules, got several")
+    return amounts, threshold
 
 
 def _check_only_affine_scaling(module: torch.nn.Module, name: str) -> None:

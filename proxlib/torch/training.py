@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from .. import _validate
 from .metrics import LayerMetrics, model_metrics
 from .prox import ProximalStep, growl
-from .reweighting import AffineScalingSchedule, affine_scaling, magnitude_prune
+from .reweighting import AffineScalingSchedule, affine_scaling, magnitude_prune, remove_affine_scaling
+from .reweighting import _check_options as _check_reweight_options
+from .reweighting import _check_prune_options
 from .tying import Tying, find_tying, tie_rows
 
 __all__ = [
@@ -177,6 +179,17 @@ def evaluate(model: torch.nn.Module, X, y=None, *, batch_size: int = 1024) -> fl
             total += int(targets.shape[0])
     model.train()
     return correct / max(total, 1)
+
+
+def _check_test(test) -> None:
+    """The checks :func:`_accuracy` would make of ``test`` (TypeError or
+    ValueError), before any training."""
+    if test is None:
+        return
+    args = test if isinstance(test, tuple) else (test,)
+    if len(args) > 2:
+        raise TypeError(f"test must be (X_test, y_test) or a DataLoader, got a tuple of {len(args)}")
+    _source(args[0], args[1] if len(args) == 2 else None, 1, None, shuffle=False, what="test")
 
 
 def _accuracy(model, test) -> float:
@@ -429,13 +442,25 @@ def affine_scaling_prune(
         if missing:
             raise ValueError(f"amount has no fraction for layer(s) {missing}")
         amount = [amount[n] for n in layers]
-    for l in layers.values():
-        affine_scaling(l)
-    opt = make_optimizer(model.parameters())
-    sched = AffineScalingSchedule(
-        list(layers.values()), every=every, rule=rule, tau=tau, p=p, init=init, sigma=sigma, guard=guard,
-        generator=generator, cycle=cycle, on_reweight=on_reweight,
-    )
+    # every option is checked before the layers are re-parametrised and trained
+    # (not only by magnitude_prune or the first re-weighting, after training)
+    _check_reweight_options(rule=rule, tau=tau, p=p, init=init, sigma=sigma)
+    _check_prune_options(len(layers), amount, threshold, scope)
+    _check_test(test)
+    done = []
+    try:
+        for l in layers.values():
+            affine_scaling(l)
+            done.append(l)
+        opt = make_optimizer(model.parameters())
+        sched = AffineScalingSchedule(
+            list(layers.values()), every=every, rule=rule, tau=tau, p=p, init=init, sigma=sigma, guard=guard,
+            generator=generator, cycle=cycle, on_reweight=on_reweight,
+        )
+    except BaseException:
+        for l in done:  # the layers as they were (omega is still 1: theta = q exactly)
+            remove_affine_scaling(l)
+        raise
     handle = sched.attach(opt)
     lr_sched = make_scheduler(opt) if make_scheduler is not None else None
     fit(model, batches, opt, epochs=epochs, loss_fn=loss_fn, scheduler=lr_sched, progress=progress)
