@@ -579,3 +579,29 @@ def test_affine_scaling_prune_leaves_no_layer_reparametrised_when_one_is_refused
                                 epochs=1, retrain_epochs=0, amount=0.5)
     assert not torch.nn.utils.parametrize.is_parametrized(net[0])
     assert net[0].weight is w0 and torch.equal(w0.detach(), before)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(grouping="channels"), "grouping"),
+    (dict(preference="high"), "preference"),
+    (dict(tying_options={"max_iters": 10}), "max_iters"),
+    (dict(tying_options={"preference": 0.5}), "preference"),
+    (dict(test=(torch.zeros(4, 8),)), "test"),
+])
+def test_two_stage_checks_the_tying_options_before_training(bad, match):
+    # grouping, preference and tying_options reached find_tying only after
+    # the whole of stage 1 (a typo cost the training)
+    X, y = _toy(n=64)
+    net = _mlp()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    steps = []
+
+    class Progress:
+        def update(self, n):
+            steps.append(n)
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        pt.two_stage(net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                     epochs=2, retrain_epochs=1, batch_size=16, progress=Progress(), **bad)
+    assert steps == []
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

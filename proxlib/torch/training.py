@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
+from ..groupings import row_maps
 from .metrics import LayerMetrics, model_metrics
 from .prox import ProximalStep, growl
 from .reweighting import AffineScalingSchedule, affine_scaling, magnitude_prune, remove_affine_scaling
@@ -307,6 +308,8 @@ def two_stage(
     warmup_epochs = _validate.count(warmup_epochs, "warmup_epochs")
     if warmup_epochs > epochs:
         raise ValueError(f"warmup_epochs must be an integer in [0, epochs={epochs}], got {warmup_epochs!r}")
+    kw = _tying_keywords(layers, grouping, preference, random_state, tying_options)
+    _check_test(test)
     batches = _source(X, y, batch_size, generator)
     every = _resolve_every(prox_every, batches)
     opt = make_optimizer(model.parameters())
@@ -320,7 +323,6 @@ def two_stage(
     acc1 = _accuracy(model, test)
     m1 = model_metrics(model, layers, grouping=grouping)
     trained = {n: l.weight.detach().clone() for n, l in layers.items()}
-    kw = dict(grouping=grouping, preference=preference, random_state=random_state, **(tying_options or {}))
     tying = {n: find_tying(l.weight, **kw) for n, l in layers.items()}
     for n, l in layers.items():
         tie_rows(l, tying[n], grouping=grouping)
@@ -329,6 +331,28 @@ def two_stage(
     losses += fit(model, batches, opt2, epochs=retrain_epochs, loss_fn=loss_fn, scheduler=sched2, progress=progress)
     acc2 = _accuracy(model, test)
     return TwoStageResult(tying, acc1, acc2, m1, model_metrics(model, layers, grouping=grouping), losses, trained, every, frozen)
+
+
+def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying_options) -> dict:
+    """:func:`find_tying`'s keywords for :func:`two_stage`, checked before
+    stage 1 (not only by the tying after it): ``grouping`` applies to every
+    layer's weight, ``preference`` is a real number, ``tying_options`` names
+    only find_tying's other keywords."""
+    import inspect
+
+    for n, l in layers.items():
+        w = getattr(l, "weight", None)
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"layers: {n!r} ({type(l).__name__}) has no weight tensor to tie")
+        row_maps(tuple(w.shape), grouping)  # ValueError naming the grouping where it does not apply
+    _validate.real_scalar(preference, "preference")
+    options = dict(tying_options or {})
+    allowed = set(inspect.signature(find_tying).parameters) - {"W", "grouping", "preference", "random_state"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"tying_options: unknown keyword(s) {unknown}; find_tying takes {sorted(allowed)} "
+                        "(grouping, preference and random_state are two_stage's own arguments)")
+    return dict(grouping=grouping, preference=preference, random_state=random_state, **options)
 
 
 def _fit_with_prox(model, batches, opt, prox: ProximalStep, epochs: int, loss_fn, scheduler, progress) -> list[float]:
