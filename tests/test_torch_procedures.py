@@ -360,6 +360,16 @@ def test_ssl_zeroes_whole_filters_channels_and_layers():
     assert m.zero_rows == 3 and m.flop_fraction == pytest.approx(1 / 4)
 
 
+def test_ssl_takes_one_grouping_as_a_string():
+    # groupings="filter" was iterated letter by letter: "grouping must be one of ..., got 'f'"
+    conv = torch.nn.Conv2d(2, 4, 3)
+    prox = pt.ProximalStep(torch.optim.SGD(conv.parameters(), lr=1.0))
+    terms = pt.add_ssl(prox, {"conv": conv}, 0.5, "filter")
+    assert [t.label for t in terms] == ["conv.filter"]
+    terms = pt.add_ssl(prox, {"conv": conv}, {"shape": 0.5}, "shape")
+    assert [t.label for t in terms] == ["conv.shape"]
+
+
 def test_ssl_and_group_exclusive_add_all_their_terms_or_none():
     """A bad strength, grouping or layer half-way raised after the first
     terms were added: they stayed on ``prox`` and the corrected call failed

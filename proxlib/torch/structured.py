@@ -56,8 +56,9 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     (``"layer"`` is best last: group lassos over nested groups compose exactly
     from the finest to the coarsest).  ``group_weights`` is passed to
     :class:`proxlib.GroupLasso` (``"sqrt"`` weights each group by the square
-    root of its size).  On an error (a bad grouping or strength) no term
-    is added.
+    root of its size).  One grouping may be given as a string
+    (``groupings="filter"``).  On an error (a bad grouping or strength) no
+    term is added.
 
     >>> import torch, proxlib.torch as pt
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
@@ -66,6 +67,8 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     >>> len(terms)
     4
     """
+    if isinstance(groupings, str):  # one grouping, not its letters ("got 'f'")
+        groupings = (groupings,)
     strengths = lam if isinstance(lam, dict) else {g: lam for g in groupings}
     missing = [g for g in groupings if g not in strengths]
     if missing:
