@@ -198,3 +198,33 @@ def test_cges_experiment_quick(tmp_path, capsys, one_thread):
     for g in res["prox_gap"]:
         assert g["objective_sequential"] >= g["objective_exact"] * (1 - 1e-12)
     assert [round(g["mu"], 6) for g in res["prox_gap"]] == [0.0, round(1 / 3, 6), round(2 / 3, 6), 1.0]
+
+
+@pytest.mark.parametrize("name, args, option", [
+    ("ast", ["--n-train", "-5"], "--n-train"),
+    ("ast", ["--n-test", "0"], "--n-test"),
+    ("ast", ["--repeats", "0"], "--repeats"),
+    ("ast", ["--batch-size", "0"], "--batch-size"),
+    ("ast", ["--lr", "-1"], "--lr"),
+    ("ast", ["--tau-l1", "0"], "--tau-l1"),
+    ("ast", ["--p", "3"], "--p"),
+    ("ast", ["--epochs-per-iteration", "0"], "--epochs-per-iteration"),
+    ("ssl", ["--ssl-epochs", "-1"], "--ssl-epochs"),
+    ("ssl", ["--scale", "-1"], "--scale"),
+    ("ssl", ["--threads", "0"], "--threads"),
+    ("cges", ["--m", "0.7"], "--m"),
+    ("cges", ["--scales", "1", "-4"], "--scales"),
+    ("cges", ["--epochs", "-2"], "--epochs"),
+    ("cges", ["--weight-decay", "nan"], "--weight-decay"),
+])
+def test_experiments_refuse_bad_options_before_running(name, args, option, capsys, tmp_path):
+    # they were read as given: --n-train -5 trained on 4,995 digits and crashed on
+    # 0 test digits, --n-test 0 / --repeats 0 failed after every network had been trained
+    from proxlib.experiments.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main([name, *args, "--out", str(tmp_path / "out"), "--cache", ""])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "must be" in err
+    assert not (tmp_path / "out").exists()

@@ -433,3 +433,16 @@ def test_sklearn_digits_fallback():
     pytest.importorskip("sklearn")
     d = pt.load_digits(prefer="sklearn")
     assert d.X.shape == (1797, 64) and d.side == 8 and d.X.max() == 1.0
+
+
+def test_split_digits_refuses_negative_counts():
+    # n_train=-5 was sliced from the end: n - 5 training digits and no test digits
+    from proxlib.torch.data import Digits, split_digits
+
+    d = Digits(X=np.zeros((20, 4), np.float32), y=np.arange(20) % 10, side=2, source="toy")
+
+    for kw in (dict(n_train=-5, n_test=5), dict(n_train=5, n_test=-1)):
+        with pytest.raises(ValueError, match=next(iter(k for k, v in kw.items() if v < 0))):
+            split_digits(d, **kw)
+    Xtr, ytr, Xte, yte = split_digits(d, 30, 5)  # capped as documented: n - 1 and what is left
+    assert (Xtr.shape[0], Xte.shape[0]) == (19, 1)

@@ -62,14 +62,14 @@ def main(argv=None) -> int:
     p = C.base_parser("python -m proxlib.experiments ast", __doc__.split("\n\n")[0], {"lr": 0.01, "batch_size": 64})
     a = p.add_argument
     C.add_reference_options(p)
-    a("--epochs-per-iteration", type=int, default=1, help="epochs between two re-weightings (the paper: 1000)")
-    a("--iterations", type=int, default=8, help="re-weighting iterations (one layer each, in turn)")
-    a("--retrain-epochs", type=int, default=4, help="retraining epochs after pruning (AST and LWC alike)")
+    a("--epochs-per-iteration", type=C.positive_int, default=1, help="epochs between two re-weightings (the paper: 1000)")
+    a("--iterations", type=C.nonnegative_int, default=8, help="re-weighting iterations (one layer each, in turn)")
+    a("--retrain-epochs", type=C.nonnegative_int, default=4, help="retraining epochs after pruning (AST and LWC alike)")
     a("--rules", nargs="+", default=list(RULE_NAMES), choices=list(RULE_NAMES), help="re-weighting rules")
-    a("--tau-l1", type=float, default=1e-3, help="tau of re-weighted l1")
-    a("--tau-l2", type=float, default=1e-4, help="initial tau of re-weighted l2 (halved at every re-weighting)")
-    a("--tau-focuss", type=float, default=1e-4, help="tau of FOCUSS")
-    a("--p", type=float, default=0.5, help="FOCUSS exponent")
+    a("--tau-l1", type=C.positive_float, default=1e-3, help="tau of re-weighted l1")
+    a("--tau-l2", type=C.positive_float, default=1e-4, help="initial tau of re-weighted l2 (halved at every re-weighting)")
+    a("--tau-focuss", type=C.positive_float, default=1e-4, help="tau of FOCUSS")
+    a("--p", type=C.in_range(0.0, 2.0), default=0.5, help="FOCUSS exponent")
     # %(default)s in the help: the formatter's own "(default: True)" read as --no-guard being on
     a("--no-guard", dest="guard", action="store_false",
       help="the unguarded greedy rule (weights may grow without bound); without it the rule is guarded (guard=%(default)s)")

@@ -122,11 +122,11 @@ def prox_gap(net, lam: float, lr: float, m: float) -> list:
 def main(argv=None) -> int:
     p = C.base_parser("python -m proxlib.experiments cges", __doc__.split("\n\n")[0], {"lr": 0.02, "batch_size": 64})
     a = p.add_argument
-    a("--epochs", type=int, default=10, help="training epochs per network (from scratch)")
-    a("--weight-decay", type=float, default=5e-4, help="l2 strength of the L2 reference")
-    a("--m", type=float, default=0.0, help="lowest exclusivity of the per-layer mu_l = m + (1 - 2m) l / (L - 1)")
+    a("--epochs", type=C.nonnegative_int, default=10, help="training epochs per network (from scratch)")
+    a("--weight-decay", type=C.nonnegative_float, default=5e-4, help="l2 strength of the L2 reference")
+    a("--m", type=C.in_range(0.0, 0.5), default=0.0, help="lowest exclusivity of the per-layer mu_l = m + (1 - 2m) l / (L - 1)")
     a("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="regularisers in the sweep")
-    a("--scales", nargs="+", type=float, default=[1.0, 4.0, 8.0, 16.0, 64.0], help="strengths: these multiples of each method's base strength")
+    a("--scales", nargs="+", type=C.nonnegative_float, default=[1.0, 4.0, 8.0, 16.0, 64.0], help="strengths: these multiples of each method's base strength")
     args = p.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.epochs, args.repeats, args.scales = 300, 200, 1, 2, [4.0]

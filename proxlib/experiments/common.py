@@ -11,6 +11,7 @@ import copy
 import hashlib
 import io
 import json
+import math
 import os
 import statistics
 import time
@@ -224,28 +225,58 @@ def save_figure(fig, path: str) -> None:
     pyplot().close(fig)
 
 
+def _bounded(convert, what: str, lo=None, hi=None, *, lo_open: bool = False):
+    """An argparse type: ``convert`` (int or float), finite, in [lo, hi] (lo
+    excluded with ``lo_open``), else a usage error naming the rule (checked
+    when the options are read, not after the reference has been trained)."""
+
+    def parse(text: str):
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return v
+
+    parse.__name__ = convert.__name__  # argparse's "invalid <name> value" for unparsable text
+    return parse
+
+
+positive_int = _bounded(int, "an integer >= 1", 1)
+nonnegative_int = _bounded(int, "an integer >= 0", 0)
+positive_float = _bounded(float, "a finite number > 0", 0.0, lo_open=True)
+nonnegative_float = _bounded(float, "a finite number >= 0", 0.0)
+
+
+def in_range(lo: float, hi: float):
+    """An argparse type: a number in [lo, hi]."""
+    return _bounded(float, f"a number in [{lo:g}, {hi:g}]", lo, hi)
+
+
 def base_parser(prog: str, description: str, defaults: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--quick", action="store_true", help="a tiny run for the tests (seconds)")
     a("--out", default=None, help=f"output folder (None: {DEFAULT_ROOT}/<experiment>)")
     a("--cache", default=os.path.join(DEFAULT_ROOT, "cache"), help="folder for trained reference networks ('' disables)")
-    a("--n-train", type=int, default=defaults.get("n_train", 4000), help="training digits")
-    a("--n-test", type=int, default=defaults.get("n_test", 1000), help="held-out digits")
+    a("--n-train", type=positive_int, default=defaults.get("n_train", 4000), help="training digits")
+    a("--n-test", type=positive_int, default=defaults.get("n_test", 1000), help="held-out digits")
     a("--seed", type=int, default=0, help="seed of the split, the initial networks and the batches")
-    a("--threads", type=int, default=1, help="torch threads")
-    a("--batch-size", type=int, default=defaults.get("batch_size", 64), help="minibatch size")
-    a("--lr", type=float, default=defaults.get("lr", 0.01), help="SGD learning rate")
-    a("--momentum", type=float, default=0.9, help="SGD momentum")
-    a("--repeats", type=int, default=20, help="timed repeats for latencies (median)")
+    a("--threads", type=positive_int, default=1, help="torch threads")
+    a("--batch-size", type=positive_int, default=defaults.get("batch_size", 64), help="minibatch size")
+    a("--lr", type=positive_float, default=defaults.get("lr", 0.01), help="SGD learning rate")
+    a("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
+    a("--repeats", type=positive_int, default=20, help="timed repeats for latencies (median)")
     return p
 
 
 def add_reference_options(p: argparse.ArgumentParser) -> None:
     """The options of the reference Caffe LeNet that SSL and AST share (through the cache:
     the same defaults give the same trained network)."""
-    p.add_argument("--ref-epochs", type=int, default=12, help="epochs of the reference LeNet (shared by the SSL and AST experiments' cache)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay of the reference (Caffe's LeNet solver)")
+    p.add_argument("--ref-epochs", type=nonnegative_int, default=12, help="epochs of the reference LeNet (shared by the SSL and AST experiments' cache)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=5e-4, help="weight decay of the reference (Caffe's LeNet solver)")
 
 
 def finish_args(args, name: str) -> None:

@@ -96,10 +96,10 @@ def _dash(a, b, fmt="{}"):
 def main(argv=None) -> int:
     p = C.base_parser("python -m proxlib.experiments ssl", __doc__.split("\n\n")[0], {"lr": 0.01, "batch_size": 64})
     C.add_reference_options(p)
-    p.add_argument("--ssl-epochs", type=int, default=8, help="SSL epochs (from the reference)")
-    p.add_argument("--retrain-epochs", type=int, default=3, help="retraining epochs with the zero groups frozen")
+    p.add_argument("--ssl-epochs", type=C.nonnegative_int, default=8, help="SSL epochs (from the reference)")
+    p.add_argument("--retrain-epochs", type=C.nonnegative_int, default=3, help="retraining epochs with the zero groups frozen")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="which of the slides' rows to run")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every SSL strength")
+    p.add_argument("--scale", type=C.nonnegative_float, default=1.0, help="multiply every SSL strength")
     args = p.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.ref_epochs, args.ssl_epochs, args.retrain_epochs, args.repeats = 500, 200, 2, 2, 1, 2

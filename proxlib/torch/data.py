@@ -62,16 +62,21 @@ def load_digits(prefer: str = "mnist") -> Digits:
 def split_digits(digits: Digits, n_train: int, n_test: int, seed: int = 0, *, images: bool = False):
     """A shuffled train / test split as torch tensors ``(X_train, y_train, X_test, y_test)``.
 
-    ``seed`` fixes the permutation; ``n_train`` is capped at ``n - 1`` and ``n_test`` at
+    ``seed`` fixes the permutation; ``n_train`` and ``n_test`` are integers >= 0
+    (ValueError otherwise); ``n_train`` is capped at ``n - 1`` and ``n_test`` at
     what is left.  ``images=True`` shapes the inputs ``(N, 1, side, side)`` for
     convolutional networks (else ``(N, side * side)``).
     """
     import torch
 
+    from .. import _validate
+
+    # a negative count sliced from the end: n_train=-5 gave n - 5 training rows and no test rows
+    n_train, n_test = _validate.count(n_train, "n_train"), _validate.count(n_test, "n_test")
     n = digits.X.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-    n_train = min(int(n_train), n - 1)
-    n_test = min(int(n_test), n - n_train)
+    n_train = min(n_train, n - 1)
+    n_test = min(n_test, n - n_train)
     X, y = torch.from_numpy(digits.X), torch.from_numpy(digits.y)
     if images:
         X = X.reshape(-1, 1, digits.side, digits.side)
