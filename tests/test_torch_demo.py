@@ -228,3 +228,26 @@ def test_experiments_refuse_bad_options_before_running(name, args, option, capsy
     err = capsys.readouterr().err
     assert f"argument {option}" in err and "must be" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--epochs", "-5"], "--epochs"),
+    (["--retrain-epochs", "-1"], "--retrain-epochs"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--lr", "0"], "--lr"),
+    (["--momentum", "-0.5"], "--momentum"),
+    (["--group-lasso", "-1"], "--group-lasso"),
+    (["--growl-p", "2"], "--growl-p"),
+    (["--weight-decay", "inf"], "--weight-decay"),
+])
+def test_demo_refuses_bad_options_before_running(args, option, capsys, tmp_path):
+    # --epochs -5 --retrain-epochs 30 trained the baseline 25 epochs, then two_stage raised;
+    # --growl-p 2 raised at the first proximal step
+    from proxlib.torch.demo import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "must be" in err
+    assert not (tmp_path / "out").exists()

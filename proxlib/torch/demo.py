@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -357,6 +358,27 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _nonnegative_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
+    return v
+
+
+def _real(lo: float, hi: float = float("inf"), *, lo_open: bool = False):
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
+
+    def parse(s: str) -> float:
+        v = float(s)
+        if not (math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi):
+            rule = f"a finite number {'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < float("inf") else "")
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {s}")
+        return v
+
+    parse.__name__ = "float"  # argparse's "invalid float value" for unparsable text
+    return parse
+
+
 def _every(s: str) -> str:
     if s != "epoch":
         _positive_int(s)
@@ -374,17 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default="./proxlib_demo_out", help="output folder for tying.png, results.json and the compact GrOWL checkpoint")
     a("--quick", action="store_true", help="a small run (under 30 s on an idle machine): 1,000 digits, 100 hidden units, "
       "20 + 5 epochs, 3 warm-up, 200 AffinityPropagation iterations, one job")
-    a("--epochs", type=int, default=d.epochs, help="stage-1 epochs, warm-up included")
-    a("--retrain-epochs", type=int, default=d.retrain_epochs, help="stage-2 (retraining) epochs")
-    a("--warmup-epochs", type=int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start")
+    a("--epochs", type=_nonnegative_int, default=d.epochs, help="stage-1 epochs, warm-up included")
+    a("--retrain-epochs", type=_nonnegative_int, default=d.retrain_epochs, help="stage-2 (retraining) epochs")
+    a("--warmup-epochs", type=_nonnegative_int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start")
     a("--batch-size", type=_positive_int, default=d.batch_size, help="minibatch size")
-    a("--lr", type=float, default=d.lr, help="SGD learning rate")
-    a("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    a("--weight-decay", type=float, default=d.weight_decay, help="l2 strength of 'weight decay' and the '+l2' regularisers")
-    a("--group-lasso", type=float, default=d.group_lasso, help="group-lasso strength on the input neurons")
-    a("--growl-lambda1", type=float, default=d.growl_lambda1, help="GrOWL stairwise Lambda1 (sparsifying strength, every row)")
-    a("--growl-lambda2", type=float, default=d.growl_lambda2, help="GrOWL stairwise Lambda2 (tying strength among the top p rows)")
-    a("--growl-p", type=float, default=d.growl_p, help="fraction of the rows on the stair: p = round(growl_p * rows)")
+    a("--lr", type=_real(0.0, lo_open=True), default=d.lr, help="SGD learning rate")
+    a("--momentum", type=_real(0.0), default=d.momentum, help="SGD momentum")
+    a("--weight-decay", type=_real(0.0), default=d.weight_decay, help="l2 strength of 'weight decay' and the '+l2' regularisers")
+    a("--group-lasso", type=_real(0.0), default=d.group_lasso, help="group-lasso strength on the input neurons")
+    a("--growl-lambda1", type=_real(0.0), default=d.growl_lambda1, help="GrOWL stairwise Lambda1 (sparsifying strength, every row)")
+    a("--growl-lambda2", type=_real(0.0), default=d.growl_lambda2, help="GrOWL stairwise Lambda2 (tying strength among the top p rows)")
+    a("--growl-p", type=_real(0.0, 1.0), default=d.growl_p, help="fraction of the rows on the stair: p = round(growl_p * rows)")
     a("--prox-every", type=_every, default=d.prox_every, help="apply the prox once per 'epoch' or every N optimizer steps (step lr * N * strength)")
     a("--no-keep-zero", dest="keep_zero", action="store_false", help="let rows zeroed by a prox regrow (no permanent mask)")
     a("--preference", type=float, default=d.preference, help="AffinityPropagation preference for the tying (higher: fewer ties)")
