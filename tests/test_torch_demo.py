@@ -251,3 +251,28 @@ def test_demo_refuses_bad_options_before_running(args, option, capsys, tmp_path)
     err = capsys.readouterr().err
     assert f"argument {option}" in err and "must be" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, given, expected", [
+    ("ast", ["--rules", "l2"], dict(rules=["l2"], n_train=300, iterations=4)),
+    ("ast", ["--n-train", "100", "--iterations", "2"], dict(n_train=100, iterations=2, rules=["l1", "focuss"])),
+    ("cges", ["--scales", "1", "2", "--methods", "ES"], dict(scales=[1.0, 2.0], methods=["ES"], epochs=1)),
+    ("ssl", ["--lr", "0.02", "--runs", "2"], dict(lr=0.02, runs=["2"], scale=2.0, ssl_epochs=2)),
+    ("ssl", [], dict(lr=0.05, scale=2.0, runs=["3", "5"], n_train=500)),
+])
+def test_quick_keeps_the_options_given(name, given, expected, monkeypatch, tmp_path):
+    # --quick overwrote them: --quick --rules l2 ran l1 and FOCUSS, --quick --n-train 100 trained on 300
+    from proxlib.experiments import common as C
+    from proxlib.experiments.__main__ import main
+
+    class Parsed(Exception):
+        pass
+
+    def start(args, name):
+        raise Parsed(args)
+
+    monkeypatch.setattr(C, "start", start)
+    with pytest.raises(Parsed) as e:
+        main([name, "--quick", *given, "--out", str(tmp_path)])
+    args = e.value.args[0]
+    assert {k: getattr(args, k) for k in expected} == expected

@@ -73,10 +73,8 @@ def main(argv=None) -> int:
     # %(default)s in the help: the formatter's own "(default: True)" read as --no-guard being on
     a("--no-guard", dest="guard", action="store_false",
       help="the unguarded greedy rule (weights may grow without bound); without it the rule is guarded (guard=%(default)s)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_test, args.ref_epochs, args.iterations, args.retrain_epochs, args.repeats = 300, 200, 1, 4, 1, 2
-        args.rules = ["l1", "focuss"]
+    args = C.parse_args(p, argv, quick=dict(n_train=300, n_test=200, ref_epochs=1, iterations=4, retrain_epochs=1, repeats=2,
+                                            rules=["l1", "focuss"]))
     split, t_start, load0 = C.start(args, NAME)
     make = lambda: C.caffe_lenet(split.side)  # noqa: E731
     ref, ref_s, _ = C.train_baseline(make, split, epochs=args.ref_epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,

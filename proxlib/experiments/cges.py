@@ -127,10 +127,8 @@ def main(argv=None) -> int:
     a("--m", type=C.in_range(0.0, 0.5), default=0.0, help="lowest exclusivity of the per-layer mu_l = m + (1 - 2m) l / (L - 1)")
     a("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="regularisers in the sweep")
     a("--scales", nargs="+", type=C.nonnegative_float, default=[1.0, 4.0, 8.0, 16.0, 64.0], help="strengths: these multiples of each method's base strength")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_test, args.epochs, args.repeats, args.scales = 300, 200, 1, 2, [4.0]
-        args.methods = ["L1", "CGES", "CGES (sequential)"]
+    args = C.parse_args(p, argv, quick=dict(n_train=300, n_test=200, epochs=1, repeats=2, scales=[4.0],
+                                            methods=["L1", "CGES", "CGES (sequential)"]))
     split, t_start, load0 = C.start(args, NAME)
     make = lambda: C.small_cnn(split.side)  # noqa: E731
     example = split.Xte[:256]

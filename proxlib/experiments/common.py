@@ -258,7 +258,8 @@ def in_range(lo: float, hi: float):
 def base_parser(prog: str, description: str, defaults: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
-    a("--quick", action="store_true", help="a tiny run for the tests (seconds)")
+    a("--quick", action="store_true", help="a tiny run for the tests (seconds): other defaults for the sizes, epochs and "
+      "runs; options given explicitly still apply")
     a("--out", default=None, help=f"output folder (None: {DEFAULT_ROOT}/<experiment>)")
     a("--cache", default=os.path.join(DEFAULT_ROOT, "cache"), help="folder for trained reference networks ('' disables)")
     a("--n-train", type=positive_int, default=defaults.get("n_train", 4000), help="training digits")
@@ -270,6 +271,17 @@ def base_parser(prog: str, description: str, defaults: dict) -> argparse.Argumen
     a("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
     a("--repeats", type=positive_int, default=20, help="timed repeats for latencies (median)")
     return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv, *, quick: dict) -> argparse.Namespace:
+    """``p.parse_args(argv)``; with ``--quick``, ``quick`` replaces the defaults
+    only: an option given on the command line keeps its value (``--quick
+    --rules l2`` runs l2, ``--quick --n-train 100`` trains on 100 digits)."""
+    args = p.parse_args(argv)
+    if args.quick:
+        p.set_defaults(**quick)
+        args = p.parse_args(argv)
+    return args
 
 
 def add_reference_options(p: argparse.ArgumentParser) -> None:

@@ -100,11 +100,9 @@ def main(argv=None) -> int:
     p.add_argument("--retrain-epochs", type=C.nonnegative_int, default=3, help="retraining epochs with the zero groups frozen")
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), help="which of the slides' rows to run")
     p.add_argument("--scale", type=C.nonnegative_float, default=1.0, help="multiply every SSL strength")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_test, args.ref_epochs, args.ssl_epochs, args.retrain_epochs, args.repeats = 500, 200, 2, 2, 1, 2
-        args.runs = ["3", "5"]
-        args.lr, args.scale = 5 * args.lr, 2 * args.scale  # 16 steps per stage: a larger step, strong enough to remove groups
+    # --quick: 16 steps per stage, so a larger step and strength, strong enough to remove groups
+    args = C.parse_args(p, argv, quick=dict(n_train=500, n_test=200, ref_epochs=2, ssl_epochs=2, retrain_epochs=1, repeats=2,
+                                            runs=["3", "5"], lr=5 * p.get_default("lr"), scale=2 * p.get_default("scale")))
     split, t_start, load0 = C.start(args, NAME)
     make = lambda: C.caffe_lenet(split.side)  # noqa: E731
     ref, ref_s, _ = C.train_baseline(make, split, epochs=args.ref_epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
