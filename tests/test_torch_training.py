@@ -164,6 +164,22 @@ def test_fit_rejects_bad_data():
         pt.fit(net, X, y, "sgd")
 
 
+def test_fit_and_evaluate_on_no_samples_are_nan_not_zero():
+    # an epoch without a batch reported a mean loss of 0.0 (a perfect fit) and
+    # evaluate on no samples an accuracy of 0.0
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X, y = _toy(n=8)
+    dropped = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=16, drop_last=True)
+    before = [p.detach().clone() for p in net.parameters()]
+    losses = pt.fit(net, dropped, opt, epochs=2)
+    assert len(losses) == 2 and all(np.isnan(v) for v in losses)
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    assert np.isnan(pt.evaluate(net, X[:0], y[:0])) and np.isnan(pt.evaluate(net, dropped))
+    assert pt.evaluate(net, X, y) == pytest.approx(float((net(X).argmax(1) == y).float().mean()))
+    assert np.isfinite(pt.fit(net, X, y, opt, batch_size=16)[0])
+
+
 class _Counter:
     """A ProximalStep stand-in penalty that records the steps it is given."""
 

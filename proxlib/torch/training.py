@@ -123,7 +123,9 @@ def fit(
     scheduler_interval: str = "epoch",
     progress=None,
 ) -> list[float]:
-    """Minibatch training; returns the mean loss of each epoch.
+    """Minibatch training; returns the mean loss of each epoch (NaN for an
+    epoch without a batch, e.g. a ``DataLoader`` with ``drop_last=True`` and
+    fewer samples than ``batch_size``: no step was taken).
 
     Call as ``fit(model, X, y, optimizer)`` (tensors: shuffled by ``generator``
     into batches of ``batch_size``) or ``fit(model, loader, optimizer)`` (any
@@ -163,14 +165,14 @@ def fit(
                 progress.update(1)
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
-        losses.append(float(total) / max(count, 1))
+        losses.append(float(total) / count if count else float("nan"))  # not 0.0: nothing was fitted
     return losses
 
 
 def evaluate(model: torch.nn.Module, X, y=None, *, batch_size: int = 1024) -> float:
     """Classification accuracy (argmax of the outputs) of ``model`` on tensors
-    ``(X, y)`` or on a DataLoader of ``(inputs, targets)`` batches.  The model
-    is evaluated in eval mode and left in training mode."""
+    ``(X, y)`` or on a DataLoader of ``(inputs, targets)`` batches (NaN on no
+    samples).  The model is evaluated in eval mode and left in training mode."""
     batches = _source(X, y, batch_size, None, shuffle=False, what="evaluate")
     model.eval()
     correct = total = 0
@@ -179,7 +181,7 @@ def evaluate(model: torch.nn.Module, X, y=None, *, batch_size: int = 1024) -> fl
             correct += int((model(inputs).argmax(1) == targets).sum())
             total += int(targets.shape[0])
     model.train()
-    return correct / max(total, 1)
+    return correct / total if total else float("nan")  # not 0.0: there is nothing to be right or wrong about
 
 
 def _check_test(test) -> None:
