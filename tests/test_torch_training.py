@@ -180,6 +180,31 @@ def test_fit_and_evaluate_on_no_samples_are_nan_not_zero():
     assert np.isfinite(pt.fit(net, X, y, opt, batch_size=16)[0])
 
 
+def test_fit_and_two_stage_step_a_reduce_on_plateau_with_the_training_loss():
+    # ReduceLROnPlateau.step() needs a metric: fit raised a TypeError after the first epoch
+    X, y = _toy(n=64)
+    net = _mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    seen = []
+
+    class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+        def step(self, metrics):
+            seen.append(metrics)
+            super().step(metrics)
+
+    losses = pt.fit(net, X, y, opt, epochs=3, batch_size=16, scheduler=Plateau(opt, patience=0, factor=0.5))
+    assert seen == pytest.approx(losses)
+    seen.clear()
+    pt.fit(net, X, y, opt, epochs=1, batch_size=16, scheduler=Plateau(opt), scheduler_interval="step")
+    assert len(seen) == 4 and all(isinstance(v, float) for v in seen)
+    seen.clear()
+    net = _mlp()
+    r = pt.two_stage(net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                     configure=lambda prox: prox.add(net[0], proxlib.GroupLasso(0.01), grouping="channel"),
+                     epochs=2, retrain_epochs=1, batch_size=16, prox_every=3, make_scheduler=lambda o: Plateau(o))
+    assert seen == pytest.approx(r.losses)
+
+
 class _Counter:
     """A ProximalStep stand-in penalty that records the steps it is given."""
 

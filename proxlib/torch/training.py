@@ -136,7 +136,8 @@ def fit(
     :class:`~proxlib.torch.ProximalStep`, a schedule) run after every step.
     ``scheduler`` (a ``torch.optim.lr_scheduler`` object) is stepped after
     every epoch (``scheduler_interval="epoch"``) or every optimizer step
-    (``"step"``).  ``progress`` (e.g. a ``tqdm`` bar) is advanced by one per
+    (``"step"``); a ``ReduceLROnPlateau``, which needs a metric, is given
+    the epoch's mean training loss (the step's loss with ``"step"``).  ``progress`` (e.g. a ``tqdm`` bar) is advanced by one per
     step.
     """
     if isinstance(y, torch.optim.Optimizer) and optimizer is None:
@@ -160,13 +161,23 @@ def fit(
             total = total + loss.detach() * n  # stays on the device: no sync per step
             count += n
             if scheduler is not None and scheduler_interval == "step":
-                scheduler.step()
+                _step_scheduler(scheduler, loss.detach())
             if progress is not None:
                 progress.update(1)
-        if scheduler is not None and scheduler_interval == "epoch":
-            scheduler.step()
         losses.append(float(total) / count if count else float("nan"))  # not 0.0: nothing was fitted
+        if scheduler is not None and scheduler_interval == "epoch":
+            _step_scheduler(scheduler, losses[-1])
     return losses
+
+
+def _step_scheduler(scheduler, loss) -> None:
+    """``scheduler.step()``; a ``ReduceLROnPlateau`` gets ``loss`` as its
+    metric (its ``step()`` has no default: it raised a TypeError after the
+    first epoch)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(float(loss))
+    else:
+        scheduler.step()
 
 
 def evaluate(model: torch.nn.Module, X, y=None, *, batch_size: int = 1024) -> float:
@@ -377,7 +388,7 @@ def _fit_with_prox(model, batches, opt, prox: ProximalStep, epochs: int, loss_fn
     if tail:
         prox.step(steps=tail)
     if scheduler is not None:
-        scheduler.step()
+        _step_scheduler(scheduler, losses[-1])
     return losses
 
 
