@@ -205,6 +205,24 @@ def test_fit_and_two_stage_step_a_reduce_on_plateau_with_the_training_loss():
     assert seen == pytest.approx(r.losses)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fit_mean_loss_of_a_low_precision_model_is_summed_in_float32(dtype):
+    # the batch losses were summed in the model's dtype: in bfloat16 the mean of
+    # 128 batch losses came out 5% low
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(4096, 8, generator=g).to(dtype), torch.randint(0, 3, (4096,), generator=g)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(8, 3).to(dtype)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # the same model for every batch
+    gen = torch.Generator().manual_seed(1)
+    (loss,) = pt.fit(net, X, y, opt, batch_size=32, generator=gen)
+    with torch.no_grad():
+        perm = torch.randperm(4096, generator=torch.Generator().manual_seed(1))
+        batches = [torch.nn.functional.cross_entropy(net(X[i]), y[i]) for i in perm.split(32)]
+        expected = sum(float(b) for b in batches) / len(batches)  # each batch loss as fit sees it, summed exactly
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
 class _Counter:
     """A ProximalStep stand-in penalty that records the steps it is given."""
 
