@@ -255,7 +255,9 @@ def backend_for(x) -> ModuleType:
 
 @contextlib.contextmanager
 def use_backend(name: str | None) -> Iterator[None]:
-    """Run the enclosed calls on backend ``name`` (``None`` restores automatic choice).
+    """Run the enclosed calls on backend ``name``; ``None``: the choice made
+    outside any ``use_backend`` (``PROXLIB_BACKEND`` where it is set, else
+    the input's own backend).
 
     >>> import numpy as np, proxlib
     >>> with proxlib.use_backend("numpy"):
