@@ -174,7 +174,11 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
         the order of the solution's magnitudes is not known in advance, so
         there is no finite pool-adjacent-violators solution to offer.
     check_finite : bool, default True
-        Reject NaN/Inf in ``v`` (two reductions, no temporary).
+        Reject NaN/Inf in ``v`` (two reductions, no temporary).  False skips
+        the check, for input known to be finite: a NaN or Inf entry then
+        makes the result unspecified (it may differ between backends), as
+        every entry is coupled to the others through the sort and the
+        pooling; unlike the row penalties, such entries do not pass through.
 
     Returns
     -------
@@ -257,6 +261,11 @@ def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
         prox with step / d); ValueError otherwise.  A metric constant within
         each row but different across rows is not enough: the row norms then
         need the OWL prox in a diagonal metric.
+    check_finite : bool, default True
+        Reject NaN/Inf in ``W`` (read off the row norms).  False skips the
+        check, for input known to be finite: a row holding NaN or Inf then
+        makes the result unspecified (it may differ between backends), as
+        every row's factor depends on all the norms (:func:`prox_owl`).
 
     Returns
     -------
