@@ -533,6 +533,37 @@ def test_remove_affine_scaling_keeps_the_ties_after_it():
     assert torch.equal(W[:, 0], W[:, 1]) and bool((W[:, 3] == 0).all())
 
 
+def test_affine_scaling_prune_reweights_before_each_block_as_algorithm_1():
+    # Fedorov & Rao's Algorithm 1 (reweight_first=True): omega from the
+    # weights a block of training starts from, then the block.  The schedule
+    # could only re-weight after each block: the first epoch trained with
+    # omega = 1 and the last re-weighting (a greedy one shrinks theta) came
+    # after the last step, untrained
+    X, y = _toy(n=200, d=10)
+    for first, expected in ((True, [0, 5, 10, 15]), (False, [5, 10, 15, 20])):  # 5 steps an epoch
+        net = _mlp(d=10)
+        at = []
+        r = pt.affine_scaling_prune(net, {"a": net[0], "b": net[2]}, X, y, batch_size=40,
+                                    make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.3), rule="l1", tau=1e-3,
+                                    every="epoch", cycle=True, epochs=4, amount=0.5, retrain_epochs=0,
+                                    on_reweight=lambda s: at.append(s.n_steps), reweight_first=first)
+        assert r.n_reweights == 4 and at == expected
+    # the schedule alone, either way
+    lin = torch.nn.Linear(3, 2)
+    pt.affine_scaling(lin)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    for before, expected in ((True, [0, 2]), (False, [2, 4])):
+        seen = []
+        sched = pt.AffineScalingSchedule([lin], every=2, on_reweight=lambda s: seen.append(s.n_steps))
+        handle = sched.attach(opt, before=before)
+        for _ in range(4):
+            opt.zero_grad()
+            lin(torch.randn(4, 3)).sum().backward()
+            opt.step()
+        handle.remove()
+        assert seen == expected and sched.n_steps == 4
+
+
 def test_schedule_cycle_and_tau_annealing():
     layers = [torch.nn.Linear(3, 3) for _ in range(3)]
     for l in layers:

@@ -6,8 +6,9 @@ weights) trained on the bundled MNIST digits (shared with the SSL experiment
 through the cache) and, for each re-weighting rule,
 
 1. trains in ``q`` with :math:`\theta = q \odot \omega` (Eq. 6), re-weighting
-   :math:`\omega` once per epoch, one layer at a time (conv1, conv2, fc1, fc2,
-   twice each: 8 iterations, the paper's schedule) with the greedy
+   :math:`\omega` at the start of each epoch (Algorithm 1: from the weights
+   the epoch starts from, the reference's first), one layer at a time (conv1,
+   conv2, fc1, fc2, twice each: 8 iterations, the paper's schedule) with the greedy
    initialisation (``proxlib.torch.affine_scaling_prune``, ``cycle=True``):
    re-weighted l1 :math:`\omega = |\theta| + \tau` (Eq. 8), re-weighted l2
    :math:`\omega = \sqrt{\theta^2 + \tau}` with :math:`\tau` annealed (Eq. 9),
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
             net, layers, loader, make_optimizer=make_opt, rule=rule, tau=taus[rule], p=args.p,
             every=n_batches * args.epochs_per_iteration, init="greedy", guard=args.guard, cycle=True,
             epochs=args.iterations * args.epochs_per_iteration, amount=amounts, retrain_epochs=args.retrain_epochs,
-            test=split.test, on_reweight=record,
+            test=split.test, on_reweight=record, reweight_first=True,
         )
         sec = time.perf_counter() - t0
         results[rule] = {"nonzero": C.nonzero_fraction(layers), "error": 1 - r.accuracy, "error_reweighted": 1 - r.accuracy_reweighted,
@@ -159,7 +160,7 @@ def _figure(results, rules, path):
         for n in LAYERS:
             ax.plot(range(1, len(tr) + 1), [t[n] for t in tr], marker="o", ms=3, label=n)
         ax.set_yscale("log")
-        ax.set_xlabel("re-weighting iteration t")
+        ax.set_xlabel("re-weighting iteration t (at its start)")
         ax.set_title(f"{RULE_NAMES[rule]}: kurtosis", fontsize=9)
         ax.legend(fontsize=6)
     ax = axes[0][-1]

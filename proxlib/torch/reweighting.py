@@ -194,7 +194,8 @@ def _check_options(*, rule="l1", tau=1e-4, p=0.5, init="greedy", sigma=0.0, **_)
 
 
 class AffineScalingSchedule:
-    """Re-weight ``modules`` every ``every`` optimizer steps (attach as a step post hook).
+    """Re-weight ``modules`` every ``every`` optimizer steps (:meth:`attach`:
+    after each block of steps, or before it).
 
     ``every`` is an integer >= 1 (ValueError otherwise, also from
     :meth:`load_state_dict`); ``rule_kw`` go to :func:`reweight` (``rule``, ``tau``, ``p``, ``init``,
@@ -263,7 +264,27 @@ class AffineScalingSchedule:
         self.reweight_now()
         return True
 
-    def attach(self, optimizer: torch.optim.Optimizer):
+    def step_before(self) -> bool:
+        """Before an optimizer step: re-weight when the steps counted so far
+        are a multiple of ``every`` (none included), then count this one."""
+        due = self.n_steps % self.every == 0
+        if due:
+            self.reweight_now()
+        self.n_steps += 1
+        return due
+
+    def attach(self, optimizer: torch.optim.Optimizer, *, before: bool = False):
+        """Re-weight from ``optimizer``'s steps (returns the hook's handle):
+        after every ``every``-th step (:meth:`step`, a step post hook), or
+        with ``before=True`` before steps 1, ``every`` + 1, 2 ``every`` + 1,
+        ... (:meth:`step_before`, a step pre hook): Fedorov & Rao's
+        Algorithm 1, omega from the weights a block of training starts from,
+        then that block; no re-weighting follows the last step."""
+        if before:
+            def before_step(opt, args, kwargs) -> None:  # (a pre hook must return None)
+                self.step_before()
+
+            return optimizer.register_step_pre_hook(before_step)
         return optimizer.register_step_post_hook(lambda opt, args, kwargs: self.step())
 
     def state_dict(self) -> dict:

@@ -453,12 +453,17 @@ def affine_scaling_prune(
     loss_fn: Callable = F.cross_entropy,
     make_scheduler: Callable | None = None,
     on_reweight: Callable | None = None,
+    reweight_first: bool = False,
 ) -> AffineScalingResult:
     """Fedorov & Rao's procedure on ``layers``: AST training, pruning, retraining.
 
     1. :func:`~proxlib.torch.affine_scaling` on each layer; train ``epochs`` with
-       ``omega`` recomputed every ``every`` optimizer steps (``"epoch"``: once
-       per epoch) by ``rule`` (``"l1"``, ``"l2"``, ``"focuss"`` with ``p``;
+       ``omega`` recomputed after every ``every`` optimizer steps (``"epoch"``:
+       once per epoch) or, with ``reweight_first=True``, before each block of
+       ``every`` steps: Fedorov & Rao's Algorithm 1 from a trained network
+       (omega first from the weights given; no re-weighting after the last
+       step, which otherwise shrinks the weights untrained before pruning),
+       by ``rule`` (``"l1"``, ``"l2"``, ``"focuss"`` with ``p``;
        ``tau`` a number or a function of the re-weighting index for
        annealing; ``init``, ``sigma`` and ``guard`` as in
        :func:`~proxlib.torch.reweight`), for every layer at once or, with
@@ -500,7 +505,7 @@ def affine_scaling_prune(
         for l in done:  # the layers as they were (omega is still 1: theta = q exactly)
             remove_affine_scaling(l)
         raise
-    handle = sched.attach(opt)
+    handle = sched.attach(opt, before=bool(reweight_first))
     lr_sched = make_scheduler(opt) if make_scheduler is not None else None
     fit(model, batches, opt, epochs=epochs, loss_fn=loss_fn, scheduler=lr_sched, progress=progress)
     handle.remove()
