@@ -23,7 +23,9 @@ accuracy beside the thesis' reported MNIST points, a per-layer comparison of
 the exact and sequential proxes on trained weights (prox objective and
 distance), saves ``cges.png`` (accuracy against % parameters, Fig. 3a, and
 against % FLOP, Fig. 3d) and ``results.json``, and ends with the compaction
-report of the sparsest exact-CGES network within a point of the L2 accuracy.
+report of the exact-CGES network of the largest strength whose accuracy is
+within a point of the L2 reference's (usually the sparsest such; when none
+is, the network of the first strength in ``--scales``).
 """
 
 from __future__ import annotations
