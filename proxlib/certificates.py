@@ -71,12 +71,13 @@ Everything is computed in float64 on the arrays' own library and device
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import _registry as R
 from . import _validate as V
 from ._dispatch import array_kind, array_namespace, device, size
+from ._rows import ragged_parts
 from .backends import _xp_kernels as _k
 
 __all__ = [
@@ -317,6 +318,11 @@ def dual_norm(penalty: R.Penalty, r) -> float:
     if name not in DUAL_NORMS:
         raise TypeError(f"{type(penalty).__name__} is not a norm: it has no dual norm")
     r = V.as_float_array(r, "r")
+    groups = getattr(penalty, "groups", None)
+    split = ragged_parts(r, groups, name="r") if groups is not None else None
+    if split is not None:  # groups of very different sizes (proxlib._rows.ragged_parts): a max over groups
+        labels, parts = split
+        return max(dual_norm(replace(penalty, groups=labels[idx]), r[idx]) for idx in parts)
     layout = R.layout_of(penalty, r, contiguous=False, name="r")
     if size(layout.data) == 0:
         return 0.0

@@ -38,7 +38,7 @@ device, CuPy): matrix products, the proxes and the certificates; only scalars
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -49,7 +49,7 @@ from . import _validate as V
 from . import certificates as _C
 from ._dispatch import array_kind, array_namespace, backend_for, device, size
 from ._registry import Penalty
-from ._rows import canonical_rows
+from ._rows import canonical_rows, ragged_parts
 
 __all__ = ["LeastSquares", "Logistic", "SmoothLoss", "SolverResult", "prox_grad"]
 
@@ -241,6 +241,17 @@ class _ProxPlan:
 
     def __init__(self, penalty: Penalty, like):
         self.pen = penalty
+        self.xp = array_namespace(like)
+        groups = getattr(penalty, "groups", None)
+        split = ragged_parts(like, groups) if groups is not None else None
+        self.parts = None
+        if split is not None:
+            # groups of very different sizes: a plan per size class, as the
+            # public prox solves them (proxlib._rows.ragged_parts), where the
+            # padded layout would hold n_groups x largest-group entries
+            labels, parts = split
+            self.parts = [(idx, _ProxPlan(replace(penalty, groups=labels[idx]), like[idx])) for idx in parts]
+            return
         lay = R.layout_of(penalty, like)  # checks the shape against the parameters
         self.terms = _range.terms(penalty, lay)
         self.thresholds = _range.AtStep(self.terms)
@@ -249,8 +260,7 @@ class _ProxPlan:
         self.kw = {"check_finite": False} if penalty.fused_finite_check else {}
         self.shape = tuple(like.shape)
         self.restore = lay.restore
-        xp = array_namespace(like)
-        self.xp = xp
+        xp = self.xp
         self.gather = None
         if lay.rows is not None and lay.rows.ragged:
             # entry index + 1 in the kernel's padded layout (0 = padding)
@@ -264,6 +274,11 @@ class _ProxPlan:
 
     def __call__(self, v, step: float):
         xp = self.xp
+        if self.parts is not None:
+            out = xp.empty_like(v)
+            for idx, plan in self.parts:
+                out[idx] = plan(v[idx], step)
+            return out
         if self.pen.layout == "flat":
             data = v.reshape(-1)
         elif self.gather is None:

@@ -424,3 +424,25 @@ def test_torch_result_stays_on_device_until_the_scalar():
     cert = C.certify(pen, W, pen.prox(W))
     assert isinstance(cert.violation, torch.Tensor) and cert.violation.device == W.device
     assert cert.ok
+
+
+def test_dual_norm_of_very_uneven_groups_is_not_padded():
+    # one group of n/2 features and n/2 singletons: the dual norm padded them
+    # into (n/2 + 1) x n/2 rows (8 MB for 16 KB here, gigabytes from n = 10^5),
+    # at every gap check of prox_grad; it is a max over groups, so over the
+    # size classes the public prox solves apart (proxlib._rows.ragged_parts)
+    import tracemalloc
+
+    n = 2000
+    r = np.random.default_rng(1).standard_normal(n)
+    groups = np.r_[np.zeros(n // 2, dtype=np.int64), np.arange(1, n // 2 + 1)]
+    pen = proxlib.GroupLasso(0.5, groups=groups)
+    pen.dual_norm(r)  # (first: anything compiled or loaded, untraced)
+    tracemalloc.start()
+    try:
+        d = pen.dual_norm(r)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * r.nbytes
+    assert d == max(float(np.linalg.norm(r[: n // 2])), float(np.abs(r[n // 2:]).max())) / 0.5

@@ -365,6 +365,32 @@ def test_planned_prox_equals_the_public_prox(problem):
         assert plan(v, s).dtype == v.dtype
 
 
+@pytest.mark.parametrize("pen", [proxlib.GroupLasso(0.3), proxlib.ExclusiveLasso(0.3), proxlib.GroupExclusive(0.3, 0.5)],
+                         ids=lambda p: type(p).__name__)
+def test_planned_prox_of_very_uneven_groups_is_not_padded(pen):
+    # one group of n/2 entries and n/2 singletons: the plan padded them into
+    # (n/2 + 1) x n/2 rows (here 8 MB for 16 KB of data; gigabytes from
+    # n = 10^5), where the public prox solves them by size class
+    import dataclasses
+    import tracemalloc
+
+    from proxlib.solvers import _ProxPlan
+
+    n = 2000
+    v = np.random.default_rng(0).standard_normal(n)
+    pen = dataclasses.replace(pen, groups=np.r_[np.zeros(n // 2, dtype=np.int64), np.arange(1, n // 2 + 1)])
+    expected = pen.prox(v, 0.7)  # (first: the kernels compiled or loaded, untraced)
+    tracemalloc.start()
+    try:
+        plan = _ProxPlan(pen, v)
+        x = plan(v, 0.7)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * v.nbytes
+    np.testing.assert_array_equal(x, expected)
+
+
 def test_planned_ragged_positions_are_exact_integers():
     # the plan's map from entries to the padded rows was built from an arange
     # in x's float dtype: above 2^24 entries (float32) positions were rounded,
