@@ -110,7 +110,7 @@ def _group_sizes(labels, xp):
 
 #: a ragged layout is split by group size (:func:`ragged_parts`) when its
 #: padded array would hold more than ``2 n + PADDED_SLACK`` entries
-PADDED_SLACK = 1 << 16
+PADDED_SLACK = 1 << 20
 
 
 def ragged_parts(v, groups, *, name: str = "W"):

@@ -428,12 +428,12 @@ def test_torch_result_stays_on_device_until_the_scalar():
 
 def test_dual_norm_of_very_uneven_groups_is_not_padded():
     # one group of n/2 features and n/2 singletons: the dual norm padded them
-    # into (n/2 + 1) x n/2 rows (8 MB for 16 KB here, gigabytes from n = 10^5),
+    # into (n/2 + 1) x n/2 rows (32 MB for 32 KB here, gigabytes from n = 10^5),
     # at every gap check of prox_grad; it is a max over groups, so over the
     # size classes the public prox solves apart (proxlib._rows.ragged_parts)
     import tracemalloc
 
-    n = 2000
+    n = 4000
     r = np.random.default_rng(1).standard_normal(n)
     groups = np.r_[np.zeros(n // 2, dtype=np.int64), np.arange(1, n // 2 + 1)]
     pen = proxlib.GroupLasso(0.5, groups=groups)

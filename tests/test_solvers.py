@@ -369,14 +369,14 @@ def test_planned_prox_equals_the_public_prox(problem):
                          ids=lambda p: type(p).__name__)
 def test_planned_prox_of_very_uneven_groups_is_not_padded(pen):
     # one group of n/2 entries and n/2 singletons: the plan padded them into
-    # (n/2 + 1) x n/2 rows (here 8 MB for 16 KB of data; gigabytes from
+    # (n/2 + 1) x n/2 rows (here 32 MB for 32 KB of data; gigabytes from
     # n = 10^5), where the public prox solves them by size class
     import dataclasses
     import tracemalloc
 
     from proxlib.solvers import _ProxPlan
 
-    n = 2000
+    n = 4000
     v = np.random.default_rng(0).standard_normal(n)
     pen = dataclasses.replace(pen, groups=np.r_[np.zeros(n // 2, dtype=np.int64), np.arange(1, n // 2 + 1)])
     expected = pen.prox(v, 0.7)  # (first: the kernels compiled or loaded, untraced)
