@@ -1190,3 +1190,21 @@ def test_a_step_skipped_by_the_grad_scaler_takes_no_proximal_step(make_opt):
     assert prox.n_steps == 1 and prox.n_optimizer_steps == 1
     plain, _ = two_steps(False)
     assert torch.equal(lin.weight.detach(), proxlib.prox_group_lasso(plain.weight.detach(), 0.5, 0.1))
+
+
+def test_frozen_masks_follow_the_tensor_to_another_device():
+    # keep_zero's masks stayed on the device where the groups froze: after
+    # model.to(device) the check skipped them silently (the frozen groups
+    # were no longer held at zero) and a later freeze failed on mixing devices.
+    # The meta device stands in for a GPU (no data: only where the mask lives)
+    lin = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight[1] = 0.0
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, keep_zero=True)
+    prox.add(lin, proxlib.GroupLasso(0.01), grouping="filter", label="w")
+    prox.step()
+    assert prox.frozen()["w"][1].all() and prox.frozen()["w"].device.type == "cpu"
+    lin.to("meta")
+    prox._enforce_frozen(opt)
+    assert prox.frozen()["w"].device.type == "meta"

@@ -1081,7 +1081,7 @@ class ProximalStep:
         with torch.no_grad():
             zero = _zero_groups(term.plan(leaf), leaf)
         old = self._frozen.get(term.label)
-        self._frozen[term.label] = zero if old is None or old.shape != zero.shape else old | zero
+        self._frozen[term.label] = zero if old is None or old.shape != zero.shape else old.to(zero.device) | zero
 
     def _enforce_frozen(self, optimizer) -> None:
         """Frozen entries (and their optimizer state) back to exactly 0."""
@@ -1094,8 +1094,10 @@ class ProximalStep:
                 if mask is None:
                     continue
                 leaf = term.leaf
-                if mask.shape != leaf.shape or mask.device != leaf.device:
+                if mask.shape != leaf.shape:
                     continue  # the leaf was replaced (e.g. re-parametrised): the old mask does not apply
+                if mask.device != leaf.device:  # the model moved (model.cuda()) after the groups froze
+                    mask = self._frozen[term.label] = mask.to(leaf.device)
                 leaf.masked_fill_(mask, 0)
                 for v in state.get(leaf, {}).values():
                     if isinstance(v, torch.Tensor) and v.shape == leaf.shape:
