@@ -70,7 +70,9 @@ Everything is computed in float64 on the arrays' own library and device
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -163,33 +165,77 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     (eps_v, tiny_v), (eps_x, tiny_x) = _precision(_stored_dtype(v)), _precision(_stored_dtype(x))
     eps, tiny = max(eps_v, eps_x), max(tiny_v, tiny_x)
     v, x, step = _inputs(v, x, step)
-    lv = R.layout_of(penalty, v, contiguous=False)
-    lx = R.layout_of(penalty, x, contiguous=False, name="x")
-    thr = penalty.thresholds(lv)
     xp = array_namespace(v)
-    V64, X64 = _k.upcast(lv.data, xp), _k.upcast(lx.data, xp)
-    n = size(V64)
-    if n == 0:
-        return Certificate(xp.zeros(0, dtype=xp.float64), 0.0, 0.0, "rows" if lv.rows is not None else "entries")
-    sigma = _normalizer(penalty, V64, X64, thr, step, xp)
-    with _k.errstate(V64):
-        viol, scale = CERTIFICATES[name](penalty, V64 * sigma, X64 * sigma, thr, step * sigma, xp)
-        viol = xp.where(xp.isnan(viol), xp.inf, viol)
-    scale = float(scale)
+    pieces = [(p, lv, _k.upcast(lv.data, xp), _k.upcast(lx.data, xp), p.thresholds(lv)) for p, lv, lx in _pieces(penalty, v, x)]
+    rows = pieces[0][1].rows is not None
+    if sum(size(V64) for _, _, V64, _, _ in pieces) == 0:
+        return Certificate(xp.zeros(0, dtype=xp.float64), 0.0, 0.0, "rows" if rows else "entries")
+    tops = _tops([thr for *_, thr in pieces])
+    m = max(max(float(_max(xp.abs(V64), xp)), float(_max(xp.abs(X64), xp))) for _, _, V64, X64, _ in pieces)
+    sigma = _normalizer(penalty, m, tops, step)
+    viols, terms = [], []
+    with _k.errstate(pieces[0][2]):
+        for p, _, V64, X64, thr in pieces:
+            viol, scale_terms = CERTIFICATES[name](p, V64 * sigma, X64 * sigma, thr, step * sigma, xp)
+            viols.append(xp.where(xp.isnan(viol), xp.inf, viol))
+            terms.append(scale_terms)
+    viol = viols[0] if len(viols) == 1 else xp.concat(viols)
+    scale = _scale(terms)
     rel = None
     if sigma != 1.0:
         rel = _ratio(float(_max(viol, xp)), scale)
         viol, scale = viol / sigma, scale / sigma
-    tol = _tolerance(name, tuple(V64.shape), eps, scale, _subnormal_slack(name, tuple(V64.shape), thr, step, xp, tiny))
-    if lv.rows is not None:
-        return Certificate(viol, scale, tol, "rows", lv.rows.labels, rel)
+    shape = _shape([lv for _, lv, *_ in pieces])
+    tol = _tolerance(name, shape, eps, scale, _subnormal_slack(name, shape, tops, step, tiny))
+    if rows:
+        labels = [lv.rows.labels for _, lv, *_ in pieces]
+        return Certificate(viol, scale, tol, "rows", labels[0] if len(labels) == 1 else xp.concat(labels), rel)
     return Certificate(viol, scale, tol, "entries", None, rel)
+
+
+def _pieces(penalty, v, x=None) -> list:
+    """``[(penalty, layout of v, layout of x or None)]``: the whole, or for
+    ragged ``groups=`` of very different sizes one piece per size class
+    (:func:`proxlib._rows.ragged_parts`, as the prox solves them), where the
+    padded layout would hold n_groups x largest-group entries.  Every
+    condition is a group's own, so the pieces' violations are the whole's,
+    and the whole's scale terms are maxima over the pieces (:func:`_scale`)."""
+    groups = getattr(penalty, "groups", None)
+    split = ragged_parts(v, groups, name="v") if groups is not None else None
+    if split is None:
+        parts = [(penalty, v, x)]
+    else:
+        labels, idxs = split
+        parts = [(replace(penalty, groups=labels[i]), v[i], None if x is None else x[i]) for i in idxs]
+    return [(p, R.layout_of(p, a, contiguous=False), None if b is None else R.layout_of(p, b, contiguous=False, name="x"))
+            for p, a, b in parts]
+
+
+def _scale(terms: list) -> float:
+    """The scale from each piece's scale terms (a certificate's maxima over
+    its blocks, summed): the terms' maxima over the pieces, summed."""
+    if len(terms) == 1:
+        return float(functools.reduce(operator.add, terms[0]))
+    return functools.reduce(operator.add, [max(float(t[i]) for t in terms) for i in range(len(terms[0]))])
+
+
+def _tops(thresholds: list) -> tuple:
+    """Each threshold term's largest value over every piece (floats)."""
+    return tuple(max(_top(t[i]) for t in thresholds) for i in range(len(thresholds[0])))
+
+
+def _shape(layouts: list) -> tuple:
+    """The shape of the whole data as the kernels lay it out (for a split,
+    the rows of every piece by the longest row)."""
+    if len(layouts) == 1:
+        return tuple(layouts[0].data.shape)
+    return (sum(int(lv.data.shape[0]) for lv in layouts), max(int(lv.data.shape[1]) for lv in layouts))
 
 
 _TINY_DATA = 2.0**-960  # below this, differences of entries may be subnormal
 
 
-def _normalizer(penalty, V, X, thr, step, xp) -> float:
+def _normalizer(penalty, m: float, tops: tuple, step) -> float:
     """A power of two sigma >= 1 that brings data whose largest magnitude is
     below 2^-960 up to [0.5, 1) (to >= 2^-51 from the subnormals; 1 otherwise), for the penalties whose
     conditions are homogeneous of degree 1 in (v, x, step) (norms: OWL,
@@ -202,7 +248,6 @@ def _normalizer(penalty, V, X, thr, step, xp) -> float:
     relative precision: the residual is then scale-free to the last bit."""
     if any(d != 1 for d in getattr(penalty, "degrees", (1,))):
         return 1.0
-    m = max(float(_max(xp.abs(V), xp)), float(_max(xp.abs(X), xp)))
     if not 0.0 < m < _TINY_DATA:
         return 1.0
     # m sigma >= 2^-51 from any subnormal m; step sigma < 2^999
@@ -210,7 +255,7 @@ def _normalizer(penalty, V, X, thr, step, xp) -> float:
     if k <= 0:
         return 1.0
     sigma = math.ldexp(1.0, k)
-    top = max((_top(t, xp) for t in thr), default=0.0)
+    top = max(tops, default=0.0)
     return sigma if step * top * sigma < 2.0**1000 else 1.0
 
 
@@ -281,15 +326,14 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
     eps, tiny = _precision(_stored_dtype(v) if dtype is None else V.float_dtype_name(dtype))
     v = V.as_float_array(v, "v")
     step = V.positive(step, "step")
-    lv = R.layout_of(penalty, v, contiguous=False)
     xp = array_namespace(v)
-    V64 = _k.upcast(lv.data, xp)
-    if size(V64) == 0:
+    pieces = [(p, lv, _k.upcast(lv.data, xp), p.thresholds(lv)) for p, lv, _ in _pieces(penalty, v)]
+    if sum(size(V64) for _, _, V64, _ in pieces) == 0:
         return 0.0
-    thr = penalty.thresholds(lv)
-    _, scale = CERTIFICATES[name](penalty, V64, V64, thr, step, xp)
-    slack = _subnormal_slack(name, tuple(V64.shape), thr, step, xp, tiny)
-    return _tolerance(name, tuple(V64.shape), eps, float(scale), slack)
+    scale = _scale([CERTIFICATES[name](p, V64, V64, thr, step, xp)[1] for p, _, V64, thr in pieces])
+    shape = _shape([lv for _, lv, _, _ in pieces])
+    slack = _subnormal_slack(name, shape, _tops([thr for *_, thr in pieces]), step, tiny)
+    return _tolerance(name, shape, eps, scale, slack)
 
 
 def has_dual_norm(penalty: R.Penalty) -> bool:
@@ -397,7 +441,7 @@ def _tolerance(name, shape, eps, scale, slack) -> float:
     return tol + (slack / scale if scale > 0 else 0.0)
 
 
-def _subnormal_slack(name, shape, thr, step, xp, tiny) -> float:
+def _subnormal_slack(name, shape, tops, step, tiny) -> float:
     """``(64 + g) * tiny``, in units of v: 64 subnormal spacings and ``g``, the
     violation that rounding x to the subnormal grid (half a spacing
     per entry, absolute: no normalizer lifts the degree-2 penalties out of
@@ -411,15 +455,15 @@ def _subnormal_slack(name, shape, thr, step, xp, tiny) -> float:
     (the tolerance was inf or NaN there)."""
     if name in ("exclusive_lasso", "group_exclusive"):
         N = _terms(name, shape)
-        return 64 * tiny + 0.5 * math.sqrt(N) * (tiny + N * (step * tiny) * _top(thr[-1], xp))
+        return 64 * tiny + 0.5 * math.sqrt(N) * (tiny + N * (step * tiny) * tops[-1])
     if name == "weighted_l2sq":
-        return 64 * tiny + 0.5 * (tiny + 2.0 * (step * tiny) * _top(thr[0], xp))
+        return 64 * tiny + 0.5 * (tiny + 2.0 * (step * tiny) * tops[0])
     return 64 * tiny
 
 
-def _top(t, xp) -> float:
+def _top(t) -> float:
     """The largest of a threshold (a float, or an array of them)."""
-    return t if isinstance(t, float) else float(_max(t, xp))
+    return t if isinstance(t, float) else float(_max(t, array_namespace(t)))
 
 
 def _max(a, xp):
@@ -490,31 +534,28 @@ def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp, vmax):
 def _cert_owl(pen, V, X, thr, s, xp):
     w = thr[0]
     vmax = _max(xp.abs(V), xp)
-    scale = vmax + s * _max(w, xp)
     Rr = (V - X) / s
     q = xp.where(X != 0, Rr * xp.sign(X), xp.abs(Rr))
-    return s * _sorted_l1_conditions(xp.abs(Rr), q, xp.abs(X), w, s, xp, vmax), scale
+    return s * _sorted_l1_conditions(xp.abs(Rr), q, xp.abs(X), w, s, xp, vmax), (vmax, s * _max(w, xp))
 
 
 def _cert_growl(pen, V, X, thr, s, xp):
     w = thr[0]
     vmax = _max(_k.row_norms(V, xp), xp)
-    scale = vmax + s * _max(w, xp)
     Rr = (V - X) / s
     nR, nX = _k.row_norms(Rr, xp), _k.row_norms(X, xp)
     U = _unit_rows(X, nX, xp)
     along = xp.sum(Rr * U, axis=1)
     ortho = xp.where(nX > 0, _k.row_norms(Rr - along[:, None] * U, xp), 0.0)
     q = xp.where(nX > 0, along, nR)
-    return s * xp.maximum(_sorted_l1_conditions(nR, q, nX, w, s, xp, vmax), ortho), scale
+    return s * xp.maximum(_sorted_l1_conditions(nR, q, nX, w, s, xp, vmax), ortho), (vmax, s * _max(w, xp))
 
 
 def _cert_group_lasso(pen, V, X, thr, s, xp):
     a = s * thr[0]
     nV, nX = _k.row_norms(V, xp), _k.row_norms(X, xp)
-    scale = _max(nV, xp) + _max(a, xp)
     on = _k.row_norms(V - X - a[:, None] * _unit_rows(X, nX, xp), xp)
-    return xp.where(nX > 0, on, xp.maximum(nV - a, 0.0)), scale
+    return xp.where(nX > 0, on, xp.maximum(nV - a, 0.0)), (_max(nV, xp), _max(a, xp))
 
 
 def _exclusive_part(U, X, t, xp):
@@ -531,32 +572,29 @@ def _coupling(b, X, xp):
 
 def _cert_exclusive_lasso(pen, V, X, thr, s, xp):
     b = s * thr[0]
-    scale = _max(_k.row_norms(V, xp), xp)
     t = _coupling(b, X, xp)
-    return _k.row_norms(_exclusive_part(V - X, X, t, xp), xp), scale
+    return _k.row_norms(_exclusive_part(V - X, X, t, xp), xp), (_max(_k.row_norms(V, xp), xp),)
 
 
 def _cert_group_exclusive(pen, V, X, thr, s, xp):
     a, b = s * thr[0], s * thr[1]
     nV, nX = _k.row_norms(V, xp), _k.row_norms(X, xp)
-    scale = _max(nV, xp) + _max(a, xp)
     t = _coupling(b, X, xp)
     U = V - X - a[:, None] * _unit_rows(X, nX, xp)
     on = _k.row_norms(_exclusive_part(U, X, t, xp), xp)
-    return xp.where(nX > 0, on, xp.maximum(nV - a, 0.0)), scale
+    return xp.where(nX > 0, on, xp.maximum(nV - a, 0.0)), (_max(nV, xp), _max(a, xp))
 
 
 def _cert_weighted_l1(pen, V, X, thr, s, xp):
     t = s * thr[0]
-    scale = _max(xp.abs(V), xp) + _max(t, xp)
     viol = xp.where(X != 0, xp.abs(V - X - t * xp.sign(X)), xp.maximum(xp.abs(V) - t, 0.0))
-    return viol, scale
+    return viol, (_max(xp.abs(V), xp), _max(t, xp))
 
 
 def _cert_weighted_l2sq(pen, V, X, thr, s, xp):
     w = thr[0]
     # 0 where x is 0, also where 2 s w overflowed to inf (inf * 0 was NaN)
-    return xp.abs(V - X - xp.where(X != 0, ((2.0 * s) * w) * X, 0.0)), _max(xp.abs(V), xp)
+    return xp.abs(V - X - xp.where(X != 0, ((2.0 * s) * w) * X, 0.0)), (_max(xp.abs(V), xp),)
 
 
 def _lp_threshold(L: float, p: float) -> float:
@@ -576,7 +614,6 @@ def _lp_threshold(L: float, p: float) -> float:
 def _cert_lp(pen, V, X, thr, s, xp):
     L, p = s * thr[0], pen.p
     aV, aX = xp.abs(V), xp.abs(X)
-    scale = _max(aV, xp)
     on = X != 0
     safe = xp.where(on, aX, 1.0)
     # L |x|^(p-1) formed as L (|x|^p / |x|): p is the caller's exact float;
@@ -591,9 +628,12 @@ def _cert_lp(pen, V, X, thr, s, xp):
     stationarity = xp.abs(X - V + (p * q) * xp.sign(X))
     above_zero = xp.maximum(0.5 * aX - xp.sign(X) * V + q, 0.0)  # (f(x) - f(0)) / |x| <= 0
     off = xp.maximum(aV - _lp_threshold(L, p), 0.0)
-    return xp.where(on, xp.maximum(stationarity, above_zero), off), scale
+    return xp.where(on, xp.maximum(stationarity, above_zero), off), (_max(aV, xp),)
 
 
+#: Each takes (penalty, V, X, thresholds, step, xp) on the kernels' layout and
+#: returns the violation of each block (entry or row) and the scale as the
+#: terms that it sums, each a maximum over the blocks (:func:`_scale`).
 CERTIFICATES: dict[str, Callable] = {
     "owl": _cert_owl,
     "growl": _cert_growl,

@@ -446,3 +446,40 @@ def test_dual_norm_of_very_uneven_groups_is_not_padded():
         tracemalloc.stop()
     assert peak < 40 * r.nbytes
     assert d == max(float(np.linalg.norm(r[: n // 2])), float(np.abs(r[n // 2:]).max())) / 0.5
+
+
+@pytest.mark.parametrize("make", [lambda g: proxlib.GroupLasso(0.4, groups=g), lambda g: proxlib.ExclusiveLasso(0.4, groups=g),
+                                  lambda g: proxlib.GroupExclusive(0.4, 0.5, groups=g)], ids=["group_lasso", "exclusive", "group_exclusive"])
+def test_certificate_of_very_uneven_groups_is_not_padded(make, monkeypatch):
+    # optimality_residual, certify and residual_tolerance laid very uneven
+    # groups out as n_groups x largest-group rows (32 MB for 32 KB here,
+    # gigabytes from n = 10^5; prox_grad certifies its result so): they now
+    # take the size classes apart as the prox does, with the padded layout's
+    # residual, tolerance, scale and worst group
+    import tracemalloc
+
+    from proxlib import _rows
+
+    n = 4000
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal(n)
+    groups = np.r_[np.zeros(n // 2, dtype=np.int64), np.arange(1, n // 2 + 1)]
+    pen = make(groups)
+    x = pen.prox(v, 0.5)
+    x[n // 2 + 7] += 1e-3  # the singleton labelled 8 off its prox
+    C.certify(pen, v, x, 0.5)  # (first: anything compiled or loaded, untraced)
+    tracemalloc.start()
+    try:
+        cert = C.certify(pen, v, x, 0.5)
+        tol = C.residual_tolerance(pen, v, 0.5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * v.nbytes
+    assert C.optimality_residual(pen, v, pen.prox(v, 0.5), 0.5) <= tol
+    monkeypatch.setattr(_rows, "PADDED_SLACK", 10**12)  # (never split: the padded layout)
+    padded = C.certify(pen, v, x, 0.5)
+    assert cert.labels[cert.worst] == padded.labels[padded.worst] == 8
+    assert cert.residual == pytest.approx(padded.residual, rel=1e-12)
+    assert cert.scale == pytest.approx(padded.scale, rel=1e-14) and cert.tolerance == pytest.approx(padded.tolerance, rel=1e-14)
+    assert tol == pytest.approx(C.residual_tolerance(pen, v, 0.5), rel=1e-14)

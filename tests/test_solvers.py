@@ -391,6 +391,28 @@ def test_planned_prox_of_very_uneven_groups_is_not_padded(pen):
     np.testing.assert_array_equal(x, expected)
 
 
+@pytest.mark.parametrize("pen", [proxlib.GroupLasso(0.5), proxlib.ExclusiveLasso(0.5)], ids=lambda p: type(p).__name__)
+def test_prox_grad_with_very_uneven_groups_is_not_padded(pen):
+    # its plan, the gap's dual norm and value and the certificate of its
+    # result (the residual criterion's at every check) each padded one group
+    # of 2000 features and 2000 singletons into 2001 x 2000 rows
+    import dataclasses
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    n_feat = 4000
+    A, b = rng.standard_normal((20, n_feat)), rng.standard_normal(20)
+    pen = dataclasses.replace(pen, groups=np.r_[np.zeros(n_feat // 2, dtype=np.int64), np.arange(1, n_feat // 2 + 1)])
+    prox_grad(LeastSquares(A, b), pen, max_iter=10)  # (first: the kernels compiled or loaded, untraced)
+    tracemalloc.start()
+    try:
+        prox_grad(LeastSquares(A, b), pen, max_iter=30)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * A.nbytes
+
+
 def test_planned_ragged_positions_are_exact_integers():
     # the plan's map from entries to the padded rows was built from an arange
     # in x's float dtype: above 2^24 entries (float32) positions were rounded,
