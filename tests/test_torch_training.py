@@ -627,6 +627,26 @@ def test_affine_scaling_prune_checks_its_counts_before_changing_the_model():
     assert not torch.nn.utils.parametrize.is_parametrized(net[0])
 
 
+def _refused_before_training(call, match):
+    """``call(net, X, y, progress)`` raises a ValueError or TypeError matching
+    ``match`` before any training step, leaving the model's state as it was;
+    returns the model."""
+    X, y = _toy(n=64)
+    net = _mlp()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    steps = []
+
+    class Progress:
+        def update(self, n):
+            steps.append(n)
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(net, X, y, Progress())
+    assert steps == []
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    return net
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(amount=1.5), "amount"),
     (dict(amount=None), "amount= or threshold="),
@@ -641,21 +661,12 @@ def test_affine_scaling_prune_checks_its_counts_before_changing_the_model():
 def test_affine_scaling_prune_checks_its_options_before_training(bad, match):
     # the pruning options were checked by magnitude_prune after the whole
     # re-weighted training, and a bad rule left the layers re-parametrised
-    X, y = _toy(n=64)
-    net = _mlp()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    steps = []
-
-    class Progress:
-        def update(self, n):
-            steps.append(n)
-
-    with pytest.raises((ValueError, TypeError), match=match):
-        pt.affine_scaling_prune(net, {"a": net[0], "b": net[2]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
-                                epochs=2, retrain_epochs=1, batch_size=16, every=2, progress=Progress(), **bad)
-    assert steps == []
+    net = _refused_before_training(
+        lambda net, X, y, progress: pt.affine_scaling_prune(
+            net, {"a": net[0], "b": net[2]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+            epochs=2, retrain_epochs=1, batch_size=16, every=2, progress=progress, **bad),
+        match)
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in net)
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
 def test_affine_scaling_prune_leaves_no_layer_reparametrised_when_one_is_refused():
@@ -681,17 +692,8 @@ def test_affine_scaling_prune_leaves_no_layer_reparametrised_when_one_is_refused
 def test_two_stage_checks_the_tying_options_before_training(bad, match):
     # grouping, preference and tying_options reached find_tying only after
     # the whole of stage 1 (a typo cost the training)
-    X, y = _toy(n=64)
-    net = _mlp()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    steps = []
-
-    class Progress:
-        def update(self, n):
-            steps.append(n)
-
-    with pytest.raises((ValueError, TypeError), match=match):
-        pt.two_stage(net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
-                     epochs=2, retrain_epochs=1, batch_size=16, progress=Progress(), **bad)
-    assert steps == []
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    _refused_before_training(
+        lambda net, X, y, progress: pt.two_stage(
+            net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+            epochs=2, retrain_epochs=1, batch_size=16, progress=progress, **bad),
+        match)
