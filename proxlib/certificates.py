@@ -189,7 +189,13 @@ def certify(penalty: R.Penalty, v, x, step=1.0) -> Certificate:
     tol = _tolerance(name, shape, eps, scale, _subnormal_slack(name, shape, tops, step, tiny))
     if rows:
         labels = [lv.rows.labels for _, lv, *_ in pieces]
-        return Certificate(viol, scale, tol, "rows", labels[0] if len(labels) == 1 else xp.concat(labels), rel)
+        if len(labels) == 1:
+            return Certificate(viol, scale, tol, "rows", labels[0], rel)
+        # the pieces' groups back in increasing label order (the padded layout's,
+        # as documented): worst and the violation's indices are then the same
+        labels = xp.concat(labels)
+        order = xp.argsort(labels)
+        return Certificate(viol[order], scale, tol, "rows", labels[order], rel)
     return Certificate(viol, scale, tol, "entries", None, rel)
 
 

@@ -483,3 +483,29 @@ def test_certificate_of_very_uneven_groups_is_not_padded(make, monkeypatch):
     assert cert.residual == pytest.approx(padded.residual, rel=1e-12)
     assert cert.scale == pytest.approx(padded.scale, rel=1e-14) and cert.tolerance == pytest.approx(padded.tolerance, rel=1e-14)
     assert tol == pytest.approx(C.residual_tolerance(pen, v, 0.5), rel=1e-14)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_certificate_of_split_groups_is_in_label_order(lib, monkeypatch):
+    # split into size classes, the certificate's rows came in size-class order
+    # (the singletons first), not in increasing label order as documented:
+    # worst (and violation[i]) named another group than the padded layout's
+    from proxlib import _rows
+
+    rng = np.random.default_rng(3)
+    groups = np.r_[np.full(30, 7), rng.choice([1000, 3, 50, 9, 11], 30)][rng.permutation(60)]
+    v = rng.standard_normal(60)
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        v, groups = torch.from_numpy(v), torch.from_numpy(groups)
+    pen = proxlib.GroupExclusive(0.3, 0.4, groups, "sqrt")
+    x = pen.prox(v, 0.7)
+    x[int(np.flatnonzero(np.asarray(groups) == 9)[0])] += 1e-3
+    monkeypatch.setattr(_rows, "PADDED_SLACK", 0)  # (split: size classes 1, 2-3 and 16-31)
+    assert _rows.ragged_parts(v, groups) is not None
+    cert = C.certify(pen, v, x, 0.7)
+    monkeypatch.setattr(_rows, "PADDED_SLACK", 10**12)  # (never split: the padded layout)
+    padded = C.certify(pen, v, x, 0.7)
+    assert np.asarray(cert.labels).tolist() == np.asarray(padded.labels).tolist() == [3, 7, 9, 11, 50, 1000]
+    assert cert.worst == padded.worst == 2
+    np.testing.assert_allclose(np.asarray(cert.violation), np.asarray(padded.violation), rtol=1e-12, atol=1e-15)
