@@ -140,9 +140,12 @@ def ragged_parts(v, groups, *, name: str = "W"):
     # size class of each group (floor(log2(size)), exact for integers < 2^53), then of each sorted entry
     size_class = xp.astype(xp.floor(xp.log2(xp.astype(counts, xp.float64))), xp.int64)
     entry_class = size_class[gi]
-    parts = []
-    for k in sorted({int(c) for c in np.asarray(_host(size_class))}):
-        parts.append(order[entry_class == k])
+    # the class of the largest label first: a group_weights array too short
+    # for it then fails there, with the whole's need (largest label + 1) in
+    # its message, as unsplit (the parts are independent: any order is exact)
+    classes = sorted({int(c) for c in np.asarray(_host(size_class))})
+    last = int(size_class[-1])
+    parts = [order[entry_class == k] for k in [last] + [k for k in classes if k != last]]
     return labels, parts
 
 

@@ -663,3 +663,28 @@ def test_ragged_groups_of_very_different_sizes_are_not_padded_to_the_largest(op)
     finally:
         _rows.PADDED_SLACK = padded
     assert x.dtype == np.float64 and x.shape == v.shape
+
+
+def test_short_group_weights_of_split_groups_name_the_largest_label(monkeypatch):
+    # split by size class, a group_weights array too short for the labels was
+    # reported by the first part (the singletons, labels 40..59): "needs
+    # length > max label (60)", where the largest label is 100 (101 needed, as
+    # unsplit says): the class of the largest label now comes first
+    from proxlib import _rows
+    from proxlib import certificates as C
+
+    monkeypatch.setattr(_rows, "PADDED_SLACK", 0)
+    v = np.random.default_rng(4).standard_normal(40)
+    groups = np.r_[np.full(20, 100), np.arange(40, 60)]
+    assert _rows.ragged_parts(v, groups) is not None
+    gw = np.ones(50)
+    msg = r"needs length > max label \(101\), got 50"
+    for pen in (proxlib.GroupLasso(0.3, groups, gw), proxlib.ExclusiveLasso(0.3, groups, gw), proxlib.GroupExclusive(0.3, 0.5, groups, gw)):
+        for call in (lambda: pen.prox(v), lambda: pen.prox(v, metric=np.arange(1.0, 41.0)), lambda: pen.value(v),
+                     lambda: C.certify(pen, v, v), lambda: C.residual_tolerance(pen, v)):
+            with pytest.raises(ValueError, match=msg):
+                call()
+    with pytest.raises(ValueError, match=msg):
+        proxlib.GroupLasso(0.3, groups, gw).dual_norm(v)
+    with pytest.raises(ValueError, match=msg):
+        proxlib.prox_group_exclusive_sequential(v, 0.3, 0.5, groups=groups, group_weights=gw)
