@@ -688,3 +688,23 @@ def test_short_group_weights_of_split_groups_name_the_largest_label(monkeypatch)
         proxlib.GroupLasso(0.3, groups, gw).dual_norm(v)
     with pytest.raises(ValueError, match=msg):
         proxlib.prox_group_exclusive_sequential(v, 0.3, 0.5, groups=groups, group_weights=gw)
+
+
+def test_training_term_refuses_groups_labels_before_laying_them_out(monkeypatch):
+    # a ProxTerm refuses groups= labels, but laid them out first: for very
+    # uneven groups that was n_groups x largest-group rows (64 MB for one group
+    # of 4000 and 4000 singletons, gigabytes from 10^5: MemoryError instead of
+    # the ValueError); the refusal now comes before any layout
+    torch = pytest.importorskip("torch")
+    from proxlib import _registry
+    from proxlib.torch import ProxTerm
+
+    def no_layout(*args, **kwargs):
+        raise AssertionError("laid out")
+
+    monkeypatch.setattr(_registry, "layout_of", no_layout)
+    groups = np.r_[np.zeros(20, dtype=np.int64), np.arange(1, 21)]
+    p = torch.nn.Parameter(torch.randn(40))
+    for pen in (proxlib.GroupLasso(0.1, groups=groups), proxlib.GroupExclusive(0.1, 0.5, groups=groups)):
+        with pytest.raises(ValueError, match="groups= labels are not supported on a training term"):
+            ProxTerm(p, pen)

@@ -298,6 +298,10 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
         if not _is_prox_object(pen):
             raise TypeError(f"penalty builder returned {pen!r}, which is not a penalty object with prox(v, step) and value(x)")
         return _Plan(key, pen, None, (), (), _view_of(grouping), _restore_of(grouping, leaf.shape), False, False, grouping, held=held)
+    if pen.layout != "flat" and pen.groups is not None:
+        # (before the layout: for very uneven groups= its padded rows held
+        # n_groups x largest-group entries, gigabytes from 10^5, to be refused)
+        raise ValueError("groups= labels are not supported on a training term; use a grouping instead")
     layout = R.layout_of(pen, view, contiguous=False)
     terms = _range.terms(pen, layout)  # checks the weights against the rows, once
     if pen.layout == "flat":
@@ -313,8 +317,6 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
             restore = lambda X, g=grouping, s=tuple(leaf.shape), vs=tuple(view.shape): _restore_of(g, s)(X.reshape(vs))  # noqa: E731
             probe = data(leaf.detach())
     else:
-        if pen.groups is not None:
-            raise ValueError("groups= labels are not supported on a training term; use a grouping instead")
         rows_shape = tuple(layout.data.shape)
         data, restore = _row_maps(grouping, tuple(leaf.shape), rows_shape)
         probe = data(leaf.detach())
