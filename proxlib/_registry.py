@@ -258,7 +258,7 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     out_dtype = V.result_dtype(v)
     x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
     step = V.positive(step, "step")
-    split = ragged_parts(x, pen.groups, name=pen.arg) if pen.groups is not None else None
+    split = ragged_parts(x, pen.groups, name=pen.arg)
     if split is not None:  # groups of very different sizes: solved by size class
         X = in_parts(pen, x, split, lambda sub, idx: apply(sub, x[idx], step, check_finite=check_finite))
         return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
@@ -295,7 +295,7 @@ def in_parts(pen: Penalty, x, split, solve):
 def value_in_parts(pen: Penalty, x):
     """``pen.value(x)`` summed over the parts of a ragged ``x`` whose groups'
     sizes differ widely (:func:`proxlib._rows.ragged_parts`); None otherwise."""
-    split = ragged_parts(x, pen.groups, name="x") if pen.groups is not None else None
+    split = ragged_parts(x, pen.groups, name="x")
     if split is None:
         return None
     labels, parts = split
@@ -382,7 +382,7 @@ def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
     x = V.as_float_array(v, pen.arg, check_finite=check_finite)
     step = V.positive(step, "step")
     d, lo, hi = metric_array(metric, x)
-    split = ragged_parts(x, pen.groups, name=pen.arg) if pen.groups is not None else None
+    split = ragged_parts(x, pen.groups, name=pen.arg)
     if split is not None:  # groups of very different sizes: solved by size class
         X = in_parts(pen, x, split, lambda sub, idx: apply_metric(sub, x[idx], step, d[idx], check_finite=False))
         return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)

@@ -122,7 +122,9 @@ def ragged_parts(v, groups, *, name: str = "W"):
     padded alone holds at most twice its entries: one group of n/2 entries
     and n/2 singletons padded together held n^2/4 (gigabytes for n = 10^5),
     as parts about n.  The groups are independent, so the prox (and Omega)
-    of the whole is that of the parts."""
+    of the whole is that of the parts.  ``groups`` None (no labels): None."""
+    if groups is None:
+        return None
     n = v.shape[0] if v.ndim == 1 else 0
     if n * n <= 2 * n + PADDED_SLACK:
         return None  # (G * L <= n^2: never split; the labels are checked by canonical_rows)

@@ -206,8 +206,7 @@ def _pieces(penalty, v, x=None) -> list:
     padded layout would hold n_groups x largest-group entries.  Every
     condition is a group's own, so the pieces' violations are the whole's,
     and the whole's scale terms are maxima over the pieces (:func:`_scale`)."""
-    groups = getattr(penalty, "groups", None)
-    split = ragged_parts(v, groups, name="v") if groups is not None else None
+    split = ragged_parts(v, getattr(penalty, "groups", None), name="v")
     if split is None:
         parts = [(penalty, v, x)]
     else:
@@ -368,8 +367,7 @@ def dual_norm(penalty: R.Penalty, r) -> float:
     if name not in DUAL_NORMS:
         raise TypeError(f"{type(penalty).__name__} is not a norm: it has no dual norm")
     r = V.as_float_array(r, "r")
-    groups = getattr(penalty, "groups", None)
-    split = ragged_parts(r, groups, name="r") if groups is not None else None
+    split = ragged_parts(r, getattr(penalty, "groups", None), name="r")
     if split is not None:  # groups of very different sizes (proxlib._rows.ragged_parts): a max over groups
         labels, parts = split
         return max(dual_norm(replace(penalty, groups=labels[idx]), r[idx]) for idx in parts)

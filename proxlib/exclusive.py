@@ -240,7 +240,7 @@ def _thesis(W, scalars, step, groups, group_weights, check_finite):
     out_dtype = V.result_dtype(W)
     W = V.as_float_array(W, "W", check_finite=check_finite)
     step = V.positive(step, "step")
-    split = ragged_parts(W, groups, name="W") if groups is not None else None
+    split = ragged_parts(W, groups, name="W")
     if split is not None:  # groups of very different sizes: by size class (see ragged_parts)
         X = R.in_parts(pen, W, split, lambda sub, idx: _thesis(W[idx], scalars, step, sub.groups, group_weights, False))
         return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)

@@ -242,8 +242,7 @@ class _ProxPlan:
     def __init__(self, penalty: Penalty, like):
         self.pen = penalty
         self.xp = array_namespace(like)
-        groups = getattr(penalty, "groups", None)
-        split = ragged_parts(like, groups) if groups is not None else None
+        split = ragged_parts(like, getattr(penalty, "groups", None))
         self.parts = None
         if split is not None:
             # groups of very different sizes: a plan per size class, as the
