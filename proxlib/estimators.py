@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _validate as V
 from . import penalties as P
 from .solvers import LeastSquares, prox_grad
 
@@ -77,6 +78,9 @@ class _ProxRegressor(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Fit the coefficients (and the intercept) on ``X`` (n_samples, n_features), ``y``."""
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            raise TypeError(f"fit_intercept must be a bool, got {type(self.fit_intercept).__name__}")
+        max_iter = V.positive_count(self.max_iter, "max_iter")  # (0 iterations would return zeros, with a warning)
         X, y = validate_data(self, X, y, y_numeric=True, multi_output=self._multi_output, dtype=np.float64)
         one_d = y.ndim == 1
         Y = y[:, None] if (one_d and self._multi_output) else y
@@ -87,7 +91,7 @@ class _ProxRegressor(RegressorMixin, BaseEstimator):
             x_mean, y_mean = np.zeros(X.shape[1]), np.zeros(Y.shape[1:])
             Xc, Yc = X, Y
         pen = self._penalty(X.shape[1])
-        res = prox_grad(LeastSquares(Xc, Yc), pen, tol=self.tol, max_iter=self.max_iter)
+        res = prox_grad(LeastSquares(Xc, Yc), pen, tol=self.tol, max_iter=max_iter)
         if not res.converged:
             warnings.warn(
                 f"{type(self).__name__} did not reach tol={self.tol} in {self.max_iter} iterations "

@@ -350,6 +350,12 @@ def test_estimator_parameter_errors(diabetes):
         ExclusiveLassoRegression(groups=[0, 1]).fit(X, y)
     with pytest.warns(sklearn.exceptions.ConvergenceWarning):
         OWLRegression(alpha=0.01, tol=1e-16, max_iter=3).fit(X, y)
+    # as scikit-learn's estimators: max_iter=0 fitted zeros (with a warning
+    # saying "gap nan"), and any object passed for fit_intercept's truth value
+    with pytest.raises(ValueError, match="max_iter"):
+        OWLRegression(max_iter=0).fit(X, y)
+    with pytest.raises(TypeError, match="fit_intercept"):
+        OWLRegression(fit_intercept="no").fit(X, y)
 
 
 @given(prox_problems())
