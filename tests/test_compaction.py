@@ -682,3 +682,29 @@ def test_readme_compaction_snippet_runs():
     exec(compile(code, "README.md", "exec"), ns)
     assert tuple(ns["small"][0].layer.weight.shape) == (4, 10)
     assert torch.equal(ns["rebuilt"].eval()(ns["X"]), ns["small"](ns["X"]))
+
+
+def test_compact_notes_the_ties_of_shared_parameters_it_holds_apart():
+    # one weight held by two Linears (tied weights): the compact model held
+    # them as two tensors, which then train apart, and said nothing
+    torch.manual_seed(0)
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6), torch.nn.Linear(6, 2)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+    net = Tied()
+    with torch.no_grad():
+        net.a.weight[:, 5] = 0
+    small = pt.compact(net, torch.randn(16, 6))
+    assert [n for n in small.compaction_notes if "a.weight = b.weight" in n and "separate" in n]
+    # without a tie, no such note
+    untied = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    with torch.no_grad():
+        untied[0].weight[:, 5] = 0
+    assert not [n for n in pt.compact(untied, torch.randn(16, 6)).compaction_notes if "shared parameters" in n]

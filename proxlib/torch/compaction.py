@@ -702,7 +702,8 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
     -------
     torch.nn.Module, in eval mode, with a ``compaction_spec`` attribute (see
     :func:`rebuild_compact`) and a ``compaction_notes`` list (the groups left
-    untouched and why).  See the module docstring for what is removed.
+    untouched and why, and the ties of shared parameters that the compact
+    model holds apart).  See the module docstring for what is removed.
 
     Raises
     ------
@@ -775,7 +776,7 @@ def _compact(model: torch.nn.Module, args: tuple, rtol: float | None) -> torch.n
     for name, (m, (index, cl, reps)) in reductions.items():
         spec["inputs"][name] = {"dim": plan.in_dims[m], "n_inputs": len(index), "n_clusters": len(reps), "summed": cl is not None}
     out.compaction_spec = spec
-    out.compaction_notes = list(plan.notes)
+    out.compaction_notes = list(plan.notes) + _broken_ties(model, out)
     out.eval()
     try:
         got = _forward(out, args)
@@ -783,6 +784,26 @@ def _compact(model: torch.nn.Module, args: tuple, rtol: float | None) -> torch.n
         raise CompactionError(f"the compacted model cannot run on example_inputs ({type(e).__name__}: {e}); notes: {plan.notes}") from e
     _compare(ref, got, rtol)
     return out
+
+
+def _shared_parameters(model: torch.nn.Module) -> list[list[str]]:
+    """The names of each parameter that more than one module holds."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return [n for n in names.values() if len(n) > 1]
+
+
+def _broken_ties(model: torch.nn.Module, out: torch.nn.Module) -> list[str]:
+    """A note where ``model`` shares parameters between modules (tied
+    weights) and the compact model holds fewer such ties: the pruned copies
+    are equal where they were one tensor, but train apart."""
+    before, after = _shared_parameters(model), _shared_parameters(out)
+    if len(after) >= len(before):
+        return []
+    ties = "; ".join(" = ".join(n) for n in before)
+    return [f"shared parameters ({ties}): the compact model holds {len(before) - len(after)} of these ties as separate "
+            "tensors (equal where they were one; tie them again before training if they must stay one)"]
 
 
 def rebuild_compact(model: torch.nn.Module, spec: dict) -> torch.nn.Module:
