@@ -776,8 +776,8 @@ class ProximalStep:
             )
         if self.optimizer is not None:
             group = self._group_of(term.leaf, self.optimizer, term.label)
-            if self._handle is not None and "lr" not in group:  # (attached: the hook reads its lr from the group)
-                raise _no_lr(term.label, self.optimizer)
+            if self._handle is not None:  # (attached: the hook reads its lr from the group)
+                _lr_in(group, term.label, self.optimizer)
             if self.metric == "adam":
                 _check_adam_group(group)
         if self.keep_zero and B.is_sharded(term.leaf):
@@ -829,10 +829,7 @@ class ProximalStep:
         return None if slot is None else slot[2]
 
     def _lr_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> float:
-        group = self._param_group(term, leaf, optimizer)
-        if "lr" not in group:
-            raise _no_lr(term.label, optimizer)
-        return _float_lr(group["lr"])
+        return _float_lr(_lr_in(self._param_group(term, leaf, optimizer), term.label, optimizer))
 
     def _adam_metrics(self, optimizer, lr: float | None) -> dict:
         """Adam's metric of every tensor a term of this step takes its prox on
@@ -1150,8 +1147,7 @@ class ProximalStep:
             _check_adam(opt)
         for term in self.terms:
             group = self._group_of(term.leaf, opt, term.label)  # every term's tensor must be optimised
-            if "lr" not in group:  # (the hook reads each term's lr from its group)
-                raise _no_lr(term.label, opt)
+            _lr_in(group, term.label, opt)  # (the hook reads each term's lr from its group)
             if self.metric == "adam":
                 _check_adam_group(group)
         self.detach()
@@ -1355,13 +1351,16 @@ def _required(slot: tuple | None, leaf: torch.Tensor, label: str) -> tuple:
     return slot
 
 
-def _no_lr(label: str, optimizer) -> ValueError:
-    """The error of a term whose tensor's parameter group has no ``lr``."""
-    return ValueError(
-        f"term {label!r}: the {type(optimizer).__name__} parameter group holding its tensor has no 'lr', "
-        "which gives the proximal step lr * strength: call step(lr=...) instead of attach(), "
-        "or give the group an 'lr'"
-    )
+def _lr_in(group: dict, label: str, optimizer):
+    """The ``lr`` of the parameter group holding term ``label``'s tensor; a
+    ValueError naming the term where the group has none."""
+    if "lr" not in group:
+        raise ValueError(
+            f"term {label!r}: the {type(optimizer).__name__} parameter group holding its tensor has no 'lr', "
+            "which gives the proximal step lr * strength: call step(lr=...) instead of attach(), "
+            "or give the group an 'lr'"
+        )
+    return group["lr"]
 
 
 def _all_finite(t: torch.Tensor) -> bool:
