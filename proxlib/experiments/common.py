@@ -11,7 +11,6 @@ import copy
 import hashlib
 import io
 import json
-import math
 import os
 import statistics
 import time
@@ -23,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import proxlib.torch as pt
+from proxlib._cli import in_range, nonnegative_float, nonnegative_int, positive_float, positive_int  # noqa: F401 (the experiments' option types)
 from proxlib.torch.data import split_digits
 
 DEFAULT_ROOT = "./proxlib_experiments_out"
@@ -223,36 +223,6 @@ def save_figure(fig, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
-
-
-def _bounded(convert, what: str, lo=None, hi=None, *, lo_open: bool = False):
-    """An argparse type: ``convert`` (int or float), finite, in [lo, hi] (lo
-    excluded with ``lo_open``), else a usage error naming the rule (checked
-    when the options are read, not after the reference has been trained)."""
-
-    def parse(text: str):
-        try:
-            v = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        ok = math.isfinite(v) and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return v
-
-    parse.__name__ = convert.__name__  # argparse's "invalid <name> value" for unparsable text
-    return parse
-
-
-positive_int = _bounded(int, "an integer >= 1", 1)
-nonnegative_int = _bounded(int, "an integer >= 0", 0)
-positive_float = _bounded(float, "a finite number > 0", 0.0, lo_open=True)
-nonnegative_float = _bounded(float, "a finite number >= 0", 0.0)
-
-
-def in_range(lo: float, hi: float):
-    """An argparse type: a number in [lo, hi]."""
-    return _bounded(float, f"a number in [{lo:g}, {hi:g}]", lo, hi)
 
 
 def base_parser(prog: str, description: str, defaults: dict) -> argparse.ArgumentParser:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 import proxlib
+from proxlib import _cli
 
 from .data import load_digits, split_digits
 from .prox import growl
@@ -351,37 +351,9 @@ def _compact_growl(out: dict, cfg: DemoConfig, name: str, log=print) -> dict | N
             "dense_checkpoint_bytes": len(dense.getvalue()), "_bytes": buf.getvalue()}
 
 
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {s}")
-    return v
-
-
-def _nonnegative_int(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
-    return v
-
-
-def _real(lo: float, hi: float = float("inf"), *, lo_open: bool = False):
-    """An argparse type: a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
-
-    def parse(s: str) -> float:
-        v = float(s)
-        if not (math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi):
-            rule = f"a finite number {'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi < float("inf") else "")
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {s}")
-        return v
-
-    parse.__name__ = "float"  # argparse's "invalid float value" for unparsable text
-    return parse
-
-
 def _every(s: str) -> str:
     if s != "epoch":
-        _positive_int(s)
+        _cli.positive_int(s)
     return s
 
 
@@ -396,30 +368,30 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default="./proxlib_demo_out", help="output folder for tying.png, results.json and the compact GrOWL checkpoint")
     a("--quick", action="store_true", help="a small run (under 30 s on an idle machine): 1,000 digits, 100 hidden units, "
       "20 + 5 epochs, 3 warm-up, 200 AffinityPropagation iterations, one job")
-    a("--epochs", type=_nonnegative_int, default=d.epochs, help="stage-1 epochs, warm-up included")
-    a("--retrain-epochs", type=_nonnegative_int, default=d.retrain_epochs, help="stage-2 (retraining) epochs")
-    a("--warmup-epochs", type=_nonnegative_int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start")
-    a("--batch-size", type=_positive_int, default=d.batch_size, help="minibatch size")
-    a("--lr", type=_real(0.0, lo_open=True), default=d.lr, help="SGD learning rate")
-    a("--momentum", type=_real(0.0), default=d.momentum, help="SGD momentum")
-    a("--weight-decay", type=_real(0.0), default=d.weight_decay, help="l2 strength of 'weight decay' and the '+l2' regularisers")
-    a("--group-lasso", type=_real(0.0), default=d.group_lasso, help="group-lasso strength on the input neurons")
-    a("--growl-lambda1", type=_real(0.0), default=d.growl_lambda1, help="GrOWL stairwise Lambda1 (sparsifying strength, every row)")
-    a("--growl-lambda2", type=_real(0.0), default=d.growl_lambda2, help="GrOWL stairwise Lambda2 (tying strength among the top p rows)")
-    a("--growl-p", type=_real(0.0, 1.0), default=d.growl_p, help="fraction of the rows on the stair: p = round(growl_p * rows)")
+    a("--epochs", type=_cli.nonnegative_int, default=d.epochs, help="stage-1 epochs, warm-up included")
+    a("--retrain-epochs", type=_cli.nonnegative_int, default=d.retrain_epochs, help="stage-2 (retraining) epochs")
+    a("--warmup-epochs", type=_cli.nonnegative_int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start")
+    a("--batch-size", type=_cli.positive_int, default=d.batch_size, help="minibatch size")
+    a("--lr", type=_cli.positive_float, default=d.lr, help="SGD learning rate")
+    a("--momentum", type=_cli.nonnegative_float, default=d.momentum, help="SGD momentum")
+    a("--weight-decay", type=_cli.nonnegative_float, default=d.weight_decay, help="l2 strength of 'weight decay' and the '+l2' regularisers")
+    a("--group-lasso", type=_cli.nonnegative_float, default=d.group_lasso, help="group-lasso strength on the input neurons")
+    a("--growl-lambda1", type=_cli.nonnegative_float, default=d.growl_lambda1, help="GrOWL stairwise Lambda1 (sparsifying strength, every row)")
+    a("--growl-lambda2", type=_cli.nonnegative_float, default=d.growl_lambda2, help="GrOWL stairwise Lambda2 (tying strength among the top p rows)")
+    a("--growl-p", type=_cli.in_range(0.0, 1.0), default=d.growl_p, help="fraction of the rows on the stair: p = round(growl_p * rows)")
     a("--prox-every", type=_every, default=d.prox_every, help="apply the prox once per 'epoch' or every N optimizer steps (step lr * N * strength)")
     a("--no-keep-zero", dest="keep_zero", action="store_false", help="let rows zeroed by a prox regrow (no permanent mask)")
     a("--preference", type=float, default=d.preference, help="AffinityPropagation preference for the tying (higher: fewer ties)")
-    a("--ap-max-iter", type=_positive_int, default=d.ap_max_iter, help="AffinityPropagation iterations")
-    a("--hidden", type=_positive_int, default=d.hidden, help="hidden units of the MLP")
-    a("--n-train", type=_positive_int, default=d.n_train, help="training digits")
-    a("--n-test", type=_positive_int, default=d.n_test, help="held-out digits")
+    a("--ap-max-iter", type=_cli.positive_int, default=d.ap_max_iter, help="AffinityPropagation iterations")
+    a("--hidden", type=_cli.positive_int, default=d.hidden, help="hidden units of the MLP")
+    a("--n-train", type=_cli.positive_int, default=d.n_train, help="training digits")
+    a("--n-test", type=_cli.positive_int, default=d.n_test, help="held-out digits")
     a("--seed", type=int, default=d.seed, help="seed of the split, the initial network and the batches")
-    a("--threads", type=_positive_int, default=d.threads, help="torch threads per network")
-    a("--jobs", type=_positive_int, default=d.jobs, help="networks trained at once (one process each)")
+    a("--threads", type=_cli.positive_int, default=d.threads, help="torch threads per network")
+    a("--jobs", type=_cli.positive_int, default=d.jobs, help="networks trained at once (one process each)")
     a("--regularisers", nargs="+", choices=REGULARISERS, default=list(d.regularisers), metavar="NAME",
       help=f"which to run, of {', '.join(REGULARISERS)}")
-    a("--compact-repeats", type=_positive_int, default=d.compact_repeats, help="timed forward passes per model in the compaction report")
+    a("--compact-repeats", type=_cli.positive_int, default=d.compact_repeats, help="timed forward passes per model in the compaction report")
     return p
 
 
