@@ -121,9 +121,10 @@ Algorithms (m = row length, G = rows, n = vector length):
   once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
   lowest, and the rare runs of equal truncated keys are put in order of the
   full magnitudes, read back from v (insertion sort; numba's argsort for long
-  runs).  Parallel calls on >= 2^18 entries partition the keys around a
-  sampled median as they form them and sort the two parts at once (NumPy
-  releases the GIL): no merge;
+  runs; float64 reads them all back from v in the sorted order, a random
+  gather that asks for each entry 64 positions ahead).  Parallel calls on
+  >= 2^18 entries partition the keys around a sampled median as they form
+  them and sort the two parts at once (NumPy releases the GIL): no merge;
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
   support is the k* largest magnitudes with k* the first index maximising the
   exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
@@ -146,8 +147,9 @@ Algorithms (m = row length, G = rows, n = vector length):
   left the lowest blocks <= 0 their exact mean (positive) from expansions.
   O(k) (prange);
   (5) the output by one scatter over the sorted positions (prange): entry
-  i gets its block's value with its own sign, +-0 off the support.  Tied
-  magnitudes get equal values (_owl_monotone pools them).
+  i gets its block's value with its own sign (a product by +-1: no branch
+  on the sign), +-0 off the support, each target asked for 64 positions
+  ahead.  Tied magnitudes get equal values (_owl_monotone pools them).
   Memory: the keys (one int64 per entry), the sorted magnitudes in the output
   array until the scatter overwrites them, the index and the block starts
   (int32) packed into the keys' memory once sorted, the block means (k
@@ -2327,6 +2329,39 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
+def _prefetch_intrinsic(rw):
+    @intrinsic
+    def prefetch(typingctx, arr, i):
+        """A hint to bring arr[i] into the cache (LLVM's prefetch, for
+        reading when rw = 0, writing when 1, kept in all cache levels): no
+        effect on the result, never a fault."""
+        sig = types.void(arr, types.int64)
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            i8p = llvm_ir.IntType(8).as_pointer()
+            i32 = llvm_ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
+            )
+            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+            builder.call(fn, [ptr, llvm_ir.Constant(i32, rw), llvm_ir.Constant(i32, 3), llvm_ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return prefetch
+
+
+_prefetch_read = _prefetch_intrinsic(0)
+_prefetch_write = _prefetch_intrinsic(1)
+# how many entries ahead a random gather or scatter asks for its target: on
+# 1e6 float64 (8 MB) a gather in a random order took 10.3 ms, 3.7 ms with
+# 64 ahead (3.2 ms in order; AMD EPYC, 2026-12-01), as the loop alone
+# leaves too few cache misses in flight
+_PREFETCH_AHEAD = 64
+
+
 @_jit
 def _two_sum(a, b):
     """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum)."""
@@ -2967,7 +3002,11 @@ def _owl_unpack(vbits, mask, t, ib, keys, sbits, j0, j1):
             sbits[j] = (keys[j] >> (ib + 1)) & mask
     else:
         m = (np.int64(1) << ib) - 1
-        for j in range(j0, j1):  # unsigned indices: no wraparound tests in the random reads
+        ahead = min(j1, max(j0, j1 - _PREFETCH_AHEAD))
+        for j in range(j0, ahead):  # unsigned indices: no wraparound tests in the random reads
+            _prefetch_read(vbits, np.int64((keys[j + _PREFETCH_AHEAD] >> 1) & m))
+            sbits[j] = np.int64(vbits[np.uint64((keys[j] >> 1) & m)]) & mask
+        for j in range(ahead, j1):
             sbits[j] = np.int64(vbits[np.uint64((keys[j] >> 1) & m)]) & mask
 
 
@@ -3039,12 +3078,19 @@ def _owl_compact_index(keys, ib, idx):
 @_jit
 def _owl_scatter(idx, ib, starts, nb, vals, j0, out, p0, p1):
     """out[i] = +-vals[block of its sorted position] (the sign of v[i], kept
-    in the key), +-0 below the support j0; for sorted positions p0 <= p < p1."""
+    in the key), +-0 below the support j0; for sorted positions p0 <= p < p1.
+    Branch-free in the sign (a product by +-1, exact; the signs are coin
+    flips) and asking for each target _PREFETCH_AHEAD positions ahead: on
+    1e6 float64 entries 13 -> 7 ms, float32 11 -> 4 ms (serial)."""
     m = (np.int64(1) << (ib + 1)) - 1
+    n = out.shape[0]
+    last = n - _PREFETCH_AHEAD  # positions with a target to prefetch
     p = p0
     while p < min(p1, j0):
+        if p < last:
+            _prefetch_write(out, (np.int64(idx[p + _PREFETCH_AHEAD]) & m) >> 1)
         k = np.int64(idx[p]) & m
-        out[np.uint64(k >> 1)] = -0.0 if k & 1 else 0.0
+        out[np.uint64(k >> 1)] = 0.0 * np.float64(1 - 2 * (k & 1))  # unsigned: no wraparound test
         p += 1
     if p >= p1:
         return
@@ -3057,14 +3103,17 @@ def _owl_scatter(idx, ib, starts, nb, vals, j0, out, p0, p1):
         else:
             hi = mid - 1
     b = lo
-    while p < p1:
-        en = min(p1, starts[b + 1] if b + 1 < nb else out.shape[0])
-        val = vals[b]
-        for q in range(p, en):
-            k = np.int64(idx[q]) & m
-            out[np.uint64(k >> 1)] = -val if k & 1 else val  # unsigned: no wraparound test
-        p = en
-        b += 1
+    val = vals[b]
+    nxt = np.int64(starts[b + 1]) if b + 1 < nb else n  # where the next block starts
+    for q in range(p, p1):
+        if q == nxt:
+            b += 1
+            val = vals[b]
+            nxt = np.int64(starts[b + 1]) if b + 1 < nb else n
+        if q < last:
+            _prefetch_write(out, (np.int64(idx[q + _PREFETCH_AHEAD]) & m) >> 1)
+        k = np.int64(idx[q]) & m
+        out[np.uint64(k >> 1)] = val * np.float64(1 - 2 * (k & 1))
 
 
 @_pjit
