@@ -167,6 +167,13 @@ def reweight(
                 held = int(grows.sum())
                 if held:
                     new_q = torch.where(grows, theta / omega, new_q)
+                    # (theta / omega) * omega can round one unit above |theta|: such q step
+                    # towards 0 until it does not (|q| shrinks, so this ends, at q = 0 at worst)
+                    while True:
+                        over = (new_q * omega).abs() > theta.abs()
+                        if not bool(over.any()):
+                            break
+                        new_q = torch.where(over, torch.nextafter(new_q, torch.zeros_like(new_q)), new_q)
         if not (bool(torch.isfinite(omega).all()) and bool(torch.isfinite(new_q).all())):
             raise FloatingPointError(
                 f"re-weighting {type(module).__name__}.{name} (rule {rule!r}, tau {tau}) gave a non-finite omega or q; "
