@@ -441,16 +441,17 @@ def test_guard_keeps_greedy_reweighting_from_growing_weights():
     assert float(W.abs().max()) <= 0.2 * 1.3 * (1 + 1e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_guard_never_increases_a_magnitude_not_even_by_rounding(dtype):
     # the held entries get q = theta / omega_new, and (theta / omega_new) * omega_new
-    # rounded one unit above |theta| for a few of them (of 2000 here)
+    # rounded one unit above |theta| for a few of them (of 2000 here); in half precision the
+    # guard compared in float32 what the forward computes as half(q) * half(omega)
     torch.manual_seed(0)
     lin = torch.nn.Linear(50, 40).to(dtype)
     pt.affine_scaling(lin)
     pt.reweight(lin, rule="l1", tau=1e-3)  # first: rescale
     with torch.no_grad():
-        lin.parametrizations.weight.original.mul_(torch.rand_like(lin.weight) * 3)
+        lin.parametrizations.weight.original.mul_((torch.rand(40, 50) * 3).to(dtype))
     theta = lin.weight.detach().clone()
     assert pt.reweight(lin, rule="l1", tau=1e-3) > 0
     assert torch.all(lin.weight.detach().abs() <= theta.abs())

@@ -163,14 +163,16 @@ def reweight(
         else:
             new_q = B.working_tensor(q)
             if guard:
-                grows = (new_q * omega).abs() > theta.abs()
+                # in the dtypes the forward multiplies in (q * omega, half precision as it is)
+                omega_f = omega.to(scaling.omega.dtype)
+                grows = (q.detach() * omega_f).abs() > theta.abs()
                 held = int(grows.sum())
                 if held:
-                    new_q = torch.where(grows, theta / omega, new_q)
+                    new_q = torch.where(grows, theta / omega, new_q).to(q.dtype)
                     # (theta / omega) * omega can round one unit above |theta|: such q step
                     # towards 0 until it does not (|q| shrinks, so this ends, at q = 0 at worst)
                     while True:
-                        over = (new_q * omega).abs() > theta.abs()
+                        over = (new_q * omega_f).abs() > theta.abs()
                         if not bool(over.any()):
                             break
                         new_q = torch.where(over, torch.nextafter(new_q, torch.zeros_like(new_q)), new_q)
