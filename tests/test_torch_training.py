@@ -341,6 +341,14 @@ def test_magnitude_prune_per_layer_list_and_global():
         pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=0.1, scope="net")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pt.magnitude_prune([torch.nn.Linear(2, 2)], amount=np.float32(1.5))
+    # per-module fractions as an array or a tensor (refused as "amount must lie in [0, 1], got
+    # array([0.5, 0.25])"), one number as a 0-d tensor
+    for am in (np.array([0.5, 0.25]), torch.tensor([0.5, 0.25])):
+        masks = pt.magnitude_prune([torch.nn.Linear(10, 10), torch.nn.Linear(10, 4)], amount=am)
+        assert [int((m == 0).sum()) for m in masks] == [50, 10]
+    assert int((pt.magnitude_prune([torch.nn.Linear(10, 4)], amount=torch.tensor(0.5))[0] == 0).sum()) == 20
+    with pytest.raises(ValueError, match="2 modules"):
+        pt.magnitude_prune([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)], amount=np.array([0.1]))
     # no modules: no masks, in either scope (global raised torch.cat's "expected a non-empty list")
     assert pt.magnitude_prune([], amount=0.5) == [] and pt.magnitude_prune([], amount=0.5, scope="global") == []
 

@@ -399,6 +399,8 @@ def _check_prune_options(n_modules: int, amount, threshold, scope: str) -> tuple
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     amounts = None
     if amount is not None:
+        if not isinstance(amount, (list, tuple)) and hasattr(amount, "tolist"):
+            amount = amount.tolist()  # a NumPy array or tensor: its fractions (or its one number)
         amounts = list(amount) if isinstance(amount, (list, tuple)) else [amount] * n_modules
         if len(amounts) != n_modules:
             raise ValueError(f"amount has {len(amounts)} fractions for {n_modules} modules")
