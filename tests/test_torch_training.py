@@ -491,6 +491,23 @@ def test_reweight_raises_on_non_finite():
     assert int(lin.parametrizations.weight[0].n_reweights) == 0  # nothing changed
 
 
+def test_reweight_refuses_an_omega_beyond_the_parameters_dtype():
+    """FOCUSS's omega = |theta|^(2-p) + tau of half-precision weights is
+    formed in float32, finite there, and overflowed once stored: weights of
+    300 became inf without a word (and the next re-weighting blamed a
+    diverged training).  Now a FloatingPointError, nothing changed."""
+    lin = torch.nn.Linear(4, 3).half()
+    with torch.no_grad():
+        lin.weight.fill_(300.0)
+    pt.affine_scaling(lin)
+    theta = lin.weight.detach().clone()
+    with pytest.raises(FloatingPointError, match="beyond torch.float16's range"):
+        pt.reweight(lin, rule="focuss", p=0.0)
+    assert torch.equal(lin.weight.detach(), theta)
+    assert int(lin.parametrizations.weight[0].n_reweights) == 0
+    assert pt.reweight(lin, rule="l1") == 0 and torch.isfinite(lin.weight).all()  # omega = 300 + tau fits
+
+
 def test_reweighting_options_are_checked_before_training():
     """AffineScalingSchedule checks the re-weighting options when it is built
     (a bad ``rule`` raised only at the first re-weighting, ``every`` steps

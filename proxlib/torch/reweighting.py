@@ -155,6 +155,13 @@ def reweight(
         if not bool(torch.isfinite(theta).all()):
             raise FloatingPointError(f"re-weighting {type(module).__name__}.{name}: the weights hold NaN or Inf (training diverged)")
         omega = _omega(theta, rule, tau, p)
+        if not bool(torch.isfinite(omega.to(scaling.omega.dtype)).all()):
+            # (e.g. FOCUSS's |theta|^(2-p) of half-precision weights: finite in
+            # float32, inf once stored, and q * omega then inf: checked before anything is written)
+            raise FloatingPointError(
+                f"re-weighting {type(module).__name__}.{name} (rule {rule!r}, tau {tau}) gave an omega beyond "
+                f"{scaling.omega.dtype}'s range; max |theta| = {float(theta.abs().max()):.3g}"
+            )
         first = int(scaling.n_reweights) == 0
         if init != "greedy" or first:
             new_q = theta / omega
