@@ -422,3 +422,23 @@ def test_fused_adam_metric_is_formed_without_a_host_read(dtype):
     with OperationCount() as count:
         adam_metric(plain, p)
     assert count.ops["aten._local_scalar_dense.default"] == 1  # (the default Adam's step count: on the host already)
+
+
+def test_a_metric_formed_from_the_parameter_records_no_graph():
+    """A callable metric computed from the parameter (``p.abs() + 1``) on a
+    step called by hand (outside the optimizer's no_grad) required grad:
+    torch warned at the finiteness check ("Converting a tensor with
+    requires_grad=True to a scalar") and autograd recorded a graph for each
+    step.  The metric is now formed under no_grad; the step is the same."""
+    import warnings
+
+    net = _net(torch.float64)
+    w = net[0].weight
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    prox = pt.ProximalStep(opt, metric=lambda o, p: p.abs() + 1, check_finite=True)
+    prox.add(net[0], proxlib.GroupLasso(0.1), grouping="channel")
+    expected = _direct(proxlib.GroupLasso(0.1), w.detach().clone(), w.detach().abs() + 1, 0.5, "channel")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prox.step()
+    assert torch.equal(w.detach(), expected)

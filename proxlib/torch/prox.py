@@ -862,7 +862,8 @@ class ProximalStep:
                     f"term {term.label!r}: the optimizer has no Adam state for its tensor yet (no step taken on it, "
                     "or it had no gradient): metric='adam' needs the second moment of the step just taken"
                 ) from None
-        d = self.metric(optimizer, leaf)
+        with torch.no_grad():  # (a metric formed from the parameter records no graph)
+            d = self.metric(optimizer, leaf)
         if not isinstance(d, torch.Tensor) or tuple(d.shape) != tuple(leaf.shape):
             got = tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__
             raise ValueError(f"term {term.label!r}: metric(optimizer, param) must return a tensor of shape {tuple(leaf.shape)}, got {got}")
