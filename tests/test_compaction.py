@@ -647,6 +647,18 @@ def test_bad_input_errors():
         pt.model_metrics(net, removable=True)
 
 
+def test_a_model_on_the_meta_device_is_refused_naming_it():
+    """A meta model has no values to compact: a ValueError naming the meta
+    device, not 'Tensor.item() cannot be called on meta tensors' from inside."""
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3))
+    for X in (torch.randn(4, 10, device="meta"), torch.randn(4, 10)):
+        with pytest.raises(ValueError, match="meta device"):
+            pt.compact(net, X)
+    with pytest.raises(ValueError, match="meta device"):
+        pt.compact(_mlp(), torch.randn(4, 10, device="meta"))
+
+
 def test_outputs_that_differ_raise(monkeypatch):
     net, X = _mlp(), MODELS["mlp"][1]()
     real = C._constant

@@ -710,7 +710,7 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
     TypeError
         ``model`` is not a module or ``example_inputs`` not a tensor / tuple of tensors.
     ValueError
-        ``model`` cannot run on ``example_inputs``.
+        ``model`` cannot run on ``example_inputs``, or either is on the meta device.
     ImportError
         Torch-Pruning is not installed (``pip install "proxlib[compact]"``).
     CompactionError
@@ -731,6 +731,9 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
     """
     _check_model(model)
     args = _as_args(example_inputs)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers(), *args)):
+        raise ValueError("compact reads the model's values (which weights are zero) and runs it: a model or example_inputs "
+                         "on the meta device has none (materialize it first, e.g. to_empty() then load_state_dict)")
     # the dependency graph is autograd's, and the compact model is for further
     # training too: under torch.inference_mode nothing was traced (nothing
     # removed, "no Linear/Conv reads it") and its tensors were inference tensors
