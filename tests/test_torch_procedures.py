@@ -370,6 +370,18 @@ def test_ssl_takes_one_grouping_as_a_string():
     assert [t.label for t in terms] == ["conv.shape"]
 
 
+def test_ssl_refuses_a_strength_for_a_grouping_it_was_not_asked_for():
+    """lam={"filter", "channel", "layer"} with the default groupings added the
+    filter and channel terms and dropped the layer strength without a word."""
+    conv = torch.nn.Conv2d(1, 4, 3)
+    prox = pt.ProximalStep(torch.optim.SGD(conv.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=r"\['layer'\] not in groupings"):
+        pt.add_ssl(prox, [conv], {"filter": 1e-3, "channel": 1e-3, "layer": 1e-2})
+    assert prox.terms == []
+    terms = pt.add_ssl(prox, [conv], {"filter": 1e-3, "channel": 1e-3, "layer": 1e-2}, ("filter", "channel", "layer"))
+    assert [t.label for t in terms] == ["layer0.filter", "layer0.channel", "layer0.layer"]
+
+
 def test_ssl_and_group_exclusive_add_all_their_terms_or_none():
     """A bad strength, grouping or layer half-way raised after the first
     terms were added: they stayed on ``prox`` and the corrected call failed

@@ -57,8 +57,9 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     from the finest to the coarsest).  ``group_weights`` is passed to
     :class:`proxlib.GroupLasso` (``"sqrt"`` weights each group by the square
     root of its size).  One grouping may be given as a string
-    (``groupings="filter"``).  On an error (a bad grouping or strength) no
-    term is added.
+    (``groupings="filter"``).  A dict ``lam`` gives one strength per grouping
+    in ``groupings``, no more and no less.  On an error (a bad grouping or
+    strength) no term is added.
 
     >>> import torch, proxlib.torch as pt
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
@@ -73,6 +74,9 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     missing = [g for g in groupings if g not in strengths]
     if missing:
         raise ValueError(f"lam has no strength for grouping(s) {missing}; give one per grouping in {tuple(groupings)}")
+    extra = [g for g in strengths if g not in groupings]
+    if extra:  # a strength for a grouping not asked for would be ignored silently
+        raise ValueError(f"lam gives a strength for grouping(s) {extra} not in groupings {tuple(groupings)}; add them to groupings")
     terms = []
     with _all_or_none(prox):
         for name, layer in _named(layers).items():
