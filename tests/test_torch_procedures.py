@@ -160,6 +160,19 @@ def test_tied_rows_share_bit_identical_values_and_train():
     assert pt.weight_metrics(W).sharing == pytest.approx(12 / 9)  # 12 non-zeros, 3 + 3 + 3 values
 
 
+def test_tied_rows_of_a_large_bfloat16_cluster_are_its_mean():
+    """The cluster sizes were counted in the weight's dtype: in bfloat16 a
+    count stops at 256, so a cluster of 300 rows of 0.5 became 150 / 256 =
+    0.586 (17% off)."""
+    lin = torch.nn.Linear(600, 2).to(torch.bfloat16)
+    with torch.no_grad():
+        lin.weight.fill_(0.5)
+    labels = np.concatenate([np.zeros(300, dtype=np.int64), np.arange(1, 301)])
+    pt.tie_rows(lin, labels)
+    W = lin.weight.detach().float()
+    assert torch.all((W - 0.5).abs() <= 2**-8)  # bfloat16's rounding of 1/300, not a wrong count
+
+
 def test_tying_survives_a_checkpoint_round_trip():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))

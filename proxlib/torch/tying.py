@@ -227,8 +227,10 @@ class TiedRows(torch.nn.Module):
             raise ValueError(f"TiedRows has {self.labels.shape[0]} labels but the weight has {R.shape[0]} rows")
         idx = self.labels + 1
         sums = R.new_zeros((self.n_slots, R.shape[1])).index_add(0, idx, R)
-        counts = R.new_zeros(self.n_slots).index_add(0, idx, R.new_ones(idx.shape[0]))
-        scale = torch.where(counts > 0, 1.0 / counts.clamp_min(1), 0.0)
+        # counted in integers: a bfloat16 (float16) count stops at 256 (2048)
+        counts = idx.new_zeros(self.n_slots).index_add(0, idx, torch.ones_like(idx))
+        counts = counts.to(torch.promote_types(R.dtype, torch.float32))
+        scale = torch.where(counts > 0, 1.0 / counts.clamp_min(1), 0.0).to(R.dtype)
         scale[0] = 0
         return B.from_rows((sums * scale[:, None])[idx], W.shape, self.grouping)
 
