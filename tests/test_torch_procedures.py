@@ -173,6 +173,19 @@ def test_tied_rows_of_a_large_bfloat16_cluster_are_its_mean():
     assert torch.all((W - 0.5).abs() <= 2**-8)  # bfloat16's rounding of 1/300, not a wrong count
 
 
+def test_tie_rows_works_on_a_weight_off_the_cpu():
+    """NumPy labels (find_tying's) became a CPU buffer, and index_add refused
+    it on a weight elsewhere: tie_rows on a CUDA model (growl_two_stage's
+    second stage) raised "index_add(): self, index and source expected to be
+    in the same device".  The meta device shows the same check without a GPU."""
+    with torch.device("meta"):
+        lin, fresh = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    pt.tie_rows(lin, np.array([0, 0, 1, -1]))
+    assert lin.weight.device.type == "meta" and lin.parametrizations.weight[0].labels.device.type == "meta"
+    torch.nn.utils.parametrize.register_parametrization(fresh, "weight", pt.TiedRows(4))  # CPU labels, by hand
+    assert fresh.weight.shape == (3, 4)
+
+
 def test_tying_survives_a_checkpoint_round_trip():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))

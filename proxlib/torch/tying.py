@@ -225,7 +225,7 @@ class TiedRows(torch.nn.Module):
         R = B.rows(W, self.grouping)
         if R.shape[0] != self.labels.shape[0]:
             raise ValueError(f"TiedRows has {self.labels.shape[0]} labels but the weight has {R.shape[0]} rows")
-        idx = self.labels + 1
+        idx = self.labels.to(W.device) + 1  # a no-op once the module holds it (tie_rows puts it there)
         sums = R.new_zeros((self.n_slots, R.shape[1])).index_add(0, idx, R)
         # counted in integers: a bfloat16 (float16) count stops at 256 (2048)
         counts = idx.new_zeros(self.n_slots).index_add(0, idx, torch.ones_like(idx))
@@ -242,6 +242,8 @@ def tie_rows(module: torch.nn.Module, tying, *, name: str = "weight", grouping: 
     """
     B.refuse_sharded(module, name, "tie_rows")
     labels = tying.labels if isinstance(tying, Tying) else tying
-    p = TiedRows(labels, grouping)
+    # the labels live beside the weight (numpy labels would make a CPU buffer
+    # that index_add refuses on a CUDA weight)
+    p = TiedRows(labels, grouping).to(getattr(module, name).device)
     parametrize.register_parametrization(module, name, p)
     return p
