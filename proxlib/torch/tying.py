@@ -195,7 +195,13 @@ class TiedRows(torch.nn.Module):
     .. math:: \tilde w_r = \frac{1}{|C(r)|} \sum_{s \in C(r)} w_s, \qquad \tilde w_r = 0 \text{ if label}_r = -1
 
     Every row of a cluster holds bit-identical values (one stored row per
-    cluster).  The labels are a buffer, so they are in the module's
+    cluster).  Each stored row of a cluster C gets the cluster's averaged
+    gradient, :math:`\partial L / \partial w_s = \frac{1}{|C|} \sum_{r \in C}
+    \partial L / \partial \tilde w_r` (averaged-gradient tying): under SGD the
+    tied value moves by the learning rate times that average, :math:`|C|`
+    times less than one parameter shared by the rows would (its gradient is
+    the sum); scale the learning rate where the shared-parameter step is
+    wanted.  The labels are a buffer, so they are in the module's
     ``state_dict``; a fresh ``TiedRows(n_rows)`` (all rows untied) can be
     registered before ``load_state_dict`` to restore a checkpoint.  The number
     of clusters is kept as a Python int (updated when labels are loaded), so
