@@ -918,18 +918,20 @@ class ProximalStep:
         NaN or Inf, or a metric not > 0) again, of the same type, its message
         prefixed by ``term '<label>': `` of the first term, in the terms'
         order, whose tensor holds NaN or Inf or whose metric in ``metrics``
-        is not finite and > 0 (a sharded tensor: this rank's shard).  None
-        where ``e`` is about something else or no term's values are bad
-        (another rank's shard).  Only on the way out of a failed step: a
-        step that passes pays nothing."""
+        is not finite and > 0 (a sharded tensor: this rank's shard, or the
+        tensor whose check on every rank raised ``e``: its ``leaf``).  None
+        where ``e`` is about something else or no term's values are bad.
+        Only on the way out of a failed step: a step that passes pays
+        nothing."""
         if not any(m in str(e) for m in ("NaN or Inf", "must be > 0")):
             return None
+        bad = getattr(e, "leaf", None)  # (a sharded tensor's check: bad on some rank, maybe not this one)
         for term in self.terms:
             leaf = term.leaf
             if leaf.is_meta:
                 continue
             d = metrics.get(id(leaf))
-            if not _all_finite(leaf) or (d is not None and not (_all_finite(d) and bool((d > 0).all()))):
+            if leaf is bad or not _all_finite(leaf) or (d is not None and not (_all_finite(d) and bool((d > 0).all()))):
                 return type(e)(f"term {term.label!r}: {e}")
         return None
 

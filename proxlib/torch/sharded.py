@@ -478,8 +478,18 @@ class ShardedPlan:
     def run(self, leaf: DTensor, step: float, check_finite: bool) -> None:
         local = leaf.to_local()
         if check_finite:
-            self.comm.check_finite(local)
+            self._check_finite(leaf, local)
         self.run_local(local, step, False)
+
+    def _check_finite(self, leaf: DTensor, local: torch.Tensor) -> None:
+        """:meth:`_Comm.check_finite`, its error carrying ``leaf`` (``.leaf``):
+        a rank whose own shard is finite names the term from it
+        (:meth:`proxlib.torch.ProximalStep._named_non_finite`)."""
+        try:
+            self.comm.check_finite(local)
+        except ValueError as e:
+            e.leaf = leaf
+            raise
 
     grouping: str | None = None
     on_numba: None = None  # (the local shard's kernels run inside run_local)
@@ -495,7 +505,7 @@ class ShardedPlan:
         :meth:`run` checks), or None where it runs alone."""
         local = leaf.to_local()
         if check_finite:
-            self.comm.check_finite(local)
+            self._check_finite(leaf, local)
         prepared = self.split_rows(local, step)
         return None if prepared is None else _SplitMember(self, leaf, *prepared)
 
