@@ -435,6 +435,10 @@ def prox_grad(
         else:
             g = loss.grad(y)
             fy = loss.value(y) if can_search else 0.0
+            if not math.isfinite(fy):
+                # no excess is comparable: the constant doubled until the step
+                # vanished, and the residual at that step claimed convergence
+                raise FloatingPointError(f"the loss value is {fy} at iteration {it}: the line search needs a finite value")
         while True:
             x_new = prox(y - g / L, 1.0 / L)
             d = x_new - y

@@ -234,6 +234,17 @@ def test_callable_gradient_stops_on_the_residual(diabetes):
     np.testing.assert_allclose(res2.x, ref.x, rtol=0, atol=1e-8)
 
 
+def test_callable_value_that_is_not_finite_raises():
+    # a NaN value made every excess NaN: the line search doubled the constant
+    # until the step vanished (x_new == y), and the residual at that step
+    # (1e-18) returned converged=True at the start, objective NaN
+    pen = proxlib.WeightedL1(0.1)
+    for bad in (float("nan"), float("inf")):
+        loss = SmoothLoss(lambda w: w, value=lambda w, bad=bad: bad)
+        with pytest.raises(FloatingPointError, match="loss value"):
+            prox_grad(loss, pen, x0=np.ones(3))
+
+
 @pytest.mark.parametrize(
     "pen",
     [proxlib.ExclusiveLasso(2.0, groups=np.repeat(np.arange(5), 2)), proxlib.GroupExclusive(2.0, 0.5, groups=np.repeat(np.arange(5), 2)), proxlib.Lp(20.0, 0.5), proxlib.WeightedL2Sq(0.3)],
