@@ -76,6 +76,8 @@ class _LinearLoss:
         A = V.as_float_array(A, "A")
         if A.ndim != 2:
             raise ValueError(f"A must be 2-D (n_samples, n_features), got shape {tuple(A.shape)}")
+        if A.shape[0] == 0:  # (the loss is a mean over the rows: 0 rows divided by zero)
+            raise ValueError("A must have at least one row (sample), got shape (0, ...)")
         xp = array_namespace(A)
         b = V.as_float_array(b, name_b)
         if array_kind(b) != array_kind(A):

@@ -286,6 +286,9 @@ def test_bad_arguments(diabetes):
         LeastSquares(X, y[:-1])
     with pytest.raises(ValueError, match="labels"):
         Logistic(X, y)
+    for make in (LeastSquares, Logistic):  # (a mean over no rows: ZeroDivisionError in prox_grad)
+        with pytest.raises(ValueError, match="at least one row"):
+            make(X[:0], y[:0])
     with pytest.raises(ValueError, match="criterion"):
         prox_grad(LeastSquares(X, y), proxlib.WeightedL1(1.0), criterion="kkt")
     with pytest.raises(ValueError, match="gap"):
