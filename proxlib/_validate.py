@@ -299,6 +299,8 @@ def count(n: Any, name: str = "n") -> int:
 def positive_count(n: Any, name: str) -> int:
     """``n`` as a Python int: an integer (Python or NumPy, not a bool) >= 1;
     a ValueError naming ``name`` otherwise (a step count such as ``every``)."""
+    if type(n) is int and n >= 1:  # (the common case, without the ABC check: every prox step asks)
+        return n
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
     return int(n)

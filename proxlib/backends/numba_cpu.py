@@ -184,7 +184,7 @@ from numba.extending import intrinsic
 
 from .._range import hard_threshold
 from . import KERNELS
-from . import NonFiniteInput, check_row_norms
+from . import NonFiniteInput
 
 __all__ = list(KERNELS)  # the same kernel names in every backend
 
@@ -614,12 +614,14 @@ def _group_lasso_row(x, ar, o):
 @_jit
 def _group_lasso_cols(A, a, out, nrm, check_finite):
     """_group_lasso_row on every column of A (out may be A); with
-    check_finite and a non-finite norm, nothing is written (the caller
-    raises)."""
+    check_finite and a non-finite norm, nothing is written and False is
+    returned (the caller raises: :func:`_check_norms`)."""
     s = np.empty(A.shape[1], dtype=np.float64)
     _col_norms(A, nrm, s)
-    if _norms_finite(nrm, check_finite):
+    ok = _norms_finite(nrm, check_finite)
+    if ok:
         _scale_cols(A, _group_lasso_factors(nrm, s, a), out)
+    return ok
 
 
 @_jit
@@ -631,6 +633,16 @@ def _norms_finite(q, check_finite):
             if not q[r] < np.inf:
                 return False
     return True
+
+
+def _check_norms(finite: bool) -> None:
+    """check_row_norms's error where a compiled call found a norm not finite
+    (``finite`` False): the kernels return that verdict, where NumPy's
+    isfinite and all on the norms, the first NumPy calls after a training
+    step, cost 20-25 us each on the benchmark's MLP (as much as the
+    kernels' own passes over a layer)."""
+    if not finite:
+        raise NonFiniteInput("input contains NaN or Inf")
 
 
 @_jit
@@ -675,9 +687,7 @@ def _group_lasso_route(W, out, parallel, hint=None):
         A, O = W.T, out.T
 
         def run(thr, check_finite):
-            _group_lasso_cols(A, thr[0], O, nrm, check_finite)
-            if check_finite:
-                check_row_norms(nrm, np)
+            _check_norms(_group_lasso_cols(A, thr[0], O, nrm, check_finite))
 
         return run
     par = parallel and _parallel(W)
@@ -686,10 +696,10 @@ def _group_lasso_route(W, out, parallel, hint=None):
     def run(thr, check_finite):
         if check_finite and np.shares_memory(W, out):  # in place: check before writing
             norms(W, nrm, np.empty_like(nrm))
-            check_row_norms(nrm, np)
+            _check_norms(_norms_finite(nrm, True))
         kernel(W, thr[0], out, nrm)
         if check_finite:
-            check_row_norms(nrm, np)
+            _check_norms(_norms_finite(nrm, True))
 
     return run
 
@@ -697,11 +707,14 @@ def _group_lasso_route(W, out, parallel, hint=None):
 @_jit
 def _group_lasso_mid(A3, a, out3, nrm, check_finite):
     """_group_lasso_row on every row A3[:, c, :] (out3 may be A3); with
-    check_finite and a non-finite norm, nothing is written."""
+    check_finite and a non-finite norm, nothing is written and False is
+    returned."""
     s = np.empty(A3.shape[1], dtype=np.float64)
     _mid_norms(A3, nrm, s)
-    if _norms_finite(nrm, check_finite):
+    ok = _norms_finite(nrm, check_finite)
+    if ok:
         _scale_mid(A3, _group_lasso_factors(nrm, s, a), out3)
+    return ok
 
 
 def group_lasso_channels(W3, a, check_finite=False, *, out=None):
@@ -713,9 +726,7 @@ def group_lasso_channels(W3, a, check_finite=False, *, out=None):
     out = _result(W3, out)
     if W3.size:
         nrm = np.empty(W3.shape[1], dtype=np.float64)
-        _group_lasso_mid(W3, a, out, nrm, check_finite)
-        if check_finite:
-            check_row_norms(nrm, np)
+        _check_norms(_group_lasso_mid(W3, a, out, nrm, check_finite))
     return out
 
 
@@ -780,9 +791,9 @@ def _rescale_rows_seq(W, nS, new, out):
 def _growl_seq(A, w, out, cols, check_finite, order=None):
     """growl serially in one compiled call (GrOWL's G <= _OWL_SMALL norms, a
     finite largest weight): groups the rows of the C-contiguous A (cols
-    False) or its columns (cols True).  Returns the scaled norms q; with
-    check_finite and a non-finite q nothing is written (the caller raises).
-    ``order``: _owl_small's kept order."""
+    False) or its columns (cols True).  Returns False when check_finite
+    and a scaled norm is not finite: then nothing is written (the caller
+    raises).  ``order``: _owl_small's kept order."""
     G = A.shape[1] if cols else A.shape[0]
     q = np.empty(G, dtype=np.float64)
     s = np.empty(G, dtype=np.float64)
@@ -791,13 +802,13 @@ def _growl_seq(A, w, out, cols, check_finite, order=None):
     else:
         _row_norms_seq(A, q, s)
     if not _norms_finite(q, check_finite):
-        return q
+        return False
     nS, new = _growl_small_norms(q, s, w, order)
     if cols:
         _scale_cols(A, _rescale_factors(nS, new), out)
     else:
         _rescale_rows_seq(A, nS, new, out)
-    return q
+    return True
 
 
 @_jit
@@ -816,16 +827,16 @@ def _growl_small_norms(q, s, w, order=None):
 @_jit
 def _growl_mid(A3, w, out3, check_finite, order=None):
     """GrOWL on the rows A3[:, c, :] serially in one compiled call (C <=
-    _OWL_SMALL rows, a finite largest weight), as _growl_seq.  Returns the
-    scaled norms q; with check_finite and a non-finite q nothing is
-    written."""
+    _OWL_SMALL rows, a finite largest weight), as _growl_seq: False when
+    check_finite and a scaled norm is not finite (nothing written)."""
     q = np.empty(A3.shape[1], dtype=np.float64)
     s = np.empty(A3.shape[1], dtype=np.float64)
     _mid_norms(A3, q, s)
-    if _norms_finite(q, check_finite):
+    ok = _norms_finite(q, check_finite)
+    if ok:
         nS, new = _growl_small_norms(q, s, w, order)
         _scale_mid(A3, _rescale_factors(nS, new), out3)
-    return q
+    return ok
 
 
 def growl_channels(W3, w, check_finite=False, *, out=None, order=None):
@@ -839,15 +850,12 @@ def growl_channels(W3, w, check_finite=False, *, out=None, order=None):
     if W3.size == 0:
         return out
     if C <= _OWL_SMALL and w[0] < np.inf:
-        q = _growl_mid(W3, w, out, check_finite, order)
-        if check_finite:
-            check_row_norms(q, np)
+        _check_norms(_growl_mid(W3, w, out, check_finite, order))
         return out
     q = np.empty(C, dtype=np.float64)
     s = np.empty(C, dtype=np.float64)
     _mid_norms(W3, q, s)
-    if check_finite:
-        check_row_norms(q, np)
+    _check_norms(_norms_finite(q, check_finite))
     nS = np.empty(C, dtype=np.float64)
     wS = np.empty(C, dtype=np.float64)
     _growl_norms(q, s, w, nS, wS)
@@ -881,9 +889,7 @@ def _growl_route(W, out, parallel, hint=None):
     def run(thr, check_finite):
         w = thr[0]
         if small and w[0] < np.inf:
-            q = _growl_seq(A, w, O, cols, check_finite, order)
-            if check_finite:
-                check_row_norms(q, np)
+            _check_norms(_growl_seq(A, w, O, cols, check_finite, order))
             return
         q = np.empty(G, dtype=np.float64)
         s = np.empty(G, dtype=np.float64)
@@ -891,8 +897,7 @@ def _growl_route(W, out, parallel, hint=None):
             _col_norms(A, q, s)
         else:
             (_row_norms_par if par else _row_norms_seq)(W, q, s)
-        if check_finite:
-            check_row_norms(q, np)
+        _check_norms(_norms_finite(q, check_finite))
         nS = np.empty(G, dtype=np.float64)
         wS = np.empty(G, dtype=np.float64)
         _growl_norms(q, s, w, nS, wS)
