@@ -692,9 +692,10 @@ def _group_lasso_route(W, out, parallel, hint=None):
         return run
     par = parallel and _parallel(W)
     kernel, norms = (_group_lasso_par, _row_norms_par) if par else (_group_lasso_seq, _row_norms_seq)
+    in_place = np.shares_memory(W, out)  # (once: 20 us a call on a cold cache)
 
     def run(thr, check_finite):
-        if check_finite and np.shares_memory(W, out):  # in place: check before writing
+        if check_finite and in_place:  # check before writing
             norms(W, nrm, np.empty_like(nrm))
             _check_norms(_norms_finite(nrm, True))
         kernel(W, thr[0], out, nrm)
@@ -1887,9 +1888,10 @@ def _exclusive_route(W, out, parallel, hint=None, gx=False):
     hint = _check_hint(hint, W) if cols else None
     A, O = (W.T, out.T) if cols else (W, out)
     par = par if not cols and parallel and _parallel(W) else None
+    in_place = np.shares_memory(W, out)  # (once: 20 us a call on a cold cache)
 
     def run(thr, check_finite):
-        check_finite = _check_first(W, out, check_finite)
+        check_finite = _check_first(A, in_place, check_finite)
         if cols:
             code = _exclusive_cols(A, thr[0], thr[-1], O, gx, hint)
             finite = code == 1 if code else _rows_in_order(seq, W, out, *thr)
@@ -1903,14 +1905,30 @@ def _exclusive_route(W, out, parallel, hint=None, gx=False):
     return run
 
 
-def _check_first(W, out, check_finite) -> bool:
-    """The fused check of the exclusive operators writing in place: W is
-    checked before anything is written (raises), and the kernel need not."""
-    if check_finite and np.shares_memory(W, out):
-        if not np.isfinite(W.sum()) and not np.all(np.isfinite(W)):
-            raise NonFiniteInput("input contains NaN or Inf")
+def _check_first(A, in_place: bool, check_finite: bool) -> bool:
+    """The fused check of the exclusive operators writing in place (``A``
+    the data, in place when ``in_place``): A is checked before anything is
+    written (raises; one compiled read, :func:`_finite_2d`, where NumPy's
+    sum took 100-140 us on the MLP's 784 x 300 float32 layer after a
+    training step), and the kernel need not check."""
+    if check_finite and in_place:
+        _check_norms(_finite_2d(A))
         return False
     return check_finite
+
+
+@_jit
+def _finite_2d(A):
+    """Whether every entry of the 2-D A is finite: the largest magnitude's
+    bits (_magnitude_bits, A's width; a NaN's are above inf's) below inf's.
+    An integer maximum, which LLVM vectorises; one read, in memory order
+    when A is C-contiguous (A not empty)."""
+    top = _magnitude_bits(A[0, 0])
+    for i in range(A.shape[0]):
+        row = A[i]
+        for j in range(A.shape[1]):
+            top = max(top, _magnitude_bits(row[j]))
+    return top < _inf_magnitude_bits(A[0, 0])
 
 
 # ------------------------------------------------------------------ group + exclusive
