@@ -74,6 +74,18 @@ def _reported(error_file) -> str:
         return ""
 
 
+def init_gloo(rank: int, world: int, init_file: str) -> None:
+    """A worker's start: gloo over the loopback, one torch thread (two
+    processes share this machine's cores), the process group from the file
+    store ``init_file``."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT)
+
+
 def end_rank() -> None:
     """End a spawned rank whose work is done, skipping interpreter teardown.
 

@@ -19,14 +19,11 @@ STEPS = 4
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.environ["PROXLIB_BACKEND"] = "numpy"  # no JIT warm-up in the workers: this test is about DDP
-    torch.set_num_threads(1)
     import proxlib
     import proxlib.torch as pt
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=_procs.COLLECTIVE_TIMEOUT)
+    _procs.init_gloo(rank, world, init_file)
     try:
         torch.manual_seed(0)  # same initial model on every rank
         net = torch.nn.Sequential(torch.nn.Linear(20, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4))

@@ -101,16 +101,13 @@ FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "group_lasso
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     import proxlib.torch as pt
 
     dtype = getattr(torch, dtype_name)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=_procs.COLLECTIVE_TIMEOUT)
+    _procs.init_gloo(rank, world, init_file)
     mesh = init_device_mesh("cpu", (world,))
     report = {}
     try:
@@ -218,19 +215,17 @@ def test_fsdp2_prox_equals_the_single_process_prox(tmp_path, dtype_name, rtol):
 
 
 def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
     import numpy as np
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard, distribute_tensor
 
     import proxlib
     import proxlib.torch as pt
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=_procs.COLLECTIVE_TIMEOUT)
+    _procs.init_gloo(rank, world, init_file)
     mesh = init_device_mesh("cpu", (world,))
     result = {}
     try:
@@ -307,6 +302,28 @@ def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
             dist.all_gather(flags, torch.tensor([float(code)]))
             raised.append([int(f.item()) for f in flags])
         result["check_finite_raised"] = raised
+        # ... and its error names the term (ProximalStep's doc) on every rank,
+        # also on one whose own shard is finite: a term that runs alone (rows
+        # partitioned) and one in a step's batch of split rows (the exclusive
+        # lasso under "channel" on Shard(0)); it was named only on the rank
+        # holding the NaN
+        messages = []
+        for pen, grouping in ((proxlib.GroupLasso(0.5), "filter"), (proxlib.ExclusiveLasso(0.5), "channel")):
+            w = [torch.nn.Parameter(distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)])) for _ in range(2)]
+            prox = pt.ProximalStep(check_finite=True)
+            prox.add(w[0], pen, grouping=grouping, label="first")
+            prox.add(w[1], pen, grouping=grouping, label="second")
+            with torch.no_grad():
+                if rank == 0:
+                    w[1].to_local()[0, 0] = float("nan")
+            try:
+                prox.step(lr=0.1)
+                messages.append("no error")
+            except ValueError as e:
+                messages.append(str(e))
+        gathered = [None] * world
+        dist.all_gather_object(gathered, messages)
+        result["check_finite_messages"] = gathered
         if rank == 0:
             with open(os.path.join(out_dir, "checkpoint.json"), "w") as f:
                 json.dump(result, f)
@@ -326,55 +343,7 @@ def test_fsdp2_checkpoint_round_trip_and_seed_procedures(tmp_path):
     assert result["refused"] == ["tie_rows", "affine_scaling", "magnitude_prune"]
     assert result["bad_builder"].startswith("TypeError: penalty builder returned 3, which is not a penalty object"), result["bad_builder"]
     assert result["check_finite_raised"] == [[1, 1], [1, 1]]  # every rank, both kernels
-
-
-def _check_finite_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
-
-    import proxlib
-    import proxlib.torch as pt
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=_procs.COLLECTIVE_TIMEOUT)
-    mesh = init_device_mesh("cpu", (world,))
-    messages = []
-    try:
-        # a term that runs alone (rows partitioned) and one in a step's batch
-        # of split rows (the exclusive lasso under "channel" on Shard(0))
-        for pen, grouping in ((proxlib.GroupLasso(0.5), "filter"), (proxlib.ExclusiveLasso(0.5), "channel")):
-            w = [torch.nn.Parameter(distribute_tensor(torch.ones(4, 3, dtype=torch.float64), mesh, [Shard(0)])) for _ in range(2)]
-            prox = pt.ProximalStep(check_finite=True)
-            prox.add(w[0], pen, grouping=grouping, label="first")
-            prox.add(w[1], pen, grouping=grouping, label="second")
-            with torch.no_grad():
-                if rank == 0:
-                    w[1].to_local()[0, 0] = float("nan")
-            try:
-                prox.step(lr=0.1)
-                messages.append("no error")
-            except ValueError as e:
-                messages.append(str(e))
-        gathered = [None] * world
-        dist.all_gather_object(gathered, messages)
-        if rank == 0:
-            with open(os.path.join(out_dir, "check_finite.json"), "w") as f:
-                json.dump(gathered, f)
-        _procs.end_rank()
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="file:// init with gloo is POSIX-only here")
-def test_check_finite_names_the_term_on_every_rank(tmp_path):
-    """check_finite's error names the term (ProximalStep's doc) on every rank,
-    also on a rank whose own shard is finite (it raises too: the check is a
-    collective); it named it only on the rank holding the NaN."""
-    _procs.spawn(_check_finite_worker, (2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, timeout=300)
-    gathered = json.loads((tmp_path / "check_finite.json").read_text())
-    for messages in gathered:  # (per rank: the partitioned term, the batched split-row term)
+    for messages in result["check_finite_messages"]:  # (per rank: the partitioned term, the batched split-row term)
         assert len(messages) == 2
         for m in messages:
             assert m.startswith("term 'second': ") and "NaN or Inf" in m, m
