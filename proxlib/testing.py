@@ -15,9 +15,10 @@ Two things another library's test suite needs to check its own prox:
 
 Example (pytest + Hypothesis; skglm's SLOPE prox checked against proxlib)::
 
-    from hypothesis import given
+    from hypothesis import given, settings
     from proxlib.testing import assert_prox_close, prox_problems
 
+    @settings(deadline=None)  # the first prox call loads Numba's kernels (about 1 s)
     @given(prox_problems("owl"))
     def test_my_slope_prox(problem):
         pen, v, step = problem
