@@ -138,6 +138,16 @@ def test_ast_help_does_not_say_no_guard_is_the_default(capsys):
     assert "(default: True)" not in line and "guarded (guard=True)" in line
 
 
+def test_demo_help_does_not_say_no_keep_zero_is_the_default():
+    # --no-keep-zero stores False in keep_zero; the help formatter appended
+    # keep_zero's default, "(default: True)", to --no-keep-zero's line
+    from proxlib.torch.demo import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    line = text[text.rindex("--no-keep-zero") + len("--no-keep-zero"):text.index("--preference PREFERENCE", text.rindex("--no-keep-zero"))]
+    assert "(default: True)" not in line and "stay at zero (keep_zero=True)" in line
+
+
 def test_ssl_experiment_quick(tmp_path, capsys, one_thread):
     out, res = _run("ssl", tmp_path, capsys)
     assert "Table 1: penalising unimportant filters and channels" in out and "paper 2 | 0.8% | 5—19" in out

@@ -380,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--growl-lambda2", type=_cli.nonnegative_float, default=d.growl_lambda2, help="GrOWL stairwise Lambda2 (tying strength among the top p rows)")
     a("--growl-p", type=_cli.in_range(0.0, 1.0), default=d.growl_p, help="fraction of the rows on the stair: p = round(growl_p * rows)")
     a("--prox-every", type=_every, default=d.prox_every, help="apply the prox once per 'epoch' or every N optimizer steps (step lr * N * strength)")
-    a("--no-keep-zero", dest="keep_zero", action="store_false", help="let rows zeroed by a prox regrow (no permanent mask)")
+    # %(default)s in the help: the formatter's own "(default: True)" read as --no-keep-zero being on
+    a("--no-keep-zero", dest="keep_zero", action="store_false",
+      help="let rows zeroed by a prox regrow (no permanent mask); without it they stay at zero (keep_zero=%(default)s)")
     a("--preference", type=float, default=d.preference, help="AffinityPropagation preference for the tying (higher: fewer ties)")
     a("--ap-max-iter", type=_cli.positive_int, default=d.ap_max_iter, help="AffinityPropagation iterations")
     a("--hidden", type=_cli.positive_int, default=d.hidden, help="hidden units of the MLP")
