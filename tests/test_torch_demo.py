@@ -148,6 +148,28 @@ def test_demo_help_does_not_say_no_keep_zero_is_the_default():
     assert "(default: True)" not in line and "stay at zero (keep_zero=True)" in line
 
 
+def test_gemm_speedup_times_on_one_thread_as_the_ssl_tables_say(monkeypatch):
+    # the SSL tables say "speed-ups measured here, median of N, 1 thread", but
+    # the lowered-GEMM column was timed on --threads threads
+    import torch
+
+    from proxlib.experiments import common as C
+
+    seen = []
+    real = C.median_time
+    monkeypatch.setattr(C, "median_time", lambda fn, repeats: seen.append(torch.get_num_threads()) or real(fn, repeats))
+    conv = torch.nn.Conv2d(2, 3, 3)
+    with torch.no_grad():
+        conv.weight[0] = 0
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        C.gemm_speedup(conv, torch.randn(2, 2, 6, 6), repeats=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_ssl_experiment_quick(tmp_path, capsys, one_thread):
     out, res = _run("ssl", tmp_path, capsys)
     assert "Table 1: penalising unimportant filters and channels" in out and "paper 2 | 0.8% | 5—19" in out

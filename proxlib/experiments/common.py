@@ -168,7 +168,8 @@ def median_time(fn, repeats: int, warmup: int = 2) -> float:
 def gemm_speedup(conv: nn.Conv2d, x: torch.Tensor, repeats: int = 20) -> tuple[float, float]:
     """Speed-up of a conv layer's lowered matrix product (im2col x weights, as Caffe runs it)
     when zero filters (rows) and zero shape columns are dropped: (time dense / time kept,
-    kept FLOP fraction).  The unfolded input is formed once, outside the timing."""
+    kept FLOP fraction).  The unfolded input is formed once, outside the timing, which
+    runs on one torch thread (as the compaction report's, and as the tables say)."""
     W = conv.weight.detach().reshape(conv.out_channels, -1)
     cols = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (N, C*kh*kw, L)
     cols = cols.transpose(0, 1).reshape(W.shape[1], -1).contiguous()
@@ -177,9 +178,14 @@ def gemm_speedup(conv: nn.Conv2d, x: torch.Tensor, repeats: int = 20) -> tuple[f
     if rows.numel() == 0 or keep.numel() == 0:
         return float("inf"), 0.0
     Wk, ck = W[rows][:, keep].contiguous(), cols[keep].contiguous()
-    with torch.no_grad():
-        t_dense = median_time(lambda: W @ cols, repeats)
-        t_kept = median_time(lambda: Wk @ ck, repeats)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            t_dense = median_time(lambda: W @ cols, repeats)
+            t_kept = median_time(lambda: Wk @ ck, repeats)
+    finally:
+        torch.set_num_threads(saved_threads)
     return t_dense / t_kept, rows.numel() * keep.numel() / W.numel()
 
 
