@@ -36,7 +36,7 @@ import numpy as np
 from . import _range
 from . import _validate as V
 from ._dispatch import array_kind, array_namespace, backend_for, compiling, device, outside_compile
-from ._rows import Rows, canonical_rows, ragged_parts
+from ._rows import Rows, canonical_rows, check_groups, ragged_parts
 from ._rows import group_weights as _group_weights
 
 __all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
@@ -196,12 +196,15 @@ def _parameter_key(a):
 def frozen_set(obj, **values) -> None:
     """Normalise fields of a frozen dataclass in ``__post_init__`` (every
     penalty's ``__post_init__`` calls it), and check a row penalty's
-    ``group_weights`` (:func:`check_group_weights`): every parameter is
-    checked when the object is made."""
+    ``group_weights`` (:func:`check_group_weights`) and ``groups``
+    (:func:`proxlib._rows.check_groups`): every parameter is checked when the
+    object is made."""
     for k, v in values.items():
         object.__setattr__(obj, k, v)
     if "group_weights" in (f.name for f in dataclasses.fields(obj)):
         check_group_weights(obj.group_weights)
+    if "groups" in (f.name for f in dataclasses.fields(obj)):
+        check_groups(obj.groups)
 
 
 def check_group_weights(group_weights, name: str = "group_weights") -> None:

@@ -89,6 +89,22 @@ def _checked_labels(v, groups, name, xp):
     return labels
 
 
+def check_groups(groups) -> None:
+    """``groups`` checked without the data, when a penalty is made: None, or
+    1-D integer labels >= 0 (the messages of the prox; their length against
+    the data is checked at the prox)."""
+    if groups is None:
+        return
+    V._reject_nested(groups, "groups")
+    labels = groups if V._is_array(groups) else np.asarray(groups)
+    if V.dtype_kind(labels.dtype) not in "iu":
+        raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")
+    if labels.ndim != 1:
+        raise ValueError(f"groups must be 1-D (one label per entry of a 1-D W), got shape {tuple(labels.shape)}")
+    xp = array_namespace(labels)
+    _checked_labels(xp.empty(labels.shape[0], dtype=xp.float64, device=device(labels)), labels, "W", xp)
+
+
 def _group_sizes(labels, xp):
     """For int64 ``labels``: the stable order that sorts them, each sorted
     entry's group index, each group's first sorted position and size."""

@@ -222,6 +222,21 @@ BAD_PARAMETERS = [
 ]
 
 
+BAD_PARAMETERS += [
+    # groups= labels too (GroupLasso(0.5, groups=[-1, 0]) was accepted and failed only at the prox)
+    (lambda: proxlib.GroupLasso(0.5, groups=[0, -1, 1]), lambda: proxlib.prox_group_lasso(np.ones(3), 0.5, groups=[0, -1, 1]),
+     ValueError, "groups labels must be >= 0"),
+    (lambda: proxlib.ExclusiveLasso(0.5, groups=[0.0, 1.0]), lambda: proxlib.prox_exclusive_lasso(np.ones(2), 0.5, groups=[0.0, 1.0]),
+     TypeError, "groups must hold integer labels"),
+    (lambda: proxlib.GroupExclusive(0.5, 0.5, groups="ab"), lambda: proxlib.prox_group_exclusive(np.ones(2), 0.5, 0.5, groups="ab"),
+     TypeError, "groups must hold integer labels"),
+    (lambda: proxlib.GroupLasso(0.5, groups=np.zeros((2, 2), dtype=int)),
+     lambda: proxlib.prox_group_lasso(np.ones(4), 0.5, groups=np.zeros((2, 2), dtype=int)), ValueError, "groups must be 1-D"),
+    (lambda: proxlib.GroupLasso(0.5, groups=np.array([0, 2**63], dtype=np.uint64)),
+     lambda: proxlib.prox_group_lasso(np.ones(2), 0.5, groups=np.array([0, 2**63], dtype=np.uint64)), ValueError, "groups labels must be < 2"),
+]
+
+
 @pytest.mark.parametrize("make, prox, error, message", BAD_PARAMETERS)
 def test_penalties_check_their_parameters_when_made_with_the_prox_functions_messages(make, prox, error, message):
     with pytest.raises(error, match=message) as made:
