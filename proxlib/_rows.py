@@ -102,7 +102,9 @@ def check_groups(groups) -> None:
     if labels.ndim != 1:
         raise ValueError(f"groups must be 1-D (one label per entry of a 1-D W), got shape {tuple(labels.shape)}")
     xp = array_namespace(labels)
-    _checked_labels(xp.empty(labels.shape[0], dtype=xp.float64, device=device(labels)), labels, "W", xp)
+    # (the data's stand-in: a broadcast view, no memory of the labels' length)
+    stand_in = xp.broadcast_to(xp.zeros(1, dtype=xp.float64, device=device(labels)), (labels.shape[0],))
+    _checked_labels(stand_in, labels, "W", xp)
 
 
 def _group_sizes(labels, xp):

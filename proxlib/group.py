@@ -58,7 +58,8 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metri
 
     Groups are the rows of ``W`` (an N-D ``W`` is ``W.reshape(W.shape[0], -1)``,
     a 1-D ``W`` is one group), or, for a 1-D ``W`` with ``groups=`` integer
-    labels, the sets of entries sharing a label (any order).  ``c_g`` are the
+    labels (0 <= label < 2**63, one per entry), the sets of entries sharing a
+    label (any order; labels need not be consecutive).  ``c_g`` are the
     ``group_weights`` (default 1; ``"sqrt"`` for the square root of the group
     size; an array with one entry per row, or indexed by label).
 
