@@ -1922,7 +1922,9 @@ def _finite_2d(A):
     """Whether every entry of the 2-D A is finite: the largest magnitude's
     bits (_magnitude_bits, A's width; a NaN's are above inf's) below inf's.
     An integer maximum, which LLVM vectorises; one read, in memory order
-    when A is C-contiguous (A not empty)."""
+    when A is C-contiguous.  True for an empty A."""
+    if A.shape[0] == 0 or A.shape[1] == 0:
+        return True
     top = _magnitude_bits(A[0, 0])
     for i in range(A.shape[0]):
         row = A[i]
