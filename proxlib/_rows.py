@@ -63,13 +63,23 @@ def canonical_rows(W, groups=None, *, name: str = "W", contiguous: bool = True) 
     return _ragged_rows(W, groups, name, xp)
 
 
+def _labels_array(groups):
+    """``groups`` as an array: itself when it is one, else NumPy's; an empty
+    sequence (``[]``, the labels of an empty W, which NumPy makes float64)
+    as int64 labels."""
+    if V._is_array(groups):
+        return groups
+    labels = np.asarray(groups)
+    return labels.astype(np.int64) if labels.size == 0 and labels.dtype == np.float64 else labels
+
+
 def _checked_labels(v, groups, name, xp):
     """``groups`` checked against the 1-D ``v`` (integer labels >= 0 of
     ``v``'s shape), as int64 on ``v``'s library and device."""
     if v.ndim != 1:
         raise ValueError(f"groups= labels need a 1-D {name}, got shape {tuple(v.shape)}")
     V._reject_nested(groups, "groups")
-    labels = groups if V._is_array(groups) else np.asarray(groups)
+    labels = _labels_array(groups)
     if V.dtype_kind(labels.dtype) not in "iu":
         raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")
     wraps = V.dtype_name(labels.dtype) == "uint64"  # labels >= 2^63 become negative int64
@@ -96,7 +106,7 @@ def check_groups(groups) -> None:
     if groups is None:
         return
     V._reject_nested(groups, "groups")
-    labels = groups if V._is_array(groups) else np.asarray(groups)
+    labels = _labels_array(groups)
     if V.dtype_kind(labels.dtype) not in "iu":
         raise TypeError(f"groups must hold integer labels, got dtype {V.dtype_name(labels.dtype)}")
     if labels.ndim != 1:

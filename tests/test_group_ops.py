@@ -708,3 +708,18 @@ def test_training_term_refuses_groups_labels_before_laying_them_out(monkeypatch)
     for pen in (proxlib.GroupLasso(0.1, groups=groups), proxlib.GroupExclusive(0.1, 0.5, groups=groups)):
         with pytest.raises(ValueError, match="groups= labels are not supported on a training term"):
             ProxTerm(p, pen)
+
+
+@pytest.mark.parametrize("op", ["group_lasso", "exclusive", "group_exclusive"])
+def test_empty_labels_list_of_an_empty_vector(op):
+    """``groups=[]`` (a list, which NumPy makes float64) for an empty W was
+    refused as "groups must hold integer labels, got dtype float64", on the
+    prox functions and on the penalty objects when made; an int64 empty
+    array was accepted.  Both now give the empty result."""
+    make = {"group_lasso": lambda g: proxlib.GroupLasso(0.5, groups=g), "exclusive": lambda g: proxlib.ExclusiveLasso(0.5, groups=g),
+            "group_exclusive": lambda g: proxlib.GroupExclusive(0.5, 0.5, groups=g)}[op]
+    for groups in ([], ()):
+        x = make(groups).prox(np.zeros(0), 1.0)
+        assert x.shape == (0,) and x.dtype == np.float64
+    with pytest.raises(TypeError, match="integer labels"):
+        make([0.5, 1.0])  # (non-empty floats stay refused)
