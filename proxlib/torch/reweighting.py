@@ -155,7 +155,8 @@ def reweight(
         if not bool(torch.isfinite(theta).all()):
             raise FloatingPointError(f"re-weighting {type(module).__name__}.{name}: the weights hold NaN or Inf (training diverged)")
         omega = _omega(theta, rule, tau, p)
-        if not bool(torch.isfinite(omega.to(scaling.omega.dtype)).all()):
+        omega_f = omega.to(scaling.omega.dtype)  # as stored, and as the forward multiplies
+        if not bool(torch.isfinite(omega_f).all()):
             # (e.g. FOCUSS's |theta|^(2-p) of half-precision weights: finite in
             # float32, inf once stored, and q * omega then inf: checked before anything is written)
             raise FloatingPointError(
@@ -171,7 +172,6 @@ def reweight(
             new_q = B.working_tensor(q)
             if guard:
                 # in the dtypes the forward multiplies in (q * omega, half precision as it is)
-                omega_f = omega.to(scaling.omega.dtype)
                 grows = (q.detach() * omega_f).abs() > theta.abs()
                 held = int(grows.sum())
                 if held:
