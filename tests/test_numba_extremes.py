@@ -1178,6 +1178,40 @@ def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
         assert np.all(H[~zero] > 0) and np.all(H[zero] == 0), call  # (a zero column has no threshold to guess)
 
 
+def _optional_typed_variants():
+    """The compiled variants of the Numba backend's kernels that take an
+    argument typed Optional (an array or None decided at run time, e.g.
+    ``D2 if gx else None``): their ``is not None`` tests stay inside the
+    loops and stop them vectorising (one such pass ran 14 times slower)."""
+    from numba.core import types
+    from numba.core.registry import CPUDispatcher
+
+    return [(name, str(sig)) for name, f in vars(NB).items() if isinstance(f, CPUDispatcher)
+            for sig in f.signatures if any(isinstance(t, types.Optional) for t in sig)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gx", [False, True])
+def test_exclusive_columns_with_hints_compile_no_optional_arguments(dtype, gx):
+    """A layer in the training state solved with the hints of a first call
+    (the route that tests the hinted candidates with a support-sums pass:
+    float64, or group+exclusive) passes every optional array as an array
+    or as None, never as an Optional: each pass is a variant with its
+    branches pruned by type (see _optional_typed_variants)."""
+    rng = np.random.default_rng(13)
+    base = (rng.uniform(-1.0, 1.0, (300, 96)) / 28).astype(dtype)
+    W = np.asfortranarray(base.T)
+    b = np.full(96, 1e-4, dtype)
+    thr = (np.full(96, 1e-4, dtype), b) if gx else (b,)
+    kernel = NB.group_exclusive if gx else NB.exclusive_lasso
+    H = np.zeros(96)
+    first = kernel(W, *thr, parallel=False, hint=H)
+    assert np.all(H > 0)
+    again = kernel(W, *thr, parallel=False, hint=H)
+    np.testing.assert_array_equal(again == 0, first == 0)
+    assert _optional_typed_variants() == []
+
+
 def test_exclusive_hint_must_fit():
     W = np.asfortranarray(np.ones((4, 3)))
     with pytest.raises(ValueError, match="hint"):

@@ -1744,8 +1744,13 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             # the hinted candidates are tested now: at no pass (float32
             # exclusive lasso) or with the support sums' pass that follows
             # anyway when no column searches
-            if not exact_now:
-                _col_support_sums(A, np.maximum(Y, 0.0), F, D2 if gx else None, k)
+            # (two calls: ``D2 if gx else None`` would type D2 Optional, and
+            # the per-element test of it stops the pass vectorising: 14x
+            # slower, measured on float64 300 x 784 in training)
+            if not exact_now and gx:
+                _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+            elif not exact_now:
+                _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
             failed = np.zeros(G, dtype=np.bool_)
             for g in range(G):
                 if from_hint[g]:
