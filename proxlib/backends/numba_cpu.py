@@ -223,6 +223,14 @@ _pjit = nb.njit(parallel=True, **_OPTS)
 # reductions that may be reassociated (so that LLVM vectorises them); no other
 # fast-math flag: every rounding stays IEEE, only the order of a sum changes
 _rjit = nb.njit(fastmath={"reassoc"}, **_OPTS)
+# a pass's loop, inlined into its caller's Numba IR (the caller's fast-math
+# flags then apply: a loop of an _rjit pass is called from an _rjit one)
+_inline = nb.njit(inline="always", **_OPTS)
+# The passes over a row read y = (|x| f1) f2, where f1, f2 are powers of two
+# that scale the rare rows whose sums leave a safe range (1 otherwise).  Each
+# such pass calls its loop twice, once with the literals 1.0 (the loop then
+# loses its two products an entry, which LLVM folds: |x| 1 = |x| exactly;
+# 25% of a pass at 784 x 300, measured) and once with the factors.
 
 _MAX_ROOT_ITER = 200
 _TINY_SUMSQ = 2.0**-600  # below this an unscaled sum of squares may have lost terms to underflow
@@ -979,6 +987,14 @@ def _support_one(xj, f1, f2, Yk, e, fac):
 def _support_out(x, f1, f2, Yk, e, fac, o):
     """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0
     (o may be x: then one array, see _weighted_l1_seq)."""
+    if f1 == 1.0 and f2 == 1.0:
+        _support_out_loop(x, 1.0, 1.0, Yk, e, fac, o)
+    else:
+        _support_out_loop(x, f1, f2, Yk, e, fac, o)
+
+
+@_inline
+def _support_out_loop(x, f1, f2, Yk, e, fac, o):
     if x.ctypes.data == o.ctypes.data:
         for j in range(o.shape[0]):
             o[j] = _support_one(o[j], f1, f2, Yk, e, fac)
@@ -1079,6 +1095,13 @@ def _ex_sums(src, n, f1, f2, t):
     y = (|src_j| f1) f2, j < n, in one vectorised pass: sums of
     non-negative terms, and the minimum through the values' bits (an integer
     reduction, as in _min_above)."""
+    if f1 == 1.0 and f2 == 1.0:
+        return _ex_sums_loop(src, n, 1.0, 1.0, t)
+    return _ex_sums_loop(src, n, f1, f2, t)
+
+
+@_inline
+def _ex_sums_loop(src, n, f1, f2, t):
     F = 0.0
     S = 0.0
     k = 0
@@ -2070,6 +2093,13 @@ def _gx_sums(src, n, f1, f2, t):
     """F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2 and k = #{y >= t} over
     y = (|src_j| f1) f2, j < n (vectorised): a support's statistics at its
     least entry t."""
+    if f1 == 1.0 and f2 == 1.0:
+        return _gx_sums_loop(src, n, 1.0, 1.0, t)
+    return _gx_sums_loop(src, n, f1, f2, t)
+
+
+@_inline
+def _gx_sums_loop(src, n, f1, f2, t):
     F = 0.0
     Q = 0.0
     k = 0
@@ -2087,6 +2117,13 @@ def _gx_pass(src, n, f1, f2, t):
     """The search's pass at t: F(t), Q(t) as _gx_sums, k(t) = #{y > t} and
     min{y > t} (inf if none; through the values' bits, as in _min_above:
     the same value), in one vectorised pass."""
+    if f1 == 1.0 and f2 == 1.0:
+        return _gx_pass_loop(src, n, 1.0, 1.0, t)
+    return _gx_pass_loop(src, n, f1, f2, t)
+
+
+@_inline
+def _gx_pass_loop(src, n, f1, f2, t):
     F = 0.0
     Q = 0.0
     k = 0
