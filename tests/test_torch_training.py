@@ -710,6 +710,17 @@ def test_affine_scaling_prune_checks_its_options_before_training(bad, match):
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in net)
 
 
+@pytest.mark.parametrize("every, match", [(0, "^every must be an integer >= 1"), ("epochs", "^every must be an integer >= 1 or 'epoch'")])
+def test_affine_scaling_prune_names_its_every_option(every, match):
+    # the error named two_stage's option: "prox_every must be an integer >= 1, got 0"
+    net = _refused_before_training(
+        lambda net, X, y, progress: pt.affine_scaling_prune(
+            net, {"a": net[0], "b": net[2]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+            epochs=2, retrain_epochs=1, batch_size=16, every=every, amount=0.5, progress=progress),
+        match)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in net)
+
+
 def test_affine_scaling_prune_leaves_no_layer_reparametrised_when_one_is_refused():
     X, y = _toy(n=64)
     net = _mlp()

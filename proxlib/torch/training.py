@@ -240,12 +240,12 @@ def _named(layers) -> dict:
     return dict(layers) if isinstance(layers, dict) else {f"layer{i}": m for i, m in enumerate(layers)}
 
 
-def _resolve_every(every, batches) -> int:
+def _resolve_every(every, batches, name: str = "prox_every") -> int:
     if every == "epoch":
         return max(_n_batches(batches), 1)
     if isinstance(every, str):
-        raise ValueError(f"prox_every must be an integer >= 1 or 'epoch', got {every!r}")
-    return _validate.positive_count(every, "prox_every")
+        raise ValueError(f"{name} must be an integer >= 1 or 'epoch', got {every!r}")
+    return _validate.positive_count(every, name)
 
 
 def two_stage(
@@ -480,7 +480,7 @@ def affine_scaling_prune(
     layers = _named(layers)
     epochs, retrain_epochs = _validate.count(epochs, "epochs"), _validate.count(retrain_epochs, "retrain_epochs")
     batches = _source(X, y, batch_size, generator)
-    every = _resolve_every(every, batches)
+    every = _resolve_every(every, batches, "every")
     if isinstance(amount, dict):
         missing = sorted(set(layers) - set(amount))
         if missing:
