@@ -114,7 +114,17 @@ def _run(name, tmp_path, capsys, *extra):
     assert (tmp_path / name / f"{name}.png").read_bytes()[:8] == PNG
     assert "compacted (proxlib.torch.compact)" in out
     assert res["compaction"]["report"]["total"]["params"][0] > 0
+    _check_tables(out)
     return out, res
+
+
+def _check_tables(out):
+    """Every Markdown table printed has as many header cells as columns (a "|"
+    inside a header, as in "||X||", split it: the table did not render)."""
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if i and line.startswith("|---"):
+            assert lines[i - 1].count("|") == line.count("|"), (lines[i - 1], line)
 
 
 def test_an_unknown_experiment_is_named(capsys):

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         gaps = prox_gap(e, lam, args.lr, args.m)
         print(f"\nOne prox step (step = lr x lambda = {args.lr * lam:.2e}) on the trained exact-CGES weights, per layer: objective "
               "1/2||X - W||^2 + step Omega(X) of each result (the exact prox is its minimiser)\n")
-        print(C.md_table(["layer", "mu", "objective: exact", "objective: sequential", "relative excess", "||X_seq - X_exact|| / ||X_exact||", "zeros exact / sequential"],
+        print(C.md_table(["layer", "mu", "objective: exact", "objective: sequential", "relative excess", "‖X_seq − X_exact‖ / ‖X_exact‖", "zeros exact / sequential"],
                          [[g["layer"], f"{g['mu']:.2f}", f"{g['objective_exact']:.6g}", f"{g['objective_sequential']:.6g}", f"{g['relative_gap']:.2e}",
                            f"{g['distance']:.2e}", f"{g['zeros_exact']} / {g['zeros_sequential']}"] for g in gaps]))
     _figure(runs, ref, f"{args.out}/cges.png")
