@@ -15,6 +15,12 @@ grouping       a row is                              Linear (out, in)      Conv 
 ``"layer"``    the whole tensor                      (1, out*in)           (1, everything)
 =============  ====================================  ====================  ===============
 
+The table assumes a weight ``(out, in, *k)``.  A transposed convolution's
+weight is ``(in, out/groups, *k)`` and a grouped convolution's dim 1 counts
+the channels of one group, so :class:`proxlib.torch.ProxTerm` refuses the
+groupings whose rows would change meaning there (any but ``"layer"`` on a
+transposed convolution; ``"channel"`` and ``"shape"`` on a grouped one).
+
 ``to_rows`` returns a view whenever the memory layout allows (always for
 ``"filter"`` and ``"layer"`` on C-contiguous input); otherwise a copy.
 ``from_rows(to_rows(W, g), W.shape, g)`` equals ``W`` exactly.

@@ -450,6 +450,32 @@ def test_state_dict_keys_terms_by_parameter_name_not_position():
         more.add(torch.nn.Parameter(torch.zeros(2, 2)), proxlib.WeightedL1(1.0))
 
 
+def test_groupings_that_misread_a_conv_layout_are_rejected_at_add():
+    """The groupings' table assumes a weight (out, in, *k).  A transposed
+    conv's is (in, out/groups, *k): "filter" rows were its input channels,
+    without a word.  A grouped conv's dim 1 counts channels within a group:
+    a "channel" row held one channel of every group.  Those are refused
+    (add_ssl adds no term); what keeps its meaning is accepted."""
+    tconv = torch.nn.ConvTranspose2d(3, 5, 2)
+    gconv = torch.nn.Conv2d(4, 6, 3, groups=2)
+    conv = torch.nn.Conv2d(4, 6, 3)
+    prox = pt.ProximalStep(torch.optim.SGD([*tconv.parameters(), *gconv.parameters(), *conv.parameters()], lr=0.1))
+    for g in ("filter", "channel", "shape", "output"):
+        with pytest.raises(ValueError, match="ConvTranspose2d: its weight is laid out"):
+            prox.add(tconv, proxlib.GroupLasso(1.0), grouping=g)
+    for g in ("channel", "shape"):
+        with pytest.raises(ValueError, match="groups=2"):
+            prox.add(gconv, proxlib.GroupLasso(1.0), grouping=g)
+    with pytest.raises(ValueError, match="ConvTranspose2d"):
+        pt.add_ssl(prox, [conv, tconv], 1e-3, ("filter", "channel"))
+    assert prox.terms == []
+    prox.add(tconv, proxlib.GroupLasso(1.0), grouping="layer")
+    prox.add(tconv, proxlib.GroupLasso(1.0), label="tconv rows")  # grouping None: the tensor's own rows
+    prox.add(gconv, proxlib.GroupLasso(1.0), grouping="filter")
+    prox.add(conv, proxlib.GroupLasso(1.0), grouping="shape")
+    assert len(prox.terms) == 4
+
+
 def test_bad_configurations_are_rejected_at_add():
     lin = torch.nn.Linear(3, 2)
     other = torch.nn.Parameter(torch.zeros(2, 2))
