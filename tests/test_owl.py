@@ -269,6 +269,21 @@ def test_owl_huge_step_gives_zero(v, w):
     np.testing.assert_array_equal(x, np.zeros_like(v))
 
 
+@pytest.mark.filterwarnings("error")
+def test_owl_growl_finite_input_near_the_float_max_raises_no_overflow_warning():
+    """Finite v / weights whose SUM overflows (the finiteness check's first
+    reduction) are valid input: no RuntimeWarning (an error under -W error)."""
+    big = np.array([1.7e308, 1.7e308, 1e308])
+    wbig = np.array([1e308, 1e308, 0.0])
+    x = proxlib.prox_owl(big, np.array([1.0, 0.5, 0.0]))
+    np.testing.assert_array_equal(x, big - [1.0, 0.5, 0.0])
+    np.testing.assert_array_equal(proxlib.prox_owl(np.float32([3e38, 3e38]), np.array([1.0, 0.0])),
+                                  np.float32([3e38, 3e38]) - np.float32([0.5, 0.5]))
+    np.testing.assert_array_equal(proxlib.prox_owl(np.ones(3), wbig), np.zeros(3))
+    np.testing.assert_array_equal(proxlib.OWL(wbig).prox(np.ones(3)), np.zeros(3))
+    np.testing.assert_array_equal(proxlib.prox_growl(np.ones((3, 2)), wbig), np.zeros((3, 2)))
+
+
 def test_owl_hand_cases():
     # v = [1, 1], w = [1, 0]: sorted |v| - w = [0, 1] violates monotonicity, so
     # PAVA pools it to [0.5, 0.5]; both entries become 0.5.
