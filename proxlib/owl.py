@@ -322,7 +322,8 @@ def _finish(w, dtype, like, what: str):
         if dtype is not None:
             xp = array_namespace(like)
             ref = xp.empty(0, dtype=_dtype_of(xp, dtype), device=_device(like))
-        out = V.like(w, ref, "weights")
+        with np.errstate(over="ignore"):  # checked below
+            out = V.like(w, ref, "weights")
     xp = array_namespace(out)
     if size(out) and not bool(xp.all(xp.isfinite(out))):
         raise ValueError(f"{what} overflow {V.dtype_name(out.dtype)} (the largest weight is {float(np.max(w)):.4g})")

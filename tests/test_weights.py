@@ -222,6 +222,17 @@ def test_builders_refuse_weights_beyond_the_requested_dtype(name):
         _BUILDERS[name](1e39, 1e38, dtype=np.float32)
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("name", sorted(_BUILDERS))
+def test_builders_refuse_weights_beyond_like_dtype_with_the_valueerror_alone(name):
+    # like= a NumPy float16 array: the cast overflowed with a RuntimeWarning
+    # first (under -W error that warning, not the documented ValueError)
+    with pytest.raises(ValueError, match="overflow float16"):
+        _BUILDERS[name](1e5, 1e5, like=np.zeros(1, dtype=np.float16))
+    with pytest.raises(ValueError, match="overflow float32"):
+        _BUILDERS[name](1e39, 1e38, like=np.zeros(1), dtype=np.float32)
+
+
 @pytest.mark.parametrize("name", sorted(_BUILDERS))
 def test_builders_accept_torch_scalars_and_return_like_arrays(name):
     torch = pytest.importorskip("torch")
