@@ -217,7 +217,9 @@ def check_all_finite(x, name: str) -> None:
     if size(x) == 0:
         return
     xp = array_namespace(x)
-    with _errstate_over():  # finite entries whose sum overflows: decided below, no RuntimeWarning
+    # finite entries whose sum overflows are decided below, without NumPy's
+    # RuntimeWarning (only NumPy warns: 2.3 us of np.errstate spared elsewhere)
+    with _errstate_over() if isinstance(x, np.ndarray) else contextlib.nullcontext():
         total = float(x.sum())  # the method: no array-API wrapper (microseconds)
     if math.isfinite(total):
         return
