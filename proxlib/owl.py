@@ -317,7 +317,8 @@ def _finish(w, dtype, like, what: str):
             out = w.astype(np.float64 if dtype is None else dtype)
     else:
         if not V._is_array(like) or V.dtype_kind(like.dtype) != "f":
-            raise TypeError(f"like must be a floating array or tensor, got {type(like).__name__}")
+            got = f"a {type(like).__name__} of dtype {V.dtype_name(like.dtype)}" if V._is_array(like) else type(like).__name__
+            raise TypeError(f"like must be a floating array or tensor, got {got}")
         ref = like
         if dtype is not None:
             xp = array_namespace(like)

@@ -254,8 +254,8 @@ def test_builders_accept_torch_scalars_and_return_like_arrays(name):
     assert type(w) is np.ndarray and w.dtype == np.float32
     with pytest.raises(ValueError, match="overflow float32"):
         build(1e39, 1e38, like=torch.zeros(1))
-    with pytest.raises(TypeError, match="like"):
-        build(1.5, 0.25, like=torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(TypeError, match="like must be a floating array or tensor, got a Tensor of dtype int64"):
+        build(1.5, 0.25, like=torch.zeros(1, dtype=torch.int64))  # (the message named no dtype: "got Tensor")
     with pytest.raises(TypeError, match="like"):
         build(1.5, 0.25, like=[0.0])
     # and they are accepted by the operators on tensors
