@@ -21,8 +21,8 @@ Example (pytest + Hypothesis; skglm's SLOPE prox checked against proxlib)::
     @settings(deadline=None)  # the first prox call loads Numba's kernels (about 1 s)
     @given(prox_problems("owl"))
     def test_my_slope_prox(problem):
-        pen, v, step = problem
-        x = my_slope_prox(v, step * pen.weights)
+        pen, v, step = problem  # OWL's v: 1-D or 2-D (weights per entry)
+        x = my_slope_prox(v.ravel(), step * pen.weights).reshape(v.shape)
         assert_prox_close(pen, v, x, step)
 
 ``assert_prox_close`` needs only NumPy; the strategies need Hypothesis

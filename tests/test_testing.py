@@ -301,3 +301,32 @@ def test_pyproximal_l0_thresholds_at_tau_sigma_not_sqrt_2_tau_sigma():
     with pytest.raises(AssertionError, match=r"worst entry \(0,\)"):
         assert_prox_close(proxlib.Lp(sigma, 0.0), v, x, tau, err_msg="pyproximal L0")
     assert_prox_close(proxlib.Lp((tau * sigma) ** 2 / 2, 0.0), v, x, 1.0)
+
+
+def _snippets_of_the_testing_example():
+    """The README's and proxlib.testing's docstring example (a 1-D SLOPE prox)."""
+    import pathlib
+    import textwrap
+
+    import proxlib.testing as T
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    anchor = readme.index("from proxlib.testing import assert_prox_close, prox_problems")
+    yield readme[anchor : readme.index("```", anchor)]
+    doc = T.__doc__
+    anchor = doc.index("    from proxlib.testing import assert_prox_close, prox_problems")
+    yield textwrap.dedent(doc[anchor : doc.index("``assert_prox_close`` needs", anchor)])
+
+
+@pytest.mark.parametrize("code", list(_snippets_of_the_testing_example()), ids=["README", "docstring"])
+def test_documented_example_runs_with_a_one_dimensional_slope_prox(code):
+    # a SLOPE prox such as skglm's takes a vector (1-D v, one weight per entry);
+    # prox_problems("owl") also draws 2-D arrays, which the example must flatten
+    def my_slope_prox(v, w):
+        if np.ndim(v) != 1:
+            raise IndexError(f"a SLOPE prox takes a vector, got shape {np.shape(v)}")
+        return proxlib.OWL(w).prox(v)
+
+    ns = {"my_slope_prox": my_slope_prox}
+    exec(compile("from hypothesis import given, settings\n" + code, "example", "exec"), ns)
+    ns["test_my_slope_prox"]()
