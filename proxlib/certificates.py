@@ -455,14 +455,22 @@ def _subnormal_slack(name, shape, tops, step, tiny) -> float:
     sqrt(N) times that; weighted l2^2's v - x - 2 s w x by (1 + 2 s w) / 2.
     g = 0 for the other conditions (unit slope in each entry, or lifted by the
     normalizer: the 64 spacings of the tolerance cover them).  Formed as
-    (step * tiny) * threshold: finite where step * threshold overflows
-    (the tolerance was inf or NaN there)."""
+    (step * threshold) * tiny, or (step * tiny) * threshold where step *
+    threshold overflows (the tolerance was inf or NaN there); not always the
+    latter: step * tiny vanished for a float64 step < 1 (0.5 * 2^-1074
+    rounds to 0), and g with it."""
     if name in ("exclusive_lasso", "group_exclusive"):
         N = _terms(name, shape)
-        return 64 * tiny + 0.5 * math.sqrt(N) * (tiny + N * (step * tiny) * tops[-1])
+        return 64 * tiny + 0.5 * math.sqrt(N) * (tiny + N * _times_tiny(step, tops[-1], tiny))
     if name == "weighted_l2sq":
-        return 64 * tiny + 0.5 * (tiny + 2.0 * (step * tiny) * tops[0])
+        return 64 * tiny + 0.5 * (tiny + 2.0 * _times_tiny(step, tops[0], tiny))
     return 64 * tiny
+
+
+def _times_tiny(step, top, tiny) -> float:
+    """step * top * tiny with no intermediate overflow or underflow."""
+    st = step * top
+    return st * tiny if math.isfinite(st) else (step * tiny) * top
 
 
 def _top(t) -> float:

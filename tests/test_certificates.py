@@ -516,3 +516,20 @@ def test_certificate_of_split_groups_is_in_label_order(lib, monkeypatch):
     assert np.asarray(cert.labels).tolist() == np.asarray(padded.labels).tolist() == [3, 7, 9, 11, 50, 1000]
     assert cert.worst == padded.worst == 2
     np.testing.assert_allclose(np.asarray(cert.violation), np.asarray(padded.violation), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("make", [proxlib.WeightedL2Sq, proxlib.ExclusiveLasso], ids=["weighted_l2sq", "exclusive_lasso"])
+def test_subnormal_slack_at_a_step_below_one(make):
+    """The prox of 1e-300 with step * 2w = 2e20 is subnormal (5e-321, about
+    ten spacings): its rounding moves v - x - 2 s w x by 1e20 spacings, which
+    the tolerance counts, as (step * 2^-1074) * threshold: 0 for any step < 1
+    (0.5 * 2^-1074 rounds to 0), so proxlib's own answer failed at step 0.5
+    (residual 4e-4, tolerance 7e-15) and passed at step 1 (same problem)."""
+    v = np.array([[1e-300, 3e-301]])
+    for step in (1.0, 0.5, 2.0**-20):
+        pen = make((1e20 if make is proxlib.WeightedL2Sq else 2e20) / step)
+        x = pen.prox(v, step)
+        cert = C.certify(pen, v, x, step)
+        assert np.any(x) and cert.ok, (step, cert)
+        assert cert.tolerance == C.residual_tolerance(pen, v, step)
+        assert not C.certify(pen, v, np.zeros_like(v), step).ok  # still sharp: x = 0 fails
