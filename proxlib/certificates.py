@@ -576,22 +576,24 @@ def _exclusive_part(U, X, t, xp):
     return xp.where(X != 0, U - T * xp.sign(X), xp.maximum(xp.abs(U) - T, 0.0))
 
 
-def _coupling(b, X, xp):
-    """b ||x_g||_1 per row, 0 for a zero row also where b overflowed to inf."""
+def _coupling(s, c, X, xp):
+    """b ||x_g||_1 per row (b = s c), 0 for a zero row also where b overflowed
+    to inf, and s (c ||x_g||_1) there for the others (inf * a tiny norm was
+    inf: the prox keeps a row of data beyond 2^1024 / b)."""
+    b = s * c
     l1 = xp.sum(xp.abs(X), axis=1)
-    return xp.where(l1 > 0, b * l1, 0.0)
+    return xp.where(l1 > 0, xp.where(xp.isinf(b), s * (c * l1), b * l1), 0.0)
 
 
 def _cert_exclusive_lasso(pen, V, X, thr, s, xp):
-    b = s * thr[0]
-    t = _coupling(b, X, xp)
+    t = _coupling(s, thr[0], X, xp)
     return _k.row_norms(_exclusive_part(V - X, X, t, xp), xp), (_max(_k.row_norms(V, xp), xp),)
 
 
 def _cert_group_exclusive(pen, V, X, thr, s, xp):
-    a, b = s * thr[0], s * thr[1]
+    a = s * thr[0]
     nV, nX = _k.row_norms(V, xp), _k.row_norms(X, xp)
-    t = _coupling(b, X, xp)
+    t = _coupling(s, thr[1], X, xp)
     U = V - X - a[:, None] * _unit_rows(X, nX, xp)
     on = _k.row_norms(_exclusive_part(U, X, t, xp), xp)
     return xp.where(nX > 0, on, xp.maximum(nV - a, 0.0)), (_max(nV, xp), _max(a, xp))
@@ -605,8 +607,10 @@ def _cert_weighted_l1(pen, V, X, thr, s, xp):
 
 def _cert_weighted_l2sq(pen, V, X, thr, s, xp):
     w = thr[0]
-    # 0 where x is 0, also where 2 s w overflowed to inf (inf * 0 was NaN)
-    return xp.abs(V - X - xp.where(X != 0, ((2.0 * s) * w) * X, 0.0)), (_max(xp.abs(V), xp),)
+    # 0 where x is 0, also where 2 s w overflowed to inf (inf * 0 was NaN),
+    # and 2 (s (w x)) for the other entries there (inf * x was inf)
+    g = (2.0 * s) * w
+    return xp.abs(V - X - xp.where(X != 0, xp.where(xp.isinf(g), 2.0 * (s * (w * X)), g * X), 0.0)), (_max(xp.abs(V), xp),)
 
 
 def _lp_threshold(L: float, p: float) -> float:

@@ -533,3 +533,22 @@ def test_subnormal_slack_at_a_step_below_one(make):
         assert np.any(x) and cert.ok, (step, cert)
         assert cert.tolerance == C.residual_tolerance(pen, v, step)
         assert not C.certify(pen, v, np.zeros_like(v), step).ok  # still sharp: x = 0 fails
+
+
+@pytest.mark.parametrize("backend", [_backend(b) for b in BACKENDS])
+@pytest.mark.parametrize(
+    "pen, step",
+    [(proxlib.ExclusiveLasso(2.0**1000), 2.0**30), (proxlib.GroupExclusive(2.0**1000, 1.0), 2.0**30),
+     (proxlib.WeightedL2Sq(2.0**999), 2.0**28)],
+    ids=["exclusive_lasso", "group_exclusive", "weighted_l2sq"],
+)
+def test_certificates_where_step_times_threshold_overflows_at_a_nonzero_prox(pen, step, backend):
+    """step * threshold = 2^1030 leaves float64 but data at 2^700 keeps a
+    nonzero prox (about 2^-330, which proxlib computes).  The certificate
+    formed inf * x: violation inf, proxlib's own answer failed."""
+    v = np.array([[2.0**700, -2.0**699, 1.0]])
+    x = _prox(backend, pen, v, step)
+    assert np.any(np.asarray(x))
+    assert C.certify(pen, _on(backend, v), x, step).ok
+    for wrong in (np.asarray(x) * 1.001, v.copy(), np.zeros_like(v)):
+        assert not C.certify(pen, _on(backend, v), _on(backend, wrong), step).ok
