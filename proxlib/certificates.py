@@ -47,7 +47,11 @@ rows / groups for the group penalties):
 
 ``violation`` (one number per block, units of ``v``) is divided by a ``scale``
 that does not depend on ``x``: ``max_B ||v_B|| + s * (largest threshold)``
-(the largest term the conditions hold at the prox), so the residual is
+for OWL, GrOWL, the group lasso and weighted l1 (the largest term the
+conditions hold at the prox); ``max_B ||v_B||`` alone for the exclusive
+lasso, weighted l2^2 and lp (their thresholds multiply x, whose size
+``max ||v_B||`` bounds); for group+exclusive ``max_B ||v_B||`` plus ``s``
+times the largest group-lasso threshold.  So the residual is
 scale-free: multiplying ``v``, ``x`` and ``step`` (or the penalty's parameters)
 together leaves it unchanged for the homogeneous penalties.
 
@@ -109,7 +113,9 @@ class Certificate:
         OWL, weighted l1/l2^2, lp; in ``v.reshape(-1)`` order) or per row /
         group (row penalties; ragged groups in increasing label order).
     scale : float
-        ``max_B ||v_B|| + step * (largest threshold)``; independent of ``x``.
+        ``max_B ||v_B||``, plus ``step * (largest threshold)`` for OWL, GrOWL,
+        the group lasso and weighted l1 (group+exclusive: its group-lasso
+        threshold); independent of ``x`` (see the module docstring).
     tolerance : float
         The rounding level of :attr:`residual` for ``v``'s and ``x``'s dtypes
         (see :func:`residual_tolerance`).
