@@ -392,6 +392,10 @@ def _solve64(pen, ts, me, logs, data, kernel, run):
             a = formed(t, m, e - j if t.degree == 1 else e, data)
             thr.append(min(a, _FMAX["float64"]) if isinstance(a, float) else xp.minimum(a, _FMAX["float64"]))
     X = run(kernel, mul_pow2(data, -j) if j else data, tuple(thr))
+    if data.ndim == 2 and not isinstance(shift, int):
+        # a row holding NaN or Inf (check_finite=False) comes back from the
+        # kernel as it is: it is not a saturated result, so it keeps its scale
+        shift = xp.where(xp.all(xp.isfinite(X), axis=1)[:, None], shift, 0)
     return mul_pow2(X, j - shift) if (j or not isinstance(shift, int)) else X
 
 

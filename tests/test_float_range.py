@@ -237,6 +237,22 @@ def test_group_exclusive_with_huge_scale_free_parameter(backend, mu):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_unchecked_non_finite_rows_keep_their_scale_when_the_scale_free_parameter_saturates(backend, dtype):
+    # b = 1e300 > 2^900 is solved by saturation (the result times 2^-E): a row
+    # holding NaN or Inf (check_finite=False) came back as 2^-97 times itself
+    # ([6.3e-30, nan, 3.2e-30]) instead of as it is
+    W = np.array([[1.0, np.nan, 0.5], [3.0, -np.inf, 1.0], [2.0, 1.0, -1.0]], dtype=dtype)
+    for call in [
+        lambda W: proxlib.prox_exclusive_lasso(W, 1e300, check_finite=False),
+        lambda W: proxlib.prox_group_exclusive(W, 1e300, 1 - 2.0**-30, check_finite=False),
+    ]:
+        got = on(backend, call, W)
+        np.testing.assert_array_equal(got[:2], W[:2])
+        assert np.all(np.abs(got[2]) <= 2.0 / 1e300)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_weighted_l2sq_with_a_threshold_beyond_the_dtype(backend, dtype):
     big = float(np.finfo(dtype).max) / 2
     v = np.array([big, -1.0, 1e-30, 0.0], dtype=dtype)
