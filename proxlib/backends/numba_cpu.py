@@ -1264,6 +1264,13 @@ def _min_above(src, n, f1, f2, t):
     minimum of the values' bits: an integer reduction, which LLVM vectorises
     (a float minimum it does not, without fast-math flags that would also
     drop NaN and signed-zero semantics elsewhere)."""
+    if f1 == 1.0 and f2 == 1.0:
+        return _min_above_loop(src, n, 1.0, 1.0, t)
+    return _min_above_loop(src, n, f1, f2, t)
+
+
+@_inline
+def _min_above_loop(src, n, f1, f2, t):
     m = np.int64(_INF_BITS)
     for j in range(n):
         y = (abs(np.float64(src[j])) * f1) * f2
@@ -2188,6 +2195,13 @@ def _compact_above(src, n, f1, f2, t, dst):
     Branch-free (every y is stored, the count advances by y > t): with a
     test deciding the store, about half the entries of a row near its
     threshold cost a mispredicted branch (3-9 ns an entry against ~1)."""
+    if f1 == 1.0 and f2 == 1.0:
+        return _compact_above_loop(src, n, 1.0, 1.0, t, dst)
+    return _compact_above_loop(src, n, f1, f2, t, dst)
+
+
+@_inline
+def _compact_above_loop(src, n, f1, f2, t, dst):
     c = 0
     for j in range(n):
         y = (abs(np.float64(src[j])) * f1) * f2
