@@ -17,9 +17,10 @@ grouping       a row is                              Linear (out, in)      Conv 
 
 The table assumes a weight ``(out, in, *k)``.  A transposed convolution's
 weight is ``(in, out/groups, *k)`` and a grouped convolution's dim 1 counts
-the channels of one group, so :class:`proxlib.torch.ProxTerm` refuses the
-groupings whose rows would change meaning there (any but ``"layer"`` on a
-transposed convolution; ``"channel"`` and ``"shape"`` on a grouped one).
+the channels of one group, so :class:`proxlib.torch.ProxTerm` and
+:func:`proxlib.torch.tie_rows` refuse the groupings whose rows would change
+meaning there (any but ``"layer"`` on a transposed convolution; ``"channel"``
+and ``"shape"`` on a grouped one).
 
 ``to_rows`` returns a view whenever the memory layout allows (always for
 ``"filter"`` and ``"layer"`` on C-contiguous input); otherwise a copy.

@@ -474,6 +474,12 @@ def test_groupings_that_misread_a_conv_layout_are_rejected_at_add():
     prox.add(gconv, proxlib.GroupLasso(1.0), grouping="filter")
     prox.add(conv, proxlib.GroupLasso(1.0), grouping="shape")
     assert len(prox.terms) == 4
+    # tie_rows (default grouping "channel") reads the same rows
+    with pytest.raises(ValueError, match="ConvTranspose2d: its weight is laid out"):
+        pt.tie_rows(tconv, np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="groups=2"):
+        pt.tie_rows(gconv, np.zeros(2, dtype=np.int64))
+    assert not torch.nn.utils.parametrize.is_parametrized(tconv) and not torch.nn.utils.parametrize.is_parametrized(gconv)
 
 
 def test_bad_configurations_are_rejected_at_add():

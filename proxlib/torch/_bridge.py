@@ -135,3 +135,29 @@ def refuse_sharded(module: torch.nn.Module, name: str, what: str) -> None:
             f"e.g. under FSDP2's fully_shard) is not supported: it registers a parametrization "
             f"on the module; apply it before sharding, or on a gathered copy of the model"
         )
+
+
+def check_conv_layout(target, name: str, grouping: str | None) -> None:
+    """Refuse a grouping whose rows would not be what :mod:`proxlib.groupings`
+    says on a convolution's weight: its table assumes ``(out, in, *k)``.  A
+    transposed convolution's weight is ``(in, out/groups, *k)`` ("filter"
+    would group input channels), and a grouped one's dim 1 counts channels
+    within one group ("channel" and "shape" would put channels of different
+    groups in one row).  The whole tensor ("layer") is the same in any
+    layout."""
+    conv = torch.nn.modules.conv._ConvNd
+    if grouping in (None, "layer") or name != "weight" or not isinstance(target, conv):
+        return
+    kind = type(target).__name__
+    if target.transposed:
+        raise ValueError(
+            f"grouping {grouping!r} on a {kind}: its weight is laid out (in, out/groups, *kernel), not the "
+            "(out, in, *kernel) that the groupings assume, so the rows would not be its filters, channels or "
+            "shapes; use grouping='layer', or give a tensor with its own layout (grouping=None)"
+        )
+    if target.groups > 1 and grouping != "filter":
+        raise ValueError(
+            f"grouping {grouping!r} on a {kind} with groups={target.groups}: its weight's dim 1 counts the "
+            "input channels of one group, so a row would hold channels of different groups; "
+            "use grouping='filter' or 'layer'"
+        )

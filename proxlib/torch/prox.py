@@ -177,32 +177,6 @@ class GroupExclusiveSequential:
         return proxlib.prox_group_exclusive_sequential(v, self.lam, self.mu, step, exclusive_step=self.exclusive_step)
 
 
-def _check_conv_layout(target, name: str, grouping: str | None) -> None:
-    """Refuse a grouping whose rows would not be what :mod:`proxlib.groupings`
-    says on a convolution's weight: its table assumes ``(out, in, *k)``.  A
-    transposed convolution's weight is ``(in, out/groups, *k)`` ("filter"
-    would group input channels), and a grouped one's dim 1 counts channels
-    within one group ("channel" and "shape" would put channels of different
-    groups in one row).  The whole tensor ("layer") is the same in any
-    layout."""
-    conv = torch.nn.modules.conv._ConvNd
-    if grouping in (None, "layer") or name != "weight" or not isinstance(target, conv):
-        return
-    kind = type(target).__name__
-    if target.transposed:
-        raise ValueError(
-            f"grouping {grouping!r} on a {kind}: its weight is laid out (in, out/groups, *kernel), not the "
-            "(out, in, *kernel) that the groupings assume, so the rows would not be its filters, channels or "
-            "shapes; use grouping='layer', or give a tensor with its own layout (grouping=None)"
-        )
-    if target.groups > 1 and grouping != "filter":
-        raise ValueError(
-            f"grouping {grouping!r} on a {kind} with groups={target.groups}: its weight's dim 1 counts the "
-            "input channels of one group, so a row would hold channels of different groups; "
-            "use grouping='filter' or 'layer'"
-        )
-
-
 def _check_strength(strength, name: str = "strength") -> float:
     """``strength`` as a float: a finite real number >= 0 (a Python or NumPy
     number, or a one-element array or tensor); a TypeError or ValueError
@@ -520,7 +494,7 @@ class ProxTerm:
         leaf = B.resolve_leaf(self.target, self.name)  # a bad target fails here
         if self.grouping is not None:
             self.grouping = B.canonical_grouping(self.grouping)
-            _check_conv_layout(self.target, self.name, self.grouping)
+            B.check_conv_layout(self.target, self.name, self.grouping)
             if leaf.ndim < 2:
                 raise ValueError(
                     f"grouping {self.grouping!r} needs a weight tensor with at least 2 dimensions "

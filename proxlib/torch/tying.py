@@ -247,6 +247,7 @@ def tie_rows(module: torch.nn.Module, tying, *, name: str = "weight", grouping: 
     this: the optimised leaf is now ``module.parametrizations.<name>.original``.
     """
     B.refuse_sharded(module, name, "tie_rows")
+    B.check_conv_layout(module, name, B.canonical_grouping(grouping))
     labels = tying.labels if isinstance(tying, Tying) else tying
     # the labels live beside the weight (numpy labels would make a CPU buffer
     # that index_add refuses on a CUDA weight)
