@@ -484,3 +484,19 @@ def test_split_digits_refuses_negative_counts():
             split_digits(d, **kw)
     Xtr, ytr, Xte, yte = split_digits(d, 30, 5)  # capped as documented: n - 1 and what is left
     assert (Xtr.shape[0], Xte.shape[0]) == (19, 1)
+
+
+def test_ssl_called_twice_with_lists_of_other_layers():
+    """Both calls named their layers layer0, layer1, ...: a second call (the
+    fully connected layers at another strength than the convolutions) failed
+    with "a term labelled 'layer0.filter' exists already; pass label=", an
+    argument add_ssl does not take.  A layer named before keeps its name."""
+    conv, lin = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(36, 10)
+    prox = pt.ProximalStep(torch.optim.SGD([*conv.parameters(), *lin.parameters()], lr=0.1))
+    pt.add_ssl(prox, [conv], 1e-3, ("filter", "channel"))
+    terms = pt.add_ssl(prox, [lin], 1e-2, "channel")
+    terms += pt.add_group_exclusive(prox, [conv, lin], 1e-3)
+    assert [t.label for t in prox.terms] == ["layer0.filter", "layer0.channel", "layer1.channel", "layer0.mu=0.00", "layer1.mu=1.00"]
+    assert [t.target for t in terms] == [lin, conv, lin]
+    with pytest.raises(ValueError, match="exists already"):  # the same term twice is still refused
+        pt.add_ssl(prox, [lin], 1e-2, "channel")

@@ -41,10 +41,32 @@ class _all_or_none:
             del self.prox.terms[self.n :]
 
 
-def _named(layers) -> dict:
+def _named(layers, prox: ProximalStep) -> dict:
+    """Names of ``layers``: a dict's keys; for a list ``layer<i>``, where a
+    layer an earlier call on ``prox`` named keeps its name and a new one takes
+    the next free number (each call numbered from layer0: a second call on
+    other layers failed on the first's labels, "a term labelled
+    'layer0.filter' exists already; pass label=", which these functions do
+    not take)."""
     if isinstance(layers, dict):
         return dict(layers)
-    return {f"layer{i}": m for i, m in enumerate(layers)}
+    before: dict = {}
+    for t in prox.terms:
+        head = t.label.split(".")[0]
+        if head.startswith("layer") and head[5:].isdigit():
+            before.setdefault(id(t.target), head)
+    taken = set(before.values())
+    named: dict = {}
+    k = 0
+    for m in layers:
+        name = before.get(id(m))
+        if name is None or name in named:
+            while f"layer{k}" in taken:
+                k += 1
+            name = f"layer{k}"
+            taken.add(name)
+        named[name] = m
+    return named
 
 
 def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *, group_weights=None) -> list[ProxTerm]:
@@ -59,7 +81,10 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
     root of its size).  One grouping may be given as a string
     (``groupings="filter"``).  A dict ``lam`` gives one strength per grouping
     in ``groupings``, no more and no less.  On an error (a bad grouping or
-    strength) no term is added.
+    strength) no term is added.  Terms are labelled ``<name>.<grouping>``:
+    the keys of a dict ``layers``, or ``layer<i>`` for a list (a layer keeps
+    the number an earlier call on ``prox`` gave it, a new one takes the next
+    free number).
 
     >>> import torch, proxlib.torch as pt
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
@@ -79,7 +104,7 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
         raise ValueError(f"lam gives a strength for grouping(s) {extra} not in groupings {tuple(groupings)}; add them to groupings")
     terms = []
     with _all_or_none(prox):
-        for name, layer in _named(layers).items():
+        for name, layer in _named(layers, prox).items():
             for g in groupings:
                 pen = proxlib.GroupLasso(lam=1.0, group_weights=group_weights)
                 terms.append(prox.add(layer, pen, grouping=g, strength=float(strengths[g]), label=f"{name}.{g}"))
@@ -98,7 +123,7 @@ def add_group_exclusive(prox: ProximalStep, layers, lam: float, *, m: float = 0.
     """
     if method not in ("exact", "sequential"):
         raise ValueError(f"method must be 'exact' or 'sequential', got {method!r}")
-    named = _named(layers)
+    named = _named(layers, prox)
     mus = proxlib.mu_schedule(len(named), m)
     terms = []
     with _all_or_none(prox):
