@@ -91,6 +91,29 @@ def test_dense_flops_per_sample_of_an_unbatched_input():
     assert one["0"].dense_flops == 48 and one["2"].dense_flops == 24
 
 
+def test_dense_flops_of_a_layer_called_several_times():
+    """A layer applied k times in the forward (a shared block) costs k times
+    its multiply-adds: only its last call was counted (total FLOP fraction
+    0.75 below instead of (4 * 64 + 32) / (4 * 64 + 64) = 0.9)."""
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            for _ in range(4):
+                x = torch.relu(self.a(x))
+            return self.b(x)
+
+    net = Shared()
+    with torch.no_grad():
+        net.b.weight[:4] = 0
+    m = pt.model_metrics(net, example_input=torch.randn(2, 8), removable=False)
+    assert m["a"].dense_flops == 4 * 64 and m["b"].dense_flops == 64
+    assert m["total"].flop_fraction == pytest.approx(0.9)
+
+
 # ----------------------------------------------------------------- tying
 
 

@@ -141,14 +141,16 @@ def prunable_layers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 def _dense_flops(model, layers, args: tuple) -> dict[str, float]:
     """Multiply-adds per sample of each layer at full density: weights x output
-    positions, from one forward pass on ``args`` (eval mode, under ``no_grad``;
-    every module's train/eval flag is restored afterwards)."""
+    positions, summed over the layer's calls, from one forward pass on
+    ``args`` (eval mode, under ``no_grad``; every module's train/eval flag is
+    restored afterwards)."""
     positions: dict[str, float] = {}
     handles = []
     for n, m in layers.items():
         def hook(mod, inp, out, n=n):
             d = B.channel_dim(mod, out.ndim)  # 0: an unbatched output (no batch dimension)
-            positions[n] = out.numel() / out.shape[d] / (out.shape[0] if d > 0 else 1)
+            # summed: a layer called k times costs k times (the last call alone was counted)
+            positions[n] = positions.get(n, 0.0) + out.numel() / out.shape[d] / (out.shape[0] if d > 0 else 1)
         handles.append(m.register_forward_hook(hook))
     flags = [(m, m.training) for m in model.modules()]
     try:
