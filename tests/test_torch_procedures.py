@@ -449,6 +449,24 @@ def test_ssl_and_group_exclusive_add_all_their_terms_or_none():
     assert [t.label for t in prox.terms] == [t.label for t in terms] and len(terms) == 6
 
 
+def test_ssl_and_group_exclusive_check_lam_as_prox_add_checks_strength():
+    """float(lam) came first: lam=None raised "float() argument must be a
+    string or a real number" (naming neither lam nor strength) and lam="0.1"
+    was taken as 0.1, where ProximalStep.add refuses both."""
+    conv = torch.nn.Conv2d(1, 4, 3)
+    prox = pt.ProximalStep(torch.optim.SGD(conv.parameters(), lr=0.1))
+    for lam in (None, "0.1"):
+        with pytest.raises(TypeError, match="strength must be a real number"):
+            pt.add_ssl(prox, [conv], lam, "filter")
+        with pytest.raises(TypeError, match="strength must be a real number"):
+            pt.add_ssl(prox, [conv], {"filter": lam}, "filter")
+        with pytest.raises(TypeError, match="strength must be a real number"):
+            pt.add_group_exclusive(prox, [conv], lam)
+    assert prox.terms == []
+    (term,) = pt.add_ssl(prox, [conv], torch.tensor(0.5), "filter")  # a one-entry tensor is its number
+    assert term.strength == 0.5
+
+
 @pytest.mark.parametrize("method", ["exact", "sequential"])
 def test_group_exclusive_uses_the_per_layer_mu_schedule(method):
     torch.manual_seed(0)

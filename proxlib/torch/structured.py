@@ -107,7 +107,7 @@ def add_ssl(prox: ProximalStep, layers, lam, groupings=("filter", "channel"), *,
         for name, layer in _named(layers, prox).items():
             for g in groupings:
                 pen = proxlib.GroupLasso(lam=1.0, group_weights=group_weights)
-                terms.append(prox.add(layer, pen, grouping=g, strength=float(strengths[g]), label=f"{name}.{g}"))
+                terms.append(prox.add(layer, pen, grouping=g, strength=strengths[g], label=f"{name}.{g}"))
     return terms
 
 
@@ -129,5 +129,5 @@ def add_group_exclusive(prox: ProximalStep, layers, lam: float, *, m: float = 0.
     with _all_or_none(prox):
         for (name, layer), mu in zip(named.items(), mus):
             pen = proxlib.GroupExclusive(lam=1.0, mu=mu) if method == "exact" else GroupExclusiveSequential(lam=1.0, mu=mu)
-            terms.append(prox.add(layer, pen, grouping=grouping, strength=float(lam), label=f"{name}.mu={mu:.2f}"))
+            terms.append(prox.add(layer, pen, grouping=grouping, strength=lam, label=f"{name}.mu={mu:.2f}"))
     return terms
