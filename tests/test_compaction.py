@@ -720,3 +720,22 @@ def test_compact_notes_the_ties_of_shared_parameters_it_holds_apart():
     with torch.no_grad():
         untied[0].weight[:, 5] = 0
     assert not [n for n in pt.compact(untied, torch.randn(16, 6)).compaction_notes if "shared parameters" in n]
+
+
+def test_macs_of_clustered_inputs_called_several_times():
+    """A ClusteredInputs applied k times in the forward (a shared block) adds
+    k times its sums: only its last call was counted (the hook overwrote the
+    count, as model_metrics' did for layers)."""
+    from proxlib.torch.compaction import _macs
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.red = pt.ClusteredInputs(-1, torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), 2)
+            self.lin = torch.nn.Linear(2, 3)
+
+        def forward(self, x):
+            return self.lin(self.red(x)) + self.lin(self.red(x))
+
+    macs = _macs(Shared(), (torch.randn(2, 3),))
+    assert macs["red"] == 2 * 3 and macs["lin"] == 2 * 6

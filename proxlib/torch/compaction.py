@@ -941,7 +941,8 @@ def _macs(model, args) -> dict:
         def hook(mod, inp, o, n=n):
             x = inp[0]
             batched = x.ndim > 1 and mod.dim % x.ndim != 0  # an unbatched Conv input has its channels at dim 0
-            positions[n] = x.numel() / x.shape[mod.dim] / (x.shape[0] if batched else 1)
+            # summed over the module's calls (as _dense_flops sums a layer's)
+            positions[n] = positions.get(n, 0.0) + x.numel() / x.shape[mod.dim] / (x.shape[0] if batched else 1)
         handles.append(m.register_forward_hook(hook))
     try:
         _forward(model, args)
