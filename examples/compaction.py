@@ -14,7 +14,8 @@ with ``proxlib.torch.compact`` and prints what was removed and what it saves:
 
 Run ``python examples/compaction.py`` (about 25 s of CPU time on one thread,
 the default: these networks are small and one thread is the steadiest on a
-shared machine) or with ``--quick`` (a few seconds, for the test suite).
+shared machine) or with ``--quick`` (a smoke run of 10-30 s that checks the
+script runs: one epoch per stage, too short to remove any structure).
 Needs ``pip install "proxlib[compact,demo]"``.
 """
 
@@ -95,7 +96,7 @@ def _reload(name, fresh, ckpt, small, X, dense_bytes, nbytes):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny run (a few seconds)")
+    ap.add_argument("--quick", action="store_true", help="smoke run (10-30 s; too short to remove any structure)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args(argv)
