@@ -139,12 +139,19 @@ class OWLRegression(_ProxRegressor):
         e.g. ``lambda n: proxlib.owl_weights_oscar(n, 1.0, 0.1)``.
     fit_intercept : bool
     tol : float
-        Relative duality gap at which the solver stops.
+        Relative duality gap at which the solver stops; where the gap is not
+        defined (``alpha = 0`` or all weights 0: no penalty, no dual norm),
+        the relative optimality residual instead.
     max_iter : int
 
     Attributes
     ----------
-    coef_, intercept_, n_iter_, dual_gap_ (absolute), penalty_ (the proxlib penalty)
+    coef_, intercept_, n_iter_, penalty_ (the proxlib penalty)
+    dual_gap_ : float or None
+        The absolute duality gap at the solution (None where it is not defined).
+    optimality_residual_ : float or None
+        The relative optimality residual at the solution where the solver
+        stopped on it (every estimator without a duality gap), else None.
     """
 
     def __init__(self, alpha=1.0, weights=None, fit_intercept=True, tol=1e-8, max_iter=10_000):
