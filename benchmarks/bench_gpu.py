@@ -490,7 +490,9 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
     stats_paths = (["triton"] if tr is not None else []) + ["torch"]
     gen = torch.Generator(device=device).manual_seed(0)
     s = float(np.sqrt(m))  # about the norm of a row of N(0, 1) entries
-    saved = torch_dev.ROW_STATS
+    saved = torch_dev.ROW_STATS, torch_dev.CPU_KERNELS
+    if dry:  # CPU tensors through the torch operations that CUDA runs (by default Numba's kernels would)
+        torch_dev.CPU_KERNELS = "torch"
     rows, copies = [], []
     try:
         for dtype in dtypes:
@@ -530,7 +532,7 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     finally:
-        torch_dev.ROW_STATS = saved
+        torch_dev.ROW_STATS, torch_dev.CPU_KERNELS = saved
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         where = f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"

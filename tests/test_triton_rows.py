@@ -434,9 +434,12 @@ def test_the_kernel_module_reads_nothing_back():
 # ------------------------------------------------------------------ the benchmark script
 
 
-def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys):
+def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys, monkeypatch):
     """The rows section runs on CPU tensors (Triton interpreted, 64x48): every
-    operator, layout, dtype and row-statistics path, agreeing with NumPy."""
+    operator, layout, dtype and row-statistics path, agreeing with NumPy.
+    It does so as the script runs alone (``CPU_KERNELS = "auto"``, not the
+    tests' "torch"), where float32/float64 CPU tensors would go to Numba."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
     main = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"))["main"]
     threads = torch.get_num_threads()
     try:
@@ -445,6 +448,7 @@ def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys):
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert rc == 0 and "## Row operators on torch tensors" in out
+    assert torch_dev.CPU_KERNELS == "auto"  # restored
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
     rows = [r for r in rows if r[0] in ("group_lasso", "growl", "exclusive_lasso", "group_exclusive", "copy")]
     seen = {(r[0], r[1], r[2], r[3]) for r in rows}
