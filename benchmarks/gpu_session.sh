@@ -125,7 +125,9 @@ cpu = copy.deepcopy(net).cpu()
 prox, pc = pt.ProximalStep(opt), pt.ProximalStep(torch.optim.SGD(cpu.parameters(), lr=0.05))
 terms(prox, net); terms(pc, cpu)
 ptrs = [q.data_ptr() for q in net.parameters()]
-torch_dev.CPU_KERNELS = "torch"  # (the dry run: CPU tensors through the torch operations that CUDA runs)
+# the dry run: CPU tensors through the torch operations that CUDA runs; on CUDA the default
+# ("auto": GrOWL's OWL of the row norms by Numba on the host, as a user's step runs it)
+torch_dev.CPU_KERNELS = "torch" if dev == "cpu" else "auto"
 prox.step()
 torch_dev.CPU_KERNELS = "auto"
 pc.step()  # the CPU's default route (Numba's serial kernels), tested against the NumPy reference in CI

@@ -66,3 +66,19 @@ def test_gpu_session_ends_within_its_budget_and_still_summarises(tmp_path):
     assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "3_overhead", "4_profile", "5_bench"], summary
     assert run.returncode == sum(rc != "0" for _, rc in stages) >= 4, summary  # the last stages were skipped
     assert re.search(r"^5_bench rc=124 0s skipped", summary, flags=re.M), summary
+
+
+def test_gpu_session_step_stage_runs_the_default_route_on_cuda():
+    """Stage 1 compares the step on CUDA with the CPU's default route; on
+    CUDA it must run what a user's step runs (``CPU_KERNELS = "auto"``:
+    GrOWL's OWL of the row norms by Numba's kernel on the host), and only
+    the dry run's CPU tensors the torch operations (``"torch"``).  (Before,
+    it set ``"torch"`` on CUDA too: the NumPy reference solved GrOWL's
+    norms there, and the default route was never run on a GPU.)"""
+    text = SCRIPT.read_text()
+    program = text[text.index("stage 1_step"):]
+    program = program[program.index("<<'EOF'\n") + 8:program.index("\nEOF\n")]
+    before_step = program[:program.index("\nprox.step()")]
+    setting = re.findall(r"^torch_dev\.CPU_KERNELS = (.+?)(?:  #.*)?$", before_step, flags=re.M)[-1]
+    assert eval(setting, {"dev": "cuda"}) == "auto", setting
+    assert eval(setting, {"dev": "cpu"}) == "torch", setting
