@@ -313,7 +313,6 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
 
     t_train = _median_ms(train_step, repeats, sync)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    rows = []
     cases = [(name, pen, grouping, None) for name, (pen, grouping) in PENALTIES.items()]
     # the prox in Adam's metric, after an Adam step (no exact metric prox for GrOWL)
     cases += [(f"{name}, Adam's metric", pen, grouping, "adam") for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
@@ -325,6 +324,17 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
         adam.step()
 
     t_adam = _median_ms(adam_step, repeats, sync)
+    route = torch_dev.CPU_KERNELS
+    if device == "cpu":  # the dry run: CPU tensors through the torch operations CUDA runs (not Numba's kernels)
+        torch_dev.CPU_KERNELS = "torch"
+    try:
+        return _resnet_rows(cases, net, opt, adam, convs, repeats, sync, dev_name, batch, width, t_train, t_adam)
+    finally:
+        torch_dev.CPU_KERNELS = route
+
+
+def _resnet_rows(cases, net, opt, adam, convs, repeats, sync, dev_name, batch, width, t_train, t_adam) -> list[dict]:
+    rows = []
     for name, pen, grouping, metric in cases:
         prox = pt.ProximalStep(adam if metric else opt, model=net, metric=metric)
         for c in convs:
