@@ -21,7 +21,8 @@ device, named here:
   float32-rounded factor: the result is within 2 units in the last place of
   the exact one (the reference, which rounds once from float64: 1).  Host
   synchronisation (group lasso; GrOWL adds the reads of its OWL over the
-  norms): none for float32 data; for float64 data one scalar read decides
+  norms and, for float64 data, one read that decides the OWL's common scale:
+  :func:`._stages.growl_factor`): none for float32 data; for float64 data one scalar read decides
   whether a row's norm needs its scale kept apart (Triton: a norm beyond the
   largest float64; torch operations: an unscaled sum of squares that under-
   or overflowed), and those rows are recomputed scaled.
