@@ -126,6 +126,31 @@ def test_keep_zero_step_without_hook_enforces_too():
     assert torch.all(lin.weight[:, 2] == 0)
 
 
+def test_keep_zero_freezes_nothing_at_a_step_of_zero():
+    # a warm-up from lr 0 (or strength 0) runs no prox, yet every zero row of
+    # the term was frozen: a zero-initialised head stayed zero for good
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))  # (no dead unit)
+    torch.nn.init.zeros_(net[2].weight)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: min(1.0, e / 3))
+    prox = pt.ProximalStep(opt, model=net, keep_zero=True)
+    prox.add(net[2], proxlib.GroupLasso(1e-4), grouping="channel")
+    off = prox.add(net[0], proxlib.GroupLasso(1.0), grouping="channel", strength=0.0)
+    with torch.no_grad():
+        net[0].weight[:, 1] = 0
+    prox.attach()
+    X, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    for _ in range(4):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        opt.step()
+        sched.step()
+    frozen = prox.frozen()
+    assert not frozen["2.weight:GroupLasso[channel]"].any() and bool((net[2].weight.detach() != 0).all())
+    assert off.label not in frozen or not frozen[off.label].any()
+
+
 # ------------------------------------------------------------------ fit, DataLoader, scheduler
 
 

@@ -677,7 +677,10 @@ class ProximalStep:
         for the elementwise penalties and OWL.  Exactly:
 
         * after every proximal step, each group of the term that is exactly
-          zero (every entry ``== 0``) joins the term's frozen set, for good;
+          zero (every entry ``== 0``) joins the term's frozen set, for good
+          (not after a step of the term's that is <= 0, e.g. at a warm-up's
+          lr 0 or strength 0: no prox ran, so a zero-initialised row is
+          not frozen before it trains);
         * after every optimizer step (when attached; before the prox of that
           step, if one is due), at the start of :meth:`step` and after every
           proximal step, every frozen entry of the tensor is set to 0 and so is the same entry of
@@ -962,7 +965,7 @@ class ProximalStep:
                     continue
                 batch.before(leaf)
             term.apply(term_lr * factor, check_finite=self.check_finite, metric=d, _leaf=leaf)
-            if self.keep_zero:
+            if self.keep_zero and float(term_lr * factor) * term.strength > 0:  # (a step <= 0 ran no prox: nothing it zeroed)
                 self._freeze(term, leaf)
         if batch is not None:
             batch.flush()
