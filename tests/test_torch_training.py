@@ -669,6 +669,17 @@ def test_fit_counts_are_integers(kw, err, name):
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # refused before training
 
 
+def test_steps_per_epoch_checks_its_counts():
+    # batch_size 0 raised ZeroDivisionError, a negative one gave a negative
+    # count (10, -3 -> -3) and 2.5 was truncated to 2 (10 -> 5 batches)
+    from proxlib.torch.training import steps_per_epoch
+
+    assert steps_per_epoch(10, 3) == 4 and steps_per_epoch(np.int64(10), np.int32(5)) == 2 and steps_per_epoch(0, 3) == 0
+    for n, b in ((10, 0), (10, -3), (10, 2.5), (-5, 3), (10.5, 3), (10, True)):
+        with pytest.raises((TypeError, ValueError), match="batch_size" if n == 10 else "n must"):
+            steps_per_epoch(n, b)
+
+
 def test_fit_and_two_stage_take_numpy_integers():
     X, y = _toy(n=16, d=4)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3))

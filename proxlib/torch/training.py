@@ -102,8 +102,11 @@ def _n_batches(batches) -> int:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Number of minibatches of ``batch_size`` in ``n`` samples (the last one may be smaller)."""
-    return -(-int(n) // int(batch_size))
+    """Number of minibatches of ``batch_size`` in ``n`` samples (the last one may be smaller).
+
+    ``n`` an integer >= 0 and ``batch_size`` an integer >= 1 (Python or
+    NumPy; a TypeError or ValueError naming the argument otherwise)."""
+    return -(-_validate.count(n, "n") // _validate.positive_count(batch_size, "batch_size"))
 
 
 # ------------------------------------------------------------------ fit / evaluate
