@@ -955,6 +955,27 @@ def test_a_terms_plan_fields_are_read_only():
     assert torch.equal(lin.weight.detach(), _expected(W, lambda R, s: proxlib.prox_group_lasso(R, 0.5, s), "channel", 0.2))
 
 
+def test_a_term_removed_from_terms_is_no_longer_applied():
+    """Terms compare by identity: ``prox.terms.remove(term)`` (and ``in``)
+    raised 'Boolean value of Tensor ... is ambiguous' where an earlier term
+    targets another tensor (the dataclass's == compared the targets); a
+    removed term is not applied at the next step, the others are."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    ta = prox.add(a.weight, proxlib.GroupLasso(0.5))
+    tb = prox.add(b.weight, proxlib.GroupLasso(0.5))
+    prox.step()
+    prox.step()  # (the kept step, where the route keeps it)
+    assert tb in prox.terms and len({ta, tb}) == 2
+    prox.terms.remove(tb)
+    Wa, Wb = a.weight.detach().clone(), b.weight.detach().clone()
+    prox.step()
+    assert torch.equal(a.weight.detach(), proxlib.prox_group_lasso(Wa, 0.5, 0.1))
+    assert torch.equal(b.weight.detach(), Wb)
+
+
 def test_meta_tensors_raise_naming_the_term_in_step_and_value():
     """A term on a tensor on the meta device (deferred initialisation) is
     added (its shape is checked), but a step or value() raises a ValueError

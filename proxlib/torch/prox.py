@@ -409,7 +409,7 @@ def _restore_of(grouping, shape):
 # ------------------------------------------------------------------------ terms
 
 
-@dataclass
+@dataclass(eq=False)  # a term is itself (== compared the targets: a tensor's == raised in terms.remove(term))
 class ProxTerm:
     """One penalty on one tensor: ``strength * penalty`` over ``grouping`` rows.
 
