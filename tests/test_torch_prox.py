@@ -357,6 +357,27 @@ def test_parametrized_weight_writes_to_the_leaf():
     assert torch.equal(lin.weight.detach(), 2 * expected)
 
 
+def test_a_weight_computed_by_a_forward_hook_is_refused():
+    """torch.nn.utils.weight_norm's ``weight`` is recomputed from weight_g and
+    weight_v before every forward: ``ProximalStep().add(lin, ...)`` took it as
+    the leaf, ``step(lr=...)`` wrote the prox into it (its sum 0.0 after a
+    strong group lasso) and the next forward brought the old weight back (a
+    silent no-op).  It is refused at add(), naming the tensor; the leaf
+    passed explicitly is taken."""
+    import warnings
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (weight_norm's deprecation)
+        lin = torch.nn.utils.weight_norm(torch.nn.Linear(4, 3))
+    prox = pt.ProximalStep()
+    with pytest.raises(ValueError, match=r"Linear.weight is computed from other tensors"):
+        prox.add(lin, proxlib.GroupLasso(10.0), grouping="channel")
+    prox.add(lin, proxlib.GroupLasso(10.0), name="weight_v", grouping="channel")
+    prox.step(lr=1.0)
+    assert torch.all(lin.weight_v.detach() == 0)
+
+
 def test_pruned_weight_writes_to_weight_orig_and_follows_later_pruning():
     torch.manual_seed(0)
     lin = torch.nn.Linear(6, 4)

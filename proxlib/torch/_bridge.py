@@ -33,8 +33,9 @@ def resolve_leaf(target, name: str = "weight") -> torch.Tensor:
     Raises
     ------
     ValueError
-        A parametrization with several originals (``original0``, ...): pass the
-        leaf tensor you mean explicitly.
+        A parametrization with several originals (``original0``, ...), or a
+        tensor computed from others (``torch.nn.utils.weight_norm``'s
+        ``weight``): pass the leaf tensor you mean explicitly.
     TypeError
         ``target`` is neither a tensor nor a module with such a parameter.
     """
@@ -63,6 +64,14 @@ def resolve_leaf(target, name: str = "weight") -> torch.Tensor:
     p = getattr(target, name, None)
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{type(target).__name__} has no tensor named {name!r}")
+    if p.grad_fn is not None:
+        # computed from other tensors by a forward hook (torch.nn.utils.weight_norm,
+        # spectral_norm): a prox written into it is overwritten at the next forward
+        raise ValueError(
+            f"{type(target).__name__}.{name} is computed from other tensors (grad_fn {type(p.grad_fn).__name__}, "
+            "e.g. by torch.nn.utils.weight_norm), not a tensor the optimizer updates: a prox written into it "
+            "would be lost at the next forward; pass the leaf tensor you mean (e.g. module.weight_v) explicitly"
+        )
     return p
 
 
