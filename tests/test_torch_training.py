@@ -151,6 +151,29 @@ def test_keep_zero_freezes_nothing_at_a_step_of_zero():
     assert off.label not in frozen or not frozen[off.label].any()
 
 
+def test_keep_zero_masks_of_a_removed_term_do_not_outlive_it():
+    # a term removed from prox.terms left its frozen mask under its label: a
+    # new term of that label (on another tensor) was zeroed by it at its
+    # first step, and state_dict() saved it (a fresh ProximalStep with the
+    # same terms refused it: 'frozen masks for unknown terms')
+    a, b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 3, bias=False)
+    opt = torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=1.0)
+    prox = pt.ProximalStep(opt, keep_zero=True)
+    old = prox.add(a, proxlib.GroupLasso(10.0), grouping="channel", label="gl")
+    prox.add(a, proxlib.WeightedL1(1e-9), label="kept")
+    prox.step()
+    assert torch.all(a.weight == 0) and prox.frozen()["gl"].all()
+    prox.terms.remove(old)
+    assert set(prox.frozen()) == {"kept"}
+    fresh = pt.ProximalStep(opt, keep_zero=True)
+    fresh.add(a, proxlib.WeightedL1(1e-9), label="kept")
+    fresh.load_state_dict(prox.state_dict())
+    W = b.weight.detach().clone()
+    prox.add(b, proxlib.GroupLasso(1e-6), grouping="channel", label="gl")
+    prox.step(lr=1e-9)
+    assert torch.equal(b.weight.detach(), proxlib.prox_group_lasso(proxlib.to_rows(W, "channel"), 1e-6, 1e-9).T)
+
+
 # ------------------------------------------------------------------ fit, DataLoader, scheduler
 
 

@@ -789,6 +789,7 @@ class ProximalStep:
         if self.keep_zero and B.is_sharded(term.leaf):
             raise NotImplementedError("keep_zero=True is not supported on sharded (DTensor) parameters")
         self.terms.append(term)
+        self._frozen.pop(term.label, None)  # (a removed term's of this label: a new term has no frozen groups)
         object.__setattr__(term, "_owner", weakref.ref(self))  # (a label changed later is checked against the others: ProxTerm._relabel)
         return term
 
@@ -1114,8 +1115,10 @@ class ProximalStep:
     def frozen(self) -> dict[str, torch.Tensor]:
         """The frozen entries of each term (``keep_zero=True``), keyed by label:
         boolean masks in the shape of the term's tensor (copies).  Empty
-        before the first proximal step or without ``keep_zero``."""
-        return {k: v.clone() for k, v in self._frozen.items()}
+        before the first proximal step or without ``keep_zero``.  Only the
+        terms in :attr:`terms` (not one removed from it)."""
+        labels = {t.label for t in self.terms}
+        return {k: v.clone() for k, v in self._frozen.items() if k in labels}
 
     @torch.compiler.disable
     def _hook(self, optimizer, args, kwargs) -> None:
