@@ -647,7 +647,10 @@ class ProximalStep:
         per term; with False non-finite values propagate into the result, as
         they do through the optimizer's own update).  With a metric, also
         the metric (NaN, Inf, or not > 0).  The error (a ValueError) names
-        the term (``term '<label>': ...``).
+        the term (``term '<label>': ...``).  The step is not atomic: terms
+        that ran before the one that raises keep their prox (terms batched
+        together are checked before any of them is written; the exclusive
+        penalties' batches stack by stack).
     metric : None, "adam" or callable, default None
         ``None``: the Euclidean prox with step ``lr * strength``.
         ``"adam"``: the prox in Adam's diagonal metric,
