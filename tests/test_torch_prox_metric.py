@@ -317,6 +317,7 @@ def test_no_state_yet_and_bad_callable_output():
     net, adam = _adam_setup()
     prox = pt.ProximalStep(adam, metric="adam")
     prox.add(net[0], proxlib.GroupLasso(0.5), grouping="filter", label="conv")
+    net(_batch(torch.float64, 0)[0]).sum().backward()  # (a gradient, but no step taken yet)
     with pytest.raises(ValueError, match="'conv': the optimizer has no Adam state for its tensor yet"):
         prox.step()
     for bad, match in ((lambda o, p: torch.ones(3), r"shape \(6, 3, 3, 3\), got \(3,\)"), (lambda o, p: 1.0, "got float")):
@@ -442,3 +443,41 @@ def test_a_metric_formed_from_the_parameter_records_no_graph():
         warnings.simplefilter("error")
         prox.step()
     assert torch.equal(w.detach(), expected)
+
+
+def test_tensors_adam_never_stepped_are_skipped():
+    """A tensor that never had a gradient (an unused branch, an expert not
+    routed to yet) has no Adam state: Adam skips it, and the attached step
+    raised "the optimizer has no Adam state for its tensor yet" at the first
+    optimizer step, stopping the training.  Its terms are skipped now (the
+    tensor unchanged, as Adam leaves it); the others get the same prox as
+    without the skipped terms, and once the tensor has a state its terms
+    run too."""
+
+    def setup(with_unused_terms):
+        torch.manual_seed(0)
+        used, unused = torch.nn.Linear(4, 3).double(), torch.nn.Linear(4, 3).double()
+        adam = torch.optim.Adam([*used.parameters(), *unused.parameters()], lr=0.05)
+        prox = pt.ProximalStep(adam, metric="adam")
+        if with_unused_terms is not None:
+            prox.add(used, proxlib.GroupLasso(0.5), label="used")
+        if with_unused_terms:
+            prox.add(unused, proxlib.GroupLasso(0.5), label="unused")
+            prox.add(unused, proxlib.WeightedL1(0.1), label="unused.l1")
+        prox.attach()
+        return used, unused, adam
+
+    x = torch.randn(2, 4, dtype=torch.float64)
+    used, unused, adam = setup(True)
+    ref_used, _, ref_adam = setup(False)
+    plain_used, _, plain_adam = setup(None)  # (no prox at all)
+    U0 = unused.weight.detach().clone()
+    for net, opt in ((used, adam), (ref_used, ref_adam), (plain_used, plain_adam)):
+        net(x).sum().backward()
+        opt.step()  # (the hook's prox: it raised here)
+    assert torch.equal(unused.weight.detach(), U0)
+    assert torch.equal(used.weight.detach(), ref_used.weight.detach())
+    assert not torch.equal(used.weight.detach(), plain_used.weight.detach())  # (its prox ran)
+    unused(x).sum().backward()
+    adam.step()  # now both have a state: both get their prox
+    assert not torch.equal(unused.weight.detach(), U0)

@@ -599,6 +599,9 @@ class ProxTerm:
 # ProxTerm's fields its plan is built from (read-only once it is made)
 _READ_ONLY = frozenset({"target", "penalty", "grouping", "name", "metric"})
 
+#: a step's metric of a tensor that Adam has not stepped (no state, no gradient): its terms are skipped
+_NO_METRIC = object()
+
 
 def _non_finite_step(name: str, lr, strength) -> ValueError:
     """The error of a term whose step ``lr * strength`` is NaN or Inf (a
@@ -661,7 +664,10 @@ class ProximalStep:
         parameter's group: :func:`proxlib.torch.adaptive.adam_metric`, bit
         for bit the denominator of Adam's update); ``optimizer`` must be a
         ``torch.optim.Adam`` or ``AdamW`` (or a subclass) with ``eps > 0``.
-        A callable ``metric(optimizer, param) -> d`` gives any other
+        A tensor that has no Adam state and no gradient (it never had one:
+        an unused branch, an expert not routed to yet) is skipped, as Adam
+        skips it; one with a gradient but no state (a step before the
+        optimizer's first) raises.  A callable ``metric(optimizer, param) -> d`` gives any other
         diagonal metric (a tensor of ``param``'s shape, finite and > 0), e.g.
         ``lambda opt, p: adam_metric(opt, p, assume_adam=True)`` for an
         optimizer with Adam's state and denominator.  With a metric every
@@ -845,22 +851,28 @@ class ProximalStep:
         """Adam's metric of every tensor a term of this step takes its prox on
         (id(leaf) -> d), formed together (:func:`.adaptive.denominators`: a
         few multi-tensor operations, not three per tensor); a tensor without
-        Adam's state yet raises as :meth:`_metric_of` does, naming its term."""
-        firsts, entries = {}, []
+        Adam's state yet raises as :meth:`_metric_of` does, naming its term,
+        unless it has no gradient either: Adam skipped it, and so does the
+        step (its entry is :data:`_NO_METRIC`)."""
+        firsts, entries, skipped = {}, [], {}
         for term in self.terms:
             leaf = term.leaf
-            if not leaf.requires_grad or id(leaf) in firsts:
+            if not leaf.requires_grad or id(leaf) in firsts or id(leaf) in skipped:
                 continue
             if (lr if lr is not None else self._lr_of(term, leaf, optimizer)) * term.strength > 0:
+                state = optimizer.state.get(leaf, {})
+                if not state and leaf.grad is None:  # (never had a gradient: Adam has not stepped it)
+                    skipped[id(leaf)] = _NO_METRIC
+                    continue
                 firsts[id(leaf)] = (term, leaf)
-                entries.append((self._param_group(term, leaf, optimizer), optimizer.state.get(leaf, {})))
+                entries.append((self._param_group(term, leaf, optimizer), state))
         try:
             ds = adaptive.denominators(entries)
         except ValueError:
             for term, leaf in firsts.values():
                 self._metric_of(term, leaf, optimizer)  # (raises for the first tensor without a state)
             raise
-        return dict(zip(firsts, ds))
+        return {**dict(zip(firsts, ds)), **skipped}
 
     def _metric_of(self, term: ProxTerm, leaf: torch.Tensor, optimizer) -> torch.Tensor:
         """The metric for ``leaf`` now (Adam's: from its state after the step)."""
@@ -941,6 +953,7 @@ class ProximalStep:
             if leaf.is_meta:
                 continue
             d = metrics.get(id(leaf))
+            d = None if d is _NO_METRIC else d
             if leaf is bad or not _all_finite(leaf) or (d is not None and not (_all_finite(d) and bool((d > 0).all()))):
                 return type(e)(f"term {term.label!r}: {e}")
         return None
@@ -961,6 +974,8 @@ class ProximalStep:
             d = None
             if self.metric is not None and term_lr * term.strength > 0:
                 d = metrics.get(id(leaf))
+                if d is _NO_METRIC:  # (no Adam state nor gradient: skipped, as Adam skips it)
+                    continue
                 if d is None:
                     d = metrics[id(leaf)] = self._metric_of(term, leaf, opt)
             if batch is not None:
