@@ -193,12 +193,14 @@ def _failure_message(penalty, v, x, step, cert, tol, vh, xh, rh, diff, err_msg) 
 
 
 def _describe(penalty) -> str:
+    """``Name(field=value, ...)`` of the penalty's public fields (arrays
+    shortened, in their own dtype: group labels print as integers)."""
     parts = []
     for k, val in vars(penalty).items():
-        if val is None:
+        if val is None or k.startswith("_"):  # (derived fields, e.g. OWL's _top)
             continue
         if hasattr(val, "shape") and len(getattr(val, "shape", ())) > 0:
-            a = _host(val).reshape(-1)
+            a = _numpy_in_own_precision(val).reshape(-1)
             s = np.array2string(a[:6], precision=4, separator=", ")
             parts.append(f"{k}={s[:-1]}{', ...' if a.size > 6 else ''}] ({a.size})")
         else:

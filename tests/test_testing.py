@@ -67,6 +67,24 @@ def test_message_names_residual_reference_and_where():
         assert_prox_close(gl, v, x)
 
 
+def test_message_describes_the_penalty_by_its_public_fields():
+    """The penalty is described by its parameters as a user gives them: OWL's
+    derived ``_top`` field was listed, and integer group labels printed as
+    floats (``groups=[7., 3., 7., 3.]``)."""
+    pen = proxlib.OWL(np.array([3.0, 2.0, 1.0]))
+    v = np.array([3.0, 1.0, 2.0])
+    x = pen.prox(v)
+    x[0] += 0.1
+    with pytest.raises(AssertionError, match=r"for OWL\(weights=\[3\., 2\., 1\.\] \(3\)\), step"):
+        assert_prox_close(pen, v, x)
+    gl = proxlib.GroupLasso(0.5, groups=np.array([7, 3, 7, 3]))
+    v = np.array([1.0, 2.0, -1.0, 0.1])
+    x = gl.prox(v)
+    x[1] *= 1.01
+    with pytest.raises(AssertionError, match=r"GroupLasso\(lam=0\.5, groups=\[7, 3, 7, 3\] \(4\)\)"):
+        assert_prox_close(gl, v, x)
+
+
 def test_accepts_a_tiny_nonzero_where_the_prox_is_zero():
     # the subdifferential of |.| jumps at 0, so the residual of 1e-300 instead of
     # 0 is large; the comparison with the reference accepts it
