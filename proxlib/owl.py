@@ -314,7 +314,7 @@ def _finish(w, dtype, like, what: str):
         like = importlib.import_module("torch").empty(0, dtype=dtype)  # a CPU tensor of that dtype
     if like is None:
         with np.errstate(over="ignore"):  # checked below
-            out = w.astype(np.float64 if dtype is None else dtype)
+            out = w.astype(np.float64 if dtype is None else _dtype_of(np, dtype))
     else:
         if not V._is_array(like) or V.dtype_kind(like.dtype) != "f":
             got = f"a {type(like).__name__} of dtype {V.dtype_name(like.dtype)}" if V._is_array(like) else type(like).__name__
@@ -333,8 +333,13 @@ def _finish(w, dtype, like, what: str):
 
 def _dtype_of(xp, dtype):
     """``dtype`` (a NumPy or torch dtype, a NumPy scalar type, ``float``, a
-    name) in xp's library."""
-    return getattr(xp, V.float_dtype_name(dtype))
+    name) in xp's library; TypeError naming ``dtype`` where that library has
+    no such dtype (bfloat16 in NumPy or CuPy)."""
+    name = V.float_dtype_name(dtype)
+    if not hasattr(xp, name):
+        lib = getattr(xp, "__name__", "").split(".")[-1]
+        raise TypeError(f"dtype {name}: the result would be a {lib} array and {lib} has no {name}; give like= a torch tensor (or dtype=torch.{name} without like=)")
+    return getattr(xp, name)
 
 
 def owl_weights_constant(n: int, lam: float, *, dtype=None, like=None):

@@ -508,3 +508,15 @@ def test_tensors_with_the_negative_bit_are_read_as_their_values(route, monkeypat
             np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
     assert vn.is_neg() and torch.equal(vn, v) and wn.is_neg() and dn.is_neg()
     assert proxlib.GroupLasso(0.5).value(vn) == proxlib.GroupLasso(0.5).value(v)
+
+
+def test_weight_builders_refuse_bfloat16_for_a_numpy_result_with_a_type_error_naming_dtype():
+    """dtype="bfloat16" (no like=), or a bfloat16 dtype with like= a NumPy
+    array, asks for a NumPy result NumPy cannot hold: it gave NumPy's "data
+    type 'bfloat16' not understood" or an AttributeError from array_api_compat."""
+    torch = pytest.importorskip("torch")
+    for kw in (dict(dtype="bfloat16"), dict(dtype=torch.bfloat16, like=np.zeros(2)), dict(dtype="bfloat16", like=np.zeros(2))):
+        with pytest.raises(TypeError, match="dtype bfloat16"):
+            proxlib.owl_weights_oscar(3, 0.5, 0.25, **kw)
+    w = proxlib.owl_weights_oscar(3, 0.5, 0.25, dtype="bfloat16", like=torch.zeros(2))
+    assert w.dtype == torch.bfloat16
