@@ -164,6 +164,16 @@ def test_find_tying_clusters_identical_rows_and_drops_zero_rows():
     assert len(set(pt.find_tying(_tying_weight(), preference=0.2).labels[[0, 1, 2]])) == 1
 
 
+def test_find_tying_checks_preference_as_two_stage_does():
+    """preference="0.8" was taken as 0.8 and True as 1.0; None gave float()'s
+    error, which does not name the argument (two_stage checks it already)."""
+    W = _tying_weight()
+    for bad, error in (("0.8", TypeError), (None, TypeError), (True, TypeError), (float("nan"), ValueError)):
+        with pytest.raises(error, match="preference"):
+            pt.find_tying(W, preference=bad)
+    np.testing.assert_array_equal(pt.find_tying(W, preference=np.float32(0.8)).labels, pt.find_tying(W, preference=0.8).labels)
+
+
 def test_tied_rows_share_bit_identical_values_and_train():
     torch.manual_seed(0)
     lin = torch.nn.Linear(5, 3)

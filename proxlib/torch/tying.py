@@ -27,6 +27,7 @@ import torch
 from torch.nn.utils import parametrize
 
 import proxlib
+from proxlib import _validate as V
 
 from . import _bridge as B
 
@@ -144,6 +145,7 @@ def find_tying(
     from sklearn.cluster import AffinityPropagation
     from sklearn.exceptions import ConvergenceWarning
 
+    preference = V.real_scalar(preference, "preference")
     R = _rows64(W, grouping)
     nonzero = np.flatnonzero(np.any(R != 0, axis=1))
     labels = np.full(R.shape[0], -1, dtype=np.int64)
@@ -154,7 +156,7 @@ def find_tying(
     elif nonzero.size > 1:
         ap = AffinityPropagation(
             affinity="precomputed",
-            preference=float(preference),
+            preference=preference,
             damping=damping,
             max_iter=max_iter,
             convergence_iter=convergence_iter,
