@@ -558,3 +558,13 @@ def test_ssl_called_twice_with_lists_of_other_layers():
     assert [t.target for t in terms] == [lin, conv, lin]
     with pytest.raises(ValueError, match="exists already"):  # the same term twice is still refused
         pt.add_ssl(prox, [lin], 1e-2, "channel")
+
+
+def test_weight_metrics_checks_dense_flops():
+    """dense_flops="100" was taken as 100.0, NaN and negative counts kept
+    (flop_fraction then NaN or negative), without a word."""
+    W = np.array([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]])
+    for bad, error in (("100", TypeError), (True, TypeError), (float("nan"), ValueError), (-6.0, ValueError)):
+        with pytest.raises(error, match="dense_flops"):
+            pt.weight_metrics(W, dense_flops=bad)
+    assert pt.weight_metrics(W, dense_flops=np.int64(12)).kept_flops == 8.0

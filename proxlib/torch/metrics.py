@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 import proxlib
+from proxlib import _validate as V
 
 from . import _bridge as B
 
@@ -118,7 +119,7 @@ def weight_metrics(W, grouping: str = "channel", *, dense_flops: float | None = 
     M = W.reshape(W.shape[0], -1)
     nzM = M != 0
     kept = int(np.count_nonzero(nzM.any(axis=1))) * int(np.count_nonzero(nzM.any(axis=0)))
-    dense = float(flat.size) if dense_flops is None else float(dense_flops)
+    dense = float(flat.size) if dense_flops is None else V.nonnegative(dense_flops, "dense_flops")
     return LayerMetrics(
         n_weights=int(flat.size),
         n_nonzero=int(nz.size),
