@@ -385,6 +385,11 @@ def prox_grad(
         raise ValueError(f"criterion must be 'auto', 'gap' or 'residual', got {criterion!r}")
     if not isinstance(penalty, Penalty):
         raise TypeError(f"penalty must be a proxlib penalty object, got {type(penalty).__name__}")
+    if not isinstance(loss, (_LinearLoss, SmoothLoss)):
+        raise TypeError(
+            f"loss must be a LeastSquares, Logistic or SmoothLoss (a gradient function: SmoothLoss(grad, value)), "
+            f"got {type(loss).__name__}"
+        )
     max_iter = V.count(max_iter, "max_iter")
     check_every = V.positive_count(check_every, "check_every")
     if tol is not None:

@@ -278,6 +278,15 @@ def test_restart_and_line_search_options(diabetes):
     assert res.converged and res.lipschitz >= np.linalg.norm(X, 2) ** 2 / len(y) / 2
 
 
+def test_a_loss_that_is_not_a_loss_object_raises_a_type_error_naming_loss():
+    """A gradient function passed as the loss (instead of SmoothLoss(grad,
+    value)) gave AttributeError: 'function' object has no attribute '_value'."""
+    grad = lambda w: w - 1.0  # noqa: E731
+    for bad in (grad, "least squares", None):
+        with pytest.raises(TypeError, match="loss must be a LeastSquares, Logistic or SmoothLoss"):
+            prox_grad(bad, proxlib.WeightedL1(0.1), np.zeros(3))
+
+
 def test_bad_arguments(diabetes):
     X, y = diabetes
     with pytest.raises(ValueError, match="A must be 2-D"):
