@@ -264,6 +264,8 @@ def use_backend(name: str | None) -> Iterator[None]:
     ...     proxlib.prox_weighted_l1(np.array([3.0, -0.5]), 1.0)
     array([ 2., -0.])
     """
+    if name is not None and not isinstance(name, str):  # (a list raised "unhashable type: 'list'")
+        raise TypeError(f"use_backend's name must be a backend name (str) or None, got {type(name).__name__}")
     if name is not None and name not in BACKEND_MODULES:
         raise ValueError(f"unknown proxlib backend {name!r}; choose from {sorted(BACKEND_MODULES)}")
     token = _override.set(name)

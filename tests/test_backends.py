@@ -508,6 +508,10 @@ def test_unknown_backend_names_raise(monkeypatch):
     with pytest.raises(ValueError, match="unknown proxlib backend"):
         with proxlib.use_backend("fortran"):
             pass
+    for bad in (["numpy"], 3):  # (a list raised "unhashable type: 'list'", naming nothing)
+        with pytest.raises(TypeError, match="use_backend's name must be a backend name"):
+            with proxlib.use_backend(bad):
+                pass
     monkeypatch.setenv("PROXLIB_BACKEND", "fortran")
     with pytest.raises(ValueError, match="unknown proxlib backend"):
         proxlib.prox_weighted_l1(np.ones(3), 1.0)
