@@ -1116,6 +1116,40 @@ def test_exclusive_columns_hints_never_change_the_prox(dtype, name, data):
             assert _phi_exact(y, Fraction(H[g]), float(a[g]) if gx else 0.0, Fraction(float(b[g]))) <= 0
 
 
+def test_exclusive_columns_hints_float32_wide_support_within_rounding():
+    """A float32 column whose support spans 2^5-2^29 (its sums not exact)
+    with a threshold just below its least entry, next to a column the
+    search leaves to the row kernel (so without hints the whole matrix goes
+    to the row kernels, with them to the column passes): the hints change
+    no zero and keep the values within the exact reference's tolerance;
+    the bits may differ (the summation orders differ), as the docstrings of
+    _exclusive_cols and _check_hint say (they promised the same bits)."""
+    rng = np.random.default_rng(1)
+    moved = 0
+    for _ in range(40):
+        P = int(rng.integers(8, 64))
+        nbig = int(rng.integers(1, P - 1))
+        c0 = np.concatenate([rng.uniform(1, 2, nbig) * 2.0 ** int(rng.integers(5, 30)),
+                             rng.uniform(1, 2, P - nbig) * 2.0**-12]).astype(np.float32)
+        rng.shuffle(c0)
+        y = np.abs(c0.astype(np.float64))
+        tau = y.min() * (1 - 2.0 ** -int(rng.integers(10, 28)))
+        c1 = (1 - 2.0 ** -(np.arange(P) % 24) * rng.uniform(0.5, 1, P)).astype(np.float32)
+        W = np.asfortranarray(np.stack([c0, c1]))
+        b = np.array([tau / (y.sum() - P * tau), 1e4], dtype=np.float32)
+        plain = NB.exclusive_lasso(W, b, parallel=False)
+        if not (plain[0] != 0).all():
+            continue
+        H = np.array([0.99 * float(np.abs(W[g]).astype(np.float64)[plain[g] != 0].min()
+                                   - np.abs(plain[g]).astype(np.float64)[plain[g] != 0].min()) for g in range(2)])
+        hinted = NB.exclusive_lasso(W, b, parallel=False, hint=H)
+        np.testing.assert_array_equal(hinted == 0, plain == 0)
+        W64 = W.astype(np.float64)
+        assert_close(hinted, exact_exclusive(W64, b.astype(np.float64)), np.float32, np.abs(W64).max(axis=1, keepdims=True), P)
+        moved += not np.array_equal(hinted, plain)
+    assert moved  # (the case the docstrings now describe does occur)
+
+
 def test_exclusive_columns_hints_decide_a_training_layer_and_stay_good():
     """A layer in the training state solved twice with the hints of the
     first call: the second call's hints prove themselves on every column

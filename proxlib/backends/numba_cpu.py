@@ -1695,8 +1695,10 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     candidate pass (two passes for the float32 exclusive lasso, first and
     output; three for the others).  The support never depends on the hints,
     the values only through which route (column passes or row kernel) a
-    column takes: float32 the same bits (every sum exact), float64 within
-    the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
+    column takes: float32 the same bits where the sums are exact (the
+    support's magnitudes within about 2^(29 - log2 P) of its least, as in
+    training; _support_sums_from_pass1, _float32_sums_exact), else, as
+    float64, within the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
     columns solved here, 0 for the zero columns; a column the row kernel
     took keeps its hint.
     """
@@ -1870,9 +1872,10 @@ def _check_hint(hint, W):
     writeable) that a caller keeps between calls on the same tensor, e.g. a
     training step's; the kernel reads it as a guess of each row's threshold
     and leaves in it the guess for the next call.  It never changes the
-    support, only how many passes finding it takes (and, in float64, the
-    last bits of a column it moves between the column passes and the row
-    kernel: see _exclusive_cols)."""
+    support, only how many passes finding it takes (and, in float64 or a
+    float32 column whose support spans more than about 2^29, the last bits
+    of a column it moves between the column passes and the row kernel: see
+    _exclusive_cols)."""
     if hint is None:
         return None
     if not (isinstance(hint, np.ndarray) and hint.dtype == np.float64 and hint.shape == (W.shape[0],)
