@@ -789,6 +789,30 @@ def test_convolution_channel_rows_run_in_place_on_numba(dtype, monkeypatch):
 
 
 @pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
+def test_exclusive_columns_hints_survive_a_step_of_zero(monkeypatch):
+    """The in-place runner of a "shape" exclusive term (hints kept between
+    steps) called at step 0 (the identity), then at a positive step:
+    scaling the hints by step / last divided by zero (ZeroDivisionError);
+    now that step equals the public function."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 40).to(torch.float64)
+    prox = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=0.05))
+    prox.add(lin, proxlib.ExclusiveLasso(0.05), grouping="shape")
+    run = prox.terms[0].plan(lin.weight).on_numba
+    assert run is not None and run.hint is not None
+    run(0.05)
+    run(0.0)
+    W = lin.weight.detach().numpy().copy()
+    with proxlib.use_backend("numba"):
+        want = proxlib.from_rows(proxlib.prox_exclusive_lasso(proxlib.to_rows(W, "shape"), 0.05, 0.05), W.shape, "shape")
+    run(0.05)
+    got = lin.weight.detach().numpy()
+    np.testing.assert_array_equal(got == 0, want == 0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * float(np.abs(W).max()))
+
+
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
 @pytest.mark.parametrize("penalty", ["exclusive", "group-exclusive"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_exclusive_columns_keep_threshold_hints_between_steps(penalty, dtype, monkeypatch):

@@ -393,7 +393,7 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
     def run(step: float, check_finite: bool = False) -> None:
         last = thresholds.step
         thr = thresholds(step, arr)
-        if hint is not None and last is not None and step != last:
+        if hint is not None and last and step != last:  # (after a step 0 the hints are 0: none to scale)
             hint[...] *= step / last
         if thr is not None:
             call(thr, check_finite and fused)
