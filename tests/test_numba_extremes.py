@@ -1180,8 +1180,10 @@ def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
     matrix goes to the row kernels (_exclusive_cols returns 1, not 0); with
     hints (training: the columns stay zero), theirs are cleared and the
     others still prove themselves.  The prox equals the row kernels' on a
-    C-contiguous copy: float32 bit for bit, float64 within their rounding
-    (at the row's scale) with the same zeros."""
+    C-contiguous copy: float32 bit for bit (these columns span a few
+    binades, so their sums are exact; a support spanning more than about
+    2^29 may differ in the last bit: _exclusive_cols), float64 within their
+    rounding (at the row's scale) with the same zeros."""
     rng = np.random.default_rng(12)
     P, G = 200, 60
     base = (rng.standard_normal((P, G)) / 20).astype(dtype)

@@ -741,7 +741,9 @@ def test_steps_equal_the_public_function_over_the_float_range(case, dtype, route
     step above float32's or float64's range) the problem is transformed as
     the public function transforms it (proxlib._range), where forming
     step * thresholds gave inf (zeros for the exclusive operators, whose
-    saturated prox is tiny but not zero)."""
+    saturated prox is tiny but not zero).  (The exclusive columns' float32
+    steps are bit for bit here because each column spans a few binades: its
+    sums are exact; see _exclusive_cols for wider ones.)"""
     if case == "exclusive, columns" and dtype == torch.float64 and route == "auto":
         pytest.skip("the columns' hints may change the last bits in float64 (see test_exclusive_columns_keep_threshold_hints)")
     monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
