@@ -1214,6 +1214,44 @@ def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
         assert np.all(H[~zero] > 0) and np.all(H[zero] == 0), call  # (a zero column has no threshold to guess)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_exclusive_columns_zero_the_columns_below_a_themselves(dtype):
+    """Group+exclusive columns with ||w|| <= a (in training: columns the
+    group part zeroed, back from zero, tiny, at every step), a third of a
+    layer's: the column passes zero them (their prox is 0, decided by the
+    row kernel's rule) instead of giving them to the row kernel, where more
+    than a quarter sent the whole matrix to the row kernels (_exclusive_cols
+    returned 0) and the hints of every column were lost.  The prox equals
+    the row kernels' on a C-contiguous copy (float32 bit for bit, float64
+    within their rounding, the same zeros and signs)."""
+    rng = np.random.default_rng(13)
+    P, G = 200, 60
+    base = (rng.standard_normal((P, G)) / 20).astype(dtype)
+    small = rng.random(G) < 1 / 3
+    small[:3] = True
+    base[:, small] *= dtype(1e-3)  # ||w|| about 7e-4, a = 2e-3 below
+    base[::2, 0] = -base[::2, 0]
+    a = np.full(G, 2e-3, dtype)
+    b = np.full(G, 1e-3, dtype)
+    rows = np.ascontiguousarray(base.T)
+    want = NB.group_exclusive(rows, a, b, parallel=False)
+    assert 4 * small.sum() > G and np.all(want[small] == 0) and np.all(want[~small].any(axis=1))
+    out = np.empty_like(base)
+    assert NB._exclusive_cols(base, a, b, out, True, None) == 1
+    H = np.zeros(G)
+    for call in range(3):
+        W = np.asfortranarray(base.T)
+        got = NB.group_exclusive(W, a, b, parallel=False, hint=H)
+        for X in (out.T, got):
+            np.testing.assert_array_equal(X == 0, want == 0)
+            np.testing.assert_array_equal(np.signbit(X), np.signbit(want))
+            if dtype == np.float32:
+                np.testing.assert_array_equal(X, want)
+            else:
+                assert_close(X, want, dtype, np.abs(rows).max(axis=1, keepdims=True), P)
+        assert np.all(H[~small] > 0) and np.all(H[small] == 0), call  # (the others' hints kept)
+
+
 def _optional_typed_variants():
     """The compiled variants of the Numba backend's kernels that take an
     argument typed Optional (an array or None decided at run time, e.g.

@@ -1674,7 +1674,9 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     nonzero entry (phi(min{y > 0}) > 0, the fast path of _exclusive_core,
     _group_exclusive_core) or the entries above a candidate found by
     _exclusive_col_search; three or four passes over A (one more per extra
-    search round).  The other columns are gathered into rows and solved by
+    search round).  Group+exclusive columns with ||w|| <= a (the sums over
+    the whole column, in the row kernel's unscaled range: its rule) are
+    zeroed here.  The other columns are gathered into rows and solved by
     the row kernel.  Returns 0, having written nothing, when more than a
     quarter of the columns need that (the caller then solves the whole
     matrix as rows); else 1, or 2 where a column held NaN or Inf.
@@ -1710,6 +1712,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     nz = np.zeros(G, dtype=np.int64)
     sums_exact = not gx and _is_float32(A[0, 0])
     Y = np.empty(G, dtype=np.float64)
+    zeroed = np.zeros(G, dtype=np.bool_)  # (group+exclusive) columns with ||w|| <= a: written 0 here
     from_hint = np.zeros(G, dtype=np.bool_)
     if H is not None:
         for g in range(G):
@@ -1729,12 +1732,21 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         for g in range(G):
             ymin = _magnitude_of_bits(mb[g])
             br = np.float64(b[g])
-            ok = S[g] > 0.0 and S[g] <= lim and S[g] >= P / lim and ymin < np.inf and br > 0.0
+            in_range = S[g] > 0.0 and S[g] <= lim and S[g] >= P / lim and ymin < np.inf
+            ok = in_range and br > 0.0
+            zeroed[g] = False
             if gx:
-                ok = ok and br < np.inf and np.float64(a[g]) > 0.0 and math.sqrt(Q[g]) > np.float64(a[g])
+                ag = np.float64(a[g])
+                ok = ok and br < np.inf and ag > 0.0 and math.sqrt(Q[g]) > ag
+                # ||w|| <= a: the group part zeroes the column, decided as the
+                # row kernel decides it (unscaled in this range: sqrt of the
+                # plain sum of squares, not > a), from the sums over the whole
+                # column (no hint).  In training such columns come back from
+                # zero, tiny, every step: they no longer go to the row kernel
+                zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not math.sqrt(Q[g]) > ag and (H is None or H[g] == 0.0)
             else:
                 ok = ok and br < _HUGE_B
-            Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel
+            Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel (or zeroed)
         if H is None:
             break
         # a hint H_g > 0 proves phi(H_g) <= 0 if H_g <= _tau_below of the sums
@@ -1821,8 +1833,8 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     nfast = 0
     fast = np.empty(G, dtype=np.int64)  # the columns solved here
     for g in range(G):
-        if xb[g] == 0:  # a zero column: written as sign 0 below (its own signed zeros), as the row kernel copies it
-            Y[g] = np.inf
+        if xb[g] == 0 or zeroed[g]:  # a zero column, or one the group part zeroes: written as sign 0 below
+            Y[g] = np.inf  # (its own signed zeros, as the row kernel copies a zero column and zeroes the other)
             e[g] = 0.0
         elif Y[g] > 0.0 and _phi(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g])) > 0.0:
             fast[nfast] = g
@@ -1848,7 +1860,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     finite = True  # (a column with NaN or Inf has a non-finite sum: the row kernel takes it)
     r = 0
     for g in range(G):
-        if Y[g] == np.inf and xb[g] != 0:
+        if Y[g] == np.inf and xb[g] != 0 and not zeroed[g]:
             for i in range(P):
                 slow[r, i] = A[i, g]
             if gx:
@@ -1859,7 +1871,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     _col_support_out(A, Y, e, fac, out)
     r = 0
     for g in range(G):
-        if Y[g] == np.inf and xb[g] != 0:
+        if Y[g] == np.inf and xb[g] != 0 and not zeroed[g]:
             for i in range(P):
                 out[i, g] = slow[r, i]
             r += 1
