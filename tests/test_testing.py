@@ -287,13 +287,32 @@ def test_pyproximal_l1_and_l21(W, sigma, tau):
     assert_prox_close(proxlib.WeightedL1(sigma), W.ravel(), x, tau, err_msg="pyproximal L1")
     # L21(ndim): x.reshape(ndim, -1), groups are the columns
     G, m = W.shape
-    if sigma == 0 and np.any(np.sum(W**2, axis=0) == 0):
+    underflows = np.sum(W**2, axis=0) == 0  # (as pyproximal forms the groups' norms)
+    if (sigma == 0 and np.any(underflows)) or np.any(underflows & np.any(W != 0, axis=0)):
         # 0/0 in pyproximal (test below): a zero group, or one whose sum of
         # squares underflows to 0 as pyproximal forms it (entries below about
-        # 1e-162; the long profile found a group of 3.3e-283)
+        # 1e-162; the long profile found a group of 3.3e-283); with sigma > 0
+        # pyproximal zeroes a nonzero group whose squares underflow, which
+        # proxlib.testing flags (test_pyproximal_underflowing_groups_are_flagged)
         return
     x = L21(ndim=G, sigma=sigma).prox(W.ravel(), tau).reshape(G, m)
     assert_prox_close(proxlib.GroupLasso(sigma), W.T, x.T, tau, err_msg="pyproximal L21")
+
+
+def test_pyproximal_underflowing_groups_are_flagged():
+    """pyproximal's L21 forms a group's norm from its plain sum of squares,
+    which underflows to 0 for entries below about 1e-162: a group of
+    1.5e-294 under a threshold of 1.7e-304 (its prox keeps all but 1e-10 of
+    it) comes back 0, and assert_prox_close says so (the long profile drew
+    this case)."""
+    pytest.importorskip("pyproximal")
+    from pyproximal import L21
+
+    W = np.array([[1.52591495e-294]])
+    x = L21(ndim=1, sigma=1.6529804086642734e-304).prox(W.ravel(), 1.0).reshape(1, 1)
+    assert np.all(x == 0)
+    with pytest.raises(AssertionError, match="pyproximal L21"):
+        assert_prox_close(proxlib.GroupLasso(1.6529804086642734e-304), W.T, x.T, 1.0, err_msg="pyproximal L21")
 
 
 def test_pyproximal_l21_zero_group_without_penalty_gives_nan():
