@@ -328,33 +328,29 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
     if device == "cpu":  # the dry run: CPU tensors through the torch operations CUDA runs (not Numba's kernels)
         torch_dev.CPU_KERNELS = "torch"
     try:
-        return _resnet_rows(cases, net, opt, adam, convs, repeats, sync, dev_name, batch, width, t_train, t_adam)
+        rows = []
+        for name, pen, grouping, metric in cases:
+            prox = pt.ProximalStep(adam if metric else opt, model=net, metric=metric)
+            for c in convs:
+                prox.add(c, pen(), grouping=grouping)
+            # (a step in a metric is tens of times longer: fewer timings, the median of them still)
+            timed = (lambda f, r=max(1, repeats // 3): _median_ms(f, r, sync, warmup=1)) if metric else (lambda f: _median_ms(f, repeats, sync))
+            t_prox = timed(prox.step)
+            model = "ResNet-18 (32x32)" + ("" if width == 64 else f", width {width}") + (", Adam" if metric else "")
+            row = dict(device=dev_name, model=model, batch=batch, penalty=name,
+                       train_ms=t_adam if metric else t_train, prox_ms=t_prox)
+            if any(t.plan().batched for t in prox.terms):  # the same terms one by one (proxlib.torch._batched)
+                from proxlib.torch import _batched
+
+                _batched.ENABLED = False
+                try:
+                    row["single_ms"] = timed(prox.step)
+                finally:
+                    _batched.ENABLED = True
+            rows.append(row)
+        return rows
     finally:
         torch_dev.CPU_KERNELS = route
-
-
-def _resnet_rows(cases, net, opt, adam, convs, repeats, sync, dev_name, batch, width, t_train, t_adam) -> list[dict]:
-    rows = []
-    for name, pen, grouping, metric in cases:
-        prox = pt.ProximalStep(adam if metric else opt, model=net, metric=metric)
-        for c in convs:
-            prox.add(c, pen(), grouping=grouping)
-        # (a step in a metric is tens of times longer: fewer timings, the median of them still)
-        timed = (lambda f, r=max(1, repeats // 3): _median_ms(f, r, sync, warmup=1)) if metric else (lambda f: _median_ms(f, repeats, sync))
-        t_prox = timed(prox.step)
-        model = "ResNet-18 (32x32)" + ("" if width == 64 else f", width {width}") + (", Adam" if metric else "")
-        row = dict(device=dev_name, model=model, batch=batch, penalty=name,
-                   train_ms=t_adam if metric else t_train, prox_ms=t_prox)
-        if any(t.plan().batched for t in prox.terms):  # the same terms one by one (proxlib.torch._batched)
-            from proxlib.torch import _batched
-
-            _batched.ENABLED = False
-            try:
-                row["single_ms"] = timed(prox.step)
-            finally:
-                _batched.ENABLED = True
-        rows.append(row)
-    return rows
 
 
 # ------------------------------------------------------------------ FSDP2 (2 gloo processes)
