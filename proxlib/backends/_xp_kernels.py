@@ -23,12 +23,37 @@ from __future__ import annotations
 import contextlib
 import math
 
+import array_api_compat
+
 from .._dispatch import array_namespace, device
 from .._range import hard_threshold, lp_constants
 from . import check_row_norms
 
 _MAX_ROOT_ITER = 200
 _ROOT_CHECK = 4  # root iterations between host reads of the convergence test
+
+#: Who runs group+exclusive's root search (:func:`group_exclusive_factor`) on
+#: torch tensors: ``"auto"``: one Triton kernel (:mod:`._triton_shrink`, no
+#: host read) for CUDA tensors when Triton imports, the array code otherwise;
+#: ``"triton"``: the kernel for any torch tensor (off CUDA in Triton's
+#: interpreter: how the tests run the CUDA path on CPU tensors); ``"array"``.
+#: The same c, bit for bit, either way.
+ROOT_SEARCH = "auto"
+
+
+def _triton_shrink(x):
+    """:mod:`._triton_shrink` where it runs the root search for ``x`` (``ROOT_SEARCH``), else None."""
+    if ROOT_SEARCH == "array" or not array_api_compat.is_torch_array(x):
+        return None
+    if ROOT_SEARCH == "auto" and x.device.type != "cuda":
+        return None
+    try:
+        from . import _triton_shrink as ts
+    except ImportError:
+        if ROOT_SEARCH == "triton":
+            raise
+        return None
+    return ts
 
 
 def errstate(x):
@@ -275,7 +300,12 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     bracket cannot shrink in floating point (one scalar read every 4 steps).  The
     statistics are sums and extrema over the support, so a row split across
     devices needs only their all-reduced values (see ``proxlib.torch.sharded``).
+    On CUDA tensors, when Triton imports, the same steps run as one kernel
+    with no host read (:mod:`._triton_shrink`, ``ROOT_SEARCH``).
     """
+    ts = _triton_shrink(Yk)
+    if ts is not None:
+        return ts.group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, _MAX_ROOT_ITER)
     Sk = Fk + kf * Yk
 
     def g_and_slope(c):

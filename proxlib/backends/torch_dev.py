@@ -29,10 +29,13 @@ device, named here:
   ``check_finite=True`` adds one scalar read.
 * **exclusive lasso, group+exclusive, lp**: the array-API reference kernels of
   :mod:`._xp_kernels` run by torch (they sort each row).  Host reads: none for
-  the exclusive lasso; the group+exclusive root search and lp's Newton steps
-  read one scalar per four steps, and on a CPU tensor group+exclusive also
-  gathers the rows that need the search (one read and a ``nonzero``; an
-  accelerator searches every row instead, :func:`_gathers_rows`).  On a CPU
+  the exclusive lasso; lp's Newton steps read one scalar per four steps, and
+  so does the group+exclusive root search as array code; on CUDA tensors,
+  when Triton imports, that search is one Triton kernel with no host read
+  (:mod:`._triton_shrink`, ``_xp_kernels.ROOT_SEARCH``: the same bits).  On
+  a CPU tensor group+exclusive also gathers the rows that need the search
+  (one read and a ``nonzero``; an accelerator searches every row instead,
+  :func:`_gathers_rows`), so on CUDA it reads nothing.  On a CPU
   tensor the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's
   CPU sort is several times slower); elsewhere ``torch.sort``.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of

@@ -11,6 +11,7 @@ with it, and the benchmarks report them.
 from __future__ import annotations
 
 import collections
+import sys
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -22,13 +23,36 @@ VIEWS = frozenset({
 })
 
 
+#: proxlib's Triton kernel modules counted here: each counts its launches in
+#: ``launches`` and hides its interpreter's torch operations from dispatch modes
+TRITON_MODULES = ("proxlib.backends._triton_shrink",)
+
+
+def _triton_launches() -> int:
+    """Launches of proxlib's Triton kernels so far (modules not imported: none)."""
+    return sum(getattr(sys.modules.get(name), "launches", 0) for name in TRITON_MODULES)
+
+
 class OperationCount(TorchDispatchMode):
     """``with OperationCount() as c: ...`` counts the torch operations run
-    inside by name (``c.ops``); ``c.launching`` those that make new data."""
+    inside by name (``c.ops``); ``c.launching`` those that make new data.
+    A launch of one of proxlib's Triton kernels counts as one launching
+    operation, ``"triton"`` (not the torch operations of Triton's
+    interpreter, which runs them on CPU tensors)."""
 
     def __init__(self):
         super().__init__()
         self.ops: collections.Counter = collections.Counter()
+
+    def __enter__(self):
+        self._triton_start = _triton_launches()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        launched = _triton_launches() - self._triton_start
+        if launched:
+            self.ops["triton"] += launched
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops[str(func)] += 1
