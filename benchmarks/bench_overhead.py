@@ -47,6 +47,8 @@ communicates per prox step (counted by the sharded plans).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -211,7 +213,10 @@ HOST_NOTE = (
     "kernel call per stack); *one by one*: `_batched.ENABLED = False`. Operations: every torch operation of one "
     "step; launching: those that make new data (a kernel launch each on a GPU; the CPU's row sort is NumPy's, "
     "not counted). Group+exclusive and the metric row kernels run their device route (`torch_dev._gathers_rows` "
-    "False: no gathering of rows, one read per four root-search steps). GrOWL's OWL of the row norms runs on "
+    "False: no gathering of rows; the metric kernels read once per four root-search steps). In the operation "
+    "counts (not the times) group+exclusive's root search is, as on CUDA, one Triton kernel (`_triton_shrink`, "
+    "run here by Triton's interpreter, one launching operation; until 2026-12-01 the array code, with a read "
+    "per four steps). GrOWL's OWL of the row norms runs on "
     "the host, by Numba's kernel as on a GPU machine (until 2026-12-01 this section ran the NumPy reference "
     "there, which `CPU_KERNELS = \"torch\"` selects: 3.3 ms instead of 1.3 ms per step). *In Adam's metric*: "
     "`ProximalStep(Adam, metric=\"adam\")`, "
@@ -219,6 +224,23 @@ HOST_NOTE = (
     "4 among their \"shape\" rows), the weighted l1's entries concatenated; the metric (Adam's denominator) "
     "is formed per tensor in both."
 )
+
+
+@contextlib.contextmanager
+def _root_search_as_on_cuda():
+    """Group+exclusive's root search as on a CUDA tensor: one Triton kernel
+    (``_xp_kernels.ROOT_SEARCH = "triton"``, in Triton's interpreter here,
+    one launching operation) where Triton imports, else the array code.
+    For the operation counts only: the interpreter's time is no device's."""
+    from proxlib.backends import _xp_kernels
+
+    before = _xp_kernels.ROOT_SEARCH
+    if importlib.util.find_spec("triton") is not None:
+        _xp_kernels.ROOT_SEARCH = "triton"
+    try:
+        yield
+    finally:
+        _xp_kernels.ROOT_SEARCH = before
 
 
 def bench_host(repeats: int, width: int = 4) -> list[dict]:
@@ -263,7 +285,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
             for enabled in (True, False):
                 _batched.ENABLED = enabled
                 prox.step()
-                with OperationCount() as c:
+                with _root_search_as_on_cuda(), OperationCount() as c:
                     prox.step()
                 row[f"ops_{enabled}"], row[f"launching_{enabled}"] = c.total, c.launching
             for _ in range(repeats):
