@@ -85,8 +85,8 @@ else
     # image's Triton 3.6 interpreter cannot (loop bounds that are tensors);
     # on the GPU the parity tests run the compiled row kernels)
     TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_cupy_backend.py tests/test_nvrtc.py
-           tests/test_torch_batched.py
-           -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched")
+           tests/test_torch_batched.py tests/test_triton_shrink.py
+           -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device")
     WORKERS=8
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)

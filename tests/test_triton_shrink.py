@@ -39,6 +39,7 @@ torch = pytest.importorskip("torch")
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed", allow_module_level=True)
 
+import _device  # noqa: E402
 from test_backends import assert_matches_reference  # noqa: E402  (the parity tolerance)
 
 from proxlib.backends import _triton_shrink as ts  # noqa: E402
@@ -93,6 +94,29 @@ def test_kernel_equals_the_array_search_bit_for_bit(problem):
     calls = _factor_inputs(W, a, b)
     for args in calls:
         assert _same_bits(_kernel(args), FACTOR(*args, NP))
+
+
+def test_kernel_equals_the_array_code_on_the_test_device():
+    """On the test device (``PROXLIB_TEST_DEVICE``; ``benchmarks/gpu_session.sh``
+    runs this on CUDA): the compiled kernel against the array code run by
+    torch on CUDA tensors, whose float64 division and square root round
+    correctly, bit for bit; on CPU tensors the interpreter against the array
+    code on NumPy."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((500, 9)) * 10.0 ** rng.uniform(-4, 4, (500, 1))
+    a = np.linalg.norm(W, axis=1) * rng.uniform(0.0, 0.95, 500)
+    b = 10.0 ** rng.uniform(-3, 3, 500)
+    (args,) = _factor_inputs(W, a, b)
+    got = ts.group_exclusive_factor(*(_device.tensor(x) for x in args), _xp_kernels._MAX_ROOT_ITER)
+    assert got.device.type == _device.DEVICE
+    if _device.DEVICE == "cpu":
+        want = FACTOR(*args, NP)
+    else:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(_xp_kernels, "ROOT_SEARCH", "array")
+            T = [_device.tensor(x) for x in args]
+            want = _device.to_numpy(FACTOR(*T, _xp_kernels.array_namespace(T[0])))
+    assert _same_bits(_device.to_numpy(got), want)
 
 
 def test_brackets_below_the_least_normal_and_degenerate_ones():
