@@ -101,6 +101,13 @@ def penalty_object_contender() -> Contender:
 
         if "numba" not in proxlib.available_backends():
             raise Unavailable("numba does not import on this machine")
+        # no use_backend here (a solver calls pen.prox bare): the backend is
+        # the default one, which PROXLIB_BACKEND may make another than Numba
+        from proxlib._dispatch import backend_for
+
+        runs_on = backend_for(case.x).__name__.rsplit(".", 1)[-1]
+        if runs_on != "numba_cpu":
+            raise Unavailable(f"PROXLIB_BACKEND={os.environ.get('PROXLIB_BACKEND')!r} runs pen.prox on {runs_on}, not Numba")
         pen = proxlib.OWL(case.weights)
         v, s = case.x, case.step
         return Prepared(lambda: pen.prox(v, s))

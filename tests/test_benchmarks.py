@@ -3,6 +3,7 @@ report, checked on stand-in timings (fast: nothing is timed here)."""
 
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -12,6 +13,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # (its dataclasses look their module up)
     spec.loader.exec_module(mod)
     return mod
 
@@ -36,3 +38,22 @@ def test_overhead_floor_share_uses_the_training_step_paired_with_the_floor(monke
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[6] == "2.5%"  # prox / train: 0.1 / 4.0
     assert cells[-1] == "50.0%"  # floor / train: 0.5 / 1.0, not 0.5 / 4.0
+
+
+def test_run_penalty_object_row_is_numba_or_not_run(monkeypatch):
+    """run.py's "proxlib[numba, OWL(w).prox]" calls pen.prox without
+    use_backend: with PROXLIB_BACKEND=numpy it timed NumPy's reference
+    under the Numba label.  It now says it cannot run."""
+    np = pytest.importorskip("numpy")
+    rb = _load("run")
+    if "numba" not in rb.proxlib.available_backends():
+        pytest.skip("numba does not import")
+    case = rb.make_case("owl", 50, "float64", True)
+    monkeypatch.setenv("PROXLIB_BACKEND", "numpy")
+    with pytest.raises(rb.Unavailable, match="PROXLIB_BACKEND='numpy'"):
+        rb.penalty_object_contender().prepare(case)
+    monkeypatch.delenv("PROXLIB_BACKEND")
+    out = rb.penalty_object_contender().prepare(case).call()
+    with rb.proxlib.use_backend("numpy"):
+        ref = rb.proxlib.prox_owl(case.x, case.weights, case.step)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
