@@ -498,8 +498,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write a markdown report here")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
-    if a.gpu_only and (a.no_gpu or a.fsdp):
-        p.error("--gpu-only runs the ResNet-18 section alone: not with --no-gpu or --fsdp")
+    if a.gpu_only and (a.no_gpu or a.fsdp or a.host_only):
+        p.error("--gpu-only runs the ResNet-18 section alone: not with --no-gpu, --fsdp or --host-only")
     repeats = 5 if a.quick else a.repeats
     batches = (64,) if a.quick else (64, 256)
     header = (

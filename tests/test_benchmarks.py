@@ -57,3 +57,15 @@ def test_run_penalty_object_row_is_numba_or_not_run(monkeypatch):
     with rb.proxlib.use_backend("numpy"):
         ref = rb.proxlib.prox_owl(case.x, case.weights, case.step)
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
+
+
+def test_overhead_gpu_only_with_host_only_is_refused(tmp_path, capsys):
+    """--gpu-only --host-only --out X raised UnboundLocalError (host_section)
+    after opening X; both flags ask for one section alone: refused up front."""
+    pytest.importorskip("torch")
+    bo = _load("bench_overhead")
+    out = tmp_path / "o.md"
+    with pytest.raises(SystemExit) as exc:
+        bo.main(["--gpu-only", "--host-only", "--out", str(out)])
+    assert exc.value.code == 2 and "--host-only" in capsys.readouterr().err
+    assert not out.exists()
