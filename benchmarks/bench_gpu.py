@@ -581,7 +581,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rows-shape", default="4096x4096", help="rows section: GxM of W")
     ap.add_argument("--note", default="", help="a line printed on top of the report")
     args = ap.parse_args(argv)
-    wanted = set(args.sections.split(","))
+    wanted = {t.strip() for t in args.sections.split(",") if t.strip()}
+    if not wanted or not wanted <= {"cupy", "torch", "rows"}:
+        ap.error(f"--sections: a comma list of cupy, torch, rows (got {args.sections!r})")
 
     lines = []
     if args.note:
@@ -611,7 +613,9 @@ def main(argv=None) -> int:
             lines += run_section(name, section, args, torch, dry=reason is not None)
         else:
             why.append(f"{name} section: {reason}")
-    if "cupy" in wanted and not args.dry_run:
+    if "cupy" in wanted and args.dry_run:
+        why.append("CuPy section: no dry run (it needs CuPy and a CUDA device)")
+    elif "cupy" in wanted:
         cp, reason = _cupy_or_why()
         if cp is not None:
             lines += run_section("CuPy", cupy_section, args, cp)

@@ -69,3 +69,16 @@ def test_overhead_gpu_only_with_host_only_is_refused(tmp_path, capsys):
         bo.main(["--gpu-only", "--host-only", "--out", str(out)])
     assert exc.value.code == 2 and "--host-only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_bench_gpu_sections_unknown_name_refused_and_dry_run_says_cupy_skipped(capsys):
+    """bench_gpu --sections owl (the help says "torch (OWL)") ran nothing and
+    said "found no GPU", with --dry-run too; --dry-run --sections cupy said
+    the same with no reason.  An unknown name is now refused, and the dry run
+    says why the CuPy section did not run."""
+    bg = _load("bench_gpu")
+    with pytest.raises(SystemExit) as exc:
+        bg.main(["--dry-run", "--sections", "owl"])
+    assert exc.value.code == 2 and "cupy, torch, rows" in capsys.readouterr().err
+    assert bg.main(["--dry-run", "--sections", "cupy"]) == 2
+    assert "CuPy section: no dry run" in capsys.readouterr().err
