@@ -542,7 +542,9 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
     if plot is not None:
         L.append(f"![ratios to the floor]({plot.name})\n")
     L.append("## Results\n")
-    L.append("Columns: median wall time over `runs` timed calls (after a warm-up call); ratio to the "
+    L.append("Columns: median wall time per call over `runs` timed repeats (after a warm-up call; a call "
+             f"shorter than {BLOCK_SECONDS * 1e3:g} ms is repeated in blocks of about that length, such a repeat "
+             "being its block's time per call); ratio to the "
              "floor; peak extra memory of one call in units of the input's size (tracemalloc peak "
              "minus the output's bytes; 0 = output only; a temporary freed before the output is "
              "allocated, such as the W-sized square inside `np.linalg.norm(W, axis=...)`, does not "

@@ -82,3 +82,21 @@ def test_bench_gpu_sections_unknown_name_refused_and_dry_run_says_cupy_skipped(c
     assert exc.value.code == 2 and "cupy, torch, rows" in capsys.readouterr().err
     assert bg.main(["--dry-run", "--sections", "cupy"]) == 2
     assert "CuPy section: no dry run" in capsys.readouterr().err
+
+
+def test_run_markdown_says_short_calls_are_timed_in_blocks(tmp_path):
+    """RESULTS.md's column text said "median wall time over `runs` timed
+    calls", while a call under BLOCK_SECONDS is timed in blocks (runs counts
+    the blocks: 25 runs of a 5 us call are about a thousand calls)."""
+    rb = _load("run")
+    case = rb.make_case("owl", 30, "float64", True)
+    first = 1e-6
+    times = rb.time_repeats(lambda: None, first, budget=0.001, min_runs=3, max_runs=5)
+    assert len(times) == 5  # repeats, each (but the first) a block of BLOCK_SECONDS / first calls
+    r = rb.Result("owl", case.size, "float64", "proxlib[numpy]", "proxlib", median_s=1e-6, ratio=1.0, runs=5,
+                  extra_mem=0.0, extra_bytes=0, max_abs_diff=0.0, tol=1e-10)
+    out = tmp_path / "R.md"
+    rb.write_markdown(out, [r], rb.machine_description(), [], True, "python benchmarks/run.py", "",
+                      ("0", "0"), "n/a", None, 1.0)
+    text = out.read_text()
+    assert "timed calls" not in text and "in blocks of about that length" in text
