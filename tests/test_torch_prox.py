@@ -13,6 +13,7 @@ import importlib
 import math
 import re
 import sys
+import warnings
 
 import _procs
 import numpy as np
@@ -116,6 +117,31 @@ def test_hook_applies_exactly_proxlibs_prox(case, dtype, cpu_kernels, monkeypatc
     assert prox.n_steps == 3
     # bias untouched by the prox: identical to the reference's
     assert torch.equal(a.bias.detach(), b.bias.detach())
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("cpu_kernels", CPU_KERNELS)
+@pytest.mark.parametrize("pen", [proxlib.WeightedL1(0.2), proxlib.WeightedL2Sq(0.2), proxlib.WeightedL2Sq(np.array([0.2]))], ids=repr)
+def test_an_elementwise_term_keeps_a_0d_parameter_0d(pen, cpu_kernels, batched, monkeypatch):
+    """A 0-d parameter (a learnable scale or temperature) under a weighted
+    l1 / l2-squared term keeps its shape: its one weight was a (1,)
+    threshold, and the torch route (every GPU's) wrote the result with
+    ``out=`` into the parameter, which torch resized to shape (1,) (a
+    deprecation warning only).  The step equals the public function."""
+    from proxlib.torch import _batched
+
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", cpu_kernels)
+    monkeypatch.setattr(_batched, "ENABLED", batched)
+    p = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+    prox = pt.ProximalStep()
+    prox.add(p, pen, strength=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (torch's warning of the resize)
+        for _ in range(2):
+            w = p.detach().clone()
+            prox.step(lr=0.1)
+            assert p.shape == ()
+            assert torch.equal(p.detach(), pen.prox(w, 0.05))
 
 
 @pytest.mark.parametrize("route", ["auto", "torch"])

@@ -307,8 +307,10 @@ def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     if pen.layout == "flat":
         # elementwise maps act on the tensor as it is (thresholds in its shape); OWL needs a vector
         if pen.kernel in ("weighted_l1", "weighted_l2sq"):
+            # (one weight too on a 0-d tensor: a (1,) array would broadcast the result, written
+            # into the parameter with out=, to shape (1,), resizing the parameter)
             terms = tuple(_range.Threshold(t.scalars, t.array.reshape(view.shape), t.degree, t.top)
-                          if t.array is not None and t.array.shape[0] > 1 else t for t in terms)
+                          if t.array is not None and (t.array.shape[0] > 1 or view.ndim == 0) else t for t in terms)
             data = _view_of(grouping)
             restore = _restore_of(grouping, leaf.shape)
             probe = data(leaf.detach())
