@@ -263,6 +263,49 @@ def test_prepared_steps_follow_every_change(monkeypatch):
     assert ran[-1] == 4
 
 
+@pytest.mark.parametrize("route", ["auto", "torch"])
+def test_steps_follow_parameters_swapped_by_torch(route, monkeypatch):
+    """torch swaps a module's parameters in place (``torch.utils.swap_tensors``:
+    the same objects, their contents replaced) in ``module.to()`` and
+    ``load_state_dict`` under
+    ``torch.__future__.set_swap_module_params_on_conversion(True)``; it
+    refuses a tensor that has a weak reference, and a term's plan held one to
+    its parameter ("Couldn't swap Linear.weight" after the first step).  Both
+    now run, and the next steps (the kept one included) equal the public
+    function on the swapped tensors, bit for bit."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net)
+    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
+    prox.add(net[1], proxlib.WeightedL1(0.05))
+
+    def check_step():
+        w0, w1 = net[0].weight, net[1].weight
+        want0 = _expected(w0.detach().clone(), lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1)
+        want1 = proxlib.prox_weighted_l1(w1.detach().clone(), 0.05, 0.1)
+        prox.step()
+        assert torch.equal(w0.detach(), want0) and torch.equal(w1.detach(), want1)
+
+    check_step()
+    check_step()
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        w0 = net[0].weight
+        net.to(torch.float64)
+        assert net[0].weight is w0 and w0.dtype == torch.float64  # (swapped: the same object)
+        check_step()
+        check_step()
+        net.load_state_dict({k: v * 2.0 for k, v in net.state_dict().items()})
+        assert net[0].weight is w0
+        check_step()
+        check_step()
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+
+
 @given(st.lists(st.integers(0, 4), min_size=2, max_size=4), st.sampled_from([None, "filter", "channel", "shape", "layer"]))
 def test_plan_row_maps_are_the_generic_rows(shape, grouping):
     """A plan's rows and their way back (prox._row_maps, the grouping's

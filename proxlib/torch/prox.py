@@ -218,7 +218,7 @@ class _Plan:
     grouping: str | None = None
     metric: bool = False
     on_numba: Callable | None = None  # torch_dev.numba_in_place's run, where it applies
-    held: tuple | None = None  # a weak reference to the leaf (a plan keeps no replaced tensor alive), its data_ptr, shape, strides, dtype, device; the CPU route (see holds)
+    held: tuple | None = None  # the leaf's id (no reference: a plan keeps no replaced tensor alive, and a weak one made torch.utils.swap_tensors refuse it), its data_ptr, shape, strides, dtype, device; the CPU route (see holds)
     batched: bool = False  # runs in a step's batch of row terms (proxlib.torch._batched)
     batch_memo: dict = field(default_factory=dict, repr=False)  # (batched plans) _batched's per-plan constants
     rows_shape: tuple | None = None  # (row penalties) the shape of the rows data() gives
@@ -233,9 +233,15 @@ class _Plan:
         same tensor object with the same memory, shape, strides, dtype and
         device, and the CPU route unchanged.  What comparing
         :func:`_plan_key` decides, in fewer calls: a step asks it for every
-        term."""
+        term.  The object is compared by ``id`` (the plan keeps no reference
+        to it, not even a weak one, which ``torch.utils.swap_tensors`` refuses:
+        ``module.to()`` and ``load_state_dict`` swap parameters so under
+        ``torch.__future__.set_swap_module_params_on_conversion``); a new
+        tensor at a dead one's id with the same memory, shape, strides and
+        dtype is written alike (an in-place runner's views keep that memory
+        alive, so it is the same)."""
         h = self.held
-        return (h is not None and leaf is h[0]() and leaf.data_ptr() == h[1] and leaf.shape == h[2]
+        return (h is not None and id(leaf) == h[0] and leaf.data_ptr() == h[1] and leaf.shape == h[2]
                 and leaf.stride() == h[3] and leaf.dtype is h[4] and leaf.device == h[5] and torch_dev.CPU_KERNELS == h[6])
 
     def run(self, leaf: torch.Tensor, step: float, check_finite: bool, d: torch.Tensor | None = None) -> None:
@@ -286,7 +292,7 @@ class _Plan:
 
 def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     key = _plan_key(leaf)
-    held = (weakref.ref(leaf), leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)  # (_Plan.holds)
+    held = (id(leaf), leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)  # (_Plan.holds)
     x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
     native = x.dtype == leaf.dtype
     grouping = term.grouping
@@ -1052,11 +1058,12 @@ class ProximalStep:
         entries = []
         for term in self.terms:
             plan = term._plan
-            leaf = plan.held[0]()  # (alive: just written)
+            leaf = term.target  # (held by the plan: just written)
             params = None
-            if not isinstance(term.target, torch.Tensor):
-                params = getattr(term.target, "_parameters", None)
-                if params is None or params.get(term.name) is not leaf:
+            if not isinstance(leaf, torch.Tensor):
+                params = getattr(leaf, "_parameters", None)
+                leaf = None if params is None else params.get(term.name)
+                if leaf is None or not plan.holds(leaf):
                     return
             # (None: the general path reads the lr, and raises)
             group = None if opt is None else self._param_group(term, leaf, opt, required=False)
@@ -1085,8 +1092,8 @@ class ProximalStep:
             return 0
         check_finite = self.check_finite
         for i, (term, params, plan, group) in enumerate(entries):
-            leaf = plan.held[0]()
-            if (leaf is None or terms[i] is not term or term._plan is not plan or (params is not None and params.get(term.name) is not leaf)
+            leaf = term.target if params is None else params.get(term.name)
+            if (leaf is None or terms[i] is not term or term._plan is not plan
                     or not leaf.requires_grad or not plan.holds(leaf) or (lr is None and group is None)):
                 self._prepared = None
                 return i
