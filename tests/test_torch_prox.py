@@ -883,6 +883,34 @@ def test_exclusive_columns_hints_survive_a_step_of_zero(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * float(np.abs(W).max()))
 
 
+def test_exclusive_columns_hints_scaled_by_a_ratio_beyond_float64(monkeypatch):
+    """The in-place runner of a "shape" exclusive term scales its hints by
+    step / last; from a step of 1e-300 (hints 0) to one of 1e300 (beyond
+    the kernels' range: _range.solve) that ratio is inf, and 0 * inf warned
+    "invalid value encountered in multiply" (an error under
+    ``-W error``).  Such hints are none to the kernel: no warning now, and the
+    next step equals the public function."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 40).to(torch.float64)
+    prox = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=0.05))
+    prox.add(lin, proxlib.ExclusiveLasso(0.05), grouping="shape")
+    run = prox.terms[0].plan(lin.weight).on_numba
+    assert run is not None and run.hint is not None
+    for step in (0.05, 1e-300, 1e300, 0.05):
+        with torch.no_grad():
+            lin.weight.normal_()
+        W = lin.weight.detach().numpy().copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run(step)
+        with proxlib.use_backend("numba"):
+            want = proxlib.from_rows(proxlib.prox_exclusive_lasso(proxlib.to_rows(W, "shape"), 0.05, step), W.shape, "shape")
+        got = lin.weight.detach().numpy()
+        np.testing.assert_array_equal(got == 0, want == 0)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * float(np.abs(want).max()))
+
+
 @pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
 @pytest.mark.parametrize("penalty", ["exclusive", "group-exclusive"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -397,7 +397,8 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
         last = thresholds.step
         thr = thresholds(step, arr)
         if hint is not None and last and step != last:  # (after a step 0 the hints are 0: none to scale)
-            hint[...] *= step / last
+            with np.errstate(over="ignore", invalid="ignore"):  # (a ratio beyond float64, e.g. 1e300 / 1e-300: inf or NaN hints, which the kernel takes as none)
+                hint[...] *= step / last
         if thr is not None:
             call(thr, check_finite and fused)
         else:  # (_range.solve's data: a transformed copy, or arr itself, overwritten in place then)
