@@ -6,7 +6,7 @@ steps are weighted l1 / weighted l2^2 subproblems.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,14 +33,17 @@ __all__ = [
 ]
 
 
-def _checked_weights(weights):
+def _checked_weights(weights, copy: bool = True):
     """``weights`` checked when a penalty is made (finite, >= 0; the
     messages the prox functions give): a real scalar (Python or NumPy) as a
     Python float, anything else as a float64 array of its own library and
-    device (NumPy for lists)."""
+    device (NumPy for lists), a copy unless ``copy`` is False (then the
+    caller's array itself where it is already float64)."""
     w = V.nonnegative_float64(weights, "weights")
     if w.ndim == 0 and (not V._is_array(weights) or isinstance(weights, np.generic)):
         return float(w)
+    if copy and V._is_array(weights):
+        w = array_namespace(w).asarray(w, copy=True)
     return w
 
 
@@ -60,11 +63,18 @@ def _broadcast_weights(weights, layout, shape, name="weights"):
 
 
 class _Elementwise(R.Penalty):
+    """Shared by the weighted l1 and squared l2: ``weights`` checked and (by
+    default) copied when the object is made, as OWL's are, so that the
+    caller may change the array it passed without effect on the penalty
+    (a training step's plans keep thresholds formed from it).
+    ``copy=False`` keeps the caller's array (the ``prox_*`` functions, which
+    use the object once)."""
+
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
 
-    def __post_init__(self):
-        R.frozen_set(self, weights=_checked_weights(self.weights))
+    def __post_init__(self, copy: bool):
+        R.frozen_set(self, weights=_checked_weights(self.weights, copy))
 
     def thresholds(self, layout):
         return (_broadcast_weights(self.weights, layout, layout.shape),)
@@ -73,9 +83,13 @@ class _Elementwise(R.Penalty):
 @dataclass(frozen=True)
 class WeightedL1(_Elementwise):
     r"""Omega(x) = sum_i weights_i |x_i|; ``weights`` >= 0 a scalar or an array
-    broadcastable to x's shape.  See :func:`prox_weighted_l1`."""
+    broadcastable to x's shape.  See :func:`prox_weighted_l1`.
+
+    The weights are checked (and copied, unless ``copy=False``) when the
+    object is made."""
 
     weights: Any
+    copy: InitVar[bool] = True
     kernel: ClassVar[str] = "weighted_l1"
     metric_kernel: ClassVar[str] = "weighted_l1_metric"
 
@@ -86,9 +100,13 @@ class WeightedL1(_Elementwise):
 
 @dataclass(frozen=True)
 class WeightedL2Sq(_Elementwise):
-    r"""Omega(x) = sum_i weights_i x_i^2 (no 1/2); see :func:`prox_weighted_l2sq`."""
+    r"""Omega(x) = sum_i weights_i x_i^2 (no 1/2); see :func:`prox_weighted_l2sq`.
+
+    The weights are checked (and copied, unless ``copy=False``) when the
+    object is made."""
 
     weights: Any
+    copy: InitVar[bool] = True
     kernel: ClassVar[str] = "weighted_l2sq"
     metric_kernel: ClassVar[str] = "weighted_l2sq_metric"
     degrees: ClassVar[tuple] = (2,)  # scale-free: v / (1 + 2 step w)
@@ -155,7 +173,7 @@ def prox_weighted_l1(v, weights, step=1.0, *, metric=None, check_finite: bool = 
     >>> proxlib.prox_weighted_l1(np.array([3.0, 3.0]), 1.0, metric=np.array([1.0, 2.0]))
     array([2. , 2.5])
     """
-    return WeightedL1(weights).prox(v, step, metric=metric, check_finite=check_finite)
+    return WeightedL1(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 def prox_weighted_l2sq(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
@@ -175,7 +193,7 @@ def prox_weighted_l2sq(v, weights, step=1.0, *, metric=None, check_finite: bool 
     >>> proxlib.prox_weighted_l2sq(np.array([3.0, -1.0]), 1.0)
     array([ 1.        , -0.33333333])
     """
-    return WeightedL2Sq(weights).prox(v, step, metric=metric, check_finite=check_finite)
+    return WeightedL2Sq(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
 
 
 def lp_threshold(lam: float, p: float) -> float:

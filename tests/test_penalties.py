@@ -75,6 +75,49 @@ def test_owl_growl_value_validates_weights():
             proxlib.GrOWL(np.array(bad)).value(X)
 
 
+@pytest.mark.parametrize("cls", [proxlib.WeightedL1, proxlib.WeightedL2Sq])
+def test_weighted_penalties_copy_their_weights_when_made(cls):
+    """As OWL's: changing the caller's array after the penalty is made does
+    not change the penalty (a training step's plans keep thresholds formed
+    from the weights, the in-place Numba runners read them at every step:
+    before the copy the two routes of ProximalStep disagreed after such a
+    change); ``copy=False`` (the prox_* functions) keeps the caller's array."""
+    torch = pytest.importorskip("torch")
+    v = np.array([[4.0, -1.0, 2.5], [0.3, -2.0, 1.0]])
+    w = np.full((2, 3), 0.5)
+    pen = cls(w)
+    before = pen.prox(v)
+    w[...] = 100.0
+    np.testing.assert_array_equal(pen.prox(v), before)
+    wt = torch.full((2, 3), 0.5, dtype=torch.float64)
+    pen = cls(wt)
+    wt[...] = 100.0
+    assert torch.equal(pen.weights, torch.full((2, 3), 0.5, dtype=torch.float64))
+    w64 = np.full((2, 3), 0.5)
+    assert cls(w64, copy=False).weights is w64
+    assert cls(0.5).weights == 0.5  # (a scalar stays a float)
+    from proxlib.backends import torch_dev
+    from proxlib.torch import ProximalStep
+
+    results = []
+    for route in ("auto", "torch"):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(3, 2, dtype=torch.float64)
+        w = np.full((2, 3), 0.01)
+        prox = ProximalStep()
+        prox.add(lin, cls(w))
+        old = torch_dev.CPU_KERNELS
+        torch_dev.CPU_KERNELS = route
+        try:
+            prox.step(lr=1.0)
+            w[...] = 100.0  # (no effect on the term)
+            prox.step(lr=1.0)
+        finally:
+            torch_dev.CPU_KERNELS = old
+        results.append(lin.weight.detach().clone())
+    assert torch.equal(results[0], results[1]) and results[0].abs().min() > 0
+
+
 def test_owl_growl_check_and_copy_their_weights_when_made():
     # the weights are checked once, at construction (a prox call then only
     # checks their length), and copied: changing the caller's array later
