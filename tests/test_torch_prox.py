@@ -859,12 +859,9 @@ def test_convolution_channel_rows_run_in_place_on_numba(dtype, monkeypatch):
     assert torch.equal(conv.weight.detach(), expected)
 
 
-@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
-def test_exclusive_columns_hints_survive_a_step_of_zero(monkeypatch):
-    """The in-place runner of a "shape" exclusive term (hints kept between
-    steps) called at step 0 (the identity), then at a positive step:
-    scaling the hints by step / last divided by zero (ZeroDivisionError);
-    now that step equals the public function."""
+def _exclusive_shape_runner(monkeypatch):
+    """A float64 Linear(48, 40) and the in-place Numba runner of its "shape"
+    exclusive-lasso term (lambda 0.05), which keeps threshold hints."""
     monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
     torch.manual_seed(0)
     lin = torch.nn.Linear(48, 40).to(torch.float64)
@@ -872,6 +869,16 @@ def test_exclusive_columns_hints_survive_a_step_of_zero(monkeypatch):
     prox.add(lin, proxlib.ExclusiveLasso(0.05), grouping="shape")
     run = prox.terms[0].plan(lin.weight).on_numba
     assert run is not None and run.hint is not None
+    return lin, run
+
+
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
+def test_exclusive_columns_hints_survive_a_step_of_zero(monkeypatch):
+    """The in-place runner of a "shape" exclusive term (hints kept between
+    steps) called at step 0 (the identity), then at a positive step:
+    scaling the hints by step / last divided by zero (ZeroDivisionError);
+    now that step equals the public function."""
+    lin, run = _exclusive_shape_runner(monkeypatch)
     run(0.05)
     run(0.0)
     W = lin.weight.detach().numpy().copy()
@@ -883,6 +890,7 @@ def test_exclusive_columns_hints_survive_a_step_of_zero(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * float(np.abs(W).max()))
 
 
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
 def test_exclusive_columns_hints_scaled_by_a_ratio_beyond_float64(monkeypatch):
     """The in-place runner of a "shape" exclusive term scales its hints by
     step / last; from a step of 1e-300 (hints 0) to one of 1e300 (beyond
@@ -890,13 +898,7 @@ def test_exclusive_columns_hints_scaled_by_a_ratio_beyond_float64(monkeypatch):
     "invalid value encountered in multiply" (an error under
     ``-W error``).  Such hints are none to the kernel: no warning now, and the
     next step equals the public function."""
-    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(48, 40).to(torch.float64)
-    prox = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=0.05))
-    prox.add(lin, proxlib.ExclusiveLasso(0.05), grouping="shape")
-    run = prox.terms[0].plan(lin.weight).on_numba
-    assert run is not None and run.hint is not None
+    lin, run = _exclusive_shape_runner(monkeypatch)
     for step in (0.05, 1e-300, 1e300, 0.05):
         with torch.no_grad():
             lin.weight.normal_()

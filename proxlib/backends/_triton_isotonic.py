@@ -117,17 +117,24 @@ _NO_SPECIALIZE = ["R", "B", "K", "max_iter"]
 _NO_ALIGN = ["P1", "P2"]  # rows of one array: their alignment varies
 
 
-@functools.cache
-def kernel(interpret: bool):
-    """The bridge-search kernel, compiled (``interpret=False``) or interpreted."""
+def as_kernel(fn, interpret: bool, **options):
+    """``fn`` as a Triton kernel: compiled (``triton.jit``) or, with
+    ``interpret``, run by Triton's interpreter (how CI runs proxlib's
+    kernels on CPU tensors); ``options`` as ``triton.jit``'s."""
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction as wrap
     else:
         wrap = triton.jit
+    return wrap(fn, **options)
+
+
+@functools.cache
+def kernel(interpret: bool):
+    """The bridge-search kernel, compiled (``interpret=False``) or interpreted."""
     try:
-        return wrap(_bridge_search, do_not_specialize=_NO_SPECIALIZE, do_not_specialize_on_alignment=_NO_ALIGN)
+        return as_kernel(_bridge_search, interpret, do_not_specialize=_NO_SPECIALIZE, do_not_specialize_on_alignment=_NO_ALIGN)
     except TypeError:  # a Triton without do_not_specialize_on_alignment
-        return wrap(_bridge_search, do_not_specialize=_NO_SPECIALIZE)
+        return as_kernel(_bridge_search, interpret, do_not_specialize=_NO_SPECIALIZE)
 
 
 def _interpreting_everything() -> bool:

@@ -74,7 +74,7 @@ from dataclasses import dataclass
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything
+from ._triton_isotonic import _interpreting_everything, as_kernel
 
 __all__ = ["row_sumsq", "row_norms", "Plan", "plan", "kernel"]
 
@@ -189,11 +189,7 @@ _NO_SPECIALIZE = ["M", "span", "S"]
 @functools.cache
 def kernel(interpret: bool):
     """The row-statistics kernel, compiled (``interpret=False``) or interpreted."""
-    if interpret:
-        from triton.runtime.interpreter import InterpretedFunction as wrap
-    else:
-        wrap = triton.jit
-    return wrap(_row_stats, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_row_stats, interpret, do_not_specialize=_NO_SPECIALIZE)
 
 
 # ------------------------------------------------------------------ plans

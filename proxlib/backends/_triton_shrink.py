@@ -42,7 +42,7 @@ import functools
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything
+from ._triton_isotonic import _interpreting_everything, as_kernel
 
 __all__ = ["group_exclusive_factor", "kernel", "BLOCK", "INTERPRET_BLOCK"]
 
@@ -112,11 +112,7 @@ def _no_dispatch_modes():
 @functools.cache
 def kernel(interpret: bool):
     """The root-search kernel, compiled (``interpret=False``) or interpreted."""
-    if interpret:
-        from triton.runtime.interpreter import InterpretedFunction as wrap
-    else:
-        wrap = triton.jit
-    return wrap(_shrink_roots, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_shrink_roots, interpret, do_not_specialize=_NO_SPECIALIZE)
 
 
 def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, max_iter: int):
