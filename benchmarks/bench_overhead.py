@@ -163,10 +163,13 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
                 for layer in _weights(net):
                     prox.add(layer, pen(), grouping=grouping)
                 t_route = {}
-                for route in ("torch", "auto"):
-                    torch_dev.CPU_KERNELS = route
-                    t_train, t_route[route] = _paired_ms(train_step, prox.step, repeats)
-                torch_dev.CPU_KERNELS = "auto"
+                before = torch_dev.CPU_KERNELS
+                try:
+                    for route in ("torch", "auto"):
+                        torch_dev.CPU_KERNELS = route
+                        t_train, t_route[route] = _paired_ms(train_step, prox.step, repeats)
+                finally:
+                    torch_dev.CPU_KERNELS = before  # (the caller's route, not "auto": a test session runs "torch")
                 rows.append(
                     dict(
                         device="cpu", model=model_name, batch=batch, penalty=name, train_ms=t_train,

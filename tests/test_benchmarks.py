@@ -32,7 +32,9 @@ def test_overhead_floor_share_uses_the_training_step_paired_with_the_floor(monke
     monkeypatch.setattr(bo, "_paired_ms", paired)
     monkeypatch.setattr(bo, "MODELS", {"MLP 784-300-10": bo.MODELS["MLP 784-300-10"]})
     monkeypatch.setattr(bo, "PENALTIES", {"weighted l1": bo.PENALTIES["weighted l1"]})
+    route = bo.torch_dev.CPU_KERNELS
     rows = bo.bench_cpu(1, batches=(64,))
+    assert bo.torch_dev.CPU_KERNELS == route  # (it set "auto" for good: the next tests ran on Numba)
     assert len(rows) == 1 and rows[0]["train_ms"] == 4.0 and rows[0]["floor_ms"] == 0.5
     line = bo.table(rows).splitlines()[-1]
     cells = [c.strip() for c in line.strip("|").split("|")]
