@@ -64,6 +64,37 @@ except ImportError:  # no torch
 else:
     torch_dev.CPU_KERNELS = "torch"
 
+
+
+def _routes() -> dict:
+    """The process-wide switches of the kernels' routes (torch's CPU route,
+    its row statistics, group+exclusive's root search, the batched step)."""
+    out = {}
+    for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
+                         ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.torch._batched", "ENABLED")):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            out[f"{module}.{name}"] = getattr(mod, name)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _routes_restored():
+    """A test that changes a route switch and leaves it changed errors
+    itself (restoring it), instead of sending the tests after it in its
+    worker down another route: a benchmark test once left CPU_KERNELS at
+    "auto", and 27 batched-step tests then failed on Numba's route."""
+    before = _routes()
+    yield
+    after = _routes()
+    changed = {k: (before[k], after[k]) for k in before if k in after and before[k] != after[k]}
+    for key, (old, _) in changed.items():
+        module, name = key.rsplit(".", 1)
+        setattr(sys.modules[module], name, old)
+    if changed:
+        pytest.fail(f"the test left route switches changed (restored now): {changed}", pytrace=False)
+
+
 _SOLVER = re.compile(r"cvx|exact_|[Dd]ecimal")
 
 
