@@ -36,7 +36,6 @@ missing (``_xp_kernels`` then keeps the array code).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import triton
@@ -53,6 +52,7 @@ INTERPRET_BLOCK = 2**16
 
 #: Launches of the kernel so far (compiled or interpreted); the tests read it.
 launches = 0
+
 
 def _shrink_roots(Yk, Fk, D2, kf, left, right, a, b, out, G, max_iter, BLOCK: tl.constexpr):
     """c of rows ``pid*BLOCK ..``; see the module doc.  Every expression is
@@ -100,15 +100,6 @@ def _shrink_roots(Yk, Fk, D2, kf, left, right, a, b, out, G, max_iter, BLOCK: tl
 _NO_SPECIALIZE = ["G", "max_iter"]  # one compiled variant for every size
 
 
-def _no_dispatch_modes():
-    """torch's context that suspends the active dispatch modes (a no-op context where it is missing)."""
-    try:
-        from torch.utils._python_dispatch import _disable_current_modes
-    except ImportError:  # pragma: no cover (torch < 2.0)
-        return contextlib.nullcontext()
-    return _disable_current_modes()
-
-
 @functools.cache
 def kernel(interpret: bool):
     """The root-search kernel, compiled (``interpret=False``) or interpreted."""
@@ -122,6 +113,7 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, max_iter: int):
     be broadcast from fewer dimensions: they are expanded to G)."""
     global launches
     import torch
+    from torch.utils._python_dispatch import _disable_current_modes
 
     G = Yk.shape[0]
     args = [torch.broadcast_to(t, (G,)).to(torch.float64).contiguous() for t in (Yk, Fk, D2, kf, left, right, a, b)]
@@ -135,7 +127,7 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, max_iter: int):
     if interpret:
         # (the interpreter's own copies of the arguments are not the kernel's
         # work: hidden from torch dispatch modes, such as the operation counts)
-        with _no_dispatch_modes():
+        with _disable_current_modes():
             kernel(True)[grid](*args, out, G, max_iter, BLOCK=block)
     else:
         with torch.cuda.device(Yk.device):
