@@ -1502,3 +1502,41 @@ def test_gx_root_below_is_a_certificate(y, pick, a_frac, b_any, tilt, where):
     for a_ in (0.0, a):
         if NB._gx_root_below(mu, t, F, Q, k, a_, b, y.shape[0]):
             assert _exact_phi_positive(y, mu, a_, b), (mu, t, a_, b)
+
+
+def _eight_lane_sumsq(x) -> float:
+    """_sumsq's order, in Python floats (IEEE double, no fused multiply-add):
+    lane l sums x[l]^2, x[l + 8]^2, ... below the last multiple of 8, lane 0
+    then takes the rest, and the lanes combine as ((0 + 1) + (2 + 3)) +
+    ((4 + 5) + (6 + 7))."""
+    v = [float(a) for a in x]
+    m8 = len(v) - len(v) % 8
+    s = [0.0] * 8
+    for j in range(m8):
+        s[j % 8] += v[j] * v[j]
+    for j in range(m8, len(v)):
+        s[0] += v[j] * v[j]
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
+def _rows_for_sumsq(dt, moderate):
+    elements = st.floats(-4, 4, width=np.finfo(dt).bits) if moderate else st.floats(width=np.finfo(dt).bits)
+    return arrays(dt, st.integers(0, 70), elements=elements)
+
+
+@pytest.mark.parametrize("moderate", [True, False], ids=["moderate", "whole-range"])
+@given(data=st.data())
+def test_sumsq_vector_lanes_keep_the_scalar_order(moderate, data):
+    """_sumsq of a contiguous row runs in LLVM vector code
+    (_lane_sums_of_squares) and of a strided one in the scalar loop: both
+    are the eight-lane sum bit for bit (the order _mid_sumsq reproduces for
+    a convolution's channels), over the whole float range, NaN and inf
+    included, every length around the multiples of 8.  (Moderate values
+    too: where one huge square dominates, a changed order rarely shows.)"""
+    x = data.draw(st.sampled_from(DTYPES).flatmap(lambda dt: _rows_for_sumsq(dt, moderate)))
+    want = _eight_lane_sumsq(x)
+    strided = np.empty(2 * x.shape[0], dtype=x.dtype)[::2]
+    strided[...] = x
+    for row in (np.ascontiguousarray(x), strided):
+        got = NB._sumsq(row)
+        assert (math.isnan(got) and math.isnan(want)) or got == want, (row.flags.c_contiguous, got, want)

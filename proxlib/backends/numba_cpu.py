@@ -180,7 +180,7 @@ import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import prange
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .._range import hard_threshold
 from . import KERNELS
@@ -253,34 +253,117 @@ def _result(v, out):
 # ------------------------------------------------------------------ row helpers
 
 
+@intrinsic
+def _lane_sums_of_squares(typingctx, x):
+    """The eight lane sums of _sumsq over x[:m - m % 8] of a C-contiguous
+    float32 or float64 vector x (lane l: x[l]^2 + x[l + 8]^2 + ..., in
+    increasing index, in float64), as a tuple.  The loop is written in
+    LLVM vector types (two <4 x double> accumulators: an 8-entry load,
+    widened to float64 for float32, squared, added), because LLVM does not
+    vectorise the scalar form: its eight accumulators are loop-carried
+    chains that the SLP vectoriser does not start from.  No fast-math flag:
+    each lane's additions stay in _sumsq's order (and no fused
+    multiply-add), so the sums are the scalar loop's bit for bit, about 2x
+    faster on rows in cache (the norms of 300 x 784 float32 rows: 99-117 ->
+    45-57 us; one serial group lasso on them in place: 121 -> 71-97 us)."""
+    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype in (types.float32, types.float64)):
+        return None
+    sig = types.UniTuple(types.float64, 8)(x)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64, i32 = llvm_ir.IntType(64), llvm_ir.IntType(32)
+        v4 = llvm_ir.VectorType(llvm_ir.DoubleType(), 4)
+        zero = llvm_ir.Constant(v4, [0.0] * 4)
+        blocks = builder.lshr(builder.extract_value(ary.shape, 0), llvm_ir.Constant(i64, 3))  # m // 8 (m >= 0)
+        entry = builder.basic_block
+        loop = builder.append_basic_block("lanes.loop")
+        done = builder.append_basic_block("lanes.done")
+        builder.cbranch(builder.icmp_unsigned(">", blocks, llvm_ir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(i64)
+        acc = (builder.phi(v4), builder.phi(v4))
+        first = builder.gep(ary.data, [builder.shl(i, llvm_ir.Constant(i64, 3))])
+        eight = builder.load(
+            builder.bitcast(first, llvm_ir.VectorType(context.get_data_type(x.dtype), 8).as_pointer()),
+            align=x.dtype.bitwidth // 8,
+        )
+        if x.dtype == types.float32:
+            eight = builder.fpext(eight, llvm_ir.VectorType(llvm_ir.DoubleType(), 8))
+        new = []
+        for half, a in enumerate(acc):
+            mask = llvm_ir.Constant(llvm_ir.VectorType(i32, 4), [4 * half + k for k in range(4)])
+            v = builder.shuffle_vector(eight, eight, mask)
+            new.append(builder.fadd(a, builder.fmul(v, v)))
+        nxt = builder.add(i, llvm_ir.Constant(i64, 1))
+        i.add_incoming(llvm_ir.Constant(i64, 0), entry)
+        i.add_incoming(nxt, loop)
+        for a, b in zip(acc, new):
+            a.add_incoming(zero, entry)
+            a.add_incoming(b, loop)
+        builder.cbranch(builder.icmp_unsigned("<", nxt, blocks), loop, done)
+        builder.position_at_end(done)
+        sums = []
+        for b in new:
+            r = builder.phi(v4)
+            r.add_incoming(zero, entry)
+            r.add_incoming(b, loop)
+            sums.append(r)
+        lanes = [builder.extract_element(r, llvm_ir.Constant(i32, k)) for r in sums for k in range(4)]
+        return context.make_tuple(builder, signature.return_type, lanes)
+
+    return sig, codegen
+
+
+def _eight_lanes(x):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+@overload(_eight_lanes)
+def _eight_lanes_overload(x):
+    """_sumsq's eight lane sums over x[:m - m % 8]: in vector code for a
+    C-contiguous x (_lane_sums_of_squares), else the scalar loop (strided
+    rows: a matrix's column, a convolution's channel)."""
+    if isinstance(x, types.Array) and x.layout == "C" and x.dtype in (types.float32, types.float64):
+        return lambda x: _lane_sums_of_squares(x)
+
+    def scalar(x):
+        m = x.shape[0]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        for j in range(0, m - m % 8, 8):
+            a0 = np.float64(x[j])
+            a1 = np.float64(x[j + 1])
+            a2 = np.float64(x[j + 2])
+            a3 = np.float64(x[j + 3])
+            a4 = np.float64(x[j + 4])
+            a5 = np.float64(x[j + 5])
+            a6 = np.float64(x[j + 6])
+            a7 = np.float64(x[j + 7])
+            s0 += a0 * a0
+            s1 += a1 * a1
+            s2 += a2 * a2
+            s3 += a3 * a3
+            s4 += a4 * a4
+            s5 += a5 * a5
+            s6 += a6 * a6
+            s7 += a7 * a7
+        return s0, s1, s2, s3, s4, s5, s6, s7
+
+    return scalar
+
+
 @_jit
 def _sumsq(x):
-    """Sum of x_j^2 in float64 (eight partial sums), unscaled."""
+    """Sum of x_j^2 in float64, unscaled: eight partial sums (lane l takes
+    x_l^2, x_{l+8}^2, ... below the last multiple of 8, in increasing j; lane
+    0 then the rest), combined as ((s0 + s1) + (s2 + s3)) + ((s4 + s5) +
+    (s6 + s7)).  A fixed order (_mid_sumsq reproduces it bit for bit) in
+    vector code (_lane_sums_of_squares)."""
     m = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    j = 0
-    while j + 8 <= m:
-        a0 = np.float64(x[j])
-        a1 = np.float64(x[j + 1])
-        a2 = np.float64(x[j + 2])
-        a3 = np.float64(x[j + 3])
-        a4 = np.float64(x[j + 4])
-        a5 = np.float64(x[j + 5])
-        a6 = np.float64(x[j + 6])
-        a7 = np.float64(x[j + 7])
-        s0 += a0 * a0
-        s1 += a1 * a1
-        s2 += a2 * a2
-        s3 += a3 * a3
-        s4 += a4 * a4
-        s5 += a5 * a5
-        s6 += a6 * a6
-        s7 += a7 * a7
-        j += 8
-    while j < m:
+    s0, s1, s2, s3, s4, s5, s6, s7 = _eight_lanes(x)
+    for j in range(m - m % 8, m):
         a0 = np.float64(x[j])
         s0 += a0 * a0
-        j += 1
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
