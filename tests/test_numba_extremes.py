@@ -779,43 +779,47 @@ def test_exclusive_support_sums_from_the_first_pass_are_the_second_pass_bit_for_
 def test_exclusive_row_search_pass_gives_the_support_and_its_exact_sums(A, data):
     """The exclusive row kernel's search pass at a point t (_ex_sums) gives
     k = #{y > t} and Y = min{y > t} exactly, which is what lets the search
-    stop without a pass at its last step; on float32 rows, where
-    _float32_sums_exact accepts the pass's sum S of those y, S is exact and
-    S - k Y equals the support sums' own pass (_gx_sums at Y, which the row
-    kernel then skips) bit for bit.  Rows whose magnitudes span up to 60
-    binades anywhere in the float32 range."""
+    stop without a pass at its last step.  On float32 rows, where
+    _float32_sums_exact accepts the first pass's sum S of the nonzero y
+    (_abs_sum_min), S is exact and S - k Y equals the support sums' own
+    pass (_gx_sums at Y, which the fast path then skips) bit for bit.  Rows
+    whose magnitudes span up to 60 binades anywhere in the float32 range."""
     for x in A.T.copy():
         mags = np.abs(x.astype(np.float64))
         t = data.draw(st.sampled_from([0.0, *sorted(set(mags.tolist()))]))
-        F, k, Y, S = NB._ex_sums(x, x.size, 1.0, 1.0, t)
+        F, k, Y = NB._ex_sums(x, x.size, 1.0, 1.0, t)
         above = mags[mags > t]
         assert k == above.size
         assert Y == (above.min() if above.size else np.inf)
         exact_F = math.fsum(above - t)
         assert abs(F - exact_F) <= x.size * 2.0**-52 * exact_F
-        if not above.size:
-            assert not NB._float32_sums_exact(x, S, Y)
+        S, _, ymin, nnz = NB._abs_sum_min(x)
+        nonzero = mags[mags > 0]
+        assert (ymin, nnz) == ((nonzero.min() if nonzero.size else np.inf), nonzero.size)
+        if not nonzero.size:
+            assert not NB._float32_sums_exact(x, S, ymin)
             continue
-        F2, _, k2 = NB._gx_sums(x, x.size, 1.0, 1.0, Y)
-        assert k2 == k
-        if NB._float32_sums_exact(x, S, Y):
-            assert Fraction(S) == sum(map(Fraction, above.tolist()))
-            assert S - k * Y == F2 == math.fsum(above - Y)
-            assert Fraction(F2) == sum(Fraction(y) - Fraction(Y) for y in above.tolist())
+        F2, _, k2 = NB._gx_sums(x, x.size, 1.0, 1.0, ymin)
+        assert k2 == nnz
+        if NB._float32_sums_exact(x, S, ymin):
+            assert Fraction(S) == sum(map(Fraction, nonzero.tolist()))
+            assert S - nnz * ymin == F2 == math.fsum(nonzero - ymin)
+            assert Fraction(F2) == sum(Fraction(y) - Fraction(ymin) for y in nonzero.tolist())
         else:
-            assert math.fsum(above) >= 2.0**29 * Y * (1 - 2.0**-40)
+            assert math.fsum(nonzero) >= 2.0**29 * ymin * (1 - 2.0**-40)
     assert not NB._float32_sums_exact(mags, 1.0, 1.0)  # never for float64 rows
 
 
 @pytest.mark.parametrize("e, exact", [(28, True), (30, False)])
 def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
     """1 + 2^-23 and 2^e (1 + 2^-23): their sum needs e + 24 bits, so float64
-    holds it for e = 28 (accepted, and S - k Y is the pass's sum) and not
-    for e = 30 (declined: S is rounded)."""
+    holds it for e = 28 (accepted, and S - k Y is the support sums' pass)
+    and not for e = 30 (declined: S is rounded)."""
     small, large = 1.0 + 2.0**-23, 2.0**e * (1.0 + 2.0**-23)
     x = np.array([-large, 0.0, small], dtype=np.float32)
-    F, k, Y, S = NB._ex_sums(x, 3, 1.0, 1.0, 0.0)
+    S, _, Y, k = NB._abs_sum_min(x)
     assert (k, Y) == (2, small)
+    assert NB._ex_sums(x, 3, 1.0, 1.0, 0.0)[1:] == (2, small)
     assert (Fraction(S) == Fraction(small) + Fraction(large)) == exact
     assert NB._float32_sums_exact(x, S, Y) == exact
     if exact:
