@@ -442,6 +442,23 @@ def test_a_wrong_torch_pruning_mapping_is_caught_and_left_alone():
         _close(small(X), net.eval()(X))
 
 
+def test_a_pixel_shuffle_is_left_alone_not_an_index_error():
+    # Torch-Pruning takes PixelShuffle (8 channels -> 2) for an elementwise op and
+    # maps the conv's 8 channels to 8 input columns of the next conv, which has 2:
+    # compact raised IndexError from inside instead of leaving the group alone
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(), nn.Conv2d(2, 4, 1))
+    with torch.no_grad():
+        net[0].weight[1] = 0
+    X = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(30))
+    small = pt.compact(net, X)
+    assert tuple(small[0].weight.shape) == (8, 3, 3, 3) and tuple(small[3].weight.shape) == (4, 2, 1, 1)
+    assert any("out of its 2" in n for n in small.compaction_notes)
+    X2 = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(31))
+    with torch.no_grad():
+        _close(small(X2), net.eval()(X2))
+
+
 class _Mixing(nn.Module):
     """Linear, an operation across the hidden channels, Linear."""
 

@@ -464,8 +464,12 @@ def _index_maps(items, names):
         for m, it in pairs:
             by_root: dict[int, list[int]] = {}
             owner: dict[int, int] = {}
+            # e.g. a PixelShuffle, which Torch-Pruning takes for an elementwise operation
+            n = m.num_features if kind == "bn" else m.weight.shape[1 if kind == "in" else 0]
             for i, r in zip(it.idxs, it.root_idxs):
                 i, r = int(i), int(r)
+                if not 0 <= i < n:
+                    return None, f"Torch-Pruning maps a channel to {names.get(m, m)}'s index {i}, out of its {n}"
                 if owner.setdefault(i, r) != r:
                     return None, f"Torch-Pruning maps {names.get(m, m)}'s index {i} to two channels"
                 by_root.setdefault(r, []).append(i)
