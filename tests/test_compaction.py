@@ -496,6 +496,36 @@ def test_a_channel_mixed_into_the_others_is_kept(mix):
         _close(small(X2), net.eval()(X2))
 
 
+def test_a_constant_fed_by_the_other_channels_is_kept_on_a_single_sample():
+    # a.weight[3] = 0, but cumsum makes channel 3 the sum of all of a's outputs:
+    # on a batch of one sample b's input looked constant, the value was folded
+    # and the compact model was wrong on every other input (the NaN probe only
+    # looked at what channel 3 reaches, not at what reaches it)
+    class CumSum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).cumsum(-1))
+
+    torch.manual_seed(3)
+    net = CumSum()
+    with torch.no_grad():
+        net.a.weight[3] = 0
+    small = pt.compact(net, torch.randn(1, 4, generator=torch.Generator().manual_seed(32)))
+    assert tuple(small.a.weight.shape) == (4, 4) and tuple(small.b.weight.shape) == (2, 4)
+    assert any("depend on its other channels" in n for n in small.compaction_notes)
+    X2 = torch.randn(16, 4, generator=torch.Generator().manual_seed(33))
+    with torch.no_grad():
+        _close(small(X2), net.eval()(X2))
+    # a zero row that nothing else feeds is still folded from a single sample
+    mlp = _mlp()
+    assert [tuple(p.shape) for p in pt.compact(mlp, MODELS["mlp"][1]()[:1]).parameters()] == [
+        tuple(p.shape) for p in pt.compact(mlp, MODELS["mlp"][1]()).parameters()
+    ]
+
+
 def test_compact_under_inference_mode_is_the_same_and_trainable():
     # the graph is autograd's: under torch.inference_mode nothing was traced, so only
     # the feature selection was done ("no Linear/Conv reads it"), with inference tensors

@@ -63,7 +63,9 @@ in a forward pass on ``example_inputs``: a group is left untouched when the
 NaN reaches any other column of its readers or an output of the model (a
 softmax, a mean or maximum over the channels, a flip or an index on the
 way), since removing such a channel would change the other channels even
-where the check on ``example_inputs`` cannot see it.  The removal itself slices the weights
+where the check on ``example_inputs`` cannot see it; conversely, a constant
+channel is kept when the group's other channels, set to NaN, reach it (a
+cumulative sum over the channels: on a single sample it looks constant).  The removal itself slices the weights
 directly (one pass over the original indices), since the folding and the
 ties need the original column of every kept input.  At least one channel of
 every group is kept (PyTorch has no zero-channel convolution).  The equality
@@ -415,6 +417,8 @@ def _plan(model: torch.nn.Module, args: tuple) -> _Plan:
             if base is None:
                 base = [torch.isnan(o) if isinstance(o, torch.Tensor) and o.is_floating_point() else None for o in _leaves(_forward(model, args))]
             reason = _mixes(model, args, items, maps, removable, names, base)
+            if reason is None:
+                reason = _inflow(model, args, items, maps, [r for r in removable if folds[r]], names)
             if reason is not None:
                 plan.notes.append(f"group of {label}: left as is, {reason}")
                 continue
@@ -560,6 +564,53 @@ def _mixes(model, args, items, maps, removable, names, base) -> str | None:
             nan_out.add(i)
     if nan_out:
         return f"its channels reach the model's output {sorted(nan_out)} other than through a Linear/Conv"
+    return None
+
+
+def _inflow(model, args, items, maps, folded, names) -> str | None:
+    """Why the ``folded`` channels may not be constants (None when they are).
+
+    The reverse of :func:`_mixes`: every other channel of the group is set to
+    NaN at its producers, and no reader may see a NaN in a folded channel's
+    columns.  Torch-Pruning takes a cumulative sum or a sort over the channels
+    for an elementwise operation, and on a single sample the value a Linear
+    reads passes the constancy check whatever it depends on.
+    """
+    if not folded:
+        return None
+    bad: list[str] = []
+    handles = []
+    keep = set(folded)
+
+    def produce(mod, inp, out, rows):
+        return out.index_fill(B.channel_dim(mod, out.ndim), torch.as_tensor(rows, device=out.device), float("nan"))
+
+    def read(mod, a, cols):
+        x = a[0]
+        isnan = torch.isnan(x)
+        d = B.channel_dim(mod, x.ndim)
+        if bool(isnan.index_select(d, torch.as_tensor(cols, device=x.device)).any()):
+            bad.append(names.get(mod, type(mod).__name__))
+        return (x.masked_fill(isnan, 0),) + tuple(a[1:])
+
+    try:
+        for m, _ in items["out"]:
+            rows = sorted(i for r, idx in maps[("out", m)].items() if r not in keep for i in idx)
+            if rows:
+                handles.append(m.register_forward_hook(lambda mod, i, o, rows=rows: produce(mod, i, o, rows)))
+        for m, _ in items["in"]:
+            cols = sorted(i for r in keep for i in maps[("in", m)].get(r, []))
+            if cols:
+                handles.append(m.register_forward_pre_hook(lambda mod, a, cols=cols: read(mod, a, cols)))
+        try:
+            _forward(model, args)
+        except Exception as e:  # noqa: BLE001 (the probe is a check; any failure keeps the group)
+            return f"a NaN probe of its other channels failed ({type(e).__name__}: {e})"
+    finally:
+        for h in handles:
+            h.remove()
+    if bad:
+        return f"its constant channels depend on its other channels on the way to {sorted(set(bad))} (a channel set to NaN reaches them)"
     return None
 
 
