@@ -786,3 +786,30 @@ def test_macs_of_clustered_inputs_called_several_times():
 
     macs = _macs(Shared(), (torch.randn(2, 3),))
     assert macs["red"] == 2 * 3 and macs["lin"] == 2 * 6
+
+
+def test_folded_constants_are_those_of_the_example_size_and_the_docs_say_so():
+    # a zero row of phi is relu(1) = 1 per set element; a sum readout makes it N,
+    # folded as the N of example_inputs: the compact model is off for other set
+    # sizes, which the docs did not say ("the same outputs"); a mean is exact
+    class DeepSets(nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.phi, self.rho, self.pool = nn.Linear(3, 6), nn.Linear(6, 2), pool
+
+        def forward(self, x):  # (batch, set size, 3)
+            return self.rho(self.pool(F.relu(self.phi(x))))
+
+    torch.manual_seed(2)
+    X = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(34))
+    X9 = torch.randn(4, 9, 3, generator=torch.Generator().manual_seed(35))
+    for pool, exact in ((lambda h: h.sum(1), False), (lambda h: h.mean(1), True)):
+        net = DeepSets(pool)
+        with torch.no_grad():
+            net.phi.weight[2], net.phi.bias[2] = 0, 1.0
+        small = pt.compact(net, X)
+        assert tuple(small.rho.weight.shape) == (2, 5)
+        with torch.no_grad():
+            assert torch.allclose(small(X9), net.eval()(X9), rtol=1e-5, atol=1e-6) == exact
+    assert "only on inputs of that size" in " ".join(C.__doc__.split())
+    assert "exact only for inputs\nof that size" in (ROOT / "README.md").read_text()

@@ -26,6 +26,11 @@ zeros and ties that proxlib's structured penalties leave behind.
    reading layer, where it must be bit-for-bit constant over the batch and
    positions (it is whenever the producers' rows are zero and the path to
    the reader is per-channel; a channel that is not constant there is kept).
+   It is the constant of inputs of ``example_inputs``' size: where the path
+   to a reader sums over positions, tokens or set elements (a sum pooling or
+   readout, a zero-padded average pool before a global pool), the compact
+   model matches the original only on inputs of that size (a mean pooling
+   is exact at any size).
 2. **Zero input columns of a first layer** (a Linear / Conv whose input no
    removable layer produces, typically the network's input) become a feature
    selection: a :class:`ClusteredInputs` module in front picks the used inputs
