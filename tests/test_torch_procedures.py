@@ -174,6 +174,21 @@ def test_find_tying_checks_preference_as_two_stage_does():
     np.testing.assert_array_equal(pt.find_tying(W, preference=np.float32(0.8)).labels, pt.find_tying(W, preference=0.8).labels)
 
 
+def test_find_tying_reports_an_affinity_propagation_that_stopped_unconverged():
+    """Stopped by max_iter with exemplars found, scikit-learn returns degenerate
+    labels and a ConvergenceWarning, which find_tying silenced: converged was
+    True, no warning, and dissimilar rows were tied (labels [0 0 1 -1 2 3 2 4]:
+    rows 4 and 6, of similarity 0.35, in one cluster, which the converged run
+    keeps apart)."""
+    W = np.random.default_rng(0).standard_normal((5, 8))
+    W[:, 1], W[:, 3] = W[:, 0], 0
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        ty = pt.find_tying(W, max_iter=1)
+    assert not ty.converged
+    np.testing.assert_array_equal(ty.labels, [0, 1, 2, -1, 3, 4, 5, 6])  # every row untied, as documented
+    assert pt.find_tying(W).converged
+
+
 def test_tied_rows_share_bit_identical_values_and_train():
     torch.manual_seed(0)
     lin = torch.nn.Linear(5, 3)

@@ -162,10 +162,16 @@ def find_tying(
             convergence_iter=convergence_iter,
             random_state=random_state,
         )
+        # without convergence scikit-learn labels every row -1 or, where it
+        # found exemplars, returns degenerate labels (dissimilar rows tied)
+        # with a ConvergenceWarning: both are "did not converge"
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            lab = ap.fit(S).labels_
-        if lab.min() < 0:  # AffinityPropagation did not converge
+            warnings.simplefilter("error", ConvergenceWarning)
+            try:
+                lab = ap.fit(S).labels_
+            except ConvergenceWarning:
+                lab = None
+        if lab is None or lab.min() < 0:  # AffinityPropagation did not converge
             converged = False
             warnings.warn("AffinityPropagation did not converge; leaving every row untied", RuntimeWarning, stacklevel=2)
             lab = np.arange(nonzero.size)
