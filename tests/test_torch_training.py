@@ -793,6 +793,27 @@ def test_affine_scaling_prune_leaves_no_layer_reparametrised_when_one_is_refused
     assert net[0].weight is w0 and torch.equal(w0.detach(), before)
 
 
+@pytest.mark.parametrize("conv, side", [(lambda: torch.nn.Conv2d(4, 4, 3, groups=2), 3), (lambda: torch.nn.ConvTranspose2d(4, 4, 3), 7)])
+def test_two_stage_refuses_a_conv_layout_tie_rows_refuses_before_training(conv, side):
+    """A grouped or transposed conv with grouping="channel": tie_rows refused it
+    only after the whole of stage 1 had been trained."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(conv(), torch.nn.Flatten(), torch.nn.Linear(4 * side * side, 2))
+    X, y = torch.randn(16, 4, 5, 5), torch.randint(0, 2, (16,))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    steps = []
+
+    class Progress:
+        def update(self, n):
+            steps.append(n)
+
+    with pytest.raises(ValueError, match="grouping 'channel' on a"):
+        pt.two_stage(net, {"conv": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                     epochs=2, retrain_epochs=1, batch_size=8, progress=Progress())
+    assert steps == []
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(grouping="channels"), "grouping"),
     (dict(preference="high"), "preference"),

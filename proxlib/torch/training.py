@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate
+from . import _bridge as B
 from ..groupings import row_maps
 from .metrics import LayerMetrics, model_metrics
 from .prox import ProximalStep, growl
@@ -363,6 +364,7 @@ def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying
         if not isinstance(w, torch.Tensor):
             raise TypeError(f"layers: {n!r} ({type(l).__name__}) has no weight tensor to tie")
         row_maps(tuple(w.shape), grouping)  # ValueError naming the grouping where it does not apply
+        B.check_conv_layout(l, "weight", B.canonical_grouping(grouping))  # tie_rows' refusal (grouped, transposed conv)
     _validate.real_scalar(preference, "preference")
     options = dict(tying_options or {})
     allowed = set(inspect.signature(find_tying).parameters) - {"W", "grouping", "preference", "random_state"}
