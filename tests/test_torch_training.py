@@ -815,6 +815,22 @@ def test_two_stage_refuses_a_conv_layout_tie_rows_refuses_before_training(conv, 
 
 
 @pytest.mark.parametrize("bad, match", [
+    (dict(weights=np.ones(5)), "weights"),
+    (dict(weights=-np.ones(8)), "weights"),
+    (dict(strength=-1.0), "strength"),
+])
+def test_growl_two_stage_checks_its_weights_and_strength_before_the_warm_up(bad, match):
+    # the GrOWL terms are added after the warm-up epochs: weights of the wrong
+    # length or sign, or a negative strength, were refused only after them
+    kw = dict(weights=np.ones(8), strength=0.1) | bad
+    _refused_before_training(
+        lambda net, X, y, progress: pt.growl_two_stage(
+            net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+            epochs=3, warmup_epochs=2, retrain_epochs=1, batch_size=16, progress=progress, **kw),
+        match)
+
+
+@pytest.mark.parametrize("bad, match", [
     (dict(grouping="channels"), "grouping"),
     (dict(preference="high"), "preference"),
     (dict(tying_options={"max_iters": 10}), "max_iters"),

@@ -412,6 +412,7 @@ def growl_two_stage(model: torch.nn.Module, layers, X, y=None, *, weights, stren
         for n, l in layers.items():
             prox.add(l, growl(weights), grouping=grouping, strength=strength, label=f"{n}.growl")
 
+    configure(ProximalStep())  # weights and strength checked before any training (two_stage adds the terms after the warm-up)
     return two_stage(model, layers, X, y, configure=configure, grouping=grouping, **kw)
 
 
