@@ -24,8 +24,10 @@ group lasso           nothing                     all-reduce of 8 G_loc bytes (f
                                                   2 x that for float64 (max, then the scaled
                                                   sum of squares: overflow-safe); one for all
                                                   of a step's terms on the same ranks
-GrOWL                 all-gather of the G row     the all-reduce above, then the all-gather
-                      norms (8 G bytes)
+GrOWL                 all-gather of the G row     the all-reduce above (every rank then
+                      norms (8 G bytes)           holds all G norms: no all-gather, unless
+                                                  the rows are also partitioned on another
+                                                  mesh dimension)
 exclusive,            nothing                     one all-reduce of the row maxima (8 G_loc
 group+exclusive                                   bytes; they scale the rows), one of 4
                                                   statistics per row (32 G_loc bytes: norms,
