@@ -162,6 +162,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
         prox = pt.ProximalStep(opt)
         prox.add(w, proxlib.GroupExclusive(0.6, 0.5), grouping="channel")
         prox.add(w, pt.growl(lambda G: proxlib.owl_weights_oscar(G, 0.3, 0.05)), grouping="filter")
+        prox.add(w, pt.owl(lambda k: proxlib.owl_weights_oscar(k, 0.05, 0.002)))  # (gathers nothing: every rank holds the full tensor)
         g = torch.Generator().manual_seed(100)  # Replicate(): the same gradient everywhere
         for _ in range(STEPS):
             w.grad = distribute_tensor(torch.randn(6, 5, generator=g, dtype=dtype), mesh, [Replicate()])
@@ -171,6 +172,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
         gathered = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(gathered, local)
         report["replicated_bit_identical"] = all(torch.equal(gathered[0], t) for t in gathered[1:])
+        report["replicated_bytes"] = sum(t._plan.comm.bytes for t in prox.terms)  # (counted as sent: none were)
         if rank == 0:
             with open(os.path.join(out_dir, f"report_{dtype_name}.json"), "w") as f:
                 json.dump(report, f)
@@ -189,6 +191,7 @@ def _run(tmp_path, dtype_name):
 def test_fsdp2_prox_equals_the_single_process_prox(tmp_path, dtype_name, rtol):
     report = _run(tmp_path, dtype_name)
     assert report.pop("replicated_bit_identical") is True
+    assert report.pop("replicated_bytes") == 0  # (OWL on a Replicate()d tensor was counted as a gather of it)
     bad = {k: v["rel"] for k, v in report.items() if not v["rel"] <= rtol}
     assert not bad, bad
     assert all(v["steps"] == STEPS for v in report.values())

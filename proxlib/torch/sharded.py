@@ -556,7 +556,8 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
     def gathered_rows(local):
         """The full tensor's rows (or vector), gathered from every rank."""
         leaf_full = DTensor.from_local(local, comm.mesh, comm.placements, run_check=False, shape=torch.Size(full_shape), stride=_contiguous_stride(full_shape)).full_tensor()
-        comm.bytes += leaf_full.numel() * leaf_full.element_size()
+        if any(p.is_shard() for p in comm.placements):  # (Replicate() everywhere: the local tensor is the full one, nothing sent)
+            comm.bytes += leaf_full.numel() * leaf_full.element_size()
         return leaf_full if grouping is None else B.rows(leaf_full, grouping)
 
     def write_full(local, rows_full):
