@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import _procs  # noqa: E402
 import proxlib  # noqa: E402
 import proxlib.torch as pt  # noqa: E402
 
@@ -812,6 +813,41 @@ def test_two_stage_refuses_a_conv_layout_tie_rows_refuses_before_training(conv, 
                      epochs=2, retrain_epochs=1, batch_size=8, progress=Progress())
     assert steps == []
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_two_stage_refuses_a_sharded_weight_before_training():
+    """A model under FSDP2's fully_shard (a one-process gloo mesh): tie_rows
+    refuses its DTensor weights, and two_stage refused them only after the
+    whole of stage 1 had been trained; now before any step."""
+    code = r"""
+import datetime, os, tempfile, torch, torch.distributed as dist
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+import proxlib.torch as pt
+f = tempfile.NamedTemporaryFile(delete=False); f.close(); os.unlink(f.name)
+dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1,
+                        timeout=datetime.timedelta(seconds=60))
+mesh = init_device_mesh("cpu", (1,))
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(6, 3))
+fully_shard(net, mesh=mesh)
+X, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+steps = []
+class Progress:
+    def update(self, n):
+        steps.append(n)
+try:
+    pt.two_stage(net, {"fc": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+                 epochs=1, retrain_epochs=1, batch_size=8, progress=Progress())
+except NotImplementedError as e:
+    print("refused:", e, "| steps:", len(steps))
+dist.destroy_process_group()
+"""
+    out = _procs.python(code, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "refused: two_stage's tying (tie_rows) on a sharded parameter" in out.stdout, out.stdout
+    assert "| steps: 0" in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -365,6 +365,7 @@ def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying
             raise TypeError(f"layers: {n!r} ({type(l).__name__}) has no weight tensor to tie")
         row_maps(tuple(w.shape), grouping)  # ValueError naming the grouping where it does not apply
         B.check_conv_layout(l, "weight", B.canonical_grouping(grouping))  # tie_rows' refusal (grouped, transposed conv)
+        B.refuse_sharded(l, "weight", "two_stage's tying (tie_rows)")  # tie_rows' refusal of a DTensor weight (FSDP2)
     _validate.real_scalar(preference, "preference")
     options = dict(tying_options or {})
     allowed = set(inspect.signature(find_tying).parameters) - {"W", "grouping", "preference", "random_state"}
