@@ -881,3 +881,20 @@ def test_two_stage_checks_the_tying_options_before_training(bad, match):
             net, {"fc1": net[0]}, X, y, make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
             epochs=2, retrain_epochs=1, batch_size=16, progress=progress, **bad),
         match)
+
+
+def test_magnitude_prune_threshold_compares_exactly_not_in_the_weights_dtype():
+    """``|w| <= threshold`` pruned, exactly: torch rounded the threshold to the
+    weights' dtype, so float32(0.1) = 0.10000000149 > 0.1 was pruned with
+    threshold=0.1 (and float32(1e-3) with threshold=1e-3)."""
+    for t in (0.1, 1e-3):
+        lin = torch.nn.Linear(3, 1, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor([[t, t / 2, -t]]))  # float32(t) > t: kept; t / 2 pruned
+        assert float(lin.weight[0, 0]) > t
+        mask = pt.magnitude_prune([lin], threshold=t)[0]
+        assert mask.tolist() == [[1.0, 0.0, 1.0]]
+    half = torch.nn.Linear(2, 1, bias=False).half()
+    with torch.no_grad():
+        half.weight.copy_(torch.tensor([[0.1, 0.2]]))  # float16(0.1) = 0.09998 <= 0.1: pruned
+    assert pt.magnitude_prune([half], threshold=0.1)[0].tolist() == [[0.0, 1.0]]

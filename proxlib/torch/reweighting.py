@@ -379,7 +379,9 @@ def magnitude_prune(
     weights = [getattr(m, name).detach() for m in modules]
     with torch.no_grad():
         if threshold is not None:
-            masks = [w.abs() > threshold for w in weights]
+            # in float64: torch rounds a Python threshold to the weights' dtype, and a
+            # float32 weight just above the threshold (0.1f > 0.1) was pruned
+            masks = [w.abs().to(torch.float64) > threshold for w in weights]
         elif scope == "global" and weights:
             flat = torch.cat([w.abs().reshape(-1).to(torch.float64) for w in weights])
             keep = _keep_largest(flat, float(amounts[0]))
