@@ -898,3 +898,22 @@ def test_magnitude_prune_threshold_compares_exactly_not_in_the_weights_dtype():
     with torch.no_grad():
         half.weight.copy_(torch.tensor([[0.1, 0.2]]))  # float16(0.1) = 0.09998 <= 0.1: pruned
     assert pt.magnitude_prune([half], threshold=0.1)[0].tolist() == [[0.0, 1.0]]
+
+
+def test_sigma_without_init_noise_is_refused_not_ignored():
+    """``sigma`` > 0 adds noise only with ``init="noise"``: with the default
+    greedy init (or rescale) it was accepted and silently ignored, by
+    reweight, AffineScalingSchedule and affine_scaling_prune alike."""
+    lin = torch.nn.Linear(3, 2)
+    pt.affine_scaling(lin)
+    q = lin.parametrizations.weight.original.detach().clone()
+    for init in ("greedy", "rescale"):
+        with pytest.raises(ValueError, match="sigma"):
+            pt.reweight(lin, init=init, sigma=0.1)
+        with pytest.raises(ValueError, match="sigma"):
+            pt.AffineScalingSchedule([lin], every=5, init=init, sigma=0.1)
+    with pytest.raises(ValueError, match="sigma"):
+        pt.reweight(lin, sigma=0.1)  # init defaults to greedy
+    assert torch.equal(lin.parametrizations.weight.original, q) and int(lin.parametrizations.weight[0].n_reweights) == 0
+    pt.reweight(lin, init="rescale", sigma=0.0)  # sigma 0: no noise asked, accepted
+    pt.AffineScalingSchedule([lin], every=5, init="noise", sigma=0.1)

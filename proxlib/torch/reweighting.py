@@ -137,7 +137,8 @@ def reweight(
 
     ``rule`` is ``"l1"``, ``"l2"`` or ``"focuss"`` (with exponent ``p``, 0 <= p <= 2),
     ``tau`` > 0 their stabiliser; ``init`` is ``"greedy"``, ``"rescale"`` or
-    ``"noise"`` (with ``sigma`` >= 0) as in the module docstring.  Both ``omega`` and
+    ``"noise"`` (with ``sigma`` >= 0; a ``sigma`` > 0 with another ``init`` is
+    refused) as in the module docstring.  Both ``omega`` and
     ``q`` are updated in place (their storage is kept).  With ``guard`` (the
     default) a greedy re-weighting never increases any ``|theta|`` (see the
     module docstring).  Returns the number of entries the guard held back
@@ -206,7 +207,8 @@ def _check_options(*, rule="l1", tau=1e-4, p=0.5, init="greedy", sigma=0.0, **_)
         V.positive(tau, "tau")
     if rule == "focuss" and not 0 <= V.real_scalar(p, "p") <= 2:
         raise ValueError(f"p must lie in [0, 2], got {p}")
-    V.nonnegative(sigma, "sigma")
+    if V.nonnegative(sigma, "sigma") > 0 and init != "noise":
+        raise ValueError(f"sigma = {sigma} adds noise only with init='noise', got init={init!r}")
 
 
 class AffineScalingSchedule:
