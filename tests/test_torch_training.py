@@ -917,3 +917,19 @@ def test_sigma_without_init_noise_is_refused_not_ignored():
     assert torch.equal(lin.parametrizations.weight.original, q) and int(lin.parametrizations.weight[0].n_reweights) == 0
     pt.reweight(lin, init="rescale", sigma=0.0)  # sigma 0: no noise asked, accepted
     pt.AffineScalingSchedule([lin], every=5, init="noise", sigma=0.1)
+
+
+def test_reweight_raises_floating_point_error_naming_the_layer_when_float32_omega_overflows():
+    """The documented error of an omega beyond the dtype's range is a
+    FloatingPointError naming the layer (as for half precision); for float32
+    weights (FOCUSS, |theta|^(2-p) of 1e30) the core's ValueError came
+    through instead, without the layer, past a caller's FloatingPointError
+    handler."""
+    lin = torch.nn.Linear(2, 2, bias=False)
+    pt.affine_scaling(lin)
+    with torch.no_grad():
+        lin.parametrizations.weight.original.fill_(1e30)
+    theta = lin.weight.detach().clone()
+    with pytest.raises(FloatingPointError, match=r"re-weighting \w*Linear.weight \(rule 'focuss'.*not representable in float32"):
+        pt.reweight(lin, rule="focuss", p=0.5)
+    assert torch.equal(lin.weight.detach(), theta) and int(lin.parametrizations.weight[0].n_reweights) == 0

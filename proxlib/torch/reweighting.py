@@ -155,7 +155,10 @@ def reweight(
         theta = B.working_tensor(q * scaling.omega)
         if not bool(torch.isfinite(theta).all()):
             raise FloatingPointError(f"re-weighting {type(module).__name__}.{name}: the weights hold NaN or Inf (training diverged)")
-        omega = _omega(theta, rule, tau, p)
+        try:
+            omega = _omega(theta, rule, tau, p)
+        except ValueError as e:  # (the options and theta are checked: omega or 1/omega overflows theta's dtype)
+            raise FloatingPointError(f"re-weighting {type(module).__name__}.{name} (rule {rule!r}, tau {tau}): {e}") from e
         omega_f = omega.to(scaling.omega.dtype)  # as stored, and as the forward multiplies
         if not bool(torch.isfinite(omega_f).all()):
             # (e.g. FOCUSS's |theta|^(2-p) of half-precision weights: finite in
