@@ -755,6 +755,8 @@ def _refused_before_training(call, match):
     (dict(threshold=-1.0), "threshold"),
     (dict(amount=0.5, scope="layers"), "scope"),
     (dict(amount=[0.5]), "fractions"),
+    # a key that is not a layer (a typo, or a layer left out of layers) was ignored: that layer neither trained nor pruned
+    (dict(amount={"a": 0.5, "b": 0.5, "c": 0.3}), r"fractions for \['c'\], which are not among the layers"),
     (dict(amount=0.5, rule="l3"), "rule"),
     (dict(amount=0.5, p=3.0, rule="focuss"), "p must"),
     (dict(amount=0.5, test=(torch.zeros(4, 8),)), "test"),

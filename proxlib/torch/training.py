@@ -477,7 +477,8 @@ def affine_scaling_prune(
        ``cycle=True``, for one layer per re-weighting in turn (the paper's
        greedy runs).  ``on_reweight(schedule)`` is called after each.
     2. :func:`~proxlib.torch.magnitude_prune` with ``amount`` (one fraction,
-       or one per layer as a list or a dict keyed like ``layers``; ``scope``
+       or one per layer as a list or a dict keyed like ``layers``, its keys
+       exactly their names; ``scope``
        ``"layer"`` or ``"global"``) or ``threshold``.
     3. Retrain ``retrain_epochs`` with a fresh optimizer; pruned weights stay 0.
 
@@ -492,6 +493,9 @@ def affine_scaling_prune(
         missing = sorted(set(layers) - set(amount))
         if missing:
             raise ValueError(f"amount has no fraction for layer(s) {missing}")
+        extra = sorted(set(amount) - set(layers), key=str)
+        if extra:  # (a layer named there but not in layers would be neither trained nor pruned)
+            raise ValueError(f"amount has fractions for {extra}, which are not among the layers {list(layers)}")
         amount = [amount[n] for n in layers]
     # every option is checked before the layers are re-parametrised and trained
     # (not only by magnitude_prune or the first re-weighting, after training)
