@@ -339,6 +339,29 @@ def test_noise_reweighting_perturbs_q_around_the_rescaled_value():
         pt.reweight(torch.nn.Linear(2, 2))
 
 
+def test_noise_is_drawn_on_the_generators_device(monkeypatch):
+    """The noise of init="noise" is drawn on ``generator``'s device (it was
+    drawn with no device, i.e. on the CPU: a CUDA generator then raises
+    "Expected a 'cpu' device type for generator"), then moved to the
+    weight's; with no generator, on the CPU as before (the same numbers for
+    a model on any device).  Checked by recording the draw's device (no GPU
+    in CI)."""
+    seen = []
+    randn = torch.randn
+
+    def recording(*args, **kw):
+        seen.append((kw.get("device"), kw.get("generator")))
+        return randn(*args, **kw)
+
+    monkeypatch.setattr(torch, "randn", recording)
+    lin = torch.nn.Linear(5, 4)
+    pt.affine_scaling(lin)
+    g = torch.Generator().manual_seed(0)
+    pt.reweight(lin, rule="l1", init="noise", sigma=0.1, generator=g)
+    pt.reweight(lin, rule="l1", init="noise", sigma=0.1)
+    assert seen == [(g.device, g), (torch.device("cpu"), None)]
+
+
 def test_affine_scaling_state_survives_a_checkpoint_round_trip():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 4))

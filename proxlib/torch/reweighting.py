@@ -138,7 +138,8 @@ def reweight(
     ``rule`` is ``"l1"``, ``"l2"`` or ``"focuss"`` (with exponent ``p``, 0 <= p <= 2),
     ``tau`` > 0 their stabiliser; ``init`` is ``"greedy"``, ``"rescale"`` or
     ``"noise"`` (with ``sigma`` >= 0; a ``sigma`` > 0 with another ``init`` is
-    refused) as in the module docstring.  Both ``omega`` and
+    refused) as in the module docstring; the noise is drawn with ``generator``
+    on its device (default: torch's CPU generator) and moved to the weight's.  Both ``omega`` and
     ``q`` are updated in place (their storage is kept).  With ``guard`` (the
     default) a greedy re-weighting never increases any ``|theta|`` (see the
     module docstring).  Returns the number of entries the guard held back
@@ -171,7 +172,10 @@ def reweight(
         if init != "greedy" or first:
             new_q = theta / omega
             if init == "noise" and sigma > 0:
-                new_q = new_q + sigma * torch.randn(new_q.shape, generator=generator, dtype=new_q.dtype).to(new_q.device)
+                # drawn on the generator's device (a CPU generator's numbers are the
+                # same for a model on any device; a CUDA one draws there)
+                at = generator.device if generator is not None else torch.device("cpu")
+                new_q = new_q + sigma * torch.randn(new_q.shape, generator=generator, dtype=new_q.dtype, device=at).to(new_q.device)
         else:
             new_q = B.working_tensor(q)
             if guard:
