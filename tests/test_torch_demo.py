@@ -318,3 +318,21 @@ def test_quick_keeps_the_options_given(name, given, expected, monkeypatch, tmp_p
         main([name, "--quick", *given, "--out", str(tmp_path)])
     args = e.value.args[0]
     assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_demo_checks_the_output_folder_before_training(monkeypatch, capsys, tmp_path):
+    # --out naming a file (or anything os.makedirs refuses) trained every network, then
+    # raised FileExistsError when saving the figure
+    from proxlib.torch import demo
+
+    def run(cfg, **kw):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(demo, "run", run)
+    taken = tmp_path / "a_file"
+    taken.write_text("")
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--quick", "--out", str(taken)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and str(taken) in err

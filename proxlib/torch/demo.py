@@ -398,7 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:  # before training: an --out that cannot be a folder failed after every network had trained
+        os.makedirs(a.out, exist_ok=True)
+    except OSError as e:
+        parser.error(f"argument --out: cannot create the output folder {a.out!r}: {e.strerror or e}")
+    if not os.access(a.out, os.W_OK | os.X_OK):
+        parser.error(f"argument --out: the output folder {a.out!r} is not writable")
     cfg = DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig) if hasattr(a, f.name)})
     cfg.regularisers = tuple(a.regularisers)
     if a.quick:
@@ -409,7 +416,6 @@ def main(argv=None) -> int:
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = run(cfg)
     train_s = time.perf_counter() - t0
-    os.makedirs(a.out, exist_ok=True)
     fig_path = os.path.join(a.out, "tying.png")
     save_figure(out, fig_path, preference=cfg.preference, seed=cfg.seed, max_iter=min(cfg.ap_max_iter, 1000))
     res = out["results"]
