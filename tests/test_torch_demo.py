@@ -258,6 +258,7 @@ def test_cges_experiment_quick(tmp_path, capsys, one_thread):
     ("cges", ["--scales", "1", "-4"], "--scales"),
     ("cges", ["--epochs", "-2"], "--epochs"),
     ("cges", ["--weight-decay", "nan"], "--weight-decay"),
+    ("cges", ["--seed", "99999999999999999999"], "--seed"),  # was torch's "Overflow when unpacking long long"
 ])
 def test_experiments_refuse_bad_options_before_running(name, args, option, capsys, tmp_path):
     # they were read as given: --n-train -5 trained on 4,995 digits and crashed on
@@ -336,3 +337,21 @@ def test_demo_checks_the_output_folder_before_training(monkeypatch, capsys, tmp_
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "argument --out" in err and str(taken) in err
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--seed", "-1"], "--seed"),  # trained, then AffinityPropagation refused random_state=-1
+    (["--seed", str(2**32)], "--seed"),
+])
+def test_demo_refuses_bad_options_before_training(args, option, monkeypatch, capsys, tmp_path):
+    from proxlib.torch import demo
+
+    def run(cfg, **kw):
+        raise AssertionError(f"trained with {option} {args[-1]}")
+
+    monkeypatch.setattr(demo, "run", run)
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--quick", *args, "--out", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "must be" in err

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import proxlib.torch as pt
-from proxlib._cli import in_range, nonnegative_float, nonnegative_int, positive_float, positive_int  # noqa: F401 (the experiments' option types)
+from proxlib._cli import in_range, nonnegative_float, nonnegative_int, positive_float, positive_int, seed  # noqa: F401 (the experiments' option types)
 from proxlib.torch.data import split_digits
 
 DEFAULT_ROOT = "./proxlib_experiments_out"
@@ -240,7 +240,7 @@ def base_parser(prog: str, description: str, defaults: dict) -> argparse.Argumen
     a("--cache", default=os.path.join(DEFAULT_ROOT, "cache"), help="folder for trained reference networks ('' disables)")
     a("--n-train", type=positive_int, default=defaults.get("n_train", 4000), help="training digits")
     a("--n-test", type=positive_int, default=defaults.get("n_test", 1000), help="held-out digits")
-    a("--seed", type=int, default=0, help="seed of the split, the initial networks and the batches")
+    a("--seed", type=seed, default=0, help="seed of the split, the initial networks and the batches")
     a("--threads", type=positive_int, default=1, help="torch threads")
     a("--batch-size", type=positive_int, default=defaults.get("batch_size", 64), help="minibatch size")
     a("--lr", type=positive_float, default=defaults.get("lr", 0.01), help="SGD learning rate")

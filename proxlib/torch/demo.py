@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--hidden", type=_cli.positive_int, default=d.hidden, help="hidden units of the MLP")
     a("--n-train", type=_cli.positive_int, default=d.n_train, help="training digits")
     a("--n-test", type=_cli.positive_int, default=d.n_test, help="held-out digits")
-    a("--seed", type=int, default=d.seed, help="seed of the split, the initial network and the batches")
+    a("--seed", type=_cli.seed, default=d.seed, help="seed of the split, the initial network and the batches")
     a("--threads", type=_cli.positive_int, default=d.threads, help="torch threads per network")
     a("--jobs", type=_cli.positive_int, default=d.jobs, help="networks trained at once (one process each)")
     a("--regularisers", nargs="+", choices=REGULARISERS, default=list(d.regularisers), metavar="NAME",
