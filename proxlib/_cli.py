@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "in_range", "seed"]
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "in_range", "seed", "finite_float"]
 
 
 def bounded(convert, what: str, lo=None, hi=None, *, lo_open: bool = False):
@@ -33,6 +33,7 @@ positive_int = bounded(int, "an integer >= 1", 1)
 nonnegative_int = bounded(int, "an integer >= 0", 0)
 positive_float = bounded(float, "a finite number > 0", 0.0, lo_open=True)
 nonnegative_float = bounded(float, "a finite number >= 0", 0.0)
+finite_float = bounded(float, "a finite number")
 # the seeds reach scikit-learn's random_state (AffinityPropagation), which takes [0, 2**32 - 1] only
 seed = bounded(int, "an integer in [0, 2**32 - 1]", 0, 2**32 - 1)
 

@@ -342,6 +342,8 @@ def test_demo_checks_the_output_folder_before_training(monkeypatch, capsys, tmp_
 @pytest.mark.parametrize("args, option", [
     (["--seed", "-1"], "--seed"),  # trained, then AffinityPropagation refused random_state=-1
     (["--seed", str(2**32)], "--seed"),
+    (["--preference", "nan"], "--preference"),  # trained, then find_tying: "preference must be finite"
+    (["--preference", "inf"], "--preference"),
 ])
 def test_demo_refuses_bad_options_before_training(args, option, monkeypatch, capsys, tmp_path):
     from proxlib.torch import demo

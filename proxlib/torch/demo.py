@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     # %(default)s in the help: the formatter's own "(default: True)" read as --no-keep-zero being on
     a("--no-keep-zero", dest="keep_zero", action="store_false",
       help="let rows zeroed by a prox regrow (no permanent mask); without it they stay at zero (keep_zero=%(default)s)")
-    a("--preference", type=float, default=d.preference, help="AffinityPropagation preference for the tying (higher: fewer ties)")
+    a("--preference", type=_cli.finite_float, default=d.preference, help="AffinityPropagation preference for the tying (higher: fewer ties)")
     a("--ap-max-iter", type=_cli.positive_int, default=d.ap_max_iter, help="AffinityPropagation iterations")
     a("--hidden", type=_cli.positive_int, default=d.hidden, help="hidden units of the MLP")
     a("--n-train", type=_cli.positive_int, default=d.n_train, help="training digits")
