@@ -357,3 +357,25 @@ def test_demo_refuses_bad_options_before_training(args, option, monkeypatch, cap
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err and "must be" in err
+
+
+@pytest.mark.parametrize("given, expected", [
+    ([], dict(n_train=1000, n_test=500, hidden=100, epochs=20, retrain_epochs=5, warmup_epochs=3, jobs=1, ap_max_iter=200)),
+    (["--epochs", "40", "--jobs", "2", "--hidden", "300"], dict(epochs=40, jobs=2, hidden=300, n_train=1000, retrain_epochs=5)),
+    (["--n-train", "3000", "--ap-max-iter", "1000"], dict(n_train=3000, ap_max_iter=1000, epochs=20)),
+])
+def test_demo_quick_keeps_the_options_given(given, expected, monkeypatch, tmp_path):
+    # --quick capped them by min(): --quick --epochs 40 --jobs 2 ran 20 epochs on one job, silently
+    from proxlib.torch import demo
+
+    class Ran(Exception):
+        pass
+
+    def run(cfg, **kw):
+        raise Ran(cfg)
+
+    monkeypatch.setattr(demo, "run", run)
+    with pytest.raises(Ran) as e:
+        demo.main(["--quick", *given, "--out", str(tmp_path)])
+    cfg = e.value.args[0]
+    assert {k: getattr(cfg, k) for k in expected} == expected

@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--out", default="./proxlib_demo_out", help="output folder for tying.png, results.json and the compact GrOWL checkpoint")
     a("--quick", action="store_true", help="a small run (under 30 s on an idle machine): 1,000 digits, 100 hidden units, "
-      "20 + 5 epochs, 3 warm-up, 200 AffinityPropagation iterations, one job")
+      "20 + 5 epochs, 3 warm-up, 200 AffinityPropagation iterations, one job; options given explicitly still apply")
     a("--epochs", type=_cli.nonnegative_int, default=d.epochs, help="stage-1 epochs, warm-up included")
     a("--retrain-epochs", type=_cli.nonnegative_int, default=d.retrain_epochs, help="stage-2 (retraining) epochs")
     a("--warmup-epochs", type=_cli.nonnegative_int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start")
@@ -400,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    if a.quick:  # other defaults only: an option given explicitly keeps its value (min() capped --quick --epochs 40 at 20)
+        parser.set_defaults(n_train=1000, n_test=500, hidden=100, epochs=20, retrain_epochs=5, warmup_epochs=3,
+                            compact_repeats=3, ap_max_iter=200, jobs=1)
+        a = parser.parse_args(argv)
     try:  # before training: an --out that cannot be a folder failed after every network had trained
         os.makedirs(a.out, exist_ok=True)
     except OSError as e:
@@ -408,10 +412,6 @@ def main(argv=None) -> int:
         parser.error(f"argument --out: the output folder {a.out!r} is not writable")
     cfg = DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig) if hasattr(a, f.name)})
     cfg.regularisers = tuple(a.regularisers)
-    if a.quick:
-        cfg.n_train, cfg.n_test, cfg.hidden = min(cfg.n_train, 1000), min(cfg.n_test, 500), min(cfg.hidden, 100)
-        cfg.epochs, cfg.retrain_epochs, cfg.warmup_epochs = min(cfg.epochs, 20), min(cfg.retrain_epochs, 5), min(cfg.warmup_epochs, 3)
-        cfg.compact_repeats, cfg.ap_max_iter, cfg.jobs = min(cfg.compact_repeats, 3), min(cfg.ap_max_iter, 200), 1
     t0 = time.perf_counter()
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = run(cfg)
