@@ -148,6 +148,19 @@ def test_ast_help_does_not_say_no_guard_is_the_default(capsys):
     assert "(default: True)" not in line and "guarded (guard=True)" in line
 
 
+def test_ast_names_focuss_with_the_exponent_it_ran():
+    """The AST experiment printed, titled and plotted its FOCUSS run as
+    "FOCUSS (p = 0.5)" whatever --p was (found by the re-weighting review);
+    the paper's column keeps the paper's p = 0.5."""
+    from proxlib.experiments.ast_reweighting import RULE_NAMES, rule_name
+
+    assert rule_name("focuss", 0.8) == "FOCUSS (p = 0.8)" and rule_name("focuss", 0.5) == RULE_NAMES["focuss"]
+    assert rule_name("l1", 0.8) == RULE_NAMES["l1"]
+    source = __import__("inspect").getsource(__import__("proxlib.experiments.ast_reweighting", fromlist=["main"]))
+    body = source[source.index("def main("):]
+    assert "RULE_NAMES[rule]" not in body and "RULE_NAMES[first]" not in body  # only the paper's column reads RULE_NAMES
+
+
 def test_demo_help_does_not_say_no_keep_zero_is_the_default():
     # --no-keep-zero stores False in keep_zero; the help formatter appended
     # keep_zero's default, "(default: True)", to --no-keep-zero's line

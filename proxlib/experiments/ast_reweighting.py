@@ -48,7 +48,12 @@ PAPER = {
     "DNS": (14.2, 3.1, 0.7, 4.3, 0.9, 0.91),
     "LWC": (66.0, 12.0, 8.0, 19.0, 8.0, 0.77),
 }
-RULE_NAMES = {"l1": "re-weighted l1", "l2": "re-weighted l2", "focuss": "FOCUSS (p = 0.5)"}
+RULE_NAMES = {"l1": "re-weighted l1", "l2": "re-weighted l2", "focuss": "FOCUSS (p = 0.5)"}  # the paper's runs
+
+
+def rule_name(rule: str, p: float) -> str:
+    """This run's name of ``rule`` (FOCUSS with its exponent ``--p``)."""
+    return f"FOCUSS (p = {p:g})" if rule == "focuss" else RULE_NAMES[rule]
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
         pt.fit(lwc, split.loader(args.batch_size, args.seed + 30), make_opt(lwc.parameters()), epochs=args.retrain_epochs)
         results[f"LWC@{rule}"] = {"nonzero": C.nonzero_fraction(lwc_layers), "error": 1 - pt.evaluate(lwc, *split.test),
                                   "error_pruned": err_pruned, "seconds": time.perf_counter() - t0}
-        print(f"{RULE_NAMES[rule]}: {sec:.0f} s; error after re-weighting {100 * (1 - r.accuracy_reweighted):.2f}%, pruned "
+        print(f"{rule_name(rule, args.p)}: {sec:.0f} s; error after re-weighting {100 * (1 - r.accuracy_reweighted):.2f}%, pruned "
               f"{100 * (1 - r.accuracy_pruned):.2f}%, retrained {100 * (1 - r.accuracy):.2f}%; LWC at the same densities: pruned "
               f"{100 * err_pruned:.2f}%, retrained {100 * results[f'LWC@{rule}']['error']:.2f}%")
 
@@ -136,11 +141,11 @@ def main(argv=None) -> int:
     print(f"\nTable 1: pruning LeNet-5, % non-zeros and test error ({split.Xte.shape[0]} held-out digits; "
           f"LWC@rule: magnitude pruning of the reference to the same densities, same retraining)\n")
     print(C.md_table(head, rows))
-    _figure(results, args.rules, f"{args.out}/ast.png")
+    _figure(results, args.rules, f"{args.out}/ast.png", args.p)
     compacted = None
     if nets:
         first = next(iter(nets))
-        compacted = C.compact_and_report(nets[first], split.Xte[:256], split.test, repeats=args.repeats, title=f"AST ({RULE_NAMES[first]}) LeNet")
+        compacted = C.compact_and_report(nets[first], split.Xte[:256], split.test, repeats=args.repeats, title=f"AST ({rule_name(first, args.p)}) LeNet")
     elapsed = time.perf_counter() - t_start
     C.save_json(f"{args.out}/results.json", {
         "experiment": NAME, "data": split.source, "args": {k: v for k, v in vars(args).items()}, "seconds": elapsed, "reference_seconds": ref_s,
@@ -151,7 +156,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _figure(results, rules, path):
+def _figure(results, rules, path, p):
     plt = C.pyplot()
 
     fig, axes = plt.subplots(1, len(rules) + 1, figsize=(3.2 * (len(rules) + 1), 3.0), squeeze=False)
@@ -161,7 +166,7 @@ def _figure(results, rules, path):
             ax.plot(range(1, len(tr) + 1), [t[n] for t in tr], marker="o", ms=3, label=n)
         ax.set_yscale("log")
         ax.set_xlabel("re-weighting iteration t (at its start)")
-        ax.set_title(f"{RULE_NAMES[rule]}: kurtosis", fontsize=9)
+        ax.set_title(f"{rule_name(rule, p)}: kurtosis", fontsize=9)
         ax.legend(fontsize=6)
     ax = axes[0][-1]
     x = range(len(rules))
