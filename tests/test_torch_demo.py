@@ -372,6 +372,24 @@ def test_demo_refuses_bad_options_before_training(args, option, monkeypatch, cap
     assert f"argument {option}" in err and "must be" in err
 
 
+def test_demo_warm_up_is_at_most_the_epochs_it_is_part_of(monkeypatch, tmp_path):
+    # --epochs 2 --warmup-epochs 5 trained 2 warm-up epochs, but the header
+    # and results.json said 5 (found by the CLI review)
+    from proxlib.torch import demo
+
+    class Ran(Exception):
+        pass
+
+    def run(cfg, **kw):
+        raise Ran(cfg)
+
+    monkeypatch.setattr(demo, "run", run)
+    for given, warmup in ((["--epochs", "2", "--warmup-epochs", "5"], 2), (["--epochs", "9", "--warmup-epochs", "5"], 5)):
+        with pytest.raises(Ran) as e:
+            demo.main([*given, "--out", str(tmp_path)])
+        assert e.value.args[0].warmup_epochs == warmup
+
+
 @pytest.mark.parametrize("given, expected", [
     ([], dict(n_train=1000, n_test=500, hidden=100, epochs=20, retrain_epochs=5, warmup_epochs=3, jobs=1, ap_max_iter=200)),
     (["--epochs", "40", "--jobs", "2", "--hidden", "300"], dict(epochs=40, jobs=2, hidden=300, n_train=1000, retrain_epochs=5)),

@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
       "20 + 5 epochs, 3 warm-up, 200 AffinityPropagation iterations, one job; options given explicitly still apply")
     a("--epochs", type=_cli.nonnegative_int, default=d.epochs, help="stage-1 epochs, warm-up included")
     a("--retrain-epochs", type=_cli.nonnegative_int, default=d.retrain_epochs, help="stage-2 (retraining) epochs")
-    a("--warmup-epochs", type=_cli.nonnegative_int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start")
+    a("--warmup-epochs", type=_cli.nonnegative_int, default=d.warmup_epochs, help="stage-1 epochs without the penalty, at the start (at most --epochs)")
     a("--batch-size", type=_cli.positive_int, default=d.batch_size, help="minibatch size")
     a("--lr", type=_cli.positive_float, default=d.lr, help="SGD learning rate")
     a("--momentum", type=_cli.nonnegative_float, default=d.momentum, help="SGD momentum")
@@ -412,6 +412,7 @@ def main(argv=None) -> int:
         parser.error(f"argument --out: the output folder {a.out!r} is not writable")
     cfg = DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig) if hasattr(a, f.name)})
     cfg.regularisers = tuple(a.regularisers)
+    cfg.warmup_epochs = min(cfg.warmup_epochs, cfg.epochs)  # (the warm-up is part of --epochs: what runs, as printed and saved)
     t0 = time.perf_counter()
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = run(cfg)
