@@ -203,8 +203,18 @@ def frozen_set(obj, **values) -> None:
         object.__setattr__(obj, k, v)
     if "group_weights" in (f.name for f in dataclasses.fields(obj)):
         check_group_weights(obj.group_weights)
+        object.__setattr__(obj, "group_weights", _own_copy(obj.group_weights))
     if "groups" in (f.name for f in dataclasses.fields(obj)):
         check_groups(obj.groups)
+        object.__setattr__(obj, "groups", _own_copy(obj.groups))
+
+
+def _own_copy(a):
+    """A penalty's own copy of a mutable parameter (an array or a list), so
+    that changing the caller's later changes nothing; anything else as it is."""
+    if V._is_array(a):
+        return array_namespace(a).asarray(a, copy=True)
+    return list(a) if isinstance(a, list) else a
 
 
 def check_group_weights(group_weights, name: str = "group_weights") -> None:

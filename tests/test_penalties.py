@@ -147,6 +147,32 @@ def test_owl_growl_check_and_copy_their_weights_when_made():
         pen.prox(np.ones(4))
 
 
+@pytest.mark.parametrize("make", [lambda **k: proxlib.GroupLasso(0.5, **k), lambda **k: proxlib.ExclusiveLasso(0.5, **k),
+                                  lambda **k: proxlib.GroupExclusive(0.5, 0.5, **k)])
+@pytest.mark.parametrize("kind", ["numpy", "torch", "list"])
+def test_row_penalties_copy_their_groups_and_group_weights_when_made(make, kind):
+    """The README: penalty objects copy their weight arrays when made, so
+    changing the caller's array later changes nothing.  The row penalties
+    kept the caller's ``groups`` and ``group_weights``: relabelling or
+    reweighting them after the penalty was made changed its prox."""
+    if kind == "torch":
+        torch = pytest.importorskip("torch")
+        mk = lambda a: torch.tensor(a)  # noqa: E731
+        v = torch.tensor([3.0, 4.0, 1.0, -2.0], dtype=torch.float64)
+    else:
+        mk = np.array if kind == "numpy" else list
+        v = np.array([3.0, 4.0, 1.0, -2.0])
+    groups, c = mk([0, 0, 1, 1]), mk([1.0, 2.0])
+    pen = make(groups=groups, group_weights=c)
+    with proxlib.use_backend("torch" if kind == "torch" else "numpy"):
+        before = pen.prox(v, 0.5)
+        c[0] = 100.0
+        groups[0] = 1
+        after = pen.prox(v, 0.5)
+    assert bool((after == before).all())
+    assert list(map(float, pen.group_weights)) == [1.0, 2.0] and list(map(int, pen.groups)) == [0, 0, 1, 1]
+
+
 # --------------------------------------------------------------------------- group values
 
 
