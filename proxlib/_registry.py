@@ -193,20 +193,24 @@ def _parameter_key(a):
     return a
 
 
-def frozen_set(obj, **values) -> None:
+def frozen_set(obj, *, own_copies: bool = True, **values) -> None:
     """Normalise fields of a frozen dataclass in ``__post_init__`` (every
     penalty's ``__post_init__`` calls it), and check a row penalty's
     ``group_weights`` (:func:`check_group_weights`) and ``groups``
     (:func:`proxlib._rows.check_groups`): every parameter is checked when the
-    object is made."""
+    object is made.  With ``own_copies`` (a penalty's ``copy``, True unless
+    a ``prox_*`` function makes it for one call) the penalty keeps its own
+    copy of those two when they are arrays or lists."""
     for k, v in values.items():
         object.__setattr__(obj, k, v)
     if "group_weights" in (f.name for f in dataclasses.fields(obj)):
         check_group_weights(obj.group_weights)
-        object.__setattr__(obj, "group_weights", _own_copy(obj.group_weights))
+        if own_copies:
+            object.__setattr__(obj, "group_weights", _own_copy(obj.group_weights))
     if "groups" in (f.name for f in dataclasses.fields(obj)):
         check_groups(obj.groups)
-        object.__setattr__(obj, "groups", _own_copy(obj.groups))
+        if own_copies:
+            object.__setattr__(obj, "groups", _own_copy(obj.groups))
 
 
 def _own_copy(a):

@@ -12,7 +12,7 @@ reproducing its experiments:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,11 +38,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ExclusiveLasso(R.Penalty):
-    r"""Omega(W) = lam/2 sum_g c_g ||w_g||_1^2; see :func:`prox_exclusive_lasso`."""
+    r"""Omega(W) = lam/2 sum_g c_g ||w_g||_1^2; see :func:`prox_exclusive_lasso`
+    (``groups`` and ``group_weights`` are checked and, unless ``copy=False``,
+    copied when the object is made)."""
 
     lam: float
     groups: Any = None
     group_weights: Any = None
+    copy: InitVar[bool] = True  # keep own copies of groups and group_weights (frozen_set)
 
     kernel: ClassVar[str] = "exclusive_lasso"
     metric_kernel: ClassVar[str] = "exclusive_lasso_metric"
@@ -50,8 +53,8 @@ class ExclusiveLasso(R.Penalty):
     arg: ClassVar[str] = "W"
     fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
-    def __post_init__(self):
-        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
+    def __post_init__(self, copy: bool):
+        R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
 
     degrees: ClassVar[tuple] = (2,)
 
@@ -74,12 +77,14 @@ class ExclusiveLasso(R.Penalty):
 @dataclass(frozen=True)
 class GroupExclusive(R.Penalty):
     r"""Omega(W) = lam sum_g c_g ((1 - mu) ||w_g||_2 + mu/2 ||w_g||_1^2), 0 <= mu <= 1;
-    see :func:`prox_group_exclusive`."""
+    see :func:`prox_group_exclusive` (``groups`` and ``group_weights`` are
+    checked and, unless ``copy=False``, copied when the object is made)."""
 
     lam: float
     mu: float
     groups: Any = None
     group_weights: Any = None
+    copy: InitVar[bool] = True  # keep own copies of groups and group_weights (frozen_set)
 
     kernel: ClassVar[str] = "group_exclusive"
     metric_kernel: ClassVar[str] = "group_exclusive_metric"
@@ -87,8 +92,8 @@ class GroupExclusive(R.Penalty):
     arg: ClassVar[str] = "W"
     fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
-    def __post_init__(self):
-        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
+    def __post_init__(self, copy: bool):
+        R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
 
     degrees: ClassVar[tuple] = (1, 2)
 
@@ -156,7 +161,7 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, m
     read off the row sums the kernels form anyway (no pass of its own; with
     ``metric=``, two reductions); False lets such rows through as they are.
     """
-    return ExclusiveLasso(lam, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
+    return ExclusiveLasso(lam, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 def prox_group_exclusive(
@@ -207,7 +212,7 @@ def prox_group_exclusive(
     own; with ``metric=``, two reductions); False lets such rows through as
     they are.
     """
-    return GroupExclusive(lam, mu, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
+    return GroupExclusive(lam, mu, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 R.register("exclusive_lasso", ExclusiveLasso, prox_exclusive_lasso)

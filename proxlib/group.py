@@ -2,7 +2,7 @@ r"""Group lasso over the rows of a weight tensor (or over labelled groups)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
 
 from . import _range
@@ -17,11 +17,13 @@ __all__ = ["GroupLasso", "prox_group_lasso"]
 @dataclass(frozen=True)
 class GroupLasso(R.Penalty):
     r"""Omega(W) = lam sum_g c_g ||w_g||_2 over the rows (or ``groups`` labels);
-    see :func:`prox_group_lasso` for ``groups`` and ``group_weights``."""
+    see :func:`prox_group_lasso` for ``groups`` and ``group_weights``, which
+    are checked and (unless ``copy=False``) copied when the object is made."""
 
     lam: float
     groups: Any = None
     group_weights: Any = None
+    copy: InitVar[bool] = True  # keep own copies of groups and group_weights (frozen_set)
 
     kernel: ClassVar[str] = "group_lasso"
     metric_kernel: ClassVar[str] = "group_lasso_metric"
@@ -29,8 +31,8 @@ class GroupLasso(R.Penalty):
     arg: ClassVar[str] = "W"
     fused_finite_check: ClassVar[bool] = True
 
-    def __post_init__(self):
-        R.frozen_set(self, lam=V.nonnegative(self.lam, "lam"))
+    def __post_init__(self, copy: bool):
+        R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
 
     def threshold_terms(self, layout):
         return (_range.Threshold((self.lam,), layout.c, 1),)
@@ -102,7 +104,7 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metri
     >>> proxlib.prox_group_lasso(np.array([3.0, 0.3, 4.0, 0.4]), 1.0, groups=[0, 1, 0, 1])
     array([2.4, 0. , 3.2, 0. ])
     """
-    return GroupLasso(lam, groups, group_weights).prox(W, step, metric=metric, check_finite=check_finite)
+    return GroupLasso(lam, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 
 R.register("group_lasso", GroupLasso, prox_group_lasso)

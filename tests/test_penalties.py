@@ -171,6 +171,8 @@ def test_row_penalties_copy_their_groups_and_group_weights_when_made(make, kind)
         after = pen.prox(v, 0.5)
     assert bool((after == before).all())
     assert list(map(float, pen.group_weights)) == [1.0, 2.0] and list(map(int, pen.groups)) == [0, 0, 1, 1]
+    kept = make(groups=groups, group_weights=c, copy=False)  # (the prox_* functions: the object serves one call)
+    assert kept.groups is groups and kept.group_weights is c
 
 
 # --------------------------------------------------------------------------- group values
