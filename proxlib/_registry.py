@@ -328,6 +328,11 @@ def param_array(a, like, name: str):
 
 
 def replace(pen: Penalty, **changes) -> Penalty:
+    """``pen`` with ``changes``, for the library's own use (a ragged part's
+    labels): the arrays in ``changes`` are fresh, so a penalty with a
+    ``copy`` option (an InitVar) does not copy them again."""
+    if "copy" in getattr(type(pen), "__dataclass_fields__", {}):
+        changes.setdefault("copy", False)
     return dataclasses.replace(pen, **changes)
 
 

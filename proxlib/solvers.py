@@ -38,7 +38,7 @@ device, CuPy): matrix products, the proxes and the certificates; only scalars
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -251,7 +251,7 @@ class _ProxPlan:
             # public prox solves them (proxlib._rows.ragged_parts), where the
             # padded layout would hold n_groups x largest-group entries
             labels, parts = split
-            self.parts = [(idx, _ProxPlan(replace(penalty, groups=labels[idx]), like[idx])) for idx in parts]
+            self.parts = [(idx, _ProxPlan(R.replace(penalty, groups=labels[idx]), like[idx])) for idx in parts]
             return
         lay = R.layout_of(penalty, like)  # checks the shape against the parameters
         self.terms = _range.terms(penalty, lay)
