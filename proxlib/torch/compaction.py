@@ -518,21 +518,16 @@ def _removable_channels(roots, items, maps, inputs):
 
 
 
-def _mixes(model, args, items, maps, removable, names, base) -> str | None:
-    """Why the group's ``removable`` channels cannot go (None when they can).
-
-    Torch-Pruning takes every operation it does not know (a softmax, a mean
-    or a maximum over the channels, a flip, an index) for an elementwise one,
-    so a channel that it couples only to its own readers' columns may still
-    change the other channels on the way.  Each removable channel is set to
-    NaN at its producers' outputs: it may then reach only its own columns of
-    the group's readers (whose inputs are set back to 0 there, so the NaN
-    goes no further), and no output of the model.
-    """
-    nan_out = set()
+def _nan_probe(model, args, items, maps, nan_roots, watch_roots, names, *, complement: bool):
+    """One forward pass on ``args`` with the channels of the group's roots
+    ``nan_roots`` set to NaN at its producers' outputs.  At every reader, the
+    input columns of ``watch_roots`` (with ``complement``: all its other
+    columns) are checked for a NaN, and its NaN inputs are set back to 0 (a
+    NaN goes no further than the group's readers).  Returns (the readers
+    that saw one, the model's outputs), or (None, why) when the forward pass
+    failed."""
     bad: list[str] = []
     handles = []
-    rm = set(removable)
 
     def produce(mod, inp, out, rows):
         return out.index_fill(B.channel_dim(mod, out.ndim), torch.as_tensor(rows, device=out.device), float("nan"))
@@ -541,32 +536,51 @@ def _mixes(model, args, items, maps, removable, names, base) -> str | None:
         x = a[0]
         isnan = torch.isnan(x)
         d = B.channel_dim(mod, x.ndim)
-        other = torch.ones(x.shape[d], dtype=torch.bool)
-        other[cols] = False
-        if bool(isnan.index_select(d, other.nonzero().flatten().to(x.device)).any()):
+        if complement:
+            watched = torch.ones(x.shape[d], dtype=torch.bool)
+            watched[cols] = False
+            idx = watched.nonzero().flatten()
+        else:
+            idx = torch.as_tensor(cols, dtype=torch.long)
+        if idx.numel() and bool(isnan.index_select(d, idx.to(x.device)).any()):
             bad.append(names.get(mod, type(mod).__name__))
         return (x.masked_fill(isnan, 0),) + tuple(a[1:])
 
     try:
         for m, _ in items["out"]:
-            rows = sorted(i for r in rm for i in maps[("out", m)].get(r, []))
+            rows = sorted(i for r in nan_roots for i in maps[("out", m)].get(r, []))
             if rows:
                 handles.append(m.register_forward_hook(lambda mod, i, o, rows=rows: produce(mod, i, o, rows)))
         for m, _ in items["in"]:
-            cols = sorted(i for r in rm for i in maps[("in", m)].get(r, []))
+            cols = sorted(i for r in watch_roots for i in maps[("in", m)].get(r, []))
             handles.append(m.register_forward_pre_hook(lambda mod, a, cols=cols: read(mod, a, cols)))
         try:
-            out = _leaves(_forward(model, args))
+            return bad, _leaves(_forward(model, args))
         except Exception as e:  # noqa: BLE001 (the probe is a check; any failure keeps the group)
-            return f"a NaN probe of its removable channels failed ({type(e).__name__}: {e})"
+            return None, f"{type(e).__name__}: {e}"
     finally:
         for h in handles:
             h.remove()
+
+
+def _mixes(model, args, items, maps, removable, names, base) -> str | None:
+    """Why the group's ``removable`` channels cannot go (None when they can).
+
+    Torch-Pruning takes every operation it does not know (a softmax, a mean
+    or a maximum over the channels, a flip, an index) for an elementwise one,
+    so a channel that it couples only to its own readers' columns may still
+    change the other channels on the way.  Each removable channel is set to
+    NaN at its producers' outputs (:func:`_nan_probe`): it may then reach
+    only its own columns of the group's readers, and no output of the model.
+    """
+    rm = set(removable)
+    bad, out = _nan_probe(model, args, items, maps, rm, rm, names, complement=True)
+    if bad is None:
+        return f"a NaN probe of its removable channels failed ({out})"
     if bad:
         return f"an operation mixes its channels on the way to {sorted(set(bad))} (a channel set to NaN reaches other columns)"
-    for i, (o, b) in enumerate(zip(out, base)):
-        if b is not None and isinstance(o, torch.Tensor) and bool((torch.isnan(o) & ~b).any()):
-            nan_out.add(i)
+    nan_out = {i for i, (o, b) in enumerate(zip(out, base))
+               if b is not None and isinstance(o, torch.Tensor) and bool((torch.isnan(o) & ~b).any())}
     if nan_out:
         return f"its channels reach the model's output {sorted(nan_out)} other than through a Linear/Conv"
     return None
@@ -583,37 +597,11 @@ def _inflow(model, args, items, maps, folded, names) -> str | None:
     """
     if not folded:
         return None
-    bad: list[str] = []
-    handles = []
     keep = set(folded)
-
-    def produce(mod, inp, out, rows):
-        return out.index_fill(B.channel_dim(mod, out.ndim), torch.as_tensor(rows, device=out.device), float("nan"))
-
-    def read(mod, a, cols):
-        x = a[0]
-        isnan = torch.isnan(x)
-        d = B.channel_dim(mod, x.ndim)
-        if bool(isnan.index_select(d, torch.as_tensor(cols, device=x.device)).any()):
-            bad.append(names.get(mod, type(mod).__name__))
-        return (x.masked_fill(isnan, 0),) + tuple(a[1:])
-
-    try:
-        for m, _ in items["out"]:
-            rows = sorted(i for r, idx in maps[("out", m)].items() if r not in keep for i in idx)
-            if rows:
-                handles.append(m.register_forward_hook(lambda mod, i, o, rows=rows: produce(mod, i, o, rows)))
-        for m, _ in items["in"]:
-            cols = sorted(i for r in keep for i in maps[("in", m)].get(r, []))
-            if cols:
-                handles.append(m.register_forward_pre_hook(lambda mod, a, cols=cols: read(mod, a, cols)))
-        try:
-            _forward(model, args)
-        except Exception as e:  # noqa: BLE001 (the probe is a check; any failure keeps the group)
-            return f"a NaN probe of its other channels failed ({type(e).__name__}: {e})"
-    finally:
-        for h in handles:
-            h.remove()
+    others = {r for m, _ in items["out"] for r in maps[("out", m)] if r not in keep}
+    bad, why = _nan_probe(model, args, items, maps, others, keep, names, complement=False)
+    if bad is None:
+        return f"a NaN probe of its other channels failed ({why})"
     if bad:
         return f"its constant channels depend on its other channels on the way to {sorted(set(bad))} (a channel set to NaN reaches them)"
     return None
