@@ -65,6 +65,20 @@ def python(code: str, *args: str, timeout: float, **kwargs):
     return run([sys.executable, "-c", code, *args], timeout=timeout, **kwargs)
 
 
+#: the start of a child's code (for :func:`python`) that joins a one-process
+#: gloo group and makes ``mesh``, a 1-D CPU device mesh of it; the code that
+#: follows ends with ``dist.destroy_process_group()``
+ONE_RANK_MESH = r"""
+import datetime, os, tempfile, torch, torch.distributed as dist
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+from torch.distributed.device_mesh import init_device_mesh
+f = tempfile.NamedTemporaryFile(delete=False); f.close(); os.unlink(f.name)
+dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1,
+                        timeout=datetime.timedelta(seconds=60))
+mesh = init_device_mesh("cpu", (1,))
+"""
+
+
 def _reported(error_file) -> str:
     """The traceback a rank reported before it got stuck (``spawn``'s error file), if any."""
     try:

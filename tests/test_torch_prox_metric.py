@@ -344,16 +344,9 @@ def test_check_finite_checks_the_metric():
 
 def test_sharded_parameters_are_refused():
     """A DTensor parameter (one-process gloo mesh) with metric='adam': ValueError at add()."""
-    code = r"""
-import datetime, os, sys, tempfile, torch, torch.distributed as dist
-os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-from torch.distributed.device_mesh import init_device_mesh
+    code = _procs.ONE_RANK_MESH + r"""
 from torch.distributed.tensor import Shard, distribute_tensor
 import proxlib, proxlib.torch as pt
-f = tempfile.NamedTemporaryFile(delete=False); f.close(); os.unlink(f.name)
-dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1,
-                        timeout=datetime.timedelta(seconds=60))
-mesh = init_device_mesh("cpu", (1,))
 w = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3, dtype=torch.float64), mesh, [Shard(0)]))
 opt = torch.optim.Adam([w], lr=0.1)
 try:

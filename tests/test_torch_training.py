@@ -821,16 +821,9 @@ def test_two_stage_refuses_a_sharded_weight_before_training():
     """A model under FSDP2's fully_shard (a one-process gloo mesh): tie_rows
     refuses its DTensor weights, and two_stage refused them only after the
     whole of stage 1 had been trained; now before any step."""
-    code = r"""
-import datetime, os, tempfile, torch, torch.distributed as dist
-os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-from torch.distributed.device_mesh import init_device_mesh
+    code = _procs.ONE_RANK_MESH + r"""
 from torch.distributed.fsdp import fully_shard
 import proxlib.torch as pt
-f = tempfile.NamedTemporaryFile(delete=False); f.close(); os.unlink(f.name)
-dist.init_process_group("gloo", init_method="file://" + f.name, rank=0, world_size=1,
-                        timeout=datetime.timedelta(seconds=60))
-mesh = init_device_mesh("cpu", (1,))
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(6, 3))
 fully_shard(net, mesh=mesh)
