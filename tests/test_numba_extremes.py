@@ -1532,7 +1532,8 @@ def _rows_for_sumsq(dt, moderate):
 @given(data=st.data())
 def test_sumsq_vector_lanes_keep_the_scalar_order(moderate, data):
     """_sumsq of a contiguous row runs in LLVM vector code
-    (_lane_sums_of_squares) and of a strided one in the scalar loop: both
+    (_lane_sums_of_squares) and of a strided or unaligned one in the scalar
+    loop: both
     are the eight-lane sum bit for bit (the order _mid_sumsq reproduces for
     a convolution's channels), over the whole float range, NaN and inf
     included, every length around the multiples of 8.  (Moderate values
@@ -1541,6 +1542,7 @@ def test_sumsq_vector_lanes_keep_the_scalar_order(moderate, data):
     want = _eight_lane_sumsq(x)
     strided = np.empty(2 * x.shape[0], dtype=x.dtype)[::2]
     strided[...] = x
-    for row in (np.ascontiguousarray(x), strided):
+    unaligned = np.frombuffer(b"\0" + x.tobytes(), dtype=x.dtype, count=x.shape[0], offset=1)  # (the scalar loop too)
+    for row in (np.ascontiguousarray(x), strided, unaligned):
         got = NB._sumsq(row)
         assert (math.isnan(got) and math.isnan(want)) or got == want, (row.flags.c_contiguous, got, want)

@@ -253,6 +253,12 @@ def _result(v, out):
 # ------------------------------------------------------------------ row helpers
 
 
+def _lanes_apply(x) -> bool:
+    """Whether _lane_sums_of_squares takes x (a numba type): a 1-D
+    C-contiguous, aligned float32 or float64 array."""
+    return isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.aligned and x.dtype in (types.float32, types.float64)
+
+
 @intrinsic
 def _lane_sums_of_squares(typingctx, x):
     """The eight lane sums of _sumsq over x[:m - m % 8] of a C-contiguous
@@ -266,7 +272,7 @@ def _lane_sums_of_squares(typingctx, x):
     multiply-add), so the sums are the scalar loop's bit for bit, about 2x
     faster on rows in cache (the norms of 300 x 784 float32 rows: 99-117 ->
     45-57 us; one serial group lasso on them in place: 121 -> 71-97 us)."""
-    if not (isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" and x.dtype in (types.float32, types.float64)):
+    if not _lanes_apply(x):
         return None
     sig = types.UniTuple(types.float64, 8)(x)
 
@@ -323,8 +329,8 @@ def _eight_lanes(x):  # pragma: no cover - replaced by the overload below in com
 def _eight_lanes_overload(x):
     """_sumsq's eight lane sums over x[:m - m % 8]: in vector code for a
     C-contiguous x (_lane_sums_of_squares), else the scalar loop (strided
-    rows: a matrix's column, a convolution's channel)."""
-    if isinstance(x, types.Array) and x.layout == "C" and x.dtype in (types.float32, types.float64):
+    rows: a matrix's column, a convolution's channel; unaligned data)."""
+    if _lanes_apply(x):
         return lambda x: _lane_sums_of_squares(x)
 
     def scalar(x):
