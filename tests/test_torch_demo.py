@@ -372,6 +372,23 @@ def test_demo_refuses_bad_options_before_training(args, option, monkeypatch, cap
     assert f"argument {option}" in err and "must be" in err
 
 
+def test_demo_trains_a_regulariser_named_twice_once(monkeypatch, tmp_path):
+    # --regularisers GrOWL GrOWL trained the same network twice, the second
+    # result replacing the first under its name (found by the CLI review)
+    from proxlib.torch import demo
+
+    class Ran(Exception):
+        pass
+
+    def run(cfg, **kw):
+        raise Ran(cfg)
+
+    monkeypatch.setattr(demo, "run", run)
+    with pytest.raises(Ran) as e:
+        demo.main(["--regularisers", "GrOWL", "group-Lasso", "GrOWL", "--out", str(tmp_path)])
+    assert e.value.args[0].regularisers == ("GrOWL", "group-Lasso")
+
+
 def test_demo_warm_up_is_at_most_the_epochs_it_is_part_of(monkeypatch, tmp_path):
     # --epochs 2 --warmup-epochs 5 trained 2 warm-up epochs, but the header
     # and results.json said 5 (found by the CLI review)

@@ -411,7 +411,7 @@ def main(argv=None) -> int:
     if not os.access(a.out, os.W_OK | os.X_OK):
         parser.error(f"argument --out: the output folder {a.out!r} is not writable")
     cfg = DemoConfig(**{f.name: getattr(a, f.name) for f in fields(DemoConfig) if hasattr(a, f.name)})
-    cfg.regularisers = tuple(a.regularisers)
+    cfg.regularisers = tuple(dict.fromkeys(a.regularisers))  # (a name given twice: one network, not two under one name)
     cfg.warmup_epochs = min(cfg.warmup_epochs, cfg.epochs)  # (the warm-up is part of --epochs: what runs, as printed and saved)
     t0 = time.perf_counter()
     load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
