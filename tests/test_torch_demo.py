@@ -372,9 +372,8 @@ def test_demo_refuses_bad_options_before_training(args, option, monkeypatch, cap
     assert f"argument {option}" in err and "must be" in err
 
 
-def test_demo_trains_a_regulariser_named_twice_once(monkeypatch, tmp_path):
-    # --regularisers GrOWL GrOWL trained the same network twice, the second
-    # result replacing the first under its name (found by the CLI review)
+def _config_of(argv, monkeypatch):
+    """The DemoConfig that ``demo.main(argv)`` would train (its run replaced)."""
     from proxlib.torch import demo
 
     class Ran(Exception):
@@ -385,26 +384,22 @@ def test_demo_trains_a_regulariser_named_twice_once(monkeypatch, tmp_path):
 
     monkeypatch.setattr(demo, "run", run)
     with pytest.raises(Ran) as e:
-        demo.main(["--regularisers", "GrOWL", "group-Lasso", "GrOWL", "--out", str(tmp_path)])
-    assert e.value.args[0].regularisers == ("GrOWL", "group-Lasso")
+        demo.main(argv)
+    return e.value.args[0]
+
+
+def test_demo_trains_a_regulariser_named_twice_once(monkeypatch, tmp_path):
+    # --regularisers GrOWL GrOWL trained the same network twice, the second
+    # result replacing the first under its name (found by the CLI review)
+    cfg = _config_of(["--regularisers", "GrOWL", "group-Lasso", "GrOWL", "--out", str(tmp_path)], monkeypatch)
+    assert cfg.regularisers == ("GrOWL", "group-Lasso")
 
 
 def test_demo_warm_up_is_at_most_the_epochs_it_is_part_of(monkeypatch, tmp_path):
     # --epochs 2 --warmup-epochs 5 trained 2 warm-up epochs, but the header
     # and results.json said 5 (found by the CLI review)
-    from proxlib.torch import demo
-
-    class Ran(Exception):
-        pass
-
-    def run(cfg, **kw):
-        raise Ran(cfg)
-
-    monkeypatch.setattr(demo, "run", run)
     for given, warmup in ((["--epochs", "2", "--warmup-epochs", "5"], 2), (["--epochs", "9", "--warmup-epochs", "5"], 5)):
-        with pytest.raises(Ran) as e:
-            demo.main([*given, "--out", str(tmp_path)])
-        assert e.value.args[0].warmup_epochs == warmup
+        assert _config_of([*given, "--out", str(tmp_path)], monkeypatch).warmup_epochs == warmup
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -414,16 +409,5 @@ def test_demo_warm_up_is_at_most_the_epochs_it_is_part_of(monkeypatch, tmp_path)
 ])
 def test_demo_quick_keeps_the_options_given(given, expected, monkeypatch, tmp_path):
     # --quick capped them by min(): --quick --epochs 40 --jobs 2 ran 20 epochs on one job, silently
-    from proxlib.torch import demo
-
-    class Ran(Exception):
-        pass
-
-    def run(cfg, **kw):
-        raise Ran(cfg)
-
-    monkeypatch.setattr(demo, "run", run)
-    with pytest.raises(Ran) as e:
-        demo.main(["--quick", *given, "--out", str(tmp_path)])
-    cfg = e.value.args[0]
+    cfg = _config_of(["--quick", *given, "--out", str(tmp_path)], monkeypatch)
     assert {k: getattr(cfg, k) for k in expected} == expected
