@@ -1,13 +1,15 @@
 """argparse types of the command lines (``python -m proxlib.demo``,
 ``python -m proxlib.experiments``): a bad number is a usage error naming
-its option when the options are read, not a failure after training."""
+its option when the options are read, not a failure after training; and
+the strict JSON their ``results.json`` files are written in."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "in_range", "seed", "finite_float"]
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "in_range", "seed", "finite_float", "write_json"]
 
 
 def bounded(convert, what: str, lo=None, hi=None, *, lo_open: bool = False):
@@ -41,3 +43,27 @@ seed = bounded(int, "an integer in [0, 2**32 - 1]", 0, 2**32 - 1)
 def in_range(lo: float, hi: float):
     """An argparse type: a number in [lo, hi]."""
     return bounded(float, f"a number in [{lo:g}, {hi:g}]", lo, hi)
+
+
+def _strict(o):
+    """``o`` with every float that is not finite (a NaN where a quantity is
+    undefined, e.g. the similarity of tied rows when none are tied) as None,
+    and NumPy / torch numbers and arrays as Python ones."""
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    if hasattr(o, "tolist") and not isinstance(o, (str, bytes)):  # NumPy scalars and arrays, torch tensors
+        return _strict(o.tolist())
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    return o
+
+
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` to ``path`` as standard JSON (RFC 8259: no NaN or
+    Infinity tokens, which Python's json writes by default and strict
+    readers, e.g. JavaScript's JSON.parse, reject): floats that are not
+    finite become null; anything else JSON has no type for, its str."""
+    with open(path, "w") as f:
+        json.dump(_strict(obj), f, indent=1, allow_nan=False, default=str)

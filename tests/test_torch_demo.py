@@ -35,6 +35,28 @@ def test_import_proxlib_does_not_import_torch():
     assert out.stdout.strip() == "[]"
 
 
+def _strict_json(path):
+    """The file's JSON, read as a strict reader (RFC 8259: no NaN, Infinity) would."""
+
+    def refuse(token):
+        raise ValueError(f"{path.name} is not standard JSON: {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_write_json_writes_standard_json(tmp_path):
+    # the demo's results.json held NaN (the similarity of tied rows when a
+    # network tied none), which strict JSON readers refuse
+    import torch
+
+    from proxlib import _cli
+
+    _cli.write_json(tmp_path / "r.json", {"a": float("nan"), "b": [np.float32(1.5), np.inf, -np.inf], "c": np.arange(2),
+                                          "d": torch.tensor([0.5, float("nan")]), "e": (1, "x", None, True)})
+    assert _strict_json(tmp_path / "r.json") == {"a": None, "b": [1.5, None, None], "c": [0, 1], "d": [0.5, None],
+                                                 "e": [1, "x", None, True]}
+
+
 def test_demo_quick_runs_end_to_end(tmp_path):
     _needs_demo_extra()
     cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path)]
@@ -46,7 +68,7 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert "The poster's pattern" in out.stdout
     assert "compacted (proxlib.torch.compact)" in out.stdout and "| total |" in out.stdout
     assert (tmp_path / "tying.png").read_bytes()[:8] == PNG
-    res = json.loads((tmp_path / "results.json").read_text())
+    res = _strict_json(tmp_path / "results.json")
     r = res["results"]
     assert set(r) == {"baseline", "weight decay", "group-Lasso", "group-Lasso+l2", "GrOWL", "GrOWL+l2"}
     for v in r.values():
@@ -110,7 +132,7 @@ def _run(name, tmp_path, capsys, *extra):
 
     assert main([name, "--quick", "--out", str(tmp_path / name), "--cache", str(tmp_path / "cache"), *extra]) == 0
     out = capsys.readouterr().out
-    res = json.loads((tmp_path / name / "results.json").read_text())
+    res = _strict_json(tmp_path / name / "results.json")
     assert (tmp_path / name / f"{name}.png").read_bytes()[:8] == PNG
     assert "compacted (proxlib.torch.compact)" in out
     assert res["compaction"]["report"]["total"]["params"][0] > 0

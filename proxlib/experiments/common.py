@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import proxlib.torch as pt
+from proxlib import _cli
 from proxlib._cli import in_range, nonnegative_float, nonnegative_int, positive_float, positive_int, seed  # noqa: F401 (the experiments' option types)
 from proxlib.torch.data import split_digits
 
@@ -279,20 +280,7 @@ def load_average() -> list | None:
 
 
 def save_json(path: str, obj) -> None:
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1, default=_jsonable)
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    return str(o)
+    _cli.write_json(path, obj)
 
 
 def md_table(header: list, rows: list) -> str:

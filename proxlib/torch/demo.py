@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -445,11 +444,11 @@ def main(argv=None) -> int:
     cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
     public = {n: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items() if k != "state_dict"} for n, r in res.items()}
     cfg_dict = asdict(cfg)
-    with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"data": out["data"], "config": cfg_dict, "seconds": elapsed, "training_seconds": train_s, "cpu_seconds": cpu,
-                   "load_average": [list(load0) if load0 else None, list(os.getloadavg()) if load0 else None],
-                   "results": public, "poster": POSTER, "pattern": {k: list(v) for k, v in pattern.items()},
-                   "compaction": compacted}, f, indent=1, default=float)
+    _cli.write_json(os.path.join(a.out, "results.json"), {
+        "data": out["data"], "config": cfg_dict, "seconds": elapsed, "training_seconds": train_s, "cpu_seconds": cpu,
+        "load_average": [list(load0) if load0 else None, list(os.getloadavg()) if load0 else None],
+        "results": public, "poster": POSTER, "pattern": {k: list(v) for k, v in pattern.items()},
+        "compaction": compacted})
     load = f", load average {load0[0]:.1f} at the start" if load0 else ""
     print(f"\nfigure: {fig_path}   results: {os.path.join(a.out, 'results.json')}   time: {elapsed:.0f} s "
           f"({cfg.jobs} job(s) x {cfg.threads} thread(s); {cpu:.0f} s of CPU{load})")
