@@ -270,6 +270,7 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     Inside a function that torch.compile traces, the whole prox runs eagerly
     after a graph break (its kernels are Numba, SciPy and data-dependent
     loops, which Dynamo cannot trace)."""
+    check_finite = V.flag(check_finite, "check_finite")
     if array_kind(v) == "torch" and compiling():
         return outside_compile(apply)(pen, v, step, check_finite=check_finite)
     out_dtype = V.result_dtype(v)
@@ -398,6 +399,7 @@ def apply_metric(pen: Penalty, v, step, metric, *, check_finite: bool = True):
 
     Under torch.compile it runs eagerly after a graph break, as :func:`apply`.
     """
+    check_finite = V.flag(check_finite, "check_finite")
     if array_kind(v) == "torch" and compiling():
         return outside_compile(apply_metric)(pen, v, step, metric, check_finite=check_finite)
     out_dtype = V.result_dtype(v)

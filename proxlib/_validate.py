@@ -300,6 +300,17 @@ def count(n: Any, name: str = "n") -> int:
     return int(n)
 
 
+def flag(value: Any, name: str) -> bool:
+    """``value`` as a Python bool: True or False (Python or NumPy); a
+    TypeError naming ``name`` otherwise (``check_finite="no"`` would
+    otherwise be true, and check)."""
+    if value is True or value is False:  # (the common case: every prox asks)
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def positive_count(n: Any, name: str) -> int:
     """``n`` as a Python int: an integer (Python or NumPy, not a bool) >= 1;
     a ValueError naming ``name`` otherwise (a step count such as ``every``)."""

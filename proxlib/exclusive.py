@@ -243,7 +243,7 @@ def _thesis(W, scalars, step, groups, group_weights, check_finite):
     """The thesis step with threshold step * prod(scalars) * c_g * ||w_g||_1."""
     pen = ExclusiveLasso(0.0, groups, group_weights)
     out_dtype = V.result_dtype(W)
-    W = V.as_float_array(W, "W", check_finite=check_finite)
+    W = V.as_float_array(W, "W", check_finite=V.flag(check_finite, "check_finite"))
     step = V.positive(step, "step")
     split = ragged_parts(W, groups, name="W")
     if split is not None:  # groups of very different sizes: by size class (see ragged_parts)
@@ -318,7 +318,7 @@ def prox_group_exclusive_sequential(
     if exclusive_step not in ("thesis", "exact"):
         raise ValueError(f"exclusive_step must be 'thesis' or 'exact', got {exclusive_step!r}")
     out_dtype = V.result_dtype(W)
-    W = V.as_float_array(W, "W", check_finite=check_finite)
+    W = V.as_float_array(W, "W", check_finite=V.flag(check_finite, "check_finite"))
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
     G = _GroupTimes(lam, groups, group_weights, factor=1.0 - mu).prox(W, step, check_finite=False)

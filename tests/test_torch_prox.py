@@ -572,6 +572,17 @@ def test_groupings_that_misread_a_conv_layout_are_rejected_at_add():
     assert not torch.nn.utils.parametrize.is_parametrized(tconv) and not torch.nn.utils.parametrize.is_parametrized(gconv)
 
 
+def test_proximal_step_flags_must_be_bools():
+    # ProximalStep(check_finite="no") checked (a truthy string) and
+    # keep_zero=None did not freeze: neither is a bool
+    opt = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1)
+    for flag in ("check_finite", "keep_zero"):
+        for bad in ("no", None, 1):
+            with pytest.raises(TypeError, match=flag):
+                pt.ProximalStep(opt, **{flag: bad})
+        assert getattr(pt.ProximalStep(opt, **{flag: np.True_}), flag) is True
+
+
 def test_bad_configurations_are_rejected_at_add():
     lin = torch.nn.Linear(3, 2)
     other = torch.nn.Parameter(torch.zeros(2, 2))

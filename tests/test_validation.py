@@ -88,6 +88,24 @@ def test_bad_input_array(name, case, make, exc):
 
 
 @pytest.mark.parametrize("name", OPERATORS)
+@pytest.mark.parametrize("metric", [None, "ones"])
+def test_check_finite_must_be_a_bool(name, metric):
+    # check_finite="no" was truthy, so it checked; None was falsy, so it did
+    # not: neither is a bool, each is a TypeError naming check_finite
+    arg = array_arg(name)
+    kw = {}
+    if metric is not None:
+        if "thesis" in name or "sequential" in name:
+            return  # (no metric argument)
+        kw["metric"] = np.ones_like(OPERATORS[name][1][arg])
+    for bad in ("no", None, 0, 1.0, np.array(True)):
+        with pytest.raises(TypeError, match="check_finite"):
+            call(name, check_finite=bad, **kw)
+    for ok in (True, False, np.True_, np.False_):
+        call(name, check_finite=ok, **kw)
+
+
+@pytest.mark.parametrize("name", OPERATORS)
 def test_object_list_and_bool_scalar_input(name):
     arg = array_arg(name)
     with pytest.raises(TypeError, match=rf"\b{arg}\b"):

@@ -756,8 +756,8 @@ class ProximalStep:
         self.optimizer = optimizer
         self.model = model
         self.every = every
-        self.check_finite = bool(check_finite)
-        self.keep_zero = bool(keep_zero)
+        self.check_finite = V.flag(check_finite, "check_finite")
+        self.keep_zero = V.flag(keep_zero, "keep_zero")
         self._frozen: dict[str, torch.Tensor] = {}  # label -> bool mask in the leaf's shape (keep_zero)
         self.terms: list[ProxTerm] = []
         self.n_steps = 0  # proximal steps taken
