@@ -583,6 +583,21 @@ def test_proximal_step_flags_must_be_bools():
         assert getattr(pt.ProximalStep(opt, **{flag: np.True_}), flag) is True
 
 
+def test_a_lazy_module_before_its_first_forward_is_refused_clearly():
+    # add() on an uninitialised LazyLinear raised torch's "Can't access the
+    # shape of an uninitialized parameter" RuntimeError from inside the term
+    net = torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.1), model=net)
+    with pytest.raises(ValueError, match="'weight' is not initialised yet.*forward pass"):
+        prox.add(net[0], proxlib.GroupLasso(0.1), grouping="channel")
+    assert prox.terms == []
+    net(torch.randn(2, 3))  # materialised in place: the same Parameter object, which the optimizer holds
+    prox.add(net[0], proxlib.GroupLasso(0.1), grouping="channel")
+    before = net[0].weight.detach().clone()
+    prox.step()
+    torch.testing.assert_close(net[0].weight.detach(), proxlib.prox_group_lasso(before.T, 0.1 * 0.1).T)
+
+
 def test_bad_configurations_are_rejected_at_add():
     lin = torch.nn.Linear(3, 2)
     other = torch.nn.Parameter(torch.zeros(2, 2))

@@ -500,6 +500,11 @@ class ProxTerm:
 
     def __post_init__(self):
         leaf = B.resolve_leaf(self.target, self.name)  # a bad target fails here
+        if isinstance(leaf, torch.nn.parameter.UninitializedTensorMixin):
+            raise ValueError(
+                f"the tensor {self.name!r} is not initialised yet (a lazy module's, e.g. torch.nn.LazyLinear's, before "
+                "its first forward pass): run the model once on an example input, then add the term"
+            )
         if self.grouping is not None:
             self.grouping = B.canonical_grouping(self.grouping)
             B.check_conv_layout(self.target, self.name, self.grouping)
