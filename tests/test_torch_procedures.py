@@ -114,6 +114,34 @@ def test_dense_flops_of_a_layer_called_several_times():
     assert m["total"].flop_fraction == pytest.approx(0.9)
 
 
+def test_dense_flops_of_a_layer_the_forward_never_calls_are_zero():
+    """A layer the forward pass does not run (an auxiliary head, a branch
+    unused in eval mode) costs no FLOPs: it was counted as one output position
+    (its number of weights), so zeroing it lowered the total FLOP fraction
+    (1920 / 2238 below instead of 1920 / 2208)."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 6, 3, padding=1, stride=2, groups=2)
+            self.fc = torch.nn.Linear(6 * 4 * 4, 5)
+            self.aux = torch.nn.Linear(10, 3)  # never called
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.conv(x), 1))
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():
+        net.conv.weight[0] = 0
+        net.aux.weight[:] = 0
+    m = pt.model_metrics(net, example_input=torch.randn(3, 4, 8, 8), removable=False)
+    # conv: 16 output positions x 6 * 2 * 9 weights, 5 of 6 filters kept; fc: 96 * 5
+    assert m["conv"].dense_flops == 16 * 108 and m["conv"].kept_flops == 16 * 90
+    assert m["fc"].dense_flops == 480 and m["aux"].dense_flops == 0
+    assert m["total"].flop_fraction == pytest.approx((1440 + 480) / (1728 + 480))
+
+
 # ----------------------------------------------------------------- tying
 
 

@@ -144,7 +144,7 @@ def _dense_flops(model, layers, args: tuple) -> dict[str, float]:
     """Multiply-adds per sample of each layer at full density: weights x output
     positions, summed over the layer's calls, from one forward pass on
     ``args`` (eval mode, under ``no_grad``; every module's train/eval flag is
-    restored afterwards)."""
+    restored afterwards); a layer the forward pass does not call costs 0."""
     positions: dict[str, float] = {}
     handles = []
     for n, m in layers.items():
@@ -163,7 +163,7 @@ def _dense_flops(model, layers, args: tuple) -> dict[str, float]:
             h.remove()
         for m, t in flags:
             m.training = t
-    return {n: positions.get(n, 1.0) * m.weight.numel() for n, m in layers.items()}
+    return {n: positions.get(n, 0.0) * m.weight.numel() for n, m in layers.items()}
 
 
 def model_metrics(
