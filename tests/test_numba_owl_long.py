@@ -102,4 +102,7 @@ def test_partitioned_key_sort_equals_one_sort(dtype):
         par = NB._owl_sorted_keys(vb, mask, t, ib, True)
         ser = NB._owl_sorted_keys(vb, mask, t, ib, False)
         np.testing.assert_array_equal(par, ser, err_msg=name)
-        assert np.all(par.view(np.uint64)[1:] > par.view(np.uint64)[:-1]), name  # distinct, increasing
+        assert np.all(par[1:] > par[:-1]), name  # distinct, increasing (as signed integers: _owl_key_flip)
+        flip = NB._owl_key_flip(mask, t, ib)
+        unsigned = (par ^ flip).view(np.uint64)
+        assert np.all(unsigned[1:] > unsigned[:-1]), name  # the unsigned keys' order

@@ -3098,18 +3098,30 @@ def _owl_fix_low_blocks(s, w, sc, starts, nb, vals, e, tmp):
 # magnitudes.  float64: t = ib low bits of the magnitude are dropped, so runs of
 # equal truncated keys are then put in order of the full magnitudes (read back
 # from v: they are short unless magnitudes agree to 63 - ib bits).
+# The keys are sorted as SIGNED integers, with their top bit flipped where
+# they use it (float64; ``flip``, 0 otherwise): the same order as unsigned,
+# and NumPy's AVX2 sort compares signed 64-bit lanes in one instruction but
+# emulates unsigned ones (0.84-0.96x the time at 1e5-1e7 entries, AMD EPYC,
+# 2026-12-02).  Only the magnitude part of a key holds the flipped bit.
+
+
+def _owl_key_flip(mask, t, ib):
+    """The int64 XORed into every key: its top bit where a key uses bit 63
+    (magnitude bits - t + ib + 1 = 64), else 0."""
+    magbits = 63 if mask == np.int64(0x7FFFFFFFFFFFFFFF) else 31
+    return np.int64(-(2**63)) if magbits - t + ib + 1 == 64 else np.int64(0)
 
 
 @_jit
-def _owl_keys(vbits, mask, t, ib, keys, i0, i1):
-    """keys[i] for i0 <= i < i1 (as int64 bit patterns of the unsigned keys)."""
+def _owl_keys(vbits, mask, t, ib, flip, keys, i0, i1):
+    """keys[i] for i0 <= i < i1 (the unsigned key's bits XOR ``flip``)."""
     for i in range(i0, i1):
         b = np.int64(vbits[i])
-        keys[i] = (((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)  # int32 bits sign-extend
+        keys[i] = ((((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)) ^ flip  # int32 bits sign-extend
 
 
 @_jit
-def _owl_keys_split(vbits, mask, t, ib, keys, pivot):
+def _owl_keys_split(vbits, mask, t, ib, flip, keys, pivot):
     """The keys of _owl_keys, those whose truncated magnitude bits are below
     ``pivot`` packed from the front of ``keys`` and the others from the back
     (in no particular order: each part is sorted next); returns how many are
@@ -3121,7 +3133,7 @@ def _owl_keys_split(vbits, mask, t, ib, keys, pivot):
     for i in range(n):
         b = np.int64(vbits[i])
         mg = (b & mask) >> t
-        key = (mg << (ib + 1)) | (i << 1) | ((b >> 63) & 1)
+        key = ((mg << (ib + 1)) | (i << 1) | ((b >> 63) & 1)) ^ flip
         # branch-free (the test is a coin flip): the key goes to both ends of
         # the free slots, and the end it does not belong to stays free
         keys[lo] = key
@@ -3152,37 +3164,37 @@ def _owl_pivot(vbits, mask, t):
 
 
 def _owl_sorted_keys(vbits, mask, t, ib, par):
-    """The packed keys of v, sorted as unsigned integers by NumPy's (SIMD)
-    sort.  Parallel calls on >= 2^18 entries partition the keys around a
+    """The packed keys of v (XOR ``_owl_key_flip``), sorted as signed
+    integers by NumPy's (SIMD) sort: the order of the unsigned keys.  Parallel calls on >= 2^18 entries partition the keys around a
     sampled median as they are formed and sort the two parts at once (NumPy's
     sort releases the GIL: one part in a helper thread): no merge, no extra
     pass.  The keys are distinct (they hold the index), so the sorted order is
     the same either way."""
     n = vbits.shape[0]
     keys = np.empty(n, dtype=np.int64)
-    u = keys.view(np.uint64)
+    flip = _owl_key_flip(mask, t, ib)
     if not (par and n >= _OWL_SPLIT_SORT):
         # serial (one pass, vectorised): each parallel region costs a wake-up
         # of the pool, a scheduler slice when the machine is shared
-        _owl_keys(vbits, mask, t, ib, keys, 0, n)
-        u.sort()
+        _owl_keys(vbits, mask, t, ib, flip, keys, 0, n)
+        keys.sort()
         return keys
-    nlo = _owl_keys_split(vbits, mask, t, ib, keys, _owl_pivot(vbits, mask, t))
-    th = threading.Thread(target=u[nlo:].sort)
+    nlo = _owl_keys_split(vbits, mask, t, ib, flip, keys, _owl_pivot(vbits, mask, t))
+    th = threading.Thread(target=keys[nlo:].sort)
     th.start()
-    u[:nlo].sort()
+    keys[:nlo].sort()
     th.join()
     return keys
 
 
 @_jit
-def _owl_unpack(vbits, mask, t, ib, keys, sbits, j0, j1):
+def _owl_unpack(vbits, mask, t, ib, flip, keys, sbits, j0, j1):
     """sbits[j] = bit pattern of the j-th smallest magnitude (up to the order
-    within runs of equal truncated keys when t > 0): from the key when t = 0,
-    else read from v at the key's index."""
+    within runs of equal truncated keys when t > 0): from the key (XOR
+    ``flip``) when t = 0, else read from v at the key's index."""
     if t == 0:
         for j in range(j0, j1):
-            sbits[j] = (keys[j] >> (ib + 1)) & mask
+            sbits[j] = ((keys[j] ^ flip) >> (ib + 1)) & mask
     else:
         m = (np.int64(1) << ib) - 1
         ahead = min(j1, max(j0, j1 - _PREFETCH_AHEAD))
@@ -3194,10 +3206,10 @@ def _owl_unpack(vbits, mask, t, ib, keys, sbits, j0, j1):
 
 
 @_pjit
-def _owl_unpack_par(vbits, mask, t, ib, keys, sbits):
+def _owl_unpack_par(vbits, mask, t, ib, flip, keys, sbits):
     n = keys.shape[0]
     for c in prange(64):
-        _owl_unpack(vbits, mask, t, ib, keys, sbits, c * n // 64, (c + 1) * n // 64)
+        _owl_unpack(vbits, mask, t, ib, flip, keys, sbits, c * n // 64, (c + 1) * n // 64)
 
 
 _OWL_RUN_INSERT = 32  # longer runs of equal truncated keys are argsorted
@@ -3574,11 +3586,12 @@ def owl(v, w, *, parallel=True):
     t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
     vbits = v.view(ibits)
     keys = _owl_sorted_keys(vbits, mask, t, ib, par)
+    flip = _owl_key_flip(mask, t, ib)
     s = out  # the sorted magnitudes live in the output until the scatter
     if par:  # parallel: the float64 reads from v are random (cache misses overlap)
-        _owl_unpack_par(vbits, mask, t, ib, keys, s.view(ibits))
+        _owl_unpack_par(vbits, mask, t, ib, flip, keys, s.view(ibits))
     else:
-        _owl_unpack(vbits, mask, t, ib, keys, s.view(ibits), 0, n)
+        _owl_unpack(vbits, mask, t, ib, flip, keys, s.view(ibits), 0, n)
     if t > 0:
         _owl_order_runs(s, keys, ib, 0, n)
     sc = _owl_scale(s, w)
