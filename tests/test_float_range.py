@@ -167,6 +167,21 @@ def test_lp_with_lam_near_the_largest_float(backend):
         close(got, R.exact_lp(v, 1e308, p), scale=np.abs(v), dtype=np.float64, rtol_ulps=8)
 
 
+def test_finite_data_whose_pairwise_sum_is_nan_give_no_warning():
+    # the finite check sums the data: NumPy's pairwise sum of these finite
+    # entries meets inf + (-inf) and warned "invalid value encountered in reduce"
+    import warnings
+
+    v = np.array([1e308, 1e308, -1e308, -1e308] * 2)
+    for dtype in (np.float64, np.float32):
+        a = v if dtype == np.float64 else np.array([3e38, 3e38, -3e38, -3e38] * 2, dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(proxlib.prox_weighted_l1(a, 0.0), a)
+        with pytest.raises(ValueError, match="v contains NaN or Inf"):
+            proxlib.prox_weighted_l1(np.append(a, np.inf), 1.0)
+
+
 def test_lp_threshold_over_the_whole_range():
     assert proxlib.lp_threshold(1e308, 0) == 2 * math.sqrt(0.5e308)  # correctly rounded sqrt(2e308)
     assert proxlib.lp_threshold(FMAX, 0) == 2 * math.sqrt(FMAX / 2)
