@@ -192,6 +192,26 @@ def test_find_tying_clusters_identical_rows_and_drops_zero_rows():
     assert len(set(pt.find_tying(_tying_weight(), preference=0.2).labels[[0, 1, 2]])) == 1
 
 
+def test_find_tying_of_rows_with_equal_similarities_follows_the_preference_without_a_warning():
+    """Two non-zero rows (their similarities to each other are necessarily
+    equal) passed scikit-learn's "All samples have mutually equal
+    similarities. Returning arbitrary cluster center(s)." warning on to the
+    user; the labels are its documented rule: tied iff similarity >= preference."""
+    import warnings
+
+    W = np.array([[1.0, 2.0, 0.0], [1.0, 2.1, 0.0], [0.0, 0.0, 0.0]]).T  # channel rows: the columns; the third is zero
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ty = pt.find_tying(W)
+        s = ty.similarity[0, 1]
+        assert 0.8 < s < 1
+        np.testing.assert_array_equal(ty.labels, [0, 0, -1])  # s >= preference: tied
+        np.testing.assert_array_equal(pt.find_tying(W, preference=float(s)).labels, [0, 0, -1])
+        np.testing.assert_array_equal(pt.find_tying(W, preference=float(np.nextafter(s, 2))).labels, [0, 1, -1])
+        # three orthogonal rows: all similarities 0 < preference, none tied
+        np.testing.assert_array_equal(pt.find_tying(np.eye(3)).labels, [0, 1, 2])
+
+
 def test_find_tying_checks_preference_as_two_stage_does():
     """preference="0.8" was taken as 0.8 and True as 1.0; None gave float()'s
     error, which does not name the argument (two_stage checks it already)."""

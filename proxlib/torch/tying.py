@@ -140,7 +140,10 @@ def find_tying(
     Returns
     -------
     :class:`Tying` (labels -1 for zero rows).  Exactly zero rows are the ones
-    the GrOWL prox removed.
+    the GrOWL prox removed.  Two non-zero rows (or any number whose
+    similarities to each other are all equal) are tied when their similarity
+    is >= ``preference`` and left apart otherwise (scikit-learn's rule there,
+    without its warning about arbitrary cluster centres).
     """
     from sklearn.cluster import AffinityPropagation
     from sklearn.exceptions import ConvergenceWarning
@@ -167,6 +170,12 @@ def find_tying(
         # with a ConvergenceWarning: both are "did not converge"
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)
+            # rows whose similarities to each other are all equal (always so
+            # for two rows): scikit-learn skips the iterations, ties them all
+            # when that similarity >= preference, else none, and warns that
+            # its cluster centres are arbitrary; the labels do not depend on
+            # the centres, so the warning is not passed on
+            warnings.filterwarnings("ignore", message="All samples have mutually equal similarities", category=UserWarning)
             try:
                 lab = ap.fit(S).labels_
             except ConvergenceWarning:
