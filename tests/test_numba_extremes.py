@@ -503,6 +503,35 @@ def test_owl_long_vectors_same_exact_pattern_on_both_backends(kind, dtype):
     np.testing.assert_array_equal(NB.owl(v, w, parallel=False), x)  # the serial variant, bit for bit
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [65, 200, 1500, 2048])
+def test_owl_short_vectors_decide_the_support_across_chunks(n, dtype):
+    """_owl_small (n <= 2048) searches the support in chunks of 64 entries.
+    Supports of K entries, K at, before, after a chunk's edge or n, with the
+    prefix sums of z tied exactly after K over a few chunks (the FIRST
+    maximiser wins), and cancelling sums, give the exact answer and the
+    reference's zero pattern."""
+    rng = np.random.default_rng(n)
+    i = np.arange(n)
+    w = (4.0 * n - 2.0 * i).astype(dtype)  # steps of 2 keep v = w + z sorted
+    for K in sorted({10, 63, 64, 65, 128, n // 2, n - 1, n}):
+        # z = 1 on the support, then -1/2, +1/2 pairs (P back to its maximum
+        # after each pair) for up to 140 entries, then -1
+        tied = (i >= K) & (i < K + 140) & (i < n - (n - K) % 2)
+        z = np.where(i < K, 1.0, np.where(tied, np.where((i - K) % 2 == 0, -0.5, 0.5), -1.0))
+        v = ((w.astype(np.float64) + z) * rng.choice([-1.0, 1.0], n)).astype(dtype)
+        perm = rng.permutation(n)
+        expected = np.where(i < K, np.sign(v), 0.0)[perm].astype(dtype)
+        np.testing.assert_array_equal(NB.owl(v[perm], w), expected, err_msg=f"K = {K}")
+    v, w = _cancelling_owl(rng, n, dtype)
+    x = NB.owl(v, w)
+    ref = REF.owl(v, w)
+    np.testing.assert_array_equal(x == 0, ref == 0)
+    scale = float(np.abs(v).max()) + float(w.max())
+    np.testing.assert_allclose(x.astype(np.float64), ref.astype(np.float64), rtol=0,
+                               atol=4 * n * float(np.finfo(np.float64).eps) * scale + 2 * float(EPS[dtype]) * scale)
+
+
 # ------------------------------------------------------------------ serial variants, no environment
 
 

@@ -2670,6 +2670,10 @@ def _exp2_value(e, ne, sc, tmp):
 _U = 2.0**-53  # unit roundoff
 _TINY = 2.0**-1074  # the absolute error of a product by sc that underflows
 _OWL_CHUNK = 4096
+# _owl_small's chunks: its window of candidate supports is then a chunk or two
+# of 64 (the long path's 4096 made the window every entry of a short vector,
+# and its compensated pass cost more than the rest of the support search)
+_OWL_SMALL_CHUNK = 64
 
 
 @_jit
@@ -2703,13 +2707,14 @@ def _owl_z_exact(s, w, i):
 
 
 @_rjit
-def _owl_chunk_sums(s, w, sc, c0, c1, A, Up, Ab):
-    """Per chunk of descending positions: sum of zh, of max(zh, 0), of |zh|
-    (scaled; any summation order: these sums carry an error bound)."""
+def _owl_chunk_sums(s, w, sc, ch, c0, c1, A, Up, Ab):
+    """Per chunk (``ch`` entries) of descending positions: sum of zh, of
+    max(zh, 0), of |zh| (scaled; any summation order: these sums carry an
+    error bound)."""
     n = s.shape[0]
     for c in range(c0, c1):
-        lo = c * _OWL_CHUNK
-        hi = min(n, lo + _OWL_CHUNK)
+        lo = c * ch
+        hi = min(n, lo + ch)
         a = 0.0
         u = 0.0
         b = 0.0
@@ -2724,17 +2729,18 @@ def _owl_chunk_sums(s, w, sc, c0, c1, A, Up, Ab):
 
 
 @_pjit
-def _owl_chunk_sums_par(s, w, sc, A, Up, Ab):
+def _owl_chunk_sums_par(s, w, sc, ch, A, Up, Ab):
     nc = A.shape[0]
     nt = min(nc, 64)
     for t in prange(nt):
-        _owl_chunk_sums(s, w, sc, t * nc // nt, (t + 1) * nc // nt, A, Up, Ab)
+        _owl_chunk_sums(s, w, sc, ch, t * nc // nt, (t + 1) * nc // nt, A, Up, Ab)
 
 
 @_jit
-def _owl_support_window(A, Up, Ab, n):
+def _owl_support_window(A, Up, Ab, n, ch):
     """[lo, hi] (indices l of prefix sums P_l, l = 0..n) that surely contains the
-    first maximiser of P, from the chunk sums; and a bound on sum |z|.
+    first maximiser of P, from the sums of chunks of ``ch`` entries; and a
+    bound on sum |z|.
 
     Every computed partial sum of at most n scaled terms is within
     delta = (n + 2) eps/2 C (1 + 2 (n + 2) eps) + (n + 1) 2^-1074 of the exact
@@ -2766,7 +2772,7 @@ def _owl_support_window(A, Up, Ab, n):
         B += A[c]
     if first < 0:  # only l = n can be the maximiser
         return n, n, C
-    return first * _OWL_CHUNK, min(n, (last + 1) * _OWL_CHUNK), C
+    return first * ch, min(n, (last + 1) * ch), C
 
 
 @_jit
@@ -2826,10 +2832,10 @@ def _owl_support(s, w, sc, parallel):
     Up = np.empty(nc)
     Ab = np.empty(nc)
     if parallel and nc > 1:
-        _owl_chunk_sums_par(s, w, sc, A, Up, Ab)
+        _owl_chunk_sums_par(s, w, sc, _OWL_CHUNK, A, Up, Ab)
     else:
-        _owl_chunk_sums(s, w, sc, 0, nc, A, Up, Ab)
-    lo, hi, C = _owl_support_window(A, Up, Ab, n)
+        _owl_chunk_sums(s, w, sc, _OWL_CHUNK, 0, nc, A, Up, Ab)
+    lo, hi, C = _owl_support_window(A, Up, Ab, n, _OWL_CHUNK)
     if lo == hi:
         return lo
     return _owl_support_exact(s, w, sc, lo, hi, C, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
@@ -3419,12 +3425,12 @@ def _owl_small(v, w, out, order=None):
         perm = order
     s = a[perm]
     sc = _owl_scale(s, w)
-    nc = (n + _OWL_CHUNK - 1) // _OWL_CHUNK
+    nc = (n + _OWL_SMALL_CHUNK - 1) // _OWL_SMALL_CHUNK
     A = np.empty(nc)
     Up = np.empty(nc)
     Ab = np.empty(nc)
-    _owl_chunk_sums(s, w, sc, 0, nc, A, Up, Ab)
-    lo, hi, C = _owl_support_window(A, Up, Ab, n)
+    _owl_chunk_sums(s, w, sc, _OWL_SMALL_CHUNK, 0, nc, A, Up, Ab)
+    lo, hi, C = _owl_support_window(A, Up, Ab, n, _OWL_SMALL_CHUNK)
     e = np.empty((2, _EXP_LEN))
     tmp = np.empty(2 * _EXP_LEN)
     k = lo if lo == hi else _owl_support_exact(s, w, sc, lo, hi, C, e, tmp)
