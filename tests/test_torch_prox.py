@@ -494,6 +494,26 @@ def test_half_precision_params_are_computed_in_float32_and_keep_their_dtype(dtyp
     assert torch.equal(p.detach(), ref.to(dtype))
 
 
+def test_a_term_removed_then_added_again_gets_a_free_default_label():
+    """Without model=, default labels are numbered: removing the first of
+    two terms on Linear weights and adding it again raised 'a term labelled
+    Linear.weight:GroupLasso#1 exists already' (the count of such terms
+    gave the remaining term's label); it takes the free one, and a
+    checkpoint of the original order loads into it by label."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    ta = prox.add(a, proxlib.GroupLasso(0.5), strength=0.25)
+    prox.add(b, proxlib.GroupLasso(0.5), strength=0.75)
+    state = prox.state_dict()
+    prox.terms.remove(ta)
+    again = prox.add(a, proxlib.GroupLasso(0.5))
+    assert again.label == "Linear.weight:GroupLasso" and len({t.label for t in prox.terms}) == 2
+    prox.load_state_dict(state)
+    assert again.strength == 0.25 and prox.terms[0].strength == 0.75
+
+
 def test_state_dict_round_trip():
     lin = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)

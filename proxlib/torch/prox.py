@@ -653,7 +653,8 @@ class ProximalStep:
         :meth:`state_dict`, :meth:`values`) by the parameter's name in it, so
         a checkpoint maps back to the right terms whatever order they are
         added in.  Without it, terms are named by module class and tensor
-        name, numbered in the order they were added.
+        name, numbered in the order they were added (the first number no
+        term has: one added after another was removed takes that one's).
     every : int, default 1
         Apply the prox once every ``every`` optimizer steps, with step
         ``lr * strength * every`` (the original GrOWL code proxes once per
@@ -829,7 +830,12 @@ class ProximalStep:
         pen_name = pen.kind if isinstance(pen, _Lazy) else type(pen).__name__
         base = f"{pname}:{pen_name}" + (f"[{term.grouping}]" if term.grouping else "")
         if self.model is None:
-            k = sum(1 for t in self.terms if t.label.split("#")[0] == base)
+            # the first number no term has (counting them gave a removed term's
+            # successor's label again: a ValueError on re-adding it)
+            taken = {t.label for t in self.terms}
+            k = 0
+            while (base if k == 0 else f"{base}#{k}") in taken:
+                k += 1
             return base if k == 0 else f"{base}#{k}"
         return base
 
