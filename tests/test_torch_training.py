@@ -64,6 +64,35 @@ def test_keep_zero_rows_stay_zero_and_their_optimizer_state_is_cleared(make_opt,
     assert seen is not None and bool(seen[0, 4:].all()) and not bool(seen[0].all())  # the unused inputs frozen, not every input
 
 
+@pytest.mark.parametrize("make_opt, scalars", [
+    (lambda ps: torch.optim.Adam(ps, lr=0.1), ("step",)),
+    (lambda ps: torch.optim.NAdam(ps, lr=0.1), ("step", "mu_product")),
+    (lambda ps: torch.optim.ASGD(ps, lr=0.1), ("step", "eta", "mu")),
+], ids=["adam", "nadam", "asgd"])
+def test_keep_zero_leaves_the_scalar_state_of_a_frozen_0d_parameter(make_opt, scalars):
+    """keep_zero clears the per-entry optimizer state of frozen entries and
+    leaves scalar state such as ``step`` alone; on a 0-d parameter (a
+    learnable scale) the scalar state has the parameter's shape and was
+    zeroed too: Adam's step count of the frozen scalar read 0 after every
+    step.  The per-entry state is still cleared."""
+    s = torch.nn.Parameter(torch.tensor(0.01))
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    opt = make_opt([s, w])
+    prox = pt.ProximalStep(opt, keep_zero=True)
+    prox.add(s, proxlib.WeightedL1(1.0), label="s")
+    prox.attach()
+    for _ in range(3):
+        opt.zero_grad()
+        ((s - 0.005) ** 2 + (w**2).sum()).backward()
+        opt.step()
+        assert prox.frozen()["s"].item() and s.item() == 0.0
+        for k in scalars:
+            assert torch.equal(opt.state[s][k], opt.state[w][k]), k  # as the unfrozen tensor's
+        for k, v in opt.state[s].items():
+            if k not in scalars:
+                assert v.item() == 0.0, k
+
+
 def test_without_keep_zero_a_zeroed_row_regrows_through_momentum():
     # the behaviour keep_zero exists to prevent: momentum moves a row the prox zeroed
     for keep in (False, True):

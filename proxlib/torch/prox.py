@@ -377,6 +377,10 @@ def _check_metric_penalty(pen) -> None:
         )
 
 
+#: torch.optim's scalar (0-d) state entries, left alone by keep_zero (step counts,
+#: ASGD's eta and mu, NAdam's mu_product): on a 0-d tensor they have its shape
+_SCALAR_STATE = frozenset({"step", "eta", "mu", "mu_product"})
+
 # kernels whose torch implementation writes the result with one map into out=
 _IN_PLACE = {"group_lasso", "growl", "weighted_l1", "weighted_l2sq"}
 
@@ -1146,8 +1150,9 @@ class ProximalStep:
                 if mask.device != leaf.device:  # the model moved (model.cuda()) after the groups froze
                     mask = self._frozen[term.label] = mask.to(leaf.device)
                 leaf.masked_fill_(mask, 0)
-                for v in state.get(leaf, {}).values():
-                    if isinstance(v, torch.Tensor) and v.shape == leaf.shape:
+                for k, v in state.get(leaf, {}).items():
+                    # (a 0-d tensor's scalar state has its shape: told apart by name)
+                    if isinstance(v, torch.Tensor) and v.shape == leaf.shape and not (leaf.ndim == 0 and k in _SCALAR_STATE):
                         v.masked_fill_(mask, 0)
 
     def frozen(self) -> dict[str, torch.Tensor]:
