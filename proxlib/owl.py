@@ -198,9 +198,11 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     isotonic regression (pool-adjacent-violators) to ``|v|_sorted - step *
     weights``, clip at 0, undo the sort and restore signs.  O(n log n).  Equal
     magnitudes receive equal outputs, whatever order the sort breaks the tie in.
-    On a torch CPU tensor the sequential pool-adjacent-violators pass runs on
-    the tensor's memory (SciPy); on an accelerator a parallel isotonic
-    regression runs on the device (see ``proxlib.backends.torch_dev``).
+    On a float32/float64 torch CPU tensor the sequential pool-adjacent-violators
+    pass runs on the tensor's memory with Numba's serial kernel when Numba is
+    installed (``torch_dev.CPU_KERNELS = "auto"``, the default), else with
+    SciPy's; on an accelerator a parallel isotonic regression runs on the
+    device (see ``proxlib.backends.torch_dev``).
 
     Examples
     --------

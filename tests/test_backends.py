@@ -690,6 +690,29 @@ def test_every_torch_kernel_runs_on_both_cpu_routes():
         assert (name in torch_dev._SERIAL_ON_NUMBA) == serial, name
 
 
+def test_prox_owl_names_the_pava_that_runs_on_a_cpu_tensor(monkeypatch):
+    """prox_owl's Notes said a torch CPU tensor's pool-adjacent-violators
+    pass runs SciPy's; on the default route (``CPU_KERNELS = "auto"``) it
+    is Numba's serial kernel (SciPy's only with ``"torch"``): the Notes
+    name both, and the routes do what they say."""
+    torch = pytest.importorskip("torch")
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    from proxlib.backends import numba_cpu, numpy_ref, torch_dev
+
+    calls = []
+    for mod, tag in ((numba_cpu, "numba"), (numpy_ref, "scipy")):
+        monkeypatch.setattr(mod, "owl", lambda *a, _f=mod.owl, _t=tag, **k: (calls.append(_t), _f(*a, **k))[1])
+    v = torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)
+    for route, want in (("auto", "numba"), ("torch", "scipy")):
+        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+        calls.clear()
+        proxlib.prox_owl(v, np.array([3.0, 0.5, 0.0]))
+        assert calls == [want], route
+    notes = " ".join(proxlib.prox_owl.__doc__.split("Notes")[1].split())
+    assert "Numba's serial kernel" in notes and '"auto"' in notes and "SciPy" in notes
+
+
 @pytest.mark.parametrize("name", ["group_lasso", "exclusive", "group_exclusive"])
 @pytest.mark.parametrize("metric", [False, True])
 @pytest.mark.parametrize("order", ["C", "F"])
