@@ -144,6 +144,21 @@ def test_an_elementwise_term_keeps_a_0d_parameter_0d(pen, cpu_kernels, batched, 
             assert torch.equal(p.detach(), pen.prox(w, 0.05))
 
 
+@pytest.mark.parametrize("grouping", ["channel", None])
+def test_a_misspelled_cpu_route_is_refused_by_a_training_term(grouping, monkeypatch):
+    """``torch_dev.CPU_KERNELS = "Torch"`` (not a route) made every public
+    call raise a ValueError naming the setting, while a training term whose
+    rows are a view of the parameter (or a convolution's channels) silently
+    ran Numba's in-place kernel; it now raises the same error."""
+    torch.manual_seed(0)
+    mod = torch.nn.Linear(4, 3) if grouping is None else torch.nn.Conv2d(2, 3, 2)
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "Torch")
+    with pytest.raises(ValueError, match="CPU_KERNELS must be"):
+        proxlib.prox_group_lasso(torch.randn(3, 4), 0.1)
+    with pytest.raises(ValueError, match="CPU_KERNELS must be"):
+        pt.ProxTerm(mod, proxlib.GroupLasso(0.1), grouping).apply(0.1)
+
+
 @pytest.mark.parametrize("route", ["auto", "torch"])
 def test_steps_follow_data_replaced_in_the_same_memory(route, monkeypatch):
     """``param.data = ...`` with a view of the same memory (the same data_ptr)

@@ -278,10 +278,14 @@ def runs_torch_ops(name: str, x) -> bool:
     return _cpu_kernel(name, x) is None
 
 
-def _cpu_kernel(name: str, x):
-    """The serial Numba kernel ``name`` when it runs ``x`` (``CPU_KERNELS``), else None."""
+def _check_route() -> None:
     if CPU_KERNELS not in ("auto", "torch", "numba"):
         raise ValueError(f"torch_dev.CPU_KERNELS must be 'auto', 'torch' or 'numba', got {CPU_KERNELS!r}")
+
+
+def _cpu_kernel(name: str, x):
+    """The serial Numba kernel ``name`` when it runs ``x`` (``CPU_KERNELS``), else None."""
+    _check_route()
     if CPU_KERNELS == "torch" or name not in _SERIAL_ON_NUMBA or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return None
     nb = _numba_cpu()
@@ -327,6 +331,7 @@ def numba_in_place(pen, view: torch.Tensor, terms: tuple):
     thresholds do not follow the view's memory order, or ``CPU_KERNELS`` is
     ``"torch"`` (callers rebuild when it changes)."""
     name = pen.kernel
+    _check_route()
     if CPU_KERNELS == "torch" or name not in _IN_PLACE_ON_NUMBA or view.device.type != "cpu" or view.dtype not in (torch.float32, torch.float64):
         return None
     nb = _numba_cpu()
@@ -362,6 +367,7 @@ def numba_in_place_channels(pen, leaf: torch.Tensor, terms: tuple):
     the parameter, where the generic route copied the rows out and back.
     None where that does not apply (as for :func:`numba_in_place`)."""
     name = pen.kernel
+    _check_route()
     if (CPU_KERNELS == "torch" or name not in ("group_lasso", "growl") or leaf.device.type != "cpu"
             or leaf.dtype not in (torch.float32, torch.float64) or leaf.ndim < 3 or not leaf.is_contiguous()):
         return None
