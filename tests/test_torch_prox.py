@@ -633,6 +633,30 @@ def test_a_lazy_module_before_its_first_forward_is_refused_clearly():
     torch.testing.assert_close(net[0].weight.detach(), proxlib.prox_group_lasso(before.T, 0.1 * 0.1).T)
 
 
+def test_a_second_proximal_step_attached_on_the_same_tensors_warns():
+    # a ProximalStep made again (on resuming, a notebook cell run twice) and
+    # attached while the old one still was: both hooks proxed the weight
+    import warnings
+
+    lin, other = torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD([*lin.parameters(), *other.parameters()], lr=0.1)
+    first = pt.ProximalStep(opt)
+    first.add(lin, proxlib.GroupLasso(0.1))
+    first.attach()
+    second = pt.ProximalStep(opt)
+    second.add(lin, proxlib.GroupLasso(0.1))
+    with pytest.warns(UserWarning, match=r"another ProximalStep is attached .*Linear\.weight:GroupLasso.*twice"):
+        second.attach()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first.detach()
+        second.attach()  # the old one detached: no warning
+        elsewhere = pt.ProximalStep(opt)
+        elsewhere.add(other, proxlib.GroupLasso(0.1))
+        elsewhere.attach()  # other tensors: no warning
+        second.attach()  # attaching itself again replaces its own hook
+
+
 def test_bad_configurations_are_rejected_at_add():
     lin = torch.nn.Linear(3, 2)
     other = torch.nn.Parameter(torch.zeros(2, 2))

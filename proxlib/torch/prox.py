@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -1181,6 +1182,9 @@ class ProximalStep:
 
         Returns the hook handle (``handle.remove()`` detaches it).  Attaching
         again replaces the previous hook (the prox is never applied twice).
+        Another ProximalStep attached to the same optimizer with terms on
+        the same tensors (e.g. one made again on resuming, the old one not
+        detached) would prox them twice per step: a UserWarning names them.
         Raises a ValueError naming the term where a term's tensor is not in
         the optimizer or its parameter group has no ``lr`` (the hook's step
         is each group's lr times the strength; without one, call
@@ -1206,6 +1210,7 @@ class ProximalStep:
             if self.metric == "adam":
                 _check_adam_group(group)
         self.detach()
+        _warn_if_attached_elsewhere(self, opt)
         self.optimizer = opt
         self._handle = opt.register_step_post_hook(self._hook)
         return self._handle
@@ -1350,6 +1355,26 @@ class _Batches:
             members[0].plan.run_together(members)
         else:
             _batched.run(members, self.check_finite, self.cache)
+
+
+def _warn_if_attached_elsewhere(prox: "ProximalStep", opt) -> None:
+    """A UserWarning where another ProximalStep's hook on ``opt`` has terms
+    on tensors that ``prox`` has terms on: both hooks would run after every
+    optimizer step, each applying its prox (torch keeps its step hooks in
+    ``optimizer._optimizer_step_post_hooks``)."""
+    mine = {id(t.leaf): t.label for t in prox.terms}
+    for hook in list(getattr(opt, "_optimizer_step_post_hooks", {}).values()):
+        other = getattr(hook, "__self__", None)
+        if not isinstance(other, ProximalStep) or other is prox:
+            continue
+        shared = [mine[id(t.leaf)] for t in other.terms if id(t.leaf) in mine]
+        if shared:
+            warnings.warn(
+                f"another ProximalStep is attached to this optimizer with terms on the same tensors ({', '.join(sorted(set(shared)))}): "
+                "both run after every optimizer step, proxing those tensors twice; detach it first (other.detach())",
+                UserWarning, stacklevel=3,
+            )
+            return
 
 
 def _group_slot(leaf: torch.Tensor, optimizer) -> tuple | None:
