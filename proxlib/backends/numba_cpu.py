@@ -117,8 +117,9 @@ Algorithms (m = row length, G = rows, n = vector length):
 * ``owl``: the zero pattern is EXACT, the values faithful:
   (1) one NumPy (SIMD) sort of packed 64-bit keys, magnitude bits << (ib + 1)
   | index << 1 | sign (ib = index bits; a non-negative float's bit pattern is
-  monotone in its value), gives the sorted magnitudes and the permutation at
-  once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
+  monotone in its value; sorted as signed integers, float64's top bit
+  flipped: AVX2 compares signed 64-bit lanes natively), gives the sorted
+  magnitudes and the permutation at once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
   lowest, and the rare runs of equal truncated keys are put in order of the
   full magnitudes, read back from v (insertion sort; numba's argsort for long
   runs; float64 reads them all back from v in the sorted order, a random
@@ -158,7 +159,8 @@ Algorithms (m = row length, G = rows, n = vector length):
   >= 2^18 entries adds a transient merge buffer (2 more, freed before the
   block means are allocated).
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
-  one compiled call instead: argsort, the same steps (2)-(4), a scatter.
+  one compiled call instead: argsort, the same steps (2)-(4) (the support's
+  chunks of 64 entries, not 4096), a scatter.
   The public ``prox_owl`` / ``OWL.prox`` on a NumPy vector checks its
   arguments and forms its thresholds in one compiled pass (``owl_checked``:
   no Python layers, no float64 temporaries; for at most 2048 entries inside
@@ -3171,8 +3173,9 @@ def _owl_pivot(vbits, mask, t):
 
 def _owl_sorted_keys(vbits, mask, t, ib, par):
     """The packed keys of v (XOR ``_owl_key_flip``), sorted as signed
-    integers by NumPy's (SIMD) sort: the order of the unsigned keys.  Parallel calls on >= 2^18 entries partition the keys around a
-    sampled median as they are formed and sort the two parts at once (NumPy's
+    integers by NumPy's (SIMD) sort: the order of the unsigned keys.
+    Parallel calls on >= 2^18 entries partition the keys around a sampled
+    median as they are formed and sort the two parts at once (NumPy's
     sort releases the GIL: one part in a helper thread): no merge, no extra
     pass.  The keys are distinct (they hold the index), so the sorted order is
     the same either way."""
