@@ -464,6 +464,22 @@ def test_owl_block_verdicts_on_a_decrease():
     assert _owl_block_verdicts(s, np.array([0.5, 0.0]), np.array([0, 1], dtype=np.int64)) == (True,) * 3
 
 
+@pytest.mark.parametrize("n_below", [0, 3000], ids=["short", "long"])
+def test_owl_pava_keeps_a_tie_apart_from_the_magnitude_an_ulp_above(n_below):
+    """_owl_pava clamps a pooled mean between the two means it pools: three
+    tied z = x pool to the rounded 3x/3, which is x + ulp for this x, and
+    unclamped that pooled block then pooled with the next z = x + ulp (its
+    mean >= the next's), which got x: zero weights (the identity) moved v
+    by an ulp.  The exact-value passes after the PAVA cannot split an
+    over-pooled block, so only the exact bits show it."""
+    x = 1.9127555772777218
+    assert (x + x + x) / 3.0 == np.nextafter(x, 2.0)  # the rounding that the clamp undoes
+    below = np.linspace(0.1, 1.0, n_below)  # distinct smaller magnitudes: the long path past 2048
+    v = np.concatenate([below, [x, -x, x, -np.nextafter(x, 2.0)]])
+    for kernel in (NB.owl, REF.owl):
+        np.testing.assert_array_equal(kernel(v, np.zeros(v.size)), v)
+
+
 def _cancelling_owl(rng, n, dtype):
     """|v| with many ties, zeros and scales, and weights equal to the sorted
     magnitudes up to a few units in the last place: z = |v| - w is 0 or tiny and
