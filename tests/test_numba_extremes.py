@@ -480,6 +480,22 @@ def test_owl_pava_keeps_a_tie_apart_from_the_magnitude_an_ulp_above(n_below):
         np.testing.assert_array_equal(kernel(v, np.zeros(v.size)), v)
 
 
+def test_owl_support_window_counts_the_low_parts_of_z():
+    """_owl_support_exact's streaming sums add the low parts zl of z = |v| - w
+    (TwoSum): here the high parts of z sum to P_7 = P_2 - 2^-51 + ..., below
+    P_2 by far more than the window's margin, but with the zl the exact P_7
+    exceeds P_2: the support is all 7 entries (their exact values about
+    1e-17, far above the subnormals), not the first 2."""
+    v = np.array([6.0, -5.0, 2.0 - 2.0**-52, 1.0 + 2.0**-51, -(1.0 + 2.0**-52), 2.0**-53, 2.0**-54])
+    w = np.array([5.0, 3.0 + 2.0**-51, 3.0 + 2.0**-51, 1.0, 2.0**-53, 0.0, 0.0])
+    exact = R.exact_owl(v, w)
+    assert np.all(exact != 0)
+    for kernel in (NB.owl, REF.owl):
+        x = kernel(v, w)
+        np.testing.assert_array_equal(x != 0, exact != 0)
+        assert_close(x, exact, np.float64, 6.0, 2 * v.size)
+
+
 def _cancelling_owl(rng, n, dtype):
     """|v| with many ties, zeros and scales, and weights equal to the sorted
     magnitudes up to a few units in the last place: z = |v| - w is 0 or tiny and
