@@ -496,6 +496,25 @@ def test_owl_support_window_counts_the_low_parts_of_z():
         assert_close(x, exact, np.float64, 6.0, 2 * v.size)
 
 
+def test_owl_support_window_starts_only_past_a_sure_maximum():
+    """_owl_support_exact moves its window's start to l only where the
+    compensated P_l exceeds the running maximum by more than their error
+    bound (2T); the exact check then looks only past the start.  Here
+    exactly P_8 = P_5 - 2^-105 (z_6 + z_7 + z_8 = -0.5 + (0.5 - 1e-30) +
+    (1e-30 - 2^-105)), so the support is the first 5 entries, while the
+    compensated sums put P_8 about 1e-30 above P_5 (well within 2T).  A start
+    moved on any computed increase gave 8, and the entries past the true
+    support came out nonzero."""
+    v = np.array([2.0**53, -6.0, 4.0, 3.0 + 2.0**-51, -(3.0 + 2.0**-51), 1.0, 0.5, 1e-30])
+    w = np.array([6.0, 3.0 + 2.0**-51, 3.0 + 2.0**-51, 2.0, 2.0 - 2.0**-52, 1.5, 1e-30, 2.0**-105])
+    exact = R.exact_owl(v, w)
+    np.testing.assert_array_equal(exact != 0, [True] * 5 + [False] * 3)
+    for kernel in (NB.owl, REF.owl):
+        x = kernel(v, w)
+        np.testing.assert_array_equal(x != 0, exact != 0)
+        assert_close(x, exact, np.float64, 2.0**53, 2 * v.size)
+
+
 def _cancelling_owl(rng, n, dtype):
     """|v| with many ties, zeros and scales, and weights equal to the sorted
     magnitudes up to a few units in the last place: z = |v| - w is 0 or tiny and
