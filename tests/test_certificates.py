@@ -284,6 +284,24 @@ def test_sorted_l1_certificate_sees_a_near_tie_left_unpooled(name):
     assert C.certify(pen, v, x, step).ok
 
 
+@pytest.mark.parametrize("name", ["owl", "growl"])
+def test_sorted_l1_certificate_rejects_zero_where_the_data_leaves_the_dual_ball(name):
+    """x = 0 is the prox iff the partial sums of the sorted |v| / s stay within
+    those of the weights: v = (1.5, 0) with weights (1, 1) exceeds them by
+    1/2 (the prox is (0.5, 0)).  Only the dual-norm condition sees it (x = 0
+    has no boundary in its order), so a certificate whose partial sums were
+    compared with a multiple of the weights' accepted x = 0."""
+    v, w = np.array([1.5, 0.0]), np.array([1.0, 1.0])
+    if name == "growl":
+        v, pen = v[:, None] * np.array([[0.6, 0.8]]), proxlib.GrOWL(w)
+    else:
+        pen = proxlib.OWL(w)
+    cert = C.certify(pen, v, np.zeros_like(v), 1.0)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert cert.distance >= 0.5 * (1 - 1e-12)
+    assert C.certify(pen, v, pen.prox(v, 1.0), 1.0).ok
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["owl", "growl"])
 def test_sorted_l1_certificate_rejects_x_in_the_box_where_thresholds_dwarf_the_data(name, dtype):
