@@ -284,6 +284,19 @@ def test_sorted_l1_certificate_sees_a_near_tie_left_unpooled(name):
     assert C.certify(pen, v, x, step).ok
 
 
+@pytest.mark.parametrize("name", ["group_lasso", "group_exclusive"])
+def test_group_certificates_reject_a_zero_row_outside_the_ball(name):
+    """A zero row is the prox iff ||v_g|| <= s a_g: a row of norm 1.5 with
+    a = 1 (group lasso; group+exclusive's lam (1 - mu) = 3/4) leaves the ball
+    by at least 1/2, so x = 0 must fail, also where ||v_g|| < 2 a_g."""
+    v = np.array([[0.9, 1.2]])
+    pen = proxlib.GroupLasso(1.0) if name == "group_lasso" else proxlib.GroupExclusive(1.0, 0.25)
+    cert = C.certify(pen, v, np.zeros_like(v), 1.0)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert cert.distance >= 0.5 * (1 - 1e-12)
+    assert C.certify(pen, v, pen.prox(v, 1.0), 1.0).ok
+
+
 @pytest.mark.parametrize("name", ["owl", "growl"])
 def test_sorted_l1_certificate_rejects_zero_where_the_data_leaves_the_dual_ball(name):
     """x = 0 is the prox iff the partial sums of the sorted |v| / s stay within
