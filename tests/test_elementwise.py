@@ -302,6 +302,22 @@ def test_lp_hand_cases_and_tie_rule():
     assert abs(x + 0.5 / math.sqrt(x) - 3.0) <= 4 * EPS64 * 3
 
 
+@pytest.mark.parametrize("p, lam", [(0.5, 2.0), (2.0 / 3.0, 1.0), (0.3, 2.0), (0.9, 1.0)])
+def test_lp_at_the_computed_threshold_keeps_a_nonzero_prox(p, lam):
+    """The computed tau (proxlib._range.lp_constants, a few ulps off) only
+    pre-selects the entries, with a margin below it; the objectives decide.
+    For these (p, lam) it lies above the exact threshold, and |v| = tau has
+    a nonzero 60-digit prox: pre-selecting |v| > tau without the margin
+    returned 0 there."""
+    from proxlib._range import lp_constants
+
+    tau = lp_constants(lam, p)[0]
+    ref = R.exact_lp_scalar(tau, lam, p)
+    assert ref != 0
+    x = proxlib.prox_lp(np.array([tau, -tau]), lam, p)
+    np.testing.assert_allclose(x, [ref, -ref], rtol=16 * EPS64)
+
+
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 2.0 / 3.0, 0.9, 1.0])
 @given(lam=st.floats(0.01, 10))
 def test_lp_threshold_is_where_the_global_minimiser_jumps(p, lam):
