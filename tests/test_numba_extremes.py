@@ -246,6 +246,21 @@ def test_exclusive_lasso_huge_b():
     np.testing.assert_array_equal(NB.exclusive_lasso(W, np.array([0.0])), W)  # b = 0: unchanged, subnormals too
 
 
+def test_exclusive_lasso_large_b_is_accurate_relative_to_the_output():
+    """With b large the prox is small against the row (x -> max|w| / (1 + b k)):
+    tau = b S_k / (1 + b k) is within ulps of max|w|.  The output is formed
+    as (y - Y_k) + e, e = (Y_k - b F_k) / (1 + b k), with no cancellation, so
+    it is accurate relative to itself; y - (Y_k - e) subtracted the rounded
+    tau from y and lost about 14 of the 53 bits at b = 2^40, which a
+    tolerance relative to the row's scale does not see."""
+    W = np.array([[1.0, -0.5, 0.25], [-3.0, 3.0, 1.0], [0.7, 0.69, -0.1]])
+    b = np.full(3, 2.0**40)
+    exact = exact_exclusive(W, b)
+    assert np.all(exact[:, 0] != 0)
+    for kernel in (NB.exclusive_lasso, REF.exclusive_lasso):
+        np.testing.assert_allclose(kernel(W, b), exact, rtol=8 * EPS[np.float64], atol=0.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_group_exclusive_whole_range(dtype, data):
