@@ -204,6 +204,18 @@ def test_group_lasso_issue_cases():
     assert_close(NB.group_lasso(W, a), exact_group_lasso(W, a), np.float64, np.abs(W).max(), 4)
 
 
+def test_group_lasso_rows_whose_sum_of_squares_is_subnormal():
+    """||[3, 4] 1e-161|| = 5e-161, whose square 2.5e-321 is subnormal (9
+    significant bits): below 2^-600 the kernel sums the squares again
+    scaled by a power of two.  A norm from the plain sum was 6e-6 off, and so
+    was x = W (1 - a/||w||) = W / 2 for a = 2.5e-161."""
+    W = np.array([[3e-161, -4e-161], [0.0, 5e-170]])
+    a = np.array([2.5e-161, 2.5e-170])
+    want = exact_group_lasso(W, a)
+    np.testing.assert_allclose(want, W / 2, rtol=4 * EPS[np.float64])
+    np.testing.assert_allclose(NB.group_lasso(W, a), want, rtol=4 * EPS[np.float64], atol=0.0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_growl_whole_range(dtype, data):
