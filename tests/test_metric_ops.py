@@ -963,3 +963,18 @@ def test_every_metric_kernel_is_registered():
             assert mk is None
         else:
             assert mk == op.kernel + "_metric" and mk in KERNELS
+
+
+def test_exclusive_metric_large_b_is_accurate_relative_to_the_output():
+    """z = D |w| is kept as an exact pair (Z, Zlo), and |x_i| = (z_i - theta) / D_i
+    is formed from the pairs' differences: with b large, x ~ z / (b H) is far
+    below z, and the low parts Zlo decide its leading digits.  Here z_1 =
+    0.1 * 3 and z_2 = 0.3 differ by 2.8e-17 (only in the low part of z_1 once
+    rounded), both on the support; dropping the low parts moved x by 1e-6
+    relative to itself."""
+    W = np.array([[0.1, -0.3, 0.05]])
+    D = np.array([[3.0, 1.0, 2.0]])
+    b = np.array([1e10])
+    ref = M.exact_exclusive_metric_row(W[0], D[0], b[0])
+    assert ref[0] != 0 and ref[1] != 0
+    np.testing.assert_allclose(MK.exclusive_lasso_metric(W, D, b), [ref], rtol=64 * EPS64, atol=0.0)
