@@ -583,3 +583,12 @@ def test_certificates_where_step_times_threshold_overflows_at_a_nonzero_prox(pen
     assert C.certify(pen, _on(backend, v), x, step).ok
     for wrong in (np.asarray(x) * 1.001, v.copy(), np.zeros_like(v)):
         assert not C.certify(pen, _on(backend, v), _on(backend, wrong), step).ok
+
+
+def test_weighted_l1_certificate_rejects_a_zero_entry_outside_its_threshold():
+    """x = 0 for |v| = 1.5 > t = 1 (the prox is 0.5) fails, though |v| is
+    within twice the threshold."""
+    pen, v = proxlib.WeightedL1(1.0), np.array([1.5, -0.25])
+    cert = C.certify(pen, v, np.zeros_like(v), 1.0)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert C.certify(pen, v, pen.prox(v, 1.0), 1.0).ok
