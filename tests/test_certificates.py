@@ -592,3 +592,13 @@ def test_weighted_l1_certificate_rejects_a_zero_entry_outside_its_threshold():
     cert = C.certify(pen, v, np.zeros_like(v), 1.0)
     assert cert.residual > 1e6 * cert.tolerance
     assert C.certify(pen, v, pen.prox(v, 1.0), 1.0).ok
+
+
+def test_exclusive_certificate_rejects_a_zero_entry_outside_its_threshold():
+    """v = (1, 0.5), b = 1/2: x = (v_1 / (1 + b), 0) is optimal on its support,
+    but |v_2| = 1/2 exceeds b ||x||_1 = 1/3 (the prox is (5/8, 1/8)): it
+    fails, though within twice the threshold."""
+    pen, v = proxlib.ExclusiveLasso(0.5), np.array([[1.0, 0.5]])
+    cert = C.certify(pen, v, np.array([[1.0 / 1.5, 0.0]]), 1.0)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert C.certify(pen, v, pen.prox(v, 1.0), 1.0).ok
