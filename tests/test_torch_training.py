@@ -140,6 +140,14 @@ def test_keep_zero_elementwise_and_state_dict_round_trip():
     bad = dict(state, frozen={"l1": torch.zeros(3, 3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="shape"):
         fresh.load_state_dict(bad)
+    # a checkpoint with frozen groups loaded into keep_zero=False was accepted
+    # and its masks never applied: the groups were free to regrow
+    plain = pt.ProximalStep(torch.optim.SGD(lin.parameters(), lr=1.0))
+    plain.add(lin, proxlib.WeightedL1(1.0), strength=0.2, label="l1")
+    with pytest.raises(ValueError, match=r"frozen groups .*keep_zero=False.*\['l1'\]"):
+        plain.load_state_dict(state)
+    assert plain.n_steps == 0  # nothing changed
+    plain.load_state_dict(dict(state, frozen={"l1": torch.zeros_like(m)}))  # nothing frozen: nothing lost
 
 
 def test_keep_zero_step_without_hook_enforces_too():

@@ -1257,7 +1257,8 @@ class ProximalStep:
         ValueError or TypeError naming the entry; the ProximalStep is then
         left as it was): each strength a finite number >= 0, the counters
         integers >= 0, ``every`` an integer >= 1 (as the constructor's), the
-        frozen masks of known terms in their tensors' shapes."""
+        frozen masks of known terms in their tensors' shapes, and none of
+        them freezing a group unless this ProximalStep has ``keep_zero``."""
         strengths = state["strengths"]
         if not isinstance(strengths, dict):
             raise ValueError("state has no per-term strengths keyed by label (saved by an older proxlib?)")
@@ -1271,6 +1272,11 @@ class ProximalStep:
         every = V.positive_count(state.get("every", self.every), "every")
         frozen = state.get("frozen")
         masks = None if frozen is None else self._frozen_masks(frozen, have)
+        if masks and not self.keep_zero and any(bool(m.any()) for m in masks.values()):
+            raise ValueError(
+                "state has frozen groups (saved with keep_zero=True), which this ProximalStep (keep_zero=False) would "
+                f"not keep at zero: {sorted(k for k, m in masks.items() if bool(m.any()))}; make it with keep_zero=True"
+            )
         for t, strength in zip(self.terms, new_strengths):
             t.strength = strength
         self.n_steps, self.n_optimizer_steps, self.every = n_steps, n_optimizer_steps, every
