@@ -295,6 +295,23 @@ def test_owl_hand_cases():
     assert proxlib.prox_owl(np.zeros(0), np.zeros(0)).shape == (0,)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.9e308])
+@pytest.mark.parametrize("n", [2, 9, 301])
+def test_owl_support_is_exact_where_the_window_spans_the_vector(n, scale):
+    # Equal magnitudes and linear weights with about their sum: the prefix sums
+    # of |v| - w peak at both ends, near-tied, so the reference's exact sums
+    # span the whole vector (in segments; near 1e308 math.fsum overflows and
+    # the reference falls back to a Fraction per term).  The zero pattern is
+    # exact (ground truth: rational PAVA).
+    v = np.tile([scale, -scale], n)[:n]
+    for top in (2.0 * scale, np.nextafter(2.0 * scale, 0), 2.0 * scale * (1 - 1e-12), 1.99 * scale):
+        w = np.linspace(min(top, 1.79e308), 0.0, n) if scale == 1.0 else np.linspace(1.79e308, 0.01e308, n)
+        x, ref = proxlib.prox_owl(v, w), R.exact_owl(v, w)
+        np.testing.assert_array_equal(x != 0, ref != 0)
+        # values: the reference's documented accuracy, k* eps max|z|
+        np.testing.assert_allclose(x, ref, rtol=0, atol=n * EPS64 * max(np.abs(v).max(), w[0]))
+
+
 @given(owl_problems(max_size=16))
 @example(problem=(np.array([2.10741609e-42]), np.array([2.10741609e-42]), 1.0))  # float32 subnormals
 @example(problem=(np.array([3.0, 3.0, 3.0, 3.0]), np.array([2.63879243, 0.0, 0.0, 0.0]), 3.5))  # step * w rounded once
