@@ -53,7 +53,7 @@ def _strict(o):
         return {k: _strict(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_strict(v) for v in o]
-    if hasattr(o, "tolist") and not isinstance(o, (str, bytes)):  # NumPy scalars and arrays, torch tensors
+    if hasattr(o, "tolist"):  # NumPy scalars and arrays, torch tensors
         return _strict(o.tolist())
     if isinstance(o, float):
         return o if math.isfinite(o) else None

@@ -1272,10 +1272,11 @@ class ProximalStep:
         every = V.positive_count(state.get("every", self.every), "every")
         frozen = state.get("frozen")
         masks = None if frozen is None else self._frozen_masks(frozen, have)
-        if masks and not self.keep_zero and any(bool(m.any()) for m in masks.values()):
+        lost = [] if masks is None or self.keep_zero else sorted(k for k, m in masks.items() if bool(m.any()))
+        if lost:
             raise ValueError(
                 "state has frozen groups (saved with keep_zero=True), which this ProximalStep (keep_zero=False) would "
-                f"not keep at zero: {sorted(k for k, m in masks.items() if bool(m.any()))}; make it with keep_zero=True"
+                f"not keep at zero: {lost}; make it with keep_zero=True"
             )
         for t, strength in zip(self.terms, new_strengths):
             t.strength = strength
