@@ -655,6 +655,8 @@ def test_a_second_proximal_step_attached_on_the_same_tensors_warns():
         elsewhere.add(other, proxlib.GroupLasso(0.1))
         elsewhere.attach()  # other tensors: no warning
         second.attach()  # attaching itself again replaces its own hook
+        del other.weight  # a term of another ProximalStep that no longer resolves
+        second.attach()  # is that one's error at its own step, not this attach's
 
 
 def test_bad_configurations_are_rejected_at_add():

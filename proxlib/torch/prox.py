@@ -1364,6 +1364,16 @@ class _Batches:
             _batched.run(members, self.check_finite, self.cache)
 
 
+def _leaf_id(term: ProxTerm) -> int | None:
+    """id of the term's tensor now; None where it no longer resolves (a
+    module whose tensor was deleted: that term's own step raises, not
+    another ProximalStep's attach)."""
+    try:
+        return id(term.leaf)
+    except (TypeError, ValueError):
+        return None
+
+
 def _warn_if_attached_elsewhere(prox: "ProximalStep", opt) -> None:
     """A UserWarning where another ProximalStep's hook on ``opt`` has terms
     on tensors that ``prox`` has terms on: both hooks would run after every
@@ -1374,7 +1384,7 @@ def _warn_if_attached_elsewhere(prox: "ProximalStep", opt) -> None:
         other = getattr(hook, "__self__", None)
         if not isinstance(other, ProximalStep) or other is prox:
             continue
-        shared = [mine[id(t.leaf)] for t in other.terms if id(t.leaf) in mine]
+        shared = [mine[i] for i in map(_leaf_id, other.terms) if i in mine]
         if shared:
             warnings.warn(
                 f"another ProximalStep is attached to this optimizer with terms on the same tensors ({', '.join(sorted(set(shared)))}): "
