@@ -241,7 +241,7 @@ def prox_exclusive_lasso_thesis(W, lam, step=1.0, *, groups=None, group_weights=
 
 def _thesis(W, scalars, step, groups, group_weights, check_finite):
     """The thesis step with threshold step * prod(scalars) * c_g * ||w_g||_1."""
-    pen = ExclusiveLasso(0.0, groups, group_weights)
+    pen = ExclusiveLasso(0.0, groups, group_weights, copy=False)  # (one call: no copy of the labels, as prox_*)
     out_dtype = V.result_dtype(W)
     W = V.as_float_array(W, "W", check_finite=V.flag(check_finite, "check_finite"))
     step = V.positive(step, "step")
@@ -321,11 +321,11 @@ def prox_group_exclusive_sequential(
     W = V.as_float_array(W, "W", check_finite=V.flag(check_finite, "check_finite"))
     lam = V.nonnegative(lam, "lam")
     step = V.positive(step, "step")
-    G = _GroupTimes(lam, groups, group_weights, factor=1.0 - mu).prox(W, step, check_finite=False)
+    G = _GroupTimes(lam, groups, group_weights, copy=False, factor=1.0 - mu).prox(W, step, check_finite=False)
     if exclusive_step == "thesis":
         X = _thesis(G, _factors(lam, mu), step, groups, group_weights, False)
     else:
-        X = _ExclusiveTimes(lam, groups, group_weights, factor=mu).prox(G, step, check_finite=False)
+        X = _ExclusiveTimes(lam, groups, group_weights, copy=False, factor=mu).prox(G, step, check_finite=False)
     return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
 
 

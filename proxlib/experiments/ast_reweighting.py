@@ -54,6 +54,8 @@ RULE_NAMES = {"l1": "re-weighted l1", "l2": "re-weighted l2", "focuss": "FOCUSS 
 def rule_name(rule: str, p: float) -> str:
     """This run's name of ``rule`` (FOCUSS with its exponent ``--p``)."""
     return f"FOCUSS (p = {p:g})" if rule == "focuss" else RULE_NAMES[rule]
+
+
 LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
