@@ -935,6 +935,72 @@ def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
         assert S - k * Y == NB._gx_sums(x, 3, 1.0, 1.0, Y)[0] == large - small
 
 
+@st.composite
+def _clustered_rows(draw):
+    """float64 magnitudes in a few clusters: a centre anywhere in [2^-30, 2^30]
+    and a spread from none to the centre's size, so that the search's last
+    point may sit far below a support of nearly equal entries."""
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        centre = math.ldexp(1.0, draw(st.integers(-30, 30)))
+        spread = draw(st.sampled_from([0.0, 2.0**-50, 2.0**-40, 2.0**-20, 2.0**-5, 1.0]))
+        size = draw(st.integers(1, 12))
+        offsets = draw(arrays(np.float64, size, elements=st.floats(0.0, 1.0)))
+        parts.append(centre * (1.0 + spread * offsets))
+    return np.concatenate(parts)
+
+
+def _support_sums_after_the_search(y, b):
+    """The exclusive row kernel's search on magnitudes y (_ex_newton), and
+    whether F_k then comes from its last pass (_exclusive_core's test)."""
+    Yk, k, n, in_buf, Ft, t = NB._ex_newton(y, 1.0, 1.0, b, float(y.sum()), np.empty(y.size))
+    kd = k * (Yk - t)
+    return Yk, k, Ft, t, Ft - kd, k > 0 and kd <= 0.5 * Ft
+
+
+@given(y=_clustered_rows(), logb=st.floats(-12.0, 12.0))
+def test_exclusive_support_sums_from_the_last_search_pass(y, logb):
+    """float64 rows: the search's last pass, at t, gives F_t = sum (y - t)
+    over the support {y > t}; where k (Y_k - t) <= F_t / 2,
+    F_k = F_t - k (Y_k - t) is within (2k + 4) u F_k of the exact
+    sum (y - Y_k) (u = 2^-53: F_t's sum, the product and the difference),
+    which _exclusive_core then uses instead of a pass; the prox is the exact
+    one within the row kernels' tolerance either way."""
+    rng = np.random.default_rng(y.size)
+    y = y[rng.permutation(y.size)]
+    b = 2.0**logb / y.size
+    Yk, k, Ft, t, Fk, from_search = _support_sums_after_the_search(y, b)
+    support = y[y > t]
+    assert k == support.size and Yk == support.min()
+    exact_Fk = sum(Fraction(float(v)) - Fraction(float(Yk)) for v in support)
+    if from_search:
+        assert abs(Fraction(Fk) - exact_Fk) <= (2 * k + 4) * Fraction(2) ** -53 * exact_Fk
+    W = (y * np.where(rng.random(y.size) < 0.5, -1.0, 1.0))[None, :]
+    bb = np.array([b])
+    got = NB.exclusive_lasso(W, bb, parallel=False)
+    assert_close(got, exact_exclusive(W, bb), np.float64, np.abs(W).max(axis=1, keepdims=True), W.shape[1])
+
+
+def test_exclusive_support_sums_take_a_pass_where_the_last_point_is_far():
+    """A support of 300 nearly equal entries (spread 2^-37) far above the
+    search's last point: F_t is almost all k (Y_k - t), so F_k takes its
+    own pass, and the prox is accurate relative to itself (F_t - k (Y_k - t)
+    would have lost about 9 bits of F_k and 640 ulps of the output);
+    Gaussian rows take F_k from the search's last pass."""
+    y = np.r_[1.0 + np.arange(300) * 2.0**-45, np.full(50, 1e-3)]
+    *_, from_search = _support_sums_after_the_search(y, 5.0)
+    assert not from_search
+    W, bb = y[None, :], np.array([5.0])
+    exact = exact_exclusive(W, bb)
+    assert np.all(exact[0, :300] > 0)
+    np.testing.assert_allclose(NB.exclusive_lasso(W, bb, parallel=False), exact, rtol=8 * EPS[np.float64], atol=0.0)
+    gauss = np.abs(np.random.default_rng(0).standard_normal(300))
+    *_, from_search = _support_sums_after_the_search(gauss, 1 / 300)
+    assert from_search
+    W, bb = gauss[None, :], np.array([1 / 300])
+    assert_close(NB.exclusive_lasso(W, bb, parallel=False), exact_exclusive(W, bb), np.float64, gauss.max(), gauss.size)
+
+
 def test_exclusive_float32_columns_take_the_one_pass_sums_on_a_layer():
     """The 300 x 784 layer of the overhead benchmark, 'shape' rows: the
     exponent span of every column allows the shortcut, and the prox equals
