@@ -612,6 +612,53 @@ def test_group_exclusive_searching_every_row_is_gathering_them_bit_for_bit(W, ki
     np.testing.assert_array_equal(K.group_exclusive(Wt, at, bt, gather=False).numpy(), K.group_exclusive(Wt, at, bt).numpy())
 
 
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_group_exclusive_root_search_goes_on_with_the_rows_still_searching(lib, monkeypatch):
+    """On the host the root search drops the rows it has finished (most
+    stop within 4-8 steps, the slowest of many rows after 20-40): the same
+    c, bit for bit, as searching every row until the last one stops (a
+    device's loop, kept here by saying the arrays are not on the host), and
+    the later steps run on fewer rows.  Supports of 1-20 entries (one-entry
+    rows: g is linear in c), b over 20 binades."""
+    from proxlib._dispatch import array_namespace
+    from proxlib.backends import _xp_kernels as K
+
+    rng = np.random.default_rng(7)
+    G = 4000
+    k = rng.integers(1, 20, G).astype(float)
+    Y = rng.uniform(0.01, 1, G) * np.exp(rng.uniform(-5, 5, G))
+    F = np.where(k > 1, rng.uniform(0, 1, G) * k * Y * rng.uniform(0.1, 10, G), 0.0)
+    D2 = np.where(k > 1, F * F / k * rng.uniform(1, 3, G), 0.0)
+    a = rng.uniform(0, 0.9, G) * np.sqrt(D2 + k * Y * Y)
+    b = np.exp(rng.uniform(-10, 10, G))
+    args = [Y, F, D2, k, np.zeros(G), np.ones(G), a, b]
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        args = [torch.from_numpy(x) for x in args]
+    xp = array_namespace(args[0])
+    sizes = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(xp, name)
+
+        def sqrt(self, x):
+            sizes.append(x.shape[0])
+            return xp.sqrt(x)
+
+    copies = [np.asarray(x).copy() for x in args]
+    dropped = np.asarray(K.group_exclusive_factor(*args, Spy()))
+    assert min(sizes) < G // 8 and max(sizes) == G
+    for x, before in zip(args, copies):
+        np.testing.assert_array_equal(np.asarray(x), before)  # (inputs untouched)
+    sizes.clear()
+    monkeypatch.setattr(K, "_on_host", lambda x: False)
+    every_row = np.asarray(K.group_exclusive_factor(*args, Spy()))
+    assert min(sizes) == G
+    np.testing.assert_array_equal(dropped, every_row)
+    assert np.all((dropped > 0) & (dropped < 1))
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_ragged_groups_of_very_different_sizes_are_not_padded_to_the_largest(op):
     """One group of n/2 entries and n/2 singletons: padded together they
