@@ -758,3 +758,26 @@ def test_unchecked_rows_holding_nan_or_inf_pass_through_on_every_backend(name, m
         alone = fn(np.ascontiguousarray(W[good]), **kw) if not metric else fn(np.ascontiguousarray(W[good]), check_finite=False, metric=np.full((len(good), 5), 2.0))
         np.testing.assert_allclose(X[good], alone, rtol=1e-12 if dtype == np.float64 else 1e-6, atol=0, err_msg=where)
 
+
+@pytest.mark.parametrize("name", ["group_lasso", "growl"])
+@pytest.mark.parametrize("k", [-525, -600, 1019])
+def test_torch_row_kernels_are_exact_at_extreme_float64_scales(name, k):
+    """The torch route's row kernels at the scales where the unscaled sum of
+    squares is not enough (``_stages.norms_from_sumsq``, ``growl_factor``):
+    the group lasso and GrOWL are positively homogeneous, so W 2^k with
+    thresholds 2^k must give 2^k times the result at O(1) (powers of two:
+    exact).  2^-525: squares subnormal (sums near 2^-1048, 24 bits left);
+    2^-600: squares underflow to 0 (the norm's scale s kept apart); 2^1019:
+    norms near 2^1020, whose OWL sums overflow unless the common scale is
+    taken out.  The NumPy reference shares these stages, so it cannot tell."""
+    torch = pytest.importorskip("torch")
+    from proxlib.backends import torch_dev
+
+    rng = np.random.default_rng(5)
+    W = rng.uniform(0.5, 1.0, (32, 8)) * rng.choice([-1.0, 1.0], (32, 8))
+    t = np.linspace(2.5, 0.0, 32) if name == "growl" else np.full(32, 2.2)
+    kernel = getattr(torch_dev, name)
+    at_one = kernel(torch.from_numpy(W), torch.from_numpy(t)).numpy()
+    assert np.count_nonzero(at_one) > 0 and not np.array_equal(at_one, W)
+    got = kernel(torch.from_numpy(W * 2.0**k), torch.from_numpy(t * 2.0**k)).numpy()
+    np.testing.assert_allclose(got, at_one * 2.0**k, rtol=1e-14, atol=0)
