@@ -326,6 +326,30 @@ def test_huge_step_gives_zero(W, lam, mu):
     np.testing.assert_array_equal(proxlib.prox_group_exclusive(W, lam, mu, 1e300), np.zeros_like(W))
 
 
+@pytest.mark.parametrize("kernel", ["array", "numba"])
+def test_exclusive_lasso_kernels_zero_a_row_whose_b_is_infinite(kernel):
+    """Every backend's exclusive-lasso kernel gives 0 (the limit b -> inf)
+    on a row whose b is inf, and solves the other rows as alone; the public
+    functions never pass b = inf (lam and step must be finite, and an
+    overflowing product is saturated by proxlib._range), so only the
+    kernels can show it.  The array kernel on NumPy and on torch."""
+    W = np.array([[1.0, -2.0, 0.5], [3.0, 4.0, -1.0]])
+    b = np.array([np.inf, 0.25])
+    alone = proxlib.prox_exclusive_lasso(W[1:], 0.25)
+    if kernel == "numba":
+        NB = pytest.importorskip("proxlib.backends.numba_cpu")
+        outs = [NB.exclusive_lasso(W, b, parallel=False)]
+    else:
+        from proxlib.backends import _xp_kernels as K
+
+        outs = [K.exclusive_lasso(W, b)]
+        torch = pytest.importorskip("torch")
+        outs.append(K.exclusive_lasso(torch.from_numpy(W), torch.from_numpy(b)).numpy())
+    for X in outs:
+        np.testing.assert_array_equal(X[0], 0.0)
+        np.testing.assert_allclose(X[1:], alone, rtol=4 * EPS64, atol=0)
+
+
 def test_hand_cases():
     # exclusive lasso, row [3, 1, -0.5], b = 0.5: k = 1 (3 > 0.5*3/1.5 = 1 and
     # 1 <= tau), tau = b S_1/(1 + b) = 1.5/1.5 = 1, so x = [2, 0, 0].
