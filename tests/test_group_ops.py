@@ -350,6 +350,23 @@ def test_exclusive_lasso_kernels_zero_a_row_whose_b_is_infinite(kernel):
         np.testing.assert_allclose(X[1:], alone, rtol=4 * EPS64, atol=0)
 
 
+def test_group_exclusive_root_far_below_one_on_the_torch_route():
+    """Rows at 2^300 with a = 2^299 and b = 2^299 (so b = 2^600 on the
+    rows scaled to [1, 2)): the shrink factor c is hundreds of binades below
+    1, which the root search reaches by geometric bisection (halving [0, 1]
+    instead stops 9% off on the first row).  The torch route agrees with
+    the Numba kernel, independent code."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    W = np.array([[3.0, -1.0, 0.5, 2.0], [1.0, 1.0, 1.0, 1.0], [2.0, 0.1, 0.0, -0.3]]) * 2.0**300
+    with proxlib.use_backend("numba"):  # (this module pins the NumPy reference: the same array code)
+        want = proxlib.prox_group_exclusive(W, 2.0**299, 0.5, 1.0)
+    assert np.count_nonzero(want) >= 3
+    with proxlib.use_backend("torch"):
+        got = proxlib.prox_group_exclusive(torch.from_numpy(W), 2.0**299, 0.5, 1.0).numpy()
+    np.testing.assert_allclose(got, want, rtol=16 * EPS64, atol=0)
+
+
 def test_hand_cases():
     # exclusive lasso, row [3, 1, -0.5], b = 0.5: k = 1 (3 > 0.5*3/1.5 = 1 and
     # 1 <= tau), tau = b S_1/(1 + b) = 1.5/1.5 = 1, so x = [2, 0, 0].
