@@ -965,3 +965,27 @@ def test_reweight_raises_floating_point_error_naming_the_layer_when_float32_omeg
     with pytest.raises(FloatingPointError, match=r"re-weighting \w*Linear.weight \(rule 'focuss'.*not representable in float32"):
         pt.reweight(lin, rule="focuss", p=0.5)
     assert torch.equal(lin.weight.detach(), theta) and int(lin.parametrizations.weight[0].n_reweights) == 0
+
+
+def test_keep_zero_hook_zeroes_frozen_rows_after_an_optimizer_step_without_a_prox():
+    """With ``every=2`` the hook runs the prox every other optimizer step,
+    but the documented promise is that frozen entries (and their optimizer
+    state) are set to 0 after *every* optimizer step: a gradient step in
+    between must not leave a frozen row nonzero until the next prox."""
+    lin = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.12, 2.0], [1.0, 0.12, 2.0]]))
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    prox = pt.ProximalStep(opt, keep_zero=True, every=2)
+    prox.add(lin, proxlib.GroupLasso(1.0), grouping="channel", strength=1.0, label="gl")  # threshold 0.2 per prox
+    prox.attach()
+    x = torch.tensor([[0.0, 1.0, 0.0]])
+    for i, scale in enumerate((1.0, 0.0, 1.0)):  # input 1 gets a gradient at steps 1 and 3 (no prox at step 3)
+        opt.zero_grad()
+        (lin(x).sum() * scale).backward()
+        opt.step()
+        if i == 1:  # the prox of step 2 zeroed input 1 and froze it
+            assert prox.n_steps == 1 and bool(prox.frozen()["gl"][:, 1].all())
+    assert prox.n_steps == 1  # step 3 ran no prox
+    assert torch.all(lin.weight.detach()[:, 1] == 0)
+    assert torch.all(opt.state[lin.weight]["momentum_buffer"][:, 1] == 0)
