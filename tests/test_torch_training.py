@@ -989,3 +989,17 @@ def test_keep_zero_hook_zeroes_frozen_rows_after_an_optimizer_step_without_a_pro
     assert prox.n_steps == 1  # step 3 ran no prox
     assert torch.all(lin.weight.detach()[:, 1] == 0)
     assert torch.all(opt.state[lin.weight]["momentum_buffer"][:, 1] == 0)
+
+
+def test_keep_zero_freezes_only_groups_that_are_entirely_zero():
+    """A group joins the frozen set when every entry is 0; a row that merely
+    holds some zero entries stays free (and keeps training)."""
+    lin = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.05, 2.0]]))  # channel rows: columns
+    prox = pt.ProximalStep(keep_zero=True)
+    prox.add(lin, proxlib.GroupLasso(1.0), grouping="channel", strength=1.0, label="gl")
+    prox.step(lr=0.1)  # column 1 (norm 0.05) -> 0; column 0 (1, 0) -> (0.9, 0), partly zero
+    expected = torch.tensor([[False, True, False], [False, True, False]])
+    assert torch.equal(prox.frozen()["gl"], expected)
+    assert lin.weight[0, 0].item() == pytest.approx(0.9)
