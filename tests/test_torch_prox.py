@@ -1494,3 +1494,17 @@ def test_frozen_masks_follow_the_tensor_to_another_device():
     lin.to("meta")
     prox._enforce_frozen(opt)
     assert prox.frozen()["w"].device.type == "meta"
+
+
+def test_load_state_dict_restores_every():
+    """``every`` is in the state (and checked on loading): a ProximalStep
+    made again with the default every=1 and loaded from a checkpoint of
+    every=3 takes every=3 (the hook's period and its step's factor)."""
+    lin = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    saved = pt.ProximalStep(opt, every=3)
+    saved.add(lin, proxlib.GroupLasso(1.0), label="gl")
+    fresh = pt.ProximalStep(opt)
+    fresh.add(lin, proxlib.GroupLasso(1.0), label="gl")
+    fresh.load_state_dict(saved.state_dict())
+    assert fresh.every == 3 and fresh.state_dict()["every"] == 3
