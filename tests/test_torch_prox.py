@@ -1508,3 +1508,20 @@ def test_load_state_dict_restores_every():
     fresh.add(lin, proxlib.GroupLasso(1.0), label="gl")
     fresh.load_state_dict(saved.state_dict())
     assert fresh.every == 3 and fresh.state_dict()["every"] == 3
+
+
+def test_frozen_parameters_are_skipped_with_keep_zero_too():
+    """keep_zero steps run on their own path (term by term, freezing as they
+    go): a tensor with requires_grad=False is skipped there as well, neither
+    proxed nor frozen."""
+    lin = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.5)
+    prox = pt.ProximalStep(opt, keep_zero=True)
+    prox.add(lin, proxlib.GroupLasso(10.0), label="gl")
+    lin.weight.requires_grad_(False)
+    before = lin.weight.detach().clone()
+    prox.step()
+    assert torch.equal(lin.weight, before) and not prox.frozen()
+    lin.weight.requires_grad_(True)
+    prox.step()
+    assert torch.count_nonzero(lin.weight) == 0 and bool(prox.frozen()["gl"].all())
