@@ -474,3 +474,24 @@ def test_tensors_adam_never_stepped_are_skipped():
     unused(x).sum().backward()
     adam.step()  # now both have a state: both get their prox
     assert not torch.equal(unused.weight.detach(), U0)
+
+
+def test_each_parameter_groups_eps_enters_its_metric():
+    """The step forms every tensor's metric together (multi-tensor
+    operations, grouped by bias correction, eps, device and dtype): two
+    parameter groups with different eps must each get their own d =
+    sqrt(v_hat) + eps, as adam_metric gives it tensor by tensor."""
+    dtype = torch.float64
+    net = _net(dtype)
+    opt = torch.optim.Adam([{"params": [net[0].weight], "eps": 1e-8}, {"params": [net[3].weight], "eps": 0.5},
+                            {"params": [net[0].bias, net[3].bias]}], lr=0.05)
+    ws = [net[0].weight, net[3].weight]
+    seen = [_snapshot(opt, w) for w in ws]
+    prox = pt.ProximalStep(opt, model=net, metric="adam")
+    for m in (net[0], net[3]):
+        prox.add(m, proxlib.GroupLasso(0.7), grouping="channel", strength=0.5)
+    prox.attach()
+    _loss_step(net, opt, dtype, 0)
+    for w, s in zip(ws, seen):
+        expected = _direct(proxlib.GroupLasso(0.7), s[-1], adam_metric(opt, w), 0.05 * 0.5, "channel")
+        torch.testing.assert_close(w.detach(), expected, rtol=0, atol=0)
