@@ -654,3 +654,13 @@ def test_weight_metrics_checks_dense_flops():
         with pytest.raises(error, match="dense_flops"):
             pt.weight_metrics(W, dense_flops=bad)
     assert pt.weight_metrics(W, dense_flops=np.int64(12)).kept_flops == 8.0
+
+
+def test_tied_rows_loading_labels_with_more_clusters_updates_its_slots():
+    """A TiedRows made with some labels (here one cluster) and loaded from a
+    state_dict with more clusters: the forward needs one slot per cluster,
+    so the slot count must follow the loaded labels."""
+    p = pt.TiedRows(np.zeros(3, dtype=np.int64))
+    p.load_state_dict({"labels": torch.tensor([0, 1, 2])})
+    W = torch.arange(6.0).reshape(2, 3)  # channel rows: the 3 columns, each its own cluster now
+    assert torch.equal(p(W), W)
