@@ -664,3 +664,13 @@ def test_tied_rows_loading_labels_with_more_clusters_updates_its_slots():
     p.load_state_dict({"labels": torch.tensor([0, 1, 2])})
     W = torch.arange(6.0).reshape(2, 3)  # channel rows: the 3 columns, each its own cluster now
     assert torch.equal(p(W), W)
+
+
+def test_tied_rows_refuses_labels_below_minus_one():
+    """-1 marks a pruned row; anything lower is an error (ValueError), at
+    construction and when loading a state_dict."""
+    with pytest.raises(ValueError, match=">= -1"):
+        pt.TiedRows(np.array([0, -2, 1]))
+    p = pt.TiedRows(3)
+    with pytest.raises(ValueError, match=">= -1"):
+        p.load_state_dict({"labels": torch.tensor([0, -2, 1])})
