@@ -674,3 +674,14 @@ def test_tied_rows_refuses_labels_below_minus_one():
     p = pt.TiedRows(3)
     with pytest.raises(ValueError, match=">= -1"):
         p.load_state_dict({"labels": torch.tensor([0, -2, 1])})
+
+
+def test_model_metrics_leaves_every_modules_train_flag_as_it_was():
+    """The dense FLOPs are counted on a forward pass in eval mode; afterwards
+    every module's own training flag is back (a model in training mode,
+    with one submodule kept in eval mode, stays so)."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5), torch.nn.Linear(3, 2))
+    net.train()
+    net[1].eval()
+    pt.model_metrics(net, example_input=torch.randn(5, 4), removable=False)
+    assert [m.training for m in net.modules()] == [True, True, False, True]
