@@ -813,3 +813,15 @@ def test_folded_constants_are_those_of_the_example_size_and_the_docs_say_so():
             assert torch.allclose(small(X9), net.eval()(X9), rtol=1e-5, atol=1e-6) == exact
     assert "only on inputs of that size" in " ".join(C.__doc__.split())
     assert "exact only for inputs\nof that size" in (ROOT / "README.md").read_text()
+
+
+def test_compact_keeps_which_parameters_are_frozen():
+    """A layer frozen before compaction (requires_grad=False, e.g. a
+    fine-tuned backbone) stays frozen in the compact model; the others stay
+    trainable."""
+    net, X = _lenet(), MODELS["lenet"][1]()
+    for p in net.conv1.parameters():
+        p.requires_grad_(False)
+    small = pt.compact(net, X)
+    assert not any(p.requires_grad for p in small.conv1.parameters())
+    assert small.conv2.weight.requires_grad and small.conv2.bias.requires_grad and small.bn2.weight.requires_grad
