@@ -825,3 +825,13 @@ def test_compact_keeps_which_parameters_are_frozen():
     small = pt.compact(net, X)
     assert not any(p.requires_grad for p in small.conv1.parameters())
     assert small.conv2.weight.requires_grad and small.conv2.bias.requires_grad and small.bn2.weight.requires_grad
+
+
+def test_a_compacted_batchnorm_reports_its_new_num_features():
+    """A BatchNorm sliced with its channels says so: num_features is the
+    size of its new tensors, as in one built at that size (repr, a later
+    rebuild_compact from its spec)."""
+    small = pt.compact(_lenet(), MODELS["lenet"][1]())
+    for m in (small.bn1, small.bn2):
+        assert m.num_features == m.weight.numel() == m.running_var.numel()
+    assert small.bn2.num_features == 14
