@@ -835,3 +835,15 @@ def test_a_compacted_batchnorm_reports_its_new_num_features():
     for m in (small.bn1, small.bn2):
         assert m.num_features == m.weight.numel() == m.running_var.numel()
     assert small.bn2.num_features == 14
+
+
+def test_compacted_layers_report_their_new_sizes():
+    """Sliced Linear and Conv layers' size attributes (in/out_features,
+    in/out_channels) are those of their new weights."""
+    small = pt.compact(_lenet(), MODELS["lenet"][1]())
+    for name, m in small.named_modules():
+        if isinstance(m, nn.Linear):
+            assert (m.out_features, m.in_features) == tuple(m.weight.shape), name
+        elif isinstance(m, nn.Conv2d):
+            assert (m.out_channels, m.in_channels) == tuple(m.weight.shape[:2]), name
+    assert small.fc1.out_features == 115
