@@ -685,3 +685,12 @@ def test_model_metrics_leaves_every_modules_train_flag_as_it_was():
     net[1].eval()
     pt.model_metrics(net, example_input=torch.randn(5, 4), removable=False)
     assert [m.training for m in net.modules()] == [True, True, False, True]
+
+
+def test_find_tying_numbers_clusters_in_order_of_first_appearance():
+    """Clusters are numbered 0, 1, ... in the order of their first row (not
+    scikit-learn's order of exemplars): here rows 0, 2, 3 are one cluster
+    whose exemplar (row 2) comes after row 1's, and row 0 is labelled 0."""
+    a, b = np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 1.0])
+    R = np.stack([a + [0, 0.3, 0, 0], b, a, a - [0, 0.3, 0, 0]])
+    np.testing.assert_array_equal(pt.find_tying(R.T, preference=0.5).labels, [0, 1, 0, 0])
