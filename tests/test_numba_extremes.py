@@ -935,6 +935,18 @@ def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
         assert S - k * Y == NB._gx_sums(x, 3, 1.0, 1.0, Y)[0] == large - small
 
 
+def test_exclusive_row_float32_sums_bound_for_a_least_entry_near_its_next_power():
+    """Y = 2 - 2^-23 (ulp 2^-23, just above Y 2^-24) and 2^30 (1 + 2^-23):
+    S < 2^30 Y, yet the sum spans 2^30 to 2^-23 (54 bits) and is rounded in
+    float64: declined (the proof's bound is S < 2^29 Y, from ulp_32(Y) >= Y 2^-24)."""
+    small, large = 2.0 - 2.0**-23, 2.0**30 * (1.0 + 2.0**-23)
+    x = np.array([large, 0.0, -small], dtype=np.float32)
+    S, _, Y, k = NB._abs_sum_min(x)
+    assert (k, Y) == (2, small) and S < 2.0**30 * Y
+    assert Fraction(S) != Fraction(small) + Fraction(large)  # rounded
+    assert not NB._float32_sums_exact(x, S, Y)
+
+
 @st.composite
 def _clustered_rows(draw):
     """float64 magnitudes in a few clusters: a centre anywhere in [2^-30, 2^30]
@@ -1605,6 +1617,7 @@ def test_exclusive_fused_check_on_every_route(name, order, n_bad):
     # (more than a quarter of the columns to the row kernel: the whole matrix as rows)
     route = "C" if order == "F" and 4 * n_bad > 24 else order
     np.testing.assert_array_equal(Y[good], kernel(np.asarray(W[good], order=route), *(t[good] for t in args)))
+
 
 
 _positive = st.floats(min_value=2.0**-1074, max_value=2.0**1000, allow_nan=False, allow_infinity=False)
