@@ -1619,6 +1619,24 @@ def test_exclusive_fused_check_on_every_route(name, order, n_bad):
     np.testing.assert_array_equal(Y[good], kernel(np.asarray(W[good], order=route), *(t[good] for t in args)))
 
 
+@pytest.mark.parametrize("name", ["exclusive_lasso", "group_exclusive"])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_exclusive_fused_check_in_place_sees_one_bad_entry_last_in_memory(name, order, bad):
+    """In place, the check before writing (_check_first, _finite_2d) reads
+    every entry: a lone Inf (whose bits are inf's, not above them as a
+    NaN's) or NaN as the last entry in memory order (the last row of the
+    2-D array it reads, on either route) raises before anything is written."""
+    from proxlib.backends import NonFiniteInput
+
+    W = np.asarray(np.random.default_rng(6).standard_normal((8, 12)), order=order)
+    W[-1, -1] = bad
+    args = (np.full(8, 0.05), np.full(8, 0.02)) if name == "group_exclusive" else (np.full(8, 0.02),)
+    X = W.copy(order="K")
+    with pytest.raises(NonFiniteInput):
+        getattr(NB, name)(X, *args, check_finite=True, parallel=False, out=X)
+    np.testing.assert_array_equal(X, W)  # nothing written
+
 
 _positive = st.floats(min_value=2.0**-1074, max_value=2.0**1000, allow_nan=False, allow_infinity=False)
 
