@@ -1638,6 +1638,26 @@ def test_exclusive_fused_check_in_place_sees_one_bad_entry_last_in_memory(name, 
     np.testing.assert_array_equal(X, W)  # nothing written
 
 
+@pytest.mark.parametrize("name", ["exclusive_lasso", "group_exclusive"])
+def test_exclusive_row_kernels_tell_an_inf_from_an_overflowing_sum(name):
+    """Row kernels (not in place: no check before writing): a row holding
+    an Inf and no NaN, and a finite row whose sum overflows, both have an
+    infinite first-pass sum, so a pass decides (_row_finite): the Inf row
+    raises NonFiniteInput under check_finite and is returned as it is
+    without; the finite row is solved (x ~ 1e308 / (1 + 2 b 1e308) each)."""
+    from proxlib.backends import NonFiniteInput
+
+    W = np.array([[np.inf, 1.0, 2.0], [1e308, 1e308, 3.0]])
+    args = (np.full(2, 0.05), np.full(2, 0.1)) if name == "group_exclusive" else (np.full(2, 0.1),)
+    kernel = getattr(NB, name)
+    with pytest.raises(NonFiniteInput):
+        kernel(W, *args, check_finite=True, parallel=False)
+    X = kernel(W, *args, parallel=False)
+    np.testing.assert_array_equal(X[0], W[0])
+    assert np.all(np.isfinite(X[1])) and X[1, 0] == X[1, 1] > 1e307 and X[1, 2] == 0.0
+    np.testing.assert_array_equal(kernel(W[1:], *(t[1:] for t in args), check_finite=True, parallel=False), X[1:])
+
+
 _positive = st.floats(min_value=2.0**-1074, max_value=2.0**1000, allow_nan=False, allow_infinity=False)
 
 
