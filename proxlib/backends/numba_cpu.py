@@ -79,7 +79,9 @@ Algorithms (m = row length, G = rows, n = vector length):
   supports), each pass vectorised over the candidates, which are compacted
   into the scratch row once fewer than a quarter remain.  The support is then
   checked with the reference's cancellation-free tests (Y_k > b F_k,
-  F_k = sum over the support of (y - Y_k)) and the output row written once
+  F_k = sum over the support of (y - Y_k); float64 rows take F_k from the
+  search's last pass at t, F(t) - k (Y_k - t), where that cancels at most
+  half, instead of a pass of its own) and the output row written once
   as ((|w| - Y_k) + e) s, e = (Y_k - b F_k)/(1 + b k).  Expected O(m) per
   row: one read from memory, a few passes in cache, one write.  Before the
   search: the first pass also gives Y = min{|w| > 0} (the minimum of the
