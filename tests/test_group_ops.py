@@ -654,13 +654,13 @@ def test_group_exclusive_searching_every_row_is_gathering_them_bit_for_bit(W, ki
 
 
 @pytest.mark.parametrize("lib", ["numpy", "torch"])
-def test_group_exclusive_root_search_goes_on_with_the_rows_still_searching(lib, monkeypatch):
-    """On the host the root search drops the rows it has finished (most
-    stop within 4-8 steps, the slowest of many rows after 20-40): the same
-    c, bit for bit, as searching every row until the last one stops (a
-    device's loop, kept here by saying the arrays are not on the host), and
-    the later steps run on fewer rows.  Supports of 1-20 entries (one-entry
-    rows: g is linear in c), b over 20 binades."""
+def test_group_exclusive_root_search_goes_on_with_the_rows_still_searching(lib):
+    """On the host's route (``gather``) the root search drops the rows it
+    has finished (most stop within 4-8 steps, the slowest of many rows
+    after 20-40): the same c, bit for bit, as searching every row until the
+    last one stops (an accelerator's route), and the later steps run on
+    fewer rows.  Supports of 1-20 entries (one-entry rows: g is linear in
+    c), b over 20 binades."""
     from proxlib._dispatch import array_namespace
     from proxlib.backends import _xp_kernels as K
 
@@ -688,12 +688,11 @@ def test_group_exclusive_root_search_goes_on_with_the_rows_still_searching(lib, 
             return xp.sqrt(x)
 
     copies = [np.asarray(x).copy() for x in args]
-    dropped = np.asarray(K.group_exclusive_factor(*args, Spy()))
+    dropped = np.asarray(K.group_exclusive_factor(*args, Spy(), gather=True))
     assert min(sizes) < G // 8 and max(sizes) == G
     for x, before in zip(args, copies):
         np.testing.assert_array_equal(np.asarray(x), before)  # (inputs untouched)
     sizes.clear()
-    monkeypatch.setattr(K, "_on_host", lambda x: False)
     every_row = np.asarray(K.group_exclusive_factor(*args, Spy()))
     assert min(sizes) == G
     np.testing.assert_array_equal(dropped, every_row)

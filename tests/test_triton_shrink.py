@@ -54,9 +54,9 @@ def _factor_inputs(W, a, b):
     """The arguments of every root search the NumPy reference runs for rows W."""
     calls = []
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(tuple(np.array(x, dtype=np.float64) for x in args[:-1]))
-        return FACTOR(*args)
+        return FACTOR(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_xp_kernels, "group_exclusive_factor", spy)

@@ -56,13 +56,6 @@ def _triton_shrink(x):
     return ts
 
 
-def _on_host(x) -> bool:
-    """Whether array ``x`` is in the host's memory (NumPy, a CPU tensor):
-    where reading a scalar from it costs no synchronisation."""
-    dev = device(x)
-    return dev == "cpu" or getattr(dev, "type", None) == "cpu"
-
-
 def errstate(x):
     """``errstate(all="ignore")`` of ``x``'s library where it has one (NumPy);
     a no-op for torch and CuPy, which never warn."""
@@ -248,7 +241,7 @@ def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     return xp.astype(X, W.dtype, copy=False)
 
 
-def group_exclusive_shrink(Y, F, a, b, xp):
+def group_exclusive_shrink(Y, F, a, b, xp, gather=False):
     """The factor c in (0, 1) of x = c u(b c) on rows with ||Y|| > a > 0, b > 0.
 
     u(beta) is the exclusive-lasso prox with parameter beta; c is the unique root
@@ -271,7 +264,9 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     positive, no cancellation).  Newton's method safeguarded by bisection runs
     until the bracket cannot shrink in floating point.
 
-    Host synchronisation: one scalar read per 4 Newton steps (typically one).
+    Host synchronisation: one scalar read per 4 Newton steps (typically one);
+    ``gather`` (the host's route): also a ``nonzero`` where the search drops
+    its finished rows (:func:`group_exclusive_factor`).
     """
     G, m = Y.shape
     dev = device(Y)
@@ -291,10 +286,10 @@ def group_exclusive_shrink(Y, F, a, b, xp):
     Fk = F[rows, k - 1]
     D = xp.where(j[None, :] < k[:, None], Y - Yk[:, None], 0.0)
     D2 = xp.sum(D * D, axis=1)
-    return group_exclusive_factor(Yk, Fk, D2, kf, cb[rows, k], cb[rows, k - 1], a, b, xp)
+    return group_exclusive_factor(Yk, Fk, D2, kf, cb[rows, k], cb[rows, k - 1], a, b, xp, gather=gather)
 
 
-def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
+def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp, gather=False):
     """Step 2 of :func:`group_exclusive_shrink`: the root c in [left, right] of
     g(c) = c - 1 + a / ||u(b c)|| once the support of u is known to be its top
     k entries, from four statistics of that support per row: its smallest
@@ -305,11 +300,13 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     g'(c) = 1 + a b (F_k + k e) S_k / (||u||^3 (1 + b c k)^2) > 0, S_k = F_k + k Y_k
     (no cancellation).  Newton's method safeguarded by bisection runs until the
     bracket cannot shrink in floating point (one scalar read every 4 steps).
-    On the host (NumPy, CPU tensors) the rows still searching go on alone
-    once at most half of the searched rows are (the steps cost O(rows) each,
-    not O(steps x rows) up to the slowest row: 0.35x the time on 300,000
-    mixed rows); a device keeps every row, as its steps cost launches, not
-    rows.  The same c either way, bit for bit.  The
+    ``gather`` (the host's route, as :func:`group_exclusive`'s: NumPy, CPU
+    tensors): the rows still searching go on alone, gathered by a
+    ``nonzero``, once at most half of the searched rows are (the steps then
+    cost the rows left, not every row up to the slowest one's last step:
+    0.31x the time on 300,000 mixed rows); an accelerator's route keeps
+    every row, as its steps cost launches, not rows, and reads no more.  The
+    same c either way, bit for bit.  The
     statistics are sums and extrema over the support, so a row split across
     devices needs only their all-reduced values (see ``proxlib.torch.sharded``).
     On CUDA tensors, when Triton imports, the same steps run as one kernel
@@ -341,8 +338,7 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
     # see proxlib._range)
     left = xp.clip(left, min=2.0**-1022)
     c = middle(left, right)
-    on_host = _on_host(c)
-    full, pos = None, None  # (on the host) every row's c, and the rows still searched
+    full, pos = None, None  # (gather) every row's c, and the rows still searched
     for it in range(_MAX_ROOT_ITER):
         g, slope = g_and_slope(c)
         neg = g < 0
@@ -362,11 +358,11 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, xp):
         if it % _ROOT_CHECK != _ROOT_CHECK - 1:
             continue
         searching = ~(converged | ~((left < nxt) & (nxt < right)))
-        if not on_host:
+        if not gather:
             if not bool(xp.any(searching)):
                 break
             continue
-        # on the host, the rows still searching go on alone once they are at
+        # on the host's route, the rows still searching go on alone once they are at
         # most half of those searched: most rows stop within 4-8 steps, the
         # slowest of 10^6 after 20-40, which every row took before (the same
         # c, bit for bit: the steps are row by row)
@@ -412,8 +408,9 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
     :func:`exclusive_lasso`'s, from the row norms.
 
     ``gather``: the rows that need the root search (||w|| > a > 0, b > 0)
-    are found by a host read and ``nonzero`` and searched alone (the least
-    work: the host's choice); ``False`` (a device's): every row is searched,
+    are found by a host read and ``nonzero`` and searched alone, and the
+    search drops the rows it has finished (the least work: the host's
+    choice); ``False`` (a device's): every row is searched,
     the others on a stand-in row, and the host reads only the search's
     convergence (:func:`group_exclusive_factor`).  The same result, bit for
     bit: the search is row by row, and a converged row stays put.
@@ -443,7 +440,7 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
             c = xp.where(general, _shrink_every_row(Y, F, a_s, bf, general, xp), c)
         elif bool(xp.any(general)):
             idx = xp.nonzero(general)[0]
-            c[idx] = group_exclusive_shrink(Y[idx, :], F[idx, :], a_s[idx], bf[idx], xp)
+            c[idx] = group_exclusive_shrink(Y[idx, :], F[idx, :], a_s[idx], bf[idx], xp, gather=True)
         U = exclusive_magnitudes(As, Y, F, bf * c, xp)
         # rows without the exclusive part are the group lasso's c w, formed from w
         # itself (its scaled copy may have lost entries below 2^-1074 s); rows
