@@ -148,3 +148,38 @@ def test_growl_runners_with_kept_order_equal_the_public_function(run):
         np.testing.assert_array_equal(np.signbit(W), np.signbit(want))
         if move == "nan":
             W[np.isnan(W)] = 0.0
+
+
+_PARALLEL_KERNELS = ["_group_lasso_par", "_row_norms_par", "_rescale_rows_par", "_exclusive_par", "_group_exclusive_par",
+                     "_weighted_l1_par", "_weighted_l2sq_par"]
+
+
+@pytest.mark.parametrize("name", ["group_lasso", "growl", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq"])
+def test_serial_in_place_runners_never_start_numba_threads(name, monkeypatch):
+    """A training step's runners (serial_in_place) are serial whatever the
+    size: inside a torch training loop Numba's threads would compete with
+    torch's.  Inputs above the parallel kernels' size threshold, with every
+    parallel kernel replaced by one that fails if called; the runner still
+    gives the public serial call's result."""
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((512, 128)) if not name.startswith("weighted") else rng.standard_normal(1 << 16)
+    assert W.size >= NB._PAR_MIN
+    G = W.shape[0]
+    thr = {
+        "group_lasso": (np.full(G, 8.0),),
+        "growl": (np.linspace(16.0, 0.0, G),),
+        "exclusive_lasso": (np.full(G, 1.0 / 128),),
+        "group_exclusive": (np.full(G, 4.0), np.full(G, 1.0 / 128)),
+        "weighted_l1": (np.full(G, 0.5),),
+        "weighted_l2sq": (np.full(G, 0.5),),
+    }[name]
+    want = getattr(NB, name)(W, *thr, parallel=False)
+
+    def refuse(*args):
+        raise AssertionError("a parallel Numba kernel ran")
+
+    for kernel in _PARALLEL_KERNELS:
+        monkeypatch.setattr(NB, kernel, refuse)
+    X = W.copy()
+    NB.serial_in_place(name, X)(thr, False)
+    np.testing.assert_array_equal(X, want)
