@@ -168,15 +168,16 @@ def _exact_sum(zh, zl):
     terms = [t for t in np.concatenate([zh, zl]).tolist() if t]
     if len(terms) > 8:
         total = Fraction(0)
+        rest = list(terms)  # the terms and minus the sums found so far
         try:
             while True:
-                s = math.fsum(terms)
+                s = math.fsum(rest)
                 if s == 0:
                     return total
                 total += Fraction(s)
-                terms.append(-s)
+                rest.append(-s)
         except OverflowError:
-            terms = [t for t in np.concatenate([zh, zl]).tolist() if t]
+            pass
     return sum((Fraction(t) for t in terms), Fraction(0))
 
 
