@@ -656,6 +656,31 @@ def test_weight_metrics_checks_dense_flops():
     assert pt.weight_metrics(W, dense_flops=np.int64(12)).kept_flops == 8.0
 
 
+def test_weight_metrics_of_an_empty_layer_and_model_metrics_of_a_model_without_layers():
+    """An empty weight (a Linear or conv with no output, or no input,
+    features) has no weights, rows or FLOPs to keep: weight_metrics crashed
+    on W.reshape(0, -1) ("cannot reshape array of size 0"). A model with no
+    Linear or Conv layer: its total counted removable_* as 0 (the sum of no
+    layers) where nothing was counted (no example_input): None, as for a
+    model with layers."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ("Initializing zero-element tensors is a no-op")
+        layers = [torch.nn.Linear(3, 0), torch.nn.Linear(0, 3), torch.nn.Conv2d(0, 2, 3), torch.nn.Conv2d(2, 0, 3)]
+    for layer in layers:
+        for grouping in ("channel", "filter", "shape"):
+            m = pt.weight_metrics(layer.weight, grouping)
+            assert (m.n_weights, m.n_nonzero, m.kept_flops, m.flop_fraction) == (0, 0, 0.0, 1.0)
+            # (its rows, e.g. the 3 input neurons of a Linear(3, 0), hold no nonzero: zero rows)
+            assert m.zero_rows == m.n_rows == proxlib.to_rows(layer.weight.detach().numpy(), grouping).shape[0]
+    total = pt.model_metrics(torch.nn.Sequential(torch.nn.ReLU()))["total"]
+    assert (total.removable_out, total.removable_in, total.removable_params) == (None, None, None)
+    assert total.n_weights == 0 and total.flop_fraction == 1.0
+    counted = pt.model_metrics(torch.nn.Sequential(torch.nn.Linear(2, 2)))["total"]
+    assert counted.removable_params is None and counted.n_weights == 4  # (no example_input: not counted)
+
+
 def test_tied_rows_loading_labels_with_more_clusters_updates_its_slots():
     """A TiedRows made with some labels (here one cluster) and loaded from a
     state_dict with more clusters: the forward needs one slot per cluster,

@@ -40,6 +40,7 @@ They are ``None`` when not computed.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -116,7 +117,7 @@ def weight_metrics(W, grouping: str = "channel", *, dense_flops: float | None = 
     flat = W.reshape(-1)
     nz = flat[flat != 0]  # +0.0 and -0.0 are both zero
     R = proxlib.to_rows(W, grouping)
-    M = W.reshape(W.shape[0], -1)
+    M = W.reshape(W.shape[0], math.prod(W.shape[1:]))  # (-1 cannot be inferred for an empty layer)
     nzM = M != 0
     kept = int(np.count_nonzero(nzM.any(axis=1))) * int(np.count_nonzero(nzM.any(axis=0)))
     dense = float(flat.size) if dense_flops is None else V.nonnegative(dense_flops, "dense_flops")
@@ -195,7 +196,11 @@ def model_metrics(
             extra.update(zip(("removable_out", "removable_in", "removable_params"), rem[n]))
         out[n] = replace(lm, **extra)
     vals = list(out.values())
-    out["total"] = LayerMetrics(**{f.name: _sum_or_none([getattr(v, f.name) for v in vals]) for f in fields(LayerMetrics)})
+    # (removable_*: None where not counted, also for a model without layers, whose sums are 0)
+    out["total"] = LayerMetrics(**{
+        f.name: None if rem is None and f.name.startswith("removable_") else _sum_or_none([getattr(v, f.name) for v in vals])
+        for f in fields(LayerMetrics)
+    })
     return out
 
 
