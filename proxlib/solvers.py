@@ -219,7 +219,15 @@ class SmoothLoss:
         self.fixed_lipschitz = None if lipschitz is None else V.positive(lipschitz, "lipschitz")
 
     def grad(self, x):
-        return self._grad(x)
+        """``grad(x)`` as an array of x's shape, library, dtype and device
+        (the solver works in x0's precision: a float64 gradient of a float32
+        iterate, from float64 data say, is rounded to float32, where it made
+        every later iterate float64); a ValueError naming both shapes where
+        the gradient's is not x's (which broadcasting could hide)."""
+        g = self._grad(x)
+        if tuple(getattr(g, "shape", ())) != tuple(x.shape):
+            raise ValueError(f"loss.grad(x) must return an array of x's shape {tuple(x.shape)}, got shape {tuple(getattr(g, 'shape', ()))}")
+        return V.like(g, x, "loss.grad(x)")
 
     def value(self, x) -> float:
         return float(self._value(x))

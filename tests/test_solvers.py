@@ -234,6 +234,27 @@ def test_callable_gradient_stops_on_the_residual(diabetes):
     np.testing.assert_allclose(res2.x, ref.x, rtol=0, atol=1e-8)
 
 
+def test_callable_gradient_of_another_dtype_or_shape(diabetes):
+    """A SmoothLoss whose gradient is float64 (float64 data) for a float32
+    x0: every iterate, and the result, became float64; the solver works in
+    x0's precision, so the gradient is rounded to it (the result is the
+    float32 problem's, within its tolerance).  A gradient of another shape
+    broadcast or failed with NumPy's message: now a ValueError naming both
+    shapes."""
+    X, y = diabetes
+    n = len(y)
+    pen = proxlib.GroupLasso(1.0, groups=np.repeat(np.arange(5), 2))
+    value = lambda w: 0.5 * float(np.sum((X @ w - y) ** 2)) / n  # noqa: E731
+    loss = SmoothLoss(lambda w: X.T @ (X @ w - y) / n, value=value)
+    res = prox_grad(loss, pen, x0=np.zeros(X.shape[1], dtype=np.float32), max_iter=100_000)
+    assert res.x.dtype == np.float32 and res.converged
+    ref = prox_grad(LeastSquares(X, y), pen, tol=1e-15, max_iter=100_000)
+    np.testing.assert_allclose(res.x, ref.x, rtol=0, atol=1e-4 * np.abs(ref.x).max())
+    for grad in (lambda w: (X.T @ (X @ w - y) / n)[:-1], lambda w: float(np.sum(w))):
+        with pytest.raises(ValueError, match=r"loss.grad\(x\) must return an array of x's shape \(10,\)"):
+            prox_grad(SmoothLoss(grad, value=value), pen, x0=np.zeros(X.shape[1]))
+
+
 def test_callable_value_that_is_not_finite_raises():
     # a NaN value made every excess NaN: the line search doubled the constant
     # until the step vanished (x_new == y), and the residual at that step
