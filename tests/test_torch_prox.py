@@ -410,6 +410,28 @@ def test_attaching_twice_applies_the_prox_once_and_detach_removes_it():
     assert torch.all(p == 4.5)
 
 
+def test_add_after_the_hook_was_removed_by_its_handle_is_as_after_detach():
+    """attach() returns the hook's handle; after handle.remove() the step
+    no longer runs, but add() still acted attached: it refused a tensor
+    whose parameter group has no 'lr' ("call step(lr=...) instead of
+    attach()"), which a detached ProximalStep accepts (its steps take
+    step(lr=...))."""
+    p = torch.nn.Parameter(torch.full((2, 2), 5.0, dtype=torch.float64))
+    q = torch.nn.Parameter(torch.full((2, 2), 5.0, dtype=torch.float64))
+    opt = torch.optim.SGD([p], lr=0.5)
+    opt.add_param_group({"params": [q]})
+    del opt.param_groups[1]["lr"]  # (a group without lr: only step(lr=...) can prox it)
+    prox = pt.ProximalStep(opt)
+    prox.add(p, proxlib.WeightedL1(1.0))
+    handle = prox.attach()
+    with pytest.raises(ValueError, match="has no 'lr'"):
+        prox.add(q, proxlib.WeightedL1(1.0), label="q")
+    handle.remove()
+    prox.add(q, proxlib.WeightedL1(1.0), label="q")
+    prox.step(lr=0.5)
+    assert torch.all(p == 4.5) and torch.all(q == 4.5)
+
+
 def test_zero_lr_or_strength_is_the_identity():
     p = torch.nn.Parameter(torch.randn(3, 3))
     opt = torch.optim.SGD([p], lr=0.0)

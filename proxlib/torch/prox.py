@@ -810,7 +810,7 @@ class ProximalStep:
             )
         if self.optimizer is not None:
             group = self._group_of(term.leaf, self.optimizer, term.label)
-            if self._handle is not None:  # (attached: the hook reads its lr from the group)
+            if self._attached():  # (the hook reads its lr from the group)
                 _lr_in(group, term.label, self.optimizer)
             if self.metric == "adam":
                 _check_adam_group(group)
@@ -1220,6 +1220,16 @@ class ProximalStep:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+    def _attached(self) -> bool:
+        """Whether the hook of :meth:`attach` is still installed: not after
+        :meth:`detach`, nor after ``handle.remove()`` on the handle that
+        attach returned (torch keeps the hooks in a dict by the handle's id)."""
+        handle = self._handle
+        if handle is None:
+            return False
+        hooks = handle.hooks_dict_ref()
+        return hooks is not None and handle.id in hooks
 
     # -- logging
     def value(self) -> float:
