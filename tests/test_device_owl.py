@@ -224,6 +224,23 @@ def test_isotonic_blocks_are_a_partition_with_clamped_increasing_means(path, u):
         assert min(block[0], block[-1]) <= means[k] <= max(block[0], block[-1])
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "u, V, means",
+    [([1.0, 2.0, 0.0], [0, 3], [1.0]), ([0.0, 3.0, 1.0, 2.0, 4.0], [0, 1, 4, 5], [0.0, 2.0, 4.0]), ([5.0, 1.0, 3.0], [0, 3], [3.0])],
+)
+def test_isotonic_blocks_pool_neighbours_of_equal_mean(path, u, V, means):
+    """Blocks whose exact means are equal are one block (module doc: the
+    reflex test pools ties, so the chains are strictly convex and the means
+    strictly increasing): [1], [2, 0] (means 1 and 1) are the block [1, 2, 0].
+    (With the reflex test ``>`` the two blocks stayed apart: the same fitted
+    values, but two blocks of one mean.)"""
+    kind, bridge = path
+    for policy in POLICIES:
+        got_V, got_means = _gpu_owl.isotonic_blocks(_to(kind, np.array(u)), bridge=bridge, **policy.values[0])
+        assert _back(got_V).tolist() == V and _back(got_means).tolist() == means, policy.id
+
+
 def _adversarial(n, rng):
     k = np.arange(n, dtype=np.float64)
     nested = np.zeros(n)
