@@ -224,6 +224,21 @@ def test_isotonic_blocks_are_a_partition_with_clamped_increasing_means(path, u):
         assert min(block[0], block[-1]) <= means[k] <= max(block[0], block[-1])
 
 
+@pytest.mark.parametrize("path", PATHS[:2])
+@pytest.mark.parametrize("scale", [1e-300, 1.0, 1e300])
+def test_isotonic_blocks_overwrite_input_gives_the_same_blocks(path, scale):
+    """``overwrite_input=True`` (float64: u is the scratch, scaled by 2^k in
+    place) gives the blocks and means of the default call, bit for bit:
+    the block ends read back from u are unscaled before the clamp."""
+    kind, _ = path
+    u = np.array([3.0, 1.0, 2.0, 5.0, 4.0, -1.0, 0.5, 7.0, 7.0, 6.0]) * scale
+    V, means = (_back(a) for a in _gpu_owl.isotonic_blocks(_to(kind, u)))
+    V2, means2 = (_back(a) for a in _gpu_owl.isotonic_blocks(_to(kind, u), overwrite_input=True))
+    np.testing.assert_array_equal(V2, V)
+    np.testing.assert_array_equal(means2, means)
+    np.testing.assert_allclose(means2[np.cumsum(np.isin(np.arange(u.size), V[1:-1]))], isotonic_regression(u).x, rtol=1e-15)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "u, V, means",
