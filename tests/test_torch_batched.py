@@ -187,7 +187,9 @@ def test_growl_members_solved_on_the_device_and_on_the_host(monkeypatch):
     tensors), for the public function and the batch alike: the same bits."""
     monkeypatch.setattr(torch_dev, "solved_on_host", lambda n, device: n % 2 == 0)
     torch.manual_seed(1)
-    shapes = [(6, 4, 3, 3), (5, 7), (4, 5, 3, 3), (9, 5)]  # channel rows: 4, 7, 5, 5
+    # channel rows: 4, 7, 5, 5, 6 (two members on the host, apart: the second
+    # one's factors start after the first one's)
+    shapes = [(6, 4, 3, 3), (5, 7), (4, 5, 3, 3), (9, 5), (3, 6)]
     results = {}
     for enabled in (True, False):
         monkeypatch.setattr(_batched, "ENABLED", enabled)
