@@ -180,6 +180,32 @@ def test_float64_rows_that_need_their_scale_kept_apart(monkeypatch):
     assert not torch.equal(results[True][0], before[0])
 
 
+def test_group_lasso_batch_of_float32_and_float64_tensors(monkeypatch):
+    """One batch of group-lasso terms on float32 and float64 tensors: the
+    float64 rows' norms keep a scale s apart, the float32 rows' have none
+    (s = 1 in the concatenated scales), and every tensor gets the public
+    function's bits, as one by one."""
+    torch.manual_seed(4)
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(s, generator=torch.Generator().manual_seed(j)).to(device=_device.DEVICE, dtype=dt))
+                  for j, (s, dt) in enumerate([((5, 4, 3, 3), torch.float32), ((6, 5), torch.float64), ((3, 7), torch.float32)])]
+        opt = torch.optim.SGD(params, lr=1.0)
+        prox = pt.ProximalStep(opt)
+        for p in params:
+            prox.add(p, proxlib.GroupLasso(0.3), grouping="channel")
+        before = [p.detach().clone() for p in params]
+        prox.step()
+        results[enabled] = [p.detach().clone() for p in params]
+        if enabled:
+            assert all(t.plan().batched for t in prox.terms)
+    for a, b, w in zip(results[True], results[False], before):
+        assert torch.equal(a, b)
+        want = _expected(w, lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 1.0)
+        assert torch.equal(a, want) and not torch.equal(a, w)
+
+
 def test_growl_members_solved_on_the_device_and_on_the_host(monkeypatch):
     """On an accelerator GrOWL's OWL of more than ``OWL_ON_HOST_MAX`` norms
     runs on the device; a batch mixes both kinds of members.  Here the route
