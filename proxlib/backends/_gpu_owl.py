@@ -53,8 +53,9 @@ only ever deletes points that cannot be strict hull vertices:
   falls back to pairs for one round whenever a round failed to halve the runs,
   so runs halve at least every second round.
 
-A round peels when reflex vertices are dense (at least ``1/peel_density`` of
-the vertices, so a peel shrinks ``V`` by a constant factor) and merges
+A round peels when reflex vertices are dense (as many as at least
+``1/peel_density`` of the chain's edges, one fewer than its vertices, so a
+peel shrinks ``V`` by a constant factor) and merges
 otherwise.  Rounds stop when no vertex is reflex: the chain is then convex and
 contains every strict hull vertex, i.e. it *is* the lower hull, and its edge
 slopes are the isotonic fit.
@@ -179,7 +180,7 @@ import array_api_compat
 
 __all__ = ["owl", "isotonic_increasing", "isotonic_blocks", "compensated_prefix"]
 
-# Peel when at least 1/PEEL_DENSITY of the vertices are reflex.
+# Peel when the reflex vertices number at least 1/PEEL_DENSITY of the chain's edges.
 PEEL_DENSITY = 8
 # Packs (number of reflex vertices, chain length) into one int64 per round.
 _PACK = 2**32
@@ -509,7 +510,8 @@ def isotonic_blocks(
     each mean lies between the block's first and last entries.
 
     Round policy (the result does not depend on it; tests vary it): peel when
-    at least ``1/peel_density`` of the vertices are reflex (0 never peels after
+    the reflex vertices number at least ``1/peel_density`` of the chain's
+    edges (one fewer than its vertices; 0 never peels after
     the first round, a huge value always peels; None: 0 with the Triton
     bridge, ``PEEL_DENSITY`` with array code); ``merge`` is ``"auto"``
     (bridge every junction, but pairwise right after an all-junction round
