@@ -256,6 +256,21 @@ def test_isotonic_blocks_pool_neighbours_of_equal_mean(path, u, V, means):
         assert _back(got_V).tolist() == V and _back(got_means).tolist() == means, policy.id
 
 
+def test_a_round_that_deletes_no_vertex_raises_instead_of_looping(monkeypatch):
+    """Every round deletes a vertex (a peel its reflex ones, a merge at least
+    one per bridge), so the rounds end; a defect that broke that (a merge
+    kernel storing its cuts one place off did) looped forever.  _hull now
+    raises as soon as a round leaves the chain as long as it was."""
+    monkeypatch.setattr(_gpu_owl, "_bridge_cuts_array",
+                        lambda P, eg, J, pairwise, xp, dev, stats=None: xp.zeros((2, eg.shape[0] + 2), dtype=xp.int32))
+    u = np.array([3.0, 1.0, 2.0, 5.0, 4.0, -1.0, 0.5, 7.0, 7.0, 6.0])
+    with pytest.raises(RuntimeError, match="deleted none"):
+        _gpu_owl.isotonic_blocks(u, bridge="array", peel_density=0)
+    monkeypatch.undo()
+    V, means = _gpu_owl.isotonic_blocks(u, bridge="array", peel_density=0)
+    np.testing.assert_allclose(means[np.cumsum(np.isin(np.arange(u.size), V[1:-1]))], isotonic_regression(u).x, rtol=1e-15)
+
+
 def _adversarial(n, rng):
     k = np.arange(n, dtype=np.float64)
     nested = np.zeros(n)

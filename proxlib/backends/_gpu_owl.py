@@ -445,6 +445,7 @@ def _hull(parts, *, peel_density, merge, bridge, stats):
     P[4] = padded[V]
     del padded, V
     peels, merges, runs_before_all = 1, 0, None
+    m_before = n + 2  # (the chain's length before the last round)
     while True:
         cap = P.shape[1]
         eg = _edge_means(P)
@@ -455,6 +456,9 @@ def _hull(parts, *, peel_density, merge, bridge, stats):
         R, m = divmod(packed, _PACK)
         if R == 0:
             break
+        if m >= m_before:  # (every round deletes a vertex: a defect here would loop forever)
+            raise RuntimeError(f"proxlib internal error: an isotonic round on {m} vertices deleted none; please report it with the input")
+        m_before = m
         P, eg, reflex = P[:, :m], eg[: m - 1], reflex[: m - 2]
         B = m - 1  # edges
         if R * peel_density >= B:
