@@ -258,7 +258,9 @@ def solve(pen, layout, step: float, kernel, run, ts=None):
     xp = array_namespace(data)
     if V.dtype_name(data.dtype) != "float64":  # solve in float64, round once
         data64 = xp.astype(data, xp.float64)
-        return xp.astype(_solve64(pen, ts, me, logs, data64, kernel, run), data.dtype)
+        X = _solve64(pen, ts, me, logs, data64, kernel, run)
+        with V._errstate_over():  # (|x| <= |v| for finite input; only NaN/Inf input, unchecked, may overflow here)
+            return xp.astype(X, data.dtype)
     return _solve64(pen, ts, me, logs, data, kernel, run)
 
 

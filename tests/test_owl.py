@@ -609,6 +609,23 @@ def test_owl_one_call_lane_equals_the_general_path(problem):
     assert _outcome(lambda: pen.prox(v, step, check_finite=check_finite)) == expected
 
 
+def test_float32_solved_in_float64_warns_of_no_overflow_on_unchecked_non_finite_input(backend):
+    """float32 data whose thresholds lie beyond float32 is solved in float64
+    and rounded once; with NaN or Inf in it and check_finite=False (output
+    unspecified) a float64 result beyond float32 became inf with NumPy's
+    "overflow encountered in cast" RuntimeWarning, an error under
+    ``-W error``.  (Finite input cannot overflow there: |x| <= |v|.)"""
+    import warnings
+
+    v = np.array([np.nan, 1.0, -np.inf], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = proxlib.prox_owl(v, np.array([3.0, 2.0, 1.0]), 1e300, check_finite=False)
+        assert x.dtype == np.float32 and np.isnan(x[0])
+        finite = proxlib.prox_owl(np.array([3.0, -1.0, 2.0], dtype=np.float32), np.array([3.0, 2.0, 1.0]), 1e300)
+    np.testing.assert_array_equal(finite, np.zeros(3, dtype=np.float32))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 100, 2048, 2049, 300_000])
 def test_owl_one_call_lane_takes_the_common_call(backend, dtype, n):
