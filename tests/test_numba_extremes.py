@@ -1772,3 +1772,18 @@ def test_sumsq_vector_lanes_keep_the_scalar_order(moderate, data):
     for row in (np.ascontiguousarray(x), strided, unaligned):
         got = NB._sumsq(row)
         assert (math.isnan(got) and math.isnan(want)) or got == want, (row.flags.c_contiguous, got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mid_sumsq_is_the_eight_lane_sum_of_each_channel_bit_for_bit(dtype):
+    """_mid_sumsq (a convolution's channel rows A3[:, c, :], in memory order)
+    feeds each row's entries past its last multiple of 8 into lane 0, as
+    _sumsq does: moderate values (where the order of the sums shows in the
+    last bits) and row lengths O K around the multiples of 8."""
+    rng = np.random.default_rng(3)
+    for O, K in ((3, 3), (5, 3), (7, 9), (2, 13), (11, 5)):
+        A3 = rng.uniform(-4.0, 4.0, (O, 6, K)).astype(dtype)
+        q = np.empty(6)
+        NB._mid_sumsq(A3, q)
+        for c in range(6):
+            assert q[c] == _eight_lane_sumsq(A3[:, c, :].ravel()), (O, K, c, q[c])
