@@ -1577,6 +1577,30 @@ def test_channel_row_kernels_are_the_row_kernels_bit_for_bit(dtype, data):
         np.testing.assert_array_equal(X3, got, err_msg=name)
 
 
+def test_growl_routes_agree_on_an_unchecked_nan_row():
+    """check_finite=False with a NaN row: GrOWL's result is unspecified
+    across backends, but Numba's routes (rows, rows that are columns, a
+    convolution's channel rows, small and large G) still give the row
+    kernel's result (the channel rows bit for bit, as promised; the columns
+    up to their sums' order): the column and channel routes' rescaling
+    factors (_rescale_factors) take 0 where the scaled norm is not > 0, as
+    the row route does (a factor 1 there left the NaN row as it was)."""
+    rng = np.random.default_rng(11)
+    for G in (6, NB._OWL_SMALL + 3):
+        W = rng.standard_normal((G, 5))
+        W[2, 1] = np.nan
+        w = np.linspace(2.0, 0.0, G)
+        with np.errstate(all="ignore"):
+            want = NB.growl(W, w, parallel=False)
+            cols = NB.growl(np.asfortranarray(W), w, parallel=False)
+            W3 = np.ascontiguousarray(W.T).reshape(5, G, 1)  # channel row c = W3[:, c, 0] = W[c]
+            chan = NB.growl_channels(W3, w)[:, :, 0].T
+        assert np.isnan(want[2, 1]) and np.all(want[2, [0, 2, 3, 4]] == 0.0)
+        np.testing.assert_array_equal(cols[2], want[2], err_msg=f"columns, G={G}")
+        np.testing.assert_allclose(cols, want, rtol=1e-14, atol=0, err_msg=f"columns, G={G}")  # (sums reordered)
+        np.testing.assert_array_equal(chan, want, err_msg=f"channels, G={G}")
+
+
 @pytest.mark.parametrize("name", ["group_lasso", "growl"])
 def test_channel_row_kernels_check_before_writing_in_place(name):
     W3 = np.arange(60.0).reshape(3, 4, 5)
