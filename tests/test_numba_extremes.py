@@ -238,6 +238,22 @@ def test_growl_issue_cases():
     assert got[1, 0] == 1e-30 and got[1, 1] == 5e-324
 
 
+def test_growl_common_scale_is_the_least_that_keeps_the_norms_below_2_1023():
+    """The common scale S of the row norms (_growl_norms) is the least power of
+    two with every norm / S < 2^1023: a norm of 1.7e308 (< 2^1024) takes S = 2,
+    which keeps a subnormal row's scaled norm 1.5e-323 / 2 nonzero, so the row
+    (weight 0, not pooled: its prox is itself) comes back as it is.  S = 4,
+    one binade more, rounded that scaled norm to 0 and zeroed the row."""
+    W = np.array([[1.7e308, 1.0], [1.5e-323, 0.0]])
+    w = np.array([1.0, 0.0])
+    for order in ("C", "F"):
+        got = NB.growl(np.array(W, order=order), w, parallel=False)
+        assert got[1, 0] == 1.5e-323 and got[1, 1] == 0.0, order
+        np.testing.assert_allclose(got[0], W[0], rtol=4 * EPS[np.float64], atol=0)
+    got = NB.growl_channels(np.ascontiguousarray(W.T).reshape(2, 2, 1), w)[:, :, 0].T
+    assert got[1, 0] == 1.5e-323
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_exclusive_lasso_whole_range(dtype, data):
