@@ -398,8 +398,9 @@ def _absmax(x):
 @_jit
 def _scale_factors(amax):
     """(s, f1, f2): s = 2^(e-1) with amax/s in [1, 2) (1 for amax == 0), and
-    powers of two with (a * f1) * f2 == a / s exactly (f1 != 1 only when 1/s
-    would overflow, i.e. for subnormal amax)."""
+    powers of two with (a * f1) * f2 == a / s exactly (f1 != 1 only for
+    amax < 2^-1001, where 1/s would overflow, or nearly: subnormal amax and,
+    as a margin, the least normal binades)."""
     if amax == 0.0:
         return 1.0, 1.0, 1.0
     _, e = math.frexp(amax)
@@ -850,9 +851,9 @@ def _row_norms_seq(W, q, s):
 @_jit
 def _growl_norms(q, s, w, nS, wS):
     """Norms and weights divided by S, the smallest power of two >= 1 with every
-    norm q_r s_r / S finite (S = 1 unless a finite row's norm exceeds the
-    largest float; then only norms and weights 2^1000 times below the largest
-    lose bits).  OWL is positively homogeneous: prox_w(n) = S prox_{w/S}(n/S)."""
+    norm q_r s_r / S below 2^1023 (S = 1 unless a finite row's norm reaches
+    2^1023; then only norms and weights 2^1000 times below the largest lose
+    bits).  OWL is positively homogeneous: prox_w(n) = S prox_{w/S}(n/S)."""
     emax = -2000
     for r in range(q.shape[0]):
         if q[r] > 0.0 and q[r] < np.inf:
