@@ -321,11 +321,14 @@ def test_weighted_l1_batch_keeps_every_bit(dtype, monkeypatch):
             flat[:4] = torch.tensor([float("nan"), 0.0, -0.0, float("inf")], dtype=dtype)
             flat[4] = -big
             params.append(torch.nn.Parameter(x.to(_device.DEVICE)))
+        params.append(torch.nn.Parameter(torch.tensor([-3.0, 2.5], dtype=dtype, device=_device.DEVICE)))
         prox = pt.ProximalStep(None)
         prox.add(params[0], proxlib.WeightedL1(0.3))
         prox.add(params[1], proxlib.WeightedL1(rng.uniform(0, 2, size=(4, 2, 3, 3))))
         prox.add(params[2], proxlib.WeightedL1(1e-3))
         prox.add(params[0], proxlib.WeightedL1(1e-200 if dtype == torch.float64 else 1e-40), label="tiny")
+        # (one weight per entry, two entries: not one threshold, as a 2-entry threshold tensor once was taken)
+        prox.add(params[3], proxlib.WeightedL1(np.array([1.0, 0.25])))
         out = []
         for lr in (1.0, 0.5, 1e300, 0.25):
             prox.step(lr=lr)
@@ -335,6 +338,7 @@ def test_weighted_l1_batch_keeps_every_bit(dtype, monkeypatch):
         for a, b in zip(step_b, step_u):
             assert torch.equal(a.view(torch.int64 if dtype == torch.float64 else torch.int32),
                                b.view(torch.int64 if dtype == torch.float64 else torch.int32))
+    assert results[True][0][3].tolist() == [-2.0, 2.25]  # (lr 1: each entry by its own weight)
 
 
 @pytest.mark.skipif(_device.DEVICE == "cuda", reason="on CUDA the multi-tensor operations are counted the same; kept to CPU for speed")
