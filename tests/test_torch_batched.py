@@ -206,6 +206,33 @@ def test_group_lasso_batch_of_float32_and_float64_tensors(monkeypatch):
         assert torch.equal(a, want) and not torch.equal(a, w)
 
 
+def test_growl_batch_of_rows_whose_norms_exceed_2_1020(monkeypatch):
+    """A GrOWL batch of float64 tensors with rows of entries near 1e308 (their
+    norms exceed 2^1020, and their sums of squares overflow: norms with a
+    scale s apart): the host's one-call solve declines, and each member is
+    solved by the rescaling stage with its own scales, as the public function
+    solves it: the same bits, batched or one by one."""
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", enabled)
+        params = [torch.nn.Parameter(torch.randn(s, dtype=torch.float64, generator=torch.Generator().manual_seed(j)).to(_device.DEVICE))
+                  for j, s in enumerate([(5, 4), (3, 6)])]
+        with torch.no_grad():
+            params[0][1] *= 1e307
+            params[1][0] *= 1e306
+        opt = torch.optim.SGD(params, lr=1.0)
+        prox = pt.ProximalStep(opt)
+        for p in params:
+            prox.add(p, pt.growl(lambda G: proxlib.owl_weights_oscar(G, 1e306, 1e305)), grouping="filter")
+        before = [p.detach().clone() for p in params]
+        prox.step()
+        results[enabled] = [p.detach().clone() for p in params]
+    for a, b, w in zip(results[True], results[False], before):
+        assert torch.equal(a, b)
+        want = _expected(w, lambda R, s: proxlib.prox_growl(R, proxlib.owl_weights_oscar(R.shape[0], 1e306, 1e305), s), "filter", 1.0)
+        assert torch.equal(a, want) and not torch.equal(a, w)
+
+
 def test_growl_members_solved_on_the_device_and_on_the_host(monkeypatch):
     """On an accelerator GrOWL's OWL of more than ``OWL_ON_HOST_MAX`` norms
     runs on the device; a batch mixes both kinds of members.  Here the route
