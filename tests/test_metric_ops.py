@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import math
 import pathlib
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -872,6 +873,47 @@ def test_unchecked_non_finite_rows_pass_through_in_a_metric(lib, dtype):
         np.testing.assert_array_equal(X[[0, 2, 3]], W[[0, 2, 3]], err_msg=name)
         with proxlib.use_backend("numpy"):
             np.testing.assert_array_equal(X[1:2], call(W[1:2], metric=D[1:2]), err_msg=name)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@proxlib.use_backend(None)
+def test_unchecked_inf_entries_pass_through_when_weight_over_metric_overflows(lib):
+    # w / d = 1e300 / 1e-300 overflows: weighted l2^2 and weighted l1 in the
+    # metric gave NaN for an unchecked +inf (inf / inf, inf - inf) where the
+    # plain prox, lp and the row operators keep it
+    v = np.array([np.inf, -np.inf, np.nan, 3.0])
+    d = np.array([1e-300, 1e-300, 1e-300, 2.0])  # (not constant: a constant metric is the Euclidean prox)
+    for prox in (proxlib.prox_weighted_l2sq, proxlib.prox_weighted_l1):
+        if lib == "torch":
+            torch = _torch()
+            X = prox(torch.from_numpy(v.copy()), 1e300, metric=torch.from_numpy(d), check_finite=False).numpy()
+        else:
+            X = prox(v.copy(), 1e300, metric=d, check_finite=False)
+        np.testing.assert_array_equal(X[:3], v[:3], err_msg=prox.__name__)
+        np.testing.assert_array_equal(X[:3], prox(v[:3], 1e300, check_finite=False), err_msg=prox.__name__)
+        assert X[3] == prox(v[3:], 1e300, metric=d[3:])[0], prox.__name__
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@proxlib.use_backend(None)
+def test_weighted_l2sq_metric_where_twice_weight_over_metric_overflows(lib):
+    # x = d v / (d + 2 w): with w / d >= 2^1023 the kernel's v / (1 + 2 w / d)
+    # gave 0 (2 w / d overflowing), e.g. v = 1e308, w = 1e300, d = 1e-8 gave 0
+    # for 0.5 (and v = 1 with w = 1e308, d = 1 gave 0 where the plain prox
+    # gives 5e-309)
+    v = np.array([1e308, -1e308, 1.0, 3e300, 1.5, 2.0**-1000, 1e308, 0.0])
+    d = np.array([1e-8, 1e-10, 1.0, 1e-300, 2.0**-600, 1e-20, 1.0, 1e-300])
+    w = np.array([1e300, 1e300, 1e308, 1e300, 2.0**450, 1e300, 1e-300, 1e300])
+    if lib == "torch":
+        torch = _torch()
+        X = proxlib.prox_weighted_l2sq(torch.from_numpy(v), torch.from_numpy(w), metric=torch.from_numpy(d)).numpy()
+    else:
+        X = proxlib.prox_weighted_l2sq(v, w, metric=d)
+    for i in range(v.size):
+        F = Fraction
+        ref = float(F(v[i]) * F(d[i]) / (F(d[i]) + 2 * F(w[i])))
+        assert abs(X[i] - ref) <= 4 * EPS64 * abs(ref) + TINY64, (i, X[i], ref)
+    assert X[0] == 0.5 and X[2] == proxlib.prox_weighted_l2sq(np.array([1.0]), 1e308)[0]
 
 
 def test_owl_and_growl_refuse_a_non_constant_metric():

@@ -54,6 +54,7 @@ __all__ = [name for name in KERNELS if name.endswith("_metric")]
 _MAX_ROOT_ITER = 300
 _EPS = 2.0**-52
 _TINY = 2.0**-1074  # the smallest positive float64
+_FMAX = 1.7976931348623157e308  # the largest float64
 _DROP = 2.0**-64  # bracketing towards 0: one step divides the upper end by 2^64
 
 
@@ -64,21 +65,35 @@ def weighted_l1_metric(v, d, w):
     r"""argmin 1/2 sum_i d_i (x_i - v_i)^2 + sum_i w_i |x_i|
     = sign(v) (|v| - w/d)_+ (each entry alone: soft thresholding at w_i/d_i).
 
-    ``w`` (n,) or (1,); ``w / d`` is formed in float64 (inf where it
-    overflows: then x_i = 0)."""
+    ``w`` (n,) or (1,); ``w / d`` is formed in float64 (capped at the
+    largest float64 where it overflows: then x_i = 0, and an unchecked +-inf
+    entry passes through as without a metric, where inf - inf gave NaN)."""
     xp = array_namespace(v)
     with errstate(v):
-        t = upcast(w, xp) / upcast(d, xp)
+        t = xp.minimum(upcast(w, xp) / upcast(d, xp), _FMAX)
     return xp.astype(_k.weighted_l1(upcast(v, xp), t), v.dtype, copy=False)
 
 
 def weighted_l2sq_metric(v, d, w):
     r"""argmin 1/2 sum_i d_i (x_i - v_i)^2 + sum_i w_i x_i^2
-    = d v / (d + 2 w) = v / (1 + 2 w/d)."""
+    = d v / (d + 2 w) = v / (1 + 2 w/d).
+
+    Where t = w / d reaches 2^1022 (2 t overflows, or t itself) x is
+    v d / (2 w) to a relative 2^-1023, formed from the mantissas and
+    exponents of v, d and w (nothing over- or underflows before the result
+    does; an unchecked +-inf or NaN entry passes through)."""
     xp = array_namespace(v)
+    v64 = upcast(v, xp)
     with errstate(v):
-        t = upcast(w, xp) / upcast(d, xp)
-    return xp.astype(_k.weighted_l2sq(upcast(v, xp), t), v.dtype, copy=False)
+        w64, d64 = upcast(w, xp), upcast(d, xp)
+        t = w64 / d64
+        X = _k.weighted_l2sq(v64, t)
+        mv, ev = xp.frexp(v64)
+        md, ed = xp.frexp(d64)
+        mw, ew = xp.frexp(w64)
+        saturated = xp.ldexp((mv * md) / mw, (ev + ed) - (ew + 1))
+        X = xp.where(t >= 2.0**1022, saturated, X)
+    return xp.astype(X, v.dtype, copy=False)
 
 
 def _sqrt2x(t, xp):
