@@ -626,6 +626,44 @@ def test_thresholds_and_metric_beyond_float64_together_raise():
     assert np.all(np.isfinite(proxlib.prox_exclusive_lasso(W, 2.0**500, 2.0**500, metric=D)))
 
 
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("gather", [True, False])
+def test_exclusive_metric_where_b_over_the_metric_exceeds_float64(lib, gather):
+    # b = step lam mu < 2^1023 (no division of the objective), but b / max(d)
+    # beyond 2^900 or overflowing: the kernel gave 0 for the whole row (b / sd
+    # = inf) where x ~ d |v| / (b H) is a float (7.9e-31 for b = 2^1000 in
+    # the metric 2^-100 at 2^1000), or lost bits (b / sd near 2^930 with the
+    # row's metric spanning 2^70: z - theta subnormal).  Against the exact
+    # rational (exclusive) and 60-digit (group + exclusive) references
+    W = np.array([[2.0**1000, 2.0**999, 1.0], [1e300, 1e300, 0.25], [1e300, -3e299, 0.25],
+                  [1.0, 1.0, 0.25], [3.0, -1.0, 2.0], [2.0, 1.0, 0.5]])
+    D = np.array([[2.0**-100, 2.0**-101, 2.0**-100], [2.0**-100, 2.0**-100, 2.0**-30], [2.0**-10, 2.0**-12, 2.0**-30],
+                  [0.5, 0.5, 2.0**-30], [1.0, 0.5, 2.0], [2.0, 1.0, 0.5]])
+    b = np.array([2.0**1000, 2.0**900, 2.0**1023, 2.0**1023, 2.0**800, 2.0])
+    a = np.array([1e-300, 2.0**-100, 1e290, 0.5, 1.0, 0.5])  # (group + exclusive: a < ||d v||)
+    kern = {"exclusive": lambda W_, D_, xp: MK.exclusive_lasso_metric(W_, D_, xp.asarray(b), gather),
+            "group_exclusive": lambda W_, D_, xp: MK.group_exclusive_metric(W_, D_, xp.asarray(a), xp.asarray(b), gather)}
+    for name, call in kern.items():
+        if lib == "torch":
+            torch = _torch()
+            X = call(torch.from_numpy(W), torch.from_numpy(D), torch).numpy()
+        else:
+            X = call(W, D, np)
+        if name == "group_exclusive":
+            # (the 60-digit reference does not reach these scales): nonzero rows
+            # satisfying the optimality conditions
+            assert np.all(np.any(X != 0, axis=1))
+            kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
+            continue
+        for g in range(W.shape[0]):
+            ref = M.exact_exclusive_metric_row(W[g], D[g], b[g])
+            assert np.any(ref != 0), (name, g)
+            np.testing.assert_allclose(X[g], ref, rtol=0, atol=64 * W.shape[1] * EPS64 * np.abs(ref).max(), err_msg=f"{name} row {g}")
+    # the public functions (the same kernels): b = step lam = 2^1000 in the metric 2^-100
+    X = proxlib.prox_exclusive_lasso(W[:1], 2.0**500, 2.0**500, metric=D[:1])
+    np.testing.assert_array_equal(X[0], M.exact_exclusive_metric_row(W[0], D[0], 2.0**1000))
+
+
 @pytest.mark.parametrize("c", [3.0, 0.1, 1e5])
 @given(metric_row_problems(max_rows=3, max_cols=5))
 def test_scaling_metric_and_step_together(numpy_backend, c, problem):

@@ -544,6 +544,17 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     with errstate(W):
         a_s = _divided_by_both(a, sv, sd, xp)
         b_s = b / sd
+        # saturated rows: b / max(d) beyond 2^900 (or overflowing).  There x is
+        # inversely proportional to b (b x tends to the minimiser of
+        # -<y, d|v|> + a ||y||_2 + 1/2 ||y||_1^2, to a relative max(d) / b),
+        # so the row is solved with b 2^-shift in [2^599, 2^600) and its result
+        # multiplied by 2^-shift (proxlib._range's degree-2 saturation; 2^600,
+        # not 2^900: z - theta ~ z d / b stays clear of the subnormals for
+        # rows whose metric spans up to 2^200)
+        _, eb = xp.frexp(b)
+        _, es = xp.frexp(sd)
+        shift = xp.where((b_s > 2.0**900) & xp.isfinite(b), eb - es - 599, 0)
+        b_s = xp.where(shift > 0, mul_pow2(b * xp.ones_like(sd), -shift - (es - 1)), b_s)
         Z = Dn * V
         nz = xp.sqrt(xp.sum(Z * Z, axis=1))
     # a row holding NaN or +-inf (input not checked: check_finite=False) is
@@ -557,14 +568,17 @@ def group_exclusive_metric(W, D, a, b, gather=True):
         (nonzero & (a_s == 0) & (b_s > 0), _exclusive_rows),
         (nonzero & (a_s > 0) & (b_s > 0), _group_exclusive_rows),
     )
+    saturated = shift > 0
     if gather:
         for rows, solve in cases:
             if bool(xp.any(rows)):
                 idx = xp.nonzero(rows)[0]
                 U[idx, :] = solve(V[idx, :], Dn[idx, :], a_s[idx], b_s[idx], xp)
     else:
-        # one read for the three cases: bit k of ``occur`` says whether case k has rows
-        occur = int(sum(xp.astype(xp.any(rows), xp.int64) << k for k, (rows, _) in enumerate(cases)))
+        # one read for the three cases: bit k of ``occur`` says whether case k
+        # has rows (bit 3: whether a row is saturated)
+        occur = int(sum(xp.astype(xp.any(rows), xp.int64) << k
+                        for k, rows in enumerate([rows for rows, _ in cases] + [saturated])))
         stand_in = xp.astype(xp.arange(m, device=device(V)) == 0, V.dtype)[None, :]
         for k, (rows, solve) in enumerate(cases):
             if occur >> k & 1:
@@ -575,6 +589,11 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     # the host multiplies by sign(w) (one pass); a device uses signed_like (the
     # same bits: array-api-compat's torch sign mends NaN by a masked
     # assignment, which waits for the device)
-    X = xp.sign(W64) * (U * sv[:, None]) if gather else signed_like(W64, U * sv[:, None], xp)
+    if (bool(xp.any(saturated)) if gather else occur >> 3 & 1):
+        _, ev = xp.frexp(sv)
+        US = xp.where(saturated[:, None], mul_pow2(U, (ev - 1 - shift)[:, None]), U * sv[:, None])
+    else:
+        US = U * sv[:, None]
+    X = xp.sign(W64) * US if gather else signed_like(W64, US, xp)
     X = xp.where(finite[:, None], X, W64)
     return xp.astype(X, W.dtype, copy=False)
