@@ -3,6 +3,8 @@ DataLoaders, loss functions, schedulers, pruning amounts, the re-weighting guard
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -1003,3 +1005,28 @@ def test_keep_zero_freezes_only_groups_that_are_entirely_zero():
     expected = torch.tensor([[False, True, False], [False, True, False]])
     assert torch.equal(prox.frozen()["gl"], expected)
     assert lin.weight[0, 0].item() == pytest.approx(0.9)
+
+
+def test_two_stage_names_the_layer_whose_tying_did_not_converge():
+    """AffinityPropagation stopped unconverged on a layer: two_stage's warning
+    names that layer and points at the line that called two_stage (or
+    growl_two_stage), where find_tying's pointed into proxlib's training
+    module (``training.py:345``, e.g. in the demo) without saying which
+    layer.  The converged layer gets no warning."""
+    X, y = _toy(n=64)
+    for how in ("two_stage", "growl_two_stage"):
+        net = _mlp()
+        layers = {"fc1": net[0], "fc2": net[2]}
+        kw = dict(make_optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1), epochs=1, retrain_epochs=0, batch_size=32,
+                  tying_options={"max_iter": 1})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if how == "two_stage":
+                r = pt.two_stage(net, layers, X, y, **kw)
+            else:
+                r = pt.growl_two_stage(net, layers, X, y, weights=lambda G: proxlib.owl_weights_stairwise(G, 1e-3, 1e-4, G // 2), **kw)
+        unconverged = [n for n, t in r.tying.items() if not t.converged]
+        assert unconverged, how  # (max_iter=1 stops AffinityPropagation on these layers' rows)
+        ours = [w for w in caught if issubclass(w.category, RuntimeWarning) and "did not converge" in str(w.message)]
+        assert sorted(str(w.message).split("'")[1] for w in ours) == sorted(unconverged), how
+        assert all(w.filename == __file__ for w in ours), (how, [w.filename for w in ours])

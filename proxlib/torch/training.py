@@ -26,6 +26,8 @@ trained with :func:`fit` and an attached :class:`~proxlib.torch.ProximalStep`.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,7 +43,7 @@ from .prox import ProximalStep, growl
 from .reweighting import AffineScalingSchedule, affine_scaling, magnitude_prune, remove_affine_scaling
 from .reweighting import _check_options as _check_reweight_options
 from .reweighting import _check_prune_options
-from .tying import Tying, find_tying, tie_rows
+from .tying import NOT_CONVERGED, Tying, find_tying, tie_rows
 
 __all__ = [
     "fit",
@@ -342,7 +344,7 @@ def two_stage(
     acc1 = _accuracy(model, test)
     m1 = model_metrics(model, layers, grouping=grouping)
     trained = {n: l.weight.detach().clone() for n, l in layers.items()}
-    tying = {n: find_tying(l.weight, **kw) for n, l in layers.items()}
+    tying = _tyings(layers, kw)
     for n, l in layers.items():
         tie_rows(l, tying[n], grouping=grouping)
     opt2 = make_optimizer(model.parameters())  # optimizer state reset
@@ -350,6 +352,33 @@ def two_stage(
     losses += fit(model, batches, opt2, epochs=retrain_epochs, loss_fn=loss_fn, scheduler=sched2, progress=progress)
     acc2 = _accuracy(model, test)
     return TwoStageResult(tying, acc1, acc2, m1, model_metrics(model, layers, grouping=grouping), losses, trained, every, frozen)
+
+
+def _tyings(layers: dict, kw: dict) -> dict:
+    """:func:`find_tying` of every layer (name -> Tying).  Where
+    AffinityPropagation does not converge on a layer, find_tying's warning is
+    replaced by one naming the layer, attributed to the first caller outside
+    this module (find_tying's own pointed into it, without saying which
+    layer)."""
+    tying = {}
+    for n, layer in layers.items():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=NOT_CONVERGED, category=RuntimeWarning)
+            tying[n] = find_tying(layer.weight, **kw)
+        if not tying[n].converged:
+            warnings.warn(f"layer {n!r}: {NOT_CONVERGED}; leaving its rows untied (find_tying's max_iter, damping, "
+                          "convergence_iter: two_stage's tying_options)", RuntimeWarning, stacklevel=_outside_this_module())
+    return tying
+
+
+def _outside_this_module() -> int:
+    """The ``stacklevel`` of a ``warnings.warn`` in this module's caller that
+    names the first frame outside this module (two_stage is called by users
+    and by growl_two_stage)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying_options) -> dict:

@@ -110,6 +110,9 @@ class Tying:
         return np.argsort(self.labels[self.nonzero], kind="stable")
 
 
+NOT_CONVERGED = "AffinityPropagation did not converge"  # (the start of find_tying's warning)
+
+
 def find_tying(
     W,
     *,
@@ -185,7 +188,7 @@ def find_tying(
                 lab = None
         if lab is None or lab.min() < 0:  # AffinityPropagation did not converge
             converged = False
-            warnings.warn("AffinityPropagation did not converge; leaving every row untied", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{NOT_CONVERGED}; leaving every row untied", RuntimeWarning, stacklevel=2)
             lab = np.arange(nonzero.size)
         # renumber clusters 0..k-1 in order of first appearance (deterministic)
         _, first, inv = np.unique(lab, return_index=True, return_inverse=True)
