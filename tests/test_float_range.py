@@ -158,6 +158,17 @@ def test_owl_thresholds_beyond_float64(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_subnormal_scalar_part_keeps_its_bits_against_large_weights(backend):
+    # step * lam = (1 + 2^-20) 2^-1060 is subnormal as a float (14 bits): it is
+    # applied to the weights 2^1000 from its mantissa and exponent, so the
+    # threshold is (1 + 2^-20) 2^-60, not 2^-60
+    W = np.array([[3 * 2.0**-60, 0.0], [1.0, 0.0]])
+    c = np.array([2.0**1000, 0.0])
+    got = on(backend, proxlib.prox_group_lasso, W, 1 + 2.0**-20, 2.0**-1060, group_weights=c)
+    close(got, [[(2 - 2.0**-20) * 2.0**-60, 0.0], [1.0, 0.0]], scale=np.abs(W), dtype=np.float64, rtol_ulps=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_lp_with_lam_near_the_largest_float(backend):
     # tau = sqrt(2e308) = 1.4e154: 2 lam overflowed and everything was zeroed
     v = np.array([1e200, -1e160, 1e150, 0.0])
