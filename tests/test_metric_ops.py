@@ -626,6 +626,20 @@ def test_thresholds_and_metric_beyond_float64_together_raise():
     assert np.all(np.isfinite(proxlib.prox_exclusive_lasso(W, 2.0**500, 2.0**500, metric=D)))
 
 
+def test_a_metric_divided_into_the_subnormals_raises():
+    # thresholds 2^1100: the objective is divided by 2^100, which takes the
+    # metric entry (1 + 2^-30) 2^-950 to a subnormal (its last 28 bits lost:
+    # x_0 = 1 - 2^-10 instead of 1 - 2^-10 / (1 + 2^-30)); exactly 2^-922
+    # becomes 2^-1022, the least normal float, and is solved
+    v = np.array([1.0, 2.0**200])
+    w = np.array([2.0**-1060, 2.0**1000])
+    for d0 in (math.ldexp(1 + 2.0**-30, -950), 2.0**-923):
+        with pytest.raises(ValueError, match="metric's least entry"):
+            proxlib.prox_weighted_l1(v, w, 2.0**100, metric=np.array([d0, 1.0]))
+    x = proxlib.prox_weighted_l1(v, w, 2.0**100, metric=np.array([2.0**-922, 1.0]))
+    np.testing.assert_array_equal(x, [1.0 - 2.0**-38, 0.0])
+
+
 @pytest.mark.parametrize("lib", ["numpy", "torch"])
 @pytest.mark.parametrize("gather", [True, False])
 def test_exclusive_metric_where_b_over_the_metric_exceeds_float64(lib, gather):
