@@ -436,3 +436,9 @@ def test_rows_helpers_name_the_bad_argument():
     with pytest.raises(TypeError, match=r"\bR\b"):
         proxlib.from_rows(R.tolist(), (3, 4), "filter")
     np.testing.assert_array_equal(proxlib.from_rows(R, (3, 4), "filter"), R)
+
+
+def test_increasing_weights_message_names_the_first_rise():
+    # the message quotes the entries that rise, by their indices
+    with pytest.raises(ValueError, match=r"weights\[2\] = 4\.0 > weights\[1\] = 1\.0"):
+        proxlib.prox_owl(np.zeros(4), np.array([3.0, 1.0, 4.0, 0.0]))
