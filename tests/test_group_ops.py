@@ -810,3 +810,24 @@ def test_empty_labels_list_of_an_empty_vector(op):
         assert x.shape == (0,) and x.dtype == np.float64
     with pytest.raises(TypeError, match="integer labels"):
         make([0.5, 1.0])  # (non-empty floats stay refused)
+
+
+def test_split_groups_return_half_precision_as_the_unsplit(monkeypatch):
+    # groups split by size class (proxlib._rows.ragged_parts) are computed in
+    # float32 for a float16 input, and the result is returned in float16, the
+    # same bits as the padded layout gives
+    from proxlib import _rows
+
+    v = np.random.default_rng(5).standard_normal(40).astype(np.float16)
+    groups = np.r_[np.zeros(20, dtype=np.int64), np.arange(1, 21)]
+    d = np.linspace(0.5, 2.0, 40)
+    calls = (lambda: proxlib.prox_group_lasso(v, 0.3, groups=groups),
+             lambda: proxlib.prox_exclusive_lasso(v, 0.3, groups=groups, metric=d))
+    monkeypatch.setattr(_rows, "PADDED_SLACK", 10**12)  # (never split: the padded layout)
+    unsplit = [call() for call in calls]
+    monkeypatch.setattr(_rows, "PADDED_SLACK", 0)
+    assert _rows.ragged_parts(v.astype(np.float32), groups) is not None
+    for call, ref in zip(calls, unsplit):
+        got = call()
+        assert got.dtype == np.float16 and ref.dtype == np.float16
+        np.testing.assert_array_equal(got, ref)
