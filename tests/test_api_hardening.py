@@ -361,6 +361,14 @@ def test_prox_lp_thresholds_as_documented(backend):
             assert x[0] == 0 and x[1] != 0, (lam, p, tau, x)
 
 
+def test_hard_threshold_where_two_lam_overflows():
+    # p = 0: tau = sqrt(2 lam), finite for every finite lam ("never exceeds
+    # the largest float64"), also at lam = 2^1023 where 2 lam is 2^1024
+    assert proxlib.lp_threshold(2.0**1023, 0.0) == 2.0**512
+    big = float(np.finfo(np.float64).max)
+    assert proxlib.lp_threshold(big, 0.0) == float(np.sqrt(big / 2)) * 2
+
+
 # ------------------------------------------------------------ 8. messages and dtypes
 
 
