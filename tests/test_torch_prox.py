@@ -1547,3 +1547,13 @@ def test_frozen_parameters_are_skipped_with_keep_zero_too():
     lin.weight.requires_grad_(True)
     prox.step()
     assert torch.count_nonzero(lin.weight) == 0 and bool(prox.frozen()["gl"].all())
+
+
+def test_numpy_weights_with_negative_strides_for_a_torch_input():
+    # np.sort(w)[::-1] is a view with a negative stride, which torch cannot
+    # wrap: proxlib copies it (the weights are small) instead of raising
+    torch = pytest.importorskip("torch")
+    w = np.sort(np.array([0.1, 0.5, 0.9]))[::-1]
+    v = torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)
+    for f in (proxlib.prox_owl, proxlib.prox_weighted_l1):
+        np.testing.assert_array_equal(f(v, w).numpy(), f(v, w.copy()).numpy())
