@@ -81,18 +81,22 @@ def weighted_l2sq_metric(v, d, w):
     Where t = w / d reaches 2^1022 (2 t overflows, or t itself) x is
     v d / (2 w) to a relative 2^-1023, formed from the mantissas and
     exponents of v, d and w (nothing over- or underflows before the result
-    does; an unchecked +-inf or NaN entry passes through)."""
+    does; an unchecked +-inf or NaN entry passes through).  Whether any
+    entry is so is one read (a reduction; on a device, the host waits for
+    it): run on every call, the mantissas' and exponents' passes made the
+    call 2-6x slower (n = 1e4 and 1e6, NumPy and torch on the CPU)."""
     xp = array_namespace(v)
     v64 = upcast(v, xp)
     with errstate(v):
         w64, d64 = upcast(w, xp), upcast(d, xp)
         t = w64 / d64
         X = _k.weighted_l2sq(v64, t)
-        mv, ev = xp.frexp(v64)
-        md, ed = xp.frexp(d64)
-        mw, ew = xp.frexp(w64)
-        saturated = xp.ldexp((mv * md) / mw, (ev + ed) - (ew + 1))
-        X = xp.where(t >= 2.0**1022, saturated, X)
+        saturated = t >= 2.0**1022
+        if bool(xp.any(saturated)):
+            mv, ev = xp.frexp(v64)
+            md, ed = xp.frexp(d64)
+            mw, ew = xp.frexp(w64)
+            X = xp.where(saturated, xp.ldexp((mv * md) / mw, (ev + ed) - (ew + 1)), X)
     return xp.astype(X, v.dtype, copy=False)
 
 
