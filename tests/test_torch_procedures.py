@@ -60,6 +60,17 @@ def test_conv_flop_fraction_counts_filters_and_shape_columns():
     assert m.zero_rows == 0  # both input channels are used
 
 
+def test_weight_metrics_count_a_tiny_nonzero_as_nonzero():
+    """Non-zero means != 0, however small: a 1e-30 weight is stored, so it
+    counts in n_nonzero, its value among the distinct ones, and the sparsity
+    (a magnitude cut-off in the count survived the suite)."""
+    W = np.array([[1.0, 0.0, 1e-30], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    m = pt.weight_metrics(W)
+    assert (m.n_nonzero, m.n_unique_nonzero) == (2, 2)
+    assert m.sparsity == pytest.approx(7 / 9)
+    assert m.compression == pytest.approx(9 / 3)
+
+
 def test_model_metrics_total_and_dense_flops_from_a_forward_pass():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
