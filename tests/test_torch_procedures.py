@@ -71,6 +71,17 @@ def test_weight_metrics_count_a_tiny_nonzero_as_nonzero():
     assert m.compression == pytest.approx(9 / 3)
 
 
+def test_weight_metrics_a_row_with_one_tiny_nonzero_is_not_a_zero_row():
+    """A zero row is entirely zero: input neuron 2 holds only 1e-30 and is
+    kept (a tolerance in the zero-row count survived the suite); so is its
+    column in the FLOP count."""
+    W = np.array([[1.0, 0.0, 1e-30], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    m = pt.weight_metrics(W)
+    assert (m.zero_rows, m.n_rows) == (1, 3)
+    assert pt.weight_metrics(W, "filter").zero_rows == 2
+    assert m.flop_fraction == pytest.approx(1 * 2 / 9)
+
+
 def test_model_metrics_total_and_dense_flops_from_a_forward_pass():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
