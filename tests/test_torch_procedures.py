@@ -82,6 +82,18 @@ def test_weight_metrics_a_row_with_one_tiny_nonzero_is_not_a_zero_row():
     assert m.flop_fraction == pytest.approx(1 * 2 / 9)
 
 
+def test_conv_flop_fraction_does_not_depend_on_the_grouping():
+    """The FLOP fraction is that of W.reshape(out, -1), whatever the grouping
+    of the zero rows: counted on the "channel" rows (in, out*prod(k)) of a
+    Conv it is 1 x 2 here instead of 2 x 2 (kept filters x kept (in, kh, kw)
+    columns); the suite's Conv case happened to give the same product."""
+    W = np.zeros((2, 2, 1, 2))
+    W[0, 0, 0, 0] = 1.0
+    W[1, 0, 0, 1] = 1.0
+    for grouping in ("channel", "filter", "shape", "layer"):
+        assert pt.weight_metrics(W, grouping).flop_fraction == pytest.approx(2 * 2 / (2 * 4))
+
+
 def test_model_metrics_total_and_dense_flops_from_a_forward_pass():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
