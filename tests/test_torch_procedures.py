@@ -94,6 +94,18 @@ def test_conv_flop_fraction_does_not_depend_on_the_grouping():
         assert pt.weight_metrics(W, grouping).flop_fraction == pytest.approx(2 * 2 / (2 * 4))
 
 
+def test_format_metrics_row_holds_each_metric_in_its_column():
+    """A layer's row, cell by cell: zero rows as zero/total, the FLOP
+    fraction (not the saving) in percent (only "| total |" was checked)."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]))
+    lines = pt.format_metrics(pt.model_metrics(net, example_input=torch.zeros(1, 3), removable=False)).splitlines()
+    assert lines[0] == "| layer | weights | sparsity | zero rows | sharing | compression | FLOP fraction |"
+    assert lines[2] == "| 0 | 6 | 66.7% | 2/3 | 1.00 | 2.0x | 33.3% |"
+    assert lines[3] == "| total | 6 | 66.7% | 2/3 | 1.00 | 2.0x | 33.3% |"
+
+
 def test_model_metrics_total_and_dense_flops_from_a_forward_pass():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3))
