@@ -642,6 +642,10 @@ def test_model_metrics_gains_removable_counts_and_keeps_the_rest():
     assert m["total"].removable_out == 2 + 2 + 5
     assert m["total"].removable_params == sum(m[n].removable_params for n in ("conv1", "conv2", "fc1", "fc2", "fc3"))
     assert "removable" in pt.format_metrics(m) and "removable" not in pt.format_metrics(plain)
+    # the removable cell is out/in/params (in/out swapped survived: only "removable" was checked)
+    rows = {line.split(" | ")[0][2:]: line for line in pt.format_metrics(m).splitlines()[2:]}
+    assert rows["fc1"].endswith(f"| 5/50/{m['fc1'].removable_params} |")
+    assert rows["total"].endswith(f"| 9/{m['total'].removable_in}/{m['total'].removable_params} |")
     assert pt.model_metrics(net)["total"].removable_out is None  # no example input: not counted
 
 
