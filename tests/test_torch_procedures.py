@@ -94,6 +94,19 @@ def test_conv_flop_fraction_does_not_depend_on_the_grouping():
         assert pt.weight_metrics(W, grouping).flop_fraction == pytest.approx(2 * 2 / (2 * 4))
 
 
+def test_model_metrics_counts_zero_rows_under_its_grouping():
+    """grouping= reaches every layer's count: one zero filter of 3 and no
+    zero input column here (with grouping ignored, the default "channel"
+    rows were counted; only a 30 s end-to-end example noticed)."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        net[0].weight[1] = 0
+    by_filter = pt.model_metrics(net, grouping="filter")
+    assert (by_filter["0"].zero_rows, by_filter["0"].n_rows) == (1, 3)
+    assert (by_filter["total"].zero_rows, by_filter["total"].n_rows) == (1, 3)
+    assert pt.model_metrics(net)["0"].zero_rows == 0
+
+
 def test_format_metrics_row_holds_each_metric_in_its_column():
     """A layer's row, cell by cell: zero rows as zero/total, the FLOP
     fraction (not the saving) in percent (only "| total |" was checked)."""
