@@ -602,3 +602,18 @@ def test_exclusive_certificate_rejects_a_zero_entry_outside_its_threshold():
     cert = C.certify(pen, v, np.array([[1.0 / 1.5, 0.0]]), 1.0)
     assert cert.residual > 1e6 * cert.tolerance
     assert C.certify(pen, v, pen.prox(v, 1.0), 1.0).ok
+
+
+def test_growl_certificate_rejects_a_row_turned_off_the_direction_of_its_data():
+    """The prox keeps each row's direction; a row turned by 1e-7 (norm
+    kept to first order) moves the residual ||r|| above the weight only at
+    second order (1e-14, under the tolerance): the component of r
+    orthogonal to x must flag it at first order."""
+    pen = proxlib.GrOWL(np.array([1.0]))
+    v = np.array([[3.0, 4.0]])
+    x = pen.prox(v, 1.0)
+    assert C.certify(pen, v, x, 1.0).ok
+    turned = x + 1e-7 * np.array([[-0.8, 0.6]])
+    cert = C.certify(pen, v, turned, 1.0)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert cert.distance >= 1e-7 * (1 - 1e-6)
