@@ -617,3 +617,17 @@ def test_growl_certificate_rejects_a_row_turned_off_the_direction_of_its_data():
     cert = C.certify(pen, v, turned, 1.0)
     assert cert.residual > 1e6 * cert.tolerance
     assert cert.distance >= 1e-7 * (1 - 1e-6)
+
+
+def test_lp_certificate_rejects_zero_where_the_data_exceeds_the_threshold():
+    """Off the support the condition is |v| <= tau (tau = 1.5 for L = 1,
+    p = 1/2): x = 0 at |v| = 1.6 is not the prox (1.1295...) and fails by
+    |v| - tau = 0.1, in units of v; an off-support test against a larger
+    multiple of tau accepted it."""
+    pen, v = proxlib.Lp(1.0, 0.5), np.array([1.6, -0.3])
+    assert C._lp_threshold(1.0, 0.5) == pytest.approx(1.5, rel=1e-15)
+    assert pen.prox(v)[0] > 1.0
+    cert = C.certify(pen, v, np.zeros_like(v), 1.0)
+    assert cert.residual > 1e6 * cert.tolerance
+    assert cert.distance == pytest.approx(0.1, rel=1e-12)
+    assert C.certify(pen, v, pen.prox(v), 1.0).ok
