@@ -102,11 +102,14 @@ def test_sqrt_group_weights_agree_across_backends():
 def test_tolerance_is_documented_formula():
     v = np.ones((3, 5))
     eps = np.finfo(np.float64).eps
-    assert C.residual_tolerance(proxlib.WeightedL1(0.0), v) == pytest.approx(16 * 2 * eps + 64 * 5e-324)
-    assert C.residual_tolerance(proxlib.GroupLasso(1.0), v) == pytest.approx(16 * 6 * eps + 64 * 5e-324 / (np.sqrt(5) + 1))
+    # (relative comparisons: pytest.approx's default abs=1e-12 let any float64 tolerance, ~1e-14, pass)
+    assert C.residual_tolerance(proxlib.WeightedL1(0.0), v) == pytest.approx(16 * 2 * eps + 64 * 5e-324, rel=1e-12, abs=0)
+    assert C.residual_tolerance(proxlib.GroupLasso(1.0), v) == pytest.approx(16 * 6 * eps + 64 * 5e-324 / (np.sqrt(5) + 1), rel=1e-12, abs=0)
     assert C.residual_tolerance(proxlib.OWL(np.ones(15)), v.astype(np.float32)) == pytest.approx(
-        16 * 16 * np.finfo(np.float32).eps + 64 * 2.0**-149 / 2
+        16 * 16 * np.finfo(np.float32).eps + 64 * 2.0**-149 / 2, rel=1e-12, abs=0
     )
+    # GrOWL: N = rows + row length (3 + 5), scale = the largest row norm + s w_1
+    assert C.residual_tolerance(proxlib.GrOWL(np.ones(3)), v) == pytest.approx(16 * 9 * eps + 64 * 5e-324 / (np.sqrt(5) + 1), rel=1e-12, abs=0)
 
 
 def test_tolerance_counts_the_exclusive_coupling_of_subnormal_rounding():
