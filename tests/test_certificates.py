@@ -447,6 +447,8 @@ def test_bad_inputs():
 def test_empty_and_zero():
     pen = proxlib.GroupLasso(1.0)
     assert C.optimality_residual(pen, np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+    empty = C.certify(pen, np.zeros((0, 3)), np.zeros((0, 3)))
+    assert empty.residual == empty.tolerance == 0.0 and empty.ok  # ok is residual <= tolerance (documented), not <
     assert C.optimality_residual(proxlib.WeightedL2Sq(1.0), np.zeros(3), np.zeros(3)) == 0.0
     assert C.optimality_residual(proxlib.WeightedL2Sq(1.0), np.zeros(3), np.ones(3)) == math.inf
 
