@@ -504,3 +504,13 @@ def test_readme_solver_snippet_runs(diabetes):
     ns = {"proxlib": proxlib, "X": X, "y": y, "weights": proxlib.owl_weights_oscar(X.shape[1], 0.1, 0.01)}
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["res"].converged and ns["res"].criterion == "gap"
+
+
+def test_default_tol_of_float64_data_is_1e_10():
+    """prox_grad's documented default: 1e-10 for float64 data (1e-5 only for float32)."""
+    rng = np.random.default_rng(0)
+    A, b = rng.standard_normal((40, 12)), rng.standard_normal(40)
+    res = prox_grad(LeastSquares(A, b), proxlib.WeightedL1(0.05), check_every=1)
+    assert res.converged and res.criterion == "gap"
+    assert res.history[-1][1] <= 1e-10
+    assert any(crit > 1e-10 for _, crit in res.history)  # (it did not stop at its first check)
