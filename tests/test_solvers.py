@@ -514,3 +514,13 @@ def test_default_tol_of_float64_data_is_1e_10():
     assert res.converged and res.criterion == "gap"
     assert res.history[-1][1] <= 1e-10
     assert any(crit > 1e-10 for _, crit in res.history)  # (it did not stop at its first check)
+
+
+def test_line_search_constant_satisfies_the_documented_condition():
+    """Backtracking doubles L until f(x+) <= f(y) + <grad f(y), d> + L/2 ||d||^2:
+    for f(x) = 1/4 ((x - 3)^2 + (x - 1)^2) the excess is d^2 / 2 exactly, so
+    from L = 2^-10 the search ends at L = 1, the gradient's constant (a
+    condition without the 1/2 stopped at 0.5: steps of twice 1/L)."""
+    res = prox_grad(LeastSquares(np.ones((2, 1)), np.array([3.0, 1.0])), proxlib.WeightedL1(0.1), lipschitz=2.0**-10)
+    assert res.lipschitz == 1.0
+    assert res.converged and res.x.tolist() == pytest.approx([1.9], abs=1e-12)
