@@ -524,3 +524,17 @@ def test_line_search_constant_satisfies_the_documented_condition():
     res = prox_grad(LeastSquares(np.ones((2, 1)), np.array([3.0, 1.0])), proxlib.WeightedL1(0.1), lipschitz=2.0**-10)
     assert res.lipschitz == 1.0
     assert res.converged and res.x.tolist() == pytest.approx([1.9], abs=1e-12)
+
+
+def test_residual_is_reported_when_stopping_on_the_gap():
+    """SolverResult.residual is the optimality residual at x, computed at the
+    end also where the checks compared the duality gap."""
+    rng = np.random.default_rng(1)
+    A, b = rng.standard_normal((30, 8)), rng.standard_normal(30)
+    pen = proxlib.GroupLasso(0.1, groups=np.repeat(np.arange(4), 2))
+    res = prox_grad(LeastSquares(A, b), pen)
+    assert res.converged and res.criterion == "gap" and res.gap is not None
+    t = 1.0 / res.lipschitz
+    g = A.T @ (A @ res.x - b) / len(b)
+    assert res.residual == pytest.approx(proxlib.optimality_residual(pen, res.x - t * g, res.x, t), rel=1e-6, abs=1e-15)
+    assert 0.0 <= res.residual <= 1e-8
