@@ -1030,3 +1030,18 @@ def test_two_stage_names_the_layer_whose_tying_did_not_converge():
         ours = [w for w in caught if issubclass(w.category, RuntimeWarning) and "did not converge" in str(w.message)]
         assert sorted(str(w.message).split("'")[1] for w in ours) == sorted(unconverged), how
         assert all(w.filename == __file__ for w in ours), (how, [w.filename for w in ours])
+
+
+def test_magnitude_prune_amount_rounds_the_count_to_the_nearest():
+    """``amount`` prunes round(amount * size) weights (documented), per layer
+    and globally: 0.36 of 10 is 4, not the 3 that truncation gives."""
+    lin = torch.nn.Linear(10, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.arange(1.0, 11.0)[None])
+    assert int((pt.magnitude_prune([lin], amount=0.36)[0] == 0).sum()) == 4
+    a, b = torch.nn.Linear(5, 1, bias=False), torch.nn.Linear(5, 1, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(torch.arange(1.0, 6.0)[None])
+        b.weight.copy_(torch.arange(6.0, 11.0)[None])
+    masks = pt.magnitude_prune([a, b], amount=0.36, scope="global")
+    assert [m.tolist() for m in masks] == [[[0.0, 0.0, 0.0, 0.0, 1.0]], [[1.0] * 5]]
