@@ -1045,3 +1045,16 @@ def test_magnitude_prune_amount_rounds_the_count_to_the_nearest():
         b.weight.copy_(torch.arange(6.0, 11.0)[None])
     masks = pt.magnitude_prune([a, b], amount=0.36, scope="global")
     assert [m.tolist() for m in masks] == [[[0.0, 0.0, 0.0, 0.0, 1.0]], [[1.0] * 5]]
+
+
+def test_magnitude_prune_threshold_prunes_a_weight_equal_to_it():
+    """``|w| <= threshold`` is pruned (documented): a weight exactly at the
+    threshold goes, and threshold=0 prunes the exact zeros."""
+    lin = torch.nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.5, -0.5, 0.25, 0.75]]))
+    assert pt.magnitude_prune([lin], threshold=0.5)[0].tolist() == [[0.0, 0.0, 0.0, 1.0]]
+    zero = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        zero.weight.copy_(torch.tensor([[0.0, -1e-30, 2.0]]))
+    assert pt.magnitude_prune([zero], threshold=0.0)[0].tolist() == [[0.0, 1.0, 1.0]]
