@@ -146,3 +146,22 @@ def test_assume_adam_for_an_optimizer_with_adams_state():
         adam_metric(opt, w)
     d = adam_metric(opt, w, assume_adam=True)
     torch.testing.assert_close(d, torch.full((3,), 2.0 / (1 - 0.999**2) ** 0.5 + 1e-8))
+
+
+def test_one_element_tensor_betas_set_after_construction_are_squeezed():
+    """torch's Adam squeezes one-element tensor betas (``_to_scalar``) in its
+    constructor and again at every step, so betas set in ``param_groups``
+    afterwards (a scheduler, a loaded state) still work; the metric squeezes
+    them as well: of a scalar parameter it is a scalar, and it reproduces the
+    step (a (1,)-shaped beta2 made it of shape (1,))."""
+    p = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+    opt = torch.optim.Adam([p], lr=0.01)
+    opt.param_groups[0]["betas"] = (torch.tensor([0.9], dtype=torch.float64), torch.tensor([0.99], dtype=torch.float64))
+    for g in (0.3, -0.2, 0.5):
+        w0 = p.detach().clone()
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        d = adam_metric(opt, p)
+        assert d.shape == p.shape == ()
+        bc1 = 1 - opt.param_groups[0]["betas"][0].squeeze() ** opt.state[p]["step"].item()  # (as torch's step forms it)
+        torch.testing.assert_close(w0.addcdiv(opt.state[p]["exp_avg"], d, value=-(0.01 / bc1)), p.detach(), rtol=0, atol=0)
