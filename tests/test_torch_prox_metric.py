@@ -495,3 +495,28 @@ def test_each_parameter_groups_eps_enters_its_metric():
     for w, s in zip(ws, seen):
         expected = _direct(proxlib.GroupLasso(0.7), s[-1], adam_metric(opt, w), 0.05 * 0.5, "channel")
         torch.testing.assert_close(w.detach(), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_capturable_adam_metric_is_formed_without_a_host_read(dtype):
+    """Capturable Adam, like fused, keeps the step count on the parameter's
+    device: its group's metric is formed there as the fused one's (no
+    ``item()``), to a unit in the last place of the default formula.
+    (Capturable Adam does not step on the CPU: its group and a tensor step
+    count are given to ``denominator`` directly.)"""
+    from proxlib.torch import adaptive
+    from proxlib.torch._opcount import OperationCount
+
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(300, dtype=dtype))
+    plain = torch.optim.Adam([p], lr=1e-3, betas=(0.9, 0.999))
+    group = dict(plain.param_groups[0], capturable=True)
+    eps = float(torch.finfo(dtype).eps)
+    for _ in range(20):
+        p.grad = torch.randn(300, dtype=dtype)
+        plain.step()
+        state = {"exp_avg_sq": plain.state[p]["exp_avg_sq"], "step": plain.state[p]["step"].clone()}
+        with OperationCount() as count:
+            d = adaptive.denominator(group, state)
+        assert "aten._local_scalar_dense.default" not in count.ops
+        torch.testing.assert_close(d, adam_metric(plain, p), rtol=2 * eps, atol=0)
