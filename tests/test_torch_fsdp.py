@@ -327,6 +327,20 @@ def _checkpoint_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
         gathered = [None] * world
         dist.all_gather_object(gathered, messages)
         result["check_finite_messages"] = gathered
+        # a term applied on its own (ProxTerm.apply: the plan's run, not a
+        # step's batch) on rows split across the ranks ("channel" on Shard(0)):
+        # the single-process prox of the full tensor (the split rows' norms
+        # and sums all-reduced, not each rank's own)
+        full = torch.randn(6, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        alone = []
+        for pen in (proxlib.GroupLasso(0.5), proxlib.ExclusiveLasso(2.0), proxlib.GroupExclusive(0.5, 0.5)):
+            w = torch.nn.Parameter(distribute_tensor(full.clone(), mesh, [Shard(0)]))
+            prox = pt.ProximalStep()
+            prox.add(w, pen, grouping="channel")
+            prox.terms[0].apply(0.3)
+            ref = proxlib.from_rows(pen.prox(proxlib.to_rows(full, "channel"), 0.3), tuple(full.shape), "channel")
+            alone.append(float((w.full_tensor().detach() - ref).abs().max()))
+        result["applied_alone_on_split_rows"] = alone
         if rank == 0:
             with open(os.path.join(out_dir, "checkpoint.json"), "w") as f:
                 json.dump(result, f)
@@ -346,6 +360,7 @@ def test_fsdp2_checkpoint_round_trip_and_seed_procedures(tmp_path):
     assert result["refused"] == ["tie_rows", "affine_scaling", "magnitude_prune"]
     assert result["bad_builder"].startswith("TypeError: penalty builder returned 3, which is not a penalty object"), result["bad_builder"]
     assert result["check_finite_raised"] == [[1, 1], [1, 1]]  # every rank, both kernels
+    assert all(err <= 1e-14 for err in result["applied_alone_on_split_rows"]), result["applied_alone_on_split_rows"]
     for messages in result["check_finite_messages"]:  # (per rank: the partitioned term, the batched split-row term)
         assert len(messages) == 2
         for m in messages:
