@@ -527,6 +527,15 @@ def test_cupy_backend_on_a_numpy_array_raises(monkeypatch):
         proxlib.prox_group_lasso(np.ones((2, 2)), 1.0)
 
 
+def test_use_backend_is_restored_when_the_block_raises(monkeypatch):
+    # a use_backend block left by an exception must not leave its backend on
+    monkeypatch.delenv("PROXLIB_BACKEND", raising=False)
+    with pytest.raises(ZeroDivisionError):
+        with proxlib.use_backend("numpy"):
+            1 / 0
+    assert _dispatch._requested() is None
+
+
 # ------------------------------------------------------- fused finiteness check
 
 FUSED_CHECK_OPS = {
