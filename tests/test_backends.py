@@ -536,6 +536,15 @@ def test_use_backend_is_restored_when_the_block_raises(monkeypatch):
     assert _dispatch._requested() is None
 
 
+def test_an_override_for_numpy_arrays_on_a_torch_tensor_raises(monkeypatch):
+    # documented: numba/numpy named for a tensor raises instead of falling back
+    torch = pytest.importorskip("torch")
+    monkeypatch.delenv("PROXLIB_BACKEND", raising=False)
+    for name in ("numpy", "numba"):
+        with proxlib.use_backend(name), pytest.raises(ValueError, match="cannot run on a torch tensor"):
+            _dispatch.backend_for(torch.zeros(3))
+
+
 # ------------------------------------------------------- fused finiteness check
 
 FUSED_CHECK_OPS = {
