@@ -545,6 +545,15 @@ def test_an_override_for_numpy_arrays_on_a_torch_tensor_raises(monkeypatch):
             _dispatch.backend_for(torch.zeros(3))
 
 
+def test_cupy_arrays_are_recognised_by_their_types_module(monkeypatch):
+    # the array kind comes from the type's module: a CuPy ndarray (module
+    # cupy._core.core) must not be taken for a NumPy array
+    monkeypatch.setattr(_dispatch, "_KIND_OF_TYPE", {})
+    fake = type("ndarray", (), {"__module__": "cupy._core.core"})
+    assert _dispatch.array_kind(fake()) == "cupy"
+    assert _dispatch.array_kind(np.zeros(1)) == "numpy" and _dispatch.array_kind([1.0]) == "numpy"
+
+
 # ------------------------------------------------------- fused finiteness check
 
 FUSED_CHECK_OPS = {
