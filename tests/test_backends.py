@@ -554,6 +554,13 @@ def test_cupy_arrays_are_recognised_by_their_types_module(monkeypatch):
     assert _dispatch.array_kind(np.zeros(1)) == "numpy" and _dispatch.array_kind([1.0]) == "numpy"
 
 
+def test_device_of_a_tensor_is_its_own_device():
+    # device(x) allocates next to x: a tensor off the CPU is not on "cpu"
+    torch = pytest.importorskip("torch")
+    assert _dispatch.device(torch.empty(2, device="meta")) == torch.device("meta")
+    assert _dispatch.device(np.zeros(2)) == "cpu"
+
+
 # ------------------------------------------------------- fused finiteness check
 
 FUSED_CHECK_OPS = {
