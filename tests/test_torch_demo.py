@@ -57,6 +57,14 @@ def test_write_json_writes_standard_json(tmp_path):
                                                  "e": [1, "x", None, True]}
 
 
+def test_option_types_accept_the_upper_bounds_they_name():
+    # in_range(lo, hi) and seed say [lo, hi]: hi itself is a valid value
+    from proxlib import _cli
+
+    assert _cli.seed(str(2**32 - 1)) == 2**32 - 1 and _cli.in_range(0.0, 1.0)("1") == 1.0
+    assert _cli.in_range(0.0, 0.5)("0") == 0.0
+
+
 def test_demo_quick_runs_end_to_end(tmp_path):
     _needs_demo_extra()
     cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path)]
