@@ -65,6 +65,17 @@ def test_option_types_accept_the_upper_bounds_they_name():
     assert _cli.in_range(0.0, 0.5)("0") == 0.0
 
 
+def test_nonnegative_int_accepts_zero():
+    # "an integer >= 0": --epochs 0, --iterations 0 are valid
+    import argparse
+
+    from proxlib import _cli
+
+    assert _cli.nonnegative_int("0") == 0
+    with pytest.raises(argparse.ArgumentTypeError, match="an integer >= 0, got -1"):
+        _cli.nonnegative_int("-1")
+
+
 def test_demo_quick_runs_end_to_end(tmp_path):
     _needs_demo_extra()
     cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path)]
