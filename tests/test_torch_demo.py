@@ -76,6 +76,17 @@ def test_nonnegative_int_accepts_zero():
         _cli.nonnegative_int("-1")
 
 
+def test_nonnegative_float_accepts_zero():
+    # "a finite number >= 0": --momentum 0, --weight-decay 0 are valid
+    import argparse
+
+    from proxlib import _cli
+
+    assert _cli.nonnegative_float("0") == 0.0 and _cli.nonnegative_float("-0.0") == 0.0
+    with pytest.raises(argparse.ArgumentTypeError, match="a finite number >= 0"):
+        _cli.nonnegative_float("-1e-300")
+
+
 def test_demo_quick_runs_end_to_end(tmp_path):
     _needs_demo_extra()
     cmd = [sys.executable, "-m", "proxlib.demo", "--quick", "--out", str(tmp_path)]
