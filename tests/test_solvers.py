@@ -402,6 +402,17 @@ def test_estimator_parameter_errors(diabetes):
         OWLRegression(fit_intercept="no").fit(X, y)
 
 
+def test_owl_estimator_default_weights_are_the_documented_linear_decay(diabetes):
+    # weights=None: w_i = (n - i + 1)/n, times alpha
+    from proxlib.estimators import OWLRegression
+
+    X, y = diabetes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = OWLRegression(alpha=2.0, max_iter=5).fit(X, y)
+    np.testing.assert_allclose(est.penalty_.weights, 2.0 * np.arange(10, 0, -1) / 10, rtol=1e-15, atol=0)
+
+
 @given(prox_problems())
 def test_planned_prox_equals_the_public_prox(problem):
     # the solver's prox with validation hoisted out of the loop computes the
