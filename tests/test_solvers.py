@@ -413,6 +413,15 @@ def test_owl_estimator_default_weights_are_the_documented_linear_decay(diabetes)
     np.testing.assert_allclose(est.penalty_.weights, 2.0 * np.arange(10, 0, -1) / 10, rtol=1e-15, atol=0)
 
 
+def test_estimators_accept_alpha_zero_and_give_least_squares(diabetes):
+    # "alpha : float >= 0": alpha = 0 is ordinary least squares (no penalty)
+    from proxlib.estimators import OWLRegression
+
+    X, y = diabetes
+    est = OWLRegression(alpha=0.0, tol=1e-12, max_iter=100_000).fit(X, y)
+    np.testing.assert_allclose(est.coef_, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-6)
+
+
 @given(prox_problems())
 def test_planned_prox_equals_the_public_prox(problem):
     # the solver's prox with validation hoisted out of the loop computes the
