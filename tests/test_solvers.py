@@ -422,6 +422,19 @@ def test_estimators_accept_alpha_zero_and_give_least_squares(diabetes):
     np.testing.assert_allclose(est.coef_, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-6)
 
 
+def test_exclusive_estimators_default_to_one_group_of_all_features(diabetes):
+    # groups=None: "one group of all features", not one group per feature
+    from proxlib.estimators import ExclusiveLassoRegression, GroupExclusiveRegression
+
+    X, y = diabetes
+    for make in (ExclusiveLassoRegression, GroupExclusiveRegression):
+        est = make(alpha=0.5, max_iter=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+        np.testing.assert_array_equal(est.penalty_.groups, np.zeros(10))
+
+
 @given(prox_problems())
 def test_planned_prox_equals_the_public_prox(problem):
     # the solver's prox with validation hoisted out of the loop computes the
