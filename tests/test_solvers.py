@@ -435,6 +435,17 @@ def test_exclusive_estimators_default_to_one_group_of_all_features(diabetes):
         np.testing.assert_array_equal(est.penalty_.groups, np.zeros(10))
 
 
+def test_optimality_residual_is_set_only_where_there_is_no_duality_gap(diabetes):
+    # documented: optimality_residual_ is None where the solver stopped on the gap
+    from proxlib.estimators import ExclusiveLassoRegression, OWLRegression
+
+    X, y = diabetes
+    owl = OWLRegression(alpha=1.0).fit(X, y)
+    assert owl.dual_gap_ is not None and owl.optimality_residual_ is None
+    ex = ExclusiveLassoRegression(alpha=1.0).fit(X, y)
+    assert ex.dual_gap_ is None and ex.optimality_residual_ is not None
+
+
 @given(prox_problems())
 def test_planned_prox_equals_the_public_prox(problem):
     # the solver's prox with validation hoisted out of the loop computes the
