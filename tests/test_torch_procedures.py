@@ -689,6 +689,15 @@ def test_split_digits_refuses_negative_counts():
     assert (Xtr.shape[0], Xte.shape[0]) == (19, 1)
 
 
+def test_split_digits_train_and_test_are_disjoint():
+    from proxlib.torch.data import Digits, split_digits
+
+    d = Digits(X=np.zeros((20, 4), np.float32), y=np.arange(20), side=2, source="toy")
+    _, ytr, _, yte = split_digits(d, 12, 8)
+    assert (len(ytr), len(yte)) == (12, 8)
+    assert sorted(ytr.tolist() + yte.tolist()) == list(range(20))  # every digit once: no row in both
+
+
 def test_ssl_called_twice_with_lists_of_other_layers():
     """Both calls named their layers layer0, layer1, ...: a second call (the
     fully connected layers at another strength than the convolutions) failed
