@@ -698,6 +698,14 @@ def test_split_digits_train_and_test_are_disjoint():
     assert sorted(ytr.tolist() + yte.tolist()) == list(range(20))  # every digit once: no row in both
 
 
+def test_split_digits_seed_fixes_the_permutation():
+    from proxlib.torch.data import Digits, split_digits
+
+    d = Digits(X=np.zeros((50, 4), np.float32), y=np.arange(50), side=2, source="toy")
+    a, b, c = (split_digits(d, 30, 20, seed=s)[1] for s in (3, 3, 4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 def test_ssl_called_twice_with_lists_of_other_layers():
     """Both calls named their layers layer0, layer1, ...: a second call (the
     fully connected layers at another strength than the convolutions) failed
