@@ -706,6 +706,16 @@ def test_split_digits_seed_fixes_the_permutation():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_split_digits_images_are_the_rows_reshaped():
+    # images=True: (N, 1, side, side), each image its row in row-major order
+    from proxlib.torch.data import Digits, split_digits
+
+    d = Digits(X=np.arange(20 * 4, dtype=np.float32).reshape(20, 4), y=np.arange(20), side=2, source="toy")
+    Xtr, ytr, Xte, _ = split_digits(d, 10, 5, images=True)
+    assert Xtr.shape == (10, 1, 2, 2) and Xte.shape == (5, 1, 2, 2)
+    assert torch.equal(Xtr, torch.from_numpy(d.X)[ytr].reshape(10, 1, 2, 2))
+
+
 def test_ssl_called_twice_with_lists_of_other_layers():
     """Both calls named their layers layer0, layer1, ...: a second call (the
     fully connected layers at another strength than the convolutions) failed
