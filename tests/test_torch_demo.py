@@ -278,6 +278,26 @@ def test_reference_network_is_cached(tmp_path):
     assert not cached_c
 
 
+def _toy_split(n=12):
+    from proxlib.experiments import common as C
+
+    X = torch.arange(n * 4, dtype=torch.float32).reshape(n, 1, 2, 2)
+    return C.Split(X, torch.arange(n) % 10, X[:4], torch.arange(4), 2, "toy")
+
+
+def test_reference_of_another_seed_is_another_reference(tmp_path):
+    # the seed picks the split and the initial network: a reference trained with
+    # seed 0 is not the one for seed 1
+    from proxlib.experiments import common as C
+
+    split = _toy_split()
+    make = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 10))  # noqa: E731
+    kw = dict(epochs=1, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=4, cache_dir=str(tmp_path), tag="t", log=lambda s: None)
+    assert not C.train_baseline(make, split, seed=0, **kw)[2]
+    assert not C.train_baseline(make, split, seed=1, **kw)[2]
+    assert C.train_baseline(make, split, seed=1, **kw)[2]
+
+
 def test_ast_experiment_quick(tmp_path, capsys, one_thread):
     from proxlib.experiments.ast_reweighting import LAYERS, PAPER
 
