@@ -298,6 +298,17 @@ def test_reference_of_another_seed_is_another_reference(tmp_path):
     assert C.train_baseline(make, split, seed=1, **kw)[2]
 
 
+def test_nonzero_fraction_total_counts_weights_not_layers():
+    # "in total: non-zero weights / weights": a big dense layer and a small zero one
+    from proxlib.experiments import common as C
+
+    big, small = torch.nn.Linear(4, 2), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        big.weight.fill_(1.0)
+        small.weight.zero_()
+    assert C.nonzero_fraction({"big": big, "small": small}) == {"big": 1.0, "small": 0.0, "total": 0.8}
+
+
 def test_ast_experiment_quick(tmp_path, capsys, one_thread):
     from proxlib.experiments.ast_reweighting import LAYERS, PAPER
 
