@@ -309,6 +309,18 @@ def test_nonzero_fraction_total_counts_weights_not_layers():
     assert C.nonzero_fraction({"big": big, "small": small}) == {"big": 1.0, "small": 0.0, "total": 0.8}
 
 
+def test_gemm_speedup_kept_fraction_counts_rows_and_columns():
+    # the kept FLOP fraction drops zero filters (rows) and zero shape columns
+    from proxlib.experiments import common as C
+
+    conv = torch.nn.Conv2d(2, 4, 3)
+    with torch.no_grad():
+        conv.weight[0] = 0  # one of 4 filters
+        conv.weight[:, 1, 0, 0] = 0  # one of 18 shape columns
+    _, frac = C.gemm_speedup(conv, torch.randn(1, 2, 5, 5), repeats=1)
+    assert frac == pytest.approx(3 * 17 / (4 * 18))
+
+
 def test_ast_experiment_quick(tmp_path, capsys, one_thread):
     from proxlib.experiments.ast_reweighting import LAYERS, PAPER
 
