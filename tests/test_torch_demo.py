@@ -321,6 +321,17 @@ def test_gemm_speedup_kept_fraction_counts_rows_and_columns():
     assert frac == pytest.approx(3 * 17 / (4 * 18))
 
 
+def test_split_loader_shuffles_by_its_seed():
+    # "shuffled training batches", the order fixed by the seed
+    split = _toy_split(40)
+
+    def order(seed):
+        return torch.cat([y for _, y in split.loader(8, seed)]).tolist()
+
+    assert order(0) == order(0) and order(0) != order(1)
+    assert sorted(order(0)) == sorted(split.ytr.tolist()) and order(0) != split.ytr.tolist()
+
+
 def test_ast_experiment_quick(tmp_path, capsys, one_thread):
     from proxlib.experiments.ast_reweighting import LAYERS, PAPER
 
