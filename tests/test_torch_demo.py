@@ -332,6 +332,14 @@ def test_split_loader_shuffles_by_its_seed():
     assert sorted(order(0)) == sorted(split.ytr.tolist()) and order(0) != split.ytr.tolist()
 
 
+def test_load_split_is_shuffled_by_its_seed():
+    from proxlib.experiments import common as C
+
+    a, b, c = (C.load_split(30, 10, s) for s in (0, 0, 1))
+    assert torch.equal(a.Xtr, b.Xtr) and not torch.equal(a.Xtr, c.Xtr)
+    assert a.Xtr.shape[1:] == (1, a.side, a.side)
+
+
 def test_ast_experiment_quick(tmp_path, capsys, one_thread):
     from proxlib.experiments.ast_reweighting import LAYERS, PAPER
 
