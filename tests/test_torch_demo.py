@@ -57,6 +57,14 @@ def test_write_json_writes_standard_json(tmp_path):
                                                  "e": [1, "x", None, True]}
 
 
+def test_write_json_replaces_non_finite_floats_inside_tuples(tmp_path):
+    # a tuple is written as a JSON array: its NaN must become null too
+    from proxlib import _cli
+
+    _cli.write_json(tmp_path / "r.json", {"t": (float("nan"), 1.0, (np.float64(np.inf),))})
+    assert _strict_json(tmp_path / "r.json") == {"t": [None, 1.0, [None]]}
+
+
 def test_option_types_accept_the_upper_bounds_they_name():
     # in_range(lo, hi) and seed say [lo, hi]: hi itself is a valid value
     from proxlib import _cli
