@@ -341,7 +341,8 @@ def residual_tolerance(penalty: R.Penalty, v, step=1.0, dtype=None) -> float:
     pieces = [(p, lv, _k.upcast(lv.data, xp), p.thresholds(lv)) for p, lv, _ in _pieces(penalty, v)]
     if sum(size(V64) for _, _, V64, _ in pieces) == 0:
         return 0.0
-    scale = _scale([CERTIFICATES[name](p, V64, V64, thr, step, xp)[1] for p, _, V64, thr in pieces])
+    with _k.errstate(pieces[0][2]):  # (as certify: the violations computed beside the scale may overflow)
+        scale = _scale([CERTIFICATES[name](p, V64, V64, thr, step, xp)[1] for p, _, V64, thr in pieces])
     shape = _shape([lv for _, lv, _, _ in pieces])
     slack = _subnormal_slack(name, shape, _tops([thr for *_, thr in pieces]), step, tiny)
     return _tolerance(name, shape, eps, scale, slack)

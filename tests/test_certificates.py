@@ -9,6 +9,7 @@ optimality conditions, independently of the CVXPY and exact references.
 from __future__ import annotations
 
 import math
+import warnings
 
 from fractions import Fraction
 
@@ -636,3 +637,19 @@ def test_lp_certificate_rejects_zero_where_the_data_exceeds_the_threshold():
     assert cert.residual > 1e6 * cert.tolerance
     assert cert.distance == pytest.approx(0.1, rel=1e-12)
     assert C.certify(pen, v, pen.prox(v), 1.0).ok
+
+
+def test_residual_tolerance_warns_of_nothing_where_a_violation_overflows():
+    """residual_tolerance computes the certificate at x = v for its scale
+    terms, outside certify's errstate: for lp with p = 0 and a tiny entry,
+    L / |v| overflowed ("overflow encountered in divide", then "invalid value
+    in multiply" for 0 * inf), an error under -W error.  Found by the long
+    Hypothesis profile (test_residual_at_rounding_level_at_proxlib_output
+    [lp-numba]).  The tolerance is certify's."""
+    v = np.array([1e-300, 3.0])
+    for p in (0.0, 0.01):
+        pen = proxlib.Lp(1e10, p)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            tol = C.residual_tolerance(pen, v)
+            assert tol == C.certify(pen, v, pen.prox(v)).tolerance
