@@ -42,8 +42,9 @@ float32) the problem is transformed exactly instead:
   / 2^E, for every degree; thresholds that reach 2^1023 are brought to about
   2^1000 so.  ValueError where d / 2^E would leave the normal range.  What
   the division cannot change is a degree-2 threshold's ratio to the metric
-  (b / d): the metric kernels saturate a row (an entry of weighted l2^2)
-  themselves where that exceeds 2^900 (2^1022), as above.  At the other end a threshold below 2^-1022
+  (b / d): the metric kernels handle that themselves, the exclusive ones
+  saturating a row where it exceeds 2^900 (as above), weighted l2^2 forming
+  v d / (2 w) where w / d overflows.  At the other end a threshold below 2^-1022
   is rounded as the product is (to a subnormal or 0), also where b / d is in
   range (b = 2^-1191 in the metric 2^-750 is solved with b = 0; multiplying
   the objective by 2^-E would keep it, but E would then depend on the

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 
 from .._dispatch import array_namespace, device
-from .._range import mul_pow2
+from .._range import _FMAX, mul_pow2
 from . import KERNELS
 from . import _xp_kernels as _k
 from ._xp_kernels import errstate, row_scale, signed_like, upcast
@@ -54,7 +54,6 @@ __all__ = [name for name in KERNELS if name.endswith("_metric")]
 _MAX_ROOT_ITER = 300
 _EPS = 2.0**-52
 _TINY = 2.0**-1074  # the smallest positive float64
-_FMAX = 1.7976931348623157e308  # the largest float64
 _DROP = 2.0**-64  # bracketing towards 0: one step divides the upper end by 2^64
 
 
@@ -70,7 +69,7 @@ def weighted_l1_metric(v, d, w):
     entry passes through as without a metric, where inf - inf gave NaN)."""
     xp = array_namespace(v)
     with errstate(v):
-        t = xp.clip(upcast(w, xp) / upcast(d, xp), max=_FMAX)  # (not minimum(t, _FMAX): array-api-compat copies _FMAX to the device)
+        t = xp.clip(upcast(w, xp) / upcast(d, xp), max=_FMAX["float64"])  # (not minimum: array-api-compat copies the bound to the device)
     return xp.astype(_k.weighted_l1(upcast(v, xp), t), v.dtype, copy=False)
 
 
