@@ -164,10 +164,12 @@ Algorithms (m = row length, G = rows, n = vector length):
   one compiled call instead: argsort, the same steps (2)-(4) (the support's
   chunks of 64 entries, not 4096), a scatter.
   The public ``prox_owl`` / ``OWL.prox`` on a NumPy vector checks its
-  arguments and forms its thresholds in one compiled pass (``owl_checked``:
-  no Python layers, no float64 temporaries; for at most 2048 entries inside
-  that one call; anything unusual goes to the general path, which reports
-  it).
+  arguments in one compiled pass (``owl_checked``: no Python layers, no
+  float64 temporaries; for at most 2048 entries inside that one call;
+  anything unusual goes to the general path, which reports it), and the
+  kernels form each threshold step * w_i where they read it (``_weight``):
+  no array of thresholds, so the public call too has the 2 (float64)
+  scratch arrays above.
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
   the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
@@ -2692,12 +2694,32 @@ _OWL_CHUNK = 4096
 _OWL_SMALL_CHUNK = 64
 
 
+def _weight(w, i):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+@overload(_weight, inline="always")
+def _weight_overload(w, i):
+    """The OWL kernels' i-th threshold as a float64, from ``w``: an array of
+    the thresholds themselves, or ``(weights, step, like)`` (the public
+    call's: :func:`owl_checked`), step * weights[i] formed in float64 and
+    rounded once to the data's dtype (that of ``like``, any value of it), as
+    ``proxlib._range`` forms thresholds in range: the same bits as an array
+    of them, without that array (n floats of scratch, and at n = 1e6
+    float64 the time of one more array in the cache: 10.9 against 14.5 ms)."""
+    if isinstance(w, types.Array):
+        return lambda w, i: np.float64(w[i])
+    if w[2] == types.float32:
+        return lambda w, i: np.float64(np.float32(np.float64(w[0][i]) * w[1]))
+    return lambda w, i: np.float64(w[0][i]) * w[1]
+
+
 @_jit
 def _owl_scale(s, w):
     """A power of two sc with n^2 max(|v|, w) sc < 2^1021: block sums and their
     products by counts in the PAVA never overflow (1 whenever that already holds)."""
     n = s.shape[0]
-    zmax = max(np.float64(s[n - 1]), np.float64(w[0]))
+    zmax = max(np.float64(s[n - 1]), _weight(w, 0))
     if zmax == 0.0:
         return 1.0
     _, ez = math.frexp(zmax)  # zmax < 2^ez
@@ -2711,7 +2733,7 @@ def _owl_z(s, w, i, sc):
     """(zh, zl) of descending position i, scaled: zh + zl = (s[n-1-i] - w[i]) sc
     (exact unless the product by sc < 1 underflows)."""
     n = s.shape[0]
-    zh, zl = _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
+    zh, zl = _two_sum(np.float64(s[n - 1 - i]), -_weight(w, i))
     return zh * sc, zl * sc
 
 
@@ -2719,7 +2741,7 @@ def _owl_z(s, w, i, sc):
 def _owl_z_exact(s, w, i):
     """(zh, zl) of descending position i, unscaled: zh + zl = s[n-1-i] - w[i]."""
     n = s.shape[0]
-    return _two_sum(np.float64(s[n - 1 - i]), -np.float64(w[i]))
+    return _two_sum(np.float64(s[n - 1 - i]), -_weight(w, i))
 
 
 @_rjit
@@ -2734,8 +2756,10 @@ def _owl_chunk_sums(s, w, sc, ch, c0, c1, A, Up, Ab):
         a = 0.0
         u = 0.0
         b = 0.0
-        for i in range(lo, hi):
-            z = (np.float64(s[n - 1 - i]) - np.float64(w[i])) * sc
+        # unsigned indices: no wraparound test per access, which kept the
+        # loop from vectorising (a gather; 4-7x at n = 1e6)
+        for i in range(hi - lo):
+            z = (np.float64(s[np.uint64(n - 1 - lo - i)]) - _weight(w, np.uint64(lo + i))) * sc
             a += z
             u += z if z > 0.0 else 0.0
             b += abs(z)
@@ -2873,12 +2897,12 @@ def _owl_pava(s, w, j0, j1, sc, means, starts):
     _owl_values, and _owl_monotone pools what rounding left apart)."""
     n = s.shape[0]
     sp = 0
-    tmean = (np.float64(s[j0]) - np.float64(w[n - 1 - j0])) * sc
+    tmean = (np.float64(s[j0]) - _weight(w, n - 1 - j0)) * sc
     tsum = tmean
     tst = j0
     has_top = True
     for i in range(j0 + 1, j1):
-        cmean = (np.float64(s[i]) - np.float64(w[n - 1 - i])) * sc
+        cmean = (np.float64(s[i]) - _weight(w, n - 1 - i)) * sc
         csum = cmean
         cst = i
         while has_top and tmean >= cmean:  # mean(top) >= mean(current): pool
@@ -3029,7 +3053,7 @@ def _owl_values(s, w, sc, starts, b0, b1, nb, vals):
         st = starts[b]
         en = starts[b + 1] if b + 1 < nb else n
         if en - st == 1:  # a single entry: its z rounded once (the exact mean, correctly rounded)
-            val = np.float64(s[st]) - np.float64(w[n - 1 - st])
+            val = np.float64(s[st]) - _weight(w, n - 1 - st)
         else:
             val = _owl_block_value(s, w, sc, st, en)
         vals[b] = val
@@ -3135,9 +3159,9 @@ def _owl_key_flip(mask, t, ib):
 
 
 @_jit
-def _owl_keys(vbits, mask, t, ib, flip, keys, i0, i1):
-    """keys[i] for i0 <= i < i1 (the unsigned key's bits XOR ``flip``)."""
-    for i in range(i0, i1):
+def _owl_keys(vbits, mask, t, ib, flip, keys):
+    """keys[i] for every i (the unsigned key's bits XOR ``flip``)."""
+    for i in range(keys.shape[0]):
         b = np.int64(vbits[i])
         keys[i] = ((((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)) ^ flip  # int32 bits sign-extend
 
@@ -3199,7 +3223,7 @@ def _owl_sorted_keys(vbits, mask, t, ib, par):
     if not (par and n >= _OWL_SPLIT_SORT):
         # serial (one pass, vectorised): each parallel region costs a wake-up
         # of the pool, a scheduler slice when the machine is shared
-        _owl_keys(vbits, mask, t, ib, flip, keys, 0, n)
+        _owl_keys(vbits, mask, t, ib, flip, keys)
         keys.sort()
         return keys
     nlo = _owl_keys_split(vbits, mask, t, ib, flip, keys, _owl_pivot(vbits, mask, t))
@@ -3215,9 +3239,11 @@ def _owl_unpack(vbits, mask, t, ib, flip, keys, sbits, j0, j1):
     """sbits[j] = bit pattern of the j-th smallest magnitude (up to the order
     within runs of equal truncated keys when t > 0): from the key (XOR
     ``flip``) when t = 0, else read from v at the key's index."""
-    if t == 0:
-        for j in range(j0, j1):
-            sbits[j] = ((keys[j] ^ flip) >> (ib + 1)) & mask
+    if t == 0:  # (views indexed from 0: see _owl_chunk_sums)
+        kd = keys[j0:j1]
+        sd = sbits[j0:j1]
+        for j in range(j1 - j0):
+            sd[j] = ((kd[j] ^ flip) >> (ib + 1)) & mask
     else:
         m = (np.int64(1) << ib) - 1
         ahead = min(j1, max(j0, j1 - _PREFETCH_AHEAD))
@@ -3471,18 +3497,17 @@ def _owl_small(v, w, out, order=None):
 
 
 @_jit
-def _owl_checked_thresholds(v, w, step, check_finite, thr):
-    """thr = ``step * w`` when every check of the public function passes and
-    the thresholds are well inside the kernels' range; False (thr not
-    formed) otherwise.  Checks: one weight per entry, weights
+def _owl_arguments_ok(v, w, step, check_finite):
+    """Whether every check of the public function passes and the thresholds
+    ``step * w`` are well inside the kernels' range.  Checks: one weight per entry, weights
     non-increasing, finite and >= 0 (a NaN fails the comparisons), ``v``
     finite (if asked), ``step * w[0]`` at most 2^100 (float32 v) or 2^1000
     (float64): in range with a margin of 2^24 (the general path's test,
     proxlib._range._fits: log2 of the largest threshold below 128 resp.
-    1024).  The thresholds are ``step * w`` formed in float64 and rounded once
-    to v's dtype, as ``proxlib._range`` forms them in range.  One pass over
-    w and v with no early exit (the tests accumulate: the loops vectorise;
-    a failed call is the rare one)."""
+    1024).  The kernels then form the thresholds where they read them
+    (:func:`_weight`).  One pass over w and one over v, with no early exit
+    (the tests accumulate: the loops vectorise; a failed call is the rare
+    one)."""
     n = v.shape[0]
     top = 2.0**100 if _is_float32(v[0]) else 2.0**1000
     if w.shape[0] != n or not (0.0 <= w[0] and w[0] * step <= top and w[n - 1] >= 0.0):
@@ -3493,45 +3518,40 @@ def _owl_checked_thresholds(v, w, step, check_finite, thr):
     if check_finite:
         for i in range(n):
             ok &= np.isfinite(v[i])
-    if not ok:
-        return False
-    for i in range(n):
-        thr[i] = w[i] * step
-    return True
+    return ok
 
 
 @_jit
 def _owl_small_checked(v, w, step, check_finite, out):
     """``_owl_small(v, step * w)`` when every check of
-    :func:`_owl_checked_thresholds` passes; False (nothing computed)
+    :func:`_owl_arguments_ok` passes; False (nothing computed)
     otherwise."""
-    thr = np.empty_like(v)
-    if not _owl_checked_thresholds(v, w, step, check_finite, thr):
+    if not _owl_arguments_ok(v, w, step, check_finite):
         return False
-    _owl_small(v, thr, out, None)
+    _owl_small(v, (w, step, v[0]), out, None)
     return True
 
 
 def owl_checked(v, w, step: float, check_finite: bool):
     """The public OWL prox of a C-contiguous float32/float64 ``v`` (any shape,
     one flat vector) with float32/float64 weights ``w`` (1-D, C-contiguous)
-    and a normal float ``step``, its arguments checked and its thresholds
-    formed by one compiled pass (:func:`_owl_checked_thresholds`, in place of
-    the general path's Python layers and float64 temporaries: 1-3 passes and
-    tens of microseconds): the general path's result bit for bit (the same
-    kernel on the same thresholds), or None where that path must decide (an
-    error to report, a threshold near the end of the range).  Up to 2048
-    entries the whole prox is that one call."""
+    and a normal float ``step``, its arguments checked by one compiled pass
+    (:func:`_owl_arguments_ok`) and its thresholds formed where the kernels
+    read them (:func:`_weight`), in place of the general path's Python
+    layers and float64 temporaries (1-3 passes and tens of microseconds):
+    the general path's result bit for bit (the same kernel on the same
+    thresholds), or None where that path must decide (an error to report,
+    a threshold near the end of the range).  Up to 2048 entries the whole
+    prox is that one call."""
     if v.size == 0:
         return None
     flat = v if v.ndim == 1 else v.reshape(-1)
     if v.size <= _OWL_SMALL:
         out = np.empty_like(v)
         return out if _owl_small_checked(flat, w, step, check_finite, out if v.ndim == 1 else out.reshape(-1)) else None
-    thr = np.empty_like(flat)
-    if not _owl_checked_thresholds(flat, w, step, check_finite, thr):
+    if not _owl_arguments_ok(flat, w, step, check_finite):
         return None
-    return owl(flat, thr).reshape(v.shape)
+    return owl(flat, w, step=step).reshape(v.shape)
 
 
 @_jit
@@ -3588,15 +3608,19 @@ def _owl_zero(v, out):
     return out
 
 
-def owl(v, w, *, parallel=True):
-    """OWL prox of v with thresholds w (already times step): exact zero pattern,
-    faithful values (see the module docstring for the algorithm and its cost)."""
+def owl(v, w, *, parallel=True, step=None):
+    """OWL prox of v with thresholds w (already times step), or with ``step``
+    the thresholds step * w, formed where they are read (:func:`_weight`;
+    ``step * w[0]`` finite): exact zero pattern, faithful values (see the
+    module docstring for the algorithm and its cost)."""
     n = v.shape[0]
     out = np.empty_like(v)
     if n == 0:
         return out
-    if not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
+    if step is None and not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
         return _owl_zero(v, out)
+    if step is not None:
+        w = (w, float(step), v.dtype.type(0))
     if n <= _OWL_SMALL:
         _owl_small(v, w, out, None)
         return out
