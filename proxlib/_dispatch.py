@@ -189,8 +189,12 @@ def outside_compile(fn):
 def available_backends() -> list[str]:
     """Names of the backends that can run on this machine.
 
-    ``torch`` is listed when torch is installed (it is not imported for this);
-    ``cupy`` only when CuPy imports and sees a GPU.
+    ``torch`` is listed when torch and array_api_compat are installed and
+    torch is not imported yet (it is not imported for this: so a torch
+    installation that fails to import is listed until a call loads the
+    backend, which then reports why); once torch is imported, as the other
+    backends, when its module loads.  ``cupy`` only when CuPy imports and
+    sees a GPU.
     """
     names = []
     for name in BACKEND_MODULES:
