@@ -106,3 +106,39 @@ def test_partitioned_key_sort_equals_one_sort(dtype):
         flip = NB._owl_key_flip(mask, t, ib)
         unsigned = (par ^ flip).view(np.uint64)
         assert np.all(unsigned[1:] > unsigned[:-1]), name  # the unsigned keys' order
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_runs_of_equal_truncated_keys_sorted_wherever_they_fall(seed):
+    """float64 keys drop the low magnitude bits, and _owl_order_runs sorts
+    each run of equal truncated keys by the full magnitudes.  It tests
+    _OWL_RUN_SKIP positions at once and scans only the blocks that hold a
+    run: runs of every length (2 to three blocks), starting anywhere in a
+    block and crossing its end, must all come out sorted."""
+    rng = np.random.default_rng(seed)
+    n = 200_000
+    ib = (n - 1).bit_length()
+    t = 63 + ib + 1 - 64  # magnitude bits dropped from a float64 key
+    # in sorted order: 100-400 distinct keys (blocks the test skips), then a
+    # run of 2 (half the runs: one pair, the easiest to miss at a block's
+    # edge) to three blocks' length, and again
+    segments = []
+    while sum(map(len, segments)) < n:
+        segments.append(np.ones(rng.integers(100, 401), dtype=np.int64))
+        segments.append([2 if rng.random() < 0.5 else int(rng.integers(3, 3 * NB._OWL_RUN_SKIP + 1))])
+    lengths = np.concatenate(segments)
+    group = np.repeat(np.arange(lengths.size), lengths)[:n]
+    # a group shares its truncated key: a base on a multiple of 2^t ulps, plus < 2^t ulps
+    bits = (np.float64(1.0).view(np.int64) + (group.astype(np.int64) << (t + 2))
+            + rng.integers(0, 2**t, size=n))
+    v = bits.view(np.float64) * rng.choice([-1.0, 1.0], n)
+    rng.shuffle(v)
+    vbits = v.view(np.int64)
+    mask = np.int64(0x7FFFFFFFFFFFFFFF)
+    keys = NB._owl_sorted_keys(vbits, mask, t, ib, False)
+    s = np.empty(n)
+    NB._owl_unpack(vbits, mask, t, ib, NB._owl_key_flip(mask, t, ib), keys, s.view(np.int64), 0, n)
+    NB._owl_order_runs(s, keys, ib, 0, n)
+    np.testing.assert_array_equal(s, np.sort(np.abs(v)))  # sorted by the full magnitudes
+    index = (keys >> 1) & ((1 << ib) - 1)
+    np.testing.assert_array_equal(np.abs(v)[index], s)  # each key still names its entry
