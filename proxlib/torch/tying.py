@@ -113,6 +113,9 @@ class Tying:
 NOT_CONVERGED = "AffinityPropagation did not converge"  # (the start of find_tying's warning)
 
 
+_AP_DRAWS = 2  # find_tying runs AffinityPropagation at most this many times (random_state, + 1)
+
+
 def find_tying(
     W,
     *,
@@ -138,10 +141,18 @@ def find_tying(
         Passed to ``sklearn.cluster.AffinityPropagation`` (``random_state`` fixed
         for reproducibility).  A short ``convergence_iter`` with heavy damping
         can stop on a worse clustering; the defaults avoid that on the tests'
-        small cases.  Cost: AffinityPropagation's, O(N^2) time and memory per
-        iteration for N non-zero rows, up to ``max_iter`` iterations: a
-        layer's few hundred rows take well under a second, but 1,024 random
-        rows took 30 s on a 2-core machine (and did not converge).
+        small cases.  Where it does not converge, it runs once more with
+        ``random_state + 1``: scikit-learn adds noise of about 1e-16 relative
+        to the similarities to break their ties, and a draw can leave two
+        sets of exemplars equally good, between which its messages oscillate
+        until ``max_iter`` (the demo's quick group-lasso layer, 249 rows:
+        ``random_state`` 0 oscillated for 2,000 iterations whatever the
+        damping, 1 and 2 converged in 78 and 61, to clusterings of the same
+        size).  Cost: AffinityPropagation's, O(N^2) time and memory per
+        iteration for N non-zero rows, up to ``max_iter`` iterations, twice
+        where the first run does not converge: a layer's few hundred rows
+        take well under a second, but 1,024 random rows took 30 s on a
+        2-core machine (and did not converge: twice that now).
 
     Returns
     -------
@@ -163,29 +174,32 @@ def find_tying(
     if nonzero.size == 1:
         labels[nonzero] = 0
     elif nonzero.size > 1:
-        ap = AffinityPropagation(
-            affinity="precomputed",
-            preference=preference,
-            damping=damping,
-            max_iter=max_iter,
-            convergence_iter=convergence_iter,
-            random_state=random_state,
-        )
-        # without convergence scikit-learn labels every row -1 or, where it
-        # found exemplars, returns degenerate labels (dissimilar rows tied)
-        # with a ConvergenceWarning: both are "did not converge"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", ConvergenceWarning)
-            # rows whose similarities to each other are all equal (always so
-            # for two rows): scikit-learn skips the iterations, ties them all
-            # when that similarity >= preference, else none, and warns that
-            # its cluster centres are arbitrary; the labels do not depend on
-            # the centres, so the warning is not passed on
-            warnings.filterwarnings("ignore", message="All samples have mutually equal similarities", category=UserWarning)
-            try:
-                lab = ap.fit(S).labels_
-            except ConvergenceWarning:
-                lab = None
+        for draw in range(_AP_DRAWS):
+            ap = AffinityPropagation(
+                affinity="precomputed",
+                preference=preference,
+                damping=damping,
+                max_iter=max_iter,
+                convergence_iter=convergence_iter,
+                random_state=random_state + draw,
+            )
+            # without convergence scikit-learn labels every row -1 or, where it
+            # found exemplars, returns degenerate labels (dissimilar rows tied)
+            # with a ConvergenceWarning: both are "did not converge"
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ConvergenceWarning)
+                # rows whose similarities to each other are all equal (always so
+                # for two rows): scikit-learn skips the iterations, ties them all
+                # when that similarity >= preference, else none, and warns that
+                # its cluster centres are arbitrary; the labels do not depend on
+                # the centres, so the warning is not passed on
+                warnings.filterwarnings("ignore", message="All samples have mutually equal similarities", category=UserWarning)
+                try:
+                    lab = ap.fit(S).labels_
+                except ConvergenceWarning:
+                    lab = None
+            if lab is not None and lab.min() >= 0:
+                break
         if lab is None or lab.min() < 0:  # AffinityPropagation did not converge
             converged = False
             warnings.warn(f"{NOT_CONVERGED}; leaving every row untied", RuntimeWarning, stacklevel=2)
