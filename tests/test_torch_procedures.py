@@ -303,7 +303,8 @@ def test_find_tying_draws_the_tie_breaking_noise_again_where_affinity_propagatio
     (in 95 iterations).  find_tying runs it once more with random_state + 1
     and gives that run's clustering; with one run only (as before) the rows
     were left untied with a warning (the demo's quick group-lasso layer on an
-    AVX-512 machine: 249 rows, none tied)."""
+    AVX-512 machine: 249 rows, none tied).  The runs' ladder: as asked, then
+    random_state + 1, then damping 0.9 too; no run twice."""
     import warnings
 
     from sklearn.cluster import AffinityPropagation
@@ -329,9 +330,47 @@ def test_find_tying_draws_the_tie_breaking_noise_again_where_affinity_propagatio
     assert ty.converged
     _, first, inv = np.unique(runs[1][1], return_index=True, return_inverse=True)
     np.testing.assert_array_equal(ty.labels, np.argsort(np.argsort(first))[inv])  # draw 1's clusters, renumbered
-    monkeypatch.setattr(tying, "_AP_DRAWS", 1)
+    monkeypatch.setattr(tying, "_AP_RUNS", 1)
     with pytest.warns(RuntimeWarning, match="did not converge"):
         assert not pt.find_tying(W, preference=0.8, max_iter=500).converged
+    assert tying._ap_runs(0, 0.5) == [(0, 0.5), (1, 0.5), (1, 0.9)]
+    assert tying._ap_runs(4, 0.95) == [(4, 0.95), (5, 0.95)]
+    assert tying._ap_runs(0, 0.5, 1) == [(0, 0.5)]
+
+
+def test_find_tying_damps_more_where_affinity_propagation_oscillates_whatever_the_draw(monkeypatch):
+    """On these 17 rows AffinityPropagation oscillates at damping 0.5 with
+    random_state 0 and 1 alike, and converges at 0.9 (in 379 iterations):
+    find_tying's third run gives that clustering; with two runs it warns and
+    leaves the rows untied (the demo's GrOWL+l2 layer on an AVX-512
+    machine: 164 rows, none tied)."""
+    import warnings
+
+    from sklearn.cluster import AffinityPropagation
+    from sklearn.exceptions import ConvergenceWarning
+
+    from proxlib.torch import tying
+
+    rng = np.random.default_rng(25)
+    R = rng.standard_normal((int(rng.integers(5, 30)), int(rng.integers(2, 6))))
+    assert R.shape == (17, 2)
+    runs = {}
+    for state, damping in ((0, 0.5), (1, 0.5), (1, 0.9)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ap = AffinityPropagation(affinity="precomputed", preference=0.6, damping=damping, max_iter=500,
+                                     convergence_iter=50, random_state=state).fit(tying._similarity(R))
+        runs[state, damping] = (not any(issubclass(w.category, ConvergenceWarning) for w in caught), ap.labels_)
+    assert [ok for ok, _ in runs.values()] == [False, False, True]  # the case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ty = pt.find_tying(R.T.copy(), preference=0.6, max_iter=500)
+    assert ty.converged
+    _, first, inv = np.unique(runs[1, 0.9][1], return_index=True, return_inverse=True)
+    np.testing.assert_array_equal(ty.labels, np.argsort(np.argsort(first))[inv])
+    monkeypatch.setattr(tying, "_AP_RUNS", 2)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        assert not pt.find_tying(R.T.copy(), preference=0.6, max_iter=500).converged
 
 
 def test_tied_rows_share_bit_identical_values_and_train():

@@ -113,7 +113,19 @@ class Tying:
 NOT_CONVERGED = "AffinityPropagation did not converge"  # (the start of find_tying's warning)
 
 
-_AP_DRAWS = 2  # find_tying runs AffinityPropagation at most this many times (random_state, + 1)
+_AP_DAMPING_AGAIN = 0.9  # find_tying's last run's damping (at least)
+
+
+def _ap_runs(random_state: int, damping: float, runs: int = 3) -> list:
+    """The (random_state, damping) of find_tying's AffinityPropagation runs,
+    in order, as far as they do not converge: as asked, then random_state +
+    1, then also damping 0.9 (or the one asked, if higher); the first
+    ``runs`` of those, without repeats."""
+    ladder = [(random_state, damping), (random_state + 1, damping), (random_state + 1, max(damping, _AP_DAMPING_AGAIN))]
+    return list(dict.fromkeys(ladder[:runs]))
+
+
+_AP_RUNS = 3  # at most this many AffinityPropagation runs per find_tying (_ap_runs)
 
 
 def find_tying(
@@ -141,18 +153,21 @@ def find_tying(
         Passed to ``sklearn.cluster.AffinityPropagation`` (``random_state`` fixed
         for reproducibility).  A short ``convergence_iter`` with heavy damping
         can stop on a worse clustering; the defaults avoid that on the tests'
-        small cases.  Where it does not converge, it runs once more with
-        ``random_state + 1``: scikit-learn adds noise of about 1e-16 relative
-        to the similarities to break their ties, and a draw can leave two
-        sets of exemplars equally good, between which its messages oscillate
-        until ``max_iter`` (the demo's quick group-lasso layer, 249 rows:
-        ``random_state`` 0 oscillated for 2,000 iterations whatever the
-        damping, 1 and 2 converged in 78 and 61, to clusterings of the same
-        size).  Cost: AffinityPropagation's, O(N^2) time and memory per
-        iteration for N non-zero rows, up to ``max_iter`` iterations, twice
-        where the first run does not converge: a layer's few hundred rows
-        take well under a second, but 1,024 random rows took 30 s on a
-        2-core machine (and did not converge: twice that now).
+        small cases.  Where it does not converge, it runs again, as
+        scikit-learn advises for oscillations: first with ``random_state +
+        1`` (scikit-learn adds noise of about 1e-16 relative to the
+        similarities to break their ties, and a draw can leave two sets of
+        exemplars equally good, between which its messages oscillate: the
+        demo's quick group-lasso layer, 249 rows, oscillated for 2,000
+        iterations with ``random_state`` 0 at every damping from 0.5 to 0.9,
+        and converged in 78 with 1), then also with ``damping`` 0.9 (the
+        demo's GrOWL+l2 layer, 164 rows, oscillated with period between 15
+        and 50 iterations at 0.5 and 0.7 whatever the draw, and converged in
+        405 at 0.9).  Cost: AffinityPropagation's, O(N^2) time and memory
+        per iteration for N non-zero rows, up to ``max_iter`` iterations per
+        run, up to three runs where none converges: a layer's few hundred
+        rows take well under a second, but 1,024 random rows took 30 s on a
+        2-core machine (and did not converge: up to three times that now).
 
     Returns
     -------
@@ -174,14 +189,14 @@ def find_tying(
     if nonzero.size == 1:
         labels[nonzero] = 0
     elif nonzero.size > 1:
-        for draw in range(_AP_DRAWS):
+        for state, damp in _ap_runs(random_state, damping, _AP_RUNS):
             ap = AffinityPropagation(
                 affinity="precomputed",
                 preference=preference,
-                damping=damping,
+                damping=damp,
                 max_iter=max_iter,
                 convergence_iter=convergence_iter,
-                random_state=random_state + draw,
+                random_state=state,
             )
             # without convergence scikit-learn labels every row -1 or, where it
             # found exemplars, returns degenerate labels (dissimilar rows tied)
