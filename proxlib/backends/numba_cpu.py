@@ -1071,7 +1071,7 @@ def _newton_point(t, g, F, Q, k, a, b):
     return t - g / slope
 
 
-@_jit
+@_inline
 def _support_one(xj, f1, f2, Yk, e, fac):
     y = (abs(np.float64(xj)) * f1) * f2
     u = (y - Yk) + e
