@@ -333,9 +333,17 @@ def test_find_tying_draws_the_tie_breaking_noise_again_where_affinity_propagatio
     monkeypatch.setattr(tying, "_AP_RUNS", 1)
     with pytest.warns(RuntimeWarning, match="did not converge"):
         assert not pt.find_tying(W, preference=0.8, max_iter=500).converged
-    assert tying._ap_runs(0, 0.5) == [(0, 0.5), (1, 0.5), (1, 0.9)]
-    assert tying._ap_runs(4, 0.95) == [(4, 0.95), (5, 0.95)]
+    assert tying._ap_runs(0, 0.5, 3) == [(0, 0.5), (1, 0.5), (1, 0.9)]
+    assert tying._ap_runs(4, 0.95, 3) == [(4, 0.95), (5, 0.95)]
     assert tying._ap_runs(0, 0.5, 1) == [(0, 0.5)]
+    # a random_state that is not a seed (None, a RandomState) is passed again: each run draws anew
+    assert tying._ap_runs(None, 0.95, 3) == [(None, 0.95)] * 3
+    state = np.random.RandomState(0)
+    assert [r[0] for r in tying._ap_runs(state, 0.5, 3)] == [state] * 3
+    with warnings.catch_warnings():  # (unseeded draws may all oscillate here: then the warning, as documented)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for not_a_seed in (None, state):  # they run, as before the ladder (no None + 1)
+            assert pt.find_tying(W, preference=0.8, max_iter=500, random_state=not_a_seed).labels.shape == (W.shape[1],)
 
 
 def test_find_tying_damps_more_where_affinity_propagation_oscillates_whatever_the_draw(monkeypatch):

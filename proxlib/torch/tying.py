@@ -19,6 +19,7 @@ clusters.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -114,18 +115,20 @@ NOT_CONVERGED = "AffinityPropagation did not converge"  # (the start of find_tyi
 
 
 _AP_DAMPING_AGAIN = 0.9  # find_tying's last run's damping (at least)
+_AP_RUNS = 3  # at most this many AffinityPropagation runs per find_tying (_ap_runs)
 
 
-def _ap_runs(random_state: int, damping: float, runs: int = 3) -> list:
+def _ap_runs(random_state, damping: float, runs: int) -> list:
     """The (random_state, damping) of find_tying's AffinityPropagation runs,
     in order, as far as they do not converge: as asked, then random_state +
     1, then also damping 0.9 (or the one asked, if higher); the first
-    ``runs`` of those, without repeats."""
-    ladder = [(random_state, damping), (random_state + 1, damping), (random_state + 1, max(damping, _AP_DAMPING_AGAIN))]
-    return list(dict.fromkeys(ladder[:runs]))
-
-
-_AP_RUNS = 3  # at most this many AffinityPropagation runs per find_tying (_ap_runs)
+    ``runs`` of those, without repeats.  A ``random_state`` that is not an
+    integer (None, a ``RandomState``) is passed again as it is: each run
+    then draws anew by itself, so none is a repeat."""
+    seeded = isinstance(random_state, numbers.Integral)
+    again = random_state + 1 if seeded else random_state
+    ladder = [(random_state, damping), (again, damping), (again, max(damping, _AP_DAMPING_AGAIN))][:runs]
+    return list(dict.fromkeys(ladder)) if seeded else ladder
 
 
 def find_tying(
