@@ -533,3 +533,30 @@ def test_demo_quick_keeps_the_options_given(given, expected, monkeypatch, tmp_pa
     # --quick capped them by min(): --quick --epochs 40 --jobs 2 ran 20 epochs on one job, silently
     cfg = _config_of(["--quick", *given, "--out", str(tmp_path)], monkeypatch)
     assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+def test_demo_names_the_regulariser_in_what_two_stage_warns_of(monkeypatch):
+    """Every configuration's layer is 'fc1': the demo printed "layer 'fc1':
+    AffinityPropagation did not converge" without saying whose.  The
+    warnings of a configuration's two_stage now carry its name, also where
+    two_stage raises after warning; what it warns of is otherwise the same
+    (category, location)."""
+    import warnings
+
+    from proxlib.torch import demo
+
+    class Stop(Exception):
+        pass
+
+    def two_stage(*args, **kwargs):
+        warnings.warn("layer 'fc1': AffinityPropagation did not converge; leaving its rows untied", RuntimeWarning)
+        raise Stop
+
+    monkeypatch.setattr(demo, "two_stage", two_stage)
+    data = (torch.rand(8, 16), torch.randint(0, 10, (8,)), torch.rand(4, 16), torch.randint(0, 10, (4,)))
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(Stop):
+        warnings.simplefilter("always")
+        demo._train_one("GrOWL+l2", demo.DemoConfig(hidden=5), data)
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (RuntimeWarning, "GrOWL+l2: layer 'fc1': AffinityPropagation did not converge; leaving its rows untied")]
+    assert caught[0].filename == __file__  # where the stub warned (two_stage's own warning points at the demo)

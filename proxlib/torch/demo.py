@@ -34,10 +34,12 @@ whatever ``--jobs``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -114,6 +116,21 @@ def _configure(name: str, cfg: DemoConfig, layer):
     return configure
 
 
+@contextlib.contextmanager
+def _named_warnings(name: str):
+    """The warnings raised inside, warned again with the regulariser's name in
+    front (every configuration's layer is 'fc1': "layer 'fc1': AffinityPropagation
+    did not converge" did not say whose), also when the block raises."""
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for w in caught:
+            warnings.warn_explicit(f"{name}: {w.message}", w.category, w.filename, w.lineno)
+
+
 def _train_one(name: str, cfg: DemoConfig, data: tuple) -> dict:
     """Train one regulariser's network; returns its measurements and weights (picklable)."""
     torch.set_num_threads(cfg.threads)
@@ -138,25 +155,26 @@ def _train_one(name: str, cfg: DemoConfig, data: tuple) -> dict:
                    flop_fraction=m.flop_fraction, accuracy=acc, accuracy_trained=acc, sparsity_trained=m.sparsity,
                    clusters=m.n_rows, tied_rows=0, ap_converged=True, network_compression=1.0, labels=np.arange(m.n_rows))
     else:
-        r = two_stage(
-            net,
-            {"fc1": net[0]},
-            Xtr,
-            ytr,
-            make_optimizer=make_optimizer,
-            configure=_configure(name, cfg, net[0]),
-            epochs=cfg.epochs,
-            retrain_epochs=cfg.retrain_epochs,
-            warmup_epochs=min(cfg.warmup_epochs, cfg.epochs),
-            prox_every=_prox_every(cfg),
-            keep_zero=cfg.keep_zero,
-            batch_size=cfg.batch_size,
-            preference=cfg.preference,
-            random_state=cfg.seed,
-            tying_options={"max_iter": cfg.ap_max_iter},
-            generator=gen,
-            test=(Xte, yte),
-        )
+        with _named_warnings(name):
+            r = two_stage(
+                net,
+                {"fc1": net[0]},
+                Xtr,
+                ytr,
+                make_optimizer=make_optimizer,
+                configure=_configure(name, cfg, net[0]),
+                epochs=cfg.epochs,
+                retrain_epochs=cfg.retrain_epochs,
+                warmup_epochs=min(cfg.warmup_epochs, cfg.epochs),
+                prox_every=_prox_every(cfg),
+                keep_zero=cfg.keep_zero,
+                batch_size=cfg.batch_size,
+                preference=cfg.preference,
+                random_state=cfg.seed,
+                tying_options={"max_iter": cfg.ap_max_iter},
+                generator=gen,
+                test=(Xte, yte),
+            )
         m, m1, ty = r.metrics["fc1"], r.metrics_trained["fc1"], r.tying["fc1"]
         out = dict(sparsity=m.sparsity, zero_rows=m.zero_rows, rows=m.n_rows, sharing=m.sharing, compression=m.compression,
                    flop_fraction=m.flop_fraction, accuracy=r.accuracy, accuracy_trained=r.accuracy_trained,
