@@ -3636,10 +3636,10 @@ def owl(v, w, *, parallel=True, step=None):
     out = np.empty_like(v)
     if n == 0:
         return out
-    if step is None and not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
-        return _owl_zero(v, out)
     if step is not None:
         w = (w, float(step), v.dtype.type(0))
+    elif not w[0] < np.inf:  # an infinite weight (step * w overflowed) forces x = 0
+        return _owl_zero(v, out)
     if n <= _OWL_SMALL:
         _owl_small(v, w, out, None)
         return out

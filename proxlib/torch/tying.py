@@ -218,7 +218,7 @@ def find_tying(
                     lab = None
             if lab is not None and lab.min() >= 0:
                 break
-        if lab is None or lab.min() < 0:  # AffinityPropagation did not converge
+        else:  # AffinityPropagation did not converge
             converged = False
             warnings.warn(f"{NOT_CONVERGED}; leaving every row untied", RuntimeWarning, stacklevel=2)
             lab = np.arange(nonzero.size)
