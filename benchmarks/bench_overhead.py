@@ -30,6 +30,12 @@ also timed right after a training step.  *floor / train* is that pass as a
 share of the training step it was paired with: the least any prox step that reads and writes
 the weights can cost (the group lasso and GrOWL read them twice, first for
 their row norms), against which the targets' shares are to be read.
+torch runs that pass on all its threads, each over the part of the weights
+it has just written in the optimizer's step (in its own core's cache);
+*one-thread floor / train* is the same pass by one thread
+(``np.multiply`` on the weights' memory), as Numba's serial kernels run
+it: on a 2-core machine it reads half of the weights from the other core's
+cache.
 
 GPU (CUDA only): a ResNet-18 for 32x32 inputs (11.2 M parameters, batch 128)
 with a prox on every conv weight; target <= 5% of a training step; for the
@@ -58,6 +64,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -155,9 +162,16 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
                 with torch.no_grad():
                     torch._foreach_mul_(params, 1.0)
 
+            arrays = [p.detach().numpy() for p in params]  # (views of the weights' memory)
+
+            def floor_one_thread():  # the same, by one thread (as Numba's serial kernels run)
+                for a in arrays:
+                    np.multiply(a, 1.0, out=a, casting="unsafe")
+
             # floor / train: the floor's share of the training step it was
             # paired with (not of a penalty row's, timed minutes later)
             t_floor_train, t_floor = _paired_ms(train_step, floor, repeats)
+            t_floor1_train, t_floor1 = _paired_ms(train_step, floor_one_thread, repeats)
             for name, (pen, grouping) in PENALTIES.items():
                 prox = pt.ProximalStep(opt, model=net)
                 for layer in _weights(net):
@@ -174,7 +188,7 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
                     dict(
                         device="cpu", model=model_name, batch=batch, penalty=name, train_ms=t_train,
                         prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
-                        floor_train_ms=t_floor_train,
+                        floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
                     )
                 )
     return rows
@@ -453,8 +467,8 @@ def table(rows: list[dict]) -> str:
     head = "| device | model | batch | penalty (every layer) | train step (ms) | prox step (ms) | prox / train | target |"
     sep = "|---|---|---:|---|---:|---:|---:|---:|"
     if with_routes:
-        head += " torch ops: prox (ms) | floor (ms) | floor / train |"
-        sep += "---:|---:|---:|"
+        head += " torch ops: prox (ms) | floor (ms) | floor / train | one-thread floor / train |"
+        sep += "---:|---:|---:|---:|"
     if with_bytes:
         head += " bytes / rank / prox step |"
         sep += "---:|"
@@ -472,6 +486,7 @@ def table(rows: list[dict]) -> str:
         if with_routes:
             line += (f" {r['prox_torch_ms']:.3f} | {r['floor_ms']:.3f} | {100 * r['floor_ms'] / r.get('floor_train_ms', r['train_ms']):.1f}% |"
                      if "prox_torch_ms" in r else " | | |")
+            line += f" {100 * r['floor1_ms'] / r['floor1_train_ms']:.1f}% |" if "floor1_ms" in r else " |"
         if with_bytes:
             line += f" {r['bytes']:.0f} |" if "bytes" in r else " |"
         if with_single:
