@@ -26,8 +26,9 @@ def test_overhead_floor_share_uses_the_training_step_paired_with_the_floor(monke
     bo = _load("bench_overhead")
 
     def paired(train_step, prox_step, repeats):
-        # the floor's pairing: train 1.0 ms, floor 0.5 ms; a prox's: train 4.0 ms, prox 0.1 ms
-        return (1.0, 0.5) if prox_step.__name__ == "floor" else (4.0, 0.1)
+        # the floor's pairing: train 1.0 ms, floor 0.5 ms; the one-thread floor's: train 2.0 ms,
+        # floor 0.2 ms; a prox's: train 4.0 ms, prox 0.1 ms
+        return {"floor": (1.0, 0.5), "floor_one_thread": (2.0, 0.2)}.get(prox_step.__name__, (4.0, 0.1))
 
     monkeypatch.setattr(bo, "_paired_ms", paired)
     monkeypatch.setattr(bo, "MODELS", {"MLP 784-300-10": bo.MODELS["MLP 784-300-10"]})
@@ -39,7 +40,8 @@ def test_overhead_floor_share_uses_the_training_step_paired_with_the_floor(monke
     line = bo.table(rows).splitlines()[-1]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[6] == "2.5%"  # prox / train: 0.1 / 4.0
-    assert cells[-1] == "50.0%"  # floor / train: 0.5 / 1.0, not 0.5 / 4.0
+    assert cells[-2] == "50.0%"  # floor / train: 0.5 / 1.0, not 0.5 / 4.0
+    assert cells[-1] == "10.0%"  # one-thread floor / train: 0.2 / 2.0, not 0.2 / 4.0
 
 
 def test_run_penalty_object_row_is_numba_or_not_run(monkeypatch):
