@@ -165,7 +165,7 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
 
             def floor_one_thread():  # the same, by one thread (as Numba's serial kernels run)
                 for a in arrays:
-                    np.multiply(a, 1.0, out=a, casting="unsafe")
+                    np.multiply(a, 1.0, out=a)
 
             # floor / train: the floor's share of the training step it was
             # paired with (not of a penalty row's, timed minutes later)
