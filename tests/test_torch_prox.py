@@ -551,6 +551,56 @@ def test_a_term_removed_then_added_again_gets_a_free_default_label():
     assert again.strength == 0.25 and prox.terms[0].strength == 0.75
 
 
+def test_terms_added_in_another_order_load_their_own_strengths_and_masks_without_model():
+    """Without model=, default labels are numbered in the order the terms
+    were added: a checkpoint of terms on a and b, loaded into a step that
+    added b first, gave a's strength and frozen mask to b (same label, same
+    shape).  The state records each term's tensor (its index among the
+    optimizer's parameters) and the terms are matched by it."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=1.0)
+    first = pt.ProximalStep(opt, keep_zero=True)
+    first.add(a, proxlib.GroupLasso(0.5), strength=100.0)  # zeroes a's rows: frozen
+    first.add(b, proxlib.GroupLasso(0.5), strength=0.01)  # shrinks b's rows, zeroes none
+    first.step()
+    state = first.state_dict()
+    assert state["params"] == {"Linear.weight:GroupLasso": 0, "Linear.weight:GroupLasso#1": 2}
+    assert bool(state["frozen"]["Linear.weight:GroupLasso"].all()) and not bool(state["frozen"]["Linear.weight:GroupLasso#1"].any())
+    again = pt.ProximalStep(opt, keep_zero=True)
+    tb = again.add(b, proxlib.GroupLasso(0.5))
+    ta = again.add(a, proxlib.GroupLasso(0.5))
+    assert (tb.label, ta.label) == ("Linear.weight:GroupLasso", "Linear.weight:GroupLasso#1")
+    again.load_state_dict(state)
+    assert (ta.strength, tb.strength) == (100.0, 0.01)
+    frozen = again.frozen()
+    assert bool(frozen[ta.label].all()) and not bool(frozen[tb.label].any())
+    assert state["params"] == {"Linear.weight:GroupLasso": 0, "Linear.weight:GroupLasso#1": 2}  # (the caller's state: unchanged)
+
+
+def test_terms_matched_by_tensor_only_one_to_one():
+    """Two terms of one penalty on one tensor cannot be told apart by their
+    tensor: they are matched by label; a state with another set of terms
+    still raises; with model= the labels name the tensors and the state
+    records no indices."""
+    lin, other = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(list(lin.parameters()) + list(other.parameters()), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    prox.add(lin, proxlib.GroupLasso(0.5), strength=0.25)
+    prox.add(lin, proxlib.GroupLasso(0.5), strength=0.75)
+    state = prox.state_dict()
+    prox.terms[0].strength = prox.terms[1].strength = 1.0
+    prox.load_state_dict(state)
+    assert [t.strength for t in prox.terms] == [0.25, 0.75]
+    fewer = pt.ProximalStep(opt)
+    fewer.add(other, proxlib.GroupLasso(0.5))
+    with pytest.raises(ValueError, match="different terms"):
+        fewer.load_state_dict(state)
+    named = pt.ProximalStep(opt, model=torch.nn.Sequential(lin, other))
+    named.add(lin, proxlib.GroupLasso(0.5))
+    assert "params" not in named.state_dict()
+
+
 def test_state_dict_round_trip():
     lin = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)

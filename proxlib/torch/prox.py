@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -1258,10 +1259,60 @@ class ProximalStep:
         }
         if self.keep_zero:
             state["frozen"] = self.frozen()
+        where = self._param_indices()
+        if where is not None:
+            state["params"] = where
         return state
+
+    def _param_indices(self) -> dict[str, int] | None:
+        """Without ``model=``, each term's tensor as the optimizer numbers its
+        parameters (label -> index in its ``param_groups``' ``params``, in
+        order, as ``torch.optim`` keys its own state), which a checkpoint
+        keeps beside the labels: the default labels are then numbered in the
+        order the terms were added (``#1``, ...), and :meth:`load_state_dict`
+        matches the terms by tensor instead.  None with ``model=`` (labels
+        name the parameters) or without an optimizer."""
+        if self.model is not None or self.optimizer is None:
+            return None
+        index = {}
+        for p in (p for g in self.optimizer.param_groups for p in g["params"]):
+            index.setdefault(id(p), len(index))
+        return {t.label: index.get(id(t.leaf), -1) for t in self.terms}
+
+    def _labels_from(self, state: dict) -> dict[str, str]:
+        """state label -> this step's label of the same term.  Labels, except
+        where ``state`` records the terms' tensors (``"params"``, saved
+        without ``model=``) and this step can read them too: then a term is
+        the one on the same tensor whose label is the same but for the
+        default labels' number (``#k``, which depends on the order the terms
+        were added), provided that pairs the terms one to one (two terms of
+        one penalty on one tensor fall back to their labels)."""
+        saved, mine = state.get("params"), self._param_indices()
+        labels = {label: label for label in state["strengths"]}
+        if not isinstance(saved, dict) or mine is None:
+            return labels
+
+        def stem(label):
+            return re.sub(r"#\d+$", "", label)
+
+        def index(label):
+            i = saved.get(label)
+            return int(i) if isinstance(i, numbers.Integral) else None
+
+        by_key = {(mine[t.label], stem(t.label)): t.label for t in self.terms}
+        keys = {label: (index(label), stem(label)) for label in labels}
+        if len(by_key) < len(self.terms) or len(set(keys.values())) < len(keys) or not set(keys.values()) <= set(by_key):
+            return labels  # (not one to one: by label, whose mismatches the caller reports)
+        return {label: by_key[key] for label, key in keys.items()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; the terms must be the same (by label), in any order.
+
+        Without ``model=`` the default labels are numbered in the order the
+        terms were added; a state saved so records each term's tensor (its
+        index among the optimizer's parameters), and the terms are matched
+        by tensor, so adding them in another order cannot swap strengths or
+        frozen masks between tensors.
 
         Everything in ``state`` is checked before anything is changed (a
         ValueError or TypeError naming the entry; the ProximalStep is then
@@ -1272,6 +1323,10 @@ class ProximalStep:
         strengths = state["strengths"]
         if not isinstance(strengths, dict):
             raise ValueError("state has no per-term strengths keyed by label (saved by an older proxlib?)")
+        rename = self._labels_from(state)
+        strengths = {rename[k]: v for k, v in strengths.items()}
+        if state.get("frozen") is not None:
+            state = {**state, "frozen": {rename.get(k, k): v for k, v in state["frozen"].items()}}
         have = {t.label for t in self.terms}
         unknown, missing = sorted(set(strengths) - have), sorted(have - set(strengths))
         if unknown or missing:
