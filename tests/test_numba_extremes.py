@@ -1827,3 +1827,55 @@ def test_mid_sumsq_is_the_eight_lane_sum_of_each_channel_bit_for_bit(dtype):
         NB._mid_sumsq(A3, q)
         for c in range(6):
             assert q[c] == _eight_lane_sumsq(A3[:, c, :].ravel()), (O, K, c, q[c])
+
+
+def _pass1_outputs(fn, A, T, with_q):
+    G = A.shape[1]
+    S, Q = np.empty(G), np.empty(G)
+    mb, xb = np.zeros(G, np.int32), np.zeros(G, np.int32)
+    nz = np.zeros(G, np.int64)
+    fn(A, S, Q if with_q else None, mb, xb, nz, T)
+    return (S, Q, mb, xb, nz) if with_q else (S, mb, xb, nz)
+
+
+def _f32_neighbours(f):
+    f = np.float32(f)
+    return [f, np.nextafter(f, np.float32(0)), np.nextafter(f, np.float32(np.inf))]
+
+
+@pytest.mark.parametrize("with_q", [False, True])
+def test_col_pass1_on_float32_bits_matches_the_float64_comparisons(with_q):
+    """_col_pass1 on float32 compares bits against the largest float32 <= T_g
+    (_col_pass1_bits); the float64 pass compares |a| <= T_g.  Thresholds
+    that are float32 numbers, float64 numbers just below and above them,
+    below the least subnormal, 0, negative, NaN, inf and beyond the float32
+    range, against columns holding the float32 neighbours of each threshold,
+    zeros of both signs, NaN and inf: the same sums, counts, minima and
+    maxima, bit for bit."""
+    rng = np.random.default_rng(7)
+    ts = []
+    for f in (1e-3, 1.5, 2.0**-126, 2.0**-149, 3.0e38, 7.0):
+        f64 = float(np.float32(f))
+        ts += [f64, math.nextafter(f64, 0.0), math.nextafter(f64, math.inf)]
+    ts += [0.0, -1.0, math.nan, math.inf, 1e300, 1e-46, 2.0**-150]
+    cols = []
+    for t in ts:
+        base = [0.0, -0.0, math.nan, math.inf, -math.inf, 1.0, -2.0**-149]
+        if math.isfinite(t) and 0 < abs(t) < 3.4e38:
+            base += [float(v) for v in _f32_neighbours(t)] + [-float(v) for v in _f32_neighbours(t)]
+        cols.append(base)
+    P = 4 * (max(len(c) for c in cols) // 4) + 7  # (not a multiple of 4: the tail rows too)
+    assert P % 4 == 3
+    A = np.zeros((P, len(ts)), dtype=np.float32)
+    for g, c in enumerate(cols):
+        A[: len(c), g] = rng.permutation(np.array(c, dtype=np.float32))
+        A[-3:, g] = A[: 3, g]  # (the tail rows: values of the column too)
+    T = np.array(ts)
+    got = _pass1_outputs(NB._col_pass1, A, T, with_q)
+    want = _pass1_outputs(NB._col_pass1_floats, A, T, with_q)
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    random = (rng.standard_normal((37, 50)) * 10.0 ** rng.uniform(-30, 30, 50)).astype(np.float32)
+    for T in (None, np.abs(random[0]).astype(np.float64) * 1.0000001, np.abs(random[1]).astype(np.float64)):
+        for x, y in zip(_pass1_outputs(NB._col_pass1, random, T, with_q), _pass1_outputs(NB._col_pass1_floats, random, T, with_q)):
+            np.testing.assert_array_equal(x, y)

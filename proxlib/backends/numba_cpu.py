@@ -1553,7 +1553,105 @@ def _col_pass1(A, S, Q, mb, xb, nz, T=None):
     column (0 when every entry is 0).  Q, xb and nz may be None: numba then
     compiles a variant without them (the branches pruned by type).  One
     pass in memory order, four rows of A per update (the minimum an integer
-    one, which LLVM vectorises, as in _min_above)."""
+    one, which LLVM vectorises, as in _min_above); float32 A: in its bits
+    (_col_pass1_bits)."""
+    _col_pass1_of(A, S, Q, mb, xb, nz, T)
+
+
+def _col_pass1_of(A, S, Q, mb, xb, nz, T):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+@overload(_col_pass1_of)
+def _col_pass1_of_overload(A, S, Q, mb, xb, nz, T):
+    """_col_pass1_bits for float32 A, _col_pass1_floats otherwise."""
+    if A.dtype == types.float32:
+        return lambda A, S, Q, mb, xb, nz, T: _col_pass1_bits(A, S, Q, mb, xb, nz, T)
+    return lambda A, S, Q, mb, xb, nz, T: _col_pass1_floats(A, S, Q, mb, xb, nz, T)
+
+
+@_jit
+def _f32_bits_at_most(t):
+    """The bits (_magnitude_bits) of the largest float32 <= t, for t >= 0
+    (inf: inf's); -1 where there is none (t < 0 or NaN), so that a float32
+    magnitude y is not y <= t exactly where its bits exceed these (a NaN's
+    exceed inf's)."""
+    if not t >= 0.0:
+        return np.int32(-1)
+    if t >= np.inf:
+        return np.int32(0x7F800000)
+    f = np.float32(t)  # (rounded to nearest: one float32 step above t at most)
+    bits = _magnitude_bits(f)
+    return bits - np.int32(1) if np.float64(f) > t else bits
+
+
+@_rjit
+def _col_pass1_bits(A, S, Q, mb, xb, nz, T):
+    """_col_pass1 on float32 A, the same results, with its tests on the
+    magnitudes' bits in eight-lane int32 arithmetic: "above T_g" is bits
+    above _f32_bits_at_most(T_g), and an entry's float64 magnitude (to
+    sum) is the widened bits, or 0 where not above; the counts in int32
+    (copied into nz after the pass; a column of 2^31 rows or more takes
+    _col_pass1_floats).  0.77x the time of _col_pass1_floats at 300 x 784."""
+    P, G = A.shape
+    if P >= 2**31 - 1:
+        _col_pass1_floats(A, S, Q, mb, xb, nz, T)
+        return
+    inf = _inf_magnitude_bits(A[0, 0])
+    zero = np.int32(0)
+    one = np.int32(1)
+    tb = np.zeros(G, dtype=np.int32)
+    count = np.zeros(G, dtype=np.int32)
+    for g in range(G):
+        S[g] = 0.0
+        mb[g] = inf
+        if Q is not None:
+            Q[g] = 0.0
+        if xb is not None:
+            xb[g] = 0
+        if T is not None:
+            tb[g] = _f32_bits_at_most(T[g])
+    i = 0
+    while i + 4 <= P:
+        r0, r1, r2, r3 = A[i], A[i + 1], A[i + 2], A[i + 3]
+        for g in range(G):
+            t = tb[g]
+            b0, b1 = _magnitude_bits(r0[g]), _magnitude_bits(r1[g])
+            b2, b3 = _magnitude_bits(r2[g]), _magnitude_bits(r3[g])
+            a0, a1, a2, a3 = b0 > t, b1 > t, b2 > t, b3 > t
+            z0, z1 = _magnitude_of_bits(b0 if a0 else zero), _magnitude_of_bits(b1 if a1 else zero)
+            z2, z3 = _magnitude_of_bits(b2 if a2 else zero), _magnitude_of_bits(b3 if a3 else zero)
+            S[g] += (z0 + z1) + (z2 + z3)
+            if Q is not None:
+                Q[g] += (z0 * z0 + z1 * z1) + (z2 * z2 + z3 * z3)
+            m01 = min(b0 if a0 else inf, b1 if a1 else inf)
+            m23 = min(b2 if a2 else inf, b3 if a3 else inf)
+            mb[g] = min(mb[g], min(m01, m23))
+            if xb is not None:
+                xb[g] = max(xb[g], max(max(b0, b1), max(b2, b3)))
+            count[g] += ((one if a0 else zero) + (one if a1 else zero)) + ((one if a2 else zero) + (one if a3 else zero))
+        i += 4
+    for i in range(i, P):
+        row = A[i]
+        for g in range(G):
+            b = _magnitude_bits(row[g])
+            above = b > tb[g]
+            z = _magnitude_of_bits(b if above else zero)
+            S[g] += z
+            if Q is not None:
+                Q[g] += z * z
+            mb[g] = min(mb[g], b if above else inf)
+            if xb is not None:
+                xb[g] = max(xb[g], b)
+            count[g] += one if above else zero
+    if nz is not None:
+        for g in range(G):
+            nz[g] = count[g]
+
+
+@_rjit
+def _col_pass1_floats(A, S, Q, mb, xb, nz, T):
+    """_col_pass1 on the magnitudes as float64 (any float dtype)."""
     P, G = A.shape
     inf = _inf_magnitude_bits(A[0, 0])
     for g in range(G):
