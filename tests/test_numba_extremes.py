@@ -1879,3 +1879,34 @@ def test_col_pass1_on_float32_bits_matches_the_float64_comparisons(with_q):
     for T in (None, np.abs(random[0]).astype(np.float64) * 1.0000001, np.abs(random[1]).astype(np.float64)):
         for x, y in zip(_pass1_outputs(NB._col_pass1, random, T, with_q), _pass1_outputs(NB._col_pass1_floats, random, T, with_q)):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("negative_e", [False, True])
+@pytest.mark.parametrize("with_fac", [False, True])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_col_support_out_is_its_formula_bit_for_bit(dtype, negative_e, with_fac, in_place):
+    """out_ig = sign(A_ig) ((|A_ig| - Y_g) + e_g)_+ fac_g on |A_ig| >= Y_g, else
+    sign(A_ig) 0, whichever loop runs: the lean ones (every e_g >= 0: no
+    test of u > 0) and the general one (some e_g < 0: entries at Y_g then
+    have u < 0 and must come out as signed zeros, not as -|u|)."""
+    rng = np.random.default_rng(3)
+    P, G = 11, 9
+    A = (rng.standard_normal((P, G)) * 10.0 ** rng.uniform(-3, 3, G)).astype(dtype)
+    A[2] = -0.0
+    A[5, :] = 0.0
+    Y = np.abs(A[rng.integers(0, P, G), np.arange(G)]).astype(np.float64)  # an entry of each column at Y_g
+    Y[0] = np.inf  # (a column written elsewhere: all signed zeros here)
+    e = np.abs(rng.standard_normal(G)) * Y * 1e-3
+    e[0] = 0.0
+    if negative_e:
+        e[1::2] = -Y[1::2] * 1e-6
+    fac = rng.uniform(0.5, 1.0, G) if with_fac else None
+    mag = np.abs(A.astype(np.float64))
+    u = (mag - Y) + e
+    keep = (mag >= Y) & (u > 0)
+    want = (np.copysign(np.where(keep, u, 0.0) * (1.0 if fac is None else fac), A.astype(np.float64))).astype(dtype)
+    out = A.copy() if in_place else np.full_like(A, np.nan)
+    src = out if in_place else A
+    NB._col_support_out(src, Y, e, fac, out)
+    np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))

@@ -1831,10 +1831,20 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
 def _col_support_out(A, Y, e, fac, out):
     """out_ig = sign(A_ig) ((|A_ig| - Y_g) + e_g) fac_g on |A_ig| >= Y_g, else
     sign(A_ig) 0 (_support_one per column, fac_g > 0; fac None: every
-    fac_g = 1 and e_g >= +0, _support_one_unit); in place when out is A,
-    then four rows per read of the column's parameters."""
-    if fac is None:
-        _col_support_out_loops(A, Y, e, Y, out, _support_unit_at)
+    fac_g = 1, no product); in place when out is A, then four rows per read
+    of the column's parameters.  Where every e_g >= +0 (checked: the
+    exclusive lasso's always are, group+exclusive's in practice), the test
+    u > 0 is implied and dropped (_support_one_unit, the same bits)."""
+    lean = True
+    for g in range(e.shape[0]):
+        lean &= e[g] >= 0.0
+    if fac is None:  # (numba prunes the branch by fac's type)
+        if lean:
+            _col_support_out_loops(A, Y, e, Y, out, _support_unit_at)
+        else:
+            _col_support_out_loops(A, Y, e, np.ones(e.shape[0]), out, _support_one_at)
+    elif lean:
+        _col_support_out_loops(A, Y, e, fac, out, _support_lean_at)
     else:
         _col_support_out_loops(A, Y, e, fac, out, _support_one_at)
 
@@ -1847,6 +1857,16 @@ def _support_one_at(xj, yg, eg, fg):
 @_inline
 def _support_unit_at(xj, yg, eg, fg):
     return _support_one_unit(xj, yg, eg)
+
+
+@_inline
+def _support_lean_at(xj, yg, eg, fg):
+    """_support_one(xj, 1, 1, yg, eg, fg) for eg >= +0 and fg > 0: the
+    magnitude of _support_one_unit times fg (>= +0)."""
+    x = np.float64(xj)
+    y = abs(x)
+    u = (y - yg) + eg
+    return _with_sign_of((u if y >= yg else 0.0) * fg, x)
 
 
 @_inline
@@ -2122,7 +2142,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             r += 1
     # (the exclusive lasso: fac_g = 1, and e_g > 0 on the columns solved
     # here, as Y_g - b F_g > 0 is the test phi(Y_g) > 0 passed; 0 on the others)
-    if gx:
+    if gx:  # (two calls: ``fac if gx else None`` would type fac Optional)
         _col_support_out(A, Y, e, fac, out)
     else:
         _col_support_out(A, Y, e, None, out)
