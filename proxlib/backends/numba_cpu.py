@@ -2263,7 +2263,7 @@ def _finite_2d(A):
 # ------------------------------------------------------------------ group + exclusive
 
 
-@_jit
+@_inline
 def _geometric_middle(left, right):
     """sqrt(left right) while right > 4 left (left floored at the smallest
     subnormal), else (left + right)/2."""
@@ -2320,65 +2320,79 @@ def _group_exclusive_shrink(a, b, r, k, F, D2):
     return c
 
 
-@_jit
+@_inline
 def _shrink_step(a, b, r, kf, F, D2, Sr, c, left, right):
     """One step of _group_exclusive_shrink from c in the bracket
-    (left, right): (the next c, the new bracket, whether c is the root)."""
+    (left, right): (the next c, the new bracket, whether c is the root:
+    then the next c is c).  Without branches (every case is a selection),
+    so that a loop of steps over many columns vectorises
+    (_group_exclusive_shrinks)."""
     den = 1.0 + b * c * kf
     e = (r - b * c * F) / den
     N = math.sqrt(D2 + 2.0 * e * F + kf * e * e)
     g = c - 1.0 + a / N
     slope = 1.0 + (a / N) * ((F + kf * e) / N) * ((b / den) * (Sr / N)) / den  # no N^3 overflow
-    if g < 0.0:
-        left = c
-    else:
-        right = c
-    if g == 0.0:
-        return c, left, right, True
+    below = g < 0.0
+    left = c if below else left
+    right = right if below else c
     # far left of the root (c << 1/b) the slope overflows: then a
     # correction g/inf = 0 is no convergence, take the middle
     newton = c - g / slope if slope < np.inf else left
-    if newton == c:
-        return c, left, right, True
-    if newton > left and newton < right:
-        nxt = newton
-    else:
-        nxt = _geometric_middle(left, right)
-    if not (left < nxt and nxt < right):
-        return c, left, right, True
-    return nxt, left, right, False
+    nxt = newton if (newton > left) & (newton < right) else _geometric_middle(left, right)
+    # g = 0, a correction below half a unit of c, or a bracket that cannot shrink
+    done = (g == 0.0) | (newton == c) | ~((left < nxt) & (nxt < right))
+    return (c if done else nxt), left, right, done
 
 
 @_jit
 def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
     """c[g] = _group_exclusive_shrink(a[g], b[g], r[g], k[g], F[g], D2[g]) for
-    every g in ``cols``, the same steps on the same numbers (the same bits),
-    taken a round at a time over the columns still moving: each column's
-    Newton steps are a chain of dependent divisions and a square root
-    (about 70 ns a column, 2-3 steps), which the processor overlaps across
-    the columns of a round instead of waiting on each chain."""
+    every g in ``cols``, the same steps on the same numbers (the same bits).
+    Each column's Newton steps are a chain of dependent divisions and
+    square roots (about 70 ns a column, 2-3 steps); here they are taken a
+    round at a time over the columns: while at least a quarter still move,
+    every column steps (in SIMD lanes; a settled column keeps its c), then
+    only the ones still moving (the processor overlaps their chains).
+    0.75x the time of the rounds over the moving columns alone, on 784
+    columns of a training step."""
     m = cols.shape[0]
+    av, bv, rv, kv, Fv, Dv = np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    Sr = np.empty(m)  # (S_r = F + k r, as _group_exclusive_shrink forms it once)
+    cc = np.empty(m)
     left = np.zeros(m)
     right = np.ones(m)
-    cc = np.empty(m)
-    Sr = np.empty(m)  # (S_r = F + k r, as _group_exclusive_shrink forms it once)
-    live = np.empty(m, dtype=np.int64)
+    moving = np.ones(m, dtype=np.bool_)
     for j in range(m):
         g = cols[j]
-        cc[j] = _shrink_start(np.float64(a[g]), np.float64(b[g]), r[g], k[g], F[g], D2[g])
-        Sr[j] = F[g] + np.float64(k[g]) * r[g]
-        live[j] = j
+        av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j] = np.float64(a[g]), np.float64(b[g]), r[g], np.float64(k[g]), F[g], D2[g]
+        cc[j] = _shrink_start(av[j], bv[j], rv[j], k[g], Fv[j], Dv[j])
+        Sr[j] = Fv[j] + kv[j] * rv[j]
     n_live = m
-    for _ in range(_MAX_ROOT_ITER):
+    rounds = 0
+    while n_live > 0 and 4 * n_live >= m and rounds < _MAX_ROOT_ITER:
+        n_live = 0
+        for j in range(m):
+            c_next, lo, hi, done = _shrink_step(av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j], Sr[j], cc[j], left[j], right[j])
+            on = moving[j]
+            cc[j] = c_next if on else cc[j]
+            left[j] = lo if on else left[j]
+            right[j] = hi if on else right[j]
+            moving[j] = on & ~done
+            n_live += 1 if moving[j] else 0
+        rounds += 1
+    live = np.empty(n_live, dtype=np.int64)
+    q = 0
+    for j in range(m):
+        if moving[j]:
+            live[q] = j
+            q += 1
+    for _ in range(rounds, _MAX_ROOT_ITER):
         if n_live == 0:
             break
         n_next = 0
         for q in range(n_live):
             j = live[q]
-            g = cols[j]
-            cc[j], left[j], right[j], done = _shrink_step(
-                np.float64(a[g]), np.float64(b[g]), r[g], np.float64(k[g]), F[g], D2[g], Sr[j], cc[j], left[j], right[j]
-            )
+            cc[j], left[j], right[j], done = _shrink_step(av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j], Sr[j], cc[j], left[j], right[j])
             if not done:
                 live[n_next] = j
                 n_next += 1
