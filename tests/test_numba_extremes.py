@@ -1910,3 +1910,23 @@ def test_col_support_out_is_its_formula_bit_for_bit(dtype, negative_e, with_fac,
     src = out if in_place else A
     NB._col_support_out(src, Y, e, fac, out)
     np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("e_sign", [1.0, -1.0])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_row_support_out_is_its_formula_bit_for_bit(dtype, e_sign, in_place):
+    """The row kernels' output, o_j = sign(x_j) ((|x_j| - Yk) + e)_+ fac on
+    |x_j| >= Yk, else sign(x_j) 0, through the lean loop (e >= 0) and the
+    general one (e < 0: the entries at Yk are signed zeros)."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(23) * 3.0).astype(dtype)
+    x[[3, 4]] = [0.0, -0.0]
+    Yk = float(abs(x[7]))
+    e, fac = e_sign * Yk * 1e-6, 0.75
+    mag = np.abs(x.astype(np.float64))
+    u = (mag - Yk) + e
+    want = np.copysign(np.where((mag >= Yk) & (u > 0), u, 0.0) * fac, x.astype(np.float64)).astype(dtype)
+    o = x.copy() if in_place else np.full_like(x, np.nan)
+    NB._support_out(o if in_place else x, 1.0, 1.0, Yk, e, fac, o)
+    np.testing.assert_array_equal(o.view(np.uint8), want.view(np.uint8))

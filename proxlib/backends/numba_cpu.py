@@ -1111,12 +1111,26 @@ def _support_one_unit(xj, Yk, e):
 
 @_jit
 def _support_out(x, f1, f2, Yk, e, fac, o):
-    """o_j = sign(x_j) ((y_j - Yk) + e) fac on y_j >= Yk, else sign(x_j) 0
-    (o may be x: then one array, see _weighted_l1_seq)."""
-    if f1 == 1.0 and f2 == 1.0:
+    """o_j = sign(x_j) ((y_j - Yk) + e)_+ fac on y_j >= Yk, else sign(x_j) 0
+    (fac > 0; o may be x: then one array, see _weighted_l1_seq); where
+    e >= +0 (the fast paths' rows always) without the test of u > 0 that
+    it implies (_support_lean_at, the same bits)."""
+    if f1 == 1.0 and f2 == 1.0 and e >= 0.0:
+        _support_out_lean(x, Yk, e, fac, o)
+    elif f1 == 1.0 and f2 == 1.0:
         _support_out_loop(x, 1.0, 1.0, Yk, e, fac, o)
     else:
         _support_out_loop(x, f1, f2, Yk, e, fac, o)
+
+
+@_inline
+def _support_out_lean(x, Yk, e, fac, o):
+    if x.ctypes.data == o.ctypes.data:
+        for j in range(o.shape[0]):
+            o[j] = _support_lean_at(o[j], Yk, e, fac)
+    else:
+        for j in range(x.shape[0]):
+            o[j] = _support_lean_at(x[j], Yk, e, fac)
 
 
 @_inline
