@@ -2367,8 +2367,8 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
     round at a time over the columns: while at least a quarter still move,
     every column steps (in SIMD lanes; a settled column keeps its c), then
     only the ones still moving (the processor overlaps their chains).
-    0.75x the time of the rounds over the moving columns alone, on 784
-    columns of a training step."""
+    0.8x the time of rounds over the moving columns alone, on 784 columns
+    like a training step's."""
     m = cols.shape[0]
     av, bv, rv, kv, Fv, Dv = np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
     Sr = np.empty(m)  # (S_r = F + k r, as _group_exclusive_shrink forms it once)
