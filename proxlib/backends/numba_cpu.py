@@ -1611,19 +1611,14 @@ def _col_pass1_bits(A, S, Q, mb, xb, nz, T):
     if P >= 2**31 - 1:
         _col_pass1_floats(A, S, Q, mb, xb, nz, T)
         return
+    _col_pass1_reset(A, S, Q, mb, xb)
     inf = _inf_magnitude_bits(A[0, 0])
     zero = np.int32(0)
     one = np.int32(1)
     tb = np.zeros(G, dtype=np.int32)
     count = np.zeros(G, dtype=np.int32)
-    for g in range(G):
-        S[g] = 0.0
-        mb[g] = inf
-        if Q is not None:
-            Q[g] = 0.0
-        if xb is not None:
-            xb[g] = 0
-        if T is not None:
+    if T is not None:
+        for g in range(G):
             tb[g] = _f32_bits_at_most(T[g])
     i = 0
     while i + 4 <= P:
@@ -1663,19 +1658,28 @@ def _col_pass1_bits(A, S, Q, mb, xb, nz, T):
             nz[g] = count[g]
 
 
-@_rjit
-def _col_pass1_floats(A, S, Q, mb, xb, nz, T):
-    """_col_pass1 on the magnitudes as float64 (any float dtype)."""
-    P, G = A.shape
+@_jit
+def _col_pass1_reset(A, S, Q, mb, xb):
+    """_col_pass1's sums and maxima at 0, its minima at inf's bits (A's
+    width), before the pass."""
     inf = _inf_magnitude_bits(A[0, 0])
-    for g in range(G):
+    for g in range(S.shape[0]):
         S[g] = 0.0
         mb[g] = inf
         if Q is not None:
             Q[g] = 0.0
         if xb is not None:
             xb[g] = 0
-        if nz is not None:
+
+
+@_rjit
+def _col_pass1_floats(A, S, Q, mb, xb, nz, T):
+    """_col_pass1 on the magnitudes as float64 (any float dtype)."""
+    P, G = A.shape
+    _col_pass1_reset(A, S, Q, mb, xb)
+    inf = _inf_magnitude_bits(A[0, 0])
+    if nz is not None:
+        for g in range(G):
             nz[g] = 0
     i = 0
     while i + 4 <= P:
