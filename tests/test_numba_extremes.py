@@ -900,6 +900,38 @@ def test_exclusive_support_sums_from_the_first_pass_are_the_second_pass_bit_for_
             assert F1[g] == math.fsum(np.maximum(mags[:, g] - max(Y[g], 0.0), 0.0))
 
 
+@pytest.mark.parametrize("gx", [False, True])
+@given(A=_float32_columns(), data=st.data())
+def test_support_sums_are_the_full_pass_bit_for_bit(gx, A, data):
+    """_support_sums at the least magnitude Y_g above a drawn T_g (0, one of
+    the column's magnitudes, or between) of each column gives the numbers
+    of the full pass (_col_support_sums at Y_g floored at 0), bit for bit:
+    F and k on the columns with an entry above T_g (the only ones read),
+    D2 (group+exclusive) on all, whether F and k come from the first
+    pass's sums (exact) with a pass of D2 alone, or from the full pass
+    (float32 columns spanning too many binades, and float64)."""
+    for A in (A, A.astype(np.float64) * data.draw(st.sampled_from([1.0, 2.0**600, 2.0**-600]))):
+        P, G = A.shape
+        mags = np.abs(A.astype(np.float64))
+        T = np.array([data.draw(st.sampled_from([0.0, float(np.median(mags[:, g])), float(mags[:, g].max()),
+                                                  float(np.nextafter(mags[:, g].min(), 1.0))])) for g in range(G)])
+        S, nz = np.empty(G), np.empty(G, dtype=np.int64)
+        mb = np.empty(G, dtype=np.int32 if A.dtype == np.float32 else np.int64)
+        xb = np.empty(G, dtype=mb.dtype)
+        NB._col_pass1(A, S, None, mb, xb, nz, T)
+        inf_bits = np.array(np.inf, dtype=A.dtype).view(mb.dtype)
+        Y = np.where(mb < inf_bits, mb.view(A.dtype).astype(np.float64), -1.0)
+        F1, k1, F2, k2 = np.full(G, np.nan), np.full(G, -1, np.int64), np.empty(G), np.empty(G, np.int64)
+        D1, D2 = (np.full(G, np.nan), np.empty(G)) if gx else (None, None)
+        NB._support_sums(A, Y, S, mb, xb, nz, F1, D1, k1)
+        NB._col_support_sums(A, np.maximum(Y, 0.0), F2, D2, k2)
+        on = Y > 0
+        np.testing.assert_array_equal(F1[on], F2[on])
+        np.testing.assert_array_equal(k1[on], k2[on])
+        if gx:
+            np.testing.assert_array_equal(D1.view(np.int64), D2.view(np.int64))
+
+
 @given(A=_float32_columns(), data=st.data())
 def test_exclusive_row_search_pass_gives_the_support_and_its_exact_sums(A, data):
     """The exclusive row kernel's search pass at a point t (_ex_sums) gives
@@ -1240,19 +1272,20 @@ def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
             if not Fraction(t) > t_prev:
                 break
             t_prev = Fraction(t)
-    if dtype == np.float32 and not gx:
-        # the search's support sums from its own sums (the float32 shortcut)
-        # are those of the support-sums pass, bit for bit, in every round
+    if dtype == np.float32:
+        # the search's support sums from its own sums (the float32 shortcut;
+        # group+exclusive: F and k, with a pass of D2 alone) are those of the
+        # support-sums pass, bit for bit, in every round
         S, mb, xb, nz = np.empty(G), np.empty(G, np.int32), np.empty(G, np.int32), np.empty(G, np.int64)
         NB._col_pass1(A, S, None, mb, xb, nz)
         Y0 = np.where(mb < 0x7F800000, mb.view(np.float32).astype(np.float64), -1.0)
-        T0 = np.array([NB._tau_below(S[g], nz[g], P, 0.0, float(b[g])) if Y0[g] > 0 else np.inf for g in range(G)])
+        T0 = np.array([NB._tau_below(S[g], nz[g], P, float(a[g]), float(b[g])) if Y0[g] > 0 else np.inf for g in range(G)])
         T0 = np.where(Y0 > T0, np.inf, T0)
         results = []
         for shortcut in (xb, None):
-            Y, T, F, k = Y0.copy(), T0.copy(), np.empty(G), np.empty(G, np.int64)
-            NB._exclusive_col_search(A, b, b, Y, T, F, None, k, S, nz, mb, shortcut)
-            results.append((Y, F, k))
+            Y, T, F, k, D2 = Y0.copy(), T0.copy(), np.empty(G), np.empty(G, np.int64), np.zeros(G)
+            NB._exclusive_col_search(A, a, b, Y, T, F, D2 if gx else None, k, S, nz, mb, shortcut)
+            results.append((Y, F, k, D2.view(np.int64)))
         for got, want in zip(*results):
             np.testing.assert_array_equal(got[Y0 > 0], want[Y0 > 0])
     if gx:

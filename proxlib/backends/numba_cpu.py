@@ -99,7 +99,9 @@ Algorithms (m = row length, G = rows, n = vector length):
   entries above tau_0, up to four rounds: _exclusive_col_search).  float32
   exclusive lasso: the support sums come exactly from the same pass's sums
   (F = S - k Y, _support_sums_from_pass1), so a training step takes three
-  passes (first, candidates, output), as the fast path does.  With hints
+  passes (first, candidates, output), as the fast path does
+  (group+exclusive: F and k so, and a lighter pass sums D2 alone,
+  _support_sums).  With hints
   (``hint=``: a guess of each column's threshold kept between calls, e.g.
   by a training step, torch_dev's in-place runner) the first pass sums the
   magnitudes above the hint instead; a hint that proves phi <= 0 there
@@ -1723,13 +1725,17 @@ def _col_pass1_floats(A, S, Q, mb, xb, nz, T):
 
 @_rjit
 def _col_support_sums(A, Y, F, D2, k):
-    """Per column g: F_g = sum (y - Y_g)_+, D2_g = sum (y - Y_g)_+^2 (D2 may
-    be None, as Q in _col_pass1) and k_g = #{y >= Y_g} over y = |A_ig| (as
-    _gx_sums, not strict); four rows of A per update."""
+    """Per column g: F_g = sum (y - Y_g)_+, D2_g = sum (y - Y_g)_+^2 and k_g =
+    #{y >= Y_g} over y = |A_ig| (as _gx_sums, not strict); four rows of A
+    per update.  Any of F, D2, k may be None, as Q in _col_pass1: D2 alone
+    (F and k None) is _gx_support_sums's pass, the same bits of D2 as with
+    F and k (the same operations on it; a test pins it)."""
     P, G = A.shape
     for g in range(G):
-        F[g] = 0.0
-        k[g] = 0
+        if F is not None:
+            F[g] = 0.0
+        if k is not None:
+            k[g] = 0
         if D2 is not None:
             D2[g] = 0.0
     i = 0
@@ -1741,20 +1747,24 @@ def _col_support_sums(A, Y, F, D2, k):
             d2, d3 = abs(np.float64(r2[g])) - yg, abs(np.float64(r3[g])) - yg
             p0, p1 = (d0 if d0 > 0.0 else 0.0), (d1 if d1 > 0.0 else 0.0)
             p2, p3 = (d2 if d2 > 0.0 else 0.0), (d3 if d3 > 0.0 else 0.0)
-            F[g] += (p0 + p1) + (p2 + p3)
+            if F is not None:
+                F[g] += (p0 + p1) + (p2 + p3)
             if D2 is not None:
                 D2[g] += (p0 * p0 + p1 * p1) + (p2 * p2 + p3 * p3)
-            k[g] += ((1 if d0 >= 0.0 else 0) + (1 if d1 >= 0.0 else 0)) + ((1 if d2 >= 0.0 else 0) + (1 if d3 >= 0.0 else 0))
+            if k is not None:
+                k[g] += ((1 if d0 >= 0.0 else 0) + (1 if d1 >= 0.0 else 0)) + ((1 if d2 >= 0.0 else 0) + (1 if d3 >= 0.0 else 0))
         i += 4
     for i in range(i, P):
         row = A[i]
         for g in range(G):
             d = abs(np.float64(row[g])) - Y[g]
             p = d if d > 0.0 else 0.0
-            F[g] += p
+            if F is not None:
+                F[g] += p
             if D2 is not None:
                 D2[g] += p * p
-            k[g] += 1 if d >= 0.0 else 0
+            if k is not None:
+                k[g] += 1 if d >= 0.0 else 0
 
 
 _COL_SEARCH_ROUNDS = 4  # candidate rounds of the column search before the row kernel takes a column
@@ -1797,18 +1807,20 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
     (_tau_below over them) and the next candidate, for up to
     _COL_SEARCH_ROUNDS rounds of two passes (one for the candidates and the
     sums above T, _col_pass1 with T; one for the support sums at the candidates,
-    _col_support_sums, which leaves F, D2, k right for every column).  A
+    _support_sums, which leaves F, D2, k right for every column).  A
     column still undecided keeps a Y_g with phi(Y_g) <= 0 and goes to the
     row kernel (the caller's test).  In training, the prox zeroes entries
     and the gradient step revives them as tiny magnitudes below tau: one
     round skips them.
 
-    float32 exclusive lasso (xb given: the first pass's largest magnitudes;
-    S1, nz1, mb1 its sums, nonzero counts and least magnitudes): the support
-    sums come from the sums above T_g (F = S - n Y: {y > T_g} = {y >= Y_g}),
-    or from the first pass for the other columns, where they are exact
-    (_support_sums_from_pass1, whose proof holds for any Y_g = the least of
-    the entries summed): then that round makes one pass."""
+    float32 (xb: the first pass's largest magnitudes, None for no
+    shortcut; S1, nz1, mb1 its
+    sums, nonzero counts and least magnitudes): F and k come from the sums
+    above T_g (F = S - n Y: {y > T_g} = {y >= Y_g}), or from the first pass
+    for the other columns, where they are exact (_support_sums, whose proof
+    holds for any Y_g = the least of the entries summed): then a round of
+    the exclusive lasso makes one pass, and group+exclusive's second pass
+    sums D2 alone."""
     P, G = A.shape
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))
     S = np.empty(G, dtype=np.float64)
@@ -1824,8 +1836,7 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
                 y = _magnitude_of_bits(mb[g])
                 Y[g] = y if y < np.inf else -1.0
                 S_y[g], n_y[g], mb_y[g] = S[g], n[g], mb[g]
-        if xb is None or not _support_sums_from_pass1(S_y, Y, mb_y, xb, n_y, P, F, k):
-            _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+        _support_sums(A, Y, S_y, mb_y, xb, n_y, F, D2, k)
         again = False
         for g in range(G):
             if T[g] < np.inf:
@@ -1909,6 +1920,24 @@ def _col_support_out_loops(A, Y, e, fac, out, one):
             orow = out[i]
             for g in range(G):
                 orow[g] = one(row[g], Y[g], e[g], fac[g])
+
+
+@_jit
+def _support_sums(A, Y, S, mb, xb, nz, F, D2, k):
+    """The support sums F, D2 (None: the exclusive lasso's, without) and k
+    at Y_g of every column (_col_support_sums at Y_g floored at 0), given
+    a pass's sums S, least magnitudes' bits mb and counts nz of the entries
+    above some T_g, of which Y_g is the least (Y_g <= 0: a column whose
+    sums do not matter), and the columns' largest magnitudes' bits xb
+    (None: no shortcut).  float32 A: F and k from those sums where they are exact
+    (_support_sums_from_pass1), and then D2 alone from a pass (none for the
+    exclusive lasso; the pass without F and k is 0.75x the time at
+    300 x 784); otherwise one pass of all three."""
+    if xb is not None and _is_float32(A[0, 0]) and _support_sums_from_pass1(S, Y, mb, xb, nz, A.shape[0], F, k):
+        if D2 is not None:
+            _col_support_sums(A, np.maximum(Y, 0.0), None, D2, None)
+        return
+    _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
 
 
 @_jit
@@ -2080,7 +2109,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             # the per-element test of it stops the pass vectorising: 14x
             # slower, measured on float64 300 x 784 in training)
             if not exact_now and gx:
-                _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
+                _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
             elif not exact_now:
                 _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
             failed = np.zeros(G, dtype=np.bool_)
@@ -2104,17 +2133,15 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
                     T[g] = H[g]
     if searched:
         if gx:
-            _exclusive_col_search(A, a, b, Y, T, F, D2, k, S, nz, mb, None)
-        elif sums_exact:
-            _exclusive_col_search(A, a, b, Y, T, F, None, k, S, nz, mb, xb)
+            _exclusive_col_search(A, a, b, Y, T, F, D2, k, S, nz, mb, xb)
         else:
-            _exclusive_col_search(A, a, b, Y, T, F, None, k, S, nz, mb, None)
+            _exclusive_col_search(A, a, b, Y, T, F, None, k, S, nz, mb, xb)
     elif sums_done:
         pass
     elif gx:
-        _col_support_sums(A, np.maximum(Y, 0.0), F, D2, k)
-    elif not (sums_exact and _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)):
-        _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
+        _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
+    else:
+        _support_sums(A, Y, S, mb, xb, nz, F, None, k)
     e = np.empty(G, dtype=np.float64)
     fac = np.ones(G, dtype=np.float64)
     nslow = 0
