@@ -100,8 +100,8 @@ Algorithms (m = row length, G = rows, n = vector length):
   exclusive lasso: the support sums come exactly from the same pass's sums
   (F = S - k Y, _support_sums_from_pass1), so a training step takes three
   passes (first, candidates, output), as the fast path does
-  (group+exclusive: F and k so, and a lighter pass sums D2 alone,
-  _support_sums).  With hints
+  (group+exclusive: F and k come so too, and its second pass sums D2
+  alone: _support_sums).  With hints
   (``hint=``: a guess of each column's threshold kept between calls, e.g.
   by a training step, torch_dev's in-place runner) the first pass sums the
   magnitudes above the hint instead; a hint that proves phi <= 0 there
@@ -1728,7 +1728,7 @@ def _col_support_sums(A, Y, F, D2, k):
     """Per column g: F_g = sum (y - Y_g)_+, D2_g = sum (y - Y_g)_+^2 and k_g =
     #{y >= Y_g} over y = |A_ig| (as _gx_sums, not strict); four rows of A
     per update.  Any of F, D2, k may be None, as Q in _col_pass1: D2 alone
-    (F and k None) is _gx_support_sums's pass, the same bits of D2 as with
+    (F and k None) is a pass of _support_sums, the same bits of D2 as with
     F and k (the same operations on it; a test pins it)."""
     P, G = A.shape
     for g in range(G):
@@ -1813,14 +1813,13 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
     and the gradient step revives them as tiny magnitudes below tau: one
     round skips them.
 
-    float32 (xb: the first pass's largest magnitudes, None for no
-    shortcut; S1, nz1, mb1 its
-    sums, nonzero counts and least magnitudes): F and k come from the sums
-    above T_g (F = S - n Y: {y > T_g} = {y >= Y_g}), or from the first pass
-    for the other columns, where they are exact (_support_sums, whose proof
-    holds for any Y_g = the least of the entries summed): then a round of
-    the exclusive lasso makes one pass, and group+exclusive's second pass
-    sums D2 alone."""
+    float32 (xb: the first pass's largest magnitudes, None for no shortcut;
+    S1, nz1, mb1 its sums, nonzero counts and least magnitudes): F and k
+    come from the sums above T_g (F = S - n Y: {y > T_g} = {y >= Y_g}), or
+    from the first pass for the other columns, where they are exact
+    (_support_sums, whose proof holds for any Y_g = the least of the
+    entries summed): then a round of the exclusive lasso makes one pass,
+    and group+exclusive's second pass sums D2 alone."""
     P, G = A.shape
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))
     S = np.empty(G, dtype=np.float64)
@@ -1929,10 +1928,10 @@ def _support_sums(A, Y, S, mb, xb, nz, F, D2, k):
     a pass's sums S, least magnitudes' bits mb and counts nz of the entries
     above some T_g, of which Y_g is the least (Y_g <= 0: a column whose
     sums do not matter), and the columns' largest magnitudes' bits xb
-    (None: no shortcut).  float32 A: F and k from those sums where they are exact
-    (_support_sums_from_pass1), and then D2 alone from a pass (none for the
-    exclusive lasso; the pass without F and k is 0.75x the time at
-    300 x 784); otherwise one pass of all three."""
+    (None: no shortcut).  float32 A: F and k from those sums where they
+    are exact (_support_sums_from_pass1), and then D2 alone from a pass
+    (none for the exclusive lasso; the pass without F and k takes 0.75x
+    the time at 300 x 784); otherwise one pass of all three."""
     if xb is not None and _is_float32(A[0, 0]) and _support_sums_from_pass1(S, Y, mb, xb, nz, A.shape[0], F, k):
         if D2 is not None:
             _col_support_sums(A, np.maximum(Y, 0.0), None, D2, None)
