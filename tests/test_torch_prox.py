@@ -578,6 +578,75 @@ def test_terms_added_in_another_order_load_their_own_strengths_and_masks_without
     assert state["params"] == {"Linear.weight:GroupLasso": 0, "Linear.weight:GroupLasso#1": 2}  # (the caller's state: unchanged)
 
 
+def test_terms_of_one_penalty_on_same_shaped_tensors_without_an_optimizer_refuse_to_guess():
+    """Without model= or an optimizer nothing but the order the terms were
+    added tells apart two terms of one penalty on tensors of one shape:
+    loading a state into terms added in the other order gave one layer's
+    strength and frozen mask to the other.  It raises now, as it does where
+    the state records the tensors (saved with an optimizer) but the loading
+    step has none yet; with the optimizer given first the terms are matched
+    by tensor."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 6), torch.nn.Linear(6, 6)
+    saver = pt.ProximalStep(keep_zero=True)
+    saver.add(a, proxlib.GroupLasso(100.0), strength=1.0)  # zeroes a's rows: frozen
+    saver.add(b, proxlib.GroupLasso(0.01), strength=0.5)
+    saver.step(lr=0.1)
+    state = saver.state_dict()
+    assert "params" not in state and bool(state["frozen"]["Linear.weight:GroupLasso"].all())
+    loader = pt.ProximalStep(keep_zero=True)
+    tb, ta = loader.add(b, proxlib.GroupLasso(0.01)), loader.add(a, proxlib.GroupLasso(100.0))
+    with pytest.raises(ValueError, match=r"numbered in the order they were added.*no tensor that tells them apart.*model="):
+        loader.load_state_dict(state)
+    assert (ta.strength, tb.strength) == (1.0, 1.0) and loader.frozen() == {}  # (left as it was)
+    named = pt.ProximalStep(keep_zero=True)
+    named.add(a, proxlib.GroupLasso(100.0), strength=1.0, label="a")
+    named.add(b, proxlib.GroupLasso(0.01), strength=0.5, label="b")
+    labelled = pt.ProximalStep(keep_zero=True)
+    labelled.add(b, proxlib.GroupLasso(0.01), label="b")
+    labelled.add(a, proxlib.GroupLasso(100.0), label="a")
+    labelled.load_state_dict(named.state_dict())  # (labels the user chose: matched by label)
+    assert [t.strength for t in labelled.terms] == [0.5, 1.0]
+
+    opt = torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=0.1)
+    with_opt = pt.ProximalStep(opt)
+    with_opt.add(a, proxlib.GroupLasso(1.0), strength=1.0)
+    with_opt.add(b, proxlib.GroupLasso(1.0), strength=0.5)
+    state = with_opt.state_dict()
+    later = pt.ProximalStep()  # (the optimizer passed at attach(), after loading)
+    later.add(b, proxlib.GroupLasso(1.0))
+    later.add(a, proxlib.GroupLasso(1.0))
+    with pytest.raises(ValueError, match=r"has no optimizer, which numbers them"):
+        later.load_state_dict(state)
+    first = pt.ProximalStep(opt)
+    tb, ta = first.add(b, proxlib.GroupLasso(1.0)), first.add(a, proxlib.GroupLasso(1.0))
+    first.load_state_dict(state)
+    assert (ta.strength, tb.strength) == (1.0, 0.5)
+
+
+def test_terms_on_tensors_of_different_shapes_are_matched_by_shape_without_an_optimizer():
+    """Without an optimizer the state records each term's tensor's shape:
+    terms of one penalty on tensors of different shapes, added in another
+    order, get their own strengths and frozen masks."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 5), torch.nn.Linear(5, 4)
+    saver = pt.ProximalStep(keep_zero=True)
+    saver.add(a, proxlib.GroupLasso(100.0), strength=1.0)
+    saver.add(b, proxlib.GroupLasso(0.01), strength=0.5)
+    saver.step(lr=0.1)
+    state = saver.state_dict()
+    assert state["shapes"] == {"Linear.weight:GroupLasso": [5, 6], "Linear.weight:GroupLasso#1": [4, 5]}
+    loader = pt.ProximalStep(keep_zero=True)
+    tb, ta = loader.add(b, proxlib.GroupLasso(0.01)), loader.add(a, proxlib.GroupLasso(100.0))
+    loader.load_state_dict(state)
+    assert (ta.strength, tb.strength) == (1.0, 0.5)
+    frozen = loader.frozen()
+    assert bool(frozen[ta.label].all()) and not bool(frozen[tb.label].any())
+    before = b.weight.detach().clone()
+    loader.step(lr=0.1)
+    assert bool(b.weight.ne(0).any()) and not torch.equal(b.weight, before)  # (b shrunk, not frozen at zero)
+
+
 def test_terms_matched_by_tensor_only_one_to_one():
     """Two terms of one penalty on one tensor cannot be told apart by their
     tensor: they are matched by label; a state with another set of terms

@@ -1262,6 +1262,8 @@ class ProximalStep:
         where = self._param_indices()
         if where is not None:
             state["params"] = where
+        if self.model is None:
+            state["shapes"] = {t.label: list(t.leaf.shape) for t in self.terms}
         return state
 
     def _param_indices(self) -> dict[str, int] | None:
@@ -1280,39 +1282,69 @@ class ProximalStep:
         return {t.label: index.get(id(t.leaf), -1) for t in self.terms}
 
     def _labels_from(self, state: dict) -> dict[str, str]:
-        """state label -> this step's label of the same term.  Labels, except
-        where ``state`` records the terms' tensors (``"params"``, saved
-        without ``model=``) and this step can read them too: then a term is
-        the one on the same tensor whose label is the same but for the
-        default labels' number (``#k``, which depends on the order the terms
-        were added), provided that pairs the terms one to one (two terms of
-        one penalty on one tensor fall back to their labels)."""
-        saved, mine = state.get("params"), self._param_indices()
+        """state label -> this step's label of the same term.
+
+        With ``model=`` the labels name the parameters: by label.  Without
+        it, the default labels are numbered in the order the terms were
+        added (``#k``), and a term is the one of the same label but for that
+        number (its stem) on the same tensor: the tensor's index among the
+        optimizer's parameters where ``state`` records it (``"params"``)
+        and this step has an optimizer; else the tensor's shape
+        (``"shapes"``), where that pairs the terms one to one.  Where
+        neither tells apart the terms that the order numbered (terms of one
+        stem on different tensors), a ValueError: matched by label they
+        could swap strengths and frozen masks between tensors.  Two terms
+        of one stem on one tensor are matched by label (which of them is
+        which only their order says, on both sides)."""
         labels = {label: label for label in state["strengths"]}
-        if not isinstance(saved, dict) or mine is None:
+        if self.model is not None:
             return labels
+        saved, mine = state.get("params"), self._param_indices()
+        if isinstance(saved, dict) and mine is not None:
+            def index(label):
+                i = saved.get(label)
+                return int(i) if isinstance(i, numbers.Integral) else None
 
-        def stem(label):
-            return re.sub(r"#\d+$", "", label)
+            by_index = _match_terms(labels, index, lambda t: mine[t.label], self.terms)
+            if by_index is not None:
+                return by_index
+        numbered = _numbered_stems(self.terms)
+        if not numbered or set(labels) != {t.label for t in self.terms}:
+            return labels  # (by label: no order to mistake, or terms that differ, which the caller reports)
+        shapes = state.get("shapes")
+        if isinstance(shapes, dict):
+            def shape(label):
+                s = shapes.get(label)
+                return tuple(int(n) for n in s) if isinstance(s, (list, tuple)) else None
 
-        def index(label):
-            i = saved.get(label)
-            return int(i) if isinstance(i, numbers.Integral) else None
-
-        by_key = {(mine[t.label], stem(t.label)): t.label for t in self.terms}
-        keys = {label: (index(label), stem(label)) for label in labels}
-        if len(by_key) < len(self.terms) or len(set(keys.values())) < len(keys) or not set(keys.values()) <= set(by_key):
-            return labels  # (not one to one: by label, whose mismatches the caller reports)
-        return {label: by_key[key] for label, key in keys.items()}
+            by_shape = _match_terms(labels, shape, lambda t: tuple(t.leaf.shape), self.terms)
+            if by_shape is not None:
+                return by_shape
+        why = (
+            "this ProximalStep has no optimizer, which numbers them (pass it to ProximalStep(), or attach() it, "
+            "before load_state_dict)"
+            if isinstance(saved, dict)
+            else "the state records no tensor that tells them apart (saved without an optimizer)"
+        )
+        raise ValueError(
+            f"cannot tell which saved term is which: the terms labelled {', '.join(f'{x}, {x}#1, ...' for x in numbered)} "
+            "are numbered in the order they were added, "
+            f"and {why}; give the terms names, ProximalStep(model=...) or add(..., label=...)"
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; the terms must be the same (by label), in any order.
 
         Without ``model=`` the default labels are numbered in the order the
         terms were added; a state saved so records each term's tensor (its
-        index among the optimizer's parameters), and the terms are matched
-        by tensor, so adding them in another order cannot swap strengths or
-        frozen masks between tensors.
+        index among the optimizer's parameters, and its shape), and the
+        terms are matched by tensor, so adding them in another order cannot
+        swap strengths or frozen masks between tensors.  Where this
+        ProximalStep cannot tell those terms apart (no optimizer yet to
+        number the tensors, or a state saved without one, and tensors of
+        one shape), a ValueError says so instead of guessing: pass the
+        optimizer before loading, or name the terms (``model=`` or
+        ``label=``).
 
         Everything in ``state`` is checked before anything is changed (a
         ValueError or TypeError naming the entry; the ProximalStep is then
@@ -1368,6 +1400,30 @@ class ProximalStep:
     def __repr__(self) -> str:
         body = ", ".join(f"{t.label}: {t.strength:g}" for t in self.terms)
         return f"ProximalStep({body})"
+
+
+def _label_stem(label: str) -> str:
+    """A default label without its order number (``#k``, see ProximalStep._default_label)."""
+    return re.sub(r"#\d+$", "", label)
+
+
+def _numbered_stems(terms) -> list[str]:
+    """The labels' stems that terms on more than one tensor share: their
+    labels' numbers say only the order in which the terms were added."""
+    tensors: dict[str, set] = {}
+    for t in terms:
+        tensors.setdefault(_label_stem(t.label), set()).add(id(t.leaf))
+    return sorted(stem for stem, ids in tensors.items() if len(ids) > 1)
+
+
+def _match_terms(labels, saved_key, my_key, terms) -> dict[str, str] | None:
+    """state label -> the label of the term with the same (key, stem), where
+    that pairs the state's terms with ``terms`` one to one; else None."""
+    by_key = {(my_key(t), _label_stem(t.label)): t.label for t in terms}
+    keys = {label: (saved_key(label), _label_stem(label)) for label in labels}
+    if len(by_key) < len(terms) or len(set(keys.values())) < len(keys) or not set(keys.values()) <= set(by_key):
+        return None
+    return {label: by_key[key] for label, key in keys.items()}
 
 
 class _Batches:
