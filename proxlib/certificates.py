@@ -516,10 +516,10 @@ def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp, vmax):
     norms); ``w``: the weights (non-increasing); ``s`` the step.  Returns,
     per element, the excess of the partial sum of the sorted |r| ending at
     its sorted position over W_k, and the complementarity
-    min((a_K - a_{K+1})/s, |D_K|) at its position in the |x| order (module
-    docstring); units of r.  ``vmax``: the largest of the magnitudes of
-    ``v``: a gap is closed at the cost ``(a_K - a_{K+1}) / vmax`` relative
-    to the data.
+    min(a_K - a_{K+1} weighed as below, s |D_K|) at its position in the |x|
+    order (module docstring); units of v (s times those of r).  ``vmax``:
+    the largest of the magnitudes of ``v``: a gap is closed at the cost
+    ``(a_K - a_{K+1}) / vmax`` relative to the data.
     """
     n = mag_r.shape[0]
     W = xp.cumulative_sum(w)
@@ -539,12 +539,16 @@ def _sorted_l1_conditions(mag_r, q, mag_x, w, s, xp, vmax):
     # magnitudes never exceed it), |D_K| against the certificate's: with
     # both against the scale, which adds s * w_1, x = v passed wherever the
     # thresholds dwarf the data (the prox is 0 there).
-    # (scale / s formed as vmax / s + w_1: finite where s w_1 overflows)
-    per_s = vmax / s + _max(w, xp)
-    gap = xp.where(vmax > 0, (a - a_next) / xp.where(vmax > 0, vmax, 1.0) * per_s, (a - a_next) / s)
-    comp = xp.minimum(gap, xp.abs(W - xp.cumulative_sum(q[px])))
+    # The gap in units of v: d (scale / vmax) = d + (d / vmax) (s w_1), with
+    # d = a_K - a_{K+1} <= vmax, so that it overflows only where its value
+    # does, and 0 where d is (a tie; inf * 0 was NaN, reported as inf, where
+    # s w_1 overflowed or, in units of r, vmax / s did).
+    d = a - a_next
+    sw1 = s * _max(w, xp)
+    gap = xp.where(d > 0, d + (d / xp.where(vmax > 0, vmax, 1.0)) * sw1, 0.0)
+    comp = xp.minimum(gap, s * xp.abs(W - xp.cumulative_sum(q[px])))
     out = xp.zeros(n, dtype=xp.float64, device=device(mag_r))
-    out[pr] = excess
+    out[pr] = s * excess
     by_x = xp.zeros(n, dtype=xp.float64, device=device(mag_r))
     by_x[px] = comp
     return xp.maximum(out, by_x)
@@ -555,7 +559,7 @@ def _cert_owl(pen, V, X, thr, s, xp):
     vmax = _max(xp.abs(V), xp)
     Rr = (V - X) / s
     q = xp.where(X != 0, Rr * xp.sign(X), xp.abs(Rr))
-    return s * _sorted_l1_conditions(xp.abs(Rr), q, xp.abs(X), w, s, xp, vmax), (vmax, s * _max(w, xp))
+    return _sorted_l1_conditions(xp.abs(Rr), q, xp.abs(X), w, s, xp, vmax), (vmax, s * _max(w, xp))
 
 
 def _cert_growl(pen, V, X, thr, s, xp):
@@ -567,7 +571,7 @@ def _cert_growl(pen, V, X, thr, s, xp):
     along = xp.sum(Rr * U, axis=1)
     ortho = xp.where(nX > 0, _k.row_norms(Rr - along[:, None] * U, xp), 0.0)
     q = xp.where(nX > 0, along, nR)
-    return s * xp.maximum(_sorted_l1_conditions(nR, q, nX, w, s, xp, vmax), ortho), (vmax, s * _max(w, xp))
+    return xp.maximum(_sorted_l1_conditions(nR, q, nX, w, s, xp, vmax), s * ortho), (vmax, s * _max(w, xp))
 
 
 def _cert_group_lasso(pen, V, X, thr, s, xp):
@@ -620,14 +624,33 @@ def _cert_weighted_l2sq(pen, V, X, thr, s, xp):
     return xp.abs(V - X - xp.where(X != 0, xp.where(xp.isinf(g), 2.0 * (s * (w * X)), g * X), 0.0)), (_max(xp.abs(V), xp),)
 
 
-def _lp_threshold(L: float, p: float) -> float:
+def _scaled(s: float, lam: float, h):
+    """``s * lam * h`` (L = s lam times ``h``), also where ``s * lam``
+    overflows but the product does not: then the larger factor meets ``h``
+    first (h is |x|^(p-1) or t^(p-1): small where L is huge)."""
+    L = s * lam
+    if math.isfinite(L):
+        return L * h
+    return (max(s, lam) * h) * min(s, lam)
+
+
+def _lp_threshold(L: float, p: float, s: float | None = None, lam: float | None = None) -> float:
     """tau = min_{t>0} t/2 + L t^(p-1), evaluated at the computed minimiser
     t* = (2 L (1-p))^(1/(2-p)): the rounded exponent moves t* by a few eps
-    |ln(2L(1-p))|, which changes the value only to second order."""
+    |ln(2L(1-p))|, which changes the value only to second order.  Where
+    ``L = s * lam`` overflowed (inf, with ``s`` and ``lam`` given) and p < 1,
+    t* = (2 (1-p))^(1/(2-p)) s^(1/(2-p)) lam^(1/(2-p)), finite: the data
+    above it keeps its entries."""
     if L == 0.0:
         return 0.0
     if p == 1.0:
         return L
+    if math.isinf(L) and s is not None:
+        e = 1.0 / (2.0 - p)
+        t = (2.0 * (1.0 - p)) ** e * s**e * lam**e
+        if math.isinf(t):  # (tau = t (2-p) / (2 (1-p)) >= t)
+            return math.inf
+        return t / 2.0 + _scaled(s, lam, t**p / t)
     t = (2.0 * L * (1.0 - p)) ** (1.0 / (2.0 - p))
     if not (t > 0 and math.isfinite(t)):  # pragma: no cover - extreme ranges: the closed form
         return (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * L * (1.0 - p)) ** (1.0 / (2.0 - p))
@@ -635,22 +658,24 @@ def _lp_threshold(L: float, p: float) -> float:
 
 
 def _cert_lp(pen, V, X, thr, s, xp):
-    L, p = s * thr[0], pen.p
+    lam, p = thr[0], pen.p
+    L = s * lam
     aV, aX = xp.abs(V), xp.abs(X)
     on = X != 0
     safe = xp.where(on, aX, 1.0)
     # L |x|^(p-1) formed as L (|x|^p / |x|): p is the caller's exact float;
-    # 0 for L = 0 (|x|^(p-1) overflows for subnormal x: 0 * inf was NaN), and
-    # L / |x| for p = 0 (finite wherever the value is)
+    # 0 for L = 0 (|x|^(p-1) overflows for subnormal x: 0 * inf was NaN),
+    # L / |x| for p = 0 (finite wherever the value is), and s lam |x|^(p-1)
+    # where s lam overflows (_scaled; inf was reported for a correct prox)
     if L == 0.0:
         q = 0.0 * aX
     elif p == 0.0:
-        q = L / safe
+        q = _scaled(s, lam, 1.0 / safe)
     else:
-        q = L * (safe**p / safe)
-    stationarity = xp.abs(X - V + (p * q) * xp.sign(X))
+        q = _scaled(s, lam, safe**p / safe)
+    stationarity = xp.abs(X - V + (p * q) * xp.sign(X)) if p != 0.0 else xp.abs(X - V)
     above_zero = xp.maximum(0.5 * aX - xp.sign(X) * V + q, 0.0)  # (f(x) - f(0)) / |x| <= 0
-    off = xp.maximum(aV - _lp_threshold(L, p), 0.0)
+    off = xp.maximum(aV - _lp_threshold(L, p, s, lam), 0.0)
     return xp.where(on, xp.maximum(stationarity, above_zero), off), (_max(aV, xp),)
 
 

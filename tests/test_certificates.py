@@ -653,3 +653,37 @@ def test_residual_tolerance_warns_of_nothing_where_a_violation_overflows():
             warnings.simplefilter("error")
             tol = C.residual_tolerance(pen, v)
             assert tol == C.certify(pen, v, pen.prox(v)).tolerance
+
+
+@pytest.mark.parametrize("backend", [_backend(b) for b in BACKENDS])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 0.7])
+def test_lp_certificate_where_step_times_lam_overflows(p, backend):
+    """L = step * lam = 1e503 leaves float64, but the threshold (p < 1) and
+    the term L |x|^(p-1) at a kept entry of 1e280 need not: the certificate
+    formed them from L = inf and reported inf for proxlib's own answer (p = 0:
+    x = (0, 1e280), exact).  A zero where the prox keeps the entry, or the
+    data where the prox is zero, still fails."""
+    pen, v, step = proxlib.Lp(1e308, p), np.array([-1e195, 1e280]), 1e195
+    x = np.asarray(_prox(backend, pen, v, step))
+    assert x[0] == 0.0
+    assert C.certify(pen, _on(backend, v), _on(backend, x), step).ok
+    wrong = np.zeros_like(v) if x[1] != 0 else v.copy()
+    assert not C.certify(pen, _on(backend, v), _on(backend, wrong), step).ok
+    if p == 0.0:
+        assert x[1] == 1e280  # (above tau = sqrt(2 L) ~ 3e251: kept)
+
+
+@pytest.mark.parametrize("backend", [_backend(b) for b in BACKENDS])
+@pytest.mark.parametrize("name", ["owl", "growl"])
+def test_sorted_l1_certificate_at_a_step_so_small_that_vmax_over_step_overflows(name, backend):
+    """vmax / step = 1e310: the complementarity weighed a zero gap (a tie of
+    zeros) by it, 0 * inf = NaN, and the residual of proxlib's exact answer
+    was inf.  The gap is now weighed in units of v.  Halving the kept entry
+    still fails."""
+    w, step = np.array([1.0, 1.0]), 1e-300
+    pen = proxlib.OWL(w) if name == "owl" else proxlib.GrOWL(w)
+    v = np.array([1e10, 0.0]) if name == "owl" else np.array([[1e10, 0.0], [0.0, 0.0]])
+    x = _prox(backend, pen, v, step)
+    cert = C.certify(pen, _on(backend, v), x, step)
+    assert math.isfinite(cert.residual) and cert.ok
+    assert not C.certify(pen, _on(backend, v), _on(backend, v / 2), step).ok
