@@ -819,6 +819,39 @@ def test_metric_spanning_the_float_range(numpy_backend):
             kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
 
 
+@pytest.mark.parametrize("lib", ["numpy", "numba", "torch"])
+@proxlib.use_backend(None)  # automatic dispatch (the module's other tests pin numpy)
+def test_metric_whose_row_norm_squares_underflow(lib):
+    """||d v||_2 carried by entries of d near 1e-170 (the metric spans
+    1e170): the scaled row's squares underflowed, the row counted as zero
+    and x = 0 came back, at lam = 0 too (where x = v) and wherever
+    ||d v|| > lam at that scale.  Entry by entry against the exact
+    rational/60-digit references, relative to the data."""
+    if lib not in proxlib.available_backends():
+        pytest.skip(f"backend {lib!r} does not import here")
+    W = np.array([[1.0, 0.0, -0.5], [3.0, 0.0, 2.0]])
+    D = np.array([[1e-170, 1.0, 3e-171], [2e-171, 0.25, 1e-170]])
+    for op in ROW_OPS:
+        for lam in (0.0, 1e-171, 4e-171):
+            mu = op_mu(op, 0.5)
+            a, b = thresholds(lam, mu, 1.0, np.ones(2))
+            if lib == "torch":
+                import torch
+
+                X = row_prox(op, torch.from_numpy(W.copy()), lam, mu, metric=torch.from_numpy(D.copy())).numpy()
+            else:
+                with proxlib.use_backend(lib):
+                    X = row_prox(op, W, lam, mu, metric=D)
+            ref = np.array([
+                W[g] if a[g] == b[g] == 0 else
+                M.exact_exclusive_metric_row(W[g], D[g], b[g]) if a[g] == 0 else
+                M.exact_group_exclusive_metric_row(W[g], D[g], a[g], b[g])
+                for g in range(2)
+            ])
+            assert np.abs(ref).max() > 0.1  # (not the zero rows that came back)
+            np.testing.assert_allclose(X, ref, rtol=0, atol=16 * 3 * EPS64 * np.abs(W).max(), err_msg=f"{op} lam={lam}")
+
+
 @pytest.mark.parametrize("op", ROW_OPS)
 def test_degenerate_shapes(numpy_backend, op):
     for shape in [(0, 3), (3, 0), (1, 1), (1, 5), (5, 1)]:

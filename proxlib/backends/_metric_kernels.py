@@ -278,7 +278,7 @@ def _group_lasso_s(V, Dn, a, xp, check_every=1):
         mu = a[:, None] / Dn
         nv = xp.sqrt(xp.sum(V * V, axis=1))
         Z = Dn * V
-        nz = xp.sqrt(xp.sum(Z * Z, axis=1))
+        nz = _k.row_norms(Z, xp)  # (Z's squares underflow where Dn spans beyond 2^500 or so)
         dmin = xp.min(Dn, axis=1)
         dmax = xp.max(Dn, axis=1)
         lo = xp.clip(xp.maximum(nv - xp.max(mu, axis=1), (nz - a) / dmax), min=0.0) * (1.0 - 8 * _EPS)
@@ -478,7 +478,7 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp, check_every=1):
     Z, Zlo, Y, Ylo, Ds = _sorted_magnitudes(V, Dn, xp)
     with errstate(V):
         nv = xp.sqrt(xp.sum(V * V, axis=1))
-        nz = xp.sqrt(xp.sum(Z * Z, axis=1))
+        nz = _k.row_norms(Z, xp)
         hi = xp.minimum(nv, (nz - a_s) / xp.min(Dn, axis=1) * (1.0 + 8 * _EPS))
     lo = xp.zeros(G, dtype=V.dtype, device=device(V))
 
@@ -556,13 +556,16 @@ def group_exclusive_metric(W, D, a, b, gather=True):
         _, es = xp.frexp(sd)
         shift = xp.where((b_s > 2.0**900) & xp.isfinite(b), eb - es - 599, 0)
         b_s = xp.where(shift > 0, mul_pow2(b * xp.ones_like(sd), -shift - (es - 1)), b_s)
-        Z = Dn * V
-        nz = xp.sqrt(xp.sum(Z * Z, axis=1))
+        # ||Dn V||_2 as nrm * zs (zs a power of two): a metric that spans
+        # beyond 2^500 or so underflowed the squares, and a row of Dn V below
+        # 2^-511 counted as zero (x = 0 at a = 0, where x = v)
+        nrm, zs = _k.scaled_row_norms(Dn * V, xp)
+        above = nrm > a_s / zs  # ||Dn V|| > a_s, the same bits where nothing underflows
     # a row holding NaN or +-inf (input not checked: check_finite=False) is
-    # returned as it is, as the Euclidean kernels return it; its nz is not
+    # returned as it is, as the Euclidean kernels return it; its norm is not
     # finite (every other row's is below 4 sqrt(m))
-    finite = xp.isfinite(nz)
-    nonzero = (nz > a_s) & xp.isfinite(b_s) & finite
+    finite = xp.isfinite(nrm)
+    nonzero = above & xp.isfinite(b_s) & finite
     U = xp.where(nonzero[:, None], V, 0.0)  # a = b = 0 rows keep V
     cases = (
         (nonzero & (a_s > 0) & (b_s == 0), _group_lasso_rows),
