@@ -865,6 +865,39 @@ def test_frozen_parameters_are_skipped():
     assert torch.count_nonzero(lin.weight) == 0
 
 
+@pytest.mark.parametrize("metric", [None, "adam"])
+def test_frozen_parameters_outside_the_optimizer_are_accepted_and_skipped(metric):
+    """An optimizer built from the trainable parameters alone (fine-tuning:
+    ``SGD(p for p in model.parameters() if p.requires_grad)``): a term on a
+    frozen tensor is accepted at add() and attach() (it raised "not in the
+    optimizer's param_groups"), its steps leave the tensor alone, the other
+    terms step; unfrozen while still outside the optimizer, the step raises
+    naming the term, and add() still refuses a trainable tensor outside it."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    net[0].weight.requires_grad_(False)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = (torch.optim.Adam if metric else torch.optim.SGD)(trainable, lr=0.5)
+    prox = pt.ProximalStep(opt, model=net, metric=metric)
+    prox.add(net[0], proxlib.GroupLasso(10.0))
+    prox.add(net[1], proxlib.GroupLasso(10.0))
+    prox.attach()
+    frozen = net[0].weight.detach().clone()
+    net(torch.randn(5, 4)).square().sum().backward()
+    opt.step()  # (the hook's proximal step)
+    prox.step()
+    assert torch.equal(net[0].weight, frozen)
+    assert torch.count_nonzero(net[1].weight) == 0
+    net[0].weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="0.weight:GroupLasso.*not in the optimizer"):
+        prox.step()
+    other = torch.nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="not in the optimizer"):
+        pt.ProximalStep(opt).add(other, proxlib.GroupLasso(1.0))
+    other.weight.requires_grad_(False)
+    pt.ProximalStep(opt).add(other, proxlib.GroupLasso(1.0))  # frozen: accepted
+
+
 def test_every_n_steps_uses_lr_times_n():
     """With zero gradients, a prox every 3 optimizer steps at step 3 * lr * strength."""
     p = torch.nn.Parameter(torch.full((2, 3), 5.0, dtype=torch.float64))

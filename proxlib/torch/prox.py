@@ -797,8 +797,9 @@ class ProximalStep:
         a grouping that does not fit the tensor, weights of the wrong length,
         a strength that is not a finite number >= 0 (a TypeError or
         ValueError naming ``strength``; a tensor of one entry is its number),
-        a tensor that is not in the optimizer (when one was given), or a
-        label already used.
+        a trainable tensor that is not in the optimizer (when one was given;
+        a frozen one, ``requires_grad=False``, may be absent: its steps are
+        skipped while it is frozen), or a label already used.
         """
         if isinstance(target, str):
             raise TypeError(f"target must be a torch.nn.Module or a tensor, got the string {target!r}")
@@ -809,8 +810,8 @@ class ProximalStep:
                 f"a term labelled {term.label!r} exists already; pass label= to tell them apart"
                 + ("" if self.model is not None else " (or model= to ProximalStep)")
             )
-        if self.optimizer is not None:
-            group = self._group_of(term.leaf, self.optimizer, term.label)
+        group = None if self.optimizer is None else _optimised_group(term.leaf, self.optimizer, term.label)
+        if group is not None:
             if self._attached():  # (the hook reads its lr from the group)
                 _lr_in(group, term.label, self.optimizer)
             if self.metric == "adam":
@@ -846,10 +847,6 @@ class ProximalStep:
         return base
 
     # -- running
-    @staticmethod
-    def _group_of(leaf: torch.Tensor, optimizer, label: str) -> dict:
-        return _required(_group_slot(leaf, optimizer), leaf, label)[2]
-
     def _param_slot(self, term: ProxTerm, leaf: torch.Tensor, optimizer, *, required: bool = True) -> tuple | None:
         """Where the optimizer's group holding ``leaf`` is (:func:`_group_slot`),
         kept on the term while it is current (:func:`_slot_current`: looked
@@ -1206,7 +1203,9 @@ class ProximalStep:
         if self.metric == "adam":
             _check_adam(opt)
         for term in self.terms:
-            group = self._group_of(term.leaf, opt, term.label)  # every term's tensor must be optimised
+            group = _optimised_group(term.leaf, opt, term.label)  # every trained term's tensor must be optimised
+            if group is None:
+                continue
             _lr_in(group, term.label, opt)  # (the hook reads each term's lr from its group)
             if self.metric == "adam":
                 _check_adam_group(group)
@@ -1564,9 +1563,21 @@ def _required(slot: tuple | None, leaf: torch.Tensor, label: str) -> tuple:
         raise ValueError(
             f"term {label!r}: its tensor (shape {tuple(leaf.shape)}) is not in the optimizer's param_groups "
             "(a parameter replaced after add(), e.g. by load_state_dict(assign=True), is another tensor: "
-            "give the optimizer the new one)"
+            "give the optimizer the new one; a frozen one unfrozen needs a place in the optimizer too)"
         )
     return slot
+
+
+def _optimised_group(leaf: torch.Tensor, optimizer, label: str) -> dict | None:
+    """The optimizer's parameter group holding ``leaf``; None for a frozen
+    tensor (``requires_grad=False``) that no group holds (an optimizer built
+    from the trainable parameters alone: the steps skip a frozen tensor, as
+    the optimizer does, until it is unfrozen); a ValueError naming the term
+    (``label``) for a trainable tensor that no group holds."""
+    slot = _group_slot(leaf, optimizer)
+    if slot is None and not leaf.requires_grad:
+        return None
+    return _required(slot, leaf, label)[2]
 
 
 def _lr_in(group: dict, label: str, optimizer):
