@@ -457,7 +457,51 @@ def machine_description() -> dict[str, str]:
         "proxlib": f"{proxlib.__version__} at commit {commit or '?'}" + (" (proxlib/ has uncommitted changes)" if dirty else ""),
         "backends": ", ".join(proxlib.available_backends()),
         "numba_threads": os.environ.get("NUMBA_NUM_THREADS", "default (all cores)"),
+        "numpy_sort": numpy_sort_description(),
     }
+
+
+_SORT_TIMING = """
+import time
+import numpy as np
+v = np.random.default_rng(0).standard_normal(10**6)
+times = []
+for _ in range(7):
+    t = time.perf_counter()
+    np.sort(v)
+    times.append(time.perf_counter() - t)
+print(sorted(times)[3])
+"""
+
+#: NumPy's CPU features to switch off for its AVX2 sort (read by NumPy at import only)
+_WITHOUT_AVX512 = "AVX512_ICL X86_V4"
+
+
+def numpy_sort_description() -> str:
+    """Which sort the OWL floor ``np.sort`` runs here.  On AMD Zen 4 NumPy's
+    AVX-512 sort is several times slower than its AVX2 code (see
+    ``proxlib.backends.numba_cpu._numpy_sort_is_slow``), so the floor is
+    then not the machine's best sort: this says so with np.sort of 1e6
+    float64 timed in this process and in a child process given NumPy's AVX2
+    code (median of 7 each), and which sort proxlib's OWL uses for its keys."""
+    try:
+        from proxlib.backends import numba_cpu
+    except ImportError:
+        return "NumPy's SIMD sort (numba not installed: no OWL key sort to choose)"
+    if not numba_cpu._numpy_sort_is_slow():
+        return f"NumPy's SIMD sort, for the floor and for the Numba OWL's keys (KEY_SORT {numba_cpu.KEY_SORT!r})"
+    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=_WITHOUT_AVX512)
+    try:
+        here = float(subprocess.run([sys.executable, "-c", _SORT_TIMING], capture_output=True, text=True,
+                                    timeout=120).stdout)
+        avx2 = float(subprocess.run([sys.executable, "-c", _SORT_TIMING], capture_output=True, text=True,
+                                    timeout=120, env=env).stdout)
+        timed = (f"np.sort of 1e6 float64 {here * 1e3:.1f} ms, {avx2 * 1e3:.1f} ms with NumPy's AVX2 code "
+                 f"(NPY_DISABLE_CPU_FEATURES=\"{_WITHOUT_AVX512}\", another process): ")
+    except (subprocess.SubprocessError, ValueError):
+        timed = ""
+    return ("NumPy's AVX-512 sort on AMD Zen 4 (its compress-stores run in microcode): " + timed
+            + f"the OWL floor is that slow sort; the Numba OWL sorts its keys by radix (KEY_SORT {numba_cpu.KEY_SORT!r})")
 
 
 def _fmt_time(s: float | None) -> str:
@@ -495,7 +539,7 @@ def write_markdown(path: Path, results: list[Result], machine: dict, contenders:
         L.append(f"**{note}**\n")
     L.append("## Machine\n")
     L.append("| | |\n|---|---|")
-    for k in ("date", "cpu", "cores", "ram", "os", "versions", "proxlib", "backends", "numba_threads"):
+    for k in ("date", "cpu", "cores", "ram", "os", "versions", "proxlib", "backends", "numba_threads", "numpy_sort"):
         L.append(f"| {k.replace('_', ' ')} | {machine[k]} |")
     L.append(f"| load average (1/5/15 min) | start {load[0]}; end {load[1]} |")
     L.append(f"| tracemalloc sees Numba allocations | {numba_mem} |")

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import proxlib
 from test_numba_extremes import _cancelling_owl
@@ -87,11 +90,19 @@ def _adversarial_vectors(dtype):
     }
 
 
+@pytest.fixture(params=["numpy", "radix"])
+def key_sort(request, monkeypatch):
+    """Each sort of the OWL keys (numba_cpu.KEY_SORT), whichever "auto"
+    picks on this machine."""
+    monkeypatch.setattr(NB, "KEY_SORT", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_partitioned_key_sort_equals_one_sort(dtype):
+def test_partitioned_key_sort_equals_one_sort(dtype, key_sort):
     """The parallel path's partition + two sorts give exactly the serial
     path's single sort, also where the pivot splits the keys unevenly (or not
-    at all)."""
+    at all), with either sort of the keys."""
     assert N >= NB._OWL_SPLIT_SORT
     ibits, mask, magbits = ((np.int64, np.int64(0x7FFFFFFFFFFFFFFF), 63) if dtype == np.float64
                             else (np.int32, np.int64(0x7FFFFFFF), 31))
@@ -142,3 +153,64 @@ def test_runs_of_equal_truncated_keys_sorted_wherever_they_fall(seed):
     np.testing.assert_array_equal(s, np.sort(np.abs(v)))  # sorted by the full magnitudes
     index = (keys >> 1) & ((1 << ib) - 1)
     np.testing.assert_array_equal(np.abs(v)[index], s)  # each key still names its entry
+
+
+def _radix_sorted(keys):
+    out = keys.copy()
+    tmp = np.full(keys.shape[0] + 3, 12345, dtype=np.int64)  # (longer than needed: only its first n are used)
+    NB._radix_sort(out, tmp)
+    return out
+
+
+@given(arrays(np.int64, st.integers(0, 300), elements=st.integers(-(2**63), 2**63 - 1)))
+def test_radix_sort_equals_numpy_sort(keys):
+    """The OWL keys' radix sort orders any int64 keys as NumPy does (signed
+    order): the whole range, negatives, duplicates, empty and one key."""
+    np.testing.assert_array_equal(_radix_sorted(keys), np.sort(keys))
+
+
+@pytest.mark.parametrize("digits", [(0,), (7,), (0, 1), (3, 7), (0, 2, 5), tuple(range(8))])
+def test_radix_sort_whatever_digits_vary(digits):
+    """Keys that differ in only some of their eight bytes: the passes over
+    the other bytes are skipped, so an odd number of passes ends in the
+    scratch (and is copied back) and an even one in place; signed order
+    across the top byte's sign bit (digit 7)."""
+    rng = np.random.default_rng(len(digits) * 31 + digits[0])
+    n = 5000
+    base = np.int64(0x0123456789ABCDEF)
+    keys = np.full(n, base, dtype=np.int64)
+    for d in digits:
+        keys ^= rng.integers(0, 256, n, dtype=np.int64) << (8 * d)
+    keys[::7] = keys[3]  # duplicates
+    for case in (keys, np.sort(keys), np.sort(keys)[::-1].copy()):
+        np.testing.assert_array_equal(_radix_sorted(case), np.sort(case))
+    np.testing.assert_array_equal(_radix_sorted(np.full(9, base)), np.full(9, base))  # no pass at all
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [3000, N])
+@pytest.mark.parametrize("kind", ["gaussian", "cancelling", "near_ties", "ties"])
+def test_owl_is_the_same_whichever_sorts_the_keys(kind, n, dtype, monkeypatch):
+    """NumPy's sort and the radix sort give the OWL kernel the same keys in
+    the same order (they are distinct), so the same output bit for bit:
+    serial and parallel, below and past the split sort's threshold."""
+    rng = np.random.default_rng(sum(map(ord, kind)) + n)
+    v, w = _case(kind, dtype, rng)
+    v, w = v[:n], w[:n]
+    got = {}
+    for sort in ("numpy", "radix"):
+        monkeypatch.setattr(NB, "KEY_SORT", sort)
+        got[sort] = [NB.owl(v, w, parallel=par) for par in (True, False)]
+    for a, b in zip(got["numpy"], got["radix"]):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_key_sort_setting(monkeypatch):
+    """"auto" takes the radix sort exactly where NumPy's sort is slow; a
+    setting other than "auto", "numpy" or "radix" is refused by name."""
+    for slow in (False, True):
+        monkeypatch.setattr(NB, "_NUMPY_SORT_SLOW", slow)
+        assert (NB._key_sort() is NB._radix_sort_with_scratch) is slow
+    monkeypatch.setattr(NB, "KEY_SORT", "quick")
+    with pytest.raises(ValueError, match="KEY_SORT"):
+        NB.owl(np.ones(3000), np.ones(3000))

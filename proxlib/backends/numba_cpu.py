@@ -119,17 +119,21 @@ Algorithms (m = row length, G = rows, n = vector length):
   same first check (phi(Y) > 0: no search) and column-wise passes (the
   candidate search included; the support sums always from their own pass).
 * ``owl``: the zero pattern is EXACT, the values faithful:
-  (1) one NumPy (SIMD) sort of packed 64-bit keys, magnitude bits << (ib + 1)
+  (1) one sort of packed 64-bit keys, magnitude bits << (ib + 1)
   | index << 1 | sign (ib = index bits; a non-negative float's bit pattern is
   monotone in its value; sorted as signed integers, float64's top bit
   flipped: AVX2 compares signed 64-bit lanes natively), gives the sorted
-  magnitudes and the permutation at once.  float32 keys hold all 31 magnitude bits; float64 keys drop the ib
-  lowest, and the rare runs of equal truncated keys are put in order of the
-  full magnitudes, read back from v (insertion sort; numba's argsort for long
-  runs; float64 reads them all back from v in the sorted order, a random
+  magnitudes and the permutation at once.  The sort is NumPy's SIMD sort,
+  except on AMD Zen 4, where NumPy's AVX-512 sort runs 5x slower than its
+  AVX2 code and an 8-bit LSD radix sort is used instead (``_radix_sort``,
+  ``KEY_SORT``; the whole kernel then takes 0.35-0.62x its time with
+  NumPy's sort at 1e5-1e7 entries, the same results).  float32 keys hold
+  all 31 magnitude bits; float64 keys drop the ib lowest, and the rare
+  runs of equal truncated keys are put in order of the full magnitudes,
+  read back from v (insertion sort; numba's argsort for long runs; float64 reads them all back from v in the sorted order, a random
   gather that asks for each entry 64 positions ahead).  Parallel calls on
   >= 2^18 entries partition the keys around a sampled median as they form
-  them and sort the two parts at once (NumPy releases the GIL): no merge;
+  them and sort the two parts at once (both sorts release the GIL): no merge;
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
   support is the k* largest magnitudes with k* the first index maximising the
   exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
@@ -159,9 +163,10 @@ Algorithms (m = row length, G = rows, n = vector length):
   array until the scatter overwrites them, the index and the block starts
   (int32) packed into the keys' memory once sorted, the block means (k
   float64): 2 input-sized scratch arrays for float64, up to 4 for float32
-  (keys and block means are 8 bytes an entry); a parallel float32 sort of
-  >= 2^18 entries adds a transient merge buffer (2 more, freed before the
-  block means are allocated).
+  (keys and block means are 8 bytes an entry).  The radix sort's scratch
+  is the output array for float64 (free until the sorted magnitudes are
+  unpacked into it) and one int64 per entry for float32 (2 input sizes,
+  freed before the block means are allocated): the peaks stay 2 and 4.
   Vectors of at most 2048 entries (GrOWL's row norms, a layer's vector) take
   one compiled call instead: argsort, the same steps (2)-(4) (the support's
   chunks of 64 entries, not 4096), a scatter.
@@ -3437,27 +3442,128 @@ def _owl_pivot(vbits, mask, t):
     return pivot + 1 if pivot == int(mags[:mid + 1].min()) else pivot
 
 
-def _owl_sorted_keys(vbits, mask, t, ib, par):
+@_jit
+def _radix_sort(keys, tmp):
+    """Sorts int64 ``keys`` in place (signed order, as ``keys.sort()``) by a
+    least-significant-digit radix sort: eight 8-bit digits of the key with
+    its top bit flipped (an unsigned order equal to the signed one), the
+    eight histograms from one pass, then one stable scatter pass per digit
+    that takes more than one value (the others are skipped), alternating
+    between ``keys`` and ``tmp`` (int64, at least as long; its contents are
+    overwritten), and a copy back after an odd number of passes.  O(n) per
+    pass, at most 1 + 8 + 1 passes over n keys; no comparisons, so its time
+    does not depend on the CPU's vector sort (see :func:`_key_sort`)."""
+    n = keys.shape[0]
+    hist = np.zeros((8, 256), dtype=np.int64)
+    top = np.uint64(1) << np.uint64(63)
+    byte = np.uint64(255)
+    for i in range(n):
+        u = np.uint64(keys[i]) ^ top
+        for d in range(8):
+            hist[d, (u >> np.uint64(8 * d)) & byte] += 1
+    src, dst = keys, tmp[:n]
+    odd = False
+    at = np.empty(256, dtype=np.int64)
+    for d in range(8):
+        h = hist[d]
+        if h.max() == n:  # every key has the same digit: the pass would move nothing
+            continue
+        s = 0
+        for r in range(256):
+            at[r] = s
+            s += h[r]
+        shift = np.uint64(8 * d)
+        for i in range(n):
+            k = src[i]
+            r = ((np.uint64(k) ^ top) >> shift) & byte
+            dst[at[r]] = k
+            at[r] += 1
+        src, dst = dst, src
+        odd = not odd
+    if odd:
+        keys[:] = src
+
+
+#: How the OWL kernel sorts its packed keys: ``"numpy"`` (NumPy's sort: a
+#: SIMD quicksort on x86), ``"radix"`` (:func:`_radix_sort`), or ``"auto"``:
+#: the radix sort where NumPy's would be slow (:func:`_numpy_sort_is_slow`),
+#: else NumPy's.  The keys are distinct, so the order, and every result,
+#: is the same whichever sorts them.
+KEY_SORT = "auto"
+
+_NUMPY_SORT_SLOW = None  # (_numpy_sort_is_slow's answer, once asked)
+
+
+def _numpy_sort_is_slow() -> bool:
+    """Whether NumPy sorts 64-bit integers with x86-simd-sort's AVX-512 code
+    on an AMD Zen 4 core (LLVM's host CPU name ``znver4``).  Its partitions
+    store through ``vpcompressq`` to memory, which Zen 4 runs in microcode
+    (AMD's Zen 4 optimisation guide: avoid the memory destination form of
+    COMPRESS), and NumPy picks that code on every CPU with AVX-512 (numpy
+    issue and pull-request discussions; x86-simd-sort issue 6).  Measured
+    on a 2-core AMD EPYC Zen 4 VM (2026-12-04): ``np.sort`` of 1e6 int64 or
+    float64 52-55 ms, against 10-11 ms with NumPy's AVX2 code
+    (``NPY_DISABLE_CPU_FEATURES="AVX512_ICL X86_V4"``, which only the
+    process's environment can set) and 12-19 ms for :func:`_radix_sort`.
+    False where NumPy's 64-bit sort does not run its AVX-512 code (its
+    ``AVX512_SKX`` target off: other CPUs, or disabled)."""
+    global _NUMPY_SORT_SLOW
+    if _NUMPY_SORT_SLOW is None:
+        try:
+            features = np._core._multiarray_umath.__cpu_features__
+        except AttributeError:  # (a NumPy without that table: no evidence either way)
+            features = {}
+        from llvmlite import binding
+
+        _NUMPY_SORT_SLOW = bool(features.get("AVX512_SKX", False)) and binding.get_host_cpu_name() == "znver4"
+    return _NUMPY_SORT_SLOW
+
+
+def _key_sort():
+    """The sort of the OWL keys, as :data:`KEY_SORT` says: a callable
+    ``sort(keys, tmp)`` (``tmp`` a scratch of at least ``keys``' length, or
+    None; NumPy's sort ignores it)."""
+    if KEY_SORT == "radix" or (KEY_SORT == "auto" and _numpy_sort_is_slow()):
+        return _radix_sort_with_scratch
+    if KEY_SORT not in ("auto", "numpy"):
+        raise ValueError(f"KEY_SORT must be 'auto', 'numpy' or 'radix', got {KEY_SORT!r}")
+    return _numpy_sort
+
+
+def _numpy_sort(keys, tmp):
+    keys.sort()
+
+
+def _radix_sort_with_scratch(keys, tmp):
+    _radix_sort(keys, np.empty(keys.shape[0], dtype=np.int64) if tmp is None else tmp)
+
+
+def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
     """The packed keys of v (XOR ``_owl_key_flip``), sorted as signed
-    integers by NumPy's (SIMD) sort: the order of the unsigned keys.
-    Parallel calls on >= 2^18 entries partition the keys around a sampled
-    median as they are formed and sort the two parts at once (NumPy's
-    sort releases the GIL: one part in a helper thread): no merge, no extra
-    pass.  The keys are distinct (they hold the index), so the sorted order is
-    the same either way."""
+    integers by :func:`_key_sort`'s sort (NumPy's SIMD sort, or the radix
+    sort on CPUs where that is slow; ``tmp``: int64 scratch for the radix
+    sort, at least n long, else it allocates one): the order of the
+    unsigned keys.  Parallel calls on >= 2^18 entries partition the keys
+    around a sampled median as they are formed and sort the two parts at once
+    (both sorts release the GIL: one part in a helper thread): no merge, no
+    extra pass.  The keys are distinct (they hold the index), so the sorted
+    order is the same either way."""
     n = vbits.shape[0]
     keys = np.empty(n, dtype=np.int64)
     flip = _owl_key_flip(mask, t, ib)
+    sort = _key_sort()
+    if sort is _radix_sort_with_scratch and tmp is None:
+        tmp = np.empty(n, dtype=np.int64)
     if not (par and n >= _OWL_SPLIT_SORT):
         # serial (one pass, vectorised): each parallel region costs a wake-up
         # of the pool, a scheduler slice when the machine is shared
         _owl_keys(vbits, mask, t, ib, flip, keys)
-        keys.sort()
+        sort(keys, tmp)
         return keys
     nlo = _owl_keys_split(vbits, mask, t, ib, flip, keys, _owl_pivot(vbits, mask, t))
-    th = threading.Thread(target=keys[nlo:].sort)
+    th = threading.Thread(target=sort, args=(keys[nlo:], None if tmp is None else tmp[nlo:n]))
     th.start()
-    keys[:nlo].sort()
+    sort(keys[:nlo], None if tmp is None else tmp[:nlo])
     th.join()
     return keys
 
@@ -3879,7 +3985,8 @@ def owl(v, w, *, parallel=True, step=None):
     ib = (n - 1).bit_length()  # index bits
     t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
     vbits = v.view(ibits)
-    keys = _owl_sorted_keys(vbits, mask, t, ib, par)
+    # (float64: the output, free until the unpack below, is the radix sort's scratch)
+    keys = _owl_sorted_keys(vbits, mask, t, ib, par, out.view(np.int64) if v.dtype == np.float64 else None)
     flip = _owl_key_flip(mask, t, ib)
     s = out  # the sorted magnitudes live in the output until the scatter
     if par:  # parallel: the float64 reads from v are random (cache misses overlap)
