@@ -155,10 +155,10 @@ def test_runs_of_equal_truncated_keys_sorted_wherever_they_fall(seed):
     np.testing.assert_array_equal(np.abs(v)[index], s)  # each key still names its entry
 
 
-def _radix_sorted(keys):
+def _radix_sorted(keys, low=0):
     out = keys.copy()
     tmp = np.full(keys.shape[0] + 3, 12345, dtype=np.int64)  # (longer than needed: only its first n are used)
-    NB._radix_sort(out, tmp)
+    NB._radix_sort(out, tmp, low)
     return out
 
 
@@ -210,7 +210,22 @@ def test_key_sort_setting(monkeypatch):
     setting other than "auto", "numpy" or "radix" is refused by name."""
     for slow in (False, True):
         monkeypatch.setattr(NB, "_NUMPY_SORT_SLOW", slow)
-        assert (NB._key_sort() is NB._radix_sort_with_scratch) is slow
+        assert (NB._key_sort() is NB._radix_sort_keys) is slow
     monkeypatch.setattr(NB, "KEY_SORT", "quick")
     with pytest.raises(ValueError, match="KEY_SORT"):
         NB.owl(np.ones(3000), np.ones(3000))
+
+
+@given(arrays(np.int64, st.integers(0, 300), elements=st.integers(-(2**43), 2**43)), st.integers(0, 3))
+def test_radix_sort_from_a_bit_is_stable(high, low_digit):
+    """Sorted by the bits from ``low`` up only, keys that agree there keep
+    their order: with their low bits increasing along the array (an index,
+    as in the OWL keys) the result is np.sort's; ``low`` at a byte's
+    boundary or inside one."""
+    low = [9, 13, 16, 21][low_digit]  # (2^low > 300 keys: the index fits below low)
+    keys = (high << low) | np.arange(high.size, dtype=np.int64)
+    np.testing.assert_array_equal(_radix_sorted(keys, low), np.sort(keys))
+    shuffled = keys[::-1].copy()  # low bits decreasing: keys that agree above low come out reversed
+    got = _radix_sorted(shuffled, low)
+    np.testing.assert_array_equal(got >> low, np.sort(keys) >> low)
+    np.testing.assert_array_equal(np.sort(got), np.sort(keys))

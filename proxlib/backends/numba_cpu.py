@@ -3443,28 +3443,32 @@ def _owl_pivot(vbits, mask, t):
 
 
 @_jit
-def _radix_sort(keys, tmp):
-    """Sorts int64 ``keys`` in place (signed order, as ``keys.sort()``) by a
-    least-significant-digit radix sort: eight 8-bit digits of the key with
-    its top bit flipped (an unsigned order equal to the signed one), the
-    eight histograms from one pass, then one stable scatter pass per digit
-    that takes more than one value (the others are skipped), alternating
-    between ``keys`` and ``tmp`` (int64, at least as long; its contents are
-    overwritten), and a copy back after an odd number of passes.  O(n) per
-    pass, at most 1 + 8 + 1 passes over n keys; no comparisons, so its time
-    does not depend on the CPU's vector sort (see :func:`_key_sort`)."""
+def _radix_sort(keys, tmp, low=0):
+    """Sorts int64 ``keys`` in place (signed order, as ``keys.sort()``) by
+    their bits from ``low`` up, stably: keys that agree in those bits keep
+    their order, so the sort is complete when such keys are already in
+    order (``low = 0``: any keys).  A least-significant-digit radix sort:
+    the 8-bit digits from bit ``low`` of the key with its top bit flipped
+    (an unsigned order equal to the signed one), their histograms from one
+    pass, then one stable scatter pass per digit that takes more than one
+    value (the others are skipped), alternating between ``keys`` and ``tmp``
+    (int64, at least as long; its contents are overwritten), and a copy
+    back after an odd number of passes.  O(n) per pass, at most
+    1 + ceil((64 - low) / 8) + 1 passes over n keys; no comparisons, so its
+    time does not depend on the CPU's vector sort (see :func:`_key_sort`)."""
     n = keys.shape[0]
-    hist = np.zeros((8, 256), dtype=np.int64)
+    nd = (64 - low + 7) // 8
+    hist = np.zeros((nd, 256), dtype=np.int64)
     top = np.uint64(1) << np.uint64(63)
     byte = np.uint64(255)
     for i in range(n):
-        u = np.uint64(keys[i]) ^ top
-        for d in range(8):
+        u = (np.uint64(keys[i]) ^ top) >> np.uint64(low)
+        for d in range(nd):
             hist[d, (u >> np.uint64(8 * d)) & byte] += 1
     src, dst = keys, tmp[:n]
     odd = False
     at = np.empty(256, dtype=np.int64)
-    for d in range(8):
+    for d in range(nd):
         h = hist[d]
         if h.max() == n:  # every key has the same digit: the pass would move nothing
             continue
@@ -3472,7 +3476,7 @@ def _radix_sort(keys, tmp):
         for r in range(256):
             at[r] = s
             s += h[r]
-        shift = np.uint64(8 * d)
+        shift = np.uint64(low + 8 * d)
         for i in range(n):
             k = src[i]
             r = ((np.uint64(k) ^ top) >> shift) & byte
@@ -3482,6 +3486,14 @@ def _radix_sort(keys, tmp):
         odd = not odd
     if odd:
         keys[:] = src
+
+
+@_jit
+def _reverse(a):
+    """a[::-1], in place."""
+    n = a.shape[0]
+    for i in range(n // 2):
+        a[i], a[n - 1 - i] = a[n - 1 - i], a[i]
 
 
 #: How the OWL kernel sorts its packed keys: ``"numpy"`` (NumPy's sort: a
@@ -3521,21 +3533,30 @@ def _numpy_sort_is_slow() -> bool:
 
 def _key_sort():
     """The sort of the OWL keys, as :data:`KEY_SORT` says: a callable
-    ``sort(keys, tmp)`` (``tmp`` a scratch of at least ``keys``' length, or
-    None; NumPy's sort ignores it)."""
+    ``sort(keys, tmp, low, reversed_)`` for keys whose bits below ``low``
+    (the index and sign) are increasing along ``keys``, or decreasing if
+    ``reversed_`` (``tmp``: int64 scratch of at least ``keys``' length, or
+    None; NumPy's sort needs neither)."""
     if KEY_SORT == "radix" or (KEY_SORT == "auto" and _numpy_sort_is_slow()):
-        return _radix_sort_with_scratch
+        return _radix_sort_keys
     if KEY_SORT not in ("auto", "numpy"):
         raise ValueError(f"KEY_SORT must be 'auto', 'numpy' or 'radix', got {KEY_SORT!r}")
-    return _numpy_sort
+    return _numpy_sort_keys
 
 
-def _numpy_sort(keys, tmp):
+def _numpy_sort_keys(keys, tmp, low, reversed_):
     keys.sort()
 
 
-def _radix_sort_with_scratch(keys, tmp):
-    _radix_sort(keys, np.empty(keys.shape[0], dtype=np.int64) if tmp is None else tmp)
+def _radix_sort_keys(keys, tmp, low, reversed_):
+    """The radix sort over the magnitude bits only (from ``low``): the keys
+    are distinct, so those that agree there differ in their index, and
+    with the index increasing along ``keys`` (reversed first if it
+    decreases) the stable sort orders them completely; the index's 2-3
+    digits need no pass."""
+    if reversed_:
+        _reverse(keys)
+    _radix_sort(keys, np.empty(keys.shape[0], dtype=np.int64) if tmp is None else tmp, low)
 
 
 def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
@@ -3552,18 +3573,20 @@ def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
     keys = np.empty(n, dtype=np.int64)
     flip = _owl_key_flip(mask, t, ib)
     sort = _key_sort()
-    if sort is _radix_sort_with_scratch and tmp is None:
+    if sort is _radix_sort_keys and tmp is None:
         tmp = np.empty(n, dtype=np.int64)
+    low = ib + 1  # (the bits of index << 1 | sign)
     if not (par and n >= _OWL_SPLIT_SORT):
         # serial (one pass, vectorised): each parallel region costs a wake-up
         # of the pool, a scheduler slice when the machine is shared
-        _owl_keys(vbits, mask, t, ib, flip, keys)
-        sort(keys, tmp)
+        _owl_keys(vbits, mask, t, ib, flip, keys)  # (in index order)
+        sort(keys, tmp, low, False)
         return keys
     nlo = _owl_keys_split(vbits, mask, t, ib, flip, keys, _owl_pivot(vbits, mask, t))
-    th = threading.Thread(target=sort, args=(keys[nlo:], None if tmp is None else tmp[nlo:n]))
+    # (the first part in index order, the second, packed from the back, in reverse)
+    th = threading.Thread(target=sort, args=(keys[nlo:], None if tmp is None else tmp[nlo:n], low, True))
     th.start()
-    sort(keys[:nlo], None if tmp is None else tmp[:nlo])
+    sort(keys[:nlo], None if tmp is None else tmp[:nlo], low, False)
     th.join()
     return keys
 
