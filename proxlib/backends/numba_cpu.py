@@ -3521,10 +3521,9 @@ def _numpy_sort_is_slow() -> bool:
     ``AVX512_SKX`` target off: other CPUs, or disabled)."""
     global _NUMPY_SORT_SLOW
     if _NUMPY_SORT_SLOW is None:
-        try:
-            features = np._core._multiarray_umath.__cpu_features__
-        except AttributeError:  # (a NumPy without that table: no evidence either way)
-            features = {}
+        core = getattr(np, "_core", None) or np.core  # (NumPy 1.x: np.core)
+        # (a NumPy without that table: no evidence either way)
+        features = getattr(getattr(core, "_multiarray_umath", None), "__cpu_features__", {})
         from llvmlite import binding
 
         _NUMPY_SORT_SLOW = bool(features.get("AVX512_SKX", False)) and binding.get_host_cpu_name() == "znver4"
