@@ -950,7 +950,7 @@ def test_exclusive_row_search_pass_gives_the_support_and_its_exact_sums(A, data)
         assert Y == (above.min() if above.size else np.inf)
         exact_F = math.fsum(above - t)
         assert abs(F - exact_F) <= x.size * 2.0**-52 * exact_F
-        S, _, ymin, nnz = NB._abs_sum_min(x)
+        S, _, ymin, nnz = NB._abs_sum_min(x, None)
         nonzero = mags[mags > 0]
         assert (ymin, nnz) == ((nonzero.min() if nonzero.size else np.inf), nonzero.size)
         if not nonzero.size:
@@ -974,7 +974,7 @@ def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
     and not for e = 30 (declined: S is rounded)."""
     small, large = 1.0 + 2.0**-23, 2.0**e * (1.0 + 2.0**-23)
     x = np.array([-large, 0.0, small], dtype=np.float32)
-    S, _, Y, k = NB._abs_sum_min(x)
+    S, _, Y, k = NB._abs_sum_min(x, None)
     assert (k, Y) == (2, small)
     assert NB._ex_sums(x, 3, 1.0, 1.0, 0.0)[1:] == (2, small)
     assert (Fraction(S) == Fraction(small) + Fraction(large)) == exact
@@ -989,7 +989,7 @@ def test_exclusive_row_float32_sums_bound_for_a_least_entry_near_its_next_power(
     float64: declined (the proof's bound is S < 2^29 Y, from ulp_32(Y) >= Y 2^-24)."""
     small, large = 2.0 - 2.0**-23, 2.0**30 * (1.0 + 2.0**-23)
     x = np.array([large, 0.0, -small], dtype=np.float32)
-    S, _, Y, k = NB._abs_sum_min(x)
+    S, _, Y, k = NB._abs_sum_min(x, None)
     assert (k, Y) == (2, small) and S < 2.0**30 * Y
     assert Fraction(S) != Fraction(small) + Fraction(large)  # rounded
     assert not NB._float32_sums_exact(x, S, Y)
@@ -1576,10 +1576,12 @@ def test_search_free_pretest_never_refuses_a_full_support(data):
     b = data.draw(st.floats(1e-12, 1.0))
     a = data.draw(st.sampled_from([0.0, 1e-9, 1e-3, 0.1]))
     y = np.abs(W.astype(np.float64))
-    S, Q, ymin, nnz = NB._abs_sum_min(W)
+    S, Q, ymin, nnz = NB._abs_sum_min(W, True)
     assert S == y.sum() or abs(S - y.sum()) <= m * 2.0**-52 * y.sum()
     assert Q == (y * y).sum() or abs(Q - (y * y).sum()) <= (m + 1) * 2.0**-52 * (y * y).sum()
     assert ymin == y[y > 0].min() and nnz == np.count_nonzero(W)
+    # the exclusive lasso's variant without the squares: the same other sums, bit for bit
+    assert NB._abs_sum_min(W, None) == (S, 0.0, ymin, nnz)
     W = W.astype(np.float64)
     ref = REF.group_exclusive(W[None, :], np.array([a]), np.array([b]))[0] if a else REF.exclusive_lasso(W[None, :], np.array([b]))[0]
     if np.count_nonzero(ref) == nnz:

@@ -1180,11 +1180,14 @@ def _exclusive_row_huge_b(x, amax, br, o):
 
 
 @_rjit
-def _abs_sum_min(x):
+def _abs_sum_min(x, squares):
     """(sum |x_j|, sum x_j^2, min{|x_j| > 0} (inf if none), #{x_j != 0}) in
     float64 (unscaled: the caller uses the squares only where they cannot
     overflow), one vectorised pass; the minimum through the magnitudes' bits
-    in x's own width (see _magnitude_bits)."""
+    in x's own width (see _magnitude_bits).  ``squares`` None: a variant
+    without the sum of squares (returned as 0; numba prunes the branch by
+    type), for the exclusive lasso, which reads none: 0.74x the pass's time
+    on 784 rows of 300 float64, 0.72x float32 (the other sums the same bits)."""
     s = 0.0
     q = 0.0
     inf = _inf_magnitude_bits(x)
@@ -1194,7 +1197,8 @@ def _abs_sum_min(x):
         y = abs(np.float64(x[j]))
         b = _magnitude_bits(x[j])
         s += y
-        q += y * y
+        if squares is not None:
+            q += y * y
         mb = min(mb, b if b > 0 else inf)
         nnz += 1 if b > 0 else 0
     return s, q, _magnitude_of_bits(mb), nnz
@@ -1511,7 +1515,7 @@ def _exclusive_row(x, br, o, buf):
     Returns whether the row holds no NaN or Inf (_row_finite); one that
     does is copied as it is."""
     m = x.shape[0]
-    total, _, ymin, nnz = _abs_sum_min(x)
+    total, _, ymin, nnz = _abs_sum_min(x, None)
     if not _row_finite(x, total):  # nothing to solve: NaN and Inf pass through
         _copy_row(x, o)
         return False
@@ -2697,7 +2701,7 @@ def _group_exclusive_row(x, ar, br, o, buf):
     [m 2^-400, 2^400] (no square over- or underflows to matter there).
     Returns whether the row holds no NaN or Inf (one that does is copied)."""
     m = x.shape[0]
-    total, sq, ymin, nnz = _abs_sum_min(x)
+    total, sq, ymin, nnz = _abs_sum_min(x, True)
     if not _row_finite(x, total):  # nothing to solve: NaN and Inf pass through
         _copy_row(x, o)
         return False
