@@ -936,20 +936,32 @@ def test_support_sums_are_the_full_pass_bit_for_bit(gx, A, data):
 def test_exclusive_row_search_pass_gives_the_support_and_its_exact_sums(A, data):
     """The exclusive row kernel's search pass at a point t (_ex_sums) gives
     k = #{y > t} and Y = min{y > t} exactly, which is what lets the search
-    stop without a pass at its last step.  On float32 rows, where
-    _float32_sums_exact accepts the first pass's sum S of the nonzero y
-    (_abs_sum_min), S is exact and S - k Y equals the support sums' own
-    pass (_gx_sums at Y, which the fast path then skips) bit for bit.  Rows
-    whose magnitudes span up to 60 binades anywhere in the float32 range."""
+    stop without a pass at its last step.  On float32 rows it sums the
+    candidates, S(t), and gives F(t) = S(t) - k t, within the rounding of
+    that sum, product and difference; where _float32_sums_exact accepts
+    S(t) (as after the search), S(t) is exact and S(t) - k Y equals the
+    support sums' own pass (_gx_sums at Y, which the kernel then skips)
+    bit for bit.  float64 rows sum F(t) directly (S returned as -1).
+    Likewise the first pass's sum S of the nonzero y (_abs_sum_min) for
+    the fast path.  Rows whose magnitudes span up to 60 binades anywhere in
+    the float32 range."""
     for x in A.T.copy():
         mags = np.abs(x.astype(np.float64))
         t = data.draw(st.sampled_from([0.0, *sorted(set(mags.tolist()))]))
-        F, k, Y = NB._ex_sums(x, x.size, 1.0, 1.0, t)
+        F, k, Y, St = NB._ex_sums(x, x.size, 1.0, 1.0, t, x[0])
         above = mags[mags > t]
         assert k == above.size
         assert Y == (above.min() if above.size else np.inf)
         exact_F = math.fsum(above - t)
-        assert abs(F - exact_F) <= x.size * 2.0**-52 * exact_F
+        exact_S = math.fsum(above)
+        assert abs(St - exact_S) <= x.size * 2.0**-52 * exact_S
+        assert F >= 0.0 and abs(F - exact_F) <= (x.size + 2) * 2.0**-52 * (exact_S + k * t)
+        if above.size and NB._float32_sums_exact(x, St, Y):
+            assert Fraction(St) == sum(map(Fraction, above.tolist()))
+            assert St - k * Y == NB._gx_sums(x, x.size, 1.0, 1.0, Y)[0]
+        F64, k64, Y64, S64 = NB._ex_sums(mags, mags.size, 1.0, 1.0, t, mags[0])
+        assert (k64, Y64, S64) == (k, Y, -1.0)
+        assert abs(F64 - exact_F) <= x.size * 2.0**-52 * exact_F
         S, _, ymin, nnz = NB._abs_sum_min(x, None)
         nonzero = mags[mags > 0]
         assert (ymin, nnz) == ((nonzero.min() if nonzero.size else np.inf), nonzero.size)
@@ -976,7 +988,7 @@ def test_exclusive_row_float32_sums_taken_only_where_exact(e, exact):
     x = np.array([-large, 0.0, small], dtype=np.float32)
     S, _, Y, k = NB._abs_sum_min(x, None)
     assert (k, Y) == (2, small)
-    assert NB._ex_sums(x, 3, 1.0, 1.0, 0.0)[1:] == (2, small)
+    assert NB._ex_sums(x, 3, 1.0, 1.0, 0.0, x[0])[1:3] == (2, small)
     assert (Fraction(S) == Fraction(small) + Fraction(large)) == exact
     assert NB._float32_sums_exact(x, S, Y) == exact
     if exact:
@@ -1013,7 +1025,7 @@ def _clustered_rows(draw):
 def _support_sums_after_the_search(y, b):
     """The exclusive row kernel's search on magnitudes y (_ex_newton), and
     whether F_k then comes from its last pass (_exclusive_core's test)."""
-    Yk, k, n, in_buf, Ft, t = NB._ex_newton(y, 1.0, 1.0, b, float(y.sum()), np.empty(y.size))
+    Yk, k, n, in_buf, Ft, t, _ = NB._ex_newton(y, 1.0, 1.0, b, float(y.sum()), np.empty(y.size))
     kd = k * (Yk - t)
     return Yk, k, Ft, t, Ft - kd, k > 0 and kd <= 0.5 * Ft
 
@@ -1039,6 +1051,35 @@ def test_exclusive_support_sums_from_the_last_search_pass(y, logb):
     bb = np.array([b])
     got = NB.exclusive_lasso(W, bb, parallel=False)
     assert_close(got, exact_exclusive(W, bb), np.float64, np.abs(W).max(axis=1, keepdims=True), W.shape[1])
+
+
+@given(A=_float32_columns(), logb=st.floats(-12.0, 12.0))
+def test_exclusive_float32_support_sums_from_the_last_search_sum(A, logb):
+    """float32 rows: the search's last pass, at t, sums the support
+    {y > t} = {y >= Y_k} itself (S_t, _ex_sums); where _float32_sums_exact
+    accepts it, S_t is exact and F_k = S_t - k Y_k is the support sums'
+    own pass (_gx_sums at Y_k) bit for bit, which _exclusive_core then
+    skips: the prox is what the pass gave (the exact one within the row
+    kernels' tolerance).  Rows spanning up to 60 binades anywhere in the
+    float32 range, b from 2^-12/m to 2^12/m (supports from every nonzero
+    entry to one)."""
+    for x in A.T.copy():
+        mags = np.abs(x.astype(np.float64))
+        if not mags.any():
+            continue
+        b = 2.0**logb / x.size
+        total = NB._abs_sum_min(x, None)[0]
+        Yk, k, n, in_buf, Ft, t, St = NB._ex_newton(x, 1.0, 1.0, b, total, np.empty(x.size))
+        support = mags[mags > t]
+        assert k == support.size and Yk == (support.min() if k else np.inf)
+        if k and NB._float32_sums_exact(x, St, Yk):
+            assert Fraction(St) == sum(map(Fraction, support.tolist()))
+            assert St - k * Yk == NB._gx_sums(x, x.size, 1.0, 1.0, Yk)[0]
+        W = x[None, :]
+        bb = np.array([b], dtype=np.float32)
+        got = NB.exclusive_lasso(W, bb, parallel=False)
+        scale = mags.max()
+        assert_close(got, exact_exclusive(W.astype(np.float64), bb.astype(np.float64)), np.float32, scale, x.size)
 
 
 def test_exclusive_support_sums_take_a_pass_where_the_last_point_is_far():

@@ -1048,8 +1048,9 @@ def _growl_route(W, out, parallel, hint=None):
 # per row: one pass over memory for the sum, a handful of passes over the
 # row in cache (on Gaussian rows: 2-3 of Newton's for the exclusive lasso,
 # b = 1/m; 2-3 for group+exclusive), one for the support's statistics (none
-# where the search is skipped on a float32 exclusive row whose sums are
-# exact, _float32_sums_exact) and one writing the output.
+# on an exclusive row whose support follows from the last pass: float64
+# rows mostly, float32 rows whose sums are exact, _float32_sums_exact) and
+# one writing the output.
 # Rows are independent: prange over chunks of rows, one scratch row each.
 
 
@@ -1240,28 +1241,47 @@ def _scaled_min(ymin, f1, f2):
 
 
 @_rjit
-def _ex_sums(src, n, f1, f2, t):
-    """F(t) = sum (y - t)_+, k(t) = #{y > t} and min{y > t} (inf if none)
-    over y = (|src_j| f1) f2, j < n, in one vectorised pass: a sum of
-    non-negative terms, and the minimum through the values' bits (an integer
-    reduction, as in _min_above)."""
+def _ex_sums(src, n, f1, f2, t, row):
+    """F(t) = sum (y - t)_+, k(t) = #{y > t}, min{y > t} (inf if none) and,
+    for a float32 row, S(t) = sum_{y > t} y, over y = (|src_j| f1) f2,
+    j < n, in one vectorised pass: sums of non-negative terms, and the
+    minimum through the values' bits (an integer reduction, as in
+    _min_above).  ``row``: an entry of the row solved (src is the row or a
+    float64 copy of some of its magnitudes), whose type picks the variant.
+
+    float32 rows: the pass sums the magnitudes, S(t), and F(t) = S(t) - k t
+    (floored at 0): the same cost, and where S(t) is exact
+    (_float32_sums_exact, the usual case) the support's F_k = S - k Y_k
+    after the search costs no pass (_exclusive_core).  Its error, about
+    u (S + k t) with u = 2^-53 beside the summation's, moves a Newton
+    point t' = t + (b F - t)/(1 + b k) by about 2 u (t + b S/(1 + b k)):
+    ulps of t', like the direct sum's m u F (b F/(1 + b k) <= t' as
+    phi(t) <= 0).  float64 rows: F(t) summed directly (S returned as
+    -1), which their shortcut after the search needs (F_k = F_t - k (Y_k -
+    t), see _exclusive_core)."""
     if f1 == 1.0 and f2 == 1.0:
-        return _ex_sums_loop(src, n, 1.0, 1.0, t)
-    return _ex_sums_loop(src, n, f1, f2, t)
+        return _ex_sums_loop(src, n, 1.0, 1.0, t, row)
+    return _ex_sums_loop(src, n, f1, f2, t, row)
 
 
 @_inline
-def _ex_sums_loop(src, n, f1, f2, t):
+def _ex_sums_loop(src, n, f1, f2, t, row):
     F = 0.0
+    S = 0.0
     k = 0
     mb = np.int64(_INF_BITS)
     for j in range(n):
         y = (abs(np.float64(src[j])) * f1) * f2
         d = y - t
-        F += d if d > 0.0 else 0.0
+        if _is_float32(row):
+            S += y if d > 0.0 else 0.0
+        else:
+            F += d if d > 0.0 else 0.0
         k += 1 if d > 0.0 else 0
         mb = min(mb, _bits(y) if d > 0.0 else np.int64(_INF_BITS))
-    return F, k, _from_bits(mb)
+    if _is_float32(row):
+        return max(S - k * t, 0.0), k, _from_bits(mb), S
+    return F, k, _from_bits(mb), -1.0
 
 
 @_jit
@@ -1294,13 +1314,14 @@ def _ex_newton(x, f1, f2, b, total, buf):
     are compacted into buf (float64, scaled; _compact_above) and the passes
     run over them.
 
-    Returns (Y_k, k, n, in_buf, F_t, t): Y_k = mu at the last point t, the
-    support's least entry (inf if none), k its size, F_t = F(t) (the
-    support is {y > t}); the support is among the row's entries (n = m) or
+    Returns (Y_k, k, n, in_buf, F_t, t, S_t): Y_k = mu at the last point t,
+    the support's least entry (inf if none), k its size, F_t = F(t) (the
+    support is {y > t}), S_t its sum (float32 rows; -1 for float64 rows,
+    see _ex_sums); the support is among the row's entries (n = m) or
     among buf[:n] (compacted at an earlier, lower point: a superset)."""
     m = x.shape[0]
     t = (b * total) / (1.0 + b * m)
-    F, k, mu = _ex_sums(x, m, f1, f2, t)
+    F, k, mu, S = _ex_sums(x, m, f1, f2, t, x[0])
     n = m
     in_buf = False
     for _ in range(m + 4):
@@ -1309,15 +1330,15 @@ def _ex_newton(x, f1, f2, b, total, buf):
             break
         t = tn
         if in_buf:
-            F, k, mu = _ex_sums(buf, n, 1.0, 1.0, t)
+            F, k, mu, S = _ex_sums(buf, n, 1.0, 1.0, t, x[0])
         else:
-            F, k, mu = _ex_sums(x, m, f1, f2, t)
+            F, k, mu, S = _ex_sums(x, m, f1, f2, t, x[0])
         if not in_buf and 4 * k < m:
             n = _compact_above(x, m, f1, f2, t, buf)
             in_buf = True
         elif in_buf and 2 * k < n:
             n = _compact_above(buf, n, 1.0, 1.0, t, buf)
-    return mu, k, n, in_buf, F, t
+    return mu, k, n, in_buf, F, t, S
 
 
 @intrinsic
@@ -1466,14 +1487,17 @@ def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
     cancels at most half (k (Y_k - t) <= F_t / 2), so F_k's error stays
     within about twice a direct sum's, (2k + 4) u F_k (u = 2^-53; 784 x 300 rows,
     b = 1/m and 10/m: 0.89x and 0.93x the time, serially).  float32 rows
-    keep the direct pass: their results are the column passes' bit for bit
-    where the sums are exact (_exclusive_cols), which F_t's rounding would
-    break in the last bit of a few entries.  (The
-    search's passes do not carry the sum S of their candidates for the
-    same shortcut after the search: adding it to every pass of a float32
-    row cost more than the one pass it saves: without it, 784 x 300
-    float32 rows take 0.90x (b = 1/m) and 0.76x (b = 10/m) the time,
-    serially, same results bit for bit.)"""
+    do not take F_t's shortcut: their results are the column passes' bit
+    for bit where the sums are exact (_exclusive_cols), which F_t's
+    rounding would break in the last bit of a few entries.  Their search
+    passes sum the candidates themselves instead of their excess (_ex_sums:
+    F(t) = S(t) - k t, the same cost), so the last one gives the support's
+    sum S_t, exact where _float32_sums_exact says so, and F_k = S_t - k Y_k
+    is then exact too: the direct pass's bits, without the pass (an
+    in-process A/B, serial, the same results bit for bit: 784 x 300 rows
+    0.77-0.80x (b = 1/m) and 0.91-0.92x (b = 10/m) the time, 512 x 4608
+    rows 0.80-0.81x and 0.95-0.98x).  Where S_t is not exact, or the support is empty, the
+    direct pass."""
     m = x.shape[0]
     if ymin > 0.0:
         if _float32_sums_exact(src, total, ymin):
@@ -1483,9 +1507,11 @@ def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
         if ymin - br * Fk > 0.0:
             _support_out(x, f1, f2, ymin, (ymin - br * Fk) / (1.0 + br * k), s, o)
             return
-    Yk, k, n, in_buf, Ft, t = _ex_newton(src, g1, g2, br, total, buf)
+    Yk, k, n, in_buf, Ft, t, St = _ex_newton(src, g1, g2, br, total, buf)
     kd = k * (Yk - t)
-    if k > 0 and kd <= 0.5 * Ft and not _is_float32(x[0]):
+    if k > 0 and _float32_sums_exact(src, St, Yk):
+        Fk = St - k * Yk
+    elif k > 0 and kd <= 0.5 * Ft and not _is_float32(x[0]):
         Fk = Ft - kd
     elif in_buf:
         Fk, _, k = _gx_sums(buf, n, 1.0, 1.0, Yk)
@@ -1511,7 +1537,8 @@ def _exclusive_row(x, br, o, buf):
     magnitude); where the support is every nonzero entry, its sums and the
     output (float32 rows whose sums are exact: no pass for the support's
     sums, see _exclusive_core); else about 2-3 of Newton's, the support's
-    sums (float64 rows: mostly from Newton's last pass), the output.
+    sums (mostly from Newton's last pass: float64 rows from its F_t,
+    float32 rows whose sums are exact from its S_t), the output.
     Returns whether the row holds no NaN or Inf (_row_finite); one that
     does is copied as it is."""
     m = x.shape[0]
