@@ -1025,7 +1025,7 @@ def _clustered_rows(draw):
 def _support_sums_after_the_search(y, b):
     """The exclusive row kernel's search on magnitudes y (_ex_newton), and
     whether F_k then comes from its last pass (_exclusive_core's test)."""
-    Yk, k, n, in_buf, Ft, t, _ = NB._ex_newton(y, 1.0, 1.0, b, float(y.sum()), np.empty(y.size))
+    Yk, k, n, in_buf, Ft, t, _ = NB._ex_newton(y, 1.0, 1.0, b, float(y.sum()), np.count_nonzero(y), np.empty(y.size))
     kd = k * (Yk - t)
     return Yk, k, Ft, t, Ft - kd, k > 0 and kd <= 0.5 * Ft
 
@@ -1053,6 +1053,44 @@ def test_exclusive_support_sums_from_the_last_search_pass(y, logb):
     assert_close(got, exact_exclusive(W, bb), np.float64, np.abs(W).max(axis=1, keepdims=True), W.shape[1])
 
 
+def _exact_exclusive_threshold(y, b):
+    """tau of the exclusive lasso on magnitudes y, in rationals: b S_k / (1 + b k)
+    for the k largest with y_(k) > tau (the consistent k)."""
+    ys = sorted((Fraction(float(v)) for v in y if v > 0), reverse=True)
+    b = Fraction(float(b))
+    S = Fraction(0)
+    tau = Fraction(0)
+    for k, v in enumerate(ys, start=1):
+        S += v
+        t = b * S / (1 + b * k)
+        if v > t:
+            tau = t
+    return tau
+
+
+@given(y=_clustered_rows(), zeros=st.integers(0, 40), logb=st.floats(-12.0, 12.0))
+def test_exclusive_search_starts_below_the_root_on_rows_with_zeros(y, zeros, logb):
+    """The search's first point b S/(1 + b nnz) counts the nonzero entries
+    only (phi's slope at 0+ is 1 + b nnz): on rows with zeros it lies above
+    the b S/(1 + b m) it replaced and still below the exact threshold
+    (within the rounding of S and of its three operations, where the
+    support is every nonzero entry and the two coincide), and the prox is
+    the exact one within the row kernels' tolerance."""
+    rng = np.random.default_rng(y.size + zeros)
+    y = np.r_[y, np.zeros(zeros)][rng.permutation(y.size + zeros)]
+    m = y.size
+    b = 2.0**logb / m
+    total, _, _, nnz = NB._abs_sum_min(y, None)
+    t0 = (b * total) / (1.0 + b * nnz)
+    assert t0 >= (b * total) / (1.0 + b * m)
+    tau = _exact_exclusive_threshold(y, b)
+    assert Fraction(t0) <= tau * (1 + Fraction(m + 8, 2**52))
+    W = (y * np.where(rng.random(m) < 0.5, -1.0, 1.0))[None, :]
+    bb = np.array([b])
+    got = NB.exclusive_lasso(W, bb, parallel=False)
+    assert_close(got, exact_exclusive(W, bb), np.float64, np.abs(W).max(axis=1, keepdims=True), m)
+
+
 @given(A=_float32_columns(), logb=st.floats(-12.0, 12.0))
 def test_exclusive_float32_support_sums_from_the_last_search_sum(A, logb):
     """float32 rows: the search's last pass, at t, sums the support
@@ -1068,8 +1106,8 @@ def test_exclusive_float32_support_sums_from_the_last_search_sum(A, logb):
         if not mags.any():
             continue
         b = 2.0**logb / x.size
-        total = NB._abs_sum_min(x, None)[0]
-        Yk, k, n, in_buf, Ft, t, St = NB._ex_newton(x, 1.0, 1.0, b, total, np.empty(x.size))
+        total, _, _, nnz = NB._abs_sum_min(x, None)
+        Yk, k, n, in_buf, Ft, t, St = NB._ex_newton(x, 1.0, 1.0, b, total, nnz, np.empty(x.size))
         support = mags[mags > t]
         assert k == support.size and Yk == (support.min() if k else np.inf)
         if k and NB._float32_sums_exact(x, St, Yk):

@@ -1297,7 +1297,7 @@ def _float32_sums_exact(x, S, Y):
 
 
 @_jit
-def _ex_newton(x, f1, f2, b, total, buf):
+def _ex_newton(x, f1, f2, b, total, nnz, buf):
     """The exclusive-lasso support: Newton's method from the left on the
     increasing, concave, piecewise-linear phi(t) = t - b F(t), F(t) =
     sum (y - t)_+.  Each step t' = t + (b F - t)/(1 + b k) is the formula
@@ -1307,8 +1307,9 @@ def _ex_newton(x, f1, f2, b, total, buf):
     stayed on t's linear piece and landed on the root, and the support is
     {y > t} = {y >= mu}.  The search stops there, without the pass at t'
     (which would only find k unchanged: the same stop, one pass later).
-    The first point is b total/(1 + b m) (slope 1 + b m >= phi'(0): left
-    of the root).  About 2-3 passes on Gaussian rows with b = 1/m (3-4 with
+    The first point is b total/(1 + b nnz), nnz = #{y > 0} (the slope of
+    phi at 0+ is 1 + b nnz: left of the root; on rows with zeros higher
+    than the b total/(1 + b m) it replaced, the same point without).  About 2-3 passes on Gaussian rows with b = 1/m (3-4 with
     b = 10/m), more for one-entry supports.  Passes are vectorised over the
     row while many candidates remain; once fewer than a quarter do, they
     are compacted into buf (float64, scaled; _compact_above) and the passes
@@ -1320,7 +1321,7 @@ def _ex_newton(x, f1, f2, b, total, buf):
     see _ex_sums); the support is among the row's entries (n = m) or
     among buf[:n] (compacted at an earlier, lower point: a superset)."""
     m = x.shape[0]
-    t = (b * total) / (1.0 + b * m)
+    t = (b * total) / (1.0 + b * nnz)
     F, k, mu, S = _ex_sums(x, m, f1, f2, t, x[0])
     n = m
     in_buf = False
@@ -1507,7 +1508,7 @@ def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
         if ymin - br * Fk > 0.0:
             _support_out(x, f1, f2, ymin, (ymin - br * Fk) / (1.0 + br * k), s, o)
             return
-    Yk, k, n, in_buf, Ft, t, St = _ex_newton(src, g1, g2, br, total, buf)
+    Yk, k, n, in_buf, Ft, t, St = _ex_newton(src, g1, g2, br, total, nnz, buf)
     kd = k * (Yk - t)
     if k > 0 and _float32_sums_exact(src, St, Yk):
         Fk = St - k * Yk
