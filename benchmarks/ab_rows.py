@@ -92,7 +92,8 @@ def main(argv=None) -> None:
             for dtype in ("float32", "float64"):
                 W = (rng.standard_normal((G, m)) * rng.uniform(0.5, 1.5, (G, 1))).astype(dtype)
                 W[rng.random((G, m)) < args.zeros] = 0
-                thr = (np.full(G, k / m),) if args.op == "exclusive_lasso" else (np.full(G, 0.3 * np.sqrt(m)), np.full(G, k / m))
+                b = np.full(G, k / m)
+                thr = (b,) if args.op == "exclusive_lasso" else (np.full(G, 0.3 * np.sqrt(m)), b)  # run.py's a and b
                 o1, o2 = np.empty_like(W), np.empty_like(W)
                 ka, kb = kernel(old, args.op, args.parallel), kernel(new, args.op, args.parallel)
                 t = time.perf_counter()

@@ -1309,8 +1309,9 @@ def _ex_newton(x, f1, f2, b, total, nnz, buf):
     (which would only find k unchanged: the same stop, one pass later).
     The first point is b total/(1 + b nnz), nnz = #{y > 0} (the slope of
     phi at 0+ is 1 + b nnz: left of the root; on rows with zeros higher
-    than the b total/(1 + b m) it replaced, the same point without).  About 2-3 passes on Gaussian rows with b = 1/m (3-4 with
-    b = 10/m), more for one-entry supports.  Passes are vectorised over the
+    than the b total/(1 + b m) it replaced, the same point without).
+    About 2-3 passes on Gaussian rows with b = 1/m (3-4 with b = 10/m),
+    more for one-entry supports.  Passes are vectorised over the
     row while many candidates remain; once fewer than a quarter do, they
     are compacted into buf (float64, scaled; _compact_above) and the passes
     run over them.
@@ -1497,8 +1498,8 @@ def _exclusive_core(x, src, g1, g2, f1, f2, s, br, total, nnz, o, buf, ymin):
     is then exact too: the direct pass's bits, without the pass (an
     in-process A/B, serial, the same results bit for bit: 784 x 300 rows
     0.77-0.80x (b = 1/m) and 0.91-0.92x (b = 10/m) the time, 512 x 4608
-    rows 0.80-0.81x and 0.95-0.98x).  Where S_t is not exact, or the support is empty, the
-    direct pass."""
+    rows 0.80-0.81x and 0.95-0.98x).  Where S_t is not exact, or the
+    support is empty, the direct pass."""
     m = x.shape[0]
     if ymin > 0.0:
         if _float32_sums_exact(src, total, ymin):
