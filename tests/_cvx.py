@@ -298,9 +298,9 @@ def exact_owl(v, w):
     return out
 
 
-def exact_exclusive_row(row, b):
-    """Exclusive-lasso prox of one row, parameter b (includes step; a float or an
-    exact Fraction), in exact rationals.
+def exact_exclusive_threshold(row, b):
+    """The exclusive lasso's threshold tau of one row (b > 0, a float or an
+    exact Fraction), in exact rationals; None for a row of zeros.
 
     Derivation: on the support S (|S| = k) the optimality condition
     x_i + b ||x||_1 sign(x_i) = w_i gives |x_i| = |w_i| - tau with
@@ -308,19 +308,25 @@ def exact_exclusive_row(row, b):
     the support iff |w_i| > tau.  We try k = 1..m and keep the k whose tau is
     consistent (exactly the k largest magnitudes exceed tau).
     """
-    row = np.asarray(row, dtype=np.float64).ravel()
-    if b == 0:
-        return row.copy()
-    a = sorted((abs(_frac(x)) for x in row), reverse=True)
+    a = sorted((abs(_frac(x)) for x in np.asarray(row, dtype=np.float64).ravel()), reverse=True)
     B = b if isinstance(b, Fraction) else _frac(b)
-    tau = None
     S = Fraction(0)
     for k in range(1, len(a) + 1):
         S += a[k - 1]
         t = B * S / (1 + B * k)
         if a[k - 1] > t and (k == len(a) or a[k] <= t):
-            tau = t
-            break
+            return t
+    return None
+
+
+def exact_exclusive_row(row, b):
+    """Exclusive-lasso prox of one row, parameter b (includes step; a float or an
+    exact Fraction), in exact rationals: |x_i| = (|w_i| - tau)_+ with tau of
+    :func:`exact_exclusive_threshold`."""
+    row = np.asarray(row, dtype=np.float64).ravel()
+    if b == 0:
+        return row.copy()
+    tau = exact_exclusive_threshold(row, b)
     if tau is None:  # all zeros
         return np.zeros_like(row)
     return np.array([math.copysign(float(max(abs(_frac(x)) - tau, 0)), x) if abs(_frac(x)) > tau else 0.0 for x in row])

@@ -1053,21 +1053,6 @@ def test_exclusive_support_sums_from_the_last_search_pass(y, logb):
     assert_close(got, exact_exclusive(W, bb), np.float64, np.abs(W).max(axis=1, keepdims=True), W.shape[1])
 
 
-def _exact_exclusive_threshold(y, b):
-    """tau of the exclusive lasso on magnitudes y, in rationals: b S_k / (1 + b k)
-    for the k largest with y_(k) > tau (the consistent k)."""
-    ys = sorted((Fraction(float(v)) for v in y if v > 0), reverse=True)
-    b = Fraction(float(b))
-    S = Fraction(0)
-    tau = Fraction(0)
-    for k, v in enumerate(ys, start=1):
-        S += v
-        t = b * S / (1 + b * k)
-        if v > t:
-            tau = t
-    return tau
-
-
 @given(y=_clustered_rows(), zeros=st.integers(0, 40), logb=st.floats(-12.0, 12.0))
 def test_exclusive_search_starts_below_the_root_on_rows_with_zeros(y, zeros, logb):
     """The search's first point b S/(1 + b nnz) counts the nonzero entries
@@ -1083,7 +1068,7 @@ def test_exclusive_search_starts_below_the_root_on_rows_with_zeros(y, zeros, log
     total, _, _, nnz = NB._abs_sum_min(y, None)
     t0 = (b * total) / (1.0 + b * nnz)
     assert t0 >= (b * total) / (1.0 + b * m)
-    tau = _exact_exclusive_threshold(y, b)
+    tau = R.exact_exclusive_threshold(y, b)
     assert Fraction(t0) <= tau * (1 + Fraction(m + 8, 2**52))
     W = (y * np.where(rng.random(m) < 0.5, -1.0, 1.0))[None, :]
     bb = np.array([b])
