@@ -2360,11 +2360,17 @@ def _shrink_start(a, b, r, k, F, D2):
     root to first order when b is small against 1/||w|| (the case of a
     training step: then Newton ends in a step or two); the bracket's
     geometric middle when c1 is not inside (0, 1)."""
-    kf = np.float64(k)
+    return _shrink_start_at(a, b, r, np.float64(k), F, D2, _geometric_middle(0.0, 1.0))
+
+
+@_inline
+def _shrink_start_at(a, b, r, kf, F, D2, middle):
+    """_shrink_start with k as a float and the middle of (0, 1) given:
+    without branches, so that a loop over many columns vectorises."""
     e = (r - b * F) / (1.0 + b * kf)
     N = math.sqrt(D2 + 2.0 * e * F + kf * e * e)
     c = 1.0 - a / N
-    return c if c > 0.0 and c < 1.0 else _geometric_middle(0.0, 1.0)
+    return c if (c > 0.0) & (c < 1.0) else middle
 
 
 @_jit
@@ -2405,9 +2411,21 @@ def _group_exclusive_shrink(a, b, r, k, F, D2):
 def _shrink_step(a, b, r, kf, F, D2, Sr, c, left, right):
     """One step of _group_exclusive_shrink from c in the bracket
     (left, right): (the next c, the new bracket, whether c is the root:
-    then the next c is c).  Without branches (every case is a selection),
-    so that a loop of steps over many columns vectorises
-    (_group_exclusive_shrinks)."""
+    then the next c is c).  Without branches (every case is a selection)."""
+    newton, left, right, settled = _shrink_newton(a, b, r, kf, F, D2, Sr, c, left, right)
+    nxt = newton if (newton > left) & (newton < right) else _geometric_middle(left, right)
+    # a bracket that cannot shrink
+    done = settled | ~((left < nxt) & (nxt < right))
+    return (c if done else nxt), left, right, done
+
+
+@_inline
+def _shrink_newton(a, b, r, kf, F, D2, Sr, c, left, right):
+    """The Newton part of _shrink_step: (the Newton point, the new bracket,
+    whether c is the root: g = 0 or a correction below half a unit of c).
+    The step takes the Newton point where it lies inside the new bracket,
+    else the bracket's geometric middle.  Without branches, so that a loop
+    of steps over many columns vectorises (_group_exclusive_shrinks)."""
     den = 1.0 + b * c * kf
     e = (r - b * c * F) / den
     N = math.sqrt(D2 + 2.0 * e * F + kf * e * e)
@@ -2419,10 +2437,7 @@ def _shrink_step(a, b, r, kf, F, D2, Sr, c, left, right):
     # far left of the root (c << 1/b) the slope overflows: then a
     # correction g/inf = 0 is no convergence, take the middle
     newton = c - g / slope if slope < np.inf else left
-    nxt = newton if (newton > left) & (newton < right) else _geometric_middle(left, right)
-    # g = 0, a correction below half a unit of c, or a bracket that cannot shrink
-    done = (g == 0.0) | (newton == c) | ~((left < nxt) & (nxt < right))
-    return (c if done else nxt), left, right, done
+    return newton, left, right, (g == 0.0) | (newton == c)
 
 
 @_jit
@@ -2435,7 +2450,11 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
     every column steps (in SIMD lanes; a settled column keeps its c), then
     only the ones still moving (the processor overlaps their chains).
     0.8x the time of rounds over the moving columns alone, on 784 columns
-    like a training step's."""
+    like a training step's.  The starts are vectorised too, and a round
+    takes the geometric middles (two square roots a lane) only for the
+    columns whose Newton point leaves the bracket: 0.6-0.7x the time of
+    rounds taking them in every lane, on a training step's 784 and 300
+    columns."""
     m = cols.shape[0]
     av, bv, rv, kv, Fv, Dv = np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
     Sr = np.empty(m)  # (S_r = F + k r, as _group_exclusive_shrink forms it once)
@@ -2443,23 +2462,42 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
     left = np.zeros(m)
     right = np.ones(m)
     moving = np.ones(m, dtype=np.bool_)
-    for j in range(m):
+    for j in range(m):  # (gathers)
         g = cols[j]
         av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j] = np.float64(a[g]), np.float64(b[g]), r[g], np.float64(k[g]), F[g], D2[g]
-        cc[j] = _shrink_start(av[j], bv[j], rv[j], k[g], Fv[j], Dv[j])
+    middle = _geometric_middle(0.0, 1.0)
+    for j in range(m):  # (vectorised)
+        cc[j] = _shrink_start_at(av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j], middle)
         Sr[j] = Fv[j] + kv[j] * rv[j]
     n_live = m
     rounds = 0
+    to_middle = np.zeros(m, dtype=np.bool_)
     while n_live > 0 and 4 * n_live >= m and rounds < _MAX_ROOT_ITER:
+        # _shrink_step on every moving column: the Newton points in SIMD
+        # lanes, the geometric middles (two square roots) apart, for the
+        # columns whose Newton point leaves the bracket (none in training)
         n_live = 0
+        n_middle = 0
         for j in range(m):
-            c_next, lo, hi, done = _shrink_step(av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j], Sr[j], cc[j], left[j], right[j])
-            on = moving[j]
-            cc[j] = c_next if on else cc[j]
-            left[j] = lo if on else left[j]
-            right[j] = hi if on else right[j]
-            moving[j] = on & ~done
-            n_live += 1 if moving[j] else 0
+            newton, lo, hi, settled = _shrink_newton(av[j], bv[j], rv[j], kv[j], Fv[j], Dv[j], Sr[j], cc[j], left[j], right[j])
+            on = moving[j] & ~settled
+            inside = (newton > lo) & (newton < hi)
+            cc[j] = newton if on & inside else cc[j]
+            left[j] = lo if moving[j] else left[j]
+            right[j] = hi if moving[j] else right[j]
+            to_middle[j] = on & ~inside
+            n_middle += 1 if on & ~inside else 0
+            moving[j] = on
+            n_live += 1 if on else 0
+        if n_middle:
+            for j in range(m):
+                if to_middle[j]:
+                    middle_j = _geometric_middle(left[j], right[j])
+                    if (left[j] < middle_j) & (middle_j < right[j]):
+                        cc[j] = middle_j
+                    else:  # the bracket cannot shrink: c is the root
+                        moving[j] = False
+                        n_live -= 1
         rounds += 1
     live = np.empty(n_live, dtype=np.int64)
     q = 0
