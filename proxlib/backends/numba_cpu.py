@@ -1065,6 +1065,17 @@ def _phi(t, F, Q, a, b):
     return t - (b * F) * (1.0 - a / n2)
 
 
+@_inline
+def _phi_lane(t, F, Q, a, b):
+    """_phi(t, F, Q, a, b), the same value, without branches (selections),
+    so that a loop of it over the columns vectorises (the square root and
+    the division are taken whatever a is: for the scalar searches, _phi)."""
+    n2 = math.sqrt(Q)
+    ex = t - b * F if F > 0.0 else t
+    gx = t - (b * F) * (1.0 - a / n2) if n2 > a else t
+    return ex if a == 0.0 else gx
+
+
 @_jit
 def _newton_point(t, g, F, Q, k, a, b):
     """Newton step t - phi(t)/phi'(t) (phi' = 1 + b (k shrink + a F^2/||z||^3),
@@ -1823,13 +1834,12 @@ def _tau_below(S, n, P, a, b):
     step).  Formed from a lowered S and a raised a sqrt(n), then lowered by
     8 units for the three operations; 0 where the difference is not
     positive or tau_0 is near the subnormals (a rounded-up subnormal could
-    exceed it)."""
+    exceed it).  Without branches (selections), so that a loop of it over
+    the columns vectorises."""
     S_lo = S * (1.0 - (P + 8) * 2.0**-52)
     d = S_lo - a * math.sqrt(np.float64(n)) * (1.0 + 2.0**-50) if a > 0.0 else S_lo
-    if not d > 0.0:
-        return 0.0
     t = ((b * d) / (1.0 + b * np.float64(n))) * (1.0 - 8 * 2.0**-52)
-    return t if t >= 2.0**-1000 else 0.0
+    return t if (d > 0.0) & (t >= 2.0**-1000) else 0.0
 
 
 @_jit
@@ -2110,18 +2120,19 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         # proves nothing (or whose column's sums above it are out of range,
         # or, group+exclusive, whose norm above it is not above a) is
         # dropped, and the pass runs again over the whole column
-        dropped = False
+        # (without branches: a loop in SIMD lanes)
+        ndropped = 0
         for g in range(G):
-            if H[g] > 0.0 and xb[g] == 0:
-                H[g] = 0.0  # a zero column: no threshold to guess (its sums above 0 are those above H_g: no pass again)
-            elif H[g] > 0.0:
-                ag = np.float64(a[g]) if gx else 0.0
-                if Y[g] > 0.0 and H[g] <= _tau_below(S[g], nz[g], P, ag, np.float64(b[g])):
-                    from_hint[g] = True
-                else:
-                    H[g] = 0.0
-                    dropped = True
-        if not dropped:
+            h = H[g]
+            ag = np.float64(a[g]) if gx else 0.0
+            proves = (Y[g] > 0.0) & (h <= _tau_below(S[g], nz[g], P, ag, np.float64(b[g])))
+            # a zero column: no threshold to guess (its sums above 0 are
+            # those above H_g: no pass again)
+            live = (h > 0.0) & (xb[g] != 0)
+            from_hint[g] = live & proves
+            H[g] = h if live & proves else 0.0
+            ndropped += 1 if live & ~proves else 0
+        if ndropped == 0:
             break
     # The columns whose least magnitude is not above a lower bound of tau
     # take the candidate search (_exclusive_col_search)
@@ -2150,11 +2161,12 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
                 _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
             elif not exact_now:
                 _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
-            failed = np.zeros(G, dtype=np.bool_)
-            for g in range(G):
-                if from_hint[g]:
-                    failed[g] = not _phi(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g])) > 0.0
-            nfail = failed.sum()
+            failed = np.empty(G, dtype=np.bool_)
+            nfail = 0
+            for g in range(G):  # (SIMD lanes)
+                phi = _phi_lane(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
+                failed[g] = from_hint[g] & ~(phi > 0.0)
+                nfail += 1 if failed[g] else 0
             if nfail and (searched or 16 * nfail > G):
                 # they join the search (when it runs anyway, or they are many)
                 # from the higher bound of their sums above H_g; a few are
@@ -2185,11 +2197,15 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     nslow = 0
     nfast = 0
     fast = np.empty(G, dtype=np.int64)  # the columns solved here
+    candidate = np.empty(G, dtype=np.bool_)
+    for g in range(G):  # (SIMD lanes)
+        phi = _phi_lane(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
+        candidate[g] = (Y[g] > 0.0) & (phi > 0.0)
     for g in range(G):
         if xb[g] == 0 or zeroed[g]:  # a zero column, or one the group part zeroes: written as sign 0 below
             Y[g] = np.inf  # (its own signed zeros, as the row kernel copies a zero column and zeroes the other)
             e[g] = 0.0
-        elif Y[g] > 0.0 and _phi(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g])) > 0.0:
+        elif candidate[g]:
             fast[nfast] = g
             nfast += 1
         else:
@@ -2200,10 +2216,10 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         return 0
     if gx:  # fac_g = c_g, the group lasso's shrink factor (all columns' Newton steps at once)
         _group_exclusive_shrinks(a, b, Y, k, F, D2, fast[:nfast], fac)
-    for j in range(nfast):
-        g = fast[j]
+    for g in range(G):  # (SIMD lanes: the columns solved here are those with Y_g < inf)
         beta = np.float64(b[g]) * fac[g] if gx else np.float64(b[g])
-        e[g] = (Y[g] - beta * F[g]) / (1.0 + beta * k[g])
+        e_g = (Y[g] - beta * F[g]) / (1.0 + beta * k[g])
+        e[g] = e_g if Y[g] < np.inf else e[g]
     if H is not None:  # the next call's hints (a column the row kernel takes keeps its own)
         for g in range(G):
             if 0.0 < Y[g] < np.inf:
