@@ -1175,6 +1175,35 @@ def test_row_kernels_on_columns_of_a_large_layer(dtype):
                 assert np.any(X[5] != 0), name
 
 
+@given(
+    st.sampled_from(DTYPES),
+    st.integers(1, 11),
+    st.integers(1, 9),
+    st.integers(-60, 60),
+    st.integers(0, 2**32 - 1),
+)
+def test_column_sums_of_squares_are_the_plain_sums_in_their_order_bit_for_bit(dtype, P, G, spread, seed):
+    """_col_sumsq gives each column (a0^2 + a1^2) + (a2^2 + a3^2) added row
+    block by row block, then the rest row by row, every operation rounded
+    in float64: on float32 data it forms a0^2 + a1^2 as an fma (the squares
+    are exact there, so the bits are the same), on float64 data as written
+    (an fma there would change them; entries spread over 2*|spread| binades
+    with full mantissas)."""
+    rng = np.random.default_rng(seed)
+    A = (rng.standard_normal((P, G)) * 2.0 ** rng.integers(-abs(spread), abs(spread) + 1, (P, G))).astype(dtype)
+    got = np.empty(G)
+    NB._col_sumsq(A, got)
+    sq = np.square(A.astype(np.float64))
+    want = np.zeros(G)
+    i = 0
+    while i + 4 <= P:
+        want += (sq[i] + sq[i + 1]) + (sq[i + 2] + sq[i + 3])
+        i += 4
+    for i in range(i, P):
+        want += sq[i]
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["columns", "channels"])
 def test_norms_read_across_memory_take_zero_rows_without_a_second_look(dtype, layout):

