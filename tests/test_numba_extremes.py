@@ -1449,6 +1449,42 @@ def test_exclusive_columns_hints_never_change_the_prox(dtype, name, data):
             assert _phi_exact(y, Fraction(H[g]), float(a[g]) if gx else 0.0, Fraction(float(b[g]))) <= 0
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_exclusive_columns_hinted_everywhere_still_zero_the_small_columns(dtype):
+    """Group+exclusive with a positive hint on every column (the first pass
+    then sums no squares: a hint that proves itself proves ||w|| > a) on a
+    layer where some columns have ||w|| <= a: their hints prove nothing, the
+    pass runs again with the squares, and those columns are zeroed, as
+    without hints (solved as if ||w|| > a, they would get a shrink factor
+    near the least subnormal, nonzero in float64); the prox is the one
+    without hints, bit for bit in float32, the same zeros and within the
+    reference's tolerance in float64."""
+    rng = np.random.default_rng(5)
+    P, G = 40, 16
+    A = rng.standard_normal((P, G)).astype(dtype)
+    small = [3, 8, 13]  # (their a above their norm)
+    W = np.asfortranarray(A.T)
+    W64 = A.T.astype(np.float64)
+    norms = np.sqrt((W64 ** 2).sum(axis=1))
+    a = np.full(G, 0.2 * np.median(norms))
+    a[small] = 1.5 * norms[small]
+    a = a.astype(dtype)
+    b = np.full(G, 0.01).astype(dtype)
+    plain = NB.group_exclusive(W, a, b, parallel=False)
+    assert NB._as_columns(W, W) and np.all(plain[small] == 0) and np.all(np.delete(plain, small, axis=0).any(axis=1))
+    H = np.zeros(G)
+    NB.group_exclusive(W, a, b, parallel=False, hint=H)
+    assert np.count_nonzero(H) >= G - len(small) - 4  # (the column passes decided most columns)
+    H[H == 0] = 1e-3 * np.abs(W64).max()  # (the others get a hint too: every column has one)
+    hinted = NB.group_exclusive(W, a, b, parallel=False, hint=H)
+    np.testing.assert_array_equal(hinted == 0, plain == 0)
+    if dtype == np.float32:
+        np.testing.assert_array_equal(np.ascontiguousarray(hinted).view(np.uint32), np.ascontiguousarray(plain).view(np.uint32))
+    else:
+        exact = exact_group_exclusive(W64, a.astype(np.float64), b.astype(np.float64))
+        assert_close(hinted, exact, dtype, np.abs(W64).max(axis=1, keepdims=True), P)
+
+
 def test_exclusive_columns_hints_float32_wide_support_within_rounding():
     """A float32 column whose support spans 2^5-2^29 (its sums not exact)
     with a threshold just below its least entry, next to a column the

@@ -2096,13 +2096,23 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         for g in range(G):
             if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
                 H[g] = 0.0
+    # group+exclusive with a hint on every column (a training step's, until
+    # the group part zeroes a column): the first pass sums no squares.  They
+    # only decide ||w|| > a, and a hint that proves itself proves that too:
+    # it is below _tau_below's bound, which is positive only where the sum
+    # S of the n magnitudes above the hint exceeds a sqrt(n) (S lowered and
+    # a sqrt(n) raised by their rounding), and ||w|| >= S/sqrt(n) (Cauchy-
+    # Schwarz).  A column whose hint proves nothing drops it, and the pass
+    # that runs again sums the squares
+    lazy_norms = gx and H is not None and _all_positive(H)
     for attempt in range(2):
         # the first pass, over the magnitudes above the hints (H_g = 0: all);
         # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel; a
         # hint there proves nothing but costs no pass again: it is cleared, as
         # the sums above it are those above 0.  The group lasso part zeroes
         # columns, and in training they stay zero)
-        if gx:
+        lazy_norms = lazy_norms and attempt == 0
+        if gx and not lazy_norms:
             _col_pass1(A, S, Q, mb, xb, nz, H)
         else:  # (the exclusive lasso needs no ||w||)
             _col_pass1(A, S, None, mb, xb, nz, H)
@@ -2115,13 +2125,13 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             zeroed[g] = False
             if gx:
                 ag = np.float64(a[g])
-                ok = ok and br < np.inf and ag > 0.0 and math.sqrt(Q[g]) > ag
+                ok = ok and br < np.inf and ag > 0.0 and (lazy_norms or math.sqrt(Q[g]) > ag)
                 # ||w|| <= a: the group part zeroes the column, decided as the
                 # row kernel decides it (unscaled in this range: sqrt of the
                 # plain sum of squares, not > a), from the sums over the whole
                 # column (no hint).  In training such columns come back from
                 # zero, tiny, every step: they no longer go to the row kernel
-                zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not math.sqrt(Q[g]) > ag and (H is None or H[g] == 0.0)
+                zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not lazy_norms and not math.sqrt(Q[g]) > ag and (H is None or H[g] == 0.0)
             else:
                 ok = ok and br < _HUGE_B
             Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel (or zeroed)
@@ -2263,6 +2273,15 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
                 out[i, g] = slow[r, i]
             r += 1
     return 1 if finite else 2
+
+
+@_jit
+def _all_positive(H):
+    """Whether every H_g > 0."""
+    for g in range(H.shape[0]):
+        if not H[g] > 0.0:
+            return False
+    return True
 
 
 def _check_hint(hint, W):
