@@ -104,3 +104,32 @@ def test_run_markdown_says_short_calls_are_timed_in_blocks(tmp_path):
                       ("0", "0"), "n/a", None, 1.0)
     text = out.read_text()
     assert "timed calls" not in text and "in blocks of about that length" in text
+
+
+@pytest.mark.parametrize("penalty, kernel", [
+    ("exclusive (shape)", "_exclusive_cols"),
+    ("group+exclusive (shape)", "_exclusive_cols"),
+    ("group lasso (channel)", "_group_lasso_cols"),
+    ("GrOWL (channel)", "_growl_seq"),
+])
+def test_ab_columns_replays_a_training_steps_column_kernels_as_they_ran(penalty, kernel):
+    """ab_columns records the column-kernel calls of a training step (both
+    MLP layers, on the Numba route whatever the session's) and replays
+    them out of place: the replay writes what the call wrote in the step,
+    bit for bit, the recorded inputs (the hints too) are left as they were,
+    and the module's kernels are restored."""
+    pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    abc = _load("ab_columns")
+    route = abc.torch_dev.CPU_KERNELS
+    calls = abc.record_training_calls(penalty, 3)
+    assert abc.torch_dev.CPU_KERNELS == route
+    assert [name for name, _, _ in calls] == [kernel, kernel]
+    assert all(hasattr(getattr(abc.new, name), "py_func") for name in abc.KERNELS)  # (the compiled kernels again)
+    for name, args, wrote in calls:
+        before = [a.copy() if hasattr(a, "copy") else a for a in args]
+        got = abc.replay(abc.new, name, args)()
+        assert got.view("u1").tobytes() == wrote.view("u1").tobytes()
+        assert not (got == args[0]).all()  # (the prox changed the layer)
+        for a, b in zip(args, before):
+            assert a is b or not hasattr(a, "shape") or (a.view("u1") == b.view("u1")).all()

@@ -1,0 +1,150 @@
+"""In-process A/B of the Numba column kernels a training step runs, against another revision's.
+
+    python benchmarks/ab_columns.py --rev HEAD~1
+    python benchmarks/ab_columns.py --rev 522b7fd --steps 50
+
+The MLP 784-300-10 of ``bench_overhead.py`` (batch 64, SGD with momentum) is
+trained for ``--steps`` steps with a :class:`proxlib.torch.ProximalStep`
+term on each layer, for each penalty of ``bench_overhead.PENALTIES`` whose
+rows are read across memory (the layers' columns: exclusive and
+group+exclusive on ``"shape"``, group lasso and GrOWL on ``"channel"``).
+The last step's calls of the column kernels (``_exclusive_cols``,
+``_group_lasso_cols``, ``_growl_seq``) are recorded with copies of their
+inputs, the exclusive operators' threshold hints included: a training step's
+layers, with the hints its runner keeps.  ``proxlib/backends/numba_cpu.py``
+of ``--rev`` is loaded next to the working tree's (as in ``ab_rows.py``),
+and each recorded call is replayed on both, alternately, call by call, out of
+place (the inputs are left as recorded).  Each line gives the medians, their
+ratio (the figure: a busy machine slows both alike) and whether the outputs
+are the same bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ab_rows import alternate, load_revision  # noqa: E402
+from bench_overhead import PENALTIES, _weights, mlp  # noqa: E402
+
+import proxlib.torch as pt  # noqa: E402
+from proxlib.backends import numba_cpu as new  # noqa: E402
+from proxlib.backends import torch_dev  # noqa: E402
+
+KERNELS = ("_exclusive_cols", "_group_lasso_cols", "_growl_seq")
+
+
+def _copied(x):
+    return x.copy() if isinstance(x, np.ndarray) else x
+
+
+OUT_ARG = {"_exclusive_cols": 3, "_group_lasso_cols": 2, "_growl_seq": 2}  # (where each kernel writes)
+
+
+def record_training_calls(penalty: str, steps: int) -> list[tuple[str, tuple, np.ndarray]]:
+    """(kernel name, copies of its arguments, a copy of what it wrote) for
+    the column-kernel calls of the last of ``steps`` training steps of the
+    MLP under ``penalty``."""
+    torch.manual_seed(0)
+    net = mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+    make, grouping = PENALTIES[penalty]
+    prox = pt.ProximalStep(opt, model=net)
+    for layer in _weights(net):
+        prox.add(layer, make(), grouping=grouping)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(X), y).backward()
+        opt.step()
+        prox.step()
+
+    calls, kept = [], {name: getattr(new, name) for name in KERNELS}
+
+    def recorder(name):
+        def call(*args):
+            before = tuple(_copied(a) for a in args)
+            result = kept[name](*args)
+            calls.append((name, before, args[OUT_ARG[name]].copy()))
+            return result
+        return call
+
+    route = torch_dev.CPU_KERNELS
+    try:
+        torch_dev.CPU_KERNELS = "auto"  # (the default route, as bench_overhead times it; a test session sets "torch")
+        for _ in range(steps - 1):
+            step()
+        for name in KERNELS:  # (the runners look the kernels up in the module at each call)
+            setattr(new, name, recorder(name))
+        step()
+    finally:
+        torch_dev.CPU_KERNELS = route
+        for name, fn in kept.items():
+            setattr(new, name, fn)
+    return calls
+
+
+def replay(mod, name: str, args: tuple):
+    """A function calling ``mod``'s kernel on fresh copies of the recorded
+    mutable inputs (hints), writing into a new output; returns the output."""
+    A = args[0]
+    out = np.empty_like(A)
+    if name == "_exclusive_cols":
+        A, a, b, _, gx, H = args
+
+        def run():
+            mod._exclusive_cols(A, a, b, out, gx, None if H is None else H.copy())
+            return out
+    elif name == "_group_lasso_cols":
+        A, a, _, nrm, check = args
+
+        def run():
+            mod._group_lasso_cols(A, a, out, np.empty_like(nrm), check)
+            return out
+    else:
+        A, w, _, cols, check, *order = args
+
+        def run():
+            mod._growl_seq(A, w, out, cols, check, *(o.copy() if isinstance(o, np.ndarray) else o for o in order))
+            return out
+    return run
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rev", default="HEAD~1", help="the revision to compare with (default HEAD~1)")
+    ap.add_argument("--steps", type=int, default=50, help="training steps before the recorded one")
+    ap.add_argument("--runs", type=int, default=0, help="calls of each (default: about 1 s of each)")
+    args = ap.parse_args(argv)
+    old = load_revision(args.rev)
+    print(f"MLP 784-300-10, batch 64, step {args.steps}: {args.rev} (before) against the working tree (after); "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print("| penalty | kernel | layer | before | after | after / before | same bits |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for penalty in ("exclusive (shape)", "group+exclusive (shape)", "group lasso (channel)", "GrOWL (channel)"):
+        for name, call, _ in record_training_calls(penalty, args.steps):
+            fa, fb = replay(old, name, call), replay(new, name, call)
+            oa, ob = fa().copy(), fb().copy()
+            runs = args.runs or max(50, min(3000, int(1.0 / max(_seconds(fb), 1e-6))))
+            ta, tb = alternate(fa, fb, runs)
+            same = "yes" if np.array_equal(oa.view(np.uint8), ob.view(np.uint8)) else "no"
+            shape = "x".join(map(str, call[0].shape))
+            print(f"| {penalty} | {name} | {shape} | {ta * 1e6:.1f} µs | {tb * 1e6:.1f} µs | {tb / ta:.3f} | {same} |")
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()
