@@ -699,7 +699,7 @@ CERTIFICATES: dict[str, Callable] = {
 
 
 def _dual_sorted(mags, w, xp):
-    C = xp.cumulative_sum(xp.sort(mags, descending=True))
+    C = xp.cumulative_sum(_k.sort_magnitudes_desc(mags, xp))
     return _max(_safe_div(C, xp.cumulative_sum(w), xp), xp)
 
 

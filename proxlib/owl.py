@@ -119,7 +119,7 @@ class OWL(_SortedWeights):
         x = V.as_float_array(x, "x")
         xp = array_namespace(x)
         w = _weights_for(self, size(x), x, "element")
-        a = xp.sort(xp.abs(_k.upcast(x, xp).reshape(-1)), descending=True)
+        a = _k.sort_magnitudes_desc(xp.abs(_k.upcast(x, xp).reshape(-1)), xp)
         return float(xp.sum(w * a))
 
 

@@ -133,6 +133,23 @@ def divided(x, d, xp):
     return x / xp.full_like(x, d)
 
 
+def sort_magnitudes_desc(a, xp):
+    """The 1-D magnitudes ``a`` (>= 0) in decreasing order: ``xp.sort``, or,
+    for NumPy arrays on the Numba backend, its sort
+    (:func:`.numba_cpu.sort_magnitudes_desc`: a radix sort where NumPy's is
+    slow), the same array."""
+    from .._dispatch import array_kind, backend_for
+
+    if array_kind(a) == "numpy":
+        try:
+            fast = getattr(backend_for(a), "sort_magnitudes_desc", None)
+        except ValueError:  # (a backend of another array library requested: the plain sort)
+            fast = None
+        if fast is not None:
+            return fast(a)
+    return xp.sort(a, descending=True)
+
+
 def sort_desc(A, xp):
     """Each row of ``A`` sorted in decreasing order (the default sort primitive)."""
     return xp.sort(A, axis=1, descending=True)

@@ -3668,6 +3668,30 @@ def _numpy_sort_keys(keys, tmp, low, reversed_):
     keys.sort()
 
 
+_SORT_RADIX_MIN = 1 << 12  # shorter arrays: NumPy's sort (its per-call cost is lower)
+
+
+def sort_magnitudes_desc(a):
+    """The 1-D float32 or float64 ``a`` of magnitudes (>= +0, or NaN) in
+    decreasing order, the same array as ``np.sort(a)[::-1]`` (NaNs first):
+    by :func:`_radix_sort` of the bit patterns (a non-negative float's bits,
+    as an integer, order as its value; a NaN's exceed inf's) where
+    :data:`KEY_SORT` says NumPy's sort is slow (AMD Zen 4:
+    :func:`_numpy_sort_is_slow`) and ``a`` holds at least 2^12 entries;
+    else NumPy's.  1e6 float64 magnitudes: 14 ms against 53-58 ms for
+    ``np.sort`` on a 2-core Zen 4 VM (2026-12-04).  The sort of
+    ``OWL.value`` and of the OWL certificate's dual norm."""
+    if a.shape[0] < _SORT_RADIX_MIN or _key_sort() is not _radix_sort_keys:
+        return np.sort(a)[::-1]
+    if a.dtype == np.float64:
+        keys = np.ascontiguousarray(a).view(np.int64).copy()
+        _radix_sort(keys, np.empty_like(keys), 0)
+        return keys.view(np.float64)[::-1]
+    keys = np.ascontiguousarray(a).view(np.int32).astype(np.int64)  # (non-negative: the order of the bits)
+    _radix_sort(keys, np.empty_like(keys), 0)
+    return keys.astype(np.int32).view(a.dtype)[::-1]
+
+
 def _radix_sort_keys(keys, tmp, low, reversed_):
     """The radix sort over the magnitude bits only (from ``low``): the keys
     are distinct, so those that agree there differ in their index, and
