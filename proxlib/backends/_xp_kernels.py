@@ -25,7 +25,7 @@ import math
 
 import array_api_compat
 
-from .._dispatch import array_namespace, device
+from .._dispatch import array_kind, array_namespace, backend_for, device
 from .._range import hard_threshold, lp_constants
 from . import check_row_norms
 
@@ -138,8 +138,6 @@ def sort_magnitudes_desc(a, xp):
     for NumPy arrays on the Numba backend, its sort
     (:func:`.numba_cpu.sort_magnitudes_desc`: a radix sort where NumPy's is
     slow), the same array."""
-    from .._dispatch import array_kind, backend_for
-
     if array_kind(a) == "numpy":
         try:
             fast = getattr(backend_for(a), "sort_magnitudes_desc", None)
