@@ -234,25 +234,27 @@ def test_radix_sort_from_a_bit_is_stable(high, low_digit):
 _MAGNITUDES = {
     np.float64: [0.0, 5e-324, 2.2250738585072014e-308, 1e-300, 0.5, 1.0, 1.0 + 2**-52, 3.0, 1e300, np.inf, np.nan],
     np.float32: [0.0, 1e-45, 1.1754944e-38, 1e-30, 0.5, 1.0, 1.0 + 2**-23, 3.0, 1e38, np.inf, np.nan],
+    np.float16: [0.0, 6e-8, 6.1e-5, 1e-3, 0.5, 1.0, 1.0 + 2**-10, 3.0, 6e4, np.inf, np.nan],
 }
 
 
 @pytest.mark.parametrize("sort", ["numpy", "radix"])
 @given(
-    st.sampled_from([np.float64, np.float32]),
+    st.sampled_from([np.float64, np.float32, np.float16]),
     st.sampled_from([0, 1, 7, 4095, 4096, 5000, 20000]),
     st.integers(0, 2**32 - 1),
 )
 def test_sorted_magnitudes_are_numpys_sort_reversed(sort, dtype, n, seed):
     """numba_cpu.sort_magnitudes_desc (the sort of OWL.value and of the OWL
     certificate's dual norm) is np.sort(a)[::-1] bit for bit whichever sorts
-    (the radix sort of the bits from 2^12 entries, NumPy's below or where
-    KEY_SORT says so): ties, zeros, subnormals, inf, NaN first, random
-    magnitudes over the whole range (one NaN value: np.sort does not order
-    NaN payloads)."""
+    (the radix sort of the bits from 2^12 entries, NumPy's below, where
+    KEY_SORT says so, and for float16): ties, zeros, subnormals, inf, NaN
+    first, random magnitudes over the whole range (one NaN value: np.sort
+    does not order NaN payloads)."""
     rng = np.random.default_rng(seed)
     special = np.array(_MAGNITUDES[dtype], dtype=dtype)
-    wide = np.abs(rng.standard_normal(n) * 2.0 ** rng.integers(-1000 if dtype == np.float64 else -140, 120, n))
+    lo, hi = {np.float64: (-1000, 120), np.float32: (-140, 120), np.float16: (-24, 15)}[dtype]
+    wide = np.minimum(np.abs(rng.standard_normal(n) * 2.0 ** rng.integers(lo, hi, n)), np.finfo(dtype).max)
     a = np.where(rng.random(n) < 0.3, rng.choice(special, n), wide.astype(dtype)).astype(dtype)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(NB, "KEY_SORT", sort)
