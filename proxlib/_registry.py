@@ -27,6 +27,7 @@ function and one kernel per backend.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -203,14 +204,22 @@ def frozen_set(obj, *, own_copies: bool = True, **values) -> None:
     copy of those two when they are arrays or lists."""
     for k, v in values.items():
         object.__setattr__(obj, k, v)
-    if "group_weights" in (f.name for f in dataclasses.fields(obj)):
+    names = _field_names(type(obj))
+    if "group_weights" in names:
         check_group_weights(obj.group_weights)
         if own_copies:
             object.__setattr__(obj, "group_weights", _own_copy(obj.group_weights))
-    if "groups" in (f.name for f in dataclasses.fields(obj)):
+    if "groups" in names:
         check_groups(obj.groups)
         if own_copies:
             object.__setattr__(obj, "groups", _own_copy(obj.groups))
+
+
+@functools.cache
+def _field_names(cls) -> frozenset:
+    """The names of a dataclass's fields (a penalty class's: every ``prox_*``
+    call makes one, and ``dataclasses.fields`` costs about a microsecond)."""
+    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _own_copy(a):
