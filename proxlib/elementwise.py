@@ -39,6 +39,8 @@ def _checked_weights(weights, copy: bool = True):
     Python float, anything else as a float64 array of its own library and
     device (NumPy for lists), a copy unless ``copy`` is False (then the
     caller's array itself where it is already float64)."""
+    if (type(weights) is float and 0.0 <= weights < math.inf) or (type(weights) is int and 0 <= weights < 2**53):
+        return float(weights)  # (the common case, checked without arrays: the same value, exact)
     w = V.nonnegative_float64(weights, "weights")
     if w.ndim == 0 and (not V._is_array(weights) or isinstance(weights, np.generic)):
         return float(w)
