@@ -89,6 +89,13 @@ class Threshold:
     top: float | None = None  # the array's largest entry, where the caller knows it
 
 
+def weighted(scalars: tuple, layout, degree=1) -> Threshold:
+    """The threshold ``step * prod(scalars) * c`` of a row penalty, ``c``
+    the layout's per-group weights, with their largest entry where the
+    layout knows it (``c_top``: no reduction, no read of a device's array)."""
+    return Threshold(tuple(scalars), layout.c, degree, top=getattr(layout, "c_top", None))
+
+
 @dataclass
 class Data:
     """What :func:`solve` reads of a layout when the caller keeps the terms:

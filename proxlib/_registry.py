@@ -37,7 +37,7 @@ import numpy as np
 from . import _range
 from . import _validate as V
 from ._dispatch import array_kind, array_namespace, backend_for, compiling, device, outside_compile
-from ._rows import Rows, canonical_rows, check_groups, ragged_parts
+from ._rows import Rows, canonical_rows, check_groups, group_weights_top, ragged_parts
 from ._rows import group_weights as _group_weights
 
 __all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
@@ -49,14 +49,17 @@ class Layout:
 
     ``data``: the flat vector or the (G, m) rows; ``shape``: the input's
     shape; ``rows``: the row layout
-    (``None`` for flat); ``c``: per-group weights (float64, rows only);
-    ``restore``: maps a kernel result back to the input's shape."""
+    (``None`` for flat); ``c``: per-group weights (float64, rows only) and
+    ``c_top`` their largest where known without reading them
+    (:func:`proxlib._rows.group_weights_top`); ``restore``: maps a kernel
+    result back to the input's shape."""
 
     data: Any
     restore: Callable[[Any], Any]
     shape: tuple
     rows: Rows | None = None
     c: Any = None
+    c_top: float | None = None
 
 
 class Penalty:
@@ -261,7 +264,8 @@ def layout_of(pen: Penalty, x, *, contiguous: bool = True, name: str | None = No
         return Layout(data=flat, restore=lambda X: X.reshape(shape), shape=shape)
     rows = canonical_rows(x, pen.groups, name=name or pen.arg, contiguous=contiguous)
     c = _group_weights(rows, pen.group_weights, like=x)
-    return Layout(data=rows.rows, restore=rows.restore, shape=tuple(x.shape), rows=rows, c=c)
+    return Layout(data=rows.rows, restore=rows.restore, shape=tuple(x.shape), rows=rows, c=c,
+                  c_top=group_weights_top(rows, pen.group_weights))
 
 
 def _contiguous(a):

@@ -223,6 +223,17 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
     return Rows(rows=R, sizes=xp.astype(counts, xp.float64), labels=uniq, restore=restore, ragged=True)
 
 
+def group_weights_top(rows: Rows, group_weights) -> float | None:
+    """The largest of :func:`group_weights`' weights where the setting alone
+    says it (``None``: 1; ``"sqrt"`` on rows of one size: their size's
+    square root, as formed there), else None (an array: read it)."""
+    if group_weights is None:
+        return 1.0
+    if isinstance(group_weights, str) and group_weights == "sqrt" and not rows.ragged:
+        return math.sqrt(rows.rows.shape[1])
+    return None
+
+
 def group_weights(rows: Rows, group_weights, *, name: str = "group_weights", like):
     """Per-row weights c_g (float64, >= 0, on ``like``'s device) for ``rows``.
 

@@ -59,7 +59,7 @@ class ExclusiveLasso(R.Penalty):
     degrees: ClassVar[tuple] = (2,)
 
     def threshold_terms(self, layout):
-        return (_range.Threshold((self.lam,), layout.c, 2),)
+        return (_range.weighted((self.lam,), layout, 2),)
 
     def thresholds(self, layout):
         return _range.products(self.threshold_terms(layout))
@@ -99,8 +99,8 @@ class GroupExclusive(R.Penalty):
 
     def threshold_terms(self, layout):
         return (
-            _range.Threshold((self.lam, 1.0 - self.mu), layout.c, 1),
-            _range.Threshold((self.lam, self.mu), layout.c, 2),
+            _range.weighted((self.lam, 1.0 - self.mu), layout, 1),
+            _range.weighted((self.lam, self.mu), layout, 2),
         )
 
     def thresholds(self, layout):
@@ -273,7 +273,7 @@ class _ExclusiveTimes(ExclusiveLasso):
     factor: float = 1.0
 
     def threshold_terms(self, layout):
-        return (_range.Threshold(_factors(self.lam, self.factor), layout.c, 2),)
+        return (_range.weighted(_factors(self.lam, self.factor), layout, 2),)
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ class _GroupTimes(GroupLasso):
     factor: float = 1.0
 
     def threshold_terms(self, layout):
-        return (_range.Threshold(_factors(self.lam, self.factor), layout.c, 1),)
+        return (_range.weighted(_factors(self.lam, self.factor), layout, 1),)
 
 
 def _factors(lam: float, factor: float) -> tuple:

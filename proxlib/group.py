@@ -35,7 +35,7 @@ class GroupLasso(R.Penalty):
         R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
 
     def threshold_terms(self, layout):
-        return (_range.Threshold((self.lam,), layout.c, 1),)
+        return (_range.weighted((self.lam,), layout, 1),)
 
     def thresholds(self, layout):
         return _range.products(self.threshold_terms(layout))

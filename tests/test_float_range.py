@@ -460,3 +460,40 @@ def test_reweighting_over_the_whole_range(lib):
         with pytest.raises(ValueError, match=r"not representable in float(32|64)") as info:
             call()
         assert what in str(info.value)
+
+
+@pytest.mark.parametrize("group_weights", [None, "sqrt", np.array([0.5, 3.0, 1.0, 2.0])])
+@pytest.mark.parametrize("groups", [None, np.array([0, 0, 1, 2, 2, 2, 3, 3])])
+def test_row_layouts_know_their_largest_group_weight_where_the_setting_says_it(group_weights, groups):
+    """A row penalty's layout carries c_top, the largest group weight, where
+    the setting alone says it (None: 1; "sqrt" on rows of one size), so the
+    range logic neither reduces c nor reads it from a device; then it is
+    exactly max(c), and the thresholds' terms carry it; otherwise None (c is
+    read).  The prox is the same bits either way, also where the step
+    takes the thresholds beyond the kernels' range (the log of the largest
+    threshold decides it)."""
+    from proxlib import _range, _registry
+
+    x = np.random.default_rng(2).standard_normal((4, 8)) if groups is None else np.random.default_rng(2).standard_normal(8)
+    for pen in (proxlib.GroupLasso(0.3, groups=groups, group_weights=group_weights),
+                proxlib.ExclusiveLasso(0.3, groups=groups, group_weights=group_weights),
+                proxlib.GroupExclusive(0.3, 0.5, groups=groups, group_weights=group_weights)):
+        layout = _registry.layout_of(pen, x)
+        ragged = layout.rows.ragged
+        known = group_weights is None or (isinstance(group_weights, str) and not ragged)
+        assert (layout.c_top is not None) == known
+        if known:
+            assert layout.c_top == float(np.max(layout.c))
+        assert all(t.top == layout.c_top for t in _range.terms(pen, layout))
+        for step in (1.0, 1e300):
+            got = pen.prox(x, step)
+            unknown = _registry.Layout(data=layout.data, restore=layout.restore, shape=layout.shape, rows=layout.rows, c=layout.c)
+            kernel = getattr(proxlib._dispatch.backend_for(layout.data), pen.kernel)  # (the backend pen.prox takes)
+            want = layout.restore(_range.solve(pen, unknown, step, kernel, _plain_run(pen)))
+            np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(want).view(np.uint8))
+
+
+def _plain_run(pen):
+    def run(kernel, data, thr):
+        return kernel(data, *thr, *pen.fixed())
+    return run
