@@ -224,9 +224,12 @@ def _ragged_rows(v, groups, name, xp) -> Rows:
 
 
 def group_weights_top(rows: Rows, group_weights) -> float | None:
-    """The largest of :func:`group_weights`' weights where the setting alone
-    says it (``None``: 1; ``"sqrt"`` on rows of one size: their size's
-    square root, as formed there), else None (an array: read it)."""
+    """The one weight of every row where the setting alone says it, so also
+    the largest of :func:`group_weights`' weights (which are then this
+    value): ``None``: 1; ``"sqrt"`` on rows of one size: their size's square
+    root, correctly rounded on every backend (torch's float64 sqrt on CPU
+    gives 1.414213562373095 for 2, an ulp low, and the thresholds would
+    differ from NumPy's).  Else None (other weights: read them)."""
     if group_weights is None:
         return 1.0
     if isinstance(group_weights, str) and group_weights == "sqrt" and not rows.ragged:
@@ -244,17 +247,13 @@ def group_weights(rows: Rows, group_weights, *, name: str = "group_weights", lik
     xp = array_namespace(like)
     dev = device(like)
     G = rows.n_groups
-    if group_weights is None:
-        return xp.ones(G, dtype=xp.float64, device=dev)
+    one = group_weights_top(rows, group_weights)
+    if one is not None:  # (None, or "sqrt" on rows of one size)
+        return xp.full(G, one, dtype=xp.float64, device=dev)
     if isinstance(group_weights, str):
         if group_weights != "sqrt":
             raise ValueError(f"{name} must be None, 'sqrt' or an array, got {group_weights!r}")
-        if not rows.ragged:
-            # one size: its square root correctly rounded on every backend
-            # (torch's float64 sqrt on CPU gives 1.414213562373095 for 2, an
-            # ulp low, and the thresholds would differ from NumPy's)
-            return xp.full(G, math.sqrt(rows.rows.shape[1]), dtype=xp.float64, device=dev)
-        return xp.sqrt(rows.sizes)
+        return xp.sqrt(rows.sizes)  # (ragged rows)
     c = V.as_float_array(group_weights, name)
     cxp = array_namespace(c)
     if c.ndim != 1:
