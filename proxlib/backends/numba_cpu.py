@@ -2092,10 +2092,6 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     Y = np.empty(G, dtype=np.float64)
     zeroed = np.zeros(G, dtype=np.bool_)  # (group+exclusive) columns with ||w|| <= a: written 0 here
     from_hint = np.zeros(G, dtype=np.bool_)
-    if H is not None:
-        for g in range(G):
-            if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
-                H[g] = 0.0
     # group+exclusive with a hint on every column (a training step's, until
     # the group part zeroes a column): the first pass sums no squares.  They
     # only decide ||w|| > a, and a hint that proves itself proves that too:
@@ -2104,7 +2100,12 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     # a sqrt(n) raised by their rounding), and ||w|| >= S/sqrt(n) (Cauchy-
     # Schwarz).  A column whose hint proves nothing drops it, and the pass
     # that runs again sums the squares
-    lazy_norms = gx and H is not None and _all_positive(H)
+    lazy_norms = gx and H is not None
+    if H is not None:
+        for g in range(G):
+            if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
+                H[g] = 0.0
+                lazy_norms = False
     for attempt in range(2):
         # the first pass, over the magnitudes above the hints (H_g = 0: all);
         # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel; a
@@ -2273,15 +2274,6 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
                 out[i, g] = slow[r, i]
             r += 1
     return 1 if finite else 2
-
-
-@_jit
-def _all_positive(H):
-    """Whether every H_g > 0."""
-    for g in range(H.shape[0]):
-        if not H[g] > 0.0:
-            return False
-    return True
 
 
 def _check_hint(hint, W):
@@ -2523,7 +2515,8 @@ def _group_exclusive_shrinks(a, b, r, k, F, D2, cols, c):
     while n_live > 0 and 4 * n_live >= m and rounds < _MAX_ROOT_ITER:
         # _shrink_step on every moving column: the Newton points in SIMD
         # lanes, the geometric middles (two square roots) apart, for the
-        # columns whose Newton point leaves the bracket (none in training)
+        # columns whose Newton point leaves the bracket (rare in training:
+        # the start is already close to the root)
         n_live = 0
         n_middle = 0
         for j in range(m):
