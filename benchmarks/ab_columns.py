@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab_rows import alternate, load_revision  # noqa: E402
+from ab_rows import alternate, load_revision, runs_for_a_second  # noqa: E402
 from bench_overhead import PENALTIES, _weights, mlp  # noqa: E402
 
 import proxlib.torch as pt  # noqa: E402
@@ -133,17 +132,11 @@ def main(argv=None) -> None:
         for name, call, _ in record_training_calls(penalty, args.steps):
             fa, fb = replay(old, name, call), replay(new, name, call)
             oa, ob = fa().copy(), fb().copy()
-            runs = args.runs or max(50, min(3000, int(1.0 / max(_seconds(fb), 1e-6))))
+            runs = args.runs or runs_for_a_second(fb, 50, 3000)
             ta, tb = alternate(fa, fb, runs)
             same = "yes" if np.array_equal(oa.view(np.uint8), ob.view(np.uint8)) else "no"
             shape = "x".join(map(str, call[0].shape))
             print(f"| {penalty} | {name} | {shape} | {ta * 1e6:.1f} µs | {tb * 1e6:.1f} µs | {tb / ta:.3f} | {same} |")
-
-
-def _seconds(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

@@ -48,6 +48,13 @@ def load_revision(rev: str):
     return mod
 
 
+def runs_for_a_second(fn, lo: int, hi: int) -> int:
+    """About how many calls of ``fn`` take a second (one timed call), within [lo, hi]."""
+    t = time.perf_counter()
+    fn()
+    return max(lo, min(hi, int(1.0 / max(time.perf_counter() - t, 1e-6))))
+
+
 def alternate(fa, fb, runs: int) -> tuple[float, float]:
     """Medians (s) of fa and fb called alternately ``runs`` times each, after a warm-up."""
     fa(), fb()
@@ -96,9 +103,7 @@ def main(argv=None) -> None:
                 thr = (b,) if args.op == "exclusive_lasso" else (np.full(G, 0.3 * np.sqrt(m)), b)  # run.py's a and b
                 o1, o2 = np.empty_like(W), np.empty_like(W)
                 ka, kb = kernel(old, args.op, args.parallel), kernel(new, args.op, args.parallel)
-                t = time.perf_counter()
-                kb(W, *thr, o2)
-                runs = args.runs or max(20, min(500, int(1.0 / max(time.perf_counter() - t, 1e-6))))
+                runs = args.runs or runs_for_a_second(lambda: kb(W, *thr, o2), 20, 500)
                 ta, tb = alternate(lambda: ka(W, *thr, o1), lambda: kb(W, *thr, o2), runs)
                 same = np.array_equal(o1.view(np.uint8), o2.view(np.uint8))
                 diff = "yes" if same else f"no (max diff {np.abs(o1.astype(np.float64) - o2).max():.1e})"
