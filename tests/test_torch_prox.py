@@ -442,6 +442,32 @@ def test_zero_lr_or_strength_is_the_identity():
     assert torch.equal(p.detach(), before)
 
 
+
+def test_a_tensor_without_a_gradient_gets_its_prox_unless_its_strength_is_zero():
+    """As ProximalStep's Notes say: a tensor the step's forward pass did not
+    use (grad None: SGD skips it) still gets its Euclidean prox, proximal
+    SGD's step with a zero gradient, exactly the public function's; with
+    its term's strength set to 0 it is left as it is."""
+    torch.manual_seed(0)
+    used, unused = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(list(used.parameters()) + list(unused.parameters()), lr=0.1)
+    prox = pt.ProximalStep(opt)
+    prox.add(used, proxlib.GroupLasso(1.0), grouping="channel", strength=0.5)
+    term = prox.add(unused, proxlib.GroupLasso(1.0), grouping="channel", strength=0.5)
+    prox.attach()
+    before = unused.weight.detach().clone()
+    used(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    assert unused.weight.grad is None
+    want = proxlib.prox_group_lasso(before.T, 1.0, 0.1 * 0.5).T  # ("channel" rows: the columns)
+    assert torch.equal(unused.weight.detach(), want) and not torch.equal(want, before)
+    term.strength = 0.0
+    kept = unused.weight.detach().clone()
+    opt.zero_grad()
+    used(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    assert unused.weight.grad is None and torch.equal(unused.weight.detach(), kept)
+
 def test_parametrized_weight_writes_to_the_leaf():
     class Double(torch.nn.Module):
         def forward(self, x):

@@ -725,6 +725,17 @@ class ProximalStep:
         with exact zeros instead of a norm threshold.  The frozen sets are
         in :meth:`state_dict`.  Not supported on sharded (DTensor) tensors.
 
+    Notes
+    -----
+    A tensor whose gradient is ``None`` at a step (not used by that step's
+    forward pass: an unused branch, an expert no sample was routed to) gets
+    its Euclidean prox all the same, although the optimizer skipped it:
+    its stochastic gradient is zero, and proximal SGD's step is then
+    ``w <- prox(w)``, so an unused group shrinks towards zero.  To leave a
+    tensor alone for a while, set its term's ``strength`` to 0 (``add``
+    returns the term); with ``metric="adam"`` a tensor that never had a gradient is skipped
+    (see ``metric``).
+
     Examples
     --------
     >>> import torch, proxlib, proxlib.torch as pt
