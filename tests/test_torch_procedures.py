@@ -890,3 +890,31 @@ def test_find_tying_numbers_clusters_in_order_of_first_appearance():
     a, b = np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0, 1.0])
     R = np.stack([a + [0, 0.3, 0, 0], b, a, a - [0, 0.3, 0, 0]])
     np.testing.assert_array_equal(pt.find_tying(R.T, preference=0.5).labels, [0, 1, 0, 0])
+
+
+def test_tying_refuses_bad_weights_and_labels_clearly():
+    """find_tying on a weight with NaN or Inf, TiedRows with labels that are
+    not integers, not 1-D, or not one per row of the weight it ties: each a
+    clear error; and a weight with one nonzero row is one cluster of one
+    row (no AffinityPropagation run), which Tying.order() sorts trivially."""
+    W = _tying_weight()
+    for bad in (float("nan"), float("inf")):
+        Wb = W.clone()
+        Wb[0, 2] = bad
+        with pytest.raises(ValueError, match="^W contains NaN or Inf; its rows cannot be clustered$"):
+            pt.find_tying(Wb)
+    with pytest.raises(TypeError, match=r"labels must be integers .* got dtype torch.float32"):
+        pt.TiedRows(torch.zeros(5))
+    with pytest.raises(TypeError, match="labels must be integers"):
+        pt.TiedRows(np.array([True, False]))
+    with pytest.raises(ValueError, match=r"^labels must be 1-D, got shape \(2, 2\)$"):
+        pt.TiedRows(np.zeros((2, 2), dtype=np.int64))
+    lin = torch.nn.Linear(5, 3)
+    with pytest.raises(ValueError, match="^TiedRows has 4 labels but the weight has 5 rows$"):
+        pt.tie_rows(lin, pt.TiedRows(4).labels.numpy())  # four labels for five "channel" rows
+    assert not torch.nn.utils.parametrize.is_parametrized(lin)
+    one = torch.zeros_like(W)
+    one[:, 2] = W[:, 2]  # (the "channel" rows are the columns)
+    ty = pt.find_tying(one)
+    assert ty.labels.tolist() == [-1, -1, 0, -1, -1] and ty.n_clusters == 1 and ty.n_tied_rows == 0
+    assert ty.converged and ty.order().tolist() == [0]

@@ -1735,3 +1735,36 @@ def test_numpy_weights_with_negative_strides_for_a_torch_input():
     v = torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)
     for f in (proxlib.prox_owl, proxlib.prox_weighted_l1):
         np.testing.assert_array_equal(f(v, w).numpy(), f(v, w.copy()).numpy())
+
+
+def test_misuse_outside_add_is_refused_clearly_and_changes_nothing():
+    """The refusals no other test reaches: a model that is not a module, an
+    attach() with no optimizer anywhere, a metric term applied without its
+    metric, and states whose strengths are not keyed by label or that hold
+    frozen masks for unknown terms (load_state_dict checks everything
+    before it changes anything); and a strength-0 term's value is 0."""
+    with pytest.raises(TypeError, match="^model must be a torch.nn.Module, got list$"):
+        pt.ProximalStep(model=[])
+    lin = torch.nn.Linear(6, 5)
+    with pytest.raises(ValueError, match=r"^attach\(\) needs an optimizer$"):
+        pt.ProximalStep().attach()
+    adam = torch.optim.Adam(lin.parameters(), lr=0.1)
+    metric_term = pt.ProximalStep(adam, metric="adam").add(lin, proxlib.GroupLasso(0.5))
+    before = lin.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"apply\(\) needs metric="):
+        metric_term.apply(0.1)
+    assert torch.equal(lin.weight.detach(), before)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, keep_zero=True)
+    term = prox.add(lin, proxlib.GroupLasso(0.5), strength=2.0)
+    good = prox.state_dict()
+    for bad, message in (
+        ({**good, "strengths": [3.0]}, "per-term strengths keyed by label"),
+        ({**good, "strengths": {term.label: 3.0}, "frozen": {"elsewhere": torch.zeros(5, 6, dtype=torch.bool)}},
+         r"frozen masks for unknown terms \['elsewhere'\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            prox.load_state_dict(bad)
+        assert term.strength == 2.0 and prox.state_dict()["strengths"] == good["strengths"]
+    term.strength = 0.0
+    assert term.value() == 0.0 and prox.value() == 0.0
