@@ -3,6 +3,7 @@ DataLoaders, loss functions, schedulers, pruning amounts, the re-weighting guard
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -250,6 +251,56 @@ def test_fit_rejects_bad_data():
         pt.fit(net, X, y[:10], opt)
     with pytest.raises(TypeError, match="optimizer"):
         pt.fit(net, X, y, "sgd")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32)
+    with pytest.raises(TypeError, match=r"^data: y is only used with a tensor of inputs \(a DataLoader yields its own targets\)$"):
+        pt.fit(net, loader, y, opt)
+    with pytest.raises(TypeError, match=r"^data must be a tensor of inputs \(with y\), a tuple \(X, y\) or a DataLoader, got int$"):
+        pt.fit(net, 3, opt)
+    with pytest.raises(ValueError, match="^scheduler_interval must be 'epoch' or 'step', got 'batch'$"):
+        pt.fit(net, X, y, opt, scheduler_interval="batch")
+    with pytest.raises(TypeError, match=r"^test must be \(X_test, y_test\) or a DataLoader, got a tuple of 3$"):
+        pt.growl_two_stage(net, [net[0]], X, y, weights=lambda G: np.linspace(1, 0, G), make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                           epochs=1, retrain_epochs=1, test=(X, y, y))
+
+    class Batches:  # (re-iterable, without a length)
+        def __iter__(self):
+            return iter([(X, y)])
+
+    with pytest.raises(TypeError, match="^the prox once per epoch needs the number of batches per epoch"):
+        pt.growl_two_stage(net, [net[0]], Batches(), weights=lambda G: np.linspace(1, 0, G),
+                           make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1), epochs=1, retrain_epochs=1, prox_every="epoch")
+    with pytest.raises(TypeError, match=r"^layers: 'act' \(ReLU\) has no weight tensor to tie$"):
+        pt.growl_two_stage(net, {"act": net[1]}, X, y, weights=lambda G: np.linspace(1, 0, G),
+                           make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1), epochs=1, retrain_epochs=1)
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match=r"^amount has no fraction for layer\(s\) \['out'\]$"):
+        pt.affine_scaling_prune(net, {"hidden": net[0], "out": net[2]}, X, y, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+                                epochs=1, retrain_epochs=1, amount={"hidden": 0.5})
+    assert all(torch.equal(p, b) for p, b in zip(net.parameters(), before))  # (refused before any training)
+
+
+def test_fit_takes_a_tuple_of_tensors_as_x_and_y_and_advances_progress_per_step():
+    """fit(model, (X, y), opt) is fit(model, X, y, opt): the same batches
+    from the same generator, so the same weights bit for bit; ``progress``
+    gets one update per optimizer step."""
+    X, y = _toy()
+    nets = []
+    for args in (((X, y),), (X, y)):
+        torch.manual_seed(0)
+        net = _mlp()
+        opt = torch.optim.SGD(net.parameters(), lr=0.2)
+
+        class Progress:
+            n = 0
+
+            def update(self, k):
+                self.n += k
+
+        bar = Progress()
+        pt.fit(net, *args, opt, epochs=2, batch_size=48, generator=torch.Generator().manual_seed(3), progress=bar)
+        assert bar.n == 2 * math.ceil(X.shape[0] / 48)
+        nets.append(net)
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
 
 
 def test_fit_and_evaluate_on_no_samples_are_nan_not_zero():

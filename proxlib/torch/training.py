@@ -381,13 +381,10 @@ def _outside_this_module() -> int:
     return level
 
 
-def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying_options) -> dict:
-    """:func:`find_tying`'s keywords for :func:`two_stage`, checked before
-    stage 1 (not only by the tying after it): ``grouping`` applies to every
-    layer's weight, ``preference`` is a real number, ``tying_options`` names
-    only find_tying's other keywords."""
-    import inspect
-
+def _check_tied_layers(layers: dict, grouping: str) -> None:
+    """The refusals of the tying after stage 1, before it: every layer has a
+    weight tensor that ``grouping`` applies to and that :func:`tie_rows` takes
+    (not a grouped or transposed conv's, not a DTensor)."""
     for n, l in layers.items():
         w = getattr(l, "weight", None)
         if not isinstance(w, torch.Tensor):
@@ -395,6 +392,16 @@ def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying
         row_maps(tuple(w.shape), grouping)  # ValueError naming the grouping where it does not apply
         B.check_conv_layout(l, "weight", B.canonical_grouping(grouping))  # tie_rows' refusal (grouped, transposed conv)
         B.refuse_sharded(l, "weight", "two_stage's tying (tie_rows)")  # tie_rows' refusal of a DTensor weight (FSDP2)
+
+
+def _tying_keywords(layers: dict, grouping: str, preference, random_state, tying_options) -> dict:
+    """:func:`find_tying`'s keywords for :func:`two_stage`, checked before
+    stage 1 (not only by the tying after it): ``grouping`` applies to every
+    layer's weight, ``preference`` is a real number, ``tying_options`` names
+    only find_tying's other keywords."""
+    import inspect
+
+    _check_tied_layers(layers, grouping)
     _validate.real_scalar(preference, "preference")
     options = dict(tying_options or {})
     allowed = set(inspect.signature(find_tying).parameters) - {"W", "grouping", "preference", "random_state"}
@@ -437,6 +444,7 @@ def growl_two_stage(model: torch.nn.Module, layers, X, y=None, *, weights, stren
     ``lambda G: proxlib.owl_weights_stairwise(G, L1, L2, G // 2)``.
     """
     layers = _named(layers)
+    _check_tied_layers(layers, grouping)  # (a layer without a weight named, before the terms' own refusal)
 
     def configure(prox):
         for n, l in layers.items():
