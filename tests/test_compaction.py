@@ -851,3 +851,47 @@ def test_compacted_layers_report_their_new_sizes():
         elif isinstance(m, nn.Conv2d):
             assert (m.out_channels, m.in_channels) == tuple(m.weight.shape[:2]), name
     assert small.fc1.out_features == 115
+
+
+class _Outputs(nn.Module):
+    """An MLP whose forward returns more than one tensor: its logits with an
+    integer tensor and a string (``"tuple"``) or in a dict with an int."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.b(torch.relu(self.a(x)))
+        return (h, h.argmax(1), "tag") if self.kind == "tuple" else {"logits": h, "classes": 3}
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_compact_a_model_with_non_tensor_outputs(kind, dtype):
+    """Outputs that are not tensors (a str, an int in a dict) and integer
+    tensors: Torch-Pruning's tracing failed on them ('str' object has no
+    attribute 'grad_fn'); compact now traces the tensors only, removes the
+    zero channels and returns a model whose outputs agree, the non-tensor
+    ones equal, at the default tolerance of the dtype (float64's 1e-10)."""
+    torch.manual_seed(0)
+    net = _Outputs(kind).to(dtype)
+    with torch.no_grad():
+        net.a.weight[1] = 0
+        net.a.bias[1] = 0  # hidden unit 1: always 0, removable
+        net.b.weight[:, 3] = 0  # hidden unit 3: unread, removable
+    x = torch.randn(16, 6, dtype=dtype)
+    small = pt.compact(net, x)
+    assert small.a.weight.shape == (3, 6) and small.b.weight.shape == (3, 3)
+    with torch.no_grad():
+        want, got = net(x), small(x)
+    if kind == "tuple":
+        assert got[2] == "tag" and torch.equal(got[1], want[1])
+        want, got = want[0], got[0]
+    else:
+        assert got["classes"] == 3
+        want, got = want["logits"], got["logits"]
+    assert got.dtype == dtype
+    tol = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(got, want, rtol=0, atol=tol * float(want.abs().max()))

@@ -368,7 +368,9 @@ def _trace(model, args):
                 model,
                 example_inputs=args,
                 forward_fn=lambda m, a: m(*a),
-                output_transform=lambda out: (outputs.append(out), out)[1],
+                # (its tensors only: Torch-Pruning flattens the outputs and reads each one's
+                # grad_fn, and failed on a str, and on an int in a dict of outputs)
+                output_transform=lambda out: (outputs.append(out), [o for o in _leaves(out) if isinstance(o, torch.Tensor)])[1],
                 verbose=False,
             )
     except Exception as e:
