@@ -696,6 +696,38 @@ def test_bad_input_errors():
         pt.ClusteredInputs(-1, torch.tensor([0, 1]), torch.tensor([0, -1]))
     with pytest.raises(ValueError, match="example_input"):
         pt.model_metrics(net, removable=True)
+    with pytest.raises(ValueError, match=r"^index must be 1-D, got shape \(2, 1\)$"):
+        pt.ClusteredInputs(-1, torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match=r"^labels must have the shape of index \(2,\), got \(3,\)$"):
+        pt.ClusteredInputs(-1, torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="^threads must be >= 1, got 0$"):
+        pt.compaction_report(net, net, X, repeats=1, threads=0)
+    small = pt.compact(net, X)
+    fresh = _mlp()
+    pt.tie_rows(fresh[0], np.arange(fresh[0].weight.shape[1]))
+    with pytest.raises(ValueError, match="^module '0' is parametrized; rebuild from a plain instance$"):
+        pt.rebuild_compact(fresh, small.compaction_spec)
+
+
+def test_model_metrics_of_a_list_of_layers_and_when_removable_counts_fail(monkeypatch):
+    """``layers`` as a list names them layer0, layer1, ...; where the
+    dependency graph cannot be traced, removable=None warns and leaves the
+    removable counts None (the other metrics as without them), and
+    removable=True raises."""
+    net, X = _mlp(), MODELS["mlp"][1]()
+    listed = pt.model_metrics(net, [net[0], net[2]], example_input=X, removable=False)
+    named = pt.model_metrics(net, {"layer0": net[0], "layer1": net[2]}, example_input=X, removable=False)
+    assert list(listed) == ["layer0", "layer1", "total"] and listed == named
+
+    def untraceable(model, example_inputs):
+        raise C.CompactionError("Torch-Pruning could not trace the model: (stand-in)")
+
+    monkeypatch.setattr(C, "removable_counts", untraceable)
+    with pytest.warns(RuntimeWarning, match=r"^removable counts not computed: Torch-Pruning could not trace"):
+        got = pt.model_metrics(net, [net[0], net[2]], example_input=X)
+    assert got == listed and got["total"].removable_out is None
+    with pytest.raises(C.CompactionError, match="stand-in"):
+        pt.model_metrics(net, [net[0], net[2]], example_input=X, removable=True)
 
 
 def test_a_model_on_the_meta_device_is_refused_naming_it():
