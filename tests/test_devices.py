@@ -110,3 +110,26 @@ def test_cupy_with_no_device_is_not_available(fake_cupy_without_a_driver):
     assert "cupy" not in proxlib.available_backends()
     with pytest.raises(ImportError, match="no GPU"):
         _dispatch._module("cupy")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_device_row_sort_is_the_cpu_row_sort(dtype):
+    """torch_dev's row sort takes NumPy's sort on CPU tensors and
+    ``torch.sort(descending=True)`` on every other device, a line the CPU
+    suite never runs: on the magnitudes it sorts (>= 0, with ties, zeros,
+    subnormals, inf and NaN, which both put first), the two agree bit for
+    bit."""
+    from proxlib.backends import torch_dev
+
+    rng = np.random.default_rng(4)
+    A = np.abs(rng.standard_normal((40, 33)) * 10.0 ** rng.integers(-3, 4, (40, 1)))
+    A[:, ::7] = A[:, :1]  # ties
+    special = [0.0, np.inf, np.nan, float(np.finfo(np.float32).tiny) / 8, 5e-324]
+    mask = rng.random(A.shape) < 0.1
+    A[mask] = rng.choice(special, mask.sum())
+    T = torch.tensor(A, dtype=dtype)
+    host = torch_dev._sort_desc(T, None)
+    device = torch.sort(T, dim=1, descending=True).values
+    assert host.dtype == device.dtype == dtype
+    np.testing.assert_array_equal(host.numpy().view(np.uint32 if dtype == torch.float32 else np.uint64),
+                                  device.numpy().view(np.uint32 if dtype == torch.float32 else np.uint64))
