@@ -733,8 +733,8 @@ class ProximalStep:
     its stochastic gradient is zero, and proximal SGD's step is then
     ``w <- prox(w)``, so an unused group shrinks towards zero.  To leave a
     tensor alone for a while, set its term's ``strength`` to 0 (``add``
-    returns the term); with ``metric="adam"`` a tensor that never had a gradient is skipped
-    (see ``metric``).
+    returns the term).  With ``metric="adam"`` a tensor that never had a
+    gradient is skipped (see ``metric``).
 
     Examples
     --------
