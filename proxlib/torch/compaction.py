@@ -48,7 +48,10 @@ Parametrized weights (TiedRows, AffineScaling, any ``torch.nn.utils.parametrize`
 chain) and ``torch.nn.utils.prune`` masks are read through their effective
 weight.  ``compact`` ends by running both models on ``example_inputs`` in
 eval mode and raises :class:`CompactionError` unless every output agrees to
-``rtol`` relative to the output's largest magnitude (1e-5 in float32).
+``rtol`` relative to the output's largest magnitude (by default 1e-10 where
+every floating output is float64, 1e-5 where they are float32 or float64,
+1e-2 otherwise: half precision); the other leaves of the output (integer
+tensors, a str in a tuple, an int in a dict) must be equal.
 
 The dependency graph (which channels are coupled, through BatchNorm,
 residual additions, concatenations and flattens) is Torch-Pruning's
@@ -745,8 +748,9 @@ def compact(model: torch.nn.Module, example_inputs, *, rtol: float | None = None
         different samples).  Used to trace the dependency graph, to read the
         constants that are folded, and to check the result.
     rtol : float, optional
-        Allowed ``max|y_compact - y| / max|y|`` per output tensor (default
-        1e-5 for float32 outputs, 1e-10 for float64).
+        Allowed ``max|y_compact - y| / max|y|`` per floating output tensor
+        (default 1e-10 where every floating output is float64, 1e-5 where
+        they are float32 or float64, 1e-2 otherwise: half precision).
 
     Returns
     -------
