@@ -927,3 +927,24 @@ def test_compact_a_model_with_non_tensor_outputs(kind, dtype):
     assert got.dtype == dtype
     tol = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
     torch.testing.assert_close(got, want, rtol=0, atol=tol * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("zeros, passes", [("none", 4), ("unused", 4 + 2 + 1), ("constant", 4 + 2 * 2 + 1)])
+def test_compact_runs_the_forward_passes_its_docstring_counts(zeros, passes):
+    """compact's Notes: 4 + g + (1 if g > 0) forward passes, g the NaN
+    probes (one per group with removable channels, two where some are
+    folded as constants); here two groups, unused or constant channels."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        if zeros == "unused":  # unit 1 of the first hidden layer, unit 2 of the second: no reader
+            net[2].weight[:, 1] = 0
+            net[4].weight[:, 2] = 0
+        elif zeros == "constant":  # zero rows: constants, folded into the next bias
+            net[0].weight[1] = 0
+            net[2].weight[3] = 0
+    count = [0]
+    net.register_forward_pre_hook(lambda m, a: count.__setitem__(0, count[0] + 1))  # (copied with the model)
+    small = pt.compact(net, torch.randn(8, 6))
+    assert count[0] == passes
+    assert [m.weight.shape[0] for m in small.modules() if isinstance(m, nn.Linear)] == ([5, 4, 2] if zeros == "none" else [4, 3, 2])
