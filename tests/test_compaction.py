@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
@@ -948,3 +950,75 @@ def test_compact_runs_the_forward_passes_its_docstring_counts(zeros, passes):
     small = pt.compact(net, torch.randn(8, 6))
     assert count[0] == passes
     assert [m.weight.shape[0] for m in small.modules() if isinstance(m, nn.Linear)] == ([5, 4, 2] if zeros == "none" else [4, 3, 2])
+
+
+@st.composite
+def _zeroed_mlps(draw):
+    """A float64 MLP of 2-4 Linear layers (widths 1-7) with activations,
+    eval-mode BatchNorms (random running statistics) and Dropouts between
+    them, some hidden units' rows zeroed (constants: their bias, through the
+    activation) or their next layer's columns zeroed (unused), sometimes a
+    whole layer's; and the number of unused units of each hidden layer."""
+    n_layers = draw(st.integers(2, 4))
+    widths = [draw(st.integers(1, 7)) for _ in range(n_layers + 1)]
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    mods, linears = [], []
+    for i in range(n_layers):
+        lin = nn.Linear(widths[i], widths[i + 1]).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g, dtype=torch.float64))
+            lin.bias.copy_(torch.randn(lin.bias.shape, generator=g, dtype=torch.float64))
+        mods.append(lin)
+        linears.append(lin)
+        if i < n_layers - 1:
+            if draw(st.booleans()):
+                bn = nn.BatchNorm1d(widths[i + 1]).double()
+                with torch.no_grad():
+                    bn.running_mean.copy_(torch.randn(widths[i + 1], generator=g, dtype=torch.float64))
+                    bn.running_var.copy_(torch.rand(widths[i + 1], generator=g, dtype=torch.float64) + 0.5)
+                    bn.weight.copy_(torch.randn(widths[i + 1], generator=g, dtype=torch.float64))
+                mods.append(bn)
+            mods.append(draw(st.sampled_from([nn.ReLU, nn.Tanh, nn.GELU, nn.Identity]))())
+            if draw(st.booleans()):
+                mods.append(nn.Dropout(0.3))
+    net = nn.Sequential(*mods).eval()
+    unused = []
+    with torch.no_grad():
+        for i in range(n_layers - 1):  # hidden layer i: the output of linears[i], read by linears[i + 1]
+            h = widths[i + 1]
+            dead = draw(st.lists(st.sampled_from(["unused", "constant", "live"]), min_size=h, max_size=h))
+            for j, kind in enumerate(dead):
+                if kind == "unused":
+                    linears[i + 1].weight[:, j] = 0
+                elif kind == "constant":
+                    linears[i].weight[j] = 0
+            unused.append(dead.count("unused"))
+    X = torch.randn(16, widths[0], generator=g, dtype=torch.float64)
+    X2 = torch.randn(16, widths[0], generator=g, dtype=torch.float64)
+    return net, linears, unused, X, X2
+
+
+@given(_zeroed_mlps())
+def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
+    """Hypothesis: MLPs with unused and constant hidden units (whole layers
+    of them too), BatchNorms, activations and dropouts: compact returns a
+    model whose outputs equal the original's, in float64 to the default
+    1e-10 relative, also on inputs it never saw (what is removed is unused
+    or constant for every input, not only on example_inputs); every hidden
+    layer loses at least its unused units, keeping one; the original is
+    untouched."""
+    net, linears, unused, X, X2 = case
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    small = pt.compact(net, X)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        for inputs in (X, X2):
+            want, got = net(inputs), small(inputs)
+            assert got.shape == want.shape
+            assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
+    kept = [m for m in small.modules() if isinstance(m, nn.Linear)]
+    assert len(kept) == len(linears)
+    for i, n_unused in enumerate(unused):
+        width = linears[i].out_features
+        assert kept[i].out_features <= max(1, width - n_unused), (i, width, n_unused, kept[i].out_features)
