@@ -1022,3 +1022,75 @@ def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
     for i, n_unused in enumerate(unused):
         width = linears[i].out_features
         assert kept[i].out_features <= max(1, width - n_unused), (i, width, n_unused, kept[i].out_features)
+
+
+@st.composite
+def _zeroed_cnns(draw):
+    """A float64 CNN: 2-3 Conv2d layers (1-5 channels, kernel 1-3, padding
+    0 or 1), each but the last followed by an optional eval-mode BatchNorm2d
+    and an activation, then a flatten and a Linear; some channels' filters
+    zeroed (constants) or their next layer's input channels zeroed
+    (unused); and the number of unused channels of each conv."""
+    n_conv = draw(st.integers(2, 3))
+    chans = [draw(st.integers(1, 3))] + [draw(st.integers(1, 5)) for _ in range(n_conv)]
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    mods, convs, size = [], [], 7
+    for i in range(n_conv):
+        k, pad = draw(st.integers(1, 3)), draw(st.integers(0, 1))
+        conv = nn.Conv2d(chans[i], chans[i + 1], k, padding=pad).double()
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, dtype=torch.float64))
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g, dtype=torch.float64))
+        mods.append(conv)
+        convs.append(conv)
+        size = size + 2 * pad - k + 1
+        if draw(st.booleans()):
+            bn = nn.BatchNorm2d(chans[i + 1]).double()
+            with torch.no_grad():
+                bn.running_mean.copy_(torch.randn(chans[i + 1], generator=g, dtype=torch.float64))
+                bn.running_var.copy_(torch.rand(chans[i + 1], generator=g, dtype=torch.float64) + 0.5)
+            mods.append(bn)
+        mods.append(draw(st.sampled_from([nn.ReLU, nn.Tanh, nn.Identity]))())
+    head = nn.Linear(chans[-1] * size * size, 3).double()
+    mods += [nn.Flatten(), head]
+    net = nn.Sequential(*mods).eval()
+    readers = convs[1:] + [head]
+    unused = []
+    with torch.no_grad():
+        for i, conv in enumerate(convs):
+            c = chans[i + 1]
+            kinds = draw(st.lists(st.sampled_from(["unused", "constant", "live"]), min_size=c, max_size=c))
+            for j, kind in enumerate(kinds):
+                if kind == "unused":
+                    if readers[i] is head:  # the flatten's columns of channel j
+                        head.weight[:, j * size * size:(j + 1) * size * size] = 0
+                    else:
+                        readers[i].weight[:, j] = 0
+                elif kind == "constant":
+                    conv.weight[j] = 0
+            unused.append(kinds.count("unused"))
+    X = torch.randn(6, chans[0], 7, 7, generator=g, dtype=torch.float64)
+    X2 = torch.randn(6, chans[0], 7, 7, generator=g, dtype=torch.float64)
+    return net, convs, unused, X, X2
+
+
+@given(_zeroed_cnns())
+def test_compact_random_cnns_equal_the_original_on_unseen_inputs(case):
+    """Hypothesis: the property of the MLPs above on convolutional nets
+    (zero padding included, where a constant channel's fold would be wrong
+    at the borders: such a channel is kept unless its constant is 0), with
+    a flatten into the last layer."""
+    net, convs, unused, X, X2 = case
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    small = pt.compact(net, X)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        for inputs in (X, X2):
+            want, got = net(inputs), small(inputs)
+            assert got.shape == want.shape
+            assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
+    kept = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert len(kept) == len(convs)
+    for i, n_unused in enumerate(unused):
+        assert kept[i].out_channels <= max(1, convs[i].out_channels - n_unused), (i, convs[i].out_channels, n_unused)
