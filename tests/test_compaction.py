@@ -983,7 +983,6 @@ def _zeroed_mlps(draw):
             if draw(st.booleans()):
                 mods.append(nn.Dropout(0.3))
     net = nn.Sequential(*mods).eval()
-    unused = []
     with torch.no_grad():
         for i in range(n_layers - 1):  # hidden layer i: the output of linears[i], read by linears[i + 1]
             h = widths[i + 1]
@@ -993,7 +992,14 @@ def _zeroed_mlps(draw):
                     linears[i + 1].weight[:, j] = 0
                 elif kind == "constant":
                     linears[i].weight[j] = 0
-            unused.append(dead.count("unused"))
+    # some layers' input columns tied (TiedRows on "channel" rows: clusters of
+    # equal columns, -1 a pruned column), as GrOWL's second stage leaves them
+    for lin in linears:
+        if draw(st.booleans()):
+            n = lin.in_features
+            pt.tie_rows(lin, np.array(draw(st.lists(st.integers(-1, max(n - 2, 0)), min_size=n, max_size=n))))
+    with torch.no_grad():  # unused: a zero column of the next layer's effective (tied) weight
+        unused = [int((linears[i + 1].weight == 0).all(0).sum()) for i in range(n_layers - 1)]
     X = torch.randn(16, widths[0], generator=g, dtype=torch.float64)
     X2 = torch.randn(16, widths[0], generator=g, dtype=torch.float64)
     return net, linears, unused, X, X2
@@ -1002,7 +1008,8 @@ def _zeroed_mlps(draw):
 @given(_zeroed_mlps())
 def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
     """Hypothesis: MLPs with unused and constant hidden units (whole layers
-    of them too), BatchNorms, activations and dropouts: compact returns a
+    of them too), BatchNorms, activations, dropouts and tied input columns
+    (TiedRows, pruned columns among them): compact returns a
     model whose outputs equal the original's, in float64 to the default
     1e-10 relative, also on inputs it never saw (what is removed is unused
     or constant for every input, not only on example_inputs); every hidden
@@ -1019,6 +1026,10 @@ def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
             assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
     kept = [m for m in small.modules() if isinstance(m, nn.Linear)]
     assert len(kept) == len(linears)
+    for lin, k in zip(linears, kept):  # a tied layer stores one column per cluster of its kept inputs
+        if torch.nn.utils.parametrize.is_parametrized(lin):
+            labels = lin.parametrizations.weight[0].labels
+            assert k.in_features <= max(1, len(set(labels.tolist()) - {-1}))
     for i, n_unused in enumerate(unused):
         width = linears[i].out_features
         assert kept[i].out_features <= max(1, width - n_unused), (i, width, n_unused, kept[i].out_features)
