@@ -5,6 +5,7 @@ checkpoint round trip, the original left untouched, bad input."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 from pathlib import Path
@@ -1013,8 +1014,10 @@ def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
     model whose outputs equal the original's, in float64 to the default
     1e-10 relative, also on inputs it never saw (what is removed is unused
     or constant for every input, not only on example_inputs); every hidden
-    layer loses at least its unused units, keeping one; the original is
-    untouched."""
+    layer loses at least its unused units, keeping one, and a tied layer
+    keeps at most a column per cluster; the original is untouched; and the
+    checkpoint route (rebuild_compact on a plain instance, the compact
+    state loaded) gives the compact model's outputs bit for bit."""
     net, linears, unused, X, X2 = case
     before = {k: v.clone() for k, v in net.state_dict().items()}
     small = pt.compact(net, X)
@@ -1033,6 +1036,16 @@ def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
     for i, n_unused in enumerate(unused):
         width = linears[i].out_features
         assert kept[i].out_features <= max(1, width - n_unused), (i, width, n_unused, kept[i].out_features)
+    # the checkpoint route: the skeleton rebuilt from a plain instance of the
+    # architecture (no parametrizations), the compact state loaded into it
+    fresh = copy.deepcopy(net)
+    for lin in fresh.modules():
+        if torch.nn.utils.parametrize.is_parametrized(lin):
+            torch.nn.utils.parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
+    rebuilt = pt.rebuild_compact(fresh, small.compaction_spec)
+    rebuilt.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(X2), small(X2))
 
 
 @st.composite
@@ -1091,7 +1104,9 @@ def test_compact_random_cnns_equal_the_original_on_unseen_inputs(case):
     """Hypothesis: the property of the MLPs above on convolutional nets
     (zero padding included, where a constant channel's fold would be wrong
     at the borders: such a channel is kept unless its constant is 0), with
-    a flatten into the last layer."""
+    a flatten into the last layer; and the checkpoint route (rebuild_compact
+    on a copy of the original, the compact state loaded) gives the compact
+    model's outputs bit for bit."""
     net, convs, unused, X, X2 = case
     before = {k: v.clone() for k, v in net.state_dict().items()}
     small = pt.compact(net, X)
@@ -1105,3 +1120,7 @@ def test_compact_random_cnns_equal_the_original_on_unseen_inputs(case):
     assert len(kept) == len(convs)
     for i, n_unused in enumerate(unused):
         assert kept[i].out_channels <= max(1, convs[i].out_channels - n_unused), (i, convs[i].out_channels, n_unused)
+    rebuilt = pt.rebuild_compact(copy.deepcopy(net), small.compaction_spec)
+    rebuilt.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(X2), small(X2))
