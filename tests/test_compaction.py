@@ -953,6 +953,30 @@ def test_compact_runs_the_forward_passes_its_docstring_counts(zeros, passes):
     assert [m.weight.shape[0] for m in small.modules() if isinstance(m, nn.Linear)] == ([5, 4, 2] if zeros == "none" else [4, 3, 2])
 
 
+def _compacted_agrees(net, X, X2):
+    """compact(net, X), checked: the original untouched, and the outputs
+    equal to 1e-10 relative (float64) on X and on the unseen X2."""
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    small = pt.compact(net, X)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        for inputs in (X, X2):
+            want, got = net(inputs), small(inputs)
+            assert got.shape == want.shape
+            assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
+    return small
+
+
+def _checkpoint_route_agrees(plain, small, X):
+    """rebuild_compact on ``plain`` (an instance of the original
+    architecture), the compact state loaded: the compact model's outputs
+    on X, bit for bit."""
+    rebuilt = pt.rebuild_compact(plain, small.compaction_spec)
+    rebuilt.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(X), small(X))
+
+
 @st.composite
 def _zeroed_mlps(draw):
     """A float64 MLP of 2-4 Linear layers (widths 1-7) with activations,
@@ -1019,14 +1043,7 @@ def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
     checkpoint route (rebuild_compact on a plain instance, the compact
     state loaded) gives the compact model's outputs bit for bit."""
     net, linears, unused, X, X2 = case
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    small = pt.compact(net, X)
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    with torch.no_grad():
-        for inputs in (X, X2):
-            want, got = net(inputs), small(inputs)
-            assert got.shape == want.shape
-            assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
+    small = _compacted_agrees(net, X, X2)
     kept = [m for m in small.modules() if isinstance(m, nn.Linear)]
     assert len(kept) == len(linears)
     for lin, k in zip(linears, kept):  # a tied layer stores one column per cluster of its kept inputs
@@ -1042,10 +1059,7 @@ def test_compact_random_mlps_equal_the_original_on_unseen_inputs(case):
     for lin in fresh.modules():
         if torch.nn.utils.parametrize.is_parametrized(lin):
             torch.nn.utils.parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
-    rebuilt = pt.rebuild_compact(fresh, small.compaction_spec)
-    rebuilt.load_state_dict(small.state_dict())
-    with torch.no_grad():
-        assert torch.equal(rebuilt.eval()(X2), small(X2))
+    _checkpoint_route_agrees(fresh, small, X2)
 
 
 @st.composite
@@ -1108,22 +1122,12 @@ def test_compact_random_cnns_equal_the_original_on_unseen_inputs(case):
     on a copy of the original, the compact state loaded) gives the compact
     model's outputs bit for bit."""
     net, convs, unused, X, X2 = case
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    small = pt.compact(net, X)
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    with torch.no_grad():
-        for inputs in (X, X2):
-            want, got = net(inputs), small(inputs)
-            assert got.shape == want.shape
-            assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
+    small = _compacted_agrees(net, X, X2)
     kept = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert len(kept) == len(convs)
     for i, n_unused in enumerate(unused):
         assert kept[i].out_channels <= max(1, convs[i].out_channels - n_unused), (i, convs[i].out_channels, n_unused)
-    rebuilt = pt.rebuild_compact(copy.deepcopy(net), small.compaction_spec)
-    rebuilt.load_state_dict(small.state_dict())
-    with torch.no_grad():
-        assert torch.equal(rebuilt.eval()(X2), small(X2))
+    _checkpoint_route_agrees(copy.deepcopy(net), small, X2)
 
 
 class _Residual(nn.Module):
@@ -1171,13 +1175,6 @@ def test_compact_random_residual_mlps_equal_the_original_on_unseen_inputs(case):
     relative on unseen inputs too, it never adds a parameter, and the
     checkpoint route gives the compact model's outputs bit for bit."""
     net, X, X2 = case
-    small = pt.compact(net, X)
-    with torch.no_grad():
-        for inputs in (X, X2):
-            want, got = net(inputs), small(inputs)
-            assert float((got - want).abs().max()) <= 1e-10 * max(float(want.abs().max()), 1e-300)
+    small = _compacted_agrees(net, X, X2)
     assert sum(p.numel() for p in small.parameters()) <= sum(p.numel() for p in net.parameters())
-    rebuilt = pt.rebuild_compact(copy.deepcopy(net), small.compaction_spec)
-    rebuilt.load_state_dict(small.state_dict())
-    with torch.no_grad():
-        assert torch.equal(rebuilt.eval()(X2), small(X2))
+    _checkpoint_route_agrees(copy.deepcopy(net), small, X2)
