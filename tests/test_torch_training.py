@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -1109,3 +1111,52 @@ def test_magnitude_prune_threshold_prunes_a_weight_equal_to_it():
     with torch.no_grad():
         zero.weight.copy_(torch.tensor([[0.0, -1e-30, 2.0]]))
     assert pt.magnitude_prune([zero], threshold=0.0)[0].tolist() == [[0.0, 1.0, 1.0]]
+
+
+@given(
+    st.sampled_from(["sgd", "momentum", "adam"]),
+    st.sampled_from([("group", "channel"), ("group", "filter"), ("l1", None), ("growl", "channel")]),
+    st.floats(0.05, 3.0),
+    st.integers(1, 6),
+    st.integers(0, 2**31 - 1),
+)
+def test_keep_zero_invariants_over_random_training(optimizer, term, strength, steps, seed):
+    """Hypothesis: ProximalStep(keep_zero=True) over a few training steps
+    (SGD, SGD with momentum, Adam; group lasso on input or output neurons,
+    l1, GrOWL): after every step each frozen group is exactly 0 in the
+    weight and in every optimizer state of its shape, a frozen set never
+    shrinks, and every group of the term that is exactly 0 is frozen
+    (it was zero after a prox, the only step that zeroes groups here)."""
+    torch.manual_seed(seed % 1000)
+    g = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.3), "momentum": lambda p: torch.optim.SGD(p, lr=0.3, momentum=0.9),
+            "adam": lambda p: torch.optim.Adam(p, lr=0.05)}[optimizer]
+    opt = make(net.parameters())
+    prox = pt.ProximalStep(opt, model=net, keep_zero=True)
+    kind, grouping = term
+    pen = {"group": proxlib.GroupLasso(1.0), "l1": proxlib.WeightedL1(1.0), "growl": pt.growl(lambda G: np.linspace(1.0, 0.2, G))}[kind]
+    t = prox.add(net[0], pen, grouping=grouping, strength=strength)
+    prox.attach()
+    X, y = torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
+    previous = None
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        opt.step()
+        w = net[0].weight.detach()
+        frozen = prox.frozen().get(t.label, torch.zeros_like(w, dtype=torch.bool))
+        assert not w[frozen].any()
+        for v in opt.state[net[0].weight].values():
+            if isinstance(v, torch.Tensor) and v.shape == w.shape:
+                assert not v[frozen].any()
+        if previous is not None:
+            assert not (previous & ~frozen).any()  # never shrinks
+        if kind == "l1":
+            zero = w == 0
+        else:
+            R = proxlib.to_rows(w, grouping)
+            zero = proxlib.from_rows((R == 0).all(1, keepdim=True).expand(R.shape).to(w.dtype), tuple(w.shape), grouping) != 0
+        assert torch.equal(zero, frozen)
+        previous = frozen
+    event("some groups frozen" if previous.any() else "no group frozen")
