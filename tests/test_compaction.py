@@ -1153,17 +1153,36 @@ class _Residual(nn.Module):
         return h + self.b(self.act(self.a(h)))
 
 
+class _Branches(nn.Module):
+    """cat([act(a(h)), act(b(h))]): the concatenation gives each branch's
+    channels their own slots of the next layer's input."""
+
+    def __init__(self, width: int, wa: int, wb: int, act: type):
+        super().__init__()
+        self.a, self.b, self.act = nn.Linear(width, wa).double(), nn.Linear(width, wb).double(), act()
+
+    def forward(self, h):
+        return torch.cat([self.act(self.a(h)), self.act(self.b(h))], dim=1)
+
+
 @st.composite
 def _zeroed_residual_mlps(draw):
-    """A stem Linear, 1-2 residual blocks, a head Linear (float64), with
-    random zero rows and columns in every Linear (the sum's channels are
-    removable only where every producer and reader of them agrees)."""
+    """A stem Linear, 1-3 blocks (residual, or two branches concatenated),
+    a head Linear (float64), with random zero rows and columns in every
+    Linear (the sum's channels are removable only where every producer and
+    reader of them agrees)."""
     width, n_in = draw(st.integers(1, 5)), draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2**31 - 1))
     g = torch.Generator().manual_seed(seed)
     mods = [nn.Linear(n_in, width).double(), nn.ReLU()]
-    for _ in range(draw(st.integers(1, 2))):
-        mods.append(_Residual(width, draw(st.integers(1, 4)), draw(st.sampled_from([nn.ReLU, nn.Tanh]))))
+    for _ in range(draw(st.integers(1, 3))):
+        act = draw(st.sampled_from([nn.ReLU, nn.Tanh]))
+        if draw(st.booleans()):
+            mods.append(_Residual(width, draw(st.integers(1, 4)), act))
+        else:
+            wa, wb = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+            mods.append(_Branches(width, wa, wb, act))
+            width = wa + wb
     mods.append(nn.Linear(width, 2).double())
     net = nn.Sequential(*mods).eval()
     with torch.no_grad():
@@ -1181,7 +1200,8 @@ def _zeroed_residual_mlps(draw):
 
 @given(_zeroed_residual_mlps())
 def test_compact_random_residual_mlps_equal_the_original_on_unseen_inputs(case):
-    """Hypothesis: residual blocks couple channels across layers; whatever
+    """Hypothesis: residual blocks couple channels across layers, and
+    concatenations give branches slots of one input; whatever
     compact removes there, the outputs equal the original's to 1e-10
     relative on unseen inputs too, it never adds a parameter, and the
     checkpoint route gives the compact model's outputs bit for bit."""
