@@ -873,9 +873,12 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
     takes the accelerator's by default, which ``default="accelerator"``
     gives CPU tensors too (the first GPU run would otherwise have compared
     that route with itself)."""
-    from proxlib.backends import torch_dev
+    from proxlib.backends import _xp_kernels, torch_dev
 
     monkeypatch.setattr(torch_dev, "_sort_desc", lambda A, xp: torch.sort(A, dim=1, descending=True).values)
+    # the array code's root search (a CUDA tensor's, where Triton imports, is
+    # one kernel with no read: checked at the end)
+    monkeypatch.setattr(_xp_kernels, "ROOT_SEARCH", "array")
     if default == "accelerator":  # a CUDA tensor's default route (torch_dev._gathers_rows)
         monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
     rng = np.random.default_rng(3)
@@ -904,6 +907,12 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
         Y = torch_dev.group_exclusive(Wt, at, bt)
     assert rec.sync_ops == [] and 1 <= rec.reads <= gathered_reads - 1, (rec.reads, rec.sync_ops)
     assert torch.equal(Y, X)
+    monkeypatch.setattr(_xp_kernels, "ROOT_SEARCH", "auto")
+    if _xp_kernels._triton_shrink(Wt) is not None:  # a CUDA tensor with Triton: the search is one kernel
+        with _Recorder(monkeypatch) as rec:
+            Z = torch_dev.group_exclusive(Wt, at, bt)
+        assert rec.reads == 0 and rec.sync_ops == [], (rec.reads, rec.sync_ops)
+        assert torch.equal(Z, X)
 
 
 @pytest.mark.skipif(torch is None, reason="torch not installed")

@@ -105,14 +105,15 @@ def _train(dtype, batched: bool, lrs, monkeypatch, terms=None):
 def test_a_batched_step_equals_the_terms_one_by_one_and_the_public_functions(dtype, monkeypatch):
     """Three steps (the learning rate changing at each: new thresholds) with
     eleven terms on three tensors: the batched step equals the terms one by
-    one and the public functions in the terms' order, bit for bit."""
+    one and the public functions in the terms' order, bit for bit on the
+    CPU (on another device to the parity tolerance: see _close_or_equal)."""
     lrs = [0.5, 0.5, 0.25]
     net_b, prox_b, expected = _train(dtype, True, lrs, monkeypatch)
     net_u, _, _ = _train(dtype, False, lrs, monkeypatch)
     for pb, pu in zip(net_b.parameters(), net_u.parameters()):
-        assert torch.equal(pb, pu)
+        _close_or_equal(pb.detach(), pu.detach(), dtype)
     for i in (0, 2, 4):  # the last step against the public functions
-        assert torch.equal(net_b[i].weight.detach(), expected[-1][i])
+        _close_or_equal(net_b[i].weight.detach(), expected[-1][i], dtype)
     # every term was in a batch (half precision: the row terms through their float32 rows;
     # weighted l1 only in place, on float32/float64)
     wl1 = dtype != torch.bfloat16
@@ -382,11 +383,13 @@ def test_weighted_l1_batch_is_three_operations_for_any_number_of_tensors(monkeyp
 
 def _close_or_equal(a, b, dtype):
     """Bit for bit on the CPU; on another device within the parity tolerance
-    (a stack's row reductions may be blocked differently there)."""
+    (a stack's row reductions may be blocked differently there; half
+    precision, computed in float32 and rounded back: one unit in its last
+    place, where a float32 difference lands on the other side of a rounding)."""
     if a.device.type == "cpu":
         assert torch.equal(a, b)
     else:
-        tol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+        tol = {torch.float32: 1e-5, torch.float64: 1e-12}.get(dtype) or torch.finfo(dtype).eps
         torch.testing.assert_close(a, b, rtol=tol, atol=tol * float(b.abs().max()))
 
 
