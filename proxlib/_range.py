@@ -92,8 +92,9 @@ class Threshold:
 def weighted(scalars: tuple, layout, degree=1) -> Threshold:
     """The threshold ``step * prod(scalars) * c`` of a row penalty, ``c``
     the layout's per-group weights, with their largest entry where the
-    layout knows it (``c_top``: no reduction, no read of a device's array)."""
-    return Threshold(tuple(scalars), layout.c, degree, top=getattr(layout, "c_top", None))
+    layout knows it (``c_top``: no reduction, no read of a device's array).
+    ``layout``: a :class:`proxlib._registry.Layout` (every layout is one)."""
+    return Threshold(tuple(scalars), layout.c, degree, top=layout.c_top)
 
 
 @dataclass
