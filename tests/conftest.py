@@ -63,15 +63,23 @@ except ImportError:  # no torch
     pass
 else:
     torch_dev.CPU_KERNELS = "torch"
+    # the exclusive lasso's rows by the Triton kernel in every test
+    # (``benchmarks/gpu_session.sh`` runs the device tests so on a GPU)
+    if os.environ.get("PROXLIB_TEST_EXCLUSIVE_ROWS"):
+        from proxlib.backends import _xp_kernels
+
+        _xp_kernels.EXCLUSIVE_ROWS = os.environ["PROXLIB_TEST_EXCLUSIVE_ROWS"]
 
 
 
 def _routes() -> dict:
     """The process-wide switches of the kernels' routes (torch's CPU route,
-    its row statistics, group+exclusive's root search, the batched step)."""
+    its row statistics, group+exclusive's root search, the exclusive lasso's
+    rows, the batched step)."""
     out = {}
     for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
-                         ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.torch._batched", "ENABLED")):
+                         ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.backends._xp_kernels", "EXCLUSIVE_ROWS"),
+                         ("proxlib.torch._batched", "ENABLED")):
         mod = sys.modules.get(module)
         if mod is not None:
             out[f"{module}.{name}"] = getattr(mod, name)

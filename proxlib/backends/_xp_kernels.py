@@ -21,6 +21,7 @@ The row-norm operators (group lasso, GrOWL) and the elementwise ones live in
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 
 import array_api_compat
@@ -40,20 +41,37 @@ _ROOT_CHECK = 4  # root iterations between host reads of the convergence test
 #: The same c, bit for bit, either way.
 ROOT_SEARCH = "auto"
 
+#: Who solves the exclusive lasso's rows (:func:`exclusive_lasso`) on torch
+#: tensors: ``"triton"``: one Triton kernel (:mod:`._triton_exclusive`: one
+#: launch where the array code makes about forty, no host read) for any
+#: torch tensor whose rows it holds (off CUDA in Triton's interpreter, the
+#: array code's result bit for bit); ``"auto"``: the kernel on CUDA tensors
+#: only; ``"array"`` (the default until the compiled kernel has been run on a
+#: GPU: it is compiled for sm_90 in the tests, and run there by
+#: ``benchmarks/gpu_session.sh``).
+EXCLUSIVE_ROWS = "array"
+
+
+def _triton_module(x, mode: str, name: str):
+    """proxlib's Triton kernel module ``name`` where ``mode`` (``"auto"``,
+    ``"triton"`` or ``"array"``) has it run for ``x``, else None: torch
+    tensors only, CUDA ones only under ``"auto"``; a missing Triton is an
+    error only under ``"triton"``."""
+    if mode == "array" or not array_api_compat.is_torch_array(x):
+        return None
+    if mode == "auto" and x.device.type != "cuda":
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ImportError:
+        if mode == "triton":
+            raise
+        return None
+
 
 def _triton_shrink(x):
     """:mod:`._triton_shrink` where it runs the root search for ``x`` (``ROOT_SEARCH``), else None."""
-    if ROOT_SEARCH == "array" or not array_api_compat.is_torch_array(x):
-        return None
-    if ROOT_SEARCH == "auto" and x.device.type != "cuda":
-        return None
-    try:
-        from . import _triton_shrink as ts
-    except ImportError:
-        if ROOT_SEARCH == "triton":
-            raise
-        return None
-    return ts
+    return _triton_module(x, ROOT_SEARCH, "_triton_shrink")
 
 
 def errstate(x):
@@ -235,11 +253,20 @@ def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     :class:`~proxlib.backends.NonFiniteInput` where W holds NaN or Inf,
     read off the last shifted sum of each row (NaN or Inf exactly where the
     row is: the magnitudes are scaled, so no finite row overflows).
+    On torch tensors the whole operator can run as one Triton kernel
+    (``EXCLUSIVE_ROWS``; rows of up to :data:`._triton_exclusive.MAX_M`
+    float32/float64 entries).
     """
     xp = array_namespace(W)
     if W.shape[1] == 0 or W.shape[0] == 0:
         return xp.asarray(W, copy=True)
     b = upcast(b, xp)
+    tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
+    if tx is not None and tx.fits(W):  # every step below, in one launch
+        X, total = tx.exclusive_lasso(W, b)
+        if check_finite:
+            check_row_norms(total, xp)
+        return X
     W64, As, s = _scaled_magnitudes(W, xp)
     Y = sort(As, xp)
     finite = xp.isfinite(b)

@@ -1,0 +1,204 @@
+r"""The exclusive lasso's rows in one Triton kernel (torch tensors).
+
+The exclusive-lasso prox of a row ``w`` (length m, parameter b >= 0),
+
+.. math:: x = \arg\min_x \tfrac12 \|x - w\|_2^2 + \tfrac{b}{2} \|x\|_1^2,
+
+is ``x_i = sign(w_i) (|w_i| - tau)_+`` with the threshold read off the row's
+sorted magnitudes (:func:`._xp_kernels.exclusive_lasso`, whose steps this
+kernel repeats; see :func:`._xp_kernels.exclusive_magnitudes` for the
+formulas).  Written as array code that is about forty torch operations per
+call (the scale, the sort, the shifted sums, the support, the output), each a
+launch on a GPU and several microseconds of the host's time: on a ResNet-18
+step most of the exclusive penalty's 440 launches.  Here the whole operator
+is ONE launch: program ``p`` takes ``BLOCK_R`` whole rows, each padded with
+zeros to ``BLOCK_M`` (a power of two >= m) lanes held in registers, and
+
+1. loads them in their own dtype (any strides) and widens to float64;
+2. scales each row by the power of two ``s`` with max|w|/s in [1, 2)
+   (read off the bits of max|w|: exact);
+3. sorts the scaled magnitudes decreasingly by a bitonic network
+   (``log2(BLOCK_M) (log2(BLOCK_M) + 1) / 2`` compare-exchange steps; the
+   padding zeros sort last, below every entry the support can hold);
+4. forms the shifted sums F_j = F_{j-1} + j (Y_{j-1} - Y_j) as one
+   cumulative sum, the support size k = #{j: Y_j > b F_j}, Y_k and F_k;
+5. writes x in the row's dtype, and per row the array code's ``total``
+   (F_m + Y_1; NaN where the row holds NaN or Inf, which the network's
+   maximum and minimum would drop), which the caller reads only with
+   ``check_finite``.
+
+Every expression is the array code's, in the same order; the sort yields
+the same values; the cumulative sum is sequential in Triton's interpreter
+(NumPy's ``cumsum``, as torch's on the CPU), so on CPU tensors the kernel
+gives the array code's result bit for bit (the tests check it on
+Hypothesis rows); a GPU's scan adds in a tree (the same non-negative terms:
+F is accurate to a few units in the last place either way).  Contraction
+into FMAs is switched off (``enable_fp_fusion=False``); IEEE division is
+correctly rounded on the GPU as in torch.  A row holding NaN or Inf comes
+back as it is, as from every backend.
+
+Cost: O(m log^2 m) compare-exchanges per row in registers, no scratch
+beyond the output and G floats; no host synchronisation (without
+``check_finite``).  Rows longer than :data:`MAX_M` (and dtypes other than
+float32/float64) are left to the array code.  On CUDA tensors the kernel is
+compiled by Triton; on any other tensor it runs in Triton's interpreter,
+which is how CI tests it on CPU.  Importing this module raises ImportError
+when Triton is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import triton
+import triton.language as tl
+
+from ._triton_isotonic import _interpreting_everything, as_kernel
+
+__all__ = ["exclusive_lasso", "fits", "kernel", "MAX_M"]
+
+#: The longest row the kernel holds (a program keeps its rows in registers).
+MAX_M = 4096
+#: Lanes (rows x padded length) per program on a GPU, and in the interpreter
+#: (numpy-vectorised lanes: fewer, larger programs).
+GPU_LANES = 1024
+INTERPRET_LANES = 2**16
+
+#: Launches of the kernel so far (compiled or interpreted); the tests read it.
+launches = 0
+
+# tl.sum, tl.max and tl.cumsum are @triton.jit functions, which the
+# interpreter (not switched on globally) cannot call: the kernel uses the
+# builtins they wrap, with the combine functions the interpreter runs natively.
+_ADD = tl.standard._sum_combine
+_MAX = tl.standard._elementwise_max
+_EXPONENT = tl.constexpr(0x7FF0000000000000)  # a float64's exponent bits
+_UP = tl.constexpr(2.0**54)
+_DOWN = tl.constexpr(2.0**-54)
+
+
+def _exclusive_rows(W, s_r, s_c, b, X, T, G, m,
+                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr, LOG_M: tl.constexpr):
+    """Rows ``pid*BLOCK_R ..`` of the exclusive-lasso prox; see the module doc."""
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    j = tl.arange(0, BLOCK_M)
+    live = r < G
+    inside = live[:, None] & (j[None, :] < m)
+    w = tl.load(W + r[:, None] * s_r + j[None, :].to(tl.int64) * s_c, mask=inside, other=0.0).to(tl.float64)
+    bb = tl.load(b + r, mask=live, other=0.0)
+
+    # the scale: the largest power of two s <= max|w| (1 for a zero row), exact
+    A = tl.abs(w)
+    amax = tl.reduce(A, 1, _MAX)
+    tiny = amax < 2.2250738585072014e-308
+    lifted = tl.where(tiny, amax * _UP, amax)  # (subnormal: exact, normal after)
+    s = (lifted.to(tl.int64, bitcast=True) & _EXPONENT).to(tl.float64, bitcast=True)
+    s = tl.where(tiny, s * _DOWN, s)
+    s = tl.where(amax > 0, s, 1.0)
+    As = A / s[:, None]
+
+    # Y: As sorted decreasingly, by a bitonic network along the rows
+    Y = As
+    for stage in tl.static_range(1, LOG_M + 1):
+        for sub in tl.static_range(stage):
+            # compare-exchange of entries i and i + d, d = 2^(stage - 1 - sub),
+            # in pairs (q, p): i = q 2d + p, p < d; decreasing, except the
+            # blocks of 2^stage entries with i & 2^stage (then increasing)
+            q = tl.arange(0, BLOCK_M >> (stage - sub))
+            up = (((q << (stage - sub)) >> stage) & 1) == 1
+            pairs = tl.permute(tl.reshape(Y, (BLOCK_R, BLOCK_M >> (stage - sub), 2, 1 << (stage - 1 - sub))), (0, 1, 3, 2))
+            lo, hi = tl.split(pairs)
+            big = tl.maximum(lo, hi)
+            small = tl.minimum(lo, hi)
+            first = tl.where(up[None, :, None], small, big)
+            second = tl.where(up[None, :, None], big, small)
+            Y = tl.reshape(tl.permute(tl.join(first, second), (0, 1, 3, 2)), (BLOCK_R, BLOCK_M))
+
+    # the shifted sums F_j = sum_{i<=j} (Y_i - Y_j), by F_j = F_{j-1} + j (Y_{j-1} - Y_j)
+    before = tl.gather(Y, tl.broadcast_to(tl.where(j > 0, j - 1, 0)[None, :], (BLOCK_R, BLOCK_M)), 1)
+    inc = tl.where(j[None, :] > 0, j.to(tl.float64)[None, :] * (before - Y), 0.0)
+    F = tl.associative_scan(inc, 1, _ADD)
+    total = tl.reduce(tl.where(j[None, :] == m - 1, F, 0.0), 1, _ADD) + tl.reduce(tl.where(j[None, :] == 0, Y, 0.0), 1, _ADD)
+
+    # the support {j < k} and the output (exclusive_support, exclusive_magnitudes)
+    finite_b = bb < float("inf")
+    beta = tl.where(finite_b, bb, 0.0)
+    inner = tl.where(j[None, :] == 0, Y > 0, Y > beta[:, None] * F)
+    k = tl.reduce(inner.to(tl.int32), 1, _ADD)
+    last = tl.where(k > 1, k, 1) - 1
+    at_k = j[None, :] == last[:, None]
+    Yk = tl.reduce(tl.where(at_k, Y, 0.0), 1, _ADD)
+    Fk = tl.reduce(tl.where(at_k, F, 0.0), 1, _ADD)
+    e = (Yk - beta * Fk) / (1.0 + beta * k.to(tl.float64))
+    U = tl.where(As >= Yk[:, None], (As - Yk[:, None]) + e[:, None], 0.0)
+    U = tl.where((beta == 0)[:, None], As, U)
+    U = tl.where(finite_b[:, None], U, 0.0)
+    V = U * s[:, None]
+    signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
+    # (from the data: the network's maximum and minimum drop NaNs)
+    row_finite = tl.reduce((~(A < float("inf"))).to(tl.int32), 1, _ADD) == 0
+    x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
+    tl.store(X + r[:, None] * m + j[None, :], x.to(X.dtype.element_ty), mask=inside)
+    tl.store(T + r, tl.where(row_finite, total, float("nan")), mask=live)
+
+
+_NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shape
+
+
+@functools.cache
+def kernel(interpret: bool):
+    """The exclusive-rows kernel, compiled (``interpret=False``) or interpreted."""
+    return as_kernel(_exclusive_rows, interpret, do_not_specialize=_NO_SPECIALIZE)
+
+
+def fits(W) -> bool:
+    """Whether the kernel solves ``W``: a 2-D float32/float64 torch tensor
+    with rows of at most :data:`MAX_M` entries."""
+    import torch
+
+    return W.ndim == 2 and W.dtype in (torch.float32, torch.float64) and W.shape[1] <= MAX_M
+
+
+def blocks(G: int, m: int, interpret: bool) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_M, LOG_M): rows per program and their padded length."""
+    block_m = max(2, triton.next_power_of_2(m))
+    lanes = INTERPRET_LANES if interpret else GPU_LANES
+    block_r = max(1, min(lanes // block_m, triton.next_power_of_2(G)))
+    return block_r, block_m, int(math.log2(block_m))
+
+
+def exclusive_lasso(W, b):
+    """``(X, total)``: the exclusive-lasso prox of every row of ``W`` (a new
+    contiguous tensor of W's dtype; :func:`fits` must hold, G, m > 0) with
+    parameters ``b`` (float64, one per row or broadcast to G), and each row's
+    ``total`` (float64, finite exactly where the row is), in one launch
+    with no host read."""
+    global launches
+    import torch
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    G, m = W.shape
+    b = torch.broadcast_to(b.to(torch.float64), (G,)).contiguous()
+    X = torch.empty((G, m), dtype=W.dtype, device=W.device)
+    T = torch.empty(G, dtype=torch.float64, device=W.device)
+    interpret = W.device.type != "cuda" or _interpreting_everything()
+    block_r, block_m, log_m = blocks(G, m, interpret)
+    grid = (triton.cdiv(G, block_r),)
+    args = (W, *W.stride(), b, X, T, G, m)
+    launches += 1
+    if interpret:
+        # (the interpreter's own copies of the arguments are not the kernel's
+        # work: hidden from torch dispatch modes, such as the operation counts;
+        # it evaluates both sides of every where, so NumPy's warnings of the
+        # side not taken are silenced)
+        with _disable_current_modes(), np.errstate(all="ignore"):
+            kernel(True)[grid](*args, BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m)
+    else:
+        warps = min(16, max(4, block_r * block_m // 256))
+        with torch.cuda.device(W.device):
+            kernel(False)[grid](*args, BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m,
+                                num_warps=warps, enable_fp_fusion=False)
+    return X, T

@@ -1,0 +1,226 @@
+"""The exclusive lasso's rows as one Triton kernel (``_triton_exclusive``).
+
+CI has no GPU: the kernel runs in Triton's interpreter on CPU tensors (the
+same source the GPU compiles), and the compiled kernel is checked by
+compiling it for sm_90 with Triton's own compiler:
+
+* on CPU tensors the kernel's result equals, bit for bit, the array code's
+  (``_xp_kernels.exclusive_lasso`` run by torch) on Hypothesis rows: lengths
+  that are and are not powers of two, magnitudes across the float range
+  (subnormal rows, rows near the largest float), ties and zeros, b = 0,
+  tiny, huge and infinite, rows holding NaN or Inf; float32 and float64;
+  any strides; several programs;
+* on the test device (``PROXLIB_TEST_DEVICE``) it matches the NumPy
+  reference to the parity tolerance (a GPU's scan adds the shifted sums in
+  a tree: not bit for bit there);
+* ``check_finite`` raises as the array code does, and nothing else reads
+  the host: one launch per call, a small fraction of the array code's
+  operations;
+* rows longer than ``MAX_M`` and other dtypes stay with the array code;
+* the kernel compiles for sm_90 with correctly rounded float64 division
+  and no FMA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxlib.backends import NonFiniteInput, _xp_kernels, numpy_ref
+
+torch = pytest.importorskip("torch")
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed", allow_module_level=True)
+
+import _device  # noqa: E402
+from test_backends import assert_matches_reference  # noqa: E402  (the parity tolerance)
+
+import proxlib  # noqa: E402
+from proxlib.backends import _triton_exclusive as tx  # noqa: E402
+from proxlib.backends import torch_dev  # noqa: E402
+from proxlib.torch._opcount import OperationCount  # noqa: E402
+
+INT = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def _solve(W, b, mode, check_finite=False):
+    """The torch route's exclusive lasso of W with the rows solved by ``mode``."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
+        return _xp_kernels.exclusive_lasso(W, b, sort=torch_dev._sort_desc, check_finite=check_finite)
+
+
+def _same_bits(X, Y):
+    return X.dtype == Y.dtype and X.shape == Y.shape and torch.equal(X.view(INT[X.dtype]), Y.view(INT[Y.dtype]))
+
+
+@st.composite
+def problems(draw):
+    G = draw(st.integers(1, 9))
+    m = draw(st.sampled_from([1, 2, 3, 5, 8, 9, 16, 31, 64, 100]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    top = 30 if dtype == torch.float32 else 300
+    W = rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-top, top, (G, 1))
+    if draw(st.booleans()):  # ties and zeros
+        W = np.round(W * 2.0 / np.abs(W).max(axis=1, keepdims=True)) * np.abs(W).max(axis=1, keepdims=True)
+    if draw(st.booleans()):  # a row of subnormals and one near the largest float
+        tiny, huge = (1e-40, 1e38) if dtype == torch.float32 else (1e-310, 1e307)
+        W[0] = rng.standard_normal(m) * tiny
+        W[-1] = rng.standard_normal(m) * huge
+    b = 10.0 ** rng.uniform(-4, 4, G) / m
+    special = draw(st.sampled_from(["none", "zero", "inf", "huge", "tiny", "nan row", "inf row"]))
+    if special == "zero":
+        b[0] = 0.0
+    elif special == "inf":
+        b[-1] = np.inf
+    elif special == "huge":
+        b[0] = 2.0**900
+    elif special == "tiny":
+        b[-1] = 2.0**-900
+    X = torch.tensor(W, dtype=dtype)
+    if special == "nan row":
+        X[0, m // 2] = float("nan")
+    elif special == "inf row":
+        X[-1, 0] = -float("inf")
+    transposed = draw(st.booleans())
+    if transposed:  # the same rows as a view with other strides
+        X = X.T.contiguous().T
+    return X, torch.tensor(b)
+
+
+@given(problems())
+def test_kernel_equals_the_array_code_bit_for_bit(problem):
+    W, b = problem
+    before = tx.launches
+    got = _solve(W, b, "triton")
+    assert tx.launches == before + 1
+    assert _same_bits(got, _solve(W, b, "array"))
+
+
+def test_kernel_matches_the_reference_on_the_test_device():
+    """On the test device (``benchmarks/gpu_session.sh`` runs this on CUDA):
+    the compiled kernel against the NumPy reference, to the parity
+    tolerance; on CPU tensors the interpreter, bit for bit with the array
+    code (above)."""
+    rng = np.random.default_rng(3)
+    for dtype, m in ((np.float64, 9), (np.float32, 64), (np.float64, 512), (np.float32, 1000)):
+        W = (rng.standard_normal((300, m)) * 10.0 ** rng.uniform(-4, 4, (300, 1))).astype(dtype)
+        W[0] = 0.0
+        W[1, :3] = 1.0  # ties
+        b = 10.0 ** rng.uniform(-3, 3, 300) / m
+        b[2] = 0.0
+        b[3] = np.inf
+        got = _solve(_device.tensor(W), _device.tensor(b), "triton")
+        assert got.device.type == _device.DEVICE and got.dtype == _device.tensor(W).dtype
+        assert_matches_reference(got, numpy_ref.exclusive_lasso(W, b), str(W.dtype), float(np.abs(W).max()))
+
+
+def test_more_rows_than_a_program_holds(monkeypatch):
+    rng = np.random.default_rng(1)
+    W = torch.tensor(rng.standard_normal((300, 20)) * 10.0 ** rng.uniform(-3, 3, (300, 1)))
+    b = torch.tensor(10.0 ** rng.uniform(-2, 2, 300))
+    monkeypatch.setattr(tx, "INTERPRET_LANES", 64)
+    assert tx.blocks(300, 20, True)[0] == 2
+    assert _same_bits(_solve(W, b, "triton"), _solve(W, b, "array"))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_raises_as_the_array_code_does(bad):
+    W = torch.randn(4, 6, dtype=torch.float64)
+    W[2, 3] = bad
+    b = torch.full((4,), 0.5, dtype=torch.float64)
+    for mode in ("triton", "array"):
+        with pytest.raises(NonFiniteInput):
+            _solve(W, b, mode, check_finite=True)
+        X = _solve(W, b, mode)  # unchecked: the row comes back as it is
+        assert torch.equal(X[2].isnan(), W[2].isnan()) and torch.equal(X[2][~X[2].isnan()], W[2][~W[2].isnan()])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_launch_no_host_read_and_few_operations(dtype):
+    """The kernel is the operator's only launch besides its output and the
+    thresholds' cast; the array code makes about forty launching
+    operations.  Neither reads the host without check_finite."""
+    rng = np.random.default_rng(2)
+    W = torch.tensor(rng.standard_normal((64, 50)), dtype=dtype)
+    b = torch.tensor(10.0 ** rng.uniform(-2, 1, 64))
+    counts = {}
+    for mode in ("array", "triton"):
+        with OperationCount() as c:
+            _solve(W, b, mode)
+        counts[mode] = c
+    assert counts["triton"].ops["triton"] == 1
+    assert counts["triton"].launching <= 4 < 30 <= counts["array"].launching
+    for c in counts.values():
+        assert c.ops["aten._local_scalar_dense.default"] == 0
+
+
+def test_long_rows_and_other_dtypes_stay_with_the_array_code(monkeypatch):
+    monkeypatch.setattr(tx, "MAX_M", 16)
+    before = tx.launches
+    W = torch.randn(3, 17, dtype=torch.float64)
+    b = torch.full((3,), 0.1, dtype=torch.float64)
+    assert _same_bits(_solve(W, b, "triton"), _solve(W, b, "array"))
+    assert not tx.fits(torch.zeros(3, 4, dtype=torch.float16)) and not tx.fits(torch.zeros(3, dtype=torch.float32))
+    assert tx.fits(W[:, :16]) and tx.launches == before
+
+
+def test_public_function_and_proximal_step_take_the_kernel(monkeypatch):
+    """prox_exclusive_lasso on a torch tensor and a ProximalStep's stacked
+    rows, with the kernel: the results of the array code, bit for bit."""
+    torch.manual_seed(0)
+    W = torch.randn(30, 40)
+    results = {}
+    for mode in ("array", "triton"):
+        monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
+        before = tx.launches
+        x = proxlib.prox_exclusive_lasso(W, 0.05)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 6))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.linspace(-1, 1, p.numel()).reshape(p.shape))
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        prox = proxlib.torch.ProximalStep(opt, model=net)
+        for layer in (net[0], net[2]):
+            prox.add(layer, proxlib.ExclusiveLasso(0.3), grouping="row")
+        prox.step()
+        results[mode] = (x, net[0].weight.detach().clone(), net[2].weight.detach().clone(), tx.launches - before)
+    *arrays, launched = results["array"]
+    *kernels, launched_k = results["triton"]
+    assert launched == 0 and launched_k >= 2
+    for a, k in zip(arrays, kernels):
+        assert _same_bits(a, k)
+
+
+def test_auto_takes_the_kernel_only_on_cuda_tensors(monkeypatch):
+    for mode, cpu in (("auto", None), ("array", None), ("triton", tx)):
+        monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
+        assert _xp_kernels._triton_module(torch.zeros(2, 2), mode, "_triton_exclusive") is cpu
+        assert _xp_kernels._triton_module(np.zeros((2, 2)), mode, "_triton_exclusive") is None
+
+
+def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
+    """Triton compiles the kernel for an H100/H200 (sm_90) with no GPU
+    present (short rows, float32 and float64): IEEE division, no FMA, so it
+    rounds as the interpreter and torch do."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if "nvidia" not in triton.backends.backends:
+        pytest.skip("this triton has no NVIDIA backend")
+    for dt in ("fp32", "fp64"):
+        block_r, block_m, log_m = tx.blocks(100, 9, interpret=False)
+        sig = dict(W=f"*{dt}", s_r="i64", s_c="i64", b="*fp64", X=f"*{dt}", T="*fp64", G="i32", m="i32",
+                   BLOCK_R="constexpr", BLOCK_M="constexpr", LOG_M="constexpr")
+        src = ASTSource(tx.kernel(False), sig, constexprs=dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m))
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
+        ptx = compiled.asm["ptx"]
+        assert ".target sm_90" in ptx and compiled.asm["cubin"]
+        assert "fma" not in ptx and "div.rn.f64" in ptx
+        assert "div.approx" not in ptx and "div.full" not in ptx
