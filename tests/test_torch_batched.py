@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 import proxlib  # noqa: E402
 import proxlib.torch as pt  # noqa: E402
-from proxlib.backends import torch_dev  # noqa: E402
+from proxlib.backends import _xp_kernels, torch_dev  # noqa: E402
 from proxlib.torch import _batched  # noqa: E402
 from proxlib.torch._opcount import OperationCount  # noqa: E402
 from test_torch_prox import _expected  # noqa: E402  (the public function on a grouping's rows)
@@ -480,7 +480,9 @@ def test_check_finite_raises_before_any_write_weighted_l1_and_row_wise(pen, grou
 @pytest.mark.skipif(_device.DEVICE == "cuda", reason="counts the CPU's operations (its sort is NumPy's)")
 def test_row_wise_stacks_cost_two_operations_per_tensor(monkeypatch):
     """Exclusive terms on n tensors with rows of one length: the kernel's
-    operations once, plus the stacking and the copy back per tensor."""
+    operations once, plus the stacking and the copy back per tensor (the
+    array code's: the Triton kernel of the rows is one operation either way)."""
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "array")
     monkeypatch.setattr(_batched, "ENABLED", True)
     four, eight = (_ops_per_step(n, proxlib.ExclusiveLasso(0.1), "filter", torch.float32) for n in (4, 8))
     assert eight - four == 4 * 1  # the copy back; the stack is one cat whatever n
@@ -548,7 +550,6 @@ def test_lp_with_one_lam_and_with_lam_spread_are_the_same_bits_as_cuda_divides(p
     last place, and the batched step was not the terms' one by one."""
     from proxlib import _range
     from proxlib._dispatch import array_namespace
-    from proxlib.backends import _xp_kernels
 
     rng = np.random.default_rng(0)
     v = torch.from_numpy(rng.standard_normal(4000) * 10.0 ** rng.uniform(-1.0, 1.0, 4000))

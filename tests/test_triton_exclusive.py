@@ -1,4 +1,4 @@
-"""The exclusive lasso's rows as one Triton kernel (``_triton_exclusive``).
+"""The exclusive penalties' rows as one Triton kernel (``_triton_exclusive``).
 
 CI has no GPU: the kernel runs in Triton's interpreter on CPU tensors (the
 same source the GPU compiles), and the compiled kernel is checked by
@@ -16,6 +16,11 @@ compiling it for sm_90 with Triton's own compiler:
 * ``check_finite`` raises as the array code does, and nothing else reads
   the host: one launch per call, a small fraction of the array code's
   operations;
+* group+exclusive (the same kernel with its root search) matches the NumPy
+  reference to the parity tolerance on the same rows with group
+  thresholds that zero some rows, and its results pass their optimality
+  certificates (its sums over a row add in another order than the array
+  code's: not bit for bit);
 * rows longer than ``MAX_M`` and other dtypes stay with the array code;
 * the kernel compiles for sm_90 with correctly rounded float64 division
   and no FMA.
@@ -52,6 +57,13 @@ def _solve(W, b, mode, check_finite=False):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
         return _xp_kernels.exclusive_lasso(W, b, sort=torch_dev._sort_desc, check_finite=check_finite)
+
+
+def _solve_gx(W, a, b, mode, check_finite=False):
+    """The torch route's group+exclusive of W with the rows solved by ``mode``."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
+        return _xp_kernels.group_exclusive(W, a, b, sort=torch_dev._sort_desc, check_finite=check_finite, gather=False)
 
 
 def _same_bits(X, Y):
@@ -102,6 +114,43 @@ def test_kernel_equals_the_array_code_bit_for_bit(problem):
     assert _same_bits(got, _solve(W, b, "array"))
 
 
+@given(problems(), st.floats(0.0, 1.3), st.integers(0, 2**32 - 1))
+def test_group_exclusive_kernel_matches_the_reference(problem, spread, seed):
+    """Group thresholds up to 1.3 times the row's norm (rows zeroed, rows
+    searched, a = 0 on some rows: the exclusive lasso alone) with the
+    exclusive parameters of the problem (b = 0: the group lasso alone)."""
+    W, b = problem
+    rng = np.random.default_rng(seed)
+    Wn = W.numpy()
+    with np.errstate(over="ignore"):  # (a float32 row near the largest float: a norm of inf zeroes nothing)
+        nrm = np.linalg.norm(np.nan_to_num(Wn.astype(np.float64), posinf=0.0, neginf=0.0), axis=1)
+    a = nrm * rng.uniform(0.0, spread, nrm.shape[0])
+    a[rng.uniform(size=a.shape[0]) < 0.2] = 0.0
+    before = tx.launches
+    got = _solve_gx(W, torch.tensor(a), b, "triton")
+    assert tx.launches == before + 1 and got.dtype == W.dtype
+    scale = float(np.nan_to_num(np.abs(Wn), posinf=0.0).max())
+    assert_matches_reference(got, numpy_ref.group_exclusive(Wn, a, b.numpy()), str(Wn.dtype), scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_group_exclusive_kernel_passes_the_certificates(monkeypatch, dtype):
+    """prox_group_exclusive on torch tensors, rows solved by the kernel:
+    each row's optimality certificate holds, and the result is the array
+    route's to the parity tolerance."""
+    rng = np.random.default_rng(5)
+    W = torch.tensor(rng.standard_normal((40, 30)) * 10.0 ** rng.uniform(-3, 3, (40, 1)), dtype=dtype)
+    for lam, mu in ((0.3, 0.5), (2.0, 0.9), (0.05, 0.1)):
+        pen = proxlib.GroupExclusive(lam, mu)
+        results = {}
+        for mode in ("array", "triton"):
+            monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
+            results[mode] = proxlib.prox_group_exclusive(W, lam, mu, 0.7)
+        cert = proxlib.certificates.certify(pen, W, results["triton"], 0.7)
+        assert cert.ok, (cert.residual, cert.tolerance)
+        assert_matches_reference(results["triton"], results["array"].numpy(), str(W.numpy().dtype), float(W.abs().max()))
+
+
 def test_kernel_matches_the_reference_on_the_test_device():
     """On the test device (``benchmarks/gpu_session.sh`` runs this on CUDA):
     the compiled kernel against the NumPy reference, to the parity
@@ -130,32 +179,41 @@ def test_more_rows_than_a_program_holds(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
-def test_check_finite_raises_as_the_array_code_does(bad):
+@pytest.mark.parametrize("group", [False, True])
+def test_check_finite_raises_as_the_array_code_does(bad, group):
     W = torch.randn(4, 6, dtype=torch.float64)
     W[2, 3] = bad
     b = torch.full((4,), 0.5, dtype=torch.float64)
+    a = torch.full((4,), 0.3, dtype=torch.float64)
+    solve = (lambda W, mode, **kw: _solve_gx(W, a, b, mode, **kw)) if group else (lambda W, mode, **kw: _solve(W, b, mode, **kw))
     for mode in ("triton", "array"):
         with pytest.raises(NonFiniteInput):
-            _solve(W, b, mode, check_finite=True)
-        X = _solve(W, b, mode)  # unchecked: the row comes back as it is
+            solve(W, mode, check_finite=True)
+        X = solve(W, mode)  # unchecked: the row comes back as it is
         assert torch.equal(X[2].isnan(), W[2].isnan()) and torch.equal(X[2][~X[2].isnan()], W[2][~W[2].isnan()])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_one_launch_no_host_read_and_few_operations(dtype):
-    """The kernel is the operator's only launch besides its output and the
-    thresholds' cast; the array code makes about forty launching
-    operations.  Neither reads the host without check_finite."""
+@pytest.mark.parametrize("group", [False, True])
+def test_one_launch_no_host_read_and_few_operations(dtype, group):
+    """The kernel is the operator's only launch besides its outputs'
+    allocations; the array code makes sixty or more launching operations
+    (group+exclusive's device route: with the Triton root search, which
+    ``ROOT_SEARCH = "auto"`` takes on CUDA, and no host read; the array
+    search reads the host every four steps).  The kernel reads nothing
+    without check_finite."""
     rng = np.random.default_rng(2)
     W = torch.tensor(rng.standard_normal((64, 50)), dtype=dtype)
     b = torch.tensor(10.0 ** rng.uniform(-2, 1, 64))
+    a = torch.tensor(np.linalg.norm(rng.standard_normal((64, 50)), axis=1) * 0.5)
     counts = {}
     for mode in ("array", "triton"):
-        with OperationCount() as c:
-            _solve(W, b, mode)
+        with pytest.MonkeyPatch.context() as m, OperationCount() as c:
+            m.setattr(_xp_kernels, "ROOT_SEARCH", "triton")
+            _solve_gx(W, a, b, mode) if group else _solve(W, b, mode)
         counts[mode] = c
     assert counts["triton"].ops["triton"] == 1
-    assert counts["triton"].launching <= 4 < 30 <= counts["array"].launching
+    assert counts["triton"].launching <= 4 and counts["array"].launching >= 60
     for c in counts.values():
         assert c.ops["aten._local_scalar_dense.default"] == 0
 
@@ -206,21 +264,23 @@ def test_auto_takes_the_kernel_only_on_cuda_tensors(monkeypatch):
 
 def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
     """Triton compiles the kernel for an H100/H200 (sm_90) with no GPU
-    present (short rows, float32 and float64): IEEE division, no FMA, so it
-    rounds as the interpreter and torch do."""
+    present (short rows; the exclusive lasso in float32 and float64,
+    group+exclusive with its root search in float64): IEEE division and
+    square root, no FMA, so it rounds as the interpreter and torch do."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     if "nvidia" not in triton.backends.backends:
         pytest.skip("this triton has no NVIDIA backend")
-    for dt in ("fp32", "fp64"):
+    for dt, group in (("fp32", False), ("fp64", False), ("fp64", True)):
         block_r, block_m, log_m = tx.blocks(100, 9, interpret=False)
-        sig = dict(W=f"*{dt}", s_r="i64", s_c="i64", b="*fp64", X=f"*{dt}", T="*fp64", G="i32", m="i32",
-                   BLOCK_R="constexpr", BLOCK_M="constexpr", LOG_M="constexpr")
-        src = ASTSource(tx.kernel(False), sig, constexprs=dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m))
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
+        sig = dict(W=f"*{dt}", s_r="i64", s_c="i64", a="*fp64", b="*fp64", X=f"*{dt}", T="*fp64", G="i32", m="i32",
+                   max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr", LOG_M="constexpr", GROUP="constexpr")
+        consts = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group)
+        compiled = triton.compile(ASTSource(tx.kernel(False), sig, constexprs=consts),
+                                  target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
         ptx = compiled.asm["ptx"]
         assert ".target sm_90" in ptx and compiled.asm["cubin"]
-        assert "fma" not in ptx and "div.rn.f64" in ptx
-        assert "div.approx" not in ptx and "div.full" not in ptx
+        assert "fma" not in ptx and "div.rn.f64" in ptx and ("sqrt.rn.f64" in ptx) == group
+        assert "div.approx" not in ptx and "div.full" not in ptx and "sqrt.approx" not in ptx

@@ -57,7 +57,7 @@ import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
 
-__all__ = ["exclusive_lasso", "fits", "kernel", "MAX_M"]
+__all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "MAX_M"]
 
 #: The longest row the kernel holds (a program keeps its rows in registers).
 MAX_M = 4096
@@ -79,9 +79,10 @@ _UP = tl.constexpr(2.0**54)
 _DOWN = tl.constexpr(2.0**-54)
 
 
-def _exclusive_rows(W, s_r, s_c, b, X, T, G, m,
-                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr, LOG_M: tl.constexpr):
-    """Rows ``pid*BLOCK_R ..`` of the exclusive-lasso prox; see the module doc."""
+def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
+                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr, LOG_M: tl.constexpr, GROUP: tl.constexpr):
+    """Rows ``pid*BLOCK_R ..`` of the exclusive-lasso prox (``GROUP``: of
+    group+exclusive, with the group thresholds ``a``); see the module doc."""
     pid = tl.program_id(0).to(tl.int64)
     r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     j = tl.arange(0, BLOCK_M)
@@ -123,9 +124,81 @@ def _exclusive_rows(W, s_r, s_c, b, X, T, G, m,
     F = tl.associative_scan(inc, 1, _ADD)
     total = tl.reduce(tl.where(j[None, :] == m - 1, F, 0.0), 1, _ADD) + tl.reduce(tl.where(j[None, :] == 0, Y, 0.0), 1, _ADD)
 
-    # the support {j < k} and the output (exclusive_support, exclusive_magnitudes)
+    # (from the data: the network's maximum and minimum drop NaNs)
+    row_finite = tl.reduce((~(A < float("inf"))).to(tl.int32), 1, _ADD) == 0
     finite_b = bb < float("inf")
     beta = tl.where(finite_b, bb, 0.0)
+    if GROUP:  # group+exclusive: the factor c per row (_xp_kernels.group_exclusive)
+        a_s = tl.load(a + r, mask=live, other=0.0) / s
+        nrm = tl.sqrt(tl.reduce(Y * Y, 1, _ADD))
+        nonzero = (nrm > a_s) & finite_b
+        c = nonzero.to(tl.float64)
+        group_only = nonzero & (beta == 0)
+        c = tl.where(group_only, 1.0 - a_s / tl.where(group_only, nrm, 1.0), c)
+        general = nonzero & (a_s > 0) & (beta > 0)
+        # the support at the root (_xp_kernels.group_exclusive_shrink, step 1)
+        cb = Y / (beta[:, None] * F)
+        cb = tl.where(F > 0, tl.where(cb > 1.0, 1.0, cb), 1.0)  # (clip(max=1): a NaN stays)
+        F_before = tl.gather(F, tl.broadcast_to(tl.where(j > 0, j - 1, 0)[None, :], (BLOCK_R, BLOCK_M)), 1)
+        dj = before - Y
+        inc2 = tl.where(j[None, :] > 0, dj * (2.0 * F_before + j.to(tl.float64)[None, :] * dj), 0.0)
+        D2j = tl.associative_scan(inc2, 1, _ADD)
+        gj = cb - 1.0 + a_s[:, None] / tl.sqrt(D2j)
+        positive = ((gj > 0) | (cb >= 1.0)) & (j[None, :] < m)
+        kg = tl.reduce(tl.where(positive, j[None, :] + 1, 1), 1, _MAX)
+        at_kg = j[None, :] == (kg - 1)[:, None]
+        yk = tl.reduce(tl.where(at_kg, Y, 0.0), 1, _ADD)
+        fk = tl.reduce(tl.where(at_kg, F, 0.0), 1, _ADD)
+        D = tl.where(j[None, :] < kg[:, None], Y - yk[:, None], 0.0)
+        d2 = tl.reduce(D * D, 1, _ADD)
+        hi = tl.reduce(tl.where(at_kg, cb, 0.0), 1, _ADD)
+        lo = tl.reduce(tl.where(j[None, :] == kg[:, None], cb, 0.0), 1, _ADD)
+        lo = tl.where(kg < m, lo, 0.0)  # c_{m+1} = 0
+        k = kg.to(tl.float64)
+        # rows not searched hold a stand-in whose root is found at once
+        # (_triton_shrink's: Y = (1), F = 0, a = 1/2, b = 1 on [0, 1])
+        yk = tl.where(general, yk, 1.0)
+        fk = tl.where(general, fk, 0.0)
+        d2 = tl.where(general, d2, 0.0)
+        k = tl.where(general, k, 1.0)
+        lo = tl.where(general, lo, 0.0)
+        hi = tl.where(general, hi, 1.0)
+        ga = tl.where(general, a_s, 0.5)
+        gb = tl.where(general, beta, 1.0)
+        # the root of g(c) = c - 1 + a / ||u(b c)|| (step 2: _triton_shrink's
+        # search, the same expressions in the same order)
+        sk = fk + k * yk
+        lo = tl.where(lo < 2.2250738585072014e-308, 2.2250738585072014e-308, lo)
+        cr = tl.where(hi > 4.0 * lo, tl.sqrt(lo) * tl.sqrt(hi), 0.5 * (lo + hi))
+        it = 0
+        todo = tl.reduce((general & live).to(tl.int32), 0, _MAX)
+        while (todo > 0) & (it < max_iter):
+            den = 1.0 + gb * cr * k
+            e = (yk - gb * cr * fk) / den
+            N = tl.sqrt(d2 + 2.0 * e * fk + k * e * e)
+            g = cr - 1.0 + ga / N
+            Nd = N * den
+            slope = 1.0 + ga * gb * (fk + k * e) * sk / (Nd * Nd * N)
+            neg = g < 0
+            lo = tl.where(neg, cr, lo)
+            hi = tl.where(neg, hi, cr)
+            newton = cr - g / slope
+            converged = (newton == cr) | (g == 0)
+            ok = (newton > lo) & (newton < hi)
+            nxt = tl.where(ok, newton, tl.where(hi > 4.0 * lo, tl.sqrt(lo) * tl.sqrt(hi), 0.5 * (lo + hi)))
+            cr = tl.where(converged, cr, nxt)
+            open_lanes = general & live & ~(converged | ~((lo < nxt) & (nxt < hi)))
+            todo = tl.reduce(open_lanes.to(tl.int32), 0, _MAX)
+            it += 1
+        c = tl.where(general, cr, c)
+        bf = beta
+        beta = bf * c
+        total = tl.where(row_finite, nrm, float("nan"))
+    else:
+        total = tl.where(row_finite, total, float("nan"))
+
+    # the support {j < k} of the exclusive lasso with parameter beta, and
+    # the output (exclusive_support, exclusive_magnitudes)
     inner = tl.where(j[None, :] == 0, Y > 0, Y > beta[:, None] * F)
     k = tl.reduce(inner.to(tl.int32), 1, _ADD)
     last = tl.where(k > 1, k, 1) - 1
@@ -135,14 +208,18 @@ def _exclusive_rows(W, s_r, s_c, b, X, T, G, m,
     e = (Yk - beta * Fk) / (1.0 + beta * k.to(tl.float64))
     U = tl.where(As >= Yk[:, None], (As - Yk[:, None]) + e[:, None], 0.0)
     U = tl.where((beta == 0)[:, None], As, U)
-    U = tl.where(finite_b[:, None], U, 0.0)
-    V = U * s[:, None]
-    signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
-    # (from the data: the network's maximum and minimum drop NaNs)
-    row_finite = tl.reduce((~(A < float("inf"))).to(tl.int32), 1, _ADD) == 0
-    x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
+    if GROUP:
+        V = U * (c * s)[:, None]
+        signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
+        x = tl.where((bf == 0)[:, None], w * c[:, None], signed)
+        x = tl.where(row_finite[:, None], x, w)
+    else:
+        U = tl.where(finite_b[:, None], U, 0.0)
+        V = U * s[:, None]
+        signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
+        x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
     tl.store(X + r[:, None] * m + j[None, :], x.to(X.dtype.element_ty), mask=inside)
-    tl.store(T + r, tl.where(row_finite, total, float("nan")), mask=live)
+    tl.store(T + r, total, mask=live)
 
 
 _NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shape
@@ -170,24 +247,21 @@ def blocks(G: int, m: int, interpret: bool) -> tuple[int, int, int]:
     return block_r, block_m, int(math.log2(block_m))
 
 
-def exclusive_lasso(W, b):
-    """``(X, total)``: the exclusive-lasso prox of every row of ``W`` (a new
-    contiguous tensor of W's dtype; :func:`fits` must hold, G, m > 0) with
-    parameters ``b`` (float64, one per row or broadcast to G), and each row's
-    ``total`` (float64, finite exactly where the row is), in one launch
-    with no host read."""
+def _launch(W, a, b, group: bool, max_iter: int):
     global launches
     import torch
     from torch.utils._python_dispatch import _disable_current_modes
 
     G, m = W.shape
     b = torch.broadcast_to(b.to(torch.float64), (G,)).contiguous()
+    a = torch.broadcast_to(a.to(torch.float64), (G,)).contiguous() if group else b
     X = torch.empty((G, m), dtype=W.dtype, device=W.device)
     T = torch.empty(G, dtype=torch.float64, device=W.device)
     interpret = W.device.type != "cuda" or _interpreting_everything()
     block_r, block_m, log_m = blocks(G, m, interpret)
     grid = (triton.cdiv(G, block_r),)
-    args = (W, *W.stride(), b, X, T, G, m)
+    args = (W, *W.stride(), a, b, X, T, G, m, max_iter)
+    shape = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group)
     launches += 1
     if interpret:
         # (the interpreter's own copies of the arguments are not the kernel's
@@ -195,10 +269,29 @@ def exclusive_lasso(W, b):
         # it evaluates both sides of every where, so NumPy's warnings of the
         # side not taken are silenced)
         with _disable_current_modes(), np.errstate(all="ignore"):
-            kernel(True)[grid](*args, BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m)
+            kernel(True)[grid](*args, **shape)
     else:
         warps = min(16, max(4, block_r * block_m // 256))
         with torch.cuda.device(W.device):
-            kernel(False)[grid](*args, BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m,
-                                num_warps=warps, enable_fp_fusion=False)
+            kernel(False)[grid](*args, **shape, num_warps=warps, enable_fp_fusion=False)
     return X, T
+
+
+def exclusive_lasso(W, b):
+    """``(X, total)``: the exclusive-lasso prox of every row of ``W`` (a new
+    contiguous tensor of W's dtype; :func:`fits` must hold, G, m > 0) with
+    parameters ``b`` (float64, one per row or broadcast to G;
+    :func:`._xp_kernels.exclusive_lasso`'s result), and each row's ``total``
+    (float64, NaN exactly where the row holds NaN or Inf), in one launch
+    with no host read."""
+    return _launch(W, None, b, False, 0)
+
+
+def group_exclusive(W, a, b, max_iter: int):
+    """``(X, nrm)``: the group+exclusive prox of every row of ``W`` (as
+    :func:`exclusive_lasso`'s ``X``; :func:`._xp_kernels.group_exclusive`'s
+    result) with group thresholds ``a`` and parameters ``b`` (float64, per
+    row or broadcast), the root searched for at most ``max_iter`` steps,
+    and each row's scaled norm (NaN exactly where the row holds NaN or
+    Inf), in one launch with no host read."""
+    return _launch(W, a, b, True, max_iter)

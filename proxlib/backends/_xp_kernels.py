@@ -41,14 +41,15 @@ _ROOT_CHECK = 4  # root iterations between host reads of the convergence test
 #: The same c, bit for bit, either way.
 ROOT_SEARCH = "auto"
 
-#: Who solves the exclusive lasso's rows (:func:`exclusive_lasso`) on torch
-#: tensors: ``"triton"``: one Triton kernel (:mod:`._triton_exclusive`: one
-#: launch where the array code makes about forty, no host read) for any
-#: torch tensor whose rows it holds (off CUDA in Triton's interpreter, the
-#: array code's result bit for bit); ``"auto"``: the kernel on CUDA tensors
-#: only; ``"array"`` (the default until the compiled kernel has been run on a
-#: GPU: it is compiled for sm_90 in the tests, and run there by
-#: ``benchmarks/gpu_session.sh``).
+#: Who solves the exclusive penalties' rows (:func:`exclusive_lasso`,
+#: :func:`group_exclusive`) on torch tensors: ``"triton"``: one Triton kernel
+#: (:mod:`._triton_exclusive`: one launch where the array code makes seventy
+#: or more, no host read) for any torch tensor whose rows it holds (off CUDA
+#: in Triton's interpreter: the exclusive lasso bit for bit, group+exclusive
+#: to a few units in the last place); ``"auto"``: the kernel on CUDA tensors
+#: only; ``"array"`` (the default until the compiled kernel has been run on
+#: a GPU: the tests compile it for sm_90, ``benchmarks/gpu_session.sh`` runs
+#: it there).
 EXCLUSIVE_ROWS = "array"
 
 
@@ -455,7 +456,10 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
     choice); ``False`` (a device's): every row is searched,
     the others on a stand-in row, and the host reads only the search's
     convergence (:func:`group_exclusive_factor`).  The same result, bit for
-    bit: the search is row by row, and a converged row stays put.
+    bit: the search is row by row, and a converged row stays put.  On torch
+    tensors the whole operator can run as one Triton kernel
+    (``EXCLUSIVE_ROWS``, as :func:`exclusive_lasso`; its sums over a row
+    add in another order: the same result to a few units in the last place).
     """
     xp = array_namespace(W)
     G, m = W.shape
@@ -463,6 +467,12 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
         return xp.asarray(W, copy=True)
     a = upcast(a, xp)
     b = upcast(b, xp)
+    tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
+    if tx is not None and tx.fits(W):  # every step below, in one launch
+        X, nrm = tx.group_exclusive(W, a, b, _MAX_ROOT_ITER)
+        if check_finite:
+            check_row_norms(nrm, xp)
+        return X
     W64, As, s = _scaled_magnitudes(W, xp)
     with errstate(W):
         a_s = a / s  # may overflow to inf: then x = 0
