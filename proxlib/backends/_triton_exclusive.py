@@ -1,4 +1,4 @@
-r"""The exclusive lasso's rows in one Triton kernel (torch tensors).
+r"""The exclusive penalties' rows in one Triton kernel (torch tensors).
 
 The exclusive-lasso prox of a row ``w`` (length m, parameter b >= 0),
 
@@ -7,12 +7,15 @@ The exclusive-lasso prox of a row ``w`` (length m, parameter b >= 0),
 is ``x_i = sign(w_i) (|w_i| - tau)_+`` with the threshold read off the row's
 sorted magnitudes (:func:`._xp_kernels.exclusive_lasso`, whose steps this
 kernel repeats; see :func:`._xp_kernels.exclusive_magnitudes` for the
-formulas).  Written as array code that is about forty torch operations per
-call (the scale, the sort, the shifted sums, the support, the output), each a
-launch on a GPU and several microseconds of the host's time: on a ResNet-18
-step most of the exclusive penalty's 440 launches.  Here the whole operator
-is ONE launch: program ``p`` takes ``BLOCK_R`` whole rows, each padded with
-zeros to ``BLOCK_M`` (a power of two >= m) lanes held in registers, and
+formulas); group+exclusive, ``+ a ||x||_2``, is ``x = c u(b c)`` with u the
+exclusive prox and c the root of a monotone scalar equation
+(:func:`._xp_kernels.group_exclusive`).  Written as array code each is
+seventy or more torch operations per call (the scale, the sort, the shifted
+sums, the support, the root search, the output), each a launch on a GPU and
+several microseconds of the host's time: on a ResNet-18 step most of the
+exclusive penalties' 440 and 884 launches.  Here the whole operator is ONE
+launch: program ``p`` takes ``BLOCK_R`` whole rows, each padded with zeros
+to ``BLOCK_M`` (a power of two >= m) lanes held in registers, and
 
 1. loads them in their own dtype (any strides) and widens to float64;
 2. scales each row by the power of two ``s`` with max|w|/s in [1, 2)
@@ -21,29 +24,41 @@ zeros to ``BLOCK_M`` (a power of two >= m) lanes held in registers, and
    (``log2(BLOCK_M) (log2(BLOCK_M) + 1) / 2`` compare-exchange steps; the
    padding zeros sort last, below every entry the support can hold);
 4. forms the shifted sums F_j = F_{j-1} + j (Y_{j-1} - Y_j) as one
-   cumulative sum, the support size k = #{j: Y_j > b F_j}, Y_k and F_k;
-5. writes x in the row's dtype, and per row the array code's ``total``
-   (F_m + Y_1; NaN where the row holds NaN or Inf, which the network's
-   maximum and minimum would drop), which the caller reads only with
-   ``check_finite``.
+   cumulative sum;
+5. group+exclusive (``GROUP``): the row norm, the group lasso's factor on
+   rows with b = 0, and on the others the support at the root (the
+   recurrence of D2_j, :func:`._xp_kernels.group_exclusive_shrink`) and the
+   root itself by :mod:`._triton_shrink`'s safeguarded Newton steps, the
+   same expressions in the same order, until every row of the program has
+   converged;
+6. the support size k = #{j: Y_j > beta F_j} (beta = b, or b c), Y_k, F_k,
+   and x in the row's dtype; per row the array code's ``total`` (F_m + Y_1;
+   group+exclusive: the row norm) where the row is finite, NaN where it
+   holds NaN or Inf (which the network's maximum and minimum would drop),
+   which the caller reads only with ``check_finite``.
 
 Every expression is the array code's, in the same order; the sort yields
-the same values; the cumulative sum is sequential in Triton's interpreter
-(NumPy's ``cumsum``, as torch's on the CPU), so on CPU tensors the kernel
-gives the array code's result bit for bit (the tests check it on
-Hypothesis rows); a GPU's scan adds in a tree (the same non-negative terms:
-F is accurate to a few units in the last place either way).  Contraction
-into FMAs is switched off (``enable_fp_fusion=False``); IEEE division is
-correctly rounded on the GPU as in torch.  A row holding NaN or Inf comes
-back as it is, as from every backend.
+the same values; the cumulative sums are sequential in Triton's
+interpreter (NumPy's ``cumsum``, as torch's on the CPU), so on CPU tensors
+the exclusive lasso is the array code's result bit for bit (the tests check
+it on Hypothesis rows).  Group+exclusive also sums a row's squares twice
+(its norm, D2 at the support), in the interpreter by NumPy's pairwise sum,
+in the array code by torch's: the same result to a few units in the last
+place (the tests check it against the NumPy reference to the parity
+tolerance, and its optimality certificates).  A GPU's scan adds in a tree
+(the same non-negative terms).  Contraction into FMAs is switched off
+(``enable_fp_fusion=False``); IEEE division and square root are correctly
+rounded on the GPU as in NumPy.  A row holding NaN or Inf comes back as it
+is, as from every backend.
 
-Cost: O(m log^2 m) compare-exchanges per row in registers, no scratch
-beyond the output and G floats; no host synchronisation (without
-``check_finite``).  Rows longer than :data:`MAX_M` (and dtypes other than
-float32/float64) are left to the array code.  On CUDA tensors the kernel is
-compiled by Triton; on any other tensor it runs in Triton's interpreter,
-which is how CI tests it on CPU.  Importing this module raises ImportError
-when Triton is missing.
+Cost: O(m log^2 m) compare-exchanges per row in registers, plus O(steps)
+per row for the root search; no scratch beyond the output and G floats;
+no host synchronisation (without ``check_finite``).  Rows longer than
+:data:`MAX_M` (and dtypes other than float32/float64) are left to the
+array code.  On CUDA tensors the kernel is compiled by Triton (one variant
+per padded length, compiled on its first call); on any other tensor it
+runs in Triton's interpreter, which is how CI tests it on CPU.  Importing
+this module raises ImportError when Triton is missing.
 """
 
 from __future__ import annotations
