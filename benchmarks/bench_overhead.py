@@ -121,6 +121,25 @@ PENALTIES = {
 }
 TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "exclusive (shape)": 20, "group+exclusive (shape)": 20}
 
+#: the exclusive penalties again with their rows solved by one Triton kernel
+#: (``_xp_kernels.EXCLUSIVE_ROWS``; "array" by default until it has run on a GPU)
+KERNEL_ROWS = ("exclusive (shape)", "group+exclusive (shape)")
+KERNEL_SUFFIX = ", rows' Triton kernel"
+
+
+@contextlib.contextmanager
+def _exclusive_rows(mode):
+    """``_xp_kernels.EXCLUSIVE_ROWS = mode`` inside (None: left as it is)."""
+    from proxlib.backends import _xp_kernels
+
+    before = _xp_kernels.EXCLUSIVE_ROWS
+    if mode is not None:
+        _xp_kernels.EXCLUSIVE_ROWS = mode
+    try:
+        yield
+    finally:
+        _xp_kernels.EXCLUSIVE_ROWS = before
+
 
 def mlp():
     return torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10))
@@ -292,10 +311,13 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
         # (CPU_KERNELS "auto") that is Numba's kernel, which CPU_KERNELS =
         # "torch" would have replaced by the NumPy reference (2.5x the step)
         torch_dev._host_numba = lambda: nb
-    cases = [(name, pen, grouping, None) for name, (pen, grouping) in PENALTIES.items()]
-    cases += [(f"{name}, Adam's metric", pen, grouping, "adam") for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
+    cases = [(name, pen, grouping, None, None) for name, (pen, grouping) in PENALTIES.items()]
+    # (the kernel runs in Triton's interpreter here: its operations are
+    # counted, its time is no device's and is not reported)
+    cases += [(name + KERNEL_SUFFIX, *PENALTIES[name], None, "triton") for name in KERNEL_ROWS if importlib.util.find_spec("triton")]
+    cases += [(f"{name}, Adam's metric", pen, grouping, "adam", None) for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
     try:
-        for name, pen, grouping, metric in cases:
+        for name, pen, grouping, metric, rows_by in cases:
             prox = pt.ProximalStep(opt, model=net, metric=metric)
             for c in convs:
                 prox.add(c, pen(), grouping=grouping)
@@ -303,10 +325,14 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
             times = {True: [], False: []}
             for enabled in (True, False):
                 _batched.ENABLED = enabled
-                prox.step()
-                with _root_search_as_on_cuda(), OperationCount() as c:
+                with _exclusive_rows(rows_by):
                     prox.step()
+                    with _root_search_as_on_cuda(), OperationCount() as c:
+                        prox.step()
                 row[f"ops_{enabled}"], row[f"launching_{enabled}"] = c.total, c.launching
+            if rows_by is not None:
+                rows.append(row)
+                continue
             for _ in range(repeats):
                 for enabled in (True, False):
                     _batched.ENABLED = enabled
@@ -328,10 +354,10 @@ def host_table(rows: list[dict]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        out.append(
-            f"| {r['penalty']} | {r['layers']} | {r['batched_ms']:.2f} | {r['single_ms']:.2f} | {r['single_ms'] / r['batched_ms']:.2f}x "
-            f"| {r['ops_True']} ({r['launching_True']}) | {r['ops_False']} ({r['launching_False']}) |"
-        )
+        times = (f"{r['batched_ms']:.2f} | {r['single_ms']:.2f} | {r['single_ms'] / r['batched_ms']:.2f}x" if "batched_ms" in r
+                 else "— | — | —")  # (a Triton kernel in the interpreter: no device's time)
+        out.append(f"| {r['penalty']} | {r['layers']} | {times} "
+                   f"| {r['ops_True']} ({r['launching_True']}) | {r['ops_False']} ({r['launching_False']}) |")
     return "\n".join(out)
 
 
@@ -354,9 +380,11 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
 
     t_train = _median_ms(train_step, repeats, sync)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    cases = [(name, pen, grouping, None) for name, (pen, grouping) in PENALTIES.items()]
+    cases = [(name, pen, grouping, None, None) for name, (pen, grouping) in PENALTIES.items()]
+    # the exclusive penalties with their rows by the Triton kernel ("auto": on CUDA tensors)
+    cases += [(name + KERNEL_SUFFIX, *PENALTIES[name], None, "auto") for name in KERNEL_ROWS]
     # the prox in Adam's metric, after an Adam step (no exact metric prox for GrOWL)
-    cases += [(f"{name}, Adam's metric", pen, grouping, "adam") for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
+    cases += [(f"{name}, Adam's metric", pen, grouping, "adam", None) for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
     adam = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def adam_step():
@@ -370,13 +398,15 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
         torch_dev.CPU_KERNELS = "torch"
     try:
         rows = []
-        for name, pen, grouping, metric in cases:
+        for name, pen, grouping, metric, rows_by in cases:
             prox = pt.ProximalStep(adam if metric else opt, model=net, metric=metric)
             for c in convs:
                 prox.add(c, pen(), grouping=grouping)
             # (a step in a metric is tens of times longer: fewer timings, the median of them still)
             timed = (lambda f, r=max(1, repeats // 3): _median_ms(f, r, sync, warmup=1)) if metric else (lambda f: _median_ms(f, repeats, sync))
-            t_prox = timed(prox.step)
+            with _exclusive_rows(rows_by):
+                prox.step()  # (the kernel's compilation, once per row length)
+                t_prox = timed(prox.step)
             model = "ResNet-18 (32x32)" + ("" if width == 64 else f", width {width}") + (", Adam" if metric else "")
             row = dict(device=dev_name, model=model, batch=batch, penalty=name,
                        train_ms=t_adam if metric else t_train, prox_ms=t_prox)
@@ -385,7 +415,8 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
 
                 _batched.ENABLED = False
                 try:
-                    row["single_ms"] = timed(prox.step)
+                    with _exclusive_rows(rows_by):
+                        row["single_ms"] = timed(prox.step)
                 finally:
                     _batched.ENABLED = True
             rows.append(row)

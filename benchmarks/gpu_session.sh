@@ -27,6 +27,8 @@
 #               torch (the row operators through their Triton kernels), the
 #               OWL device paths with the Triton merge kernel compiled, CuPy,
 #               NVRTC
+#   2b kernel   the exclusive penalties' tests with their rows by the Triton
+#               kernel (PROXLIB_TEST_EXCLUSIVE_ROWS=triton), compiled
 #   3 overhead  benchmarks/bench_overhead.py --gpu-only: prox share of a
 #               ResNet-18 training step on CUDA
 #   4 profile   where a ResNet-18 prox step's time goes (torch.profiler):
@@ -74,6 +76,7 @@ if [ "$DRY" = 1 ]; then
     TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_torch_batched.py -k
            "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties) or any_mix")
     WORKERS=0
+    KERNEL_TESTS=(tests/test_triton_exclusive.py -k "test_device or certificates")
     BENCH=(--dry-run)
     OVERHEAD=(--resnet-device cpu --resnet-batch 4 --resnet-width 8 --repeats 1)  # (full width: 240 s, past the limit under load)
     export HYPOTHESIS_PROFILE=dev
@@ -88,6 +91,8 @@ else
            tests/test_torch_batched.py tests/test_triton_shrink.py
            -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device")
     WORKERS=8
+    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_backends.py tests/test_torch_batched.py
+                  -k "(test_triton_exclusive and (test_device or certificates or public)) or (test_backends and torch and not numba and exclusive) or (test_torch_batched and (exclusive or row_wise))")
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
     timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
@@ -124,6 +129,7 @@ L = torch.nn.Linear
 net = torch.nn.Sequential(L(256, 512), torch.nn.ReLU(), L(512, 512), torch.nn.ReLU(), L(512, 10)).to(dev)
 opt = torch.optim.SGD(net.parameters(), lr=0.05)
 cpu = copy.deepcopy(net).cpu()
+first = copy.deepcopy(net)  # (for the step with the exclusive rows' Triton kernel, below)
 prox, pc = pt.ProximalStep(opt), pt.ProximalStep(torch.optim.SGD(cpu.parameters(), lr=0.05))
 terms(prox, net); terms(pc, cpu)
 ptrs = [q.data_ptr() for q in net.parameters()]
@@ -136,6 +142,18 @@ pc.step()  # the CPU's default route (Numba's serial kernels), tested against th
 err = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(net.parameters(), cpu.parameters()))
 same = ptrs == [q.data_ptr() for q in net.parameters()]
 print(f"ProximalStep on {dev} against the same step on the CPU: max |diff| {err:.1e}; parameters kept their memory: {same}")
+# the same step with the exclusive penalties' rows by their Triton kernel (compiled on CUDA)
+from proxlib.backends import _xp_kernels
+pk = pt.ProximalStep(torch.optim.SGD(first.parameters(), lr=0.05))
+terms(pk, first)
+torch_dev.CPU_KERNELS = "torch" if dev == "cpu" else "auto"
+_xp_kernels.EXCLUSIVE_ROWS = "triton"
+pk.step()
+_xp_kernels.EXCLUSIVE_ROWS = "array"
+torch_dev.CPU_KERNELS = "auto"
+errk = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(first.parameters(), cpu.parameters()))
+print(f"the same step with the exclusive rows' Triton kernel: max |diff| {errk:.1e}")
+err = max(err, errk)
 # the prox in a given diagonal metric, batched (rows stacked by length, entries concatenated), against the CPU
 gen = torch.Generator().manual_seed(1)
 Ws = [torch.randn(s, generator=gen) for s in [(64, 32), (48, 32), (16, 8, 3, 3), (16, 4, 3, 3), (100,)]]
@@ -159,6 +177,11 @@ EOF
 stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
     -o addopts="" "${TESTS[@]}"
 
+# the exclusive penalties' rows by their Triton kernel (_xp_kernels.EXCLUSIVE_ROWS,
+# "array" by default until this stage has passed on a GPU): the same test bodies
+stage 2_kernel_tests 120 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_EXCLUSIVE_ROWS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
+    -n "$WORKERS" -o addopts="" "${KERNEL_TESTS[@]}"
+
 stage 3_overhead 60 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
 stage 4_profile 50 $PY - "$DEVICE" <<'EOF'
 # where a ResNet-18 prox step's time goes, per penalty: launches, host
@@ -168,7 +191,7 @@ import sys, torch
 from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, "benchmarks")
 import proxlib.torch as pt
-from bench_overhead import PENALTIES, resnet18
+from bench_overhead import KERNEL_ROWS, KERNEL_SUFFIX, PENALTIES, _exclusive_rows, resnet18
 from proxlib.backends import torch_dev
 dev = sys.argv[1]
 if dev == "cpu":
@@ -178,16 +201,20 @@ net = resnet18().to(dev)
 opt = torch.optim.SGD(net.parameters(), lr=1e-3)
 convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
 acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
-for name, (pen, grouping) in PENALTIES.items():
+# (then the exclusive penalties with their rows by the Triton kernel: "auto", on CUDA)
+cases = [(name, *case, None) for name, case in PENALTIES.items()]
+cases += [(name + KERNEL_SUFFIX, *PENALTIES[name], "auto") for name in KERNEL_ROWS]
+for name, pen, grouping, rows_by in cases:
     prox = pt.ProximalStep(opt, model=net)
     for c in convs:
         prox.add(c, pen(), grouping=grouping)
-    for _ in range(3 if dev == "cuda" else 1):  # warm-up (the dry run: one)
-        prox.step()
-    with profile(activities=acts) as prof:
-        prox.step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
+    with _exclusive_rows(rows_by):
+        for _ in range(3 if dev == "cuda" else 1):  # warm-up (the dry run: one)
+            prox.step()
+        with profile(activities=acts) as prof:
+            prox.step()
+            if dev == "cuda":
+                torch.cuda.synchronize()
     ev = prof.key_averages()
     count = lambda *names: sum(e.count for e in ev if e.key in names)  # noqa: E731
     aten = sum(e.count for e in ev if e.key.startswith("aten::"))

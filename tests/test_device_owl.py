@@ -877,8 +877,10 @@ def test_exclusive_kernels_on_the_device_path_synchronise_only_in_the_root_searc
 
     monkeypatch.setattr(torch_dev, "_sort_desc", lambda A, xp: torch.sort(A, dim=1, descending=True).values)
     # the array code's root search (a CUDA tensor's, where Triton imports, is
-    # one kernel with no read: checked at the end)
+    # one kernel with no read: checked at the end), and its rows (the rows'
+    # Triton kernel reads nothing at all: tests/test_triton_exclusive.py)
     monkeypatch.setattr(_xp_kernels, "ROOT_SEARCH", "array")
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "array")
     if default == "accelerator":  # a CUDA tensor's default route (torch_dev._gathers_rows)
         monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
     rng = np.random.default_rng(3)

@@ -36,7 +36,7 @@ def test_gpu_session_dry_run_passes_every_stage(tmp_path):
     summary = run.stdout[run.stdout.index("=== SUMMARY"):] if "=== SUMMARY" in run.stdout else run.stdout[-3000:]
     assert run.returncode == 0, summary + run.stderr[-2000:]
     stages = re.findall(r"^(\d_\w+) rc=(\d+)", summary, flags=re.M)
-    assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "3_overhead", "4_profile", "5_bench"], summary
+    assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "2_kernel_tests", "3_overhead", "4_profile", "5_bench"], summary
     assert all(rc == "0" for _, rc in stages), summary
     assert re.search(r"2_tests rc=0 \d+s \d+ passed", summary), summary  # tests ran, none failed
     for report in ("RESULTS_GPU.md", "OVERHEAD_GPU.md", "4_profile.log"):
@@ -63,7 +63,7 @@ def test_gpu_session_ends_within_its_budget_and_still_summarises(tmp_path):
     assert elapsed <= budget + 5, (elapsed, run.stdout[-3000:])
     summary = run.stdout[run.stdout.index("=== SUMMARY"):]
     stages = re.findall(r"^(\d_\w+) rc=(\d+)", summary, flags=re.M)
-    assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "3_overhead", "4_profile", "5_bench"], summary
+    assert [name for name, _ in stages] == ["0_env", "1_step", "2_tests", "2_kernel_tests", "3_overhead", "4_profile", "5_bench"], summary
     assert run.returncode == sum(rc != "0" for _, rc in stages) >= 4, summary  # the last stages were skipped
     assert re.search(r"^5_bench rc=124 0s skipped", summary, flags=re.M), summary
 

@@ -160,7 +160,9 @@ def test_torch_route_searches_in_one_launch_without_host_reads(monkeypatch, dtyp
     """group+exclusive on the torch route with the kernel (ROOT_SEARCH
     "triton", as "auto" on CUDA): the search is one launch and reads nothing;
     the device route (gather False) then reads nothing at all, where the
-    array code read once per four steps."""
+    array code read once per four steps.  (The array code's rows: the
+    rows' own Triton kernel searches inside itself, tests/test_triton_exclusive.py.)"""
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "array")
     rng = np.random.default_rng(2)
     W = torch.tensor(rng.standard_normal((64, 50)), dtype=dtype)
     a = torch.tensor(np.linalg.norm(W.double().numpy(), axis=1) * rng.uniform(0.2, 0.9, 64))
