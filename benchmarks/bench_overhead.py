@@ -121,24 +121,27 @@ PENALTIES = {
 }
 TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "exclusive (shape)": 20, "group+exclusive (shape)": 20}
 
-#: the exclusive penalties again with their rows solved by one Triton kernel
-#: (``_xp_kernels.EXCLUSIVE_ROWS``; "array" by default until it has run on a GPU)
+#: the penalties run again with the Triton kernels that are off by default
+#: until they have run on a GPU (the exclusive penalties' rows,
+#: ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the group lasso's root
+#: search, ``_metric_kernels.ROOT_SEARCH``)
 KERNEL_ROWS = ("exclusive (shape)", "group+exclusive (shape)")
-KERNEL_SUFFIX = ", rows' Triton kernel"
+KERNEL_METRIC = ("group lasso (channel)",)
+KERNEL_SUFFIX = ", Triton kernel"
 
 
 @contextlib.contextmanager
-def _exclusive_rows(mode):
-    """``_xp_kernels.EXCLUSIVE_ROWS = mode`` inside (None: left as it is)."""
-    from proxlib.backends import _xp_kernels
+def _triton_kernels(mode):
+    """Both switches of those kernels set to ``mode`` inside (None: left as they are)."""
+    from proxlib.backends import _metric_kernels, _xp_kernels
 
-    before = _xp_kernels.EXCLUSIVE_ROWS
+    before = _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.ROOT_SEARCH
     if mode is not None:
-        _xp_kernels.EXCLUSIVE_ROWS = mode
+        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.ROOT_SEARCH = mode
     try:
         yield
     finally:
-        _xp_kernels.EXCLUSIVE_ROWS = before
+        _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.ROOT_SEARCH = before
 
 
 def mlp():
@@ -316,6 +319,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
     # counted, its time is no device's and is not reported)
     cases += [(name + KERNEL_SUFFIX, *PENALTIES[name], None, "triton") for name in KERNEL_ROWS if importlib.util.find_spec("triton")]
     cases += [(f"{name}, Adam's metric", pen, grouping, "adam", None) for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
+    cases += [(f"{name}, Adam's metric" + KERNEL_SUFFIX, *PENALTIES[name], "adam", "triton") for name in KERNEL_METRIC if importlib.util.find_spec("triton")]
     try:
         for name, pen, grouping, metric, rows_by in cases:
             prox = pt.ProximalStep(opt, model=net, metric=metric)
@@ -325,7 +329,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
             times = {True: [], False: []}
             for enabled in (True, False):
                 _batched.ENABLED = enabled
-                with _exclusive_rows(rows_by):
+                with _triton_kernels(rows_by):
                     prox.step()
                     with _root_search_as_on_cuda(), OperationCount() as c:
                         prox.step()
@@ -385,6 +389,7 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
     cases += [(name + KERNEL_SUFFIX, *PENALTIES[name], None, "auto") for name in KERNEL_ROWS]
     # the prox in Adam's metric, after an Adam step (no exact metric prox for GrOWL)
     cases += [(f"{name}, Adam's metric", pen, grouping, "adam", None) for name, (pen, grouping) in PENALTIES.items() if not name.startswith("GrOWL")]
+    cases += [(f"{name}, Adam's metric" + KERNEL_SUFFIX, *PENALTIES[name], "adam", "auto") for name in KERNEL_METRIC]
     adam = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def adam_step():
@@ -404,7 +409,7 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
                 prox.add(c, pen(), grouping=grouping)
             # (a step in a metric is tens of times longer: fewer timings, the median of them still)
             timed = (lambda f, r=max(1, repeats // 3): _median_ms(f, r, sync, warmup=1)) if metric else (lambda f: _median_ms(f, repeats, sync))
-            with _exclusive_rows(rows_by):
+            with _triton_kernels(rows_by):
                 prox.step()  # (the kernel's compilation, once per row length)
                 t_prox = timed(prox.step)
             model = "ResNet-18 (32x32)" + ("" if width == 64 else f", width {width}") + (", Adam" if metric else "")
@@ -415,7 +420,7 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
 
                 _batched.ENABLED = False
                 try:
-                    with _exclusive_rows(rows_by):
+                    with _triton_kernels(rows_by):
                         row["single_ms"] = timed(prox.step)
                 finally:
                     _batched.ENABLED = True

@@ -27,8 +27,9 @@
 #               torch (the row operators through their Triton kernels), the
 #               OWL device paths with the Triton merge kernel compiled, CuPy,
 #               NVRTC
-#   2b kernel   the exclusive penalties' tests with their rows by the Triton
-#               kernel (PROXLIB_TEST_EXCLUSIVE_ROWS=triton), compiled
+#   2 kernels   the tests of the exclusive penalties and the metric group
+#               lasso with the Triton kernels that are off by default
+#               (PROXLIB_TEST_TRITON_KERNELS=triton), compiled
 #   3 overhead  benchmarks/bench_overhead.py --gpu-only: prox share of a
 #               ResNet-18 training step on CUDA
 #   4 profile   where a ResNet-18 prox step's time goes (torch.profiler):
@@ -76,7 +77,7 @@ if [ "$DRY" = 1 ]; then
     TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_torch_batched.py -k
            "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties) or any_mix")
     WORKERS=0
-    KERNEL_TESTS=(tests/test_triton_exclusive.py -k "test_device or certificates")
+    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py -k "test_device or certificates")
     BENCH=(--dry-run)
     OVERHEAD=(--resnet-device cpu --resnet-batch 4 --resnet-width 8 --repeats 1)  # (full width: 240 s, past the limit under load)
     export HYPOTHESIS_PROFILE=dev
@@ -91,8 +92,8 @@ else
            tests/test_torch_batched.py tests/test_triton_shrink.py
            -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device")
     WORKERS=8
-    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_backends.py tests/test_torch_batched.py
-                  -k "(test_triton_exclusive and (test_device or certificates or public)) or (test_backends and torch and not numba and exclusive) or (test_torch_batched and (exclusive or row_wise))")
+    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_backends.py tests/test_torch_batched.py
+                  -k "(test_triton_exclusive and (test_device or certificates or public)) or (test_triton_metric and test_device) or (test_backends and torch and not numba and exclusive) or (test_torch_batched and (exclusive or row_wise or metric))")
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
     timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
@@ -168,18 +169,26 @@ def metric_step(device):
     pm.step(lr=0.5)
     return [p.detach().double().cpu() for p in ps]
 torch_dev.CPU_KERNELS = "torch"
-errm = max(float((a - b).abs().max()) for a, b in zip(metric_step(dev), metric_step("cpu")))
-torch_dev.CPU_KERNELS = "auto"
+on_cpu = metric_step("cpu")
+errm = max(float((a - b).abs().max()) for a, b in zip(metric_step(dev), on_cpu))
 print(f"ProximalStep in a metric on {dev} against the CPU: max |diff| {errm:.1e}")
+from proxlib.backends import _metric_kernels
+_metric_kernels.ROOT_SEARCH = "triton"  # (the metric group lasso's root search by its Triton kernel)
+errmk = max(float((a - b).abs().max()) for a, b in zip(metric_step(dev), on_cpu))
+_metric_kernels.ROOT_SEARCH = "array"
+torch_dev.CPU_KERNELS = "auto"
+print(f"the same with the metric root search's Triton kernel: max |diff| {errmk:.1e}")
+errm = max(errm, errmk)
 sys.exit(0 if err <= 1e-5 and same and errm <= 1e-5 else 1)
 EOF
 
 stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
     -o addopts="" "${TESTS[@]}"
 
-# the exclusive penalties' rows by their Triton kernel (_xp_kernels.EXCLUSIVE_ROWS,
-# "array" by default until this stage has passed on a GPU): the same test bodies
-stage 2_kernel_tests 120 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_EXCLUSIVE_ROWS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
+# the Triton kernels that are off by default until this stage has passed on a
+# GPU (the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric
+# group lasso's root search, _metric_kernels.ROOT_SEARCH): the same test bodies
+stage 2_kernel_tests 120 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_TRITON_KERNELS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
     -n "$WORKERS" -o addopts="" "${KERNEL_TESTS[@]}"
 
 stage 3_overhead 60 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
@@ -191,7 +200,7 @@ import sys, torch
 from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, "benchmarks")
 import proxlib.torch as pt
-from bench_overhead import KERNEL_ROWS, KERNEL_SUFFIX, PENALTIES, _exclusive_rows, resnet18
+from bench_overhead import KERNEL_ROWS, KERNEL_SUFFIX, PENALTIES, _triton_kernels, resnet18
 from proxlib.backends import torch_dev
 dev = sys.argv[1]
 if dev == "cpu":
@@ -208,7 +217,7 @@ for name, pen, grouping, rows_by in cases:
     prox = pt.ProximalStep(opt, model=net)
     for c in convs:
         prox.add(c, pen(), grouping=grouping)
-    with _exclusive_rows(rows_by):
+    with _triton_kernels(rows_by):
         for _ in range(3 if dev == "cuda" else 1):  # warm-up (the dry run: one)
             prox.step()
         with profile(activities=acts) as prof:

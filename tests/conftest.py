@@ -63,23 +63,25 @@ except ImportError:  # no torch
     pass
 else:
     torch_dev.CPU_KERNELS = "torch"
-    # the exclusive lasso's rows by the Triton kernel in every test
-    # (``benchmarks/gpu_session.sh`` runs the device tests so on a GPU)
-    if os.environ.get("PROXLIB_TEST_EXCLUSIVE_ROWS"):
-        from proxlib.backends import _xp_kernels
+    # the Triton kernels that are off by default (the exclusive penalties'
+    # rows, the metric group lasso's root search) in every test, with
+    # PROXLIB_TEST_TRITON_KERNELS=triton (``benchmarks/gpu_session.sh`` runs
+    # the device tests so on a GPU)
+    if os.environ.get("PROXLIB_TEST_TRITON_KERNELS"):
+        from proxlib.backends import _metric_kernels, _xp_kernels
 
-        _xp_kernels.EXCLUSIVE_ROWS = os.environ["PROXLIB_TEST_EXCLUSIVE_ROWS"]
+        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.ROOT_SEARCH = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
 
 
 
 def _routes() -> dict:
     """The process-wide switches of the kernels' routes (torch's CPU route,
-    its row statistics, group+exclusive's root search, the exclusive lasso's
-    rows, the batched step)."""
+    its row statistics, group+exclusive's root search, the exclusive
+    penalties' rows, the metric group lasso's root search, the batched step)."""
     out = {}
     for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
                          ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.backends._xp_kernels", "EXCLUSIVE_ROWS"),
-                         ("proxlib.torch._batched", "ENABLED")):
+                         ("proxlib.backends._metric_kernels", "ROOT_SEARCH"), ("proxlib.torch._batched", "ENABLED")):
         mod = sys.modules.get(module)
         if mod is not None:
             out[f"{module}.{name}"] = getattr(mod, name)

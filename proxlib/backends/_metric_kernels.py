@@ -52,6 +52,16 @@ from ._xp_kernels import errstate, row_scale, signed_like, upcast
 __all__ = [name for name in KERNELS if name.endswith("_metric")]
 
 _MAX_ROOT_ITER = 300
+
+#: Who runs the group lasso's root search in a metric
+#: (:func:`_group_lasso_s`) on torch tensors: ``"triton"``: one Triton
+#: kernel (:mod:`._triton_metric`: one launch and no host read where the
+#: array code makes about fifteen operations a step and reads every four
+#: steps; the same root to the accuracy of its row sums) for any torch tensor
+#: (off CUDA in Triton's interpreter); ``"auto"``: on CUDA tensors only;
+#: ``"array"`` (the default until the compiled kernel has run on a GPU: the
+#: tests compile it for sm_90, ``benchmarks/gpu_session.sh`` runs it there).
+ROOT_SEARCH = "array"
 _EPS = 2.0**-52
 _TINY = 2.0**-1074  # the smallest positive float64
 _DROP = 2.0**-64  # bracketing towards 0: one step divides the upper end by 2^64
@@ -273,6 +283,7 @@ def _group_lasso_s(V, Dn, a, xp, check_every=1):
     min(||v|| - mu_min, (||Dn v|| - a)/d_min)] (widened by a few units in the
     last place for the rounding of the bounds).  psi'(s) = sum w_i^2/(s + mu_i) / ||w||^3.
     With d constant the bracket is the single point ||v|| - mu (psi is linear).
+    On torch tensors the search can run as one Triton kernel (``ROOT_SEARCH``).
     """
     with errstate(V):
         mu = a[:, None] / Dn
@@ -284,6 +295,9 @@ def _group_lasso_s(V, Dn, a, xp, check_every=1):
         lo = xp.clip(xp.maximum(nv - xp.max(mu, axis=1), (nz - a) / dmax), min=0.0) * (1.0 - 8 * _EPS)
         hi = xp.minimum(nv - xp.min(mu, axis=1), (nz - a) / dmin) * (1.0 + 8 * _EPS)
         hi = xp.minimum(hi, nv)
+    tm = _k._triton_module(V, ROOT_SEARCH, "_triton_metric")
+    if tm is not None:  # the search below in one launch
+        return tm.group_lasso_roots(V, Dn, a, lo, hi, _MAX_ROOT_ITER), mu
 
     # two buffers of V's shape serve every step, written in place (the same
     # operations, so the same bits, as fresh arrays: on NumPy each fresh

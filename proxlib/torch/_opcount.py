@@ -25,7 +25,7 @@ VIEWS = frozenset({
 
 #: proxlib's Triton kernel modules counted here: each counts its launches in
 #: ``launches`` and hides its interpreter's torch operations from dispatch modes
-TRITON_MODULES = ("proxlib.backends._triton_shrink", "proxlib.backends._triton_exclusive")
+TRITON_MODULES = ("proxlib.backends._triton_shrink", "proxlib.backends._triton_exclusive", "proxlib.backends._triton_metric")
 
 
 def _triton_launches() -> int:
