@@ -98,6 +98,23 @@ def test_search_is_one_launch_without_host_reads(gather):
     assert 3 * launching < counts["array"][0]  # (the rest: the operator around the search, ~160)
 
 
+def test_rows_of_several_tiles_and_programs(monkeypatch):
+    """The GPU's blocking (rows walked in tiles of columns, several rows
+    per program) in the interpreter: small tiles, a row length that is not
+    a multiple of them."""
+    rng = np.random.default_rng(4)
+    W = torch.tensor(rng.standard_normal((37, 50)) * 10.0 ** rng.uniform(-3, 3, (37, 1)))
+    D = torch.tensor(10.0 ** rng.uniform(-2, 2, (37, 50)))
+    a = torch.tensor(np.linalg.norm((D * W).numpy(), axis=1) * rng.uniform(0.0, 1.1, 37))
+    one_tile = _solve(W, D, a, "triton")
+    monkeypatch.setattr(tm, "blocks", lambda G, m, interpret: (4, 8))
+    before = tm.launches
+    tiled = _solve(W, D, a, "triton")
+    assert tm.launches == before + 1
+    assert_matches_reference(tiled, one_tile.numpy(), "float64", float(W.abs().max()))
+    assert_matches_reference(tiled, _solve(W, D, a, "array").numpy(), "float64", float(W.abs().max()))
+
+
 def test_no_rows_no_launch():
     before = tm.launches
     z = torch.zeros(0, dtype=torch.float64)
