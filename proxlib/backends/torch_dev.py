@@ -37,14 +37,20 @@ device, named here:
   (one read and a ``nonzero``; an accelerator searches every row instead,
   :func:`_gathers_rows`), so on CUDA it reads nothing.  On a CPU
   tensor the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's
-  CPU sort is several times slower); elsewhere ``torch.sort``.
+  CPU sort is several times slower); elsewhere ``torch.sort``.  With
+  ``_xp_kernels.EXCLUSIVE_ROWS`` (off by default until it has run on a GPU)
+  the whole exclusive lasso or group+exclusive of rows up to 4096 long is
+  one Triton kernel (:mod:`._triton_exclusive`): one launch, no host read.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
   :mod:`._metric_kernels`.  Host reads: none for the separable ones but lp's
   Newton steps (one per four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;
   on a CPU tensor they gather each case's rows (a read and a ``nonzero`` per
-  case) and read one scalar per root step (:func:`_gathers_rows`).
+  case) and read one scalar per root step (:func:`_gathers_rows`).  With
+  ``_metric_kernels.ROOT_SEARCH`` (off by default until it has run on a
+  GPU) the group lasso's root search is one Triton kernel with no read
+  (:mod:`._triton_metric`).
 * **OWL** (and GrOWL's OWL over the row norms): the isotonic regression at its
   core is sequential (pool-adjacent-violators).  On a CPU tensor it runs on
   the tensor's memory with SciPy's PAVA (the NumPy reference, single-threaded,
