@@ -71,6 +71,7 @@ import triton
 import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
+from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "MAX_M"]
 
@@ -182,29 +183,7 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
         gb = tl.where(general, beta, 1.0)
         # the root of g(c) = c - 1 + a / ||u(b c)|| (step 2: _triton_shrink's
         # search, the same expressions in the same order)
-        sk = fk + k * yk
-        lo = tl.where(lo < 2.2250738585072014e-308, 2.2250738585072014e-308, lo)
-        cr = tl.where(hi > 4.0 * lo, tl.sqrt(lo) * tl.sqrt(hi), 0.5 * (lo + hi))
-        it = 0
-        todo = tl.reduce((general & live).to(tl.int32), 0, _MAX)
-        while (todo > 0) & (it < max_iter):
-            den = 1.0 + gb * cr * k
-            e = (yk - gb * cr * fk) / den
-            N = tl.sqrt(d2 + 2.0 * e * fk + k * e * e)
-            g = cr - 1.0 + ga / N
-            Nd = N * den
-            slope = 1.0 + ga * gb * (fk + k * e) * sk / (Nd * Nd * N)
-            neg = g < 0
-            lo = tl.where(neg, cr, lo)
-            hi = tl.where(neg, hi, cr)
-            newton = cr - g / slope
-            converged = (newton == cr) | (g == 0)
-            ok = (newton > lo) & (newton < hi)
-            nxt = tl.where(ok, newton, tl.where(hi > 4.0 * lo, tl.sqrt(lo) * tl.sqrt(hi), 0.5 * (lo + hi)))
-            cr = tl.where(converged, cr, nxt)
-            open_lanes = general & live & ~(converged | ~((lo < nxt) & (nxt < hi)))
-            todo = tl.reduce(open_lanes.to(tl.int32), 0, _MAX)
-            it += 1
+        cr = shrink_search(yk, fk, d2, k, lo, hi, ga, gb, general & live, max_iter)
         c = tl.where(general, cr, c)
         bf = beta
         beta = bf * c
@@ -243,7 +222,7 @@ _NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shap
 @functools.cache
 def kernel(interpret: bool):
     """The exclusive-rows kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_exclusive_rows, interpret, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search}, do_not_specialize=_NO_SPECIALIZE)
 
 
 def fits(W) -> bool:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import os
+import types
 
 import triton
 import triton.language as tl
@@ -117,14 +118,28 @@ _NO_SPECIALIZE = ["R", "B", "K", "max_iter"]
 _NO_ALIGN = ["P1", "P2"]  # rows of one array: their alignment varies
 
 
-def as_kernel(fn, interpret: bool, **options):
+def as_kernel(fn, interpret: bool, helpers: dict | None = None, **options):
     """``fn`` as a Triton kernel: compiled (``triton.jit``) or, with
     ``interpret``, run by Triton's interpreter (how CI runs proxlib's
-    kernels on CPU tensors); ``options`` as ``triton.jit``'s."""
+    kernels on CPU tensors); ``options`` as ``triton.jit``'s.
+
+    ``helpers`` maps names that ``fn`` calls to plain Python functions
+    written in Triton's language (code that two kernels share): ``fn`` sees
+    each as a device function of its own kind (``triton.jit`` for the
+    compiled kernel, the interpreter's for the interpreted one), through a
+    copy of ``fn`` whose globals bind those names.  (A ``triton.jit``
+    function cannot be called from the interpreter unless the interpreter
+    is switched on for the whole process, ``TRITON_INTERPRET=1``.)"""
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction as wrap
     else:
         wrap = triton.jit
+    if helpers:
+        bound = {**fn.__globals__, **{name: wrap(h) for name, h in helpers.items()}}
+        copy = types.FunctionType(fn.__code__, bound, fn.__name__, fn.__defaults__, fn.__closure__)
+        copy.__annotations__, copy.__doc__, copy.__module__, copy.__qualname__ = (
+            fn.__annotations__, fn.__doc__, fn.__module__, fn.__qualname__)
+        fn = copy
     return wrap(fn, **options)
 
 

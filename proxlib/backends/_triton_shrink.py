@@ -43,7 +43,7 @@ import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
 
-__all__ = ["group_exclusive_factor", "kernel", "BLOCK", "INTERPRET_BLOCK"]
+__all__ = ["group_exclusive_factor", "kernel", "shrink_search", "BLOCK", "INTERPRET_BLOCK"]
 
 #: Rows per program on a GPU (one lane each, four warps).
 BLOCK = 128
@@ -54,23 +54,14 @@ INTERPRET_BLOCK = 2**16
 launches = 0
 
 
-def _shrink_roots(Yk, Fk, D2, kf, left, right, a, b, out, G, max_iter, BLOCK: tl.constexpr):
-    """c of rows ``pid*BLOCK ..``; see the module doc.  Every expression is
-    ``group_exclusive_factor``'s, written in the same order (the same
-    roundings)."""
-    pid = tl.program_id(0).to(tl.int64)
-    r = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    live = r < G
-    # lanes past the end hold a stand-in whose root is found at once
-    # (Y = (1), F = 0, a = 1/2, b = 1: g(c) = 3c/2 - 1/2 on [0, 1])
-    yk = tl.load(Yk + r, mask=live, other=1.0)
-    fk = tl.load(Fk + r, mask=live, other=0.0)
-    d2 = tl.load(D2 + r, mask=live, other=0.0)
-    k = tl.load(kf + r, mask=live, other=1.0)
-    lo = tl.load(left + r, mask=live, other=0.0)
-    hi = tl.load(right + r, mask=live, other=1.0)
-    aa = tl.load(a + r, mask=live, other=0.5)
-    bb = tl.load(b + r, mask=live, other=1.0)
+def shrink_search(yk, fk, d2, k, lo, hi, aa, bb, live, max_iter):
+    """The root c of g(c) = c - 1 + a / ||u(b c)|| on [lo, hi] for each lane
+    of ``live`` (the others: a value not to be used), from the support's
+    statistics: ``group_exclusive_factor``'s steps, every expression in the
+    same order (the same roundings), until every live lane has converged
+    or ``max_iter`` steps.  Written in Triton's language and shared by the
+    kernels that search (:func:`._triton_isotonic.as_kernel`'s ``helpers``:
+    compiled into each, or interpreted)."""
     sk = fk + k * yk
     lo = tl.where(lo < 2.2250738585072014e-308, 2.2250738585072014e-308, lo)  # clip(left, min=2^-1022); a NaN stays, as in clip
     c = tl.where(hi > 4.0 * lo, tl.sqrt(lo) * tl.sqrt(hi), 0.5 * (lo + hi))
@@ -94,6 +85,27 @@ def _shrink_roots(Yk, Fk, D2, kf, left, right, a, b, out, G, max_iter, BLOCK: tl
         open_lanes = live & ~(converged | ~((lo < nxt) & (nxt < hi)))
         todo = tl.reduce(open_lanes.to(tl.int32), 0, tl.standard._elementwise_max)
         it += 1
+    return c
+
+
+def _shrink_roots(Yk, Fk, D2, kf, left, right, a, b, out, G, max_iter, BLOCK: tl.constexpr):
+    """c of rows ``pid*BLOCK ..``; see the module doc.  Every expression is
+    ``group_exclusive_factor``'s, written in the same order (the same
+    roundings)."""
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    live = r < G
+    # lanes past the end hold a stand-in whose root is found at once
+    # (Y = (1), F = 0, a = 1/2, b = 1: g(c) = 3c/2 - 1/2 on [0, 1])
+    yk = tl.load(Yk + r, mask=live, other=1.0)
+    fk = tl.load(Fk + r, mask=live, other=0.0)
+    d2 = tl.load(D2 + r, mask=live, other=0.0)
+    k = tl.load(kf + r, mask=live, other=1.0)
+    lo = tl.load(left + r, mask=live, other=0.0)
+    hi = tl.load(right + r, mask=live, other=1.0)
+    aa = tl.load(a + r, mask=live, other=0.5)
+    bb = tl.load(b + r, mask=live, other=1.0)
+    c = shrink_search(yk, fk, d2, k, lo, hi, aa, bb, live, max_iter)
     tl.store(out + r, c, mask=live)
 
 
@@ -103,7 +115,7 @@ _NO_SPECIALIZE = ["G", "max_iter"]  # one compiled variant for every size
 @functools.cache
 def kernel(interpret: bool):
     """The root-search kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_shrink_roots, interpret, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_shrink_roots, interpret, helpers={"shrink_search": shrink_search}, do_not_specialize=_NO_SPECIALIZE)
 
 
 def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, max_iter: int):
