@@ -928,7 +928,7 @@ def test_metric_row_kernels_on_the_device_path_synchronise_only_to_read(monkeypa
     lasso has none).  Fewer reads than the CPU's gathered route, and the same
     bits.  Rows of every kind in one call: zero rows, rows left as they are
     (a = b = 0), rows set to 0, a group-lasso-only row."""
-    from proxlib.backends import torch_dev
+    from proxlib.backends import _metric_kernels, torch_dev
 
     rng = np.random.default_rng(5)
     W = rng.standard_normal((8, 30))
@@ -939,6 +939,8 @@ def test_metric_row_kernels_on_the_device_path_synchronise_only_to_read(monkeypa
     a[3], b[3] = 0.0, 0.0  # a row left as it is
     a[4] = 1e3  # a row set to 0
     b[5] = 0.0  # group lasso alone
+    # (the array code's root search: its Triton kernel reads nothing, tests/test_triton_metric.py)
+    monkeypatch.setattr(_metric_kernels, "ROOT_SEARCH", "array")
     args = {"group_lasso": (a,), "exclusive_lasso": (b,), "group_exclusive": (a, b)}[op]
     kernel = getattr(torch_dev, op + "_metric")
     Wt, Dt, *rest = (torch.from_numpy(x) for x in (W, D, *args))
