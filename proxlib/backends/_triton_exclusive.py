@@ -56,7 +56,8 @@ per row for the root search; no scratch beyond the output and G floats;
 no host synchronisation (without ``check_finite``).  Rows longer than
 :data:`MAX_M` (and dtypes other than float32/float64) are left to the
 array code.  On CUDA tensors the kernel is compiled by Triton (one variant
-per padded length, compiled on its first call); on any other tensor it
+per padded length and dtype, compiled on its first call: seconds, see
+:data:`MAX_M`); on any other tensor it
 runs in Triton's interpreter, which is how CI tests it on CPU.  Importing
 this module raises ImportError when Triton is missing.
 """
@@ -75,8 +76,13 @@ from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "MAX_M"]
 
-#: The longest row the kernel holds (a program keeps its rows in registers).
-MAX_M = 4096
+#: The longest row the kernel holds (a program keeps its rows in registers;
+#: longer rows are the array code's).  Its compilation grows with the padded
+#: length (the sorting network is unrolled): for sm_90 on a 2-core EPYC VM,
+#: 4.0 / 5.1 / 9.6 / 28 s for the exclusive lasso's float32 variants at 512 /
+#: 1024 / 2048 / 4096 lanes, 5.2 / 7.5 / 20 / 73 s for group+exclusive's
+#: float64 ones; once per variant, then from Triton's cache.
+MAX_M = 2048
 #: Lanes (rows x padded length) per program on a GPU, and in the interpreter
 #: (numpy-vectorised lanes: fewer, larger programs).
 GPU_LANES = 1024

@@ -39,7 +39,7 @@ device, named here:
   tensor the row sort is NumPy's on the tensor's memory (SIMD-sorted; torch's
   CPU sort is several times slower); elsewhere ``torch.sort``.  With
   ``_xp_kernels.EXCLUSIVE_ROWS`` (off by default until it has run on a GPU)
-  the whole exclusive lasso or group+exclusive of rows up to 4096 long is
+  the whole exclusive lasso or group+exclusive of rows up to 2048 long is
   one Triton kernel (:mod:`._triton_exclusive`): one launch, no host read.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
   :mod:`._metric_kernels`.  Host reads: none for the separable ones but lp's
