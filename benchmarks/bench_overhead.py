@@ -307,6 +307,7 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
     net(torch.randn(2, 3, 32, 32)).square().mean().backward()
     opt.step()  # (Adam's state: the metric of the metric rows)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    first = {k: v.clone() for k, v in net.state_dict().items()}  # every case starts from these weights
     rows = []
     route, gathers, host_numba = torch_dev.CPU_KERNELS, torch_dev._gathers_rows, torch_dev._host_numba
     torch_dev.CPU_KERNELS = "torch"
@@ -325,6 +326,10 @@ def bench_host(repeats: int, width: int = 4) -> list[dict]:
     cases += [(f"{name}, Adam's metric" + KERNEL_SUFFIX, *PENALTIES[name], "adam", "triton") for name in KERNEL_METRIC if importlib.util.find_spec("triton")]
     try:
         for name, pen, grouping, metric, rows_by in cases:
+            # (the steps shrink the weights, and how many root-search steps,
+            # hence operations, a step takes depends on them: each case
+            # starts from the same weights, whatever ran before it)
+            net.load_state_dict(first)
             prox = pt.ProximalStep(opt, model=net, metric=metric)
             for c in convs:
                 prox.add(c, pen(), grouping=grouping)
@@ -401,12 +406,14 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
         adam.step()
 
     t_adam = _median_ms(adam_step, repeats, sync)
+    first = {k: v.clone() for k, v in net.state_dict().items()}  # every case starts from these weights
     route = torch_dev.CPU_KERNELS
     if device == "cpu":  # the dry run: CPU tensors through the torch operations CUDA runs (not Numba's kernels)
         torch_dev.CPU_KERNELS = "torch"
     try:
         rows = []
         for name, pen, grouping, metric, rows_by in cases:
+            net.load_state_dict(first)  # (the same weights for every case, as in bench_host)
             prox = pt.ProximalStep(adam if metric else opt, model=net, metric=metric)
             for c in convs:
                 prox.add(c, pen(), grouping=grouping)
