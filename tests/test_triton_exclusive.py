@@ -255,9 +255,8 @@ def test_public_function_and_proximal_step_take_the_kernel(monkeypatch):
         assert _same_bits(a, k)
 
 
-def test_auto_takes_the_kernel_only_on_cuda_tensors(monkeypatch):
+def test_auto_takes_the_kernel_only_on_cuda_tensors():
     for mode, cpu in (("auto", None), ("array", None), ("triton", tx)):
-        monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", mode)
         assert _xp_kernels._triton_module(torch.zeros(2, 2), mode, "_triton_exclusive") is cpu
         assert _xp_kernels._triton_module(np.zeros((2, 2)), mode, "_triton_exclusive") is None
 

@@ -122,7 +122,7 @@ def test_no_rows_no_launch():
     assert out.shape == (0,) and tm.launches == before
 
 
-def test_auto_takes_the_kernel_only_on_cuda_tensors(monkeypatch):
+def test_auto_takes_the_kernel_only_on_cuda_tensors():
     from proxlib.backends import _xp_kernels
 
     for mode, cpu in (("auto", None), ("array", None), ("triton", tm)):
