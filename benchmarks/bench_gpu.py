@@ -65,6 +65,7 @@ has its own table (above).
 from __future__ import annotations
 
 import argparse
+import importlib
 import datetime as _dt
 import platform
 import sys
@@ -338,8 +339,9 @@ def torch_timer(torch, device, repeat: int, warmup: int = 1):
 def count_calls(torch, fn, triton_module=None) -> tuple[int, int, int]:
     """(aten operations that launch work, Triton kernels, host scalar reads) of one fn().
 
-    Triton kernels: launches counted by ``triton_module`` (default: the
-    isotonic step's, ``_triton_isotonic``)."""
+    Triton kernels: launches counted by ``triton_module`` (a module with a
+    ``launches`` counter, or a tuple of them; default: the isotonic step's,
+    ``_triton_isotonic``)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from proxlib.backends import _gpu_owl
@@ -356,10 +358,11 @@ def count_calls(torch, fn, triton_module=None) -> tuple[int, int, int]:
             return func(*args, **(kwargs or {}))
 
     ti = _gpu_owl._triton_module() if triton_module is None else triton_module
-    before = ti.launches if ti is not None else 0
+    modules = [m for m in (ti if isinstance(ti, tuple) else (ti,)) if m is not None]
+    before = sum(m.launches for m in modules)
     with Count():
         fn()
-    triton_calls = (ti.launches if ti is not None else 0) - before
+    triton_calls = sum(m.launches for m in modules) - before
     return counts["launch"], triton_calls, counts["read"]
 
 
@@ -488,6 +491,11 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
     timer = torch_timer(torch, device, repeat)
     tr = _rows_module()
     stats_paths = (["triton"] if tr is not None else []) + ["torch"]
+    # (every proxlib Triton kernel a row operator may launch: the row
+    # statistics', and those of the exclusive penalties where switched on)
+    from proxlib.torch._opcount import TRITON_MODULES
+
+    kernel_modules = (tr, *(importlib.import_module(name) for name in TRITON_MODULES)) if tr is not None else (None,)
     gen = torch.Generator(device=device).manual_seed(0)
     s = float(np.sqrt(m))  # about the norm of a row of N(0, 1) entries
     saved = torch_dev.ROW_STATS, torch_dev.CPU_KERNELS
@@ -521,7 +529,7 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
                         call = lambda: fn(V, *thr)  # noqa: E731
                         out = call()  # also compiles the kernels
                         t = timer(call)
-                        launches, kernels, reads = count_calls(torch, call, tr)
+                        launches, kernels, reads = count_calls(torch, call, kernel_modules)
                         diff = None
                         if ref is not None:
                             diff = float(np.max(np.abs(out.cpu().numpy().astype(np.float64) - ref), initial=0.0))
@@ -545,8 +553,9 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
         "Row stats: the row norms of the group lasso and GrOWL from the Triton kernel (`_triton_rows`, one read of W) "
         "or from torch operations (a float64 copy of W); the exclusive operators sort rows. "
         "Moved: 3 x nbytes(W) (statistics read, map read + write). Peak: a device-to-device copy of W in this run "
-        "(issue targets: >= 50% and >= 70% of it). Launches: aten operations that launch work plus row-statistics "
-        "Triton kernels (also shown alone; --dry-run: plus the interpreter's own tensor operations); host reads: "
+        "(issue targets: >= 50% and >= 70% of it). Launches: aten operations that launch work plus proxlib's "
+        "Triton kernels (the row statistics'; the exclusive penalties' where switched on; also shown alone; "
+        "--dry-run: plus the interpreter's own tensor operations); host reads: "
         "scalar reads (GrOWL's OWL of the norms reads one per round).",
         "",
     ]

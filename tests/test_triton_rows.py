@@ -440,6 +440,11 @@ def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys, monkeypatch):
     It does so as the script runs alone (``CPU_KERNELS = "auto"``, not the
     tests' "torch"), where float32/float64 CPU tensors would go to Numba."""
     monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
+    # (the exclusive penalties' rows by the array code, as by default: the
+    # launch counts below are those of the row statistics' routes)
+    from proxlib.backends import _xp_kernels
+
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "array")
     main = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"))["main"]
     threads = torch.get_num_threads()
     try:
