@@ -67,11 +67,10 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything, as_kernel
+from ._triton_isotonic import _interpreting_everything, as_kernel, run_kernel
 from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "MAX_M"]
@@ -144,7 +143,6 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
     before = tl.gather(Y, tl.broadcast_to(tl.where(j > 0, j - 1, 0)[None, :], (BLOCK_R, BLOCK_M)), 1)
     inc = tl.where(j[None, :] > 0, j.to(tl.float64)[None, :] * (before - Y), 0.0)
     F = tl.associative_scan(inc, 1, _ADD)
-    total = tl.reduce(tl.where(j[None, :] == m - 1, F, 0.0), 1, _ADD) + tl.reduce(tl.where(j[None, :] == 0, Y, 0.0), 1, _ADD)
 
     # (from the data: the network's maximum and minimum drop NaNs)
     row_finite = tl.reduce((~(A < float("inf"))).to(tl.int32), 1, _ADD) == 0
@@ -194,7 +192,8 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
         bf = beta
         beta = bf * c
         total = tl.where(row_finite, nrm, float("nan"))
-    else:
+    else:  # the array code's F_m + Y_1
+        total = tl.reduce(tl.where(j[None, :] == m - 1, F, 0.0), 1, _ADD) + tl.reduce(tl.where(j[None, :] == 0, Y, 0.0), 1, _ADD)
         total = tl.where(row_finite, total, float("nan"))
 
     # the support {j < k} of the exclusive lasso with parameter beta, and
@@ -250,7 +249,6 @@ def blocks(G: int, m: int, interpret: bool) -> tuple[int, int, int]:
 def _launch(W, a, b, group: bool, max_iter: int):
     global launches
     import torch
-    from torch.utils._python_dispatch import _disable_current_modes
 
     G, m = W.shape
     b = torch.broadcast_to(b.to(torch.float64), (G,)).contiguous()
@@ -263,17 +261,7 @@ def _launch(W, a, b, group: bool, max_iter: int):
     args = (W, *W.stride(), a, b, X, T, G, m, max_iter)
     shape = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group)
     launches += 1
-    if interpret:
-        # (the interpreter's own copies of the arguments are not the kernel's
-        # work: hidden from torch dispatch modes, such as the operation counts;
-        # it evaluates both sides of every where, so NumPy's warnings of the
-        # side not taken are silenced)
-        with _disable_current_modes(), np.errstate(all="ignore"):
-            kernel(True)[grid](*args, **shape)
-    else:
-        warps = min(16, max(4, block_r * block_m // 256))
-        with torch.cuda.device(W.device):
-            kernel(False)[grid](*args, **shape, num_warps=warps, enable_fp_fusion=False)
+    run_kernel(kernel, interpret, grid, W.device, args, shape, num_warps=min(16, max(4, block_r * block_m // 256)))
     return X, T
 
 

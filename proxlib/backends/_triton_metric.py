@@ -37,11 +37,10 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything, as_kernel
+from ._triton_isotonic import _interpreting_everything, as_kernel, run_kernel
 
 __all__ = ["group_lasso_roots", "kernel"]
 
@@ -135,7 +134,6 @@ def group_lasso_roots(V, Dn, a, lo, hi, max_iter: int):
     ``hi``: float64, one per row."""
     global launches
     import torch
-    from torch.utils._python_dispatch import _disable_current_modes
 
     G, m = V.shape
     out = torch.empty(G, dtype=torch.float64, device=V.device)
@@ -148,12 +146,5 @@ def group_lasso_roots(V, Dn, a, lo, hi, max_iter: int):
     grid = (triton.cdiv(G, block_r),)
     args = (V, Dn, a, lo, hi, out, G, m, max_iter)
     launches += 1
-    if interpret:
-        # (hidden from torch dispatch modes: the interpreter's copies are not
-        # the kernel's work; NumPy's warnings of a where's other side silenced)
-        with _disable_current_modes(), np.errstate(all="ignore"):
-            kernel(True)[grid](*args, BLOCK_R=block_r, BLOCK_M=block_m)
-    else:
-        with torch.cuda.device(V.device):
-            kernel(False)[grid](*args, BLOCK_R=block_r, BLOCK_M=block_m, enable_fp_fusion=False)
+    run_kernel(kernel, interpret, grid, V.device, args, dict(BLOCK_R=block_r, BLOCK_M=block_m))
     return out

@@ -41,7 +41,7 @@ import functools
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything, as_kernel
+from ._triton_isotonic import _interpreting_everything, as_kernel, run_kernel
 
 __all__ = ["group_exclusive_factor", "kernel", "shrink_search", "BLOCK", "INTERPRET_BLOCK"]
 
@@ -125,7 +125,6 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, max_iter: int):
     be broadcast from fewer dimensions: they are expanded to G)."""
     global launches
     import torch
-    from torch.utils._python_dispatch import _disable_current_modes
 
     G = Yk.shape[0]
     args = [torch.broadcast_to(t, (G,)).to(torch.float64).contiguous() for t in (Yk, Fk, D2, kf, left, right, a, b)]
@@ -136,12 +135,5 @@ def group_exclusive_factor(Yk, Fk, D2, kf, left, right, a, b, max_iter: int):
     block = min(INTERPRET_BLOCK, triton.next_power_of_2(G)) if interpret else BLOCK
     grid = (triton.cdiv(G, block),)
     launches += 1
-    if interpret:
-        # (the interpreter's own copies of the arguments are not the kernel's
-        # work: hidden from torch dispatch modes, such as the operation counts)
-        with _disable_current_modes():
-            kernel(True)[grid](*args, out, G, max_iter, BLOCK=block)
-    else:
-        with torch.cuda.device(Yk.device):
-            kernel(False)[grid](*args, out, G, max_iter, BLOCK=block, enable_fp_fusion=False)
+    run_kernel(kernel, interpret, grid, Yk.device, (*args, out, G, max_iter), dict(BLOCK=block))
     return out

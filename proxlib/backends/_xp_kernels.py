@@ -70,6 +70,13 @@ def _triton_module(x, mode: str, name: str):
         return None
 
 
+def _triton_exclusive_rows(W):
+    """:mod:`._triton_exclusive` where it solves the exclusive penalties'
+    rows of ``W`` (``EXCLUSIVE_ROWS``, and rows it holds), else None."""
+    tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
+    return tx if tx is not None and tx.fits(W) else None
+
+
 def _triton_shrink(x):
     """:mod:`._triton_shrink` where it runs the root search for ``x`` (``ROOT_SEARCH``), else None."""
     return _triton_module(x, ROOT_SEARCH, "_triton_shrink")
@@ -262,8 +269,8 @@ def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     if W.shape[1] == 0 or W.shape[0] == 0:
         return xp.asarray(W, copy=True)
     b = upcast(b, xp)
-    tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
-    if tx is not None and tx.fits(W):  # every step below, in one launch
+    tx = _triton_exclusive_rows(W)
+    if tx is not None:  # every step below, in one launch
         X, total = tx.exclusive_lasso(W, b)
         if check_finite:
             check_row_norms(total, xp)
@@ -467,8 +474,8 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
         return xp.asarray(W, copy=True)
     a = upcast(a, xp)
     b = upcast(b, xp)
-    tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
-    if tx is not None and tx.fits(W):  # every step below, in one launch
+    tx = _triton_exclusive_rows(W)
+    if tx is not None:  # every step below, in one launch
         X, nrm = tx.group_exclusive(W, a, b, _MAX_ROOT_ITER)
         if check_finite:
             check_row_norms(nrm, xp)
