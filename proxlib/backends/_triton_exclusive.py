@@ -70,7 +70,8 @@ import math
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything, as_kernel, run_kernel
+from ._triton_isotonic import _interpreting_everything, as_kernel
+from ._triton_launch import run_kernel
 from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "MAX_M"]

@@ -152,27 +152,6 @@ def kernel(interpret: bool):
         return as_kernel(_bridge_search, interpret, do_not_specialize=_NO_SPECIALIZE)
 
 
-def run_kernel(kernel_of, interpret: bool, grid, device, args, consts: dict, **compiled) -> None:
-    """``kernel_of(interpret)[grid](*args, **consts)``.  Interpreted (off
-    CUDA), hidden from torch dispatch modes (the interpreter's own copies of
-    the arguments are not the kernel's work, e.g. for the operation counts)
-    and with NumPy's warnings silenced (the interpreter evaluates both sides
-    of every ``where``); compiled, on ``device``'s CUDA context with FMA
-    contraction off and the options ``compiled`` (e.g. ``num_warps``), so
-    that it rounds as the interpreter does."""
-    if interpret:
-        import numpy as np
-        from torch.utils._python_dispatch import _disable_current_modes
-
-        with _disable_current_modes(), np.errstate(all="ignore"):
-            kernel_of(True)[grid](*args, **consts)
-    else:
-        import torch
-
-        with torch.cuda.device(device):
-            kernel_of(False)[grid](*args, **consts, **compiled, enable_fp_fusion=False)
-
-
 def _interpreting_everything() -> bool:
     """TRITON_INTERPRET=1: every Triton kernel runs in the interpreter."""
     knobs = getattr(triton, "knobs", None)  # Triton >= 3.4

@@ -41,7 +41,8 @@ import functools
 import triton
 import triton.language as tl
 
-from ._triton_isotonic import _interpreting_everything, as_kernel, run_kernel
+from ._triton_isotonic import _interpreting_everything, as_kernel
+from ._triton_launch import run_kernel
 
 __all__ = ["group_exclusive_factor", "kernel", "shrink_search", "BLOCK", "INTERPRET_BLOCK"]
 
