@@ -1,18 +1,21 @@
-"""The group lasso's root search in a diagonal metric as one Triton kernel (``_triton_metric``).
+"""The group lasso in a diagonal metric as Triton kernels (``_triton_metric``).
 
-CI has no GPU: the kernel runs in Triton's interpreter on CPU tensors (the
-same source the GPU compiles), and the compiled kernel is checked by
-compiling it for sm_90 with Triton's own compiler:
+CI has no GPU: the kernels run in Triton's interpreter on CPU tensors (the
+same source the GPU compiles), and the compiled kernels are checked by
+compiling them for sm_90 with Triton's own compiler:
 
-* the metric group lasso on the torch route with the kernel
-  (``_metric_kernels.ROOT_SEARCH = "triton"``) equals the 60-digit
-  reference row by row to the metric tests' tolerance, on their Hypothesis
-  problems, and the array search's result to the parity tolerance (its
-  row sums add in another order: not bit for bit), also on long rows
-  (several tiles on a GPU) and rows of extreme scales;
-* the search is one launch and reads nothing on the host, where the array
-  code makes about fifteen operations a step and reads every four steps;
-* the kernel compiles for sm_90 with correctly rounded float64 division
+* the metric group lasso on the torch route with the kernels
+  (``_metric_kernels.ROOT_SEARCH = "triton"``; the whole operator in one
+  kernel) equals the 60-digit reference row by row to the metric tests'
+  tolerance, on their Hypothesis problems, and the array code's result to
+  the parity tolerance (its row sums add in another order: not bit for
+  bit), also on long rows (several tiles on a GPU), strided and float32
+  inputs, rows of extreme scales, NaN and Inf rows, thresholds 0 and inf;
+* so does the root search alone (group+exclusive's rows with b = 0);
+* the operator is one launch and reads nothing on the host, where the
+  array code makes about 180 operations and a root search of about fifteen
+  a step with a read every four steps;
+* both kernels compile for sm_90 with correctly rounded float64 division
   and square root and no FMA.
 """
 
@@ -38,81 +41,186 @@ from proxlib.backends import _triton_metric as tm  # noqa: E402
 from proxlib.torch._opcount import OperationCount  # noqa: E402
 
 
-def _solve(W, D, a, mode, gather=False):
-    """The torch route's metric group lasso with the root search by ``mode``."""
+def _solve(W, D, a, mode, gather=False, b=None):
+    """The torch route's metric group lasso with the kernels by ``mode``
+    (``b``: group+exclusive's, whose rows with b = 0 take the root search alone)."""
     with pytest.MonkeyPatch.context() as m:
         m.setattr(MK, "ROOT_SEARCH", mode)
+        if b is not None:
+            return MK.group_exclusive_metric(W, D, a, b, gather=gather)
         return MK.group_lasso_metric(W, D, a, gather=gather)
 
 
+def _reference(W, D, a):
+    return np.array([M.exact_group_exclusive_metric_row(W[g], D[g], a[g], 0.0) for g in range(W.shape[0])])
+
+
 @given(metric_row_problems(max_rows=5, max_cols=6))
-def test_kernel_root_equals_the_60_digit_reference(problem):
+def test_kernel_equals_the_60_digit_reference(problem):
     W, D, lam, _, step, gw = problem
     a, _ = row_thresholds(W.shape, lam, 0.0, step, gw)
     before = tm.launches
     X = _solve(torch.tensor(W), torch.tensor(D), torch.tensor(a), "triton").numpy()
+    assert tm.launches - before == int(W.size > 0)  # (the whole operator, every row)
+    rows_close(X, _reference(W, D, a), W, D, a)
+
+
+@given(metric_row_problems(max_rows=5, max_cols=6))
+def test_root_search_kernel_equals_the_60_digit_reference(problem):
+    """The search alone, as group+exclusive's rows with b = 0 run it."""
+    W, D, lam, _, step, gw = problem
+    a, _ = row_thresholds(W.shape, lam, 0.0, step, gw)
+    before = tm.launches
+    X = _solve(torch.tensor(W), torch.tensor(D), torch.tensor(a), "triton", b=torch.zeros(W.shape[0], dtype=torch.float64)).numpy()
     searched = bool(np.any((np.hypot.reduce(D * W, axis=1) > a) & (a > 0)))  # (a norm whose squares underflow too)
     assert tm.launches - before == int(searched)  # (only where a row is searched)
-    ref = np.array([M.exact_group_exclusive_metric_row(W[g], D[g], a[g], 0.0) for g in range(W.shape[0])])
-    rows_close(X, ref, W, D, a)
+    rows_close(X, _reference(W, D, a), W, D, a)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m", [1, 9, 300, 1000])
-def test_kernel_matches_the_array_search_on_the_test_device(dtype, m):
-    """On the test device (``benchmarks/gpu_session.sh`` runs this on CUDA:
-    rows of several tiles there), rows of scales 1e-4 to 1e4 with a metric
-    spanning 1e-3 to 1e3, thresholds that zero some rows: the kernel's
-    result is the array search's to the parity tolerance."""
-    rng = np.random.default_rng(m)
-    G = 64
+def _problem(G, m, dtype, seed):
+    """Rows of scales 1e-4 to 1e4 in a metric spanning 1e-3 to 1e3, with
+    thresholds that zero some rows (and a = 0 on the first, a = inf on the
+    second row)."""
+    rng = np.random.default_rng(seed)
     W = (rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-4, 4, (G, 1))).astype(dtype)
     D = (10.0 ** rng.uniform(-3, 3, (G, m))).astype(dtype)
     a = np.linalg.norm(D.astype(np.float64) * W, axis=1) * rng.uniform(0.0, 1.2, G)
+    a[:2] = 0.0, np.inf
+    return W, D, a
+
+
+def _assert_as_array_code(got, want, W):
+    """The parity tolerance, with NaN where the array code has NaN."""
+    want = np.asarray(want)
+    got = _device.to_numpy(got)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(W).all(axis=1)
+    assert np.array_equal(got[~finite], want[~finite], equal_nan=True)  # (rows as they are)
+    scale = float(np.abs(W[finite]).max()) if finite.any() else 1.0
+    assert_matches_reference(got[finite], want[finite], str(W.dtype), scale)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["operator", "root search"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 9, 300, 1000])
+def test_kernel_matches_the_array_code_on_the_test_device(dtype, m, whole):
+    """On the test device (``benchmarks/gpu_session.sh`` runs this on CUDA:
+    rows of several tiles there): the kernels' result is the array code's
+    to the parity tolerance, in the input's dtype and on its device."""
+    W, D, a = _problem(64, m, dtype, m)
     args = [_device.tensor(x) for x in (W, D, a)]
-    got = _solve(*args, "triton")
+    b = None if whole else _device.tensor(np.zeros(64))
+    got = _solve(*args, "triton", b=b)
     assert got.device.type == _device.DEVICE and got.dtype == args[0].dtype
-    want = _device.to_numpy(_solve(*args, "array"))
-    assert_matches_reference(got, want, str(W.dtype), float(np.abs(W).max()))
+    _assert_as_array_code(got, _device.to_numpy(_solve(*args, "array", b=b)), W)
+
+
+def test_extreme_rows_as_the_array_code():
+    """Subnormal rows, rows near the largest float64, a metric spanning
+    2^-500 to 2^500, NaN and Inf in the data or the metric (the row comes
+    back as it is), zero rows, one-entry rows: as the array code."""
+    rng = np.random.default_rng(7)
+    G, m = 12, 20
+    W = rng.standard_normal((G, m))
+    D = 10.0 ** rng.uniform(-2, 2, (G, m))
+    W[0] *= 2.0**-1070  # subnormal
+    W[1] *= 2.0**1020  # near the largest float64
+    D[2] = 2.0 ** rng.uniform(-500, 500, m)
+    W[3, 4] = np.nan
+    W[4, 0] = -np.inf
+    D[5, 3] = np.inf
+    W[6] = 0.0
+    W[7, 1:] = 0.0
+    W[8] = np.where(np.arange(m) % 2, 2.0**-1074, 0.0)
+    W[9] = 1e300
+    with np.errstate(all="ignore"):
+        a = np.linalg.norm(np.nan_to_num(D * W, posinf=0.0, nan=0.0), axis=1) * rng.uniform(0.1, 0.9, G)
+    a[0] = 2.0**-1070
+    a[1] = 2.0**1019
+    a[8] = 2.0**-1074
+    a[9] = 1e305
+    args = [torch.tensor(x) for x in (W, D, a)]
+    with np.errstate(all="ignore"):
+        _assert_as_array_code(_solve(*args, "triton"), _solve(*args, "array").numpy(), W)
+
+
+def test_strided_and_mixed_inputs():
+    """Any strides (a transposed matrix, a metric broadcast along a row) and
+    a float32 metric of float64 data: no copy of the inputs, the array
+    code's result."""
+    W, D, a = _problem(40, 30, np.float64, 3)
+    Wt = torch.tensor(np.ascontiguousarray(W.T)).T  # (column-major)
+    Dt = torch.tensor(D[:, :1]).expand(40, 30)  # (stride 0 along the rows)
+    for W_, D_ in ((Wt, torch.tensor(D)), (torch.tensor(W), Dt), (torch.tensor(W), torch.tensor(D.astype(np.float32)))):
+        got = _solve(W_, D_, torch.tensor(a), "triton")
+        want = _solve(W_, D_.to(torch.float64), torch.tensor(a), "array").numpy()
+        assert got.is_contiguous()
+        _assert_as_array_code(got, want, W)
+
+
+def test_other_dtypes_and_shapes_are_the_array_codes():
+    """float16 data is left to the array code (with the search alone by its
+    kernel: one launch); an empty matrix is a copy (none)."""
+    W, D, a = _problem(8, 5, np.float64, 5)
+    args = torch.tensor(W).half(), torch.tensor(D), torch.tensor(a)
+    before = tm.launches
+    half = _solve(*args, "triton")
+    assert half.dtype == torch.float16 and tm.launches == before + 1
+    # (at most one float16 unit apart: the roots agree to float64 rounding)
+    np.testing.assert_allclose(half.double().numpy(), _solve(*args, "array").double().numpy(), rtol=2.0**-10, atol=2.0**-24)
+    before = tm.launches
+    for shape in ((0, 3), (3, 0)):
+        empty = torch.zeros(shape, dtype=torch.float64)
+        out = _solve(empty, torch.ones(shape, dtype=torch.float64), torch.ones(shape[0], dtype=torch.float64), "triton")
+        assert out.shape == shape and tm.launches == before
 
 
 @pytest.mark.parametrize("gather", [True, False])
-def test_search_is_one_launch_without_host_reads(gather):
-    """The array search reads the host once per step (the host's route) or
-    per four steps (a device's) and makes about fifteen operations a step;
-    the kernel's search is one launch and no read."""
+def test_operator_is_one_launch_without_host_reads(gather):
+    """The array code reads the host once per search step (the host's route)
+    or per four steps (a device's) and makes about 180 operations and fifteen
+    a step; the kernel is one launch and no read, the search alone one launch
+    and the operator's own reads."""
     rng = np.random.default_rng(2)
     W = torch.tensor(rng.standard_normal((64, 50)))
     D = torch.tensor(10.0 ** rng.uniform(-2, 2, (64, 50)))
     a = torch.tensor(np.linalg.norm((D * W).numpy(), axis=1) * rng.uniform(0.2, 0.9, 64))
+    b = torch.zeros(64, dtype=torch.float64)
     counts = {}
     for mode in ("array", "triton"):
-        with OperationCount() as c:
-            X = _solve(W, D, a, mode, gather=gather)
-        counts[mode] = (c.launching, c.ops["aten._local_scalar_dense.default"], X)
-    launching, reads, X = counts["triton"]
-    assert_matches_reference(X, counts["array"][2].numpy(), "float64", float(W.abs().max()))
+        for name, bb in (("operator", None), ("search", b)):
+            with OperationCount() as c:
+                X = _solve(W, D, a, mode, gather=gather, b=bb)
+            counts[mode, name] = (c.launching, c.ops["aten._local_scalar_dense.default"], X)
+    want = counts["array", "operator"][2].numpy()
+    launching, reads, X = counts["triton", "operator"]
+    assert_matches_reference(X, want, "float64", float(W.abs().max()))
+    assert reads == 0 and launching <= 3  # (the kernel, the output, the thresholds' copy)
+    assert counts["array", "operator"][0] > 100 and counts["array", "operator"][1] > 1
+    launching, reads, X = counts["triton", "search"]
+    assert_matches_reference(X, want, "float64", float(W.abs().max()))
     # (the operator's own reads: the device's route one for which cases occur,
     # the host's one per case and one for saturated rows)
-    assert reads == (4 if gather else 1) and counts["array"][1] > reads
-    assert 3 * launching < counts["array"][0]  # (the rest: the operator around the search, ~160)
+    assert reads == (4 if gather else 1) and counts["array", "search"][1] > reads
+    assert 3 * launching < counts["array", "search"][0]  # (the rest: the operator around the search, ~160)
 
 
 def test_rows_of_several_tiles_and_programs(monkeypatch):
     """The GPU's blocking (rows walked in tiles of columns, several rows
     per program) in the interpreter: small tiles, a row length that is not
-    a multiple of them."""
-    rng = np.random.default_rng(4)
-    W = torch.tensor(rng.standard_normal((37, 50)) * 10.0 ** rng.uniform(-3, 3, (37, 1)))
-    D = torch.tensor(10.0 ** rng.uniform(-2, 2, (37, 50)))
-    a = torch.tensor(np.linalg.norm((D * W).numpy(), axis=1) * rng.uniform(0.0, 1.1, 37))
-    one_tile = _solve(W, D, a, "triton")
-    monkeypatch.setattr(tm, "blocks", lambda G, m, interpret: (4, 8))
-    before = tm.launches
-    tiled = _solve(W, D, a, "triton")
-    assert tm.launches == before + 1
-    assert_matches_reference(tiled, one_tile.numpy(), "float64", float(W.abs().max()))
-    assert_matches_reference(tiled, _solve(W, D, a, "array").numpy(), "float64", float(W.abs().max()))
+    a multiple of them, for both kernels."""
+    W, D, a = _problem(37, 50, np.float64, 4)
+    W, D, a = (torch.tensor(x) for x in (W, D, a))
+    b = torch.zeros(37, dtype=torch.float64)
+    for bb in (None, b):
+        one_tile = _solve(W, D, a, "triton", b=bb)
+        with monkeypatch.context() as m:
+            m.setattr(tm, "blocks", lambda G, m, interpret: (4, 8))
+            before = tm.launches
+            tiled = _solve(W, D, a, "triton", b=bb)
+            assert tm.launches == before + 1
+        _assert_as_array_code(tiled, one_tile.numpy(), W.numpy())
+        _assert_as_array_code(tiled, _solve(W, D, a, "array", b=bb).numpy(), W.numpy())
 
 
 def test_no_rows_no_launch():
@@ -130,19 +238,31 @@ def test_auto_takes_the_kernel_only_on_cuda_tensors():
         assert _xp_kernels._triton_module(np.zeros((2, 2)), mode, "_triton_metric") is None
 
 
-def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
+def _compile_sm90(kernel, sig, consts):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     if "nvidia" not in triton.backends.backends:
         pytest.skip("this triton has no NVIDIA backend")
-    sig = {k: "*fp64" for k in ("V", "Dn", "a", "lo", "hi", "out")}
-    sig.update(G="i32", m="i32", max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr")
-    consts = dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M)
-    compiled = triton.compile(ASTSource(tm.kernel(False), sig, constexprs=consts),
+    compiled = triton.compile(ASTSource(kernel, sig, constexprs=consts),
                               target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and compiled.asm["cubin"]
     assert "fma" not in ptx and "div.rn.f64" in ptx and "sqrt.rn.f64" in ptx
     assert "sqrt.approx" not in ptx and "div.approx" not in ptx and "div.full" not in ptx
+
+
+def test_root_search_kernel_compiles_for_sm90_with_correctly_rounded_float64():
+    sig = {k: "*fp64" for k in ("V", "Dn", "a", "lo", "hi", "out")}
+    sig.update(G="i32", m="i32", max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr")
+    _compile_sm90(tm.roots_kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
+def test_operator_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype):
+    sig = {"W": f"*{dtype}", "D": f"*{dtype}", "a": "*fp64", "X": f"*{dtype}"}
+    sig.update({k: "i64" for k in ("w_r", "w_c", "d_r", "d_c")})
+    sig.update(G="i32", m="i32", max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr")
+    sig = {k: sig[k] for k in ("W", "w_r", "w_c", "D", "d_r", "d_c", "a", "X", "G", "m", "max_iter", "BLOCK_R", "BLOCK_M")}
+    _compile_sm90(tm.kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M))

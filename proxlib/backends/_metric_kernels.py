@@ -53,14 +53,16 @@ __all__ = [name for name in KERNELS if name.endswith("_metric")]
 
 _MAX_ROOT_ITER = 300
 
-#: Who runs the group lasso's root search in a metric
-#: (:func:`_group_lasso_s`) on torch tensors: ``"triton"``: one Triton
-#: kernel (:mod:`._triton_metric`: one launch and no host read where the
-#: array code makes about fifteen operations a step and reads every four
-#: steps; the same root to the accuracy of its row sums) for any torch tensor
-#: (off CUDA in Triton's interpreter); ``"auto"``: on CUDA tensors only;
-#: ``"array"`` (the default until the compiled kernel has run on a GPU: the
-#: tests compile it for sm_90, ``benchmarks/gpu_session.sh`` runs it there).
+#: Who runs the group lasso in a metric on torch tensors: ``"triton"``:
+#: Triton kernels (:mod:`._triton_metric`) for any torch tensor (off CUDA in
+#: Triton's interpreter): :func:`group_lasso_metric` whole, in one launch
+#: and no host read, where the array code makes about 180 operations and a
+#: root search of about fifteen a step with a read every four steps (the
+#: same result to the accuracy of its row sums), and the root search of
+#: :func:`_group_lasso_s` (group+exclusive's rows with b = 0); ``"auto"``:
+#: on CUDA tensors only; ``"array"`` (the default until the compiled
+#: kernels have run on a GPU: the tests compile them for sm_90,
+#: ``benchmarks/gpu_session.sh`` runs them there).
 ROOT_SEARCH = "array"
 _EPS = 2.0**-52
 _TINY = 2.0**-1074  # the smallest positive float64
@@ -343,9 +345,14 @@ def group_lasso_metric(W, D, a, gather=True):
     of a monotone scalar equation (:func:`_group_lasso_s`), found by Newton's
     method safeguarded by bisection to the last bit.  a = 0 gives w; a = inf
     gives 0.  (The a > 0, b = 0 case of :func:`group_exclusive_metric`, whose
-    ``gather`` says where the host is synchronised.)
+    ``gather`` says where the host is synchronised; on torch tensors, with
+    ``ROOT_SEARCH``, the whole operator is one Triton kernel,
+    :mod:`._triton_metric`, with no host read.)
     """
     xp = array_namespace(W)
+    tm = _k._triton_module(W, ROOT_SEARCH, "_triton_metric")
+    if tm is not None and tm.fits(W, D):  # the whole operator in one launch
+        return tm.group_lasso_metric(W, D, a, _MAX_ROOT_ITER)
     return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)), gather)
 
 

@@ -71,7 +71,7 @@ import triton
 import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
-from ._triton_launch import run_kernel
+from ._triton_launch import pow2_scale, run_kernel
 from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "MAX_M"]
@@ -96,9 +96,6 @@ launches = 0
 # builtins they wrap, with the combine functions the interpreter runs natively.
 _ADD = tl.standard._sum_combine
 _MAX = tl.standard._elementwise_max
-_EXPONENT = tl.constexpr(0x7FF0000000000000)  # a float64's exponent bits
-_UP = tl.constexpr(2.0**54)
-_DOWN = tl.constexpr(2.0**-54)
 
 
 def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
@@ -116,11 +113,7 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
     # the scale: the largest power of two s <= max|w| (1 for a zero row), exact
     A = tl.abs(w)
     amax = tl.reduce(A, 1, _MAX)
-    tiny = amax < 2.2250738585072014e-308
-    lifted = tl.where(tiny, amax * _UP, amax)  # (subnormal: exact, normal after)
-    s = (lifted.to(tl.int64, bitcast=True) & _EXPONENT).to(tl.float64, bitcast=True)
-    s = tl.where(tiny, s * _DOWN, s)
-    s = tl.where(amax > 0, s, 1.0)
+    s = pow2_scale(amax)
     As = A / s[:, None]
 
     # Y: As sorted decreasingly, by a bitonic network along the rows
@@ -228,7 +221,7 @@ _NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shap
 @functools.cache
 def kernel(interpret: bool):
     """The exclusive-rows kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search}, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search, "pow2_scale": pow2_scale}, do_not_specialize=_NO_SPECIALIZE)
 
 
 def fits(W) -> bool:

@@ -1,36 +1,52 @@
-r"""The group lasso's root search in a diagonal metric, in one Triton kernel (torch tensors).
+r"""The group lasso in a diagonal metric, in one Triton kernel (torch tensors).
 
-The prox of ``a ||x||_2`` in the metric ``diag(d)`` (Adam's) is, on a row
-with ``||d v|| > a``, ``x_i = v_i s / (s + mu_i)`` (``mu_i = a / d_i``) with
-``s = ||x||_2`` the root of ``psi(s) = 1 / ||v / (s + mu)||_2 = 1``
-(:func:`._metric_kernels._group_lasso_s`).  Each step of the search needs
-two sums over the row, ``||w||^2`` and ``sum w_i^2 / (s + mu_i)`` with
-``w = v / (s + mu)``; written as array code a step is about fifteen array
-operations and the search reads the host every four steps, so on a GPU
-it is nearly all of the operator's launches (a ResNet-18 step in Adam's
-metric: about 3,500 launching operations for the group lasso).  Here the
-whole search is ONE launch: program ``p`` takes rows ``p*BLOCK_R ..``,
-walks each step's sums over the row in tiles of ``BLOCK_M`` columns (any
-row length), and runs the safeguarded Newton steps of
-:func:`._metric_kernels._root` in registers until every row of the program
-has stopped (or the array code's limit of steps), then writes s.
+The prox of ``a ||x||_2`` per row in the metric ``diag(d)`` (Adam's),
+
+.. math:: x = \arg\min_x \tfrac12 \sum_i d_i (x_i - w_i)^2 + a \|x\|_2 ,
+
+is ``x = 0`` where ``||d w||_2 <= a`` and otherwise ``x_i = w_i s / (s +
+mu_i)`` (``mu_i = a / d_i``) with ``s = ||x||_2`` the root of ``psi(s) = 1 /
+||v / (s + mu)||_2 = 1`` (:func:`._metric_kernels.group_lasso_metric` and
+:func:`._metric_kernels._group_lasso_s`).  Written as array code the
+operator is about 180 array operations on a GPU tensor (the scales, the
+row norms, the bracket, the cases, the sign), and each step of its root
+search about fifteen more, with a host read every four steps: a ResNet-18
+step in Adam's metric made about 3,500 launching operations for the group
+lasso.  Here it is ONE launch (:func:`group_lasso_metric`): program ``p``
+takes rows ``p*BLOCK_R ..`` and walks them in tiles of ``BLOCK_M`` columns
+(any row length, any strides, float32 or float64), a few times:
+
+1. the largest |w| and d of each row, and whether the row is finite; the
+   powers of two ``sv``, ``sd`` that scale them into [1, 2) (exact, read off
+   the bits) and the threshold ``a / (sv sd)``;
+2. ``z = (d/sd)(|w|/sv)``'s largest entry, ``||v||^2`` and the metric's
+   extremes; 3. ``||z||`` on ``z``'s own scale: which rows are zeroed, and
+   the bracket of the root;
+4. the root search, ``_metric_kernels._root``'s safeguarded Newton steps in
+   registers, each step's two sums (``||w||^2`` and ``sum w_i^2 / (s +
+   mu_i)``, ``w = v / (s + mu)``) over the row's tiles, until every row of
+   the program has stopped (or the array code's limit of steps);
+5. the output, ``sign(w) v s / (s + mu) sv`` in the input's dtype (the row
+   as it is where it holds NaN or Inf).
+
+:func:`group_lasso_roots` is step 4 alone, for the array code's search
+(:func:`._metric_kernels._group_lasso_s`, used by group+exclusive's rows
+with b = 0).
 
 Every expression is the array code's, in the same order; only the sums
-over a row add in another order (tiles of lanes, then across tiles), so the
-root agrees with the array code's to the accuracy of those sums (a few
-units in the last place of s), not bit for bit.  A row that has stopped
+over a row add in another order (tiles of lanes, then across tiles), so
+the result agrees with the array code's to the accuracy of those sums (a
+few units in the last place), not bit for bit.  A row that has stopped
 keeps its s, as in the array code, so stopping per program instead of for
 all rows at once changes nothing.  Contraction into FMAs is switched off
 (``enable_fp_fusion=False``); IEEE division and square root are correctly
 rounded on the GPU as in NumPy.
 
-Inputs (float64 on one device; nothing read by the host): the scaled rows
-``V`` and metric ``Dn`` (G x m, contiguous), and per row the threshold
-``a`` and the bracket ``lo <= s <= hi`` (the search starts at ``lo``).
-Work: O(steps m) per row, no scratch but the output.  On CUDA tensors the
-kernel is compiled by Triton; on any other tensor it runs in Triton's
-interpreter, which is how CI tests it on CPU.  Importing this module raises
-ImportError when Triton is missing.
+Work: O((4 + steps) m) per row, reading the row from memory each pass; no
+scratch but the output and no host read.  On CUDA tensors the kernel is
+compiled by Triton; on any other tensor it runs in Triton's interpreter,
+which is how CI tests it on CPU.  Importing this module raises ImportError
+when Triton is missing.
 """
 
 from __future__ import annotations
@@ -41,35 +57,38 @@ import triton
 import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
-from ._triton_launch import run_kernel
+from ._triton_launch import pow2_scale, run_kernel
 
-__all__ = ["group_lasso_roots", "kernel"]
+__all__ = ["group_lasso_metric", "group_lasso_roots", "fits", "kernel", "roots_kernel"]
 
 #: Rows per program and columns per tile on a GPU, and in the interpreter
 #: (numpy-vectorised lanes: one large tile).
 GPU_BLOCK_R, GPU_BLOCK_M = 4, 256
 INTERPRET_LANES = 2**16
 
-#: Launches of the kernel so far (compiled or interpreted); the tests read it.
+#: Launches of the kernels so far (compiled or interpreted); the tests read it.
 launches = 0
 
 # tl.sum and tl.zeros are @triton.jit functions, which the interpreter (not
-# switched on globally) cannot call: the kernel uses the builtins they wrap.
+# switched on globally) cannot call: the kernels use the builtins they wrap.
 _ADD = tl.standard._sum_combine
 _MAX = tl.standard._elementwise_max
+_MIN = tl.standard._elementwise_min
 _DROP = tl.constexpr(2.0**-64)  # _metric_kernels._DROP
 _TINY = tl.constexpr(2.0**-1074)  # _metric_kernels._TINY
+_BELOW = tl.constexpr(1.0 - 8 * 2.0**-52)  # _group_lasso_s's widening of the bracket
+_ABOVE = tl.constexpr(1.0 + 8 * 2.0**-52)
+_INF = tl.constexpr(float("inf"))
 
 
-def _group_lasso_roots(V, Dn, a, lo, hi, out, G, m, max_iter, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
-    """s of rows ``pid*BLOCK_R ..``; see the module doc.  Every expression
-    is ``_group_lasso_s``'s and ``_root``'s, written in the same order."""
-    pid = tl.program_id(0).to(tl.int64)
-    r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
-    live = r < G
-    aa = tl.load(a + r, mask=live, other=1.0)
-    left = tl.load(lo + r, mask=live, other=0.5)
-    right = tl.load(hi + r, mask=live, other=1.0)
+def root_search(W, w_r, w_c, D, d_r, d_c, r, live, sv, sd, aa, left, right, m, max_iter,
+                BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """s of the rows ``r`` with ``live`` (the others: a value not to be used),
+    the root on [left, right] of psi(s) = 1 for the scaled row v = |w| / sv
+    in the scaled metric d / sd, mu = aa / (d / sd), from s = left:
+    :func:`._metric_kernels._root`'s steps on ``_group_lasso_s``'s function,
+    every expression in the same order.  Shared by both kernels
+    (:func:`._triton_isotonic.as_kernel`'s ``helpers``)."""
     c = left
     stopped = ~live
     it = 0
@@ -81,9 +100,8 @@ def _group_lasso_roots(V, Dn, a, lo, hi, out, G, m, max_iter, BLOCK_R: tl.conste
         for j0 in range(0, m, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
             inside = live[:, None] & (cols[None, :] < m)
-            at = r[:, None] * m + cols[None, :]
-            v = tl.load(V + at, mask=inside, other=0.0)
-            d = tl.load(Dn + at, mask=inside, other=1.0)
+            v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
+            d = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
             mu = aa[:, None] / d
             rr = 1.0 / (c[:, None] + mu)
             w = v * rr
@@ -108,16 +126,122 @@ def _group_lasso_roots(V, Dn, a, lo, hi, out, G, m, max_iter, BLOCK_R: tl.conste
         stopped = stopped | done | ~((left < nxt) & (nxt < right))
         todo = tl.reduce((~stopped).to(tl.int32), 0, _MAX)
         it += 1
+    return c
+
+
+def _group_lasso_roots(V, Dn, a, lo, hi, out, G, m, max_iter, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """s of rows ``pid*BLOCK_R ..`` of the scaled rows V (>= 0) in the
+    scaled metric Dn (contiguous), from the bracket [lo, hi]: the search
+    alone (scales 1, which change nothing)."""
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    live = r < G
+    one = tl.full((BLOCK_R,), 1.0, tl.float64)
+    aa = tl.load(a + r, mask=live, other=1.0)
+    left = tl.load(lo + r, mask=live, other=0.5)
+    right = tl.load(hi + r, mask=live, other=1.0)
+    c = root_search(V, m, 1, Dn, m, 1, r, live, one, one, aa, left, right, m, max_iter, BLOCK_R, BLOCK_M)
     tl.store(out + r, c, mask=live)
 
 
-_NO_SPECIALIZE = ["G", "m", "max_iter"]  # one compiled variant per block shape
+def _group_lasso_metric(W, w_r, w_c, D, d_r, d_c, a, X, G, m, max_iter, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Rows ``pid*BLOCK_R ..`` of the metric group lasso; see the module
+    doc.  Every expression is ``_metric_kernels.group_lasso_metric``'s
+    (through ``group_exclusive_metric`` with b = 0) in the same order."""
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    live = r < G
+    aa = tl.load(a + r, mask=live, other=0.0)
+
+    # 1. the scales sv, sd (row_scale of |W| and of D) and the row's finiteness
+    wmax = tl.full((BLOCK_R,), 0.0, tl.float64)
+    dmax = tl.full((BLOCK_R,), 0.0, tl.float64)
+    bad = tl.full((BLOCK_R,), 0, tl.int32)
+    for j0 in range(0, m, BLOCK_M):
+        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        inside = live[:, None] & (cols[None, :] < m)
+        A = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64))
+        d = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=0.0).to(tl.float64)
+        bad += tl.reduce((~((A < _INF) & (tl.abs(d) < _INF))).to(tl.int32), 1, _ADD)
+        wmax = tl.maximum(wmax, tl.reduce(tl.where(A < _INF, A, 0.0), 1, _MAX))
+        dmax = tl.maximum(dmax, tl.reduce(tl.where(tl.abs(d) < _INF, d, 0.0), 1, _MAX))
+    finite = live & (bad == 0)  # (a row holding NaN or Inf comes back as it is)
+    sv = pow2_scale(wmax)
+    sd = pow2_scale(dmax)
+    p = sv * sd  # the threshold a / (sv sd) (_divided_by_both)
+    a_s = tl.where((p < _INF) & (p > 0), aa / p, (aa / sv) / sd)
+
+    # 2. z = Dn V's largest entry, ||V||^2 and the extremes of Dn
+    zmax = tl.full((BLOCK_R,), 0.0, tl.float64)
+    vv = tl.full((BLOCK_R,), 0.0, tl.float64)
+    dlo = tl.full((BLOCK_R,), float("inf"), tl.float64)
+    dhi = tl.full((BLOCK_R,), 0.0, tl.float64)
+    for j0 in range(0, m, BLOCK_M):
+        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        inside = finite[:, None] & (cols[None, :] < m)
+        v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
+        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        z = tl.abs(dn * v)
+        zmax = tl.maximum(zmax, tl.reduce(tl.where(inside, z, 0.0), 1, _MAX))
+        vv += tl.reduce(tl.where(inside, v * v, 0.0), 1, _ADD)
+        dlo = tl.minimum(dlo, tl.reduce(tl.where(inside, dn, float("inf")), 1, _MIN))
+        dhi = tl.maximum(dhi, tl.reduce(tl.where(inside, dn, 0.0), 1, _MAX))
+    zs = pow2_scale(zmax)
+
+    # 3. ||Dn V|| as nrm zs (scaled_row_norms): the rows kept, and the bracket
+    zz = tl.full((BLOCK_R,), 0.0, tl.float64)
+    for j0 in range(0, m, BLOCK_M):
+        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        inside = finite[:, None] & (cols[None, :] < m)
+        v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
+        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        b = tl.abs(dn * v) / zs[:, None]
+        zz += tl.reduce(tl.where(inside, b * b, 0.0), 1, _ADD)
+    nrm = tl.sqrt(zz)
+    nonzero = finite & (nrm > a_s / zs)
+    case = nonzero & (a_s > 0)
+    nv = tl.sqrt(vv)
+    nz = nrm * zs
+    # max(mu) = a / min(Dn) and min(mu) = a / max(Dn) (division is monotone)
+    lo = tl.maximum(nv - a_s / dlo, (nz - a_s) / dhi)
+    lo = tl.where(lo < 0.0, 0.0, lo) * _BELOW  # (clip(min=0))
+    hi = tl.minimum(nv - a_s / dhi, (nz - a_s) / dlo) * _ABOVE
+    hi = tl.minimum(hi, nv)
+
+    # 4. the root search on the rows it solves
+    s = root_search(W, w_r, w_c, D, d_r, d_c, r, case, sv, sd, tl.where(case, a_s, 1.0),
+                    tl.where(case, lo, 0.5), tl.where(case, hi, 1.0), m, max_iter, BLOCK_R, BLOCK_M)
+
+    # 5. x = sign(w) sv (v s / (s + mu)) where solved, sign(w) sv v where a = 0, 0 where zeroed
+    for j0 in range(0, m, BLOCK_M):
+        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        inside = live[:, None] & (cols[None, :] < m)
+        w = tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)
+        v = tl.abs(w) / sv[:, None]
+        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        mu = a_s[:, None] / dn
+        u = tl.where(case[:, None], v * (s[:, None] / (s[:, None] + mu)), tl.where(nonzero[:, None], v, 0.0))
+        us = u * sv[:, None]
+        x = tl.where(w < 0, -us, tl.where(w >= 0, us, w))
+        x = tl.where(finite[:, None], x, w)
+        tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+
+
+_NO_SPECIALIZE = ["G", "m", "max_iter"]  # one compiled variant per block shape (and dtypes)
+_HELPERS = {"root_search": root_search, "pow2_scale": pow2_scale}
 
 
 @functools.cache
 def kernel(interpret: bool):
-    """The root-search kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_group_lasso_roots, interpret, do_not_specialize=_NO_SPECIALIZE)
+    """The whole operator's kernel, compiled (``interpret=False``) or interpreted."""
+    return as_kernel(_group_lasso_metric, interpret, helpers=_HELPERS,
+                     do_not_specialize=_NO_SPECIALIZE + ["w_r", "w_c", "d_r", "d_c"])
+
+
+@functools.cache
+def roots_kernel(interpret: bool):
+    """The root search's kernel, compiled (``interpret=False``) or interpreted."""
+    return as_kernel(_group_lasso_roots, interpret, helpers=_HELPERS, do_not_specialize=_NO_SPECIALIZE)
 
 
 def blocks(G: int, m: int, interpret: bool) -> tuple[int, int]:
@@ -128,12 +252,47 @@ def blocks(G: int, m: int, interpret: bool) -> tuple[int, int]:
     return max(1, min(INTERPRET_LANES // block_m, triton.next_power_of_2(G))), block_m
 
 
+def _launch(kernel_of, W, G, m, args):
+    global launches
+    interpret = W.device.type != "cuda" or _interpreting_everything()
+    block_r, block_m = blocks(G, m, interpret)
+    launches += 1
+    run_kernel(kernel_of, interpret, (triton.cdiv(G, block_r),), W.device, args, dict(BLOCK_R=block_r, BLOCK_M=block_m))
+
+
+def fits(W, D) -> bool:
+    """Whether :func:`group_lasso_metric` solves ``W`` in the metric ``D``:
+    float32 or float64 torch tensors of one shape (G, m) on one device
+    (other dtypes are the array code's)."""
+    import torch
+
+    floats = (torch.float32, torch.float64)
+    return (isinstance(D, torch.Tensor) and W.ndim == 2 and D.shape == W.shape and W.dtype in floats
+            and D.dtype in floats and D.device == W.device)
+
+
+def group_lasso_metric(W, D, a, max_iter: int):
+    """The prox of ``a_r ||x_r||_2`` per row of ``W`` in the metric ``D``
+    (:func:`._metric_kernels.group_lasso_metric`'s result, to the accuracy
+    of its row sums; :func:`fits` must hold): a new contiguous tensor of
+    W's dtype, in one launch and no host read.  ``a``: one threshold per
+    row or one for all; the root searched for at most ``max_iter`` steps."""
+    import torch
+
+    G, m = W.shape
+    if G == 0 or m == 0:
+        return W.clone(memory_format=torch.contiguous_format)
+    a = torch.broadcast_to(torch.as_tensor(a, dtype=torch.float64, device=W.device), (G,)).contiguous()
+    X = torch.empty((G, m), dtype=W.dtype, device=W.device)
+    _launch(kernel, W, G, m, (W, *W.stride(), D, *D.stride(), a, X, G, m, max_iter))
+    return X
+
+
 def group_lasso_roots(V, Dn, a, lo, hi, max_iter: int):
     """s per row (:func:`._metric_kernels._group_lasso_s`'s root, to the
     accuracy of its row sums), in one launch and no host read.  ``V``,
     ``Dn``: float64 torch tensors (G, m) on one device; ``a``, ``lo``,
     ``hi``: float64, one per row."""
-    global launches
     import torch
 
     G, m = V.shape
@@ -142,10 +301,5 @@ def group_lasso_roots(V, Dn, a, lo, hi, max_iter: int):
         return out
     V, Dn = V.contiguous(), Dn.contiguous()
     a, lo, hi = (torch.broadcast_to(t, (G,)).contiguous() for t in (a, lo, hi))
-    interpret = V.device.type != "cuda" or _interpreting_everything()
-    block_r, block_m = blocks(G, m, interpret)
-    grid = (triton.cdiv(G, block_r),)
-    args = (V, Dn, a, lo, hi, out, G, m, max_iter)
-    launches += 1
-    run_kernel(kernel, interpret, grid, V.device, args, dict(BLOCK_R=block_r, BLOCK_M=block_m))
+    _launch(roots_kernel, V, G, m, (V, Dn, a, lo, hi, out, G, m, max_iter))
     return out
