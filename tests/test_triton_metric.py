@@ -115,7 +115,7 @@ def test_kernel_matches_the_array_code_on_the_test_device(dtype, m, whole):
     _assert_as_array_code(got, _device.to_numpy(_solve(*args, "array", b=b)), W)
 
 
-def test_extreme_rows_as_the_array_code():
+def test_extreme_rows_as_the_array_code_on_the_test_device():
     """Subnormal rows, rows near the largest float64, a metric spanning
     2^-500 to 2^500, NaN and Inf in the data or the metric (the row comes
     back as it is), zero rows, one-entry rows: as the array code."""
@@ -139,21 +139,22 @@ def test_extreme_rows_as_the_array_code():
     a[1] = 2.0**1019
     a[8] = 2.0**-1074
     a[9] = 1e305
-    args = [torch.tensor(x) for x in (W, D, a)]
+    args = [_device.tensor(x) for x in (W, D, a)]
     with np.errstate(all="ignore"):
-        _assert_as_array_code(_solve(*args, "triton"), _solve(*args, "array").numpy(), W)
+        _assert_as_array_code(_solve(*args, "triton"), _device.to_numpy(_solve(*args, "array")), W)
 
 
-def test_strided_and_mixed_inputs():
+def test_strided_and_mixed_inputs_on_the_test_device():
     """Any strides (a transposed matrix, a metric broadcast along a row) and
     a float32 metric of float64 data: no copy of the inputs, the array
     code's result."""
     W, D, a = _problem(40, 30, np.float64, 3)
-    Wt = torch.tensor(np.ascontiguousarray(W.T)).T  # (column-major)
-    Dt = torch.tensor(D[:, :1]).expand(40, 30)  # (stride 0 along the rows)
-    for W_, D_ in ((Wt, torch.tensor(D)), (torch.tensor(W), Dt), (torch.tensor(W), torch.tensor(D.astype(np.float32)))):
-        got = _solve(W_, D_, torch.tensor(a), "triton")
-        want = _solve(W_, D_.to(torch.float64), torch.tensor(a), "array").numpy()
+    T = _device.tensor
+    Wt = T(np.ascontiguousarray(W.T)).T  # (column-major)
+    Dt = T(D[:, :1]).expand(40, 30)  # (stride 0 along the rows)
+    for W_, D_ in ((Wt, T(D)), (T(W), Dt), (T(W), T(D.astype(np.float32)))):
+        got = _solve(W_, D_, T(a), "triton")
+        want = _device.to_numpy(_solve(W_, D_.to(torch.float64), T(a), "array"))
         assert got.is_contiguous()
         _assert_as_array_code(got, want, W)
 
