@@ -21,8 +21,15 @@ compiling it for sm_90 with Triton's own compiler:
   thresholds that zero some rows, and its results pass their optimality
   certificates (its sums over a row add in another order than the array
   code's: not bit for bit);
-* rows longer than ``MAX_M`` and other dtypes stay with the array code;
-* the kernel compiles for sm_90 with correctly rounded float64 division
+* the exclusive lasso's rows longer than ``MAX_M`` take the kernel of
+  rows of any length (Newton's method over tiles): on the same Hypothesis
+  rows (with ``MAX_M`` lowered so that they take it) it matches the NumPy
+  reference to the parity tolerance, keeps non-finite rows as they are,
+  and its results pass their optimality certificates; also with the GPU's
+  tiles, and on the test device at ResNet-18's longest rows (4608);
+* group+exclusive's rows longer than ``MAX_M`` and other dtypes stay with
+  the array code;
+* both kernels compile for sm_90 with correctly rounded float64 division
   and no FMA.
 """
 
@@ -218,14 +225,89 @@ def test_one_launch_no_host_read_and_few_operations(dtype, group):
         assert c.ops["aten._local_scalar_dense.default"] == 0
 
 
-def test_long_rows_and_other_dtypes_stay_with_the_array_code(monkeypatch):
+def test_long_group_exclusive_rows_and_other_dtypes_stay_with_the_array_code(monkeypatch):
     monkeypatch.setattr(tx, "MAX_M", 16)
     before = tx.launches
     W = torch.randn(3, 17, dtype=torch.float64)
+    a = torch.full((3,), 0.2, dtype=torch.float64)
     b = torch.full((3,), 0.1, dtype=torch.float64)
-    assert _same_bits(_solve(W, b, "triton"), _solve(W, b, "array"))
+    assert _same_bits(_solve_gx(W, a, b, "triton"), _solve_gx(W, a, b, "array"))
     assert not tx.fits(torch.zeros(3, 4, dtype=torch.float16)) and not tx.fits(torch.zeros(3, dtype=torch.float32))
-    assert tx.fits(W[:, :16]) and tx.launches == before
+    assert tx.fits(W[:, :16], group=True) and not tx.fits(W, group=True) and tx.fits(W) and tx.launches == before
+
+
+def _long(W, b, monkeypatch=None, check_finite=False):
+    """The exclusive lasso by the kernel of long rows (MAX_M lowered below every row)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(tx, "MAX_M", 0)
+        before = tx.launches
+        X = _solve(W, b, "triton", check_finite=check_finite)
+        assert tx.launches == before + 1
+        return X
+
+
+def _matches_the_reference(X, W, b):
+    """The parity tolerance against the NumPy reference on the finite rows;
+    the others as they are."""
+    Wn = W.numpy()
+    finite = np.isfinite(Wn).all(axis=1)
+    assert X.dtype == W.dtype and X.is_contiguous()
+    assert torch.equal(X[~torch.tensor(finite)].isnan(), W[~torch.tensor(finite)].isnan())
+    if finite.any():
+        ref = numpy_ref.exclusive_lasso(Wn[finite], b.numpy()[finite])
+        assert_matches_reference(X[torch.tensor(finite)], ref, str(Wn.dtype), float(np.abs(Wn[finite]).max()))
+
+
+@given(problems())
+def test_long_rows_kernel_matches_the_reference(problem):
+    W, b = problem
+    _matches_the_reference(_long(W, b), W, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_long_rows_kernel_passes_the_certificates(dtype):
+    """prox_exclusive_lasso with the long rows' kernel: each row's
+    optimality certificate holds (rows of ResNet-18's longest "shape"
+    rows, 3 x 3 x 512), with the GPU's tiles."""
+    rng = np.random.default_rng(8)
+    W = torch.tensor(rng.standard_normal((6, 4608)) * 10.0 ** rng.uniform(-3, 3, (6, 1)), dtype=dtype)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "triton")
+        m.setattr(tx, "long_blocks", lambda G, m_, interpret: (tx.LONG_BLOCK_R, tx.LONG_BLOCK_M))
+        for lam in (1e-4, 1e-2, 1.0):
+            before = tx.launches
+            X = proxlib.prox_exclusive_lasso(W, lam, 0.7)
+            assert tx.launches == before + 1
+            cert = proxlib.certificates.certify(proxlib.ExclusiveLasso(lam), W, X, 0.7)
+            assert cert.ok, (lam, cert.residual, cert.tolerance)
+
+
+def test_long_rows_kernel_on_the_test_device():
+    """On the test device (``benchmarks/gpu_session.sh`` runs this on CUDA):
+    rows of 2049 and 4608 entries, against the NumPy reference."""
+    rng = np.random.default_rng(9)
+    for dtype, m in ((np.float32, 4608), (np.float64, 2049)):
+        W = (rng.standard_normal((64, m)) * 10.0 ** rng.uniform(-4, 4, (64, 1))).astype(dtype)
+        W[0] = 0.0
+        W[1, :5] = 1.0  # ties
+        b = 10.0 ** rng.uniform(-4, 2, 64) / m
+        b[2], b[3] = 0.0, np.inf
+        before = tx.launches
+        got = _solve(_device.tensor(W), _device.tensor(b), "triton")
+        assert tx.launches == before + 1 and got.device.type == _device.DEVICE
+        assert_matches_reference(got, numpy_ref.exclusive_lasso(W, b), str(W.dtype), float(np.abs(W).max()))
+
+
+def test_long_rows_kernel_checks_finite_and_reads_nothing_else():
+    W = torch.randn(4, 40, dtype=torch.float64)
+    b = torch.full((4,), 0.5, dtype=torch.float64)
+    with OperationCount() as c:
+        X = _long(W, b)
+    assert c.ops["triton"] == 1 and c.launching <= 4 and c.ops["aten._local_scalar_dense.default"] == 0
+    _matches_the_reference(X, W, b)
+    W[1, 7] = float("nan")
+    with pytest.raises(NonFiniteInput):
+        _long(W, b, check_finite=True)
 
 
 def test_public_function_and_proximal_step_take_the_kernel(monkeypatch):
@@ -283,3 +365,13 @@ def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
         assert ".target sm_90" in ptx and compiled.asm["cubin"]
         assert "fma" not in ptx and "div.rn.f64" in ptx and ("sqrt.rn.f64" in ptx) == group
         assert "div.approx" not in ptx and "div.full" not in ptx and "sqrt.approx" not in ptx
+    for dt in ("fp32", "fp64"):  # the long rows' kernel
+        sig = dict(W=f"*{dt}", s_r="i64", s_c="i64", b="*fp64", X=f"*{dt}", T="*fp64", G="i32", m="i32",
+                   BLOCK_R="constexpr", BLOCK_M="constexpr")
+        consts = dict(BLOCK_R=tx.LONG_BLOCK_R, BLOCK_M=tx.LONG_BLOCK_M)
+        compiled = triton.compile(ASTSource(tx.long_kernel(False), sig, constexprs=consts),
+                                  target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
+        ptx = compiled.asm["ptx"]
+        assert ".target sm_90" in ptx and compiled.asm["cubin"]
+        assert "fma" not in ptx and "div.rn.f64" in ptx
+        assert "div.approx" not in ptx and "div.full" not in ptx

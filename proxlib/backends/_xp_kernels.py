@@ -70,11 +70,12 @@ def _triton_module(x, mode: str, name: str):
         return None
 
 
-def _triton_exclusive_rows(W):
-    """:mod:`._triton_exclusive` where it solves the exclusive penalties'
-    rows of ``W`` (``EXCLUSIVE_ROWS``, and rows it holds), else None."""
+def _triton_exclusive_rows(W, group: bool = False):
+    """:mod:`._triton_exclusive` where it solves the exclusive lasso's
+    (``group``: group+exclusive's) rows of ``W`` (``EXCLUSIVE_ROWS``, and
+    rows it takes), else None."""
     tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
-    return tx if tx is not None and tx.fits(W) else None
+    return tx if tx is not None and tx.fits(W, group) else None
 
 
 def _triton_shrink(x):
@@ -262,8 +263,9 @@ def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):
     read off the last shifted sum of each row (NaN or Inf exactly where the
     row is: the magnitudes are scaled, so no finite row overflows).
     On torch tensors the whole operator can run as one Triton kernel
-    (``EXCLUSIVE_ROWS``; rows of up to :data:`._triton_exclusive.MAX_M`
-    float32/float64 entries).
+    (``EXCLUSIVE_ROWS``; float32/float64 rows, sorted in registers up to
+    :data:`._triton_exclusive.MAX_M` entries, longer ones by Newton's method
+    over tiles).
     """
     xp = array_namespace(W)
     if W.shape[1] == 0 or W.shape[0] == 0:
@@ -474,7 +476,7 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
         return xp.asarray(W, copy=True)
     a = upcast(a, xp)
     b = upcast(b, xp)
-    tx = _triton_exclusive_rows(W)
+    tx = _triton_exclusive_rows(W, group=True)
     if tx is not None:  # every step below, in one launch
         X, nrm = tx.group_exclusive(W, a, b, _MAX_ROOT_ITER)
         if check_finite:
