@@ -123,10 +123,10 @@ TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "
 
 #: the penalties run again with the Triton kernels that are off by default
 #: until they have run on a GPU (the exclusive penalties' rows,
-#: ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the group lasso, whole,
-#: ``_metric_kernels.ROOT_SEARCH``)
+#: ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the group lasso and the
+#: exclusive lasso, whole, ``_metric_kernels.METRIC_ROWS``)
 KERNEL_ROWS = ("exclusive (shape)", "group+exclusive (shape)")
-KERNEL_METRIC = ("group lasso (channel)",)
+KERNEL_METRIC = ("group lasso (channel)", "exclusive (shape)")
 KERNEL_SUFFIX = ", Triton kernel"
 
 
@@ -135,13 +135,13 @@ def _triton_kernels(mode):
     """Both switches of those kernels set to ``mode`` inside (None: left as they are)."""
     from proxlib.backends import _metric_kernels, _xp_kernels
 
-    before = _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.ROOT_SEARCH
+    before = _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.METRIC_ROWS
     if mode is not None:
-        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.ROOT_SEARCH = mode
+        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.METRIC_ROWS = mode
     try:
         yield
     finally:
-        _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.ROOT_SEARCH = before
+        _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.METRIC_ROWS = before
 
 
 def mlp():
@@ -260,8 +260,8 @@ HOST_NOTE = (
     "per four steps). *Triton kernel* rows: the Triton kernels that are off by default until they have run on "
     "a GPU, in Triton's interpreter (operations counted, no time: the interpreter's is no device's): the "
     "exclusive penalties' rows (`_xp_kernels.EXCLUSIVE_ROWS`, one launch per stack) and, in Adam's metric, the "
-    "group lasso whole (`_metric_kernels.ROOT_SEARCH`, one launch per stack; until 2026-12-04 its root search "
-    "alone). GrOWL's OWL of the row norms runs on "
+    "group lasso and the exclusive lasso, whole (`_metric_kernels.METRIC_ROWS`, one launch per stack; until "
+    "2026-12-04 the group lasso's root search alone). GrOWL's OWL of the row norms runs on "
     "the host, by Numba's kernel as on a GPU machine (until 2026-12-01 this section ran the NumPy reference "
     "there, which `CPU_KERNELS = \"torch\"` selects: 3.3 ms instead of 1.3 ms per step). *In Adam's metric*: "
     "`ProximalStep(Adam, metric=\"adam\")`, "

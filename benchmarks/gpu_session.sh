@@ -177,11 +177,11 @@ on_cpu = metric_step("cpu")
 errm = max(float((a - b).abs().max()) for a, b in zip(metric_step(dev), on_cpu))
 print(f"ProximalStep in a metric on {dev} against the CPU: max |diff| {errm:.1e}")
 from proxlib.backends import _metric_kernels
-_metric_kernels.ROOT_SEARCH = "triton"  # (the metric group lasso by its Triton kernels)
+_metric_kernels.METRIC_ROWS = "triton"  # (the metric row operators by their Triton kernels)
 errmk = max(float((a - b).abs().max()) for a, b in zip(metric_step(dev), on_cpu))
-_metric_kernels.ROOT_SEARCH = "array"
+_metric_kernels.METRIC_ROWS = "array"
 torch_dev.CPU_KERNELS = "auto"
-print(f"the same with the metric group lasso's Triton kernels: max |diff| {errmk:.1e}")
+print(f"the same with the metric row operators' Triton kernels: max |diff| {errmk:.1e}")
 errm = max(errm, errmk)
 sys.exit(0 if err <= 1e-5 and same and errm <= 1e-5 else 1)
 EOF
@@ -191,7 +191,7 @@ stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cachepr
 
 # the Triton kernels that are off by default until this stage has passed on a
 # GPU (the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric
-# group lasso, whole, and its root search, _metric_kernels.ROOT_SEARCH): the same test bodies
+# group lasso and exclusive lasso, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
 stage 2_kernel_tests 120 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_TRITON_KERNELS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
     -n "$WORKERS" -o addopts="" "${KERNEL_TESTS[@]}"
 

@@ -70,7 +70,7 @@ else:
     if os.environ.get("PROXLIB_TEST_TRITON_KERNELS"):
         from proxlib.backends import _metric_kernels, _xp_kernels
 
-        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.ROOT_SEARCH = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
+        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.METRIC_ROWS = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
 
 
 
@@ -81,7 +81,7 @@ def _routes() -> dict:
     out = {}
     for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
                          ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.backends._xp_kernels", "EXCLUSIVE_ROWS"),
-                         ("proxlib.backends._metric_kernels", "ROOT_SEARCH"), ("proxlib.torch._batched", "ENABLED")):
+                         ("proxlib.backends._metric_kernels", "METRIC_ROWS"), ("proxlib.torch._batched", "ENABLED")):
         mod = sys.modules.get(module)
         if mod is not None:
             out[f"{module}.{name}"] = getattr(mod, name)

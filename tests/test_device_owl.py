@@ -940,7 +940,7 @@ def test_metric_row_kernels_on_the_device_path_synchronise_only_to_read(monkeypa
     a[4] = 1e3  # a row set to 0
     b[5] = 0.0  # group lasso alone
     # (the array code's root search: its Triton kernel reads nothing, tests/test_triton_metric.py)
-    monkeypatch.setattr(_metric_kernels, "ROOT_SEARCH", "array")
+    monkeypatch.setattr(_metric_kernels, "METRIC_ROWS", "array")
     args = {"group_lasso": (a,), "exclusive_lasso": (b,), "group_exclusive": (a, b)}[op]
     kernel = getattr(torch_dev, op + "_metric")
     Wt, Dt, *rest = (torch.from_numpy(x) for x in (W, D, *args))

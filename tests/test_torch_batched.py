@@ -821,7 +821,7 @@ def test_a_metric_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, gro
     (The array code's counts: the metric group lasso's Triton kernel, off
     until it has run on a GPU, is one launch per call either way.)"""
     monkeypatch.setattr(torch_dev, "_gathers_rows", lambda W: False)
-    monkeypatch.setattr(_metric_kernels, "ROOT_SEARCH", "array")
+    monkeypatch.setattr(_metric_kernels, "METRIC_ROWS", "array")
     monkeypatch.setattr(_batched, "ENABLED", True)
     four, eight = (_metric_ops_per_step(n, pen, grouping) for n in (4, 8))
     assert eight - four == 4 * per_layer

@@ -5,13 +5,18 @@ same source the GPU compiles), and the compiled kernels are checked by
 compiling them for sm_90 with Triton's own compiler:
 
 * the metric group lasso on the torch route with the kernels
-  (``_metric_kernels.ROOT_SEARCH = "triton"``; the whole operator in one
+  (``_metric_kernels.METRIC_ROWS = "triton"``; the whole operator in one
   kernel) equals the 60-digit reference row by row to the metric tests'
   tolerance, on their Hypothesis problems, and the array code's result to
   the parity tolerance (its row sums add in another order: not bit for
   bit), also on long rows (several tiles on a GPU), strided and float32
   inputs, rows of extreme scales, NaN and Inf rows, thresholds 0 and inf;
 * so does the root search alone (group+exclusive's rows with b = 0);
+* the exclusive lasso in a metric, whole, in one kernel (the support by
+  Newton's method over tiles instead of a sort): the 60-digit reference on
+  the Hypothesis problems, and the array code to the parity tolerance on
+  rows of 1 to 4608 entries, saturated b (b / max d beyond 2^900), b = 0
+  and inf, extreme and non-finite rows, strided inputs, the GPU's tiles;
 * the operator is one launch and reads nothing on the host, where the
   array code makes about 180 operations and a root search of about fifteen
   a step with a read every four steps;
@@ -26,6 +31,7 @@ import importlib.util
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 if importlib.util.find_spec("triton") is None:
@@ -45,14 +51,73 @@ def _solve(W, D, a, mode, gather=False, b=None):
     """The torch route's metric group lasso with the kernels by ``mode``
     (``b``: group+exclusive's, whose rows with b = 0 take the root search alone)."""
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(MK, "ROOT_SEARCH", mode)
+        m.setattr(MK, "METRIC_ROWS", mode)
         if b is not None:
             return MK.group_exclusive_metric(W, D, a, b, gather=gather)
         return MK.group_lasso_metric(W, D, a, gather=gather)
 
 
-def _reference(W, D, a):
-    return np.array([M.exact_group_exclusive_metric_row(W[g], D[g], a[g], 0.0) for g in range(W.shape[0])])
+def _reference(W, D, a, b=None):
+    b = np.zeros(W.shape[0]) if b is None else b
+    return np.array([M.exact_group_exclusive_metric_row(W[g], D[g], a[g], b[g]) for g in range(W.shape[0])])
+
+
+def _solve_exclusive(W, D, b, mode, gather=False):
+    """The torch route's exclusive lasso in a metric, the whole operator by ``mode``."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(MK, "METRIC_ROWS", mode)
+        return MK.exclusive_lasso_metric(W, D, b, gather=gather)
+
+
+@given(metric_row_problems(max_rows=5, max_cols=6))
+def test_exclusive_kernel_equals_the_60_digit_reference(problem):
+    W, D, lam, _, step, gw = problem
+    a, b = row_thresholds(W.shape, lam, 1.0, step, gw)  # (a = 0)
+    before = tm.launches
+    X = _solve_exclusive(torch.tensor(W), torch.tensor(D), torch.tensor(b), "triton").numpy()
+    assert tm.launches - before == int(W.size > 0)
+    rows_close(X, _reference(W, D, a, b), W, D, a, b)
+
+
+@given(metric_row_problems(max_rows=4, max_cols=6, lo_exp=-30.0, hi_exp=30.0), st.floats(-320.0, 300.0))
+def test_exclusive_kernel_with_wide_metrics_equals_the_exact_reference(problem, log_b):
+    """Metrics spanning up to sixty decades in a row and b from 1e-320 to
+    1e300: where a threshold between data values cannot be compared with
+    an entry accurately (x_i = (z_i - t) / d_i with d_i tiny), the support
+    is still the exact one (the kernel tests it at data values)."""
+    W, D, *_ = problem
+    b = np.full(W.shape[0], 10.0**log_b)
+    X = _solve_exclusive(torch.tensor(W), torch.tensor(D), torch.tensor(b), "triton").numpy()
+    for g in range(W.shape[0]):
+        ref = M.exact_exclusive_metric_row(W[g], D[g], b[g])
+        np.testing.assert_allclose(X[g], ref, rtol=0, atol=64 * (W.shape[1] + 2) * 2.0**-52 * np.abs(ref).max() + 2.0**-1070)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 9, 300, 4608])
+def test_exclusive_kernel_matches_the_array_code_on_the_test_device(dtype, m):
+    """Rows up to ResNet-18's longest "shape" rows, b from 1e-4/m to 1e3/m,
+    b = 0, inf, and saturated (b / max d beyond 2^900, solved at b 2^-shift
+    and scaled back), on the test device."""
+    W, D, _ = _problem(32, m, dtype, m + 1)
+    rng = np.random.default_rng(m)
+    b = 10.0 ** rng.uniform(-4, 3, 32) / m
+    b[:4] = 0.0, np.inf, 1e300, 2.0**1000
+    args = [_device.tensor(x) for x in (W, D, b)]
+    before = tm.launches
+    got = _solve_exclusive(*args, "triton")
+    assert tm.launches == before + 1 and got.device.type == _device.DEVICE and got.dtype == args[0].dtype
+    _assert_as_array_code(got, _device.to_numpy(_solve_exclusive(*args, "array")), W)
+
+
+def test_exclusive_kernel_on_extreme_rows_as_the_array_code_on_the_test_device():
+    W, D, _ = _extreme_problem()
+    rng = np.random.default_rng(11)
+    b = 10.0 ** rng.uniform(-3, 3, W.shape[0]) / W.shape[1]
+    b[0], b[1], b[8] = 2.0**-1070, 2.0**1019, 2.0**-1074
+    args = [_device.tensor(x) for x in (W, D, b)]
+    with np.errstate(all="ignore"):
+        _assert_as_array_code(_solve_exclusive(*args, "triton"), _device.to_numpy(_solve_exclusive(*args, "array")), W)
 
 
 @given(metric_row_problems(max_rows=5, max_cols=6))
@@ -119,6 +184,13 @@ def test_extreme_rows_as_the_array_code_on_the_test_device():
     """Subnormal rows, rows near the largest float64, a metric spanning
     2^-500 to 2^500, NaN and Inf in the data or the metric (the row comes
     back as it is), zero rows, one-entry rows: as the array code."""
+    W, D, a = _extreme_problem()
+    args = [_device.tensor(x) for x in (W, D, a)]
+    with np.errstate(all="ignore"):
+        _assert_as_array_code(_solve(*args, "triton"), _device.to_numpy(_solve(*args, "array")), W)
+
+
+def _extreme_problem():
     rng = np.random.default_rng(7)
     G, m = 12, 20
     W = rng.standard_normal((G, m))
@@ -139,9 +211,7 @@ def test_extreme_rows_as_the_array_code_on_the_test_device():
     a[1] = 2.0**1019
     a[8] = 2.0**-1074
     a[9] = 1e305
-    args = [_device.tensor(x) for x in (W, D, a)]
-    with np.errstate(all="ignore"):
-        _assert_as_array_code(_solve(*args, "triton"), _device.to_numpy(_solve(*args, "array")), W)
+    return W, D, a
 
 
 def test_strided_and_mixed_inputs_on_the_test_device():
@@ -153,10 +223,11 @@ def test_strided_and_mixed_inputs_on_the_test_device():
     Wt = T(np.ascontiguousarray(W.T)).T  # (column-major)
     Dt = T(D[:, :1]).expand(40, 30)  # (stride 0 along the rows)
     for W_, D_ in ((Wt, T(D)), (T(W), Dt), (T(W), T(D.astype(np.float32)))):
-        got = _solve(W_, D_, T(a), "triton")
-        want = _device.to_numpy(_solve(W_, D_.to(torch.float64), T(a), "array"))
-        assert got.is_contiguous()
-        _assert_as_array_code(got, want, W)
+        for solve, t in ((_solve, a), (_solve_exclusive, a / np.abs(W).sum(axis=1))):
+            got = solve(W_, D_, T(t), "triton")
+            want = _device.to_numpy(solve(W_, D_.to(torch.float64), T(t), "array"))
+            assert got.is_contiguous()
+            _assert_as_array_code(got, want, W)
 
 
 def test_other_dtypes_and_shapes_are_the_array_codes():
@@ -206,6 +277,22 @@ def test_operator_is_one_launch_without_host_reads(gather):
     assert 3 * launching < counts["array", "search"][0]  # (the rest: the operator around the search, ~160)
 
 
+def test_exclusive_operator_is_one_launch_without_host_reads():
+    """The array code sorts, gathers and reads; the kernel is one launch."""
+    rng = np.random.default_rng(2)
+    W = torch.tensor(rng.standard_normal((64, 50)))
+    D = torch.tensor(10.0 ** rng.uniform(-2, 2, (64, 50)))
+    b = torch.tensor(10.0 ** rng.uniform(-3, 1, 64))
+    counts = {}
+    for mode in ("array", "triton"):
+        with OperationCount() as c:
+            X = _solve_exclusive(W, D, b, mode)
+        counts[mode] = (c.launching, c.ops["aten._local_scalar_dense.default"], X)
+    launching, reads, X = counts["triton"]
+    assert reads == 0 and launching <= 3 and counts["array"][0] > 100
+    _assert_as_array_code(X, counts["array"][2].numpy(), W.numpy())
+
+
 def test_rows_of_several_tiles_and_programs(monkeypatch):
     """The GPU's blocking (rows walked in tiles of columns, several rows
     per program) in the interpreter: small tiles, a row length that is not
@@ -213,15 +300,17 @@ def test_rows_of_several_tiles_and_programs(monkeypatch):
     W, D, a = _problem(37, 50, np.float64, 4)
     W, D, a = (torch.tensor(x) for x in (W, D, a))
     b = torch.zeros(37, dtype=torch.float64)
-    for bb in (None, b):
-        one_tile = _solve(W, D, a, "triton", b=bb)
+    bx = a / W.abs().sum(dim=1)
+    solvers = [lambda mode: _solve(W, D, a, mode), lambda mode: _solve(W, D, a, mode, b=b), lambda mode: _solve_exclusive(W, D, bx, mode)]
+    for solve in solvers:
+        one_tile = solve("triton")
         with monkeypatch.context() as m:
             m.setattr(tm, "blocks", lambda G, m, interpret: (4, 8))
             before = tm.launches
-            tiled = _solve(W, D, a, "triton", b=bb)
+            tiled = solve("triton")
             assert tm.launches == before + 1
         _assert_as_array_code(tiled, one_tile.numpy(), W.numpy())
-        _assert_as_array_code(tiled, _solve(W, D, a, "array", b=bb).numpy(), W.numpy())
+        _assert_as_array_code(tiled, solve("array").numpy(), W.numpy())
 
 
 def test_no_rows_no_launch():
@@ -239,7 +328,7 @@ def test_auto_takes_the_kernel_only_on_cuda_tensors():
         assert _xp_kernels._triton_module(np.zeros((2, 2)), mode, "_triton_metric") is None
 
 
-def _compile_sm90(kernel, sig, consts):
+def _compile_sm90(kernel, sig, consts, sqrt=True):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -250,7 +339,7 @@ def _compile_sm90(kernel, sig, consts):
                               target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and compiled.asm["cubin"]
-    assert "fma" not in ptx and "div.rn.f64" in ptx and "sqrt.rn.f64" in ptx
+    assert "fma" not in ptx and "div.rn.f64" in ptx and ("sqrt.rn.f64" in ptx) == sqrt
     assert "sqrt.approx" not in ptx and "div.approx" not in ptx and "div.full" not in ptx
 
 
@@ -267,3 +356,10 @@ def test_operator_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype)
     sig.update(G="i32", m="i32", max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr")
     sig = {k: sig[k] for k in ("W", "w_r", "w_c", "D", "d_r", "d_c", "a", "X", "G", "m", "max_iter", "BLOCK_R", "BLOCK_M")}
     _compile_sm90(tm.kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
+def test_exclusive_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype):
+    sig = {"W": f"*{dtype}", "w_r": "i64", "w_c": "i64", "D": f"*{dtype}", "d_r": "i64", "d_c": "i64", "b": "*fp64",
+           "X": f"*{dtype}", "G": "i32", "m": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"}
+    _compile_sm90(tm.exclusive_kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M), sqrt=False)

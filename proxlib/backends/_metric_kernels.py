@@ -53,17 +53,18 @@ __all__ = [name for name in KERNELS if name.endswith("_metric")]
 
 _MAX_ROOT_ITER = 300
 
-#: Who runs the group lasso in a metric on torch tensors: ``"triton"``:
+#: Who runs the row operators in a metric on torch tensors: ``"triton"``:
 #: Triton kernels (:mod:`._triton_metric`) for any torch tensor (off CUDA in
-#: Triton's interpreter): :func:`group_lasso_metric` whole, in one launch
-#: and no host read, where the array code makes about 180 operations and a
-#: root search of about fifteen a step with a read every four steps (the
-#: same result to the accuracy of its row sums), and the root search of
+#: Triton's interpreter): :func:`group_lasso_metric` and
+#: :func:`exclusive_lasso_metric` whole, each in one launch and no host read
+#: (where the array code makes about 180 operations, and the group lasso a
+#: root search of about fifteen a step with a read every four steps; the
+#: same result to the accuracy of the row sums), and the root search of
 #: :func:`_group_lasso_s` (group+exclusive's rows with b = 0); ``"auto"``:
 #: on CUDA tensors only; ``"array"`` (the default until the compiled
 #: kernels have run on a GPU: the tests compile them for sm_90,
 #: ``benchmarks/gpu_session.sh`` runs them there).
-ROOT_SEARCH = "array"
+METRIC_ROWS = "array"
 _EPS = 2.0**-52
 _TINY = 2.0**-1074  # the smallest positive float64
 _DROP = 2.0**-64  # bracketing towards 0: one step divides the upper end by 2^64
@@ -285,7 +286,7 @@ def _group_lasso_s(V, Dn, a, xp, check_every=1):
     min(||v|| - mu_min, (||Dn v|| - a)/d_min)] (widened by a few units in the
     last place for the rounding of the bounds).  psi'(s) = sum w_i^2/(s + mu_i) / ||w||^3.
     With d constant the bracket is the single point ||v|| - mu (psi is linear).
-    On torch tensors the search can run as one Triton kernel (``ROOT_SEARCH``).
+    On torch tensors the search can run as one Triton kernel (``METRIC_ROWS``).
     """
     with errstate(V):
         mu = a[:, None] / Dn
@@ -297,7 +298,7 @@ def _group_lasso_s(V, Dn, a, xp, check_every=1):
         lo = xp.clip(xp.maximum(nv - xp.max(mu, axis=1), (nz - a) / dmax), min=0.0) * (1.0 - 8 * _EPS)
         hi = xp.minimum(nv - xp.min(mu, axis=1), (nz - a) / dmin) * (1.0 + 8 * _EPS)
         hi = xp.minimum(hi, nv)
-    tm = _k._triton_module(V, ROOT_SEARCH, "_triton_metric")
+    tm = _k._triton_module(V, METRIC_ROWS, "_triton_metric")
     if tm is not None:  # the search below in one launch
         return tm.group_lasso_roots(V, Dn, a, lo, hi, _MAX_ROOT_ITER), mu
 
@@ -346,11 +347,11 @@ def group_lasso_metric(W, D, a, gather=True):
     method safeguarded by bisection to the last bit.  a = 0 gives w; a = inf
     gives 0.  (The a > 0, b = 0 case of :func:`group_exclusive_metric`, whose
     ``gather`` says where the host is synchronised; on torch tensors, with
-    ``ROOT_SEARCH``, the whole operator is one Triton kernel,
+    ``METRIC_ROWS``, the whole operator is one Triton kernel,
     :mod:`._triton_metric`, with no host read.)
     """
     xp = array_namespace(W)
-    tm = _k._triton_module(W, ROOT_SEARCH, "_triton_metric")
+    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
     if tm is not None and tm.fits(W, D):  # the whole operator in one launch
         return tm.group_lasso_metric(W, D, a, _MAX_ROOT_ITER)
     return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)), gather)
@@ -467,9 +468,15 @@ def exclusive_lasso_metric(W, D, b, gather=True):
     gives the support (a prefix) and b L = b S_k / (1 + b H_k) exactly, with
     S_k = sum_{i<=k} |w_i| and H_k = sum_{i<=k} 1/D_i (:func:`_exclusive_parts`).
     O(m log m) per row; no iteration.  b = 0 gives w, b = inf gives 0.
-    (The a = 0 case of :func:`group_exclusive_metric`.)
+    (The a = 0 case of :func:`group_exclusive_metric`; on torch tensors,
+    with ``METRIC_ROWS``, one Triton kernel with no host read, which finds
+    the support by Newton's method over the row instead of a sort,
+    :func:`._triton_metric.exclusive_lasso_metric`.)
     """
     xp = array_namespace(W)
+    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
+    if tm is not None and tm.fits(W, D):  # the whole operator in one launch
+        return tm.exclusive_lasso_metric(W, D, b)
     return group_exclusive_metric(W, D, xp.zeros_like(upcast(b, xp)), b, gather)
 
 

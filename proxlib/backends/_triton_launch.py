@@ -52,3 +52,28 @@ def pow2_scale(amax):
     s = (lifted.to(tl.int64, bitcast=True) & _EXPONENT).to(tl.float64, bitcast=True)
     s = tl.where(tiny, s * _DOWN, s)
     return tl.where(amax > 0, s, 1.0)
+
+
+_MANTISSA = tl.constexpr(0x000FFFFFFFFFFFFF)  # a float64's mantissa bits
+_HALF_EXPONENT = tl.constexpr(0x3FE0000000000000)  # the exponent bits of [0.5, 1)
+
+
+def pow2_of(j):
+    """2.0^j for an integer tensor ``j`` as torch's ``pow(2.0, j)`` gives it:
+    exact for j in [-1074, 1023] (subnormal below -1022), 0 below, inf above."""
+    normal = ((tl.where(j < -1022, -1022, tl.where(j > 1023, 1023, j)) + 1023).to(tl.int64) << 52).to(tl.float64, bitcast=True)
+    one = (j - j + 1).to(tl.int64)
+    sub = (one << (tl.where(j < -1074, -1074, tl.where(j > -1023, -1023, j)) + 1074).to(tl.int64)).to(tl.float64, bitcast=True)
+    p = tl.where(j >= -1022, normal, sub)
+    return tl.where(j > 1023, float("inf"), tl.where(j < -1074, 0.0, p))
+
+
+def frexp_parts(x):
+    """(f, e) with x = f 2^e, f in [0.5, 1) (0 and 0 for x = 0) for finite
+    float64 ``x`` >= 0: ``frexp`` from the bits (subnormals too)."""
+    tiny = x < 2.2250738585072014e-308
+    lifted = tl.where(tiny, x * _UP, x)
+    bits = lifted.to(tl.int64, bitcast=True)
+    e = ((bits >> 52) & 0x7FF).to(tl.int32) - 1022 - tl.where(tiny, 54, 0)
+    f = ((bits & _MANTISSA) | _HALF_EXPONENT).to(tl.float64, bitcast=True)
+    return tl.where(x > 0, f, 0.0), tl.where(x > 0, e, 0)
