@@ -249,7 +249,16 @@ def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, BLOCK_R: tl.constexpr, BLOC
     # phi's piece, t' = Y_k - e with e = (Y_k - beta F_k) / (1 + beta k)
     # (exclusive_magnitudes' form: no large quantity cancels), never above the
     # root; S' = {(y - Y_k) + e > 0}.  The support shrinks at every step until
-    # it holds: at most m + 1 steps (a handful in practice).
+    # it holds: at most m + 1 steps (a handful in practice).  The comparisons
+    # are sound with unit weights: a step's threshold t' lies below the root
+    # by at least b |e| / (1 + b k) (phi's piece for S at the root is
+    # b sum_{S outside the support} (root - y) >= b |e|, its slope 1 + b k):
+    # where b k >= 1 that is |e| / 2k, far above the comparison's rounding,
+    # eps |e|, so no entry of the support is dropped on the way, and where
+    # b k < 1 the threshold is small against the row, so a rounding can only
+    # misplace entries whose x is within eps of the row's largest.  In a
+    # metric, whose weights 1/d may span many decades, neither holds
+    # (_triton_metric's exclusive kernel checks its supports at data values).
     yk = tl.full((BLOCK_R,), 0.0, tl.float64)
     e = tl.full((BLOCK_R,), 0.0, tl.float64)
     k_prev = tl.full((BLOCK_R,), 0, tl.int32) + m + 1
