@@ -126,8 +126,9 @@ def as_kernel(fn, interpret: bool, helpers: dict | None = None, **options):
     ``helpers`` maps names that ``fn`` calls to plain Python functions
     written in Triton's language (code that two kernels share): ``fn`` sees
     each as a device function of its own kind (``triton.jit`` for the
-    compiled kernel, the interpreter's for the interpreted one), through a
-    copy of ``fn`` whose globals bind those names.  (A ``triton.jit``
+    compiled kernel, the interpreter's for the interpreted one), through
+    copies of ``fn`` and of the helpers whose globals bind those names (so
+    that helpers call one another too).  (A ``triton.jit``
     function cannot be called from the interpreter unless the interpreter
     is switched on for the whole process, ``TRITON_INTERPRET=1``.)"""
     if interpret:
@@ -135,12 +136,26 @@ def as_kernel(fn, interpret: bool, helpers: dict | None = None, **options):
     else:
         wrap = triton.jit
     if helpers:
-        bound = {**fn.__globals__, **{name: wrap(h) for name, h in helpers.items()}}
-        copy = types.FunctionType(fn.__code__, bound, fn.__name__, fn.__defaults__, fn.__closure__)
-        copy.__annotations__, copy.__doc__, copy.__module__, copy.__qualname__ = (
-            fn.__annotations__, fn.__doc__, fn.__module__, fn.__qualname__)
-        fn = copy
+        # each helper, and the kernel, sees every helper as a device function
+        # of the kernel's kind (helpers call one another), through copies
+        # bound to namespaces that hold them all
+        namespaces: list = []
+        wrapped = {name: wrap(_rebound(h, namespaces)) for name, h in helpers.items()}
+        fn = _rebound(fn, namespaces)
+        for namespace in namespaces:
+            namespace.update(wrapped)
     return wrap(fn, **options)
+
+
+def _rebound(fn, namespaces: list):
+    """A copy of the function ``fn`` whose globals are a copy of its own,
+    appended to ``namespaces`` (for the caller to add names to)."""
+    bound = dict(fn.__globals__)
+    namespaces.append(bound)
+    copy = types.FunctionType(fn.__code__, bound, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__annotations__, copy.__doc__, copy.__module__, copy.__qualname__ = (
+        fn.__annotations__, fn.__doc__, fn.__module__, fn.__qualname__)
+    return copy
 
 
 @functools.cache

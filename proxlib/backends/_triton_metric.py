@@ -81,6 +81,42 @@ _ABOVE = tl.constexpr(1.0 + 8 * 2.0**-52)
 _INF = tl.constexpr(float("inf"))
 
 
+def scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd):
+    """(w, v, dn) on a tile of rows ``r`` and columns ``cols``: the data in
+    float64, and the data and metric scaled as ``_metric_kernels._scaled_rows``
+    scales them, v = |w| / sv and dn = d / sd (outside the tile: w = 0,
+    dn = 1/sd)."""
+    w = tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)
+    dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+    return w, tl.abs(w) / sv[:, None], dn
+
+
+def store_signed(X, r, cols, inside, m, us, w, finite):
+    """x = sign(w) us (``_xp_kernels.signed_like``; the row w as it is where
+    it is not finite) into the contiguous output X, in its dtype."""
+    x = tl.where(w < 0, -us, tl.where(w >= 0, us, w))
+    x = tl.where(finite[:, None], x, w)
+    tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+
+
+def row_scales(W, w_r, w_c, D, d_r, d_c, r, live, m, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """(finite, sv, sd) of the rows ``r`` in one pass over their tiles: which
+    rows hold only finite data and metric (the others come back as they
+    are), and ``row_scale`` of |w| and of d (exact powers of two)."""
+    wmax = tl.full((BLOCK_R,), 0.0, tl.float64)
+    dmax = tl.full((BLOCK_R,), 0.0, tl.float64)
+    bad = tl.full((BLOCK_R,), 0, tl.int32)
+    for j0 in range(0, m, BLOCK_M):
+        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        inside = live[:, None] & (cols[None, :] < m)
+        A = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64))
+        d = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=0.0).to(tl.float64)
+        bad += tl.reduce((~((A < _INF) & (tl.abs(d) < _INF))).to(tl.int32), 1, _ADD)
+        wmax = tl.maximum(wmax, tl.reduce(tl.where(A < _INF, A, 0.0), 1, _MAX))
+        dmax = tl.maximum(dmax, tl.reduce(tl.where(tl.abs(d) < _INF, d, 0.0), 1, _MAX))
+    return live & (bad == 0), pow2_scale(wmax), pow2_scale(dmax)
+
+
 def root_search(W, w_r, w_c, D, d_r, d_c, r, live, sv, sd, aa, left, right, m, max_iter,
                 BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """s of the rows ``r`` with ``live`` (the others: a value not to be used),
@@ -100,8 +136,7 @@ def root_search(W, w_r, w_c, D, d_r, d_c, r, live, sv, sd, aa, left, right, m, m
         for j0 in range(0, m, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
             inside = live[:, None] & (cols[None, :] < m)
-            v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
-            d = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+            _, v, d = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
             mu = aa[:, None] / d
             rr = 1.0 / (c[:, None] + mu)
             w = v * rr
@@ -154,20 +189,7 @@ def _group_lasso_metric(W, w_r, w_c, D, d_r, d_c, a, X, G, m, max_iter, BLOCK_R:
     aa = tl.load(a + r, mask=live, other=0.0)
 
     # 1. the scales sv, sd (row_scale of |W| and of D) and the row's finiteness
-    wmax = tl.full((BLOCK_R,), 0.0, tl.float64)
-    dmax = tl.full((BLOCK_R,), 0.0, tl.float64)
-    bad = tl.full((BLOCK_R,), 0, tl.int32)
-    for j0 in range(0, m, BLOCK_M):
-        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
-        inside = live[:, None] & (cols[None, :] < m)
-        A = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64))
-        d = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=0.0).to(tl.float64)
-        bad += tl.reduce((~((A < _INF) & (tl.abs(d) < _INF))).to(tl.int32), 1, _ADD)
-        wmax = tl.maximum(wmax, tl.reduce(tl.where(A < _INF, A, 0.0), 1, _MAX))
-        dmax = tl.maximum(dmax, tl.reduce(tl.where(tl.abs(d) < _INF, d, 0.0), 1, _MAX))
-    finite = live & (bad == 0)  # (a row holding NaN or Inf comes back as it is)
-    sv = pow2_scale(wmax)
-    sd = pow2_scale(dmax)
+    finite, sv, sd = row_scales(W, w_r, w_c, D, d_r, d_c, r, live, m, BLOCK_R, BLOCK_M)
     p = sv * sd  # the threshold a / (sv sd) (_divided_by_both)
     a_s = tl.where((p < _INF) & (p > 0), aa / p, (aa / sv) / sd)
 
@@ -179,8 +201,7 @@ def _group_lasso_metric(W, w_r, w_c, D, d_r, d_c, a, X, G, m, max_iter, BLOCK_R:
     for j0 in range(0, m, BLOCK_M):
         cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
         inside = finite[:, None] & (cols[None, :] < m)
-        v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
-        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
         z = tl.abs(dn * v)
         zmax = tl.maximum(zmax, tl.reduce(tl.where(inside, z, 0.0), 1, _MAX))
         vv += tl.reduce(tl.where(inside, v * v, 0.0), 1, _ADD)
@@ -193,8 +214,7 @@ def _group_lasso_metric(W, w_r, w_c, D, d_r, d_c, a, X, G, m, max_iter, BLOCK_R:
     for j0 in range(0, m, BLOCK_M):
         cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
         inside = finite[:, None] & (cols[None, :] < m)
-        v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
-        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
         b = tl.abs(dn * v) / zs[:, None]
         zz += tl.reduce(tl.where(inside, b * b, 0.0), 1, _ADD)
     nrm = tl.sqrt(zz)
@@ -216,15 +236,11 @@ def _group_lasso_metric(W, w_r, w_c, D, d_r, d_c, a, X, G, m, max_iter, BLOCK_R:
     for j0 in range(0, m, BLOCK_M):
         cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
         inside = live[:, None] & (cols[None, :] < m)
-        w = tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)
-        v = tl.abs(w) / sv[:, None]
-        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        w, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
         mu = a_s[:, None] / dn
         u = tl.where(case[:, None], v * (s[:, None] / (s[:, None] + mu)), tl.where(nonzero[:, None], v, 0.0))
         us = u * sv[:, None]
-        x = tl.where(w < 0, -us, tl.where(w >= 0, us, w))
-        x = tl.where(finite[:, None], x, w)
-        tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+        store_signed(X, r, cols, inside, m, us, w, finite)
 
 
 _SPLIT = tl.constexpr(134217729.0)  # 2^27 + 1 (Dekker): _metric_kernels._SPLIT
@@ -256,25 +272,12 @@ def _exclusive_lasso_metric(W, w_r, w_c, D, d_r, d_c, b, X, G, m, BLOCK_R: tl.co
     bb = tl.load(b + r, mask=live, other=0.0)
 
     # 1. the scales sv, sd, the row's finiteness, and b / sd (saturated rows: b 2^-shift)
-    wmax = tl.full((BLOCK_R,), 0.0, tl.float64)
-    dmax = tl.full((BLOCK_R,), 0.0, tl.float64)
-    bad = tl.full((BLOCK_R,), 0, tl.int32)
-    for j0 in range(0, m, BLOCK_M):
-        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
-        inside = live[:, None] & (cols[None, :] < m)
-        A = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64))
-        d = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=0.0).to(tl.float64)
-        bad += tl.reduce((~((A < _INF) & (tl.abs(d) < _INF))).to(tl.int32), 1, _ADD)
-        wmax = tl.maximum(wmax, tl.reduce(tl.where(A < _INF, A, 0.0), 1, _MAX))
-        dmax = tl.maximum(dmax, tl.reduce(tl.where(tl.abs(d) < _INF, d, 0.0), 1, _MAX))
-    finite = live & (bad == 0)  # (a row holding NaN or Inf comes back as it is)
-    sv = pow2_scale(wmax)
-    sd = pow2_scale(dmax)
+    finite, sv, sd = row_scales(W, w_r, w_c, D, d_r, d_c, r, live, m, BLOCK_R, BLOCK_M)
     b_s = bb / sd
     # b / max(d) beyond 2^900: the row is solved with b 2^-shift in [2^599, 2^600)
     # and its result multiplied by 2^-shift (group_exclusive_metric's saturation)
     fb, eb = frexp_parts(tl.where(bb < _INF, bb, 0.0))
-    _, es = frexp_parts(sd)
+    es = frexp_parts(sd)[1]
     saturated = (b_s > _SATURATED) & (bb < _INF)
     shift = tl.where(saturated, eb - es - 599, 0)
     b_s = tl.where(saturated, fb * _B_SATURATED, b_s)
@@ -284,8 +287,7 @@ def _exclusive_lasso_metric(W, w_r, w_c, D, d_r, d_c, b, X, G, m, BLOCK_R: tl.co
     for j0 in range(0, m, BLOCK_M):
         cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
         inside = finite[:, None] & (cols[None, :] < m)
-        v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
-        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
         zmax = tl.maximum(zmax, tl.reduce(tl.where(inside, dn * v, 0.0), 1, _MAX))
     nonzero = finite & (zmax > 0) & (b_s < _INF)
     solve = nonzero & (b_s > 0)
@@ -322,8 +324,7 @@ def _exclusive_lasso_metric(W, w_r, w_c, D, d_r, d_c, b, X, G, m, BLOCK_R: tl.co
         for j0 in range(0, m, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
             inside = (~done)[:, None] & (cols[None, :] < m)
-            v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
-            dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+            _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
             Z, Zlo = two_product(dn, v)
             on = inside & ((((Z - tz[:, None]) + (Zlo - tzl[:, None])) + te[:, None]) > 0)
             off = inside & ~on & (Z > 0)
@@ -346,8 +347,7 @@ def _exclusive_lasso_metric(W, w_r, w_c, D, d_r, d_c, b, X, G, m, BLOCK_R: tl.co
         for j0 in range(0, m, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
             inside = (~done)[:, None] & (cols[None, :] < m)
-            v = tl.abs(tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)) / sv[:, None]
-            dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+            _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
             Z, Zlo = two_product(dn, v)
             dq = (Z - qz[:, None]) + (Zlo - qzl[:, None])
             do = (Z - oz[:, None]) + (Zlo - ozl[:, None])
@@ -368,27 +368,24 @@ def _exclusive_lasso_metric(W, w_r, w_c, D, d_r, d_c, b, X, G, m, BLOCK_R: tl.co
 
     # 4. x = sign(w) sv ((z - t)_+ / Dn) where solved (saturated: 2^-shift more),
     # sign(w) sv v where b = 0, 0 where zeroed
-    _, ev = frexp_parts(sv)
+    ev = frexp_parts(sv)[1]
     for j0 in range(0, m, BLOCK_M):
         cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
         inside = live[:, None] & (cols[None, :] < m)
-        w = tl.load(W + r[:, None] * w_r + cols[None, :] * w_c, mask=inside, other=0.0).to(tl.float64)
-        v = tl.abs(w) / sv[:, None]
-        dn = tl.load(D + r[:, None] * d_r + cols[None, :] * d_c, mask=inside, other=1.0).to(tl.float64) / sd[:, None]
+        w, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
         Z, Zlo = two_product(dn, v)
         rr = ((Z - tz[:, None]) + (Zlo - tzl[:, None])) + te[:, None]
         rr = tl.where(rr < 0.0, 0.0, rr)  # (clip(min=0))
         u = tl.where(solve[:, None], tl.where(dn > 0, rr / dn, 0.0), tl.where(nonzero[:, None], v, 0.0))
         fu, eu = frexp_parts(u)
         us = tl.where(saturated[:, None], fu * pow2_of(eu + (ev - 1 - shift)[:, None]), u * sv[:, None])
-        x = tl.where(w < 0, -us, tl.where(w >= 0, us, w))
-        x = tl.where(finite[:, None], x, w)
-        tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+        store_signed(X, r, cols, inside, m, us, w, finite)
 
 
 _NO_SPECIALIZE = ["G", "m", "max_iter"]  # one compiled variant per block shape (and dtypes)
-_HELPERS = {"root_search": root_search, "pow2_scale": pow2_scale}
-_EXCLUSIVE_HELPERS = {"pow2_scale": pow2_scale, "frexp_parts": frexp_parts, "pow2_of": pow2_of, "two_product": two_product}
+_TILES = {"scaled_tile": scaled_tile, "store_signed": store_signed, "row_scales": row_scales, "pow2_scale": pow2_scale}
+_HELPERS = {"root_search": root_search, **_TILES}
+_EXCLUSIVE_HELPERS = {"frexp_parts": frexp_parts, "pow2_of": pow2_of, "two_product": two_product, **_TILES}
 
 
 @functools.cache
