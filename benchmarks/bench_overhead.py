@@ -588,7 +588,9 @@ def main(argv=None) -> int:
         sections.append(("CPU, otherwise idle machine", rows))
         print(table(rows), flush=True)
     if not (a.quick or a.gpu_only):
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        # (it spins while its parent lives: a run stopped by a signal, which
+        # skips the finally below, does not leave it busy on the machine)
+        busy = subprocess.Popen([sys.executable, "-c", "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"])
         try:
             time.sleep(1.0)
             rows_busy = bench_cpu(repeats, batches)
