@@ -123,10 +123,10 @@ TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "
 
 #: the penalties run again with the Triton kernels that are off by default
 #: until they have run on a GPU (the exclusive penalties' rows,
-#: ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the group lasso and the
-#: exclusive lasso, whole, ``_metric_kernels.METRIC_ROWS``)
+#: ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the row operators,
+#: whole, ``_metric_kernels.METRIC_ROWS``)
 KERNEL_ROWS = ("exclusive (shape)", "group+exclusive (shape)")
-KERNEL_METRIC = ("group lasso (channel)", "exclusive (shape)")
+KERNEL_METRIC = ("group lasso (channel)", "exclusive (shape)", "group+exclusive (shape)")
 KERNEL_SUFFIX = ", Triton kernel"
 
 
@@ -260,8 +260,8 @@ HOST_NOTE = (
     "per four steps). *Triton kernel* rows: the Triton kernels that are off by default until they have run on "
     "a GPU, in Triton's interpreter (operations counted, no time: the interpreter's is no device's): the "
     "exclusive penalties' rows (`_xp_kernels.EXCLUSIVE_ROWS`, one launch per stack) and, in Adam's metric, the "
-    "group lasso and the exclusive lasso, whole (`_metric_kernels.METRIC_ROWS`, one launch per stack; until "
-    "2026-12-04 the group lasso's root search alone). GrOWL's OWL of the row norms runs on "
+    "row operators (group lasso, exclusive, group+exclusive), whole, in one kernel (`_metric_kernels.METRIC_ROWS`, "
+    "one launch per stack; until 2026-12-04 the group lasso's root search alone). GrOWL's OWL of the row norms runs on "
     "the host, by Numba's kernel as on a GPU machine (until 2026-12-01 this section ran the NumPy reference "
     "there, which `CPU_KERNELS = \"torch\"` selects: 3.3 ms instead of 1.3 ms per step). *In Adam's metric*: "
     "`ProximalStep(Adam, metric=\"adam\")`, "

@@ -12,8 +12,8 @@
 # length on their first call (4-20 s each for sm_90 on that VM; Triton's
 # cache keeps them for the later stages): stage 2_kernel_tests has 180 s
 # (about twenty variants since 2026-12-04: the exclusive rows sorted and
-# long, group+exclusive, the metric group lasso and exclusive lasso, the
-# root search), 3_overhead 120 s.
+# long, group+exclusive, the metric row operators, the root search),
+# 3_overhead 120 s.
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       -d .whl "array-api-compat>=1.9"          # here, once: the image lacks it
@@ -33,8 +33,8 @@
 #               torch (the row operators through their Triton kernels), the
 #               OWL device paths with the Triton merge kernel compiled, CuPy,
 #               NVRTC
-#   2 kernels   the tests of the exclusive penalties and the metric group
-#               lasso and exclusive lasso with the Triton kernels that are off by default
+#   2 kernels   the tests of the exclusive penalties and the metric row
+#               operators with the Triton kernels that are off by default
 #               (PROXLIB_TEST_TRITON_KERNELS=triton), compiled
 #   3 overhead  benchmarks/bench_overhead.py --gpu-only: prox share of a
 #               ResNet-18 training step on CUDA
@@ -193,7 +193,7 @@ stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cachepr
 
 # the Triton kernels that are off by default until this stage has passed on a
 # GPU (the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric
-# group lasso and exclusive lasso, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
+# row operators, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
 stage 2_kernel_tests 180 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_TRITON_KERNELS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
     -n "$WORKERS" -o addopts="" "${KERNEL_TESTS[@]}"
 

@@ -11,7 +11,12 @@ compiling them for sm_90 with Triton's own compiler:
   the parity tolerance (its row sums add in another order: not bit for
   bit), also on long rows (several tiles on a GPU), strided and float32
   inputs, rows of extreme scales, NaN and Inf rows, thresholds 0 and inf;
-* so does the root search alone (group+exclusive's rows with b = 0);
+* so does the root search alone (group+exclusive's rows with b = 0, where
+  the operator is not the kernels': float16);
+* group+exclusive in a metric, whole, in one kernel (every case: a = 0,
+  b = 0, both; the outer root search over the inner exclusive support
+  search): the 60-digit reference on the Hypothesis problems, and the
+  array code to the parity tolerance on rows of 1 to 4608 entries;
 * the exclusive lasso in a metric, whole, in one kernel (the support by
   Newton's method over tiles instead of a sort): the 60-digit reference on
   the Hypothesis problems, and the array code to the parity tolerance on
@@ -49,10 +54,12 @@ from proxlib.torch._opcount import OperationCount  # noqa: E402
 
 def _solve(W, D, a, mode, gather=False, b=None):
     """The torch route's metric group lasso with the kernels by ``mode``
-    (``b``: group+exclusive's, whose rows with b = 0 take the root search alone)."""
+    (``b``: group+exclusive's array code, its whole-operator kernel
+    declined, whose rows with b = 0 take the root search's kernel alone)."""
     with pytest.MonkeyPatch.context() as m:
         m.setattr(MK, "METRIC_ROWS", mode)
         if b is not None:
+            m.setattr(tm, "fits", lambda W, D: False)
             return MK.group_exclusive_metric(W, D, a, b, gather=gather)
         return MK.group_lasso_metric(W, D, a, gather=gather)
 
@@ -60,6 +67,41 @@ def _solve(W, D, a, mode, gather=False, b=None):
 def _reference(W, D, a, b=None):
     b = np.zeros(W.shape[0]) if b is None else b
     return np.array([M.exact_group_exclusive_metric_row(W[g], D[g], a[g], b[g]) for g in range(W.shape[0])])
+
+
+def _solve_gx(W, D, a, b, mode, gather=False):
+    """The torch route's group+exclusive in a metric, the whole operator by ``mode``."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(MK, "METRIC_ROWS", mode)
+        return MK.group_exclusive_metric(W, D, a, b, gather=gather)
+
+
+@given(metric_row_problems(max_rows=5, max_cols=6))
+def test_group_exclusive_kernel_equals_the_60_digit_reference(problem):
+    W, D, lam, mu, step, gw = problem
+    a, b = row_thresholds(W.shape, lam, mu, step, gw)
+    before = tm.launches
+    X = _solve_gx(torch.tensor(W), torch.tensor(D), torch.tensor(a), torch.tensor(b), "triton").numpy()
+    assert tm.launches - before == int(W.size > 0)
+    rows_close(X, _reference(W, D, a, b), W, D, a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 9, 300, 4608])
+def test_group_exclusive_kernel_matches_the_array_code_on_the_test_device(dtype, m):
+    """Every case in one call: group thresholds that zero some rows, a = 0
+    (the exclusive lasso), b = 0 (the group lasso), a and b infinite,
+    saturated b, on the test device."""
+    W, D, a = _problem(32, m, dtype, m + 2)
+    rng = np.random.default_rng(m + 2)
+    b = 10.0 ** rng.uniform(-4, 3, 32) / m
+    b[2:6] = 0.0, np.inf, 1e300, 2.0**1000
+    a[6] = 0.0
+    args = [_device.tensor(x) for x in (W, D, a, b)]
+    before = tm.launches
+    got = _solve_gx(*args, "triton")
+    assert tm.launches == before + 1 and got.device.type == _device.DEVICE and got.dtype == args[0].dtype
+    _assert_as_array_code(got, _device.to_numpy(_solve_gx(*args, "array")), W)
 
 
 def _solve_exclusive(W, D, b, mode, gather=False):
@@ -132,7 +174,8 @@ def test_kernel_equals_the_60_digit_reference(problem):
 
 @given(metric_row_problems(max_rows=5, max_cols=6))
 def test_root_search_kernel_equals_the_60_digit_reference(problem):
-    """The search alone, as group+exclusive's rows with b = 0 run it."""
+    """The search alone, as group+exclusive's array code runs it on rows
+    with b = 0 (where the whole operator is not the kernels': float16)."""
     W, D, lam, _, step, gw = problem
     a, _ = row_thresholds(W.shape, lam, 0.0, step, gw)
     before = tm.launches
@@ -277,16 +320,19 @@ def test_operator_is_one_launch_without_host_reads(gather):
     assert 3 * launching < counts["array", "search"][0]  # (the rest: the operator around the search, ~160)
 
 
-def test_exclusive_operator_is_one_launch_without_host_reads():
-    """The array code sorts, gathers and reads; the kernel is one launch."""
+@pytest.mark.parametrize("group", [False, True])
+def test_exclusive_operator_is_one_launch_without_host_reads(group):
+    """The array code sorts, gathers and reads; the kernel is one launch
+    (the exclusive lasso, and group+exclusive with its outer root search)."""
     rng = np.random.default_rng(2)
     W = torch.tensor(rng.standard_normal((64, 50)))
     D = torch.tensor(10.0 ** rng.uniform(-2, 2, (64, 50)))
     b = torch.tensor(10.0 ** rng.uniform(-3, 1, 64))
     counts = {}
+    a = torch.tensor(np.linalg.norm((D * W).numpy(), axis=1) * rng.uniform(0.2, 0.9, 64))
     for mode in ("array", "triton"):
         with OperationCount() as c:
-            X = _solve_exclusive(W, D, b, mode)
+            X = _solve_gx(W, D, a, b, mode) if group else _solve_exclusive(W, D, b, mode)
         counts[mode] = (c.launching, c.ops["aten._local_scalar_dense.default"], X)
     launching, reads, X = counts["triton"]
     assert reads == 0 and launching <= 3 and counts["array"][0] > 100
@@ -301,7 +347,8 @@ def test_rows_of_several_tiles_and_programs(monkeypatch):
     W, D, a = (torch.tensor(x) for x in (W, D, a))
     b = torch.zeros(37, dtype=torch.float64)
     bx = a / W.abs().sum(dim=1)
-    solvers = [lambda mode: _solve(W, D, a, mode), lambda mode: _solve(W, D, a, mode, b=b), lambda mode: _solve_exclusive(W, D, bx, mode)]
+    solvers = [lambda mode: _solve(W, D, a, mode), lambda mode: _solve_exclusive(W, D, bx, mode),
+               lambda mode: _solve_gx(W, D, a * 0.5, bx, mode)]
     for solve in solvers:
         one_tile = solve("triton")
         with monkeypatch.context() as m:
@@ -328,7 +375,7 @@ def test_auto_takes_the_kernel_only_on_cuda_tensors():
         assert _xp_kernels._triton_module(np.zeros((2, 2)), mode, "_triton_metric") is None
 
 
-def _compile_sm90(kernel, sig, consts, sqrt=True):
+def _compile_sm90(kernel, sig, consts):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -339,7 +386,7 @@ def _compile_sm90(kernel, sig, consts, sqrt=True):
                               target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
     ptx = compiled.asm["ptx"]
     assert ".target sm_90" in ptx and compiled.asm["cubin"]
-    assert "fma" not in ptx and "div.rn.f64" in ptx and ("sqrt.rn.f64" in ptx) == sqrt
+    assert "fma" not in ptx and "div.rn.f64" in ptx and "sqrt.rn.f64" in ptx
     assert "sqrt.approx" not in ptx and "div.approx" not in ptx and "div.full" not in ptx
 
 
@@ -349,17 +396,10 @@ def test_root_search_kernel_compiles_for_sm90_with_correctly_rounded_float64():
     _compile_sm90(tm.roots_kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M))
 
 
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "fp64"])
 def test_operator_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype):
-    sig = {"W": f"*{dtype}", "D": f"*{dtype}", "a": "*fp64", "X": f"*{dtype}"}
-    sig.update({k: "i64" for k in ("w_r", "w_c", "d_r", "d_c")})
-    sig.update(G="i32", m="i32", max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr")
-    sig = {k: sig[k] for k in ("W", "w_r", "w_c", "D", "d_r", "d_c", "a", "X", "G", "m", "max_iter", "BLOCK_R", "BLOCK_M")}
+    sig = {"W": f"*{dtype}", "w_r": "i64", "w_c": "i64", "D": f"*{dtype}", "d_r": "i64", "d_c": "i64", "a": "*fp64",
+           "b": "*fp64", "X": f"*{dtype}", "G": "i32", "m": "i32", "max_iter": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"}
     _compile_sm90(tm.kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M))
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
-def test_exclusive_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype):
-    sig = {"W": f"*{dtype}", "w_r": "i64", "w_c": "i64", "D": f"*{dtype}", "d_r": "i64", "d_c": "i64", "b": "*fp64",
-           "X": f"*{dtype}", "G": "i32", "m": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"}
-    _compile_sm90(tm.exclusive_kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M), sqrt=False)

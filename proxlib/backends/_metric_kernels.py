@@ -55,15 +55,15 @@ _MAX_ROOT_ITER = 300
 
 #: Who runs the row operators in a metric on torch tensors: ``"triton"``:
 #: Triton kernels (:mod:`._triton_metric`) for any torch tensor (off CUDA in
-#: Triton's interpreter): :func:`group_lasso_metric` and
-#: :func:`exclusive_lasso_metric` whole, each in one launch and no host read
-#: (where the array code makes about 180 operations, and the group lasso a
-#: root search of about fifteen a step with a read every four steps; the
-#: same result to the accuracy of the row sums), and the root search of
-#: :func:`_group_lasso_s` (group+exclusive's rows with b = 0); ``"auto"``:
-#: on CUDA tensors only; ``"array"`` (the default until the compiled
-#: kernels have run on a GPU: the tests compile them for sm_90,
-#: ``benchmarks/gpu_session.sh`` runs them there).
+#: Triton's interpreter): :func:`group_exclusive_metric` whole (so also
+#: :func:`group_lasso_metric` and :func:`exclusive_lasso_metric`, its cases)
+#: in one launch and no host read, where the array code makes a hundred and
+#: more operations and its root searches a dozen a step with a read every
+#: four steps (the same result to the accuracy of the row sums), and, where
+#: that kernel does not take the data (float16), the root search of
+#: :func:`_group_lasso_s`; ``"auto"``: on CUDA tensors only; ``"array"``
+#: (the default until the compiled kernels have run on a GPU: the tests
+#: compile them for sm_90, ``benchmarks/gpu_session.sh`` runs them there).
 METRIC_ROWS = "array"
 _EPS = 2.0**-52
 _TINY = 2.0**-1074  # the smallest positive float64
@@ -346,14 +346,10 @@ def group_lasso_metric(W, D, a, gather=True):
     of a monotone scalar equation (:func:`_group_lasso_s`), found by Newton's
     method safeguarded by bisection to the last bit.  a = 0 gives w; a = inf
     gives 0.  (The a > 0, b = 0 case of :func:`group_exclusive_metric`, whose
-    ``gather`` says where the host is synchronised; on torch tensors, with
-    ``METRIC_ROWS``, the whole operator is one Triton kernel,
-    :mod:`._triton_metric`, with no host read.)
+    ``gather`` says where the host is synchronised, and whose Triton kernel
+    solves it on torch tensors with ``METRIC_ROWS``.)
     """
     xp = array_namespace(W)
-    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
-    if tm is not None and tm.fits(W, D):  # the whole operator in one launch
-        return tm.group_lasso_metric(W, D, a, _MAX_ROOT_ITER)
     return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)), gather)
 
 
@@ -468,15 +464,10 @@ def exclusive_lasso_metric(W, D, b, gather=True):
     gives the support (a prefix) and b L = b S_k / (1 + b H_k) exactly, with
     S_k = sum_{i<=k} |w_i| and H_k = sum_{i<=k} 1/D_i (:func:`_exclusive_parts`).
     O(m log m) per row; no iteration.  b = 0 gives w, b = inf gives 0.
-    (The a = 0 case of :func:`group_exclusive_metric`; on torch tensors,
-    with ``METRIC_ROWS``, one Triton kernel with no host read, which finds
-    the support by Newton's method over the row instead of a sort,
-    :func:`._triton_metric.exclusive_lasso_metric`.)
+    (The a = 0 case of :func:`group_exclusive_metric`, whose Triton kernel
+    solves it on torch tensors with ``METRIC_ROWS``.)
     """
     xp = array_namespace(W)
-    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
-    if tm is not None and tm.fits(W, D):  # the whole operator in one launch
-        return tm.exclusive_lasso_metric(W, D, b)
     return group_exclusive_metric(W, D, xp.zeros_like(upcast(b, xp)), b, gather)
 
 
@@ -562,11 +553,19 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     stand-in row (1, 0, ..., 0) in the metric 1 with a = 1/2, b = 1;
     the root search reads one scalar per four steps.  The same bits either
     way: every row's search is its own (:func:`_root`).
+
+    On torch tensors with ``METRIC_ROWS`` the whole operator is one Triton
+    kernel with no host read (:func:`._triton_metric.group_exclusive_metric`:
+    the same expressions, but the exclusive supports searched at data
+    values without a sort; the same result to the accuracy of the row sums).
     """
     xp = array_namespace(W)
     G, m = W.shape
     if G == 0 or m == 0:
         return xp.asarray(W, copy=True)
+    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
+    if tm is not None and tm.fits(W, D):  # the whole operator in one launch
+        return tm.group_exclusive_metric(W, D, a, b, _MAX_ROOT_ITER)
     a = upcast(a, xp)
     b = upcast(b, xp)
     W64, V, sv, Dn, sd = _scaled_rows(W, D, xp)

@@ -49,9 +49,9 @@ device, named here:
   on a CPU tensor they gather each case's rows (a read and a ``nonzero`` per
   case) and read one scalar per root step (:func:`_gathers_rows`).  With
   ``_metric_kernels.METRIC_ROWS`` (off by default until it has run on a
-  GPU) the group lasso and the exclusive lasso in a metric are each one
-  Triton kernel, whole, with no read (:mod:`._triton_metric`; where the
-  group lasso is a case of group+exclusive, its root search alone).
+  GPU) the row kernels in a metric (group lasso, exclusive, group+exclusive)
+  are one Triton kernel, whole, with no read (:mod:`._triton_metric`; for
+  float16 data the group lasso's root search alone).
 * **OWL** (and GrOWL's OWL over the row norms): the isotonic regression at its
   core is sequential (pool-adjacent-violators).  On a CPU tensor it runs on
   the tensor's memory with SciPy's PAVA (the NumPy reference, single-threaded,
