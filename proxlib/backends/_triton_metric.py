@@ -480,7 +480,7 @@ def _launch(kernel_of, W, G, m, args):
 
 
 def fits(W, D) -> bool:
-    """Whether :func:`group_lasso_metric` solves ``W`` in the metric ``D``:
+    """Whether :func:`group_exclusive_metric` solves ``W`` in the metric ``D``:
     float32 or float64 torch tensors of one shape (G, m) on one device
     (other dtypes are the array code's)."""
     import torch
