@@ -220,6 +220,15 @@ def two_product(a, b):
     return p, (((ah * bh - p) + ah * bl) + al * bh) + al * bl
 
 
+def pair_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd):
+    """:func:`scaled_tile`'s (w, v, dn) and z = dn v as the exact pair
+    (Z, Zlo) of :func:`two_product` (``_metric_kernels._sorted_magnitudes``'
+    pairs, unsorted)."""
+    w, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
+    Z, Zlo = two_product(dn, v)
+    return w, v, dn, Z, Zlo
+
+
 def exclusive_support(W, w_r, w_c, D, d_r, d_c, r, live, sv, sd, bb, t, m, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """(t_z, t_zl, e, H) of the exclusive equation with weights e_i = dn_i + t
     on the rows ``r`` with ``live`` (z = dn v as exact pairs, parameter
@@ -259,8 +268,7 @@ def exclusive_support(W, w_r, w_c, D, d_r, d_c, r, live, sv, sd, bb, t, m, BLOCK
         for j0 in range(0, m, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
             inside = (~done)[:, None] & (cols[None, :] < m)
-            _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
-            Z, Zlo = two_product(dn, v)
+            w, v, dn, Z, Zlo = pair_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
             on = inside & ((((Z - tz[:, None]) + (Zlo - tzl[:, None])) + te[:, None]) > 0)
             off = inside & ~on & (Z > 0)
             H += tl.reduce(tl.where(on, 1.0 / (dn + t[:, None]), 0.0), 1, _ADD)
@@ -282,8 +290,7 @@ def exclusive_support(W, w_r, w_c, D, d_r, d_c, r, live, sv, sd, bb, t, m, BLOCK
         for j0 in range(0, m, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
             inside = (~done)[:, None] & (cols[None, :] < m)
-            _, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
-            Z, Zlo = two_product(dn, v)
+            w, v, dn, Z, Zlo = pair_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
             dq = (Z - qz[:, None]) + (Zlo - qzl[:, None])
             do = (Z - oz[:, None]) + (Zlo - ozl[:, None])
             Gq += tl.reduce(tl.where(inside & has_q[:, None] & (dq > 0), dq / (dn + t[:, None]), 0.0), 1, _ADD)
@@ -311,8 +318,7 @@ def exclusive_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd, tz, tzl, t
     t' = t_z - e of :func:`exclusive_support` (``_above_threshold``: from the
     exact pair z = Z + Zlo, ((Z - t_z) + (Zlo - t_zl)) + e; 0 where E = 0,
     a metric entry below the float range)."""
-    w, v, dn = scaled_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
-    Z, Zlo = two_product(dn, v)
+    w, v, dn, Z, Zlo = pair_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
     rr = ((Z - tz[:, None]) + (Zlo - tzl[:, None])) + te[:, None]
     rr = tl.where(rr < 0.0, 0.0, rr)  # (clip(min=0))
     E = dn + t[:, None]
@@ -446,7 +452,7 @@ def _group_exclusive_metric(W, w_r, w_c, D, d_r, d_c, a, b, X, G, m, max_iter,
 _NO_SPECIALIZE = ["G", "m", "max_iter"]  # one compiled variant per block shape (and dtypes)
 _TILES = {"scaled_tile": scaled_tile, "store_signed": store_signed, "row_scales": row_scales, "pow2_scale": pow2_scale,
           "root_step": root_step}
-_HELPERS = {"frexp_parts": frexp_parts, "pow2_of": pow2_of, "two_product": two_product,
+_HELPERS = {"frexp_parts": frexp_parts, "pow2_of": pow2_of, "two_product": two_product, "pair_tile": pair_tile,
             "exclusive_support": exclusive_support, "exclusive_tile": exclusive_tile, "root_search": root_search, **_TILES}
 
 
