@@ -64,13 +64,15 @@ except ImportError:  # no torch
 else:
     torch_dev.CPU_KERNELS = "torch"
     # the Triton kernels that are off by default (the exclusive penalties'
-    # rows, the metric group lasso's root search) in every test, with
+    # rows, the metric row operators, a step's group lasso of many tensors
+    # in one launch) in every test, with
     # PROXLIB_TEST_TRITON_KERNELS=triton (``benchmarks/gpu_session.sh`` runs
     # the device tests so on a GPU)
     if os.environ.get("PROXLIB_TEST_TRITON_KERNELS"):
         from proxlib.backends import _metric_kernels, _xp_kernels
 
         _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.METRIC_ROWS = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
+        torch_dev.GROUP_LASSO_ROWS = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
 
 
 
@@ -81,7 +83,8 @@ def _routes() -> dict:
     out = {}
     for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
                          ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.backends._xp_kernels", "EXCLUSIVE_ROWS"),
-                         ("proxlib.backends._metric_kernels", "METRIC_ROWS"), ("proxlib.torch._batched", "ENABLED")):
+                         ("proxlib.backends._metric_kernels", "METRIC_ROWS"), ("proxlib.torch._batched", "ENABLED"),
+                         ("proxlib.backends.torch_dev", "GROUP_LASSO_ROWS")):
         mod = sys.modules.get(module)
         if mod is not None:
             out[f"{module}.{name}"] = getattr(mod, name)

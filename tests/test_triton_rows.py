@@ -245,6 +245,14 @@ def test_plans():
     assert 528 // 2 <= p.splits <= 2 * 528 and p.block_r == 1 and p.depth < 2 * 4096
 
 
+@pytest.fixture(autouse=True)
+def _group_lasso_by_its_stages(monkeypatch):
+    """The group lasso through its stages (the row statistics this module
+    tests), not the multi-tensor kernel (``test_triton_multi.py``) that
+    ``PROXLIB_TEST_TRITON_KERNELS`` turns on."""
+    monkeypatch.setattr(torch_dev, "GROUP_LASSO_ROWS", "array")
+
+
 # ------------------------------------------------------------------ compiled for sm_90
 
 

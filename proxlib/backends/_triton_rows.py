@@ -98,6 +98,42 @@ _ADD = tl.standard._sum_combine
 _PARTIAL, _SUMSQ, _NORM = 0, 1, 2
 
 
+def blue_squares(x, acc, acc_s, acc_b):
+    """Blue's three accumulators (module doc) plus the squares of the float64
+    tile ``x``: ``(acc + x_med^2, acc_s + (x_sml 2^537)^2, acc_b + (x_big 2^-538)^2)``,
+    each entry in exactly one of them (NaN in the first)."""
+    a = tl.abs(x)
+    small = a < _TSML
+    big = a > _TBIG
+    xs = tl.where(small, x, 0.0) * _SSML  # scaled after the choice: no overflow
+    xb = tl.where(big, x, 0.0) * _SBIG
+    xm = tl.where(small | big, 0.0, x)  # NaN lands here
+    return acc + xm * xm, acc_s + xs * xs, acc_b + xb * xb
+
+
+def blue_scaled_norm(smed, ssml, sbig):
+    """The norm of Blue's three sums (module doc) as ``(y, s)``, norm = y s
+    with s a power of two: ``y`` is finite for every finite row (no
+    overflow: s = 2^538 where there are big entries) and keeps full
+    precision for rows of tiny entries (s = 2^-537 where every entry is
+    small, so that y is not subnormal); NaN entries give y = NaN, infinite
+    ones y = inf.  ``y * s`` is the norm as ``dnrm2`` combines the sums."""
+    nbig = tl.sqrt(sbig + (smed * _SBIG) * _SBIG)
+    ymed = tl.sqrt(smed)
+    ysml = tl.sqrt(ssml) * _INV_SSML
+    ymax = tl.where(ymed > ysml, ymed, ysml)
+    ymin = tl.where(ymed > ysml, ysml, ymed)
+    q = ymin / tl.where(ymax > 0.0, ymax, 1.0)
+    only_small = (sbig == 0.0) & (smed == 0.0)
+    y = tl.where(sbig > 0.0, nbig, tl.where(only_small, tl.sqrt(ssml), ymax * tl.sqrt(1.0 + q * q)))
+    s = tl.where(sbig > 0.0, _INV_SBIG, tl.where(only_small, _INV_SSML, 1.0))
+    return tl.where(smed != smed, smed, y), s
+
+
+#: the device functions above, bound into the kernels that use them (as_kernel's helpers)
+HELPERS = {"blue_squares": blue_squares, "blue_scaled_norm": blue_scaled_norm}
+
+
 def _row_stats(X, Y, G, M, s_r, s_c, span, S,
                BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ROWS_FAST: tl.constexpr, UNIT: tl.constexpr,
                BLUE: tl.constexpr, PARTIALS: tl.constexpr, OUT: tl.constexpr):  # fmt: skip
@@ -145,15 +181,7 @@ def _row_stats(X, Y, G, M, s_r, s_c, span, S,
             else:
                 x = tl.load(X + off, mask=mask, other=0.0).to(tl.float64)
                 if BLUE:
-                    a = tl.abs(x)
-                    small = a < _TSML
-                    big = a > _TBIG
-                    xs = tl.where(small, x, 0.0) * _SSML  # scaled after the choice: no overflow
-                    xb = tl.where(big, x, 0.0) * _SBIG
-                    acc_s += xs * xs
-                    acc_b += xb * xb
-                    xm = tl.where(small | big, 0.0, x)  # NaN lands here
-                    acc += xm * xm
+                    acc, acc_s, acc_b = blue_squares(x, acc, acc_s, acc_b)
                 else:
                     acc += x * x
     smed = tl.reduce(acc, 1, _ADD)
@@ -166,16 +194,8 @@ def _row_stats(X, Y, G, M, s_r, s_c, span, S,
         tl.store(Y + r, smed, mask=live)
     else:
         if BLUE:
-            ssml = tl.reduce(acc_s, 1, _ADD)
-            sbig = tl.reduce(acc_b, 1, _ADD)
-            nbig = tl.sqrt(sbig + (smed * _SBIG) * _SBIG) * _INV_SBIG
-            ymed = tl.sqrt(smed)
-            ysml = tl.sqrt(ssml) * _INV_SSML
-            ymax = tl.where(ymed > ysml, ymed, ysml)
-            ymin = tl.where(ymed > ysml, ysml, ymed)
-            q = ymin / tl.where(ymax > 0.0, ymax, 1.0)
-            nrm = tl.where(sbig > 0.0, nbig, ymax * tl.sqrt(1.0 + q * q))
-            nrm = tl.where(smed != smed, smed, nrm)  # NaN entries
+            y, s = blue_scaled_norm(smed, tl.reduce(acc_s, 1, _ADD), tl.reduce(acc_b, 1, _ADD))
+            nrm = y * s
         else:
             nrm = tl.sqrt(smed)
         tl.store(Y + r, nrm, mask=live)
@@ -189,7 +209,7 @@ _NO_SPECIALIZE = ["M", "span", "S"]
 @functools.cache
 def kernel(interpret: bool):
     """The row-statistics kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_row_stats, interpret, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_row_stats, interpret, helpers=HELPERS, do_not_specialize=_NO_SPECIALIZE)
 
 
 # ------------------------------------------------------------------ plans

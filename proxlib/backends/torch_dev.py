@@ -482,7 +482,30 @@ def growl(W, w, check_finite=False, out=None):
 
 @_kernel
 def group_lasso(W, a, check_finite=False, out=None):
+    tm = _triton_group_lasso(W)
+    if tm is not None:  # the kernel that solves a training step's group lasso terms, on these rows
+        return tm.group_lasso(W, a, check_finite, out)
     return _stages.group_lasso(W, a, prims, check_finite, out=out)
+
+
+#: Who solves the group lasso on float32 and float64 torch tensors:
+#: ``"triton"``: :mod:`._triton_multi`'s kernel on any torch tensor (off CUDA
+#: in Triton's interpreter), which solves every row of every tensor of a
+#: training step's group lasso terms in one launch, reading and writing them
+#: where they are (:mod:`proxlib.torch._batched`), and the public function's
+#: rows alike (the same bits for the same rows); ``"auto"``: on CUDA tensors
+#: only; ``"array"``: the stages of :func:`._stages.group_lasso` (the
+#: default until the compiled kernel has run on a GPU: the tests compile it
+#: for sm_90, ``benchmarks/gpu_session.sh`` runs it there).
+GROUP_LASSO_ROWS = "array"
+
+
+def _triton_group_lasso(W):
+    """:mod:`._triton_multi` where it solves the group lasso of ``W``
+    (``GROUP_LASSO_ROWS``; float32 or float64, two dimensions), else None."""
+    if W.dtype not in (torch.float32, torch.float64) or W.ndim != 2:
+        return None
+    return _k._triton_module(W, GROUP_LASSO_ROWS, "_triton_multi")
 
 
 @_kernel

@@ -70,7 +70,7 @@ from proxlib import _validate as V
 from proxlib._dispatch import array_namespace
 from proxlib.backends import _stages
 from proxlib.backends import _xp_kernels as _k
-from proxlib.backends import check_row_norms
+from proxlib.backends import NonFiniteInput, check_row_norms
 from proxlib.backends import torch_dev
 
 from . import _bridge as B
@@ -113,18 +113,20 @@ METRIC_STACK_MAX_CPU = 1 << 16
 ENABLED = True
 
 
+
 class Member:
     """One term's share of a batch: its plan and leaf, the thresholds at its
     step, its rows' norms ``(nrm, s)``; ``data``, the rows its kernel reads,
     is kept only where the map needs them (see :func:`_write`)."""
 
-    __slots__ = ("plan", "leaf", "data", "thr", "step", "nrm", "s", "device", "dtype", "wide", "d", "E", "d_min")
+    __slots__ = ("plan", "leaf", "data", "thr", "step", "nrm", "s", "device", "dtype", "wide", "d", "E", "d_min", "layout")
 
     def __init__(self, plan, leaf, data, thr, step, like):
         self.plan, self.leaf, self.data, self.thr, self.step = plan, leaf, data, thr, step
         self.device, self.dtype = like.device, like.dtype  # (the data's)
         self.wide = like.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
         self.d = self.E = self.d_min = None  # (metric members) the metric, 2^E dividing the objective, d's least entry
+        self.layout = None  # (group lasso on torch_dev.GROUP_LASSO_ROWS's kernel) its rows' layout in the leaf (multi_layout)
 
 
 def kind_of(plan) -> str:
@@ -155,6 +157,14 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     one such copy at a time, as the terms one by one do; the row-wise
     kernels' rows that are a copy are formed when their stack is solved."""
     kind = plan.pen.kernel
+    layout = multi_layout(plan, leaf) if kind == "group_lasso" else None
+    if layout is not None:  # read and written in place by one kernel for the whole batch: no statistics here
+        thr = plan.thresholds(step, leaf)  # (its dtype and device: no detached view, which costs the host a dispatch)
+        if thr is None:
+            return None
+        m = Member(plan, leaf, None, thr, step, leaf)
+        m.layout = layout
+        return m
     like = plan.batch_memo.get("copied_rows_like")  # (row-wise plans whose rows are a copy)
     if like is not None:
         thr = plan.thresholds(step, like)
@@ -221,12 +231,18 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
             return _row_wise(members, check_finite)
         if kind == "lp":
             return _lp(members, check_finite)
+        multi = [m for m in members if m.layout is not None]
+        members = [m for m in members if m.layout is None] if multi else members
         if check_finite:  # before any write: nothing changes when it raises
             for m in members:
                 if m.plan.fused_check:  # the row kernels check the norms they compute, as here
                     check_row_norms(m.nrm, torch)
                 else:
                     V.check_all_finite(m.data, "the parameter")
+        if multi:  # (checked, when check_finite, before it writes; the other members are checked already)
+            _multi_group_lasso(multi, check_finite, cache)
+            if not members:
+                return
         if kind == "weighted_l1":
             return _soft_threshold(members)
         for device in {m.device for m in members}:
@@ -282,6 +298,75 @@ def _thresholds(members: list, cache: dict) -> torch.Tensor:
     again only when a member's thresholds change (a new step, a new plan)."""
     return _kept(cache, ("group_lasso", members[0].device), tuple(m.thr for m in members),
                  lambda: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), m.nrm.shape) for m in members]))
+
+
+def multi_layout(plan, leaf: torch.Tensor):
+    """The layout of the plan's rows in ``leaf``
+    (:func:`proxlib.backends._triton_multi.row_layout`) where
+    ``torch_dev.GROUP_LASSO_ROWS``'s kernel solves the plan's group lasso on it, else
+    None: a plain float32 or float64 tensor (not a subclass: a sharded
+    tensor's rows are not its local memory) without overlapping entries
+    whose rows the two-level layout describes.  Kept on the plan, which is
+    rebuilt when the leaf's memory, shape or strides change."""
+    if leaf.dtype not in (torch.float32, torch.float64) or type(leaf) not in (torch.Tensor, torch.nn.Parameter):
+        return None
+    if _k._triton_module(leaf, torch_dev.GROUP_LASSO_ROWS, "_triton_multi") is None:
+        return None
+    memo = plan.batch_memo
+    if "multi_layout" not in memo:
+        memo["multi_layout"] = _layout_of_rows(plan, leaf)
+    return memo["multi_layout"]
+
+
+def _layout_of_rows(plan, leaf: torch.Tensor):
+    """:func:`multi_layout` computed: the plan's rows of the memory offsets
+    of the leaf's entries, read off by ``row_layout``."""
+    from proxlib.backends import _triton_multi
+
+    if leaf.numel() == 0:
+        return None
+    offsets = torch.zeros((), dtype=torch.int64)
+    for dim, (n, stride) in enumerate(zip(leaf.shape, leaf.stride())):
+        shape = [1] * leaf.ndim
+        shape[dim] = n
+        offsets = offsets + (torch.arange(n, dtype=torch.int64) * stride).reshape(shape)
+    offsets = offsets.expand(leaf.shape)
+    if np.unique(offsets.reshape(-1).numpy()).size != leaf.numel():
+        return None  # (entries sharing memory: the kernel would write them twice)
+    rows = plan.data(offsets)
+    return _triton_multi.row_layout(np.ascontiguousarray(rows.numpy())) if rows.ndim == 2 else None
+
+
+def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
+    """The group lasso of the members (each with its ``layout``) by
+    :mod:`proxlib.backends._triton_multi`: one launch per device and dtype
+    (two with ``check_finite``: the norms, one read of their finiteness,
+    then the map; nothing is written before every group is checked).  The
+    tables (row addresses and layouts) and the thresholds are kept in
+    ``cache`` while the members' plans and thresholds are the same."""
+    from proxlib.backends import _triton_multi as tm
+
+    groups: dict = {}
+    for m in members:
+        groups.setdefault((m.device, m.dtype), []).append(m)
+    solves = []
+    for (device, dtype), on in groups.items():
+        plans = tuple(m.plan for m in on)
+        table = _kept(cache, ("multi_table", device, dtype), plans,
+                      lambda on=on, device=device: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
+        a = _kept(cache, ("multi_thresholds", device, dtype), tuple(m.thr for m in on),
+                  lambda on=on: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), (m.layout[0].shape[0],)) for m in on]))
+        solves.append((table, a, dtype == torch.float64, device))
+    norms = [tm.launch(*solve, tm.NORMS) if check_finite else None for solve in solves]
+    for solve, Y in zip(solves, norms):
+        # the largest of the norms (y, s) read once (y >= 0, s a finite power of
+        # two; NaN propagates): finite iff every row is
+        if Y is not None and solve[0].rows and not math.isfinite(float(Y.max())):
+            raise NonFiniteInput("input contains NaN or Inf")
+    for solve, y in zip(solves, norms):
+        tm.launch(*solve, tm.MAP if check_finite else tm.BOTH, y)
+    for m in members:
+        torch.autograd.graph.increment_version(m.leaf)
 
 
 def _growl_factors(members: list, cache: dict) -> torch.Tensor:
