@@ -72,7 +72,7 @@ else:
         from proxlib.backends import _metric_kernels, _xp_kernels
 
         _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.METRIC_ROWS = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
-        torch_dev.GROUP_LASSO_ROWS = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
+        torch_dev.GROUP_ROWS = os.environ["PROXLIB_TEST_TRITON_KERNELS"]
 
 
 
@@ -84,7 +84,7 @@ def _routes() -> dict:
     for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
                          ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.backends._xp_kernels", "EXCLUSIVE_ROWS"),
                          ("proxlib.backends._metric_kernels", "METRIC_ROWS"), ("proxlib.torch._batched", "ENABLED"),
-                         ("proxlib.backends.torch_dev", "GROUP_LASSO_ROWS")):
+                         ("proxlib.backends.torch_dev", "GROUP_ROWS")):
         mod = sys.modules.get(module)
         if mod is not None:
             out[f"{module}.{name}"] = getattr(mod, name)

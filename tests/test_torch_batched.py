@@ -320,10 +320,10 @@ def test_a_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, 
     and the map), and the solve once for all of them (a fixed number); and
     ``views`` views per tensor.  One by one, each tensor also paid for its
     own solve: 15-25 operations.  (The torch stages: with the multi-tensor
-    kernel, ``torch_dev.GROUP_LASSO_ROWS``, the group lasso costs no operation
+    kernel, ``torch_dev.GROUP_ROWS``, the group lasso costs no operation
     per tensor, ``test_triton_multi.py``.)"""
     monkeypatch.setattr(_batched, "ENABLED", True)
-    monkeypatch.setattr(torch_dev, "GROUP_LASSO_ROWS", "array")
+    monkeypatch.setattr(torch_dev, "GROUP_ROWS", "array")
     (four, four_all), (eight, eight_all) = (_op_counts(n, pen, grouping, dtype) for n in (4, 8))
     assert (eight - four) == 4 * per_layer
     assert (eight_all - eight) - (four_all - four) == 4 * views

@@ -55,7 +55,7 @@ GROUPINGS = ("filter", "channel", "shape")
 
 @pytest.fixture
 def kernel_on(monkeypatch):
-    monkeypatch.setattr(torch_dev, "GROUP_LASSO_ROWS", "triton")
+    monkeypatch.setattr(torch_dev, "GROUP_ROWS", "triton")
 
 
 def _offsets(t: torch.Tensor) -> torch.Tensor:
@@ -227,13 +227,18 @@ def _net(dtype, layout="contiguous"):
     return net
 
 
-def _stepped(net, groupings, check_finite, *, weights=False, steps=1):
+def _penalty(kind: str, G: int, weights: bool):
+    if kind == "GrOWL":  # (stairwise weights: rows tied and zeroed)
+        return pt.growl(lambda n: proxlib.owl_weights_stairwise(n, 0.4, 0.05, n // 2))
+    return proxlib.GroupLasso(0.3, group_weights=np.linspace(0.5, 1.5, G) if weights else None)
+
+
+def _stepped(net, groupings, check_finite, *, weights=False, steps=1, kind="group lasso"):
     prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5), check_finite=check_finite)
     layers = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     for layer, grouping in zip(layers, groupings):
         G = to_rows(layer.weight.detach(), grouping).shape[0]
-        w = np.linspace(0.5, 1.5, G) if weights else None
-        prox.add(layer, proxlib.GroupLasso(0.3, group_weights=w), grouping=grouping)
+        prox.add(layer, _penalty(kind, G, weights), grouping=grouping)
     for _ in range(steps):
         prox.step()
     return [p.detach().clone() for p in net.parameters()]
@@ -241,25 +246,30 @@ def _stepped(net, groupings, check_finite, *, weights=False, steps=1):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("weights", [False, True])
-def test_a_step_matches_the_torch_stages(dtype, layout, weights, monkeypatch):
+@pytest.mark.parametrize(("kind", "weights"), [("group lasso", False), ("group lasso", True), ("GrOWL", False)])
+def test_a_step_matches_the_torch_stages(dtype, layout, kind, weights, monkeypatch):
     groupings = ("channel", "shape", "filter")
-    monkeypatch.setattr(torch_dev, "GROUP_LASSO_ROWS", "array")
-    ref = _stepped(_net(dtype, layout), groupings, True, weights=weights, steps=2)
-    monkeypatch.setattr(torch_dev, "GROUP_LASSO_ROWS", "triton")
+    monkeypatch.setattr(torch_dev, "GROUP_ROWS", "array")
+    ref = _stepped(_net(dtype, layout), groupings, True, weights=weights, steps=2, kind=kind)
+    monkeypatch.setattr(torch_dev, "GROUP_ROWS", "triton")
     launches = tm.launches
-    got = _stepped(_net(dtype, layout), groupings, True, weights=weights, steps=2)
-    assert tm.launches == launches + 4  # two steps, each the norms and the map
+    got = _stepped(_net(dtype, layout), groupings, True, weights=weights, steps=2, kind=kind)
+    assert tm.launches == launches + 4  # two steps, each the norms and the map (GrOWL: the OWL between)
     for g, r in zip(got, ref):
         assert_matches_reference(g.cpu().numpy(), r.cpu().numpy(), "float32" if dtype == torch.float32 else "float64", float(r.abs().max()))
     assert any(bool((g == 0).all(dim=-1).any()) for g in got[::2])  # some rows zeroed
 
 
-def test_a_step_equals_its_terms_one_by_one(kernel_on, monkeypatch):
-    groupings = ("channel", "filter", "filter")
-    together = _stepped(_net(torch.float32), groupings, False)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["group lasso", "GrOWL"])
+def test_a_step_equals_its_terms_one_by_one(kind, dtype, kernel_on, monkeypatch):
+    """The batch and each term alone (the public functions' torch route: the
+    group lasso whole by the kernel, GrOWL's norms and map by it) give the
+    same bits."""
+    groupings = ("channel", "filter", "shape")
+    together = _stepped(_net(dtype), groupings, False, kind=kind)
     monkeypatch.setattr(_batched, "ENABLED", False)
-    alone = _stepped(_net(torch.float32), groupings, False)
+    alone = _stepped(_net(dtype), groupings, False, kind=kind)
     for x, y in zip(together, alone):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
@@ -285,8 +295,8 @@ def test_nan_rows_pass_unchecked_and_a_checked_step_writes_nothing(kernel_on):
     assert all(p._version > v for p, v in zip([net[0].weight, net[2].weight, net[4].weight], versions[::2]))
 
 
-@pytest.mark.parametrize("check_finite", [False, True])
-def test_a_step_is_one_launch_per_dtype_and_no_operation_per_tensor(check_finite, kernel_on):
+@pytest.mark.parametrize(("kind", "check_finite"), [("group lasso", False), ("group lasso", True), ("GrOWL", True)])
+def test_a_step_is_one_launch_per_dtype_and_no_operation_per_tensor(kind, check_finite, kernel_on):
     """Four or eight convolutions, float32 and float64 ones: the kernel's
     launches and the torch operations of a step do not grow with the number
     of tensors (the tables and thresholds are kept from step to step)."""
@@ -296,7 +306,7 @@ def test_a_step_is_one_launch_per_dtype_and_no_operation_per_tensor(check_finite
         convs = [torch.nn.Conv2d(4, 4, 3).to(device=DEVICE, dtype=torch.float32 if i % 2 else torch.float64) for i in range(n)]
         prox = pt.ProximalStep(torch.optim.SGD([p for c in convs for p in c.parameters()], lr=0.1), check_finite=check_finite)
         for c in convs:
-            prox.add(c, proxlib.GroupLasso(0.1), grouping="channel")
+            prox.add(c, _penalty(kind, 4, False), grouping="channel")
         prox.step()
         launches = tm.launches
         with OperationCount() as c:
@@ -304,10 +314,11 @@ def test_a_step_is_one_launch_per_dtype_and_no_operation_per_tensor(check_finite
         return tm.launches - launches, c.launching, c.total
 
     four, eight = count(4), count(8)
-    assert four[0] == eight[0] == (4 if check_finite else 2)
+    assert four[0] == eight[0] == (4 if check_finite or kind == "GrOWL" else 2)
     assert four[1:] == eight[1:]
-    # with the check: per dtype the norms' buffer, their maximum and its read
-    assert eight[1] == (6 if check_finite else 0), eight
+    # with the check, per dtype: the norms' buffer, their maximum and its read
+    # (GrOWL: the buffer, its copy to the host; on a device, the factors' copy back)
+    assert eight[1] == (0 if not check_finite else 6 if kind == "group lasso" else 4 + 2 * (DEVICE.type != "cpu")), eight
 
 
 # ---------------------------------------------------------------- compiled for sm_90

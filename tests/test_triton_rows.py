@@ -250,7 +250,7 @@ def _group_lasso_by_its_stages(monkeypatch):
     """The group lasso through its stages (the row statistics this module
     tests), not the multi-tensor kernel (``test_triton_multi.py``) that
     ``PROXLIB_TEST_TRITON_KERNELS`` turns on."""
-    monkeypatch.setattr(torch_dev, "GROUP_LASSO_ROWS", "array")
+    monkeypatch.setattr(torch_dev, "GROUP_ROWS", "array")
 
 
 # ------------------------------------------------------------------ compiled for sm_90

@@ -75,7 +75,7 @@ from ._triton_isotonic import _interpreting_everything, as_kernel
 from ._triton_launch import run_kernel
 from ._triton_rows import HELPERS
 
-__all__ = ["row_layout", "RowTable", "launch", "group_lasso"]
+__all__ = ["row_layout", "RowTable", "launch", "group_lasso", "row_norms", "scale_rows"]
 
 #: rows per program and entries per tile: fixed (a row's summation order, and
 #: so its result, must not depend on what else is in the launch)
@@ -85,8 +85,8 @@ INTERPRET_BLOCK_R, INTERPRET_BLOCK = 64, 256
 #: Launches of the kernel so far (compiled or interpreted); the tests read it.
 launches = 0
 
-# PHASE: what a launch does
-NORMS, MAP, BOTH = 0, 1, 2
+# PHASE: what a launch does (SCALE: the rows times given factors, GrOWL's)
+NORMS, MAP, BOTH, SCALE = 0, 1, 2, 3
 
 _ADD = tl.standard._sum_combine
 _MAX = tl.standard._elementwise_max
@@ -137,7 +137,9 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, PHASE: tl.constexpr, F64: tl.constex
     lv = lane[None, :] - lu * V[:, None]
     bu = BLOCK // V
     bv = BLOCK - bu * V
-    if PHASE == 1:
+    if PHASE == 3:
+        f = tl.load(A + r, mask=live, other=0.0)
+    elif PHASE == 1:
         y = tl.load(Y + r, mask=live, other=0.0)
         s = tl.load(Y + R + r, mask=live, other=1.0)
     else:
@@ -164,8 +166,9 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, PHASE: tl.constexpr, F64: tl.constex
             tl.store(Y + r, y, mask=live)
             tl.store(Y + R + r, s, mask=live)
     if PHASE != 0:
-        a = tl.load(A + r, mask=live, other=0.0) / s
-        f = tl.where(y > a, 1.0 - a / y, tl.where(y != y, 1.0, 0.0))
+        if PHASE != 3:
+            a = tl.load(A + r, mask=live, other=0.0) / s
+            f = tl.where(y > a, 1.0 - a / y, tl.where(y != y, 1.0, 0.0))
         if F64:
             fd = f
         else:
@@ -238,7 +241,9 @@ def launch(table: RowTable, a, f64: bool, device, phase: int, Y=None):
     ``phase`` :data:`NORMS`: returns the (2, R) float64 norms (y, s)
     (``||w_r|| = y s``), writes nothing; :data:`MAP`: the rows times their
     factors from those norms ``Y``, in place; :data:`BOTH`: the norms and
-    the map in one launch, in place.  Returns ``Y`` (None for BOTH)."""
+    the map in one launch, in place; :data:`SCALE`: the rows times the
+    factors ``a`` themselves (GrOWL's), in place.  Returns ``Y`` (None but
+    for NORMS, unless given)."""
     import torch
 
     global launches
@@ -250,7 +255,7 @@ def launch(table: RowTable, a, f64: bool, device, phase: int, Y=None):
     interpret = device.type != "cuda" or _interpreting_everything()
     block_r, block = (INTERPRET_BLOCK_R, INTERPRET_BLOCK) if interpret else (GPU_BLOCK_R, GPU_BLOCK)
     launches += 1
-    run_kernel(kernel, interpret, (triton.cdiv(R, block_r),), device, (table.addr, table.shape, a, a if Y is None else Y, R),
+    run_kernel(kernel, interpret, (triton.cdiv(R, block_r),), device, (table.addr, table.shape, Y if a is None else a, a if Y is None else Y, R),
                dict(PHASE=phase, F64=f64, BLOCK_R=block_r, BLOCK=block), num_warps=4)
     return Y
 
@@ -289,3 +294,32 @@ def _rows_table(W) -> RowTable:
     G, m = W.shape
     s_r, s_c = W.stride()
     return RowTable([W], [(np.arange(G, dtype=np.int64) * s_r, 1, m, 0, s_c)], W.device)
+
+
+def row_norms(W):
+    """``(y, s)`` of the rows of the 2-D float32 or float64 torch tensor
+    ``W`` (:func:`._stages.scaled_row_norms`' contract: ``||w_r|| = y_r
+    s_r``, float64; s None for float32 rows, where it is 1), by the kernel's
+    norms: the same bits as a training step's for the same rows."""
+    import torch
+
+    G, m = W.shape
+    if G == 0 or m == 0:
+        y = torch.zeros(G, dtype=torch.float64, device=W.device)
+        return y, (None if W.dtype != torch.float64 else torch.ones_like(y))
+    Y = launch(_rows_table(W), None, W.dtype == torch.float64, W.device, NORMS)
+    return Y[0], (Y[1] if W.dtype == torch.float64 else None)
+
+
+def scale_rows(W, f, out=None):
+    """Row r of ``W`` times ``f_r`` rounded to W's dtype (the torch stages'
+    map), by the kernel: into ``out`` (which may be ``W``) or a new tensor."""
+    import torch
+
+    X = torch.empty_like(W, memory_format=torch.contiguous_format) if out is None else out
+    if X is not W:
+        X.copy_(W)
+    if W.numel():
+        f = torch.broadcast_to(torch.as_tensor(f, dtype=torch.float64, device=W.device), (W.shape[0],)).contiguous()
+        launch(_rows_table(X), f, X.dtype == torch.float64, X.device, SCALE)
+    return X

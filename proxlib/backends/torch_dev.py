@@ -127,6 +127,9 @@ def _scaled_row_norms(W):
     whose norm exceeds the largest float64 (rows of entries near 1e308) is
     recomputed scaled, which costs one scalar read for float64 data (none
     for float32, whose norms fit float64)."""
+    tm = _triton_group_lasso(W)
+    if tm is not None:  # the norms of a training step's group lasso and GrOWL batches, on these rows
+        return tm.row_norms(W)
     tr = _triton_rows(W)
     if tr is None:
         return _stages.norms_from_sumsq(_row_sumsq(W), W)
@@ -142,6 +145,9 @@ def _scaled_row_norms(W):
 
 
 def _scale_rows(W, f, out=None):
+    tm = _triton_group_lasso(W)
+    if tm is not None:  # (the map of a training step's batches, on these rows)
+        return tm.scale_rows(W, f, out=out)
     return torch.mul(W, f.to(W.dtype)[:, None], out=out)
 
 
@@ -488,24 +494,26 @@ def group_lasso(W, a, check_finite=False, out=None):
     return _stages.group_lasso(W, a, prims, check_finite, out=out)
 
 
-#: Who solves the group lasso on float32 and float64 torch tensors:
-#: ``"triton"``: :mod:`._triton_multi`'s kernel on any torch tensor (off CUDA
-#: in Triton's interpreter), which solves every row of every tensor of a
-#: training step's group lasso terms in one launch, reading and writing them
-#: where they are (:mod:`proxlib.torch._batched`), and the public function's
-#: rows alike (the same bits for the same rows); ``"auto"``: on CUDA tensors
-#: only; ``"array"``: the stages of :func:`._stages.group_lasso` (the
-#: default until the compiled kernel has run on a GPU: the tests compile it
-#: for sm_90, ``benchmarks/gpu_session.sh`` runs it there).
-GROUP_LASSO_ROWS = "array"
+#: Who solves the group lasso and GrOWL rows of float32 and float64 torch
+#: tensors: ``"triton"``: :mod:`._triton_multi`'s kernel on any torch tensor
+#: (off CUDA in Triton's interpreter), which solves every row of every
+#: tensor of a training step's group lasso terms in one launch (GrOWL's: its
+#: norms in one, the host's OWL, its map in one), reading and writing the
+#: tensors where they are (:mod:`proxlib.torch._batched`), and the public
+#: functions' rows alike (the group lasso whole, and the norms and the map
+#: of the stages: the same bits for the same rows); ``"auto"``: on CUDA
+#: tensors only; ``"array"``: the stages' torch operations (the default
+#: until the compiled kernel has run on a GPU: the tests compile it for
+#: sm_90, ``benchmarks/gpu_session.sh`` runs it there).
+GROUP_ROWS = "array"
 
 
 def _triton_group_lasso(W):
-    """:mod:`._triton_multi` where it solves the group lasso of ``W``
-    (``GROUP_LASSO_ROWS``; float32 or float64, two dimensions), else None."""
+    """:mod:`._triton_multi` where it solves the group lasso and GrOWL rows of
+    ``W`` (``GROUP_ROWS``; float32 or float64, two dimensions), else None."""
     if W.dtype not in (torch.float32, torch.float64) or W.ndim != 2:
         return None
-    return _k._triton_module(W, GROUP_LASSO_ROWS, "_triton_multi")
+    return _k._triton_module(W, GROUP_ROWS, "_triton_multi")
 
 
 @_kernel

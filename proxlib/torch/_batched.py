@@ -126,7 +126,7 @@ class Member:
         self.device, self.dtype = like.device, like.dtype  # (the data's)
         self.wide = like.dtype == torch.float64  # float64 rows: norms with a scale s kept apart
         self.d = self.E = self.d_min = None  # (metric members) the metric, 2^E dividing the objective, d's least entry
-        self.layout = None  # (group lasso on torch_dev.GROUP_LASSO_ROWS's kernel) its rows' layout in the leaf (multi_layout)
+        self.layout = None  # (group lasso on torch_dev.GROUP_ROWS's kernel) its rows' layout in the leaf (multi_layout)
 
 
 def kind_of(plan) -> str:
@@ -157,7 +157,7 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     one such copy at a time, as the terms one by one do; the row-wise
     kernels' rows that are a copy are formed when their stack is solved."""
     kind = plan.pen.kernel
-    layout = multi_layout(plan, leaf) if kind == "group_lasso" else None
+    layout = multi_layout(plan, leaf) if kind in ("group_lasso", "growl") else None
     if layout is not None:  # read and written in place by one kernel for the whole batch: no statistics here
         thr = plan.thresholds(step, leaf)  # (its dtype and device: no detached view, which costs the host a dispatch)
         if thr is None:
@@ -240,7 +240,7 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
                 else:
                     V.check_all_finite(m.data, "the parameter")
         if multi:  # (checked, when check_finite, before it writes; the other members are checked already)
-            _multi_group_lasso(multi, check_finite, cache)
+            (_multi_group_lasso if kind == "group_lasso" else _multi_growl)(multi, check_finite, cache)
             if not members:
                 return
         if kind == "weighted_l1":
@@ -303,18 +303,21 @@ def _thresholds(members: list, cache: dict) -> torch.Tensor:
 def multi_layout(plan, leaf: torch.Tensor):
     """The layout of the plan's rows in ``leaf``
     (:func:`proxlib.backends._triton_multi.row_layout`) where
-    ``torch_dev.GROUP_LASSO_ROWS``'s kernel solves the plan's group lasso on it, else
+    ``torch_dev.GROUP_ROWS``'s kernel solves the plan's group lasso on it, else
     None: a plain float32 or float64 tensor (not a subclass: a sharded
     tensor's rows are not its local memory) without overlapping entries
     whose rows the two-level layout describes.  Kept on the plan, which is
     rebuilt when the leaf's memory, shape or strides change."""
     if leaf.dtype not in (torch.float32, torch.float64) or type(leaf) not in (torch.Tensor, torch.nn.Parameter):
         return None
-    if _k._triton_module(leaf, torch_dev.GROUP_LASSO_ROWS, "_triton_multi") is None:
+    if _k._triton_module(leaf, torch_dev.GROUP_ROWS, "_triton_multi") is None:
         return None
     memo = plan.batch_memo
     if "multi_layout" not in memo:
-        memo["multi_layout"] = _layout_of_rows(plan, leaf)
+        layout = _layout_of_rows(plan, leaf)
+        if layout is not None and plan.pen.kernel == "growl" and not torch_dev.solved_on_host(layout[0].shape[0], leaf.device):
+            layout = None  # (GrOWL's OWL of this many norms runs on the device, as the public function runs it)
+        memo["multi_layout"] = layout
     return memo["multi_layout"]
 
 
@@ -346,17 +349,11 @@ def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
     ``cache`` while the members' plans and thresholds are the same."""
     from proxlib.backends import _triton_multi as tm
 
-    groups: dict = {}
-    for m in members:
-        groups.setdefault((m.device, m.dtype), []).append(m)
     solves = []
-    for (device, dtype), on in groups.items():
-        plans = tuple(m.plan for m in on)
-        table = _kept(cache, ("multi_table", device, dtype), plans,
-                      lambda on=on, device=device: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
+    for (device, dtype), on in _multi_groups(members).items():
         a = _kept(cache, ("multi_thresholds", device, dtype), tuple(m.thr for m in on),
                   lambda on=on: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), (m.layout[0].shape[0],)) for m in on]))
-        solves.append((table, a, dtype == torch.float64, device))
+        solves.append((_multi_table(on, cache), a, dtype == torch.float64, device))
     norms = [tm.launch(*solve, tm.NORMS) if check_finite else None for solve in solves]
     for solve, Y in zip(solves, norms):
         # the largest of the norms (y, s) read once (y >= 0, s a finite power of
@@ -365,6 +362,57 @@ def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
             raise NonFiniteInput("input contains NaN or Inf")
     for solve, y in zip(solves, norms):
         tm.launch(*solve, tm.MAP if check_finite else tm.BOTH, y)
+    for m in members:
+        torch.autograd.graph.increment_version(m.leaf)
+
+
+def _multi_groups(members: list) -> dict:
+    """The members by (device, dtype): one launch each."""
+    groups: dict = {}
+    for m in members:
+        groups.setdefault((m.device, m.dtype), []).append(m)
+    return groups
+
+
+def _multi_table(on: list, cache: dict):
+    """The row table of the members ``on`` (one device and dtype), kept in
+    ``cache`` while their plans are the same (a plan holds its tensor's
+    memory, shape and strides: :meth:`proxlib.torch.prox._Plan.holds`)."""
+    from proxlib.backends import _triton_multi as tm
+
+    device, dtype = on[0].device, on[0].dtype
+    return _kept(cache, ("multi_table", device, dtype), tuple(m.plan for m in on),
+                 lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
+
+
+def _multi_growl(members: list, check_finite: bool, cache: dict) -> None:
+    """GrOWL of the members (each with its ``layout``) by
+    :mod:`proxlib.backends._triton_multi`, per device and dtype: one launch
+    for every row's norm, one copy of them to the host, the host's OWL of
+    each member's norms (:func:`_growl_factors`' call, the same bits), one
+    copy of the factors back and one launch for the map.  With
+    ``check_finite``, every group's norms are checked (on the host copy)
+    before any is written."""
+    from proxlib.backends import _triton_multi as tm
+
+    solved = []
+    for (device, dtype), on in _multi_groups(members).items():
+        table = _multi_table(on, cache)
+        Y = tm.launch(table, None, dtype == torch.float64, device, tm.NORMS).cpu().numpy()
+        solved.append((on, table, Y, dtype == torch.float64, device))
+    if check_finite and not all(np.isfinite(Y[0]).all() for _, _, Y, _, _ in solved):
+        raise NonFiniteInput("input contains NaN or Inf")
+    for on, table, Y, wide, device in solved:
+        starts = np.cumsum([0] + [m.layout[0].shape[0] for m in on])
+        w = [_host_weights(m) for m in on]
+        nrm, s = Y[0], (Y[1] if wide else None)
+        orders = _kept(cache, ("multi_growl_orders", device, wide), tuple(m.plan for m in on),
+                       lambda n=int(starts[-1]): np.full(n, -1, dtype=np.int64))
+        f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts, orders)
+        if f is None:
+            f = np.concatenate([_stages.growl_factor(nrm[a:b], wm, torch_dev.host_owl, None if s is None else s[a:b])
+                                for wm, a, b in zip(w, starts[:-1], starts[1:])])
+        tm.launch(table, torch.from_numpy(f).to(device), wide, device, tm.SCALE)
     for m in members:
         torch.autograd.graph.increment_version(m.leaf)
 
