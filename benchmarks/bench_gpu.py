@@ -475,7 +475,9 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
     the "channel" and "shape" groupings give), float32 and float64.  The
     group lasso and GrOWL run with their row norms from the Triton kernel
     (``ROW_STATS="triton"``, the default on CUDA) and from torch operations
-    (``"torch"``).  Bytes that must move: 3 x nbytes(W) (one read for the row
+    (``"torch"``), and (``"multi"``) by the kernel of a training step's
+    batches (``torch_dev.GROUP_ROWS``: the group lasso whole in one launch,
+    GrOWL's norms and map; off by default until it has run on a GPU).  Bytes that must move: 3 x nbytes(W) (one read for the row
     statistics, one read and one write for the row map; the same structure
     for the exclusive operators).  Peak: a device-to-device copy of W
     (``copy_``, 2 x nbytes) timed in the same run.
@@ -490,15 +492,18 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
     repeat = args.repeat or (2 if dry else 5 if args.quick else 20)
     timer = torch_timer(torch, device, repeat)
     tr = _rows_module()
-    stats_paths = (["triton"] if tr is not None else []) + ["torch"]
+    # "multi": the group lasso and GrOWL by the kernel of a training step's
+    # batches (``torch_dev.GROUP_ROWS``: the group lasso whole in one launch,
+    # GrOWL's norms and map), the others' row statistics by ``ROW_STATS``
+    stats_paths = (["multi", "triton"] if tr is not None else []) + ["torch"]
     # (every proxlib Triton kernel a row operator may launch: the row
-    # statistics', and those of the exclusive penalties where switched on)
+    # statistics', the multi-tensor one, those of the exclusive penalties where switched on)
     from proxlib.torch._opcount import TRITON_MODULES
 
-    kernel_modules = (tr, *(importlib.import_module(name) for name in TRITON_MODULES)) if tr is not None else (None,)
+    kernel_modules = tuple(importlib.import_module(name) for name in TRITON_MODULES) if tr is not None else (None,)
     gen = torch.Generator(device=device).manual_seed(0)
     s = float(np.sqrt(m))  # about the norm of a row of N(0, 1) entries
-    saved = torch_dev.ROW_STATS, torch_dev.CPU_KERNELS
+    saved = torch_dev.ROW_STATS, torch_dev.CPU_KERNELS, torch_dev.GROUP_ROWS
     if dry:  # CPU tensors through the torch operations that CUDA runs (by default Numba's kernels would)
         torch_dev.CPU_KERNELS = "torch"
     rows, copies = [], []
@@ -525,7 +530,8 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
                 for name, (fn, thr, ref_fn, paths) in ops.items():
                     ref = ref_fn(host, *(t.cpu().numpy() for t in thr)) if host is not None else None
                     for path in paths:
-                        torch_dev.ROW_STATS = path
+                        torch_dev.GROUP_ROWS = "triton" if path == "multi" else "array"
+                        torch_dev.ROW_STATS = "triton" if path == "multi" else path
                         call = lambda: fn(V, *thr)  # noqa: E731
                         out = call()  # also compiles the kernels
                         t = timer(call)
@@ -540,7 +546,7 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     finally:
-        torch_dev.ROW_STATS, torch_dev.CPU_KERNELS = saved
+        torch_dev.ROW_STATS, torch_dev.CPU_KERNELS, torch_dev.GROUP_ROWS = saved
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         where = f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
@@ -551,7 +557,9 @@ def torch_rows_section(args, torch, dry: bool) -> list[str]:
         "",
         f"{where}; torch {torch.__version__}; W of shape {G}x{m}. Median time over {repeat} calls. "
         "Row stats: the row norms of the group lasso and GrOWL from the Triton kernel (`_triton_rows`, one read of W) "
-        "or from torch operations (a float64 copy of W); the exclusive operators sort rows. "
+        "or from torch operations (a float64 copy of W); multi: the group lasso whole in one launch of `_triton_multi` "
+        "(the kernel of a training step's batches, `torch_dev.GROUP_ROWS`; GrOWL: its norms and map there); "
+        "the exclusive operators sort rows. "
         "Moved: 3 x nbytes(W) (statistics read, map read + write). Peak: a device-to-device copy of W in this run "
         "(issue targets: >= 50% and >= 70% of it). Launches: aten operations that launch work plus proxlib's "
         "Triton kernels (the row statistics'; the exclusive penalties' where switched on; also shown alone; "

@@ -122,26 +122,27 @@ PENALTIES = {
 TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "exclusive (shape)": 20, "group+exclusive (shape)": 20}
 
 #: the penalties run again with the Triton kernels that are off by default
-#: until they have run on a GPU (the exclusive penalties' rows,
-#: ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the row operators,
+#: until they have run on a GPU (the group lasso and GrOWL rows of every
+#: tensor in one launch, ``torch_dev.GROUP_ROWS``; the exclusive penalties'
+#: rows, ``_xp_kernels.EXCLUSIVE_ROWS``; in Adam's metric the row operators,
 #: whole, ``_metric_kernels.METRIC_ROWS``)
-KERNEL_ROWS = ("exclusive (shape)", "group+exclusive (shape)")
+KERNEL_ROWS = ("group lasso (channel)", "GrOWL (channel)", "exclusive (shape)", "group+exclusive (shape)")
 KERNEL_METRIC = ("group lasso (channel)", "exclusive (shape)", "group+exclusive (shape)")
 KERNEL_SUFFIX = ", Triton kernel"
 
 
 @contextlib.contextmanager
 def _triton_kernels(mode):
-    """Both switches of those kernels set to ``mode`` inside (None: left as they are)."""
+    """The switches of those kernels set to ``mode`` inside (None: left as they are)."""
     from proxlib.backends import _metric_kernels, _xp_kernels
 
-    before = _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.METRIC_ROWS
+    before = _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.METRIC_ROWS, torch_dev.GROUP_ROWS
     if mode is not None:
-        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.METRIC_ROWS = mode
+        _xp_kernels.EXCLUSIVE_ROWS = _metric_kernels.METRIC_ROWS = torch_dev.GROUP_ROWS = mode
     try:
         yield
     finally:
-        _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.METRIC_ROWS = before
+        _xp_kernels.EXCLUSIVE_ROWS, _metric_kernels.METRIC_ROWS, torch_dev.GROUP_ROWS = before
 
 
 def mlp():
@@ -259,6 +260,8 @@ HOST_NOTE = (
     "run here by Triton's interpreter, one launching operation; until 2026-12-01 the array code, with a read "
     "per four steps). *Triton kernel* rows: the Triton kernels that are off by default until they have run on "
     "a GPU, in Triton's interpreter (operations counted, no time: the interpreter's is no device's): the "
+    "group lasso and GrOWL rows of every tensor in one launch, read and written in place (`torch_dev.GROUP_ROWS`, "
+    "`_triton_multi`; GrOWL: its norms in one launch, the host's OWL, its map in one), the "
     "exclusive penalties' rows (`_xp_kernels.EXCLUSIVE_ROWS`, one launch per stack) and, in Adam's metric, the "
     "row operators (group lasso, exclusive, group+exclusive), whole, in one kernel (`_metric_kernels.METRIC_ROWS`, "
     "one launch per stack; until 2026-12-04 the group lasso's root search alone). GrOWL's OWL of the row norms runs on "

@@ -33,8 +33,9 @@
 #               torch (the row operators through their Triton kernels), the
 #               OWL device paths with the Triton merge kernel compiled, CuPy,
 #               NVRTC
-#   2 kernels   the tests of the exclusive penalties and the metric row
-#               operators with the Triton kernels that are off by default
+#   2 kernels   the tests of the multi-tensor group lasso and GrOWL, the
+#               exclusive penalties and the metric row operators with the
+#               Triton kernels that are off by default
 #               (PROXLIB_TEST_TRITON_KERNELS=triton), compiled
 #   3 overhead  benchmarks/bench_overhead.py --gpu-only: prox share of a
 #               ResNet-18 training step on CUDA
@@ -83,7 +84,8 @@ if [ "$DRY" = 1 ]; then
     TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_torch_batched.py -k
            "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties) or any_mix")
     WORKERS=0
-    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py -k "test_device or certificates")
+    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_triton_multi.py
+                  -k "test_device or certificates or (test_triton_multi and (step or public))")
     BENCH=(--dry-run)
     OVERHEAD=(--resnet-device cpu --resnet-batch 4 --resnet-width 8 --repeats 1)  # (full width: 240 s, past the limit under load)
     export HYPOTHESIS_PROFILE=dev
@@ -98,8 +100,8 @@ else
            tests/test_torch_batched.py tests/test_triton_shrink.py
            -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device")
     WORKERS=8
-    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_backends.py tests/test_torch_batched.py
-                  -k "(test_triton_exclusive and (test_device or certificates or public)) or (test_triton_metric and test_device) or (test_backends and torch and not numba and exclusive) or (test_torch_batched and (exclusive or row_wise or metric))")
+    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_triton_multi.py tests/test_backends.py tests/test_torch_batched.py
+                  -k "(test_triton_exclusive and (test_device or certificates or public)) or (test_triton_metric and test_device) or test_triton_multi or (test_backends and torch and not numba and (exclusive or group_lasso or growl)) or (test_torch_batched and (exclusive or row_wise or metric or group or growl))")
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
     timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
@@ -149,17 +151,19 @@ pc.step()  # the CPU's default route (Numba's serial kernels), tested against th
 err = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(net.parameters(), cpu.parameters()))
 same = ptrs == [q.data_ptr() for q in net.parameters()]
 print(f"ProximalStep on {dev} against the same step on the CPU: max |diff| {err:.1e}; parameters kept their memory: {same}")
-# the same step with the exclusive penalties' rows by their Triton kernel (compiled on CUDA)
+# the same step with the row kernels that are off by default (compiled on
+# CUDA): the group lasso and GrOWL rows of every tensor in one launch, the
+# exclusive penalties' rows
 from proxlib.backends import _xp_kernels
 pk = pt.ProximalStep(torch.optim.SGD(first.parameters(), lr=0.05))
 terms(pk, first)
 torch_dev.CPU_KERNELS = "torch" if dev == "cpu" else "auto"
-_xp_kernels.EXCLUSIVE_ROWS = "triton"
+_xp_kernels.EXCLUSIVE_ROWS = torch_dev.GROUP_ROWS = "triton"
 pk.step()
-_xp_kernels.EXCLUSIVE_ROWS = "array"
+_xp_kernels.EXCLUSIVE_ROWS = torch_dev.GROUP_ROWS = "array"
 torch_dev.CPU_KERNELS = "auto"
 errk = max(float((a.detach().double().cpu() - b.detach().double()).abs().max()) for a, b in zip(first.parameters(), cpu.parameters()))
-print(f"the same step with the exclusive rows' Triton kernel: max |diff| {errk:.1e}")
+print(f"the same step with the row kernels (group lasso and GrOWL of every tensor, exclusive rows): max |diff| {errk:.1e}")
 err = max(err, errk)
 # the prox in a given diagonal metric, batched (rows stacked by length, entries concatenated), against the CPU
 gen = torch.Generator().manual_seed(1)
@@ -192,8 +196,9 @@ stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cachepr
     -o addopts="" "${TESTS[@]}"
 
 # the Triton kernels that are off by default until this stage has passed on a
-# GPU (the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric
-# row operators, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
+# GPU (the group lasso and GrOWL rows of a step's tensors, torch_dev.GROUP_ROWS;
+# the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric row
+# operators, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
 stage 2_kernel_tests 180 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_TRITON_KERNELS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
     -n "$WORKERS" -o addopts="" "${KERNEL_TESTS[@]}"
 

@@ -215,6 +215,34 @@ def test_non_finite_rows_give_non_finite_norms_and_come_back_as_they_are():
     torch.testing.assert_close(X[1:], W[1:], rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+@pytest.mark.parametrize("out", [None, "new", "self"])
+@pytest.mark.parametrize("check_finite", [False, True])
+def test_public_kernels_out_of_place_and_in_place(dtype, layout, out, check_finite, kernel_on):
+    """``torch_dev.group_lasso`` / ``scale_rows`` (the public functions'
+    torch route) on rows of any strides: out of place they read W and write
+    the result where it goes (no copy of W where the strides allow), leave W
+    as it was, and give the bits of the stages on the kernel's norms."""
+    base = torch.randn(9, 14, dtype=dtype, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    W = {"contiguous": base, "transposed": base.T, "sliced": base[::2, 1:12]}[layout]
+    keep = W.clone()
+    G = W.shape[0]
+    a = W.to(torch.float64).norm(dim=1) * torch.linspace(0.2, 1.4, G, dtype=torch.float64, device=DEVICE)
+    y, s = tm.row_norms(W)
+    a_s = a if s is None else a / s
+    expect = W * torch.where(y > a_s, 1.0 - a_s / y, torch.zeros_like(y)).to(dtype)[:, None]
+    target = {None: None, "new": torch.empty_like(W), "self": W}[out]
+    X = torch_dev.group_lasso(W, a, check_finite=check_finite, out=target)
+    torch.testing.assert_close(X, expect, rtol=0, atol=0)
+    assert X is target if out else X.shape == W.shape
+    if out != "self":
+        torch.testing.assert_close(W, keep, rtol=0, atol=0)
+    f = torch.linspace(0.0, 2.0, G, dtype=torch.float64, device=DEVICE)
+    Z = tm.scale_rows(keep, f, out=None)
+    torch.testing.assert_close(Z, keep * f.to(dtype)[:, None], rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------- in a training step
 
 
@@ -311,7 +339,9 @@ def test_a_step_is_one_launch_per_dtype_and_no_operation_per_tensor(kind, check_
         launches = tm.launches
         with OperationCount() as c:
             prox.step()
-        return tm.launches - launches, c.launching, c.total
+        kernel = c.ops["triton"]  # (the kernel's launches, counted as operations)
+        assert kernel == tm.launches - launches
+        return kernel, c.launching - kernel, c.total - kernel
 
     four, eight = count(4), count(8)
     assert four[0] == eight[0] == (4 if check_finite or kind == "GrOWL" else 2)
@@ -325,7 +355,7 @@ def test_a_step_is_one_launch_per_dtype_and_no_operation_per_tensor(kind, check_
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp64"])
-@pytest.mark.parametrize("phase", [tm.NORMS, tm.MAP, tm.BOTH])
+@pytest.mark.parametrize("phase", [tm.NORMS, tm.MAP, tm.BOTH, tm.SCALE])
 def test_kernel_compiles_for_sm90_exactly_rounded(dtype, phase):
     import triton
     from triton.backends.compiler import GPUTarget
@@ -334,15 +364,15 @@ def test_kernel_compiles_for_sm90_exactly_rounded(dtype, phase):
     if "nvidia" not in triton.backends.backends:
         pytest.skip("this triton has no NVIDIA backend")
     k = tm.kernel(False)
-    sig = {"ADDR": "*i64", "SHAPE": "*i64", "A": "*fp64", "Y": "*fp64", "R": "i32",
+    sig = {"ADDR": "*i64", "SHAPE": "*i64", "A": "*fp64", "Y": "*fp64", "R": "i32", "OUT": "i64",
            "PHASE": "constexpr", "F64": "constexpr", "BLOCK_R": "constexpr", "BLOCK": "constexpr"}  # fmt: skip
     consts = dict(PHASE=phase, F64=dtype == "fp64", BLOCK_R=tm.GPU_BLOCK_R, BLOCK=tm.GPU_BLOCK)
     src = ASTSource(k, sig, constexprs=consts)
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "enable_fp_fusion": False}).asm["ptx"]
     assert ".target sm_90" in ptx
     assert "fma.rn" not in ptx
-    if phase != tm.MAP:
+    if phase in (tm.NORMS, tm.BOTH):
         assert "sqrt.rn.f64" in ptx
-    if phase != tm.NORMS:
+    if phase in (tm.MAP, tm.BOTH):
         assert "div.rn.f64" in ptx
     assert "local" not in ptx.split(".entry")[1].split("{", 1)[0] and ".local" not in ptx  # no spills

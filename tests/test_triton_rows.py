@@ -444,7 +444,8 @@ def test_the_kernel_module_reads_nothing_back():
 
 def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys, monkeypatch):
     """The rows section runs on CPU tensors (Triton interpreted, 64x48): every
-    operator, layout, dtype and row-statistics path, agreeing with NumPy.
+    operator, layout, dtype and row-statistics path (and the multi-tensor
+    kernel's, "multi"), agreeing with NumPy.
     It does so as the script runs alone (``CPU_KERNELS = "auto"``, not the
     tests' "torch"), where float32/float64 CPU tensors would go to Numba."""
     monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
@@ -468,14 +469,18 @@ def test_bench_gpu_dry_run_runs_the_rows_section_on_cpu(capsys, monkeypatch):
     for op in ("group_lasso", "growl"):
         for dt in ("float32", "float64"):
             for layout in ("rows", "channel"):
-                assert {(op, layout, dt, "triton"), (op, layout, dt, "torch")} <= seen
+                assert {(op, layout, dt, "multi"), (op, layout, dt, "triton"), (op, layout, dt, "torch")} <= seen
     assert ("group_exclusive", "channel", "float32", "torch") in seen
     for r in rows:
         if r[0] == "copy":
             continue
         launches, triton_launches, reads, diff = int(r[9]), int(r[10]), int(r[11]), float(r[12])
         assert launches > 0 and diff <= (1e-5 if r[2] == "float32" else 1e-12)
-        if r[3] == "triton":
+        if r[3] == "multi":  # (_triton_multi: the group lasso whole, GrOWL's norms and map)
+            assert triton_launches == (1 if r[0] == "group_lasso" else 2)
+            if r[0] == "group_lasso":  # norms as (y, s) pairs: no read
+                assert reads == 0
+        elif r[3] == "triton":
             assert 1 <= triton_launches <= 2
             if r[0] == "group_lasso":  # float64: one read for norms beyond the largest float64
                 assert reads == (0 if r[2] == "float32" else 1)

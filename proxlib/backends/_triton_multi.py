@@ -112,14 +112,16 @@ def next_tile(uc, vc, bu, bv, V):
     return uc + bu + wrap.to(tl.int64), tl.where(wrap, vc - V, vc)
 
 
-def _group_lasso_rows(ADDR, SHAPE, A, Y, R, PHASE: tl.constexpr, F64: tl.constexpr,
+def _group_lasso_rows(ADDR, SHAPE, A, Y, R, OUT, PHASE: tl.constexpr, F64: tl.constexpr,
                       BLOCK_R: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """Rows ``pid*BLOCK_R ..`` of the table (ADDR: (R,) int64 addresses of
     the rows' first entries; SHAPE: (R, 4) int64 U, V, su, sv; A: (R,)
     float64 thresholds; Y: (2, R) float64 norms (y, s)).  PHASE NORMS: write
     (y, s); MAP: read them and write the rows times their factors; BOTH:
-    both, without the buffer.  A row's entries are taken in the order
-    j = u V + v, BLOCK at a time: its sums do not depend on its neighbours."""
+    both, without the buffer; SCALE: the rows times the factors A.  The
+    results go ``OUT`` entries past the data (0: in place; another tensor of
+    the same strides).  A row's entries are taken in the order j = u V + v,
+    BLOCK at a time: its sums do not depend on its neighbours."""
     r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     live = r < R
     if F64:
@@ -179,7 +181,7 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, PHASE: tl.constexpr, F64: tl.constex
             off = tile_offsets(uc, vc, lu, lv, V, su, sv)
             mask = live[:, None] & (c + lane[None, :] < n[:, None])
             x = tl.load(X[:, None] + off, mask=mask, other=0.0)
-            tl.store(X[:, None] + off, x * fd[:, None], mask=mask)
+            tl.store(X[:, None] + (off + OUT), x * fd[:, None], mask=mask)
             uc, vc = next_tile(uc, vc, bu, bv, V)
 
 
@@ -187,7 +189,7 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, PHASE: tl.constexpr, F64: tl.constex
 def kernel(interpret: bool):
     """The kernel, compiled (``interpret=False``) or interpreted."""
     return as_kernel(_group_lasso_rows, interpret, helpers={**HELPERS, "tile_offsets": tile_offsets, "next_tile": next_tile},
-                     do_not_specialize=["R"])
+                     do_not_specialize=["R", "OUT"])
 
 
 # ------------------------------------------------------------------ row layouts
@@ -235,15 +237,16 @@ class RowTable:
         self.shape = torch.from_numpy(np.ascontiguousarray(np.concatenate(shape))).to(device)
 
 
-def launch(table: RowTable, a, f64: bool, device, phase: int, Y=None):
+def launch(table: RowTable, a, f64: bool, device, phase: int, Y=None, out: int = 0):
     """One launch over every row of ``table`` (group lasso thresholds ``a``:
     (R,) float64 on ``device``; ``f64``: the tensors' dtype is float64).
     ``phase`` :data:`NORMS`: returns the (2, R) float64 norms (y, s)
     (``||w_r|| = y s``), writes nothing; :data:`MAP`: the rows times their
     factors from those norms ``Y``, in place; :data:`BOTH`: the norms and
     the map in one launch, in place; :data:`SCALE`: the rows times the
-    factors ``a`` themselves (GrOWL's), in place.  Returns ``Y`` (None but
-    for NORMS, unless given)."""
+    factors ``a`` themselves (GrOWL's), in place.  ``out``: the results
+    written that many entries past the rows instead (a tensor of the data's
+    strides).  Returns ``Y`` (None but for NORMS, unless given)."""
     import torch
 
     global launches
@@ -255,7 +258,7 @@ def launch(table: RowTable, a, f64: bool, device, phase: int, Y=None):
     interpret = device.type != "cuda" or _interpreting_everything()
     block_r, block = (INTERPRET_BLOCK_R, INTERPRET_BLOCK) if interpret else (GPU_BLOCK_R, GPU_BLOCK)
     launches += 1
-    run_kernel(kernel, interpret, (triton.cdiv(R, block_r),), device, (table.addr, table.shape, Y if a is None else a, a if Y is None else Y, R),
+    run_kernel(kernel, interpret, (triton.cdiv(R, block_r),), device, (table.addr, table.shape, Y if a is None else a, a if Y is None else Y, R, out),
                dict(PHASE=phase, F64=f64, BLOCK_R=block_r, BLOCK=block), num_warps=4)
     return Y
 
@@ -275,18 +278,29 @@ def group_lasso(W, a, check_finite: bool = False, out=None):
     from . import NonFiniteInput
 
     G, m = W.shape
-    X = torch.empty_like(W, memory_format=torch.contiguous_format) if out is None else out
+    X = torch.empty_like(W) if out is None else out
     if G == 0 or m == 0:
         return X if out is not None else X.copy_(W)
     a = torch.broadcast_to(torch.as_tensor(a, dtype=torch.float64, device=W.device), (G,)).contiguous()
+    Y = None
     if check_finite:  # (on W, before X is written: X may be W)
         Y = launch(_rows_table(W), a, W.dtype == torch.float64, W.device, NORMS)
         if not math.isfinite(float(Y.max())):
             raise NonFiniteInput("input contains NaN or Inf")
-    if X is not W:
-        X.copy_(W)
-    launch(_rows_table(X), a, X.dtype == torch.float64, X.device, MAP if check_finite else BOTH, Y if check_finite else None)
+    src, delta = _source(W, X)
+    launch(_rows_table(src), a, W.dtype == torch.float64, W.device, MAP if check_finite else BOTH, Y, delta)
     return X
+
+
+def _source(W, X) -> tuple:
+    """``(src, delta)``: the rows a launch reads and how many entries past
+    them it writes X's: W itself where X has W's strides in other memory
+    (no copy), else X after a copy of W (in place)."""
+    if X is W or X.stride() != W.stride() or X.untyped_storage().data_ptr() == W.untyped_storage().data_ptr():
+        if X is not W:
+            X.copy_(W)
+        return X, 0
+    return W, (X.data_ptr() - W.data_ptr()) // W.element_size()
 
 
 def _rows_table(W) -> RowTable:
@@ -316,10 +330,10 @@ def scale_rows(W, f, out=None):
     map), by the kernel: into ``out`` (which may be ``W``) or a new tensor."""
     import torch
 
-    X = torch.empty_like(W, memory_format=torch.contiguous_format) if out is None else out
-    if X is not W:
-        X.copy_(W)
-    if W.numel():
-        f = torch.broadcast_to(torch.as_tensor(f, dtype=torch.float64, device=W.device), (W.shape[0],)).contiguous()
-        launch(_rows_table(X), f, X.dtype == torch.float64, X.device, SCALE)
+    X = torch.empty_like(W) if out is None else out
+    if not W.numel():
+        return X
+    f = torch.broadcast_to(torch.as_tensor(f, dtype=torch.float64, device=W.device), (W.shape[0],)).contiguous()
+    src, delta = _source(W, X)
+    launch(_rows_table(src), f, W.dtype == torch.float64, W.device, SCALE, None, delta)
     return X

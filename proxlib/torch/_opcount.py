@@ -25,7 +25,8 @@ VIEWS = frozenset({
 
 #: proxlib's Triton kernel modules counted here: each counts its launches in
 #: ``launches`` and hides its interpreter's torch operations from dispatch modes
-TRITON_MODULES = ("proxlib.backends._triton_shrink", "proxlib.backends._triton_exclusive", "proxlib.backends._triton_metric")
+TRITON_MODULES = ("proxlib.backends._triton_shrink", "proxlib.backends._triton_exclusive", "proxlib.backends._triton_metric",
+                  "proxlib.backends._triton_multi", "proxlib.backends._triton_rows")
 
 
 def _triton_launches() -> int:
