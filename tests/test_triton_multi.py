@@ -96,6 +96,19 @@ def test_row_layout_reproduces_the_plans_rows(grouping, shape, layout):
     np.testing.assert_array_equal(base[:, None] + (j // V) * su + (j % V) * sv, rows)
 
 
+def test_overlapping_tensors_keep_the_torch_stages(kernel_on):
+    """A tensor whose entries share memory (an expanded view) is not written
+    by the kernel (it would write an entry twice): the plan's layout is
+    None; dense tensors of every memory format are taken."""
+    from proxlib.torch._batched import _non_overlapping
+
+    assert not _non_overlapping(torch.zeros(4, 1).expand(4, 3))
+    assert not _non_overlapping(torch.zeros(10).as_strided((3, 4), (2, 1)))
+    for W in (torch.zeros(5, 4, 3, 3), torch.zeros(5, 4, 3, 3).to(memory_format=torch.channels_last), torch.zeros(4, 7).T,
+              torch.zeros(6, 5)[::2, 1:]):
+        assert _non_overlapping(W)
+
+
 def test_row_layout_declines_what_it_cannot_describe():
     """A sliced tensor's whole-layer row (three levels of strides) and
     irregular offsets give None; so do empty rows."""
@@ -370,7 +383,7 @@ def test_kernel_compiles_for_sm90_exactly_rounded(dtype, phase):
     src = ASTSource(k, sig, constexprs=consts)
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "enable_fp_fusion": False}).asm["ptx"]
     assert ".target sm_90" in ptx
-    assert "fma.rn" not in ptx
+    assert "fma.rn" not in ptx and ".ftz" not in ptx  # (no contraction, subnormals kept)
     if phase in (tm.NORMS, tm.BOTH):
         assert "sqrt.rn.f64" in ptx
     if phase in (tm.MAP, tm.BOTH):

@@ -27,9 +27,10 @@ layout is read off the offsets of the plan's own rows (so it is the plan's
 row order and row content by construction) and used only where that
 two-level form reproduces them exactly; other layouts keep the torch
 operations.  The table holds, per row, the address of its first entry and
-(U, V, su, sv): ``6 x 8`` bytes a row, a few hundred kilobytes for a
+(U, V, su, sv): ``5 x 8`` bytes a row, a few hundred kilobytes for a
 ResNet, on the device, made again only when a tensor's address, shape or
-strides change.
+strides change (a training step keeps it with its terms' plans, which are
+rebuilt then).
 
 Arithmetic (the torch stages' expressions: :func:`._stages.scaled_row_norms`,
 :func:`._stages.group_lasso_factor`, the map's product in the data's dtype):
@@ -53,9 +54,18 @@ one after another, bit for bit.
 Launches.  Without the finiteness check: one per dtype (norms, factors and
 the map in each program: its rows are read twice, the second time mostly
 from the cache).  With it: the norms into a (2, R) float64 buffer, one read
-of whether they are all finite (the one host synchronisation; nothing is
-written before it), then the map.  No other host read, no scratch but the
-buffer and the tables.
+of their maximum (finite iff every row is: the one host synchronisation;
+nothing is written before it), then the map.  GrOWL: the norms, the host's
+OWL of each tensor's norms, the map with those factors (phase SCALE).  No
+other host read, no scratch but the buffer and the tables.  The public
+torch kernels (:func:`group_lasso`, and the stages' :func:`row_norms` and
+:func:`scale_rows`) take a matrix's rows through the same kernel (row r:
+U = 1, V = m) and write out of place without copying W where the output
+has its strides.
+
+Cost per entry: one read for the norm, one read (mostly from the cache)
+and one write for the map; no division in the tile loops (each program
+divides once to split its tile's lanes over the rows' two levels).
 
 On CUDA tensors the kernel is compiled by Triton; on any other tensor, or
 with ``TRITON_INTERPRET=1``, it runs in Triton's interpreter, which is how CI

@@ -21,6 +21,15 @@ tensor:
    parameter where its rows are not a view of it, such as a convolution's
    ``"channel"`` rows).
 
+With ``torch_dev.GROUP_ROWS`` (off by default until it has run on a GPU)
+the three stages of every float32 and float64 tensor run in ONE Triton
+launch per device and dtype (:mod:`proxlib.backends._triton_multi`), which
+reads and writes the tensors where they are through a table of their
+rows' addresses and layouts (:func:`multi_layout`, kept with the plans):
+no torch operation per tensor (two launches with ``check_finite``, and one
+read between them); GrOWL's terms take one launch for the norms, one copy
+of them to the host for the OWLs, one launch for the map.
+
 The weighted l1 is a map alone, ``v - clamp(v, -w, w)``: its terms run as
 three multi-tensor operations (``torch._foreach_*``) per device and dtype,
 whatever the number of tensors.  The exclusive lasso and group+exclusive
@@ -326,18 +335,28 @@ def _layout_of_rows(plan, leaf: torch.Tensor):
     of the leaf's entries, read off by ``row_layout``."""
     from proxlib.backends import _triton_multi
 
-    if leaf.numel() == 0:
-        return None
+    if leaf.numel() == 0 or not _non_overlapping(leaf):
+        return None  # (entries sharing memory would be written twice)
     offsets = torch.zeros((), dtype=torch.int64)
     for dim, (n, stride) in enumerate(zip(leaf.shape, leaf.stride())):
         shape = [1] * leaf.ndim
         shape[dim] = n
         offsets = offsets + (torch.arange(n, dtype=torch.int64) * stride).reshape(shape)
-    offsets = offsets.expand(leaf.shape)
-    if np.unique(offsets.reshape(-1).numpy()).size != leaf.numel():
-        return None  # (entries sharing memory: the kernel would write them twice)
-    rows = plan.data(offsets)
+    rows = plan.data(offsets.expand(leaf.shape))
     return _triton_multi.row_layout(np.ascontiguousarray(rows.numpy())) if rows.ndim == 2 else None
+
+
+def _non_overlapping(t: torch.Tensor) -> bool:
+    """Whether no two entries of ``t`` share memory: its dimensions of more
+    than one entry, by increasing stride, each stride at least the span of
+    the ones before (a sufficient condition; dense tensors in any memory
+    format meet it)."""
+    span = 1
+    for stride, n in sorted((abs(st), n) for st, n in zip(t.stride(), t.shape) if n > 1):
+        if stride < span:
+            return False
+        span = stride * n
+    return True
 
 
 def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
