@@ -27,8 +27,9 @@ compiling it for sm_90 with Triton's own compiler:
   reference to the parity tolerance, keeps non-finite rows as they are,
   and its results pass their optimality certificates; also with the GPU's
   tiles, and on the test device at ResNet-18's longest rows (4608);
-* group+exclusive's rows longer than ``MAX_M`` and other dtypes stay with
-  the array code;
+* group+exclusive's rows longer than ``MAX_M`` take the metric kernel in the
+  metric 1 (``_triton_metric``: supports searched over tiles, rows of any
+  length; ResNet-18's 4608 on the test device), other dtypes the array code;
 * both kernels compile for sm_90 with correctly rounded float64 division
   and no FMA.
 """
@@ -225,15 +226,48 @@ def test_one_launch_no_host_read_and_few_operations(dtype, group):
         assert c.ops["aten._local_scalar_dense.default"] == 0
 
 
-def test_long_group_exclusive_rows_and_other_dtypes_stay_with_the_array_code(monkeypatch):
+def test_long_group_exclusive_rows_take_the_metric_kernel_and_other_dtypes_the_array_code(monkeypatch):
+    """Group+exclusive's rows longer than the sort kernel's MAX_M (lowered
+    to 16 here) take the metric kernel in the metric 1 (one launch, the
+    array code's result to the parity tolerance); float16 the array code."""
+    from proxlib.backends import _triton_metric as tmk
+
     monkeypatch.setattr(tx, "MAX_M", 16)
-    before = tx.launches
+    before, before_m = tx.launches, tmk.launches
     W = torch.randn(3, 17, dtype=torch.float64)
     a = torch.full((3,), 0.2, dtype=torch.float64)
     b = torch.full((3,), 0.1, dtype=torch.float64)
-    assert _same_bits(_solve_gx(W, a, b, "triton"), _solve_gx(W, a, b, "array"))
+    X = _solve_gx(W, a, b, "triton")
+    assert tmk.launches == before_m + 1 and tx.launches == before
+    assert_matches_reference(X, _solve_gx(W, a, b, "array"), "float64", float(W.abs().max()))
+    H = W.to(torch.float16)
+    assert torch.equal(_solve_gx(H, a, b, "triton"), _solve_gx(H, a, b, "array")) and tmk.launches == before_m + 1
     assert not tx.fits(torch.zeros(3, 4, dtype=torch.float16)) and not tx.fits(torch.zeros(3, dtype=torch.float32))
     assert tx.fits(W[:, :16], group=True) and not tx.fits(W, group=True) and tx.fits(W) and tx.launches == before
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_group_exclusive_rows_longer_than_the_sort_kernels(dtype):
+    """ResNet-18's longest "shape" rows (3 x 3 x 512 = 4608) on the test
+    device: the metric kernel in the metric 1 matches the NumPy reference
+    to the parity tolerance, with group thresholds that zero some rows and
+    exclusive ones from 1/m to 100/m; a row holding NaN comes back as it is,
+    and check_finite raises before anything is written."""
+    rng = np.random.default_rng(7)
+    G, m = 6, 4608
+    Wn = (rng.standard_normal((G, m)) * rng.uniform(0.5, 2.0, (G, 1))).astype(str(dtype).removeprefix("torch."))
+    an = np.linalg.norm(Wn.astype(np.float64), axis=1) * np.array([0.0, 0.2, 0.5, 0.9, 1.1, 0.3])
+    bn = np.array([1.0, 1.0, 10.0, 100.0, 1.0, 0.0]) / m
+    W, a, b = (_device.tensor(x) for x in (Wn, an, bn))
+    X = _solve_gx(W, a, b, "triton")
+    ref = numpy_ref.group_exclusive(Wn, an, bn)
+    assert_matches_reference(X.cpu(), ref, str(Wn.dtype), float(np.abs(Wn).max()))
+    assert not bool(X[4].any())  # ||w|| <= a: zeroed
+    W[1, 7] = float("nan")
+    X = _solve_gx(W, a, b, "triton")
+    assert torch.equal(X[1].isnan(), W[1].isnan()) and bool(torch.isfinite(X[[0, 2, 3, 4, 5]]).all())
+    with pytest.raises(NonFiniteInput):
+        _solve_gx(W, a, b, "triton", check_finite=True)
 
 
 def _long(W, b, monkeypatch=None, check_finite=False):

@@ -28,7 +28,7 @@ import array_api_compat
 
 from .._dispatch import array_kind, array_namespace, backend_for, device
 from .._range import hard_threshold, lp_constants
-from . import check_row_norms
+from . import NonFiniteInput, check_row_norms
 
 _MAX_ROOT_ITER = 200
 _ROOT_CHECK = 4  # root iterations between host reads of the convergence test
@@ -49,7 +49,8 @@ ROOT_SEARCH = "auto"
 #: to a few units in the last place); ``"auto"``: the kernel on CUDA tensors
 #: only; ``"array"`` (the default until the compiled kernel has been run on
 #: a GPU: the tests compile it for sm_90, ``benchmarks/gpu_session.sh`` runs
-#: it there).
+#: it there).  Group+exclusive's rows longer than that kernel's ``MAX_M``
+#: take :mod:`._triton_metric`'s kernel in the metric 1 (:func:`_long_group_exclusive_rows`).
 EXCLUSIVE_ROWS = "array"
 
 
@@ -76,6 +77,16 @@ def _triton_exclusive_rows(W, group: bool = False):
     rows it takes), else None."""
     tx = _triton_module(W, EXCLUSIVE_ROWS, "_triton_exclusive")
     return tx if tx is not None and tx.fits(W, group) else None
+
+
+def _long_group_exclusive_rows(W):
+    """:mod:`._triton_metric` where it solves group+exclusive's rows of ``W``
+    that :mod:`._triton_exclusive`'s sort kernel does not take (longer than
+    its ``MAX_M``), in the metric 1 (``EXCLUSIVE_ROWS``; float32 or float64
+    torch tensors), else None.  Its exclusive supports are searched at the
+    data's values over tiles, so rows of any length take it."""
+    tm = _triton_module(W, EXCLUSIVE_ROWS, "_triton_metric")
+    return tm if tm is not None and W.ndim == 2 and tm.fits(W, W) else None
 
 
 def _triton_shrink(x):
@@ -482,6 +493,12 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
         if check_finite:
             check_row_norms(nrm, xp)
         return X
+    tm = _long_group_exclusive_rows(W)
+    if tm is not None:  # rows beyond the sort kernel's: the metric kernel in the metric 1, one launch
+        if check_finite and not bool(xp.all(xp.isfinite(W))):
+            raise NonFiniteInput("input contains NaN or Inf")
+        unit = xp.ones((1, 1), dtype=W.dtype, device=device(W))
+        return tm.group_exclusive_metric(W, xp.broadcast_to(unit, W.shape), a, b, _MAX_ROOT_ITER)
     W64, As, s = _scaled_magnitudes(W, xp)
     with errstate(W):
         a_s = a / s  # may overflow to inf: then x = 0
