@@ -806,14 +806,15 @@ def _metric_ops_per_step(n_layers: int, pen, grouping) -> int:
 @pytest.mark.parametrize(
     ("pen", "grouping", "per_layer"),
     [
-        # the float64 copy of its metric's rows, the copy back (the rows of "filter" are views; the
-        # stack is one cat of the rows and one of the metrics whatever n)
-        (proxlib.GroupLasso(0.1), "filter", 2),
-        (proxlib.GroupExclusive(0.1, 0.2), "filter", 2),
-        (proxlib.ExclusiveLasso(0.3), "filter", 2),
-        # + the float64 copy of its metric: the separable kernels' layout is the tensor's
-        (proxlib.WeightedL1(0.01), None, 2),
-        (proxlib.Lp(0.01, 0.5), None, 2),
+        # the copy back (the rows of "filter" are views; the stack is one cat of the rows and
+        # one of the metrics whatever n; the metric is read in its own dtype, float32 here:
+        # no float64 copy of it per tensor)
+        (proxlib.GroupLasso(0.1), "filter", 1),
+        (proxlib.GroupExclusive(0.1, 0.2), "filter", 1),
+        (proxlib.ExclusiveLasso(0.3), "filter", 1),
+        # the separable kernels' layout is the tensor's
+        (proxlib.WeightedL1(0.01), None, 1),
+        (proxlib.Lp(0.01, 0.5), None, 1),
     ],
 )
 def test_a_metric_batch_costs_a_few_operations_per_tensor_and_one_solve(pen, grouping, per_layer, monkeypatch):
@@ -896,9 +897,10 @@ def test_any_mix_of_metric_terms_batched_equals_one_by_one(problem):
 def test_adam_metric_step_forms_the_metrics_together(monkeypatch):
     """``metric="adam"``: the tensors' metrics (Adam's denominators) are
     formed by three multi-tensor operations for all of them, so a weighted-l1
-    step in Adam's metric costs three operations per tensor: the two with a
-    given metric (its float64 copy, the copy back) and the read of its step
-    count (a CPU tensor in torch's default Adam: no device work)."""
+    step in Adam's metric costs two operations per tensor: the one with a
+    given metric (the copy back; the metric is read in its own dtype) and
+    the read of its step count (a CPU tensor in torch's default Adam: no
+    device work)."""
     monkeypatch.setattr(_batched, "ENABLED", True)
 
     def launching(n_layers):
@@ -916,7 +918,7 @@ def test_adam_metric_step_forms_the_metrics_together(monkeypatch):
         return c.launching, c.ops["aten._foreach_sqrt.default"]
 
     (four, sqrt4), (eight, sqrt8) = launching(4), launching(8)
-    assert eight - four == 4 * 3
+    assert eight - four == 4 * 2
     assert sqrt4 == sqrt8 == 1
 
 

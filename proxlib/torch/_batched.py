@@ -629,7 +629,7 @@ def _solve_metric_stack(members: list, count, flat) -> None:
     ``_Plan.run``'s call on its own data."""
     plan = members[0].plan
     data = [m.plan.data(B.working_tensor(m.leaf)) for m in members]
-    D = [_range.metric_divided(m.plan.data(m.d).to(torch.float64), m.E, m.d_min) for m in members]
+    D = [_metric_operand(m) for m in members]
     if len(members) == 1:
         parts = [plan.kernel(data[0], D[0], *members[0].thr, *plan.fixed)]
     else:
@@ -639,6 +639,18 @@ def _solve_metric_stack(members: list, count, flat) -> None:
         parts = [part.reshape(x.shape) for part, x in zip(torch.split(X, sizes), data)]
     for m, X in zip(members, parts):
         m.leaf.copy_(m.plan.restore(X))
+
+
+def _metric_operand(m: Member) -> torch.Tensor:
+    """The member's metric in its kernel's layout, as the kernel reads it: in
+    its own dtype where it is float32 or float64 and the objective is not
+    divided (E = 0; the kernels widen it to float64 exactly, and a stack of
+    both is concatenated in float64: no float64 copy per tensor), else a
+    float64 copy divided by 2^E (:func:`proxlib._range.metric_divided`)."""
+    d = m.plan.data(m.d)
+    if m.E == 0 and d.dtype in (torch.float32, torch.float64):
+        return d
+    return _range.metric_divided(d.to(torch.float64), m.E, m.d_min)
 
 
 def _spread_thresholds(members: list, sizes: list) -> list:

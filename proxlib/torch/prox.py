@@ -206,7 +206,7 @@ class _Plan:
     whether the kernel can write straight into ``data()``, a view of the
     leaf of its dtype; ``metric``: ``kernel`` is the penalty's kernel in a
     diagonal metric (``kernel(data, D, *thresholds, *fixed)``, ``D`` the
-    metric in the data's layout, float64), and :meth:`run` takes the metric."""
+    metric in the data's layout, float32 or float64), and :meth:`run` takes the metric."""
 
     key: tuple
     pen: Any
