@@ -165,3 +165,25 @@ def test_one_element_tensor_betas_set_after_construction_are_squeezed():
         assert d.shape == p.shape == ()
         bc1 = 1 - opt.param_groups[0]["betas"][0].squeeze() ** opt.state[p]["step"].item()  # (as torch's step forms it)
         torch.testing.assert_close(w0.addcdiv(opt.state[p]["exp_avg"], d, value=-(0.01 / bc1)), p.detach(), rtol=0, atol=0)
+
+
+def test_metrics_formed_together_equal_each_one_bit_for_bit():
+    """``denominators`` (a step's metrics, the step counts read together)
+    equals ``denominator`` tensor by tensor, bit for bit, with tensors
+    stepped different numbers of times (their counts differ), in float32
+    and float64, in two groups of other betas."""
+    from proxlib.torch import adaptive
+
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(3, 4, dtype=dt)) for dt in (torch.float32, torch.float64, torch.float32)]
+    opt = torch.optim.Adam([{"params": ps[:2]}, {"params": ps[2:], "betas": (0.8, 0.95)}], lr=1e-2)
+    for k in range(5):
+        for j, p in enumerate(ps):
+            p.grad = torch.randn_like(p) if k < 2 + j else None  # (stepped 2, 3 and 4 times)
+        opt.step()
+    entries = [(adaptive._group_of(opt, p), opt.state[p]) for p in ps]
+    assert len({float(s["step"]) for _, s in entries}) == 3
+    together = adaptive.denominators(entries)
+    for d, entry in zip(together, entries):
+        one = adaptive.denominator(*entry)
+        assert d.dtype == one.dtype and torch.equal(d, one)

@@ -118,8 +118,9 @@ def denominators(entries: list) -> list:
     three per tensor; on the CPU the same operations tensor by tensor)."""
     out: list = [None] * len(entries)
     together: dict = {}
+    counts = _host_step_counts(entries)
     for i, (group, state) in enumerate(entries):
-        moment, b, eps = _denominator_terms(group, state)
+        moment, b, eps = _denominator_terms(group, state, counts.get(i))
         if isinstance(b, float) and isinstance(eps, float):
             together.setdefault((b, eps, moment.device, moment.dtype), []).append((i, moment))
         else:
@@ -135,10 +136,28 @@ def denominators(entries: list) -> list:
     return out
 
 
-def _denominator_terms(group: dict, state: dict) -> tuple:
+def _host_step_counts(entries: list) -> dict:
+    """The step counts that torch's Adam reads on the host (CPU tensors, not
+    fused or capturable), read together: {entry index: the count as a
+    Python float}, the values ``.item()`` gives one by one (a float32
+    count widens exactly), in one read instead of one per tensor (each a
+    dispatch on the host, whose time is a GPU step's)."""
+    found = {}
+    for i, (group, state) in enumerate(entries):
+        step = state.get("step")
+        if (isinstance(step, torch.Tensor) and step.device.type == "cpu" and step.dim() == 0
+                and not (group.get("fused") or group.get("capturable"))):
+            found[i] = step
+    if len(found) < 2:
+        return {}
+    return dict(zip(found, torch.stack(list(found.values())).tolist()))
+
+
+def _denominator_terms(group: dict, state: dict, count: float | None = None) -> tuple:
     """(s, sqrt(1 - beta2^t), eps) of :func:`adam_metric`'s formula, as
     torch's Adam forms them: the bias correction a Python float where the
-    step count is on the host, a float64 tensor on its device otherwise."""
+    step count is on the host, a float64 tensor on its device otherwise.
+    ``count``: the host's step count already read (:func:`_host_step_counts`)."""
     amsgrad = bool(group.get("amsgrad", False))
     key = "max_exp_avg_sq" if amsgrad else "exp_avg_sq"
     if key not in state or "step" not in state:
@@ -154,6 +173,8 @@ def _denominator_terms(group: dict, state: dict) -> tuple:
         # that no read waits for the device (with a square root, as theirs)
         with torch.no_grad():
             return state[key], torch.sqrt(1 - beta2 ** step.to(torch.float64)), eps
+    if count is not None:
+        step = count
     step = step.item() if isinstance(step, torch.Tensor) else step  # as torch.optim.adam's _get_value
     # torch.optim.adam._single_tensor_adam (and _multi_tensor_adam, capturable=False):
     #   bias_correction2 = 1 - beta2 ** step
