@@ -79,7 +79,8 @@ else:
 def _routes() -> dict:
     """The process-wide switches of the kernels' routes (torch's CPU route,
     its row statistics, group+exclusive's root search, the exclusive
-    penalties' rows, the metric group lasso's root search, the batched step)."""
+    penalties' rows, the metric row operators, the batched step, the group
+    lasso and GrOWL rows of many tensors in one launch)."""
     out = {}
     for module, name in (("proxlib.backends.torch_dev", "CPU_KERNELS"), ("proxlib.backends.torch_dev", "ROW_STATS"),
                          ("proxlib.backends._xp_kernels", "ROOT_SEARCH"), ("proxlib.backends._xp_kernels", "EXCLUSIVE_ROWS"),

@@ -122,7 +122,6 @@ METRIC_STACK_MAX_CPU = 1 << 16
 ENABLED = True
 
 
-
 class Member:
     """One term's share of a batch: its plan and leaf, the thresholds at its
     step, its rows' norms ``(nrm, s)``; ``data``, the rows its kernel reads,
