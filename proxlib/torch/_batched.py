@@ -293,19 +293,23 @@ def _kept(cache: dict, key, objects: tuple, make):
     return hit[1]
 
 
-def _kept_orders(members: list, n: int, cache: dict) -> np.ndarray:
+def _kept_orders(members: list, n: int, cache: dict, key=None) -> np.ndarray:
     """The host OWL's sorted orders of the members' norms (int64, ``n`` in
     all: the same plans have the same rows), kept from step to step while
-    the members' plans are the same (each segment starts at -1: none yet)."""
-    return _kept(cache, ("growl_orders", members[0].device), tuple(m.plan for m in members),
+    the members' plans are the same (each segment starts at -1: none yet),
+    under ``key`` (default: the members' device)."""
+    return _kept(cache, key or ("growl_orders", members[0].device), tuple(m.plan for m in members),
                  lambda: np.full(n, -1, dtype=np.int64))
 
 
-def _thresholds(members: list, cache: dict) -> torch.Tensor:
-    """The members' group-lasso thresholds a_r, float64, concatenated: formed
-    again only when a member's thresholds change (a new step, a new plan)."""
-    return _kept(cache, ("group_lasso", members[0].device), tuple(m.thr for m in members),
-                 lambda: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), m.nrm.shape) for m in members]))
+def _thresholds(members: list, cache: dict, key=None) -> torch.Tensor:
+    """The members' group-lasso thresholds a_r, float64, concatenated (one
+    per row: ``m.layout``'s where the members have one, else ``m.nrm``'s):
+    formed again only when a member's thresholds change (a new step, a new
+    plan); kept under ``key`` (default: the members' device)."""
+    rows = [(m.layout[0].shape[0],) if m.layout is not None else m.nrm.shape for m in members]
+    return _kept(cache, key or ("group_lasso", members[0].device), tuple(m.thr for m in members),
+                 lambda: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), n) for m, n in zip(members, rows)]))
 
 
 def multi_layout(plan, leaf: torch.Tensor):
@@ -369,8 +373,7 @@ def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
 
     solves = []
     for (device, dtype), on in _multi_groups(members).items():
-        a = _kept(cache, ("multi_thresholds", device, dtype), tuple(m.thr for m in on),
-                  lambda on=on: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), (m.layout[0].shape[0],)) for m in on]))
+        a = _thresholds(on, cache, ("multi_thresholds", device, dtype))
         solves.append((_multi_table(on, cache), a, dtype == torch.float64, device))
     norms = [tm.launch(*solve, tm.NORMS) if check_finite else None for solve in solves]
     for solve, Y in zip(solves, norms):
@@ -421,15 +424,8 @@ def _multi_growl(members: list, check_finite: bool, cache: dict) -> None:
     if check_finite and not all(np.isfinite(Y[0]).all() for _, _, Y, _, _ in solved):
         raise NonFiniteInput("input contains NaN or Inf")
     for on, table, Y, wide, device in solved:
-        starts = np.cumsum([0] + [m.layout[0].shape[0] for m in on])
-        w = [_host_weights(m) for m in on]
-        nrm, s = Y[0], (Y[1] if wide else None)
-        orders = _kept(cache, ("multi_growl_orders", device, wide), tuple(m.plan for m in on),
-                       lambda n=int(starts[-1]): np.full(n, -1, dtype=np.int64))
-        f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts, orders)
-        if f is None:
-            f = np.concatenate([_stages.growl_factor(nrm[a:b], wm, torch_dev.host_owl, None if s is None else s[a:b])
-                                for wm, a, b in zip(w, starts[:-1], starts[1:])])
+        orders = _kept_orders(on, table.rows, cache, ("multi_growl_orders", device, wide))
+        f = _host_growl(on, [m.layout[0].shape[0] for m in on], Y[0], Y[1] if wide else None, orders)
         tm.launch(table, torch.from_numpy(f).to(device), wide, device, tm.SCALE)
     for m in members:
         torch.autograd.graph.increment_version(m.leaf)
@@ -449,17 +445,10 @@ def _growl_factors(members: list, cache: dict) -> torch.Tensor:
     on_host = [m for m, h in zip(members, host) if h]
     f_host = None
     if on_host:
-        starts = np.cumsum([0] + [m.nrm.shape[0] for m in on_host])
         nrm = torch.cat([m.nrm for m in on_host]).cpu().numpy()
         s = _scales(on_host)
-        s = None if s is None else s.cpu().numpy()
-        w = [_host_weights(m) for m in on_host]
-        f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts, _kept_orders(on_host, starts[-1], cache))
-        if f is None:
-            f = np.concatenate([
-                _stages.growl_factor(nrm[a:b], wm, torch_dev.host_owl, s[a:b] if m.wide else None)
-                for m, wm, a, b in zip(on_host, w, starts[:-1], starts[1:])
-            ])
+        f = _host_growl(on_host, [m.nrm.shape[0] for m in on_host], nrm, None if s is None else s.cpu().numpy(),
+                        _kept_orders(on_host, nrm.shape[0], cache))
         f_host = torch.from_numpy(f).to(device)
         if all(host):
             return f_host
@@ -471,6 +460,22 @@ def _growl_factors(members: list, cache: dict) -> torch.Tensor:
         else:
             parts.append(_stages.growl_factor(m.nrm, m.thr[0], torch_dev._owl_vector, m.s if m.wide else None))
     return torch.cat(parts)
+
+
+def _host_growl(members: list, rows: list, nrm: np.ndarray, s, orders: np.ndarray) -> np.ndarray:
+    """GrOWL's factors of the members' rows on the host: ``nrm`` and ``s``
+    (None: 1) float64 NumPy vectors of their norms (``rows`` of each member,
+    in order), one call for all (:func:`torch_dev.host_growl_factors`, which
+    keeps each member's sorted order in ``orders`` from step to step), or
+    member by member (:func:`._stages.growl_factor` with the host OWL) where
+    it declines: the same bits."""
+    starts = np.cumsum([0] + rows)
+    w = [_host_weights(m) for m in members]
+    f = torch_dev.host_growl_factors(nrm, s, np.concatenate(w), starts, orders)
+    if f is None:
+        f = np.concatenate([_stages.growl_factor(nrm[a:b], wm, torch_dev.host_owl, s[a:b] if s is not None and m.wide else None)
+                            for m, wm, a, b in zip(members, w, starts[:-1], starts[1:])])
+    return f
 
 
 def _row_wise(members: list, check_finite: bool) -> None:
