@@ -350,6 +350,9 @@ def group_lasso_metric(W, D, a, gather=True):
     solves it on torch tensors with ``METRIC_ROWS``.)
     """
     xp = array_namespace(W)
+    tm = _whole_operator_kernel(W, D)
+    if tm is not None:  # (b = 0 read by every row: nothing formed)
+        return tm.group_exclusive_metric(W, D, a, tm.zero(W.device), _MAX_ROOT_ITER)
     return group_exclusive_metric(W, D, a, xp.zeros_like(upcast(a, xp)), gather)
 
 
@@ -468,6 +471,9 @@ def exclusive_lasso_metric(W, D, b, gather=True):
     solves it on torch tensors with ``METRIC_ROWS``.)
     """
     xp = array_namespace(W)
+    tm = _whole_operator_kernel(W, D)
+    if tm is not None:  # (a = 0 read by every row: nothing formed)
+        return tm.group_exclusive_metric(W, D, tm.zero(W.device), b, _MAX_ROOT_ITER)
     return group_exclusive_metric(W, D, xp.zeros_like(upcast(b, xp)), b, gather)
 
 
@@ -529,6 +535,13 @@ def _group_exclusive_rows(V, Dn, a_s, b_s, xp, check_every=1):
         return _above_threshold(Z, Zlo, Yk, Ylok, e, xp) / (Dn + t[:, None])
 
 
+def _whole_operator_kernel(W, D):
+    """:mod:`._triton_metric` where its kernel solves the whole operator on
+    ``W`` in the metric ``D`` (``METRIC_ROWS``, and data it takes), else None."""
+    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
+    return tm if tm is not None and tm.fits(W, D) else None
+
+
 def group_exclusive_metric(W, D, a, b, gather=True):
     r"""Exact prox of a_r ||x_r||_2 + b_r/2 ||x_r||_1^2 per row in the metric D:
 
@@ -563,8 +576,8 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     G, m = W.shape
     if G == 0 or m == 0:
         return xp.asarray(W, copy=True)
-    tm = _k._triton_module(W, METRIC_ROWS, "_triton_metric")
-    if tm is not None and tm.fits(W, D):  # the whole operator in one launch
+    tm = _whole_operator_kernel(W, D)
+    if tm is not None:  # the whole operator in one launch
         return tm.group_exclusive_metric(W, D, a, b, _MAX_ROOT_ITER)
     a = upcast(a, xp)
     b = upcast(b, xp)

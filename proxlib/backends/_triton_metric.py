@@ -325,7 +325,7 @@ def exclusive_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd, tz, tzl, t
     return w, v, dn, E, tl.where(E > 0, rr / E, 0.0)
 
 
-def _group_exclusive_metric(W, w_r, w_c, D, d_r, d_c, a, b, X, G, m, max_iter,
+def _group_exclusive_metric(W, w_r, w_c, D, d_r, d_c, a, a_r, b, b_r, X, G, m, max_iter,
                             BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
     """Rows ``pid*BLOCK_R ..`` of group+exclusive in a metric (every case: the
     group lasso where b = 0, the exclusive lasso where a = 0), any length;
@@ -335,8 +335,8 @@ def _group_exclusive_metric(W, w_r, w_c, D, d_r, d_c, a, b, X, G, m, max_iter,
     pid = tl.program_id(0).to(tl.int64)
     r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     live = r < G
-    aa = tl.load(a + r, mask=live, other=0.0)
-    bb = tl.load(b + r, mask=live, other=0.0)
+    aa = tl.load(a + r * a_r, mask=live, other=0.0)  # (a_r, b_r: 1, or 0 for one threshold for all rows)
+    bb = tl.load(b + r * b_r, mask=live, other=0.0)
 
     # 1. the scales, the thresholds a / (sv sd) and b / sd (saturated rows: b 2^-shift)
     finite, sv, sd = row_scales(W, w_r, w_c, D, d_r, d_c, r, live, m, BLOCK_R, BLOCK_M)
@@ -460,7 +460,7 @@ _HELPERS = {"frexp_parts": frexp_parts, "pow2_of": pow2_of, "two_product": two_p
 def kernel(interpret: bool):
     """The operator's kernel, compiled (``interpret=False``) or interpreted."""
     return as_kernel(_group_exclusive_metric, interpret, helpers=_HELPERS,
-                     do_not_specialize=_NO_SPECIALIZE + ["w_r", "w_c", "d_r", "d_c"])
+                     do_not_specialize=_NO_SPECIALIZE + ["w_r", "w_c", "d_r", "d_c"])  # (a_r, b_r: 0 or 1, specialised)
 
 
 @functools.cache
@@ -514,10 +514,36 @@ def group_exclusive_metric(W, D, a, b, max_iter: int):
     G, m = W.shape
     if G == 0 or m == 0:
         return W.clone(memory_format=torch.contiguous_format)
-    a, b = (torch.broadcast_to(torch.as_tensor(t, dtype=torch.float64, device=W.device), (G,)).contiguous() for t in (a, b))
+    (a, a_r), (b, b_r) = (_per_row(t, G, W.device) for t in (a, b))
     X = torch.empty((G, m), dtype=W.dtype, device=W.device)
-    _launch(kernel, W, G, m, (W, *W.stride(), D, *D.stride(), a, b, X, G, m, max_iter))
+    _launch(kernel, W, G, m, (W, *W.stride(), D, *D.stride(), a, a_r, b, b_r, X, G, m, max_iter))
     return X
+
+
+def _per_row(t, G: int, device) -> tuple:
+    """``(threshold, stride)`` of one threshold per row (a float64 vector of
+    G, stride 1) or one for all (a single float64 value, stride 0: read by
+    every row, nothing materialised; a number becomes a tensor on ``device``)."""
+    import torch
+
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    if t.numel() == 1:
+        return t, 0
+    return torch.broadcast_to(t, (G,)).contiguous(), 1
+
+
+_ZEROS: dict = {}
+
+
+def zero(device):
+    """A float64 0 on ``device``, kept (the group lasso's exclusive threshold
+    and the exclusive lasso's group one, read with stride 0: nothing formed per call)."""
+    import torch
+
+    key = str(device)
+    if key not in _ZEROS:
+        _ZEROS[key] = torch.zeros((), dtype=torch.float64, device=device)
+    return _ZEROS[key]
 
 
 def group_lasso_roots(V, Dn, a, lo, hi, max_iter: int):
