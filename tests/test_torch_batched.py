@@ -405,6 +405,8 @@ def test_row_wise_terms_are_stacked_and_solved_once(dtype, stack_max, monkeypatc
     every grouping.  Each tensor equals its public function's result, and
     the terms one by one."""
     monkeypatch.setattr(_batched, "STACK_MAX", stack_max)
+    # (the stacks: under EXCLUSIVE_ROWS the rows are solved in place through row tables instead, tested in test_triton_exclusive.py)
+    monkeypatch.setattr(_batched, "TABLE_KINDS", {k: v for k, v in _batched.TABLE_KINDS.items() if k not in _batched.ROW_WISE})
     # rows: group+exclusive on "channel" rows of length 6 (three tensors), exclusive on "filter" rows of
     # length 5 and 18, and on the "shape" rows of length 5 of a sixth tensor
     shapes = [(6, 5), (4, 5), (6, 5, 1, 1), (5, 2, 3, 3), (3, 4, 1, 2), (5, 2, 1, 1)]

@@ -388,11 +388,15 @@ def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
 
     if "nvidia" not in triton.backends.backends:
         pytest.skip("this triton has no NVIDIA backend")
-    for dt, group in (("fp32", False), ("fp64", False), ("fp64", True)):
+    variants = [(dt, group, False) for dt, group in (("fp32", False), ("fp64", False), ("fp64", True))]
+    variants += [(dt, group, True) for dt in ("fp32", "fp64") for group in (False, True)]  # (in place, through a row table)
+    for dt, group, table in variants:
         block_r, block_m, log_m = tx.blocks(100, 9, interpret=False)
-        sig = dict(W=f"*{dt}", s_r="i64", s_c="i64", a="*fp64", b="*fp64", X=f"*{dt}", T="*fp64", G="i32", m="i32",
-                   max_iter="i32", BLOCK_R="constexpr", BLOCK_M="constexpr", LOG_M="constexpr", GROUP="constexpr")
-        consts = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group)
+        data = "*i64" if table else f"*{dt}"  # (a table: the rows' addresses)
+        sig = dict(W=data, s_r="i64", s_c="i64", a="*fp64", b="*fp64", X=data, T="*fp64", G="i32", m="i32",
+                   max_iter="i32", SHAPE="*i64", BLOCK_R="constexpr", BLOCK_M="constexpr", LOG_M="constexpr", GROUP="constexpr",
+                   TABLE="constexpr", F64="constexpr")
+        consts = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group, TABLE=table, F64=dt == "fp64")
         compiled = triton.compile(ASTSource(tx.kernel(False), sig, constexprs=consts),
                                   target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
         ptx = compiled.asm["ptx"]
@@ -409,3 +413,127 @@ def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
         assert ".target sm_90" in ptx and compiled.asm["cubin"]
         assert "fma" not in ptx and "div.rn.f64" in ptx
         assert "div.approx" not in ptx and "div.full" not in ptx
+
+
+# ---------------------------------------------------------------- in place, through row tables
+
+
+def _net(dtype, layout="contiguous"):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.Conv2d(6, 5, 3), torch.nn.Flatten(),
+                              torch.nn.Linear(5 * 4 * 4, 7)).to(device=_device.DEVICE, dtype=dtype)  # fmt: skip
+    return net.to(memory_format=torch.channels_last) if layout == "channels_last" else net
+
+
+def _penalty(kind: str, G: int, weights: bool):
+    w = np.linspace(0.5, 1.5, G) if weights else None
+    return proxlib.ExclusiveLasso(0.05, group_weights=w) if kind == "exclusive" else proxlib.GroupExclusive(0.05, 0.3, group_weights=w)
+
+
+def _stepped(net, groupings, kind, *, check_finite=False, weights=False, steps=2):
+    prox = proxlib.torch.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5), check_finite=check_finite)
+    for layer, grouping in zip([m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))], groupings):
+        prox.add(layer, _penalty(kind, proxlib.to_rows(layer.weight.detach(), grouping).shape[0], weights), grouping=grouping)
+    for _ in range(steps):
+        prox.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.fixture
+def torch_route(monkeypatch):
+    """The exclusive penalties' kernel on, and CPU tensors on the torch route (the GPU's)."""
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "triton")
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "torch")
+
+
+def _no_tables(monkeypatch):
+    """The exclusive penalties' terms stacked (copied, solved, copied back) instead."""
+    from proxlib.torch import _batched
+
+    monkeypatch.setattr(_batched, "TABLE_KINDS", {k: v for k, v in _batched.TABLE_KINDS.items() if k in ("group_lasso", "growl")})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kind", ["exclusive", "group+exclusive"])
+@pytest.mark.parametrize("groupings", [("channel", "shape", "filter"), ("shape", "filter", "shape")])
+@pytest.mark.parametrize("weights", [False, True])
+def test_a_step_solves_the_rows_in_place_as_the_stacks_do(dtype, layout, kind, groupings, weights, torch_route, monkeypatch):
+    """A training step's exclusive rows read and written where they are (one
+    launch per row length), equal to the stacked kernel's bit for bit on CPU
+    tensors (the same kernel on the same rows): convolutions' "channel" rows
+    (two levels), "shape" rows (strided) and "filter" rows, a Linear's
+    columns, channels-last storage, per-row weights; two steps."""
+    lengths = {proxlib.to_rows(layer.weight.detach(), g).shape[1]
+               for layer, g in zip([m for m in _net(dtype) if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))], groupings)}
+    before = tx.launches
+    got = _stepped(_net(dtype, layout), groupings, kind, weights=weights)
+    assert tx.launches - before == 2 * len(lengths)
+    _no_tables(monkeypatch)
+    ref = _stepped(_net(dtype, layout), groupings, kind, weights=weights)
+    for g, r in zip(got, ref):
+        assert _same_bits(g, r)
+    assert sum(int((g == 0).sum()) for g in got[::2]) > 0  # (some entries zeroed)
+
+
+@pytest.mark.parametrize("kind", ["exclusive", "group+exclusive"])
+def test_nan_rows_pass_unchecked_and_a_checked_step_writes_nothing(kind, torch_route):
+    net = _net(torch.float32)
+    net[4].double()  # a second dtype: a second table, checked before either is written
+    with torch.no_grad():
+        net[4].weight[2, 3] = float("nan")
+    layers = (net[0], net[2], net[4])
+    prox = proxlib.torch.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5), check_finite=True)
+    for layer in layers:
+        prox.add(layer, _penalty(kind, layer.weight.shape[0], False), grouping="filter")
+    before = [p.detach().clone() for p in net.parameters()]
+    versions = [layer.weight._version for layer in layers]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        prox.step()
+    for p, b in zip(net.parameters(), before):
+        torch.testing.assert_close(p.detach(), b, rtol=0, atol=0, equal_nan=True)
+    prox.check_finite = False
+    prox.step()
+    torch.testing.assert_close(net[4].weight[2], before[4][2], rtol=0, atol=0, equal_nan=True)  # (the row as it was)
+    assert not torch.equal(net[4].weight[1], before[4][1]) and not torch.equal(net[0].weight, before[0])
+    assert all(layer.weight._version > v for layer, v in zip(layers, versions))
+
+
+@pytest.mark.parametrize("check_finite", [False, True])
+@pytest.mark.parametrize("kind", ["exclusive", "group+exclusive"])
+def test_a_step_is_one_launch_per_row_length_and_no_operation_per_tensor(kind, check_finite, torch_route):
+    """Four or eight convolutions of two row lengths: the launches and the
+    torch operations of a step do not grow with the number of tensors (the
+    tables and thresholds are kept from step to step); with the check, per
+    table: the norms' launch, their maximum and its read."""
+    from proxlib.backends import _triton_multi as tm
+
+    def count(n):
+        torch.manual_seed(0)
+        convs = [torch.nn.Conv2d(4, 3 + i % 2, 3).to(_device.DEVICE) for i in range(n)]
+        prox = proxlib.torch.ProximalStep(torch.optim.SGD([p for c in convs for p in c.parameters()], lr=0.1), check_finite=check_finite)
+        for c in convs:
+            prox.add(c, _penalty(kind, 4, False), grouping="shape")  # (rows of 3 and 4 entries)
+        prox.step()
+        launches = tx.launches + tm.launches
+        with OperationCount() as c:
+            prox.step()
+        assert c.ops["triton"] == tx.launches + tm.launches - launches
+        return dict(c.ops)
+
+    four, eight = count(4), count(8)
+    assert four == eight
+    expected = {"triton": 4, "aten.max.default": 2, "aten._local_scalar_dense.default": 2, "aten.empty.memory_format": 2} if check_finite else {"triton": 2}
+    assert eight == expected, eight
+
+
+def test_rows_longer_than_the_sort_kernels_keep_the_stacks(torch_route, monkeypatch):
+    """Terms whose rows exceed MAX_M are stacked as before, next to the
+    terms solved in place, in the same step: the same bits as all stacked."""
+    monkeypatch.setattr(tx, "MAX_M", 20)
+    groupings = ("filter", "shape", "filter")  # rows of 27 and 80 entries (stacked: the long rows' kernel), of 5 (in place)
+    got = _stepped(_net(torch.float64), groupings, "exclusive")
+    _no_tables(monkeypatch)
+    ref = _stepped(_net(torch.float64), groupings, "exclusive")
+    for g, r in zip(got, ref):
+        assert _same_bits(g, r)

@@ -51,6 +51,14 @@ tolerance, and its optimality certificates).  A GPU's scan adds in a tree
 rounded on the GPU as in NumPy.  A row holding NaN or Inf comes back as it
 is, as from every backend.
 
+In a training step (:mod:`proxlib.torch._batched`) the rows of every
+tensor of one dtype and row length are read and written in place, through
+the row tables of :mod:`._triton_multi` (each row's address and two-level
+layout: a convolution's "filter", "channel" and "shape" rows, a Linear's
+rows and columns, any dense storage), by one launch
+(:func:`solve_table`): the same operations on the same values, so the same
+result as the rows stacked, copied in and back.
+
 Cost: O(m log^2 m) compare-exchanges per row in registers, plus O(steps)
 per row for the root search; no scratch beyond the output and G floats;
 no host synchronisation (without ``check_finite``).  The exclusive
@@ -76,9 +84,10 @@ import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
 from ._triton_launch import pow2_scale, run_kernel
+from ._triton_multi import row_base, table_entries
 from ._triton_shrink import shrink_search
 
-__all__ = ["exclusive_lasso", "group_exclusive", "fits", "kernel", "long_kernel", "MAX_M"]
+__all__ = ["exclusive_lasso", "group_exclusive", "solve_table", "fits", "kernel", "long_kernel", "MAX_M"]
 
 #: The longest row the kernel holds (a program keeps its rows in registers;
 #: longer rows are the array code's).  Its compilation grows with the padded
@@ -103,16 +112,25 @@ _MAX = tl.standard._elementwise_max
 _MIN = tl.standard._elementwise_min
 
 
-def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
-                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr, LOG_M: tl.constexpr, GROUP: tl.constexpr):
+def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter, SHAPE,
+                    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr, LOG_M: tl.constexpr, GROUP: tl.constexpr,
+                    TABLE: tl.constexpr, F64: tl.constexpr):  # fmt: skip
     """Rows ``pid*BLOCK_R ..`` of the exclusive-lasso prox (``GROUP``: of
-    group+exclusive, with the group thresholds ``a``); see the module doc."""
+    group+exclusive, with the group thresholds ``a``); see the module doc.
+    Row r is ``W + r s_r + j s_c`` and its result goes to ``X + r m + j``;
+    with ``TABLE``, row r is read and written in place through a row table
+    (``W``: its addresses, ``SHAPE``: its layouts, of float64 data where
+    ``F64``, else float32; :class:`._triton_multi.RowTable`)."""
     pid = tl.program_id(0).to(tl.int64)
     r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     j = tl.arange(0, BLOCK_M)
     live = r < G
     inside = live[:, None] & (j[None, :] < m)
-    w = tl.load(W + r[:, None] * s_r + j[None, :].to(tl.int64) * s_c, mask=inside, other=0.0).to(tl.float64)
+    if TABLE:
+        src = table_entries(W, SHAPE, r, live, j.to(tl.int64), F64)
+    else:
+        src = W + r[:, None] * s_r + j[None, :].to(tl.int64) * s_c
+    w = tl.load(src, mask=inside, other=0.0).to(tl.float64)
     bb = tl.load(b + r, mask=live, other=0.0)
 
     # the scale: the largest power of two s <= max|w| (1 for a zero row), exact
@@ -216,7 +234,13 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter,
         V = U * s[:, None]
         signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
         x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
-    tl.store(X + r[:, None] * m + j[None, :], x.to(X.dtype.element_ty), mask=inside)
+    if TABLE:  # (in place: a row is read whole before it is written, by its own program)
+        if F64:
+            tl.store(src, x, mask=inside)
+        else:
+            tl.store(src, x.to(tl.float32), mask=inside)
+    else:
+        tl.store(X + r[:, None] * m + j[None, :], x.to(X.dtype.element_ty), mask=inside)
     tl.store(T + r, total, mask=live)
 
 
@@ -314,7 +338,9 @@ _NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shap
 @functools.cache
 def kernel(interpret: bool):
     """The exclusive-rows kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search, "pow2_scale": pow2_scale}, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search, "pow2_scale": pow2_scale,
+                                                           "table_entries": table_entries, "row_base": row_base},
+                     do_not_specialize=_NO_SPECIALIZE)
 
 
 @functools.cache
@@ -372,10 +398,43 @@ def _launch(W, a, b, group: bool, max_iter: int):
         return X, T
     block_r, block_m, log_m = blocks(G, m, interpret)
     grid = (triton.cdiv(G, block_r),)
-    args = (W, *W.stride(), a, b, X, T, G, m, max_iter)
-    shape = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group)
-    run_kernel(kernel, interpret, grid, W.device, args, shape, num_warps=min(16, max(4, block_r * block_m // 256)))
+    args = (W, *W.stride(), a, b, X, T, G, m, max_iter, W)
+    shape = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group, TABLE=False, F64=False)
+    run_kernel(kernel, interpret, grid, W.device, args, shape, num_warps=_warps(block_r, block_m))
     return X, T
+
+
+def _warps(block_r: int, block_m: int) -> int:
+    return min(16, max(4, block_r * block_m // 256))
+
+
+def solve_table(table, a, b, m: int, f64: bool, device, max_iter: int = 0, T=None):
+    """The exclusive lasso (``a`` None), or group+exclusive with group
+    thresholds ``a``, of every row of ``table`` (a
+    :class:`._triton_multi.RowTable` of rows of ``m`` entries, 0 < m <=
+    :data:`MAX_M`, of float64 data where ``f64``, else float32, on
+    ``device``), read and written in place, in one launch with no host read:
+    each row as :func:`exclusive_lasso` or :func:`group_exclusive` solves it
+    (the same operations on the same values: a row's result depends on that
+    row alone), its parameters ``b`` and ``a`` float64, one per row.
+    Returns each row's ``total`` (:func:`exclusive_lasso`'s, or the scaled
+    norm: NaN exactly where the row holds NaN or Inf), into ``T`` where
+    given."""
+    global launches
+    import torch
+
+    R = table.rows
+    T = torch.empty(R, dtype=torch.float64, device=device) if T is None else T
+    if R == 0:
+        return T
+    interpret = device.type != "cuda" or _interpreting_everything()
+    block_r, block_m, log_m = blocks(R, m, interpret)
+    group = a is not None
+    launches += 1
+    args = (table.addr, 0, 0, a if group else b, b, table.addr, T, R, m, max_iter, table.shape)
+    shape = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group, TABLE=True, F64=f64)
+    run_kernel(kernel, interpret, (triton.cdiv(R, block_r),), device, args, shape, num_warps=_warps(block_r, block_m))
+    return T
 
 
 def exclusive_lasso(W, b):

@@ -115,6 +115,27 @@ def tile_offsets(uc, vc, lu, lv, V, su, sv):
     return u * su[:, None] + v * sv[:, None]
 
 
+def row_base(ADDR, r, live, F64: tl.constexpr):
+    """Pointers to the first entries of the table's rows ``r`` (``ADDR``:
+    :class:`RowTable`'s addresses; float64 data where ``F64``, else float32)."""
+    if F64:  # (one return: the compiler types every return of a function)
+        base = tl.load(ADDR + r, mask=live, other=0).to(tl.pointer_type(tl.float64))
+    else:
+        base = tl.load(ADDR + r, mask=live, other=0).to(tl.pointer_type(tl.float32))
+    return base
+
+
+def table_entries(ADDR, SHAPE, r, live, j, F64: tl.constexpr):
+    """Pointers to entries ``j`` (int64 lanes) of the table's rows ``r``,
+    (len(r), len(j)): ``base_r + (j // V) su + (j % V) sv`` (for a kernel
+    that holds whole rows: one division per program)."""
+    V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
+    su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
+    sv = tl.load(SHAPE + 4 * r + 3, mask=live, other=0)
+    u = j[None, :] // V[:, None]
+    return row_base(ADDR, r, live, F64)[:, None] + (u * su[:, None] + (j[None, :] - u * V[:, None]) * sv[:, None])
+
+
 def next_tile(uc, vc, bu, bv, V):
     """(uc, vc) of the next tile, c + BLOCK: plus (bu, bv) = (BLOCK // V, BLOCK % V), carried."""
     vc = vc + bv
@@ -134,10 +155,7 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, OUT, PHASE: tl.constexpr, F64: tl.co
     BLOCK at a time: its sums do not depend on its neighbours."""
     r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     live = r < R
-    if F64:
-        X = tl.load(ADDR + r, mask=live, other=0).to(tl.pointer_type(tl.float64))
-    else:
-        X = tl.load(ADDR + r, mask=live, other=0).to(tl.pointer_type(tl.float32))
+    X = row_base(ADDR, r, live, F64)
     U = tl.load(SHAPE + 4 * r, mask=live, other=0)
     V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
     su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
@@ -198,7 +216,7 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, OUT, PHASE: tl.constexpr, F64: tl.co
 @functools.cache
 def kernel(interpret: bool):
     """The kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_group_lasso_rows, interpret, helpers={**HELPERS, "tile_offsets": tile_offsets, "next_tile": next_tile},
+    return as_kernel(_group_lasso_rows, interpret, helpers={**HELPERS, "tile_offsets": tile_offsets, "next_tile": next_tile, "row_base": row_base},
                      do_not_specialize=["R", "OUT"])
 
 

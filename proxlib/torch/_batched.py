@@ -36,7 +36,13 @@ whatever the number of tensors.  The exclusive lasso and group+exclusive
 are row-wise (a row's result depends on that row alone): the rows of their
 terms that share a length are stacked and solved by one call of the
 kernel, so its sort, its sums and (group+exclusive) its root search with a
-scalar read per round run once for all those tensors.  The lp terms with
+scalar read per round run once for all those tensors; with
+``_xp_kernels.EXCLUSIVE_ROWS`` (off by default until it has run on a GPU)
+the terms whose rows the Triton sort kernel holds (up to its ``MAX_M``
+entries) are instead read and written where they are, through the same
+row tables, by one launch per device, dtype and row length
+(:func:`proxlib.backends._triton_exclusive.solve_table`): no copy of the
+rows in, none back, no torch operation per tensor.  The lp terms with
 0 < p < 1 (a Newton loop with a scalar read per four steps) that share p
 have their entries concatenated, with their thresholds spread over their
 entries, and solved by one loop (:func:`._xp_kernels.lp_solve`, whose
@@ -165,8 +171,8 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     one such copy at a time, as the terms one by one do; the row-wise
     kernels' rows that are a copy are formed when their stack is solved."""
     kind = plan.pen.kernel
-    layout = multi_layout(plan, leaf) if kind in ("group_lasso", "growl") else None
-    if layout is not None:  # read and written in place by one kernel for the whole batch: no statistics here
+    layout = multi_layout(plan, leaf) if kind in TABLE_KINDS else None
+    if layout is not None:  # read and written in place by one kernel per batch (and row length): no statistics here
         thr = plan.thresholds(step, leaf)  # (its dtype and device: no detached view, which costs the host a dispatch)
         if thr is None:
             return None
@@ -236,7 +242,7 @@ def run(members: list, check_finite: bool, cache: dict) -> None:
         if kind in METRIC_SEPARABLE:
             return _metric_entries(members)
         if kind in ROW_WISE:  # (the kernel checks the stacked rows before any write)
-            return _row_wise(members, check_finite)
+            return _row_wise(members, check_finite, cache)
         if kind == "lp":
             return _lp(members, check_finite)
         multi = [m for m in members if m.layout is not None]
@@ -314,15 +320,21 @@ def _thresholds(members: list, cache: dict, key=None) -> torch.Tensor:
 
 def multi_layout(plan, leaf: torch.Tensor):
     """The layout of the plan's rows in ``leaf``
-    (:func:`proxlib.backends._triton_multi.row_layout`) where
-    ``torch_dev.GROUP_ROWS``'s kernel solves the plan's group lasso on it, else
-    None: a plain float32 or float64 tensor (not a subclass: a sharded
-    tensor's rows are not its local memory) without overlapping entries
-    whose rows the two-level layout describes.  Kept on the plan, which is
-    rebuilt when the leaf's memory, shape or strides change."""
+    (:func:`proxlib.backends._triton_multi.row_layout`) where a Triton kernel
+    reads and writes them there (:data:`TABLE_KINDS`): the group lasso's and
+    GrOWL's under ``torch_dev.GROUP_ROWS`` (:mod:`._triton_multi`), the
+    exclusive lasso's and group+exclusive's rows of at most ``MAX_M``
+    entries under ``_xp_kernels.EXCLUSIVE_ROWS``
+    (:func:`proxlib.backends._triton_exclusive.solve_table`), else None: a
+    plain float32 or float64 tensor (not a subclass: a sharded tensor's rows
+    are not its local memory) without overlapping entries whose rows the
+    two-level layout describes.  Kept on the plan, which is rebuilt when the
+    leaf's memory, shape or strides change."""
     if leaf.dtype not in (torch.float32, torch.float64) or type(leaf) not in (torch.Tensor, torch.nn.Parameter):
         return None
-    if _k._triton_module(leaf, torch_dev.GROUP_ROWS, "_triton_multi") is None:
+    switch, module = TABLE_KINDS[plan.pen.kernel]()
+    kernels = _k._triton_module(leaf, switch, module)
+    if kernels is None or (module == "_triton_exclusive" and (plan.rows_shape is None or not 0 < plan.rows_shape[1] <= kernels.MAX_M)):
         return None
     memo = plan.batch_memo
     if "multi_layout" not in memo:
@@ -331,6 +343,16 @@ def multi_layout(plan, leaf: torch.Tensor):
             layout = None  # (GrOWL's OWL of this many norms runs on the device, as the public function runs it)
         memo["multi_layout"] = layout
     return memo["multi_layout"]
+
+
+#: the kernels whose terms a Triton kernel may read and write in place
+#: (:func:`multi_layout`): their switch and kernel module
+TABLE_KINDS = {
+    "group_lasso": lambda: (torch_dev.GROUP_ROWS, "_triton_multi"),
+    "growl": lambda: (torch_dev.GROUP_ROWS, "_triton_multi"),
+    "exclusive_lasso": lambda: (_k.EXCLUSIVE_ROWS, "_triton_exclusive"),
+    "group_exclusive": lambda: (_k.EXCLUSIVE_ROWS, "_triton_exclusive"),
+}
 
 
 def _layout_of_rows(plan, leaf: torch.Tensor):
@@ -478,7 +500,7 @@ def _host_growl(members: list, rows: list, nrm: np.ndarray, s, orders: np.ndarra
     return f
 
 
-def _row_wise(members: list, check_finite: bool) -> None:
+def _row_wise(members: list, check_finite: bool, cache: dict) -> None:
     """The row-wise kernel (exclusive lasso, group+exclusive) once per stack:
     the members' rows of one device, dtype and length stacked in one matrix
     with their per-row thresholds, solved by the public kernel, and each
@@ -489,7 +511,13 @@ def _row_wise(members: list, check_finite: bool) -> None:
     a reduction over the rows may be blocked differently for another number
     of rows (rounding).  With ``check_finite`` the kernel checks the whole
     stack before anything is written.  Stacks hold at most
-    ``max(STACK_MAX, the largest member)`` entries."""
+    ``max(STACK_MAX, the largest member)`` entries.  Members with a row
+    ``layout`` are solved in place instead (:func:`_row_tables`): checked
+    first, written last."""
+    tables = [m for m in members if m.layout is not None]
+    if tables:
+        members = [m for m in members if m.layout is None]
+        solves = _row_tables(tables, check_finite, cache)
     buckets: dict = {}
     for m in members:
         # (a threshold that is a Python float, not a tensor, would not stack: such a member solves alone)
@@ -499,6 +527,48 @@ def _row_wise(members: list, check_finite: bool) -> None:
     for on in buckets.values():
         for stack in _stacks(on, lambda m: math.prod(m.plan.rows_shape)):
             _solve_stack(stack, check_finite)
+    if tables:
+        for solve in solves:
+            solve()
+        for m in tables:
+            torch.autograd.graph.increment_version(m.leaf)
+
+
+def _row_tables(members: list, check_finite: bool, cache: dict) -> list:
+    """The exclusive penalties' members with a row ``layout``
+    (:func:`multi_layout`) as one in-place launch per device, dtype and row
+    length (:func:`proxlib.backends._triton_exclusive.solve_table`: the rows
+    read where they are, solved as the stacked kernel solves them, written
+    back there), returned as calls to make.  With ``check_finite``, every
+    row is checked first (the norms of :mod:`._triton_multi` over the same
+    tables, one read of their maximum per table: nothing is written before
+    every row is checked).  The tables and the per-row thresholds are kept
+    in ``cache`` while the members' plans and thresholds are the same."""
+    from proxlib.backends import _triton_exclusive as tx
+    from proxlib.backends import _triton_multi as tm
+
+    group = kind_of(members[0].plan) == "group_exclusive"
+    buckets: dict = {}
+    for m in members:
+        buckets.setdefault((m.device, m.dtype, m.plan.rows_shape[1]), []).append(m)
+    solves = []
+    for key, on in buckets.items():
+        device, dtype, length = key
+        plans = tuple(m.plan for m in on)
+        table = _kept(cache, ("row_table",) + key, plans, lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
+        T = _kept(cache, ("row_table_totals",) + key, plans, lambda: torch.empty(table.rows, dtype=torch.float64, device=device))
+        thr = [_kept(cache, ("row_table_thresholds", j) + key, tuple(m.thr for m in on),
+                     lambda: torch.cat([torch.broadcast_to(_threshold_array(m, j), (m.layout[0].shape[0],)) for m in on]).to(torch.float64))
+               for j in range(2 if group else 1)]
+        a, b = thr if group else (None, thr[0])
+        f64 = dtype == torch.float64
+        if check_finite:
+            Y = tm.launch(table, None, f64, device, tm.NORMS)
+            if not math.isfinite(float(Y.max())):  # (y >= 0 and s finite where a row is finite; NaN propagates)
+                raise NonFiniteInput("input contains NaN or Inf")
+        solves.append(lambda table=table, a=a, b=b, length=length, f64=f64, device=device, T=T:
+                      tx.solve_table(table, a, b, length, f64, device, _k._MAX_ROOT_ITER, T))
+    return solves
 
 
 def _stacks(members: list, size, cap: int | None = None):
