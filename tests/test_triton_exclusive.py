@@ -472,7 +472,7 @@ def test_a_step_solves_the_rows_in_place_as_the_stacks_do(dtype, layout, kind, g
     _no_tables(monkeypatch)
     ref = _stepped(_net(dtype, layout), groupings, kind, weights=weights)
     for g, r in zip(got, ref):
-        if _device.DEVICE.type == "cpu":
+        if torch.device(_device.DEVICE).type == "cpu":
             assert _same_bits(g, r)
         else:  # (a GPU's reductions may be blocked otherwise for another launch's rows)
             assert_matches_reference(g.cpu().numpy(), r.cpu().numpy(), "float32" if dtype == torch.float32 else "float64", float(r.abs().max()))
