@@ -403,10 +403,11 @@ def test_kernel_compiles_for_sm90_with_correctly_rounded_float64():
         assert ".target sm_90" in ptx and compiled.asm["cubin"]
         assert "fma" not in ptx and "div.rn.f64" in ptx and ("sqrt.rn.f64" in ptx) == group
         assert "div.approx" not in ptx and "div.full" not in ptx and "sqrt.approx" not in ptx
-    for dt in ("fp32", "fp64"):  # the long rows' kernel
-        sig = dict(W=f"*{dt}", s_r="i64", s_c="i64", b="*fp64", X=f"*{dt}", T="*fp64", G="i32", m="i32",
-                   BLOCK_R="constexpr", BLOCK_M="constexpr")
-        consts = dict(BLOCK_R=tx.LONG_BLOCK_R, BLOCK_M=tx.LONG_BLOCK_M)
+    for dt, table in (("fp32", False), ("fp64", False), ("fp32", True), ("fp64", True)):  # the long rows' kernel
+        data = "*i64" if table else f"*{dt}"
+        sig = dict(W=data, s_r="i64", s_c="i64", b="*fp64", X=data, T="*fp64", G="i32", m="i32", SHAPE="*i64",
+                   BLOCK_R="constexpr", BLOCK_M="constexpr", TABLE="constexpr", F64="constexpr")
+        consts = dict(BLOCK_R=tx.LONG_BLOCK_R, BLOCK_M=tx.LONG_BLOCK_M, TABLE=table, F64=dt == "fp64")
         compiled = triton.compile(ASTSource(tx.long_kernel(False), sig, constexprs=consts),
                                   target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
         ptx = compiled.asm["ptx"]
@@ -530,13 +531,23 @@ def test_a_step_is_one_launch_per_row_length_and_no_operation_per_tensor(kind, c
     assert eight == expected, eight
 
 
-def test_rows_longer_than_the_sort_kernels_keep_the_stacks(torch_route, monkeypatch):
-    """Terms whose rows exceed MAX_M are stacked as before, next to the
-    terms solved in place, in the same step: the same bits as all stacked."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kind", ["exclusive", "group+exclusive"])
+def test_rows_longer_than_the_sort_kernels(kind, dtype, layout, torch_route, monkeypatch):
+    """Rows longer than MAX_M: the exclusive lasso's are read and written
+    in place by the long rows' kernel (its tiles over two-level layouts:
+    the GPU's small tiles, so that a tile crosses the layouts' blocks),
+    group+exclusive's stacked as before next to the short rows in place;
+    the same bits as all stacked."""
     monkeypatch.setattr(tx, "MAX_M", 20)
-    groupings = ("filter", "shape", "filter")  # rows of 27 and 80 entries (stacked: the long rows' kernel), of 5 (in place)
-    got = _stepped(_net(torch.float64), groupings, "exclusive")
+    monkeypatch.setattr(tx, "long_blocks", lambda G, m, interpret: (2, 8))
+    groupings = ("channel", "shape", "filter")  # rows of 54 entries (6 x 9) and 80 beyond MAX_M, of 5 below it
+    before = tx.launches
+    got = _stepped(_net(dtype, layout), groupings, kind)
+    if kind == "exclusive":
+        assert tx.launches - before == 2 * 3
     _no_tables(monkeypatch)
-    ref = _stepped(_net(torch.float64), groupings, "exclusive")
+    ref = _stepped(_net(dtype, layout), groupings, kind)
     for g, r in zip(got, ref):
         assert _same_bits(g, r)

@@ -84,7 +84,7 @@ import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
 from ._triton_launch import pow2_scale, run_kernel
-from ._triton_multi import row_base, table_entries
+from ._triton_multi import next_tile, row_base, table_entries, tile_offsets
 from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "solve_table", "fits", "kernel", "long_kernel", "MAX_M"]
@@ -244,24 +244,47 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter, SHAPE,
     tl.store(T + r, total, mask=live)
 
 
-def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr):
+def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, SHAPE, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr,
+                         TABLE: tl.constexpr, F64: tl.constexpr):  # fmt: skip
     """Rows ``pid*BLOCK_R ..`` of the exclusive-lasso prox, any length, walked
     in tiles of ``BLOCK_M`` columns: the support by Newton's method from the
-    left (see :func:`exclusive_lasso`)."""
+    left (see :func:`exclusive_lasso`).  Row r is ``W + r s_r + j s_c``, its
+    result ``X + r m + j``; with ``TABLE``, in place through a row table
+    (as :func:`_exclusive_rows`).  Either is read as a two-level layout
+    (:func:`._triton_multi.tile_offsets`: a strided row is V = m entries
+    sv = s_c apart), its tiles' offsets carried from tile to tile."""
     pid = tl.program_id(0).to(tl.int64)
     r = pid * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     live = r < G
     bb = tl.load(b + r, mask=live, other=0.0)
+    if TABLE:
+        base = row_base(W, r, live, F64)
+        V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
+        su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
+        sv = tl.load(SHAPE + 4 * r + 3, mask=live, other=0)
+    else:
+        base = W + r * s_r
+        V = tl.full((BLOCK_R,), 0, tl.int64) + m
+        su = tl.full((BLOCK_R,), 0, tl.int64)
+        sv = tl.full((BLOCK_R,), 0, tl.int64) + s_c
+    lane = tl.arange(0, BLOCK_M).to(tl.int64)
+    lu = lane[None, :] // V[:, None]  # (once per program: no division in the loops)
+    lv = lane[None, :] - lu * V[:, None]
+    bu = BLOCK_M // V
+    bv = BLOCK_M - bu * V
+    zero = tl.full((BLOCK_R,), 0, tl.int64)
 
     # the scale s (row_scale: exact) and whether the row is finite
     amax = tl.full((BLOCK_R,), 0.0, tl.float64)
     bad = tl.full((BLOCK_R,), 0, tl.int32)
+    uc, vc = zero, zero
     for j0 in range(0, m, BLOCK_M):
-        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        cols = j0 + lane
         inside = live[:, None] & (cols[None, :] < m)
-        A = tl.abs(tl.load(W + r[:, None] * s_r + cols[None, :] * s_c, mask=inside, other=0.0).to(tl.float64))
+        A = tl.abs(tl.load(base[:, None] + tile_offsets(uc, vc, lu, lv, V, su, sv), mask=inside, other=0.0).to(tl.float64))
         bad += tl.reduce((~(A < float("inf"))).to(tl.int32), 1, _ADD)
         amax = tl.maximum(amax, tl.reduce(tl.where(A < float("inf"), A, 0.0), 1, _MAX))
+        uc, vc = next_tile(uc, vc, bu, bv, V)
     row_finite = live & (bad == 0)
     s = pow2_scale(amax)
     finite_b = bb < float("inf")
@@ -292,23 +315,27 @@ def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, BLOCK_R: tl.constexpr, BLOC
     while (todo > 0) & (it <= m + 1):
         k = tl.full((BLOCK_R,), 0, tl.int32)
         least = tl.full((BLOCK_R,), float("inf"), tl.float64)
+        uc, vc = zero, zero
         for j0 in range(0, m, BLOCK_M):
-            cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+            cols = j0 + lane
             inside = (~done)[:, None] & (cols[None, :] < m)
-            y = tl.abs(tl.load(W + r[:, None] * s_r + cols[None, :] * s_c, mask=inside, other=0.0).to(tl.float64)) / s[:, None]
+            y = tl.abs(tl.load(base[:, None] + tile_offsets(uc, vc, lu, lv, V, su, sv), mask=inside, other=0.0).to(tl.float64)) / s[:, None]
             on = inside & (((y - yk[:, None]) + e[:, None]) > 0)
             k += tl.reduce(on.to(tl.int32), 1, _ADD)
             least = tl.minimum(least, tl.reduce(tl.where(on, y, float("inf")), 1, _MIN))
+            uc, vc = next_tile(uc, vc, bu, bv, V)
         # (the support held: S' = S, or a rounding grew it; then the last
         # step's Y_k and e are S's; k = 0: a zero row)
         done = done | (k >= k_prev) | (k == 0)
         F = tl.full((BLOCK_R,), 0.0, tl.float64)
+        uc, vc = zero, zero
         for j0 in range(0, m, BLOCK_M):
-            cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+            cols = j0 + lane
             inside = (~done)[:, None] & (cols[None, :] < m)
-            y = tl.abs(tl.load(W + r[:, None] * s_r + cols[None, :] * s_c, mask=inside, other=0.0).to(tl.float64)) / s[:, None]
+            y = tl.abs(tl.load(base[:, None] + tile_offsets(uc, vc, lu, lv, V, su, sv), mask=inside, other=0.0).to(tl.float64)) / s[:, None]
             on = inside & (((y - yk[:, None]) + e[:, None]) > 0)
             F += tl.reduce(tl.where(on, y - least[:, None], 0.0), 1, _ADD)
+            uc, vc = next_tile(uc, vc, bu, bv, V)
         e_next = (least - beta * F) / (1.0 + beta * k.to(tl.float64))
         yk = tl.where(done, yk, least)
         e = tl.where(done, e, e_next)
@@ -317,18 +344,27 @@ def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, BLOCK_R: tl.constexpr, BLOC
         it += 1
 
     # x = sign(w) s ((y - Y_k) + e)_+ on the support {y >= Y_k} (exclusive_magnitudes)
+    uc, vc = zero, zero
     for j0 in range(0, m, BLOCK_M):
-        cols = j0 + tl.arange(0, BLOCK_M).to(tl.int64)
+        cols = j0 + lane
         inside = live[:, None] & (cols[None, :] < m)
-        w = tl.load(W + r[:, None] * s_r + cols[None, :] * s_c, mask=inside, other=0.0).to(tl.float64)
+        src = base[:, None] + tile_offsets(uc, vc, lu, lv, V, su, sv)
+        w = tl.load(src, mask=inside, other=0.0).to(tl.float64)
         As = tl.abs(w) / s[:, None]
         U = tl.where(As >= yk[:, None], (As - yk[:, None]) + e[:, None], 0.0)
         U = tl.where((beta == 0)[:, None], As, U)
         U = tl.where(finite_b[:, None], U, 0.0)
-        V = U * s[:, None]
-        signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
+        mag = U * s[:, None]
+        signed = tl.where(w < 0, -mag, tl.where(w >= 0, mag, w))
         x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
-        tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+        if TABLE:  # (in place: the row's last pass, each entry written after it is read)
+            if F64:
+                tl.store(src, x, mask=inside)
+            else:
+                tl.store(src, x.to(tl.float32), mask=inside)
+        else:
+            tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+        uc, vc = next_tile(uc, vc, bu, bv, V)
     tl.store(T + r, tl.where(row_finite, amax, float("nan")), mask=live)
 
 
@@ -347,7 +383,8 @@ def kernel(interpret: bool):
 def long_kernel(interpret: bool):
     """The kernel of rows of any length (:func:`exclusive_lasso`'s rows
     longer than :data:`MAX_M`), compiled or interpreted."""
-    return as_kernel(_exclusive_long_rows, interpret, helpers={"pow2_scale": pow2_scale}, do_not_specialize=_NO_SPECIALIZE)
+    return as_kernel(_exclusive_long_rows, interpret, helpers={"pow2_scale": pow2_scale, "row_base": row_base, "tile_offsets": tile_offsets,
+                                                               "next_tile": next_tile}, do_not_specialize=_NO_SPECIALIZE)
 
 
 def fits(W, group: bool = False) -> bool:
@@ -393,8 +430,8 @@ def _launch(W, a, b, group: bool, max_iter: int):
     launches += 1
     if m > MAX_M:  # (the exclusive lasso: fits)
         block_r, block_m = long_blocks(G, m, interpret)
-        args = (W, *W.stride(), b, X, T, G, m)
-        run_kernel(long_kernel, interpret, (triton.cdiv(G, block_r),), W.device, args, dict(BLOCK_R=block_r, BLOCK_M=block_m))
+        args = (W, *W.stride(), b, X, T, G, m, W)
+        run_kernel(long_kernel, interpret, (triton.cdiv(G, block_r),), W.device, args, dict(BLOCK_R=block_r, BLOCK_M=block_m, TABLE=False, F64=False))
         return X, T
     block_r, block_m, log_m = blocks(G, m, interpret)
     grid = (triton.cdiv(G, block_r),)
@@ -411,8 +448,9 @@ def _warps(block_r: int, block_m: int) -> int:
 def solve_table(table, a, b, m: int, f64: bool, device, max_iter: int = 0, T=None):
     """The exclusive lasso (``a`` None), or group+exclusive with group
     thresholds ``a``, of every row of ``table`` (a
-    :class:`._triton_multi.RowTable` of rows of ``m`` entries, 0 < m <=
-    :data:`MAX_M`, of float64 data where ``f64``, else float32, on
+    :class:`._triton_multi.RowTable` of rows of ``m`` > 0 entries (at most
+    :data:`MAX_M` for group+exclusive; the exclusive lasso's longer rows by
+    :func:`long_kernel`), of float64 data where ``f64``, else float32, on
     ``device``), read and written in place, in one launch with no host read:
     each row as :func:`exclusive_lasso` or :func:`group_exclusive` solves it
     (the same operations on the same values: a row's result depends on that
@@ -428,9 +466,14 @@ def solve_table(table, a, b, m: int, f64: bool, device, max_iter: int = 0, T=Non
     if R == 0:
         return T
     interpret = device.type != "cuda" or _interpreting_everything()
-    block_r, block_m, log_m = blocks(R, m, interpret)
     group = a is not None
     launches += 1
+    if m > MAX_M:  # (the exclusive lasso: fits)
+        block_r, block_m = long_blocks(R, m, interpret)
+        args = (table.addr, 0, 0, b, table.addr, T, R, m, table.shape)
+        run_kernel(long_kernel, interpret, (triton.cdiv(R, block_r),), device, args, dict(BLOCK_R=block_r, BLOCK_M=block_m, TABLE=True, F64=f64))
+        return T
+    block_r, block_m, log_m = blocks(R, m, interpret)
     args = (table.addr, 0, 0, a if group else b, b, table.addr, T, R, m, max_iter, table.shape)
     shape = dict(BLOCK_R=block_r, BLOCK_M=block_m, LOG_M=log_m, GROUP=group, TABLE=True, F64=f64)
     run_kernel(kernel, interpret, (triton.cdiv(R, block_r),), device, args, shape, num_warps=_warps(block_r, block_m))

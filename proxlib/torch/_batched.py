@@ -38,8 +38,8 @@ terms that share a length are stacked and solved by one call of the
 kernel, so its sort, its sums and (group+exclusive) its root search with a
 scalar read per round run once for all those tensors; with
 ``_xp_kernels.EXCLUSIVE_ROWS`` (off by default until it has run on a GPU)
-the terms whose rows the Triton sort kernel holds (up to its ``MAX_M``
-entries) are instead read and written where they are, through the same
+the terms are instead read and written where they are (group+exclusive's
+rows up to the Triton sort kernel's ``MAX_M`` entries), through the same
 row tables, by one launch per device, dtype and row length
 (:func:`proxlib.backends._triton_exclusive.solve_table`): no copy of the
 rows in, none back, no torch operation per tensor.  The lp terms with
@@ -323,8 +323,8 @@ def multi_layout(plan, leaf: torch.Tensor):
     (:func:`proxlib.backends._triton_multi.row_layout`) where a Triton kernel
     reads and writes them there (:data:`TABLE_KINDS`): the group lasso's and
     GrOWL's under ``torch_dev.GROUP_ROWS`` (:mod:`._triton_multi`), the
-    exclusive lasso's and group+exclusive's rows of at most ``MAX_M``
-    entries under ``_xp_kernels.EXCLUSIVE_ROWS``
+    exclusive lasso's and group+exclusive's (rows of at most ``MAX_M``
+    entries) under ``_xp_kernels.EXCLUSIVE_ROWS``
     (:func:`proxlib.backends._triton_exclusive.solve_table`), else None: a
     plain float32 or float64 tensor (not a subclass: a sharded tensor's rows
     are not its local memory) without overlapping entries whose rows the
@@ -334,7 +334,8 @@ def multi_layout(plan, leaf: torch.Tensor):
         return None
     switch, module = TABLE_KINDS[plan.pen.kernel]()
     kernels = _k._triton_module(leaf, switch, module)
-    if kernels is None or (module == "_triton_exclusive" and (plan.rows_shape is None or not 0 < plan.rows_shape[1] <= kernels.MAX_M)):
+    if kernels is None or (module == "_triton_exclusive" and (plan.rows_shape is None or plan.rows_shape[1] == 0
+                                                              or (plan.pen.kernel == "group_exclusive" and plan.rows_shape[1] > kernels.MAX_M))):
         return None
     memo = plan.batch_memo
     if "multi_layout" not in memo:
