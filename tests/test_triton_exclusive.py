@@ -551,3 +551,28 @@ def test_rows_longer_than_the_sort_kernels(kind, dtype, layout, torch_route, mon
     ref = _stepped(_net(dtype, layout), groupings, kind)
     for g, r in zip(got, ref):
         assert _same_bits(g, r)
+
+
+def test_tables_are_kept_across_steps_for_both_penalties(torch_route, monkeypatch):
+    """A step with exclusive and group+exclusive terms on rows of the same
+    length builds each penalty's table once: later steps make none (on a GPU
+    a table costs two copies to the device)."""
+    from proxlib.backends import _triton_multi as tm
+
+    built = []
+
+    class Counted(tm.RowTable):
+        def __init__(self, *args):
+            built.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(tm, "RowTable", Counted)
+    net = _net(torch.float32)
+    prox = proxlib.torch.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5))
+    prox.add(net[0], proxlib.ExclusiveLasso(0.05), grouping="channel")  # rows of 6 x 9 = 54 entries
+    prox.add(net[2], proxlib.GroupExclusive(0.05, 0.3), grouping="filter")  # rows of 6 x 9 = 54 entries
+    prox.step()
+    assert len(built) == 2
+    for _ in range(3):
+        prox.step()
+    assert len(built) == 2

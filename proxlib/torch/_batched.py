@@ -323,8 +323,8 @@ def multi_layout(plan, leaf: torch.Tensor):
     (:func:`proxlib.backends._triton_multi.row_layout`) where a Triton kernel
     reads and writes them there (:data:`TABLE_KINDS`): the group lasso's and
     GrOWL's under ``torch_dev.GROUP_ROWS`` (:mod:`._triton_multi`), the
-    exclusive lasso's and group+exclusive's (rows of at most ``MAX_M``
-    entries) under ``_xp_kernels.EXCLUSIVE_ROWS``
+    exclusive lasso's, and group+exclusive's rows of at most ``MAX_M``
+    entries, under ``_xp_kernels.EXCLUSIVE_ROWS``
     (:func:`proxlib.backends._triton_exclusive.solve_table`), else None: a
     plain float32 or float64 tensor (not a subclass: a sharded tensor's rows
     are not its local memory) without overlapping entries whose rows the
@@ -548,13 +548,14 @@ def _row_tables(members: list, check_finite: bool, cache: dict) -> list:
     from proxlib.backends import _triton_exclusive as tx
     from proxlib.backends import _triton_multi as tm
 
-    group = kind_of(members[0].plan) == "group_exclusive"
+    kind = kind_of(members[0].plan)
+    group = kind == "group_exclusive"
     buckets: dict = {}
-    for m in members:
-        buckets.setdefault((m.device, m.dtype, m.plan.rows_shape[1]), []).append(m)
+    for m in members:  # (the kind in the key: a step's exclusive and group+exclusive batches keep their own tables)
+        buckets.setdefault((kind, m.device, m.dtype, m.plan.rows_shape[1]), []).append(m)
     solves = []
     for key, on in buckets.items():
-        device, dtype, length = key
+        _, device, dtype, length = key
         plans = tuple(m.plan for m in on)
         table = _kept(cache, ("row_table",) + key, plans, lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
         T = _kept(cache, ("row_table_totals",) + key, plans, lambda: torch.empty(table.rows, dtype=torch.float64, device=device))
