@@ -389,3 +389,26 @@ def test_kernel_compiles_for_sm90_exactly_rounded(dtype, phase):
     if phase in (tm.MAP, tm.BOTH):
         assert "div.rn.f64" in ptx
     assert "local" not in ptx.split(".entry")[1].split("{", 1)[0] and ".local" not in ptx  # no spills
+
+
+def test_tables_are_kept_across_steps_for_both_penalties(kernel_on, monkeypatch):
+    """A step with group lasso and GrOWL terms of one dtype builds each
+    penalty's table once: later steps make none (on a GPU a table costs two
+    copies to the device)."""
+    built = []
+
+    class Counted(tm.RowTable):
+        def __init__(self, *args):
+            built.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(tm, "RowTable", Counted)
+    net = _net(torch.float32)
+    prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5))
+    prox.add(net[0], _penalty("group lasso", 3, False), grouping="channel")
+    prox.add(net[2], _penalty("GrOWL", 6, False), grouping="channel")
+    prox.step()
+    assert len(built) == 2
+    for _ in range(3):
+        prox.step()
+    assert len(built) == 2

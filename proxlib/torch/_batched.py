@@ -424,8 +424,8 @@ def _multi_table(on: list, cache: dict):
     memory, shape and strides: :meth:`proxlib.torch.prox._Plan.holds`)."""
     from proxlib.backends import _triton_multi as tm
 
-    device, dtype = on[0].device, on[0].dtype
-    return _kept(cache, ("multi_table", device, dtype), tuple(m.plan for m in on),
+    device, dtype = on[0].device, on[0].dtype  # (the kind in the key: a step's group lasso and GrOWL batches keep their own tables)
+    return _kept(cache, ("multi_table", kind_of(on[0].plan), device, dtype), tuple(m.plan for m in on),
                  lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
 
 
