@@ -557,16 +557,9 @@ def test_tables_are_kept_across_steps_for_both_penalties(torch_route, monkeypatc
     """A step with exclusive and group+exclusive terms on rows of the same
     length builds each penalty's table once: later steps make none (on a GPU
     a table costs two copies to the device)."""
-    from proxlib.backends import _triton_multi as tm
+    from test_triton_multi import tables_built
 
-    built = []
-
-    class Counted(tm.RowTable):
-        def __init__(self, *args):
-            built.append(args)
-            super().__init__(*args)
-
-    monkeypatch.setattr(tm, "RowTable", Counted)
+    built = tables_built(monkeypatch)
     net = _net(torch.float32)
     prox = proxlib.torch.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5))
     prox.add(net[0], proxlib.ExclusiveLasso(0.05), grouping="channel")  # rows of 6 x 9 = 54 entries

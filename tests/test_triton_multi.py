@@ -391,10 +391,8 @@ def test_kernel_compiles_for_sm90_exactly_rounded(dtype, phase):
     assert "local" not in ptx.split(".entry")[1].split("{", 1)[0] and ".local" not in ptx  # no spills
 
 
-def test_tables_are_kept_across_steps_for_both_penalties(kernel_on, monkeypatch):
-    """A step with group lasso and GrOWL terms of one dtype builds each
-    penalty's table once: later steps make none (on a GPU a table costs two
-    copies to the device)."""
+def tables_built(monkeypatch) -> list:
+    """The row tables built from now on (one entry each), counted."""
     built = []
 
     class Counted(tm.RowTable):
@@ -403,6 +401,14 @@ def test_tables_are_kept_across_steps_for_both_penalties(kernel_on, monkeypatch)
             super().__init__(*args)
 
     monkeypatch.setattr(tm, "RowTable", Counted)
+    return built
+
+
+def test_tables_are_kept_across_steps_for_both_penalties(kernel_on, monkeypatch):
+    """A step with group lasso and GrOWL terms of one dtype builds each
+    penalty's table once: later steps make none (on a GPU a table costs two
+    copies to the device)."""
+    built = tables_built(monkeypatch)
     net = _net(torch.float32)
     prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5))
     prox.add(net[0], _penalty("group lasso", 3, False), grouping="channel")

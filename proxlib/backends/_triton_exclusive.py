@@ -234,14 +234,21 @@ def _exclusive_rows(W, s_r, s_c, a, b, X, T, G, m, max_iter, SHAPE,
         V = U * s[:, None]
         signed = tl.where(w < 0, -V, tl.where(w >= 0, V, w))
         x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
-    if TABLE:  # (in place: a row is read whole before it is written, by its own program)
+    store_rows(x, src, X, r, j, m, inside, TABLE, F64)  # (in place: a row is read whole before it is written, by its own program)
+    tl.store(T + r, total, mask=live)
+
+
+def store_rows(x, src, X, r, cols, m, inside, TABLE: tl.constexpr, F64: tl.constexpr):
+    """Write the rows' results ``x`` (float64) in the data's dtype: with
+    ``TABLE`` in place, where they were read (``src``: float64 data where
+    ``F64``, else float32), else to ``X + r m + cols``."""
+    if TABLE:
         if F64:
             tl.store(src, x, mask=inside)
         else:
             tl.store(src, x.to(tl.float32), mask=inside)
     else:
-        tl.store(X + r[:, None] * m + j[None, :], x.to(X.dtype.element_ty), mask=inside)
-    tl.store(T + r, total, mask=live)
+        tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
 
 
 def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, SHAPE, BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -357,13 +364,7 @@ def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, SHAPE, BLOCK_R: tl.constexp
         mag = U * s[:, None]
         signed = tl.where(w < 0, -mag, tl.where(w >= 0, mag, w))
         x = tl.where(((bb == 0) | ~row_finite)[:, None], w, signed)
-        if TABLE:  # (in place: the row's last pass, each entry written after it is read)
-            if F64:
-                tl.store(src, x, mask=inside)
-            else:
-                tl.store(src, x.to(tl.float32), mask=inside)
-        else:
-            tl.store(X + r[:, None] * m + cols[None, :], x.to(X.dtype.element_ty), mask=inside)
+        store_rows(x, src, X, r, cols, m, inside, TABLE, F64)  # (in place: the row's last pass, each entry written after it is read)
         uc, vc = next_tile(uc, vc, bu, bv, V)
     tl.store(T + r, tl.where(row_finite, amax, float("nan")), mask=live)
 
@@ -375,7 +376,7 @@ _NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shap
 def kernel(interpret: bool):
     """The exclusive-rows kernel, compiled (``interpret=False``) or interpreted."""
     return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search, "pow2_scale": pow2_scale,
-                                                           "table_entries": table_entries, "row_base": row_base},
+                                                           "table_entries": table_entries, "row_base": row_base, "store_rows": store_rows},
                      do_not_specialize=_NO_SPECIALIZE)
 
 
@@ -384,7 +385,7 @@ def long_kernel(interpret: bool):
     """The kernel of rows of any length (:func:`exclusive_lasso`'s rows
     longer than :data:`MAX_M`), compiled or interpreted."""
     return as_kernel(_exclusive_long_rows, interpret, helpers={"pow2_scale": pow2_scale, "row_base": row_base, "tile_offsets": tile_offsets,
-                                                               "next_tile": next_tile}, do_not_specialize=_NO_SPECIALIZE)
+                                                               "next_tile": next_tile, "store_rows": store_rows}, do_not_specialize=_NO_SPECIALIZE)
 
 
 def fits(W, group: bool = False) -> bool:
