@@ -259,7 +259,11 @@ def test_group_exclusive_rows_longer_than_the_sort_kernels(dtype):
     an = np.linalg.norm(Wn.astype(np.float64), axis=1) * np.array([0.0, 0.2, 0.5, 0.9, 1.1, 0.3])
     bn = np.array([1.0, 1.0, 10.0, 100.0, 1.0, 0.0]) / m
     W, a, b = (_device.tensor(x) for x in (Wn, an, bn))
-    X = _solve_gx(W, a, b, "triton")
+    _solve_gx(W, a, b, "triton")  # (the thresholds' kept values made)
+    with OperationCount() as c:
+        X = _solve_gx(W, a, b, "triton")
+    # the launch, its output and the per-row thresholds' views; the metric 1 is a kept 1 read with stride 0 (no tensor formed)
+    assert dict(c.ops) == {"triton": 1, "aten.empty.memory_format": 1, "aten.expand.default": 2}, dict(c.ops)
     ref = numpy_ref.group_exclusive(Wn, an, bn)
     assert_matches_reference(X.cpu(), ref, str(Wn.dtype), float(np.abs(Wn).max()))
     assert not bool(X[4].any())  # ||w|| <= a: zeroed

@@ -398,8 +398,8 @@ def test_root_search_kernel_compiles_for_sm90_with_correctly_rounded_float64():
 
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
-def test_operator_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype):
-    sig = {"W": f"*{dtype}", "w_r": "i64", "w_c": "i64", "D": f"*{dtype}", "d_r": "i64", "d_c": "i64", "a": "*fp64", "a_r": "i32",
+@pytest.mark.parametrize(("dtype", "metric"), [("fp32", "fp32"), ("fp64", "fp64"), ("fp32", "fp64")])  # (fp64 metric of fp32 rows: the metric 1)
+def test_operator_kernel_compiles_for_sm90_with_correctly_rounded_float64(dtype, metric):
+    sig = {"W": f"*{dtype}", "w_r": "i64", "w_c": "i64", "D": f"*{metric}", "d_r": "i64", "d_c": "i64", "a": "*fp64", "a_r": "i32",
            "b": "*fp64", "b_r": "i32", "X": f"*{dtype}", "G": "i32", "m": "i32", "max_iter": "i32", "BLOCK_R": "constexpr", "BLOCK_M": "constexpr"}
     _compile_sm90(tm.kernel(False), sig, dict(BLOCK_R=tm.GPU_BLOCK_R, BLOCK_M=tm.GPU_BLOCK_M))

@@ -500,8 +500,8 @@ def group_exclusive_metric(W, D, a, b, max_iter: int):
     """The prox of ``a_r ||x_r||_2 + b_r/2 ||x_r||_1^2`` per row of ``W`` in
     the metric ``D`` (:func:`._metric_kernels.group_exclusive_metric`'s
     result, every case, to the accuracy of its row sums; :func:`fits` must
-    hold): a new contiguous tensor of W's dtype, in one launch and no host
-    read.  ``a``, ``b``: one per row or one for all; each root searched for
+    hold; ``D`` None: the metric 1, a kept float64 1 read with stride 0):
+    a new contiguous tensor of W's dtype, in one launch and no host read.  ``a``, ``b``: one per row or one for all; each root searched for
     at most ``max_iter`` steps.
 
     Group+exclusive's outer root (s = ||x||_2, psi(s) = s / ||x(a/s)|| = 1)
@@ -516,7 +516,8 @@ def group_exclusive_metric(W, D, a, b, max_iter: int):
         return W.clone(memory_format=torch.contiguous_format)
     (a, a_r), (b, b_r) = (_per_row(t, G, W.device) for t in (a, b))
     X = torch.empty((G, m), dtype=W.dtype, device=W.device)
-    _launch(kernel, W, G, m, (W, *W.stride(), D, *D.stride(), a, a_r, b, b_r, X, G, m, max_iter))
+    D, (d_r, d_c) = (kept_scalar(1.0, W.device), (0, 0)) if D is None else (D, D.stride())
+    _launch(kernel, W, G, m, (W, *W.stride(), D, d_r, d_c, a, a_r, b, b_r, X, G, m, max_iter))
     return X
 
 
@@ -532,18 +533,24 @@ def _per_row(t, G: int, device) -> tuple:
     return torch.broadcast_to(t, (G,)).contiguous(), 1
 
 
-_ZEROS: dict = {}
+_KEPT: dict = {}
+
+
+def kept_scalar(value: float, device):
+    """A float64 ``value`` on ``device``, kept (read with stride 0: nothing
+    formed per call)."""
+    import torch
+
+    key = (float(value), str(device))
+    if key not in _KEPT:
+        _KEPT[key] = torch.full((), value, dtype=torch.float64, device=device)
+    return _KEPT[key]
 
 
 def zero(device):
     """A float64 0 on ``device``, kept (the group lasso's exclusive threshold
-    and the exclusive lasso's group one, read with stride 0: nothing formed per call)."""
-    import torch
-
-    key = str(device)
-    if key not in _ZEROS:
-        _ZEROS[key] = torch.zeros((), dtype=torch.float64, device=device)
-    return _ZEROS[key]
+    and the exclusive lasso's group one, read with stride 0)."""
+    return kept_scalar(0.0, device)
 
 
 def group_lasso_roots(V, Dn, a, lo, hi, max_iter: int):

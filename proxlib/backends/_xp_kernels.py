@@ -497,8 +497,7 @@ def group_exclusive(W, a, b, sort=sort_desc, check_finite=False, gather=True):
     if tm is not None:  # rows beyond the sort kernel's: the metric kernel in the metric 1, one launch
         if check_finite and not bool(xp.all(xp.isfinite(W))):
             raise NonFiniteInput("input contains NaN or Inf")
-        unit = xp.ones((1, 1), dtype=W.dtype, device=device(W))
-        return tm.group_exclusive_metric(W, xp.broadcast_to(unit, W.shape), a, b, _MAX_ROOT_ITER)
+        return tm.group_exclusive_metric(W, None, a, b, _MAX_ROOT_ITER)  # (None: the metric 1, read with stride 0)
     W64, As, s = _scaled_magnitudes(W, xp)
     with errstate(W):
         a_s = a / s  # may overflow to inf: then x = 0
