@@ -418,3 +418,20 @@ def test_tables_are_kept_across_steps_for_both_penalties(kernel_on, monkeypatch)
     for _ in range(3):
         prox.step()
     assert len(built) == 2
+
+
+def test_public_calls_keep_their_tables(kernel_on, monkeypatch):
+    """The public kernels' row tables are kept by memory, shape and strides
+    (a table is a function of them alone): calls in a loop on one tensor
+    build one, in place or not; other strides build another."""
+    built = tables_built(monkeypatch)
+    tm._strided_rows_table.cache_clear()
+    W = torch.randn(6, 9, dtype=torch.float64, device=DEVICE)
+    for _ in range(3):
+        X = tm.group_lasso(W, 0.5)
+    assert len(built) == 1
+    torch.testing.assert_close(tm.group_lasso(W, 0.5, out=W), X, rtol=0, atol=0)  # (in place: W's table again)
+    assert len(built) == 1
+    V = W.T.contiguous().T  # (the same values in other strides)
+    torch.testing.assert_close(tm.group_lasso(V, 0.5), tm.group_lasso(X, 0.5), rtol=0, atol=0)
+    assert len(built) == 3  # (V's and X's)

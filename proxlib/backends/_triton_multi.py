@@ -332,10 +332,34 @@ def _source(W, X) -> tuple:
 
 
 def _rows_table(W) -> RowTable:
-    """The table of the rows of a 2-D tensor: row r at ``r s_r``, its entries ``j s_c``."""
+    """The table of the rows of a 2-D tensor: row r at ``r s_r``, its entries
+    ``j s_c``; kept for the last :data:`KEPT_TABLES` memories, shapes and
+    strides (a table is a function of them alone: a public call in a loop on
+    the same tensor copies none to the device again)."""
     G, m = W.shape
-    s_r, s_c = W.stride()
-    return RowTable([W], [(np.arange(G, dtype=np.int64) * s_r, 1, m, 0, s_c)], W.device)
+    return _strided_rows_table(W.data_ptr(), W.element_size(), G, m, *W.stride(), W.device)
+
+
+#: how many public calls' row tables are kept (:func:`_rows_table`)
+KEPT_TABLES = 64
+
+
+@functools.lru_cache(maxsize=KEPT_TABLES)
+def _strided_rows_table(ptr: int, itemsize: int, G: int, m: int, s_r: int, s_c: int, device) -> RowTable:
+    return RowTable([_Memory(ptr, itemsize)], [(np.arange(G, dtype=np.int64) * s_r, 1, m, 0, s_c)], device)
+
+
+class _Memory:
+    """A tensor's address and entry size, as :class:`RowTable` reads them."""
+
+    def __init__(self, ptr: int, itemsize: int):
+        self.ptr, self.itemsize = ptr, itemsize
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+    def element_size(self) -> int:
+        return self.itemsize
 
 
 def row_norms(W):
