@@ -1001,3 +1001,39 @@ def test_growl_batch_with_the_host_owl_on_numba(dtype, monkeypatch):
         assert torch.equal(a, b)
         once = _expected(W, lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s), "channel", 0.5)
         assert torch.equal(a, _expected(once, lambda R, s: proxlib.prox_growl(R, _oscar(R.shape[0]), s), "channel", 0.5))
+
+
+@pytest.mark.parametrize("penalty", ["group lasso", "exclusive"])
+@pytest.mark.parametrize("kernels", ["array", "triton"])
+def test_tensors_sharing_memory_keep_the_terms_order(penalty, kernels, monkeypatch):
+    """Distinct parameters over overlapping memory (views of one tensor):
+    the step equals the terms applied one after another (a batch reads all
+    its tensors before writing any, and the Triton kernels read and write
+    them in one launch: a term whose tensor overlaps a pending batch's runs
+    that batch first); parameters over disjoint parts of one memory stay in
+    one batch."""
+    if kernels == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "triton")
+        monkeypatch.setattr(torch_dev, "GROUP_ROWS", "triton")
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "torch")
+
+    def stepped(batched: bool, rows):
+        monkeypatch.setattr(_batched, "ENABLED", batched)
+        base = torch.randn(8, 10, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(_device.DEVICE)
+        params = [torch.nn.Parameter(base[a:b]) for a, b in rows]
+        prox = pt.ProximalStep(torch.optim.SGD(params, lr=0.5))
+        for p in params:
+            prox.add(p, proxlib.GroupLasso(0.4) if penalty == "group lasso" else proxlib.ExclusiveLasso(0.3), grouping="filter")
+        prox.step()
+        return base
+
+    for rows in ([(0, 6), (2, 8)], [(0, 4), (4, 8)]):  # overlapping, disjoint
+        torch.testing.assert_close(stepped(True, rows), stepped(False, rows), rtol=0, atol=0)
+    if kernels == "triton":  # (the disjoint ones: one launch for both)
+        from proxlib.backends import _triton_exclusive, _triton_multi
+
+        module = _triton_multi if penalty == "group lasso" else _triton_exclusive
+        before = module.launches
+        stepped(True, [(0, 4), (4, 8)])
+        assert module.launches == before + 1

@@ -224,6 +224,7 @@ class _Plan:
     batched: bool = False  # runs in a step's batch of row terms (proxlib.torch._batched)
     batch_memo: dict = field(default_factory=dict, repr=False)  # (batched plans) _batched's per-plan constants
     rows_shape: tuple | None = None  # (row penalties) the shape of the rows data() gives
+    extent: tuple | None = None  # the leaf's memory (_extent), which a step's batches compare
 
     def __post_init__(self):
         self.thresholds = _range.AtStep(self.terms)  # the public function's, kept while the step is the same
@@ -295,6 +296,12 @@ class _Plan:
 def _build_plan(term: "ProxTerm", leaf: torch.Tensor) -> _Plan:
     key = _plan_key(leaf)
     held = (id(leaf), leaf.data_ptr(), leaf.shape, leaf.stride(), leaf.dtype, leaf.device, torch_dev.CPU_KERNELS)  # (_Plan.holds)
+    plan = _plan_of(term, leaf, key, held)
+    plan.extent = _extent(leaf)
+    return plan
+
+
+def _plan_of(term: "ProxTerm", leaf: torch.Tensor, key, held) -> _Plan:
     x = B.working_tensor(leaf)  # detached; half precision -> a float32 copy
     native = x.dtype == leaf.dtype
     grouping = term.grouping
@@ -1054,7 +1061,7 @@ class ProximalStep:
                 plan = term._plan
                 step = float(term_lr) * term.strength
                 if 0 < step < math.inf and plan is not None and plan.on_numba is not None and plan.holds(leaf):
-                    batch.before(leaf)  # (a batched term on the same tensor comes first)
+                    batch.before(leaf, plan)  # (a batched term on the same tensor, or on memory it shares, comes first)
                     plan.write_on_numba(leaf, step, self.check_finite)
                     written.append(leaf)
                     continue
@@ -1439,19 +1446,23 @@ def _match_terms(labels, saved_key, my_key, terms) -> dict[str, str] | None:
 class _Batches:
     """A step's pending batches of row terms (:mod:`._batched`), one per
     kind of penalty, run in the terms' order per tensor: a term on a tensor
-    that a pending batch holds runs that batch first."""
+    that a pending batch holds runs that batch first, and so does a term on
+    a tensor whose memory overlaps one a pending batch holds (distinct
+    tensors that alias: a batch reads all its tensors before it writes any,
+    and the Triton kernels read and write them in one launch)."""
 
     def __init__(self, check_finite: bool, cache: dict):
         self.check_finite = check_finite
         self.cache = cache
         self.pending: dict[str, list] = {}  # kind -> members
         self.leaves: dict[int, str] = {}  # id(leaf) -> the kind of the batch holding it
+        self.extents: dict[int, list] = {}  # the leaves' storage -> (first byte, past the last, kind) of each
 
     def add(self, plan: _Plan, leaf: torch.Tensor, step: float) -> bool:
         """Queue the term; False where it runs on its own now (see :func:`._batched.prepare`)."""
         if not _batched.ENABLED:
             return False
-        self.before(leaf)
+        self.before(leaf, plan)
         if getattr(plan, "split_rows", None) is not None:  # a sharded term on split rows (proxlib.torch.sharded)
             member = plan.member(leaf, step, self.check_finite)
         else:
@@ -1466,7 +1477,7 @@ class _Batches:
         False where it runs on its own now."""
         if not (_batched.ENABLED and plan.batched):
             return False
-        self.before(leaf)
+        self.before(leaf, plan)
         self._queue(_batched.prepare_metric(plan, leaf, step, d, self.check_finite), leaf)
         return True
 
@@ -1474,12 +1485,24 @@ class _Batches:
         kind = getattr(member, "kind", None) or _batched.kind_of(member.plan)
         self.pending.setdefault(kind, []).append(member)
         self.leaves[id(leaf)] = kind
+        plan = getattr(member, "plan", None)
+        extent = plan.extent if isinstance(plan, _Plan) else None
+        if extent is not None:
+            self.extents.setdefault(extent[0], []).append((extent[1], extent[2], kind))
 
-    def before(self, leaf: torch.Tensor) -> None:
-        """Run the batch that holds ``leaf``, if one does."""
+    def before(self, leaf: torch.Tensor, plan=None) -> None:
+        """Run the batch that holds ``leaf``, and those holding a tensor whose
+        memory overlaps it (``plan``: the leaf's, which keeps its extent)."""
         kind = self.leaves.get(id(leaf))
         if kind is not None:
             self._run(kind)
+        if self.extents:
+            extent = plan.extent if isinstance(plan, _Plan) else _extent(leaf)
+            held = None if extent is None else self.extents.get(extent[0])
+            if held:  # (tensors on this memory are pending: rare)
+                for start, end, kind in list(held):
+                    if start < extent[2] and extent[1] < end and kind in self.pending:
+                        self._run(kind)
 
     def flush(self) -> None:
         for kind in list(self.pending):
@@ -1489,10 +1512,28 @@ class _Batches:
         members = self.pending.pop(kind)
         for m in members:
             del self.leaves[id(m.leaf)]
+        for m in members:
+            extent = m.plan.extent if isinstance(getattr(m, "plan", None), _Plan) else None
+            held = None if extent is None else self.extents.pop(extent[0], None)
+            if held:
+                kept = [e for e in held if e[2] != kind]
+                if kept:
+                    self.extents[extent[0]] = kept
         if kind == "split_rows":  # (sharded terms: their plan's collectives)
             members[0].plan.run_together(members)
         else:
             _batched.run(members, self.check_finite, self.cache)
+
+
+def _extent(leaf: torch.Tensor) -> tuple | None:
+    """(storage, first byte, one past the last byte) of a plain tensor's
+    entries (kept on its plan, which is rebuilt when the tensor's memory,
+    shape or strides change); None for an empty tensor or a subclass (a
+    sharded tensor's local memory is its own)."""
+    if type(leaf) not in (torch.Tensor, torch.nn.Parameter) or not leaf.numel():
+        return None
+    span = sum((n - 1) * abs(st) for n, st in zip(leaf.shape, leaf.stride()))
+    return leaf.untyped_storage().data_ptr(), leaf.data_ptr(), leaf.data_ptr() + (span + 1) * leaf.element_size()
 
 
 def _leaf_id(term: ProxTerm) -> int | None:
