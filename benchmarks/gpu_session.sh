@@ -101,7 +101,7 @@ else
            -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device")
     WORKERS=8
     KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_triton_multi.py tests/test_backends.py tests/test_torch_batched.py
-                  -k "(test_triton_exclusive and (test_device or certificates or public or checked_step or one_launch_per_row or (in_place and channels_last and False))) or (test_triton_metric and test_device) or test_triton_multi or (test_backends and torch and not numba and (exclusive or group_lasso or growl)) or (test_torch_batched and (exclusive or row_wise or metric or group or growl))")
+                  -k "(test_triton_exclusive and (test_device or certificates or public or one_launch_per_row or (in_place and channels_last and False))) or (test_triton_metric and test_device) or test_triton_multi or (test_backends and torch and not numba and (exclusive or group_lasso or growl)) or (test_torch_batched and (exclusive or row_wise or metric or group or growl))")
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
     timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv

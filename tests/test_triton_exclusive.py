@@ -484,29 +484,6 @@ def test_a_step_solves_the_rows_in_place_as_the_stacks_do(dtype, layout, kind, g
     assert sum(int((g == 0).sum()) for g in got[::2]) > 0  # (some entries zeroed)
 
 
-@pytest.mark.parametrize("kind", ["exclusive", "group+exclusive"])
-def test_nan_rows_pass_unchecked_and_a_checked_step_writes_nothing(kind, torch_route):
-    net = _net(torch.float32)
-    net[4].double()  # a second dtype: a second table, checked before either is written
-    with torch.no_grad():
-        net[4].weight[2, 3] = float("nan")
-    layers = (net[0], net[2], net[4])
-    prox = proxlib.torch.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5), check_finite=True)
-    for layer in layers:
-        prox.add(layer, _penalty(kind, layer.weight.shape[0], False), grouping="filter")
-    before = [p.detach().clone() for p in net.parameters()]
-    versions = [layer.weight._version for layer in layers]
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        prox.step()
-    for p, b in zip(net.parameters(), before):
-        torch.testing.assert_close(p.detach(), b, rtol=0, atol=0, equal_nan=True)
-    prox.check_finite = False
-    prox.step()
-    torch.testing.assert_close(net[4].weight[2], before[4][2], rtol=0, atol=0, equal_nan=True)  # (the row as it was)
-    assert not torch.equal(net[4].weight[1], before[4][1]) and not torch.equal(net[0].weight, before[0])
-    assert all(layer.weight._version > v for layer, v in zip(layers, versions))
-
-
 @pytest.mark.parametrize("check_finite", [False, True])
 @pytest.mark.parametrize("kind", ["exclusive", "group+exclusive"])
 def test_a_step_is_one_launch_per_row_length_and_no_operation_per_tensor(kind, check_finite, torch_route):

@@ -44,6 +44,7 @@ from test_backends import assert_matches_reference  # noqa: E402  (the parity to
 import proxlib  # noqa: E402
 import proxlib.torch as pt  # noqa: E402
 from proxlib.backends import _triton_multi as tm  # noqa: E402
+from proxlib.backends import _xp_kernels  # noqa: E402
 from proxlib.backends import torch_dev  # noqa: E402
 from proxlib.groupings import to_rows  # noqa: E402
 from proxlib.torch import _batched  # noqa: E402
@@ -315,16 +316,25 @@ def test_a_step_equals_its_terms_one_by_one(kind, dtype, kernel_on, monkeypatch)
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
-def test_nan_rows_pass_unchecked_and_a_checked_step_writes_nothing(kernel_on):
+@pytest.mark.parametrize("kind", ["group lasso", "exclusive", "group+exclusive"])
+def test_nan_rows_pass_unchecked_and_a_checked_step_writes_nothing(kind, kernel_on, monkeypatch):
+    """A float32 and a float64 group (or the exclusive penalties' tables, in
+    place too: ``_xp_kernels.EXCLUSIVE_ROWS``): a checked step raises before
+    any is written; unchecked, a NaN row comes back as it is, the others
+    are solved, and the version counters move."""
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "triton")
+    penalty = {"group lasso": lambda: proxlib.GroupLasso(0.3), "exclusive": lambda: proxlib.ExclusiveLasso(0.05),
+               "group+exclusive": lambda: proxlib.GroupExclusive(0.05, 0.3)}[kind]
     net = _net(torch.float32)
     net[4].double()  # a second dtype: a second group, checked before either is written
     with torch.no_grad():
         net[4].weight[2, 3] = float("nan")
+    layers = (net[0], net[2], net[4])
     prox = pt.ProximalStep(torch.optim.SGD(net.parameters(), lr=0.5), check_finite=True)
-    for layer in (net[0], net[2], net[4]):
-        prox.add(layer, proxlib.GroupLasso(0.3), grouping="filter")
+    for layer in layers:
+        prox.add(layer, penalty(), grouping="filter")
     before = [p.detach().clone() for p in net.parameters()]
-    versions = [p._version for p in net.parameters()]
+    versions = [layer.weight._version for layer in layers]
     with pytest.raises(ValueError, match="NaN or Inf"):
         prox.step()
     for p, b in zip(net.parameters(), before):
@@ -332,8 +342,9 @@ def test_nan_rows_pass_unchecked_and_a_checked_step_writes_nothing(kernel_on):
     prox.check_finite = False
     prox.step()
     assert torch.isnan(net[4].weight[2, 3]) and bool(torch.isfinite(net[4].weight[2, :3]).all())
-    torch.testing.assert_close(net[4].weight[2], before[4][2], rtol=0, atol=0, equal_nan=True)
-    assert all(p._version > v for p, v in zip([net[0].weight, net[2].weight, net[4].weight], versions[::2]))
+    torch.testing.assert_close(net[4].weight[2], before[4][2], rtol=0, atol=0, equal_nan=True)  # (the row as it was)
+    assert not torch.equal(net[4].weight[1], before[4][1]) and not torch.equal(net[0].weight, before[0])
+    assert all(layer.weight._version > v for layer, v in zip(layers, versions))
 
 
 @pytest.mark.parametrize(("kind", "check_finite"), [("group lasso", False), ("group lasso", True), ("GrOWL", True)])
