@@ -84,7 +84,7 @@ import triton.language as tl
 
 from ._triton_isotonic import _interpreting_everything, as_kernel
 from ._triton_launch import pow2_scale, run_kernel
-from ._triton_multi import next_tile, row_base, table_entries, tile_offsets
+from ._triton_multi import next_tile, row_base, row_shape, table_entries, tile_offsets
 from ._triton_shrink import shrink_search
 
 __all__ = ["exclusive_lasso", "group_exclusive", "solve_table", "fits", "kernel", "long_kernel", "MAX_M"]
@@ -266,9 +266,7 @@ def _exclusive_long_rows(W, s_r, s_c, b, X, T, G, m, SHAPE, BLOCK_R: tl.constexp
     bb = tl.load(b + r, mask=live, other=0.0)
     if TABLE:
         base = row_base(W, r, live, F64)
-        V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
-        su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
-        sv = tl.load(SHAPE + 4 * r + 3, mask=live, other=0)
+        _, V, su, sv = row_shape(SHAPE, r, live)
     else:
         base = W + r * s_r
         V = tl.full((BLOCK_R,), 0, tl.int64) + m
@@ -376,7 +374,8 @@ _NO_SPECIALIZE = ["s_r", "s_c", "G", "m"]  # one compiled variant per block shap
 def kernel(interpret: bool):
     """The exclusive-rows kernel, compiled (``interpret=False``) or interpreted."""
     return as_kernel(_exclusive_rows, interpret, helpers={"shrink_search": shrink_search, "pow2_scale": pow2_scale,
-                                                           "table_entries": table_entries, "row_base": row_base, "store_rows": store_rows},
+                                                           "table_entries": table_entries, "row_base": row_base, "store_rows": store_rows,
+                                                           "row_shape": row_shape},
                      do_not_specialize=_NO_SPECIALIZE)
 
 
@@ -385,7 +384,8 @@ def long_kernel(interpret: bool):
     """The kernel of rows of any length (:func:`exclusive_lasso`'s rows
     longer than :data:`MAX_M`), compiled or interpreted."""
     return as_kernel(_exclusive_long_rows, interpret, helpers={"pow2_scale": pow2_scale, "row_base": row_base, "tile_offsets": tile_offsets,
-                                                               "next_tile": next_tile, "store_rows": store_rows}, do_not_specialize=_NO_SPECIALIZE)
+                                                               "next_tile": next_tile, "store_rows": store_rows, "row_shape": row_shape},
+                     do_not_specialize=_NO_SPECIALIZE)
 
 
 def fits(W, group: bool = False) -> bool:

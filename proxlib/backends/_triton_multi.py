@@ -125,13 +125,21 @@ def row_base(ADDR, r, live, F64: tl.constexpr):
     return base
 
 
+def row_shape(SHAPE, r, live):
+    """(U, V, su, sv) of the table's rows ``r`` (:class:`RowTable`'s
+    layouts; rows past the table: U = 0, V = 1)."""
+    U = tl.load(SHAPE + 4 * r, mask=live, other=0)
+    V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
+    su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
+    sv = tl.load(SHAPE + 4 * r + 3, mask=live, other=0)
+    return U, V, su, sv
+
+
 def table_entries(ADDR, SHAPE, r, live, j, F64: tl.constexpr):
     """Pointers to entries ``j`` (int64 lanes) of the table's rows ``r``,
     (len(r), len(j)): ``base_r + (j // V) su + (j % V) sv`` (for a kernel
     that holds whole rows: one division per program)."""
-    V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
-    su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
-    sv = tl.load(SHAPE + 4 * r + 3, mask=live, other=0)
+    _, V, su, sv = row_shape(SHAPE, r, live)
     u = j[None, :] // V[:, None]
     return row_base(ADDR, r, live, F64)[:, None] + (u * su[:, None] + (j[None, :] - u * V[:, None]) * sv[:, None])
 
@@ -156,10 +164,7 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, OUT, PHASE: tl.constexpr, F64: tl.co
     r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
     live = r < R
     X = row_base(ADDR, r, live, F64)
-    U = tl.load(SHAPE + 4 * r, mask=live, other=0)
-    V = tl.load(SHAPE + 4 * r + 1, mask=live, other=1)
-    su = tl.load(SHAPE + 4 * r + 2, mask=live, other=0)
-    sv = tl.load(SHAPE + 4 * r + 3, mask=live, other=0)
+    U, V, su, sv = row_shape(SHAPE, r, live)
     n = U * V
     top = tl.reduce(n, 0, _MAX)
     lane = tl.arange(0, BLOCK).to(tl.int64)
@@ -216,7 +221,8 @@ def _group_lasso_rows(ADDR, SHAPE, A, Y, R, OUT, PHASE: tl.constexpr, F64: tl.co
 @functools.cache
 def kernel(interpret: bool):
     """The kernel, compiled (``interpret=False``) or interpreted."""
-    return as_kernel(_group_lasso_rows, interpret, helpers={**HELPERS, "tile_offsets": tile_offsets, "next_tile": next_tile, "row_base": row_base},
+    return as_kernel(_group_lasso_rows, interpret, helpers={**HELPERS, "tile_offsets": tile_offsets, "next_tile": next_tile, "row_base": row_base,
+                                                             "row_shape": row_shape},
                      do_not_specialize=["R", "OUT"])
 
 
