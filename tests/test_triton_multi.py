@@ -446,3 +446,45 @@ def test_public_calls_keep_their_tables(kernel_on, monkeypatch):
     V = W.T.contiguous().T  # (the same values in other strides)
     torch.testing.assert_close(tm.group_lasso(V, 0.5), tm.group_lasso(X, 0.5), rtol=0, atol=0)
     assert len(built) == 3  # (V's and X's)
+
+
+@pytest.mark.parametrize("kind", ["group lasso", "exclusive", "group+exclusive"])
+@pytest.mark.parametrize("weights", [False, True])
+def test_a_schedule_costs_a_step_no_operation_per_tensor(kind, weights, kernel_on, monkeypatch):
+    """A learning rate that changes at every step (a schedule): the tables'
+    per-row thresholds are formed on the host and copied to the device once
+    per table (on CPU tensors, no copy: the launches alone), with the bits
+    of the thresholds formed on the device (the step equals the terms one
+    by one, which form them so)."""
+    monkeypatch.setattr(_xp_kernels, "EXCLUSIVE_ROWS", "triton")
+
+    def penalty(G):
+        w = np.linspace(0.5, 1.5, G) if weights else None
+        return {"group lasso": lambda: proxlib.GroupLasso(0.3, group_weights=w), "exclusive": lambda: proxlib.ExclusiveLasso(0.05, group_weights=w),
+                "group+exclusive": lambda: proxlib.GroupExclusive(0.05, 0.3, group_weights=w)}[kind]()
+
+    results = []
+    for batched in (True, False):
+        monkeypatch.setattr(_batched, "ENABLED", batched)
+        torch.manual_seed(0)
+        convs = [torch.nn.Conv2d(4, 4, 3).to(DEVICE) for _ in range(6)]
+        prox = pt.ProximalStep(torch.optim.SGD([p for c in convs for p in c.parameters()], lr=0.1))
+        for c in convs:
+            prox.add(c, penalty(4), grouping="filter")
+        prox.step(lr=0.31)
+        with OperationCount() as count:
+            prox.step(lr=0.17)
+        for lr in (0.23, 1.0 / 3.0):
+            prox.step(lr=lr)
+        results.append([c.weight.detach().clone() for c in convs])
+        if batched:
+            tables = 2 if kind == "group+exclusive" else 1  # (its a and b)
+            if DEVICE.type == "cpu":
+                assert dict(count.ops) == {"triton": 1, "aten.lift_fresh.default": tables}, dict(count.ops)
+            else:  # (and per table: its pinning and its copy to the device, not blocking)
+                assert count.total <= 1 + 4 * tables and count.ops["triton"] == 1, dict(count.ops)
+    for x, y in zip(*results):
+        if DEVICE.type == "cpu":
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        else:  # (one by one: the public kernels, whose reductions a GPU may block otherwise)
+            assert_matches_reference(x.cpu().numpy(), y.cpu().numpy(), "float32", float(y.abs().max()))

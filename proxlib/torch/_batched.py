@@ -173,7 +173,9 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     kind = plan.pen.kernel
     layout = multi_layout(plan, leaf) if kind in TABLE_KINDS else None
     if layout is not None:  # read and written in place by one kernel per batch (and row length): no statistics here
-        thr = plan.thresholds(step, leaf)  # (its dtype and device: no detached view, which costs the host a dispatch)
+        # (GrOWL's on the leaf's device and dtype: no detached view, which costs the host a dispatch; the
+        # others' on the host, made into one table of per-row thresholds: _table_thresholds)
+        thr = plan.thresholds(step, leaf) if kind == "growl" else _host_thresholds(plan, step, leaf)
         if thr is None:
             return None
         m = Member(plan, leaf, None, thr, step, leaf)
@@ -310,12 +312,45 @@ def _kept_orders(members: list, n: int, cache: dict, key=None) -> np.ndarray:
 
 def _thresholds(members: list, cache: dict, key=None) -> torch.Tensor:
     """The members' group-lasso thresholds a_r, float64, concatenated (one
-    per row: ``m.layout``'s where the members have one, else ``m.nrm``'s):
-    formed again only when a member's thresholds change (a new step, a new
+    per row of ``m.nrm``; members with a ``layout`` take
+    :func:`_table_thresholds`): formed again only when a member's thresholds change (a new step, a new
     plan); kept under ``key`` (default: the members' device)."""
-    rows = [(m.layout[0].shape[0],) if m.layout is not None else m.nrm.shape for m in members]
     return _kept(cache, key or ("group_lasso", members[0].device), tuple(m.thr for m in members),
-                 lambda: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), n) for m, n in zip(members, rows)]))
+                 lambda: torch.cat([torch.broadcast_to(m.thr[0].to(torch.float64), m.nrm.shape) for m in members]))
+
+
+def _host_thresholds(plan, step: float, leaf: torch.Tensor):
+    """The plan's thresholds at ``step`` as :meth:`proxlib.torch.prox._Plan.thresholds`
+    forms them on the leaf's device (:func:`proxlib._range.thresholds_in_range`:
+    the scalar part's mantissas rounded once, times the per-row array,
+    rounded to the data's dtype), formed on the host instead from host
+    copies of the arrays (kept on the plan): the same bits (IEEE products
+    and roundings), with no torch operation, so that a learning rate that
+    changes at every step (a schedule) costs a step one copy of a table's
+    thresholds to the device (:func:`_table_thresholds`) and not a few
+    operations per tensor.  None where they are beyond the kernels' range."""
+    memo = plan.batch_memo
+    if "host_thresholds" not in memo:
+        terms = tuple(_range.Threshold(t.scalars, t.array.detach().cpu().numpy() if isinstance(t.array, torch.Tensor) else t.array,
+                                       t.degree, t.top) for t in plan.terms)
+        like = np.empty(0, dtype=np.float64 if leaf.dtype == torch.float64 else np.float32)
+        memo["host_thresholds"] = (_range.AtStep(terms), like)
+    at_step, like = memo["host_thresholds"]
+    return at_step(step, like)
+
+
+def _table_thresholds(members: list, j: int, device) -> torch.Tensor:
+    """The members' j-th thresholds (host-formed: :func:`_host_thresholds`)
+    spread over their rows (``m.layout``'s), float64, concatenated on the
+    host and copied to ``device`` once: on CUDA from pinned memory without
+    blocking (a copy from pageable memory would wait for the device's queue,
+    the training step's kernels, at every step; torch's pinned-memory cache
+    keeps the buffer until the copy is done)."""
+    parts = [np.broadcast_to(np.asarray(m.thr[j], dtype=np.float64).reshape(-1), (m.layout[0].shape[0],)) for m in members]
+    host = torch.from_numpy(np.concatenate(parts))
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def multi_layout(plan, leaf: torch.Tensor):
@@ -396,7 +431,7 @@ def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
 
     solves = []
     for (device, dtype), on in _multi_groups(members).items():
-        a = _thresholds(on, cache, ("multi_thresholds", device, dtype))
+        a = _kept(cache, ("multi_thresholds", device, dtype), tuple(m.thr for m in on), lambda: _table_thresholds(on, 0, device))
         solves.append((_multi_table(on, cache), a, dtype == torch.float64, device))
     norms = [tm.launch(*solve, tm.NORMS) if check_finite else None for solve in solves]
     for solve, Y in zip(solves, norms):
@@ -559,8 +594,7 @@ def _row_tables(members: list, check_finite: bool, cache: dict) -> list:
         plans = tuple(m.plan for m in on)
         table = _kept(cache, ("row_table",) + key, plans, lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
         T = _kept(cache, ("row_table_totals",) + key, plans, lambda: torch.empty(table.rows, dtype=torch.float64, device=device))
-        thr = [_kept(cache, ("row_table_thresholds", j) + key, tuple(m.thr for m in on),
-                     lambda: torch.cat([torch.broadcast_to(_threshold_array(m, j), (m.layout[0].shape[0],)) for m in on]).to(torch.float64))
+        thr = [_kept(cache, ("row_table_thresholds", j) + key, tuple(m.thr for m in on), lambda: _table_thresholds(on, j, device))
                for j in range(2 if group else 1)]
         a, b = thr if group else (None, thr[0])
         f64 = dtype == torch.float64
