@@ -448,7 +448,7 @@ def test_public_calls_keep_their_tables(kernel_on, monkeypatch):
     assert len(built) == 3  # (V's and X's)
 
 
-@pytest.mark.parametrize("kind", ["group lasso", "exclusive", "group+exclusive"])
+@pytest.mark.parametrize("kind", ["group lasso", "GrOWL", "exclusive", "group+exclusive"])
 @pytest.mark.parametrize("weights", [False, True])
 def test_a_schedule_costs_a_step_no_operation_per_tensor(kind, weights, kernel_on, monkeypatch):
     """A learning rate that changes at every step (a schedule): the tables'
@@ -460,6 +460,8 @@ def test_a_schedule_costs_a_step_no_operation_per_tensor(kind, weights, kernel_o
 
     def penalty(G):
         w = np.linspace(0.5, 1.5, G) if weights else None
+        if kind == "GrOWL":  # (its OWL weights: stairwise, or linear)
+            return _penalty("GrOWL", G, False) if weights else proxlib.GrOWL(np.linspace(0.4, 0.1, G))
         return {"group lasso": lambda: proxlib.GroupLasso(0.3, group_weights=w), "exclusive": lambda: proxlib.ExclusiveLasso(0.05, group_weights=w),
                 "group+exclusive": lambda: proxlib.GroupExclusive(0.05, 0.3, group_weights=w)}[kind]()
 
@@ -477,7 +479,9 @@ def test_a_schedule_costs_a_step_no_operation_per_tensor(kind, weights, kernel_o
         for lr in (0.23, 1.0 / 3.0):
             prox.step(lr=lr)
         results.append([c.weight.detach().clone() for c in convs])
-        if batched:
+        if batched and kind == "GrOWL":  # (the norms' launch, their copy to the host, the OWL there, the factors' launch)
+            assert count.ops["triton"] == 2 and count.total <= 6, dict(count.ops)
+        elif batched:
             tables = 2 if kind == "group+exclusive" else 1  # (its a and b)
             if DEVICE.type == "cpu":
                 assert dict(count.ops) == {"triton": 1, "aten.lift_fresh.default": tables}, dict(count.ops)

@@ -173,9 +173,8 @@ def prepare(plan, leaf: torch.Tensor, step: float):
     kind = plan.pen.kernel
     layout = multi_layout(plan, leaf) if kind in TABLE_KINDS else None
     if layout is not None:  # read and written in place by one kernel per batch (and row length): no statistics here
-        # (GrOWL's on the leaf's device and dtype: no detached view, which costs the host a dispatch; the
-        # others' on the host, made into one table of per-row thresholds: _table_thresholds)
-        thr = plan.thresholds(step, leaf) if kind == "growl" else _host_thresholds(plan, step, leaf)
+        # (on the host: one table of per-row thresholds, _table_thresholds; GrOWL's weights for the host's OWL)
+        thr = _host_thresholds(plan, step, leaf)
         if thr is None:
             return None
         m = Member(plan, leaf, None, thr, step, leaf)
@@ -849,7 +848,8 @@ def _host_weights(m: Member) -> np.ndarray:
     w = m.thr[0]
     cached = m.plan.batch_memo.get("host_weights")
     if cached is None or cached[0] is not w:
-        cached = m.plan.batch_memo["host_weights"] = (w, np.ascontiguousarray(w.detach().to(torch.float64).cpu().numpy()))
+        host = np.asarray(w, dtype=np.float64) if not isinstance(w, torch.Tensor) else w.detach().to(torch.float64).cpu().numpy()
+        cached = m.plan.batch_memo["host_weights"] = (w, np.ascontiguousarray(host))  # (host-formed: _host_thresholds)
     return cached[1]
 
 
