@@ -432,12 +432,7 @@ def _multi_group_lasso(members: list, check_finite: bool, cache: dict) -> None:
     for (device, dtype), on in _multi_groups(members).items():
         a = _kept(cache, ("multi_thresholds", device, dtype), tuple(m.thr for m in on), lambda: _table_thresholds(on, 0, device))
         solves.append((_multi_table(on, cache), a, dtype == torch.float64, device))
-    norms = [tm.launch(*solve, tm.NORMS) if check_finite else None for solve in solves]
-    for solve, Y in zip(solves, norms):
-        # the largest of the norms (y, s) read once (y >= 0, s a finite power of
-        # two; NaN propagates): finite iff every row is
-        if Y is not None and solve[0].rows and not math.isfinite(float(Y.max())):
-            raise NonFiniteInput("input contains NaN or Inf")
+    norms = [_checked_norms(table, f64, device) if check_finite else None for table, _, f64, device in solves]
     for solve, y in zip(solves, norms):
         tm.launch(*solve, tm.MAP if check_finite else tm.BOTH, y)
     for m in members:
@@ -452,15 +447,29 @@ def _multi_groups(members: list) -> dict:
     return groups
 
 
-def _multi_table(on: list, cache: dict):
-    """The row table of the members ``on`` (one device and dtype), kept in
-    ``cache`` while their plans are the same (a plan holds its tensor's
-    memory, shape and strides: :meth:`proxlib.torch.prox._Plan.holds`)."""
+def _multi_table(on: list, cache: dict, length=None):
+    """The row table of the members ``on`` (one device and dtype; the
+    exclusive penalties': one row ``length``), kept in ``cache`` while their
+    plans are the same (a plan holds its tensor's memory, shape and strides:
+    :meth:`proxlib.torch.prox._Plan.holds`).  The penalty is in the key: a
+    step's batches of two penalties keep their own tables."""
     from proxlib.backends import _triton_multi as tm
 
-    device, dtype = on[0].device, on[0].dtype  # (the kind in the key: a step's group lasso and GrOWL batches keep their own tables)
-    return _kept(cache, ("multi_table", kind_of(on[0].plan), device, dtype), tuple(m.plan for m in on),
+    device, dtype = on[0].device, on[0].dtype
+    return _kept(cache, ("multi_table", kind_of(on[0].plan), device, dtype, length), tuple(m.plan for m in on),
                  lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
+
+
+def _checked_norms(table, f64: bool, device):
+    """The norms (y, s) of the table's rows (:mod:`._triton_multi`, one
+    launch), their largest read once (y >= 0, s a finite power of two; NaN
+    propagates): :class:`NonFiniteInput` unless every row is finite."""
+    from proxlib.backends import _triton_multi as tm
+
+    Y = tm.launch(table, None, f64, device, tm.NORMS)
+    if table.rows and not math.isfinite(float(Y.max())):
+        raise NonFiniteInput("input contains NaN or Inf")
+    return Y
 
 
 def _multi_growl(members: list, check_finite: bool, cache: dict) -> None:
@@ -580,27 +589,24 @@ def _row_tables(members: list, check_finite: bool, cache: dict) -> list:
     every row is checked).  The tables and the per-row thresholds are kept
     in ``cache`` while the members' plans and thresholds are the same."""
     from proxlib.backends import _triton_exclusive as tx
-    from proxlib.backends import _triton_multi as tm
 
     kind = kind_of(members[0].plan)
     group = kind == "group_exclusive"
     buckets: dict = {}
-    for m in members:  # (the kind in the key: a step's exclusive and group+exclusive batches keep their own tables)
+    for m in members:  # (the kind in the keys: a step's exclusive and group+exclusive batches keep their own)
         buckets.setdefault((kind, m.device, m.dtype, m.plan.rows_shape[1]), []).append(m)
     solves = []
     for key, on in buckets.items():
         _, device, dtype, length = key
         plans = tuple(m.plan for m in on)
-        table = _kept(cache, ("row_table",) + key, plans, lambda: tm.RowTable([m.leaf for m in on], [m.layout for m in on], device))
+        table = _multi_table(on, cache, length)
         T = _kept(cache, ("row_table_totals",) + key, plans, lambda: torch.empty(table.rows, dtype=torch.float64, device=device))
         thr = [_kept(cache, ("row_table_thresholds", j) + key, tuple(m.thr for m in on), lambda: _table_thresholds(on, j, device))
                for j in range(2 if group else 1)]
         a, b = thr if group else (None, thr[0])
         f64 = dtype == torch.float64
         if check_finite:
-            Y = tm.launch(table, None, f64, device, tm.NORMS)
-            if not math.isfinite(float(Y.max())):  # (y >= 0 and s finite where a row is finite; NaN propagates)
-                raise NonFiniteInput("input contains NaN or Inf")
+            _checked_norms(table, f64, device)
         solves.append(lambda table=table, a=a, b=b, length=length, f64=f64, device=device, T=T:
                       tx.solve_table(table, a, b, length, f64, device, _k._MAX_ROOT_ITER, T))
     return solves
