@@ -412,6 +412,48 @@ def test_separable_kernels_with_a_constant_metric(v, delta, w, p):
     np.testing.assert_allclose(MK.lp_metric(v, d, w, p), numpy_ref.lp(v, w / delta, p), rtol=0, atol=tol)
 
 
+def _same_bits(X, ref):
+    """X is ref entry by entry, the sign of a zero included; NaN where ref is
+    NaN (its payload aside)."""
+    assert X.dtype == ref.dtype and X.shape == ref.shape
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(X), nan)
+    np.testing.assert_array_equal(np.signbit(X[~nan]), np.signbit(ref[~nan]))
+    np.testing.assert_array_equal(X[~nan], ref[~nan])
+
+
+@pytest.mark.parametrize("name", ["weighted_l1_metric", "weighted_l2sq_metric"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(st.data())
+def test_numba_separable_metric_kernels_are_the_array_code_bit_for_bit(name, dtype, data):
+    """Numba's one-pass weighted l1 and weighted squared l2 in a metric make
+    the array code's float64 operations entry by entry: the same bits for
+    any floats (NaN, +-inf, subnormals, -0; an unchecked metric of any sign),
+    one weight or one per entry (inf included), a float64 metric of float32
+    data (a metric divided by 2^E), in place, serially and in parallel, and
+    on strided inputs (which take the array code)."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    width = 32 if dtype == np.float32 else 64
+    n = data.draw(st.integers(1, 40), label="n")
+    v = data.draw(arrays(dtype, n, elements=st.floats(width=width)), label="v")
+    d_dtype = data.draw(st.sampled_from([dtype, np.float64]), label="d dtype")
+    d = data.draw(arrays(d_dtype, n, elements=st.floats(width=32 if d_dtype == np.float32 else 64)), label="d")
+    w = data.draw(arrays(np.float64, data.draw(st.sampled_from([1, n]), label="weights"), elements=st.floats(0, None)), label="w")
+    kernel, reference = getattr(nb, name), getattr(MK, name)
+    with np.errstate(all="ignore"):
+        ref = reference(v, d, w)
+        _same_bits(kernel(v, d, w, parallel=False), ref)
+        x = v.copy()
+        assert kernel(x, d, w, out=x) is x
+        _same_bits(x, ref)
+        # strided views of the same values (the array code's route)
+        _same_bits(kernel(np.repeat(v, 2)[::2], np.repeat(d, 2)[::2], w), ref)
+        # long enough for the parallel loop (nb._PAR_MIN entries)
+        reps = -(-nb._PAR_MIN // n)
+        W = w if w.shape[0] == 1 else np.tile(w, reps)
+        _same_bits(kernel(np.tile(v, reps), np.tile(d, reps), W), np.tile(ref, reps))
+
+
 @pytest.mark.parametrize("op", ROW_OPS)
 @given(C.matrices(4, 5), st.data(), C.lams, C.mus, C.steps)
 def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, lam, mu, step):

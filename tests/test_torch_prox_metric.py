@@ -123,6 +123,58 @@ def test_hook_is_the_metric_prox_of_the_post_step_weights(case, opt_name, dtype_
         assert 0 < int((w == 0).sum()) < w.numel()
 
 
+@pytest.mark.parametrize("case", ["weighted-l1", "weighted-l1/array", "weighted-l2sq/array"])
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_name, monkeypatch):
+    """On CPU tensors with Numba (``CPU_KERNELS = "auto"``, the default) the
+    weighted l1 and weighted squared l2 in Adam's metric are Numba's one
+    pass written into the parameter's memory, term by term, where the torch
+    route concatenates the terms' entries, metrics and thresholds and copies
+    the results back: the same bits (three Adam steps, each followed by the prox step; a second
+    term on the Linear, and a non-contiguous parameter, which keeps the
+    copies), the same memory, the version counter bumped."""
+    pytest.importorskip("numba")
+    from proxlib.backends import torch_dev
+    from proxlib.torch import _batched
+
+    dtype = getattr(torch, dtype_name)
+    penalty, grouping, strength = CASES[case]
+    second = proxlib.WeightedL2Sq(0.5) if "l2sq" in case else proxlib.WeightedL1(0.3)
+    solve_stack = _batched._solve_metric_stack
+    results = {}
+    for route in ("torch", "auto"):
+        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+        net = _net(dtype)
+        with torch.no_grad():
+            strided = torch.nn.Parameter(torch.randn(5, 7, dtype=dtype, generator=torch.Generator().manual_seed(3)).t())
+        assert not strided.is_contiguous()
+        opt = torch.optim.Adam([*net.parameters(), strided], lr=0.05, betas=(0.8, 0.9))
+        prox = pt.ProximalStep(opt, model=net, metric="adam")
+        prox.add(net[0], penalty, grouping=grouping, strength=strength)
+        prox.add(net[3], second, strength=strength)
+        prox.add(strided, second, strength=strength, label="strided")
+        stacked = []
+        monkeypatch.setattr(_batched, "_solve_metric_stack", lambda members, *a: (stacked.append(members), solve_stack(members, *a))[1])
+        params = [net[0].weight, net[3].weight]
+        ptrs = [p.data_ptr() for p in params]
+        for k in range(3):
+            X, y = _batch(dtype, k)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(X), y).backward()
+            strided.grad = torch.full_like(strided, 0.1 * (k + 1))
+            opt.step()
+            versions = [p._version for p in params]
+            prox.step()
+            assert [p.data_ptr() for p in params] == ptrs
+            assert all(p._version > v for p, v in zip(params, versions))
+        if route == "auto":  # only the strided tensor took the copies
+            assert stacked and all(len(ms) == 1 and ms[0].leaf is strided for ms in stacked)
+        results[route] = [net[0].weight.detach().clone(), net[3].weight.detach().clone(), strided.detach().clone()]
+    for got, ref in zip(results["auto"], results["torch"]):
+        assert torch.equal(got, ref), f"max diff {(got - ref).abs().max().item()}"
+    assert 0 < int((results["auto"][0] == 0).sum()) < results["auto"][0].numel() or "l2sq" in case
+
+
 def test_compiled_optimizer_step_with_the_metric_hook():
     """torch.compile(optimizer.step) with the metric hook attached: the hook
     is a graph break, and its result is the metric prox (d read from the

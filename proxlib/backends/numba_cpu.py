@@ -181,6 +181,10 @@ Algorithms (m = row length, G = rows, n = vector length):
 * ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
   the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
+* ``weighted_l1_metric``, ``weighted_l2sq_metric`` (the prox in a diagonal
+  metric d): the float64 operations of :mod:`._metric_kernels` entry by
+  entry, one pass (prange), the same bits.  The other kernels in a metric
+  (lp, the row operators) are that module's array code.
 """
 
 from __future__ import annotations
@@ -4464,12 +4468,124 @@ def serial_in_place(name: str, W, fixed: tuple = (), hint=None):
     return lambda thr, check_finite: kernel(W, *thr, *fixed, parallel=False, out=W)
 
 
-# the prox in a diagonal metric: the NumPy reference kernels (array API)
+# ------------------------------------------------------------------ separable, in a diagonal metric
+# The weighted l1 and weighted squared l2 in a metric d: the float64
+# operations of _metric_kernels' array code, entry by entry (each entry's
+# result is that of the same operations on the same values: the same bits),
+# in one serial pass instead of a dozen array operations, each a pass with
+# its float64 temporaries (on the CPU tensors of an Adam training step, the
+# array code cost 3x the training step of the benchmark's MLP for a weighted
+# l1: the mixed float32/float64 operations run torch's slow casting loops).
+
+
+_FMAX64 = np.finfo(np.float64).max
+
+
+@_inline
+def _wl1_metric_one(x, di, wi):
+    """_metric_kernels.weighted_l1_metric on one entry: t = min(w/d, max
+    float64) (a NaN quotient stays NaN, as clip leaves it), then
+    signed_like(x, clip(|x| - t, min=0)) in float64."""
+    t = wi / np.float64(di)
+    if t > _FMAX64:
+        t = _FMAX64
+    v = np.float64(x)
+    r = abs(v) - t
+    if r < 0.0:
+        r = 0.0
+    return -r if v < 0.0 else (r if v >= 0.0 else v)
+
+
+@_inline
+def _wl2_metric_one(x, di, wi):
+    """_metric_kernels.weighted_l2sq_metric on one entry: t = w/d, then
+    (x/2) / (1/2 + t) where t < inf, else (x ((d 2^1021) / w)) 2^-1022
+    (float64)."""
+    d64 = np.float64(di)
+    v = np.float64(x)
+    t = wi / d64
+    if t < np.inf:
+        return (v * 0.5) / (t + 0.5)
+    return (v * ((d64 * 2.0**1021) / wi)) * 2.0**-1022
+
+
+@_inline
+def _metric_one(x, di, wi, l2):
+    return _wl2_metric_one(x, di, wi) if l2 else _wl1_metric_one(x, di, wi)
+
+
+@_jit
+def _separable_metric_seq(v, d, w, out, l2):
+    """out_i = the weighted l1's (``l2`` False) or weighted squared l2's
+    prox of v_i in the metric d_i at the weight w_i (w of one entry
+    broadcast); out may be v (then the loop reads and writes out alone,
+    which LLVM vectorises: see the serial maps above)."""
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        t = w[0]
+        if v.ctypes.data == out.ctypes.data:
+            for i in range(n):
+                out[i] = _metric_one(out[i], d[i], t, l2)
+        else:
+            for i in range(n):
+                out[i] = _metric_one(v[i], d[i], t, l2)
+    elif v.ctypes.data == out.ctypes.data:
+        for i in range(n):
+            out[i] = _metric_one(out[i], d[i], w[i], l2)
+    else:
+        for i in range(n):
+            out[i] = _metric_one(v[i], d[i], w[i], l2)
+
+
+@_pjit
+def _separable_metric_par(v, d, w, out, l2):
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        t = w[0]
+        for i in prange(n):
+            out[i] = _metric_one(v[i], d[i], t, l2)
+    else:
+        for i in prange(n):
+            out[i] = _metric_one(v[i], d[i], w[i], l2)
+
+
+def _separable_metric(v, d, w, l2, parallel, out):
+    """The compiled pass for v and d of one shape (w: one weight, or one per
+    entry; a number is one weight), into ``out`` or a new array; the array
+    code (:mod:`._metric_kernels`) where v, d or out are not contiguous."""
+    w = np.ascontiguousarray(w, dtype=np.float64).reshape(-1)
+    result = _result(v, out)
+    if not (v.flags.c_contiguous and d.flags.c_contiguous and result.flags.c_contiguous and w.shape[0] in (1, v.size)):
+        X = (_mk.weighted_l2sq_metric if l2 else _mk.weighted_l1_metric)(v, d, w if w.shape[0] == 1 else w.reshape(v.shape))
+        result[...] = X
+        return result
+    flat = v.reshape(-1), d.reshape(-1), w, result.reshape(-1)
+    (_separable_metric_par if parallel and v.size >= _PAR_MIN else _separable_metric_seq)(*flat, l2)
+    return result
+
+
+def weighted_l1_metric(v, d, w, *, parallel=True, out=None):
+    r"""argmin 1/2 sum_i d_i (x_i - v_i)^2 + sum_i w_i |x_i| = sign(v) (|v| - w/d)_+:
+    :func:`._metric_kernels.weighted_l1_metric`'s float64 operations entry
+    by entry, rounded once to v's dtype (the same bits), in one pass.
+    ``d`` of v's shape (float32 or float64), ``w`` one weight or one per
+    entry; ``out`` (v's shape and dtype; may be v) receives the result."""
+    return _separable_metric(v, d, w, False, parallel, out)
+
+
+def weighted_l2sq_metric(v, d, w, *, parallel=True, out=None):
+    r"""argmin 1/2 sum_i d_i (x_i - v_i)^2 + sum_i w_i x_i^2 = v / (1 + 2 w/d):
+    :func:`._metric_kernels.weighted_l2sq_metric`'s float64 operations
+    entry by entry, rounded once (the same bits), in one pass; as
+    :func:`weighted_l1_metric`."""
+    return _separable_metric(v, d, w, True, parallel, out)
+
+
+# the other kernels in a diagonal metric: the reference kernels (array API)
+from . import _metric_kernels as _mk  # noqa: E402
 from ._metric_kernels import (  # noqa: E402
     exclusive_lasso_metric,
     group_exclusive_metric,
     group_lasso_metric,
     lp_metric,
-    weighted_l1_metric,
-    weighted_l2sq_metric,
 )

@@ -42,7 +42,10 @@ device, named here:
   the whole exclusive lasso or group+exclusive of rows up to 2048 long is
   one Triton kernel (:mod:`._triton_exclusive`): one launch, no host read.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
-  :mod:`._metric_kernels`.  Host reads: none for the separable ones but lp's
+  :mod:`._metric_kernels`; on a CPU tensor (``CPU_KERNELS``) the weighted
+  l1's and weighted squared l2's are Numba's serial passes instead, the same
+  float64 operations entry by entry (the same bits), written straight into
+  ``out=``.  Host reads: none for the separable ones but lp's
   Newton steps (one per four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;
@@ -270,9 +273,13 @@ def _owl_vector(v, w):
 CPU_KERNELS = "auto"
 
 
-#: the kernels with a serial Numba variant (``parallel=False``): all but the
-#: diagonal-metric ones, which are array-API code on every backend
-_SERIAL_ON_NUMBA = tuple(name for name in KERNELS if not name.endswith("_metric"))
+#: the separable kernels in a diagonal metric that Numba compiles (one pass,
+#: written into ``out=``; the others in a metric are array-API code on every
+#: backend)
+_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
+
+#: the kernels with a serial Numba variant (``parallel=False``)
+_SERIAL_ON_NUMBA = tuple(name for name in KERNELS if not name.endswith("_metric")) + _METRIC_ON_NUMBA
 
 
 @functools.cache
@@ -310,6 +317,9 @@ def _cpu_kernel(name: str, x):
 
 
 _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
+
+#: the kernels that :func:`_on_numba` runs on flattened tensors
+_FLAT_ON_NUMBA = _ELEMENTWISE + _METRIC_ON_NUMBA
 
 #: kernels that take a per-row threshold hint kept between a term's steps
 _HINTED = ("exclusive_lasso", "group_exclusive")
@@ -439,19 +449,33 @@ def _contiguous_either(a):
     return a if a.flags.c_contiguous or a.flags.f_contiguous else np.ascontiguousarray(a)
 
 
-def _on_numba(kernel, flat, x, args, kwargs):
+def _on_numba(kernel, flat, x, args, kwargs, out=None):
     """``kernel`` (serial) on NumPy views of the CPU tensors (copied only
-    where the Numba kernels require it); a new tensor.  Elementwise kernels
-    (``flat``) take vectors there: tensors of any shape are flattened
-    (weights of one entry or one per entry) and the result reshaped."""
+    where the Numba kernels require it); a new tensor, or ``out`` written
+    by the kernel where given (a C-contiguous CPU tensor of ``x``'s shape
+    and dtype: the caller's choice, for kernels that take ``out=``).
+    Elementwise kernels (``flat``) take vectors there: tensors of any shape
+    are flattened (weights of one entry or one per entry) and the result
+    reshaped."""
     data = (x.reshape(-1) if flat else x).numpy()
     data = np.ascontiguousarray(data) if data.ndim == 1 else _contiguous_either(data)
     arrays = [data] + [
         np.ascontiguousarray((a.reshape(-1) if flat else a).numpy()) if isinstance(a, torch.Tensor) else a
         for a in args
     ]
+    if out is not None:
+        kernel(*arrays, parallel=False, out=out.detach().view(data.shape).numpy(), **kwargs)
+        return out
     X = torch.from_numpy(kernel(*arrays, parallel=False, **kwargs))
     return X.reshape(x.shape) if flat else X
+
+
+def writes_out(name: str, x, out) -> bool:
+    """Whether the Numba kernel ``name`` writes straight into ``out`` for
+    ``x``: a kernel of :data:`_METRIC_ON_NUMBA`, ``out`` a C-contiguous
+    tensor of x's shape, dtype and device."""
+    return (out is not None and name in _METRIC_ON_NUMBA and out.dtype == x.dtype and out.shape == x.shape
+            and out.device == x.device and out.is_contiguous())
 
 
 def _kernel(fn):
@@ -463,9 +487,10 @@ def _kernel(fn):
         with torch.no_grad():
             x = x.detach()
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-            cpu = _cpu_kernel(fn.__name__, x)
+            name = fn.__name__
+            cpu = _cpu_kernel(name, x)
             if cpu is not None:
-                X = _on_numba(cpu, fn.__name__ in _ELEMENTWISE, x, args, kwargs)
+                X = _on_numba(cpu, name in _FLAT_ON_NUMBA, x, args, kwargs, out if writes_out(name, x, out) else None)
             else:
                 X = fn(x, *args, out=out, **kwargs)
             if out is not None and X is not out:

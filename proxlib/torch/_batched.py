@@ -723,11 +723,34 @@ def _metric_entries(members: list) -> None:
     term with lam = 0 (the identity) runs on its own."""
     buckets: dict = {}
     for m in members:
+        if _metric_in_place(m):
+            continue
         alone = m.plan.pen.metric_kernel == "lp_metric" and not (isinstance(m.thr[0], float) and m.thr[0] > 0)
         buckets.setdefault((m.device, m.dtype, m.plan.fixed, id(m) if alone else None), []).append(m)
     for on in buckets.values():
         for stack in _stacks(on, lambda m: m.leaf.numel(), _metric_stack_max(on[0])):
             _solve_metric_stack(stack, lambda x, m: x.numel(), lambda x: x.reshape(-1))
+
+
+def _metric_in_place(m: Member) -> bool:
+    """Run the separable member ``m`` on its own, written straight into its
+    parameter, where Numba's serial kernel takes it (a CPU tensor, float32
+    or float64, whose data is a contiguous view of it:
+    ``torch_dev.writes_out``): one pass over the tensor and its metric, no
+    copy (concatenating the terms would copy every entry, its metric and its
+    thresholds, and the results back: more than the kernel's pass).  The
+    same operations on the same values as the stacks: the same bits.
+    Returns whether it ran."""
+    plan = m.plan
+    if m.dtype != m.leaf.dtype or torch_dev.runs_torch_ops(plan.pen.metric_kernel, m.leaf):
+        return False
+    data = plan.data(m.leaf.detach())
+    if not (data.is_contiguous() and B.shares_memory(data, m.leaf)
+            and torch_dev.writes_out(plan.pen.metric_kernel, data, data)):
+        return False
+    plan.kernel(data, _metric_operand(m), *m.thr, *plan.fixed, out=data)
+    torch.autograd.graph.increment_version(m.leaf)
+    return True
 
 
 def _metric_stack_max(m: Member) -> int:
