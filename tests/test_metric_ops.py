@@ -454,6 +454,46 @@ def test_numba_separable_metric_kernels_are_the_array_code_bit_for_bit(name, dty
         _same_bits(kernel(np.tile(v, reps), np.tile(d, reps), W), np.tile(ref, reps))
 
 
+@given(st.integers(1, 6), st.integers(1, 12), st.data())
+def test_numba_group_lasso_metric_rows(G, m, data):
+    """Numba's row-by-row group lasso in a metric: the array code's result to
+    the accuracy of its row sums (another summation order), KKT-certified;
+    float32 within the same bound at float32's eps; the same bits from C-
+    and F-contiguous rows (F: the column tiles), in place, serially and in
+    parallel; a row of w or d holding NaN or +-inf returned as it is, as the
+    array code returns it, bit for bit."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    W = data.draw(C.matrices(G, m, min_rows=G, min_cols=m), label="W")
+    D = data.draw(M.metrics(W.shape), label="D")
+    lam, step = data.draw(C.lams, label="lam"), data.draw(C.steps, label="step")
+    a, _ = thresholds(lam, 0.0, step, data.draw(st.sampled_from([np.ones(G), np.linspace(0.5, 2.0, G)]), label="c"))
+    near = data.draw(st.sampled_from([None, 0.5, 0.999, 1.001, 1 - 2.0**-40]), label="a / ||d w||")
+    if near is not None:  # thresholds about the rows' ||d w||: zero rows on either side of it
+        a = near * np.hypot.reduce(D * W, axis=1)
+    X = nb.group_lasso_metric(W, D, a, parallel=False)
+    rows_close(X, MK.group_lasso_metric(W, D, a), W, D, a)
+    kkt_metric(W, X, D, a, np.zeros(G), kkt_tol(W, D, a))
+    for layout in (np.ascontiguousarray, np.asfortranarray):
+        Wl, Dl = layout(W), layout(D)
+        np.testing.assert_array_equal(nb.group_lasso_metric(Wl, Dl, a), X)
+        Y = Wl.copy(order="K")
+        assert nb.group_lasso_metric(Y, Dl, a, out=Y) is Y
+        np.testing.assert_array_equal(Y, X)
+    reps = -(-nb._PAR_MIN // W.size)  # (the parallel rows)
+    np.testing.assert_array_equal(nb.group_lasso_metric(np.tile(W, (reps, 1)), np.tile(D, (reps, 1)), np.tile(a, reps)), np.tile(X, (reps, 1)))
+    W32, D32 = W.astype(np.float32), D.astype(np.float32)
+    assume(np.all(np.isfinite(W32)) and np.all(D32 > 0))
+    rows_close(nb.group_lasso_metric(W32, D32, a), MK.group_lasso_metric(W32, D32, a), W32, D32, a, eps=EPS32, tiny=TINY32)
+    bad = W.copy()
+    bad[0, data.draw(st.integers(0, m - 1), label="where")] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="value")
+    with np.errstate(all="ignore"):
+        Xb, ref = nb.group_lasso_metric(bad, D, a), MK.group_lasso_metric(bad, D, a)
+    np.testing.assert_array_equal(Xb[0], bad[0])
+    np.testing.assert_array_equal(ref[0], bad[0])
+    if G > 1:
+        rows_close(Xb[1:], ref[1:], W[1:], D[1:], a[1:])
+
+
 @pytest.mark.parametrize("op", ROW_OPS)
 @given(C.matrices(4, 5), st.data(), C.lams, C.mus, C.steps)
 def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, lam, mu, step):

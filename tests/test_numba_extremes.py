@@ -646,6 +646,10 @@ def _large_calls(dtype):
         "weighted_l1": lambda **kw: NB.weighted_l1(v, wv, **kw),
         "weighted_l2sq": lambda **kw: NB.weighted_l2sq(v, wv, **kw),
         "lp": lambda **kw: NB.lp(v, 0.3, 0.5, **kw),
+        # the prox in a diagonal metric (the compiled ones)
+        "weighted_l1_metric": lambda **kw: NB.weighted_l1_metric(v, np.abs(wv) + 0.5, wv.astype(np.float64), **kw),
+        "weighted_l2sq_metric": lambda **kw: NB.weighted_l2sq_metric(v, np.abs(wv) + 0.5, wv.astype(np.float64), **kw),
+        "group_lasso_metric": lambda **kw: NB.group_lasso_metric(W, np.abs(W) + 0.5, np.linspace(0.0, 30.0, 64), **kw),
     }
 
 
@@ -654,7 +658,7 @@ def test_serial_variants_equal_parallel_ones(dtype):
     calls = _large_calls(dtype)
     from proxlib.backends import KERNELS, _metric_kernels
 
-    # the metric kernels are the array-API reference's, re-exported (no variants)
+    # the other metric kernels are the array-API reference's, re-exported (no variants)
     reexported = {k for k in KERNELS if getattr(NB, k) is getattr(_metric_kernels, k, None)}
     assert set(calls) == set(KERNELS) - reexported
     for name, call in calls.items():
@@ -675,6 +679,8 @@ def test_serial_variants_never_start_numba_threads():
         NB.group_lasso(W, t * 20, parallel=False); NB.exclusive_lasso(W, t / 100, parallel=False)
         NB.group_exclusive(W, t * 10, t / 100, parallel=False); NB.weighted_l1(v, w, parallel=False)
         NB.weighted_l2sq(v, w, parallel=False); NB.lp(v, 0.3, 0.5, parallel=False)
+        NB.weighted_l1_metric(v, w + 0.5, w, parallel=False); NB.weighted_l2sq_metric(v, w + 0.5, w, parallel=False)
+        NB.group_lasso_metric(W, np.abs(W) + 0.5, t * 20, parallel=False)
         try:
             print("started", numba.threading_layer())
         except ValueError:

@@ -175,6 +175,55 @@ def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_n
     assert 0 < int((results["auto"][0] == 0).sum()) < results["auto"][0].numel() or "l2sq" in case
 
 
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_numba_group_lasso_in_the_metric_in_place(dtype_name, monkeypatch):
+    """The group lasso in Adam's metric on CPU tensors with Numba: each
+    term's rows solved by Numba's row search and written into the parameter
+    where its rows are a view of it (a convolution's "filter" rows, a
+    Linear's "channel" rows: its columns), the stacks where they are a copy
+    (a convolution's "channel" rows); three Adam steps agree with the torch
+    route's array code to the parity tolerance (their row sums add in
+    another order), zeroing the same groups."""
+    pytest.importorskip("numba")
+    from proxlib.backends import torch_dev
+    from proxlib.torch import _batched
+
+    dtype = getattr(torch, dtype_name)
+    solve_stack = _batched._solve_metric_stack
+    results = {}
+    for route in ("torch", "auto"):
+        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+        net = _net(dtype)
+        conv2 = torch.nn.Conv2d(3, 5, 3).to(dtype)
+        opt = torch.optim.Adam([*net.parameters(), *conv2.parameters()], lr=0.05, betas=(0.8, 0.9))
+        prox = pt.ProximalStep(opt, metric="adam")
+        prox.add(net[0], proxlib.GroupLasso(0.7), grouping="filter", strength=0.4, label="conv filters")
+        prox.add(net[3], proxlib.GroupLasso(0.7), grouping="channel", strength=0.3, label="linear columns")
+        prox.add(conv2, proxlib.GroupLasso(0.7), grouping="channel", strength=0.3, label="conv channels")
+        stacked = []
+        monkeypatch.setattr(_batched, "_solve_metric_stack", lambda members, *a: (stacked.extend(members), solve_stack(members, *a))[1])
+        params = [net[0].weight, net[3].weight]
+        ptrs = [p.data_ptr() for p in params]
+        for k in range(3):
+            X, y = _batch(dtype, k)
+            opt.zero_grad()
+            (torch.nn.functional.cross_entropy(net(X), y) + conv2(X).square().mean()).backward()
+            opt.step()
+            versions = [p._version for p in params]
+            prox.step()
+            assert [p.data_ptr() for p in params] == ptrs
+            assert all(p._version > v for p, v in zip(params, versions))
+        if route == "auto":
+            assert stacked and all(m.leaf is conv2.weight for m in stacked)
+        results[route] = [t.detach().clone() for t in (net[0].weight, net[3].weight, conv2.weight)]
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for got, ref, grouping in zip(results["auto"], results["torch"], ("filter", "channel", "channel")):
+        torch.testing.assert_close(got, ref, rtol=tol, atol=tol * float(ref.abs().max()))
+        rows_got, rows_ref = proxlib.to_rows(got, grouping), proxlib.to_rows(ref, grouping)
+        assert torch.equal((rows_got == 0).all(1), (rows_ref == 0).all(1))
+    assert any(bool((proxlib.to_rows(r, g) == 0).all(1).any()) for r, g in zip(results["auto"], ("filter", "channel", "channel")))
+
+
 def test_compiled_optimizer_step_with_the_metric_hook():
     """torch.compile(optimizer.step) with the metric hook attached: the hook
     is a graph break, and its result is the metric prox (d read from the

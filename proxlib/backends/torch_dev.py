@@ -44,8 +44,10 @@ device, named here:
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
   :mod:`._metric_kernels`; on a CPU tensor (``CPU_KERNELS``) the weighted
   l1's and weighted squared l2's are Numba's serial passes instead, the same
-  float64 operations entry by entry (the same bits), written straight into
-  ``out=``.  Host reads: none for the separable ones but lp's
+  float64 operations entry by entry (the same bits), and the group lasso's
+  Numba's row-by-row search (the same steps; its row sums in another order:
+  the array code's result to a few units in the last place), written
+  straight into ``out=``.  Host reads: none for the separable ones but lp's
   Newton steps (one per four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;
@@ -273,10 +275,12 @@ def _owl_vector(v, w):
 CPU_KERNELS = "auto"
 
 
-#: the separable kernels in a diagonal metric that Numba compiles (one pass,
-#: written into ``out=``; the others in a metric are array-API code on every
+#: the kernels in a diagonal metric that Numba compiles (written into
+#: ``out=``): the weighted l1's and weighted squared l2's one pass, the
+#: group lasso's rows (the others in a metric are array-API code on every
 #: backend)
-_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
+_SEPARABLE_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
+_METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric",)
 
 #: the kernels with a serial Numba variant (``parallel=False``)
 _SERIAL_ON_NUMBA = tuple(name for name in KERNELS if not name.endswith("_metric")) + _METRIC_ON_NUMBA
@@ -319,7 +323,7 @@ def _cpu_kernel(name: str, x):
 _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
 
 #: the kernels that :func:`_on_numba` runs on flattened tensors
-_FLAT_ON_NUMBA = _ELEMENTWISE + _METRIC_ON_NUMBA
+_FLAT_ON_NUMBA = _ELEMENTWISE + _SEPARABLE_METRIC_ON_NUMBA
 
 #: kernels that take a per-row threshold hint kept between a term's steps
 _HINTED = ("exclusive_lasso", "group_exclusive")
@@ -459,10 +463,7 @@ def _on_numba(kernel, flat, x, args, kwargs, out=None):
     reshaped."""
     data = (x.reshape(-1) if flat else x).numpy()
     data = np.ascontiguousarray(data) if data.ndim == 1 else _contiguous_either(data)
-    arrays = [data] + [
-        np.ascontiguousarray((a.reshape(-1) if flat else a).numpy()) if isinstance(a, torch.Tensor) else a
-        for a in args
-    ]
+    arrays = [data] + [_numba_array(a.reshape(-1) if flat else a) if isinstance(a, torch.Tensor) else a for a in args]
     if out is not None:
         kernel(*arrays, parallel=False, out=out.detach().view(data.shape).numpy(), **kwargs)
         return out
@@ -470,12 +471,24 @@ def _on_numba(kernel, flat, x, args, kwargs, out=None):
     return X.reshape(x.shape) if flat else X
 
 
+def _numba_array(t: torch.Tensor):
+    """A NumPy view of the CPU tensor ``t`` as the Numba kernels take it
+    (vectors C-contiguous, matrices C- or F-contiguous: copied otherwise)."""
+    a = t.numpy()
+    return np.ascontiguousarray(a) if a.ndim == 1 else _contiguous_either(a)
+
+
 def writes_out(name: str, x, out) -> bool:
     """Whether the Numba kernel ``name`` writes straight into ``out`` for
-    ``x``: a kernel of :data:`_METRIC_ON_NUMBA`, ``out`` a C-contiguous
-    tensor of x's shape, dtype and device."""
-    return (out is not None and name in _METRIC_ON_NUMBA and out.dtype == x.dtype and out.shape == x.shape
-            and out.device == x.device and out.is_contiguous())
+    ``x``: a kernel of :data:`_METRIC_ON_NUMBA`, ``out`` a tensor of x's
+    shape, dtype and device, C-contiguous for the elementwise kernels, C-
+    or F-contiguous for the row kernels (which read each row into scratch
+    before writing it: ``out`` may be ``x``)."""
+    if out is None or name not in _METRIC_ON_NUMBA or out.dtype != x.dtype or out.shape != x.shape or out.device != x.device:
+        return False
+    if name in _FLAT_ON_NUMBA:
+        return out.is_contiguous()
+    return out.ndim == 2 and (out.is_contiguous() or out.t().is_contiguous())
 
 
 def _kernel(fn):

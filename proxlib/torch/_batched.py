@@ -707,6 +707,8 @@ def _metric_rows(members: list) -> None:
     another number of rows (rounding)."""
     buckets: dict = {}
     for m in members:
+        if _metric_in_place(m):
+            continue
         rows, length = m.plan.rows_shape
         buckets.setdefault((m.device, m.dtype, length, m.plan.fixed), []).append(m)
     for on in buckets.values():
@@ -733,20 +735,20 @@ def _metric_entries(members: list) -> None:
 
 
 def _metric_in_place(m: Member) -> bool:
-    """Run the separable member ``m`` on its own, written straight into its
+    """Run the member ``m`` on its own, written straight into its
     parameter, where Numba's serial kernel takes it (a CPU tensor, float32
-    or float64, whose data is a contiguous view of it:
-    ``torch_dev.writes_out``): one pass over the tensor and its metric, no
-    copy (concatenating the terms would copy every entry, its metric and its
-    thresholds, and the results back: more than the kernel's pass).  The
-    same operations on the same values as the stacks: the same bits.
-    Returns whether it ran."""
+    or float64, whose data -- its entries, or its rows -- is a view of it
+    that the kernel writes: ``torch_dev.writes_out``): the separable
+    kernels' one pass over the tensor and its metric, the group lasso's rows
+    one by one, with no copy (stacking the terms would copy every entry, its
+    metric and its thresholds, and the results back: more than the
+    separable kernels' pass).  The same operations on the same values as
+    the stacks: the same bits.  Returns whether it ran."""
     plan = m.plan
     if m.dtype != m.leaf.dtype or torch_dev.runs_torch_ops(plan.pen.metric_kernel, m.leaf):
         return False
     data = plan.data(m.leaf.detach())
-    if not (data.is_contiguous() and B.shares_memory(data, m.leaf)
-            and torch_dev.writes_out(plan.pen.metric_kernel, data, data)):
+    if not (B.shares_memory(data, m.leaf) and torch_dev.writes_out(plan.pen.metric_kernel, data, data)):
         return False
     plan.kernel(data, _metric_operand(m), *m.thr, *plan.fixed, out=data)
     torch.autograd.graph.increment_version(m.leaf)
