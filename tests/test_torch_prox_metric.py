@@ -175,15 +175,17 @@ def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_n
     assert 0 < int((results["auto"][0] == 0).sum()) < results["auto"][0].numel() or "l2sq" in case
 
 
+@pytest.mark.parametrize("penalty", ["group lasso", "exclusive"])
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
-def test_numba_group_lasso_in_the_metric_in_place(dtype_name, monkeypatch):
-    """The group lasso in Adam's metric on CPU tensors with Numba: each
-    term's rows solved by Numba's row search and written into the parameter
-    where its rows are a view of it (a convolution's "filter" rows, a
-    Linear's "channel" rows: its columns), the stacks where they are a copy
-    (a convolution's "channel" rows); three Adam steps agree with the torch
-    route's array code to the parity tolerance (their row sums add in
-    another order), zeroing the same groups."""
+def test_numba_row_kernels_in_the_metric_in_place(penalty, dtype_name, monkeypatch):
+    """The group lasso and the exclusive lasso in Adam's metric on CPU
+    tensors with Numba: each term's rows solved by Numba's row kernel and
+    written into the parameter where its rows are a view of it (a
+    convolution's "filter" rows, a Linear's "channel" rows: its columns),
+    the stacks where they are a copy (a convolution's "channel" rows); three
+    Adam steps agree with the torch route's array code to the parity
+    tolerance (the group lasso's row sums add in another order), zeroing
+    the same groups (group lasso) or entries (exclusive)."""
     pytest.importorskip("numba")
     from proxlib.backends import torch_dev
     from proxlib.torch import _batched
@@ -197,9 +199,10 @@ def test_numba_group_lasso_in_the_metric_in_place(dtype_name, monkeypatch):
         conv2 = torch.nn.Conv2d(3, 5, 3).to(dtype)
         opt = torch.optim.Adam([*net.parameters(), *conv2.parameters()], lr=0.05, betas=(0.8, 0.9))
         prox = pt.ProximalStep(opt, metric="adam")
-        prox.add(net[0], proxlib.GroupLasso(0.7), grouping="filter", strength=0.4, label="conv filters")
-        prox.add(net[3], proxlib.GroupLasso(0.7), grouping="channel", strength=0.3, label="linear columns")
-        prox.add(conv2, proxlib.GroupLasso(0.7), grouping="channel", strength=0.3, label="conv channels")
+        pen, scale = (proxlib.GroupLasso(0.7), 1.0) if penalty == "group lasso" else (proxlib.ExclusiveLasso(0.9), 0.3)
+        prox.add(net[0], pen, grouping="filter", strength=0.4 * scale, label="conv filters")
+        prox.add(net[3], pen, grouping="channel", strength=0.3 * scale, label="linear columns")
+        prox.add(conv2, pen, grouping="channel", strength=0.3 * scale, label="conv channels")
         stacked = []
         monkeypatch.setattr(_batched, "_solve_metric_stack", lambda members, *a: (stacked.extend(members), solve_stack(members, *a))[1])
         params = [net[0].weight, net[3].weight]
@@ -217,11 +220,14 @@ def test_numba_group_lasso_in_the_metric_in_place(dtype_name, monkeypatch):
             assert stacked and all(m.leaf is conv2.weight for m in stacked)
         results[route] = [t.detach().clone() for t in (net[0].weight, net[3].weight, conv2.weight)]
     tol = 1e-12 if dtype == torch.float64 else 1e-5
-    for got, ref, grouping in zip(results["auto"], results["torch"], ("filter", "channel", "channel")):
+    for got, ref in zip(results["auto"], results["torch"]):
         torch.testing.assert_close(got, ref, rtol=tol, atol=tol * float(ref.abs().max()))
-        rows_got, rows_ref = proxlib.to_rows(got, grouping), proxlib.to_rows(ref, grouping)
-        assert torch.equal((rows_got == 0).all(1), (rows_ref == 0).all(1))
-    assert any(bool((proxlib.to_rows(r, g) == 0).all(1).any()) for r, g in zip(results["auto"], ("filter", "channel", "channel")))
+        assert torch.equal(got == 0, ref == 0)
+    zeroed = [(proxlib.to_rows(r, g) == 0).all(1) for r, g in zip(results["auto"], ("filter", "channel", "channel"))]
+    if penalty == "group lasso":
+        assert any(bool(z.any()) for z in zeroed)
+    else:  # (entries, not whole rows)
+        assert any(0 < int((r == 0).sum()) < r.numel() for r in results["auto"])
 
 
 def test_compiled_optimizer_step_with_the_metric_hook():

@@ -44,10 +44,11 @@ device, named here:
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
   :mod:`._metric_kernels`; on a CPU tensor (``CPU_KERNELS``) the weighted
   l1's and weighted squared l2's are Numba's serial passes instead, the same
-  float64 operations entry by entry (the same bits), and the group lasso's
+  float64 operations entry by entry (the same bits), the group lasso's
   Numba's row-by-row search (the same steps; its row sums in another order:
-  the array code's result to a few units in the last place), written
-  straight into ``out=``.  Host reads: none for the separable ones but lp's
+  the array code's result to a few units in the last place) and the
+  exclusive lasso's Numba's row-by-row sort and sums (the NumPy array code's
+  bits), written straight into ``out=``.  Host reads: none for the separable ones but lp's
   Newton steps (one per four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;
@@ -280,7 +281,7 @@ CPU_KERNELS = "auto"
 #: group lasso's rows (the others in a metric are array-API code on every
 #: backend)
 _SEPARABLE_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
-_METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric",)
+_METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric", "exclusive_lasso_metric")
 
 #: the kernels with a serial Numba variant (``parallel=False``)
 _SERIAL_ON_NUMBA = tuple(name for name in KERNELS if not name.endswith("_metric")) + _METRIC_ON_NUMBA
