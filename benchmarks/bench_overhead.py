@@ -36,6 +36,10 @@ Numba's serial kernels run: the least a single-threaded prox step costs.
 (On 2026-12-02's 2-core machine it was the lower of the two: 2.7% against
 3.4% of the MLP's step at batch 64.)
 
+CPU, Adam's metric: the same models at batch 64 trained with Adam, the
+prox in Adam's metric (``metric="adam"``), both CPU routes (no target: the
+issue's targets are the plain step's).
+
 GPU (CUDA only): a ResNet-18 for 32x32 inputs (11.2 M parameters, batch 128)
 with a prox on every conv weight; target <= 5% of a training step; for the
 group lasso and GrOWL also the terms one by one (their batch switched off).
@@ -213,6 +217,63 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
                         floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
                     )
                 )
+    return rows
+
+
+def bench_cpu_adam(repeats: int, batch: int = 64) -> list[dict]:
+    """The CPU table's models at ``batch`` trained with Adam and the prox in
+    Adam's metric (``ProximalStep(metric="adam")``), every penalty with a
+    metric prox (GrOWL has none), both CPU routes: Numba's kernels (the
+    default: the weighted l1, weighted squared l2, group lasso and exclusive
+    lasso compiled, group+exclusive and lp the array code) and the torch
+    operations (``CPU_KERNELS = "torch"``, the array code everywhere).  No
+    issue sets a target here; the rows say what such a step costs."""
+    rows = []
+    for model_name, (make, shape) in MODELS.items():
+        torch.manual_seed(0)
+        net = make()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        X, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
+
+        def train_step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(X), y).backward()
+            opt.step()
+
+        params = [layer.weight for layer in _weights(net)]
+        arrays = [p.detach().numpy() for p in params]
+
+        def floor():
+            with torch.no_grad():
+                torch._foreach_mul_(params, 1.0)
+
+        def floor_one_thread():
+            for a in arrays:
+                np.multiply(a, 1.0, out=a)
+
+        t_floor_train, t_floor = _paired_ms(train_step, floor, repeats)
+        t_floor1_train, t_floor1 = _paired_ms(train_step, floor_one_thread, repeats)
+        for name, (pen, grouping) in PENALTIES.items():
+            if name.startswith("GrOWL"):
+                continue
+            prox = pt.ProximalStep(opt, model=net, metric="adam")
+            for layer in _weights(net):
+                prox.add(layer, pen(), grouping=grouping)
+            t_route = {}
+            before = torch_dev.CPU_KERNELS
+            try:
+                for route in ("torch", "auto"):
+                    torch_dev.CPU_KERNELS = route
+                    t_train, t_route[route] = _paired_ms(train_step, prox.step, repeats)
+            finally:
+                torch_dev.CPU_KERNELS = before
+            rows.append(
+                dict(
+                    device="cpu", model=f"{model_name}, Adam", batch=batch, penalty=f"{name}, Adam's metric", train_ms=t_train,
+                    prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
+                    floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
+                )
+            )
     return rows
 
 
@@ -591,6 +652,10 @@ def main(argv=None) -> int:
     if rows:
         sections.append(("CPU, otherwise idle machine", rows))
         print(table(rows), flush=True)
+    if not a.gpu_only:
+        adam = bench_cpu_adam(max(5, repeats // 4))
+        sections.append(("CPU, Adam's metric (otherwise idle machine)", adam))
+        print(table(adam), flush=True)
     if not (a.quick or a.gpu_only):
         # (it spins while its parent lives: a run stopped by a signal, which
         # skips the finally below, does not leave it busy on the machine)
