@@ -192,12 +192,12 @@ Algorithms (m = row length, G = rows, n = vector length):
   sums add in another order than NumPy's or torch's, so it agrees with the
   array code to a few units in the last place.
 * ``exclusive_lasso_metric``: that module's exclusive lasso row by row, the
-  same way: the exact products z = d|w| (Dekker), one stable sort and the
-  tied runs put in order (the array code's lexicographic order), its
-  sequential cumulative sums and prefix support: the NumPy array code's
-  bits.  O(m log m) a row, dominated by the sort (Numba's: about 13 us for
-  300 entries).  The other kernels in a metric (lp, group+exclusive) are
-  the array code.
+  same way: the exact products z = d|w| (Dekker), sorted by packed keys
+  (z's bits and the index) with the radix sort, an insertion pass putting
+  the rare pairs that agree above the index bits in the array code's
+  lexicographic order, its sequential cumulative sums and prefix support:
+  the NumPy array code's bits.  O(m) a row but for those pairs.  The other
+  kernels in a metric (lp, group+exclusive) are the array code.
 """
 
 from __future__ import annotations
@@ -4843,36 +4843,55 @@ def _two_product(a, b):
 
 
 @_jit
-def _pair_order(Z, Zlo, scratch):
+def _pair_before(Z, Zlo, i, j):
+    """Whether pair i comes before pair j: (Z, Zlo) decreasing
+    lexicographically, then the index increasing (a total order)."""
+    if Z[i] != Z[j]:
+        return Z[i] > Z[j]
+    if Zlo[i] != Zlo[j]:
+        return Zlo[i] > Zlo[j]
+    return i < j
+
+
+@_jit
+def _pair_order(Z, Zlo, keys, tmp):
     """The order of the pairs (Z_i, Zlo_i) decreasing (lexicographically),
     ties in index order: the array code's two stable argsorts (by Zlo, then
-    by Z).  One stable sort by Z, then each run of equal Z (rare: tied
-    products) put in order of Zlo by a stable insertion sort."""
+    by Z).  For Z >= 0 (its bits then increase with it): packed int64 keys
+    (the complement of Z's bits, its lowest ib bits replaced by the index,
+    ib the index's bits) sorted by :func:`_radix_sort` (Numba's argsort took
+    13 us for 300 entries), then an insertion pass with the full order
+    puts the rare pairs whose Z agree above those bits (ties included) in
+    place; a row with Z < 0 (an unchecked metric < 0) takes a stable
+    argsort instead.  ``keys``, ``tmp``: int64 scratch of Z's length."""
     m = Z.shape[0]
+    ib = 1
+    while (1 << ib) < m:
+        ib += 1
+    low_mask = (1 << ib) - 1
     for i in range(m):
-        scratch[i] = -Z[i]
-    order = np.argsort(scratch, kind="mergesort")
-    i = 0
-    while i < m:
-        j = i + 1
-        while j < m and Z[order[j]] == Z[order[i]]:
-            j += 1
-        for p in range(i + 1, j):  # insertion by Zlo decreasing (stable)
-            q = order[p]
-            r = p
-            while r > i and Zlo[order[r - 1]] < Zlo[q]:
-                order[r] = order[r - 1]
-                r -= 1
-            order[r] = q
-        i = j
+        if not Z[i] >= 0.0:
+            order = np.argsort(-Z, kind="mergesort")
+            break
+        keys[i] = ((_INF_BITS - _bits(Z[i])) & ~low_mask) | i
+    else:
+        _radix_sort(keys, tmp, ib)
+        order = keys & low_mask
+    for p in range(1, m):  # (insertion: nothing moves where the packed order was the full one)
+        q = order[p]
+        r = p
+        while r > 0 and _pair_before(Z, Zlo, q, order[r - 1]):
+            order[r] = order[r - 1]
+            r -= 1
+        order[r] = q
     return order
 
 
 @_jit
-def _ex_metric_row(w, d, b, out, S):
+def _ex_metric_row(w, d, b, out, S, K):
     """One row of _metric_kernels.exclusive_lasso_metric (the a = 0 case of
     group_exclusive_metric) into ``out`` (which may be ``w``); S: float64
-    scratch rows (9, m)."""
+    scratch rows (9, m), K: int64 scratch rows (2, m)."""
     m = w.shape[0]
     X, V, Dn, Z, Zlo, Y, Ylo, H, F = S[0], S[1], S[2], S[3], S[4], S[5], S[6], S[7], S[8]
     sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn)
@@ -4893,7 +4912,7 @@ def _ex_metric_row(w, d, b, out, S):
     elif b_s > 0:
         for i in range(m):
             Z[i], Zlo[i] = _two_product(Dn[i], V[i])
-        order = _pair_order(Z, Zlo, Y)
+        order = _pair_order(Z, Zlo, K[0], K[1])
         for i in range(m):
             j = order[i]
             Y[i], Ylo[i], H[i] = Z[j], Zlo[j], Dn[j]
@@ -4929,21 +4948,23 @@ def _ex_metric_row(w, d, b, out, S):
 
 
 @_jit
-def _metric_row(kind, w, d, t, out, S):
+def _metric_row(kind, w, d, t, out, S, K):
     """Row kernel ``kind`` (0: group lasso, 1: exclusive lasso) on one row
-    at its threshold t, with the scratch rows S (9, m)."""
+    at its threshold t, with the scratch rows S (9, m; float64) and K (2, m;
+    int64)."""
     if kind == 0:
         _gl_metric_row(w, d, t, out, S[0], S[1], S[2], S[3])
     else:
-        _ex_metric_row(w, d, t, out, S)
+        _ex_metric_row(w, d, t, out, S, K)
 
 
 @_jit
 def _metric_rows(kind, W, D, t, out):
     G, m = W.shape
     S = np.empty((9, m))
+    K = np.empty((2, m), dtype=np.int64)
     for r in range(G):
-        _metric_row(kind, W[r], D[r], np.float64(t[r if t.shape[0] > 1 else 0]), out[r], S)
+        _metric_row(kind, W[r], D[r], np.float64(t[r if t.shape[0] > 1 else 0]), out[r], S, K)
 
 
 @_pjit
@@ -4951,8 +4972,9 @@ def _metric_rows_par(kind, W, D, t, out, nch):
     G, m = W.shape
     for c in prange(nch):
         S = np.empty((9, m))
+        K = np.empty((2, m), dtype=np.int64)
         for r in range(c * G // nch, (c + 1) * G // nch):
-            _metric_row(kind, W[r], D[r], np.float64(t[r if t.shape[0] > 1 else 0]), out[r], S)
+            _metric_row(kind, W[r], D[r], np.float64(t[r if t.shape[0] > 1 else 0]), out[r], S, K)
 
 
 _COLUMN_TILE = 16  # rows that are columns, moved through scratch this many at a time (a cache line of float32)
@@ -4968,6 +4990,7 @@ def _metric_cols(kind, A, DA, t, outA):
     m, G = A.shape
     T = _COLUMN_TILE
     S = np.empty((9, m))
+    K = np.empty((2, m), dtype=np.int64)
     Xs = np.empty((T, m), dtype=A.dtype)
     Ds = np.empty((T, m), dtype=DA.dtype)
     Os = np.empty((T, m), dtype=outA.dtype)
@@ -4979,7 +5002,7 @@ def _metric_cols(kind, A, DA, t, outA):
                 Ds[j, i] = DA[i, g0 + j]
         for j in range(n):
             r = g0 + j
-            _metric_row(kind, Xs[j], Ds[j], np.float64(t[r if t.shape[0] > 1 else 0]), Os[j], S)
+            _metric_row(kind, Xs[j], Ds[j], np.float64(t[r if t.shape[0] > 1 else 0]), Os[j], S, K)
         for i in range(m):
             for j in range(n):
                 outA[i, g0 + j] = Os[j, i]
@@ -5029,9 +5052,9 @@ def exclusive_lasso_metric(W, D, b, *, parallel=True, out=None):
 
     :func:`._metric_kernels.exclusive_lasso_metric` row by row, compiled:
     |x_i| = (z_i - b L)_+ / D_i with z = D |w| as exact pairs, sorted
-    (two stable sorts), the support a prefix and b L = b S_k / (1 + b H_k)
+    (:func:`_pair_order`: the array code's order), the support a prefix and b L = b S_k / (1 + b H_k)
     from the cumulative sums, no iteration.  The same arguments as
-    :func:`group_lasso_metric`; O(G m log m), O(m) scratch per thread.  Its
+    :func:`group_lasso_metric`; O(G m) but for tied products (an insertion pass), O(m) scratch per thread.  Its
     norm of D w adds in another order than the array code's (only its
     zero test reads it); the rest are the array code's operations in its
     order."""
