@@ -42,14 +42,14 @@ device, named here:
   the whole exclusive lasso or group+exclusive of rows up to 2048 long is
   one Triton kernel (:mod:`._triton_exclusive`): one launch, no host read.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
-  :mod:`._metric_kernels`; on a CPU tensor (``CPU_KERNELS``) the weighted
-  l1's and weighted squared l2's are Numba's serial passes instead, the same
-  float64 operations entry by entry (the same bits), the group lasso's
-  Numba's row-by-row search (the same steps; its row sums in another order:
-  the array code's result to a few units in the last place) and the
-  exclusive lasso's Numba's row-by-row sort and sums (the NumPy array code's
-  bits), written straight into ``out=``.  Host reads: none for the separable ones but lp's
-  Newton steps (one per four); the row kernels (group lasso, exclusive,
+  :mod:`._metric_kernels`.  On a CPU tensor (``CPU_KERNELS``) Numba's serial
+  kernels take four of them instead, written straight into ``out=``: the
+  weighted l1 and weighted squared l2 (one pass, the same float64
+  operations entry by entry: the same bits), the group lasso (row by row,
+  the same search steps; its row sums in another order: the array code's
+  result to a few units in the last place) and the exclusive lasso (row by
+  row, the same order, sums and support: the NumPy array code's bits).
+  Host reads: none for the separable ones but lp's Newton steps (one per four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;
   on a CPU tensor they gather each case's rows (a read and a ``nonzero`` per
@@ -278,8 +278,8 @@ CPU_KERNELS = "auto"
 
 #: the kernels in a diagonal metric that Numba compiles (written into
 #: ``out=``): the weighted l1's and weighted squared l2's one pass, the
-#: group lasso's rows (the others in a metric are array-API code on every
-#: backend)
+#: group lasso's and exclusive lasso's rows (lp and group+exclusive in a
+#: metric are array-API code on every backend)
 _SEPARABLE_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
 _METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric", "exclusive_lasso_metric")
 
@@ -457,8 +457,8 @@ def _contiguous_either(a):
 def _on_numba(kernel, flat, x, args, kwargs, out=None):
     """``kernel`` (serial) on NumPy views of the CPU tensors (copied only
     where the Numba kernels require it); a new tensor, or ``out`` written
-    by the kernel where given (a C-contiguous CPU tensor of ``x``'s shape
-    and dtype: the caller's choice, for kernels that take ``out=``).
+    by the kernel where given (a CPU tensor of ``x``'s shape and dtype that
+    the kernel writes where it lies: :func:`writes_out`).
     Elementwise kernels (``flat``) take vectors there: tensors of any shape
     are flattened (weights of one entry or one per entry) and the result
     reshaped."""
