@@ -168,56 +168,66 @@ def _weights(net):
     return [m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
 
 
-def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
+def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bool) -> list[dict]:
+    """One model's rows at ``batch``: its training step (SGD with momentum,
+    or Adam), the floors, and every penalty's prox step (in Adam's metric
+    with ``adam``: GrOWL, which has none there, left out) on both CPU
+    routes, each timed right after a training step."""
+    torch.manual_seed(0)
+    net = make()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3) if adam else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    X, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(X), y).backward()
+        opt.step()
+
+    params = [layer.weight for layer in _weights(net)]
+
+    def floor():  # one read and write of every penalised weight
+        with torch.no_grad():
+            torch._foreach_mul_(params, 1.0)
+
+    arrays = [p.detach().numpy() for p in params]  # (views of the weights' memory)
+
+    def floor_one_thread():  # the same, by one thread (as Numba's serial kernels run)
+        for a in arrays:
+            np.multiply(a, 1.0, out=a)
+
+    # floor / train: the floor's share of the training step it was
+    # paired with (not of a penalty row's, timed minutes later)
+    t_floor_train, t_floor = _paired_ms(train_step, floor, repeats)
+    t_floor1_train, t_floor1 = _paired_ms(train_step, floor_one_thread, repeats)
     rows = []
-    for model_name, (make, shape) in MODELS.items():
-        for batch in batches:
-            torch.manual_seed(0)
-            net = make()
-            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-            X, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
-
-            def train_step():
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(X), y).backward()
-                opt.step()
-
-            params = [layer.weight for layer in _weights(net)]
-
-            def floor():  # one read and write of every penalised weight
-                with torch.no_grad():
-                    torch._foreach_mul_(params, 1.0)
-
-            arrays = [p.detach().numpy() for p in params]  # (views of the weights' memory)
-
-            def floor_one_thread():  # the same, by one thread (as Numba's serial kernels run)
-                for a in arrays:
-                    np.multiply(a, 1.0, out=a)
-
-            # floor / train: the floor's share of the training step it was
-            # paired with (not of a penalty row's, timed minutes later)
-            t_floor_train, t_floor = _paired_ms(train_step, floor, repeats)
-            t_floor1_train, t_floor1 = _paired_ms(train_step, floor_one_thread, repeats)
-            for name, (pen, grouping) in PENALTIES.items():
-                prox = pt.ProximalStep(opt, model=net)
-                for layer in _weights(net):
-                    prox.add(layer, pen(), grouping=grouping)
-                t_route = {}
-                before = torch_dev.CPU_KERNELS
-                try:
-                    for route in ("torch", "auto"):
-                        torch_dev.CPU_KERNELS = route
-                        t_train, t_route[route] = _paired_ms(train_step, prox.step, repeats)
-                finally:
-                    torch_dev.CPU_KERNELS = before  # (the caller's route, not "auto": a test session runs "torch")
-                rows.append(
-                    dict(
-                        device="cpu", model=model_name, batch=batch, penalty=name, train_ms=t_train,
-                        prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
-                        floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
-                    )
-                )
+    for name, (pen, grouping) in PENALTIES.items():
+        if adam and name.startswith("GrOWL"):
+            continue
+        prox = pt.ProximalStep(opt, model=net, metric="adam" if adam else None)
+        for layer in _weights(net):
+            prox.add(layer, pen(), grouping=grouping)
+        t_route = {}
+        before = torch_dev.CPU_KERNELS
+        try:
+            for route in ("torch", "auto"):
+                torch_dev.CPU_KERNELS = route
+                t_train, t_route[route] = _paired_ms(train_step, prox.step, repeats)
+        finally:
+            torch_dev.CPU_KERNELS = before  # (the caller's route, not "auto": a test session runs "torch")
+        rows.append(
+            dict(
+                device="cpu", model=f"{model_name}, Adam" if adam else model_name, batch=batch,
+                penalty=f"{name}, Adam's metric" if adam else name, train_ms=t_train,
+                prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
+                floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
+            )
+        )
     return rows
+
+
+def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
+    return [r for model_name, (make, shape) in MODELS.items() for batch in batches
+            for r in _model_rows(model_name, make, shape, batch, repeats, adam=False)]
 
 
 def bench_cpu_adam(repeats: int, batch: int = 64) -> list[dict]:
@@ -228,53 +238,7 @@ def bench_cpu_adam(repeats: int, batch: int = 64) -> list[dict]:
     lasso compiled, group+exclusive and lp the array code) and the torch
     operations (``CPU_KERNELS = "torch"``, the array code everywhere).  No
     issue sets a target here; the rows say what such a step costs."""
-    rows = []
-    for model_name, (make, shape) in MODELS.items():
-        torch.manual_seed(0)
-        net = make()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        X, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
-
-        def train_step():
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(X), y).backward()
-            opt.step()
-
-        params = [layer.weight for layer in _weights(net)]
-        arrays = [p.detach().numpy() for p in params]
-
-        def floor():
-            with torch.no_grad():
-                torch._foreach_mul_(params, 1.0)
-
-        def floor_one_thread():
-            for a in arrays:
-                np.multiply(a, 1.0, out=a)
-
-        t_floor_train, t_floor = _paired_ms(train_step, floor, repeats)
-        t_floor1_train, t_floor1 = _paired_ms(train_step, floor_one_thread, repeats)
-        for name, (pen, grouping) in PENALTIES.items():
-            if name.startswith("GrOWL"):
-                continue
-            prox = pt.ProximalStep(opt, model=net, metric="adam")
-            for layer in _weights(net):
-                prox.add(layer, pen(), grouping=grouping)
-            t_route = {}
-            before = torch_dev.CPU_KERNELS
-            try:
-                for route in ("torch", "auto"):
-                    torch_dev.CPU_KERNELS = route
-                    t_train, t_route[route] = _paired_ms(train_step, prox.step, repeats)
-            finally:
-                torch_dev.CPU_KERNELS = before
-            rows.append(
-                dict(
-                    device="cpu", model=f"{model_name}, Adam", batch=batch, penalty=f"{name}, Adam's metric", train_ms=t_train,
-                    prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
-                    floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
-                )
-            )
-    return rows
+    return [r for model_name, (make, shape) in MODELS.items() for r in _model_rows(model_name, make, shape, batch, repeats, adam=True)]
 
 
 class _Block(torch.nn.Module):

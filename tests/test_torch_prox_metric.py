@@ -123,6 +123,39 @@ def test_hook_is_the_metric_prox_of_the_post_step_weights(case, opt_name, dtype_
         assert 0 < int((w == 0).sum()) < w.numel()
 
 
+def _metric_steps_on_both_routes(monkeypatch, build):
+    """``build()`` -> (optimizer, ProximalStep in Adam's metric, loss(k),
+    the parameters Numba writes in place, the tensors to compare), run on
+    the torch route and on Numba's (``CPU_KERNELS`` "torch", "auto"): three
+    Adam steps, each followed by ``prox.step()``.  On both the in-place
+    parameters keep their memory and the prox bumps their version
+    counters; on Numba's they take no stack.  Returns ({route: clones of the
+    tensors}, the leaves that Numba's route stacked)."""
+    pytest.importorskip("numba")
+    from proxlib.backends import torch_dev
+    from proxlib.torch import _batched
+
+    solve_stack = _batched._solve_metric_stack
+    results, stacked = {}, []
+    for route in ("torch", "auto"):
+        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+        opt, prox, loss, in_place, outputs = build()
+        stacked.clear()
+        monkeypatch.setattr(_batched, "_solve_metric_stack", lambda members, *a: (stacked.extend(m.leaf for m in members), solve_stack(members, *a))[1])
+        ptrs = [p.data_ptr() for p in in_place]
+        for k in range(3):
+            opt.zero_grad()
+            loss(k).backward()
+            opt.step()
+            versions = [p._version for p in in_place]
+            prox.step()
+            assert [p.data_ptr() for p in in_place] == ptrs
+            assert all(p._version > v for p, v in zip(in_place, versions))
+        results[route] = [t.detach().clone() for t in outputs]
+    assert not any(leaf is p for leaf in stacked for p in in_place)
+    return results, stacked
+
+
 @pytest.mark.parametrize("case", ["weighted-l1", "weighted-l1/array", "weighted-l2sq/array"])
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_name, monkeypatch):
@@ -130,20 +163,14 @@ def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_n
     weighted l1 and weighted squared l2 in Adam's metric are Numba's one
     pass written into the parameter's memory, term by term, where the torch
     route concatenates the terms' entries, metrics and thresholds and copies
-    the results back: the same bits (three Adam steps, each followed by the prox step; a second
-    term on the Linear, and a non-contiguous parameter, which keeps the
-    copies), the same memory, the version counter bumped."""
-    pytest.importorskip("numba")
-    from proxlib.backends import torch_dev
-    from proxlib.torch import _batched
-
+    the results back: the same bits (a second term on the Linear, and a
+    non-contiguous parameter, which keeps the copies), the same memory, the
+    version counter bumped (:func:`_metric_steps_on_both_routes`)."""
     dtype = getattr(torch, dtype_name)
     penalty, grouping, strength = CASES[case]
     second = proxlib.WeightedL2Sq(0.5) if "l2sq" in case else proxlib.WeightedL1(0.3)
-    solve_stack = _batched._solve_metric_stack
-    results = {}
-    for route in ("torch", "auto"):
-        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+
+    def build():
         net = _net(dtype)
         with torch.no_grad():
             strided = torch.nn.Parameter(torch.randn(5, 7, dtype=dtype, generator=torch.Generator().manual_seed(3)).t())
@@ -153,23 +180,15 @@ def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_n
         prox.add(net[0], penalty, grouping=grouping, strength=strength)
         prox.add(net[3], second, strength=strength)
         prox.add(strided, second, strength=strength, label="strided")
-        stacked = []
-        monkeypatch.setattr(_batched, "_solve_metric_stack", lambda members, *a: (stacked.append(members), solve_stack(members, *a))[1])
-        params = [net[0].weight, net[3].weight]
-        ptrs = [p.data_ptr() for p in params]
-        for k in range(3):
+
+        def loss(k):
             X, y = _batch(dtype, k)
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(X), y).backward()
-            strided.grad = torch.full_like(strided, 0.1 * (k + 1))
-            opt.step()
-            versions = [p._version for p in params]
-            prox.step()
-            assert [p.data_ptr() for p in params] == ptrs
-            assert all(p._version > v for p, v in zip(params, versions))
-        if route == "auto":  # only the strided tensor took the copies
-            assert stacked and all(len(ms) == 1 and ms[0].leaf is strided for ms in stacked)
-        results[route] = [net[0].weight.detach().clone(), net[3].weight.detach().clone(), strided.detach().clone()]
+            return torch.nn.functional.cross_entropy(net(X), y) + 0.1 * (k + 1) * strided.sum()
+
+        return opt, prox, loss, [net[0].weight, net[3].weight], [net[0].weight, net[3].weight, strided]
+
+    results, stacked = _metric_steps_on_both_routes(monkeypatch, build)
+    assert stacked and all(leaf.shape == (7, 5) for leaf in stacked)  # only the strided tensor took the copies
     for got, ref in zip(results["auto"], results["torch"]):
         assert torch.equal(got, ref), f"max diff {(got - ref).abs().max().item()}"
     assert 0 < int((results["auto"][0] == 0).sum()) < results["auto"][0].numel() or "l2sq" in case
@@ -182,50 +201,36 @@ def test_numba_row_kernels_in_the_metric_in_place(penalty, dtype_name, monkeypat
     tensors with Numba: each term's rows solved by Numba's row kernel and
     written into the parameter where its rows are a view of it (a
     convolution's "filter" rows, a Linear's "channel" rows: its columns),
-    the stacks where they are a copy (a convolution's "channel" rows); three
-    Adam steps agree with the torch route's array code to the parity
-    tolerance (the group lasso's row sums add in another order), zeroing
-    the same groups (group lasso) or entries (exclusive)."""
-    pytest.importorskip("numba")
-    from proxlib.backends import torch_dev
-    from proxlib.torch import _batched
-
+    the stacks where they are a copy (a convolution's "channel" rows); the
+    steps agree with the torch route's array code to the parity tolerance
+    (the group lasso's row sums add in another order), zeroing the same
+    groups (group lasso) or entries (exclusive)."""
     dtype = getattr(torch, dtype_name)
-    solve_stack = _batched._solve_metric_stack
-    results = {}
-    for route in ("torch", "auto"):
-        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+    pen, scale = (proxlib.GroupLasso(0.7), 1.0) if penalty == "group lasso" else (proxlib.ExclusiveLasso(0.9), 0.3)
+
+    def build():
         net = _net(dtype)
         conv2 = torch.nn.Conv2d(3, 5, 3).to(dtype)
         opt = torch.optim.Adam([*net.parameters(), *conv2.parameters()], lr=0.05, betas=(0.8, 0.9))
         prox = pt.ProximalStep(opt, metric="adam")
-        pen, scale = (proxlib.GroupLasso(0.7), 1.0) if penalty == "group lasso" else (proxlib.ExclusiveLasso(0.9), 0.3)
         prox.add(net[0], pen, grouping="filter", strength=0.4 * scale, label="conv filters")
         prox.add(net[3], pen, grouping="channel", strength=0.3 * scale, label="linear columns")
         prox.add(conv2, pen, grouping="channel", strength=0.3 * scale, label="conv channels")
-        stacked = []
-        monkeypatch.setattr(_batched, "_solve_metric_stack", lambda members, *a: (stacked.extend(members), solve_stack(members, *a))[1])
-        params = [net[0].weight, net[3].weight]
-        ptrs = [p.data_ptr() for p in params]
-        for k in range(3):
+
+        def loss(k):
             X, y = _batch(dtype, k)
-            opt.zero_grad()
-            (torch.nn.functional.cross_entropy(net(X), y) + conv2(X).square().mean()).backward()
-            opt.step()
-            versions = [p._version for p in params]
-            prox.step()
-            assert [p.data_ptr() for p in params] == ptrs
-            assert all(p._version > v for p, v in zip(params, versions))
-        if route == "auto":
-            assert stacked and all(m.leaf is conv2.weight for m in stacked)
-        results[route] = [t.detach().clone() for t in (net[0].weight, net[3].weight, conv2.weight)]
+            return torch.nn.functional.cross_entropy(net(X), y) + conv2(X).square().mean()
+
+        return opt, prox, loss, [net[0].weight, net[3].weight], [net[0].weight, net[3].weight, conv2.weight]
+
+    results, stacked = _metric_steps_on_both_routes(monkeypatch, build)
+    assert stacked and all(leaf.shape == (5, 3, 3, 3) for leaf in stacked)  # only the conv's "channel" rows took the copies
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for got, ref in zip(results["auto"], results["torch"]):
         torch.testing.assert_close(got, ref, rtol=tol, atol=tol * float(ref.abs().max()))
         assert torch.equal(got == 0, ref == 0)
-    zeroed = [(proxlib.to_rows(r, g) == 0).all(1) for r, g in zip(results["auto"], ("filter", "channel", "channel"))]
     if penalty == "group lasso":
-        assert any(bool(z.any()) for z in zeroed)
+        assert any(bool((proxlib.to_rows(r, g) == 0).all(1).any()) for r, g in zip(results["auto"], ("filter", "channel", "channel")))
     else:  # (entries, not whole rows)
         assert any(0 < int((r == 0).sum()) < r.numel() for r in results["auto"])
 
