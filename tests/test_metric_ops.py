@@ -498,6 +498,18 @@ def test_numba_row_kernels_in_a_metric(op, G, m, data):
         np.testing.assert_array_equal(Y, X)
     reps = -(-nb._PAR_MIN // W.size)  # (the parallel rows)
     np.testing.assert_array_equal(kernel(np.tile(W, (reps, 1)), np.tile(D, (reps, 1)), np.tile(t, reps)), np.tile(X, (reps, 1)))
+    # the whole float range: data and metric scaled apart by powers of two (exact), the thresholds with them
+    fw, fd = data.draw(st.sampled_from([(2.0**-900, 1.0), (2.0**600, 2.0**-600), (1.0, 2.0**-1000), (2.0**-500, 2.0**500), (2.0**900, 2.0**100)]), label="scales")
+    with np.errstate(over="ignore", under="ignore"):  # (beyond the range: not drawn)
+        Ws, Ds = W * fw, D * fd
+        ts = t * (fw * fd if op == "group_lasso" else fd)  # (a scales with d w, b with d: x scales with w)
+    assume(np.all(np.isfinite(Ws)) and np.all(Ds > 0) and np.all(np.isfinite(Ds)))
+    with np.errstate(all="ignore"):
+        Xs, refs = kernel(Ws, Ds, ts), reference(Ws, Ds, ts)
+    if op == "exclusive":
+        _same_bits(Xs, refs)
+    a_s, b_s = (ts, np.zeros(G)) if op == "group_lasso" else (np.zeros(G), ts)
+    rows_close(Xs, refs, Ws, Ds, a_s, b_s)
     W32, D32 = W.astype(np.float32), D.astype(np.float32)
     assume(np.all(np.isfinite(W32)) and np.all(D32 > 0))
     with np.errstate(all="ignore"):

@@ -4674,7 +4674,7 @@ def _product_absmax(P, Q):
     return max(max(h0, h1), max(h2, h3))
 
 
-@_rjit
+@_jit
 def _non_finite_probe(w, d, X, Dn):
     """X = w, Dn = d in float64 (one read of each: they may be strided);
     returns sum_i (x_i 0 + d_i 0): NaN iff an entry of either is NaN or
@@ -4689,45 +4689,60 @@ def _non_finite_probe(w, d, X, Dn):
     return chk
 
 
+# The row sums below: the terms formed by one loop (plain IEEE rules,
+# vectorised: no reduction in it) into a scratch row, then summed by a
+# reassociating loop (_pure_sum): reassociation on the whole would also let
+# LLVM regroup the products (e.g. (a f)^2 as a^2 f^2, which overflows for a
+# scale f beyond 2^511), which the module's rule (reassoc on pure sums only)
+# forbids.
+
+
 @_rjit
-def _product_sumsq(P, Q, zs):
-    """sum_i (|P_i Q_i| / zs)^2, zs a power of two (>= 2^-1022: by 1/zs)."""
+def _pure_sum(T):
+    """sum_i T_i (non-negative terms; any order)."""
     acc = 0.0
+    for i in range(T.shape[0]):
+        acc += T[i]
+    return acc
+
+
+@_jit
+def _product_sumsq(P, Q, zs, T):
+    """sum_i (|P_i Q_i| / zs)^2, zs a power of two (>= 2^-1022: by 1/zs);
+    T: scratch."""
     if zs >= 2.0**-1022:
         f = 1.0 / zs
         for i in range(P.shape[0]):
             b = abs(P[i] * Q[i]) * f
-            acc += b * b
+            T[i] = b * b
     else:
         for i in range(P.shape[0]):
             b = abs(P[i] * Q[i]) / zs
-            acc += b * b
-    return acc
+            T[i] = b * b
+    return _pure_sum(T)
 
 
-@_rjit
-def _gl_metric_step(V, Mu, s):
+@_jit
+def _gl_metric_step(V, Mu, s, T1, T2):
     """(sum_i w_i^2, sum_i w_i^2 / (s + mu_i)) with w_i = v_i / (s + mu_i):
-    _metric_kernels._group_lasso_s's g_and_slope sums."""
-    sw = 0.0
-    sr = 0.0
+    _metric_kernels._group_lasso_s's g_and_slope sums (T1, T2: scratch)."""
     for i in range(V.shape[0]):
         r = 1.0 / (s + Mu[i])
         w = V[i] * r
         w2 = w * w
-        sw += w2
-        sr += r * w2
-    return sw, sr
+        T1[i] = w2
+        T2[i] = r * w2
+    return _pure_sum(T1), _pure_sum(T2)
 
 
 @_jit
-def _gl_metric_root(V, Mu, lo, hi):
+def _gl_metric_root(V, Mu, lo, hi, T1, T2):
     """_metric_kernels._root of psi(s) = 1/||v / (s + mu)|| - 1 on [lo, hi]
     from c = lo, for one row: the same steps, stopping where the array code
     stops that row (its point then never changes)."""
     left, right, c = lo, hi, lo
     for _ in range(_METRIC_MAX_ITER):
-        sw, sr = _gl_metric_step(V, Mu, c)
+        sw, sr = _gl_metric_step(V, Mu, c, T1, T2)
         nw = math.sqrt(sw)
         g = 1.0 / nw - 1.0
         slope = sr / (nw * nw * nw)
@@ -4759,11 +4774,11 @@ def _gl_metric_mu(Dn, a_s, Mu):
 
 
 @_jit
-def _metric_row_scales(w, d, X, V, Dn):
+def _metric_row_scales(w, d, X, V, Dn, T):
     """The first stage of _metric_kernels.group_exclusive_metric on one row:
     X = w and the scaled rows V = |w| / sv, Dn = d / sd in float64 (w and d
     read once: they may be strided), and ||Dn V|| as nrm zs
-    (_xp_kernels.scaled_row_norms, its sum in its own order).  Returns
+    (_xp_kernels.scaled_row_norms, its sum in its own order; T: scratch).  Returns
     (sv, sd, nrm, zs), nrm NaN for a row of w or d holding NaN or +-inf
     (there the array code's norm is not finite); on the others no NaN
     arises, so the maxima and minima need no NaN rule."""
@@ -4777,7 +4792,7 @@ def _metric_row_scales(w, d, X, V, Dn):
     _over_pow2(V, sv, V)
     _over_pow2(Dn, sd, Dn)
     zs = _pow2_scale(_product_absmax(Dn, V))
-    return sv, sd, math.sqrt(_product_sumsq(Dn, V, zs)), zs
+    return sv, sd, math.sqrt(_product_sumsq(Dn, V, zs, T)), zs
 
 
 @_jit
@@ -4789,12 +4804,13 @@ def _metric_row_out(X, U, sv, out):
 
 
 @_jit
-def _gl_metric_row(w, d, a, out, X, V, Dn, Mu):
+def _gl_metric_row(w, d, a, out, S):
     """One row of _metric_kernels.group_lasso_metric (its b = 0 case of
-    group_exclusive_metric) into ``out`` (which may be ``w``): X, V, Dn, Mu
-    are float64 scratch rows of its length."""
+    group_exclusive_metric) into ``out`` (which may be ``w``); S: float64
+    scratch rows (6 or more, m)."""
     m = w.shape[0]
-    sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn)
+    X, V, Dn, Mu, T1, T2 = S[0], S[1], S[2], S[3], S[4], S[5]
+    sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn, T1)
     if not (nrm < np.inf):  # a row holding NaN or +-inf (or an unchecked metric < 0 overflowing d v): as it is
         for i in range(m):
             out[i] = X[i]
@@ -4816,7 +4832,7 @@ def _gl_metric_row(w, d, a, out, X, V, Dn, Mu):
         lo = lo * (1.0 - 8 * _METRIC_EPS)
         hi = min(nv - mu_min, (nz - a_s) / dmin) * (1.0 + 8 * _METRIC_EPS)
         hi = min(hi, nv)
-        s = _gl_metric_root(V, Mu, lo, hi)
+        s = _gl_metric_root(V, Mu, lo, hi, T1, T2)
         for i in range(m):
             V[i] = V[i] * (s / (s + Mu[i]))
     _metric_row_out(X, V, sv, out)
@@ -4894,7 +4910,7 @@ def _ex_metric_row(w, d, b, out, S, K):
     scratch rows (9, m), K: int64 scratch rows (2, m)."""
     m = w.shape[0]
     X, V, Dn, Z, Zlo, Y, Ylo, H, F = S[0], S[1], S[2], S[3], S[4], S[5], S[6], S[7], S[8]
-    sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn)
+    sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn, H)
     if not (nrm < np.inf):  # a row holding NaN or +-inf: as it is
         for i in range(m):
             out[i] = X[i]
@@ -4953,7 +4969,7 @@ def _metric_row(kind, w, d, t, out, S, K):
     at its threshold t, with the scratch rows S (9, m; float64) and K (2, m;
     int64)."""
     if kind == 0:
-        _gl_metric_row(w, d, t, out, S[0], S[1], S[2], S[3])
+        _gl_metric_row(w, d, t, out, S)
     else:
         _ex_metric_row(w, d, t, out, S, K)
 
