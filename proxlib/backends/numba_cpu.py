@@ -213,7 +213,7 @@ from numba import prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
-from .._range import hard_threshold
+from .._range import _FMAX, hard_threshold
 from . import KERNELS
 from . import NonFiniteInput
 
@@ -4491,7 +4491,7 @@ def serial_in_place(name: str, W, fixed: tuple = (), hint=None):
 # l1: the mixed float32/float64 operations run torch's slow casting loops).
 
 
-_FMAX64 = np.finfo(np.float64).max
+_FMAX64 = _FMAX["float64"]  # (the array code's clip bound)
 
 
 @_inline
@@ -4623,18 +4623,26 @@ def _pow2_scale(amax):
     return math.ldexp(1.0, math.frexp(amax)[1] - 1)
 
 
+@_inline
+def _over_pow2_by(x, s, f):
+    """x / s for a power of two s: x f with f = 1/s where that is a float
+    (f != 0: the same correctly rounded quotient; vectorised, where a
+    division is not), else divided (f = 0)."""
+    return x * f if f != 0.0 else x / s
+
+
+@_inline
+def _pow2_inverse(s):
+    """1/s for a power of two s >= 2^-1022 (a float), else 0 (see _over_pow2_by)."""
+    return 1.0 / s if s >= 2.0**-1022 else 0.0
+
+
 @_jit
 def _over_pow2(x, s, out):
-    """out_i = x_i / s for a power of two s, as a product by 1/s where that
-    is a float (the same correctly rounded quotient; vectorised, where a
-    division is not), else divided."""
-    if s >= 2.0**-1022:
-        f = 1.0 / s
-        for i in range(x.shape[0]):
-            out[i] = x[i] * f
-    else:
-        for i in range(x.shape[0]):
-            out[i] = x[i] / s
+    """out_i = x_i / s for a power of two s (:func:`_over_pow2_by`)."""
+    f = _pow2_inverse(s)
+    for i in range(x.shape[0]):
+        out[i] = _over_pow2_by(x[i], s, f)
 
 
 @_jit
@@ -4710,15 +4718,10 @@ def _pure_sum(T):
 def _product_sumsq(P, Q, zs, T):
     """sum_i (|P_i Q_i| / zs)^2, zs a power of two (>= 2^-1022: by 1/zs);
     T: scratch."""
-    if zs >= 2.0**-1022:
-        f = 1.0 / zs
-        for i in range(P.shape[0]):
-            b = abs(P[i] * Q[i]) * f
-            T[i] = b * b
-    else:
-        for i in range(P.shape[0]):
-            b = abs(P[i] * Q[i]) / zs
-            T[i] = b * b
+    f = _pow2_inverse(zs)
+    for i in range(P.shape[0]):
+        b = _over_pow2_by(abs(P[i] * Q[i]), zs, f)
+        T[i] = b * b
     return _pure_sum(T)
 
 
@@ -4779,20 +4782,23 @@ def _metric_row_scales(w, d, X, V, Dn, T):
     X = w and the scaled rows V = |w| / sv, Dn = d / sd in float64 (w and d
     read once: they may be strided), and ||Dn V|| as nrm zs
     (_xp_kernels.scaled_row_norms, its sum in its own order; T: scratch).  Returns
-    (sv, sd, nrm, zs), nrm NaN for a row of w or d holding NaN or +-inf
+    (sv, sd, nrm, zs, max Dn, min Dn), nrm NaN for a row of w or d holding NaN or +-inf
     (there the array code's norm is not finite); on the others no NaN
     arises, so the maxima and minima need no NaN rule."""
     if not _non_finite_probe(w, d, X, Dn) == 0.0:
-        return 1.0, 1.0, np.nan, 1.0
+        return 1.0, 1.0, np.nan, 1.0, np.nan, np.nan
     sv = _pow2_scale(_absmax(X))
-    dmax, _ = _max_min(Dn)
+    dmax, dmin = _max_min(Dn)
     sd = _pow2_scale(dmax)
     for i in range(X.shape[0]):
         V[i] = abs(X[i])
     _over_pow2(V, sv, V)
     _over_pow2(Dn, sd, Dn)
     zs = _pow2_scale(_product_absmax(Dn, V))
-    return sv, sd, math.sqrt(_product_sumsq(Dn, V, zs, T)), zs
+    # (the scaled metric's extremes are the extremes scaled: the quotient by
+    # a power of two, rounded, is monotone)
+    f = _pow2_inverse(sd)
+    return sv, sd, math.sqrt(_product_sumsq(Dn, V, zs, T)), zs, _over_pow2_by(dmax, sd, f), _over_pow2_by(dmin, sd, f)
 
 
 @_jit
@@ -4810,10 +4816,9 @@ def _gl_metric_row(w, d, a, out, S):
     scratch rows (6 or more, m)."""
     m = w.shape[0]
     X, V, Dn, Mu, T1, T2 = S[0], S[1], S[2], S[3], S[4], S[5]
-    sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn, T1)
+    sv, sd, nrm, zs, dmx, dmin = _metric_row_scales(w, d, X, V, Dn, T1)
     if not (nrm < np.inf):  # a row holding NaN or +-inf (or an unchecked metric < 0 overflowing d v): as it is
-        for i in range(m):
-            out[i] = X[i]
+        _copy_row(X, out)
         return
     p = sv * sd
     a_s = a / p if (p < np.inf and p > 0.0) else (a / sv) / sd  # _divided_by_both
@@ -4823,7 +4828,6 @@ def _gl_metric_row(w, d, a, out, S):
     elif a_s > 0:
         _gl_metric_mu(Dn, a_s, Mu)
         mu_max, mu_min = _max_min(Mu)
-        dmx, dmin = _max_min(Dn)
         nv = math.sqrt(_sumsq(V))
         nz = nrm * zs
         lo = max(nv - mu_max, (nz - a_s) / dmx)
@@ -4910,10 +4914,9 @@ def _ex_metric_row(w, d, b, out, S, K):
     scratch rows (9, m), K: int64 scratch rows (2, m)."""
     m = w.shape[0]
     X, V, Dn, Z, Zlo, Y, Ylo, H, F = S[0], S[1], S[2], S[3], S[4], S[5], S[6], S[7], S[8]
-    sv, sd, nrm, zs = _metric_row_scales(w, d, X, V, Dn, H)
+    sv, sd, nrm, zs, _, _ = _metric_row_scales(w, d, X, V, Dn, H)
     if not (nrm < np.inf):  # a row holding NaN or +-inf: as it is
-        for i in range(m):
-            out[i] = X[i]
+        _copy_row(X, out)
         return
     b_s = b / sd
     shift = 0
