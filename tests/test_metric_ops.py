@@ -454,37 +454,48 @@ def test_numba_separable_metric_kernels_are_the_array_code_bit_for_bit(name, dty
         _same_bits(kernel(np.tile(v, reps), np.tile(d, reps), W), np.tile(ref, reps))
 
 
-@pytest.mark.parametrize("op", ["group_lasso", "exclusive"])
+def _numba_row_kernel(op):
+    """(Numba's kernel, the array code) of the row operator ``op``, both
+    called as f(W, D, a, b, **kw)."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    if op == "group_lasso":
+        return (lambda W, D, a, b, **kw: nb.group_lasso_metric(W, D, a, **kw)), (lambda W, D, a, b: MK.group_lasso_metric(W, D, a))
+    if op == "exclusive":
+        return (lambda W, D, a, b, **kw: nb.exclusive_lasso_metric(W, D, b, **kw)), (lambda W, D, a, b: MK.exclusive_lasso_metric(W, D, b))
+    return nb.group_exclusive_metric, MK.group_exclusive_metric
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
 @given(st.integers(1, 6), st.integers(1, 12), st.data())
 def test_numba_row_kernels_in_a_metric(op, G, m, data):
-    """Numba's row-by-row group lasso and exclusive lasso in a metric: the
-    group lasso the array code's result to the accuracy of its row sums
-    (another summation order), the exclusive lasso its bits (the same sort,
-    cumulative sums and prefix; its norm only decides zero rows), both
-    KKT-certified; float32 within the same bound at float32's eps; the same
-    bits from C- and F-contiguous rows (F: the column tiles), in place,
-    serially and in parallel; a row of w or d holding NaN or +-inf returned
-    as it is, as the array code returns it."""
+    """Numba's row-by-row group lasso, exclusive lasso and group+exclusive
+    in a metric: the group lasso and group+exclusive the array code's
+    result to the accuracy of its row sums (another summation order), the
+    exclusive lasso its bits (the same sort, cumulative sums and prefix;
+    its norm only decides zero rows), all KKT-certified; float32 within the
+    same bound at float32's eps; the same bits from C- and F-contiguous
+    rows (F: the column tiles), in place, serially and in parallel; a row
+    of w or d holding NaN or +-inf returned as it is, as the array code
+    returns it."""
     nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    kernel, reference = _numba_row_kernel(op)
     W = data.draw(C.matrices(G, m, min_rows=G, min_cols=m), label="W")
     D = data.draw(M.metrics(W.shape), label="D")
     lam, step = data.draw(C.lams, label="lam"), data.draw(C.steps, label="step")
+    mu = op_mu(op, data.draw(C.mus, label="mu"))
     c = data.draw(st.sampled_from([np.ones(G), np.linspace(0.5, 2.0, G)]), label="c")
     drawn = np.ones(G, dtype=bool)
-    if op == "group_lasso":
-        a, b = thresholds(lam, 0.0, step, c)
+    a, b = thresholds(lam, mu, step, c)
+    if op != "exclusive":
         near = data.draw(st.sampled_from([None, 0.5, 0.999, 1.001, 1 - 2.0**-40]), label="a / ||d w||")
         if near is not None:  # thresholds about the rows' ||d w||: zero rows on either side of it
             a = near * np.hypot.reduce(D * W, axis=1)
-        t, kernel, reference = a, nb.group_lasso_metric, MK.group_lasso_metric
-    else:
-        a, b = thresholds(lam, 1.0, step, c)
+    if op != "group_lasso":
         b0 = data.draw(st.sampled_from([b[0], 0.0, np.inf, 1e300, 2.0**1000 * b[0]]), label="b_0")  # (saturated rows: b / d beyond 2^900)
         drawn[0] = b0 == b[0]  # (the certificate's zero test assumes no x underflowing to 0: not for b = 1e300)
         b[0] = b0
-        t, kernel, reference = b, nb.exclusive_lasso_metric, MK.exclusive_lasso_metric
     with np.errstate(all="ignore"):
-        X, ref = kernel(W, D, t, parallel=False), reference(W, D, t)
+        X, ref = kernel(W, D, a, b, parallel=False), reference(W, D, a, b)
     if op == "exclusive":
         _same_bits(X, ref)
     rows_close(X, ref, W, D, a, b)
@@ -492,35 +503,35 @@ def test_numba_row_kernels_in_a_metric(op, G, m, data):
     kkt_metric(W[ok], X[ok], D[ok], a[ok], b[ok], kkt_tol(W[ok], D[ok], a[ok]))
     for layout in (np.ascontiguousarray, np.asfortranarray):
         Wl, Dl = layout(W), layout(D)
-        np.testing.assert_array_equal(kernel(Wl, Dl, t), X)
+        np.testing.assert_array_equal(kernel(Wl, Dl, a, b), X)
         Y = Wl.copy(order="K")
-        assert kernel(Y, Dl, t, out=Y) is Y
+        assert kernel(Y, Dl, a, b, out=Y) is Y
         np.testing.assert_array_equal(Y, X)
     reps = -(-nb._PAR_MIN // W.size)  # (the parallel rows)
-    np.testing.assert_array_equal(kernel(np.tile(W, (reps, 1)), np.tile(D, (reps, 1)), np.tile(t, reps)), np.tile(X, (reps, 1)))
+    np.testing.assert_array_equal(kernel(np.tile(W, (reps, 1)), np.tile(D, (reps, 1)), np.tile(a, reps), np.tile(b, reps)),
+                                  np.tile(X, (reps, 1)))
     # the whole float range: data and metric scaled apart by powers of two (exact), the thresholds with them
     fw, fd = data.draw(st.sampled_from([(2.0**-900, 1.0), (2.0**600, 2.0**-600), (1.0, 2.0**-1000), (2.0**-500, 2.0**500), (2.0**900, 2.0**100)]), label="scales")
     with np.errstate(over="ignore", under="ignore"):  # (beyond the range: not drawn)
         Ws, Ds = W * fw, D * fd
-        ts = t * (fw * fd if op == "group_lasso" else fd)  # (a scales with d w, b with d: x scales with w)
+        a_s, b_s = a * (fw * fd), b * fd  # (a scales with d w, b with d: x scales with w)
     assume(np.all(np.isfinite(Ws)) and np.all(Ds > 0) and np.all(np.isfinite(Ds)))
     with np.errstate(all="ignore"):
-        Xs, refs = kernel(Ws, Ds, ts), reference(Ws, Ds, ts)
+        Xs, refs = kernel(Ws, Ds, a_s, b_s), reference(Ws, Ds, a_s, b_s)
     if op == "exclusive":
         _same_bits(Xs, refs)
-    a_s, b_s = (ts, np.zeros(G)) if op == "group_lasso" else (np.zeros(G), ts)
     rows_close(Xs, refs, Ws, Ds, a_s, b_s)
     W32, D32 = W.astype(np.float32), D.astype(np.float32)
     assume(np.all(np.isfinite(W32)) and np.all(D32 > 0))
     with np.errstate(all="ignore"):
-        X32, ref32 = kernel(W32, D32, t), reference(W32, D32, t)
+        X32, ref32 = kernel(W32, D32, a, b), reference(W32, D32, a, b)
     if op == "exclusive":
         _same_bits(X32, ref32)
     rows_close(X32, ref32, W32, D32, a, b, eps=EPS32, tiny=TINY32)
     bad = W.copy()
     bad[0, data.draw(st.integers(0, m - 1), label="where")] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]), label="value")
     with np.errstate(all="ignore"):
-        Xb, ref = kernel(bad, D, t), reference(bad, D, t)
+        Xb, ref = kernel(bad, D, a, b), reference(bad, D, a, b)
     np.testing.assert_array_equal(Xb[0], bad[0])
     np.testing.assert_array_equal(ref[0], bad[0])
     if G > 1:

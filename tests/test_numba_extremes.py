@@ -651,6 +651,7 @@ def _large_calls(dtype):
         "weighted_l2sq_metric": lambda **kw: NB.weighted_l2sq_metric(v, np.abs(wv) + 0.5, wv.astype(np.float64), **kw),
         "group_lasso_metric": lambda **kw: NB.group_lasso_metric(W, np.abs(W) + 0.5, np.linspace(0.0, 30.0, 64), **kw),
         "exclusive_lasso_metric": lambda **kw: NB.exclusive_lasso_metric(W, np.abs(W) + 0.5, np.linspace(0.0, 0.05, 64), **kw),
+        "group_exclusive_metric": lambda **kw: NB.group_exclusive_metric(W, np.abs(W) + 0.5, np.linspace(0.0, 15.0, 64), np.linspace(0.05, 0.0, 64), **kw),
     }
 
 
@@ -683,6 +684,7 @@ def test_serial_variants_never_start_numba_threads():
         NB.weighted_l1_metric(v, w + 0.5, w, parallel=False); NB.weighted_l2sq_metric(v, w + 0.5, w, parallel=False)
         NB.group_lasso_metric(W, np.abs(W) + 0.5, t * 20, parallel=False)
         NB.exclusive_lasso_metric(W, np.abs(W) + 0.5, t / 100, parallel=False)
+        NB.group_exclusive_metric(W, np.abs(W) + 0.5, t * 10, t / 100, parallel=False)
         try:
             print("started", numba.threading_layer())
         except ValueError:

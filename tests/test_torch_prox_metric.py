@@ -194,19 +194,23 @@ def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_n
     assert 0 < int((results["auto"][0] == 0).sum()) < results["auto"][0].numel() or "l2sq" in case
 
 
-@pytest.mark.parametrize("penalty", ["group lasso", "exclusive"])
+@pytest.mark.parametrize("penalty", ["group lasso", "exclusive", "group+exclusive"])
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 def test_numba_row_kernels_in_the_metric_in_place(penalty, dtype_name, monkeypatch):
-    """The group lasso and the exclusive lasso in Adam's metric on CPU
-    tensors with Numba: each term's rows solved by Numba's row kernel and
-    written into the parameter where its rows are a view of it (a
-    convolution's "filter" rows, a Linear's "channel" rows: its columns),
-    the stacks where they are a copy (a convolution's "channel" rows); the
-    steps agree with the torch route's array code to the parity tolerance
-    (the group lasso's row sums add in another order), zeroing the same
-    groups (group lasso) or entries (exclusive)."""
+    """The group lasso, the exclusive lasso and both together in Adam's
+    metric on CPU tensors with Numba: each term's rows solved by Numba's
+    row kernel and written into the parameter where its rows are a view of
+    it (a convolution's "filter" rows, a Linear's "channel" rows: its
+    columns), the stacks where they are a copy (a convolution's "channel"
+    rows); the steps agree with the torch route's array code to the parity
+    tolerance (the row sums of the group lasso's search add in another
+    order), zeroing the same groups (group lasso) or entries (the others)."""
     dtype = getattr(torch, dtype_name)
-    pen, scale = (proxlib.GroupLasso(0.7), 1.0) if penalty == "group lasso" else (proxlib.ExclusiveLasso(0.9), 0.3)
+    pen, scale = {
+        "group lasso": (proxlib.GroupLasso(0.7), 1.0),
+        "exclusive": (proxlib.ExclusiveLasso(0.9), 0.3),
+        "group+exclusive": (proxlib.GroupExclusive(0.8, mu=0.5), 0.5),
+    }[penalty]
 
     def build():
         net = _net(dtype)

@@ -281,7 +281,7 @@ CPU_KERNELS = "auto"
 #: group lasso's and exclusive lasso's rows (lp and group+exclusive in a
 #: metric are array-API code on every backend)
 _SEPARABLE_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
-_METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric", "exclusive_lasso_metric")
+_METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric", "exclusive_lasso_metric", "group_exclusive_metric")
 
 #: the kernels with a serial Numba variant (``parallel=False``)
 _SERIAL_ON_NUMBA = tuple(name for name in KERNELS if not name.endswith("_metric")) + _METRIC_ON_NUMBA
