@@ -465,6 +465,35 @@ def _numba_row_kernel(op):
     return nb.group_exclusive_metric, MK.group_exclusive_metric
 
 
+@pytest.mark.parametrize("m", [300, 1500])
+@pytest.mark.parametrize("kind", ["plain", "zeros", "outlier", "ties", "one octave"])
+def test_numba_pair_order_is_the_lexicographic_order(m, kind):
+    """The exclusive kernels' sort (:func:`numba_cpu._pair_order`: packed
+    keys sorted by a window of their bits, the whole keys where the window
+    leaves many out of order, then an insertion pass) is the order of
+    (Z, Zlo) decreasing, ties by index, on rows that take each path: spread
+    products (the window alone: two digits for 300 keys, three for 1500),
+    a pruned row's zeros (kept out of the window), one product far above
+    the rest (the whole keys), ties, products within one octave."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    rng = np.random.default_rng(m)
+    d, v = np.exp(rng.uniform(-3, 3, m)), np.abs(rng.standard_normal(m))
+    if kind == "zeros":
+        v[rng.random(m) < 0.4] = 0.0
+    elif kind == "outlier":
+        v[:: m // 3] = 1e30
+    elif kind == "ties":
+        v = np.round(v, 1)
+        d = np.ones(m)
+    elif kind == "one octave":
+        d, v = np.ones(m), rng.uniform(1.0, 2.0, m)
+    Z, Zlo = np.empty(m), np.empty(m)
+    for i in range(m):
+        Z[i], Zlo[i] = nb._two_product(d[i], v[i])
+    order = nb._pair_order(Z, Zlo, np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
+    np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
+
+
 @pytest.mark.parametrize("op", ROW_OPS)
 @given(st.integers(1, 6), st.integers(1, 12), st.data())
 def test_numba_row_kernels_in_a_metric(op, G, m, data):
