@@ -480,8 +480,9 @@ def test_numba_pair_order_is_the_lexicographic_order(m, kind):
     d, v = np.exp(rng.uniform(-3, 3, m)), np.abs(rng.standard_normal(m))
     if kind == "zeros":
         v[rng.random(m) < 0.4] = 0.0
-    elif kind == "outlier":
-        v[:: m // 3] = 1e30
+    elif kind == "outlier":  # (a cluster within 2^-20 and products 2^-1000 apart from it: the window is too coarse)
+        d, v = np.ones(m), 1.0 + rng.uniform(0.0, 2.0**-20, m)
+        v[:: m // 3] = 2.0**-1000
     elif kind == "ties":
         v = np.round(v, 1)
         d = np.ones(m)
@@ -492,6 +493,11 @@ def test_numba_pair_order_is_the_lexicographic_order(m, kind):
         Z[i], Zlo[i] = nb._two_product(d[i], v[i])
     order = nb._pair_order(Z, Zlo, np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
     np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
+    # which path the row took: the window's sort alone, or the whole keys after it
+    low = (1 << int(m - 1).bit_length()) - 1
+    keys = ((nb._INF_BITS - Z.view(np.int64)) & ~low) | np.arange(m)
+    nb._radix_sort_window(keys, np.empty(m, dtype=np.int64), nb._INF_BITS & ~low)
+    assert (nb._descents(keys) * 32 > m) == (kind == "outlier")
 
 
 @pytest.mark.parametrize("op", ROW_OPS)

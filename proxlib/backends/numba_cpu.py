@@ -4811,20 +4811,22 @@ def _pair_before(Z, Zlo, i, j):
 
 @_jit
 def _radix_sort_window(keys, tmp, cap):
-    """Sorts non-negative int64 ``keys`` stably by a window of their bits:
-    the 8 d bits from the highest bit in which the keys below ``cap``
-    differ down (above it those agree; the keys >= cap go last), by d
-    passes of an 8-bit least-significant-digit radix sort, d = 2 for up
-    to 1024 keys, else 3 (``tmp``: int64 scratch as long).  Keys that agree
-    in the window keep their order: the order of all their bits is for the
+    """Sorts non-negative int64 ``keys`` stably by the top 8 d bits of
+    their offsets k - lo from the least, lo, of the keys below ``cap``
+    (those span less than 2^(8 d) units of 2^shift; the keys >= cap go
+    last), by d passes of an 8-bit least-significant-digit radix sort,
+    d = 2 for up to 1024 keys, else 3 (``tmp``: int64 scratch as long).
+    Offsets, not the keys' own top bits: keys on either side of a power of
+    two (0x3ff... and 0x400...) differ in their highest bits, where their
+    range may be narrow.  Keys that agree in the window keep their order: the order of all their bits is for the
     caller's insertion pass to finish (:func:`_pair_order`), which has
     little to do when the window separates most keys (784 rows of 300
-    products d|w|: 1.7-1.8 ms with or without zeros, where sorting all
-    their bits, six or seven passes of 256 buckets, took 3.5-4.6 ms; 64
-    rows of 4608: 2.5-3.0 ms against 3.9-5.0).  Where the keys span many
-    octaves (a few far larger than the rest) the window may leave many
-    out of order; the caller then sorts all their bits (784 rows of 300
-    with an entry 1e30 in each: 5.8 ms against 4.5)."""
+    products d|w|: 1.8-1.9 ms with or without zeros or an entry 1e30,
+    where sorting all their bits, six or seven passes of 256 buckets, took
+    3.4-4.4 ms; 64 rows of 4608: 2.3-2.7 ms against 3.8-4.9).  Where a
+    dense cluster shares a bucket (keys spanning hundreds of octaves, and
+    many of them within a few units in the last place) the window leaves
+    many out of order; the caller then sorts all their bits."""
     n = keys.shape[0]
     lo = cap
     hi = np.int64(0)
@@ -4835,16 +4837,16 @@ def _radix_sort_window(keys, tmp, cap):
         hi = max(hi, k if below else np.int64(0))
     if not lo < hi:
         return
-    x = lo ^ hi  # (its highest bit: the highest in which the keys below cap differ)
+    span = hi - lo
     hb = 0
-    while (x >> (hb + 1)) != 0:
+    while (span >> (hb + 1)) != 0:
         hb += 1
     nd = 2 if n <= 1024 else 3
     shift = max(hb + 1 - 8 * nd, 0)
     top = (1 << (8 * nd)) - 1
     hist = np.zeros((nd, 256), dtype=np.int64)
     for i in range(n):
-        u = (keys[i] >> shift) & top if keys[i] < cap else top
+        u = (keys[i] - lo) >> shift if keys[i] < cap else top
         for d in range(nd):
             hist[d, (u >> (8 * d)) & 255] += 1
     src, dst = keys, tmp[:n]
@@ -4856,7 +4858,7 @@ def _radix_sort_window(keys, tmp, cap):
             acc += hist[d, r]
         for i in range(n):
             k = src[i]
-            u = (k >> shift) & top if k < cap else top
+            u = (k - lo) >> shift if k < cap else top
             r = (u >> (8 * d)) & 255
             dst[at[r]] = k
             at[r] += 1
@@ -4956,12 +4958,12 @@ def _metric_row(w, d, a, b, out, S, K):
     _metric_row_out(X, V, sv, out)
 
 
-# the scratch rows of one row's solve (S[0..2]: X, V, Dn; S[3], S[4], S[14]:
+# the scratch rows of one row's solve (S[0..2]: X, V, Dn; S[3], S[4], S[_T3]:
 # terms of sums; the others below)
-_METRIC_SCRATCH = 15
+_METRIC_SCRATCH = 14
 _MU = 5  # group lasso: a / Dn; exclusive: the sorted metric Ds
 _DS = 5
-_Z, _ZLO, _Y, _YLO, _H, _F, _XS, _E = 6, 7, 8, 9, 10, 11, 12, 13
+_Z, _ZLO, _Y, _YLO, _R, _XS, _E, _T3 = 6, 7, 8, 9, 10, 11, 12, 13
 
 
 @_jit
@@ -5049,29 +5051,30 @@ def _sorted_pairs(S, K):
 
 
 @_jit
-def _ex_metric_parts(Y, Ylo, E, b_s, H, F):
-    """_metric_kernels._exclusive_parts on one row (E: the sorted weights):
-    H = cumsum(1/E), F its shifted sums (metric_shifted_sums), the prefix
-    support k = #{Y_j > b F_j} (_xp_kernels.exclusive_support: F_1 = 0, so
-    entry 1 counts where Y_1 > 0), then (Y_k, Ylo_k, e, H_k) with
-    e = ((Y_k - b F_k) + Ylo_k) / (1 + b H_k); H, F: scratch."""
+def _ex_metric_parts(Y, Ylo, R, b_s):
+    """_metric_kernels._exclusive_parts on one row, R = 1/E (E: the sorted
+    weights): with H = cumsum(R) and F its shifted sums
+    (metric_shifted_sums: F_1 = 0, F_j+1 = F_j + (z_j - z_j+1) H_j), the
+    support is k = #{Y_j > b F_j} (_xp_kernels.exclusive_support; entry 1
+    where Y_1 > 0), a prefix (Y falls and b F rises with j, both rounded
+    monotonely), so the sums stop at its end, with the array code's bits
+    at k.  Returns (Y_k, Ylo_k, e, H_k, k), e = ((Y_k - b F_k) + Ylo_k) /
+    (1 + b H_k)."""
     m = Y.shape[0]
-    h = 0.0
-    for i in range(m):
-        h += 1.0 / E[i]
-        H[i] = h
-    F[0] = 0.0
+    h = R[0]
     f = 0.0
     k = 1 if Y[0] > 0 else 0
-    for i in range(m - 1):
-        diff = (Y[i] - Y[i + 1]) + (Ylo[i] - Ylo[i + 1])
-        f += diff * H[i] if diff > 0 else 0.0
-        F[i + 1] = f
-        if Y[i + 1] > b_s * f:
+    if k == 1:
+        for i in range(m - 1):
+            diff = (Y[i] - Y[i + 1]) + (Ylo[i] - Ylo[i + 1])
+            fn = f + (diff * h if diff > 0 else 0.0)
+            if not Y[i + 1] > b_s * fn:
+                break
+            f = fn
+            h += R[i + 1]
             k += 1
-    kk = max(k, 1) - 1
-    Yk, Ylok = Y[kk], Ylo[kk]
-    return Yk, Ylok, ((Yk - b_s * F[kk]) + Ylok) / (1.0 + b_s * H[kk]), H[kk]
+    Yk, Ylok = Y[k - 1 if k > 0 else 0], Ylo[k - 1 if k > 0 else 0]
+    return Yk, Ylok, ((Yk - b_s * f) + Ylok) / (1.0 + b_s * h), h, k
 
 
 @_inline
@@ -5086,9 +5089,11 @@ def _above(z, zlo, Yk, Ylok, e):
 def _ex_metric_solve(S, K, b_s):
     """V <- |x| (scaled) of the exclusive lasso on a row (0 < b_s < inf):
     |x_i| = (z_i - theta)_+ / Dn_i, no iteration."""
-    V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
+    V, Dn, Z, Zlo, Ds, R = S[1], S[2], S[_Z], S[_ZLO], S[_DS], S[_R]
     _sorted_pairs(S, K)
-    Yk, Ylok, e, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], b_s, S[_H], S[_F])
+    for i in range(V.shape[0]):
+        R[i] = 1.0 / Ds[i]
+    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], R, b_s)
     for i in range(V.shape[0]):
         r = _above(Z[i], Zlo[i], Yk, Ylok, e)
         V[i] = r / Dn[i] if Dn[i] > 0 else 0.0  # (Dn underflowed to 0: the limit x = 0)
@@ -5100,23 +5105,32 @@ def _ex_metric_solve(S, K, b_s):
 
 
 @_jit
+def _gx_weights(Ds, t, E, R):
+    """E = Ds + t and R = 1/E (vectorised)."""
+    for i in range(Ds.shape[0]):
+        e = Ds[i] + t
+        E[i] = e
+        R[i] = 1.0 / e
+
+
+@_jit
 def _gx_metric_gs(S, a_s, b_s, s):
     """(psi(s) - 1, psi'(s)) of _metric_kernels._group_exclusive_rows's
     g_and_slope: x(a/s) by the exclusive equation on the sorted row, its
     sums formed of x / r (r the power of two of max x: x may lie far below
     the row's scale) in another order than the array code's."""
-    Y, Ylo, Ds, Xs, E = S[_Y], S[_YLO], S[_DS], S[_XS], S[_E]
-    T1, T2, T3 = S[3], S[4], S[14]
-    m = Y.shape[0]
+    Y, Ylo, Ds, Xs, E, R = S[_Y], S[_YLO], S[_DS], S[_XS], S[_E], S[_R]
     t = a_s / s
-    for i in range(m):
-        E[i] = Ds[i] + t
-    Yk, Ylok, e, Hk = _ex_metric_parts(Y, Ylo, E, b_s, S[_H], S[_F])
-    for i in range(m):
+    _gx_weights(Ds, t, E, R)
+    Yk, Ylok, e, Hk, k = _ex_metric_parts(Y, Ylo, R, b_s)
+    # (the entries past the support are x = 0: they add nothing)
+    Xs, E, Ds = Xs[:k], E[:k], Ds[:k]
+    T1, T2, T3 = S[3][:k], S[4][:k], S[_T3][:k]
+    for i in range(k):
         Xs[i] = _above(Y[i], Ylo[i], Yk, Ylok, e) / E[i]
     r = _pow2_scale(_max_min(Xs)[0])
     f = _pow2_inverse(r)
-    for i in range(m):
+    for i in range(k):
         xr = _over_pow2_by(Xs[i], r, f)
         x2 = xr * xr
         T1[i] = x2
@@ -5141,10 +5155,8 @@ def _gx_metric_solve(S, K, a_s, b_s, nz, dmin):
     hi = min(nv, (nz - a_s) / dmin * (1.0 + 8 * _METRIC_EPS))
     s = _metric_root(S, a_s, b_s, 0.0, hi, hi)
     t = a_s / s
-    Ds = S[_DS]
-    for i in range(m):
-        E[i] = Ds[i] + t
-    Yk, Ylok, e, _ = _ex_metric_parts(S[_Y], S[_YLO], E, b_s, S[_H], S[_F])
+    _gx_weights(S[_DS], t, E, S[_R])
+    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_R], b_s)
     for i in range(m):
         V[i] = _above(Z[i], Zlo[i], Yk, Ylok, e) / (Dn[i] + t)
 
