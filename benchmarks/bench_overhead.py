@@ -234,8 +234,8 @@ def bench_cpu_adam(repeats: int, batch: int = 64) -> list[dict]:
     """The CPU table's models at ``batch`` trained with Adam and the prox in
     Adam's metric (``ProximalStep(metric="adam")``), every penalty with a
     metric prox (GrOWL has none), both CPU routes: Numba's kernels (the
-    default: the weighted l1, weighted squared l2, group lasso and exclusive
-    lasso compiled, group+exclusive and lp the array code) and the torch
+    default: the weighted l1, weighted squared l2, group lasso, exclusive
+    lasso and group+exclusive compiled, lp the array code) and the torch
     operations (``CPU_KERNELS = "torch"``, the array code everywhere).  No
     issue sets a target here; the rows say what such a step costs."""
     return [r for model_name, (make, shape) in MODELS.items() for r in _model_rows(model_name, make, shape, batch, repeats, adam=True)]

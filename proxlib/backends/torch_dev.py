@@ -43,12 +43,13 @@ device, named here:
   one Triton kernel (:mod:`._triton_exclusive`): one launch, no host read.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
   :mod:`._metric_kernels`.  On a CPU tensor (``CPU_KERNELS``) Numba's serial
-  kernels take four of them instead, written straight into ``out=``: the
+  kernels take five of them instead, written straight into ``out=``: the
   weighted l1 and weighted squared l2 (one pass, the same float64
-  operations entry by entry: the same bits), the group lasso (row by row,
-  the same search steps; its row sums in another order: the array code's
-  result to a few units in the last place) and the exclusive lasso (row by
-  row, the same order, sums and support: the NumPy array code's bits).
+  operations entry by entry: the same bits), the group lasso and
+  group+exclusive (row by row, the same search steps; their row sums in
+  another order: the array code's result to a few units in the last place)
+  and the exclusive lasso (row by row, the same order, sums and support:
+  the NumPy array code's bits); lp is the array code.
   Host reads: none for the separable ones but lp's Newton steps (one per four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;

@@ -743,8 +743,8 @@ def _metric_in_place(m: Member) -> bool:
     parameter, where Numba's serial kernel takes it (a CPU tensor, float32
     or float64, whose data -- its entries, or its rows -- is a view of it
     that the kernel writes: ``torch_dev.writes_out``): the separable
-    kernels' one pass over the tensor and its metric, the group lasso's and
-    exclusive lasso's rows one by one, with no copy (stacking the terms
+    kernels' one pass over the tensor and its metric, the group lasso's,
+    exclusive lasso's and group+exclusive's rows one by one, with no copy (stacking the terms
     would copy every entry, its metric and its thresholds, and the results
     back: more than the separable kernels' pass).  The same kernel on the
     same values as the stacks (each row or entry alone): the same bits.
