@@ -123,6 +123,8 @@ PENALTIES = {
     "exclusive (shape)": (lambda: proxlib.ExclusiveLasso(1e-3), "shape"),
     "group+exclusive (shape)": (lambda: proxlib.GroupExclusive(1e-3, 0.5), "shape"),
 }
+#: penalties only the Adam's-metric rows also take (no target anywhere)
+ADAM_ONLY = {"lp, p = 1/2": (lambda: proxlib.Lp(1e-5, 0.5), None)}
 TARGETS = {"group lasso (channel)": 5, "GrOWL (channel)": 5, "weighted l1": 5, "exclusive (shape)": 20, "group+exclusive (shape)": 20}
 
 #: the penalties run again with the Triton kernels that are off by default
@@ -200,7 +202,7 @@ def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bo
     t_floor_train, t_floor = _paired_ms(train_step, floor, repeats)
     t_floor1_train, t_floor1 = _paired_ms(train_step, floor_one_thread, repeats)
     rows = []
-    for name, (pen, grouping) in PENALTIES.items():
+    for name, (pen, grouping) in {**PENALTIES, **(ADAM_ONLY if adam else {})}.items():
         if adam and name.startswith("GrOWL"):
             continue
         prox = pt.ProximalStep(opt, model=net, metric="adam" if adam else None)
@@ -233,11 +235,11 @@ def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
 def bench_cpu_adam(repeats: int, batch: int = 64) -> list[dict]:
     """The CPU table's models at ``batch`` trained with Adam and the prox in
     Adam's metric (``ProximalStep(metric="adam")``), every penalty with a
-    metric prox (GrOWL has none), both CPU routes: Numba's kernels (the
-    default: the weighted l1, weighted squared l2, group lasso, exclusive
-    lasso and group+exclusive compiled, lp the array code) and the torch
-    operations (``CPU_KERNELS = "torch"``, the array code everywhere).  No
-    issue sets a target here; the rows say what such a step costs."""
+    metric prox (GrOWL has none) and lp with p = 1/2, both CPU routes:
+    Numba's kernels (the default: every kernel in a metric compiled) and
+    the torch operations (``CPU_KERNELS = "torch"``, the array code
+    everywhere).  No issue sets a target here; the rows say what such a
+    step costs."""
     return [r for model_name, (make, shape) in MODELS.items() for r in _model_rows(model_name, make, shape, batch, repeats, adam=True)]
 
 

@@ -454,6 +454,58 @@ def test_numba_separable_metric_kernels_are_the_array_code_bit_for_bit(name, dty
         _same_bits(kernel(np.tile(v, reps), np.tile(d, reps), W), np.tile(ref, reps))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(st.data())
+def test_numba_lp_metric_is_the_array_code(dtype, data):
+    """Numba's one-pass lp in a metric makes the array code's operations
+    entry by entry; its powers are libm's where the array code's are
+    NumPy's, so: p = 1 (no power) the same bits; otherwise each entry the
+    array code's to 16 eps where both are nonzero, and where one is zero
+    the two are a tie of the entry's objective (within its rounding).  Any
+    magnitudes of the data and the metric (lam / d beyond [2^-1000, 2^1000]:
+    solved at the entry's scale), NaN and +-inf passing through, one lam or
+    one per entry; in place, in parallel and on strided inputs the serial
+    result's bits."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    n = data.draw(st.integers(1, 24), label="n")
+    with np.errstate(over="ignore", under="ignore"):  # (float32: beyond its range, inf and 0)
+        v = data.draw(arrays(np.float64, n, elements=st.floats(-1e300, 1e300) | st.sampled_from([np.nan, np.inf, -np.inf, -0.0])), label="v").astype(dtype)
+        d = data.draw(arrays(np.float64, n, elements=st.floats(1e-300, 1e300)), label="d").astype(dtype)
+    assume(np.all(d > 0) and np.all(np.isfinite(d)))
+    p = data.draw(st.sampled_from([0.0, 0.5, 2.0 / 3.0, 1.0]) | st.floats(0.05, 0.95), label="p")
+    lam = data.draw(st.floats(1e-300, 1e300) | arrays(np.float64, n, elements=st.floats(0.0, 1e300)), label="lam")
+    with np.errstate(all="ignore"):
+        X, R = nb.lp_metric(v, d, lam, p, parallel=False), MK.lp_metric(v, d, lam, p)
+    if p == 1.0:
+        _same_bits(X, R)
+    x, r, v64, d64 = (np.asarray(A, dtype=np.float64) for A in (X, R, v, d))
+    np.testing.assert_array_equal(np.isnan(x), np.isnan(r))
+    eps = float(np.finfo(dtype).eps)
+    both = (x != 0) & (r != 0) & np.isfinite(r)
+    np.testing.assert_array_less(np.abs(x[both] - r[both]), 16 * eps * np.abs(r[both]) + 1e-300)
+    one = (x == 0) != (r == 0)
+    if one.any():  # a tie between 0 and x*: equal objectives 1/2 d (x - v)^2 + lam |x|^p, relative to d v^2
+        lam_i = np.broadcast_to(np.asarray(lam, dtype=np.float64), v64.shape)[one]
+        with np.errstate(all="ignore"):
+            obj = lambda z: (0.5 * (z - v64[one]) ** 2 + (lam_i / d64[one]) * np.abs(z) ** p) / v64[one] ** 2
+            assert np.all(np.abs(obj(x[one]) - obj(r[one])) <= 64 * eps), (x[one], r[one])
+    # and where the penalty's pull is a fair part of each entry (the drawn ones are often all or nothing)
+    vm, dm = np.linspace(0.5, 3.0, 64).astype(dtype), np.linspace(0.5, 2.0, 64).astype(dtype)
+    xm, rm = nb.lp_metric(vm, dm, 0.3, p).astype(np.float64), MK.lp_metric(vm, dm, 0.3, p).astype(np.float64)
+    both = (xm != 0) & (rm != 0)
+    assert both.sum() > 32
+    np.testing.assert_array_less(np.abs(xm[both] - rm[both]), 16 * eps * np.abs(rm[both]))
+    y = v.copy()
+    assert nb.lp_metric(y, d, lam, p, out=y) is y
+    _same_bits(y, X)
+    reps = -(-nb._PAR_MIN // n)  # (the parallel loop)
+    L = lam if np.ndim(lam) == 0 else np.tile(lam, reps)
+    _same_bits(nb.lp_metric(np.tile(v, reps), np.tile(d, reps), L, p), np.tile(X, reps))
+    with np.errstate(all="ignore"):  # strided: the array code
+        S = nb.lp_metric(np.repeat(v, 2)[::2], np.repeat(d, 2)[::2], lam, p)
+    _same_bits(S, R)
+
+
 def _numba_row_kernel(op):
     """(Numba's kernel, the array code) of the row operator ``op``, both
     called as f(W, D, a, b, **kw)."""

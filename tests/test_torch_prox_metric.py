@@ -156,16 +156,17 @@ def _metric_steps_on_both_routes(monkeypatch, build):
     return results, stacked
 
 
-@pytest.mark.parametrize("case", ["weighted-l1", "weighted-l1/array", "weighted-l2sq/array"])
+@pytest.mark.parametrize("case", ["weighted-l1", "weighted-l1/array", "weighted-l2sq/array", "lp-half"])
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_name, monkeypatch):
     """On CPU tensors with Numba (``CPU_KERNELS = "auto"``, the default) the
-    weighted l1 and weighted squared l2 in Adam's metric are Numba's one
-    pass written into the parameter's memory, term by term, where the torch
-    route concatenates the terms' entries, metrics and thresholds and copies
-    the results back: the same bits (a second term on the Linear, and a
-    non-contiguous parameter, which keeps the copies), the same memory, the
-    version counter bumped (:func:`_metric_steps_on_both_routes`)."""
+    weighted l1, weighted squared l2 and lp in Adam's metric are Numba's
+    one pass written into the parameter's memory, term by term, where the
+    torch route concatenates the terms' entries, metrics and thresholds and
+    copies the results back: the same bits (lp: to the parity tolerance,
+    its powers being libm's, not torch's), with a second term on the
+    Linear and a non-contiguous parameter, which keeps the copies; the same
+    memory, the version counter bumped (:func:`_metric_steps_on_both_routes`)."""
     dtype = getattr(torch, dtype_name)
     penalty, grouping, strength = CASES[case]
     second = proxlib.WeightedL2Sq(0.5) if "l2sq" in case else proxlib.WeightedL1(0.3)
@@ -189,8 +190,12 @@ def test_numba_writes_the_separable_metric_prox_into_the_parameter(case, dtype_n
 
     results, stacked = _metric_steps_on_both_routes(monkeypatch, build)
     assert stacked and all(leaf.shape == (7, 5) for leaf in stacked)  # only the strided tensor took the copies
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
     for got, ref in zip(results["auto"], results["torch"]):
-        assert torch.equal(got, ref), f"max diff {(got - ref).abs().max().item()}"
+        if case.startswith("lp"):
+            torch.testing.assert_close(got, ref, rtol=tol, atol=tol * float(ref.abs().max()))
+        else:
+            assert torch.equal(got, ref), f"max diff {(got - ref).abs().max().item()}"
     assert 0 < int((results["auto"][0] == 0).sum()) < results["auto"][0].numel() or "l2sq" in case
 
 

@@ -182,7 +182,7 @@ Algorithms (m = row length, G = rows, n = vector length):
   the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
 * ``weighted_l1_metric``, ``weighted_l2sq_metric`` (the prox in a diagonal
-  metric d): the float64 operations of :mod:`._metric_kernels` entry by
+  metric d; ``lp_metric`` below): the float64 operations of :mod:`._metric_kernels` entry by
   entry, one pass (prange), the same bits.
 * ``group_lasso_metric``: that module's row operator row by row (prange over
   chunks of rows): each row read once into float64 scratch rows, its scales,
@@ -202,8 +202,11 @@ Algorithms (m = row length, G = rows, n = vector length):
   sorted once, then at each step of the array code's search over
   s = ||x||_2 the exclusive equation with weights d + a/s (cumulative sums
   and prefix, as above) and the step's sums.  To a few units in the last
-  place of the array code, as the group lasso.  lp in a metric is the
-  array code.
+  place of the array code, as the group lasso.
+* ``lp_metric``: each entry's lp prox at lam / d_i (at its own scale where
+  that is out of range), the Euclidean kernel's solve per entry, one pass
+  (prange): the array code's operations, to an ulp or so of its powers
+  (libm's here, NumPy's or torch's there).
 """
 
 from __future__ import annotations
@@ -4528,58 +4531,131 @@ def _wl2_metric_one(x, di, wi):
     return (v * ((d64 * 2.0**1021) / wi)) * 2.0**-1022
 
 
+@_jit
+def _lp_metric_one(x, di, lam, lpc):
+    """_metric_kernels.lp_metric on one entry, 0 <= p <= 1, lam > 0: the
+    global lp prox of x with lam_i = lam / d_i (p = 1: soft thresholding;
+    p = 0: hard, at sqrt(2 lam_i)), lam_i outside [2^-1000, 2^1000] solved
+    at the entry's scale 2^k (_metric_kernels._lp_at_scale), the solve the
+    Euclidean kernel's (:func:`_lp_one`, the array code's lp_solve per
+    entry).  The array code's operations; its powers are NumPy's (or
+    torch's), these libm's: the same to an ulp or so of each power.
+    ``lpc``: (p, p_code, r, c_tau, c_beta), the per-call constants
+    (:func:`_lp_constants`)."""
+    p, p_code, r, c_tau, c_beta = lpc
+    v64 = np.float64(x)
+    av = abs(v64)
+    d64 = np.float64(di)
+    li = lam / d64
+    if p == 1.0:  # _xp_kernels.weighted_l1 at li; NaN and +-inf pass through
+        if not av < np.inf:
+            return v64
+        r = av - li
+        if r < 0.0:
+            r = 0.0
+        return -r if v64 < 0.0 else (r if v64 >= 0.0 else v64)
+    k = 0
+    if not (li >= _LP_LO and li <= _LP_HI) and lam > 0:  # _lp_at_scale
+        ml, el = math.frexp(lam)
+        md, ed = math.frexp(d64)
+        E = np.float64(el - ed)
+        kf = np.rint(E / (2.0 - p))
+        hi, lo = _two_product(kf, 2.0 - p)
+        q = (E - hi) - lo
+        qi = math.floor(q)
+        li = math.ldexp((ml / md) * 2.0 ** (q - qi), int(qi))
+        k = int(kf)
+    # NaN, +-inf, and entries far above the threshold (2^1020 at their scale) pass through
+    if not av < np.inf or av >= (2.0**1020 if k == 0 else math.ldexp(2.0**1020, k)):
+        return v64
+    vs = v64 if k == 0 else math.ldexp(v64, -k)
+    if p == 0.0:
+        return v64 if abs(vs) > _sqrt2x(li) else 0.0
+    lr = li**r
+    x = _lp_one(vs, li, p, c_tau * lr, c_beta * lr, p_code)
+    return x if k == 0 else math.ldexp(x, k)
+
+
+def _lp_constants(p: float) -> tuple:
+    """(p, p_code, r, c_tau, c_beta) of :func:`_lp_metric_one`: r = 1/(2-p),
+    tau = c_tau lam^r and beta = c_beta lam^r formed as the array code
+    forms them (its constants are Python's, as these)."""
+    if p in (0.0, 1.0):
+        return (p, 0, 0.0, 0.0, 0.0)
+    r = 1.0 / (2.0 - p)
+    return (p, 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0), r,
+            (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r, (p * (1.0 - p)) ** r)
+
+
 @_inline
-def _metric_one(x, di, wi, l2):
-    return _wl2_metric_one(x, di, wi) if l2 else _wl1_metric_one(x, di, wi)
+def _sqrt2x(t):
+    """_metric_kernels._sqrt2x: sqrt(2 t) without overflow of 2 t."""
+    return math.sqrt(2.0 * t) if t <= 2.0**1022 else 2.0 * math.sqrt(0.5 * t)
+
+
+@_inline
+def _metric_one(x, di, wi, kind, lpc):
+    if kind == 0:
+        return _wl1_metric_one(x, di, wi)
+    if kind == 1:
+        return _wl2_metric_one(x, di, wi)
+    return _lp_metric_one(x, di, wi, lpc)
 
 
 @_jit
-def _separable_metric_seq(v, d, w, out, l2):
-    """out_i = the weighted l1's (``l2`` False) or weighted squared l2's
-    prox of v_i in the metric d_i at the weight w_i (w of one entry
-    broadcast); out may be v (then the loop reads and writes out alone,
-    which LLVM vectorises: see the serial maps above)."""
+def _separable_metric_seq(v, d, w, out, kind, lpc):
+    """out_i = the weighted l1's (``kind`` 0), weighted squared l2's (1) or
+    lp's (2: its constants ``lpc``, :func:`_lp_constants`) prox of v_i in
+    the metric d_i at the weight w_i (w of one entry broadcast); out may be
+    v (then the loop reads and writes out alone, which LLVM vectorises: see
+    the serial maps above)."""
     n = v.shape[0]
     if w.shape[0] == 1:
         t = w[0]
         if v.ctypes.data == out.ctypes.data:
             for i in range(n):
-                out[i] = _metric_one(out[i], d[i], t, l2)
+                out[i] = _metric_one(out[i], d[i], t, kind, lpc)
         else:
             for i in range(n):
-                out[i] = _metric_one(v[i], d[i], t, l2)
+                out[i] = _metric_one(v[i], d[i], t, kind, lpc)
     elif v.ctypes.data == out.ctypes.data:
         for i in range(n):
-            out[i] = _metric_one(out[i], d[i], w[i], l2)
+            out[i] = _metric_one(out[i], d[i], w[i], kind, lpc)
     else:
         for i in range(n):
-            out[i] = _metric_one(v[i], d[i], w[i], l2)
+            out[i] = _metric_one(v[i], d[i], w[i], kind, lpc)
 
 
 @_pjit
-def _separable_metric_par(v, d, w, out, l2):
+def _separable_metric_par(v, d, w, out, kind, lpc):
     n = v.shape[0]
     if w.shape[0] == 1:
         t = w[0]
         for i in prange(n):
-            out[i] = _metric_one(v[i], d[i], t, l2)
+            out[i] = _metric_one(v[i], d[i], t, kind, lpc)
     else:
         for i in prange(n):
-            out[i] = _metric_one(v[i], d[i], w[i], l2)
+            out[i] = _metric_one(v[i], d[i], w[i], kind, lpc)
 
 
-def _separable_metric(v, d, w, l2, parallel, out):
-    """The compiled pass for v and d of one shape (w: one weight, or one per
+_SEPARABLE_METRIC = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")
+
+
+def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
+    """The compiled pass of kernel ``kind`` (an index into
+    _SEPARABLE_METRIC) for v and d of one shape (w: one weight, or one per
     entry; a number is one weight), into ``out`` or a new array; the array
     code (:mod:`._metric_kernels`) where v, d or out are not contiguous."""
     w = np.ascontiguousarray(w, dtype=np.float64).reshape(-1)
     result = _result(v, out)
     if not (v.flags.c_contiguous and d.flags.c_contiguous and result.flags.c_contiguous and w.shape[0] in (1, v.size)):
-        X = (_mk.weighted_l2sq_metric if l2 else _mk.weighted_l1_metric)(v, d, w if w.shape[0] == 1 else w.reshape(v.shape))
-        result[...] = X
+        args = (v, d, w if w.shape[0] == 1 else w.reshape(v.shape)) + ((p,) if kind == 2 else ())
+        if kind == 2 and w.shape[0] == 1:
+            args = (v, d, float(w[0]), p)  # (the array code takes one lam as a number)
+        result[...] = getattr(_mk, _SEPARABLE_METRIC[kind])(*args)
         return result
     flat = v.reshape(-1), d.reshape(-1), w, result.reshape(-1)
-    (_separable_metric_par if parallel and v.size >= _PAR_MIN else _separable_metric_seq)(*flat, l2)
+    (_separable_metric_par if parallel and v.size >= _PAR_MIN else _separable_metric_seq)(*flat, kind, _lp_constants(float(p)))
     return result
 
 
@@ -4589,7 +4665,7 @@ def weighted_l1_metric(v, d, w, *, parallel=True, out=None):
     by entry, rounded once to v's dtype (the same bits), in one pass.
     ``d`` of v's shape (float32 or float64), ``w`` one weight or one per
     entry; ``out`` (v's shape and dtype; may be v) receives the result."""
-    return _separable_metric(v, d, w, False, parallel, out)
+    return _separable_metric(v, d, w, 0, parallel, out)
 
 
 def weighted_l2sq_metric(v, d, w, *, parallel=True, out=None):
@@ -4597,7 +4673,24 @@ def weighted_l2sq_metric(v, d, w, *, parallel=True, out=None):
     :func:`._metric_kernels.weighted_l2sq_metric`'s float64 operations
     entry by entry, rounded once (the same bits), in one pass; as
     :func:`weighted_l1_metric`."""
-    return _separable_metric(v, d, w, True, parallel, out)
+    return _separable_metric(v, d, w, 1, parallel, out)
+
+
+def lp_metric(v, d, lam, p, *, parallel=True, out=None):
+    r"""argmin 1/2 sum_i d_i (x_i - v_i)^2 + lam sum_i |x_i|^p, 0 <= p <= 1:
+    :func:`._metric_kernels.lp_metric`'s float64 operations entry by entry
+    (:func:`_lp_metric_one`: each entry's lp prox at lam / d_i, at its own
+    scale where lam / d_i is out of range), in one pass; its powers are
+    libm's, so the result is the array code's to an ulp or so of those
+    (an entry at a tie between 0 and x* may go either way with them).
+    ``lam`` one value >= 0 or one per entry; otherwise as
+    :func:`weighted_l1_metric`.  O(n) with a few Newton steps per entry
+    above the threshold."""
+    if not hasattr(lam, "shape") and float(lam) == 0.0:  # the array code's copy (-0 stays -0)
+        result = _result(v, out)
+        result[...] = v
+        return result
+    return _separable_metric(v, d, lam, 2, parallel, out, float(p))
 
 
 # ------------------------------------------------------------------ the group lasso in a diagonal metric
@@ -4617,6 +4710,7 @@ from ._metric_kernels import _EPS as _METRIC_EPS  # noqa: E402
 from ._metric_kernels import _MAX_ROOT_ITER as _METRIC_MAX_ITER  # noqa: E402
 from ._metric_kernels import _SPLIT as _DEKKER  # noqa: E402
 from ._metric_kernels import _TINY as _ROOT_FLOOR  # noqa: E402
+from ._metric_kernels import _LP_HI, _LP_LO  # noqa: E402
 
 
 @_jit
@@ -5302,6 +5396,6 @@ def group_exclusive_metric(W, D, a, b, *, parallel=True, out=None):
     return _metric_row_kernel("group_exclusive_metric", W, D, a, b, parallel, out)
 
 
-# the other kernels in a diagonal metric: the reference kernels (array API)
+# the array code of the kernels in a diagonal metric: the separable ones'
+# route for strided data
 from . import _metric_kernels as _mk  # noqa: E402
-from ._metric_kernels import lp_metric  # noqa: E402

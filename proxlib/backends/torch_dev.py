@@ -43,14 +43,16 @@ device, named here:
   one Triton kernel (:mod:`._triton_exclusive`): one launch, no host read.
 * **the prox in a diagonal metric** (``*_metric``): the array-API kernels of
   :mod:`._metric_kernels`.  On a CPU tensor (``CPU_KERNELS``) Numba's serial
-  kernels take five of them instead, written straight into ``out=``: the
+  kernels take all six instead, written straight into ``out=``: the
   weighted l1 and weighted squared l2 (one pass, the same float64
   operations entry by entry: the same bits), the group lasso and
   group+exclusive (row by row, the same search steps; their row sums in
-  another order: the array code's result to a few units in the last place)
-  and the exclusive lasso (row by row, the same order, sums and support:
-  the NumPy array code's bits); lp is the array code.
-  Host reads: none for the separable ones but lp's Newton steps (one per four); the row kernels (group lasso, exclusive,
+  another order: the array code's result to a few units in the last place),
+  the exclusive lasso (row by row, the same order, sums and support: the
+  NumPy array code's bits) and lp (one pass, each entry's prox as the array
+  code's, its powers libm's: to an ulp or so).  Host reads (the array
+  code's): none for the separable ones but lp's Newton steps (one per
+  four); the row kernels (group lasso, exclusive,
   group+exclusive) on an accelerator read once which of their cases occur,
   then one scalar per four steps of each root search, with no ``nonzero``;
   on a CPU tensor they gather each case's rows (a read and a ``nonzero`` per
@@ -278,10 +280,9 @@ CPU_KERNELS = "auto"
 
 
 #: the kernels in a diagonal metric that Numba compiles (written into
-#: ``out=``): the weighted l1's and weighted squared l2's one pass, the
-#: group lasso's and exclusive lasso's rows (lp and group+exclusive in a
-#: metric are array-API code on every backend)
-_SEPARABLE_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric")
+#: ``out=``): the weighted l1's, weighted squared l2's and lp's one pass,
+#: the group lasso's, exclusive lasso's and group+exclusive's rows
+_SEPARABLE_METRIC_ON_NUMBA = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")
 _METRIC_ON_NUMBA = _SEPARABLE_METRIC_ON_NUMBA + ("group_lasso_metric", "exclusive_lasso_metric", "group_exclusive_metric")
 
 #: the kernels with a serial Numba variant (``parallel=False``)
