@@ -4602,18 +4602,19 @@ def _sqrt2x(t):
 
 
 @_inline
-def _metric_one(x, di, wi, kind, lpc):
-    if kind == 0:
-        return _wl1_metric_one(x, di, wi)
-    if kind == 1:
-        return _wl2_metric_one(x, di, wi)
-    return _lp_metric_one(x, di, wi, lpc)
+def _metric_one(x, di, wi, l2, lpc):
+    # (lpc None: numba prunes lp's branch by type, so that the weighted l1's
+    # and l2's loops stay free of its calls, and vectorised)
+    if lpc is not None:
+        return _lp_metric_one(x, di, wi, lpc)
+    return _wl2_metric_one(x, di, wi) if l2 else _wl1_metric_one(x, di, wi)
 
 
 @_jit
-def _separable_metric_seq(v, d, w, out, kind, lpc):
-    """out_i = the weighted l1's (``kind`` 0), weighted squared l2's (1) or
-    lp's (2: its constants ``lpc``, :func:`_lp_constants`) prox of v_i in
+def _separable_metric_seq(v, d, w, out, l2, lpc):
+    """out_i = the weighted l1's (``l2`` False, ``lpc`` None), weighted
+    squared l2's (``l2`` True) or lp's (``lpc``: its constants,
+    :func:`_lp_constants`) prox of v_i in
     the metric d_i at the weight w_i (w of one entry broadcast); out may be
     v (then the loop reads and writes out alone, which LLVM vectorises: see
     the serial maps above)."""
@@ -4622,28 +4623,28 @@ def _separable_metric_seq(v, d, w, out, kind, lpc):
         t = w[0]
         if v.ctypes.data == out.ctypes.data:
             for i in range(n):
-                out[i] = _metric_one(out[i], d[i], t, kind, lpc)
+                out[i] = _metric_one(out[i], d[i], t, l2, lpc)
         else:
             for i in range(n):
-                out[i] = _metric_one(v[i], d[i], t, kind, lpc)
+                out[i] = _metric_one(v[i], d[i], t, l2, lpc)
     elif v.ctypes.data == out.ctypes.data:
         for i in range(n):
-            out[i] = _metric_one(out[i], d[i], w[i], kind, lpc)
+            out[i] = _metric_one(out[i], d[i], w[i], l2, lpc)
     else:
         for i in range(n):
-            out[i] = _metric_one(v[i], d[i], w[i], kind, lpc)
+            out[i] = _metric_one(v[i], d[i], w[i], l2, lpc)
 
 
 @_pjit
-def _separable_metric_par(v, d, w, out, kind, lpc):
+def _separable_metric_par(v, d, w, out, l2, lpc):
     n = v.shape[0]
     if w.shape[0] == 1:
         t = w[0]
         for i in prange(n):
-            out[i] = _metric_one(v[i], d[i], t, kind, lpc)
+            out[i] = _metric_one(v[i], d[i], t, l2, lpc)
     else:
         for i in prange(n):
-            out[i] = _metric_one(v[i], d[i], w[i], kind, lpc)
+            out[i] = _metric_one(v[i], d[i], w[i], l2, lpc)
 
 
 _SEPARABLE_METRIC = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")
@@ -4663,7 +4664,8 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
         result[...] = getattr(_mk, _SEPARABLE_METRIC[kind])(*args)
         return result
     flat = v.reshape(-1), d.reshape(-1), w, result.reshape(-1)
-    (_separable_metric_par if parallel and v.size >= _PAR_MIN else _separable_metric_seq)(*flat, kind, _lp_constants(float(p)))
+    lpc = _lp_constants(float(p)) if kind == 2 else None
+    (_separable_metric_par if parallel and v.size >= _PAR_MIN else _separable_metric_seq)(*flat, kind == 1, lpc)
     return result
 
 
