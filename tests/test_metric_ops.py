@@ -473,7 +473,8 @@ def test_numba_lp_metric_is_the_array_code(dtype, data):
         d = data.draw(arrays(np.float64, n, elements=st.floats(1e-300, 1e300)), label="d").astype(dtype)
     assume(np.all(d > 0) and np.all(np.isfinite(d)))
     p = data.draw(st.sampled_from([0.0, 0.5, 2.0 / 3.0, 1.0]) | st.floats(0.05, 0.95), label="p")
-    lam = data.draw(st.floats(1e-300, 1e300) | arrays(np.float64, n, elements=st.floats(0.0, 1e300)), label="lam")
+    lam = data.draw(st.floats(1e-300, 1e300) | st.just(0.0) | st.floats(0.0, 1e300).map(np.array)  # (a number, 0, a 0-d array)
+                    | arrays(np.float64, n, elements=st.floats(0.0, 1e300)), label="lam")
     with np.errstate(all="ignore"):
         X, R = nb.lp_metric(v, d, lam, p, parallel=False), MK.lp_metric(v, d, lam, p)
     if p == 1.0:

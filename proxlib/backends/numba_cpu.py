@@ -4658,9 +4658,10 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
     w = np.ascontiguousarray(w, dtype=np.float64).reshape(-1)
     result = _result(v, out)
     if not (v.flags.c_contiguous and d.flags.c_contiguous and result.flags.c_contiguous and w.shape[0] in (1, v.size)):
-        args = (v, d, w if w.shape[0] == 1 else w.reshape(v.shape)) + ((p,) if kind == 2 else ())
-        if kind == 2 and w.shape[0] == 1:
-            args = (v, d, float(w[0]), p)  # (the array code takes one lam as a number)
+        # (lp's one lam as a 0-d array: the array code then takes it entry by
+        # entry, as the pass does, where a number 0 would be its copy)
+        one = w.reshape(()) if kind == 2 and w.shape[0] == 1 else w
+        args = (v, d, one if w.shape[0] == 1 else w.reshape(v.shape)) + ((p,) if kind == 2 else ())
         result[...] = getattr(_mk, _SEPARABLE_METRIC[kind])(*args)
         return result
     flat = v.reshape(-1), d.reshape(-1), w, result.reshape(-1)
