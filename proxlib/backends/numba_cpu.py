@@ -4554,14 +4554,9 @@ def _lp_metric_one(x, di, lam, lpc):
     v64 = np.float64(x)
     av = abs(v64)
     d64 = np.float64(di)
+    if p == 1.0:  # soft thresholding at lam / d_i: the weighted l1's entry, the same bits
+        return _wl1_metric_one(x, di, lam)
     li = lam / d64
-    if p == 1.0:  # _xp_kernels.weighted_l1 at li; NaN and +-inf pass through
-        if not av < np.inf:
-            return v64
-        r = av - li
-        if r < 0.0:
-            r = 0.0
-        return -r if v64 < 0.0 else (r if v64 >= 0.0 else v64)
     k = 0
     if not (li >= _LP_LO and li <= _LP_HI) and lam > 0:  # _lp_at_scale
         ml, el = math.frexp(lam)
@@ -4658,10 +4653,13 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
     w = np.ascontiguousarray(w, dtype=np.float64).reshape(-1)
     result = _result(v, out)
     if not (v.flags.c_contiguous and d.flags.c_contiguous and result.flags.c_contiguous and w.shape[0] in (1, v.size)):
-        # (lp's one lam as a 0-d array: the array code then takes it entry by
-        # entry, as the pass does, where a number 0 would be its copy)
-        one = w.reshape(()) if kind == 2 and w.shape[0] == 1 else w
-        args = (v, d, one if w.shape[0] == 1 else w.reshape(v.shape)) + ((p,) if kind == 2 else ())
+        if w.shape[0] > 1:
+            weight = w.reshape(v.shape)
+        elif kind == 2:  # (a 0-d array: taken entry by entry, as the pass does; a number 0 would be copied)
+            weight = w.reshape(())
+        else:
+            weight = w
+        args = (v, d, weight) + ((p,) if kind == 2 else ())
         result[...] = getattr(_mk, _SEPARABLE_METRIC[kind])(*args)
         return result
     flat = v.reshape(-1), d.reshape(-1), w, result.reshape(-1)
@@ -4925,8 +4923,8 @@ def _radix_sort_window(keys, tmp, cap):
     two (0x3ff... and 0x400...) differ in their highest bits, where their
     range may be narrow.  Keys that agree in the window keep their order:
     the order of all their bits is for the caller's insertion pass to
-    finish (:func:`_pair_order`), which has little to do when the window separates most keys (784 rows of 300
-    products d|w|: 1.8-1.9 ms with or without zeros or an entry 1e30,
+    finish (:func:`_pair_order`), which has little to do when the window
+    separates most keys (784 rows of 300 products d|w|: 1.8-1.9 ms with or without zeros or an entry 1e30,
     where sorting all their bits, six or seven passes of 256 buckets, took
     3.4-4.4 ms; 64 rows of 4608: 2.3-2.7 ms against 3.8-4.9).  Where a
     dense cluster shares a bucket (keys spanning hundreds of octaves, and
@@ -5178,7 +5176,8 @@ def _ex_metric_parts(Y, Ylo, R, b_s):
             f = fn
             h += R[i + 1]
             k += 1
-    Yk, Ylok = Y[k - 1 if k > 0 else 0], Ylo[k - 1 if k > 0 else 0]
+    kk = max(k, 1) - 1
+    Yk, Ylok = Y[kk], Ylo[kk]
     return Yk, Ylok, ((Yk - b_s * f) + Ylok) / (1.0 + b_s * h), h, k
 
 
@@ -5233,7 +5232,7 @@ def _gx_metric_gs(S, a_s, b_s, s):
     T1, T2, T3 = S[3][:k], S[4][:k], S[_T3][:k]
     for i in range(k):
         Xs[i] = _above(Y[i], Ylo[i], Yk, Ylok, e) / E[i]
-    r = _pow2_scale(_max_min(Xs)[0])
+    r = _pow2_scale(_absmax(Xs))
     f = _pow2_inverse(r)
     for i in range(k):
         xr = _over_pow2_by(Xs[i], r, f)

@@ -57,9 +57,8 @@ with their metrics and per-row thresholds; each row's root search stops
 at its own last step, so a row's result does not depend on its stack), and
 the separable kernels' terms (weighted l1, weighted squared l2, lp) are
 concatenated, their thresholds spread over their entries.  On CPU
-tensors with Numba (``torch_dev.CPU_KERNELS``) the weighted l1, weighted
-squared l2, group lasso and exclusive lasso are compiled kernels instead,
-each term run alone and written straight into its parameter where its data
+tensors with Numba (``torch_dev.CPU_KERNELS``) every kernel in a metric is
+a compiled kernel instead, each term run alone and written straight into its parameter where its data
 is a view of it (:func:`_metric_in_place`: no stack, no copy).  Each term is
 checked when it joins the batch (:func:`prepare_metric`), so a failed
 check writes nothing.
@@ -744,9 +743,10 @@ def _metric_in_place(m: Member) -> bool:
     or float64, whose data -- its entries, or its rows -- is a view of it
     that the kernel writes: ``torch_dev.writes_out``): the separable
     kernels' one pass over the tensor and its metric, the group lasso's,
-    exclusive lasso's and group+exclusive's rows one by one, with no copy (stacking the terms
-    would copy every entry, its metric and its thresholds, and the results
-    back: more than the separable kernels' pass).  The same kernel on the
+    exclusive lasso's and group+exclusive's rows one by one, with no copy
+    (stacking the terms would copy every entry, its metric and its
+    thresholds, and the results back: more than the separable kernels'
+    pass).  The same kernel on the
     same values as the stacks (each row or entry alone): the same bits.
     Returns whether it ran."""
     plan = m.plan
