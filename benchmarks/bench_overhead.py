@@ -37,8 +37,8 @@ Numba's serial kernels run: the least a single-threaded prox step costs.
 3.4% of the MLP's step at batch 64.)
 
 CPU, Adam's metric: the same models at batch 64 trained with Adam, the
-prox in Adam's metric (``metric="adam"``), both CPU routes (no target: the
-issue's targets are the plain step's).
+prox in Adam's metric (``metric="adam"``; lp with p = 1/2 added), both CPU
+routes (no target: the issue's targets are the plain step's).
 
 GPU (CUDA only): a ResNet-18 for 32x32 inputs (11.2 M parameters, batch 128)
 with a prox on every conv weight; target <= 5% of a training step; for the
@@ -173,8 +173,8 @@ def _weights(net):
 def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bool) -> list[dict]:
     """One model's rows at ``batch``: its training step (SGD with momentum,
     or Adam), the floors, and every penalty's prox step (in Adam's metric
-    with ``adam``: GrOWL, which has none there, left out) on both CPU
-    routes, each timed right after a training step."""
+    with ``adam``: GrOWL, which has none there, left out, and ADAM_ONLY's
+    added) on both CPU routes, each timed right after a training step."""
     torch.manual_seed(0)
     net = make()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3) if adam else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
