@@ -2,9 +2,10 @@
 
     python benchmarks/ab_columns.py --rev HEAD~1
     python benchmarks/ab_columns.py --rev 522b7fd --steps 50
+    python benchmarks/ab_columns.py --rev HEAD~1 --dtype float64
 
-The MLP 784-300-10 of ``bench_overhead.py`` (batch 64, SGD with momentum) is
-trained for ``--steps`` steps with a :class:`proxlib.torch.ProximalStep`
+The MLP 784-300-10 of ``bench_overhead.py`` (batch 64, SGD with momentum;
+its parameters and data in ``--dtype``, float32 by default) is trained for ``--steps`` steps with a :class:`proxlib.torch.ProximalStep`
 term on each layer, for each penalty of ``bench_overhead.PENALTIES`` whose
 rows are read across memory (the layers' columns: exclusive and
 group+exclusive on ``"shape"``, group lasso and GrOWL on ``"channel"``).
@@ -47,14 +48,14 @@ def _copied(x):
 OUT_ARG = {"_exclusive_cols": 3, "_group_lasso_cols": 2, "_growl_seq": 2}  # (where each kernel writes)
 
 
-def record_training_calls(penalty: str, steps: int) -> list[tuple[str, tuple, np.ndarray]]:
+def record_training_calls(penalty: str, steps: int, dtype=torch.float32) -> list[tuple[str, tuple, np.ndarray]]:
     """(kernel name, copies of its arguments, a copy of what it wrote) for
     the column-kernel calls of the last of ``steps`` training steps of the
-    MLP under ``penalty``."""
+    MLP (in ``dtype``) under ``penalty``."""
     torch.manual_seed(0)
-    net = mlp()
+    net = mlp().to(dtype)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+    X, y = torch.rand(64, 784, dtype=dtype), torch.randint(0, 10, (64,))
     make, grouping = PENALTIES[penalty]
     prox = pt.ProximalStep(opt, model=net)
     for layer in _weights(net):
@@ -122,14 +123,15 @@ def main(argv=None) -> None:
     ap.add_argument("--rev", default="HEAD~1", help="the revision to compare with (default HEAD~1)")
     ap.add_argument("--steps", type=int, default=50, help="training steps before the recorded one")
     ap.add_argument("--runs", type=int, default=0, help="calls of each (default: about 1 s of each)")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="the MLP's dtype (default float32)")
     args = ap.parse_args(argv)
     old = load_revision(args.rev)
-    print(f"MLP 784-300-10, batch 64, step {args.steps}: {args.rev} (before) against the working tree (after); "
+    print(f"MLP 784-300-10 ({args.dtype}), batch 64, step {args.steps}: {args.rev} (before) against the working tree (after); "
           f"load average {os.getloadavg()[0]:.2f}")
     print("| penalty | kernel | layer | before | after | after / before | same bits |")
     print("|---|---|---|---:|---:|---:|---|")
     for penalty in ("exclusive (shape)", "group+exclusive (shape)", "group lasso (channel)", "GrOWL (channel)"):
-        for name, call, _ in record_training_calls(penalty, args.steps):
+        for name, call, _ in record_training_calls(penalty, args.steps, getattr(torch, args.dtype)):
             fa, fb = replay(old, name, call), replay(new, name, call)
             oa, ob = fa().copy(), fb().copy()
             runs = args.runs or runs_for_a_second(fb, 50, 3000)

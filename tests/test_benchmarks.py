@@ -112,19 +112,21 @@ def test_run_markdown_says_short_calls_are_timed_in_blocks(tmp_path):
     ("group lasso (channel)", "_group_lasso_cols"),
     ("GrOWL (channel)", "_growl_seq"),
 ])
-def test_ab_columns_replays_a_training_steps_column_kernels_as_they_ran(penalty, kernel):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_ab_columns_replays_a_training_steps_column_kernels_as_they_ran(penalty, kernel, dtype):
     """ab_columns records the column-kernel calls of a training step (both
-    MLP layers, on the Numba route whatever the session's) and replays
-    them out of place: the replay writes what the call wrote in the step,
-    bit for bit, the recorded inputs (the hints too) are left as they were,
-    and the module's kernels are restored."""
-    pytest.importorskip("torch")
+    MLP layers, in the MLP's dtype, on the Numba route whatever the
+    session's) and replays them out of place: the replay writes what the
+    call wrote in the step, bit for bit, the recorded inputs (the hints
+    too) are left as they were, and the module's kernels are restored."""
+    torch = pytest.importorskip("torch")
     pytest.importorskip("numba")
     abc = _load("ab_columns")
     route = abc.torch_dev.CPU_KERNELS
-    calls = abc.record_training_calls(penalty, 3)
+    calls = abc.record_training_calls(penalty, 3, getattr(torch, dtype))
     assert abc.torch_dev.CPU_KERNELS == route
     assert [name for name, _, _ in calls] == [kernel, kernel]
+    assert all(str(args[0].dtype) == dtype for _, args, _ in calls)
     assert all(hasattr(getattr(abc.new, name), "py_func") for name in abc.KERNELS)  # (the compiled kernels again)
     for name, args, wrote in calls:
         before = [a.copy() if hasattr(a, "copy") else a for a in args]

@@ -1307,13 +1307,13 @@ def test_exclusive_operators_on_columns_fast_and_searched(dtype, n_large):
 
 
 @st.composite
-def _training_columns(draw, dtype):
-    """Columns (P x G) as a training step leaves them: entries of a common
+def _training_columns(draw, dtype, rows=(2, 40)):
+    """Columns (P x G, P in ``rows``) as a training step leaves them: entries of a common
     scale (within 9 binades), on some columns also tiny magnitudes revived
     from zero (what the prox zeroed and the gradient step moved), exact
     zeros; b per column from a training step's (tiny) to large (most
     entries off the support, several search rounds)."""
-    P = draw(st.integers(2, 40))
+    P = draw(st.integers(*rows))
     G = draw(st.integers(1, 8))
     A = np.zeros((P, G), dtype=dtype)
     tiny_exp = st.integers(-60 if dtype == np.float64 else -40, -20)
@@ -1418,20 +1418,23 @@ def _hint_values(draw, y, tau):
     return draw(st.floats(0.0, 2 * tau + 1e-300, allow_nan=False))
 
 
+@pytest.mark.parametrize("rows", [(2, 40), (NB._SHIFTED_MIN_ROWS, NB._SHIFTED_MIN_ROWS + 8)])
 @pytest.mark.parametrize("name", ["exclusive_lasso", "group_exclusive"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
-def test_exclusive_columns_hints_never_change_the_prox(dtype, name, data):
+def test_exclusive_columns_hints_never_change_the_prox(dtype, name, rows, data):
     """The column passes with per-column hints (a training step's guess of
     each threshold, kept between steps): whatever the hints (good, wrong,
     ties with an entry, NaN, negative, inf), the prox is the one without
     them, bit for bit in float32 (every sum exact), with the same support
     and within the exact reference's tolerance in float64 (a column the
     hint decides may be one the row kernel takes without it: another
-    summation order); and the hints left behind are lower bounds of each
+    summation order; columns of _SHIFTED_MIN_ROWS or more take their
+    support sums from the first pass's shifted sums); and the hints left
+    behind are lower bounds of each
     column's threshold (phi <= 0 there, exactly), > 0 where the column path
     decided the column, ready for the next call."""
-    A, b = data.draw(_training_columns(dtype))
+    A, b = data.draw(_training_columns(dtype, rows))
     P, G = A.shape
     W = np.asfortranarray(A.T)  # rows of the kernel = columns of A
     W64 = A.T.astype(np.float64)
@@ -1460,6 +1463,118 @@ def test_exclusive_columns_hints_never_change_the_prox(dtype, name, data):
         if H[g] > 0:
             y = [abs(Fraction(float(x))) for x in W64[g]]
             assert _phi_exact(y, Fraction(H[g]), float(a[g]) if gx else 0.0, Fraction(float(b[g]))) <= 0
+
+
+def _shifted_sums_at(A, T, squares=True):
+    """The first pass over A's columns above T with its shifted sums, then
+    _shifted_support_sums at the least magnitudes above T (with D2, or
+    without: the exclusive lasso's variant): (verdict, Y, F, D2, k), and
+    the sums' exact values over {y > T_g} (Fractions)."""
+    P, G = A.shape
+    S, F1, Q1 = np.empty(G), np.empty(G), np.empty(G)
+    mb, nz = np.empty(G, np.int64), np.empty(G, np.int64)
+    F, D2, k = np.empty(G), np.empty(G), np.empty(G, np.int64)
+    if squares:
+        NB._col_pass1(A, S, None, mb, None, nz, T, F1, Q1)
+    else:
+        NB._col_pass1(A, S, None, mb, None, nz, T, F1, None)
+    Y = np.where(nz > 0, mb.view(np.float64), -1.0)
+    if squares:
+        ok = NB._shifted_support_sums(Y, T.copy(), F1, Q1, nz, F, D2, k)
+    else:
+        ok = NB._shifted_support_sums(Y, T.copy(), F1, None, nz, F, None, k)
+    exact = []
+    for g in range(G):
+        sup = [Fraction(float(y)) - Fraction(float(Y[g])) for y in np.abs(A[:, g]) if y > T[g]]
+        exact.append((sum(sup, Fraction(0)), sum((d * d for d in sup), Fraction(0)), len(sup)))
+    return ok, Y, F, D2, k, exact
+
+
+@given(data=st.data())
+def test_shifted_support_sums_are_the_support_sums_to_their_rounding(data):
+    """The float64 column passes with hints take the support sums from the
+    first pass's sums shifted by the hints (_shifted_support_sums, no pass
+    of their own): where it accepts them, F, D2 and k are those of the
+    support {y > T} = {y >= Y} to twice the direct sums' bound ((P + 4)
+    units of each, P the column's length), checked against the exact sums;
+    and the direct pass (_col_support_sums) agrees to the same bound."""
+    A, _ = data.draw(_training_columns(np.float64))
+    P, G = A.shape
+    y = np.abs(A)
+    T = np.array([float(np.sort(y[:, g])[data.draw(st.integers(0, P - 1))]) * data.draw(st.sampled_from([0.5, 1.0 - 2.0**-8, 1.0]))
+                  for g in range(G)])
+    ok, Y, F, D2, k, exact = _shifted_sums_at(A, T)
+    assume(ok)
+    Fd, Dd, kd = np.empty(G), np.empty(G), np.empty(G, np.int64)
+    NB._col_support_sums(A, np.maximum(Y, 0.0), Fd, Dd, kd)
+    eps = np.finfo(np.float64).eps
+    for g in range(G):
+        if not Y[g] > 0:
+            continue
+        Fx, Dx, kx = exact[g]
+        assert k[g] == kx == kd[g]
+        for got, direct, want in ((F[g], Fd[g], Fx), (D2[g], Dd[g], Dx)):
+            for v, bound in ((got, 2 * (P + 4)), (direct, P + 4)):
+                assert abs(Fraction(float(v)) - want) <= bound * eps * want, (g, v, float(want))
+
+
+def test_shifted_support_sums_refuse_the_cancelling_ones():
+    """A column whose support is clustered just above its least entry Y,
+    far above the hint T: F1 = sum (y - T) is about k (Y - T), so F =
+    F1 - k (Y - T) cancels (as would D2): _shifted_support_sums refuses
+    it, and the kernel takes the direct pass (the prox is the one without
+    hints, the exact reference's to its tolerance); a column whose support
+    spreads well above Y - T is accepted."""
+    P = 64
+    spread = 1.0 + np.arange(P) * 2.0**-30  # a cluster 2^-24 wide above 1
+    wide = 1.0 + np.arange(P) / P  # spread over [1, 2)
+    A = np.stack([spread, wide], axis=1)
+    T = np.array([0.5, 0.99])
+    for squares in (True, False):
+        ok, *_ = _shifted_sums_at(A[:, :1], T[:1], squares)
+        assert not ok
+        ok, Y, F, D2, k, exact = _shifted_sums_at(A[:, 1:], T[1:], squares)
+        assert ok and k[0] == P
+    b = np.array([1e-9, 1e-9])
+    for gx in (False, True):
+        a = np.array([1e-6, 1e-6])
+        thr = (a, b) if gx else (b,)
+        kernel = NB.group_exclusive if gx else NB.exclusive_lasso
+        W = np.asfortranarray(A.T)
+        plain = kernel(W, *thr, parallel=False)
+        H = T.copy()
+        hinted = kernel(W, *thr, parallel=False, hint=H)
+        np.testing.assert_array_equal(hinted == 0, plain == 0)
+        exact_x = exact_group_exclusive(A.T, a, b) if gx else exact_exclusive(A.T, b)
+        assert_close(hinted, exact_x, np.float64, np.abs(A.T).max(axis=1, keepdims=True), P)
+
+
+@pytest.mark.parametrize("gx", [False, True])
+def test_exclusive_columns_float64_hints_take_the_support_sums_from_the_first_pass(gx):
+    """A float64 layer in the training state, solved with the hints of a
+    first call: every column's hint proves itself and its shifted sums are
+    accepted (_shifted_support_sums: no pass for the support sums, which is
+    what makes the hinted call faster), and the prox keeps the zeros of the
+    call without hints and the exact reference's values to its tolerance."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((300, 96)) / 20
+    dead = rng.random(base.shape) < 0.3
+    base[dead] = rng.standard_normal(dead.sum()) * 1e-7
+    W = np.asfortranarray(base.T)
+    b = np.full(96, 1e-3)
+    a = np.full(96, 1e-3)
+    thr = (a, b) if gx else (b,)
+    kernel = NB.group_exclusive if gx else NB.exclusive_lasso
+    plain = kernel(W, *thr, parallel=False)
+    H = np.zeros(96)
+    kernel(W, *thr, parallel=False, hint=H)
+    assert np.all(H > 0)
+    ok, Y, *_ = _shifted_sums_at(base, H.copy())
+    assert ok and np.all(Y > 0)
+    again = kernel(W, *thr, parallel=False, hint=H)
+    np.testing.assert_array_equal(again == 0, plain == 0)
+    exact = exact_group_exclusive(base.T, a, b) if gx else exact_exclusive(base.T, b)
+    assert_close(again, exact, np.float64, np.abs(base.T).max(axis=1, keepdims=True), 300)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
