@@ -5,6 +5,7 @@ import importlib.util
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
@@ -135,3 +136,24 @@ def test_ab_columns_replays_a_training_steps_column_kernels_as_they_ran(penalty,
         assert not (got == args[0]).all()  # (the prox changed the layer)
         for a, b in zip(args, before):
             assert a is b or not hasattr(a, "shape") or (a.view("u1") == b.view("u1")).all()
+
+
+def test_owl_stages_times_the_kernels_stages_and_restores_them():
+    """owl_stages wraps the compiled stages owl() calls through the module
+    in timers: on an input past the small-input kernel, the sort, the pool-
+    adjacent-violators, the values and the scatter are timed (each within
+    the whole call), the result is owl's, and the module's stages are the
+    compiled ones again afterwards."""
+    pytest.importorskip("numba")
+    stages = _load("owl_stages")
+    NB = stages.NB
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(5000)
+    w = np.sort(rng.random(5000))[::-1] * 1e-3
+    want = NB.owl(v, w, parallel=False)
+    times, whole = stages.stage_times(v, w, False, 2)
+    for name in ("_owl_sorted_keys", "_owl_pava_split", "_owl_values", "_owl_scatter"):
+        assert 0 < times[name] < whole
+    assert set(times) <= set(stages.STAGES)
+    assert all(getattr(NB, name).__name__ == name for name in stages.STAGES)  # (not the timers, named call)
+    np.testing.assert_array_equal(NB.owl(v, w, parallel=False), want)
