@@ -2214,7 +2214,8 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     # step on the MLP's 10 x 300 layer: the shifted sums cost 1.13x the time
     # there), and the pass they would save is short
     shifted = H is not None and not _is_float32(A[0, 0]) and P >= _SHIFTED_MIN_ROWS
-    Tp, F1, Q1 = np.zeros(G), np.empty(G), np.empty(G)
+    ns = G if shifted else 0  # (their scratch: none where not used)
+    Tp, F1, Q1 = np.zeros(ns), np.empty(ns), np.empty(ns)
     for attempt in range(2):
         # the first pass, over the magnitudes above the hints (H_g = 0: all);
         # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel; a
