@@ -2046,6 +2046,15 @@ def _support_sums(A, Y, S, mb, xb, nz, F, D2, k):
 
 
 @_jit
+def _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, T, F1, Q1):
+    """The support sums at Y (D2 and Q1 None: the exclusive lasso's): from
+    the first pass's shifted sums where ``shifted`` and
+    _shifted_support_sums accepts them, else by _support_sums."""
+    if not (shifted and _shifted_support_sums(Y, T, F1, Q1, nz, F, D2, k)):
+        _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
+
+
+@_jit
 def _shifted_support_sums(Y, T, F1, Q1, nz, F, D2, k):
     """The support sums F_g = sum (y - Y_g), D2_g = sum (y - Y_g)^2 (D2
     None: the exclusive lasso's, without) and k_g over {y >= Y_g} = {y > T_g}
@@ -2303,11 +2312,9 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
             # the per-element test of it stops the pass vectorising: 14x
             # slower, measured on float64 300 x 784 in training)
             if not exact_now and gx:
-                if not (shifted and _shifted_support_sums(Y, Tp, F1, Q1, nz, F, D2, k)):
-                    _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
+                _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
             elif not exact_now:
-                if not (shifted and _shifted_support_sums(Y, Tp, F1, None, nz, F, None, k)):
-                    _col_support_sums(A, np.maximum(Y, 0.0), F, None, k)
+                _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
             failed = np.empty(G, dtype=np.bool_)
             nfail = 0
             for g in range(G):  # (SIMD lanes)
@@ -2336,10 +2343,9 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     elif sums_done:
         pass
     elif gx:
-        if not (shifted and _shifted_support_sums(Y, Tp, F1, Q1, nz, F, D2, k)):
-            _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
-    elif not (shifted and _shifted_support_sums(Y, Tp, F1, None, nz, F, None, k)):
-        _support_sums(A, Y, S, mb, xb, nz, F, None, k)
+        _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
+    else:
+        _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
     e = np.empty(G, dtype=np.float64)
     fac = np.ones(G, dtype=np.float64)
     nslow = 0
