@@ -22,13 +22,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-from proxlib.backends import numba_cpu as NB
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from owl_sorts import _median  # noqa: E402
+from run import sort_seconds  # noqa: E402
+
+from proxlib.backends import numba_cpu as NB  # noqa: E402
 
 #: the compiled stages owl() calls, in its order (module attributes, looked up at each call)
 STAGES = ("_owl_sorted_keys", "_owl_unpack", "_owl_unpack_par", "_owl_order_runs", "_owl_scale", "_owl_support",
@@ -69,25 +72,6 @@ def stage_times(v, w, parallel: bool, runs: int) -> tuple[dict[str, float], floa
     return {name: statistics.median(ts) for name, ts in per_stage.items()}, statistics.median(whole)
 
 
-def _median_sort(v, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        np.sort(v)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def avx2_sort(n: int, dtype: str, runs: int) -> float | None:
-    """np.sort of n N(0, 1) entries with NumPy's AVX2 code, in a child process (None where it fails)."""
-    code = (f"import numpy as np, statistics, time\nv = np.random.default_rng(0).standard_normal({n}).astype('{dtype}')\n"
-            f"ts = []\nfor _ in range({runs}):\n    t = time.perf_counter(); np.sort(v); ts.append(time.perf_counter() - t)\n"
-            "print(statistics.median(ts))")
-    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES="AVX512_ICL X86_V4")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    return float(out.stdout) if out.returncode == 0 else None
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[1e6])
@@ -101,8 +85,8 @@ def main(argv=None) -> None:
             v = rng.standard_normal(n).astype(dtype)
             w = np.sort(rng.random(n))[::-1] * 1e-3
             stages, whole = stage_times(v, w, args.parallel, args.runs)
-            floor = _median_sort(v, args.runs)
-            avx2 = avx2_sort(n, dtype, args.runs) if NB._numpy_sort_is_slow() else None
+            floor = _median(lambda: np.sort(v), args.runs)
+            avx2 = sort_seconds(n, dtype, args.runs, avx2=True) if NB._numpy_sort_is_slow() else None
             print(f"\nn = {n:.0e}, {dtype}: whole {whole * 1e3:.2f} ms; np.sort here {floor * 1e3:.2f} ms"
                   + (f", with NumPy's AVX2 code {avx2 * 1e3:.2f} ms (whole / that: {whole / avx2:.2f})" if avx2 else ""))
             print("| stage | ms | share of the call |")
