@@ -2222,3 +2222,55 @@ def test_row_support_out_is_its_formula_bit_for_bit(dtype, e_sign, in_place):
     o = x.copy() if in_place else np.full_like(x, np.nan)
     NB._support_out(o if in_place else x, 1.0, 1.0, Yk, e, fac, o)
     np.testing.assert_array_equal(o.view(np.uint8), want.view(np.uint8))
+
+
+# ------------------------------------------------------------------ row extrema by their bits
+
+
+def _with_specials(dtype, finite):
+    """Signed floats of the whole range; with ``finite`` False also +-inf and NaN."""
+    el = signed(dtype)
+    return el if finite else st.one_of(el, st.sampled_from([np.inf, -np.inf, np.nan]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_row_extrema_by_bits_are_numpys(dtype, data):
+    """_absmax, _max_min and _product_absmax (integer extrema of the values'
+    bits) give NumPy's float extrema on rows without NaN, over the whole
+    range, -0 and empty rows included (max|x| = 0 there; (max, min) =
+    (-inf, inf); a zero extremum as +0); _non_finite_probe copies both rows
+    to float64 and says NaN exactly where an entry of either is NaN or
+    +-inf."""
+    m = data.draw(st.integers(0, 40))
+    x = data.draw(arrays(dtype, m, elements=_with_specials(dtype, True)))
+    x64 = x.astype(np.float64)
+    absmax = NB._absmax(x)
+    assert absmax == (np.abs(x64).max() if m else 0.0)
+    hi, lo = NB._max_min(x64)
+    want = (x64.max(), x64.min()) if m else (-np.inf, np.inf)
+    for got, w in zip((hi, lo), want):
+        assert got == w and not (got == 0 and math.copysign(1.0, got) < 0)
+    y64 = data.draw(arrays(np.float64, m, elements=_with_specials(np.float64, True)))
+    with np.errstate(over="ignore", under="ignore"):
+        assert NB._product_absmax(x64, y64) == (np.abs(x64 * y64).max() if m else 0.0)
+    w = data.draw(arrays(dtype, m, elements=_with_specials(dtype, False)))
+    d = data.draw(arrays(dtype, m, elements=_with_specials(dtype, False)))
+    X, Dn = np.full(m, 7.0), np.full(m, 7.0)
+    chk = NB._non_finite_probe(w, d, X, Dn)
+    bad = not (np.isfinite(w).all() and np.isfinite(d).all())
+    assert (chk != chk) == bad and (bad or chk == 0.0)
+    np.testing.assert_array_equal(X.view(np.uint64), w.astype(np.float64).view(np.uint64))
+    np.testing.assert_array_equal(Dn.view(np.uint64), d.astype(np.float64).view(np.uint64))
+
+
+def test_row_extrema_by_bits_take_a_zero_as_plus_zero():
+    """-0 and +0 are one value: _max_min returns +0 where the extremum is a
+    zero, whichever signs the row holds (a float min or max would return
+    whichever zero it met first)."""
+    for row, want in (([-0.0, 1.0], (1.0, 0.0)), ([0.0, -0.0, 2.0], (2.0, 0.0)), ([-1.0, -0.0], (0.0, -1.0)),
+                      ([-0.0], (0.0, 0.0)), ([-0.0, 0.0], (0.0, 0.0))):
+        got = NB._max_min(np.array(row))
+        assert got == want
+        assert [math.copysign(1.0, g) for g in got] == [math.copysign(1.0, w) for w in want], (row, got)
+    assert math.copysign(1.0, NB._absmax(np.array([-0.0, -0.0]))) == 1.0

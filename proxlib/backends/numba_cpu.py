@@ -415,20 +415,17 @@ def _sumsq(x):
 
 @_jit
 def _absmax(x):
-    """max_j |x_j| as float64 (four partial maxima)."""
-    m = x.shape[0]
-    a0 = a1 = a2 = a3 = 0.0
-    j = 0
-    while j + 4 <= m:
-        a0 = max(a0, abs(np.float64(x[j])))
-        a1 = max(a1, abs(np.float64(x[j + 1])))
-        a2 = max(a2, abs(np.float64(x[j + 2])))
-        a3 = max(a3, abs(np.float64(x[j + 3])))
-        j += 4
-    while j < m:
-        a0 = max(a0, abs(np.float64(x[j])))
-        j += 1
-    return max(max(a0, a1), max(a2, a3))
+    """max_j |x_j| as float64 (0 for an empty row) of a row without NaN:
+    the largest of the magnitudes' bits in x's own width (_magnitude_bits,
+    ordered as the magnitudes; an integer maximum, which LLVM vectorises,
+    where a float one with IEEE rules stays scalar: 0.5x the time on 784
+    rows of 300 float64)."""
+    if x.shape[0] == 0:
+        return 0.0
+    top = _magnitude_bits(x[0])
+    for j in range(x.shape[0]):
+        top = max(top, _magnitude_bits(x[j]))
+    return _magnitude_of_bits(top)
 
 
 @_jit
@@ -4858,56 +4855,61 @@ def _over_pow2(x, s, out):
         out[i] = _over_pow2_by(x[i], s, f)
 
 
+@_inline
+def _ordered_key(v):
+    """The float64 v's bits as an int64 ordered as the floats (no NaN): a
+    negative v's magnitude bits flipped; -0 taken as +0 (v + 0)."""
+    b = _bits(v + 0.0)
+    return b ^ ((b >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
+
+
+@_inline
+def _from_ordered_key(k):
+    """The float64 whose _ordered_key is k."""
+    return _from_bits(k ^ ((k >> 63) & np.int64(0x7FFFFFFFFFFFFFFF)))
+
+
 @_jit
 def _max_min(x):
-    """(max_j x_j, min_j x_j) of a float64 row without NaN (four partial
-    maxima and minima)."""
-    m = x.shape[0]
-    h0 = h1 = h2 = h3 = -np.inf
-    l0 = l1 = l2 = l3 = np.inf
-    j = 0
-    while j + 4 <= m:
-        a0, a1, a2, a3 = x[j], x[j + 1], x[j + 2], x[j + 3]
-        h0, h1, h2, h3 = max(h0, a0), max(h1, a1), max(h2, a2), max(h3, a3)
-        l0, l1, l2, l3 = min(l0, a0), min(l1, a1), min(l2, a2), min(l3, a3)
-        j += 4
-    while j < m:
-        h0, l0 = max(h0, x[j]), min(l0, x[j])
-        j += 1
-    return max(max(h0, h1), max(h2, h3)), min(min(l0, l1), min(l2, l3))
+    """(max_j x_j, min_j x_j) of a float64 row without NaN ((-inf, inf)
+    for an empty row; a zero as +0): integer extrema of _ordered_key,
+    which LLVM vectorises (0.5x the time of four partial float extrema on
+    784 rows of 300)."""
+    hi = _ordered_key(-np.inf)
+    lo = _ordered_key(np.inf)
+    for j in range(x.shape[0]):
+        k = _ordered_key(x[j])
+        hi = max(hi, k)
+        lo = min(lo, k)
+    return _from_ordered_key(hi), _from_ordered_key(lo)
 
 
 @_jit
 def _product_absmax(P, Q):
-    """max_i |P_i Q_i| (four partial maxima; no NaN)."""
-    m = P.shape[0]
-    h0 = h1 = h2 = h3 = 0.0
-    j = 0
-    while j + 4 <= m:
-        h0 = max(h0, abs(P[j] * Q[j]))
-        h1 = max(h1, abs(P[j + 1] * Q[j + 1]))
-        h2 = max(h2, abs(P[j + 2] * Q[j + 2]))
-        h3 = max(h3, abs(P[j + 3] * Q[j + 3]))
-        j += 4
-    while j < m:
-        h0 = max(h0, abs(P[j] * Q[j]))
-        j += 1
-    return max(max(h0, h1), max(h2, h3))
+    """max_i |P_i Q_i| (0 for empty rows; no NaN): an integer maximum of
+    the products' magnitude bits (see _absmax)."""
+    top = np.int64(0)
+    for j in range(P.shape[0]):
+        top = max(top, _magnitude_bits(P[j] * Q[j]))
+    return _magnitude_of_bits(top)
 
 
 @_jit
 def _non_finite_probe(w, d, X, Dn):
     """X = w, Dn = d in float64 (one read of each: they may be strided);
-    returns sum_i (x_i 0 + d_i 0): NaN iff an entry of either is NaN or
-    +-inf, else 0."""
-    chk = 0.0
+    returns NaN iff an entry of either is NaN or +-inf, else 0: from the
+    largest magnitude bits of both (a NaN's and inf's are inf's and above;
+    an integer maximum, vectorised, where the sum of x 0 + d 0 it replaced
+    was a chain of dependent additions: 0.33x the time on 784 rows of 300
+    float32)."""
+    top = np.int64(0)
     for i in range(w.shape[0]):
         x = np.float64(w[i])
         e = np.float64(d[i])
         X[i] = x
         Dn[i] = e
-        chk += x * 0.0 + e * 0.0
-    return chk
+        top = max(top, max(_magnitude_bits(x), _magnitude_bits(e)))
+    return 0.0 if top < _INF_BITS else np.nan
 
 
 # The row sums below: the terms formed by one loop (plain IEEE rules,
