@@ -5415,16 +5415,29 @@ def _metric_cols(A, DA, a, b, outA):
     Os = np.empty((T, m), dtype=outA.dtype)
     for g0 in range(0, G, T):
         n = min(T, G - g0)
-        for i in range(m):
-            for j in range(n):
-                Xs[j, i] = A[i, g0 + j]
-                Ds[j, i] = DA[i, g0 + j]
+        if n == T:  # (a whole tile: loops of a constant length, unrolled)
+            for i in range(m):
+                x, d = A[i, g0:g0 + T], DA[i, g0:g0 + T]
+                for j in range(T):
+                    Xs[j, i] = x[j]
+                    Ds[j, i] = d[j]
+        else:
+            for i in range(m):
+                for j in range(n):
+                    Xs[j, i] = A[i, g0 + j]
+                    Ds[j, i] = DA[i, g0 + j]
         for j in range(n):
             r = g0 + j
             _metric_row(Xs[j], Ds[j], _at(a, r), _at(b, r), Os[j], S, K)
-        for i in range(m):
-            for j in range(n):
-                outA[i, g0 + j] = Os[j, i]
+        if n == T:
+            for i in range(m):
+                o = outA[i, g0:g0 + T]
+                for j in range(T):
+                    o[j] = Os[j, i]
+        else:
+            for i in range(m):
+                for j in range(n):
+                    outA[i, g0 + j] = Os[j, i]
 
 
 _NO_THRESHOLD = np.zeros(1)
