@@ -2236,12 +2236,14 @@ def _with_specials(dtype, finite):
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_row_extrema_by_bits_are_numpys(dtype, data):
-    """_absmax, _max_min and _product_absmax (integer extrema of the values'
-    bits) give NumPy's float extrema on rows without NaN, over the whole
-    range, -0 and empty rows included (max|x| = 0 there; (max, min) =
-    (-inf, inf); a zero extremum as +0); _non_finite_probe copies both rows
-    to float64 and says NaN exactly where an entry of either is NaN or
-    +-inf."""
+    """_absmax and _max_min (integer extrema of the values' bits) give
+    NumPy's float extrema on rows without NaN, over the whole range, -0 and
+    empty rows included (max|x| = 0 there; (max, min) = (-inf, inf); a
+    zero extremum as +0).  The metric rows' first pass, _metric_row_read,
+    copies w and d to float64, says whether both are finite (NaN and +-inf
+    of either sign in either), and where they are gives NumPy's max |w|,
+    max d and min d; _scale_metric_row scales by the powers of two the
+    kernel takes from them and gives max |Dn V| of the scaled rows."""
     m = data.draw(st.integers(0, 40))
     x = data.draw(arrays(dtype, m, elements=_with_specials(dtype, True)))
     x64 = x.astype(np.float64)
@@ -2251,17 +2253,25 @@ def test_row_extrema_by_bits_are_numpys(dtype, data):
     want = (x64.max(), x64.min()) if m else (-np.inf, np.inf)
     for got, w in zip((hi, lo), want):
         assert got == w and not (got == 0 and math.copysign(1.0, got) < 0)
-    y64 = data.draw(arrays(np.float64, m, elements=_with_specials(np.float64, True)))
-    with np.errstate(over="ignore", under="ignore"):
-        assert NB._product_absmax(x64, y64) == (np.abs(x64 * y64).max() if m else 0.0)
-    w = data.draw(arrays(dtype, m, elements=_with_specials(dtype, False)))
-    d = data.draw(arrays(dtype, m, elements=_with_specials(dtype, False)))
+    finite = data.draw(st.booleans())
+    w = data.draw(arrays(dtype, m, elements=_with_specials(dtype, finite)))
+    d = data.draw(arrays(dtype, m, elements=_with_specials(dtype, finite)))
     X, Dn = np.full(m, 7.0), np.full(m, 7.0)
-    chk = NB._non_finite_probe(w, d, X, Dn)
-    bad = not (np.isfinite(w).all() and np.isfinite(d).all())
-    assert (chk != chk) == bad and (bad or chk == 0.0)
+    ok, wmax, dmax, dmin = NB._metric_row_read(w, d, X, Dn)
     np.testing.assert_array_equal(X.view(np.uint64), w.astype(np.float64).view(np.uint64))
     np.testing.assert_array_equal(Dn.view(np.uint64), d.astype(np.float64).view(np.uint64))
+    assert ok == bool(np.isfinite(w).all() and np.isfinite(d).all())
+    if not ok:
+        return
+    assert (wmax, dmax, dmin) == ((np.abs(X).max(), Dn.max(), Dn.min()) if m else (0.0, -np.inf, np.inf))
+    sv, sd = NB._pow2_scale(wmax), NB._pow2_scale(dmax)  # (as the kernel scales: no overflow)
+    V = np.full(m, 7.0)
+    with np.errstate(over="ignore", under="ignore"):
+        want_V, want_D = np.abs(X) / sv, Dn / sd
+        pmax = NB._scale_metric_row(X, Dn, sv, sd, V)
+        np.testing.assert_array_equal(V, want_V)
+        np.testing.assert_array_equal(Dn, want_D)
+        assert pmax == (np.abs(want_V * want_D).max() if m else 0.0)
 
 
 def test_row_extrema_by_bits_take_a_zero_as_plus_zero():
@@ -2274,3 +2284,21 @@ def test_row_extrema_by_bits_take_a_zero_as_plus_zero():
         assert got == want
         assert [math.copysign(1.0, g) for g in got] == [math.copysign(1.0, w) for w in want], (row, got)
     assert math.copysign(1.0, NB._absmax(np.array([-0.0, -0.0]))) == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, -np.nan])
+@pytest.mark.parametrize("in_d", [False, True])
+def test_metric_row_read_finds_each_non_finite_entry(dtype, bad, in_d):
+    """One NaN or infinity of either sign, in w or in d, at any place of a
+    row of the whole range's extremes, makes the row not finite."""
+    big = float(np.finfo(dtype).max)
+    for m in (1, 5, 33):
+        for place in range(m):
+            w = np.array([big, -big, 0.0, -0.0, 1.0] * 7, dtype=dtype)[:m]
+            d = w[::-1].copy()
+            (d if in_d else w)[place] = bad
+            X, Dn = np.empty(m), np.empty(m)
+            assert not NB._metric_row_read(w, d, X, Dn)[0]
+            (d if in_d else w)[place] = -big if bad < 0 else big
+            assert NB._metric_row_read(w, d, X, Dn)[0]
