@@ -560,6 +560,26 @@ def test_numba_pair_order_is_the_lexicographic_order(m, kind):
     assert (nb._descents(keys) * 32 > m) == (kind == "outlier")
 
 
+@given(data=st.data())
+def test_numba_pair_order_breaks_ties_by_zlo_then_index(data):
+    """_pair_order on pairs whose Z repeat (a few values, zeros among them,
+    and neighbours one unit in the last place apart, which the packed keys
+    truncate to one value), with low parts that differ or repeat: the order
+    of (Z, Zlo) decreasing, then the index increasing, whichever entries its
+    insertion pass skips; a negative Z (an unchecked metric) takes the
+    argsort path to the same order."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    m = data.draw(st.integers(1, 200))
+    base = data.draw(st.lists(st.floats(2.0**-60, 2.0**60), min_size=1, max_size=4))
+    values = [0.0] + base + [np.nextafter(b, np.inf) for b in base]
+    if data.draw(st.booleans()):
+        values.append(-1.0)
+    Z = np.array(data.draw(st.lists(st.sampled_from(values), min_size=m, max_size=m)))
+    Zlo = np.array([data.draw(st.sampled_from([0.0, 1.0, -1.0])) * z * 2.0**-60 for z in Z])
+    order = nb._pair_order(Z, Zlo, np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
+    np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
+
+
 @pytest.mark.parametrize("op", ROW_OPS)
 @given(st.integers(1, 6), st.integers(1, 12), st.data())
 def test_numba_row_kernels_in_a_metric(op, G, m, data):

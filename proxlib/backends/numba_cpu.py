@@ -5109,25 +5109,36 @@ def _pair_order(Z, Zlo, keys, tmp):
     while (1 << ib) < m:
         ib += 1
     low_mask = (1 << ib) - 1
+    negative = 0
     for i in range(m):
-        if not Z[i] >= 0.0:
-            order = np.argsort(-Z, kind="mergesort")
-            break
+        negative += 0 if Z[i] >= 0.0 else 1
+    if negative:
+        order = np.argsort(-Z, kind="mergesort")
+        for p in range(1, m):  # (insertion: the ties of Z by Zlo and index)
+            q = order[p]
+            r = p
+            while r > 0 and _pair_before(Z, Zlo, q, order[r - 1]):
+                order[r] = order[r - 1]
+                r -= 1
+            order[r] = q
+        return order
+    for i in range(m):
         keys[i] = ((_INF_BITS - _bits(Z[i])) & ~low_mask) | i
-    else:
-        cap = _INF_BITS & ~low_mask  # (the zeros' keys: at least this)
-        _radix_sort_window(keys, tmp, cap)
-        if _descents(keys) * 32 > m:  # the window left many keys out of order: all their bits
-            _radix_sort(keys, tmp, ib)
-        order = keys & low_mask
+    cap = _INF_BITS & ~low_mask  # (the zeros' keys: at least this)
+    _radix_sort_window(keys, tmp, cap)
+    if _descents(keys) * 32 > m:  # the window left many keys out of order: all their bits
+        _radix_sort(keys, tmp, ib)
     for p in range(1, m):  # (insertion: nothing moves where the packed order was the full one)
-        q = order[p]
+        k = keys[p]
+        if (keys[p - 1] >> ib) < (k >> ib):
+            continue  # (its Z below the prefix's last, and so below all of the prefix: in place)
+        q = k & low_mask
         r = p
-        while r > 0 and _pair_before(Z, Zlo, q, order[r - 1]):
-            order[r] = order[r - 1]
+        while r > 0 and _pair_before(Z, Zlo, q, keys[r - 1] & low_mask):
+            keys[r] = keys[r - 1]
             r -= 1
-        order[r] = q
-    return order
+        keys[r] = k
+    return keys & low_mask
 
 
 @_jit
