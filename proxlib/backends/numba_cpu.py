@@ -5189,10 +5189,10 @@ def _metric_row(w, d, a, b, out, S, K):
 
 # the scratch rows of one row's solve (S[0..2]: X, V, Dn; S[3], S[4], S[_T3]:
 # terms of sums; the others below)
-_METRIC_SCRATCH = 14
+_METRIC_SCRATCH = 13
 _MU = 5  # group lasso: a / Dn; exclusive: the sorted metric Ds
 _DS = 5
-_Z, _ZLO, _Y, _YLO, _R, _XS, _E, _T3 = 6, 7, 8, 9, 10, 11, 12, 13
+_Z, _ZLO, _Y, _YLO, _XS, _E, _T3 = 6, 7, 8, 9, 10, 11, 12
 
 
 @_jit
@@ -5280,17 +5280,21 @@ def _sorted_pairs(S, K):
 
 
 @_jit
-def _ex_metric_parts(Y, Ylo, R, b_s):
-    """_metric_kernels._exclusive_parts on one row, R = 1/E (E: the sorted
-    weights): with H = cumsum(R) and F its shifted sums
+def _ex_metric_parts(Y, Ylo, Ds, t, b_s):
+    """_metric_kernels._exclusive_parts on one row, R = 1/E with E = Ds + t
+    the sorted weights (t = 0: E = Ds): with H = cumsum(R) and F its shifted sums
     (metric_shifted_sums: F_1 = 0, F_j+1 = F_j + (z_j - z_j+1) H_j), the
     support is k = #{Y_j > b F_j} (_xp_kernels.exclusive_support; entry 1
     where Y_1 > 0), a prefix (Y falls and b F rises with j, both rounded
     monotonely), so the sums stop at its end, with the array code's bits
-    at k.  Returns (Y_k, Ylo_k, e, H_k, k), e = ((Y_k - b F_k) + Ylo_k) /
-    (1 + b H_k)."""
+    at k.  R_i is formed as the loop reads it (_reciprocal_weight, the same
+    bits as a pass forming all of them): over the support and the entry
+    that ends it, where a vectorised pass over the whole row, once per
+    point of group+exclusive's search, cost as much as the rest of the
+    step on the sparse rows of a training step.  Returns (Y_k, Ylo_k, e,
+    H_k, k), e = ((Y_k - b F_k) + Ylo_k) / (1 + b H_k)."""
     m = Y.shape[0]
-    h = R[0]
+    h = _reciprocal_weight(Ds[0], t)
     f = 0.0
     k = 1 if Y[0] > 0 else 0
     if k == 1:
@@ -5300,11 +5304,17 @@ def _ex_metric_parts(Y, Ylo, R, b_s):
             if not Y[i + 1] > b_s * fn:
                 break
             f = fn
-            h += R[i + 1]
+            h += _reciprocal_weight(Ds[i + 1], t)
             k += 1
     kk = max(k, 1) - 1
     Yk, Ylok = Y[kk], Ylo[kk]
     return Yk, Ylok, ((Yk - b_s * f) + Ylok) / (1.0 + b_s * h), h, k
+
+
+@_inline
+def _reciprocal_weight(d, t):
+    """1/(d + t), and 1/d for t = 0 (a d of -0 keeps its sign)."""
+    return 1.0 / d if t == 0.0 else 1.0 / (d + t)
 
 
 @_inline
@@ -5319,11 +5329,9 @@ def _above(z, zlo, Yk, Ylok, e):
 def _ex_metric_solve(S, K, b_s):
     """V <- |x| (scaled) of the exclusive lasso on a row (0 < b_s < inf):
     |x_i| = (z_i - theta)_+ / Dn_i, no iteration."""
-    V, Dn, Z, Zlo, Ds, R = S[1], S[2], S[_Z], S[_ZLO], S[_DS], S[_R]
+    V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     _sorted_pairs(S, K)
-    for i in range(V.shape[0]):
-        R[i] = 1.0 / Ds[i]
-    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], R, b_s)
+    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], 0.0, b_s)
     for i in range(V.shape[0]):
         r = _above(Z[i], Zlo[i], Yk, Ylok, e)
         V[i] = r / Dn[i] if Dn[i] > 0 else 0.0  # (Dn underflowed to 0: the limit x = 0)
@@ -5335,28 +5343,19 @@ def _ex_metric_solve(S, K, b_s):
 
 
 @_jit
-def _gx_weights(Ds, t, E, R):
-    """E = Ds + t and R = 1/E (vectorised)."""
-    for i in range(Ds.shape[0]):
-        e = Ds[i] + t
-        E[i] = e
-        R[i] = 1.0 / e
-
-
-@_jit
 def _gx_metric_gs(S, a_s, b_s, s):
     """(psi(s) - 1, psi'(s)) of _metric_kernels._group_exclusive_rows's
     g_and_slope: x(a/s) by the exclusive equation on the sorted row, its
     sums formed of x / r (r the power of two of max x: x may lie far below
     the row's scale) in another order than the array code's."""
-    Y, Ylo, Ds, Xs, E, R = S[_Y], S[_YLO], S[_DS], S[_XS], S[_E], S[_R]
+    Y, Ylo, Ds, Xs, E = S[_Y], S[_YLO], S[_DS], S[_XS], S[_E]
     t = a_s / s
-    _gx_weights(Ds, t, E, R)
-    Yk, Ylok, e, Hk, k = _ex_metric_parts(Y, Ylo, R, b_s)
+    Yk, Ylok, e, Hk, k = _ex_metric_parts(Y, Ylo, Ds, t, b_s)
     # (the entries past the support are x = 0: they add nothing)
     Xs, E, Ds = Xs[:k], E[:k], Ds[:k]
     T1, T2, T3 = S[3][:k], S[4][:k], S[_T3][:k]
     for i in range(k):
+        E[i] = Ds[i] + t
         Xs[i] = _above(Y[i], Ylo[i], Yk, Ylok, e) / E[i]
     r = _pow2_scale(_absmax(Xs))
     f = _pow2_inverse(r)
@@ -5385,8 +5384,7 @@ def _gx_metric_solve(S, K, a_s, b_s, nz, dmin):
     hi = min(nv, (nz - a_s) / dmin * (1.0 + 8 * _METRIC_EPS))
     s = _metric_root(S, a_s, b_s, 0.0, hi, hi)
     t = a_s / s
-    _gx_weights(S[_DS], t, E, S[_R])
-    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_R], b_s)
+    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], t, b_s)
     for i in range(m):
         V[i] = _above(Z[i], Zlo[i], Yk, Ylok, e) / (Dn[i] + t)
 
