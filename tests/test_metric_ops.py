@@ -580,6 +580,40 @@ def test_numba_pair_order_breaks_ties_by_zlo_then_index(data):
     np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data):
+    """The exclusive lasso in a metric solves each row from the entries
+    above a point found by Newton's steps without sorting
+    (:func:`numba_cpu._ex_metric_candidates`), and from the whole sorted
+    row where the candidates' search does not end inside them: the array
+    code's bits either way, on long rows whose supports range from one
+    entry to all of them, with zeros (pruned entries), ties and a metric
+    spread over decades."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    G, m = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 300))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    W = rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-3, 3, (G, 1))
+    kind = data.draw(st.sampled_from(["plain", "zeros", "ties", "mostly zeros"]))
+    if kind == "zeros":
+        W[rng.random((G, m)) < 0.5] = 0.0
+    elif kind == "ties":
+        W = np.round(W, 1)
+    elif kind == "mostly zeros":
+        W[rng.random((G, m)) < 0.95] = 0.0
+    spread = data.draw(st.sampled_from([0.0, 1.0, 6.0]))
+    D = 10.0 ** rng.uniform(-spread, spread, (G, m)) * 10.0 ** rng.uniform(-3, 3)
+    if data.draw(st.booleans()):
+        D = np.round(D, 2) + 0.01  # (tied products)
+    W, D = W.astype(dtype), D.astype(dtype)
+    # b from a one-entry support (b large against 1/||d w||_1) to all of it
+    scale = np.abs(D.astype(np.float64) * W).sum(axis=1) + 1e-300
+    b = 10.0 ** data.draw(st.floats(-4, 4)) / scale
+    with np.errstate(all="ignore"):
+        X, ref = nb.exclusive_lasso_metric(W, D, b, parallel=False), MK.exclusive_lasso_metric(W, D, b)
+    _same_bits(X, ref)
+
+
 @pytest.mark.parametrize("op", ROW_OPS)
 @given(st.integers(1, 6), st.integers(1, 12), st.data())
 def test_numba_row_kernels_in_a_metric(op, G, m, data):

@@ -5153,7 +5153,7 @@ def _metric_row(w, d, a, b, out, S, K):
     ``w``): the scales, the thresholds scaled with them (the saturated b's
     shift included), the zero test ||Dn V|| <= a, then the row's case, as
     the array code's cases.  S: float64 scratch rows (_METRIC_SCRATCH, m),
-    K: int64 scratch rows (2, m)."""
+    K: int64 scratch rows (3, m)."""
     m = w.shape[0]
     X, V, Dn = S[0], S[1], S[2]
     sv, sd, nrm, zs, dmx, dmin = _metric_row_scales(w, d, X, V, Dn, S[3])
@@ -5266,6 +5266,82 @@ def _gl_metric_solve(S, a_s, nz, dmx, dmin):
 # prefix support
 
 
+@_rjit
+def _weighted_sums_above(Z, R, t):
+    """(sum Z_i R_i, sum R_i) over Z_i > t, in any order (a heuristic's sums)."""
+    A = 0.0
+    B = 0.0
+    for i in range(Z.shape[0]):
+        above = Z[i] > t
+        A += Z[i] * R[i] if above else 0.0
+        B += R[i] if above else 0.0
+    return A, B
+
+
+@_jit
+def _ex_metric_candidates(Z, Dn, b_s, R, idx):
+    """The entries of a row that the exclusive lasso's support in a metric
+    may hold, and the entries that follow them, found without sorting:
+    idx[:n] = {i: Z_i >= Z_next} in index order (n returned), Z_next the
+    largest Z_i <= L, for a point L below the threshold theta, the root of
+    the increasing, concave phi(t) = t - b sum_i (Z_i - t)_+ / Dn_i:
+    Newton's steps from t = 0 (Michelot's, t' = b sum_{Z > t} Z_i R_i /
+    (1 + b sum_{Z > t} R_i), R = 1/Dn in ``R``) stay left of it (at most
+    8, until they stop rising), then L = t (1 - 2^-20) for their rounding.
+    Where Z_next is 0 (every other entry is zero), the candidates are the
+    Z_i > L, and ``zeros`` (returned) is True.  A heuristic: either set is
+    a prefix of the pairs' total order whatever L is (an entry ranked above
+    a candidate has a Z at least the candidate's), and the caller takes
+    the candidates' result only where their prefix search ends inside them
+    (or, ``zeros``, at their end, before the zeros), which is then the
+    whole row's.  A few vectorised passes, where the sort of a whole row
+    cost 4-5 ns an entry (a training step's rows: supports of a tenth of
+    the row or less)."""
+    m = Z.shape[0]
+    for i in range(m):
+        R[i] = 1.0 / Dn[i] if Dn[i] > 0.0 else 0.0
+    t = 0.0
+    for _ in range(8):
+        A, B = _weighted_sums_above(Z, R, t)
+        tn = (b_s * A) / (1.0 + b_s * B)
+        if not tn > t:  # (a NaN from an overflowing sum stops the steps too)
+            break
+        t = tn
+    low = t * (1.0 - 2.0**-20)
+    top = np.int64(0)
+    for i in range(m):
+        top = max(top, np.int64(0) if Z[i] > low else _magnitude_bits(Z[i]))
+    nxt = _magnitude_of_bits(top)  # (Z_next; a negative Z, an unchecked metric's, counts by its magnitude)
+    n = 0
+    if nxt > 0.0:
+        for i in range(m):
+            idx[n] = i
+            n += np.int64(Z[i] >= nxt)
+    else:
+        for i in range(m):
+            idx[n] = i
+            n += np.int64(Z[i] > low)
+    return n, nxt == 0.0
+
+
+@_jit
+def _sorted_candidates(S, K, n):
+    """Y, Ylo, Ds [:n]: the pairs (Z, Zlo) and Dn of the candidates
+    K[2][:n] (indices, increasing) in the pairs' decreasing order
+    (:func:`_pair_order` on them: ties by index, as the candidates keep
+    the row's order)."""
+    Z, Zlo, Dn, idx = S[_Z], S[_ZLO], S[2], K[2]
+    Zc, Zlc, Dc = S[3][:n], S[4][:n], S[_XS][:n]
+    for j in range(n):
+        i = idx[j]
+        Zc[j], Zlc[j], Dc[j] = Z[i], Zlo[i], Dn[i]
+    order = _pair_order(Zc, Zlc, K[0][:n], K[1][:n])
+    Y, Ylo, Ds = S[_Y], S[_YLO], S[_DS]
+    for j in range(n):
+        o = order[j]
+        Y[j], Ylo[j], Ds[j] = Zc[o], Zlc[o], Dc[o]
+
+
 @_jit
 def _sorted_pairs(S, K):
     """Z + Zlo = Dn V exactly (_metric_kernels._sorted_magnitudes), and Y,
@@ -5330,8 +5406,17 @@ def _ex_metric_solve(S, K, b_s):
     """V <- |x| (scaled) of the exclusive lasso on a row (0 < b_s < inf):
     |x_i| = (z_i - theta)_+ / Dn_i, no iteration."""
     V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
-    _sorted_pairs(S, K)
-    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], 0.0, b_s)
+    m = V.shape[0]
+    for i in range(m):
+        Z[i], Zlo[i] = _two_product(Dn[i], V[i])
+    n, zeros = _ex_metric_candidates(Z, Dn, b_s, S[_E], K[2])
+    k = n + 1
+    if 0 < n < m:
+        _sorted_candidates(S, K, n)
+        Yk, Ylok, e, _, k = _ex_metric_parts(S[_Y][:n], S[_YLO][:n], S[_DS][:n], 0.0, b_s)
+    if not (k < n or (k == n and zeros)):  # (the support may reach past the candidates: the whole row)
+        _sorted_pairs(S, K)
+        Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], 0.0, b_s)
     for i in range(V.shape[0]):
         r = _above(Z[i], Zlo[i], Yk, Ylok, e)
         V[i] = r / Dn[i] if Dn[i] > 0 else 0.0  # (Dn underflowed to 0: the limit x = 0)
@@ -5393,7 +5478,7 @@ def _gx_metric_solve(S, K, a_s, b_s, nz, dmin):
 def _metric_rows(W, D, a, b, out):
     G, m = W.shape
     S = np.empty((_METRIC_SCRATCH, m))
-    K = np.empty((2, m), dtype=np.int64)
+    K = np.empty((3, m), dtype=np.int64)
     for r in range(G):
         _metric_row(W[r], D[r], _at(a, r), _at(b, r), out[r], S, K)
 
@@ -5409,7 +5494,7 @@ def _metric_rows_par(W, D, a, b, out, nch):
     G, m = W.shape
     for c in prange(nch):
         S = np.empty((_METRIC_SCRATCH, m))
-        K = np.empty((2, m), dtype=np.int64)
+        K = np.empty((3, m), dtype=np.int64)
         for r in range(c * G // nch, (c + 1) * G // nch):
             _metric_row(W[r], D[r], _at(a, r), _at(b, r), out[r], S, K)
 
@@ -5427,7 +5512,7 @@ def _metric_cols(A, DA, a, b, outA):
     m, G = A.shape
     T = _COLUMN_TILE
     S = np.empty((_METRIC_SCRATCH, m))
-    K = np.empty((2, m), dtype=np.int64)
+    K = np.empty((3, m), dtype=np.int64)
     Xs = np.empty((T, m), dtype=A.dtype)
     Ds = np.empty((T, m), dtype=DA.dtype)
     Os = np.empty((T, m), dtype=outA.dtype)
