@@ -5263,7 +5263,8 @@ def _gl_metric_solve(S, a_s, nz, dmx, dmin):
 # -- the exclusive lasso: the array code's sort (lexicographic on the exact
 # products z = Z + Zlo, ties in index order: two stable sorts, as its two
 # stable argsorts), its cumulative sums (sequential, as NumPy's) and its
-# prefix support
+# prefix support (the sort of a prefix of that order where the support
+# ends inside it: _ex_metric_candidates)
 
 
 @_rjit
@@ -5597,7 +5598,11 @@ def exclusive_lasso_metric(W, D, b, *, parallel=True, out=None):
     :func:`._metric_kernels.exclusive_lasso_metric` row by row, compiled:
     |x_i| = (z_i - b L)_+ / D_i with z = D |w| as exact pairs, sorted
     (:func:`_pair_order`: the array code's order), the support a prefix and b L = b S_k / (1 + b H_k)
-    from the cumulative sums, no iteration.  The same arguments as
+    from the cumulative sums, no iteration.  Only the pairs down to the
+    first below a point under the threshold are sorted where their prefix
+    search ends inside them (:func:`_ex_metric_candidates`: a few Newton
+    passes find the point), else the whole row: the same prefix, the same
+    bits.  The same arguments as
     :func:`group_lasso_metric`; O(G m) but for tied products (an insertion pass), O(m) scratch per thread.  Its
     norm of D w adds in another order than the array code's (only its
     zero test reads it); the rest are the array code's operations in its
