@@ -5344,12 +5344,18 @@ def _sorted_candidates(S, K, n):
 
 
 @_jit
-def _sorted_pairs(S, K):
-    """Z + Zlo = Dn V exactly (_metric_kernels._sorted_magnitudes), and Y,
-    Ylo, Ds: Z, Zlo and Dn in z's decreasing order (:func:`_pair_order`)."""
-    V, Dn, Z, Zlo, Y, Ylo, Ds = S[1], S[2], S[_Z], S[_ZLO], S[_Y], S[_YLO], S[_DS]
+def _exact_products(S):
+    """Z + Zlo = Dn V exactly (_metric_kernels._sorted_magnitudes)."""
+    V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     for i in range(V.shape[0]):
         Z[i], Zlo[i] = _two_product(Dn[i], V[i])
+
+
+@_jit
+def _sorted_pairs(S, K):
+    """Y, Ylo, Ds: Z, Zlo (:func:`_exact_products`) and Dn in z's
+    decreasing order (:func:`_pair_order`)."""
+    V, Dn, Z, Zlo, Y, Ylo, Ds = S[1], S[2], S[_Z], S[_ZLO], S[_Y], S[_YLO], S[_DS]
     order = _pair_order(Z, Zlo, K[0], K[1])
     for i in range(V.shape[0]):
         j = order[i]
@@ -5408,8 +5414,7 @@ def _ex_metric_solve(S, K, b_s):
     |x_i| = (z_i - theta)_+ / Dn_i, no iteration."""
     V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     m = V.shape[0]
-    for i in range(m):
-        Z[i], Zlo[i] = _two_product(Dn[i], V[i])
+    _exact_products(S)
     n, zeros = _ex_metric_candidates(Z, Dn, b_s, S[_E], K[2])
     k = n + 1
     if 0 < n < m:
@@ -5463,8 +5468,9 @@ def _gx_metric_solve(S, K, a_s, b_s, nz, dmin):
     ||Dn V|| = nz > a_s > 0 and 0 < b_s < inf: the search from the upper
     end of [0, min(||v||, (nz - a)/d_min)], then
     |x_i| = (z_i - theta)_+ / (Dn_i + t) at t = a/s."""
-    V, Dn, Z, Zlo, E = S[1], S[2], S[_Z], S[_ZLO], S[_E]
+    V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     m = V.shape[0]
+    _exact_products(S)
     _sorted_pairs(S, K)
     nv = math.sqrt(_sumsq(V))
     hi = min(nv, (nz - a_s) / dmin * (1.0 + 8 * _METRIC_EPS))
