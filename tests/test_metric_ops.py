@@ -23,6 +23,7 @@ to the last bit), plus the subnormal spacing.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import pathlib
 from fractions import Fraction
@@ -616,6 +617,61 @@ def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data)
     b = 10.0 ** data.draw(st.floats(-4, 4)) / scale
     with np.errstate(all="ignore"):
         X, ref = nb.exclusive_lasso_metric(W, D, b, parallel=False), MK.exclusive_lasso_metric(W, D, b)
+    _same_bits(X, ref)
+
+
+@functools.cache
+def _numba_metric_rows_whole_or_prefix():
+    """A compiled loop of numba_cpu._metric_row over rows with its ``whole``
+    switch (group+exclusive: the whole sorted row, or the candidates'
+    prefix first)."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    numba = pytest.importorskip("numba")
+
+    @numba.njit
+    def rows(W, D, a, b, out, whole):
+        m = W.shape[1]
+        S = np.empty((nb._METRIC_SCRATCH, m))
+        K = np.empty((3, m), dtype=np.int64)
+        for r in range(W.shape[0]):
+            nb._metric_row(W[r], D[r], a[r], b[r], out[r], S, K, whole)
+
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_numba_group_exclusive_metric_prefix_gives_the_whole_rows_bits(dtype, data):
+    """Group+exclusive in a metric solves its exclusive equations on the
+    sorted candidates of its first point (numba_cpu._gx_metric_solve), and
+    sorts the whole row where the search, or its last point, needs more:
+    the whole sorted row's bits either way, on rows whose supports range
+    from one entry to all of them and move during the search (a from far
+    below ||d w|| to just under it), with zeros, ties and a metric spread
+    over decades."""
+    rows = _numba_metric_rows_whole_or_prefix()
+    G, m = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 300))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    W = rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-3, 3, (G, 1))
+    kind = data.draw(st.sampled_from(["plain", "zeros", "ties", "mostly zeros"]))
+    if kind == "zeros":
+        W[rng.random((G, m)) < 0.5] = 0.0
+    elif kind == "ties":
+        W = np.round(W, 1)
+    elif kind == "mostly zeros":
+        W[rng.random((G, m)) < 0.95] = 0.0
+    spread = data.draw(st.sampled_from([0.0, 1.0, 6.0]))
+    D = 10.0 ** rng.uniform(-spread, spread, (G, m)) * 10.0 ** rng.uniform(-3, 3)
+    if data.draw(st.booleans()):
+        D = np.round(D, 2) + 0.01  # (tied products)
+    W, D = W.astype(dtype), D.astype(dtype)
+    Dw = D.astype(np.float64) * W
+    a = data.draw(st.sampled_from([1e-3, 0.3, 0.9, 0.999, 1 - 2.0**-30])) * np.sqrt((Dw * Dw).sum(axis=1))
+    b = 10.0 ** data.draw(st.floats(-4, 4)) / (np.abs(Dw).sum(axis=1) + 1e-300)
+    X, ref = np.empty_like(W), np.empty_like(W)
+    with np.errstate(all="ignore"):
+        rows(W, D, a, b, X, False)
+        rows(W, D, a, b, ref, True)
     _same_bits(X, ref)
 
 

@@ -5147,13 +5147,14 @@ def _pair_order(Z, Zlo, keys, tmp):
 
 
 @_jit
-def _metric_row(w, d, a, b, out, S, K):
+def _metric_row(w, d, a, b, out, S, K, whole=False):
     """One row of _metric_kernels.group_exclusive_metric (a = 0: its
     exclusive lasso, b = 0: its group lasso) into ``out`` (which may be
     ``w``): the scales, the thresholds scaled with them (the saturated b's
     shift included), the zero test ||Dn V|| <= a, then the row's case, as
     the array code's cases.  S: float64 scratch rows (_METRIC_SCRATCH, m),
-    K: int64 scratch rows (3, m)."""
+    K: int64 scratch rows (3, m).  ``whole``: group+exclusive sorts the
+    whole row, never a prefix (the same bits; for the tests)."""
     m = w.shape[0]
     X, V, Dn = S[0], S[1], S[2]
     sv, sd, nrm, zs, dmx, dmin = _metric_row_scales(w, d, X, V, Dn, S[3])
@@ -5177,7 +5178,7 @@ def _metric_row(w, d, a, b, out, S, K):
     elif a_s == 0 and b_s > 0:
         _ex_metric_solve(S, K, b_s)
     elif a_s > 0 and b_s > 0:
-        _gx_metric_solve(S, K, a_s, b_s, nrm * zs, dmin)
+        _gx_metric_solve(S, K, a_s, b_s, nrm * zs, dmin, whole)
     # (a = b = 0: x = w)
     if shift > 0:
         ev = math.frexp(sv)[1]
@@ -5196,18 +5197,23 @@ _Z, _ZLO, _Y, _YLO, _XS, _E, _T3 = 6, 7, 8, 9, 10, 11, 12
 
 
 @_jit
-def _metric_root(S, a_s, b_s, lo, hi, c):
+def _metric_root(S, a_s, b_s, lo, hi, c, n, zeros):
     """_metric_kernels._root for one row from the point c: Newton's method
     safeguarded by bisection on [lo, hi], the same steps, stopping where the
     array code stops that row (its point then never changes).  The function
     is the group lasso's psi (b_s = 0, :func:`_gl_metric_gs`) or the
-    group+exclusive's (:func:`_gx_metric_gs`)."""
+    group+exclusive's (:func:`_gx_metric_gs`, on the first n sorted pairs,
+    ``zeros`` as :func:`_gx_metric_parts`').  Returns (the point, whether
+    every value was the whole row's: False where one needed pairs past the
+    n, and the search stopped there)."""
     left, right = lo, hi
     for _ in range(_METRIC_MAX_ITER):
         if b_s == 0.0:
             g, slope = _gl_metric_gs(S, c)
         else:
-            g, slope = _gx_metric_gs(S, a_s, b_s, c)
+            g, slope, ok = _gx_metric_gs(S, a_s, b_s, c, n, zeros)
+            if not ok:
+                return c, False
         if g < 0:
             left = c
         else:
@@ -5225,7 +5231,7 @@ def _metric_root(S, a_s, b_s, lo, hi, c):
             c = nxt
         if done or not ((left < nxt) and (nxt < right)):
             break
-    return c
+    return c, True
 
 
 # -- the group lasso: x_i = v_i s / (s + mu_i), mu = a / Dn, s the root of
@@ -5255,7 +5261,7 @@ def _gl_metric_solve(S, a_s, nz, dmx, dmin):
     lo = lo * (1.0 - 8 * _METRIC_EPS)
     hi = min(nv - mu_min, (nz - a_s) / dmin) * (1.0 + 8 * _METRIC_EPS)
     hi = min(hi, nv)
-    s = _metric_root(S, a_s, 0.0, lo, hi, lo)
+    s, _ = _metric_root(S, a_s, 0.0, lo, hi, lo, m, True)
     for i in range(m):
         V[i] = V[i] * (s / (s + Mu[i]))
 
@@ -5434,14 +5440,18 @@ def _ex_metric_solve(S, K, b_s):
 
 
 @_jit
-def _gx_metric_gs(S, a_s, b_s, s):
-    """(psi(s) - 1, psi'(s)) of _metric_kernels._group_exclusive_rows's
-    g_and_slope: x(a/s) by the exclusive equation on the sorted row, its
-    sums formed of x / r (r the power of two of max x: x may lie far below
-    the row's scale) in another order than the array code's."""
+def _gx_metric_gs(S, a_s, b_s, s, n, zeros):
+    """(psi(s) - 1, psi'(s), ok) of _metric_kernels._group_exclusive_rows's
+    g_and_slope: x(a/s) by the exclusive equation on the sorted row (its
+    first n pairs: :func:`_gx_metric_parts`; not ok where they do not
+    hold the support), its sums formed of x / r (r the power of two of max
+    x: x may lie far below the row's scale) in another order than the array
+    code's."""
     Y, Ylo, Ds, Xs, E = S[_Y], S[_YLO], S[_DS], S[_XS], S[_E]
     t = a_s / s
-    Yk, Ylok, e, Hk, k = _ex_metric_parts(Y, Ylo, Ds, t, b_s)
+    Yk, Ylok, e, Hk, k, ok = _gx_metric_parts(S, t, b_s, n, zeros)
+    if not ok:
+        return 0.0, 0.0, False
     # (the entries past the support are x = 0: they add nothing)
     Xs, E, Ds = Xs[:k], E[:k], Ds[:k]
     T1, T2, T3 = S[3][:k], S[4][:k], S[_T3][:k]
@@ -5459,24 +5469,61 @@ def _gx_metric_gs(S, a_s, b_s, s):
     nr = math.sqrt(_pure_sum(T1))
     P = _pure_sum(T2)
     num = _pure_sum(T3) + (t * P) * (b_s * P) / (1.0 + b_s * Hk)
-    return s / (nr * r) - 1.0, num / (r * (nr * nr * nr))
+    return s / (nr * r) - 1.0, num / (r * (nr * nr * nr)), True
 
 
 @_jit
-def _gx_metric_solve(S, K, a_s, b_s, nz, dmin):
+def _gx_metric_parts(S, t, b_s, n, zeros):
+    """:func:`_ex_metric_parts` at weights Ds + t on the first n sorted
+    pairs (Y, Ylo, Ds), and whether they are the whole row's: the search
+    ended inside them (k < n), or at their end with only zeros after them
+    (``zeros``), or n is the row's length."""
+    Yk, Ylok, e, Hk, k = _ex_metric_parts(S[_Y][:n], S[_YLO][:n], S[_DS][:n], t, b_s)
+    return Yk, Ylok, e, Hk, k, k < n or zeros or n == S.shape[1]
+
+
+@_jit
+def _gx_metric_solve(S, K, a_s, b_s, nz, dmin, whole=False):
     """V <- |x| (scaled) of the group+exclusive lasso on a row with
     ||Dn V|| = nz > a_s > 0 and 0 < b_s < inf: the search from the upper
     end of [0, min(||v||, (nz - a)/d_min)], then
-    |x_i| = (z_i - theta)_+ / (Dn_i + t) at t = a/s."""
+    |x_i| = (z_i - theta)_+ / (Dn_i + t) at t = a/s.
+
+    The search's exclusive equations read a prefix of the sorted pairs:
+    the candidates of :func:`_ex_metric_candidates` at the weights
+    Dn + t_0 of its first point, t_0 = a/hi (the support grows with t, and
+    the search seldom leaves t_0's: on the rows of a training step
+    (benchmarks/bench_overhead.py's MLP in Adam's metric) its supports
+    never outgrew the first point's), sorted alone.  Every value computed
+    from them is the whole row's (:func:`_gx_metric_parts`); where one
+    would need more, the whole row is sorted and the search starts again,
+    so the result is always the whole row's search, bit for bit (``whole``:
+    that search from the start)."""
     V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     m = V.shape[0]
     _exact_products(S)
-    _sorted_pairs(S, K)
     nv = math.sqrt(_sumsq(V))
     hi = min(nv, (nz - a_s) / dmin * (1.0 + 8 * _METRIC_EPS))
-    s = _metric_root(S, a_s, b_s, 0.0, hi, hi)
+    n, zeros = m, True
+    if not whole:
+        E, t0 = S[_XS], a_s / hi
+        for i in range(m):
+            E[i] = Dn[i] + t0
+        n, zeros = _ex_metric_candidates(Z, E, b_s, S[_E], K[2])
+    if 0 < n < m:
+        _sorted_candidates(S, K, n)
+        s, ok = _metric_root(S, a_s, b_s, 0.0, hi, hi, n, zeros)
+    else:
+        ok = False
+    if not ok:
+        n, zeros = m, True
+        _sorted_pairs(S, K)
+        s, _ = _metric_root(S, a_s, b_s, 0.0, hi, hi, m, True)
     t = a_s / s
-    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], t, b_s)
+    Yk, Ylok, e, _, _, ok = _gx_metric_parts(S, t, b_s, n, zeros)
+    if not ok:  # (the last point, never evaluated in the search, reaches past the prefix)
+        _sorted_pairs(S, K)
+        Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], t, b_s)
     for i in range(m):
         V[i] = _above(Z[i], Zlo[i], Yk, Ylok, e) / (Dn[i] + t)
 
