@@ -5690,7 +5690,11 @@ def group_exclusive_metric(W, D, a, b, *, parallel=True, out=None):
     |x_i| = (D_i |w_i| - b ||x||_1)_+ / (D_i + t), the inner (exclusive)
     equation solved exactly on the row sorted once (:func:`_pair_order`)
     at each step of the array code's safeguarded Newton search over
-    s = ||x_r|| (:func:`_metric_root`), to the last bit.  b = 0 is
+    s = ||x_r|| (:func:`_metric_root`), to the last bit.  Only the pairs
+    that the inner equation may take at the search's first point are
+    sorted (:func:`_ex_metric_candidates` at the weights D + a/s_0),
+    unless a step needs more: then the whole row, and the search again
+    (:func:`_gx_metric_solve`: the same bits either way).  b = 0 is
     :func:`group_lasso_metric`, a = 0 :func:`exclusive_lasso_metric`
     (the same code).  Its sums over a row add in another order than the
     array code's, so the result agrees with the array code's to the
