@@ -586,17 +586,11 @@ def test_numba_pair_order_breaks_ties_by_zlo_then_index(data):
     np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(data=st.data())
-def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data):
-    """The exclusive lasso in a metric solves each row from the entries
-    above a point found by Newton's steps without sorting
-    (:func:`numba_cpu._ex_metric_candidates`), and from the whole sorted
-    row where the candidates' search does not end inside them: the array
-    code's bits either way, on long rows whose supports range from one
-    entry to all of them, with zeros (pruned entries), ties and a metric
-    spread over decades."""
-    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+def _sparse_rows_in_a_metric(data, dtype):
+    """(W, D) of ``dtype``: 1-4 rows of 1-300 entries at scales from 1e-3
+    to 1e3, plain, half zeros, 95% zeros (pruned entries) or rounded to
+    ties, and a metric spread over up to 12 decades, sometimes rounded into
+    tied products."""
     G, m = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 300))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     W = rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-3, 3, (G, 1))
@@ -612,6 +606,21 @@ def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data)
     if data.draw(st.booleans()):
         D = np.round(D, 2) + 0.01  # (tied products)
     W, D = W.astype(dtype), D.astype(dtype)
+    return W, D
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data):
+    """The exclusive lasso in a metric solves each row from the entries
+    above a point found by Newton's steps without sorting
+    (:func:`numba_cpu._ex_metric_candidates`), and from the whole sorted
+    row where the candidates' search does not end inside them: the array
+    code's bits either way, on long rows whose supports range from one
+    entry to all of them, with zeros (pruned entries), ties and a metric
+    spread over decades."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    W, D = _sparse_rows_in_a_metric(data, dtype)
     # b from a one-entry support (b large against 1/||d w||_1) to all of it
     scale = np.abs(D.astype(np.float64) * W).sum(axis=1) + 1e-300
     b = 10.0 ** data.draw(st.floats(-4, 4)) / scale
@@ -650,21 +659,7 @@ def test_numba_group_exclusive_metric_prefix_gives_the_whole_rows_bits(dtype, da
     below ||d w|| to just under it), with zeros, ties and a metric spread
     over decades."""
     rows = _numba_metric_rows_whole_or_prefix()
-    G, m = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 300))
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    W = rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-3, 3, (G, 1))
-    kind = data.draw(st.sampled_from(["plain", "zeros", "ties", "mostly zeros"]))
-    if kind == "zeros":
-        W[rng.random((G, m)) < 0.5] = 0.0
-    elif kind == "ties":
-        W = np.round(W, 1)
-    elif kind == "mostly zeros":
-        W[rng.random((G, m)) < 0.95] = 0.0
-    spread = data.draw(st.sampled_from([0.0, 1.0, 6.0]))
-    D = 10.0 ** rng.uniform(-spread, spread, (G, m)) * 10.0 ** rng.uniform(-3, 3)
-    if data.draw(st.booleans()):
-        D = np.round(D, 2) + 0.01  # (tied products)
-    W, D = W.astype(dtype), D.astype(dtype)
+    W, D = _sparse_rows_in_a_metric(data, dtype)
     Dw = D.astype(np.float64) * W
     a = data.draw(st.sampled_from([1e-3, 0.3, 0.9, 0.999, 1 - 2.0**-30])) * np.sqrt((Dw * Dw).sum(axis=1))
     b = 10.0 ** data.draw(st.floats(-4, 4)) / (np.abs(Dw).sum(axis=1) + 1e-300)
