@@ -5024,12 +5024,13 @@ def _pair_before(Z, Zlo, i, j):
 
 
 @_jit
-def _radix_sort_window(keys, tmp, cap):
+def _radix_sort_window(keys, tmp, cap, nd):
     """Sorts non-negative int64 ``keys`` stably by the top 8 d bits of
     their offsets k - lo from the least, lo, of the keys below ``cap``
     (those span less than 2^(8 d) units of 2^shift; the keys >= cap go
-    last), by d passes of an 8-bit least-significant-digit radix sort,
-    d = 2 for up to 1024 keys, else 3 (``tmp``: int64 scratch as long).
+    last), by d = ``nd`` passes of an 8-bit least-significant-digit radix
+    sort (``tmp``: int64 scratch as long; :func:`_pair_order` takes 1
+    digit for up to 64 keys, 2 for up to 1024, else 3).
     Offsets, not the keys' own top bits: keys on either side of a power of
     two (0x3ff... and 0x400...) differ in their highest bits, where their
     range may be narrow.  Keys that agree in the window keep their order:
@@ -5055,7 +5056,6 @@ def _radix_sort_window(keys, tmp, cap):
     hb = 0
     while (span >> (hb + 1)) != 0:
         hb += 1
-    nd = 2 if n <= 1024 else 3
     shift = max(hb + 1 - 8 * nd, 0)
     top = (1 << (8 * nd)) - 1
     hist = np.zeros((nd, 256), dtype=np.int64)
@@ -5091,6 +5091,19 @@ def _descents(keys):
 
 
 _PAIR_INSERTION = 24  # rows of at most this many pairs sort their keys by insertion
+_PAIR_ONE_DIGIT = 64  # rows of at most this many: one digit of the window, then insertion
+
+
+@_jit
+def _insertion_sort(keys):
+    """Sorts int64 ``keys`` in place by insertion (O(n + inversions))."""
+    for p in range(1, keys.shape[0]):
+        k = keys[p]
+        r = p
+        while r > 0 and keys[r - 1] > k:
+            keys[r] = keys[r - 1]
+            r -= 1
+        keys[r] = k
 
 
 @_jit
@@ -5114,7 +5127,10 @@ def _pair_order(Z, Zlo, keys, tmp):
     scratch of Z's length.  Rows of at most _PAIR_INSERTION pairs sort the
     keys by insertion instead of the window, whose 2 x 256 buckets cost
     most of a short row's sort (784 rows of 8 pairs: 31 us against 280,
-    16: 63 against 310; 32: 280 against 360, 47: 500 against 400)."""
+    16: 63 against 310; 32: 280 against 360, 47: 500 against 400); rows of
+    at most _PAIR_ONE_DIGIT, by one digit of the window and insertion
+    (784 rows of 47: 283-285 us against 374-375, of 64: 329-346 against
+    416-424; of 100, 0.9x, of 128 and 200, slower)."""
     m = Z.shape[0]
     ib = 1
     while (1 << ib) < m:
@@ -5136,16 +5152,12 @@ def _pair_order(Z, Zlo, keys, tmp):
     for i in range(m):
         keys[i] = ((_INF_BITS - _bits(Z[i])) & ~low_mask) | i
     cap = _INF_BITS & ~low_mask  # (the zeros' keys: at least this)
-    if m <= _PAIR_INSERTION:  # a short row: the keys sorted by insertion
-        for p in range(1, m):
-            k = keys[p]
-            r = p
-            while r > 0 and keys[r - 1] > k:
-                keys[r] = keys[r - 1]
-                r -= 1
-            keys[r] = k
+    if m <= _PAIR_ONE_DIGIT:  # a short row: the keys sorted by insertion, after one digit above 24
+        if m > _PAIR_INSERTION:
+            _radix_sort_window(keys, tmp, cap, 1)
+        _insertion_sort(keys)
     else:
-        _radix_sort_window(keys, tmp, cap)
+        _radix_sort_window(keys, tmp, cap, 2 if m <= 1024 else 3)
         if _descents(keys) * 32 > m:  # the window left many keys out of order: all their bits
             _radix_sort(keys, tmp, ib)
     for p in range(1, m):  # (insertion: nothing moves where the packed order was the full one)
