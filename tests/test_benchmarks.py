@@ -138,6 +138,30 @@ def test_ab_columns_replays_a_training_steps_column_kernels_as_they_ran(penalty,
             assert a is b or not hasattr(a, "shape") or (a.view("u1") == b.view("u1")).all()
 
 
+
+def test_ab_metric_calls_each_kernel_and_its_sparse_rows_are_sparse(monkeypatch):
+    """ab_metric's call runs each metric kernel with its own thresholds (the
+    public function's result), and its regimes are what its docstring says:
+    "sparse" rows keep at most a quarter of their entries in every kernel,
+    "spread" rows span scales from about 1e-30 to 1e30."""
+    pytest.importorskip("numba")
+    monkeypatch.syspath_prepend(str(BENCH))  # (it imports ab_rows)
+    abm = _load("ab_metric")
+    rng = np.random.default_rng(0)
+    W, D, a, b = abm.rows((40, 300), "float32", "spread", rng)
+    scales = np.abs(W).max(axis=1)
+    assert scales.max() / scales.min() > 1e30
+    W, D, a, b = abm.rows((40, 300), "float64", "sparse", rng)
+    expected = {"group_lasso_metric": abm.new.group_lasso_metric(W, D, a),
+                "exclusive_lasso_metric": abm.new.exclusive_lasso_metric(W, D, b),
+                "group_exclusive_metric": abm.new.group_exclusive_metric(W, D, a, b)}
+    for op in abm.OPS:
+        out = np.empty_like(W)
+        assert abm.call(abm.new, op, W, D, a, b, out) is out
+        np.testing.assert_array_equal(out, expected[op])
+        if op != "group_lasso_metric":
+            assert 0.0 < np.mean(out != 0) <= 0.25
+
 def test_owl_stages_times_the_kernels_stages_and_restores_them():
     """owl_stages wraps the compiled stages owl() calls through the module
     in timers: on an input past the small-input kernel, the sort, the pool-
