@@ -5024,13 +5024,12 @@ def _pair_before(Z, Zlo, i, j):
 
 
 @_jit
-def _radix_sort_window(keys, tmp, cap, nd):
+def _radix_sort_window(keys, tmp, cap):
     """Sorts non-negative int64 ``keys`` stably by the top 8 d bits of
     their offsets k - lo from the least, lo, of the keys below ``cap``
     (those span less than 2^(8 d) units of 2^shift; the keys >= cap go
-    last), by d = ``nd`` passes of an 8-bit least-significant-digit radix
-    sort (``tmp``: int64 scratch as long; :func:`_pair_order` takes 1
-    digit for up to 64 keys, 2 for up to 1024, else 3).
+    last), by d passes of an 8-bit least-significant-digit radix sort,
+    d = 2 for up to 1024 keys, else 3 (``tmp``: int64 scratch as long).
     Offsets, not the keys' own top bits: keys on either side of a power of
     two (0x3ff... and 0x400...) differ in their highest bits, where their
     range may be narrow.  Keys that agree in the window keep their order:
@@ -5056,6 +5055,7 @@ def _radix_sort_window(keys, tmp, cap, nd):
     hb = 0
     while (span >> (hb + 1)) != 0:
         hb += 1
+    nd = 2 if n <= 1024 else 3
     shift = max(hb + 1 - 8 * nd, 0)
     top = (1 << (8 * nd)) - 1
     hist = np.zeros((nd, 256), dtype=np.int64)
@@ -5091,19 +5091,6 @@ def _descents(keys):
 
 
 _PAIR_INSERTION = 24  # rows of at most this many pairs sort their keys by insertion
-_PAIR_ONE_DIGIT = 64  # rows of at most this many: one digit of the window, then insertion
-
-
-@_jit
-def _insertion_sort(keys):
-    """Sorts int64 ``keys`` in place by insertion (O(n + inversions))."""
-    for p in range(1, keys.shape[0]):
-        k = keys[p]
-        r = p
-        while r > 0 and keys[r - 1] > k:
-            keys[r] = keys[r - 1]
-            r -= 1
-        keys[r] = k
 
 
 @_jit
@@ -5127,10 +5114,7 @@ def _pair_order(Z, Zlo, keys, tmp):
     scratch of Z's length.  Rows of at most _PAIR_INSERTION pairs sort the
     keys by insertion instead of the window, whose 2 x 256 buckets cost
     most of a short row's sort (784 rows of 8 pairs: 31 us against 280,
-    16: 63 against 310; 32: 280 against 360, 47: 500 against 400); rows of
-    at most _PAIR_ONE_DIGIT, by one digit of the window and insertion
-    (784 rows of 47: 283-285 us against 374-375, of 64: 329-346 against
-    416-424; of 100, 0.9x, of 128 and 200, slower)."""
+    16: 63 against 310; 32: 280 against 360, 47: 500 against 400)."""
     m = Z.shape[0]
     ib = 1
     while (1 << ib) < m:
@@ -5152,12 +5136,16 @@ def _pair_order(Z, Zlo, keys, tmp):
     for i in range(m):
         keys[i] = ((_INF_BITS - _bits(Z[i])) & ~low_mask) | i
     cap = _INF_BITS & ~low_mask  # (the zeros' keys: at least this)
-    if m <= _PAIR_ONE_DIGIT:  # a short row: the keys sorted by insertion, after one digit above 24
-        if m > _PAIR_INSERTION:
-            _radix_sort_window(keys, tmp, cap, 1)
-        _insertion_sort(keys)
+    if m <= _PAIR_INSERTION:  # a short row: the keys sorted by insertion
+        for p in range(1, m):
+            k = keys[p]
+            r = p
+            while r > 0 and keys[r - 1] > k:
+                keys[r] = keys[r - 1]
+                r -= 1
+            keys[r] = k
     else:
-        _radix_sort_window(keys, tmp, cap, 2 if m <= 1024 else 3)
+        _radix_sort_window(keys, tmp, cap)
         if _descents(keys) * 32 > m:  # the window left many keys out of order: all their bits
             _radix_sort(keys, tmp, ib)
     for p in range(1, m):  # (insertion: nothing moves where the packed order was the full one)
@@ -5174,14 +5162,13 @@ def _pair_order(Z, Zlo, keys, tmp):
 
 
 @_jit
-def _metric_row(w, d, a, b, out, S, K, whole=False):
+def _metric_row(w, d, a, b, out, S, K):
     """One row of _metric_kernels.group_exclusive_metric (a = 0: its
     exclusive lasso, b = 0: its group lasso) into ``out`` (which may be
     ``w``): the scales, the thresholds scaled with them (the saturated b's
     shift included), the zero test ||Dn V|| <= a, then the row's case, as
     the array code's cases.  S: float64 scratch rows (_METRIC_SCRATCH, m),
-    K: int64 scratch rows (3, m).  ``whole``: group+exclusive sorts the
-    whole row, never a prefix (the same bits; for the tests)."""
+    K: int64 scratch rows (3, m)."""
     m = w.shape[0]
     X, V, Dn = S[0], S[1], S[2]
     sv, sd, nrm, zs, dmx, dmin = _metric_row_scales(w, d, X, V, Dn, S[3])
@@ -5205,7 +5192,7 @@ def _metric_row(w, d, a, b, out, S, K, whole=False):
     elif a_s == 0 and b_s > 0:
         _ex_metric_solve(S, K, b_s)
     elif a_s > 0 and b_s > 0:
-        _gx_metric_solve(S, K, a_s, b_s, nrm * zs, dmin, whole)
+        _gx_metric_solve(S, K, a_s, b_s, nrm * zs, dmin)
     # (a = b = 0: x = w)
     if shift > 0:
         ev = math.frexp(sv)[1]
@@ -5224,23 +5211,18 @@ _Z, _ZLO, _Y, _YLO, _XS, _E, _T3 = 6, 7, 8, 9, 10, 11, 12
 
 
 @_jit
-def _metric_root(S, a_s, b_s, lo, hi, c, n, zeros):
+def _metric_root(S, a_s, b_s, lo, hi, c):
     """_metric_kernels._root for one row from the point c: Newton's method
     safeguarded by bisection on [lo, hi], the same steps, stopping where the
     array code stops that row (its point then never changes).  The function
     is the group lasso's psi (b_s = 0, :func:`_gl_metric_gs`) or the
-    group+exclusive's (:func:`_gx_metric_gs`, on the first n sorted pairs,
-    ``zeros`` as :func:`_gx_metric_parts`').  Returns (the point, whether
-    every value was the whole row's: False where one needed pairs past the
-    n, and the search stopped there)."""
+    group+exclusive's (:func:`_gx_metric_gs`)."""
     left, right = lo, hi
     for _ in range(_METRIC_MAX_ITER):
         if b_s == 0.0:
             g, slope = _gl_metric_gs(S, c)
         else:
-            g, slope, ok = _gx_metric_gs(S, a_s, b_s, c, n, zeros)
-            if not ok:
-                return c, False
+            g, slope = _gx_metric_gs(S, a_s, b_s, c)
         if g < 0:
             left = c
         else:
@@ -5258,7 +5240,7 @@ def _metric_root(S, a_s, b_s, lo, hi, c, n, zeros):
             c = nxt
         if done or not ((left < nxt) and (nxt < right)):
             break
-    return c, True
+    return c
 
 
 # -- the group lasso: x_i = v_i s / (s + mu_i), mu = a / Dn, s the root of
@@ -5288,7 +5270,7 @@ def _gl_metric_solve(S, a_s, nz, dmx, dmin):
     lo = lo * (1.0 - 8 * _METRIC_EPS)
     hi = min(nv - mu_min, (nz - a_s) / dmin) * (1.0 + 8 * _METRIC_EPS)
     hi = min(hi, nv)
-    s, _ = _metric_root(S, a_s, 0.0, lo, hi, lo, m, True)
+    s = _metric_root(S, a_s, 0.0, lo, hi, lo)
     for i in range(m):
         V[i] = V[i] * (s / (s + Mu[i]))
 
@@ -5469,18 +5451,14 @@ def _ex_metric_solve(S, K, b_s):
 
 
 @_jit
-def _gx_metric_gs(S, a_s, b_s, s, n, zeros):
-    """(psi(s) - 1, psi'(s), ok) of _metric_kernels._group_exclusive_rows's
-    g_and_slope: x(a/s) by the exclusive equation on the sorted row (its
-    first n pairs: :func:`_gx_metric_parts`; not ok where they do not
-    hold the support), its sums formed of x / r (r the power of two of max
-    x: x may lie far below the row's scale) in another order than the array
-    code's."""
+def _gx_metric_gs(S, a_s, b_s, s):
+    """(psi(s) - 1, psi'(s)) of _metric_kernels._group_exclusive_rows's
+    g_and_slope: x(a/s) by the exclusive equation on the sorted row, its
+    sums formed of x / r (r the power of two of max x: x may lie far below
+    the row's scale) in another order than the array code's."""
     Y, Ylo, Ds, Xs, E = S[_Y], S[_YLO], S[_DS], S[_XS], S[_E]
     t = a_s / s
-    Yk, Ylok, e, Hk, k, ok = _gx_metric_parts(S, t, b_s, n, zeros)
-    if not ok:
-        return 0.0, 0.0, False
+    Yk, Ylok, e, Hk, k = _ex_metric_parts(Y, Ylo, Ds, t, b_s)
     # (the entries past the support are x = 0: they add nothing)
     Xs, E, Ds = Xs[:k], E[:k], Ds[:k]
     T1, T2, T3 = S[3][:k], S[4][:k], S[_T3][:k]
@@ -5498,58 +5476,24 @@ def _gx_metric_gs(S, a_s, b_s, s, n, zeros):
     nr = math.sqrt(_pure_sum(T1))
     P = _pure_sum(T2)
     num = _pure_sum(T3) + (t * P) * (b_s * P) / (1.0 + b_s * Hk)
-    return s / (nr * r) - 1.0, num / (r * (nr * nr * nr)), True
+    return s / (nr * r) - 1.0, num / (r * (nr * nr * nr))
 
 
 @_jit
-def _gx_metric_parts(S, t, b_s, n, zeros):
-    """:func:`_ex_metric_parts` at weights Ds + t on the first n sorted
-    pairs (Y, Ylo, Ds), and whether they are the whole row's: the search
-    ended inside them (k < n), or at their end with only zeros after them
-    (``zeros``), or n is the row's length."""
-    Yk, Ylok, e, Hk, k = _ex_metric_parts(S[_Y][:n], S[_YLO][:n], S[_DS][:n], t, b_s)
-    return Yk, Ylok, e, Hk, k, k < n or zeros or n == S.shape[1]
-
-
-@_jit
-def _gx_metric_solve(S, K, a_s, b_s, nz, dmin, whole=False):
+def _gx_metric_solve(S, K, a_s, b_s, nz, dmin):
     """V <- |x| (scaled) of the group+exclusive lasso on a row with
     ||Dn V|| = nz > a_s > 0 and 0 < b_s < inf: the search from the upper
     end of [0, min(||v||, (nz - a)/d_min)], then
-    |x_i| = (z_i - theta)_+ / (Dn_i + t) at t = a/s.
-
-    The search's exclusive equations read a prefix of the sorted pairs:
-    the candidates of :func:`_ex_metric_candidates` at the weights
-    Dn + t_0 of its first point, t_0 = a/hi (the support grows with t, and
-    the search seldom leaves t_0's: on the rows of a training step
-    (benchmarks/bench_overhead.py's MLP in Adam's metric) its supports
-    never outgrew the first point's), sorted alone.  Every value computed
-    from them is the whole row's (:func:`_gx_metric_parts`); where one
-    would need more, the whole row is sorted and the search starts again,
-    so the result is always the whole row's search, bit for bit (``whole``:
-    that search from the start)."""
+    |x_i| = (z_i - theta)_+ / (Dn_i + t) at t = a/s."""
     V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     m = V.shape[0]
     _exact_products(S)
+    _sorted_pairs(S, K)
     nv = math.sqrt(_sumsq(V))
     hi = min(nv, (nz - a_s) / dmin * (1.0 + 8 * _METRIC_EPS))
-    n, zeros = m, True
-    if not whole:
-        n, zeros = _ex_metric_candidates(Z, Dn, a_s / hi, b_s, S[_E], K[2])
-    if 0 < n < m:
-        _sorted_candidates(S, K, n)
-        s, ok = _metric_root(S, a_s, b_s, 0.0, hi, hi, n, zeros)
-    else:
-        ok = False
-    if not ok:
-        n, zeros = m, True
-        _sorted_pairs(S, K)
-        s, _ = _metric_root(S, a_s, b_s, 0.0, hi, hi, m, True)
+    s = _metric_root(S, a_s, b_s, 0.0, hi, hi)
     t = a_s / s
-    Yk, Ylok, e, _, _, ok = _gx_metric_parts(S, t, b_s, n, zeros)
-    if not ok:  # (the last point, never evaluated in the search, reaches past the prefix)
-        _sorted_pairs(S, K)
-        Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], t, b_s)
+    Yk, Ylok, e, _, _ = _ex_metric_parts(S[_Y], S[_YLO], S[_DS], t, b_s)
     for i in range(m):
         V[i] = _above(Z[i], Zlo[i], Yk, Ylok, e) / (Dn[i] + t)
 
@@ -5702,11 +5646,7 @@ def group_exclusive_metric(W, D, a, b, *, parallel=True, out=None):
     |x_i| = (D_i |w_i| - b ||x||_1)_+ / (D_i + t), the inner (exclusive)
     equation solved exactly on the row sorted once (:func:`_pair_order`)
     at each step of the array code's safeguarded Newton search over
-    s = ||x_r|| (:func:`_metric_root`), to the last bit.  Only the pairs
-    that the inner equation may take at the search's first point are
-    sorted (:func:`_ex_metric_candidates` at the weights D + a/s_0),
-    unless a step needs more: then the whole row, and the search again
-    (:func:`_gx_metric_solve`: the same bits either way).  b = 0 is
+    s = ||x_r|| (:func:`_metric_root`), to the last bit.  b = 0 is
     :func:`group_lasso_metric`, a = 0 :func:`exclusive_lasso_metric`
     (the same code).  Its sums over a row add in another order than the
     array code's, so the result agrees with the array code's to the
