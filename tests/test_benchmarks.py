@@ -138,7 +138,6 @@ def test_ab_columns_replays_a_training_steps_column_kernels_as_they_ran(penalty,
             assert a is b or not hasattr(a, "shape") or (a.view("u1") == b.view("u1")).all()
 
 
-
 def test_ab_metric_calls_each_kernel_and_its_sparse_rows_are_sparse(monkeypatch):
     """ab_metric's call runs each metric kernel with its own thresholds (the
     public function's result), and its regimes are what its docstring says:
@@ -161,6 +160,7 @@ def test_ab_metric_calls_each_kernel_and_its_sparse_rows_are_sparse(monkeypatch)
         np.testing.assert_array_equal(out, expected[op])
         if op != "group_lasso_metric":
             assert 0.0 < np.mean(out != 0) <= 0.25
+
 
 def test_owl_stages_times_the_kernels_stages_and_restores_them():
     """owl_stages wraps the compiled stages owl() calls through the module

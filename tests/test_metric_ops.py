@@ -585,11 +585,17 @@ def test_numba_pair_order_breaks_ties_by_zlo_then_index(data):
     np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
 
 
-def _sparse_rows_in_a_metric(data, dtype):
-    """(W, D) of ``dtype``: 1-4 rows of 1-300 entries at scales from 1e-3
-    to 1e3, plain, half zeros, 95% zeros (pruned entries) or rounded to
-    ties, and a metric spread over up to 12 decades, sometimes rounded into
-    tied products."""
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data):
+    """The exclusive lasso in a metric solves each row from the entries
+    above a point found by Newton's steps without sorting
+    (:func:`numba_cpu._ex_metric_candidates`), and from the whole sorted
+    row where the candidates' search does not end inside them: the array
+    code's bits either way, on long rows whose supports range from one
+    entry to all of them, with zeros (pruned entries), ties and a metric
+    spread over decades."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
     G, m = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 300))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     W = rng.standard_normal((G, m)) * 10.0 ** rng.uniform(-3, 3, (G, 1))
@@ -605,21 +611,6 @@ def _sparse_rows_in_a_metric(data, dtype):
     if data.draw(st.booleans()):
         D = np.round(D, 2) + 0.01  # (tied products)
     W, D = W.astype(dtype), D.astype(dtype)
-    return W, D
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(data=st.data())
-def test_numba_exclusive_metric_candidates_give_the_whole_rows_bits(dtype, data):
-    """The exclusive lasso in a metric solves each row from the entries
-    above a point found by Newton's steps without sorting
-    (:func:`numba_cpu._ex_metric_candidates`), and from the whole sorted
-    row where the candidates' search does not end inside them: the array
-    code's bits either way, on long rows whose supports range from one
-    entry to all of them, with zeros (pruned entries), ties and a metric
-    spread over decades."""
-    nb = pytest.importorskip("proxlib.backends.numba_cpu")
-    W, D = _sparse_rows_in_a_metric(data, dtype)
     # b from a one-entry support (b large against 1/||d w||_1) to all of it
     scale = np.abs(D.astype(np.float64) * W).sum(axis=1) + 1e-300
     b = 10.0 ** data.draw(st.floats(-4, 4)) / scale

@@ -5295,15 +5295,14 @@ def _weighted_sums_above(Z, R, t):
 
 
 @_jit
-def _ex_metric_candidates(Z, Dn, t0, b_s, R, idx):
+def _ex_metric_candidates(Z, Dn, b_s, R, idx):
     """The entries of a row that the exclusive lasso's support in a metric
-    Dn + t0 (t0 >= 0: group+exclusive's weights at a point of its search)
     may hold, and the entries that follow them, found without sorting:
     idx[:n] = {i: Z_i >= Z_next} in index order (n returned), Z_next the
     largest Z_i <= L, for a point L below the threshold theta, the root of
-    the increasing, concave phi(t) = t - b sum_i (Z_i - t)_+ / (Dn_i + t0):
+    the increasing, concave phi(t) = t - b sum_i (Z_i - t)_+ / Dn_i:
     Newton's steps from t = 0 (Michelot's, t' = b sum_{Z > t} Z_i R_i /
-    (1 + b sum_{Z > t} R_i), R = 1/(Dn + t0) in ``R``) stay left of it (at most
+    (1 + b sum_{Z > t} R_i), R = 1/Dn in ``R``) stay left of it (at most
     8, until they stop rising), then L = t (1 - 2^-20) for their rounding.
     Where Z_next is 0 (every other entry is zero), the candidates are the
     Z_i > L, and ``zeros`` (returned) is True.  A heuristic: either set is
@@ -5316,8 +5315,7 @@ def _ex_metric_candidates(Z, Dn, t0, b_s, R, idx):
     the row or less)."""
     m = Z.shape[0]
     for i in range(m):
-        e = Dn[i] + t0
-        R[i] = 1.0 / e if e > 0.0 else 0.0
+        R[i] = 1.0 / Dn[i] if Dn[i] > 0.0 else 0.0
     t = 0.0
     for _ in range(8):
         A, B = _weighted_sums_above(Z, R, t)
@@ -5432,7 +5430,7 @@ def _ex_metric_solve(S, K, b_s):
     V, Dn, Z, Zlo = S[1], S[2], S[_Z], S[_ZLO]
     m = V.shape[0]
     _exact_products(S)
-    n, zeros = _ex_metric_candidates(Z, Dn, 0.0, b_s, S[_E], K[2])
+    n, zeros = _ex_metric_candidates(Z, Dn, b_s, S[_E], K[2])
     k = n + 1
     if 0 < n < m:
         _sorted_candidates(S, K, n)
