@@ -519,6 +519,80 @@ def test_numba_lp_metric_is_the_array_code(dtype, data):
     _same_bits(S, R)
 
 
+def _lp_preselection():
+    """_lp_one's pre-selection of 0 as a compiled function of (av, lam_i, p):
+    ``not av > tau (1 - 1e-9)`` with tau = c_tau lam_i^r formed as
+    _lp_metric_one forms it (libm's pow, then the products)."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    import numba
+
+    @numba.njit
+    def below(av, li, r, c_tau):
+        tau = c_tau * li**r
+        return not av > tau * (1.0 - 1e-9)
+
+    return nb, below
+
+
+_NEAR = [0.0, 2.0**-52, 2.0**-45, 2.0**-41, 2.0**-40, 2.0**-39, 2.0**-30, 1e-9, 1e-6, 0.5]
+
+
+@given(st.data())
+def test_numba_lp_metric_skips_the_power_only_below_its_preselection(data):
+    """_lp_surely_below (the pow-free test of p = 1/2 and 2/3) answers True
+    only where the pre-selection with the power returns 0, at magnitudes
+    within a few ulps of its bound as well as far from it, lam_i over the
+    whole float range (out of its range it answers False); and it answers
+    True wherever the magnitude is 2^-38 below that bound and lam_i in
+    [2^-290, 2^290] (where the power is then skipped)."""
+    nb, below = _lp_preselection()
+    p = data.draw(st.sampled_from([0.5, 2.0 / 3.0]), label="p")
+    _, p_code, r, c_tau, _, c_pow = nb._lp_constants(p)
+    exponent = st.integers(-310, 310) | st.integers(-1074, 1024)
+    lis = [math.ldexp(m, e) for m, e in data.draw(st.lists(st.tuples(st.floats(0.5, 1.0, exclude_max=True), exponent), min_size=1, max_size=8), label="lam_i")]
+    for li in [x for x in lis if 0.0 < x < math.inf]:
+        bound = c_tau * li**r * (1.0 - 1e-9)
+        rels = [s * x for x in _NEAR for s in (-1.0, 1.0)] + data.draw(st.lists(st.floats(-1e-3, 1e-3), max_size=8), label="rel")
+        avs = [bound * (1.0 + x) for x in rels] + [math.nextafter(bound, math.inf), math.nextafter(bound, 0.0)]
+        avs += data.draw(st.lists(st.floats(0.0, 1e300), max_size=4), label="anywhere")
+        for av in [x for x in avs if x < math.inf]:
+            surely = nb._lp_surely_below(av, li, p_code, c_pow)
+            if surely:
+                assert below(av, li, r, c_tau), (av, li, p)
+            if 2.0**-290 <= li <= 2.0**290 and av <= bound * (1.0 - 2.0**-38):
+                assert surely, (av, li, p)
+            if not 2.0**-300 <= li <= 2.0**300:
+                assert not surely, (av, li, p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(st.data())
+def test_numba_lp_metric_is_the_same_with_and_without_the_power_skipped(dtype, data):
+    """The lp kernel in a metric with _lp_surely_below on (its constants) and
+    off (c_pow = 0: no entry decided without its power): the same bits, on
+    entries near the pre-selection's bound and anywhere, any metric."""
+    nb, _ = _lp_preselection()
+    p = data.draw(st.sampled_from([0.5, 2.0 / 3.0]), label="p")
+    lpc = nb._lp_constants(p)
+    n = data.draw(st.integers(1, 32), label="n")
+    lam = data.draw(st.floats(1e-300, 1e300), label="lam")
+    with np.errstate(over="ignore", under="ignore"):  # (float32: beyond its range, inf and 0)
+        d = data.draw(arrays(np.float64, n, elements=st.floats(1e-300, 1e300)), label="d").astype(dtype)
+    assume(np.all(d > 0) and np.all(np.isfinite(d)))
+    with np.errstate(all="ignore"):
+        li = lam / d.astype(np.float64)
+        bound = lpc[3] * li ** lpc[2] * (1.0 - 1e-9)
+        rel = data.draw(arrays(np.float64, n, elements=st.sampled_from(_NEAR + [-x for x in _NEAR])), label="rel")
+        v = (bound * (1.0 + rel)).astype(dtype)
+        anywhere = data.draw(arrays(np.float64, n, elements=st.floats(-1e300, 1e300)), label="anywhere").astype(dtype)
+    v = np.where(data.draw(arrays(np.bool_, n), label="near"), v, anywhere)
+    w = np.array([lam])
+    on, off = np.empty_like(v), np.empty_like(v)
+    nb._separable_metric_seq(v, d, w, on, False, lpc)
+    nb._separable_metric_seq(v, d, w, off, False, lpc[:5] + (0.0,))
+    _same_bits(on, off)
+
+
 def _numba_row_kernel(op):
     """(Numba's kernel, the array code) of the row operator ``op``, both
     called as f(W, D, a, b, **kw)."""

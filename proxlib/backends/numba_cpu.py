@@ -4476,7 +4476,7 @@ def _pow_p(y, p, p_code):
     return math.sqrt(y) if p_code == 1 else y**p
 
 
-@_jit
+@_inline
 def _lp_one(x, lam, p, tau, beta, p_code):
     # The reference's algorithm (proxlib/backends/_xp_kernels.lp), per entry.
     av = abs(np.float64(x))
@@ -4649,9 +4649,12 @@ def _lp_metric_one(x, di, lam, lpc):
     Euclidean kernel's (:func:`_lp_one`, the array code's lp_solve per
     entry).  The array code's operations; its powers are NumPy's (or
     torch's), these libm's: the same to an ulp or so of each power.
-    ``lpc``: (p, p_code, r, c_tau, c_beta), the per-call constants
-    (:func:`_lp_constants`)."""
-    p, p_code, r, c_tau, c_beta = lpc
+    ``lpc``: (p, p_code, r, c_tau, c_beta, c_pow), the per-call constants
+    (:func:`_lp_constants`).  For p = 1/2 and 2/3 most entries in training
+    lie below the threshold, and their power lam_i^r (libm's pow, about 3/4
+    of such an entry's time) is skipped where an integer power decides the
+    pre-selection (:func:`_lp_surely_below`): the same bits."""
+    p, p_code, r, c_tau, c_beta, c_pow = lpc
     v64 = np.float64(x)
     av = abs(v64)
     d64 = np.float64(di)
@@ -4675,20 +4678,52 @@ def _lp_metric_one(x, di, lam, lpc):
     vs = v64 if k == 0 else math.ldexp(v64, -k)
     if p == 0.0:
         return v64 if abs(vs) > _sqrt2x(li) else 0.0
+    if p_code != 0 and _lp_surely_below(abs(vs), li, p_code, c_pow):
+        return 0.0  # (_lp_one's 0 below its pre-selection, at any scale k)
     lr = li**r
     x = _lp_one(vs, li, p, c_tau * lr, c_beta * lr, p_code)
     return x if k == 0 else math.ldexp(x, k)
 
 
 def _lp_constants(p: float) -> tuple:
-    """(p, p_code, r, c_tau, c_beta) of :func:`_lp_metric_one`: r = 1/(2-p),
-    tau = c_tau lam^r and beta = c_beta lam^r formed as the array code
-    forms them (its constants are Python's, as these)."""
+    """(p, p_code, r, c_tau, c_beta, c_pow) of :func:`_lp_metric_one`:
+    r = 1/(2-p), tau = c_tau lam^r and beta = c_beta lam^r formed as the
+    array code forms them (its constants are Python's, as these); for
+    p = 1/2 (p_code 1) c_pow = (c_tau (1 - 1e-9))^3, for p = 2/3 (p_code 2)
+    its 4th power (:func:`_lp_surely_below`); 0 otherwise."""
     if p in (0.0, 1.0):
-        return (p, 0, 0.0, 0.0, 0.0)
+        return (p, 0, 0.0, 0.0, 0.0, 0.0)
     r = 1.0 / (2.0 - p)
-    return (p, 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0), r,
-            (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r, (p * (1.0 - p)) ** r)
+    p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
+    c_tau = (2.0 - p) / (2.0 * (1.0 - p)) * (2.0 * (1.0 - p)) ** r
+    c_pow = (c_tau * (1.0 - 1e-9)) ** (3 if p_code == 1 else 4) if p_code else 0.0
+    return (p, p_code, r, c_tau, (p * (1.0 - p)) ** r, c_pow)
+
+
+_LP_BELOW_MARGIN = 1.0 - 2.0**-40  # _lp_surely_below's relative margin
+_LP_BELOW_RANGE = 2.0**300  # and the range of lam_i it takes
+
+
+@_inline
+def _lp_surely_below(av, li, p_code, c_pow):
+    """Whether av <= tau (1 - 1e-9) certainly holds for the pre-selection of
+    :func:`_lp_one` (tau = c_tau li^r, formed with libm's pow and rounded),
+    decided without the power: for p = 1/2 (r = 2/3) av^3 against
+    (c_tau (1 - 1e-9))^3 li^2, for p = 2/3 (r = 3/4) av^4 against
+    (c_tau (1 - 1e-9))^4 li^3, with li in [2^-300, 2^300] (no over- or
+    underflow of the right side).  Each side is rounded a few times (c_pow
+    included, and the pre-selection's own tau a few more, its pow within an
+    ulp): a relative error of about 1e-15 in all, far inside the margin
+    2^-40 (9.1e-13) asked for here.  An av^k that underflows lies far below
+    a right side of at least 2^-1200 c_pow (it holds, correctly); one that
+    overflows is not below.  False (undecided: the caller forms the power)
+    elsewhere and near the threshold."""
+    if not (li >= 1.0 / _LP_BELOW_RANGE and li <= _LP_BELOW_RANGE):
+        return False
+    a2 = av * av
+    if p_code == 1:
+        return a2 * av < (c_pow * (li * li)) * _LP_BELOW_MARGIN
+    return a2 * a2 < (c_pow * (li * li * li)) * _LP_BELOW_MARGIN
 
 
 @_inline
