@@ -604,16 +604,17 @@ def _numba_row_kernel(op):
     return nb.group_exclusive_metric, MK.group_exclusive_metric
 
 
-@pytest.mark.parametrize("m", [300, 1500])
+@pytest.mark.parametrize("m", [20, 300, 1500])
 @pytest.mark.parametrize("kind", ["plain", "zeros", "outlier", "ties", "one octave"])
 def test_numba_pair_order_is_the_lexicographic_order(m, kind):
     """The exclusive kernels' sort (:func:`numba_cpu._pair_order`: packed
     keys sorted by a window of their bits, the whole keys where the window
     leaves many out of order, then an insertion pass) is the order of
     (Z, Zlo) decreasing, ties by index, on rows that take each path: spread
-    products (the window alone: two digits for 300 keys, three for 1500),
-    a pruned row's zeros (kept out of the window), one product far above
-    the rest (the whole keys), ties, products within one octave."""
+    products (the window alone: two digits for 300 keys, three for 1500;
+    20 keys by insertion), a pruned row's zeros (kept out of the window),
+    one product far above the rest (the whole keys), ties, products within
+    one octave."""
     nb = pytest.importorskip("proxlib.backends.numba_cpu")
     rng = np.random.default_rng(m)
     d, v = np.exp(rng.uniform(-3, 3, m)), np.abs(rng.standard_normal(m))
@@ -632,6 +633,8 @@ def test_numba_pair_order_is_the_lexicographic_order(m, kind):
         Z[i], Zlo[i] = nb._two_product(d[i], v[i])
     order = nb._pair_order(Z, Zlo, np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64))
     np.testing.assert_array_equal(order, np.lexsort((np.arange(m), -Zlo, -Z)))
+    if m <= nb._PAIR_INSERTION:  # (no window)
+        return
     # which path the row took: the window's sort alone, or the whole keys after it
     low = (1 << int(m - 1).bit_length()) - 1
     keys = ((nb._INF_BITS - Z.view(np.int64)) & ~low) | np.arange(m)
