@@ -23,7 +23,7 @@ from . import _validate as V
 from ._dispatch import array_namespace
 from ._rows import ragged_parts
 from .backends import _xp_kernels as _k
-from .group import GroupLasso
+from .group import GroupLasso, WeightedGroups
 
 __all__ = [
     "ExclusiveLasso",
@@ -37,7 +37,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ExclusiveLasso(R.Penalty):
+class ExclusiveLasso(WeightedGroups):
     r"""Omega(W) = lam/2 sum_g c_g ||w_g||_1^2; see :func:`prox_exclusive_lasso`
     (``groups`` and ``group_weights`` are checked and, unless ``copy=False``,
     copied when the object is made)."""
@@ -49,9 +49,6 @@ class ExclusiveLasso(R.Penalty):
 
     kernel: ClassVar[str] = "exclusive_lasso"
     metric_kernel: ClassVar[str] = "exclusive_lasso_metric"
-    layout: ClassVar[str] = "rows"
-    arg: ClassVar[str] = "W"
-    fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
     def __post_init__(self, copy: bool):
         R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
@@ -61,21 +58,13 @@ class ExclusiveLasso(R.Penalty):
     def threshold_terms(self, layout):
         return (_range.weighted((self.lam,), layout, 2),)
 
-    def thresholds(self, layout):
-        return _range.products(self.threshold_terms(layout))
-
-    def value(self, x) -> float:
-        x = V.as_float_array(x, "x")
-        split = R.value_in_parts(self, x)
-        if split is not None:
-            return split
-        layout = R.layout_of(self, x, name="x")
-        l1 = _l1(layout.data)
-        return float(self.lam / 2 * array_namespace(l1).sum(layout.c * l1 * l1))
+    def group_values(self, rows, xp):
+        l1 = _l1(rows)
+        return self.lam / 2, l1 * l1
 
 
 @dataclass(frozen=True)
-class GroupExclusive(R.Penalty):
+class GroupExclusive(WeightedGroups):
     r"""Omega(W) = lam sum_g c_g ((1 - mu) ||w_g||_2 + mu/2 ||w_g||_1^2), 0 <= mu <= 1;
     see :func:`prox_group_exclusive` (``groups`` and ``group_weights`` are
     checked and, unless ``copy=False``, copied when the object is made)."""
@@ -88,9 +77,6 @@ class GroupExclusive(R.Penalty):
 
     kernel: ClassVar[str] = "group_exclusive"
     metric_kernel: ClassVar[str] = "group_exclusive_metric"
-    layout: ClassVar[str] = "rows"
-    arg: ClassVar[str] = "W"
-    fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
     def __post_init__(self, copy: bool):
         R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
@@ -103,19 +89,9 @@ class GroupExclusive(R.Penalty):
             _range.weighted((self.lam, self.mu), layout, 2),
         )
 
-    def thresholds(self, layout):
-        return _range.products(self.threshold_terms(layout))
-
-    def value(self, x) -> float:
-        x = V.as_float_array(x, "x")
-        split = R.value_in_parts(self, x)
-        if split is not None:
-            return split
-        layout = R.layout_of(self, x, name="x")
-        xp = array_namespace(layout.data)
-        l1 = _l1(layout.data)
-        l2 = _k.row_norms(layout.data, xp)
-        return float(self.lam * xp.sum(layout.c * ((1 - self.mu) * l2 + self.mu / 2 * l1 * l1)))
+    def group_values(self, rows, xp):
+        l1 = _l1(rows)
+        return self.lam, (1 - self.mu) * _k.row_norms(rows, xp) + self.mu / 2 * l1 * l1
 
 
 def _l1(rows):

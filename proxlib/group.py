@@ -14,28 +14,18 @@ from .backends import _xp_kernels as _k
 __all__ = ["GroupLasso", "prox_group_lasso"]
 
 
-@dataclass(frozen=True)
-class GroupLasso(R.Penalty):
-    r"""Omega(W) = lam sum_g c_g ||w_g||_2 over the rows (or ``groups`` labels);
-    see :func:`prox_group_lasso` for ``groups`` and ``group_weights``, which
-    are checked and (unless ``copy=False``) copied when the object is made."""
+class WeightedGroups(R.Penalty):
+    r"""Base of the penalties sum_g c_g h(w_g) over the rows of W (or its
+    ``groups`` labels), with group weights c_g: the group lasso, the
+    exclusive lasso and their combination.  A subclass declares its
+    thresholds' terms (``threshold_terms``, see :mod:`proxlib._range`) and
+    ``group_values(rows, xp)``: a scalar factor f and the h(w_g)/f of each
+    row; ``thresholds`` and ``value`` (f sum_g c_g h(w_g)/f) follow from them
+    here."""
 
-    lam: float
-    groups: Any = None
-    group_weights: Any = None
-    copy: InitVar[bool] = True  # keep own copies of groups and group_weights (frozen_set)
-
-    kernel: ClassVar[str] = "group_lasso"
-    metric_kernel: ClassVar[str] = "group_lasso_metric"
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
-    fused_finite_check: ClassVar[bool] = True
-
-    def __post_init__(self, copy: bool):
-        R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
-
-    def threshold_terms(self, layout):
-        return (_range.weighted((self.lam,), layout, 1),)
+    fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
 
     def thresholds(self, layout):
         return _range.products(self.threshold_terms(layout))
@@ -47,7 +37,32 @@ class GroupLasso(R.Penalty):
             return split
         layout = R.layout_of(self, x, name="x")
         xp = array_namespace(layout.data)
-        return float(self.lam * xp.sum(layout.c * _k.row_norms(layout.data, xp)))
+        factor, h = self.group_values(layout.data, xp)
+        return float(factor * xp.sum(layout.c * h))
+
+
+@dataclass(frozen=True)
+class GroupLasso(WeightedGroups):
+    r"""Omega(W) = lam sum_g c_g ||w_g||_2 over the rows (or ``groups`` labels);
+    see :func:`prox_group_lasso` for ``groups`` and ``group_weights``, which
+    are checked and (unless ``copy=False``) copied when the object is made."""
+
+    lam: float
+    groups: Any = None
+    group_weights: Any = None
+    copy: InitVar[bool] = True  # keep own copies of groups and group_weights (frozen_set)
+
+    kernel: ClassVar[str] = "group_lasso"
+    metric_kernel: ClassVar[str] = "group_lasso_metric"
+
+    def __post_init__(self, copy: bool):
+        R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
+
+    def threshold_terms(self, layout):
+        return (_range.weighted((self.lam,), layout, 1),)
+
+    def group_values(self, rows, xp):
+        return self.lam, _k.row_norms(rows, xp)
 
 
 def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metric=None, check_finite: bool = True):
