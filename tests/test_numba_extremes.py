@@ -1138,6 +1138,47 @@ def test_exclusive_support_sums_take_a_pass_where_the_last_point_is_far():
     assert_close(NB.exclusive_lasso(W, bb, parallel=False), exact_exclusive(W, bb), np.float64, gauss.max(), gauss.size)
 
 
+def test_exclusive_search_compaction_rule():
+    """_worth_compacting on the search's states: (candidates k, those at the
+    point before, row length m, b)."""
+    m = 300
+    assert not NB._worth_compacting(73, 83, m, 10 / m)  # Gaussian, b = 10/m: the last pass
+    assert not NB._worth_compacting(29, 49, m, 50 / m)  # b = 50/m: one or two passes to go
+    assert NB._worth_compacting(23, 57, m, 1e4 / m)  # one-entry support: halving at every step
+    assert NB._worth_compacting(57, 122, m, 1e4 / m)  # b k = 1900 >= 64, under a quarter
+    assert not NB._worth_compacting(76, 200, m, 1e4 / m)  # not under a quarter
+    assert NB._worth_compacting(37, 74, m, 0.01)  # under an eighth, halved
+    assert not NB._worth_compacting(37, 73, m, 0.01)  # under an eighth, not halved
+    assert not NB._worth_compacting(38, 200, m, 0.01)  # halved, not under an eighth
+    assert not NB._worth_compacting(60, 200, m, 1.0)  # under a quarter, b k = 60 < 64
+    assert NB._worth_compacting(64, 200, m, 1.0)  # b k = 64
+
+
+@pytest.mark.parametrize("m", [300, 4608])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exclusive_search_compacts_only_where_many_passes_remain(m, dtype):
+    """The exclusive search (_ex_newton) compacts its candidates only before a
+    pass that many passes follow (_worth_compacting): Gaussian rows with
+    b = 10/m, whose search ends a pass or two after its candidates fall
+    below a quarter of the row, never compact; one-entry supports (b =
+    10^4/m), whose candidates halve at every step, do.  Either way the
+    support is the exact one and the prox matches the exact one."""
+    rng = np.random.default_rng(m)
+    for b_m, compacts in ((10.0, False), (1e4, True)):
+        for _ in range(5):
+            x = rng.standard_normal(m).astype(dtype)
+            mags = np.abs(x.astype(np.float64))
+            b = b_m / m
+            total, _, _, nnz = NB._abs_sum_min(x, None)
+            Yk, k, n, in_buf, Ft, t, St = NB._ex_newton(x, 1.0, 1.0, b, total, nnz, np.empty(m))
+            assert in_buf == compacts
+            assert k == np.count_nonzero(mags > t) and Yk == mags[mags > t].min()
+            tau = R.exact_exclusive_threshold(mags, b)
+            assert k == sum(Fraction(v) > tau for v in mags.tolist())
+            W, bb = x[None, :], np.array([b], dtype=dtype)
+            assert_close(NB.exclusive_lasso(W, bb, parallel=False), exact_exclusive(W.astype(np.float64), bb.astype(np.float64)), dtype, mags.max(), m)
+
+
 def test_exclusive_float32_columns_take_the_one_pass_sums_on_a_layer():
     """The 300 x 784 layer of the overhead benchmark, 'shape' rows: the
     exponent span of every column allows the shortcut, and the prox equals
