@@ -91,12 +91,14 @@ def main(argv=None) -> None:
     ap.add_argument("--parallel", action="store_true", help="the parallel kernels (default: serial)")
     ap.add_argument("--runs", type=int, default=0, help="calls of each (default: about 1 s of each)")
     ap.add_argument("--bm", default="1,10", help="comma-separated b m (default 1,10: run.py's b = 1/m and 10/m)")
+    ap.add_argument("--a-scale", type=float, default=1.0, help="group_exclusive's a as a multiple of run.py's 0.3 sqrt(m)")
     ap.add_argument("--rows", default="gaussian", choices=("gaussian", "student"), help="the rows' distribution")
     args = ap.parse_args(argv)
     old = load_revision(args.rev)
     rng = np.random.default_rng(0)
     print(f"{args.op}, {'parallel' if args.parallel else 'serial'}, zeros {args.zeros:.0%}: "
-          f"{args.rev} (before) against the working tree (after); {args.rows} rows; load average {os.getloadavg()[0]:.2f}")
+          f"{args.rev} (before) against the working tree (after); {args.rows} rows;"
+          f"{'' if args.op == 'exclusive_lasso' else f' a = {args.a_scale:g} x 0.3 sqrt(m);'} load average {os.getloadavg()[0]:.2f}")
     print("| rows | dtype | b | before | after | after / before | same bits |")
     print("|---|---|---|---:|---:|---:|---|")
     for G, m in SIZES:
@@ -108,7 +110,7 @@ def main(argv=None) -> None:
                     W = (rng.standard_normal((G, m)) * rng.uniform(0.5, 1.5, (G, 1))).astype(dtype)
                 W[rng.random((G, m)) < args.zeros] = 0
                 b = np.full(G, k / m)
-                thr = (b,) if args.op == "exclusive_lasso" else (np.full(G, 0.3 * np.sqrt(m)), b)  # run.py's a and b
+                thr = (b,) if args.op == "exclusive_lasso" else (np.full(G, args.a_scale * 0.3 * np.sqrt(m)), b)  # run.py's a and b
                 o1, o2 = np.empty_like(W), np.empty_like(W)
                 ka, kb = kernel(old, args.op, args.parallel), kernel(new, args.op, args.parallel)
                 runs = args.runs or runs_for_a_second(lambda: kb(W, *thr, o2), 20, 500)
