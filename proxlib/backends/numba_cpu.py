@@ -1361,8 +1361,8 @@ def _ex_newton(x, f1, f2, b, total, nnz, buf):
     more for one-entry supports.  Passes are vectorised over the row.
     Before a pass (never after the last) the candidates are compacted into
     buf (float64, scaled; _compact_above) and the later passes run over
-    them, once fewer than an eighth of the row remain and the last pass at
-    least halved them (_worth_compacting); then again each time they halve.
+    them, once few remain and the search looks set to go on for several
+    passes (_worth_compacting); then again each time they halve.
 
     Returns (Y_k, k, n, in_buf, F_t, t, S_t): Y_k = mu at the last point t,
     the support's least entry (inf if none), k its size, F_t = F(t) (the
@@ -1412,8 +1412,9 @@ def _worth_compacting(k, k_before, m, b):
     (benchmarks/ab_rows.py, serial, 784 x 300, 300 x 784 and 512 x 4608),
     against compacting after any pass that left fewer than a quarter:
     Gaussian rows with b = 10/m 0.77-0.86x the time, b = 50/m 0.91-0.95x,
-    Student-t rows (2 degrees of freedom, b = 10/m) 0.89-0.92x, one-entry
-    supports (b = 1e4/m) 1.00-1.03x, b = 1/m (no compaction) the same.
+    Student-t rows (2 degrees of freedom) b = 10/m 0.89-0.92x and b = 1e3/m
+    1.00-1.04x, one-entry supports (b = 1e4/m) 1.00-1.03x, b = 1/m (no
+    compaction) the same.
     float32 rows give the same bits; float64 rows may differ in the last
     bit where a pass sums F_t over the row instead of the compacted
     candidates (another order of the same terms)."""
