@@ -2845,7 +2845,7 @@ def _gx_theta(x, f1, f2, a, b, F0, Q0, k0, buf, ymin):
     y > lo (compacted into buf, before a pass, once fewer than a quarter
     remain: never after the last pass, which a compaction would not repay;
     benchmarks/ab_rows.py --op group_exclusive, serial, a = 0.3 sqrt(m)
-    times 1, 0.1 and 0.01, b = 10/m to 1e4/m: 0.93-1.00x the time of
+    times 1, 0.1 and 0.01, b = 10/m to 1e4/m: 0.94-1.01x the time of
     compacting after any such pass, float32 the same bits), until no
     entry lies in (lo, hi]: the support {y > theta*} is then {y > lo}.  After
     two upper points in a row (lo stuck: a secant's one-sided, linear
