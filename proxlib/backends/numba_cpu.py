@@ -77,7 +77,8 @@ Algorithms (m = row length, G = rows, n = vector length):
   on the current candidates; it never passes the root and stops on its last
   piece: about 5 passes on Gaussian rows with b = 1/m, 10 for one-entry
   supports), each pass vectorised over the candidates, which are compacted
-  into the scratch row once fewer than a quarter remain.  The support is then
+  into the scratch row before a pass once few remain and several passes look
+  set to follow (``_worth_compacting``).  The support is then
   checked with the reference's cancellation-free tests (Y_k > b F_k,
   F_k = sum over the support of (y - Y_k); float64 rows take F_k from the
   search's last pass at t, F(t) - k (Y_k - t), where that cancels at most
@@ -1078,9 +1079,10 @@ def _growl_route(W, out, parallel, hint=None):
 # gives their least entry mu: a lower point t whose mu lies surely above the
 # root (a phi(mu) > 0 read off the sums at t, _gx_root_below; for a = 0 the
 # next Newton point not passing mu) ends the search with the support
-# {y > t} = {y >= mu}.  Once fewer
-# than a quarter of the row remain they are compacted into a scratch row
-# (branch-free, _compact_above).  Cost
+# {y > t} = {y >= mu}.  Before a pass
+# that more passes look set to follow (_worth_compacting; group+exclusive:
+# fewer than a quarter of the row remain) the candidates are compacted into
+# a scratch row (branch-free, _compact_above), never after the last.  Cost
 # per row: one pass over memory for the sum, a handful of passes over the
 # row in cache (on Gaussian rows: 2-3 of Newton's for the exclusive lasso,
 # b = 1/m; 2-3 for group+exclusive), one for the support's statistics (none
