@@ -247,8 +247,11 @@ def test_lp_equals_reference(numpy_backend, p, v, lam, step, data):
     # (where they are subnormal or underflow to 0 while step lam > 0, float64
     # holds them only roughly, and proxlib solves with the exact quotient,
     # as test_lp_per_entry_parameter_beyond_float64 checks: this float64
-    # reference, which would take lam_i = 0 there, is not the problem solved)
-    assume(not np.any((lam_i < np.finfo(np.float64).tiny) & (step * lam > 0)))
+    # reference, which would take lam_i = 0 there, is not the problem solved;
+    # the exact step lam is > 0 whenever both are, even where their float64
+    # product underflows: step 0.5, lam 5e-324 gave 0 there and let a
+    # float64 lam_i = 0 through)
+    assume(not np.any((lam_i < np.finfo(np.float64).tiny) & (step > 0) & (lam > 0)))
     for i in range(v.size):
         # away from the discontinuity at the threshold, where 0 and x* tie
         C.not_near(v[i], proxlib.lp_threshold(lam_i[i], p), rel=1e-7)
