@@ -11,8 +11,8 @@ Their kernels are then called alternately, call by call, on the same rows
 (Gaussian rows of random scale, as in ``run.py``, or Student-t rows with 2
 degrees of freedom, heavy-tailed; optionally with a fraction of exact
 zeros; b = bm/m for each ``--bm``: 1 keeps about 2/3 of a Gaussian row,
-10 about a quarter, 1e4 one entry), so that a busy or noisy machine slows both alike: the ratio of
-the medians is the figure, not the absolute times.  Each line also says
+10 about a quarter, 1e4 one entry), so that a busy or noisy machine slows
+both alike: the ratio of the medians is the figure, not the absolute times.  Each line also says
 whether the two outputs are the same bits and, if not, their largest
 difference.  Speed is judged this way, not by ``run.py``'s tables, for
 changes of a few tens of percent: on a shared VM those move more than that
