@@ -591,8 +591,8 @@ def test_numba_lp_metric_is_the_same_with_and_without_the_power_skipped(dtype, d
     v = np.where(data.draw(arrays(np.bool_, n), label="near"), v, anywhere)
     w = np.array([lam])
     on, off = np.empty_like(v), np.empty_like(v)
-    nb._separable_metric_seq(v, d, w, on, False, lpc)
-    nb._separable_metric_seq(v, d, w, off, False, lpc[:5] + (0.0,))
+    nb._lp_metric_seq(v, w, on, (d,) + lpc)
+    nb._lp_metric_seq(v, w, off, (d,) + lpc[:5] + (0.0,))
     _same_bits(on, off)
 
 

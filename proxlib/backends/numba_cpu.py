@@ -505,7 +505,7 @@ def _row_norm(x):
 @_jit
 def _scale_row(x, fac, out):
     """out = x fac; in place (out is x) through one array, which LLVM
-    vectorises (see _weighted_l1_seq)."""
+    vectorises (see _map_seq)."""
     if x.ctypes.data == out.ctypes.data:
         for j in range(out.shape[0]):
             out[j] = out[j] * fac
@@ -720,7 +720,7 @@ def _mid_norms(A3, q, s):
 @_jit
 def _scale_mid(A3, fac, out3):
     """out3[o, c, k] = A3[o, c, k] fac_c (in place when out3 is A3: then one
-    array per loop, see _weighted_l1_seq)."""
+    array per loop, see _map_seq)."""
     O, C, K = A3.shape
     same = A3.ctypes.data == out3.ctypes.data
     for o in range(O):
@@ -1169,7 +1169,7 @@ def _lean_magnitude(y, Yk, e):
 @_jit
 def _support_out(x, f1, f2, Yk, e, fac, o):
     """o_j = sign(x_j) ((y_j - Yk) + e)_+ fac on y_j >= Yk, else sign(x_j) 0
-    (fac > 0; o may be x: then one array, see _weighted_l1_seq); where
+    (fac > 0; o may be x: then one array, see _map_seq); where
     e >= +0 (the fast paths' rows always) without the test of u > 0 that
     it implies (_lean_magnitude, the same bits)."""
     if f1 == 1.0 and f2 == 1.0 and e >= 0.0:
@@ -4358,26 +4358,69 @@ def _zero_of(a):
     return np.zeros(1, dtype=a.dtype)[0]
 
 
+# The elementwise kernels are maps over the entries, out_i = one(x_i, w_i, i, c):
+# ``one`` is an entry's prox at its weight w_i (w of one entry is broadcast), c
+# the call's constants, i the entry's index (read by the maps in a metric: d_i
+# = c[i]).  The loops of the two maps (serial, parallel) are written once here
+# and inlined into each kernel's Numba IR (_inline), where ``one`` is a
+# constant: a jitted function passed as an argument to a compiled function
+# would make that function uncacheable.  In place (out is v) the serial map's
+# loops read and write one array, which LLVM vectorises: with two arguments
+# that alias, its runtime overlap check fails and the scalar loop runs,
+# several times slower.
+
+
+@_inline
+def _map_seq(v, w, out, one, c):
+    """out_i = one(x_i, w_i, i, c) for every i, in order; out may be v."""
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        t = w[0]
+        if v.ctypes.data == out.ctypes.data:
+            for i in range(n):
+                out[i] = one(out[i], t, i, c)
+        else:
+            for i in range(n):
+                out[i] = one(v[i], t, i, c)
+    elif v.ctypes.data == out.ctypes.data:
+        for i in range(n):
+            out[i] = one(out[i], w[i], i, c)
+    else:
+        for i in range(n):
+            out[i] = one(v[i], w[i], i, c)
+
+
+@_inline
+def _map_par(v, w, out, one, c):
+    """out_i = one(x_i, w_i, i, c) for every i, on Numba's threads (prange)."""
+    n = v.shape[0]
+    if w.shape[0] == 1:
+        t = w[0]
+        for i in prange(n):
+            out[i] = one(v[i], t, i, c)
+    else:
+        for i in prange(n):
+            out[i] = one(v[i], w[i], i, c)
+
+
 @_jit
-def _wl1_one(x, t, z):
+def _wl1_one(x, t, i, z):
     """sign(x) (|x| - t)_+ in the common type of x and t (z = 0 of x's
-    dtype): the reference's arithmetic, one rounding.  A NaN stays NaN (as
-    in the reference and the torch kernels; ``d > z`` would have made it 0)."""
+    dtype; i unused): the reference's arithmetic, one rounding.  A NaN stays
+    NaN (as in the reference and the torch kernels; ``d > z`` would have
+    made it 0)."""
     d = abs(x) - t
     return math.copysign(z if d <= z else d, x)
 
 
 @_pjit
 def _weighted_l1_par(v, w, out):
-    n = v.shape[0]
-    z = _zero_of(v)
-    if w.shape[0] == 1:
-        t = w[0]
-        for i in prange(n):
-            out[i] = _wl1_one(v[i], t, z)
-    else:
-        for i in prange(n):
-            out[i] = _wl1_one(v[i], w[i], z)
+    _map_par(v, w, out, _wl1_one, _zero_of(v))
+
+
+@_jit
+def _weighted_l1_seq(v, w, out):
+    _map_seq(v, w, out, _wl1_one, _zero_of(v))
 
 
 def weighted_l1(v, w, *, parallel=True, out=None):
@@ -4394,58 +4437,10 @@ def _weighted_l1_route(v, out, parallel, hint=None):
     return lambda thr, check_finite: kernel(v, thr[0], out)
 
 
-# The serial maps, written out per map (a jitted function passed as an argument
-# makes its caller uncacheable).  In place (out is v) each loop reads and
-# writes one array, which LLVM vectorises: with two arguments that alias, its
-# runtime overlap check fails and the scalar loop runs, several times slower.
-
-
 @_jit
-def _weighted_l1_seq(v, w, out):
-    """out_i = _wl1_one(v_i, w_i) (w of one entry broadcast); out may be v."""
-    n = v.shape[0]
-    z = _zero_of(v)
-    if w.shape[0] == 1:
-        t = w[0]
-        if v.ctypes.data == out.ctypes.data:
-            for i in range(n):
-                out[i] = _wl1_one(out[i], t, z)
-        else:
-            for i in range(n):
-                out[i] = _wl1_one(v[i], t, z)
-    elif v.ctypes.data == out.ctypes.data:
-        for i in range(n):
-            out[i] = _wl1_one(out[i], w[i], z)
-    else:
-        for i in range(n):
-            out[i] = _wl1_one(v[i], w[i], z)
-
-
-@_jit
-def _weighted_l2sq_seq(v, w, out):
-    """out_i = _wl2_one(v_i, w_i) (w of one entry broadcast); out may be v."""
-    n = v.shape[0]
-    z = _zero_of(v)
-    if w.shape[0] == 1:
-        t = w[0]
-        if v.ctypes.data == out.ctypes.data:
-            for i in range(n):
-                out[i] = _wl2_one(out[i], t, z)
-        else:
-            for i in range(n):
-                out[i] = _wl2_one(v[i], t, z)
-    elif v.ctypes.data == out.ctypes.data:
-        for i in range(n):
-            out[i] = _wl2_one(out[i], w[i], z)
-    else:
-        for i in range(n):
-            out[i] = _wl2_one(v[i], w[i], z)
-
-
-@_jit
-def _wl2_one(x, t, z):
+def _wl2_one(x, t, i, c):
     """x / (1 + 2 t); when 1 + 2 t overflows (t > max/2), (x/2) / (1/2 + t)
-    (float64 arithmetic; z unused)."""
+    (float64 arithmetic; i and c unused)."""
     d = 1.0 + 2.0 * t
     if d < np.inf:
         return np.float64(x) / d
@@ -4454,14 +4449,12 @@ def _wl2_one(x, t, z):
 
 @_pjit
 def _weighted_l2sq_par(v, w, out):
-    n = v.shape[0]
-    if w.shape[0] == 1:
-        t = np.float64(w[0])
-        for i in prange(n):
-            out[i] = _wl2_one(v[i], t, 0.0)
-    else:
-        for i in prange(n):
-            out[i] = _wl2_one(v[i], np.float64(w[i]), 0.0)
+    _map_par(v, w, out, _wl2_one, 0.0)
+
+
+@_jit
+def _weighted_l2sq_seq(v, w, out):
+    _map_seq(v, w, out, _wl2_one, 0.0)
 
 
 def weighted_l2sq(v, w, *, parallel=True, out=None):
@@ -4548,28 +4541,37 @@ def _lp_one(x, lam, p, tau, beta, p_code):
     return -y if x < 0 else y
 
 
+@_inline
+def _lp_entry(x, lam, i, c):
+    """_lp_one at lam with c = (p, tau, beta, p_code) (i unused)."""
+    return _lp_one(x, lam, c[0], c[1], c[2], c[3])
+
+
 @_pjit
-def _lp_par(v, lam, p, tau, beta, p_code, out):
-    for i in prange(v.shape[0]):
-        out[i] = _lp_one(v[i], lam, p, tau, beta, p_code)
+def _lp_par(v, lam, out, c):
+    _map_par(v, lam, out, _lp_entry, c)
 
 
 @_jit
-def _lp_seq(v, lam, p, tau, beta, p_code, out):
-    for i in range(v.shape[0]):
-        out[i] = _lp_one(v[i], lam, p, tau, beta, p_code)
+def _lp_seq(v, lam, out, c):
+    _map_seq(v, lam, out, _lp_entry, c)
+
+
+@_inline
+def _hard_one(x, thr, i, c):
+    """x where |x| > thr, else 0 (<=: NaN passes through, as in the
+    reference; i and c unused)."""
+    return 0.0 if abs(np.float64(x)) <= thr else x
 
 
 @_pjit
 def _hard_par(v, thr, out):
-    for i in prange(v.shape[0]):  # (<=: NaN passes through, as in the reference)
-        out[i] = 0.0 if abs(np.float64(v[i])) <= thr else v[i]
+    _map_par(v, thr, out, _hard_one, 0.0)
 
 
 @_jit
 def _hard_seq(v, thr, out):
-    for i in range(v.shape[0]):
-        out[i] = 0.0 if abs(np.float64(v[i])) <= thr else v[i]
+    _map_seq(v, thr, out, _hard_one, 0.0)
 
 
 def lp(v, lam, p, *, parallel=True, out=None):
@@ -4583,7 +4585,7 @@ def lp(v, lam, p, *, parallel=True, out=None):
     if p == 0:
         # keep v iff v^2/2 > lam, at sqrt(2 lam) correctly rounded, as the
         # reference thresholds (also where 2 lam overflows)
-        thr = hard_threshold(lam)
+        thr = np.full(1, hard_threshold(lam))
         (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
         return out
     if p == 1:
@@ -4595,7 +4597,7 @@ def lp(v, lam, p, *, parallel=True, out=None):
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * base
     beta = (lam * p * (1.0 - p)) ** e
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
-    (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, lam, p, tau, beta, p_code, out)
+    (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, np.full(1, lam), out, (p, tau, beta, p_code))
     return out
 
 
@@ -4769,53 +4771,62 @@ def _sqrt2x(t):
     return math.sqrt(2.0 * t) if t <= 2.0**1022 else 2.0 * math.sqrt(0.5 * t)
 
 
+# The maps (_map_seq, _map_par) in the metric d: one kernel per prox, so that
+# the weighted l1's and l2's loops stay free of lp's calls, and vectorised.
+
+
 @_inline
-def _metric_one(x, di, wi, l2, lpc):
-    # (lpc None: numba prunes lp's branch by type, so that the weighted l1's
-    # and l2's loops stay free of its calls, and vectorised)
-    if lpc is not None:
-        return _lp_metric_one(x, di, wi, lpc)
-    return _wl2_metric_one(x, di, wi) if l2 else _wl1_metric_one(x, di, wi)
+def _wl1_metric_at(x, wi, i, d):
+    return _wl1_metric_one(x, d[i], wi)
+
+
+@_inline
+def _wl2_metric_at(x, wi, i, d):
+    return _wl2_metric_one(x, d[i], wi)
+
+
+@_inline
+def _lp_metric_at(x, wi, i, c):
+    """(c = (d,) + lp's constants, :func:`_lp_constants`: one flat tuple,
+    as a parallel loop takes no tuple inside a tuple)"""
+    return _lp_metric_one(x, c[0][i], wi, c[1:])
 
 
 @_jit
-def _separable_metric_seq(v, d, w, out, l2, lpc):
-    """out_i = the weighted l1's (``l2`` False, ``lpc`` None), weighted
-    squared l2's (``l2`` True) or lp's (``lpc``: its constants,
-    :func:`_lp_constants`) prox of v_i in
-    the metric d_i at the weight w_i (w of one entry broadcast); out may be
-    v (then the loop reads and writes out alone, which LLVM vectorises: see
-    the serial maps above)."""
-    n = v.shape[0]
-    if w.shape[0] == 1:
-        t = w[0]
-        if v.ctypes.data == out.ctypes.data:
-            for i in range(n):
-                out[i] = _metric_one(out[i], d[i], t, l2, lpc)
-        else:
-            for i in range(n):
-                out[i] = _metric_one(v[i], d[i], t, l2, lpc)
-    elif v.ctypes.data == out.ctypes.data:
-        for i in range(n):
-            out[i] = _metric_one(out[i], d[i], w[i], l2, lpc)
-    else:
-        for i in range(n):
-            out[i] = _metric_one(v[i], d[i], w[i], l2, lpc)
+def _wl1_metric_seq(v, w, out, d):
+    _map_seq(v, w, out, _wl1_metric_at, d)
 
 
 @_pjit
-def _separable_metric_par(v, d, w, out, l2, lpc):
-    n = v.shape[0]
-    if w.shape[0] == 1:
-        t = w[0]
-        for i in prange(n):
-            out[i] = _metric_one(v[i], d[i], t, l2, lpc)
-    else:
-        for i in prange(n):
-            out[i] = _metric_one(v[i], d[i], w[i], l2, lpc)
+def _wl1_metric_par(v, w, out, d):
+    _map_par(v, w, out, _wl1_metric_at, d)
+
+
+@_jit
+def _wl2_metric_seq(v, w, out, d):
+    _map_seq(v, w, out, _wl2_metric_at, d)
+
+
+@_pjit
+def _wl2_metric_par(v, w, out, d):
+    _map_par(v, w, out, _wl2_metric_at, d)
+
+
+@_jit
+def _lp_metric_seq(v, w, out, c):
+    _map_seq(v, w, out, _lp_metric_at, c)
+
+
+@_pjit
+def _lp_metric_par(v, w, out, c):
+    _map_par(v, w, out, _lp_metric_at, c)
 
 
 _SEPARABLE_METRIC = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")
+# each one's kernels (serial, parallel): out_i = its prox of v_i in the metric
+# d_i at the weight w_i (w of one entry broadcast; out may be v)
+_SEPARABLE_METRIC_KERNELS = ((_wl1_metric_seq, _wl1_metric_par), (_wl2_metric_seq, _wl2_metric_par),
+                             (_lp_metric_seq, _lp_metric_par))
 
 
 def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
@@ -4835,9 +4846,9 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
         args = (v, d, weight) + ((p,) if kind == 2 else ())
         result[...] = getattr(_mk, _SEPARABLE_METRIC[kind])(*args)
         return result
-    flat = v.reshape(-1), d.reshape(-1), w, result.reshape(-1)
-    lpc = _lp_constants(float(p)) if kind == 2 else None
-    (_separable_metric_par if parallel and v.size >= _PAR_MIN else _separable_metric_seq)(*flat, kind == 1, lpc)
+    d = d.reshape(-1)
+    c = (d,) + _lp_constants(float(p)) if kind == 2 else d
+    _SEPARABLE_METRIC_KERNELS[kind][parallel and v.size >= _PAR_MIN](v.reshape(-1), w, result.reshape(-1), c)
     return result
 
 
