@@ -179,12 +179,13 @@ Algorithms (m = row length, G = rows, n = vector length):
   kernels form each threshold step * w_i where they read it (``_weight``):
   no array of thresholds, so the public call too has the 2 (float64)
   scratch arrays above.
-* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, prange.  lp uses
+* ``weighted_l1``, ``weighted_l2sq``, ``lp``: elementwise, one map over the
+  entries (``_map_seq``, or ``_map_par``: prange) of an entry function.  lp uses
   the reference's closed forms for p = 1/2, 2/3 and the same monotone Newton
   iteration, per entry.
 * ``weighted_l1_metric``, ``weighted_l2sq_metric`` (the prox in a diagonal
   metric d; ``lp_metric`` below): the float64 operations of :mod:`._metric_kernels` entry by
-  entry, one pass (prange), the same bits.
+  entry, one pass (the same maps), the same bits.
 * ``group_lasso_metric``: that module's row operator row by row (prange over
   chunks of rows): each row read once into float64 scratch rows, its scales,
   norms and bracket, then the array code's safeguarded Newton search (4-5
