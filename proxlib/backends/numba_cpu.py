@@ -4849,7 +4849,8 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
         return result
     d = d.reshape(-1)
     c = (d,) + _lp_constants(float(p)) if kind == 2 else d
-    _SEPARABLE_METRIC_KERNELS[kind][parallel and v.size >= _PAR_MIN](v.reshape(-1), w, result.reshape(-1), c)
+    kernel = _SEPARABLE_METRIC_KERNELS[kind][1 if parallel and v.size >= _PAR_MIN else 0]
+    kernel(v.reshape(-1), w, result.reshape(-1), c)
     return result
 
 
