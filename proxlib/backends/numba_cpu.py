@@ -4424,17 +4424,23 @@ def _weighted_l1_seq(v, w, out):
     _map_seq(v, w, out, _wl1_one, _zero_of(v))
 
 
+def _serial_or_parallel(seq, par, parallel, n):
+    """The elementwise kernel pair's parallel one where ``parallel`` asks
+    for it and the n entries reach _PAR_MIN, else the serial one."""
+    return par if parallel and n >= _PAR_MIN else seq
+
+
 def weighted_l1(v, w, *, parallel=True, out=None):
     """sign(v) (|v| - w)_+, computed in the common type of v and w and rounded
     once (float32 lanes throughout when both are float32, as proxlib's
     thresholds for float32 data are)."""
     out = _result(v, out)
-    (_weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq)(v, w, out)
+    _serial_or_parallel(_weighted_l1_seq, _weighted_l1_par, parallel, v.shape[0])(v, w, out)
     return out
 
 
 def _weighted_l1_route(v, out, parallel, hint=None):
-    kernel = _weighted_l1_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l1_seq
+    kernel = _serial_or_parallel(_weighted_l1_seq, _weighted_l1_par, parallel, v.shape[0])
     return lambda thr, check_finite: kernel(v, thr[0], out)
 
 
@@ -4460,12 +4466,12 @@ def _weighted_l2sq_seq(v, w, out):
 
 def weighted_l2sq(v, w, *, parallel=True, out=None):
     out = _result(v, out)
-    (_weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq)(v, w, out)
+    _serial_or_parallel(_weighted_l2sq_seq, _weighted_l2sq_par, parallel, v.shape[0])(v, w, out)
     return out
 
 
 def _weighted_l2sq_route(v, out, parallel, hint=None):
-    kernel = _weighted_l2sq_par if parallel and v.shape[0] >= _PAR_MIN else _weighted_l2sq_seq
+    kernel = _serial_or_parallel(_weighted_l2sq_seq, _weighted_l2sq_par, parallel, v.shape[0])
     return lambda thr, check_finite: kernel(v, thr[0], out)
 
 
@@ -4587,7 +4593,7 @@ def lp(v, lam, p, *, parallel=True, out=None):
         # keep v iff v^2/2 > lam, at sqrt(2 lam) correctly rounded, as the
         # reference thresholds (also where 2 lam overflows)
         thr = np.full(1, hard_threshold(lam))
-        (_hard_par if parallel and v.shape[0] >= _PAR_MIN else _hard_seq)(v, thr, out)
+        _serial_or_parallel(_hard_seq, _hard_par, parallel, v.shape[0])(v, thr, out)
         return out
     if p == 1:
         return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel, out=out)
@@ -4598,7 +4604,7 @@ def lp(v, lam, p, *, parallel=True, out=None):
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * base
     beta = (lam * p * (1.0 - p)) ** e
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
-    (_lp_par if parallel and v.shape[0] >= _PAR_MIN else _lp_seq)(v, np.full(1, lam), out, (p, tau, beta, p_code))
+    _serial_or_parallel(_lp_seq, _lp_par, parallel, v.shape[0])(v, np.full(1, lam), out, (p, tau, beta, p_code))
     return out
 
 
@@ -4849,7 +4855,7 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
         return result
     d = d.reshape(-1)
     c = (d,) + _lp_constants(float(p)) if kind == 2 else d
-    kernel = _SEPARABLE_METRIC_KERNELS[kind][1 if parallel and v.size >= _PAR_MIN else 0]
+    kernel = _serial_or_parallel(*_SEPARABLE_METRIC_KERNELS[kind], parallel, v.size)
     kernel(v.reshape(-1), w, result.reshape(-1), c)
     return result
 
