@@ -187,6 +187,43 @@ def test_radix_sort_whatever_digits_vary(digits):
     np.testing.assert_array_equal(_radix_sorted(np.full(9, base)), np.full(9, base))  # no pass at all
 
 
+def _stable_order_from(keys, low):
+    """keys in the stable order of their bits from ``low`` up, signed: the
+    keys' top bit flipped, shifted, as unsigned integers."""
+    u = (keys.view(np.uint64) ^ np.uint64(1 << 63)) >> np.uint64(low) if low < 64 else np.zeros(keys.shape, np.uint64)
+    return keys[np.argsort(u, kind="stable")]
+
+
+@given(arrays(np.int64, st.integers(0, 300), elements=st.integers(-(2**63), 2**63 - 1)), st.integers(0, 64))
+def test_radix_sort_from_bit_low_is_stable(keys, low):
+    """From bit ``low`` up, the sort is stable: keys that agree in those
+    bits keep their order (the OWL keys rely on it: their index bits below
+    ``low`` are in order already), for every ``low`` (64: no bits, nothing
+    moves)."""
+    np.testing.assert_array_equal(_radix_sorted(keys, low), _stable_order_from(keys, low))
+
+
+@pytest.mark.parametrize("low", [0, 21])
+@pytest.mark.parametrize("span_bits", [1, 7, 10, 11, 19, 20, 21, 28, 37, 40, 41, 43, 50, 61, 63, 64])
+def test_radix_sort_whatever_the_span(span_bits, low):
+    """The digits follow the span of the keys' parts from bit low (the
+    largest minus the least): one pass of up to 10 bits, then more as
+    evenly as they can be, up to 64 bits of span (7 digits of 10 bits);
+    a base below the span's top makes the parts cross carries, so that
+    the fixed 8-bit digits of a base-aligned sort would all vary; spans
+    of the whole signed range cross its sign."""
+    rng = np.random.default_rng(span_bits * 7 + low)
+    n = 3000
+    width = min(span_bits, 64 - low)
+    base = int(rng.integers(-(2**62), 2**62)) >> low << low
+    offsets = rng.integers(0, 2**64, n, dtype=np.uint64) >> np.uint64(64 - width)  # (width bits; wraps past 2^64)
+    keys = (np.uint64(base & (2**64 - 1)) + (offsets << np.uint64(low))).view(np.int64)
+    keys = keys | rng.integers(0, 2**low, n, dtype=np.int64) if low else keys
+    keys[5::11] = keys[4::11][: keys[5::11].size]  # duplicates
+    for case in (keys, np.sort(keys), np.sort(keys)[::-1].copy()):
+        np.testing.assert_array_equal(_radix_sorted(case, low), _stable_order_from(case, low))
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [3000, N])
 @pytest.mark.parametrize("kind", ["gaussian", "cancelling", "near_ties", "ties"])

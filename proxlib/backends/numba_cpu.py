@@ -126,7 +126,7 @@ Algorithms (m = row length, G = rows, n = vector length):
   flipped: AVX2 compares signed 64-bit lanes natively), gives the sorted
   magnitudes and the permutation at once.  The sort is NumPy's SIMD sort,
   except on AMD Zen 4, where NumPy's AVX-512 sort runs 5x slower than its
-  AVX2 code and an 8-bit LSD radix sort is used instead (``_radix_sort``,
+  AVX2 code and an LSD radix sort is used instead (``_radix_sort``,
   ``KEY_SORT``; the whole kernel then takes 0.35-0.62x its time with
   NumPy's sort at 1e5-1e7 entries, the same results).  float32 keys hold
   all 31 magnitude bits; float64 keys drop the ib lowest, and the rare
@@ -3720,44 +3720,85 @@ def _owl_pivot(vbits, mask, t):
     return pivot + 1 if pivot == int(mags[:mid + 1].min()) else pivot
 
 
+# the radix sort's widest digit, in bits.  Measured on AMD Zen 4 (OWL keys of
+# Gaussian entries): 11-bit digits (2^11 buckets) made each pass 1.3-1.4x
+# slower at 1e6-1e7 keys; 8-bit digits from 2^22 keys on, 1.1-1.3x the time of
+# 10-bit ones at 5e6-1e7 (as many passes as the fixed digits, plus the span's)
+_RADIX_MAX_DIGIT = 10
+
+
+@_jit
+def _radix_digits(nbits):
+    """(number of digits, bits per digit) of the radix sort of keys whose
+    parts to sort span ``nbits`` bits: the fewest digits of at most
+    _RADIX_MAX_DIGIT bits, as even as they can be (a pass costs about the
+    same at 8 to 10 bits: fewer passes is what pays)."""
+    if nbits == 0:
+        return 0, 1
+    nd = (nbits + _RADIX_MAX_DIGIT - 1) // _RADIX_MAX_DIGIT
+    return nd, (nbits + nd - 1) // nd
+
+
 @_jit
 def _radix_sort(keys, tmp, low=0):
     """Sorts int64 ``keys`` in place (signed order, as ``keys.sort()``) by
     their bits from ``low`` up, stably: keys that agree in those bits keep
     their order, so the sort is complete when such keys are already in
-    order (``low = 0``: any keys).  A least-significant-digit radix sort:
-    the 8-bit digits from bit ``low`` of the key with its top bit flipped
-    (an unsigned order equal to the signed one), their histograms from one
-    pass, then one stable scatter pass per digit that takes more than one
-    value (the others are skipped), alternating between ``keys`` and ``tmp``
-    (int64, at least as long; its contents are overwritten), and a copy
-    back after an odd number of passes.  O(n) per pass, at most
-    1 + ceil((64 - low) / 8) + 1 passes over n keys; no comparisons, so its
-    time does not depend on the CPU's vector sort (see :func:`_key_sort`)."""
+    order (``low = 0``: any keys).  A least-significant-digit radix sort
+    of u = ((key with its top bit flipped) >> low) - min u (an unsigned
+    order equal to the signed one; the offset leaves the order as it is):
+    one pass for the least and largest u, whose difference's bits set the
+    digits (:func:`_radix_digits`: the fewest of at most 10 bits, e.g. 4
+    of 10 bits where the span is 37 bits, the float64 OWL keys of 1e6
+    Gaussian entries, whose magnitude parts cross an exponent's carry
+    and so vary in all six of the fixed 8-bit digits they touch), their
+    histograms from a second pass, then one stable scatter pass per digit
+    that takes more than one value (the others are skipped), alternating
+    between ``keys`` and ``tmp`` (int64, at least as long; its contents
+    are overwritten), and a copy back after an odd number of passes.
+    O(n) per pass, at most 2 + ceil((64 - low) / 10) + 1 passes over n
+    keys; no comparisons, so its time does not depend on the CPU's vector
+    sort (see :func:`_key_sort`)."""
     n = keys.shape[0]
-    nd = (64 - low + 7) // 8
-    hist = np.zeros((nd, 256), dtype=np.int64)
+    if n < 2 or low >= 64:  # (no bits to sort by)
+        return
     top = np.uint64(1) << np.uint64(63)
-    byte = np.uint64(255)
+    sh = np.uint64(low)
+    lo = (np.uint64(keys[0]) ^ top) >> sh
+    hi = lo
     for i in range(n):
-        u = (np.uint64(keys[i]) ^ top) >> np.uint64(low)
+        u = (np.uint64(keys[i]) ^ top) >> sh
+        lo = min(lo, u)
+        hi = max(hi, u)
+    span = hi - lo
+    nbits = 0
+    while nbits < 64 and (span >> np.uint64(nbits)) != np.uint64(0):
+        nbits += 1
+    nd, bits = _radix_digits(nbits)
+    if nd == 0:  # every key agrees from bit low up: in order already
+        return
+    radix = 1 << bits
+    digit = np.uint64(radix - 1)
+    hist = np.zeros((nd, radix), dtype=np.int64)
+    for i in range(n):
+        u = ((np.uint64(keys[i]) ^ top) >> sh) - lo
         for d in range(nd):
-            hist[d, (u >> np.uint64(8 * d)) & byte] += 1
+            hist[d, (u >> np.uint64(bits * d)) & digit] += 1
     src, dst = keys, tmp[:n]
     odd = False
-    at = np.empty(256, dtype=np.int64)
+    at = np.empty(radix, dtype=np.int64)
     for d in range(nd):
         h = hist[d]
         if h.max() == n:  # every key has the same digit: the pass would move nothing
             continue
         s = 0
-        for r in range(256):
+        for r in range(radix):
             at[r] = s
             s += h[r]
-        shift = np.uint64(low + 8 * d)
+        shift = np.uint64(bits * d)
         for i in range(n):
             k = src[i]
-            r = ((np.uint64(k) ^ top) >> shift) & byte
+            r = ((((np.uint64(k) ^ top) >> sh) - lo) >> shift) & digit
             dst[at[r]] = k
             at[r] += 1
         src, dst = dst, src
