@@ -3836,7 +3836,9 @@ def _numpy_sort_is_slow() -> bool:
     float64 52-55 ms, against 10-11 ms with NumPy's AVX2 code
     (``NPY_DISABLE_CPU_FEATURES="AVX512_ICL X86_V4"``, which only the
     process's environment can set) and 13.6-14.5 ms for :func:`_radix_sort`
-    over the keys' magnitude bits (from bit ib + 1).
+    over the keys' magnitude bits (from bit ib + 1); 7-9 ms since its
+    digits follow the keys' span (2026-12-05, the OWL keys of 1e6 Gaussian
+    entries, float64 and float32).
     False where NumPy's 64-bit sort does not run its AVX-512 code (its
     ``AVX512_SKX`` target off: other CPUs, or disabled)."""
     global _NUMPY_SORT_SLOW
