@@ -460,13 +460,30 @@ def _owl_block_verdicts(s, w, starts):
     nb = starts.size
     sc = NB._owl_scale(s, w)
     vals = np.empty(nb)
-    ordered = NB._owl_values(s, w, sc, starts, 0, nb, nb, vals)
+    ordered = NB._owl_values(s, w, sc, starts, 0, nb, nb, vals, False)
     vals_par = np.empty(nb)
-    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, vals_par)
+    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, vals_par, False)
     np.testing.assert_array_equal(vals_par, vals)
     pooled_starts, pooled_vals = starts.copy(), vals.copy()
     nb2 = NB._owl_monotone(s, w, sc, pooled_starts, nb, pooled_vals)
-    return ordered, ordered_par, nb2 == nb and np.array_equal(pooled_vals, vals)
+    unchanged = nb2 == nb and np.array_equal(pooled_vals, vals)
+    # owl's call (pava_means): where the blocks are as a PAVA leaves them
+    # (sc = 1, adjacent singletons in order), vals holds the singletons' z and
+    # only the pooled blocks (NaN here) are computed
+    ends = np.r_[starts[1:], s.size]
+    single = ends - starts == 1
+    z = s[starts] - w[s.size - 1 - starts]
+    pairs = single[:-1] & single[1:]
+    if sc == 1.0 and not np.any(pairs & ((z[:-1] >= z[1:]) | (s[starts[1:] - 1] == s[starts[1:]]))):
+        for par in (False, True):
+            means = np.where(single, z, np.nan)
+            if par:
+                verdict = NB._owl_values_par(s, w, sc, starts, nb, means, True)
+            else:
+                verdict = NB._owl_values(s, w, sc, starts, 0, nb, nb, means, True)
+            np.testing.assert_array_equal(means, vals)
+            assert verdict == ordered
+    return ordered, ordered_par, unchanged
 
 
 @given(st.data())
@@ -488,6 +505,80 @@ def test_owl_block_values_tell_whether_the_blocks_need_pooling_again(data):
     inner = data.draw(st.sets(st.integers(j0 + 1, n - 1), max_size=n - j0 - 1)) if j0 + 1 < n else set()
     ordered, ordered_par, unchanged = _owl_block_verdicts(s, w, np.array(sorted({j0, *inner}), dtype=np.int64))
     assert ordered == ordered_par == unchanged
+
+
+def _long_case(decrease_at_end):
+    """40 magnitudes 1..40: 38 singletons in order, then a pooled pair whose
+    value falls below them when the two largest weights are 100."""
+    w = np.zeros(40)
+    w[:2] = 100.0 if decrease_at_end else 0.0
+    return np.arange(1.0, 41.0), w, list(range(39))
+
+
+def _pair_first_case(decrease):
+    """A pooled pair first, then 38 singletons in order; the first of them
+    below the pair's value when decrease."""
+    s = np.r_[1.0, 10.0, np.arange(11.0, 49.0)]
+    w = np.zeros(40)
+    w[:38] = 8.0 if decrease else 0.0
+    return s, w, [0] + list(range(2, 40))
+
+
+@pytest.mark.parametrize("s, w, starts, in_order", [
+    (np.array([2.0, 3.0, 4.0]), np.array([4.0, 3.5, 0.0]), [0, 1], False),  # a singleton, then a pooled pair below it
+    (np.array([2.0, 3.0, 4.0]), np.array([4.0, 0.0, 0.0]), [0, 2], False),  # a pooled pair, then a singleton below it
+    (np.array([2.0, 3.0, 4.0, 5.0]), np.array([4.0, 4.0, 0.0, 0.0]), [0, 2], False),  # two pooled pairs, decreasing
+    (np.array([2.0, 3.0, 4.0, 5.0]), np.zeros(4), [0, 2], True),
+    (*_long_case(True), False),
+    (*_long_case(False), True),
+    (*_pair_first_case(True), False),
+    (*_pair_first_case(False), True),
+])
+def test_owl_block_verdicts_pooled_next_to_singletons(s, w, starts, in_order):
+    """Decreases on either side of a pooled block, also after and before a
+    run of singletons longer than _owl_values's skip (every verdict of
+    _owl_block_verdicts, owl's pava_means call included, agrees)."""
+    assert _owl_block_verdicts(s, w, np.array(starts, dtype=np.int64)) == (in_order,) * 3
+
+
+@given(st.data())
+def test_owl_values_from_the_pava_means_match_the_full_pass(data):
+    """_owl_values with ``pava_means`` (owl's call: it passes over runs of
+    singleton blocks, whose PAVA means are their exact values when sc = 1)
+    gives the values and the verdict of the full pass, on the blocks the
+    PAVA makes (also split in halves and merged): magnitudes with ties,
+    pooled and singleton blocks in every mix, runs of singletons longer and
+    shorter than _owl_values's skip, and magnitudes large enough for sc < 1
+    (where it makes the full pass)."""
+    n = data.draw(st.integers(1, 400))
+    scale = data.draw(st.sampled_from([1.0, 1e300]))
+    pool = data.draw(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=n))
+    s = np.sort(np.array(data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)))) * scale
+    if data.draw(st.booleans()):
+        w = np.sort(np.array(data.draw(st.lists(st.floats(0.0, 10.0), min_size=n, max_size=n))))[::-1] * scale
+    else:
+        w = np.linspace(data.draw(st.floats(0.0, 1.0)), 0.0, n) * scale  # mostly singletons
+    w = np.ascontiguousarray(w)
+    j0 = data.draw(st.integers(0, n - 1))
+    split = data.draw(st.sampled_from([NB._OWL_SPLIT_PAVA, 2]))
+    sc = NB._owl_scale(s, w)
+    k = n - j0
+    means, starts = np.empty(k), np.empty(k, dtype=np.int64)
+    old = NB._OWL_SPLIT_PAVA
+    NB._OWL_SPLIT_PAVA = split  # (a module global read by the Python-level _owl_pava_split)
+    try:
+        nb = NB._owl_pava_split(s, w, j0, sc, means, starts, data.draw(st.booleans()))
+    finally:
+        NB._OWL_SPLIT_PAVA = old
+    full = means.copy()
+    ordered_full = NB._owl_values(s, w, sc, starts, 0, nb, nb, full, False)
+    skipped = means.copy()
+    ordered = NB._owl_values(s, w, sc, starts, 0, nb, nb, skipped, True)
+    skipped_par = means.copy()
+    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, skipped_par, True)
+    np.testing.assert_array_equal(skipped[:nb], full[:nb])
+    np.testing.assert_array_equal(skipped_par[:nb], full[:nb])
+    assert ordered == ordered_par == ordered_full
 
 
 @pytest.mark.parametrize("starts, in_order", [

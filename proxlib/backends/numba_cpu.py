@@ -3225,6 +3225,18 @@ def _weight_overload(w, i):
     return lambda w, i: np.float64(w[0][i]) * w[1]
 
 
+def _weight_array(w):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+@overload(_weight_array, inline="always")
+def _weight_array_overload(w):
+    """The array :func:`_weight` reads the thresholds from (for prefetching)."""
+    if isinstance(w, types.Array):
+        return lambda w: w
+    return lambda w: w[0]
+
+
 @_jit
 def _owl_scale(s, w):
     """A power of two sc with n^2 max(|v|, w) sc < 2^1021: block sums and their
@@ -3550,15 +3562,65 @@ def _owl_blocks_meet_in_order(s, starts, vals, b):
     return not (vals[b - 1] > vals[b] or s[starts[b] - 1] == s[starts[b]])
 
 
+_OWL_SKIP = 16  # _owl_values tests this many blocks at once for a run of singletons
+_OWL_LOOK = 16 * _OWL_SKIP  # and asks for the entries of pooled blocks this many blocks ahead
+
+
 @_jit
-def _owl_values(s, w, sc, starts, b0, b1, nb, vals):
+def _owl_values(s, w, sc, starts, b0, b1, nb, vals, pava_means):
     """vals[b] = exact mean of block b (b0 <= b < b1), blocks from _owl_pava.
     Returns whether the blocks b0..b1-1 are in order: no b0 < b < b1 with
     vals[b-1] > vals[b] (a decrease) or s[starts[b] - 1] == s[starts[b]] (a
     run of equal magnitudes split), i.e. nothing in the range for
-    _owl_monotone to pool (it then only reads the values, and is skipped)."""
+    _owl_monotone to pool (it then only reads the values, and is skipped).
+
+    ``pava_means``: vals[b0:b1] hold the means that _owl_pava (and
+    _owl_pava_merge) left on their stack for these blocks, over non-increasing
+    weights.  With sc = 1 a singleton's mean is then already its exact value
+    (z rounded once, the expression below), and two adjacent singletons are
+    in order: the stack's means increase strictly, and a tie s[j-1] = s[j]
+    gives z_{j-1} >= z_j (w non-increasing, rounding monotone), which the
+    PAVA pools.  So only the pooled blocks are computed and compared with
+    their neighbours, and runs of singletons are passed over _OWL_SKIP
+    blocks at a time (starts[b + C] - starts[b] = C: C blocks of one entry),
+    and the entries of the pooled blocks ahead are asked for (prefetched)
+    while the scan reaches them: O(nb / C + pooled entries) instead of a
+    pass over s, w and vals.  At n = 1e6 N(0, 1) entries with decreasing
+    weights (owl_stages.py; 2-core AMD EPYC, 2026-12-05): float64, 513 pooled
+    blocks, 2.7 -> 0.17 ms; float32, 13,365 pooled blocks, 3.1 -> 1.0 ms."""
     n = s.shape[0]
     ordered = True
+    if pava_means and sc == 1.0:
+        wa = _weight_array(w)
+        b = b0
+        while b < b1:
+            a = b + _OWL_LOOK  # the blocks of a chunk ahead: where one is pooled, its entries are asked for now
+            if a + _OWL_SKIP < b1 and starts[a + _OWL_SKIP] - starts[a] != _OWL_SKIP:
+                p = np.int64(starts[a])
+                q = np.int64(starts[a + _OWL_SKIP]) - 1
+                _prefetch_read(s, p)
+                _prefetch_read(s, q)
+                _prefetch_read(wa, n - 1 - q)
+                _prefetch_read(wa, n - 1 - p)
+                _prefetch_write(vals, a)
+                _prefetch_write(vals, a + _OWL_SKIP - 1)
+            if b + _OWL_SKIP <= b1 and b + _OWL_SKIP < nb and starts[b + _OWL_SKIP] - starts[b] == _OWL_SKIP:
+                b += _OWL_SKIP
+                continue
+            e = min(b + _OWL_SKIP, b1)
+            while b < e:
+                st = starts[b]
+                en = starts[b + 1] if b + 1 < nb else n
+                if en - st > 1:
+                    val = _owl_block_value(s, w, sc, st, en)
+                    vals[b] = val
+                    if b > b0 and (vals[b - 1] > val or s[st - 1] == s[st]):
+                        ordered = False
+                    if (b + 1 < b1 and (starts[b + 2] if b + 2 < nb else n) - en == 1
+                            and (val > vals[b + 1] or s[en - 1] == s[en])):  # (a pooled b + 1 tests this pair itself)
+                        ordered = False
+                b += 1
+        return ordered
     prev = 0.0
     for b in range(b0, b1):
         st = starts[b]
@@ -3575,13 +3637,13 @@ def _owl_values(s, w, sc, starts, b0, b1, nb, vals):
 
 
 @_pjit
-def _owl_values_par(s, w, sc, starts, nb, vals):
+def _owl_values_par(s, w, sc, starts, nb, vals, pava_means):
     """_owl_values over every block, in up to 64 ranges at once; the ranges'
     own verdicts and the blocks where two ranges meet give the whole's."""
     nt = min(nb, 64)
     ordered = np.empty(nt, dtype=np.bool_)
     for t in prange(nt):
-        ordered[t] = _owl_values(s, w, sc, starts, t * nb // nt, (t + 1) * nb // nt, nb, vals)
+        ordered[t] = _owl_values(s, w, sc, starts, t * nb // nt, (t + 1) * nb // nt, nb, vals, pava_means)
     whole = True
     for t in range(nt):
         b = t * nb // nt
@@ -4207,7 +4269,7 @@ def _owl_small(v, w, out, order=None):
     sums = np.empty(k)
     starts = np.empty(k, dtype=np.int64)
     nb = _owl_pava(s, w, j0, n, sc, sums, starts)
-    if not _owl_values(s, w, sc, starts, 0, nb, nb, sums):
+    if not _owl_values(s, w, sc, starts, 0, nb, nb, sums, True):
         nb = _owl_monotone(s, w, sc, starts, nb, sums)
     _owl_fix_low_blocks(s, w, sc, starts, nb, sums, e, tmp)
     for b in range(nb):
@@ -4379,9 +4441,9 @@ def owl(v, w, *, parallel=True, step=None):
     sums = np.empty(k, dtype=np.float64)
     nb = _owl_pava_split(s, w, j0, sc, sums, starts, par)
     if par and nb > 1:
-        ordered = _owl_values_par(s, w, sc, starts, nb, sums)
+        ordered = _owl_values_par(s, w, sc, starts, nb, sums, True)
     else:
-        ordered = _owl_values(s, w, sc, starts, 0, nb, nb, sums)
+        ordered = _owl_values(s, w, sc, starts, 0, nb, nb, sums, True)
     if not ordered:  # rounding under-pooled, or split tied magnitudes (rare)
         nb = _owl_monotone(s, w, sc, starts, nb, sums)
     _owl_fix_low_blocks(s, w, sc, starts, nb, sums, np.empty((2, _EXP_LEN)), np.empty(2 * _EXP_LEN))
