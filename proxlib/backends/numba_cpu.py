@@ -3419,7 +3419,7 @@ def _owl_pava(s, w, j0, j1, sc, means, starts):
     means are only a guide: the values are recomputed exactly by
     _owl_values, and _owl_monotone pools what rounding left apart)."""
     n = s.shape[0]
-    sp = 0
+    sp = np.uint64(0)  # (unsigned: no wraparound test where it indexes the stack)
     tmean = (np.float64(s[j0]) - _weight(w, n - 1 - j0)) * sc
     tsum = tmean
     tst = j0
@@ -3433,7 +3433,7 @@ def _owl_pava(s, w, j0, j1, sc, means, starts):
             cst = tst
             cmean = min(max(csum / np.float64(i + 1 - cst), cmean), tmean)
             if sp > 0:
-                sp -= 1
+                sp -= np.uint64(1)
                 tmean = means[sp]
                 tst = starts[sp]
                 tsum = tmean * np.float64(cst - tst)
@@ -3442,14 +3442,14 @@ def _owl_pava(s, w, j0, j1, sc, means, starts):
         if has_top:
             means[sp] = tmean
             starts[sp] = tst
-            sp += 1
+            sp += np.uint64(1)
         tmean = cmean
         tsum = csum
         tst = cst
         has_top = True
     means[sp] = tmean
     starts[sp] = tst
-    return sp + 1
+    return np.int64(sp) + 1
 
 
 @_jit
@@ -3464,7 +3464,7 @@ def _owl_pava_merge(means, starts, nl, off, nr, n):
     The pooling step repeats _owl_pava's: a shared helper returning the new
     stack state (even with inline="always") made _owl_pava 2x slower (11 ->
     21 ms at n = 1e6)."""
-    sp = nl - 1
+    sp = np.uint64(nl - 1)  # (unsigned: no wraparound test where it indexes the stack)
     tmean = means[sp]
     tst = starts[sp]
     tsum = tmean * np.float64(starts[off] - tst)
@@ -3479,7 +3479,7 @@ def _owl_pava_merge(means, starts, nl, off, nr, n):
             cst = tst
             cmean = min(max(csum / np.float64(en - cst), cmean), tmean)
             if sp > 0:
-                sp -= 1
+                sp -= np.uint64(1)
                 tmean = means[sp]
                 tst = starts[sp]
                 tsum = tmean * np.float64(cst - tst)
@@ -3488,14 +3488,14 @@ def _owl_pava_merge(means, starts, nl, off, nr, n):
         if has_top:
             means[sp] = tmean
             starts[sp] = tst
-            sp += 1
+            sp += np.uint64(1)
         tmean = cmean
         tsum = csum
         tst = cst
         has_top = True
     means[sp] = tmean
     starts[sp] = tst
-    return sp + 1
+    return np.int64(sp) + 1
 
 
 @_pjit
@@ -4416,8 +4416,11 @@ def owl(v, w, *, parallel=True, step=None):
     ib = (n - 1).bit_length()  # index bits
     t = max(0, magbits + ib + 1 - 64)  # magnitude bits dropped from the key
     vbits = v.view(ibits)
-    # (float64: the output, free until the unpack below, is the radix sort's scratch)
-    keys = _owl_sorted_keys(vbits, mask, t, ib, par, out.view(np.int64) if v.dtype == np.float64 else None)
+    # float64: the output, free until the unpack below, is the radix sort's
+    # scratch; float32: n int64 of scratch, kept for the blocks' sums (memory
+    # touched once: a second fresh 8n bytes cost ~1 ms of page faults at n = 1e6)
+    scratch = out.view(np.int64) if v.dtype == np.float64 else np.empty(n, dtype=np.int64)
+    keys = _owl_sorted_keys(vbits, mask, t, ib, par, scratch)
     flip = _owl_key_flip(mask, t, ib)
     s = out  # the sorted magnitudes live in the output until the scatter
     if par:  # parallel: the float64 reads from v are random (cache misses overlap)
@@ -4438,7 +4441,7 @@ def owl(v, w, *, parallel=True, step=None):
     else:
         idx = keys
         starts = np.empty(k, dtype=np.int64)
-    sums = np.empty(k, dtype=np.float64)
+    sums = np.empty(k, dtype=np.float64) if v.dtype == np.float64 else scratch.view(np.float64)[:k]
     nb = _owl_pava_split(s, w, j0, sc, sums, starts, par)
     if par and nb > 1:
         ordered = _owl_values_par(s, w, sc, starts, nb, sums, True)
