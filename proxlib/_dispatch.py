@@ -95,7 +95,10 @@ _NAMESPACE: dict[str, ModuleType] = {}
 
 def device(x):
     """The device of array ``x`` (``"cpu"`` for NumPy), for allocating next to it."""
-    if array_kind(x) == "numpy" and hasattr(x, "dtype"):
+    kind = array_kind(x)
+    if kind != "numpy":  # (what array_api_compat.device answers for torch and CuPy, without its type tests)
+        return x.device
+    if hasattr(x, "dtype"):
         return "cpu"
     import array_api_compat
 
