@@ -2436,3 +2436,61 @@ def test_metric_row_read_finds_each_non_finite_entry(dtype, bad, in_d):
             assert not NB._metric_row_read(w, d, X, Dn)[0]
             (d if in_d else w)[place] = -big if bad < 0 else big
             assert NB._metric_row_read(w, d, X, Dn)[0]
+
+
+def test_expansion_never_writes_past_its_buffer():
+    """_exp_add on NaN and Inf terms (unchecked input): TwoSum's error terms
+    are then NaN, never zero, and no compression shortens the expansion; it
+    must still stay within _EXP_LEN - 8 terms (it once grew past its buffer
+    and corrupted the heap: ``prox_owl`` of Inf entries with
+    ``check_finite=False`` aborted the process).  The buffer here is longer
+    than _EXP_LEN, with sentinels past it.  Finite terms keep the exact sum."""
+    L = NB._EXP_LEN
+    for terms in ([np.inf, -np.inf], [np.nan], [1.0, np.inf, 1e-300, -np.inf, np.nan]):
+        e = np.full(L + 64, 7.0)
+        ne = 0
+        for i in range(3 * L):
+            ne = NB._exp_add(e, ne, terms[i % len(terms)] * (1.0 + i))
+            assert ne <= L - 8
+        np.testing.assert_array_equal(e[L - 7:], 7.0)
+        assert np.isnan(NB._exp_approx(e, ne))
+    e = np.zeros(L)
+    ne = 0
+    xs = [1e300, 1.0, -1e300, 2.0**-1074, 3.0, 1e-20] * 40
+    for x in xs:
+        ne = NB._exp_add(e, ne, x)
+    assert Fraction(float(sum(Fraction(t) for t in e[:ne]))) == Fraction(float(sum(Fraction(x) for x in xs)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_owl_of_non_finite_entries_unchecked_returns(dtype):
+    """``check_finite=False`` on NaN or Inf entries: the result is unspecified
+    (documented), but the call returns an array of the input's shape and
+    dtype, on the one-call path (n <= 2048) and the long one, serial and
+    parallel.  In a child process: the bug this guards against aborted the
+    interpreter."""
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, proxlib
+        from proxlib.backends import numba_cpu as NB
+        for n in (100, 5000, 300000):
+            for fill in ("inf", "nan", "mixed"):
+                v = np.random.default_rng(n).standard_normal(n).astype("{dtype}")
+                if fill == "inf":
+                    v[:] = np.inf
+                    v[1::2] *= -1
+                elif fill == "nan":
+                    v[::3] = np.nan
+                else:
+                    v[::7] = np.inf
+                w = np.linspace(1.0, 0.0, n)
+                x = proxlib.prox_owl(v, w, check_finite=False)
+                assert x.shape == v.shape and x.dtype == v.dtype
+                if n > NB._OWL_SMALL:
+                    for par in (False, True):
+                        assert NB.owl(v, w, parallel=par).shape == v.shape
+        print("returned")
+        """
+    )
+    out = _procs.python(code, timeout=600, env={**os.environ, "PYTHONPATH": str(pathlib.Path(proxlib.__file__).parents[1])})
+    assert out.returncode == 0 and out.stdout.strip() == "returned", out.stderr[-2000:]

@@ -3139,9 +3139,19 @@ def _exp_compress(e, ne):
 
 @_jit
 def _exp_add(e, ne, x):
+    """e[:ne] += x (:func:`_exp_grow`), compressed when it nears the buffer's
+    _EXP_LEN terms; never longer than _EXP_LEN - 8 after the call.  Finite
+    terms always compress to fewer; a NaN or Inf term (unchecked input:
+    ``check_finite=False``) makes non-zero errors at every TwoSum, which no
+    compression removes, so the expansion is then its rounded value alone
+    (NaN or Inf: the result is unspecified there, but no write passes the
+    buffer's end; it did, and the heap was corrupted)."""
     ne = _exp_grow(e, ne, x)
     if ne > _EXP_LEN - 8:
         ne = _exp_compress(e, ne)
+        if ne > _EXP_LEN - 8:
+            e[0] = _exp_approx(e, ne)
+            ne = 1
     return ne
 
 
