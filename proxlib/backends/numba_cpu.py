@@ -3627,6 +3627,8 @@ def _owl_values(s, w, sc, starts, b0, b1, nb, vals, pava_means):
                 if en - st > 1:
                     val = _owl_block_value(s, w, sc, st, en)
                     vals[b] = val
+                    # the pairs (b-1, b) and (b, b+1) by _owl_blocks_meet_in_order's test, inline:
+                    # the calls took 1.2x the time at 1e6 float32 (13k pooled blocks)
                     if b > b0 and (vals[b - 1] > val or s[st - 1] == s[st]):
                         ordered = False
                     if (b + 1 < b1 and (starts[b + 2] if b + 2 < nb else n) - en == 1
