@@ -43,7 +43,8 @@ float32) the problem is transformed exactly instead:
   2^1000 so.  ValueError where d / 2^E would leave the normal range.  What
   the division cannot change is a degree-2 threshold's ratio to the metric
   (b / d): the metric kernels handle that themselves, the exclusive ones
-  saturating a row where it exceeds 2^900 (as above), weighted l2^2 forming
+  saturating a row where it exceeds 2^600 (as above, solved at b 2^-E in
+  [2^599, 2^600): ``_metric_kernels._saturated``), weighted l2^2 forming
   v d / (2 w) where w / d overflows.  At the other end a threshold below 2^-1022
   is rounded as the product is (to a subnormal or 0), also where b / d is in
   range (b = 2^-1191 in the metric 2^-750 is solved with b = 0; multiplying

@@ -20,7 +20,7 @@ compiling them for sm_90 with Triton's own compiler:
 * the exclusive lasso in a metric, whole, in one kernel (the support by
   Newton's method over tiles instead of a sort): the 60-digit reference on
   the Hypothesis problems, and the array code to the parity tolerance on
-  rows of 1 to 4608 entries, saturated b (b / max d beyond 2^900), b = 0
+  rows of 1 to 4608 entries, saturated b (b / max d beyond 2^600), b = 0
   and inf, extreme and non-finite rows, strided inputs, the GPU's tiles;
 * the operator is one launch and reads nothing on the host, where the
   array code makes about 180 operations and a root search of about fifteen
@@ -45,7 +45,7 @@ if importlib.util.find_spec("triton") is None:
 import _device  # noqa: E402
 import _metric_ref as M  # noqa: E402
 from test_backends import assert_matches_reference  # noqa: E402  (the parity tolerance)
-from test_metric_ops import metric_row_problems, row_thresholds, rows_close  # noqa: E402
+from test_metric_ops import EPS64, huge_b_in_wide_metrics, kkt_metric, kkt_tol, metric_row_problems, row_thresholds, rows_close  # noqa: E402
 
 from proxlib.backends import _metric_kernels as MK  # noqa: E402
 from proxlib.backends import _triton_metric as tm  # noqa: E402
@@ -139,7 +139,7 @@ def test_exclusive_kernel_with_wide_metrics_equals_the_exact_reference(problem, 
 @pytest.mark.parametrize("m", [1, 9, 300, 4608])
 def test_exclusive_kernel_matches_the_array_code_on_the_test_device(dtype, m):
     """Rows up to ResNet-18's longest "shape" rows, b from 1e-4/m to 1e3/m,
-    b = 0, inf, and saturated (b / max d beyond 2^900, solved at b 2^-shift
+    b = 0, inf, and saturated (b / max d beyond 2^600, solved at b 2^-shift
     and scaled back), on the test device."""
     W, D, _ = _problem(32, m, dtype, m + 1)
     rng = np.random.default_rng(m)
@@ -150,6 +150,27 @@ def test_exclusive_kernel_matches_the_array_code_on_the_test_device(dtype, m):
     got = _solve_exclusive(*args, "triton")
     assert tm.launches == before + 1 and got.device.type == _device.DEVICE and got.dtype == args[0].dtype
     _assert_as_array_code(got, _device.to_numpy(_solve_exclusive(*args, "array")), W)
+
+
+def test_kernels_with_huge_b_in_wide_metrics_are_exact():
+    """test_metric_ops.test_huge_b_in_wide_metrics_is_exact in the kernel:
+    saturation from b / max(d) = 2^600 (it began at 2^900, and z_k - theta
+    went subnormal for metrics spanning 2^100: x = 0 at b = 1e299), and the
+    tied entries a tiny l2 threshold splits (saturated only from 2^900)."""
+    W, D, b, a_cases = huge_b_in_wide_metrics()
+    t = torch.tensor
+    before = tm.launches
+    X = _solve_exclusive(t(W), t(D), t(b), "triton").numpy()
+    for g in range(W.shape[0]):
+        ref = M.exact_exclusive_metric_row(W[g], D[g], b[g])
+        np.testing.assert_allclose(X[g], ref, rtol=0, atol=64 * W.shape[1] * EPS64 * np.abs(ref).max(), err_msg=f"row {g}")
+    for a in a_cases:
+        X = _solve_gx(t(W), t(D), t(a), t(b), "triton").numpy()
+        assert np.all(np.any(X != 0, axis=1))
+        kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
+    X = _solve_gx(t([[4.0, -1.0, 0.0]]), t([[1.0, 4.0, 1.0]]), t([2.0**-700]), t([2.0**800]), "triton").numpy()
+    np.testing.assert_allclose(X[0, 0], -X[0, 1], rtol=4 * EPS64)
+    assert tm.launches == before + 4
 
 
 def test_exclusive_kernel_on_extreme_rows_as_the_array_code_on_the_test_device():

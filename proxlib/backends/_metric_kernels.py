@@ -542,6 +542,44 @@ def _whole_operator_kernel(W, D):
     return tm if tm is not None and tm.fits(W, D) else None
 
 
+# :func:`_saturated`'s bounds (numba_cpu's and _triton_metric's row code repeat them)
+_SATURATED_B = 2.0**600
+_SATURATED_ALWAYS = 2.0**900
+_SATURATED_A = 2.0**-500
+
+
+def _saturated(a_s, b_s, xp):
+    r"""Which rows are solved by saturation: b_s = b / sd beyond 2^600 where
+    a_s = a / (sv sd) is 0 or at least 2^-500, beyond 2^900 where it lies
+    between (sv, sd: the powers of two of max|w| and max d, so that the
+    scaled rows v = |w| / sv, d / sd and z = d|v| / sd lie below 2, 2, 4).
+
+    Saturation: b x tends to y, the minimiser of
+    -<y, z> + a ||y||_2 + 1/2 ||y||_1^2 (z = d|v|) perturbed by
+    sum d y^2 / (2 b), so the row is solved with b 2^-shift in [2^599, 2^600)
+    and its result multiplied by 2^-shift (:mod:`proxlib._range`'s degree-2
+    saturation).  That is the row's solution to about 2^-90 relative where
+    the perturbation (curvature below 2^-598) is dwarfed: by the curvature
+    a / ||y|| > a / 4 of the l2 term (||y||_1 <= max z < 4), or, at a = 0,
+    where it only splits ||y||_1 among tied z (in proportion to 1/d,
+    whatever b) and b 2^-shift >= 2^599 keeps the support the ties.
+
+    Below the bound a row is solved as it is.  There z_k - theta, about
+    z_k / (b sum_S 1/d), stays clear of the subnormals for rows whose metric
+    spans up to about 2^200; with the bound at 2^900 it did not (one row of
+    b = 1e299 in a metric spanning 2^100 came back 0).
+
+    For 0 < a_s < 2^-500 the perturbation can decide how y is split among
+    tied z (a / ||y|| against d / b), so such rows are solved as they are up
+    to 2^900, and saturated beyond, where that split can be wrong.
+    proxlib's own thresholds never fall there: group+exclusive has
+    a / b = (1 - mu) / mu >= 2^-53, so a_s >= 2^-53 b_s / sv > 2^-477 once
+    b_s > 2^600 (sv <= 2^1023); only the kernels called with a and b of
+    their own can.
+    """
+    return (b_s > _SATURATED_ALWAYS) | ((b_s > _SATURATED_B) & ((a_s == 0) | (a_s >= _SATURATED_A)))
+
+
 def group_exclusive_metric(W, D, a, b, gather=True):
     r"""Exact prox of a_r ||x_r||_2 + b_r/2 ||x_r||_1^2 per row in the metric D:
 
@@ -585,16 +623,9 @@ def group_exclusive_metric(W, D, a, b, gather=True):
     with errstate(W):
         a_s = _divided_by_both(a, sv, sd, xp)
         b_s = b / sd
-        # saturated rows: b / max(d) beyond 2^900 (or overflowing).  There x is
-        # inversely proportional to b (b x tends to the minimiser of
-        # -<y, d|v|> + a ||y||_2 + 1/2 ||y||_1^2, to a relative max(d) / b),
-        # so the row is solved with b 2^-shift in [2^599, 2^600) and its result
-        # multiplied by 2^-shift (proxlib._range's degree-2 saturation; 2^600,
-        # not 2^900: z - theta ~ z d / b stays clear of the subnormals for
-        # rows whose metric spans up to 2^200)
         _, eb = xp.frexp(b)
         _, es = xp.frexp(sd)
-        shift = xp.where((b_s > 2.0**900) & xp.isfinite(b), eb - es - 599, 0)
+        shift = xp.where(_saturated(a_s, b_s, xp) & xp.isfinite(b), eb - es - 599, 0)
         b_s = xp.where(shift > 0, mul_pow2(b * xp.ones_like(sd), -shift - (es - 1)), b_s)
         # ||Dn V||_2 as nrm * zs (zs a power of two): a metric that spans
         # beyond 2^500 or so underflowed the squares, and a row of Dn V below

@@ -21,7 +21,8 @@ row length, any strides, float32 or float64), several times:
 1. the largest |w| and d of each row, and whether the row is finite; the
    powers of two ``sv``, ``sd`` that scale them into [1, 2) (exact, read off
    the bits); the thresholds ``a / (sv sd)`` and ``b / sd`` (b / max d
-   beyond 2^900: solved at b 2^-shift, the result scaled back);
+   beyond 2^600, as ``_metric_kernels._saturated`` says: solved at
+   b 2^-shift, the result scaled back);
 2. ``z = (d/sd)(|w|/sv)``'s largest entry, ``||v||^2`` and the metric's
    extremes; 3. ``||z||`` on ``z``'s own scale: which rows are zeroed, and
    each row's case;
@@ -203,7 +204,9 @@ def _group_lasso_roots(V, Dn, a, lo, hi, out, G, m, max_iter, BLOCK_R: tl.conste
 
 
 _SPLIT = tl.constexpr(134217729.0)  # 2^27 + 1 (Dekker): _metric_kernels._SPLIT
-_SATURATED = tl.constexpr(2.0**900)
+_SATURATED = tl.constexpr(2.0**900)  # _metric_kernels._saturated's bounds
+_SATURATED_A0 = tl.constexpr(2.0**600)
+_SATURATED_A = tl.constexpr(2.0**-500)
 _B_SATURATED = tl.constexpr(2.0**600)
 
 
@@ -345,7 +348,7 @@ def _group_exclusive_metric(W, w_r, w_c, D, d_r, d_c, a, a_r, b, b_r, X, G, m, m
     b_s = bb / sd
     fb, eb = frexp_parts(tl.where(bb < _INF, bb, 0.0))
     es = frexp_parts(sd)[1]
-    saturated = (b_s > _SATURATED) & (bb < _INF)
+    saturated = ((b_s > _SATURATED) | ((b_s > _SATURATED_A0) & ((a_s == 0) | (a_s >= _SATURATED_A)))) & (bb < _INF)
     shift = tl.where(saturated, eb - es - 599, 0)
     b_s = tl.where(saturated, fb * _B_SATURATED, b_s)
 

@@ -5393,7 +5393,8 @@ def _metric_row(w, d, a, b, out, S, K):
     a_s = a / p if (p < np.inf and p > 0.0) else (a / sv) / sd  # _divided_by_both
     b_s = b / sd
     shift = 0
-    if b_s > 2.0**900 and b < np.inf:  # saturated: solved at b 2^-shift, scaled back (the array code's)
+    if (b_s > 2.0**900 or (b_s > 2.0**600 and (a_s == 0 or a_s >= 2.0**-500))) and b < np.inf:
+        # saturated: solved at b 2^-shift, scaled back (_metric_kernels._saturated)
         es = math.frexp(sd)[1]
         shift = math.frexp(b)[1] - es - 599
         if shift > 0:
