@@ -204,10 +204,12 @@ def _group_lasso_roots(V, Dn, a, lo, hi, out, G, m, max_iter, BLOCK_R: tl.conste
 
 
 _SPLIT = tl.constexpr(134217729.0)  # 2^27 + 1 (Dekker): _metric_kernels._SPLIT
-_SATURATED = tl.constexpr(2.0**900)  # _metric_kernels._saturated's bounds
-_SATURATED_A0 = tl.constexpr(2.0**600)
-_SATURATED_A = tl.constexpr(2.0**-500)
+# _metric_kernels._saturated's bounds: b_s beyond 2^900, or beyond 2^600
+# (where saturated rows are solved, b_s in [2^599, 2^600)) with a_s = 0 or
+# a_s >= 2^-500
+_SATURATED = tl.constexpr(2.0**900)
 _B_SATURATED = tl.constexpr(2.0**600)
+_SATURATED_A = tl.constexpr(2.0**-500)
 
 
 def two_product(a, b):
@@ -348,7 +350,7 @@ def _group_exclusive_metric(W, w_r, w_c, D, d_r, d_c, a, a_r, b, b_r, X, G, m, m
     b_s = bb / sd
     fb, eb = frexp_parts(tl.where(bb < _INF, bb, 0.0))
     es = frexp_parts(sd)[1]
-    saturated = ((b_s > _SATURATED) | ((b_s > _SATURATED_A0) & ((a_s == 0) | (a_s >= _SATURATED_A)))) & (bb < _INF)
+    saturated = ((b_s > _SATURATED) | ((b_s > _B_SATURATED) & ((a_s == 0) | (a_s >= _SATURATED_A)))) & (bb < _INF)
     shift = tl.where(saturated, eb - es - 599, 0)
     b_s = tl.where(saturated, fb * _B_SATURATED, b_s)
 
