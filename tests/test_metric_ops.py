@@ -1117,6 +1117,8 @@ def test_huge_b_in_wide_metrics_is_exact(lib, gather):
 # Hypothesis's find (long profile, in the Triton kernel; every backend alike):
 # x = 0 for -8.67e-299, a metric spanning 30 decades not yet saturated at 2^900
 @example((np.array([[-8.666558805121601, 0.0, 0.0]]), np.array([[1.0, 1.0, 8.78437217e29]]), 1.0, 1.0, 1.0, None), 299.0)
+# (long profile, stop 69) b = 1: z = 1.7e-16 off the support came out x = 1.33
+@example((np.array([[1.0, 0.0, 0.0, 3.5]]), np.array([[3.0, 1.0, 1.0, 1e16]]), 1.0, 1.0, 1.0, None), 0.0)
 def test_exclusive_with_wide_metrics_equals_the_exact_reference(lib, problem, log_b):
     """Metrics spanning up to sixty decades in a row, b from 1e-320 to 1e300
     (the kernel test of ``test_triton_metric`` on the other backends)."""

@@ -170,7 +170,13 @@ def test_kernels_with_huge_b_in_wide_metrics_are_exact():
         kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
     X = _solve_gx(t([[4.0, -1.0, 0.0]]), t([[1.0, 4.0, 1.0]]), t([2.0**-700]), t([2.0**800]), "triton").numpy()
     np.testing.assert_allclose(X[0, 0], -X[0, 1], rtol=4 * EPS64)
-    assert tm.launches == before + 4
+    # b = 1: z = 1.7e-16 (scaled) off the support, where (z - z_k) + e rounded to 2.2e-16
+    w, d = np.array([[1.0, 0.0, 0.0, 3.5]]), np.array([[3.0, 1.0, 1.0, 1e16]])
+    X = _solve_exclusive(t(w), t(d), t(np.ones(1)), "triton").numpy()
+    ref = M.exact_exclusive_metric_row(w[0], d[0], 1.0)
+    assert X[0, 0] == ref[0] == 0
+    np.testing.assert_allclose(X[0], ref, rtol=0, atol=64 * 4 * EPS64 * np.abs(ref).max())
+    assert tm.launches == before + 5
 
 
 def test_exclusive_kernel_on_extreme_rows_as_the_array_code_on_the_test_device():

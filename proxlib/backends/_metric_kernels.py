@@ -438,9 +438,15 @@ def _exclusive_parts(Y, Ylo, E, beta, xp):
 
 
 def _above_threshold(Z, Zlo, Yk, Ylok, e, xp):
-    """(z_i - theta)_+ from the exact pairs z = Z + Zlo and theta = z_k - e."""
+    """(z_i - theta)_+ from the exact pairs z = Z + Zlo and theta = z_k - e:
+    (z_i - z_k) + e on the support (z_i >= z_k, the pairs compared as
+    exact values), 0 off it.  Off the support the formula itself could
+    round above 0 where theta is far below z_k (small b): z = 1.7e-16 < theta
+    = 1.9e-16 with z_k = 1.9 gave (z - z_k) + e = 2.2e-16."""
+    Yk, Ylok = Yk[:, None], Ylok[:, None]
+    on = (Z > Yk) | ((Z == Yk) & (Zlo >= Ylok))
     with errstate(Z):
-        return xp.clip(((Z - Yk[:, None]) + (Zlo - Ylok[:, None])) + e[:, None], min=0.0)
+        return xp.where(on, xp.clip(((Z - Yk) + (Zlo - Ylok)) + e[:, None], min=0.0), 0.0)
 
 
 def _exclusive_rows(V, Dn, a_s, b_s, xp, check_every=1):

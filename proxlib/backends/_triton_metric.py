@@ -325,7 +325,8 @@ def exclusive_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd, tz, tzl, t
     a metric entry below the float range)."""
     w, v, dn, Z, Zlo = pair_tile(W, w_r, w_c, D, d_r, d_c, r, cols, inside, sv, sd)
     rr = ((Z - tz[:, None]) + (Zlo - tzl[:, None])) + te[:, None]
-    rr = tl.where(rr < 0.0, 0.0, rr)  # (clip(min=0))
+    on = (Z > tz[:, None]) | ((Z == tz[:, None]) & (Zlo >= tzl[:, None]))  # the support: z >= t_z
+    rr = tl.where(on, tl.where(rr < 0.0, 0.0, rr), 0.0)  # (clip(min=0); 0 off the support)
     E = dn + t[:, None]
     return w, v, dn, E, tl.where(E > 0, rr / E, 0.0)
 

@@ -5633,7 +5633,9 @@ def _reciprocal_weight(d, t):
 @_inline
 def _above(z, zlo, Yk, Ylok, e):
     """_metric_kernels._above_threshold on one entry: (z - theta)_+ from the
-    pairs (clip: a -0 stays)."""
+    pairs on the support (z >= z_k), 0 off it (clip: a -0 stays)."""
+    if z < Yk or (z == Yk and zlo < Ylok):
+        return 0.0
     r = ((z - Yk) + (zlo - Ylok)) + e
     return 0.0 if r < 0.0 else r
 
