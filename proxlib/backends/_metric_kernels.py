@@ -554,7 +554,7 @@ _SATURATED_ALWAYS = 2.0**900
 _SATURATED_A = 2.0**-500
 
 
-def _saturated(a_s, b_s, xp):
+def _saturated(a_s, b_s):
     r"""Which rows are solved by saturation: b_s = b / sd beyond 2^600 where
     a_s = a / (sv sd) is 0 or at least 2^-500, beyond 2^900 where it lies
     between (sv, sd: the powers of two of max|w| and max d, so that the
@@ -631,7 +631,7 @@ def group_exclusive_metric(W, D, a, b, gather=True):
         b_s = b / sd
         _, eb = xp.frexp(b)
         _, es = xp.frexp(sd)
-        shift = xp.where(_saturated(a_s, b_s, xp) & xp.isfinite(b), eb - es - 599, 0)
+        shift = xp.where(_saturated(a_s, b_s) & xp.isfinite(b), eb - es - 599, 0)
         b_s = xp.where(shift > 0, mul_pow2(b * xp.ones_like(sd), -shift - (es - 1)), b_s)
         # ||Dn V||_2 as nrm * zs (zs a power of two): a metric that spans
         # beyond 2^500 or so underflowed the squares, and a row of Dn V below
