@@ -231,6 +231,10 @@ def exclusive_magnitudes(As, Y, F, beta, xp):
     |w_i| - tau = (|w_i| - Y_k) + e,   e = (Y_k - beta F_k) / (1 + beta k) > 0:
     no large quantity is subtracted from another, so the result is accurate
     relative to itself also when beta is large (x -> |w|_(1) / (1 + beta)).
+    In general |dx_i| <= (k + 2) eps (|x_i| + tau): F_k's rounding moves e
+    by at most (k + 2) u beta F_k / (1 + beta k) <= (k + 2) u tau, which an
+    entry just above tau does not resolve relative to itself (no formula
+    does: the entry is ill-conditioned there).
     """
     k, Yk, Fk = exclusive_support(Y, beta, F, xp)
     e = (Yk - beta * Fk) / (1.0 + beta * xp.astype(k, beta.dtype))
