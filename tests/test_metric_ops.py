@@ -310,7 +310,7 @@ def kkt_metric(V, X, Dm, a, b, tol):
         on = x != 0
         assert np.all(np.sign(x[on]) == np.sign(v[on])), "the prox flipped a sign"
         grid = float(np.finfo(x.dtype).smallest_subnormal)
-        t = t + ag * (math.sqrt(x.size) * (grid / nx)) + bg * x.size * grid
+        t = t + ag * (math.sqrt(x.size) * (grid / nx)) + bg * (x.size * grid)  # (b m s: m s first, b = 2^1023 b m overflowed)
         res = d[on] * (v[on] - x[on]) - ag * (x[on] / nx) - bg * L * np.sign(x[on])
         assert np.all(np.abs(res) <= t), ("stationarity on the support", np.abs(res).max(), t)
         assert np.all(np.abs(d[~on] * v[~on]) <= bg * L + t), "off-support entry above b ||x||_1"
