@@ -1006,8 +1006,7 @@ def test_a_metric_divided_into_the_subnormals_raises():
     np.testing.assert_array_equal(x, [1.0 - 2.0**-38, 0.0])
 
 
-@pytest.mark.parametrize("lib", ["numpy", "torch"])
-@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("lib,gather", [("numpy", True), ("numpy", False), ("torch", True), ("torch", False), ("numba", True)])
 def test_exclusive_metric_where_b_over_the_metric_exceeds_float64(lib, gather):
     # b = step lam mu < 2^1023 (no division of the objective), but b / max(d)
     # beyond 2^900 or overflowing: the kernel gave 0 for the whole row (b / sd
@@ -1021,14 +1020,9 @@ def test_exclusive_metric_where_b_over_the_metric_exceeds_float64(lib, gather):
                   [0.5, 0.5, 2.0**-30], [1.0, 0.5, 2.0], [2.0, 1.0, 0.5]])
     b = np.array([2.0**1000, 2.0**900, 2.0**1023, 2.0**1023, 2.0**800, 2.0])
     a = np.array([1e-300, 2.0**-100, 1e290, 0.5, 1.0, 0.5])  # (group + exclusive: a < ||d v||)
-    kern = {"exclusive": lambda W_, D_, xp: MK.exclusive_lasso_metric(W_, D_, xp.asarray(b), gather),
-            "group_exclusive": lambda W_, D_, xp: MK.group_exclusive_metric(W_, D_, xp.asarray(a), xp.asarray(b), gather)}
+    kern = metric_row_kernels(lib, gather)
     for name, call in kern.items():
-        if lib == "torch":
-            torch = _torch()
-            X = call(torch.from_numpy(W), torch.from_numpy(D), torch).numpy()
-        else:
-            X = call(W, D, np)
+        X = call(W, D, b) if name == "exclusive" else call(W, D, a, b)
         if name == "group_exclusive":
             # (the 60-digit reference does not reach these scales): nonzero rows
             # satisfying the optimality conditions
