@@ -153,27 +153,28 @@ def _dec(x):
 
 def _root_increasing(f, hi):
     """The root of an increasing function f on (0, hi] with f(hi) >= 0 and
-    f(0+) < 0, to ~the working precision (Decimals).
+    f(hi/2) < 0, to ~PREC digits (Decimals, computed at the context's
+    precision, which may be higher to keep f's terms from cancelling).
 
-    Halve ``hi`` until f < 0 (a bracket within a factor 2: the root may be far
-    below hi), then the Illinois variant of regula falsi (superlinear, and
-    never leaves the bracket), stopping when the bracket is below the
-    precision or f vanishes."""
+    The Illinois variant of regula falsi (superlinear, and never leaves the
+    bracket), stopping when the bracket is below 10^(5 - PREC) of the root or
+    f vanishes; AssertionError if 2000 steps do not get there (a reference
+    that fails to converge must not pass for one that did).  The callers
+    bracket the root within a factor 2 first (_least_k): from a wider
+    bracket, whose end values may lie 1e300 apart, the regula falsi stalls."""
     lo = hi / 2
     flo = f(lo)
-    while flo >= 0:
-        if flo == 0:
-            return lo
-        hi, lo = lo, lo / 2
-        flo = f(lo)
+    assert flo < 0 or flo == 0, "the root is not bracketed"
+    if flo == 0:
+        return lo
     fhi = f(hi)
     if fhi == 0:
         return hi
-    small = Decimal(10) ** (5 - getcontext().prec)
+    small = Decimal(10) ** (5 - PREC)
     side = 0
     for _ in range(2000):
         if hi - lo <= small * hi:
-            break
+            return (lo + hi) / 2
         c = (lo * fhi - hi * flo) / (fhi - flo)
         if not lo < c < hi:
             c = (lo + hi) / 2
@@ -190,7 +191,7 @@ def _root_increasing(f, hi):
             if side == 1:
                 flo /= 2
             side = 1
-    return (lo + hi) / 2
+    raise AssertionError("the root search did not converge")
 
 
 def _group_lasso_metric_decimal(Zt, Dd, A):
@@ -203,7 +204,18 @@ def _group_lasso_metric_decimal(Zt, Dd, A):
     if sum(z * z for z in Zt) <= A * A:
         return Decimal(0)
     hi = sum((z / dd) ** 2 for z, dd in zip(Zt, Dd)).sqrt()
-    return _root_increasing(lambda s: 1 - sum((z / (dd * s + A)) ** 2 for z, dd in zip(Zt, Dd)), hi)
+
+    def phi(s):
+        return 1 - sum((z / (dd * s + A)) ** 2 for z, dd in zip(Zt, Dd))
+
+    # phi is concave: its tangent at 0 crosses 0 below the root, at
+    # s_lo = A (||Zt||^2 - A^2) / (2 sum d Zt^2), which is close to it where
+    # s << A / d (||Zt|| just above A); the root is bracketed from there
+    s_lo = A * (sum(z * z for z in Zt) - A * A) / (2 * sum(dd * z * z for z, dd in zip(Zt, Dd)))
+    if phi(s_lo) >= 0:  # (only by rounding: s_lo is the root to the working precision)
+        return s_lo
+    k = _least_k(lambda k: phi(s_lo * Decimal(2) ** k) >= 0)
+    return _root_increasing(phi, s_lo * Decimal(2) ** k)
 
 
 def exact_group_exclusive_metric_row(w, d, a, b):
@@ -216,20 +228,38 @@ def exact_group_exclusive_metric_row(w, d, a, b):
     z~ = (d |w| - theta)_+ (inner root in s); L(theta) decreases in theta, so
     theta - b L(theta) = 0 has one root in (0, max d |w|].  b = 0 is the group
     lasso; a = 0 the exclusive lasso (better: the rational reference).
+
+    L(theta) > 0 exactly below t0, where ||(z - t0)_+||_2 = a (t0 = max z
+    for a = 0; z = d |w|), and at large b the root lies just below it:
+    t0 - theta is about t0 / (b sum 1/d).  So where the root lies above
+    t0 / 2, the unknown is u = t0 - theta, with z_i - theta = (z_i - t0) + u
+    (phi(u) = b L - (t0 - u), increasing in u); below, theta itself (phi =
+    theta - b L, increasing), whose z_i - theta keeps the digits of entries
+    far below t0.  Either root is bracketed within a factor 2 by a search
+    over its power of two (_least_k), then found by _root_increasing.  (From
+    the bracket [max z / 2, max z] in theta, the regula falsi had end values
+    1e300 apart at b = 1e300, and its 2000 steps ended far from the root:
+    6.2e-5 for x = 6.07e-100.)  The digits: t0 must be known to about u's
+    size, so PREC plus log10(b sum 1/d), plus log10(max z / a) for a > 0
+    (||z~|| - a, which sets ||x||, is formed next to t0's error times
+    max z / a).
     """
     w = np.asarray(w, dtype=np.float64).ravel()
     dd64 = np.asarray(d, dtype=np.float64).ravel()
-    # |x| ~ d|w| / (d (1 + b sum 1/d)) when b is large: theta must be known to
-    # that many more digits
-    bh = float(b) * float(np.sum(1.0 / dd64)) if w.size else 0.0
     with localcontext() as ctx:
-        ctx.prec = PREC + (math.ceil(math.log10(bh)) if bh > 1 else 0)
+        ctx.prec = PREC
         A, B = _dec(a), _dec(b)
         Dd = [_dec(x) for x in dd64]
         Z = [abs(_dec(x)) * dd for x, dd in zip(w, Dd)]
+        if sum(z * z for z in Z) <= A * A:
+            return np.zeros_like(w)
+        z1 = max(Z)
+        ctx.prec = PREC + _digits(B * sum(1 / dd for dd in Dd)) + (_digits(z1 / A) if A else 0)
+        t0 = _l2_boundary(Z, A)
+        G = [z - t0 for z in Z]
 
-        def solve(theta):
-            Zt = [max(z - theta, Decimal(0)) for z in Z]
+        def solve(Zt):  # |x| for z - theta = Zt
+            Zt = [max(z, Decimal(0)) for z in Zt]
             if A == 0:
                 return [zt / dd for zt, dd in zip(Zt, Dd)]
             s = _group_lasso_metric_decimal(Zt, Dd, A)
@@ -237,11 +267,70 @@ def exact_group_exclusive_metric_row(w, d, a, b):
                 return [Decimal(0)] * len(Z)
             return [zt * s / (dd * s + A) for zt, dd in zip(Zt, Dd)]
 
-        if sum(z * z for z in Z) <= A * A:
-            return np.zeros_like(w)
-        theta = Decimal(0) if B == 0 else _root_increasing(lambda t: t - B * sum(solve(t)), max(Z))
-        X = solve(theta)
+        def at_u(u):
+            return solve([g + u for g in G])
+
+        def at_theta(theta):
+            return solve([z - theta for z in Z])
+
+        def phi_u(u):
+            return B * sum(at_u(u)) - (t0 - u)
+
+        def phi_theta(theta):
+            return theta - B * sum(at_theta(theta))
+
+        def root(phi):  # the root of phi, increasing, in (0, t0 / 2] where phi(t0 / 2) >= 0
+            return _root_increasing(phi, t0 * Decimal(2) ** -_least_k(lambda k: phi(t0 * Decimal(2) ** -(k + 1)) < 0))
+
+        if B == 0:
+            X = solve(Z)
+        elif phi_theta(t0 / 2) < 0:  # the root lies above t0 / 2
+            X = at_u(root(phi_u))
+        else:
+            X = at_theta(root(phi_theta))
         return np.array([math.copysign(float(x), wi) if x > 0 else 0.0 for x, wi in zip(X, w)])
+
+
+def _digits(x):
+    """Decimal digits of x above 1 (0 for x <= 1)."""
+    return int(x.log10().to_integral_value(rounding="ROUND_CEILING")) if x > 1 else 0
+
+
+def _l2_boundary(Z, A):
+    """The t0 > 0 with ||(Z - t0)_+||_2 = A (Z >= 0 Decimals with ||Z|| > A):
+    on the top j entries (S1, S2 their sum and sum of squares),
+    j t^2 - 2 S1 t + S2 - A^2 = 0 on the branch t <= S1/j, i.e.
+    t = (S2 - A^2) / (S1 + sqrt(S1^2 - j (S2 - A^2))) (no cancellation),
+    taken for the j whose root lies between the (j+1)-th and the j-th entry
+    (A = 0: the largest entry).  Where the discriminant is 0 (A = 0, ties),
+    rounding can make it negative: it is taken as 0."""
+    if A == 0:
+        return max(Z)
+    top = sorted(Z, reverse=True) + [Decimal(0)]
+    S1 = S2 = Decimal(0)
+    for j in range(1, len(top)):
+        S1 += top[j - 1]
+        S2 += top[j - 1] ** 2
+        c = S2 - A * A
+        t = c / (S1 + max(S1 * S1 - j * c, Decimal(0)).sqrt())
+        if t >= top[j]:
+            return t
+    raise AssertionError("||Z|| <= A")
+
+
+def _least_k(holds):
+    """The least k >= 1 with holds(k), for holds monotone in k (False, then
+    True): a search over k's bits, doubling k and then halving the interval,
+    in about 2 log2(k) calls (roots bracketed within a factor 2 by the power
+    of two 2^-k or 2^k)."""
+    k = 1
+    while not holds(k):
+        k *= 2
+    lo, hi = k // 2, k  # holds(hi), and not holds(lo) unless lo == 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if holds(mid) else (mid, hi)
+    return hi
 
 
 def exact_group_lasso_metric_row(w, d, a):
