@@ -258,10 +258,11 @@ def test_exclusive_lasso_with_a_threshold_beyond_float64(backend):
 def test_exclusive_is_accurate_relative_to_its_threshold(backend, W, b):
     """|x_i| = (|w_i| - Y_k) + e on the support, e = (Y_k - b F_k)/(1 + b k),
     with Y_k the support's least magnitude and F_k = sum (|w_i| - Y_k) over
-    it, a sum of k non-negative terms.  Its rounding, (k + 2) u F_k at most
+    it, a sum of k non-negative terms.  Its rounding, (2k + 4) u F_k at most
     where a backend derives F_k from a sum over a larger set (numba, from
-    Newton's last pass), moves e by at most (k + 2) u b F_k/(1 + b k) <=
-    (k + 2) u tau: so |dx_i| <= (k + 2) eps (|x_i| + tau) (eps = 2 u).  Not
+    Newton's last pass), moves e by at most (2k + 4) u b F_k/(1 + b k) <=
+    (k + 2) eps tau (eps = 2 u), and forming |x_i| adds about eps |x_i|: so
+    |dx_i| <= (k + 2) eps (|x_i| + tau).  Not
     relative to |x_i| alone: an entry just above tau is ill-conditioned
     relative to itself, and the NumPy reference misses that bound too
     (Gaussian rows, m <= 5, b <= 4.5: up to 46 m eps of |x_i|).  At the
