@@ -22,7 +22,7 @@ plus Hypothesis strategies for metrics (ties and a wide range of scales).
 from __future__ import annotations
 
 import math
-from decimal import Decimal, getcontext, localcontext
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import cvxpy as cp
@@ -203,7 +203,6 @@ def _group_lasso_metric_decimal(Zt, Dd, A):
     """
     if sum(z * z for z in Zt) <= A * A:
         return Decimal(0)
-    hi = sum((z / dd) ** 2 for z, dd in zip(Zt, Dd)).sqrt()
 
     def phi(s):
         return 1 - sum((z / (dd * s + A)) ** 2 for z, dd in zip(Zt, Dd))
