@@ -1102,15 +1102,23 @@ def test_huge_b_in_wide_metrics_is_exact(lib, gather):
     60-digit reference (measured: within 1.83 ulps of each entry, every
     backend) and by its optimality conditions, whose b ||x||_1 term sees x's
     relative error."""
-    W, D, b, a_cases = huge_b_in_wide_metrics()
     kern = metric_row_kernels(lib, gather)
-    X = kern["exclusive"](W, D, b)
+    assert_huge_b_rows_exact(kern["exclusive"], kern["group_exclusive"])
+
+
+def assert_huge_b_rows_exact(exclusive, group_exclusive):
+    """huge_b_in_wide_metrics' rows through exclusive(W, D, b) and
+    group_exclusive(W, D, a, b) (NumPy arrays in and out): the exclusive
+    lasso against the exact rational reference, group+exclusive against the
+    60-digit reference and by its optimality conditions."""
+    W, D, b, a_cases = huge_b_in_wide_metrics()
+    X = exclusive(W, D, b)
     for g in range(W.shape[0]):
         ref = M.exact_exclusive_metric_row(W[g], D[g], b[g])
         assert np.any(ref != 0)
         np.testing.assert_allclose(X[g], ref, rtol=0, atol=64 * W.shape[1] * EPS64 * np.abs(ref).max(), err_msg=f"row {g}")
     for a, refs in zip(a_cases, huge_b_group_exclusive_references()):
-        X = kern["group_exclusive"](W, D, a, b)
+        X = group_exclusive(W, D, a, b)
         assert np.all(np.any(X != 0, axis=1))
         kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
         for g, ref in enumerate(refs):

@@ -45,7 +45,7 @@ if importlib.util.find_spec("triton") is None:
 import _device  # noqa: E402
 import _metric_ref as M  # noqa: E402
 from test_backends import assert_matches_reference  # noqa: E402  (the parity tolerance)
-from test_metric_ops import EPS64, huge_b_group_exclusive_references, huge_b_in_wide_metrics, kkt_metric, kkt_tol, metric_row_problems, row_thresholds, rows_close  # noqa: E402
+from test_metric_ops import EPS64, assert_huge_b_rows_exact, metric_row_problems, row_thresholds, rows_close  # noqa: E402
 
 from proxlib.backends import _metric_kernels as MK  # noqa: E402
 from proxlib.backends import _triton_metric as tm  # noqa: E402
@@ -157,19 +157,10 @@ def test_kernels_with_huge_b_in_wide_metrics_are_exact():
     saturation from b / max(d) = 2^600 (it began at 2^900, and z_k - theta
     went subnormal for metrics spanning 2^100: x = 0 at b = 1e299), and the
     tied entries a tiny l2 threshold splits (saturated only from 2^900)."""
-    W, D, b, a_cases = huge_b_in_wide_metrics()
     t = torch.tensor
     before = tm.launches
-    X = _solve_exclusive(t(W), t(D), t(b), "triton").numpy()
-    for g in range(W.shape[0]):
-        ref = M.exact_exclusive_metric_row(W[g], D[g], b[g])
-        np.testing.assert_allclose(X[g], ref, rtol=0, atol=64 * W.shape[1] * EPS64 * np.abs(ref).max(), err_msg=f"row {g}")
-    for a, refs in zip(a_cases, huge_b_group_exclusive_references()):
-        X = _solve_gx(t(W), t(D), t(a), t(b), "triton").numpy()
-        assert np.all(np.any(X != 0, axis=1))
-        kkt_metric(W, X, D, a, b, kkt_tol(W, D, a))
-        for g, ref in enumerate(refs):
-            np.testing.assert_allclose(X[g], ref, rtol=0, atol=16 * W.shape[1] * EPS64 * np.abs(ref).max(), err_msg=f"a={a[g]} row {g}")
+    assert_huge_b_rows_exact(lambda W, D, b: _solve_exclusive(t(W), t(D), t(b), "triton").numpy(),
+                             lambda W, D, a, b: _solve_gx(t(W), t(D), t(a), t(b), "triton").numpy())
     X = _solve_gx(t([[4.0, -1.0, 0.0]]), t([[1.0, 4.0, 1.0]]), t([2.0**-700]), t([2.0**800]), "triton").numpy()
     np.testing.assert_allclose(X[0, 0], -X[0, 1], rtol=4 * EPS64)
     # b = 1: z = 1.7e-16 (scaled) off the support, where (z - z_k) + e rounded to 2.2e-16
