@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -850,13 +851,20 @@ _READ_ONLY_CALLS = {
 }
 
 
-@pytest.mark.parametrize("calls", ["few", pytest.param("all", marks=pytest.mark.slow)])
+_LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
+
+
+@pytest.mark.parametrize("calls", ["few", pytest.param("all", marks=[pytest.mark.slow, pytest.mark.skipif(
+    not _LONG, reason="compiles every kernel without a cache (a minute on 2 cores): the long profile runs it; "
+    "test_every_kernel_is_compiled_with_the_shared_options checks every decorator statically")])])
 def test_read_only_install_imports_and_runs_with_one_warning(calls):
     """Package directory and home read-only, NUMBA_CACHE_DIR unwritable, run by
     an unprivileged user: numba has no cache locator, and ``cache=True`` used to
     raise at import ("cannot cache function '_sumsq': no locator available"),
     which broke every operator on NumPy arrays.  Now: one warning, no caching,
-    correct results, no file written."""
+    correct results, no file written.  ("few" compiles two kernels; "all",
+    in the long profile, calls every operator: the other kernels take the same
+    options, which the next test checks without compiling.)"""
     prefix = _unprivileged_prefix()
     if prefix is None:
         pytest.skip("cannot run a process without write access here (no setpriv/runuser that works)")
@@ -901,6 +909,56 @@ def test_read_only_install_imports_and_runs_with_one_warning(calls):
             if path.is_dir():
                 os.chmod(path, 0o755)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_every_kernel_is_compiled_with_the_shared_options():
+    """Every Numba kernel of proxlib takes its options, ``cache`` among them,
+    from ``numba_cpu._OPTS``: the read-only install (above) then compiles each
+    without a cache, as it does the two it calls.  Statically: each
+    ``nb.njit``/``nb.jit`` call in ``numba_cpu.py`` passes ``**_OPTS`` and no
+    ``cache=`` of its own (but the probe of ``_caching_available``), each
+    decorated function is decorated by one of those (or is an ``intrinsic``
+    or ``overload``, compiled inside its caller), and no other module of the
+    package compiles with Numba."""
+    import ast
+
+    pkg = pathlib.Path(proxlib.__file__).parent
+    path = pathlib.Path(NB.__file__)
+    tree = ast.parse(path.read_text())
+    jit_names = {"njit", "jit", "vectorize", "guvectorize", "cfunc", "stencil", "generated_jit"}
+
+    def is_jit_call(node):
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("nb", "numba")
+                and node.func.attr in jit_names)
+
+    probe = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "_caching_available")
+    in_probe = {id(n) for n in ast.walk(probe)}
+    shared = set()
+    calls = [n for n in ast.walk(tree) if is_jit_call(n)]
+    assert len(calls) >= 4, "the decorators moved: update this test"
+    for call in calls:
+        where = f"{path.name}:{call.lineno}"
+        if id(call) in in_probe:
+            continue
+        assert any(k.arg is None and isinstance(k.value, ast.Name) and k.value.id == "_OPTS" for k in call.keywords), where
+        assert not any(k.arg == "cache" for k in call.keywords), where
+    for node in tree.body:  # the module's decorators: names bound to such calls
+        if isinstance(node, ast.Assign) and is_jit_call(node.value) and id(node.value) not in in_probe:
+            shared |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    assert {"_jit", "_pjit", "_rjit", "_inline"} <= shared, shared
+    kernels = 0
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef) or not fn.decorator_list:
+            continue
+        for dec in fn.decorator_list:
+            target = dec.func if isinstance(dec, ast.Call) else dec
+            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", "?")
+            assert name in shared | {"intrinsic", "overload"}, f"{path.name}:{fn.lineno} {fn.name} is decorated by {name}"
+            kernels += name in shared
+    assert kernels > 100, kernels
+    others = [f for f in pkg.rglob("*.py") if f != path and re.search(r"\b(nb|numba)\.(n?jit|vectorize|guvectorize|cfunc)\b|from numba import", f.read_text())]
+    assert not others, others
 
 
 # ------------------------------------------------------------------ layouts and out=
