@@ -78,33 +78,38 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log to $OUT/NAME.log, keep the 
     SUMMARY+=("$name rc=$rc $((SECONDS - start))s $(grep -E '(passed|failed|error).* in ' "$OUT/$name.log" | tail -n 1)")
 }
 
+# The GPU run's test selections (stages 2_tests and 2_kernel_tests): files, then -k.
+# (not test_triton_rows.py nor the bench_gpu dry runs: they run the row
+# kernel in Triton's interpreter on CPU tensors, which CI does, and the
+# image's Triton 3.6 interpreter cannot (loop bounds that are tensors);
+# on the GPU the parity tests run the compiled row kernels)
+TEST_FILES=(tests/test_backends.py tests/test_device_owl.py tests/test_cupy_backend.py tests/test_nvrtc.py
+            tests/test_torch_batched.py tests/test_triton_shrink.py)
+TEST_K="(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device"
+KERNEL_FILES=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_triton_multi.py tests/test_backends.py tests/test_torch_batched.py)
+KERNEL_K="(test_triton_exclusive and (test_device or certificates or public or one_launch_per_row or (in_place and channels_last and False))) or (test_triton_metric and test_device) or test_triton_multi or (test_backends and torch and not numba and (exclusive or group_lasso or growl)) or (test_torch_batched and (exclusive or row_wise or metric or group or growl))"
 if [ "$DRY" = 1 ]; then
     LIMIT_SCALE=5  # the limits are the GPU run's; a loaded 2-core CPU (CI) takes longer
     DEVICE=cpu  # (CI runs these tests on the CPU in full: a sample shows the stage works)
-    TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_torch_batched.py -k
-           "(test_backends and torch and not numba and float32) or (test_device_owl and near_ties) or any_mix")
+    # The same files and -k, narrowed to a sample (so the dry run checks the GPU
+    # run's selections: a file that is gone fails it, a -k that no longer
+    # parses too): float32, fewer layouts and flags, and none of the Triton
+    # interpreter's slow cases, which CI's suite runs (the whole selections
+    # took 108 s and 290 s on a 2-core Zen 1 VM; the samples about 10 s and 25 s
+    # idle).  The kernel stage's parity tests with PROXLIB_TEST_TRITON_KERNELS
+    # run only here on a CPU: a sample of four.
+    TEST_K="($TEST_K) and ((test_backends and float32) or (test_device_owl and near_ties) or any_mix)"
+    KERNEL_K="($KERNEL_K) and ((test_device and not 4608 and not 1000 and not 300 and not float64 and not dtype1)"
+    KERNEL_K+=" or (test_triton_multi and (step or public) and not schedule and not dtype1 and not transposed and not sliced and not channels_last and not True)"
+    KERNEL_K+=" or (test_backends and float32 and matches_numpy))"  # (-k: one line)
     WORKERS=0
-    # (a sample: every test function of the GPU run's selection, float32, fewer layouts and
-    # flags; CI runs them all in its own suite.  The whole selection took 108 s on a 2-core
-    # Zen 1 VM)
-    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_triton_multi.py
-                  -k "(test_device and not 4608 and not 1000 and not float64 and not dtype1) or (certificates and dtype0) or (test_triton_multi and (step or public) and not dtype1 and not transposed and not sliced and not channels_last and not True)")
     BENCH=(--dry-run)
     OVERHEAD=(--resnet-device cpu --resnet-batch 4 --resnet-width 8 --repeats 1)  # (full width: 240 s, past the limit under load)
     export HYPOTHESIS_PROFILE=dev
 else
     LIMIT_SCALE=1
     DEVICE=cuda
-    # (not test_triton_rows.py nor the bench_gpu dry runs: they run the row
-    # kernel in Triton's interpreter on CPU tensors, which CI does, and the
-    # image's Triton 3.6 interpreter cannot (loop bounds that are tensors);
-    # on the GPU the parity tests run the compiled row kernels)
-    TESTS=(tests/test_backends.py tests/test_device_owl.py tests/test_cupy_backend.py tests/test_nvrtc.py
-           tests/test_torch_batched.py tests/test_triton_shrink.py
-           -k "(test_backends and torch and not numba) or (test_device_owl and not dry_run) or test_cupy or test_nvrtc or test_torch_batched or test_kernel_equals_the_array_code_on_the_test_device")
     WORKERS=8
-    KERNEL_TESTS=(tests/test_triton_exclusive.py tests/test_triton_metric.py tests/test_triton_multi.py tests/test_backends.py tests/test_torch_batched.py
-                  -k "(test_triton_exclusive and (test_device or certificates or public or one_launch_per_row or (in_place and channels_last and False))) or (test_triton_metric and test_device) or test_triton_multi or (test_backends and torch and not numba and (exclusive or group_lasso or growl)) or (test_torch_batched and (exclusive or row_wise or metric or group or growl))")
     BENCH=(--owl-sizes 1e6,1e7,1e8 --repeat 5 --check-max 1e7)
     OVERHEAD=(--repeats 30)
     timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
@@ -196,14 +201,14 @@ sys.exit(0 if err <= 1e-5 and same and errm <= 1e-5 else 1)
 EOF
 
 stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
-    -o addopts="" "${TESTS[@]}"
+    -o addopts="" "${TEST_FILES[@]}" -k "$TEST_K"
 
 # the Triton kernels that are off by default until this stage has passed on a
 # GPU (the group lasso and GrOWL rows of a step's tensors, torch_dev.GROUP_ROWS;
 # the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric row
 # operators, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
 stage 2_kernel_tests 180 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_TRITON_KERNELS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
-    -n "$WORKERS" -o addopts="" "${KERNEL_TESTS[@]}"
+    -n "$WORKERS" -o addopts="" "${KERNEL_FILES[@]}" -k "$KERNEL_K"
 
 stage 3_overhead 120 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
 stage 4_profile 50 $PY - "$DEVICE" <<'EOF'
