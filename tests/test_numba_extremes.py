@@ -1341,7 +1341,7 @@ def test_exclusive_float32_columns_take_the_one_pass_sums_on_a_layer():
     NB._col_pass1(A, S, None, mb, xb, nz)
     Y = mb.view(np.float32).astype(np.float64)
     assert NB._support_sums_from_pass1(S, Y, mb, xb, nz, P, np.empty(G), np.empty(G, np.int64))
-    b = np.full(G, 1e-5)
+    b = np.full(G, 1e-5, np.float32)  # (thresholds in the data's dtype, as proxlib's dispatch passes them)
     cols = NB.exclusive_lasso(W, b, parallel=False)
     rows = NB.exclusive_lasso(np.ascontiguousarray(W), b, parallel=False)
     np.testing.assert_allclose(cols, rows, rtol=2**-23, atol=0)
@@ -1994,18 +1994,19 @@ def test_exclusive_columns_in_the_training_state_stay_columns():
     base[dead] = (rng.standard_normal(dead.sum()) * 1e-7).astype(np.float32)
     A = base  # P = 300 x G = 64 columns
     G = A.shape[1]
-    b = np.full(G, 1e-3)
+    b32 = np.full(G, 1e-3, np.float32)  # (the kernel's thresholds are in A's dtype, as the library passes them)
+    b = b32.astype(np.float64)
     S, mb, nz = np.empty(G), np.empty(G, np.int32), np.empty(G, np.int64)
     NB._col_pass1(A, S, None, mb, None, nz)
     ymin = mb.view(np.float32).astype(np.float64)
     certain = [not NB._support_may_be_all(ymin[g], S[g], nz[g], 300, 0.0, b[g]) for g in range(G)]
     assert sum(certain) > G // 2  # the old column path gave up here
     out = np.empty_like(A)
-    assert NB._exclusive_cols(A, b, b, out, False)
+    assert NB._exclusive_cols(A, b32, b32, out, False, None)
     exact = exact_exclusive(A.T.astype(np.float64), b).T
     assert_close(out, exact, np.float32, np.abs(A.astype(np.float64)).max(axis=0), A.shape[0])
     np.testing.assert_array_equal(out == 0, exact == 0)
-    rows = NB.exclusive_lasso(np.ascontiguousarray(A.T), b.astype(np.float32), parallel=False).T
+    rows = NB.exclusive_lasso(np.ascontiguousarray(A.T), b32, parallel=False).T
     np.testing.assert_array_equal(out == 0, rows == 0)
     assert np.count_nonzero(out) < np.count_nonzero(A)
 
