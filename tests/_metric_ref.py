@@ -164,7 +164,7 @@ def _root_increasing(f, hi):
     bracket, whose end values may lie 1e300 apart, the regula falsi stalls."""
     lo = hi / 2
     flo = f(lo)
-    assert flo < 0 or flo == 0, "the root is not bracketed"
+    assert flo <= 0, "the root is not bracketed"
     if flo == 0:
         return lo
     fhi = f(hi)
