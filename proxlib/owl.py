@@ -40,12 +40,19 @@ __all__ = [
 def _weight_vector(weights, copy: bool):
     """``weights`` checked once, when a penalty is made: a 1-D float64 array of
     its own library and device, finite, >= 0 and non-increasing (a copy unless
-    ``copy`` is False), and its largest entry (the first) as a Python float."""
+    ``copy`` is False), and its largest entry (the first) as a Python float.
+
+    Strided NumPy weights (``np.sort(w)[::-1]``, the common way to make them)
+    are copied to contiguous memory even with ``copy=False``: Numba compiles
+    one specialisation of a kernel per memory layout (seconds, on a first
+    call), and a copy of the weights costs less than the prox's sort."""
     w = V.as_float_array(weights, "weights")
     if w.ndim != 1:
         raise ValueError(f"weights must be 1-D, got shape {tuple(w.shape)}")
     xp = array_namespace(w)
     w = xp.astype(w, xp.float64, copy=copy)
+    if isinstance(w, np.ndarray) and not w.flags.c_contiguous:
+        w = np.ascontiguousarray(w)
     if size(w) == 0:
         return w, 0.0
     V.nonincreasing(w, "weights")

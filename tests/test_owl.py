@@ -384,6 +384,22 @@ def test_owl_nd_is_flat():
     np.testing.assert_array_equal(proxlib.prox_owl(A, w), proxlib.prox_owl(A.ravel(), w).reshape(A.shape))
 
 
+def test_strided_weights_are_kept_contiguous():
+    """Weights made the common way, np.sort(w)[::-1] (negative strides), are
+    held in contiguous memory even when the caller's array is kept
+    (copy=False, as the prox_* functions make their penalty): the compiled
+    kernels then see one memory layout of the weights (one specialisation
+    each) whatever the caller passed."""
+    w = np.sort(np.random.default_rng(2).uniform(0, 1, 8))[::-1]
+    for cls in (proxlib.OWL, proxlib.GrOWL):
+        for copy in (False, True):
+            pen = cls(w, copy=copy)
+            assert pen.weights.flags.c_contiguous
+            np.testing.assert_array_equal(pen.weights, w)
+    c = np.ascontiguousarray(w)
+    assert proxlib.OWL(c, copy=False).weights is c  # (contiguous float64 weights are kept, not copied)
+
+
 # ----------------------------------------------------------------------------- GrOWL
 
 
