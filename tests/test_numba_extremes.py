@@ -1660,7 +1660,10 @@ def _shifted_sums_at(A, T, squares=True):
     """The first pass over A's columns above T with its shifted sums, then
     _shifted_support_sums at the least magnitudes above T (with D2, or
     without: the exclusive lasso's variant): (verdict, Y, F, D2, k), and
-    the sums' exact values over {y > T_g} (Fractions)."""
+    the sums' exact values over {y > T_g} (Fractions).  A is passed in
+    C order, as the library passes its columns (a column slice of a matrix
+    would compile the pass again for a strided layout)."""
+    A = np.ascontiguousarray(A)
     P, G = A.shape
     S, F1, Q1 = np.empty(G), np.empty(G), np.empty(G)
     mb, nz = np.empty(G, np.int64), np.empty(G, np.int64)

@@ -5795,11 +5795,14 @@ def _thresholds(t, G, name, what):
 def _metric_row_kernel(name, W, D, a, b, parallel, out):
     """The compiled row kernel (:func:`_metric_row`) on W in the metric D at
     the per-row thresholds a and b (each one per row, or one for all) into
-    ``out`` or a new array."""
+    ``out`` or a new array.  D is read in float64, as proxlib forms its
+    metrics (another dtype is converted, a copy): the kernels compile one
+    specialisation per dtype of W."""
     out = _result(W, out)
     G, m = W.shape
     if G == 0 or m == 0:
         return out
+    D = np.asarray(D, dtype=np.float64)
     a, b = _thresholds(a, G, name, "a"), _thresholds(b, G, name, "b")
     if _as_columns(W, out) and D.flags.f_contiguous:
         _metric_cols(W.T, D.T, a, b, out.T)
