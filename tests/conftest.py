@@ -5,7 +5,7 @@ Hypothesis profiles, chosen with the environment variable HYPOTHESIS_PROFILE:
 * ``ci`` (default): a few dozen examples per test, derandomized so that every CI
   run sees the same examples and a failure reproduces exactly;
 * ``long``: randomized, and as many examples per test as an hour on two cores
-  allows for the whole suite (``HYPOTHESIS_PROFILE=long pytest tests -n 2``; run
+  allows for the whole suite (``HYPOTHESIS_PROFILE=long pytest tests -n 2 --dist worksteal``; run
   it before resolving an issue).  The budget depends on what an example costs:
 
   - ``SOLVER_EXAMPLES`` for tests whose reference is a solver (CVXPY, about
