@@ -761,6 +761,29 @@ def test_serial_variants_equal_parallel_ones(dtype):
         np.testing.assert_array_equal(call(parallel=False), call(), err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_metric_row_kernels_read_the_metric_in_float64(dtype, monkeypatch):
+    """The metric row kernels take D in float64 whatever dtype the caller
+    passes it in (proxlib forms its metrics in float64), on each of their
+    three routes: one compiled specialisation per dtype of W, not one per
+    pair of dtypes.  (The compiled kernels are replaced by recorders:
+    nothing is compiled.)"""
+    seen = []
+
+    def recorder(name):
+        return lambda W, D, *rest: seen.append((name, W.dtype, D.dtype))
+
+    for name in ("_metric_rows", "_metric_rows_par", "_metric_cols"):
+        monkeypatch.setattr(NB, name, recorder(name))
+    monkeypatch.setattr(NB, "_PAR_MIN", 16)
+    W = np.ones((4, 8), dtype=dtype)
+    for D in (W + 1.0, np.asfortranarray(W + 1.0), (W + 1.0).astype(np.float32)):
+        for parallel in (False, True):
+            NB.group_exclusive_metric(np.array(W, order="F" if D.flags.f_contiguous else "C"), D, 0.1, 0.1, parallel=parallel)
+    assert {name for name, _, _ in seen} == {"_metric_rows", "_metric_rows_par", "_metric_cols"}
+    assert all(w == dtype and d == np.float64 for _, w, d in seen), seen
+
+
 def test_serial_variants_never_start_numba_threads():
     """parallel=False is for callers that must not spawn numba's thread pool
     (a thread of a training loop): numba reports no threading layer until a
