@@ -78,7 +78,8 @@ class _SortedWeights(R.Penalty):
     the object is made, so a prox call re-checks only their length, and the
     caller may change the array it passed without effect on the penalty.
     ``copy=False`` keeps the caller's array (the ``prox_*`` functions, which use
-    the object once)."""
+    the object once) where it already is float64 and, for NumPy, contiguous
+    (:func:`_weight_vector`)."""
 
     what: ClassVar[str]  # what a weight is per: "element" or "row"
 
@@ -102,8 +103,8 @@ class OWL(_SortedWeights):
     r"""Omega(x) = sum_i weights_i |x|_[i] (sorted magnitudes, largest first);
     ``weights`` non-increasing and >= 0, one per entry.  See :func:`prox_owl`.
 
-    The weights are checked (and copied, unless ``copy=False``) when the
-    object is made."""
+    The weights are checked (and copied, unless ``copy=False`` and they
+    already are float64 and, for NumPy, contiguous) when the object is made."""
 
     weights: Any
     copy: InitVar[bool] = True
@@ -135,8 +136,8 @@ class GrOWL(_SortedWeights):
     r"""Omega(W) = sum_i weights_i ||w_[i]||_2 (rows sorted by norm, largest first);
     ``weights`` non-increasing and >= 0, one per row.  See :func:`prox_growl`.
 
-    The weights are checked (and copied, unless ``copy=False``) when the
-    object is made."""
+    The weights are checked (and copied, unless ``copy=False`` and they
+    already are float64 and, for NumPy, contiguous) when the object is made."""
 
     weights: Any
     copy: InitVar[bool] = True
