@@ -200,7 +200,7 @@ errm = max(errm, errmk)
 sys.exit(0 if err <= 1e-5 and same and errm <= 1e-5 else 1)
 EOF
 
-stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" \
+stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cacheprovider -rfE -n "$WORKERS" --dist worksteal \
     -o addopts="" "${TEST_FILES[@]}" -k "$TEST_K"
 
 # the Triton kernels that are off by default until this stage has passed on a
@@ -208,7 +208,7 @@ stage 2_tests 150 env PROXLIB_TEST_DEVICE=$DEVICE $PY -m pytest -q -p no:cachepr
 # the exclusive penalties' rows, _xp_kernels.EXCLUSIVE_ROWS; the metric row
 # operators, whole, and the root search, _metric_kernels.METRIC_ROWS): the same test bodies
 stage 2_kernel_tests 180 env PROXLIB_TEST_DEVICE=$DEVICE PROXLIB_TEST_TRITON_KERNELS=triton $PY -m pytest -q -p no:cacheprovider -rfE \
-    -n "$WORKERS" -o addopts="" "${KERNEL_FILES[@]}" -k "$KERNEL_K"
+    -n "$WORKERS" --dist worksteal -o addopts="" "${KERNEL_FILES[@]}" -k "$KERNEL_K"
 
 stage 3_overhead 120 $PY benchmarks/bench_overhead.py --gpu-only "${OVERHEAD[@]}" --out "$OUT/OVERHEAD_GPU.md"
 stage 4_profile 50 $PY - "$DEVICE" <<'EOF'
