@@ -23,6 +23,7 @@ are the same bits.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 
@@ -98,10 +99,16 @@ def replay(mod, name: str, args: tuple):
     A = args[0]
     out = np.empty_like(A)
     if name == "_exclusive_cols":
-        A, a, b, _, gx, H = args
+        A, a, b, _, H = args  # (a None: the exclusive lasso)
+        # a revision before 2026-12-06 took the operator as a flag: (A, a, b, out, gx, H)
+        flagged = "gx" in inspect.signature(mod._exclusive_cols.py_func).parameters
 
         def run():
-            mod._exclusive_cols(A, a, b, out, gx, None if H is None else H.copy())
+            hint = None if H is None else H.copy()
+            if flagged:
+                mod._exclusive_cols(A, b if a is None else a, b, out, a is not None, hint)
+            else:
+                mod._exclusive_cols(A, a, b, out, hint)
             return out
     elif name == "_group_lasso_cols":
         A, a, _, nrm, check = args

@@ -2182,8 +2182,8 @@ _HINT_FRACTION = 1.0 - 2.0**-8
 
 
 @_jit
-def _exclusive_cols(A, a, b, out, gx, H=None):
-    """The exclusive lasso (gx False) or group+exclusive (gx True) on every
+def _exclusive_cols(A, a, b, out, H=None):
+    """The exclusive lasso (``a`` None) or group+exclusive on every
     column of A, in memory order, for the columns with unscaled sums and
     b in (0, 2^54) resp. (0, inf), ||w|| > a > 0: where the support is every
     nonzero entry (phi(min{y > 0}) > 0, the fast path of _exclusive_core,
@@ -2225,6 +2225,11 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
     took keeps its hint.
     """
     P, G = A.shape
+    # the operator, by a's type: numba prunes the other operator's branches
+    # (``gx and ...``, ``... if gx else ...``) before typing, so a signature
+    # compiles one operator's kernels, not both (a first call of the float64
+    # exclusive lasso here took 47 s with both, on the 2-core Zen 1)
+    gx = a is not None
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
@@ -2373,7 +2378,7 @@ def _exclusive_cols(A, a, b, out, gx, H=None):
         if gx:
             _exclusive_col_search(A, a, b, Y, T, F, D2, k, S, nz, mb, xb)
         else:
-            _exclusive_col_search(A, a, b, Y, T, F, None, k, S, nz, mb, xb)
+            _exclusive_col_search(A, b, b, Y, T, F, None, k, S, nz, mb, xb)
     elif sums_done:
         pass
     elif gx:
@@ -2505,7 +2510,7 @@ def _exclusive_route(W, out, parallel, hint=None, gx=False):
     def run(thr, check_finite):
         check_finite = _check_first(A, in_place, check_finite)
         if cols:
-            code = _exclusive_cols(A, thr[0], thr[-1], O, gx, hint)
+            code = _exclusive_cols(A, thr[0] if gx else None, thr[-1], O, hint)
             finite = code == 1 if code else _rows_in_order(seq, W, out, *thr)
         elif par is not None:
             finite = par(W, *thr, out, _chunks(W.shape[0]))
