@@ -99,16 +99,17 @@ def replay(mod, name: str, args: tuple):
     A = args[0]
     out = np.empty_like(A)
     if name == "_exclusive_cols":
-        A, a, b, _, H = args  # (a None: the exclusive lasso)
-        # a revision before 2026-12-06 took the operator as a flag: (A, a, b, out, gx, H)
+        A, a, b, _, H = args  # (a None: the exclusive lasso; H empty: no hints)
+        # a revision before 2026-12-06 took the operator as a flag, and None
+        # for no hints: (A, a, b, out, gx, H)
         flagged = "gx" in inspect.signature(mod._exclusive_cols.py_func).parameters
 
         def run():
-            hint = None if H is None else H.copy()
             if flagged:
+                hint = H.copy() if H.shape[0] else None
                 mod._exclusive_cols(A, b if a is None else a, b, out, a is not None, hint)
             else:
-                mod._exclusive_cols(A, a, b, out, hint)
+                mod._exclusive_cols(A, a, b, out, H.copy())
             return out
     elif name == "_group_lasso_cols":
         A, a, _, nrm, check = args

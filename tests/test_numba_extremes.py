@@ -1913,7 +1913,7 @@ def test_exclusive_columns_take_zero_columns_themselves(dtype, gx):
     want = kernel(rows, *thr, parallel=False)
     assert 4 * zero.sum() > G
     out = np.empty_like(base)
-    assert NB._exclusive_cols(base, a if gx else None, b, out, None) == 1
+    assert NB._exclusive_cols(base, a if gx else None, b, out, NB._NO_HINTS) == 1
     H = np.zeros(G)
     for call in range(3):
         W = np.asfortranarray(base.T)
@@ -1951,7 +1951,7 @@ def test_group_exclusive_columns_zero_the_columns_below_a_themselves(dtype):
     want = NB.group_exclusive(rows, a, b, parallel=False)
     assert 4 * small.sum() > G and np.all(want[small] == 0) and np.all(want[~small].any(axis=1))
     out = np.empty_like(base)
-    assert NB._exclusive_cols(base, a, b, out, None) == 1
+    assert NB._exclusive_cols(base, a, b, out, NB._NO_HINTS) == 1
     H = np.zeros(G)
     for call in range(3):
         W = np.asfortranarray(base.T)
@@ -2028,7 +2028,7 @@ def test_exclusive_columns_in_the_training_state_stay_columns():
     certain = [not NB._support_may_be_all(ymin[g], S[g], nz[g], 300, 0.0, b[g]) for g in range(G)]
     assert sum(certain) > G // 2  # the old column path gave up here
     out = np.empty_like(A)
-    assert NB._exclusive_cols(A, None, b32, out, None)
+    assert NB._exclusive_cols(A, None, b32, out, NB._NO_HINTS)
     exact = exact_exclusive(A.T.astype(np.float64), b).T
     assert_close(out, exact, np.float32, np.abs(A.astype(np.float64)).max(axis=0), A.shape[0])
     np.testing.assert_array_equal(out == 0, exact == 0)

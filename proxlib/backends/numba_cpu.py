@@ -2173,6 +2173,9 @@ def _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k):
 
 _SHIFTED_MIN_ROWS = 64  # shorter columns take no shifted sums (_exclusive_cols)
 
+# _exclusive_cols' H for a call without hints (never written)
+_NO_HINTS = np.empty(0, dtype=np.float64)
+
 # The next call's hint: this fraction of the threshold found.  Measured on the
 # MLP benchmark's 784 columns in training (float32 exclusive lasso): every
 # hint up to 0.995 tau proved itself; the candidates above it failed on 95
@@ -2182,7 +2185,7 @@ _HINT_FRACTION = 1.0 - 2.0**-8
 
 
 @_jit
-def _exclusive_cols(A, a, b, out, H=None):
+def _exclusive_cols(A, a, b, out, H):
     """The exclusive lasso (``a`` None) or group+exclusive on every
     column of A, in memory order, for the columns with unscaled sums and
     b in (0, 2^54) resp. (0, inf), ||w|| > a > 0: where the support is every
@@ -2196,8 +2199,10 @@ def _exclusive_cols(A, a, b, out, H=None):
     quarter of the columns need that (the caller then solves the whole
     matrix as rows); else 1, or 2 where a column held NaN or Inf.
 
-    ``H`` (optional, float64, one per column, read and overwritten): hints,
-    a guess of each column's threshold tau_g (0, NaN, < 0, inf: none).  The
+    ``H`` (float64, read and overwritten): hints, one per column, a guess
+    of each column's threshold tau_g (0, NaN, < 0, inf: none); or none at
+    all, an empty H (:data:`_NO_HINTS`: one type for both, so that a
+    signature compiles one kernel for calls with and without hints).  The
     first pass then sums the magnitudes above H_g instead of above 0; where
     that proves phi(H_g) <= 0 (H_g <= _tau_below of those sums: every
     y <= H_g is off the support), the least magnitude above H_g is the
@@ -2230,6 +2235,8 @@ def _exclusive_cols(A, a, b, out, H=None):
     # compiles one operator's kernels, not both (a first call of the float64
     # exclusive lasso here took 47 s with both, on the 2-core Zen 1)
     gx = a is not None
+    hinted = H.shape[0] != 0
+    H = H if hinted else np.zeros(G)  # (no hints: the passes run above 0)
     S = np.empty(G, dtype=np.float64)
     Q = np.empty(G, dtype=np.float64)
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
@@ -2247,8 +2254,8 @@ def _exclusive_cols(A, a, b, out, H=None):
     # a sqrt(n) raised by their rounding), and ||w|| >= S/sqrt(n) (Cauchy-
     # Schwarz).  A column whose hint proves nothing drops it, and the pass
     # that runs again sums the squares
-    lazy_norms = gx and H is not None
-    if H is not None:
+    lazy_norms = gx and hinted
+    if hinted:
         for g in range(G):
             if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
                 H[g] = 0.0
@@ -2262,7 +2269,7 @@ def _exclusive_cols(A, a, b, out, H=None):
     # are a few entries, where the test refuses the sums more often (every
     # step on the MLP's 10 x 300 layer: the shifted sums cost 1.13x the time
     # there), and the pass they would save is short
-    shifted = H is not None and not _is_float32(A[0, 0]) and P >= _SHIFTED_MIN_ROWS
+    shifted = hinted and not _is_float32(A[0, 0]) and P >= _SHIFTED_MIN_ROWS
     ns = G if shifted else 0  # (their scratch: none where not used)
     Tp, F1, Q1 = np.zeros(ns), np.empty(ns), np.empty(ns)
     for attempt in range(2):
@@ -2301,11 +2308,11 @@ def _exclusive_cols(A, a, b, out, H=None):
                 # plain sum of squares, not > a), from the sums over the whole
                 # column (no hint).  In training such columns come back from
                 # zero, tiny, every step: they no longer go to the row kernel
-                zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not lazy_norms and not math.sqrt(Q[g]) > ag and (H is None or H[g] == 0.0)
+                zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not lazy_norms and not math.sqrt(Q[g]) > ag and H[g] == 0.0
             else:
                 ok = ok and br < _HUGE_B
             Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel (or zeroed)
-        if H is None:
+        if not hinted:
             break
         # a hint H_g > 0 proves phi(H_g) <= 0 if H_g <= _tau_below of the sums
         # above it: then every y <= H_g is off the support, and the least
@@ -2364,13 +2371,13 @@ def _exclusive_cols(A, a, b, out, H=None):
                 # they join the search (when it runs anyway, or they are many)
                 # from the higher bound of their sums above H_g; a few are
                 # left to the row kernel, cheaper than the search's passes
-                if H is not None:
+                if hinted:
                     for g in range(G):
                         if failed[g]:
                             T[g] = max(H[g], _tau_below(S[g], nz[g], P, np.float64(a[g]) if gx else 0.0, np.float64(b[g])))
                 searched = True
             sums_done = not searched
-        elif H is not None:  # a search runs anyway: the hinted columns join it, from H_g
+        elif hinted:  # a search runs anyway: the hinted columns join it, from H_g
             for g in range(G):
                 if from_hint[g]:
                     T[g] = H[g]
@@ -2413,7 +2420,7 @@ def _exclusive_cols(A, a, b, out, H=None):
         beta = np.float64(b[g]) * fac[g] if gx else np.float64(b[g])
         e_g = (Y[g] - beta * F[g]) / (1.0 + beta * k[g])
         e[g] = e_g if Y[g] < np.inf else e[g]
-    if H is not None:  # the next call's hints (a column the row kernel takes keeps its own)
+    if hinted:  # the next call's hints (a column the row kernel takes keeps its own)
         for g in range(G):
             if 0.0 < Y[g] < np.inf:
                 H[g] = _HINT_FRACTION * (Y[g] - e[g])
@@ -2510,7 +2517,7 @@ def _exclusive_route(W, out, parallel, hint=None, gx=False):
     def run(thr, check_finite):
         check_finite = _check_first(A, in_place, check_finite)
         if cols:
-            code = _exclusive_cols(A, thr[0] if gx else None, thr[-1], O, hint)
+            code = _exclusive_cols(A, thr[0] if gx else None, thr[-1], O, _NO_HINTS if hint is None else hint)
             finite = code == 1 if code else _rows_in_order(seq, W, out, *thr)
         elif par is not None:
             finite = par(W, *thr, out, _chunks(W.shape[0]))
