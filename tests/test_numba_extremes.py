@@ -1570,8 +1570,11 @@ def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
     """Columns whose least magnitude lies below tau (a training step's
     revived entries): _tau_below is a lower bound (phi <= 0 there, from the
     nonzero entries and again from the entries above any lower bound), and
-    the column path (candidate = the least magnitude above it, checked by
-    phi, up to four rounds) gives the exact prox with the exact support."""
+    so is group+exclusive's tighter _tau_below_at with _ratio_above's bound
+    of F/sqrt(Q) from the sums of (y - T)_+ and its squares (at least
+    _tau_below's; the search's bound), and the column path (candidate = the
+    least magnitude above it, checked by phi, up to four rounds) gives the
+    exact prox with the exact support."""
     A, b = data.draw(_training_columns(dtype))
     P, G = A.shape
     W64 = A.T.astype(np.float64)
@@ -1589,6 +1592,15 @@ def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
             S = float(sum(above))  # (a rounded sum: the bound allows P eps of error)
             t = NB._tau_below(S, len(above), P, ag, float(b[g]))
             assert t >= 0 and _phi_exact(y, Fraction(t), ag, bg) <= 0
+            if gx:  # (the sums of (y - T)_+ and its squares, rounded as a pass's)
+                FT = float(sum((v - t_prev for v in above), Fraction(0)))
+                QT = float(sum(((v - t_prev) ** 2 for v in above), Fraction(0)))
+                r = NB._ratio_above(FT, QT, len(above), P)
+                assert 0 < r <= math.sqrt(len(above))
+                tighter = NB._tau_below_at(S, len(above), P, ag, float(b[g]), r)
+                assert tighter >= t
+                assert _phi_exact(y, Fraction(tighter), ag, bg) <= 0
+                t = tighter
             if not Fraction(t) > t_prev:
                 break
             t_prev = Fraction(t)
@@ -1616,6 +1628,58 @@ def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
         X = NB.exclusive_lasso(np.asfortranarray(A.T), b, parallel=False)
     assert_close(X, exact, dtype, np.abs(W64).max(axis=1, keepdims=True), P)
     np.testing.assert_array_equal(X == 0, exact == 0)
+
+
+@given(
+    y=st.lists(st.floats(2.0**-30, 2.0**30), min_size=1, max_size=40),
+    T_at=st.floats(0.0, 1.0),
+    t_at=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6),
+)
+def test_ratio_above_bounds_the_ratio_at_every_higher_point(y, T_at, t_at):
+    """_ratio_above(F(T), Q(T), n, P) >= F(t)/sqrt(Q(t)) at every t >= T
+    where Q(t) > 0 (checked exactly in fractions: F(t)^2 <= r^2 Q(t)), from
+    the rounded sums of (y - T)_+ and its squares over the n magnitudes
+    above T; and it is at most sqrt(n)."""
+    ys = sorted(Fraction(v) for v in y)
+    P = len(ys)
+    T = Fraction(T_at) * ys[-1]  # somewhere in [0, max y]
+    d = [v - T for v in ys if v > T]
+    assume(d)
+    r = NB._ratio_above(float(sum(d, Fraction(0))), float(sum((x * x for x in d), Fraction(0))), len(d), P)
+    assert 0 < r <= math.sqrt(len(d))
+    for u in t_at:
+        t = T + Fraction(u) * (ys[-1] - T)
+        F = sum((v - t for v in ys if v > t), Fraction(0))
+        Q = sum(((v - t) ** 2 for v in ys if v > t), Fraction(0))
+        if Q > 0:
+            assert F * F <= Fraction(r) ** 2 * Q
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 10])
+def test_group_exclusive_columns_search_gaussian_columns(dtype, k):
+    """Gaussian columns with a group part that shrinks (a = 0.3 sqrt(P),
+    b = k/P: supports of about 76% and 44%, run.py's case), without hints.
+    b = 1/P: the column search ends on every column (its bound with
+    _ratio_above; with sqrt(n) in place of F/sqrt(Q) it stopped short of
+    tau, and the whole matrix went to the row kernel).  b = 10/P: the bound
+    needs 4-8 candidates, more than the search's four rounds, on most
+    columns (the matrix goes to the row kernel: 0, nothing written).
+    Either way the public call gives the exact prox."""
+    rng = np.random.default_rng(7 + k)
+    P, G = 300, 24
+    W64 = (rng.standard_normal((G, P)) * rng.uniform(0.5, 1.5, size=(G, 1))).astype(dtype).astype(np.float64)
+    a = np.full(G, 0.3 * math.sqrt(P), dtype)
+    b = np.full(G, k / P, dtype)
+    A = np.ascontiguousarray(W64.T.astype(dtype))
+    out = np.full_like(A, np.nan)
+    code = NB._exclusive_cols(A, a, b, out, NB._NO_HINTS)
+    assert code == (1 if k == 1 else 0)
+    assert np.isnan(out).all() == (code == 0)
+    exact = exact_group_exclusive(W64, a.astype(np.float64), b.astype(np.float64))
+    for X in ([out.T] if code else []) + [NB.group_exclusive(np.asfortranarray(A.T), a, b, parallel=False)]:
+        assert_close(X, exact, dtype, np.abs(W64).max(axis=1, keepdims=True), P)
+        np.testing.assert_array_equal(X == 0, exact == 0)
 
 
 def _hint_values(draw, y, tau):
