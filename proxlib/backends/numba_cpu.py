@@ -1948,7 +1948,10 @@ def _tau_below_at(S, n, P, a, b, r):
 def _ratio_above(F, Q, n, P):
     """An upper bound of F(t)/sqrt(Q(t)) for every t >= T, where F = sum
     (y - T)_+ and Q = sum (y - T)_+^2 (as summed: non-negative terms, each
-    sum's error below (P + 2) eps of it) over the n magnitudes above T.
+    sum's error below (P + 2) eps of it) over the n magnitudes above T;
+    an upper bound once multiplied by 1 + 2^-50, as _tau_below_at does: the
+    cap sqrt(n) is rounded to nearest, as _tau_below has it (the bound
+    from F and Q is one without that factor).
 
     F(t)^2/Q(t) does not increase with t: where no magnitude equals t its
     derivative is 2 F (F^2 - k Q)/Q^2 <= 0 (F' = -k, Q' = -2F, and
