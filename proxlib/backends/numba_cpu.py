@@ -1982,14 +1982,8 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
     above T_g, Y_g, is the support's least entry if phi(Y_g) > 0 (the fast
     path's test, on the support sums at Y_g), and the support is then
     {y >= Y_g}.  If not, the magnitudes above T_g give a higher lower bound
-    (_tau_below over them; group+exclusive's with F/sqrt(Q) bounded by
-    _ratio_above from the same pass's sums of (y - T_g)_+ and its squares,
-    where sqrt(n) stopped short of tau, and the whole matrix fell back to
-    the row kernel.  Gaussian columns, G of P = 784 of 300, 300 of 784 and
-    512 of 4608, float64 and float32, a = 0.3 sqrt(P), without hints: b =
-    1/P 0.38-0.68x the time; b = 10/P still falls back after the rounds,
-    1.04-1.19x the time, the squares costing more in the search's passes)
-    and the next candidate, for up to
+    (_tau_below over them; group+exclusive's _tau_below_at, below) and the
+    next candidate, for up to
     _COL_SEARCH_ROUNDS rounds of two passes (one for the candidates and the
     sums above T, _col_pass1 with T; one for the support sums at the candidates,
     _support_sums, which leaves F, D2, k right for every column).  A
@@ -2004,7 +1998,16 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
     from the first pass for the other columns, where they are exact
     (_support_sums, whose proof holds for any Y_g = the least of the
     entries summed): then a round of the exclusive lasso makes one pass,
-    and group+exclusive's second pass sums D2 alone."""
+    and group+exclusive's second pass sums D2 alone.
+
+    group+exclusive bounds F/sqrt(Q) above T_g by its value at T_g
+    (_ratio_above, from the same pass's sums of (y - T_g)_+ and its
+    squares) where sqrt(n) stopped short of tau, and the whole matrix fell
+    back to the row kernel.  Gaussian columns, G of P = 784 of 300, 300 of
+    784 and 512 of 4608, float64 and float32, a = 0.3 sqrt(P), without
+    hints: b = 1/P 0.38-0.68x the time; b = 10/P still falls back after the
+    rounds (the bound creeps up: 4-8 candidates), 1.04-1.19x the time, the
+    squares costing more in the search's passes."""
     P, G = A.shape
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))
     S = np.empty(G, dtype=np.float64)
