@@ -2039,10 +2039,8 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
                 if Y[g] > 0.0 and _phi(Y[g], F[g], D2[g] if D2 is not None else 0.0, ag, br) > 0.0:
                     T[g] = np.inf  # decided
                     continue
-                if D2 is not None:
-                    t = _tau_below_at(S[g], n[g], P, ag, br, _ratio_above(FT[g], QT[g], n[g], P)) if n[g] > 0 else 0.0
-                else:
-                    t = _tau_below(S[g], n[g], P, ag, br) if n[g] > 0 else 0.0
+                r = _ratio_above(FT[g], QT[g], n[g], P) if D2 is not None else math.sqrt(np.float64(n[g]))
+                t = _tau_below_at(S[g], n[g], P, ag, br, r) if n[g] > 0 else 0.0
                 if rnd + 1 < _COL_SEARCH_ROUNDS and t > T[g]:
                     T[g] = t
                     again = True
