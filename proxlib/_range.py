@@ -310,17 +310,28 @@ class AtStep:
         self.terms = terms_
         self.localize = localize
         self.form = thresholds_in_range if form is None else form
-        self.step = None
-        self.thresholds = None
+        self._last = (None, None)  # (step, thresholds), replaced as one
+
+    @property
+    def step(self):
+        return self._last[0]
+
+    @property
+    def thresholds(self):
+        return self._last[1]
 
     def __call__(self, step: float, like):
         """The thresholds at ``step`` for data like ``like`` (its dtype and
-        device), or None where :func:`solve` would transform the problem."""
-        if step != self.step:
+        device), or None where :func:`solve` would transform the problem.
+        Safe to share between threads (a plan that :func:`proxlib._registry.apply`
+        keeps): the step and its thresholds are read and replaced as one pair."""
+        last_step, thr = self._last
+        if step != last_step:
             thr = self.form(self.terms, step, like)
-            self.thresholds = thr if thr is None or self.localize is None else self.localize(thr)
-            self.step = step
-        return self.thresholds
+            if thr is not None and self.localize is not None:
+                thr = self.localize(thr)
+            self._last = (step, thr)
+        return thr
 
 
 # ------------------------------------------------------- in a diagonal metric

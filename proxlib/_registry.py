@@ -26,9 +26,11 @@ function and one kernel per backend.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -40,7 +42,7 @@ from ._dispatch import array_kind, array_namespace, backend_for, compiling, devi
 from ._rows import Rows, canonical_rows, check_groups, group_weights_top, ragged_parts
 from ._rows import group_weights as _group_weights
 
-__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
+__all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "Plan", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
 
 
 @dataclass
@@ -219,10 +221,11 @@ def frozen_set(obj, *, own_copies: bool = True, **values) -> None:
 
 
 @functools.cache
-def _field_names(cls) -> frozenset:
-    """The names of a dataclass's fields (a penalty class's: every ``prox_*``
-    call makes one, and ``dataclasses.fields`` costs about a microsecond)."""
-    return frozenset(f.name for f in dataclasses.fields(cls))
+def _field_names(cls) -> tuple:
+    """The names of a dataclass's fields, in order (a penalty class's: every
+    ``prox_*`` call makes one, and ``dataclasses.fields`` costs about a
+    microsecond)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def _own_copy(a):
@@ -239,8 +242,8 @@ def check_group_weights(group_weights, name: str = "group_weights") -> None:
     messages), made by that function itself on as many rows as there are
     weights, so a penalty's ``group_weights`` is checked when it is made.
     Their number against the data's rows or labels is checked at the prox."""
-    if group_weights is None:
-        return  # (all ones: nothing to check; the common case, at every public call)
+    if group_weights is None or (type(group_weights) is str and group_weights == "sqrt"):
+        return  # (nothing to check; the common cases, at every public call)
     V._reject_nested(group_weights, name)
     if isinstance(group_weights, str):
         n, like = 0, None
@@ -280,6 +283,11 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     device, shape and dtype (half precision is computed in float32, integers
     give float64).
 
+    Validates ``v`` and ``step``, then runs ``pen``'s :class:`Plan` for
+    ``v``'s shape and dtype: a kept one where :func:`_plan_key` allows it (a
+    NumPy input of a shape seen before, a penalty of scalar parameters), else
+    one made for this call.
+
     Inside a function that torch.compile traces, the whole prox runs eagerly
     after a graph break (its kernels are Numba, SciPy and data-dependent
     loops, which Dynamo cannot trace)."""
@@ -289,25 +297,170 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     out_dtype = V.result_dtype(v)
     x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
     step = V.positive(step, "step")
-    split = ragged_parts(x, pen.groups, name=pen.arg)
-    if split is not None:  # groups of very different sizes: solved by size class
-        X = in_parts(pen, x, split, lambda sub, idx: apply(sub, x[idx], step, check_finite=check_finite))
-        return X if out_dtype is None else array_namespace(X).astype(X, out_dtype)
-    layout = layout_of(pen, x)
-    kernel = getattr(backend_for(x), pen.kernel)
-
-    def run(kernel, data, thr):
-        if pen.fused_finite_check:
-            with V.fused_finite_check(pen.arg):
-                return kernel(data, *thr, *pen.fixed(), check_finite=check_finite)
-        return kernel(data, *thr, *pen.fixed())
-
-    # thresholds formed without spurious overflow; exact transformations where
-    # one lies beyond what the kernels take (see proxlib._range)
-    X = layout.restore(_range.solve(pen, layout, step, kernel, run))
+    key = _plan_key(pen, x)
+    plan = None if key is None else _kept_plan(key)
+    if plan is not None:
+        X = plan(x, step, check_finite)
+    else:
+        plan = Plan(pen, x)
+        X = plan(x, step, check_finite)  # (its first call takes the layout the plan was made from)
+        if key is not None:
+            _keep_plan(key, plan)
     if out_dtype is not None:
         X = array_namespace(X).astype(X, out_dtype)
     return X
+
+
+class Plan:
+    """``pen.prox(x, step)`` for inputs ``x`` of one shape, dtype, library and
+    device, already validated (float32 or float64: :func:`apply` checks and
+    converts them), with what depends on those alone done once when the plan
+    is made: the map to the kernel's layout, the thresholds before the step
+    (:func:`proxlib._range.terms`), and the thresholds at the last step asked
+    for (:class:`proxlib._range.AtStep`).
+
+    A call lays out ``x`` (a reshape; for ragged ``groups=``, a gather
+    precomputed at the second call), forms the thresholds at ``step`` unless
+    the step is the last one, runs the kernel of the backend chosen when the
+    plan was made and restores the shape: the arithmetic of the layout
+    made at every call (:func:`layout_of`, :func:`proxlib._range.solve`),
+    bit for bit.  Its first call, on the very input the plan was made from,
+    takes the layout made then.  Groups of very different sizes are solved
+    by size class (:func:`proxlib._rows.ragged_parts`), a plan per class.
+
+    :func:`apply` makes one per call, or keeps it (:func:`_plan_key`); the
+    solvers make one per problem.  A plan keeps no input."""
+
+    def __init__(self, pen: Penalty, like):
+        self.pen = pen
+        self.xp = array_namespace(like)
+        self.parts = None
+        split = ragged_parts(like, pen.groups, name=pen.arg)
+        if split is not None:
+            labels, parts = split
+            subs = [like[idx] for idx in parts]
+            self.parts = [(idx, Plan(replace(pen, groups=labels[idx]), sub)) for idx, sub in zip(parts, subs)]
+            self._first = (like, subs)
+            return
+        lay = layout_of(pen, like)  # (checks the shape against the parameters)
+        self.terms = _range.terms(pen, lay)
+        self.thresholds = _range.AtStep(self.terms)
+        self.fixed = pen.fixed()
+        self.backend = backend_for(like)  # (a kept plan's key names it)
+        self.restore = lay.restore
+        self.rows_shape = tuple(lay.data.shape)
+        self.ragged = lay.rows is not None and lay.rows.ragged
+        self._gather = None  # (mask, index): see _ragged_rows
+        self._first = (like, lay.data)
+
+    def __call__(self, x, step: float, check_finite: bool = False):
+        """The prox at ``x`` (of the plan's shape, dtype and device) and
+        ``step`` (a positive float); ``check_finite``: the fused check of the
+        kernels that have one (ValueError naming the argument)."""
+        if self.parts is not None:
+            first, self._first = self._first, None
+            subs = first[1] if first is not None and first[0] is x else [x[idx] for idx, _ in self.parts]
+            out = self.xp.empty_like(x)
+            for (idx, plan), sub in zip(self.parts, subs):
+                out[idx] = plan(sub, step, check_finite)
+            return out
+        data = self._laid_out(x)
+        pen = self.pen
+        kernel = getattr(self.backend, pen.kernel)  # (looked up at every call)
+
+        def run(kernel, data, thr):
+            if check_finite and pen.fused_finite_check:
+                with V.fused_finite_check(pen.arg):
+                    return kernel(data, *thr, *self.fixed, check_finite=True)
+            if pen.fused_finite_check:
+                return kernel(data, *thr, *self.fixed, check_finite=False)
+            return kernel(data, *thr, *self.fixed)
+
+        # the thresholds formed as at every call (step times the penalty's
+        # scalars first, then its arrays; out of range, the same exact
+        # transformations): the same bits; kept while the step is the same
+        thr = self.thresholds(step, data)
+        if thr is None:
+            return self.restore(_range.solve(pen, _range.Data(data), step, kernel, run, self.terms))
+        return self.restore(run(kernel, data, thr))
+
+    def _laid_out(self, x):
+        """``x`` in the kernel's layout (C-contiguous for NumPy and CuPy)."""
+        first, self._first = self._first, None
+        if first is not None and first[0] is x:
+            return first[1]
+        if self.ragged:
+            data = self._ragged_rows(x)
+        else:
+            data = x.reshape(self.rows_shape)  # (flat: one dimension)
+        return _contiguous(data)
+
+    def _ragged_rows(self, x):
+        """Ragged ``x`` gathered into the padded rows: the index of each
+        entry of the rows (padding: a mask), made at the first call that
+        needs it (a plan for one call never does)."""
+        xp = self.xp
+        if self._gather is None:
+            n = x.shape[0]
+            # entry index + 1 in the kernel's padded layout (0 = padding);
+            # integers: in x's float32, positions above 2^24 were rounded
+            pos = canonical_rows(xp.arange(1, n + 1, dtype=xp.int64, device=device(x)), self.pen.groups).rows
+            self._gather = (pos > 0, xp.where(pos > 0, pos - 1, 0))
+        mask, index = self._gather
+        return xp.where(mask, x[index], 0.0)
+
+
+#: :func:`apply` keeps at most this many plans (the least recently used go first)
+PLANS_KEPT = 32
+#: and only of row layouts of at most this many rows (a plan holds a few
+#: float64 numbers per row: 256 KiB at most, 8 MiB for all)
+PLAN_ROWS_KEPT = 1 << 14
+_plans: collections.OrderedDict = collections.OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def _plan_key(pen: Penalty, x):
+    """The key under which :func:`apply` keeps ``pen``'s plan for ``x``, or
+    None where it makes one per call.
+
+    Plans are kept for NumPy inputs only (CuPy and torch arrays would tie a
+    kept plan's arrays to a device), of penalties whose parameters are all
+    Python scalars, strings or None (array parameters -- weights, ``groups``
+    labels -- may change in the caller's hands between calls), and of at
+    most :data:`PLAN_ROWS_KEPT` rows.  The key holds the penalty's class and
+    parameters (floats by their bits: 0.0 and -0.0 apart), the backend that
+    will run the kernel (``PROXLIB_BACKEND``, :func:`proxlib.use_backend`),
+    the shape and the dtype."""
+    if type(x) is not np.ndarray:
+        return None
+    if pen.layout == "rows" and x.ndim > 1 and x.shape[0] > PLAN_ROWS_KEPT:
+        return None
+    params = []
+    for name in _field_names(type(pen)):
+        a = getattr(pen, name)
+        t = type(a)
+        if t is float:
+            params.append(a.hex())
+        elif a is None or t is str or t is int or t is bool:
+            params.append((t, a))
+        else:
+            return None
+    return (type(pen), tuple(params), backend_for(x).__name__, x.shape, x.dtype.char)
+
+
+def _kept_plan(key):
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+        return plan
+
+
+def _keep_plan(key, plan) -> None:
+    with _plans_lock:
+        _plans[key] = plan
+        while len(_plans) > PLANS_KEPT:
+            _plans.popitem(last=False)
 
 
 def in_parts(pen: Penalty, x, split, solve):

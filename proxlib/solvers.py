@@ -43,13 +43,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import _range
 from . import _registry as R
 from . import _validate as V
 from . import certificates as _C
-from ._dispatch import array_kind, array_namespace, backend_for, device, size
+from ._dispatch import array_kind, array_namespace, device, size
 from ._registry import Penalty
-from ._rows import canonical_rows, ragged_parts
 
 __all__ = ["LeastSquares", "Logistic", "SmoothLoss", "SolverResult", "prox_grad"]
 
@@ -233,81 +231,6 @@ class SmoothLoss:
         return float(self._value(x))
 
 
-# ----------------------------------------------------------------------------- the prox, planned once
-
-
-class _ProxPlan:
-    """``penalty.prox(v, step)`` for many ``v`` of one shape, dtype and device.
-
-    The public prox validates the penalty's parameters and lays out the input
-    at every call (for a 10-entry lasso that is 90% of its time); here that is
-    done once: the thresholds before the step, the kernel, and the map to the
-    kernel's layout (a reshape, or for ragged ``groups=`` a precomputed
-    gather).  Each call then forms the thresholds at the step and runs the
-    kernel through :func:`proxlib._range.solve`, as
-    :func:`proxlib._registry.apply` does: the same arithmetic as the public
-    function, bit for bit.
-    """
-
-    def __init__(self, penalty: Penalty, like):
-        self.pen = penalty
-        self.xp = array_namespace(like)
-        split = ragged_parts(like, getattr(penalty, "groups", None))
-        self.parts = None
-        if split is not None:
-            # groups of very different sizes: a plan per size class, as the
-            # public prox solves them (proxlib._rows.ragged_parts), where the
-            # padded layout would hold n_groups x largest-group entries
-            labels, parts = split
-            self.parts = [(idx, _ProxPlan(R.replace(penalty, groups=labels[idx]), like[idx])) for idx in parts]
-            return
-        lay = R.layout_of(penalty, like)  # checks the shape against the parameters
-        self.terms = _range.terms(penalty, lay)
-        self.thresholds = _range.AtStep(self.terms)
-        self.fixed = penalty.fixed()
-        self.kernel = getattr(backend_for(like), penalty.kernel)
-        self.kw = {"check_finite": False} if penalty.fused_finite_check else {}
-        self.shape = tuple(like.shape)
-        self.restore = lay.restore
-        xp = self.xp
-        self.gather = None
-        if lay.rows is not None and lay.rows.ragged:
-            # entry index + 1 in the kernel's padded layout (0 = padding)
-            n = like.shape[0]
-            # (integers: in like's float32, positions above 2^24 were rounded)
-            pos = canonical_rows(xp.arange(1, n + 1, dtype=xp.int64, device=device(like)), penalty.groups).rows
-            self.mask = pos > 0
-            self.gather = xp.where(self.mask, pos - 1, 0)
-        elif lay.rows is not None:
-            self.rows_shape = tuple(lay.data.shape)
-
-    def __call__(self, v, step: float):
-        xp = self.xp
-        if self.parts is not None:
-            out = xp.empty_like(v)
-            for idx, plan in self.parts:
-                out[idx] = plan(v[idx], step)
-            return out
-        if self.pen.layout == "flat":
-            data = v.reshape(-1)
-        elif self.gather is None:
-            data = v.reshape(self.rows_shape)
-        else:
-            data = xp.where(self.mask, v[self.gather], 0.0)
-        if array_kind(data) != "torch":
-            data = xp.ascontiguousarray(data)
-        # the thresholds formed as the public function forms them (step times
-        # the penalty's scalars first, then its array; out of range, the same
-        # exact transformations): the same bits; kept while the step is the same
-        thr = self.thresholds(step, data)
-        if thr is None:
-            return self.restore(_range.solve(self.pen, _range.Data(data), step, self.kernel, self._run, self.terms))
-        return self.restore(self._run(self.kernel, data, thr))
-
-    def _run(self, kernel, data, thr):
-        return kernel(data, *thr, *self.fixed, **self.kw)
-
-
 # ----------------------------------------------------------------------------- the solver
 
 
@@ -431,7 +354,7 @@ def prox_grad(
     slack = 8.0 * eps
     if tol is None:
         tol = DEFAULT_TOL["float64"] if eps < 1e-15 else DEFAULT_TOL["float32"]
-    prox = _ProxPlan(penalty, x)
+    prox = R.Plan(penalty, x)  # (validation and layout once, not per iteration)
     L = _initial_lipschitz(loss, x, xp, lipschitz)
     f0 = loss.value_at_zero() if use_gap else None
 

@@ -450,10 +450,10 @@ def test_optimality_residual_is_set_only_where_there_is_no_duality_gap(diabetes)
 def test_planned_prox_equals_the_public_prox(problem):
     # the solver's prox with validation hoisted out of the loop computes the
     # same arithmetic as penalty.prox, bit for bit (ragged groups included)
-    from proxlib.solvers import _ProxPlan
+    from proxlib._registry import Plan
 
     pen, v, step = problem
-    plan = _ProxPlan(pen, v)
+    plan = Plan(pen, v)
     for s in (step, 2.5 * step):
         np.testing.assert_array_equal(plan(v, s), pen.prox(v, s))
         assert plan(v, s).dtype == v.dtype
@@ -468,7 +468,7 @@ def test_planned_prox_of_very_uneven_groups_is_not_padded(pen):
     import dataclasses
     import tracemalloc
 
-    from proxlib.solvers import _ProxPlan
+    from proxlib._registry import Plan
 
     n = 4000
     v = np.random.default_rng(0).standard_normal(n)
@@ -476,7 +476,7 @@ def test_planned_prox_of_very_uneven_groups_is_not_padded(pen):
     expected = pen.prox(v, 0.7)  # (first: the kernels compiled or loaded, untraced)
     tracemalloc.start()
     try:
-        plan = _ProxPlan(pen, v)
+        plan = Plan(pen, v)
         x = plan(v, 0.7)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -513,15 +513,17 @@ def test_planned_ragged_positions_are_exact_integers():
     # gathering the wrong entries or indexing past the end.  float16 rounds
     # from 2^11 on, which keeps the check small.
     torch = pytest.importorskip("torch")
-    from proxlib.solvers import _ProxPlan
+    from proxlib._registry import Plan
 
     n = 2**11 + 3
     groups = np.zeros(n, dtype=np.int64)
     groups[-2:] = 1
-    plan = _ProxPlan(proxlib.GroupLasso(0.3, groups=groups), torch.zeros(n, dtype=torch.float16))
-    assert plan.gather[0, : n - 2].tolist() == list(range(n - 2))
-    assert plan.gather[1, :2].tolist() == [n - 2, n - 1]
-    assert int(plan.mask.sum()) == n
+    plan = Plan(proxlib.GroupLasso(0.3, groups=groups), torch.zeros(n, dtype=torch.float16))
+    plan._ragged_rows(torch.zeros(n, dtype=torch.float16))  # (the map, made at the first call that needs it)
+    mask, index = plan._gather
+    assert index[0, : n - 2].tolist() == list(range(n - 2))
+    assert index[1, :2].tolist() == [n - 2, n - 1]
+    assert int(mask.sum()) == n
 
 
 def test_unpenalised_feature_falls_back_to_the_residual(diabetes):

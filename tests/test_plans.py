@@ -1,0 +1,228 @@
+"""The plans that :func:`proxlib._registry.apply` keeps between public calls
+(:class:`proxlib._registry.Plan`, :func:`proxlib._registry._plan_key`).
+
+A kept plan must give the bits of the prox laid out and formed at the call
+(the reference below, :func:`proxlib._registry.layout_of` and
+:func:`proxlib._range.solve` composed as ``apply`` composed them before it
+kept plans), whatever steps and penalties came before on the same shape; it
+must follow the backend chosen at the call, keep no input, never be kept
+for parameters the caller could change, and stay correct when threads share
+it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import proxlib
+from proxlib import _range
+from proxlib import _registry as R
+from proxlib._dispatch import backend_for
+
+SCALAR_PENALTIES = {
+    "weighted_l1": lambda lam, mu: proxlib.WeightedL1(lam),
+    "weighted_l2sq": lambda lam, mu: proxlib.WeightedL2Sq(lam),
+    "lp": lambda lam, mu: proxlib.Lp(lam, 0.5),
+    "group_lasso": lambda lam, mu: proxlib.GroupLasso(lam),
+    "group_lasso_sqrt": lambda lam, mu: proxlib.GroupLasso(lam, group_weights="sqrt"),
+    "exclusive_lasso": lambda lam, mu: proxlib.ExclusiveLasso(lam),
+    "group_exclusive": lambda lam, mu: proxlib.GroupExclusive(lam, mu),
+}
+
+
+def unplanned(pen, x, step):
+    """The prox laid out and its thresholds formed at this call (no plan)."""
+    layout = R.layout_of(pen, x)
+    kernel = getattr(backend_for(x), pen.kernel)
+    kw = {"check_finite": False} if pen.fused_finite_check else {}
+    return layout.restore(_range.solve(pen, layout, step, kernel, lambda k, d, t: k(d, *t, *pen.fixed(), **kw)))
+
+
+steps = st.sampled_from([0.5, 1.0, 3.0, 1e-300, 2.0**-1060, 1e300, 7.0])
+
+
+@given(
+    name=st.sampled_from(sorted(SCALAR_PENALTIES)),
+    shape=st.sampled_from([(1,), (7,), (1, 5), (4, 3), (3, 2, 2), (0, 3)]),
+    dtype=st.sampled_from(["float32", "float64"]),
+    lams=st.lists(st.sampled_from([0.0, 0.3, 2.5, 1e-200, 1e200]), min_size=1, max_size=3),
+    step_list=st.lists(steps, min_size=1, max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_kept_plans_give_the_bits_of_the_prox_formed_at_the_call(name, shape, dtype, lams, step_list, seed):
+    # several penalties and steps on one shape, in turn: each call after the
+    # first takes the plan kept for its penalty, at the last step or a new one
+    x = (np.random.default_rng(seed).standard_normal(shape) * 3).astype(dtype)
+    for lam in lams:
+        pen = SCALAR_PENALTIES[name](lam, 0.5)
+        assert R._plan_key(pen, x) is not None
+        for step in step_list + step_list[:1]:
+            got = pen.prox(x, step)
+            np.testing.assert_array_equal(got, unplanned(pen, x, step))
+            assert got.dtype == x.dtype and got.shape == x.shape
+
+
+def test_a_kept_plan_takes_the_rows_of_each_call():
+    # the same shape, other data: not the layout the plan was made from
+    pen = proxlib.ExclusiveLasso(0.7)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.standard_normal((5, 4))
+        np.testing.assert_array_equal(pen.prox(x, 0.5), unplanned(pen, x, 0.5))
+    x = np.asfortranarray(rng.standard_normal((5, 4)))  # (laid out C-contiguous)
+    np.testing.assert_array_equal(pen.prox(x, 0.5), unplanned(pen, np.ascontiguousarray(x), 0.5))
+
+
+def test_the_plans_key_tells_zero_from_minus_zero_and_ints_from_floats():
+    x = np.ones((2, 3))
+    keys = {R._plan_key(proxlib.GroupExclusive(0.5, mu), x) for mu in (0.0, -0.0)}
+    assert len(keys) == 2
+    assert R._plan_key(proxlib.GroupLasso(0.5), x) != R._plan_key(proxlib.GroupLasso(0.5), x.astype(np.float32))
+    assert R._plan_key(proxlib.GroupLasso(0.5), x) != R._plan_key(proxlib.GroupLasso(0.5), np.ones((3, 2)))
+    assert R._plan_key(proxlib.GroupLasso(0.5), x) != R._plan_key(proxlib.ExclusiveLasso(0.5), x)
+
+
+def test_no_plan_is_kept_for_parameters_the_caller_can_change():
+    # an array parameter (weights, group_weights, groups labels) may change in
+    # the caller's hands: its penalty is planned at every call
+    x = np.arange(6.0).reshape(2, 3)
+    c = np.array([1.0, 2.0])
+    assert R._plan_key(proxlib.GroupLasso(0.5, group_weights=c), x) is None
+    assert R._plan_key(proxlib.GroupLasso(0.5, groups=[0, 0, 1]), x[0]) is None
+    assert R._plan_key(proxlib.WeightedL1(np.full(3, 0.5)), x[0]) is None
+    assert R._plan_key(proxlib.OWL(np.ones(3)), x[0]) is None
+    before = proxlib.prox_group_lasso(x, 0.5, group_weights=c)
+    c[1] = 0.0  # the next call sees the change
+    after = proxlib.prox_group_lasso(x, 0.5, group_weights=c)
+    np.testing.assert_array_equal(after[1], x[1])
+    assert not np.array_equal(before[1], after[1])
+
+
+def test_no_plan_is_kept_for_other_libraries_or_many_rows(monkeypatch):
+    torch = pytest.importorskip("torch")
+    pen = proxlib.ExclusiveLasso(0.5)
+    assert R._plan_key(pen, torch.ones(2, 3, dtype=torch.float64)) is None
+    monkeypatch.setattr(R, "PLAN_ROWS_KEPT", 4)
+    assert R._plan_key(pen, np.ones((5, 2))) is None
+    assert R._plan_key(pen, np.ones((4, 2))) is not None
+    assert R._plan_key(proxlib.WeightedL1(0.5), np.ones((5, 2))) is not None  # (flat: its thresholds are one number)
+
+
+def test_kept_plans_follow_the_backend_of_the_call(monkeypatch):
+    # a plan kept for the default backend is not used inside use_backend:
+    # the backend is part of the key, and the kernel is looked up at the call
+    from proxlib.backends import numpy_ref
+
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    pen = proxlib.GroupLasso(0.4)
+    default = pen.prox(x, 0.5)
+    pen.prox(x, 0.5)  # (kept)
+    calls = []
+    real = numpy_ref.group_lasso
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_ref, "group_lasso", counted)
+    with proxlib.use_backend("numpy"):
+        np.testing.assert_allclose(pen.prox(x, 0.5), default, rtol=1e-14)
+        pen.prox(x, 0.5)
+    assert len(calls) == 2
+    pen.prox(x, 0.5)
+    assert len(calls) == 2
+
+
+def test_a_kept_plan_keeps_no_input():
+    pen = proxlib.ExclusiveLasso(0.25)
+    x = np.random.default_rng(2).standard_normal((6, 5))
+    base = x.copy()
+    ref = weakref.ref(base)
+    R._plans.clear()
+    pen.prox(base, 0.5)  # makes and keeps the plan, from this very array
+    assert len(R._plans) == 1
+    del base
+    assert ref() is None
+
+
+def test_kept_plans_are_bounded(monkeypatch):
+    monkeypatch.setattr(R, "PLANS_KEPT", 3)
+    R._plans.clear()
+    x = np.ones((2, 3))
+    for k in range(6):
+        proxlib.prox_exclusive_lasso(x, 0.1 * (k + 1))
+    assert len(R._plans) == 3
+
+
+def test_threads_sharing_a_kept_plan_get_their_own_steps():
+    # one plan, kept for the shape and penalty, called by threads on data and
+    # at steps of their own: a call keeps nothing of its own in the plan but
+    # the last step and its thresholds, replaced as one pair
+    pen = proxlib.GroupExclusive(0.3, 0.5)
+    rng = np.random.default_rng(3)
+    step_of = [0.1, 0.7, 2.0, 5.0]
+    x_of = [rng.standard_normal((8, 16)) for _ in step_of]
+    expected = [unplanned(pen, x, s) for x, s in zip(x_of, step_of)]
+    pen.prox(x_of[0], 1.0)
+    errors = []
+    barrier = threading.Barrier(len(step_of))
+
+    def work(i):
+        barrier.wait()
+        for _ in range(200):
+            if not np.array_equal(pen.prox(x_of[i], step_of[i]), expected[i]):
+                errors.append(i)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(step_of))]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (threads switch between any two bytecodes)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+@pytest.mark.parametrize("groups", [None, [0, 1, 1, 2, 2, 2]], ids=["dense", "ragged"])
+def test_a_plan_called_first_on_other_data_lays_that_data_out(groups):
+    # a plan takes the layout it was made from only for that very array (the
+    # solvers make one from the starting point and call it on other iterates)
+    pen = proxlib.ExclusiveLasso(0.6, groups=groups)
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal(6), rng.standard_normal(6)
+    plan = R.Plan(pen, a)
+    np.testing.assert_array_equal(plan(b, 0.5), pen.prox(b, 0.5))
+    np.testing.assert_array_equal(plan(a, 0.5), pen.prox(a, 0.5))
+
+
+def test_a_plan_of_uneven_groups_lays_each_part_out_once(monkeypatch):
+    # groups of very different sizes are solved by size class: a plan made
+    # for one call lays each part out when it is made, and its call takes
+    # those layouts (no second sort of the labels, no gather)
+    from proxlib import _rows
+
+    n = 4000
+    groups = np.r_[np.zeros(n // 2, dtype=np.int64), np.arange(1, n // 2 + 1)]
+    v = np.random.default_rng(5).standard_normal(n)
+    pen = proxlib.GroupLasso(0.3, groups=groups)
+    assert R.ragged_parts(v, groups) is not None
+    expected = pen.prox(v, 0.7)
+    made = []
+    real = _rows.canonical_rows
+    monkeypatch.setattr(R, "canonical_rows", lambda *a, **k: made.append(1) or real(*a, **k))
+    plan = R.Plan(pen, v)
+    laid_out = len(made)
+    np.testing.assert_array_equal(plan(v, 0.7), expected)
+    assert len(made) == laid_out
+    np.testing.assert_array_equal(plan(v.copy(), 0.7), expected)  # (other data: the parts' gathers)
+    assert len(made) > laid_out
