@@ -423,15 +423,16 @@ def _plan_key(pen: Penalty, x):
     """The key under which :func:`apply` keeps ``pen``'s plan for ``x``, or
     None where it makes one per call.
 
-    Plans are kept for NumPy inputs only (CuPy and torch arrays would tie a
-    kept plan's arrays to a device), of penalties whose parameters are all
-    Python scalars, strings or None (array parameters -- weights, ``groups``
-    labels -- may change in the caller's hands between calls), and of at
-    most :data:`PLAN_ROWS_KEPT` rows.  The key holds the penalty's class and
+    Plans are kept for NumPy arrays and CPU torch tensors (on a GPU, a kept
+    plan would hold device memory and be used from whatever stream the
+    caller is on), of penalties whose parameters are all Python scalars,
+    strings or None (array parameters -- weights, ``groups`` labels -- may
+    change in the caller's hands between calls), and of at most
+    :data:`PLAN_ROWS_KEPT` rows.  The key holds the penalty's class and
     parameters (floats by their bits: 0.0 and -0.0 apart), the backend that
-    will run the kernel (``PROXLIB_BACKEND``, :func:`proxlib.use_backend`),
-    the shape and the dtype."""
-    if type(x) is not np.ndarray:
+    will run the kernel (``PROXLIB_BACKEND``, :func:`proxlib.use_backend`;
+    it also tells NumPy from torch), the shape and the dtype."""
+    if type(x) is not np.ndarray and not (array_kind(x) == "torch" and x.device.type == "cpu"):
         return None
     if pen.layout == "rows" and x.ndim > 1 and x.shape[0] > PLAN_ROWS_KEPT:
         return None
@@ -445,7 +446,7 @@ def _plan_key(pen: Penalty, x):
             params.append((t, a))
         else:
             return None
-    return (type(pen), tuple(params), backend_for(x).__name__, x.shape, x.dtype.char)
+    return (type(pen), tuple(params), backend_for(x).__name__, tuple(x.shape), x.dtype)
 
 
 def _kept_plan(key):

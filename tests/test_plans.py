@@ -54,18 +54,22 @@ steps = st.sampled_from([0.5, 1.0, 3.0, 1e-300, 2.0**-1060, 1e300, 7.0])
     lams=st.lists(st.sampled_from([0.0, 0.3, 2.5, 1e-200, 1e200]), min_size=1, max_size=3),
     step_list=st.lists(steps, min_size=1, max_size=4),
     seed=st.integers(0, 2**16),
+    lib=st.sampled_from(["numpy", "torch"]),
 )
-def test_kept_plans_give_the_bits_of_the_prox_formed_at_the_call(name, shape, dtype, lams, step_list, seed):
+def test_kept_plans_give_the_bits_of_the_prox_formed_at_the_call(name, shape, dtype, lams, step_list, seed, lib):
     # several penalties and steps on one shape, in turn: each call after the
     # first takes the plan kept for its penalty, at the last step or a new one
     x = (np.random.default_rng(seed).standard_normal(shape) * 3).astype(dtype)
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        x = torch.from_numpy(x)
     for lam in lams:
         pen = SCALAR_PENALTIES[name](lam, 0.5)
         assert R._plan_key(pen, x) is not None
         for step in step_list + step_list[:1]:
             got = pen.prox(x, step)
-            np.testing.assert_array_equal(got, unplanned(pen, x, step))
-            assert got.dtype == x.dtype and got.shape == x.shape
+            assert type(got) is type(x) and got.dtype == x.dtype and tuple(got.shape) == tuple(x.shape)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(unplanned(pen, x, step)))
 
 
 def test_a_kept_plan_takes_the_rows_of_each_call():
@@ -104,10 +108,12 @@ def test_no_plan_is_kept_for_parameters_the_caller_can_change():
     assert not np.array_equal(before[1], after[1])
 
 
-def test_no_plan_is_kept_for_other_libraries_or_many_rows(monkeypatch):
+def test_plans_are_kept_for_numpy_and_cpu_tensors_of_few_rows(monkeypatch):
     torch = pytest.importorskip("torch")
     pen = proxlib.ExclusiveLasso(0.5)
-    assert R._plan_key(pen, torch.ones(2, 3, dtype=torch.float64)) is None
+    on_cpu = R._plan_key(pen, torch.ones(2, 3, dtype=torch.float64))
+    assert on_cpu is not None and on_cpu != R._plan_key(pen, np.ones((2, 3)))
+    assert R._plan_key(pen, torch.ones(2, 3, dtype=torch.float64, device="meta")) is None  # (not on the CPU)
     monkeypatch.setattr(R, "PLAN_ROWS_KEPT", 4)
     assert R._plan_key(pen, np.ones((5, 2))) is None
     assert R._plan_key(pen, np.ones((4, 2))) is not None
@@ -139,10 +145,13 @@ def test_kept_plans_follow_the_backend_of_the_call(monkeypatch):
     assert len(calls) == 2
 
 
-def test_a_kept_plan_keeps_no_input():
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_a_kept_plan_keeps_no_input(lib):
     pen = proxlib.ExclusiveLasso(0.25)
-    x = np.random.default_rng(2).standard_normal((6, 5))
-    base = x.copy()
+    base = np.random.default_rng(2).standard_normal((6, 5))
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        base = torch.from_numpy(base)
     ref = weakref.ref(base)
     R._plans.clear()
     pen.prox(base, 0.5)  # makes and keeps the plan, from this very array
