@@ -285,8 +285,8 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
 
     Validates ``v`` and ``step``, then runs ``pen``'s :class:`Plan` for
     ``v``'s shape and dtype: a kept one where :func:`_plan_key` allows it (a
-    NumPy input of a shape seen before, a penalty of scalar parameters), else
-    one made for this call.
+    NumPy array or CPU tensor of a shape seen before, with the same
+    parameters), else one made for this call.
 
     Inside a function that torch.compile traces, the whole prox runs eagerly
     after a graph break (its kernels are Numba, SciPy and data-dependent
@@ -302,7 +302,9 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     if plan is not None:
         X = plan(x, step, check_finite)
     else:
-        plan = Plan(pen, x)
+        # a plan to keep is made from a copy of the penalty that owns its
+        # arrays: the caller's may change after this call
+        plan = Plan(pen if key is None else dataclasses.replace(pen), x)
         X = plan(x, step, check_finite)  # (its first call takes the layout the plan was made from)
         if key is not None:
             _keep_plan(key, plan)
@@ -425,28 +427,48 @@ def _plan_key(pen: Penalty, x):
 
     Plans are kept for NumPy arrays and CPU torch tensors (on a GPU, a kept
     plan would hold device memory and be used from whatever stream the
-    caller is on), of penalties whose parameters are all Python scalars,
-    strings or None (array parameters -- weights, ``groups`` labels -- may
-    change in the caller's hands between calls), and of at most
-    :data:`PLAN_ROWS_KEPT` rows.  The key holds the penalty's class and
-    parameters (floats by their bits: 0.0 and -0.0 apart), the backend that
-    will run the kernel (``PROXLIB_BACKEND``, :func:`proxlib.use_backend`;
-    it also tells NumPy from torch), the shape and the dtype."""
+    caller is on) of at most :data:`PLAN_ROWS_KEPT` rows, for penalties
+    without ``groups`` labels (a ragged layout's map grows with the data).
+    The key holds the penalty's class and parameters by value: floats by
+    their bits (0.0 and -0.0 apart), arrays (NumPy, or CPU tensors, of at
+    most :data:`PLAN_ROWS_KEPT` entries: weights, ``group_weights``) by
+    their dtype, shape and bytes, so an array the caller changes in place
+    is another key, and the kept plan's penalty holds copies of its own
+    (:func:`apply`).  It also holds the backend that will run the kernel
+    (``PROXLIB_BACKEND``, :func:`proxlib.use_backend`; it tells NumPy from
+    torch), the shape and the dtype."""
     if type(x) is not np.ndarray and not (array_kind(x) == "torch" and x.device.type == "cpu"):
         return None
     if pen.layout == "rows" and x.ndim > 1 and x.shape[0] > PLAN_ROWS_KEPT:
         return None
+    if pen.groups is not None:
+        return None
     params = []
     for name in _field_names(type(pen)):
-        a = getattr(pen, name)
-        t = type(a)
-        if t is float:
-            params.append(a.hex())
-        elif a is None or t is str or t is int or t is bool:
-            params.append((t, a))
-        else:
+        p = _parameter_value(getattr(pen, name))
+        if p is None:
             return None
+        params.append(p)
     return (type(pen), tuple(params), backend_for(x).__name__, tuple(x.shape), x.dtype)
+
+
+def _parameter_value(a):
+    """A parameter as a hashable value for :func:`_plan_key` (None: one
+    that is not kept)."""
+    t = type(a)
+    if t is float:
+        return a.hex()
+    if a is None or t is str or t is int or t is bool:
+        return (t, a)
+    if t is np.ndarray and a.size <= PLAN_ROWS_KEPT:
+        return ("numpy", a.dtype.str, a.shape, a.tobytes())
+    if array_kind(a) == "torch" and a.device.type == "cpu" and a.numel() <= PLAN_ROWS_KEPT:
+        try:
+            host = a.detach().numpy()
+        except (TypeError, RuntimeError):  # (a dtype NumPy lacks: bfloat16)
+            return None
+        return ("torch", str(a.dtype), tuple(a.shape), host.tobytes())
+    return None
 
 
 def _kept_plan(key):

@@ -11,6 +11,7 @@ it."""
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import weakref
@@ -25,14 +26,21 @@ from proxlib import _range
 from proxlib import _registry as R
 from proxlib._dispatch import backend_for
 
-SCALAR_PENALTIES = {
-    "weighted_l1": lambda lam, mu: proxlib.WeightedL1(lam),
-    "weighted_l2sq": lambda lam, mu: proxlib.WeightedL2Sq(lam),
-    "lp": lambda lam, mu: proxlib.Lp(lam, 0.5),
-    "group_lasso": lambda lam, mu: proxlib.GroupLasso(lam),
-    "group_lasso_sqrt": lambda lam, mu: proxlib.GroupLasso(lam, group_weights="sqrt"),
-    "exclusive_lasso": lambda lam, mu: proxlib.ExclusiveLasso(lam),
-    "group_exclusive": lambda lam, mu: proxlib.GroupExclusive(lam, mu),
+def _rows(shape) -> int:
+    return 1 if len(shape) == 1 else shape[0]
+
+
+PENALTIES = {  # (lam, mu, the data's shape) -> a penalty whose plans are kept
+    "weighted_l1": lambda lam, mu, shape: proxlib.WeightedL1(lam),
+    "weighted_l1_array": lambda lam, mu, shape: proxlib.WeightedL1(np.linspace(0.0, lam, math.prod(shape)).reshape(shape)),
+    "weighted_l2sq": lambda lam, mu, shape: proxlib.WeightedL2Sq(lam),
+    "lp": lambda lam, mu, shape: proxlib.Lp(lam, 0.5),
+    "group_lasso": lambda lam, mu, shape: proxlib.GroupLasso(lam),
+    "group_lasso_sqrt": lambda lam, mu, shape: proxlib.GroupLasso(lam, group_weights="sqrt"),
+    "group_lasso_array": lambda lam, mu, shape: proxlib.GroupLasso(lam, group_weights=np.linspace(0.5, 2.0, _rows(shape))),
+    "exclusive_lasso": lambda lam, mu, shape: proxlib.ExclusiveLasso(lam),
+    "group_exclusive": lambda lam, mu, shape: proxlib.GroupExclusive(lam, mu),
+    "growl": lambda lam, mu, shape: proxlib.GrOWL(np.linspace(lam, 0.0, _rows(shape))),
 }
 
 
@@ -48,7 +56,7 @@ steps = st.sampled_from([0.5, 1.0, 3.0, 1e-300, 2.0**-1060, 1e300, 7.0])
 
 
 @given(
-    name=st.sampled_from(sorted(SCALAR_PENALTIES)),
+    name=st.sampled_from(sorted(PENALTIES)),
     shape=st.sampled_from([(1,), (7,), (1, 5), (4, 3), (3, 2, 2), (0, 3)]),
     dtype=st.sampled_from(["float32", "float64"]),
     lams=st.lists(st.sampled_from([0.0, 0.3, 2.5, 1e-200, 1e200]), min_size=1, max_size=3),
@@ -64,7 +72,7 @@ def test_kept_plans_give_the_bits_of_the_prox_formed_at_the_call(name, shape, dt
         torch = pytest.importorskip("torch")
         x = torch.from_numpy(x)
     for lam in lams:
-        pen = SCALAR_PENALTIES[name](lam, 0.5)
+        pen = PENALTIES[name](lam, 0.5, shape)
         assert R._plan_key(pen, x) is not None
         for step in step_list + step_list[:1]:
             got = pen.prox(x, step)
@@ -92,20 +100,36 @@ def test_the_plans_key_tells_zero_from_minus_zero_and_ints_from_floats():
     assert R._plan_key(proxlib.GroupLasso(0.5), x) != R._plan_key(proxlib.ExclusiveLasso(0.5), x)
 
 
-def test_no_plan_is_kept_for_parameters_the_caller_can_change():
-    # an array parameter (weights, group_weights, groups labels) may change in
-    # the caller's hands: its penalty is planned at every call
+def test_kept_plans_take_array_parameters_by_value():
+    # an array parameter may change in the caller's hands between calls: it
+    # is part of the key by value, and a kept plan holds copies of its own
     x = np.arange(6.0).reshape(2, 3)
     c = np.array([1.0, 2.0])
-    assert R._plan_key(proxlib.GroupLasso(0.5, group_weights=c), x) is None
-    assert R._plan_key(proxlib.GroupLasso(0.5, groups=[0, 0, 1]), x[0]) is None
-    assert R._plan_key(proxlib.WeightedL1(np.full(3, 0.5)), x[0]) is None
-    assert R._plan_key(proxlib.OWL(np.ones(3)), x[0]) is None
-    before = proxlib.prox_group_lasso(x, 0.5, group_weights=c)
+    assert R._plan_key(proxlib.GroupLasso(0.5, group_weights=c), x) is not None
+    first = proxlib.prox_group_lasso(x, 3.0, group_weights=c)
     c[1] = 0.0  # the next call sees the change
-    after = proxlib.prox_group_lasso(x, 0.5, group_weights=c)
-    np.testing.assert_array_equal(after[1], x[1])
-    assert not np.array_equal(before[1], after[1])
+    np.testing.assert_array_equal(proxlib.prox_group_lasso(x, 3.0, group_weights=c)[1], x[1])
+    # another array holding c's first values takes the first plan, which did
+    # not keep c itself: at the first step (its thresholds kept) and at
+    # another (formed again from its terms)
+    np.testing.assert_array_equal(proxlib.prox_group_lasso(x, 3.0, group_weights=np.array([1.0, 2.0])), first)
+    fresh = proxlib.GroupLasso(3.0, group_weights=np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(proxlib.prox_group_lasso(x, 3.0, 0.4, group_weights=np.array([1.0, 2.0])),
+                                  unplanned(fresh, x, 0.4))
+    # at step 1, GrOWL's thresholds are its weights themselves
+    w = np.array([3.0, 1.0])
+    growl = proxlib.prox_growl(x, w, 1.0)
+    w[0] = 1.0
+    np.testing.assert_array_equal(proxlib.prox_growl(x, np.array([3.0, 1.0]), 1.0), growl)
+
+
+def test_no_plan_is_kept_for_groups_labels_or_large_arrays(monkeypatch):
+    x = np.arange(6.0)
+    assert R._plan_key(proxlib.GroupLasso(0.5, groups=[0, 0, 1, 1, 2, 2]), x) is None
+    assert R._plan_key(proxlib.GroupLasso(0.5, groups=np.zeros(6, dtype=np.int64)), x) is None
+    monkeypatch.setattr(R, "PLAN_ROWS_KEPT", 4)
+    assert R._plan_key(proxlib.WeightedL1(np.full(6, 0.5)), x) is None
+    assert R._plan_key(proxlib.WeightedL1(np.full(4, 0.5)), x[:4]) is not None
 
 
 def test_plans_are_kept_for_numpy_and_cpu_tensors_of_few_rows(monkeypatch):
