@@ -299,15 +299,14 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     step = V.positive(step, "step")
     key = _plan_key(pen, x)
     plan = None if key is None else _kept_plan(key)
-    if plan is not None:
-        X = plan(x, step, check_finite)
-    else:
+    made = plan is None
+    if made:
         # a plan to keep is made from a copy of the penalty that owns its
         # arrays: the caller's may change after this call
         plan = Plan(pen if key is None else dataclasses.replace(pen), x)
-        X = plan(x, step, check_finite)  # (its first call takes the layout the plan was made from)
-        if key is not None:
-            _keep_plan(key, plan)
+    X = plan(x, step, check_finite)  # (a new plan's first call takes the layout it was made from)
+    if made and key is not None:
+        _keep_plan(key, plan)  # (kept once called: it holds no input then)
     if out_dtype is not None:
         X = array_namespace(X).astype(X, out_dtype)
     return X
