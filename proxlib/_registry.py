@@ -428,7 +428,8 @@ def _plan_key(pen: Penalty, x):
     plan would hold device memory and be used from whatever stream the
     caller is on) of at most :data:`PLAN_ROWS_KEPT` rows, for penalties
     without ``groups`` labels (a ragged layout's map grows with the data).
-    The key holds the penalty's class and parameters by value: floats by
+    The key holds the penalty's class and parameters (its dataclass fields;
+    a penalty that is not a dataclass is planned per call) by value: floats by
     their bits (0.0 and -0.0 apart), arrays (NumPy, or CPU tensors, of at
     most :data:`PLAN_ROWS_KEPT` entries: weights, ``group_weights``) by
     their dtype, shape and bytes, so an array the caller changes in place
@@ -440,8 +441,8 @@ def _plan_key(pen: Penalty, x):
         return None
     if pen.layout == "rows" and x.ndim > 1 and x.shape[0] > PLAN_ROWS_KEPT:
         return None
-    if pen.groups is not None:
-        return None
+    if pen.groups is not None or not dataclasses.is_dataclass(pen):
+        return None  # (a penalty that is not a dataclass: no fields to key it by)
     params = []
     for name in _field_names(type(pen)):
         p = _parameter_value(getattr(pen, name))

@@ -259,3 +259,24 @@ def test_a_plan_of_uneven_groups_lays_each_part_out_once(monkeypatch):
     assert len(made) == laid_out
     np.testing.assert_array_equal(plan(v.copy(), 0.7), expected)  # (other data: the parts' gathers)
     assert len(made) > laid_out
+
+
+def test_a_penalty_that_is_not_a_dataclass_is_planned_per_call():
+    # apply takes any Penalty with a kernel, a layout and its thresholds; the
+    # plans' key reads dataclass fields, which such a class has not
+    class Scaled(R.Penalty):
+        kernel = "group_lasso"
+        layout = "rows"
+        arg = "W"
+        fused_finite_check = True
+
+        def __init__(self, lam):
+            self.lam = lam
+
+        def threshold_terms(self, layout):
+            return (_range.weighted((self.lam,), layout, 1),)
+
+    x = np.arange(6.0).reshape(2, 3)
+    assert R._plan_key(Scaled(0.5), x) is None
+    for lam in (0.5, 2.0):
+        np.testing.assert_array_equal(R.apply(Scaled(lam), x, 0.7), proxlib.prox_group_lasso(x, lam, 0.7))
