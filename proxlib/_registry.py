@@ -330,7 +330,8 @@ class Plan:
     by size class (:func:`proxlib._rows.ragged_parts`), a plan per class.
 
     :func:`apply` makes one per call, or keeps it (:func:`_plan_key`); the
-    solvers make one per problem.  A plan keeps no input."""
+    solvers make one per problem.  Once called, a plan keeps no input (until
+    then, the one it was made from)."""
 
     def __init__(self, pen: Penalty, like):
         self.pen = pen
