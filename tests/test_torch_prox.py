@@ -278,6 +278,64 @@ def test_prepared_steps_follow_every_change(monkeypatch):
     assert ran[-1] == 4
 
 
+def test_prepared_steps_follow_the_tensors_metadata(monkeypatch):
+    """The kept step (ProximalStep._run_prepared) checks, per term, the
+    memory, shape, strides and route its plan was made for, not only the
+    tensor object: ``w.data = ...`` keeps the object and replaces its
+    memory (a clone), its shape (a slice starting at the same address) or
+    its strides (an F-ordered view of the same memory), and
+    ``torch_dev.CPU_KERNELS`` may change between steps.  Each such step
+    leaves the kept step at that term and equals the public function on the
+    tensor as it is then, bit for bit; the step after is kept again."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net)
+    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
+    prox.add(net[1], proxlib.WeightedL1(0.05))
+    ran = []
+    run_prepared = prox._run_prepared
+
+    def spy(*args):
+        ran.append(run_prepared(*args))
+        return ran[-1]
+
+    monkeypatch.setattr(prox, "_run_prepared", spy)
+
+    def check_step():
+        w0, w1 = net[0].weight, net[1].weight
+        want0 = _expected(w0.detach().clone(), lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1 * 1.0)
+        want1 = proxlib.prox_weighted_l1(w1.detach().clone(), 0.05, 0.1)
+        prox.step()
+        assert torch.equal(w0.detach(), want0) and torch.equal(w1.detach(), want1)
+
+    check_step()
+    check_step()
+    assert ran == [2]
+    w0 = net[0].weight
+    changes = [
+        lambda: setattr(w0, "data", w0.detach().clone() * 2.0),  # other memory
+        lambda: setattr(w0, "data", w0.detach().as_strided((5, 6), (1, 5))),  # the same address and shape, other strides
+        lambda: setattr(w0, "data", w0.detach()[:, :4]),  # the same address and strides, another shape
+    ]
+    for change in changes:
+        n = len(ran)
+        change()
+        check_step()
+        assert ran[n:] == [0] and prox._prepared is None
+        check_step()  # (the general path, which keeps the step again)
+        check_step()
+        assert ran[n:] == [0, 2]
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "torch")  # the route changed: the plans rebuilt on it
+    check_step()
+    assert ran[-1] == 0 and prox._prepared is None
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
+    for _ in range(3):  # (the plans made again for the route, then the step kept again)
+        check_step()
+    assert ran[-1] == 2
+
+
 @pytest.mark.parametrize("route", ["auto", "torch"])
 def test_steps_follow_parameters_swapped_by_torch(route, monkeypatch):
     """torch swaps a module's parameters in place (``torch.utils.swap_tensors``:

@@ -430,11 +430,12 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
     thresholds = _range.AtStep(terms)
 
     def run(step: float, check_finite: bool = False) -> None:
-        last = thresholds.step
-        thr = thresholds(step, arr)
-        if hint is not None and last and step != last:  # (after a step 0 the hints are 0: none to scale)
-            with np.errstate(over="ignore", invalid="ignore"):  # (a ratio beyond float64, e.g. 1e300 / 1e-300: inf or NaN hints, which the kernel takes as none)
-                hint[...] *= step / last
+        last, thr = thresholds._last  # (the step unchanged: its thresholds, without AtStep's call, on a cold cache)
+        if step != last:
+            thr = thresholds(step, arr)
+            if hint is not None and last:  # (after a step 0 the hints are 0: none to scale)
+                with np.errstate(over="ignore", invalid="ignore"):  # (a ratio beyond float64, e.g. 1e300 / 1e-300: inf or NaN hints, which the kernel takes as none)
+                    hint[...] *= step / last
         if thr is not None:
             call(thr, check_finite and fused)
         else:  # (_range.solve's data: a transformed copy, or arr itself, overwritten in place then)
