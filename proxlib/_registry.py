@@ -295,7 +295,7 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     if array_kind(v) == "torch" and compiling():
         return outside_compile(apply)(pen, v, step, check_finite=check_finite)
     out_dtype = V.result_dtype(v)
-    x = V.as_float_array(v, pen.arg, check_finite=check_finite and not pen.fused_finite_check)
+    x = V.as_float_array(v, pen.arg, check_finite=False)  # (NaN and Inf: the plan checks, in its kernel's pass where it can)
     step = V.positive(step, "step")
     key = _plan_key(pen, x)
     plan = None if key is None else _kept_plan(key)
@@ -357,8 +357,11 @@ class Plan:
 
     def __call__(self, x, step: float, check_finite: bool = False):
         """The prox at ``x`` (of the plan's shape, dtype and device) and
-        ``step`` (a positive float); ``check_finite``: the fused check of the
-        kernels that have one (ValueError naming the argument)."""
+        ``step`` (a positive float); ``check_finite``: a ValueError naming the
+        argument where ``x`` holds NaN or Inf, found by the kernel's own pass
+        where it has a fused check (the penalty's ``fused_finite_check``, or
+        the kernel's ``checks_finite``: on the thresholds in range, where the
+        kernel runs on ``x`` itself), else by a pass before it."""
         if self.parts is not None:
             first, self._first = self._first, None
             subs = first[1] if first is not None and first[0] is x else [x[idx] for idx, _ in self.parts]
@@ -369,19 +372,25 @@ class Plan:
         data = self._laid_out(x)
         pen = self.pen
         kernel = getattr(self.backend, pen.kernel)  # (looked up at every call)
+        # the thresholds formed as at every call (step times the penalty's
+        # scalars first, then its arrays; out of range, the same exact
+        # transformations): the same bits; kept while the step is the same
+        thr = self.thresholds(step, data)
+        # (an elementwise kernel's check is fused only where it runs on the
+        # data itself: out of range, lp's runs on the data rescaled, the
+        # entries too large to rescale, infinities among them, set aside)
+        fused = pen.fused_finite_check or (thr is not None and getattr(kernel, "checks_finite", False))
+        if check_finite and not fused:
+            V.check_all_finite(data, pen.arg)
 
         def run(kernel, data, thr):
-            if check_finite and pen.fused_finite_check:
+            if check_finite and fused:
                 with V.fused_finite_check(pen.arg):
                     return kernel(data, *thr, *self.fixed, check_finite=True)
             if pen.fused_finite_check:
                 return kernel(data, *thr, *self.fixed, check_finite=False)
             return kernel(data, *thr, *self.fixed)
 
-        # the thresholds formed as at every call (step times the penalty's
-        # scalars first, then its arrays; out of range, the same exact
-        # transformations): the same bits; kept while the step is the same
-        thr = self.thresholds(step, data)
         if thr is None:
             return self.restore(_range.solve(pen, _range.Data(data), step, kernel, run, self.terms))
         return self.restore(run(kernel, data, thr))

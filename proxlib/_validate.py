@@ -210,7 +210,13 @@ _SMALL = 4096
 
 
 def check_all_finite(x, name: str) -> None:
-    """Raise ValueError if ``x`` holds NaN or +-Inf.
+    """Raise ValueError if ``x`` holds NaN or +-Inf (:func:`all_finite`)."""
+    if not all_finite(x):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def all_finite(x) -> bool:
+    """Whether every entry of ``x`` is finite (neither NaN nor +-Inf).
 
     A NumPy array of at most :data:`_SMALL` entries: ``np.isfinite(x).all()``.
     Otherwise one reduction, the sum, in the common case: a finite sum means every entry
@@ -221,13 +227,11 @@ def check_all_finite(x, name: str) -> None:
     sum is not finite).
     """
     if size(x) == 0:
-        return
+        return True
     if type(x) is np.ndarray and x.size <= _SMALL:
         # one ufunc and its reduction on a small array: 2-3 us, where the
         # sum's np.errstate alone costs as much
-        if not np.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or Inf")
-        return
+        return bool(np.isfinite(x).all())
     xp = array_namespace(x)
     # finite entries whose sum overflows are decided below, without NumPy's
     # RuntimeWarning (only NumPy warns: 2.3 us of np.errstate spared elsewhere;
@@ -235,11 +239,8 @@ def check_all_finite(x, name: str) -> None:
     with np.errstate(over="ignore", invalid="ignore") if isinstance(x, np.ndarray) else contextlib.nullcontext():
         total = float(x.sum())  # the method: no array-API wrapper (microseconds)
     if math.isfinite(total):
-        return
-    lo = float(xp.min(x))
-    hi = float(xp.max(x))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name} contains NaN or Inf")
+        return True
+    return math.isfinite(float(xp.min(x))) and math.isfinite(float(xp.max(x)))
 
 
 class fused_finite_check:

@@ -651,6 +651,78 @@ def test_elementwise_maps_pass_nonfinite_input_through(op, backend, dtype, n):
             np.testing.assert_array_equal(out[rest], want[rest])
 
 
+@pytest.mark.parametrize("op", sorted(ELEMENTWISE_MAPS))
+@pytest.mark.parametrize("backend", [*BACKENDS, TORCH_ON_NUMBA])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 5, 70_000])  # (Numba's parallel kernels from 2^15 entries)
+def test_elementwise_maps_detect_nonfinite_input(op, backend, dtype, n):
+    """With check_finite (the default) a NaN, +inf or -inf anywhere raises
+    the ValueError naming ``v``, with scalar and per-entry thresholds, on
+    every backend: Numba's kernels count them in their own pass (the
+    separate check before the kernel cost more than the kernel), the
+    others check before.  Finite entries, however large, pass, also where
+    the thresholds are beyond the kernels' range, and at lam = 0; and there
+    an infinity is still caught (lp then solves the problem rescaled, the
+    entries too large to rescale set aside: infinities the kernel's own
+    count would not see)."""
+    xp = _namespace(backend)
+    rng = np.random.default_rng(n)
+    v = rng.standard_normal(n).astype(dtype)
+    fn = ELEMENTWISE_MAPS[op]
+    weights = [None] + ([rng.uniform(0.0, 1.0, n)] if op.startswith("weighted") else [])
+    for w in weights:
+        for pos in sorted({0, n // 2, n - 1}):
+            for bad in (np.nan, np.inf, -np.inf):
+                y = v.copy()
+                y[pos] = bad
+                with _using(backend), pytest.raises(ValueError, match="v contains NaN or Inf"):
+                    fn(xp.asarray(y), w)
+        big = v.copy()
+        big[-1] = np.finfo(dtype).max
+        big[0] = -np.finfo(dtype).max
+        with _using(backend):
+            assert np.isfinite(_to_numpy(fn(xp.asarray(big), w))).all()
+    if op.startswith("lp"):
+        p = {"lp p=0": 0.0, "lp p=1/2": 0.5, "lp p=0.3": 0.3, "lp p=1": 1.0}[op]
+        for lam in (0.0, 1e-310, 1e305):  # (lam 0: a copy; beyond [2^-1000, 2^1000]: solved rescaled, by up to 2^1000)
+            with _using(backend):
+                assert np.isfinite(_to_numpy(proxlib.prox_lp(xp.asarray(big), lam, p))).all()
+            for bad in (np.nan, np.inf, -np.inf):
+                y = big.copy()
+                y[n // 2] = bad
+                with _using(backend), pytest.raises(ValueError, match="v contains NaN or Inf"):
+                    proxlib.prox_lp(xp.asarray(y), lam, p)
+
+
+@pytest.mark.parametrize("kernel", ["weighted_l1", "weighted_l2sq", "lp"])
+@pytest.mark.parametrize("n", [5, 70_000])
+def test_numba_elementwise_check_writes_nothing_in_place(kernel, n):
+    """Numba's elementwise kernels with check_finite: into a new array the
+    count comes from the map's own pass (the array written, then
+    discarded); in place (out is v, or overlaps it) they check before
+    writing, so that a NaN leaves v as it was."""
+    NB = pytest.importorskip("proxlib.backends.numba_cpu")
+    rng = np.random.default_rng(1)
+    args = (np.full(1, 0.3),) if kernel != "lp" else (0.3, 0.5)
+    fn = getattr(NB, kernel)
+    assert fn.checks_finite
+    for bad in (np.nan, np.inf, -np.inf):
+        v = rng.standard_normal(n)
+        v[n // 2] = bad
+        with pytest.raises(NB.NonFiniteInput):
+            fn(v, *args, check_finite=True)
+        before = v.copy()
+        with pytest.raises(NB.NonFiniteInput):
+            fn(v, *args, out=v, check_finite=True)
+        np.testing.assert_array_equal(v, before)
+        with pytest.raises(NB.NonFiniteInput):
+            fn(v[1:], *args, out=v[:-1], check_finite=True)  # (overlapping, not the same start)
+        np.testing.assert_array_equal(v, before)
+        v[n // 2] = 1.0
+        want = fn(v.copy(), *args)
+        np.testing.assert_array_equal(fn(v, *args, out=v, check_finite=True), want)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lp_exact_tie_rule_on_every_backend(backend):
     """p = 1/2, lam = 8: tau = 1.5 * 8^(2/3) = 6 and x* = 4 with f(4) = 2 + 8*2 =

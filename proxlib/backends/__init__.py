@@ -32,7 +32,11 @@ only for a constant metric, handled before dispatch).
 Fused input check: ``group_lasso`` and ``growl`` take ``check_finite=False``;
 when true they raise :class:`NonFiniteInput` if W holds NaN or Inf, detected
 from the row norms they compute anyway (a row's norm is finite iff its entries
-are), so the public functions need no separate pass over W.
+are), so the public functions need no separate pass over W (the exclusive
+operators likewise, from their row sums: the penalty's
+``fused_finite_check``).  Of one backend alone, a kernel with the attribute
+``checks_finite`` (Numba's ``weighted_l1``, ``weighted_l2sq`` and ``lp``,
+which count the non-finite entries in their own pass) takes it too.
 """
 
 

@@ -4566,36 +4566,87 @@ def _zero_of(a):
 
 
 @_inline
-def _map_seq(v, w, out, one, c):
-    """out_i = one(x_i, w_i, i, c) for every i, in order; out may be v."""
+def _map_seq(v, w, out, one, c, check):
+    """out_i = one(x_i, w_i, i, c) for every i, in order; out may be v.
+    Returns the number of entries of v that are NaN or +-Inf where ``check``
+    (0 otherwise; a flag that LLVM takes out of the loops)."""
     n = v.shape[0]
+    bad = 0
     if w.shape[0] == 1:
         t = w[0]
         if v.ctypes.data == out.ctypes.data:
             for i in range(n):
-                out[i] = one(out[i], t, i, c)
+                x = out[i]
+                if check:
+                    bad += not abs(x) < np.inf
+                out[i] = one(x, t, i, c)
         else:
             for i in range(n):
-                out[i] = one(v[i], t, i, c)
+                x = v[i]
+                if check:
+                    bad += not abs(x) < np.inf
+                out[i] = one(x, t, i, c)
     elif v.ctypes.data == out.ctypes.data:
         for i in range(n):
-            out[i] = one(out[i], w[i], i, c)
+            x = out[i]
+            if check:
+                bad += not abs(x) < np.inf
+            out[i] = one(x, w[i], i, c)
     else:
         for i in range(n):
-            out[i] = one(v[i], w[i], i, c)
+            x = v[i]
+            if check:
+                bad += not abs(x) < np.inf
+            out[i] = one(x, w[i], i, c)
+    return bad
 
 
 @_inline
-def _map_par(v, w, out, one, c):
-    """out_i = one(x_i, w_i, i, c) for every i, on Numba's threads (prange)."""
+def _map_par(v, w, out, one, c, check):
+    """out_i = one(x_i, w_i, i, c) for every i, on Numba's threads (prange);
+    the count of _map_seq where ``check`` (a sum over the threads)."""
     n = v.shape[0]
+    bad = 0
     if w.shape[0] == 1:
         t = w[0]
         for i in prange(n):
-            out[i] = one(v[i], t, i, c)
+            x = v[i]
+            if check:
+                bad += not abs(x) < np.inf
+            out[i] = one(x, t, i, c)
     else:
         for i in prange(n):
-            out[i] = one(v[i], w[i], i, c)
+            x = v[i]
+            if check:
+                bad += not abs(x) < np.inf
+            out[i] = one(x, w[i], i, c)
+    return bad
+
+
+@_jit
+def _count_not_finite(v):
+    """The number of entries of v that are NaN or +-Inf."""
+    bad = 0
+    for i in range(v.shape[0]):
+        bad += not abs(v[i]) < np.inf
+    return bad
+
+
+def _run_map(seq, par, parallel, v, w, out, check_finite: bool, *c):
+    """An elementwise kernel pair's map (:func:`_serial_or_parallel`) of v
+    into out: ``kernel(v, w, out, *c, check)``.  With ``check_finite``, a
+    :class:`NonFiniteInput` where v holds NaN or +-Inf, found by the map's
+    own pass (a count beside it: a separate pass before the kernel cost
+    more than the kernel at 784 x 300) when out is another array, which is
+    then written and discarded; by a pass of its own before anything is
+    written when out overlaps v."""
+    kernel = _serial_or_parallel(seq, par, parallel, v.shape[0])
+    if check_finite and np.may_share_memory(v, out):
+        if _count_not_finite(v):
+            raise NonFiniteInput("input contains NaN or Inf")
+        check_finite = False
+    if kernel(v, w, out, *c, check_finite):
+        raise NonFiniteInput("input contains NaN or Inf")
 
 
 @_jit
@@ -4609,13 +4660,13 @@ def _wl1_one(x, t, i, z):
 
 
 @_pjit
-def _weighted_l1_par(v, w, out):
-    _map_par(v, w, out, _wl1_one, _zero_of(v))
+def _weighted_l1_par(v, w, out, check):
+    return _map_par(v, w, out, _wl1_one, _zero_of(v), check)
 
 
 @_jit
-def _weighted_l1_seq(v, w, out):
-    _map_seq(v, w, out, _wl1_one, _zero_of(v))
+def _weighted_l1_seq(v, w, out, check):
+    return _map_seq(v, w, out, _wl1_one, _zero_of(v), check)
 
 
 def _serial_or_parallel(seq, par, parallel, n):
@@ -4624,18 +4675,18 @@ def _serial_or_parallel(seq, par, parallel, n):
     return par if parallel and n >= _PAR_MIN else seq
 
 
-def weighted_l1(v, w, *, parallel=True, out=None):
+def weighted_l1(v, w, *, parallel=True, out=None, check_finite=False):
     """sign(v) (|v| - w)_+, computed in the common type of v and w and rounded
     once (float32 lanes throughout when both are float32, as proxlib's
-    thresholds for float32 data are)."""
+    thresholds for float32 data are).  ``check_finite``: see :func:`_run_map`."""
     out = _result(v, out)
-    _serial_or_parallel(_weighted_l1_seq, _weighted_l1_par, parallel, v.shape[0])(v, w, out)
+    _run_map(_weighted_l1_seq, _weighted_l1_par, parallel, v, w, out, check_finite)
     return out
 
 
 def _weighted_l1_route(v, out, parallel, hint=None):
     kernel = _serial_or_parallel(_weighted_l1_seq, _weighted_l1_par, parallel, v.shape[0])
-    return lambda thr, check_finite: kernel(v, thr[0], out)
+    return lambda thr, check_finite: kernel(v, thr[0], out, False)
 
 
 @_jit
@@ -4649,24 +4700,25 @@ def _wl2_one(x, t, i, c):
 
 
 @_pjit
-def _weighted_l2sq_par(v, w, out):
-    _map_par(v, w, out, _wl2_one, 0.0)
+def _weighted_l2sq_par(v, w, out, check):
+    return _map_par(v, w, out, _wl2_one, 0.0, check)
 
 
 @_jit
-def _weighted_l2sq_seq(v, w, out):
-    _map_seq(v, w, out, _wl2_one, 0.0)
+def _weighted_l2sq_seq(v, w, out, check):
+    return _map_seq(v, w, out, _wl2_one, 0.0, check)
 
 
-def weighted_l2sq(v, w, *, parallel=True, out=None):
+def weighted_l2sq(v, w, *, parallel=True, out=None, check_finite=False):
+    """v / (1 + 2 w) (see _wl2_one).  ``check_finite``: see :func:`_run_map`."""
     out = _result(v, out)
-    _serial_or_parallel(_weighted_l2sq_seq, _weighted_l2sq_par, parallel, v.shape[0])(v, w, out)
+    _run_map(_weighted_l2sq_seq, _weighted_l2sq_par, parallel, v, w, out, check_finite)
     return out
 
 
 def _weighted_l2sq_route(v, out, parallel, hint=None):
     kernel = _serial_or_parallel(_weighted_l2sq_seq, _weighted_l2sq_par, parallel, v.shape[0])
-    return lambda thr, check_finite: kernel(v, thr[0], out)
+    return lambda thr, check_finite: kernel(v, thr[0], out, False)
 
 
 @_jit
@@ -4749,13 +4801,13 @@ def _lp_entry(x, lam, i, c):
 
 
 @_pjit
-def _lp_par(v, lam, out, c):
-    _map_par(v, lam, out, _lp_entry, c)
+def _lp_par(v, lam, out, c, check):
+    return _map_par(v, lam, out, _lp_entry, c, check)
 
 
 @_jit
-def _lp_seq(v, lam, out, c):
-    _map_seq(v, lam, out, _lp_entry, c)
+def _lp_seq(v, lam, out, c, check):
+    return _map_seq(v, lam, out, _lp_entry, c, check)
 
 
 @_inline
@@ -4766,31 +4818,34 @@ def _hard_one(x, thr, i, c):
 
 
 @_pjit
-def _hard_par(v, thr, out):
-    _map_par(v, thr, out, _hard_one, 0.0)
+def _hard_par(v, thr, out, check):
+    return _map_par(v, thr, out, _hard_one, 0.0, check)
 
 
 @_jit
-def _hard_seq(v, thr, out):
-    _map_seq(v, thr, out, _hard_one, 0.0)
+def _hard_seq(v, thr, out, check):
+    return _map_seq(v, thr, out, _hard_one, 0.0, check)
 
 
-def lp(v, lam, p, *, parallel=True, out=None):
-    """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise."""
+def lp(v, lam, p, *, parallel=True, out=None, check_finite=False):
+    """Global minimiser of 1/2 (x - v)^2 + lam |x|^p, elementwise.
+    ``check_finite``: see :func:`_run_map`."""
     lam = float(lam)
     p = float(p)
     out = _result(v, out)
     if lam == 0:
+        if check_finite and _count_not_finite(v):
+            raise NonFiniteInput("input contains NaN or Inf")
         out[...] = v
         return out
     if p == 0:
         # keep v iff v^2/2 > lam, at sqrt(2 lam) correctly rounded, as the
         # reference thresholds (also where 2 lam overflows)
         thr = np.full(1, hard_threshold(lam))
-        _serial_or_parallel(_hard_seq, _hard_par, parallel, v.shape[0])(v, thr, out)
+        _run_map(_hard_seq, _hard_par, parallel, v, thr, out, check_finite)
         return out
     if p == 1:
-        return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel, out=out)
+        return weighted_l1(v, np.full(1, lam, dtype=np.float64), parallel=parallel, out=out, check_finite=check_finite)
     # tau = (2-p)/(2(1-p)) (2 lam (1-p))^(1/(2-p)), without overflowing 2 lam (1-p)
     e = 1.0 / (2.0 - p)
     t2 = 2.0 * lam * (1.0 - p)
@@ -4798,8 +4853,15 @@ def lp(v, lam, p, *, parallel=True, out=None):
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * base
     beta = (lam * p * (1.0 - p)) ** e
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
-    _serial_or_parallel(_lp_seq, _lp_par, parallel, v.shape[0])(v, np.full(1, lam), out, (p, tau, beta, p_code))
+    _run_map(_lp_seq, _lp_par, parallel, v, np.full(1, lam), out, check_finite, (p, tau, beta, p_code))
     return out
+
+
+# the elementwise kernels whose check_finite is fused into their pass (as
+# group_lasso's and growl's are: proxlib._registry.Plan asks, per kernel)
+for _kernel in (weighted_l1, weighted_l2sq, lp):
+    _kernel.checks_finite = True
+del _kernel
 
 
 # ------------------------------------------------------------------ prepared in-place calls
@@ -4995,32 +5057,32 @@ def _lp_metric_at(x, wi, i, c):
 
 @_jit
 def _wl1_metric_seq(v, w, out, d):
-    _map_seq(v, w, out, _wl1_metric_at, d)
+    _map_seq(v, w, out, _wl1_metric_at, d, False)
 
 
 @_pjit
 def _wl1_metric_par(v, w, out, d):
-    _map_par(v, w, out, _wl1_metric_at, d)
+    _map_par(v, w, out, _wl1_metric_at, d, False)
 
 
 @_jit
 def _wl2_metric_seq(v, w, out, d):
-    _map_seq(v, w, out, _wl2_metric_at, d)
+    _map_seq(v, w, out, _wl2_metric_at, d, False)
 
 
 @_pjit
 def _wl2_metric_par(v, w, out, d):
-    _map_par(v, w, out, _wl2_metric_at, d)
+    _map_par(v, w, out, _wl2_metric_at, d, False)
 
 
 @_jit
 def _lp_metric_seq(v, w, out, c):
-    _map_seq(v, w, out, _lp_metric_at, c)
+    _map_seq(v, w, out, _lp_metric_at, c, False)
 
 
 @_pjit
 def _lp_metric_par(v, w, out, c):
-    _map_par(v, w, out, _lp_metric_at, c)
+    _map_par(v, w, out, _lp_metric_at, c, False)
 
 
 _SEPARABLE_METRIC = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")

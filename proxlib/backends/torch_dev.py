@@ -88,8 +88,9 @@ import numpy as np
 import torch
 
 from .. import _range
+from .. import _validate as V
 from .._dispatch import array_namespace
-from . import KERNELS
+from . import KERNELS, NonFiniteInput
 from . import _stages
 from . import _xp_kernels as _k
 from . import numpy_ref
@@ -576,19 +577,37 @@ def _gathers_rows(W) -> bool:
     return W.device.type == "cpu"
 
 
+# The elementwise kernels take check_finite as Numba's do (``checks_finite``):
+# CPU tensors on Numba's kernels count the non-finite entries in their pass,
+# the torch operations check before (a reduction of their own).
+
+
+def _finite_or_raise(x, check_finite: bool) -> None:
+    if check_finite and not V.all_finite(x):
+        raise NonFiniteInput("input contains NaN or Inf")
+
+
 @_kernel
-def weighted_l1(v, w, out=None):
+def weighted_l1(v, w, check_finite=False, out=None):
+    _finite_or_raise(v, check_finite)
     return _stages.weighted_l1(v, w, prims, out=out)
 
 
 @_kernel
-def weighted_l2sq(v, w, out=None):
+def weighted_l2sq(v, w, check_finite=False, out=None):
+    _finite_or_raise(v, check_finite)
     return _stages.weighted_l2sq(v, w, prims, out=out)
 
 
 @_kernel
-def lp(v, lam, p, out=None):
+def lp(v, lam, p, check_finite=False, out=None):
+    _finite_or_raise(v, check_finite)
     return _k.lp(v, lam, p)
+
+
+for _fn in (weighted_l1, weighted_l2sq, lp):
+    _fn.checks_finite = True
+del _fn
 
 
 # ------------------------------------------------------------------ diagonal metric
