@@ -195,6 +195,20 @@ def test_steps_follow_data_replaced_in_the_same_memory(route, monkeypatch):
         assert w0._version > versions[0] and w1._version > versions[1]
 
 
+def _spy_on_kept_steps(prox, monkeypatch) -> list:
+    """The list to which each call of ``prox._run_prepared`` (the kept step)
+    appends what it returned: the number of terms it ran."""
+    ran = []
+    run_prepared = prox._run_prepared
+
+    def spy(*args):
+        ran.append(run_prepared(*args))
+        return ran[-1]
+
+    monkeypatch.setattr(prox, "_run_prepared", spy)
+    return ran
+
+
 def test_prepared_steps_follow_every_change(monkeypatch):
     """A plain step whose terms all ran their Numba plans is kept and rerun
     with one check per term (ProximalStep._run_prepared).  Whatever changes
@@ -213,14 +227,7 @@ def test_prepared_steps_follow_every_change(monkeypatch):
     prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
     prox.add(net[1], proxlib.WeightedL1(0.05))
     prox.add(net[2], proxlib.ExclusiveLasso(0.4), grouping="shape")
-    ran = []
-    run_prepared = prox._run_prepared
-
-    def spy(*args):
-        ran.append(run_prepared(*args))
-        return ran[-1]
-
-    monkeypatch.setattr(prox, "_run_prepared", spy)
+    ran = _spy_on_kept_steps(prox, monkeypatch)
 
     def expected(term, W, step):
         pen = term.penalty
@@ -294,14 +301,7 @@ def test_prepared_steps_follow_the_tensors_metadata(monkeypatch):
     prox = pt.ProximalStep(opt, model=net)
     prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
     prox.add(net[1], proxlib.WeightedL1(0.05))
-    ran = []
-    run_prepared = prox._run_prepared
-
-    def spy(*args):
-        ran.append(run_prepared(*args))
-        return ran[-1]
-
-    monkeypatch.setattr(prox, "_run_prepared", spy)
+    ran = _spy_on_kept_steps(prox, monkeypatch)
 
     def check_step():
         w0, w1 = net[0].weight, net[1].weight
