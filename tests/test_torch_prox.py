@@ -195,6 +195,29 @@ def test_steps_follow_data_replaced_in_the_same_memory(route, monkeypatch):
         assert w0._version > versions[0] and w1._version > versions[1]
 
 
+def _two_terms(route, monkeypatch):
+    """A two-layer net with a group lasso term and a weighted l1 term,
+    ``torch_dev.CPU_KERNELS`` set to ``route``, and ``check_step()``: one
+    prox step at lr 0.1, which must equal the public functions on the
+    weights as they are then, bit for bit.  Returns (net, prox, check_step)."""
+    monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    prox = pt.ProximalStep(opt, model=net)
+    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
+    prox.add(net[1], proxlib.WeightedL1(0.05))
+
+    def check_step():
+        w0, w1 = net[0].weight, net[1].weight
+        want0 = _expected(w0.detach().clone(), lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1)
+        want1 = proxlib.prox_weighted_l1(w1.detach().clone(), 0.05, 0.1)
+        prox.step()
+        assert torch.equal(w0.detach(), want0) and torch.equal(w1.detach(), want1)
+
+    return net, prox, check_step
+
+
 def _spy_on_kept_steps(prox, monkeypatch) -> list:
     """The list to which each call of ``prox._run_prepared`` (the kept step)
     appends what it returned: the number of terms it ran."""
@@ -294,22 +317,8 @@ def test_prepared_steps_follow_the_tensors_metadata(monkeypatch):
     ``torch_dev.CPU_KERNELS`` may change between steps.  Each such step
     leaves the kept step at that term and equals the public function on the
     tensor as it is then, bit for bit; the step after is kept again."""
-    monkeypatch.setattr(torch_dev, "CPU_KERNELS", "auto")
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 4))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    prox = pt.ProximalStep(opt, model=net)
-    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
-    prox.add(net[1], proxlib.WeightedL1(0.05))
+    net, prox, check_step = _two_terms("auto", monkeypatch)
     ran = _spy_on_kept_steps(prox, monkeypatch)
-
-    def check_step():
-        w0, w1 = net[0].weight, net[1].weight
-        want0 = _expected(w0.detach().clone(), lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1 * 1.0)
-        want1 = proxlib.prox_weighted_l1(w1.detach().clone(), 0.05, 0.1)
-        prox.step()
-        assert torch.equal(w0.detach(), want0) and torch.equal(w1.detach(), want1)
-
     check_step()
     check_step()
     assert ran == [2]
@@ -346,21 +355,7 @@ def test_steps_follow_parameters_swapped_by_torch(route, monkeypatch):
     its parameter ("Couldn't swap Linear.weight" after the first step).  Both
     now run, and the next steps (the kept one included) equal the public
     function on the swapped tensors, bit for bit."""
-    monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 4))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    prox = pt.ProximalStep(opt, model=net)
-    prox.add(net[0], proxlib.GroupLasso(0.3), grouping="channel")
-    prox.add(net[1], proxlib.WeightedL1(0.05))
-
-    def check_step():
-        w0, w1 = net[0].weight, net[1].weight
-        want0 = _expected(w0.detach().clone(), lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1)
-        want1 = proxlib.prox_weighted_l1(w1.detach().clone(), 0.05, 0.1)
-        prox.step()
-        assert torch.equal(w0.detach(), want0) and torch.equal(w1.detach(), want1)
-
+    net, prox, check_step = _two_terms(route, monkeypatch)
     check_step()
     check_step()
     swap = torch.__future__.get_swap_module_params_on_conversion()
