@@ -1099,7 +1099,7 @@ class ProximalStep:
                     return
             # (None: the general path reads the lr, and raises)
             group = None if opt is None else self._param_group(term, leaf, opt, required=False)
-            entries.append((term, params, term.name, plan, group, *plan.held, plan.on_numba, plan.fused_check))
+            entries.append((term, params, plan, group))
         self._prepared = (opt, None if opt is None else _groups_now(opt), tuple(entries))
 
     def _run_prepared(self, opt, lr: float | None, factor: int, written: list) -> int:
@@ -1123,30 +1123,20 @@ class ProximalStep:
             self._prepared = None
             return 0
         check_finite = self.check_finite
-        route = torch_dev.CPU_KERNELS
-        # (after a training step every Python operation here runs on cold
-        # caches, about 1 us each on the benchmark's machines: _Plan.holds and
-        # write_on_numba are inlined, their fields read once by _prepare)
-        for i, (term, params, name, plan, group, ident, ptr, shape, stride, dtype, device, held_route, run, fused) in enumerate(entries):
-            leaf = term.target if params is None else params.get(name)
-            if (leaf is None or terms[i] is not term or term._plan is not plan or id(leaf) != ident or leaf.data_ptr() != ptr
-                    or not leaf.requires_grad or leaf.shape != shape or leaf.stride() != stride or leaf.dtype is not dtype
-                    or leaf.device != device or route != held_route or (lr is None and group is None)):
+        for i, (term, params, plan, group) in enumerate(entries):
+            leaf = term.target if params is None else params.get(term.name)
+            if (leaf is None or terms[i] is not term or term._plan is not plan
+                    or not leaf.requires_grad or not plan.holds(leaf) or (lr is None and group is None)):
                 self._prepared = None
                 return i
-            if lr is None:
-                group_lr = group.get("lr")
-                if group_lr is None:  # (no lr in the group: the general path raises, naming the term)
-                    self._prepared = None
-                    return i
-                term_lr = (group_lr if type(group_lr) is float else _float_lr(group_lr)) * factor
-            else:
-                term_lr = lr * factor
+            group_lr = None if lr is not None else group.get("lr")
+            if lr is None and group_lr is None:  # (no lr in the group: the general path raises, naming the term)
+                self._prepared = None
+                return i
+            term_lr = (lr if lr is not None else _float_lr(group_lr)) * factor
             step = float(term_lr) * term.strength
             if 0 < step < math.inf:
-                if check_finite and not fused:
-                    V.check_all_finite(leaf.detach(), "the parameter")
-                run(step, check_finite)
+                plan.write_on_numba(leaf, step, check_finite)
                 written.append(leaf)
             elif not step <= 0:  # NaN or Inf: the general path raises (ProxTerm.apply)
                 self._prepared = None
