@@ -23,6 +23,7 @@ and the thresholds; the first call on a shape pays them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -50,9 +51,16 @@ WEIGHTED = {
 
 
 def kernel_alone(pen, x, step):
-    """The backend kernel's call on ``x`` already laid out, thresholds formed."""
-    layout = R.layout_of(pen, x)
-    kernel = getattr(backend_for(x), pen.kernel)
+    """The backend kernel's call on ``x`` already laid out, thresholds formed
+    (a CPU tensor whose public call runs its NumPy view: Numba's serial
+    kernel on that view, :func:`proxlib._registry.numba_view`)."""
+    routed = getattr(R, "numba_view", lambda *a: None)(pen.kernel, x, [getattr(pen, f.name) for f in dataclasses.fields(pen)])
+    if routed is not None:
+        layout = R.layout_of(pen, routed[0])
+        kernel = getattr(routed[1].SERIAL_NUMBA, pen.kernel)
+    else:
+        layout = R.layout_of(pen, x)
+        kernel = getattr(backend_for(x), pen.kernel)
     thr = _range.thresholds_in_range(_range.terms(pen, layout), step, layout.data)
     kw = {"check_finite": True} if pen.fused_finite_check else {}
     data, fixed = layout.data, pen.fixed()

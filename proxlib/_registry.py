@@ -271,9 +271,12 @@ def layout_of(pen: Penalty, x, *, contiguous: bool = True, name: str | None = No
                   c_top=group_weights_top(rows, pen.group_weights))
 
 
-def _contiguous(a):
-    # NumPy and CuPy kernels take C-contiguous arrays; torch kernels any strides
-    if array_kind(a) == "torch" or a.flags.c_contiguous:
+def _contiguous(a, columns: bool = False):
+    """``a`` as the kernels take it: torch kernels any strides; NumPy and
+    CuPy C-contiguous arrays, and with ``columns`` (a backend's
+    ``reads_columns``: Numba's serial kernels on a CPU tensor's view)
+    F-contiguous matrices too, which Numba's row kernels read as columns."""
+    if array_kind(a) == "torch" or a.flags.c_contiguous or (columns and a.ndim == 2 and a.flags.f_contiguous):
         return a
     return array_namespace(a).ascontiguousarray(a)
 
@@ -286,24 +289,56 @@ def apply(pen: Penalty, v, step=1.0, *, check_finite: bool = True):
     Validates ``v`` and ``step``, then runs ``pen``'s :class:`Plan` for
     ``v``'s shape and dtype: a kept one where :func:`_plan_key` allows it (a
     NumPy array or CPU tensor of a shape seen before, with the same
-    parameters), else one made for this call.
+    parameters), else one made for this call.  A CPU tensor whose kernel is
+    Numba's takes the NumPy path on its NumPy view, with Numba's serial
+    kernels (:func:`numba_view`), and gets the result as a tensor: the
+    NumPy array's bits (an F-ordered matrix's rows are read as columns, as
+    a training step reads them, where the NumPy path copies them).
 
     Inside a function that torch.compile traces, the whole prox runs eagerly
     after a graph break (its kernels are Numba, SciPy and data-dependent
     loops, which Dynamo cannot trace)."""
     check_finite = V.flag(check_finite, "check_finite")
-    if array_kind(v) == "torch" and compiling():
-        return outside_compile(apply)(pen, v, step, check_finite=check_finite)
+    if array_kind(v) == "torch":
+        if compiling():
+            return outside_compile(apply)(pen, v, step, check_finite=check_finite)
+        routed = numba_view(pen.kernel, v, [getattr(pen, name) for name in _field_names(type(pen))])
+        if routed is not None:  # a CPU tensor whose kernel is Numba's: its NumPy view, run so
+            view, tdev = routed
+            return tdev.torch.from_numpy(_apply(pen, view, step, check_finite, tdev.SERIAL_NUMBA))
+    return _apply(pen, v, step, check_finite, None)
+
+
+def numba_view(kernel: str, v, params=()):
+    """``(view, torch_dev)`` where a public call on the torch tensor ``v``
+    runs the NumPy path on its NumPy view ``view`` with Numba's serial
+    kernels (:func:`proxlib.backends.torch_dev.numba_view`; their backend
+    ``torch_dev.SERIAL_NUMBA``; the result, a new array, back as a tensor on
+    its memory by ``torch.from_numpy``), else None: not while torch.compile
+    traces, not where another backend is asked for (``use_backend``: its
+    error is :func:`backend_for`'s), nor for ``params`` (the penalty's)
+    holding torch tensors."""
+    backend = backend_for(v)
+    view_of = getattr(backend, "numba_view", None)
+    if view_of is None or compiling() or any(array_kind(p) == "torch" for p in params):
+        return None
+    view = view_of(kernel, v)
+    return None if view is None else (view, backend)
+
+
+def _apply(pen: Penalty, v, step, check_finite: bool, backend):
+    """:func:`apply` with the flag checked, on ``backend``'s kernels (None:
+    :func:`backend_for` the input's)."""
     out_dtype = V.result_dtype(v)
     x = V.as_float_array(v, pen.arg, check_finite=False)  # (NaN and Inf: the plan checks, in its kernel's pass where it can)
     step = V.positive(step, "step")
-    key = _plan_key(pen, x)
+    key = _plan_key(pen, x, backend)
     plan = None if key is None else _kept_plan(key)
     made = plan is None
     if made:
         # a plan to keep is made from a copy of the penalty that owns its
         # arrays: the caller's may change after this call
-        plan = Plan(pen if key is None else dataclasses.replace(pen), x)
+        plan = Plan(pen if key is None else dataclasses.replace(pen), x, backend)
     X = plan(x, step, check_finite)  # (a new plan's first call takes the layout it was made from)
     if made and key is not None:
         _keep_plan(key, plan)  # (kept once called: it holds no input then)
@@ -333,7 +368,7 @@ class Plan:
     solvers make one per problem.  Once called, a plan keeps no input (until
     then, the one it was made from)."""
 
-    def __init__(self, pen: Penalty, like):
+    def __init__(self, pen: Penalty, like, backend=None):
         self.pen = pen
         self.xp = array_namespace(like)
         self.parts = None
@@ -341,19 +376,20 @@ class Plan:
         if split is not None:
             labels, parts = split
             subs = [like[idx] for idx in parts]
-            self.parts = [(idx, Plan(replace(pen, groups=labels[idx]), sub)) for idx, sub in zip(parts, subs)]
+            self.parts = [(idx, Plan(replace(pen, groups=labels[idx]), sub, backend)) for idx, sub in zip(parts, subs)]
             self._first = (like, subs)
             return
-        lay = layout_of(pen, like)  # (checks the shape against the parameters)
+        self.backend = backend or backend_for(like)  # (a kept plan's key names it)
+        self.columns = getattr(self.backend, "reads_columns", False)
+        lay = layout_of(pen, like, contiguous=not self.columns)  # (checks the shape against the parameters)
         self.terms = _range.terms(pen, lay)
         self.thresholds = _range.AtStep(self.terms)
         self.fixed = pen.fixed()
-        self.backend = backend_for(like)  # (a kept plan's key names it)
         self.restore = lay.restore
         self.rows_shape = tuple(lay.data.shape)
         self.ragged = lay.rows is not None and lay.rows.ragged
         self._gather = None  # (mask, index): see _ragged_rows
-        self._first = (like, lay.data)
+        self._first = (like, _contiguous(lay.data, self.columns))
 
     def __call__(self, x, step: float, check_finite: bool = False):
         """The prox at ``x`` (of the plan's shape, dtype and device) and
@@ -396,7 +432,7 @@ class Plan:
         return self.restore(run(kernel, data, thr))
 
     def _laid_out(self, x):
-        """``x`` in the kernel's layout (C-contiguous for NumPy and CuPy)."""
+        """``x`` in the kernel's layout (:func:`_contiguous`)."""
         first, self._first = self._first, None
         if first is not None and first[0] is x:
             return first[1]
@@ -404,7 +440,7 @@ class Plan:
             data = self._ragged_rows(x)
         else:
             data = x.reshape(self.rows_shape)  # (flat: one dimension)
-        return _contiguous(data)
+        return _contiguous(data, self.columns)
 
     def _ragged_rows(self, x):
         """Ragged ``x`` gathered into the padded rows: the index of each
@@ -430,7 +466,7 @@ _plans: collections.OrderedDict = collections.OrderedDict()
 _plans_lock = threading.Lock()
 
 
-def _plan_key(pen: Penalty, x):
+def _plan_key(pen: Penalty, x, backend=None):
     """The key under which :func:`apply` keeps ``pen``'s plan for ``x``, or
     None where it makes one per call.
 
@@ -459,7 +495,7 @@ def _plan_key(pen: Penalty, x):
         if p is None:
             return None
         params.append(p)
-    return (type(pen), tuple(params), backend_for(x).__name__, tuple(x.shape), x.dtype)
+    return (type(pen), tuple(params), (backend or backend_for(x)).__name__, tuple(x.shape), x.dtype)
 
 
 def _parameter_value(a):

@@ -807,8 +807,9 @@ def test_prox_owl_names_the_pava_that_runs_on_a_cpu_tensor(monkeypatch):
     from proxlib.backends import numba_cpu, numpy_ref, torch_dev
 
     calls = []
-    for mod, tag in ((numba_cpu, "numba"), (numpy_ref, "scipy")):
-        monkeypatch.setattr(mod, "owl", lambda *a, _f=mod.owl, _t=tag, **k: (calls.append(_t), _f(*a, **k))[1])
+    for mod, name, tag in ((numba_cpu, "owl", "numba"), (numba_cpu, "owl_checked", "numba"), (numpy_ref, "owl", "scipy")):
+        f = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _f=f, _t=tag, **k: (calls.append(_t), _f(*a, **k))[1])
     v = torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)
     for route, want in (("auto", "numba"), ("torch", "scipy")):
         monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)

@@ -4402,7 +4402,7 @@ def _owl_small_checked(v, w, step, check_finite, out):
     return True
 
 
-def owl_checked(v, w, step: float, check_finite: bool):
+def owl_checked(v, w, step: float, check_finite: bool, *, parallel=True):
     """The public OWL prox of a C-contiguous float32/float64 ``v`` (any shape,
     one flat vector) with float32/float64 weights ``w`` (1-D, C-contiguous)
     and a normal float ``step``, its arguments checked by one compiled pass
@@ -4421,7 +4421,7 @@ def owl_checked(v, w, step: float, check_finite: bool):
         return out if _owl_small_checked(flat, w, step, check_finite, out if v.ndim == 1 else out.reshape(-1)) else None
     if not _owl_arguments_ok(flat, w, step, check_finite):
         return None
-    return owl(flat, w, step=step).reshape(v.shape)
+    return owl(flat, w, parallel=parallel, step=step).reshape(v.shape)
 
 
 @_jit

@@ -5,9 +5,11 @@ CPU tensors (``CPU_KERNELS = "torch"``) exercise exactly what runs on a GPU.
 By default float32/float64 CPU tensors go instead to Numba's *serial* kernels
 on the tensor's memory when Numba imports (``CPU_KERNELS``: faster on CPU,
 and without a thread pool of their own); a training step's term runs them in
-place on the parameter (:func:`numba_in_place`).  In the torch operations no NumPy,
-Numba or CuPy is involved except where a step is better done otherwise on a
-device, named here:
+place on the parameter (:func:`numba_in_place`), and a public ``prox_*``
+call runs the NumPy path on the tensor's NumPy view with them
+(:func:`numba_view`; the same bits, without the torch layers).  In the torch
+operations no NumPy, Numba or CuPy is involved except where a step is better
+done otherwise on a device, named here:
 
 * **row operators** (``group_lasso``, ``growl``, ``weighted_l1``,
   ``weighted_l2sq``): the staged operators of :mod:`._stages` (row statistics,
@@ -322,6 +324,44 @@ def _cpu_kernel(name: str, x):
             raise RuntimeError("torch_dev.CPU_KERNELS = 'numba' but numba does not import")
         return None
     return getattr(nb, name)
+
+
+def numba_view(name: str, x):
+    """A NumPy view of the tensor ``x`` where the kernel ``name`` runs it on
+    Numba (``CPU_KERNELS``: a float32/float64 CPU tensor), else None: a plain
+    tensor or parameter (not a subclass such as DTensor), dense and strided,
+    without torch's lazy negation.  The public functions then run their
+    NumPy path on that view with :data:`SERIAL_NUMBA`'s kernels
+    (:func:`proxlib._registry.apply`): this module's route's bits (Numba's
+    serial kernels on the same memory), without its torch layers (35-160 us
+    a call on this project's 2-core Zen 1 VM)."""
+    if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
+        return None
+    if x.layout is not torch.strided or x.is_nested or x.is_neg() or _cpu_kernel(name, x) is None:
+        return None
+    return x.detach().numpy()
+
+
+class _SerialNumba:
+    """Numba's kernels with ``parallel=False``, by name (looked up at each
+    call, as a plan looks up its backend's kernel): the backend of a CPU
+    tensor's NumPy view (:func:`numba_view`), serial as the tensor's kernels
+    are, so nothing competes with torch's threads.  Its plans keep
+    F-contiguous matrices as they are (``reads_columns``): Numba's row
+    kernels read them as columns, as a training step's in-place kernels
+    and this module's route do (the same bits)."""
+
+    __name__ = "numba_serial"
+    reads_columns = True
+
+    def __getattr__(self, name):
+        kernel = getattr(_numba_cpu(), name)
+        run = functools.partial(kernel, parallel=False)
+        run.checks_finite = getattr(kernel, "checks_finite", False)
+        return run
+
+
+SERIAL_NUMBA = _SerialNumba()
 
 
 _ELEMENTWISE = ("weighted_l1", "weighted_l2sq", "lp")
