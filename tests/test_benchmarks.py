@@ -181,3 +181,25 @@ def test_owl_stages_times_the_kernels_stages_and_restores_them():
     assert set(times) <= set(stages.STAGES)
     assert all(getattr(NB, name).__name__ == name for name in stages.STAGES)  # (not the timers, named call)
     np.testing.assert_array_equal(NB.owl(v, w, parallel=False), want)
+
+
+def test_call_overhead_times_a_tensors_call_against_the_kernel_it_runs(monkeypatch):
+    """call_overhead's "kernel alone" for a CPU tensor is the kernel its
+    public call runs: Numba's serial kernel on the tensor's NumPy view
+    (proxlib._registry.numba_view), the public result's bits; the torch
+    backend's kernel where the view does not apply (CPU_KERNELS = "torch",
+    as the suite runs)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    from proxlib.backends import torch_dev
+
+    co = _load("call_overhead")
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((64, 10)))
+    for route in ("auto", "torch"):
+        monkeypatch.setattr(torch_dev, "CPU_KERNELS", route)
+        for name in ("group_lasso", "weighted_l1"):
+            pen = co.MAKERS[name](None)
+            got = co.kernel_alone(pen, x, 0.5)()
+            want = co._public_call(name, co.R.OPERATORS[name].function, pen, x, 0.5)()
+            assert type(got) is (np.ndarray if route == "auto" else torch.Tensor), (route, name)
+            np.testing.assert_array_equal(np.asarray(got).reshape(x.shape), want.numpy())
