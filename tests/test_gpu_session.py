@@ -4,9 +4,7 @@ A lent GPU comes with minutes of device time and no second try worth
 having, so the script it runs is tested here on every change: ``--dry-run``
 runs every stage on the CPU (a sample of the device tests through
 ``PROXLIB_TEST_DEVICE=cpu``, the training step through the torch
-operations, against themselves and the Triton row kernels in Triton's
-interpreter (not against Numba's route: compiling it took 80-90 s of the
-test's 130 s in CI, and CI compares the routes in its own tests),
+operations against the CPU's default route,
 ``bench_gpu.py --dry-run``, the ResNet-18 overhead section on CPU tensors).
 A stage that fails, a test selection that matches nothing (pytest's status
 5), a renamed option of a benchmark: the summary says ``rc=`` non-zero and
