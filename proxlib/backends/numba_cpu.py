@@ -4412,7 +4412,8 @@ def owl_checked(v, w, step: float, check_finite: bool, *, parallel=True):
     the general path's result bit for bit (the same kernel on the same
     thresholds), or None where that path must decide (an error to report,
     a threshold near the end of the range).  Up to 2048 entries the whole
-    prox is that one call."""
+    prox is that one call; beyond, :func:`owl` (``parallel``: False for a
+    CPU tensor's view, which keeps to torch's threads)."""
     if v.size == 0:
         return None
     flat = v if v.ndim == 1 else v.reshape(-1)

@@ -333,8 +333,9 @@ def numba_view(name: str, x):
     without torch's lazy negation.  The public functions then run their
     NumPy path on that view with :data:`SERIAL_NUMBA`'s kernels
     (:func:`proxlib._registry.apply`): this module's route's bits (Numba's
-    serial kernels on the same memory), without its torch layers (35-160 us
-    a call on this project's 2-core Zen 1 VM)."""
+    serial kernels on the same memory), without its torch layers (about
+    55-180 us a call on 10 or 64 x 10 entries on this project's 2-core Zen 1
+    VM: ``benchmarks/CALL_OVERHEAD.md``)."""
     if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
         return None
     if x.layout is not torch.strided or x.is_nested or x.is_neg() or _cpu_kernel(name, x) is None:
