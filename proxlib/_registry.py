@@ -41,6 +41,7 @@ from . import _validate as V
 from ._dispatch import array_kind, array_namespace, backend_for, compiling, device, outside_compile
 from ._rows import Rows, canonical_rows, check_groups, group_weights_top, ragged_parts
 from ._rows import group_weights as _group_weights
+from .backends import numba_layout
 
 __all__ = ["Operator", "OPERATORS", "Penalty", "Layout", "Plan", "apply", "apply_metric", "layout_of", "metric_array", "metric_layout"]
 
@@ -274,10 +275,12 @@ def layout_of(pen: Penalty, x, *, contiguous: bool = True, name: str | None = No
 def _contiguous(a, columns: bool = False):
     """``a`` as the kernels take it: torch kernels any strides; NumPy and
     CuPy C-contiguous arrays, and with ``columns`` (a backend's
-    ``reads_columns``: Numba's serial kernels on a CPU tensor's view)
-    F-contiguous matrices too, which Numba's row kernels read as columns."""
-    if array_kind(a) == "torch" or a.flags.c_contiguous or (columns and a.ndim == 2 and a.flags.f_contiguous):
+    ``reads_columns``: Numba's serial kernels on a CPU tensor's NumPy view)
+    Numba's layout, F-contiguous matrices kept (:func:`proxlib.backends.numba_layout`)."""
+    if array_kind(a) == "torch" or a.flags.c_contiguous:
         return a
+    if columns:
+        return numba_layout(a)
     return array_namespace(a).ascontiguousarray(a)
 
 

@@ -39,6 +39,19 @@ operators likewise, from their row sums: the penalty's
 which count the non-finite entries in their own pass) takes it too.
 """
 
+import numpy as np
+
+
+def numba_layout(a):
+    """The NumPy array ``a`` as Numba's kernels take it, copied only where
+    they must: C-contiguous, or F-contiguous (a matrix whose rows the row
+    kernels read as columns, as a training step's in-place kernels read a
+    transposed weight: the same bits); otherwise a C-contiguous copy.  The
+    one layout rule of the torch backend's Numba route
+    (:mod:`.torch_dev`) and of a CPU tensor's NumPy view
+    (:func:`proxlib._registry.numba_view`)."""
+    return a if a.flags.c_contiguous or a.flags.f_contiguous else np.ascontiguousarray(a)
+
 
 class NonFiniteInput(ValueError):
     """A kernel called with ``check_finite=True`` found NaN or Inf in its input."""

@@ -92,7 +92,7 @@ import torch
 from .. import _range
 from .. import _validate as V
 from .._dispatch import array_namespace
-from . import KERNELS, NonFiniteInput
+from . import KERNELS, NonFiniteInput, numba_layout
 from . import _stages
 from . import _xp_kernels as _k
 from . import numpy_ref
@@ -493,12 +493,6 @@ def _overwritten(call, data, thr, check_finite: bool):
     return data
 
 
-def _contiguous_either(a):
-    """``a``, or a C-contiguous copy when it is neither C- nor F-contiguous
-    (the row kernels read F-contiguous rows as columns: see numba_cpu)."""
-    return a if a.flags.c_contiguous or a.flags.f_contiguous else np.ascontiguousarray(a)
-
-
 def _on_numba(kernel, flat, x, args, kwargs, out=None):
     """``kernel`` (serial) on NumPy views of the CPU tensors (copied only
     where the Numba kernels require it); a new tensor, or ``out`` written
@@ -508,7 +502,7 @@ def _on_numba(kernel, flat, x, args, kwargs, out=None):
     are flattened (weights of one entry or one per entry) and the result
     reshaped."""
     data = (x.reshape(-1) if flat else x).numpy()
-    data = np.ascontiguousarray(data) if data.ndim == 1 else _contiguous_either(data)
+    data = numba_layout(data)
     arrays = [data] + [_numba_array(a.reshape(-1) if flat else a) if isinstance(a, torch.Tensor) else a for a in args]
     if out is not None:
         kernel(*arrays, parallel=False, out=out.detach().view(data.shape).numpy(), **kwargs)
@@ -520,8 +514,7 @@ def _on_numba(kernel, flat, x, args, kwargs, out=None):
 def _numba_array(t: torch.Tensor):
     """A NumPy view of the CPU tensor ``t`` as the Numba kernels take it
     (vectors C-contiguous, matrices C- or F-contiguous: copied otherwise)."""
-    a = t.numpy()
-    return np.ascontiguousarray(a) if a.ndim == 1 else _contiguous_either(a)
+    return numba_layout(t.numpy())
 
 
 def writes_out(name: str, x, out) -> bool:
