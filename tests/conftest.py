@@ -137,6 +137,53 @@ def uses_a_solver(fn, module) -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "long_examples(n): the test's example budget in the long Hypothesis profile")
+    _warm_numba_cache(config)
+
+
+# The signatures of numba_cpu._exclusive_cols (float32/float64, exclusive
+# lasso / group+exclusive) take 12-23 s each to compile on a 2-core Zen 4 VM
+# and about twice that on a Zen 1, and tests on both xdist workers need them
+# early: each worker compiled all four, side by side (70 s of the 74 s that a
+# cold run of the suite compiled twice, measured with a compile logger,
+# 2026-12-06).  Before the workers start, two processes compile two each
+# into Numba's cache (balanced: about 35 s each), and the workers load them.
+_WARM = (("float64", "gx", "float32", "ex"), ("float32", "gx", "float64", "ex"))
+
+
+def _warm_numba_cache(config) -> None:
+    """Compile the kernels of _WARM into Numba's cache, in parallel, when this
+    is the controller of a parallel run of the whole suite (``-n 2`` or
+    more, no paths given) and Numba can cache: a run of a few tests does not
+    wait for them.  A warm cache makes this a second or two (two imports
+    that load the kernels); a failure here only means the workers compile
+    them, as they would without it."""
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not isinstance(workers, int) or workers < 2:
+        return
+    if config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        return
+    try:
+        from proxlib.backends import numba_cpu
+    except ImportError:  # (no numba)
+        return
+    if not numba_cpu._OPTS["cache"]:
+        return
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), "_warm_numba.py")
+    procs = [subprocess.Popen([sys.executable, script, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for args in _WARM]
+    for args, p in zip(_WARM, procs):
+        try:
+            _, err = p.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            err = "timed out after 900 s"
+        if p.returncode:  # (in the summary: the suite is only slower, but the script needs mending)
+            config.issue_config_time_warning(
+                pytest.PytestWarning(f"tests/_warm_numba.py {' '.join(args)} failed; the workers compile those kernels: {err.strip()[-500:]}"),
+                stacklevel=2,
+            )
 
 
 def pytest_collection_modifyitems(config, items):
