@@ -146,7 +146,8 @@ def pytest_configure(config):
 # early: each worker compiled all four, side by side (70 s of the 74 s that a
 # cold run of the suite compiled twice, measured with a compile logger,
 # 2026-12-06).  Before the workers start, two processes compile two each
-# into Numba's cache (balanced: about 35 s each), and the workers load them.
+# into Numba's cache (balanced: 45-60 s of wall time there, callees
+# included), and the workers load them.
 _WARM = (("float64", "gx", "float32", "ex"), ("float32", "gx", "float64", "ex"))
 
 
