@@ -15,7 +15,6 @@ import numpy as np
 from proxlib.backends import numba_cpu as nb
 
 
-
 def warm(dtype: str, op: str) -> None:
     A = np.ones((8, 3), dtype=dtype)
     b = np.full(3, 0.1, dtype=dtype)

@@ -179,6 +179,7 @@ def _warm_numba_cache(config) -> None:
             _, err = p.communicate(timeout=900)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
             err = "timed out after 900 s"
         if p.returncode:  # (in the summary: the suite is only slower, but the script needs mending)
             config.issue_config_time_warning(
