@@ -53,6 +53,11 @@ class _ThreadComm:
         self.rounds += 1
         return t
 
+    def all_reduce_sum_max(self, t_sum, t_max):
+        """The two collectives of _Comm.all_reduce_sum_max, one after the other."""
+        self.all_reduce(t_sum)
+        self.all_reduce(t_max, dist.ReduceOp.MAX)
+
 
 def _on_two_ranks(work):
     """``work(rank, comm)`` on two threads joined by :class:`_ThreadComm`; each
@@ -286,3 +291,224 @@ def test_rows_without_the_exclusive_part_keep_their_tiny_entries():
         np.testing.assert_array_equal(X, single)
         if not a.any():
             np.testing.assert_array_equal(X[:2], W[:2])  # b = 0, a = 0: the identity
+
+
+# ------------------------------------------------------------ a training step's hints
+
+
+def _solve_hinted(cases, hints):
+    """``_group_exclusive_split_blocks`` of several tensors' rows (``cases``:
+    (W, a, b, cut) each, W's dtype kept) split between two threads, with
+    ``hints`` (one list per rank, read and replaced as the solver does);
+    the results and the number of all-reduces."""
+    def work(r, comm):
+        Xs = sharded._group_exclusive_split_blocks([_part(W, cut, r) for W, _, _, cut in cases], [torch.from_numpy(a) for _, a, _, _ in cases],
+                                                   [torch.from_numpy(b) for _, _, b, _ in cases], comm, hints[r])
+        return [X.numpy() for X in Xs]
+
+    parts, rounds = _on_two_ranks(work)
+    for h0, h1 in zip(*hints):  # (every rank leaves the same hints: they come from all-reduced numbers)
+        assert (h0 is None) == (h1 is None) and (h0 is None or torch.equal(h0, h1))
+    return [np.concatenate([p0, p1], axis=1) for p0, p1 in zip(*parts)], rounds
+
+
+def _close_to_exact(X, W, a, b):
+    """X (float32) is the exact prox of float32 rows W rounded once, to the
+    float64 solver's error: the same zeros, values within a float32 unit
+    and 16 m float64 units of each row's scale."""
+    W64 = W.astype(np.float64)
+    exact = _exact(W64, a, b)
+    scale = np.abs(W64).max(axis=1, keepdims=True)
+    tol = 16 * W.shape[1] * 2.0**-52 * scale + 2.0**-24 * np.abs(exact)
+    assert np.all(np.abs(X.astype(np.float64) - exact) <= tol)
+    np.testing.assert_array_equal(X == 0, exact.astype(np.float32) == 0)
+
+
+def _phi_at_most_zero(y, t: Fraction, a: float, b: Fraction) -> bool:
+    """phi(t) = t - b F(t) (1 - a/sqrt(Q(t)))_+ <= 0 for magnitudes y (Fractions),
+    decided exactly (F, Q the sums of (y - t)_+ and its squares)."""
+    d = [v - t for v in y if v > t]
+    F = sum(d, Fraction(0))
+    if a == 0:
+        return t <= b * F
+    Q = sum((x * x for x in d), Fraction(0))
+    if Q == 0 or b * F == 0:
+        return t <= 0
+    R = 1 - t / (b * F)  # phi(t) <= 0 iff a / sqrt(Q) <= R
+    return R >= 0 and Fraction(a) ** 2 <= Q * R * R
+
+
+def _training_step(rng, X, size=1e-5):
+    """X as the next training step finds it: a gradient step of about
+    ``size`` on every entry (the zeros revived tiny)."""
+    G = rng.standard_normal(X.shape).astype(np.float32)
+    return (X + np.where(X == 0, 1e-7, size) * G).astype(np.float32)
+
+
+@pytest.mark.parametrize("group_part", [False, True])
+def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_part):
+    """float32 rows of two tensors over three training steps: the first
+    step, without hints, takes the all-reduces of the route without them
+    (the candidate's 4 for the exclusive lasso; group+exclusive with a
+    large a searches) and leaves a hint per row; every later step is decided by the hints in 2 (the sums
+    and the maxima above them), and each is the exact prox.  A step that
+    moves the rows far (a gradient step of 1e-3 where tau is about 1e-4:
+    the threshold moves by more than the hint's margin) takes 4: the hints'
+    2, then the candidate's 2 from the whole row's bound (or above the
+    hint's, where it proved itself)."""
+    rng = np.random.default_rng(8)
+    shapes = ((8, 300), (5, 120), (40, 10))  # (rows of 10: the MLP's 10 x 300 layer under "shape")
+    Ws = [_training_rows(rng, G, m).astype(np.float32) for G, m in shapes]
+    # (a training step's a: the group part shrinks a row by about 0.1% a
+    # step; 30% a step would move tau by as much, beyond the hint's margin)
+    a_of = lambda W: (1e-3 * np.sqrt((W.astype(np.float64) ** 2).sum(axis=1))) if group_part else np.zeros(W.shape[0])  # noqa: E731
+    bs = [np.full(G, 1e-5) for G, _ in shapes]
+    hints = [[None] * 3, [None] * 3]
+    for step in range(3):
+        cases = [(W, a_of(W), b, W.shape[1] // 2) for W, b in zip(Ws, bs)]
+        Xs, rounds = _solve_hinted(cases, hints)
+        assert rounds == (_split_solve_together(cases)[1] if step == 0 else 2), (step, rounds)
+        assert all(h is not None and bool((h[0] > 0).all()) for h in hints[0])
+        for X, (W, a, b, _) in zip(Xs, cases):
+            _close_to_exact(X, W, a, b)
+        Ws = [_training_step(rng, X) for X in Xs]
+    Ws = [_training_step(rng, X, 1e-3) for X in Xs]
+    cases = [(W, a_of(W), b, W.shape[1] // 2) for W, b in zip(Ws, bs)]
+    Xs, rounds = _solve_hinted(cases, hints)
+    assert rounds == 4
+    for X, (W, a, b, _) in zip(Xs, cases):
+        _close_to_exact(X, W, a, b)
+
+
+def _hint_values(draw, y, tau):
+    """A hint for a row with magnitudes y and threshold about tau: good, a
+    hair above or far off, one of the row's own magnitudes (a tie: "above"
+    is strict), or what counts as none (0, negative, NaN, inf)."""
+    pick = draw(st.integers(0, 3))
+    if pick == 0 or not tau > 0:
+        return draw(st.sampled_from([0.0, -1.0, math.nan, math.inf, 1e-300, 1e300]))
+    if pick == 1:
+        return tau * draw(st.sampled_from([0.5, 0.9, 1.0 - 2.0**-8, 1.0, 1.0 + 2.0**-20, 1.5]))
+    if pick == 2 and len(y):
+        return float(draw(st.sampled_from(sorted(set(y.tolist())))))
+    return draw(st.floats(0.0, 2 * tau, allow_nan=False))
+
+
+def _reference_values(draw, y, ref):
+    """A guess of a row's least support magnitude (where its support sums
+    are shifted to): the last call's, moved a little or far (2^40 times:
+    the shifted sums then cancel, and must be refused), one of the row's
+    magnitudes, or nonsense (0, negative, NaN, inf)."""
+    pick = draw(st.integers(0, 2))
+    if pick == 0 or not ref > 0:
+        return draw(st.sampled_from([0.0, -1.0, math.nan, math.inf]))
+    if pick == 1:
+        return ref * draw(st.sampled_from([1.0, 1.0 + 2.0**-20, 1.0 - 2.0**-20, 0.5, 2.0, 2.0**40, 2.0**-40]))
+    return float(draw(st.sampled_from(sorted(set(y.tolist())))))
+
+
+@given(case=_rows(), data=st.data())
+def test_hints_never_change_the_support(case, data):
+    """float32 rows (a training step's, and rows that need the search) with
+    any hints, good, wrong, tied with an entry, or none, and any guesses of
+    the support's least entry: the prox is the exact one (the hints decide
+    the rows, or the route without them runs after their two all-reduces),
+    and the hints left for the next call are 0 or lower bounds of each
+    row's threshold (phi <= 0 there, exactly)."""
+    W64, a, b, cut = case
+    W = W64.astype(np.float32)
+    a = a.astype(np.float32).astype(np.float64)  # (thresholds as a float32 tensor's would be)
+    plain, plain_rounds = _solve_hinted([(W, a, b, cut)], [[None], [None]])
+    Y = np.abs(W.astype(np.float64))
+    guess = [[None], [None]]
+    _solve_hinted([(W, a, b, cut)], guess)
+    tau = guess[0][0][0].numpy() / (1.0 - 2.0**-8)
+    ref = guess[0][0][1].numpy()
+    H = torch.tensor([[_hint_values(data.draw, Y[r], float(tau[r])) for r in range(W.shape[0])],
+                      [_reference_values(data.draw, Y[r], float(ref[r])) for r in range(W.shape[0])]], dtype=torch.float64)
+    hints = [[H.clone()], [H.clone()]]
+    (X,), rounds = _solve_hinted([(W, a, b, cut)], hints)
+    _close_to_exact(X, W, a, b)
+    np.testing.assert_array_equal(X == 0, plain[0] == 0)
+    assert rounds == 2 or rounds <= plain_rounds + 2
+    left = hints[0][0][0].numpy()
+    assert np.all(np.isfinite(hints[0][0].numpy())) and np.all(hints[0][0].numpy() >= 0)
+    for r in np.flatnonzero(left > 0):
+        y = [Fraction(float(v)) for v in Y[r]]
+        assert _phi_at_most_zero(y, Fraction(float(left[r])), float(a[r]), Fraction(float(b[r])))
+
+
+def test_float64_rows_take_no_hints():
+    """A batch holding a float64 tensor takes the route without hints (its
+    rows are scaled; the hinted sums are float32's): the collectives of a
+    step without them, and no hints left for the next."""
+    rng = np.random.default_rng(9)
+    W32 = _training_rows(rng, 4, 40).astype(np.float32)
+    W64 = _training_rows(rng, 3, 30)
+    cases = [(W32, np.zeros(4), np.full(4, 1e-5), 20), (W64, np.zeros(3), np.full(3, 1e-5), 15)]
+    hints = [[torch.full((2, 4), 1e-9, dtype=torch.float64), torch.full((2, 3), 1e-9, dtype=torch.float64)] for _ in range(2)]
+    Xs, rounds = _solve_hinted(cases, hints)
+    assert rounds == 4 and hints[0] == [None, None]
+    Ys, _ = _split_solve_together(cases)
+    for X, Y_ in zip(Xs, Ys):
+        np.testing.assert_array_equal(X, Y_)
+
+
+@pytest.mark.parametrize("moved", [2.0**40, 2.0**-40, 0.0])
+def test_support_sums_shifted_far_are_refused(moved):
+    """The support sums shifted to a guess R of the least entry far from it
+    (2^40 times above: sums of y - R with terms of both signs, which lose y's
+    low bits; 2^-40 times, or 0: the move by Y_c - R cancels) are refused,
+    and those shifted by the hint, or the route without hints, give the
+    exact prox: had the far ones been taken, the thresholds would be off by
+    far more than a float32 unit."""
+    rng = np.random.default_rng(12)
+    W = _training_rows(rng, 8, 300).astype(np.float32)
+    W[:, 150:] *= 64  # (a support spread over 6 binades: the low bits of y matter)
+    a, b = np.zeros(8), np.full(8, 1e-3)
+    hints = [[None], [None]]
+    _solve_hinted([(W, a, b, 150)], hints)
+    for h in hints:
+        h[0] = h[0].clone()
+        h[0][1] *= moved
+    (X,), _ = _solve_hinted([(W, a, b, 150)], hints)
+    _close_to_exact(X, W, a, b)
+
+
+@pytest.mark.parametrize("moved", [1.0, 2.0**-40, 2.0**40])
+def test_hinted_support_sums_are_the_supports_to_their_rounding(moved):
+    """The support sums the hints decide a row with (_hinted_numbers: moved
+    from the sums above the hint or from those shifted to R) are those of
+    its support, checked exactly: within twice the direct sums' bound,
+    (P + 4) units of each.  Rows clustered within a few float32 units of
+    their least entry make a move by a far R cancel: refused (R 2^-40 or
+    2^40 times the last call's), the move by Y_c - H is taken, or the row
+    is left to the route without hints (whose sums are direct)."""
+    rng = np.random.default_rng(13)
+    W = _training_rows(rng, 6, 64).astype(np.float32)
+    cluster = (1.0 + np.arange(64) * 2.0**-23).astype(np.float32)
+    W = np.concatenate([W, cluster[None] * np.float32(0.05), rng.permutation(cluster)[None] * np.float32(0.03)])
+    G, P = W.shape
+    a, b = np.zeros(G), np.full(G, 1e-3)
+    hints = [[None], [None]]
+    _solve_hinted([(W, a, b, 32)], hints)
+    for h in hints:
+        h[0] = h[0].clone()
+        h[0][1] *= moved
+
+    def work(r, comm):
+        A = sharded._Blocks([_part(W, 32, r).to(torch.float64).abs()])
+        *_, (sups, Yk, below, Fk, D2, kf) = sharded._hinted_numbers(
+            A, torch.from_numpy(a), torch.from_numpy(b), torch.ones(G, dtype=torch.bool), hints[r][0], comm)
+        return Yk.numpy(), Fk.numpy(), D2.numpy(), kf.numpy()
+
+    out, _ = _on_two_ranks(work)
+    Yk, Fk, D2, kf = out[0]
+    eps = 2.0**-52
+    for g in range(G):
+        y = [Fraction(float(v)) for v in np.abs(W[g].astype(np.float64)) if v >= Yk[g] > 0]
+        d = [v - Fraction(float(Yk[g])) for v in y]
+        F_x, D_x = sum(d, Fraction(0)), sum((x * x for x in d), Fraction(0))
+        assert kf[g] == len(y)
+        for got, want in ((Fk[g], F_x), (D2[g], D_x)):
+            assert abs(Fraction(float(got)) - want) <= 2 * (P + 4) * eps * want, (g, float(got), float(want))

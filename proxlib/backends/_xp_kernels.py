@@ -249,7 +249,7 @@ def _scaled_magnitudes(W, xp):
     return W64, A / s[:, None], s
 
 
-def tau_below(S, n, P, a, b, xp):
+def tau_below(S, n, P, a, b, xp, r=None):
     """Per row, a lower bound of tau, the root of phi(t) = t - b F(t)
     (1 - a/sqrt(Q(t)))_+ (F(t) = sum (y - t)_+, Q(t) = sum (y - t)_+^2; a = 0:
     the exclusive lasso), from the sum ``S`` of the ``n`` magnitudes that may
@@ -257,14 +257,33 @@ def tau_below(S, n, P, a, b, xp):
     entries, the sums' error below P eps S): tau_0 = b (S - a sqrt(n))/(1 + b n),
     formed from a lowered S and a raised a sqrt(n) and lowered for its three
     operations; 0 where S - a sqrt(n) is not positive or tau_0 < 2^-1000.
+    ``r`` (optional): an upper bound of F(t)/sqrt(Q(t)) for every t above
+    the magnitudes left out (:func:`ratio_above`), which replaces sqrt(n)
+    (Cauchy-Schwarz's bound of it): a higher tau_0.
 
-    The same bound, with the proof, as ``numba_cpu._tau_below`` (one column
-    at a time there); float64 arrays (or ``P`` a number)."""
+    The same bound, with the proof, as ``numba_cpu._tau_below`` and
+    ``_tau_below_at`` (one column at a time there); float64 arrays (or
+    ``P`` a number)."""
     S_lo = S * (1.0 - (P + 8) * 2.0**-52)
-    d = S_lo - a * xp.sqrt(n) * (1.0 + 2.0**-50)
+    d = S_lo - a * (xp.sqrt(n) if r is None else r) * (1.0 + 2.0**-50)
     ok = d > 0.0
     t = ((b * xp.where(ok, d, 0.0)) / (1.0 + b * n)) * (1.0 - 8 * 2.0**-52)
     return xp.where(ok & (t >= 2.0**-1000), t, 0.0)
+
+
+def ratio_above(F, Q, n, P, xp):
+    """Per row, an upper bound of F(t)/sqrt(Q(t)) for every t >= T, from
+    F = sum (y - T)_+ and Q = sum (y - T)_+^2 over the ``n`` magnitudes
+    above T (rows of ``P`` entries): sqrt(F^2/Q) formed from a raised F and
+    a lowered Q, at most sqrt(n), which it is also where Q is below 2^-900
+    or not a number; to be multiplied by 1 + 2^-50, as :func:`tau_below`
+    does.  F(t)^2/Q(t) does not increase with t; the proof and the margins
+    are ``numba_cpu._ratio_above``'s (one column at a time there)."""
+    rn = xp.sqrt(n)
+    big = Q > 2.0**-900
+    q = xp.where(big, Q * (1.0 - (P + 8) * 2.0**-52), 1.0)
+    r = ((F * (1.0 + (P + 8) * 2.0**-52)) / xp.sqrt(q)) * (1.0 + 2.0**-50)
+    return xp.where(big & (r < rn), r, rn)
 
 
 def exclusive_lasso(W, b, sort=sort_desc, check_finite=False):

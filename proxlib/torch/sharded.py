@@ -36,11 +36,18 @@ group+exclusive                                   bytes; they scale the rows), o
                                                   outside it, then 2 sums and a count),
                                                   which decides the rows of a training step
                                                   and gives their support's numbers: 4 in a
-                                                  training step.  Other rows: rounds of one
-                                                  all-reduce of 4 statistics until the
-                                                  support is known (typically 5-15; at most
-                                                  ~64 per row), then one of the support's 2
-                                                  extremes and one of its 3 statistics.
+                                                  first training step.  Other rows: rounds
+                                                  of one all-reduce of 4 statistics until
+                                                  the support is known (typically 5-15; at
+                                                  most ~64 per row), then one of the
+                                                  support's 2 extremes and one of its 3
+                                                  statistics.  float32 training steps after
+                                                  the first: 2 (80 G_loc bytes of sums above
+                                                  the last step's threshold, 24 of maxima;
+                                                  the second does not wait for the first),
+                                                  which decide the rows from the last step's
+                                                  hints (4 for a step where some row moved
+                                                  more than a hint allows).
                                                   All of a step's terms on rows split over
                                                   the same ranks together (one set of
                                                   collectives, rows concatenated)
@@ -74,7 +81,12 @@ inside the bracket, which fixes the support.  It starts from a lower bound
 tau_0 of the root (from the row's sum and nonzero count), and first tries the
 least y above tau_0 as the support's least entry (h > 0 there decides it):
 in a training step that settles every row in two all-reduces, whose sums
-are then the support's.  Then the four support statistics
+are then the support's.  From the second float32 step on, each row's hints
+(a fraction of the last threshold, and where the support's least entry
+went) settle it in two all-reduces that need no maxima first: the sums
+above the hint (which prove it a lower bound of the root) and shifted to
+the guessed least entry, beside the least entry above the hint
+(:func:`_hinted_numbers`).  Then the four support statistics
 of :func:`proxlib.backends._xp_kernels.group_exclusive_factor` (all-reduced)
 give c to the last bit exactly as on one device, and the row map is local.
 """
@@ -138,6 +150,16 @@ class _Comm:
             dist.all_reduce(t, op=op, group=g)
             self.bytes += t.numel() * t.element_size()
         return t
+
+    def all_reduce_sum_max(self, t_sum: torch.Tensor, t_max: torch.Tensor) -> None:
+        """All-reduce ``t_sum`` (sum) and ``t_max`` (maximum) in place, the
+        first without waiting for it before the second starts (one round of
+        latency for both where the backend overlaps them)."""
+        for g in self.split_groups:
+            work = dist.all_reduce(t_sum, op=dist.ReduceOp.SUM, group=g, async_op=True)
+            dist.all_reduce(t_max, op=dist.ReduceOp.MAX, group=g)
+            work.wait()
+            self.bytes += t_sum.numel() * t_sum.element_size() + t_max.numel() * t_max.element_size()
 
     def check_finite(self, local: torch.Tensor) -> None:
         """Raise ValueError on every rank of the mesh if any rank's shard holds
@@ -400,19 +422,91 @@ def _group_exclusive_split(Rw, a, b, comm: _Comm):
     return _group_exclusive_split_blocks([Rw], [a], [b], comm)[0]
 
 
-def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -> list:
+def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm, hints: list | None = None) -> list:
     """:func:`_group_exclusive_split` of several tensors' rows (``Rws``, with
     their per-row thresholds ``as_``, ``bs``) split across the same ranks,
     in one set of collectives: the same numbers as one by one (every
-    statistic is per row; the vectors of all the rows are concatenated)."""
+    statistic is per row; the vectors of all the rows are concatenated).
+
+    ``hints`` (optional; a training step's, kept by the caller between
+    steps): one entry per tensor, None or a float64 tensor (2, rows): a
+    guess of each row's threshold, and of its support's least magnitude;
+    read, and replaced by the guesses for the next call (or None).
+    Where every tensor is float32 and has hints, the rows whose hint
+    proves itself and whose candidate above it passes are decided in two
+    collectives instead of four (:func:`_hinted_numbers`; a training
+    step's, every row); the others then take the search's route, as
+    without hints (two collectives more than without, at worst; none
+    where the candidate above the bound of their sums above the hint
+    decides them).  The support never depends on
+    the hints; the values, through the support's sums, within their
+    rounding (float32 results: the same up to a last-bit difference in
+    rare entries)."""
     W64 = [Rw.to(torch.float64) for Rw in Rws]
     A = _Blocks([W.abs() for W in W64])
-    s, amax = _row_scale_split(A.blocks, comm)
-    Ys = _Blocks(A.map(lambda Ai, sc: Ai / sc, s))
-    a_s = torch.cat([a.to(torch.float64) for a in as_]) / s
+    a64 = torch.cat([a.to(torch.float64) for a in as_])
     b = torch.cat([x.to(torch.float64) for x in bs])
     finite = torch.isfinite(b)
     bf = torch.where(finite, b, 0.0)
+    hinted = hints is not None and all(Rw.dtype == torch.float32 for Rw in Rws)
+    H = _hint_vector(hints, A.sizes) if hinted else None
+    numbers = _searched_numbers(A, a64, bf, finite, comm) if H is None else _hinted_numbers(A, a64, bf, finite, H, comm)
+    Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf) = numbers
+    c = nonzero.to(Yk.dtype)
+    group_only = nonzero & (bf == 0)
+    c = torch.where(group_only, 1.0 - a_s / torch.where(group_only, nrm, 1.0), c)
+    general = nonzero & (a_s > 0) & (bf > 0)
+    if bool(general.any()):
+        # the root's bracket: c_j = Y_j / (b F_j) (clipped to 1) at the support's
+        # last entry (right) and the first entry outside it (left; 0 if none)
+        bb = torch.where(general, bf, 1.0)
+        Fnext = Fk + kf * (Yk - below)
+        right = torch.where(Fk > 0, torch.clamp(Yk / (bb * torch.where(Fk > 0, Fk, 1.0)), max=1.0), 1.0)
+        left = torch.where(Fnext > 0, torch.clamp(below / (bb * torch.where(Fnext > 0, Fnext, 1.0)), max=1.0), 0.0)
+        cg = _k.group_exclusive_factor(
+            Yk, Fk, D2, kf, torch.where(general, left, 0.0), torch.where(general, right, 1.0),
+            torch.where(general, a_s, 0.0), bb, array_namespace(Yk),
+        )
+        c = torch.where(general, cg, c)
+    beta = bf * c
+    e = (Yk - beta * Fk) / (1.0 + beta * kf)
+    if hinted:
+        # the next call's hints: a fraction of each row's threshold Y_k - e,
+        # and the magnitude its support's least entry leaves, e c (about the
+        # next step's least entry, moved by its gradient step: the next call
+        # shifts its support sums to it), both unscaled, where the exclusive
+        # part acts (beta > 0) on a nonzero row; 0 (none) elsewhere
+        tau = (Yk - e) * s
+        ok = (beta > 0) & (tau > 0) & torch.isfinite(tau) & (Yk > 0)
+        nxt = torch.stack([torch.where(ok, _HINT_FRACTION * tau, 0.0), torch.where(ok, e * c * s, 0.0)])
+        hints[:] = list(torch.split(nxt, A.sizes, dim=1))
+    elif hints is not None:  # (float64 data: no hints)
+        hints[:] = [None] * len(Rws)
+    out = []
+    for W, Rw, Y, sup, yk, ek, zero_beta, cs, cw, group_part, fin in zip(
+        W64, Rws, Ys.blocks, sups,
+        *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s, c, bf == 0, row_finite)),
+    ):
+        U = torch.where(sup, (Y - yk) + ek, 0.0)
+        U = torch.where(zero_beta, Y, U)
+        # rows without the exclusive part (b = 0) are c w, formed from w itself as
+        # on one device (the scaled copy may have lost entries below 2^-1074 s)
+        X = torch.where(group_part, W * cw, torch.sign(W) * U * cs)
+        out.append(torch.where(fin, X, W).to(Rw.dtype))
+    return out
+
+
+def _searched_numbers(A: _Blocks, a64, bf, finite, comm: _Comm):
+    """The rows' scaled magnitudes and each row's support with its numbers,
+    by the route without hints: the row maxima (one all-reduce; they scale
+    the rows), the norms with the sums and counts of a lower bound of tau
+    (one), then the candidate above it (two, :func:`_candidate_split`),
+    which decides a training step's rows, or the search
+    (:func:`_support_split`).  Returns (Ys, s, a_s, nrm, row_finite,
+    nonzero, (sups, Y_k, below, F_k, D2, k)), as :func:`_hinted_numbers`."""
+    s, amax = _row_scale_split(A.blocks, comm)
+    Ys = _Blocks(A.map(lambda Ai, sc: Ai / sc, s))
+    a_s = a64 / s
     # one all-reduce: the row norms, and the sums and counts of a lower bound of tau
     sq, S, n, m = comm.all_reduce(torch.stack([
         Ys.rowwise(lambda Y: (Y * Y).sum(1)), Ys.rowwise(lambda Y: Y.sum(1)), Ys.rowwise(lambda Y: (Y > 0).sum(1).to(Y.dtype)),
@@ -433,36 +527,129 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm) -
         sups = Ys.map(lambda Y, tc: Y > tc, t)
         Yk, below = _support_extremes(Ys, sups, comm)
         Fk, D2, kf = _support_numbers(Ys, sups, Yk, comm)
-    c = nonzero.to(Yk.dtype)
-    group_only = nonzero & (bf == 0)
-    c = torch.where(group_only, 1.0 - a_s / torch.where(group_only, nrm, 1.0), c)
-    general = nonzero & (a_s > 0) & (bf > 0)
-    if bool(general.any()):
-        # the root's bracket: c_j = Y_j / (b F_j) (clipped to 1) at the support's
-        # last entry (right) and the first entry outside it (left; 0 if none)
-        bb = torch.where(general, bf, 1.0)
-        Fnext = Fk + kf * (Yk - below)
-        right = torch.where(Fk > 0, torch.clamp(Yk / (bb * torch.where(Fk > 0, Fk, 1.0)), max=1.0), 1.0)
-        left = torch.where(Fnext > 0, torch.clamp(below / (bb * torch.where(Fnext > 0, Fnext, 1.0)), max=1.0), 0.0)
-        cg = _k.group_exclusive_factor(
-            Yk, Fk, D2, kf, torch.where(general, left, 0.0), torch.where(general, right, 1.0),
-            torch.where(general, a_s, 0.0), bb, array_namespace(Yk),
-        )
-        c = torch.where(general, cg, c)
-    beta = bf * c
-    e = (Yk - beta * Fk) / (1.0 + beta * kf)
-    out = []
-    for W, Rw, Y, sup, yk, ek, zero_beta, cs, cw, group_part, fin in zip(
-        W64, Rws, Ys.blocks, sups,
-        *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s, c, bf == 0, row_finite)),
-    ):
-        U = torch.where(sup, (Y - yk) + ek, 0.0)
-        U = torch.where(zero_beta, Y, U)
-        # rows without the exclusive part (b = 0) are c w, formed from w itself as
-        # on one device (the scaled copy may have lost entries below 2^-1074 s)
-        X = torch.where(group_part, W * cw, torch.sign(W) * U * cs)
-        out.append(torch.where(fin, X, W).to(Rw.dtype))
-    return out
+    return Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf)
+
+
+# The next step's hint: this fraction of the threshold found (as the
+# single-device column kernels', numba_cpu._HINT_FRACTION)
+_HINT_FRACTION = 1.0 - 2.0**-8
+
+
+def _hint_vector(hints: list | None, sizes: list):
+    """The blocks' hints (2, rows) concatenated along the rows (float64),
+    or None where some block has none (or one of another shape)."""
+    if not hints or len(hints) != len(sizes):
+        return None
+    if any(h is None or h.dtype != torch.float64 or tuple(h.shape) != (2, g) for h, g in zip(hints, sizes)):
+        return None
+    return torch.cat(hints, dim=1)
+
+
+def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm):
+    """:func:`_searched_numbers` of float32 rows from a hint H_r of each
+    row's threshold tau_r and one R_r of its support's least magnitude
+    (``HR``: (2, rows)): in two collectives that do not wait for each
+    other (:meth:`_Comm.all_reduce_sum_max`) where the hints decide every
+    row.
+
+    float32 magnitudes need no scale in float64 (squares and sums of
+    P < 2^40 of them are normal and finite), so the rows are taken as they
+    are (s = 1, the same numbers as scaled by a power of two).  The sums:
+    the squares (the norms), and over {y > H_r} the sum, the count and the
+    sums of y - H_r, of y - R_r and of their squares; the maxima: the
+    row's, the least y above H_r (negated) and the largest y <= H_r.  Then, as the column
+    kernels of numba_cpu with a hint: H_r <= tau_below of the sums above it
+    (with the bound of ||z||_1/||z||_2 above H_r from its shifted sums,
+    :func:`_xp_kernels.ratio_above`: sqrt(n) proved nothing for
+    group+exclusive with a large a) proves phi(H_r) <= 0 (every y <= H_r
+    is off the support); the least y
+    above it, Y_c, is then the support's least entry if phi(Y_c) > 0, on
+    the support sums at Y_c, which are the shifted sums moved by
+    d = Y_c - R_r (F = F1 - k d, D2 = Q1 - d (F1 + F), F1 and Q1 the sums
+    of y - R_r and its squares), or by Y_c - H_r, whichever does not cancel
+    (:func:`numba_cpu._shifted_support_sums`' test where d >= 0; where
+    d < 0 both are sums of positive terms, and 2 k |d| <= F bounds the
+    error of F1, whose terms y - R_r may be negative, by 1.5 times that of
+    the direct sum).  In training, R_r (where the support's least entry
+    went, :func:`_group_exclusive_split_blocks`) is within a gradient step
+    of Y_c, and the moves by it are accepted where those by Y_c - H_r
+    cancel: on rows of a few entries (the MLP's 10 x 300 layer, 72 of its
+    300 rows), whose least entry lies far above tau.  The
+    rows concerned (nonzero, b > 0, finite) that this does not decide take
+    the search's route (:func:`_support_split`: the candidate above a lower
+    bound of tau, two more all-reduces, then the search if need be), from
+    the bound of their sums above the hint where it proved itself, else
+    from the whole row's sums (also summed here), as without hints."""
+    Ys = A
+    s = torch.ones_like(a64)
+    a_s = a64
+    H, R = HR[0], HR[1]
+
+    def sums(Y, h, r):
+        above = Y > h
+        Z = torch.where(above, Y - h, 0.0)
+        ZR = torch.where(above, Y - r, 0.0)
+        return torch.stack([(Y * Y).sum(1), torch.where(above, Y, 0.0).sum(1), above.sum(1).to(Y.dtype),
+                            Z.sum(1), (Z * Z).sum(1), Y.new_full((Y.shape[0],), float(Y.shape[1])),
+                            Y.sum(1), (Y > 0).sum(1).to(Y.dtype), ZR.sum(1), (ZR * ZR).sum(1)])
+
+    def maxima(Y, h):
+        above = Y > h
+        return torch.stack([-_least_inside(Y, above), _largest_outside(Y, above),
+                            Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(Y.shape[0])])
+
+    stats = torch.cat(Ys.map(sums, H, R), dim=1)
+    extremes = torch.cat(Ys.map(maxima, H), dim=1)
+    comm.all_reduce_sum_max(stats, extremes)
+    sq, S, n, F1, Q1, m, S0, n0, FR, QR = stats
+    Yc, below, ymax = -extremes[0], extremes[1], extremes[2]
+    nrm = torch.sqrt(sq)
+    row_finite = torch.isfinite(nrm)
+    nonzero = (nrm > a_s) & finite & row_finite
+    a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
+    active = (b_eff > 0) & (ymax > 0)
+    xp = array_namespace(S)
+    t0 = _k.tau_below(S, n, m, a_eff, b_eff, xp, r=_k.ratio_above(F1, Q1, n, m, xp))
+    proven = (H > 0) & (H < math.inf) & (H <= t0) & (Yc < math.inf)
+    d = Yc - H
+    F = F1 - n * d
+    D2 = Q1 - d * (F1 + F)
+    by_h = (3.0 * n * d <= F1) & (3.0 * d * (F1 + F) <= Q1)
+    dr = Yc - R
+    Fr = FR - n * dr
+    Dr = QR - dr * (FR + Fr)
+    by_r = torch.where(dr >= 0, (3.0 * n * dr <= FR) & (3.0 * dr * (FR + Fr) <= QR), 2.0 * n * -dr <= Fr)
+    F, D2 = torch.where(by_r, Fr, F), torch.where(by_r, Dr, D2)
+    one = n == 1  # (the support is Y_c alone: its sums are 0 exactly)
+    F, D2 = torch.where(one, 0.0, F), torch.where(one, 0.0, D2)
+    conditioned = one | by_r | by_h
+    nrm_sup = torch.sqrt(D2)
+    pos = nrm_sup > a_eff
+    shrink = torch.where(pos, 1.0 - a_eff / torch.where(pos, nrm_sup, 1.0), 0.0)
+    decided = proven & conditioned & (Yc - b_eff * F * shrink > 0)
+    # (the rows the solve does not concern: c = 0 or b = 0, whose numbers are not read)
+    Yk, Fk, D2, kf = (torch.where(decided, v, 0.0) for v in (Yc, F, D2, n))
+    sups = Ys.map(lambda Y, h: Y > h, H)
+    rest = active & ~decided
+    if bool(rest.any()):
+        # the other rows take the search's route: from t0 >= H_r, the bound
+        # of the sums above H_r, where the hint proved itself (its candidate
+        # did not: an entry between the hint and the new threshold; or its
+        # shifted sums cancel), else from the bound of the whole row's sums
+        # (the route without hints'); the candidate above it (two
+        # all-reduces) decides a training step's rows; the rows decided
+        # already are left out (b = 0 there)
+        start = torch.where(proven, t0, _k.tau_below(S0, n0, m, a_eff, b_eff, xp))
+        t, support = _support_split(Ys, a_eff, torch.where(rest, b_eff, 0.0), comm, torch.where(rest, start, 0.0), ymax=ymax)
+        if support is not None:
+            sups2, Yk2, below2, F2, D22, k2 = support
+        else:
+            sups2 = Ys.map(lambda Y, tc: Y > tc, t)
+            Yk2, below2 = _support_extremes(Ys, sups2, comm)
+            F2, D22, k2 = _support_numbers(Ys, sups2, Yk2, comm)
+        sups = [torch.where(r, s2, s1) for r, s2, s1 in zip(torch.split(rest[:, None], Ys.sizes), sups2, sups)]
+        Yk, below, Fk, D2, kf = (torch.where(rest, v2, v1) for v2, v1 in ((Yk2, Yk), (below2, below), (F2, Fk), (D22, D2), (k2, kf)))
+    return Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf)
 
 
 # ----------------------------------------------------------------------- plans
@@ -496,6 +683,9 @@ class ShardedPlan:
     grouping: str | None = None
     on_numba: None = None  # (the local shard's kernels run inside run_local)
     split_rows: Callable | None = None  # (exclusive penalties on split rows) a step's batch's part: see build_plan
+    # (exclusive penalties on split rows) the last step's guess of each row's
+    # threshold for the next (see _group_exclusive_split_blocks; None: none)
+    split_hint: torch.Tensor | None = None
 
     @property
     def batched(self) -> bool:
@@ -685,8 +875,9 @@ def run_split_rows(members: list) -> None:
     collectives for all of them instead of one per tensor (the group lasso's
     row norms: :func:`_row_norms_split_blocks`, one all-reduce for float32
     data; the exclusive penalties': :func:`_group_exclusive_split_blocks`,
-    4 all-reduces in a training step); each tensor's result is the one it
-    has alone."""
+    4 all-reduces in a first training step, then 2 with the hints each
+    step leaves its plans for the next, float32); each tensor's result is
+    the one it has alone."""
     buckets: dict = {}
     for m in members:
         family = "group_lasso" if m.plan.pen.kernel == "group_lasso" else "exclusive"
@@ -699,9 +890,11 @@ def run_split_rows(members: list) -> None:
                 for m, nrm in zip(on, _row_norms_split_blocks([m.rows for m in on], comm)):
                     m.write(torch_dev.PRIMITIVES.scale_rows(m.rows, _stages.group_lasso_factor(nrm, m.thresholds[0]), out=m.rows))
             else:
-                Xs = _group_exclusive_split_blocks([m.rows for m in on], *zip(*(m.thresholds for m in on)), comm)
-                for m, X in zip(on, Xs):
+                hints = [m.plan.split_hint for m in on]
+                Xs = _group_exclusive_split_blocks([m.rows for m in on], *zip(*(m.thresholds for m in on)), comm, hints)
+                for m, X, h in zip(on, Xs, hints):
                     m.write(X)
+                    m.plan.split_hint = h
 
 
 def _write_rows(local, Rw, X, grouping, view_shape) -> None:
