@@ -329,6 +329,35 @@ def numba_view(kernel: str, v, params=()):
     return None if view is None else (view, backend)
 
 
+def in_one_call(kernel: str, v, weights, step, check_finite: bool, fits):
+    """The public call of ``kernel`` on ``v`` with one array of ``weights``
+    by the backend's ``<kernel>_checked`` (Numba's: every check and the
+    thresholds step * w in one compiled pass), or None where the general
+    path must decide: other arrays (not NumPy float32/float64, native,
+    C-contiguous, with ``fits(v, weights)``; a CPU tensor ``v`` goes by its
+    NumPy view, :func:`numba_view`, and serial kernels), a step outside
+    [2^-1022, 2^1000], a backend without it, or a check the pass failed (so
+    the errors and their messages are the general path's).  Its result is
+    the general path's, bit for bit."""
+    routed = None
+    if array_kind(v) == "torch":  # a CPU tensor on Numba's route: its NumPy view, by the serial kernel
+        routed = numba_view(kernel, v, (weights,))
+        v = None if routed is None else routed[0]
+    if not (type(v) is np.ndarray and type(weights) is np.ndarray
+            and v.dtype.char in "fd" and weights.dtype.char in "fd"
+            and v.dtype.isnative and weights.dtype.isnative
+            and v.flags.c_contiguous and weights.flags.c_contiguous and fits(v, weights)
+            and (type(step) is int or isinstance(step, float)) and 2.0**-1022 <= step <= 2.0**1000):
+        return None
+    name = kernel + "_checked"
+    if routed is not None:
+        tdev = routed[1]
+        X = getattr(tdev.SERIAL_NUMBA, name)(v, weights, float(step), check_finite)
+        return None if X is None else tdev.torch.from_numpy(X)
+    run = getattr(backend_for(v), name, None)
+    return None if run is None else run(v, weights, float(step), check_finite)
+
+
 def _apply(pen: Penalty, v, step, check_finite: bool, backend):
     """:func:`apply` with the flag checked, on ``backend``'s kernels (None:
     :func:`backend_for` the input's)."""

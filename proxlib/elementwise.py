@@ -175,6 +175,10 @@ def prox_weighted_l1(v, weights, step=1.0, *, metric=None, check_finite: bool = 
     >>> proxlib.prox_weighted_l1(np.array([3.0, 3.0]), 1.0, metric=np.array([1.0, 2.0]))
     array([2. , 2.5])
     """
+    if metric is None:
+        x = R.in_one_call("weighted_l1", v, _one_call_weights(weights), step, check_finite, _fits_one_call)
+        if x is not None:
+            return x
     return WeightedL1(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
 
 
@@ -195,7 +199,28 @@ def prox_weighted_l2sq(v, weights, step=1.0, *, metric=None, check_finite: bool 
     >>> proxlib.prox_weighted_l2sq(np.array([3.0, -1.0]), 1.0)
     array([ 1.        , -0.33333333])
     """
+    if metric is None:
+        x = R.in_one_call("weighted_l2sq", v, _one_call_weights(weights), step, check_finite, _fits_one_call)
+        if x is not None:
+            return x
     return WeightedL2Sq(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
+
+
+def _one_call_weights(weights):
+    """One weight (a Python float or int, a NumPy float32/float64 scalar) as a
+    0-d array (the one-call route's form of it:
+    :func:`proxlib._registry.in_one_call`), anything else as it is."""
+    if isinstance(weights, (float, np.float32)):  # (np.float64 is a float)
+        return np.array(weights)
+    if type(weights) is int and abs(weights) < 2**1023:
+        return np.array(float(weights))
+    return weights
+
+
+def _fits_one_call(v, w) -> bool:
+    """A weight per entry, or one weight (the one-call route's cases: other
+    shapes broadcast on the general path)."""
+    return w.shape == v.shape or w.ndim == 0
 
 
 def lp_threshold(lam: float, p: float) -> float:

@@ -236,25 +236,9 @@ def _owl_in_one_call(v, weights, step, check_finite):
     microseconds, the whole cost at n = 100) and float64 temporaries (three
     passes, a fifth of the call at n = 1e6 in float32); up to 2048 entries
     the whole call is one compiled call.  The result is the general path's,
-    bit for bit; None wherever the general path must decide (any failed
-    check, so the errors and their messages are its own; thresholds near
-    the end of the range; other arrays or steps)."""
-    routed = None
-    if array_kind(v) == "torch":  # a CPU tensor on Numba's route: its NumPy view, by the serial kernel
-        routed = R.numba_view("owl", v, (weights,))
-        v = None if routed is None else routed[0]
-    if not (type(v) is np.ndarray and type(weights) is np.ndarray
-            and v.dtype.char in "fd" and weights.dtype.char in "fd" and weights.ndim == 1
-            and v.dtype.isnative and weights.dtype.isnative
-            and v.flags.c_contiguous and weights.flags.c_contiguous
-            and (type(step) is int or isinstance(step, float)) and 2.0**-1022 <= step <= 2.0**1000):
-        return None
-    if routed is not None:
-        tdev = routed[1]
-        X = tdev.SERIAL_NUMBA.owl_checked(v, weights, float(step), check_finite)
-        return None if X is None else tdev.torch.from_numpy(X)
-    run = getattr(R.backend_for(v), "owl_checked", None)
-    return None if run is None else run(v, weights, float(step), check_finite)
+    bit for bit; None wherever the general path must decide
+    (:func:`proxlib._registry.in_one_call`)."""
+    return R.in_one_call("owl", v, weights, step, check_finite, lambda v, w: w.ndim == 1)
 
 
 def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):

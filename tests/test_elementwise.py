@@ -484,3 +484,142 @@ def test_reweighted_l1_and_l2_steps_are_majorize_minimize(v, lam, tau):
             f = F(t)
             assert f <= f_prev + 16 * v.size * EPS64 * (1 + abs(f_prev)), (f, f_prev)  # rounding of the sums
             f_prev = f
+
+
+# ------------------------------------------------------- the one-call lane
+#
+# prox_weighted_l1 and prox_weighted_l2sq with a weight per entry (or one
+# weight) check their arguments and form their thresholds in the map's one
+# compiled pass on Numba (proxlib._registry.in_one_call): the general path's
+# result bit for bit, every error left to that path.
+
+
+def _general(fn, v, w, step, check_finite):
+    from proxlib import _registry
+
+    pen = proxlib.WeightedL1 if fn is proxlib.prox_weighted_l1 else proxlib.WeightedL2Sq
+    return _registry.apply(pen(w, copy=False), v, step, check_finite=check_finite)
+
+
+def _outcome(fn):
+    try:
+        x = fn()
+    except (ValueError, TypeError) as exc:
+        return type(exc), str(exc)
+    return type(x), x.dtype, tuple(x.shape), x.numpy().tobytes() if hasattr(x, "numpy") else x.tobytes()  # (bits: signed zeros, NaN)
+
+
+@st.composite
+def lane_problems(draw):
+    """Valid and invalid calls near every edge the lane tests."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = draw(st.sampled_from([(), (1,), (7,), (3, 5), (40_000,)]))  # (40,000: the parallel map)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    v = np.array(rng.standard_normal(shape) * 2.0 ** draw(st.integers(-30, 30)), dtype=dtype)
+    w = np.array(rng.uniform(0.0, 3.0, shape) * 2.0 ** draw(st.integers(-30, 30)))
+    if w.ndim:
+        w[rng.random(shape) < 0.2] = 0.0
+    flaw = draw(st.sampled_from(["none", "none", "none", "nan_v", "inf_v", "nan_w", "inf_w", "negative_w", "minus_zero_w",
+                                 "huge_w", "float32_w", "scalar_w", "int_w", "zero_d_w", "one_w", "row_w", "fortran_v",
+                                 "strided_v"]))
+    i = tuple(int(rng.integers(0, n)) for n in shape)
+    if flaw == "nan_v":
+        v[i] = np.nan
+    elif flaw == "inf_v":
+        v[i] = -np.inf
+    elif flaw in ("nan_w", "inf_w", "negative_w", "minus_zero_w", "huge_w"):
+        w = np.array(w)
+        w[i] = {"nan_w": np.nan, "inf_w": np.inf, "negative_w": -1e-300, "minus_zero_w": -0.0, "huge_w": 2.0**1010}[flaw]
+    elif flaw == "float32_w":
+        w = w.astype(np.float32)
+    elif flaw == "scalar_w":
+        w = float(draw(st.sampled_from([0.0, 0.3, -0.0, 1e-300, 2.0**1000, -1.0, math.nan, math.inf])))
+    elif flaw == "int_w":
+        w = draw(st.sampled_from([0, 2, 3 * 2**1030]))
+    elif flaw == "zero_d_w":
+        w = np.array(draw(st.sampled_from([0.25, -0.5])))
+    elif flaw == "one_w":
+        w = np.array([0.25])
+    elif flaw == "row_w" and v.ndim == 2:
+        w = w[:1]
+    elif flaw == "fortran_v" and v.ndim == 2:
+        v = np.asfortranarray(v)
+    elif flaw == "strided_v" and v.ndim == 1:
+        v = np.repeat(v, 2)[::2]
+        w = np.array(w)
+    step = draw(st.one_of(
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**1000, 2.0**1001, 1e300, np.float64(0.7), 0.0, -1.0]),
+        st.floats(1e-300, 1e300)))
+    return v, w, step, draw(st.booleans())
+
+
+@pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq])
+@given(problem=lane_problems())
+def test_weighted_one_call_lane_equals_the_general_path(fn, problem):
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    v, w, step, check_finite = problem
+    with proxlib.use_backend("numba"):
+        expected = _outcome(lambda: _general(fn, v, w, step, check_finite))
+        assert _outcome(lambda: fn(v, w, step, check_finite=check_finite)) == expected
+
+
+@pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flaw", ["negative", "nan", "inf", "huge", "nan_v", "minus_zero"])
+@pytest.mark.parametrize("scalar", [False, True])
+@pytest.mark.parametrize("n", [4, 40_000])
+def test_weighted_one_call_lane_leaves_every_error_to_the_general_path(fn, dtype, flaw, scalar, n):
+    """Each flaw the lane's pass checks, in a weight per entry or one weight,
+    in the serial map and the parallel one (40,000 entries; the flaw in the
+    last): the general path's error (or result: -0 is a valid weight;
+    thresholds near the end of the range are its to transform), as from
+    that path."""
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    v = np.resize(np.array([3.0, -1.0, 0.5, 2.0], dtype=dtype), n)
+    bad = {"negative": -1e-300, "nan": math.nan, "inf": math.inf, "huge": 2.0**1010, "nan_v": 0.5, "minus_zero": -0.0}[flaw]
+    w = bad if scalar else np.resize(np.array([0.5, 0.75, 0.25, 0.0]), n)
+    if not scalar:
+        w[-1] = bad
+    if flaw == "nan_v":
+        v[-2] = np.nan
+    with proxlib.use_backend("numba"):
+        expected = _outcome(lambda: _general(fn, v, w, 0.5, True))
+        assert _outcome(lambda: fn(v, w, 0.5, check_finite=True)) == expected
+    assert (expected[0] is ValueError) == (flaw not in ("huge", "minus_zero"))
+
+
+@pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_one_call_lane_takes_the_common_call(fn, dtype, monkeypatch):
+    """The lane answers the common call on Numba: a weight per entry or one
+    weight, NumPy arrays and CPU tensors (their views, serial kernels), so the
+    test above compares two paths; the general path is not called."""
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    torch = pytest.importorskip("torch")
+    from proxlib import _registry
+    from proxlib.backends import numba_cpu
+
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((64, 300)).astype(dtype)
+    w = rng.uniform(0.0, 1.0, v.shape)
+    with proxlib.use_backend("numba"):
+        expected = {id(weights): _general(fn, v, weights, 0.5, True).tobytes() for weights in (w, 0.25)}
+    with proxlib.use_backend(None):  # (a tensor's own backend: torch's, which runs Numba on the tensor's view)
+        viewed = _registry.numba_view(fn.__name__[5:], torch.from_numpy(v)) is not None
+        general_tensor = _general(fn, torch.from_numpy(v), w, 0.5, True)
+    calls = []
+    name = "weighted_l1_checked" if fn is proxlib.prox_weighted_l1 else "weighted_l2sq_checked"
+    kernel = getattr(numba_cpu, name)
+    monkeypatch.setattr(numba_cpu, name, lambda *a, **k: (calls.append(k.get("parallel", True)), kernel(*a, **k))[1])
+    monkeypatch.setattr(_registry, "_apply", lambda *a, **k: pytest.fail("the general path ran"))
+    with proxlib.use_backend("numba"):
+        for weights in (w, 0.25):
+            assert fn(v, weights, 0.5).tobytes() == expected[id(weights)]
+    assert calls == [True, True]
+    if viewed:
+        with proxlib.use_backend(None):
+            assert fn(torch.from_numpy(v), w, 0.5).numpy().tobytes() == general_tensor.numpy().tobytes()
+        assert calls == [True, True, False]  # (a tensor's view: serial, beside torch's threads)

@@ -4717,6 +4717,111 @@ def weighted_l2sq(v, w, *, parallel=True, out=None, check_finite=False):
     return out
 
 
+# The public weighted l1 / squared l2 call with a weight per entry (NumPy
+# arrays of one shape, or a CPU tensor's view): its checks and the
+# thresholds step * w_i formed in the map's one pass (``*_checked``), in
+# place of the general path's Python layers, three reductions over the
+# weights and a float64 array of thresholds (0.25 ms of a 0.3 ms call at
+# 784 x 300 float64 on the 2-core Zen 4, the kernel 0.04 ms)
+
+
+def _in_dtype_of(t, x):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+@overload(_in_dtype_of, inline="always")
+def _in_dtype_of_overload(t, x):
+    """The float64 threshold t rounded once to x's dtype (float32 data's
+    thresholds are float32, as proxlib._range gives them)."""
+    if x == types.float32:
+        return lambda t, x: np.float32(t)
+    return lambda t, x: t
+
+
+@_inline
+def _checked_map(v, w, step, top, out, one, c, check):
+    """out_i = one(x_i, t_i, i, c) with t_i = step * w_i (w of one entry:
+    broadcast), formed as proxlib._range forms thresholds in range (a
+    float64 product, rounded once to v's dtype), for every i (out is not
+    v); returns the number of failed checks: w_i >= 0 and step * w_i <= top
+    (a NaN fails both) and, where ``check``, x_i finite.  Its loops are
+    prange: Numba's threads in a parallel kernel (_pjit), in order in a
+    serial one (_jit), where prange is range."""
+    bad = 0
+    if w.shape[0] == 1:
+        t = np.float64(w[0]) * step
+        bad += not ((np.float64(w[0]) >= 0.0) & (t <= top))
+        tx = _in_dtype_of(t, v[0])
+        for i in prange(v.shape[0]):
+            x = v[i]
+            if check:
+                bad += not abs(x) < np.inf
+            out[i] = one(x, tx, i, c)
+        return bad
+    for i in prange(v.shape[0]):
+        wi = np.float64(w[i])
+        t = wi * step
+        bad += not ((wi >= 0.0) & (t <= top))
+        x = v[i]
+        if check:
+            bad += not abs(x) < np.inf
+        out[i] = one(x, _in_dtype_of(t, x), i, c)
+    return bad
+
+
+@_jit
+def _weighted_l1_checked_seq(v, w, step, top, out, check):
+    return _checked_map(v, w, step, top, out, _wl1_one, _zero_of(v), check)
+
+
+@_pjit
+def _weighted_l1_checked_par(v, w, step, top, out, check):
+    return _checked_map(v, w, step, top, out, _wl1_one, _zero_of(v), check)
+
+
+@_jit
+def _weighted_l2sq_checked_seq(v, w, step, top, out, check):
+    return _checked_map(v, w, step, top, out, _wl2_one, 0.0, check)
+
+
+@_pjit
+def _weighted_l2sq_checked_par(v, w, step, top, out, check):
+    return _checked_map(v, w, step, top, out, _wl2_one, 0.0, check)
+
+
+def _run_checked(seq, par, parallel, v, w, step, top, check_finite):
+    """The checked map of v (C-contiguous float32/float64, any shape) with
+    the weights w of its shape (or one weight, a 0-d array) into a new
+    array, or None where a check failed (the general path then decides,
+    and reports)."""
+    if v.size == 0:
+        return None
+    out = np.empty_like(v)
+    kernel = _serial_or_parallel(seq, par, parallel, v.size)
+    return out if kernel(v.reshape(-1), w.reshape(-1), step, top, out.reshape(-1), check_finite) == 0 else None
+
+
+def weighted_l1_checked(v, w, step: float, check_finite: bool, *, parallel=True):
+    """The public weighted l1 prox of a C-contiguous float32/float64 ``v``
+    with a weight per entry (``w``: float32/float64, v's shape,
+    C-contiguous) or one weight (a 0-d array) and a normal float ``step``: every check and the
+    thresholds step * w_i in the map's one pass, the general path's result
+    bit for bit (the same entry function on the same thresholds), or None
+    where that path must decide (a weight negative or not finite, input
+    not finite with ``check_finite``, a threshold above 2^100 (float32) or
+    2^1000 (float64): near the end of the kernels' range, proxlib._range)."""
+    top = 2.0**100 if v.dtype == np.float32 else 2.0**1000
+    return _run_checked(_weighted_l1_checked_seq, _weighted_l1_checked_par, parallel, v, w, step, top, check_finite)
+
+
+def weighted_l2sq_checked(v, w, step: float, check_finite: bool, *, parallel=True):
+    """:func:`weighted_l1_checked` for the weighted squared l2 norm (its
+    thresholds' range: at most 2^76 (float32) or 2^876 (float64), 2^24
+    inside proxlib._range's limit of its degree-2 thresholds)."""
+    top = 2.0**76 if v.dtype == np.float32 else 2.0**876
+    return _run_checked(_weighted_l2sq_checked_seq, _weighted_l2sq_checked_par, parallel, v, w, step, top, check_finite)
+
+
 def _weighted_l2sq_route(v, out, parallel, hint=None):
     kernel = _serial_or_parallel(_weighted_l2sq_seq, _weighted_l2sq_par, parallel, v.shape[0])
     return lambda thr, check_finite: kernel(v, thr[0], out, False)
