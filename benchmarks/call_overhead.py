@@ -2,6 +2,7 @@
 
     python benchmarks/call_overhead.py                 # NumPy and CPU torch, three shapes
     python benchmarks/call_overhead.py --libs numpy --shapes 10,64x10
+    python benchmarks/call_overhead.py --ops weighted_l1,weighted_l2sq --entry-weights
     PYTHONPATH=/path/to/other/checkout python benchmarks/call_overhead.py   # another revision
 
 For each operator of :data:`proxlib._registry.OPERATORS` whose penalty can be
@@ -92,6 +93,9 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     ap.add_argument("--weights", action="store_true", help="OWL and GrOWL too (OSCAR weights)")
     ap.add_argument("--seconds", type=float, default=0.4, help="timing per contender and case")
+    ap.add_argument("--ops", default=None, help="comma-separated operators (default: all)")
+    ap.add_argument("--entry-weights", action="store_true",
+                    help="weighted l1 / squared l2 with a weight per entry (a NumPy array of the input's shape), not one")
     args = ap.parse_args(argv)
     shapes = [tuple(int(s) for s in spec.split("x")) for spec in args.shapes.split(",")]
     libs = args.libs.split(",")
@@ -102,6 +106,11 @@ def main(argv=None):
     makers = dict(MAKERS)
     if args.weights:
         makers.update(WEIGHTED)
+    if args.entry_weights:
+        makers.update({name: (lambda x, cls=cls: cls(np.full(tuple(x.shape), 0.1)))
+                       for name, cls in (("weighted_l1", proxlib.WeightedL1), ("weighted_l2sq", proxlib.WeightedL2Sq))})
+    if args.ops:
+        makers = {name: makers[name] for name in args.ops.split(",")}
     for name, make in makers.items():
         op = R.OPERATORS[name]
         for lib in libs:
@@ -111,7 +120,7 @@ def main(argv=None):
                     import torch
 
                     x = torch.from_numpy(x)
-                pen = make(x) if name in WEIGHTED else make(None)
+                pen = make(x) if name in WEIGHTED or (args.entry_weights and name in ("weighted_l1", "weighted_l2sq")) else make(None)
                 public = _public_call(name, op.function, pen, x, 0.5)
                 tp, tk = medians(public, kernel_alone(pen, x, 0.5), args.seconds)
                 shape_s = "x".join(map(str, shape))
