@@ -78,6 +78,15 @@ class _Elementwise(R.Penalty):
     def __post_init__(self, copy: bool):
         R.frozen_set(self, weights=_checked_weights(self.weights, copy))
 
+    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
+        if metric is None:  # (the public function's one-call lane, weights already checked)
+            x = R.in_one_call(self.kernel, v, _one_call_weights(self.weights), step, check_finite, _fits_one_call)
+            if x is not None:
+                return x
+        return super().prox(v, step, metric=metric, check_finite=check_finite)
+
+    prox.__doc__ = R.Penalty.prox.__doc__
+
     def thresholds(self, layout):
         return (_broadcast_weights(self.weights, layout, layout.shape),)
 

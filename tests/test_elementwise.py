@@ -562,6 +562,11 @@ def test_weighted_one_call_lane_equals_the_general_path(fn, problem):
     with proxlib.use_backend("numba"):
         expected = _outcome(lambda: _general(fn, v, w, step, check_finite))
         assert _outcome(lambda: fn(v, w, step, check_finite=check_finite)) == expected
+        try:
+            pen = (proxlib.WeightedL1 if fn is proxlib.prox_weighted_l1 else proxlib.WeightedL2Sq)(w)
+        except (ValueError, TypeError):
+            return
+        assert _outcome(lambda: pen.prox(v, step, check_finite=check_finite)) == expected  # (the object's prox: the same lane)
 
 
 @pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq])
