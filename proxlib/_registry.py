@@ -335,14 +335,19 @@ def in_one_call(kernel: str, v, weights, step, check_finite: bool, fits):
     thresholds step * w in one compiled pass), or None where the general
     path must decide: other arrays (not NumPy float32/float64, native,
     C-contiguous, with ``fits(v, weights)``; a CPU tensor ``v`` goes by its
-    NumPy view, :func:`numba_view`, and serial kernels), a step outside
+    NumPy view, :func:`numba_view`, and serial kernels, and so do CPU tensor
+    weights beside it, whose general path is the torch route: the same
+    bits), a step outside
     [2^-1022, 2^1000], a backend without it, or a check the pass failed (so
     the errors and their messages are the general path's).  Its result is
     the general path's, bit for bit."""
     routed = None
     if array_kind(v) == "torch":  # a CPU tensor on Numba's route: its NumPy view, by the serial kernel
-        routed = numba_view(kernel, v, (weights,))
+        tensor_weights = array_kind(weights) == "torch"
+        routed = numba_view(kernel, v, () if tensor_weights else (weights,))
         v = None if routed is None else routed[0]
+        if routed is not None and tensor_weights:  # (CPU tensor weights: their view too; the torch route's bits, tested)
+            weights = routed[1].numba_view(kernel, weights)
     if not (type(v) is np.ndarray and type(weights) is np.ndarray
             and v.dtype.char in "fd" and weights.dtype.char in "fd"
             and v.dtype.isnative and weights.dtype.isnative

@@ -627,4 +627,34 @@ def test_weighted_one_call_lane_takes_the_common_call(fn, dtype, monkeypatch):
     if viewed:
         with proxlib.use_backend(None):
             assert fn(torch.from_numpy(v), w, 0.5).numpy().tobytes() == general_tensor.numpy().tobytes()
-        assert calls == [True, True, False]  # (a tensor's view: serial, beside torch's threads)
+            # tensor weights: the torch route before, the same bits
+            assert fn(torch.from_numpy(v), torch.from_numpy(w), 0.5).numpy().tobytes() == general_tensor.numpy().tobytes()
+        assert calls == [True, True, False, False]  # (a tensor's view: serial, beside torch's threads)
+
+
+@pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq, proxlib.prox_owl])
+@given(data=st.data())
+def test_one_call_lane_on_tensor_weights_gives_the_torch_routes_bits(fn, data):
+    """CPU tensor weights beside a CPU tensor take the lane (their NumPy
+    views, Numba's serial kernel) where they took the torch route: its
+    result bit for bit, on entries of any scale, zeros of both signs, NaN
+    and Inf unchecked, and its errors."""
+    torch = pytest.importorskip("torch")
+    from proxlib import _registry
+
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    n = data.draw(st.sampled_from([1, 5, 64, 3000]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    v = (rng.standard_normal(n) * 2.0 ** rng.integers(-40, 40, n)).astype(dtype)
+    v[rng.random(n) < 0.1] = data.draw(st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf]))
+    w = rng.uniform(0, 2, n) * 2.0 ** data.draw(st.integers(-40, 10))
+    w[rng.random(n) < 0.1] = data.draw(st.sampled_from([0.0, -0.0, -1.0, np.nan]))
+    if fn is proxlib.prox_owl:
+        w = np.sort(np.abs(w))[::-1].copy()
+    step = data.draw(st.sampled_from([0.5, 1.0, 2.0**-20, 2.0**20]))
+    check = data.draw(st.booleans())
+    pen = {proxlib.prox_owl: proxlib.OWL, proxlib.prox_weighted_l1: proxlib.WeightedL1}.get(fn, proxlib.WeightedL2Sq)
+    tv, tw = torch.from_numpy(v), torch.from_numpy(w)
+    with proxlib.use_backend(None):
+        expected = _outcome(lambda: _registry.apply(pen(tw, copy=False), tv, step, check_finite=check))
+        assert _outcome(lambda: fn(tv, tw, step, check_finite=check)) == expected
