@@ -337,10 +337,14 @@ def _candidate_split(Ys: _Blocks, a, b, t0, active, comm: _Comm):
     above = Ys.map(lambda Y, t: Y > t, t0)
     Yc, below = _support_extremes(Ys, above, comm)  # (Y_c = 0 where no y > t0)
     F, Q, K = _support_numbers(Ys, above, Yc, comm)  # over {y > t0} = {y >= Y_c}
-    nrm = torch.sqrt(Q)
+    return active & (Yc > 0) & (Yc - b * F * _group_factor(torch.sqrt(Q), a) > 0), (above, Yc, below, F, Q, K)
+
+
+def _group_factor(nrm, a):
+    """(1 - a/nrm)_+ per row (0 where nrm <= a): the group lasso part's
+    shrink factor of the candidate test phi(Y_c) = Y_c - b F (1 - a/||z||)_+."""
     pos = nrm > a
-    shrink = torch.where(pos, 1.0 - a / torch.where(pos, nrm, 1.0), 0.0)
-    return active & (Yc > 0) & (Yc - b * F * shrink > 0), (above, Yc, below, F, Q, K)
+    return torch.where(pos, 1.0 - a / torch.where(pos, nrm, 1.0), 0.0)
 
 
 def _support_split(Ys: _Blocks, a, b, comm: _Comm, t0=None, ymax=None):
@@ -520,14 +524,21 @@ def _searched_numbers(A: _Blocks, a64, bf, finite, comm: _Comm):
     nonzero = (nrm > a_s) & finite & row_finite
     a_eff, b_eff = torch.where(nonzero, a_s, 0.0), torch.where(nonzero, bf, 0.0)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, array_namespace(S))
-    t, support = _support_split(Ys, a_eff, b_eff, comm, t0, ymax=amax / s)  # (max |w| / s: the scaled rows' maxima, exactly)
-    if support is not None:  # (a training step: the candidate's numbers are the support's)
-        sups, Yk, below, Fk, D2, kf = support
-    else:
-        sups = Ys.map(lambda Y, tc: Y > tc, t)
-        Yk, below = _support_extremes(Ys, sups, comm)
-        Fk, D2, kf = _support_numbers(Ys, sups, Yk, comm)
-    return Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf)
+    support = _support_and_numbers(Ys, a_eff, b_eff, comm, t0, amax / s)  # (max |w| / s: the scaled rows' maxima, exactly)
+    return Ys, s, a_s, nrm, row_finite, nonzero, support
+
+
+def _support_and_numbers(Ys: _Blocks, a, b, comm: _Comm, t0, ymax):
+    """(sups, Y_k, below, F_k, D2, k): each row's support from the lower
+    bound ``t0`` (:func:`_support_split`) and its numbers, the candidate's
+    where it decided every row (a training step's: no all-reduce more),
+    else formed from the support found (two all-reduces)."""
+    t, support = _support_split(Ys, a, b, comm, t0, ymax=ymax)
+    if support is not None:
+        return support
+    sups = Ys.map(lambda Y, tc: Y > tc, t)
+    Yk, below = _support_extremes(Ys, sups, comm)
+    return (sups, Yk, below) + tuple(_support_numbers(Ys, sups, Yk, comm))
 
 
 # The next step's hint: this fraction of the threshold found (as the
@@ -623,10 +634,7 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm):
     one = n == 1  # (the support is Y_c alone: its sums are 0 exactly)
     F, D2 = torch.where(one, 0.0, F), torch.where(one, 0.0, D2)
     conditioned = one | by_r | by_h
-    nrm_sup = torch.sqrt(D2)
-    pos = nrm_sup > a_eff
-    shrink = torch.where(pos, 1.0 - a_eff / torch.where(pos, nrm_sup, 1.0), 0.0)
-    decided = proven & conditioned & (Yc - b_eff * F * shrink > 0)
+    decided = proven & conditioned & (Yc - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0)
     # (the rows the solve does not concern: c = 0 or b = 0, whose numbers are not read)
     Yk, Fk, D2, kf = (torch.where(decided, v, 0.0) for v in (Yc, F, D2, n))
     sups = Ys.map(lambda Y, h: Y > h, H)
@@ -640,13 +648,8 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm):
         # all-reduces) decides a training step's rows; the rows decided
         # already are left out (b = 0 there)
         start = torch.where(proven, t0, _k.tau_below(S0, n0, m, a_eff, b_eff, xp))
-        t, support = _support_split(Ys, a_eff, torch.where(rest, b_eff, 0.0), comm, torch.where(rest, start, 0.0), ymax=ymax)
-        if support is not None:
-            sups2, Yk2, below2, F2, D22, k2 = support
-        else:
-            sups2 = Ys.map(lambda Y, tc: Y > tc, t)
-            Yk2, below2 = _support_extremes(Ys, sups2, comm)
-            F2, D22, k2 = _support_numbers(Ys, sups2, Yk2, comm)
+        sups2, Yk2, below2, F2, D22, k2 = _support_and_numbers(
+            Ys, a_eff, torch.where(rest, b_eff, 0.0), comm, torch.where(rest, start, 0.0), ymax)
         sups = [torch.where(r, s2, s1) for r, s2, s1 in zip(torch.split(rest[:, None], Ys.sizes), sups2, sups)]
         Yk, below, Fk, D2, kf = (torch.where(rest, v2, v1) for v2, v1 in ((Yk2, Yk), (below2, below), (F2, Fk), (D22, D2), (k2, kf)))
     return Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf)
@@ -683,8 +686,9 @@ class ShardedPlan:
     grouping: str | None = None
     on_numba: None = None  # (the local shard's kernels run inside run_local)
     split_rows: Callable | None = None  # (exclusive penalties on split rows) a step's batch's part: see build_plan
-    # (exclusive penalties on split rows) the last step's guess of each row's
-    # threshold for the next (see _group_exclusive_split_blocks; None: none)
+    # (exclusive penalties on split rows) the last step's guesses of each
+    # row's threshold and support's least entry for the next, a float64
+    # (2, rows) tensor (see _group_exclusive_split_blocks; None: none)
     split_hint: torch.Tensor | None = None
 
     @property
