@@ -3304,9 +3304,7 @@ def _weight_overload(w, i):
     float64 the time of one more array in the cache: 10.9 against 14.5 ms)."""
     if isinstance(w, types.Array):
         return lambda w, i: np.float64(w[i])
-    if w[2] == types.float32:
-        return lambda w, i: np.float64(np.float32(np.float64(w[0][i]) * w[1]))
-    return lambda w, i: np.float64(w[0][i]) * w[1]
+    return lambda w, i: np.float64(_in_dtype_of(np.float64(w[0][i]) * w[1], w[2]))
 
 
 def _weight_array(w):  # pragma: no cover - replaced by the overload below in compiled code
@@ -4732,7 +4730,8 @@ def _in_dtype_of(t, x):  # pragma: no cover - replaced by the overload below in 
 @overload(_in_dtype_of, inline="always")
 def _in_dtype_of_overload(t, x):
     """The float64 threshold t rounded once to x's dtype (float32 data's
-    thresholds are float32, as proxlib._range gives them)."""
+    thresholds are float32, as proxlib._range gives them; the one place of
+    that rule in compiled code: the lanes' maps and OWL's :func:`_weight`)."""
     if x == types.float32:
         return lambda t, x: np.float32(t)
     return lambda t, x: t
@@ -4804,8 +4803,9 @@ def _run_checked(seq, par, parallel, v, w, step, top, check_finite):
 def weighted_l1_checked(v, w, step: float, check_finite: bool, *, parallel=True):
     """The public weighted l1 prox of a C-contiguous float32/float64 ``v``
     with a weight per entry (``w``: float32/float64, v's shape,
-    C-contiguous) or one weight (a 0-d array) and a normal float ``step``: every check and the
-    thresholds step * w_i in the map's one pass, the general path's result
+    C-contiguous) or one weight (a 0-d array) and a normal float ``step``:
+    every check and the thresholds step * w_i (:func:`_in_dtype_of`, as
+    OWL's :func:`_weight`) in the map's one pass, the general path's result
     bit for bit (the same entry function on the same thresholds), or None
     where that path must decide (a weight negative or not finite, input
     not finite with ``check_finite``, a threshold above 2^100 (float32) or
