@@ -102,7 +102,9 @@ def replay(mod, name: str, args: tuple):
         A, a, b, _, H = args  # (a None: the exclusive lasso; H empty: no hints)
         # a revision before 2026-12-06 took the operator as a flag, and None
         # for no hints: (A, a, b, out, gx, H)
-        flagged = "gx" in inspect.signature(mod._exclusive_cols.py_func).parameters
+        # (and since 2026-12-07 it is a Python function choosing a compiled kernel)
+        kernel = mod._exclusive_cols
+        flagged = "gx" in inspect.signature(getattr(kernel, "py_func", kernel)).parameters
 
         def run():
             if flagged:

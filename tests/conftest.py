@@ -148,6 +148,8 @@ def pytest_configure(config):
 # 2026-12-06).  Before the workers start, two processes compile two each
 # into Numba's cache (balanced: 45-60 s of wall time there, callees
 # included), and the workers load them.
+# (Since 2026-12-07 each signature compiles only its own operator's and
+# dtype's callees: see numba_cpu._make_exclusive_cols.)
 _WARM = (("float64", "gx", "float32", "ex"), ("float32", "gx", "float64", "ex"))
 
 

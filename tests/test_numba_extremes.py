@@ -1616,7 +1616,8 @@ def test_exclusive_columns_candidate_above_the_lower_bound(dtype, name, data):
         results = []
         for shortcut in (xb, None):
             Y, T, F, k, D2 = Y0.copy(), T0.copy(), np.empty(G), np.empty(G, np.int64), np.zeros(G)
-            NB._exclusive_col_search(A, a, b, Y, T, F, D2 if gx else None, k, S, nz, mb, shortcut)
+            scratch = (np.empty(G), np.empty(G)) if gx else (None, None)
+            NB._exclusive_col_search(A, a, b, Y, T, F, D2 if gx else None, k, S, nz, mb, shortcut, *scratch)
             results.append((Y, F, k, D2.view(np.int64)))
         for got, want in zip(*results):
             np.testing.assert_array_equal(got[Y0 > 0], want[Y0 > 0])
@@ -2043,6 +2044,62 @@ def _optional_typed_variants():
 
     return [(name, str(sig)) for name, f in vars(NB).items() if isinstance(f, CPUDispatcher)
             for sig in f.signatures if any(isinstance(t, types.Optional) for t in sig)]
+
+
+_COMPILED_CALLEES = """
+import json, sys
+import numpy as np
+from numba.core import event
+seen = []
+
+class Record(event.Listener):
+    def on_start(self, e):
+        pass
+
+    def on_end(self, e):
+        seen.append([e.data["dispatcher"].py_func.__name__, [str(t) for t in e.data["args"]]])
+
+event.register("numba:compile", Record())
+from proxlib.backends import numba_cpu as NB
+dtype, gx = sys.argv[1], sys.argv[2] == "gx"
+A = np.asfortranarray(np.random.default_rng(0).standard_normal((40, 16)).astype(dtype))
+b = np.full(40, 1e-2, dtype)
+for hint in (None, np.zeros(40)):  # (without hints, then with: every branch a training step takes)
+    if gx:
+        NB.group_exclusive(A, b, b, parallel=False, hint=hint)
+    else:
+        NB.exclusive_lasso(A, b, parallel=False, hint=hint)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _LONG, reason="compiles a column kernel without a cache (20-40 s on 2 cores): the long profile runs it")
+@pytest.mark.parametrize("dtype, gx", [("float32", True), ("float32", False), ("float64", True)])
+def test_exclusive_column_kernels_compile_only_their_own_operator_and_dtype(tmp_path, dtype, gx):
+    """Each column kernel (_make_exclusive_cols) compiles the callees of its
+    operator and dtype alone: no exclusive-lasso variant (D2 or fac None)
+    for group+exclusive and no group+exclusive one (D2 an array) for the
+    exclusive lasso, no shifted sums for float32, and float32 row kernels
+    over float32 rows only (no float64 scaled copy).  Each of these was
+    compiled before 2026-12-07 and cost 4-20 s of a first call."""
+    import json
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(pathlib.Path(proxlib.__file__).parents[1])}
+    out = _procs.run([sys.executable, "-c", _COMPILED_CALLEES, dtype, "gx" if gx else "ex"], timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    names = {name for name, _ in seen}
+    assert "_exclusive_cols_kernel" in names and "_col_support_out" in names  # (the recorder sees the callees)
+    for name, args in seen:
+        if name in ("_col_support_out", "_exclusive_col_search", "_support_sums", "_support_sums_or_shifted"):
+            fac_or_D2 = {"_col_support_out": 3, "_exclusive_col_search": 6, "_support_sums": 7, "_support_sums_or_shifted": 7}[name]
+            assert (args[fac_or_D2] != "none") == gx, (name, args)
+        if dtype == "float32":
+            assert name != "_shifted_support_sums", args
+            if name in ("_exclusive_core", "_group_exclusive_core"):
+                assert args[1].startswith("array(float32"), (name, args)  # (the passes' source: the row itself)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1543,14 +1543,39 @@ def _support_stats(src, n, f1, f2, t):
 
 @_jit
 def _scaled_abs_copy(x, f1, f2):
-    """(|x_j| f1) f2 in a new float64 row (exact: powers of two).  For a row
-    of subnormals (f1 != 1, f1 f2 > 2^1024): inside a reassociated pass
-    (_ex_sums, _gx_sums) LLVM may fold (|x| f1) f2 into |x| (f1 f2) = inf, so
-    such rows are scaled here, once, and the passes read the copy."""
-    y = np.empty(x.shape[0], dtype=np.float64)
-    for j in range(x.shape[0]):
-        y[j] = (abs(np.float64(x[j])) * f1) * f2
-    return y
+    """(|x_j| f1) f2 in a new float64 row (exact: powers of two), for the
+    row kernels' scaled float64 rows.  For a row of subnormals (f1 != 1,
+    f1 f2 > 2^1024): inside a reassociated pass (_ex_sums, _gx_sums) LLVM
+    may fold (|x| f1) f2 into |x| (f1 f2) = inf, so such rows are scaled
+    here, once, and the passes read the copy.  float32 rows are never
+    scaled: their sums lie in [2^-149, m 2^128], inside the unscaled ranges
+    of _exclusive_row and _group_exclusive_row for any m < 2^251.  For them
+    this returns x itself where f1 = f2 = 1 and raises otherwise
+    (unreachable), so that a float32 row kernel compiles its passes over
+    float32 rows only: a float64 copy here compiled every core a second
+    time, over float64 (4-5 s of a first call on a 2-core Zen 4)."""
+    return _scaled_abs_copy_of(x, f1, f2)
+
+
+def _scaled_abs_copy_of(x, f1, f2):  # pragma: no cover - replaced by the overload below in compiled code
+    raise NotImplementedError
+
+
+@overload(_scaled_abs_copy_of)
+def _scaled_abs_copy_of_overload(x, f1, f2):
+    if x.dtype == types.float32:
+        def unscaled(x, f1, f2):  # (the passes take |x| themselves)
+            if f1 != 1.0 or f2 != 1.0:
+                raise AssertionError("float32 rows are never scaled")
+            return x
+        return unscaled
+
+    def copy(x, f1, f2):
+        y = np.empty(x.shape[0], dtype=np.float64)
+        for j in range(x.shape[0]):
+            y[j] = (abs(x[j]) * f1) * f2
+        return y
+    return copy
 
 
 @_jit
@@ -1972,8 +1997,8 @@ def _ratio_above(F, Q, n, P):
 
 
 @_jit
-def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
-    """The support of the exclusive lasso (D2 None) or group+exclusive on
+def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb, FT, QT):
+    """The support of the exclusive lasso (D2, FT, QT None) or group+exclusive on
     the columns g with T_g < inf, a lower bound of their tau (_tau_below;
     Y_g the least nonzero magnitude, T_g = inf on the columns left as they
     are).
@@ -2007,7 +2032,11 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
     784 and 512 of 4608, float64 and float32, a = 0.3 sqrt(P), without
     hints: b = 1/P 0.38-0.68x the time; b = 10/P still falls back after the
     rounds (the bound creeps up: 4-8 candidates), 1.04-1.19x the time, the
-    squares costing more in the search's passes."""
+    squares costing more in the search's passes.  FT, QT: the scratch of
+    those sums (G entries), None for the exclusive lasso: one call of the
+    pass serves both operators (a test of D2 would compile the exclusive
+    lasso's pass for group+exclusive too: numba prunes a branch by an
+    argument only where it is None)."""
     P, G = A.shape
     mb = np.full(G, _inf_magnitude_bits(A[0, 0]))
     S = np.empty(G, dtype=np.float64)
@@ -2016,15 +2045,10 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
     # the float32 shortcut: the first pass's, then those of the round that
     # last set Y_g (a column decided in an earlier round keeps them)
     S_y, n_y, mb_y = S1.copy(), nz1.copy(), mb1.copy()
-    # group+exclusive: the sums of (y - T_g)_+ and of its squares, whose
-    # ratio bounds F/sqrt(Q) above T_g (_ratio_above), for the next bound
-    FT = np.empty(G if D2 is not None else 0, dtype=np.float64)
-    QT = np.empty(G if D2 is not None else 0, dtype=np.float64)
     for rnd in range(_COL_SEARCH_ROUNDS):
-        if D2 is not None:
-            _col_pass1(A, S, None, mb, None, n, T, FT, QT)
-        else:
-            _col_pass1(A, S, None, mb, None, n, T)
+        # (group+exclusive: with the sums of (y - T_g)_+ and of its squares,
+        # whose ratio bounds F/sqrt(Q) above T_g, _ratio_above, for the next bound)
+        _col_pass1(A, S, None, mb, None, n, T, FT, QT)
         for g in range(G):
             if T[g] < np.inf:
                 y = _magnitude_of_bits(mb[g])
@@ -2039,7 +2063,7 @@ def _exclusive_col_search(A, a, b, Y, T, F, D2, k, S1, nz1, mb1, xb):
                 if Y[g] > 0.0 and _phi(Y[g], F[g], D2[g] if D2 is not None else 0.0, ag, br) > 0.0:
                     T[g] = np.inf  # decided
                     continue
-                r = _ratio_above(FT[g], QT[g], n[g], P) if D2 is not None else math.sqrt(np.float64(n[g]))
+                r = _ratio_above(FT[g], QT[g], n[g], P) if FT is not None else math.sqrt(np.float64(n[g]))
                 t = _tau_below_at(S[g], n[g], P, ag, br, r) if n[g] > 0 else 0.0
                 if rnd + 1 < _COL_SEARCH_ROUNDS and t > T[g]:
                     T[g] = t
@@ -2139,8 +2163,9 @@ def _support_sums(A, Y, S, mb, xb, nz, F, D2, k):
 def _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, T, F1, Q1):
     """The support sums at Y (D2 and Q1 None: the exclusive lasso's): from
     the first pass's shifted sums where ``shifted`` and
-    _shifted_support_sums accepts them, else by _support_sums."""
-    if not (shifted and _shifted_support_sums(Y, T, F1, Q1, nz, F, D2, k)):
+    _shifted_support_sums accepts them, else by _support_sums.  F1 None:
+    no shifted sums (float32), and _shifted_support_sums is not compiled."""
+    if not (F1 is not None and shifted and _shifted_support_sums(Y, T, F1, Q1, nz, F, D2, k)):
         _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
 
 
@@ -2240,275 +2265,303 @@ _NO_HINTS = np.empty(0, dtype=np.float64)
 _HINT_FRACTION = 1.0 - 2.0**-8
 
 
-@_jit
 def _exclusive_cols(A, a, b, out, H):
     """The exclusive lasso (``a`` None) or group+exclusive on every
-    column of A, in memory order, for the columns with unscaled sums and
-    b in (0, 2^54) resp. (0, inf), ||w|| > a > 0: where the support is every
-    nonzero entry (phi(min{y > 0}) > 0, the fast path of _exclusive_core,
-    _group_exclusive_core) or the entries above a candidate found by
-    _exclusive_col_search; three or four passes over A (one more per extra
-    search round).  Group+exclusive columns with ||w|| <= a (the sums over
-    the whole column, in the row kernel's unscaled range: its rule) are
-    zeroed here.  The other columns are gathered into rows and solved by
-    the row kernel.  Returns 0, having written nothing, when more than a
-    quarter of the columns need that (the caller then solves the whole
-    matrix as rows); else 1, or 2 where a column held NaN or Inf.
+    column of A: the compiled kernel of that operator and A's dtype
+    (_EXCLUSIVE_COLS, made by _make_exclusive_cols)."""
+    return _EXCLUSIVE_COLS[a is not None, A.dtype == np.float64](A, a, b, out, H)
 
-    ``H`` (float64, read and overwritten): hints, one per column, a guess
-    of each column's threshold tau_g (0, NaN, < 0, inf: none); or none at
-    all, an empty H (:data:`_NO_HINTS`: one type for both, so that a
-    signature compiles one kernel for calls with and without hints).  The
-    first pass then sums the magnitudes above H_g instead of above 0; where
-    that proves phi(H_g) <= 0 (H_g <= _tau_below of those sums: every
-    y <= H_g is off the support), the least magnitude above H_g is the
-    column's candidate, tested as the others (phi(Y) > 0 on its support
-    sums).  A hint that proves nothing is dropped and the first pass runs
-    again (one more pass).  A candidate that fails joins the search, from
-    the higher bound of its sums above H_g, when the search runs anyway,
-    when the support sums cost no pass (float32 exclusive lasso), or when
-    more than 1/16 of the columns fail; else the row kernel takes it.  In
-    training the thresholds move little between steps: with the hints of
-    the previous step every column is decided without the search's
-    candidate pass, and in two passes, first and output, where the
-    support sums need none: the float32 exclusive lasso (its sums exact),
-    float64 (the first pass's sums shifted by the hints,
-    _shifted_support_sums); float32 group+exclusive takes three (the sum
-    of squares is not exact: summed by a pass, the bits of the call
-    without hints).  The support never depends on the hints,
-    the values only through which route (column passes or row kernel) a
-    column takes and, float64, how the support sums are summed: float32
-    the same bits where the sums are exact (the
-    support's magnitudes within about 2^(29 - log2 P) of its least, as in
-    training; _support_sums_from_pass1, _float32_sums_exact), else, as
-    float64, within the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
-    columns solved here, 0 for the zero columns; a column the row kernel
-    took keeps its hint.
-    """
-    P, G = A.shape
-    # the operator, by a's type: numba prunes the other operator's branches
-    # (``gx and ...``, ``... if gx else ...``) before typing, so a signature
-    # compiles one operator's kernels, not both (a first call of the float64
-    # exclusive lasso here took 47 s with both, on the 2-core Zen 1)
-    gx = a is not None
-    hinted = H.shape[0] != 0
-    H = H if hinted else np.zeros(G)  # (no hints: the passes run above 0)
-    S = np.empty(G, dtype=np.float64)
-    Q = np.empty(G, dtype=np.float64)
-    mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
-    xb = np.zeros(G, dtype=mb.dtype)
-    nz = np.zeros(G, dtype=np.int64)
-    sums_exact = not gx and _is_float32(A[0, 0])
-    Y = np.empty(G, dtype=np.float64)
-    zeroed = np.zeros(G, dtype=np.bool_)  # (group+exclusive) columns with ||w|| <= a: written 0 here
-    from_hint = np.zeros(G, dtype=np.bool_)
-    # group+exclusive with a hint on every column (a training step's, until
-    # the group part zeroes a column): the first pass sums no squares.  They
-    # only decide ||w|| > a, and a hint that proves itself proves that too:
-    # it is below _tau_below's bound, which is positive only where the sum
-    # S of the n magnitudes above the hint exceeds a sqrt(n) (S lowered and
-    # a sqrt(n) raised by their rounding), and ||w|| >= S/sqrt(n) (Cauchy-
-    # Schwarz).  A column whose hint proves nothing drops it, and the pass
-    # that runs again sums the squares
-    lazy_norms = gx and hinted
-    if hinted:
-        for g in range(G):
-            if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
-                H[g] = 0.0
-                lazy_norms = False
-    # float64 with hints: the first pass also sums the magnitudes above
-    # the hints shifted by them (at Tp, the hints it ran with), which give
-    # the support sums without a pass of their own where they are well
-    # conditioned (_shifted_support_sums: in training, every column of the
-    # MLP's 300 x 784 layer; float32 keeps its exact sums and the bits they
-    # give).  Columns shorter than _SHIFTED_MIN_ROWS do not: their supports
-    # are a few entries, where the test refuses the sums more often (every
-    # step on the MLP's 10 x 300 layer: the shifted sums cost 1.13x the time
-    # there), and the pass they would save is short
-    shifted = hinted and not _is_float32(A[0, 0]) and P >= _SHIFTED_MIN_ROWS
-    ns = G if shifted else 0  # (their scratch: none where not used)
-    Tp, F1, Q1 = np.zeros(ns), np.empty(ns), np.empty(ns)
-    for attempt in range(2):
-        # the first pass, over the magnitudes above the hints (H_g = 0: all);
-        # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel; a
-        # hint there proves nothing but costs no pass again: it is cleared, as
-        # the sums above it are those above 0.  The group lasso part zeroes
-        # columns, and in training they stay zero)
-        lazy_norms = lazy_norms and attempt == 0
-        if shifted:
-            Tp[:] = H
-        # (one call per variant: an argument ``x if c else None`` would be
-        # typed Optional, see _optional_typed_variants in the tests)
-        if gx and not lazy_norms and shifted:
-            _col_pass1(A, S, Q, mb, xb, nz, H, F1, Q1)
-        elif gx and not lazy_norms:
-            _col_pass1(A, S, Q, mb, xb, nz, H)
-        elif gx and shifted:  # (lazy norms)
-            _col_pass1(A, S, None, mb, xb, nz, H, F1, Q1)
-        elif shifted:  # (the exclusive lasso needs no ||w||, nor the squares)
-            _col_pass1(A, S, None, mb, xb, nz, H, F1, None)
-        else:
-            _col_pass1(A, S, None, mb, xb, nz, H)
-        lim = 2.0**400 if gx else 2.0**500
-        for g in range(G):
-            ymin = _magnitude_of_bits(mb[g])
-            br = np.float64(b[g])
-            in_range = S[g] > 0.0 and S[g] <= lim and S[g] >= P / lim and ymin < np.inf
-            ok = in_range and br > 0.0
-            zeroed[g] = False
-            if gx:
-                ag = np.float64(a[g])
-                ok = ok and br < np.inf and ag > 0.0 and (lazy_norms or math.sqrt(Q[g]) > ag)
-                # ||w|| <= a: the group part zeroes the column, decided as the
-                # row kernel decides it (unscaled in this range: sqrt of the
-                # plain sum of squares, not > a), from the sums over the whole
-                # column (no hint).  In training such columns come back from
-                # zero, tiny, every step: they no longer go to the row kernel
-                zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not lazy_norms and not math.sqrt(Q[g]) > ag and H[g] == 0.0
-            else:
-                ok = ok and br < _HUGE_B
-            Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel (or zeroed)
-        if not hinted:
-            break
-        # a hint H_g > 0 proves phi(H_g) <= 0 if H_g <= _tau_below of the sums
-        # above it: then every y <= H_g is off the support, and the least
-        # magnitude above it, Y_g, is the column's candidate.  A hint that
-        # proves nothing (or whose column's sums above it are out of range,
-        # or, group+exclusive, whose norm above it is not above a) is
-        # dropped, and the pass runs again over the whole column
-        # (without branches: a loop in SIMD lanes)
-        ndropped = 0
-        for g in range(G):
-            h = H[g]
-            ag = np.float64(a[g]) if gx else 0.0
-            proves = (Y[g] > 0.0) & (h <= _tau_below(S[g], nz[g], P, ag, np.float64(b[g])))
-            # a zero column: no threshold to guess (its sums above 0 are
-            # those above H_g: no pass again)
-            live = (h > 0.0) & (xb[g] != 0)
-            from_hint[g] = live & proves
-            H[g] = h if live & proves else 0.0
-            ndropped += 1 if live & ~proves else 0
-        if ndropped == 0:
-            break
-    # The columns whose least magnitude is not above a lower bound of tau
-    # take the candidate search (_exclusive_col_search)
-    T = np.full(G, np.inf)
-    searched = False
-    for g in range(G):
-        if Y[g] > 0.0 and not from_hint[g]:
-            # (group+exclusive: Q_g is summed where the norms are not lazy, over
-            # the same magnitudes above 0 as S_g: F(0) = S_g, Q(0) = Q_g)
-            r = _ratio_above(S[g], Q[g], nz[g], P) if gx and not lazy_norms else math.sqrt(np.float64(nz[g]))
-            t0 = _tau_below_at(S[g], nz[g], P, np.float64(a[g]) if gx else 0.0, np.float64(b[g]), r)
-            if not Y[g] > t0:
-                T[g] = t0
-                searched = True
-    F = np.empty(G, dtype=np.float64)
-    D2 = np.zeros(G, dtype=np.float64)  # (phi of the exclusive lasso reads no D2: it stays 0)
-    k = np.empty(G, dtype=np.int64)
-    sums_done = False
-    if from_hint.any():
-        exact_now = sums_exact and _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)
-        if exact_now or not searched:
-            # the hinted candidates are tested now: at no pass (float32
-            # exclusive lasso) or with the support sums' pass that follows
-            # anyway when no column searches
-            # (two calls: ``D2 if gx else None`` would type D2 Optional, and
-            # the per-element test of it stops the pass vectorising: 14x
-            # slower, measured on float64 300 x 784 in training)
-            if not exact_now and gx:
-                _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
-            elif not exact_now:
-                _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
-            failed = np.empty(G, dtype=np.bool_)
-            nfail = 0
-            for g in range(G):  # (SIMD lanes)
-                phi = _phi_lane(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
-                failed[g] = from_hint[g] & ~(phi > 0.0)
-                nfail += 1 if failed[g] else 0
-            if nfail and (searched or 16 * nfail > G):
-                # they join the search (when it runs anyway, or they are many)
-                # from the higher bound of their sums above H_g; a few are
-                # left to the row kernel, cheaper than the search's passes
-                if hinted:
-                    for g in range(G):
-                        if failed[g]:
-                            T[g] = max(H[g], _tau_below(S[g], nz[g], P, np.float64(a[g]) if gx else 0.0, np.float64(b[g])))
-                searched = True
-            sums_done = not searched
-        elif hinted:  # a search runs anyway: the hinted columns join it, from H_g
+
+def _make_exclusive_cols(gx: bool, f64: bool):
+    """The compiled column kernel of one operator (``gx``: group+exclusive,
+    else the exclusive lasso) and dtype (``f64``: float64, else float32):
+    a closure whose constants ``gx`` and ``f64`` numba prunes by before
+    typing (see the comment at its top; Numba caches each closure apart,
+    keyed by their values)."""
+
+    @_jit
+    def _exclusive_cols_kernel(A, a, b, out, H):
+        """The exclusive lasso (``gx`` False, ``a`` None) or group+exclusive on every
+        column of A, in memory order, for the columns with unscaled sums and
+        b in (0, 2^54) resp. (0, inf), ||w|| > a > 0: where the support is every
+        nonzero entry (phi(min{y > 0}) > 0, the fast path of _exclusive_core,
+        _group_exclusive_core) or the entries above a candidate found by
+        _exclusive_col_search; three or four passes over A (one more per extra
+        search round).  Group+exclusive columns with ||w|| <= a (the sums over
+        the whole column, in the row kernel's unscaled range: its rule) are
+        zeroed here.  The other columns are gathered into rows and solved by
+        the row kernel.  Returns 0, having written nothing, when more than a
+        quarter of the columns need that (the caller then solves the whole
+        matrix as rows); else 1, or 2 where a column held NaN or Inf.
+
+        ``H`` (float64, read and overwritten): hints, one per column, a guess
+        of each column's threshold tau_g (0, NaN, < 0, inf: none); or none at
+        all, an empty H (:data:`_NO_HINTS`: one type for both, so that a
+        signature compiles one kernel for calls with and without hints).  The
+        first pass then sums the magnitudes above H_g instead of above 0; where
+        that proves phi(H_g) <= 0 (H_g <= _tau_below of those sums: every
+        y <= H_g is off the support), the least magnitude above H_g is the
+        column's candidate, tested as the others (phi(Y) > 0 on its support
+        sums).  A hint that proves nothing is dropped and the first pass runs
+        again (one more pass).  A candidate that fails joins the search, from
+        the higher bound of its sums above H_g, when the search runs anyway,
+        when the support sums cost no pass (float32 exclusive lasso), or when
+        more than 1/16 of the columns fail; else the row kernel takes it.  In
+        training the thresholds move little between steps: with the hints of
+        the previous step every column is decided without the search's
+        candidate pass, and in two passes, first and output, where the
+        support sums need none: the float32 exclusive lasso (its sums exact),
+        float64 (the first pass's sums shifted by the hints,
+        _shifted_support_sums); float32 group+exclusive takes three (the sum
+        of squares is not exact: summed by a pass, the bits of the call
+        without hints).  The support never depends on the hints,
+        the values only through which route (column passes or row kernel) a
+        column takes and, float64, how the support sums are summed: float32
+        the same bits where the sums are exact (the
+        support's magnitudes within about 2^(29 - log2 P) of its least, as in
+        training; _support_sums_from_pass1, _float32_sums_exact), else, as
+        float64, within the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
+        columns solved here, 0 for the zero columns; a column the row kernel
+        took keeps its hint.
+        """
+        P, G = A.shape
+        # ``gx`` (the operator) and ``f64`` (A's dtype) are constants of each
+        # compiled kernel (_EXCLUSIVE_COLS): numba prunes the branches they rule
+        # out (``gx and ...``, ``... if gx else ...``, ``f64 and ...``) before
+        # typing, so that a kernel compiles neither the other operator's
+        # callees nor, for float32, the shifted sums' (a first call of the
+        # float64 exclusive lasso here took 47 s with both operators, on the
+        # 2-core Zen 1).  A test on an argument (``a is not None``) would not
+        # do: numba prunes by it only where the argument is None
+        hinted = H.shape[0] != 0
+        H = H if hinted else np.zeros(G)  # (no hints: the passes run above 0)
+        S = np.empty(G, dtype=np.float64)
+        Q = np.empty(G, dtype=np.float64)
+        mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
+        xb = np.zeros(G, dtype=mb.dtype)
+        nz = np.zeros(G, dtype=np.int64)
+        sums_exact = not gx and _is_float32(A[0, 0])
+        Y = np.empty(G, dtype=np.float64)
+        zeroed = np.zeros(G, dtype=np.bool_)  # (group+exclusive) columns with ||w|| <= a: written 0 here
+        from_hint = np.zeros(G, dtype=np.bool_)
+        # group+exclusive with a hint on every column (a training step's, until
+        # the group part zeroes a column): the first pass sums no squares.  They
+        # only decide ||w|| > a, and a hint that proves itself proves that too:
+        # it is below _tau_below's bound, which is positive only where the sum
+        # S of the n magnitudes above the hint exceeds a sqrt(n) (S lowered and
+        # a sqrt(n) raised by their rounding), and ||w|| >= S/sqrt(n) (Cauchy-
+        # Schwarz).  A column whose hint proves nothing drops it, and the pass
+        # that runs again sums the squares
+        lazy_norms = gx and hinted
+        if hinted:
             for g in range(G):
-                if from_hint[g]:
-                    T[g] = H[g]
-    if searched:
-        if gx:
-            _exclusive_col_search(A, a, b, Y, T, F, D2, k, S, nz, mb, xb)
-        else:
-            _exclusive_col_search(A, b, b, Y, T, F, None, k, S, nz, mb, xb)
-    elif sums_done:
-        pass
-    elif gx:
-        _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
-    else:
-        _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
-    e = np.empty(G, dtype=np.float64)
-    fac = np.ones(G, dtype=np.float64)
-    nslow = 0
-    nfast = 0
-    fast = np.empty(G, dtype=np.int64)  # the columns solved here
-    candidate = np.empty(G, dtype=np.bool_)
-    for g in range(G):  # (SIMD lanes)
-        phi = _phi_lane(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
-        candidate[g] = (Y[g] > 0.0) & (phi > 0.0)
-    for g in range(G):
-        if xb[g] == 0 or zeroed[g]:  # a zero column, or one the group part zeroes: written as sign 0 below
-            Y[g] = np.inf  # (its own signed zeros, as the row kernel copies a zero column and zeroes the other)
-            e[g] = 0.0
-        elif candidate[g]:
-            fast[nfast] = g
-            nfast += 1
-        else:
-            Y[g] = np.inf  # written as sign 0 below, then overwritten
-            e[g] = 0.0
-            nslow += 1
-    if 4 * nslow > G:
-        return 0
-    if gx:  # fac_g = c_g, the group lasso's shrink factor (all columns' Newton steps at once)
-        _group_exclusive_shrinks(a, b, Y, k, F, D2, fast[:nfast], fac)
-    for g in range(G):  # (SIMD lanes: the columns solved here are those with Y_g < inf)
-        beta = np.float64(b[g]) * fac[g] if gx else np.float64(b[g])
-        e_g = (Y[g] - beta * F[g]) / (1.0 + beta * k[g])
-        e[g] = e_g if Y[g] < np.inf else e[g]
-    if hinted:  # the next call's hints (a column the row kernel takes keeps its own)
-        for g in range(G):
-            if 0.0 < Y[g] < np.inf:
-                H[g] = _HINT_FRACTION * (Y[g] - e[g])
-    slow = np.empty((nslow, P), dtype=A.dtype)
-    buf = np.empty(P, dtype=np.float64)
-    finite = True  # (a column with NaN or Inf has a non-finite sum: the row kernel takes it)
-    r = 0
-    for g in range(G):
-        if Y[g] == np.inf and xb[g] != 0 and not zeroed[g]:
-            for i in range(P):
-                slow[r, i] = A[i, g]
-            if gx:
-                finite &= _group_exclusive_row(slow[r], np.float64(a[g]), np.float64(b[g]), slow[r], buf)
+                if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
+                    H[g] = 0.0
+                    lazy_norms = False
+        # float64 with hints: the first pass also sums the magnitudes above
+        # the hints shifted by them (at Tp, the hints it ran with), which give
+        # the support sums without a pass of their own where they are well
+        # conditioned (_shifted_support_sums: in training, every column of the
+        # MLP's 300 x 784 layer; float32 keeps its exact sums and the bits they
+        # give).  Columns shorter than _SHIFTED_MIN_ROWS do not: their supports
+        # are a few entries, where the test refuses the sums more often (every
+        # step on the MLP's 10 x 300 layer: the shifted sums cost 1.13x the time
+        # there), and the pass they would save is short
+        shifted = f64 and hinted and P >= _SHIFTED_MIN_ROWS
+        ns = G if shifted else 0  # (their scratch: none where not used)
+        Tp = np.zeros(ns)
+        if f64:
+            F1, Q1 = np.empty(ns), np.empty(ns)
+        else:  # (None: the callees' shifted sums are pruned before typing)
+            F1 = Q1 = None
+        for attempt in range(2):
+            # the first pass, over the magnitudes above the hints (H_g = 0: all);
+            # xb_g = 0 marks the zero columns (whose prox is 0: no row kernel; a
+            # hint there proves nothing but costs no pass again: it is cleared, as
+            # the sums above it are those above 0.  The group lasso part zeroes
+            # columns, and in training they stay zero)
+            lazy_norms = lazy_norms and attempt == 0
+            if shifted:
+                Tp[:] = H
+            # (one call per variant: an argument ``x if c else None`` would be
+            # typed Optional, see _optional_typed_variants in the tests)
+            if f64 and gx and not lazy_norms and shifted:
+                _col_pass1(A, S, Q, mb, xb, nz, H, F1, Q1)
+            elif gx and not lazy_norms:
+                _col_pass1(A, S, Q, mb, xb, nz, H)
+            elif f64 and gx and shifted:  # (lazy norms)
+                _col_pass1(A, S, None, mb, xb, nz, H, F1, Q1)
+            elif f64 and shifted:  # (the exclusive lasso needs no ||w||, nor the squares)
+                _col_pass1(A, S, None, mb, xb, nz, H, F1, None)
             else:
-                finite &= _exclusive_row(slow[r], np.float64(b[g]), slow[r], buf)
-            r += 1
-    # (the exclusive lasso: fac_g = 1, and e_g > 0 on the columns solved
-    # here, as Y_g - b F_g > 0 is the test phi(Y_g) > 0 passed; 0 on the others)
-    if gx:  # (two calls: ``fac if gx else None`` would type fac Optional)
-        _col_support_out(A, Y, e, fac, out)
-    else:
-        _col_support_out(A, Y, e, None, out)
-    r = 0
-    for g in range(G):
-        if Y[g] == np.inf and xb[g] != 0 and not zeroed[g]:
-            for i in range(P):
-                out[i, g] = slow[r, i]
-            r += 1
-    return 1 if finite else 2
+                _col_pass1(A, S, None, mb, xb, nz, H)
+            lim = 2.0**400 if gx else 2.0**500
+            for g in range(G):
+                ymin = _magnitude_of_bits(mb[g])
+                br = np.float64(b[g])
+                in_range = S[g] > 0.0 and S[g] <= lim and S[g] >= P / lim and ymin < np.inf
+                ok = in_range and br > 0.0
+                zeroed[g] = False
+                if gx:
+                    ag = np.float64(a[g])
+                    ok = ok and br < np.inf and ag > 0.0 and (lazy_norms or math.sqrt(Q[g]) > ag)
+                    # ||w|| <= a: the group part zeroes the column, decided as the
+                    # row kernel decides it (unscaled in this range: sqrt of the
+                    # plain sum of squares, not > a), from the sums over the whole
+                    # column (no hint).  In training such columns come back from
+                    # zero, tiny, every step: they no longer go to the row kernel
+                    zeroed[g] = in_range and br >= 0.0 and ag > 0.0 and not lazy_norms and not math.sqrt(Q[g]) > ag and H[g] == 0.0
+                else:
+                    ok = ok and br < _HUGE_B
+                Y[g] = ymin if ok else -1.0  # -1: a column for the row kernel (or zeroed)
+            if not hinted:
+                break
+            # a hint H_g > 0 proves phi(H_g) <= 0 if H_g <= _tau_below of the sums
+            # above it: then every y <= H_g is off the support, and the least
+            # magnitude above it, Y_g, is the column's candidate.  A hint that
+            # proves nothing (or whose column's sums above it are out of range,
+            # or, group+exclusive, whose norm above it is not above a) is
+            # dropped, and the pass runs again over the whole column
+            # (without branches: a loop in SIMD lanes)
+            ndropped = 0
+            for g in range(G):
+                h = H[g]
+                ag = np.float64(a[g]) if gx else 0.0
+                proves = (Y[g] > 0.0) & (h <= _tau_below(S[g], nz[g], P, ag, np.float64(b[g])))
+                # a zero column: no threshold to guess (its sums above 0 are
+                # those above H_g: no pass again)
+                live = (h > 0.0) & (xb[g] != 0)
+                from_hint[g] = live & proves
+                H[g] = h if live & proves else 0.0
+                ndropped += 1 if live & ~proves else 0
+            if ndropped == 0:
+                break
+        # The columns whose least magnitude is not above a lower bound of tau
+        # take the candidate search (_exclusive_col_search)
+        T = np.full(G, np.inf)
+        searched = False
+        for g in range(G):
+            if Y[g] > 0.0 and not from_hint[g]:
+                # (group+exclusive: Q_g is summed where the norms are not lazy, over
+                # the same magnitudes above 0 as S_g: F(0) = S_g, Q(0) = Q_g)
+                r = _ratio_above(S[g], Q[g], nz[g], P) if gx and not lazy_norms else math.sqrt(np.float64(nz[g]))
+                t0 = _tau_below_at(S[g], nz[g], P, np.float64(a[g]) if gx else 0.0, np.float64(b[g]), r)
+                if not Y[g] > t0:
+                    T[g] = t0
+                    searched = True
+        F = np.empty(G, dtype=np.float64)
+        D2 = np.zeros(G, dtype=np.float64)  # (phi of the exclusive lasso reads no D2: it stays 0)
+        k = np.empty(G, dtype=np.int64)
+        sums_done = False
+        if from_hint.any():
+            exact_now = False
+            if not gx:  # (a test of the constant, which prunes the call for gx)
+                exact_now = sums_exact and _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)
+            if exact_now or not searched:
+                # the hinted candidates are tested now: at no pass (float32
+                # exclusive lasso) or with the support sums' pass that follows
+                # anyway when no column searches
+                # (two calls: ``D2 if gx else None`` would type D2 Optional, and
+                # the per-element test of it stops the pass vectorising: 14x
+                # slower, measured on float64 300 x 784 in training)
+                if gx:  # (exact_now is False: the exclusive lasso's alone)
+                    _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
+                elif not exact_now:
+                    _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
+                failed = np.empty(G, dtype=np.bool_)
+                nfail = 0
+                for g in range(G):  # (SIMD lanes)
+                    phi = _phi_lane(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
+                    failed[g] = from_hint[g] & ~(phi > 0.0)
+                    nfail += 1 if failed[g] else 0
+                if nfail and (searched or 16 * nfail > G):
+                    # they join the search (when it runs anyway, or they are many)
+                    # from the higher bound of their sums above H_g; a few are
+                    # left to the row kernel, cheaper than the search's passes
+                    if hinted:
+                        for g in range(G):
+                            if failed[g]:
+                                T[g] = max(H[g], _tau_below(S[g], nz[g], P, np.float64(a[g]) if gx else 0.0, np.float64(b[g])))
+                    searched = True
+                sums_done = not searched
+            elif hinted:  # a search runs anyway: the hinted columns join it, from H_g
+                for g in range(G):
+                    if from_hint[g]:
+                        T[g] = H[g]
+        if searched:
+            if gx:
+                _exclusive_col_search(A, a, b, Y, T, F, D2, k, S, nz, mb, xb, np.empty(G), np.empty(G))
+            else:
+                _exclusive_col_search(A, b, b, Y, T, F, None, k, S, nz, mb, xb, None, None)
+        elif sums_done:
+            pass
+        elif gx:
+            _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
+        else:
+            _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
+        e = np.empty(G, dtype=np.float64)
+        fac = np.ones(G, dtype=np.float64)
+        nslow = 0
+        nfast = 0
+        fast = np.empty(G, dtype=np.int64)  # the columns solved here
+        candidate = np.empty(G, dtype=np.bool_)
+        for g in range(G):  # (SIMD lanes)
+            phi = _phi_lane(Y[g], F[g], D2[g], np.float64(a[g]) if gx else 0.0, np.float64(b[g]))
+            candidate[g] = (Y[g] > 0.0) & (phi > 0.0)
+        for g in range(G):
+            if xb[g] == 0 or zeroed[g]:  # a zero column, or one the group part zeroes: written as sign 0 below
+                Y[g] = np.inf  # (its own signed zeros, as the row kernel copies a zero column and zeroes the other)
+                e[g] = 0.0
+            elif candidate[g]:
+                fast[nfast] = g
+                nfast += 1
+            else:
+                Y[g] = np.inf  # written as sign 0 below, then overwritten
+                e[g] = 0.0
+                nslow += 1
+        if 4 * nslow > G:
+            return 0
+        if gx:  # fac_g = c_g, the group lasso's shrink factor (all columns' Newton steps at once)
+            _group_exclusive_shrinks(a, b, Y, k, F, D2, fast[:nfast], fac)
+        for g in range(G):  # (SIMD lanes: the columns solved here are those with Y_g < inf)
+            beta = np.float64(b[g]) * fac[g] if gx else np.float64(b[g])
+            e_g = (Y[g] - beta * F[g]) / (1.0 + beta * k[g])
+            e[g] = e_g if Y[g] < np.inf else e[g]
+        if hinted:  # the next call's hints (a column the row kernel takes keeps its own)
+            for g in range(G):
+                if 0.0 < Y[g] < np.inf:
+                    H[g] = _HINT_FRACTION * (Y[g] - e[g])
+        slow = np.empty((nslow, P), dtype=A.dtype)
+        buf = np.empty(P, dtype=np.float64)
+        finite = True  # (a column with NaN or Inf has a non-finite sum: the row kernel takes it)
+        r = 0
+        for g in range(G):
+            if Y[g] == np.inf and xb[g] != 0 and not zeroed[g]:
+                for i in range(P):
+                    slow[r, i] = A[i, g]
+                if gx:
+                    finite &= _group_exclusive_row(slow[r], np.float64(a[g]), np.float64(b[g]), slow[r], buf)
+                else:
+                    finite &= _exclusive_row(slow[r], np.float64(b[g]), slow[r], buf)
+                r += 1
+        # (the exclusive lasso: fac_g = 1, and e_g > 0 on the columns solved
+        # here, as Y_g - b F_g > 0 is the test phi(Y_g) > 0 passed; 0 on the others)
+        if gx:  # (two calls: ``fac if gx else None`` would type fac Optional)
+            _col_support_out(A, Y, e, fac, out)
+        else:
+            _col_support_out(A, Y, e, None, out)
+        r = 0
+        for g in range(G):
+            if Y[g] == np.inf and xb[g] != 0 and not zeroed[g]:
+                for i in range(P):
+                    out[i, g] = slow[r, i]
+                r += 1
+        return 1 if finite else 2
+
+    return _exclusive_cols_kernel
+
+# One compiled kernel per operator and dtype
+_EXCLUSIVE_COLS = {(gx, f64): _make_exclusive_cols(gx, f64) for gx in (False, True) for f64 in (False, True)}
 
 
 def _check_hint(hint, W):
