@@ -2267,9 +2267,9 @@ _HINT_FRACTION = 1.0 - 2.0**-8
 
 def _exclusive_cols(A, a, b, out, H):
     """The exclusive lasso (``a`` None) or group+exclusive on every
-    column of A: the compiled kernel of that operator and A's dtype
-    (_EXCLUSIVE_COLS, made by _make_exclusive_cols)."""
-    return _EXCLUSIVE_COLS[a is not None, A.dtype == np.float64](A, a, b, out, H)
+    column of A (float32 or float64): the compiled kernel of that operator
+    and dtype (_EXCLUSIVE_COLS, made by _make_exclusive_cols)."""
+    return _EXCLUSIVE_COLS[a is not None, A.itemsize == 8](A, a, b, out, H)
 
 
 def _make_exclusive_cols(gx: bool, f64: bool):
