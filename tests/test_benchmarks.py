@@ -204,3 +204,23 @@ def test_call_overhead_times_a_tensors_call_against_the_kernel_it_runs(monkeypat
             want = co._public_call(name, co.R.OPERATORS[name].function, pen, x, 0.5)()
             assert type(got) is (np.ndarray if route == "auto" else torch.Tensor), (route, name)
             np.testing.assert_array_equal(np.asarray(got).reshape(x.shape), want.numpy())
+
+
+def test_first_step_times_a_cold_cache_and_writes_its_table(tmp_path):
+    """first_step.py runs each penalty's first proximal step in a fresh
+    process with an empty Numba cache: the compilations it counts are those
+    of that step (some, as nothing is cached), the second step reuses them
+    (far faster), and the table names the penalty and the tree."""
+    pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    fs = _load("first_step")
+    out = tmp_path / "FIRST_STEP.md"
+    fs.main(["--penalties", "weighted l1", "--out", str(out)])
+    text = out.read_text()
+    row = [line for line in text.splitlines() if line.startswith("| weighted l1 | this tree |")]
+    assert len(row) == 1, text
+    first, compilations, second = (cell.strip() for cell in row[0].split("|")[3:6])
+    assert int(compilations) > 0
+    assert float(first) > float(second) / 1e3
+    with pytest.raises(SystemExit):
+        fs.main(["--penalties", "no such penalty"])
