@@ -1541,8 +1541,7 @@ def _support_stats(src, n, f1, f2, t):
     return Yk, F, D2, k
 
 
-@_jit
-def _scaled_abs_copy(x, f1, f2):
+def _scaled_abs_copy(x, f1, f2):  # pragma: no cover - replaced by the overload below in compiled code
     """(|x_j| f1) f2 in a new float64 row (exact: powers of two), for the
     row kernels' scaled float64 rows.  For a row of subnormals (f1 != 1,
     f1 f2 > 2^1024): inside a reassociated pass (_ex_sums, _gx_sums) LLVM
@@ -1554,15 +1553,11 @@ def _scaled_abs_copy(x, f1, f2):
     (unreachable), so that a float32 row kernel compiles its passes over
     float32 rows only: a float64 copy here compiled every core a second
     time, over float64 (4-5 s of a first call on a 2-core Zen 4)."""
-    return _scaled_abs_copy_of(x, f1, f2)
-
-
-def _scaled_abs_copy_of(x, f1, f2):  # pragma: no cover - replaced by the overload below in compiled code
     raise NotImplementedError
 
 
-@overload(_scaled_abs_copy_of)
-def _scaled_abs_copy_of_overload(x, f1, f2):
+@overload(_scaled_abs_copy)
+def _scaled_abs_copy_overload(x, f1, f2):
     if x.dtype == types.float32:
         def unscaled(x, f1, f2):  # (the passes take |x| themselves)
             if f1 != 1.0 or f2 != 1.0:
@@ -2340,7 +2335,6 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         mb = np.full(G, _inf_magnitude_bits(A[0, 0]))  # (A's width)
         xb = np.zeros(G, dtype=mb.dtype)
         nz = np.zeros(G, dtype=np.int64)
-        sums_exact = not gx and _is_float32(A[0, 0])
         Y = np.empty(G, dtype=np.float64)
         zeroed = np.zeros(G, dtype=np.bool_)  # (group+exclusive) columns with ||w|| <= a: written 0 here
         from_hint = np.zeros(G, dtype=np.bool_)
@@ -2455,8 +2449,10 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         sums_done = False
         if from_hint.any():
             exact_now = False
-            if not gx:  # (a test of the constant, which prunes the call for gx)
-                exact_now = sums_exact and _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)
+            # (the float32 exclusive lasso's exact sums: a test of the constants,
+            # which prunes the call from the other kernels)
+            if not gx and not f64:
+                exact_now = _support_sums_from_pass1(S, Y, mb, xb, nz, P, F, k)
             if exact_now or not searched:
                 # the hinted candidates are tested now: at no pass (float32
                 # exclusive lasso) or with the support sums' pass that follows
