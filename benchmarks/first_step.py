@@ -104,9 +104,9 @@ def main(argv=None) -> None:
     trees = [("this tree", ROOT)] + ([(other, args.tree.resolve())] if args.tree else [])
     load = os.getloadavg()[0]
     runs = {(n, label): [] for n in names for label, _ in trees}
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
         for name in names:
-            for label, tree in (trees if _ % 2 == 0 else trees[::-1]):
+            for label, tree in (trees if rnd % 2 == 0 else trees[::-1]):  # (alternated: neither always first)
                 runs[name, label].append(first_step(name, tree))
                 print(name, label, runs[name, label][-1], flush=True)
     lines = [
