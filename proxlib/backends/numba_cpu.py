@@ -2376,7 +2376,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
             # columns, and in training they stay zero)
             lazy_norms = lazy_norms and attempt == 0
             if shifted:
-                Tp[:] = H
+                _copy_row(H, Tp)
             # (one call per variant: an argument ``x if c else None`` would be
             # typed Optional, see _optional_typed_variants in the tests)
             if f64 and gx and not lazy_norms and shifted:
@@ -3999,7 +3999,7 @@ def _radix_sort(keys, tmp, low=0):
         src, dst = dst, src
         odd = not odd
     if odd:
-        keys[:] = src
+        _copy_row(src, keys)
 
 
 @_jit
@@ -4381,7 +4381,7 @@ def _owl_small(v, w, out, order=None):
         perm = _argsort_magnitudes(a)
     else:
         if not (order[0] >= 0 and _sort_seeded(a, order)):
-            order[:] = _argsort_magnitudes(a)
+            _copy_row(_argsort_magnitudes(a), order)
         perm = order
     s = a[perm]
     sc = _owl_scale(s, w)
@@ -5580,7 +5580,7 @@ def _radix_sort_window(keys, tmp, cap):
             at[r] += 1
         src, dst = dst, src
     if nd % 2 == 1:
-        keys[:] = src
+        _copy_row(src, keys)
 
 
 @_jit
