@@ -329,6 +329,17 @@ def numba_view(kernel: str, v, params=()):
     return None if view is None else (view, backend)
 
 
+def one_weight(weights):
+    """One weight (a Python float or int, a NumPy float32/float64 scalar) as a
+    0-d array (the one-call route's form of it: :func:`in_one_call`),
+    anything else as it is."""
+    if isinstance(weights, (float, np.float32)):  # (np.float64 is a float)
+        return np.array(weights)
+    if type(weights) is int and abs(weights) < 2**1023:
+        return np.array(float(weights))
+    return weights
+
+
 def in_one_call(kernel: str, v, weights, step, check_finite: bool, fits):
     """The public call of ``kernel`` on ``v`` with one array of ``weights``
     by the backend's ``<kernel>_checked`` (Numba's: every check and the

@@ -80,7 +80,7 @@ class _Elementwise(R.Penalty):
 
     def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
         if metric is None:  # (the public function's one-call lane, weights already checked)
-            x = R.in_one_call(self.kernel, v, _one_call_weights(self.weights), step, check_finite, _fits_one_call)
+            x = R.in_one_call(self.kernel, v, R.one_weight(self.weights), step, check_finite, _fits_one_call)
             if x is not None:
                 return x
         return super().prox(v, step, metric=metric, check_finite=check_finite)
@@ -185,7 +185,7 @@ def prox_weighted_l1(v, weights, step=1.0, *, metric=None, check_finite: bool = 
     array([2. , 2.5])
     """
     if metric is None:
-        x = R.in_one_call("weighted_l1", v, _one_call_weights(weights), step, check_finite, _fits_one_call)
+        x = R.in_one_call("weighted_l1", v, R.one_weight(weights), step, check_finite, _fits_one_call)
         if x is not None:
             return x
     return WeightedL1(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
@@ -209,21 +209,10 @@ def prox_weighted_l2sq(v, weights, step=1.0, *, metric=None, check_finite: bool 
     array([ 1.        , -0.33333333])
     """
     if metric is None:
-        x = R.in_one_call("weighted_l2sq", v, _one_call_weights(weights), step, check_finite, _fits_one_call)
+        x = R.in_one_call("weighted_l2sq", v, R.one_weight(weights), step, check_finite, _fits_one_call)
         if x is not None:
             return x
     return WeightedL2Sq(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
-
-
-def _one_call_weights(weights):
-    """One weight (a Python float or int, a NumPy float32/float64 scalar) as a
-    0-d array (the one-call route's form of it:
-    :func:`proxlib._registry.in_one_call`), anything else as it is."""
-    if isinstance(weights, (float, np.float32)):  # (np.float64 is a float)
-        return np.array(weights)
-    if type(weights) is int and abs(weights) < 2**1023:
-        return np.array(float(weights))
-    return weights
 
 
 def _fits_one_call(v, w) -> bool:

@@ -61,6 +61,15 @@ class GroupLasso(WeightedGroups):
     def threshold_terms(self, layout):
         return (_range.weighted((self.lam,), layout, 1),)
 
+    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
+        if metric is None and self.groups is None and self.group_weights is None:
+            x = _in_one_call(v, self.lam, step, check_finite)
+            if x is not None:
+                return x
+        return super().prox(v, step, metric=metric, check_finite=check_finite)
+
+    prox.__doc__ = R.Penalty.prox.__doc__
+
     def group_values(self, rows, xp):
         return self.lam, _k.row_norms(rows, xp)
 
@@ -119,7 +128,26 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metri
     >>> proxlib.prox_group_lasso(np.array([3.0, 0.3, 4.0, 0.4]), 1.0, groups=[0, 1, 0, 1])
     array([2.4, 0. , 3.2, 0. ])
     """
+    if metric is None and groups is None and group_weights is None:
+        x = _in_one_call(W, lam, step, check_finite)
+        if x is not None:
+            return x
     return GroupLasso(lam, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
+
+
+def _in_one_call(W, lam, step, check_finite):
+    """The common call (rows of NumPy float arrays, one lam, no group
+    weights, a plain step, a backend that offers it: Numba's
+    ``group_lasso_checked``): its threshold formed and the general path's
+    kernel run in one compiled call, without the general path's Python
+    layers (most of the call at 64 x 64).  The result is the general
+    path's, bit for bit; None wherever the general path must decide
+    (:func:`proxlib._registry.in_one_call`)."""
+    return R.in_one_call("group_lasso", W, R.one_weight(lam), step, check_finite, _one_weight)
+
+
+def _one_weight(v, w) -> bool:
+    return w.ndim == 0
 
 
 R.register("group_lasso", GroupLasso, prox_group_lasso)

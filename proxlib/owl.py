@@ -97,6 +97,15 @@ class _SortedWeights(R.Penalty):
     def thresholds(self, layout):
         return (_weights_for(self, self._n(layout), layout.data, self.what),)
 
+    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
+        if metric is None:
+            x = _in_one_call(self.kernel, v, self.weights, step, check_finite)
+            if x is not None:
+                return x
+        return super().prox(v, step, metric=metric, check_finite=check_finite)
+
+    prox.__doc__ = R.Penalty.prox.__doc__
+
 
 @dataclass(frozen=True)
 class OWL(_SortedWeights):
@@ -113,15 +122,6 @@ class OWL(_SortedWeights):
     layout: ClassVar[str] = "flat"
     arg: ClassVar[str] = "v"
     what: ClassVar[str] = "element"
-
-    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
-        if metric is None:
-            x = _owl_in_one_call(v, self.weights, step, check_finite)
-            if x is not None:
-                return x
-        return super().prox(v, step, metric=metric, check_finite=check_finite)
-
-    prox.__doc__ = R.Penalty.prox.__doc__
 
     def value(self, x) -> float:
         x = V.as_float_array(x, "x")
@@ -223,22 +223,28 @@ def prox_owl(v, weights, step=1.0, *, metric=None, check_finite: bool = True):
     block of mean 2.5 / 3: all three entries are tied.)
     """
     if metric is None:
-        x = _owl_in_one_call(v, weights, step, check_finite)
+        x = _in_one_call("owl", v, weights, step, check_finite)
         if x is not None:
             return x
     return OWL(weights, copy=False).prox(v, step, metric=metric, check_finite=check_finite)
 
 
-def _owl_in_one_call(v, weights, step, check_finite):
-    """The common call (NumPy float arrays, a plain step, a backend that
-    offers it: Numba's ``owl_checked``) checked and its thresholds formed in
-    one compiled pass, instead of the general path's Python layers (tens of
-    microseconds, the whole cost at n = 100) and float64 temporaries (three
+def _in_one_call(kernel: str, v, weights, step, check_finite):
+    """OWL's or GrOWL's common call (NumPy float arrays, a plain step, a
+    backend that offers it: Numba's ``owl_checked``, ``growl_checked``),
+    the weights checked and the thresholds formed in compiled code, instead
+    of the general path's Python layers (tens of microseconds, most of the
+    call at n = 100 or 64 x 64) and float64 temporaries (for OWL three
     passes, a fifth of the call at n = 1e6 in float32); up to 2048 entries
-    the whole call is one compiled call.  The result is the general path's,
-    bit for bit; None wherever the general path must decide
+    (rows) the whole call is one compiled call.  The result is the general
+    path's, bit for bit; None wherever the general path must decide
     (:func:`proxlib._registry.in_one_call`)."""
-    return R.in_one_call("owl", v, weights, step, check_finite, lambda v, w: w.ndim == 1)
+    return R.in_one_call(kernel, v, weights, step, check_finite, _one_weight_vector)
+
+
+def _one_weight_vector(v, w) -> bool:
+    """The lanes' weights: a vector (its length is checked in the lane)."""
+    return w.ndim == 1
 
 
 def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
@@ -289,6 +295,10 @@ def prox_growl(W, weights, step=1.0, *, metric=None, check_finite: bool = True):
     array([[2.4, 3.2],
            [0. , 0. ]])
     """
+    if metric is None:
+        x = _in_one_call("growl", W, weights, step, check_finite)
+        if x is not None:
+            return x
     return GrOWL(weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 

@@ -8,6 +8,8 @@ a_g = step lam c_g (1 - mu), b_g = step lam c_g mu.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -831,3 +833,96 @@ def test_split_groups_return_half_precision_as_the_unsplit(monkeypatch):
         got = call()
         assert got.dtype == np.float16 and ref.dtype == np.float16
         np.testing.assert_array_equal(got, ref)
+
+
+# ------------------------------------------------------- the one-call lane
+#
+# prox_group_lasso and GroupLasso(lam).prox with one lam and no group weights
+# or labels form their threshold and run the general path's row kernel in one
+# compiled call on Numba (proxlib.group._in_one_call): the general path's
+# result bit for bit, every error left to that path.
+
+
+def _lane_outcome(fn):
+    try:
+        x = fn()
+    except (ValueError, TypeError) as exc:
+        return type(exc), str(exc)
+    return x.dtype, x.shape, x.tobytes()  # (bits: signed zeros, NaN payloads)
+
+
+@st.composite
+def group_lasso_lane_problems(draw):
+    """Valid and invalid calls near every edge the lane tests, rows of every
+    layout (1-D: one row, N-D: W.reshape(G, -1); F-ordered and strided
+    ones are the general path's) and both kernels behind it (serial rows;
+    a parallel-sized W through numba_cpu.group_lasso)."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = draw(st.one_of(
+        st.tuples(st.integers(1, 6), st.integers(1, 5)), st.tuples(st.integers(1, 12)),
+        st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3)),
+        st.sampled_from([(300, 784), (0, 3), (3, 0)])))
+    if np.prod(shape) <= 60:
+        W = draw(arrays(np.float64, shape, elements=R.elements())).astype(dtype)
+    else:
+        W = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+    lam = draw(st.one_of(st.floats(0.0, 3.0), st.sampled_from([
+        0.0, -0.0, 0.3, 1, 0, np.float32(0.3), np.float64(0.7), np.array(0.25), np.array([0.25]), -1e-300, -1.0,
+        math.nan, math.inf, 2.0**-1060, 2.0**-1074, 1e-300, 2.0**100, 2.0**1000, 2.0**1010, 3 * 2**1030, True, "0.5"])))
+    flaw = draw(st.sampled_from(["none", "none", "none", "nan_W", "inf_W", "fortran_W", "strided_W", "groups", "weights"]))
+    if W.size and flaw in ("nan_W", "inf_W"):
+        W.reshape(-1)[draw(st.integers(0, W.size - 1))] = np.nan if flaw == "nan_W" else -np.inf
+    elif flaw == "fortran_W" and W.ndim == 2:
+        W = np.asfortranarray(W)
+    elif flaw == "strided_W" and W.ndim == 1:
+        W = np.repeat(W, 2)[::2]
+    step = draw(st.one_of(
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**100, 2.0**101, 2.0**1000, 2.0**1001, 1e300,
+                         np.float64(0.7), 0.0, -1.0]),
+        st.floats(1e-300, 1e300)))
+    extra = {}
+    if flaw == "groups" and W.ndim == 1:
+        extra = {"groups": np.arange(W.shape[0]) % 2}
+    elif flaw == "weights" and W.ndim >= 1:
+        extra = {"group_weights": "sqrt"}
+    return W, lam, step, extra, draw(st.booleans())
+
+
+@given(group_lasso_lane_problems())
+def test_group_lasso_one_call_lane_equals_the_general_path(problem):
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    from proxlib import _registry
+
+    W, lam, step, extra, check_finite = problem
+    with proxlib.use_backend("numba"):
+        expected = _lane_outcome(lambda: _registry.apply(proxlib.GroupLasso(lam, copy=False, **extra), W, step, check_finite=check_finite))
+        assert _lane_outcome(lambda: proxlib.prox_group_lasso(W, lam, step, check_finite=check_finite, **extra)) == expected
+        try:
+            pen = proxlib.GroupLasso(lam, **extra)
+        except (ValueError, TypeError):
+            return
+        assert _lane_outcome(lambda: pen.prox(W, step, check_finite=check_finite)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5,), (64, 64), (10, 300), (3, 4, 5), (300, 784)])
+def test_group_lasso_one_call_lane_takes_the_common_call(dtype, shape, monkeypatch):
+    """The lane answers the common call on Numba (the rows serially in one
+    compiled call, or numba_cpu.group_lasso's parallel kernel for a
+    parallel-sized W), so the test above compares two paths; the general
+    path is not called.  Group weights or labels, a metric, or another
+    backend: the general path."""
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    from proxlib import _registry, group
+
+    W = np.random.default_rng(len(shape)).standard_normal(shape).astype(dtype)
+    with proxlib.use_backend("numba"):
+        expected = _registry.apply(proxlib.GroupLasso(0.3), W, 0.5).tobytes()
+        assert group._in_one_call(W, 0.3, 0.5, True) is not None
+        with monkeypatch.context() as m:
+            m.setattr(_registry, "_apply", lambda *a, **k: pytest.fail("the general path ran"))
+            assert proxlib.prox_group_lasso(W, 0.3, 0.5).tobytes() == expected
+            assert proxlib.GroupLasso(0.3).prox(W, 0.5).tobytes() == expected
+    assert group._in_one_call(W, 0.3, 0.5, True) is None  # (the module's backend: NumPy's, no lane)

@@ -9,6 +9,7 @@ on each CPU backend (the ``backend`` fixture); CVXPY checks the reference only.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from fractions import Fraction
 
@@ -560,7 +561,7 @@ def test_owl_growl_inputs_untouched_and_new_arrays(dtype):
 #
 # prox_owl and OWL(w).prox check NumPy vectors and form their thresholds in
 # one compiled pass, and solve short ones in that same call
-# (proxlib.owl._owl_in_one_call).  It must give the general path's result bit
+# (proxlib.owl._in_one_call).  It must give the general path's result bit
 # for bit, and leave every error to that path.
 
 
@@ -631,6 +632,88 @@ def test_owl_one_call_lane_equals_the_general_path(problem):
     assert _outcome(lambda: pen.prox(v, step, check_finite=check_finite)) == expected
 
 
+@st.composite
+def growl_lane_problems(draw):
+    """GrOWL's lane (proxlib.owl._in_one_call("growl", ...)): valid and
+    invalid calls near every edge it tests, rows of every layout it takes
+    (1-D: one row; N-D: W.reshape(G, -1)) and the routes behind it (G <=
+    2048 serially in one compiled call; more rows, or a parallel-sized W,
+    through numba_cpu.growl)."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = draw(st.one_of(
+        st.tuples(st.integers(1, 6), st.integers(1, 5)), st.tuples(st.integers(1, 12)),
+        st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3)),
+        st.sampled_from([(2048, 2), (2049, 2), (300, 784), (0, 3), (3, 0)])))
+    G = 1 if len(shape) == 1 else shape[0]
+    if math.prod(shape) <= 60:
+        W = draw(arrays(np.float64, shape, elements=R.elements())).astype(dtype)
+        w = np.array(sorted(draw(st.lists(st.floats(0.0, 3.0), min_size=G, max_size=G)), reverse=True))
+    else:
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        W = rng.standard_normal(shape).astype(dtype)
+        w = np.sort(np.round(rng.uniform(0.0, 3.0, G), 2))[::-1].copy()
+    flaw = draw(st.sampled_from(["none", "none", "none", "nan_W", "inf_W", "nan_w", "inf_w", "negative_w",
+                                 "rising_w", "short_w", "float32_w", "tiny_w"]))
+    if W.size and flaw in ("nan_W", "inf_W"):
+        W.reshape(-1)[draw(st.integers(0, W.size - 1))] = np.nan if flaw == "nan_W" else -np.inf
+    elif G and flaw == "nan_w":
+        w[draw(st.integers(0, G - 1))] = np.nan
+    elif G and flaw == "inf_w":
+        w[0] = np.inf
+    elif G and flaw == "negative_w":
+        w[-1] = -draw(st.sampled_from([1e-300, 0.5]))
+    elif G > 1 and flaw == "rising_w":
+        w[-1], w[0] = w[0] + 1.0, w[-1]
+    elif flaw == "short_w":
+        w = w[1:]
+    elif flaw == "float32_w":
+        w = w.astype(np.float32)
+    elif flaw == "tiny_w":  # (thresholds step * w in the subnormals)
+        w = w * 2.0**-1060
+    step = draw(st.one_of(
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**100, 2.0**101, 2.0**1000, 2.0**1001, 1e300,
+                         np.float64(0.7), 0.0, -1.0]),
+        st.floats(1e-300, 1e300)))
+    return W, w, step, draw(st.booleans())
+
+
+@given(growl_lane_problems())
+def test_growl_one_call_lane_equals_the_general_path(problem):
+    """prox_growl and GrOWL(w).prox: the lane's result is the general path's
+    bit for bit, and every error (type and message) is that path's."""
+    from proxlib import _registry
+
+    W, w, step, check_finite = problem
+    expected = _outcome(lambda: _registry.apply(proxlib.GrOWL(w, copy=False), W, step, check_finite=check_finite))
+    assert _outcome(lambda: proxlib.prox_growl(W, w, step, check_finite=check_finite)) == expected
+    try:
+        pen = proxlib.GrOWL(w)
+    except ValueError:
+        return
+    assert _outcome(lambda: pen.prox(W, step, check_finite=check_finite)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5,), (64, 64), (10, 300), (3, 4, 5), (2049, 3), (300, 784)])
+def test_growl_one_call_lane_takes_the_common_call(backend, dtype, shape):
+    """The lane answers GrOWL's common call on Numba (serially in one
+    compiled call, or by numba_cpu.growl for more rows or a parallel-sized
+    W), so the test above compares two paths; and no other backend (a CPU
+    tensor's call: tests/test_torch_numba_view.py)."""
+    from proxlib import _registry, owl
+
+    rng = np.random.default_rng(len(shape))
+    W = rng.standard_normal(shape).astype(dtype)
+    G = 1 if len(shape) == 1 else shape[0]
+    w = np.sort(rng.uniform(0, 1, G))[::-1].copy()
+    for weights in (w, w.astype(dtype)):
+        x = owl._in_one_call("growl", W, weights, 0.5, True)
+        assert (x is not None) == (backend == "numba")
+        if x is not None:
+            expected = _registry.apply(proxlib.GrOWL(weights, copy=False), W, 0.5)
+            assert x.tobytes() == expected.tobytes() and x.shape == W.shape
+
+
 def test_float32_solved_in_float64_warns_of_no_overflow_on_unchecked_non_finite_input(backend):
     """float32 data whose thresholds lie beyond float32 is solved in float64
     and rounded once; with NaN or Inf in it and check_finite=False (output
@@ -660,7 +743,7 @@ def test_owl_one_call_lane_takes_the_common_call(backend, dtype, n):
     v = rng.standard_normal(n).astype(dtype)
     w = np.sort(rng.uniform(0, 1, n))[::-1].copy()
     for weights in (w, w.astype(dtype)):
-        x = owl._owl_in_one_call(v, weights, 0.5, True)
+        x = owl._in_one_call("owl", v, weights, 0.5, True)
         assert (x is not None) == (backend == "numba")
         if x is not None:
             assert x.tobytes() == _general_owl(v, weights, 0.5, True).tobytes()

@@ -100,7 +100,7 @@ def test_the_view_runs_numbas_serial_kernels(numba_route, monkeypatch, name):
             return kernel(*args, **kwargs)
         return run
 
-    for kernel in {R.OPERATORS[n].penalty.kernel for n in PENALTIES} | {"owl_checked", "weighted_l1_checked", "weighted_l2sq_checked"}:
+    for kernel in {R.OPERATORS[n].penalty.kernel for n in PENALTIES} | {"owl_checked", "growl_checked", "group_lasso_checked", "weighted_l1_checked", "weighted_l2sq_checked"}:
         monkeypatch.setattr(numba_cpu, kernel, spy(getattr(numba_cpu, kernel)))
     for shape in SHAPES:
         a = _inputs(shape, "float64")
@@ -108,7 +108,8 @@ def test_the_view_runs_numbas_serial_kernels(numba_route, monkeypatch, name):
     assert calls and not any(parallel for _, parallel in calls), calls
     if name == "owl":  # (OWL's one compiled call, checks and thresholds included: 44-50 us a call at n = 10, not 185-207)
         assert {kernel for kernel, _ in calls} == {"owl_checked", "owl"}, calls
-    if name in ("weighted_l1", "weighted_l2sq"):  # (the one-call lane: checks and thresholds in the map's pass)
+    if name in ("weighted_l1", "weighted_l2sq", "group_lasso", "growl"):
+        # (the one-call lanes: checks and thresholds in compiled code; serial: no other kernel)
         assert {kernel for kernel, _ in calls} == {name + "_checked"}, calls
 
 

@@ -70,6 +70,12 @@ Algorithms (m = row length, G = rows, n = vector length):
   W.reshape(O, C, K)[:, c, :] (``group_lasso_channels``, ``growl_channels``:
   serial passes in memory order on that array, the sums of squares in the
   row kernels' order, so the results are theirs bit for bit).
+  The public ``prox_group_lasso`` (one lam, no group weights or labels) and
+  ``prox_growl`` on NumPy rows (and the penalty objects' ``prox``) check the
+  weights and form the thresholds in compiled code (``group_lasso_checked``,
+  ``growl_checked``), then run the same kernels: for G <= 2048 rows
+  serially the whole call is one compiled call; anything unusual goes to
+  the general path, which reports it.
 * ``exclusive_lasso``: per row (prange over chunks of rows, one float64
   scratch row per chunk), no sorting: one pass summing |w| (vectorised), then
   Newton's method from the left on the concave piecewise-linear
@@ -4426,15 +4432,37 @@ def _owl_arguments_ok(v, w, step, check_finite):
     (the tests accumulate: the loops vectorise; a failed call is the rare
     one)."""
     n = v.shape[0]
-    top = 2.0**100 if _is_float32(v[0]) else 2.0**1000
+    ok = _sorted_weights_ok(w, n, step, _degree1_top(v[0]))
+    if ok and check_finite:
+        for i in range(n):
+            ok &= np.isfinite(v[i])
+    return ok
+
+
+#: the largest threshold of degree 1 (OWL, GrOWL, the group lasso, weighted
+#: l1) that the one-call lanes take, by the data's dtype: in range with a
+#: margin of 2^24 (the general path's test, proxlib._range._fits: log2 of the
+#: largest threshold below 128 resp. 1024)
+_DEGREE1_TOP = {np.dtype(np.float32): 2.0**100, np.dtype(np.float64): 2.0**1000}
+
+
+@_jit
+def _degree1_top(x):
+    """_DEGREE1_TOP for data of x's dtype, in compiled code."""
+    return 2.0**100 if _is_float32(x) else 2.0**1000
+
+
+@_jit
+def _sorted_weights_ok(w, n, step, top):
+    """Whether ``w`` holds one weight per entry (or row) of n >= 1,
+    non-increasing and >= 0, with step * w[0] at most ``top`` (a NaN fails
+    the comparisons): OWL's and GrOWL's checks of their weights.  One pass
+    with no early exit (the tests accumulate: the loop vectorises)."""
     if w.shape[0] != n or not (0.0 <= w[0] and w[0] * step <= top and w[n - 1] >= 0.0):
         return False
     ok = True
     for i in range(1, n):
         ok &= w[i] <= w[i - 1]
-    if check_finite:
-        for i in range(n):
-            ok &= np.isfinite(v[i])
     return ok
 
 
@@ -4470,6 +4498,117 @@ def owl_checked(v, w, step: float, check_finite: bool, *, parallel=True):
     if not _owl_arguments_ok(flat, w, step, check_finite):
         return None
     return owl(flat, w, parallel=parallel, step=step).reshape(v.shape)
+
+
+# GrOWL's and the group lasso's public calls (NumPy arrays, a CPU tensor's
+# view): the weights checked and the thresholds formed in compiled code, then
+# the general path's kernel on the same thresholds, without its Python layers
+# (about 9 of 13 us (group lasso) and 16 of 21 us (GrOWL) on 64 x 64 float32;
+# benchmarks/CALL_OVERHEAD.md)
+
+
+def _lane_rows(W):
+    """The rows of a C-contiguous W as the general path reads them
+    (proxlib._rows.canonical_rows: W.reshape(G, -1), a 1-D W one row), or
+    None for a 0-d or empty W (the general path decides)."""
+    if W.ndim == 0 or W.size == 0:
+        return None
+    return W.reshape(1, -1) if W.ndim == 1 else W.reshape(W.shape[0], W.size // W.shape[0])
+
+
+@_jit
+def _growl_thresholds(w, step, top, thr):
+    """thr_i = step * w_i, a float64 product stored in thr's dtype (rounded
+    once, as proxlib._range forms thresholds in range), where
+    _sorted_weights_ok(w, len(thr), step, top); False otherwise (nothing
+    formed)."""
+    if not _sorted_weights_ok(w, thr.shape[0], step, top):
+        return False
+    for i in range(thr.shape[0]):
+        thr[i] = np.float64(w[i]) * step
+    return True
+
+
+@_jit
+def _growl_small_checked(A, w, step, check_finite, out):
+    """_growl_seq of the rows A (C-contiguous, G <= _OWL_SMALL) with the
+    thresholds step * w (:func:`_growl_thresholds`) and the general route's
+    fresh kept order: 1; 0 where a weight check fails, 2 where check_finite
+    and a norm is not finite (nothing written either way)."""
+    G = A.shape[0]
+    thr = np.empty(G, dtype=A.dtype)
+    if not _growl_thresholds(w, step, _degree1_top(A[0, 0]), thr):
+        return 0
+    order = np.full(G, -1, dtype=np.int64)
+    return 1 if _growl_seq(A, thr, out, False, check_finite, order) else 2
+
+
+def growl_checked(W, w, step: float, check_finite: bool, *, parallel=True):
+    """The public GrOWL prox of a C-contiguous float32/float64 ``W`` with
+    float32/float64 weights ``w`` (1-D, C-contiguous) and a normal float
+    ``step``: the weights checked and the thresholds formed by one compiled
+    call, then the kernel the general path runs (its route: :func:`growl`),
+    whose result it is bit for bit; None where that path must decide (an
+    error to report, a threshold near the end of the range, a 0-d or empty
+    W).  Up to 2048 rows, serially, the whole prox is that one call."""
+    A = _lane_rows(W)
+    if A is None:
+        return None
+    out = np.empty_like(A)
+    if A.shape[0] <= _OWL_SMALL and not (parallel and _parallel(A)):
+        done = _growl_small_checked(A, w, step, check_finite, out)
+    else:
+        thr = np.empty(A.shape[0], dtype=A.dtype)
+        done = 0
+        if _growl_thresholds(w, step, _DEGREE1_TOP[A.dtype], thr):
+            try:
+                growl(A, thr, check_finite, parallel=parallel, out=out)
+                done = 1
+            except NonFiniteInput:
+                done = 2
+    return out.reshape(W.shape) if done == 1 else None
+
+
+@_jit
+def _group_lasso_rows_checked(A, t, check_finite, out):
+    """_group_lasso_seq's rows with one threshold t: False where
+    check_finite and a norm is not finite (the caller then discards out)."""
+    ok = True
+    for r in range(A.shape[0]):
+        q = _group_lasso_row(A[r], t, out[r])
+        ok &= not (check_finite and not q < np.inf)
+    return ok
+
+
+def group_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True):
+    """The public group lasso prox of a C-contiguous float32/float64 ``W``
+    with one weight ``w`` (lam, a 0-d float32/float64 array; the group
+    weights all 1) and a normal float ``step``: the threshold step * lam
+    (a float64 product rounded once to W's dtype, as proxlib._range forms
+    it in range) and the general path's kernel (:func:`group_lasso`, the
+    same row function), its result bit for bit; None where that path must
+    decide (lam negative or not finite, a threshold near either end of the
+    range: above 2^100 (float32) / 2^1000 (float64), or below 2^-1022,
+    where proxlib._range rounds twice; NaN or Inf in W with
+    ``check_finite``; a 0-d or empty W)."""
+    A = _lane_rows(W)
+    if A is None:
+        return None
+    lam = float(w)
+    t = lam * step
+    if not (lam >= 0.0 and t <= _DEGREE1_TOP[A.dtype] and (lam == 0.0 or t >= 2.0**-1022)):
+        return None
+    if A.dtype == np.float32:
+        t = float(np.float32(t))
+    out = np.empty_like(A)
+    if parallel and _parallel(A):
+        try:
+            group_lasso(A, np.full(A.shape[0], t, dtype=A.dtype), check_finite, parallel=True, out=out)
+        except NonFiniteInput:
+            return None
+    elif not _group_lasso_rows_checked(A, t, check_finite, out):
+        return None
+    return out.reshape(W.shape)
 
 
 @_jit
@@ -4859,7 +4998,7 @@ def weighted_l1_checked(v, w, step: float, check_finite: bool, *, parallel=True)
     where that path must decide (a weight negative or not finite, input
     not finite with ``check_finite``, a threshold above 2^100 (float32) or
     2^1000 (float64): near the end of the kernels' range, proxlib._range)."""
-    top = 2.0**100 if v.dtype == np.float32 else 2.0**1000
+    top = _DEGREE1_TOP[v.dtype]
     return _run_checked(_weighted_l1_checked_seq, _weighted_l1_checked_par, parallel, v, w, step, top, check_finite)
 
 
