@@ -23,7 +23,7 @@ from . import _validate as V
 from ._dispatch import array_namespace
 from ._rows import ragged_parts
 from .backends import _xp_kernels as _k
-from .group import GroupLasso, WeightedGroups
+from .group import GroupLasso, WeightedGroups, rows_in_one_call
 
 __all__ = [
     "ExclusiveLasso",
@@ -49,6 +49,7 @@ class ExclusiveLasso(WeightedGroups):
 
     kernel: ClassVar[str] = "exclusive_lasso"
     metric_kernel: ClassVar[str] = "exclusive_lasso_metric"
+    lane_scalars: ClassVar[tuple] = ("lam",)
 
     def __post_init__(self, copy: bool):
         R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
@@ -82,6 +83,7 @@ class GroupExclusive(WeightedGroups):
         R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"), mu=V.in_unit_interval(self.mu, "mu"))
 
     degrees: ClassVar[tuple] = (1, 2)
+    lane_scalars: ClassVar[tuple] = ("lam", "mu")
 
     def threshold_terms(self, layout):
         return (
@@ -137,6 +139,10 @@ def prox_exclusive_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, m
     read off the row sums the kernels form anyway (no pass of its own; with
     ``metric=``, two reductions); False lets such rows through as they are.
     """
+    if metric is None and groups is None and group_weights is None:
+        x = rows_in_one_call("exclusive_lasso", W, (lam,), step, check_finite)
+        if x is not None:
+            return x
     return ExclusiveLasso(lam, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 
@@ -188,6 +194,10 @@ def prox_group_exclusive(
     own; with ``metric=``, two reductions); False lets such rows through as
     they are.
     """
+    if metric is None and groups is None and group_weights is None:
+        x = rows_in_one_call("group_exclusive", W, (lam, mu), step, check_finite)
+        if x is not None:
+            return x
     return GroupExclusive(lam, mu, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 

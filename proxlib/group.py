@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from . import _range
 from . import _registry as R
 from . import _validate as V
@@ -26,6 +28,22 @@ class WeightedGroups(R.Penalty):
     layout: ClassVar[str] = "rows"
     arg: ClassVar[str] = "W"
     fused_finite_check: ClassVar[bool] = True  # from the row sums the kernels form anyway
+    #: the scalar parameters that the one-call lane passes, in this order
+    #: (:func:`rows_in_one_call`: the backend's ``<kernel>_checked`` forms
+    #: the thresholds from them); read from the penalty's own class only, so
+    #: a subclass with other thresholds takes the general path unless it
+    #: declares its own
+    lane_scalars: ClassVar[tuple | None] = None
+
+    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
+        names = type(self).__dict__.get("lane_scalars")
+        if metric is None and names is not None and self.groups is None and self.group_weights is None:
+            x = rows_in_one_call(self.kernel, v, tuple(getattr(self, n) for n in names), step, check_finite)
+            if x is not None:
+                return x
+        return super().prox(v, step, metric=metric, check_finite=check_finite)
+
+    prox.__doc__ = R.Penalty.prox.__doc__
 
     def thresholds(self, layout):
         return _range.products(self.threshold_terms(layout))
@@ -54,21 +72,13 @@ class GroupLasso(WeightedGroups):
 
     kernel: ClassVar[str] = "group_lasso"
     metric_kernel: ClassVar[str] = "group_lasso_metric"
+    lane_scalars: ClassVar[tuple] = ("lam",)
 
     def __post_init__(self, copy: bool):
         R.frozen_set(self, own_copies=copy, lam=V.nonnegative(self.lam, "lam"))
 
     def threshold_terms(self, layout):
         return (_range.weighted((self.lam,), layout, 1),)
-
-    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
-        if metric is None and self.groups is None and self.group_weights is None:
-            x = _in_one_call(v, self.lam, step, check_finite)
-            if x is not None:
-                return x
-        return super().prox(v, step, metric=metric, check_finite=check_finite)
-
-    prox.__doc__ = R.Penalty.prox.__doc__
 
     def group_values(self, rows, xp):
         return self.lam, _k.row_norms(rows, xp)
@@ -129,25 +139,40 @@ def prox_group_lasso(W, lam, step=1.0, *, groups=None, group_weights=None, metri
     array([2.4, 0. , 3.2, 0. ])
     """
     if metric is None and groups is None and group_weights is None:
-        x = _in_one_call(W, lam, step, check_finite)
+        x = rows_in_one_call("group_lasso", W, (lam,), step, check_finite)
         if x is not None:
             return x
     return GroupLasso(lam, groups, group_weights, copy=False).prox(W, step, metric=metric, check_finite=check_finite)
 
 
-def _in_one_call(W, lam, step, check_finite):
-    """The common call (rows of NumPy float arrays, one lam, no group
-    weights, a plain step, a backend that offers it: Numba's
-    ``group_lasso_checked``): its threshold formed and the general path's
-    kernel run in one compiled call, without the general path's Python
-    layers (most of the call at 64 x 64).  The result is the general
-    path's, bit for bit; None wherever the general path must decide
-    (:func:`proxlib._registry.in_one_call`)."""
-    return R.in_one_call("group_lasso", W, R.one_weight(lam), step, check_finite, _one_weight)
+def rows_in_one_call(kernel: str, W, scalars: tuple, step, check_finite):
+    """The common call of a row operator with scalar parameters (the group
+    lasso's lam, the exclusive lasso's, group+exclusive's lam and mu; every
+    group weight 1, no labels, no metric) on rows of a NumPy float array, a
+    plain step, a backend that offers it (Numba's ``<kernel>_checked``):
+    the thresholds formed from ``scalars`` and the general path's kernel
+    run without its Python layers (most of the call up to 64 x 64: 7-9 us
+    of 10-17).  The result is the general path's, bit for bit; None
+    wherever the general path must decide, and reports
+    (:func:`proxlib._registry.in_one_call`): a scalar that is not a Python
+    or NumPy float or int among them."""
+    w = R.one_weight(scalars[0]) if len(scalars) == 1 else _scalar_vector(scalars)
+    return R.in_one_call(kernel, W, w, step, check_finite, _scalars_fit)
 
 
-def _one_weight(v, w) -> bool:
-    return w.ndim == 0
+def _scalar_vector(scalars):
+    """The scalars as a float64 vector where each is a Python float or int
+    (below 2^1023) or a NumPy float32/float64 scalar, else None (the general
+    path takes the others: arrays, tensors, what it rejects)."""
+    for a in scalars:
+        if not (isinstance(a, (float, np.float32)) or (type(a) is int and abs(a) < 2**1023)):  # (np.float64 is a float)
+            return None
+    return np.array(scalars, dtype=np.float64)
+
+
+def _scalars_fit(v, w) -> bool:
+    """The lane's scalars: one (a 0-d array) or a vector of them."""
+    return w.ndim <= 1
 
 
 R.register("group_lasso", GroupLasso, prox_group_lasso)

@@ -837,10 +837,17 @@ def test_split_groups_return_half_precision_as_the_unsplit(monkeypatch):
 
 # ------------------------------------------------------- the one-call lane
 #
-# prox_group_lasso and GroupLasso(lam).prox with one lam and no group weights
-# or labels form their threshold and run the general path's row kernel in one
-# compiled call on Numba (proxlib.group._in_one_call): the general path's
-# result bit for bit, every error left to that path.
+# prox_group_lasso, prox_exclusive_lasso and prox_group_exclusive (and the
+# penalty objects' prox) with scalar parameters, no group weights, labels or
+# metric, form their thresholds and run the general path's row kernel without
+# its Python layers on Numba (proxlib.group.rows_in_one_call): the general
+# path's result bit for bit, every error left to that path.
+
+LANE_OPERATORS = {
+    "group_lasso": (proxlib.prox_group_lasso, lambda lam, mu, **kw: proxlib.GroupLasso(lam, **kw), False),
+    "exclusive_lasso": (proxlib.prox_exclusive_lasso, lambda lam, mu, **kw: proxlib.ExclusiveLasso(lam, **kw), False),
+    "group_exclusive": (proxlib.prox_group_exclusive, lambda lam, mu, **kw: proxlib.GroupExclusive(lam, mu, **kw), True),
+}
 
 
 def _lane_outcome(fn):
@@ -852,11 +859,11 @@ def _lane_outcome(fn):
 
 
 @st.composite
-def group_lasso_lane_problems(draw):
+def row_lane_problems(draw):
     """Valid and invalid calls near every edge the lane tests, rows of every
     layout (1-D: one row, N-D: W.reshape(G, -1); F-ordered and strided
     ones are the general path's) and both kernels behind it (serial rows;
-    a parallel-sized W through numba_cpu.group_lasso)."""
+    a parallel-sized W through the kernel's parallel route)."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     shape = draw(st.one_of(
         st.tuples(st.integers(1, 6), st.integers(1, 5)), st.tuples(st.integers(1, 12)),
@@ -868,7 +875,10 @@ def group_lasso_lane_problems(draw):
         W = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
     lam = draw(st.one_of(st.floats(0.0, 3.0), st.sampled_from([
         0.0, -0.0, 0.3, 1, 0, np.float32(0.3), np.float64(0.7), np.array(0.25), np.array([0.25]), -1e-300, -1.0,
-        math.nan, math.inf, 2.0**-1060, 2.0**-1074, 1e-300, 2.0**100, 2.0**1000, 2.0**1010, 3 * 2**1030, True, "0.5"])))
+        math.nan, math.inf, 2.0**-1060, 2.0**-1074, 1e-300, 2.0**76, 2.0**77, 2.0**100, 2.0**876, 2.0**877, 2.0**1000,
+        2.0**1010, 3 * 2**1030, True, "0.5"])))
+    mu = draw(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 0.5, 1, 0, -0.0, 1e-300, 1.0 - 2.0**-53, -1e-300,
+                                                             1.5, math.nan, np.float32(0.25), np.array(0.5), "0.5"])))
     flaw = draw(st.sampled_from(["none", "none", "none", "nan_W", "inf_W", "fortran_W", "strided_W", "groups", "weights"]))
     if W.size and flaw in ("nan_W", "inf_W"):
         W.reshape(-1)[draw(st.integers(0, W.size - 1))] = np.nan if flaw == "nan_W" else -np.inf
@@ -885,44 +895,53 @@ def group_lasso_lane_problems(draw):
         extra = {"groups": np.arange(W.shape[0]) % 2}
     elif flaw == "weights" and W.ndim >= 1:
         extra = {"group_weights": "sqrt"}
-    return W, lam, step, extra, draw(st.booleans())
+    return W, lam, mu, step, extra, draw(st.booleans())
 
 
-@given(group_lasso_lane_problems())
-def test_group_lasso_one_call_lane_equals_the_general_path(problem):
+@pytest.mark.parametrize("name", sorted(LANE_OPERATORS))
+@given(problem=row_lane_problems())
+def test_row_one_call_lane_equals_the_general_path(name, problem):
     if "numba" not in proxlib.available_backends():
         pytest.skip("numba does not import here")
     from proxlib import _registry
 
-    W, lam, step, extra, check_finite = problem
+    fn, make, two = LANE_OPERATORS[name]
+    W, lam, mu, step, extra, check_finite = problem
+    args = (lam, mu) if two else (lam,)
     with proxlib.use_backend("numba"):
-        expected = _lane_outcome(lambda: _registry.apply(proxlib.GroupLasso(lam, copy=False, **extra), W, step, check_finite=check_finite))
-        assert _lane_outcome(lambda: proxlib.prox_group_lasso(W, lam, step, check_finite=check_finite, **extra)) == expected
+        expected = _lane_outcome(lambda: _registry.apply(make(lam, mu, copy=False, **extra), W, step, check_finite=check_finite))
+        assert _lane_outcome(lambda: fn(W, *args, step, check_finite=check_finite, **extra)) == expected
         try:
-            pen = proxlib.GroupLasso(lam, **extra)
+            pen = make(lam, mu, **extra)
         except (ValueError, TypeError):
             return
         assert _lane_outcome(lambda: pen.prox(W, step, check_finite=check_finite)) == expected
 
 
+@pytest.mark.parametrize("name", sorted(LANE_OPERATORS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(5,), (64, 64), (10, 300), (3, 4, 5), (300, 784)])
-def test_group_lasso_one_call_lane_takes_the_common_call(dtype, shape, monkeypatch):
-    """The lane answers the common call on Numba (the rows serially in one
-    compiled call, or numba_cpu.group_lasso's parallel kernel for a
-    parallel-sized W), so the test above compares two paths; the general
-    path is not called.  Group weights or labels, a metric, or another
-    backend: the general path."""
+def test_row_one_call_lane_takes_the_common_call(name, dtype, shape, monkeypatch):
+    """The lane answers the common call on Numba (the rows serially, or the
+    kernel's parallel route for a parallel-sized W), so the test above
+    compares two paths; the general path is not called.  Another backend:
+    the general path; a subclass of the penalty with other thresholds
+    (exclusive.py's _GroupTimes, _ExclusiveTimes): the general path."""
     if "numba" not in proxlib.available_backends():
         pytest.skip("numba does not import here")
-    from proxlib import _registry, group
+    from proxlib import _registry, exclusive, group
 
+    fn, make, two = LANE_OPERATORS[name]
+    args = (0.3, 0.25) if two else (0.3,)
     W = np.random.default_rng(len(shape)).standard_normal(shape).astype(dtype)
     with proxlib.use_backend("numba"):
-        expected = _registry.apply(proxlib.GroupLasso(0.3), W, 0.5).tobytes()
-        assert group._in_one_call(W, 0.3, 0.5, True) is not None
+        expected = _registry.apply(make(0.3, 0.25), W, 0.5).tobytes()
+        assert group.rows_in_one_call(name, W, args, 0.5, True) is not None
         with monkeypatch.context() as m:
             m.setattr(_registry, "_apply", lambda *a, **k: pytest.fail("the general path ran"))
-            assert proxlib.prox_group_lasso(W, 0.3, 0.5).tobytes() == expected
-            assert proxlib.GroupLasso(0.3).prox(W, 0.5).tobytes() == expected
-    assert group._in_one_call(W, 0.3, 0.5, True) is None  # (the module's backend: NumPy's, no lane)
+            assert fn(W, *args, 0.5).tobytes() == expected
+            assert make(0.3, 0.25).prox(W, 0.5).tobytes() == expected
+        if not two:  # (lam * factor: not the lane's thresholds)
+            times = (exclusive._GroupTimes if name == "group_lasso" else exclusive._ExclusiveTimes)(0.3, factor=4.0)
+            assert times.prox(W, 0.5).tobytes() == _registry.apply(make(1.2, None), W, 0.5).tobytes()
+    assert group.rows_in_one_call(name, W, args, 0.5, True) is None  # (the module's backend: NumPy's, no lane)

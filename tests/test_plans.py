@@ -171,7 +171,7 @@ def test_kept_plans_follow_the_backend_of_the_call(monkeypatch):
 
 @pytest.mark.parametrize("lib", ["numpy", "torch"])
 def test_a_kept_plan_keeps_no_input(lib):
-    pen = proxlib.ExclusiveLasso(0.25)
+    pen = proxlib.ExclusiveLasso(0.25, group_weights="sqrt")  # (group weights: the general path, not the one-call lane)
     base = np.random.default_rng(2).standard_normal((6, 5))
     if lib == "torch":
         torch = pytest.importorskip("torch")
@@ -189,7 +189,7 @@ def test_kept_plans_are_bounded(monkeypatch):
     R._plans.clear()
     x = np.ones((2, 3))
     for k in range(6):
-        proxlib.prox_exclusive_lasso(x, 0.1 * (k + 1))
+        proxlib.prox_exclusive_lasso(x, 0.1 * (k + 1), group_weights="sqrt")  # (the general path: plans)
     assert len(R._plans) == 3
 
 

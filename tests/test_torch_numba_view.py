@@ -36,6 +36,8 @@ PENALTIES = {
     "owl": lambda x: proxlib.OWL(proxlib.owl_weights_oscar(math.prod(x.shape), 0.1, 0.001)),
     "growl": lambda x: proxlib.GrOWL(proxlib.owl_weights_oscar(x.shape[0] if x.ndim > 1 else 1, 0.3, 0.01)),
 }
+# the operators whose public call takes a one-call lane (numba_cpu.<name>_checked)
+_LANES = ("owl", "growl", "group_lasso", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq")
 # 70,000 entries: the NumPy path's parallel kernels (OWL's, the elementwise ones) against the view's serial ones
 SHAPES = [(10,), (64, 10), (7, 10_000)]
 
@@ -100,7 +102,7 @@ def test_the_view_runs_numbas_serial_kernels(numba_route, monkeypatch, name):
             return kernel(*args, **kwargs)
         return run
 
-    for kernel in {R.OPERATORS[n].penalty.kernel for n in PENALTIES} | {"owl_checked", "growl_checked", "group_lasso_checked", "weighted_l1_checked", "weighted_l2sq_checked"}:
+    for kernel in {R.OPERATORS[n].penalty.kernel for n in PENALTIES} | {n + "_checked" for n in _LANES}:
         monkeypatch.setattr(numba_cpu, kernel, spy(getattr(numba_cpu, kernel)))
     for shape in SHAPES:
         a = _inputs(shape, "float64")
@@ -108,8 +110,8 @@ def test_the_view_runs_numbas_serial_kernels(numba_route, monkeypatch, name):
     assert calls and not any(parallel for _, parallel in calls), calls
     if name == "owl":  # (OWL's one compiled call, checks and thresholds included: 44-50 us a call at n = 10, not 185-207)
         assert {kernel for kernel, _ in calls} == {"owl_checked", "owl"}, calls
-    if name in ("weighted_l1", "weighted_l2sq", "group_lasso", "growl"):
-        # (the one-call lanes: checks and thresholds in compiled code; serial: no other kernel)
+    if name in _LANES and name != "owl":
+        # (the one-call lanes: checks and thresholds formed, then, serially, the row or map kernel itself)
         assert {kernel for kernel, _ in calls} == {name + "_checked"}, calls
 
 

@@ -75,7 +75,11 @@ Algorithms (m = row length, G = rows, n = vector length):
   weights and form the thresholds in compiled code (``group_lasso_checked``,
   ``growl_checked``), then run the same kernels: for G <= 2048 rows
   serially the whole call is one compiled call; anything unusual goes to
-  the general path, which reports it.
+  the general path, which reports it.  The exclusive operators' public
+  calls with scalar parameters take the same kind of lane
+  (``exclusive_lasso_checked``, ``group_exclusive_checked``: the
+  thresholds formed in Python by the general path's rule, then the serial
+  row kernel directly, or the operator's route for a parallel-sized W).
 * ``exclusive_lasso``: per row (prange over chunks of rows, one float64
   scratch row per chunk), no sorting: one pass summing |w| (vectorised), then
   Newton's method from the left on the concave piecewise-linear
@@ -4444,6 +4448,9 @@ def _owl_arguments_ok(v, w, step, check_finite):
 #: margin of 2^24 (the general path's test, proxlib._range._fits: log2 of the
 #: largest threshold below 128 resp. 1024)
 _DEGREE1_TOP = {np.dtype(np.float32): 2.0**100, np.dtype(np.float64): 2.0**1000}
+#: the same for degree 2 (the exclusive lasso's b, weighted l2^2's w): 2^24
+#: inside proxlib._range's _DEGREE2_LIMIT
+_DEGREE2_TOP = {np.dtype(np.float32): 2.0**76, np.dtype(np.float64): 2.0**876}
 
 
 @_jit
@@ -4580,35 +4587,95 @@ def _group_lasso_rows_checked(A, t, check_finite, out):
     return ok
 
 
+def _lane_threshold(step, factors, top):
+    """step * f_1 * f_2 ... (IEEE products, in this order, as
+    proxlib._range.product takes them) where every factor is >= 0, every
+    partial product is normal or 0 and the last at most ``top``: then
+    _range's number (its mantissas' products round as these products do;
+    below 2^-1022 it would round twice); else None (the general path
+    decides, and reports a NaN or negative factor)."""
+    t = step
+    for f in factors:
+        if not f >= 0.0:
+            return None
+        t = t * f
+        if 0.0 < t < 2.0**-1022:
+            return None
+    return t if t <= top else None
+
+
 def group_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True):
     """The public group lasso prox of a C-contiguous float32/float64 ``W``
     with one weight ``w`` (lam, a 0-d float32/float64 array; the group
     weights all 1) and a normal float ``step``: the threshold step * lam
-    (a float64 product rounded once to W's dtype, as proxlib._range forms
-    it in range) and the general path's kernel (:func:`group_lasso`, the
-    same row function), its result bit for bit; None where that path must
-    decide (lam negative or not finite, a threshold near either end of the
-    range: above 2^100 (float32) / 2^1000 (float64), or below 2^-1022,
-    where proxlib._range rounds twice; NaN or Inf in W with
-    ``check_finite``; a 0-d or empty W)."""
+    (:func:`_lane_threshold`, rounded once to W's dtype, as proxlib._range
+    forms it in range) and the general path's kernel (:func:`group_lasso`,
+    the same row function), its result bit for bit; None where that path
+    must decide (lam negative or not finite, a threshold above 2^100
+    (float32) / 2^1000 (float64) or in the subnormals, NaN or Inf in W with
+    ``check_finite``, a 0-d or empty W)."""
     A = _lane_rows(W)
-    if A is None:
+    if A is None or w.ndim != 0:
         return None
-    lam = float(w)
-    t = lam * step
-    if not (lam >= 0.0 and t <= _DEGREE1_TOP[A.dtype] and (lam == 0.0 or t >= 2.0**-1022)):
+    t = _lane_threshold(step, (float(w),), _DEGREE1_TOP[A.dtype])
+    if t is None:
         return None
-    if A.dtype == np.float32:
-        t = float(np.float32(t))
-    out = np.empty_like(A)
     if parallel and _parallel(A):
         try:
-            group_lasso(A, np.full(A.shape[0], t, dtype=A.dtype), check_finite, parallel=True, out=out)
+            return group_lasso(A, np.full(A.shape[0], t, dtype=A.dtype), check_finite, parallel=True).reshape(W.shape)
         except NonFiniteInput:
             return None
-    elif not _group_lasso_rows_checked(A, t, check_finite, out):
+    out = np.empty_like(A)
+    t = float(A.dtype.type(t))  # (float32 data: its threshold in float32, as an array of them holds it)
+    return out.reshape(W.shape) if _group_lasso_rows_checked(A, t, check_finite, out) else None
+
+
+def exclusive_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True):
+    """:func:`group_lasso_checked` for the exclusive lasso (``w``: lam, a
+    0-d array): the threshold b = step * lam (degree 2: at most 2^76
+    (float32) / 2^876 (float64), 2^24 inside proxlib._range's limit) and
+    the general path's kernel (:func:`exclusive_lasso`), its result bit for
+    bit, or None."""
+    A = _lane_rows(W)
+    if A is None or w.ndim != 0:
         return None
-    return out.reshape(W.shape)
+    b = _lane_threshold(step, (float(w),), _DEGREE2_TOP[A.dtype])
+    return None if b is None else _lane_run(exclusive_lasso, _exclusive_seq, A, W.shape, (b,), check_finite, parallel)
+
+
+def group_exclusive_checked(W, w, step: float, check_finite: bool, *, parallel=True):
+    """:func:`group_lasso_checked` for group+exclusive (``w``: the vector
+    (lam, mu), 0 <= mu <= 1): the thresholds a = step * lam * (1 - mu)
+    (degree 1) and b = step * lam * mu (degree 2), as proxlib._range forms
+    them from those factors, and the general path's kernel
+    (:func:`group_exclusive`), its result bit for bit, or None."""
+    A = _lane_rows(W)
+    if A is None or w.shape != (2,):
+        return None
+    lam, mu = float(w[0]), float(w[1])
+    if not 0.0 <= mu <= 1.0:
+        return None
+    a = _lane_threshold(step, (lam, 1.0 - mu), _DEGREE1_TOP[A.dtype])
+    b = _lane_threshold(step, (lam, mu), _DEGREE2_TOP[A.dtype])
+    return None if a is None or b is None else _lane_run(group_exclusive, _group_exclusive_seq, A, W.shape, (a, b), check_finite, parallel)
+
+
+def _lane_run(kernel, seq, A, shape, thresholds, check_finite, parallel):
+    """``kernel`` (an exclusive operator) on the C-contiguous rows A with
+    one threshold per argument for every row (arrays of A's dtype: rounded
+    once, as proxlib._range gives them), reshaped to ``shape``: where its
+    route would run the serial row kernel ``seq`` (rows, not a
+    parallel-sized W: :func:`_exclusive_route`), that kernel directly;
+    None where check_finite found NaN or Inf (the general path reports
+    it)."""
+    thr = [np.full(A.shape[0], t, dtype=A.dtype) for t in thresholds]
+    if parallel and _parallel(A):
+        try:
+            return kernel(A, *thr, check_finite, parallel=True).reshape(shape)
+        except NonFiniteInput:
+            return None
+    out = np.empty_like(A)
+    return out.reshape(shape) if seq(A, *thr, out) or not check_finite else None
 
 
 @_jit
@@ -5006,7 +5073,7 @@ def weighted_l2sq_checked(v, w, step: float, check_finite: bool, *, parallel=Tru
     """:func:`weighted_l1_checked` for the weighted squared l2 norm (its
     thresholds' range: at most 2^76 (float32) or 2^876 (float64), 2^24
     inside proxlib._range's limit of its degree-2 thresholds)."""
-    top = 2.0**76 if v.dtype == np.float32 else 2.0**876
+    top = _DEGREE2_TOP[v.dtype]
     return _run_checked(_weighted_l2sq_checked_seq, _weighted_l2sq_checked_par, parallel, v, w, step, top, check_finite)
 
 
