@@ -620,16 +620,24 @@ def lane_problems(draw):
     return v, w, step, draw(st.booleans())
 
 
-@given(lane_problems())
-def test_owl_one_call_lane_equals_the_general_path(problem):
-    v, w, step, check_finite = problem
-    expected = _outcome(lambda: _general_owl(v, w, step, check_finite))
-    assert _outcome(lambda: proxlib.prox_owl(v, w, step, check_finite=check_finite)) == expected
+def _assert_lane_is_the_general_path(fn, penalty, x, w, step, check_finite):
+    """``fn(x, w, step)`` and ``penalty(w).prox(x, step)`` (the lane where
+    it answers) have the general path's outcome: its result bit for bit,
+    or its error's type and message."""
+    from proxlib import _registry
+
+    expected = _outcome(lambda: _registry.apply(penalty(w, copy=False), x, step, check_finite=check_finite))
+    assert _outcome(lambda: fn(x, w, step, check_finite=check_finite)) == expected
     try:
-        pen = proxlib.OWL(w)
+        pen = penalty(w)
     except ValueError:
         return
-    assert _outcome(lambda: pen.prox(v, step, check_finite=check_finite)) == expected
+    assert _outcome(lambda: pen.prox(x, step, check_finite=check_finite)) == expected
+
+
+@given(lane_problems())
+def test_owl_one_call_lane_equals_the_general_path(problem):
+    _assert_lane_is_the_general_path(proxlib.prox_owl, proxlib.OWL, *problem)
 
 
 @st.composite
@@ -681,16 +689,7 @@ def growl_lane_problems(draw):
 def test_growl_one_call_lane_equals_the_general_path(problem):
     """prox_growl and GrOWL(w).prox: the lane's result is the general path's
     bit for bit, and every error (type and message) is that path's."""
-    from proxlib import _registry
-
-    W, w, step, check_finite = problem
-    expected = _outcome(lambda: _registry.apply(proxlib.GrOWL(w, copy=False), W, step, check_finite=check_finite))
-    assert _outcome(lambda: proxlib.prox_growl(W, w, step, check_finite=check_finite)) == expected
-    try:
-        pen = proxlib.GrOWL(w)
-    except ValueError:
-        return
-    assert _outcome(lambda: pen.prox(W, step, check_finite=check_finite)) == expected
+    _assert_lane_is_the_general_path(proxlib.prox_growl, proxlib.GrOWL, *problem)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
