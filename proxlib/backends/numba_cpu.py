@@ -4507,11 +4507,11 @@ def owl_checked(v, w, step: float, check_finite: bool, *, parallel=True):
     return owl(flat, w, parallel=parallel, step=step).reshape(v.shape)
 
 
-# GrOWL's and the group lasso's public calls (NumPy arrays, a CPU tensor's
-# view): the weights checked and the thresholds formed in compiled code, then
-# the general path's kernel on the same thresholds, without its Python layers
-# (about 8 of 14 us (group lasso) and 14 of 22 us (GrOWL) on 64 x 64 float32;
-# benchmarks/CALL_OVERHEAD.md)
+# The row operators' public calls (NumPy arrays, a CPU tensor's view): the
+# weights checked and the thresholds formed (GrOWL's and the group lasso's in
+# compiled code), then the general path's kernel on the same thresholds,
+# without its Python layers (about 8 of 14 us (group lasso) and 14 of 22 us
+# (GrOWL) on 64 x 64 float32; benchmarks/CALL_OVERHEAD.md)
 
 
 def _lane_rows(W):
