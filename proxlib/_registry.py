@@ -340,6 +340,17 @@ def one_weight(weights):
     return weights
 
 
+def scalar_vector(scalars):
+    """The scalars as a float64 vector (the one-call route's form of a
+    penalty's several scalar parameters) where each is a Python float or int
+    (below 2^1023) or a NumPy float32/float64 scalar, else None (the general
+    path takes the others: arrays, tensors, what it rejects)."""
+    for a in scalars:
+        if not (isinstance(a, (float, np.float32)) or (type(a) is int and abs(a) < 2**1023)):  # (np.float64 is a float)
+            return None
+    return np.array(scalars, dtype=np.float64)
+
+
 def in_one_call(kernel: str, v, weights, step, check_finite: bool, fits):
     """The public call of ``kernel`` on ``v`` with one array of ``weights``
     by the backend's ``<kernel>_checked`` (Numba's: every check and the

@@ -156,6 +156,15 @@ class Lp(R.Penalty):
     def fixed(self):
         return (self.p,)
 
+    def prox(self, v, step=1.0, *, metric=None, check_finite: bool = True):
+        if metric is None:  # (the public function's one-call lane)
+            x = R.in_one_call(self.kernel, v, np.array((self.lam, self.p)), step, check_finite, _lam_and_p)
+            if x is not None:
+                return x
+        return super().prox(v, step, metric=metric, check_finite=check_finite)
+
+    prox.__doc__ = R.Penalty.prox.__doc__
+
     def value(self, x) -> float:
         x = V.as_float_array(x, "x")
         xp = array_namespace(x)
@@ -309,7 +318,16 @@ def prox_lp(v, lam, p, step=1.0, *, metric=None, check_finite: bool = True):
     >>> proxlib.prox_lp(np.array([3.0, 0.5, -2.0]), 1.0, 0.0)
     array([ 3.,  0., -2.])
     """
+    if metric is None:
+        x = R.in_one_call("lp", v, R.scalar_vector((lam, p)), step, check_finite, _lam_and_p)
+        if x is not None:
+            return x
     return Lp(lam, p).prox(v, step, metric=metric, check_finite=check_finite)
+
+
+def _lam_and_p(v, w) -> bool:
+    """lp's one-call lane takes its two scalars as a vector (lam, p)."""
+    return w.shape == (2,)
 
 
 R.register("weighted_l1", WeightedL1, prox_weighted_l1)

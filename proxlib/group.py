@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import InitVar, dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-
 from . import _range
 from . import _registry as R
 from . import _validate as V
@@ -156,18 +154,8 @@ def rows_in_one_call(kernel: str, W, scalars: tuple, step, check_finite):
     wherever the general path must decide, and reports
     (:func:`proxlib._registry.in_one_call`): a scalar that is not a Python
     or NumPy float or int among them."""
-    w = R.one_weight(scalars[0]) if len(scalars) == 1 else _scalar_vector(scalars)
+    w = R.one_weight(scalars[0]) if len(scalars) == 1 else R.scalar_vector(scalars)
     return R.in_one_call(kernel, W, w, step, check_finite, _scalars_fit)
-
-
-def _scalar_vector(scalars):
-    """The scalars as a float64 vector where each is a Python float or int
-    (below 2^1023) or a NumPy float32/float64 scalar, else None (the general
-    path takes the others: arrays, tensors, what it rejects)."""
-    for a in scalars:
-        if not (isinstance(a, (float, np.float32)) or (type(a) is int and abs(a) < 2**1023)):  # (np.float64 is a float)
-            return None
-    return np.array(scalars, dtype=np.float64)
 
 
 def _scalars_fit(v, w) -> bool:

@@ -632,6 +632,70 @@ def test_weighted_one_call_lane_takes_the_common_call(fn, dtype, monkeypatch):
         assert calls == [True, True, False, False]  # (a tensor's view: serial, beside torch's threads)
 
 
+@st.composite
+def lp_lane_problems(draw):
+    """lp's lane (numba_cpu.lp_checked): lam and p near every edge it tests
+    (the closed forms at p = 1/2 and 2/3, p = 0 and 1, lam = 0, thresholds
+    near the ends of its range), the serial and the parallel map."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape = draw(st.sampled_from([(), (1,), (7,), (3, 5), (40_000,), (0,)]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    v = np.array(rng.standard_normal(shape) * 2.0 ** draw(st.integers(-30, 30)), dtype=dtype)
+    flaw = draw(st.sampled_from(["none", "none", "none", "nan_v", "inf_v", "fortran_v"]))
+    if v.size and flaw in ("nan_v", "inf_v"):
+        v.reshape(-1)[int(rng.integers(0, v.size))] = np.nan if flaw == "nan_v" else -np.inf
+    elif flaw == "fortran_v" and v.ndim == 2:
+        v = np.asfortranarray(v)
+    lam = draw(st.one_of(st.floats(0.0, 3.0), st.sampled_from([
+        0.0, -0.0, 0.3, 1, 0, np.float32(0.3), -1e-300, -1.0, math.nan, math.inf, 2.0**-990, 2.0**-970, 2.0**970,
+        2.0**990, 1e-300, np.array(0.25), True, "0.5"])))
+    p = draw(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 2.0 / 3.0, 1.0, 1, 0, 0.25, -0.1, 1.5, math.nan,
+                                                            np.float32(0.5)])))
+    step = draw(st.one_of(
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**1000, 2.0**1001, np.float64(0.7), 0.0, -1.0]),
+        st.floats(1e-300, 1e300)))
+    return v, lam, p, step, draw(st.booleans())
+
+
+@given(problem=lp_lane_problems())
+def test_lp_one_call_lane_equals_the_general_path(problem):
+    """prox_lp and Lp(lam, p).prox: the lane's result is the general path's
+    bit for bit, and every error (type and message) is that path's."""
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    from proxlib import _registry
+
+    v, lam, p, step, check_finite = problem
+    with proxlib.use_backend("numba"):
+        expected = _outcome(lambda: _registry.apply(proxlib.Lp(lam, p), v, step, check_finite=check_finite))
+        assert _outcome(lambda: proxlib.prox_lp(v, lam, p, step, check_finite=check_finite)) == expected
+        try:
+            pen = proxlib.Lp(lam, p)
+        except (ValueError, TypeError):
+            return
+        assert _outcome(lambda: pen.prox(v, step, check_finite=check_finite)) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.0, 0.5, 2.0 / 3.0, 0.3, 1.0])
+def test_lp_one_call_lane_takes_the_common_call(dtype, p, monkeypatch):
+    """The lane answers lp's common call on Numba (serial and parallel
+    maps), so the test above compares two paths; the general path is not
+    called."""
+    if "numba" not in proxlib.available_backends():
+        pytest.skip("numba does not import here")
+    from proxlib import _registry
+
+    for shape in ((10,), (64, 300)):
+        v = np.random.default_rng(7).standard_normal(shape).astype(dtype)
+        with proxlib.use_backend("numba"):
+            expected = _registry.apply(proxlib.Lp(0.2, p), v, 0.5).tobytes()
+            with monkeypatch.context() as m:
+                m.setattr(_registry, "_apply", lambda *a, **k: pytest.fail("the general path ran"))
+                assert proxlib.prox_lp(v, 0.2, p, 0.5).tobytes() == expected
+                assert proxlib.Lp(0.2, p).prox(v, 0.5).tobytes() == expected
+
+
 @pytest.mark.parametrize("fn", [proxlib.prox_weighted_l1, proxlib.prox_weighted_l2sq, proxlib.prox_owl])
 @given(data=st.data())
 def test_one_call_lane_on_tensor_weights_gives_the_torch_routes_bits(fn, data):

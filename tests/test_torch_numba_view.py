@@ -37,7 +37,7 @@ PENALTIES = {
     "growl": lambda x: proxlib.GrOWL(proxlib.owl_weights_oscar(x.shape[0] if x.ndim > 1 else 1, 0.3, 0.01)),
 }
 # the operators whose public call takes a one-call lane (numba_cpu.<name>_checked)
-_LANES = ("owl", "growl", "group_lasso", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq")
+_LANES = ("owl", "growl", "group_lasso", "exclusive_lasso", "group_exclusive", "weighted_l1", "weighted_l2sq", "lp")
 # 70,000 entries: the NumPy path's parallel kernels (OWL's, the elementwise ones) against the view's serial ones
 SHAPES = [(10,), (64, 10), (7, 10_000)]
 
@@ -111,8 +111,9 @@ def test_the_view_runs_numbas_serial_kernels(numba_route, monkeypatch, name):
     if name == "owl":  # (OWL's one compiled call, checks and thresholds included: 44-50 us a call at n = 10, not 185-207)
         assert {kernel for kernel, _ in calls} == {"owl_checked", "owl"}, calls
     if name in _LANES and name != "owl":
-        # (the one-call lanes: checks and thresholds formed, then, serially, the row or map kernel itself)
-        assert {kernel for kernel, _ in calls} == {name + "_checked"}, calls
+        # (the one-call lanes: checks and thresholds formed, then, serially, the row or map kernel
+        # itself; lp's lane calls its kernel's function, its closed forms' constants formed there)
+        assert {kernel for kernel, _ in calls} == {name + "_checked"} | ({"lp"} if name == "lp" else set()), calls
 
 
 def test_where_the_view_does_not_apply_the_torch_route_answers(numba_route, monkeypatch):

@@ -5218,6 +5218,28 @@ def lp(v, lam, p, *, parallel=True, out=None, check_finite=False):
     return out
 
 
+def lp_checked(v, w, step: float, check_finite: bool, *, parallel=True):
+    """The public lp prox of a C-contiguous float32/float64 ``v`` (any
+    shape, entry by entry) with ``w`` = (lam, p) (float64, lam >= 0,
+    0 <= p <= 1) and a normal float ``step``: the threshold step * lam
+    (:func:`_lane_threshold`; a Python float, not rounded to v's dtype, as
+    proxlib._range passes a scalar threshold) and the general path's kernel
+    (:func:`lp`), its result bit for bit; None where that path must decide
+    (lam or p out of range or not finite, step * lam outside [2^-976,
+    2^976] and not 0: within 2^24 of proxlib._range's range for lp, NaN or
+    Inf in v with ``check_finite``, an empty v)."""
+    if v.size == 0 or w.shape != (2,):
+        return None
+    lam, p = float(w[0]), float(w[1])
+    t = _lane_threshold(step, (lam,), 2.0**976)
+    if t is None or 0.0 < t < 2.0**-976 or not 0.0 <= p <= 1.0:
+        return None
+    try:
+        return lp(v.reshape(-1), t, p, parallel=parallel, check_finite=check_finite).reshape(v.shape)
+    except NonFiniteInput:
+        return None
+
+
 # the elementwise kernels whose check_finite is fused into their pass (as
 # group_lasso's and growl's are: proxlib._registry.Plan asks, per kernel)
 for _kernel in (weighted_l1, weighted_l2sq, lp):
