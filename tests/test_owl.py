@@ -713,6 +713,20 @@ def test_growl_one_call_lane_takes_the_common_call(backend, dtype, shape):
             assert x.tobytes() == expected.tobytes() and x.shape == W.shape
 
 
+def test_growl_warns_of_nothing_on_an_unchecked_infinite_row(backend):
+    """An infinite row with check_finite=False (output unspecified) made the
+    NumPy reference's factor inf / inf, with NumPy's "invalid value
+    encountered in divide" RuntimeWarning, an error under ``-W error``
+    (found by the GrOWL lane's Hypothesis test under the long profile)."""
+    import warnings
+
+    W = np.array([[np.inf, 1.0], [1.0, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = proxlib.prox_growl(W, np.array([1.0, 0.5]), 1.0, check_finite=False)
+    assert x.shape == W.shape and x.dtype == W.dtype
+
+
 def test_float32_solved_in_float64_warns_of_no_overflow_on_unchecked_non_finite_input(backend):
     """float32 data whose thresholds lie beyond float32 is solved in float64
     and rounded once; with NaN or Inf in it and check_finite=False (output

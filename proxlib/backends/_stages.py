@@ -179,7 +179,8 @@ def growl_factor(nrm, w, owl, s=None):
             nrm = nrm * s
     new = owl(nrm, w)
     pos = nrm > 0
-    return xp.where(pos, new / xp.where(pos, nrm, 1.0), 0.0)
+    with _k.errstate(nrm):  # (an unchecked row's infinite norm: inf / inf, NumPy's RuntimeWarning)
+        return xp.where(pos, new / xp.where(pos, nrm, 1.0), 0.0)
 
 
 def group_lasso(W, a, prims, check_finite=False, out=None):
