@@ -640,7 +640,8 @@ def lp_lane_problems(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     shape = draw(st.sampled_from([(), (1,), (7,), (3, 5), (40_000,), (0,)]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    v = np.array(rng.standard_normal(shape) * 2.0 ** draw(st.integers(-30, 30)), dtype=dtype)
+    scales = [-1060, -1040, -30, 0, 30, 1000] if dtype == np.float64 else [-150, -140, -30, 0, 30, 100]
+    v = np.array(rng.standard_normal(shape) * 2.0 ** draw(st.sampled_from(scales)), dtype=dtype)
     flaw = draw(st.sampled_from(["none", "none", "none", "nan_v", "inf_v", "fortran_v"]))
     if v.size and flaw in ("nan_v", "inf_v"):
         v.reshape(-1)[int(rng.integers(0, v.size))] = np.nan if flaw == "nan_v" else -np.inf
@@ -648,16 +649,19 @@ def lp_lane_problems(draw):
         v = np.asfortranarray(v)
     lam = draw(st.one_of(st.floats(0.0, 3.0), st.sampled_from([
         0.0, -0.0, 0.3, 1, 0, np.float32(0.3), -1e-300, -1.0, math.nan, math.inf, 2.0**-990, 2.0**-970, 2.0**970,
-        2.0**990, 1e-300, np.array(0.25), True, "0.5"])))
+        2.0**990, 1e-300, 1e-200, 2.0**-1050, np.array(0.25), True, "0.5"])))
     p = draw(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.5, 2.0 / 3.0, 1.0, 1, 0, 0.25, -0.1, 1.5, math.nan,
                                                             np.float32(0.5)])))
     step = draw(st.one_of(
-        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**1000, 2.0**1001, np.float64(0.7), 0.0, -1.0]),
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 1e-200, 2.0**-1000, 2.0**1000, 2.0**1001,
+                         np.float64(0.7), 0.0, -1.0]),
         st.floats(1e-300, 1e300)))
     return v, lam, p, step, draw(st.booleans())
 
 
 @given(problem=lp_lane_problems())
+@example(problem=(np.array([2.0**-1074, -(2.0**-1040), 2.0**-1049, 1e-300, 1e308, 0.0]), 1e-200, 0.5, 1e-200, True))
+@example(problem=(np.array([2.0**-1074, 2.0**-1049, 1e-300]), 1e-300, 0.3, 1e-300, False))
 def test_lp_one_call_lane_equals_the_general_path(problem):
     """prox_lp and Lp(lam, p).prox: the lane's result is the general path's
     bit for bit, and every error (type and message) is that path's."""

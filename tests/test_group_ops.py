@@ -873,10 +873,11 @@ def row_lane_problems(draw):
         W = draw(arrays(np.float64, shape, elements=R.elements())).astype(dtype)
     else:
         W = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+    W = W * dtype(draw(st.sampled_from([1.0, 1.0, 2.0**-1040, 2.0**-140])))  # (rows where a threshold near 2^-1074 counts)
     lam = draw(st.one_of(st.floats(0.0, 3.0), st.sampled_from([
         0.0, -0.0, 0.3, 1, 0, np.float32(0.3), np.float64(0.7), np.array(0.25), np.array([0.25]), -1e-300, -1.0,
         math.nan, math.inf, 2.0**-1060, 2.0**-1074, 1e-300, 2.0**76, 2.0**77, 2.0**100, 2.0**876, 2.0**877, 2.0**1000,
-        2.0**1010, 3 * 2**1030, True, "0.5"])))
+        2.0**1010, 3 * 2**1030, 1e-200, True, "0.5"])))
     mu = draw(st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 0.5, 1, 0, -0.0, 1e-300, 1.0 - 2.0**-53, -1e-300,
                                                              1.5, math.nan, np.float32(0.25), np.array(0.5), "0.5"])))
     flaw = draw(st.sampled_from(["none", "none", "none", "nan_W", "inf_W", "fortran_W", "strided_W", "groups", "weights"]))
@@ -887,7 +888,7 @@ def row_lane_problems(draw):
     elif flaw == "strided_W" and W.ndim == 1:
         W = np.repeat(W, 2)[::2]
     step = draw(st.one_of(
-        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 2.0**100, 2.0**101, 2.0**1000, 2.0**1001, 1e300,
+        st.sampled_from([1.0, 0.5, 1, 3, 2.0**-1022, 2.0**-1023, 1e-200, 2.0**100, 2.0**101, 2.0**1000, 2.0**1001, 1e300,
                          np.float64(0.7), 0.0, -1.0]),
         st.floats(1e-300, 1e300)))
     extra = {}

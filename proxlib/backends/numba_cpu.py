@@ -4589,17 +4589,21 @@ def _group_lasso_rows_checked(A, t, check_finite, out):
 
 def _lane_threshold(step, factors, top):
     """step * f_1 * f_2 ... (IEEE products, in this order, as
-    proxlib._range.product takes them) where every factor is >= 0, every
-    partial product is normal or 0 and the last at most ``top``: then
-    _range's number (its mantissas' products round as these products do;
-    below 2^-1022 it would round twice); else None (the general path
-    decides, and reports a NaN or negative factor)."""
+    proxlib._range.product takes them; step a normal float) where every
+    factor is >= 0, every partial product is normal, or exactly 0 by a zero
+    factor, and the last at most ``top``: then _range's number (its
+    mantissas' products round as these products do); else None (the
+    general path decides, and reports a NaN or negative factor): a product
+    that leaves the normal range below, to a subnormal or to 0, is rounded
+    twice by _range and is that path's."""
     t = step
+    zero = False
     for f in factors:
         if not f >= 0.0:
             return None
+        zero = zero or f == 0.0
         t = t * f
-        if 0.0 < t < 2.0**-1022:
+        if not zero and t < 2.0**-1022:
             return None
     return t if t <= top else None
 
