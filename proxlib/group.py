@@ -154,13 +154,12 @@ def rows_in_one_call(kernel: str, W, scalars: tuple, step, check_finite):
     wherever the general path must decide, and reports
     (:func:`proxlib._registry.in_one_call`): a scalar that is not a Python
     or NumPy float or int among them."""
-    w = R.one_weight(scalars[0]) if len(scalars) == 1 else R.scalar_vector(scalars)
-    return R.in_one_call(kernel, W, w, step, check_finite, _scalars_fit)
+    return R.in_one_call(kernel, W, R.scalar_vector(scalars), step, check_finite, _scalars_fit)
 
 
 def _scalars_fit(v, w) -> bool:
-    """The lane's scalars: one (a 0-d array) or a vector of them."""
-    return w.ndim <= 1
+    """The lane's scalars: a vector of them."""
+    return w.ndim == 1
 
 
 R.register("group_lasso", GroupLasso, prox_group_lasso)

@@ -4424,7 +4424,7 @@ def _owl_small(v, w, out, order=None):
 
 
 @_jit
-def _owl_arguments_ok(v, w, step, check_finite):
+def _owl_arguments_ok(v, w, step, top, check_finite):
     """Whether every check of the public function passes and the thresholds
     ``step * w`` are well inside the kernels' range.  Checks: one weight per entry, weights
     non-increasing, finite and >= 0 (a NaN fails the comparisons), ``v``
@@ -4436,7 +4436,7 @@ def _owl_arguments_ok(v, w, step, check_finite):
     (the tests accumulate: the loops vectorise; a failed call is the rare
     one)."""
     n = v.shape[0]
-    ok = _sorted_weights_ok(w, n, step, _degree1_top(v[0]))
+    ok = _sorted_weights_ok(w, n, step, top)
     if ok and check_finite:
         for i in range(n):
             ok &= np.isfinite(v[i])
@@ -4454,12 +4454,6 @@ _DEGREE2_TOP = {np.dtype(np.float32): 2.0**76, np.dtype(np.float64): 2.0**876}
 
 
 @_jit
-def _degree1_top(x):
-    """_DEGREE1_TOP for data of x's dtype, in compiled code."""
-    return 2.0**100 if _is_float32(x) else 2.0**1000
-
-
-@_jit
 def _sorted_weights_ok(w, n, step, top):
     """Whether ``w`` holds one weight per entry (or row) of n >= 1,
     non-increasing and >= 0, with step * w[0] at most ``top`` (a NaN fails
@@ -4474,11 +4468,11 @@ def _sorted_weights_ok(w, n, step, top):
 
 
 @_jit
-def _owl_small_checked(v, w, step, check_finite, out):
+def _owl_small_checked(v, w, step, top, check_finite, out):
     """``_owl_small(v, step * w)`` when every check of
     :func:`_owl_arguments_ok` passes; False (nothing computed)
     otherwise."""
-    if not _owl_arguments_ok(v, w, step, check_finite):
+    if not _owl_arguments_ok(v, w, step, top, check_finite):
         return False
     _owl_small(v, (w, step, v[0]), out, None)
     return True
@@ -4499,10 +4493,11 @@ def owl_checked(v, w, step: float, check_finite: bool, *, parallel=True):
     if v.size == 0:
         return None
     flat = v if v.ndim == 1 else v.reshape(-1)
+    top = _DEGREE1_TOP[v.dtype]
     if v.size <= _OWL_SMALL:
         out = np.empty_like(v)
-        return out if _owl_small_checked(flat, w, step, check_finite, out if v.ndim == 1 else out.reshape(-1)) else None
-    if not _owl_arguments_ok(flat, w, step, check_finite):
+        return out if _owl_small_checked(flat, w, step, top, check_finite, out if v.ndim == 1 else out.reshape(-1)) else None
+    if not _owl_arguments_ok(flat, w, step, top, check_finite):
         return None
     return owl(flat, w, parallel=parallel, step=step).reshape(v.shape)
 
@@ -4537,14 +4532,14 @@ def _growl_thresholds(w, step, top, thr):
 
 
 @_jit
-def _growl_small_checked(A, w, step, check_finite, out):
+def _growl_small_checked(A, w, step, top, check_finite, out):
     """_growl_seq of the rows A (C-contiguous, G <= _OWL_SMALL) with the
     thresholds step * w (:func:`_growl_thresholds`) and the general route's
     fresh kept order: 1; 0 where a weight check fails, 2 where check_finite
     and a norm is not finite (nothing written either way)."""
     G = A.shape[0]
     thr = np.empty(G, dtype=A.dtype)
-    if not _growl_thresholds(w, step, _degree1_top(A[0, 0]), thr):
+    if not _growl_thresholds(w, step, top, thr):
         return 0
     order = np.full(G, -1, dtype=np.int64)
     return 1 if _growl_seq(A, thr, out, False, check_finite, order) else 2
@@ -4562,12 +4557,13 @@ def growl_checked(W, w, step: float, check_finite: bool, *, parallel=True):
     if A is None:
         return None
     out = np.empty_like(A)
+    top = _DEGREE1_TOP[A.dtype]
     if A.shape[0] <= _OWL_SMALL and not (parallel and _parallel(A)):
-        done = _growl_small_checked(A, w, step, check_finite, out)
+        done = _growl_small_checked(A, w, step, top, check_finite, out)
     else:
         thr = np.empty(A.shape[0], dtype=A.dtype)
         done = 0
-        if _growl_thresholds(w, step, _DEGREE1_TOP[A.dtype], thr):
+        if _growl_thresholds(w, step, top, thr):
             try:
                 growl(A, thr, check_finite, parallel=parallel, out=out)
                 done = 1
@@ -4578,13 +4574,15 @@ def growl_checked(W, w, step: float, check_finite: bool, *, parallel=True):
 
 @_jit
 def _group_lasso_rows_checked(A, t, check_finite, out):
-    """_group_lasso_seq's rows with one threshold t: False where
-    check_finite and a norm is not finite (the caller then discards out)."""
-    ok = True
-    for r in range(A.shape[0]):
-        q = _group_lasso_row(A[r], t, out[r])
-        ok &= not (check_finite and not q < np.inf)
-    return ok
+    """_group_lasso_seq into out with the threshold t on every row (stored
+    in A's dtype: rounded once, as the general path's array of them), then
+    _norms_finite's verdict, in one compiled call (False: the caller
+    discards out)."""
+    G = A.shape[0]
+    a = np.full(G, t, dtype=A.dtype)
+    nrm = np.empty(G, dtype=np.float64)
+    _group_lasso_seq(A, a, out, nrm)
+    return _norms_finite(nrm, check_finite)
 
 
 def _lane_threshold(step, factors, top):
@@ -4610,8 +4608,7 @@ def _lane_threshold(step, factors, top):
 
 def group_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True):
     """The public group lasso prox of a C-contiguous float32/float64 ``W``
-    with one weight ``w`` (lam, a 0-d float32/float64 array; the group
-    weights all 1) and a normal float ``step``: the threshold step * lam
+    with ``w`` = (lam,) (float64; the group weights all 1) and a normal float ``step``: the threshold step * lam
     (:func:`_lane_threshold`, rounded once to W's dtype, as proxlib._range
     forms it in range) and the general path's kernel (:func:`group_lasso`,
     the same row function), its result bit for bit; None where that path
@@ -4619,9 +4616,9 @@ def group_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True)
     (float32) / 2^1000 (float64) or in the subnormals, NaN or Inf in W with
     ``check_finite``, a 0-d or empty W)."""
     A = _lane_rows(W)
-    if A is None or w.ndim != 0:
+    if A is None or w.shape != (1,):
         return None
-    t = _lane_threshold(step, (float(w),), _DEGREE1_TOP[A.dtype])
+    t = _lane_threshold(step, (float(w[0]),), _DEGREE1_TOP[A.dtype])
     if t is None:
         return None
     if parallel and _parallel(A):
@@ -4630,20 +4627,19 @@ def group_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True)
         except NonFiniteInput:
             return None
     out = np.empty_like(A)
-    t = float(A.dtype.type(t))  # (float32 data: its threshold in float32, as an array of them holds it)
     return out.reshape(W.shape) if _group_lasso_rows_checked(A, t, check_finite, out) else None
 
 
 def exclusive_lasso_checked(W, w, step: float, check_finite: bool, *, parallel=True):
-    """:func:`group_lasso_checked` for the exclusive lasso (``w``: lam, a
-    0-d array): the threshold b = step * lam (degree 2: at most 2^76
+    """:func:`group_lasso_checked` for the exclusive lasso (``w`` = (lam,)):
+    the threshold b = step * lam (degree 2: at most 2^76
     (float32) / 2^876 (float64), 2^24 inside proxlib._range's limit) and
     the general path's kernel (:func:`exclusive_lasso`), its result bit for
     bit, or None."""
     A = _lane_rows(W)
-    if A is None or w.ndim != 0:
+    if A is None or w.shape != (1,):
         return None
-    b = _lane_threshold(step, (float(w),), _DEGREE2_TOP[A.dtype])
+    b = _lane_threshold(step, (float(w[0]),), _DEGREE2_TOP[A.dtype])
     return None if b is None else _lane_run(exclusive_lasso, _exclusive_seq, A, W.shape, (b,), check_finite, parallel)
 
 
