@@ -1099,8 +1099,13 @@ class ProximalStep:
                     return
             # (None: the general path reads the lr, and raises)
             group = None if opt is None else self._param_group(term, leaf, opt, required=False)
-            entries.append((term, params, plan, group))
-        self._prepared = (opt, None if opt is None else _groups_now(opt), tuple(entries))
+            # leaf.detach(): an alias of the leaf (its storage, offset, sizes and
+            # strides, which leaf.is_set_to compares in one call, where _Plan.holds
+            # makes five); it keeps no more memory alive than the plan's NumPy
+            # views do, nor the leaf itself (torch.utils.swap_tensors counts the
+            # leaf's own references)
+            entries.append((term, params, term.name, plan, group, id(leaf), leaf.detach(), leaf.dtype, plan.on_numba, plan.fused_check))
+        self._prepared = (opt, None if opt is None else _groups_now(opt), torch_dev.CPU_KERNELS, tuple(entries))
 
     def _run_prepared(self, opt, lr: float | None, factor: int, written: list) -> int:
         """The kept step (:meth:`_prepare`): each term's Numba plan on its
@@ -1111,32 +1116,39 @@ class ProximalStep:
         the lr is read from the group holding the tensor now), and one check
         per term that nothing it was built from changed: the same term at the
         same place in ``terms``, its plan, the module still holding the leaf,
-        the leaf still requiring a gradient and its memory the plan's
-        (:meth:`_Plan.holds`).  At the
+        the leaf still requiring a gradient and its memory the plan's (what
+        :meth:`_Plan.holds` decides: the same object, storage, offset, sizes,
+        strides and dtype, and, once per step, the CPU route).  At the
         first term that fails (or a step that is not a number), the kept step
         is dropped and the index returned: the general loop takes over from
         there (nothing after it has run).  Steps <= 0 skip their term, as
-        :meth:`ProxTerm.apply` does.  Returns ``len(entries)`` when all ran."""
-        prepared_opt, groups, entries = self._prepared
+        :meth:`ProxTerm.apply` does.  Returns ``len(entries)`` when all ran.
+        (After a training step the interpreter's caches are cold: each call
+        and attribute here costs about a microsecond, hence one call per check
+        where that will do.)"""
+        prepared_opt, groups, route, entries = self._prepared
         terms = self.terms
-        if prepared_opt is not opt or len(terms) != len(entries) or (lr is None and (groups is None or not _same_groups(opt, groups))):
+        if (prepared_opt is not opt or len(terms) != len(entries) or torch_dev.CPU_KERNELS != route
+                or (lr is None and (groups is None or not _same_groups(opt, groups)))):
             self._prepared = None
             return 0
         check_finite = self.check_finite
-        for i, (term, params, plan, group) in enumerate(entries):
-            leaf = term.target if params is None else params.get(term.name)
-            if (leaf is None or terms[i] is not term or term._plan is not plan
-                    or not leaf.requires_grad or not plan.holds(leaf) or (lr is None and group is None)):
+        for i, (term, params, name, plan, group, leaf_id, alias, dtype, on_numba, fused_check) in enumerate(entries):
+            leaf = term.target if params is None else params.get(name)
+            if (leaf is None or id(leaf) != leaf_id or terms[i] is not term or term._plan is not plan or not leaf.requires_grad
+                    or not leaf.is_set_to(alias) or leaf.dtype is not dtype or (lr is None and group is None)):
                 self._prepared = None
                 return i
             group_lr = None if lr is not None else group.get("lr")
             if lr is None and group_lr is None:  # (no lr in the group: the general path raises, naming the term)
                 self._prepared = None
                 return i
-            term_lr = (lr if lr is not None else _float_lr(group_lr)) * factor
+            term_lr = (lr if lr is not None else group_lr if type(group_lr) is float else _float_lr(group_lr)) * factor
             step = float(term_lr) * term.strength
-            if 0 < step < math.inf:
-                plan.write_on_numba(leaf, step, check_finite)
+            if 0 < step < math.inf:  # (plan.write_on_numba, inlined)
+                if check_finite and not fused_check:
+                    V.check_all_finite(alias, "the parameter")
+                on_numba(step, check_finite)
                 written.append(leaf)
             elif not step <= 0:  # NaN or Inf: the general path raises (ProxTerm.apply)
                 self._prepared = None
