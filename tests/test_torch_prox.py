@@ -1181,7 +1181,8 @@ def test_steps_equal_the_public_function_over_the_float_range(case, dtype, route
 def test_convolution_channel_rows_run_in_place_on_numba(dtype, monkeypatch):
     """A convolution's "channel" rows (no 2-D view of the weight gives them)
     run Numba's channel-row kernels on the parameter itself: no copy, and
-    bit for bit the public function on the rows."""
+    bit for bit the public function on the rows, at the first step and at
+    the kept ones after it (their runners made once: numba_cpu.serial_in_place)."""
     monkeypatch.setattr(torch_dev, "CPU_KERNELS", "numba")
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(6, 8, 3).to(dtype)
@@ -1190,13 +1191,15 @@ def test_convolution_channel_rows_run_in_place_on_numba(dtype, monkeypatch):
     prox.add(conv, pt.growl(_growl_weights), grouping="channel", label="growl")
     prox.add(conv, proxlib.GroupLasso(0.3), grouping="channel", label="gl")
     assert all(term.plan(conv.weight).on_numba is not None for term in prox.terms)
-    W = conv.weight.detach().clone()
-    expected = _expected(W, lambda R, s: proxlib.prox_growl(R, _growl_weights(R.shape[0]), s), "channel", 0.1)
-    expected = _expected(expected, lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1)
     ptr = conv.weight.data_ptr()
-    prox.step()
-    assert conv.weight.data_ptr() == ptr
-    assert torch.equal(conv.weight.detach(), expected)
+    for _ in range(3):
+        W = conv.weight.detach().clone()
+        expected = _expected(W, lambda R, s: proxlib.prox_growl(R, _growl_weights(R.shape[0]), s), "channel", 0.1)
+        expected = _expected(expected, lambda R, s: proxlib.prox_group_lasso(R, 0.3, s), "channel", 0.1)
+        prox.step()
+        assert conv.weight.data_ptr() == ptr
+        assert torch.equal(conv.weight.detach(), expected)
+        assert prox._prepared is not None  # (kept from the first step on: the next ones run it)
 
 
 def _exclusive_shape_runner(monkeypatch):

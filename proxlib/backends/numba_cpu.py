@@ -1010,12 +1010,17 @@ def growl_channels(W3, w, check_finite=False, *, out=None, order=None):
     array.  ``order`` (optional, int64, C entries, kept by the caller
     between calls on the same parameter): _owl_small's kept order."""
     out = _result(W3, out)
+    if W3.size:
+        _growl_channels_into(W3, w, check_finite, out, order)
+    return out
+
+
+def _growl_channels_into(W3, w, check_finite, out, order):
+    """growl_channels of a non-empty W3 into ``out`` (checked by the caller)."""
     C = W3.shape[1]
-    if W3.size == 0:
-        return out
     if C <= _OWL_SMALL and w[0] < np.inf:
         _check_norms(_growl_mid(W3, w, out, check_finite, order))
-        return out
+        return
     q = np.empty(C, dtype=np.float64)
     s = np.empty(C, dtype=np.float64)
     _mid_norms(W3, q, s)
@@ -1024,7 +1029,6 @@ def growl_channels(W3, w, check_finite=False, *, out=None, order=None):
     wS = np.empty(C, dtype=np.float64)
     _growl_norms(q, s, w, nS, wS)
     _scale_mid(W3, _rescale_factors(nS, owl(nS, wS, parallel=False)), out)
-    return out
 
 
 def growl(W, w, check_finite=False, *, parallel=True, out=None):
@@ -5276,10 +5280,18 @@ def serial_in_place(name: str, W, fixed: tuple = (), hint=None):
     if route is not None and W.size:
         return route(W, W, False, hint)
     kernel = globals()[name]
+    # the convolutions' channel rows: the kernels' own calls, with the checks
+    # of ``out`` and the scratch made once (a NumPy call after a training step
+    # costs 10-15 us: on LeNet-5's two convolutions, as much as their kernels)
     if name == "growl_channels":  # (with _owl_small's order kept from call to call)
         order = np.full(W.shape[1], -1, dtype=np.int64)
+        if W.size:
+            return lambda thr, check_finite: _growl_channels_into(W, thr[0], check_finite, W, order)
         return lambda thr, check_finite: kernel(W, *thr, check_finite, out=W, order=order)
     if name == "group_lasso_channels":
+        nrm = np.empty(W.shape[1], dtype=np.float64)
+        if W.size:
+            return lambda thr, check_finite: _check_norms(_group_lasso_mid(W, thr[0], W, nrm, check_finite))
         return lambda thr, check_finite: kernel(W, *thr, check_finite, out=W)
     return lambda thr, check_finite: kernel(W, *thr, *fixed, parallel=False, out=W)
 
