@@ -284,18 +284,43 @@ def _at_step(ts, step: float, data):
     return me, logs, all(_fits(t, lg, dname) for t, lg in zip(ts, logs))
 
 
-def _formed_in_dtype(ts, me, logs, data) -> tuple:
+def _formed_in_dtype(ts, me, logs, data, scaled=None) -> tuple:
     safe = all(lg < 1023 for lg in logs)
-    return tuple(_in_dtype(formed(t, m, e, data, no_overflow=safe), data) for t, (m, e) in zip(ts, me))
+    return tuple(_formed_one(i, t, m, e, data, safe, scaled) for i, (t, (m, e)) in enumerate(zip(ts, me)))
 
 
-def thresholds_in_range(ts, step: float, data):
+def _formed_one(i: int, t: Threshold, m: float, e: int, data, safe: bool, scaled):
+    """:func:`formed` in ``data``'s dtype (:func:`_in_dtype`) of the term
+    ``t``, the ``i``-th; by ``scaled(i, array, s, data)`` where given and
+    the scalar part s is a normal float (there formed's array is
+    ``array * s``, one rounding)."""
+    if scaled is not None and t.array is not None:
+        s = _ldexp(m, e)
+        if 2.0**-1022 <= s < math.inf:
+            return scaled(i, t.array, s, data)
+    return _in_dtype(formed(t, m, e, data, no_overflow=safe), data)
+
+
+def thresholds_in_range(ts, step: float, data, scaled=None):
     """The thresholds :func:`solve` passes to the kernel at ``step`` when
     every one is in the kernels' range (the same values, bit for bit), or
     None when :func:`solve` would transform the problem: for a caller that
-    keeps them while the step does not change."""
+    keeps them while the step does not change.  ``scaled`` (optional):
+    ``scaled(i, a, s, data)`` returns ``a * s`` (float64 products of the
+    ``i``-th term's float64 array ``a`` and a normal float ``s``) rounded
+    to ``data``'s dtype, as the array operations make it: for a caller with
+    a faster way (:func:`proxlib.backends.numba_cpu.threshold_former`)."""
     me, logs, fits = _at_step(ts, step, data)
-    return _formed_in_dtype(ts, me, logs, data) if fits else None
+    return _formed_in_dtype(ts, me, logs, data, scaled) if fits else None
+
+
+def topped(t: Threshold) -> Threshold:
+    """``t`` with its array's largest entry (``top``) known: one reduction
+    now, for a caller that keeps the terms, where :func:`_at_step` would
+    make it at every new step."""
+    if t.array is None or t.top is not None or size(t.array) == 0:
+        return t
+    return Threshold(t.scalars, t.array, t.degree, float(array_namespace(t.array).max(t.array)))
 
 
 class AtStep:

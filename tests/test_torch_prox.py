@@ -1324,6 +1324,57 @@ def test_numba_route_follows_a_changing_learning_rate(case, monkeypatch):
         np.testing.assert_array_equal(lin.weight.detach().numpy(), want)
 
 
+#: learning rates of a schedule: usual ones, and ones whose thresholds leave
+#: the normal range (a subnormal step * lam: formed by _range.mul_pow2) or the
+#: kernels' range (_range.solve), and 0 (no prox)
+_SCHEDULE_LRS = st.one_of(st.floats(1e-6, 10.0), st.sampled_from([0.3, 0.05, 2.0**-1040, 1e-300, 1e300, 0.0]))
+
+
+@pytest.mark.skipif("numba" not in proxlib.available_backends(), reason="no numba")
+@given(case=st.sampled_from(sorted(CASES)), dtype=st.sampled_from([torch.float32, torch.float64]), conv=st.booleans(),
+       lrs=st.lists(_SCHEDULE_LRS, min_size=2, max_size=6), seed=st.integers(0, 2**16))
+def test_numba_runners_follow_any_learning_rate_schedule(case, dtype, conv, lrs, seed):
+    """Every penalty's plan on a Linear or convolution weight, stepped at a
+    new lr at each step (a schedule; the in-place runners form their
+    thresholds again by compiled calls, numba_cpu.threshold_former, and
+    rescale their hints) equals the public function at lr * strength on the
+    weights before it, whichever path the threshold takes (normal,
+    subnormal, beyond the kernels' range): bit for bit, except in float64
+    where the rows are the columns of a matrix (a Linear's "channel" and
+    "shape" rows, a convolution's "shape" rows): the runners read them
+    column-wise, summing in another order than the public function's rows
+    (and the exclusive operators keep threshold hints there), so the same
+    zeros and the same values to 1e-12 of the largest entry."""
+    before = torch_dev.CPU_KERNELS
+    torch_dev.CPU_KERNELS = "numba"
+    try:
+        _steps_at_lrs(case, dtype, conv, lrs, seed)
+    finally:
+        torch_dev.CPU_KERNELS = before
+
+
+def _steps_at_lrs(case, dtype, conv, lrs, seed):
+    pen, fn, grouping = CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    layer = (torch.nn.Conv2d(3, 4, 3) if conv else torch.nn.Linear(12, 9)).to(dtype)
+    prox = pt.ProximalStep(torch.optim.SGD(layer.parameters(), lr=0.3))
+    prox.add(layer, pen, grouping=grouping, strength=0.5)
+    for lr in lrs:
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen, dtype=dtype))
+        W = layer.weight.detach().numpy().copy()
+        step = lr * 0.5
+        with proxlib.use_backend("numba"):
+            want = _expected(W, fn, grouping, step) if step > 0 else W
+        prox.step(lr=lr)
+        got = layer.weight.detach().numpy()
+        if dtype == torch.float64 and (grouping == "shape" or (grouping == "channel" and not conv)):
+            np.testing.assert_array_equal(got == 0, want == 0)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * float(np.abs(W).max()))
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
 # ------------------------------------------------------------ regressions
 
 

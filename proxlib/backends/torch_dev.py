@@ -392,7 +392,11 @@ def numba_in_place(pen, view: torch.Tensor, terms: tuple):
     the same memory, with no copy: rows that are C-contiguous are processed
     as rows, rows that are the columns of a C-contiguous matrix (the
     ``"channel"`` and ``"shape"`` groupings of a Linear weight) column-wise
-    (see :mod:`.numba_cpu`).  ``check_finite`` goes to the kernels that check
+    (see :mod:`.numba_cpu`): their sums are then added in another order than
+    the public function's (which copies such rows out), so in float64 the
+    results may differ from its in the last bits (both exact to the
+    rounding of the sums; a convolution's ``"channel"`` rows are summed in
+    the row kernels' order).  ``check_finite`` goes to the kernels that check
     their input themselves (``pen.fused_finite_check``); the others are
     checked by the caller.  The caller bumps the parameter's version counter
     (the write bypasses autograd's).  None when: Numba does not import, the
@@ -463,21 +467,26 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
     transformations, on a copy) and written back.  ``hint``: the exclusive
     operators' threshold hints, scaled with the step when it changes (a
     threshold is about proportional to the step: a learning-rate schedule
-    keeps them provable)."""
+    keeps them provable).  A step that changes (a learning-rate schedule)
+    runs no NumPy operation either: the arrays' largest entries are known
+    (:func:`proxlib._range.topped`), the thresholds are formed by one
+    compiled call per array into vectors kept for them
+    (:func:`numba_cpu.threshold_former`: the same bits) and the hints
+    scaled by one (before, 25-40 us per term after a training step)."""
     nb = _numba_cpu()
     call = nb.serial_in_place(kernel_name, arr, pen.fixed(), hint)
-    terms = tuple(_range.Threshold(t.scalars, t.array.detach().cpu().numpy(), t.degree, t.top)
-                  if isinstance(t.array, torch.Tensor) else t for t in terms)
+    terms = tuple(_range.topped(_range.Threshold(t.scalars, t.array.detach().cpu().numpy(), t.degree, t.top)
+                                if isinstance(t.array, torch.Tensor) else t) for t in terms)
     fused = pen.fused_finite_check
-    thresholds = _range.AtStep(terms)
+    thresholds = _range.AtStep(terms, form=nb.threshold_former(terms, arr))
 
     def run(step: float, check_finite: bool = False) -> None:
         last, thr = thresholds._last  # (the step unchanged: its thresholds, without AtStep's call, on a cold cache)
         if step != last:
             thr = thresholds(step, arr)
             if hint is not None and last:  # (after a step 0 the hints are 0: none to scale)
-                with np.errstate(over="ignore", invalid="ignore"):  # (a ratio beyond float64, e.g. 1e300 / 1e-300: inf or NaN hints, which the kernel takes as none)
-                    hint[...] *= step / last
+                # (a ratio beyond float64, e.g. 1e300 / 1e-300: inf or NaN hints, which the kernel takes as none)
+                nb.scale_in_place(hint, step / last)
         if thr is not None:
             call(thr, check_finite and fused)
         else:  # (_range.solve's data: a transformed copy, or arr itself, overwritten in place then)
