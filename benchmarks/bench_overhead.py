@@ -36,6 +36,11 @@ Numba's serial kernels run: the least a single-threaded prox step costs.
 (On 2026-12-02's 2-core machine it was the lower of the two: 2.7% against
 3.4% of the MLP's step at batch 64.)
 
+CPU, a learning-rate schedule: the plain rows at batch 64 with the lr
+changed before every training step (multiplied by 1 - 1e-5, as a
+per-iteration schedule changes it), so that every prox step forms its
+thresholds at a new step.
+
 CPU, Adam's metric: the same models at batch 64 trained with Adam, the
 prox in Adam's metric (``metric="adam"``; lp with p = 1/2 added), both CPU
 routes (no target: the issue's targets are the plain step's).
@@ -170,17 +175,21 @@ def _weights(net):
     return [m for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
 
 
-def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bool) -> list[dict]:
+def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bool, schedule: bool = False) -> list[dict]:
     """One model's rows at ``batch``: its training step (SGD with momentum,
     or Adam), the floors, and every penalty's prox step (in Adam's metric
     with ``adam``: GrOWL, which has none there, left out, and ADAM_ONLY's
-    added) on both CPU routes, each timed right after a training step."""
+    added) on both CPU routes, each timed right after a training step;
+    with ``schedule``, the lr changed before every training step."""
     torch.manual_seed(0)
     net = make()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3) if adam else torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     X, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
 
     def train_step():
+        if schedule:  # (a per-iteration schedule: the prox step after it is at a new step)
+            for group in opt.param_groups:
+                group["lr"] *= 1 - 1e-5
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(X), y).backward()
         opt.step()
@@ -218,7 +227,7 @@ def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bo
             torch_dev.CPU_KERNELS = before  # (the caller's route, not "auto": a test session runs "torch")
         rows.append(
             dict(
-                device="cpu", model=f"{model_name}, Adam" if adam else model_name, batch=batch,
+                device="cpu", model=f"{model_name}, Adam" if adam else f"{model_name}, lr schedule" if schedule else model_name, batch=batch,
                 penalty=f"{name}, Adam's metric" if adam else name, train_ms=t_train,
                 prox_ms=t_route["auto"], prox_torch_ms=t_route["torch"], floor_ms=t_floor,
                 floor_train_ms=t_floor_train, floor1_ms=t_floor1, floor1_train_ms=t_floor1_train,
@@ -230,6 +239,11 @@ def _model_rows(model_name: str, make, shape, batch: int, repeats: int, adam: bo
 def bench_cpu(repeats: int, batches=(64, 256)) -> list[dict]:
     return [r for model_name, (make, shape) in MODELS.items() for batch in batches
             for r in _model_rows(model_name, make, shape, batch, repeats, adam=False)]
+
+
+def bench_cpu_schedule(repeats: int, batch: int = 64) -> list[dict]:
+    """The CPU table's rows at ``batch`` with the lr changed at every step."""
+    return [r for model_name, (make, shape) in MODELS.items() for r in _model_rows(model_name, make, shape, batch, repeats, adam=False, schedule=True)]
 
 
 def bench_cpu_adam(repeats: int, batch: int = 64) -> list[dict]:
@@ -619,6 +633,9 @@ def main(argv=None) -> int:
         sections.append(("CPU, otherwise idle machine", rows))
         print(table(rows), flush=True)
     if not a.gpu_only:
+        sched = bench_cpu_schedule(repeats)
+        sections.append(("CPU, the learning rate changed at every step (otherwise idle machine)", sched))
+        print(table(sched), flush=True)
         adam = bench_cpu_adam(max(5, repeats // 4))
         sections.append(("CPU, Adam's metric (otherwise idle machine)", adam))
         print(table(adam), flush=True)

@@ -45,6 +45,30 @@ def test_overhead_floor_share_uses_the_training_step_paired_with_the_floor(monke
     assert cells[-1] == "10.0%"  # one-thread floor / train: 0.2 / 2.0, not 0.2 / 4.0
 
 
+def test_overhead_schedule_rows_step_the_prox_at_a_new_lr_each_time(monkeypatch):
+    """bench_overhead's schedule rows change the lr before every training
+    step, so that each prox step paired with one runs at a step it has not
+    seen (its thresholds formed again); the rows say so in their model."""
+    pytest.importorskip("torch")
+    bo = _load("bench_overhead")
+    lrs = []
+
+    def paired(train_step, prox_step, repeats):
+        for _ in range(3):
+            train_step()
+            if getattr(prox_step, "__self__", None) is not None:  # (a ProximalStep's step, not a floor)
+                lrs.append(prox_step.__self__.optimizer.param_groups[0]["lr"])
+                prox_step()
+        return 1.0, 0.1
+
+    monkeypatch.setattr(bo, "_paired_ms", paired)
+    monkeypatch.setattr(bo, "MODELS", {"MLP 784-300-10": bo.MODELS["MLP 784-300-10"]})
+    monkeypatch.setattr(bo, "PENALTIES", {"weighted l1": bo.PENALTIES["weighted l1"]})
+    rows = bo.bench_cpu_schedule(1)
+    assert [r["model"] for r in rows] == ["MLP 784-300-10, lr schedule"]
+    assert len(lrs) == 6 and len(set(lrs)) == 6 and max(lrs) < 1e-3  # (both routes, a new lr at every step)
+
+
 def test_run_penalty_object_row_is_numba_or_not_run(monkeypatch):
     """run.py's "proxlib[numba, OWL(w).prox]" calls pen.prox without
     use_backend: with PROXLIB_BACKEND=numpy it timed NumPy's reference
