@@ -5271,15 +5271,25 @@ def scale_in_place(x, s):
 def threshold_former(ts, like):
     """A ``form(ts, step, like)`` for :class:`proxlib._range.AtStep`:
     :func:`proxlib._range.thresholds_in_range` of the terms ``ts`` for the
-    NumPy data ``like`` (float32 or float64), each array ``a * s`` written
-    by one compiled call into a vector of like's dtype kept for its term:
-    the products and the rounding of NumPy's ``(a * s).astype(...)``, bit
-    for bit, where NumPy's two calls after a training step cost 10-15 us
-    each (an in-place runner whose step changes at every step under a
-    learning-rate schedule: proxlib.backends.torch_dev).  The vectors are
-    overwritten when the step changes: for a caller that has used the
-    previous thresholds (one runner's).  None unless every array is a
-    C-contiguous float64 NumPy vector."""
+    NumPy data ``like`` (float32 or float64), the same bits with fewer
+    Python operations (an in-place runner whose step changes at every step
+    under a learning-rate schedule, proxlib.backends.torch_dev, where each
+    Python operation after a training step costs about a microsecond and
+    each NumPy call 10-15 us):
+
+    * each array ``a * s`` is written by one compiled call into a vector
+      of like's dtype kept for its term: the products and the rounding of
+      NumPy's ``(a * s).astype(...)``;
+    * where every term is of degree 1 or 2 with a known, finite largest
+      entry (``top``) and the step is a normal float, each scalar part s is
+      the one-call lanes' product (:func:`_lane_threshold`: IEEE products in
+      _range.product's order, every partial product normal, within 2^24 of
+      _range's range for the term's degree and top), the number _range
+      forms there; any other step takes _range's own rule.
+
+    The vectors are overwritten when the step changes: for a caller that
+    has used the previous thresholds (one runner's).  None unless every
+    array is a C-contiguous float64 NumPy vector."""
     if not all(t.array is None or (isinstance(t.array, np.ndarray) and t.array.ndim == 1 and t.array.dtype == np.float64
                                    and t.array.flags.c_contiguous) for t in ts):
         return None
@@ -5290,7 +5300,29 @@ def threshold_former(ts, like):
         _times_scalar(a, s, out)
         return out
 
-    return lambda ts_, step, data: thresholds_in_range(ts_, step, data, scaled)
+    def general(ts_, step, data):
+        return thresholds_in_range(ts_, step, data, scaled)
+
+    limits = []  # (per term: the largest s its lane product may reach)
+    for t in ts:
+        top = 1.0 if t.array is None else t.top
+        if t.degree not in (1, 2) or top is None or not 0.0 <= top < np.inf:
+            return general
+        lane_top = (_DEGREE1_TOP if t.degree == 1 else _DEGREE2_TOP)[like.dtype]
+        limits.append(lane_top / top if top > 0.0 else np.inf)
+
+    def form(ts_, step, data):
+        if not 2.0**-1022 <= step < np.inf:
+            return general(ts_, step, data)
+        thr = []
+        for i, t in enumerate(ts_):
+            s = _lane_threshold(step, t.scalars, limits[i])
+            if s is None or s == 0.0:  # (a zero factor: _range's rule, NumPy's a * 0)
+                return general(ts_, step, data)
+            thr.append(s if t.array is None else scaled(i, t.array, s, data))
+        return tuple(thr)
+
+    return form
 
 
 _ROUTES = {
