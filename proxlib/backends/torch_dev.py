@@ -468,11 +468,13 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
     operators' threshold hints, scaled with the step when it changes (a
     threshold is about proportional to the step: a learning-rate schedule
     keeps them provable).  A step that changes (a learning-rate schedule)
-    runs no NumPy operation either: the arrays' largest entries are known
-    (:func:`proxlib._range.topped`), the thresholds are formed by one
-    compiled call per array into vectors kept for them
-    (:func:`numba_cpu.threshold_former`: the same bits) and the hints
-    scaled by one (before, 25-40 us per term after a training step)."""
+    runs no NumPy operation either where its thresholds are inside the
+    kernels' range by the one-call lanes' margin (the usual case; the others
+    take proxlib._range's rule): the arrays' largest entries are known
+    (:func:`proxlib._range.topped`), the thresholds are formed by a few
+    Python operations and one compiled call per array into vectors kept for
+    them (:func:`numba_cpu.threshold_former`: the same bits), and the hints
+    are scaled by one (before, 25-40 us per term after a training step)."""
     nb = _numba_cpu()
     call = nb.serial_in_place(kernel_name, arr, pen.fixed(), hint)
     terms = tuple(_range.topped(_range.Threshold(t.scalars, t.array.detach().cpu().numpy(), t.degree, t.top)
