@@ -222,10 +222,7 @@ def formed(t: Threshold, m: float, e: int, like, *, no_overflow: bool = False):
     a scalar threshold; inf where it overflows).  ``no_overflow``: the caller
     has checked that no value exceeds 2^1023 (then no floating-point state is
     changed: that costs microseconds per call)."""
-    try:
-        scalar = math.ldexp(m, e)
-    except OverflowError:
-        scalar = math.inf
+    scalar = _ldexp(m, e)
     if t.array is None:
         return scalar
     a = t.array

@@ -5254,18 +5254,10 @@ del _kernel
 # ------------------------------------------------------------------ prepared in-place calls
 
 
-@_jit
-def _times_scalar(a, s, out):
-    """out = a * s (float64 products), rounded to out's dtype."""
-    for i in range(a.shape[0]):
-        out[i] = a[i] * s
-
-
-@_jit
-def scale_in_place(x, s):
-    """x *= s (float64 x; IEEE products: no floating-point error raised)."""
-    for i in range(x.shape[0]):
-        x[i] *= s
+#: out = x * s for vectors (the products rounded to out's dtype; in place
+#: when out is x; no floating-point error raised): the in-place runners'
+#: thresholds and hint rescaling (proxlib.backends.torch_dev)
+scale_row = _scale_row
 
 
 def threshold_former(ts, like):
@@ -5297,7 +5289,7 @@ def threshold_former(ts, like):
 
     def scaled(i, a, s, data):
         out = kept[i]
-        _times_scalar(a, s, out)
+        _scale_row(a, s, out)
         return out
 
     def general(ts_, step, data):

@@ -488,7 +488,7 @@ def _run_in_place(pen, kernel_name: str, arr, terms: tuple, hint=None):
             thr = thresholds(step, arr)
             if hint is not None and last:  # (after a step 0 the hints are 0: none to scale)
                 # (a ratio beyond float64, e.g. 1e300 / 1e-300: inf or NaN hints, which the kernel takes as none)
-                nb.scale_in_place(hint, step / last)
+                nb.scale_row(hint, step / last, hint)
         if thr is not None:
             call(thr, check_finite and fused)
         else:  # (_range.solve's data: a transformed copy, or arr itself, overwritten in place then)
