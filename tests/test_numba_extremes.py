@@ -1709,10 +1709,12 @@ def test_exclusive_columns_hints_never_change_the_prox(dtype, name, rows, data):
     each threshold, kept between steps): whatever the hints (good, wrong,
     ties with an entry, NaN, negative, inf), the prox is the one without
     them, bit for bit in float32 (every sum exact), with the same support
-    and within the exact reference's tolerance in float64 (a column the
+    and within the exact reference's tolerance in float64 and in float32
+    group+exclusive on columns of _SHIFTED_MIN_ROWS or more (a column the
     hint decides may be one the row kernel takes without it: another
-    summation order; columns of _SHIFTED_MIN_ROWS or more take their
-    support sums from the first pass's shifted sums); and the hints left
+    summation order; such columns take their support sums from the first
+    pass's shifted sums, float32 group+exclusive from its plain sums, with
+    the squares); and the hints left
     behind are lower bounds of each
     column's threshold (phi <= 0 there, exactly), > 0 where the column path
     decided the column, ready for the next call."""
@@ -1733,7 +1735,7 @@ def test_exclusive_columns_hints_never_change_the_prox(dtype, name, rows, data):
         H[g] = _hint_values(data.draw, np.abs(W64[g]), tau)
     hinted = getattr(NB, name)(W, *args, parallel=False, hint=H)
     np.testing.assert_array_equal(hinted == 0, plain == 0)
-    if dtype == np.float32:
+    if dtype == np.float32 and not (gx and P >= NB._SHIFTED_MIN_ROWS):
         np.testing.assert_array_equal(np.ascontiguousarray(hinted).view(np.uint32), np.ascontiguousarray(plain).view(np.uint32))
     else:
         exact = exact_group_exclusive(W64, a.astype(np.float64), b.astype(np.float64)) if gx else exact_exclusive(W64, b)
@@ -1745,6 +1747,69 @@ def test_exclusive_columns_hints_never_change_the_prox(dtype, name, rows, data):
         if H[g] > 0:
             y = [abs(Fraction(float(x))) for x in W64[g]]
             assert _phi_exact(y, Fraction(H[g]), float(a[g]) if gx else 0.0, Fraction(float(b[g]))) <= 0
+
+
+def _plain_sums_at(A, T):
+    """float32 group+exclusive's support sums with hints T: the first pass
+    above T with the squares (the bits pass), then _shifted_support_sums at
+    T = 0 over its plain sums S, Q (the kernel's ``plain`` route):
+    (verdict, Y, F, D2, k, S, mb, xb, nz), and the sums' exact values over
+    {y > T_g} (Fractions)."""
+    A = np.ascontiguousarray(A)
+    P, G = A.shape
+    S, Q = np.empty(G), np.empty(G)
+    mb, xb, nz = np.empty(G, np.int32), np.empty(G, np.int32), np.empty(G, np.int64)
+    F, D2, k = np.empty(G), np.empty(G), np.empty(G, np.int64)
+    NB._col_pass1(A, S, Q, mb, xb, nz, T)
+    Y = np.where(mb < 0x7F800000, mb.view(np.float32).astype(np.float64), -1.0)
+    ok = NB._shifted_support_sums(Y, np.zeros(G), S, Q, nz, F, D2, k)
+    exact = []
+    for g in range(G):
+        sup = [Fraction(float(y)) - Fraction(float(Y[g])) for y in np.abs(A[:, g].astype(np.float64)) if y > T[g]]
+        exact.append((sum(sup, Fraction(0)), sum((d * d for d in sup), Fraction(0)), len(sup)))
+    return ok, Y, F, D2, k, (S, mb, xb, nz), exact
+
+
+@given(data=st.data())
+def test_float32_plain_support_sums_are_the_support_sums_to_their_rounding(data):
+    """float32 group+exclusive columns with hints take the support sums
+    from the first pass's plain sums (S, Q over {y > T}, _shifted_support_sums
+    at T = 0): where it accepts them, k is the support's size, F the
+    direct pass's bits where _support_sums_from_pass1 proves its sums exact
+    (and else within (P + 4) units of the exact F), D2 within twice the
+    direct sum's bound, 2 (P + 4) units of the exact D2; where it refuses,
+    some column's D2 = Q - Y (S + F) would cancel more than a third."""
+    A, _ = data.draw(_training_columns(np.float32, (NB._SHIFTED_MIN_ROWS, NB._SHIFTED_MIN_ROWS + 8)))
+    P, G = A.shape
+    y = np.abs(A.astype(np.float64))
+    T = np.array([float(np.sort(y[:, g])[data.draw(st.integers(0, P - 1))]) * data.draw(st.sampled_from([0.0, 0.5, 1.0 - 2.0**-8, 1.0]))
+                  for g in range(G)])
+    ok, Y, F, D2, k, (S, mb, xb, nz), exact = _plain_sums_at(A, T)
+    eps = np.finfo(np.float64).eps
+    if not ok:  # some column's sums cancel: 3 k Y > S or 3 Y (S + F) > Q, up to their rounding
+        slack = 1 - 4 * (P + 4) * eps
+
+        def cancels(g):
+            Yg, (Fx, _, kx) = Fraction(float(Y[g])), exact[g]
+            Sx = Fx + kx * Yg
+            Qx = sum((Fraction(float(v)) ** 2 for v in y[:, g] if v > T[g]), Fraction(0))
+            return kx > 1 and (3 * kx * Yg > Sx * slack or 3 * Yg * (Sx + Fx) > Qx * slack)
+
+        assert any(Y[g] > 0 and cancels(g) for g in range(G))
+        return
+    Fe, ke = np.empty(G), np.empty(G, np.int64)
+    proven = NB._support_sums_from_pass1(S, Y, mb, xb, nz, P, Fe, ke)
+    Fd, kd = np.empty(G), np.empty(G, np.int64)
+    NB._col_support_sums(np.ascontiguousarray(A), np.maximum(Y, 0.0), Fd, None, kd)
+    for g in range(G):
+        if not Y[g] > 0:
+            continue
+        Fx, Dx, kx = exact[g]
+        assert k[g] == kx == kd[g]
+        if proven:
+            assert F[g] == Fd[g] == Fx
+        assert abs(Fraction(float(F[g])) - Fx) <= (P + 4) * eps * Fx
+        assert abs(Fraction(float(D2[g])) - Dx) <= 2 * (P + 4) * eps * Dx, (g, float(D2[g]), float(Dx))
 
 
 def _shifted_sums_at(A, T, squares=True):
@@ -1860,6 +1925,31 @@ def test_exclusive_columns_float64_hints_take_the_support_sums_from_the_first_pa
     np.testing.assert_array_equal(again == 0, plain == 0)
     exact = exact_group_exclusive(base.T, a, b) if gx else exact_exclusive(base.T, b)
     assert_close(again, exact, np.float64, np.abs(base.T).max(axis=1, keepdims=True), 300)
+
+
+def test_float32_group_exclusive_hints_take_the_support_sums_from_the_first_pass():
+    """float32 group+exclusive on a layer in the training state, with the
+    hints of a first call: every hint proves itself and the plain sums of
+    the first pass are accepted (no pass for D2, which is what makes the
+    hinted call faster), and the prox keeps the zeros of the call without
+    hints and the exact reference's values to its tolerance."""
+    rng = np.random.default_rng(11)
+    base = (rng.standard_normal((300, 96)) / 20).astype(np.float32)
+    dead = rng.random(base.shape) < 0.3
+    base[dead] = (rng.standard_normal(dead.sum()) * 1e-7).astype(np.float32)
+    W = np.asfortranarray(base.T)
+    a, b = np.full(96, 1e-3, np.float32), np.full(96, 1e-3, np.float32)
+    plain = NB.group_exclusive(W, a, b, parallel=False)
+    H = np.zeros(96)
+    NB.group_exclusive(W, a, b, parallel=False, hint=H)
+    assert np.all(H > 0)
+    ok, Y, *_ = _plain_sums_at(base, H.copy())
+    assert ok and np.all(Y > 0)
+    again = NB.group_exclusive(W, a, b, parallel=False, hint=H)
+    np.testing.assert_array_equal(again == 0, plain == 0)
+    W64 = base.T.astype(np.float64)
+    exact = exact_group_exclusive(W64, a.astype(np.float64), b.astype(np.float64))
+    assert_close(again, exact, np.float32, np.abs(W64).max(axis=1, keepdims=True), 300)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -2080,7 +2170,9 @@ def test_exclusive_column_kernels_compile_only_their_own_operator_and_dtype(tmp_
     """Each column kernel (_make_exclusive_cols) compiles the callees of its
     operator and dtype alone: no exclusive-lasso variant (D2 or fac None)
     for group+exclusive and no group+exclusive one (D2 an array) for the
-    exclusive lasso, no shifted sums for float32, and float32 row kernels
+    exclusive lasso, no shifted sums for the float32 exclusive lasso
+    (float32 group+exclusive takes its first pass's plain sums through
+    _shifted_support_sums at T = 0), and float32 row kernels
     over float32 rows only (no float64 scaled copy).  Each of these was
     compiled before 2026-12-07 and cost 4-20 s of a first call."""
     import json
@@ -2092,12 +2184,15 @@ def test_exclusive_column_kernels_compile_only_their_own_operator_and_dtype(tmp_
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     names = {name for name, _ in seen}
     assert "_exclusive_cols_kernel" in names and "_col_support_out" in names  # (the recorder sees the callees)
+    # float32 group+exclusive's hinted support sums from its first pass's plain sums
+    assert ("_shifted_support_sums" in names) == (gx or dtype == "float64"), names
     for name, args in seen:
         if name in ("_col_support_out", "_exclusive_col_search", "_support_sums", "_support_sums_or_shifted"):
             fac_or_D2 = {"_col_support_out": 3, "_exclusive_col_search": 6, "_support_sums": 7, "_support_sums_or_shifted": 7}[name]
             assert (args[fac_or_D2] != "none") == gx, (name, args)
-        if dtype == "float32":
+        if dtype == "float32" and not gx:
             assert name != "_shifted_support_sums", args
+        if dtype == "float32":
             if name in ("_exclusive_core", "_group_exclusive_core"):
                 assert args[1].startswith("array(float32"), (name, args)  # (the passes' source: the row itself)
 

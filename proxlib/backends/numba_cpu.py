@@ -116,8 +116,12 @@ Algorithms (m = row length, G = rows, n = vector length):
   (``hint=``: a guess of each column's threshold kept between calls, e.g.
   by a training step, torch_dev's in-place runner) the first pass sums the
   magnitudes above the hint instead; a hint that proves phi <= 0 there
-  gives the candidate at once: two passes (first, output) for the float32
-  exclusive lasso, three for the others; one that does not is dropped
+  gives the candidate at once: two passes (first, output) where the
+  support sums come from the first pass's (the float32 exclusive lasso's
+  exactly; float64's from its sums shifted by the hints, float32
+  group+exclusive's from its plain sums and squares, where they do not
+  cancel: _shifted_support_sums, on columns of 64 entries or more), else
+  three; one that does not is dropped
   (another first pass) and costs what no hint costs.  Columns still
   undecided (or scaled, or with a special b) are gathered into rows and
   solved as above; when they are more than a quarter of the columns, the
@@ -2173,7 +2177,8 @@ def _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, T, F1, Q1):
     """The support sums at Y (D2 and Q1 None: the exclusive lasso's): from
     the first pass's shifted sums where ``shifted`` and
     _shifted_support_sums accepts them, else by _support_sums.  F1 None:
-    no shifted sums (float32), and _shifted_support_sums is not compiled."""
+    no shifted sums (the float32 exclusive lasso), and
+    _shifted_support_sums is not compiled."""
     if not (F1 is not None and shifted and _shifted_support_sums(Y, T, F1, Q1, nz, F, D2, k)):
         _support_sums(A, Y, S, mb, xb, nz, F, D2, k)
 
@@ -2203,7 +2208,13 @@ def _shifted_support_sums(Y, T, F1, Q1, nz, F, D2, k):
     step's hints, every column passes: the pass of the support sums is
     saved (the MLP's float64 300 x 784 layer in training: 0.81-0.84x the
     time of the exclusive lasso's column passes, 0.83-0.90x
-    group+exclusive's; ``benchmarks/ab_columns.py --dtype float64``)."""
+    group+exclusive's; ``benchmarks/ab_columns.py --dtype float64``).
+    float32 group+exclusive takes it at T = 0 on its first pass's plain
+    sums, F1 = S and Q1 = Q over {y > H_g} (the bits pass sums no shifted
+    ones; F = S - k Y is then the exact F of _support_sums_from_pass1
+    where the sums are exact, and d = Y_g is small against the support in
+    training: 0.83x the time of its column passes, the D2 pass saved,
+    ``benchmarks/ab_columns.py``)."""
     for g in range(Y.shape[0]):
         F[g] = 0.0
         k[g] = 0
@@ -2321,15 +2332,17 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         candidate pass, and in two passes, first and output, where the
         support sums need none: the float32 exclusive lasso (its sums exact),
         float64 (the first pass's sums shifted by the hints,
-        _shifted_support_sums); float32 group+exclusive takes three (the sum
-        of squares is not exact: summed by a pass, the bits of the call
-        without hints).  The support never depends on the hints,
+        _shifted_support_sums), float32 group+exclusive (the first pass's
+        plain sums, its squares included: F exact, D2 = Q - Y (S + F); the
+        same function at T = 0).  The support never depends on the hints,
         the values only through which route (column passes or row kernel) a
-        column takes and, float64, how the support sums are summed: float32
-        the same bits where the sums are exact (the
-        support's magnitudes within about 2^(29 - log2 P) of its least, as in
-        training; _support_sums_from_pass1, _float32_sums_exact), else, as
-        float64, within the rounding of the sums.  On return H_g = _HINT_FRACTION tau_g for the
+        column takes and how the support sums are summed: float32 the same
+        bits where the sums are exact (the support's magnitudes within about
+        2^(29 - log2 P) of its least, as in training;
+        _support_sums_from_pass1, _float32_sums_exact), except
+        group+exclusive on columns of _SHIFTED_MIN_ROWS or more entries (its
+        D2 from other sums); else, as float64, within the rounding of the
+        sums.  On return H_g = _HINT_FRACTION tau_g for the
         columns solved here, 0 for the zero columns; a column the row kernel
         took keeps its hint.
         """
@@ -2353,7 +2366,9 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         zeroed = np.zeros(G, dtype=np.bool_)  # (group+exclusive) columns with ||w|| <= a: written 0 here
         from_hint = np.zeros(G, dtype=np.bool_)
         # group+exclusive with a hint on every column (a training step's, until
-        # the group part zeroes a column): the first pass sums no squares.  They
+        # the group part zeroes a column): the first pass needs no squares for
+        # the norms (float64 sums none; float32 sums them above the hints for
+        # its support sums, see ``plain``).  They
         # only decide ||w|| > a, and a hint that proves itself proves that too:
         # it is below _tau_below's bound, which is positive only where the sum
         # S of the n magnitudes above the hint exceeds a sqrt(n) (S lowered and
@@ -2377,6 +2392,15 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         # there), and the pass they would save is short
         shifted = f64 and hinted and P >= _SHIFTED_MIN_ROWS
         ns = G if shifted else 0  # (their scratch: none where not used)
+        # float32 group+exclusive with hints: the first pass sums the squares
+        # of the magnitudes above the hints too (their norms stay lazy), and
+        # the support sums come from its plain sums, S and Q, shifted by 0
+        # (_shifted_support_sums at T = 0: F = S - k Y, exact where
+        # _float32_sums_exact, and D2 = Q - Y (S + F), where that cancels
+        # little: in training Y is small against the support's magnitudes).
+        # The squares cost less than the pass of D2 they save
+        plain = gx and not f64 and hinted and P >= _SHIFTED_MIN_ROWS
+        Tz = np.zeros(G if plain else 0)
         Tp = np.zeros(ns)
         if f64:
             F1, Q1 = np.empty(ns), np.empty(ns)
@@ -2395,7 +2419,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
             # typed Optional, see _optional_typed_variants in the tests)
             if f64 and gx and not lazy_norms and shifted:
                 _col_pass1(A, S, Q, mb, xb, nz, H, F1, Q1)
-            elif gx and not lazy_norms:
+            elif gx and (not lazy_norms or plain):
                 _col_pass1(A, S, Q, mb, xb, nz, H)
             elif f64 and gx and shifted:  # (lazy norms)
                 _col_pass1(A, S, None, mb, xb, nz, H, F1, Q1)
@@ -2475,7 +2499,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
                 # the per-element test of it stops the pass vectorising: 14x
                 # slower, measured on float64 300 x 784 in training)
                 if gx:  # (exact_now is False: the exclusive lasso's alone)
-                    _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
+                    _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted or plain, Tp if f64 else Tz, F1 if f64 else S, Q1 if f64 else Q)
                 elif not exact_now:
                     _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
                 failed = np.empty(G, dtype=np.bool_)
@@ -2506,7 +2530,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         elif sums_done:
             pass
         elif gx:
-            _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
+            _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted or plain, Tp if f64 else Tz, F1 if f64 else S, Q1 if f64 else Q)
         else:
             _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
         e = np.empty(G, dtype=np.float64)
@@ -2580,9 +2604,10 @@ def _check_hint(hint, W):
     writeable) that a caller keeps between calls on the same tensor, e.g. a
     training step's; the kernel reads it as a guess of each row's threshold
     and leaves in it the guess for the next call.  It never changes the
-    support, only how many passes finding it takes (and, in float64 or a
-    float32 column whose support spans more than about 2^29, the last bits
-    of a column it moves between the column passes and the row kernel: see
+    support, only how many passes finding it takes and, within the rounding
+    of the support's sums, the last bits (in float64, in float32
+    group+exclusive on columns of _SHIFTED_MIN_ROWS or more entries, and in
+    a float32 column whose support spans more than about 2^29: see
     _exclusive_cols)."""
     if hint is None:
         return None
