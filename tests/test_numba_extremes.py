@@ -1868,6 +1868,45 @@ def test_shifted_support_sums_are_the_support_sums_to_their_rounding(data):
                 assert abs(Fraction(float(v)) - want) <= bound * eps * want, (g, v, float(want))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(data=st.data())
+def test_row_support_sums_from_a_lower_point_are_the_support_sums_to_their_rounding(dtype, data):
+    """The group+exclusive row kernels' support sums (_gx_support_sums): from
+    a pass's sums at a lower point t (the search's, or the first pass's at
+    0) shifted to the support's least entry Y = min{y > t} where they cancel
+    little, else from a pass at Y: either way k is the support's size and
+    F = sum (y - Y), D2 = sum (y - Y)^2 within twice the direct sums' bound
+    (2 (m + 4) units), checked against the exact sums; and the shifted sums
+    are taken on a training step's rows (t = 0, Y the least magnitude)."""
+    A, _ = data.draw(_training_columns(dtype, (1, 80)))
+    x = np.ascontiguousarray(A[:, 0])
+    y = np.abs(x.astype(np.float64))
+    m = x.shape[0]
+    t = float(np.sort(y)[data.draw(st.integers(0, m - 1))]) * data.draw(st.sampled_from([0.0, 0.5, 1.0 - 2.0**-8, 1.0]))
+    Ft, Qt, kt, Y = NB._gx_pass(x, m, 1.0, 1.0, t)
+    assume(kt > 0)
+    F, D2, k = NB._gx_support_sums(x, m, 1.0, 1.0, Y, t, Ft, Qt, kt)
+    sup = [Fraction(float(v)) - Fraction(float(Y)) for v in y if v > t]
+    Fx, Dx = sum(sup, Fraction(0)), sum((d * d for d in sup), Fraction(0))
+    eps = np.finfo(np.float64).eps
+    assert k == len(sup) == kt
+    for got, want in ((F, Fx), (D2, Dx)):
+        assert abs(Fraction(float(got)) - want) <= 2 * (m + 4) * eps * want, (float(got), float(want))
+
+
+def test_row_support_sums_of_a_training_row_take_no_pass():
+    """On a training step's row (Gaussian magnitudes, t = 0, Y the least
+    nonzero magnitude) the shifted sums are accepted: _unshifted_sums' tests
+    pass, so _gx_support_sums gives their values, not a pass's."""
+    x = np.random.default_rng(3).standard_normal(300)
+    Ft, Qt, kt, Y = NB._gx_pass(x, 300, 1.0, 1.0, 0.0)
+    F, D2, k = NB._gx_support_sums(x, 300, 1.0, 1.0, Y, 0.0, Ft, Qt, kt)
+    d = Y
+    assert (F, D2, k) == (Ft - kt * d, Qt - d * (Ft + (Ft - kt * d)), kt)
+    Fp, Dp, kp = NB._gx_sums(x, 300, 1.0, 1.0, Y)
+    assert kp == k and abs(F - Fp) <= 1e-13 * Fp and abs(D2 - Dp) <= 1e-13 * Dp
+
+
 def test_shifted_support_sums_refuse_the_cancelling_ones():
     """A column whose support is clustered just above its least entry Y,
     far above the hint T: F1 = sum (y - T) is about k (Y - T), so F =
