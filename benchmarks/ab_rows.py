@@ -79,7 +79,9 @@ def kernel(mod, op: str, parallel: bool):
             return lambda W, b, out: mod._exclusive_par(W, b, out, mod._chunks(W.shape[0]))
         return lambda W, b, out: mod._exclusive_seq(W, b, out)
     if parallel:
-        return lambda W, a, b, out: mod._group_exclusive_par(W, a, b, out, mod._chunks(W.shape[0]))
+        # (its chunks as the library picks them: _group_exclusive_chunks since 2026-12-07)
+        chunks = getattr(mod, "_group_exclusive_chunks", lambda G, m: mod._chunks(G))
+        return lambda W, a, b, out: mod._group_exclusive_par(W, a, b, out, chunks(*W.shape))
     return lambda W, a, b, out: mod._group_exclusive_seq(W, a, b, out)
 
 

@@ -1491,6 +1491,40 @@ def test_out_must_match():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_group_exclusive_rows_in_blocks_are_the_rows_one_by_one(dtype):
+    """The group+exclusive row kernels find the shrink factors of a block
+    of rows at once (_group_exclusive_rows, _group_exclusive_shrinks): each
+    row of a matrix is, bit for bit, that row solved alone (one pending
+    row: _group_exclusive_shrink), serially, in parallel (chunks of whole
+    blocks) and in place, over rows that take the fast path, the search,
+    scaling (tiny and huge magnitudes), a = 0 (the exclusive lasso), b = 0,
+    ||w|| <= a (zero), zeros and NaN."""
+    rng = np.random.default_rng(5)
+    G, m = 150, 240  # (G m >= _PAR_MIN: the parallel kernel runs, in chunks of 37-38 rows)
+    assert NB._parallel(np.empty((G, m)))
+    W = rng.standard_normal((G, m)) * rng.uniform(0.5, 1.5, (G, 1))
+    W[rng.random(W.shape) < 0.2] = 0.0
+    W[10] *= 2.0**-1000 if dtype == np.float64 else 2.0**-120
+    W[11] *= 2.0**1000 if dtype == np.float64 else 2.0**100
+    W[12] = 0.0
+    W[13, 3] = np.nan
+    W = W.astype(dtype)
+    with np.errstate(over="ignore"):  # (the huge row's norm: inf, then the largest float)
+        norms = np.sqrt((W.astype(np.float64) ** 2).sum(axis=1))
+        a = np.nan_to_num(norms) * rng.choice([0.0, 0.01, 0.3, 1.5], G)
+    b = rng.choice([0.0, 1e-4, 1.0 / m, 10.0 / m, 1e3], G)
+    a, b = a.astype(dtype), b.astype(dtype)
+    alone = np.stack([NB.group_exclusive(W[r:r + 1], a[r:r + 1], b[r:r + 1], parallel=False)[0] for r in range(G)])
+    assert ((alone != 0).sum(axis=1) > 0).sum() > G // 2  # (most rows keep a support)
+    for parallel in (False, True):
+        got = NB.group_exclusive(W, a, b, parallel=parallel)
+        np.testing.assert_array_equal(got.view(np.uint8), alone.view(np.uint8), err_msg=f"parallel={parallel}")
+    X = W.copy()
+    NB.group_exclusive(X, a, b, parallel=False, out=X)
+    np.testing.assert_array_equal(X.view(np.uint8), alone.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_large", [0, 5, 40])
 def test_exclusive_operators_on_columns_fast_and_searched(dtype, n_large):
     # columns of a 300 x 64 base: small thresholds (support = every nonzero
