@@ -396,7 +396,10 @@ def numba_in_place(pen, view: torch.Tensor, terms: tuple):
     the public function's (which copies such rows out), so in float64 the
     results may differ from its in the last bits (both exact to the
     rounding of the sums; a convolution's ``"channel"`` rows are summed in
-    the row kernels' order).  ``check_finite`` goes to the kernels that check
+    the row kernels' order), and so may float32 group+exclusive's on
+    columns of 64 entries or more, whose support sums come from the
+    first pass once the step's hints decide them
+    (``numba_cpu._exclusive_cols``).  ``check_finite`` goes to the kernels that check
     their input themselves (``pen.fused_finite_check``); the others are
     checked by the caller.  The caller bumps the parameter's version counter
     (the write bypasses autograd's).  None when: Numba does not import, the
