@@ -2392,7 +2392,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         # group+exclusive with a hint on every column (a training step's, until
         # the group part zeroes a column): the first pass needs no squares for
         # the norms (float64 sums none; float32 sums them above the hints for
-        # its support sums, see ``plain``).  They
+        # its support sums, see ``shifted``).  They
         # only decide ||w|| > a, and a hint that proves itself proves that too:
         # it is below _tau_below's bound, which is positive only where the sum
         # S of the n magnitudes above the hint exceeds a sqrt(n) (S lowered and
@@ -2405,29 +2405,29 @@ def _make_exclusive_cols(gx: bool, f64: bool):
                 if not (H[g] > 0.0 and H[g] < np.inf):  # (NaN, negative, inf: no hint)
                     H[g] = 0.0
                     lazy_norms = False
-        # float64 with hints: the first pass also sums the magnitudes above
-        # the hints shifted by them (at Tp, the hints it ran with), which give
-        # the support sums without a pass of their own where they are well
-        # conditioned (_shifted_support_sums: in training, every column of the
-        # MLP's 300 x 784 layer; float32 keeps its exact sums and the bits they
-        # give).  Columns shorter than _SHIFTED_MIN_ROWS do not: their supports
+        # ``shifted``: with hints, the support sums come from the first pass's
+        # sums F1, Q1 shifted by Tp, where they are well conditioned
+        # (_shifted_support_sums), without a pass of their own.  float64: the
+        # first pass also sums the magnitudes above the hints shifted by them
+        # (Tp, the hints it ran with; in training, every column of the MLP's
+        # 300 x 784 layer).  float32 group+exclusive: it sums the squares of
+        # the magnitudes above the hints too (their norms stay lazy), and its
+        # plain sums S, Q are taken at Tp = 0 (F = S - k Y, exact where
+        # _float32_sums_exact; D2 = Q - Y (S + F), where that cancels little:
+        # in training Y is small against the support's magnitudes; the
+        # squares cost less than the pass of D2 they save).  The float32
+        # exclusive lasso keeps its exact sums and the bits they give.
+        # Columns shorter than _SHIFTED_MIN_ROWS do not: their supports
         # are a few entries, where the test refuses the sums more often (every
         # step on the MLP's 10 x 300 layer: the shifted sums cost 1.13x the time
         # there), and the pass they would save is short
-        shifted = f64 and hinted and P >= _SHIFTED_MIN_ROWS
+        shifted = (f64 or gx) and hinted and P >= _SHIFTED_MIN_ROWS
         ns = G if shifted else 0  # (their scratch: none where not used)
-        # float32 group+exclusive with hints: the first pass sums the squares
-        # of the magnitudes above the hints too (their norms stay lazy), and
-        # the support sums come from its plain sums, S and Q, shifted by 0
-        # (_shifted_support_sums at T = 0: F = S - k Y, exact where
-        # _float32_sums_exact, and D2 = Q - Y (S + F), where that cancels
-        # little: in training Y is small against the support's magnitudes).
-        # The squares cost less than the pass of D2 they save
-        plain = gx and not f64 and hinted and P >= _SHIFTED_MIN_ROWS
-        Tz = np.zeros(G if plain else 0)
         Tp = np.zeros(ns)
         if f64:
             F1, Q1 = np.empty(ns), np.empty(ns)
+        elif gx:  # (float32: the plain sums, at Tp = 0)
+            F1, Q1 = S, Q
         else:  # (None: the callees' shifted sums are pruned before typing)
             F1 = Q1 = None
         for attempt in range(2):
@@ -2437,16 +2437,16 @@ def _make_exclusive_cols(gx: bool, f64: bool):
             # the sums above it are those above 0.  The group lasso part zeroes
             # columns, and in training they stay zero)
             lazy_norms = lazy_norms and attempt == 0
-            if shifted:
+            if f64 and shifted:
                 _copy_row(H, Tp)
             # (one call per variant: an argument ``x if c else None`` would be
             # typed Optional, see _optional_typed_variants in the tests)
             if f64 and gx and not lazy_norms and shifted:
                 _col_pass1(A, S, Q, mb, xb, nz, H, F1, Q1)
-            elif gx and (not lazy_norms or plain):
-                _col_pass1(A, S, Q, mb, xb, nz, H)
             elif f64 and gx and shifted:  # (lazy norms)
                 _col_pass1(A, S, None, mb, xb, nz, H, F1, Q1)
+            elif gx and (not lazy_norms or shifted):  # (float32 with shifted: the squares for its sums)
+                _col_pass1(A, S, Q, mb, xb, nz, H)
             elif f64 and shifted:  # (the exclusive lasso needs no ||w||, nor the squares)
                 _col_pass1(A, S, None, mb, xb, nz, H, F1, None)
             else:
@@ -2523,7 +2523,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
                 # the per-element test of it stops the pass vectorising: 14x
                 # slower, measured on float64 300 x 784 in training)
                 if gx:  # (exact_now is False: the exclusive lasso's alone)
-                    _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted or plain, Tp if f64 else Tz, F1 if f64 else S, Q1 if f64 else Q)
+                    _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
                 elif not exact_now:
                     _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
                 failed = np.empty(G, dtype=np.bool_)
@@ -2554,7 +2554,7 @@ def _make_exclusive_cols(gx: bool, f64: bool):
         elif sums_done:
             pass
         elif gx:
-            _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted or plain, Tp if f64 else Tz, F1 if f64 else S, Q1 if f64 else Q)
+            _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, D2, k, shifted, Tp, F1, Q1)
         else:
             _support_sums_or_shifted(A, Y, S, mb, xb, nz, F, None, k, shifted, Tp, F1, None)
         e = np.empty(G, dtype=np.float64)
@@ -3244,10 +3244,9 @@ def _group_exclusive_rows(W, a, b, out, r0, r1, buf):
         else:
             for j in range(n):
                 c[j] = _group_exclusive_shrink(a_s[j], bs[j], Y[j], k[j], F[j], D2[j])
-        if n:
-            for j in range(n):
-                r = rows[j]
-                _group_exclusive_finish(W[r], f1[j], f2[j], s[j], bs[j], Y[j], F[j], k[j], c[j], out[r])
+        for j in range(n):
+            r = rows[j]
+            _group_exclusive_finish(W[r], f1[j], f2[j], s[j], bs[j], Y[j], F[j], k[j], c[j], out[r])
     return ok
 
 
