@@ -12,6 +12,7 @@ decides the support) and on rows that need the search.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from fractions import Fraction
@@ -27,7 +28,11 @@ if not dist.is_available():  # pragma: no cover
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 import _cvx as R  # noqa: E402
+from proxlib.backends import torch_dev  # noqa: E402
 from proxlib.torch import sharded  # noqa: E402
+
+#: the routes of the hinted split rows on a CPU shard (torch_dev.CPU_KERNELS)
+ROUTES = ["torch", "numba"]
 
 _OPS = {"sum": torch.add, "min": torch.minimum, "max": torch.maximum}
 
@@ -84,8 +89,26 @@ def _on_two_ranks(work):
 
 
 def _part(W: np.ndarray, cut: int, r: int) -> torch.Tensor:
-    """Rank r's columns of W (split at ``cut``)."""
-    return torch.from_numpy(np.ascontiguousarray(W[:, :cut] if r == 0 else W[:, cut:]))
+    """Rank r's columns of W (split at ``cut``), laid out as FSDP2's shard
+    of a Linear weight gives its "shape" rows: the rows are the columns
+    of a C-contiguous array (strides (1, rows)), which the Numba route
+    reads (:func:`sharded._split_kernels`; the torch operations take any
+    layout)."""
+    part = W[:, :cut] if r == 0 else W[:, cut:]
+    return torch.from_numpy(np.ascontiguousarray(part.T)).T
+
+
+@contextlib.contextmanager
+def _route(name: str):
+    """``torch_dev.CPU_KERNELS`` = ``name`` for the block ("numba": the
+    sharded rows' Numba passes, skipped where Numba does not import)."""
+    if name == "numba":
+        pytest.importorskip("numba")
+    saved, torch_dev.CPU_KERNELS = torch_dev.CPU_KERNELS, name
+    try:
+        yield
+    finally:
+        torch_dev.CPU_KERNELS = saved
 
 
 def _split_solve(W: np.ndarray, a: np.ndarray, b: np.ndarray, cut: int):
@@ -345,8 +368,9 @@ def _training_step(rng, X, size=1e-5):
     return (X + np.where(X == 0, 1e-7, size) * G).astype(np.float32)
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("group_part", [False, True])
-def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_part):
+def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_part, route):
     """float32 rows of two tensors over three training steps: the first
     step, without hints, takes the all-reduces of the route without them
     (the candidate's 4 for the exclusive lasso; group+exclusive with a
@@ -366,7 +390,8 @@ def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_p
     hints = [[None] * 3, [None] * 3]
     for step in range(3):
         cases = [(W, a_of(W), b, W.shape[1] // 2) for W, b in zip(Ws, bs)]
-        Xs, rounds = _solve_hinted(cases, hints)
+        with _route(route):
+            Xs, rounds = _solve_hinted(cases, hints)
         assert rounds == (_split_solve_together(cases)[1] if step == 0 else 2), (step, rounds)
         assert all(h is not None and bool((h[0] > 0).all()) for h in hints[0])
         for X, (W, a, b, _) in zip(Xs, cases):
@@ -374,7 +399,8 @@ def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_p
         Ws = [_training_step(rng, X) for X in Xs]
     Ws = [_training_step(rng, X, 1e-3) for X in Xs]
     cases = [(W, a_of(W), b, W.shape[1] // 2) for W, b in zip(Ws, bs)]
-    Xs, rounds = _solve_hinted(cases, hints)
+    with _route(route):
+        Xs, rounds = _solve_hinted(cases, hints)
     assert rounds == 4
     for X, (W, a, b, _) in zip(Xs, cases):
         _close_to_exact(X, W, a, b)
@@ -407,8 +433,9 @@ def _reference_values(draw, y, ref):
     return float(draw(st.sampled_from(sorted(set(y.tolist())))))
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @given(case=_rows(), data=st.data())
-def test_hints_never_change_the_support(case, data):
+def test_hints_never_change_the_support(route, case, data):
     """float32 rows (a training step's, and rows that need the search) with
     any hints, good, wrong, tied with an entry, or none, and any guesses of
     the support's least entry: the prox is the exact one (the hints decide
@@ -427,7 +454,8 @@ def test_hints_never_change_the_support(case, data):
     H = torch.tensor([[_hint_values(data.draw, Y[r], float(tau[r])) for r in range(W.shape[0])],
                       [_reference_values(data.draw, Y[r], float(ref[r])) for r in range(W.shape[0])]], dtype=torch.float64)
     hints = [[H.clone()], [H.clone()]]
-    (X,), rounds = _solve_hinted([(W, a, b, cut)], hints)
+    with _route(route):
+        (X,), rounds = _solve_hinted([(W, a, b, cut)], hints)
     _close_to_exact(X, W, a, b)
     np.testing.assert_array_equal(X == 0, plain[0] == 0)
     assert rounds == 2 or rounds <= plain_rounds + 2
@@ -454,8 +482,9 @@ def test_float64_rows_take_no_hints():
         np.testing.assert_array_equal(X, Y_)
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("moved", [2.0**40, 2.0**-40, 0.0])
-def test_support_sums_shifted_far_are_refused(moved):
+def test_support_sums_shifted_far_are_refused(moved, route):
     """The support sums shifted to a guess R of the least entry far from it
     (2^40 times above: sums of y - R with terms of both signs, which lose y's
     low bits; 2^-40 times, or 0: the move by Y_c - R cancels) are refused,
@@ -471,12 +500,14 @@ def test_support_sums_shifted_far_are_refused(moved):
     for h in hints:
         h[0] = h[0].clone()
         h[0][1] *= moved
-    (X,), _ = _solve_hinted([(W, a, b, 150)], hints)
+    with _route(route):
+        (X,), _ = _solve_hinted([(W, a, b, 150)], hints)
     _close_to_exact(X, W, a, b)
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("moved", [1.0, 2.0**-40, 2.0**40])
-def test_hinted_support_sums_are_the_supports_to_their_rounding(moved):
+def test_hinted_support_sums_are_the_supports_to_their_rounding(moved, route):
     """The support sums the hints decide a row with (_hinted_numbers: moved
     from the sums above the hint or from those shifted to R) are those of
     its support, checked exactly: within twice the direct sums' bound,
@@ -497,12 +528,17 @@ def test_hinted_support_sums_are_the_supports_to_their_rounding(moved):
         h[0][1] *= moved
 
     def work(r, comm):
-        A = sharded._Blocks([_part(W, 32, r).to(torch.float64).abs()])
+        Rw = _part(W, 32, r)
+        A = sharded._Blocks([Rw.to(torch.float64).abs()])
+        on_numba = sharded._split_kernels([Rw])
+        assert (on_numba is None) == (route == "torch")
         *_, (sups, Yk, below, Fk, D2, kf) = sharded._hinted_numbers(
-            A, torch.from_numpy(a), torch.from_numpy(b), torch.ones(G, dtype=torch.bool), hints[r][0], comm)
+            A, torch.from_numpy(a), torch.from_numpy(b), torch.ones(G, dtype=torch.bool), hints[r][0], comm,
+            on_numba and (on_numba, [Rw]))
         return Yk.numpy(), Fk.numpy(), D2.numpy(), kf.numpy()
 
-    out, _ = _on_two_ranks(work)
+    with _route(route):
+        out, _ = _on_two_ranks(work)
     Yk, Fk, D2, kf = out[0]
     eps = 2.0**-52
     for g in range(G):
@@ -512,3 +548,110 @@ def test_hinted_support_sums_are_the_supports_to_their_rounding(moved):
         assert kf[g] == len(y)
         for got, want in ((Fk[g], F_x), (D2[g], D_x)):
             assert abs(Fraction(float(got)) - want) <= 2 * (P + 4) * eps * want, (g, float(got), float(want))
+
+
+# ------------------------------------------------------------ the Numba route's passes
+
+
+@st.composite
+def _hinted_block(draw):
+    """float32 rows (the columns of a C-contiguous (P, G) array, as a
+    shard's "shape" rows) with zeros, ties with their hints, tiny and huge
+    magnitudes, Inf and NaN in some rows; per row a hint H and a guess R,
+    good or nonsense (0, negative, huge; H also +-inf), as
+    sharded._hinted_numbers passes them."""
+    P = draw(st.integers(0, 13))
+    G = draw(st.integers(1, 6))
+    vals = st.sampled_from([0.0, -0.0, 1e-30, -3e-38, 1e-45, 0.25, -0.5, 0.75, 1.0, -3.0e38, 7.0, math.inf, math.nan])
+    A = np.array([[draw(vals) for _ in range(G)] for _ in range(P)], dtype=np.float32).reshape(P, G)
+    odd = [0.0, -1.0, 1e-30, 0.25, 0.5, 0.75, 3.0, 1e30]
+    H = np.array([draw(st.sampled_from(odd + [math.inf, -math.inf])) for _ in range(G)])  # (NaN: made +inf by the caller)
+    R = np.array([draw(st.sampled_from(odd)) for _ in range(G)])  # (not finite: made H, or 0, by the caller)
+    return A, H, R
+
+
+def _torch_hinted_stats(A, H, R):
+    Y = torch.from_numpy(A.T.astype(np.float64)).abs()
+    return [t.numpy() for t in sharded._hinted_stats_torch(sharded._Blocks([Y]), torch.from_numpy(H), torch.from_numpy(R))]
+
+
+@given(case=_hinted_block())
+def test_numba_hinted_stats_are_the_torch_operations_stats(case):
+    """numba_split.hinted_stats against the torch route's statistics
+    (sharded._hinted_stats_torch) on the same rows: on every finite row
+    the counts and the extremes are the same numbers, and each sum within
+    the rounding of either order (P units of the sum of its terms'
+    magnitudes, float64), where the torch route's sum is finite; the sums
+    of a row holding Inf or NaN are not finite on both routes (such a row
+    is returned as it is)."""
+    nb = pytest.importorskip("proxlib.backends.numba_split")
+    A, H, R = case
+    P, G = A.shape
+    stats, ext = np.empty((10, G)), np.empty((3, G))
+    nb.hinted_stats(A, H, R, stats, ext)
+    want, want_ext = _torch_hinted_stats(A, H, R)
+    y = np.abs(A.astype(np.float64))
+    above = y > H
+    with np.errstate(invalid="ignore", over="ignore"):
+        mags = [y * y, np.where(above, y, 0), above * 1.0, np.where(above, y - H, 0), np.where(above, y - H, 0) ** 2,
+                np.full_like(y, 1.0), y, (y > 0) * 1.0, np.where(above, y - R, 0), np.where(above, y - R, 0) ** 2]
+    for g in range(G):
+        if not np.all(np.isfinite(y[:, g])):
+            assert not np.isfinite(stats[0, g]) and not np.isfinite(want[0, g])
+            continue
+        np.testing.assert_array_equal(ext[:, g], want_ext[:, g])
+        for k in (2, 5, 7):
+            assert stats[k, g] == want[k, g]
+        for k in (0, 1, 3, 4, 6, 8, 9):
+            if not np.isfinite(want[k, g]):
+                assert not np.isfinite(stats[k, g]), (k, g)
+                continue
+            bound = (P + 2) * 2.0**-53 * np.abs(mags[k][:, g]).sum()
+            assert abs(stats[k, g] - want[k, g]) <= 2 * bound, (k, g, stats[k, g], want[k, g])
+
+
+@given(case=_hinted_block(), data=st.data())
+def test_numba_support_map_is_the_torch_map_bit_for_bit(case, data):
+    """numba_split.support_map against sharded._support_map_torch on the same
+    rows and per-row numbers, every case (a row not finite, b = 0, beta =
+    0, the support {y >= Y_k} with Y_k one of the row's magnitudes or
+    another number), float32 out: the same bits, signed zeros included."""
+    nb = pytest.importorskip("proxlib.backends.numba_split")
+    A, _, _ = case
+    P, G = A.shape
+    Rw = torch.from_numpy(np.ascontiguousarray(A)).T
+    y = np.abs(A.astype(np.float64))
+    nums = st.sampled_from([0.0, 1e-30, 0.25, 0.5, 0.75, 1.0, 2.0])
+    Yk = torch.tensor([float(data.draw(st.sampled_from(sorted(set(y[:, g][np.isfinite(y[:, g])].tolist())) or [0.5])))
+                       if data.draw(st.booleans()) else data.draw(nums) for g in range(G)], dtype=torch.float64)
+    e, cs, cw = (torch.tensor([data.draw(nums) for _ in range(G)], dtype=torch.float64) for _ in range(3))
+    zero_beta, group_part, fin = (torch.tensor([data.draw(st.booleans()) for _ in range(G)]) for _ in range(3))
+    W64 = Rw.to(torch.float64)
+    Ys = sharded._Blocks([W64.abs()])
+    want = sharded._support_map_torch([Rw], [W64], Ys, [Ys.blocks[0] >= Yk[:, None]], Yk, e, zero_beta, cs, cw, group_part, fin)[0]
+    got = sharded._support_map_numba(nb, [Rw], Ys.sizes, Yk, e, zero_beta, cs, cw, group_part, fin)[0]
+    assert got.dtype == Rw.dtype and got.stride() == Rw.stride()
+    np.testing.assert_array_equal(got.numpy().view(np.int32), want.numpy().view(np.int32))
+
+
+def test_a_training_step_on_numba_runs_its_passes_not_the_torch_operations(monkeypatch):
+    """A float32 training step whose hints decide every row, on the Numba
+    route: its statistics and row map are the Numba passes (the torch
+    route's functions are not called) and its result is the exact prox."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(21)
+    W = _training_rows(rng, 12, 300).astype(np.float32)
+    a, b = np.zeros(12), np.full(12, 1e-5)
+    hints = [[None], [None]]
+    with _route("numba"):
+        (X,), _ = _solve_hinted([(W, a, b, 150)], hints)
+        W = _training_step(rng, X)
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the torch route ran")
+
+        monkeypatch.setattr(sharded, "_hinted_stats_torch", refuse)
+        monkeypatch.setattr(sharded, "_support_map_torch", refuse)
+        (X,), rounds = _solve_hinted([(W, a, b, 150)], hints)
+    assert rounds == 2
+    _close_to_exact(X, W, a, b)

@@ -269,9 +269,15 @@ class _Blocks:
     a map of the rows is applied block by block with each block's part of
     such vectors.  A row's numbers are those it has alone."""
 
-    def __init__(self, blocks: list):
-        self.blocks = blocks
-        self.sizes = [Y.shape[0] for Y in blocks]
+    def __init__(self, blocks, sizes: list | None = None):
+        self._blocks = blocks  # (a list, or a function forming it on first use: then ``sizes`` given)
+        self.sizes = [Y.shape[0] for Y in blocks] if sizes is None else sizes
+
+    @property
+    def blocks(self) -> list:
+        if callable(self._blocks):
+            self._blocks = self._blocks()
+        return self._blocks
 
     def rowwise(self, fn) -> torch.Tensor:
         """``fn(Y)`` (a vector over Y's rows) of every block, concatenated."""
@@ -445,16 +451,27 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm, h
     decides them).  The support never depends on
     the hints; the values, through the support's sums, within their
     rounding (float32 results: the same up to a last-bit difference in
-    rare entries)."""
-    W64 = [Rw.to(torch.float64) for Rw in Rws]
-    A = _Blocks([W.abs() for W in W64])
+    rare entries).
+
+    On CPU shards whose rows are their columns (:func:`_split_kernels`),
+    the hinted route's statistics and row map are Numba's passes over the
+    shard (:mod:`proxlib.backends.numba_split`) instead of torch
+    operations on float64 copies of it, which are then formed only where a
+    row is left to the search."""
+    sizes = [Rw.shape[0] for Rw in Rws]
+    W64 = _Blocks(lambda: [Rw.to(torch.float64) for Rw in Rws], sizes)
+    A = _Blocks(lambda: [W.abs() for W in W64.blocks], sizes)
     a64 = torch.cat([a.to(torch.float64) for a in as_])
     b = torch.cat([x.to(torch.float64) for x in bs])
     finite = torch.isfinite(b)
     bf = torch.where(finite, b, 0.0)
     hinted = hints is not None and all(Rw.dtype == torch.float32 for Rw in Rws)
     H = _hint_vector(hints, A.sizes) if hinted else None
-    numbers = _searched_numbers(A, a64, bf, finite, comm) if H is None else _hinted_numbers(A, a64, bf, finite, H, comm)
+    on_numba = None if H is None else _split_kernels(Rws)
+    if H is None:
+        numbers = _searched_numbers(A, a64, bf, finite, comm)
+    else:
+        numbers = _hinted_numbers(A, a64, bf, finite, H, comm, on_numba and (on_numba, Rws))
     Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf) = numbers
     c = nonzero.to(Yk.dtype)
     group_only = nonzero & (bf == 0)
@@ -486,17 +503,29 @@ def _group_exclusive_split_blocks(Rws: list, as_: list, bs: list, comm: _Comm, h
         hints[:] = list(torch.split(nxt, A.sizes, dim=1))
     elif hints is not None:  # (float64 data: no hints)
         hints[:] = [None] * len(Rws)
+    if sups is None:  # (the hints decided every row, on Numba: each support is {y >= Y_k})
+        return _support_map_numba(on_numba, Rws, A.sizes, Yk, e, beta == 0, c * s, c, bf == 0, row_finite)
+    return _support_map_torch(Rws, W64.blocks, Ys, sups, Yk, e, beta == 0, c * s, c, bf == 0, row_finite)
+
+
+def _support_map_torch(Rws: list, W64: list, Ys: _Blocks, sups: list, Yk, e, zero_beta, cs, cw, group_part, fin) -> list:
+    """The row map that ends :func:`_group_exclusive_split_blocks`, per block
+    (rows ``Rws``, their float64 copies ``W64``, magnitudes ``Ys`` scaled
+    by 1/s, supports ``sups``), with per-row vectors: x = w where the row
+    is not finite (``fin`` False); else c w where b = 0 (``group_part``,
+    c = ``cw``); else sign(w) y (c s) where beta = 0; else sign(w) ((y -
+    Y_k) + e)_{support} (c s) (``cs`` = c s), rounded to the rows' dtype."""
     out = []
-    for W, Rw, Y, sup, yk, ek, zero_beta, cs, cw, group_part, fin in zip(
+    for W, Rw, Y, sup, yk, ek, zb, c_s, c_w, gp, f in zip(
         W64, Rws, Ys.blocks, sups,
-        *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, beta == 0, c * s, c, bf == 0, row_finite)),
+        *(torch.split(v[:, None], Ys.sizes) for v in (Yk, e, zero_beta, cs, cw, group_part, fin)),
     ):
         U = torch.where(sup, (Y - yk) + ek, 0.0)
-        U = torch.where(zero_beta, Y, U)
+        U = torch.where(zb, Y, U)
         # rows without the exclusive part (b = 0) are c w, formed from w itself as
         # on one device (the scaled copy may have lost entries below 2^-1074 s)
-        X = torch.where(group_part, W * cw, torch.sign(W) * U * cs)
-        out.append(torch.where(fin, X, W).to(Rw.dtype))
+        X = torch.where(gp, W * c_w, torch.sign(W) * U * c_s)
+        out.append(torch.where(f, X, W).to(Rw.dtype))
     return out
 
 
@@ -556,7 +585,84 @@ def _hint_vector(hints: list | None, sizes: list):
     return torch.cat(hints, dim=1)
 
 
-def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm):
+def _split_kernels(Rws: list):
+    """:mod:`proxlib.backends.numba_split` where it runs these rows: every
+    block on the CPU, its rows the columns of a C-contiguous array (strides
+    (1, G): the ``"shape"`` rows of a ``Linear`` or convolution shard),
+    Numba importing and ``torch_dev.CPU_KERNELS`` not "torch"; else None
+    (the torch operations)."""
+    torch_dev._check_route()
+    if torch_dev.CPU_KERNELS == "torch" or not all(Rw.device.type == "cpu" and Rw.T.is_contiguous() for Rw in Rws):
+        return None
+    if torch_dev._numba_cpu() is None:
+        if torch_dev.CPU_KERNELS == "numba":
+            raise RuntimeError("torch_dev.CPU_KERNELS = 'numba' but numba does not import")
+        return None
+    from proxlib.backends import numba_split
+
+    return numba_split
+
+
+def _hinted_stats_torch(Ys: _Blocks, H, R):
+    """The local sums (10, rows) and extremes (3, rows) of
+    :func:`_hinted_numbers` (before their collectives) by torch operations
+    on the magnitudes ``Ys`` (float64), at the hints ``H`` and guesses
+    ``R``: the squares; over {y > H} the sum, the count, the sums of y - H
+    and of its squares; the length; the sum; the number of y > 0; over
+    {y > H} the sums of y - R and of its squares.  Extremes: -(the least
+    y > H) (-inf if none), the largest y <= H (0 if none), the largest y
+    (0 if none)."""
+
+    def sums(Y, h, r):
+        above = Y > h
+        Z = torch.where(above, Y - h, 0.0)
+        ZR = torch.where(above, Y - r, 0.0)
+        return torch.stack([(Y * Y).sum(1), torch.where(above, Y, 0.0).sum(1), above.sum(1).to(Y.dtype),
+                            Z.sum(1), (Z * Z).sum(1), Y.new_full((Y.shape[0],), float(Y.shape[1])),
+                            Y.sum(1), (Y > 0).sum(1).to(Y.dtype), ZR.sum(1), (ZR * ZR).sum(1)])
+
+    def maxima(Y, h):
+        above = Y > h
+        return torch.stack([-_least_inside(Y, above), _largest_outside(Y, above),
+                            Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(Y.shape[0])])
+
+    return torch.cat(Ys.map(sums, H, R), dim=1), torch.cat(Ys.map(maxima, H), dim=1)
+
+
+def _hinted_stats_numba(nb, Rws: list, H, R):
+    """The sums and the extremes of :func:`_hinted_numbers` (before their
+    collectives) by :func:`proxlib.backends.numba_split.hinted_stats`, a
+    pass over each block's memory."""
+    stats, ext, o = [], [], 0
+    for Rw in Rws:
+        G = Rw.shape[0]
+        st_, ex = torch.empty((10, G), dtype=torch.float64), torch.empty((3, G), dtype=torch.float64)
+        nb.hinted_stats(Rw.detach().T.numpy(), H[o:o + G].numpy(), R[o:o + G].numpy(), st_.numpy(), ex.numpy())
+        stats.append(st_)
+        ext.append(ex)
+        o += G
+    return torch.cat(stats, dim=1), torch.cat(ext, dim=1)
+
+
+def _support_map_numba(nb, Rws: list, sizes: list, Yk, e, zero_beta, cs, cw, group_part, fin) -> list:
+    """The row map of :func:`_group_exclusive_split_blocks` where every
+    row's support is {y >= Y_k} (``Yk``; its rows decided by their hints),
+    by :func:`proxlib.backends.numba_split.support_map`: the operations of
+    :func:`_support_map_torch` entry by entry, the same bits, into new
+    tensors of the rows' dtype and strides."""
+    case = torch.full(Yk.shape, nb.SUPPORT, dtype=torch.int64)
+    case = torch.where(zero_beta, nb.SCALED, case)
+    case = torch.where(group_part, nb.GROUP_ONLY, case)
+    case = torch.where(fin, case, nb.COPY)
+    out = []
+    for Rw, parts in zip(Rws, zip(*(torch.split(v, sizes) for v in (case, Yk, e, cs, cw)))):
+        X = torch.empty_like(Rw)  # (strides (1, G), as Rw's)
+        nb.support_map(Rw.detach().T.numpy(), *(v.contiguous().numpy() for v in parts), X.T.numpy())
+        out.append(X)
+    return out
+
+
+def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None):
     """:func:`_searched_numbers` of float32 rows from a hint H_r of each
     row's threshold tau_r and one R_r of its support's least magnitude
     (``HR``: (2, rows)): in two collectives that do not wait for each
@@ -590,27 +696,24 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm):
     the search's route (:func:`_support_split`: the candidate above a lower
     bound of tau, two more all-reduces, then the search if need be), from
     the bound of their sums above the hint where it proved itself, else
-    from the whole row's sums (also summed here), as without hints."""
+    from the whole row's sums (also summed here), as without hints.
+
+    ``on_numba``: (:mod:`proxlib.backends.numba_split`, the blocks' rows)
+    where those run them (:func:`_split_kernels`): the sums and extremes
+    then come from a pass over each block's memory, and the supports are
+    returned as None (each {y >= Y_k}) where the hints decide every row."""
     Ys = A
     s = torch.ones_like(a64)
     a_s = a64
     H, R = HR[0], HR[1]
-
-    def sums(Y, h, r):
-        above = Y > h
-        Z = torch.where(above, Y - h, 0.0)
-        ZR = torch.where(above, Y - r, 0.0)
-        return torch.stack([(Y * Y).sum(1), torch.where(above, Y, 0.0).sum(1), above.sum(1).to(Y.dtype),
-                            Z.sum(1), (Z * Z).sum(1), Y.new_full((Y.shape[0],), float(Y.shape[1])),
-                            Y.sum(1), (Y > 0).sum(1).to(Y.dtype), ZR.sum(1), (ZR * ZR).sum(1)])
-
-    def maxima(Y, h):
-        above = Y > h
-        return torch.stack([-_least_inside(Y, above), _largest_outside(Y, above),
-                            Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(Y.shape[0])])
-
-    stats = torch.cat(Ys.map(sums, H, R), dim=1)
-    extremes = torch.cat(Ys.map(maxima, H), dim=1)
+    # (a NaN hint is none: +inf, above which no finite entry lies, the same
+    # supports and refusals; a guess R that is not finite is the hint
+    # itself, else 0: its sums shifted by Y_c - R are then those shifted by
+    # Y_c - H, under the same test, the same numbers as when refused; both
+    # routes' sums then hold no 0 times an infinity)
+    H = torch.where(torch.isnan(H), math.inf, H)
+    R = torch.where(torch.isfinite(R), R, torch.where(torch.isfinite(H), H, 0.0))
+    stats, extremes = _hinted_stats_numba(*on_numba, H, R) if on_numba else _hinted_stats_torch(Ys, H, R)
     comm.all_reduce_sum_max(stats, extremes)
     sq, S, n, F1, Q1, m, S0, n0, FR, QR = stats
     Yc, below, ymax = -extremes[0], extremes[1], extremes[2]
@@ -637,8 +740,8 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm):
     decided = proven & conditioned & (Yc - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0)
     # (the rows the solve does not concern: c = 0 or b = 0, whose numbers are not read)
     Yk, Fk, D2, kf = (torch.where(decided, v, 0.0) for v in (Yc, F, D2, n))
-    sups = Ys.map(lambda Y, h: Y > h, H)
     rest = active & ~decided
+    sups = None if on_numba and not bool(rest.any()) else Ys.map(lambda Y, h: Y > h, H)
     if bool(rest.any()):
         # the other rows take the search's route: from t0 >= H_r, the bound
         # of the sums above H_r, where the hint proved itself (its candidate
