@@ -655,3 +655,21 @@ def test_a_training_step_on_numba_runs_its_passes_not_the_torch_operations(monke
         (X,), rounds = _solve_hinted([(W, a, b, 150)], hints)
     assert rounds == 2
     _close_to_exact(X, W, a, b)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("cut", [0, 300])
+def test_a_rank_holding_no_entries_of_the_rows(route, cut):
+    """Uneven shards: one rank holds none of the rows' entries (a shard of 0
+    rows of the weight, as FSDP2 leaves where a dimension has fewer rows
+    than ranks).  Its statistics are the empty sums and extremes, and
+    three float32 training steps with hints give the exact prox."""
+    rng = np.random.default_rng(22)
+    W = _training_rows(rng, 6, 300).astype(np.float32)
+    a, b = np.zeros(6), np.full(6, 1e-5)
+    hints = [[None], [None]]
+    for _ in range(3):
+        with _route(route):
+            (X,), _ = _solve_hinted([(W, a, b, cut)], hints)
+        _close_to_exact(X, W, a, b)
+        W = _training_step(rng, X)
