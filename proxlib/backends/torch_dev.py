@@ -278,7 +278,9 @@ def _owl_vector(v, w):
 #: copy and the intermediate arrays of every step, and read one scalar per
 #: iteration of the group+exclusive root search.  Results agree with the
 #: torch operations to the accuracy both are tested to (the exact operator
-#: rounded; see ``tests/test_backends.py``).
+#: rounded; see ``tests/test_backends.py``).  The same switch picks the
+#: Numba passes of a sharded parameter's split rows on a CPU shard
+#: (:mod:`.numba_split`, :mod:`proxlib.torch.sharded`).
 CPU_KERNELS = "auto"
 
 
