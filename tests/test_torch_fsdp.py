@@ -71,6 +71,8 @@ def _cases():
     # terms on two tensors' split rows: one set of collectives for both (sharded.run_split_rows)
     cases.append(("group_lasso/two_tensors", lambda p, n: (p.add(n[0], proxlib.GroupLasso(0.3), grouping="channel"),
                                                             p.add(n[2], proxlib.GroupLasso(0.2), grouping="channel"))))
+    cases.append(("norms/two_tensors", lambda p, n: (p.add(n[0], proxlib.GroupLasso(0.3), grouping="channel"),
+                                                      p.add(n[2], pt.growl(stair), grouping="channel"))))
     cases.append(("exclusive/two_tensors", lambda p, n: (p.add(n[0], proxlib.ExclusiveLasso(2.0), grouping="shape"),
                                                           p.add(n[2], proxlib.GroupExclusive(1.0, 0.6), grouping="shape"))))
     # thresholds beyond the kernels' range (step * lam beyond float64 for the
@@ -97,7 +99,7 @@ def _make_opt(params, name):
 
 
 # float32 runs a subset (every operator once, both ways of sharding rows)
-FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "group_lasso/two_tensors", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
+FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "group_lasso/two_tensors", "norms/two_tensors", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str) -> None:
@@ -148,9 +150,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
                         worst = max(worst, diff / max(scale, 1e-300))
                         zeros += int((full == 0).sum())
                     comm_bytes = sum(t._plan.comm.bytes for t in prox.terms)
+                    collectives = sum(t._plan.comm.collectives for t in prox.terms)
                     rows = sum(len(t._plan.comm.row_shape) and int(torch.tensor(t._plan.comm.row_shape).prod()) or 1 for t in prox.terms)  # (all the terms)
                     weight_bytes = max(t.leaf.numel() * t.leaf.element_size() for t in prox.terms)
-                    report[key] = {"rel": worst, "zeros": zeros, "bytes": comm_bytes, "rows": rows, "weight_bytes": weight_bytes, "steps": prox.n_steps}
+                    report[key] = {"rel": worst, "zeros": zeros, "bytes": comm_bytes, "rows": rows, "weight_bytes": weight_bytes, "steps": prox.n_steps, "collectives": collectives}
         # a Replicate()d parameter stays bit-identical across ranks
         from torch.distributed.tensor import Replicate, distribute_tensor
 
@@ -203,11 +206,15 @@ def test_fsdp2_prox_equals_the_single_process_prox(tmp_path, dtype_name, rtol):
     # (in float32 the saturated values, about 1e-300, round to 0)
     if dtype_name == "float64":
         assert 0 < report["mlp/beyond_range/exclusive/sgd"]["zeros"] <= 9 * 12 - 12
+    # the row norms of a step's group-lasso and GrOWL terms on split rows
+    # travel together: one all-reduce a step (float32), max then sum (float64)
+    for key in ("mlp/group_lasso/two_tensors/sgd", "mlp/norms/two_tensors/sgd", "conv/norms/two_tensors/sgd"):
+        assert report[key]["collectives"] == STEPS * (1 if dtype_name == "float32" else 2), (key, report[key]["collectives"])
     # communication per step: O(rows) statistics for the row penalties, never the weight
     for key, v in report.items():
         per_step = v["bytes"] / STEPS
         case = key.split("/")[1]
-        if case in ("group_lasso", "growl"):
+        if case in ("group_lasso", "growl", "norms"):
             assert per_step <= 24 * v["rows"], (key, per_step)  # max + sum (float64) + a gather of norms
         elif case in ("exclusive", "group_exclusive"):
             assert per_step <= (64 + 4) * 32 * v["rows"], (key, per_step)  # bounded rounds of 4 statistics

@@ -24,10 +24,11 @@ group lasso           nothing                     all-reduce of 8 G_loc bytes (f
                                                   2 x that for float64 (max, then the scaled
                                                   sum of squares: overflow-safe); one for all
                                                   of a step's terms on the same ranks
-GrOWL                 all-gather of the G row     the all-reduce above (every rank then
-                      norms (8 G bytes)           holds all G norms: no all-gather, unless
+GrOWL                 all-gather of the G row     the all-reduce above, shared with the
+                      norms (8 G bytes)           step's group-lasso terms (every rank then
+                                                  holds all G norms: no all-gather, unless
                                                   the rows are also partitioned on another
-                                                  mesh dimension)
+                                                  mesh dimension: then alone)
 exclusive,            nothing                     one all-reduce of the row maxima (8 G_loc
 group+exclusive                                   bytes; they scale the rows), one of 4
                                                   statistics per row (32 G_loc bytes: norms,
@@ -149,6 +150,7 @@ class _Comm:
             Shard(rdims.index(p.dim)) if (p.is_shard() and p.dim in rdims) else Replicate() for p in self.placements
         )
         self.bytes = 0  # communicated by this rank per step, counted as it happens
+        self.collectives = 0  # the collectives this rank issued through this object (a batch's: its first term's)
 
     @property
     def split(self) -> bool:
@@ -158,6 +160,7 @@ class _Comm:
         for g in self.split_groups:
             dist.all_reduce(t, op=op, group=g)
             self.bytes += t.numel() * t.element_size()
+            self.collectives += 1
         return t
 
     def all_reduce_sum_max(self, t_sum: torch.Tensor, t_max: torch.Tensor) -> None:
@@ -169,6 +172,7 @@ class _Comm:
             dist.all_reduce(t_max, op=dist.ReduceOp.MAX, group=g)
             work.wait()
             self.bytes += t_sum.numel() * t_sum.element_size() + t_max.numel() * t_max.element_size()
+            self.collectives += 2
 
     def check_finite(self, local: torch.Tensor) -> None:
         """Raise ValueError on every rank of the mesh if any rank's shard holds
@@ -205,6 +209,7 @@ class _Comm:
         )
         full = d.full_tensor().reshape(-1)
         self.bytes += full.numel() * full.element_size()
+        self.collectives += 1
         return full
 
     def local_of(self, full: torch.Tensor) -> torch.Tensor:
@@ -942,7 +947,7 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
             thr = thresholds_at(step, Rw)
             if thr is None:
                 return None
-            thr = thr if kind == "group_lasso" else exclusive_thresholds(thr)
+            thr = thr if kind in ("group_lasso", "growl") else exclusive_thresholds(thr)
             return Rw, thr, lambda X: _write_rows(local, Rw, X, grouping, V_.shape)
 
         def run_local(local, step, check_finite):
@@ -967,7 +972,8 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
                 raise NotImplementedError(f"no sharded path for {kind!r}")
             _write_rows(local, Rw, X, grouping, V_.shape)
 
-        if comm.split and kind in ("group_lasso", "exclusive_lasso", "group_exclusive"):
+        # (GrOWL on rows also partitioned gathers its norms: it runs alone)
+        if comm.split and (kind in ("group_lasso", "exclusive_lasso", "group_exclusive") or (kind == "growl" and not comm.partitioned)):
             return ShardedPlan(key, pen, comm, run_local, grouping, split_rows=split_rows)
 
     return ShardedPlan(key, pen, comm, run_local, grouping)
@@ -986,31 +992,41 @@ class _SplitMember:
 
 
 def run_split_rows(members: list) -> None:
-    """The group-lasso, exclusive and group+exclusive terms of a step whose
-    rows are split across the same ranks, solved together: one set of
+    """The group-lasso, GrOWL, exclusive and group+exclusive terms of a step
+    whose rows are split across the same ranks, solved together: one set of
     collectives for all of them instead of one per tensor (the group lasso's
-    row norms: :func:`_row_norms_split_blocks`, one all-reduce for float32
-    data; the exclusive penalties': :func:`_group_exclusive_split_blocks`,
+    and GrOWL's row norms: :func:`_row_norms_split_blocks`, one all-reduce
+    for float32 data, each GrOWL term's OWL of its G norms then on every
+    rank alike; the exclusive penalties': :func:`_group_exclusive_split_blocks`,
     4 all-reduces in a first training step, then 2 with the hints each
     step leaves its plans for the next, float32); each tensor's result is
     the one it has alone."""
     buckets: dict = {}
     for m in members:
-        family = "group_lasso" if m.plan.pen.kernel == "group_lasso" else "exclusive"
-        key = (tuple(id(g) for g in m.plan.comm.split_groups), m.rows.device, family, m.rows.dtype if family == "group_lasso" else None)
+        family = "norms" if m.plan.pen.kernel in ("group_lasso", "growl") else "exclusive"
+        key = (tuple(id(g) for g in m.plan.comm.split_groups), m.rows.device, family, m.rows.dtype if family == "norms" else None)
         buckets.setdefault(key, []).append(m)
     with torch.no_grad():
         for (_, _, family, _), on in buckets.items():
             comm = on[0].plan.comm
-            if family == "group_lasso":
+            if family == "norms":
                 for m, nrm in zip(on, _row_norms_split_blocks([m.rows for m in on], comm)):
-                    m.write(torch_dev.PRIMITIVES.scale_rows(m.rows, _stages.group_lasso_factor(nrm, m.thresholds[0]), out=m.rows))
+                    m.write(torch_dev.PRIMITIVES.scale_rows(m.rows, _norms_factor(m.plan.pen.kernel, nrm, m.thresholds[0]), out=m.rows))
             else:
                 hints = [m.plan.split_hint for m in on]
                 Xs = _group_exclusive_split_blocks([m.rows for m in on], *zip(*(m.thresholds for m in on)), comm, hints)
                 for m, X, h in zip(on, Xs, hints):
                     m.write(X)
                     m.plan.split_hint = h
+
+
+def _norms_factor(kind: str, nrm, thr):
+    """Each row's factor from the norms ``nrm`` of all the tensor's rows (split
+    rows: every rank holds them all): the group lasso's (1 - a_r/||w_r||)_+,
+    or GrOWL's from the OWL of the norms with weights ``thr``."""
+    if kind == "group_lasso":
+        return _stages.group_lasso_factor(nrm, thr)
+    return _stages.growl_factor(nrm, thr, torch_dev._owl_vector)
 
 
 def _write_rows(local, Rw, X, grouping, view_shape) -> None:
