@@ -259,10 +259,12 @@ def test_a_training_step_of_several_tensors_takes_four_all_reduces():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_row_norms_of_several_tensors_in_one_set_of_collectives(dtype):
+@pytest.mark.parametrize("route", ROUTES)
+def test_row_norms_of_several_tensors_in_one_set_of_collectives(dtype, route):
     """The group lasso's row norms of three tensors' split rows together:
     each tensor's norms are the ones it has alone, bit for bit, in the
-    collectives of one (one all-reduce for float32, two for float64)."""
+    collectives of one (one all-reduce for float32, two for float64), on
+    both routes (float32 on Numba: the column pass's sums)."""
     rng = np.random.default_rng(6)
     e = 15 if dtype == torch.float32 else 100  # (row scales that the dtype holds, squares included)
     blocks = [rng.standard_normal((G, m)) * 10.0 ** rng.integers(-e, e, size=(G, 1)) for G, m in ((4, 9), (7, 3), (1, 12))]
@@ -273,7 +275,8 @@ def test_row_norms_of_several_tensors_in_one_set_of_collectives(dtype):
         calls = comm.rounds
         return together, [sharded._row_norms_split(R_, comm) for R_ in local], calls
 
-    out, _ = _on_two_ranks(work)
+    with _route(route):
+        out, _ = _on_two_ranks(work)
     together, alone, calls = out[0]
     assert calls == (1 if dtype == torch.float32 else 2)
     for a, b, W in zip(together, alone, blocks):
@@ -673,3 +676,27 @@ def test_a_rank_holding_no_entries_of_the_rows(route, cut):
             (X,), _ = _solve_hinted([(W, a, b, cut)], hints)
         _close_to_exact(X, W, a, b)
         W = _training_step(rng, X)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaling_split_rows_in_place(route, dtype):
+    """_scale_local_rows writes each row times its factor into the rows (a
+    view of the shard) and bumps their version counter: on Numba each
+    product in float64 rounded once (the single-device kernels' and the
+    NumPy reference's bits), on torch with the factor in the rows' dtype."""
+    rng = np.random.default_rng(23)
+    W = rng.standard_normal((7, 11)).astype(np.float32 if dtype == torch.float32 else np.float64)
+    f = torch.from_numpy(rng.uniform(0.0, 1.0, 7))
+    Rw = _part(W, 11, 0)
+    version = Rw._version
+    with _route(route):
+        nb = sharded._split_kernels([Rw])
+        assert (nb is None) == (route == "torch")
+        X = sharded._scale_local_rows(Rw, f, nb)
+    assert X is Rw and Rw._version > version
+    if route == "numba" or dtype == torch.float64:
+        want = (W.astype(np.float64) * f.numpy()[:, None]).astype(W.dtype)
+    else:
+        want = W * f.numpy().astype(np.float32)[:, None]
+    np.testing.assert_array_equal(Rw.numpy(), want)

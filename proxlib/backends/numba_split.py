@@ -31,6 +31,11 @@ max_{y<=H} y (0 if none), max y (0 if none)), exact.  A row holding NaN has
 NaN sums (its norm then marks it not finite, and it is returned as it is);
 its extremes are those of its other entries.
 
+The group lasso's and GrOWL's split rows take the column kernels of
+:mod:`.numba_cpu` (``col_sumsq``, ``scale_cols`` below): the row sums of
+squares (all-reduced into the norms) and the scaling by each row's factor,
+in place.
+
 :func:`support_map` is the row map that ends
 :func:`proxlib.torch.sharded._group_exclusive_split_blocks`, entry by
 entry the same operations in the same order: the same bits.
@@ -40,7 +45,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numba_cpu import _inf_magnitude_bits, _jit, _magnitude_bits, _magnitude_of_bits, _rjit
+from .numba_cpu import _col_sumsq, _inf_magnitude_bits, _jit, _magnitude_bits, _magnitude_of_bits, _rjit, _scale_cols
+
+#: The group lasso's and GrOWL's passes on such a shard are the
+#: single-device column kernels' (a Linear weight's "channel" rows on one
+#: device): ``col_sumsq(A, ss)``, ss_g = sum_i A[i, g]^2 in float64, and
+#: ``scale_cols(A, fac, out)``, out[i, g] = A[i, g] fac_g rounded once (in
+#: place when out is A).
+col_sumsq, scale_cols = _col_sumsq, _scale_cols
 
 #: support_map's per-row cases
 COPY, GROUP_ONLY, SCALED, SUPPORT = 0, 1, 2, 3

@@ -253,10 +253,35 @@ def _row_norms_split_blocks(Rs: list, comm: _Comm) -> list:
     one it has alone)."""
     sizes = [R_.shape[0] for R_ in Rs]
     if Rs[0].dtype != torch.float64:
-        return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([torch_dev.PRIMITIVES.row_sumsq(R_) for R_ in Rs]))), sizes))
+        nb = _split_kernels(Rs)
+        return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([_local_sumsq(R_, nb) for R_ in Rs]))), sizes))
     s, _ = _row_scale_split([R_.abs() for R_ in Rs], comm)
     B2 = [R_ / sc for R_, sc in zip(Rs, torch.split(s[:, None], sizes))]
     return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([torch.sum(b * b, dim=1) for b in B2]))) * s, sizes))
+
+
+def _local_sumsq(R_, nb):
+    """Each local row's sum of squares (float64; float32 squares are exact):
+    the column pass of :mod:`proxlib.backends.numba_split` where ``nb`` is
+    it (:func:`_split_kernels`), else the torch primitive's."""
+    if nb is None:
+        return torch_dev.PRIMITIVES.row_sumsq(R_)
+    ss = torch.empty(R_.shape[0], dtype=torch.float64)
+    nb.col_sumsq(R_.detach().T.numpy(), ss.numpy())
+    return ss
+
+
+def _scale_local_rows(Rw, f, nb):
+    """Rw's rows times their factors ``f`` (float64), in place: the column
+    pass of :mod:`proxlib.backends.numba_split` where ``nb`` is it (each
+    entry's product in float64, rounded once), else the torch primitive's
+    (which rounds f to Rw's dtype first).  Returns Rw."""
+    if nb is None:
+        return torch_dev.PRIMITIVES.scale_rows(Rw, f, out=Rw)
+    A = Rw.detach().T.numpy()
+    nb.scale_cols(A, f.to(torch.float64).contiguous().numpy(), A)
+    torch.autograd.graph.increment_version(Rw)  # (as the torch primitive's out= does)
+    return Rw
 
 
 def _row_scale_split(As: list, comm: _Comm) -> tuple:
@@ -602,11 +627,13 @@ def _hint_vector(hints: list | None, sizes: list):
 def _split_kernels(Rws: list):
     """:mod:`proxlib.backends.numba_split` where it runs these rows: every
     block on the CPU, its rows the columns of a C-contiguous array (strides
-    (1, G): the ``"shape"`` rows of a ``Linear`` or convolution shard),
-    Numba importing and ``torch_dev.CPU_KERNELS`` not "torch"; else None
-    (the torch operations)."""
+    (1, G): the ``"shape"`` rows of a ``Linear`` or convolution shard, a
+    ``Linear``'s ``"channel"`` rows), float32 or float64, Numba importing
+    and ``torch_dev.CPU_KERNELS`` not "torch"; else None (the torch
+    operations)."""
     torch_dev._check_route()
-    if torch_dev.CPU_KERNELS == "torch" or not all(Rw.device.type == "cpu" and Rw.T.is_contiguous() for Rw in Rws):
+    if torch_dev.CPU_KERNELS == "torch" or not all(
+            Rw.device.type == "cpu" and Rw.dtype in (torch.float32, torch.float64) and Rw.ndim == 2 and Rw.T.is_contiguous() for Rw in Rws):
         return None
     if torch_dev._numba_cpu() is None:
         if torch_dev.CPU_KERNELS == "numba":
@@ -965,7 +992,7 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
                     f = _stages.group_lasso_factor(nrm, thr[0])
                 else:
                     f = comm.local_rows_of(_stages.growl_factor(comm.gather_rows(nrm), thr[0], torch_dev._owl_vector))
-                X = torch_dev.PRIMITIVES.scale_rows(Rw, f, out=Rw)
+                X = _scale_local_rows(Rw, f, _split_kernels([Rw]) if comm.split else None)
             elif kind in ("exclusive_lasso", "group_exclusive"):
                 X = _group_exclusive_split(Rw, *exclusive_thresholds(thr), comm)
             else:  # pragma: no cover - every row kernel is listed above
@@ -1010,8 +1037,9 @@ def run_split_rows(members: list) -> None:
         for (_, _, family, _), on in buckets.items():
             comm = on[0].plan.comm
             if family == "norms":
+                nb = _split_kernels([m.rows for m in on])
                 for m, nrm in zip(on, _row_norms_split_blocks([m.rows for m in on], comm)):
-                    m.write(torch_dev.PRIMITIVES.scale_rows(m.rows, _norms_factor(m.plan.pen.kernel, nrm, m.thresholds[0]), out=m.rows))
+                    m.write(_scale_local_rows(m.rows, _norms_factor(m.plan.pen.kernel, nrm, m.thresholds[0]), nb))
             else:
                 hints = [m.plan.split_hint for m in on]
                 Xs = _group_exclusive_split_blocks([m.rows for m in on], *zip(*(m.thresholds for m in on)), comm, hints)
