@@ -55,7 +55,12 @@ with the torch operations of each (see :func:`bench_host`).
 
 FSDP2 (``--fsdp``): the MLP sharded over 2 gloo processes on the CPU vs one
 process, per penalty: the prox share of the step and the bytes each rank
-communicates per prox step (counted by the sharded plans).
+communicates per prox step (counted by the sharded plans).  Each prox step
+is timed right after a training step, as in training (the weights moved,
+so the exclusive penalties' hints may not decide every row), after a
+barrier (the ranks end a training step apart, and the prox step's first
+collective would wait out that gap); until 2026-12-07 the prox steps were
+timed back to back, on weights that did not move between them.
 """
 
 from __future__ import annotations
@@ -520,7 +525,17 @@ def _fsdp_worker(rank, world, init_file, out, repeats):
             t_train = _median_ms(train_step, repeats)
             prox.step()
             before = sum(t._plan.comm.bytes for t in prox.terms)
-            t_prox = _median_ms(prox.step, repeats)
+
+            def prox_step_timed():
+                train_step()
+                dist.barrier()
+                t = time.perf_counter()
+                prox.step()
+                return (time.perf_counter() - t) * 1e3
+
+            for _ in range(5):
+                prox_step_timed()
+            t_prox = statistics.median(prox_step_timed() for _ in range(repeats))
             n = repeats + 5
             per_step = (sum(t._plan.comm.bytes for t in prox.terms) - before) / n
             rows.append(dict(device="cpu, FSDP2 x2 (gloo)", model="MLP 784-300-10", batch=64, penalty=name, train_ms=t_train, prox_ms=t_prox, bytes=per_step))

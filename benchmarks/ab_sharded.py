@@ -1,0 +1,157 @@
+"""In-process A/B of a sharded prox step's variants: FSDP2 over two gloo processes on the CPU.
+
+    python benchmarks/ab_sharded.py
+    python benchmarks/ab_sharded.py --rounds 100 --out benchmarks/AB_SHARDED.md
+
+The MLP 784-300-10 (batch 64, SGD with momentum, float32) is wrapped with
+``fully_shard`` over two gloo processes (one torch thread each), with each
+row penalty of ``bench_overhead.py`` on both weights (their ``"channel"``
+or ``"shape"`` rows: the columns of each rank's shard, split across the
+ranks).  Two comparisons per penalty:
+
+* *route*: ``torch_dev.CPU_KERNELS = "torch"`` (the torch operations, the
+  code every device runs) against ``"auto"`` (on these CPU shards, Numba's
+  passes over the shard: :mod:`proxlib.backends.numba_split`);
+* *batch*: ``proxlib.torch._batched.ENABLED = False`` (each term alone:
+  its own collectives) against ``True`` (a step's split rows together: one
+  set of collectives), on the ``"auto"`` route.
+
+Each variant has a ``ProximalStep`` of its own (its plans and the hints
+they keep, built once).  Each round is a training step, the prox step of
+variant A, a training step and the prox step of variant B (only the prox
+steps timed, each after a barrier: the ranks end a training step apart,
+and a prox step's first collective would wait out that gap; both ranks
+take the same sequence).  One by one, the
+exclusive penalties also leave no hints (those are kept by the batches of
+split rows), so each step takes the route without them.  A's and B's steps alternate, so that the gloo
+latency, which swings by tens of percent over a run on a small VM, weighs
+on both alike: the ratio of the medians is the figure.  Rank 0's times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_overhead as bo  # noqa: E402
+
+import proxlib.torch as pt  # noqa: E402
+from proxlib.backends import torch_dev  # noqa: E402
+from proxlib.torch import _batched  # noqa: E402
+
+PENALTIES = ("group lasso (channel)", "GrOWL (channel)", "exclusive (shape)", "group+exclusive (shape)")
+COMPARISONS = {
+    "route": (("torch ops", lambda: _set("torch", True)), ("Numba passes", lambda: _set("auto", True))),
+    "batch": (("one by one", lambda: _set("auto", False)), ("batched", lambda: _set("auto", True))),
+}
+
+
+def _set(route: str, batched: bool) -> None:
+    torch_dev.CPU_KERNELS = route
+    _batched.ENABLED = batched
+
+
+def _worker(rank, world, init_file, out, rounds):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rows = []
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        for name in PENALTIES:
+            pen, grouping = bo.PENALTIES[name]
+            torch.manual_seed(0)
+            net = bo.mlp()
+            for layer in bo._weights(net):
+                fully_shard(layer, mesh=mesh)
+            fully_shard(net, mesh=mesh)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+            X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+
+            def train_step():
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(net(X), y).backward()
+                opt.step()
+
+            for what, variants in COMPARISONS.items():
+                proxes = {}
+                for label, use in variants:  # (one ProximalStep per variant: each keeps its plans, and their hints)
+                    use()
+                    proxes[label] = pt.ProximalStep(opt, model=net)
+                    for layer in bo._weights(net):
+                        proxes[label].add(layer, pen(), grouping=grouping)
+                times = {label: [] for label, _ in variants}
+                for i in range(rounds + 3):
+                    for label, use in variants:
+                        use()
+                        train_step()
+                        dist.barrier()  # (untimed: the ranks leave their training steps apart)
+                        t = time.perf_counter()
+                        proxes[label].step()
+                        if i >= 3:  # (warm-up: each variant's first steps compile or form hints)
+                            times[label].append((time.perf_counter() - t) * 1e3)
+                (a, ta), (b, tb) = ((label, statistics.median(times[label])) for label, _ in variants)
+                rows.append(dict(penalty=name, comparison=what, a=a, a_ms=ta, b=b, b_ms=tb))
+        _set("auto", True)
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(rows, f)
+        dist.barrier()
+        sys.stdout.flush()
+        os._exit(0)  # (as bench_overhead's FSDP2 worker: gloo's destructor can deadlock)
+    finally:
+        dist.destroy_process_group()
+
+
+def run(rounds: int) -> list[dict]:
+    import torch.multiprocessing as mp
+
+    d = tempfile.mkdtemp()
+    out = os.path.join(d, "ab.json")
+    mp.spawn(_worker, args=(2, os.path.join(d, "init"), out, rounds), nprocs=2, join=True)
+    with open(out) as f:
+        return json.load(f)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| penalty (both weights) | comparison | A | A (ms) | B | B (ms) | B / A |", "|---|---|---|---:|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['penalty']} | {r['comparison']} | {r['a']} | {r['a_ms']:.3f} | {r['b']} | {r['b_ms']:.3f} | {r['b_ms'] / r['a_ms']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=60, help="timed rounds per comparison (default 60)")
+    p.add_argument("--out", help="also write the table, with the machine's load, to this markdown file")
+    a = p.parse_args(argv)
+    before = os.getloadavg()
+    rows = run(a.rounds)
+    after = os.getloadavg()
+    text = table(rows)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("# Sharded prox step: in-process A/B (FSDP2, two gloo processes, CPU)\n\n")
+            f.write(f"`python benchmarks/ab_sharded.py --rounds {a.rounds} --out {a.out}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+                    f"torch {torch.__version__}, {os.cpu_count()} cores; load average before {before[0]:.2f}, after {after[0]:.2f}.\n\n")
+            f.write("The MLP 784-300-10 at batch 64, float32, each weight sharded over 2 gloo processes (one torch thread each); "
+                    "per round a training step and the prox step of A, then of B (prox steps timed, medians of rank 0).\n\n")
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
