@@ -675,7 +675,7 @@ def main(argv=None) -> int:
     if a.fsdp:
         single = [r for r in rows if r["model"] == "MLP 784-300-10" and r["batch"] == 64]
         fsdp = bench_fsdp(max(5, repeats // 4))
-        sections.append(("FSDP2: one process (above) vs two gloo processes on the CPU", single + fsdp))
+        sections.append(("FSDP2: one process (above) vs two gloo processes on the CPU (each prox step timed after a training step and a barrier)", single + fsdp))
         print(table(single + fsdp))
         all_rows += fsdp
     if a.out:
