@@ -21,25 +21,22 @@ they keep, built once).  Each round is a training step, the prox step of
 variant A, a training step and the prox step of variant B (only the prox
 steps timed, each after a barrier: the ranks end a training step apart,
 and a prox step's first collective would wait out that gap; both ranks
-take the same sequence).  One by one, the
-exclusive penalties also leave no hints (those are kept by the batches of
-split rows), so each step takes the route without them.  A's and B's steps alternate, so that the gloo
+take the same sequence).  A's and B's steps alternate, so that the gloo
 latency, which swings by tens of percent over a run on a small VM, weighs
 on both alike: the ratio of the medians is the figure.  Rank 0's times.
+One by one, the exclusive penalties also leave no hints (the batches of
+split rows keep them), so each of their steps takes the route without.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_overhead as bo  # noqa: E402
@@ -61,31 +58,14 @@ def _set(route: str, batched: bool) -> None:
 
 
 def _worker(rank, world, init_file, out, rounds):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    mesh = bo.gloo_rank(rank, world, init_file)
     rows = []
     try:
-        mesh = init_device_mesh("cpu", (world,))
         for name in PENALTIES:
             pen, grouping = bo.PENALTIES[name]
-            torch.manual_seed(0)
-            net = bo.mlp()
-            for layer in bo._weights(net):
-                fully_shard(layer, mesh=mesh)
-            fully_shard(net, mesh=mesh)
-            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-            X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
-
-            def train_step():
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(X), y).backward()
-                opt.step()
-
+            net, opt, train_step = bo.fsdp_mlp(mesh)
             for what, variants in COMPARISONS.items():
                 proxes = {}
                 for label, use in variants:  # (one ProximalStep per variant: each keeps its plans, and their hints)
@@ -106,24 +86,13 @@ def _worker(rank, world, init_file, out, rounds):
                 (a, ta), (b, tb) = ((label, statistics.median(times[label])) for label, _ in variants)
                 rows.append(dict(penalty=name, comparison=what, a=a, a_ms=ta, b=b, b_ms=tb))
         _set("auto", True)
-        if rank == 0:
-            with open(out, "w") as f:
-                json.dump(rows, f)
-        dist.barrier()
-        sys.stdout.flush()
-        os._exit(0)  # (as bench_overhead's FSDP2 worker: gloo's destructor can deadlock)
+        bo.leave_rank(rank, out, rows)
     finally:
         dist.destroy_process_group()
 
 
 def run(rounds: int) -> list[dict]:
-    import torch.multiprocessing as mp
-
-    d = tempfile.mkdtemp()
-    out = os.path.join(d, "ab.json")
-    mp.spawn(_worker, args=(2, os.path.join(d, "init"), out, rounds), nprocs=2, join=True)
-    with open(out) as f:
-        return json.load(f)
+    return bo.spawn_gloo_ranks(_worker, rounds)
 
 
 def table(rows: list[dict]) -> str:

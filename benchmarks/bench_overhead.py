@@ -494,31 +494,77 @@ def bench_resnet(repeats: int, device: str = "cuda", batch: int = 128, width: in
 # ------------------------------------------------------------------ FSDP2 (2 gloo processes)
 
 
-def _fsdp_worker(rank, world, init_file, out, repeats):
+def gloo_rank(rank: int, world: int, init_file: str):
+    """A worker's start: gloo over the loopback, one torch thread (the ranks
+    share this machine's cores), the process group from the file store
+    ``init_file``; returns the 1-D device mesh of the ranks."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    return init_device_mesh("cpu", (world,))
+
+
+def fsdp_mlp(mesh):
+    """The MLP 784-300-10 (seed 0) with ``fully_shard`` on each weight's layer
+    and on the whole, its SGD with momentum, and its training step on a
+    batch of 64: (net, opt, train_step)."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    net = mlp()
+    for layer in _weights(net):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(net, mesh=mesh)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(X), y).backward()
+        opt.step()
+
+    return net, opt, train_step
+
+
+def leave_rank(rank: int, out: str, rows: list) -> None:
+    """Rank 0 writes ``rows`` (JSON) to ``out``; then every rank leaves.
+    gloo's process group joins its threads in its destructor holding the
+    GIL, and can deadlock with a thread still releasing a collective's
+    tensors: after a barrier, leave without running destructors (as
+    tests/_procs.end_rank does)."""
+    import torch.distributed as dist
+
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(rows, f)
+    dist.barrier()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def spawn_gloo_ranks(worker, *args) -> list[dict]:
+    """``worker(rank, 2, init_file, out, *args)`` on two spawned processes;
+    the rows rank 0 left in ``out`` (:func:`leave_rank`)."""
+    import torch.multiprocessing as mp
+
+    d = tempfile.mkdtemp()
+    out = os.path.join(d, "rows.json")
+    mp.spawn(worker, args=(2, os.path.join(d, "init"), out, *args), nprocs=2, join=True)
+    with open(out) as f:
+        return json.load(f)
+
+
+def _fsdp_worker(rank, world, init_file, out, repeats):
+    import torch.distributed as dist
+
+    mesh = gloo_rank(rank, world, init_file)
     rows = []
     try:
-        mesh = init_device_mesh("cpu", (world,))
         for name, (pen, grouping) in PENALTIES.items():
-            torch.manual_seed(0)
-            net = mlp()
-            for layer in _weights(net):
-                fully_shard(layer, mesh=mesh)
-            fully_shard(net, mesh=mesh)
-            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-            X, y = torch.rand(64, 784), torch.randint(0, 10, (64,))
-
-            def train_step():
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(X), y).backward()
-                opt.step()
-
+            net, opt, train_step = fsdp_mlp(mesh)
             prox = pt.ProximalStep(opt, model=net)
             for layer in _weights(net):
                 prox.add(layer, pen(), grouping=grouping)
@@ -539,28 +585,13 @@ def _fsdp_worker(rank, world, init_file, out, repeats):
             n = repeats + 5
             per_step = (sum(t._plan.comm.bytes for t in prox.terms) - before) / n
             rows.append(dict(device="cpu, FSDP2 x2 (gloo)", model="MLP 784-300-10", batch=64, penalty=name, train_ms=t_train, prox_ms=t_prox, bytes=per_step))
-        if rank == 0:
-            with open(out, "w") as f:
-                json.dump(rows, f)
-        # gloo's process group joins its threads in its destructor holding the
-        # GIL, and can deadlock with a thread still releasing a collective's
-        # tensors: after a barrier, leave without running destructors (as
-        # tests/_procs.end_rank does)
-        dist.barrier()
-        sys.stdout.flush()
-        os._exit(0)
+        leave_rank(rank, out, rows)
     finally:
         dist.destroy_process_group()
 
 
 def bench_fsdp(repeats: int) -> list[dict]:
-    import torch.multiprocessing as mp
-
-    d = tempfile.mkdtemp()
-    out = os.path.join(d, "fsdp.json")
-    mp.spawn(_fsdp_worker, args=(2, os.path.join(d, "init"), out, repeats), nprocs=2, join=True)
-    with open(out) as f:
-        return json.load(f)
+    return spawn_gloo_ranks(_fsdp_worker, repeats)
 
 
 # ------------------------------------------------------------------ report
