@@ -91,12 +91,14 @@ the guessed least entry, beside the least entry above the hint
 of :func:`proxlib.backends._xp_kernels.group_exclusive_factor` (all-reduced)
 give c to the last bit exactly as on one device, and the row map is local.
 
-The statistics and the row map are torch operations, the code every device
-runs.  On a CPU shard whose rows are its columns (a ``Linear``'s or a
-convolution's ``"shape"`` rows under FSDP2's ``Shard(0)``), the hinted
-route's are Numba's passes over the shard's memory instead
-(:mod:`proxlib.backends.numba_split`, chosen by ``torch_dev.CPU_KERNELS``
-as the single-device CPU kernels are): the same supports and the same
+The statistics and the row maps are torch operations, the code every
+device runs.  On a CPU shard whose rows are its columns (a ``Linear``'s or
+a convolution's ``"shape"`` rows, a ``Linear``'s ``"channel"`` rows, under
+FSDP2's ``Shard(0)``), Numba's passes over the shard's memory take their
+place (:mod:`proxlib.backends.numba_split`, chosen by
+``torch_dev.CPU_KERNELS`` as the single-device CPU kernels are): the
+exclusive penalties' hinted statistics and row map, the group lasso's and
+GrOWL's sums of squares and scaling.  The same supports and the same
 solve, the sums in another order (the results within their rounding), no
 float64 copy of the shard.
 """
