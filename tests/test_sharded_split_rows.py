@@ -41,9 +41,10 @@ class _ThreadComm:
     """All-reduce between threads: each rank contributes its tensor, all
     receive the reduction (in rank order: the same bits on every rank)."""
 
-    def __init__(self, rank: int, shared: dict):
+    def __init__(self, rank: int, shared: dict, candidates: int = sharded._CANDIDATES):
         self.rank, self.shared = rank, shared
         self.rounds = 0
+        self.candidates = candidates  # (as _Comm.candidates: 1 stands for many ranks)
 
     def all_reduce(self, t, op=dist.ReduceOp.SUM):
         name = {dist.ReduceOp.SUM: "sum", dist.ReduceOp.MIN: "min", dist.ReduceOp.MAX: "max"}[op]
@@ -58,17 +59,35 @@ class _ThreadComm:
         self.rounds += 1
         return t
 
-    def all_reduce_sum_max(self, t_sum, t_max):
-        """The two collectives of _Comm.all_reduce_sum_max, one after the other."""
+    def all_gather(self, t):
+        """Every rank's t, stacked in rank order."""
+        box, barrier = self.shared["box"], self.shared["barrier"]
+        box[self.rank] = t.clone()
+        barrier.wait()
+        out = torch.stack(box)
+        barrier.wait()
+        self.rounds += 1
+        return out
+
+    def all_reduce_sum_least(self, t_sum, least, maxes):
+        """The two collectives of _Comm.all_reduce_sum_least, one after the
+        other: with K = 1 a maximum, else an all-gather merged by
+        sharded._merge_least."""
         self.all_reduce(t_sum)
-        self.all_reduce(t_max, dist.ReduceOp.MAX)
+        if least.shape[0] == 1:
+            ext = self.all_reduce(torch.cat([-least, maxes]), dist.ReduceOp.MAX)
+            least.copy_(-ext[:1])
+            maxes.copy_(ext[1:])
+        else:
+            sharded._merge_least(self.all_gather(torch.cat([least, maxes])), least, maxes)
 
 
-def _on_two_ranks(work):
-    """``work(rank, comm)`` on two threads joined by :class:`_ThreadComm`; each
-    rank's result and the number of all-reduces (the same on both)."""
+def _on_two_ranks(work, candidates: int = sharded._CANDIDATES):
+    """``work(rank, comm)`` on two threads joined by :class:`_ThreadComm`
+    (taking ``candidates`` least entries per hinted row); each rank's
+    result and the number of collectives (the same on both)."""
     shared = {"box": [None, None], "barrier": threading.Barrier(2, timeout=60)}
-    out, comms, errors = [None, None], [_ThreadComm(0, shared), _ThreadComm(1, shared)], []
+    out, comms, errors = [None, None], [_ThreadComm(0, shared, candidates), _ThreadComm(1, shared, candidates)], []
 
     def rank(r):
         try:
@@ -322,17 +341,18 @@ def test_rows_without_the_exclusive_part_keep_their_tiny_entries():
 # ------------------------------------------------------------ a training step's hints
 
 
-def _solve_hinted(cases, hints):
+def _solve_hinted(cases, hints, candidates: int = sharded._CANDIDATES):
     """``_group_exclusive_split_blocks`` of several tensors' rows (``cases``:
     (W, a, b, cut) each, W's dtype kept) split between two threads, with
-    ``hints`` (one list per rank, read and replaced as the solver does);
-    the results and the number of all-reduces."""
+    ``hints`` (one list per rank, read and replaced as the solver does),
+    taking ``candidates`` least entries per hinted row; the results and
+    the number of collectives."""
     def work(r, comm):
         Xs = sharded._group_exclusive_split_blocks([_part(W, cut, r) for W, _, _, cut in cases], [torch.from_numpy(a) for _, a, _, _ in cases],
                                                    [torch.from_numpy(b) for _, _, b, _ in cases], comm, hints[r])
         return [X.numpy() for X in Xs]
 
-    parts, rounds = _on_two_ranks(work)
+    parts, rounds = _on_two_ranks(work, candidates)
     for h0, h1 in zip(*hints):  # (every rank leaves the same hints: they come from all-reduced numbers)
         assert (h0 is None) == (h1 is None) and (h0 is None or torch.equal(h0, h1))
     return [np.concatenate([p0, p1], axis=1) for p0, p1 in zip(*parts)], rounds
@@ -407,6 +427,48 @@ def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_p
     assert rounds == 4
     for X, (W, a, b, _) in zip(Xs, cases):
         _close_to_exact(X, W, a, b)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("group_part", [False, True])
+@pytest.mark.parametrize("between", [1, 2, 3])
+def test_entries_between_the_hint_and_the_new_threshold(between, group_part, route):
+    """A training step that leaves ``between`` entries of a row (with a
+    tie among them for 2) between its hint and its new threshold: the
+    least entry above the hint fails its test, and each of the next of
+    the K = 3 least entries is a candidate on the same sums less the
+    entries below it.  With up to 2 such entries (a third candidate then
+    decides) the step takes the hints' 2 collectives, with 3 the search's
+    route too (4), and with one candidate (K = 1, as on many ranks) 4
+    already for one entry; every result is the exact prox."""
+    rng = np.random.default_rng(31)
+    W = _training_rows(rng, 6, 300).astype(np.float32)
+    a_of = lambda W: (1e-3 * np.sqrt((W.astype(np.float64) ** 2).sum(axis=1))) if group_part else np.zeros(W.shape[0])  # noqa: E731
+    b = np.full(6, 1e-5)
+    hints = [[None], [None]]
+    with _route(route):
+        (X,), _ = _solve_hinted([(W, a_of(W), b, 150)], hints)
+    W = _training_step(rng, X)
+    fresh = [[None], [None]]
+    _solve_hinted([(W, a_of(W), b, 150)], fresh)  # (the new thresholds, from hints of this very step)
+    H = float(hints[0][0][0, 2])
+    tau = float(fresh[0][0][0, 2]) / (1.0 - 2.0**-8)
+    assert 0 < H < tau
+    # entries of row 2 off the support before and after (below H, then
+    # between H and tau: tau stays), on both ranks' parts
+    vals = {1: [0.4], 2: [0.5, 0.5], 3: [0.2, 0.4, 0.6]}[between]
+    off = np.flatnonzero(np.abs(W[2]) < H)
+    cols = [off[off < 150][0], off[off >= 150][0], off[off < 150][1]][:between]
+    for col, f in zip(cols, vals):
+        W[2, col] = np.float32(H + (tau - H) * f) * (1.0 if W[2, col] >= 0 else -1.0)
+    assert np.all((np.abs(W[2, cols]) > H) & (np.abs(W[2, cols]) < tau))
+    cases = [(W, a_of(W), b, 150)]
+    for K, want in ((3, 2 if between < 3 else 4), (1, 4)):
+        h = [[hints[r][0].clone()] for r in (0, 1)]
+        with _route(route):
+            (X,), rounds = _solve_hinted(cases, h, candidates=K)
+        assert rounds == want, (K, rounds)
+        _close_to_exact(X, W, a_of(W), b)
 
 
 def _hint_values(draw, y, tau):
@@ -573,13 +635,13 @@ def _hinted_block(draw):
     return A, H, R
 
 
-def _torch_hinted_stats(A, H, R):
+def _torch_hinted_stats(A, H, R, K):
     Y = torch.from_numpy(A.T.astype(np.float64)).abs()
-    return [t.numpy() for t in sharded._hinted_stats_torch(sharded._Blocks([Y]), torch.from_numpy(H), torch.from_numpy(R))]
+    return [t.numpy() for t in sharded._hinted_stats_torch(sharded._Blocks([Y]), torch.from_numpy(H), torch.from_numpy(R), K)]
 
 
-@given(case=_hinted_block())
-def test_numba_hinted_stats_are_the_torch_operations_stats(case):
+@given(case=_hinted_block(), data=st.data())
+def test_numba_hinted_stats_are_the_torch_operations_stats(case, data):
     """numba_split.hinted_stats against the torch route's statistics
     (sharded._hinted_stats_torch) on the same rows: on every finite row
     the counts and the extremes are the same numbers, and each sum within
@@ -590,9 +652,11 @@ def test_numba_hinted_stats_are_the_torch_operations_stats(case):
     nb = pytest.importorskip("proxlib.backends.numba_split")
     A, H, R = case
     P, G = A.shape
-    stats, ext = np.empty((10, G)), np.empty((3, G))
-    nb.hinted_stats(A, H, R, stats, ext)
-    want, want_ext = _torch_hinted_stats(A, H, R)
+    K = data.draw(st.integers(1, 4))
+    stats, least, maxes = np.empty((10, G)), np.empty((K, G)), np.empty((2, G))
+    nb.hinted_stats(A, H, R, stats, least, maxes)
+    want, want_least, want_maxes = _torch_hinted_stats(A, H, R, K)
+    ext, want_ext = np.concatenate([least, maxes]), np.concatenate([want_least, want_maxes])
     y = np.abs(A.astype(np.float64))
     above = y > H
     with np.errstate(invalid="ignore", over="ignore"):
@@ -603,6 +667,7 @@ def test_numba_hinted_stats_are_the_torch_operations_stats(case):
             assert not np.isfinite(stats[0, g]) and not np.isfinite(want[0, g])
             continue
         np.testing.assert_array_equal(ext[:, g], want_ext[:, g])
+        np.testing.assert_array_equal(least[:, g], np.sort(np.concatenate([y[:, g][above[:, g]], np.full(K, np.inf)]))[:K])
         for k in (2, 5, 7):
             assert stats[k, g] == want[k, g]
         for k in (0, 1, 3, 4, 6, 8, 9):

@@ -26,8 +26,9 @@ its support's least entry,
 
 summed in float64 in an order of their own (the torch operations sum in
 theirs: the two routes agree to the rounding of those sums, which the
-solve's acceptance tests allow for), and the extremes (-min_{y>H} y (-inf if none),
-max_{y<=H} y (0 if none), max y (0 if none)), exact.  A row holding NaN has
+solve's acceptance tests allow for), and the extremes, exact: the K least
+y > H in increasing order (+inf where fewer), the largest y <= H (0 if
+none) and the largest y (0 if none).  A row holding NaN has
 NaN sums (its norm then marks it not finite, and it is returned as it is);
 its extremes are those of its other entries.
 
@@ -59,10 +60,14 @@ COPY, GROUP_ONLY, SCALED, SUPPORT = 0, 1, 2, 3
 
 
 @_rjit
-def hinted_stats(A, H, R, stats, ext):
-    """Fill ``stats`` (10, G) and ``ext`` (3, G) (float64) with the module
-    doc's statistics of the rows A[:, g] (A C-contiguous, float32 or
-    float64) at their hints ``H`` and guesses ``R`` (float64, (G,)).
+def hinted_stats(A, H, R, stats, least, maxes):
+    """Fill ``stats`` (10, G), ``least`` (K, G) and ``maxes`` (2, G)
+    (float64) with the module doc's statistics of the rows A[:, g] (A
+    C-contiguous, float32 or float64) at their hints ``H`` and guesses
+    ``R`` (float64, (G,)): least[k, g] the (k+1)-th least y > H_g of row g
+    (ties counted: a value twice is two entries; +inf where the row has
+    fewer), maxes[0, g] the largest y <= H_g (0 if none), maxes[1, g] the
+    largest y (0 if none).
 
     Two passes down A in memory order, each over all the rows g at once:
     the sums, four entries of each row per update (as
@@ -82,9 +87,10 @@ def hinted_stats(A, H, R, stats, ext):
             stats[k, g] = 0.0
     for g in range(G):
         stats[5, g] = P
-    least = np.full(G, _inf_magnitude_bits(A))
-    below = np.zeros_like(least)  # (the bits' type: int32 for float32 A, int64 for float64)
-    top = np.zeros_like(least)
+    K = least.shape[0]
+    lbits = np.full((K, G), _inf_magnitude_bits(A))
+    below = np.zeros_like(lbits[0])  # (the bits' type: int32 for float32 A, int64 for float64)
+    top = np.zeros_like(below)
     i = 0
     while i + 4 <= P:
         r0, r1, r2, r3 = A[i], A[i + 1], A[i + 2], A[i + 3]
@@ -124,33 +130,49 @@ def hinted_stats(A, H, R, stats, ext):
             e = (y - R[g]) * m
             FR[g] += e
             QR[g] += e * e
-    _extremes(A, H, least, below, top)
+    _extremes(A, H, lbits, below, top)
     for g in range(G):
-        ext[0, g] = -_magnitude_of_bits(least[g])
-        ext[1, g] = _magnitude_of_bits(below[g])
-        ext[2, g] = _magnitude_of_bits(top[g])
+        for k in range(K):
+            least[k, g] = _magnitude_of_bits(lbits[k, g])
+        maxes[0, g] = _magnitude_of_bits(below[g])
+        maxes[1, g] = _magnitude_of_bits(top[g])
 
 
 @_rjit
 def _extremes(A, H, least, below, top):
-    """hinted_stats' extremes, in the magnitudes' bits: per row g,
-    least_g = min over y > H_g, below_g = max over y <= H_g (from 0), top_g
-    = max of all (from 0).  A pass of its own: in hinted_stats' loop, these
-    selects (in floats or in bits) stopped its vectorisation, 3.4x the time
-    of the two passes (0.37 against 0.11 ms on the 150 x 784 shard)."""
+    """hinted_stats' extremes, in the magnitudes' bits: per row g, least[:,
+    g] the K least y > H_g in increasing order (from +inf; each entry is
+    inserted by K min/max pairs, in place of a sort), below_g = max over
+    y <= H_g (from 0), top_g = max of all (from 0).  A pass of its own: in
+    hinted_stats' loop, these selects (in floats or in bits) stopped its
+    vectorisation, 3.4x the time of the two passes (0.37 against 0.11 ms
+    on the 150 x 784 shard).  With K > 1 each row of A is first turned
+    into its entries' bits above H (the others +inf), which then pass down
+    the K least: each loop over the rows g vectorises."""
     P, G = A.shape
+    K = least.shape[0]
     if G == 0:
         return
     inf = _inf_magnitude_bits(A)
     zero = np.zeros_like(below[:1])[0]  # (in the bits' type: Numba's arithmetic on int32 gives int64)
+    first = least[0]
+    v = np.empty_like(below)
     for i in range(P):
         row = A[i]
         for g in range(G):
             b = _magnitude_bits(row[g])
             a = _magnitude_of_bits(b) > H[g]
-            least[g] = min(least[g], b if a else inf)
+            c = b if a else inf
+            v[g] = max(first[g], c)
+            first[g] = min(first[g], c)
             below[g] = max(below[g], zero if a else b)
             top[g] = max(top[g], b)
+        for k in range(1, K):
+            lk = least[k]
+            for g in range(G):
+                c = v[g]
+                v[g] = max(lk[g], c)
+                lk[g] = min(lk[g], c)
 
 
 @_jit

@@ -165,15 +165,37 @@ class _Comm:
             self.collectives += 1
         return t
 
-    def all_reduce_sum_max(self, t_sum: torch.Tensor, t_max: torch.Tensor) -> None:
-        """All-reduce ``t_sum`` (sum) and ``t_max`` (maximum) in place, the
-        first without waiting for it before the second starts (one round of
-        latency for both where the backend overlaps them)."""
+    @property
+    def candidates(self) -> int:
+        """How many least entries per row :meth:`all_reduce_sum_least`
+        finds: _CANDIDATES where every group it reduces over has at most
+        _GATHER_RANKS ranks (an all-gather of each rank's), else 1 (a
+        maximum: an all-gather would grow with the ranks)."""
+        return _CANDIDATES if all(dist.get_world_size(g) <= _GATHER_RANKS for g in self.split_groups) else 1
+
+    def all_reduce_sum_least(self, t_sum: torch.Tensor, least: torch.Tensor, maxes: torch.Tensor) -> None:
+        """In place: ``t_sum`` summed over the ranks; ``least`` (K, G), each
+        rank's K least entries of G rows in increasing order (+inf where
+        fewer; K = :attr:`candidates`), made the K least of all ranks';
+        ``maxes`` (r, G) their maxima.  The sum is not waited for before
+        the other starts (one round of latency for both where the backend
+        overlaps them): with K = 1 a maximum of (-least, maxes), exact;
+        else an all-gather of (least, maxes), merged by :func:`_merge_least`."""
+        K = least.shape[0]
         for g in self.split_groups:
             work = dist.all_reduce(t_sum, op=dist.ReduceOp.SUM, group=g, async_op=True)
-            dist.all_reduce(t_max, op=dist.ReduceOp.MAX, group=g)
+            if K == 1:
+                ext = torch.cat([-least, maxes])
+                dist.all_reduce(ext, op=dist.ReduceOp.MAX, group=g)
+                least.copy_(-ext[:1])
+                maxes.copy_(ext[1:])
+            else:
+                ext = torch.cat([least, maxes])
+                gathered = ext.new_empty((dist.get_world_size(g),) + tuple(ext.shape))
+                dist.all_gather(list(gathered.unbind(0)), ext, group=g)
+                _merge_least(gathered, least, maxes)
             work.wait()
-            self.bytes += t_sum.numel() * t_sum.element_size() + t_max.numel() * t_max.element_size()
+            self.bytes += t_sum.numel() * t_sum.element_size() + ext.numel() * ext.element_size()
             self.collectives += 2
 
     def check_finite(self, local: torch.Tensor) -> None:
@@ -217,6 +239,27 @@ class _Comm:
     def local_of(self, full: torch.Tensor) -> torch.Tensor:
         """This rank's shard of a tensor of the parameter's full shape."""
         return distribute_tensor(full, self.mesh, self.placements, src_data_rank=None).to_local()
+
+
+#: the least entries above its hint that a sharded hinted row takes, per
+#: row, as candidates for its support's least entry (the first that passes
+#: the test decides the row; in training an entry or two below the new
+#: threshold is common: the first fails then, and without the others the
+#: row took two more collectives, 2-3 ms a step on gloo)
+_CANDIDATES = 3
+#: the most ranks whose least entries are all-gathered (above: only each row's least)
+_GATHER_RANKS = 8
+
+
+def _merge_least(gathered: torch.Tensor, least: torch.Tensor, maxes: torch.Tensor) -> None:
+    """From the ranks' (least, maxes) stacked (``gathered``: (ranks, K + r,
+    G)), the K least of all ranks' least entries in increasing order into
+    ``least`` (K, G), and the ranks' maxima of ``maxes`` (r, G): the same
+    numbers on every rank (a sort and a maximum of the same values)."""
+    K = least.shape[0]
+    pooled = gathered[:, :K].reshape(-1, gathered.shape[-1])
+    least.copy_(torch.sort(pooled, dim=0).values[:K])
+    maxes.copy_(gathered[:, K:].amax(dim=0))
 
 
 def _contiguous_stride(shape) -> tuple[int, ...]:
@@ -646,15 +689,15 @@ def _split_kernels(Rws: list):
     return numba_split
 
 
-def _hinted_stats_torch(Ys: _Blocks, H, R):
-    """The local sums (10, rows) and extremes (3, rows) of
-    :func:`_hinted_numbers` (before their collectives) by torch operations
-    on the magnitudes ``Ys`` (float64), at the hints ``H`` and guesses
-    ``R``: the squares; over {y > H} the sum, the count, the sums of y - H
-    and of its squares; the length; the sum; the number of y > 0; over
-    {y > H} the sums of y - R and of its squares.  Extremes: -(the least
-    y > H) (-inf if none), the largest y <= H (0 if none), the largest y
-    (0 if none)."""
+def _hinted_stats_torch(Ys: _Blocks, H, R, K: int = 1):
+    """The local sums (10, rows), least entries (K, rows) and maxima (2,
+    rows) of :func:`_hinted_numbers` (before their collectives) by torch
+    operations on the magnitudes ``Ys`` (float64), at the hints ``H`` and
+    guesses ``R``: the squares; over {y > H} the sum, the count, the sums
+    of y - H and of its squares; the length; the sum; the number of y > 0;
+    over {y > H} the sums of y - R and of its squares.  Least: the K least
+    y > H in increasing order (+inf where fewer).  Maxima: the largest y
+    <= H (0 if none), the largest y (0 if none)."""
 
     def sums(Y, h, r):
         above = Y > h
@@ -664,27 +707,33 @@ def _hinted_stats_torch(Ys: _Blocks, H, R):
                             Z.sum(1), (Z * Z).sum(1), Y.new_full((Y.shape[0],), float(Y.shape[1])),
                             Y.sum(1), (Y > 0).sum(1).to(Y.dtype), ZR.sum(1), (ZR * ZR).sum(1)])
 
+    def least(Y, h):
+        top = torch.where(Y > h, Y, math.inf)
+        if Y.shape[1] < K:
+            top = torch.cat([top, top.new_full((Y.shape[0], K - Y.shape[1]), math.inf)], dim=1)
+        return torch.topk(top, K, dim=1, largest=False).values.T  # (sorted: increasing)
+
     def maxima(Y, h):
-        above = Y > h
-        return torch.stack([-_least_inside(Y, above), _largest_outside(Y, above),
-                            Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(Y.shape[0])])
+        return torch.stack([_largest_outside(Y, Y > h), Y.amax(dim=1) if Y.shape[1] else Y.new_zeros(Y.shape[0])])
 
-    return torch.cat(Ys.map(sums, H, R), dim=1), torch.cat(Ys.map(maxima, H), dim=1)
+    return torch.cat(Ys.map(sums, H, R), dim=1), torch.cat(Ys.map(least, H), dim=1), torch.cat(Ys.map(maxima, H), dim=1)
 
 
-def _hinted_stats_numba(nb, Rws: list, H, R):
-    """The sums and the extremes of :func:`_hinted_numbers` (before their
-    collectives) by :func:`proxlib.backends.numba_split.hinted_stats`, a
-    pass over each block's memory."""
-    stats, ext, o = [], [], 0
+def _hinted_stats_numba(nb, Rws: list, H, R, K: int = 1):
+    """The sums, least entries and maxima of :func:`_hinted_numbers`
+    (before their collectives) by
+    :func:`proxlib.backends.numba_split.hinted_stats`, a pass over each
+    block's memory."""
+    stats, least, maxes, o = [], [], [], 0
     for Rw in Rws:
         G = Rw.shape[0]
-        st_, ex = torch.empty((10, G), dtype=torch.float64), torch.empty((3, G), dtype=torch.float64)
-        nb.hinted_stats(Rw.detach().T.numpy(), H[o:o + G].numpy(), R[o:o + G].numpy(), st_.numpy(), ex.numpy())
+        st_, le, mx = (torch.empty((k, G), dtype=torch.float64) for k in (10, K, 2))
+        nb.hinted_stats(Rw.detach().T.numpy(), H[o:o + G].numpy(), R[o:o + G].numpy(), st_.numpy(), le.numpy(), mx.numpy())
         stats.append(st_)
-        ext.append(ex)
+        least.append(le)
+        maxes.append(mx)
         o += G
-    return torch.cat(stats, dim=1), torch.cat(ext, dim=1)
+    return torch.cat(stats, dim=1), torch.cat(least, dim=1), torch.cat(maxes, dim=1)
 
 
 def _support_map_numba(nb, Rws: list, sizes: list, Yk, e, zero_beta, cs, cw, group_part, fin) -> list:
@@ -709,15 +758,17 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     """:func:`_searched_numbers` of float32 rows from a hint H_r of each
     row's threshold tau_r and one R_r of its support's least magnitude
     (``HR``: (2, rows)): in two collectives that do not wait for each
-    other (:meth:`_Comm.all_reduce_sum_max`) where the hints decide every
+    other (:meth:`_Comm.all_reduce_sum_least`) where the hints decide every
     row.
 
     float32 magnitudes need no scale in float64 (squares and sums of
     P < 2^40 of them are normal and finite), so the rows are taken as they
     are (s = 1, the same numbers as scaled by a power of two).  The sums:
     the squares (the norms), and over {y > H_r} the sum, the count and the
-    sums of y - H_r, of y - R_r and of their squares; the maxima: the
-    row's, the least y above H_r (negated) and the largest y <= H_r.  Then, as the column
+    sums of y - H_r, of y - R_r and of their squares; the extremes: the
+    row's maximum, the largest y <= H_r, and the K least y above H_r (K =
+    :attr:`_Comm.candidates`: 3 on up to _GATHER_RANKS ranks, gathered;
+    else 1, a maximum).  Then, as the column
     kernels of numba_cpu with a hint: H_r <= tau_below of the sums above it
     (with the bound of ||z||_1/||z||_2 above H_r from its shifted sums,
     :func:`_xp_kernels.ratio_above`: sqrt(n) proved nothing for
@@ -734,12 +785,23 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     went, :func:`_group_exclusive_split_blocks`) is within a gradient step
     of Y_c, and the moves by it are accepted where those by Y_c - H_r
     cancel: on rows of a few entries (the MLP's 10 x 300 layer, 72 of its
-    300 rows), whose least entry lies far above tau.  The
+    300 rows), whose least entry lies far above tau.
+
+    Where phi(Y_c) <= 0 on such sums, Y_c is off the support too (tau >=
+    Y_c), and the next of the K least entries is the candidate, on the same
+    sums less the terms of the entries below it (each the very term the
+    sums added: the same rounding); a candidate equal to the one before
+    it is skipped (its copy is removed from the sums all the same).  In
+    training this is the common failure of a hint: an entry that the
+    gradient step left between H_r and the new threshold (the exclusive
+    lasso on the FSDP2 MLP: in 25 of 30 steps, a row or two of 784, each
+    costing the step the search route's two collectives).  The
     rows concerned (nonzero, b > 0, finite) that this does not decide take
     the search's route (:func:`_support_split`: the candidate above a lower
     bound of tau, two more all-reduces, then the search if need be), from
-    the bound of their sums above the hint where it proved itself, else
-    from the whole row's sums (also summed here), as without hints.
+    the bound of their sums above the hint (or the last candidate found
+    off the support, if greater) where the hint proved itself, else from
+    the whole row's sums (also summed here), as without hints.
 
     ``on_numba``: (:mod:`proxlib.backends.numba_split`, the blocks' rows)
     where those run them (:func:`_split_kernels`): the sums and extremes
@@ -756,10 +818,11 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     # routes' sums then hold no 0 times an infinity)
     H = torch.where(torch.isnan(H), math.inf, H)
     R = torch.where(torch.isfinite(R), R, torch.where(torch.isfinite(H), H, 0.0))
-    stats, extremes = _hinted_stats_numba(*on_numba, H, R) if on_numba else _hinted_stats_torch(Ys, H, R)
-    comm.all_reduce_sum_max(stats, extremes)
+    K = comm.candidates
+    stats, least, maxes = _hinted_stats_numba(*on_numba, H, R, K) if on_numba else _hinted_stats_torch(Ys, H, R, K)
+    comm.all_reduce_sum_least(stats, least, maxes)
     sq, S, n, F1, Q1, m, S0, n0, FR, QR = stats
-    Yc, below, ymax = -extremes[0], extremes[1], extremes[2]
+    below, ymax = maxes
     nrm = torch.sqrt(sq)
     row_finite = torch.isfinite(nrm)
     nonzero = (nrm > a_s) & finite & row_finite
@@ -767,24 +830,38 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     active = (b_eff > 0) & (ymax > 0)
     xp = array_namespace(S)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, xp, r=_k.ratio_above(F1, Q1, n, m, xp))
-    proven = (H > 0) & (H < math.inf) & (H <= t0) & (Yc < math.inf)
-    d = Yc - H
-    F = F1 - n * d
-    D2 = Q1 - d * (F1 + F)
-    by_h = (3.0 * n * d <= F1) & (3.0 * d * (F1 + F) <= Q1)
-    dr = Yc - R
-    Fr = FR - n * dr
-    Dr = QR - dr * (FR + Fr)
-    by_r = torch.where(dr >= 0, (3.0 * n * dr <= FR) & (3.0 * dr * (FR + Fr) <= QR), 2.0 * n * -dr <= Fr)
-    F, D2 = torch.where(by_r, Fr, F), torch.where(by_r, Dr, D2)
-    one = n == 1  # (the support is Y_c alone: its sums are 0 exactly)
-    F, D2 = torch.where(one, 0.0, F), torch.where(one, 0.0, D2)
-    conditioned = one | by_r | by_h
-    decided = proven & conditioned & (Yc - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0)
-    # (the rows the solve does not concern: c = 0 or b = 0, whose numbers are not read)
-    Yk, Fk, D2, kf = (torch.where(decided, v, 0.0) for v in (Yc, F, D2, n))
+    proven = (H > 0) & (H < math.inf) & (H <= t0)
+    # the candidates: the K least y above H, in increasing order; candidate
+    # j's support sums are those above H less the entries below it (its
+    # j predecessors, proved off the support), its test that of the
+    # first; a row is decided by the first candidate that passes, after
+    # the others before it failed (phi <= 0 on conditioned sums: they are
+    # off the support, and tau >= them); a candidate tied with the one
+    # before it is that one, already tested
+    Yk = Fk = D2k = kf = torch.zeros_like(H)
+    cut, low, start = H, below, t0  # (the supports' cut {y > cut}, the largest y off them, the search's start)
+    open_, decided = proven, torch.zeros_like(proven)
+    for j in range(least.shape[0]):
+        C = least[j]
+        fresh = C < math.inf
+        if j:
+            Cp = least[j - 1]
+            F1, Q1, FR, QR, n = F1 - (Cp - H), Q1 - (Cp - H) ** 2, FR - (Cp - R), QR - (Cp - R) ** 2, n - 1
+            fresh = fresh & (C > Cp)
+        F, D2, conditioned = _candidate_sums(C, n, F1, Q1, FR, QR, H, R)
+        passes = C - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0
+        here = open_ & fresh & conditioned & passes
+        decided = decided | here
+        Yk, Fk, D2k, kf = (torch.where(here, v, w) for v, w in ((C, Yk), (F, Fk), (D2, D2k), (n, kf)))
+        if j:
+            cut, low = torch.where(here, Cp, cut), torch.where(here, Cp, low)
+        off = fresh & conditioned & ~passes
+        start = torch.where(open_ & off, torch.maximum(start, C), start)
+        open_ = open_ & ~here & (off | (~fresh & (C < math.inf)))
+    D2 = D2k
+    below = low
     rest = active & ~decided
-    sups = None if on_numba and not bool(rest.any()) else Ys.map(lambda Y, h: Y > h, H)
+    sups = None if on_numba and not bool(rest.any()) else Ys.map(lambda Y, c: Y > c, cut)
     if bool(rest.any()):
         # the other rows take the search's route: from t0 >= H_r, the bound
         # of the sums above H_r, where the hint proved itself (its candidate
@@ -793,12 +870,33 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
         # (the route without hints'); the candidate above it (two
         # all-reduces) decides a training step's rows; the rows decided
         # already are left out (b = 0 there)
-        start = torch.where(proven, t0, _k.tau_below(S0, n0, m, a_eff, b_eff, xp))
+        start = torch.where(proven, start, _k.tau_below(S0, n0, m, a_eff, b_eff, xp))
         sups2, Yk2, below2, F2, D22, k2 = _support_and_numbers(
             Ys, a_eff, torch.where(rest, b_eff, 0.0), comm, torch.where(rest, start, 0.0), ymax)
         sups = [torch.where(r, s2, s1) for r, s2, s1 in zip(torch.split(rest[:, None], Ys.sizes), sups2, sups)]
         Yk, below, Fk, D2, kf = (torch.where(rest, v2, v1) for v2, v1 in ((Yk2, Yk), (below2, below), (F2, Fk), (D22, D2), (k2, kf)))
     return Ys, s, a_s, nrm, row_finite, nonzero, (sups, Yk, below, Fk, D2, kf)
+
+
+def _candidate_sums(C, n, F1, Q1, FR, QR, H, R):
+    """(F, D2, conditioned): the sums of y - C and of its squares over the
+    n entries y >= C (C the least of them) from their sums shifted by the
+    hint H (F1, Q1) and by the guess R (FR, QR), moved by C - R where that
+    does not cancel, else by C - H (see :func:`_hinted_numbers`);
+    ``conditioned`` where either move is accepted (or n = 1: the sums are
+    0 exactly)."""
+    d = C - H
+    F = F1 - n * d
+    D2 = Q1 - d * (F1 + F)
+    by_h = (3.0 * n * d <= F1) & (3.0 * d * (F1 + F) <= Q1)
+    dr = C - R
+    Fr = FR - n * dr
+    Dr = QR - dr * (FR + Fr)
+    by_r = torch.where(dr >= 0, (3.0 * n * dr <= FR) & (3.0 * dr * (FR + Fr) <= QR), 2.0 * n * -dr <= Fr)
+    F, D2 = torch.where(by_r, Fr, F), torch.where(by_r, Dr, D2)
+    one = n == 1  # (the support is C alone)
+    F, D2 = torch.where(one, 0.0, F), torch.where(one, 0.0, D2)
+    return F, D2, one | by_r | by_h
 
 
 # ----------------------------------------------------------------------- plans
