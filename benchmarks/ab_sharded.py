@@ -14,7 +14,12 @@ ranks).  Two comparisons per penalty:
   passes over the shard: :mod:`proxlib.backends.numba_split`);
 * *batch*: ``proxlib.torch._batched.ENABLED = False`` (each term alone:
   its own collectives) against ``True`` (a step's split rows together: one
-  set of collectives), on the ``"auto"`` route.
+  set of collectives), on the ``"auto"`` route;
+* *candidates* (the exclusive penalties): ``sharded._CANDIDATES = 1`` (a
+  hinted row's least entry above its hint alone, as on more ranks than
+  ``sharded._GATHER_RANKS``: where it fails, the search's route, two more
+  collectives) against the default 3 (all-gathered), batched, ``"auto"``.
+  The mean number of collectives per prox step is reported too.
 
 Each variant has a ``ProximalStep`` of its own (its plans and the hints
 they keep, built once).  Each round is a training step, the prox step of
@@ -43,18 +48,28 @@ import bench_overhead as bo  # noqa: E402
 
 import proxlib.torch as pt  # noqa: E402
 from proxlib.backends import torch_dev  # noqa: E402
-from proxlib.torch import _batched  # noqa: E402
+from proxlib.torch import _batched, sharded  # noqa: E402
 
 PENALTIES = ("group lasso (channel)", "GrOWL (channel)", "exclusive (shape)", "group+exclusive (shape)")
+_K = sharded._CANDIDATES
 COMPARISONS = {
     "route": (("torch ops", lambda: _set("torch", True)), ("Numba passes", lambda: _set("auto", True))),
     "batch": (("one by one", lambda: _set("auto", False)), ("batched", lambda: _set("auto", True))),
+    "candidates": (("1 candidate", lambda: _set("auto", True, 1)), (f"{_K} candidates", lambda: _set("auto", True, _K))),
 }
+#: comparisons that concern some penalties only (the others: all)
+ONLY = {"candidates": ("exclusive (shape)", "group+exclusive (shape)")}
 
 
-def _set(route: str, batched: bool) -> None:
+def _set(route: str, batched: bool, candidates: int = _K) -> None:
     torch_dev.CPU_KERNELS = route
     _batched.ENABLED = batched
+    sharded._CANDIDATES = candidates
+
+
+def _collectives(prox) -> int:
+    """The collectives the ProximalStep's sharded plans have issued so far."""
+    return sum(term._plan.comm.collectives for term in prox.terms)
 
 
 def _worker(rank, world, init_file, out, rounds):
@@ -67,6 +82,8 @@ def _worker(rank, world, init_file, out, rounds):
             pen, grouping = bo.PENALTIES[name]
             net, opt, train_step = bo.fsdp_mlp(mesh)
             for what, variants in COMPARISONS.items():
+                if name not in ONLY.get(what, (name,)):
+                    continue
                 proxes = {}
                 for label, use in variants:  # (one ProximalStep per variant: each keeps its plans, and their hints)
                     use()
@@ -74,17 +91,20 @@ def _worker(rank, world, init_file, out, rounds):
                     for layer in bo._weights(net):
                         proxes[label].add(layer, pen(), grouping=grouping)
                 times = {label: [] for label, _ in variants}
+                counts = {label: 0 for label, _ in variants}
                 for i in range(rounds + 3):
                     for label, use in variants:
                         use()
                         train_step()
                         dist.barrier()  # (untimed: the ranks leave their training steps apart)
+                        c = _collectives(proxes[label])
                         t = time.perf_counter()
                         proxes[label].step()
                         if i >= 3:  # (warm-up: each variant's first steps compile or form hints)
                             times[label].append((time.perf_counter() - t) * 1e3)
-                (a, ta), (b, tb) = ((label, statistics.median(times[label])) for label, _ in variants)
-                rows.append(dict(penalty=name, comparison=what, a=a, a_ms=ta, b=b, b_ms=tb))
+                            counts[label] += _collectives(proxes[label]) - c
+                (a, ta, ca), (b, tb, cb) = ((label, statistics.median(times[label]), counts[label] / rounds) for label, _ in variants)
+                rows.append(dict(penalty=name, comparison=what, a=a, a_ms=ta, a_coll=ca, b=b, b_ms=tb, b_coll=cb))
         _set("auto", True)
         bo.leave_rank(rank, out, rows)
     finally:
@@ -96,9 +116,11 @@ def run(rounds: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| penalty (both weights) | comparison | A | A (ms) | B | B (ms) | B / A |", "|---|---|---|---:|---|---:|---:|"]
+    lines = ["| penalty (both weights) | comparison | A | A (ms) | A: collectives / step | B | B (ms) | B: collectives / step | B / A |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['penalty']} | {r['comparison']} | {r['a']} | {r['a_ms']:.3f} | {r['b']} | {r['b_ms']:.3f} | {r['b_ms'] / r['a_ms']:.2f}x |")
+        lines.append(f"| {r['penalty']} | {r['comparison']} | {r['a']} | {r['a_ms']:.3f} | {r['a_coll']:.2f} | {r['b']} | {r['b_ms']:.3f} | {r['b_coll']:.2f} "
+                     f"| {r['b_ms'] / r['a_ms']:.2f}x |")
     return "\n".join(lines)
 
 
