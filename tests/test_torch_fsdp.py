@@ -75,6 +75,10 @@ def _cases():
                                                       p.add(n[2], pt.growl(stair), grouping="channel"))))
     cases.append(("exclusive/two_tensors", lambda p, n: (p.add(n[0], proxlib.ExclusiveLasso(2.0), grouping="shape"),
                                                           p.add(n[2], proxlib.GroupExclusive(1.0, 0.6), grouping="shape"))))
+    # the same with each hinted row's least entry alone as its candidate (a
+    # maximum, as on more ranks than sharded._GATHER_RANKS; the worker sets it)
+    cases.append(("exclusive/one_candidate", lambda p, n: (p.add(n[0], proxlib.ExclusiveLasso(2.0), grouping="shape"),
+                                                            p.add(n[2], proxlib.GroupExclusive(1.0, 0.6), grouping="shape"))))
     # thresholds beyond the kernels' range (step * lam beyond float64 for the
     # exclusive lasso's scale-free b: a saturated, tiny but nonzero prox):
     # solved by the public function's exact transformation on every rank
@@ -99,7 +103,7 @@ def _make_opt(params, name):
 
 
 # float32 runs a subset (every operator once, both ways of sharding rows)
-FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "group_lasso/two_tensors", "norms/two_tensors", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
+FLOAT32_CASES = {"beyond_range/exclusive", "exclusive/two_tensors", "exclusive/one_candidate", "group_lasso/two_tensors", "norms/two_tensors", "group_lasso/channel", "growl/filter", "exclusive/shape", "group_exclusive/channel", "group_exclusive/filter", "weighted_l1", "lp", "owl"}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str) -> None:
@@ -107,8 +111,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
     from torch.distributed.fsdp import fully_shard
 
     import proxlib.torch as pt
+    from proxlib.torch import sharded
 
     dtype = getattr(torch, dtype_name)
+    gather_ranks = sharded._GATHER_RANKS
     _procs.init_gloo(rank, world, init_file)
     mesh = init_device_mesh("cpu", (world,))
     report = {}
@@ -140,7 +146,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
                     prox = pt.ProximalStep(opt, model=net)
                     configure(prox, net)
                     prox.attach()
+                    sharded._GATHER_RANKS = 1 if case.endswith("/one_candidate") else gather_ranks
                     _train(net, opt, model_name, dtype)
+                    sharded._GATHER_RANKS = gather_ranks
                     worst = 0.0
                     zeros = 0
                     for (n, p), (_, q) in zip(net.named_parameters(), ref.named_parameters()):
@@ -176,6 +184,27 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, dtype_name: str
         dist.all_gather(gathered, local)
         report["replicated_bit_identical"] = all(torch.equal(gathered[0], t) for t in gathered[1:])
         report["replicated_bytes"] = sum(t._plan.comm.bytes for t in prox.terms)  # (counted as sent: none were)
+        # _Comm.all_reduce_sum_least on rows split across the ranks (a 4 x 6
+        # weight's "shape" rows under Shard(0)): each rank's 3 least entries
+        # of two rows (+inf where fewer) merged into the 3 least of both,
+        # by an all-gather, or the least by a maximum (K = 1); the maxima
+        # and the sums as all-reduces
+        from torch.distributed.tensor import Shard
+
+        comm = sharded._Comm(distribute_tensor(torch.zeros(4, 6, dtype=dtype), mesh, [Shard(0)]), "shape")
+        inf = float("inf")
+        mine = [[[1.0, 5.0], [2.0, inf], [7.0, inf]], [[0.5, 3.0], [2.0, 5.0], [inf, inf]]][rank]
+        merged = {}
+        for K in (3, 1):
+            least = torch.tensor(mine[:K], dtype=dtype)
+            maxes = torch.tensor([[rank, -rank], [2.0 * rank, 1.0]], dtype=dtype)
+            sums = torch.ones(3, 2, dtype=dtype)
+            comm.all_reduce_sum_least(sums, least, maxes)
+            merged[K] = (least.tolist(), maxes.tolist(), sums.tolist())
+        report["least_merged"] = comm.split and merged == {
+            3: ([[0.5, 3.0], [1.0, 5.0], [2.0, 5.0]], [[1.0, 0.0], [2.0, 1.0]], [[2.0, 2.0]] * 3),
+            1: ([[0.5, 3.0]], [[1.0, 0.0], [2.0, 1.0]], [[2.0, 2.0]] * 3),
+        }
         if rank == 0:
             with open(os.path.join(out_dir, f"report_{dtype_name}.json"), "w") as f:
                 json.dump(report, f)
@@ -195,6 +224,7 @@ def test_fsdp2_prox_equals_the_single_process_prox(tmp_path, dtype_name, rtol):
     report = _run(tmp_path, dtype_name)
     assert report.pop("replicated_bit_identical") is True
     assert report.pop("replicated_bytes") == 0  # (OWL on a Replicate()d tensor was counted as a gather of it)
+    assert report.pop("least_merged") is True
     bad = {k: v["rel"] for k, v in report.items() if not v["rel"] <= rtol}
     assert not bad, bad
     assert all(v["steps"] == STEPS for v in report.values())

@@ -831,35 +831,37 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     xp = array_namespace(S)
     t0 = _k.tau_below(S, n, m, a_eff, b_eff, xp, r=_k.ratio_above(F1, Q1, n, m, xp))
     proven = (H > 0) & (H < math.inf) & (H <= t0)
-    # the candidates: the K least y above H, in increasing order; candidate
-    # j's support sums are those above H less the entries below it (its
-    # j predecessors, proved off the support), its test that of the
-    # first; a row is decided by the first candidate that passes, after
-    # the others before it failed (phi <= 0 on conditioned sums: they are
-    # off the support, and tau >= them); a candidate tied with the one
-    # before it is that one, already tested
-    Yk = Fk = D2k = kf = torch.zeros_like(H)
-    cut, low, start = H, below, t0  # (the supports' cut {y > cut}, the largest y off them, the search's start)
-    open_, decided = proven, torch.zeros_like(proven)
-    for j in range(least.shape[0]):
-        C = least[j]
-        fresh = C < math.inf
-        if j:
-            Cp = least[j - 1]
-            F1, Q1, FR, QR, n = F1 - (Cp - H), Q1 - (Cp - H) ** 2, FR - (Cp - R), QR - (Cp - R) ** 2, n - 1
-            fresh = fresh & (C > Cp)
-        F, D2, conditioned = _candidate_sums(C, n, F1, Q1, FR, QR, H, R)
-        passes = C - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0
-        here = open_ & fresh & conditioned & passes
-        decided = decided | here
-        Yk, Fk, D2k, kf = (torch.where(here, v, w) for v, w in ((C, Yk), (F, Fk), (D2, D2k), (n, kf)))
-        if j:
-            cut, low = torch.where(here, Cp, cut), torch.where(here, Cp, low)
-        off = fresh & conditioned & ~passes
-        start = torch.where(open_ & off, torch.maximum(start, C), start)
-        open_ = open_ & ~here & (off | (~fresh & (C < math.inf)))
-    D2 = D2k
-    below = low
+    # the candidates: the K least y above H, in increasing order (a (K,
+    # rows) tensor: all K at once); candidate j's support sums are those
+    # above H less the terms of the j entries below it (proved off the
+    # support), its test that of the first; a row is decided by the first
+    # candidate that passes, after the others before it failed (phi <= 0
+    # on conditioned sums: they are off the support, and tau >= them); a
+    # candidate tied with the one before it is that one, already tested
+    C = least
+    K = C.shape[0]
+    prev = torch.cat([H[None], C[:-1]])  # (the cut below each: {y > prev} = {y >= C})
+    j = torch.arange(K, dtype=C.dtype, device=C.device)[:, None]
+
+    def less_those_below(sums, p, square):
+        d = C[:-1] - p
+        terms = d * d if square else d
+        return sums - torch.cat([torch.zeros_like(sums)[None], torch.cumsum(terms, dim=0)])
+
+    F, D2, conditioned = _candidate_sums(
+        C, n - j, less_those_below(F1, H, False), less_those_below(Q1, H, True),
+        less_those_below(FR, R, False), less_those_below(QR, R, True), H, R)
+    passes = C - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0
+    fresh = (C < math.inf) & (C > prev)
+    through = (fresh & conditioned & ~passes) | (~fresh & (C < math.inf))  # (off the support, or a tie)
+    before = torch.cat([torch.ones_like(proven)[None], torch.cumprod(through[:-1], dim=0).bool()])
+    here = proven & before & fresh & conditioned & passes  # (at most one j per row)
+    decided = here.any(dim=0)
+    Yk, Fk, D2, kf = (torch.where(here, v, 0.0).sum(dim=0) for v in (C, F, D2, (n - j).expand_as(C)))
+    cut = torch.where(decided, torch.where(here, prev, 0.0).sum(dim=0), H)
+    below = torch.where(decided & ~here[0], cut, below)  # (the largest y off the support)
+    # (the search's start: t0, or the last candidate found off the support, if greater)
+    start = torch.maximum(t0, torch.where(proven & before & through & fresh, C, 0.0).amax(dim=0))
     rest = active & ~decided
     sups = None if on_numba and not bool(rest.any()) else Ys.map(lambda Y, c: Y > c, cut)
     if bool(rest.any()):
