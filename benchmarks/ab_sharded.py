@@ -17,8 +17,10 @@ ranks).  Two comparisons per penalty:
   set of collectives), on the ``"auto"`` route;
 * *candidates* (the exclusive penalties): ``sharded._CANDIDATES = 1`` (a
   hinted row's least entry above its hint alone, as on more ranks than
-  ``sharded._GATHER_RANKS``: where it fails, the search's route, two more
-  collectives) against the default 3 (all-gathered), batched, ``"auto"``.
+  ``sharded._GATHER_RANKS``: the sums all-reduced beside a maximum, and
+  where the entry fails, the search's route, two more collectives) against
+  the default 3 (with the sums and maxima in one all-gather), batched,
+  ``"auto"``.
   The mean number of collectives per prox step is reported too.
 
 Each variant has a ``ProximalStep`` of its own (its plans and the hints

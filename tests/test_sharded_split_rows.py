@@ -70,16 +70,16 @@ class _ThreadComm:
         return out
 
     def all_reduce_sum_least(self, t_sum, least, maxes):
-        """The two collectives of _Comm.all_reduce_sum_least, one after the
-        other: with K = 1 a maximum, else an all-gather merged by
-        sharded._merge_least."""
-        self.all_reduce(t_sum)
+        """_Comm.all_reduce_sum_least's collectives: with K = 1 the sum, then
+        the maximum; else one all-gather, reduced by
+        sharded._reduce_gathered."""
         if least.shape[0] == 1:
+            self.all_reduce(t_sum)
             ext = self.all_reduce(torch.cat([-least, maxes]), dist.ReduceOp.MAX)
             least.copy_(-ext[:1])
             maxes.copy_(ext[1:])
         else:
-            sharded._merge_least(self.all_gather(torch.cat([least, maxes])), least, maxes)
+            sharded._reduce_gathered(self.all_gather(torch.cat([t_sum, least, maxes])), t_sum, least, maxes)
 
 
 def _on_two_ranks(work, candidates: int = sharded._CANDIDATES):
@@ -358,6 +358,14 @@ def _solve_hinted(cases, hints, candidates: int = sharded._CANDIDATES):
     return [np.concatenate([p0, p1], axis=1) for p0, p1 in zip(*parts)], rounds
 
 
+def _hinted_rounds(candidates: int = sharded._CANDIDATES) -> int:
+    """The collectives of a step that the hints decide: one all-gather
+    (sums, least entries, maxima), or with one candidate (a maximum, as on
+    more ranks than sharded._GATHER_RANKS) an all-reduce of the sums and
+    one of the maxima."""
+    return 1 if candidates > 1 else 2
+
+
 def _close_to_exact(X, W, a, b):
     """X (float32) is the exact prox of float32 rows W rounded once, to the
     float64 solver's error: the same zeros, values within a float32 unit
@@ -393,16 +401,17 @@ def _training_step(rng, X, size=1e-5):
 
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("group_part", [False, True])
-def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_part, route):
+def test_a_training_step_with_the_last_steps_hints_takes_one_collective(group_part, route):
     """float32 rows of two tensors over three training steps: the first
     step, without hints, takes the all-reduces of the route without them
     (the candidate's 4 for the exclusive lasso; group+exclusive with a
-    large a searches) and leaves a hint per row; every later step is decided by the hints in 2 (the sums
-    and the maxima above them), and each is the exact prox.  A step that
-    moves the rows far (a gradient step of 1e-3 where tau is about 1e-4:
-    the threshold moves by more than the hint's margin) takes 4: the hints'
-    2, then the candidate's 2 from the whole row's bound (or above the
-    hint's, where it proved itself)."""
+    large a searches) and leaves a hint per row; every later step is
+    decided by the hints in their one all-gather (the sums and the least
+    entries above them, the maxima), and each is the exact prox.  A step
+    that moves the rows far (a gradient step of 1e-3 where tau is about
+    1e-4: the threshold moves by more than the hint's margin) takes 3: the
+    hints' 1, then the candidate's 2 from the whole row's bound (or above
+    the hint's, where it proved itself)."""
     rng = np.random.default_rng(8)
     shapes = ((8, 300), (5, 120), (40, 10))  # (rows of 10: the MLP's 10 x 300 layer under "shape")
     Ws = [_training_rows(rng, G, m).astype(np.float32) for G, m in shapes]
@@ -415,7 +424,7 @@ def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_p
         cases = [(W, a_of(W), b, W.shape[1] // 2) for W, b in zip(Ws, bs)]
         with _route(route):
             Xs, rounds = _solve_hinted(cases, hints)
-        assert rounds == (_split_solve_together(cases)[1] if step == 0 else 2), (step, rounds)
+        assert rounds == (_split_solve_together(cases)[1] if step == 0 else _hinted_rounds()), (step, rounds)
         assert all(h is not None and bool((h[0] > 0).all()) for h in hints[0])
         for X, (W, a, b, _) in zip(Xs, cases):
             _close_to_exact(X, W, a, b)
@@ -424,7 +433,7 @@ def test_a_training_step_with_the_last_steps_hints_takes_two_all_reduces(group_p
     cases = [(W, a_of(W), b, W.shape[1] // 2) for W, b in zip(Ws, bs)]
     with _route(route):
         Xs, rounds = _solve_hinted(cases, hints)
-    assert rounds == 4
+    assert rounds == _hinted_rounds() + 2
     for X, (W, a, b, _) in zip(Xs, cases):
         _close_to_exact(X, W, a, b)
 
@@ -438,9 +447,10 @@ def test_entries_between_the_hint_and_the_new_threshold(between, group_part, rou
     least entry above the hint fails its test, and each of the next of
     the K = 3 least entries is a candidate on the same sums less the
     entries below it.  With up to 2 such entries (a third candidate then
-    decides) the step takes the hints' 2 collectives, with 3 the search's
-    route too (4), and with one candidate (K = 1, as on many ranks) 4
-    already for one entry; every result is the exact prox."""
+    decides) the step takes the hints' one collective, with 3 the search's
+    route too (2 more), and with one candidate (K = 1, as on more ranks
+    than sharded._GATHER_RANKS: 2 collectives) 2 more already for one
+    entry; every result is the exact prox."""
     rng = np.random.default_rng(31)
     W = _training_rows(rng, 6, 300).astype(np.float32)
     a_of = lambda W: (1e-3 * np.sqrt((W.astype(np.float64) ** 2).sum(axis=1))) if group_part else np.zeros(W.shape[0])  # noqa: E731
@@ -463,7 +473,7 @@ def test_entries_between_the_hint_and_the_new_threshold(between, group_part, rou
         W[2, col] = np.float32(H + (tau - H) * f) * (1.0 if W[2, col] >= 0 else -1.0)
     assert np.all((np.abs(W[2, cols]) > H) & (np.abs(W[2, cols]) < tau))
     cases = [(W, a_of(W), b, 150)]
-    for K, want in ((3, 2 if between < 3 else 4), (1, 4)):
+    for K, want in ((3, _hinted_rounds(3) + (0 if between < 3 else 2)), (1, _hinted_rounds(1) + 2)):
         h = [[hints[r][0].clone()] for r in (0, 1)]
         with _route(route):
             (X,), rounds = _solve_hinted(cases, h, candidates=K)
@@ -504,7 +514,7 @@ def test_hints_never_change_the_support(route, case, data):
     """float32 rows (a training step's, and rows that need the search) with
     any hints, good, wrong, tied with an entry, or none, and any guesses of
     the support's least entry: the prox is the exact one (the hints decide
-    the rows, or the route without them runs after their two all-reduces),
+    the rows, or the route without them runs after their collective),
     and the hints left for the next call are 0 or lower bounds of each
     row's threshold (phi <= 0 there, exactly)."""
     W64, a, b, cut = case
@@ -523,7 +533,7 @@ def test_hints_never_change_the_support(route, case, data):
         (X,), rounds = _solve_hinted([(W, a, b, cut)], hints)
     _close_to_exact(X, W, a, b)
     np.testing.assert_array_equal(X == 0, plain[0] == 0)
-    assert rounds == 2 or rounds <= plain_rounds + 2
+    assert rounds == _hinted_rounds() or rounds <= plain_rounds + _hinted_rounds()
     left = hints[0][0][0].numpy()
     assert np.all(np.isfinite(hints[0][0].numpy())) and np.all(hints[0][0].numpy() >= 0)
     for r in np.flatnonzero(left > 0):
@@ -721,7 +731,7 @@ def test_a_training_step_on_numba_runs_its_passes_not_the_torch_operations(monke
         monkeypatch.setattr(sharded, "_hinted_stats_torch", refuse)
         monkeypatch.setattr(sharded, "_support_map_torch", refuse)
         (X,), rounds = _solve_hinted([(W, a, b, 150)], hints)
-    assert rounds == 2
+    assert rounds == _hinted_rounds()
     _close_to_exact(X, W, a, b)
 
 
