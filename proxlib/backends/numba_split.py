@@ -14,7 +14,7 @@ strides (1, G)).  Both run serially (``nogil``; no thread pool), as the
 other CPU kernels of a training step (:mod:`proxlib.backends.torch_dev`).
 
 :func:`hinted_stats` is the local part of
-:func:`proxlib.torch.sharded._hinted_numbers`' two collectives: with
+:func:`proxlib.torch.sharded._hinted_numbers`' collective: with
 y = |w| in float64, H_g the hint of row g's threshold and R_g the guess of
 its support's least entry,
 

@@ -43,12 +43,16 @@ group+exclusive                                   bytes; they scale the rows), o
                                                   most ~64 per row), then one of the
                                                   support's 2 extremes and one of its 3
                                                   statistics.  float32 training steps after
-                                                  the first: 2 (80 G_loc bytes of sums above
-                                                  the last step's threshold, 24 of maxima;
-                                                  the second does not wait for the first),
-                                                  which decide the rows from the last step's
-                                                  hints (4 for a step where some row moved
-                                                  more than a hint allows).
+                                                  the first: one all-gather on up to 8 ranks
+                                                  (120 G_loc bytes per rank: 80 of sums
+                                                  above the last step's threshold, 24 of its
+                                                  3 least entries above it, 16 of maxima;
+                                                  on more ranks 2 all-reduces, the sums and
+                                                  24 bytes of extremes, the second not
+                                                  waiting for the first), which decides the
+                                                  rows from the last step's hints (2 more
+                                                  for a step where some row moved more than
+                                                  a hint allows).
                                                   All of a step's terms on rows split over
                                                   the same ranks together (one set of
                                                   collectives, rows concatenated)
@@ -306,13 +310,14 @@ def _row_norms_split(R_, comm: _Comm) -> torch.Tensor:
     return _row_norms_split_blocks([R_], comm)[0]
 
 
-def _row_norms_split_blocks(Rs: list, comm: _Comm) -> list:
+def _row_norms_split_blocks(Rs: list, comm: _Comm, nb=False) -> list:
     """:func:`_row_norms_split` of several tensors' rows of one dtype, split
     across the same ranks, in one set of collectives (each row's norm the
-    one it has alone)."""
+    one it has alone); ``nb``: :func:`_split_kernels` of them where the
+    caller has it."""
     sizes = [R_.shape[0] for R_ in Rs]
     if Rs[0].dtype != torch.float64:
-        nb = _split_kernels(Rs)
+        nb = _split_kernels(Rs) if nb is False else nb
         return list(torch.split(torch.sqrt(comm.all_reduce(torch.cat([_local_sumsq(R_, nb) for R_ in Rs]))), sizes))
     s, _ = _row_scale_split([R_.abs() for R_ in Rs], comm)
     B2 = [R_ / sc for R_, sc in zip(Rs, torch.split(s[:, None], sizes))]
@@ -1143,9 +1148,9 @@ def run_split_rows(members: list) -> None:
     and GrOWL's row norms: :func:`_row_norms_split_blocks`, one all-reduce
     for float32 data, each GrOWL term's OWL of its G norms then on every
     rank alike; the exclusive penalties': :func:`_group_exclusive_split_blocks`,
-    4 all-reduces in a first training step, then 2 with the hints each
-    step leaves its plans for the next, float32); each tensor's result is
-    the one it has alone."""
+    4 all-reduces in a first training step, then 1 collective with the
+    hints each step leaves its plans for the next, float32, on up to
+    _GATHER_RANKS ranks); each tensor's result is the one it has alone."""
     buckets: dict = {}
     for m in members:
         family = "norms" if m.plan.pen.kernel in ("group_lasso", "growl") else "exclusive"
@@ -1156,7 +1161,7 @@ def run_split_rows(members: list) -> None:
             comm = on[0].plan.comm
             if family == "norms":
                 nb = _split_kernels([m.rows for m in on])
-                for m, nrm in zip(on, _row_norms_split_blocks([m.rows for m in on], comm)):
+                for m, nrm in zip(on, _row_norms_split_blocks([m.rows for m in on], comm, nb)):
                     m.write(_scale_local_rows(m.rows, _norms_factor(m.plan.pen.kernel, nrm, m.thresholds[0]), nb))
             else:
                 hints = [m.plan.split_hint for m in on]
