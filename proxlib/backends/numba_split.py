@@ -148,7 +148,8 @@ def _extremes(A, H, least, below, top):
     vectorisation, 3.4x the time of the two passes (0.37 against 0.11 ms
     on the 150 x 784 shard).  With K > 1 each row of A is first turned
     into its entries' bits above H (the others +inf), which then pass down
-    the K least: each loop over the rows g vectorises."""
+    the K least: each loop over the rows g vectorises (hinted_stats on the
+    150 x 784 float32 shard: 95 us with K = 1, 114 us with K = 3)."""
     P, G = A.shape
     K = least.shape[0]
     if G == 0:
