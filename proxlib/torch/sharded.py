@@ -875,7 +875,7 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     passes = C - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0
     fresh = (C < math.inf) & (C > prev)
     through = (fresh & conditioned & ~passes) | (~fresh & (C < math.inf))  # (off the support, or a tie)
-    before = torch.cat([torch.ones_like(proven)[None], torch.cumprod(through[:-1], dim=0).bool()])
+    before = torch.cat([torch.ones_like(proven)[None], torch.cumprod(through[:-1].to(torch.int64), dim=0).bool()])
     here = proven & before & fresh & conditioned & passes  # (at most one j per row)
     decided = here.any(dim=0)
     Yk, Fk, D2, kf = (torch.where(here, v, 0.0).sum(dim=0) for v in (C, F, D2, (n - j).expand_as(C)))
