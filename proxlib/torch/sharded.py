@@ -864,14 +864,13 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     prev = torch.cat([H[None], C[:-1]])  # (the cut below each: {y > prev} = {y >= C})
     j = torch.arange(K, dtype=C.dtype, device=C.device)[:, None]
 
-    def less_those_below(sums, p, square):
-        d = C[:-1] - p
-        terms = d * d if square else d
-        return sums - torch.cat([torch.zeros_like(sums)[None], torch.cumsum(terms, dim=0)])
-
-    F, D2, conditioned = _candidate_sums(
-        C, n - j, less_those_below(F1, H, False), less_those_below(Q1, H, True),
-        less_those_below(FR, R, False), less_those_below(QR, R, True), H, R)
+    # (the sums F1, Q1, FR, QR less, for each candidate, the terms y - H,
+    # (y - H)^2, y - R, (y - R)^2 of the candidates below it: exclusive
+    # cumulative sums, the four at once)
+    dH, dR = C[:-1] - H, C[:-1] - R
+    removed = torch.cumsum(torch.stack([dH, dH * dH, dR, dR * dR]), dim=1)
+    sums = torch.stack([F1, Q1, FR, QR])[:, None] - torch.cat([removed.new_zeros((4, 1, C.shape[1])), removed], dim=1)
+    F, D2, conditioned = _candidate_sums(C, n - j, *sums, H, R)
     passes = C - b_eff * F * _group_factor(torch.sqrt(D2), a_eff) > 0
     fresh = (C < math.inf) & (C > prev)
     through = (fresh & conditioned & ~passes) | (~fresh & (C < math.inf))  # (off the support, or a tie)
