@@ -191,7 +191,7 @@ class _Comm:
         the exclusive lasso's hinted step from 5.2 to 3.5 ms (the sums'
         all-reduce beside an all-gather of the rest: ``ab_sharded.py``'s
         way, 14:51 UTC)."""
-        K, k = least.shape[0], t_sum.shape[0]
+        K = least.shape[0]
         for g in self.split_groups:
             if K > 1:
                 ext = torch.cat([t_sum, least, maxes])
@@ -304,10 +304,11 @@ def _local_shape(shape, mesh, placements) -> tuple[int, ...]:
 # ----------------------------------------------------------------- split-row statistics
 
 
-def _row_norms_split(R_, comm: _Comm) -> torch.Tensor:
+def _row_norms_split(R_, comm: _Comm, nb=False) -> torch.Tensor:
     """Norms of rows split across ranks (float64): one all-reduce for float32
-    data (float32 squares are exact in float64); max then scaled sum for float64."""
-    return _row_norms_split_blocks([R_], comm)[0]
+    data (float32 squares are exact in float64); max then scaled sum for float64.
+    ``nb``: as for :func:`_row_norms_split_blocks`."""
+    return _row_norms_split_blocks([R_], comm, nb)[0]
 
 
 def _row_norms_split_blocks(Rs: list, comm: _Comm, nb=False) -> list:
@@ -860,7 +861,6 @@ def _hinted_numbers(A: _Blocks, a64, bf, finite, HR, comm: _Comm, on_numba=None)
     # on conditioned sums: they are off the support, and tau >= them); a
     # candidate tied with the one before it is that one, already tested
     C = least
-    K = C.shape[0]
     prev = torch.cat([H[None], C[:-1]])  # (the cut below each: {y > prev} = {y >= C})
     j = torch.arange(K, dtype=C.dtype, device=C.device)[:, None]
 
@@ -1107,14 +1107,14 @@ def build_plan(term, leaf: DTensor, resolve_penalty) -> ShardedPlan:
             if not comm.split and kind != "growl":
                 X = kernel(Rw, *thr, *fixed, **({"check_finite": check_finite} if kw_fused else {}))
             elif kind in ("group_lasso", "growl"):
-                nrm = _row_norms_split(Rw, comm) if comm.split else _stages.row_norms(Rw, torch_dev.PRIMITIVES)
+                nb = _split_kernels([Rw]) if comm.split else None
+                nrm = _row_norms_split(Rw, comm, nb) if comm.split else _stages.row_norms(Rw, torch_dev.PRIMITIVES)
                 if check_finite and not bool(torch.isfinite(nrm).all()):
                     raise ValueError("the parameter contains NaN or Inf")
-                if kind == "group_lasso":
-                    f = _stages.group_lasso_factor(nrm, thr[0])
-                else:
-                    f = comm.local_rows_of(_stages.growl_factor(comm.gather_rows(nrm), thr[0], torch_dev._owl_vector))
-                X = _scale_local_rows(Rw, f, _split_kernels([Rw]) if comm.split else None)
+                # (GrOWL's OWL couples all G norms: gathered where the rows are also partitioned)
+                f = (_norms_factor(kind, nrm, thr[0]) if kind == "group_lasso"
+                     else comm.local_rows_of(_norms_factor(kind, comm.gather_rows(nrm), thr[0])))
+                X = _scale_local_rows(Rw, f, nb)
             elif kind in ("exclusive_lasso", "group_exclusive"):
                 X = _group_exclusive_split(Rw, *exclusive_thresholds(thr), comm)
             else:  # pragma: no cover - every row kernel is listed above
