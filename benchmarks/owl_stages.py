@@ -15,6 +15,13 @@ process, the floor issue 13's targets are judged against.  Stages that do
 not run (e.g. the runs of equal truncated keys of float32, whose keys hold
 every bit) are left out.  The sum of the stages is below the whole call by
 the Python between them.
+
+``--ab-parts`` instead compares, call by call (interleaved, the order
+alternating), the two ways a parallel call radix-sorts its two parts of
+the keys (``numba_cpu._RADIX_PARTS_IN_REGION``: one parallel region, or a
+serial partition and a helper thread), on N(0, 1) entries with the weights
+of ``run.py`` (``linspace(2, 0)``) and small ones (``1e-3`` times sorted
+uniforms), checking that both give the same bits.
 """
 
 from __future__ import annotations
@@ -72,12 +79,53 @@ def stage_times(v, w, parallel: bool, runs: int) -> tuple[dict[str, float], floa
     return {name: statistics.median(ts) for name, ts in per_stage.items()}, statistics.median(whole)
 
 
+def ab_parts(sizes, runs: int) -> None:
+    """Print the medians of the whole parallel call with the parts sorted in
+    one region and in a helper thread, and their ratio (see the module)."""
+    print(f"numba_cpu.owl, parallel, radix sort of the parts: region against helper thread; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if NB._key_sort() is not NB._radix_sort_keys:
+        print("(this CPU sorts the keys with NumPy's sort: both runs take the helper thread)")
+    print("| n | dtype | weights | region (ms) | thread (ms) | ratio |")
+    print("|---|---|---|---:|---:|---:|")
+    rng = np.random.default_rng(1)
+    kept = NB._RADIX_PARTS_IN_REGION
+    try:
+        for n in map(int, sizes):
+            for dtype in ("float64", "float32"):
+                v = rng.standard_normal(n).astype(dtype)
+                for kind in ("linspace(2, 0)", "small"):
+                    w = (np.linspace(2.0, 0.0, n) if kind != "small" else np.sort(rng.random(n))[::-1] * 1e-3).astype(dtype)
+                    outs, times = [], ([], [])
+                    for region in (True, False):
+                        NB._RADIX_PARTS_IN_REGION = region
+                        outs.append(NB.owl(v, w, parallel=True))
+                    if not np.array_equal(outs[0].view(np.uint8), outs[1].view(np.uint8)):
+                        raise AssertionError(f"the two routes differ at n={n}, {dtype}, {kind}")
+                    for r in range(runs):
+                        for region in ((True, False) if r % 2 else (False, True)):
+                            NB._RADIX_PARTS_IN_REGION = region
+                            t = time.perf_counter()
+                            NB.owl(v, w, parallel=True)
+                            times[0 if region else 1].append(time.perf_counter() - t)
+                    a, b = (statistics.median(x) * 1e3 for x in times)
+                    print(f"| {n:.0e} | {dtype} | {kind} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
+    finally:
+        NB._RADIX_PARTS_IN_REGION = kept
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=float, nargs="+", default=[1e6])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--parallel", action="store_true", help="the kernel's parallel route (default: serial)")
+    ap.add_argument("--ab-parts", action="store_true",
+                    help="compare the two ways of radix-sorting the parts (see the module) instead")
     args = ap.parse_args(argv)
+    if args.ab_parts:
+        ab_parts(args.sizes, args.runs)
+        return
     rng = np.random.default_rng(0)
     print(f"numba_cpu.owl, {'parallel' if args.parallel else 'serial'}; load average {os.getloadavg()[0]:.2f}")
     for n in map(int, args.sizes):

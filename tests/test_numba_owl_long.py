@@ -98,12 +98,15 @@ def key_sort(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.parametrize("in_region", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_partitioned_key_sort_equals_one_sort(dtype, key_sort):
+def test_partitioned_key_sort_equals_one_sort(dtype, key_sort, in_region, monkeypatch):
     """The parallel path's partition + two sorts give exactly the serial
     path's single sort, also where the pivot splits the keys unevenly (or not
-    at all), with either sort of the keys."""
+    at all), with either sort of the keys, and the radix sort's parts sorted
+    in one parallel region or in a helper thread (_RADIX_PARTS_IN_REGION)."""
     assert N >= NB._OWL_SPLIT_SORT
+    monkeypatch.setattr(NB, "_RADIX_PARTS_IN_REGION", in_region)
     ibits, mask, magbits = ((np.int64, np.int64(0x7FFFFFFFFFFFFFFF), 63) if dtype == np.float64
                             else (np.int32, np.int64(0x7FFFFFFF), 31))
     ib = (N - 1).bit_length()

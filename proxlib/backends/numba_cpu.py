@@ -4008,12 +4008,20 @@ def _owl_key_flip(mask, t, ib):
     return np.int64(-(2**63)) if magbits - t + ib + 1 == 64 else np.int64(0)
 
 
+@_inline
+def _owl_key(b, mg, i, ib, flip):
+    """The key of entry i, whose bits are b (as int64: int32 bits
+    sign-extend) and truncated magnitude bits mg = (b & mask) >> t: the
+    unsigned key's bits XOR ``flip``."""
+    return ((mg << (ib + 1)) | (i << 1) | ((b >> 63) & 1)) ^ flip
+
+
 @_jit
 def _owl_keys(vbits, mask, t, ib, flip, keys):
     """keys[i] for every i (the unsigned key's bits XOR ``flip``)."""
     for i in range(keys.shape[0]):
         b = np.int64(vbits[i])
-        keys[i] = ((((b & mask) >> t) << (ib + 1)) | (i << 1) | ((b >> 63) & 1)) ^ flip  # int32 bits sign-extend
+        keys[i] = _owl_key(b, (b & mask) >> t, i, ib, flip)
 
 
 @_jit
@@ -4029,7 +4037,7 @@ def _owl_keys_split(vbits, mask, t, ib, flip, keys, pivot):
     for i in range(n):
         b = np.int64(vbits[i])
         mg = (b & mask) >> t
-        key = ((mg << (ib + 1)) | (i << 1) | ((b >> 63) & 1)) ^ flip
+        key = _owl_key(b, mg, i, ib, flip)
         # branch-free (the test is a coin flip): the key goes to both ends of
         # the free slots, and the end it does not belong to stays free
         keys[lo] = key
@@ -4040,7 +4048,77 @@ def _owl_keys_split(vbits, mask, t, ib, flip, keys, pivot):
     return lo
 
 
+@_jit
+def _owl_count_below(vbits, mask, t, pivot):
+    """#{i: (vbits_i & mask) >> t < pivot}: one vectorised pass."""
+    c = 0
+    for i in range(vbits.shape[0]):
+        c += np.int64(((np.int64(vbits[i]) & mask) >> t) < pivot)
+    return c
+
+
+@_jit
+def _owl_keys_part(vbits, mask, t, ib, flip, keys, pivot, nlo, above):
+    """One part of _owl_keys_split's partition, in increasing index order,
+    knowing its size: the nlo keys whose truncated magnitude bits are below
+    ``pivot`` into keys[:nlo] (``above`` False: from the front, v read
+    forward), or the others into keys[nlo:] (from the back, v read
+    backward).  Branch-free: each key is stored at the part's next free
+    slot, which advances only when the key belongs there; the scan stops
+    when the part is full, so no store leaves it (the other part may be
+    filled at the same time, by another thread)."""
+    n = keys.shape[0]
+    if not above:
+        lo = 0
+        if nlo > 0:
+            for i in range(n):
+                b = np.int64(vbits[i])
+                mg = (b & mask) >> t
+                keys[lo] = _owl_key(b, mg, i, ib, flip)
+                lo += np.int64(mg < pivot)
+                if lo == nlo:
+                    break
+    else:
+        hi = n
+        if nlo < n:
+            for i in range(n - 1, -1, -1):
+                b = np.int64(vbits[i])
+                mg = (b & mask) >> t
+                keys[hi - 1] = _owl_key(b, mg, i, ib, flip)
+                hi -= np.int64(mg >= pivot)
+                if hi == nlo:
+                    break
+
+
+@_pjit
+def _owl_radix_sorted_parts(vbits, mask, t, ib, flip, keys, tmp, pivot, low):
+    """The keys, sorted (as _owl_keys then :func:`_radix_sort_keys`), in one
+    parallel region of two tasks: each counts the keys below ``pivot`` (a
+    vectorised pass, so that neither needs the other), packs its part of
+    the partition (:func:`_owl_keys_part`: both parts in increasing index
+    order, as the radix sort over the bits from ``low`` needs) and sorts it
+    (``tmp``: int64 scratch, at least n long).  Each task reads v whole
+    where _owl_keys_split read it once; no thread is started and none waits
+    for another between the partition and the sorts.  Returns the size of
+    the first part."""
+    nlos = np.zeros(2, dtype=np.int64)
+    n = keys.shape[0]
+    for part in prange(2):
+        nlo = _owl_count_below(vbits, mask, t, pivot)
+        nlos[part] = nlo
+        _owl_keys_part(vbits, mask, t, ib, flip, keys, pivot, nlo, part == 1)
+        if part == 0:
+            _radix_sort(keys[:nlo], tmp[:nlo], low)
+        else:
+            _radix_sort(keys[nlo:], tmp[nlo:n], low)
+    return nlos[0]
+
+
 _OWL_SPLIT_SORT = 1 << 18  # parallel calls on at least this many entries sort two parts at once
+#: whether parallel radix sorts of the OWL keys run in one parallel region
+#: (_owl_radix_sorted_parts), else as NumPy's sorts do (a serial partition,
+#: then a helper thread): the A/B of ``benchmarks/owl_stages.py --ab-parts``
+_RADIX_PARTS_IN_REGION = True
 _OWL_PIVOT_SAMPLE = 1023
 
 
@@ -4250,10 +4328,21 @@ def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
     sort on CPUs where that is slow; ``tmp``: int64 scratch for the radix
     sort, at least n long, else it allocates one): the order of the
     unsigned keys.  Parallel calls on >= 2^18 entries partition the keys
-    around a sampled median as they are formed and sort the two parts at once
-    (both sorts release the GIL: one part in a helper thread): no merge, no
-    extra pass.  The keys are distinct (they hold the index), so the sorted
-    order is the same either way."""
+    around a sampled median as they are formed and sort the two parts at once:
+    no merge.  The radix sort does it in one parallel region of two tasks
+    (:func:`_owl_radix_sorted_parts`); NumPy's sort in two threads (both
+    sorts release the GIL: one part in a helper thread) after a serial
+    partition (:func:`_owl_keys_split`).  The keys are distinct (they hold
+    the index), so the sorted order is the same either way.
+
+    The region against the helper thread, radix sort (:data:`_RADIX_PARTS_IN_REGION`;
+    an interleaved A/B, ``benchmarks/owl_stages.py --ab-parts``; 2-core AMD EPYC
+    Zen 4 VM, 2026-12-07, load 0.6-1.0; the whole ``owl`` call, N(0, 1)
+    entries): 0.67-0.78x the time at 1e6 entries, 0.93-1.00x at 1e7.  The
+    helper thread started after numba's pool had run the call's earlier
+    parallel stages, and shared a core with its workers while they still
+    spun, waiting for work (OpenMP's default wait policy); the partition's
+    serial pass also went."""
     n = vbits.shape[0]
     keys = np.empty(n, dtype=np.int64)
     flip = _owl_key_flip(mask, t, ib)
@@ -4266,6 +4355,9 @@ def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
         # of the pool, a scheduler slice when the machine is shared
         _owl_keys(vbits, mask, t, ib, flip, keys)  # (in index order)
         sort(keys, tmp, low, False)
+        return keys
+    if sort is _radix_sort_keys and _RADIX_PARTS_IN_REGION:
+        _owl_radix_sorted_parts(vbits, mask, t, ib, flip, keys, tmp, _owl_pivot(vbits, mask, t), low)
         return keys
     nlo = _owl_keys_split(vbits, mask, t, ib, flip, keys, _owl_pivot(vbits, mask, t))
     # (the first part in index order, the second, packed from the back, in reverse)
