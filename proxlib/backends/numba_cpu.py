@@ -152,8 +152,11 @@ Algorithms (m = row length, G = rows, n = vector length):
   read back from v (insertion sort; numba's argsort for long runs; float64
   reads them all back from v in the sorted order, a random gather that
   asks for each entry 64 positions ahead).  Parallel calls on
-  >= 2^18 entries partition the keys around a sampled median as they form
-  them and sort the two parts at once (both sorts release the GIL): no merge;
+  >= 2^18 entries partition the keys around a sampled median and sort the
+  two parts at once, no merge: the radix sort in one parallel region whose
+  two tasks each count, pack and sort their part (_owl_radix_sorted_parts),
+  NumPy's sort in two threads (it releases the GIL) after one serial pass
+  forms and partitions the keys;
   (2) the support: z_i = |v|_(i) - w_i is never rounded (TwoSum), and the
   support is the k* largest magnitudes with k* the first index maximising the
   exact prefix sums of z (isotonic regression's min-max formula).  Chunk sums
