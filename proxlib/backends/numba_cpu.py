@@ -4340,8 +4340,9 @@ def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
 
     The region against the helper thread, radix sort (:data:`_RADIX_PARTS_IN_REGION`;
     an interleaved A/B, ``benchmarks/owl_stages.py --ab-parts``; 2-core AMD EPYC
-    Zen 4 VM, 2026-12-07, load 0.6-1.0; the whole ``owl`` call, N(0, 1)
-    entries): 0.67-0.78x the time at 1e6 entries, 0.93-1.00x at 1e7.  The
+    Zen 4 VM, 2026-12-07, load 0.3-1.5; the whole ``owl`` call, N(0, 1)
+    entries, three runs): 0.70-0.95x the time at 1e6 entries, 0.98-1.03x
+    at 1e7, where the sorts themselves outweigh what went.  The
     helper thread started after numba's pool had run the call's earlier
     parallel stages, and shared a core with its workers while they still
     spun, waiting for work (OpenMP's default wait policy); the partition's
