@@ -462,9 +462,10 @@ def _owl_block_verdicts(s, w, starts):
     sc = NB._owl_scale(s, w)
     vals = np.empty(nb)
     ordered = NB._owl_values(s, w, sc, starts, 0, nb, nb, vals, False)
-    vals_par = np.empty(nb)
-    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, vals_par, False)
-    np.testing.assert_array_equal(vals_par, vals)
+    for threads in (1, 2, 3):  # (each thread takes every threads-th range of blocks)
+        vals_par = np.empty(nb)
+        ordered_par = NB._owl_values_par(s, w, sc, starts, nb, vals_par, False, threads)
+        np.testing.assert_array_equal(vals_par, vals)
     pooled_starts, pooled_vals = starts.copy(), vals.copy()
     nb2 = NB._owl_monotone(s, w, sc, pooled_starts, nb, pooled_vals)
     unchanged = nb2 == nb and np.array_equal(pooled_vals, vals)
@@ -479,7 +480,7 @@ def _owl_block_verdicts(s, w, starts):
         for par in (False, True):
             means = np.where(single, z, np.nan)
             if par:
-                verdict = NB._owl_values_par(s, w, sc, starts, nb, means, True)
+                verdict = NB._owl_values_par(s, w, sc, starts, nb, means, True, 2)
             else:
                 verdict = NB._owl_values(s, w, sc, starts, 0, nb, nb, means, True)
             np.testing.assert_array_equal(means, vals)
@@ -576,7 +577,7 @@ def test_owl_values_from_the_pava_means_match_the_full_pass(data):
     skipped = means.copy()
     ordered = NB._owl_values(s, w, sc, starts, 0, nb, nb, skipped, True)
     skipped_par = means.copy()
-    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, skipped_par, True)
+    ordered_par = NB._owl_values_par(s, w, sc, starts, nb, skipped_par, True, data.draw(st.integers(1, 5)))
     np.testing.assert_array_equal(skipped[:nb], full[:nb])
     np.testing.assert_array_equal(skipped_par[:nb], full[:nb])
     assert ordered == ordered_par == ordered_full
