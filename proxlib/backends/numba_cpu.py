@@ -3923,10 +3923,10 @@ def _owl_values_par(s, w, sc, starts, nb, vals, pava_means, threads):
     whole's.  Each of the pool's threads takes every T-th range (T threads):
     a range's cost is its pooled blocks, which crowd at the low magnitudes
     (1e6 N(0, 1) entries, step * w = linspace(1, 0): 104k of the 150k pooled
-    blocks in the first half of the blocks, 5.2 ms of a serial pass's 6.7),
-    where prange's equal contiguous shares gave the first thread most of
-    them (serial 5.8 ms, two threads 5.5-5.7 ms, interleaved 4.0 ms; 2-core
-    AMD EPYC Zen 4, 2026-12-07).  ``threads``: the pool's, from the caller
+    blocks lie in the first half of the blocks, 5.2 ms serially against
+    1.5 ms for the second half), where prange's equal contiguous shares gave
+    the first thread most of them (all blocks serially 5.8 ms, two threads
+    5.5-5.7 ms, interleaved 4.0 ms; 2-core AMD EPYC Zen 4, 2026-12-07).  ``threads``: the pool's, from the caller
     (numba's get_num_threads inside compiled code would make it uncacheable).
     The same values and verdict for any ``threads`` >= 1."""
     nt = min(nb, 64)
@@ -4353,11 +4353,12 @@ def _owl_sorted_keys(vbits, mask, t, ib, par, tmp=None):
     an interleaved A/B, ``benchmarks/owl_stages.py --ab-parts``; 2-core AMD EPYC
     Zen 4 VM, 2026-12-07, load 0.3-1.5; the whole ``owl`` call, N(0, 1)
     entries, three runs): 0.70-0.95x the time at 1e6 entries, 0.98-1.03x
-    at 1e7, where the sorts themselves outweigh what went.  The
-    helper thread started after numba's pool had run the call's earlier
-    parallel stages, and shared a core with its workers while they still
-    spun, waiting for work (OpenMP's default wait policy); the partition's
-    serial pass also went."""
+    at 1e7, where the sorts themselves outweigh the rest.  The helper
+    thread started after numba's pool had run parallel stages, and shared
+    a core with its workers while they still spun, waiting for work
+    (OpenMP's default wait policy; ``OMP_WAIT_POLICY=PASSIVE`` shortened
+    the stage from 10-13.6 to 6.2-8.7 ms); and the partition was a serial
+    pass before either sort could start."""
     n = vbits.shape[0]
     keys = np.empty(n, dtype=np.int64)
     flip = _owl_key_flip(mask, t, ib)
