@@ -543,6 +543,51 @@ def test_owl_block_verdicts_pooled_next_to_singletons(s, w, starts, in_order):
     assert _owl_block_verdicts(s, w, np.array(starts, dtype=np.int64)) == (in_order,) * 3
 
 
+def _pava_merge_block_by_block(means, starts, nl, off, nr, n):
+    """_owl_pava_merge without its early exit: every block of the second part
+    taken through the pooling test (the loop as it was before the exit)."""
+    means, starts = list(means), list(starts)
+    stack = [[means[i], starts[i]] for i in range(nl)]
+    top_sum = stack[-1][0] * float(starts[off] - stack[-1][1])
+    for r in range(nr):
+        cmean, cst = means[off + r], starts[off + r]
+        en = starts[off + r + 1] if r + 1 < nr else n
+        csum = cmean * float(en - cst)
+        while stack and stack[-1][0] >= cmean:
+            tmean, tst = stack.pop()
+            csum += top_sum
+            cst = tst
+            cmean = min(max(csum / float(en - cst), cmean), tmean)
+            if stack:
+                top_sum = stack[-1][0] * float(cst - stack[-1][1])
+        stack.append([cmean, cst])
+        top_sum = csum
+    return [m for m, _ in stack], [b for _, b in stack]
+
+
+@given(st.data())
+def test_owl_pava_merge_stops_where_nothing_pools(data):
+    """The merge of two parts' PAVA blocks, which copies the second part's
+    blocks from the first that pools with nothing on, gives the blocks and
+    means of pooling them one by one: parts with ties, pooled and singleton
+    blocks, a second part that pools with nothing, a little or all of the
+    first (Hypothesis draws the magnitudes, thresholds and split)."""
+    n = data.draw(st.integers(2, 300))
+    pool = data.draw(st.lists(st.floats(0.0, 10.0), min_size=1, max_size=n))
+    s = np.sort(np.array(data.draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))))
+    w = np.ascontiguousarray(np.sort(np.array(data.draw(
+        st.lists(st.floats(0.0, 10.0), min_size=n, max_size=n))))[::-1] * data.draw(st.sampled_from([0.0, 0.1, 1.0, 3.0])))
+    h = data.draw(st.integers(1, n - 1))
+    means, starts = np.empty(n), np.empty(n, dtype=np.int64)
+    nl = NB._owl_pava(s, w, 0, h, 1.0, means, starts)
+    nr = NB._owl_pava(s, w, h, n, 1.0, means[h:], starts[h:])
+    want_means, want_starts = _pava_merge_block_by_block(means, starts, nl, h, nr, n)
+    nb = NB._owl_pava_merge(means, starts, nl, h, nr, n)
+    assert nb == len(want_starts)
+    np.testing.assert_array_equal(starts[:nb], want_starts)
+    np.testing.assert_array_equal(means[:nb], want_means)
+
+
 @given(st.data())
 def test_owl_values_from_the_pava_means_match_the_full_pass(data):
     """_owl_values with ``pava_means`` (owl's call: it passes over runs of

@@ -3741,7 +3741,13 @@ def _owl_pava_merge(means, starts, nl, off, nr, n):
     slots only after reading them (nl <= off).  Returns the number of blocks.
     The pooling step repeats _owl_pava's: a shared helper returning the new
     stack state (even with inline="always") made _owl_pava 2x slower (11 ->
-    21 ms at n = 1e6)."""
+    21 ms at n = 1e6).
+
+    The first block of the second part that pools with nothing ends the
+    pooling: the part's means increase strictly (a PAVA's stack), so no
+    later block pools either, and they follow it as they are, in one copy
+    (the loop over 308k blocks of a second half, 1e6 N(0, 1) entries with
+    step * w = linspace(1, 0), took 0.70 ms)."""
     sp = np.uint64(nl - 1)  # (unsigned: no wraparound test where it indexes the stack)
     tmean = means[sp]
     tst = starts[sp]
@@ -3752,6 +3758,15 @@ def _owl_pava_merge(means, starts, nl, off, nr, n):
         cst = starts[off + r]
         en = starts[off + r + 1] if r + 1 < nr else n
         csum = cmean * np.float64(en - cst)
+        if not (has_top and tmean >= cmean):  # block r and all after it stand as they are
+            if has_top:
+                means[sp] = tmean
+                starts[sp] = tst
+                sp += np.uint64(1)
+            for q in range(r, nr):  # (forward: sp <= off + r, the stack never passes what it reads)
+                means[sp + np.uint64(q - r)] = means[off + q]
+                starts[sp + np.uint64(q - r)] = starts[off + q]
+            return np.int64(sp) + nr - r
         while has_top and tmean >= cmean:  # mean(top) >= mean(current): pool
             csum += tsum
             cst = tst
