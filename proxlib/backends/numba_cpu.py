@@ -3758,11 +3758,10 @@ def _owl_pava_merge(means, starts, nl, off, nr, n):
         cst = starts[off + r]
         en = starts[off + r + 1] if r + 1 < nr else n
         csum = cmean * np.float64(en - cst)
-        if not (has_top and tmean >= cmean):  # block r and all after it stand as they are
-            if has_top:
-                means[sp] = tmean
-                starts[sp] = tst
-                sp += np.uint64(1)
+        if not tmean >= cmean:  # block r and all after it stand as they are (has_top holds here)
+            means[sp] = tmean
+            starts[sp] = tst
+            sp += np.uint64(1)
             for q in range(r, nr):  # (forward: sp <= off + r, the stack never passes what it reads)
                 means[sp + np.uint64(q - r)] = means[off + q]
                 starts[sp + np.uint64(q - r)] = starts[off + q]
