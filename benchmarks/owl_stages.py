@@ -16,8 +16,8 @@ not run (e.g. the runs of equal truncated keys of float32, whose keys hold
 every bit) are left out.  The sum of the stages is below the whole call by
 the Python between them.
 
-``--ab-parts`` instead compares, call by call (interleaved, the order
-alternating), the two ways a parallel call radix-sorts its two parts of
+``--ab-parts`` instead compares, call by call (alternately:
+``ab_rows.alternate``), the two ways a parallel call radix-sorts its two parts of
 the keys (``numba_cpu._RADIX_PARTS_IN_REGION``: one parallel region, or a
 serial partition and a helper thread), on N(0, 1) entries with the weights
 of ``run.py`` (``linspace(2, 0)``) and small ones (``1e-3`` times sorted
@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from owl_sorts import _median  # noqa: E402
+from ab_rows import alternate  # noqa: E402
 from run import sort_seconds  # noqa: E402
 
 from proxlib.backends import numba_cpu as NB  # noqa: E402
@@ -96,19 +97,12 @@ def ab_parts(sizes, runs: int) -> None:
                 v = rng.standard_normal(n).astype(dtype)
                 for kind in ("linspace(2, 0)", "small"):
                     w = (np.linspace(2.0, 0.0, n) if kind != "small" else np.sort(rng.random(n))[::-1] * 1e-3).astype(dtype)
-                    outs, times = [], ([], [])
-                    for region in (True, False):
+                    def call(region, v=v, w=w):
                         NB._RADIX_PARTS_IN_REGION = region
-                        outs.append(NB.owl(v, w, parallel=True))
-                    if not np.array_equal(outs[0].view(np.uint8), outs[1].view(np.uint8)):
+                        return NB.owl(v, w, parallel=True)
+                    if not np.array_equal(call(True).view(np.uint8), call(False).view(np.uint8)):
                         raise AssertionError(f"the two routes differ at n={n}, {dtype}, {kind}")
-                    for r in range(runs):
-                        for region in ((True, False) if r % 2 else (False, True)):
-                            NB._RADIX_PARTS_IN_REGION = region
-                            t = time.perf_counter()
-                            NB.owl(v, w, parallel=True)
-                            times[0 if region else 1].append(time.perf_counter() - t)
-                    a, b = (statistics.median(x) * 1e3 for x in times)
+                    a, b = (t * 1e3 for t in alternate(lambda: call(True), lambda: call(False), runs))
                     print(f"| {n:.0e} | {dtype} | {kind} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
     finally:
         NB._RADIX_PARTS_IN_REGION = kept
