@@ -774,6 +774,41 @@ def test_numba_row_kernels_in_a_metric(op, G, m, data):
 
 
 @pytest.mark.parametrize("op", ROW_OPS)
+@given(st.integers(16, 40), st.integers(2, 19), st.data())  # (a row of one entry: the row kernel)
+def test_numba_metric_column_tiles_are_the_rows_bit_for_bit(op, G, m, data):
+    """Rows that are the columns of a C-contiguous matrix (an F-contiguous
+    W: a Linear weight's "channel" rows) go through scratch a tile of 16
+    columns at a time, whole tiles in 8 x 8 blocks (_transpose8) and the
+    rows past the last multiple of 8 and the last, partial tile one by one:
+    the same bits as the C-contiguous rows, into a new array and in place,
+    float32 and float64, a row holding NaN or inf (in a whole tile)
+    returned as it is.  (test_numba_row_kernels_in_a_metric draws fewer
+    rows than a tile.)"""
+    kernel, _ = _numba_row_kernel(op)
+    dt = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    W = data.draw(arrays(np.float64, (G, m), elements=st.floats(-4, 4)), label="W").astype(dt)
+    D = data.draw(M.metrics((G, m)), label="D")
+    norms = np.hypot.reduce(D * W.astype(np.float64), axis=1)
+    a = norms * data.draw(st.sampled_from([0.0, 0.3, 0.9, 1.1]), label="a / ||d w||")
+    b = np.full(G, data.draw(st.sampled_from([0.0, 1e-3, 0.1, 10.0]), label="b"))
+    if data.draw(st.booleans(), label="a bad row"):
+        W[data.draw(st.integers(0, 15), label="row"), data.draw(st.integers(0, m - 1), label="where")] = data.draw(st.sampled_from([np.nan, np.inf]), label="bad")
+    with np.errstate(all="ignore"):
+        X = kernel(np.ascontiguousarray(W), np.ascontiguousarray(D), a, b, parallel=False)
+        Wf, Df = np.asfortranarray(W), np.asfortranarray(D)
+        assert NB_as_columns(Wf)
+        np.testing.assert_array_equal(kernel(Wf, Df, a, b), X)
+        Y = Wf.copy(order="F")
+        assert kernel(Y, Df, a, b, out=Y) is Y
+    np.testing.assert_array_equal(Y, X)
+
+
+def NB_as_columns(W):
+    """Whether Numba's row kernels take W's rows as the columns of W.T."""
+    return pytest.importorskip("proxlib.backends.numba_cpu")._as_columns(W, W)
+
+
+@pytest.mark.parametrize("op", ROW_OPS)
 @given(C.matrices(4, 5), st.data(), C.lams, C.mus, C.steps)
 def test_row_constant_metric_is_each_row_euclidean(numpy_backend, op, W, data, lam, mu, step):
     # d constant along each row (not across rows): each row is the Euclidean

@@ -2662,6 +2662,34 @@ def test_sumsq_vector_lanes_keep_the_scalar_order(moderate, data):
         assert (math.isnan(got) and math.isnan(want)) or got == want, (row.flags.c_contiguous, got, want)
 
 
+@given(data=st.data())
+def test_transpose8_copies_each_block_transposed(data):
+    """_transpose8 (the column tiles' 8 x 8 blocks: LLVM vector shuffles on
+    C-contiguous aligned arrays, the scalar loops on others) writes
+    dst[di + c, dj + r] = src[si + r, sj + c], r, c < 8, bit for bit (NaN
+    payloads, signed zeros, subnormals), at any offsets, and nothing else
+    of dst."""
+    import numba
+
+    dt = data.draw(st.sampled_from(DTYPES), label="dtype")
+    rows, cols = data.draw(st.integers(8, 14), label="rows"), data.draw(st.integers(8, 14), label="cols")
+    bits = np.dtype(f"u{np.dtype(dt).itemsize}")
+    src = data.draw(arrays(bits, (rows, cols)), label="src bits").view(dt)  # (every bit pattern)
+    si, sj = data.draw(st.integers(0, rows - 8), label="si"), data.draw(st.integers(0, cols - 8), label="sj")
+    di, dj = data.draw(st.integers(0, cols - 8), label="di"), data.draw(st.integers(0, rows - 8), label="dj")
+    kernel = numba.njit(lambda s, si, sj, d, di, dj: NB._transpose8(s, si, sj, d, di, dj))
+    want = np.full((cols, rows), 7, dtype=dt)
+    want[di:di + 8, dj:dj + 8] = src[si:si + 8, sj:sj + 8].T
+    strided = np.empty((rows, 2 * cols), dtype=dt)[:, ::2]  # (the scalar loops)
+    strided[...] = src
+    for s in (src, strided):
+        got = np.full((cols, rows), 7, dtype=dt)
+        kernel(s, si, sj, got, di, dj)
+        np.testing.assert_array_equal(got.view(bits), want.view(bits))
+    assert NB._blocks_apply(numba.typeof(src), numba.typeof(want))
+    assert not NB._blocks_apply(numba.typeof(strided), numba.typeof(want))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_mid_sumsq_is_the_eight_lane_sum_of_each_channel_bit_for_bit(dtype):
     """_mid_sumsq (a convolution's channel rows A3[:, c, :], in memory order)
