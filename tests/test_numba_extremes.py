@@ -2820,10 +2820,12 @@ def _with_specials(dtype, finite):
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(data=st.data())
 def test_row_extrema_by_bits_are_numpys(dtype, data):
-    """_absmax and _max_min (integer extrema of the values' bits) give
+    """_absmax and _gl_metric_mu (integer extrema of the values' bits) give
     NumPy's float extrema on rows without NaN, over the whole range, -0 and
     empty rows included (max|x| = 0 there; (max, min) = (-inf, inf); a
-    zero extremum as +0).  The metric rows' first pass, _metric_row_read,
+    zero extremum as +0): _gl_metric_mu's of the quotients Mu = a / Dn it
+    forms (a > 0 of the whole range, Dn = |x|: zeros give inf, quotients
+    overflow and underflow), NumPy's bit for bit.  The metric rows' first pass, _metric_row_read,
     copies w and d to float64, says whether both are finite (NaN and +-inf
     of either sign in either), and where they are gives NumPy's max |w|,
     max d and min d; _scale_metric_row scales by the powers of two the
@@ -2833,8 +2835,13 @@ def test_row_extrema_by_bits_are_numpys(dtype, data):
     x64 = x.astype(np.float64)
     absmax = NB._absmax(x)
     assert absmax == (np.abs(x64).max() if m else 0.0)
-    hi, lo = NB._max_min(x64)
-    want = (x64.max(), x64.min()) if m else (-np.inf, np.inf)
+    a_s = data.draw(st.floats(min_value=5e-324, max_value=1.7e308), label="a_s")
+    Dn, Mu = np.abs(x64), np.full(m, 7.0)
+    with np.errstate(divide="ignore", over="ignore", under="ignore"):
+        want_mu = a_s / Dn
+    hi, lo = NB._gl_metric_mu(Dn, a_s, Mu)
+    np.testing.assert_array_equal(Mu.view(np.uint64), want_mu.view(np.uint64))
+    want = (want_mu.max(), want_mu.min()) if m else (-np.inf, np.inf)
     for got, w in zip((hi, lo), want):
         assert got == w and not (got == 0 and math.copysign(1.0, got) < 0)
     finite = data.draw(st.booleans())
@@ -2861,13 +2868,15 @@ def test_row_extrema_by_bits_are_numpys(dtype, data):
 
 
 def test_row_extrema_by_bits_take_a_zero_as_plus_zero():
-    """-0 and +0 are one value: _max_min returns +0 where the extremum is a
-    zero, whichever signs the row holds (a float min or max would return
-    whichever zero it met first)."""
-    for row, want in (([-0.0, 1.0], (1.0, 0.0)), ([0.0, -0.0, 2.0], (2.0, 0.0)), ([-1.0, -0.0], (0.0, -1.0)),
-                      ([-0.0], (0.0, 0.0)), ([-0.0, 0.0], (0.0, 0.0))):
-        got = NB._max_min(np.array(row))
-        assert got == want
+    """-0 and +0 are one value: _gl_metric_mu returns +0 where the extremum
+    of its quotients a / Dn is a zero, whichever signs they hold (a float
+    min or max would return whichever zero it met first): quotients that
+    underflow, -0 from an unchecked metric's negative entry."""
+    a, big = 1e-300, 1e300  # (a / +-big: +-0)
+    for row, want in (([-big, 1.0], (1e-300, 0.0)), ([big, -big, a / 2], (2.0, 0.0)), ([-a, -big], (0.0, -1.0)),
+                      ([-big], (0.0, 0.0)), ([-big, big], (0.0, 0.0))):
+        got = NB._gl_metric_mu(np.array(row), a, np.empty(len(row)))
+        assert got == want, (row, got)
         assert [math.copysign(1.0, g) for g in got] == [math.copysign(1.0, w) for w in want], (row, got)
     assert math.copysign(1.0, NB._absmax(np.array([-0.0, -0.0]))) == 1.0
 
