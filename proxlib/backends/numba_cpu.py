@@ -6677,10 +6677,12 @@ def _metric_cols(A, DA, a, b, outA):
     per entry: 1.6x the time at 300 x 784 float32).  A whole tile moves in
     8 x 8 blocks (_transpose8: vector shuffles), its rows past the last
     multiple of 8 and a last, partial tile entry by entry: the same bits
-    as before, where the entry-by-entry copies of whole tiles took 0.2-0.35
-    ms of a 1.3-1.5 ms group lasso on 300 x 784 float32 in an Adam metric
-    (interleaved, serial: 0.87-0.90x the time; exclusive 0.94-0.95x,
-    group+exclusive 0.98-0.99x, whose solves cost more)."""
+    as copying every entry, which took 0.26-0.39 ms of a 1.3-1.6 ms group
+    lasso on 300 x 784 float32 in an Adam metric (a probe of the copies
+    alone); with the blocks, benchmarks/ab_metric.py (784 x 300 and
+    300 x 784, float32 and float64, F layout, serial): group lasso
+    0.86-0.93x the time, exclusive 0.88-0.95x, group+exclusive 0.92-0.96x
+    (their solves cost more)."""
     m, G = A.shape
     T = _COLUMN_TILE
     S = np.empty((_METRIC_SCRATCH, m))
