@@ -6009,7 +6009,7 @@ def _gl_metric_step(V, Mu, s, T1, T2):
 def _gl_metric_mu(Dn, a_s, Mu):
     """Mu_i = a_s / Dn_i (vectorised division) and, in the same pass,
     (max_i Mu_i, min_i Mu_i) ((-inf, inf) for an empty row): integer
-    extrema of _ordered_key (Mu holds no NaN: a_s > 0 finite, Dn >= 0),
+    extrema of _ordered_key (Mu holds no NaN: a_s > 0 finite, Dn none),
     which LLVM vectorises (0.5x the time of four partial float extrema on
     784 rows of 300, when they were a pass of their own)."""
     hi = _ordered_key(-np.inf)
@@ -6044,12 +6044,18 @@ def _metric_row_scales(w, d, X, V, Dn, T):
     return sv, sd, math.sqrt(_product_sumsq(Dn, V, zs, T)), zs, _over_pow2_by(dmax, sd, f), _over_pow2_by(dmin, sd, f)
 
 
+@_inline
+def _np_sign(x):
+    """np.sign(x) of a float64: 0 for +-0 (and for NaN, which np.sign keeps;
+    the rows that reach the metric kernels' output maps hold none)."""
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
 @_jit
 def _metric_row_out(X, U, sv, out):
-    """out = sign(x) |x| with |x| = U sv (np.sign: 0 for +-0)."""
+    """out = sign(x) |x| with |x| = U sv (_np_sign)."""
     for i in range(X.shape[0]):
-        x = X[i]
-        out[i] = (1.0 if x > 0 else (-1.0 if x < 0 else 0.0)) * (U[i] * sv)
+        out[i] = _np_sign(X[i]) * (U[i] * sv)
 
 
 @_jit
@@ -6334,8 +6340,7 @@ def _gl_metric_out(X, V, Mu, s, sv, out):
     lasso's map and _metric_row_out in one pass (the same operations: the
     same bits as the two passes they were)."""
     for i in range(X.shape[0]):
-        x = X[i]
-        out[i] = (1.0 if x > 0 else (-1.0 if x < 0 else 0.0)) * ((V[i] * (s / (s + Mu[i]))) * sv)
+        out[i] = _np_sign(X[i]) * ((V[i] * (s / (s + Mu[i]))) * sv)
 
 
 # -- the exclusive lasso: the array code's sort (lexicographic on the exact
@@ -6618,11 +6623,10 @@ def _transpose8_vec(typingctx, src, si, sj, dst, di, dj):
         i64, i32 = llvm_ir.IntType(64), llvm_ir.IntType(32)
         size = signature.args[0].dtype.bitwidth // 8
         vty = llvm_ir.VectorType(context.get_data_type(signature.args[0].dtype), 8)
-        arrays = {0: context.make_array(signature.args[0])(context, builder, args[0]),
-                  3: context.make_array(signature.args[3])(context, builder, args[3])}
+        src_ary = context.make_array(signature.args[0])(context, builder, args[0])
+        dst_ary = context.make_array(signature.args[3])(context, builder, args[3])
 
-        def at(which, row, offset, col):  # &ary[row + offset, col] as an 8-vector pointer
-            ary = arrays[which]
+        def at(ary, row, offset, col):  # &ary[row + offset, col] as an 8-vector pointer
             r = builder.add(row, llvm_ir.Constant(i64, offset))
             byte = builder.add(builder.mul(r, builder.extract_value(ary.strides, 0)), builder.mul(col, llvm_ir.Constant(i64, size)))
             return builder.inttoptr(builder.add(builder.ptrtoint(ary.data, i64), byte), vty.as_pointer())
@@ -6630,9 +6634,9 @@ def _transpose8_vec(typingctx, src, si, sj, dst, di, dj):
         def shuffle(a, b, mask):
             return builder.shuffle_vector(a, b, llvm_ir.Constant(llvm_ir.VectorType(i32, 8), mask))
 
-        v = [builder.load(at(0, args[1], r, args[2]), align=size) for r in range(8)]
+        v = [builder.load(at(src_ary, args[1], r, args[2]), align=size) for r in range(8)]
         for k, (even, odd) in enumerate(_TRANSPOSE_STAGES):
-            step = 1 << k  # (pairs k apart in each group of 2k vectors)
+            step = 1 << k  # (the pairs step apart, in groups of 2 step vectors)
             w = [None] * 8
             for g in range(0, 8, 2 * step):
                 for q in range(step):
@@ -6640,7 +6644,7 @@ def _transpose8_vec(typingctx, src, si, sj, dst, di, dj):
                     w[g + q], w[g + q + step] = shuffle(a, b, even), shuffle(a, b, odd)
             v = w
         for c in range(8):
-            builder.store(v[c], at(3, args[4], c, args[5]), align=size)
+            builder.store(v[c], at(dst_ary, args[4], c, args[5]), align=size)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -6690,37 +6694,26 @@ def _metric_cols(A, DA, a, b, outA):
     Xs = np.empty((T, m), dtype=A.dtype)
     Ds = np.empty((T, m), dtype=DA.dtype)
     Os = np.empty((T, m), dtype=outA.dtype)
-    m8 = m - m % 8
     for g0 in range(0, G, T):
         n = min(T, G - g0)
-        if n == T:  # (a whole tile: 8 x 8 blocks, then the last rows)
-            for i0 in range(0, m8, 8):
-                for j0 in range(0, T, 8):
-                    _transpose8(A, i0, g0 + j0, Xs, j0, i0)
-                    _transpose8(DA, i0, g0 + j0, Ds, j0, i0)
-            for i in range(m8, m):
-                for j in range(T):
-                    Xs[j, i] = A[i, g0 + j]
-                    Ds[j, i] = DA[i, g0 + j]
-        else:
-            for i in range(m):
-                for j in range(n):
-                    Xs[j, i] = A[i, g0 + j]
-                    Ds[j, i] = DA[i, g0 + j]
+        i8 = m - m % 8 if n == T else 0  # (a whole tile's rows below i8 move in 8 x 8 blocks, the rest entry by entry)
+        for i0 in range(0, i8, 8):
+            for j0 in range(0, T, 8):
+                _transpose8(A, i0, g0 + j0, Xs, j0, i0)
+                _transpose8(DA, i0, g0 + j0, Ds, j0, i0)
+        for i in range(i8, m):
+            for j in range(n):
+                Xs[j, i] = A[i, g0 + j]
+                Ds[j, i] = DA[i, g0 + j]
         for j in range(n):
             r = g0 + j
             _metric_row(Xs[j], Ds[j], _at(a, r), _at(b, r), Os[j], S, K)
-        if n == T:
-            for i0 in range(0, m8, 8):
-                for j0 in range(0, T, 8):
-                    _transpose8(Os, j0, i0, outA, i0, g0 + j0)
-            for i in range(m8, m):
-                for j in range(T):
-                    outA[i, g0 + j] = Os[j, i]
-        else:
-            for i in range(m):
-                for j in range(n):
-                    outA[i, g0 + j] = Os[j, i]
+        for i0 in range(0, i8, 8):
+            for j0 in range(0, T, 8):
+                _transpose8(Os, j0, i0, outA, i0, g0 + j0)
+        for i in range(i8, m):
+            for j in range(n):
+                outA[i, g0 + j] = Os[j, i]
 
 
 _NO_THRESHOLD = np.zeros(1)
