@@ -803,6 +803,42 @@ def test_numba_metric_column_tiles_are_the_rows_bit_for_bit(op, G, m, data):
     np.testing.assert_array_equal(Y, X)
 
 
+@pytest.mark.parametrize("op", ROW_OPS)
+@given(st.integers(1, 40), st.integers(1, 19), st.data())
+def test_numba_metric_row_kernels_read_a_float32_metric_as_its_float64_copy(op, G, m, data):
+    """A float32 metric (the torch step's, for float32 weights) is read
+    where it lies, each entry widened as its row is read: the same bits as
+    the kernel given its float64 copy, in C and F layout (the column
+    tiles), serially and in parallel; a metric of another dtype (float16,
+    integers) is read through its float64 copy.  The metric is left as it
+    was."""
+    kernel, _ = _numba_row_kernel(op)
+    dt = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    W = data.draw(arrays(np.float64, (G, m), elements=st.floats(-4, 4)), label="W").astype(dt)
+    D64 = data.draw(M.metrics((G, m)), label="D")
+    ddt = data.draw(st.sampled_from([np.float32, np.float16, np.int64]), label="metric dtype")
+    if ddt is np.float16:  # (within its normal range: no entry rounded to 0 or inf)
+        D64 = np.clip(D64, 2.0**-14, 6e4)
+    elif ddt is np.int64:
+        D64 = np.maximum(np.rint(np.minimum(D64, 2.0**40)), 1.0)
+    D = D64.astype(ddt)
+    norms = np.hypot.reduce(D.astype(np.float64) * W.astype(np.float64), axis=1)
+    a = norms * data.draw(st.sampled_from([0.0, 0.3, 0.9, 1.1]), label="a / ||d w||")
+    b = np.full(G, data.draw(st.sampled_from([0.0, 1e-3, 0.1, 10.0]), label="b"))
+    kept = D.copy()
+    for layout in (np.ascontiguousarray, np.asfortranarray):
+        Wl, Dl = layout(W), layout(D)
+        for parallel in (False, True):
+            reps = -(-pytest.importorskip("proxlib.backends.numba_cpu")._PAR_MIN // W.size) if parallel else 1
+            Wr, Dr = np.tile(Wl, (reps, 1)), np.tile(Dl, (reps, 1))
+            Wr, Dr = layout(Wr), layout(Dr)
+            ar, br = np.tile(a, reps), np.tile(b, reps)
+            with np.errstate(all="ignore"):
+                np.testing.assert_array_equal(kernel(Wr, Dr, ar, br, parallel=parallel),
+                                              kernel(Wr, Dr.astype(np.float64), ar, br, parallel=parallel))
+        np.testing.assert_array_equal(Dl, kept)
+
+
 def NB_as_columns(W):
     """Whether Numba's row kernels take W's rows as the columns of W.T."""
     return pytest.importorskip("proxlib.backends.numba_cpu")._as_columns(W, W)
