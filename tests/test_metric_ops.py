@@ -806,12 +806,12 @@ def test_numba_metric_column_tiles_are_the_rows_bit_for_bit(op, G, m, data):
 @pytest.mark.parametrize("op", ROW_OPS)
 @given(st.integers(1, 40), st.integers(1, 19), st.data())
 def test_numba_metric_row_kernels_read_a_float32_metric_as_its_float64_copy(op, G, m, data):
-    """A float32 metric (the torch step's, for float32 weights) is read
-    where it lies, each entry widened as its row is read: the same bits as
-    the kernel given its float64 copy, in C and F layout (the column
-    tiles), serially and in parallel; a metric of another dtype (float16,
-    integers) is read through its float64 copy.  The metric is left as it
-    was."""
+    """A float32 metric of float32 weights (the torch step's) is read where
+    it lies, each entry widened as its row is read: the same bits as the
+    kernel given its float64 copy, in C and F layout (the column tiles),
+    serially and in parallel; a metric of another dtype than the weights'
+    (float32 for float64 weights, float16, integers) is read through its
+    float64 copy.  The metric is left as it was."""
     kernel, _ = _numba_row_kernel(op)
     dt = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
     W = data.draw(arrays(np.float64, (G, m), elements=st.floats(-4, 4)), label="W").astype(dt)
@@ -1515,7 +1515,15 @@ def test_unchecked_non_finite_rows_pass_through_in_a_metric(lib, dtype):
             continue
         np.testing.assert_array_equal(X[[0, 2, 3]], W[[0, 2, 3]], err_msg=name)
         with proxlib.use_backend("numpy"):
-            np.testing.assert_array_equal(X[1:2], call(W[1:2], metric=D[1:2]), err_msg=name)
+            ref = call(W[1:2], metric=D[1:2])
+        if name == "group_lasso" and lib == "numpy" and dtype == "float64":
+            # (Numba's kernel: its root search stops within a few units in
+            # the last place of the array code's, its contract
+            # (test_numba_row_kernels_in_a_metric): the array code's result
+            # to the accuracy of its row sums)
+            rows_close(X[1:2], ref, W[1:2], D[1:2], np.array([0.5]))
+        else:
+            np.testing.assert_array_equal(X[1:2], ref, err_msg=name)
 
 
 @pytest.mark.parametrize("lib", ["numpy", "torch"])
