@@ -6785,8 +6785,12 @@ def group_lasso_metric(W, D, a, *, parallel=True, out=None):
 
     :func:`._metric_kernels.group_lasso_metric` row by row, compiled (see
     above): x_r = 0 iff ||D_r w_r|| <= a_r, else x_i = D_i w_i / (D_i + a/s)
-    with s = ||x_r|| the root of a monotone equation, by the array code's
-    safeguarded Newton steps to the last bit.  ``W``, ``D`` (G, m), any
+    with s = ||x_r|| the root of a monotone equation, by safeguarded
+    Halley steps (the array code's are Newton's) until a step stays within
+    4 units of 2^-52 of its point (:func:`_metric_root`): the root to the
+    rounding of its sums, as the array code's (whose rule spends one to
+    three more steps on the last units in the last place), the two within
+    a few units in the last place of each other.  ``W``, ``D`` (G, m), any
     strides (each row is copied into float64 scratch rows first; rows that
     are the columns of C-contiguous matrices, serially, a tile of them at a
     time); ``a`` one threshold per row or one for all; ``out`` (W's shape
@@ -6829,7 +6833,8 @@ def group_exclusive_metric(W, D, a, b, *, parallel=True, out=None):
     |x_i| = (D_i |w_i| - b ||x||_1)_+ / (D_i + t), the inner (exclusive)
     equation solved exactly on the row sorted once (:func:`_pair_order`)
     at each step of the array code's safeguarded Newton search over
-    s = ||x_r|| (:func:`_metric_root`), to the last bit.  b = 0 is
+    s = ||x_r|| (:func:`_metric_root`), until a step stays within 4 units
+    of 2^-52 of its point: the root to the rounding of its sums.  b = 0 is
     :func:`group_lasso_metric`, a = 0 :func:`exclusive_lasso_metric`
     (the same code).  Its sums over a row add in another order than the
     array code's, so the result agrees with the array code's to the
