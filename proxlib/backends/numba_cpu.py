@@ -6291,12 +6291,11 @@ def _metric_root(S, a_s, b_s, lo, hi, c):
     far below a unit in the last place, so the point is the root to within
     the rounding of psi's sums (relative errors of (m - 1) eps), where the
     array code's rule spends one to three more evaluations of psi on the
-    last units in the last place.  (A stop at steps of 2^-36 of the point
-    still passes the tests, one at 2^-8 fails five of them.)  The function
-    is the group+exclusive's (:func:`_gx_metric_gs`; Newton's steps, the
-    array code's) or the group lasso's psi (b_s = 0, :func:`_gl_metric_gs`),
-    whose steps are Halley's (Newton's step divided by 1 - L, L = g psi'' /
-    (2 psi'^2), where L < 1/2; Newton's elsewhere).  On the rows of a
+    last units in the last place.  The function is the group+exclusive's
+    (:func:`_gx_metric_gs`; Newton's steps, the array code's) or the group
+    lasso's psi (b_s = 0, :func:`_gl_metric_gs`), whose steps are Halley's
+    (Newton's step divided by 1 - L, L = g psi'' / (2 psi'^2), where
+    L < 1/2; Newton's elsewhere).  On the rows of a
     300 x 784 layer after 60 steps of Adam, in its metric: 3.0 evaluations
     a row instead of 4.4 (group lasso) and 3.6 (group+exclusive), the roots
     within 3 and 1 units in the last place of the array code's rule's."""
@@ -6758,12 +6757,13 @@ def _thresholds(t, G, name, what):
 def _metric_row_kernel(name, W, D, a, b, parallel, out):
     """The compiled row kernel (:func:`_metric_row`) on W in the metric D at
     the per-row thresholds a and b (each one per row, or one for all) into
-    ``out`` or a new array.  D is read where it lies when it has W's dtype,
-    float32 or float64 (float32 entries widened to float64 exactly as their row is read: a
-    float64 copy of a float32 metric, the torch step's usual one for
-    float32 weights, cost 34 us of a 300 x 784 layer's step on a cold
-    cache), else through a float64 copy: the kernels compile at most two
-    specialisations per dtype of W, not one per pair of dtypes."""
+    ``out`` or a new array.  D is read where it lies when it has W's
+    dtype, float32 or float64 (float32 entries widened to float64 exactly
+    as their row is read: a float64 copy of a float32 metric, the torch
+    step's usual one for float32 weights, cost 34 us of a 300 x 784
+    layer's step on a cold cache), else through a float64 copy: the
+    kernels compile at most two specialisations per dtype of W, not one
+    per pair of dtypes."""
     out = _result(W, out)
     G, m = W.shape
     if G == 0 or m == 0:
