@@ -597,6 +597,98 @@ def test_numba_lp_metric_is_the_same_with_and_without_the_power_skipped(dtype, d
     _same_bits(on, off)
 
 
+@functools.lru_cache(maxsize=None)
+def _lp_scalar_maps():
+    """The scalar maps of Numba's lp kernels (its entry functions entry by
+    entry, as for every p other than 1/2): the reference of its p = 1/2
+    lanes (:func:`proxlib.backends.numba_cpu._lp_half_lane`)."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    import numba
+
+    @numba.njit(error_model="numpy")  # (the kernels' model: x / 0 is inf, not an exception)
+    def plain(v, w, out, c, check):
+        return nb._map_seq(v, w, out, nb._lp_entry, c, check)
+
+    @numba.njit(error_model="numpy")
+    def metric(v, w, out, c):
+        return nb._map_seq(v, w, out, nb._lp_metric_at, c, False)
+
+    return nb, plain, metric
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(st.data())
+def test_numba_lp_half_lanes_are_its_scalar_entries(dtype, data):
+    """p = 1/2: Numba's lp kernels (Euclidean and in a metric; serial,
+    parallel, in place) take a branch-free pass over blocks of entries and
+    leave to the scalar entry function only the entries it cannot finish
+    (Newton not yet stalled after its fixed steps: c = lam |v|^(-3/2)/2
+    above about 0.1; NaN, +-inf; in a metric lam / d out of its range, or
+    |v| >= 2^1020).  Bit for bit the scalar map, on entries drawn at every
+    c of the pre-selection (both sides of the threshold c_star, far above
+    and at it) and anywhere, one lam or one per entry, lengths across
+    block boundaries, NaN and +-inf counted as the scalar map counts them."""
+    nb, plain, metric = _lp_scalar_maps()
+    n = data.draw(st.integers(1, 3 * nb._LP_BLOCK + 5), label="n")
+    c_star = nb._lp_root_constants(2)[0]
+    lam = data.draw(arrays(np.float64, n, elements=st.floats(1e-12, 1e12)) | arrays(np.float64, 1, elements=st.floats(1e-12, 1e12)), label="lam")
+    d = data.draw(arrays(np.float64, n, elements=st.floats(1e-6, 1e6)) | st.just(np.ones(n)), label="d").astype(dtype)
+    li = lam / d.astype(np.float64)
+    near = [c_star * (1.0 + x) for x in (-2.0**-40, -1e-9, 0.0, 1e-9, 2.0**-30, 2.0**-20, 1e-3)]
+    cs = data.draw(arrays(np.float64, n, elements=st.floats(0.0, 0.3) | st.sampled_from(near) | st.floats(1e-12, 1e-3)), label="c")
+    with np.errstate(all="ignore"):
+        v = (li / (2.0 * cs)) ** (2.0 / 3.0)  # the |v| of that c at lam / d (c = 0: inf)
+        v = np.where(data.draw(arrays(np.bool_, n), label="negative"), -v, v).astype(dtype)
+    anywhere = data.draw(arrays(np.float64, n, elements=st.floats(-1e30, 1e30) | st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf])), label="anywhere").astype(dtype)
+    v = np.where(data.draw(arrays(np.bool_, n), label="drawn c"), v, anywhere)
+    w = lam if lam.shape[0] == n else np.full(1, lam[0])
+    c_plain = (0.5, 0.0, 0.0, 1)  # (p, tau, beta, p_code): tau and beta unused by p = 1/2
+    lpc = (d,) + nb._lp_constants(0.5)
+    with np.errstate(all="ignore"):
+        for check in (False, True):
+            want, got = np.empty_like(v), np.empty_like(v)
+            bad_want = plain(v, w, want, c_plain, check)
+            bad_got = nb._lp_seq(v, w, got, c_plain, check)
+            _same_bits(got, want)
+            assert bad_got == bad_want
+        mw, mg = np.empty_like(v), np.empty_like(v)
+        metric(v, w, mw, lpc)
+        nb._lp_metric_seq(v, w, mg, lpc)
+        _same_bits(mg, mw)
+        y = v.copy()
+        nb._lp_metric_seq(y, w, y, lpc)  # in place
+        _same_bits(y, mw)
+        y = v.copy()
+        nb._lp_seq(y, w, y, c_plain, False)
+        _same_bits(y, want)
+        par = np.empty_like(v)
+        nb._lp_metric_par(v, w, par, lpc)
+        _same_bits(par, mw)
+        assert nb._lp_par(v, w, par, c_plain, True) == bad_want
+        _same_bits(par, want)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_lp_root_constants_bound_the_threshold(k):
+    """_lp_root's c_star is the c = p lam |v|^(p-2) of an entry at lp's
+    threshold (lp_threshold, where x* and 0 tie), and its pre-selection
+    bound lies just above it and below the c where the root leaves
+    (h(u) = u^(k+1) - u + c has no root past u_min = (k+1)^(-1/k))."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    p = 1.0 - 1.0 / k
+    c_star, c_pre = nb._lp_root_constants(k)
+    for lam in (1e-8, 0.3, 1.0, 7e5):
+        tau = proxlib.lp_threshold(lam, p)
+        assert math.isclose(p * lam * tau ** (p - 2.0), c_star, rel_tol=1e-13)
+    u_min = (k + 1.0) ** (-1.0 / k)
+    c_gone = u_min - u_min ** (k + 1)  # h(u_min) = 0
+    assert c_star < c_pre <= c_star * (1.0 + 2.0**-19) and c_pre < 0.9 * c_gone
+    # and the start, the root's series to c^2, lies past u_min (h' > 0 there: the
+    # first Newton step lands at or right of the root) for every c kept
+    u0 = 1.0 - c_pre * (1.0 / k + c_pre * ((k + 1.0) / (2.0 * k**3)))
+    assert u0 > u_min + 0.2
+
+
 def _numba_row_kernel(op):
     """(Numba's kernel, the array code) of the row operator ``op``, both
     called as f(W, D, a, b, **kw)."""
