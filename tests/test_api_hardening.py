@@ -331,9 +331,13 @@ def test_lp_threshold_documents_its_exact_relation_to_prox_lp():
     assert "below which the lp prox is 0" not in doc
     assert "tau * (1 - 1e-9)" in doc and "may be either" in doc
     assert "lp_threshold` for the exact" in proxlib.prox_lp.__doc__.replace("\n    ", " ")
-    lam, p = 1357.38, 2 / 3
+    lam, p = 1357.38, 1 / 2
     tau = proxlib.lp_threshold(lam, p)
-    assert proxlib.prox_lp(np.array([tau]), lam, p)[0] != 0  # the documented example
+    for backend in ("numpy", "numba"):  # the documented example, on both CPU backends
+        if backend == "numba":
+            pytest.importorskip("numba")
+        with proxlib.use_backend(backend):
+            assert proxlib.prox_lp(np.array([tau]), lam, p)[0] != 0
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
