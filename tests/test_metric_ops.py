@@ -601,7 +601,8 @@ def test_numba_lp_metric_is_the_same_with_and_without_the_power_skipped(dtype, d
 def _lp_scalar_maps():
     """The scalar maps of Numba's lp kernels (its entry functions entry by
     entry, as for every p other than 1/2): the reference of its p = 1/2
-    lanes (:func:`proxlib.backends.numba_cpu._lp_half_lane`)."""
+    lanes (:func:`proxlib.backends.numba_cpu._lp_half_lane`,
+    ``_lp_two_thirds_lane``)."""
     nb = pytest.importorskip("proxlib.backends.numba_cpu")
     import numba
 
@@ -616,34 +617,37 @@ def _lp_scalar_maps():
     return nb, plain, metric
 
 
+@pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(st.data())
-def test_numba_lp_half_lanes_are_its_scalar_entries(dtype, data):
-    """p = 1/2: Numba's lp kernels (Euclidean and in a metric; serial,
+def test_numba_lp_lanes_are_its_scalar_entries(k, dtype, data):
+    """p = 1/2 and 2/3 (k = 2, 3): Numba's lp kernels (Euclidean and in a metric; serial,
     parallel, in place) take a branch-free pass over blocks of entries and
     leave to the scalar entry function only the entries it cannot finish
-    (Newton not yet stalled after its fixed steps: c = lam |v|^(-3/2)/2
-    above about 0.1; NaN, +-inf; in a metric lam / d out of its range, or
-    |v| >= 2^1020).  Bit for bit the scalar map, on entries drawn at every
+    (Newton not yet stalled after its fixed steps: c = p lam |v|^(p-2)
+    above about 0.1; NaN, +-inf; for p = 2/3 |v| outside [2^-1000,
+    2^1000], where the cube root is libm's; in a metric lam / d out of its
+    range, or |v| >= 2^1020).  Bit for bit the scalar map, on entries drawn at every
     c of the pre-selection (both sides of the threshold c_star, far above
     and at it) and anywhere, one lam or one per entry, lengths across
     block boundaries, NaN and +-inf counted as the scalar map counts them."""
     nb, plain, metric = _lp_scalar_maps()
     n = data.draw(st.integers(1, 3 * nb._LP_BLOCK + 5), label="n")
-    c_star = nb._lp_root_constants(2)[0]
+    c_star = nb._lp_root_constants(k)[0]
+    p = 1.0 - 1.0 / k
     lam = data.draw(arrays(np.float64, n, elements=st.floats(1e-12, 1e12)) | arrays(np.float64, 1, elements=st.floats(1e-12, 1e12)), label="lam")
     d = data.draw(arrays(np.float64, n, elements=st.floats(1e-6, 1e6)) | st.just(np.ones(n)), label="d").astype(dtype)
     li = lam / d.astype(np.float64)
     near = [c_star * (1.0 + x) for x in (-2.0**-40, -1e-9, 0.0, 1e-9, 2.0**-30, 2.0**-20, 1e-3)]
-    cs = data.draw(arrays(np.float64, n, elements=st.floats(0.0, 0.3) | st.sampled_from(near) | st.floats(1e-12, 1e-3)), label="c")
+    cs = data.draw(arrays(np.float64, n, elements=st.floats(0.0, 0.42) | st.sampled_from(near) | st.floats(1e-12, 1e-3)), label="c")
     with np.errstate(all="ignore"):
-        v = (li / (2.0 * cs)) ** (2.0 / 3.0)  # the |v| of that c at lam / d (c = 0: inf)
+        v = (p * li / cs) ** (1.0 / (2.0 - p))  # the |v| of that c at lam / d (c = 0: inf)
         v = np.where(data.draw(arrays(np.bool_, n), label="negative"), -v, v).astype(dtype)
-    anywhere = data.draw(arrays(np.float64, n, elements=st.floats(-1e30, 1e30) | st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf])), label="anywhere").astype(dtype)
+    anywhere = data.draw(arrays(np.float64, n, elements=st.floats(-1e30, 1e30) | st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-305, -3e-310])), label="anywhere").astype(dtype)
     v = np.where(data.draw(arrays(np.bool_, n), label="drawn c"), v, anywhere)
     w = lam if lam.shape[0] == n else np.full(1, lam[0])
-    c_plain = (0.5, 0.0, 0.0, 1)  # (p, tau, beta, p_code): tau and beta unused by p = 1/2
-    lpc = (d,) + nb._lp_constants(0.5)
+    c_plain = (p, 0.0, 0.0, k - 1)  # (p, tau, beta, p_code): tau and beta unused by p = 1/2, 2/3
+    lpc = (d,) + nb._lp_constants(p)
     with np.errstate(all="ignore"):
         for check in (False, True):
             want, got = np.empty_like(v), np.empty_like(v)
@@ -666,6 +670,27 @@ def test_numba_lp_half_lanes_are_its_scalar_entries(dtype, data):
         _same_bits(par, mw)
         assert nb._lp_par(v, w, par, c_plain, True) == bad_want
         _same_bits(par, want)
+
+
+@given(st.data())
+def test_numba_cube_root_in_range_is_within_two_ulps(data):
+    """numba_cpu._cbrt_in_range, the lanes' branch-free cube root (the
+    exponent divided by three on the bits, four Newton steps): within 2
+    units in the last place of the exact root (40 digits) over its whole
+    range [2^-1000, 2^1000], at its ends, at powers of 8 and between them;
+    and _cbrt_pos, the scalar path's root, is it there."""
+    nb = pytest.importorskip("proxlib.backends.numba_cpu")
+    mpmath = pytest.importorskip("mpmath")
+    import numba
+
+    lanes = numba.njit(error_model="numpy")(lambda a: nb._cbrt_in_range(a))
+    scalar = numba.njit(error_model="numpy")(lambda a: nb._cbrt_pos(a))
+    a = data.draw(st.floats(2.0**-1000, 2.0**1000) | st.sampled_from([2.0**-1000, 2.0**1000, 1.0, 8.0, 0.125, 2.0**999, 3.0, 7.999999999999999]), label="a")
+    got = lanes(a)
+    with mpmath.workdps(40):
+        exact = mpmath.cbrt(mpmath.mpf(a))
+        assert abs(mpmath.mpf(got) - exact) <= 2 * math.ulp(float(exact)), (a, got, exact)
+    assert scalar(a) == got
 
 
 @pytest.mark.parametrize("k", [2, 3])
