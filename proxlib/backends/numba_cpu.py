@@ -5380,9 +5380,10 @@ def _lp_root(av, lam, p_code):
     there Newton decreases to it, and stops when an iterate no longer
     decreases (the array code's stop).  h is formed as u (u^k - 1) + c,
     u^k - 1 exact (Sterbenz), so the root is within about 2 units of 2^-53
-    of exact, x* within a few (h' >= 1 there).  About 2 steps where the
-    entry is far above the threshold (c small, as for most in training), up
-    to 6 next to it.  The array code (:func:`._xp_kernels.lp_solve`) solves
+    of exact, x* within a few (h' >= 1 there).  Two or three steps, the
+    stalled one included, where the entry is far above the threshold (c
+    below 0.01, as for most in training), up to 6 (p = 1/2) or 7 (p = 2/3)
+    next to it.  The array code (:func:`._xp_kernels.lp_solve`) solves
     the same equation in x from the closed forms of its roots (acos, cos,
     cube roots) and a power per step: both within ulps of x*, not the same
     bits.
