@@ -634,7 +634,7 @@ def test_numba_lp_lanes_are_its_scalar_entries(k, dtype, data):
     nb, plain, metric = _lp_scalar_maps()
     n = data.draw(st.integers(1, 3 * nb._LP_BLOCK + 5), label="n")
     c_star = nb._lp_root_constants(k)[0]
-    p = 1.0 - 1.0 / k
+    p = 0.5 if k == 2 else 2.0 / 3.0  # (the p of p_code k - 1: 1 - 1/3 rounds above 2/3)
     lam = data.draw(arrays(np.float64, n, elements=st.floats(1e-12, 1e12)) | arrays(np.float64, 1, elements=st.floats(1e-12, 1e12)), label="lam")
     d = data.draw(arrays(np.float64, n, elements=st.floats(1e-6, 1e6)) | st.just(np.ones(n)), label="d").astype(dtype)
     li = lam / d.astype(np.float64)
@@ -647,28 +647,29 @@ def test_numba_lp_lanes_are_its_scalar_entries(k, dtype, data):
     v = np.where(data.draw(arrays(np.bool_, n), label="drawn c"), v, anywhere)
     w = lam if lam.shape[0] == n else np.full(1, lam[0])
     c_plain = (p, 0.0, 0.0, k - 1)  # (p, tau, beta, p_code): tau and beta unused by p = 1/2, 2/3
+    (seq, par_), (mseq, mpar) = nb._LP_KERNELS[k - 1], nb._LP_METRIC_KERNELS[k - 1]  # (the lanes' kernels)
     lpc = (d,) + nb._lp_constants(p)
     with np.errstate(all="ignore"):
         for check in (False, True):
             want, got = np.empty_like(v), np.empty_like(v)
             bad_want = plain(v, w, want, c_plain, check)
-            bad_got = nb._lp_seq(v, w, got, c_plain, check)
+            bad_got = seq(v, w, got, c_plain, check)
             _same_bits(got, want)
             assert bad_got == bad_want
         mw, mg = np.empty_like(v), np.empty_like(v)
         metric(v, w, mw, lpc)
-        nb._lp_metric_seq(v, w, mg, lpc)
+        mseq(v, w, mg, lpc)
         _same_bits(mg, mw)
         y = v.copy()
-        nb._lp_metric_seq(y, w, y, lpc)  # in place
+        mseq(y, w, y, lpc)  # in place
         _same_bits(y, mw)
         y = v.copy()
-        nb._lp_seq(y, w, y, c_plain, False)
+        seq(y, w, y, c_plain, False)
         _same_bits(y, want)
         par = np.empty_like(v)
-        nb._lp_metric_par(v, w, par, lpc)
+        mpar(v, w, par, lpc)
         _same_bits(par, mw)
-        assert nb._lp_par(v, w, par, c_plain, True) == bad_want
+        assert par_(v, w, par, c_plain, True) == bad_want
         _same_bits(par, want)
 
 

@@ -5563,26 +5563,32 @@ def _lp_lanes_store(vb, ob, db, i, lam, todo, lane, metric, check):
 
 
 @_inline
-def _lp_lanes_block(v, w, out, d, j0, j1, todo, lane, one, c, metric, check):
+def _lp_lanes_block(v, w, out, d, j0, j1, todo, xs, passfn, c, check):
     """Entries j0..j1 of lp with p = 1/2 or 2/3 (lam w[0], or w[j] for
-    each): the vectorised pass of ``lane`` (_lp_lanes_store), then ``one``
-    (the entry function of the scalar map) on the entries it left.  v may
-    be out: the pass leaves those entries as they were.  The count of NaN
-    and +-inf where ``check``.  The pass reads and writes views of the
-    block, indexed from 0 (indices from j0 > 0, which LLVM cannot prove
-    non-negative, became gathers through Numba's wraparound of negative
-    indices: 1.3-4.5x the time), and in place one view only (two views of
-    the same memory fail the vectorised loop's overlap check, and the
-    scalar loop ran: 6x)."""
+    each) by ``passfn`` (:func:`_lp_lanes_pass` for one p and one entry
+    function) on views of the block.  v may be out.  The views are indexed
+    from 0 (indices from j0 > 0, which LLVM cannot prove non-negative,
+    became gathers through Numba's wraparound of negative indices: 1.3-4.5x
+    the time), and in place there is one view only (two views of the same
+    memory fail the vectorised loop's overlap check, and the scalar loop
+    ran: 6x).  In place the block is first copied to the scratch ``xs``
+    and read from there: passfn, a compiled function of its own (inlined
+    in both branches, its loops compiled 4-10 times longer), cannot tell
+    two views of one array from two arrays."""
     ob, db = out[j0:j1], d[j0:j1]  # (d is v outside a metric)
     if v.ctypes.data == out.ctypes.data:
-        return _lp_lanes_pass(ob, w, ob, db, j0, todo, lane, one, c, metric, check)
-    return _lp_lanes_pass(v[j0:j1], w, ob, db, j0, todo, lane, one, c, metric, check)
+        xb = xs[:j1 - j0]
+        xb[:] = ob
+        return passfn(xb, w, ob, db, j0, todo, c, check)
+    return passfn(v[j0:j1], w, ob, db, j0, todo, c, check)
 
 
 @_inline
 def _lp_lanes_pass(vb, w, ob, db, j0, todo, lane, one, c, metric, check):
-    """_lp_lanes_block on the block's views (vb may be ob)."""
+    """The vectorised pass of ``lane`` (_lp_lanes_store) over the block's
+    views (vb may be ob), then ``one`` (the scalar map's entry function,
+    called) on the entries it left; the count of NaN and +-inf where
+    ``check``."""
     m = ob.shape[0]
     bad = 0
     if w.shape[0] == 1:
@@ -5603,19 +5609,20 @@ def _lp_lanes_pass(vb, w, ob, db, j0, todo, lane, one, c, metric, check):
 
 
 @_inline
-def _lp_lanes_seq(v, w, out, d, lane, one, c, metric, check):
-    """_map_seq of lp's entry function ``one`` for p = 1/2 or 2/3, a block
-    of _LP_BLOCK entries at a time (:func:`_lp_lanes_block`)."""
+def _lp_lanes_seq(v, w, out, d, passfn, c, check):
+    """The scalar map of lp for p = 1/2 or 2/3, a block of _LP_BLOCK
+    entries at a time (:func:`_lp_lanes_block`)."""
     n = v.shape[0]
     todo = np.empty(_LP_BLOCK, dtype=np.bool_)
+    xs = np.empty(_LP_BLOCK, dtype=v.dtype)
     bad = 0
     for j0 in range(0, n, _LP_BLOCK):
-        bad += _lp_lanes_block(v, w, out, d, j0, min(j0 + _LP_BLOCK, n), todo, lane, one, c, metric, check)
+        bad += _lp_lanes_block(v, w, out, d, j0, min(j0 + _LP_BLOCK, n), todo, xs, passfn, c, check)
     return bad
 
 
 @_inline
-def _lp_lanes_par(v, w, out, d, lane, one, c, metric, check):
+def _lp_lanes_par(v, w, out, d, passfn, c, check):
     """_lp_lanes_seq over chunks of blocks on Numba's threads."""
     n = v.shape[0]
     nb_ = (n + _LP_BLOCK - 1) // _LP_BLOCK
@@ -5623,9 +5630,10 @@ def _lp_lanes_par(v, w, out, d, lane, one, c, metric, check):
     bad = np.zeros(nch, dtype=np.int64)
     for ch in prange(nch):
         todo = np.empty(_LP_BLOCK, dtype=np.bool_)
+        xs = np.empty(_LP_BLOCK, dtype=v.dtype)
         for b in range(ch * nb_ // nch, (ch + 1) * nb_ // nch):
             j0 = b * _LP_BLOCK
-            bad[ch] += _lp_lanes_block(v, w, out, d, j0, min(j0 + _LP_BLOCK, n), todo, lane, one, c, metric, check)
+            bad[ch] += _lp_lanes_block(v, w, out, d, j0, min(j0 + _LP_BLOCK, n), todo, xs, passfn, c, check)
     return bad.sum()
 
 
@@ -5637,20 +5645,55 @@ def _lp_entry(x, lam, i, c):
 
 @_pjit
 def _lp_par(v, lam, out, c, check):
-    if c[3] == 1:
-        return _lp_lanes_par(v, lam, out, v, _lp_half_lane, _lp_entry, c, False, check)
-    if c[3] == 2:
-        return _lp_lanes_par(v, lam, out, v, _lp_two_thirds_lane, _lp_entry, c, False, check)
     return _map_par(v, lam, out, _lp_entry, c, check)
 
 
 @_jit
 def _lp_seq(v, lam, out, c, check):
-    if c[3] == 1:
-        return _lp_lanes_seq(v, lam, out, v, _lp_half_lane, _lp_entry, c, False, check)
-    if c[3] == 2:
-        return _lp_lanes_seq(v, lam, out, v, _lp_two_thirds_lane, _lp_entry, c, False, check)
     return _map_seq(v, lam, out, _lp_entry, c, check)
+
+
+@_jit
+def _lp_entry_call(x, lam, i, c):
+    """_lp_entry, not inlined: the lanes' rare scalar entries (inlined, its
+    loops made each lane kernel's compilation several times longer)."""
+    return _lp_entry(x, lam, i, c)
+
+
+@_jit
+def _lp_half_pass(vb, w, ob, db, j0, todo, c, check):
+    return _lp_lanes_pass(vb, w, ob, db, j0, todo, _lp_half_lane, _lp_entry_call, c, False, check)
+
+
+@_jit
+def _lp_two_thirds_pass(vb, w, ob, db, j0, todo, c, check):
+    return _lp_lanes_pass(vb, w, ob, db, j0, todo, _lp_two_thirds_lane, _lp_entry_call, c, False, check)
+
+
+@_jit
+def _lp_half_seq(v, lam, out, c, check):
+    return _lp_lanes_seq(v, lam, out, v, _lp_half_pass, c, check)
+
+
+@_pjit
+def _lp_half_par(v, lam, out, c, check):
+    return _lp_lanes_par(v, lam, out, v, _lp_half_pass, c, check)
+
+
+@_jit
+def _lp_two_thirds_seq(v, lam, out, c, check):
+    return _lp_lanes_seq(v, lam, out, v, _lp_two_thirds_pass, c, check)
+
+
+@_pjit
+def _lp_two_thirds_par(v, lam, out, c, check):
+    return _lp_lanes_par(v, lam, out, v, _lp_two_thirds_pass, c, check)
+
+
+#: lp's kernels (serial, parallel) by p_code: other p (the scalar map of
+#: _lp_entry), p = 1/2 and p = 2/3 (the vectorised blocks); one compiled
+#: function each, so that a call compiles only its own p's code
+_LP_KERNELS = ((_lp_seq, _lp_par), (_lp_half_seq, _lp_half_par), (_lp_two_thirds_seq, _lp_two_thirds_par))
 
 
 @_inline
@@ -5696,7 +5739,7 @@ def lp(v, lam, p, *, parallel=True, out=None, check_finite=False):
     tau = (2.0 - p) / (2.0 * (1.0 - p)) * base
     beta = (lam * p * (1.0 - p)) ** e
     p_code = 1 if p == 0.5 else (2 if p == 2.0 / 3.0 else 0)
-    _run_map(_lp_seq, _lp_par, parallel, v, np.full(1, lam), out, check_finite, (p, tau, beta, p_code))
+    _run_map(*_LP_KERNELS[p_code], parallel, v, np.full(1, lam), out, check_finite, (p, tau, beta, p_code))
     return out
 
 
@@ -6021,22 +6064,53 @@ def _wl2_metric_par(v, w, out, d):
 
 @_jit
 def _lp_metric_seq(v, w, out, c):
-    if c[2] == 1:
-        _lp_lanes_seq(v, w, out, c[0], _lp_half_lane, _lp_metric_at, c, True, False)
-    elif c[2] == 2:
-        _lp_lanes_seq(v, w, out, c[0], _lp_two_thirds_lane, _lp_metric_at, c, True, False)
-    else:
-        _map_seq(v, w, out, _lp_metric_at, c, False)
+    _map_seq(v, w, out, _lp_metric_at, c, False)
 
 
 @_pjit
 def _lp_metric_par(v, w, out, c):
-    if c[2] == 1:
-        _lp_lanes_par(v, w, out, c[0], _lp_half_lane, _lp_metric_at, c, True, False)
-    elif c[2] == 2:
-        _lp_lanes_par(v, w, out, c[0], _lp_two_thirds_lane, _lp_metric_at, c, True, False)
-    else:
-        _map_par(v, w, out, _lp_metric_at, c, False)
+    _map_par(v, w, out, _lp_metric_at, c, False)
+
+
+@_jit
+def _lp_metric_call(x, wi, i, c):
+    """_lp_metric_at, not inlined (as _lp_entry_call)."""
+    return _lp_metric_at(x, wi, i, c)
+
+
+@_jit
+def _lp_half_metric_pass(vb, w, ob, db, j0, todo, c, check):
+    return _lp_lanes_pass(vb, w, ob, db, j0, todo, _lp_half_lane, _lp_metric_call, c, True, check)
+
+
+@_jit
+def _lp_two_thirds_metric_pass(vb, w, ob, db, j0, todo, c, check):
+    return _lp_lanes_pass(vb, w, ob, db, j0, todo, _lp_two_thirds_lane, _lp_metric_call, c, True, check)
+
+
+@_jit
+def _lp_half_metric_seq(v, w, out, c):
+    _lp_lanes_seq(v, w, out, c[0], _lp_half_metric_pass, c, False)
+
+
+@_pjit
+def _lp_half_metric_par(v, w, out, c):
+    _lp_lanes_par(v, w, out, c[0], _lp_half_metric_pass, c, False)
+
+
+@_jit
+def _lp_two_thirds_metric_seq(v, w, out, c):
+    _lp_lanes_seq(v, w, out, c[0], _lp_two_thirds_metric_pass, c, False)
+
+
+@_pjit
+def _lp_two_thirds_metric_par(v, w, out, c):
+    _lp_lanes_par(v, w, out, c[0], _lp_two_thirds_metric_pass, c, False)
+
+
+#: lp_metric's kernels by p_code, as _LP_KERNELS
+_LP_METRIC_KERNELS = ((_lp_metric_seq, _lp_metric_par), (_lp_half_metric_seq, _lp_half_metric_par),
+                      (_lp_two_thirds_metric_seq, _lp_two_thirds_metric_par))
 
 
 _SEPARABLE_METRIC = ("weighted_l1_metric", "weighted_l2sq_metric", "lp_metric")
@@ -6065,7 +6139,8 @@ def _separable_metric(v, d, w, kind, parallel, out, p=1.0):
         return result
     d = d.reshape(-1)
     c = (d,) + _lp_constants(float(p)) if kind == 2 else d
-    kernel = _serial_or_parallel(*_SEPARABLE_METRIC_KERNELS[kind], parallel, v.size)
+    pair = _LP_METRIC_KERNELS[c[2]] if kind == 2 else _SEPARABLE_METRIC_KERNELS[kind]
+    kernel = _serial_or_parallel(*pair, parallel, v.size)
     kernel(v.reshape(-1), w, result.reshape(-1), c)
     return result
 
