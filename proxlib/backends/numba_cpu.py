@@ -5396,28 +5396,48 @@ def _lp_root(av, lam, p_code):
         k = 2.0
         c = 0.5 * ((lam / av) / math.sqrt(av))
         c_pre = _LP_C_PRE_HALF
-        inv_p = 2.0
     else:
         k = 3.0
         c = (2.0 / 3.0) * ((lam / av) / _cbrt_pos(av))
         c_pre = _LP_C_PRE_TWO_THIRDS
-        inv_p = 1.5
     if not c <= c_pre:  # (also av = 0: c is inf, or NaN where lam = 0 too; the prox of 0 is 0)
         return 0.0
-    u = 1.0 - c * (1.0 / k + c * ((k + 1.0) / (2.0 * k * k * k)))
-    uk = u * u if p_code == 1 else u * u * u
-    u = u - (u * (uk - 1.0) + c) / ((k + 1.0) * uk - 1.0)
+    u = _lp_u_start(c, k)
     for _ in range(_MAX_ROOT_ITER):
-        uk = u * u if p_code == 1 else u * u * u
-        nxt = u - (u * (uk - 1.0) + c) / ((k + 1.0) * uk - 1.0)
+        nxt = _lp_u_step(u, c, k)
         if nxt < u:
             u = nxt
         else:
             break
-    uk = u * u if p_code == 1 else u * u * u
-    if not (0.5 * (u * uk) - u + c * inv_p < 0.0):
-        return 0.0
-    return av * uk
+    return _lp_u_value(u, c, k, av)
+
+
+@_inline
+def _lp_u_power(u, k):
+    """u^k for k = 2 or 3, as products (the same operations in _lp_root and its lanes)."""
+    return u * u if k == 2.0 else u * u * u
+
+
+@_inline
+def _lp_u_step(u, c, k):
+    """Newton's step on h(u) = u^(k+1) - u + c, h formed as u (u^k - 1) + c."""
+    uk = _lp_u_power(u, k)
+    return u - (u * (uk - 1.0) + c) / ((k + 1.0) * uk - 1.0)
+
+
+@_inline
+def _lp_u_start(c, k):
+    """The root's series to c^2, 1 - c/k - (k+1) c^2/(2k^3), and one Newton
+    step from it (at or right of the root)."""
+    return _lp_u_step(1.0 - c * (1.0 / k + c * ((k + 1.0) / (2.0 * k * k * k))), c, k)
+
+
+@_inline
+def _lp_u_value(u, c, k, av):
+    """|x*| = av u^k where x* beats 0 (u^(k+1)/2 - u + c/p < 0, 1/p =
+    k/(k - 1)), else 0 (at a tie too)."""
+    uk = _lp_u_power(u, k)
+    return av * uk if 0.5 * (u * uk) - u + c * (k / (k - 1.0)) < 0.0 else 0.0
 
 
 @_inline
@@ -5493,23 +5513,18 @@ def _cbrt_pos(av):
 
 @_inline
 def _lp_lane_newton(c, keep, av, x, k):
-    """The branch-free end of a lane (:func:`_lp_half_lane`): from the
-    root's series, _lp_root's first Newton step and _LP_LANE_STEPS more
-    that keep an iterate only where it decreases, the comparison with 0;
-    (the result, whether the steps stalled or the entry is not kept)."""
+    """The branch-free end of a lane (:func:`_lp_half_lane`): _lp_root's
+    start and steps (the same functions: the same bits), _LP_LANE_STEPS of
+    them that keep an iterate only where it decreases, the comparison with
+    0; (the result, whether the steps stalled or the entry is not kept)."""
     c = c if keep else 0.0  # (keeps the discarded lanes finite)
-    u = 1.0 - c * (1.0 / k + c * ((k + 1.0) / (2.0 * k * k * k)))
-    uk = u * u if k == 2.0 else u * u * u
-    u = u - (u * (uk - 1.0) + c) / ((k + 1.0) * uk - 1.0)
+    u = _lp_u_start(c, k)
     moved = True
     for _ in range(_LP_LANE_STEPS):
-        uk = u * u if k == 2.0 else u * u * u
-        nxt = u - (u * (uk - 1.0) + c) / ((k + 1.0) * uk - 1.0)
+        nxt = _lp_u_step(u, c, k)
         moved = nxt < u
         u = nxt if moved else u
-    uk = u * u if k == 2.0 else u * u * u
-    win = keep & (0.5 * (u * uk) - u + c * (k / (k - 1.0)) < 0.0)
-    y = av * uk if win else 0.0
+    y = _lp_u_value(u, c, k, av) if keep else 0.0
     r = 0.0 if y == 0.0 else (-y if x < 0 else y)
     return r, (not keep) | (not moved)
 
