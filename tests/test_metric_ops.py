@@ -600,9 +600,10 @@ def test_numba_lp_metric_is_the_same_with_and_without_the_power_skipped(dtype, d
 @functools.lru_cache(maxsize=None)
 def _lp_scalar_maps():
     """The scalar maps of Numba's lp kernels (its entry functions entry by
-    entry, as for every p other than 1/2): the reference of its p = 1/2
+    entry, as for every p other than 1/2 and 2/3): the reference of its
     lanes (:func:`proxlib.backends.numba_cpu._lp_half_lane`,
-    ``_lp_two_thirds_lane``)."""
+    ``_lp_two_thirds_lane``); and the lanes' cube root and the scalar
+    path's (compiled once: inside a Hypothesis test, once per example)."""
     nb = pytest.importorskip("proxlib.backends.numba_cpu")
     import numba
 
@@ -614,24 +615,32 @@ def _lp_scalar_maps():
     def metric(v, w, out, c):
         return nb._map_seq(v, w, out, nb._lp_metric_at, c, False)
 
-    return nb, plain, metric
+    @numba.njit(error_model="numpy")
+    def cbrt_lanes(a):
+        return nb._cbrt_in_range(a)
+
+    @numba.njit(error_model="numpy")
+    def cbrt_scalar(a):
+        return nb._cbrt_pos(a)
+
+    return nb, plain, metric, cbrt_lanes, cbrt_scalar
 
 
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(st.data())
 def test_numba_lp_lanes_are_its_scalar_entries(k, dtype, data):
-    """p = 1/2 and 2/3 (k = 2, 3): Numba's lp kernels (Euclidean and in a metric; serial,
-    parallel, in place) take a branch-free pass over blocks of entries and
-    leave to the scalar entry function only the entries it cannot finish
-    (Newton not yet stalled after its fixed steps: c = p lam |v|^(p-2)
-    above about 0.1; NaN, +-inf; for p = 2/3 |v| outside [2^-1000,
-    2^1000], where the cube root is libm's; in a metric lam / d out of its
-    range, or |v| >= 2^1020).  Bit for bit the scalar map, on entries drawn at every
-    c of the pre-selection (both sides of the threshold c_star, far above
+    """p = 1/2 and 2/3 (k = 2, 3): Numba's lp kernels (Euclidean and in a
+    metric; serial, parallel, in place) take a branch-free pass over
+    blocks of entries and leave to the scalar entry function only the
+    entries it cannot finish (Newton not yet stalled after its fixed
+    steps: c = p lam |v|^(p-2) above about 0.1; NaN, +-inf; for p = 2/3
+    |v| outside [2^-1000, 2^1000], where the cube root is libm's; in a
+    metric lam / d out of its range, or |v| >= 2^1020).  Bit for bit the
+    scalar map, on entries drawn at every c of the pre-selection (both sides of the threshold c_star, far above
     and at it) and anywhere, one lam or one per entry, lengths across
     block boundaries, NaN and +-inf counted as the scalar map counts them."""
-    nb, plain, metric = _lp_scalar_maps()
+    nb, plain, metric, _, _ = _lp_scalar_maps()
     n = data.draw(st.integers(1, 3 * nb._LP_BLOCK + 5), label="n")
     c_star = nb._lp_root_constants(k)[0]
     p = 0.5 if k == 2 else 2.0 / 3.0  # (the p of p_code k - 1: 1 - 1/3 rounds above 2/3)
@@ -680,12 +689,8 @@ def test_numba_cube_root_in_range_is_within_two_ulps(data):
     units in the last place of the exact root (40 digits) over its whole
     range [2^-1000, 2^1000], at its ends, at powers of 8 and between them;
     and _cbrt_pos, the scalar path's root, is it there."""
-    nb = pytest.importorskip("proxlib.backends.numba_cpu")
     mpmath = pytest.importorskip("mpmath")
-    import numba
-
-    lanes = numba.njit(error_model="numpy")(lambda a: nb._cbrt_in_range(a))
-    scalar = numba.njit(error_model="numpy")(lambda a: nb._cbrt_pos(a))
+    _, _, _, lanes, scalar = _lp_scalar_maps()
     a = data.draw(st.floats(2.0**-1000, 2.0**1000) | st.sampled_from([2.0**-1000, 2.0**1000, 1.0, 8.0, 0.125, 2.0**999, 3.0, 7.999999999999999]), label="a")
     got = lanes(a)
     with mpmath.workdps(40):
